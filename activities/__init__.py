@@ -1,0 +1,1 @@
+"""Temporal activities: everything that touches email, the database, clocks or randomness."""

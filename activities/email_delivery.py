@@ -1,0 +1,138 @@
+"""Email backends. Each send either succeeds, raises Transient (retry) or Permanent (give up)."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+import urllib.error
+from email.message import EmailMessage
+from typing import Protocol
+
+from python_http_client.exceptions import HTTPError as SendgridHTTPError
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import Content, From, Mail, To
+
+from core.crypto import Keyring
+from core.db import SessionFactory
+from core.models import OutboxEmail
+from core.settings import EmailBackend, Settings
+from core.templating import RenderedEmail
+
+
+class EmailError(Exception):
+    pass
+
+
+class TransientEmailError(EmailError):
+    """Worth retrying: the server was down, busy or rate limiting."""
+
+
+class PermanentEmailError(EmailError):
+    """Retrying cannot help: the recipient or the request was refused."""
+
+
+class EmailSender(Protocol):
+    name: str
+
+    async def send(self, email: RenderedEmail) -> None: ...
+
+
+class OutboxSender:
+    name = "outbox"
+
+    def __init__(self, sessions: SessionFactory, keyring: Keyring) -> None:
+        self._sessions = sessions
+        self._keyring = keyring
+
+    async def send(self, email: RenderedEmail) -> None:
+        sealed = self._keyring.seal(
+            f"{email.text}\0{email.html}".encode(), associated_data=b"outbox"
+        )
+        async with self._sessions() as session:
+            session.add(OutboxEmail(to_address=email.to, subject=email.subject,
+                                    body_encrypted=sealed))
+            await session.commit()
+
+
+class SmtpSender:
+    name = "smtp"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def send(self, email: RenderedEmail) -> None:
+        await asyncio.to_thread(self._send_sync, email)
+
+    def _message(self, email: RenderedEmail) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self._settings.email_from
+        message["To"] = email.to
+        message["Subject"] = email.subject
+        message.set_content(email.text)
+        message.add_alternative(email.html, subtype="html")
+        return message
+
+    def _send_sync(self, email: RenderedEmail) -> None:
+        s = self._settings
+        try:
+            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout) as client:
+                if s.smtp_starttls:
+                    client.starttls(context=ssl.create_default_context())
+                if s.smtp_username and s.smtp_password:
+                    client.login(s.smtp_username, s.smtp_password.get_secret_value())
+                client.send_message(self._message(email))
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            if all(code >= 500 for code in codes):
+                raise PermanentEmailError(f"recipient refused by SMTP server ({codes[0]})") from exc
+            raise TransientEmailError(f"recipient deferred by SMTP server ({codes[0]})") from exc
+        except smtplib.SMTPResponseException as exc:
+            text = f"SMTP server answered {exc.smtp_code}"
+            if exc.smtp_code >= 500 and not isinstance(exc, smtplib.SMTPAuthenticationError):
+                raise PermanentEmailError(text) from exc
+            raise TransientEmailError(text) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransientEmailError(
+                f"cannot reach SMTP server {s.smtp_host}:{s.smtp_port}: {type(exc).__name__}"
+            ) from exc
+
+
+class SendgridSender:
+    name = "sendgrid"
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.sendgrid_api_key is None:
+            raise ValueError("SSO_SENDGRID_API_KEY is required for the sendgrid backend")
+        self._settings = settings
+        self._client = SendGridAPIClient(
+            api_key=settings.sendgrid_api_key.get_secret_value(),
+            host=settings.sendgrid_api_host,
+        )
+
+    async def send(self, email: RenderedEmail) -> None:
+        await asyncio.to_thread(self._send_sync, email)
+
+    def _send_sync(self, email: RenderedEmail) -> None:
+        mail = Mail(from_email=From(self._settings.email_from), to_emails=To(email.to),
+                    subject=email.subject)
+        mail.add_content(Content("text/plain", email.text))
+        mail.add_content(Content("text/html", email.html))
+        try:
+            self._client.send(mail)
+        except SendgridHTTPError as exc:
+            status = int(getattr(exc, "status_code", 0) or 0)
+            text = f"SendGrid answered {status}"
+            if status == 429 or status >= 500:
+                raise TransientEmailError(text) from exc
+            raise PermanentEmailError(text) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise TransientEmailError(f"cannot reach SendGrid: {type(exc).__name__}") from exc
+
+
+def build_sender(settings: Settings, sessions: SessionFactory, keyring: Keyring) -> EmailSender:
+    if settings.email_backend is EmailBackend.smtp:
+        return SmtpSender(settings)
+    if settings.email_backend is EmailBackend.sendgrid:
+        return SendgridSender(settings)
+    return OutboxSender(sessions, keyring)

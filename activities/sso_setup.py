@@ -1,0 +1,164 @@
+"""Activities of the SSO setup flow: issue the link and email it, close the flow in the DB."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.email_delivery import EmailSender, PermanentEmailError, TransientEmailError
+from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
+from core import audit
+from core.crypto import mask_email, new_token, token_hash
+from core.db import SessionFactory
+from core.models import DeliveryState, SetupLink, SetupState, SsoSetup, Staff, utcnow
+from core.settings import Settings
+from core.templating import render_email
+
+LINK_PURPOSE = "setup"
+
+
+def ttl_words(seconds: int) -> str:
+    minutes, rest = divmod(seconds, 60)
+    if rest or not minutes:
+        return f"{seconds} seconds"
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return f"{hours} hour" + ("s" if hours != 1 else "")
+    return f"{minutes} minute" + ("s" if minutes != 1 else "")
+
+
+class SetupActivities:
+    def __init__(self, settings: Settings, sessions: SessionFactory, sender: EmailSender) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._sender = sender
+
+    @activity.defn(name="send_setup_email")
+    async def send_setup_email(self, data: SendSetupEmailInput) -> SendSetupEmailResult:
+        """Mint a fresh link token, store only its HMAC, email the link.
+
+        The token is created here and only leaves inside the email: it is never returned,
+        so it never reaches workflow history. A retry mints a new token and revokes the
+        previous attempt's, so at most one link of a flow works at a time.
+        """
+        info = activity.info()
+        # The server's clock, not ours: keeps the link deadline in step with the workflow timer.
+        now = info.current_attempt_scheduled_time
+        expires_at = now + timedelta(seconds=data.link_ttl_seconds)
+        staff_id = uuid.UUID(data.staff_id)
+        token = new_token()
+        secret = self._settings.secret_key.get_secret_value()
+
+        async with self._sessions() as session:
+            staff = await session.get(Staff, staff_id)
+            setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
+            if staff is None or setup is None:
+                raise ApplicationError("staff member no longer exists", non_retryable=True,
+                                       type="StaffNotFound")
+            if not SetupState(setup.state).is_open:
+                # Cancelled or superseded while this attempt waited: mint no link at all.
+                raise ApplicationError(f"setup already {setup.state}", non_retryable=True,
+                                       type="SetupEnded")
+            await _revoke_links(session, staff_id, now)
+            session.add(SetupLink(staff_id=staff_id, workflow_id=data.workflow_id,
+                                  run_id=data.run_id, expires_at=expires_at,
+                                  token_hash=token_hash(secret, LINK_PURPOSE, token)))
+            setup.run_id = data.run_id
+            setup.email_attempts = info.attempt
+            to_address = staff.external_email_1
+            first_name = staff.first_name
+            await session.commit()
+
+        email = render_email(
+            "sso_welcome",
+            to=to_address,
+            brand=self._settings.brand_name,
+            first_name=first_name,
+            link=f"{self._settings.public_url}/sso/setup/{token}",
+            ttl_words=ttl_words(data.link_ttl_seconds),
+            expires_at_text=expires_at.strftime("%H:%M UTC on %d %B %Y"),
+            support_email=self._settings.support_email,
+        )
+        del token
+        try:
+            await self._sender.send(email)
+        except TransientEmailError as exc:
+            await self._record_delivery(data, DeliveryState.retrying, str(exc), info.attempt)
+            raise
+        except PermanentEmailError as exc:
+            await self._record_delivery(data, DeliveryState.failed, str(exc), info.attempt)
+            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
+
+        sent_at = utcnow()
+        async with self._sessions() as session:
+            await session.execute(
+                update(SsoSetup)
+                .where(SsoSetup.id == uuid.UUID(data.setup_id))
+                .values(state=SetupState.email_sent.value, state_since=sent_at,
+                        link_expires_at=expires_at, email_delivery=DeliveryState.sent.value,
+                        email_attempts=info.attempt, email_last_error=None)
+            )
+            audit.record(session, actor="system", action="sso_email.sent", outcome="success",
+                         target=data.staff_id, backend=self._sender.name,
+                         attempts=info.attempt, workflow_id=data.workflow_id)
+            await session.commit()
+        return SendSetupEmailResult(sent_at=sent_at, link_expires_at=expires_at,
+                                    masked_email=mask_email(to_address), attempts=info.attempt)
+
+    async def _record_delivery(
+        self, data: SendSetupEmailInput, state: DeliveryState, error: str, attempt: int
+    ) -> None:
+        async with self._sessions() as session:
+            await session.execute(
+                update(SsoSetup)
+                .where(SsoSetup.id == uuid.UUID(data.setup_id))
+                .values(email_delivery=state.value, email_last_error=error,
+                        email_attempts=attempt)
+            )
+            audit.record(session, actor="system", action="sso_email.attempt_failed",
+                         outcome="retrying" if state is DeliveryState.retrying else "failure",
+                         target=data.staff_id, error=error, attempt=attempt,
+                         backend=self._sender.name)
+            await session.commit()
+
+    @activity.defn(name="close_setup")
+    async def close_setup(self, data: CloseSetupInput) -> None:
+        """Record how a flow ended and make sure none of its links work any more."""
+        now = utcnow()
+        async with self._sessions() as session:
+            setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
+            if setup is None:
+                return
+            if setup.run_id:
+                await session.execute(
+                    update(SetupLink)
+                    .where(SetupLink.run_id == setup.run_id, SetupLink.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+            if setup.state != data.state:
+                setup.state = data.state
+                setup.state_since = now
+            if data.state == SetupState.failed.value:
+                setup.failure_reason = data.reason
+                if setup.email_delivery != DeliveryState.sent.value:
+                    setup.email_delivery = DeliveryState.failed.value
+            audit.record(session, actor=data.actor, action=f"sso_setup.{data.state}",
+                         outcome=data.state, target=data.staff_id, reason=data.reason)
+            await session.commit()
+
+
+async def _revoke_links(session: AsyncSession, staff_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(
+        update(SetupLink)
+        .where(SetupLink.staff_id == staff_id, SetupLink.revoked_at.is_(None),
+               SetupLink.consumed_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+

@@ -1,0 +1,1 @@
+"""The thin FastAPI layer: admin API, sign-on pages, codec endpoint."""

@@ -1,0 +1,62 @@
+"""Dependency aliases used by the routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.errors import NotAuthenticated
+from api.services.onboarding import Onboarding
+from core.admin_keys import authenticate
+from core.settings import Settings
+from core.temporal_client import TemporalGateway
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+def get_temporal(request: Request) -> TemporalGateway:
+    return request.app.state.temporal  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+TemporalDep = Annotated[TemporalGateway, Depends(get_temporal)]
+
+
+def bearer(request: Request) -> str:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
+
+
+async def require_admin(request: Request, session: SessionDep, settings: SettingsDep) -> str:
+    name = await authenticate(session, settings, bearer(request))
+    if name is None:
+        raise NotAuthenticated("A valid admin API key is required (Authorization: Bearer <key>)")
+    await session.commit()
+    return f"admin-key:{name}"
+
+
+AdminDep = Annotated[str, Depends(require_admin)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def get_onboarding(
+    session: SessionDep, settings: SettingsDep, temporal: TemporalDep
+) -> Onboarding:
+    return Onboarding(settings=settings, session=session, temporal=temporal)
+
+
+OnboardingDep = Annotated[Onboarding, Depends(get_onboarding)]

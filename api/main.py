@@ -1,0 +1,76 @@
+"""The web app: includes routers, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+
+from api import errors
+from api.routes import codec, dev_mailbox, health, setup_pages, staff
+from core.db import create_engine, session_factory
+from core.settings import Settings, get_settings
+from core.temporal_client import TemporalGateway
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "frame-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+}
+
+
+def create_app(settings: Settings | None = None, temporal: TemporalGateway | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.async_database_url)
+        app.state.sessions = session_factory(engine)
+        app.state.temporal = temporal or TemporalGateway(settings)
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title=f"{settings.brand_name} Single Sign-On",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+    )
+    app.state.settings = settings
+    errors.install(app)
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        if request.url.path in ("/docs", "/redoc"):
+            return response  # Swagger UI loads its own scripts and styles.
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    origins = list(settings.codec_cors_origins)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-namespace"],
+            allow_credentials=True,
+        )
+
+    app.include_router(health.router)
+    app.include_router(staff.router)
+    app.include_router(codec.router)
+    app.include_router(setup_pages.router)
+    if settings.is_development:
+        app.include_router(dev_mailbox.router)
+    return app

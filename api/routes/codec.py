@@ -1,0 +1,49 @@
+"""Codec endpoint for the Temporal UI: decodes payloads for authorised operators only."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payloads
+
+from api.deps import SessionDep, SettingsDep, bearer
+from api.errors import NotAuthenticated, SsoError
+from core.admin_keys import authenticate
+from core.codec import EncryptionCodec, keyring_from_settings
+from core.crypto import DecryptionError
+
+router = APIRouter(prefix="/codec", tags=["ops"])
+
+
+async def _authorise(request: Request, session: SessionDep, settings: SettingsDep) -> None:
+    if settings.codec_dev_open and settings.is_development:
+        return
+    if await authenticate(session, settings, bearer(request)) is None:
+        raise NotAuthenticated("The codec endpoint needs an admin API key")
+    await session.commit()
+
+
+async def _apply(request: Request, settings: SettingsDep, encode: bool) -> Response:
+    try:
+        payloads = json_format.Parse(await request.body(), Payloads())
+    except json_format.ParseError as exc:
+        raise SsoError("Body must be a JSON Payloads message") from exc
+    codec = EncryptionCodec(keyring_from_settings(settings))
+    try:
+        result = await (codec.encode if encode else codec.decode)(list(payloads.payloads))
+    except DecryptionError as exc:
+        raise SsoError(f"Cannot decode: {exc}") from exc
+    body = json_format.MessageToJson(Payloads(payloads=result))
+    return Response(body, media_type="application/json")
+
+
+@router.post("/decode")
+async def decode(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    await _authorise(request, session, settings)
+    return await _apply(request, settings, encode=False)
+
+
+@router.post("/encode")
+async def encode(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    await _authorise(request, session, settings)
+    return await _apply(request, settings, encode=True)

@@ -1,0 +1,35 @@
+"""Liveness of the parts the app depends on."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import SessionDep, TemporalDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz(session: SessionDep, temporal: TemporalDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(3):
+            await session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means "not healthy"; the type says enough
+        checks["database"] = f"failed: {type(exc).__name__}"
+    try:
+        client = await temporal.client(timeout=3)
+        async with asyncio.timeout(3):
+            await client.service_client.check_health()
+        checks["temporal"] = "ok"
+    except Exception as exc:
+        checks["temporal"] = f"failed: {type(exc).__name__}"
+    healthy = all(v == "ok" for v in checks.values())
+    failed = [name for name, v in checks.items() if v != "ok"]
+    body = {"status": "ok" if healthy else "unavailable", "checks": checks, "failed": failed}
+    return JSONResponse(body, status_code=200 if healthy else 503)

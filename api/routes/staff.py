@@ -1,0 +1,80 @@
+"""Admin API: staff records and their Single Sign-On setup."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+
+from api.deps import AdminDep, OnboardingDep, SessionDep, client_ip
+from api.schemas import (
+    ErrorBody,
+    SsoCancelled,
+    SsoEmailSent,
+    SsoStatus,
+    StaffCreate,
+    StaffListItem,
+    StaffPage,
+    StaffPublic,
+)
+from api.services import staff as staff_service
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
+    503: {"model": ErrorBody},
+}
+
+router = APIRouter(prefix="/api/v1/staff", tags=["staff"], responses=ERRORS)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=StaffPublic)
+async def create_staff(
+    data: StaffCreate, request: Request, session: SessionDep, actor: AdminDep
+) -> StaffPublic:
+    staff = await staff_service.create_staff(session, data, actor, client_ip(request))
+    await session.commit()
+    return StaffPublic.model_validate(staff)
+
+
+@router.get("", response_model=StaffPage)
+async def list_staff(
+    session: SessionDep,
+    _actor: AdminDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    q: Annotated[str | None, Query(max_length=100, description="Name or email contains")] = None,
+) -> StaffPage:
+    rows, total = await staff_service.list_staff(session, limit, offset, q)
+    items = [
+        StaffListItem(**StaffPublic.model_validate(s).model_dump(), sso_state=state)  # type: ignore[arg-type]
+        for s, state in rows
+    ]
+    return StaffPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{staff_id}", response_model=StaffPublic)
+async def get_staff(staff_id: uuid.UUID, session: SessionDep, _actor: AdminDep) -> StaffPublic:
+    return StaffPublic.model_validate(await staff_service.get_staff(session, staff_id))
+
+
+@router.post("/{staff_id}/sso-email", status_code=status.HTTP_202_ACCEPTED,
+             response_model=SsoEmailSent)
+async def send_sso_email(
+    staff_id: uuid.UUID, request: Request, onboarding: OnboardingDep, actor: AdminDep
+) -> SsoEmailSent:
+    """Send Single Sign-On Email. A new send supersedes any setup still in progress."""
+    return await onboarding.send_email(staff_id, actor, client_ip(request))
+
+
+@router.delete("/{staff_id}/sso-email", response_model=SsoCancelled)
+async def cancel_sso_email(
+    staff_id: uuid.UUID, request: Request, onboarding: OnboardingDep, actor: AdminDep
+) -> SsoCancelled:
+    outcome = await onboarding.cancel(staff_id, actor, client_ip(request))
+    return SsoCancelled(workflow_id=f"sso-setup-{staff_id}", state=outcome.state)  # type: ignore[arg-type]
+
+
+@router.get("/{staff_id}/sso", response_model=SsoStatus)
+async def sso_status(staff_id: uuid.UUID, onboarding: OnboardingDep, _actor: AdminDep) -> SsoStatus:
+    return await onboarding.status(staff_id)

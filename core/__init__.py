@@ -1,0 +1,1 @@
+"""Code every process shares: settings, database models, crypto, email rendering."""

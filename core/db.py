@@ -1,0 +1,35 @@
+"""Engine and session factory. Transactions commit at the request or activity boundary."""
+
+from __future__ import annotations
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def create_engine(async_url: str) -> AsyncEngine:
+    kwargs: dict[str, object] = {"pool_pre_ping": True}
+    if async_url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 30}}
+    engine = create_async_engine(async_url, **kwargs)
+    if async_url.startswith("sqlite"):
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    # WAL lets the web app read while the worker writes; foreign keys are off by default.
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def session_factory(engine: AsyncEngine) -> SessionFactory:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+__all__ = ["Engine", "SessionFactory", "create_engine", "session_factory"]

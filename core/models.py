@@ -1,0 +1,173 @@
+"""Database tables. Alembic migrations in core/migrations are the only way the schema changes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator, Uuid
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """SQLite drops tz info; this hands back aware UTC datetimes on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class SetupState(StrEnum):
+    not_started = "not_started"
+    sending_email = "sending_email"
+    email_sent = "email_sent"
+    active = "active"
+    expired = "expired"
+    superseded = "superseded"
+    cancelled = "cancelled"
+    failed = "failed"
+
+    @property
+    def is_open(self) -> bool:
+        return self in {SetupState.sending_email, SetupState.email_sent}
+
+
+class DeliveryState(StrEnum):
+    pending = "pending"
+    sent = "sent"
+    retrying = "retrying"
+    failed = "failed"
+
+
+class AccountStatus(StrEnum):
+    pending = "pending"
+    active = "active"
+    disabled = "disabled"
+
+
+class Staff(Base):
+    __tablename__ = "staff"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    first_name: Mapped[str] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100))
+    # Stored lower-cased so uniqueness holds whatever case an admin types.
+    external_email_1: Mapped[str] = mapped_column(String(320), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SsoAccount(Base):
+    __tablename__ = "sso_accounts"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    staff_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("staff.id", ondelete="CASCADE"), unique=True
+    )
+    login_email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    verified_at: Mapped[datetime | None]
+    # Sealed with the encryption keyring; never stored in the clear.
+    totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default=AccountStatus.pending.value)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SsoSetup(Base):
+    """One row per "Send Single Sign-On Email": written by the flow's activities, read by the API."""
+
+    __tablename__ = "sso_setups"
+    __table_args__ = (Index("ix_sso_setups_staff", "staff_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"))
+    workflow_id: Mapped[str] = mapped_column(String(100))
+    # Filled in by the flow's first activity; links are bound to this run.
+    run_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    state: Mapped[str] = mapped_column(String(30))
+    state_since: Mapped[datetime]
+    link_expires_at: Mapped[datetime | None]
+    email_delivery: Mapped[str] = mapped_column(String(20), default=DeliveryState.pending.value)
+    email_attempts: Mapped[int] = mapped_column(default=0)
+    email_last_error: Mapped[str | None] = mapped_column(Text)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SetupLink(Base):
+    __tablename__ = "setup_links"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"))
+    workflow_id: Mapped[str] = mapped_column(String(100))
+    run_id: Mapped[str] = mapped_column(String(100))
+    # HMAC of the token; the token itself exists only in the email.
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    consumed_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_setup_links_staff", "staff_id"),)
+
+
+class AdminApiKey(Base):
+    __tablename__ = "admin_api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str | None] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(30))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_audit_target", "target", "occurred_at"),)
+
+
+class OutboxEmail(Base):
+    """Development mailbox. Bodies are sealed: even dev links are not plaintext at rest."""
+
+    __tablename__ = "outbox_emails"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    to_address: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(300))
+    body_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

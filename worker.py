@@ -1,0 +1,51 @@
+"""The Temporal worker: connect, build activities, run until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.email_delivery import build_sender
+from activities.sso_setup import SetupActivities
+from core.codec import keyring_from_settings
+from core.db import create_engine, session_factory
+from core.logging import configure as configure_logging
+from core.settings import Settings, get_settings
+from core.temporal_client import connect
+from workflows.sso_setup import SsoSetupWorkflow
+
+
+def build_worker(client: Client, settings: Settings) -> Worker:
+    sessions = session_factory(create_engine(settings.async_database_url))
+    sender = build_sender(settings, sessions, keyring_from_settings(settings))
+    setup = SetupActivities(settings, sessions, sender)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[SsoSetupWorkflow],
+        activities=[setup.send_setup_email, setup.close_setup],
+    )
+
+
+async def run(settings: Settings) -> None:
+    client = await connect(settings)
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        await stop.wait()
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()
