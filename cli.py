@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from core.settings import InsecureSettingsError, Settings, get_settings
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
+from core.settings import InsecureSettingsError, Settings, get_settings
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -94,7 +94,19 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("setup_link_ttl", "email_retry_window")
+    @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
+                     "email_retry_max_interval", mode="before")
+    @classmethod
+    def _seconds_or_iso8601(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return timedelta(seconds=float(value))
+            except ValueError:
+                return value
+        return value
+
+    @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
+                     "email_retry_max_interval")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

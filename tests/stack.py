@@ -1,0 +1,327 @@
+"""Helpers for end-to-end tests: the real stack (`python -m cli dev`) and a local SMTP sink.
+
+Nothing here is pytest-specific; the fixtures live in the test modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_KEY = re.compile(r"\bssoak_[A-Za-z0-9_\-]+")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Distinct free ports (all bound at once, so no two are the same)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            socks.append(sock)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+# --------------------------------------------------------------------------- SMTP sink
+
+
+class _Handler:
+    def __init__(self, sink: SmtpSink) -> None:
+        self._sink = sink
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        self._sink._received(bytes(envelope.content), list(envelope.rcpt_tos))
+        return "250 Message accepted for delivery"
+
+
+@dataclass
+class ReceivedEmail:
+    rcpt_tos: list[str]
+    raw: bytes
+    message: EmailMessage
+
+
+class SmtpSink:
+    """An aiosmtpd server on 127.0.0.1 that keeps every message; can be stopped and restarted
+    on the same port to simulate an SMTP outage."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._lock = threading.Lock()
+        self._messages: list[ReceivedEmail] = []
+        self._controller: Controller | None = None
+
+    def _received(self, raw: bytes, rcpt_tos: list[str]) -> None:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        with self._lock:
+            self._messages.append(ReceivedEmail(rcpt_tos, raw, message))  # type: ignore[arg-type]
+
+    @property
+    def messages(self) -> list[ReceivedEmail]:
+        with self._lock:
+            return list(self._messages)
+
+    @property
+    def running(self) -> bool:
+        return self._controller is not None
+
+    def start(self, timeout: float = 15.0) -> None:
+        if self._controller is not None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            controller = Controller(_Handler(self), hostname=self.host, port=self.port,
+                                    ready_timeout=10)
+            try:
+                controller.start()
+            except (OSError, RuntimeError):
+                # The port can take a moment to be free again after a stop.
+                with contextlib.suppress(Exception):
+                    controller.stop()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
+            self._controller = controller
+            return
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+        # Make sure nothing answers any more: the next delivery attempt must be refused.
+        deadline = time.monotonic() + 10
+        while port_open(self.port, self.host):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"SMTP port {self.port} still answers after stop")
+            time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _proc_stat(pid: int) -> tuple[int, str, int] | None:
+    """(ppid, state, start time) of a process, from /proc; None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    rest = text[text.rindex(")") + 2:].split()
+    return int(rest[1]), rest[0], int(rest[19])
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """All live descendants of pid, as {pid: start time} (start time guards against reuse)."""
+    try:
+        import psutil  # type: ignore[import-not-found]
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            return {p.pid: int(p.create_time() * 100)
+                    for p in psutil.Process(pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            return {}
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _proc_stat(int(entry))
+        if stat is None:
+            continue
+        children.setdefault(stat[0], []).append(int(entry))
+        starts[int(entry)] = stat[2]
+    found: dict[int, int] = {}
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found[child] = starts[child]
+                todo.append(child)
+    return found
+
+
+def alive(pid: int, start: int) -> bool:
+    try:
+        import psutil  # type: ignore[import-not-found]
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            proc = psutil.Process(pid)
+            return (int(proc.create_time() * 100) == start
+                    and proc.status() != psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            return False
+    stat = _proc_stat(pid)
+    return stat is not None and stat[2] == start and stat[1] != "Z"
+
+
+def describe_pid(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "?"
+
+
+@dataclass
+class DevStack:
+    """`python -m cli dev` in a subprocess, its output drained into memory by a thread."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    temporal_port: int
+    ui_port: int
+    data_dir: Path
+    admin_key: str = ""
+    _lines: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _changed: threading.Condition = field(init=False)
+    _reader: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self._changed = threading.Condition(self._lock)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.temporal_port}"
+
+    @classmethod
+    def start(cls, data_dir: Path, env: Mapping[str, str], *, port: int, temporal_port: int,
+              ui_port: int, timeout: float = 90.0) -> DevStack:
+        command = [sys.executable, "-m", "cli", "dev", "--port", str(port),
+                   "--temporal-port", str(temporal_port), "--ui-port", str(ui_port),
+                   "--data-dir", str(data_dir)]
+        process = subprocess.Popen(command, cwd=ROOT, env=dict(env), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        stack = cls(process=process, port=port, temporal_port=temporal_port, ui_port=ui_port,
+                    data_dir=data_dir)
+        stack._reader = threading.Thread(target=stack._drain, name="sso-dev-output",
+                                         daemon=True)
+        stack._reader.start()
+        try:
+            stack.admin_key = stack._wait_for_key(timeout)
+        except BaseException:
+            stack.stop(timeout=20)
+            raise
+        return stack
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for raw in iter(self.process.stdout.readline, b""):
+            with self._changed:
+                self._lines.append(raw.decode("utf-8", "replace"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _wait_for_key(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for line in self._lines[seen:]:
+                    match = ADMIN_KEY.search(line)
+                    if match:
+                        return match.group(0)
+                seen = len(self._lines)
+                if self.process.poll() is not None and not (
+                        self._reader and self._reader.is_alive()):
+                    raise RuntimeError(
+                        f"sso dev exited with {self.process.returncode} before printing the "
+                        f"admin key; output:\n{self.output()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no admin key from sso dev after {timeout:.0f} s; "
+                                       f"output:\n{self.output()}")
+                self._changed.wait(min(left, 0.5))
+
+    def output(self) -> str:
+        with self._lock:
+            return "".join(self._lines)
+
+    def wait_for_output(self, predicate: Callable[[str], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.output()):
+                return True
+            time.sleep(0.2)
+        return predicate(self.output())
+
+    def stop(self, timeout: float = 20.0) -> StopReport:
+        """Ctrl-C, as a user would; kill after `timeout`. Reports what was left running."""
+        children = descendants(self.process.pid) if self.process.poll() is None else {}
+        report = StopReport(children={pid: describe_pid(pid) for pid in children})
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                report.needed_kill = True
+                self.process.kill()
+                self.process.wait(timeout=10)
+        report.returncode = self.process.returncode
+        # Children have a moment to finish dying; after that, whatever lives is a leak.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            left = {pid for pid, start in children.items() if alive(pid, start)}
+            if not left:
+                break
+            time.sleep(0.2)
+        for pid, start in children.items():
+            if alive(pid, start):
+                report.left_running[pid] = report.children.get(pid, "?")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        report.open_ports = [p for p in (self.port, self.temporal_port, self.ui_port)
+                             if port_open(p)]
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return report
+
+
+@dataclass
+class StopReport:
+    children: dict[int, str]
+    returncode: int | None = None
+    needed_kill: bool = False
+    left_running: dict[int, str] = field(default_factory=dict)
+    open_ports: list[int] = field(default_factory=list)

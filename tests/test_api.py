@@ -1,0 +1,299 @@
+"""The admin API and setup pages in-process, driving real workflows on the time-skipping server
+with the real activities (outbox email) against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from core.admin_keys import create_admin_key
+from core.codec import keyring_from_settings
+from core.db import create_engine, session_factory
+from core.models import AdminApiKey, AuditEvent, OutboxEmail, SetupLink
+from core.settings import Settings
+from core.temporal_client import TemporalGateway
+from tests.conftest import make_settings
+from worker import build_worker
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+LINK = re.compile(r"https://sso\.example\.test/sso/setup/([A-Za-z0-9_-]+)")
+
+
+@dataclass
+class Stack:
+    http: httpx.AsyncClient
+    admin: dict[str, str]
+    settings: Settings
+    env: WorkflowEnvironment
+    sessions: Any
+
+    async def create_staff(self, email: str | None = None, **extra: str) -> dict[str, Any]:
+        body = {"first_name": "Jo", "last_name": "Bloggs",
+                "external_email_1": email or f"jo.{uuid.uuid4().hex[:8]}@example.com", **extra}
+        response = await self.http.post("/api/v1/staff", json=body, headers=self.admin)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def status(self, staff_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"/api/v1/staff/{staff_id}/sso", headers=self.admin)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def wait_for(self, staff_id: str, predicate: Callable[[dict[str, Any]], bool],
+                       timeout: float = 20) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                status = await self.status(staff_id)
+                if predicate(status):
+                    return status
+                await asyncio.sleep(0.05)
+
+    async def links_sent_to(self, address: str) -> list[str]:
+        keyring = keyring_from_settings(self.settings)
+        async with self.sessions() as session:
+            rows = (await session.scalars(select(OutboxEmail).where(
+                OutboxEmail.to_address == address).order_by(OutboxEmail.created_at))).all()
+        return [LINK.search(keyring.unseal(r.body_encrypted, b"outbox").decode()).group(1)
+                for r in rows]
+
+
+@asynccontextmanager
+async def running_stack(env: WorkflowEnvironment, database_url: str,
+                        **overrides: Any) -> AsyncIterator[Stack]:
+    settings = make_settings(database_url=database_url, task_queue=f"tq-{uuid.uuid4()}",
+                             **overrides)
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    async with sessions() as session:
+        key = await create_admin_key(session, settings, "test-admin")
+        await session.commit()
+    app = create_app(settings, TemporalGateway(settings, env.client))
+    worker = build_worker(env.client, settings)
+    async with app.router.lifespan_context(app), worker:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://sso.example.test") as http:
+            yield Stack(http=http, admin={"Authorization": f"Bearer {key}"}, settings=settings,
+                        env=env, sessions=sessions)
+    await engine.dispose()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stack(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
+    async with running_stack(temporal_env, database_url) as running:
+        yield running
+
+
+async def test_requires_admin_key(stack: Stack) -> None:
+    for headers in ({}, {"Authorization": "Bearer ssoak_wrong"}, {"Authorization": "Basic x"}):
+        response = await stack.http.get("/api/v1/staff", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"] == "not_authenticated"
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_admin_key_is_stored_only_as_hash(stack: Stack) -> None:
+    key = stack.admin["Authorization"].removeprefix("Bearer ")
+    async with stack.sessions() as session:
+        hashes = (await session.scalars(select(AdminApiKey.key_hash))).all()
+    assert hashes and all(key not in h for h in hashes)
+
+
+async def test_bootstrap_key(temporal_env: WorkflowEnvironment, sqlite_url: str) -> None:
+    bootstrap = "b" * 40
+    async with running_stack(temporal_env, sqlite_url, bootstrap_admin_key=bootstrap) as s:
+        ok = await s.http.get("/api/v1/staff", headers={"Authorization": f"Bearer {bootstrap}"})
+        assert ok.status_code == 200
+
+
+async def test_create_staff_validates_and_refuses_duplicates(stack: Stack) -> None:
+    staff = await stack.create_staff("Jo.Bloggs@Example.com")
+    assert staff["external_email_1"] == "jo.bloggs@example.com"
+    uuid.UUID(staff["id"])
+    duplicate = await stack.http.post("/api/v1/staff", headers=stack.admin, json={
+        "first_name": "A", "last_name": "B", "external_email_1": "JO.BLOGGS@example.com"})
+    assert duplicate.status_code == 409
+    assert "already exists" in duplicate.json()["message"]
+    bad = await stack.http.post("/api/v1/staff", headers=stack.admin, json={
+        "first_name": "", "last_name": "B", "external_email_1": "not-an-email"})
+    assert bad.status_code == 422
+    fields = {tuple(err["loc"]) for err in bad.json()["detail"]}
+    assert ("body", "first_name") in fields and ("body", "external_email_1") in fields
+    extra = await stack.http.post("/api/v1/staff", headers=stack.admin, json={
+        "first_name": "A", "last_name": "B", "external_email_1": "a@example.com", "admin": True})
+    assert extra.status_code == 422
+    got = await stack.http.get(f"/api/v1/staff/{staff['id']}", headers=stack.admin)
+    assert got.json() == staff
+    missing = await stack.http.get(f"/api/v1/staff/{uuid.uuid4()}", headers=stack.admin)
+    assert missing.status_code == 404
+
+
+async def test_list_is_paginated_and_searchable(stack: Stack) -> None:
+    for name in ("Ada", "Bea", "Cai"):
+        await stack.create_staff(first_name=name, last_name="Zed")
+    page = (await stack.http.get("/api/v1/staff?limit=2&offset=0", headers=stack.admin)).json()
+    assert page["total"] == 3 and len(page["items"]) == 2 and page["limit"] == 2
+    rest = (await stack.http.get("/api/v1/staff?limit=2&offset=2", headers=stack.admin)).json()
+    assert len(rest["items"]) == 1
+    found = (await stack.http.get("/api/v1/staff?q=bea", headers=stack.admin)).json()
+    assert [i["first_name"] for i in found["items"]] == ["Bea"]
+    assert found["items"][0]["sso_state"] == "not_started"
+    too_big = await stack.http.get("/api/v1/staff?limit=1000", headers=stack.admin)
+    assert too_big.status_code == 422
+
+
+async def test_send_email_then_link_page_then_expiry(stack: Stack) -> None:
+    staff = await stack.create_staff()
+    assert (await stack.status(staff["id"]))["state"] == "not_started"
+    sent = await stack.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=stack.admin)
+    assert sent.status_code == 202, sent.text
+    body = sent.json()
+    assert body["workflow_id"] == f"sso-setup-{staff['id']}"
+    assert body["email_delivery"] == "pending"
+    status = await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")
+    assert status["email_delivery"] == {"state": "sent", "attempts": 1, "last_error": None}
+    assert status["workflow_id"] == body["workflow_id"]
+    assert status["requested_by"] == "admin-key:test-admin"
+
+    [token] = await stack.links_sent_to(staff["external_email_1"])
+    for _ in range(2):  # a GET never consumes the link
+        page = await stack.http.get(f"/sso/setup/{token}")
+        assert page.status_code == 200
+        assert "agentOS Single Sign-On" in page.text
+        assert staff["external_email_1"] in page.text
+        assert "Forgot your password?" in page.text
+        assert page.headers["cache-control"] == "no-store"
+        assert page.headers["referrer-policy"] == "no-referrer"
+
+    await stack.env.sleep(timedelta(minutes=16))
+    expired = await stack.wait_for(staff["id"], lambda s: s["state"] == "expired")
+    assert expired["link_expires_at"] is not None
+    page = await stack.http.get(f"/sso/setup/{token}")
+    assert page.status_code == 410
+    assert "no longer valid" in page.text and "administrator" in page.text
+
+
+async def test_sending_again_supersedes(stack: Stack) -> None:
+    staff = await stack.create_staff()
+    url = f"/api/v1/staff/{staff['id']}/sso-email"
+    assert (await stack.http.post(url, headers=stack.admin)).status_code == 202
+    await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")
+    first_run = await stack.env.client.get_workflow_handle(f"sso-setup-{staff['id']}").describe()
+
+    assert (await stack.http.post(url, headers=stack.admin)).status_code == 202
+    await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")
+    old, new = await stack.links_sent_to(staff["external_email_1"])
+    assert (await stack.http.get(f"/sso/setup/{old}")).status_code == 410
+    assert (await stack.http.get(f"/sso/setup/{new}")).status_code == 200
+
+    old_run = stack.env.client.get_workflow_handle(first_run.id, run_id=first_run.run_id)
+    assert (await old_run.result())["state"] == "superseded"
+    async with stack.sessions() as session:
+        live = await session.scalar(select(func.count()).select_from(SetupLink).where(
+            SetupLink.staff_id == uuid.UUID(staff["id"]), SetupLink.revoked_at.is_(None)))
+        actions = (await session.scalars(select(AuditEvent.action).where(
+            AuditEvent.target == staff["id"]).order_by(AuditEvent.occurred_at))).all()
+    assert live == 1
+    assert actions.count("sso_email.requested") == 2
+    assert "sso_setup.superseded" in actions
+
+
+async def test_cancel(stack: Stack) -> None:
+    staff = await stack.create_staff()
+    url = f"/api/v1/staff/{staff['id']}/sso-email"
+    assert (await stack.http.delete(url, headers=stack.admin)).status_code == 404
+    await stack.http.post(url, headers=stack.admin)
+    await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")
+    cancelled = await stack.http.delete(url, headers=stack.admin)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["state"] == "cancelled"
+    assert (await stack.status(staff["id"]))["state"] == "cancelled"
+    [token] = await stack.links_sent_to(staff["external_email_1"])
+    assert (await stack.http.get(f"/sso/setup/{token}")).status_code == 410
+    assert (await stack.http.delete(url, headers=stack.admin)).status_code == 404
+
+
+async def test_unknown_and_malformed_links(stack: Stack) -> None:
+    for token in ("nope", "x" * 5000, "%00", "..%2f..%2fetc"):
+        page = await stack.http.get(f"/sso/setup/{token}")
+        assert page.status_code == 404, token
+        if "%2f" not in token:  # a decoded slash is another route, never a token
+            assert "no longer valid" in page.text
+
+
+async def test_unknown_staff_for_actions(stack: Stack) -> None:
+    other = uuid.uuid4()
+    for method, path in (("POST", "sso-email"), ("DELETE", "sso-email"), ("GET", "sso")):
+        response = await stack.http.request(method, f"/api/v1/staff/{other}/{path}",
+                                            headers=stack.admin)
+        assert response.status_code == 404
+    bad = await stack.http.get("/api/v1/staff/not-a-uuid/sso", headers=stack.admin)
+    assert bad.status_code == 422
+
+
+async def test_temporal_down_gives_503_and_changes_nothing(sqlite_url: str) -> None:
+    settings = make_settings(database_url=sqlite_url, temporal_address="127.0.0.1:1")
+    engine = create_engine(sqlite_url)
+    async with session_factory(engine)() as session:
+        key = await create_admin_key(session, settings, "t")
+        await session.commit()
+    app = create_app(settings)
+    admin = {"Authorization": f"Bearer {key}"}
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        staff = (await http.post("/api/v1/staff", headers=admin, json={
+            "first_name": "A", "last_name": "B", "external_email_1": "a@example.com"})).json()
+        response = await http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=admin)
+        assert response.status_code == 503
+        assert response.json()["message"] == (
+            "We can't complete this right now, please try again in a minute")
+        status = (await http.get(f"/api/v1/staff/{staff['id']}/sso", headers=admin)).json()
+        assert status["state"] == "not_started"
+        health = await http.get("/healthz")
+        assert health.status_code == 503
+        assert health.json()["failed"] == ["temporal"]
+    await engine.dispose()
+
+
+async def test_healthz_ok(stack: Stack) -> None:
+    response = await stack.http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "temporal": "ok"}
+
+
+async def test_codec_endpoint_needs_admin_key(stack: Stack) -> None:
+    body = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "IngiCg=="}]}
+    assert (await stack.http.post("/codec/encode", json=body)).status_code == 401
+    encoded = await stack.http.post("/codec/encode", json=body, headers=stack.admin)
+    assert encoded.status_code == 200
+    payload = encoded.json()["payloads"][0]
+    assert payload["metadata"]["encoding"] == "YmluYXJ5L2VuY3J5cHRlZA=="  # binary/encrypted
+    decoded = await stack.http.post("/codec/decode", json=encoded.json(), headers=stack.admin)
+    assert decoded.json() == body
+    garbage = await stack.http.post("/codec/decode", content=b"{", headers=stack.admin)
+    assert garbage.status_code == 400
+
+
+async def test_openapi_documents_the_admin_api(stack: Stack) -> None:
+    spec = (await stack.http.get("/openapi.json")).json()
+    for path in ("/api/v1/staff", "/api/v1/staff/{staff_id}", "/api/v1/staff/{staff_id}/sso-email",
+                 "/api/v1/staff/{staff_id}/sso"):
+        assert path in spec["paths"]
+
+
+async def test_dev_mailbox_only_in_development(stack: Stack) -> None:
+    assert (await stack.http.get("/dev/mailbox")).status_code == 404
+

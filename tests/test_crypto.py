@@ -1,0 +1,83 @@
+import base64
+import logging
+
+import pytest
+from temporalio.api.common.v1 import Payload
+
+from core.codec import ENCODING, EncryptionCodec
+from core.crypto import DecryptionError, Keyring, mask_email, new_token, token_hash
+from core.logging import JsonFormatter, RedactingFilter, redact
+
+OLD = b"o" * 32
+NEW = b"n" * 32
+
+
+def test_keyring_rotation_decrypts_old_and_encrypts_with_newest() -> None:
+    old_ring = Keyring([OLD])
+    sealed_with_old = old_ring.seal(b"secret")
+    rotated = Keyring([NEW, OLD])
+    assert rotated.unseal(sealed_with_old) == b"secret"
+    assert rotated.seal(b"x").split(".")[0] == rotated.current_key_id != old_ring.current_key_id
+
+
+def test_tampered_or_unknown_key_fails() -> None:
+    ring = Keyring([NEW])
+    key_id, blob = ring.encrypt(b"secret")
+    tampered = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(DecryptionError):
+        ring.decrypt(key_id, tampered)
+    with pytest.raises(DecryptionError, match="unknown"):
+        Keyring([OLD]).decrypt(key_id, blob)
+
+
+def test_associated_data_binds_context() -> None:
+    ring = Keyring([NEW])
+    sealed = ring.seal(b"body", associated_data=b"outbox")
+    with pytest.raises(DecryptionError):
+        ring.unseal(sealed, associated_data=b"other")
+
+
+def test_tokens_have_256_bits_and_are_unique() -> None:
+    tokens = {new_token() for _ in range(1000)}
+    assert len(tokens) == 1000
+    assert all(len(base64.urlsafe_b64decode(t + "=")) == 32 for t in tokens)
+
+
+def test_token_hash_is_keyed_and_purpose_bound() -> None:
+    token = new_token()
+    digest = token_hash("k1" * 20, "setup", token)
+    assert digest.startswith("setup_")
+    assert token not in digest
+    assert digest != token_hash("k2" * 20, "setup", token)
+    assert digest != token_hash("k1" * 20, "reset", token)
+
+
+def test_mask_email() -> None:
+    assert mask_email("jo.bloggs@example.com") == "j***@example.com"
+
+
+async def test_payload_codec_round_trip_and_rotation() -> None:
+    payload = Payload(metadata={"encoding": b"json/plain"}, data=b'{"token":"abc"}')
+    old_codec = EncryptionCodec(Keyring([OLD]))
+    [encoded] = await old_codec.encode([payload])
+    assert encoded.metadata["encoding"] == ENCODING
+    assert b"abc" not in encoded.SerializeToString()
+    [decoded] = await EncryptionCodec(Keyring([NEW, OLD])).decode([encoded])
+    assert decoded == payload
+
+
+async def test_codec_passes_through_unencrypted_payloads() -> None:
+    plain = Payload(metadata={"encoding": b"binary/null"})
+    assert await EncryptionCodec(Keyring([NEW])).decode([plain]) == [plain]
+
+
+def test_access_log_redacts_setup_tokens() -> None:
+    token = new_token()
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
+                               '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:1", "GET", f"/sso/setup/{token}?x=1", "1.1", 200), None)
+    RedactingFilter().filter(record)
+    line = JsonFormatter().format(record)
+    assert token not in line
+    assert "/sso/setup/[redacted]?x=1" in line
+    assert redact(f"https://h/sso/setup/{token}") == "https://h/sso/setup/[redacted]"

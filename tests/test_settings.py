@@ -1,0 +1,118 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from core.settings import EmailBackend, InsecureSettingsError, Settings
+from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
+
+
+@pytest.fixture(autouse=True)
+def _no_sso_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SSO_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_in_development(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.setup_link_ttl == timedelta(minutes=15)
+    assert settings.brand_name == "agentOS"
+    assert settings.email_backend is EmailBackend.outbox
+    assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path / '.data' / 'sso.db'}"
+    assert settings.public_url == "http://localhost:8000"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("900", timedelta(minutes=15)),
+    ("PT15M", timedelta(minutes=15)),
+    ("PT1H30M", timedelta(hours=1, minutes=30)),
+    ("60", timedelta(seconds=60)),
+])
+def test_link_ttl_takes_seconds_or_iso8601(monkeypatch: pytest.MonkeyPatch, raw: str,
+                                           expected: timedelta) -> None:
+    monkeypatch.setenv("SSO_SETUP_LINK_TTL", raw)
+    assert Settings().setup_link_ttl == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "fifteen minutes"])
+def test_link_ttl_rejects_nonsense(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("SSO_SETUP_LINK_TTL", raw)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_encryption_keys_are_a_list_newest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    other = "b" * 43 + "="
+    monkeypatch.setenv("SSO_ENCRYPTION_KEYS", f"{TEST_ENCRYPTION_KEY}, {other}")
+    keys = [k.get_secret_value() for k in Settings().encryption_keys]
+    assert keys == [TEST_ENCRYPTION_KEY, other]
+
+
+def test_encryption_key_must_be_32_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSO_ENCRYPTION_KEYS", "c2hvcnQ=")
+    with pytest.raises(ValidationError, match="32 bytes"):
+        Settings()
+
+
+@pytest.mark.parametrize("env", ["production", "test"])
+def test_refuses_missing_secrets_outside_development(monkeypatch: pytest.MonkeyPatch,
+                                                     env: str) -> None:
+    monkeypatch.setenv("SSO_ENV", env)
+    monkeypatch.setenv("SSO_DATABASE_URL", "postgresql+psycopg://db/sso")
+    with pytest.raises(InsecureSettingsError) as err:
+        Settings()
+    message = str(err.value)
+    assert "SSO_SECRET_KEY" in message
+    assert "SSO_ENCRYPTION_KEYS" in message
+
+
+def test_refuses_placeholder_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSO_ENV", "production")
+    monkeypatch.setenv("SSO_SECRET_KEY", "changeme")
+    monkeypatch.setenv("SSO_ENCRYPTION_KEYS", TEST_ENCRYPTION_KEY)
+    monkeypatch.setenv("SSO_EMAIL_BACKEND", "smtp")
+    monkeypatch.setenv("SSO_DATABASE_URL", "postgresql+psycopg://db/sso")
+    with pytest.raises(InsecureSettingsError, match="SSO_SECRET_KEY is missing or a placeholder"):
+        Settings()
+
+
+def test_production_refuses_outbox_and_open_codec() -> None:
+    with pytest.raises(InsecureSettingsError) as err:
+        Settings(env="production", secret_key=TEST_SECRET_KEY, encryption_keys=[TEST_ENCRYPTION_KEY],
+                 database_url="postgresql+psycopg://db/sso", codec_dev_open=True)
+    assert "SSO_CODEC_DEV_OPEN" in str(err.value)
+    assert "outbox" in str(err.value)
+
+
+def test_production_accepts_real_secrets() -> None:
+    settings = Settings(env="production", secret_key=TEST_SECRET_KEY,
+                        encryption_keys=[TEST_ENCRYPTION_KEY], email_backend="smtp",
+                        database_url="postgresql+psycopg://db/sso")
+    assert settings.async_database_url == "postgresql+psycopg://db/sso"
+
+
+def test_development_creates_and_keeps_secrets(tmp_path: Path) -> None:
+    first = Settings(data_dir=tmp_path).with_dev_secrets()
+    second = Settings(data_dir=tmp_path).with_dev_secrets()
+    assert len(first.secret_key.get_secret_value()) >= 32
+    assert first.secret_key == second.secret_key
+    assert first.encryption_keys == second.encryption_keys
+    assert (tmp_path / "dev-secrets.json").stat().st_mode & 0o077 == 0
+
+
+def test_database_url_drivers() -> None:
+    settings = make_settings(database_url="sqlite:////tmp/x.db")
+    assert settings.async_database_url == "sqlite+aiosqlite:////tmp/x.db"
+    assert settings.sync_database_url == "sqlite:////tmp/x.db"
+    assert make_settings(database_url="postgresql://h/db").async_database_url == (
+        "postgresql+psycopg://h/db")
+
+
+def test_public_url_trailing_slash_is_dropped() -> None:
+    assert make_settings(public_url="https://sso.example.com/").public_url == (
+        "https://sso.example.com")
