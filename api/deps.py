@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import NotAuthenticated
+from api.errors import NotAuthenticated, TooManyRequests
 from api.services.onboarding import Onboarding
 from core.admin_keys import authenticate
+from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 
@@ -39,11 +40,25 @@ def bearer(request: Request) -> str:
 
 
 async def require_admin(request: Request, session: SessionDep, settings: SettingsDep) -> str:
+    limits: AdminLimits = request.app.state.admin_limits
+    ip = client_ip(request) or "unknown"
     name = await authenticate(session, settings, bearer(request))
     if name is None:
+        wait = limits.auth_failures.hit(ip)
+        if wait is not None:
+            raise TooManyRequests("Too many failed attempts; try again later", wait)
         raise NotAuthenticated("A valid admin API key is required (Authorization: Bearer <key>)")
     await session.commit()
+    wait = limits.requests.hit(name)
+    if wait is not None:
+        raise TooManyRequests("Too many requests with this admin key; slow down", wait)
     return f"admin-key:{name}"
+
+
+class AdminLimits:
+    def __init__(self, settings: Settings) -> None:
+        self.requests = SlidingWindowLimiter(settings.admin_rate_limit, 60)
+        self.auth_failures = SlidingWindowLimiter(settings.auth_failure_limit, 60)
 
 
 AdminDep = Annotated[str, Depends(require_admin)]

@@ -39,6 +39,15 @@ class NotAuthenticated(SsoError):
     code = "not_authenticated"
 
 
+class TooManyRequests(SsoError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -51,6 +60,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(SsoError)
     async def _domain_error(_request: Request, exc: SsoError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(
             {"error": exc.code, "message": exc.message},
             status_code=exc.status_code,

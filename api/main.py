@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
+from api.deps import AdminLimits
 from api.routes import codec, dev_mailbox, health, setup_pages, staff
 from core.db import create_engine, session_factory
 from core.settings import Settings, get_settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         docs_url="/docs",
     )
     app.state.settings = settings
+    app.state.admin_limits = AdminLimits(settings)
     errors.install(app)
 
     @app.middleware("http")

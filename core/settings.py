@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     email_retry_max_interval: timedelta = timedelta(minutes=2)
 
     setup_link_ttl: timedelta = timedelta(minutes=15)
+    # "Send Single Sign-On Email" per person, counted in the database across instances.
+    setup_email_limit: int = Field(default=5, ge=1)
+    setup_email_window: timedelta = timedelta(hours=1)
+    # Admin API requests per key, and failed authentications per IP, per minute.
+    admin_rate_limit: int = Field(default=300, ge=1)
+    auth_failure_limit: int = Field(default=20, ge=1)
 
     secret_key: SecretStr = SecretStr("")
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -95,7 +101,7 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
-                     "email_retry_max_interval", mode="before")
+                     "email_retry_max_interval", "setup_email_window", mode="before")
     @classmethod
     def _seconds_or_iso8601(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -106,7 +112,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
-                     "email_retry_max_interval")
+                     "email_retry_max_interval", "setup_email_window")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

@@ -85,7 +85,8 @@ async def running_stack(env: WorkflowEnvironment, database_url: str,
     worker = build_worker(env.client, settings)
     async with app.router.lifespan_context(app), worker:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="https://sso.example.test") as http:
+        # A Host other than SSO_PUBLIC_URL: links must still be built from the setting.
+        async with httpx.AsyncClient(transport=transport, base_url="http://attacker.example") as http:
             yield Stack(http=http, admin={"Authorization": f"Bearer {key}"}, settings=settings,
                         env=env, sessions=sessions)
     await engine.dispose()
@@ -297,3 +298,31 @@ async def test_openapi_documents_the_admin_api(stack: Stack) -> None:
 async def test_dev_mailbox_only_in_development(stack: Stack) -> None:
     assert (await stack.http.get("/dev/mailbox")).status_code == 404
 
+
+
+async def test_sends_per_person_are_capped(temporal_env: WorkflowEnvironment,
+                                           sqlite_url: str) -> None:
+    async with running_stack(temporal_env, sqlite_url, setup_email_limit=2) as s:
+        staff = await s.create_staff()
+        url = f"/api/v1/staff/{staff['id']}/sso-email"
+        for _ in range(2):
+            assert (await s.http.post(url, headers=s.admin)).status_code == 202
+            await s.wait_for(staff["id"], lambda st: st["state"] == "email_sent")
+        third = await s.http.post(url, headers=s.admin)
+        assert third.status_code == 429
+        assert int(third.headers["retry-after"]) > 0
+        assert "2 Single Sign-On emails" in third.json()["message"]
+        assert len(await s.links_sent_to(staff["external_email_1"])) == 2
+        assert (await s.status(staff["id"]))["state"] == "email_sent"
+
+
+async def test_admin_api_is_rate_limited(temporal_env: WorkflowEnvironment,
+                                         sqlite_url: str) -> None:
+    async with running_stack(temporal_env, sqlite_url, admin_rate_limit=3,
+                             auth_failure_limit=2) as s:
+        codes = [(await s.http.get("/api/v1/staff", headers=s.admin)).status_code
+                 for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        bad = {"Authorization": "Bearer ssoak_guess"}
+        codes = [(await s.http.get("/api/v1/staff", headers=bad)).status_code for _ in range(3)]
+        assert codes == [401, 401, 429]

@@ -90,6 +90,9 @@ def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield dev
     finally:
         report = dev.stop(timeout=20)
+        # Kept with pytest's temporary directories for whoever debugs a failure.
+        (data_dir / "sso-dev-output.log").write_text(dev.output())
+        (data_dir / "stop-report.txt").write_text(repr(report))
         problems = []
         if report.needed_kill:
             problems.append("sso dev did not stop within 20 s of Ctrl-C and was killed")

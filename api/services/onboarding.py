@@ -22,7 +22,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import Conflict, NotFound, ServiceUnavailable
+from api.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from api.schemas import EmailDelivery, SsoEmailSent, SsoStatus
 from api.services.staff import get_staff
 from core import audit
@@ -52,6 +52,7 @@ class Onboarding:
             select(SsoAccount).where(SsoAccount.staff_id == staff.id))
         if account is not None and account.status == AccountStatus.active.value:
             raise Conflict("Single Sign-On is already active for this person")
+        await self._check_send_limit(staff.id)
         client = await self._client()
         workflow_id = setup_workflow_id(staff.id)
         await self._end_running(client, workflow_id, "supersede",
@@ -150,6 +151,22 @@ class Onboarding:
             requested_by=setup.requested_by,
         )
 
+    async def _check_send_limit(self, staff_id: uuid.UUID) -> None:
+        """Repeated sends flood a mailbox and get the sending domain blocked: cap them."""
+        window = self.settings.setup_email_window
+        since = utcnow() - window
+        recent = (await self.session.scalars(
+            select(SsoSetup.created_at).where(SsoSetup.staff_id == staff_id,
+                                              SsoSetup.created_at > since)
+            .order_by(SsoSetup.created_at))).all()
+        if len(recent) >= self.settings.setup_email_limit:
+            oldest = recent[-self.settings.setup_email_limit]
+            wait = max(1, int((oldest + window - utcnow()).total_seconds()) + 1)
+            raise TooManyRequests(
+                f"{len(recent)} Single Sign-On emails were sent to this person in the last "
+                f"{int(window.total_seconds() // 60)} minutes; try again in {wait // 60 + 1} minutes",
+                wait)
+
     async def _client(self) -> Client:
         try:
             return await self.temporal.client()
@@ -181,7 +198,8 @@ class Onboarding:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
     async def _abandon(self, setup: SsoSetup, reason: str) -> None:
-        setup.state = SetupState.failed.value
-        setup.state_since = utcnow()
-        setup.failure_reason = reason
+        """The flow never started: leave no trace but the audit event."""
+        await self.session.delete(setup)
+        audit.record(self.session, actor=setup.requested_by, action="sso_email.start_failed",
+                     outcome="failure", target=str(setup.staff_id), reason=reason)
         await self.session.commit()

@@ -1,0 +1,69 @@
+"""The `sso` console script, run as a user would, from a directory outside the repo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, select
+
+from core.admin_keys import authenticate
+from core.db import create_engine as create_async_engine
+from core.db import session_factory
+from core.models import AdminApiKey
+from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, binary, make_settings
+
+
+def run_sso(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
+    return subprocess.run([binary("sso"), *args], cwd=cwd, env={**clean, **env},
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = run_sso("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("dev", "worker", "api", "migrate", "admin-key"):
+        assert command in result.stdout
+
+
+def test_migrate_and_admin_key_from_any_directory(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "sso.db"
+    env = {"SSO_ENV": "test", "SSO_SECRET_KEY": TEST_SECRET_KEY,
+           "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY, "SSO_DATABASE_URL": f"sqlite:///{db}"}
+    migrated = run_sso("migrate", cwd=tmp_path, **env)
+    assert migrated.returncode == 0, migrated.stderr
+    engine = create_engine(f"sqlite:///{db}")
+    assert {"staff", "sso_accounts", "sso_setups", "setup_links", "admin_api_keys",
+            "audit_events", "outbox_emails"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+    created = run_sso("admin-key", "create", "--name", "ops", cwd=tmp_path, **env)
+    assert created.returncode == 0, created.stderr
+    [key] = [w for w in created.stdout.split() if w.startswith("ssoak_")]
+    assert created.stdout.count(key) == 1
+
+    async def check() -> None:
+        settings = make_settings(database_url=f"sqlite+aiosqlite:///{db}")
+        engine = create_async_engine(settings.async_database_url)
+        async with session_factory(engine)() as session:
+            assert await authenticate(session, settings, key) == "ops"
+            assert await authenticate(session, settings, key + "x") is None
+            stored = (await session.scalars(select(AdminApiKey.key_hash))).all()
+        await engine.dispose()
+        assert stored and key not in "".join(stored)
+
+    asyncio.run(check())
+
+
+@pytest.mark.parametrize("command", [("api",), ("worker",), ("migrate",)])
+def test_refuses_to_start_without_secrets_in_production(tmp_path: Path,
+                                                         command: tuple[str, ...]) -> None:
+    result = run_sso(*command, cwd=tmp_path, SSO_ENV="production",
+                     SSO_DATABASE_URL="postgresql+psycopg://x@127.0.0.1:1/x")
+    assert result.returncode == 2
+    assert "SSO_SECRET_KEY" in result.stderr and "SSO_ENCRYPTION_KEYS" in result.stderr
+    assert "Traceback" not in result.stderr
