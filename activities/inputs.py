@@ -27,6 +27,7 @@ class SendSetupEmailResult:
 class CloseSetupInput:
     setup_id: str
     staff_id: str
+    run_id: str
     state: str
     reason: str | None = None
     actor: str = "system"

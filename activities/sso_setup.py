@@ -56,7 +56,8 @@ class SetupActivities:
 
         async with self._sessions() as session:
             staff = await session.get(Staff, staff_id)
-            setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
+            # Row lock (PostgreSQL) so a concurrent close cannot slip between check and insert.
+            setup = await session.get(SsoSetup, uuid.UUID(data.setup_id), with_for_update=True)
             if staff is None or setup is None:
                 raise ApplicationError("staff member no longer exists", non_retryable=True,
                                        type="StaffNotFound")
@@ -96,13 +97,21 @@ class SetupActivities:
 
         sent_at = utcnow()
         async with self._sessions() as session:
-            await session.execute(
+            result = await session.execute(
                 update(SsoSetup)
-                .where(SsoSetup.id == uuid.UUID(data.setup_id))
+                .where(SsoSetup.id == uuid.UUID(data.setup_id),
+                       SsoSetup.state == SetupState.sending_email.value)
                 .values(state=SetupState.email_sent.value, state_since=sent_at,
                         link_expires_at=expires_at, email_delivery=DeliveryState.sent.value,
                         email_attempts=info.attempt, email_last_error=None)
             )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                # Cancelled or superseded while the email was in flight: its link must not work.
+                await session.execute(update(SetupLink).where(SetupLink.run_id == data.run_id)
+                                      .values(revoked_at=sent_at))
+                await session.commit()
+                raise ApplicationError("setup ended while its email was being sent",
+                                       non_retryable=True, type="SetupEnded")
             audit.record(session, actor="system", action="sso_email.sent", outcome="success",
                          target=data.staff_id, backend=self._sender.name,
                          attempts=info.attempt, workflow_id=data.workflow_id)
@@ -116,7 +125,8 @@ class SetupActivities:
         async with self._sessions() as session:
             await session.execute(
                 update(SsoSetup)
-                .where(SsoSetup.id == uuid.UUID(data.setup_id))
+                .where(SsoSetup.id == uuid.UUID(data.setup_id),
+                       SsoSetup.state == SetupState.sending_email.value)
                 .values(email_delivery=state.value, email_last_error=error,
                         email_attempts=attempt)
             )
@@ -134,12 +144,12 @@ class SetupActivities:
             setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
             if setup is None:
                 return
-            if setup.run_id:
-                await session.execute(
-                    update(SetupLink)
-                    .where(SetupLink.run_id == setup.run_id, SetupLink.revoked_at.is_(None))
-                    .values(revoked_at=now)
-                )
+            # By the flow's own run id: the setup row may not have recorded it yet.
+            await session.execute(
+                update(SetupLink)
+                .where(SetupLink.run_id == data.run_id, SetupLink.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
             if setup.state != data.state:
                 setup.state = data.state
                 setup.state_since = now

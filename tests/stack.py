@@ -5,6 +5,7 @@ Nothing here is pytest-specific; the fixtures live in the test modules.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import email.policy
@@ -62,6 +63,9 @@ class _Handler:
         self._sink = sink
 
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        self._sink._arriving(list(envelope.rcpt_tos))
+        while self._sink._held.is_set():  # a slow server: the sender waits for our answer
+            await asyncio.sleep(0.05)
         self._sink._received(bytes(envelope.content), list(envelope.rcpt_tos))
         return "250 Message accepted for delivery"
 
@@ -82,7 +86,26 @@ class SmtpSink:
         self.port = port or free_port(host)
         self._lock = threading.Lock()
         self._messages: list[ReceivedEmail] = []
+        self._arrivals: list[list[str]] = []
+        self._held = threading.Event()
         self._controller: Controller | None = None
+
+    def hold(self) -> None:
+        """Keep every message's DATA unanswered (the sender blocks) until release()."""
+        self._held.set()
+
+    def release(self) -> None:
+        self._held.clear()
+
+    def _arriving(self, rcpt_tos: list[str]) -> None:
+        with self._lock:
+            self._arrivals.append(rcpt_tos)
+
+    @property
+    def arrivals(self) -> list[list[str]]:
+        """Recipients of every DATA started, answered or still held."""
+        with self._lock:
+            return list(self._arrivals)
 
     def _received(self, raw: bytes, rcpt_tos: list[str]) -> None:
         message = email.message_from_bytes(raw, policy=email.policy.default)

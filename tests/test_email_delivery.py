@@ -125,7 +125,8 @@ def sendgrid_server() -> Iterator[FakeSendgrid]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,),
+                              daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
@@ -220,10 +221,20 @@ async def test_sendgrid_connection_refused_is_transient() -> None:
 
 
 class RecordingHandler:
-    def __init__(self, rcpt_reply: str | None = None, data_reply: str | None = None) -> None:
+    def __init__(self, mail_reply: str | None = None, rcpt_reply: str | None = None,
+                 data_reply: str | None = None) -> None:
+        self.mail_reply = mail_reply
         self.rcpt_reply = rcpt_reply
         self.data_reply = data_reply
         self.envelopes: list[Any] = []
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          mail_options: list[str]) -> str:
+        if self.mail_reply is not None:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -253,8 +264,8 @@ def _authenticator(logins: list[tuple[bytes, bytes]]) -> Any:
             logins.append((auth_data.login, auth_data.password))
             ok = (auth_data.login == SMTP_USER.encode()
                   and auth_data.password == SMTP_PASSWORD.encode())
-            return AuthResult(success=ok)
-        return AuthResult(success=False)
+            return AuthResult(success=ok, handled=False)
+        return AuthResult(success=False, handled=False)
 
     return authenticate
 
@@ -262,7 +273,8 @@ def _authenticator(logins: list[tuple[bytes, bytes]]) -> Any:
 @pytest.fixture
 def smtp_server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
     params: dict[str, Any] = getattr(request, "param", {})
-    handler = RecordingHandler(rcpt_reply=params.get("rcpt"), data_reply=params.get("data"))
+    handler = RecordingHandler(mail_reply=params.get("mail"), rcpt_reply=params.get("rcpt"),
+                               data_reply=params.get("data"))
     logins: list[tuple[bytes, bytes]] = []
     port = free_port()
     kwargs: dict[str, Any] = {}
@@ -329,7 +341,8 @@ async def test_smtp_logs_in_when_credentials_are_set(smtp_server: SmtpServer) ->
 async def test_smtp_rejected_login_does_not_leak_password(smtp_server: SmtpServer) -> None:
     settings = smtp_settings(smtp_server.port, smtp_username=SMTP_USER,
                              smtp_password="wrong-" + SMTP_PASSWORD)
-    with pytest.raises((TransientEmailError, PermanentEmailError)) as caught:
+    # Deliberately transient in the product: an operator can fix credentials within the window.
+    with pytest.raises(TransientEmailError) as caught:
         await SmtpSender(settings).send(welcome())
     assert smtp_server.logins, "the client never tried to log in"
     assert smtp_server.handler.envelopes == []
@@ -354,6 +367,10 @@ SMTP_REFUSALS = [
     pytest.param({"rcpt": "451 4.3.0 try later"}, TransientEmailError, "451", id="rcpt-451"),
     pytest.param({"data": "554 rejected"}, PermanentEmailError, "554", id="data-554"),
     pytest.param({"data": "452 too busy"}, TransientEmailError, "452", id="data-452"),
+    pytest.param({"mail": "553 5.7.1 sender not allowed"}, PermanentEmailError, "553",
+                 id="mail-553"),
+    pytest.param({"mail": "421 4.3.2 shutting down"}, TransientEmailError, "421",
+                 id="mail-421"),
 ]
 
 
@@ -366,6 +383,7 @@ async def test_smtp_classifies_refusals(
     with pytest.raises(expected) as caught:
         await SmtpSender(smtp_settings(smtp_server.port)).send(welcome())
     assert code in str(caught.value)
+    assert TO not in str(caught.value)
     assert smtp_server.handler.envelopes == []
 
 

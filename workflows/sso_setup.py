@@ -135,7 +135,8 @@ class SsoSetupWorkflow:
         await workflow.execute_activity(
             CLOSE_SETUP,
             CloseSetupInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
-                            state=state, reason=request.reason, actor=request.actor),
+                            run_id=workflow.info().run_id, state=state, reason=request.reason,
+                            actor=request.actor),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
             summary=f"Record the flow as {state}",
