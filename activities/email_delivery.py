@@ -76,7 +76,7 @@ class SmtpSender:
     def _send_sync(self, email: RenderedEmail) -> None:
         s = self._settings
         try:
-            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout) as client:
+            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.email_timeout) as client:
                 if s.smtp_starttls:
                     client.starttls(context=ssl.create_default_context())
                 if s.smtp_username and s.smtp_password:
@@ -102,13 +102,15 @@ class SendgridSender:
     name = "sendgrid"
 
     def __init__(self, settings: Settings) -> None:
-        if settings.sendgrid_api_key is None:
+        if settings.sendgrid_api_key is None or not settings.sendgrid_api_key.get_secret_value().strip():
             raise ValueError("SSO_SENDGRID_API_KEY is required for the sendgrid backend")
         self._settings = settings
         self._client = SendGridAPIClient(
             api_key=settings.sendgrid_api_key.get_secret_value(),
             host=settings.sendgrid_api_host,
         )
+        # Without a timeout urllib can wait forever and pin a worker thread.
+        self._client.client.timeout = settings.email_timeout
 
     async def send(self, email: RenderedEmail) -> None:
         await asyncio.to_thread(self._send_sync, email)

@@ -65,9 +65,10 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
-    smtp_timeout: float = 10.0
     sendgrid_api_key: SecretStr | None = None
     sendgrid_api_host: str = "https://api.sendgrid.com"
+    # Seconds one SMTP or SendGrid call may take before it counts as a transient failure.
+    email_timeout: float = Field(default=10.0, gt=0)
     # How long a transient email failure is retried before the flow ends as failed.
     email_retry_window: timedelta = timedelta(hours=1)
     email_retry_initial_interval: timedelta = timedelta(seconds=2)
@@ -152,6 +153,10 @@ class Settings(BaseSettings):
             len(self.bootstrap_admin_key.get_secret_value()) < 32
         ):
             problems.append("SSO_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
+        if self.email_backend is EmailBackend.sendgrid and (
+            self.sendgrid_api_key is None or not self.sendgrid_api_key.get_secret_value().strip()
+        ):
+            problems.append("SSO_SENDGRID_API_KEY is required with SSO_EMAIL_BACKEND=sendgrid")
         if self.codec_dev_open:
             problems.append("SSO_CODEC_DEV_OPEN is only allowed in development")
         if self.email_backend is EmailBackend.outbox and self.env is Environment.production:

@@ -32,7 +32,7 @@ from activities.sso_setup import ttl_words
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
 from core.db import create_engine, session_factory
-from core.settings import Settings
+from core.settings import InsecureSettingsError, Settings
 from core.templating import RenderedEmail, render_email
 from tests.conftest import make_settings
 
@@ -217,6 +217,20 @@ async def test_sendgrid_connection_refused_is_transient() -> None:
     assert API_KEY not in full_chain(caught.value)
 
 
+@session_loop
+async def test_sendgrid_that_never_answers_times_out_as_transient() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()  # accepts connections, never answers
+    try:
+        settings = sendgrid_settings(f"http://127.0.0.1:{listener.getsockname()[1]}",
+                                     email_timeout=0.5)
+        with pytest.raises(TransientEmailError):
+            await SendgridSender(settings).send(welcome())
+    finally:
+        listener.close()
+
+
 # --------------------------------------------------------------------------- SMTP
 
 
@@ -290,7 +304,7 @@ def smtp_server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
 
 def smtp_settings(port: int, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"email_backend": "smtp", "smtp_host": "127.0.0.1",
-                              "smtp_port": port, "smtp_starttls": False, "smtp_timeout": 5.0,
+                              "smtp_port": port, "smtp_starttls": False, "email_timeout": 5.0,
                               "email_from": "no-reply@agentos.example"}
     values.update(overrides)
     return make_settings(**values)
@@ -530,15 +544,14 @@ def test_build_sender_picks_backend(overrides: dict[str, Any], expected: type,
     assert sender.name == name
 
 
-def test_build_sender_sendgrid_without_key_is_a_clear_error() -> None:
+@pytest.mark.parametrize("key", [None, "", "   "])
+def test_sendgrid_without_key_is_a_clear_error(key: str | None, tmp_path: Any) -> None:
+    # Outside development the settings refuse to load at all...
+    with pytest.raises(InsecureSettingsError, match="SSO_SENDGRID_API_KEY"):
+        make_settings(email_backend="sendgrid", sendgrid_api_key=key)
+    # ...and in development the worker refuses to build the sender.
     keyring, sessions = _keyring_and_sessions()
+    dev = Settings(env="development", data_dir=tmp_path, email_backend="sendgrid",
+                   sendgrid_api_key=key)
     with pytest.raises(ValueError, match="SSO_SENDGRID_API_KEY"):
-        build_sender(make_settings(email_backend="sendgrid"), sessions, keyring)
-
-
-@pytest.mark.xfail(strict=True, reason="an empty SSO_SENDGRID_API_KEY is accepted (see report)")
-def test_build_sender_sendgrid_with_empty_key_is_a_clear_error() -> None:
-    keyring, sessions = _keyring_and_sessions()
-    with pytest.raises(ValueError, match="SSO_SENDGRID_API_KEY"):
-        build_sender(make_settings(email_backend="sendgrid", sendgrid_api_key=""),
-                     sessions, keyring)
+        build_sender(dev, sessions, keyring)
