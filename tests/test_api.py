@@ -16,13 +16,14 @@ import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from core.admin_keys import create_admin_key
 from core.codec import keyring_from_settings
 from core.db import create_engine, session_factory
-from core.models import AdminApiKey, AuditEvent, OutboxEmail, SetupLink
+from core.models import AdminApiKey, AuditEvent, OutboxEmail, SetupLink, SsoSetup
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from tests.conftest import make_settings
@@ -89,7 +90,19 @@ async def running_stack(env: WorkflowEnvironment, database_url: str,
         async with httpx.AsyncClient(transport=transport, base_url="http://attacker.example") as http:
             yield Stack(http=http, admin={"Authorization": f"Bearer {key}"}, settings=settings,
                         env=env, sessions=sessions)
+        await _terminate_leftovers(env, sessions)
     await engine.dispose()
+
+
+async def _terminate_leftovers(env: WorkflowEnvironment, sessions: Any) -> None:
+    """Flows still waiting on their link would wake with no worker when a later test skips
+    time, and a workflow task nobody picks up stops the test server from skipping further."""
+    async with sessions() as session:
+        workflow_ids = set((await session.scalars(select(SsoSetup.workflow_id))).all())
+    for workflow_id in workflow_ids:
+        handle = env.client.get_workflow_handle(workflow_id)
+        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate("test finished")
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -17,6 +17,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -78,31 +79,44 @@ async def register_search_attributes(env: WorkflowEnvironment) -> None:
                 raise
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def env(temporal_env: WorkflowEnvironment) -> AsyncIterator[WorkflowEnvironment]:
-    """The session's test server, with our custom search attributes registered."""
-    await register_search_attributes(temporal_env)
-    yield temporal_env
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def private_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A test server of its own, for a test that leaves an activity running.
-
-    The time-skipping server never releases the time-skipping lock of an activity still
-    running when its workflow completes (temporalio/sdk-java#1138): every later
-    `env.sleep` on that server then waits in real time. sdk-python's own tests use a
-    separate server for this case too.
-    """
-    private = await WorkflowEnvironment.start_time_skipping(
+@asynccontextmanager
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of our own, set up like conftest's `temporal_env`."""
+    server = await WorkflowEnvironment.start_time_skipping(
         data_converter=data_converter(make_settings()),
         test_server_existing_path=binary("temporal-test-server"),
     )
     try:
-        await register_search_attributes(private)
-        yield private
+        await register_search_attributes(server)
+        yield server
     finally:
-        await asyncio.wait_for(private.shutdown(), timeout=30)
+        await asyncio.wait_for(server.shutdown(), timeout=30)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """This module's own server, not the session's `temporal_env`.
+
+    The time-skipping server stops skipping time while any workflow or activity task
+    waits for a worker. A module that leaves flows running after its workers stopped
+    (tests/test_api.py leaves flows waiting on their 15-minute link timer) makes the
+    first long `env.sleep` that fires those timers lock skipping for good: every later
+    `env.sleep` on that server then runs in real time. All flows here end in their test.
+    """
+    async with time_skipping_server() as server:
+        yield server
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def private_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A server for one test that leaves an activity running past its workflow's end.
+
+    The server never releases the time-skipping lock of an activity still running when
+    its workflow completes (temporalio/sdk-java#1138); sdk-python's own tests use a
+    separate server for this case too.
+    """
+    async with time_skipping_server() as server:
+        yield server
 
 
 @dataclass
