@@ -5,8 +5,10 @@ Facts about the time-skipping server (temporal-test-server 1.40) these tests rel
   INVALID_ARGUMENT "search attribute SsoStep is not defined"); AddSearchAttributes works,
   ListSearchAttributes is unimplemented, adding an existing one gives ALREADY_EXISTS;
 - activity retry backoff and schedule-to-close windows are skipped like timers;
+- time is not skipped while a workflow or activity task waits for a worker, nor ever
+  again after a workflow completes with one of its activities still running;
 - an update sent to a completed workflow fails with RPCError NOT_FOUND ("update ... not
-  found"; a real server says "workflow execution already completed");
+  found"; a real server says "workflow execution already completed", TEMPORAL.md);
 - current details are not in DescribeWorkflowExecution: they come from the
   `__temporal_workflow_metadata` query, answered by a live worker.
 """
@@ -14,7 +16,6 @@ Facts about the time-skipping server (temporal-test-server 1.40) these tests rel
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -372,36 +373,30 @@ async def test_permanent_email_failure_fails_the_flow_at_once(env: WorkflowEnvir
     assert fake.closed[0].reason == outcome.reason
 
 
-async def run_until_retry_window_runs_out(env: WorkflowEnvironment) -> tuple[
-    SetupOutcome, FakeSetupActivities, float
-]:
+async def run_until_retry_window_runs_out(
+    env: WorkflowEnvironment,
+) -> tuple[SetupOutcome, FakeSetupActivities]:
     fake = FakeSetupActivities(send_failures=[ApplicationError("SMTP down")], always_fail=True)
     task_queue = new_task_queue()
     retry = EmailRetry(initial_interval_seconds=1, maximum_interval_seconds=2, window_seconds=30)
-    began = time.monotonic()
     async with asyncio.timeout(GUARD_SECONDS), worker(env, task_queue, fake):
         flow = await start_flow(env, task_queue, retry)
         outcome = await flow.handle.result()
-    return outcome, fake, time.monotonic() - began
+    return outcome, fake
 
 
 async def test_retry_window_exhausted_fails_the_flow(env: WorkflowEnvironment) -> None:
-    outcome, fake, elapsed = await run_until_retry_window_runs_out(env)
+    outcome, fake = await run_until_retry_window_runs_out(env)
 
     assert outcome.state == "failed"
     assert outcome.reason is not None and "email could not be delivered" in outcome.reason
     # Backoff 1 s, then 2 s, within a 30 s window: about 15 attempts, all in skipped time.
     assert 10 <= len(fake.send_attempts) <= 20
-    assert elapsed < 10
     assert [(c.state, c.reason) for c in fake.closed] == [("failed", outcome.reason)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: when schedule_to_close ends the retries, ActivityError.retry_state is "
-    "TIMEOUT but its cause is the last attempt's ApplicationError, so _failure_reason "
-    "(workflows/sso_setup.py) reports 'email could not be delivered: SMTP down'"))
 async def test_retry_window_exhausted_reason_names_the_window(env: WorkflowEnvironment) -> None:
-    outcome, _, _ = await run_until_retry_window_runs_out(env)
+    outcome, _ = await run_until_retry_window_runs_out(env)
     assert outcome.reason == "email could not be delivered before the retry window ran out"
 
 
@@ -416,11 +411,9 @@ async def test_cancel_while_the_email_is_being_sent(private_env: WorkflowEnviron
             assert (await status(flow)).step == "sending_email"
             assert await current_details(flow) == "Sending the Single Sign-On email"
 
-            began = time.monotonic()
             outcome = await flow.handle.execute_update(
                 "cancel", EndRequest(actor=ACTOR, reason="wrong person"),
                 result_type=SetupOutcome)
-            assert time.monotonic() - began < 5
             assert outcome == SetupOutcome(state="cancelled", reason="wrong person")
             assert await flow.handle.result() == outcome
             assert await step_attribute(flow) == "cancelled"

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
@@ -190,6 +190,9 @@ def _hm(moment: datetime) -> str:
 
 
 def _failure_reason(err: ActivityError) -> str:
+    if err.retry_state == RetryState.TIMEOUT:
+        # The cause is then the last attempt's error, not a timeout: say what really ended it.
+        return "email could not be delivered before the retry window ran out"
     cause = err.cause
     if isinstance(cause, ApplicationError):
         return f"email could not be delivered: {cause.message}"
