@@ -9,24 +9,34 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.email_delivery import build_sender
+from activities.setup_steps import SetupStepActivities
 from activities.sso_setup import SetupActivities
 from core.codec import keyring_from_settings
 from core.db import create_engine, session_factory
 from core.logging import configure as configure_logging
-from core.settings import Settings, get_settings
+from core.settings import InsecureSettingsError, Settings, get_settings
 from core.temporal_client import connect
 from workflows.sso_setup import SsoSetupWorkflow
 
 
 def build_worker(client: Client, settings: Settings) -> Worker:
+    if not settings.seal_private_key.get_secret_value():
+        raise InsecureSettingsError("the worker needs SSO_SEAL_PRIVATE_KEY to open sealed "
+                                    "passwords and codes")
     sessions = session_factory(create_engine(settings.async_database_url))
     sender = build_sender(settings, sessions, keyring_from_settings(settings))
+    keyring = keyring_from_settings(settings)
     setup = SetupActivities(settings, sessions, sender)
+    steps = SetupStepActivities(settings, sessions, sender, keyring)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[SsoSetupWorkflow],
-        activities=[setup.send_setup_email, setup.close_setup],
+        activities=[
+            setup.send_setup_email, setup.close_setup,
+            steps.store_password, steps.send_code, steps.confirm_email, steps.verify_totp,
+            steps.activate_account, steps.record_audit,
+        ],
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -31,3 +31,75 @@ class CloseSetupInput:
     state: str
     reason: str | None = None
     actor: str = "system"
+
+
+@dataclass
+class StorePasswordInput:
+    setup_id: str
+    staff_id: str
+    workflow_id: str
+    run_id: str
+    link_id: str
+    # Sealed to the workers' key (core/sealing.py); never plaintext, even in decoded history.
+    sealed_password: str
+    session_hash: str
+    session_ttl_seconds: int
+
+
+@dataclass
+class StorePasswordResult:
+    ok: bool
+    message: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SendCodeInput:
+    setup_id: str
+    staff_id: str
+    workflow_id: str
+    purpose: str
+    code_ttl_seconds: int
+
+
+@dataclass
+class SendCodeResult:
+    code_digest: str
+    sent_at: datetime
+
+
+@dataclass
+class StaffStepInput:
+    setup_id: str
+    staff_id: str
+    workflow_id: str
+
+
+@dataclass
+class VerifyTotpInput:
+    staff_id: str
+    workflow_id: str
+    sealed_code: str
+
+
+@dataclass
+class VerifyTotpResult:
+    ok: bool
+    message: str | None = None
+
+
+@dataclass
+class ActivateInput:
+    setup_id: str
+    staff_id: str
+    workflow_id: str
+    mfa: bool
+
+
+@dataclass
+class AuditInput:
+    actor: str
+    action: str
+    outcome: str
+    target: str
+    details: dict[str, str] = field(default_factory=dict)

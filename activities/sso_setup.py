@@ -15,7 +15,15 @@ from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEma
 from core import audit
 from core.crypto import mask_email, new_token, token_hash
 from core.db import SessionFactory
-from core.models import DeliveryState, SetupLink, SetupState, SsoSetup, Staff, utcnow
+from core.models import (
+    BrowserSession,
+    DeliveryState,
+    SetupLink,
+    SetupState,
+    SsoSetup,
+    Staff,
+    utcnow,
+)
 from core.settings import Settings
 from core.templating import render_email
 
@@ -150,6 +158,13 @@ class SetupActivities:
                 .where(SetupLink.run_id == data.run_id, SetupLink.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
+            if data.state != SetupState.active.value:
+                await session.execute(
+                    update(BrowserSession)
+                    .where(BrowserSession.run_id == data.run_id,
+                           BrowserSession.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
             if setup.state != data.state:
                 setup.state = data.state
                 setup.state_since = now

@@ -87,3 +87,14 @@ def token_hash(secret_key: str, purpose: str, token: str) -> str:
 def mask_email(address: str) -> str:
     local, _, domain = address.partition("@")
     return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def new_email_code() -> str:
+    """Six random digits."""
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+def code_digest(secret_key: str, purpose: str, scope: str, code: str) -> str:
+    """What travels instead of an emailed code: bound to its purpose and flow, useless
+    without the secret key even to someone who can read decoded workflow history."""
+    return token_hash(secret_key, f"code-{purpose}", f"{scope}:{code.strip()}")

@@ -7,7 +7,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -43,6 +53,10 @@ class SetupState(StrEnum):
     not_started = "not_started"
     sending_email = "sending_email"
     email_sent = "email_sent"
+    link_opened = "link_opened"
+    password_set = "password_set"  # noqa: S105 (a state name)
+    code_sent = "code_sent"
+    mfa_pending = "mfa_pending"
     active = "active"
     expired = "expired"
     superseded = "superseded"
@@ -51,7 +65,13 @@ class SetupState(StrEnum):
 
     @property
     def is_open(self) -> bool:
-        return self in {SetupState.sending_email, SetupState.email_sent}
+        return self in OPEN_SETUP_STATES
+
+
+OPEN_SETUP_STATES = frozenset({
+    SetupState.sending_email, SetupState.email_sent, SetupState.link_opened,
+    SetupState.password_set, SetupState.code_sent, SetupState.mfa_pending,
+})
 
 
 class DeliveryState(StrEnum):
@@ -91,6 +111,10 @@ class SsoAccount(Base):
     verified_at: Mapped[datetime | None]
     # Sealed with the encryption keyring; never stored in the clear.
     totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    mfa_enabled_at: Mapped[datetime | None]
+    # The last TOTP time step accepted: a code is never accepted twice.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    activated_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(20), default=AccountStatus.pending.value)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -171,3 +195,21 @@ class OutboxEmail(Base):
     subject: Mapped[str] = mapped_column(String(300))
     body_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BrowserSession(Base):
+    """Server-side browser sessions; the cookie holds the id, the table only its HMAC."""
+
+    __tablename__ = "browser_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(128), primary_key=True)
+    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"))
+    # "setup": may only drive one setup flow; it never signs anyone in.
+    purpose: Mapped[str] = mapped_column(String(20))
+    workflow_id: Mapped[str | None] = mapped_column(String(100))
+    run_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_browser_sessions_staff", "staff_id"),)

@@ -74,3 +74,11 @@ def unseal(private_b64: str, sealed: str, context: bytes) -> bytes:
             nonce, ciphertext, context)
     except Exception as exc:
         raise DecryptionError("sealed box failed authentication") from exc
+
+
+def password_context(workflow_id: str) -> bytes:
+    return f"password:{workflow_id}".encode()
+
+
+def totp_context(workflow_id: str) -> bytes:
+    return f"totp:{workflow_id}".encode()

@@ -75,6 +75,21 @@ class Settings(BaseSettings):
     email_retry_max_interval: timedelta = timedelta(minutes=2)
 
     setup_link_ttl: timedelta = timedelta(minutes=15)
+    # How long a person has to finish, once the link has been used.
+    setup_ttl: timedelta = timedelta(hours=24)
+    code_ttl: timedelta = timedelta(minutes=10)
+    code_resend_interval: timedelta = timedelta(seconds=60)
+    code_max_resends: int = Field(default=5, ge=0)
+    password_min_length: int = Field(default=15, ge=8, le=256)
+    argon2_time_cost: int = Field(default=2, ge=2)
+    argon2_memory_kib: int = Field(default=19456, ge=19456)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    # Passwords and codes travel to the worker sealed to this X25519 key; only workers hold
+    # the private half, so not even an operator with the codec key can read them in history.
+    seal_public_key: str = ""
+    seal_private_key: SecretStr = SecretStr("")
+    # How long a page waits for the workflow before saying "try again in a minute".
+    step_timeout: timedelta = timedelta(seconds=10)
     # "Send Single Sign-On Email" per person, counted in the database across instances.
     setup_email_limit: int = Field(default=5, ge=1)
     setup_email_window: timedelta = timedelta(hours=1)
@@ -102,7 +117,8 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
-                     "email_retry_max_interval", "setup_email_window", mode="before")
+                     "email_retry_max_interval", "setup_email_window", "setup_ttl", "code_ttl",
+                     "code_resend_interval", "step_timeout", mode="before")
     @classmethod
     def _seconds_or_iso8601(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -113,7 +129,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
-                     "email_retry_max_interval", "setup_email_window")
+                     "email_retry_max_interval", "setup_email_window", "setup_ttl", "code_ttl",
+                     "code_resend_interval", "step_timeout")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
@@ -149,6 +166,8 @@ class Settings(BaseSettings):
             k.get_secret_value() in PLACEHOLDER_SECRETS for k in self.encryption_keys
         ):
             problems.append("SSO_ENCRYPTION_KEYS is missing or holds a placeholder")
+        if not self.seal_public_key:
+            problems.append("SSO_SEAL_PUBLIC_KEY is missing (workers also need SSO_SEAL_PRIVATE_KEY)")
         if self.bootstrap_admin_key is not None and (
             len(self.bootstrap_admin_key.get_secret_value()) < 32
         ):
@@ -189,17 +208,21 @@ class Settings(BaseSettings):
         """Development only: fill missing secrets from a file in the data dir, created once."""
         if not self.is_development:
             return self
-        if self.secret_key.get_secret_value() and self.encryption_keys:
+        if (self.secret_key.get_secret_value() and self.encryption_keys
+                and self.seal_public_key and self.seal_private_key.get_secret_value()):
             return self
+        from core.sealing import new_keypair
+
         path = self.resolved_data_dir / "dev-secrets.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            stored = json.loads(path.read_text())
-        else:
-            stored = {
-                "secret_key": secrets.token_urlsafe(48),
-                "encryption_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-            }
+        stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        before = dict(stored)
+        stored.setdefault("secret_key", secrets.token_urlsafe(48))
+        stored.setdefault("encryption_key",
+                          base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+        if "seal_private_key" not in stored:
+            stored["seal_private_key"], stored["seal_public_key"] = new_keypair()
+        if stored != before:
             path.write_text(json.dumps(stored))
             path.chmod(0o600)
         update: dict[str, Any] = {}
@@ -207,6 +230,9 @@ class Settings(BaseSettings):
             update["secret_key"] = SecretStr(stored["secret_key"])
         if not self.encryption_keys:
             update["encryption_keys"] = [SecretStr(stored["encryption_key"])]
+        if not self.seal_public_key and not self.seal_private_key.get_secret_value():
+            update["seal_public_key"] = stored["seal_public_key"]
+            update["seal_private_key"] = SecretStr(stored["seal_private_key"])
         return self.model_copy(update=update)
 
 

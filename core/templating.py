@@ -13,6 +13,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 EMAIL_SUBJECTS = {
     "sso_welcome": "Welcome to {brand} Single Sign-On",
+    "verification_code": "Your {brand} verification code",
 }
 
 

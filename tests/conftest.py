@@ -24,11 +24,15 @@ from temporalio.testing import WorkflowEnvironment
 from core.codec import data_converter
 from core.db import SessionFactory, create_engine, session_factory
 from core.migrate import alembic_config
+from core.sealing import public_key_of
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
 from core.settings import Settings
 
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
 TEST_ENCRYPTION_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
+# Fixed X25519 pair for tests (private key bytes 0x07 * 32); see core/sealing.py.
+TEST_SEAL_PRIVATE_KEY = base64.urlsafe_b64encode(b"\x07" * 32).decode().rstrip("=")
+TEST_SEAL_PUBLIC_KEY = public_key_of(TEST_SEAL_PRIVATE_KEY)
 POSTGRES_URL = os.environ.get("SSO_TEST_DATABASE_URL")
 BIN = Path(sys.executable).parent
 
@@ -46,6 +50,8 @@ def make_settings(**overrides: Any) -> Settings:
         "env": "test",
         "secret_key": TEST_SECRET_KEY,
         "encryption_keys": [TEST_ENCRYPTION_KEY],
+        "seal_public_key": TEST_SEAL_PUBLIC_KEY,
+        "seal_private_key": TEST_SEAL_PRIVATE_KEY,
         "database_url": "sqlite+aiosqlite:///:memory:",
         "public_url": "https://sso.example.test",
         "email_backend": "outbox",

@@ -14,7 +14,13 @@ from core.admin_keys import authenticate
 from core.db import create_engine as create_async_engine
 from core.db import session_factory
 from core.models import AdminApiKey
-from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, binary, make_settings
+from tests.conftest import (
+    TEST_ENCRYPTION_KEY,
+    TEST_SEAL_PUBLIC_KEY,
+    TEST_SECRET_KEY,
+    binary,
+    make_settings,
+)
 
 
 def run_sso(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +39,8 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
 def test_migrate_and_admin_key_from_any_directory(tmp_path: Path) -> None:
     db = tmp_path / "data" / "sso.db"
     env = {"SSO_ENV": "test", "SSO_SECRET_KEY": TEST_SECRET_KEY,
-           "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY, "SSO_DATABASE_URL": f"sqlite:///{db}"}
+           "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY, "SSO_DATABASE_URL": f"sqlite:///{db}",
+           "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY}
     migrated = run_sso("migrate", cwd=tmp_path, **env)
     assert migrated.returncode == 0, migrated.stderr
     engine = create_engine(f"sqlite:///{db}")

@@ -5,7 +5,12 @@ import pytest
 from pydantic import ValidationError
 
 from core.settings import EmailBackend, InsecureSettingsError, Settings
-from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
+from tests.conftest import (
+    TEST_ENCRYPTION_KEY,
+    TEST_SEAL_PUBLIC_KEY,
+    TEST_SECRET_KEY,
+    make_settings,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +97,8 @@ def test_production_refuses_outbox_and_open_codec() -> None:
 def test_production_accepts_real_secrets() -> None:
     settings = Settings(env="production", secret_key=TEST_SECRET_KEY,
                         encryption_keys=[TEST_ENCRYPTION_KEY], email_backend="smtp",
-                        database_url="postgresql+psycopg://db/sso")
+                        database_url="postgresql+psycopg://db/sso",
+                        seal_public_key=TEST_SEAL_PUBLIC_KEY)
     assert settings.async_database_url == "postgresql+psycopg://db/sso"
 
 
@@ -102,6 +108,7 @@ def test_development_creates_and_keeps_secrets(tmp_path: Path) -> None:
     assert len(first.secret_key.get_secret_value()) >= 32
     assert first.secret_key == second.secret_key
     assert first.encryption_keys == second.encryption_keys
+    assert first.seal_public_key and first.seal_public_key == second.seal_public_key
     assert (tmp_path / "dev-secrets.json").stat().st_mode & 0o077 == 0
 
 

@@ -1,8 +1,14 @@
-"""The SSO setup flow: one run per "Send Single Sign-On Email", from email to link expiry."""
+"""The SSO setup flow: one run per "Send Single Sign-On Email", from the email to an active
+account (or to expiry, cancellation, supersession or failure).
+
+Each page step is an Update: the validator refuses what cannot apply now (and writes no
+history), the handler does the step and returns what the page shows.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -10,12 +16,40 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 with workflow.unsafe.imports_passed_through():
-    from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
+    from activities.inputs import (
+        ActivateInput,
+        AuditInput,
+        CloseSetupInput,
+        SendCodeInput,
+        SendCodeResult,
+        SendSetupEmailInput,
+        SendSetupEmailResult,
+        StaffStepInput,
+        StorePasswordInput,
+        StorePasswordResult,
+        VerifyTotpInput,
+        VerifyTotpResult,
+    )
     from core.search_attributes import SSO_STEP
 
 SEND_EMAIL = "send_setup_email"
 CLOSE_SETUP = "close_setup"
+STORE_PASSWORD = "store_password"  # noqa: S105 (an activity name)
+SEND_CODE = "send_code"
+CONFIRM_EMAIL = "confirm_email"
+VERIFY_TOTP = "verify_totp"
+ACTIVATE = "activate_account"
+RECORD_AUDIT = "record_audit"
+
 FINAL_STATES = {"expired", "superseded", "cancelled", "failed", "active"}
+PASSWORD_STEPS = {"email_sent", "link_opened"}
+CODE_STEPS = {"password_set", "code_sent"}
+CODE_ATTEMPTS = 5
+TOTP_ATTEMPTS = 10
+CODE_PURPOSE = "setup"
+
+STEP_TIMEOUT = timedelta(seconds=60)
+DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
 
 @dataclass
@@ -32,6 +66,10 @@ class SsoSetupInput:
     link_ttl_seconds: int
     requested_by: str
     email_retry: EmailRetry
+    setup_ttl_seconds: int = 24 * 3600
+    code_ttl_seconds: int = 600
+    code_resend_interval_seconds: int = 60
+    code_max_resends: int = 5
 
 
 @dataclass
@@ -56,6 +94,48 @@ class SetupStatus:
     email_attempts: int
 
 
+@dataclass
+class SetPasswordRequest:
+    # Sealed to the workers' key by the web app: history never holds the password.
+    sealed_password: str
+    link_id: str
+    session_hash: str
+
+
+@dataclass
+class ConfirmCodeRequest:
+    # Keyed digest of the code the person typed (core.crypto.code_digest), never the code.
+    code_digest: str
+
+
+@dataclass
+class TotpRequest:
+    sealed_code: str
+
+
+@dataclass
+class StepResult:
+    ok: bool
+    step: str
+    message: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SetupProgress:
+    step: str
+    step_since: datetime
+    link_expires_at: datetime | None
+    setup_expires_at: datetime | None
+    code_delivery: str  # none | sending | sent | failed
+    code_sent_at: datetime | None
+    code_expires_at: datetime | None
+    code_attempts_left: int
+    resends_left: int
+    next_resend_at: datetime | None
+    wrong_codes_total: int
+
+
 @workflow.defn(name="SsoSetup")
 class SsoSetupWorkflow:
     @workflow.init
@@ -64,36 +144,74 @@ class SsoSetupWorkflow:
         self._step = "sending_email"
         self._step_since = workflow.now()
         self._link_expires_at: datetime | None = None
+        self._setup_expires_at: datetime | None = None
         self._email_attempts = 0
         self._end: tuple[str, EndRequest] | None = None
         self._outcome: SetupOutcome | None = None
+        # One step at a time: a second page submit waits for the first to finish.
+        self._busy = False
+        self._link_used = False
+        self._code_digest: str | None = None
+        self._code_delivery = "none"
+        self._code_sent_at: datetime | None = None
+        self._code_expires_at: datetime | None = None
+        self._code_failures = 0
+        self._wrong_codes_total = 0
+        self._code_sends = 0
+        self._last_code_request: datetime | None = None
+        self._code_tasks: list[asyncio.Task[None]] = []
+        self._totp_failures = 0
 
     @workflow.run
     async def run(self, data: SsoSetupInput) -> SetupOutcome:
         workflow.set_current_details("Sending the Single Sign-On email")
         sent = await self._send_email()
         if sent is not None and self._end is None:
-            self._move_to("email_sent")
             self._link_expires_at = sent.link_expires_at
             self._email_attempts = sent.attempts
-            workflow.set_current_details(
-                f"Email sent to {sent.masked_email} at {_hm(sent.sent_at)}; "
-                f"link expires {_hm(sent.link_expires_at)}"
-            )
-            remaining = sent.link_expires_at - workflow.now()
-            try:
-                await workflow.wait_condition(
-                    lambda: self._end is not None,
-                    timeout=max(remaining, timedelta(seconds=1)),
-                    timeout_summary="Setup link expires",
-                )
-            except TimeoutError:
-                await self._close("expired", EndRequest("system", "the setup link expired"))
+            self._move_to("email_sent", f"Email sent to {sent.masked_email} at "
+                          f"{_hm(sent.sent_at)}; link expires {_hm(sent.link_expires_at)}")
+            await self._wait_for_link(sent.link_expires_at)
+            if self._link_used:
+                await self._wait_for_completion()
         if self._outcome is None and self._end is not None:
+            await workflow.wait_condition(lambda: not self._busy)
             await self._close(*self._end)
+        for task in self._code_tasks:
+            task.cancel()
         await workflow.wait_condition(workflow.all_handlers_finished)
         assert self._outcome is not None
         return self._outcome
+
+    async def _wait_for_link(self, expires_at: datetime) -> None:
+        try:
+            await workflow.wait_condition(
+                lambda: self._end is not None or self._link_used,
+                timeout=max(expires_at - workflow.now(), timedelta(seconds=1)),
+                timeout_summary="Setup link expires",
+            )
+        except TimeoutError:
+            # A password submitted just before expiry finishes first.
+            await workflow.wait_condition(lambda: not self._busy)
+            if not self._link_used and self._end is None:
+                await self._close("expired", EndRequest("system", "the setup link expired"))
+
+    async def _wait_for_completion(self) -> None:
+        deadline = workflow.now() + timedelta(seconds=self._input.setup_ttl_seconds)
+        self._setup_expires_at = deadline
+        try:
+            await workflow.wait_condition(
+                lambda: self._end is not None or self._step == "active",
+                timeout=deadline - workflow.now(),
+                timeout_summary="Setup deadline",
+            )
+        except TimeoutError:
+            await workflow.wait_condition(lambda: not self._busy)
+            if self._step != "active" and self._end is None:
+                await self._close("expired", EndRequest(
+                    "system", "setup was not finished in time after the link was used"))
+        if self._step == "active" and self._outcome is None:
+            self._outcome = SetupOutcome(state="active")
 
     async def _send_email(self) -> SendSetupEmailResult | None:
         retry = self._input.email_retry
@@ -110,12 +228,7 @@ class SsoSetupWorkflow:
             result_type=SendSetupEmailResult,
             start_to_close_timeout=timedelta(seconds=60),
             schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=retry.initial_interval_seconds),
-                backoff_coefficient=2.0,
-                maximum_interval=timedelta(seconds=retry.maximum_interval_seconds),
-                non_retryable_error_types=["PermanentEmailError", "StaffNotFound", "SetupEnded"],
-            ),
+            retry_policy=self._email_retry_policy(),
             summary="Email the Single Sign-On setup link",
         )
         await workflow.wait_condition(lambda: send.done() or self._end is not None)
@@ -128,6 +241,15 @@ class SsoSetupWorkflow:
             await self._close("failed", EndRequest("system", _failure_reason(err)))
             return None
 
+    def _email_retry_policy(self) -> RetryPolicy:
+        retry = self._input.email_retry
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=retry.initial_interval_seconds),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=retry.maximum_interval_seconds),
+            non_retryable_error_types=["PermanentEmailError", "StaffNotFound", "SetupEnded"],
+        )
+
     async def _close(self, state: str, request: EndRequest) -> None:
         if self._outcome is not None:
             return
@@ -138,17 +260,243 @@ class SsoSetupWorkflow:
                             run_id=workflow.info().run_id, state=state, reason=request.reason,
                             actor=request.actor),
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+            retry_policy=DB_RETRY,
             summary=f"Record the flow as {state}",
         )
-        self._move_to(state)
-        workflow.set_current_details(f"Ended: {state}" + (f" ({request.reason})"
-                                                          if request.reason else ""))
+        self._move_to(state, f"Ended: {state}" + (f" ({request.reason})"
+                                                   if request.reason else ""))
 
-    def _move_to(self, step: str) -> None:
+    def _move_to(self, step: str, details: str | None = None) -> None:
         self._step = step
         self._step_since = workflow.now()
         workflow.upsert_search_attributes([SSO_STEP.value_set(step)])
+        if details is not None:
+            workflow.set_current_details(details)
+
+    # -- page steps -----------------------------------------------------------------------
+
+    @workflow.update(name="set_password")
+    async def set_password(self, request: SetPasswordRequest) -> StepResult:
+        self._busy = True
+        try:
+            if self._step == "email_sent":
+                self._move_to("link_opened", "The person opened the link and is choosing a "
+                              "password")
+            info = workflow.info()
+            result = await workflow.execute_activity(
+                STORE_PASSWORD,
+                StorePasswordInput(
+                    setup_id=self._input.setup_id, staff_id=self._input.staff_id,
+                    workflow_id=info.workflow_id, run_id=info.run_id, link_id=request.link_id,
+                    sealed_password=request.sealed_password, session_hash=request.session_hash,
+                    session_ttl_seconds=self._input.setup_ttl_seconds),
+                result_type=StorePasswordResult,
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=5,
+                                         non_retryable_error_types=["BadSeal"]),
+                summary="Check, hash and store the password",
+            )
+            if not result.ok:
+                return StepResult(ok=False, step=self._step, message=result.message,
+                                  problems=result.problems)
+            self._link_used = True
+            self._move_to("password_set", "Password set; sending the verification code")
+            self._send_code()
+            return StepResult(ok=True, step=self._step)
+        finally:
+            self._busy = False
+
+    @set_password.validator
+    def _validate_set_password(self, request: SetPasswordRequest) -> None:
+        self._refuse_unless(PASSWORD_STEPS)
+        assert self._link_expires_at is not None
+        if workflow.now() >= self._link_expires_at:
+            raise _refusal("This link has expired. Ask your administrator to send you a new "
+                           "Single Sign-On email.", "LinkExpired")
+        if not request.sealed_password.startswith("sealed1.") or not request.session_hash:
+            raise _refusal("The form was incomplete; please try again.", "BadRequest")
+
+    @workflow.update(name="confirm_code")
+    async def confirm_code(self, request: ConfirmCodeRequest) -> StepResult:
+        if self._code_digest is None:
+            message = ("We couldn't send your code. Click Send a new code."
+                       if self._code_delivery == "failed"
+                       else "Your code is still on its way. Check your inbox (and spam folder) "
+                       "in a moment.")
+            return StepResult(ok=False, step=self._step, message=message)
+        if self._code_failures >= CODE_ATTEMPTS:
+            return StepResult(ok=False, step=self._step, message=(
+                "Too many incorrect codes. Click Send a new code."))
+        assert self._code_expires_at is not None
+        if workflow.now() >= self._code_expires_at:
+            return StepResult(ok=False, step=self._step, message=(
+                "This code has expired. Click Send a new code."))
+        if request.code_digest != self._code_digest:
+            self._code_failures += 1
+            self._wrong_codes_total += 1
+            left = CODE_ATTEMPTS - self._code_failures
+            await self._audit("code.failed", "failure", attempts_left=str(left))
+            if left == 0:
+                message = "Incorrect code. This code can no longer be used; click Send a new code."
+            else:
+                message = f"Incorrect code, {left} attempt{'s' if left != 1 else ''} left"
+            return StepResult(ok=False, step=self._step, message=message)
+        self._busy = True
+        try:
+            self._code_digest = None  # single use
+            await workflow.execute_activity(
+                CONFIRM_EMAIL, self._step_input(), start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=DB_RETRY, summary="Mark the email verified; prepare MFA")
+            self._move_to("mfa_pending", "Account confirmed; waiting for the person to set "
+                          "up MFA or skip it")
+            return StepResult(ok=True, step=self._step)
+        finally:
+            self._busy = False
+
+    @confirm_code.validator
+    def _validate_confirm_code(self, request: ConfirmCodeRequest) -> None:
+        self._refuse_unless(CODE_STEPS)
+        if not request.code_digest:
+            raise _refusal("Enter the 6-digit code from the email.", "BadRequest")
+
+    @workflow.update(name="resend_code")
+    async def resend_code(self) -> StepResult:
+        self._send_code()
+        return StepResult(ok=True, step=self._step, message=(
+            "We've sent you a new code. Earlier codes no longer work."))
+
+    @resend_code.validator
+    def _validate_resend_code(self) -> None:
+        self._refuse_unless(CODE_STEPS)
+        if self._code_sends - 1 >= self._input.code_max_resends:
+            raise _refusal("You've asked for the most new codes we can send. Ask your "
+                           "administrator to send a new Single Sign-On email.", "TooManyCodes")
+        next_at = self._next_resend_at()
+        if next_at is not None and workflow.now() < next_at:
+            seconds = int((next_at - workflow.now()).total_seconds()) + 1
+            raise _refusal(f"You can ask for a new code in {seconds} seconds.", "TooSoon")
+
+    @workflow.update(name="complete_mfa")
+    async def complete_mfa(self, request: TotpRequest) -> StepResult:
+        self._busy = True
+        try:
+            result = await workflow.execute_activity(
+                VERIFY_TOTP,
+                VerifyTotpInput(staff_id=self._input.staff_id,
+                                workflow_id=workflow.info().workflow_id,
+                                sealed_code=request.sealed_code),
+                result_type=VerifyTotpResult, start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=5,
+                                         non_retryable_error_types=["BadSeal", "AccountMissing"]),
+                summary="Check the authenticator code")
+            if not result.ok:
+                self._totp_failures += 1
+                return StepResult(ok=False, step=self._step, message=result.message)
+            await self._activate(mfa=True)
+            return StepResult(ok=True, step=self._step)
+        finally:
+            self._busy = False
+
+    @complete_mfa.validator
+    def _validate_complete_mfa(self, request: TotpRequest) -> None:
+        self._refuse_unless({"mfa_pending"})
+        if self._totp_failures >= TOTP_ATTEMPTS:
+            raise _refusal("Too many incorrect codes. Choose \"No thanks, I'll set it up later\" "
+                           "and set up MFA after signing in.", "TooManyAttempts")
+        if not request.sealed_code.startswith("sealed1."):
+            raise _refusal("Enter the 6-digit code from your authenticator app.", "BadRequest")
+
+    @workflow.update(name="skip_mfa")
+    async def skip_mfa(self) -> StepResult:
+        self._busy = True
+        try:
+            await self._activate(mfa=False)
+            return StepResult(ok=True, step=self._step)
+        finally:
+            self._busy = False
+
+    @skip_mfa.validator
+    def _validate_skip_mfa(self) -> None:
+        self._refuse_unless({"mfa_pending"})
+
+    async def _activate(self, mfa: bool) -> None:
+        await workflow.execute_activity(
+            ACTIVATE,
+            ActivateInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
+                          workflow_id=workflow.info().workflow_id, mfa=mfa),
+            start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
+            summary="Activate the account" + (" with MFA" if mfa else " (MFA skipped)"))
+        self._move_to("active", "Single Sign-On is active" + (" with MFA" if mfa
+                                                              else "; MFA skipped for now"))
+
+    # -- emailed codes --------------------------------------------------------------------
+
+    def _send_code(self) -> None:
+        """Replace the current code: the old one stops working at once, the new one works as
+        soon as its email is out. Sending runs beside the page, which shows its progress."""
+        self._code_sends += 1
+        self._last_code_request = workflow.now()
+        self._code_digest = None
+        self._code_failures = 0
+        self._code_delivery = "sending"
+        self._code_tasks.append(asyncio.create_task(self._deliver_code(self._code_sends)))
+
+    async def _deliver_code(self, number: int) -> None:
+        try:
+            result = await workflow.execute_activity(
+                SEND_CODE,
+                SendCodeInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
+                              workflow_id=workflow.info().workflow_id, purpose=CODE_PURPOSE,
+                              code_ttl_seconds=self._input.code_ttl_seconds),
+                result_type=SendCodeResult,
+                start_to_close_timeout=timedelta(seconds=60),
+                schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
+                retry_policy=self._email_retry_policy(),
+                summary="Email the verification code",
+            )
+        except ActivityError:
+            if number == self._code_sends:
+                self._code_delivery = "failed"
+            return
+        if number != self._code_sends or self._outcome is not None:
+            return  # a newer code was asked for meanwhile; this one never works
+        self._code_digest = result.code_digest
+        self._code_delivery = "sent"
+        self._code_sent_at = workflow.now()
+        self._code_expires_at = workflow.now() + timedelta(seconds=self._input.code_ttl_seconds)
+        if self._step == "password_set":
+            self._move_to("code_sent", f"Verification code sent at {_hm(self._code_sent_at)}; "
+                          f"valid until {_hm(self._code_expires_at)}")
+
+    def _next_resend_at(self) -> datetime | None:
+        if self._last_code_request is None:
+            return None
+        return self._last_code_request + timedelta(
+            seconds=self._input.code_resend_interval_seconds)
+
+    # -- shared ---------------------------------------------------------------------------
+
+    def _refuse_unless(self, steps: set[str]) -> None:
+        if self._end is not None or self._outcome is not None:
+            raise _refusal("This setup has ended. Ask your administrator to send you a new "
+                           "Single Sign-On email.", "SetupEnded")
+        if self._busy:
+            raise _refusal("We're still working on your last step; please wait a moment.",
+                           "Busy")
+        if self._step not in steps:
+            raise _refusal("That step isn't available right now.", f"WrongStep:{self._step}")
+
+    def _step_input(self) -> StaffStepInput:
+        return StaffStepInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
+                              workflow_id=workflow.info().workflow_id)
+
+    async def _audit(self, action: str, outcome: str, **details: str) -> None:
+        await workflow.execute_activity(
+            RECORD_AUDIT,
+            AuditInput(actor=f"staff:{self._input.staff_id}", action=action, outcome=outcome,
+                       target=self._input.staff_id, details=details),
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=DB_RETRY,
+            summary=f"Audit {action}")
 
     async def _request_end(self, state: str, request: EndRequest) -> SetupOutcome:
         self._end = (state, request)
@@ -184,6 +532,24 @@ class SsoSetupWorkflow:
                            link_expires_at=self._link_expires_at,
                            email_attempts=self._email_attempts)
 
+    @workflow.query(name="progress")
+    def progress(self) -> SetupProgress:
+        return SetupProgress(
+            step=self._step, step_since=self._step_since,
+            link_expires_at=self._link_expires_at, setup_expires_at=self._setup_expires_at,
+            code_delivery=self._code_delivery, code_sent_at=self._code_sent_at,
+            code_expires_at=self._code_expires_at,
+            code_attempts_left=max(0, CODE_ATTEMPTS - self._code_failures)
+            if self._code_digest is not None else 0,
+            resends_left=max(0, self._input.code_max_resends - max(0, self._code_sends - 1)),
+            next_resend_at=self._next_resend_at(),
+            wrong_codes_total=self._wrong_codes_total,
+        )
+
+
+def _refusal(message: str, kind: str) -> ApplicationError:
+    return ApplicationError(message, type=kind, non_retryable=True)
+
 
 def _hm(moment: datetime) -> str:
     return moment.strftime("%H:%M UTC")
@@ -199,6 +565,3 @@ def _failure_reason(err: ActivityError) -> str:
     if cause is not None and "timeout" in type(cause).__name__.lower():
         return "email could not be delivered before the retry window ran out"
     return f"email could not be delivered: {cause or err}"
-
-
-

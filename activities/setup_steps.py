@@ -1,0 +1,273 @@
+"""Activities behind the setup pages: password, emailed code, authenticator, activation."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pyotp
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.email_delivery import EmailSender, PermanentEmailError
+from activities.inputs import (
+    ActivateInput,
+    AuditInput,
+    SendCodeInput,
+    SendCodeResult,
+    StaffStepInput,
+    StorePasswordInput,
+    StorePasswordResult,
+    VerifyTotpInput,
+    VerifyTotpResult,
+)
+from activities.sso_setup import ttl_words
+from core import audit
+from core.crypto import DecryptionError, Keyring, code_digest, new_email_code
+from core.db import SessionFactory
+from core.models import (
+    OPEN_SETUP_STATES,
+    AccountStatus,
+    BrowserSession,
+    SetupLink,
+    SetupState,
+    SsoAccount,
+    SsoSetup,
+    Staff,
+    utcnow,
+)
+from core.passwords import Hasher, PasswordPolicy, password_problems, personal_words
+from core.sealing import password_context, totp_context, unseal
+from core.settings import Settings
+from core.templating import render_email
+
+LINK_GONE = ("This link is no longer valid. Ask your administrator to send you a new "
+             "Single Sign-On email.")
+TOTP_DIGITS = 6
+TOTP_SECRET_BYTES = 20  # 160 bits
+
+
+def totp_aad(staff_id: uuid.UUID | str) -> bytes:
+    return f"totp-secret:{staff_id}".encode()
+
+
+class SetupStepActivities:
+    def __init__(self, settings: Settings, sessions: SessionFactory, sender: EmailSender,
+                 keyring: Keyring) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._sender = sender
+        self._keyring = keyring
+        self._hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
+                              settings.argon2_parallelism)
+        # argon2 is memory-hard CPU work: never more at once than there are cores.
+        self._hash_slots = asyncio.Semaphore(os.cpu_count() or 1)
+
+    def _unseal(self, sealed: str, context: bytes) -> str:
+        try:
+            return unseal(self._settings.seal_private_key.get_secret_value(), sealed,
+                          context).decode()
+        except (DecryptionError, ValueError, UnicodeDecodeError) as exc:
+            raise ApplicationError("the sealed value could not be opened", non_retryable=True,
+                                   type="BadSeal") from exc
+
+    @activity.defn(name="store_password")
+    async def store_password(self, data: StorePasswordInput) -> StorePasswordResult:
+        """Check the password, hash it, and in one transaction consume the link, store the
+        hash and bind the browser session that submitted it."""
+        password = self._unseal(data.sealed_password, password_context(data.workflow_id))
+        staff_id = uuid.UUID(data.staff_id)
+        async with self._sessions() as session:
+            staff = await session.get(Staff, staff_id)
+            link = await session.get(SetupLink, uuid.UUID(data.link_id))
+            if staff is None or link is None or link.run_id != data.run_id:
+                return StorePasswordResult(ok=False, message=LINK_GONE)
+            if link.consumed_at is not None:
+                # A retry of an attempt that already committed: same browser, same answer.
+                bound = await session.get(BrowserSession, data.session_hash)
+                if bound is not None and bound.run_id == data.run_id:
+                    return StorePasswordResult(ok=True)
+                return StorePasswordResult(ok=False, message=LINK_GONE)
+            personal = personal_words(staff.first_name, staff.last_name,
+                                      staff.external_email_1, self._settings.brand_name)
+            login_email = staff.external_email_1
+        policy = PasswordPolicy(min_length=self._settings.password_min_length)
+        problems = await asyncio.to_thread(password_problems, password, policy, personal)
+        if problems:
+            await self._audit(AuditInput("staff:" + data.staff_id, "sso_setup.password_rejected",
+                                         "failure", data.staff_id))
+            return StorePasswordResult(ok=False, problems=problems)
+        async with self._hash_slots:
+            password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        del password
+
+        now = utcnow()
+        async with self._sessions() as session:
+            consumed = await session.execute(
+                update(SetupLink)
+                .where(SetupLink.id == uuid.UUID(data.link_id), SetupLink.consumed_at.is_(None),
+                       SetupLink.revoked_at.is_(None), SetupLink.expires_at > now)
+                .values(consumed_at=now))
+            if consumed.rowcount != 1:  # type: ignore[attr-defined]
+                return StorePasswordResult(ok=False, message=LINK_GONE)
+            account = await session.scalar(select(SsoAccount).where(
+                SsoAccount.staff_id == staff_id))
+            if account is None:
+                account = SsoAccount(staff_id=staff_id, login_email=login_email)
+                session.add(account)
+            account.password_hash = password_hash
+            account.status = AccountStatus.pending.value
+            session.add(BrowserSession(
+                id_hash=data.session_hash, staff_id=staff_id, purpose="setup",
+                workflow_id=data.workflow_id, run_id=data.run_id,
+                expires_at=now + timedelta(seconds=data.session_ttl_seconds)))
+            await _move_setup(session, data.setup_id, SetupState.password_set, now)
+            audit.record(session, actor=f"staff:{data.staff_id}", action="sso_setup.password_set",
+                         outcome="success", target=data.staff_id, workflow_id=data.workflow_id)
+            await session.commit()
+        return StorePasswordResult(ok=True)
+
+    @activity.defn(name="send_code")
+    async def send_code(self, data: SendCodeInput) -> SendCodeResult:
+        """A fresh six-digit code, emailed; only its keyed digest is returned."""
+        code = new_email_code()
+        digest = code_digest(self._settings.secret_key.get_secret_value(), data.purpose,
+                             data.workflow_id, code)
+        async with self._sessions() as session:
+            staff = await session.get(Staff, uuid.UUID(data.staff_id))
+            if staff is None:
+                raise ApplicationError("staff member no longer exists", non_retryable=True,
+                                       type="StaffNotFound")
+            email = render_email(
+                "verification_code", to=staff.external_email_1,
+                brand=self._settings.brand_name, first_name=staff.first_name, code=code,
+                ttl_words=ttl_words(data.code_ttl_seconds),
+                support_email=self._settings.support_email)
+        del code
+        try:
+            await self._sender.send(email)
+        except PermanentEmailError as exc:
+            raise ApplicationError(str(exc), non_retryable=True,
+                                   type="PermanentEmailError") from exc
+        sent_at = utcnow()
+        async with self._sessions() as session:
+            await _move_setup(session, data.setup_id, SetupState.code_sent, sent_at,
+                              only_from={SetupState.password_set, SetupState.code_sent})
+            audit.record(session, actor="system", action="code.issued", outcome="success",
+                         target=data.staff_id, purpose=data.purpose, workflow_id=data.workflow_id)
+            await session.commit()
+        return SendCodeResult(code_digest=digest, sent_at=sent_at)
+
+    @activity.defn(name="confirm_email")
+    async def confirm_email(self, data: StaffStepInput) -> None:
+        """The code matched: the address is verified; prepare the authenticator secret."""
+        now = utcnow()
+        staff_id = uuid.UUID(data.staff_id)
+        async with self._sessions() as session:
+            account = await session.scalar(select(SsoAccount).where(
+                SsoAccount.staff_id == staff_id))
+            if account is None:
+                raise ApplicationError("no account for this setup", non_retryable=True,
+                                       type="AccountMissing")
+            account.verified_at = account.verified_at or now
+            if account.totp_secret_encrypted is None or account.mfa_enabled_at is None:
+                secret = pyotp.random_base32(length=32)  # 32 base32 characters = 160 bits
+                account.totp_secret_encrypted = self._keyring.seal(secret.encode(),
+                                                                   totp_aad(staff_id))
+                account.totp_last_step = None
+            await _move_setup(session, data.setup_id, SetupState.mfa_pending, now)
+            audit.record(session, actor=f"staff:{data.staff_id}", action="sso_setup.email_confirmed",
+                         outcome="success", target=data.staff_id, workflow_id=data.workflow_id)
+            await session.commit()
+
+    @activity.defn(name="verify_totp")
+    async def verify_totp(self, data: VerifyTotpInput) -> VerifyTotpResult:
+        code = self._unseal(data.sealed_code, totp_context(data.workflow_id)).strip()
+        staff_id = uuid.UUID(data.staff_id)
+        async with self._sessions() as session:
+            account = await session.scalar(select(SsoAccount).where(
+                SsoAccount.staff_id == staff_id))
+            if account is None or account.totp_secret_encrypted is None:
+                raise ApplicationError("no authenticator secret to check against",
+                                       non_retryable=True, type="AccountMissing")
+            secret = self._keyring.unseal(account.totp_secret_encrypted,
+                                          totp_aad(staff_id)).decode()
+            step = matching_step(secret, code, datetime.now(UTC))
+            if step is None:
+                audit.record(session, actor=f"staff:{data.staff_id}", action="mfa.code_failed",
+                             outcome="failure", target=data.staff_id)
+                await session.commit()
+                return VerifyTotpResult(ok=False, message=(
+                    "That code didn't match. Check that the time on your phone is right and "
+                    "enter the newest code."))
+            accepted = await session.execute(
+                update(SsoAccount)
+                .where(SsoAccount.id == account.id,
+                       or_(SsoAccount.totp_last_step.is_(None), SsoAccount.totp_last_step < step))
+                .values(totp_last_step=step))
+            await session.commit()
+        if accepted.rowcount != 1:  # type: ignore[attr-defined]
+            return VerifyTotpResult(ok=False, message=(
+                "That code has already been used. Wait for your app to show a new one."))
+        return VerifyTotpResult(ok=True)
+
+    @activity.defn(name="activate_account")
+    async def activate_account(self, data: ActivateInput) -> None:
+        now = utcnow()
+        staff_id = uuid.UUID(data.staff_id)
+        actor = f"staff:{data.staff_id}"
+        async with self._sessions() as session:
+            account = await session.scalar(select(SsoAccount).where(
+                SsoAccount.staff_id == staff_id))
+            if account is None:
+                raise ApplicationError("no account for this setup", non_retryable=True,
+                                       type="AccountMissing")
+            account.status = AccountStatus.active.value
+            account.activated_at = account.activated_at or now
+            if data.mfa:
+                account.mfa_enabled_at = account.mfa_enabled_at or now
+            elif account.mfa_enabled_at is None:
+                account.totp_secret_encrypted = None  # never enrolled: keep no secret around
+            await _move_setup(session, data.setup_id, SetupState.active, now)
+            audit.record(session, actor=actor, action="mfa.enrolled" if data.mfa else "mfa.skipped",
+                         outcome="success", target=data.staff_id, workflow_id=data.workflow_id)
+            audit.record(session, actor=actor, action="sso_setup.active", outcome="success",
+                         target=data.staff_id, workflow_id=data.workflow_id, mfa=data.mfa)
+            await session.commit()
+
+    @activity.defn(name="record_audit")
+    async def record_audit(self, data: AuditInput) -> None:
+        await self._audit(data)
+
+    async def _audit(self, data: AuditInput) -> None:
+        async with self._sessions() as session:
+            audit.record(session, actor=data.actor, action=data.action, outcome=data.outcome,
+                         target=data.target, **data.details)
+            await session.commit()
+
+
+def matching_step(secret: str, code: str, now: datetime) -> int | None:
+    """The time step a code belongs to, within one step either side of server time."""
+    if len(code) != TOTP_DIGITS or not code.isdigit():
+        return None
+    totp = pyotp.TOTP(secret, digits=TOTP_DIGITS)
+    current = totp.timecode(now)
+    for step in (current - 1, current, current + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+async def _move_setup(session: AsyncSession, setup_id: str, state: SetupState, now: datetime,
+                      only_from: set[SetupState] | None = None) -> None:
+    allowed = only_from or set(OPEN_SETUP_STATES)
+    await session.execute(
+        update(SsoSetup)
+        .where(SsoSetup.id == uuid.UUID(setup_id),
+               SsoSetup.state.in_([s.value for s in allowed]))
+        .values(state=state.value, state_since=now))
