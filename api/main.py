@@ -7,12 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from api import errors
 from api.deps import AdminLimits
 from api.routes import codec, dev_mailbox, health, setup_pages, staff
 from core.db import create_engine, session_factory
 from core.settings import Settings, get_settings
+from core.templating import TEMPLATES_DIR
 from core.temporal_client import TemporalGateway
 
 SECURITY_HEADERS = {
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
             allow_credentials=True,
         )
 
+    app.mount("/static", StaticFiles(directory=TEMPLATES_DIR / "static"), name="static")
     app.include_router(health.router)
     app.include_router(staff.router)
     app.include_router(codec.router)

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
+from api.cookies import CSRF, csrf_seed, csrf_token, set_cookie
 from core.templating import environment
 
 
 def render_page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """Every page gets the brand, a CSRF token for its forms and a fresh submission id, so a
+    double-submitted form runs its step once."""
     settings = request.app.state.settings
+    seed, new_seed = csrf_seed(request, settings)
     html = environment().get_template(f"pages/{name}.html").render(
-        brand=settings.brand_name, support_email=settings.support_email, **context
+        brand=settings.brand_name, support_email=settings.support_email,
+        csrf_token=csrf_token(settings, seed), submission=secrets.token_urlsafe(16), **context
     )
-    return HTMLResponse(html, status_code=status_code)
+    response = HTMLResponse(html, status_code=status_code)
+    if new_seed:
+        set_cookie(response, settings, CSRF, seed, max_age=None)
+    return response
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)

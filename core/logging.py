@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 # Tokens only ever travel in these path segments; the access log must never carry them.
-SECRET_PATH = re.compile(r"(/sso/setup/)[^/?\s\"]+")
+SECRET_PATH = re.compile(r"(/sso/setup/)(?!(?:confirm|resend|mfa|done)(?:[/?\s\"]|$))[^/?\s\"]+")
 
 
 def redact(text: str) -> str:

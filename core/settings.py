@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     seal_public_key: str = ""
     seal_private_key: SecretStr = SecretStr("")
     # How long a page waits for the workflow before saying "try again in a minute".
-    step_timeout: timedelta = timedelta(seconds=10)
+    step_timeout: timedelta = timedelta(seconds=5)
     # "Send Single Sign-On Email" per person, counted in the database across instances.
     setup_email_limit: int = Field(default=5, ge=1)
     setup_email_window: timedelta = timedelta(hours=1)

@@ -1,45 +1,319 @@
-"""The pages a person reaches from the setup email."""
+"""The pages a person walks through from the setup email to an active account.
+
+The link pages carry the token in the URL until the password is chosen; from then on a
+server-side session bound to the flow carries the person, and no token is in any URL.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
-from sqlalchemy import select
+from typing import Annotated
 
-from activities.sso_setup import LINK_PURPOSE
-from api.deps import SessionDep, SettingsDep
-from api.pages import render_page
-from core.crypto import token_hash
-from core.models import SetupLink, SetupState, SsoSetup, Staff, utcnow
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
 
-router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
+from api.cookies import SETUP_SESSION, csrf_ok, read_cookie, set_cookie
+from api.deps import SessionDep, SettingsDep, TemporalDep
+from api.errors import ServiceUnavailable
+from api.pages import redirect, render_page
+from api.services.setup_steps import BoundSetup, FlowEnded, LinkView, SetupSteps, StepRefused
+from workflows.sso_setup import CODE_STEPS, SetupProgress
 
-MAX_TOKEN_LENGTH = 128
+router = APIRouter(prefix="/sso/setup", tags=["pages"], include_in_schema=False)
+
+STEP_PAGES = {
+    "password_set": "/sso/setup/confirm",
+    "code_sent": "/sso/setup/confirm",
+    "mfa_pending": "/sso/setup/mfa",
+    "active": "/sso/setup/done",
+}
+FORM_PROBLEM = "This form has expired. Reload the page and try again."
 
 
-@router.get("/setup/{token}", response_class=HTMLResponse)
-async def open_setup_link(
-    token: str, request: Request, session: SessionDep, settings: SettingsDep
-) -> HTMLResponse:
+def get_steps(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> SetupSteps:
+    return SetupSteps(settings=settings, db=db, temporal=temporal)
+
+
+StepsDep = Annotated[SetupSteps, Depends(get_steps)]
+
+
+def unavailable(request: Request) -> HTMLResponse:
+    return render_page(request, "setup_problem", status_code=503,
+                       title="We can't complete this right now",
+                       message="We can't complete this right now, please try again in a minute.")
+
+
+def ended(request: Request) -> HTMLResponse:
+    return render_page(request, "link_invalid", status_code=410, reason="ended")
+
+
+def no_session(request: Request) -> HTMLResponse:
+    return render_page(request, "setup_problem", status_code=401,
+                       title="Open the link from your email",
+                       message="This page continues a Single Sign-On setup started in this "
+                       "browser. Open the Set Up Single Sign-On link from your email again, or "
+                       "ask your administrator for a new email.")
+
+
+async def _bound(request: Request, steps: SetupSteps) -> BoundSetup | None:
+    return await steps.bound(read_cookie(request, steps.settings, SETUP_SESSION))
+
+
+# Fixed paths first: /sso/setup/{token} would otherwise swallow them.
+
+@router.get("/confirm", response_class=HTMLResponse)
+async def confirm_page(request: Request, steps: StepsDep) -> Response:
+    bound = await _bound(request, steps)
+    if bound is None:
+        return no_session(request)
+    try:
+        progress = await steps.progress(bound)
+    except FlowEnded:
+        return ended(request)
+    except ServiceUnavailable:
+        return unavailable(request)
+    if progress.step not in CODE_STEPS:
+        return _elsewhere(request, progress)
+    return _confirm(request, bound, progress)
+
+
+def _confirm(request: Request, bound: BoundSetup, progress: SetupProgress,
+             message: str | None = None, notice: str | None = None,
+             status_code: int = 200) -> HTMLResponse:
+    return render_page(request, "setup_confirm", status_code=status_code, progress=progress,
+                       email=bound.staff.external_email_1, message=message, notice=notice)
+
+
+@router.post("/confirm", response_class=HTMLResponse)
+async def confirm_submit(
+    request: Request, steps: StepsDep, code: Annotated[str, Form(max_length=20)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    submission: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    bound = await _bound(request, steps)
+    if bound is None:
+        return no_session(request)
+    cleaned = "".join(ch for ch in code if not ch.isspace())
+    problem = None
+    if not csrf_ok(request, steps.settings, csrf):
+        problem = FORM_PROBLEM
+    elif len(cleaned) != 6 or not cleaned.isdigit():
+        problem = "Enter the 6-digit code from the email."
+    try:
+        if problem is None:
+            result = await steps.confirm_code(bound, cleaned, submission)
+            if result.ok:
+                return redirect("/sso/setup/mfa")
+            problem = result.message
+        progress = await steps.progress(bound)
+    except StepRefused as refused:
+        return await _refused(request, steps, bound, refused)
+    except FlowEnded:
+        return ended(request)
+    except ServiceUnavailable:
+        return unavailable(request)
+    return _confirm(request, bound, progress, message=problem, status_code=400)
+
+
+@router.post("/resend", response_class=HTMLResponse)
+async def resend_submit(
+    request: Request, steps: StepsDep, csrf: Annotated[str, Form(max_length=200)] = "",
+    submission: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    bound = await _bound(request, steps)
+    if bound is None:
+        return no_session(request)
+    try:
+        if not csrf_ok(request, steps.settings, csrf):
+            return _confirm(request, bound, await steps.progress(bound), message=FORM_PROBLEM,
+                            status_code=400)
+        result = await steps.resend_code(bound, submission)
+        return _confirm(request, bound, await steps.progress(bound), notice=result.message)
+    except StepRefused as refused:
+        return await _refused(request, steps, bound, refused)
+    except FlowEnded:
+        return ended(request)
+    except ServiceUnavailable:
+        return unavailable(request)
+
+
+@router.get("/mfa", response_class=HTMLResponse)
+async def mfa_page(request: Request, steps: StepsDep) -> Response:
+    bound = await _bound(request, steps)
+    if bound is None:
+        return no_session(request)
+    try:
+        progress = await steps.progress(bound)
+        if progress.step != "mfa_pending":
+            return _elsewhere(request, progress)
+        return await _mfa(request, steps, bound)
+    except FlowEnded:
+        return ended(request)
+    except ServiceUnavailable:
+        return unavailable(request)
+
+
+async def _mfa(request: Request, steps: SetupSteps, bound: BoundSetup,
+               message: str | None = None, status_code: int = 200) -> HTMLResponse:
+    secret, uri, qr = await steps.authenticator(bound)
+    grouped = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
+    return render_page(request, "setup_mfa", status_code=status_code, secret=grouped,
+                       qr=qr, otpauth_uri=uri, email=await steps.login_email(bound),
+                       message=message)
+
+
+@router.post("/mfa", response_class=HTMLResponse)
+async def mfa_submit(
+    request: Request, steps: StepsDep, code: Annotated[str, Form(max_length=20)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    submission: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    bound = await _bound(request, steps)
+    if bound is None:
+        return no_session(request)
+    cleaned = "".join(ch for ch in code if not ch.isspace())
+    try:
+        if not csrf_ok(request, steps.settings, csrf):
+            return await _mfa(request, steps, bound, FORM_PROBLEM, 400)
+        if len(cleaned) != 6 or not cleaned.isdigit():
+            return await _mfa(request, steps, bound,
+                              "Enter the 6-digit code from your authenticator app.", 400)
+        result = await steps.complete_mfa(bound, cleaned, submission)
+        if result.ok:
+            return redirect("/sso/setup/done")
+        return await _mfa(request, steps, bound, result.message, 400)
+    except StepRefused as refused:
+        return await _refused(request, steps, bound, refused)
+    except FlowEnded:
+        return ended(request)
+    except ServiceUnavailable:
+        return unavailable(request)
+
+
+@router.post("/mfa/skip", response_class=HTMLResponse)
+async def mfa_skip(
+    request: Request, steps: StepsDep, csrf: Annotated[str, Form(max_length=200)] = "",
+    submission: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    bound = await _bound(request, steps)
+    if bound is None:
+        return no_session(request)
+    try:
+        if not csrf_ok(request, steps.settings, csrf):
+            return await _mfa(request, steps, bound, FORM_PROBLEM, 400)
+        await steps.skip_mfa(bound, submission)
+        return redirect("/sso/setup/done")
+    except StepRefused as refused:
+        return await _refused(request, steps, bound, refused)
+    except FlowEnded:
+        return ended(request)
+    except ServiceUnavailable:
+        return unavailable(request)
+
+
+@router.get("/done", response_class=HTMLResponse)
+async def done_page(request: Request, steps: StepsDep) -> Response:
+    bound = await _bound(request, steps)
+    if bound is None:
+        return no_session(request)
+    try:
+        progress = await steps.progress(bound)
+    except FlowEnded:
+        return ended(request)
+    except ServiceUnavailable:
+        return unavailable(request)
+    if progress.step != "active":
+        return _elsewhere(request, progress)
+    return render_page(request, "setup_done", email=await steps.login_email(bound))
+
+
+def _elsewhere(request: Request, progress: SetupProgress) -> Response:
+    target = STEP_PAGES.get(progress.step)
+    if target is None or target == request.url.path:
+        return ended(request)
+    return redirect(target)
+
+
+async def _refused(request: Request, steps: SetupSteps, bound: BoundSetup,
+                   refused: StepRefused) -> Response:
+    """A step posted out of order, too soon, or to an ending flow: say so on the right page."""
+    if refused.kind == "SetupEnded":
+        return ended(request)
+    progress = await steps.progress(bound)
+    if progress.step in CODE_STEPS:
+        return _confirm(request, bound, progress, message=refused.message, status_code=409)
+    if progress.step == "mfa_pending":
+        return await _mfa(request, steps, bound, refused.message, 409)
+    return _elsewhere(request, progress)
+
+
+# -- link pages (token in the URL; a GET never consumes it) -----------------------------
+
+
+def _invalid(request: Request, view: LinkView) -> HTMLResponse:
+    return render_page(request, "link_invalid", status_code=404 if view.link is None else 410,
+                       reason=view.reason)
+
+
+@router.get("/{token}", response_class=HTMLResponse)
+async def open_setup_link(token: str, request: Request, steps: StepsDep) -> HTMLResponse:
     """Show the setup screen. A GET never consumes the link: mail scanners open links too."""
-    link = None
-    if len(token) <= MAX_TOKEN_LENGTH:
-        digest = token_hash(settings.secret_key.get_secret_value(), LINK_PURPOSE, token)
-        link = await session.scalar(select(SetupLink).where(SetupLink.token_hash == digest))
-    if link is None:
-        return render_page(request, "link_invalid", status_code=404, reason="unknown")
-    setup = await session.scalar(select(SsoSetup).where(SsoSetup.run_id == link.run_id))
-    now = utcnow()
-    if link.consumed_at is not None:
-        reason = "used"
-    elif link.revoked_at is not None or setup is None or not SetupState(setup.state).is_open:
-        reason = "expired" if setup is not None and setup.state == "expired" else "replaced"
-    elif link.expires_at <= now:
-        reason = "expired"
-    else:
-        staff = await session.get(Staff, link.staff_id)
-        assert staff is not None
-        return render_page(request, "setup_start", staff=staff,
-                           login_email=staff.external_email_1, expires_at=link.expires_at,
-                           minutes_left=max(1, int((link.expires_at - now).total_seconds() // 60)))
-    return render_page(request, "link_invalid", status_code=410, reason=reason)
+    view = await steps.open_link(token)
+    if not view.usable:
+        return _invalid(request, view)
+    assert view.link is not None and view.staff is not None
+    return render_page(request, "setup_start", staff=view.staff, token=token,
+                       login_email=view.staff.external_email_1, expires_at=view.link.expires_at)
+
+
+@router.get("/{token}/password", response_class=HTMLResponse)
+async def password_page(token: str, request: Request, steps: StepsDep) -> HTMLResponse:
+    view = await steps.open_link(token)
+    if not view.usable:
+        return _invalid(request, view)
+    return _password(request, steps.settings.password_min_length, view, token)
+
+
+def _password(request: Request, min_length: int, view: LinkView, token: str,
+              problems: list[str] | None = None, status_code: int = 200) -> HTMLResponse:
+    assert view.staff is not None
+    return render_page(request, "setup_password", status_code=status_code, token=token,
+                       login_email=view.staff.external_email_1, min_length=min_length,
+                       problems=problems or [])
+
+
+@router.post("/{token}/password", response_class=HTMLResponse)
+async def password_submit(
+    token: str, request: Request, steps: StepsDep,
+    password: Annotated[str, Form(max_length=1024)] = "",
+    confirm: Annotated[str, Form(max_length=1024)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    submission: Annotated[str, Form(min_length=8, max_length=100)] = "",
+) -> Response:
+    view = await steps.open_link(token)
+    if not view.usable:
+        return _invalid(request, view)
+    assert view.staff is not None
+    min_length = steps.settings.password_min_length
+    if not csrf_ok(request, steps.settings, csrf):
+        return _password(request, min_length, view, token, [FORM_PROBLEM], 400)
+    if password != confirm:
+        return _password(request, min_length, view, token,
+                         ["The two passwords don't match."], 400)
+    problems = steps.password_problems(view.staff, password)
+    if problems:
+        return _password(request, min_length, view, token, problems, 400)
+    try:
+        result, session_id = await steps.set_password(view, token, password, submission)
+    except StepRefused as refused:
+        return _password(request, min_length, view, token, [refused.message], 409)
+    except FlowEnded:
+        return ended(request)
+    except ServiceUnavailable:
+        return unavailable(request)
+    if not result.ok:
+        return _password(request, min_length, view, token,
+                         result.problems or [result.message or "Please try again."], 400)
+    response = redirect("/sso/setup/confirm")
+    set_cookie(response, steps.settings, SETUP_SESSION, session_id,
+               max_age=steps.settings.setup_ttl)
+    return response

@@ -1,0 +1,248 @@
+"""What the setup pages ask of a flow: find it from a link or a browser session, read its
+progress, and run each step as a Temporal Update."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import pyotp
+import qrcode
+import qrcode.image.svg
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.setup_steps import totp_aad
+from activities.sso_setup import LINK_PURPOSE
+from api.errors import ServiceUnavailable
+from api.services.onboarding import UNAVAILABLE
+from core.crypto import code_digest, token_hash
+from core.models import BrowserSession, SetupLink, SetupState, SsoAccount, SsoSetup, Staff, utcnow
+from core.passwords import PasswordPolicy, password_problems, personal_words
+from core.sealing import password_context, seal, totp_context
+from core.settings import Settings
+from core.temporal_client import TemporalGateway
+from workflows.sso_setup import (
+    CODE_PURPOSE,
+    ConfirmCodeRequest,
+    SetPasswordRequest,
+    SetupProgress,
+    StepResult,
+    TotpRequest,
+)
+
+MAX_TOKEN_LENGTH = 128
+SESSION_PURPOSE = "session"
+
+
+class StepRefused(Exception):
+    """The flow would not take this step now; the message is for the person."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+
+
+class FlowEnded(Exception):
+    pass
+
+
+@dataclass
+class LinkView:
+    link: SetupLink | None
+    staff: Staff | None
+    reason: str | None  # None when the link is usable
+
+    @property
+    def usable(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
+class BoundSetup:
+    """A browser session bound to one setup flow (set when the password was chosen)."""
+
+    session: BrowserSession
+    staff: Staff
+
+
+@dataclass
+class SetupSteps:
+    settings: Settings
+    db: AsyncSession
+    temporal: TemporalGateway
+
+    # -- finding the flow -----------------------------------------------------------------
+
+    async def open_link(self, token: str) -> LinkView:
+        if len(token) > MAX_TOKEN_LENGTH:
+            return LinkView(None, None, "unknown")
+        digest = token_hash(self._secret, LINK_PURPOSE, token)
+        link = await self.db.scalar(select(SetupLink).where(SetupLink.token_hash == digest))
+        if link is None:
+            return LinkView(None, None, "unknown")
+        setup = await self.db.scalar(select(SsoSetup).where(SsoSetup.run_id == link.run_id))
+        staff = await self.db.get(Staff, link.staff_id)
+        if link.consumed_at is not None:
+            return LinkView(link, staff, "used")
+        if link.revoked_at is not None or setup is None or not SetupState(setup.state).is_open:
+            expired = setup is not None and setup.state == SetupState.expired.value
+            return LinkView(link, staff, "expired" if expired else "replaced")
+        if link.expires_at <= utcnow():
+            return LinkView(link, staff, "expired")
+        return LinkView(link, staff, None)
+
+    async def bound(self, session_id: str | None) -> BoundSetup | None:
+        if not session_id or len(session_id) > MAX_TOKEN_LENGTH:
+            return None
+        row = await self.db.get(BrowserSession, self.session_hash(session_id))
+        if (row is None or row.purpose != "setup" or row.revoked_at is not None
+                or row.expires_at <= utcnow()):
+            return None
+        staff = await self.db.get(Staff, row.staff_id)
+        return BoundSetup(row, staff) if staff is not None else None
+
+    def session_hash(self, session_id: str) -> str:
+        return token_hash(self._secret, SESSION_PURPOSE, session_id)
+
+    def session_id_for(self, link_token: str, submission: str) -> str:
+        """Derived, not random: a double-submitted form gets the same session as the first."""
+        digest = hmac.new(self._secret.encode(), f"setup-session:{link_token}:{submission}".encode(),
+                          "sha256").digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def password_problems(self, staff: Staff, password: str) -> list[str]:
+        policy = PasswordPolicy(min_length=self.settings.password_min_length)
+        return password_problems(password, policy, personal_words(
+            staff.first_name, staff.last_name, staff.external_email_1, self.settings.brand_name))
+
+    async def set_password(self, view: LinkView, token: str, password: str,
+                           submission: str) -> tuple[StepResult, str]:
+        assert view.link is not None
+        link = view.link
+        session_id = self.session_id_for(token, submission)
+        request = SetPasswordRequest(
+            sealed_password=seal(self.settings.seal_public_key, password.encode(),
+                                 password_context(link.workflow_id)),
+            link_id=str(link.id), session_hash=self.session_hash(session_id))
+        handle = (await self._client()).get_workflow_handle(link.workflow_id, run_id=link.run_id)
+        result = await self._update(handle, "set_password", request, submission)
+        return result, session_id
+
+    async def progress(self, bound: BoundSetup) -> SetupProgress:
+        handle = await self._handle(bound)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await handle.query("progress", result_type=SetupProgress)
+        except RPCError as exc:
+            raise self._rpc_error(exc) from exc
+        except (TimeoutError, WorkflowQueryFailedError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def confirm_code(self, bound: BoundSetup, code: str, submission: str) -> StepResult:
+        assert bound.session.workflow_id is not None
+        digest = code_digest(self._secret, CODE_PURPOSE, bound.session.workflow_id, code)
+        return await self._update(await self._handle(bound), "confirm_code",
+                                  ConfirmCodeRequest(code_digest=digest), submission)
+
+    async def resend_code(self, bound: BoundSetup, submission: str) -> StepResult:
+        return await self._update(await self._handle(bound), "resend_code", None, submission)
+
+    async def complete_mfa(self, bound: BoundSetup, code: str, submission: str) -> StepResult:
+        assert bound.session.workflow_id is not None
+        sealed = seal(self.settings.seal_public_key, code.encode(),
+                      totp_context(bound.session.workflow_id))
+        return await self._update(await self._handle(bound), "complete_mfa",
+                                  TotpRequest(sealed_code=sealed), submission)
+
+    async def skip_mfa(self, bound: BoundSetup, submission: str) -> StepResult:
+        return await self._update(await self._handle(bound), "skip_mfa", None, submission)
+
+    async def authenticator(self, bound: BoundSetup) -> tuple[str, str, str]:
+        """(secret for manual entry, otpauth URI, QR code as an SVG data URI)."""
+        account = await self.db.scalar(select(SsoAccount).where(
+            SsoAccount.staff_id == bound.staff.id))
+        if account is None or account.totp_secret_encrypted is None:
+            raise ServiceUnavailable(UNAVAILABLE)
+        keyring = self._keyring()
+        secret = keyring.unseal(account.totp_secret_encrypted, totp_aad(bound.staff.id)).decode()
+        uri = pyotp.TOTP(secret).provisioning_uri(name=account.login_email,
+                                                  issuer_name=self.settings.brand_name)
+        svg = qrcode.make(uri, image_factory=qrcode.image.svg.SvgPathImage, box_size=8,
+                          border=2).to_string()
+        return secret, uri, "data:image/svg+xml;base64," + base64.b64encode(svg).decode()
+
+    async def login_email(self, bound: BoundSetup) -> str:
+        account = await self.db.scalar(select(SsoAccount).where(
+            SsoAccount.staff_id == bound.staff.id))
+        return account.login_email if account else bound.staff.external_email_1
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def _secret(self) -> str:
+        return self.settings.secret_key.get_secret_value()
+
+    @property
+    def _timeout(self) -> float:
+        return self.settings.step_timeout.total_seconds()
+
+    def _keyring(self) -> Any:
+        from core.codec import keyring_from_settings
+
+        return keyring_from_settings(self.settings)
+
+    async def _client(self) -> Client:
+        try:
+            return await self.temporal.client(connect_timeout=self._timeout)
+        except (RPCError, TimeoutError, RuntimeError, OSError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def _handle(self, bound: BoundSetup) -> WorkflowHandle[Any, Any]:
+        assert bound.session.workflow_id is not None
+        return (await self._client()).get_workflow_handle(bound.session.workflow_id,
+                                                          run_id=bound.session.run_id)
+
+    async def _update(self, handle: WorkflowHandle[Any, Any], name: str, arg: object,
+                      submission: str) -> StepResult:
+        update_id = f"{name}-{submission[:64]}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                if arg is None:
+                    return await handle.execute_update(name, id=update_id,
+                                                       result_type=StepResult)
+                return await handle.execute_update(name, arg, id=update_id,
+                                                   result_type=StepResult)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError):
+                raise StepRefused(cause.message, cause.type or "") from exc
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        except RPCError as exc:
+            raise self._rpc_error(exc) from exc
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    @staticmethod
+    def _rpc_error(exc: RPCError) -> Exception:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return FlowEnded()
+        return ServiceUnavailable(UNAVAILABLE)
+
+
+
