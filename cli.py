@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=cmd_migrate)
 
+    keys = commands.add_parser("keys", help="generate deployment secrets")
+    key_gen = keys.add_subparsers(dest="keys_command", required=True)
+    generate = key_gen.add_parser("generate", help="print fresh secrets as .env lines")
+    generate.set_defaults(func=cmd_keys_generate)
+
     admin_key = commands.add_parser("admin-key", help="manage admin API keys")
     key_commands = admin_key.add_subparsers(dest="key_command", required=True)
     create = key_commands.add_parser("create", help="create a key and print it once")
@@ -83,6 +88,20 @@ def cmd_migrate(_args: argparse.Namespace) -> None:
 
     upgrade(get_settings())
     print("sso: database is up to date")
+
+
+def cmd_keys_generate(_args: argparse.Namespace) -> None:
+    import base64
+    import secrets
+
+    from core.sealing import new_keypair
+
+    private, public = new_keypair()
+    print(f"SSO_SECRET_KEY={secrets.token_urlsafe(48)}")
+    print(f"SSO_ENCRYPTION_KEYS={base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}")
+    print(f"SSO_SEAL_PUBLIC_KEY={public}")
+    print("# The private seal key belongs to workers only, never to the web app.")
+    print(f"SSO_SEAL_PRIVATE_KEY={private}")
 
 
 def cmd_admin_key_create(args: argparse.Namespace) -> None:

@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 SsoStateName = Literal[
-    "not_started", "sending_email", "email_sent", "active", "expired", "superseded",
-    "cancelled", "failed",
+    "not_started", "sending_email", "email_sent", "link_opened", "password_set", "code_sent",
+    "mfa_pending", "active", "expired", "superseded", "cancelled", "failed",
 ]
 DeliveryStateName = Literal["pending", "sent", "retrying", "failed"]
 
@@ -58,12 +58,27 @@ class EmailDelivery(BaseModel):
     last_error: str | None
 
 
+class CodeStatus(BaseModel):
+    """The emailed verification code, while the person is at that step (read live from the
+    flow; absent when the worker cannot be asked)."""
+
+    delivery: Literal["none", "sending", "sent", "failed"]
+    expires_at: datetime | None
+    attempts_left: int
+    resends_left: int
+    next_resend_at: datetime | None
+    wrong_codes_total: int
+
+
 class SsoStatus(BaseModel):
     staff_id: uuid.UUID
     state: SsoStateName
     state_since: datetime | None
     link_expires_at: datetime | None
+    setup_expires_at: datetime | None = None
     email_delivery: EmailDelivery | None
+    code: CodeStatus | None = None
+    mfa_enabled: bool = False
     workflow_id: str | None
     failure_reason: str | None
     requested_by: str | None

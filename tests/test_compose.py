@@ -38,9 +38,10 @@ REQUIRED_SSO_SETTINGS = {
     "SSO_SMTP_STARTTLS",
     "SSO_SECRET_KEY",
     "SSO_ENCRYPTION_KEYS",
+    "SSO_SEAL_PUBLIC_KEY",
     "SSO_CODEC_CORS_ORIGINS",
 }
-SECRETS = ("SSO_SECRET_KEY", "SSO_ENCRYPTION_KEYS", "POSTGRES_PASSWORD")
+SECRETS = ("SSO_SECRET_KEY", "SSO_ENCRYPTION_KEYS", "SSO_SEAL_PRIVATE_KEY", "POSTGRES_PASSWORD")
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, ...
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}")
@@ -82,14 +83,20 @@ def test_services_are_exactly_the_documented_set():
 def test_app_services_share_one_environment_with_all_settings():
     services = _compose()["services"]
     envs = {name: _env(services[name]) for name in APP_SERVICES}
-    assert envs["web"] == envs["worker"] == envs["migrate"]
+    assert envs["web"] == envs["migrate"]
+    # The worker alone also holds the key that opens sealed passwords and codes.
+    worker_only = {k: v for k, v in envs["worker"].items() if k not in envs["web"]}
+    assert set(worker_only) == {"SSO_SEAL_PRIVATE_KEY"}
+    assert {k: v for k, v in envs["worker"].items() if k in envs["web"]} == envs["web"]
     missing = REQUIRED_SSO_SETTINGS - set(envs["web"])
     assert not missing, f"missing SSO settings: {sorted(missing)}"
     assert envs["web"]["SSO_ENV"] == "production"
     # The shared block is a YAML anchor, not three copies.
     raw = _raw()
     assert re.search(r"^x-sso-env:\s*&sso-env\s*$", raw, re.MULTILINE)
-    assert len(re.findall(r"environment:\s*\*sso-env\b", raw)) == len(APP_SERVICES)
+    shared = len(re.findall(r"environment:\s*\*sso-env\b", raw))
+    merged = len(re.findall(r"<<:\s*\*sso-env\b", raw))
+    assert shared + merged == len(APP_SERVICES)
 
 
 def test_app_service_commands():

@@ -23,16 +23,24 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
-from api.schemas import EmailDelivery, SsoEmailSent, SsoStatus
+from api.schemas import CodeStatus, EmailDelivery, SsoEmailSent, SsoStatus
 from api.services.staff import get_staff
 from core import audit
 from core.models import AccountStatus, DeliveryState, SetupState, SsoAccount, SsoSetup, utcnow
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
-from workflows.sso_setup import EmailRetry, EndRequest, SetupOutcome, SsoSetupInput
+from workflows.sso_setup import (
+    EmailRetry,
+    EndRequest,
+    SetupOutcome,
+    SetupProgress,
+    SsoSetupInput,
+)
 
 UNAVAILABLE = "We can't complete this right now, please try again in a minute"
+CODE_STATES = {SetupState.password_set.value, SetupState.code_sent.value}
+LIVE_STATES = CODE_STATES | {SetupState.mfa_pending.value}
 
 
 def setup_workflow_id(staff_id: uuid.UUID) -> str:
@@ -77,8 +85,15 @@ class Onboarding:
             async with asyncio.timeout(self.timeout):
                 await client.start_workflow(
                     "SsoSetup",
-                    SsoSetupInput(setup_id=str(setup.id), staff_id=str(staff.id),
-                                  link_ttl_seconds=ttl, requested_by=actor, email_retry=retry),
+                    SsoSetupInput(
+                        setup_id=str(setup.id), staff_id=str(staff.id), link_ttl_seconds=ttl,
+                        requested_by=actor, email_retry=retry,
+                        setup_ttl_seconds=int(self.settings.setup_ttl.total_seconds()),
+                        code_ttl_seconds=int(self.settings.code_ttl.total_seconds()),
+                        code_resend_interval_seconds=int(
+                            self.settings.code_resend_interval.total_seconds()),
+                        code_max_resends=self.settings.code_max_resends,
+                    ),
                     id=workflow_id,
                     task_queue=self.settings.task_queue,
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
@@ -128,11 +143,12 @@ class Onboarding:
             .order_by(SsoSetup.created_at.desc()).limit(1))
         account = await self.session.scalar(
             select(SsoAccount).where(SsoAccount.staff_id == staff.id))
+        mfa_enabled = bool(account and account.mfa_enabled_at)
         if setup is None:
             state = "active" if account and account.status == AccountStatus.active.value \
                 else "not_started"
             return SsoStatus(staff_id=staff.id, state=state,  # type: ignore[arg-type]
-                             state_since=None,
+                             state_since=None, mfa_enabled=mfa_enabled,
                              link_expires_at=None, email_delivery=None, workflow_id=None,
                              failure_reason=None, requested_by=None)
         state = setup.state
@@ -141,15 +157,33 @@ class Onboarding:
                 and setup.link_expires_at <= utcnow()):
             # The flow's timer records this within moments; don't show a dead link as live.
             state, state_since = SetupState.expired.value, setup.link_expires_at
+        progress = await self._live_progress(setup) if state in LIVE_STATES else None
         return SsoStatus(
             staff_id=staff.id, state=state, state_since=state_since,  # type: ignore[arg-type]
-            link_expires_at=setup.link_expires_at,
+            link_expires_at=setup.link_expires_at, mfa_enabled=mfa_enabled,
+            setup_expires_at=progress.setup_expires_at if progress else None,
+            code=CodeStatus(
+                delivery=progress.code_delivery,  # type: ignore[arg-type]
+                expires_at=progress.code_expires_at, attempts_left=progress.code_attempts_left,
+                resends_left=progress.resends_left, next_resend_at=progress.next_resend_at,
+                wrong_codes_total=progress.wrong_codes_total,
+            ) if progress and state in CODE_STATES else None,
             email_delivery=EmailDelivery(state=setup.email_delivery,  # type: ignore[arg-type]
                                          attempts=setup.email_attempts,
                                          last_error=setup.email_last_error),
             workflow_id=setup.workflow_id, failure_reason=setup.failure_reason,
             requested_by=setup.requested_by,
         )
+
+    async def _live_progress(self, setup: SsoSetup) -> SetupProgress | None:
+        """Attempts and resend times live in the flow; ask it, briefly, and do without."""
+        try:
+            client = await self.temporal.client(connect_timeout=2)
+            handle = client.get_workflow_handle(setup.workflow_id, run_id=setup.run_id)
+            async with asyncio.timeout(2):
+                return await handle.query("progress", result_type=SetupProgress)
+        except Exception:  # the status page must answer even when the worker cannot
+            return None
 
     async def _check_send_limit(self, staff_id: uuid.UUID) -> None:
         """Repeated sends flood a mailbox and get the sending domain blocked: cap them."""
