@@ -154,9 +154,10 @@ class SetupStepActivities:
         except PermanentEmailError as exc:
             raise ApplicationError(str(exc), non_retryable=True,
                                    type="PermanentEmailError") from exc
-        sent_at = utcnow()
+        # Server clock, like the workflow's: the code's lifetime counts from this attempt.
+        sent_at = activity.info().current_attempt_scheduled_time
         async with self._sessions() as session:
-            await _move_setup(session, data.setup_id, SetupState.code_sent, sent_at,
+            await _move_setup(session, data.setup_id, SetupState.code_sent, utcnow(),
                               only_from={SetupState.password_set, SetupState.code_sent})
             audit.record(session, actor="system", action="code.issued", outcome="success",
                          target=data.staff_id, purpose=data.purpose, workflow_id=data.workflow_id)

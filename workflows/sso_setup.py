@@ -8,6 +8,7 @@ history), the handler does the step and returns what the page shows.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -47,6 +48,8 @@ CODE_STEPS = {"password_set", "code_sent"}
 CODE_ATTEMPTS = 5
 TOTP_ATTEMPTS = 10
 CODE_PURPOSE = "setup"
+SETUP_ENDED = ("This setup has ended. Ask your administrator to send you a new Single Sign-On "
+               "email.")
 
 STEP_TIMEOUT = timedelta(seconds=60)
 DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
@@ -301,6 +304,9 @@ class SsoSetupWorkflow:
                                   problems=result.problems)
             self._link_used = True
             self._move_to("password_set", "Password set; sending the verification code")
+            if self._end is not None:
+                # Cancelled or superseded while the password was stored: send nothing more.
+                return StepResult(ok=False, step=self._step, message=SETUP_ENDED)
             self._send_code()
             return StepResult(ok=True, step=self._step)
         finally:
@@ -373,8 +379,9 @@ class SsoSetupWorkflow:
                            "administrator to send a new Single Sign-On email.", "TooManyCodes")
         next_at = self._next_resend_at()
         if next_at is not None and workflow.now() < next_at:
-            seconds = int((next_at - workflow.now()).total_seconds()) + 1
-            raise _refusal(f"You can ask for a new code in {seconds} seconds.", "TooSoon")
+            seconds = math.ceil((next_at - workflow.now()).total_seconds())
+            raise _refusal(f"You can ask for a new code in {seconds} second"
+                           f"{'s' if seconds != 1 else ''}.", "TooSoon")
 
     @workflow.update(name="complete_mfa")
     async def complete_mfa(self, request: TotpRequest) -> StepResult:
@@ -462,8 +469,11 @@ class SsoSetupWorkflow:
             return  # a newer code was asked for meanwhile; this one never works
         self._code_digest = result.code_digest
         self._code_delivery = "sent"
-        self._code_sent_at = workflow.now()
-        self._code_expires_at = workflow.now() + timedelta(seconds=self._input.code_ttl_seconds)
+        # The activity's server-clock time, not when its result got here: a backlog must not
+        # stretch the lifetime the email promises.
+        self._code_sent_at = min(result.sent_at, workflow.now())
+        self._code_expires_at = self._code_sent_at + timedelta(
+            seconds=self._input.code_ttl_seconds)
         if self._step == "password_set":
             self._move_to("code_sent", f"Verification code sent at {_hm(self._code_sent_at)}; "
                           f"valid until {_hm(self._code_expires_at)}")
@@ -478,8 +488,7 @@ class SsoSetupWorkflow:
 
     def _refuse_unless(self, steps: set[str]) -> None:
         if self._end is not None or self._outcome is not None:
-            raise _refusal("This setup has ended. Ask your administrator to send you a new "
-                           "Single Sign-On email.", "SetupEnded")
+            raise _refusal(SETUP_ENDED, "SetupEnded")
         if self._busy:
             raise _refusal("We're still working on your last step; please wait a moment.",
                            "Busy")
