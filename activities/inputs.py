@@ -44,6 +44,7 @@ class StorePasswordInput:
     sealed_password: str
     session_hash: str
     session_ttl_seconds: int
+    ip: str | None = None
 
 
 @dataclass
@@ -80,6 +81,7 @@ class VerifyTotpInput:
     staff_id: str
     workflow_id: str
     sealed_code: str
+    ip: str | None = None
 
 
 @dataclass
@@ -103,3 +105,4 @@ class AuditInput:
     outcome: str
     target: str
     details: dict[str, str] = field(default_factory=dict)
+    ip: str | None = None

@@ -100,7 +100,7 @@ class SetupStepActivities:
         problems = await asyncio.to_thread(password_problems, password, policy, personal)
         if problems:
             await self._audit(AuditInput("staff:" + data.staff_id, "sso_setup.password_rejected",
-                                         "failure", data.staff_id))
+                                         "failure", data.staff_id, ip=data.ip))
             return StorePasswordResult(ok=False, problems=problems)
         async with self._hash_slots:
             password_hash = await asyncio.to_thread(self._hasher.hash, password)
@@ -128,7 +128,8 @@ class SetupStepActivities:
                 expires_at=now + timedelta(seconds=data.session_ttl_seconds)))
             await _move_setup(session, data.setup_id, SetupState.password_set, now)
             audit.record(session, actor=f"staff:{data.staff_id}", action="sso_setup.password_set",
-                         outcome="success", target=data.staff_id, workflow_id=data.workflow_id)
+                         outcome="success", target=data.staff_id, ip=data.ip,
+                         workflow_id=data.workflow_id)
             await session.commit()
         return StorePasswordResult(ok=True)
 
@@ -201,7 +202,7 @@ class SetupStepActivities:
             step = matching_step(secret, code, datetime.now(UTC))
             if step is None:
                 audit.record(session, actor=f"staff:{data.staff_id}", action="mfa.code_failed",
-                             outcome="failure", target=data.staff_id)
+                             outcome="failure", target=data.staff_id, ip=data.ip)
                 await session.commit()
                 return VerifyTotpResult(ok=False, message=(
                     "That code didn't match. Check that the time on your phone is right and "
@@ -248,7 +249,7 @@ class SetupStepActivities:
     async def _audit(self, data: AuditInput) -> None:
         async with self._sessions() as session:
             audit.record(session, actor=data.actor, action=data.action, outcome=data.outcome,
-                         target=data.target, **data.details)
+                         target=data.target, ip=data.ip, **data.details)
             await session.commit()
 
 

@@ -103,17 +103,20 @@ class SetPasswordRequest:
     sealed_password: str
     link_id: str
     session_hash: str
+    ip: str | None = None  # for the audit log
 
 
 @dataclass
 class ConfirmCodeRequest:
     # Keyed digest of the code the person typed (core.crypto.code_digest), never the code.
     code_digest: str
+    ip: str | None = None
 
 
 @dataclass
 class TotpRequest:
     sealed_code: str
+    ip: str | None = None
 
 
 @dataclass
@@ -292,7 +295,7 @@ class SsoSetupWorkflow:
                     setup_id=self._input.setup_id, staff_id=self._input.staff_id,
                     workflow_id=info.workflow_id, run_id=info.run_id, link_id=request.link_id,
                     sealed_password=request.sealed_password, session_hash=request.session_hash,
-                    session_ttl_seconds=self._input.setup_ttl_seconds),
+                    session_ttl_seconds=self._input.setup_ttl_seconds, ip=request.ip),
                 result_type=StorePasswordResult,
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=5,
@@ -341,7 +344,7 @@ class SsoSetupWorkflow:
             self._code_failures += 1
             self._wrong_codes_total += 1
             left = CODE_ATTEMPTS - self._code_failures
-            await self._audit("code.failed", "failure", attempts_left=str(left))
+            await self._audit("code.failed", "failure", request.ip, attempts_left=str(left))
             if left == 0:
                 message = "Incorrect code. This code can no longer be used; click Send a new code."
             else:
@@ -391,7 +394,7 @@ class SsoSetupWorkflow:
                 VERIFY_TOTP,
                 VerifyTotpInput(staff_id=self._input.staff_id,
                                 workflow_id=workflow.info().workflow_id,
-                                sealed_code=request.sealed_code),
+                                sealed_code=request.sealed_code, ip=request.ip),
                 result_type=VerifyTotpResult, start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=5,
                                          non_retryable_error_types=["BadSeal", "AccountMissing"]),
@@ -499,11 +502,11 @@ class SsoSetupWorkflow:
         return StaffStepInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
                               workflow_id=workflow.info().workflow_id)
 
-    async def _audit(self, action: str, outcome: str, **details: str) -> None:
+    async def _audit(self, action: str, outcome: str, ip: str | None, **details: str) -> None:
         await workflow.execute_activity(
             RECORD_AUDIT,
             AuditInput(actor=f"staff:{self._input.staff_id}", action=action, outcome=outcome,
-                       target=self._input.staff_id, details=details),
+                       target=self._input.staff_id, details=details, ip=ip),
             start_to_close_timeout=timedelta(seconds=30), retry_policy=DB_RETRY,
             summary=f"Audit {action}")
 

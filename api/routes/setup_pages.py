@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.cookies import SETUP_SESSION, csrf_ok, read_cookie, set_cookie
-from api.deps import SessionDep, SettingsDep, TemporalDep
+from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
 from api.errors import ServiceUnavailable
 from api.pages import redirect, render_page
 from api.services.setup_steps import BoundSetup, FlowEnded, LinkView, SetupSteps, StepRefused
@@ -100,7 +100,7 @@ async def confirm_submit(
         problem = "Enter the 6-digit code from the email."
     try:
         if problem is None:
-            result = await steps.confirm_code(bound, cleaned, submission)
+            result = await steps.confirm_code(bound, cleaned, submission, client_ip(request))
             if result.ok:
                 return redirect("/sso/setup/mfa")
             problem = result.message
@@ -177,7 +177,7 @@ async def mfa_submit(
         if len(cleaned) != 6 or not cleaned.isdigit():
             return await _mfa(request, steps, bound,
                               "Enter the 6-digit code from your authenticator app.", 400)
-        result = await steps.complete_mfa(bound, cleaned, submission)
+        result = await steps.complete_mfa(bound, cleaned, submission, client_ip(request))
         if result.ok:
             return redirect("/sso/setup/done")
         return await _mfa(request, steps, bound, result.message, 400)
@@ -303,7 +303,8 @@ async def password_submit(
     if problems:
         return _password(request, min_length, view, token, problems, 400)
     try:
-        result, session_id = await steps.set_password(view, token, password, submission)
+        result, session_id = await steps.set_password(view, token, password, submission,
+                                                      client_ip(request))
     except StepRefused as refused:
         return _password(request, min_length, view, token, [refused.message], 409)
     except FlowEnded:

@@ -132,14 +132,14 @@ class SetupSteps:
             staff.first_name, staff.last_name, staff.external_email_1, self.settings.brand_name))
 
     async def set_password(self, view: LinkView, token: str, password: str,
-                           submission: str) -> tuple[StepResult, str]:
+                           submission: str, ip: str | None = None) -> tuple[StepResult, str]:
         assert view.link is not None
         link = view.link
         session_id = self.session_id_for(token, submission)
         request = SetPasswordRequest(
             sealed_password=seal(self.settings.seal_public_key, password.encode(),
                                  password_context(link.workflow_id)),
-            link_id=str(link.id), session_hash=self.session_hash(session_id))
+            link_id=str(link.id), session_hash=self.session_hash(session_id), ip=ip)
         handle = (await self._client()).get_workflow_handle(link.workflow_id, run_id=link.run_id)
         result = await self._update(handle, "set_password", request, submission)
         return result, session_id
@@ -154,21 +154,23 @@ class SetupSteps:
         except (TimeoutError, WorkflowQueryFailedError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
-    async def confirm_code(self, bound: BoundSetup, code: str, submission: str) -> StepResult:
+    async def confirm_code(self, bound: BoundSetup, code: str, submission: str,
+                           ip: str | None = None) -> StepResult:
         assert bound.session.workflow_id is not None
         digest = code_digest(self._secret, CODE_PURPOSE, bound.session.workflow_id, code)
         return await self._update(await self._handle(bound), "confirm_code",
-                                  ConfirmCodeRequest(code_digest=digest), submission)
+                                  ConfirmCodeRequest(code_digest=digest, ip=ip), submission)
 
     async def resend_code(self, bound: BoundSetup, submission: str) -> StepResult:
         return await self._update(await self._handle(bound), "resend_code", None, submission)
 
-    async def complete_mfa(self, bound: BoundSetup, code: str, submission: str) -> StepResult:
+    async def complete_mfa(self, bound: BoundSetup, code: str, submission: str,
+                           ip: str | None = None) -> StepResult:
         assert bound.session.workflow_id is not None
         sealed = seal(self.settings.seal_public_key, code.encode(),
                       totp_context(bound.session.workflow_id))
         return await self._update(await self._handle(bound), "complete_mfa",
-                                  TotpRequest(sealed_code=sealed), submission)
+                                  TotpRequest(sealed_code=sealed, ip=ip), submission)
 
     async def skip_mfa(self, bound: BoundSetup, submission: str) -> StepResult:
         return await self._update(await self._handle(bound), "skip_mfa", None, submission)
