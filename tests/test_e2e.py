@@ -1,5 +1,6 @@
 """End to end: the real stack as a new user runs it (`sso dev`), a real SMTP server, the admin
-API, the emailed link, Temporal history.
+API, the emailed link, the setup pages to an active account (help page, Method 2), Temporal
+history.
 
 One stack for the module (`python -m cli dev` with Temporal's dev server on SQLite, the worker
 and the web app), an aiosmtpd server collecting what the app sends, a Temporal client that
@@ -9,17 +10,22 @@ decodes payloads with the app's own codec. The tests run in order and share that
 from __future__ import annotations
 
 import asyncio
+import html
 import html.parser
+import json
 import os
 import re
+import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote_plus, urljoin, urlsplit
 
 import httpx
+import pyotp
 import pytest
 import pytest_asyncio
 from google.protobuf.message import Message
@@ -39,6 +45,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 SUBJECT = "Welcome to agentOS Single Sign-On"
 SUPPORT = "support@agentos.com"
 BUTTON = "Set Up Single Sign-On"
+CODE_SUBJECT = "Your agentOS verification code"
 TTL = timedelta(minutes=15)
 EMAIL_TIMEOUT = 60.0  # seconds for an email to arrive (2 cores, cold worker)
 
@@ -56,6 +63,11 @@ class World:
         self.emails_used: set[str] = set()
         self.tokens: list[str] = []
         self.sends = 0
+        # Every other secret a person typed or was shown ({value: what it is}); six-digit
+        # codes apart, since short digit runs need a bounded search.
+        self.secrets: dict[str, str] = {}
+        self.codes: dict[str, str] = {}
+        self.active: dict[str, bool] = {}  # staff id -> MFA enrolled, for finished setups
 
 
 @pytest.fixture(scope="module")
@@ -264,6 +276,235 @@ async def open_link(browser: httpx.AsyncClient, world: World, token: str) -> htt
 def parse_time(value: str) -> datetime:
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class _Forms(html.parser.HTMLParser):
+    """Every form on a page: its action, its fields with their values, its buttons' text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict[str, Any]] = []
+        self._form: dict[str, Any] | None = None
+        self._button: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "form":
+            self._form = {"action": values.get("action") or "",
+                          "method": (values.get("method") or "get").lower(),
+                          "fields": {}, "buttons": []}
+        elif self._form is not None and tag == "input" and values.get("name"):
+            self._form["fields"][values["name"]] = values.get("value") or ""
+        elif self._form is not None and tag == "button":
+            self._button = []
+
+    def handle_data(self, data: str) -> None:
+        if self._button is not None:
+            self._button.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "button" and self._form is not None and self._button is not None:
+            self._form["buttons"].append(" ".join("".join(self._button).split()))
+            self._button = None
+        elif tag == "form" and self._form is not None:
+            self.forms.append(self._form)
+            self._form = None
+
+
+def links_of(page: httpx.Response) -> list[tuple[str, str]]:
+    parser = _Links()
+    parser.feed(page.text)
+    return parser.links
+
+
+def text_of(page: httpx.Response) -> str:
+    """The page as a person reads it (entities such as &#39; turned back into characters)."""
+    return html.unescape(page.text)
+
+
+async def press(person: httpx.AsyncClient, page: httpx.Response, button: str,
+                **typed: str) -> httpx.Response:
+    """Fill in the form holding `button` on `page` and press it. Its hidden fields (csrf,
+    submission) go back as the page gave them."""
+    parser = _Forms()
+    parser.feed(page.text)
+    forms = [f for f in parser.forms if button in f["buttons"]]
+    assert len(forms) == 1, f"one form with a '{button}' button expected: {parser.forms}"
+    form = forms[0]
+    assert form["method"] == "post", form
+    assert form["fields"].get("csrf") and form["fields"].get("submission"), form
+    assert set(typed) <= set(form["fields"]), (typed.keys(), form)
+    response = await person.post(urljoin(str(page.url), form["action"]),
+                                 data={**form["fields"], **typed})
+    assert response.status_code != 500, response.text
+    return response
+
+
+async def follow(person: httpx.AsyncClient, response: httpx.Response,
+                 to: str) -> httpx.Response:
+    """A 303 to `to` (a path), then the page it leads to."""
+    assert response.status_code == 303, (response.status_code, text_of(response)[:2000])
+    assert response.headers["location"] == to, response.headers["location"]
+    page = await person.get(urljoin(str(response.url), to))
+    assert page.status_code == 200, (to, page.status_code, text_of(page)[:2000])
+    assert page.headers["cache-control"] == "no-store"
+    return page
+
+
+def new_browser() -> httpx.AsyncClient:
+    """A browser of its own (own cookies) for one person."""
+    return httpx.AsyncClient(timeout=30, follow_redirects=False)
+
+
+async def wait_for_code_email(world: World, to: str, count: int = 1) -> str:
+    """The code in the `count`-th verification-code email to `to`."""
+    def arrived() -> ReceivedEmail | None:
+        mine = [m for m in world.smtp.messages
+                if to in m.rcpt_tos and m.message["Subject"] == CODE_SUBJECT]
+        return mine[count - 1] if len(mine) >= count else None
+    received: ReceivedEmail = await eventually(arrived, EMAIL_TIMEOUT,
+                                               what=f"verification code email #{count} to {to}")
+    assert received.message["To"] == to and received.rcpt_tos == [to]
+    text_part = received.message.get_body(preferencelist=("plain",))
+    html_part = received.message.get_body(preferencelist=("html",))
+    assert text_part is not None and html_part is not None
+    text = text_part.get_content()
+    found = re.findall(r"^\s+(\d{6})\s*$", text, re.MULTILINE)
+    assert len(found) == 1, text
+    code = found[0]
+    assert code in html_part.get_content()
+    assert "Confirm Your Account" in text
+    world.codes[code] = f"emailed verification code #{count} to {to}"
+    return code
+
+
+def other_code(avoid: set[str]) -> str:
+    while True:
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        if code not in avoid:
+            return code
+
+
+async def setup_to_mfa(api: httpx.AsyncClient, world: World, person: httpx.AsyncClient,
+                       label: str, first: str) -> tuple[dict[str, Any], httpx.Response]:
+    """The help page's Method 2, steps 1 to 4: the email, its link, "Forgot your password?",
+    a password, the emailed code, "Confirm account". Returns the staff member and the MFA
+    page (step 5)."""
+    staff = await create_staff(api, world, label, first=first)
+    to = staff["external_email_1"]
+    await send_email(api, world, staff["id"])
+    token = check_setup_email(world, await wait_for_email(world, to), to)
+
+    # Step 3: the agentOS Single Sign-On screen, then "Forgot your password?".
+    start = await open_link(person, world, token)
+    assert start.status_code == 200, start.text
+    assert "agentOS Single Sign-On" in text_of(start) and to in text_of(start)
+    forgot = [href for text, href in links_of(start) if text == "Forgot your password?"]
+    assert len(forgot) == 1, links_of(start)
+    page = await person.get(urljoin(str(start.url), forgot[0]))
+    assert page.status_code == 200, page.text
+    assert "Set your password" in text_of(page) and to in text_of(page)
+    assert page.headers["cache-control"] == "no-store"
+
+    # Weak or mistyped passwords are refused with a reason; nothing is set yet.
+    short = f"tulip{secrets.token_hex(2)}"
+    common = "Password12345678"
+    strong = f"{secrets.token_urlsafe(12)} lantern {secrets.token_urlsafe(9)}"
+    attempts = [
+        ({"password": short, "confirm": short}, "Use at least 15 characters (this has 9)."),
+        ({"password": common, "confirm": common},
+         "This is similar to a commonly used password."),
+        ({"password": strong, "confirm": strong + "x"}, "The two passwords don't match."),
+    ]
+    for typed, reason in attempts:
+        for field_name, value in typed.items():
+            world.secrets.setdefault(value, f"a password typed for {label} ({field_name})")
+        page = await press(person, page, "Set password", **typed)
+        assert page.status_code == 400, (typed, page.status_code, text_of(page)[:2000])
+        assert reason in text_of(page), (reason, text_of(page))
+        assert 'role="alert"' in page.text
+        assert typed["password"] not in page.text, "the page echoes the password back"
+        assert "sso_setup" not in person.cookies
+        assert (await status(api, staff["id"]))["state"] == "email_sent"
+
+    response = await press(person, page, "Set password", password=strong, confirm=strong)
+    confirm = await follow(person, response, "/sso/setup/confirm")
+    session_cookie = person.cookies.get("sso_setup")
+    assert session_cookie, "the setup session cookie"
+    world.secrets[session_cookie] = f"the setup session cookie of {label}"
+    csrf_cookie = person.cookies.get("sso_csrf")
+    assert csrf_cookie, "the CSRF cookie"
+    world.secrets[csrf_cookie] = f"the CSRF cookie of {label}"
+    assert token not in str(confirm.url)
+    # The link did its job: it can't set a password again.
+    used = await open_link(person, world, token)
+    assert used.status_code == 410 and "already been used" in text_of(used)
+
+    # Step 4: the code comes by email; "Confirm Your Account", "Confirm account".
+    assert "Confirm Your Account" in text_of(confirm) and to in text_of(confirm)
+    resent = await press(person, confirm, "Send a new code")
+    codes = 1
+    if resent.status_code == 409:  # within the resend interval: it says when
+        assert "You can ask for a new code in" in text_of(resent), text_of(resent)
+    else:  # a very slow machine: past the interval, a new code replaced the first
+        assert resent.status_code == 200, text_of(resent)
+        assert "We've sent you a new code" in text_of(resent)
+        codes = 2
+    code = await wait_for_code_email(world, to, count=codes)
+
+    async def code_ready() -> httpx.Response | None:
+        page = await person.get(f"{world.stack.base_url}/sso/setup/confirm")
+        assert page.status_code == 200, text_of(page)
+        return page if "We've sent a 6-digit verification code" in text_of(page) else None
+    confirm = await eventually(code_ready, 30, what="the confirm page to show the code as sent")
+
+    wrong = other_code({code})
+    world.codes[wrong] = f"a wrong verification code typed for {label}"
+    refused = await press(person, confirm, "Confirm account", code=wrong)
+    assert refused.status_code == 400, text_of(refused)
+    assert "Incorrect code, 4 attempts left" in text_of(refused)
+    assert f"{wrong}" not in refused.text
+
+    response = await press(person, refused, "Confirm account", code=code)
+    mfa = await follow(person, response, "/sso/setup/mfa")
+
+    # Step 5: the authenticator page offers a QR code and a key to type.
+    assert "Multi-Factor Authentication" in text_of(mfa)
+    assert 'src="data:image/svg+xml;base64,' in mfa.text, "the QR code"
+    keys = re.findall(r'<code id="manual-key" class="key">([^<]*)</code>', mfa.text)
+    assert len(keys) == 1, mfa.text
+    grouped = keys[0]
+    key = grouped.replace(" ", "")
+    assert re.fullmatch(r"[A-Z2-7]{32}", key), grouped
+    assert grouped == " ".join(key[i:i + 4] for i in range(0, len(key), 4))
+    uris = [href for _text, href in links_of(mfa) if href.startswith("otpauth://")]
+    assert len(uris) == 1, links_of(mfa)
+    assert parse_qs(urlsplit(html.unescape(uris[0])).query)["secret"] == [key]
+    world.secrets[key] = f"the TOTP secret shown to {label}"
+    world.secrets[grouped] = f"the TOTP secret shown to {label}, grouped"
+    for label_text in ("Complete Setup", "No thanks, I'll set it up later"):
+        assert label_text in text_of(mfa)
+    body = await status(api, staff["id"])
+    assert body["state"] == "mfa_pending" and body["mfa_enabled"] is False, body
+    return staff, mfa
+
+
+async def check_done(person: httpx.AsyncClient, response: httpx.Response,
+                     staff: dict[str, Any]) -> None:
+    """Step 6: the success page names the address to sign in with."""
+    done = await follow(person, response, "/sso/setup/done")
+    assert "Your Single Sign-On is now active" in text_of(done)
+    assert staff["external_email_1"] in text_of(done)
+    assert "You can now use this email address" in text_of(done)
+    # The earlier pages now lead here, and the steps can't be run again.
+    again = await person.get(f"{done.url.scheme}://{done.url.netloc.decode()}/sso/setup/mfa")
+    assert again.status_code == 303 and again.headers["location"] == "/sso/setup/done"
+
+
+async def active_status(api: httpx.AsyncClient, staff_id: str) -> dict[str, Any]:
+    body = await status(api, staff_id)
+    assert body["state"] == "active", body
+    return body
 
 
 # --------------------------------------------------------------------------- tests
@@ -534,8 +775,75 @@ async def test_unknown_and_oversized_tokens(browser: httpx.AsyncClient, world: W
         assert response.headers["referrer-policy"] == "no-referrer"
 
 
+async def test_setup_to_active_skipping_mfa(api: httpx.AsyncClient, world: World) -> None:
+    """The help page's Method 2 from the email to "now active", MFA skipped."""
+    async with new_browser() as person:
+        staff, mfa = await setup_to_mfa(api, world, person, "dee", first="Dee")
+        response = await press(person, mfa, "No thanks, I'll set it up later")
+        await check_done(person, response, staff)
+    body = await active_status(api, staff["id"])
+    assert body["mfa_enabled"] is False, body
+    world.active[staff["id"]] = False
+
+
+async def test_setup_to_active_with_mfa(api: httpx.AsyncClient, world: World) -> None:
+    """The same with an authenticator app: the code from the manual key, "Complete Setup"."""
+    async with new_browser() as person:
+        staff, mfa = await setup_to_mfa(api, world, person, "eli", first="Eli")
+        key = re.findall(r'<code id="manual-key" class="key">([^<]*)</code>', mfa.text)[0]
+        totp = pyotp.TOTP(key.replace(" ", ""))
+
+        # A code the app would not show now is refused, and the page says what to check.
+        near = {totp.at(time.time() + 30 * step) for step in range(-3, 4)}
+        wrong = other_code(near)
+        world.codes[wrong] = "a wrong TOTP code typed for eli"
+        refused = await press(person, mfa, "Complete Setup", code=wrong)
+        assert refused.status_code == 400, text_of(refused)
+        assert "That code didn't match" in text_of(refused)
+        assert (await status(api, staff["id"]))["state"] == "mfa_pending"
+
+        code = totp.now()
+        world.codes[code] = "the TOTP code typed for eli"
+        response = await press(person, refused, "Complete Setup", code=code)
+        await check_done(person, response, staff)
+    body = await active_status(api, staff["id"])
+    assert body["mfa_enabled"] is True, body
+    world.active[staff["id"]] = True
+
+
+async def test_status_of_active_people(api: httpx.AsyncClient, world: World,
+                                       temporal: Client) -> None:
+    assert sorted(world.active.values()) == [False, True], world.active
+    for staff_id, mfa in world.active.items():
+        body = await active_status(api, staff_id)
+        assert body["mfa_enabled"] is mfa, body
+        assert body["workflow_id"] == f"sso-setup-{staff_id}"
+        assert body["state_since"] is not None
+        assert body["code"] is None and body["failure_reason"] is None
+        assert body["email_delivery"]["state"] == "sent"
+
+        staff = next(s for s in world.staff.values() if s["id"] == staff_id)
+        listed = await api.get("/api/v1/staff", params={"q": staff["external_email_1"]})
+        assert listed.status_code == 200, listed.text
+        assert [(i["id"], i["sso_state"]) for i in listed.json()["items"]] == [
+            (staff_id, "active")]
+
+        handle = temporal.get_workflow_handle(f"sso-setup-{staff_id}", result_type=SetupOutcome)
+        assert (await asyncio.wait_for(handle.result(), timeout=30)).state == "active"
+
+        # Nobody can start a second setup over an active account (and no flow starts).
+        again = await api.post(f"/api/v1/staff/{staff_id}/sso-email")
+        assert again.status_code == 409, again.text
+        assert again.json()["error"] == "conflict"
+        assert (await active_status(api, staff_id))["workflow_id"] == body["workflow_id"]
+
+
 async def test_history_holds_no_secrets(
         api: httpx.AsyncClient, world: World, temporal: Client) -> None:
+    """SECURITY.md 25/26: the full history of every finished flow, raw and decoded with the
+    codec, the SQLite files behind Temporal and the app, and the logs hold none of the
+    secrets a person was mailed, shown or typed. Covers flows that ended early and flows that
+    ran to an active account, with and without MFA."""
     # End every flow still waiting for its link to be used, so all of them are finished.
     for staff in world.staff.values():
         handle = temporal.get_workflow_handle(f"sso-setup-{staff['id']}")
@@ -557,29 +865,38 @@ async def test_history_holds_no_secrets(
                                  what=f"{world.sends} finished SsoSetup runs in visibility")
     assert len(workflows) == world.sends
 
-    assert len(world.tokens) == world.sends == 4
-    secret = make_settings().secret_key.get_secret_value()
-    needles = {t: f"token {t[:6]}…" for t in world.tokens}
-    needles.update({token_hash(secret, LINK_PURPOSE, t): f"HMAC of {t[:6]}…"
-                    for t in world.tokens})
-    needles.update({t.encode().hex(): f"hex of token {t[:6]}…" for t in world.tokens})
+    # Every send mailed a link; two of the flows ran to the end, one of them with MFA.
+    assert len(world.tokens) == world.sends >= 6
+    assert sorted(world.active.values()) == [False, True], world.active
+    kinds = " ".join(world.secrets.values()) + " ".join(world.codes.values())
+    for kind in ("password typed", "TOTP secret", "grouped", "verification code",
+                 "TOTP code typed", "session cookie"):
+        assert kind in kinds, f"no {kind} collected: {kinds}"
+    leaks = _leak_finder(world)
     emails = sorted(world.emails_used)
     codec = EncryptionCodec(keyring_from_settings(make_settings()))
     staff_ids = {s["id"] for s in world.staff.values()}
 
     decrypted_count = 0
+    finished_active = set()
     for wf in workflows:
         assert wf.status == WorkflowExecutionStatus.COMPLETED, (wf.id, wf.status)
         for address in emails:
             assert address not in wf.id
             assert address.split("@")[0] not in wf.id
+        staff_id = wf.id.removeprefix("sso-setup-")
         attributes = {key.name: value for key, value in
                       ((pair.key, pair.value) for pair in wf.typed_search_attributes)}
         assert attributes.get("SsoStaffId") in staff_ids, attributes
-        assert attributes.get("SsoStep") in {"superseded", "cancelled"}, attributes
+        if staff_id in world.active:
+            assert attributes.get("SsoStep") == "active", attributes
+            finished_active.add(staff_id)
+        else:
+            assert attributes.get("SsoStep") in {"superseded", "cancelled"}, attributes
         for value in attributes.values():
             for address in emails:
                 assert address not in str(value)
+            assert not leaks(str(value).encode()), (wf.id, attributes)
 
         history = await temporal.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
         raw = [history.to_json().encode()]
@@ -588,27 +905,95 @@ async def test_history_holds_no_secrets(
         decoded = await codec.decode(payloads)
         decrypted_count += sum(1 for p in payloads if p.metadata.get("encoding")
                                == b"binary/encrypted")
+        undecoded = b"\n".join(raw)
+        # The codec hides everything, the sealed boxes included.
+        assert b"sealed1." not in undecoded, f"a sealed value outside the codec in {wf.id}"
         raw += [p.SerializeToString() for p in decoded] + [p.data for p in decoded]
         blob = b"\n".join(raw)
-        for needle, label in needles.items():
-            assert needle.encode() not in blob, f"{label} in the history of {wf.id}/{wf.run_id}"
+        found = leaks(blob)
+        assert not found, f"{found} in the history of {wf.id}/{wf.run_id}"
         for address in emails:
             assert address.encode() not in blob, f"{address} in the history of {wf.id}"
         # The decode really happened: the activity input (plaintext only after decoding)
         # names the staff member.
         plain = b"\n".join(p.data for p in decoded)
-        assert wf.id.removeprefix("sso-setup-").encode() in plain
+        assert staff_id.encode() in plain
         assert b"setup_id" in plain
-    assert decrypted_count > 0
 
-    # The stores behind both: Temporal's SQLite file and the app's database.
-    for name in ("temporal.db", "temporal.db-wal", "sso.db", "sso.db-wal"):
-        path = world.stack.data_dir / name
-        if not path.exists():
-            continue
-        content = path.read_bytes()
-        for token in world.tokens:
-            assert token.encode() not in content, f"a link token is stored in {name}"
+        # What ops could read with the codec key holds the password and the TOTP codes only
+        # sealed to the workers' key.
+        sealed = _sealed_fields(decoded)
+        if staff_id in world.active:
+            assert sealed.get("sealed_password"), (wf.id, sealed)
+            if world.active[staff_id]:
+                assert len(sealed.get("sealed_code", [])) >= 2, (wf.id, sealed)  # wrong, right
+            else:
+                assert "sealed_code" not in sealed, (wf.id, sealed)
+        for name, values in sealed.items():
+            for value in values:
+                assert value.startswith("sealed1.") and len(value) > 60, (wf.id, name, value)
+    assert decrypted_count > 0
+    assert finished_active == set(world.active)
+
+    # The stores behind both (Temporal's SQLite file and the app's database, with their
+    # journals) and every other file sso dev keeps.
+    files = sorted(p for p in world.stack.data_dir.rglob("*") if p.is_file())
+    names = {p.name for p in files}
+    assert {"temporal.db", "sso.db"} <= names, names
+    app_store = _leak_finder(world, link_hmacs=False)  # it looks links up by their HMAC
+    for path in files:
+        found = (app_store if path.name.startswith("sso.db") else leaks)(path.read_bytes())
+        assert not found, f"{found} stored in {path.name}"
+
+    # The logs: everything sso dev printed (web app access log, worker, Temporal).
+    found = leaks(world.stack.output().encode())
+    assert not found, f"{found} in the sso dev output"
+
+
+def _leak_finder(world: World, link_hmacs: bool = True) -> Callable[[bytes], list[str]]:
+    """A function naming every secret the tests saw that occurs in some bytes.
+
+    Long secrets are looked for as typed, form-encoded and hex-encoded. Six-digit codes are
+    looked for as a number of their own: inside a longer run of digits, letters or after a
+    decimal point (a timestamp's fraction, a hex digest) they would match by chance."""
+    secret = make_settings().secret_key.get_secret_value()
+    needles: dict[bytes, str] = {}
+    for token in world.tokens:
+        needles[token.encode()] = f"link token {token[:6]}…"
+        needles[token.encode().hex().encode()] = f"hex of link token {token[:6]}…"
+        if link_hmacs:
+            needles[token_hash(secret, LINK_PURPOSE, token).encode()] = f"HMAC of {token[:6]}…"
+    for value, label in world.secrets.items():
+        needles[value.encode()] = label
+        needles[quote_plus(value).encode()] = f"{label} (form-encoded)"
+        needles[value.encode().hex().encode()] = f"{label} (hex)"
+    codes = {
+        re.compile(rb"(?<![0-9A-Za-z.])" + re.escape(code.encode()) + rb"(?![0-9A-Za-z])"):
+        f"{label} ({code})" for code, label in world.codes.items()}
+
+    def leaks(data: bytes) -> list[str]:
+        found = [label for needle, label in needles.items() if needle in data]
+        return found + [label for pattern, label in codes.items() if pattern.search(data)]
+    return leaks
+
+
+def _sealed_fields(decoded: list[Payload]) -> dict[str, list[str]]:
+    """Every `sealed_*` value in the JSON payloads, by field name."""
+    found: dict[str, list[str]] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and key.startswith("sealed_") and isinstance(item, str):
+                    found.setdefault(key, []).append(item)
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+    for payload in decoded:
+        if payload.metadata.get("encoding") == b"json/plain":
+            walk(json.loads(payload.data))
+    return found
 
 
 def _payloads(message: Message) -> Iterator[Payload]:
