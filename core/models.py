@@ -115,6 +115,10 @@ class SsoAccount(Base):
     # The last TOTP time step accepted: a code is never accepted twice.
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     activated_at: Mapped[datetime | None]
+    last_sign_in_at: Mapped[datetime | None]
+    # Consecutive failed sign-ins; reset by a success, a password reset or an admin unlock.
+    failed_sign_ins: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(20), default=AccountStatus.pending.value)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -203,13 +207,28 @@ class BrowserSession(Base):
     __tablename__ = "browser_sessions"
 
     id_hash: Mapped[str] = mapped_column(String(128), primary_key=True)
-    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"))
-    # "setup": may only drive one setup flow; it never signs anyone in.
+    # Empty only for the stand-in session of a reset asked for an unknown address.
+    staff_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"))
+    # "setup" drives one setup flow and never signs anyone in; "reset" drives one reset flow;
+    # "mfa" is a password-checked sign-in waiting for its TOTP code; "signin" is signed in.
     purpose: Mapped[str] = mapped_column(String(20))
     workflow_id: Mapped[str | None] = mapped_column(String(100))
     run_id: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None]
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    # Small per-session state (e.g. attempts on a reset page for an unknown address).
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     __table_args__ = (Index("ix_browser_sessions_staff", "staff_id"),)
+
+
+class RateCounter(Base):
+    """Fixed-window counters shared by all web app instances (when Redis is not configured)."""
+
+    __tablename__ = "rate_counters"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime]
+    count: Mapped[int] = mapped_column(default=0)

@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     # the private half, so not even an operator with the codec key can read them in history.
     seal_public_key: str = ""
     seal_private_key: SecretStr = SecretStr("")
+    # Signed-in sessions: idle and absolute lifetimes, enforced on the server.
+    session_idle_ttl: timedelta = timedelta(minutes=30)
+    session_max_ttl: timedelta = timedelta(hours=12)
+    # Where sign-in may send a person back to (exact URLs or origins ending in "/").
+    allowed_return_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Shared counters for several web app instances; the database is used without it.
+    redis_url: str | None = None
+    signin_ip_limit: int = Field(default=50, ge=1)  # failed sign-ins per IP per 15 minutes
+    reset_request_ip_limit: int = Field(default=20, ge=1)  # reset requests per IP per hour
+    reset_ttl: timedelta = timedelta(hours=1)
     # How long a page waits for the workflow before saying "try again in a minute".
     step_timeout: timedelta = timedelta(seconds=5)
     # "Send Single Sign-On Email" per person, counted in the database across instances.
@@ -106,7 +116,8 @@ class Settings(BaseSettings):
     # Only `sso dev` sets this: lets the local Temporal UI decode without an admin key.
     codec_dev_open: bool = False
 
-    @field_validator("encryption_keys", "codec_cors_origins", mode="before")
+    @field_validator("encryption_keys", "codec_cors_origins", "allowed_return_urls",
+                     mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -118,7 +129,8 @@ class Settings(BaseSettings):
 
     @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
                      "email_retry_max_interval", "setup_email_window", "setup_ttl", "code_ttl",
-                     "code_resend_interval", "step_timeout", mode="before")
+                     "code_resend_interval", "step_timeout", "session_idle_ttl",
+                     "session_max_ttl", "reset_ttl", mode="before")
     @classmethod
     def _seconds_or_iso8601(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -130,7 +142,8 @@ class Settings(BaseSettings):
 
     @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
                      "email_retry_max_interval", "setup_email_window", "setup_ttl", "code_ttl",
-                     "code_resend_interval", "step_timeout")
+                     "code_resend_interval", "step_timeout", "session_idle_ttl",
+                     "session_max_ttl", "reset_ttl")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

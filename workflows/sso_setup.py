@@ -8,7 +8,6 @@ history), the handler does the step and returns what the page shows.
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyTotpResult,
     )
     from core.search_attributes import SSO_STEP
+    from workflows.codes import CodeRules, EmailedCode
 
 SEND_EMAIL = "send_setup_email"
 CLOSE_SETUP = "close_setup"
@@ -45,7 +45,6 @@ RECORD_AUDIT = "record_audit"
 FINAL_STATES = {"expired", "superseded", "cancelled", "failed", "active"}
 PASSWORD_STEPS = {"email_sent", "link_opened"}
 CODE_STEPS = {"password_set", "code_sent"}
-CODE_ATTEMPTS = 5
 TOTP_ATTEMPTS = 10
 CODE_PURPOSE = "setup"
 SETUP_ENDED = ("This setup has ended. Ask your administrator to send you a new Single Sign-On "
@@ -157,14 +156,10 @@ class SsoSetupWorkflow:
         # One step at a time: a second page submit waits for the first to finish.
         self._busy = False
         self._link_used = False
-        self._code_digest: str | None = None
-        self._code_delivery = "none"
-        self._code_sent_at: datetime | None = None
-        self._code_expires_at: datetime | None = None
-        self._code_failures = 0
-        self._wrong_codes_total = 0
-        self._code_sends = 0
-        self._last_code_request: datetime | None = None
+        self._code = EmailedCode(CodeRules(
+            ttl_seconds=data.code_ttl_seconds,
+            resend_interval_seconds=data.code_resend_interval_seconds,
+            max_resends=data.code_max_resends))
         self._code_tasks: list[asyncio.Task[None]] = []
         self._totp_failures = 0
 
@@ -327,32 +322,15 @@ class SsoSetupWorkflow:
 
     @workflow.update(name="confirm_code")
     async def confirm_code(self, request: ConfirmCodeRequest) -> StepResult:
-        if self._code_digest is None:
-            message = ("We couldn't send your code. Click Send a new code."
-                       if self._code_delivery == "failed"
-                       else "Your code is still on its way. Check your inbox (and spam folder) "
-                       "in a moment.")
-            return StepResult(ok=False, step=self._step, message=message)
-        if self._code_failures >= CODE_ATTEMPTS:
-            return StepResult(ok=False, step=self._step, message=(
-                "Too many incorrect codes. Click Send a new code."))
-        assert self._code_expires_at is not None
-        if workflow.now() >= self._code_expires_at:
-            return StepResult(ok=False, step=self._step, message=(
-                "This code has expired. Click Send a new code."))
-        if request.code_digest != self._code_digest:
-            self._code_failures += 1
-            self._wrong_codes_total += 1
-            left = CODE_ATTEMPTS - self._code_failures
-            await self._audit("code.failed", "failure", request.ip, attempts_left=str(left))
-            if left == 0:
-                message = "Incorrect code. This code can no longer be used; click Send a new code."
-            else:
-                message = f"Incorrect code, {left} attempt{'s' if left != 1 else ''} left"
-            return StepResult(ok=False, step=self._step, message=message)
+        check = self._code.check(request.code_digest, workflow.now())
+        if not check.ok:
+            if check.counted:
+                await self._audit("code.failed", "failure", request.ip,
+                                  attempts_left=str(check.attempts_left))
+            return StepResult(ok=False, step=self._step, message=check.message)
         self._busy = True
         try:
-            self._code_digest = None  # single use
+            self._code.use()
             await workflow.execute_activity(
                 CONFIRM_EMAIL, self._step_input(), start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=DB_RETRY, summary="Mark the email verified; prepare MFA")
@@ -377,14 +355,12 @@ class SsoSetupWorkflow:
     @resend_code.validator
     def _validate_resend_code(self) -> None:
         self._refuse_unless(CODE_STEPS)
-        if self._code_sends - 1 >= self._input.code_max_resends:
-            raise _refusal("You've asked for the most new codes we can send. Ask your "
-                           "administrator to send a new Single Sign-On email.", "TooManyCodes")
-        next_at = self._next_resend_at()
-        if next_at is not None and workflow.now() < next_at:
-            seconds = math.ceil((next_at - workflow.now()).total_seconds())
-            raise _refusal(f"You can ask for a new code in {seconds} second"
-                           f"{'s' if seconds != 1 else ''}.", "TooSoon")
+        refusal = self._code.resend_refusal(workflow.now())
+        if refusal is not None:
+            message, kind = refusal
+            if kind == "TooManyCodes":
+                message += " Ask your administrator to send a new Single Sign-On email."
+            raise _refusal(message, kind)
 
     @workflow.update(name="complete_mfa")
     async def complete_mfa(self, request: TotpRequest) -> StepResult:
@@ -444,12 +420,8 @@ class SsoSetupWorkflow:
     def _send_code(self) -> None:
         """Replace the current code: the old one stops working at once, the new one works as
         soon as its email is out. Sending runs beside the page, which shows its progress."""
-        self._code_sends += 1
-        self._last_code_request = workflow.now()
-        self._code_digest = None
-        self._code_failures = 0
-        self._code_delivery = "sending"
-        self._code_tasks.append(asyncio.create_task(self._deliver_code(self._code_sends)))
+        number = self._code.replace(workflow.now())
+        self._code_tasks.append(asyncio.create_task(self._deliver_code(number)))
 
     async def _deliver_code(self, number: int) -> None:
         try:
@@ -465,27 +437,15 @@ class SsoSetupWorkflow:
                 summary="Email the verification code",
             )
         except ActivityError:
-            if number == self._code_sends:
-                self._code_delivery = "failed"
+            self._code.failed(number)
             return
-        if number != self._code_sends or self._outcome is not None:
-            return  # a newer code was asked for meanwhile; this one never works
-        self._code_digest = result.code_digest
-        self._code_delivery = "sent"
-        # The activity's server-clock time, not when its result got here: a backlog must not
-        # stretch the lifetime the email promises.
-        self._code_sent_at = min(result.sent_at, workflow.now())
-        self._code_expires_at = self._code_sent_at + timedelta(
-            seconds=self._input.code_ttl_seconds)
+        if self._outcome is not None or not self._code.delivered(
+                number, result.code_digest, result.sent_at, workflow.now()):
+            return
         if self._step == "password_set":
-            self._move_to("code_sent", f"Verification code sent at {_hm(self._code_sent_at)}; "
-                          f"valid until {_hm(self._code_expires_at)}")
-
-    def _next_resend_at(self) -> datetime | None:
-        if self._last_code_request is None:
-            return None
-        return self._last_code_request + timedelta(
-            seconds=self._input.code_resend_interval_seconds)
+            assert self._code.sent_at is not None and self._code.expires_at is not None
+            self._move_to("code_sent", f"Verification code sent at {_hm(self._code.sent_at)}; "
+                          f"valid until {_hm(self._code.expires_at)}")
 
     # -- shared ---------------------------------------------------------------------------
 
@@ -549,13 +509,10 @@ class SsoSetupWorkflow:
         return SetupProgress(
             step=self._step, step_since=self._step_since,
             link_expires_at=self._link_expires_at, setup_expires_at=self._setup_expires_at,
-            code_delivery=self._code_delivery, code_sent_at=self._code_sent_at,
-            code_expires_at=self._code_expires_at,
-            code_attempts_left=max(0, CODE_ATTEMPTS - self._code_failures)
-            if self._code_digest is not None else 0,
-            resends_left=max(0, self._input.code_max_resends - max(0, self._code_sends - 1)),
-            next_resend_at=self._next_resend_at(),
-            wrong_codes_total=self._wrong_codes_total,
+            code_delivery=self._code.delivery, code_sent_at=self._code.sent_at,
+            code_expires_at=self._code.expires_at, code_attempts_left=self._code.attempts_left,
+            resends_left=self._code.resends_left, next_resend_at=self._code.next_request_at,
+            wrong_codes_total=self._code.wrong_total,
         )
 
 
