@@ -9,6 +9,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.email_delivery import build_sender
+from activities.password_reset import ResetActivities
 from activities.setup_steps import SetupStepActivities
 from activities.sso_setup import SetupActivities
 from core.codec import keyring_from_settings
@@ -16,6 +17,7 @@ from core.db import create_engine, session_factory
 from core.logging import configure as configure_logging
 from core.settings import InsecureSettingsError, Settings, get_settings
 from core.temporal_client import connect
+from workflows.password_reset import PasswordResetWorkflow
 from workflows.sso_setup import SsoSetupWorkflow
 
 
@@ -28,14 +30,16 @@ def build_worker(client: Client, settings: Settings) -> Worker:
     keyring = keyring_from_settings(settings)
     setup = SetupActivities(settings, sessions, sender)
     steps = SetupStepActivities(settings, sessions, sender, keyring)
+    reset = ResetActivities(settings, sessions, sender, keyring)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[SsoSetupWorkflow],
+        workflows=[SsoSetupWorkflow, PasswordResetWorkflow],
         activities=[
             setup.send_setup_email, setup.close_setup,
             steps.store_password, steps.send_code, steps.confirm_email, steps.verify_totp,
             steps.activate_account, steps.record_audit,
+            reset.reset_password, reset.send_password_changed,
         ],
     )
 

@@ -106,3 +106,29 @@ class AuditInput:
     target: str
     details: dict[str, str] = field(default_factory=dict)
     ip: str | None = None
+
+
+@dataclass
+class ResetPasswordInput:
+    account_id: str
+    staff_id: str
+    workflow_id: str
+    sealed_password: str
+    # Sealed TOTP code; required when the account has MFA on.
+    sealed_totp: str | None = None
+    ip: str | None = None
+
+
+@dataclass
+class ResetPasswordResult:
+    ok: bool
+    message: str | None = None
+    problems: list[str] = field(default_factory=list)
+    # A wrong authenticator code counts against the emailed code like a wrong code does.
+    totp_failed: bool = False
+
+
+@dataclass
+class NoticeInput:
+    staff_id: str
+    changed_at: datetime

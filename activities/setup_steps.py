@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pyotp
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -28,6 +26,7 @@ from activities.inputs import (
 )
 from activities.sso_setup import ttl_words
 from core import audit
+from core.accounts import totp_accepted
 from core.crypto import DecryptionError, Keyring, code_digest, new_email_code
 from core.db import SessionFactory
 from core.models import (
@@ -45,15 +44,11 @@ from core.passwords import Hasher, PasswordPolicy, password_problems, personal_w
 from core.sealing import password_context, totp_context, unseal
 from core.settings import Settings
 from core.templating import render_email
+from core.totp import new_secret, totp_aad
 
+CODE_TEMPLATES = {"setup": "verification_code", "reset": "password_reset_code"}
 LINK_GONE = ("This link is no longer valid. Ask your administrator to send you a new "
              "Single Sign-On email.")
-TOTP_DIGITS = 6
-TOTP_SECRET_BYTES = 20  # 160 bits
-
-
-def totp_aad(staff_id: uuid.UUID | str) -> bytes:
-    return f"totp-secret:{staff_id}".encode()
 
 
 class SetupStepActivities:
@@ -145,7 +140,7 @@ class SetupStepActivities:
                 raise ApplicationError("staff member no longer exists", non_retryable=True,
                                        type="StaffNotFound")
             email = render_email(
-                "verification_code", to=staff.external_email_1,
+                CODE_TEMPLATES[data.purpose], to=staff.external_email_1,
                 brand=self._settings.brand_name, first_name=staff.first_name, code=code,
                 ttl_words=ttl_words(data.code_ttl_seconds),
                 support_email=self._settings.support_email)
@@ -158,8 +153,9 @@ class SetupStepActivities:
         # Server clock, like the workflow's: the code's lifetime counts from this attempt.
         sent_at = activity.info().current_attempt_scheduled_time
         async with self._sessions() as session:
-            await _move_setup(session, data.setup_id, SetupState.code_sent, utcnow(),
-                              only_from={SetupState.password_set, SetupState.code_sent})
+            if data.setup_id:
+                await _move_setup(session, data.setup_id, SetupState.code_sent, utcnow(),
+                                  only_from={SetupState.password_set, SetupState.code_sent})
             audit.record(session, actor="system", action="code.issued", outcome="success",
                          target=data.staff_id, purpose=data.purpose, workflow_id=data.workflow_id)
             await session.commit()
@@ -178,7 +174,7 @@ class SetupStepActivities:
                                        type="AccountMissing")
             account.verified_at = account.verified_at or now
             if account.totp_secret_encrypted is None or account.mfa_enabled_at is None:
-                secret = pyotp.random_base32(length=32)  # 32 base32 characters = 160 bits
+                secret = new_secret()
                 account.totp_secret_encrypted = self._keyring.seal(secret.encode(),
                                                                    totp_aad(staff_id))
                 account.totp_last_step = None
@@ -197,23 +193,16 @@ class SetupStepActivities:
             if account is None or account.totp_secret_encrypted is None:
                 raise ApplicationError("no authenticator secret to check against",
                                        non_retryable=True, type="AccountMissing")
-            secret = self._keyring.unseal(account.totp_secret_encrypted,
-                                          totp_aad(staff_id)).decode()
-            step = matching_step(secret, code, datetime.now(UTC))
-            if step is None:
+            problem = await totp_accepted(session, self._keyring, account, code, datetime.now(UTC))
+            if problem == "wrong":
                 audit.record(session, actor=f"staff:{data.staff_id}", action="mfa.code_failed",
                              outcome="failure", target=data.staff_id, ip=data.ip)
-                await session.commit()
-                return VerifyTotpResult(ok=False, message=(
-                    "That code didn't match. Check that the time on your phone is right and "
-                    "enter the newest code."))
-            accepted = await session.execute(
-                update(SsoAccount)
-                .where(SsoAccount.id == account.id,
-                       or_(SsoAccount.totp_last_step.is_(None), SsoAccount.totp_last_step < step))
-                .values(totp_last_step=step))
             await session.commit()
-        if accepted.rowcount != 1:  # type: ignore[attr-defined]
+        if problem == "wrong":
+            return VerifyTotpResult(ok=False, message=(
+                "That code didn't match. Check that the time on your phone is right and "
+                "enter the newest code."))
+        if problem is not None:
             return VerifyTotpResult(ok=False, message=(
                 "That code has already been used. Wait for your app to show a new one."))
         return VerifyTotpResult(ok=True)
@@ -251,18 +240,6 @@ class SetupStepActivities:
             audit.record(session, actor=data.actor, action=data.action, outcome=data.outcome,
                          target=data.target, ip=data.ip, **data.details)
             await session.commit()
-
-
-def matching_step(secret: str, code: str, now: datetime) -> int | None:
-    """The time step a code belongs to, within one step either side of server time."""
-    if len(code) != TOTP_DIGITS or not code.isdigit():
-        return None
-    totp = pyotp.TOTP(secret, digits=TOTP_DIGITS)
-    current = totp.timecode(now)
-    for step in (current - 1, current, current + 1):
-        if hmac.compare_digest(totp.generate_otp(step), code):
-            return step
-    return None
 
 
 async def _move_setup(session: AsyncSession, setup_id: str, state: SetupState, now: datetime,

@@ -18,6 +18,9 @@ from core.settings import Settings
 
 CSRF = "sso_csrf"
 SETUP_SESSION = "sso_setup"
+SIGNIN_SESSION = "sso_session"
+PENDING_MFA = "sso_pending"
+RESET_SESSION = "sso_reset"
 
 
 def secure(settings: Settings) -> bool:

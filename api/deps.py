@@ -10,10 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import NotAuthenticated, TooManyRequests
 from api.services.onboarding import Onboarding
+from api.services.signin import SignIn
 from core.admin_keys import authenticate
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
+from core.throttle import Counter
 
 
 def get_settings(request: Request) -> Settings:
@@ -75,3 +77,18 @@ def get_onboarding(
 
 
 OnboardingDep = Annotated[Onboarding, Depends(get_onboarding)]
+
+
+def get_signin(request: Request, session: SessionDep, settings: SettingsDep) -> SignIn:
+    return SignIn(settings=settings, db=session, hashing=request.app.state.hashing,
+                  counter=request.app.state.counter)
+
+
+SignInDep = Annotated[SignIn, Depends(get_signin)]
+
+
+def get_counter(request: Request) -> Counter:
+    return request.app.state.counter  # type: ignore[no-any-return]
+
+
+CounterDep = Annotated[Counter, Depends(get_counter)]

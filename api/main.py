@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -11,11 +14,14 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors
 from api.deps import AdminLimits
-from api.routes import codec, dev_mailbox, health, setup_pages, staff
+from api.routes import codec, dev_mailbox, health, reset_pages, setup_pages, signin_pages, staff
+from api.services.signin import Hashing
 from core.db import create_engine, session_factory
+from core.passwords import Hasher
 from core.settings import Settings, get_settings
 from core.templating import TEMPLATES_DIR
 from core.temporal_client import TemporalGateway
+from core.throttle import build_counter
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -37,7 +43,15 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         engine = create_engine(settings.async_database_url)
         app.state.sessions = session_factory(engine)
         app.state.temporal = temporal or TemporalGateway(settings)
+        app.state.counter = build_counter(settings.redis_url, app.state.sessions)
+        hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
+                        settings.argon2_parallelism)
+        app.state.hashing = Hashing(
+            hasher=hasher, slots=asyncio.Semaphore(os.cpu_count() or 1),
+            # Unknown addresses are checked against this, so they cost what real ones do.
+            stand_in=await asyncio.to_thread(hasher.hash, secrets.token_urlsafe(24)))
         yield
+        await app.state.counter.close()
         await engine.dispose()
 
     app = FastAPI(
@@ -76,6 +90,8 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.include_router(staff.router)
     app.include_router(codec.router)
     app.include_router(setup_pages.router)
+    app.include_router(signin_pages.router)
+    app.include_router(reset_pages.router)
     if settings.is_development:
         app.include_router(dev_mailbox.router)
     return app

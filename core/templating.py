@@ -14,6 +14,8 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 EMAIL_SUBJECTS = {
     "sso_welcome": "Welcome to {brand} Single Sign-On",
     "verification_code": "Your {brand} verification code",
+    "password_reset_code": "Your {brand} password reset code",
+    "password_changed": "Your {brand} password was changed",
 }
 
 

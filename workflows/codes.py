@@ -85,6 +85,11 @@ class EmailedCode:
             return CodeCheck(False, message, counted=True, attempts_left=left)
         return CodeCheck(True)
 
+    def count_failure(self) -> None:
+        """A wrong second factor alongside this code counts like a wrong code."""
+        self.failures += 1
+        self.wrong_total += 1
+
     def use(self) -> None:
         self.digest = None  # single use
 

@@ -8,7 +8,7 @@ history), the handler does the step and returns what the page shows.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.search_attributes import SSO_STEP
     from workflows.codes import CodeRules, EmailedCode
+    from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry, StepResult
 
 SEND_EMAIL = "send_setup_email"
 CLOSE_SETUP = "close_setup"
@@ -50,15 +51,6 @@ CODE_PURPOSE = "setup"
 SETUP_ENDED = ("This setup has ended. Ask your administrator to send you a new Single Sign-On "
                "email.")
 
-STEP_TIMEOUT = timedelta(seconds=60)
-DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
-
-
-@dataclass
-class EmailRetry:
-    initial_interval_seconds: float = 2.0
-    maximum_interval_seconds: float = 120.0
-    window_seconds: float = 3600.0
 
 
 @dataclass
@@ -116,14 +108,6 @@ class ConfirmCodeRequest:
 class TotpRequest:
     sealed_code: str
     ip: str | None = None
-
-
-@dataclass
-class StepResult:
-    ok: bool
-    step: str
-    message: str | None = None
-    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -243,13 +227,7 @@ class SsoSetupWorkflow:
             return None
 
     def _email_retry_policy(self) -> RetryPolicy:
-        retry = self._input.email_retry
-        return RetryPolicy(
-            initial_interval=timedelta(seconds=retry.initial_interval_seconds),
-            backoff_coefficient=2.0,
-            maximum_interval=timedelta(seconds=retry.maximum_interval_seconds),
-            non_retryable_error_types=["PermanentEmailError", "StaffNotFound", "SetupEnded"],
-        )
+        return self._input.email_retry.policy()
 
     async def _close(self, state: str, request: EndRequest) -> None:
         if self._outcome is not None:

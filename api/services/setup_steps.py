@@ -24,16 +24,17 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.setup_steps import totp_aad
 from activities.sso_setup import LINK_PURPOSE
 from api.errors import ServiceUnavailable
 from api.services.onboarding import UNAVAILABLE
+from api.services.sessions import session_hash
 from core.crypto import code_digest, token_hash
 from core.models import BrowserSession, SetupLink, SetupState, SsoAccount, SsoSetup, Staff, utcnow
 from core.passwords import PasswordPolicy, password_problems, personal_words
 from core.sealing import password_context, seal, totp_context
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
+from core.totp import totp_aad
 from workflows.sso_setup import (
     CODE_PURPOSE,
     ConfirmCodeRequest,
@@ -44,7 +45,6 @@ from workflows.sso_setup import (
 )
 
 MAX_TOKEN_LENGTH = 128
-SESSION_PURPOSE = "session"
 
 
 class StepRefused(Exception):
@@ -116,7 +116,7 @@ class SetupSteps:
         return BoundSetup(row, staff) if staff is not None else None
 
     def session_hash(self, session_id: str) -> str:
-        return token_hash(self._secret, SESSION_PURPOSE, session_id)
+        return session_hash(self.settings, session_id)
 
     def session_id_for(self, link_token: str, submission: str) -> str:
         """Derived, not random: a double-submitted form gets the same session as the first."""

@@ -1,0 +1,115 @@
+"""Activities of the password reset flow: store the new password, tell the person."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from datetime import UTC, datetime
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.email_delivery import EmailSender, PermanentEmailError
+from activities.inputs import NoticeInput, ResetPasswordInput, ResetPasswordResult
+from core import audit
+from core.accounts import account_for, revoke_sessions, totp_accepted
+from core.crypto import DecryptionError, Keyring
+from core.db import SessionFactory
+from core.models import AccountStatus, SsoAccount, Staff, utcnow
+from core.passwords import Hasher, PasswordPolicy, password_problems, personal_words
+from core.sealing import password_context, totp_context, unseal
+from core.settings import Settings
+from core.templating import render_email
+
+NEED_TOTP = ("Your account uses MFA: also enter the current code from your authenticator app.")
+WRONG_TOTP = ("That authenticator code didn't match. Check the time on your phone and enter "
+              "the newest code.")
+
+
+class ResetActivities:
+    def __init__(self, settings: Settings, sessions: SessionFactory, sender: EmailSender,
+                 keyring: Keyring) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._sender = sender
+        self._keyring = keyring
+        self._hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
+                              settings.argon2_parallelism)
+        self._hash_slots = asyncio.Semaphore(os.cpu_count() or 1)
+
+    def _unseal(self, sealed: str, context: bytes) -> str:
+        try:
+            return unseal(self._settings.seal_private_key.get_secret_value(), sealed,
+                          context).decode()
+        except (DecryptionError, ValueError, UnicodeDecodeError) as exc:
+            raise ApplicationError("the sealed value could not be opened", non_retryable=True,
+                                   type="BadSeal") from exc
+
+    @activity.defn(name="reset_password")
+    async def reset_password(self, data: ResetPasswordInput) -> ResetPasswordResult:
+        """Check the authenticator (when MFA is on) and the password rules, store the new
+        hash, clear any lockout and sign out every session, in one transaction."""
+        password = self._unseal(data.sealed_password, password_context(data.workflow_id))
+        account_id = uuid.UUID(data.account_id)
+        actor = f"staff:{data.staff_id}"
+        async with self._sessions() as session:
+            account = await session.get(SsoAccount, account_id)
+            staff = await session.get(Staff, uuid.UUID(data.staff_id))
+            if account is None or staff is None or account.status != AccountStatus.active.value:
+                raise ApplicationError("account is not active", non_retryable=True,
+                                       type="AccountMissing")
+            if account.mfa_enabled_at is not None:
+                if not data.sealed_totp:
+                    return ResetPasswordResult(ok=False, message=NEED_TOTP)
+                code = self._unseal(data.sealed_totp, totp_context(data.workflow_id))
+                problem = await totp_accepted(session, self._keyring, account, code,
+                                              datetime.now(UTC))
+                if problem is not None:
+                    audit.record(session, actor=actor, action="reset.totp_failed",
+                                 outcome="failure", target=data.staff_id, ip=data.ip)
+                    await session.commit()
+                    return ResetPasswordResult(ok=False, message=WRONG_TOTP, totp_failed=True)
+                # The accepted step is stored now, so the code can't be replayed.
+                await session.commit()
+            personal = personal_words(staff.first_name, staff.last_name,
+                                      staff.external_email_1, self._settings.brand_name)
+        policy = PasswordPolicy(min_length=self._settings.password_min_length)
+        problems = await asyncio.to_thread(password_problems, password, policy, personal)
+        if problems:
+            return ResetPasswordResult(ok=False, problems=problems)
+        async with self._hash_slots:
+            password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        del password
+        now = utcnow()
+        async with self._sessions() as session:
+            account = await session.get(SsoAccount, account_id)
+            assert account is not None
+            account.password_hash = password_hash
+            account.failed_sign_ins = 0
+            account.locked_until = None
+            revoked = await revoke_sessions(session, account.staff_id, now)
+            audit.record(session, actor=actor, action="reset.completed", outcome="success",
+                         target=data.staff_id, ip=data.ip, sessions_revoked=revoked,
+                         workflow_id=data.workflow_id)
+            await session.commit()
+        return ResetPasswordResult(ok=True)
+
+    @activity.defn(name="send_password_changed")
+    async def send_password_changed(self, data: NoticeInput) -> None:
+        async with self._sessions() as session:
+            staff = await session.get(Staff, uuid.UUID(data.staff_id))
+            account = await account_for(session, uuid.UUID(data.staff_id))
+        if staff is None:
+            return
+        email = render_email(
+            "password_changed", to=staff.external_email_1, brand=self._settings.brand_name,
+            first_name=staff.first_name,
+            login_email=account.login_email if account is not None else staff.external_email_1,
+            changed_at=data.changed_at.strftime("%d %B %Y at %H:%M UTC"),
+            support_email=self._settings.support_email)
+        try:
+            await self._sender.send(email)
+        except PermanentEmailError as exc:
+            raise ApplicationError(str(exc), non_retryable=True,
+                                   type="PermanentEmailError") from exc

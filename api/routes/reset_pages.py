@@ -1,0 +1,159 @@
+"""'Forgot your password?' → Reset my password → code and new password → Change Password."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from api.cookies import RESET_SESSION, clear_cookie, csrf_ok, read_cookie, set_cookie
+from api.deps import CounterDep, SessionDep, SettingsDep, TemporalDep, client_ip
+from api.errors import ServiceUnavailable
+from api.pages import redirect, render_page
+from api.services.reset import ResetSteps, reset_workflow_id
+from api.services.sessions import Current, Sessions
+from core.models import utcnow
+from core.passwords import PasswordPolicy, password_problems
+
+router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
+
+SENT = ("If an account exists for that address, we've sent a code. It can take a minute to "
+        "arrive; check your spam folder too.")
+FORM_PROBLEM = "This form has expired. Reload the page and try again."
+
+
+def get_reset(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> ResetSteps:
+    return ResetSteps(settings=settings, db=db, temporal=temporal)
+
+
+ResetDep = Annotated[ResetSteps, Depends(get_reset)]
+
+
+def unavailable(request: Request) -> HTMLResponse:
+    return render_page(request, "setup_problem", status_code=503,
+                       title="We can't complete this right now",
+                       message="We can't complete this right now, please try again in a minute.")
+
+
+@router.get("/forgot", response_class=HTMLResponse)
+async def forgot_page(request: Request) -> HTMLResponse:
+    return render_page(request, "forgot", email="", message=None)
+
+
+@router.post("/forgot", response_class=HTMLResponse)
+async def forgot_submit(
+    request: Request, settings: SettingsDep, db: SessionDep, reset: ResetDep,
+    counter: CounterDep, email: Annotated[str, Form(max_length=320)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    if not csrf_ok(request, settings, csrf):
+        return render_page(request, "forgot", status_code=400, email=email, message=FORM_PROBLEM)
+    if "@" not in email or len(email.strip()) < 3:
+        return render_page(request, "forgot", status_code=400, email=email,
+                           message="Enter the email address you sign in with.")
+    ip = client_ip(request)
+    wait = await counter.hit(f"reset-ip:{ip}", settings.reset_request_ip_limit,
+                             settings.reset_ttl)
+    if wait is not None:
+        minutes = math.ceil(wait / 60)
+        return render_page(request, "forgot", status_code=429, email=email, message=(
+            f"Too many reset requests from your network. Try again in {minutes} minute"
+            f"{'s' if minutes != 1 else ''}."))
+    account = await reset.account(email)
+    try:
+        await reset.request_code(account, email, ip)
+    except ServiceUnavailable:
+        return unavailable(request)
+    sessions = Sessions(settings, db)
+    await sessions.revoke(read_cookie(request, settings, RESET_SESSION))
+    session_id = await sessions.create(
+        "reset", account.staff_id if account else None, settings.reset_ttl,
+        workflow_id=reset_workflow_id(account.id) if account else None,
+        data={} if account else {"sends": 1, "last_request": utcnow().isoformat()})
+    await db.commit()
+    response = redirect("/sso/reset?sent=1")
+    set_cookie(response, settings, RESET_SESSION, session_id, max_age=settings.reset_ttl)
+    return response
+
+
+async def _current(request: Request, settings: SettingsDep, db: SessionDep) -> Current | None:
+    return await Sessions(settings, db).get(read_cookie(request, settings, RESET_SESSION), "reset")
+
+
+def _page(request: Request, min_length: int, message: str | None = None,
+          notice: str | None = None, problems: list[str] | None = None,
+          status_code: int = 200) -> HTMLResponse:
+    return render_page(request, "reset", status_code=status_code, message=message,
+                       notice=notice, problems=problems or [], min_length=min_length)
+
+
+@router.get("/reset", response_class=HTMLResponse)
+async def reset_page(request: Request, settings: SettingsDep, db: SessionDep,
+                     sent: int = 0) -> Response:
+    if await _current(request, settings, db) is None:
+        return redirect("/sso/forgot")
+    return _page(request, settings.password_min_length, notice=SENT if sent else None)
+
+
+@router.post("/reset", response_class=HTMLResponse)
+async def reset_submit(
+    request: Request, settings: SettingsDep, db: SessionDep, reset: ResetDep,
+    code: Annotated[str, Form(max_length=20)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    confirm: Annotated[str, Form(max_length=1024)] = "",
+    totp: Annotated[str, Form(max_length=20)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    submission: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    current = await _current(request, settings, db)
+    if current is None:
+        return redirect("/sso/forgot")
+    min_length = settings.password_min_length
+    if not csrf_ok(request, settings, csrf):
+        return _page(request, min_length, FORM_PROBLEM, status_code=400)
+    cleaned = "".join(ch for ch in code if not ch.isspace())
+    second = "".join(ch for ch in totp if not ch.isspace())
+    if len(cleaned) != 6 or not cleaned.isdigit():
+        return _page(request, min_length, "Enter the 6-digit code from the email.",
+                     status_code=400)
+    if password != confirm:
+        return _page(request, min_length, problems=["The two passwords don't match."],
+                     status_code=400)
+    # The same general rules for every address here; the flow adds the personal ones.
+    problems = password_problems(password, PasswordPolicy(min_length=min_length), [])
+    if problems:
+        return _page(request, min_length, problems=problems, status_code=400)
+    try:
+        result = await reset.reset(current, cleaned, password, second, client_ip(request),
+                                   submission or "none")
+    except ServiceUnavailable:
+        return unavailable(request)
+    if not result.ok:
+        await db.commit()  # a stand-in session keeps its attempt count
+        return _page(request, min_length, result.message, problems=result.problems,
+                     status_code=400)
+    await Sessions(settings, db).revoke(read_cookie(request, settings, RESET_SESSION))
+    await db.commit()
+    response = redirect("/sso/login?notice=reset")
+    clear_cookie(response, settings, RESET_SESSION)
+    return response
+
+
+@router.post("/reset/resend", response_class=HTMLResponse)
+async def reset_resend(
+    request: Request, settings: SettingsDep, db: SessionDep, reset: ResetDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    current = await _current(request, settings, db)
+    if current is None:
+        return redirect("/sso/forgot")
+    if not csrf_ok(request, settings, csrf):
+        return _page(request, settings.password_min_length, FORM_PROBLEM, status_code=400)
+    try:
+        notice = await reset.resend(current, client_ip(request))
+    except ServiceUnavailable:
+        return unavailable(request)
+    await db.commit()
+    return _page(request, settings.password_min_length, notice=notice)

@@ -1,0 +1,161 @@
+"""Sign in (email and password, then the authenticator code when MFA is on), the signed-in
+page, and sign out."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from api.cookies import (
+    PENDING_MFA,
+    SIGNIN_SESSION,
+    clear_cookie,
+    csrf_ok,
+    read_cookie,
+    set_cookie,
+)
+from api.deps import SessionDep, SettingsDep, SignInDep, client_ip
+from api.pages import redirect, render_page
+from api.services.sessions import Sessions
+from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, safe_return_to
+from core import audit
+
+router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
+
+REFUSED = "Incorrect email or password"
+NOTICES = {
+    "reset": "Your password was changed. Sign in with your new password.",
+    "signed_out": "You have signed out.",
+    "expired": "Your session has ended. Please sign in again.",
+}
+
+
+def _login(request: Request, return_to: str | None, email: str = "",
+           message: str | None = None, notice: str | None = None,
+           status_code: int = 200) -> HTMLResponse:
+    return render_page(request, "login", status_code=status_code, email=email, message=message,
+                       notice=notice, return_to=return_to or "")
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, settings: SettingsDep, return_to: str | None = None,
+                     notice: str | None = None) -> HTMLResponse:
+    return _login(request, safe_return_to(settings, return_to), notice=NOTICES.get(notice or ""))
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login_submit(
+    request: Request, settings: SettingsDep, db: SessionDep, signin: SignInDep,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    return_to: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    target = safe_return_to(settings, return_to)
+    if not csrf_ok(request, settings, csrf):
+        return _login(request, target, email, "This form has expired. Please try again.",
+                      status_code=400)
+    result = await signin.password(email, password, client_ip(request))
+    if result.outcome == "throttled":
+        minutes = math.ceil((result.retry_after or 60) / 60)
+        return _login(request, target, email, f"Too many sign-in attempts from your network. "
+                      f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+                      status_code=429)
+    if result.outcome != "signed_in" and result.outcome != "needs_totp":
+        return _login(request, target, email, REFUSED, status_code=401)
+    assert result.account is not None
+    sessions = Sessions(settings, db)
+    await sessions.revoke(read_cookie(request, settings, SIGNIN_SESSION))
+    if result.outcome == "needs_totp":
+        pending = await sessions.create("mfa", result.account.staff_id, MFA_WINDOW,
+                                        data={"return_to": target or "", "attempts": 0})
+        await db.commit()
+        response = redirect("/sso/login/mfa")
+        set_cookie(response, settings, PENDING_MFA, pending, max_age=MFA_WINDOW)
+        return response
+    return await _signed_in(request, settings, sessions, result.account.staff_id, target)
+
+
+async def _signed_in(request: Request, settings: SettingsDep, sessions: Sessions,
+                     staff_id: object, target: str | None) -> Response:
+    # A brand-new id at every sign-in: nothing set before it can be fixed on the person.
+    session_id = await sessions.create("signin", staff_id, settings.session_max_ttl)  # type: ignore[arg-type]
+    await sessions.db.commit()
+    response = redirect(target or "/sso/account")
+    set_cookie(response, settings, SIGNIN_SESSION, session_id, max_age=settings.session_max_ttl)
+    clear_cookie(response, settings, PENDING_MFA)
+    return response
+
+
+@router.get("/login/mfa", response_class=HTMLResponse)
+async def mfa_page(request: Request, settings: SettingsDep, db: SessionDep) -> Response:
+    pending = await Sessions(settings, db).get(read_cookie(request, settings, PENDING_MFA), "mfa")
+    if pending is None:
+        return redirect("/sso/login?notice=expired")
+    return render_page(request, "login_mfa", message=None)
+
+
+@router.post("/login/mfa", response_class=HTMLResponse)
+async def mfa_submit(
+    request: Request, settings: SettingsDep, db: SessionDep, signin: SignInDep,
+    code: Annotated[str, Form(max_length=20)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    sessions = Sessions(settings, db)
+    pending_id = read_cookie(request, settings, PENDING_MFA)
+    pending = await sessions.get(pending_id, "mfa")
+    if pending is None:
+        return redirect("/sso/login?notice=expired")
+    if not csrf_ok(request, settings, csrf):
+        return render_page(request, "login_mfa", status_code=400,
+                           message="This form has expired. Please try again.")
+    cleaned = "".join(ch for ch in code if not ch.isspace())
+    attempts = int(pending.row.data.get("attempts", 0))
+    result = await signin.totp(pending.row.staff_id, cleaned, client_ip(request), attempts)
+    if result.outcome == "signed_in":
+        await sessions.revoke(pending_id)
+        target = safe_return_to(settings, str(pending.row.data.get("return_to") or ""))
+        return await _signed_in(request, settings, sessions, pending.row.staff_id, target)
+    if result.outcome == "restart" or attempts + 1 >= MFA_ATTEMPTS:
+        await sessions.revoke(pending_id)
+        await db.commit()
+        response = _login(request, None, message="Too many incorrect codes. Please sign in again.",
+                          status_code=401)
+        clear_cookie(response, settings, PENDING_MFA)
+        return response
+    pending.row.data = {**pending.row.data, "attempts": attempts + 1}
+    await db.commit()
+    return render_page(request, "login_mfa", status_code=401, message=(
+        "That code didn't match, or it was already used. Enter the newest code from your "
+        "authenticator app."))
+
+
+@router.get("/account", response_class=HTMLResponse)
+async def account_page(request: Request, settings: SettingsDep, db: SessionDep) -> Response:
+    current = await Sessions(settings, db).get(read_cookie(request, settings, SIGNIN_SESSION),
+                                               "signin", idle=settings.session_idle_ttl)
+    if current is None or current.staff is None:
+        had_session = read_cookie(request, settings, SIGNIN_SESSION) is not None
+        return redirect("/sso/login?notice=expired" if had_session else "/sso/login")
+    return render_page(request, "account", staff=current.staff)
+
+
+@router.post("/logout", response_class=HTMLResponse)
+async def logout(request: Request, settings: SettingsDep, db: SessionDep,
+                 csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
+    if not csrf_ok(request, settings, csrf):
+        return redirect("/sso/account")
+    sessions = Sessions(settings, db)
+    session_id = read_cookie(request, settings, SIGNIN_SESSION)
+    current = await sessions.get(session_id, "signin")
+    await sessions.revoke(session_id)
+    if current is not None and current.row.staff_id is not None:
+        audit.record(db, actor=f"staff:{current.row.staff_id}", action="sign_out",
+                     outcome="success", target=str(current.row.staff_id), ip=client_ip(request))
+    await db.commit()
+    response = redirect("/sso/login?notice=signed_out")
+    clear_cookie(response, settings, SIGNIN_SESSION)
+    return response

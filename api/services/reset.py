@@ -1,0 +1,236 @@
+"""'Forgot your password?': ask for a reset code and change the password with it.
+
+Known and unknown addresses are answered alike: both get a reset page and a browser session;
+for an unknown address the session stands in for a flow and answers as a flow would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import ServiceUnavailable
+from api.services.onboarding import UNAVAILABLE
+from api.services.sessions import Current
+from core.crypto import code_digest
+from core.models import AccountStatus, SsoAccount, utcnow
+from core.sealing import password_context, seal, totp_context
+from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+from core.settings import Settings
+from core.temporal_client import TemporalGateway
+from workflows.codes import CODE_ATTEMPTS
+from workflows.common import EmailRetry, StepResult
+from workflows.password_reset import (
+    RESET_PURPOSE,
+    CodeRequest,
+    PasswordResetInput,
+    ResetProgress,
+    ResetRequest,
+)
+
+STAND_IN_NAMESPACE = uuid.UUID("1f0c7f0e-3d7a-4b55-9d6e-5b1f3c2a9e10")
+
+
+def reset_workflow_id(account_id: uuid.UUID) -> str:
+    return f"password-reset-{account_id}"
+
+
+@dataclass
+class ResetSteps:
+    settings: Settings
+    db: AsyncSession
+    temporal: TemporalGateway
+
+    async def account(self, email: str) -> SsoAccount | None:
+        address = email.strip().lower()
+        if not address:
+            return None
+        account = await self.db.scalar(select(SsoAccount).where(
+            SsoAccount.login_email == address))
+        return account if account and account.status == AccountStatus.active.value else None
+
+    async def request_code(self, account: SsoAccount | None, email: str,
+                           ip: str | None) -> None:
+        """Start the reset flow, or ask the open one for a new code. A refusal (too soon, too
+        many) is not shown here: the answer to this form is the same for every address."""
+        client = await self._client()
+        try:
+            async with asyncio.timeout(self._timeout):
+                if account is None:
+                    # Comparable work to the real thing: one round trip to Temporal.
+                    stand_in = uuid.uuid5(STAND_IN_NAMESPACE, email.strip().lower())
+                    try:
+                        await client.get_workflow_handle(reset_workflow_id(stand_in)).describe()
+                    except RPCError as exc:
+                        if exc.status != RPCStatusCode.NOT_FOUND:
+                            raise
+                    return
+                workflow_id = reset_workflow_id(account.id)
+                start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+                    "PasswordReset", self._input(account), id=workflow_id,
+                    task_queue=self.settings.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    search_attributes=TypedSearchAttributes([
+                        SearchAttributePair(SSO_STEP, "code_requested"),
+                        SearchAttributePair(SSO_STAFF_ID, str(account.staff_id)),
+                    ]),
+                    static_summary=f"Password reset for staff {account.staff_id}")
+                try:
+                    await client.execute_update_with_start_workflow(
+                        "request_code", CodeRequest(ip=ip), start_workflow_operation=start,
+                        result_type=StepResult)
+                except WorkflowUpdateFailedError:
+                    pass  # throttled: the code already sent still works
+        except RPCError as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def resend(self, current: Current, ip: str | None) -> str:
+        """The notice for the page (sent, or why not)."""
+        if current.row.workflow_id is None:
+            return self._stand_in_resend(current)
+        handle = await self._handle(current)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await handle.execute_update("request_code", CodeRequest(ip=ip),
+                                            result_type=StepResult)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError):
+                return cause.message
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return "This reset has ended. Start again with Forgot your password?"
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        return "We've sent you a new code. Earlier codes no longer work."
+
+    async def reset(self, current: Current, code: str, password: str, totp: str,
+                    ip: str | None, submission: str) -> StepResult:
+        if current.row.workflow_id is None:
+            return self._stand_in_reset(current)
+        workflow_id = current.row.workflow_id
+        public = self.settings.seal_public_key
+        request = ResetRequest(
+            code_digest=code_digest(self._secret, RESET_PURPOSE, workflow_id, code),
+            sealed_password=seal(public, password.encode(), password_context(workflow_id)),
+            sealed_totp=seal(public, totp.encode(), totp_context(workflow_id)) if totp else None,
+            ip=ip)
+        handle = await self._handle(current)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await handle.execute_update("reset_password", request,
+                                                   id=f"reset-{submission[:64]}",
+                                                   result_type=StepResult)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError):
+                return StepResult(ok=False, step="", message=cause.message)
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return StepResult(ok=False, step="", message=(
+                    "This reset has ended. Start again with Forgot your password?"))
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def progress(self, current: Current) -> ResetProgress | None:
+        if current.row.workflow_id is None:
+            return None
+        handle = await self._handle(current)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await handle.query("progress", result_type=ResetProgress)
+        except (RPCError, TimeoutError, WorkflowQueryFailedError):
+            return None
+
+    # -- the stand-in for unknown addresses answers as a flow would --------------------------
+
+    def _stand_in_resend(self, current: Current) -> str:
+        data = dict(current.row.data)
+        now = utcnow()
+        last = datetime.fromisoformat(data["last_request"]) if data.get("last_request") else None
+        sends = int(data.get("sends", 1))
+        interval = self.settings.code_resend_interval
+        if sends - 1 >= self.settings.code_max_resends:
+            return "You've asked for the most new codes we can send."
+        if last is not None and now < last + interval:
+            seconds = max(1, int((last + interval - now).total_seconds() + 0.999))
+            return (f"You can ask for a new code in {seconds} second"
+                    f"{'s' if seconds != 1 else ''}.")
+        current.row.data = {**data, "sends": sends + 1, "last_request": now.isoformat(),
+                            "failures": 0}
+        return "We've sent you a new code. Earlier codes no longer work."
+
+    def _stand_in_reset(self, current: Current) -> StepResult:
+        data = dict(current.row.data)
+        failures = int(data.get("failures", 0))
+        if failures >= CODE_ATTEMPTS:
+            return StepResult(ok=False, step="code_sent",
+                              message="Too many incorrect codes. Click Send a new code.")
+        failures += 1
+        current.row.data = {**data, "failures": failures}
+        left = CODE_ATTEMPTS - failures
+        message = (f"Incorrect code, {left} attempt{'s' if left != 1 else ''} left" if left
+                   else "Incorrect code. This code can no longer be used; click Send a new code.")
+        return StepResult(ok=False, step="code_sent", message=message)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _input(self, account: SsoAccount) -> PasswordResetInput:
+        s = self.settings
+        return PasswordResetInput(
+            account_id=str(account.id), staff_id=str(account.staff_id),
+            email_retry=EmailRetry(
+                initial_interval_seconds=s.email_retry_initial_interval.total_seconds(),
+                maximum_interval_seconds=s.email_retry_max_interval.total_seconds(),
+                window_seconds=s.email_retry_window.total_seconds()),
+            code_ttl_seconds=int(s.code_ttl.total_seconds()),
+            code_resend_interval_seconds=int(s.code_resend_interval.total_seconds()),
+            code_max_resends=s.code_max_resends, ttl_seconds=int(s.reset_ttl.total_seconds()))
+
+    @property
+    def _secret(self) -> str:
+        return self.settings.secret_key.get_secret_value()
+
+    @property
+    def _timeout(self) -> float:
+        return self.settings.step_timeout.total_seconds()
+
+    async def _client(self) -> Client:
+        try:
+            return await self.temporal.client(connect_timeout=self._timeout)
+        except (RPCError, TimeoutError, RuntimeError, OSError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def _handle(self, current: Current) -> WorkflowHandle[Any, Any]:
+        assert current.row.workflow_id is not None
+        return (await self._client()).get_workflow_handle(current.row.workflow_id)
+
+
+

@@ -1,0 +1,75 @@
+"""Server-side browser sessions: opaque 256-bit ids in cookies, only their HMAC stored."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.crypto import token_hash
+from core.models import BrowserSession, Staff, utcnow
+from core.settings import Settings
+
+SESSION_PURPOSE = "session"
+# Writing last_seen_at on every request would turn each page view into a write.
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+def session_hash(settings: Settings, session_id: str) -> str:
+    return token_hash(settings.secret_key.get_secret_value(), SESSION_PURPOSE, session_id)
+
+
+@dataclass
+class Current:
+    row: BrowserSession
+    staff: Staff | None
+
+
+@dataclass
+class Sessions:
+    settings: Settings
+    db: AsyncSession
+
+    async def create(self, purpose: str, staff_id: uuid.UUID | None, ttl: timedelta,
+                     workflow_id: str | None = None, data: dict[str, Any] | None = None) -> str:
+        session_id = secrets.token_urlsafe(32)
+        now = utcnow()
+        self.db.add(BrowserSession(
+            id_hash=session_hash(self.settings, session_id), staff_id=staff_id, purpose=purpose,
+            workflow_id=workflow_id, created_at=now, last_seen_at=now, expires_at=now + ttl,
+            data=data or {}))
+        await self.db.flush()
+        return session_id
+
+    async def get(self, session_id: str | None, purpose: str,
+                  idle: timedelta | None = None) -> Current | None:
+        """The live session of that purpose, or None: revoked, expired, idle too long."""
+        if not session_id or len(session_id) > 128:
+            return None
+        row = await self.db.get(BrowserSession, session_hash(self.settings, session_id))
+        now = utcnow()
+        if row is None or row.purpose != purpose or row.revoked_at is not None \
+                or row.expires_at <= now:
+            return None
+        seen = row.last_seen_at or row.created_at
+        if idle is not None and seen + idle <= now:
+            row.revoked_at = now
+            await self.db.commit()
+            return None
+        if now - seen >= TOUCH_EVERY:
+            row.last_seen_at = now
+            await self.db.commit()
+        staff = await self.db.get(Staff, row.staff_id) if row.staff_id else None
+        return Current(row, staff)
+
+    async def revoke(self, session_id: str | None) -> None:
+        if not session_id or len(session_id) > 128:
+            return
+        row = await self.db.get(BrowserSession, session_hash(self.settings, session_id))
+        if row is not None and row.revoked_at is None:
+            row.revoked_at = utcnow()
+            await self.db.flush()

@@ -1,0 +1,152 @@
+"""Signing in with email and password, then the authenticator code when MFA is on.
+
+Unknown, wrong, locked and not-yet-active accounts all get the same answer after the same
+work (one argon2 verification, against a stand-in hash when there is no real one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import audit
+from core.accounts import MAX_FAILURES, is_locked, lock_delay, totp_accepted
+from core.codec import keyring_from_settings
+from core.models import AccountStatus, SsoAccount, Staff, utcnow
+from core.passwords import Hasher
+from core.settings import Settings
+from core.throttle import Counter
+
+IP_WINDOW = timedelta(minutes=15)
+MFA_WINDOW = timedelta(minutes=5)
+MFA_ATTEMPTS = 5
+
+Outcome = Literal["signed_in", "needs_totp", "refused", "throttled", "restart"]
+
+
+@dataclass
+class Hashing:
+    """argon2 off the event loop, never more at once than cores; one stand-in hash."""
+
+    hasher: Hasher
+    slots: asyncio.Semaphore
+    stand_in: str
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        async with self.slots:
+            return await asyncio.to_thread(self.hasher.verify, stored or self.stand_in, password)
+
+    async def hash(self, password: str) -> str:
+        async with self.slots:
+            return await asyncio.to_thread(self.hasher.hash, password)
+
+
+@dataclass
+class SignInResult:
+    outcome: Outcome
+    account: SsoAccount | None = None
+    retry_after: int | None = None
+
+
+@dataclass
+class SignIn:
+    settings: Settings
+    db: AsyncSession
+    hashing: Hashing
+    counter: Counter
+
+    async def password(self, email: str, password: str, ip: str | None) -> SignInResult:
+        ip_key = f"signin-ip:{ip or 'unknown'}"
+        wait = await self.counter.peek(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
+        if wait is not None:
+            return SignInResult("throttled", retry_after=wait)
+        address = email.strip().lower()
+        account = await self.db.scalar(select(SsoAccount).where(
+            SsoAccount.login_email == address)) if address else None
+        right = await self.hashing.verify(account.password_hash if account else None, password)
+        now = utcnow()
+        usable = account is not None and account.status == AccountStatus.active.value \
+            and account.password_hash is not None
+        if account is None or not usable or is_locked(account, now) or not right:
+            await self.counter.hit(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
+            if account is not None and usable and not is_locked(account, now):
+                self._count_failure(account, now, ip)
+            audit.record(self.db, actor=f"ip:{ip}", action="sign_in.failed", outcome="failure",
+                         target=str(account.staff_id) if account else None, ip=ip,
+                         reason=_reason(account, usable, now, right))
+            await self.db.commit()
+            return SignInResult("refused")
+        assert account is not None and account.password_hash is not None
+        if self.hashing.hasher.needs_rehash(account.password_hash):
+            # Parameters were raised since this hash was made: upgrade it while we can.
+            account.password_hash = await self.hashing.hash(password)
+        if account.mfa_enabled_at is not None:
+            await self.db.commit()
+            return SignInResult("needs_totp", account)
+        self._succeeded(account, now, ip, mfa=False)
+        await self.db.commit()
+        return SignInResult("signed_in", account)
+
+    async def totp(self, staff_id: object, code: str, ip: str | None,
+                   attempts: int) -> SignInResult:
+        account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
+        now = utcnow()
+        if account is None or account.status != AccountStatus.active.value \
+                or is_locked(account, now) or attempts >= MFA_ATTEMPTS:
+            return SignInResult("restart")
+        problem = await totp_accepted(self.db, keyring_from_settings(self.settings), account,
+                                      code, datetime.now(UTC))
+        if problem is not None:
+            self._count_failure(account, now, ip)
+            audit.record(self.db, actor=f"staff:{account.staff_id}", action="sign_in.totp_failed",
+                         outcome="failure", target=str(account.staff_id), ip=ip, reason=problem)
+            await self.db.commit()
+            return SignInResult("refused", account)
+        self._succeeded(account, now, ip, mfa=True)
+        await self.db.commit()
+        return SignInResult("signed_in", account)
+
+    def _count_failure(self, account: SsoAccount, now: datetime, ip: str | None) -> None:
+        account.failed_sign_ins += 1
+        delay = lock_delay(account.failed_sign_ins)
+        account.locked_until = now + delay if delay else None
+        if account.failed_sign_ins == MAX_FAILURES:
+            audit.record(self.db, actor="system", action="sign_in.locked_out", outcome="locked",
+                         target=str(account.staff_id), ip=ip,
+                         detail="too many failures in a row; a password reset unlocks")
+
+    def _succeeded(self, account: SsoAccount, now: datetime, ip: str | None, mfa: bool) -> None:
+        account.failed_sign_ins = 0
+        account.locked_until = None
+        account.last_sign_in_at = now
+        audit.record(self.db, actor=f"staff:{account.staff_id}", action="sign_in.success",
+                     outcome="success", target=str(account.staff_id), ip=ip, mfa=mfa)
+
+    async def staff(self, account: SsoAccount) -> Staff | None:
+        return await self.db.get(Staff, account.staff_id)
+
+
+def _reason(account: SsoAccount | None, usable: bool, now: datetime, right: bool) -> str:
+    if account is None:
+        return "unknown_account"
+    if not usable:
+        return "account_not_active"
+    if is_locked(account, now):
+        return "locked"
+    return "wrong_password" if not right else "unknown"
+
+
+def safe_return_to(settings: Settings, value: str | None) -> str | None:
+    """Only to configured places: exact URLs, or prefixes given with a trailing slash."""
+    if not value or len(value) > 2000:
+        return None
+    for allowed in settings.allowed_return_urls:
+        if value == allowed or (allowed.endswith("/") and value.startswith(allowed)
+                                and "/../" not in value and "\\" not in value):
+            return value
+    return None
