@@ -79,6 +79,13 @@ class SsoStatus(BaseModel):
     email_delivery: EmailDelivery | None
     code: CodeStatus | None = None
     mfa_enabled: bool = False
+    last_sign_in_at: datetime | None = None
+    failed_sign_ins: int = 0
+    locked_until: datetime | None = Field(
+        default=None, description="Sign-in refused until then (growing delay after failures)")
+    needs_reset: bool = Field(
+        default=False, description="Too many failures in a row: only a password reset (or an "
+        "admin unlock) lets this person sign in again")
     workflow_id: str | None
     failure_reason: str | None
     requested_by: str | None
@@ -97,6 +104,15 @@ class SsoEmailSent(BaseModel):
 class SsoCancelled(BaseModel):
     workflow_id: str
     state: SsoStateName
+
+
+class SessionsRevoked(BaseModel):
+    sessions_revoked: int
+
+
+class Unlocked(BaseModel):
+    failed_sign_ins: int
+    locked_until: datetime | None
 
 
 class ErrorBody(BaseModel):

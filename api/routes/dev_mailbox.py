@@ -33,4 +33,9 @@ async def show_email(
         raise NotFound("No such email")
     body = keyring_from_settings(settings).unseal(email.body_encrypted, b"outbox").decode()
     text, _, html = body.partition("\0")
-    return render_page(request, "dev_email", email=email, text=text, html=html)
+    response = render_page(request, "dev_email", email=email, text=text, html=html)
+    # Emails carry inline styles; this development-only page shows them in a sandboxed frame.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "frame-src 'self'; frame-ancestors 'none'")
+    return response

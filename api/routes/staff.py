@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, status
 from api.deps import AdminDep, OnboardingDep, SessionDep, client_ip
 from api.schemas import (
     ErrorBody,
+    SessionsRevoked,
     SsoCancelled,
     SsoEmailSent,
     SsoStatus,
@@ -17,8 +18,10 @@ from api.schemas import (
     StaffListItem,
     StaffPage,
     StaffPublic,
+    Unlocked,
 )
 from api.services import staff as staff_service
+from api.services.accounts import AccountAdmin
 
 ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
@@ -73,6 +76,24 @@ async def cancel_sso_email(
 ) -> SsoCancelled:
     outcome = await onboarding.cancel(staff_id, actor, client_ip(request))
     return SsoCancelled(workflow_id=f"sso-setup-{staff_id}", state=outcome.state)  # type: ignore[arg-type]
+
+
+@router.post("/{staff_id}/sessions/revoke", response_model=SessionsRevoked)
+async def revoke_sessions(
+    staff_id: uuid.UUID, request: Request, session: SessionDep, actor: AdminDep
+) -> SessionsRevoked:
+    """Sign this person out everywhere."""
+    count = await AccountAdmin(session).revoke_sessions(staff_id, actor, client_ip(request))
+    return SessionsRevoked(sessions_revoked=count)
+
+
+@router.post("/{staff_id}/unlock", response_model=Unlocked)
+async def unlock(
+    staff_id: uuid.UUID, request: Request, session: SessionDep, actor: AdminDep
+) -> Unlocked:
+    """Lift a sign-in lock and clear the failure count."""
+    await AccountAdmin(session).unlock(staff_id, actor, client_ip(request))
+    return Unlocked(failed_sign_ins=0, locked_until=None)
 
 
 @router.get("/{staff_id}/sso", response_model=SsoStatus)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +27,7 @@ from api.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from api.schemas import CodeStatus, EmailDelivery, SsoEmailSent, SsoStatus
 from api.services.staff import get_staff
 from core import audit
+from core.accounts import MAX_FAILURES
 from core.models import AccountStatus, DeliveryState, SetupState, SsoAccount, SsoSetup, utcnow
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
@@ -41,6 +43,17 @@ from workflows.sso_setup import (
 UNAVAILABLE = "We can't complete this right now, please try again in a minute"
 CODE_STATES = {SetupState.password_set.value, SetupState.code_sent.value}
 LIVE_STATES = CODE_STATES | {SetupState.mfa_pending.value}
+
+
+def _signin_fields(account: SsoAccount | None) -> dict[str, Any]:
+    if account is None:
+        return {}
+    now = utcnow()
+    locked = account.locked_until if account.locked_until and account.locked_until > now \
+        else None
+    return {"last_sign_in_at": account.last_sign_in_at,
+            "failed_sign_ins": account.failed_sign_ins, "locked_until": locked,
+            "needs_reset": account.failed_sign_ins >= MAX_FAILURES}
 
 
 def setup_workflow_id(staff_id: uuid.UUID) -> str:
@@ -144,13 +157,14 @@ class Onboarding:
         account = await self.session.scalar(
             select(SsoAccount).where(SsoAccount.staff_id == staff.id))
         mfa_enabled = bool(account and account.mfa_enabled_at)
+        signin = _signin_fields(account)
         if setup is None:
             state = "active" if account and account.status == AccountStatus.active.value \
                 else "not_started"
             return SsoStatus(staff_id=staff.id, state=state,  # type: ignore[arg-type]
                              state_since=None, mfa_enabled=mfa_enabled,
                              link_expires_at=None, email_delivery=None, workflow_id=None,
-                             failure_reason=None, requested_by=None)
+                             failure_reason=None, requested_by=None, **signin)
         state = setup.state
         state_since = setup.state_since
         if (state == SetupState.email_sent.value and setup.link_expires_at is not None
@@ -160,7 +174,7 @@ class Onboarding:
         progress = await self._live_progress(setup) if state in LIVE_STATES else None
         return SsoStatus(
             staff_id=staff.id, state=state, state_since=state_since,  # type: ignore[arg-type]
-            link_expires_at=setup.link_expires_at, mfa_enabled=mfa_enabled,
+            link_expires_at=setup.link_expires_at, mfa_enabled=mfa_enabled, **signin,
             setup_expires_at=progress.setup_expires_at if progress else None,
             code=CodeStatus(
                 delivery=progress.code_delivery,  # type: ignore[arg-type]

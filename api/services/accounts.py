@@ -1,0 +1,40 @@
+"""Admin actions on a person's account: end their sessions, lift a sign-in lock."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.errors import NotFound
+from api.services.staff import get_staff
+from core import audit
+from core.accounts import account_for, revoke_sessions
+from core.models import utcnow
+
+
+@dataclass
+class AccountAdmin:
+    db: AsyncSession
+
+    async def revoke_sessions(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> int:
+        staff = await get_staff(self.db, staff_id)
+        count = await revoke_sessions(self.db, staff.id, utcnow())
+        audit.record(self.db, actor=actor, action="sessions.revoke", outcome="success",
+                     target=str(staff.id), ip=ip, sessions_revoked=count)
+        await self.db.commit()
+        return count
+
+    async def unlock(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> None:
+        staff = await get_staff(self.db, staff_id)
+        account = await account_for(self.db, staff.id)
+        if account is None:
+            raise NotFound("This person has no Single Sign-On account yet")
+        was = {"failed_sign_ins": account.failed_sign_ins,
+               "locked_until": account.locked_until.isoformat() if account.locked_until else None}
+        account.failed_sign_ins = 0
+        account.locked_until = None
+        audit.record(self.db, actor=actor, action="account.unlock", outcome="success",
+                     target=str(staff.id), ip=ip, **was)
+        await self.db.commit()
