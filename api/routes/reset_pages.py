@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -22,6 +24,7 @@ router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
 SENT = ("If an account exists for that address, we've sent a code. It can take a minute to "
         "arrive; check your spam folder too.")
 FORM_PROBLEM = "This form has expired. Reload the page and try again."
+ANSWER_FLOOR_SECONDS = 0.25
 
 
 def get_reset(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> ResetSteps:
@@ -61,11 +64,15 @@ async def forgot_submit(
         return render_page(request, "forgot", status_code=429, email=email, message=(
             f"Too many reset requests from your network. Try again in {minutes} minute"
             f"{'s' if minutes != 1 else ''}."))
+    started = time.monotonic()
     account = await reset.account(email)
     try:
         await reset.request_code(account, email, ip)
     except ServiceUnavailable:
         return unavailable(request)
+    # Starting a real flow takes longer than the stand-in's look-up: answer both no sooner
+    # than this, so the timing does not tell which addresses have accounts.
+    await asyncio.sleep(max(0.0, ANSWER_FLOOR_SECONDS - (time.monotonic() - started)))
     sessions = Sessions(settings, db)
     await sessions.revoke(read_cookie(request, settings, RESET_SESSION))
     session_id = await sessions.create(
