@@ -173,7 +173,8 @@ class SetupStepActivities:
                 raise ApplicationError("no account for this setup", non_retryable=True,
                                        type="AccountMissing")
             account.verified_at = account.verified_at or now
-            if account.totp_secret_encrypted is None or account.mfa_enabled_at is None:
+            if account.totp_secret_encrypted is None:
+                # Only when there is none: a retried activity must not change the QR code.
                 secret = new_secret()
                 account.totp_secret_encrypted = self._keyring.seal(secret.encode(),
                                                                    totp_aad(staff_id))

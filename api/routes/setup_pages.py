@@ -99,19 +99,19 @@ async def confirm_submit(
     elif len(cleaned) != 6 or not cleaned.isdigit():
         problem = "Enter the 6-digit code from the email."
     try:
-        if problem is None:
-            result = await steps.confirm_code(bound, cleaned, submission, client_ip(request))
-            if result.ok:
-                return redirect("/sso/setup/mfa")
-            problem = result.message
-        progress = await steps.progress(bound)
+        if problem is not None:
+            return await _form_problem(request, steps, bound, problem)
+        result = await steps.confirm_code(bound, cleaned, submission, client_ip(request))
+        if result.ok:
+            return redirect("/sso/setup/mfa")
+        return _confirm(request, bound, await steps.progress(bound), message=result.message,
+                        status_code=400)
     except StepRefused as refused:
         return await _refused(request, steps, bound, refused)
     except FlowEnded:
         return ended(request)
     except ServiceUnavailable:
         return unavailable(request)
-    return _confirm(request, bound, progress, message=problem, status_code=400)
 
 
 @router.post("/resend", response_class=HTMLResponse)
@@ -124,8 +124,7 @@ async def resend_submit(
         return no_session(request)
     try:
         if not csrf_ok(request, steps.settings, csrf):
-            return _confirm(request, bound, await steps.progress(bound), message=FORM_PROBLEM,
-                            status_code=400)
+            return await _form_problem(request, steps, bound, FORM_PROBLEM)
         result = await steps.resend_code(bound, submission)
         return _confirm(request, bound, await steps.progress(bound), notice=result.message)
     except StepRefused as refused:
@@ -173,10 +172,10 @@ async def mfa_submit(
     cleaned = "".join(ch for ch in code if not ch.isspace())
     try:
         if not csrf_ok(request, steps.settings, csrf):
-            return await _mfa(request, steps, bound, FORM_PROBLEM, 400)
+            return await _form_problem(request, steps, bound, FORM_PROBLEM)
         if len(cleaned) != 6 or not cleaned.isdigit():
-            return await _mfa(request, steps, bound,
-                              "Enter the 6-digit code from your authenticator app.", 400)
+            return await _form_problem(request, steps, bound,
+                                       "Enter the 6-digit code from your authenticator app.")
         result = await steps.complete_mfa(bound, cleaned, submission, client_ip(request))
         if result.ok:
             return redirect("/sso/setup/done")
@@ -199,7 +198,7 @@ async def mfa_skip(
         return no_session(request)
     try:
         if not csrf_ok(request, steps.settings, csrf):
-            return await _mfa(request, steps, bound, FORM_PROBLEM, 400)
+            return await _form_problem(request, steps, bound, FORM_PROBLEM)
         await steps.skip_mfa(bound, submission)
         return redirect("/sso/setup/done")
     except StepRefused as refused:
@@ -238,11 +237,24 @@ async def _refused(request: Request, steps: SetupSteps, bound: BoundSetup,
     """A step posted out of order, too soon, or to an ending flow: say so on the right page."""
     if refused.kind == "SetupEnded":
         return ended(request)
+    return await _on_current_page(request, steps, bound, refused.message, 409)
+
+
+async def _form_problem(request: Request, steps: SetupSteps, bound: BoundSetup,
+                        message: str) -> Response:
+    """A stale or malformed form: answer on the page for where the flow is now."""
+    return await _on_current_page(request, steps, bound, message, 400)
+
+
+async def _on_current_page(request: Request, steps: SetupSteps, bound: BoundSetup,
+                           message: str, status_code: int) -> Response:
     progress = await steps.progress(bound)
     if progress.step in CODE_STEPS:
-        return _confirm(request, bound, progress, message=refused.message, status_code=409)
+        return _confirm(request, bound, progress, message=message, status_code=status_code)
     if progress.step == "mfa_pending":
-        return await _mfa(request, steps, bound, refused.message, 409)
+        return await _mfa(request, steps, bound, message, status_code)
+    if progress.step == "active":
+        return ended(request)
     return _elsewhere(request, progress)
 
 
@@ -290,6 +302,14 @@ async def password_submit(
     submission: Annotated[str, Form(min_length=8, max_length=100)] = "",
 ) -> Response:
     view = await steps.open_link(token)
+    if view.reason == "used" and submission:
+        # The same form again after the first submit went through (its answer was lost):
+        # the same browser gets the same session, so it can carry on.
+        if await steps.bound_by_submission(view, token, submission):
+            response = redirect("/sso/setup/confirm")
+            set_cookie(response, steps.settings, SETUP_SESSION,
+                       steps.session_id_for(token, submission), max_age=steps.settings.setup_ttl)
+            return response
     if not view.usable:
         return _invalid(request, view)
     assert view.staff is not None

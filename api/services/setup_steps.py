@@ -115,6 +115,15 @@ class SetupSteps:
         staff = await self.db.get(Staff, row.staff_id)
         return BoundSetup(row, staff) if staff is not None else None
 
+    async def bound_by_submission(self, view: LinkView, token: str, submission: str) -> bool:
+        """Whether this very form already went through and bound a browser session."""
+        if view.link is None or len(submission) > 100:
+            return False
+        row = await self.db.get(BrowserSession,
+                                self.session_hash(self.session_id_for(token, submission)))
+        return (row is not None and row.revoked_at is None and row.run_id == view.link.run_id
+                and row.expires_at > utcnow())
+
     def session_hash(self, session_id: str) -> str:
         return session_hash(self.settings, session_id)
 

@@ -1,0 +1,913 @@
+"""The setup pages driven like a browser, in-process, against real workflows on the
+time-skipping server with the real activities (outbox email), on SQLite and PostgreSQL.
+
+Each test GETs a page, reads the `csrf` and `submission` hidden fields of the form it is about
+to send, POSTs it and follows 303s by hand; every browser keeps its own cookies. Codes and
+links are read from the outbox, as a person would read them from their email.
+SECURITY.md items 1-14 and 18-20 are what these tests prove at the page level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import html
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pyotp
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from core.codec import keyring_from_settings
+from core.models import (
+    AuditEvent,
+    BrowserSession,
+    OutboxEmail,
+    SetupLink,
+    SsoAccount,
+    SsoSetup,
+)
+from tests.conftest import make_settings
+from tests.test_api import Stack, running_stack
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+PUBLIC_URL = "https://sso.example.test"  # make_settings' public URL
+PASSWORD = "Velvet-Orbit-Lantern-Pixel-42"
+CODE_SUBJECT = "Your agentOS verification code"
+ARGON2_PREFIX = "$argon2id$v=19$m=19456,t=2,p=1$"
+UNAVAILABLE = "We can't complete this right now, please try again in a minute"
+FORM_PROBLEM = "This form has expired. Reload the page and try again."
+SENT = "We've sent a 6-digit verification code"
+SESSION_COOKIE = "__Host-sso_setup"
+CSRF_COOKIE = "__Host-sso_csrf"
+GUARD_SECONDS = 20  # real-time guard for polling; never an assertion about durations
+
+CODE_LINE = re.compile(r"^\s+(\d{6})\s*$", re.M)
+FORM = re.compile(r'<form\b[^>]*\baction="([^"]+)"[^>]*>(.*?)</form>', re.S)
+HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+MANUAL_KEY = re.compile(r'<code id="manual-key" class="key">([A-Z2-7 ]+)</code>')
+QR = re.compile(r'<img src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]+"')
+
+
+# -- a browser --------------------------------------------------------------------------
+
+
+def page_text(response: httpx.Response) -> str:
+    """The page as a person reads it (messages are HTML-escaped in the markup)."""
+    return html.unescape(response.text)
+
+
+def hidden_fields(response: httpx.Response, action: str) -> dict[str, str]:
+    for match in FORM.finditer(response.text):
+        if html.unescape(match.group(1)) == action:
+            return {name: html.unescape(value) for name, value in HIDDEN.findall(match.group(2))}
+    raise AssertionError(f"no form posting to {action} on the page:\n{response.text}")
+
+
+def assert_page_headers(response: httpx.Response) -> None:
+    """SECURITY.md 6 and 12: setup pages are never cached, never leak a Referer, never framed."""
+    assert response.headers["cache-control"] == "no-store", response.url
+    assert response.headers["referrer-policy"] == "no-referrer", response.url
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"], response.url
+
+
+class Browser:
+    """One browser: its own cookie jar, no automatic redirects, every response kept."""
+
+    def __init__(self, stack: Stack, base_url: str = PUBLIC_URL) -> None:
+        # The same in-process app as stack.http, but a separate cookie jar and the public
+        # origin (Secure cookies are only sent back over https).
+        self.http = httpx.AsyncClient(transport=stack.http._transport, base_url=base_url)
+        self.responses: list[httpx.Response] = []
+
+    async def get(self, path: str) -> httpx.Response:
+        return self._seen(await self.http.get(path))
+
+    async def post(self, path: str, data: dict[str, str]) -> httpx.Response:
+        return self._seen(await self.http.post(path, data=data))
+
+    async def submit(self, page: httpx.Response, action: str, **fields: str) -> httpx.Response:
+        """Send the form of `page` that posts to `action`, with its hidden fields."""
+        return await self.post(action, {**hidden_fields(page, action), **fields})
+
+    def _seen(self, response: httpx.Response) -> httpx.Response:
+        self.responses.append(response)
+        if response.url.path.startswith("/sso/setup"):
+            assert_page_headers(response)
+        return response
+
+    def cookie(self, name: str = SESSION_COOKIE) -> str | None:
+        return self.http.cookies.get(name)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def redirected_to(response: httpx.Response, path: str) -> bool:
+    return response.status_code == 303 and response.headers["location"] == path
+
+
+# -- the outbox (the person's inbox) ------------------------------------------------------
+
+
+async def outbox(stack: Stack, address: str) -> list[tuple[str, str]]:
+    """(subject, text body) of every email to `address`, oldest first."""
+    keyring = keyring_from_settings(stack.settings)
+    async with stack.sessions() as session:
+        rows = (await session.scalars(select(OutboxEmail).where(
+            OutboxEmail.to_address == address).order_by(OutboxEmail.created_at))).all()
+    return [(r.subject, keyring.unseal(r.body_encrypted, b"outbox").decode().split("\0")[0])
+            for r in rows]
+
+
+async def codes_sent_to(stack: Stack, address: str) -> list[str]:
+    codes = []
+    for subject, text in await outbox(stack, address):
+        if subject == CODE_SUBJECT:
+            match = CODE_LINE.search(text)
+            assert match, text
+            codes.append(match.group(1))
+    return codes
+
+
+async def latest_code(stack: Stack, address: str, count: int = 1) -> str:
+    """The code in the newest verification email, once `count` of them have arrived."""
+    async with asyncio.timeout(GUARD_SECONDS):
+        while True:
+            codes = await codes_sent_to(stack, address)
+            if len(codes) >= count:
+                return codes[-1]
+            await asyncio.sleep(0.05)
+
+
+def another_code(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+# -- flow helpers -----------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stack(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
+    async with running_stack(temporal_env, database_url) as running:
+        yield running
+        await settle(running)
+    # build_worker's engine is never disposed: collect it now, on this thread, rather than
+    # whenever a later workflow activation thread happens to trigger the GC (aiosqlite then
+    # fails to answer a future bound to the workflow's event loop, a noisy thread warning).
+    gc.collect()
+
+
+async def settle(stack: Stack) -> None:
+    """Let activities still in flight (a code being emailed) finish before the flows are
+    terminated: the time-skipping server never skips time again after a flow is terminated
+    with an activity running, and later tests sleep."""
+    async with stack.sessions() as session:
+        workflow_ids = set((await session.scalars(select(SsoSetup.workflow_id))).all())
+    async with asyncio.timeout(GUARD_SECONDS):
+        for workflow_id in workflow_ids:
+            handle = stack.env.client.get_workflow_handle(workflow_id)
+            while True:
+                described = await handle.describe()
+                if (described.status != WorkflowExecutionStatus.RUNNING
+                        or not described.raw_description.pending_activities):
+                    break
+                await asyncio.sleep(0.05)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def browser(stack: Stack) -> AsyncIterator[Browser]:
+    person = Browser(stack)
+    yield person
+    await person.aclose()
+
+
+async def send_setup_email(stack: Stack) -> tuple[dict[str, Any], str]:
+    """A new staff member and the token of the link in their setup email."""
+    staff = await stack.create_staff()
+    sent = await stack.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=stack.admin)
+    assert sent.status_code == 202, sent.text
+    await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")
+    [token] = await stack.links_sent_to(staff["external_email_1"])
+    return staff, token
+
+
+async def choose_password(browser: Browser, token: str, password: str = PASSWORD,
+                          confirm: str | None = None) -> httpx.Response:
+    form = await browser.get(f"/sso/setup/{token}/password")
+    assert form.status_code == 200, form.text
+    return await browser.submit(form, f"/sso/setup/{token}/password", password=password,
+                                confirm=password if confirm is None else confirm)
+
+
+async def confirm_page_once_sent(browser: Browser) -> httpx.Response:
+    """The confirm page, once the flow has the code it emailed (delivery runs beside it)."""
+    async with asyncio.timeout(GUARD_SECONDS):
+        while True:
+            page = await browser.get("/sso/setup/confirm")
+            assert page.status_code == 200, page.text
+            if SENT in page_text(page):
+                return page
+            await asyncio.sleep(0.05)
+
+
+@dataclass
+class AtCodeStep:
+    staff: dict[str, Any]
+    token: str
+    code: str
+    page: httpx.Response  # the confirm page, code delivered
+
+
+async def at_code_step(stack: Stack, browser: Browser) -> AtCodeStep:
+    """Email sent, password chosen, code delivered."""
+    staff, token = await send_setup_email(stack)
+    assert redirected_to(await choose_password(browser, token), "/sso/setup/confirm")
+    page = await confirm_page_once_sent(browser)
+    return AtCodeStep(staff, token, await latest_code(stack, staff["external_email_1"]), page)
+
+
+def manual_key(mfa_page: httpx.Response) -> str:
+    match = MANUAL_KEY.search(mfa_page.text)
+    assert match, mfa_page.text
+    return match.group(1).replace(" ", "")
+
+
+async def db_state(stack: Stack, staff_id: str) -> dict[str, Any]:
+    """What a step could have changed: link, setup row, account, sessions, code emails."""
+    sid = uuid.UUID(staff_id)
+    async with stack.sessions() as session:
+        link = await session.scalar(select(SetupLink).where(SetupLink.staff_id == sid))
+        setup = await session.scalar(select(SsoSetup).where(SsoSetup.staff_id == sid))
+        account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == sid))
+        sessions = await session.scalar(select(func.count()).select_from(BrowserSession).where(
+            BrowserSession.staff_id == sid))
+    assert link is not None and setup is not None
+    return {"link_consumed": link.consumed_at is not None, "setup_state": setup.state,
+            "account": None if account is None else (account.password_hash, account.verified_at,
+                                                     account.mfa_enabled_at, account.status),
+            "sessions": sessions}
+
+
+async def audit_actions(stack: Stack, staff_id: str) -> list[str]:
+    async with stack.sessions() as session:
+        return list((await session.scalars(select(AuditEvent.action).where(
+            AuditEvent.target == staff_id).order_by(AuditEvent.occurred_at))).all())
+
+
+def set_cookie_headers(response: httpx.Response, name: str) -> list[str]:
+    return [h for h in response.headers.get_list("set-cookie") if h.startswith(f"{name}=")]
+
+
+def cookie_value(response: httpx.Response, name: str = SESSION_COOKIE) -> str:
+    [header] = set_cookie_headers(response, name)
+    return header.split(";", 1)[0].split("=", 1)[1]
+
+
+# -- the whole path -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mfa", [False, True], ids=["mfa-skipped", "mfa-enrolled"])
+async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
+    staff, token = await send_setup_email(stack)
+    email = staff["external_email_1"]
+
+    start = await browser.get(f"/sso/setup/{token}")
+    assert start.status_code == 200
+    assert "agentOS Single Sign-On" in page_text(start)
+    assert email in page_text(start)
+    assert re.search(rf'<a href="/sso/setup/{re.escape(token)}/password">Forgot your password\?</a>',
+                     start.text), start.text
+
+    form = await browser.get(f"/sso/setup/{token}/password")
+    assert form.status_code == 200
+    assert email in page_text(form) and 'type="password"' in form.text
+    assert "onpaste" not in form.text  # SECURITY.md 1: pasting from a password manager works
+    assert 'maxlength="256"' in form.text
+    chosen = await browser.submit(form, f"/sso/setup/{token}/password", password=PASSWORD,
+                                  confirm=PASSWORD)
+    assert redirected_to(chosen, "/sso/setup/confirm"), chosen.text
+    [cookie] = set_cookie_headers(chosen, SESSION_COOKIE)
+    attributes = [part.strip().lower() for part in cookie.split(";")[1:]]
+    assert "httponly" in attributes and "samesite=lax" in attributes
+    assert "secure" in attributes and "path=/" in attributes  # __Host- rules
+    assert not any(a.startswith("domain=") for a in attributes)
+    assert len(cookie_value(chosen)) >= 22  # >= 128 bits, base64url
+    assert PASSWORD not in chosen.text and token not in chosen.headers["location"]
+
+    confirm = await confirm_page_once_sent(browser)
+    text = page_text(confirm)
+    assert email in text
+    assert "spam" in text
+    assert "Confirm account" in text and "Send a new code" in text
+    code = await latest_code(stack, email)
+
+    wrong = await browser.submit(confirm, "/sso/setup/confirm", code=another_code(code))
+    assert wrong.status_code == 400
+    assert "Incorrect code, 4 attempts left" in page_text(wrong)
+    # The person types the code with a space in the middle, as some mail apps show it.
+    right = await browser.submit(wrong, "/sso/setup/confirm", code=f"{code[:3]} {code[3:]}")
+    assert redirected_to(right, "/sso/setup/mfa"), right.text
+
+    mfa_page = await browser.get("/sso/setup/mfa")
+    assert mfa_page.status_code == 200
+    text = page_text(mfa_page)
+    assert QR.search(mfa_page.text), mfa_page.text
+    assert "Complete Setup" in text and "No thanks, I'll set it up later" in text
+    secret = manual_key(mfa_page)
+    assert len(secret) == 32  # 160 bits
+    assert re.search(r'<code id="manual-key" class="key">(\w{4} ){7}\w{4}</code>', mfa_page.text)
+
+    if mfa:
+        totp = pyotp.TOTP(secret)
+        bad = await browser.submit(mfa_page, "/sso/setup/mfa", code=another_code(totp.now()))
+        assert bad.status_code == 400
+        assert "didn't match" in page_text(bad)
+        finished = await browser.submit(bad, "/sso/setup/mfa", code=totp.now())
+    else:
+        finished = await browser.submit(mfa_page, "/sso/setup/mfa/skip")
+    assert redirected_to(finished, "/sso/setup/done"), finished.text
+
+    done = await browser.get("/sso/setup/done")
+    assert done.status_code == 200
+    assert "Your Single Sign-On is now active" in page_text(done)
+    assert email in page_text(done)
+
+    status = await stack.status(staff["id"])
+    assert status["state"] == "active"
+
+    async with stack.sessions() as session:
+        account = await session.scalar(select(SsoAccount).where(
+            SsoAccount.staff_id == uuid.UUID(staff["id"])))
+        bound = (await session.scalars(select(BrowserSession).where(
+            BrowserSession.staff_id == uuid.UUID(staff["id"])))).all()
+    assert account is not None
+    assert account.password_hash is not None
+    assert account.password_hash.startswith(ARGON2_PREFIX)
+    assert PASSWORD not in account.password_hash
+    assert account.verified_at is not None
+    assert account.status == "active" and account.login_email == email
+    if mfa:
+        assert account.mfa_enabled_at is not None
+        assert account.totp_secret_encrypted is not None
+        assert secret not in account.totp_secret_encrypted
+        assert secret.lower() not in account.totp_secret_encrypted.lower()
+        assert account.totp_last_step is not None
+    else:
+        assert account.mfa_enabled_at is None
+        assert account.totp_secret_encrypted is None  # never enrolled: no secret kept
+    # SECURITY.md 10, 18: one server-side session, for this setup only; only its hash stored.
+    [session_row] = bound
+    assert session_row.purpose == "setup"
+    assert browser.cookie() not in session_row.id_hash
+
+    actions = await audit_actions(stack, staff["id"])
+    enrolled, skipped = ("mfa.enrolled", "mfa.skipped") if mfa else ("mfa.skipped", "mfa.enrolled")
+    for action in ("sso_setup.password_set", "code.issued", "sso_setup.email_confirmed",
+                   enrolled, "sso_setup.active"):
+        assert actions.count(action) == 1, (action, actions)
+    assert skipped not in actions
+    if not mfa:
+        assert "mfa.code_failed" not in actions
+    assert "code.failed" in actions
+
+    # Every page of the walk sent the page headers (checked as each arrived), redirects too.
+    assert {r.status_code for r in browser.responses} >= {200, 303, 400}
+
+
+async def test_bad_passwords_are_explained_and_change_nothing(stack: Stack,
+                                                               browser: Browser) -> None:
+    staff, token = await send_setup_email(stack)
+    email = staff["external_email_1"]
+    before = await db_state(stack, staff["id"])
+    cases = [
+        ("short", None, "Use at least 15 characters (this has 5)."),
+        # Counted in code points, not bytes: 14 emoji are 56 bytes of UTF-8.
+        ("\U0001F511" * 14, None, "Use at least 15 characters (this has 14)."),
+        ("x" * 257, None, "Use at most 256 characters (this has 257)."),
+        ("password12345678", None, "This is similar to a commonly used password."),
+        ("aaaaaaaaaaaaaaaa", None, 'Repeats like "aaa" are easy to guess.'),
+        ("Bloggs.agentOS.2024", None, "Don't build your password from your name, email "
+                                      "address or the company name."),
+        (email + "!!", None, "Don't build your password from your name"),
+        (PASSWORD, PASSWORD + "x", "The two passwords don't match."),
+    ]
+    for password, confirm, message in cases:
+        refused = await choose_password(browser, token, password, confirm)
+        assert refused.status_code == 400, (password, refused.text)
+        assert message in page_text(refused), (password, page_text(refused))
+        assert 'role="alert"' in refused.text and 'aria-invalid="true"' in refused.text
+        # The same form again, ready for another try; the password is never echoed back.
+        hidden_fields(refused, f"/sso/setup/{token}/password")
+        assert password not in refused.text and PASSWORD not in refused.text
+        assert set_cookie_headers(refused, SESSION_COOKIE) == []
+    assert await db_state(stack, staff["id"]) == before
+    assert "sso_setup.password_set" not in await audit_actions(stack, staff["id"])
+
+    # The link still works.
+    assert (await browser.get(f"/sso/setup/{token}")).status_code == 200
+    assert redirected_to(await choose_password(browser, token), "/sso/setup/confirm")
+
+
+async def test_session_cookie_without_https(temporal_env: WorkflowEnvironment,
+                                            sqlite_url: str) -> None:
+    """Over plain http (development) the cookies keep HttpOnly and SameSite but cannot be
+    Secure, so they carry no __Host- prefix."""
+    public = "http://sso.example.test"
+    async with running_stack(temporal_env, sqlite_url, public_url=public) as stack:
+        staff = await stack.create_staff()
+        await stack.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=stack.admin)
+        await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")
+        [(_subject, body)] = await outbox(stack, staff["external_email_1"])
+        match = re.search(rf"{re.escape(public)}/sso/setup/([A-Za-z0-9_-]+)", body)
+        assert match, body
+        browser = Browser(stack, base_url=public)
+        try:
+            chosen = await choose_password(browser, match.group(1))
+            assert redirected_to(chosen, "/sso/setup/confirm"), chosen.text
+            [cookie] = set_cookie_headers(chosen, "sso_setup")
+            attributes = [part.strip().lower() for part in cookie.split(";")[1:]]
+            assert "httponly" in attributes and "samesite=lax" in attributes
+            assert "secure" not in attributes
+            assert not set_cookie_headers(chosen, SESSION_COOKIE)
+            assert browser.cookie("sso_csrf") is not None
+            assert (await confirm_page_once_sent(browser)).status_code == 200
+        finally:
+            await browser.aclose()
+    gc.collect()  # as in the stack fixture
+
+
+# -- the link -----------------------------------------------------------------------------
+
+
+async def test_link_is_consumed_by_the_first_post_only(stack: Stack, browser: Browser) -> None:
+    staff, token = await send_setup_email(stack)
+    other = Browser(stack)  # a second browser, or a mail scanner
+    try:
+        for _ in range(3):  # SECURITY.md 6: a GET never consumes the link
+            assert (await other.get(f"/sso/setup/{token}")).status_code == 200
+            stale_form = await other.get(f"/sso/setup/{token}/password")
+            assert stale_form.status_code == 200
+        assert not (await db_state(stack, staff["id"]))["link_consumed"]
+
+        assert redirected_to(await choose_password(browser, token), "/sso/setup/confirm")
+        assert (await db_state(stack, staff["id"]))["link_consumed"]
+
+        for path in (f"/sso/setup/{token}", f"/sso/setup/{token}/password"):
+            gone = await other.get(path)
+            assert gone.status_code == 410
+            assert "no longer valid" in page_text(gone)
+            assert "already been used" in page_text(gone)
+            assert "administrator" in page_text(gone)  # what to do next
+        # The form the other browser loaded before: refused, no session for it.
+        late = await other.submit(stale_form, f"/sso/setup/{token}/password",
+                                  password=PASSWORD, confirm=PASSWORD)
+        assert late.status_code == 410
+        assert "no longer valid" in page_text(late)
+        assert other.cookie() is None
+
+        # Without the cookie the other browser cannot continue the flow.
+        for path in ("/sso/setup/confirm", "/sso/setup/mfa", "/sso/setup/done"):
+            lost = await other.get(path)
+            assert lost.status_code == 401, path
+            assert "Open the link from your email" in page_text(lost)
+        code = await latest_code(stack, staff["external_email_1"])
+        posted = await other.post("/sso/setup/confirm", {
+            "code": code, "csrf": hidden_fields(stale_form, f"/sso/setup/{token}/password")["csrf"],
+            "submission": "x" * 22})
+        assert posted.status_code == 401
+        assert "Open the link from your email" in page_text(posted)
+        # A made-up session cookie is no better.
+        other.http.cookies.set(SESSION_COOKIE, "A" * 43, domain="sso.example.test")
+        assert (await other.get("/sso/setup/confirm")).status_code == 401
+    finally:
+        await other.aclose()
+
+    # The browser that chose the password carries on.
+    page = await confirm_page_once_sent(browser)
+    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=code),
+                         "/sso/setup/mfa")
+
+
+# -- CSRF ---------------------------------------------------------------------------------
+
+
+async def test_forms_without_a_valid_csrf_token_change_nothing(stack: Stack,
+                                                               browser: Browser) -> None:
+    staff, token = await send_setup_email(stack)
+    email = staff["external_email_1"]
+    action = f"/sso/setup/{token}/password"
+    form = await browser.get(action)
+    assert browser.cookie(CSRF_COOKIE) is not None
+    before = await db_state(stack, staff["id"])
+
+    def forged(fields: dict[str, str], csrf: str | None) -> dict[str, str]:
+        data = dict(fields)
+        if csrf is None:
+            del data["csrf"]
+        else:
+            data["csrf"] = csrf
+        return data
+
+    good = {**hidden_fields(form, action), "password": PASSWORD, "confirm": PASSWORD}
+    for csrf in (None, "", "wrong", "0" * 64, good["csrf"][:-1] + "x"):
+        refused = await browser.post(action, forged(good, csrf))
+        assert refused.status_code == 400, csrf
+        assert FORM_PROBLEM in page_text(refused)
+        assert set_cookie_headers(refused, SESSION_COOKIE) == []
+    # A valid token from one browser is useless in another (it is tied to that browser's
+    # CSRF cookie): what a cross-site form post would look like.
+    attacker = Browser(stack)
+    try:
+        stolen = await attacker.post(action, good)
+        assert stolen.status_code == 400
+        assert FORM_PROBLEM in page_text(stolen)
+    finally:
+        await attacker.aclose()
+    assert await db_state(stack, staff["id"]) == before
+
+    chosen = await browser.post(action, good)
+    assert redirected_to(chosen, "/sso/setup/confirm"), chosen.text
+
+    # The code step: the right code with a bad token is not used up, and costs no attempt.
+    page = await confirm_page_once_sent(browser)
+    code = await latest_code(stack, email)
+    fields = {**hidden_fields(page, "/sso/setup/confirm"), "code": code}
+    for csrf in (None, "wrong"):
+        refused = await browser.post("/sso/setup/confirm", forged(fields, csrf))
+        assert refused.status_code == 400
+        assert FORM_PROBLEM in page_text(refused)
+        assert "attempts left for this code" not in page_text(refused)  # none used
+
+    # Resend, once it would be allowed: a bad token sends nothing.
+    await stack.env.sleep(timedelta(seconds=61))
+    page = await browser.get("/sso/setup/confirm")
+    resend = hidden_fields(page, "/sso/setup/resend")
+    for csrf in (None, "wrong"):
+        refused = await browser.post("/sso/setup/resend", forged(resend, csrf))
+        assert refused.status_code == 400
+        assert FORM_PROBLEM in page_text(refused)
+    assert await codes_sent_to(stack, email) == [code]
+
+    confirmed = await browser.submit(page, "/sso/setup/confirm", code=code)
+    assert redirected_to(confirmed, "/sso/setup/mfa"), confirmed.text
+
+    # The MFA step: neither the code nor the skip is taken with a bad token.
+    mfa_page = await browser.get("/sso/setup/mfa")
+    totp = pyotp.TOTP(manual_key(mfa_page))
+    for action_path, extra in (("/sso/setup/mfa", {"code": totp.now()}),
+                               ("/sso/setup/mfa/skip", {})):
+        fields = {**hidden_fields(mfa_page, action_path), **extra}
+        for csrf in (None, "wrong"):
+            refused = await browser.post(action_path, forged(fields, csrf))
+            assert refused.status_code == 400, action_path
+            assert FORM_PROBLEM in page_text(refused)
+    state = await db_state(stack, staff["id"])
+    assert state["setup_state"] == "mfa_pending"
+    assert state["account"] is not None and state["account"][2] is None  # no mfa_enabled_at
+    assert (await browser.get("/sso/setup/mfa")).status_code == 200
+
+    # The same code, now with the right token: it was never used.
+    finished = await browser.submit(mfa_page, "/sso/setup/mfa", code=totp.now())
+    assert redirected_to(finished, "/sso/setup/done"), finished.text
+    assert (await stack.status(staff["id"]))["state"] == "active"
+
+
+# -- double submit ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timing", [
+    "at-once",
+    "one-after-the-other",
+])
+async def test_double_submitted_password_form_runs_once(stack: Stack, browser: Browser,
+                                                        timing: str) -> None:
+    staff, token = await send_setup_email(stack)
+    action = f"/sso/setup/{token}/password"
+    form = await browser.get(action)
+    fields = {**hidden_fields(form, action), "password": PASSWORD, "confirm": PASSWORD}
+    if timing == "at-once":
+        first, second = await asyncio.gather(browser.post(action, fields),
+                                             browser.post(action, fields))
+    else:
+        first = await browser.post(action, fields)
+        second = await browser.post(action, fields)
+    for response in (first, second):
+        assert redirected_to(response, "/sso/setup/confirm"), (response.status_code,
+                                                               page_text(response))
+    assert cookie_value(first) == cookie_value(second)
+
+    page = await confirm_page_once_sent(browser)
+    code = await latest_code(stack, staff["external_email_1"])
+    assert await codes_sent_to(stack, staff["external_email_1"]) == [code]
+    actions = await audit_actions(stack, staff["id"])
+    assert actions.count("sso_setup.password_set") == 1
+    assert actions.count("code.issued") == 1
+    assert (await db_state(stack, staff["id"]))["sessions"] == 1
+    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=code),
+                         "/sso/setup/mfa")
+
+
+# -- codes --------------------------------------------------------------------------------
+
+
+async def test_resend_is_throttled_and_replaces_the_code(stack: Stack, browser: Browser) -> None:
+    flow = await at_code_step(stack, browser)
+    staff, first, page = flow.staff, flow.code, flow.page
+    email = staff["external_email_1"]
+
+    too_soon = await browser.submit(page, "/sso/setup/resend")
+    assert too_soon.status_code == 409
+    match = re.search(r"You can ask for a new code in (\d+) seconds?\.", page_text(too_soon))
+    assert match, page_text(too_soon)
+    assert 0 < int(match.group(1)) <= 60
+    assert await codes_sent_to(stack, email) == [first]
+
+    await stack.env.sleep(timedelta(seconds=61))
+    page = await browser.get("/sso/setup/confirm")
+    accepted = await browser.submit(page, "/sso/setup/resend")
+    assert accepted.status_code == 200
+    assert "We've sent you a new code. Earlier codes no longer work." in page_text(accepted)
+    second = await latest_code(stack, email, count=2)
+    assert len(await codes_sent_to(stack, email)) == 2
+    # And straight after, the next one is throttled again.
+    again = await browser.submit(accepted, "/sso/setup/resend")
+    assert again.status_code == 409
+    assert "You can ask for a new code in" in page_text(again)
+
+    page = await confirm_page_once_sent(browser)
+    if first != second:
+        old = await browser.submit(page, "/sso/setup/confirm", code=first)
+        assert old.status_code == 400
+        assert "Incorrect code, 4 attempts left" in page_text(old)
+        page = old
+    new = await browser.submit(page, "/sso/setup/confirm", code=second)
+    assert redirected_to(new, "/sso/setup/mfa"), new.text
+    assert len(await codes_sent_to(stack, email)) == 2
+
+
+async def test_new_codes_are_capped_per_flow(stack: Stack, browser: Browser) -> None:
+    flow = await at_code_step(stack, browser)
+    email = flow.staff["external_email_1"]
+    for sent in range(2, 7):  # five new codes after the first
+        await stack.env.sleep(timedelta(seconds=61))
+        page = await browser.get("/sso/setup/confirm")
+        assert (await browser.submit(page, "/sso/setup/resend")).status_code == 200
+        await latest_code(stack, email, count=sent)
+        await confirm_page_once_sent(browser)
+    await stack.env.sleep(timedelta(seconds=61))
+    page = await browser.get("/sso/setup/confirm")
+    assert "You can't ask for more codes in this setup." in page_text(page)
+    refused = await browser.submit(page, "/sso/setup/resend")
+    assert refused.status_code == 409
+    assert "You've asked for the most new codes we can send." in page_text(refused)
+    assert "administrator" in page_text(refused)
+    assert len(await codes_sent_to(stack, email)) == 6
+    last = await latest_code(stack, email, count=6)
+    assert redirected_to(await browser.submit(refused, "/sso/setup/confirm", code=last),
+                         "/sso/setup/mfa")
+
+
+async def test_codes_expire_after_ten_minutes(stack: Stack, browser: Browser) -> None:
+    flow = await at_code_step(stack, browser)
+    await stack.env.sleep(timedelta(minutes=10, seconds=1))
+    page = await browser.get("/sso/setup/confirm")
+    expired = await browser.submit(page, "/sso/setup/confirm", code=flow.code)
+    assert expired.status_code == 400
+    assert "This code has expired. Click Send a new code." in page_text(expired)
+    assert (await browser.submit(expired, "/sso/setup/resend")).status_code == 200
+    fresh = await latest_code(stack, flow.staff["external_email_1"], count=2)
+    page = await confirm_page_once_sent(browser)
+    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=fresh),
+                         "/sso/setup/mfa")
+
+
+async def test_five_wrong_codes_kill_the_code(stack: Stack, browser: Browser) -> None:
+    flow = await at_code_step(stack, browser)
+    staff, code, page = flow.staff, flow.code, flow.page
+    wrong = another_code(code)
+    for left in (4, 3, 2, 1):
+        page = await browser.submit(page, "/sso/setup/confirm", code=wrong)
+        assert page.status_code == 400
+        plural = "s" if left != 1 else ""
+        assert f"Incorrect code, {left} attempt{plural} left" in page_text(page)
+    page = await browser.submit(page, "/sso/setup/confirm", code=wrong)
+    assert page.status_code == 400
+    assert "This code can no longer be used; click Send a new code." in page_text(page)
+
+    for _ in range(2):  # even the right code, and trying it does not bring it back
+        page = await browser.submit(page, "/sso/setup/confirm", code=code)
+        assert page.status_code == 400
+        assert "Too many incorrect codes. Click Send a new code." in page_text(page)
+    actions = await audit_actions(stack, staff["id"])
+    assert actions.count("code.failed") == 5
+    assert "sso_setup.email_confirmed" not in actions
+
+    await stack.env.sleep(timedelta(seconds=61))
+    page = await browser.get("/sso/setup/confirm")
+    assert (await browser.submit(page, "/sso/setup/resend")).status_code == 200
+    fresh = await latest_code(stack, staff["external_email_1"], count=2)
+    page = await confirm_page_once_sent(browser)
+    if fresh != code:
+        stale = await browser.submit(page, "/sso/setup/confirm", code=code)
+        assert stale.status_code == 400
+        page = stale
+    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=fresh),
+                         "/sso/setup/mfa")
+
+
+async def test_malformed_codes_are_explained_and_cost_nothing(stack: Stack,
+                                                              browser: Browser) -> None:
+    flow = await at_code_step(stack, browser)
+    code, page = flow.code, flow.page
+    for typed in ("", "12345", "1234567", "abcdef"):
+        page = await browser.submit(page, "/sso/setup/confirm", code=typed)
+        assert page.status_code == 400
+        assert "Enter the 6-digit code from the email." in page_text(page)
+        assert "attempts left" not in page_text(page)
+    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=code),
+                         "/sso/setup/mfa")
+
+
+# -- order of steps -----------------------------------------------------------------------
+
+
+async def test_steps_out_of_order(stack: Stack, browser: Browser) -> None:
+    flow = await at_code_step(stack, browser)
+    staff, token, code, page = flow.staff, flow.token, flow.code, flow.page
+    assert redirected_to(await browser.get("/sso/setup/mfa"), "/sso/setup/confirm")
+    assert redirected_to(await browser.get("/sso/setup/done"), "/sso/setup/confirm")
+    csrf = hidden_fields(page, "/sso/setup/confirm")["csrf"]
+    for path, data in (("/sso/setup/mfa/skip", {}), ("/sso/setup/mfa", {"code": "123456"})):
+        early = await browser.post(path, {"csrf": csrf, "submission": uuid.uuid4().hex, **data})
+        assert early.status_code == 409, (path, early.text)
+        assert "That step isn't available right now." in page_text(early)
+        assert "Confirm account" in page_text(early)  # shown on the page the person is at
+    assert (await db_state(stack, staff["id"]))["setup_state"] == "code_sent"
+
+    confirmed = await browser.submit(page, "/sso/setup/confirm", code=code)
+    assert redirected_to(confirmed, "/sso/setup/mfa")
+    assert redirected_to(await browser.get("/sso/setup/confirm"), "/sso/setup/mfa")
+    assert redirected_to(await browser.get("/sso/setup/done"), "/sso/setup/mfa")
+    mfa_page = await browser.get("/sso/setup/mfa")
+    for path, data in (("/sso/setup/confirm", {"code": code}), ("/sso/setup/resend", {})):
+        late = await browser.post(path, {"csrf": csrf, "submission": uuid.uuid4().hex, **data})
+        assert late.status_code == 409, (path, late.text)
+        assert "That step isn't available right now." in page_text(late)
+        assert "Complete Setup" in page_text(late)
+
+    assert redirected_to(await browser.submit(mfa_page, "/sso/setup/mfa/skip"),
+                         "/sso/setup/done")
+    # A finished flow takes no more steps.
+    assert (await browser.get(f"/sso/setup/{token}")).status_code == 410
+    for path, data in (("/sso/setup/confirm", {"code": code}), ("/sso/setup/resend", {}),
+                       ("/sso/setup/mfa", {"code": "123456"}), ("/sso/setup/mfa/skip", {})):
+        ended = await browser.post(path, {"csrf": csrf, "submission": uuid.uuid4().hex, **data})
+        assert ended.status_code == 410, (path, ended.status_code, page_text(ended))
+        assert "no longer valid" in page_text(ended)
+    assert (await stack.status(staff["id"]))["state"] == "active"
+
+
+
+STALE_MFA_FORM = (
+    "api/routes/setup_pages.py:175-179 and :201-202: a CSRF failure (or a malformed code) on "
+    "POST /sso/setup/mfa or /sso/setup/mfa/skip re-renders the MFA page without checking the "
+    "step; SetupSteps.authenticator (api/services/setup_steps.py:183) finds no TOTP secret "
+    "before the code step is done (or after MFA was skipped) and raises ServiceUnavailable, so "
+    "the person gets 503 'try again in a minute', which never helps. Fix: on a form problem, "
+    "read steps.progress(bound) first and show the problem on the page of the current step "
+    "(as _refused does: confirm page for CODE_STEPS, MFA page for mfa_pending, _elsewhere "
+    "otherwise)."
+)
+
+
+async def test_stale_mfa_form_at_the_code_step(stack: Stack, browser: Browser) -> None:
+    flow = await at_code_step(stack, browser)
+    csrf = hidden_fields(flow.page, "/sso/setup/confirm")["csrf"]
+    for path, data in (("/sso/setup/mfa/skip", {"csrf": "stale"}),
+                       ("/sso/setup/mfa", {"csrf": "stale", "code": "123456"}),
+                       ("/sso/setup/mfa", {"csrf": csrf, "code": "12"})):
+        response = await browser.post(path, {"submission": uuid.uuid4().hex, **data})
+        assert response.status_code in (400, 409), (path, data, response.status_code)
+        assert "Confirm account" in page_text(response)  # the page the person is at
+    assert (await db_state(stack, flow.staff["id"]))["setup_state"] == "code_sent"
+
+
+async def test_stale_forms_after_the_flow_finished(stack: Stack, browser: Browser) -> None:
+    flow = await at_code_step(stack, browser)
+    assert redirected_to(await browser.submit(flow.page, "/sso/setup/confirm", code=flow.code),
+                         "/sso/setup/mfa")
+    mfa_page = await browser.get("/sso/setup/mfa")
+    assert redirected_to(await browser.submit(mfa_page, "/sso/setup/mfa/skip"), "/sso/setup/done")
+    for path in ("/sso/setup/confirm", "/sso/setup/resend", "/sso/setup/mfa",
+                 "/sso/setup/mfa/skip"):
+        response = await browser.post(path, {"csrf": "stale", "code": "123456",
+                                             "submission": uuid.uuid4().hex})
+        assert response.status_code == 410 or redirected_to(response, "/sso/setup/done"), (
+            path, response.status_code)
+
+
+async def test_pages_of_a_cancelled_flow(stack: Stack, browser: Browser) -> None:
+    flow = await at_code_step(stack, browser)
+    cancelled = await stack.http.delete(f"/api/v1/staff/{flow.staff['id']}/sso-email",
+                                        headers=stack.admin)
+    assert cancelled.status_code == 200, cancelled.text
+    link = await browser.get(f"/sso/setup/{flow.token}")
+    assert link.status_code == 410
+    assert "no longer valid" in page_text(link)
+    # The flow's setup session ended with it: every page now says how to start again.
+    for path in ("/sso/setup/confirm", "/sso/setup/mfa", "/sso/setup/done"):
+        page = await browser.get(path)
+        assert page.status_code in (401, 410), (path, page.status_code)
+        assert "administrator" in page_text(page)
+    refused = await browser.submit(flow.page, "/sso/setup/confirm", code=flow.code)
+    assert refused.status_code in (401, 410)
+    state = await db_state(stack, flow.staff["id"])
+    assert state["setup_state"] == "cancelled"
+    assert state["account"] is not None and state["account"][1] is None  # never verified
+
+
+async def test_a_newer_email_ends_the_old_flow_and_its_session(stack: Stack,
+                                                               browser: Browser) -> None:
+    """SECURITY.md 5: a link, and the session it led to, belong to one flow."""
+    flow = await at_code_step(stack, browser)
+    email = flow.staff["external_email_1"]
+    again = await stack.http.post(f"/api/v1/staff/{flow.staff['id']}/sso-email",
+                                  headers=stack.admin)
+    assert again.status_code == 202, again.text
+    await stack.wait_for(flow.staff["id"], lambda s: s["state"] == "email_sent")
+    links = [re.search(r"/sso/setup/([A-Za-z0-9_-]+)", text).group(1)  # type: ignore[union-attr]
+             for subject, text in await outbox(stack, email) if subject != CODE_SUBJECT]
+    assert len(links) == 2 and links[0] == flow.token
+
+    lost = await browser.get("/sso/setup/confirm")
+    assert lost.status_code == 401
+    assert "Open the link from your email" in page_text(lost)
+    refused = await browser.submit(flow.page, "/sso/setup/confirm", code=flow.code)
+    assert refused.status_code == 401
+    assert (await browser.get(f"/sso/setup/{flow.token}")).status_code == 410
+    assert (await browser.get(f"/sso/setup/{links[1]}")).status_code == 200
+    assert redirected_to(await choose_password(browser, links[1]), "/sso/setup/confirm")
+    assert (await confirm_page_once_sent(browser)).status_code == 200
+
+
+# -- headers ------------------------------------------------------------------------------
+
+
+async def test_every_setup_page_sends_the_page_headers(stack: Stack, browser: Browser) -> None:
+    flow = await at_code_step(stack, browser)
+    stranger = Browser(stack)
+    try:
+        responses = [
+            await stranger.get(f"/sso/setup/{flow.token}"),            # used link, 410
+            await stranger.get("/sso/setup/not-a-real-token"),         # unknown link, 404
+            await stranger.get("/sso/setup/confirm"),                  # no session, 401
+            await browser.submit(flow.page, "/sso/setup/resend"),      # too soon, 409
+            await browser.get("/sso/setup/mfa"),                       # out of order, 303
+        ]
+    finally:
+        await stranger.aclose()
+    assert [r.status_code for r in responses] == [410, 404, 401, 409, 303]
+    for response in responses:
+        assert_page_headers(response)
+        assert response.headers["x-frame-options"] == "DENY"
+
+
+# -- Temporal down ------------------------------------------------------------------------
+
+
+async def test_temporal_unreachable_gives_503_and_keeps_the_link(stack: Stack,
+                                                                 browser: Browser) -> None:
+    staff, token = await send_setup_email(stack)
+    before = await db_state(stack, staff["id"])
+    settings = make_settings(database_url=stack.settings.database_url,
+                             temporal_address="127.0.0.1:1", task_queue=stack.settings.task_queue)
+    app = create_app(settings)  # its TemporalGateway points at 127.0.0.1:1
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as http:
+        form = await http.get(f"/sso/setup/{token}/password")
+        assert form.status_code == 200  # reading the link needs only the database
+        action = f"/sso/setup/{token}/password"
+        down = await http.post(action, data={**hidden_fields(form, action),
+                                             "password": PASSWORD, "confirm": PASSWORD})
+        assert down.status_code == 503
+        assert UNAVAILABLE in page_text(down)
+        assert_page_headers(down)
+        assert not set_cookie_headers(down, SESSION_COOKIE)
+    assert await db_state(stack, staff["id"]) == before
+
+    # Temporal back: the same link still works.
+    assert (await browser.get(f"/sso/setup/{token}")).status_code == 200
+    assert redirected_to(await choose_password(browser, token), "/sso/setup/confirm")
+    assert (await confirm_page_once_sent(browser)).status_code == 200
