@@ -780,16 +780,6 @@ async def test_steps_out_of_order(stack: Stack, browser: Browser) -> None:
 
 
 
-STALE_MFA_FORM = (
-    "api/routes/setup_pages.py:175-179 and :201-202: a CSRF failure (or a malformed code) on "
-    "POST /sso/setup/mfa or /sso/setup/mfa/skip re-renders the MFA page without checking the "
-    "step; SetupSteps.authenticator (api/services/setup_steps.py:183) finds no TOTP secret "
-    "before the code step is done (or after MFA was skipped) and raises ServiceUnavailable, so "
-    "the person gets 503 'try again in a minute', which never helps. Fix: on a form problem, "
-    "read steps.progress(bound) first and show the problem on the page of the current step "
-    "(as _refused does: confirm page for CODE_STEPS, MFA page for mfa_pending, _elsewhere "
-    "otherwise)."
-)
 
 
 async def test_stale_mfa_form_at_the_code_step(stack: Stack, browser: Browser) -> None:
