@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -21,11 +22,11 @@ from workflows.password_reset import PasswordResetWorkflow
 from workflows.sso_setup import SsoSetupWorkflow
 
 
-def build_worker(client: Client, settings: Settings) -> Worker:
+def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None = None) -> Worker:
     if not settings.seal_private_key.get_secret_value():
         raise InsecureSettingsError("the worker needs SSO_SEAL_PRIVATE_KEY to open sealed "
                                     "passwords and codes")
-    sessions = session_factory(create_engine(settings.async_database_url))
+    sessions = session_factory(engine or create_engine(settings.async_database_url))
     sender = build_sender(settings, sessions, keyring_from_settings(settings))
     keyring = keyring_from_settings(settings)
     setup = SetupActivities(settings, sessions, sender)
@@ -46,13 +47,17 @@ def build_worker(client: Client, settings: Settings) -> Worker:
 
 async def run(settings: Settings) -> None:
     client = await connect(settings)
-    worker = build_worker(client, settings)
+    engine = create_engine(settings.async_database_url)
+    worker = build_worker(client, settings, engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with worker:
-        await stop.wait()
+    try:
+        async with worker:
+            await stop.wait()
+    finally:
+        await engine.dispose()
 
 
 def main() -> None:
