@@ -18,6 +18,7 @@ from core.db import create_engine, session_factory
 from core.logging import configure as configure_logging
 from core.settings import InsecureSettingsError, Settings, get_settings
 from core.temporal_client import connect
+from workflows.notices import PasswordChangedNoticeWorkflow
 from workflows.password_reset import PasswordResetWorkflow
 from workflows.sso_setup import SsoSetupWorkflow
 
@@ -35,7 +36,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[SsoSetupWorkflow, PasswordResetWorkflow],
+        workflows=[SsoSetupWorkflow, PasswordResetWorkflow, PasswordChangedNoticeWorkflow],
         activities=[
             setup.send_setup_email, setup.close_setup,
             steps.store_password, steps.send_code, steps.confirm_email, steps.verify_totp,

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import (
@@ -85,12 +86,12 @@ class PasswordResetWorkflow:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = False
         self._done = False
+        self._ended = False
 
     @workflow.run
     async def run(self, data: PasswordResetInput) -> ResetOutcome:
         workflow.set_current_details("Reset code requested")
-        outcome: ResetOutcome | None = None
-        while outcome is None:
+        while not self._done and not self._ended:
             last = self._code.last_request or workflow.now()
             deadline = last + timedelta(seconds=data.ttl_seconds)
             try:
@@ -98,20 +99,20 @@ class PasswordResetWorkflow:
                                               timeout=max(deadline - workflow.now(),
                                                           timedelta(seconds=1)),
                                               timeout_summary="Reset request expires")
-                outcome = ResetOutcome(state="reset")
             except TimeoutError:
                 await workflow.wait_condition(lambda: not self._busy)
-                if self._done:
-                    outcome = ResetOutcome(state="reset")
-                elif (self._code.last_request or last) == last:
-                    outcome = ResetOutcome(state="expired", reason="no reset within the time")
-                    self._move_to("expired", "Ended: the reset was not completed in time")
-        for task in self._tasks:
-            if outcome.state != "reset":
+                if not self._done and (self._code.last_request or last) == last:
+                    # From here on every step is refused: nothing can slip in while closing.
+                    self._ended = True
+        if not self._done:
+            for task in self._tasks:
                 task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._move_to("expired", "Ended: the reset was not completed in time")
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return outcome
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._done:
+            return ResetOutcome(state="reset")
+        return ResetOutcome(state="expired", reason="no reset within the time")
 
     @workflow.update(name="request_code")
     async def request_code(self, request: CodeRequest) -> StepResult:
@@ -155,7 +156,13 @@ class PasswordResetWorkflow:
             self._code.use()
             self._done = True
             self._move_to("completed", "Password changed; all sessions signed out")
-            self._tasks.append(asyncio.create_task(self._notify(workflow.now())))
+            await workflow.start_child_workflow(
+                "PasswordChangedNotice",
+                args=[NoticeInput(staff_id=self._input.staff_id, changed_at=workflow.now()),
+                      self._input.email_retry],
+                id=f"password-changed-{self._input.account_id}-{workflow.uuid4()}",
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary="Email: your password was changed")
             return StepResult(ok=True, step=self._step)
         finally:
             self._busy = False
@@ -181,6 +188,9 @@ class PasswordResetWorkflow:
         if self._done:
             raise ApplicationError("This reset is finished. Sign in with your new password.",
                                    type="ResetDone", non_retryable=True)
+        if self._ended:
+            raise ApplicationError("This reset has ended. Start again with Forgot your "
+                                   "password?", type="ResetEnded", non_retryable=True)
 
     async def _deliver(self, number: int) -> None:
         try:
@@ -201,15 +211,6 @@ class PasswordResetWorkflow:
             assert self._code.expires_at is not None
             self._move_to("code_sent", f"Reset code sent; valid until "
                           f"{self._code.expires_at.strftime('%H:%M UTC')}")
-
-    async def _notify(self, changed_at: datetime) -> None:
-        await workflow.execute_activity(
-            "send_password_changed", NoticeInput(staff_id=self._input.staff_id,
-                                                 changed_at=changed_at),
-            start_to_close_timeout=timedelta(seconds=60),
-            schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
-            retry_policy=self._input.email_retry.policy(),
-            summary="Tell the person their password was changed")
 
     async def _audit(self, action: str, ip: str | None, **details: str) -> None:
         await workflow.execute_activity(

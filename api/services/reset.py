@@ -45,6 +45,7 @@ from workflows.password_reset import (
     RESET_PURPOSE,
     CodeRequest,
     PasswordResetInput,
+    ResetOutcome,
     ResetProgress,
     ResetRequest,
 )
@@ -152,10 +153,13 @@ class ResetSteps:
                 return StepResult(ok=False, step="", message=cause.message)
             raise ServiceUnavailable(UNAVAILABLE) from exc
         except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return StepResult(ok=False, step="", message=(
-                    "This reset has ended. Start again with Forgot your password?"))
-            raise ServiceUnavailable(UNAVAILABLE) from exc
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise ServiceUnavailable(UNAVAILABLE) from exc
+            if await self._finished_with_reset(workflow_id):
+                # This form already went through (a double submit): same answer.
+                return StepResult(ok=True, step="completed")
+            return StepResult(ok=False, step="", message=(
+                "This reset has ended. Start again with Forgot your password?"))
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
@@ -168,6 +172,16 @@ class ResetSteps:
                 return await handle.query("progress", result_type=ResetProgress)
         except (RPCError, TimeoutError, WorkflowQueryFailedError):
             return None
+
+    async def _finished_with_reset(self, workflow_id: str) -> bool:
+        finished = (await self._client()).get_workflow_handle(workflow_id,
+                                                              result_type=ResetOutcome)
+        try:
+            async with asyncio.timeout(self._timeout):
+                outcome = await finished.result()
+        except Exception:  # failed, terminated or unreachable: not a finished reset
+            return False
+        return bool(outcome.state == "reset")
 
     # -- the stand-in for unknown addresses answers as a flow would --------------------------
 

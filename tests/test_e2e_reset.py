@@ -1,0 +1,351 @@
+"""End to end: "Forgot your password?" on the real stack with real SMTP.
+
+A person is set up through the setup pages (email, password, code, MFA skipped), signs in
+and out, resets the password with the emailed code, gets the "password was changed" email,
+and from then on only the new password works. The reset flow's history holds none of the
+passwords or the code, raw or decoded with the app's codec.
+
+The stack and the SMTP sink come from tests/stack.py; this module builds its own
+module-scoped fixtures the same way tests/test_e2e.py does, and reuses that module's page
+and email helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urljoin
+
+import httpx
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from core.codec import EncryptionCodec, data_converter, keyring_from_settings
+from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
+from tests.stack import DevStack, ReceivedEmail, SmtpSink, free_ports
+from tests.test_e2e import (
+    EMAIL_TIMEOUT,
+    World,
+    _Forms,
+    _leak_finder,
+    _payloads,
+    _sealed_fields,
+    active_status,
+    check_done,
+    eventually,
+    follow,
+    links_of,
+    press,
+    setup_to_mfa,
+    text_of,
+)
+from tests.test_setup_steps_workflow import payloads as encrypted_payloads
+from workflows.password_reset import ResetOutcome
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+BRAND = "agentOS"
+RESET_CODE_SUBJECT = f"Your {BRAND} password reset code"
+CHANGED_SUBJECT = f"Your {BRAND} password was changed"
+REFUSED = "Incorrect email or password"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """`sso dev` as in tests/test_e2e.py: Temporal dev server, worker, web app, real SMTP."""
+    data_dir = tmp_path_factory.mktemp("sso-dev-reset")
+    port, temporal_port, ui_port = free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
+    env.update({
+        "PYTHONUNBUFFERED": "1",
+        "SSO_ENV": "development",
+        "SSO_EMAIL_BACKEND": "smtp",
+        "SSO_SMTP_HOST": "127.0.0.1",
+        "SSO_SMTP_PORT": str(smtp.port),
+        "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
+        "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
+        "SSO_SECRET_KEY": TEST_SECRET_KEY,
+        "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+        "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
+    })
+    dev = DevStack.start(data_dir, env, port=port, temporal_port=temporal_port,
+                         ui_port=ui_port, timeout=90)
+    try:
+        yield dev
+    finally:
+        report = dev.stop(timeout=20)
+        (data_dir / "sso-dev-output.log").write_text(dev.output())
+        (data_dir / "stop-report.txt").write_text(repr(report))
+        problems = []
+        if report.needed_kill:
+            problems.append("sso dev did not stop within 20 s of Ctrl-C and was killed")
+        if report.left_running:
+            problems.append(f"processes left running after sso dev stopped: "
+                            f"{report.left_running}")
+        if report.open_ports:
+            problems.append(f"ports still answering after sso dev stopped: {report.open_ports}")
+        assert not problems, "; ".join(problems) + "\n--- output ---\n" + dev.output()[-5000:]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, timeout=30,
+        headers={"Authorization": f"Bearer {stack.admin_key}"},
+    ) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def temporal(stack: DevStack) -> Client:
+    return await Client.connect(stack.temporal_address,
+                                data_converter=data_converter(make_settings()))
+
+
+@pytest.fixture(scope="module")
+def world(stack: DevStack, smtp: SmtpSink) -> World:
+    return World(stack, smtp)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class Browser:
+    """One person's browser (own cookies) that remembers every form it posted."""
+
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, dict[str, list[str]], int, str]] = []
+        self.client = httpx.AsyncClient(timeout=30, follow_redirects=False,
+                                        event_hooks={"response": [self._record]})
+
+    async def _record(self, response: httpx.Response) -> None:
+        request = response.request
+        if request.method == "POST":
+            form = parse_qs(request.content.decode(), keep_blank_values=True)
+            self.posted.append((request.url.path, form, response.status_code,
+                                response.headers.get("location", "")))
+
+    def password_set_at_setup(self) -> str:
+        """The password the setup page accepted (the post answered by a 303 onwards)."""
+        accepted = [form["password"][0] for path, form, status, location in self.posted
+                    if path.startswith("/sso/setup") and status == 303
+                    and location == "/sso/setup/confirm"]
+        assert len(accepted) == 1, self.posted
+        return accepted[0]
+
+
+async def submit(person: httpx.AsyncClient, page: httpx.Response, button: str,
+                 **typed: str) -> httpx.Response:
+    """Like tests/test_e2e.py `press`, for forms that carry a csrf field and, when they have
+    one, a submission field (sign in, sign out and "Forgot your password?" have none)."""
+    parser = _Forms()
+    parser.feed(page.text)
+    forms = [f for f in parser.forms if button in f["buttons"]]
+    assert len(forms) == 1, f"one form with a '{button}' button expected: {parser.forms}"
+    form = forms[0]
+    assert form["method"] == "post", form
+    assert form["fields"].get("csrf"), form
+    if "submission" in form["fields"]:
+        assert form["fields"]["submission"], form
+    assert set(typed) <= set(form["fields"]), (typed.keys(), form)
+    response = await person.post(urljoin(str(page.url), form["action"]),
+                                 data={**form["fields"], **typed})
+    assert response.status_code != 500, response.text
+    return response
+
+
+async def open_page(person: httpx.AsyncClient, url: str) -> httpx.Response:
+    page = await person.get(url)
+    assert page.status_code == 200, (url, page.status_code, text_of(page)[:2000])
+    return page
+
+
+async def sign_in(person: httpx.AsyncClient, world: World, email: str,
+                  password: str) -> httpx.Response:
+    page = await open_page(person, f"{world.stack.base_url}/sso/login")
+    return await submit(person, page, "Sign in", email=email, password=password)
+
+
+async def wait_for_subject(world: World, to: str, subject: str) -> ReceivedEmail:
+    def arrived() -> ReceivedEmail | None:
+        mine = [m for m in world.smtp.messages
+                if to in m.rcpt_tos and m.message["Subject"] == subject]
+        return mine[0] if mine else None
+    received: ReceivedEmail = await eventually(arrived, EMAIL_TIMEOUT,
+                                               what=f"'{subject}' to {to}")
+    assert received.message["To"] == to and received.rcpt_tos == [to]
+    return received
+
+
+def bodies(received: ReceivedEmail) -> tuple[str, str]:
+    text_part = received.message.get_body(preferencelist=("plain",))
+    html_part = received.message.get_body(preferencelist=("html",))
+    assert text_part is not None and html_part is not None, "needs text and HTML parts"
+    return text_part.get_content(), html_part.get_content()
+
+
+def account_id_of(world: World, staff_id: str) -> uuid.UUID:
+    """The SSO account's id, read from the app's SQLite database (read-only)."""
+    path = world.stack.data_dir / "sso.db"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT id FROM sso_accounts WHERE staff_id = ?",
+                          (uuid.UUID(staff_id).hex,)).fetchall()
+    finally:
+        db.close()
+    assert len(rows) == 1, rows
+    return uuid.UUID(str(rows[0][0]))
+
+
+# --------------------------------------------------------------------------- the test
+
+
+async def test_forgot_password_resets_with_the_emailed_code(
+        api: httpx.AsyncClient, world: World, temporal: Client) -> None:
+    base = world.stack.base_url
+    browser = Browser()
+    person = browser.client
+    try:
+        # Set up through the setup pages: email, password, code, MFA skipped.
+        staff, mfa = await setup_to_mfa(api, world, person, "rae", first="Rae")
+        await check_done(person, await press(person, mfa, "No thanks, I'll set it up later"),
+                         staff)
+        assert (await active_status(api, staff["id"]))["mfa_enabled"] is False
+        to = staff["external_email_1"]
+        old_password = browser.password_set_at_setup()
+        world.secrets[old_password] = "the password set at setup (old)"
+
+        # Sign in; the account page names them. Then sign out.
+        response = await sign_in(person, world, to, old_password)
+        account = await follow(person, response, "/sso/account")
+        assert "You're signed in" in text_of(account)
+        assert "Rae Bloggs" in text_of(account) and to in text_of(account)
+        signed_out = await follow(person, await submit(person, account, "Sign out"),
+                                  "/sso/login?notice=signed_out")
+        assert "You have signed out." in text_of(signed_out)
+        gone = await person.get(f"{base}/sso/account")
+        assert gone.status_code == 303 and gone.headers["location"].startswith("/sso/login")
+
+        # "Forgot your password?" → "Reset my password".
+        forgot_links = [href for label, href in links_of(signed_out)
+                        if label == "Forgot your password?"]
+        assert forgot_links == ["/sso/forgot"], links_of(signed_out)
+        forgot = await open_page(person, urljoin(str(signed_out.url), forgot_links[0]))
+        assert "Forgot your password?" in text_of(forgot)
+        reset = await follow(person, await submit(person, forgot, "Reset my password",
+                                                  email=to.upper()),
+                             "/sso/reset?sent=1")
+        assert "Reset your password" in text_of(reset)
+        assert "If an account exists for that address, we've sent a code." in text_of(reset)
+
+        # The code from the email.
+        received = await wait_for_subject(world, to, RESET_CODE_SUBJECT)
+        text, html_body = bodies(received)
+        found = re.findall(r"^\s+(\d{6})\s*$", text, re.MULTILINE)
+        assert len(found) == 1, text
+        code = found[0]
+        assert code in html_body
+        assert "Hello Rae," in text and "Change Password" in text
+        world.codes[code] = "the emailed password reset code"
+
+        # A new password; "Change Password".
+        new_password = f"{uuid.uuid4().hex[:10]} harbour kestrel {uuid.uuid4().hex[:8]}"
+        world.secrets[new_password] = "the new password typed at reset"
+        response = await press(person, reset, "Change Password", code=code,
+                               password=new_password, confirm=new_password)
+        login = await follow(person, response, "/sso/login?notice=reset")
+        assert "Your password was changed. Sign in with your new password." in text_of(login)
+        assert "sso_reset" not in person.cookies
+
+        # The "password was changed" email.
+        changed = await wait_for_subject(world, to, CHANGED_SUBJECT)
+        text, html_body = bodies(changed)
+        assert "Hello Rae," in text and to in text
+        for body in (text, html_body):
+            assert new_password not in body and old_password not in body
+        assert len([m for m in world.smtp.messages if to in m.rcpt_tos
+                    and m.message["Subject"] == RESET_CODE_SUBJECT]) == 1
+
+        # The old password no longer works; the new one does.
+        refused = await sign_in(person, world, to, old_password)
+        assert refused.status_code == 401, text_of(refused)[:2000]
+        assert REFUSED in text_of(refused)
+        assert "sso_session" not in person.cookies
+        assert (await person.get(f"{base}/sso/account")).status_code == 303
+        response = await sign_in(person, world, to, new_password)
+        account = await follow(person, response, "/sso/account")
+        assert "Rae Bloggs" in text_of(account) and to in text_of(account)
+    finally:
+        await person.aclose()
+
+    # The reset flow, password-reset-<account id>, finished with "reset".
+    account_id = account_id_of(world, staff["id"])
+    workflow_id = f"password-reset-{account_id}"
+    handle = temporal.get_workflow_handle(workflow_id, result_type=ResetOutcome)
+    assert await asyncio.wait_for(handle.result(), timeout=30) == ResetOutcome(state="reset")
+    described = await handle.describe()
+    assert described.status == WorkflowExecutionStatus.COMPLETED
+    attributes = described.typed_search_attributes
+    assert (attributes.get(SSO_STEP), attributes.get(SSO_STAFF_ID)) == (
+        "completed", staff["id"]), attributes
+
+    async def listed() -> list[Any] | None:
+        found = [wf async for wf in temporal.list_workflows(
+            f"WorkflowType = 'PasswordReset' AND SsoStaffId = '{staff['id']}'")]
+        return found or None
+    runs = await eventually(listed, 30, what="the reset flow in visibility")
+    assert [(wf.id, wf.run_id) for wf in runs] == [(workflow_id, described.run_id)]
+
+    # Its history holds none of the passwords or the code: raw, nor decoded with the codec.
+    history = await handle.fetch_history()
+    raw = [history.to_json().encode()] + [e.SerializeToString() for e in history.events]
+    payloads = [p for event in history.events for p in _payloads(event)]
+    assert payloads
+    # Search attribute values are plaintext by design (codecs don't touch them).
+    coded = [p for event in history.events for _path, p in encrypted_payloads(event)]
+    assert coded
+    plaintext = [(p.metadata, p.data[:80]) for p in coded
+                 if p.metadata.get("encoding") != b"binary/encrypted"]
+    assert plaintext == []
+    undecoded = b"\n".join(raw)
+    assert b"sealed1." not in undecoded, "a sealed value outside the codec"
+    codec = EncryptionCodec(keyring_from_settings(make_settings()))
+    decoded = await codec.decode(payloads)
+    plain = b"\n".join(p.data for p in decoded)
+    assert str(account_id).encode() in plain and staff["id"].encode() in plain, \
+        "the decode really happened"
+    leaks = _leak_finder(world)
+    blob = b"\n".join(raw + [p.SerializeToString() for p in decoded] + [plain])
+    found_leaks = leaks(blob)
+    assert not found_leaks, f"{found_leaks} in the history of {workflow_id}"
+    for secret in (old_password, new_password):
+        assert secret.encode() not in blob
+        assert json.dumps(secret).encode() not in blob
+    assert re.search(rb"(?<![0-9A-Za-z.])" + code.encode() + rb"(?![0-9A-Za-z])",
+                     blob) is None
+    sealed = _sealed_fields(decoded)
+    assert sealed.get("sealed_password"), sealed
+    for name, values in sealed.items():
+        for value in values:
+            assert value.startswith("sealed1.") and len(value) > 60, (name, value)

@@ -1,0 +1,26 @@
+"""Emails that must go out even after the flow that asked for them has closed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.inputs import NoticeInput
+    from workflows.common import EmailRetry
+
+
+@workflow.defn(name="PasswordChangedNotice")
+class PasswordChangedNoticeWorkflow:
+    """Retries "Your password was changed" on its own, so a reset flow can close at once and a
+    new reset for the same account can start while the notice is still being delivered."""
+
+    @workflow.run
+    async def run(self, notice: NoticeInput, retry: EmailRetry) -> None:
+        await workflow.execute_activity(
+            "send_password_changed", notice,
+            start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
+            retry_policy=retry.policy(),
+            summary="Tell the person their password was changed")
