@@ -48,8 +48,8 @@ class ResetActivities:
 
     @activity.defn(name="reset_password")
     async def reset_password(self, data: ResetPasswordInput) -> ResetPasswordResult:
-        """Check the authenticator (when MFA is on) and the password rules, store the new
-        hash, clear any lockout and sign out every session, in one transaction."""
+        """Check the password rules, then the authenticator (when MFA is on); store the new
+        hash, clear any lockout and sign out every session in one transaction."""
         password = self._unseal(data.sealed_password, password_context(data.workflow_id))
         account_id = uuid.UUID(data.account_id)
         actor = f"staff:{data.staff_id}"
@@ -59,25 +59,31 @@ class ResetActivities:
             if account is None or staff is None or account.status != AccountStatus.active.value:
                 raise ApplicationError("account is not active", non_retryable=True,
                                        type="AccountMissing")
-            if account.mfa_enabled_at is not None:
-                if not data.sealed_totp:
-                    return ResetPasswordResult(ok=False, message=NEED_TOTP)
-                code = self._unseal(data.sealed_totp, totp_context(data.workflow_id))
+            personal = personal_words(staff.first_name, staff.last_name,
+                                      staff.external_email_1, self._settings.brand_name)
+            mfa = account.mfa_enabled_at is not None
+        if mfa and not data.sealed_totp:
+            return ResetPasswordResult(ok=False, message=NEED_TOTP)
+        # The password rules first: a refused password must not use up the authenticator code.
+        policy = PasswordPolicy(min_length=self._settings.password_min_length)
+        problems = await asyncio.to_thread(password_problems, password, policy, personal)
+        if problems:
+            return ResetPasswordResult(ok=False, problems=problems)
+        if mfa:
+            assert data.sealed_totp is not None
+            code = self._unseal(data.sealed_totp, totp_context(data.workflow_id))
+            async with self._sessions() as session:
+                account = await session.get(SsoAccount, account_id)
+                assert account is not None
                 problem = await totp_accepted(session, self._keyring, account, code,
                                               datetime.now(UTC))
                 if problem is not None:
                     audit.record(session, actor=actor, action="reset.totp_failed",
                                  outcome="failure", target=data.staff_id, ip=data.ip)
-                    await session.commit()
-                    return ResetPasswordResult(ok=False, message=WRONG_TOTP, totp_failed=True)
-                # The accepted step is stored now, so the code can't be replayed.
+                # Commit either way: an accepted step is stored so it can't be replayed.
                 await session.commit()
-            personal = personal_words(staff.first_name, staff.last_name,
-                                      staff.external_email_1, self._settings.brand_name)
-        policy = PasswordPolicy(min_length=self._settings.password_min_length)
-        problems = await asyncio.to_thread(password_problems, password, policy, personal)
-        if problems:
-            return ResetPasswordResult(ok=False, problems=problems)
+            if problem is not None:
+                return ResetPasswordResult(ok=False, message=WRONG_TOTP, totp_failed=True)
         async with self._hash_slots:
             password_hash = await asyncio.to_thread(self._hasher.hash, password)
         del password

@@ -64,18 +64,19 @@ class EmailedCode:
         if number == self.sends:
             self.delivery = "failed"
 
-    def check(self, digest: str, now: datetime) -> CodeCheck:
-        if self.digest is None:
+    def check(self, digest: str, now: datetime, tell_delivery: bool = True) -> CodeCheck:
+        """`tell_delivery=False` answers a try before the email is out like a wrong code: where
+        the page must not reveal that a flow exists at all (password reset)."""
+        if self.digest is None and tell_delivery:
             return CodeCheck(False, "We couldn't send your code. Click Send a new code."
                              if self.delivery == "failed" else
                              "Your code is still on its way. Check your inbox (and spam folder) "
                              "in a moment.")
         if self.failures >= CODE_ATTEMPTS:
             return CodeCheck(False, "Too many incorrect codes. Click Send a new code.")
-        assert self.expires_at is not None
-        if now >= self.expires_at:
+        if self.expires_at is not None and now >= self.expires_at and self.digest is not None:
             return CodeCheck(False, "This code has expired. Click Send a new code.")
-        if digest != self.digest:
+        if self.digest is None or digest != self.digest:
             self.failures += 1
             self.wrong_total += 1
             left = CODE_ATTEMPTS - self.failures

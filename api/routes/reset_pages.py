@@ -16,7 +16,6 @@ from api.errors import ServiceUnavailable
 from api.pages import redirect, render_page
 from api.services.reset import ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
-from core.models import utcnow
 from core.passwords import PasswordPolicy, password_problems
 
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
@@ -75,10 +74,14 @@ async def forgot_submit(
     await asyncio.sleep(max(0.0, ANSWER_FLOOR_SECONDS - (time.monotonic() - started)))
     sessions = Sessions(settings, db)
     await sessions.revoke(read_cookie(request, settings, RESET_SESSION))
-    session_id = await sessions.create(
-        "reset", account.staff_id if account else None, settings.reset_ttl,
-        workflow_id=reset_workflow_id(account.id) if account else None,
-        data={} if account else {"sends": 1, "last_request": utcnow().isoformat()})
+    if account is not None:
+        session_id = await sessions.create("reset", account.staff_id, settings.reset_ttl,
+                                           workflow_id=reset_workflow_id(account.id))
+    else:
+        stand_in = reset.stand_in_id(email)
+        session_id = await sessions.create("reset", None, settings.reset_ttl,
+                                           workflow_id=stand_in,
+                                           data=await reset.stand_in_state(stand_in))
     await db.commit()
     response = redirect("/sso/reset?sent=1")
     set_cookie(response, settings, RESET_SESSION, session_id, max_age=settings.reset_ttl)

@@ -34,7 +34,7 @@ from api.errors import ServiceUnavailable
 from api.services.onboarding import UNAVAILABLE
 from api.services.sessions import Current
 from core.crypto import code_digest
-from core.models import AccountStatus, SsoAccount, utcnow
+from core.models import AccountStatus, BrowserSession, SsoAccount, utcnow
 from core.sealing import password_context, seal, totp_context
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
@@ -53,8 +53,15 @@ from workflows.password_reset import (
 STAND_IN_NAMESPACE = uuid.UUID("1f0c7f0e-3d7a-4b55-9d6e-5b1f3c2a9e10")
 
 
+STAND_IN_PREFIX = "standin-"
+
+
 def reset_workflow_id(account_id: uuid.UUID) -> str:
     return f"password-reset-{account_id}"
+
+
+def is_stand_in(current: Current) -> bool:
+    return (current.row.workflow_id or STAND_IN_PREFIX).startswith(STAND_IN_PREFIX)
 
 
 @dataclass
@@ -108,9 +115,35 @@ class ResetSteps:
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
+    def stand_in_id(self, email: str) -> str:
+        """What stands in for a flow id for an address without an account (keyed, so the
+        table does not list the addresses people tried)."""
+        return STAND_IN_PREFIX + code_digest(self._secret, "standin", "reset",
+                                             email.strip().lower())[-40:]
+
+    async def stand_in_state(self, stand_in_id: str) -> dict[str, Any]:
+        """Like asking the open flow for a code again: the same clock for every request for
+        this address, throttled exactly as a real flow throttles."""
+        newest = await self.db.scalar(
+            # Revoked ones count too: the clock belongs to the address, not to a browser.
+            select(BrowserSession).where(BrowserSession.workflow_id == stand_in_id,
+                                         BrowserSession.expires_at > utcnow())
+            .order_by(BrowserSession.created_at.desc()).limit(1))
+        now = utcnow()
+        if newest is None:
+            return {"sends": 1, "last_request": now.isoformat(), "failures": 0}
+        data = dict(newest.data)
+        sends = int(data.get("sends", 1))
+        last = datetime.fromisoformat(data["last_request"]) if data.get("last_request") else None
+        throttled = (sends - 1 >= self.settings.code_max_resends or (
+            last is not None and now < last + self.settings.code_resend_interval))
+        if throttled:
+            return data
+        return {**data, "sends": sends + 1, "last_request": now.isoformat(), "failures": 0}
+
     async def resend(self, current: Current, ip: str | None) -> str:
         """The notice for the page (sent, or why not)."""
-        if current.row.workflow_id is None:
+        if is_stand_in(current):
             return self._stand_in_resend(current)
         handle = await self._handle(current)
         try:
@@ -132,8 +165,9 @@ class ResetSteps:
 
     async def reset(self, current: Current, code: str, password: str, totp: str,
                     ip: str | None, submission: str) -> StepResult:
-        if current.row.workflow_id is None:
-            return self._stand_in_reset(current)
+        if is_stand_in(current):
+            return self._stand_in_reset(current, submission)
+        assert current.row.workflow_id is not None
         workflow_id = current.row.workflow_id
         public = self.settings.seal_public_key
         request = ResetRequest(
@@ -164,7 +198,7 @@ class ResetSteps:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
     async def progress(self, current: Current) -> ResetProgress | None:
-        if current.row.workflow_id is None:
+        if is_stand_in(current):
             return None
         handle = await self._handle(current)
         try:
@@ -201,17 +235,22 @@ class ResetSteps:
                             "failures": 0}
         return "We've sent you a new code. Earlier codes no longer work."
 
-    def _stand_in_reset(self, current: Current) -> StepResult:
+    def _stand_in_reset(self, current: Current, submission: str) -> StepResult:
         data = dict(current.row.data)
+        if submission and data.get("last_submission") == submission:
+            # The same form again: a flow answers it from its record, without counting.
+            return StepResult(ok=False, step="code_sent", message=data.get("last_answer"))
         failures = int(data.get("failures", 0))
         if failures >= CODE_ATTEMPTS:
-            return StepResult(ok=False, step="code_sent",
-                              message="Too many incorrect codes. Click Send a new code.")
-        failures += 1
-        current.row.data = {**data, "failures": failures}
-        left = CODE_ATTEMPTS - failures
-        message = (f"Incorrect code, {left} attempt{'s' if left != 1 else ''} left" if left
-                   else "Incorrect code. This code can no longer be used; click Send a new code.")
+            message = "Too many incorrect codes. Click Send a new code."
+        else:
+            failures += 1
+            left = CODE_ATTEMPTS - failures
+            message = (f"Incorrect code, {left} attempt{'s' if left != 1 else ''} left" if left
+                       else "Incorrect code. This code can no longer be used; click Send a new "
+                       "code.")
+        current.row.data = {**data, "failures": failures, "last_submission": submission,
+                            "last_answer": message}
         return StepResult(ok=False, step="code_sent", message=message)
 
     # -- plumbing -------------------------------------------------------------------------

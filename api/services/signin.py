@@ -74,11 +74,12 @@ class SignIn:
             and account.password_hash is not None
         if account is None or not usable or is_locked(account, now) or not right:
             await self.counter.hit(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
+            reason = _reason(account, usable, now, right)  # before this failure may lock
             if account is not None and usable and not is_locked(account, now):
                 self._count_failure(account, now, ip)
             audit.record(self.db, actor=f"ip:{ip}", action="sign_in.failed", outcome="failure",
                          target=str(account.staff_id) if account else None, ip=ip,
-                         reason=_reason(account, usable, now, right))
+                         reason=reason)
             await self.db.commit()
             return SignInResult("refused")
         assert account is not None and account.password_hash is not None
