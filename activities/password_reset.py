@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import UTC, datetime
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.email_delivery import EmailSender, PermanentEmailError
+from activities.base import SecretActivities
+from activities.email_delivery import PermanentEmailError
 from activities.inputs import NoticeInput, ResetPasswordInput, ResetPasswordResult
 from core import audit
 from core.accounts import account_for, revoke_sessions, totp_accepted
-from core.crypto import DecryptionError, Keyring
-from core.db import SessionFactory
 from core.models import AccountStatus, SsoAccount, Staff, utcnow
-from core.passwords import Hasher, PasswordPolicy, password_problems, personal_words
-from core.sealing import password_context, totp_context, unseal
-from core.settings import Settings
+from core.passwords import PasswordPolicy, password_problems, personal_words
+from core.sealing import password_context, totp_context
 from core.templating import render_email
 
 NEED_TOTP = ("Your account uses MFA: also enter the current code from your authenticator app.")
@@ -27,25 +24,7 @@ WRONG_TOTP = ("That authenticator code didn't match. Check the time on your phon
               "the newest code.")
 
 
-class ResetActivities:
-    def __init__(self, settings: Settings, sessions: SessionFactory, sender: EmailSender,
-                 keyring: Keyring) -> None:
-        self._settings = settings
-        self._sessions = sessions
-        self._sender = sender
-        self._keyring = keyring
-        self._hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
-                              settings.argon2_parallelism)
-        self._hash_slots = asyncio.Semaphore(os.cpu_count() or 1)
-
-    def _unseal(self, sealed: str, context: bytes) -> str:
-        try:
-            return unseal(self._settings.seal_private_key.get_secret_value(), sealed,
-                          context).decode()
-        except (DecryptionError, ValueError, UnicodeDecodeError) as exc:
-            raise ApplicationError("the sealed value could not be opened", non_retryable=True,
-                                   type="BadSeal") from exc
-
+class ResetActivities(SecretActivities):
     @activity.defn(name="reset_password")
     async def reset_password(self, data: ResetPasswordInput) -> ResetPasswordResult:
         """Check the password rules, then the authenticator (when MFA is on); store the new
@@ -84,8 +63,7 @@ class ResetActivities:
                 await session.commit()
             if problem is not None:
                 return ResetPasswordResult(ok=False, message=WRONG_TOTP, totp_failed=True)
-        async with self._hash_slots:
-            password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        password_hash = await self._hash(password)
         del password
         now = utcnow()
         async with self._sessions() as session:

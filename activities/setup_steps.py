@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.email_delivery import EmailSender, PermanentEmailError
+from activities.base import SecretActivities
+from activities.email_delivery import PermanentEmailError
 from activities.inputs import (
     ActivateInput,
     AuditInput,
@@ -27,8 +27,7 @@ from activities.inputs import (
 from activities.sso_setup import ttl_words
 from core import audit
 from core.accounts import totp_accepted
-from core.crypto import DecryptionError, Keyring, code_digest, new_email_code
-from core.db import SessionFactory
+from core.crypto import code_digest, new_email_code
 from core.models import (
     OPEN_SETUP_STATES,
     AccountStatus,
@@ -40,9 +39,8 @@ from core.models import (
     Staff,
     utcnow,
 )
-from core.passwords import Hasher, PasswordPolicy, password_problems, personal_words
-from core.sealing import password_context, totp_context, unseal
-from core.settings import Settings
+from core.passwords import PasswordPolicy, password_problems, personal_words
+from core.sealing import password_context, totp_context
 from core.templating import render_email
 from core.totp import new_secret, totp_aad
 
@@ -51,26 +49,7 @@ LINK_GONE = ("This link is no longer valid. Ask your administrator to send you a
              "Single Sign-On email.")
 
 
-class SetupStepActivities:
-    def __init__(self, settings: Settings, sessions: SessionFactory, sender: EmailSender,
-                 keyring: Keyring) -> None:
-        self._settings = settings
-        self._sessions = sessions
-        self._sender = sender
-        self._keyring = keyring
-        self._hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
-                              settings.argon2_parallelism)
-        # argon2 is memory-hard CPU work: never more at once than there are cores.
-        self._hash_slots = asyncio.Semaphore(os.cpu_count() or 1)
-
-    def _unseal(self, sealed: str, context: bytes) -> str:
-        try:
-            return unseal(self._settings.seal_private_key.get_secret_value(), sealed,
-                          context).decode()
-        except (DecryptionError, ValueError, UnicodeDecodeError) as exc:
-            raise ApplicationError("the sealed value could not be opened", non_retryable=True,
-                                   type="BadSeal") from exc
-
+class SetupStepActivities(SecretActivities):
     @activity.defn(name="store_password")
     async def store_password(self, data: StorePasswordInput) -> StorePasswordResult:
         """Check the password, hash it, and in one transaction consume the link, store the
@@ -97,8 +76,7 @@ class SetupStepActivities:
             await self._audit(AuditInput("staff:" + data.staff_id, "sso_setup.password_rejected",
                                          "failure", data.staff_id, ip=data.ip))
             return StorePasswordResult(ok=False, problems=problems)
-        async with self._hash_slots:
-            password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        password_hash = await self._hash(password)
         del password
 
         now = utcnow()

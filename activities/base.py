@@ -1,0 +1,45 @@
+"""What every worker activity class that handles secrets shares."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from temporalio.exceptions import ApplicationError
+
+from activities.email_delivery import EmailSender
+from core.crypto import DecryptionError, Keyring
+from core.db import SessionFactory
+from core.passwords import Hasher
+from core.sealing import unseal
+from core.settings import Settings
+
+
+class SecretActivities:
+    # argon2 is memory-hard CPU work: never more at once than there are cores, across every
+    # activity class of the worker.
+    _hash_slots: asyncio.Semaphore | None = None
+
+    def __init__(self, settings: Settings, sessions: SessionFactory, sender: EmailSender,
+                 keyring: Keyring) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._sender = sender
+        self._keyring = keyring
+        self._hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
+                              settings.argon2_parallelism)
+
+    async def _hash(self, password: str) -> str:
+        if SecretActivities._hash_slots is None:
+            SecretActivities._hash_slots = asyncio.Semaphore(os.cpu_count() or 1)
+        async with SecretActivities._hash_slots:
+            return await asyncio.to_thread(self._hasher.hash, password)
+
+    def _unseal(self, sealed: str, context: bytes) -> str:
+        """Open a value the web app sealed to the workers' key."""
+        try:
+            return unseal(self._settings.seal_private_key.get_secret_value(), sealed,
+                          context).decode()
+        except (DecryptionError, ValueError, UnicodeDecodeError) as exc:
+            raise ApplicationError("the sealed value could not be opened", non_retryable=True,
+                                   type="BadSeal") from exc
