@@ -6,6 +6,7 @@ server-side session bound to the flow carries the person, and no token is in any
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -58,22 +59,38 @@ async def _bound(request: Request, steps: SetupSteps) -> BoundSetup | None:
     return await steps.bound(read_cookie(request, steps.settings, SETUP_SESSION))
 
 
-# Fixed paths first: /sso/setup/{token} would otherwise swallow them.
-
-@router.get("/confirm", response_class=HTMLResponse)
-async def confirm_page(request: Request, steps: StepsDep) -> Response:
+async def _run_step(request: Request, steps: SetupSteps,
+                    step: Callable[[BoundSetup], Awaitable[Response]]) -> Response:
+    """Every session page: find this browser's flow, run the step, and turn what can go wrong
+    into the page a person should see (never a 500)."""
     bound = await _bound(request, steps)
     if bound is None:
         return no_session(request)
     try:
-        progress = await steps.progress(bound)
+        return await step(bound)
+    except StepRefused as refused:
+        return await _refused(request, steps, bound, refused)
     except FlowEnded:
         return ended(request)
     except ServiceUnavailable:
         return unavailable(request)
-    if progress.step not in CODE_STEPS:
-        return _elsewhere(request, progress)
-    return _confirm(request, bound, progress)
+
+
+def _digits(code: str) -> str | None:
+    cleaned = "".join(ch for ch in code if not ch.isspace())
+    return cleaned if len(cleaned) == 6 and cleaned.isdigit() else None
+
+
+# Fixed paths first: /sso/setup/{token} would otherwise swallow them.
+
+@router.get("/confirm", response_class=HTMLResponse)
+async def confirm_page(request: Request, steps: StepsDep) -> Response:
+    async def step(bound: BoundSetup) -> Response:
+        progress = await steps.progress(bound)
+        if progress.step not in CODE_STEPS:
+            return _elsewhere(request, progress)
+        return _confirm(request, bound, progress)
+    return await _run_step(request, steps, step)
 
 
 def _confirm(request: Request, bound: BoundSetup, progress: SetupProgress,
@@ -89,29 +106,19 @@ async def confirm_submit(
     csrf: Annotated[str, Form(max_length=200)] = "",
     submission: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
-    bound = await _bound(request, steps)
-    if bound is None:
-        return no_session(request)
-    cleaned = "".join(ch for ch in code if not ch.isspace())
-    problem = None
-    if not csrf_ok(request, steps.settings, csrf):
-        problem = FORM_PROBLEM
-    elif len(cleaned) != 6 or not cleaned.isdigit():
-        problem = "Enter the 6-digit code from the email."
-    try:
-        if problem is not None:
-            return await _form_problem(request, steps, bound, problem)
-        result = await steps.confirm_code(bound, cleaned, submission, client_ip(request))
+    async def step(bound: BoundSetup) -> Response:
+        if not csrf_ok(request, steps.settings, csrf):
+            return await _form_problem(request, steps, bound, FORM_PROBLEM)
+        digits = _digits(code)
+        if digits is None:
+            return await _form_problem(request, steps, bound,
+                                       "Enter the 6-digit code from the email.")
+        result = await steps.confirm_code(bound, digits, submission, client_ip(request))
         if result.ok:
             return redirect("/sso/setup/mfa")
         return _confirm(request, bound, await steps.progress(bound), message=result.message,
                         status_code=400)
-    except StepRefused as refused:
-        return await _refused(request, steps, bound, refused)
-    except FlowEnded:
-        return ended(request)
-    except ServiceUnavailable:
-        return unavailable(request)
+    return await _run_step(request, steps, step)
 
 
 @router.post("/resend", response_class=HTMLResponse)
@@ -119,36 +126,22 @@ async def resend_submit(
     request: Request, steps: StepsDep, csrf: Annotated[str, Form(max_length=200)] = "",
     submission: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
-    bound = await _bound(request, steps)
-    if bound is None:
-        return no_session(request)
-    try:
+    async def step(bound: BoundSetup) -> Response:
         if not csrf_ok(request, steps.settings, csrf):
             return await _form_problem(request, steps, bound, FORM_PROBLEM)
         result = await steps.resend_code(bound, submission)
         return _confirm(request, bound, await steps.progress(bound), notice=result.message)
-    except StepRefused as refused:
-        return await _refused(request, steps, bound, refused)
-    except FlowEnded:
-        return ended(request)
-    except ServiceUnavailable:
-        return unavailable(request)
+    return await _run_step(request, steps, step)
 
 
 @router.get("/mfa", response_class=HTMLResponse)
 async def mfa_page(request: Request, steps: StepsDep) -> Response:
-    bound = await _bound(request, steps)
-    if bound is None:
-        return no_session(request)
-    try:
+    async def step(bound: BoundSetup) -> Response:
         progress = await steps.progress(bound)
         if progress.step != "mfa_pending":
             return _elsewhere(request, progress)
         return await _mfa(request, steps, bound)
-    except FlowEnded:
-        return ended(request)
-    except ServiceUnavailable:
-        return unavailable(request)
+    return await _run_step(request, steps, step)
 
 
 async def _mfa(request: Request, steps: SetupSteps, bound: BoundSetup,
@@ -166,26 +159,18 @@ async def mfa_submit(
     csrf: Annotated[str, Form(max_length=200)] = "",
     submission: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
-    bound = await _bound(request, steps)
-    if bound is None:
-        return no_session(request)
-    cleaned = "".join(ch for ch in code if not ch.isspace())
-    try:
+    async def step(bound: BoundSetup) -> Response:
         if not csrf_ok(request, steps.settings, csrf):
             return await _form_problem(request, steps, bound, FORM_PROBLEM)
-        if len(cleaned) != 6 or not cleaned.isdigit():
+        digits = _digits(code)
+        if digits is None:
             return await _form_problem(request, steps, bound,
                                        "Enter the 6-digit code from your authenticator app.")
-        result = await steps.complete_mfa(bound, cleaned, submission, client_ip(request))
+        result = await steps.complete_mfa(bound, digits, submission, client_ip(request))
         if result.ok:
             return redirect("/sso/setup/done")
         return await _mfa(request, steps, bound, result.message, 400)
-    except StepRefused as refused:
-        return await _refused(request, steps, bound, refused)
-    except FlowEnded:
-        return ended(request)
-    except ServiceUnavailable:
-        return unavailable(request)
+    return await _run_step(request, steps, step)
 
 
 @router.post("/mfa/skip", response_class=HTMLResponse)
@@ -193,36 +178,22 @@ async def mfa_skip(
     request: Request, steps: StepsDep, csrf: Annotated[str, Form(max_length=200)] = "",
     submission: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
-    bound = await _bound(request, steps)
-    if bound is None:
-        return no_session(request)
-    try:
+    async def step(bound: BoundSetup) -> Response:
         if not csrf_ok(request, steps.settings, csrf):
             return await _form_problem(request, steps, bound, FORM_PROBLEM)
         await steps.skip_mfa(bound, submission)
         return redirect("/sso/setup/done")
-    except StepRefused as refused:
-        return await _refused(request, steps, bound, refused)
-    except FlowEnded:
-        return ended(request)
-    except ServiceUnavailable:
-        return unavailable(request)
+    return await _run_step(request, steps, step)
 
 
 @router.get("/done", response_class=HTMLResponse)
 async def done_page(request: Request, steps: StepsDep) -> Response:
-    bound = await _bound(request, steps)
-    if bound is None:
-        return no_session(request)
-    try:
+    async def step(bound: BoundSetup) -> Response:
         progress = await steps.progress(bound)
-    except FlowEnded:
-        return ended(request)
-    except ServiceUnavailable:
-        return unavailable(request)
-    if progress.step != "active":
-        return _elsewhere(request, progress)
-    return render_page(request, "setup_done", email=await steps.login_email(bound))
+        if progress.step != "active":
+            return _elsewhere(request, progress)
+        return render_page(request, "setup_done", email=await steps.login_email(bound))
+    return await _run_step(request, steps, step)
 
 
 def _elsewhere(request: Request, progress: SetupProgress) -> Response:
