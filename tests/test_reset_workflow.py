@@ -64,13 +64,12 @@ from activities.inputs import (
 from core.codec import ENCODING, EncryptionCodec, data_converter, keyring_from_settings
 from core.sealing import password_context, seal, totp_context
 from core.search_attributes import ALL, SSO_STAFF_ID, SSO_STEP
-from tests.conftest import TEST_SEAL_PUBLIC_KEY, binary, make_settings
+from tests.conftest import TEST_SEAL_PUBLIC_KEY, binary, make_settings, time_skipping_server
 from tests.test_setup_steps_workflow import (
     eventually,
     fields_named,
     not_found,
     payloads,
-    register_search_attributes,
     rejected,
 )
 from workflows.common import EmailRetry, StepResult
@@ -114,15 +113,8 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping server per test: a finished reset leaves its "password changed" notice
     running as an abandoned child, and the test server then stops skipping time for good
     (the same family as temporalio/sdk-java#1138). The real server has no such limit."""
-    server = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(make_settings()),
-        test_server_existing_path=binary("temporal-test-server"),
-    )
-    try:
-        await register_search_attributes(server)
+    async with time_skipping_server() as server:
         yield server
-    finally:
-        await asyncio.wait_for(server.shutdown(), timeout=30)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -143,15 +135,8 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 async def private_env() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping server for one test whose flow may end with an activity still
     running (the server then never skips time again, temporalio/sdk-java#1138)."""
-    server = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(make_settings()),
-        test_server_existing_path=binary("temporal-test-server"),
-    )
-    try:
-        await register_search_attributes(server)
+    async with time_skipping_server() as server:
         yield server
-    finally:
-        await asyncio.wait_for(server.shutdown(), timeout=30)
 
 
 # -- stand-in activities ----------------------------------------------------------------

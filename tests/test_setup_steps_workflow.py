@@ -30,9 +30,8 @@ import pytest_asyncio
 from google.protobuf.message import Message
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
-from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.converter import decode_typed_search_attributes
@@ -55,10 +54,10 @@ from activities.inputs import (
     VerifyTotpInput,
     VerifyTotpResult,
 )
-from core.codec import ENCODING, EncryptionCodec, data_converter, keyring_from_settings
+from core.codec import ENCODING, EncryptionCodec, keyring_from_settings
 from core.sealing import password_context, seal
-from core.search_attributes import ALL, SSO_STAFF_ID, SSO_STEP
-from tests.conftest import TEST_SEAL_PUBLIC_KEY, binary, make_settings
+from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+from tests.conftest import TEST_SEAL_PUBLIC_KEY, make_settings, time_skipping_server
 from workflows.sso_setup import (
     ConfirmCodeRequest,
     EmailRetry,
@@ -99,47 +98,19 @@ GUARD_SECONDS = 30
 # -- server -----------------------------------------------------------------------------
 
 
-async def register_search_attributes(env: WorkflowEnvironment) -> None:
-    for key in ALL:
-        try:
-            await env.client.operator_service.add_search_attributes(
-                AddSearchAttributesRequest(
-                    namespace=env.client.namespace,
-                    search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
-                )
-            )
-        except RPCError as err:
-            if err.status != RPCStatusCode.ALREADY_EXISTS:
-                raise
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     """This module's own time-skipping server (not conftest's shared `temporal_env`)."""
-    server = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(make_settings()),
-        test_server_existing_path=binary("temporal-test-server"),
-    )
-    try:
-        await register_search_attributes(server)
+    async with time_skipping_server() as server:
         yield server
-    finally:
-        await asyncio.wait_for(server.shutdown(), timeout=30)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def private_env() -> AsyncIterator[WorkflowEnvironment]:
     """A server for one test whose flow may end with an activity still running (the
     server then never skips time again, temporalio/sdk-java#1138)."""
-    server = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(make_settings()),
-        test_server_existing_path=binary("temporal-test-server"),
-    )
-    try:
-        await register_search_attributes(server)
+    async with time_skipping_server() as server:
         yield server
-    finally:
-        await asyncio.wait_for(server.shutdown(), timeout=30)
 
 
 # -- stand-in activities ----------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,9 +26,8 @@ import pytest_asyncio
 from google.protobuf.message import Message
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
-from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import (
     WorkflowExecutionStatus,
@@ -43,9 +41,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
-from core.codec import ENCODING, data_converter
-from core.search_attributes import ALL, SSO_STAFF_ID, SSO_STEP
-from tests.conftest import binary, make_settings
+from core.codec import ENCODING
+from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+from tests.conftest import time_skipping_server
 from workflows.sso_setup import (
     EmailRetry,
     EndRequest,
@@ -62,36 +60,6 @@ MASKED_EMAIL = "j***@example.com"
 ACTOR = "admin-key:a"
 # Real-time guard: every test finishes in well under a second when things work.
 GUARD_SECONDS = 30
-
-
-async def register_search_attributes(env: WorkflowEnvironment) -> None:
-    """One attribute per request: ALREADY_EXISTS for one (another module registered it
-    first on the shared server) must not leave the other unregistered."""
-    for key in ALL:
-        try:
-            await env.client.operator_service.add_search_attributes(
-                AddSearchAttributesRequest(
-                    namespace=env.client.namespace,
-                    search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
-                )
-            )
-        except RPCError as err:
-            if err.status != RPCStatusCode.ALREADY_EXISTS:
-                raise
-
-
-@asynccontextmanager
-async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server of our own, set up like conftest's `temporal_env`."""
-    server = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(make_settings()),
-        test_server_existing_path=binary("temporal-test-server"),
-    )
-    try:
-        await register_search_attributes(server)
-        yield server
-    finally:
-        await asyncio.wait_for(server.shutdown(), timeout=30)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
