@@ -26,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from api.schemas import CodeStatus, EmailDelivery, SsoEmailSent, SsoStatus
 from api.services.staff import get_staff
+from api.services.temporal import UNAVAILABLE, connected
 from core import audit
 from core.accounts import MAX_FAILURES
 from core.models import AccountStatus, DeliveryState, SetupState, SsoAccount, SsoSetup, utcnow
@@ -40,7 +41,6 @@ from workflows.sso_setup import (
     SsoSetupInput,
 )
 
-UNAVAILABLE = "We can't complete this right now, please try again in a minute"
 CODE_STATES = {SetupState.password_set.value, SetupState.code_sent.value}
 LIVE_STATES = CODE_STATES | {SetupState.mfa_pending.value}
 
@@ -74,7 +74,7 @@ class Onboarding:
         if account is not None and account.status == AccountStatus.active.value:
             raise Conflict("Single Sign-On is already active for this person")
         await self._check_send_limit(staff.id)
-        client = await self._client()
+        client = await connected(self.temporal)
         workflow_id = setup_workflow_id(staff.id)
         await self._end_running(client, workflow_id, "supersede",
                                 EndRequest(actor, "a new Single Sign-On email was sent"))
@@ -137,7 +137,7 @@ class Onboarding:
 
     async def cancel(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> SetupOutcome:
         staff = await get_staff(self.session, staff_id)
-        client = await self._client()
+        client = await connected(self.temporal)
         workflow_id = setup_workflow_id(staff.id)
         outcome = await self._end_running(client, workflow_id, "cancel",
                                           EndRequest(actor, "cancelled by an administrator"))
@@ -214,12 +214,6 @@ class Onboarding:
                 f"{len(recent)} Single Sign-On emails were sent to this person in the last "
                 f"{int(window.total_seconds() // 60)} minutes; try again in {wait // 60 + 1} minutes",
                 wait)
-
-    async def _client(self) -> Client:
-        try:
-            return await self.temporal.client()
-        except (RPCError, TimeoutError, RuntimeError, OSError) as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
 
     async def _end_running(
         self, client: Client, workflow_id: str, update: str, request: EndRequest

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import (
-    Client,
     WithStartWorkflowOperation,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -31,8 +30,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ServiceUnavailable
-from api.services.onboarding import UNAVAILABLE
 from api.services.sessions import Current
+from api.services.temporal import UNAVAILABLE, connected
 from core.crypto import code_digest
 from core.models import AccountStatus, BrowserSession, SsoAccount, utcnow
 from core.sealing import password_context, seal, totp_context
@@ -82,7 +81,7 @@ class ResetSteps:
                            ip: str | None) -> None:
         """Start the reset flow, or ask the open one for a new code. A refusal (too soon, too
         many) is not shown here: the answer to this form is the same for every address."""
-        client = await self._client()
+        client = await connected(self.temporal, self._timeout)
         try:
             async with asyncio.timeout(self._timeout):
                 if account is None:
@@ -208,7 +207,7 @@ class ResetSteps:
             return None
 
     async def _finished_with_reset(self, workflow_id: str) -> bool:
-        finished = (await self._client()).get_workflow_handle(workflow_id,
+        finished = (await connected(self.temporal, self._timeout)).get_workflow_handle(workflow_id,
                                                               result_type=ResetOutcome)
         try:
             async with asyncio.timeout(self._timeout):
@@ -275,15 +274,9 @@ class ResetSteps:
     def _timeout(self) -> float:
         return self.settings.step_timeout.total_seconds()
 
-    async def _client(self) -> Client:
-        try:
-            return await self.temporal.client(connect_timeout=self._timeout)
-        except (RPCError, TimeoutError, RuntimeError, OSError) as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
-
     async def _handle(self, current: Current) -> WorkflowHandle[Any, Any]:
         assert current.row.workflow_id is not None
-        return (await self._client()).get_workflow_handle(current.row.workflow_id)
+        return (await connected(self.temporal, self._timeout)).get_workflow_handle(current.row.workflow_id)
 
 
 

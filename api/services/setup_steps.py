@@ -15,7 +15,6 @@ import qrcode.image.svg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import (
-    Client,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -26,8 +25,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.sso_setup import LINK_PURPOSE
 from api.errors import ServiceUnavailable
-from api.services.onboarding import UNAVAILABLE
 from api.services.sessions import session_hash
+from api.services.temporal import UNAVAILABLE, connected
 from core.crypto import code_digest, token_hash
 from core.models import BrowserSession, SetupLink, SetupState, SsoAccount, SsoSetup, Staff, utcnow
 from core.passwords import PasswordPolicy, password_problems, personal_words
@@ -149,7 +148,8 @@ class SetupSteps:
             sealed_password=seal(self.settings.seal_public_key, password.encode(),
                                  password_context(link.workflow_id)),
             link_id=str(link.id), session_hash=self.session_hash(session_id), ip=ip)
-        handle = (await self._client()).get_workflow_handle(link.workflow_id, run_id=link.run_id)
+        client = await connected(self.temporal, self._timeout)
+        handle = client.get_workflow_handle(link.workflow_id, run_id=link.run_id)
         result = await self._update(handle, "set_password", request, submission)
         return result, session_id
 
@@ -218,15 +218,9 @@ class SetupSteps:
 
         return keyring_from_settings(self.settings)
 
-    async def _client(self) -> Client:
-        try:
-            return await self.temporal.client(connect_timeout=self._timeout)
-        except (RPCError, TimeoutError, RuntimeError, OSError) as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
-
     async def _handle(self, bound: BoundSetup) -> WorkflowHandle[Any, Any]:
         assert bound.session.workflow_id is not None
-        return (await self._client()).get_workflow_handle(bound.session.workflow_id,
+        return (await connected(self.temporal, self._timeout)).get_workflow_handle(bound.session.workflow_id,
                                                           run_id=bound.session.run_id)
 
     async def _update(self, handle: WorkflowHandle[Any, Any], name: str, arg: object,
