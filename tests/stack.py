@@ -17,13 +17,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = re.compile(r"\bssoak_[A-Za-z0-9_\-]+")
@@ -348,3 +350,46 @@ class StopReport:
     needed_kill: bool = False
     left_running: dict[int, str] = field(default_factory=dict)
     open_ports: list[int] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def running_sso_dev(data_dir: Path, smtp_port: int) -> Iterator[DevStack]:
+    """`sso dev` as a user runs it, mailing through the test's SMTP server; on the way out,
+    proves that Ctrl-C stopped it and every process it started."""
+    port, temporal_port, ui_port = free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
+    env.update({
+        "PYTHONUNBUFFERED": "1",
+        "SSO_ENV": "development",
+        "SSO_EMAIL_BACKEND": "smtp",
+        "SSO_SMTP_HOST": "127.0.0.1",
+        "SSO_SMTP_PORT": str(smtp_port),
+        "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
+        "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
+        "SSO_SECRET_KEY": TEST_SECRET_KEY,
+        "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+        "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
+    })
+    dev = DevStack.start(data_dir, env, port=port, temporal_port=temporal_port,
+                         ui_port=ui_port, timeout=90)
+    try:
+        yield dev
+    finally:
+        report = dev.stop(timeout=20)
+        # Kept with pytest's temporary directories for whoever debugs a failure.
+        (data_dir / "sso-dev-output.log").write_text(dev.output())
+        (data_dir / "stop-report.txt").write_text(repr(report))
+        problems = []
+        if report.needed_kill:
+            problems.append("sso dev did not stop within 20 s of Ctrl-C and was killed")
+        if report.left_running:
+            problems.append(f"processes left running after sso dev stopped: "
+                            f"{report.left_running}")
+        if report.returncode != 0 and not report.needed_kill:
+            problems.append(f"sso dev exited with {report.returncode} after Ctrl-C")
+        if report.open_ports:
+            problems.append(f"ports still answering after sso dev stopped: {report.open_ports}")
+        if len(report.children) < 3:
+            problems.append(f"expected temporal, worker and api as children of sso dev, saw "
+                            f"{report.children}")
+        assert not problems, "; ".join(problems) + "\n--- output ---\n" + dev.output()[-5000:]

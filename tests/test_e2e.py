@@ -13,7 +13,6 @@ import asyncio
 import html
 import html.parser
 import json
-import os
 import re
 import secrets
 import time
@@ -36,8 +35,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.sso_setup import LINK_PURPOSE
 from core.codec import EncryptionCodec, data_converter, keyring_from_settings
 from core.crypto import token_hash
-from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
-from tests.stack import DevStack, ReceivedEmail, SmtpSink, free_ports
+from tests.conftest import make_settings
+from tests.stack import DevStack, ReceivedEmail, SmtpSink, running_sso_dev
 from workflows.sso_setup import SetupOutcome
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -82,44 +81,8 @@ def smtp() -> Iterator[SmtpSink]:
 
 @pytest.fixture(scope="module")
 def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    data_dir = tmp_path_factory.mktemp("sso-dev-data")
-    port, temporal_port, ui_port = free_ports(3)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
-    env.update({
-        "PYTHONUNBUFFERED": "1",
-        "SSO_ENV": "development",
-        "SSO_EMAIL_BACKEND": "smtp",
-        "SSO_SMTP_HOST": "127.0.0.1",
-        "SSO_SMTP_PORT": str(smtp.port),
-        "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
-        "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
-        "SSO_SECRET_KEY": TEST_SECRET_KEY,
-        "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-        "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
-    })
-    dev = DevStack.start(data_dir, env, port=port, temporal_port=temporal_port,
-                         ui_port=ui_port, timeout=90)
-    try:
+    with running_sso_dev(tmp_path_factory.mktemp("sso-dev-data"), smtp.port) as dev:
         yield dev
-    finally:
-        report = dev.stop(timeout=20)
-        # Kept with pytest's temporary directories for whoever debugs a failure.
-        (data_dir / "sso-dev-output.log").write_text(dev.output())
-        (data_dir / "stop-report.txt").write_text(repr(report))
-        problems = []
-        if report.needed_kill:
-            problems.append("sso dev did not stop within 20 s of Ctrl-C and was killed")
-        if report.left_running:
-            problems.append(f"processes left running after sso dev stopped: "
-                            f"{report.left_running}")
-        if report.returncode != 0 and not report.needed_kill:
-            problems.append(f"sso dev exited with {report.returncode} after Ctrl-C")
-        if report.open_ports:
-            problems.append(f"ports still answering after sso dev stopped: {report.open_ports}")
-        if len(report.children) < 3:
-            problems.append(f"expected temporal, worker and api as children of sso dev, saw "
-                            f"{report.children}")
-        assert not problems, "; ".join(problems) + "\n--- output ---\n" + dev.output()[-5000:]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import sqlite3
 import uuid
@@ -29,8 +28,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from core.codec import EncryptionCodec, data_converter, keyring_from_settings
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
-from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
-from tests.stack import DevStack, ReceivedEmail, SmtpSink, free_ports
+from tests.conftest import make_settings
+from tests.stack import DevStack, ReceivedEmail, SmtpSink, running_sso_dev
 from tests.test_e2e import (
     EMAIL_TIMEOUT,
     World,
@@ -73,39 +72,8 @@ def smtp() -> Iterator[SmtpSink]:
 
 @pytest.fixture(scope="module")
 def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    """`sso dev` as in tests/test_e2e.py: Temporal dev server, worker, web app, real SMTP."""
-    data_dir = tmp_path_factory.mktemp("sso-dev-reset")
-    port, temporal_port, ui_port = free_ports(3)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
-    env.update({
-        "PYTHONUNBUFFERED": "1",
-        "SSO_ENV": "development",
-        "SSO_EMAIL_BACKEND": "smtp",
-        "SSO_SMTP_HOST": "127.0.0.1",
-        "SSO_SMTP_PORT": str(smtp.port),
-        "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
-        "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
-        "SSO_SECRET_KEY": TEST_SECRET_KEY,
-        "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-        "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
-    })
-    dev = DevStack.start(data_dir, env, port=port, temporal_port=temporal_port,
-                         ui_port=ui_port, timeout=90)
-    try:
+    with running_sso_dev(tmp_path_factory.mktemp("sso-dev-reset"), smtp.port) as dev:
         yield dev
-    finally:
-        report = dev.stop(timeout=20)
-        (data_dir / "sso-dev-output.log").write_text(dev.output())
-        (data_dir / "stop-report.txt").write_text(repr(report))
-        problems = []
-        if report.needed_kill:
-            problems.append("sso dev did not stop within 20 s of Ctrl-C and was killed")
-        if report.left_running:
-            problems.append(f"processes left running after sso dev stopped: "
-                            f"{report.left_running}")
-        if report.open_ports:
-            problems.append(f"ports still answering after sso dev stopped: {report.open_ports}")
-        assert not problems, "; ".join(problems) + "\n--- output ---\n" + dev.output()[-5000:]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
