@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--temporal-port", type=int, default=7233)
     dev.add_argument("--ui-port", type=int, default=8233)
+    dev.add_argument("--entra-port", type=int, default=9400,
+                     help="port of the local Microsoft Entra stand-in (when Entra is not set)")
     dev.add_argument("--data-dir", default=os.environ.get("SSO_DATA_DIR", ".data"))
     dev.set_defaults(func=cmd_dev)
 
@@ -154,6 +156,9 @@ def cmd_dev(args: argparse.Namespace) -> None:
             [o for o in env.get("SSO_CODEC_CORS_ORIGINS", "").split(",") if o] + ui_origins),
     })
     env.setdefault("SSO_PUBLIC_URL", public)
+    entra_stand_in = not env.get("SSO_ENTRA_CLIENT_ID")
+    if entra_stand_in:
+        env.update(dev_entra_env(env["SSO_PUBLIC_URL"], args.entra_port))
     os.environ.update(env)
     get_settings.cache_clear()
     settings = get_settings()
@@ -200,6 +205,12 @@ def cmd_dev(args: argparse.Namespace) -> None:
                                          start_new_session=True))
         _wait_for_port("127.0.0.1", args.temporal_port, children[0], timeout=60)
         python = sys.executable
+        if entra_stand_in:
+            entra_log = (data_dir / "entra-dev.log").open("ab")
+            children.append(subprocess.Popen(
+                dev_entra_command(python, args.entra_port), stdout=entra_log,
+                stderr=entra_log, env=env, start_new_session=True))
+            _wait_for_port("127.0.0.1", args.entra_port, children[-1], timeout=30)
         children.append(subprocess.Popen([python, "-m", "cli", "worker"], env=env,
                                          start_new_session=True))
         children.append(subprocess.Popen(
@@ -220,6 +231,42 @@ def cmd_dev(args: argparse.Namespace) -> None:
         log.close()
 
 
+# The local stand-in for Microsoft Entra: oidc-provider-mock with these people in a tenant.
+DEV_TENANT_ID = "00000000-0000-4000-8000-00000000a9e7"
+DEV_OTHER_TENANT_ID = "00000000-0000-4000-8000-0000000f0e16"
+DEV_ENTRA_USERS = (
+    {"sub": "jo.bloggs", "tid": DEV_TENANT_ID, "oid": "11111111-1111-4111-8111-111111111111",
+     "name": "Jo Bloggs", "email": "jo.bloggs@agency.example",
+     "preferred_username": "jo.bloggs@agency.example"},
+    {"sub": "sam.disabled", "tid": DEV_TENANT_ID, "oid": "22222222-2222-4222-8222-222222222222",
+     "name": "Sam Disabled", "email": "sam.disabled@agency.example", "accountEnabled": False},
+    {"sub": "olly.othertenant", "tid": DEV_OTHER_TENANT_ID,
+     "oid": "33333333-3333-4333-8333-333333333333", "name": "Olly Othertenant",
+     "email": "olly@elsewhere.example"},
+)
+
+
+def dev_entra_env(public_url: str, port: int) -> dict[str, str]:
+    return {
+        "SSO_ENTRA_TENANT_ID": DEV_TENANT_ID,
+        "SSO_ENTRA_CLIENT_ID": "agentos-sso-dev",
+        "SSO_ENTRA_CLIENT_SECRET": "dev-entra-client-secret",
+        "SSO_ENTRA_METADATA_URL": f"http://127.0.0.1:{port}/.well-known/openid-configuration",
+        "SSO_GRAPH_URL": f"{public_url.rstrip('/')}/dev/graph",
+        "SSO_ENTRA_DEV_GRAPH": "true",
+    }
+
+
+def dev_entra_command(python: str, port: int) -> list[str]:
+    import json
+
+    command = [python, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port),
+               "--require-nonce"]
+    for user in DEV_ENTRA_USERS:
+        command += ["--user-claims", json.dumps(user)]
+    return command
+
+
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -237,12 +284,23 @@ def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeo
     raise SystemExit(f"sso dev: nothing answered on {host}:{port} after {timeout:.0f} s")
 
 
+def _entra_line(settings: Settings) -> str:
+    if settings.entra_dev_graph:
+        where = settings.entra_discovery_url.split("/.well-known")[0]
+        return (f"  Microsoft-Entra        local stand-in at {where}"
+                " (test users: jo.bloggs, sam.disabled, olly.othertenant)")
+    if settings.entra_enabled:
+        return f"  Microsoft-Entra        {settings.entra_discovery_url}"
+    return "  Microsoft-Entra        off (set SSO_ENTRA_CLIENT_ID and SSO_ENTRA_CLIENT_SECRET)"
+
+
 def _banner(settings: Settings, args: argparse.Namespace, key: str, data_dir: Path) -> str:
     return f"""
 {settings.brand_name} Single Sign-On is running (development)
   Web app and admin API  {settings.public_url}   (OpenAPI: {settings.public_url}/docs)
   Development mailbox    {settings.public_url}/dev/mailbox   (email backend: {settings.email_backend.value})
   Temporal UI            http://localhost:{args.ui_port}
+{_entra_line(settings)}
   Temporal frontend      127.0.0.1:{args.temporal_port}
   Data directory         {data_dir}
 

@@ -10,6 +10,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.email_delivery import build_sender
+from activities.entra_link import EntraActivities
 from activities.password_reset import ResetActivities
 from activities.setup_steps import SetupStepActivities
 from activities.sso_setup import SetupActivities
@@ -18,6 +19,7 @@ from core.db import create_engine, session_factory
 from core.logging import configure as configure_logging
 from core.settings import InsecureSettingsError, Settings, get_settings
 from core.temporal_client import connect
+from workflows.entra_link import EntraLinkWorkflow
 from workflows.notices import PasswordChangedNoticeWorkflow
 from workflows.password_reset import PasswordResetWorkflow
 from workflows.sso_setup import SsoSetupWorkflow
@@ -33,15 +35,18 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     setup = SetupActivities(settings, sessions, sender)
     steps = SetupStepActivities(settings, sessions, sender, keyring)
     reset = ResetActivities(settings, sessions, sender, keyring)
+    entra = EntraActivities(settings, sessions, sender, keyring)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[SsoSetupWorkflow, PasswordResetWorkflow, PasswordChangedNoticeWorkflow],
+        workflows=[SsoSetupWorkflow, PasswordResetWorkflow, PasswordChangedNoticeWorkflow,
+                   EntraLinkWorkflow],
         activities=[
             setup.send_setup_email, setup.close_setup,
             steps.store_password, steps.send_code, steps.confirm_email, steps.verify_totp,
             steps.activate_account, steps.record_audit,
             reset.reset_password, reset.send_password_changed,
+            entra.verify_entra_grant, entra.link_entra_identity, entra.send_entra_linked,
         ],
     )
 

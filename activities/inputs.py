@@ -132,3 +132,46 @@ class ResetPasswordResult:
 class NoticeInput:
     staff_id: str
     changed_at: datetime
+
+
+@dataclass
+class VerifyEntraInput:
+    workflow_id: str
+    # Code, PKCE verifier and nonce, sealed by the web app to the workers' key.
+    sealed_grant: str
+
+
+@dataclass
+class VerifiedEntra:
+    """The claims a link needs: no token or code ever comes back from the activity."""
+
+    tenant_id: str
+    object_id: str
+    name: str
+    email: str
+
+
+@dataclass
+class LinkEntraInput:
+    staff_id: str
+    workflow_id: str
+    identity: VerifiedEntra
+    via: str
+    actor: str
+    ip: str | None = None
+    link_id: str | None = None
+
+
+@dataclass
+class LinkEntraResult:
+    ok: bool
+    newly_linked: bool = False
+    reason: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class EntraLinkedNoticeInput:
+    staff_id: str
+    account: str
+    linked_at: datetime

@@ -21,6 +21,7 @@ SETUP_SESSION = "sso_setup"
 SIGNIN_SESSION = "sso_session"
 PENDING_MFA = "sso_pending"
 RESET_SESSION = "sso_reset"
+ENTRA_PENDING = "sso_entra"
 
 
 def secure(settings: Settings) -> bool:

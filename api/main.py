@@ -14,7 +14,17 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors
 from api.deps import AdminLimits
-from api.routes import codec, dev_mailbox, health, reset_pages, setup_pages, signin_pages, staff
+from api.routes import (
+    codec,
+    dev_graph,
+    dev_mailbox,
+    entra_pages,
+    health,
+    reset_pages,
+    setup_pages,
+    signin_pages,
+    staff,
+)
 from api.services.signin import Hashing
 from core.db import create_engine, session_factory
 from core.passwords import Hasher
@@ -89,9 +99,13 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.include_router(health.router)
     app.include_router(staff.router)
     app.include_router(codec.router)
+    # Before the setup pages: /sso/setup (signed in) is not a setup link.
+    app.include_router(entra_pages.router)
     app.include_router(setup_pages.router)
     app.include_router(signin_pages.router)
     app.include_router(reset_pages.router)
     if settings.is_development:
         app.include_router(dev_mailbox.router)
+    if settings.entra_dev_graph:  # never true in production: the settings refuse it
+        app.include_router(dev_graph.router)
     return app

@@ -19,6 +19,7 @@ def render_page(request: Request, name: str, status_code: int = 200, **context: 
     seed, new_seed = csrf_seed(request, settings)
     html = environment().get_template(f"pages/{name}.html").render(
         brand=settings.brand_name, support_email=settings.support_email,
+        entra_enabled=settings.entra_enabled,
         csrf_token=csrf_token(settings, seed), submission=secrets.token_urlsafe(16), **context
     )
     response = HTMLResponse(html, status_code=status_code)

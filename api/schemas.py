@@ -70,6 +70,20 @@ class CodeStatus(BaseModel):
     wrong_codes_total: int
 
 
+class EntraLinkInfo(BaseModel):
+    """The Microsoft Entra account linked to this staff login."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    tenant_id: str
+    object_id: str
+    display_name: str
+    email: str
+    linked_via: Literal["setup_link", "session"]
+    linked_at: datetime
+    last_sign_in_at: datetime | None
+
+
 class SsoStatus(BaseModel):
     staff_id: uuid.UUID
     state: SsoStateName
@@ -89,6 +103,8 @@ class SsoStatus(BaseModel):
     workflow_id: str | None
     failure_reason: str | None
     requested_by: str | None
+    entra: EntraLinkInfo | None = Field(
+        default=None, description="The linked Microsoft Entra account, if any")
 
 
 class SsoEmailSent(BaseModel):
@@ -113,6 +129,11 @@ class SessionsRevoked(BaseModel):
 class Unlocked(BaseModel):
     failed_sign_ins: int
     locked_until: datetime | None
+
+
+class EntraUnlinked(BaseModel):
+    tenant_id: str
+    object_id: str
 
 
 class ErrorBody(BaseModel):

@@ -17,7 +17,8 @@ from core.totp import matching_step, totp_aad
 FREE_FAILURES = 5  # failed sign-ins before any delay
 MAX_FAILURES = 100  # failed sign-ins in a row before only a password reset helps
 MAX_DELAY = timedelta(minutes=15)
-SIGNED_IN_PURPOSES = ("signin", "mfa")
+# "entra" too: a Microsoft sign-in started before a sign-out-everywhere must not finish.
+SIGNED_IN_PURPOSES = ("signin", "mfa", "entra")
 
 
 def lock_delay(failures: int) -> timedelta | None:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.engine import Dialect
@@ -222,6 +223,27 @@ class BrowserSession(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     __table_args__ = (Index("ix_browser_sessions_staff", "staff_id"),)
+
+
+class EntraLink(Base):
+    """A Microsoft Entra identity linked to a staff login: one per person, one person per
+    identity. Matched on (tenant, object id) only, never on the email claim."""
+
+    __tablename__ = "entra_links"
+    __table_args__ = (UniqueConstraint("tenant_id", "object_id", name="uq_entra_identity"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    staff_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("staff.id", ondelete="CASCADE"), unique=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str] = mapped_column(String(64))
+    # As Microsoft gave them when linked, to show admins which account it is.
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str] = mapped_column(String(320), default="")
+    # "setup_link" or "session": how the person proved who they were when linking.
+    linked_via: Mapped[str] = mapped_column(String(20))
+    linked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_sign_in_at: Mapped[datetime | None]
 
 
 class RateCounter(Base):

@@ -82,3 +82,7 @@ def password_context(workflow_id: str) -> bytes:
 
 def totp_context(workflow_id: str) -> bytes:
     return f"totp:{workflow_id}".encode()
+
+
+def entra_context(workflow_id: str) -> bytes:
+    return f"entra:{workflow_id}".encode()

@@ -111,18 +111,33 @@ class Settings(BaseSettings):
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     bootstrap_admin_key: SecretStr | None = None
 
+    # Method 1, Microsoft Entra (OIDC). Without a client id and secret the button is hidden.
+    entra_tenant_id: str = ""
+    entra_client_id: str = ""
+    entra_client_secret: SecretStr | None = None
+    # Tenants whose people may sign in; empty means just SSO_ENTRA_TENANT_ID.
+    entra_allowed_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Empty: the tenant's own discovery document at login.microsoftonline.com.
+    entra_metadata_url: str = ""
+    entra_scopes: str = "openid profile email User.Read"
+    graph_url: str = "https://graph.microsoft.com"
+    # How recent a password sign-in must be before it may link a Microsoft account.
+    entra_link_fresh: timedelta = timedelta(minutes=10)
+    # `sso dev` and tests: serve a Graph stand-in over the local OIDC provider.
+    entra_dev_graph: bool = False
+
     # Origins allowed to call the codec endpoint from a browser (the Temporal UI).
     codec_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Only `sso dev` sets this: lets the local Temporal UI decode without an admin key.
     codec_dev_open: bool = False
 
     @field_validator("encryption_keys", "codec_cors_origins", "allowed_return_urls",
-                     mode="before")
+                     "entra_allowed_tenants", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_validator("public_url")
+    @field_validator("public_url", "graph_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
@@ -130,7 +145,7 @@ class Settings(BaseSettings):
     @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
                      "email_retry_max_interval", "setup_email_window", "setup_ttl", "code_ttl",
                      "code_resend_interval", "step_timeout", "session_idle_ttl",
-                     "session_max_ttl", "reset_ttl", mode="before")
+                     "session_max_ttl", "reset_ttl", "entra_link_fresh", mode="before")
     @classmethod
     def _seconds_or_iso8601(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -143,7 +158,7 @@ class Settings(BaseSettings):
     @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
                      "email_retry_max_interval", "setup_email_window", "setup_ttl", "code_ttl",
                      "code_resend_interval", "step_timeout", "session_idle_ttl",
-                     "session_max_ttl", "reset_ttl")
+                     "session_max_ttl", "reset_ttl", "entra_link_fresh")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
@@ -191,6 +206,12 @@ class Settings(BaseSettings):
             problems.append("SSO_SENDGRID_API_KEY is required with SSO_EMAIL_BACKEND=sendgrid")
         if self.codec_dev_open:
             problems.append("SSO_CODEC_DEV_OPEN is only allowed in development")
+        if self.entra_dev_graph and self.env is Environment.production:
+            problems.append("SSO_ENTRA_DEV_GRAPH is only for development and tests")
+        if self.entra_client_id and (self.entra_client_secret is None or
+                                     self.entra_client_secret.get_secret_value()
+                                     in PLACEHOLDER_SECRETS):
+            problems.append("SSO_ENTRA_CLIENT_SECRET is missing or a placeholder")
         if self.email_backend is EmailBackend.outbox and self.env is Environment.production:
             problems.append("SSO_EMAIL_BACKEND=outbox is only for development and tests")
         if not self.database_url:
@@ -200,6 +221,29 @@ class Settings(BaseSettings):
                 f"refusing to start with SSO_ENV={self.env.value}: " + "; ".join(problems)
             )
         return self
+
+    @property
+    def entra_enabled(self) -> bool:
+        return bool(self.entra_client_id and self.entra_client_secret is not None
+                    and self.entra_client_secret.get_secret_value()
+                    and (self.entra_tenant_id or self.entra_metadata_url))
+
+    @property
+    def entra_discovery_url(self) -> str:
+        if self.entra_metadata_url:
+            return self.entra_metadata_url
+        return (f"https://login.microsoftonline.com/{self.entra_tenant_id}"
+                "/v2.0/.well-known/openid-configuration")
+
+    @property
+    def entra_tenants(self) -> frozenset[str]:
+        tenants = self.entra_allowed_tenants or ([self.entra_tenant_id]
+                                                 if self.entra_tenant_id else [])
+        return frozenset(t.strip().lower() for t in tenants if t.strip())
+
+    @property
+    def entra_redirect_uri(self) -> str:
+        return f"{self.public_url}/sso/entra/callback"
 
     @property
     def resolved_data_dir(self) -> Path:

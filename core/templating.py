@@ -16,6 +16,7 @@ EMAIL_SUBJECTS = {
     "verification_code": "Your {brand} verification code",
     "password_reset_code": "Your {brand} password reset code",
     "password_changed": "Your {brand} password was changed",
+    "entra_linked": "A Microsoft account was linked to your {brand} sign-in",
 }
 
 

@@ -476,6 +476,13 @@ class SsoSetupWorkflow:
             raise ApplicationError("This setup has already ended or is ending",
                                    type="SetupAlreadyEnded")
 
+    @workflow.signal(name="entra_linked")
+    def entra_linked(self, actor: str) -> None:
+        """The person linked Microsoft Entra from this setup's link: that completes it."""
+        if self._step in PASSWORD_STEPS and not self._link_used and self._end is None \
+                and self._outcome is None:
+            self._end = ("active", EndRequest(actor, "linked to Microsoft Entra"))
+
     @workflow.query(name="status")
     def status(self) -> SetupStatus:
         return SetupStatus(step=self._step, step_since=self._step_since,

@@ -30,6 +30,7 @@ NOTICES = {
     "reset": "Your password was changed. Sign in with your new password.",
     "signed_out": "You have signed out.",
     "expired": "Your session has ended. Please sign in again.",
+    "reauth": "For your security, sign in again to link a Microsoft account.",
 }
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, status
 
 from api.deps import AdminDep, OnboardingDep, SessionDep, client_ip
 from api.schemas import (
+    EntraUnlinked,
     ErrorBody,
     SessionsRevoked,
     SsoCancelled,
@@ -94,6 +95,15 @@ async def unlock(
     """Lift a sign-in lock and clear the failure count."""
     await AccountAdmin(session).unlock(staff_id, actor, client_ip(request))
     return Unlocked(failed_sign_ins=0, locked_until=None)
+
+
+@router.delete("/{staff_id}/entra-link", response_model=EntraUnlinked)
+async def unlink_entra(
+    staff_id: uuid.UUID, request: Request, session: SessionDep, actor: AdminDep
+) -> EntraUnlinked:
+    """Unlink the person's Microsoft Entra account and end their sessions."""
+    link = await AccountAdmin(session).unlink_entra(staff_id, actor, client_ip(request))
+    return EntraUnlinked(tenant_id=link.tenant_id, object_id=link.object_id)
 
 
 @router.get("/{staff_id}/sso", response_model=SsoStatus)

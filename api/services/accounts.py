@@ -1,17 +1,19 @@
-"""Admin actions on a person's account: end their sessions, lift a sign-in lock."""
+"""Admin actions on a person's account: end their sessions, lift a sign-in lock, unlink
+Microsoft Entra."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import NotFound
 from api.services.staff import get_staff
 from core import audit
 from core.accounts import account_for, revoke_sessions
-from core.models import utcnow
+from core.models import EntraLink, utcnow
 
 
 @dataclass
@@ -38,3 +40,18 @@ class AccountAdmin:
         audit.record(self.db, actor=actor, action="account.unlock", outcome="success",
                      target=str(staff.id), ip=ip, **was)
         await self.db.commit()
+
+    async def unlink_entra(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> EntraLink:
+        """Remove the link; the Microsoft account no longer signs this person in. Sessions made
+        with it are ended too, so the unlink takes effect at once."""
+        staff = await get_staff(self.db, staff_id)
+        link = await self.db.scalar(select(EntraLink).where(EntraLink.staff_id == staff.id))
+        if link is None:
+            raise NotFound("This person has no linked Microsoft account")
+        await self.db.delete(link)
+        count = await revoke_sessions(self.db, staff.id, utcnow())
+        audit.record(self.db, actor=actor, action="entra.unlinked", outcome="success",
+                     target=str(staff.id), ip=ip, tenant_id=link.tenant_id,
+                     object_id=link.object_id, sessions_revoked=count)
+        await self.db.commit()
+        return link

@@ -24,17 +24,24 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
-from api.schemas import CodeStatus, EmailDelivery, SsoEmailSent, SsoStatus
+from api.schemas import CodeStatus, EmailDelivery, EntraLinkInfo, SsoEmailSent, SsoStatus
 from api.services.staff import get_staff
-from api.services.temporal import UNAVAILABLE, connected
+from api.services.temporal import UNAVAILABLE, connected, email_retry
 from core import audit
 from core.accounts import MAX_FAILURES
-from core.models import AccountStatus, DeliveryState, SetupState, SsoAccount, SsoSetup, utcnow
+from core.models import (
+    AccountStatus,
+    DeliveryState,
+    EntraLink,
+    SetupState,
+    SsoAccount,
+    SsoSetup,
+    utcnow,
+)
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.sso_setup import (
-    EmailRetry,
     EndRequest,
     SetupOutcome,
     SetupProgress,
@@ -88,11 +95,7 @@ class Onboarding:
                      target=str(staff.id), ip=ip, workflow_id=workflow_id)
         await self.session.commit()
 
-        retry = EmailRetry(
-            initial_interval_seconds=self.settings.email_retry_initial_interval.total_seconds(),
-            maximum_interval_seconds=self.settings.email_retry_max_interval.total_seconds(),
-            window_seconds=self.settings.email_retry_window.total_seconds(),
-        )
+        retry = email_retry(self.settings)
         ttl = int(self.settings.setup_link_ttl.total_seconds())
         try:
             async with asyncio.timeout(self.timeout):
@@ -157,10 +160,12 @@ class Onboarding:
         account = await self.session.scalar(
             select(SsoAccount).where(SsoAccount.staff_id == staff.id))
         mfa_enabled = bool(account and account.mfa_enabled_at)
-        signin = _signin_fields(account)
+        link = await self.session.scalar(select(EntraLink).where(EntraLink.staff_id == staff.id))
+        signin = {**_signin_fields(account),
+                  "entra": EntraLinkInfo.model_validate(link) if link else None}
         if setup is None:
-            state = "active" if account and account.status == AccountStatus.active.value \
-                else "not_started"
+            active = link is not None or (account and account.status == AccountStatus.active.value)
+            state = "active" if active else "not_started"
             return SsoStatus(staff_id=staff.id, state=state,  # type: ignore[arg-type]
                              state_since=None, mfa_enabled=mfa_enabled,
                              link_expires_at=None, email_delivery=None, workflow_id=None,

@@ -31,7 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ServiceUnavailable
 from api.services.sessions import Current
-from api.services.temporal import UNAVAILABLE, connected
+from api.services.temporal import UNAVAILABLE, connected, email_retry
 from core.crypto import code_digest
 from core.models import AccountStatus, BrowserSession, SsoAccount, utcnow
 from core.sealing import password_context, seal, totp_context
@@ -39,7 +39,7 @@ from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.codes import CODE_ATTEMPTS
-from workflows.common import EmailRetry, StepResult
+from workflows.common import StepResult
 from workflows.password_reset import (
     RESET_PURPOSE,
     CodeRequest,
@@ -258,10 +258,7 @@ class ResetSteps:
         s = self.settings
         return PasswordResetInput(
             account_id=str(account.id), staff_id=str(account.staff_id),
-            email_retry=EmailRetry(
-                initial_interval_seconds=s.email_retry_initial_interval.total_seconds(),
-                maximum_interval_seconds=s.email_retry_max_interval.total_seconds(),
-                window_seconds=s.email_retry_window.total_seconds()),
+            email_retry=email_retry(s),
             code_ttl_seconds=int(s.code_ttl.total_seconds()),
             code_resend_interval_seconds=int(s.code_resend_interval.total_seconds()),
             code_max_resends=s.code_max_resends, ttl_seconds=int(s.reset_ttl.total_seconds()))

@@ -143,9 +143,13 @@ def _reason(account: SsoAccount | None, usable: bool, now: datetime, right: bool
 
 
 def safe_return_to(settings: Settings, value: str | None) -> str | None:
-    """Only to configured places: exact URLs, or prefixes given with a trailing slash."""
+    """Only to our own sign-on pages or configured places: exact URLs, or prefixes given with
+    a trailing slash."""
     if not value or len(value) > 2000:
         return None
+    if value.startswith("/sso/") and "//" not in value and "\\" not in value \
+            and "/../" not in value and not any(ch.isspace() or ord(ch) < 32 for ch in value):
+        return value
     for allowed in settings.allowed_return_urls:
         if value == allowed or (allowed.endswith("/") and value.startswith(allowed)
                                 and "/../" not in value and "\\" not in value):

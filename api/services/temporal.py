@@ -6,7 +6,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api.errors import ServiceUnavailable
+from core.settings import Settings
 from core.temporal_client import TemporalGateway
+from workflows.common import EmailRetry
 
 UNAVAILABLE = "We can't complete this right now, please try again in a minute"
 
@@ -16,3 +18,11 @@ async def connected(temporal: TemporalGateway, connect_timeout: float = 5.0) -> 
         return await temporal.client(connect_timeout=connect_timeout)
     except (RPCError, TimeoutError, RuntimeError, OSError) as exc:
         raise ServiceUnavailable(UNAVAILABLE) from exc
+
+
+def email_retry(settings: Settings) -> EmailRetry:
+    """How every flow started from the web app retries its emails."""
+    return EmailRetry(
+        initial_interval_seconds=settings.email_retry_initial_interval.total_seconds(),
+        maximum_interval_seconds=settings.email_retry_max_interval.total_seconds(),
+        window_seconds=settings.email_retry_window.total_seconds())

@@ -1,0 +1,131 @@
+"""Activities of the Microsoft Entra link flow: redeem the code, record the link, tell the
+person. The access and ID tokens exist only inside `verify_entra_grant`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.base import SecretActivities
+from activities.email_delivery import PermanentEmailError
+from activities.inputs import (
+    EntraLinkedNoticeInput,
+    LinkEntraInput,
+    LinkEntraResult,
+    VerifiedEntra,
+    VerifyEntraInput,
+)
+from core import audit
+from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
+from core.models import EntraLink, SetupLink, Staff, utcnow
+from core.sealing import entra_context
+from core.templating import render_email
+
+LINK_REFUSALS = {
+    "linked_elsewhere": "This Microsoft account is already linked to another staff login. "
+                        "Ask your administrator.",
+    "has_other_link": "Your staff login is already linked to a different Microsoft account. "
+                      "Ask your administrator to unlink it first.",
+    "link_unusable": "This setup link has expired or was already used. Ask your administrator "
+                     "to send you a new Single Sign-On email.",
+    "staff_missing": "This staff login no longer exists. Ask your administrator.",
+}
+
+
+class EntraActivities(SecretActivities):
+    @activity.defn(name="verify_entra_grant")
+    async def verify_entra_grant(self, data: VerifyEntraInput) -> VerifiedEntra:
+        grant = Grant.from_json(
+            self._unseal(data.sealed_grant, entra_context(data.workflow_id)).encode())
+        try:
+            identity = await EntraProvider(self._settings).redeem(grant)
+        except EntraRefused as refused:
+            raise ApplicationError(refused.message, refused.reason, non_retryable=True,
+                                   type="EntraRefused") from None
+        except EntraUnavailable as exc:
+            # Retried by the flow's policy; the message carries no token.
+            raise ApplicationError(f"Microsoft did not answer: {exc}",
+                                   type="EntraUnavailable") from None
+        return VerifiedEntra(tenant_id=identity.tenant_id, object_id=identity.object_id,
+                             name=identity.name, email=identity.email)
+
+    @activity.defn(name="link_entra_identity")
+    async def link_entra_identity(self, data: LinkEntraInput) -> LinkEntraResult:
+        staff_id = uuid.UUID(data.staff_id)
+        who = data.identity
+        now = utcnow()
+        async with self._sessions() as session:
+            refusal: str | None = None
+            newly = False
+            if await session.get(Staff, staff_id) is None:
+                refusal = "staff_missing"
+            elif data.via == "setup_link" and not await _link_usable(session, data, now):
+                refusal = "link_unusable"
+            if refusal is None:
+                holder = await session.scalar(select(EntraLink).where(
+                    EntraLink.tenant_id == who.tenant_id, EntraLink.object_id == who.object_id))
+                own = await session.scalar(select(EntraLink).where(EntraLink.staff_id == staff_id))
+                if holder is not None and holder.staff_id != staff_id:
+                    refusal = "linked_elsewhere"
+                elif own is not None and holder is None:
+                    refusal = "has_other_link"
+                elif own is None:
+                    session.add(EntraLink(staff_id=staff_id, tenant_id=who.tenant_id,
+                                          object_id=who.object_id, display_name=who.name,
+                                          email=who.email, linked_via=data.via, linked_at=now))
+                    newly = True
+            if refusal is not None:
+                audit.record(session, actor=data.actor, action="entra.link_refused",
+                             outcome="failure", target=data.staff_id, ip=data.ip,
+                             reason=refusal, tenant_id=who.tenant_id, via=data.via)
+                await session.commit()
+                return LinkEntraResult(ok=False, reason=refusal, message=LINK_REFUSALS[refusal])
+            if data.via == "setup_link" and data.link_id:
+                link = await session.get(SetupLink, uuid.UUID(data.link_id))
+                if link is not None and link.consumed_at is None:
+                    link.consumed_at = now
+            if newly:
+                audit.record(session, actor=data.actor, action="entra.linked", outcome="success",
+                             target=data.staff_id, ip=data.ip, tenant_id=who.tenant_id,
+                             object_id=who.object_id, via=data.via,
+                             workflow_id=data.workflow_id)
+            try:
+                await session.commit()
+            except IntegrityError:
+                # Another staff login took this identity at the same moment.
+                await session.rollback()
+                return LinkEntraResult(ok=False, reason="linked_elsewhere",
+                                       message=LINK_REFUSALS["linked_elsewhere"])
+        return LinkEntraResult(ok=True, newly_linked=newly)
+
+    @activity.defn(name="send_entra_linked")
+    async def send_entra_linked(self, data: EntraLinkedNoticeInput) -> None:
+        async with self._sessions() as session:
+            staff = await session.get(Staff, uuid.UUID(data.staff_id))
+        if staff is None:
+            return
+        email = render_email(
+            "entra_linked", to=staff.external_email_1, brand=self._settings.brand_name,
+            first_name=staff.first_name, account=data.account,
+            linked_at=data.linked_at.strftime("%d %B %Y at %H:%M UTC"),
+            support_email=self._settings.support_email)
+        try:
+            await self._sender.send(email)
+        except PermanentEmailError as exc:
+            raise ApplicationError(str(exc), non_retryable=True,
+                                   type="PermanentEmailError") from exc
+
+
+async def _link_usable(session: AsyncSession, data: LinkEntraInput, now: datetime) -> bool:
+    if not data.link_id:
+        return False
+    link = await session.get(SetupLink, uuid.UUID(data.link_id))
+    return (link is not None and str(link.staff_id) == data.staff_id
+            and link.revoked_at is None and link.consumed_at is None
+            and link.expires_at > now)

@@ -1,0 +1,155 @@
+"""Method 1: the Microsoft-Entra button, Microsoft's callback, and the signed-in "Setup
+agentOS Single Sign-on" page that offers the link."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from api.cookies import (
+    ENTRA_PENDING,
+    SIGNIN_SESSION,
+    clear_cookie,
+    csrf_ok,
+    read_cookie,
+    set_cookie,
+)
+from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
+from api.errors import ServiceUnavailable
+from api.pages import redirect, render_page
+from api.services.entra import START_TTL, EntraResult, EntraSignOn, EntraStart
+from api.services.sessions import Current, Sessions
+from api.services.setup_steps import SetupSteps
+from api.services.signin import safe_return_to
+from core.entra import EntraProvider
+from core.models import utcnow
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+
+def get_entra(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> EntraSignOn:
+    return EntraSignOn(settings=settings, db=db, temporal=temporal,
+                       provider=EntraProvider(settings))
+
+
+EntraDep = Annotated[EntraSignOn, Depends(get_entra)]
+
+
+def _problem(request: Request, message: str, status_code: int,
+             title: str = "We couldn't sign you in with Microsoft") -> HTMLResponse:
+    return render_page(request, "entra_problem", status_code=status_code, title=title,
+                       message=message)
+
+
+def _unavailable(request: Request) -> HTMLResponse:
+    return _problem(request, "We can't complete this right now, please try again in a minute.",
+                    503, title="We can't complete this right now")
+
+
+async def _signed_in(request: Request, entra: EntraSignOn) -> Current | None:
+    current = await Sessions(entra.settings, entra.db).get(
+        read_cookie(request, entra.settings, SIGNIN_SESSION), "signin",
+        idle=entra.settings.session_idle_ttl)
+    return current if current is not None and current.staff is not None else None
+
+
+@router.post("/sso/entra/start", response_class=HTMLResponse)
+async def start(
+    request: Request, entra: EntraDep,
+    intent: Annotated[Literal["signin", "link"], Form()] = "signin",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    token: Annotated[str, Form(max_length=200)] = "",
+    return_to: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    settings = entra.settings
+    if not settings.entra_enabled:
+        return _problem(request, "Microsoft Entra sign-in isn't set up here.", 404,
+                        title="Microsoft-Entra isn't available")
+    if not csrf_ok(request, settings, csrf):
+        return _problem(request, "This form has expired. Go back, reload the page and try "
+                        "again.", 400, title="Please try again")
+    plan = await _plan(request, entra, intent, token, safe_return_to(settings, return_to))
+    if isinstance(plan, Response):
+        return plan
+    try:
+        url, pending = await entra.begin(plan)
+    except ServiceUnavailable:
+        return _unavailable(request)
+    response = redirect(url)
+    set_cookie(response, settings, ENTRA_PENDING, pending, max_age=START_TTL)
+    return response
+
+
+async def _plan(request: Request, entra: EntraSignOn, intent: str, token: str,
+                return_to: str | None) -> EntraStart | Response:
+    """Who may start what: anyone may sign in; linking needs a valid setup link or a recent
+    sign-in of this very browser."""
+    if intent == "signin":
+        return EntraStart("signin", return_to=return_to)
+    if token:
+        view = await SetupSteps(settings=entra.settings, db=entra.db,
+                                temporal=entra.temporal).open_link(token)
+        if not view.usable or view.link is None or view.staff is None:
+            return render_page(request, "link_invalid", status_code=410,
+                               reason=view.reason or "unknown")
+        return EntraStart("link", staff_id=view.staff.id, via="setup_link",
+                          link_id=str(view.link.id), setup_workflow_id=view.link.workflow_id,
+                          setup_run_id=view.link.run_id)
+    current = await _signed_in(request, entra)
+    if current is None:
+        return redirect("/sso/login?return_to=/sso/setup")
+    if utcnow() - current.row.created_at > entra.settings.entra_link_fresh:
+        # An old session (or a borrowed laptop) must not bind someone's Microsoft account.
+        return redirect("/sso/login?return_to=/sso/setup&notice=reauth")
+    return EntraStart("link", staff_id=current.row.staff_id, via="session")
+
+
+@router.get("/sso/entra/callback", response_class=HTMLResponse)
+async def callback(
+    request: Request, entra: EntraDep, state: str = "", code: str = "", error: str = "",
+) -> Response:
+    settings = entra.settings
+    signed_in = await _signed_in(request, entra)
+    try:
+        result = await entra.finish(read_cookie(request, settings, ENTRA_PENDING), state[:200],
+                                    code, error[:100], client_ip(request), signed_in)
+    except ServiceUnavailable:
+        response: Response = _unavailable(request)
+    else:
+        response = await _answer(request, entra, result, signed_in)
+    clear_cookie(response, settings, ENTRA_PENDING)
+    return response
+
+
+async def _answer(request: Request, entra: EntraSignOn, result: EntraResult,
+                  signed_in: Current | None) -> Response:
+    settings = entra.settings
+    if result.kind == "refused":
+        status = 503 if result.reason == "unavailable" else 403
+        return _problem(request, result.message or "", status)
+    assert result.staff_id is not None
+    sessions = Sessions(settings, entra.db)
+    # A new session id after every Entra callback: nothing set before it carries over.
+    await sessions.revoke(read_cookie(request, settings, SIGNIN_SESSION))
+    session_id = await sessions.create("signin", result.staff_id, settings.session_max_ttl)
+    await entra.db.commit()
+    if result.kind == "signed_in":
+        response: Response = redirect(safe_return_to(settings, result.return_to)
+                                      or "/sso/account")
+    else:
+        response = render_page(request, "entra_done", account=result.account,
+                               from_setup=result.via == "setup_link")
+    set_cookie(response, settings, SIGNIN_SESSION, session_id, max_age=settings.session_max_ttl)
+    return response
+
+
+@router.get("/sso/setup", response_class=HTMLResponse)
+async def setup_home(request: Request, entra: EntraDep, settings: SettingsDep) -> Response:
+    """"Setup agentOS Single Sign-on" from the person menu: link Microsoft Entra."""
+    current = await _signed_in(request, entra)
+    if current is None or current.staff is None:
+        return redirect("/sso/login?return_to=/sso/setup")
+    link = await entra.link_of(current.staff.id)
+    return render_page(request, "setup_home", staff=current.staff, link=link)

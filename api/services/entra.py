@@ -1,0 +1,236 @@
+"""Microsoft-Entra from the sign-on pages: start the authorization request, take the callback,
+then sign a linked person in or drive the link flow.
+
+`state`, `nonce` and the PKCE verifier live in a short server-side session bound to this
+browser (sealed with the keyring in the database) and are used once: the callback revokes
+the session before it looks at anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError
+
+from api.errors import ServiceUnavailable
+from api.services.sessions import Current, Sessions
+from api.services.temporal import UNAVAILABLE, connected, email_retry
+from core import audit
+from core.codec import keyring_from_settings
+from core.crypto import DecryptionError
+from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
+from core.models import AccountStatus, EntraLink, SsoAccount, utcnow
+from core.sealing import entra_context, seal
+from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+from core.settings import Settings
+from core.temporal_client import TemporalGateway
+from workflows.entra_link import EntraLinkInput, LinkOutcome, LinkRequest, link_workflow_id
+
+PURPOSE = "entra"
+# Time allowed at Microsoft (password, number matching) before the callback must arrive.
+START_TTL = timedelta(minutes=10)
+# The link flow verifies with Microsoft and Graph: allow it more than a page step.
+LINK_TIMEOUT = 30.0
+
+Intent = Literal["signin", "link"]
+
+REFUSALS = {
+    "expired": "This sign-in has expired or was already used. Please start again.",
+    "state_mismatch": "This sign-in didn't start in this browser. Please start again.",
+    "cancelled": "The sign-in with Microsoft was cancelled.",
+    "provider_error": "Microsoft didn't complete the sign-in. Please start again.",
+    "unlinked": "This Microsoft account isn't linked to an agentOS staff login; ask your "
+                "administrator.",
+    "account_disabled": "Your staff login is disabled. Ask your administrator.",
+    "session_ended": "Your session ended before the Microsoft account could be linked. Sign in "
+                     "and try again.",
+}
+
+
+@dataclass
+class EntraStart:
+    intent: Intent
+    staff_id: uuid.UUID | None = None
+    via: str | None = None  # "setup_link" | "session" when linking
+    link_id: str | None = None
+    setup_workflow_id: str | None = None
+    setup_run_id: str | None = None
+    return_to: str | None = None
+
+
+@dataclass
+class EntraResult:
+    kind: Literal["signed_in", "linked", "refused"]
+    staff_id: uuid.UUID | None = None
+    reason: str | None = None
+    message: str | None = None
+    account: str = ""
+    return_to: str | None = None
+    via: str | None = None
+
+
+def refused(reason: str, message: str | None = None) -> EntraResult:
+    return EntraResult("refused", reason=reason, message=message or REFUSALS[reason])
+
+
+@dataclass
+class EntraSignOn:
+    settings: Settings
+    db: AsyncSession
+    temporal: TemporalGateway
+    provider: EntraProvider
+
+    async def begin(self, start: EntraStart) -> tuple[str, str]:
+        """The URL to send the browser to, and the id of the session that waits for it."""
+        try:
+            request = await self.provider.authorization_request()
+        except EntraUnavailable as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        secrets_blob = json.dumps({"state": request.state, "nonce": request.nonce,
+                                   "verifier": request.code_verifier}).encode()
+        session_id = await Sessions(self.settings, self.db).create(
+            PURPOSE, start.staff_id, START_TTL, workflow_id=start.setup_workflow_id, data={
+                "intent": start.intent, "via": start.via, "link_id": start.link_id,
+                "setup_run_id": start.setup_run_id, "return_to": start.return_to,
+                "sealed": self._keyring.seal(secrets_blob, PURPOSE.encode())})
+        await self.db.commit()
+        return request.url, session_id
+
+    async def finish(self, session_id: str | None, state: str, code: str, error: str,
+                     ip: str | None, signed_in: Current | None) -> EntraResult:
+        sessions = Sessions(self.settings, self.db)
+        pending = await sessions.get(session_id, PURPOSE)
+        if pending is None:
+            return refused("expired")
+        # Single use, whatever happens next: a replayed callback finds nothing.
+        await sessions.revoke(session_id)
+        await self.db.commit()
+        data = pending.row.data
+        try:
+            opened = json.loads(self._keyring.unseal(str(data.get("sealed", "")),
+                                                     PURPOSE.encode()))
+        except (DecryptionError, ValueError):
+            return refused("expired")
+        if not state or not hmac.compare_digest(state.encode(), str(opened["state"]).encode()):
+            return refused("state_mismatch")
+        if error:
+            return refused("cancelled" if error == "access_denied" else "provider_error")
+        if not code or len(code) > 4096:
+            return refused("provider_error")
+        grant = Grant(code=code, code_verifier=str(opened["verifier"]),
+                      nonce=str(opened["nonce"]))
+        return_to = data.get("return_to")
+        if data.get("intent") == "link":
+            return await self._link(pending, grant, ip, signed_in)
+        result = await self._sign_in(grant, ip)
+        result.return_to = return_to if isinstance(return_to, str) else None
+        return result
+
+    # -- sign-in --------------------------------------------------------------------------
+
+    async def _sign_in(self, grant: Grant, ip: str | None) -> EntraResult:
+        try:
+            identity = await self.provider.redeem(grant)
+        except EntraRefused as exc:
+            self._audit_signin_failure(None, ip, exc.reason)
+            await self.db.commit()
+            return refused(exc.reason, exc.message)
+        except EntraUnavailable as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+        link = await self.db.scalar(select(EntraLink).where(
+            EntraLink.tenant_id == identity.tenant_id, EntraLink.object_id == identity.object_id))
+        if link is None:
+            self._audit_signin_failure(None, ip, "unlinked", tenant_id=identity.tenant_id)
+            await self.db.commit()
+            return refused("unlinked")
+        account = await self.db.scalar(select(SsoAccount).where(
+            SsoAccount.staff_id == link.staff_id))
+        if account is not None and account.status == AccountStatus.disabled.value:
+            self._audit_signin_failure(link.staff_id, ip, "account_disabled")
+            await self.db.commit()
+            return refused("account_disabled")
+        now = utcnow()
+        link.last_sign_in_at = now
+        if account is not None:
+            account.last_sign_in_at = now
+        audit.record(self.db, actor=f"staff:{link.staff_id}", action="sign_in.success",
+                     outcome="success", target=str(link.staff_id), ip=ip, method="entra")
+        await self.db.commit()
+        return EntraResult("signed_in", staff_id=link.staff_id)
+
+    def _audit_signin_failure(self, staff_id: uuid.UUID | None, ip: str | None, reason: str,
+                              **details: Any) -> None:
+        audit.record(self.db, actor=f"ip:{ip}", action="sign_in.failed", outcome="failure",
+                     target=str(staff_id) if staff_id else None, ip=ip, reason=reason,
+                     method="entra", **details)
+
+    # -- linking --------------------------------------------------------------------------
+
+    async def _link(self, pending: Current, grant: Grant, ip: str | None,
+                    signed_in: Current | None) -> EntraResult:
+        data = pending.row.data
+        staff_id = pending.row.staff_id
+        via = str(data.get("via") or "")
+        if staff_id is None or via not in ("setup_link", "session"):
+            return refused("expired")
+        if via == "session" and (signed_in is None or signed_in.row.staff_id != staff_id):
+            # Signed out (or in as someone else) while at Microsoft.
+            return refused("session_ended")
+        workflow_id = link_workflow_id(str(staff_id))
+        request = LinkRequest(
+            sealed_grant=seal(self.settings.seal_public_key, grant.to_json(),
+                              entra_context(workflow_id)),
+            via=via, actor=f"staff:{staff_id}", ip=ip,
+            link_id=data.get("link_id"), setup_workflow_id=pending.row.workflow_id,
+            setup_run_id=data.get("setup_run_id"))
+        outcome = await self._drive_link(staff_id, workflow_id, request)
+        if not outcome.ok:
+            return refused(outcome.reason or "provider_error", outcome.message)
+        return EntraResult("linked", staff_id=staff_id, account=outcome.email or outcome.name,
+                           via=via)
+
+    async def _drive_link(self, staff_id: uuid.UUID, workflow_id: str,
+                          request: LinkRequest) -> LinkOutcome:
+        client = await connected(self.temporal, self.settings.step_timeout.total_seconds())
+        start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+            "EntraLink", EntraLinkInput(staff_id=str(staff_id),
+                                        email_retry=email_retry(self.settings)),
+            id=workflow_id, task_queue=self.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(SSO_STEP, "verifying"),
+                SearchAttributePair(SSO_STAFF_ID, str(staff_id))]),
+            static_summary=f"Microsoft Entra link for staff {staff_id}")
+        try:
+            async with asyncio.timeout(LINK_TIMEOUT):
+                result: LinkOutcome = await client.execute_update_with_start_workflow(
+                    "link", request, start_workflow_operation=start, result_type=LinkOutcome)
+                return result
+        except WorkflowUpdateFailedError as exc:
+            message = getattr(exc.cause, "message", None) or REFUSALS["provider_error"]
+            return LinkOutcome(ok=False, reason="provider_error", message=message)
+        except (RPCError, TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    # -- what the admin API and the account page show -------------------------------------
+
+    async def link_of(self, staff_id: uuid.UUID) -> EntraLink | None:
+        return await self.db.scalar(select(EntraLink).where(EntraLink.staff_id == staff_id))
+
+    @property
+    def _keyring(self) -> Any:
+        return keyring_from_settings(self.settings)
