@@ -1,4 +1,5 @@
-"""Structured JSON logs, one event a line, with link tokens scrubbed from request paths."""
+"""Structured JSON logs, one event a line, with link tokens and OAuth codes scrubbed from
+request paths."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from datetime import UTC, datetime
 
 # Tokens only ever travel in these path segments; the access log must never carry them.
 SECRET_PATH = re.compile(r"(/sso/setup/)(?!(?:confirm|resend|mfa|done)(?:[/?\s\"]|$))[^/?\s\"]+")
+# Microsoft's callback carries the authorization code and state in its query string.
+SECRET_QUERY = re.compile(r"(/sso/entra/callback)\?[^\s\"]*")
 
 
 def redact(text: str) -> str:
-    return SECRET_PATH.sub(r"\1[redacted]", text)
+    return SECRET_QUERY.sub(r"\1?[redacted]", SECRET_PATH.sub(r"\1[redacted]", text))
 
 
 class RedactingFilter(logging.Filter):

@@ -232,6 +232,7 @@ class DevStack:
     temporal_port: int
     ui_port: int
     data_dir: Path
+    entra_port: int = 0
     admin_key: str = ""
     _lines: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -246,19 +247,24 @@ class DevStack:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def entra_url(self) -> str:
+        """The local Microsoft Entra stand-in (oidc-provider-mock) that `sso dev` runs."""
+        return f"http://127.0.0.1:{self.entra_port}"
+
+    @property
     def temporal_address(self) -> str:
         return f"127.0.0.1:{self.temporal_port}"
 
     @classmethod
     def start(cls, data_dir: Path, env: Mapping[str, str], *, port: int, temporal_port: int,
-              ui_port: int, timeout: float = 90.0) -> DevStack:
+              ui_port: int, entra_port: int, timeout: float = 90.0) -> DevStack:
         command = [sys.executable, "-m", "cli", "dev", "--port", str(port),
                    "--temporal-port", str(temporal_port), "--ui-port", str(ui_port),
-                   "--data-dir", str(data_dir)]
+                   "--entra-port", str(entra_port), "--data-dir", str(data_dir)]
         process = subprocess.Popen(command, cwd=ROOT, env=dict(env), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         stack = cls(process=process, port=port, temporal_port=temporal_port, ui_port=ui_port,
-                    data_dir=data_dir)
+                    data_dir=data_dir, entra_port=entra_port)
         stack._reader = threading.Thread(target=stack._drain, name="sso-dev-output",
                                          daemon=True)
         stack._reader.start()
@@ -336,8 +342,8 @@ class DevStack:
                 report.left_running[pid] = report.children.get(pid, "?")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        report.open_ports = [p for p in (self.port, self.temporal_port, self.ui_port)
-                             if port_open(p)]
+        report.open_ports = [p for p in (self.port, self.temporal_port, self.ui_port,
+                                         self.entra_port) if p and port_open(p)]
         if self._reader is not None:
             self._reader.join(timeout=5)
         return report
@@ -356,7 +362,7 @@ class StopReport:
 def running_sso_dev(data_dir: Path, smtp_port: int) -> Iterator[DevStack]:
     """`sso dev` as a user runs it, mailing through the test's SMTP server; on the way out,
     proves that Ctrl-C stopped it and every process it started."""
-    port, temporal_port, ui_port = free_ports(3)
+    port, temporal_port, ui_port, entra_port = free_ports(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
     env.update({
         "PYTHONUNBUFFERED": "1",
@@ -371,7 +377,7 @@ def running_sso_dev(data_dir: Path, smtp_port: int) -> Iterator[DevStack]:
         "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
     })
     dev = DevStack.start(data_dir, env, port=port, temporal_port=temporal_port,
-                         ui_port=ui_port, timeout=90)
+                         ui_port=ui_port, entra_port=entra_port, timeout=90)
     try:
         yield dev
     finally:
@@ -389,7 +395,7 @@ def running_sso_dev(data_dir: Path, smtp_port: int) -> Iterator[DevStack]:
             problems.append(f"sso dev exited with {report.returncode} after Ctrl-C")
         if report.open_ports:
             problems.append(f"ports still answering after sso dev stopped: {report.open_ports}")
-        if len(report.children) < 3:
-            problems.append(f"expected temporal, worker and api as children of sso dev, saw "
-                            f"{report.children}")
+        if len(report.children) < 4:
+            problems.append(f"expected temporal, the Entra stand-in, worker and api as children "
+                            f"of sso dev, saw {report.children}")
         assert not problems, "; ".join(problems) + "\n--- output ---\n" + dev.output()[-5000:]

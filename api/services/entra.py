@@ -125,10 +125,12 @@ class EntraSignOn:
                                                      PURPOSE.encode()))
         except (DecryptionError, ValueError):
             return refused("expired")
+        if error:
+            # Nothing is granted on this path, so the answer need not wait for a state check
+            # (some providers leave the state off their error redirects).
+            return refused("cancelled" if error == "access_denied" else "provider_error")
         if not state or not hmac.compare_digest(state.encode(), str(opened["state"]).encode()):
             return refused("state_mismatch")
-        if error:
-            return refused("cancelled" if error == "access_denied" else "provider_error")
         if not code or len(code) > 4096:
             return refused("provider_error")
         grant = Grant(code=code, code_verifier=str(opened["verifier"]),
