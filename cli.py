@@ -13,11 +13,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
 from core.settings import InsecureSettingsError, Settings, get_settings
+
+if TYPE_CHECKING:
+    from api.schemas import StaffCreate
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -59,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     key_gen = keys.add_subparsers(dest="keys_command", required=True)
     generate = key_gen.add_parser("generate", help="print fresh secrets as .env lines")
     generate.set_defaults(func=cmd_keys_generate)
+
+    staff = commands.add_parser("staff", help="manage staff members")
+    staff_commands = staff.add_subparsers(dest="staff_command", required=True)
+    staff_create = staff_commands.add_parser(
+        "create", help="create a staff member and send their Single Sign-On email")
+    staff_create.add_argument("--first-name", required=True)
+    staff_create.add_argument("--last-name", required=True)
+    staff_create.add_argument("--email", required=True, help="their External Email 1")
+    staff_create.add_argument("--admin", action="store_true",
+                              help="give them the admin role (their setup requires MFA)")
+    staff_create.add_argument("--no-email", action="store_true",
+                              help="create the record only; send the email later")
+    staff_create.set_defaults(func=cmd_staff_create)
 
     admin_key = commands.add_parser("admin-key", help="manage admin API keys")
     key_commands = admin_key.add_subparsers(dest="key_command", required=True)
@@ -130,6 +147,56 @@ async def _create_admin_key(settings: Settings, name: str, revoke_same_name: boo
     finally:
         await engine.dispose()
     return key
+
+
+def cmd_staff_create(args: argparse.Namespace) -> None:
+    """Bootstraps the first admin: the record, then the same "Send Single Sign-On Email" an
+    admin would press."""
+    from pydantic import ValidationError as InvalidInput
+
+    from api.schemas import StaffCreate
+
+    try:
+        data = StaffCreate(first_name=args.first_name, last_name=args.last_name,
+                           external_email_1=args.email, is_admin=args.admin)
+    except InvalidInput as exc:
+        raise SystemExit(f"sso: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+    print(asyncio.run(_create_staff(get_settings(), data, send=not args.no_email)))
+
+
+async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> str:
+    import getpass
+
+    from api.errors import SsoError
+    from api.services.onboarding import Onboarding
+    from api.services.staff import create_staff
+    from core.db import create_engine, session_factory
+    from core.temporal_client import TemporalGateway
+
+    actor = f"cli:{getpass.getuser()}"
+    engine = create_engine(settings.async_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            try:
+                staff = await create_staff(session, data, actor, None)
+                await session.commit()
+            except SsoError as exc:
+                raise SystemExit(f"sso: {exc.message}") from None
+            role = " (admin)" if staff.is_admin else ""
+            done = f"Created {staff.first_name} {staff.last_name}{role}: {staff.id}"
+            if not send:
+                return done
+            onboarding = Onboarding(settings=settings, session=session,
+                                    temporal=TemporalGateway(settings))
+            try:
+                await onboarding.send_email(staff.id, actor, None)
+            except SsoError as exc:
+                raise SystemExit(f"{done}\nsso: the Single Sign-On email was not sent: "
+                                 f"{exc.message}") from None
+            return (f"{done}\nSingle Sign-On email sent to {staff.external_email_1}; the link "
+                    f"is valid for {int(settings.setup_link_ttl.total_seconds() // 60)} minutes.")
+    finally:
+        await engine.dispose()
 
 
 def temporal_cli() -> str:

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from api import errors
 from api.deps import AdminLimits
 from api.routes import (
+    admin_pages,
     codec,
     dev_graph,
     dev_mailbox,
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.include_router(setup_pages.router)
     app.include_router(signin_pages.router)
     app.include_router(reset_pages.router)
+    app.include_router(admin_pages.router)
     if settings.is_development:
         app.include_router(dev_mailbox.router)
     if settings.entra_dev_graph:  # never true in production: the settings refuse it

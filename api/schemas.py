@@ -21,6 +21,8 @@ class StaffCreate(BaseModel):
     first_name: str = Field(min_length=1, max_length=100)
     last_name: str = Field(min_length=1, max_length=100)
     external_email_1: EmailStr
+    is_admin: bool = Field(default=False, description="May use the admin pages (must set up "
+                           "MFA or sign in with Microsoft-Entra)")
 
     @field_validator("first_name", "last_name")
     @classmethod
@@ -37,12 +39,17 @@ class StaffPublic(BaseModel):
     first_name: str
     last_name: str
     external_email_1: str
+    is_admin: bool
     created_at: datetime
     updated_at: datetime
 
 
 class StaffListItem(StaffPublic):
     sso_state: SsoStateName
+    link_expires_at: datetime | None = None
+    mfa_enabled: bool = False
+    entra_linked: bool = False
+    locked: bool = Field(default=False, description="Sign-in refused for now, or until a reset")
 
 
 class StaffPage(BaseModel):

@@ -96,6 +96,8 @@ class Staff(Base):
     last_name: Mapped[str] = mapped_column(String(100))
     # Stored lower-cased so uniqueness holds whatever case an admin types.
     external_email_1: Mapped[str] = mapped_column(String(320), unique=True)
+    # Admins use the staff pages; they sign in through the same Single Sign-On, with MFA.
+    is_admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -64,6 +64,8 @@ class SsoSetupInput:
     code_ttl_seconds: int = 600
     code_resend_interval_seconds: int = 60
     code_max_resends: int = 5
+    # Admins must enrol an authenticator: "No thanks, I'll set it up later" is not offered.
+    mfa_required: bool = False
 
 
 @dataclass
@@ -123,6 +125,7 @@ class SetupProgress:
     resends_left: int
     next_resend_at: datetime | None
     wrong_codes_total: int
+    mfa_required: bool = False
 
 
 @workflow.defn(name="SsoSetup")
@@ -382,6 +385,9 @@ class SsoSetupWorkflow:
     @skip_mfa.validator
     def _validate_skip_mfa(self) -> None:
         self._refuse_unless({"mfa_pending"})
+        if self._input.mfa_required:
+            raise _refusal("Administrators must set up MFA: scan the QR code with your "
+                           "authenticator app and enter its code.", "MfaRequired")
 
     async def _activate(self, mfa: bool) -> None:
         await workflow.execute_activity(
@@ -497,7 +503,7 @@ class SsoSetupWorkflow:
             code_delivery=self._code.delivery, code_sent_at=self._code.sent_at,
             code_expires_at=self._code.expires_at, code_attempts_left=self._code.attempts_left,
             resends_left=self._code.resends_left, next_resend_at=self._code.next_request_at,
-            wrong_codes_total=self._code.wrong_total,
+            wrong_codes_total=self._code.wrong_total, mfa_required=self._input.mfa_required,
         )
 
 

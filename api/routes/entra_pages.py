@@ -133,7 +133,8 @@ async def _answer(request: Request, entra: EntraSignOn, result: EntraResult,
     sessions = Sessions(settings, entra.db)
     # A new session id after every Entra callback: nothing set before it carries over.
     await sessions.revoke(read_cookie(request, settings, SIGNIN_SESSION))
-    session_id = await sessions.create("signin", result.staff_id, settings.session_max_ttl)
+    session_id = await sessions.create("signin", result.staff_id, settings.session_max_ttl,
+                                       data={"method": "entra"})
     await entra.db.commit()
     if result.kind == "signed_in":
         response: Response = redirect(safe_return_to(settings, result.return_to)

@@ -148,9 +148,10 @@ async def _mfa(request: Request, steps: SetupSteps, bound: BoundSetup,
                message: str | None = None, status_code: int = 200) -> HTMLResponse:
     secret, uri, qr = await steps.authenticator(bound)
     grouped = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
+    progress = await steps.progress(bound)
     return render_page(request, "setup_mfa", status_code=status_code, secret=grouped,
                        qr=qr, otpauth_uri=uri, email=await steps.login_email(bound),
-                       message=message)
+                       message=message, mfa_required=progress.mfa_required)
 
 
 @router.post("/mfa", response_class=HTMLResponse)

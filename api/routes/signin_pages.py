@@ -77,13 +77,15 @@ async def login_submit(
         response = redirect("/sso/login/mfa")
         set_cookie(response, settings, PENDING_MFA, pending, max_age=MFA_WINDOW)
         return response
-    return await _signed_in(request, settings, sessions, result.account.staff_id, target)
+    return await _signed_in(request, settings, sessions, result.account.staff_id, target,
+                            "password")
 
 
 async def _signed_in(request: Request, settings: SettingsDep, sessions: Sessions,
-                     staff_id: object, target: str | None) -> Response:
+                     staff_id: object, target: str | None, method: str) -> Response:
     # A brand-new id at every sign-in: nothing set before it can be fixed on the person.
-    session_id = await sessions.create("signin", staff_id, settings.session_max_ttl)  # type: ignore[arg-type]
+    session_id = await sessions.create("signin", staff_id, settings.session_max_ttl,  # type: ignore[arg-type]
+                                       data={"method": method})
     await sessions.db.commit()
     response = redirect(target or "/sso/account")
     set_cookie(response, settings, SIGNIN_SESSION, session_id, max_age=settings.session_max_ttl)
@@ -119,7 +121,8 @@ async def mfa_submit(
     if result.outcome == "signed_in":
         await sessions.revoke(pending_id)
         target = safe_return_to(settings, str(pending.row.data.get("return_to") or ""))
-        return await _signed_in(request, settings, sessions, pending.row.staff_id, target)
+        return await _signed_in(request, settings, sessions, pending.row.staff_id, target,
+                                "totp")
     if result.outcome == "restart" or attempts + 1 >= MFA_ATTEMPTS:
         await sessions.revoke(pending_id)
         await db.commit()

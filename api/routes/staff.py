@@ -51,8 +51,10 @@ async def list_staff(
 ) -> StaffPage:
     rows, total = await staff_service.list_staff(session, limit, offset, q)
     items = [
-        StaffListItem(**StaffPublic.model_validate(s).model_dump(), sso_state=state)  # type: ignore[arg-type]
-        for s, state in rows
+        StaffListItem(**StaffPublic.model_validate(v.staff).model_dump(),
+                      sso_state=v.state, link_expires_at=v.link_expires_at,  # type: ignore[arg-type]
+                      mfa_enabled=v.mfa_enabled, entra_linked=v.entra_linked, locked=v.locked)
+        for v in rows
     ]
     return StaffPage(items=items, total=total, limit=limit, offset=offset)
 

@@ -109,6 +109,7 @@ class Onboarding:
                         code_resend_interval_seconds=int(
                             self.settings.code_resend_interval.total_seconds()),
                         code_max_resends=self.settings.code_max_resends,
+                        mfa_required=staff.is_admin,
                     ),
                     id=workflow_id,
                     task_queue=self.settings.task_queue,

@@ -28,6 +28,12 @@ class Current:
     row: BrowserSession
     staff: Staff | None
 
+    @property
+    def strong(self) -> bool:
+        """Signed in with a second factor: the authenticator, or Microsoft (whose sign-in
+        policies, number matching included, apply)."""
+        return self.row.data.get("method") in ("totp", "entra")
+
 
 @dataclass
 class Sessions:

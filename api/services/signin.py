@@ -143,11 +143,11 @@ def _reason(account: SsoAccount | None, usable: bool, now: datetime, right: bool
 
 
 def safe_return_to(settings: Settings, value: str | None) -> str | None:
-    """Only to our own sign-on pages or configured places: exact URLs, or prefixes given with
+    """Only to our own sign-on and admin pages or configured places: exact URLs, or prefixes given with
     a trailing slash."""
     if not value or len(value) > 2000:
         return None
-    if value.startswith("/sso/") and "//" not in value and "\\" not in value \
+    if value.startswith(("/sso/", "/admin/")) and "//" not in value and "\\" not in value \
             and "/../" not in value and not any(ch.isspace() or ord(ch) < 32 for ch in value):
         return value
     for allowed in settings.allowed_return_urls:

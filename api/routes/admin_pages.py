@@ -1,0 +1,181 @@
+"""The admin's staff pages: "person icon > Settings > Staff", the Actions menu on each record,
+and a person's flow history and audit trail.
+
+Admins are staff with the admin role, signed in through the same Single Sign-On with a second
+factor (authenticator code or Microsoft-Entra). Every action goes through the same services
+as the admin API, with the admin as the actor.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+
+from api.cookies import SIGNIN_SESSION, csrf_ok, read_cookie
+from api.deps import OnboardingDep, SessionDep, SettingsDep, client_ip
+from api.errors import SsoError
+from api.pages import redirect, render_page
+from api.services import staff as staff_service
+from api.services.accounts import AccountAdmin
+from api.services.sessions import Current, Sessions
+from core.models import AuditEvent, EntraLink, SsoSetup, Staff, utcnow
+
+router = APIRouter(prefix="/admin", tags=["admin pages"], include_in_schema=False)
+
+PAGE_SIZE = 25
+ACTIONS = {
+    "send-email": "Send Single Sign-On Email",
+    "cancel-setup": "Cancel the setup in progress",
+    "revoke-sessions": "Sign out everywhere",
+    "unlock": "Unlock sign-in",
+    "unlink-entra": "Unlink Microsoft-Entra",
+}
+
+
+def actor_of(current: Current) -> str:
+    """Audit entries name the admin, not just an id."""
+    assert current.staff is not None
+    return f"staff:{current.staff.id} ({current.staff.first_name} {current.staff.last_name})"
+
+
+async def _admin(request: Request, settings: SettingsDep, db: SessionDep) -> Current | Response:
+    current = await Sessions(settings, db).get(read_cookie(request, settings, SIGNIN_SESSION),
+                                               "signin", idle=settings.session_idle_ttl)
+    if current is None or current.staff is None:
+        return redirect(f"/sso/login?return_to={quote(request.url.path, safe='/')}")
+    if not current.staff.is_admin:
+        return render_page(request, "admin_denied", status_code=403,
+                           title="This page is for administrators",
+                           message="Your staff login doesn't have the administrator role. Ask "
+                           "an administrator if you need it.")
+    if not current.strong:
+        return render_page(request, "admin_denied", status_code=403,
+                           title="Sign in with MFA to manage staff",
+                           message="Staff administration needs a sign-in with your "
+                           "authenticator app or with Microsoft-Entra. Sign out, then sign in "
+                           "again with one of them.")
+    return current
+
+
+def _flash(current: Current) -> dict[str, str] | None:
+    flash = current.row.data.get("flash")
+    if isinstance(flash, dict):
+        current.row.data = {k: v for k, v in current.row.data.items() if k != "flash"}
+        return {"kind": str(flash.get("kind", "notice")), "text": str(flash.get("text", ""))}
+    return None
+
+
+@router.get("/staff", response_class=HTMLResponse)
+async def staff_list(
+    request: Request, settings: SettingsDep, db: SessionDep,
+    q: Annotated[str, Query(max_length=100)] = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    current = await _admin(request, settings, db)
+    if isinstance(current, Response):
+        return current
+    query = q.strip()
+    rows, total = await staff_service.list_staff(db, PAGE_SIZE, (page - 1) * PAGE_SIZE,
+                                                 query or None)
+    flash = _flash(current)
+    await db.commit()
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    back = f"/admin/staff?q={quote(query)}&page={page}" if query else f"/admin/staff?page={page}"
+    return render_page(request, "admin_staff", rows=rows, total=total, q=query, page=page,
+                       pages=pages, flash=flash, back=back, admin=current.staff,
+                       now=utcnow())
+
+
+@router.get("/staff/{staff_id}", response_class=HTMLResponse)
+async def person(request: Request, staff_id: uuid.UUID, settings: SettingsDep, db: SessionDep,
+                 onboarding: OnboardingDep) -> Response:
+    current = await _admin(request, settings, db)
+    if isinstance(current, Response):
+        return current
+    staff = await db.get(Staff, staff_id)
+    if staff is None:
+        return render_page(request, "admin_denied", status_code=404, title="No such person",
+                           message="There is no staff member with that id.")
+    [overview] = await staff_service.overviews(db, [staff])
+    status = await onboarding.status(staff.id)
+    setups = (await db.scalars(select(SsoSetup).where(SsoSetup.staff_id == staff.id)
+                               .order_by(SsoSetup.created_at.desc()).limit(50))).all()
+    events = (await db.scalars(select(AuditEvent).where(AuditEvent.target == str(staff.id))
+                               .order_by(AuditEvent.occurred_at.desc()).limit(200))).all()
+    link = await db.scalar(select(EntraLink).where(EntraLink.staff_id == staff.id))
+    flash = _flash(current)
+    await db.commit()
+    return render_page(request, "admin_person", person=staff, view=overview, status=status,
+                       setups=setups, events=events, link=link, flash=flash,
+                       back=f"/admin/staff/{staff.id}", admin=current.staff,
+                       now=utcnow())
+
+
+@router.post("/staff/{staff_id}/{action}", response_class=HTMLResponse)
+async def act(
+    request: Request, staff_id: uuid.UUID, action: str, settings: SettingsDep, db: SessionDep,
+    onboarding: OnboardingDep, csrf: Annotated[str, Form(max_length=200)] = "",
+    back: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    current = await _admin(request, settings, db)
+    if isinstance(current, Response):
+        return current
+    target = back if back.startswith("/admin/staff") and "//" not in back else "/admin/staff"
+    if action not in ACTIONS:
+        return render_page(request, "admin_denied", status_code=404, title="No such action",
+                           message="That action doesn't exist.")
+    if not csrf_ok(request, settings, csrf):
+        return await _done(db, current, target, "error",
+                           "That form had expired, so nothing was done. Please try again.")
+    staff = await db.get(Staff, staff_id)
+    if staff is None:
+        return await _done(db, current, target, "error", "That person no longer exists.")
+    actor, ip = actor_of(current), client_ip(request)
+    name = f"{staff.first_name} {staff.last_name}"
+    accounts = AccountAdmin(db)
+
+    async def send() -> str:
+        await onboarding.send_email(staff_id, actor, ip)
+        return (f"Single Sign-On email sent to {staff.external_email_1}. The link is valid for "
+                f"{int(settings.setup_link_ttl.total_seconds() // 60)} minutes.")
+
+    async def cancel() -> str:
+        await onboarding.cancel(staff_id, actor, ip)
+        return f"The Single Sign-On setup for {name} was cancelled; its link no longer works."
+
+    async def revoke() -> str:
+        count = await accounts.revoke_sessions(staff_id, actor, ip)
+        return f"{name} was signed out everywhere ({count} session{'s' if count != 1 else ''})."
+
+    async def unlock() -> str:
+        await accounts.unlock(staff_id, actor, ip)
+        return f"Sign-in for {name} is unlocked."
+
+    async def unlink() -> str:
+        link = await accounts.unlink_entra(staff_id, actor, ip)
+        return (f"The Microsoft account {link.email or link.object_id} was unlinked from {name}, "
+                "and their sessions were ended.")
+
+    steps: dict[str, Callable[[], Awaitable[str]]] = {
+        "send-email": send, "cancel-setup": cancel, "revoke-sessions": revoke,
+        "unlock": unlock, "unlink-entra": unlink}
+    try:
+        text = await steps[action]()
+    except SsoError as problem:
+        return await _done(db, current, target, "error",
+                           f"{ACTIONS[action]} for {name}: {problem.message}")
+    return await _done(db, current, target, "notice", text)
+
+
+async def _done(db: SessionDep, current: Current, target: str, kind: str, text: str) -> Response:
+    """Post/redirect/get: the next page shows what happened, once."""
+    current.row.data = {**current.row.data, "flash": {"kind": kind, "text": text}}
+    await db.commit()
+    return redirect(target)
