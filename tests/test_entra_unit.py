@@ -164,11 +164,15 @@ class FakeMicrosoft:
         self.token_answers: list[httpx.Response] = []
         self.graph_answers: list[httpx.Response | str] = []
         self.requests: list[httpx.Request] = []
+        self.not_json: set[str] = set()  # URLs answered 200 with an HTML page instead
         self.client = httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         url = str(request.url.copy_with(query=None))
+        if url in self.not_json:
+            return httpx.Response(200, text="<html>Proxy sign-in</html>",
+                                  headers={"content-type": "text/html"})
         if url == META_URL:
             return httpx.Response(200, json={
                 "issuer": self.issuer, "authorization_endpoint": AUTHORIZE_URL,
@@ -298,6 +302,9 @@ async def test_redeem_with_the_real_provider_and_a_graph_stand_in(mock_idp: str)
                 return httpx.Response(200, json={"id": upper_oid, "accountEnabled": True})
             return await network.handle_async_request(request)
 
+        async def aclose(self) -> None:
+            await network.aclose()
+
     async with httpx.AsyncClient(transport=Routed(), timeout=10) as http:
         provider = EntraProvider(entra_settings(f"{mock_idp}/.well-known/openid-configuration",
                                                 entra_tenant_id=TENANT.upper()), http=http)
@@ -330,9 +337,8 @@ async def test_a_token_signed_by_another_key_is_refused(
     await idp_provider.validate_id_token(issued.id_token, issued.nonce)  # the claims are perfect
     provider_kid = (await provider_jwks(mock_idp)).json()["keys"][0]["kid"]
     attacker = rsa_key("attacker-key")
-    values = {name: {"PROVIDER": provider_kid, "ATTACKER": attacker.as_dict(private=False)}
-              .get(value, value) if isinstance(value, str) else value
-              for name, value in header.items()}
+    stand_ins = {"PROVIDER": provider_kid, "ATTACKER": attacker.as_dict(private=False)}
+    values = {name: stand_ins.get(value, value) for name, value in header.items()}
     forged = jwt.encode({"alg": "RS256", "typ": "JWT", **values}, issued.claims, attacker)
     assert payload_of(forged) == issued.claims
     assert await refused_reason(idp_provider, forged, issued.nonce) == "invalid_token"
@@ -583,17 +589,8 @@ async def test_a_200_that_is_not_json_is_unavailable(microsoft: FakeMicrosoft,
                                                      sleeps: list[float], where: str) -> None:
     """A proxy's HTML page instead of Microsoft's JSON may pass: "try again in a minute", as
     the token endpoint already does (test_token_endpoint_failures[200-html])."""
-    html = httpx.Response(200, text="<html>Proxy login</html>")
-    fake = microsoft.handle
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        path = str(request.url.copy_with(query=None))
-        if (where == "discovery" and path == META_URL) or (where == "jwks" and path == JWKS_URL):
-            return html
-        return fake(request)
-
-    microsoft.client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
-    microsoft.graph_answers = [html, html, html]
+    microsoft.not_json = {{"discovery": META_URL, "jwks": JWKS_URL,
+                           "graph": f"{GRAPH_URL}/v1.0/me"}[where]}
     provider = microsoft.provider()
     with pytest.raises(EntraUnavailable):
         if where == "discovery":
@@ -789,16 +786,22 @@ async def test_with_entra_the_button_starts_at_the_provider(entra_app: App,
     "/sso/entra/start, answered 303 to the authorization endpoint's origin, is blocked in "
     "Chrome and Edge"))
 async def test_the_page_with_the_button_lets_its_form_reach_microsoft(entra_app: App) -> None:
+    """Whatever the fix (Microsoft's origin in form-action, or a same-origin page that then
+    navigates), a form submission must not end in a redirect its page's CSP forbids."""
     async with browsing(entra_app.transport) as browser:
         login = await browser.get("/sso/login")
         start = await browser.submit(login, "/sso/entra/start")
-    assert start.status_code == 303
+    assert start.status_code in (200, 303), page_text(start)
+    if start.status_code != 303:
+        return
     target = urlsplit(start.headers["location"])
+    origin = f"{target.scheme}://{target.netloc}"
+    if not target.netloc or origin == PUBLIC_URL:
+        return
     policy = login.headers["content-security-policy"]
     directives = {part.split()[0]: part.split()[1:] for part in policy.split(";") if part.strip()}
     sources = directives.get("form-action", ["*"])
-    assert "*" in sources or f"{target.scheme}://{target.netloc}" in sources \
-        or f"{target.scheme}:" in sources, policy
+    assert "*" in sources or origin in sources or f"{target.scheme}:" in sources, policy
 
 
 @pytest.mark.parametrize("query", [

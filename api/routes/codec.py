@@ -6,8 +6,10 @@ from fastapi import APIRouter, Request, Response
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
+from api.cookies import SIGNIN_SESSION, read_cookie
 from api.deps import SessionDep, SettingsDep, bearer
 from api.errors import NotAuthenticated, SsoError
+from api.services.sessions import Sessions
 from core.admin_keys import authenticate
 from core.codec import EncryptionCodec, keyring_from_settings
 from core.crypto import DecryptionError
@@ -16,11 +18,21 @@ router = APIRouter(prefix="/codec", tags=["ops"])
 
 
 async def _authorise(request: Request, session: SessionDep, settings: SettingsDep) -> None:
+    """An admin API key, or an admin signed in with a second factor: the Temporal UI sends
+    the sign-in cookie along when it is configured to include credentials."""
     if settings.codec_dev_open and settings.is_development:
         return
-    if await authenticate(session, settings, bearer(request)) is None:
-        raise NotAuthenticated("The codec endpoint needs an admin API key")
-    await session.commit()
+    if bearer(request):
+        if await authenticate(session, settings, bearer(request)) is None:
+            raise NotAuthenticated("The codec endpoint needs an admin API key")
+        await session.commit()
+        return
+    current = await Sessions(settings, session).get(
+        read_cookie(request, settings, SIGNIN_SESSION), "signin", idle=settings.session_idle_ttl)
+    if current is None or current.staff is None or not current.staff.is_admin \
+            or not current.strong:
+        raise NotAuthenticated("The codec endpoint needs an admin API key or an administrator "
+                               "signed in with MFA")
 
 
 async def _apply(request: Request, settings: SettingsDep, encode: bool) -> Response:
