@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -46,8 +47,19 @@ SECURITY_HEADERS = {
 }
 
 
+def page_headers(settings: Settings) -> dict[str, str]:
+    """Chromium applies form-action to the redirects after a form too: the Microsoft-Entra
+    button's form ends at the provider's sign-in page, so that origin is allowed."""
+    headers = dict(SECURITY_HEADERS)
+    if settings.entra_enabled:
+        provider = urlsplit(settings.entra_discovery_url)
+        headers["Content-Security-Policy"] += f" {provider.scheme}://{provider.netloc}"
+    return headers
+
+
 def create_app(settings: Settings | None = None, temporal: TemporalGateway | None = None) -> FastAPI:
     settings = settings or get_settings()
+    headers = page_headers(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,7 +94,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         response = await call_next(request)
         if request.url.path in ("/docs", "/redoc"):
             return response  # Swagger UI loads its own scripts and styles.
-        for name, value in SECURITY_HEADERS.items():
+        for name, value in headers.items():
             response.headers.setdefault(name, value)
         return response
 

@@ -132,7 +132,12 @@ class EntraProvider:
             raise EntraUnavailable(f"could not fetch {url}: {type(exc).__name__}") from exc
         if response.status_code != 200:
             raise EntraUnavailable(f"{url} answered {response.status_code}")
-        document: dict[str, Any] = response.json()
+        try:
+            document: dict[str, Any] = response.json()
+        except ValueError as exc:  # a proxy's error page, say: may pass
+            raise EntraUnavailable(f"{url} answered something that is not JSON") from exc
+        if not isinstance(document, dict):
+            raise EntraUnavailable(f"{url} answered something that is not a JSON object")
         _Cache.documents[url] = (time.monotonic(), document)
         return document
 
@@ -196,12 +201,15 @@ class EntraProvider:
         return tokens
 
     async def validate_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
+        # Fetched outside the decoding: a key set we can't get is "try again", not "refused".
+        keys = await self._keys()
         try:
-            token = jwt.decode(id_token, await self._keys(), algorithms=ALGORITHMS)
+            token = jwt.decode(id_token, keys, algorithms=ALGORITHMS)
         except JoseError:
             # An unknown key id may mean Microsoft rotated its keys: fetch them once more.
+            keys = await self._keys(refresh=True)
             try:
-                token = jwt.decode(id_token, await self._keys(refresh=True), algorithms=ALGORITHMS)
+                token = jwt.decode(id_token, keys, algorithms=ALGORITHMS)
             except (JoseError, ValueError) as exc:
                 raise EntraRefused("invalid_token", f"signature: {type(exc).__name__}") from exc
         except ValueError as exc:
@@ -241,8 +249,8 @@ class EntraProvider:
             except httpx.HTTPError as exc:
                 problem = f"graph: {type(exc).__name__}"
             else:
-                if response.status_code == 200:
-                    body = response.json()
+                body = _json_object(response) if response.status_code == 200 else None
+                if body is not None:
                     if str(body.get("id", "")).lower() != identity.object_id:
                         raise EntraRefused("invalid_token", "graph answered for someone else")
                     if body.get("accountEnabled") is False:
@@ -252,7 +260,8 @@ class EntraProvider:
                     log.warning("graph refused the account check",
                                 extra={"status": response.status_code})
                     raise EntraRefused("graph_refused", str(response.status_code))
-                problem = f"graph answered {response.status_code}"
+                problem = f"graph answered {response.status_code}" + (
+                    " with something that is not JSON" if response.status_code == 200 else "")
             # The code is spent by now: a retry of the whole redeem could not succeed, so
             # Graph's transient failures are retried here.
             if attempt + 1 < GRAPH_ATTEMPTS:
@@ -265,6 +274,14 @@ class EntraProvider:
         if self._http is not None:
             return _Borrowed(self._http)  # type: ignore[return-value]
         return httpx.AsyncClient(timeout=HTTP_TIMEOUT)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 class _Borrowed:

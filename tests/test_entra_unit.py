@@ -573,18 +573,7 @@ async def test_a_token_response_without_an_id_token_is_refused(
     assert microsoft.hits(f"{GRAPH_URL}/v1.0/me") == 0
 
 
-@pytest.mark.parametrize("where", [
-    pytest.param("discovery", marks=pytest.mark.xfail(strict=True, reason=(
-        "core.entra._document calls response.json() unguarded: JSONDecodeError escapes "
-        "authorization_request, and POST /sso/entra/start only catches EntraUnavailable (HTTP "
-        "500)"))),
-    pytest.param("graph", marks=pytest.mark.xfail(strict=True, reason=(
-        "core.entra._check_enabled calls response.json() unguarded: a 200 that is not JSON "
-        "raises JSONDecodeError, which the callback does not catch (HTTP 500)"))),
-    pytest.param("jwks", marks=pytest.mark.xfail(strict=True, reason=(
-        "core.entra._document calls response.json() unguarded; validate_id_token turns the "
-        "ValueError into EntraRefused('invalid_token') instead of EntraUnavailable"))),
-])
+@pytest.mark.parametrize("where", ["discovery", "graph", "jwks"])
 async def test_a_200_that_is_not_json_is_unavailable(microsoft: FakeMicrosoft,
                                                      sleeps: list[float], where: str) -> None:
     """A proxy's HTML page instead of Microsoft's JSON may pass: "try again in a minute", as
@@ -780,11 +769,6 @@ async def test_with_entra_the_button_starts_at_the_provider(entra_app: App,
             "set-cookie", "")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "api/main.py sends `form-action 'self'` on every page; Chromium enforces form-action on "
-    "the redirects that follow a form submission, so the Microsoft-Entra button's POST to "
-    "/sso/entra/start, answered 303 to the authorization endpoint's origin, is blocked in "
-    "Chrome and Edge"))
 async def test_the_page_with_the_button_lets_its_form_reach_microsoft(entra_app: App) -> None:
     """Whatever the fix (Microsoft's origin in form-action, or a same-origin page that then
     navigates), a form submission must not end in a redirect its page's CSP forbids."""
