@@ -61,12 +61,29 @@ def password_problems(password: str, policy: PasswordPolicy, personal: Iterable[
     return [f"{reason} {hints}".strip()]
 
 
+# OWASP's Password Storage Cheat Sheet: equally strong argon2id settings, memory (KiB) by
+# iterations. Keycloak's default (t=5, m=7 MiB) is the last row.
+OWASP_MIN_MEMORY_KIB = {1: 47104, 2: 19456, 3: 12288, 4: 9216, 5: 7168}
+
+
+def argon2_problem(time_cost: int, memory_kib: int, parallelism: int) -> str | None:
+    """Why these argon2id parameters are weaker than OWASP's minimum, or None."""
+    if time_cost < 1 or parallelism < 1:
+        return "argon2id needs at least one iteration and one lane"
+    needed = OWASP_MIN_MEMORY_KIB[min(time_cost, 5)]
+    if memory_kib < needed:
+        return (f"argon2id with t={time_cost} needs at least m={needed} KiB (OWASP minimum; "
+                "e.g. t=2, m=19456 or t=5, m=7168)")
+    return None
+
+
 class Hasher:
     """argon2id; parameters travel in the hash string, so raising them later is safe."""
 
     def __init__(self, time_cost: int = 2, memory_kib: int = 19456, parallelism: int = 1) -> None:
-        if time_cost < 2 or memory_kib < 19456 or parallelism < 1:
-            raise ValueError("argon2id below the OWASP minimum (t=2, m=19456 KiB, p=1)")
+        problem = argon2_problem(time_cost, memory_kib, parallelism)
+        if problem is not None:
+            raise ValueError(problem)
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib,
                                       parallelism=parallelism, type=Type.ID)
 

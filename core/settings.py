@@ -81,8 +81,9 @@ class Settings(BaseSettings):
     code_resend_interval: timedelta = timedelta(seconds=60)
     code_max_resends: int = Field(default=5, ge=0)
     password_min_length: int = Field(default=15, ge=8, le=256)
-    argon2_time_cost: int = Field(default=2, ge=2)
-    argon2_memory_kib: int = Field(default=19456, ge=19456)
+    # Any of OWASP's equally strong settings (core.passwords.OWASP_MIN_MEMORY_KIB).
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19456, ge=7168)
     argon2_parallelism: int = Field(default=1, ge=1)
     # Passwords and codes travel to the worker sealed to this X25519 key; only workers hold
     # the private half, so not even an operator with the codec key can read them in history.
@@ -178,6 +179,16 @@ class Settings(BaseSettings):
             if len(raw) != 32:
                 raise ValueError(f"key {index + 1} must decode to 32 bytes, not {len(raw)}")
         return value
+
+    @model_validator(mode="after")
+    def _argon2_at_least_owasp(self) -> Settings:
+        from core.passwords import argon2_problem
+
+        problem = argon2_problem(self.argon2_time_cost, self.argon2_memory_kib,
+                                 self.argon2_parallelism)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _refuse_insecure_outside_development(self) -> Settings:

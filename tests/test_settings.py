@@ -123,3 +123,17 @@ def test_database_url_drivers() -> None:
 def test_public_url_trailing_slash_is_dropped() -> None:
     assert make_settings(public_url="https://sso.example.com/").public_url == (
         "https://sso.example.com")
+
+
+@pytest.mark.parametrize(("time_cost", "memory_kib"), [
+    (1, 47104), (2, 19456), (3, 12288), (4, 9216), (5, 7168), (8, 7168), (2, 65536)])
+def test_argon2_accepts_owasps_equally_strong_settings(time_cost: int, memory_kib: int) -> None:
+    settings = Settings(argon2_time_cost=time_cost, argon2_memory_kib=memory_kib)
+    assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (time_cost, memory_kib)
+
+
+@pytest.mark.parametrize(("time_cost", "memory_kib"), [
+    (1, 19456), (2, 12288), (3, 9216), (4, 7168), (5, 4096), (0, 65536)])
+def test_argon2_refuses_anything_weaker(time_cost: int, memory_kib: int) -> None:
+    with pytest.raises(ValidationError, match="argon2"):
+        Settings(argon2_time_cost=time_cost, argon2_memory_kib=memory_kib)
