@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--ui-port", type=int, default=8233)
     dev.add_argument("--entra-port", type=int, default=9400,
                      help="port of the local Microsoft Entra stand-in (when Entra is not set)")
+    dev.add_argument("--worker-metrics-port", type=int, default=0,
+                     help="port of the worker's Prometheus metrics (default: any free port; "
+                     "the web app's /metrics includes them)")
     dev.add_argument("--data-dir", default=os.environ.get("SSO_DATA_DIR", ".data"))
     dev.set_defaults(func=cmd_dev)
 
@@ -223,6 +226,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
             [o for o in env.get("SSO_CODEC_CORS_ORIGINS", "").split(",") if o] + ui_origins),
     })
     env.setdefault("SSO_PUBLIC_URL", public)
+    env.update(dev_metrics_env(env, args.worker_metrics_port))
     entra_stand_in = not env.get("SSO_ENTRA_CLIENT_ID")
     if entra_stand_in:
         env.update(dev_entra_env(env["SSO_PUBLIC_URL"], args.entra_port))
@@ -324,6 +328,24 @@ def dev_entra_env(public_url: str, port: int) -> dict[str, str]:
     }
 
 
+def dev_metrics_env(env: dict[str, str], port: int) -> dict[str, str]:
+    """Where the worker serves its metrics and the web app reads them. A free port unless
+    one is given, so several stacks (and test runs) can share a machine."""
+    address = env.get("SSO_WORKER_METRICS_ADDRESS")
+    if address is None:
+        address = f"127.0.0.1:{port or _free_port()}"
+    url = env.get("SSO_WORKER_METRICS_URL")
+    if url is None:
+        url = f"http://{address}/metrics" if address else ""
+    return {"SSO_WORKER_METRICS_ADDRESS": address, "SSO_WORKER_METRICS_URL": url}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def dev_entra_command(python: str, port: int) -> list[str]:
     import json
 
@@ -361,12 +383,19 @@ def _entra_line(settings: Settings) -> str:
     return "  Microsoft-Entra        off (set SSO_ENTRA_CLIENT_ID and SSO_ENTRA_CLIENT_SECRET)"
 
 
+def _worker_metrics_note(settings: Settings) -> str:
+    if not settings.worker_metrics_address:
+        return "   (worker metrics off)"
+    return f"   (with the worker's, served at {settings.worker_metrics_address})"
+
+
 def _banner(settings: Settings, args: argparse.Namespace, key: str, data_dir: Path) -> str:
     return f"""
 {settings.brand_name} Single Sign-On is running (development)
   Web app and admin API  {settings.public_url}   (OpenAPI: {settings.public_url}/docs)
   Development mailbox    {settings.public_url}/dev/mailbox   (email backend: {settings.email_backend.value})
   Temporal UI            http://localhost:{args.ui_port}
+  Metrics (Prometheus)   {settings.public_url}/metrics{_worker_metrics_note(settings)}
 {_entra_line(settings)}
   Temporal frontend      127.0.0.1:{args.temporal_port}
   Data directory         {data_dir}

@@ -7,9 +7,10 @@ import signal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
-from activities.email_delivery import build_sender
+from activities.email_delivery import MeteredSender, build_sender
 from activities.entra_link import EntraActivities
 from activities.password_reset import ResetActivities
 from activities.setup_steps import SetupStepActivities
@@ -30,7 +31,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
         raise InsecureSettingsError("the worker needs SSO_SEAL_PRIVATE_KEY to open sealed "
                                     "passwords and codes")
     sessions = session_factory(engine or create_engine(settings.async_database_url))
-    sender = build_sender(settings, sessions, keyring_from_settings(settings))
+    sender = MeteredSender(build_sender(settings, sessions, keyring_from_settings(settings)))
     keyring = keyring_from_settings(settings)
     setup = SetupActivities(settings, sessions, sender)
     steps = SetupStepActivities(settings, sessions, sender, keyring)
@@ -51,8 +52,21 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     )
 
 
+def metrics_runtime(address: str) -> Runtime | None:
+    """A Temporal runtime serving the worker's metrics (Temporal's and ours) for Prometheus
+    at http://<address>/metrics; None when the address is empty."""
+    if not address:
+        return None
+    try:
+        return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    except ValueError as exc:
+        raise InsecureSettingsError(
+            f"the worker cannot serve metrics on SSO_WORKER_METRICS_ADDRESS={address} ({exc}); "
+            "give it a free host:port, or an empty value to turn worker metrics off") from None
+
+
 async def run(settings: Settings) -> None:
-    client = await connect(settings)
+    client = await connect(settings, runtime=metrics_runtime(settings.worker_metrics_address))
     engine = create_engine(settings.async_database_url)
     worker = build_worker(client, settings, engine)
     stop = asyncio.Event()

@@ -13,6 +13,7 @@ from python_http_client.exceptions import HTTPError as SendgridHTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import Content, From, Mail, To
 
+from core import metrics
 from core.crypto import Keyring
 from core.db import SessionFactory
 from core.models import OutboxEmail
@@ -130,6 +131,28 @@ class SendgridSender:
             raise PermanentEmailError(text) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise TransientEmailError(f"cannot reach SendGrid: {type(exc).__name__}") from exc
+
+
+class MeteredSender:
+    """Counts every delivery attempt on the activity's meter: sent, or how it failed."""
+
+    def __init__(self, sender: EmailSender) -> None:
+        self._sender = sender
+        self.name = sender.name
+
+    async def send(self, email: RenderedEmail) -> None:
+        try:
+            await self._sender.send(email)
+        except TransientEmailError:
+            metrics.email_failed(self.name, "transient")
+            raise
+        except PermanentEmailError:
+            metrics.email_failed(self.name, "permanent")
+            raise
+        except Exception:
+            metrics.email_failed(self.name, "error")
+            raise
+        metrics.email_sent(self.name)
 
 
 def build_sender(settings: Settings, sessions: SessionFactory, keyring: Keyring) -> EmailSender:

@@ -7,6 +7,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from core.logging import REQUEST_ID
+
 logger = logging.getLogger(__name__)
 
 
@@ -32,6 +34,7 @@ class Conflict(SsoError):
 class ServiceUnavailable(SsoError):
     status_code = 503
     code = "unavailable"
+    step_outcome = "unavailable"  # in the step latency metric
 
 
 class NotAuthenticated(SsoError):
@@ -52,9 +55,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
+        # This handler answers outside the request id middleware: name the request here.
+        request_id = REQUEST_ID.get()
         return JSONResponse(
             {"error": "internal", "message": "Something went wrong on our side; it has been logged"},
             status_code=500,
+            headers={"X-Request-ID": request_id} if request_id else None,
         )
 
     @app.exception_handler(SsoError)

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors
 from api.deps import AdminLimits
+from api.request_id import RequestIdMiddleware
 from api.routes import (
     admin_pages,
     codec,
@@ -22,6 +23,7 @@ from api.routes import (
     dev_mailbox,
     entra_pages,
     health,
+    metrics,
     reset_pages,
     setup_pages,
     signin_pages,
@@ -107,9 +109,12 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
             allow_headers=["authorization", "content-type", "x-namespace"],
             allow_credentials=True,
         )
+    # Added last, so outermost: every other middleware and route logs under the request id.
+    app.add_middleware(RequestIdMiddleware)
 
     app.mount("/static", StaticFiles(directory=TEMPLATES_DIR / "static"), name="static")
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(staff.router)
     app.include_router(codec.router)
     # Before the setup pages: /sso/setup (signed in) is not a setup link.

@@ -1,8 +1,9 @@
 """Structured JSON logs, one event a line, with link tokens and OAuth codes scrubbed from
-request paths."""
+request paths, and the id of the request being served (if any) on every line."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -13,6 +14,10 @@ from datetime import UTC, datetime
 SECRET_PATH = re.compile(r"(/sso/setup/)(?!(?:confirm|resend|mfa|done)(?:[/?\s\"]|$))[^/?\s\"]+")
 # Microsoft's callback carries the authorization code and state in its query string.
 SECRET_QUERY = re.compile(r"(/sso/entra/callback)\?[^\s\"]*")
+
+# Set by the web app's request id middleware for the time of one request.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
+                                                                       default=None)
 
 
 def redact(text: str) -> str:
@@ -38,6 +43,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            event["request_id"] = request_id
         if record.exc_info:
             event["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(event, ensure_ascii=False)

@@ -132,11 +132,23 @@ class Settings(BaseSettings):
     # Only `sso dev` sets this: lets the local Temporal UI decode without an admin key.
     codec_dev_open: bool = False
 
+    # The worker serves its Temporal runtime metrics (ours included) here; empty turns it off.
+    worker_metrics_address: str = "127.0.0.1:9464"
+    # The web app's /metrics appends what it reads here (`sso dev` sets it); empty: nothing.
+    worker_metrics_url: str = ""
+    # A bearer token for Prometheus, so scrapers need no admin key.
+    metrics_token: SecretStr | None = None
+
     @field_validator("encryption_keys", "codec_cors_origins", "allowed_return_urls",
                      "entra_allowed_tenants", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("public_url", "graph_url")
     @classmethod
@@ -215,6 +227,11 @@ class Settings(BaseSettings):
             self.sendgrid_api_key is None or not self.sendgrid_api_key.get_secret_value().strip()
         ):
             problems.append("SSO_SENDGRID_API_KEY is required with SSO_EMAIL_BACKEND=sendgrid")
+        if self.metrics_token is not None and (
+            self.metrics_token.get_secret_value() in PLACEHOLDER_SECRETS
+            or len(self.metrics_token.get_secret_value()) < 32
+        ):
+            problems.append("SSO_METRICS_TOKEN must be at least 32 characters, not a placeholder")
         if self.codec_dev_open:
             problems.append("SSO_CODEC_DEV_OPEN is only allowed in development")
         if self.entra_dev_graph and self.env is Environment.production:

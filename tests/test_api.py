@@ -16,7 +16,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
@@ -74,7 +74,10 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(env: WorkflowEnvironment, database_url: str,
-                        **overrides: Any) -> AsyncIterator[Stack]:
+                        worker_client: Client | None = None, **overrides: Any,
+                        ) -> AsyncIterator[Stack]:
+    """The web app and a worker with the real activities; the worker polls through
+    `worker_client` when given (e.g. one whose runtime serves metrics)."""
     settings = make_settings(database_url=database_url, task_queue=f"tq-{uuid.uuid4()}",
                              **overrides)
     engine = create_engine(database_url)
@@ -83,7 +86,7 @@ async def running_stack(env: WorkflowEnvironment, database_url: str,
         key = await create_admin_key(session, settings, "test-admin")
         await session.commit()
     app = create_app(settings, TemporalGateway(settings, env.client))
-    worker = build_worker(env.client, settings)
+    worker = build_worker(worker_client or env.client, settings)
     async with app.router.lifespan_context(app), worker:
         transport = httpx.ASGITransport(app=app)
         # A Host other than SSO_PUBLIC_URL: links must still be built from the setting.

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         VerifiedEntra,
         VerifyEntraInput,
     )
+    from core import metrics
     from core.search_attributes import SSO_STEP
     from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry
 
@@ -74,15 +75,19 @@ class EntraLinkWorkflow:
         self._input = data
         self._busy = False
         self._handled = 0
+        self._linked = False
+        self._step = "waiting"  # for metrics only: the search attribute says it too
         self._notices: list[EntraLinkedNoticeInput] = []
 
     @workflow.run
     async def run(self, data: EntraLinkInput) -> int:
+        metrics.flow_started(metrics.ENTRA_LINK)
         workflow.set_current_details("Waiting for the Microsoft sign-in")
         try:
             await workflow.wait_condition(lambda: self._handled > 0, timeout=IDLE_LIMIT,
                                           timeout_summary="No link request arrived")
         except TimeoutError:
+            metrics.flow_ended(metrics.ENTRA_LINK, "expired", self._step)
             return 0
         while True:
             await workflow.wait_condition(
@@ -90,6 +95,8 @@ class EntraLinkWorkflow:
             if not self._notices:
                 break
             await self._notify(self._notices.pop(0))
+        metrics.flow_ended(metrics.ENTRA_LINK, "completed" if self._linked else "refused",
+                           self._step)
         return self._handled
 
     @workflow.update(name="link")
@@ -143,6 +150,7 @@ class EntraLinkWorkflow:
             self._notices.append(EntraLinkedNoticeInput(
                 staff_id=self._input.staff_id, account=identity.email or identity.name,
                 linked_at=workflow.now()))
+        self._linked = True
         self._move_to("linked", f"Linked to a Microsoft account of tenant {identity.tenant_id}")
         return LinkOutcome(ok=True, name=identity.name, email=identity.email)
 
@@ -178,6 +186,8 @@ class EntraLinkWorkflow:
             summary=f"Audit {action}")
 
     def _move_to(self, step: str, details: str) -> None:
+        self._step = step
+        metrics.flow_step(metrics.ENTRA_LINK, step)
         workflow.upsert_search_attributes([SSO_STEP.value_set(step)])
         workflow.set_current_details(details)
 

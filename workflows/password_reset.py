@@ -25,11 +25,13 @@ with workflow.unsafe.imports_passed_through():
         SendCodeInput,
         SendCodeResult,
     )
+    from core import metrics
     from core.search_attributes import SSO_STEP
     from workflows.codes import CodeRules, EmailedCode
     from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry, StepResult
 
 RESET_PURPOSE = "reset"
+FINAL_STEPS = {"completed", "expired"}
 
 
 @dataclass
@@ -79,6 +81,7 @@ class PasswordResetWorkflow:
     def __init__(self, data: PasswordResetInput) -> None:
         self._input = data
         self._step = "code_requested"
+        self._open_step = self._step  # where the flow stood before it ended, for metrics
         self._code = EmailedCode(CodeRules(
             ttl_seconds=data.code_ttl_seconds,
             resend_interval_seconds=data.code_resend_interval_seconds,
@@ -90,6 +93,7 @@ class PasswordResetWorkflow:
 
     @workflow.run
     async def run(self, data: PasswordResetInput) -> ResetOutcome:
+        metrics.flow_started(metrics.RESET)
         workflow.set_current_details("Reset code requested")
         while not self._done and not self._ended:
             last = self._code.last_request or workflow.now()
@@ -110,6 +114,8 @@ class PasswordResetWorkflow:
             self._move_to("expired", "Ended: the reset was not completed in time")
         await workflow.wait_condition(workflow.all_handlers_finished)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        metrics.flow_ended(metrics.RESET, "completed" if self._done else "expired",
+                           self._open_step)
         if self._done:
             return ResetOutcome(state="reset")
         return ResetOutcome(state="expired", reason="no reset within the time")
@@ -225,5 +231,8 @@ class PasswordResetWorkflow:
             workflow.set_current_details(details)
             return
         self._step = step
+        if step not in FINAL_STEPS:
+            self._open_step = step
+        metrics.flow_step(metrics.RESET, step)
         workflow.upsert_search_attributes([SSO_STEP.value_set(step)])
         workflow.set_current_details(details)

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyTotpInput,
         VerifyTotpResult,
     )
+    from core import metrics
     from core.search_attributes import SSO_STEP
     from workflows.codes import CodeRules, EmailedCode
     from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry, StepResult
@@ -134,6 +135,7 @@ class SsoSetupWorkflow:
     def __init__(self, data: SsoSetupInput) -> None:
         self._input = data
         self._step = "sending_email"
+        self._open_step = self._step  # where the flow stood before it ended, for metrics
         self._step_since = workflow.now()
         self._link_expires_at: datetime | None = None
         self._setup_expires_at: datetime | None = None
@@ -152,6 +154,7 @@ class SsoSetupWorkflow:
 
     @workflow.run
     async def run(self, data: SsoSetupInput) -> SetupOutcome:
+        metrics.flow_started(metrics.SETUP)
         workflow.set_current_details("Sending the Single Sign-On email")
         sent = await self._send_email()
         if sent is not None and self._end is None:
@@ -169,6 +172,9 @@ class SsoSetupWorkflow:
             task.cancel()
         await workflow.wait_condition(workflow.all_handlers_finished)
         assert self._outcome is not None
+        state = self._outcome.state
+        metrics.flow_ended(metrics.SETUP, "completed" if state == "active" else state,
+                           self._open_step)
         return self._outcome
 
     async def _wait_for_link(self, expires_at: datetime) -> None:
@@ -250,6 +256,9 @@ class SsoSetupWorkflow:
 
     def _move_to(self, step: str, details: str | None = None) -> None:
         self._step = step
+        if step not in FINAL_STATES:
+            self._open_step = step
+        metrics.flow_step(metrics.SETUP, step)
         self._step_since = workflow.now()
         workflow.upsert_search_attributes([SSO_STEP.value_set(step)])
         if details is not None:

@@ -29,7 +29,7 @@ from temporalio.service import RPCError
 from api.errors import ServiceUnavailable
 from api.services.sessions import Current, Sessions
 from api.services.temporal import UNAVAILABLE, connected, email_retry
-from core import audit
+from core import audit, metrics
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
@@ -112,6 +112,16 @@ class EntraSignOn:
 
     async def finish(self, session_id: str | None, state: str, code: str, error: str,
                      ip: str | None, signed_in: Current | None) -> EntraResult:
+        try:
+            result = await self._finish(session_id, state, code, error, ip, signed_in)
+        except ServiceUnavailable:
+            metrics.sign_in("entra_refused", "unavailable")
+            raise
+        metrics.sign_in(f"entra_{result.kind}", result.reason)
+        return result
+
+    async def _finish(self, session_id: str | None, state: str, code: str, error: str,
+                      ip: str | None, signed_in: Current | None) -> EntraResult:
         sessions = Sessions(self.settings, self.db)
         pending = await sessions.get(session_id, PURPOSE)
         if pending is None:
@@ -145,6 +155,12 @@ class EntraSignOn:
     # -- sign-in --------------------------------------------------------------------------
 
     async def _sign_in(self, grant: Grant, ip: str | None) -> EntraResult:
+        async with metrics.timed_step("entra_signin") as timing:
+            result = await self._redeem_and_sign_in(grant, ip)
+            timing.outcome = "ok" if result.kind == "signed_in" else "rejected"
+        return result
+
+    async def _redeem_and_sign_in(self, grant: Grant, ip: str | None) -> EntraResult:
         try:
             identity = await self.provider.redeem(grant)
         except EntraRefused as exc:
@@ -199,7 +215,9 @@ class EntraSignOn:
             via=via, actor=f"staff:{staff_id}", ip=ip,
             link_id=data.get("link_id"), setup_workflow_id=pending.row.workflow_id,
             setup_run_id=data.get("setup_run_id"))
-        outcome = await self._drive_link(staff_id, workflow_id, request)
+        async with metrics.timed_step("entra_link") as timing:
+            outcome = await self._drive_link(staff_id, workflow_id, request)
+            timing.outcome = "ok" if outcome.ok else "rejected"
         if not outcome.ok:
             return refused(outcome.reason or "provider_error", outcome.message)
         return EntraResult("linked", staff_id=staff_id, account=outcome.email or outcome.name,

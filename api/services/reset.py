@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import (
+    Client,
     WithStartWorkflowOperation,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -32,6 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import ServiceUnavailable
 from api.services.sessions import Current
 from api.services.temporal import UNAVAILABLE, connected, email_retry
+from core import metrics
 from core.crypto import code_digest
 from core.models import AccountStatus, BrowserSession, SsoAccount, utcnow
 from core.sealing import password_context, seal, totp_context
@@ -82,36 +84,40 @@ class ResetSteps:
         """Start the reset flow, or ask the open one for a new code. A refusal (too soon, too
         many) is not shown here: the answer to this form is the same for every address."""
         client = await connected(self.temporal, self._timeout)
-        try:
-            async with asyncio.timeout(self._timeout):
-                if account is None:
-                    # Comparable work to the real thing: one round trip to Temporal.
-                    stand_in = uuid.uuid5(STAND_IN_NAMESPACE, email.strip().lower())
-                    try:
-                        await client.get_workflow_handle(reset_workflow_id(stand_in)).describe()
-                    except RPCError as exc:
-                        if exc.status != RPCStatusCode.NOT_FOUND:
-                            raise
-                    return
-                workflow_id = reset_workflow_id(account.id)
-                start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-                    "PasswordReset", self._input(account), id=workflow_id,
-                    task_queue=self.settings.task_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    search_attributes=TypedSearchAttributes([
-                        SearchAttributePair(SSO_STEP, "code_requested"),
-                        SearchAttributePair(SSO_STAFF_ID, str(account.staff_id)),
-                    ]),
-                    static_summary=f"Password reset for staff {account.staff_id}")
-                try:
+        if account is None:
+            await self._stand_in_request(client, email)
+            return
+        workflow_id = reset_workflow_id(account.id)
+        start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+            "PasswordReset", self._input(account), id=workflow_id,
+            task_queue=self.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(SSO_STEP, "code_requested"),
+                SearchAttributePair(SSO_STAFF_ID, str(account.staff_id)),
+            ]),
+            static_summary=f"Password reset for staff {account.staff_id}")
+        async with metrics.timed_step("reset_request") as timing:
+            try:
+                async with asyncio.timeout(self._timeout):
                     await client.execute_update_with_start_workflow(
                         "request_code", CodeRequest(ip=ip), start_workflow_operation=start,
                         result_type=StepResult)
-                except WorkflowUpdateFailedError:
-                    pass  # throttled: the code already sent still works
+            except WorkflowUpdateFailedError:
+                timing.outcome = "refused"  # throttled: the code already sent still works
+            except (RPCError, TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+                raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    async def _stand_in_request(self, client: Client, email: str) -> None:
+        """Comparable work to the real thing: one round trip to Temporal."""
+        stand_in = uuid.uuid5(STAND_IN_NAMESPACE, email.strip().lower())
+        try:
+            async with asyncio.timeout(self._timeout):
+                await client.get_workflow_handle(reset_workflow_id(stand_in)).describe()
         except RPCError as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise ServiceUnavailable(UNAVAILABLE) from exc
+        except TimeoutError as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
     def stand_in_id(self, email: str) -> str:
@@ -145,21 +151,24 @@ class ResetSteps:
         if is_stand_in(current):
             return self._stand_in_resend(current)
         handle = await self._handle(current)
-        try:
-            async with asyncio.timeout(self._timeout):
-                await handle.execute_update("request_code", CodeRequest(ip=ip),
-                                            result_type=StepResult)
-        except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            if isinstance(cause, ApplicationError):
-                return cause.message
-            raise ServiceUnavailable(UNAVAILABLE) from exc
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return "This reset has ended. Start again with Forgot your password?"
-            raise ServiceUnavailable(UNAVAILABLE) from exc
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
+        async with metrics.timed_step("reset_resend") as timing:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await handle.execute_update("request_code", CodeRequest(ip=ip),
+                                                result_type=StepResult)
+            except WorkflowUpdateFailedError as exc:
+                cause = exc.cause
+                if isinstance(cause, ApplicationError):
+                    timing.outcome = "refused"
+                    return cause.message
+                raise ServiceUnavailable(UNAVAILABLE) from exc
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    timing.outcome = "ended"
+                    return "This reset has ended. Start again with Forgot your password?"
+                raise ServiceUnavailable(UNAVAILABLE) from exc
+            except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+                raise ServiceUnavailable(UNAVAILABLE) from exc
         return "We've sent you a new code. Earlier codes no longer work."
 
     async def reset(self, current: Current, code: str, password: str, totp: str,
@@ -175,6 +184,13 @@ class ResetSteps:
             sealed_totp=seal(public, totp.encode(), totp_context(workflow_id)) if totp else None,
             ip=ip)
         handle = await self._handle(current)
+        async with metrics.timed_step("reset") as timing:
+            result = await self._reset(handle, workflow_id, request, submission)
+            timing.outcome = "ok" if result.ok else "rejected"
+        return result
+
+    async def _reset(self, handle: WorkflowHandle[Any, Any], workflow_id: str,
+                     request: ResetRequest, submission: str) -> StepResult:
         try:
             async with asyncio.timeout(self._timeout):
                 return await handle.execute_update("reset_password", request,

@@ -27,6 +27,7 @@ from activities.sso_setup import LINK_PURPOSE
 from api.errors import ServiceUnavailable
 from api.services.sessions import session_hash
 from api.services.temporal import UNAVAILABLE, connected
+from core import metrics
 from core.crypto import code_digest, token_hash
 from core.models import BrowserSession, SetupLink, SetupState, SsoAccount, SsoSetup, Staff, utcnow
 from core.passwords import PasswordPolicy, password_problems, personal_words
@@ -49,6 +50,8 @@ MAX_TOKEN_LENGTH = 128
 class StepRefused(Exception):
     """The flow would not take this step now; the message is for the person."""
 
+    step_outcome = "refused"
+
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
         self.message = message
@@ -56,7 +59,7 @@ class StepRefused(Exception):
 
 
 class FlowEnded(Exception):
-    pass
+    step_outcome = "ended"
 
 
 @dataclass
@@ -225,6 +228,13 @@ class SetupSteps:
 
     async def _update(self, handle: WorkflowHandle[Any, Any], name: str, arg: object,
                       submission: str) -> StepResult:
+        async with metrics.timed_step(name) as timing:
+            result = await self._execute(handle, name, arg, submission)
+            timing.outcome = "ok" if result.ok else "rejected"
+        return result
+
+    async def _execute(self, handle: WorkflowHandle[Any, Any], name: str, arg: object,
+                       submission: str) -> StepResult:
         update_id = f"{name}-{submission[:64]}"
         try:
             async with asyncio.timeout(self._timeout):

@@ -14,7 +14,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import audit
+from core import audit, metrics
 from core.accounts import MAX_FAILURES, is_locked, lock_delay, totp_accepted
 from core.codec import keyring_from_settings
 from core.models import AccountStatus, SsoAccount, Staff, utcnow
@@ -64,6 +64,7 @@ class SignIn:
         ip_key = f"signin-ip:{ip or 'unknown'}"
         wait = await self.counter.peek(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
         if wait is not None:
+            metrics.sign_in("throttled")
             return SignInResult("throttled", retry_after=wait)
         address = email.strip().lower()
         account = await self.db.scalar(select(SsoAccount).where(
@@ -81,6 +82,7 @@ class SignIn:
                          target=str(account.staff_id) if account else None, ip=ip,
                          reason=reason)
             await self.db.commit()
+            metrics.sign_in("refused", reason)
             return SignInResult("refused")
         assert account is not None and account.password_hash is not None
         if self.hashing.hasher.needs_rehash(account.password_hash):
@@ -88,9 +90,11 @@ class SignIn:
             account.password_hash = await self.hashing.hash(password)
         if account.mfa_enabled_at is not None:
             await self.db.commit()
+            metrics.sign_in("needs_totp")
             return SignInResult("needs_totp", account)
         self._succeeded(account, now, ip, mfa=False)
         await self.db.commit()
+        metrics.sign_in("signed_in")
         return SignInResult("signed_in", account)
 
     async def totp(self, staff_id: object, code: str, ip: str | None,
@@ -99,6 +103,7 @@ class SignIn:
         now = utcnow()
         if account is None or account.status != AccountStatus.active.value \
                 or is_locked(account, now) or attempts >= MFA_ATTEMPTS:
+            metrics.sign_in("totp_restart")
             return SignInResult("restart")
         problem = await totp_accepted(self.db, keyring_from_settings(self.settings), account,
                                       code, datetime.now(UTC))
@@ -107,9 +112,11 @@ class SignIn:
             audit.record(self.db, actor=f"staff:{account.staff_id}", action="sign_in.totp_failed",
                          outcome="failure", target=str(account.staff_id), ip=ip, reason=problem)
             await self.db.commit()
+            metrics.sign_in("totp_refused", problem.replace(" ", "_"))
             return SignInResult("refused", account)
         self._succeeded(account, now, ip, mfa=True)
         await self.db.commit()
+        metrics.sign_in("totp_signed_in")
         return SignInResult("signed_in", account)
 
     def _count_failure(self, account: SsoAccount, now: datetime, ip: str | None) -> None:

@@ -1,0 +1,148 @@
+"""Every metric the service emits, and the helpers that record them.
+
+The web app records into REGISTRY (prometheus_client), served at /metrics. Flows and emails
+are counted where they happen, on the worker, through Temporal's meters: the workflow meter
+records nothing while a history replays and adds no command, so counting cannot change a
+flow; the worker's Temporal runtime serves these with its own `temporal_*` metrics.
+
+Label values come from fixed vocabularies in the code, never from people: `label()` turns
+anything else into "other", so an email address or id can never become a label value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from temporalio import activity, workflow
+
+# Temporal's Prometheus exporter keeps custom names exactly as given (no prefix, no suffix):
+# ours carry `_total` themselves, like prometheus_client's counters beside them.
+FLOWS_STARTED = "sso_flows_started_total"
+FLOWS_ENDED = "sso_flows_ended_total"
+FLOW_STEPS = "sso_flow_steps_total"
+EMAILS_SENT = "sso_emails_sent_total"
+EMAIL_FAILURES = "sso_email_failures_total"
+
+SETUP = "sso_setup"
+RESET = "password_reset"
+ENTRA_LINK = "entra_link"
+
+_SAFE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def label(value: str | None) -> str:
+    if not value:
+        return "none"
+    return value if _SAFE.fullmatch(value) else "other"
+
+
+# -- on the worker: flows (workflow code only) ---------------------------------------------
+
+
+def flow_started(kind: str) -> None:
+    workflow.metric_meter().create_counter(
+        FLOWS_STARTED, "Flows that started, by kind").add(1, {"kind": label(kind)})
+
+
+def flow_step(kind: str, step: str) -> None:
+    workflow.metric_meter().create_counter(
+        FLOW_STEPS, "Flows that reached a step, by kind and step").add(
+        1, {"kind": label(kind), "step": label(step)})
+
+
+def flow_ended(kind: str, outcome: str, step: str) -> None:
+    """`step` is the last open step, where the flow stood when it ended."""
+    workflow.metric_meter().create_counter(
+        FLOWS_ENDED, "Flows that ended, by kind, outcome and the step they ended at").add(
+        1, {"kind": label(kind), "outcome": label(outcome), "step": label(step)})
+
+
+# -- on the worker: email deliveries (activity code only) ----------------------------------
+# Senders also run outside activities (tests, scripts): there, nothing is counted.
+
+
+def email_sent(backend: str) -> None:
+    if activity.in_activity():
+        activity.metric_meter().create_counter(
+            EMAILS_SENT, "Emails handed to the backend, by backend").add(
+            1, {"backend": label(backend)})
+
+
+def email_failed(backend: str, failure: str) -> None:
+    """`failure`: transient (retried), permanent (given up) or error (unexpected, retried)."""
+    if activity.in_activity():
+        activity.metric_meter().create_counter(
+            EMAIL_FAILURES, "Email attempts that failed, by backend and kind of failure").add(
+            1, {"backend": label(backend), "failure": label(failure)})
+
+
+# -- in the web app ------------------------------------------------------------------------
+
+# A series per label set is enough; `_created` twins would double what Prometheus stores.
+disable_created_metrics()
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+SIGN_INS = Counter(
+    "sso_sign_ins", "Sign-in attempts by outcome (and reason, for refusals)",
+    ["outcome", "reason"], registry=REGISTRY)
+STEP_SECONDS = Histogram(
+    "sso_step_duration_seconds", "Time the web app waited for a flow step, by step and outcome",
+    ["step", "outcome"], registry=REGISTRY,
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+
+
+def worker_scrape_text(up: bool) -> str:
+    """Said afresh at each scrape, and only when a worker URL is set: a registry of its own."""
+    registry = CollectorRegistry()
+    Gauge("sso_worker_metrics_up", "1 when this scrape read the worker's metrics "
+          "(SSO_WORKER_METRICS_URL), 0 when that failed", registry=registry).set(int(up))
+    return generate_latest(registry).decode()
+
+
+def sign_in(outcome: str, reason: str | None = None) -> None:
+    SIGN_INS.labels(label(outcome), label(reason)).inc()
+
+
+@dataclass
+class StepTiming:
+    outcome: str | None = None
+
+
+@asynccontextmanager
+async def timed_step(step: str) -> AsyncIterator[StepTiming]:
+    """Times the body. The caller may name the outcome (e.g. "rejected"); otherwise an
+    exception names it through a `step_outcome` attribute ("error" without one), and a body
+    that ends normally is "ok"."""
+    timing = StepTiming()
+    started = time.perf_counter()
+    try:
+        yield timing
+    except asyncio.CancelledError:
+        timing.outcome = timing.outcome or "cancelled"
+        raise
+    except BaseException as exc:
+        timing.outcome = timing.outcome or str(getattr(exc, "step_outcome", "error"))
+        raise
+    finally:
+        STEP_SECONDS.labels(label(step), label(timing.outcome or "ok")).observe(
+            time.perf_counter() - started)
