@@ -49,6 +49,8 @@ class StaffListItem(StaffPublic):
     link_expires_at: datetime | None = None
     mfa_enabled: bool = False
     entra_linked: bool = False
+    has_password: bool = Field(default=False, description="Has a Single Sign-On password (an "
+                               "Entra-only person has none)")
     locked: bool = Field(default=False, description="Sign-in refused for now, or until a reset")
 
 

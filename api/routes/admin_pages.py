@@ -39,17 +39,26 @@ ACTIONS = {
 }
 
 
+ACTOR_LIMIT = 200  # audit_events.actor and sso_setups.requested_by
+
+
 def actor_of(current: Current) -> str:
-    """Audit entries name the admin, not just an id."""
+    """Audit entries name the admin, not just an id (long names shortened to fit)."""
     assert current.staff is not None
-    return f"staff:{current.staff.id} ({current.staff.first_name} {current.staff.last_name})"
+    prefix = f"staff:{current.staff.id} ("
+    name = f"{current.staff.first_name} {current.staff.last_name}"
+    room = ACTOR_LIMIT - len(prefix) - 1
+    return f"{prefix}{name if len(name) <= room else name[:room - 1] + '…'})"
 
 
 async def _admin(request: Request, settings: SettingsDep, db: SessionDep) -> Current | Response:
     current = await Sessions(settings, db).get(read_cookie(request, settings, SIGNIN_SESSION),
                                                "signin", idle=settings.session_idle_ttl)
     if current is None or current.staff is None:
-        return redirect(f"/sso/login?return_to={quote(request.url.path, safe='/')}")
+        # After signing in again, a form's action can't be replayed: land on its page.
+        path = request.url.path if request.method == "GET" else \
+            request.url.path.rsplit("/", 1)[0]
+        return redirect(f"/sso/login?return_to={quote(path, safe='/')}")
     if not current.staff.is_admin:
         return render_page(request, "admin_denied", status_code=403,
                            title="This page is for administrators",
@@ -62,6 +71,13 @@ async def _admin(request: Request, settings: SettingsDep, db: SessionDep) -> Cur
                            "authenticator app or with Microsoft-Entra. Sign out, then sign in "
                            "again with one of them.")
     return current
+
+
+def _uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 def _flash(current: Current) -> dict[str, str] | None:
@@ -94,12 +110,12 @@ async def staff_list(
 
 
 @router.get("/staff/{staff_id}", response_class=HTMLResponse)
-async def person(request: Request, staff_id: uuid.UUID, settings: SettingsDep, db: SessionDep,
+async def person(request: Request, staff_id: str, settings: SettingsDep, db: SessionDep,
                  onboarding: OnboardingDep) -> Response:
     current = await _admin(request, settings, db)
     if isinstance(current, Response):
         return current
-    staff = await db.get(Staff, staff_id)
+    staff = await db.get(Staff, _uuid(staff_id)) if _uuid(staff_id) else None
     if staff is None:
         return render_page(request, "admin_denied", status_code=404, title="No such person",
                            message="There is no staff member with that id.")

@@ -53,7 +53,8 @@ async def list_staff(
     items = [
         StaffListItem(**StaffPublic.model_validate(v.staff).model_dump(),
                       sso_state=v.state, link_expires_at=v.link_expires_at,  # type: ignore[arg-type]
-                      mfa_enabled=v.mfa_enabled, entra_linked=v.entra_linked, locked=v.locked)
+                      mfa_enabled=v.mfa_enabled, entra_linked=v.entra_linked, locked=v.locked,
+                      has_password=v.has_password)
         for v in rows
     ]
     return StaffPage(items=items, total=total, limit=limit, offset=offset)

@@ -63,6 +63,7 @@ class StaffOverview:
     entra_linked: bool = False
     locked_until: datetime | None = None
     needs_reset: bool = False
+    has_password: bool = False
 
     @property
     def setup_open(self) -> bool:
@@ -79,10 +80,12 @@ async def list_staff(
 ) -> tuple[list[StaffOverview], int]:
     filters = []
     if query:
-        pattern = f"%{query.lower()}%"
-        filters.append(or_(func.lower(Staff.first_name).like(pattern),
-                           func.lower(Staff.last_name).like(pattern),
-                           Staff.external_email_1.like(pattern)))
+        # % and _ are what people type, not wildcards.
+        escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        filters.append(or_(func.lower(Staff.first_name).like(pattern, escape="\\"),
+                           func.lower(Staff.last_name).like(pattern, escape="\\"),
+                           Staff.external_email_1.like(pattern, escape="\\")))
     total = await session.scalar(select(func.count()).select_from(Staff).where(*filters)) or 0
     rows = (await session.scalars(
         select(Staff).where(*filters).order_by(Staff.last_name, Staff.first_name, Staff.id)
@@ -124,6 +127,7 @@ async def overviews(session: AsyncSession, people: list[Staff]) -> list[StaffOve
             if account.status == AccountStatus.active.value:
                 view.state = SetupState.active.value
             view.mfa_enabled = account.mfa_enabled_at is not None
+            view.has_password = account.password_hash is not None
             view.locked_until = account.locked_until
             view.needs_reset = account.failed_sign_ins >= MAX_FAILURES
         elif view.entra_linked and not view.setup_open:
