@@ -138,10 +138,18 @@ class FakeActivities:
     audits: list[AuditInput] = field(default_factory=list)
     store_started: asyncio.Event = field(default_factory=asyncio.Event)
     release_store: asyncio.Event = field(default_factory=asyncio.Event)
+    # With `block_email`, send_setup_email waits for `release_email` (the email is out, its
+    # result not yet back with the flow).
+    block_email: bool = False
+    email_started: asyncio.Event = field(default_factory=asyncio.Event)
+    release_email: asyncio.Event = field(default_factory=asyncio.Event)
 
     @activity.defn(name="send_setup_email")
     async def send_setup_email(self, data: SendSetupEmailInput) -> SendSetupEmailResult:
         self.emails.append(data)
+        self.email_started.set()
+        if self.block_email:
+            await self.release_email.wait()
         scheduled = activity.info().current_attempt_scheduled_time
         return SendSetupEmailResult(
             sent_at=scheduled,
@@ -623,6 +631,34 @@ async def test_later_steps_before_the_password_are_refused(env: WorkflowEnvironm
     assert len(fake.confirmed) == 1
     assert [a.mfa for a in fake.activated] == [False]
     assert fake.totps == []
+
+
+async def test_a_password_sent_as_the_email_arrives_waits_for_the_flow(
+        private_env: WorkflowEnvironment) -> None:
+    """A fast reader (or mail client) can use the link before the email activity's result
+    reaches the flow: the password waits for it instead of "That step isn't available".
+    (Its own server: the flow is left with its code being sent.)"""
+    env = private_env
+    fake = FakeActivities(block_email=True)
+    task_queue = new_task_queue()
+    async with asyncio.timeout(GUARD_SECONDS), Worker(
+            env.client, task_queue=task_queue, workflows=[SsoSetupWorkflow],
+            activities=fake.all()):
+        flow = await start_flow(env, task_queue, fake)
+        try:
+            await fake.email_started.wait()
+            assert (await flow.progress()).step == "sending_email"
+            password = asyncio.create_task(flow.set_password())
+            await eventually(update_events, lambda events: len(events) >= 1, flow)
+            assert not password.done() and fake.stored == []
+            fake.release_email.set()
+            result = await password
+            assert result.ok and result.step == "password_set", result
+            assert len(fake.stored) == 1
+        finally:
+            fake.release_email.set()
+            with suppress(RPCError):
+                await flow.handle.terminate("test done")
 
 
 async def test_a_second_password_is_refused(env: WorkflowEnvironment) -> None:

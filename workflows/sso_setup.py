@@ -51,6 +51,9 @@ TOTP_ATTEMPTS = 10
 CODE_PURPOSE = "setup"
 SETUP_ENDED = ("This setup has ended. Ask your administrator to send you a new Single Sign-On "
                "email.")
+LINK_EXPIRED = ("This link has expired. Ask your administrator to send you a new Single Sign-On "
+                "email.")
+BUSY = "We're still working on your last step; please wait a moment."
 
 
 
@@ -268,6 +271,11 @@ class SsoSetupWorkflow:
 
     @workflow.update(name="set_password")
     async def set_password(self, request: SetPasswordRequest) -> StepResult:
+        # The email can reach a fast reader before its activity's result reaches this flow.
+        await workflow.wait_condition(lambda: self._step != "sending_email")
+        late = self._late_for_password()
+        if late is not None:
+            return StepResult(ok=False, step=self._step, message=late)
         self._busy = True
         try:
             if self._step == "email_sent":
@@ -300,13 +308,24 @@ class SsoSetupWorkflow:
         finally:
             self._busy = False
 
-    @set_password.validator
-    def _validate_set_password(self, request: SetPasswordRequest) -> None:
-        self._refuse_unless(PASSWORD_STEPS)
+    def _late_for_password(self) -> str | None:
+        """Why a password accepted while the email was still being recorded can't be set now."""
+        if self._end is not None or self._outcome is not None:
+            return SETUP_ENDED
+        if self._busy:
+            return BUSY
+        if self._step not in PASSWORD_STEPS:
+            return "That step isn't available right now."
         assert self._link_expires_at is not None
         if workflow.now() >= self._link_expires_at:
-            raise _refusal("This link has expired. Ask your administrator to send you a new "
-                           "Single Sign-On email.", "LinkExpired")
+            return LINK_EXPIRED
+        return None
+
+    @set_password.validator
+    def _validate_set_password(self, request: SetPasswordRequest) -> None:
+        self._refuse_unless(PASSWORD_STEPS | {"sending_email"})
+        if self._link_expires_at is not None and workflow.now() >= self._link_expires_at:
+            raise _refusal(LINK_EXPIRED, "LinkExpired")
         if not request.sealed_password.startswith("sealed1.") or not request.session_hash:
             raise _refusal("The form was incomplete; please try again.", "BadRequest")
 
@@ -446,8 +465,7 @@ class SsoSetupWorkflow:
         if self._end is not None or self._outcome is not None:
             raise _refusal(SETUP_ENDED, "SetupEnded")
         if self._busy:
-            raise _refusal("We're still working on your last step; please wait a moment.",
-                           "Busy")
+            raise _refusal(BUSY, "Busy")
         if self._step not in steps:
             raise _refusal("That step isn't available right now.", f"WrongStep:{self._step}")
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the real stack: `python -m bench` (see README, "Benchmarks")."""
