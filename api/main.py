@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -38,11 +39,23 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    ),
 }
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action {form_action}"
+)
+
+
+def security_headers_for(settings: Settings) -> dict[str, str]:
+    """The headers every page gets. Browsers apply form-action to the redirects that follow a
+    form post too, so the Microsoft-Entra button (a form whose answer redirects to Microsoft)
+    needs Microsoft's origin there."""
+    form_action = "'self'"
+    if settings.entra_enabled:
+        parts = urlsplit(settings.entra_discovery_url)
+        form_action += f" {parts.scheme}://{parts.netloc}"
+    return {**SECURITY_HEADERS,
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY.format(form_action=form_action)}
 
 
 def create_app(settings: Settings | None = None, temporal: TemporalGateway | None = None) -> FastAPI:
@@ -73,6 +86,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.state.settings = settings
     app.state.admin_limits = AdminLimits(settings)
     errors.install(app)
+    headers = security_headers_for(settings)
 
     @app.middleware("http")
     async def security_headers(
@@ -81,7 +95,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         response = await call_next(request)
         if request.url.path in ("/docs", "/redoc"):
             return response  # Swagger UI loads its own scripts and styles.
-        for name, value in SECURITY_HEADERS.items():
+        for name, value in headers.items():
             response.headers.setdefault(name, value)
         return response
 
