@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test lint check clean
+.PHONY: install dev test screenshots lint check clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# The browser suite again, saving every screen to docs/screenshots/ (the README shows them).
+screenshots: install
+	@test -x /usr/bin/chromium || { echo "install Debian's chromium: apt-get install chromium"; exit 1; }
+	SSO_SCREENSHOTS=1 $(BIN)/python -m pytest -p no:cacheprovider -m browser $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache

@@ -42,26 +42,27 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    ),
 }
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action {form_action}"
+)
 
 
-def page_headers(settings: Settings) -> dict[str, str]:
-    """Chromium applies form-action to the redirects after a form too: the Microsoft-Entra
-    button's form ends at the provider's sign-in page, so that origin is allowed."""
-    headers = dict(SECURITY_HEADERS)
+def security_headers_for(settings: Settings) -> dict[str, str]:
+    """The headers every page gets. Browsers apply form-action to the redirects that follow a
+    form post too, so the Microsoft-Entra button (a form whose answer redirects to Microsoft)
+    needs Microsoft's origin there."""
+    form_action = "'self'"
     if settings.entra_enabled:
-        provider = urlsplit(settings.entra_discovery_url)
-        headers["Content-Security-Policy"] += f" {provider.scheme}://{provider.netloc}"
-    return headers
+        parts = urlsplit(settings.entra_discovery_url)
+        form_action += f" {parts.scheme}://{parts.netloc}"
+    return {**SECURITY_HEADERS,
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY.format(form_action=form_action)}
 
 
 def create_app(settings: Settings | None = None, temporal: TemporalGateway | None = None) -> FastAPI:
     settings = settings or get_settings()
-    headers = page_headers(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.state.settings = settings
     app.state.admin_limits = AdminLimits(settings)
     errors.install(app)
+    headers = security_headers_for(settings)
 
     @app.middleware("http")
     async def security_headers(

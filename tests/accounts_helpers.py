@@ -171,15 +171,19 @@ class Person:
         return pyotp.TOTP(self.totp_secret).now()
 
     def wrong_totp(self) -> str:
-        """Six digits that match no step inside the accepted window."""
         assert self.totp_secret is not None
-        totp = pyotp.TOTP(self.totp_secret)
-        step = totp.timecode(datetime.now(UTC))
-        near = {totp.generate_otp(s) for s in range(step - 2, step + 3)}
-        candidate = int(totp.now())
-        while f"{candidate:06d}" in near:
-            candidate = (candidate + 1) % 1_000_000
-        return f"{candidate:06d}"
+        return wrong_totp(self.totp_secret)
+
+
+def wrong_totp(secret: str) -> str:
+    """Six digits that match no step inside the accepted window."""
+    totp = pyotp.TOTP(secret)
+    step = totp.timecode(datetime.now(UTC))
+    near = {totp.generate_otp(s) for s in range(step - 2, step + 3)}
+    candidate = int(totp.now())
+    while f"{candidate:06d}" in near:
+        candidate = (candidate + 1) % 1_000_000
+    return f"{candidate:06d}"
 
 
 async def make_person(sessions: SessionFactory, settings: Settings, *, mfa: bool = False,

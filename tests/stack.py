@@ -155,6 +155,17 @@ class SmtpSink:
             time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A started SmtpSink, stopped on the way out."""
+    sink = SmtpSink()
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -359,9 +370,11 @@ class StopReport:
 
 
 @contextlib.contextmanager
-def running_sso_dev(data_dir: Path, smtp_port: int) -> Iterator[DevStack]:
+def running_sso_dev(data_dir: Path, smtp_port: int,
+                    extra_env: Mapping[str, str] | None = None) -> Iterator[DevStack]:
     """`sso dev` as a user runs it, mailing through the test's SMTP server; on the way out,
-    proves that Ctrl-C stopped it and every process it started."""
+    proves that Ctrl-C stopped it and every process it started. `extra_env` adds or overrides
+    settings (for example a short `SSO_SETUP_LINK_TTL`)."""
     port, temporal_port, ui_port, entra_port = free_ports(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
     env.update({
@@ -376,6 +389,7 @@ def running_sso_dev(data_dir: Path, smtp_port: int) -> Iterator[DevStack]:
         "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
         "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
     })
+    env.update(extra_env or {})
     dev = DevStack.start(data_dir, env, port=port, temporal_port=temporal_port,
                          ui_port=ui_port, entra_port=entra_port, timeout=90)
     try:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
+from api.main import create_app, security_headers_for
 from core.admin_keys import create_admin_key
 from core.codec import keyring_from_settings
 from core.db import create_engine, session_factory
@@ -112,6 +112,18 @@ async def _terminate_leftovers(env: WorkflowEnvironment, sessions: Any) -> None:
 async def stack(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
     async with running_stack(temporal_env, database_url) as running:
         yield running
+
+
+async def test_content_security_policy_lets_the_entra_button_reach_microsoft() -> None:
+    """Browsers hold the redirect after a form post to form-action: the Microsoft-Entra form
+    redirects to Microsoft, so its origin (and no other) is allowed when Entra is on."""
+    plain = security_headers_for(make_settings())["Content-Security-Policy"]
+    assert plain.endswith("form-action 'self'"), plain
+    entra = security_headers_for(make_settings(
+        entra_tenant_id="contoso-tenant", entra_client_id="app",
+        entra_client_secret="a-real-looking-client-secret"))["Content-Security-Policy"]
+    assert entra.endswith("form-action 'self' https://login.microsoftonline.com"), entra
+    assert "frame-ancestors 'none'" in entra and "script-src 'self';" in entra
 
 
 async def test_requires_admin_key(stack: Stack) -> None:

@@ -33,7 +33,7 @@ from core.db import create_engine, session_factory
 from core.models import BrowserSession, utcnow
 from tests.accounts_helpers import PASSWORD, Person, make_person
 from tests.conftest import make_settings
-from tests.stack import DevStack, SmtpSink, running_sso_dev
+from tests.stack import DevStack, SmtpSink, running_sso_dev, smtp_sink
 from tests.test_e2e import (
     World,
     _Forms,
@@ -72,12 +72,8 @@ class Seen:
 
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    sink.start()
-    try:
+    with smtp_sink() as sink:
         yield sink
-    finally:
-        sink.stop()
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from core.codec import EncryptionCodec, data_converter, keyring_from_settings
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from tests.conftest import make_settings
-from tests.stack import DevStack, ReceivedEmail, SmtpSink, running_sso_dev
+from tests.stack import DevStack, ReceivedEmail, SmtpSink, running_sso_dev, smtp_sink
 from tests.test_e2e import (
     EMAIL_TIMEOUT,
     World,
@@ -62,12 +62,8 @@ REFUSED = "Incorrect email or password"
 
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    sink.start()
-    try:
+    with smtp_sink() as sink:
         yield sink
-    finally:
-        sink.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,116 @@
+"""Steps a person takes in the browser, shared by the test modules."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+import httpx
+
+from tests.browser.screens import Screen
+from tests.test_e2e import (
+    World,
+    check_setup_email,
+    eventually,
+    send_email,
+    wait_for_code_email,
+    wait_for_email,
+)
+
+BRAND = "agentOS"
+
+
+async def new_staff(api: httpx.AsyncClient, world: World, first: str, last: str,
+                    viewport: str) -> dict[str, Any]:
+    """A staff member with a readable address (it shows in the screenshots)."""
+    address = f"{first}.{last}.{viewport}@example.com".lower()
+    response = await api.post("/api/v1/staff", json={
+        "first_name": first, "last_name": last, "external_email_1": address})
+    assert response.status_code == 201, response.text
+    world.emails_used.add(address)
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def emailed_link(api: httpx.AsyncClient, world: World, staff: dict[str, Any]) -> str:
+    """Send Single Sign-On Email; the Set Up Single Sign-On link from the email."""
+    await send_email(api, world, staff["id"])
+    to = staff["external_email_1"]
+    token = check_setup_email(world, await wait_for_email(world, to), to)
+    return f"{world.stack.base_url}/sso/setup/{token}"
+
+
+def new_password() -> str:
+    return f"{secrets.token_urlsafe(9)} lantern harbour {secrets.token_urlsafe(6)}"
+
+
+async def open_start(screen: Screen, link: str, staff: dict[str, Any], shots: bool) -> None:
+    """Step 3: the agentOS Single Sign-On screen for this person. `shots`: this test is the
+    one that takes the screenshots of the shared steps."""
+    await screen.goto(link)
+    await screen.check("setup-start", screenshot=shots)
+    assert await screen.heading() == f"{BRAND} Single Sign-On"
+    assert staff["external_email_1"] in await screen.text()
+
+
+async def choose_password(screen: Screen, staff: dict[str, Any], via: str, shots: bool) -> str:
+    """From the start screen, "Forgot your password?" or "Set your password"; a password
+    refused with its reason, then one accepted. Returns it."""
+    await screen.follow(via)
+    await screen.check("setup-password", screenshot=shots)
+    assert await screen.heading() == "Set your password"
+    assert staff["external_email_1"] in await screen.text()
+
+    await screen.field("New password").fill("tulip garden")
+    await screen.field("Type it again").fill("tulip garden")
+    await screen.press("Set password")
+    await screen.check("setup-password-error", alert="Use at least 15 characters",
+                       invalid="password", screenshot=shots)
+
+    password = new_password()
+    await screen.field("New password").fill(password)
+    await screen.field("Type it again").fill(password)
+    await screen.press("Set password")
+    assert screen.page.url.endswith("/sso/setup/confirm"), screen.page.url
+    return password
+
+
+async def code_sent(screen: Screen) -> None:
+    """The confirm page once it says the code went out (reloading, as a person would)."""
+    async def sent() -> bool:
+        if "We've sent a 6-digit verification code" in await screen.text():
+            return True
+        await screen.page.reload()
+        await screen.check("setup-confirm", screenshot=False)
+        return False
+    await eventually(sent, 60, interval=0.5, what="the confirm page to say the code was sent")
+
+
+async def confirm_with_emailed_code(screen: Screen, world: World, staff: dict[str, Any],
+                                    shots: bool) -> None:
+    """Step 4: Confirm Your Account with the emailed code, "Confirm account"."""
+    await screen.check("setup-confirm", screenshot=shots)
+    assert await screen.heading() == "Confirm Your Account"
+    code = await wait_for_code_email(world, staff["external_email_1"])
+    await code_sent(screen)
+    await screen.field("Verification code").fill(code)
+    await screen.press("Confirm account")
+    assert screen.page.url.endswith("/sso/setup/mfa"), screen.page.url
+
+
+async def shown_key(screen: Screen) -> str:
+    """Step 5: the QR code is drawn and the key to type is shown; returns the key."""
+    qr = screen.page.get_by_role("img", name=re.compile("QR code"))
+    assert await qr.evaluate("img => img.complete && img.naturalWidth > 0")
+    grouped = await screen.page.locator("#manual-key").inner_text()
+    key = grouped.replace(" ", "")
+    assert re.fullmatch(r"[A-Z2-7]{32}", key), grouped
+    return key
+
+
+async def setup_done(screen: Screen, staff: dict[str, Any], name: str = "setup-done") -> None:
+    """Step 6."""
+    assert screen.page.url.endswith("/sso/setup/done"), screen.page.url
+    await screen.check(name)
+    assert await screen.heading() == "Your Single Sign-On is now active"
+    assert staff["external_email_1"] in await screen.text()
