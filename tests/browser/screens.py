@@ -55,9 +55,12 @@ BLOCKING = ("serious", "critical")
 # Marks every element a keyboard should reach, in document order.
 _TAB_STOPS = """() => {
   const selector = 'a[href], button:not([disabled]), input:not([type=hidden]):not([disabled]),'
-    + ' select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])';
+    + ' select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"]),'
+    + ' details > summary';
+  // What a closed <details> holds is not on the page until it is opened (its summary is).
   const stops = Array.from(document.querySelectorAll(selector))
-    .filter(el => el.getClientRects().length > 0);
+    .filter(el => el.getClientRects().length > 0
+                  && !el.closest('details:not([open]) > :not(summary)'));
   stops.forEach((el, i) => el.setAttribute('data-tab-stop', String(i)));
   return stops.map(el => el.outerHTML.slice(0, 160));
 }"""
