@@ -102,7 +102,7 @@ async def resets(dev: DevStack, smtp: SmtpSink, count: int) -> None:
             async with httpx.AsyncClient(base_url=dev.base_url, timeout=60) as browser:
                 page = await browser.get("/sso/forgot")
                 expect(await browser.post("/sso/forgot", data={
-                    **fields(page, "/sso/forgot"), "email": address}), "/sso/reset")
+                    **fields(page, "/sso/forgot"), "email": address}), "/sso/reset?sent=1")
                 text = await email_to(smtp, address, RESET_SUBJECT)
                 code = next(line.strip() for line in text.splitlines()
                             if line.strip().isdigit() and len(line.strip()) == 6)
