@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test screenshots lint check clean
+.PHONY: install dev test screenshots bench lint check clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# The benchmark (not part of `make test`): runs the real stack, prints a table, writes JSON.
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # The browser suite again, saving every screen to docs/screenshots/ (the README shows them).
 screenshots: install

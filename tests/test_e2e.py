@@ -510,7 +510,7 @@ async def test_admin_api_creates_staff_and_rejects_bad_requests(
 
     extra = await api.post("/api/v1/staff", json={
         "first_name": "Jo", "last_name": "B", "external_email_1": f"x{_uniq()}@example.com",
-        "is_admin": True})
+        "role": "superuser"})
     assert extra.status_code == 422
 
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as anonymous:
