@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import NotAuthenticated, TooManyRequests
@@ -41,7 +42,15 @@ def bearer(request: Request) -> str:
     return credentials.strip() if scheme.lower() == "bearer" else ""
 
 
-async def require_admin(request: Request, session: SessionDep, settings: SettingsDep) -> str:
+# Documents the scheme in OpenAPI (and the Authorize button of /docs); `bearer` reads it.
+ADMIN_KEY = HTTPBearer(auto_error=False, scheme_name="AdminKey",
+                       description="An admin API key: `sso admin-key create --name NAME`")
+
+
+async def require_admin(
+    request: Request, session: SessionDep, settings: SettingsDep,
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_KEY)],
+) -> str:
     limits: AdminLimits = request.app.state.admin_limits
     ip = client_ip(request) or "unknown"
     name = await authenticate(session, settings, bearer(request))

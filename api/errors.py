@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
+from api.pages import render_page
 from core.logging import REQUEST_ID
 
 logger = logging.getLogger(__name__)
+
+PAGE_PREFIXES = ("/sso/", "/admin/")  # server-rendered pages; everything else answers JSON
 
 
 class SsoError(Exception):
@@ -51,6 +58,18 @@ class TooManyRequests(SsoError):
         self.retry_after = retry_after
 
 
+def _encodable(value: object) -> object:
+    """The errors echo each refused input; JSON (`"\\ud800"`) can carry a lone surrogate that
+    UTF-8 can't, which would turn the 422 into a 500. Such characters become "?"."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    return value
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -62,6 +81,30 @@ def install(app: FastAPI) -> None:
             status_code=500,
             headers={"X-Request-ID": request_id} if request_id else None,
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """A form field too long or of the wrong type. The API answers 422 with one entry per
+        field; a page answers with a page, and never echoes what was typed (it may be a
+        password)."""
+        if not request.url.path.startswith(PAGE_PREFIXES):
+            return JSONResponse({"detail": _encodable(jsonable_encoder(exc.errors()))},
+                                status_code=422)
+        return render_page(request, "setup_problem", status_code=422,
+                           title="Please check what you entered",
+                           message="Something in this form is too long or not what we expected. "
+                           "Go back, check what you entered and try again.")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        """The framework's own refusals (a body that can't be parsed, an unknown path, a
+        method not allowed) in the same shape as every other error."""
+        try:
+            code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+        except ValueError:
+            code = f"http_{exc.status_code}"
+        return JSONResponse({"error": code, "message": str(exc.detail)},
+                            status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(SsoError)
     async def _domain_error(_request: Request, exc: SsoError) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from typing import Any
 
 from fastapi import Request
@@ -30,3 +31,21 @@ def render_page(request: Request, name: str, status_code: int = 200, **context: 
 
 def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
+
+
+def six_digits(typed: str) -> str | None:
+    """A typed code as six ASCII digits, or None when it isn't one.
+
+    Spaces anywhere are ignored, and every Unicode decimal digit counts as the ASCII digit it
+    is (a phone set to Arabic-Indic digits, or a fullwidth Japanese keyboard, types the code
+    the email shows). Anything else is not a code: letters, superscripts or circled digits,
+    five or seven digits. Such input is refused on the page and never counts as an attempt.
+    """
+    digits = []
+    for ch in typed:
+        if ch.isspace():
+            continue
+        if unicodedata.category(ch) != "Nd":
+            return None
+        digits.append(str(unicodedata.decimal(ch)))
+    return "".join(digits) if len(digits) == 6 else None

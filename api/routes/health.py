@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from api.deps import SessionDep, TemporalDep
@@ -18,7 +20,14 @@ async def favicon() -> Response:
     return Response(status_code=204)
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]  # part -> "ok" or "failed: <error type>"
+    failed: list[str]
+
+
+@router.get("/healthz", response_model=Health,
+            responses={503: {"model": Health, "description": "The database or Temporal is down"}})
 async def healthz(session: SessionDep, temporal: TemporalDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

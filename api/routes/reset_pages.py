@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from api.cookies import RESET_SESSION, clear_cookie, csrf_ok, read_cookie, set_cookie
 from api.deps import CounterDep, SessionDep, SettingsDep, TemporalDep, client_ip
 from api.errors import ServiceUnavailable
-from api.pages import redirect, render_page
+from api.pages import redirect, render_page, six_digits
 from api.services.reset import ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
 from core.passwords import PasswordPolicy, password_problems
@@ -123,11 +123,14 @@ async def reset_submit(
     min_length = settings.password_min_length
     if not csrf_ok(request, settings, csrf):
         return _page(request, min_length, FORM_PROBLEM, status_code=400)
-    cleaned = "".join(ch for ch in code if not ch.isspace())
-    second = "".join(ch for ch in totp if not ch.isspace())
-    if len(cleaned) != 6 or not cleaned.isdigit():
+    cleaned = six_digits(code)
+    if cleaned is None:
         return _page(request, min_length, "Enter the 6-digit code from the email.",
                      status_code=400)
+    second = six_digits(totp) if totp.strip() else ""
+    if second is None:
+        return _page(request, min_length, "Enter the 6-digit code from your authenticator app, "
+                     "or leave it empty if you haven't set up MFA.", status_code=400)
     if password != confirm:
         return _page(request, min_length, problems=["The two passwords don't match."],
                      status_code=400)

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from api.cookies import SETUP_SESSION, csrf_ok, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
 from api.errors import ServiceUnavailable
-from api.pages import redirect, render_page
+from api.pages import redirect, render_page, six_digits
 from api.services.setup_steps import BoundSetup, FlowEnded, LinkView, SetupSteps, StepRefused
 from workflows.sso_setup import CODE_STEPS, SetupProgress
 
@@ -76,11 +76,6 @@ async def _run_step(request: Request, steps: SetupSteps,
         return unavailable(request)
 
 
-def _digits(code: str) -> str | None:
-    cleaned = "".join(ch for ch in code if not ch.isspace())
-    return cleaned if len(cleaned) == 6 and cleaned.isdigit() else None
-
-
 # Fixed paths first: /sso/setup/{token} would otherwise swallow them.
 
 @router.get("/confirm", response_class=HTMLResponse)
@@ -109,7 +104,7 @@ async def confirm_submit(
     async def step(bound: BoundSetup) -> Response:
         if not csrf_ok(request, steps.settings, csrf):
             return await _form_problem(request, steps, bound, FORM_PROBLEM)
-        digits = _digits(code)
+        digits = six_digits(code)
         if digits is None:
             return await _form_problem(request, steps, bound,
                                        "Enter the 6-digit code from the email.")
@@ -163,7 +158,7 @@ async def mfa_submit(
     async def step(bound: BoundSetup) -> Response:
         if not csrf_ok(request, steps.settings, csrf):
             return await _form_problem(request, steps, bound, FORM_PROBLEM)
-        digits = _digits(code)
+        digits = six_digits(code)
         if digits is None:
             return await _form_problem(request, steps, bound,
                                        "Enter the 6-digit code from your authenticator app.")

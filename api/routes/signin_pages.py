@@ -18,7 +18,7 @@ from api.cookies import (
     set_cookie,
 )
 from api.deps import SessionDep, SettingsDep, SignInDep, client_ip
-from api.pages import redirect, render_page
+from api.pages import redirect, render_page, six_digits
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, safe_return_to
 from core import audit
@@ -115,9 +115,12 @@ async def mfa_submit(
     if not csrf_ok(request, settings, csrf):
         return render_page(request, "login_mfa", status_code=400,
                            message="This form has expired. Please try again.")
-    cleaned = "".join(ch for ch in code if not ch.isspace())
+    digits = six_digits(code)
+    if digits is None:  # not a code at all: said so, and not counted as an attempt
+        return render_page(request, "login_mfa", status_code=400,
+                           message="Enter the 6-digit code from your authenticator app.")
     attempts = int(pending.row.data.get("attempts", 0))
-    result = await signin.totp(pending.row.staff_id, cleaned, client_ip(request), attempts)
+    result = await signin.totp(pending.row.staff_id, digits, client_ip(request), attempts)
     if result.outcome == "signed_in":
         await sessions.revoke(pending_id)
         target = safe_return_to(settings, str(pending.row.data.get("return_to") or ""))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, status
 
 from api.deps import AdminDep, OnboardingDep, SessionDep, client_ip
 from api.schemas import (
+    NO_CONTROL_CHARACTERS,
     EntraUnlinked,
     ErrorBody,
     SessionsRevoked,
@@ -25,9 +26,16 @@ from api.services import staff as staff_service
 from api.services.accounts import AccountAdmin
 
 ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorBody, "description": "The request body could not be parsed"},
     401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
+    429: {"model": ErrorBody, "description": "Rate limited: too many requests with this key, "
+          "failed key checks from this address, or emails to this person",
+          "headers": {"Retry-After": {"description": "Seconds to wait before trying again",
+                                      "schema": {"type": "integer", "minimum": 1}}}},
     503: {"model": ErrorBody},
 }
+
+MAX_OFFSET = 2**31 - 1
 
 router = APIRouter(prefix="/api/v1/staff", tags=["staff"], responses=ERRORS)
 
@@ -46,8 +54,10 @@ async def list_staff(
     session: SessionDep,
     _actor: AdminDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    q: Annotated[str | None, Query(max_length=100, description="Name or email contains")] = None,
+    # Bounded: an offset past what the database's integers hold would be a 500, not a page.
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    q: Annotated[str | None, Query(max_length=100, pattern=NO_CONTROL_CHARACTERS,
+                                   description="Name or email contains")] = None,
 ) -> StaffPage:
     rows, total = await staff_service.list_staff(session, limit, offset, q)
     items = [

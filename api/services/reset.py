@@ -73,7 +73,7 @@ class ResetSteps:
 
     async def account(self, email: str) -> SsoAccount | None:
         address = email.strip().lower()
-        if not address:
+        if not address or "\x00" in address:  # no address holds NUL (PostgreSQL text can't)
             return None
         account = await self.db.scalar(select(SsoAccount).where(
             SsoAccount.login_email == address))

@@ -67,8 +67,9 @@ class SignIn:
             metrics.sign_in("throttled")
             return SignInResult("throttled", retry_after=wait)
         address = email.strip().lower()
+        # No address holds NUL (PostgreSQL text can't): such input is an unknown address.
         account = await self.db.scalar(select(SsoAccount).where(
-            SsoAccount.login_email == address)) if address else None
+            SsoAccount.login_email == address)) if address and "\x00" not in address else None
         right = await self.hashing.verify(account.password_hash if account else None, password)
         now = utcnow()
         usable = account is not None and account.status == AccountStatus.active.value \
