@@ -6,16 +6,19 @@ import asyncio
 import smtplib
 import ssl
 import urllib.error
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from python_http_client.exceptions import HTTPError as SendgridHTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import Content, From, Mail, To
+from temporalio import activity
 
 from core import metrics
 from core.crypto import Keyring
-from core.db import SessionFactory
+from core.db import SessionFactory, database_unreachable
 from core.models import OutboxEmail
 from core.settings import EmailBackend, Settings
 from core.templating import RenderedEmail
@@ -153,6 +156,30 @@ class MeteredSender:
             metrics.email_failed(self.name, "error")
             raise
         metrics.email_sent(self.name)
+
+T = TypeVar("T")
+
+
+async def record_after_send(write: Callable[[], Awaitable[T]]) -> T:
+    """Record an email that is already out. Failing the attempt now would make Temporal run
+    it again and send a second email with a new link or code (the first one dead), so while
+    the database is unreachable the write is retried here, until shortly before the
+    attempt's own timeout."""
+    info = activity.info()
+    budget = info.start_to_close_timeout or timedelta(seconds=30)
+    give_up = info.started_time + budget - min(timedelta(seconds=5), budget / 4)
+    delay = 0.25
+    while True:
+        try:
+            return await write()
+        except Exception as exc:
+            if not database_unreachable(exc) or datetime.now(UTC) + timedelta(
+                    seconds=delay) >= give_up:
+                raise
+            activity.logger.warning("email sent but the database is unreachable (%s); "
+                                    "recording it again in %.2f s", type(exc).__name__, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 def build_sender(settings: Settings, sessions: SessionFactory, keyring: Keyring) -> EmailSender:

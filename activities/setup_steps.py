@@ -12,7 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.base import SecretActivities
-from activities.email_delivery import PermanentEmailError
+from activities.email_delivery import PermanentEmailError, record_after_send
 from activities.inputs import (
     ActivateInput,
     AuditInput,
@@ -42,7 +42,7 @@ from core.models import (
 from core.passwords import PasswordPolicy, password_problems, personal_words
 from core.sealing import password_context, totp_context
 from core.templating import render_email
-from core.totp import new_secret, totp_aad
+from core.totp import matching_step, new_secret, totp_aad
 
 CODE_TEMPLATES = {"setup": "verification_code", "reset": "password_reset_code"}
 LINK_GONE = ("This link is no longer valid. Ask your administrator to send you a new "
@@ -130,13 +130,19 @@ class SetupStepActivities(SecretActivities):
                                    type="PermanentEmailError") from exc
         # Server clock, like the workflow's: the code's lifetime counts from this attempt.
         sent_at = activity.info().current_attempt_scheduled_time
-        async with self._sessions() as session:
-            if data.setup_id:
-                await _move_setup(session, data.setup_id, SetupState.code_sent, utcnow(),
-                                  only_from={SetupState.password_set, SetupState.code_sent})
-            audit.record(session, actor="system", action="code.issued", outcome="success",
-                         target=data.staff_id, purpose=data.purpose, workflow_id=data.workflow_id)
-            await session.commit()
+
+        async def record_sent() -> None:
+            async with self._sessions() as session:
+                if data.setup_id:
+                    await _move_setup(session, data.setup_id, SetupState.code_sent, utcnow(),
+                                      only_from={SetupState.password_set, SetupState.code_sent})
+                audit.record(session, actor="system", action="code.issued", outcome="success",
+                             target=data.staff_id, purpose=data.purpose,
+                             workflow_id=data.workflow_id)
+                await session.commit()
+
+        # The code is out: a failed attempt would email another and this one would never work.
+        await record_after_send(record_sent)
         return SendCodeResult(code_digest=digest, sent_at=sent_at)
 
     @activity.defn(name="confirm_email")
@@ -150,6 +156,10 @@ class SetupStepActivities(SecretActivities):
             if account is None:
                 raise ApplicationError("no account for this setup", non_retryable=True,
                                        type="AccountMissing")
+            setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
+            # A retry of an attempt that committed (its worker died before Temporal heard):
+            # the step is done; record it once.
+            retried = setup is not None and setup.state == SetupState.mfa_pending.value
             account.verified_at = account.verified_at or now
             if account.totp_secret_encrypted is None:
                 # Only when there is none: a retried activity must not change the QR code.
@@ -158,8 +168,10 @@ class SetupStepActivities(SecretActivities):
                                                                    totp_aad(staff_id))
                 account.totp_last_step = None
             await _move_setup(session, data.setup_id, SetupState.mfa_pending, now)
-            audit.record(session, actor=f"staff:{data.staff_id}", action="sso_setup.email_confirmed",
-                         outcome="success", target=data.staff_id, workflow_id=data.workflow_id)
+            if not retried:
+                audit.record(session, actor=f"staff:{data.staff_id}",
+                             action="sso_setup.email_confirmed", outcome="success",
+                             target=data.staff_id, workflow_id=data.workflow_id)
             await session.commit()
 
     @activity.defn(name="verify_totp")
@@ -172,7 +184,17 @@ class SetupStepActivities(SecretActivities):
             if account is None or account.totp_secret_encrypted is None:
                 raise ApplicationError("no authenticator secret to check against",
                                        non_retryable=True, type="AccountMissing")
-            problem = await totp_accepted(session, self._keyring, account, code, datetime.now(UTC))
+            info = activity.info()
+            # A retry runs after our worker failed, maybe a minute later: judge the code at the
+            # time the person entered it (when this step was scheduled), not at the retry.
+            at = info.scheduled_time if info.attempt > 1 else datetime.now(UTC)
+            problem = await totp_accepted(session, self._keyring, account, code, at)
+            if (problem == "replayed" and info.attempt > 1 and account.totp_last_step is not None
+                    and matching_step(self._keyring.unseal(
+                        account.totp_secret_encrypted, totp_aad(staff_id)).decode(), code, at)
+                    == account.totp_last_step):
+                # An earlier attempt of this very step accepted it; its answer was lost.
+                problem = None
             if problem == "wrong":
                 audit.record(session, actor=f"staff:{data.staff_id}", action="mfa.code_failed",
                              outcome="failure", target=data.staff_id, ip=data.ip)
@@ -197,6 +219,8 @@ class SetupStepActivities(SecretActivities):
             if account is None:
                 raise ApplicationError("no account for this setup", non_retryable=True,
                                        type="AccountMissing")
+            setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
+            retried = setup is not None and setup.state == SetupState.active.value
             account.status = AccountStatus.active.value
             account.activated_at = account.activated_at or now
             if data.mfa:
@@ -204,10 +228,13 @@ class SetupStepActivities(SecretActivities):
             elif account.mfa_enabled_at is None:
                 account.totp_secret_encrypted = None  # never enrolled: keep no secret around
             await _move_setup(session, data.setup_id, SetupState.active, now)
-            audit.record(session, actor=actor, action="mfa.enrolled" if data.mfa else "mfa.skipped",
-                         outcome="success", target=data.staff_id, workflow_id=data.workflow_id)
-            audit.record(session, actor=actor, action="sso_setup.active", outcome="success",
-                         target=data.staff_id, workflow_id=data.workflow_id, mfa=data.mfa)
+            if not retried:  # else a retry of an attempt that committed: recorded already
+                audit.record(session, actor=actor,
+                             action="mfa.enrolled" if data.mfa else "mfa.skipped",
+                             outcome="success", target=data.staff_id,
+                             workflow_id=data.workflow_id)
+                audit.record(session, actor=actor, action="sso_setup.active", outcome="success",
+                             target=data.staff_id, workflow_id=data.workflow_id, mfa=data.mfa)
             await session.commit()
 
     @activity.defn(name="record_audit")

@@ -10,7 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.email_delivery import EmailSender, PermanentEmailError, TransientEmailError
+from activities.email_delivery import (
+    EmailSender,
+    PermanentEmailError,
+    TransientEmailError,
+    record_after_send,
+)
 from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
 from core import audit
 from core.crypto import mask_email, new_token, token_hash
@@ -104,26 +109,36 @@ class SetupActivities:
             raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
 
         sent_at = utcnow()
-        async with self._sessions() as session:
-            result = await session.execute(
-                update(SsoSetup)
-                .where(SsoSetup.id == uuid.UUID(data.setup_id),
-                       SsoSetup.state == SetupState.sending_email.value)
-                .values(state=SetupState.email_sent.value, state_since=sent_at,
-                        link_expires_at=expires_at, email_delivery=DeliveryState.sent.value,
-                        email_attempts=info.attempt, email_last_error=None)
-            )
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                # Cancelled or superseded while the email was in flight: its link must not work.
-                await session.execute(update(SetupLink).where(SetupLink.run_id == data.run_id)
-                                      .values(revoked_at=sent_at))
+
+        async def record_sent() -> None:
+            async with self._sessions() as session:
+                result = await session.execute(
+                    update(SsoSetup)
+                    .where(SsoSetup.id == uuid.UUID(data.setup_id),
+                           # or already sent by an earlier attempt of this run, whose answer
+                           # never reached Temporal (its worker died): this email replaces it
+                           (SsoSetup.state == SetupState.sending_email.value)
+                           | ((SsoSetup.state == SetupState.email_sent.value)
+                              & (SsoSetup.run_id == data.run_id)))
+                    .values(state=SetupState.email_sent.value, state_since=sent_at,
+                            link_expires_at=expires_at, email_delivery=DeliveryState.sent.value,
+                            email_attempts=info.attempt, email_last_error=None)
+                )
+                if result.rowcount == 0:  # type: ignore[attr-defined]
+                    # Cancelled or superseded while the email was in flight: its link must
+                    # not work.
+                    await session.execute(update(SetupLink).where(SetupLink.run_id == data.run_id)
+                                          .values(revoked_at=sent_at))
+                    await session.commit()
+                    raise ApplicationError("setup ended while its email was being sent",
+                                           non_retryable=True, type="SetupEnded")
+                audit.record(session, actor="system", action="sso_email.sent",
+                             outcome="success", target=data.staff_id,
+                             backend=self._sender.name, attempts=info.attempt,
+                             workflow_id=data.workflow_id)
                 await session.commit()
-                raise ApplicationError("setup ended while its email was being sent",
-                                       non_retryable=True, type="SetupEnded")
-            audit.record(session, actor="system", action="sso_email.sent", outcome="success",
-                         target=data.staff_id, backend=self._sender.name,
-                         attempts=info.attempt, workflow_id=data.workflow_id)
-            await session.commit()
+
+        await record_after_send(record_sent)
         return SendSetupEmailResult(sent_at=sent_at, link_expires_at=expires_at,
                                     masked_email=mask_email(to_address), attempts=info.attempt)
 

@@ -9,9 +9,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import exc as db_errors
 from starlette.exceptions import HTTPException
 
 from api.pages import render_page
+from core.db import database_unreachable
 from core.logging import REQUEST_ID
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ def _encodable(value: object) -> object:
     if isinstance(value, list):
         return [_encodable(v) for v in value]
     return value
+DATABASE_UNAVAILABLE = "We can't complete this right now, please try again in a minute"
 
 
 def install(app: FastAPI) -> None:
@@ -105,6 +108,20 @@ def install(app: FastAPI) -> None:
             code = f"http_{exc.status_code}"
         return JSONResponse({"error": code, "message": str(exc.detail)},
                             status_code=exc.status_code, headers=exc.headers)
+    @app.exception_handler(db_errors.SQLAlchemyError)
+    async def _database(request: Request, exc: db_errors.SQLAlchemyError) -> Response:
+        """An unreachable database is a clear 503 (a page for people, JSON for the API), like
+        Temporal being down; anything else is the unexpected error it is."""
+        if not database_unreachable(exc):
+            return await _unexpected(request, exc)
+        logger.warning("database unavailable: %s", type(exc.orig if isinstance(
+            exc, db_errors.DBAPIError) else exc).__name__)
+        if request.url.path.startswith(("/api/", "/codec")):
+            return JSONResponse({"error": ServiceUnavailable.code,
+                                 "message": DATABASE_UNAVAILABLE}, status_code=503)
+        return render_page(request, "setup_problem", status_code=503,
+                           title="We can't complete this right now",
+                           message=f"{DATABASE_UNAVAILABLE}.")
 
     @app.exception_handler(SsoError)
     async def _domain_error(_request: Request, exc: SsoError) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import event
+from sqlalchemy import exc as db_errors
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -43,4 +44,13 @@ def session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-__all__ = ["Engine", "SessionFactory", "create_engine", "session_factory"]
+def database_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached (refused, dropped, pool exhausted, locked): an error
+    that goes away by itself, unlike a bad query or a broken constraint."""
+    return isinstance(exc, db_errors.OperationalError | db_errors.InterfaceError
+                      | db_errors.TimeoutError) or (
+        isinstance(exc, db_errors.DBAPIError) and exc.connection_invalidated)
+
+
+__all__ = ["Engine", "SessionFactory", "create_engine", "database_unreachable",
+           "session_factory"]

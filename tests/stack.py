@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -66,7 +66,7 @@ class _Handler:
 
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         self._sink._arriving(list(envelope.rcpt_tos))
-        while self._sink._held.is_set():  # a slow server: the sender waits for our answer
+        while self._sink._holding(envelope.rcpt_tos):  # a slow server: the sender waits
             await asyncio.sleep(0.05)
         self._sink._received(bytes(envelope.content), list(envelope.rcpt_tos))
         return "250 Message accepted for delivery"
@@ -90,14 +90,30 @@ class SmtpSink:
         self._messages: list[ReceivedEmail] = []
         self._arrivals: list[list[str]] = []
         self._held = threading.Event()
+        self._held_for: set[str] | None = None  # None: every recipient
         self._controller: Controller | None = None
 
-    def hold(self) -> None:
-        """Keep every message's DATA unanswered (the sender blocks) until release()."""
+    def hold(self, only: Iterable[str] | None = None) -> None:
+        """Keep every message's DATA unanswered (the sender blocks) until release(); with
+        `only`, just the messages to those addresses."""
+        with self._lock:
+            self._held_for = set(only) if only is not None else None
         self._held.set()
 
-    def release(self) -> None:
+    def release(self, only: Iterable[str] | None = None) -> None:
+        """Answer the held messages: all of them, or (`only`) those to these addresses."""
+        with self._lock:
+            if only is not None and self._held_for is not None:
+                self._held_for -= set(only)
+                if self._held_for:
+                    return
+            self._held_for = None
         self._held.clear()
+
+    def _holding(self, rcpt_tos: list[str]) -> bool:
+        with self._lock:
+            return self._held.is_set() and (self._held_for is None
+                                            or bool(self._held_for & set(rcpt_tos)))
 
     def _arriving(self, rcpt_tos: list[str]) -> None:
         with self._lock:

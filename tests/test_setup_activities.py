@@ -7,6 +7,7 @@ Inputs are sealed as the web app seals them (core.sealing, with the flow's conte
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -537,3 +538,66 @@ async def test_activate_with_mfa_keeps_the_secret(world: Any) -> None:
     assert actions.count("mfa.enrolled") == 1
     assert actions.count("sso_setup.active") == 1
     assert "mfa.skipped" not in actions
+
+
+# -- retries of an attempt whose worker died (tests/faults shows them on the real stack) ----
+
+
+async def retry(activity: Any, data: Any, scheduled: datetime) -> Any:
+    """A second attempt of an activity first scheduled at `scheduled`, as Temporal runs it
+    after the first attempt's worker died."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=2, scheduled_time=scheduled)
+    return await env.run(activity, data)
+
+
+async def test_confirm_email_retried_after_it_committed_records_it_once(world: Any) -> None:
+    flow = await flow_with_password(world)
+    await flow.set_setup_state("code_sent")
+    await flow.run(flow.acts.confirm_email, flow.step_input())
+    secret = await flow.totp_secret()
+    await retry(flow.acts.confirm_email, flow.step_input(), utcnow())
+    assert await flow.totp_secret() == secret
+    assert await flow.setup_state() == "mfa_pending"
+    assert (await flow.audit_actions()).count("sso_setup.email_confirmed") == 1
+
+
+async def test_activate_retried_after_it_committed_records_it_once(world: Any) -> None:
+    flow = await confirmed_flow(world)
+    await flow.run(flow.acts.activate_account, flow.activate_input(mfa=True))
+    await retry(flow.acts.activate_account, flow.activate_input(mfa=True), utcnow())
+    account = await flow.account()
+    assert account is not None and account.status == "active" and account.mfa_enabled_at
+    actions = await flow.audit_actions()
+    assert actions.count("mfa.enrolled") == 1 and actions.count("sso_setup.active") == 1
+
+
+async def test_verify_totp_retry_judges_the_code_when_it_was_entered(
+        world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retry runs two minutes after the person typed the code (the first attempt's
+    worker died before it committed): the code is judged at the time the step was
+    scheduled."""
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            return (NOW + timedelta(minutes=2)).astimezone(tz or UTC)
+
+    flow = await flow_with_totp(world)
+    monkeypatch.setattr(setup_steps_module, "datetime", Later)
+    assert not (await flow.run(flow.acts.verify_totp, flow.totp_input(totp_at(0)))).ok
+    assert (await retry(flow.acts.verify_totp, flow.totp_input(totp_at(0)), NOW)).ok
+
+
+async def test_verify_totp_retry_after_it_committed_is_accepted_once(world: Any) -> None:
+    """The first attempt accepted the code and committed, and its answer was lost: the retry
+    answers the same; every other use of the code is still a replay."""
+    flow = await flow_with_totp(world)
+    assert (await retry(flow.acts.verify_totp, flow.totp_input(totp_at(1)), NOW)).ok
+    assert (await retry(flow.acts.verify_totp, flow.totp_input(totp_at(1)), NOW)).ok
+    # Any other use of that code, or of an older one, is still a replay; a wrong one is wrong.
+    replay = await flow.run(flow.acts.verify_totp, flow.totp_input(totp_at(1)))
+    assert not replay.ok
+    older = await retry(flow.acts.verify_totp, flow.totp_input(totp_at(0)), NOW)
+    assert not older.ok and "already been used" in (older.message or "")
+    wrong = await retry(flow.acts.verify_totp, flow.totp_input(totp_at(5)), NOW)
+    assert not wrong.ok and "didn't match" in (wrong.message or "")

@@ -17,7 +17,7 @@ from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
 from api.errors import ServiceUnavailable
 from api.pages import redirect, render_page, six_digits
 from api.services.setup_steps import BoundSetup, FlowEnded, LinkView, SetupSteps, StepRefused
-from workflows.sso_setup import CODE_STEPS, SetupProgress
+from workflows.sso_setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress
 
 router = APIRouter(prefix="/sso/setup", tags=["pages"], include_in_schema=False)
 
@@ -193,6 +193,10 @@ async def done_page(request: Request, steps: StepsDep) -> Response:
 
 
 def _elsewhere(request: Request, progress: SetupProgress) -> Response:
+    if progress.step in PASSWORD_STEPS:
+        # This browser's session exists, so its password was stored; the flow has not taken
+        # that in yet (its worker died mid-step and the step is being retried): not ended.
+        return unavailable(request)
     target = STEP_PAGES.get(progress.step)
     if target is None or target == request.url.path:
         return ended(request)

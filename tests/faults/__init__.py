@@ -1,0 +1,1 @@
+"""Fault tests: the real stack broken on purpose (`pytest -m faults`)."""
