@@ -7,12 +7,13 @@ import os
 
 from temporalio.exceptions import ApplicationError
 
-from activities.email_delivery import EmailSender
+from activities.email_delivery import EmailSender, PermanentEmailError
 from core.crypto import DecryptionError, Keyring
 from core.db import SessionFactory
 from core.passwords import Hasher
 from core.sealing import unseal
 from core.settings import Settings
+from core.templating import RenderedEmail
 
 
 class SecretActivities:
@@ -34,6 +35,14 @@ class SecretActivities:
             SecretActivities._hash_slots = asyncio.Semaphore(os.cpu_count() or 1)
         async with SecretActivities._hash_slots:
             return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def _notify(self, email: RenderedEmail) -> None:
+        """Send a notice; a permanent refusal must not be retried for an hour."""
+        try:
+            await self._sender.send(email)
+        except PermanentEmailError as exc:
+            raise ApplicationError(str(exc), non_retryable=True,
+                                   type="PermanentEmailError") from exc
 
     def _unseal(self, sealed: str, context: bytes) -> str:
         """Open a value the web app sealed to the workers' key."""

@@ -13,7 +13,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.base import SecretActivities
-from activities.email_delivery import PermanentEmailError
 from activities.inputs import (
     EntraLinkedNoticeInput,
     LinkEntraInput,
@@ -115,11 +114,7 @@ class EntraActivities(SecretActivities):
             first_name=staff.first_name, account=data.account,
             linked_at=data.linked_at.strftime("%d %B %Y at %H:%M UTC"),
             support_email=self._settings.support_email)
-        try:
-            await self._sender.send(email)
-        except PermanentEmailError as exc:
-            raise ApplicationError(str(exc), non_retryable=True,
-                                   type="PermanentEmailError") from exc
+        await self._notify(email)
 
 
 async def _link_usable(session: AsyncSession, data: LinkEntraInput, now: datetime) -> bool:

@@ -10,7 +10,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.base import SecretActivities
-from activities.email_delivery import PermanentEmailError
 from activities.inputs import NoticeInput, ResetPasswordInput, ResetPasswordResult
 from core import audit
 from core.accounts import account_for, revoke_sessions, totp_accepted
@@ -92,8 +91,4 @@ class ResetActivities(SecretActivities):
             login_email=account.login_email if account is not None else staff.external_email_1,
             changed_at=data.changed_at.strftime("%d %B %Y at %H:%M UTC"),
             support_email=self._settings.support_email)
-        try:
-            await self._sender.send(email)
-        except PermanentEmailError as exc:
-            raise ApplicationError(str(exc), non_retryable=True,
-                                   type="PermanentEmailError") from exc
+        await self._notify(email)

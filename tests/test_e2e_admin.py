@@ -27,7 +27,7 @@ from temporalio.client import Client
 
 from core.codec import data_converter
 from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
-from tests.stack import ROOT, DevStack, SmtpSink, running_sso_dev
+from tests.stack import ROOT, DevStack, SmtpSink, running_sso_dev, smtp_sink
 from tests.test_e2e import (
     World,
     _Forms,
@@ -47,12 +47,8 @@ SKIP = "No thanks, I'll set it up later"
 
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    sink.start()
-    try:
+    with smtp_sink() as sink:
         yield sink
-    finally:
-        sink.stop()
 
 
 @pytest.fixture(scope="module")
