@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
+from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.exceptions import ApplicationError
 
 from activities.email_delivery import EmailSender, PermanentEmailError
 from core.crypto import DecryptionError, Keyring
 from core.db import SessionFactory
-from core.passwords import Hasher
+from core.passwords import Hasher, hashing_pool
 from core.sealing import unseal
 from core.settings import Settings
 from core.templating import RenderedEmail
 
 
 class SecretActivities:
-    # argon2 is memory-hard CPU work: never more at once than there are cores, across every
-    # activity class of the worker.
-    _hash_slots: asyncio.Semaphore | None = None
+    # argon2 is memory-hard CPU work: one low-priority thread per core, shared by every
+    # activity class of the worker, so the flows' other steps keep the CPU first.
+    _hash_pool: ThreadPoolExecutor | None = None
 
     def __init__(self, settings: Settings, sessions: SessionFactory, sender: EmailSender,
                  keyring: Keyring) -> None:
@@ -31,10 +31,10 @@ class SecretActivities:
                               settings.argon2_parallelism)
 
     async def _hash(self, password: str) -> str:
-        if SecretActivities._hash_slots is None:
-            SecretActivities._hash_slots = asyncio.Semaphore(os.cpu_count() or 1)
-        async with SecretActivities._hash_slots:
-            return await asyncio.to_thread(self._hasher.hash, password)
+        if SecretActivities._hash_pool is None:
+            SecretActivities._hash_pool = hashing_pool()
+        return await asyncio.get_running_loop().run_in_executor(
+            SecretActivities._hash_pool, self._hasher.hash, password)
 
     async def _notify(self, email: RenderedEmail) -> None:
         """Send a notice; a permanent refusal must not be retried for an hour."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -31,7 +30,7 @@ from api.routes import (
 )
 from api.services.signin import Hashing
 from core.db import create_engine, session_factory
-from core.passwords import Hasher
+from core.passwords import Hasher, hashing_pool
 from core.settings import Settings, get_settings
 from core.templating import TEMPLATES_DIR
 from core.temporal_client import TemporalGateway
@@ -72,13 +71,16 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         app.state.counter = build_counter(settings.redis_url, app.state.sessions)
         hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
                         settings.argon2_parallelism)
+        pool = hashing_pool()
         app.state.hashing = Hashing(
-            hasher=hasher, slots=asyncio.Semaphore(os.cpu_count() or 1),
+            hasher=hasher, pool=pool,
             # Unknown addresses are checked against this, so they cost what real ones do.
-            stand_in=await asyncio.to_thread(hasher.hash, secrets.token_urlsafe(24)))
+            stand_in=await asyncio.get_running_loop().run_in_executor(
+                pool, hasher.hash, secrets.token_urlsafe(24)))
         yield
         await app.state.counter.close()
         await engine.dispose()
+        pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title=f"{settings.brand_name} Single Sign-On",

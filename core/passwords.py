@@ -6,9 +6,12 @@ guessable and personal passwords are refused with the reason zxcvbn gives.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import unicodedata
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher, Type
@@ -98,3 +101,24 @@ class Hasher:
 
     def needs_rehash(self, stored: str) -> bool:
         return self._hasher.check_needs_rehash(stored)
+
+
+# How much lower than the rest of the process hashing threads run (Linux nice steps).
+HASHING_NICENESS = 10
+
+
+def hashing_pool() -> ThreadPoolExecutor:
+    """Threads for argon2, one per core, at a lower CPU priority than the event loop: when
+    sign-ins saturate the machine, every other page and step still gets the CPU first."""
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="argon2",
+                              initializer=_lower_priority)
+
+
+def _lower_priority() -> None:
+    try:
+        # On Linux a thread has its own nice value, addressed by its native id.
+        thread = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + HASHING_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness))
+    except (AttributeError, OSError):
+        pass  # elsewhere the threads simply run at normal priority

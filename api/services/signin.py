@@ -7,6 +7,7 @@ work (one argon2 verification, against a stand-in hash when there is no real one
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -31,19 +32,20 @@ Outcome = Literal["signed_in", "needs_totp", "refused", "throttled", "restart"]
 
 @dataclass
 class Hashing:
-    """argon2 off the event loop, never more at once than cores; one stand-in hash."""
+    """argon2 off the event loop, in a pool of one low-priority thread per core; one stand-in
+    hash."""
 
     hasher: Hasher
-    slots: asyncio.Semaphore
+    pool: ThreadPoolExecutor
     stand_in: str
 
     async def verify(self, stored: str | None, password: str) -> bool:
-        async with self.slots:
-            return await asyncio.to_thread(self.hasher.verify, stored or self.stand_in, password)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, self.hasher.verify, stored or self.stand_in, password)
 
     async def hash(self, password: str) -> str:
-        async with self.slots:
-            return await asyncio.to_thread(self.hasher.hash, password)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.hasher.hash,
+                                                                password)
 
 
 @dataclass
