@@ -52,8 +52,8 @@ def actor_of(current: Current) -> str:
 
 
 async def _admin(request: Request, settings: SettingsDep, db: SessionDep) -> Current | Response:
-    current = await Sessions(settings, db).get(read_cookie(request, settings, SIGNIN_SESSION),
-                                               "signin", idle=settings.session_idle_ttl)
+    current = await Sessions(settings, db).signed_in(
+        read_cookie(request, settings, SIGNIN_SESSION))
     if current is None or current.staff is None:
         # After signing in again, a form's action can't be replayed: land on its page.
         path = request.url.path if request.method == "GET" else \

@@ -27,8 +27,8 @@ async def _authorise(request: Request, session: SessionDep, settings: SettingsDe
             raise NotAuthenticated("The codec endpoint needs an admin API key")
         await session.commit()
         return
-    current = await Sessions(settings, session).get(
-        read_cookie(request, settings, SIGNIN_SESSION), "signin", idle=settings.session_idle_ttl)
+    current = await Sessions(settings, session).signed_in(
+        read_cookie(request, settings, SIGNIN_SESSION))
     if current is None or current.staff is None or not current.staff.is_admin \
             or not current.strong:
         raise NotAuthenticated("The codec endpoint needs an admin API key or an administrator "

@@ -49,10 +49,8 @@ def _unavailable(request: Request) -> HTMLResponse:
 
 
 async def _signed_in(request: Request, entra: EntraSignOn) -> Current | None:
-    current = await Sessions(entra.settings, entra.db).get(
-        read_cookie(request, entra.settings, SIGNIN_SESSION), "signin",
-        idle=entra.settings.session_idle_ttl)
-    return current if current is not None and current.staff is not None else None
+    return await Sessions(entra.settings, entra.db).signed_in(
+        read_cookie(request, entra.settings, SIGNIN_SESSION))
 
 
 @router.post("/sso/entra/start", response_class=HTMLResponse)

@@ -135,15 +135,18 @@ async def mfa_page(request: Request, steps: StepsDep) -> Response:
         progress = await steps.progress(bound)
         if progress.step != "mfa_pending":
             return _elsewhere(request, progress)
-        return await _mfa(request, steps, bound)
+        return await _mfa(request, steps, bound, progress=progress)
     return await _run_step(request, steps, step)
 
 
 async def _mfa(request: Request, steps: SetupSteps, bound: BoundSetup,
-               message: str | None = None, status_code: int = 200) -> HTMLResponse:
+               message: str | None = None, status_code: int = 200,
+               progress: SetupProgress | None = None) -> HTMLResponse:
+    """The MFA page. `progress`: the flow's, when the caller has just asked for it (each
+    query is a round trip to the worker, and billed by Temporal Cloud)."""
     secret, uri, qr = await steps.authenticator(bound)
     grouped = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
-    progress = await steps.progress(bound)
+    progress = progress or await steps.progress(bound)
     return render_page(request, "setup_mfa", status_code=status_code, secret=grouped,
                        qr=qr, otpauth_uri=uri, email=await steps.login_email(bound),
                        message=message, mfa_required=progress.mfa_required)
@@ -223,7 +226,7 @@ async def _on_current_page(request: Request, steps: SetupSteps, bound: BoundSetu
     if progress.step in CODE_STEPS:
         return _confirm(request, bound, progress, message=message, status_code=status_code)
     if progress.step == "mfa_pending":
-        return await _mfa(request, steps, bound, message, status_code)
+        return await _mfa(request, steps, bound, message, status_code, progress)
     if progress.step == "active":
         return ended(request)
     return _elsewhere(request, progress)

@@ -142,8 +142,8 @@ async def mfa_submit(
 
 @router.get("/account", response_class=HTMLResponse)
 async def account_page(request: Request, settings: SettingsDep, db: SessionDep) -> Response:
-    current = await Sessions(settings, db).get(read_cookie(request, settings, SIGNIN_SESSION),
-                                               "signin", idle=settings.session_idle_ttl)
+    current = await Sessions(settings, db).signed_in(
+        read_cookie(request, settings, SIGNIN_SESSION))
     if current is None or current.staff is None:
         had_session = read_cookie(request, settings, SIGNIN_SESSION) is not None
         return redirect("/sso/login?notice=expired" if had_session else "/sso/login")

@@ -25,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from api.schemas import CodeStatus, EmailDelivery, EntraLinkInfo, SsoEmailSent, SsoStatus
-from api.services.staff import get_staff
+from api.services.staff import get_staff, shown_state
 from api.services.temporal import UNAVAILABLE, connected, email_retry
 from core import audit
 from core.accounts import MAX_FAILURES
@@ -171,12 +171,7 @@ class Onboarding:
                              state_since=None, mfa_enabled=mfa_enabled,
                              link_expires_at=None, email_delivery=None, workflow_id=None,
                              failure_reason=None, requested_by=None, **signin)
-        state = setup.state
-        state_since = setup.state_since
-        if (state == SetupState.email_sent.value and setup.link_expires_at is not None
-                and setup.link_expires_at <= utcnow()):
-            # The flow's timer records this within moments; don't show a dead link as live.
-            state, state_since = SetupState.expired.value, setup.link_expires_at
+        state, state_since = shown_state(setup, utcnow())
         progress = await self._live_progress(setup) if state in LIVE_STATES else None
         return SsoStatus(
             staff_id=staff.id, state=state, state_since=state_since,  # type: ignore[arg-type]

@@ -72,6 +72,12 @@ class Sessions:
         staff = await self.db.get(Staff, row.staff_id) if row.staff_id else None
         return Current(row, staff)
 
+    async def signed_in(self, session_id: str | None) -> Current | None:
+        """The signed-in session behind this cookie value, with its staff member, or None
+        (none, revoked, expired, idle too long)."""
+        current = await self.get(session_id, "signin", idle=self.settings.session_idle_ttl)
+        return current if current is not None and current.staff is not None else None
+
     async def revoke(self, session_id: str | None) -> None:
         if not session_id or len(session_id) > 128:
             return

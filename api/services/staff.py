@@ -75,6 +75,15 @@ class StaffOverview:
                                     and self.locked_until > utcnow())
 
 
+def shown_state(setup: SsoSetup, now: datetime) -> tuple[str, datetime | None]:
+    """A setup's state and since when, as the admin should see it now."""
+    if (setup.state == SetupState.email_sent.value and setup.link_expires_at is not None
+            and setup.link_expires_at <= now):
+        # The flow's timer records this within moments; don't show a dead link as live.
+        return SetupState.expired.value, setup.link_expires_at
+    return setup.state, setup.state_since
+
+
 async def list_staff(
     session: AsyncSession, limit: int, offset: int, query: str | None
 ) -> tuple[list[StaffOverview], int]:
@@ -117,12 +126,8 @@ async def overviews(session: AsyncSession, people: list[Staff]) -> list[StaffOve
         view = StaffOverview(staff=person, state=SetupState.not_started.value,
                              entra_linked=person.id in linked)
         if setup is not None:
-            view.state, view.state_since = setup.state, setup.state_since
+            view.state, view.state_since = shown_state(setup, now)
             view.link_expires_at = setup.link_expires_at
-            if (setup.state == SetupState.email_sent.value and setup.link_expires_at
-                    and setup.link_expires_at <= now):
-                # The flow's timer records this within moments; don't show a dead link as live.
-                view.state, view.state_since = SetupState.expired.value, setup.link_expires_at
         if account is not None:
             if account.status == AccountStatus.active.value:
                 view.state = SetupState.active.value
