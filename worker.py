@@ -45,7 +45,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
         activities=[
             setup.send_setup_email, setup.close_setup,
             steps.store_password, steps.send_code, steps.confirm_email, steps.verify_totp,
-            steps.activate_account, steps.record_audit,
+            steps.activate_account, steps.record_audit, steps.record_link_opened,
             reset.reset_password, reset.send_password_changed,
             entra.verify_entra_grant, entra.link_entra_identity, entra.send_entra_linked,
         ],

@@ -106,6 +106,20 @@ class SetupStepActivities(SecretActivities):
             await session.commit()
         return StorePasswordResult(ok=True)
 
+    @activity.defn(name="record_link_opened")
+    async def record_link_opened(self, data: StaffStepInput) -> None:
+        """The person opened the password form from their link (which stays unconsumed):
+        the setup shows `link_opened`, recorded once (a retry, or a step already past it,
+        changes nothing)."""
+        async with self._sessions() as session:
+            moved = await _move_setup(session, data.setup_id, SetupState.link_opened, utcnow(),
+                                      only_from={SetupState.email_sent})
+            if moved:
+                audit.record(session, actor=f"staff:{data.staff_id}",
+                             action="sso_setup.link_opened", outcome="success",
+                             target=data.staff_id, workflow_id=data.workflow_id)
+            await session.commit()
+
     @activity.defn(name="send_code")
     async def send_code(self, data: SendCodeInput) -> SendCodeResult:
         """A fresh six-digit code, emailed; only its keyed digest is returned."""
@@ -249,10 +263,12 @@ class SetupStepActivities(SecretActivities):
 
 
 async def _move_setup(session: AsyncSession, setup_id: str, state: SetupState, now: datetime,
-                      only_from: set[SetupState] | None = None) -> None:
+                      only_from: set[SetupState] | None = None) -> bool:
+    """Whether the setup moved (it only moves from the `only_from` states)."""
     allowed = only_from or set(OPEN_SETUP_STATES)
-    await session.execute(
+    moved = await session.execute(
         update(SsoSetup)
         .where(SsoSetup.id == uuid.UUID(setup_id),
                SsoSetup.state.in_([s.value for s in allowed]))
         .values(state=state.value, state_since=now))
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]

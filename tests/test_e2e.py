@@ -365,6 +365,11 @@ async def setup_to_mfa(api: httpx.AsyncClient, world: World, person: httpx.Async
     assert "Set your password" in text_of(page) and to in text_of(page)
     assert page.headers["cache-control"] == "no-store"
 
+    # The admin now sees that the link was opened (the link itself is not used yet).
+    async def opened() -> bool:
+        return (await status(api, staff["id"]))["state"] == "link_opened"
+    await eventually(opened, 30, what="state link_opened")
+
     # Weak or mistyped passwords are refused with a reason; nothing is set yet.
     short = f"tulip{secrets.token_hex(2)}"
     common = "Password12345678"
@@ -384,7 +389,7 @@ async def setup_to_mfa(api: httpx.AsyncClient, world: World, person: httpx.Async
         assert 'role="alert"' in page.text
         assert typed["password"] not in page.text, "the page echoes the password back"
         assert "sso_setup" not in person.cookies
-        assert (await status(api, staff["id"]))["state"] == "email_sent"
+        assert (await status(api, staff["id"]))["state"] == "link_opened"
 
     response = await press(person, page, "Set password", password=strong, confirm=strong)
     confirm = await follow(person, response, "/sso/setup/confirm")

@@ -601,3 +601,24 @@ async def test_verify_totp_retry_after_it_committed_is_accepted_once(world: Any)
     assert not older.ok and "already been used" in (older.message or "")
     wrong = await retry(flow.acts.verify_totp, flow.totp_input(totp_at(5)), NOW)
     assert not wrong.ok and "didn't match" in (wrong.message or "")
+
+
+# -- record_link_opened ------------------------------------------------------------------
+
+
+async def test_record_link_opened_moves_an_emailed_setup_once(world: Any) -> None:
+    flow = await new_flow(world, state="email_sent")
+    await flow.run(flow.acts.record_link_opened, flow.step_input())
+    assert await flow.setup_state() == "link_opened"
+    await retry(flow.acts.record_link_opened, flow.step_input(), utcnow())
+    assert await flow.setup_state() == "link_opened"
+    assert (await flow.audit_actions()).count("sso_setup.link_opened") == 1
+    assert not (await flow.link()).consumed_at  # opening the link never consumes it
+
+
+@pytest.mark.parametrize("state", ["password_set", "code_sent", "expired", "cancelled"])
+async def test_record_link_opened_never_moves_a_setup_back(world: Any, state: str) -> None:
+    flow = await new_flow(world, state=state)
+    await flow.run(flow.acts.record_link_opened, flow.step_input())
+    assert await flow.setup_state() == state
+    assert "sso_setup.link_opened" not in await flow.audit_actions()

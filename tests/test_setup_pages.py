@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from activities.setup_steps import SetupStepActivities
 from api.main import create_app
 from core.codec import keyring_from_settings
 from core.models import (
@@ -336,7 +337,8 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
         bad = await browser.submit(mfa_page, "/sso/setup/mfa", code=another_code(totp.now()))
         assert bad.status_code == 400
         assert "didn't match" in page_text(bad)
-        finished = await browser.submit(bad, "/sso/setup/mfa", code=totp.now())
+        accepted = totp.now()
+        finished = await browser.submit(bad, "/sso/setup/mfa", code=accepted)
     else:
         finished = await browser.submit(mfa_page, "/sso/setup/mfa/skip")
     assert redirected_to(finished, "/sso/setup/done"), finished.text
@@ -387,6 +389,22 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
     # Every page of the walk sent the page headers (checked as each arrived), redirects too.
     assert {r.status_code for r in browser.responses} >= {200, 303, 400}
 
+    if mfa:
+        # SECURITY.md 13: the code that completed the setup is spent, at sign-in too.
+        signing_in = Browser(stack)
+        try:
+            login = await signing_in.get("/sso/login")
+            needs_code = await signing_in.submit(login, "/sso/login", email=email,
+                                                 password=PASSWORD)
+            assert redirected_to(needs_code, "/sso/login/mfa"), page_text(needs_code)
+            code_page = await signing_in.get("/sso/login/mfa")
+            replayed = await signing_in.submit(code_page, "/sso/login/mfa", code=accepted)
+            assert replayed.status_code == 401, page_text(replayed)
+            assert "already used" in page_text(replayed)
+            assert signing_in.cookie("__Host-sso_session") is None
+        finally:
+            await signing_in.aclose()
+
 
 async def test_bad_passwords_are_explained_and_change_nothing(stack: Stack,
                                                                browser: Browser) -> None:
@@ -414,7 +432,9 @@ async def test_bad_passwords_are_explained_and_change_nothing(stack: Stack,
         hidden_fields(refused, f"/sso/setup/{token}/password")
         assert password not in refused.text and PASSWORD not in refused.text
         assert set_cookie_headers(refused, SESSION_COOKIE) == []
-    assert await db_state(stack, staff["id"]) == before
+    # Opening the form told the flow the link was opened; nothing else changed.
+    await stack.wait_for(staff["id"], lambda s: s["state"] == "link_opened")
+    assert await db_state(stack, staff["id"]) == {**before, "setup_state": "link_opened"}
     assert "sso_setup.password_set" not in await audit_actions(stack, staff["id"])
 
     # The link still works.
@@ -502,6 +522,108 @@ async def test_link_is_consumed_by_the_first_post_only(stack: Stack, browser: Br
                          "/sso/setup/mfa")
 
 
+async def test_opening_the_password_form_shows_link_opened(stack: Stack,
+                                                            browser: Browser) -> None:
+    staff, token = await send_setup_email(stack)
+    # The screen alone (what a mail scanner fetches) says nothing about the person.
+    assert (await browser.get(f"/sso/setup/{token}")).status_code == 200
+    # Following "Forgot your password?" does: the admin sees link_opened, once.
+    for _ in range(2):
+        assert (await browser.get(f"/sso/setup/{token}/password")).status_code == 200
+        status = await stack.wait_for(staff["id"], lambda s: s["state"] == "link_opened")
+    assert status["link_expires_at"] is not None
+    assert not (await db_state(stack, staff["id"]))["link_consumed"]
+    assert (await audit_actions(stack, staff["id"])).count("sso_setup.link_opened") == 1
+
+    assert redirected_to(await choose_password(browser, token), "/sso/setup/confirm")
+    await confirm_page_once_sent(browser)
+    await stack.wait_for(staff["id"], lambda s: s["state"] == "code_sent")
+    actions = await audit_actions(stack, staff["id"])
+    assert actions.count("sso_setup.link_opened") == 1
+    assert actions.index("sso_setup.link_opened") < actions.index("sso_setup.password_set")
+
+
+async def test_the_email_link_again_in_the_same_browser_carries_on(stack: Stack,
+                                                                   browser: Browser) -> None:
+    """After choosing the password the person closes the tab; later they open the link in
+    their email again: this browser is taken to its step, any other is told the link is used."""
+    flow = await at_code_step(stack, browser)
+    for path in (f"/sso/setup/{flow.token}", f"/sso/setup/{flow.token}/password"):
+        again = await browser.get(path)
+        assert redirected_to(again, "/sso/setup/confirm"), (path, again.status_code)
+    assert redirected_to(await browser.submit(flow.page, "/sso/setup/confirm", code=flow.code),
+                         "/sso/setup/mfa")
+    # At the MFA step, the link leads (through the confirm page) to the MFA page.
+    again = await browser.get(f"/sso/setup/{flow.token}")
+    assert redirected_to(again, "/sso/setup/confirm")
+    assert redirected_to(await browser.get("/sso/setup/confirm"), "/sso/setup/mfa")
+    # Once the setup has finished, the link is just spent (test_steps_out_of_order).
+
+    stranger = Browser(stack)
+    try:
+        used = await stranger.get(f"/sso/setup/{flow.token}")
+        assert used.status_code == 410 and "already been used" in page_text(used)
+        # A made-up session cookie does not pass for the real one.
+        stranger.http.cookies.set(SESSION_COOKIE, "A" * 43, domain="sso.example.test")
+        assert (await stranger.get(f"/sso/setup/{flow.token}")).status_code == 410
+    finally:
+        await stranger.aclose()
+
+
+async def test_a_password_step_that_answers_late_is_not_lost(
+        temporal_env: WorkflowEnvironment, database_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker is slow to store the password (held here until the page has answered):
+    the page says "please try again in a minute" within SSO_STEP_TIMEOUT, the step goes
+    through once the worker gets to it, and the same browser carries on from the link."""
+    held = asyncio.Event()
+    release = asyncio.Event()
+    real_hash = SetupStepActivities._hash
+
+    async def slow_hash(self: SetupStepActivities, password: str) -> str:
+        held.set()
+        await release.wait()
+        return await real_hash(self, password)
+
+    monkeypatch.setattr(SetupStepActivities, "_hash", slow_hash)
+    async with running_stack(temporal_env, database_url, step_timeout=1) as running:
+        person = Browser(running)
+        try:
+            staff, token = await send_setup_email(running)
+            action = f"/sso/setup/{token}/password"
+            form = await person.get(action)
+            async with asyncio.timeout(GUARD_SECONDS):
+                late = await person.submit(form, action, password=PASSWORD, confirm=PASSWORD)
+            # The answer came while the step was still held on the worker.
+            assert held.is_set() and not release.is_set()
+            assert late.status_code == 503
+            assert UNAVAILABLE in page_text(late)
+            [cookie] = set_cookie_headers(late, SESSION_COOKIE)
+            assert "httponly" in cookie.lower() and "secure" in cookie.lower()
+            assert not (await db_state(running, staff["id"]))["link_consumed"]
+
+            release.set()
+            await running.wait_for(staff["id"], lambda s: s["state"] in ("password_set",
+                                                                         "code_sent"))
+            # "Try again": the link from the email takes this browser to the next step.
+            again = await person.get(f"/sso/setup/{token}")
+            assert redirected_to(again, "/sso/setup/confirm"), page_text(again)
+            page = await confirm_page_once_sent(person)
+            code = await latest_code(running, staff["external_email_1"])
+            assert redirected_to(await person.submit(page, "/sso/setup/confirm", code=code),
+                                 "/sso/setup/mfa")
+            # Done once: one password, one session, one code.
+            actions = await audit_actions(running, staff["id"])
+            assert actions.count("sso_setup.password_set") == 1
+            assert actions.count("code.issued") == 1
+            assert (await db_state(running, staff["id"]))["sessions"] == 1
+        finally:
+            release.set()
+            await person.aclose()
+            await settle(running)
+    gc.collect()
+
+
 # -- CSRF ---------------------------------------------------------------------------------
 
 
@@ -512,6 +634,7 @@ async def test_forms_without_a_valid_csrf_token_change_nothing(stack: Stack,
     action = f"/sso/setup/{token}/password"
     form = await browser.get(action)
     assert browser.cookie(CSRF_COOKIE) is not None
+    await stack.wait_for(staff["id"], lambda s: s["state"] == "link_opened")  # the form's GET
     before = await db_state(stack, staff["id"])
 
     def forged(fields: dict[str, str], csrf: str | None) -> dict[str, str]:

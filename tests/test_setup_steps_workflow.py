@@ -32,6 +32,7 @@ from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.converter import decode_typed_search_attributes
@@ -136,6 +137,7 @@ class FakeActivities:
     totps: list[VerifyTotpInput] = field(default_factory=list)
     activated: list[ActivateInput] = field(default_factory=list)
     audits: list[AuditInput] = field(default_factory=list)
+    opened: list[StaffStepInput] = field(default_factory=list)
     store_started: asyncio.Event = field(default_factory=asyncio.Event)
     release_store: asyncio.Event = field(default_factory=asyncio.Event)
     # With `block_email`, send_setup_email waits for `release_email` (the email is out, its
@@ -198,9 +200,14 @@ class FakeActivities:
     async def record_audit(self, data: AuditInput) -> None:
         self.audits.append(data)
 
+    @activity.defn(name="record_link_opened")
+    async def record_link_opened(self, data: StaffStepInput) -> None:
+        self.opened.append(data)
+
     def all(self) -> list[Callable[..., Any]]:
         return [self.send_setup_email, self.close_setup, self.store_password, self.send_code,
-                self.confirm_email, self.verify_totp, self.activate_account, self.record_audit]
+                self.confirm_email, self.verify_totp, self.activate_account, self.record_audit,
+                self.record_link_opened]
 
 
 # -- flow helpers -----------------------------------------------------------------------
@@ -737,6 +744,55 @@ async def test_rejected_password_stays_at_link_opened_and_can_be_retried(
         assert await step_history(flow) == [
             "email_sent", "link_opened", "password_set", "code_sent", "mfa_pending", "active"]
     assert len(fake.stored) == 2
+
+
+async def test_opening_the_password_form_shows_link_opened_once(env: WorkflowEnvironment) -> None:
+    """The web app signals `link_opened` when the person opens the password form (a GET, so
+    it consumes nothing): the step, its search attribute and the current details say so, and
+    the database is told once, however often the form is opened."""
+    fake = FakeActivities()
+    async with running_flow(env, fake) as flow:
+        await flow.handle.signal("link_opened")
+        await eventually(flow.progress, lambda p: p.step == "link_opened")
+
+        async def recorded() -> list[StaffStepInput]:
+            return fake.opened
+        await eventually(recorded, lambda opened: len(opened) == 1)
+        progress = await flow.progress()
+        assert progress.step == "link_opened"
+        assert progress.setup_expires_at is None  # the link itself is not used yet
+        assert await flow.step_attribute() == "link_opened"
+        metadata = await flow.handle.query("__temporal_workflow_metadata",
+                                           result_type=WorkflowMetadata)
+        assert metadata.current_details == (
+            "The person opened the link and is choosing a password")
+        [opened] = fake.opened
+        assert (opened.setup_id, opened.staff_id, opened.workflow_id) == (
+            flow.setup_id, flow.staff_id, flow.handle.id)
+
+        await flow.handle.signal("link_opened")  # opened again, in another tab
+        assert await flow.set_password() == StepResult(ok=True, step="password_set")
+        await flow.handle.signal("link_opened")  # a stale tab, after the password: nothing
+        await flow.wait_for_code(1)
+        assert await flow.confirm("digest-1") == StepResult(ok=True, step="mfa_pending")
+        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.handle.result() == SetupOutcome(state="active")
+        assert await step_history(flow) == [
+            "email_sent", "link_opened", "password_set", "code_sent", "mfa_pending", "active"]
+    assert len(fake.opened) == 1
+    assert len(fake.stored) == 1
+
+
+async def test_link_opened_after_the_link_expired_changes_nothing(
+        env: WorkflowEnvironment) -> None:
+    fake = FakeActivities()
+    async with running_flow(env, fake) as flow:
+        await env.sleep(LINK_TTL + timedelta(seconds=1))
+        assert (await flow.handle.result()).state == "expired"
+        with suppress(RPCError):  # the flow may be gone already: nothing to tell
+            await flow.handle.signal("link_opened")
+        assert (await flow.progress()).step == "expired"
+    assert fake.opened == []
 
 
 # -- 9. double submit -----------------------------------------------------------------

@@ -43,6 +43,8 @@ CONFIRM_EMAIL = "confirm_email"
 VERIFY_TOTP = "verify_totp"
 ACTIVATE = "activate_account"
 RECORD_AUDIT = "record_audit"
+RECORD_LINK_OPENED = "record_link_opened"
+LINK_OPENED_DETAILS = "The person opened the link and is choosing a password"
 
 FINAL_STATES = {"expired", "superseded", "cancelled", "failed", "active"}
 PASSWORD_STEPS = {"email_sent", "link_opened"}
@@ -279,8 +281,7 @@ class SsoSetupWorkflow:
         self._busy = True
         try:
             if self._step == "email_sent":
-                self._move_to("link_opened", "The person opened the link and is choosing a "
-                              "password")
+                self._move_to("link_opened", LINK_OPENED_DETAILS)
             info = workflow.info()
             result = await workflow.execute_activity(
                 STORE_PASSWORD,
@@ -508,6 +509,20 @@ class SsoSetupWorkflow:
         if self._end is not None or self._outcome is not None:
             raise ApplicationError("This setup has already ended or is ending",
                                    type="SetupAlreadyEnded")
+
+    @workflow.signal(name="link_opened")
+    async def link_opened(self) -> None:
+        """The person opened the password form from the link. A GET sends this: it consumes
+        nothing and can only move the flow from `email_sent` to `link_opened`."""
+        # The email can reach a fast reader before its activity's result reaches this flow.
+        await workflow.wait_condition(lambda: self._step != "sending_email")
+        if self._step != "email_sent" or self._busy or self._end is not None \
+                or self._outcome is not None:
+            return
+        self._move_to("link_opened", LINK_OPENED_DETAILS)
+        await workflow.execute_activity(
+            RECORD_LINK_OPENED, self._step_input(), start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY, summary="Record that the link was opened")
 
     @workflow.signal(name="entra_linked")
     def entra_linked(self, actor: str) -> None:

@@ -11,12 +11,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.background import BackgroundTask
 
 from api.cookies import SETUP_SESSION, csrf_ok, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
 from api.errors import ServiceUnavailable
 from api.pages import redirect, render_page, six_digits
-from api.services.setup_steps import BoundSetup, FlowEnded, LinkView, SetupSteps, StepRefused
+from api.services.setup_steps import (
+    BoundSetup,
+    FlowEnded,
+    LinkView,
+    SetupSteps,
+    StepInDoubt,
+    StepRefused,
+)
 from workflows.sso_setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress
 
 router = APIRouter(prefix="/sso/setup", tags=["pages"], include_in_schema=False)
@@ -240,23 +248,35 @@ def _invalid(request: Request, view: LinkView) -> HTMLResponse:
                        reason=view.reason)
 
 
+async def _carry_on(request: Request, steps: SetupSteps, view: LinkView) -> Response | None:
+    """The link was spent by this very browser (the person opened their email's link again
+    to finish, or pressed Back): take them to where their setup stands."""
+    if await steps.continues_here(view, read_cookie(request, steps.settings, SETUP_SESSION)):
+        return redirect("/sso/setup/confirm")
+    return None
+
+
 @router.get("/{token}", response_class=HTMLResponse)
-async def open_setup_link(token: str, request: Request, steps: StepsDep) -> HTMLResponse:
+async def open_setup_link(token: str, request: Request, steps: StepsDep) -> Response:
     """Show the setup screen. A GET never consumes the link: mail scanners open links too."""
     view = await steps.open_link(token)
     if not view.usable:
-        return _invalid(request, view)
+        return await _carry_on(request, steps, view) or _invalid(request, view)
     assert view.link is not None and view.staff is not None
     return render_page(request, "setup_start", staff=view.staff, token=token,
                        login_email=view.staff.external_email_1, expires_at=view.link.expires_at)
 
 
 @router.get("/{token}/password", response_class=HTMLResponse)
-async def password_page(token: str, request: Request, steps: StepsDep) -> HTMLResponse:
+async def password_page(token: str, request: Request, steps: StepsDep) -> Response:
     view = await steps.open_link(token)
     if not view.usable:
-        return _invalid(request, view)
-    return _password(request, steps.settings.password_min_length, view, token)
+        return await _carry_on(request, steps, view) or _invalid(request, view)
+    page = _password(request, steps.settings.password_min_length, view, token)
+    # The person followed Forgot your password? / Set your password: the setup shows
+    # link_opened. Told after the page is sent; the link stays unconsumed.
+    page.background = BackgroundTask(steps.note_link_opened, view)
+    return page
 
 
 def _password(request: Request, min_length: int, view: LinkView, token: str,
@@ -285,7 +305,7 @@ async def password_submit(
                        steps.session_id_for(token, submission), max_age=steps.settings.setup_ttl)
             return response
     if not view.usable:
-        return _invalid(request, view)
+        return await _carry_on(request, steps, view) or _invalid(request, view)
     assert view.staff is not None
     min_length = steps.settings.password_min_length
     if not csrf_ok(request, steps.settings, csrf):
@@ -303,6 +323,13 @@ async def password_submit(
         return _password(request, min_length, view, token, [refused.message], 409)
     except FlowEnded:
         return ended(request)
+    except StepInDoubt:
+        # The step may still go through once the worker is back: this browser then holds
+        # the session it binds, so opening the link again (or Back) carries on from there.
+        unanswered = unavailable(request)
+        set_cookie(unanswered, steps.settings, SETUP_SESSION,
+                   steps.session_id_for(token, submission), max_age=steps.settings.setup_ttl)
+        return unanswered
     except ServiceUnavailable:
         return unavailable(request)
     if not result.ok:

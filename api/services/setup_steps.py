@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,7 @@ from workflows.sso_setup import (
 )
 
 MAX_TOKEN_LENGTH = 128
+log = logging.getLogger(__name__)
 
 
 class StepRefused(Exception):
@@ -58,6 +60,11 @@ class StepRefused(Exception):
         self.kind = kind
 
 
+class StepInDoubt(ServiceUnavailable):
+    """The step reached Temporal but no answer came in time (the worker is down or slow): it
+    may still run once the worker is back, exactly once (its update id)."""
+
+
 class FlowEnded(Exception):
     step_outcome = "ended"
 
@@ -67,6 +74,7 @@ class LinkView:
     link: SetupLink | None
     staff: Staff | None
     reason: str | None  # None when the link is usable
+    setup_state: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -99,13 +107,13 @@ class SetupSteps:
         setup = await self.db.scalar(select(SsoSetup).where(SsoSetup.run_id == link.run_id))
         staff = await self.db.get(Staff, link.staff_id)
         if link.consumed_at is not None:
-            return LinkView(link, staff, "used")
+            return LinkView(link, staff, "used", setup.state if setup is not None else None)
         if link.revoked_at is not None or setup is None or not SetupState(setup.state).is_open:
             expired = setup is not None and setup.state == SetupState.expired.value
             return LinkView(link, staff, "expired" if expired else "replaced")
         if link.expires_at <= utcnow():
             return LinkView(link, staff, "expired")
-        return LinkView(link, staff, None)
+        return LinkView(link, staff, None, setup.state)
 
     async def bound(self, session_id: str | None) -> BoundSetup | None:
         if not session_id or len(session_id) > MAX_TOKEN_LENGTH:
@@ -125,6 +133,30 @@ class SetupSteps:
                                 self.session_hash(self.session_id_for(token, submission)))
         return (row is not None and row.revoked_at is None and row.run_id == view.link.run_id
                 and row.expires_at > utcnow())
+
+    async def continues_here(self, view: LinkView, session_id: str | None) -> bool:
+        """Whether this browser's setup session is the one that used this (spent) link, and
+        its setup is still open: the person opened the link from their email again to carry
+        on. (A finished setup's link stays "no longer valid".)"""
+        if (view.link is None or view.reason != "used" or view.setup_state is None
+                or not SetupState(view.setup_state).is_open):
+            return False
+        bound = await self.bound(session_id)
+        return bound is not None and bound.session.run_id == view.link.run_id
+
+    async def note_link_opened(self, view: LinkView) -> None:
+        """Tell the flow the link's password form was opened, so the setup shows
+        `link_opened`. Best effort: the page never waits for it or fails because of it."""
+        if view.link is None or not view.usable or view.setup_state != SetupState.email_sent.value:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                client = await self.temporal.client(connect_timeout=self._timeout)
+                await client.get_workflow_handle(view.link.workflow_id,
+                                                 run_id=view.link.run_id).signal("link_opened")
+        except Exception as exc:  # the step itself says so when Temporal is down
+            log.warning("could not tell flow %s its link was opened: %s",
+                        view.link.workflow_id, type(exc).__name__)
 
     def session_hash(self, session_id: str) -> str:
         return session_hash(self.settings, session_id)
@@ -249,9 +281,11 @@ class SetupSteps:
                 raise StepRefused(cause.message, cause.type or "") from exc
             raise ServiceUnavailable(UNAVAILABLE) from exc
         except RPCError as exc:
+            if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                raise StepInDoubt(UNAVAILABLE) from exc
             raise self._rpc_error(exc) from exc
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
+            raise StepInDoubt(UNAVAILABLE) from exc
 
     @staticmethod
     def _rpc_error(exc: RPCError) -> Exception:
