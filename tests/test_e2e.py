@@ -400,9 +400,15 @@ async def setup_to_mfa(api: httpx.AsyncClient, world: World, person: httpx.Async
     assert csrf_cookie, "the CSRF cookie"
     world.secrets[csrf_cookie] = f"the CSRF cookie of {label}"
     assert token not in str(confirm.url)
-    # The link did its job: it can't set a password again.
-    used = await open_link(person, world, token)
-    assert used.status_code == 410 and "already been used" in text_of(used)
+    # The link did its job: it can't set a password again. Opened again in this browser it
+    # leads on to this browser's step; anywhere else it says it has been used.
+    for path in ("", "/password"):
+        again = await person.get(link(world, token) + path)
+        assert again.status_code == 303, (path, again.status_code, text_of(again)[:2000])
+        assert again.headers["location"] == "/sso/setup/confirm"
+    async with new_browser() as elsewhere:
+        used = await open_link(elsewhere, world, token)
+        assert used.status_code == 410 and "already been used" in text_of(used)
 
     # Step 4: the code comes by email; "Confirm Your Account", "Confirm account".
     assert "Confirm Your Account" in text_of(confirm) and to in text_of(confirm)
