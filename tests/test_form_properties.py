@@ -304,6 +304,10 @@ async def test_setup_password_form(stack: Stack) -> None:
 
     async def new_link() -> None:
         staff, token = await send_setup_email(stack)
+        # Opening the form moves the setup to link_opened (asynchronously): let that happen
+        # first, so each example's before/after compares what its post alone changed.
+        assert (await stack.http.get(f"/sso/setup/{token}/password")).status_code == 200
+        await stack.wait_for(staff["id"], lambda s: s["state"] == "link_opened")
         link.update(staff=staff, token=token)
 
     await new_link()
