@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from activities.email_delivery import MeteredSender
 from activities.setup_steps import SetupStepActivities
 from api.main import create_app
 from core.codec import keyring_from_settings
@@ -38,6 +39,7 @@ from core.models import (
     SsoAccount,
     SsoSetup,
 )
+from core.templating import RenderedEmail
 from tests.conftest import make_settings
 from tests.test_api import Stack, running_stack
 
@@ -780,6 +782,69 @@ async def test_resend_is_throttled_and_replaces_the_code(stack: Stack, browser: 
     new = await browser.submit(page, "/sso/setup/confirm", code=second)
     assert redirected_to(new, "/sso/setup/mfa"), new.text
     assert len(await codes_sent_to(stack, email)) == 2
+
+
+async def test_admin_status_and_the_page_follow_the_code_step(
+        stack: Stack, browser: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /api/v1/staff/{id}/sso at the code step: the state, whether the code is still
+    being sent, attempts left, new codes left and when the next may be asked for; the page
+    says the same to the person."""
+    release = asyncio.Event()
+    real_send = MeteredSender.send
+
+    async def held_send(self: MeteredSender, email: RenderedEmail) -> None:
+        if email.subject == CODE_SUBJECT:
+            await release.wait()
+        await real_send(self, email)
+
+    monkeypatch.setattr(MeteredSender, "send", held_send)
+    staff, token = await send_setup_email(stack)
+    address = staff["external_email_1"]
+    try:
+        assert redirected_to(await choose_password(browser, token), "/sso/setup/confirm")
+        sending = await stack.status(staff["id"])
+        assert sending["state"] == "password_set", sending
+        assert sending["code"]["delivery"] == "sending" and sending["code"]["attempts_left"] == 0
+        assert sending["setup_expires_at"] is not None and sending["mfa_enabled"] is False
+        page = await browser.get("/sso/setup/confirm")
+        assert "We're sending a verification code to" in page_text(page)
+        assert "spam" in page_text(page)
+    finally:
+        release.set()
+
+    page = await confirm_page_once_sent(browser)
+    code = await latest_code(stack, address)
+    sent = await stack.wait_for(staff["id"], lambda s: s["state"] == "code_sent")
+    assert sent["code"]["delivery"] == "sent", sent
+    assert (sent["code"]["attempts_left"], sent["code"]["resends_left"],
+            sent["code"]["wrong_codes_total"]) == (5, 5, 0)
+    next_at = datetime.fromisoformat(sent["code"]["next_resend_at"])
+    expires_at = datetime.fromisoformat(sent["code"]["expires_at"])
+    # Asked for (the resend clock) no later than sent (the code's 10-minute clock).
+    assert next_at - timedelta(seconds=60) <= expires_at - timedelta(minutes=10) < next_at
+    assert f"the next after {next_at.strftime('%H:%M:%S UTC')}" in page_text(page)
+    assert "You can ask for 5 more codes" in page_text(page)
+
+    wrong = await browser.submit(page, "/sso/setup/confirm", code=another_code(code))
+    assert "Incorrect code, 4 attempts left" in page_text(wrong)
+    after_wrong = (await stack.status(staff["id"]))["code"]
+    assert (after_wrong["attempts_left"], after_wrong["wrong_codes_total"]) == (4, 1)
+
+    await stack.env.sleep(timedelta(seconds=61))
+    renewed = await browser.submit(await browser.get("/sso/setup/confirm"), "/sso/setup/resend")
+    assert renewed.status_code == 200, page_text(renewed)
+    await latest_code(stack, address, count=2)
+    resent = await stack.wait_for(staff["id"], lambda s: s["code"]["delivery"] == "sent"
+                                  and s["code"]["resends_left"] == 4)
+    assert datetime.fromisoformat(resent["code"]["next_resend_at"]) > next_at
+    assert resent["code"]["wrong_codes_total"] == 1  # a new code never resets the count
+
+    page = await confirm_page_once_sent(browser)
+    right = await browser.submit(page, "/sso/setup/confirm",
+                                 code=await latest_code(stack, address, count=2))
+    assert redirected_to(right, "/sso/setup/mfa"), page_text(right)
+    mfa = await stack.status(staff["id"])
+    assert (mfa["state"], mfa["code"], mfa["mfa_enabled"]) == ("mfa_pending", None, False)
 
 
 async def test_new_codes_are_capped_per_flow(stack: Stack, browser: Browser) -> None:
