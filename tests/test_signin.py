@@ -9,6 +9,8 @@ by sleeping. SECURITY.md items 3, 13, 15, 16, 18, 19, 20, 22 and 28 are what the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -366,6 +368,42 @@ async def test_a_hundred_failures_need_an_unlock(app: App, browser: Browser,
     status = await app.status(person)
     assert status["needs_reset"] is False and status["failed_sign_ins"] == 0
     assert redirected_to(await sign_in(browser, person.email), "/sso/account")
+
+
+async def guess_at_once(apps: list[App], email: str, count: int) -> list[httpx.Response]:
+    """`count` wrong passwords sent together, spread over these web app instances: every form
+    is loaded first, then all are submitted at the same moment."""
+    async with contextlib.AsyncExitStack() as stack:
+        browsers = [await stack.enter_async_context(browsing(apps[n % len(apps)].transport))
+                    for n in range(count)]
+        pages = [await b.get("/sso/login") for b in browsers]
+        return list(await asyncio.gather(*(
+            b.submit(page, "/sso/login", email=email, password=WRONG)
+            for b, page in zip(browsers, pages, strict=True))))
+
+
+async def test_guesses_sent_at_once_cannot_slip_past_the_count(database_url: str,
+                                                               clock: Clock) -> None:
+    """Each guess takes its place in the count before its password is checked, in one
+    conditional write: parallel guesses, even through two web app instances sharing the
+    database, are weighed one at a time. At 4 failures only one more is weighed before the
+    1 s delay; at 99 only the 100th, and then the account waits for a reset."""
+    async with running_app(database_url, signin_ip_limit=1000) as one, \
+            running_app(database_url, signin_ip_limit=1000) as two:
+        for before, after, delay in ((4, 5, timedelta(seconds=1)),
+                                     (99, 100, timedelta(minutes=15))):
+            person = await one.person(failed_sign_ins=before)
+            for response in await guess_at_once([one, two], person.email, 8):
+                assert_refused(response)
+            row = await account_row(one.sessions, person)
+            assert row.failed_sign_ins == after
+            assert row.locked_until == clock.now + delay
+            reasons = sorted(e.details.get("reason") for e in await audit_events(
+                one.sessions, person) if e.action == "sign_in.failed")
+            assert reasons == ["locked"] * 7 + ["wrong_password"], reasons
+            locked_out = [e for e in await audit_events(one.sessions, person)
+                          if e.action == "sign_in.locked_out"]
+            assert len(locked_out) == (1 if after == 100 else 0)
 
 
 async def check_ip_limit(app: App) -> None:
