@@ -19,12 +19,15 @@ import httpx
 import pytest
 import pytest_asyncio
 from argon2 import PasswordHasher, Type
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
 import api.services.signin as signin_service
 from api.services.sessions import session_hash
 from core.models import BrowserSession, RateCounter, utcnow
 from core.passwords import Hasher
+from core.throttle import RedisCounter
 from tests.accounts_helpers import (
     ADMIN_ACTOR,
     CSRF_COOKIE,
@@ -371,7 +374,7 @@ async def test_a_hundred_failures_need_an_unlock(app: App, browser: Browser,
 
 
 async def guess_at_once(apps: list[App], email: str, count: int) -> list[httpx.Response]:
-    """`count` wrong passwords sent together, spread over these web app instances: every form
+    """`count` wrong passwords for this address sent together, spread over these web app instances: every form
     is loaded first, then all are submitted at the same moment."""
     async with contextlib.AsyncExitStack() as stack:
         browsers = [await stack.enter_async_context(browsing(apps[n % len(apps)].transport))
@@ -431,10 +434,9 @@ async def test_per_ip_limit(database_url: str) -> None:
         assert [(c.key, c.count) for c in counters] == [("signin-ip:127.0.0.1", 3)]
 
 
-async def test_per_ip_limit_in_redis(database_url: str) -> None:
-    from redis.asyncio import Redis
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
+@contextlib.asynccontextmanager
+async def reachable_redis() -> AsyncIterator[Redis]:
+    """Database 15 of the Redis at 127.0.0.1:6379, emptied before and after."""
     redis = Redis.from_url(REDIS_URL)
     try:
         try:
@@ -443,6 +445,14 @@ async def test_per_ip_limit_in_redis(database_url: str) -> None:
             pytest.skip("Redis is not reachable at 127.0.0.1:6379: start redis-server to test "
                         "the shared counters in Redis")
         await redis.flushdb()
+        yield redis
+        await redis.flushdb()
+    finally:
+        await redis.aclose()
+
+
+async def test_per_ip_limit_in_redis(database_url: str) -> None:
+    async with reachable_redis() as redis:
         async with running_app(database_url, signin_ip_limit=3, redis_url=REDIS_URL) as limited:
             await check_ip_limit(limited)
             async with limited.sessions() as session:
@@ -450,9 +460,48 @@ async def test_per_ip_limit_in_redis(database_url: str) -> None:
         assert await redis.keys("*") == [b"sso:rate:signin-ip:127.0.0.1"]
         assert await redis.get("sso:rate:signin-ip:127.0.0.1") == b"3"
         assert 0 < await redis.ttl("sso:rate:signin-ip:127.0.0.1") <= 15 * 60
-        await redis.flushdb()
-    finally:
-        await redis.aclose()
+
+
+async def check_ip_limit_shared(one: App, two: App) -> None:
+    """Two web app instances, one count: failures on either add up, and a burst of guesses
+    sent together to both is weighed only up to the limit (3), the rest turned away."""
+    person = await one.person()
+    async with browsing(one.transport) as first, browsing(two.transport) as second:
+        assert_refused(await sign_in(first, "nobody1@example.com"))
+        assert_refused(await sign_in(second, "nobody2@example.com"))
+        # A right password is not a failure: it neither counts nor is turned away.
+        assert redirected_to(await sign_in(second, person.email), "/sso/account")
+    answers = await guess_at_once([one, two], "nobody3@example.com", 8)
+    assert sorted(r.status_code for r in answers) == [401] + [429] * 7, \
+        [r.status_code for r in answers]
+    for instance in (one, two):
+        async with browsing(instance.transport) as browser:
+            assert (await sign_in(browser, person.email)).status_code == 429
+    failed = [e for e in await audit_events(one.sessions, person) if e.action == "sign_in.failed"]
+    assert failed == []
+
+
+async def test_per_ip_limit_is_shared_by_instances_in_the_database(database_url: str) -> None:
+    async with running_app(database_url, signin_ip_limit=3) as one, \
+            running_app(database_url, signin_ip_limit=3) as two:
+        await check_ip_limit_shared(one, two)
+        async with one.sessions() as session:
+            counters = (await session.scalars(select(RateCounter))).all()
+        assert [(c.key, c.count) for c in counters] == [("signin-ip:127.0.0.1", 3)]
+
+
+async def test_per_ip_limit_is_shared_by_instances_in_redis(database_url: str) -> None:
+    async with reachable_redis() as redis:
+        async with running_app(database_url, signin_ip_limit=3, redis_url=REDIS_URL) as one, \
+                running_app(database_url, signin_ip_limit=3, redis_url=REDIS_URL) as two:
+            await check_ip_limit_shared(one, two)
+            async with one.sessions() as session:
+                assert (await session.scalars(select(RateCounter))).all() == []
+        assert await redis.get("sso:rate:signin-ip:127.0.0.1") == b"3"
+        # Taking back never outlives the window: no key is left without an expiry.
+        await redis.delete("sso:rate:signin-ip:127.0.0.1")
+        await RedisCounter(REDIS_URL).undo("signin-ip:127.0.0.1", timedelta(minutes=15))
+        assert await redis.keys("*") == []
 
 
 # -- sessions ---------------------------------------------------------------------------

@@ -64,8 +64,10 @@ class SignIn:
 
     async def password(self, email: str, password: str, ip: str | None) -> SignInResult:
         ip_key = f"signin-ip:{ip or 'unknown'}"
-        wait = await self.counter.peek(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
+        # Counted as a failure first, taken back if it is not one: see Counter.undo.
+        wait = await self.counter.hit(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
         if wait is not None:
+            await self.counter.undo(ip_key, IP_WINDOW)
             metrics.sign_in("throttled")
             return SignInResult("throttled", retry_after=wait)
         address = email.strip().lower()
@@ -80,7 +82,6 @@ class SignIn:
             if account is not None and usable else None
         right = await self.hashing.verify(account.password_hash if account else None, password)
         if account is None or claimed is None or not right:
-            await self.counter.hit(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
             reason = _reason(account, usable, claimed)
             audit.record(self.db, actor=f"ip:{ip}", action="sign_in.failed", outcome="failure",
                          target=str(account.staff_id) if account else None, ip=ip,
@@ -90,6 +91,7 @@ class SignIn:
             await self.db.commit()
             metrics.sign_in("refused", reason)
             return SignInResult("refused")
+        await self.counter.undo(ip_key, IP_WINDOW)
         await self.db.refresh(account)
         assert account.password_hash is not None
         if self.hashing.hasher.needs_rehash(account.password_hash):
