@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 import api.services.signin as signin_service
 from api.services.sessions import session_hash
-from core.models import BrowserSession, RateCounter, utcnow
+from core.models import BrowserSession, RateCounter, SsoAccount, utcnow
 from core.passwords import Hasher
 from core.throttle import RedisCounter
 from tests.accounts_helpers import (
@@ -290,6 +290,53 @@ async def test_every_refusal_looks_the_same(app: App, browser: Browser) -> None:
     assert (await account_row(app.sessions, active)).failed_sign_ins == 1
     assert (await account_row(app.sessions, locked)).failed_sign_ins == 5
     assert (await account_row(app.sessions, pending)).failed_sign_ins == 0
+
+
+async def test_every_refusal_does_the_same_work(app: App, browser: Browser,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Comparable time, shown by the work done rather than by a stopwatch: every refusal
+    (unknown address, wrong password, locked, not yet active) and a success run exactly one
+    argon2id verification at the app's parameters; without a hash of its own, the address is
+    checked against the stand-in hash made at start-up."""
+    assert isinstance(app.transport, httpx.ASGITransport)
+    hashing: signin_service.Hashing = app.transport.app.state.hashing  # type: ignore[attr-defined]
+    params = f"$argon2id$v=19$m={app.settings.argon2_memory_kib},t={app.settings.argon2_time_cost}"
+    assert hashing.stand_in.startswith(params)
+    checked: list[str] = []
+    real_verify = hashing.hasher.verify
+
+    def verify(stored: str, password: str) -> bool:
+        checked.append(stored)
+        return real_verify(stored, password)
+
+    monkeypatch.setattr(hashing.hasher, "verify", verify)
+    active = await app.person()
+    locked = await app.person(failed_sign_ins=5, locked_until=utcnow() + timedelta(hours=1))
+    needs_reset = await app.person(failed_sign_ins=100)
+    pending = await app.person(status="pending")
+    async with app.sessions() as session:
+        pending_row = await session.get(SsoAccount, pending.account_id)
+        assert pending_row is not None
+        pending_row.password_hash = None  # setup not finished: no password yet
+        await session.commit()
+    cases = [("nobody.here@example.com", WRONG, hashing.stand_in, False),
+             (active.email, WRONG, (await account_row(app.sessions, active)).password_hash, False),
+             (locked.email, PASSWORD, (await account_row(app.sessions, locked)).password_hash,
+              False),
+             (needs_reset.email, PASSWORD,
+              (await account_row(app.sessions, needs_reset)).password_hash, False),
+             (pending.email, PASSWORD, hashing.stand_in, False),
+             (active.email, PASSWORD, (await account_row(app.sessions, active)).password_hash,
+              True)]
+    for email, password, stored, signs_in in cases:
+        checked.clear()
+        response = await sign_in(browser, email, password)
+        if signs_in:
+            assert redirected_to(response, "/sso/account"), response.text
+        else:
+            assert_refused(response)
+        assert checked == [stored], email
+        assert stored is not None and stored.startswith(params)
 
 
 # -- throttling -------------------------------------------------------------------------
