@@ -33,6 +33,47 @@ def is_locked(account: SsoAccount, now: datetime) -> bool:
         account.locked_until is not None and account.locked_until > now)
 
 
+async def claim_attempt(session: AsyncSession, account_id: uuid.UUID,
+                        now: datetime) -> int | None:
+    """Counts one sign-in attempt as failed before its password or code is checked: the count
+    it reached, or None when the account is locked. One guarded increment, so guesses sent
+    together (to any web app instance) are weighed one at a time, and the lock the count
+    calls for is set before the next one is. Commits; the caller then checks the secret and
+    either keeps the failure or clears it (`release_attempt`, or a success resetting)."""
+    await session.commit()  # a transaction of its own, holding the row only this long
+    claimed = await session.scalar(
+        update(SsoAccount)
+        .where(SsoAccount.id == account_id, SsoAccount.failed_sign_ins < MAX_FAILURES,
+               or_(SsoAccount.locked_until.is_(None), SsoAccount.locked_until <= now))
+        .values(failed_sign_ins=SsoAccount.failed_sign_ins + 1)
+        .returning(SsoAccount.failed_sign_ins)
+        .execution_options(synchronize_session=False))
+    if claimed is not None:
+        delay = lock_delay(claimed)
+        if delay is not None:
+            await session.execute(
+                update(SsoAccount).where(SsoAccount.id == account_id)
+                .values(locked_until=now + delay).execution_options(synchronize_session=False))
+    await session.commit()
+    return claimed
+
+
+async def release_attempt(session: AsyncSession, account_id: uuid.UUID, claimed: int) -> None:
+    """Takes back a claimed attempt whose password was right (the authenticator step comes
+    next): the count as it was, and no lock, unless other attempts have been counted since."""
+    released = await session.execute(
+        update(SsoAccount).where(SsoAccount.id == account_id,
+                                 SsoAccount.failed_sign_ins == claimed)
+        .values(failed_sign_ins=claimed - 1, locked_until=None)
+        .execution_options(synchronize_session=False))
+    if released.rowcount != 1:  # type: ignore[attr-defined]
+        await session.execute(
+            update(SsoAccount).where(SsoAccount.id == account_id,
+                                     SsoAccount.failed_sign_ins > 0)
+            .values(failed_sign_ins=SsoAccount.failed_sign_ins - 1)
+            .execution_options(synchronize_session=False))
+
+
 async def totp_accepted(session: AsyncSession, keyring: Keyring, account: SsoAccount, code: str,
                         now: datetime) -> str | None:
     """None when the code is right and not seen before; otherwise why not."""

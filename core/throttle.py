@@ -7,7 +7,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from core.db import SessionFactory
@@ -19,8 +19,10 @@ class Counter(Protocol):
         """Counts one event; returns seconds until the window ends when over the limit."""
         ...
 
-    async def peek(self, key: str, limit: int, window: timedelta) -> int | None:
-        """Like hit, without counting."""
+    async def undo(self, key: str, window: timedelta) -> None:
+        """Takes back one event counted by hit in the current window (never below zero): count
+        first, then undo what turned out not to count, so events arriving together cannot all
+        slip under the limit."""
         ...
 
     async def close(self) -> None: ...
@@ -30,26 +32,35 @@ class DatabaseCounter:
     def __init__(self, sessions: SessionFactory) -> None:
         self._sessions = sessions
 
+    async def undo(self, key: str, window: timedelta) -> None:
+        async with self._sessions() as session:
+            await session.execute(
+                update(RateCounter)
+                .where(RateCounter.key == key, RateCounter.window_start > utcnow() - window,
+                       RateCounter.count > 0)
+                .values(count=RateCounter.count - 1))
+            await session.commit()
+
     async def hit(self, key: str, limit: int, window: timedelta) -> int | None:
-        return await self._count(key, limit, window, add=1)
-
-    async def peek(self, key: str, limit: int, window: timedelta) -> int | None:
-        # Over the limit if one more event would be.
-        return await self._count(key, limit - 1, window, add=0)
-
-    async def _count(self, key: str, limit: int, window: timedelta, add: int) -> int | None:
+        """Single guarded UPDATEs, not read-then-write: events arriving together (at any
+        instance) are each counted."""
         for _ in range(3):  # two instances may create the same row at once
             now = utcnow()
             async with self._sessions() as session:
-                row = await session.scalar(
-                    select(RateCounter).where(RateCounter.key == key).with_for_update())
-                if row is None or row.window_start + window <= now:
-                    if row is None:
-                        row = RateCounter(key=key, window_start=now, count=0)
-                        session.add(row)
-                    row.window_start, row.count = now, 0
-                row.count += add
-                count, started = row.count, row.window_start
+                row = (await session.execute(
+                    update(RateCounter)
+                    .where(RateCounter.key == key, RateCounter.window_start > now - window)
+                    .values(count=RateCounter.count + 1)
+                    .returning(RateCounter.count, RateCounter.window_start))).one_or_none()
+                if row is None:  # the window has passed, or none yet: a new one
+                    row = (await session.execute(
+                        update(RateCounter)
+                        .where(RateCounter.key == key, RateCounter.window_start <= now - window)
+                        .values(count=1, window_start=now)
+                        .returning(RateCounter.count, RateCounter.window_start))).one_or_none()
+                count, started = (1, now) if row is None else (row[0], row[1])
+                if row is None:
+                    session.add(RateCounter(key=key, window_start=now, count=1))
                 try:
                     await session.commit()
                 except IntegrityError:
@@ -77,13 +88,11 @@ class RedisCounter:
             count, _, ttl = await pipe.execute()
         return int(ttl) if int(count) > limit and int(ttl) > 0 else None
 
-    async def peek(self, key: str, limit: int, window: timedelta) -> int | None:
-        full = f"sso:rate:{key}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(full)
-            pipe.ttl(full)
-            count, ttl = await pipe.execute()
-        return int(ttl) if count is not None and int(count) >= limit and int(ttl) > 0 else None
+    async def undo(self, key: str, window: timedelta) -> None:
+        # Only while the window lasts: a DECR on a key gone would make one with no expiry.
+        await self._redis.eval(  # type: ignore[misc]
+            "if (tonumber(redis.call('get', KEYS[1]) or '0')) > 0 then "
+            "return redis.call('decr', KEYS[1]) end return 0", 1, f"sso:rate:{key}")
 
     async def close(self) -> None:
         await self._redis.aclose()

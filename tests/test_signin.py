@@ -9,6 +9,8 @@ by sleeping. SECURITY.md items 3, 13, 15, 16, 18, 19, 20, 22 and 28 are what the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -17,12 +19,15 @@ import httpx
 import pytest
 import pytest_asyncio
 from argon2 import PasswordHasher, Type
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
 import api.services.signin as signin_service
 from api.services.sessions import session_hash
-from core.models import BrowserSession, RateCounter, utcnow
+from core.models import BrowserSession, RateCounter, SsoAccount, utcnow
 from core.passwords import Hasher
+from core.throttle import RedisCounter
 from tests.accounts_helpers import (
     ADMIN_ACTOR,
     CSRF_COOKIE,
@@ -287,6 +292,53 @@ async def test_every_refusal_looks_the_same(app: App, browser: Browser) -> None:
     assert (await account_row(app.sessions, pending)).failed_sign_ins == 0
 
 
+async def test_every_refusal_does_the_same_work(app: App, browser: Browser,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Comparable time, shown by the work done rather than by a stopwatch: every refusal
+    (unknown address, wrong password, locked, not yet active) and a success run exactly one
+    argon2id verification at the app's parameters; without a hash of its own, the address is
+    checked against the stand-in hash made at start-up."""
+    assert isinstance(app.transport, httpx.ASGITransport)
+    hashing: signin_service.Hashing = app.transport.app.state.hashing  # type: ignore[attr-defined]
+    params = f"$argon2id$v=19$m={app.settings.argon2_memory_kib},t={app.settings.argon2_time_cost}"
+    assert hashing.stand_in.startswith(params)
+    checked: list[str] = []
+    real_verify = hashing.hasher.verify
+
+    def verify(stored: str, password: str) -> bool:
+        checked.append(stored)
+        return real_verify(stored, password)
+
+    monkeypatch.setattr(hashing.hasher, "verify", verify)
+    active = await app.person()
+    locked = await app.person(failed_sign_ins=5, locked_until=utcnow() + timedelta(hours=1))
+    needs_reset = await app.person(failed_sign_ins=100)
+    pending = await app.person(status="pending")
+    async with app.sessions() as session:
+        pending_row = await session.get(SsoAccount, pending.account_id)
+        assert pending_row is not None
+        pending_row.password_hash = None  # setup not finished: no password yet
+        await session.commit()
+    cases = [("nobody.here@example.com", WRONG, hashing.stand_in, False),
+             (active.email, WRONG, (await account_row(app.sessions, active)).password_hash, False),
+             (locked.email, PASSWORD, (await account_row(app.sessions, locked)).password_hash,
+              False),
+             (needs_reset.email, PASSWORD,
+              (await account_row(app.sessions, needs_reset)).password_hash, False),
+             (pending.email, PASSWORD, hashing.stand_in, False),
+             (active.email, PASSWORD, (await account_row(app.sessions, active)).password_hash,
+              True)]
+    for email, password, stored, signs_in in cases:
+        checked.clear()
+        response = await sign_in(browser, email, password)
+        if signs_in:
+            assert redirected_to(response, "/sso/account"), response.text
+        else:
+            assert_refused(response)
+        assert checked == [stored], email
+        assert stored is not None and stored.startswith(params)
+
+
 # -- throttling -------------------------------------------------------------------------
 
 
@@ -368,6 +420,42 @@ async def test_a_hundred_failures_need_an_unlock(app: App, browser: Browser,
     assert redirected_to(await sign_in(browser, person.email), "/sso/account")
 
 
+async def guess_at_once(apps: list[App], email: str, count: int) -> list[httpx.Response]:
+    """`count` wrong passwords for this address sent together, spread over these web app instances: every form
+    is loaded first, then all are submitted at the same moment."""
+    async with contextlib.AsyncExitStack() as stack:
+        browsers = [await stack.enter_async_context(browsing(apps[n % len(apps)].transport))
+                    for n in range(count)]
+        pages = [await b.get("/sso/login") for b in browsers]
+        return list(await asyncio.gather(*(
+            b.submit(page, "/sso/login", email=email, password=WRONG)
+            for b, page in zip(browsers, pages, strict=True))))
+
+
+async def test_guesses_sent_at_once_cannot_slip_past_the_count(database_url: str,
+                                                               clock: Clock) -> None:
+    """Each guess takes its place in the count before its password is checked, in one
+    conditional write: parallel guesses, even through two web app instances sharing the
+    database, are weighed one at a time. At 4 failures only one more is weighed before the
+    1 s delay; at 99 only the 100th, and then the account waits for a reset."""
+    async with running_app(database_url, signin_ip_limit=1000) as one, \
+            running_app(database_url, signin_ip_limit=1000) as two:
+        for before, after, delay in ((4, 5, timedelta(seconds=1)),
+                                     (99, 100, timedelta(minutes=15))):
+            person = await one.person(failed_sign_ins=before)
+            for response in await guess_at_once([one, two], person.email, 8):
+                assert_refused(response)
+            row = await account_row(one.sessions, person)
+            assert row.failed_sign_ins == after
+            assert row.locked_until == clock.now + delay
+            reasons = sorted(e.details.get("reason") for e in await audit_events(
+                one.sessions, person) if e.action == "sign_in.failed")
+            assert reasons == ["locked"] * 7 + ["wrong_password"], reasons
+            locked_out = [e for e in await audit_events(one.sessions, person)
+                          if e.action == "sign_in.locked_out"]
+            assert len(locked_out) == (1 if after == 100 else 0)
+
+
 async def check_ip_limit(app: App) -> None:
     """Three refusals from one address, then 429 for any address, even the right password."""
     person = await app.person()
@@ -393,10 +481,9 @@ async def test_per_ip_limit(database_url: str) -> None:
         assert [(c.key, c.count) for c in counters] == [("signin-ip:127.0.0.1", 3)]
 
 
-async def test_per_ip_limit_in_redis(database_url: str) -> None:
-    from redis.asyncio import Redis
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
+@contextlib.asynccontextmanager
+async def reachable_redis() -> AsyncIterator[Redis]:
+    """Database 15 of the Redis at 127.0.0.1:6379, emptied before and after."""
     redis = Redis.from_url(REDIS_URL)
     try:
         try:
@@ -405,6 +492,14 @@ async def test_per_ip_limit_in_redis(database_url: str) -> None:
             pytest.skip("Redis is not reachable at 127.0.0.1:6379: start redis-server to test "
                         "the shared counters in Redis")
         await redis.flushdb()
+        yield redis
+        await redis.flushdb()
+    finally:
+        await redis.aclose()
+
+
+async def test_per_ip_limit_in_redis(database_url: str) -> None:
+    async with reachable_redis() as redis:
         async with running_app(database_url, signin_ip_limit=3, redis_url=REDIS_URL) as limited:
             await check_ip_limit(limited)
             async with limited.sessions() as session:
@@ -412,9 +507,48 @@ async def test_per_ip_limit_in_redis(database_url: str) -> None:
         assert await redis.keys("*") == [b"sso:rate:signin-ip:127.0.0.1"]
         assert await redis.get("sso:rate:signin-ip:127.0.0.1") == b"3"
         assert 0 < await redis.ttl("sso:rate:signin-ip:127.0.0.1") <= 15 * 60
-        await redis.flushdb()
-    finally:
-        await redis.aclose()
+
+
+async def check_ip_limit_shared(one: App, two: App) -> None:
+    """Two web app instances, one count: failures on either add up, and a burst of guesses
+    sent together to both is weighed only up to the limit (3), the rest turned away."""
+    person = await one.person()
+    async with browsing(one.transport) as first, browsing(two.transport) as second:
+        assert_refused(await sign_in(first, "nobody1@example.com"))
+        assert_refused(await sign_in(second, "nobody2@example.com"))
+        # A right password is not a failure: it neither counts nor is turned away.
+        assert redirected_to(await sign_in(second, person.email), "/sso/account")
+    answers = await guess_at_once([one, two], "nobody3@example.com", 8)
+    assert sorted(r.status_code for r in answers) == [401] + [429] * 7, \
+        [r.status_code for r in answers]
+    for instance in (one, two):
+        async with browsing(instance.transport) as browser:
+            assert (await sign_in(browser, person.email)).status_code == 429
+    failed = [e for e in await audit_events(one.sessions, person) if e.action == "sign_in.failed"]
+    assert failed == []
+
+
+async def test_per_ip_limit_is_shared_by_instances_in_the_database(database_url: str) -> None:
+    async with running_app(database_url, signin_ip_limit=3) as one, \
+            running_app(database_url, signin_ip_limit=3) as two:
+        await check_ip_limit_shared(one, two)
+        async with one.sessions() as session:
+            counters = (await session.scalars(select(RateCounter))).all()
+        assert [(c.key, c.count) for c in counters] == [("signin-ip:127.0.0.1", 3)]
+
+
+async def test_per_ip_limit_is_shared_by_instances_in_redis(database_url: str) -> None:
+    async with reachable_redis() as redis:
+        async with running_app(database_url, signin_ip_limit=3, redis_url=REDIS_URL) as one, \
+                running_app(database_url, signin_ip_limit=3, redis_url=REDIS_URL) as two:
+            await check_ip_limit_shared(one, two)
+            async with one.sessions() as session:
+                assert (await session.scalars(select(RateCounter))).all() == []
+        assert await redis.get("sso:rate:signin-ip:127.0.0.1") == b"3"
+        # Taking back never outlives the window: no key is left without an expiry.
+        await redis.delete("sso:rate:signin-ip:127.0.0.1")
+        await RedisCounter(REDIS_URL).undo("signin-ip:127.0.0.1", timedelta(minutes=15))
+        assert await redis.keys("*") == []
 
 
 # -- sessions ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit, metrics
-from core.accounts import MAX_FAILURES, is_locked, lock_delay, totp_accepted
+from core.accounts import MAX_FAILURES, claim_attempt, release_attempt, totp_accepted
 from core.codec import keyring_from_settings
 from core.models import AccountStatus, SsoAccount, Staff, utcnow
 from core.passwords import Hasher
@@ -64,34 +64,41 @@ class SignIn:
 
     async def password(self, email: str, password: str, ip: str | None) -> SignInResult:
         ip_key = f"signin-ip:{ip or 'unknown'}"
-        wait = await self.counter.peek(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
+        # Counted as a failure first, taken back if it is not one: see Counter.undo.
+        wait = await self.counter.hit(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
         if wait is not None:
+            await self.counter.undo(ip_key, IP_WINDOW)
             metrics.sign_in("throttled")
             return SignInResult("throttled", retry_after=wait)
         address = email.strip().lower()
         # No address holds NUL (PostgreSQL text can't): such input is an unknown address.
         account = await self.db.scalar(select(SsoAccount).where(
             SsoAccount.login_email == address)) if address and "\x00" not in address else None
-        right = await self.hashing.verify(account.password_hash if account else None, password)
         now = utcnow()
         usable = account is not None and account.status == AccountStatus.active.value \
             and account.password_hash is not None
-        if account is None or not usable or is_locked(account, now) or not right:
-            await self.counter.hit(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
-            reason = _reason(account, usable, now, right)  # before this failure may lock
-            if account is not None and usable and not is_locked(account, now):
-                self._count_failure(account, now, ip)
+        # The attempt counts as failed before the password is checked: see claim_attempt.
+        claimed = await claim_attempt(self.db, account.id, now) \
+            if account is not None and usable else None
+        right = await self.hashing.verify(account.password_hash if account else None, password)
+        if account is None or claimed is None or not right:
+            reason = _reason(account, usable, claimed)
             audit.record(self.db, actor=f"ip:{ip}", action="sign_in.failed", outcome="failure",
                          target=str(account.staff_id) if account else None, ip=ip,
                          reason=reason)
+            if account is not None and claimed is not None:
+                self._locked_out(account, claimed, ip)
             await self.db.commit()
             metrics.sign_in("refused", reason)
             return SignInResult("refused")
-        assert account is not None and account.password_hash is not None
+        await self.counter.undo(ip_key, IP_WINDOW)
+        await self.db.refresh(account)
+        assert account.password_hash is not None
         if self.hashing.hasher.needs_rehash(account.password_hash):
             # Parameters were raised since this hash was made: upgrade it while we can.
             account.password_hash = await self.hashing.hash(password)
         if account.mfa_enabled_at is not None:
+            await release_attempt(self.db, account.id, claimed)
             await self.db.commit()
             metrics.sign_in("needs_totp")
             return SignInResult("needs_totp", account)
@@ -105,15 +112,21 @@ class SignIn:
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
         now = utcnow()
         if account is None or account.status != AccountStatus.active.value \
-                or is_locked(account, now) or attempts >= MFA_ATTEMPTS:
+                or attempts >= MFA_ATTEMPTS:
             metrics.sign_in("totp_restart")
             return SignInResult("restart")
+        # Counted before the code is checked, like a password: see claim_attempt.
+        claimed = await claim_attempt(self.db, account.id, now)
+        if claimed is None:
+            metrics.sign_in("totp_restart")
+            return SignInResult("restart")
+        await self.db.refresh(account)
         problem = await totp_accepted(self.db, keyring_from_settings(self.settings), account,
                                       code, datetime.now(UTC))
         if problem is not None:
-            self._count_failure(account, now, ip)
             audit.record(self.db, actor=f"staff:{account.staff_id}", action="sign_in.totp_failed",
                          outcome="failure", target=str(account.staff_id), ip=ip, reason=problem)
+            self._locked_out(account, claimed, ip)
             await self.db.commit()
             metrics.sign_in("totp_refused", problem.replace(" ", "_"))
             return SignInResult("refused", account)
@@ -122,11 +135,8 @@ class SignIn:
         metrics.sign_in("totp_signed_in")
         return SignInResult("signed_in", account)
 
-    def _count_failure(self, account: SsoAccount, now: datetime, ip: str | None) -> None:
-        account.failed_sign_ins += 1
-        delay = lock_delay(account.failed_sign_ins)
-        account.locked_until = now + delay if delay else None
-        if account.failed_sign_ins == MAX_FAILURES:
+    def _locked_out(self, account: SsoAccount, failures: int, ip: str | None) -> None:
+        if failures == MAX_FAILURES:
             audit.record(self.db, actor="system", action="sign_in.locked_out", outcome="locked",
                          target=str(account.staff_id), ip=ip,
                          detail="too many failures in a row; a password reset unlocks")
@@ -142,14 +152,12 @@ class SignIn:
         return await self.db.get(Staff, account.staff_id)
 
 
-def _reason(account: SsoAccount | None, usable: bool, now: datetime, right: bool) -> str:
+def _reason(account: SsoAccount | None, usable: bool, claimed: int | None) -> str:
     if account is None:
         return "unknown_account"
     if not usable:
         return "account_not_active"
-    if is_locked(account, now):
-        return "locked"
-    return "wrong_password" if not right else "unknown"
+    return "locked" if claimed is None else "wrong_password"
 
 
 def safe_return_to(settings: Settings, value: str | None) -> str | None:
