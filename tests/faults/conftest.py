@@ -519,6 +519,8 @@ def stack_env(data_dir: Path, api_port: int, temporal_port: int, smtp_port: int 
         "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
         "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
         "SSO_LOG_LEVEL": "INFO",
+        # The worker's metrics default to a fixed port, which a dev run on this machine may hold.
+        "SSO_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_ports(1)[0]}",
         # Local servers only: never through a proxy from the environment.
         "no_proxy": "127.0.0.1,localhost",
         "NO_PROXY": "127.0.0.1,localhost",
