@@ -73,7 +73,7 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_stack(env: WorkflowEnvironment, database_url: str,
+async def running_stack(env: WorkflowEnvironment, database_url: str, /,
                         worker_client: Client | None = None, **overrides: Any,
                         ) -> AsyncIterator[Stack]:
     """The web app and a worker with the real activities; the worker polls through
@@ -326,6 +326,33 @@ async def test_openapi_documents_the_admin_api(stack: Stack) -> None:
 
 async def test_dev_mailbox_only_in_development(stack: Stack) -> None:
     assert (await stack.http.get("/dev/mailbox")).status_code == 404
+
+
+async def test_dev_mailbox_shows_the_outbox_in_development(temporal_env: WorkflowEnvironment,
+                                                           sqlite_url: str) -> None:
+    """In development the outbox is a mailbox a new user can read: the list, then the email
+    with its button and plain-text part, the link working."""
+    async with running_stack(temporal_env, sqlite_url, env="development") as s:
+        assert (await s.http.get("/dev/mailbox")).status_code == 200
+        staff = await s.create_staff()
+        to = staff["external_email_1"]
+        sent = await s.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=s.admin)
+        assert sent.status_code == 202, sent.text
+        await s.wait_for(staff["id"], lambda st: st["state"] == "email_sent")
+        [token] = await s.links_sent_to(to)
+
+        mailbox = await s.http.get("/dev/mailbox")
+        assert mailbox.status_code == 200
+        assert to in mailbox.text and "Welcome to agentOS Single Sign-On" in mailbox.text
+        [email_id] = re.findall(r'href="/dev/mailbox/([0-9a-f-]{36})"', mailbox.text)
+        shown = await s.http.get(f"/dev/mailbox/{email_id}")
+        assert shown.status_code == 200
+        assert "Set Up Single Sign-On" in shown.text
+        assert f"https://sso.example.test/sso/setup/{token}" in shown.text
+        assert "15 minutes" in shown.text
+        missing = await s.http.get(f"/dev/mailbox/{uuid.uuid4()}")
+        assert missing.status_code == 404
+        assert (await s.http.get(f"/sso/setup/{token}")).status_code == 200
 
 
 

@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -137,3 +138,31 @@ def test_argon2_accepts_owasps_equally_strong_settings(time_cost: int, memory_ki
 def test_argon2_refuses_anything_weaker(time_cost: int, memory_kib: int) -> None:
     with pytest.raises(ValidationError, match="argon2"):
         Settings(argon2_time_cost=time_cost, argon2_memory_kib=memory_kib)
+
+
+def _readme_settings_rows() -> dict[str, str]:
+    """`SSO_*` variable -> its default, from the README's settings table."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) < 3:
+            continue
+        for name in re.findall(r"`(SSO_[A-Z0-9_]+)`", cells[0]):
+            rows[name] = cells[1]
+    return rows
+
+
+def test_every_setting_is_in_the_readme_table_with_its_default() -> None:
+    rows = _readme_settings_rows()
+    names = {f"SSO_{name.upper()}" for name in Settings.model_fields}
+    assert not sorted(names - set(rows)), f"settings missing from README: {sorted(names - set(rows))}"
+    assert not sorted(set(rows) - names), f"README names unknown settings: {sorted(set(rows) - names)}"
+    assert all(rows[name] for name in names), {n: d for n, d in rows.items() if not d}
+    # What the issue names, with the defaults the code really has.
+    assert rows["SSO_BRAND_NAME"] == "`agentOS`"
+    assert "15 minutes" in rows["SSO_SETUP_LINK_TTL"]
+    assert rows["SSO_TEMPORAL_NAMESPACE"] == f"`{Settings.model_fields['temporal_namespace'].default}`"
+    assert rows["SSO_TASK_QUEUE"] == f"`{Settings.model_fields['task_queue'].default}`"
+    assert rows["SSO_EMAIL_BACKEND"] == "`outbox`"
