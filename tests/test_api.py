@@ -356,6 +356,52 @@ async def test_dev_mailbox_shows_the_outbox_in_development(temporal_env: Workflo
 
 
 
+class _RefusingRecipients:
+    """An SMTP server that refuses every recipient for good (550)."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        return "550 5.1.1 mailbox unavailable"
+
+
+async def test_rejected_recipient_fails_the_setup_with_the_reason(
+        temporal_env: WorkflowEnvironment, sqlite_url: str) -> None:
+    """A permanent SMTP refusal is not retried: the status says failed, with the reason."""
+    from aiosmtpd.controller import Controller
+
+    from tests.test_email_delivery import free_port
+
+    port = free_port()
+    controller = Controller(_RefusingRecipients(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        async with running_stack(temporal_env, sqlite_url, email_backend="smtp",
+                                 smtp_host="127.0.0.1", smtp_port=port) as s:
+            staff = await s.create_staff()
+            sent = await s.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=s.admin)
+            assert sent.status_code == 202, sent.text
+            status = await s.wait_for(staff["id"], lambda st: st["state"] == "failed")
+            assert status["email_delivery"]["state"] == "failed"
+            assert status["email_delivery"]["attempts"] == 1
+            assert "550" in status["email_delivery"]["last_error"]
+            assert "550" in status["failure_reason"]
+            assert "could not be delivered" in status["failure_reason"]
+            assert staff["external_email_1"] not in status["failure_reason"]
+            assert status["workflow_id"] == f"sso-setup-{staff['id']}"
+            handle = s.env.client.get_workflow_handle(status["workflow_id"])
+            assert (await handle.result())["state"] == "failed"
+            async with s.sessions() as session:
+                live = await session.scalar(select(func.count()).select_from(SetupLink).where(
+                    SetupLink.staff_id == uuid.UUID(staff["id"]),
+                    SetupLink.revoked_at.is_(None)))
+            assert live == 0
+            # A new email may be sent after a failure.
+            again = await s.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=s.admin)
+            assert again.status_code == 202, again.text
+    finally:
+        controller.stop()
+
+
 async def test_sends_per_person_are_capped(temporal_env: WorkflowEnvironment,
                                            sqlite_url: str) -> None:
     async with running_stack(temporal_env, sqlite_url, setup_email_limit=2) as s:
