@@ -161,6 +161,13 @@ async def test_create_staff_validates_and_refuses_duplicates(stack: Stack) -> No
     assert bad.status_code == 422
     fields = {tuple(err["loc"]) for err in bad.json()["detail"]}
     assert ("body", "first_name") in fields and ("body", "external_email_1") in fields
+    # The same shape as every other error, the message naming each field and why.
+    assert bad.json()["error"] == "invalid_request"
+    message = bad.json()["message"]
+    assert message.startswith("The request is invalid: "), message
+    assert "first_name: String should have at least 1 character" in message
+    assert "external_email_1: value is not a valid email address" in message
+    assert ".." not in message
     extra = await stack.http.post("/api/v1/staff", headers=stack.admin, json={
         "first_name": "A", "last_name": "B", "external_email_1": "a@example.com", "admin": True})
     assert extra.status_code == 422
@@ -322,6 +329,11 @@ async def test_openapi_documents_the_admin_api(stack: Stack) -> None:
     for path in ("/api/v1/staff", "/api/v1/staff/{staff_id}", "/api/v1/staff/{staff_id}/sso-email",
                  "/api/v1/staff/{staff_id}/sso"):
         assert path in spec["paths"]
+    invalid = spec["paths"]["/api/v1/staff"]["post"]["responses"]["422"]["content"]
+    assert invalid["application/json"]["schema"] == {"$ref": "#/components/schemas/HTTPValidationError"}
+    documented = spec["components"]["schemas"]["HTTPValidationError"]
+    assert documented["required"] == ["error", "message", "detail"]
+    assert set(documented["properties"]) == {"error", "message", "detail"}
 
 
 async def test_dev_mailbox_only_in_development(stack: Stack) -> None:
