@@ -166,3 +166,36 @@ def test_every_setting_is_in_the_readme_table_with_its_default() -> None:
     assert rows["SSO_TEMPORAL_NAMESPACE"] == f"`{Settings.model_fields['temporal_namespace'].default}`"
     assert rows["SSO_TASK_QUEUE"] == f"`{Settings.model_fields['task_queue'].default}`"
     assert rows["SSO_EMAIL_BACKEND"] == "`outbox`"
+
+
+@pytest.mark.parametrize("placeholder", [
+    "CHANGEME", "change-me-to-a-long-random-secret-before-production",
+    "<generate with sso keys generate>", "...", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "replace_me_with_a_real_secret_of_48_characters_or_more",
+    "your-secret-key-for-example-purposes-only-1234567890"])
+def test_refuses_long_or_templated_placeholders_and_names_them(placeholder: str) -> None:
+    """What people paste from a template is refused even when it is long enough."""
+    real = {"secret_key": TEST_SECRET_KEY, "encryption_keys": [TEST_ENCRYPTION_KEY],
+            "seal_public_key": TEST_SEAL_PUBLIC_KEY, "email_backend": "sendgrid",
+            "sendgrid_api_key": "SG.a-real-looking-sendgrid-api-key",
+            "database_url": "postgresql+psycopg://db/sso"}
+    Settings(env="production", **real)  # the real values start
+    for field, variable in (("secret_key", "SSO_SECRET_KEY"),
+                            ("encryption_keys", "SSO_ENCRYPTION_KEYS"),
+                            ("seal_public_key", "SSO_SEAL_PUBLIC_KEY"),
+                            ("bootstrap_admin_key", "SSO_BOOTSTRAP_ADMIN_KEY"),
+                            ("sendgrid_api_key", "SSO_SENDGRID_API_KEY"),
+                            ("metrics_token", "SSO_METRICS_TOKEN")):
+        value: object = [placeholder] if field == "encryption_keys" else placeholder
+        with pytest.raises(InsecureSettingsError) as err:
+            Settings(env="production", **{**real, field: value})
+        assert variable in str(err.value), (field, str(err.value))
+        assert placeholder not in str(err.value)  # says which setting, never its value
+
+
+def test_smtp_password_placeholder_is_refused() -> None:
+    with pytest.raises(InsecureSettingsError, match="SSO_SMTP_PASSWORD is a placeholder"):
+        Settings(env="production", secret_key=TEST_SECRET_KEY,
+                 encryption_keys=[TEST_ENCRYPTION_KEY], seal_public_key=TEST_SEAL_PUBLIC_KEY,
+                 email_backend="smtp", smtp_username="mailer", smtp_password="changeme",
+                 database_url="postgresql+psycopg://db/sso")
