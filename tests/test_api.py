@@ -407,9 +407,14 @@ async def test_rejected_recipient_fails_the_setup_with_the_reason(
                     SetupLink.staff_id == uuid.UUID(staff["id"]),
                     SetupLink.revoked_at.is_(None)))
             assert live == 0
-            # A new email may be sent after a failure.
+            # A new email may be sent after a failure (and fails the same way). Its flow must
+            # end before the worker stops: a flow terminated with an activity still running
+            # stops the shared time-skipping server from ever skipping time again.
             again = await s.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=s.admin)
             assert again.status_code == 202, again.text
+            second = s.env.client.get_workflow_handle(status["workflow_id"])
+            assert (await asyncio.wait_for(second.result(), 20))["state"] == "failed"
+            assert (await s.status(staff["id"]))["state"] == "failed"
     finally:
         controller.stop()
 
