@@ -227,6 +227,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
     })
     env.setdefault("SSO_PUBLIC_URL", public)
     env.update(dev_metrics_env(env, args.worker_metrics_port))
+    env["PYTHONPATH"] = child_python_path(env.get("PYTHONPATH"))
     entra_stand_in = not env.get("SSO_ENTRA_CLIENT_ID")
     if entra_stand_in:
         env.update(dev_entra_env(env["SSO_PUBLIC_URL"], args.entra_port))
@@ -279,17 +280,19 @@ def cmd_dev(args: argparse.Namespace) -> None:
         children.append(subprocess.Popen(temporal_cmd, stdout=log, stderr=log, env=env,
                                          start_new_session=True))
         _wait_for_port("127.0.0.1", args.temporal_port, children[0], timeout=60)
-        python = sys.executable
+        # -P: the working directory is not put on the children's import path, so a `cli.py`
+        # or an `api/` where sso dev was started cannot stand in for this product's modules.
+        python = [sys.executable, "-P"]
         if entra_stand_in:
             entra_log = (data_dir / "entra-dev.log").open("ab")
             children.append(subprocess.Popen(
                 dev_entra_command(python, args.entra_port), stdout=entra_log,
                 stderr=entra_log, env=env, start_new_session=True))
             _wait_for_port("127.0.0.1", args.entra_port, children[-1], timeout=30)
-        children.append(subprocess.Popen([python, "-m", "cli", "worker"], env=env,
+        children.append(subprocess.Popen([*python, "-m", "cli", "worker"], env=env,
                                          start_new_session=True))
         children.append(subprocess.Popen(
-            [python, "-m", "cli", "api", "--host", args.host, "--port", str(args.port)],
+            [*python, "-m", "cli", "api", "--host", args.host, "--port", str(args.port)],
             env=env, start_new_session=True))
         _wait_for_port(args.host, args.port, children[-1], timeout=60)
         print(_banner(settings, args, key, data_dir), flush=True)
@@ -350,10 +353,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def dev_entra_command(python: str, port: int) -> list[str]:
+def child_python_path(existing: str | None) -> str:
+    """The children of `sso dev` import this very product first, wherever it is installed."""
+    here = str(Path(__file__).resolve().parent)
+    return os.pathsep.join([here, *(existing.split(os.pathsep) if existing else [])])
+
+
+def dev_entra_command(python: Sequence[str], port: int) -> list[str]:
     import json
 
-    command = [python, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port),
+    command = [*python, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port),
                "--require-nonce"]
     for user in DEV_ENTRA_USERS:
         command += ["--user-claims", json.dumps(user)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -71,9 +72,44 @@ def _encodable(value: object) -> object:
         return [_encodable(v) for v in value]
     return value
 DATABASE_UNAVAILABLE = "We can't complete this right now, please try again in a minute"
+VALIDATION_ERROR = "invalid_request"
+
+
+def _invalid_message(detail: object) -> str:
+    """One sentence naming each refused field and why (the entries stay in `detail`)."""
+    problems = []
+    for entry in detail if isinstance(detail, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        where = [str(part) for part in entry.get("loc", ()) if part not in ("body", "query", "path")]
+        problems.append(f"{'.'.join(where) or 'body'}: {str(entry.get('msg', 'invalid')).rstrip('.')}")
+    return "The request is invalid: " + ("; ".join(problems) or "check its fields") + "."
+
+
+def _document_validation_errors(app: FastAPI) -> None:
+    """The 422 body in the OpenAPI document: the usual `error` and `message`, then `detail`."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default()
+            component = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+            if component is not None:
+                component["properties"] = {
+                    "error": {"type": "string", "const": VALIDATION_ERROR, "title": "Error"},
+                    "message": {"type": "string", "title": "Message"},
+                    **component.get("properties", {}),
+                }
+                component["required"] = ["error", "message", "detail"]
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install(app: FastAPI) -> None:
+    _document_validation_errors(app)
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
@@ -91,8 +127,9 @@ def install(app: FastAPI) -> None:
         field; a page answers with a page, and never echoes what was typed (it may be a
         password)."""
         if not request.url.path.startswith(PAGE_PREFIXES):
-            return JSONResponse({"detail": _encodable(jsonable_encoder(exc.errors()))},
-                                status_code=422)
+            detail = _encodable(jsonable_encoder(exc.errors()))
+            return JSONResponse({"error": VALIDATION_ERROR, "message": _invalid_message(detail),
+                                 "detail": detail}, status_code=422)
         return render_page(request, "setup_problem", status_code=422,
                            title="Please check what you entered",
                            message="Something in this form is too long or not what we expected. "

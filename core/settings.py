@@ -15,6 +15,18 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "please-change", "dev", "development"}
+# Long enough never to occur by chance in a generated secret.
+PLACEHOLDER_MARKERS = ("changeme", "change-me", "change_me", "change-this", "change_this",
+                       "replaceme", "replace-me", "replace_me", "placeholder", "example")
+
+
+def is_placeholder(value: str) -> bool:
+    """Empty, a well-known stand-in, a template's `...`/`<...>`, or one spelling out that
+    it must be changed: never a secret to start with outside development."""
+    text = value.strip().lower()
+    return (text in PLACEHOLDER_SECRETS or set(text) <= set(".x*")
+            or (text.startswith("<") and text.endswith(">"))
+            or any(marker in text for marker in PLACEHOLDER_MARKERS))
 
 
 class Environment(StrEnum):
@@ -182,7 +194,7 @@ class Settings(BaseSettings):
     @classmethod
     def _keys_are_32_bytes(cls, value: list[SecretStr]) -> list[SecretStr]:
         for index, key in enumerate(value):
-            if key.get_secret_value() in PLACEHOLDER_SECRETS:
+            if is_placeholder(key.get_secret_value()):
                 continue
             try:
                 raw = base64.urlsafe_b64decode(_pad(key.get_secret_value()))
@@ -209,26 +221,36 @@ class Settings(BaseSettings):
                 self.database_url = f"sqlite+aiosqlite:///{self.resolved_data_dir / 'sso.db'}"
             return self
         problems = []
-        if self.secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
+        if is_placeholder(self.secret_key.get_secret_value()):
             problems.append("SSO_SECRET_KEY is missing or a placeholder")
         elif len(self.secret_key.get_secret_value()) < 32:
             problems.append("SSO_SECRET_KEY must be at least 32 characters")
         if not self.encryption_keys or any(
-            k.get_secret_value() in PLACEHOLDER_SECRETS for k in self.encryption_keys
+            is_placeholder(k.get_secret_value()) for k in self.encryption_keys
         ):
             problems.append("SSO_ENCRYPTION_KEYS is missing or holds a placeholder")
-        if not self.seal_public_key:
-            problems.append("SSO_SEAL_PUBLIC_KEY is missing (workers also need SSO_SEAL_PRIVATE_KEY)")
-        if self.bootstrap_admin_key is not None and (
-            len(self.bootstrap_admin_key.get_secret_value()) < 32
-        ):
-            problems.append("SSO_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
+        if is_placeholder(self.seal_public_key):
+            problems.append("SSO_SEAL_PUBLIC_KEY is missing or a placeholder (workers also need "
+                            "SSO_SEAL_PRIVATE_KEY)")
+        if self.seal_private_key.get_secret_value() and is_placeholder(
+                self.seal_private_key.get_secret_value()):
+            problems.append("SSO_SEAL_PRIVATE_KEY is a placeholder")
+        if self.bootstrap_admin_key is not None:
+            if is_placeholder(self.bootstrap_admin_key.get_secret_value()):
+                problems.append("SSO_BOOTSTRAP_ADMIN_KEY is a placeholder")
+            elif len(self.bootstrap_admin_key.get_secret_value()) < 32:
+                problems.append("SSO_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
         if self.email_backend is EmailBackend.sendgrid and (
-            self.sendgrid_api_key is None or not self.sendgrid_api_key.get_secret_value().strip()
+            self.sendgrid_api_key is None or is_placeholder(self.sendgrid_api_key.get_secret_value())
         ):
-            problems.append("SSO_SENDGRID_API_KEY is required with SSO_EMAIL_BACKEND=sendgrid")
+            problems.append("SSO_SENDGRID_API_KEY is required with SSO_EMAIL_BACKEND=sendgrid "
+                            "(missing or a placeholder)")
+        if self.email_backend is EmailBackend.smtp and self.smtp_password is not None \
+                and self.smtp_password.get_secret_value() \
+                and is_placeholder(self.smtp_password.get_secret_value()):
+            problems.append("SSO_SMTP_PASSWORD is a placeholder")
         if self.metrics_token is not None and (
-            self.metrics_token.get_secret_value() in PLACEHOLDER_SECRETS
+            is_placeholder(self.metrics_token.get_secret_value())
             or len(self.metrics_token.get_secret_value()) < 32
         ):
             problems.append("SSO_METRICS_TOKEN must be at least 32 characters, not a placeholder")
@@ -237,8 +259,7 @@ class Settings(BaseSettings):
         if self.entra_dev_graph and self.env is Environment.production:
             problems.append("SSO_ENTRA_DEV_GRAPH is only for development and tests")
         if self.entra_client_id and (self.entra_client_secret is None or
-                                     self.entra_client_secret.get_secret_value()
-                                     in PLACEHOLDER_SECRETS):
+                                     is_placeholder(self.entra_client_secret.get_secret_value())):
             problems.append("SSO_ENTRA_CLIENT_SECRET is missing or a placeholder")
         if self.email_backend is EmailBackend.outbox and self.env is Environment.production:
             problems.append("SSO_EMAIL_BACKEND=outbox is only for development and tests")

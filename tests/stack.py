@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -262,7 +262,8 @@ class DevStack:
     entra_port: int = 0
     admin_key: str = ""
     _lines: list[str] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Reentrant: _wait_for_key holds it while it reports output() in its error messages.
+    _lock: threading.RLock = field(default_factory=threading.RLock)
     _changed: threading.Condition = field(init=False)
     _reader: threading.Thread | None = None
 
@@ -284,11 +285,14 @@ class DevStack:
 
     @classmethod
     def start(cls, data_dir: Path, env: Mapping[str, str], *, port: int, temporal_port: int,
-              ui_port: int, entra_port: int, timeout: float = 90.0) -> DevStack:
-        command = [sys.executable, "-m", "cli", "dev", "--port", str(port),
+              ui_port: int, entra_port: int, timeout: float = 90.0,
+              sso: Sequence[str] = (sys.executable, "-m", "cli"), cwd: Path = ROOT) -> DevStack:
+        """`sso` is how the command is run (default `python -m cli` in the repo: this
+        checkout's code), `cwd` where."""
+        command = [*sso, "dev", "--port", str(port),
                    "--temporal-port", str(temporal_port), "--ui-port", str(ui_port),
                    "--entra-port", str(entra_port), "--data-dir", str(data_dir)]
-        process = subprocess.Popen(command, cwd=ROOT, env=dict(env), stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(command, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         stack = cls(process=process, port=port, temporal_port=temporal_port, ui_port=ui_port,
                     data_dir=data_dir, entra_port=entra_port)
@@ -387,7 +391,8 @@ class StopReport:
 
 @contextlib.contextmanager
 def running_sso_dev(data_dir: Path, smtp_port: int,
-                    extra_env: Mapping[str, str] | None = None) -> Iterator[DevStack]:
+                    extra_env: Mapping[str, str] | None = None,
+                    **start: Any) -> Iterator[DevStack]:
     """`sso dev` as a user runs it, mailing through the test's SMTP server; on the way out,
     proves that Ctrl-C stopped it and every process it started. `extra_env` adds or overrides
     settings (for example a short `SSO_SETUP_LINK_TTL`)."""
@@ -407,7 +412,7 @@ def running_sso_dev(data_dir: Path, smtp_port: int,
     })
     env.update(extra_env or {})
     dev = DevStack.start(data_dir, env, port=port, temporal_port=temporal_port,
-                         ui_port=ui_port, entra_port=entra_port, timeout=90)
+                         ui_port=ui_port, entra_port=entra_port, timeout=90, **start)
     try:
         yield dev
     finally:

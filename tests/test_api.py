@@ -73,7 +73,7 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_stack(env: WorkflowEnvironment, database_url: str,
+async def running_stack(env: WorkflowEnvironment, database_url: str, /,
                         worker_client: Client | None = None, **overrides: Any,
                         ) -> AsyncIterator[Stack]:
     """The web app and a worker with the real activities; the worker polls through
@@ -161,6 +161,13 @@ async def test_create_staff_validates_and_refuses_duplicates(stack: Stack) -> No
     assert bad.status_code == 422
     fields = {tuple(err["loc"]) for err in bad.json()["detail"]}
     assert ("body", "first_name") in fields and ("body", "external_email_1") in fields
+    # The same shape as every other error, the message naming each field and why.
+    assert bad.json()["error"] == "invalid_request"
+    message = bad.json()["message"]
+    assert message.startswith("The request is invalid: "), message
+    assert "first_name: String should have at least 1 character" in message
+    assert "external_email_1: value is not a valid email address" in message
+    assert ".." not in message
     extra = await stack.http.post("/api/v1/staff", headers=stack.admin, json={
         "first_name": "A", "last_name": "B", "external_email_1": "a@example.com", "admin": True})
     assert extra.status_code == 422
@@ -322,11 +329,94 @@ async def test_openapi_documents_the_admin_api(stack: Stack) -> None:
     for path in ("/api/v1/staff", "/api/v1/staff/{staff_id}", "/api/v1/staff/{staff_id}/sso-email",
                  "/api/v1/staff/{staff_id}/sso"):
         assert path in spec["paths"]
+    invalid = spec["paths"]["/api/v1/staff"]["post"]["responses"]["422"]["content"]
+    assert invalid["application/json"]["schema"] == {"$ref": "#/components/schemas/HTTPValidationError"}
+    documented = spec["components"]["schemas"]["HTTPValidationError"]
+    assert documented["required"] == ["error", "message", "detail"]
+    assert set(documented["properties"]) == {"error", "message", "detail"}
 
 
 async def test_dev_mailbox_only_in_development(stack: Stack) -> None:
     assert (await stack.http.get("/dev/mailbox")).status_code == 404
 
+
+async def test_dev_mailbox_shows_the_outbox_in_development(temporal_env: WorkflowEnvironment,
+                                                           sqlite_url: str) -> None:
+    """In development the outbox is a mailbox a new user can read: the list, then the email
+    with its button and plain-text part, the link working."""
+    async with running_stack(temporal_env, sqlite_url, env="development") as s:
+        assert (await s.http.get("/dev/mailbox")).status_code == 200
+        staff = await s.create_staff()
+        to = staff["external_email_1"]
+        sent = await s.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=s.admin)
+        assert sent.status_code == 202, sent.text
+        await s.wait_for(staff["id"], lambda st: st["state"] == "email_sent")
+        [token] = await s.links_sent_to(to)
+
+        mailbox = await s.http.get("/dev/mailbox")
+        assert mailbox.status_code == 200
+        assert to in mailbox.text and "Welcome to agentOS Single Sign-On" in mailbox.text
+        [email_id] = re.findall(r'href="/dev/mailbox/([0-9a-f-]{36})"', mailbox.text)
+        shown = await s.http.get(f"/dev/mailbox/{email_id}")
+        assert shown.status_code == 200
+        assert "Set Up Single Sign-On" in shown.text
+        assert f"https://sso.example.test/sso/setup/{token}" in shown.text
+        assert "15 minutes" in shown.text
+        missing = await s.http.get(f"/dev/mailbox/{uuid.uuid4()}")
+        assert missing.status_code == 404
+        assert (await s.http.get(f"/sso/setup/{token}")).status_code == 200
+
+
+
+class _RefusingRecipients:
+    """An SMTP server that refuses every recipient for good (550)."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        return "550 5.1.1 mailbox unavailable"
+
+
+async def test_rejected_recipient_fails_the_setup_with_the_reason(
+        temporal_env: WorkflowEnvironment, sqlite_url: str) -> None:
+    """A permanent SMTP refusal is not retried: the status says failed, with the reason."""
+    from aiosmtpd.controller import Controller
+
+    from tests.test_email_delivery import free_port
+
+    port = free_port()
+    controller = Controller(_RefusingRecipients(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        async with running_stack(temporal_env, sqlite_url, email_backend="smtp",
+                                 smtp_host="127.0.0.1", smtp_port=port) as s:
+            staff = await s.create_staff()
+            sent = await s.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=s.admin)
+            assert sent.status_code == 202, sent.text
+            status = await s.wait_for(staff["id"], lambda st: st["state"] == "failed")
+            assert status["email_delivery"]["state"] == "failed"
+            assert status["email_delivery"]["attempts"] == 1
+            assert "550" in status["email_delivery"]["last_error"]
+            assert "550" in status["failure_reason"]
+            assert "could not be delivered" in status["failure_reason"]
+            assert staff["external_email_1"] not in status["failure_reason"]
+            assert status["workflow_id"] == f"sso-setup-{staff['id']}"
+            handle = s.env.client.get_workflow_handle(status["workflow_id"])
+            assert (await handle.result())["state"] == "failed"
+            async with s.sessions() as session:
+                live = await session.scalar(select(func.count()).select_from(SetupLink).where(
+                    SetupLink.staff_id == uuid.UUID(staff["id"]),
+                    SetupLink.revoked_at.is_(None)))
+            assert live == 0
+            # A new email may be sent after a failure (and fails the same way). Its flow must
+            # end before the worker stops: a flow terminated with an activity still running
+            # stops the shared time-skipping server from ever skipping time again.
+            again = await s.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=s.admin)
+            assert again.status_code == 202, again.text
+            second = s.env.client.get_workflow_handle(status["workflow_id"])
+            assert (await asyncio.wait_for(second.result(), 20))["state"] == "failed"
+            assert (await s.status(staff["id"]))["state"] == "failed"
+    finally:
+        controller.stop()
 
 
 async def test_sends_per_person_are_capped(temporal_env: WorkflowEnvironment,

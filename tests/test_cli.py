@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, inspect, select
 
@@ -21,6 +24,7 @@ from tests.conftest import (
     binary,
     make_settings,
 )
+from tests.stack import ROOT, running_sso_dev, smtp_sink
 
 
 def run_sso(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -74,3 +78,39 @@ def test_refuses_to_start_without_secrets_in_production(tmp_path: Path,
     assert result.returncode == 2
     assert "SSO_SECRET_KEY" in result.stderr and "SSO_ENCRYPTION_KEYS" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.e2e
+def test_sso_dev_works_from_any_directory(tmp_path: Path) -> None:
+    """The console script, started where another project's `cli.py` and `api/` sit: the
+    stack still runs this product (worker, web app, migrations), mails the link through
+    SSO_EMAIL_BACKEND=smtp, and Ctrl-C stops every process (checked by running_sso_dev)."""
+    elsewhere = tmp_path / "another-project"
+    (elsewhere / "api").mkdir(parents=True)
+    decoy = 'raise SystemExit("imported from the working directory")\n'
+    (elsewhere / "cli.py").write_text(decoy)
+    (elsewhere / "api" / "__init__.py").write_text(decoy)
+    body = {"first_name": "Jo", "last_name": "Anywhere", "external_email_1": "jo.anywhere@example.com"}
+    with smtp_sink() as smtp, running_sso_dev(
+            tmp_path / "data", smtp.port, {"PYTHONPATH": str(ROOT)},
+            sso=[binary("sso")], cwd=elsewhere) as dev:
+        with httpx.Client(base_url=dev.base_url, timeout=30,
+                          headers={"Authorization": f"Bearer {dev.admin_key}"}) as api:
+            assert api.get("/healthz").json()["checks"] == {"database": "ok", "temporal": "ok"}
+            staff = api.post("/api/v1/staff", json=body)
+            assert staff.status_code == 201, staff.text
+            staff_id = staff.json()["id"]
+            sent = api.post(f"/api/v1/staff/{staff_id}/sso-email")
+            assert sent.status_code == 202, sent.text
+            deadline = time.monotonic() + 60
+            while not smtp.messages and time.monotonic() < deadline:
+                time.sleep(0.2)
+            [received] = smtp.messages
+            assert received.message["Subject"] == "Welcome to agentOS Single Sign-On"
+            link = re.search(rf"{re.escape(dev.base_url)}/sso/setup/[A-Za-z0-9_-]+",
+                             received.message.get_body(preferencelist=("plain",)).get_content())
+            assert link is not None
+            assert httpx.get(link.group(0), timeout=30).status_code == 200
+        assert "imported from the working directory" not in dev.output()
+    assert (tmp_path / "data" / "sso.db").exists() and (tmp_path / "data" / "temporal.db").exists()
+    assert not (elsewhere / ".data").exists()

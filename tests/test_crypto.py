@@ -4,7 +4,7 @@ import logging
 import pytest
 from temporalio.api.common.v1 import Payload
 
-from core.codec import ENCODING, EncryptionCodec
+from core.codec import ENCODING, KEY_ID, EncryptionCodec
 from core.crypto import DecryptionError, Keyring, mask_email, new_token, token_hash
 from core.logging import JsonFormatter, RedactingFilter, redact
 
@@ -64,6 +64,21 @@ async def test_payload_codec_round_trip_and_rotation() -> None:
     assert b"abc" not in encoded.SerializeToString()
     [decoded] = await EncryptionCodec(Keyring([NEW, OLD])).decode([encoded])
     assert decoded == payload
+
+
+async def test_codec_names_its_key_in_the_payload_metadata() -> None:
+    """The key id travels with each payload, so after a rotation history written with the old
+    key still decodes, new payloads use the new key, and a removed key is named when missing."""
+    payload = Payload(metadata={"encoding": b"json/plain"}, data=b'"x"')
+    [old] = await EncryptionCodec(Keyring([OLD])).encode([payload])
+    rotated = EncryptionCodec(Keyring([NEW, OLD]))
+    [new] = await rotated.encode([payload])
+    assert old.metadata[KEY_ID].decode() == Keyring([OLD]).current_key_id
+    assert new.metadata[KEY_ID].decode() == Keyring([NEW]).current_key_id != Keyring([OLD]).current_key_id
+    assert OLD not in old.SerializeToString() and NEW not in new.SerializeToString()
+    assert await rotated.decode([old, new]) == [payload, payload]
+    with pytest.raises(DecryptionError, match=Keyring([OLD]).current_key_id):
+        await EncryptionCodec(Keyring([NEW])).decode([old])
 
 
 async def test_codec_passes_through_unencrypted_payloads() -> None:

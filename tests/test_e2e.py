@@ -490,6 +490,40 @@ async def test_healthz(stack: DevStack) -> None:
     assert body["checks"] == {"database": "ok", "temporal": "ok"}
 
 
+async def test_temporal_ui_decodes_through_the_codec_endpoint(stack: DevStack) -> None:
+    """sso dev starts the Temporal UI pointed at the web app's codec endpoint, which the UI's
+    origin may call without a key (development only)."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        async def ui_settings() -> dict[str, Any] | None:
+            try:
+                response = await client.get(f"http://127.0.0.1:{stack.ui_port}/api/v1/settings")
+            except httpx.TransportError:
+                return None
+            return response.json() if response.status_code == 200 else None
+        settings = await eventually(ui_settings, 30, what="the Temporal UI to answer")
+        assert settings["Codec"]["Endpoint"] == f"http://localhost:{stack.port}/codec"
+
+        origin = f"http://localhost:{stack.ui_port}"
+        plain = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "IngiCg=="}]}
+        encoded = await client.post(f"{stack.base_url}/codec/encode", json=plain,
+                                    headers={"Origin": origin})
+        assert encoded.status_code == 200, encoded.text
+        assert encoded.headers["access-control-allow-origin"] == origin
+        payload = encoded.json()["payloads"][0]
+        assert payload["metadata"]["encoding"] == "YmluYXJ5L2VuY3J5cHRlZA=="  # binary/encrypted
+        assert payload["metadata"]["encryption-key-id"]
+        decoded = await client.post(f"{stack.base_url}/codec/decode", json=encoded.json(),
+                                    headers={"Origin": origin})
+        assert decoded.status_code == 200 and decoded.json() == plain
+        preflight = await client.options(f"{stack.base_url}/codec/decode", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-namespace"})
+        assert preflight.status_code == 200
+        elsewhere = await client.options(f"{stack.base_url}/codec/decode", headers={
+            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in elsewhere.headers
+
+
 async def test_admin_api_creates_staff_and_rejects_bad_requests(
         api: httpx.AsyncClient, world: World, stack: DevStack) -> None:
     staff = await create_staff(api, world, "ana", first="Ana")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ipaddress
 import json
 import socket
+import ssl
 import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from jinja2 import UndefinedError
 from sqlalchemy import text
 
@@ -423,6 +430,105 @@ async def test_smtp_refusal_after_login_does_not_leak_password(
     assert code in str(caught.value)
     assert SMTP_PASSWORD not in str(caught.value)
     assert SMTP_PASSWORD not in repr(caught.value)
+
+
+def _tls_context(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context for 127.0.0.1 signed by a throwaway CA; the CA's file for clients."""
+    now = datetime.now(UTC)
+
+    def build(subject: str, issuer: x509.Name | None, key: ec.EllipticCurvePrivateKey,
+              signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=5))
+                   .not_valid_after(now + timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = build("test CA", None, ca_key, ca_key, ca=True)
+    leaf = build("127.0.0.1", ca.subject, leaf_key, ca_key, ca=False)
+    ca_file, cert_file, key_file = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem"))
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM,
+                                                serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context, ca_file
+
+
+class TlsRecordingHandler(RecordingHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encrypted: list[bool] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.encrypted.append(session.ssl is not None)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def starttls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
+    """A server that insists on STARTTLS before MAIL and AUTH; clients trust its CA."""
+    context, ca_file = _tls_context(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # what ssl.create_default_context reads
+    handler = TlsRecordingHandler()
+    logins: list[tuple[bytes, bytes]] = []
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True, authenticator=_authenticator(logins),
+                            auth_require_tls=True)
+    controller.start()
+    try:
+        yield SmtpServer(handler=handler, port=port, logins=logins)
+    finally:
+        controller.stop()
+
+
+@session_loop
+async def test_smtp_starttls_upgrades_before_login_and_mail(starttls_server: SmtpServer) -> None:
+    message = welcome()
+    settings = smtp_settings(starttls_server.port, smtp_starttls=True, smtp_username=SMTP_USER,
+                             smtp_password=SMTP_PASSWORD)
+    await SmtpSender(settings).send(message)
+    # The server refuses AUTH and MAIL before STARTTLS: the login and the message went
+    # over TLS, verified against the CA.
+    assert starttls_server.logins == [(SMTP_USER.encode(), SMTP_PASSWORD.encode())]
+    _assert_delivered(starttls_server, message)
+    handler = starttls_server.handler
+    assert isinstance(handler, TlsRecordingHandler) and handler.encrypted == [True]
+
+
+@session_loop
+async def test_smtp_without_starttls_is_refused_by_a_server_that_requires_it(
+        starttls_server: SmtpServer) -> None:
+    with pytest.raises(PermanentEmailError) as caught:
+        await SmtpSender(smtp_settings(starttls_server.port)).send(welcome())
+    assert "530" in str(caught.value)
+    assert starttls_server.handler.envelopes == []
+
+
+@session_loop
+async def test_smtp_starttls_refuses_an_untrusted_certificate(
+        starttls_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    _, other_ca = _tls_context(other)
+    monkeypatch.setenv("SSL_CERT_FILE", str(other_ca))
+    settings = smtp_settings(starttls_server.port, smtp_starttls=True, smtp_username=SMTP_USER,
+                             smtp_password=SMTP_PASSWORD)
+    with pytest.raises(TransientEmailError) as caught:
+        await SmtpSender(settings).send(welcome())
+    assert "SSLCertVerificationError" in str(caught.value)
+    assert SMTP_PASSWORD not in full_chain(caught.value)
+    assert starttls_server.logins == []
+    assert starttls_server.handler.envelopes == []
 
 
 # --------------------------------------------------------------------------- Outbox

@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -137,3 +138,64 @@ def test_argon2_accepts_owasps_equally_strong_settings(time_cost: int, memory_ki
 def test_argon2_refuses_anything_weaker(time_cost: int, memory_kib: int) -> None:
     with pytest.raises(ValidationError, match="argon2"):
         Settings(argon2_time_cost=time_cost, argon2_memory_kib=memory_kib)
+
+
+def _readme_settings_rows() -> dict[str, str]:
+    """`SSO_*` variable -> its default, from the README's settings table."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) < 3:
+            continue
+        for name in re.findall(r"`(SSO_[A-Z0-9_]+)`", cells[0]):
+            rows[name] = cells[1]
+    return rows
+
+
+def test_every_setting_is_in_the_readme_table_with_its_default() -> None:
+    rows = _readme_settings_rows()
+    names = {f"SSO_{name.upper()}" for name in Settings.model_fields}
+    assert not sorted(names - set(rows)), f"settings missing from README: {sorted(names - set(rows))}"
+    assert not sorted(set(rows) - names), f"README names unknown settings: {sorted(set(rows) - names)}"
+    assert all(rows[name] for name in names), {n: d for n, d in rows.items() if not d}
+    # What the issue names, with the defaults the code really has.
+    assert rows["SSO_BRAND_NAME"] == "`agentOS`"
+    assert "15 minutes" in rows["SSO_SETUP_LINK_TTL"]
+    assert rows["SSO_TEMPORAL_NAMESPACE"] == f"`{Settings.model_fields['temporal_namespace'].default}`"
+    assert rows["SSO_TASK_QUEUE"] == f"`{Settings.model_fields['task_queue'].default}`"
+    assert rows["SSO_EMAIL_BACKEND"] == "`outbox`"
+
+
+@pytest.mark.parametrize("placeholder", [
+    "CHANGEME", "change-me-to-a-long-random-secret-before-production",
+    "<generate with sso keys generate>", "...", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "replace_me_with_a_real_secret_of_48_characters_or_more",
+    "your-secret-key-for-example-purposes-only-1234567890"])
+def test_refuses_long_or_templated_placeholders_and_names_them(placeholder: str) -> None:
+    """What people paste from a template is refused even when it is long enough."""
+    real = {"secret_key": TEST_SECRET_KEY, "encryption_keys": [TEST_ENCRYPTION_KEY],
+            "seal_public_key": TEST_SEAL_PUBLIC_KEY, "email_backend": "sendgrid",
+            "sendgrid_api_key": "SG.a-real-looking-sendgrid-api-key",
+            "database_url": "postgresql+psycopg://db/sso"}
+    Settings(env="production", **real)  # the real values start
+    for field, variable in (("secret_key", "SSO_SECRET_KEY"),
+                            ("encryption_keys", "SSO_ENCRYPTION_KEYS"),
+                            ("seal_public_key", "SSO_SEAL_PUBLIC_KEY"),
+                            ("bootstrap_admin_key", "SSO_BOOTSTRAP_ADMIN_KEY"),
+                            ("sendgrid_api_key", "SSO_SENDGRID_API_KEY"),
+                            ("metrics_token", "SSO_METRICS_TOKEN")):
+        value: object = [placeholder] if field == "encryption_keys" else placeholder
+        with pytest.raises(InsecureSettingsError) as err:
+            Settings(env="production", **{**real, field: value})
+        assert variable in str(err.value), (field, str(err.value))
+        assert placeholder not in str(err.value)  # says which setting, never its value
+
+
+def test_smtp_password_placeholder_is_refused() -> None:
+    with pytest.raises(InsecureSettingsError, match="SSO_SMTP_PASSWORD is a placeholder"):
+        Settings(env="production", secret_key=TEST_SECRET_KEY,
+                 encryption_keys=[TEST_ENCRYPTION_KEY], seal_public_key=TEST_SEAL_PUBLIC_KEY,
+                 email_backend="smtp", smtp_username="mailer", smtp_password="changeme",
+                 database_url="postgresql+psycopg://db/sso")

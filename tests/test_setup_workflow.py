@@ -455,6 +455,31 @@ async def test_current_details_tell_where_the_flow_stands(env: WorkflowEnvironme
         assert await current_details(flow) == "Ended: expired (the setup link expired)"
 
 
+async def test_activities_and_timer_carry_summaries_for_the_ui(env: WorkflowEnvironment) -> None:
+    """What the Temporal UI shows beside each activity and timer, decoded with the codec."""
+    fake = FakeSetupActivities()
+    task_queue = new_task_queue()
+    async with asyncio.timeout(GUARD_SECONDS), worker(env, task_queue, fake):
+        flow = await start_flow(env, task_queue)
+        assert (await flow.handle.result()).state == "expired"
+        history = await flow.handle.fetch_history()
+
+    summaries: dict[str, list[str]] = {}
+    for event in history.events:
+        if not event.user_metadata.HasField("summary"):
+            continue
+        assert event.user_metadata.summary.metadata["encoding"] == ENCODING
+        [text] = await env.client.data_converter.decode([event.user_metadata.summary], [str])
+        kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        summaries.setdefault(kind, []).append(text)
+    assert summaries["ACTIVITY_TASK_SCHEDULED"] == ["Email the Single Sign-On setup link",
+                                                    "Record the flow as expired"]
+    assert summaries["TIMER_STARTED"] == ["Setup link expires"]
+    assert summaries["WORKFLOW_EXECUTION_STARTED"] == [
+        f"Single Sign-On setup for staff {flow.staff_id}"]
+    assert not any("@" in text for texts in summaries.values() for text in texts)
+
+
 def payloads(message: Message, path: str = "") -> Iterator[tuple[str, Payload]]:
     """Every Payload inside a proto message, except search attribute values.
 
