@@ -30,6 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.email_delivery import MeteredSender
 from activities.setup_steps import SetupStepActivities
 from api.main import create_app
+from api.services.setup_steps import SetupSteps, StepInDoubt
 from core.codec import keyring_from_settings
 from core.models import (
     AuditEvent,
@@ -619,6 +620,66 @@ async def test_a_password_step_that_answers_late_is_not_lost(
             assert actions.count("sso_setup.password_set") == 1
             assert actions.count("code.issued") == 1
             assert (await db_state(running, staff["id"]))["sessions"] == 1
+        finally:
+            release.set()
+            await person.aclose()
+            await settle(running)
+    gc.collect()
+
+
+async def test_another_try_while_the_first_is_unanswered_keeps_the_browser_on_it(
+        temporal_env: WorkflowEnvironment, database_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Please try again in a minute", and the person does: they reload the form and post
+    again while the first step is still unanswered, and this one gets no answer either (the
+    worker is down). Whichever goes through, this browser holds the session it binds, so the
+    link carries it on; before, the second try's cookie replaced the first's and never bound."""
+    held = asyncio.Event()
+    release = asyncio.Event()
+    real_hash = SetupStepActivities._hash
+
+    async def slow_hash(self: SetupStepActivities, password: str) -> str:
+        held.set()
+        await release.wait()
+        return await real_hash(self, password)
+
+    monkeypatch.setattr(SetupStepActivities, "_hash", slow_hash)
+    async with running_stack(temporal_env, database_url, step_timeout=1) as running:
+        person = Browser(running)
+        try:
+            staff, token = await send_setup_email(running)
+            action = f"/sso/setup/{token}/password"
+            async with asyncio.timeout(GUARD_SECONDS):
+                first = await person.submit(await person.get(action), action,
+                                            password=PASSWORD, confirm=PASSWORD)
+            assert first.status_code == 503 and held.is_set()
+            [first_cookie] = set_cookie_headers(first, SESSION_COOKIE)
+
+            async def unanswered(*_args: Any, **_kwargs: Any) -> Any:
+                raise StepInDoubt(UNAVAILABLE)
+
+            with monkeypatch.context() as down:
+                down.setattr(SetupSteps, "set_password", unanswered)
+                form = await person.get(action)  # the reload: a new form, a new submission id
+                assert form.status_code == 200
+                second = await person.submit(form, action, password=PASSWORD, confirm=PASSWORD)
+            assert second.status_code == 503
+            assert UNAVAILABLE in page_text(second)
+            assert set_cookie_headers(second, SESSION_COOKIE) == [first_cookie]
+
+            release.set()
+            await running.wait_for(staff["id"], lambda s: s["state"] in ("password_set",
+                                                                         "code_sent"))
+            again = await person.get(f"/sso/setup/{token}")
+            assert redirected_to(again, "/sso/setup/confirm"), page_text(again)
+            assert (await person.get("/sso/setup/confirm")).status_code == 200
+            assert (await db_state(running, staff["id"]))["sessions"] == 1
+            # Another browser, even with the form's fields, is not carried on.
+            stranger = Browser(running)
+            try:
+                assert (await stranger.get(f"/sso/setup/{token}")).status_code == 410
+            finally:
+                await stranger.aclose()
         finally:
             release.set()
             await person.aclose()

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.background import BackgroundTask
 
-from api.cookies import SETUP_SESSION, csrf_ok, read_cookie, set_cookie
+from api.cookies import CSRF, SETUP_SESSION, csrf_ok, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
 from api.errors import ServiceUnavailable
 from api.pages import redirect, render_page, six_digits
@@ -296,19 +296,20 @@ async def password_submit(
     submission: Annotated[str, Form(min_length=8, max_length=100)] = "",
 ) -> Response:
     view = await steps.open_link(token)
-    if view.reason == "used" and submission:
-        # The same form again after the first submit went through (its answer was lost):
-        # the same browser gets the same session, so it can carry on.
-        if await steps.bound_by_submission(view, token, submission):
+    seed = read_cookie(request, steps.settings, CSRF)
+    if view.reason == "used" and seed:
+        # A form again after an earlier submit from this browser went through (its answer
+        # was lost, or it came once the worker was back): the same session, so it carries on.
+        if await steps.bound_here(view, token, seed):
             response = redirect("/sso/setup/confirm")
             set_cookie(response, steps.settings, SETUP_SESSION,
-                       steps.session_id_for(token, submission), max_age=steps.settings.setup_ttl)
+                       steps.session_id_for(token, seed), max_age=steps.settings.setup_ttl)
             return response
     if not view.usable:
         return await _carry_on(request, steps, view) or _invalid(request, view)
     assert view.staff is not None
     min_length = steps.settings.password_min_length
-    if not csrf_ok(request, steps.settings, csrf):
+    if not csrf_ok(request, steps.settings, csrf) or seed is None:
         return _password(request, min_length, view, token, [FORM_PROBLEM], 400)
     if password != confirm:
         return _password(request, min_length, view, token,
@@ -317,7 +318,7 @@ async def password_submit(
     if problems:
         return _password(request, min_length, view, token, problems, 400)
     try:
-        result, session_id = await steps.set_password(view, token, password, submission,
+        result, session_id = await steps.set_password(view, token, password, submission, seed,
                                                       client_ip(request))
     except StepRefused as refused:
         return _password(request, min_length, view, token, [refused.message], 409)
@@ -328,7 +329,7 @@ async def password_submit(
         # the session it binds, so opening the link again (or Back) carries on from there.
         unanswered = unavailable(request)
         set_cookie(unanswered, steps.settings, SETUP_SESSION,
-                   steps.session_id_for(token, submission), max_age=steps.settings.setup_ttl)
+                   steps.session_id_for(token, seed), max_age=steps.settings.setup_ttl)
         return unanswered
     except ServiceUnavailable:
         return unavailable(request)

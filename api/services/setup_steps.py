@@ -125,12 +125,13 @@ class SetupSteps:
         staff = await self.db.get(Staff, row.staff_id)
         return BoundSetup(row, staff) if staff is not None else None
 
-    async def bound_by_submission(self, view: LinkView, token: str, submission: str) -> bool:
-        """Whether this very form already went through and bound a browser session."""
-        if view.link is None or len(submission) > 100:
+    async def bound_here(self, view: LinkView, token: str, browser_seed: str) -> bool:
+        """Whether a form this browser posted for this link already went through and bound
+        the session it derives (see `session_id_for`)."""
+        if view.link is None:
             return False
         row = await self.db.get(BrowserSession,
-                                self.session_hash(self.session_id_for(token, submission)))
+                                self.session_hash(self.session_id_for(token, browser_seed)))
         return (row is not None and row.revoked_at is None and row.run_id == view.link.run_id
                 and row.expires_at > utcnow())
 
@@ -161,10 +162,12 @@ class SetupSteps:
     def session_hash(self, session_id: str) -> str:
         return session_hash(self.settings, session_id)
 
-    def session_id_for(self, link_token: str, submission: str) -> str:
-        """Derived, not random: a double-submitted form gets the same session as the first."""
-        digest = hmac.new(self._secret.encode(), f"setup-session:{link_token}:{submission}".encode(),
-                          "sha256").digest()
+    def session_id_for(self, link_token: str, browser_seed: str) -> str:
+        """Derived from the link and this browser's CSRF seed, not random: every password form
+        this browser posts for the link (a double submit, a reload, another try while the
+        worker is down) names the one session whichever of them goes through binds."""
+        digest = hmac.new(self._secret.encode(),
+                          f"setup-session:{link_token}:{browser_seed}".encode(), "sha256").digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     # -- steps ----------------------------------------------------------------------------
@@ -174,11 +177,11 @@ class SetupSteps:
         return password_problems(password, policy, personal_words(
             staff.first_name, staff.last_name, staff.external_email_1, self.settings.brand_name))
 
-    async def set_password(self, view: LinkView, token: str, password: str,
-                           submission: str, ip: str | None = None) -> tuple[StepResult, str]:
+    async def set_password(self, view: LinkView, token: str, password: str, submission: str,
+                           browser_seed: str, ip: str | None = None) -> tuple[StepResult, str]:
         assert view.link is not None
         link = view.link
-        session_id = self.session_id_for(token, submission)
+        session_id = self.session_id_for(token, browser_seed)
         request = SetPasswordRequest(
             sealed_password=seal(self.settings.seal_public_key, password.encode(),
                                  password_context(link.workflow_id)),
