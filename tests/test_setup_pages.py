@@ -573,12 +573,9 @@ async def test_the_email_link_again_in_the_same_browser_carries_on(stack: Stack,
         await stranger.aclose()
 
 
-async def test_a_password_step_that_answers_late_is_not_lost(
-        temporal_env: WorkflowEnvironment, database_url: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker is slow to store the password (held here until the page has answered):
-    the page says "please try again in a minute" within SSO_STEP_TIMEOUT, the step goes
-    through once the worker gets to it, and the same browser carries on from the link."""
+def hold_password_hashing(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """The worker's password hashing waits for `release` (and sets `held` when it starts):
+    a slow worker, so a page can answer before its step is done."""
     held = asyncio.Event()
     release = asyncio.Event()
     real_hash = SetupStepActivities._hash
@@ -589,6 +586,16 @@ async def test_a_password_step_that_answers_late_is_not_lost(
         return await real_hash(self, password)
 
     monkeypatch.setattr(SetupStepActivities, "_hash", slow_hash)
+    return held, release
+
+
+async def test_a_password_step_that_answers_late_is_not_lost(
+        temporal_env: WorkflowEnvironment, database_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker is slow to store the password (held here until the page has answered):
+    the page says "please try again in a minute" within SSO_STEP_TIMEOUT, the step goes
+    through once the worker gets to it, and the same browser carries on from the link."""
+    held, release = hold_password_hashing(monkeypatch)
     async with running_stack(temporal_env, database_url, step_timeout=1) as running:
         person = Browser(running)
         try:
@@ -634,16 +641,7 @@ async def test_another_try_while_the_first_is_unanswered_keeps_the_browser_on_it
     again while the first step is still unanswered, and this one gets no answer either (the
     worker is down). Whichever goes through, this browser holds the session it binds, so the
     link carries it on; before, the second try's cookie replaced the first's and never bound."""
-    held = asyncio.Event()
-    release = asyncio.Event()
-    real_hash = SetupStepActivities._hash
-
-    async def slow_hash(self: SetupStepActivities, password: str) -> str:
-        held.set()
-        await release.wait()
-        return await real_hash(self, password)
-
-    monkeypatch.setattr(SetupStepActivities, "_hash", slow_hash)
+    held, release = hold_password_hashing(monkeypatch)
     async with running_stack(temporal_env, database_url, step_timeout=1) as running:
         person = Browser(running)
         try:
