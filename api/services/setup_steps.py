@@ -128,22 +128,22 @@ class SetupSteps:
     async def bound_here(self, view: LinkView, token: str, browser_seed: str) -> bool:
         """Whether a form this browser posted for this link already went through and bound
         the session it derives (see `session_id_for`)."""
-        if view.link is None:
-            return False
-        row = await self.db.get(BrowserSession,
-                                self.session_hash(self.session_id_for(token, browser_seed)))
-        return (row is not None and row.revoked_at is None and row.run_id == view.link.run_id
-                and row.expires_at > utcnow())
+        return await self._binds(view, self.session_id_for(token, browser_seed))
 
     async def continues_here(self, view: LinkView, session_id: str | None) -> bool:
         """Whether this browser's setup session is the one that used this (spent) link, and
         its setup is still open: the person opened the link from their email again to carry
         on. (A finished setup's link stays "no longer valid".)"""
-        if (view.link is None or view.reason != "used" or view.setup_state is None
+        if (view.reason != "used" or view.setup_state is None
                 or not SetupState(view.setup_state).is_open):
             return False
+        return await self._binds(view, session_id)
+
+    async def _binds(self, view: LinkView, session_id: str | None) -> bool:
+        """Whether `session_id` is a live setup session bound by this link's flow."""
         bound = await self.bound(session_id)
-        return bound is not None and bound.session.run_id == view.link.run_id
+        return (view.link is not None and bound is not None
+                and bound.session.run_id == view.link.run_id)
 
     async def note_link_opened(self, view: LinkView) -> None:
         """Tell the flow the link's password form was opened, so the setup shows
@@ -152,7 +152,7 @@ class SetupSteps:
             return
         try:
             async with asyncio.timeout(self._timeout):
-                client = await self.temporal.client(connect_timeout=self._timeout)
+                client = await connected(self.temporal, self._timeout)
                 await client.get_workflow_handle(view.link.workflow_id,
                                                  run_id=view.link.run_id).signal("link_opened")
         except Exception as exc:  # the step itself says so when Temporal is down
