@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -52,13 +52,9 @@ async def require_admin(
     _documented: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_KEY)],
 ) -> str:
     limits: AdminLimits = request.app.state.admin_limits
-    ip = client_ip(request) or "unknown"
     name = await authenticate(session, settings, bearer(request))
     if name is None:
-        wait = limits.auth_failures.hit(ip)
-        if wait is not None:
-            raise TooManyRequests("Too many failed attempts; try again later", wait)
-        raise NotAuthenticated("A valid admin API key is required (Authorization: Bearer <key>)")
+        refuse(request, "A valid admin API key is required (Authorization: Bearer <key>)")
     await session.commit()
     wait = limits.requests.hit(name)
     if wait is not None:
@@ -73,6 +69,16 @@ class AdminLimits:
 
 
 AdminDep = Annotated[str, Depends(require_admin)]
+
+
+def refuse(request: Request, message: str) -> NoReturn:
+    """A failed authentication (admin API, /metrics, /codec): counted against the client's
+    address, so guessing keys is slowed to the same pace everywhere; 429 past the limit."""
+    limits: AdminLimits = request.app.state.admin_limits
+    wait = limits.auth_failures.hit(client_ip(request) or "unknown")
+    if wait is not None:
+        raise TooManyRequests("Too many failed attempts; try again later", wait)
+    raise NotAuthenticated(message)
 
 
 def client_ip(request: Request) -> str | None:
