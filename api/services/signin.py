@@ -16,7 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit, metrics
-from core.accounts import MAX_FAILURES, claim_attempt, release_attempt, totp_accepted
+from core.accounts import (
+    MAX_FAILURES,
+    claim_attempt,
+    lock_delay,
+    release_attempt,
+    totp_accepted,
+)
 from core.codec import keyring_from_settings
 from core.models import AccountStatus, SsoAccount, Staff, utcnow
 from core.passwords import Hasher
@@ -136,10 +142,19 @@ class SignIn:
         return SignInResult("signed_in", account)
 
     def _locked_out(self, account: SsoAccount, failures: int, ip: str | None) -> None:
+        """Records the lock this failure set (claim_attempt sets one per counted failure
+        from the fifth on, and none while one lasts): each lock-out once, with its IP."""
         if failures == MAX_FAILURES:
             audit.record(self.db, actor="system", action="sign_in.locked_out", outcome="locked",
                          target=str(account.staff_id), ip=ip,
                          detail="too many failures in a row; a password reset unlocks")
+            return
+        delay = lock_delay(failures)
+        if delay is not None:
+            audit.record(self.db, actor="system", action="sign_in.locked_temporarily",
+                         outcome="locked", target=str(account.staff_id), ip=ip,
+                         failures=failures, seconds=int(delay.total_seconds()),
+                         detail="failures in a row; sign-in waits before the next try")
 
     def _succeeded(self, account: SsoAccount, now: datetime, ip: str | None, mfa: bool) -> None:
         account.failed_sign_ins = 0
