@@ -42,6 +42,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
+# Two years, subdomains too: browsers then never try the public URL's host over plain http.
+STRICT_TRANSPORT_SECURITY = "max-age=63072000; includeSubDomains"
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action {form_action}"
@@ -92,12 +94,15 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.state.admin_limits = AdminLimits(settings)
     errors.install(app)
     headers = security_headers_for(settings)
+    https = settings.public_url.startswith("https://")
 
     @app.middleware("http")
     async def security_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
+        if https:
+            response.headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
         if request.url.path in ("/docs", "/redoc"):
             return response  # Swagger UI loads its own scripts and styles.
         for name, value in headers.items():
