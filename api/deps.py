@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.errors import NotAuthenticated, TooManyRequests
 from api.services.onboarding import Onboarding
 from api.services.signin import SignIn
+from core.addresses import canonical, rate_key
 from core.admin_keys import authenticate
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
@@ -75,14 +76,15 @@ def refuse(request: Request, message: str) -> NoReturn:
     """A failed authentication (admin API, /metrics, /codec): counted against the client's
     address, so guessing keys is slowed to the same pace everywhere; 429 past the limit."""
     limits: AdminLimits = request.app.state.admin_limits
-    wait = limits.auth_failures.hit(client_ip(request) or "unknown")
+    wait = limits.auth_failures.hit(rate_key(client_ip(request)))
     if wait is not None:
         raise TooManyRequests("Too many failed attempts; try again later", wait)
     raise NotAuthenticated(message)
 
 
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    """Who the request is from, as ClientAddressMiddleware decided: an address or None."""
+    return canonical(request.client.host) if request.client else None
 
 
 def get_onboarding(

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from api import errors
+from api.client_address import ClientAddressMiddleware
 from api.deps import AdminLimits
 from api.request_id import RequestIdMiddleware
 from api.routes import (
@@ -118,6 +119,8 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
             allow_headers=["authorization", "content-type", "x-namespace"],
             allow_credentials=True,
         )
+    # Before anything reads request.client: limits, audit, logs (uvicorn's access log too).
+    app.add_middleware(ClientAddressMiddleware, proxies=settings.trusted_proxy_networks)
     # Added last, so outermost: every other middleware and route logs under the request id.
     app.add_middleware(RequestIdMiddleware)
 

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.addresses import Networks, parse_networks
+
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "please-change", "dev", "development"}
 # Long enough never to occur by chance in a generated secret.
 PLACEHOLDER_MARKERS = ("changeme", "change-me", "change_me", "change-this", "change_this",
@@ -119,6 +121,9 @@ class Settings(BaseSettings):
     # Admin API requests per key, and failed authentications per IP, per minute.
     admin_rate_limit: int = Field(default=300, ge=1)
     auth_failure_limit: int = Field(default=20, ge=1)
+    # Reverse proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed; from any
+    # other peer the header is ignored. Empty: the connection's own peer is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     secret_key: SecretStr = SecretStr("")
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -152,10 +157,16 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
 
     @field_validator("encryption_keys", "codec_cors_origins", "allowed_return_urls",
-                     "entra_allowed_tenants", mode="before")
+                     "entra_allowed_tenants", "trusted_proxies", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_ranges(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
 
     @field_validator("metrics_token", mode="before")
     @classmethod
@@ -270,6 +281,10 @@ class Settings(BaseSettings):
                 f"refusing to start with SSO_ENV={self.env.value}: " + "; ".join(problems)
             )
         return self
+
+    @property
+    def trusted_proxy_networks(self) -> Networks:
+        return parse_networks(self.trusted_proxies)
 
     @property
     def entra_enabled(self) -> bool:

@@ -16,6 +16,7 @@ from api.errors import ServiceUnavailable
 from api.pages import redirect, render_page, six_digits
 from api.services.reset import ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
+from core.addresses import rate_key
 from core.passwords import PasswordPolicy, check_password
 
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
@@ -56,7 +57,7 @@ async def forgot_submit(
         return render_page(request, "forgot", status_code=400, email=email,
                            message="Enter the email address you sign in with.")
     ip = client_ip(request)
-    wait = await counter.hit(f"reset-ip:{ip}", settings.reset_request_ip_limit,
+    wait = await counter.hit(f"reset-ip:{rate_key(ip)}", settings.reset_request_ip_limit,
                              settings.reset_ttl)
     if wait is not None:
         minutes = math.ceil(wait / 60)

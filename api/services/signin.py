@@ -23,6 +23,7 @@ from core.accounts import (
     release_attempt,
     totp_accepted,
 )
+from core.addresses import rate_key
 from core.codec import keyring_from_settings
 from core.models import AccountStatus, SsoAccount, Staff, utcnow
 from core.passwords import Hasher
@@ -69,7 +70,7 @@ class SignIn:
     counter: Counter
 
     async def password(self, email: str, password: str, ip: str | None) -> SignInResult:
-        ip_key = f"signin-ip:{ip or 'unknown'}"
+        ip_key = f"signin-ip:{rate_key(ip)}"
         # Counted as a failure first, taken back if it is not one: see Counter.undo.
         wait = await self.counter.hit(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
         if wait is not None:
