@@ -10,6 +10,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -59,7 +60,8 @@ def _split_list(value: Any) -> Any:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SSO_", extra="ignore")
 
-    env: Environment = Environment.development
+    # Development (generated secrets, /dev/mailbox, plain http) is asked for: `sso dev` does.
+    env: Environment = Environment.production
     data_dir: Path = Path(".data")
     database_url: str = ""
     log_level: str = "INFO"
@@ -232,6 +234,10 @@ class Settings(BaseSettings):
                 self.database_url = f"sqlite+aiosqlite:///{self.resolved_data_dir / 'sso.db'}"
             return self
         problems = []
+        if not is_https(self.public_url):
+            problems.append(f"SSO_PUBLIC_URL must be an https:// address outside development, "
+                            f"not {self.public_url!r} (over http cookies lose Secure and the "
+                            "__Host- prefix)")
         if is_placeholder(self.secret_key.get_secret_value()):
             problems.append("SSO_SECRET_KEY is missing or a placeholder")
         elif len(self.secret_key.get_secret_value()) < 32:
@@ -355,6 +361,11 @@ class Settings(BaseSettings):
             update["seal_public_key"] = stored["seal_public_key"]
             update["seal_private_key"] = SecretStr(stored["seal_private_key"])
         return self.model_copy(update=update)
+
+
+def is_https(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "https" and bool(parts.hostname)
 
 
 def _pad(text: str) -> str:

@@ -149,7 +149,7 @@ def sso_api(tmp_path: Path, database_url: str, port: int) -> subprocess.Popen[by
     env.update({
         "SSO_ENV": "test", "SSO_DATABASE_URL": database_url, "SSO_DATA_DIR": str(tmp_path),
         "SSO_SECRET_KEY": TEST_SECRET_KEY, "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-        "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY, "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY, "SSO_PUBLIC_URL": "https://sso.example.test",
         # Nothing here needs Temporal: a port nobody answers on.
         "SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
         "SSO_LOG_LEVEL": "INFO",

@@ -470,7 +470,9 @@ async def test_session_cookie_without_https(temporal_env: WorkflowEnvironment,
     """Over plain http (development) the cookies keep HttpOnly and SameSite but cannot be
     Secure, so they carry no __Host- prefix."""
     public = "http://sso.example.test"
-    async with running_stack(temporal_env, sqlite_url, public_url=public) as stack:
+    # Plain http is for development only: asked for, as `sso dev` does.
+    async with running_stack(temporal_env, sqlite_url, public_url=public,
+                             env="development") as stack:
         staff = await stack.create_staff()
         await stack.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=stack.admin)
         await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")

@@ -165,7 +165,9 @@ async def test_sign_in_without_mfa(app: App, browser: Browser) -> None:
 
 async def test_cookies_without_https(database_url: str) -> None:
     """Over plain http (development) the cookie has no __Host- prefix and no Secure flag."""
-    async with running_app(database_url, public_url="http://sso.example.test") as local:
+    # Plain http is for development only: asked for, as `sso dev` does.
+    async with running_app(database_url, public_url="http://sso.example.test",
+                           env="development") as local:
         person = await local.person()
         async with browsing(local.transport, "http://sso.example.test") as browser:
             page = await browser.get("/sso/login")

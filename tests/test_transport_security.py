@@ -1,9 +1,13 @@
 """Strict-Transport-Security on every response when the public URL is https, none over plain
-http (development), where it would pin a local host name to https."""
+http (development), where it would pin a local host name to https. The production-like
+compose stack needs an https public URL given to it (production refuses plain http)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+import yaml
 
 from api.main import STRICT_TRANSPORT_SECURITY
 from tests.accounts_helpers import running_app
@@ -32,3 +36,13 @@ async def test_plain_http_development_sends_none(sqlite_url: str) -> None:
                                      base_url="http://localhost:8000") as http:
             for path in PATHS:
                 assert "Strict-Transport-Security" not in (await http.get(path)).headers
+
+
+def test_compose_is_given_its_public_url_and_proxies() -> None:
+    compose = yaml.safe_load((Path(__file__).resolve().parent.parent / "docker-compose.yml")
+                             .read_text())
+    env = compose["x-sso-env"]
+    assert env["SSO_ENV"] == "production"
+    # No http default to fall back on: compose refuses to start until it is set.
+    assert env["SSO_PUBLIC_URL"].startswith("${SSO_PUBLIC_URL:?"), env["SSO_PUBLIC_URL"]
+    assert env["SSO_TRUSTED_PROXIES"] == "${SSO_TRUSTED_PROXIES:-}"
