@@ -8,11 +8,6 @@ too (it believed any X-Forwarded-For from loopback)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from ipaddress import ip_address, ip_network
@@ -29,7 +24,7 @@ from core.addresses import canonical, client_address, parse_address, parse_netwo
 from core.models import AuditEvent, RateCounter
 from tests.accounts_helpers import App, browsing, running_app, sign_in
 from tests.conftest import make_settings
-from tests.stack import ROOT, free_port, port_open
+from tests.stack import running_sso_api
 
 PROXIES = parse_networks(["10.0.0.0/8", "127.0.0.1"])
 GARBAGE = ["not-an-ip<script>", "1" * 200, "203.0.113.9" + "0" * 60, "fe80::1%eth0",
@@ -189,31 +184,9 @@ async def test_the_audit_stores_only_addresses(sqlite_url: str) -> None:
 
 @contextmanager
 def sso_api(tmp_path: Path, database_url: str, **env: str) -> Iterator[tuple[str, list[str]]]:
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
-    environment.update({
-        "SSO_ENV": "development", "SSO_DATABASE_URL": database_url,
-        "SSO_DATA_DIR": str(tmp_path), "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "SSO_LOG_LEVEL": "INFO", **env})
-    process = subprocess.Popen([sys.executable, "-m", "cli", "api", "--host", "127.0.0.1",
-                                "--port", str(port)], cwd=ROOT, env=environment,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 60
-        while not port_open(port):
-            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "sso api did not start"
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", lines
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            output = process.communicate(timeout=20)[0].decode()
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output = process.communicate()[0].decode()
-        lines.extend(output.splitlines())
+    with running_sso_api({"SSO_ENV": "development", "SSO_DATABASE_URL": database_url,
+                          "SSO_DATA_DIR": str(tmp_path), **env}) as running:
+        yield running
 
 
 def access_log(lines: list[str]) -> dict[str, str]:

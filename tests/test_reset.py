@@ -33,7 +33,6 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-import core.passwords as passwords
 from api.services.reset import reset_workflow_id
 from core.models import SsoAccount, utcnow
 from core.passwords import Hasher
@@ -474,23 +473,15 @@ async def test_weak_password_keeps_the_code(stack: Stack) -> None:
 
 
 async def test_the_reset_page_judges_strength_off_the_event_loop(
-        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+        stack: Stack, zxcvbn_threads: list[int]) -> None:
     """zxcvbn (about 50 ms for 72 characters) never runs on the loop serving every page."""
-    threads: list[int] = []
-    real = passwords.zxcvbn
-
-    def spy(text: str, user_inputs: list[str]) -> dict[str, Any]:
-        threads.append(threading.get_ident())
-        return real(text, user_inputs=user_inputs)
-
-    monkeypatch.setattr(passwords, "zxcvbn", spy)
     async with browser_of(stack) as browser:
         assert redirected_to(await ask_for_code(browser, "nobody.here@example.com"),
                              "/sso/reset?sent=1")
         page = await browser.get("/sso/reset", sent="1")
         common = await change_password(browser, page, "123456", password="passwordpassword123")
         assert_refused(common, "Repeats like")
-    assert threads and threading.get_ident() not in threads
+    assert zxcvbn_threads and threading.get_ident() not in zxcvbn_threads
 
 
 

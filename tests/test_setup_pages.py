@@ -28,7 +28,6 @@ from sqlalchemy import func, select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-import core.passwords as passwords
 from activities.email_delivery import MeteredSender
 from activities.setup_steps import SetupStepActivities
 from api.main import create_app
@@ -448,21 +447,13 @@ async def test_bad_passwords_are_explained_and_change_nothing(stack: Stack,
 
 
 async def test_the_password_page_judges_strength_off_the_event_loop(
-        stack: Stack, browser: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
+        stack: Stack, browser: Browser, zxcvbn_threads: list[int]) -> None:
     """zxcvbn (about 50 ms for 72 characters) never runs on the loop serving every page."""
     _staff, token = await send_setup_email(stack)
-    threads: list[int] = []
-    real = passwords.zxcvbn
-
-    def spy(text: str, user_inputs: list[str]) -> dict[str, Any]:
-        threads.append(threading.get_ident())
-        return real(text, user_inputs=user_inputs)
-
-    monkeypatch.setattr(passwords, "zxcvbn", spy)
     refused = await choose_password(browser, token, "password12345678")
     assert refused.status_code == 400, refused.text
     assert "This is similar to a commonly used password." in page_text(refused)
-    assert threads and threading.get_ident() not in threads
+    assert zxcvbn_threads and threading.get_ident() not in zxcvbn_threads
 
 
 async def test_session_cookie_without_https(temporal_env: WorkflowEnvironment,
