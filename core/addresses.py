@@ -24,12 +24,16 @@ def parse_address(text: str | None) -> Address | None:
     if not text or len(text) > MAX_TEXT:
         return None
     text = text.strip()
+    port: str | None = None
     if text.startswith("["):
-        text, bracket, _port = text[1:].partition("]")
-        if not bracket:
+        text, bracket, after = text[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
             return None
+        port = after[1:] if after else None
     elif text.count(":") == 1:
-        text = text.partition(":")[0]
+        text, _, port = text.partition(":")
+    if port is not None and not (port.isascii() and port.isdigit()):
+        return None
     if "%" in text:  # a zone id names an interface of the sender's host: never ours
         return None
     try:
