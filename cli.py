@@ -101,8 +101,10 @@ def cmd_api(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     configure(settings.log_level)
+    # proxy_headers off: uvicorn would believe any X-Forwarded-For from loopback. The app
+    # decides who a request is from (api/client_address.py, SSO_TRUSTED_PROXIES).
     uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port,
-                log_config=None, proxy_headers=True, server_header=False)
+                log_config=None, proxy_headers=False, server_header=False)
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:

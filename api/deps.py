@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.errors import NotAuthenticated, TooManyRequests
 from api.services.onboarding import Onboarding
 from api.services.signin import SignIn
+from core.addresses import canonical, rate_key
 from core.admin_keys import authenticate
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
@@ -52,13 +53,9 @@ async def require_admin(
     _documented: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_KEY)],
 ) -> str:
     limits: AdminLimits = request.app.state.admin_limits
-    ip = client_ip(request) or "unknown"
     name = await authenticate(session, settings, bearer(request))
     if name is None:
-        wait = limits.auth_failures.hit(ip)
-        if wait is not None:
-            raise TooManyRequests("Too many failed attempts; try again later", wait)
-        raise NotAuthenticated("A valid admin API key is required (Authorization: Bearer <key>)")
+        refuse(request, "A valid admin API key is required (Authorization: Bearer <key>)")
     await session.commit()
     wait = limits.requests.hit(name)
     if wait is not None:
@@ -75,8 +72,19 @@ class AdminLimits:
 AdminDep = Annotated[str, Depends(require_admin)]
 
 
+def refuse(request: Request, message: str) -> NoReturn:
+    """A failed authentication (admin API, /metrics, /codec): counted against the client's
+    address, so guessing keys is slowed to the same pace everywhere; 429 past the limit."""
+    limits: AdminLimits = request.app.state.admin_limits
+    wait = limits.auth_failures.hit(rate_key(client_ip(request)))
+    if wait is not None:
+        raise TooManyRequests("Too many failed attempts; try again later", wait)
+    raise NotAuthenticated(message)
+
+
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    """Who the request is from, as ClientAddressMiddleware decided: an address or None."""
+    return canonical(request.client.host) if request.client else None
 
 
 def get_onboarding(

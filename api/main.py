@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from api import errors
+from api.client_address import ClientAddressMiddleware
 from api.deps import AdminLimits
 from api.request_id import RequestIdMiddleware
 from api.routes import (
@@ -42,6 +43,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
+# Two years, subdomains too: browsers then never try the public URL's host over plain http.
+STRICT_TRANSPORT_SECURITY = "max-age=63072000; includeSubDomains"
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action {form_action}"
@@ -92,12 +95,15 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.state.admin_limits = AdminLimits(settings)
     errors.install(app)
     headers = security_headers_for(settings)
+    https = settings.public_url.startswith("https://")
 
     @app.middleware("http")
     async def security_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
+        if https:
+            response.headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
         if request.url.path in ("/docs", "/redoc"):
             return response  # Swagger UI loads its own scripts and styles.
         for name, value in headers.items():
@@ -113,6 +119,8 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
             allow_headers=["authorization", "content-type", "x-namespace"],
             allow_credentials=True,
         )
+    # Before anything reads request.client: limits, audit, logs (uvicorn's access log too).
+    app.add_middleware(ClientAddressMiddleware, proxies=settings.trusted_proxy_networks)
     # Added last, so outermost: every other middleware and route logs under the request id.
     app.add_middleware(RequestIdMiddleware)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.addresses import canonical
 from core.models import AuditEvent
 
 
@@ -20,7 +21,9 @@ def record(
     **details: Any,
 ) -> AuditEvent:
     """Adds the event to the caller's transaction; the caller commits with its own change."""
-    event = AuditEvent(actor=actor, action=action, target=target, outcome=outcome, ip=ip,
-                       details=details)
+    # Whatever a caller passes, only an address is stored (a forwarded header could say
+    # anything, at any length).
+    event = AuditEvent(actor=actor, action=action, target=target, outcome=outcome,
+                       ip=canonical(ip), details=details)
     session.add(event)
     return event

@@ -10,9 +10,12 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.addresses import Networks, parse_networks
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "please-change", "dev", "development"}
 # Long enough never to occur by chance in a generated secret.
@@ -57,7 +60,8 @@ def _split_list(value: Any) -> Any:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SSO_", extra="ignore")
 
-    env: Environment = Environment.development
+    # Development (generated secrets, /dev/mailbox, plain http) is asked for: `sso dev` does.
+    env: Environment = Environment.production
     data_dir: Path = Path(".data")
     database_url: str = ""
     log_level: str = "INFO"
@@ -119,6 +123,9 @@ class Settings(BaseSettings):
     # Admin API requests per key, and failed authentications per IP, per minute.
     admin_rate_limit: int = Field(default=300, ge=1)
     auth_failure_limit: int = Field(default=20, ge=1)
+    # Reverse proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed; from any
+    # other peer the header is ignored. Empty: the connection's own peer is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     secret_key: SecretStr = SecretStr("")
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -152,10 +159,16 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
 
     @field_validator("encryption_keys", "codec_cors_origins", "allowed_return_urls",
-                     "entra_allowed_tenants", mode="before")
+                     "entra_allowed_tenants", "trusted_proxies", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_ranges(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
 
     @field_validator("metrics_token", mode="before")
     @classmethod
@@ -221,6 +234,10 @@ class Settings(BaseSettings):
                 self.database_url = f"sqlite+aiosqlite:///{self.resolved_data_dir / 'sso.db'}"
             return self
         problems = []
+        if not is_https(self.public_url):
+            problems.append(f"SSO_PUBLIC_URL must be an https:// address outside development, "
+                            f"not {self.public_url!r} (over http cookies lose Secure and the "
+                            "__Host- prefix)")
         if is_placeholder(self.secret_key.get_secret_value()):
             problems.append("SSO_SECRET_KEY is missing or a placeholder")
         elif len(self.secret_key.get_secret_value()) < 32:
@@ -270,6 +287,10 @@ class Settings(BaseSettings):
                 f"refusing to start with SSO_ENV={self.env.value}: " + "; ".join(problems)
             )
         return self
+
+    @property
+    def trusted_proxy_networks(self) -> Networks:
+        return parse_networks(self.trusted_proxies)
 
     @property
     def entra_enabled(self) -> bool:
@@ -340,6 +361,11 @@ class Settings(BaseSettings):
             update["seal_public_key"] = stored["seal_public_key"]
             update["seal_private_key"] = SecretStr(stored["seal_private_key"])
         return self.model_copy(update=update)
+
+
+def is_https(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "https" and bool(parts.hostname)
 
 
 def _pad(text: str) -> str:

@@ -7,6 +7,7 @@ import base64
 import os
 import shutil
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -81,6 +82,22 @@ def make_settings(**overrides: Any) -> Settings:
 @pytest.fixture
 def settings_factory() -> Callable[..., Settings]:
     return make_settings
+
+
+@pytest.fixture
+def zxcvbn_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The threads zxcvbn runs on during the test (it still answers as itself)."""
+    import core.passwords as passwords
+
+    threads: list[int] = []
+    real = passwords.zxcvbn
+
+    def spy(text: str, user_inputs: list[str]) -> dict[str, Any]:
+        threads.append(threading.get_ident())
+        return real(text, user_inputs=user_inputs)
+
+    monkeypatch.setattr(passwords, "zxcvbn", spy)
+    return threads
 
 
 def _migrate(sync_url: str) -> None:

@@ -390,6 +390,36 @@ class StopReport:
 
 
 @contextlib.contextmanager
+def running_sso_api(env: Mapping[str, str]) -> Iterator[tuple[str, list[str]]]:
+    """`sso api` in a process of its own, with these SSO_* settings and no others from
+    outside (Temporal: a port nobody answers on, unless given); yields its base URL and a
+    list that holds its output lines once it has stopped."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
+    environment.update({"SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+                        "SSO_LOG_LEVEL": "INFO", **env})
+    process = subprocess.Popen([sys.executable, "-m", "cli", "api", "--host", "127.0.0.1",
+                                "--port", str(port)], cwd=ROOT, env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open(port):
+            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "sso api did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", lines
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output = process.communicate(timeout=20)[0].decode()
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output = process.communicate()[0].decode()
+        lines.extend(output.splitlines())
+
+
+@contextlib.contextmanager
 def running_sso_dev(data_dir: Path, smtp_port: int,
                     extra_env: Mapping[str, str] | None = None,
                     **start: Any) -> Iterator[DevStack]:

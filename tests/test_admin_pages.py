@@ -1071,6 +1071,7 @@ def cli_database(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for name, value in {"SSO_ENV": "test", "SSO_SECRET_KEY": TEST_SECRET_KEY,
                         "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
                         "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY,
+                        "SSO_PUBLIC_URL": "https://sso.example.test",
                         "SSO_DATABASE_URL": database_url,
                         "SSO_DATA_DIR": str(tmp_path / "data")}.items():
         monkeypatch.setenv(name, value)

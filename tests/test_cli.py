@@ -44,7 +44,8 @@ def test_migrate_and_admin_key_from_any_directory(tmp_path: Path) -> None:
     db = tmp_path / "data" / "sso.db"
     env = {"SSO_ENV": "test", "SSO_SECRET_KEY": TEST_SECRET_KEY,
            "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY, "SSO_DATABASE_URL": f"sqlite:///{db}",
-           "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY}
+           "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY,
+           "SSO_PUBLIC_URL": "https://sso.example.test"}
     migrated = run_sso("migrate", cwd=tmp_path, **env)
     assert migrated.returncode == 0, migrated.stderr
     engine = create_engine(f"sqlite:///{db}")
@@ -78,6 +79,22 @@ def test_refuses_to_start_without_secrets_in_production(tmp_path: Path,
     assert result.returncode == 2
     assert "SSO_SECRET_KEY" in result.stderr and "SSO_ENCRYPTION_KEYS" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [("api",), ("worker",), ("migrate",)])
+def test_without_sso_env_the_commands_run_as_production(tmp_path: Path,
+                                                        command: tuple[str, ...]) -> None:
+    """Development is asked for (`sso dev` does): without SSO_ENV, `sso api`, `sso worker`
+    and `sso migrate` check their settings as production and refuse plain http."""
+    result = run_sso(*command, cwd=tmp_path, SSO_SECRET_KEY=TEST_SECRET_KEY,
+                     SSO_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY,
+                     SSO_SEAL_PUBLIC_KEY=TEST_SEAL_PUBLIC_KEY, SSO_EMAIL_BACKEND="smtp",
+                     SSO_DATABASE_URL="postgresql+psycopg://x@127.0.0.1:1/x")
+    assert result.returncode == 2, result.stderr
+    assert "refusing to start with SSO_ENV=production" in result.stderr
+    assert "SSO_PUBLIC_URL must be an https:// address outside development" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / ".data").exists()  # no development secrets, no SQLite file
 
 
 @pytest.mark.e2e

@@ -68,3 +68,20 @@ async def test_anyone_else_is_refused(app: App, kind: str) -> None:
     refused = await browser.http.post("/codec/decode", json=ciphertext, headers=headers)
     assert refused.status_code == 401, refused.text
     assert "admin API key" in refused.json()["message"]
+
+
+async def test_failed_key_checks_are_limited_like_the_admin_api(sqlite_url: str) -> None:
+    """Wrong keys at /codec count against the address as at the admin API (one count for
+    both): past SSO_AUTH_FAILURE_LIMIT a minute the answer is 429, while a real key still
+    decodes."""
+    async with running_app(sqlite_url, auth_failure_limit=3) as app:
+        ciphertext = await encoded(app)
+        wrong = {"Authorization": "Bearer ssoak_not-a-real-key"}
+        answers = [await app.http.post("/codec/decode", json=ciphertext, headers=wrong)
+                   for _ in range(4)]
+        assert [a.status_code for a in answers] == [401, 401, 401, 429]
+        assert int(answers[-1].headers["Retry-After"]) >= 1
+        assert (await app.http.post("/codec/encode", json=BODY)).status_code == 429
+        assert (await app.http.get("/api/v1/staff", headers=wrong)).status_code == 429
+        decoded = await app.http.post("/codec/decode", json=ciphertext, headers=app.admin)
+        assert decoded.status_code == 200 and decoded.json() == BODY

@@ -628,6 +628,7 @@ def production(**entra: Any) -> Settings:
     """As tests/test_settings.py builds production settings with real secrets."""
     values: dict[str, Any] = {
         "env": "production", "secret_key": TEST_SECRET_KEY,
+        "public_url": "https://sso.example.test",
         "encryption_keys": [TEST_ENCRYPTION_KEY], "email_backend": "smtp",
         "database_url": "postgresql+psycopg://db/sso", "seal_public_key": TEST_SEAL_PUBLIC_KEY,
         **entra}

@@ -8,12 +8,7 @@ import asyncio
 import io
 import json
 import logging
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +20,7 @@ import pytest_asyncio
 from core.logging import REQUEST_ID, JsonFormatter, RedactingFilter
 from tests.accounts_helpers import App, running_app
 from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SEAL_PUBLIC_KEY, TEST_SECRET_KEY
-from tests.stack import ROOT, free_port, port_open
+from tests.stack import running_sso_api
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 
@@ -144,46 +139,25 @@ async def test_pages_and_errors_carry_the_id(app: App, log_stream: io.StringIO) 
 # -- the real access log: `sso api` in a process of its own ----------------------------------
 
 
-def sso_api(tmp_path: Path, database_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
-    env.update({
+def sso_api_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    return {
         "SSO_ENV": "test", "SSO_DATABASE_URL": database_url, "SSO_DATA_DIR": str(tmp_path),
         "SSO_SECRET_KEY": TEST_SECRET_KEY, "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-        "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY, "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        # Nothing here needs Temporal: a port nobody answers on.
-        "SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-        "SSO_LOG_LEVEL": "INFO",
-    })
-    return subprocess.Popen([sys.executable, "-m", "cli", "api", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+        "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY, "SSO_PUBLIC_URL": "https://sso.example.test",
+    }
 
 
 def test_the_access_log_names_requests_and_hides_tokens(tmp_path: Path, sqlite_url: str) -> None:
-    port = free_port()
-    process = sso_api(tmp_path, sqlite_url, port)
-    try:
-        deadline = time.monotonic() + 60
-        while not port_open(port):
-            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "sso api did not start"
-            time.sleep(0.1)
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, trust_env=False, timeout=30) as http:
-            link = http.get(f"/sso/setup/{LINK_TOKEN}", headers={"X-Request-ID": "link-1"})
-            password = http.get(f"/sso/setup/{LINK_TOKEN}/password",
-                                headers={"X-Request-ID": "link-2"})
-            callback = http.get("/sso/entra/callback",
-                                params={"code": OAUTH_CODE, "state": OAUTH_STATE},
-                                headers={"X-Request-ID": "callback-1"})
-            made = http.get("/sso/login")
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            output = process.communicate(timeout=20)[0].decode()
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output = process.communicate()[0].decode()
+    with running_sso_api(sso_api_env(tmp_path, sqlite_url)) as (base, lines), \
+            httpx.Client(base_url=base, trust_env=False, timeout=30) as http:
+        link = http.get(f"/sso/setup/{LINK_TOKEN}", headers={"X-Request-ID": "link-1"})
+        password = http.get(f"/sso/setup/{LINK_TOKEN}/password",
+                            headers={"X-Request-ID": "link-2"})
+        callback = http.get("/sso/entra/callback",
+                            params={"code": OAUTH_CODE, "state": OAUTH_STATE},
+                            headers={"X-Request-ID": "callback-1"})
+        made = http.get("/sso/login")
+    output = "\n".join(lines)
     assert link.status_code == 404 and password.status_code == 404
     assert callback.status_code == 403
     assert made.status_code == 200

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from core.settings import EmailBackend, InsecureSettingsError, Settings
+from core.settings import EmailBackend, Environment, InsecureSettingsError, Settings
 from tests.conftest import (
     TEST_ENCRYPTION_KEY,
     TEST_SEAL_PUBLIC_KEY,
@@ -13,14 +13,19 @@ from tests.conftest import (
     make_settings,
 )
 
+PUBLIC_URL = "https://sso.example.test"
+
 
 @pytest.fixture(autouse=True)
 def _no_sso_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SSO_* from outside; development asked for, as `sso dev` does (production is the
+    default): the tests about production say so."""
     import os
 
     for name in list(os.environ):
         if name.startswith("SSO_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("SSO_ENV", "development")
 
 
 def test_defaults_in_development(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,8 +104,42 @@ def test_production_accepts_real_secrets() -> None:
     settings = Settings(env="production", secret_key=TEST_SECRET_KEY,
                         encryption_keys=[TEST_ENCRYPTION_KEY], email_backend="smtp",
                         database_url="postgresql+psycopg://db/sso",
-                        seal_public_key=TEST_SEAL_PUBLIC_KEY)
+                        seal_public_key=TEST_SEAL_PUBLIC_KEY, public_url=PUBLIC_URL)
     assert settings.async_database_url == "postgresql+psycopg://db/sso"
+
+
+def test_production_is_the_default_and_says_what_it_needs(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """Development (generated secrets, /dev/mailbox, plain http) is asked for, never assumed."""
+    monkeypatch.delenv("SSO_ENV")
+    monkeypatch.chdir(tmp_path)
+    assert Settings.model_fields["env"].default is Environment.production
+    with pytest.raises(InsecureSettingsError) as err:
+        Settings()
+    message = str(err.value)
+    assert "SSO_ENV=production" in message
+    assert "SSO_PUBLIC_URL must be an https:// address" in message
+    assert "SSO_SECRET_KEY" in message
+    assert not (tmp_path / ".data").exists()  # no development secrets made
+
+
+@pytest.mark.parametrize("env", ["production", "test"])
+@pytest.mark.parametrize("url", ["http://localhost:8000", "http://sso.example.com",
+                                 "https://", "ftp://sso.example.com", "sso.example.com"])
+def test_outside_development_the_public_url_must_be_https(env: str, url: str) -> None:
+    real = {"secret_key": TEST_SECRET_KEY, "encryption_keys": [TEST_ENCRYPTION_KEY],
+            "seal_public_key": TEST_SEAL_PUBLIC_KEY, "email_backend": "smtp",
+            "database_url": "postgresql+psycopg://db/sso"}
+    with pytest.raises(InsecureSettingsError) as err:
+        Settings(env=env, public_url=url, **real)
+    assert "SSO_PUBLIC_URL must be an https:// address outside development" in str(err.value)
+    assert Settings(env=env, public_url="https://sso.example.com", **real).public_url == \
+        "https://sso.example.com"
+
+
+def test_development_may_use_plain_http() -> None:
+    assert Settings(env="development", public_url="http://localhost:8000").public_url == \
+        "http://localhost:8000"
 
 
 def test_development_creates_and_keeps_secrets(tmp_path: Path) -> None:
@@ -178,7 +217,7 @@ def test_refuses_long_or_templated_placeholders_and_names_them(placeholder: str)
     real = {"secret_key": TEST_SECRET_KEY, "encryption_keys": [TEST_ENCRYPTION_KEY],
             "seal_public_key": TEST_SEAL_PUBLIC_KEY, "email_backend": "sendgrid",
             "sendgrid_api_key": "SG.a-real-looking-sendgrid-api-key",
-            "database_url": "postgresql+psycopg://db/sso"}
+            "database_url": "postgresql+psycopg://db/sso", "public_url": PUBLIC_URL}
     Settings(env="production", **real)  # the real values start
     for field, variable in (("secret_key", "SSO_SECRET_KEY"),
                             ("encryption_keys", "SSO_ENCRYPTION_KEYS"),

@@ -13,6 +13,7 @@ import asyncio
 import gc
 import html
 import re
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -445,12 +446,24 @@ async def test_bad_passwords_are_explained_and_change_nothing(stack: Stack,
     assert redirected_to(await choose_password(browser, token), "/sso/setup/confirm")
 
 
+async def test_the_password_page_judges_strength_off_the_event_loop(
+        stack: Stack, browser: Browser, zxcvbn_threads: list[int]) -> None:
+    """zxcvbn (about 50 ms for 72 characters) never runs on the loop serving every page."""
+    _staff, token = await send_setup_email(stack)
+    refused = await choose_password(browser, token, "password12345678")
+    assert refused.status_code == 400, refused.text
+    assert "This is similar to a commonly used password." in page_text(refused)
+    assert zxcvbn_threads and threading.get_ident() not in zxcvbn_threads
+
+
 async def test_session_cookie_without_https(temporal_env: WorkflowEnvironment,
                                             sqlite_url: str) -> None:
     """Over plain http (development) the cookies keep HttpOnly and SameSite but cannot be
     Secure, so they carry no __Host- prefix."""
     public = "http://sso.example.test"
-    async with running_stack(temporal_env, sqlite_url, public_url=public) as stack:
+    # Plain http is for development only: asked for, as `sso dev` does.
+    async with running_stack(temporal_env, sqlite_url, public_url=public,
+                             env="development") as stack:
         staff = await stack.create_staff()
         await stack.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=stack.admin)
         await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")

@@ -165,7 +165,9 @@ async def test_sign_in_without_mfa(app: App, browser: Browser) -> None:
 
 async def test_cookies_without_https(database_url: str) -> None:
     """Over plain http (development) the cookie has no __Host- prefix and no Secure flag."""
-    async with running_app(database_url, public_url="http://sso.example.test") as local:
+    # Plain http is for development only: asked for, as `sso dev` does.
+    async with running_app(database_url, public_url="http://sso.example.test",
+                           env="development") as local:
         person = await local.person()
         async with browsing(local.transport, "http://sso.example.test") as browser:
             page = await browser.get("/sso/login")
@@ -389,6 +391,29 @@ async def test_audit_tells_a_wrong_password_from_a_locked_account(app: App, brow
     reasons = [e.details.get("reason") for e in await audit_events(app.sessions, person)
                if e.action == "sign_in.failed"]
     assert reasons == ["wrong_password", "locked"]
+
+
+async def test_each_temporary_lock_is_audited_once_with_the_ip(app: App, browser: Browser,
+                                                                clock: Clock) -> None:
+    person = await app.person(failed_sign_ins=3)
+    assert_refused(await sign_in(browser, person.email, WRONG))  # the 4th: no delay yet
+    assert_refused(await sign_in(browser, person.email, WRONG))  # the 5th: locks for 1 s
+    for password in (WRONG, PASSWORD):  # refused while it lasts: no new lock, no new event
+        assert_refused(await sign_in(browser, person.email, password))
+    clock.now += timedelta(seconds=1)
+    assert_refused(await sign_in(browser, person.email, WRONG))  # the 6th: locks for 2 s
+    locks = [(e.actor, e.outcome, e.ip, e.details["failures"], e.details["seconds"])
+             for e in await audit_events(app.sessions, person)
+             if e.action == "sign_in.locked_temporarily"]
+    assert locks == [("system", "locked", "127.0.0.1", 5, 1),
+                     ("system", "locked", "127.0.0.1", 6, 2)]
+
+    # Guesses sent together set one lock between them, and it is recorded once.
+    other = await app.person(failed_sign_ins=4)
+    for response in await guess_at_once([app], other.email, 6):
+        assert_refused(response)
+    assert [e.action for e in await audit_events(app.sessions, other)].count(
+        "sign_in.locked_temporarily") == 1
 
 
 async def test_a_hundred_failures_need_an_unlock(app: App, browser: Browser,

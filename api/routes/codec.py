@@ -7,8 +7,8 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from api.cookies import SIGNIN_SESSION, read_cookie
-from api.deps import SessionDep, SettingsDep, bearer
-from api.errors import NotAuthenticated, SsoError
+from api.deps import SessionDep, SettingsDep, bearer, refuse
+from api.errors import SsoError
 from api.services.sessions import Sessions
 from core.admin_keys import authenticate
 from core.codec import EncryptionCodec, keyring_from_settings
@@ -24,15 +24,15 @@ async def _authorise(request: Request, session: SessionDep, settings: SettingsDe
         return
     if bearer(request):
         if await authenticate(session, settings, bearer(request)) is None:
-            raise NotAuthenticated("The codec endpoint needs an admin API key")
+            refuse(request, "The codec endpoint needs an admin API key")
         await session.commit()
         return
     current = await Sessions(settings, session).signed_in(
         read_cookie(request, settings, SIGNIN_SESSION))
     if current is None or current.staff is None or not current.staff.is_admin \
             or not current.strong:
-        raise NotAuthenticated("The codec endpoint needs an admin API key or an administrator "
-                               "signed in with MFA")
+        refuse(request, "The codec endpoint needs an admin API key or an administrator "
+               "signed in with MFA")
 
 
 async def _apply(request: Request, settings: SettingsDep, encode: bool) -> Response:

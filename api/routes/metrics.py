@@ -14,8 +14,7 @@ import httpx
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from api.deps import AdminLimits, SessionDep, SettingsDep, bearer, client_ip
-from api.errors import NotAuthenticated, TooManyRequests
+from api.deps import SessionDep, SettingsDep, bearer, client_ip, refuse
 from core.admin_keys import authenticate
 from core.metrics import REGISTRY, worker_scrape_text
 from core.settings import Settings
@@ -69,9 +68,5 @@ async def _authorise(request: Request, session: SessionDep, settings: Settings) 
     if presented and await authenticate(session, settings, presented) is not None:
         await session.commit()
         return
-    limits: AdminLimits = request.app.state.admin_limits
-    wait = limits.auth_failures.hit(client_ip(request) or "unknown")
-    if wait is not None:
-        raise TooManyRequests("Too many failed attempts; try again later", wait)
-    raise NotAuthenticated("Metrics need SSO_METRICS_TOKEN or an admin API key "
-                           "(Authorization: Bearer <token>)")
+    refuse(request, "Metrics need SSO_METRICS_TOKEN or an admin API key "
+           "(Authorization: Bearer <token>)")

@@ -16,7 +16,8 @@ from api.errors import ServiceUnavailable
 from api.pages import redirect, render_page, six_digits
 from api.services.reset import ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
-from core.passwords import PasswordPolicy, password_problems
+from core.addresses import rate_key
+from core.passwords import PasswordPolicy, check_password
 
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
 
@@ -56,7 +57,7 @@ async def forgot_submit(
         return render_page(request, "forgot", status_code=400, email=email,
                            message="Enter the email address you sign in with.")
     ip = client_ip(request)
-    wait = await counter.hit(f"reset-ip:{ip}", settings.reset_request_ip_limit,
+    wait = await counter.hit(f"reset-ip:{rate_key(ip)}", settings.reset_request_ip_limit,
                              settings.reset_ttl)
     if wait is not None:
         minutes = math.ceil(wait / 60)
@@ -135,7 +136,7 @@ async def reset_submit(
         return _page(request, min_length, problems=["The two passwords don't match."],
                      status_code=400)
     # The same general rules for every address here; the flow adds the personal ones.
-    problems = password_problems(password, PasswordPolicy(min_length=min_length), [])
+    problems = await check_password(password, PasswordPolicy(min_length=min_length), [])
     if problems:
         return _page(request, min_length, problems=problems, status_code=400)
     try:

@@ -314,7 +314,7 @@ async def password_submit(
     if password != confirm:
         return _password(request, min_length, view, token,
                          ["The two passwords don't match."], 400)
-    problems = steps.password_problems(view.staff, password)
+    problems = await steps.password_problems(view.staff, password)
     if problems:
         return _password(request, min_length, view, token, problems, 400)
     try:

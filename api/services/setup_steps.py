@@ -31,7 +31,7 @@ from api.services.temporal import UNAVAILABLE, connected
 from core import metrics
 from core.crypto import code_digest, token_hash
 from core.models import BrowserSession, SetupLink, SetupState, SsoAccount, SsoSetup, Staff, utcnow
-from core.passwords import PasswordPolicy, password_problems, personal_words
+from core.passwords import PasswordPolicy, check_password, personal_words
 from core.sealing import password_context, seal, totp_context
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
@@ -172,9 +172,9 @@ class SetupSteps:
 
     # -- steps ----------------------------------------------------------------------------
 
-    def password_problems(self, staff: Staff, password: str) -> list[str]:
+    async def password_problems(self, staff: Staff, password: str) -> list[str]:
         policy = PasswordPolicy(min_length=self.settings.password_min_length)
-        return password_problems(password, policy, personal_words(
+        return await check_password(password, policy, personal_words(
             staff.first_name, staff.last_name, staff.external_email_1, self.settings.brand_name))
 
     async def set_password(self, view: LinkView, token: str, password: str, submission: str,

@@ -16,7 +16,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit, metrics
-from core.accounts import MAX_FAILURES, claim_attempt, release_attempt, totp_accepted
+from core.accounts import (
+    MAX_FAILURES,
+    claim_attempt,
+    lock_delay,
+    release_attempt,
+    totp_accepted,
+)
+from core.addresses import rate_key
 from core.codec import keyring_from_settings
 from core.models import AccountStatus, SsoAccount, Staff, utcnow
 from core.passwords import Hasher
@@ -63,7 +70,7 @@ class SignIn:
     counter: Counter
 
     async def password(self, email: str, password: str, ip: str | None) -> SignInResult:
-        ip_key = f"signin-ip:{ip or 'unknown'}"
+        ip_key = f"signin-ip:{rate_key(ip)}"
         # Counted as a failure first, taken back if it is not one: see Counter.undo.
         wait = await self.counter.hit(ip_key, self.settings.signin_ip_limit, IP_WINDOW)
         if wait is not None:
@@ -136,10 +143,19 @@ class SignIn:
         return SignInResult("signed_in", account)
 
     def _locked_out(self, account: SsoAccount, failures: int, ip: str | None) -> None:
+        """Records the lock this failure set (claim_attempt sets one per counted failure
+        from the fifth on, and none while one lasts): each lock-out once, with its IP."""
         if failures == MAX_FAILURES:
             audit.record(self.db, actor="system", action="sign_in.locked_out", outcome="locked",
                          target=str(account.staff_id), ip=ip,
                          detail="too many failures in a row; a password reset unlocks")
+            return
+        delay = lock_delay(failures)
+        if delay is not None:
+            audit.record(self.db, actor="system", action="sign_in.locked_temporarily",
+                         outcome="locked", target=str(account.staff_id), ip=ip,
+                         failures=failures, seconds=int(delay.total_seconds()),
+                         detail="failures in a row; sign-in waits before the next try")
 
     def _succeeded(self, account: SsoAccount, now: datetime, ip: str | None, mfa: bool) -> None:
         account.failed_sign_ins = 0

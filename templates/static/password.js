@@ -7,7 +7,7 @@
   var confirmMeter = document.getElementById("confirm-meter");
   if (!password || !confirm) { return; }
   var min = parseInt(password.getAttribute("data-min-length"), 10) || 15;
-  function length(text) { return Array.from(text.normalize("NFKC")).length; }
+  function length(text) { return Array.from(text).length; }
   function update() {
     var n = length(password.value);
     if (n === 0) { meter.textContent = ""; }
