@@ -33,7 +33,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     sessions = session_factory(engine or create_engine(settings.async_database_url))
     sender = MeteredSender(build_sender(settings, sessions, keyring_from_settings(settings)))
     keyring = keyring_from_settings(settings)
-    setup = SetupActivities(settings, sessions, sender)
+    setup = SetupActivities(settings, sessions, sender, keyring)
     steps = SetupStepActivities(settings, sessions, sender, keyring)
     reset = ResetActivities(settings, sessions, sender, keyring)
     entra = EntraActivities(settings, sessions, sender, keyring)

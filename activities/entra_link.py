@@ -114,7 +114,7 @@ class EntraActivities(SecretActivities):
             first_name=staff.first_name, account=data.account,
             linked_at=data.linked_at.strftime("%d %B %Y at %H:%M UTC"),
             support_email=self._settings.support_email)
-        await self._notify(email)
+        await self._notify("entra_linked", staff.id, email)
 
 
 async def _link_usable(session: AsyncSession, data: LinkEntraInput, now: datetime) -> bool:
