@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
@@ -40,6 +41,9 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     return Worker(
         client,
         task_queue=settings.task_queue,
+        # A flow cached on a worker that died gets its next task there until this runs out
+        # (the SDK's default is 10 s); a live worker picks it up in milliseconds.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
         workflows=[SsoSetupWorkflow, PasswordResetWorkflow, PasswordChangedNoticeWorkflow,
                    EntraLinkWorkflow],
         activities=[

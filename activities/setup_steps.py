@@ -88,6 +88,11 @@ class SetupStepActivities(SecretActivities):
                        SetupLink.revoked_at.is_(None), SetupLink.expires_at > now)
                 .values(consumed_at=now))
             if consumed.rowcount != 1:  # type: ignore[attr-defined]
+                # An earlier attempt of this step, still running when Temporal gave up on
+                # its worker, may have committed while this one hashed: same browser, done.
+                bound = await session.get(BrowserSession, data.session_hash)
+                if bound is not None and bound.run_id == data.run_id:
+                    return StorePasswordResult(ok=True)
                 return StorePasswordResult(ok=False, message=LINK_GONE)
             account = await session.scalar(select(SsoAccount).where(
                 SsoAccount.staff_id == staff_id))

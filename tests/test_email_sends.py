@@ -27,11 +27,12 @@ from sqlalchemy import select, text
 from temporalio.runtime import Runtime
 from temporalio.testing import ActivityEnvironment
 
-from activities.email_delivery import OutboxSender, TransientEmailError
+from activities.email_delivery import OutboxSender, SmtpSender, TransientEmailError
 from activities.inputs import NoticeInput, SendCodeInput, SendSetupEmailInput
 from activities.password_reset import ResetActivities
 from activities.setup_steps import SetupStepActivities
 from activities.sso_setup import LINK_PURPOSE, SetupActivities
+from api.services.temporal import email_retry
 from core.codec import keyring_from_settings
 from core.crypto import Keyring, code_digest, token_hash
 from core.db import SessionFactory, create_engine, session_factory
@@ -48,7 +49,7 @@ from core.models import (
 from core.settings import Settings
 from core.templating import RenderedEmail
 from tests.conftest import make_settings
-from tests.stack import free_port
+from tests.stack import SmtpSink, free_port
 from worker import metrics_runtime
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -382,3 +383,30 @@ async def test_a_retried_notice_is_sent_again_once_and_then_never(world: World) 
     await world.attempt(world.reset.send_password_changed, notice, attempt=3, **flow)
     assert len(await world.outbox(person.email, CHANGED)) == 2
     assert await world.duplicates("password_changed") == duplicates + 1
+
+
+# -- what a failed hand-over may have done ------------------------------------------------
+
+
+def _welcome(to: str) -> RenderedEmail:
+    return RenderedEmail(to=to, subject=WELCOME, html="<p>hi</p>", text="hi")
+
+
+async def test_a_send_that_dies_while_the_server_holds_the_message_may_have_delivered() -> None:
+    sink = SmtpSink()
+    sink.start()
+    sink.hold()
+    settings = make_settings(email_backend="smtp", smtp_host="127.0.0.1", smtp_port=sink.port,
+                             email_timeout=1)
+    try:
+        with pytest.raises(TransientEmailError) as held:
+            await SmtpSender(settings).send(_welcome("held@example.com"))
+        assert held.value.maybe_delivered  # the server had the message: a retry is a copy
+    finally:
+        sink.release()
+        sink.stop()
+    with pytest.raises(TransientEmailError) as refused:
+        await SmtpSender(settings).send(_welcome("refused@example.com"))
+    assert not refused.value.maybe_delivered  # nothing reached a server
+    # The whole exchange ends inside the activity's attempt timeout.
+    assert email_retry(settings).attempt_timeout() > timedelta(seconds=settings.email_timeout)

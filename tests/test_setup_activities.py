@@ -243,6 +243,26 @@ async def test_store_password_hashes_consumes_the_link_and_binds_the_session(wor
     assert Hasher().verify((await flow.account()).password_hash, PASSWORD)  # type: ignore[union-attr,arg-type]
 
 
+async def test_store_password_attempts_that_overlap_both_answer_ok(
+        world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Temporal gave up on a slow attempt (its 10 s timeout) and started another, which read
+    the link before the first committed: the person's step is done, not "link no longer
+    valid"."""
+    flow = await new_flow(world)
+    original = flow.acts._hash
+
+    async def hash_while_the_first_attempt_commits(password: str) -> str:
+        monkeypatch.setattr(flow.acts, "_hash", original)
+        assert (await flow.run(flow.acts.store_password, flow.password_input())).ok
+        return await original(password)
+
+    monkeypatch.setattr(flow.acts, "_hash", hash_while_the_first_attempt_commits)
+    result = await flow.run(flow.acts.store_password, flow.password_input())
+    assert result.ok, result
+    assert len(await flow.browser_sessions()) == 1
+    assert (await flow.audit_actions()).count("sso_setup.password_set") == 1
+
+
 async def test_store_password_does_not_truncate(world: Any) -> None:
     """SECURITY.md 1: long passwords are allowed (up to 256) and every character counts."""
     flow = await new_flow(world)
