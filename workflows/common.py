@@ -17,7 +17,7 @@ STEP_TIMEOUT = timedelta(seconds=10)
 # A workflow task takes milliseconds; one caught on a killed worker is handed to another
 # after this (Temporal's default is 10 s).
 WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
-# Redeeming a Microsoft sign-in: up to four HTTP calls, bounded together by ENTRA_BUDGET in
+# Redeeming a Microsoft sign-in: up to four HTTP calls, bounded together (25 s) in
 # the activity (core.entra's client times out each call sooner).
 ENTRA_TIMEOUT = timedelta(seconds=30)
 
