@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
@@ -33,13 +34,16 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     sessions = session_factory(engine or create_engine(settings.async_database_url))
     sender = MeteredSender(build_sender(settings, sessions, keyring_from_settings(settings)))
     keyring = keyring_from_settings(settings)
-    setup = SetupActivities(settings, sessions, sender)
+    setup = SetupActivities(settings, sessions, sender, keyring)
     steps = SetupStepActivities(settings, sessions, sender, keyring)
     reset = ResetActivities(settings, sessions, sender, keyring)
     entra = EntraActivities(settings, sessions, sender, keyring)
     return Worker(
         client,
         task_queue=settings.task_queue,
+        # A flow cached on a worker that died gets its next task there until this runs out
+        # (the SDK's default is 10 s); a live worker picks it up in milliseconds.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
         workflows=[SsoSetupWorkflow, PasswordResetWorkflow, PasswordChangedNoticeWorkflow,
                    EntraLinkWorkflow],
         activities=[

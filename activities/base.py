@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.exceptions import ApplicationError
 
-from activities.email_delivery import EmailSender, PermanentEmailError
+from activities.email_delivery import EmailSender, PermanentEmailError, record_after_send
+from activities.send_requests import AttemptClock, SendRequests
 from core.crypto import DecryptionError, Keyring
 from core.db import SessionFactory
 from core.passwords import Hasher, hashing_pool
@@ -27,6 +29,7 @@ class SecretActivities:
         self._sessions = sessions
         self._sender = sender
         self._keyring = keyring
+        self._requests = SendRequests(keyring)
         self._hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
                               settings.argon2_parallelism)
 
@@ -36,13 +39,29 @@ class SecretActivities:
         return await asyncio.get_running_loop().run_in_executor(
             SecretActivities._hash_pool, self._hasher.hash, password)
 
-    async def _notify(self, email: RenderedEmail) -> None:
-        """Send a notice; a permanent refusal must not be retried for an hour."""
+    async def _notify(self, kind: str, staff_id: uuid.UUID, email: RenderedEmail) -> None:
+        """Send a notice once per request (a retry after it was accepted sends nothing); a
+        permanent refusal must not be retried for an hour."""
+        clock = AttemptClock()
+        async with self._sessions() as session:
+            claim = await self._requests.claim(session, kind, staff_id)
+            if claim.accepted:
+                return
+            self._requests.hand_over(claim)
+            await session.commit()
         try:
-            await self._sender.send(email)
+            await self._requests.send(self._sessions, self._sender, claim, email)
         except PermanentEmailError as exc:
             raise ApplicationError(str(exc), non_retryable=True,
                                    type="PermanentEmailError") from exc
+        sent_at = clock.now()
+
+        async def record_sent() -> None:
+            async with self._sessions() as session:
+                await self._requests.accepted(session, claim, sent_at)
+                await session.commit()
+
+        await record_after_send(record_sent)
 
     def _unseal(self, sealed: str, context: bytes) -> str:
         """Open a value the web app sealed to the workers' key."""

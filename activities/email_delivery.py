@@ -31,6 +31,12 @@ class EmailError(Exception):
 class TransientEmailError(EmailError):
     """Worth retrying: the server was down, busy or rate limiting."""
 
+    def __init__(self, message: str, maybe_delivered: bool = False) -> None:
+        super().__init__(message)
+        # The connection failed while the message was being handed over (no answer, dropped):
+        # the server may have taken it, so a retry may deliver a second copy.
+        self.maybe_delivered = maybe_delivered
+
 
 class PermanentEmailError(EmailError):
     """Retrying cannot help: the recipient or the request was refused."""
@@ -40,6 +46,23 @@ class EmailSender(Protocol):
     name: str
 
     async def send(self, email: RenderedEmail) -> None: ...
+
+
+class _Progress:
+    handing_over = False  # the message itself is on its way: the server may take it
+
+
+async def _within(seconds: float, send: Callable[[RenderedEmail, _Progress], None],
+                  email: RenderedEmail, what: str) -> None:
+    """One send in a thread, over in `seconds` at most. The client's own timeout bounds each
+    socket operation, not the whole exchange; this bounds the whole, so an attempt always ends
+    well inside its activity's timeout (a thread left behind ends at its socket timeout)."""
+    progress = _Progress()
+    try:
+        await asyncio.wait_for(asyncio.to_thread(send, email, progress), timeout=seconds)
+    except TimeoutError:
+        raise TransientEmailError(f"{what} did not finish within {seconds:g} s",
+                                  maybe_delivered=progress.handing_over) from None
 
 
 class OutboxSender:
@@ -66,7 +89,7 @@ class SmtpSender:
         self._settings = settings
 
     async def send(self, email: RenderedEmail) -> None:
-        await asyncio.to_thread(self._send_sync, email)
+        await _within(self._settings.email_timeout, self._send_sync, email, "the SMTP server")
 
     def _message(self, email: RenderedEmail) -> EmailMessage:
         message = EmailMessage()
@@ -77,29 +100,43 @@ class SmtpSender:
         message.add_alternative(email.html, subtype="html")
         return message
 
-    def _send_sync(self, email: RenderedEmail) -> None:
+    def _send_sync(self, email: RenderedEmail, progress: _Progress) -> None:
         s = self._settings
+        accepted = False
         try:
             with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.email_timeout) as client:
                 if s.smtp_starttls:
                     client.starttls(context=ssl.create_default_context())
                 if s.smtp_username and s.smtp_password:
                     client.login(s.smtp_username, s.smtp_password.get_secret_value())
+                progress.handing_over = True
                 client.send_message(self._message(email))
-        except smtplib.SMTPRecipientsRefused as exc:
+                accepted = True
+        except Exception as exc:
+            if accepted:  # only the goodbye (QUIT) failed: the server has the message
+                return
+            classified = self._classify(exc, progress.handing_over)
+            if classified is None:
+                raise
+            raise classified from exc
+
+    def _classify(self, exc: Exception, handing_over: bool) -> EmailError | None:
+        s = self._settings
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
             codes = [code for code, _ in exc.recipients.values()]
             if all(code >= 500 for code in codes):
-                raise PermanentEmailError(f"recipient refused by SMTP server ({codes[0]})") from exc
-            raise TransientEmailError(f"recipient deferred by SMTP server ({codes[0]})") from exc
-        except smtplib.SMTPResponseException as exc:
+                return PermanentEmailError(f"recipient refused by SMTP server ({codes[0]})")
+            return TransientEmailError(f"recipient deferred by SMTP server ({codes[0]})")
+        if isinstance(exc, smtplib.SMTPResponseException):
             text = f"SMTP server answered {exc.smtp_code}"
             if exc.smtp_code >= 500 and not isinstance(exc, smtplib.SMTPAuthenticationError):
-                raise PermanentEmailError(text) from exc
-            raise TransientEmailError(text) from exc
-        except (OSError, smtplib.SMTPException) as exc:
-            raise TransientEmailError(
-                f"cannot reach SMTP server {s.smtp_host}:{s.smtp_port}: {type(exc).__name__}"
-            ) from exc
+                return PermanentEmailError(text)
+            return TransientEmailError(text)
+        if isinstance(exc, OSError | smtplib.SMTPException):
+            return TransientEmailError(
+                f"cannot reach SMTP server {s.smtp_host}:{s.smtp_port}: {type(exc).__name__}",
+                maybe_delivered=handing_over)
+        return None
 
 
 class SendgridSender:
@@ -117,14 +154,15 @@ class SendgridSender:
         self._client.client.timeout = settings.email_timeout
 
     async def send(self, email: RenderedEmail) -> None:
-        await asyncio.to_thread(self._send_sync, email)
+        await _within(self._settings.email_timeout, self._send_sync, email, "SendGrid")
 
-    def _send_sync(self, email: RenderedEmail) -> None:
+    def _send_sync(self, email: RenderedEmail, progress: _Progress) -> None:
         mail = Mail(from_email=From(self._settings.email_from), to_emails=To(email.to),
                     subject=email.subject)
         mail.add_content(Content("text/plain", email.text))
         mail.add_content(Content("text/html", email.html))
         try:
+            progress.handing_over = True
             self._client.send(mail)
         except SendgridHTTPError as exc:
             status = int(getattr(exc, "status_code", 0) or 0)
@@ -133,7 +171,9 @@ class SendgridSender:
                 raise TransientEmailError(text) from exc
             raise PermanentEmailError(text) from exc
         except (urllib.error.URLError, OSError) as exc:
-            raise TransientEmailError(f"cannot reach SendGrid: {type(exc).__name__}") from exc
+            refused = isinstance(getattr(exc, "reason", exc), ConnectionRefusedError)
+            raise TransientEmailError(f"cannot reach SendGrid: {type(exc).__name__}",
+                                      maybe_delivered=not refused) from exc
 
 
 class MeteredSender:

@@ -91,4 +91,4 @@ class ResetActivities(SecretActivities):
             login_email=account.login_email if account is not None else staff.external_email_1,
             changed_at=data.changed_at.strftime("%d %B %Y at %H:%M UTC"),
             support_email=self._settings.support_email)
-        await self._notify(email)
+        await self._notify("password_changed", staff.id, email)

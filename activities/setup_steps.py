@@ -24,6 +24,7 @@ from activities.inputs import (
     VerifyTotpInput,
     VerifyTotpResult,
 )
+from activities.send_requests import AttemptClock
 from activities.sso_setup import ttl_words
 from core import audit
 from core.accounts import totp_accepted
@@ -87,6 +88,11 @@ class SetupStepActivities(SecretActivities):
                        SetupLink.revoked_at.is_(None), SetupLink.expires_at > now)
                 .values(consumed_at=now))
             if consumed.rowcount != 1:  # type: ignore[attr-defined]
+                # An earlier attempt of this step, still running when Temporal gave up on
+                # its worker, may have committed while this one hashed: same browser, done.
+                bound = await session.get(BrowserSession, data.session_hash)
+                if bound is not None and bound.run_id == data.run_id:
+                    return StorePasswordResult(ok=True)
                 return StorePasswordResult(ok=False, message=LINK_GONE)
             account = await session.scalar(select(SsoAccount).where(
                 SsoAccount.staff_id == staff_id))
@@ -122,40 +128,54 @@ class SetupStepActivities(SecretActivities):
 
     @activity.defn(name="send_code")
     async def send_code(self, data: SendCodeInput) -> SendCodeResult:
-        """A fresh six-digit code, emailed; only its keyed digest is returned."""
-        code = new_email_code()
-        digest = code_digest(self._settings.secret_key.get_secret_value(), data.purpose,
-                             data.workflow_id, code)
+        """A six-digit code, emailed; only its keyed digest is returned. Minted once per send
+        request: a retry emails the same code (both copies work), "Send a new code" is a new
+        request and a new code."""
+        clock = AttemptClock()
+        staff_id = uuid.UUID(data.staff_id)
         async with self._sessions() as session:
-            staff = await session.get(Staff, uuid.UUID(data.staff_id))
+            staff = await session.get(Staff, staff_id)
             if staff is None:
                 raise ApplicationError("staff member no longer exists", non_retryable=True,
                                        type="StaffNotFound")
+            claim = await self._requests.claim(session, CODE_TEMPLATES[data.purpose], staff_id,
+                                               new_email_code)
+            if claim.accepted:
+                # An earlier attempt's email was accepted and recorded; its answer was lost.
+                assert claim.row.digest is not None and claim.row.accepted_at is not None
+                return SendCodeResult(code_digest=claim.row.digest,
+                                      sent_at=claim.row.accepted_at)
+            digest = code_digest(self._settings.secret_key.get_secret_value(), data.purpose,
+                                 data.workflow_id, claim.secret)
+            claim.row.digest = digest
+            self._requests.hand_over(claim)
             email = render_email(
                 CODE_TEMPLATES[data.purpose], to=staff.external_email_1,
-                brand=self._settings.brand_name, first_name=staff.first_name, code=code,
-                ttl_words=ttl_words(data.code_ttl_seconds),
+                brand=self._settings.brand_name, first_name=staff.first_name,
+                code=claim.secret, ttl_words=ttl_words(data.code_ttl_seconds),
                 support_email=self._settings.support_email)
-        del code
+            await session.commit()
+        claim.secret = ""
         try:
-            await self._sender.send(email)
+            await self._requests.send(self._sessions, self._sender, claim, email)
         except PermanentEmailError as exc:
             raise ApplicationError(str(exc), non_retryable=True,
                                    type="PermanentEmailError") from exc
-        # Server clock, like the workflow's: the code's lifetime counts from this attempt.
-        sent_at = activity.info().current_attempt_scheduled_time
+        # Server clock, like the workflow's: the code's lifetime counts from the hand-over.
+        sent_at = clock.now()
 
         async def record_sent() -> None:
             async with self._sessions() as session:
                 if data.setup_id:
                     await _move_setup(session, data.setup_id, SetupState.code_sent, utcnow(),
                                       only_from={SetupState.password_set, SetupState.code_sent})
+                await self._requests.accepted(session, claim, sent_at)
                 audit.record(session, actor="system", action="code.issued", outcome="success",
                              target=data.staff_id, purpose=data.purpose,
                              workflow_id=data.workflow_id)
                 await session.commit()
 
-        # The code is out: a failed attempt would email another and this one would never work.
+        # The code is out: failing now would make Temporal email it again.
         await record_after_send(record_sent)
         return SendCodeResult(code_digest=digest, sent_at=sent_at)
 

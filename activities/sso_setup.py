@@ -17,8 +17,9 @@ from activities.email_delivery import (
     record_after_send,
 )
 from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
+from activities.send_requests import AttemptClock, SendRequests
 from core import audit
-from core.crypto import mask_email, new_token, token_hash
+from core.crypto import Keyring, mask_email, new_token, token_hash
 from core.db import SessionFactory
 from core.models import (
     BrowserSession,
@@ -46,25 +47,25 @@ def ttl_words(seconds: int) -> str:
 
 
 class SetupActivities:
-    def __init__(self, settings: Settings, sessions: SessionFactory, sender: EmailSender) -> None:
+    def __init__(self, settings: Settings, sessions: SessionFactory, sender: EmailSender,
+                 keyring: Keyring) -> None:
         self._settings = settings
         self._sessions = sessions
         self._sender = sender
+        self._requests = SendRequests(keyring)
 
     @activity.defn(name="send_setup_email")
     async def send_setup_email(self, data: SendSetupEmailInput) -> SendSetupEmailResult:
-        """Mint a fresh link token, store only its HMAC, email the link.
+        """Mint the link token once per send request, store only its HMAC (and the token
+        sealed until the email is accepted), email the link.
 
-        The token is created here and only leaves inside the email: it is never returned,
-        so it never reaches workflow history. A retry mints a new token and revokes the
-        previous attempt's, so at most one link of a flow works at a time.
+        The token never leaves the worker but inside the email, so it never reaches workflow
+        history. A retry of this send emails the same link (both copies work); a new send
+        request (a new flow) revokes the person's earlier links.
         """
         info = activity.info()
-        # The server's clock, not ours: keeps the link deadline in step with the workflow timer.
-        now = info.current_attempt_scheduled_time
-        expires_at = now + timedelta(seconds=data.link_ttl_seconds)
+        clock = AttemptClock()
         staff_id = uuid.UUID(data.staff_id)
-        token = new_token()
         secret = self._settings.secret_key.get_secret_value()
 
         async with self._sessions() as session:
@@ -78,13 +79,29 @@ class SetupActivities:
                 # Cancelled or superseded while this attempt waited: mint no link at all.
                 raise ApplicationError(f"setup already {setup.state}", non_retryable=True,
                                        type="SetupEnded")
-            await _revoke_links(session, staff_id, now)
-            session.add(SetupLink(staff_id=staff_id, workflow_id=data.workflow_id,
-                                  run_id=data.run_id, expires_at=expires_at,
-                                  token_hash=token_hash(secret, LINK_PURPOSE, token)))
+            claim = await self._requests.claim(session, "sso_welcome", staff_id, new_token)
+            to_address = staff.external_email_1
+            if claim.accepted:
+                # An earlier attempt's email was accepted and recorded; its answer was lost.
+                assert claim.row.accepted_at is not None and claim.row.expires_at is not None
+                return SendSetupEmailResult(
+                    sent_at=claim.row.accepted_at, link_expires_at=claim.row.expires_at,
+                    masked_email=mask_email(to_address), attempts=setup.email_attempts)
+            # The link's time starts when its email is handed to the mail server (this attempt).
+            expires_at = clock.now() + timedelta(seconds=data.link_ttl_seconds)
+            link_hash = token_hash(secret, LINK_PURPOSE, claim.secret)
+            if claim.minted:
+                await _revoke_links(session, staff_id, clock.now())
+                session.add(SetupLink(staff_id=staff_id, workflow_id=data.workflow_id,
+                                      run_id=data.run_id, expires_at=expires_at,
+                                      token_hash=link_hash))
+            else:
+                await session.execute(update(SetupLink).where(SetupLink.token_hash == link_hash)
+                                      .values(expires_at=expires_at))
+            claim.row.expires_at = expires_at
+            self._requests.hand_over(claim)
             setup.run_id = data.run_id
             setup.email_attempts = info.attempt
-            to_address = staff.external_email_1
             first_name = staff.first_name
             await session.commit()
 
@@ -93,14 +110,14 @@ class SetupActivities:
             to=to_address,
             brand=self._settings.brand_name,
             first_name=first_name,
-            link=f"{self._settings.public_url}/sso/setup/{token}",
+            link=f"{self._settings.public_url}/sso/setup/{claim.secret}",
             ttl_words=ttl_words(data.link_ttl_seconds),
             expires_at_text=expires_at.strftime("%H:%M UTC on %d %B %Y"),
             support_email=self._settings.support_email,
         )
-        del token
+        claim.secret = ""
         try:
-            await self._sender.send(email)
+            await self._requests.send(self._sessions, self._sender, claim, email)
         except TransientEmailError as exc:
             await self._record_delivery(data, DeliveryState.retrying, str(exc), info.attempt)
             raise
@@ -108,7 +125,7 @@ class SetupActivities:
             await self._record_delivery(data, DeliveryState.failed, str(exc), info.attempt)
             raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
 
-        sent_at = utcnow()
+        sent_at = clock.now()
 
         async def record_sent() -> None:
             async with self._sessions() as session:
@@ -116,7 +133,7 @@ class SetupActivities:
                     update(SsoSetup)
                     .where(SsoSetup.id == uuid.UUID(data.setup_id),
                            # or already sent by an earlier attempt of this run, whose answer
-                           # never reached Temporal (its worker died): this email replaces it
+                           # never reached Temporal (its worker died)
                            (SsoSetup.state == SetupState.sending_email.value)
                            | ((SsoSetup.state == SetupState.email_sent.value)
                               & (SsoSetup.run_id == data.run_id)))
@@ -132,6 +149,7 @@ class SetupActivities:
                     await session.commit()
                     raise ApplicationError("setup ended while its email was being sent",
                                            non_retryable=True, type="SetupEnded")
+                await self._requests.accepted(session, claim, sent_at)
                 audit.record(session, actor="system", action="sso_email.sent",
                              outcome="success", target=data.staff_id,
                              backend=self._sender.name, attempts=info.attempt,

@@ -24,6 +24,7 @@ import httpx
 
 from bench import report
 from bench.actions import billable_actions
+from bench.faults import onboarding_under_faults
 from bench.hashing import verifications_per_second_per_core
 from bench.load import cheap_page_rates, code_check_rate, sign_in_rate
 from bench.measure import CpuMeter, Latencies
@@ -186,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resets", type=int, default=3)
     parser.add_argument("--waiting", type=int, default=10_000,
                         help="setups waiting on their link for the scale run (0 skips it)")
+    parser.add_argument("--fault-people", type=int, default=30,
+                        help="people onboarding while the worker is killed twice and Temporal "
+                        "restarts once (0 skips it)")
     parser.add_argument("--out", default="bench/results/latest.json")
     args = parser.parse_args(argv)
     results = asyncio.run(run(args))
@@ -231,6 +235,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             with stack(Path(tmp) / "keycloak", smtp, KEYCLOAK) as dev:
                 say("sign-in at Keycloak's argon2id settings")
                 results["signin_keycloak"] = await sign_in_rate(dev, KEYCLOAK, args.seconds)
+            if args.fault_people:
+                say(f"onboarding under faults: {args.fault_people} people, worker killed "
+                    "twice, Temporal restarted once")
+                results["faults"] = await onboarding_under_faults(Path(tmp) / "faults",
+                                                                  args.fault_people)
     finally:
         smtp.stop()
     results["targets"] = report.targets(results)

@@ -55,6 +55,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if idle and busy:
         found.append(_target("cheap page p99 under saturated sign-in / idle p99", busy / idle,
                              "<=", 2.0))
+    faults = results.get("faults")
+    if faults and faults.get("recovery_s") is not None:
+        found.append(_target(f"seconds from the last fault to the last person done "
+                             f"({faults['people']} people onboarding)", faults["recovery_s"],
+                             "<=", 30.0))
+        found.append(_target("… people active at the end", faults["active"], ">=",
+                             faults["people"]))
     onboarding = results.get("actions", {}).get("onboarding without MFA")
     if onboarding:
         found.append(_target("billable actions per onboarding without MFA",
@@ -114,6 +121,17 @@ def table(results: dict[str, Any]) -> str:
                      if k.startswith("page:") and k != HASH_STEP), default=math.nan)
         lines.append(f"| … one more person's slowest page step (hash excluded), ms | "
                      f"{_ms(worst)} |")
+    if "faults" in results:
+        row = results["faults"]
+        faults = ", ".join(f"{f['kind']} at {f['at_s']:g} s" for f in row["faults"])
+        lines += [f"| {row['people']} people onboarding under faults ({faults}; "
+                  f"{row['database']}, seed {row['seed']}): active | "
+                  f"{row['active']}/{row['people']} |",
+                  f"| … last person done after the last fault was over | "
+                  f"{_seconds(row['recovery_s'])} |",
+                  f"| … people who got a duplicate setup / code email (same link or code) | "
+                  f"{row['people_with_duplicate_setup_emails']} / "
+                  f"{row['people_with_duplicate_code_emails']} |"]
     if "onboarding" in results:
         lines += ["", "Page steps during onboarding (ms):", "",
                   "| step | n | p50 | p95 | p99 |", "|---|---|---|---|---|"]
@@ -125,6 +143,10 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"| {row['target']} | {row['value']:.2f} | {row['goal']} | "
                      f"{'yes' if row['met'] else '**no**'} |")
     return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a (not everyone finished)" if value is None else f"{value:.1f} s"
 
 
 def _ms(value: float) -> str:

@@ -38,6 +38,7 @@ FLOWS_ENDED = "sso_flows_ended_total"
 FLOW_STEPS = "sso_flow_steps_total"
 EMAILS_SENT = "sso_emails_sent_total"
 EMAIL_FAILURES = "sso_email_failures_total"
+EMAILS_DUPLICATE = "sso_emails_duplicate_total"
 
 SETUP = "sso_setup"
 RESET = "password_reset"
@@ -90,6 +91,16 @@ def email_failed(backend: str, failure: str) -> None:
         activity.metric_meter().create_counter(
             EMAIL_FAILURES, "Email attempts that failed, by backend and kind of failure").add(
             1, {"backend": label(backend), "failure": label(failure)})
+
+
+def email_duplicate(kind: str) -> None:
+    """A retry emails again what an earlier attempt may already have handed to the mail
+    server (its worker died before recording the answer): the person may get two copies,
+    carrying the same link or code. `kind` is the email's template name."""
+    if activity.in_activity():
+        activity.metric_meter().create_counter(
+            EMAILS_DUPLICATE, "Emails sent again after an attempt that may have delivered them, "
+            "by kind").add(1, {"kind": label(kind)})
 
 
 # -- in the web app ------------------------------------------------------------------------

@@ -204,6 +204,32 @@ class OutboxEmail(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class EmailSend(Base):
+    """One email a flow asked for: what every attempt of its activity repeats. The link token
+    or code is minted once and kept sealed until the mail server has accepted the email, so a
+    retry after a worker died mid-send emails the same one (a duplicate is then harmless)."""
+
+    __tablename__ = "email_sends"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    # Workflow id, run id and activity id: the same for every attempt of one scheduled send.
+    request_key: Mapped[str] = mapped_column(String(300), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    staff_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"))
+    # Keyring-sealed, bound to request_key; dropped once the email was accepted.
+    secret_sealed: Mapped[str | None] = mapped_column(Text)
+    # What the flow keeps of a code (its keyed digest), returned again by a retry.
+    digest: Mapped[str | None] = mapped_column(String(128))
+    expires_at: Mapped[datetime | None]
+    handovers: Mapped[int] = mapped_column(default=0)
+    # An attempt began handing the email to the mail server and never recorded how it went.
+    in_flight: Mapped[bool] = mapped_column(default=False)
+    accepted_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_email_sends_staff", "staff_id"),)
+
+
 class BrowserSession(Base):
     """Server-side browser sessions; the cookie holds the id, the table only its HMAC."""
 

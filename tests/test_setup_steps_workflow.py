@@ -408,6 +408,30 @@ async def test_happy_path_without_mfa(env: WorkflowEnvironment) -> None:
     assert fake.closed == []
 
 
+async def test_every_step_is_retried_within_seconds_when_its_worker_dies(
+        env: WorkflowEnvironment) -> None:
+    """A killed worker's activity is retried only when its start-to-close timeout runs out:
+    each is sized to its step (seconds), not a minute (issue 12)."""
+    fake = FakeActivities()
+    async with running_flow(env, fake) as flow:
+        assert (await flow.set_password()).ok
+        await flow.wait_for_code(1)
+        assert (await flow.confirm("digest-1")).ok
+        assert (await flow.update("skip_mfa")).ok
+        assert await flow.handle.result() == SetupOutcome(state="active")
+        history = await flow.handle.fetch_history()
+    scheduled = {
+        e.activity_task_scheduled_event_attributes.activity_type.name:
+            e.activity_task_scheduled_event_attributes.start_to_close_timeout.ToTimedelta()
+        for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED}
+    assert set(scheduled) == {"send_setup_email", "store_password", "send_code",
+                              "confirm_email", "activate_account"}
+    for name, timeout in scheduled.items():
+        assert timeout <= timedelta(seconds=15), (name, timeout)
+    assert scheduled["send_setup_email"] == scheduled["send_code"] == \
+        EmailRetry().attempt_timeout()
+
+
 # -- 2. with MFA ----------------------------------------------------------------------
 
 

@@ -9,7 +9,17 @@ from temporalio.common import RetryPolicy
 
 NON_RETRYABLE_EMAIL = ["PermanentEmailError", "StaffNotFound", "SetupEnded"]
 DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
-STEP_TIMEOUT = timedelta(seconds=60)
+# An attempt's start-to-close timeout is how long a step stalls when its worker dies mid-way
+# (Temporal only then retries it elsewhere): sized to what the step takes. Database steps
+# take milliseconds; the slowest, a password step (rules check plus argon2id, queued behind
+# the worker's other hashes), about a second under load.
+STEP_TIMEOUT = timedelta(seconds=10)
+# A workflow task takes milliseconds; one caught on a killed worker is handed to another
+# after this (Temporal's default is 10 s).
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
+# Redeeming a Microsoft sign-in: up to four HTTP calls, bounded together (25 s) in
+# the activity (core.entra's client times out each call sooner).
+ENTRA_TIMEOUT = timedelta(seconds=30)
 
 
 @dataclass
@@ -17,6 +27,12 @@ class EmailRetry:
     initial_interval_seconds: float = 2.0
     maximum_interval_seconds: float = 120.0
     window_seconds: float = 3600.0
+    # One attempt: the whole SMTP or SendGrid exchange (bounded by SSO_EMAIL_TIMEOUT) plus
+    # the database writes around it. Flows started before this field existed get the default.
+    attempt_timeout_seconds: float = 15.0
+
+    def attempt_timeout(self) -> timedelta:
+        return timedelta(seconds=self.attempt_timeout_seconds)
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(

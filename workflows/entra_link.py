@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from core import metrics
     from core.search_attributes import SSO_STEP
-    from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry
+    from workflows.common import DB_RETRY, ENTRA_TIMEOUT, STEP_TIMEOUT, EmailRetry
 
 VERIFY = "verify_entra_grant"
 LINK = "link_entra_identity"
@@ -126,7 +126,7 @@ class EntraLinkWorkflow:
             identity = await workflow.execute_activity(
                 VERIFY, VerifyEntraInput(workflow_id=workflow_id,
                                          sealed_grant=request.sealed_grant),
-                result_type=VerifiedEntra, start_to_close_timeout=timedelta(seconds=60),
+                result_type=VerifiedEntra, start_to_close_timeout=ENTRA_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=3,
                                          non_retryable_error_types=["BadSeal", "EntraRefused"]),
                 summary="Redeem the code, check the ID token, ask Graph")
@@ -169,7 +169,7 @@ class EntraLinkWorkflow:
         retry = self._input.email_retry
         try:
             await workflow.execute_activity(
-                NOTIFY, notice, start_to_close_timeout=timedelta(seconds=60),
+                NOTIFY, notice, start_to_close_timeout=retry.attempt_timeout(),
                 schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
                 retry_policy=retry.policy(),
                 summary="Tell the person a Microsoft account was linked")
@@ -182,7 +182,7 @@ class EntraLinkWorkflow:
             AuditInput(actor=request.actor, action=action, outcome="failure",
                        target=self._input.staff_id, ip=request.ip,
                        details={"reason": reason, "via": request.via}),
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=DB_RETRY,
+            start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
             summary=f"Audit {action}")
 
     def _move_to(self, step: str, details: str) -> None:

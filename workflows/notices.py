@@ -20,7 +20,7 @@ class PasswordChangedNoticeWorkflow:
     async def run(self, notice: NoticeInput, retry: EmailRetry) -> None:
         await workflow.execute_activity(
             "send_password_changed", notice,
-            start_to_close_timeout=timedelta(seconds=60),
+            start_to_close_timeout=retry.attempt_timeout(),
             schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
             retry_policy=retry.policy(),
             summary="Tell the person their password was changed")

@@ -205,7 +205,8 @@ class PasswordResetWorkflow:
                 SendCodeInput(setup_id="", staff_id=self._input.staff_id,
                               workflow_id=workflow.info().workflow_id, purpose=RESET_PURPOSE,
                               code_ttl_seconds=self._input.code_ttl_seconds),
-                result_type=SendCodeResult, start_to_close_timeout=timedelta(seconds=60),
+                result_type=SendCodeResult,
+                start_to_close_timeout=self._input.email_retry.attempt_timeout(),
                 schedule_to_close_timeout=timedelta(
                     seconds=self._input.email_retry.window_seconds),
                 retry_policy=self._input.email_retry.policy(),
@@ -223,7 +224,7 @@ class PasswordResetWorkflow:
             "record_audit",
             AuditInput(actor=f"staff:{self._input.staff_id}", action=action, outcome="failure",
                        target=self._input.staff_id, details=details, ip=ip),
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=DB_RETRY,
+            start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
             summary=f"Audit {action}")
 
     def _move_to(self, step: str, details: str) -> None:

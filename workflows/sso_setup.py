@@ -225,7 +225,7 @@ class SsoSetupWorkflow:
                 link_ttl_seconds=self._input.link_ttl_seconds,
             ),
             result_type=SendSetupEmailResult,
-            start_to_close_timeout=timedelta(seconds=60),
+            start_to_close_timeout=retry.attempt_timeout(),
             schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
             retry_policy=self._email_retry_policy(),
             summary="Email the Single Sign-On setup link",
@@ -252,7 +252,7 @@ class SsoSetupWorkflow:
             CloseSetupInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
                             run_id=workflow.info().run_id, state=state, reason=request.reason,
                             actor=request.actor),
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=DB_RETRY,
             summary=f"Record the flow as {state}",
         )
@@ -444,7 +444,7 @@ class SsoSetupWorkflow:
                               workflow_id=workflow.info().workflow_id, purpose=CODE_PURPOSE,
                               code_ttl_seconds=self._input.code_ttl_seconds),
                 result_type=SendCodeResult,
-                start_to_close_timeout=timedelta(seconds=60),
+                start_to_close_timeout=self._input.email_retry.attempt_timeout(),
                 schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
                 retry_policy=self._email_retry_policy(),
                 summary="Email the verification code",
@@ -479,7 +479,7 @@ class SsoSetupWorkflow:
             RECORD_AUDIT,
             AuditInput(actor=f"staff:{self._input.staff_id}", action=action, outcome=outcome,
                        target=self._input.staff_id, details=details, ip=ip),
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=DB_RETRY,
+            start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
             summary=f"Audit {action}")
 
     async def _request_end(self, state: str, request: EndRequest) -> SetupOutcome:
@@ -521,7 +521,7 @@ class SsoSetupWorkflow:
             return
         self._move_to("link_opened", LINK_OPENED_DETAILS)
         await workflow.execute_activity(
-            RECORD_LINK_OPENED, self._step_input(), start_to_close_timeout=timedelta(seconds=30),
+            RECORD_LINK_OPENED, self._step_input(), start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=DB_RETRY, summary="Record that the link was opened")
 
     @workflow.signal(name="entra_linked")

@@ -28,7 +28,7 @@ from temporalio.service import RPCError
 
 from api.errors import ServiceUnavailable
 from api.services.sessions import Current, Sessions
-from api.services.temporal import UNAVAILABLE, connected, email_retry
+from api.services.temporal import UNAVAILABLE, WORKFLOW_TASK_TIMEOUT, connected, email_retry
 from core import audit, metrics
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
@@ -230,6 +230,7 @@ class EntraSignOn:
             "EntraLink", EntraLinkInput(staff_id=str(staff_id),
                                         email_retry=email_retry(self.settings)),
             id=workflow_id, task_queue=self.settings.task_queue,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(SSO_STEP, "verifying"),

@@ -26,7 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from api.schemas import CodeStatus, EmailDelivery, EntraLinkInfo, SsoEmailSent, SsoStatus
 from api.services.staff import get_staff, shown_state
-from api.services.temporal import UNAVAILABLE, connected, email_retry
+from api.services.temporal import UNAVAILABLE, WORKFLOW_TASK_TIMEOUT, connected, email_retry
 from core import audit
 from core.accounts import MAX_FAILURES
 from core.models import (
@@ -113,6 +113,7 @@ class Onboarding:
                     ),
                     id=workflow_id,
                     task_queue=self.settings.task_queue,
+                    task_timeout=WORKFLOW_TASK_TIMEOUT,
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                     search_attributes=TypedSearchAttributes([
                         SearchAttributePair(SSO_STEP, SetupState.sending_email.value),

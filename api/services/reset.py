@@ -32,7 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ServiceUnavailable
 from api.services.sessions import Current
-from api.services.temporal import UNAVAILABLE, connected, email_retry
+from api.services.temporal import UNAVAILABLE, WORKFLOW_TASK_TIMEOUT, connected, email_retry
 from core import metrics
 from core.crypto import code_digest
 from core.models import AccountStatus, BrowserSession, SsoAccount, utcnow
@@ -90,7 +90,7 @@ class ResetSteps:
         workflow_id = reset_workflow_id(account.id)
         start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
             "PasswordReset", self._input(account), id=workflow_id,
-            task_queue=self.settings.task_queue,
+            task_queue=self.settings.task_queue, task_timeout=WORKFLOW_TASK_TIMEOUT,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(SSO_STEP, "code_requested"),

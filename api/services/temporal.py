@@ -8,8 +8,11 @@ from temporalio.service import RPCError
 from api.errors import ServiceUnavailable
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
-from workflows.common import EmailRetry
+from workflows.common import WORKFLOW_TASK_TIMEOUT, EmailRetry
 
+__all__ = ["UNAVAILABLE", "WORKFLOW_TASK_TIMEOUT", "connected", "email_retry"]
+
+EMAIL_DB_MARGIN_SECONDS = 5.0
 UNAVAILABLE = "We can't complete this right now, please try again in a minute"
 
 
@@ -25,4 +28,6 @@ def email_retry(settings: Settings) -> EmailRetry:
     return EmailRetry(
         initial_interval_seconds=settings.email_retry_initial_interval.total_seconds(),
         maximum_interval_seconds=settings.email_retry_max_interval.total_seconds(),
-        window_seconds=settings.email_retry_window.total_seconds())
+        window_seconds=settings.email_retry_window.total_seconds(),
+        # The sender gives up after email_timeout; the rest is the database around it.
+        attempt_timeout_seconds=settings.email_timeout + EMAIL_DB_MARGIN_SECONDS)

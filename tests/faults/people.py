@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 UNAVAILABLE = "We can't complete this right now, please try again in a minute."
-RECOVERY = 240.0  # seconds: a killed worker's activity times out (60 s) and is retried
+RECOVERY = 240.0  # seconds: a guard; a killed worker's activity times out (10-15 s), is retried
 
 
 @asynccontextmanager
