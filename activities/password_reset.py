@@ -4,23 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.base import SecretActivities
-from activities.inputs import NoticeInput, ResetPasswordInput, ResetPasswordResult
+from activities.email_delivery import record_after_send
+from activities.inputs import (
+    NoticeInput,
+    ResetPasswordInput,
+    ResetPasswordResult,
+    SendResetLinkInput,
+    SendResetLinkResult,
+    WrongResetCodeInput,
+    WrongResetCodeResult,
+)
+from activities.sso_setup import ttl_words
 from core import audit
 from core.accounts import account_for, revoke_sessions, totp_accepted
-from core.models import AccountStatus, SsoAccount, Staff, utcnow
+from core.crypto import new_token, token_hash
+from core.models import AccountStatus, ResetLink, SsoAccount, Staff, utcnow
 from core.passwords import PasswordPolicy, password_problems, personal_words
+from core.reset_caps import CODES_STOPPED, CodeCaps, codes_stopped, count_wrong_code
 from core.sealing import password_context, totp_context
 from core.templating import render_email
 
 NEED_TOTP = ("Your account uses MFA: also enter the current code from your authenticator app.")
 WRONG_TOTP = ("That authenticator code didn't match. Check the time on your phone and enter "
               "the newest code.")
+LINK_GONE = ("This reset link is no longer valid: it has expired or was already used. Start "
+             "again with Forgot your password?")
+RESET_LINK_PURPOSE = "reset-link"
+
+
+def reset_link_hash(secret_key: str, token: str) -> str:
+    return token_hash(secret_key, RESET_LINK_PURPOSE, token)
 
 
 class ResetActivities(SecretActivities):
@@ -32,6 +53,13 @@ class ResetActivities(SecretActivities):
         account_id = uuid.UUID(data.account_id)
         actor = f"staff:{data.staff_id}"
         async with self._sessions() as session:
+            # Before anything that could tell a right code from a wrong one.
+            if data.code_flow is not None and await codes_stopped(session, CodeCaps(
+                    data.account_id, data.code_flow, data.flow_limit, data.day_limit), utcnow()):
+                return ResetPasswordResult(ok=False, message=CODES_STOPPED, codes_stopped=True)
+            if data.link_digest is not None and not await _link_usable(
+                    session, account_id, data.link_digest, utcnow()):
+                return ResetPasswordResult(ok=False, message=LINK_GONE)
             account = await session.get(SsoAccount, account_id)
             staff = await session.get(Staff, uuid.UUID(data.staff_id))
             if account is None or staff is None or account.status != AccountStatus.active.value:
@@ -66,6 +94,18 @@ class ResetActivities(SecretActivities):
         del password
         now = utcnow()
         async with self._sessions() as session:
+            if data.link_digest is not None:
+                consumed = await session.execute(
+                    update(ResetLink)
+                    .where(ResetLink.token_hash == data.link_digest,
+                           ResetLink.account_id == account_id,
+                           ResetLink.consumed_at.is_(None), ResetLink.expires_at > now)
+                    .values(consumed_at=now))
+                if consumed.rowcount != 1:  # type: ignore[attr-defined]
+                    return ResetPasswordResult(ok=False, message=LINK_GONE)
+                # One reset per email's worth of links: any other one dies with this use.
+                await session.execute(delete(ResetLink).where(
+                    ResetLink.account_id == account_id, ResetLink.consumed_at.is_(None)))
             account = await session.get(SsoAccount, account_id)
             assert account is not None
             account.password_hash = password_hash
@@ -74,9 +114,60 @@ class ResetActivities(SecretActivities):
             revoked = await revoke_sessions(session, account.staff_id, now)
             audit.record(session, actor=actor, action="reset.completed", outcome="success",
                          target=data.staff_id, ip=data.ip, sessions_revoked=revoked,
-                         workflow_id=data.workflow_id)
+                         workflow_id=data.workflow_id,
+                         **({"via": "link"} if data.link_digest is not None else {}))
             await session.commit()
         return ResetPasswordResult(ok=True)
+
+    @activity.defn(name="count_wrong_reset_code")
+    async def count_wrong_reset_code(self, data: WrongResetCodeInput) -> WrongResetCodeResult:
+        """A wrong reset code: counted against the flow's and the account's caps, and audited."""
+        async with self._sessions() as session:
+            counted = await count_wrong_code(session, CodeCaps(
+                data.account_id, data.flow, data.flow_limit, data.day_limit), utcnow())
+            audit.record(session, actor=f"staff:{data.staff_id}", action="code.failed",
+                         outcome="failure", target=data.staff_id, ip=data.ip,
+                         attempts_left=str(data.attempts_left), purpose="reset",
+                         codes_stopped=counted.stopped)
+            await session.commit()
+        return WrongResetCodeResult(counted=counted.counted, stopped=counted.stopped)
+
+    @activity.defn(name="send_reset_link")
+    async def send_reset_link(self, data: SendResetLinkInput) -> SendResetLinkResult:
+        """A single-use reset link (256 random bits, only its keyed hash stored) in place of a
+        code, once codes stop for the account. A retry mints another one; the first stays
+        valid, and using either ends both."""
+        token = new_token()
+        now = utcnow()
+        expires_at = now + timedelta(seconds=data.link_ttl_seconds)
+        async with self._sessions() as session:
+            staff = await session.get(Staff, uuid.UUID(data.staff_id))
+            if staff is None:
+                raise ApplicationError("staff member no longer exists", non_retryable=True,
+                                       type="StaffNotFound")
+            session.add(ResetLink(
+                account_id=uuid.UUID(data.account_id), workflow_id=data.workflow_id,
+                token_hash=reset_link_hash(self._settings.secret_key.get_secret_value(), token),
+                expires_at=expires_at, created_at=now))
+            await session.commit()
+            email = render_email(
+                "password_reset_link", to=staff.external_email_1,
+                brand=self._settings.brand_name, first_name=staff.first_name,
+                link=f"{self._settings.public_url}/sso/reset/link/{token}",
+                ttl_words=ttl_words(data.link_ttl_seconds),
+                support_email=self._settings.support_email)
+        del token
+        await self._notify(email)
+
+        async def record_sent() -> None:
+            async with self._sessions() as session:
+                audit.record(session, actor="system", action="reset.link_issued",
+                             outcome="success", target=data.staff_id,
+                             workflow_id=data.workflow_id)
+                await session.commit()
+
+        await record_after_send(record_sent)
+        return SendResetLinkResult(sent_at=now, expires_at=expires_at)
 
     @activity.defn(name="send_password_changed")
     async def send_password_changed(self, data: NoticeInput) -> None:
@@ -92,3 +183,9 @@ class ResetActivities(SecretActivities):
             changed_at=data.changed_at.strftime("%d %B %Y at %H:%M UTC"),
             support_email=self._settings.support_email)
         await self._notify(email)
+
+
+async def _link_usable(session: AsyncSession, account_id: uuid.UUID, digest: str, now: datetime) -> bool:
+    link = await session.scalar(select(ResetLink).where(ResetLink.token_hash == digest))
+    return bool(link is not None and link.account_id == account_id
+                and link.consumed_at is None and link.expires_at > now)
