@@ -25,23 +25,23 @@ from activities.inputs import (
 from activities.sso_setup import ttl_words
 from core import audit
 from core.accounts import account_for, revoke_sessions, totp_accepted
-from core.crypto import new_token, token_hash
+from core.crypto import new_token
 from core.models import AccountStatus, ResetLink, SsoAccount, Staff, utcnow
 from core.passwords import PasswordPolicy, password_problems, personal_words
-from core.reset_caps import CODES_STOPPED, CodeCaps, codes_stopped, count_wrong_code
+from core.reset_caps import (
+    CODES_STOPPED,
+    LINK_GONE,
+    CodeCaps,
+    codes_stopped,
+    count_wrong_code,
+    reset_link_hash,
+)
 from core.sealing import password_context, totp_context
 from core.templating import render_email
 
 NEED_TOTP = ("Your account uses MFA: also enter the current code from your authenticator app.")
 WRONG_TOTP = ("That authenticator code didn't match. Check the time on your phone and enter "
               "the newest code.")
-LINK_GONE = ("This reset link is no longer valid: it has expired or was already used. Start "
-             "again with Forgot your password?")
-RESET_LINK_PURPOSE = "reset-link"
-
-
-def reset_link_hash(secret_key: str, token: str) -> str:
-    return token_hash(secret_key, RESET_LINK_PURPOSE, token)
 
 
 class ResetActivities(SecretActivities):

@@ -15,11 +15,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.crypto import token_hash
 from core.models import ResetCodeFailure
 
 DAY = timedelta(hours=24)
 CODES_STOPPED = ("Too many incorrect codes for this account, so reset codes no longer work. "
                  "We've emailed you a link to reset your password instead.")
+LINK_GONE = ("This reset link is no longer valid: it has expired or was already used. Start "
+             "again with Forgot your password?")
+RESET_LINK_PURPOSE = "reset-link"
 LINK_SENT = ("We've emailed you a link to reset your password. Reset codes no longer work "
              "for this account.")
 
@@ -72,3 +76,8 @@ async def _counts(session: AsyncSession, caps: CodeCaps, now: datetime) -> tuple
                func.count().filter(ResetCodeFailure.failed_at > now - DAY))
         .where(ResetCodeFailure.subject == caps.subject))).one()
     return int(counts[0]), int(counts[1])
+
+
+def reset_link_hash(secret_key: str, token: str) -> str:
+    """What is stored of a reset link's token, and what the flow is told of it."""
+    return token_hash(secret_key, RESET_LINK_PURPOSE, token)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -158,7 +158,8 @@ class PasswordResetWorkflow:
         code = self._code_of(request.browser, keep=True)
         number = code.replace(workflow.now())
         if self._per_browser and (self._codes_stopped or request.links_only):
-            self._codes_stopped = True
+            # `links_only` (the account's day cap, as the web app read it) is not kept: an
+            # admin's unlock may clear it, and the flow's own checks consult the database.
             self._tasks.append(asyncio.create_task(self._deliver_link(code, number)))
             return StepResult(ok=True, step=self._step, message=LINK_SENT)
         self._tasks.append(asyncio.create_task(self._deliver(number, code)))
@@ -303,11 +304,18 @@ class PasswordResetWorkflow:
         return max(ends) if ends else None
 
     @workflow.query(name="progress")
-    def progress(self) -> ResetProgress:
+    def progress(self, browser: str | None = None) -> ResetProgress:
+        """That browser's code; without one, the code asked for last (by any browser)."""
+        code = self._code
+        if browser is not None:
+            code = self._code_of(browser)
+        elif self._browsers:
+            code = max((self._code, *self._browsers.values()),
+                       key=lambda c: c.last_request or datetime.min.replace(tzinfo=UTC))
         return ResetProgress(
-            step=self._step, code_delivery=self._code.delivery,
-            code_expires_at=self._code.expires_at, code_attempts_left=self._code.attempts_left,
-            resends_left=self._code.resends_left, next_resend_at=self._code.next_request_at)
+            step=self._step, code_delivery=code.delivery,
+            code_expires_at=code.expires_at, code_attempts_left=code.attempts_left,
+            resends_left=code.resends_left, next_resend_at=code.next_request_at)
 
     def _refuse_if_done(self) -> None:
         if self._done:
