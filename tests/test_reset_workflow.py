@@ -1016,3 +1016,21 @@ async def test_a_request_past_the_day_cap_gets_a_link_not_a_code(
         await eventually(lambda: asyncio.sleep(0, len(fake.links)), lambda n: n == 1)
         progress = await eventually(flow.progress, lambda p: p.step == "link_sent")
         assert progress.step == "link_sent"
+
+
+async def test_five_wrong_authenticator_codes_spend_a_reset_link(
+        env: WorkflowEnvironment) -> None:
+    """A link is not a code to guess, but the authenticator code beside it is: five wrong
+    ones and the flow refuses that link (the activity never sees it again)."""
+    wrong_totp = ResetPasswordResult(ok=False, message=WRONG_TOTP, totp_failed=True)
+    fake = FakeActivities(reset_results=[wrong_totp] * 5)
+    async with running_flow(env, fake) as flow:
+        for _ in range(5):
+            answer = await flow.reset("", totp=TOTP, link="link-hash")
+            assert (answer.ok, answer.message) == (False, WRONG_TOTP)
+        refusal = await rejected(flow.reset("", totp=TOTP, link="link-hash"))
+        assert refusal.type == "LinkSpent"
+        assert len(fake.resets) == 5
+        # The flow's code is untouched by the link's failures.
+        assert (await flow.progress()).code_attempts_left == 5
+        assert await flow.reset("digest-1") == StepResult(ok=True, step="completed")
