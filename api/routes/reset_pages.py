@@ -130,6 +130,20 @@ async def forgot_submit(
     return response
 
 
+def new_password_refusal(password: str, confirm: str, totp: str,
+                         min_length: int) -> tuple[str | None, list[str]] | None:
+    """(message, problems) when the form's new password or authenticator code is refused
+    before any flow sees it: the same general rules for every address; the flow adds the
+    personal ones."""
+    if totp.strip() and six_digits(totp) is None:
+        return ("Enter the 6-digit code from your authenticator app, or leave it empty if you "
+                "haven't set up MFA."), []
+    if password != confirm:
+        return None, ["The two passwords don't match."]
+    problems = password_problems(password, PasswordPolicy(min_length=min_length), [])
+    return (None, problems) if problems else None
+
+
 async def _current(request: Request, settings: SettingsDep, db: SessionDep) -> Current | None:
     return await Sessions(settings, db).get(read_cookie(request, settings, RESET_SESSION), "reset")
 
@@ -174,17 +188,10 @@ async def reset_submit(
     if cleaned is None:
         return _page(request, min_length, "Enter the 6-digit code from the email.",
                      status_code=400)
-    second = six_digits(totp) if totp.strip() else ""
-    if second is None:
-        return _page(request, min_length, "Enter the 6-digit code from your authenticator app, "
-                     "or leave it empty if you haven't set up MFA.", status_code=400)
-    if password != confirm:
-        return _page(request, min_length, problems=["The two passwords don't match."],
-                     status_code=400)
-    # The same general rules for every address here; the flow adds the personal ones.
-    problems = password_problems(password, PasswordPolicy(min_length=min_length), [])
-    if problems:
-        return _page(request, min_length, problems=problems, status_code=400)
+    refused = new_password_refusal(password, confirm, totp, min_length)
+    if refused is not None:
+        return _page(request, min_length, refused[0], problems=refused[1], status_code=400)
+    second = six_digits(totp) or ""
     started = time.monotonic()
     try:
         result = await reset.reset(current, cleaned, password, second, client_ip(request),
@@ -257,17 +264,11 @@ async def reset_link_submit(
         f"reset-submit-ip:{client_ip(request)}", f"reset-link:{token[:64]}"])
     if limited is not None:
         return _link_page(request, min_length, token, message=limited, status_code=429)
-    second = six_digits(totp) if totp.strip() else ""
-    if second is None:
-        return _link_page(request, min_length, token, message=(
-            "Enter the 6-digit code from your authenticator app, or leave it empty if you "
-            "haven't set up MFA."), status_code=400)
-    if password != confirm:
-        return _link_page(request, min_length, token,
-                          problems=["The two passwords don't match."], status_code=400)
-    problems = password_problems(password, PasswordPolicy(min_length=min_length), [])
-    if problems:
-        return _link_page(request, min_length, token, problems=problems, status_code=400)
+    refused = new_password_refusal(password, confirm, totp, min_length)
+    if refused is not None:
+        return _link_page(request, min_length, token, message=refused[0],
+                          problems=refused[1], status_code=400)
+    second = six_digits(totp) or ""
     try:
         result = await reset.reset_with_link(token, password, second, client_ip(request),
                                              submission or "none")
