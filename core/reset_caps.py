@@ -47,6 +47,10 @@ async def count_wrong_code(session: AsyncSession, caps: CodeCaps,
     """Counts one wrong code unless a cap is already reached. Stored and committed first, then
     counted: codes sent together (to any instance) all see each other, and any that went past
     a cap take themselves back, so the caps are never exceeded."""
+    # Older than the day counts for nothing any more (a flow's own count is bounded by the
+    # day's anyway): kept out of the table so it does not grow without end.
+    await session.execute(delete(ResetCodeFailure).where(
+        ResetCodeFailure.subject == caps.subject, ResetCodeFailure.failed_at <= now - DAY))
     row = ResetCodeFailure(subject=caps.subject, flow=caps.flow, failed_at=now)
     session.add(row)
     await session.commit()

@@ -57,7 +57,9 @@ async def test_the_day_cap_spans_flows_and_rolls_over(sessions: SessionFactory) 
     assert await count(sessions, CodeCaps("account-2", "run-newer")) == (False, True)
     # Another account is not touched.
     assert await count(sessions, CodeCaps("account-3", "run-new")) == (True, False)
+    # The five from more than a day ago are gone from the table.
+    assert await stored(sessions, "account-2") == 20
     async with sessions() as session:
-        assert await clear(session, "account-2") == 25
+        assert await clear(session, "account-2") == 20
         await session.commit()
         assert not await codes_stopped(session, CodeCaps("account-2", "run-new"), utcnow())
