@@ -1011,8 +1011,8 @@ async def test_a_request_past_the_day_cap_gets_a_link_not_a_code(
         env: WorkflowEnvironment) -> None:
     fake = FakeActivities()
     async with running_flow(env, fake, first_code=False) as flow:
-        assert await flow.request_code("other", links_only=True) == StepResult(
-            ok=True, step="code_requested", message=LINK_SENT)
+        answer = await flow.request_code("other", links_only=True)
+        assert (answer.ok, answer.message) == (True, LINK_SENT)
         await eventually(lambda: asyncio.sleep(0, len(fake.links)), lambda n: n == 1)
         progress = await eventually(flow.progress, lambda p: p.step == "link_sent")
         assert progress.step == "link_sent"
@@ -1034,3 +1034,22 @@ async def test_five_wrong_authenticator_codes_spend_a_reset_link(
         # The flow's code is untouched by the link's failures.
         assert (await flow.progress()).code_attempts_left == 5
         assert await flow.reset("digest-1") == StepResult(ok=True, step="completed")
+
+
+async def test_a_browser_quiet_for_an_hour_starts_afresh_while_others_keep_the_flow_open(
+        env: WorkflowEnvironment) -> None:
+    fake = FakeActivities()
+    async with running_flow(env, fake, first_code=False) as flow:
+        assert (await flow.request_code("person")).ok
+        for _ in range(5):
+            await env.sleep(AFTER_RESEND_INTERVAL)
+            assert (await flow.request_code("person")).ok
+        await env.sleep(AFTER_RESEND_INTERVAL)
+        assert (await rejected(flow.request_code("person"))).type == "TooManyCodes"
+        for other in ("other-1", "other-2"):  # someone keeps the flow open
+            await env.sleep(timedelta(minutes=40))
+            assert (await flow.request_code(other)).ok
+        assert (await flow.request_code("person")).ok
+        await eventually(lambda: asyncio.sleep(0, len(fake.codes)), lambda n: n == 10)
+        assert await flow.reset("digest-10", browser="person") == StepResult(
+            ok=True, step="completed")

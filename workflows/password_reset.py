@@ -287,7 +287,10 @@ class PasswordResetWorkflow:
         if not self._per_browser or browser is None:
             return self._code
         code = self._browsers.get(browser)
-        if code is None:
+        if code is None or (code.last_request is not None and workflow.now() >= (
+                code.last_request + timedelta(seconds=self._input.ttl_seconds))):
+            # A browser quiet for as long as a flow lasts starts afresh, even while others
+            # keep the flow open: its own old requests never hold it back for good.
             code = EmailedCode(self._rules)
             if keep:
                 self._browsers[browser] = code
