@@ -180,7 +180,7 @@ class PasswordResetWorkflow:
             return await self._change_password(request, None)
         if self._per_browser and self._codes_stopped:
             return StepResult(ok=False, step=self._step, message=CODES_STOPPED)
-        code = self._code_of(request.browser)
+        code = self._code_of(request.browser, keep=True)
         check = code.check(request.code_digest, workflow.now(), tell_delivery=False)
         if not check.ok:
             if check.counted and self._per_browser:
