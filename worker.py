@@ -50,7 +50,8 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             setup.send_setup_email, setup.close_setup,
             steps.store_password, steps.send_code, steps.confirm_email, steps.verify_totp,
             steps.activate_account, steps.record_audit, steps.record_link_opened,
-            reset.reset_password, reset.send_password_changed,
+            reset.reset_password, reset.send_password_changed, reset.count_wrong_reset_code,
+            reset.send_reset_link,
             entra.verify_entra_grant, entra.link_entra_identity, entra.send_entra_linked,
         ],
     )

@@ -117,6 +117,13 @@ class ResetPasswordInput:
     # Sealed TOTP code; required when the account has MFA on.
     sealed_totp: str | None = None
     ip: str | None = None
+    # Set when the flow accepted a code (its run id): the account's caps on wrong codes are
+    # checked first, so past them even the right code gets the same answer as a wrong one.
+    code_flow: str | None = None
+    flow_limit: int = 10
+    day_limit: int = 20
+    # Instead of a code: the keyed hash of a reset link's token, consumed with the change.
+    link_digest: str | None = None
 
 
 @dataclass
@@ -126,6 +133,38 @@ class ResetPasswordResult:
     problems: list[str] = field(default_factory=list)
     # A wrong authenticator code counts against the emailed code like a wrong code does.
     totp_failed: bool = False
+    codes_stopped: bool = False
+
+
+@dataclass
+class WrongResetCodeInput:
+    staff_id: str
+    account_id: str
+    flow: str
+    flow_limit: int
+    day_limit: int
+    attempts_left: int
+    ip: str | None = None
+
+
+@dataclass
+class WrongResetCodeResult:
+    counted: bool
+    stopped: bool
+
+
+@dataclass
+class SendResetLinkInput:
+    account_id: str
+    staff_id: str
+    workflow_id: str
+    link_ttl_seconds: int
+
+
+@dataclass
+class SendResetLinkResult:
+    sent_at: datetime
+    expires_at: datetime
 
 
 @dataclass

@@ -4,17 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.base import SecretActivities
-from activities.inputs import NoticeInput, ResetPasswordInput, ResetPasswordResult
+from activities.email_delivery import PermanentEmailError, record_after_send
+from activities.inputs import (
+    NoticeInput,
+    ResetPasswordInput,
+    ResetPasswordResult,
+    SendResetLinkInput,
+    SendResetLinkResult,
+    WrongResetCodeInput,
+    WrongResetCodeResult,
+)
+from activities.send_requests import AttemptClock
+from activities.sso_setup import ttl_words
 from core import audit
 from core.accounts import account_for, revoke_sessions, totp_accepted
-from core.models import AccountStatus, SsoAccount, Staff, utcnow
+from core.crypto import new_token
+from core.models import AccountStatus, ResetLink, SsoAccount, Staff, utcnow
 from core.passwords import PasswordPolicy, password_problems, personal_words
+from core.reset_caps import (
+    CODES_STOPPED,
+    LINK_GONE,
+    CodeCaps,
+    codes_stopped,
+    count_wrong_code,
+    reset_link_hash,
+)
 from core.sealing import password_context, totp_context
 from core.templating import render_email
 
@@ -32,6 +54,13 @@ class ResetActivities(SecretActivities):
         account_id = uuid.UUID(data.account_id)
         actor = f"staff:{data.staff_id}"
         async with self._sessions() as session:
+            # Before anything that could tell a right code from a wrong one.
+            if data.code_flow is not None and await codes_stopped(session, CodeCaps(
+                    data.account_id, data.code_flow, data.flow_limit, data.day_limit), utcnow()):
+                return ResetPasswordResult(ok=False, message=CODES_STOPPED, codes_stopped=True)
+            if data.link_digest is not None and not await _link_usable(
+                    session, account_id, data.link_digest, utcnow()):
+                return ResetPasswordResult(ok=False, message=LINK_GONE)
             account = await session.get(SsoAccount, account_id)
             staff = await session.get(Staff, uuid.UUID(data.staff_id))
             if account is None or staff is None or account.status != AccountStatus.active.value:
@@ -66,6 +95,18 @@ class ResetActivities(SecretActivities):
         del password
         now = utcnow()
         async with self._sessions() as session:
+            if data.link_digest is not None:
+                consumed = await session.execute(
+                    update(ResetLink)
+                    .where(ResetLink.token_hash == data.link_digest,
+                           ResetLink.account_id == account_id,
+                           ResetLink.consumed_at.is_(None), ResetLink.expires_at > now)
+                    .values(consumed_at=now))
+                if consumed.rowcount != 1:  # type: ignore[attr-defined]
+                    return ResetPasswordResult(ok=False, message=LINK_GONE)
+                # One reset per email's worth of links: any other one dies with this use.
+                await session.execute(delete(ResetLink).where(
+                    ResetLink.account_id == account_id, ResetLink.consumed_at.is_(None)))
             account = await session.get(SsoAccount, account_id)
             assert account is not None
             account.password_hash = password_hash
@@ -74,9 +115,79 @@ class ResetActivities(SecretActivities):
             revoked = await revoke_sessions(session, account.staff_id, now)
             audit.record(session, actor=actor, action="reset.completed", outcome="success",
                          target=data.staff_id, ip=data.ip, sessions_revoked=revoked,
-                         workflow_id=data.workflow_id)
+                         workflow_id=data.workflow_id,
+                         **({"via": "link"} if data.link_digest is not None else {}))
             await session.commit()
         return ResetPasswordResult(ok=True)
+
+    @activity.defn(name="count_wrong_reset_code")
+    async def count_wrong_reset_code(self, data: WrongResetCodeInput) -> WrongResetCodeResult:
+        """A wrong reset code: counted against the flow's and the account's caps, and audited."""
+        async with self._sessions() as session:
+            counted = await count_wrong_code(session, CodeCaps(
+                data.account_id, data.flow, data.flow_limit, data.day_limit), utcnow())
+            audit.record(session, actor=f"staff:{data.staff_id}", action="code.failed",
+                         outcome="failure", target=data.staff_id, ip=data.ip,
+                         attempts_left=str(data.attempts_left), purpose="reset",
+                         codes_stopped=counted.stopped)
+            await session.commit()
+        return WrongResetCodeResult(counted=counted.counted, stopped=counted.stopped)
+
+    @activity.defn(name="send_reset_link")
+    async def send_reset_link(self, data: SendResetLinkInput) -> SendResetLinkResult:
+        """A single-use reset link (256 random bits, only its keyed hash stored) in place of a
+        code, once codes stop for the account. Minted once per send request: a retried
+        attempt emails the same link (both copies work), and using it ends every link of the
+        account. Its lifetime counts from the hand-over to the mail server."""
+        clock = AttemptClock()
+        ttl = timedelta(seconds=data.link_ttl_seconds)
+        staff_id = uuid.UUID(data.staff_id)
+        async with self._sessions() as session:
+            staff = await session.get(Staff, staff_id)
+            if staff is None:
+                raise ApplicationError("staff member no longer exists", non_retryable=True,
+                                       type="StaffNotFound")
+            claim = await self._requests.claim(session, "password_reset_link", staff_id,
+                                               new_token)
+            if claim.accepted:
+                # An earlier attempt's email was accepted and recorded; its answer was lost.
+                assert claim.row.accepted_at is not None
+                return SendResetLinkResult(sent_at=claim.row.accepted_at,
+                                           expires_at=claim.row.accepted_at + ttl)
+            digest = reset_link_hash(self._settings.secret_key.get_secret_value(), claim.secret)
+            if claim.minted:
+                session.add(ResetLink(
+                    account_id=uuid.UUID(data.account_id), workflow_id=data.workflow_id,
+                    token_hash=digest, expires_at=clock.now() + ttl, created_at=utcnow()))
+            self._requests.hand_over(claim)
+            email = render_email(
+                "password_reset_link", to=staff.external_email_1,
+                brand=self._settings.brand_name, first_name=staff.first_name,
+                link=f"{self._settings.public_url}/sso/reset/link/{claim.secret}",
+                ttl_words=ttl_words(data.link_ttl_seconds),
+                support_email=self._settings.support_email)
+            await session.commit()
+        claim.secret = ""
+        try:
+            await self._requests.send(self._sessions, self._sender, claim, email)
+        except PermanentEmailError as exc:
+            raise ApplicationError(str(exc), non_retryable=True,
+                                   type="PermanentEmailError") from exc
+        sent_at = clock.now()
+
+        async def record_sent() -> None:
+            async with self._sessions() as session:
+                await session.execute(update(ResetLink).where(ResetLink.token_hash == digest)
+                                      .values(expires_at=sent_at + ttl))
+                await self._requests.accepted(session, claim, sent_at)
+                audit.record(session, actor="system", action="reset.link_issued",
+                             outcome="success", target=data.staff_id,
+                             workflow_id=data.workflow_id)
+                await session.commit()
+
+        # The link is out: failing now would make Temporal email it again.
+        await record_after_send(record_sent)
+        return SendResetLinkResult(sent_at=sent_at, expires_at=sent_at + ttl)
 
     @activity.defn(name="send_password_changed")
     async def send_password_changed(self, data: NoticeInput) -> None:
@@ -92,3 +203,9 @@ class ResetActivities(SecretActivities):
             changed_at=data.changed_at.strftime("%d %B %Y at %H:%M UTC"),
             support_email=self._settings.support_email)
         await self._notify("password_changed", staff.id, email)
+
+
+async def _link_usable(session: AsyncSession, account_id: uuid.UUID, digest: str, now: datetime) -> bool:
+    link = await session.scalar(select(ResetLink).where(ResetLink.token_hash == digest))
+    return bool(link is not None and link.account_id == account_id
+                and link.consumed_at is None and link.expires_at > now)

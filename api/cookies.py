@@ -21,6 +21,8 @@ SETUP_SESSION = "sso_setup"
 SIGNIN_SESSION = "sso_session"
 PENDING_MFA = "sso_pending"
 RESET_SESSION = "sso_reset"
+# Which browser asked for a reset: its codes and throttle are its own (never a session).
+RESET_BROWSER = "sso_reset_browser"
 ENTRA_PENDING = "sso_entra"
 
 

@@ -26,7 +26,7 @@ from bench import report
 from bench.actions import billable_actions
 from bench.faults import onboarding_under_faults
 from bench.hashing import verifications_per_second_per_core
-from bench.load import cheap_page_rates, code_check_rate, sign_in_rate
+from bench.load import cheap_page_rates, code_check_rate, reset_wrong_code_times, sign_in_rate
 from bench.measure import CpuMeter, Latencies
 from bench.people import Stackside, email_to, expect, fields
 from core.codec import data_converter
@@ -49,7 +49,7 @@ def stack(data_dir: Path, smtp: SmtpSink, argon2: dict[str, int]) -> Iterator[De
         "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
         # A benchmark is one admin key and one IP sending thousands of requests.
         "SSO_ADMIN_RATE_LIMIT": "100000000", "SSO_SIGNIN_IP_LIMIT": "100000000",
-        "SSO_RESET_REQUEST_IP_LIMIT": "100000000",
+        "SSO_RESET_REQUEST_IP_LIMIT": "100000000", "SSO_RESET_SUBMIT_IP_LIMIT": "100000000",
         # The pages wait longer than a person would before "try again": we measure, not shed.
         "SSO_STEP_TIMEOUT": "60",
         "SSO_ARGON2_TIME_COST": str(argon2["time_cost"]),
@@ -84,14 +84,17 @@ async def onboarding(dev: DevStack, smtp: SmtpSink, people: int) -> dict[str, An
             "cpu_seconds_per_flow": {k: v / people for k, v in sorted(used.items())}}
 
 
-async def resets(dev: DevStack, smtp: SmtpSink, count: int) -> None:
-    """`count` people who are set up reset their password (for the action count)."""
+async def resets(dev: DevStack, smtp: SmtpSink, count: int) -> list[str]:
+    """`count` people who are set up reset their password (for the action count); their
+    addresses."""
+    addresses = []
     async with httpx.AsyncClient(base_url=dev.base_url, timeout=120, headers={
             "Authorization": f"Bearer {dev.admin_key}"}) as admin:
         side = Stackside(dev.base_url, admin, smtp, Latencies())
         for _ in range(count):
             staff = await side.new_person("reset")
             address = staff["external_email_1"]
+            addresses.append(address)
             await side.send_email(staff["id"])
             async with httpx.AsyncClient(base_url=dev.base_url, timeout=60) as browser:
                 await side.to_code_step(browser, address)
@@ -113,6 +116,7 @@ async def resets(dev: DevStack, smtp: SmtpSink, count: int) -> None:
                     **fields(page, "/sso/reset"), "code": code, "password": password,
                     "confirm": password})
                 expect(answer, "/sso/login?notice=reset")
+    return addresses
 
 
 async def actions(dev: DevStack) -> dict[str, Any]:
@@ -226,9 +230,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["signin_ours"] = await sign_in_rate(dev, OURS, args.seconds,
                                                             probe_cheap_page=True)
                 say(f"{args.resets} password resets")
-                await resets(dev, smtp, args.resets)
+                addresses = await resets(dev, smtp, args.resets)
                 say("billable actions from the finished histories")
                 results["actions"] = await actions(dev)
+                say("wrong reset codes: real accounts and unknown addresses in turn")
+                results["reset_wrong_code"] = await reset_wrong_code_times(dev, addresses)
                 if args.waiting:
                     say(f"scale: {args.waiting} setups waiting on their link")
                     results["scale"] = await scale(dev, smtp, args.waiting)

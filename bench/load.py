@@ -136,3 +136,32 @@ async def code_check_rate(dev: DevStack, smtp: SmtpSink, seconds: float) -> dict
     return {"code_checks_per_second_per_core": done / seconds / cores,
             "p50_ms": percentile(samples, 50) * 1000, "p99_ms": percentile(samples, 99) * 1000,
             "cpu_seconds_per_check": {k: v / max(done, 1) for k, v in sorted(used.items())}}
+
+
+async def reset_wrong_code_times(dev: DevStack, addresses: list[str], browsers: int = 2,
+                                 per_browser: int = 4) -> dict[str, Any]:
+    """A wrong code on the reset page, for a real account and for an unknown address in
+    turn (SECURITY 15: same words, comparable time). Each browser asks for a code first;
+    `browsers` times `per_browser` stays under the flow's cap on wrong codes."""
+    samples: dict[str, list[float]] = {"known": [], "unknown": []}
+    password = PASSWORD
+    for n, address in enumerate(addresses):
+        unknown = f"nobody-{n}-{os.urandom(4).hex()}@example.com"
+        for _ in range(browsers):
+            for kind, email in (("known", address), ("unknown", unknown)):
+                async with httpx.AsyncClient(base_url=dev.base_url, timeout=60) as browser:
+                    page = await browser.get("/sso/forgot")
+                    await browser.post("/sso/forgot", data={
+                        **fields(page, "/sso/forgot"), "email": email})
+                    page = await browser.get("/sso/reset")
+                    for _ in range(per_browser):
+                        form = {**fields(page, "/sso/reset"), "code": "000000",
+                                "password": password, "confirm": password}
+                        started = time.perf_counter()
+                        page = await browser.post("/sso/reset", data=form)
+                        samples[kind].append(time.perf_counter() - started)
+                        if page.status_code != 400:
+                            raise RuntimeError(f"wrong reset code: {page.status_code}")
+    return {kind: {"n": len(values), "p50_ms": percentile(values, 50) * 1000,
+                   "p90_ms": percentile(values, 90) * 1000}
+            for kind, values in samples.items()}

@@ -100,6 +100,11 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"| code checks/s/core (an Update each; p50 / p99 ms) | "
                      f"{row['code_checks_per_second_per_core']:.1f} "
                      f"({_ms(row['p50_ms'])} / {_ms(row['p99_ms'])}) |")
+    if "reset_wrong_code" in results:
+        known, unknown = (results["reset_wrong_code"][k] for k in ("known", "unknown"))
+        lines.append(f"| wrong reset code, real account / unknown address (p50; p90 ms) | "
+                     f"{_ms(known['p50_ms'])} / {_ms(unknown['p50_ms'])} "
+                     f"({_ms(known['p90_ms'])} / {_ms(unknown['p90_ms'])}) |")
     if "onboarding" in results:
         row = results["onboarding"]
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in row["cpu_seconds_per_flow"].items())

@@ -11,7 +11,8 @@ import sys
 from datetime import UTC, datetime
 
 # Tokens only ever travel in these path segments; the access log must never carry them.
-SECRET_PATH = re.compile(r"(/sso/setup/)(?!(?:confirm|resend|mfa|done)(?:[/?\s\"]|$))[^/?\s\"]+")
+SECRET_PATH = re.compile(
+    r"(/sso/setup/(?!(?:confirm|resend|mfa|done)(?:[/?\s\"]|$))|/sso/reset/link/)[^/?\s\"]+")
 # Microsoft's callback carries the authorization code and state in its query string (also
 # with a trailing slash, which the app redirects to the callback, query and all).
 SECRET_QUERY = re.compile(r"(/sso/entra/callback/?)\?[^\s\"]*")

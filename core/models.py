@@ -274,6 +274,38 @@ class EntraLink(Base):
     last_sign_in_at: Mapped[datetime | None]
 
 
+class ResetCodeFailure(Base):
+    """A wrong password reset code: counted per flow and per subject (an account id, or the
+    stand-in id of an address without one) over a rolling day, across browsers and flows."""
+
+    __tablename__ = "reset_code_failures"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    subject: Mapped[str] = mapped_column(String(100))
+    flow: Mapped[str] = mapped_column(String(100))
+    failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_reset_code_failures_subject", "subject", "failed_at"),)
+
+
+class ResetLink(Base):
+    """A single-use password reset link, emailed once codes stop working for an account."""
+
+    __tablename__ = "reset_links"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sso_accounts.id", ondelete="CASCADE"))
+    workflow_id: Mapped[str] = mapped_column(String(100))
+    # HMAC of the token; the token itself exists only in the email.
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    consumed_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_reset_links_account", "account_id"),)
+
+
 class RateCounter(Base):
     """Fixed-window counters shared by all web app instances (when Redis is not configured)."""
 

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     signin_ip_limit: int = Field(default=50, ge=1)  # failed sign-ins per IP per 15 minutes
     reset_request_ip_limit: int = Field(default=20, ge=1)  # reset requests per IP per hour
     reset_ttl: timedelta = timedelta(hours=1)
+    # Wrong reset codes, across browsers: per flow, and per account over a rolling day.
+    reset_wrong_code_flow_limit: int = Field(default=10, ge=1)
+    reset_wrong_code_day_limit: int = Field(default=20, ge=1)
+    reset_link_ttl: timedelta = timedelta(minutes=15)
+    # "Change Password" posts per IP and per reset session, per SSO_RESET_TTL.
+    reset_submit_ip_limit: int = Field(default=100, ge=1)
+    reset_submit_session_limit: int = Field(default=30, ge=1)
     # How long a page waits for the workflow before saying "try again in a minute".
     step_timeout: timedelta = timedelta(seconds=5)
     # "Send Single Sign-On Email" per person, counted in the database across instances.
@@ -183,7 +190,8 @@ class Settings(BaseSettings):
     @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
                      "email_retry_max_interval", "setup_email_window", "setup_ttl", "code_ttl",
                      "code_resend_interval", "step_timeout", "session_idle_ttl",
-                     "session_max_ttl", "reset_ttl", "entra_link_fresh", mode="before")
+                     "session_max_ttl", "reset_ttl", "reset_link_ttl", "entra_link_fresh",
+                     mode="before")
     @classmethod
     def _seconds_or_iso8601(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -196,7 +204,7 @@ class Settings(BaseSettings):
     @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
                      "email_retry_max_interval", "setup_email_window", "setup_ttl", "code_ttl",
                      "code_resend_interval", "step_timeout", "session_idle_ttl",
-                     "session_max_ttl", "reset_ttl", "entra_link_fresh")
+                     "session_max_ttl", "reset_ttl", "reset_link_ttl", "entra_link_fresh")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

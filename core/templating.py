@@ -15,6 +15,7 @@ EMAIL_SUBJECTS = {
     "sso_welcome": "Welcome to {brand} Single Sign-On",
     "verification_code": "Your {brand} verification code",
     "password_reset_code": "Your {brand} password reset code",
+    "password_reset_link": "Your {brand} password reset link",
     "password_changed": "Your {brand} password was changed",
     "entra_linked": "A Microsoft account was linked to your {brand} sign-in",
 }

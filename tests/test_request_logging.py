@@ -156,10 +156,12 @@ def test_the_access_log_names_requests_and_hides_tokens(tmp_path: Path, sqlite_u
         callback = http.get("/sso/entra/callback",
                             params={"code": OAUTH_CODE, "state": OAUTH_STATE},
                             headers={"X-Request-ID": "callback-1"})
+        reset_link = http.get(f"/sso/reset/link/{LINK_TOKEN}",
+                              headers={"X-Request-ID": "reset-link-1"})
         made = http.get("/sso/login")
     output = "\n".join(lines)
     assert link.status_code == 404 and password.status_code == 404
-    assert callback.status_code == 403
+    assert callback.status_code == 403 and reset_link.status_code == 410
     assert made.status_code == 200
     assert LINK_TOKEN not in output and OAUTH_CODE not in output and OAUTH_STATE not in output
 
@@ -173,4 +175,5 @@ def test_the_access_log_names_requests_and_hides_tokens(tmp_path: Path, sqlite_u
     assert '"GET /sso/setup/[redacted] HTTP/1.1" 404' in access["link-1"]
     assert '"GET /sso/setup/[redacted]/password HTTP/1.1" 404' in access["link-2"]
     assert '"GET /sso/entra/callback?[redacted] HTTP/1.1" 403' in access["callback-1"]
+    assert '"GET /sso/reset/link/[redacted] HTTP/1.1" 410' in access["reset-link-1"]
     assert '"GET /sso/login HTTP/1.1" 200' in access[made.headers["x-request-id"]]

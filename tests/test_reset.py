@@ -34,8 +34,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from api.services.reset import reset_workflow_id
-from core.models import SsoAccount, utcnow
+from core.crypto import token_hash
+from core.models import AuditEvent, ResetCodeFailure, ResetLink, SsoAccount, utcnow
 from core.passwords import Hasher
+from core.reset_caps import CODES_STOPPED
 from tests.accounts_helpers import (
     GUARD_SECONDS,
     NEW_PASSWORD,
@@ -608,3 +610,298 @@ async def test_asking_again_keeps_the_resend_clock_alike(
             waits.append(int(match.group(1)))
         assert waits[0] <= 31
         assert abs(waits[0] - waits[1]) <= 5, waits
+
+
+# -- issue 11: lock-out, capped guessing, enumeration, limits (SECURITY 15, 16, 17, 39) --------
+
+LINK_SUBJECT = "Your agentOS password reset link"
+LINK_PATH = re.compile(r"(/sso/reset/link/[A-Za-z0-9_-]+)")
+BROWSER_COOKIE = "__Host-sso_reset_browser"
+EXPIRED = "This code has expired. Click Send a new code."
+
+
+def browser_key(stack: Stack, browser: Browser) -> str:
+    return token_hash(stack.settings.secret_key.get_secret_value(), "reset-browser",
+                      browser.cookie(BROWSER_COOKIE) or "")
+
+
+async def browser_code(stack: Stack, someone: Person, browser: Browser, count: int) -> str:
+    """The newest code, once `count` reset codes were emailed and this browser's code in the
+    flow is the one that was emailed last."""
+    bodies = await emails_with_subject(stack.sessions, stack.settings, someone.email,
+                                       CODE_SUBJECT, count)
+    async with asyncio.timeout(GUARD_SECONDS):
+        while (await flow(stack, someone).query(
+                "progress", browser_key(stack, browser),
+                result_type=ResetProgress)).code_delivery != "sent":
+            await asyncio.sleep(0.05)
+    return code_in(bodies[-1])
+
+
+async def link_in_mailbox(stack: Stack, someone: Person, count: int = 1) -> str:
+    bodies = await emails_with_subject(stack.sessions, stack.settings, someone.email,
+                                       LINK_SUBJECT, count)
+    match = LINK_PATH.search(bodies[-1])
+    assert match, bodies[-1]
+    return match.group(1)
+
+
+async def test_an_attacker_who_used_up_a_browsers_codes_cannot_lock_the_person_out(
+        sleeping_stack: Stack) -> None:
+    """Issue 11, Medium 1: the attacker asks for the first code and five new ones and burns
+    the last code's tries. The person's own "Forgot your password?" still emails a code at
+    once, and it resets."""
+    stack = sleeping_stack
+    someone = await person(stack)
+    async with browser_of(stack) as attacker, browser_of(stack) as own:
+        page, code = await start_reset(stack, attacker, someone)
+        for number in range(2, 7):
+            await stack.env.sleep(timedelta(seconds=61))
+            page = await attacker.submit(page, "/sso/reset/resend")
+            assert NEW_CODE_SENT in page_text(page)
+            code = await browser_code(stack, someone, attacker, number)
+        await stack.env.sleep(timedelta(seconds=61))
+        page = await attacker.submit(page, "/sso/reset/resend")
+        assert "You've asked for the most new codes we can send." in page_text(page)
+        for _ in range(5):
+            page = await change_password(attacker, page, another(code))
+        assert_refused(page, KILLED)
+
+        assert redirected_to(await ask_for_code(own, someone.email), "/sso/reset?sent=1")
+        mine = await browser_code(stack, someone, own, 7)
+        assert mine not in (code,)
+        assert_reset(await change_password(own, await own.get("/sso/reset"), mine))
+    assert await signs_in(stack, someone.email, NEW_PASSWORD)
+
+
+async def test_ten_wrong_codes_across_browsers_stop_codes_and_the_emailed_link_resets(
+        stack: Stack) -> None:
+    """Issue 11, Medium 2: new codes no longer bring fresh tries without end. The flow's
+    tenth wrong code stops codes for every browser (the right one too) and emails the person
+    a single-use link; opening it changes nothing, sending it (with the authenticator code,
+    MFA being on) resets, and it works once."""
+    someone = await person(stack, mfa=True)
+    async with browser_of(stack) as own, browser_of(stack) as first, \
+            browser_of(stack) as second:
+        own_page, own_code = await start_reset(stack, own, someone)
+        answers = []
+        for number, attacker in ((2, first), (3, second)):
+            assert redirected_to(await ask_for_code(attacker, someone.email),
+                                 "/sso/reset?sent=1")
+            code = await browser_code(stack, someone, attacker, number)
+            page = await attacker.get("/sso/reset")
+            for _ in range(5):
+                page = await change_password(attacker, page, another(code))
+                answers.append(page_text(page))
+        assert CODES_STOPPED in answers[-1] and CODES_STOPPED not in answers[-2]
+        # The right code no longer works either: codes are not guesses any more.
+        assert_refused(await change_password(own, own_page, own_code, totp=someone.totp_now()),
+                       CODES_STOPPED)
+        failures = await failures_of(stack, str(someone.account_id))
+        assert failures == 10
+
+        path = await link_in_mailbox(stack, someone)
+        async with browser_of(stack) as phone:
+            opened = await phone.get(path)
+            assert opened.status_code == 200 and "Change Password" in page_text(opened)
+            assert (await phone.get(path)).status_code == 200  # a GET never consumes it
+            missing = await phone.submit(opened, path, password=NEW_PASSWORD,
+                                         confirm=NEW_PASSWORD)
+            assert_refused(missing, NEED_TOTP)
+            done = await phone.submit(missing, path, password=NEW_PASSWORD,
+                                      confirm=NEW_PASSWORD, totp=someone.totp_now())
+            assert redirected_to(done, "/sso/login?notice=reset"), page_text(done)
+            assert SESSION_COOKIE not in set_cookies(done)
+            again = await phone.get(path)
+            assert again.status_code == 410 and "no longer valid" in page_text(again)
+    assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "",
+                           NEW_PASSWORD)
+    events = await audit_events(stack.sessions, someone)
+    [done_event] = [e for e in events if e.action == "reset.completed"]
+    assert done_event.details.get("via") == "link"
+    assert [e.action for e in events].count("reset.link_issued") == 1
+    # The token is nowhere but in the email.
+    token = path.rsplit("/", 1)[1]
+    async with stack.sessions() as session:
+        [row] = (await session.scalars(select(ResetLink))).all()
+    assert row.token_hash != token and row.consumed_at is not None
+
+
+async def failures_of(stack: Stack, subject: str) -> int:
+    async with stack.sessions() as session:
+        return len((await session.scalars(select(ResetCodeFailure).where(
+            ResetCodeFailure.subject == subject))).all())
+
+
+async def test_the_account_cap_spans_flows_and_unlock_sign_in_clears_it(stack: Stack) -> None:
+    """20 wrong codes in the last 24 hours (earlier flows): the next reset email carries a
+    link instead of a code; the admin's Unlock sign-in clears the count, and codes return."""
+    someone = await person(stack)
+    earlier = utcnow() - timedelta(hours=23)
+    async with stack.sessions() as session:
+        session.add_all([ResetCodeFailure(subject=str(someone.account_id), flow=f"old-{n % 3}",
+                                          failed_at=earlier) for n in range(20)])
+        await session.commit()
+    async with browser_of(stack) as browser:
+        response = await ask_for_code(browser, someone.email)
+        assert redirected_to(response, "/sso/reset?sent=1")
+        await link_in_mailbox(stack, someone)
+        assert await codes(stack, someone) == []
+
+    unlocked = await stack.http.post(f"/api/v1/staff/{someone.staff_id}/unlock",
+                                     headers=stack.admin)
+    assert unlocked.status_code == 200
+    assert await failures_of(stack, str(someone.account_id)) == 0
+    [event] = [e for e in await audit_events(stack.sessions, someone)
+               if e.action == "account.unlock"]
+    assert event.details["wrong_reset_codes"] == 20
+    async with browser_of(stack) as browser:
+        page, code = await start_reset(stack, browser, someone)
+        assert_reset(await change_password(browser, page, code))
+
+
+async def test_expired_and_stopped_codes_are_answered_alike_for_unknown_addresses(
+        sleeping_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11, Medium 3: after the code's lifetime both answer "expired"; past the flow's
+    cap both answer that codes have stopped."""
+    stack = sleeping_stack
+    import api.services.reset as reset_service
+
+    moved = timedelta(0)
+
+    def clock() -> datetime:
+        return utcnow() + moved
+
+    monkeypatch.setattr(reset_service, "utcnow", clock)
+    someone = await person(stack)
+    unknown = "nobody.at.all@example.com"
+    async with browser_of(stack) as known, browser_of(stack) as stranger:
+        for browser, email in ((known, someone.email), (stranger, unknown)):
+            assert redirected_to(await ask_for_code(browser, email), "/sso/reset?sent=1")
+        wrong = another(await code_delivered(stack, someone))
+        await stack.env.sleep(timedelta(minutes=11))
+        moved = timedelta(minutes=11)
+        answers = []
+        for browser in (known, stranger):
+            response = await change_password(browser, await browser.get("/sso/reset"), wrong)
+            assert_refused(response, EXPIRED)
+            answers.append(without_tokens(response.text))
+        assert answers[0] == answers[1]
+
+        stopped = []
+        for email in (someone.email, unknown):
+            texts = []
+            for _ in range(2):
+                async with browser_of(stack) as browser:
+                    await ask_for_code(browser, email)
+                    page = await browser.get("/sso/reset")
+                    for _ in range(5):
+                        page = await change_password(browser, page, wrong)
+                        texts.append(without_tokens(page.text))
+                    last = page_text(page)
+            stopped.append(texts)
+            assert CODES_STOPPED in last
+        assert stopped[0] == stopped[1]
+
+
+async def test_a_wrong_code_takes_the_same_steps_for_known_and_unknown_addresses(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11, Medium 3: the same functions, the same number of times, and one Temporal
+    round trip each (timings: `make bench`)."""
+    from temporalio.service import _BridgeServiceClient
+
+    import activities.password_reset as reset_activities
+    import api.services.reset as reset_service
+
+    calls: list[str] = []
+
+    def counted(name: str, function: Any) -> Any:
+        if asyncio.iscoroutinefunction(function):
+            async def wrapper_async(*args: Any, **kwargs: Any) -> Any:
+                calls.append(name)
+                return await function(*args, **kwargs)
+            return wrapper_async
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return function(*args, **kwargs)
+        return wrapper
+
+    for module, name in ((reset_service, "seal"), (reset_service, "code_digest"),
+                         (reset_service, "count_wrong_code"),
+                         (reset_activities, "count_wrong_code")):
+        monkeypatch.setattr(module, name, counted("count_wrong_code" if name.startswith(
+            "count") else name, getattr(module, name)))
+    rpc = _BridgeServiceClient._rpc_call
+
+    async def counted_rpc(self: Any, *args: Any, **kwargs: Any) -> Any:
+        name = str(kwargs.get("rpc", args[0] if args else ""))
+        if kwargs.get("service") == "workflow" and not name.startswith("poll_"):
+            calls.append("temporal")
+        return await rpc(self, *args, **kwargs)
+
+    someone = await person(stack)
+    steps = []
+    async with browser_of(stack) as known, browser_of(stack) as unknown:
+        await ask_for_code(known, someone.email)
+        await ask_for_code(unknown, "nobody.at.all@example.com")
+        wrong = another(await code_delivered(stack, someone))
+        monkeypatch.setattr(_BridgeServiceClient, "_rpc_call", counted_rpc)
+        for browser in (known, unknown):
+            page = await browser.get("/sso/reset")
+            calls.clear()
+            assert_refused(await change_password(browser, page, wrong, totp="123456"),
+                           "Incorrect code, 4 attempts left")
+            steps.append(sorted(calls))
+    assert steps[0] == steps[1] == sorted(
+        ["code_digest", "seal", "seal", "temporal", "count_wrong_code"]), steps
+
+
+async def test_change_password_posts_are_limited_per_ip_and_per_session(
+        reset_env: WorkflowEnvironment, database_url: str) -> None:
+    """Issue 11, Low: POST /sso/reset is rate-limited even while a reset session is held."""
+    async with reset_stack(reset_env, database_url, reset_submit_session_limit=3,
+                           reset_submit_ip_limit=5) as limited:
+        async with browser_of(limited) as browser:
+            await ask_for_code(browser, "nobody.at.all@example.com")
+            page = await browser.get("/sso/reset")
+            for _ in range(3):
+                page = await change_password(browser, page, "123456")
+                assert page.status_code == 400
+            page = await change_password(browser, page, "123456")
+            assert page.status_code == 429 and "Too many attempts" in page_text(page)
+            # A new session from the same address: the per-IP count still holds.
+            await ask_for_code(browser, "nobody.else@example.com")
+            page = await browser.get("/sso/reset")
+            statuses = []
+            for _ in range(2):
+                page = await change_password(browser, page, "123456")
+                statuses.append(page.status_code)
+            assert statuses == [400, 429]
+
+
+async def test_reset_requests_and_new_codes_are_audited_for_every_address(
+        stack: Stack) -> None:
+    """Issue 11, Low: "Forgot your password?" and "Send a new code" are in the audit log,
+    with the IP and the outcome, and the target when there is an account."""
+    someone = await person(stack)
+    unknown = "nobody.at.all@example.com"
+    async with browser_of(stack) as known, browser_of(stack) as stranger:
+        pages = []
+        for browser, email in ((known, someone.email), (stranger, unknown)):
+            await ask_for_code(browser, email)
+            pages.append(await browser.submit(await browser.get("/sso/reset"),
+                                              "/sso/reset/resend"))
+        await code_delivered(stack, someone)
+        assert (TOO_SOON.sub("", without_tokens(pages[0].text))
+                == TOO_SOON.sub("", without_tokens(pages[1].text)))
+    async with stack.sessions() as session:
+        events = (await session.scalars(select(AuditEvent).where(
+            AuditEvent.action.in_(["reset.requested", "reset.resend"]))
+            .order_by(AuditEvent.occurred_at))).all()
+    assert [(e.action, e.outcome, e.target, e.ip) for e in events] == [
+        ("reset.requested", "sent", str(someone.staff_id), "127.0.0.1"),
+        ("reset.resend", "refused", str(someone.staff_id), "127.0.0.1"),
+        ("reset.requested", "unknown_address", None, "127.0.0.1"),
+        ("reset.resend", "unknown_address", None, "127.0.0.1"),
+    ]

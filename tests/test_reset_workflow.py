@@ -51,7 +51,7 @@ from temporalio.converter import decode_typed_search_attributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from activities.inputs import (
     AuditInput,
@@ -60,8 +60,13 @@ from activities.inputs import (
     ResetPasswordResult,
     SendCodeInput,
     SendCodeResult,
+    SendResetLinkInput,
+    SendResetLinkResult,
+    WrongResetCodeInput,
+    WrongResetCodeResult,
 )
 from core.codec import ENCODING, EncryptionCodec, data_converter, keyring_from_settings
+from core.reset_caps import CODES_STOPPED, LINK_SENT
 from core.sealing import password_context, seal, totp_context
 from core.search_attributes import ALL, SSO_STAFF_ID, SSO_STEP
 from tests.conftest import TEST_SEAL_PUBLIC_KEY, binary, make_settings, time_skipping_server
@@ -152,6 +157,10 @@ class FakeActivities:
     With `hold_notice`, send_password_changed waits for `release_notice`. send_code fails
     (retryably, like an SMTP outage) for attempts scheduled before `codes_fail_until`.
     With `hold_audit` set, record_audit waits for `release_audit` after recording.
+    count_wrong_reset_code records the code.failed audit as the real one does (and holds
+    like record_audit) and counts wrong codes per flow and per account as the database does
+    (`day_failures` stands for earlier flows' wrong codes of the day); send_reset_link
+    records its inputs in `links`.
     """
 
     reset_results: list[ResetPasswordResult] = field(default_factory=list)
@@ -163,6 +172,9 @@ class FakeActivities:
     resets: list[ResetPasswordInput] = field(default_factory=list)
     notices: list[NoticeInput] = field(default_factory=list)
     audits: list[AuditInput] = field(default_factory=list)
+    wrong_codes: list[WrongResetCodeInput] = field(default_factory=list)
+    day_failures: int = 0
+    links: list[SendResetLinkInput] = field(default_factory=list)
     hold_codes: asyncio.Event = field(default_factory=asyncio.Event)
     release_codes: asyncio.Event = field(default_factory=asyncio.Event)
     notice_started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -184,9 +196,34 @@ class FakeActivities:
         self.codes_sent_at.append(scheduled)
         return SendCodeResult(code_digest=f"digest-{number}", sent_at=scheduled)
 
+    @activity.defn(name="count_wrong_reset_code")
+    async def count_wrong_reset_code(self, data: WrongResetCodeInput) -> WrongResetCodeResult:
+        flow = sum(1 for w in self.wrong_codes if w.flow == data.flow)
+        day = self.day_failures + len(self.wrong_codes)
+        counted = flow < data.flow_limit and day < data.day_limit
+        if counted:
+            self.wrong_codes.append(data)
+            flow, day = flow + 1, day + 1
+        await self.record_audit(AuditInput(
+            actor=f"staff:{data.staff_id}", action="code.failed", outcome="failure",
+            target=data.staff_id, details={"attempts_left": str(data.attempts_left)},
+            ip=data.ip))
+        return WrongResetCodeResult(counted=counted, stopped=flow >= data.flow_limit
+                                    or day >= data.day_limit)
+
+    @activity.defn(name="send_reset_link")
+    async def send_reset_link(self, data: SendResetLinkInput) -> SendResetLinkResult:
+        self.links.append(data)
+        scheduled = activity.info().current_attempt_scheduled_time
+        return SendResetLinkResult(sent_at=scheduled, expires_at=scheduled + timedelta(
+            seconds=data.link_ttl_seconds))
+
     @activity.defn(name="reset_password")
     async def reset_password(self, data: ResetPasswordInput) -> ResetPasswordResult:
         self.resets.append(data)
+        if (data.code_flow is not None and self.day_failures
+                + len(self.wrong_codes) >= data.day_limit):
+            return ResetPasswordResult(ok=False, message=CODES_STOPPED, codes_stopped=True)
         if len(self.resets) <= len(self.reset_results):
             return self.reset_results[len(self.resets) - 1]
         return ResetPasswordResult(ok=True)
@@ -207,7 +244,7 @@ class FakeActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.send_code, self.reset_password, self.send_password_changed,
-                self.record_audit]
+                self.record_audit, self.count_wrong_reset_code, self.send_reset_link]
 
     def release(self) -> None:
         self.release_codes.set()
@@ -225,12 +262,14 @@ class Flow:
     staff_id: str
     fake: FakeActivities
 
-    async def request_code(self) -> StepResult:
-        return await self.handle.execute_update("request_code", CodeRequest(ip=IP),
-                                                result_type=StepResult)
+    async def request_code(self, browser: str | None = None,
+                           links_only: bool = False) -> StepResult:
+        return await self.handle.execute_update(
+            "request_code", CodeRequest(ip=IP, browser=browser, links_only=links_only),
+            result_type=StepResult)
 
-    def request(self, digest: str, password: str = PASSWORD,
-                totp: str | None = None) -> ResetRequest:
+    def request(self, digest: str, password: str = PASSWORD, totp: str | None = None,
+                browser: str | None = None, link: str | None = None) -> ResetRequest:
         """What api/services/reset.py sends: the code's digest, the password and the TOTP
         code sealed to the workers' key."""
         workflow_id = self.handle.id
@@ -240,12 +279,14 @@ class Flow:
                                  password_context(workflow_id)),
             sealed_totp=seal(TEST_SEAL_PUBLIC_KEY, totp.encode(), totp_context(workflow_id))
             if totp else None,
-            ip=IP)
+            ip=IP, browser=browser, link_digest=link)
 
     async def reset(self, digest: str, totp: str | None = None,
-                    id: str | None = None) -> StepResult:
+                    id: str | None = None, browser: str | None = None,
+                    link: str | None = None) -> StepResult:
         return await self.handle.execute_update(
-            "reset_password", self.request(digest, totp=totp), id=id, result_type=StepResult)
+            "reset_password", self.request(digest, totp=totp, browser=browser, link=link),
+            id=id, result_type=StepResult)
 
     async def progress(self) -> ResetProgress:
         return await self.handle.query("progress", result_type=ResetProgress)
@@ -268,7 +309,7 @@ def new_ids() -> tuple[str, str, str]:
 
 def reset_input(account_id: str, staff_id: str) -> PasswordResetInput:
     return PasswordResetInput(account_id=account_id, staff_id=staff_id,
-                              email_retry=EmailRetry())
+                              email_retry=EmailRetry(), per_browser=True)
 
 
 def start_attributes(staff_id: str) -> TypedSearchAttributes:
@@ -852,3 +893,163 @@ async def test_update_with_start_within_a_minute_reaches_the_same_run_and_is_ref
         assert await flow.reset("digest-1") == StepResult(ok=True, step="completed")
         assert await flow.handle.result() == ResetOutcome(state="reset")
     assert len(fake.codes) == 1
+
+
+# -- 8. browsers of their own; wrong codes capped per flow and per account (SECURITY 16, 39) --
+
+
+async def code_for(flow: Flow, number: int) -> str:
+    """The digest of the `number`-th code emailed, once the flow holds it."""
+    await eventually(lambda: asyncio.sleep(0, len(flow.fake.codes_sent_at)),
+                     lambda sent: sent >= number)
+    await eventually(flow.progress, lambda p: p.code_delivery != "sending")
+    return f"digest-{number}"
+
+
+async def test_a_browser_that_used_up_its_codes_never_blocks_another(
+        env: WorkflowEnvironment) -> None:
+    """The lock-out of issue 11: an attacker's browser asks for the first code and five new
+    ones and burns the last code's tries; the person's browser still gets a code at once,
+    and it works."""
+    fake = FakeActivities()
+    async with running_flow(env, fake, first_code=False) as flow:
+        assert (await flow.request_code("attacker")).ok
+        for _ in range(5):
+            await env.sleep(AFTER_RESEND_INTERVAL)
+            assert (await flow.request_code("attacker")).ok
+        await code_for(flow, 7)  # the shared first request, then the attacker's six
+        await env.sleep(AFTER_RESEND_INTERVAL)
+        refusal = await rejected(flow.request_code("attacker"))
+        assert refusal.type == "TooManyCodes"
+        answers = [(await flow.reset(f"wrong-{n}", browser="attacker")).message
+                   for n in range(5)]
+        assert answers[-1] == CODE_BURNT
+
+        # The person's browser, at once: its own code, its own tries.
+        assert await flow.request_code("person") == StepResult(ok=True, step="code_sent")
+        code = await code_for(flow, 8)
+        assert await flow.reset(code, browser="attacker") == StepResult(
+            ok=False, step="code_sent", message=TOO_MANY_CODES)
+        assert await flow.reset(code, browser="person") == StepResult(ok=True,
+                                                                     step="completed")
+        assert await flow.handle.result() == ResetOutcome(state="reset")
+    assert len(fake.resets) == 1 and fake.links == []
+
+
+async def test_ten_wrong_codes_in_a_flow_stop_codes_and_email_a_link(
+        env: WorkflowEnvironment) -> None:
+    fake = FakeActivities()
+    async with running_flow(env, fake, first_code=False) as flow:
+        for browser in ("first", "second", "person"):
+            assert (await flow.request_code(browser)).ok
+        person_code = await code_for(flow, 4)
+        messages = [(await flow.reset(f"wrong-{n}", browser=browser)).message
+                    for browser in ("first", "second") for n in range(5)]
+        # Every new code used to bring five fresh tries; the flow's tenth wrong code ends it.
+        assert messages[:9] == [m for m in messages[:9] if m and m.startswith("Incorrect")]
+        assert messages[9] == CODES_STOPPED
+        assert len(fake.wrong_codes) == 10
+        await eventually(lambda: asyncio.sleep(0, len(fake.links)), lambda n: n == 1)
+        assert fake.links[0].account_id == flow.account_id
+
+        # Codes stop for every browser, the right one too, and nothing more is counted.
+        for browser, digest in (("person", person_code), ("third", "wrong")):
+            answer = await flow.reset(digest, browser=browser)
+            assert (answer.ok, answer.message) == (False, CODES_STOPPED)
+        assert len(fake.wrong_codes) == 10 and fake.resets == []
+        await eventually(flow.step_attribute, lambda step: step == "link_sent")
+
+        # Asking again gets a link, within the browser's own throttle.
+        await env.sleep(AFTER_RESEND_INTERVAL)
+        assert await flow.request_code("person") == StepResult(ok=True, step="link_sent",
+                                                               message=LINK_SENT)
+        # (a link, and nothing else: no code was emailed for it)
+        await eventually(lambda: asyncio.sleep(0, len(fake.links)), lambda n: n == 2)
+        assert len(fake.codes) == 4  # the first request (no browser), then three browsers
+
+        # The link resets: the activity gets its hash to consume, and no code caps.
+        assert await flow.reset("", browser="person", link="link-hash") == StepResult(
+            ok=True, step="completed")
+        assert await flow.handle.result() == ResetOutcome(state="reset")
+        # The new commands replay deterministically (histories from 980d269: tests/replay).
+        await Replayer(workflows=[PasswordResetWorkflow, PasswordChangedNoticeWorkflow],
+                       data_converter=env.client.data_converter).replay_workflow(
+            await flow.handle.fetch_history())
+    [reset] = fake.resets
+    assert (reset.link_digest, reset.code_flow) == ("link-hash", None)
+
+
+async def test_the_account_cap_counts_earlier_flows_of_the_day(
+        env: WorkflowEnvironment) -> None:
+    """19 wrong codes earlier today: the 20th stops codes, even the right one after it."""
+    fake = FakeActivities(day_failures=19)
+    async with running_flow(env, fake) as flow:
+        assert await flow.reset("wrong") == StepResult(ok=False, step="code_sent",
+                                                       message=CODES_STOPPED)
+        right = await flow.reset("digest-1")
+        assert (right.ok, right.message) == (False, CODES_STOPPED)
+        await eventually(lambda: asyncio.sleep(0, len(fake.links)), lambda n: n == 1)
+        assert fake.resets == []
+
+
+async def test_past_the_account_cap_the_right_code_is_checked_against_it(
+        env: WorkflowEnvironment) -> None:
+    """Capped before this flow knew: the right code reaches the activity, which refuses it
+    as the cap says, and the flow stops codes and emails a link."""
+    fake = FakeActivities()
+    async with running_flow(env, fake) as flow:
+        fake.day_failures = 20
+        assert await flow.reset("digest-1") == StepResult(ok=False, step="code_sent",
+                                                          message=CODES_STOPPED)
+        [checked] = fake.resets
+        assert (checked.code_flow, checked.flow_limit, checked.day_limit) == (
+            (await flow.handle.describe()).run_id, 10, 20)
+        await eventually(lambda: asyncio.sleep(0, len(fake.links)), lambda n: n == 1)
+
+
+async def test_a_request_past_the_day_cap_gets_a_link_not_a_code(
+        env: WorkflowEnvironment) -> None:
+    fake = FakeActivities()
+    async with running_flow(env, fake, first_code=False) as flow:
+        answer = await flow.request_code("other", links_only=True)
+        assert (answer.ok, answer.message) == (True, LINK_SENT)
+        await eventually(lambda: asyncio.sleep(0, len(fake.links)), lambda n: n == 1)
+        progress = await eventually(flow.progress, lambda p: p.step == "link_sent")
+        assert progress.step == "link_sent"
+
+
+async def test_five_wrong_authenticator_codes_spend_a_reset_link(
+        env: WorkflowEnvironment) -> None:
+    """A link is not a code to guess, but the authenticator code beside it is: five wrong
+    ones and the flow refuses that link (the activity never sees it again)."""
+    wrong_totp = ResetPasswordResult(ok=False, message=WRONG_TOTP, totp_failed=True)
+    fake = FakeActivities(reset_results=[wrong_totp] * 5)
+    async with running_flow(env, fake) as flow:
+        for _ in range(5):
+            answer = await flow.reset("", totp=TOTP, link="link-hash")
+            assert (answer.ok, answer.message) == (False, WRONG_TOTP)
+        refusal = await rejected(flow.reset("", totp=TOTP, link="link-hash"))
+        assert refusal.type == "LinkSpent"
+        assert len(fake.resets) == 5
+        # The flow's code is untouched by the link's failures.
+        assert (await flow.progress()).code_attempts_left == 5
+        assert await flow.reset("digest-1") == StepResult(ok=True, step="completed")
+
+
+async def test_a_browser_quiet_for_an_hour_starts_afresh_while_others_keep_the_flow_open(
+        env: WorkflowEnvironment) -> None:
+    fake = FakeActivities()
+    async with running_flow(env, fake, first_code=False) as flow:
+        assert (await flow.request_code("person")).ok
+        for _ in range(5):
+            await env.sleep(AFTER_RESEND_INTERVAL)
+            assert (await flow.request_code("person")).ok
+        await env.sleep(AFTER_RESEND_INTERVAL)
+        assert (await rejected(flow.request_code("person"))).type == "TooManyCodes"
+        for other in ("other-1", "other-2"):  # someone keeps the flow open
+            await env.sleep(timedelta(minutes=40))
+            assert (await flow.request_code(other)).ok
+        assert (await flow.request_code("person")).ok
+        await eventually(lambda: asyncio.sleep(0, len(fake.codes)), lambda n: n == 10)
+        assert await flow.reset("digest-10", browser="person") == StepResult(
+            ok=True, step="completed")

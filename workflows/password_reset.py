@@ -3,13 +3,20 @@
 A request for a code starts it, or reaches the open one through update-with-start (then it
 counts as "Send a new code" and is throttled the same way). The reset itself is an Update:
 code, new password and, with MFA on, the authenticator code.
+
+Each requesting browser (an opaque key the web app derives from an HttpOnly cookie) has codes,
+tries and a resend throttle of its own, so one browser's requests never block another's. Wrong
+codes are capped across browsers per flow and per account over a day (in the database, by an
+activity); past a cap codes stop and the person is emailed a single-use reset link instead.
+Flows started before this (`per_browser` false in their input) keep one code for every
+browser until they end, so their histories replay unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -24,14 +31,21 @@ with workflow.unsafe.imports_passed_through():
         ResetPasswordResult,
         SendCodeInput,
         SendCodeResult,
+        SendResetLinkInput,
+        SendResetLinkResult,
+        WrongResetCodeInput,
+        WrongResetCodeResult,
     )
     from core import metrics
+    from core.reset_caps import CODES_STOPPED, LINK_SENT
     from core.search_attributes import SSO_STEP
-    from workflows.codes import CodeRules, EmailedCode
+    from workflows.codes import CODE_ATTEMPTS, CodeRules, EmailedCode
     from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry, StepResult
 
 RESET_PURPOSE = "reset"
 FINAL_STEPS = {"completed", "expired"}
+LINK_TOTP_SPENT = ("Too many incorrect authenticator codes: this link can no longer be used. "
+                   "Start again with Forgot your password?")
 
 
 @dataclass
@@ -44,11 +58,22 @@ class PasswordResetInput:
     code_max_resends: int = 5
     # The flow ends this long after the last code was asked for.
     ttl_seconds: int = 3600
+    wrong_code_flow_limit: int = 10
+    wrong_code_day_limit: int = 20
+    link_ttl_seconds: int = 900
+    # Codes per browser, caps and links. Versioned by the input rather than workflow.patched:
+    # a patch marker's payload is plaintext in history, and its change-version upsert is one
+    # more billable action per flow; flows started without it behave as they always did.
+    per_browser: bool = False
 
 
 @dataclass
 class CodeRequest:
     ip: str | None = None
+    # The requesting browser's opaque key (a keyed hash of its cookie; grants nothing).
+    browser: str | None = None
+    # The account is past its daily cap on wrong codes: email a link, not a code.
+    links_only: bool = False
 
 
 @dataclass
@@ -57,6 +82,9 @@ class ResetRequest:
     sealed_password: str
     sealed_totp: str | None = None
     ip: str | None = None
+    browser: str | None = None
+    # A reset link's keyed token hash, in place of a code.
+    link_digest: str | None = None
 
 
 @dataclass
@@ -82,10 +110,16 @@ class PasswordResetWorkflow:
         self._input = data
         self._step = "code_requested"
         self._open_step = self._step  # where the flow stood before it ended, for metrics
-        self._code = EmailedCode(CodeRules(
+        self._rules = CodeRules(
             ttl_seconds=data.code_ttl_seconds,
             resend_interval_seconds=data.code_resend_interval_seconds,
-            max_resends=data.code_max_resends))
+            max_resends=data.code_max_resends)
+        self._code = EmailedCode(self._rules)
+        self._per_browser = data.per_browser
+        self._browsers: dict[str, EmailedCode] = {}
+        self._codes_stopped = False
+        self._links_until: datetime | None = None
+        self._link_totp_failures: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = False
         self._done = False
@@ -96,8 +130,7 @@ class PasswordResetWorkflow:
         metrics.flow_started(metrics.RESET)
         workflow.set_current_details("Reset code requested")
         while not self._done and not self._ended:
-            last = self._code.last_request or workflow.now()
-            deadline = last + timedelta(seconds=data.ttl_seconds)
+            deadline = self._deadline() or workflow.now() + timedelta(seconds=data.ttl_seconds)
             try:
                 await workflow.wait_condition(lambda: self._done,
                                               timeout=max(deadline - workflow.now(),
@@ -105,7 +138,7 @@ class PasswordResetWorkflow:
                                               timeout_summary="Reset request expires")
             except TimeoutError:
                 await workflow.wait_condition(lambda: not self._busy)
-                if not self._done and (self._code.last_request or last) == last:
+                if not self._done and (self._deadline() or deadline) == deadline:
                     # From here on every step is refused: nothing can slip in while closing.
                     self._ended = True
         if not self._done:
@@ -122,44 +155,75 @@ class PasswordResetWorkflow:
 
     @workflow.update(name="request_code")
     async def request_code(self, request: CodeRequest) -> StepResult:
-        number = self._code.replace(workflow.now())
-        self._tasks.append(asyncio.create_task(self._deliver(number)))
+        code = self._code_of(request.browser, keep=True)
+        number = code.replace(workflow.now())
+        if self._per_browser and (self._codes_stopped or request.links_only):
+            # `links_only` (the account's day cap, as the web app read it) is not kept: an
+            # admin's unlock may clear it, and the flow's own checks consult the database.
+            self._tasks.append(asyncio.create_task(self._deliver_link(code, number)))
+            return StepResult(ok=True, step=self._step, message=LINK_SENT)
+        self._tasks.append(asyncio.create_task(self._deliver(number, code)))
         return StepResult(ok=True, step=self._step)
 
     @request_code.validator
     def _validate_request_code(self, request: CodeRequest) -> None:
         self._refuse_if_done()
-        if self._code.sends:
-            refusal = self._code.resend_refusal(workflow.now())
+        code = self._code_of(request.browser)
+        if code.sends:
+            refusal = code.resend_refusal(workflow.now())
             if refusal is not None:
                 raise ApplicationError(refusal[0], type=refusal[1], non_retryable=True)
 
     @workflow.update(name="reset_password")
     async def reset_password(self, request: ResetRequest) -> StepResult:
-        check = self._code.check(request.code_digest, workflow.now(), tell_delivery=False)
+        if self._per_browser and request.link_digest:
+            return await self._change_password(request, None)
+        if self._per_browser and self._codes_stopped:
+            return StepResult(ok=False, step=self._step, message=CODES_STOPPED)
+        code = self._code_of(request.browser, keep=True)
+        check = code.check(request.code_digest, workflow.now(), tell_delivery=False)
         if not check.ok:
+            if check.counted and self._per_browser:
+                return await self._wrong_code(request, check.attempts_left, check.message)
             if check.counted:
                 await self._audit("code.failed", request.ip, attempts_left=str(check.attempts_left))
             return StepResult(ok=False, step=self._step, message=check.message)
+        return await self._change_password(request, code)
+
+    async def _change_password(self, request: ResetRequest,
+                               code: EmailedCode | None) -> StepResult:
+        """With a code that matched (checked against the caps first), or a link (`code`
+        None; the activity consumes it)."""
         self._busy = True
         try:
+            data = ResetPasswordInput(account_id=self._input.account_id,
+                                      staff_id=self._input.staff_id,
+                                      workflow_id=workflow.info().workflow_id,
+                                      sealed_password=request.sealed_password,
+                                      sealed_totp=request.sealed_totp, ip=request.ip)
+            if self._per_browser and code is None:
+                data.link_digest = request.link_digest
+            elif self._per_browser:
+                data.code_flow = workflow.info().run_id
+                data.flow_limit = self._input.wrong_code_flow_limit
+                data.day_limit = self._input.wrong_code_day_limit
             result = await workflow.execute_activity(
-                "reset_password",
-                ResetPasswordInput(account_id=self._input.account_id,
-                                   staff_id=self._input.staff_id,
-                                   workflow_id=workflow.info().workflow_id,
-                                   sealed_password=request.sealed_password,
-                                   sealed_totp=request.sealed_totp, ip=request.ip),
+                "reset_password", data,
                 result_type=ResetPasswordResult, start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=5,
                                          non_retryable_error_types=["BadSeal", "AccountMissing"]),
                 summary="Check and store the new password; sign out every session")
             if not result.ok:
-                if result.totp_failed:
-                    self._code.count_failure()
+                if result.codes_stopped:
+                    self._stop_codes()
+                elif result.totp_failed and code is not None:
+                    code.count_failure()
+                elif result.totp_failed and request.link_digest:
+                    self._count_link_totp_failure(request.link_digest)
                 return StepResult(ok=False, step=self._step, message=result.message,
                                   problems=result.problems)
-            self._code.use()
+            if code is not None:
+                code.use()
             self._done = True
             self._move_to("completed", "Password changed; all sessions signed out")
             await workflow.start_child_workflow(
@@ -179,16 +243,82 @@ class PasswordResetWorkflow:
         if self._busy:
             raise ApplicationError("We're still working on your last step; please wait a "
                                    "moment.", type="Busy", non_retryable=True)
-        if not request.code_digest or not request.sealed_password.startswith("sealed1."):
+        if not (request.code_digest or (self._per_browser and request.link_digest)) \
+                or not request.sealed_password.startswith("sealed1."):
             raise ApplicationError("The form was incomplete; please try again.",
                                    type="BadRequest", non_retryable=True)
+        if request.link_digest and request.link_digest in self._link_totp_failures \
+                and self._link_totp_failures[request.link_digest] >= CODE_ATTEMPTS:
+            raise ApplicationError(LINK_TOTP_SPENT, type="LinkSpent", non_retryable=True)
+
+    async def _wrong_code(self, request: ResetRequest, attempts_left: int,
+                          message: str | None) -> StepResult:
+        """Counted against the flow's and the account's caps; the one that reaches a cap stops
+        codes for every browser and emails the person a link."""
+        counted = await workflow.execute_activity(
+            "count_wrong_reset_code",
+            WrongResetCodeInput(staff_id=self._input.staff_id,
+                                account_id=self._input.account_id,
+                                flow=workflow.info().run_id,
+                                flow_limit=self._input.wrong_code_flow_limit,
+                                day_limit=self._input.wrong_code_day_limit,
+                                attempts_left=attempts_left, ip=request.ip),
+            result_type=WrongResetCodeResult, start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY, summary="Count a wrong reset code")
+        if counted.stopped:
+            self._stop_codes()
+            return StepResult(ok=False, step=self._step, message=CODES_STOPPED)
+        return StepResult(ok=False, step=self._step, message=message)
+
+    def _count_link_totp_failure(self, digest: str) -> None:
+        self._link_totp_failures[digest] = self._link_totp_failures.get(digest, 0) + 1
+
+    def _stop_codes(self) -> None:
+        """Codes no longer work in this flow: the person is emailed a link at once (the
+        browser that asks next gets another, within its own throttle)."""
+        if self._codes_stopped:
+            return
+        self._codes_stopped = True
+        self._tasks.append(asyncio.create_task(self._deliver_link(None, 0)))
+
+    def _code_of(self, browser: str | None, keep: bool = False) -> EmailedCode:
+        """The code of this browser (the one shared code in a flow from before browsers had
+        their own). `keep` stores a browser's first code; a validator must not."""
+        if not self._per_browser or browser is None:
+            return self._code
+        code = self._browsers.get(browser)
+        if code is None or (code.last_request is not None and workflow.now() >= (
+                code.last_request + timedelta(seconds=self._input.ttl_seconds))):
+            # A browser quiet for as long as a flow lasts starts afresh, even while others
+            # keep the flow open: its own old requests never hold it back for good.
+            code = EmailedCode(self._rules)
+            if keep:
+                self._browsers[browser] = code
+        return code
+
+    def _deadline(self) -> datetime | None:
+        """When the flow ends: the ttl after the last code was asked for by any browser, and
+        not before the last link emailed expires."""
+        requests = [c.last_request for c in (self._code, *self._browsers.values())
+                    if c.last_request is not None]
+        ends = [max(requests) + timedelta(seconds=self._input.ttl_seconds)] if requests else []
+        if self._links_until is not None:
+            ends.append(self._links_until)
+        return max(ends) if ends else None
 
     @workflow.query(name="progress")
-    def progress(self) -> ResetProgress:
+    def progress(self, browser: str | None = None) -> ResetProgress:
+        """That browser's code; without one, the code asked for last (by any browser)."""
+        code = self._code
+        if browser is not None:
+            code = self._code_of(browser)
+        elif self._browsers:
+            code = max((self._code, *self._browsers.values()),
+                       key=lambda c: c.last_request or datetime.min.replace(tzinfo=UTC))
         return ResetProgress(
-            step=self._step, code_delivery=self._code.delivery,
-            code_expires_at=self._code.expires_at, code_attempts_left=self._code.attempts_left,
-            resends_left=self._code.resends_left, next_resend_at=self._code.next_request_at)
+            step=self._step, code_delivery=code.delivery,
+            code_expires_at=code.expires_at, code_attempts_left=code.attempts_left,
+            resends_left=code.resends_left, next_resend_at=code.next_request_at)
 
     def _refuse_if_done(self) -> None:
         if self._done:
@@ -198,7 +328,8 @@ class PasswordResetWorkflow:
             raise ApplicationError("This reset has ended. Start again with Forgot your "
                                    "password?", type="ResetEnded", non_retryable=True)
 
-    async def _deliver(self, number: int) -> None:
+    async def _deliver(self, number: int, code: EmailedCode | None = None) -> None:
+        code = code or self._code
         try:
             result = await workflow.execute_activity(
                 "send_code",
@@ -212,12 +343,36 @@ class PasswordResetWorkflow:
                 retry_policy=self._input.email_retry.policy(),
                 summary="Email the password reset code")
         except ActivityError:
-            self._code.failed(number)
+            code.failed(number)
             return
-        if self._code.delivered(number, result.code_digest, result.sent_at, workflow.now()):
-            assert self._code.expires_at is not None
+        if code.delivered(number, result.code_digest, result.sent_at, workflow.now()):
+            assert code.expires_at is not None
             self._move_to("code_sent", f"Reset code sent; valid until "
-                          f"{self._code.expires_at.strftime('%H:%M UTC')}")
+                          f"{code.expires_at.strftime('%H:%M UTC')}")
+
+    async def _deliver_link(self, code: EmailedCode | None, number: int) -> None:
+        """A link in place of a code. The browser's code slot only keeps the throttle: no
+        digest, so no code from it ever matches."""
+        try:
+            result = await workflow.execute_activity(
+                "send_reset_link",
+                SendResetLinkInput(account_id=self._input.account_id,
+                                   staff_id=self._input.staff_id,
+                                   workflow_id=workflow.info().workflow_id,
+                                   link_ttl_seconds=self._input.link_ttl_seconds),
+                result_type=SendResetLinkResult, start_to_close_timeout=timedelta(seconds=60),
+                schedule_to_close_timeout=timedelta(
+                    seconds=self._input.email_retry.window_seconds),
+                retry_policy=self._input.email_retry.policy(),
+                summary="Email a password reset link (codes have stopped)")
+        except ActivityError:
+            if code is not None:
+                code.failed(number)
+            return
+        if code is not None and number == code.sends:
+            code.delivery = "sent"
+        self._links_until = max(self._links_until or result.expires_at, result.expires_at)
+        self._move_to("link_sent", "Reset link sent; codes have stopped for this account")
 
     async def _audit(self, action: str, ip: str | None, **details: str) -> None:
         await workflow.execute_activity(

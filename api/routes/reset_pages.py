@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import time
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from api.cookies import RESET_SESSION, clear_cookie, csrf_ok, read_cookie, set_cookie
+from api.cookies import (
+    RESET_BROWSER,
+    RESET_SESSION,
+    clear_cookie,
+    csrf_ok,
+    read_cookie,
+    set_cookie,
+)
 from api.deps import CounterDep, SessionDep, SettingsDep, TemporalDep, client_ip
 from api.errors import ServiceUnavailable
 from api.pages import redirect, render_page, six_digits
@@ -18,6 +27,8 @@ from api.services.reset import ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
 from core.addresses import rate_key
 from core.passwords import PasswordPolicy, check_password
+from core.reset_caps import reset_link_hash
+from core.throttle import Counter
 
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
 
@@ -25,6 +36,33 @@ SENT = ("If an account exists for that address, we've sent a code. It can take a
         "arrive; check your spam folder too.")
 FORM_PROBLEM = "This form has expired. Reload the page and try again."
 ANSWER_FLOOR_SECONDS = 0.25
+
+
+async def answer_no_sooner(started: float) -> None:
+    """A real flow's answer takes longer than the stand-in's: both answer no sooner than the
+    floor, so the timing does not tell which addresses have accounts."""
+    await asyncio.sleep(max(0.0, ANSWER_FLOOR_SECONDS - (time.monotonic() - started)))
+
+
+def browser_id(request: Request, settings: SettingsDep) -> str:
+    """This browser's reset id (kept across requests, so asking again from it is throttled
+    like Send a new code), or a new one."""
+    existing = read_cookie(request, settings, RESET_BROWSER)
+    if existing and 20 <= len(existing) <= 100:
+        return existing
+    return secrets.token_urlsafe(32)
+
+
+async def too_many_posts(counter: Counter, settings: SettingsDep, keys: list[str]) -> str | None:
+    """The message when this IP or session has sent the reset form too often."""
+    limits = (settings.reset_submit_ip_limit, settings.reset_submit_session_limit)
+    for key, limit in zip(keys, limits, strict=True):
+        wait = await counter.hit(key, limit, settings.reset_ttl)
+        if wait is not None:
+            minutes = math.ceil(wait / 60)
+            return (f"Too many attempts. Try again in {minutes} minute"
+                    f"{'s' if minutes != 1 else ''}.")
+    return None
 
 
 def get_reset(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> ResetSteps:
@@ -60,33 +98,52 @@ async def forgot_submit(
     wait = await counter.hit(f"reset-ip:{rate_key(ip)}", settings.reset_request_ip_limit,
                              settings.reset_ttl)
     if wait is not None:
+        reset.audit_refused_request(ip)
+        await db.commit()
         minutes = math.ceil(wait / 60)
         return render_page(request, "forgot", status_code=429, email=email, message=(
             f"Too many reset requests from your network. Try again in {minutes} minute"
             f"{'s' if minutes != 1 else ''}."))
     started = time.monotonic()
+    browser = browser_id(request, settings)
+    key = reset.browser_key(browser)
     account = await reset.account(email)
+    links_only = await reset.links_only(reset.subject(account, email))
     try:
-        await reset.request_code(account, email, ip)
+        await reset.request_code(account, email, ip, key, links_only)
     except ServiceUnavailable:
         return unavailable(request)
-    # Starting a real flow takes longer than the stand-in's look-up: answer both no sooner
-    # than this, so the timing does not tell which addresses have accounts.
-    await asyncio.sleep(max(0.0, ANSWER_FLOOR_SECONDS - (time.monotonic() - started)))
+    await answer_no_sooner(started)
     sessions = Sessions(settings, db)
     await sessions.revoke(read_cookie(request, settings, RESET_SESSION))
     if account is not None:
         session_id = await sessions.create("reset", account.staff_id, settings.reset_ttl,
-                                           workflow_id=reset_workflow_id(account.id))
+                                           workflow_id=reset_workflow_id(account.id),
+                                           data={"browser": key})
     else:
         stand_in = reset.stand_in_id(email)
-        session_id = await sessions.create("reset", None, settings.reset_ttl,
-                                           workflow_id=stand_in,
-                                           data=await reset.stand_in_state(stand_in))
+        session_id = await sessions.create(
+            "reset", None, settings.reset_ttl, workflow_id=stand_in,
+            data=await reset.stand_in_state(stand_in, key, links_only))
     await db.commit()
     response = redirect("/sso/reset?sent=1")
     set_cookie(response, settings, RESET_SESSION, session_id, max_age=settings.reset_ttl)
+    set_cookie(response, settings, RESET_BROWSER, browser, max_age=timedelta(days=1))
     return response
+
+
+async def new_password_refusal(password: str, confirm: str, totp: str,
+                               min_length: int) -> tuple[str | None, list[str]] | None:
+    """(message, problems) when the form's new password or authenticator code is refused
+    before any flow sees it: the same general rules for every address; the flow adds the
+    personal ones."""
+    if totp.strip() and six_digits(totp) is None:
+        return ("Enter the 6-digit code from your authenticator app, or leave it empty if you "
+                "haven't set up MFA."), []
+    if password != confirm:
+        return None, ["The two passwords don't match."]
+    problems = await check_password(password, PasswordPolicy(min_length=min_length), [])
+    return (None, problems) if problems else None
 
 
 async def _current(request: Request, settings: SettingsDep, db: SessionDep) -> Current | None:
@@ -111,6 +168,7 @@ async def reset_page(request: Request, settings: SettingsDep, db: SessionDep,
 @router.post("/reset", response_class=HTMLResponse)
 async def reset_submit(
     request: Request, settings: SettingsDep, db: SessionDep, reset: ResetDep,
+    counter: CounterDep,
     code: Annotated[str, Form(max_length=20)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
     confirm: Annotated[str, Form(max_length=1024)] = "",
@@ -124,26 +182,26 @@ async def reset_submit(
     min_length = settings.password_min_length
     if not csrf_ok(request, settings, csrf):
         return _page(request, min_length, FORM_PROBLEM, status_code=400)
+    limited = await too_many_posts(counter, settings, [
+        f"reset-submit-ip:{rate_key(client_ip(request))}",
+        f"reset-submit:{current.row.id_hash[:64]}"])
+    if limited is not None:
+        return _page(request, min_length, limited, status_code=429)
     cleaned = six_digits(code)
     if cleaned is None:
         return _page(request, min_length, "Enter the 6-digit code from the email.",
                      status_code=400)
-    second = six_digits(totp) if totp.strip() else ""
-    if second is None:
-        return _page(request, min_length, "Enter the 6-digit code from your authenticator app, "
-                     "or leave it empty if you haven't set up MFA.", status_code=400)
-    if password != confirm:
-        return _page(request, min_length, problems=["The two passwords don't match."],
-                     status_code=400)
-    # The same general rules for every address here; the flow adds the personal ones.
-    problems = await check_password(password, PasswordPolicy(min_length=min_length), [])
-    if problems:
-        return _page(request, min_length, problems=problems, status_code=400)
+    refused = await new_password_refusal(password, confirm, totp, min_length)
+    if refused is not None:
+        return _page(request, min_length, refused[0], problems=refused[1], status_code=400)
+    second = six_digits(totp) or ""
+    started = time.monotonic()
     try:
         result = await reset.reset(current, cleaned, password, second, client_ip(request),
                                    submission or "none")
     except ServiceUnavailable:
         return unavailable(request)
+    await answer_no_sooner(started)
     if not result.ok:
         await db.commit()  # a stand-in session keeps its attempt count
         return _page(request, min_length, result.message, problems=result.problems,
@@ -171,3 +229,61 @@ async def reset_resend(
         return unavailable(request)
     await db.commit()
     return _page(request, settings.password_min_length, notice=notice)
+
+
+# -- the reset link (emailed once codes stop; a GET never consumes it) ----------------------
+
+
+def _link_page(request: Request, min_length: int, token: str, usable: bool = True,
+                message: str | None = None, problems: list[str] | None = None,
+                status_code: int = 200) -> HTMLResponse:
+    return render_page(request, "reset_link", status_code=status_code, token=token,
+                       usable=usable, message=message, problems=problems or [],
+                       min_length=min_length)
+
+
+@router.get("/reset/link/{token}", response_class=HTMLResponse)
+async def reset_link_page(token: str, request: Request, settings: SettingsDep,
+                          reset: ResetDep) -> HTMLResponse:
+    usable = await reset.link_usable(token) is not None
+    return _link_page(request, settings.password_min_length, token, usable,
+                      status_code=200 if usable else 410)
+
+
+@router.post("/reset/link/{token}", response_class=HTMLResponse)
+async def reset_link_submit(
+    token: str, request: Request, settings: SettingsDep, db: SessionDep, reset: ResetDep,
+    counter: CounterDep,
+    password: Annotated[str, Form(max_length=1024)] = "",
+    confirm: Annotated[str, Form(max_length=1024)] = "",
+    totp: Annotated[str, Form(max_length=20)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    submission: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    min_length = settings.password_min_length
+    if not csrf_ok(request, settings, csrf):
+        return _link_page(request, min_length, token, message=FORM_PROBLEM, status_code=400)
+    limited = await too_many_posts(counter, settings, [
+        f"reset-submit-ip:{rate_key(client_ip(request))}",
+        # The key is stored (database or Redis): the link's hash, never the token itself.
+        f"reset-link:{reset_link_hash(settings.secret_key.get_secret_value(), token)[:64]}"])
+    if limited is not None:
+        return _link_page(request, min_length, token, message=limited, status_code=429)
+    refused = await new_password_refusal(password, confirm, totp, min_length)
+    if refused is not None:
+        return _link_page(request, min_length, token, message=refused[0],
+                          problems=refused[1], status_code=400)
+    second = six_digits(totp) or ""
+    try:
+        result = await reset.reset_with_link(token, password, second, client_ip(request),
+                                             submission or "none")
+    except ServiceUnavailable:
+        return unavailable(request)
+    if not result.ok:
+        return _link_page(request, min_length, token, message=result.message,
+                          problems=result.problems, status_code=400)
+    await Sessions(settings, db).revoke(read_cookie(request, settings, RESET_SESSION))
+    await db.commit()
+    response = redirect("/sso/login?notice=reset")
+    clear_cookie(response, settings, RESET_SESSION)
+    return response

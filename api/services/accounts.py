@@ -1,5 +1,5 @@
-"""Admin actions on a person's account: end their sessions, lift a sign-in lock, unlink
-Microsoft Entra."""
+"""Admin actions on a person's account: end their sessions, lift a sign-in lock (and the caps
+on wrong reset codes), unlink Microsoft Entra."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from api.services.staff import get_staff
 from core import audit
 from core.accounts import account_for, revoke_sessions
 from core.models import EntraLink, utcnow
+from core.reset_caps import clear as clear_wrong_reset_codes
 
 
 @dataclass
@@ -37,6 +38,8 @@ class AccountAdmin:
                "locked_until": account.locked_until.isoformat() if account.locked_until else None}
         account.failed_sign_ins = 0
         account.locked_until = None
+        # The caps on wrong reset codes too: reset emails carry codes again.
+        was["wrong_reset_codes"] = await clear_wrong_reset_codes(self.db, str(account.id))
         audit.record(self.db, actor=actor, action="account.unlock", outcome="success",
                      target=str(staff.id), ip=ip, **was)
         await self.db.commit()

@@ -8,6 +8,7 @@ import re
 import pyotp
 
 from core.db import SessionFactory
+from core.models import ResetCodeFailure, utcnow
 from tests.accounts_helpers import PASSWORD, Person, make_person
 from tests.browser.screens import MARKS, Screen
 from tests.browser.steps import BRAND, new_password
@@ -152,3 +153,37 @@ async def test_forgot_password_then_sign_in_with_the_new_one(
     await screen.check("account", screenshot=False)
     assert who.email in await screen.text()
     await wait_for_subject(world, who.email, f"Your {BRAND} password was changed")
+
+
+async def test_reset_with_the_emailed_link_once_codes_have_stopped(
+        screen: Screen, database: SessionFactory, world: World) -> None:
+    """Past the day's cap on wrong codes the reset email carries a link; its page is
+    accessible and resets (issue 11)."""
+    who: Person = await make_person(database, make_settings(), first_name="Ines",
+                                    last_name="Okafor")
+    async with database() as session:
+        session.add_all([ResetCodeFailure(subject=str(who.account_id), flow="earlier",
+                                          failed_at=utcnow()) for _ in range(20)])
+        await session.commit()
+    await screen.goto("/sso/forgot")
+    await screen.check("forgot", screenshot=False)
+    await screen.field("Email address").fill(who.email)
+    await screen.press("Reset my password")
+    assert screen.page.url.endswith("/sso/reset?sent=1"), screen.page.url
+    await screen.check("reset", screenshot=False)
+
+    received = await wait_for_subject(world, who.email, f"Your {BRAND} password reset link")
+    text = received.message.get_body(preferencelist=("plain",)).get_content()
+    path = re.findall(r"(/sso/reset/link/[A-Za-z0-9_-]+)", text)[0]
+    await screen.goto(path)
+    await screen.check("reset-link")
+    assert await screen.heading() == "Reset your password"
+    password = new_password()
+    await screen.field("New password").fill(password)
+    await screen.field("Type it again").fill(password)
+    await screen.press("Change Password")
+    assert screen.page.url.endswith("/sso/login?notice=reset"), screen.page.url
+    await screen.check("login-password-changed", screenshot=False)
+    await screen.goto(path)
+    await screen.check("reset-link-used", screenshot=False)
+    assert await screen.heading() == "This link is no longer valid"
