@@ -28,7 +28,7 @@ from temporalio.runtime import Runtime
 from temporalio.testing import ActivityEnvironment
 
 from activities.email_delivery import OutboxSender, SmtpSender, TransientEmailError
-from activities.inputs import NoticeInput, SendCodeInput, SendSetupEmailInput
+from activities.inputs import NoticeInput, SendCodeInput, SendResetLinkInput, SendSetupEmailInput
 from activities.password_reset import ResetActivities
 from activities.setup_steps import SetupStepActivities
 from activities.sso_setup import LINK_PURPOSE, SetupActivities
@@ -40,12 +40,14 @@ from core.models import (
     AuditEvent,
     EmailSend,
     OutboxEmail,
+    ResetLink,
     SetupLink,
     SsoAccount,
     SsoSetup,
     Staff,
     utcnow,
 )
+from core.reset_caps import reset_link_hash
 from core.settings import Settings
 from core.templating import RenderedEmail
 from tests.conftest import make_settings
@@ -57,6 +59,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 WELCOME = "Welcome to agentOS Single Sign-On"
 CODE_SUBJECT = "Your agentOS verification code"
 CHANGED = "Your agentOS password was changed"
+RESET_LINK_SUBJECT = "Your agentOS password reset link"
+RESET_LINK = re.compile(r"https://sso\.example\.test/sso/reset/link/([A-Za-z0-9_\-]{32,128})")
 CODE_LINE = re.compile(r"^\s+(\d{6})\s*$", re.M)
 LINK = re.compile(r"https://sso\.example\.test/sso/setup/([A-Za-z0-9_\-]{32,128})")
 
@@ -133,7 +137,7 @@ class World:
         async with self.sessions() as session:
             dump = []
             for table in ("email_sends", "setup_links", "sso_setups", "audit_events",
-                          "sso_accounts"):
+                          "sso_accounts", "reset_links"):
                 dump += [repr(tuple(row)) for row in
                          (await session.execute(text(f"SELECT * FROM {table}"))).all()]
         return "\n".join(dump)
@@ -366,6 +370,44 @@ async def test_a_code_retried_after_a_refused_connection_is_the_same_and_no_dupl
     secret = world.settings.secret_key.get_secret_value()
     assert result.code_digest == code_digest(secret, "setup", person.workflow_id, code)
     assert await world.duplicates("verification_code") == duplicates
+
+
+async def test_a_retried_reset_link_email_sends_the_same_link(world: World) -> None:
+    """Past the wrong-code caps a reset link is emailed in place of a code: a retry after the
+    mail server took the email repeats that link, and it is the one that works."""
+    person = await new_person(world)
+    async with world.sessions() as session:
+        account = await session.scalar(select(SsoAccount).where(
+            SsoAccount.staff_id == person.staff_id))
+        assert account is not None
+    data = SendResetLinkInput(account_id=str(account.id), staff_id=str(person.staff_id),
+                              workflow_id=f"password-reset-{account.id}", link_ttl_seconds=900)
+    flow = {"workflow_id": data.workflow_id, "run_id": person.run_id, "activity_id": "3"}
+    duplicates = await world.duplicates("password_reset_link")
+    world.sender.die = 1
+    with pytest.raises(WorkerDied):
+        await world.attempt(world.reset.send_reset_link, data, **flow)
+    [first] = await world.outbox(person.email, RESET_LINK_SUBJECT)
+    token = RESET_LINK.findall(first)[0]
+    assert token not in await world.every_stored_value()
+
+    result = await world.attempt(world.reset.send_reset_link, data, attempt=2, **flow)
+    bodies = await world.outbox(person.email, RESET_LINK_SUBJECT)
+    assert [RESET_LINK.findall(b) for b in bodies] == [[token], [token]]
+    assert await world.duplicates("password_reset_link") == duplicates + 1
+    secret = world.settings.secret_key.get_secret_value()
+    async with world.sessions() as session:
+        [link] = (await session.scalars(select(ResetLink).where(
+            ResetLink.account_id == account.id))).all()
+    assert link.token_hash == reset_link_hash(secret, token)
+    # Its lifetime counts from the hand-over that was recorded, and the flow is told so.
+    assert link.expires_at.replace(tzinfo=UTC) == result.expires_at.replace(tzinfo=UTC)
+    assert token not in await world.every_stored_value()
+
+    # Recorded: a later attempt sends nothing and answers the same.
+    again = await world.attempt(world.reset.send_reset_link, data, attempt=3, **flow)
+    assert (again.sent_at, again.expires_at) == (result.sent_at, result.expires_at)
+    assert len(await world.outbox(person.email, RESET_LINK_SUBJECT)) == 2
 
 
 # -- notices --------------------------------------------------------------------------------
