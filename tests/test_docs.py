@@ -28,9 +28,20 @@ def test_readme_is_at_most_10_kib() -> None:
 def test_the_readme_links_every_document() -> None:
     linked = {(README.parent / t).resolve() for t in _relative_links(README)}
     expected = {
-        *(ROOT / "docs" / f"{name}.md" for name in (
-            "settings", "admin-api", "flows", "entra", "architecture", "security",
-            "operations", "testing", "deployment")),
+        *(
+            ROOT / "docs" / f"{name}.md"
+            for name in (
+                "settings",
+                "admin-api",
+                "flows",
+                "entra",
+                "architecture",
+                "security",
+                "operations",
+                "testing",
+                "deployment",
+            )
+        ),
         ROOT / "bench" / "README.md",
     }
     assert not sorted(str(p.relative_to(ROOT)) for p in expected - linked)
