@@ -27,7 +27,7 @@ test: install
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# The browser suite again, saving every screen to docs/screenshots/ (the README shows them).
+# The browser suite again, saving every screen to docs/screenshots/ (docs/flows.md lists them).
 screenshots: install
 	@test -x /usr/bin/chromium || { echo "install Debian's chromium: apt-get install chromium"; exit 1; }
 	SSO_SCREENSHOTS=1 $(BIN)/python -m pytest -p no:cacheprovider -m browser $(PYTEST_ARGS)

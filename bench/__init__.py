@@ -1,1 +1,1 @@
-"""Benchmarks of the real stack: `python -m bench` (see README, "Benchmarks")."""
+"""Benchmarks of the real stack: `python -m bench` (see bench/README.md)."""

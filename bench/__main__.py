@@ -1,8 +1,8 @@
 """`python -m bench`: measure the real stack and print a table (also written as JSON).
 
 Runs `sso dev` (Temporal dev server, worker, web app) with a local SMTP sink, drives it over
-HTTP, and reads CPU and memory of each process. Not part of the test run; see README,
-"Benchmarks", for what each figure means and the targets.
+HTTP, and reads CPU and memory of each process. Not part of the test run; see bench/README.md
+for what each figure means and the targets.
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ async def code_check_rate(dev: DevStack, smtp: SmtpSink, seconds: float) -> dict
 async def reset_wrong_code_times(dev: DevStack, addresses: list[str], browsers: int = 2,
                                  per_browser: int = 4) -> dict[str, Any]:
     """A wrong code on the reset page, for a real account and for an unknown address in
-    turn (SECURITY 15: same words, comparable time). Each browser asks for a code first;
+    turn (docs/security.md §15: same words, comparable time). Each browser asks for a code first;
     `browsers` times `per_browser` stays under the flow's cap on wrong codes."""
     samples: dict[str, list[float]] = {"known": [], "unknown": []}
     password = PASSWORD

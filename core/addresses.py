@@ -1,4 +1,4 @@
-"""Client addresses (SECURITY.md 42): parsed before anything stores or counts them, and a
+"""Client addresses (docs/security.md §33): parsed before anything stores or counts them, and a
 forwarded one believed only when the connection comes from a configured proxy."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Admins are staff with `is_admin`, signed in through the same Single Sign-On with
 factor. Most tests need no flow and run the web app alone (`running_app`); sending and
 cancelling a Single Sign-On email, and the admin's own setup (MFA required), run against
 real workflows on the time-skipping server (`running_stack`). `sso staff create` is run
-in-process. SECURITY.md items 14, 18-20, 22 and 28 are what these prove for the admin pages.
+in-process. docs/security.md §14, §19-21, §23 and §30 are what these prove for the admin pages.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SECURITY.md 42: forwarded client addresses are believed only from SSO_TRUSTED_PROXIES, and
+"""docs/security.md §33: forwarded client addresses are believed only from SSO_TRUSTED_PROXIES, and
 every address is parsed before it is counted or stored (IPv6 limits count the /64).
 
 In-process: the web app behind httpx's ASGI transport, whose `client` is the connection's

@@ -1,4 +1,4 @@
-"""SECURITY.md 25: payloads decode for an authorised operator only. Besides an admin API key,
+"""docs/security.md §26: payloads decode for an authorised operator only. Besides an admin API key,
 an administrator signed in with a second factor may decode from the Temporal UI (which sends
 the sign-in cookie along); everyone else gets 401 and sees ciphertext."""
 

@@ -844,7 +844,7 @@ async def test_status_of_active_people(api: httpx.AsyncClient, world: World,
 
 async def test_history_holds_no_secrets(
         api: httpx.AsyncClient, world: World, temporal: Client) -> None:
-    """SECURITY.md 25/26: the full history of every finished flow, raw and decoded with the
+    """docs/security.md §26/§27: the full history of every finished flow, raw and decoded with the
     codec, the SQLite files behind Temporal and the app, and the logs hold none of the
     secrets a person was mailed, shown or typed. Covers flows that ended early and flows that
     ran to an active account, with and without MFA."""

@@ -161,7 +161,7 @@ async def to_microsoft(stack: DevStack, person: httpx.AsyncClient, page: httpx.R
     location = start.headers["location"]
     assert location.startswith(f"{stack.entra_url}/oauth2/authorize?"), location
     query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
-    # SECURITY.md 21/22: code flow with PKCE S256, state and nonce, the exact redirect URI.
+    # docs/security.md §22/§23: code flow with PKCE S256, state and nonce, the exact redirect URI.
     assert query["response_type"] == "code" and query["client_id"] == CLIENT_ID, query
     assert query["redirect_uri"] == f"{stack.base_url}/sso/entra/callback", query
     assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
@@ -505,7 +505,7 @@ async def test_admin_unlinks(stack: DevStack, api: httpx.AsyncClient,
 
 async def test_no_code_state_nonce_or_token_is_kept(stack: DevStack, temporal: Client,
                                                     seen: Seen) -> None:
-    """SECURITY.md 25/26: the link flows' histories (raw and decoded with the codec), the
+    """docs/security.md §26/§27: the link flows' histories (raw and decoded with the codec), the
     database, Temporal's own database and the logs hold none of the OAuth values."""
     kinds = " ".join(seen.values.values())
     for kind in ("an OAuth state", "an OIDC nonce", "an authorization code"):

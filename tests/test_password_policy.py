@@ -1,4 +1,4 @@
-"""The password rules on their own (SECURITY.md 1, 2 and 4): length as typed, strength judged
+"""The password rules on their own (docs/security.md §1, §2 and §4): length as typed, strength judged
 without the person's name, email and the brand, and the estimate kept off the event loop."""
 
 from __future__ import annotations

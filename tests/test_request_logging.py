@@ -1,6 +1,6 @@
 """Request ids and the JSON logs: every response names its request (X-Request-ID), every
 log line written while serving it carries that id, and the real access log of `sso api`
-(uvicorn) never shows a link token or the Entra callback's query (SECURITY.md 26)."""
+(uvicorn) never shows a link token or the Entra callback's query (docs/security.md §27)."""
 
 from __future__ import annotations
 

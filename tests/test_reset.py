@@ -4,7 +4,7 @@ time-skipping server with the real activities (outbox email), on SQLite and Post
 Codes are read from the outbox as a person reads their email; the flow's own `progress` query
 says when it holds the code it emailed. Every reset flow a test leaves running is ended once
 its activities are done (the time-skipping server stops skipping after a flow is terminated
-with an activity running, and later tests sleep). SECURITY.md items 7-11, 15-18 and 28.
+with an activity running, and later tests sleep). docs/security.md §7-11, §15-17, §19 and §30.
 
 Servers: once a reset has completed (the "password changed" notice goes out from an abandoned
 child flow that closes after its parent), that time-skipping server was seen never to skip
@@ -612,7 +612,7 @@ async def test_asking_again_keeps_the_resend_clock_alike(
         assert abs(waits[0] - waits[1]) <= 5, waits
 
 
-# -- issue 11: lock-out, capped guessing, enumeration, limits (SECURITY 15, 16, 17, 39) --------
+# -- issue 11: lock-out, capped guessing, enumeration, limits (docs/security.md §15-18) --------
 
 LINK_SUBJECT = "Your agentOS password reset link"
 LINK_PATH = re.compile(r"(/sso/reset/link/[A-Za-z0-9_-]+)")

@@ -1,6 +1,6 @@
 """Wrong reset codes counted in the database (core/reset_caps.py), on SQLite and PostgreSQL:
 the caps hold for codes sent together, span flows, roll over a day, and an unlock clears
-them (SECURITY.md items 16 and 39)."""
+them (docs/security.md §16 and §18)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ activities under the real activity names, a fresh task queue and workflow id per
 flow ends inside its test (a running flow whose worker is gone blocks time skipping for the
 module).
 
-The time-skipping server does not support update-with-start (/work/shared/TEMPORAL.md), so
+The time-skipping server does not support update-with-start (docs/temporal.md §2), so
 there a flow is started with `start_workflow` and then asked for its first code with
 `execute_update("request_code")`. Update-with-start itself, as api/services/reset.py calls
 it, runs on a real dev server (`WorkflowEnvironment.start_local`, module-scoped too).
@@ -895,7 +895,7 @@ async def test_update_with_start_within_a_minute_reaches_the_same_run_and_is_ref
     assert len(fake.codes) == 1
 
 
-# -- 8. browsers of their own; wrong codes capped per flow and per account (SECURITY 16, 39) --
+# -- 8. browsers of their own; wrong codes capped per flow and per account (docs/security.md §16, §18) --
 
 
 async def code_for(flow: Flow, number: int) -> str:

@@ -264,7 +264,7 @@ async def test_store_password_attempts_that_overlap_both_answer_ok(
 
 
 async def test_store_password_does_not_truncate(world: Any) -> None:
-    """SECURITY.md 1: long passwords are allowed (up to 256) and every character counts."""
+    """docs/security.md §1: long passwords are allowed (up to 256) and every character counts."""
     flow = await new_flow(world)
     long_password = ("Velvet Orbit Lantern Pixel " * 10)[:255] + "!"
     assert len(long_password) == 256
@@ -545,7 +545,7 @@ async def test_activate_without_mfa_drops_the_pending_secret(world: Any) -> None
     assert account.mfa_enabled_at is None
     assert await flow.setup_state() == "active"
     actions = await flow.audit_actions()
-    assert actions.count("mfa.skipped") == 1  # SECURITY.md 14
+    assert actions.count("mfa.skipped") == 1  # docs/security.md §14
     assert actions.count("sso_setup.active") == 1
     assert "mfa.enrolled" not in actions
 

@@ -4,7 +4,7 @@ time-skipping server with the real activities (outbox email), on SQLite and Post
 Each test GETs a page, reads the `csrf` and `submission` hidden fields of the form it is about
 to send, POSTs it and follows 303s by hand; every browser keeps its own cookies. Codes and
 links are read from the outbox, as a person would read them from their email.
-SECURITY.md items 1-14 and 18-20 are what these tests prove at the page level.
+docs/security.md §1-14 and §19-21 are what these tests prove at the page level.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def hidden_fields(response: httpx.Response, action: str) -> dict[str, str]:
 
 
 def assert_page_headers(response: httpx.Response) -> None:
-    """SECURITY.md 6 and 12: setup pages are never cached, never leak a Referer, never framed."""
+    """docs/security.md §6 and §12: setup pages are never cached, never leak a Referer, never framed."""
     assert response.headers["cache-control"] == "no-store", response.url
     assert response.headers["referrer-policy"] == "no-referrer", response.url
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"], response.url
@@ -298,9 +298,9 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
     form = await browser.get(f"/sso/setup/{token}/password")
     assert form.status_code == 200
     assert email in page_text(form) and 'type="password"' in form.text
-    assert "onpaste" not in form.text  # SECURITY.md 1: pasting from a password manager works
+    assert "onpaste" not in form.text  # docs/security.md §1: pasting from a password manager works
     # No maxlength: a browser would cut a long pasted password without a word; the server
-    # refuses one over 256 characters and says so (SECURITY.md: no truncation).
+    # refuses one over 256 characters and says so (docs/security.md §1: no truncation).
     assert not re.search(r'<input[^>]*type="password"[^>]*maxlength', form.text), form.text
     chosen = await browser.submit(form, f"/sso/setup/{token}/password", password=PASSWORD,
                                   confirm=PASSWORD)
@@ -375,7 +375,7 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
     else:
         assert account.mfa_enabled_at is None
         assert account.totp_secret_encrypted is None  # never enrolled: no secret kept
-    # SECURITY.md 10, 18: one server-side session, for this setup only; only its hash stored.
+    # docs/security.md §10, §19: one server-side session, for this setup only; only its hash stored.
     [session_row] = bound
     assert session_row.purpose == "setup"
     assert browser.cookie() not in session_row.id_hash
@@ -394,7 +394,7 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
     assert {r.status_code for r in browser.responses} >= {200, 303, 400}
 
     if mfa:
-        # SECURITY.md 13: the code that completed the setup is spent, at sign-in too.
+        # docs/security.md §13: the code that completed the setup is spent, at sign-in too.
         signing_in = Browser(stack)
         try:
             login = await signing_in.get("/sso/login")
@@ -493,7 +493,7 @@ async def test_link_is_consumed_by_the_first_post_only(stack: Stack, browser: Br
     staff, token = await send_setup_email(stack)
     other = Browser(stack)  # a second browser, or a mail scanner
     try:
-        for _ in range(3):  # SECURITY.md 6: a GET never consumes the link
+        for _ in range(3):  # docs/security.md §6: a GET never consumes the link
             assert (await other.get(f"/sso/setup/{token}")).status_code == 200
             stale_form = await other.get(f"/sso/setup/{token}/password")
             assert stale_form.status_code == 200
@@ -1092,7 +1092,7 @@ async def test_pages_of_a_cancelled_flow(stack: Stack, browser: Browser) -> None
 
 async def test_a_newer_email_ends_the_old_flow_and_its_session(stack: Stack,
                                                                browser: Browser) -> None:
-    """SECURITY.md 5: a link, and the session it led to, belong to one flow."""
+    """docs/security.md §5: a link, and the session it led to, belong to one flow."""
     flow = await at_code_step(stack, browser)
     email = flow.staff["external_email_1"]
     again = await stack.http.post(f"/api/v1/staff/{flow.staff['id']}/sso-email",

@@ -5,7 +5,7 @@ the encrypting data converter and the search attributes registered, stand-in act
 under the real activity names, a fresh task queue and workflow id per test. Every flow ends
 inside its test (a running flow whose worker is gone blocks time skipping for the module).
 
-Facts these tests rely on (see that module and /work/shared/TEMPORAL.md):
+Facts these tests rely on (see that module and docs/temporal.md §6, §9):
 - a validator's rejection reaches the caller as WorkflowUpdateFailedError whose cause is
   the ApplicationError, and writes no history;
 - an update sent to a completed workflow fails with RPCError NOT_FOUND;

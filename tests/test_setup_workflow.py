@@ -8,7 +8,7 @@ Facts about the time-skipping server (temporal-test-server 1.40) these tests rel
 - time is not skipped while a workflow or activity task waits for a worker, nor ever
   again after a workflow completes with one of its activities still running;
 - an update sent to a completed workflow fails with RPCError NOT_FOUND ("update ... not
-  found"; a real server says "workflow execution already completed", TEMPORAL.md);
+  found"; a real server says "workflow execution already completed", docs/temporal.md §9);
 - current details are not in DescribeWorkflowExecution: they come from the
   `__temporal_workflow_metadata` query, answered by a live worker.
 """

@@ -4,7 +4,7 @@ SQLite and PostgreSQL.
 Accounts are written straight to the database (active, argon2id hash, optionally a sealed
 TOTP secret); the setup pages that normally make them are tested elsewhere. Throttling delays
 are checked by moving a clock that only the sign-in service reads, or by editing rows: never
-by sleeping. SECURITY.md items 3, 13, 15, 16, 18, 19, 20, 22 and 28 are what these prove.
+by sleeping. docs/security.md §3, §13, §15, §16, §19-21, §23 and §30 are what these prove.
 """
 
 from __future__ import annotations
