@@ -41,10 +41,12 @@ def environment() -> Environment:
 
 def render_email(name: str, to: str, brand: str, **context: Any) -> RenderedEmail:
     env = environment()
-    context = {"brand": brand, **context}
+    subject = EMAIL_SUBJECTS[name].format(brand=brand)
+    # The layout titles the HTML part with the subject, so the two cannot drift apart.
+    context = {"brand": brand, **context, "subject": subject}
     return RenderedEmail(
         to=to,
-        subject=EMAIL_SUBJECTS[name].format(brand=brand),
+        subject=subject,
         html=env.get_template(f"email/{name}.html").render(**context),
         text=env.get_template(f"email/{name}.txt").render(**context),
     )
