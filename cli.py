@@ -190,7 +190,7 @@ async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> st
             if not send:
                 return done
             onboarding = Onboarding(settings=settings, session=session,
-                                    temporal=TemporalGateway(settings))
+                                    temporal=TemporalGateway(settings, role="cli"))
             try:
                 await onboarding.send_email(staff.id, actor, None)
             except SsoError as exc:
