@@ -968,3 +968,23 @@ async def test_history_holds_only_ciphertext_and_sealed_values(
     assert by_name["code_digest"] == {"digest-1", "digest-wrong", "digest-2"}
     for payload in decoded:
         assert PASSWORD.encode() not in payload.data
+
+
+async def test_the_page_steps_ip_reaches_the_activities_that_audit_them(
+        env: WorkflowEnvironment) -> None:
+    """link_opened, email_confirmed, mfa.skipped and active are audited with the IP the page
+    step came from (they once had none)."""
+    fake = FakeActivities()
+    async with running_flow(env, fake) as flow:
+        await flow.handle.signal("link_opened", StepRequest(ip="203.0.113.1"))
+
+        async def recorded() -> list[StaffStepInput]:
+            return fake.opened
+        await eventually(recorded, lambda opened: len(opened) == 1)
+        await reach_code_sent(flow)
+        assert (await flow.update("confirm_code", ConfirmCodeRequest(
+            code_digest="digest-1", ip="203.0.113.2"))).ok
+        assert (await flow.update("skip_mfa", StepRequest(ip="203.0.113.3"))).ok
+        await flow.handle.result()
+    assert [fake.opened[0].ip, fake.confirmed[0].ip, fake.activated[0].ip] == [
+        "203.0.113.1", "203.0.113.2", "203.0.113.3"]
