@@ -390,3 +390,36 @@ async def test_keyless_skip_mfa_without_payload_leaves_the_flow_at_mfa(
         await w.unchanged(flow, before)
         assert (await flow.query("progress"))["step"] == "mfa_pending"
         assert not any(name == "activate_account" for name, _ in w.stand.calls)
+
+
+async def test_a_forged_run_no_worker_of_ours_runs_is_cleared_before_the_real_flow(
+        temporal_dev_env: WorkflowEnvironment) -> None:
+    """A run under a person's flow id on a task queue we do not poll, or of a type we do not
+    have, never fails by itself: the web app ends it before it starts or asks the real flow."""
+    from api.services.entra import EntraSignOn
+    from api.services.onboarding import Onboarding
+    from core.temporal_client import TemporalGateway
+
+    async with world(temporal_dev_env) as w:
+        settings = make_settings(task_queue=w.queue)
+        gateway = TemporalGateway(settings, client=w.client)
+        staff = uuid.uuid4()
+        keyless = w.intruders["keyless"]
+        await keyless.start_workflow("EntraLink", args=FORGED_START["EntraLink"],
+                                     id=f"entra-link-{staff}", task_queue="elsewhere")
+        await keyless.start_workflow("Mine", args=[], id=f"sso-setup-{staff}",
+                                     task_queue=w.queue)
+        sign_on = EntraSignOn(settings, None, gateway, None)  # type: ignore[arg-type]
+        outcome = await sign_on._drive_link(staff, f"entra-link-{staff}", LinkRequest(
+            sealed_grant="sealed1.grant", via="session", actor=f"staff:{staff}", ip=IP))
+        assert outcome.ok
+        onboarding = Onboarding(settings, None, gateway)  # type: ignore[arg-type]
+        assert await onboarding._end_running(w.client, f"sso-setup-{staff}", "supersede",
+                                             EndRequest("admin-key:a")) is None
+        setup = await w.client.start_workflow(
+            "SsoSetup", SsoSetupInput(setup_id=str(uuid.uuid4()), staff_id=str(staff),
+                                      link_ttl_seconds=900, requested_by="admin-key:a",
+                                      email_retry=EmailRetry()),
+            id=f"sso-setup-{staff}", task_queue=w.queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+        await w.until(setup, "email_sent")
