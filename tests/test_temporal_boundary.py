@@ -326,7 +326,8 @@ async def test_a_forged_run_under_a_persons_flow_id_never_blocks_the_real_flow(
                 await intruder.start_workflow(kind, args=FORGED_START[kind], id=wid,
                                               task_queue=w.queue)
                 with pytest.raises(WorkflowFailureError):
-                    await w.client.get_workflow_handle(wid).result()
+                    async with asyncio.timeout(20):
+                        await w.client.get_workflow_handle(wid).result()
         assert w.stand.calls == []
         assert (await w.link(staff)).ok
         assert (await w.reset_request(reset_id)).ok
