@@ -34,7 +34,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from core.codec import data_converter
 from core.sealing import password_context, seal
@@ -220,6 +220,10 @@ class World:
         if progress is not None:
             assert await handle.query("progress") == progress
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        # What the refusals left in history (the patch markers of ignored link_opened
+        # signals included) replays deterministically.
+        await Replayer(workflows=WORKFLOWS, data_converter=self.client.data_converter
+                       ).replay_workflow(await handle.fetch_history())
 
 
 def _patch_version(event: HistoryEvent) -> bool:
