@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", help="create a key and print it once")
     create.add_argument("--name", required=True)
     create.set_defaults(func=cmd_admin_key_create)
+
+    audit = commands.add_parser("audit", help="check the records")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    boundary = audit_commands.add_parser(
+        "boundary", help="every Entra link, and every flow change no web request stands behind")
+    boundary.set_defaults(func=cmd_audit_boundary)
     return parser
 
 
@@ -131,6 +137,38 @@ def cmd_keys_generate(_args: argparse.Namespace) -> None:
 def cmd_admin_key_create(args: argparse.Namespace) -> None:
     key = asyncio.run(_create_admin_key(get_settings(), args.name))
     print(f"Admin API key '{args.name}' (shown once, store it now):\n{key}")
+
+
+def cmd_audit_boundary(_args: argparse.Namespace) -> None:
+    found = asyncio.run(_audit_boundary(get_settings()))
+    print("\n".join(found))
+
+
+async def _audit_boundary(settings: Settings) -> list[str]:
+    from core.boundary_audit import entra_links, unbacked_changes
+    from core.codec import EncryptionCodec, keyring_from_settings
+    from core.db import create_engine, session_factory
+    from core.temporal_client import connect
+
+    engine = create_engine(settings.async_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            links = await entra_links(session)
+    finally:
+        await engine.dispose()
+    lines = [f"Microsoft Entra links since install: {len(links)}"]
+    lines += [f"  {link.at:%Y-%m-%d %H:%M:%S} staff {link.staff_id} tenant {link.tenant_id} "
+              f"oid {link.object_id} via {link.via} by {link.actor} from {link.ip or '-'}"
+              + ("" if link.still_linked else " (no longer linked)") for link in links]
+    client = await connect(settings, role="cli")
+    codec = EncryptionCodec(keyring_from_settings(settings))
+    changes = [change async for change in unbacked_changes(client, codec)]
+    lines.append(f"Flow changes with no web request behind them (retained histories): "
+                 f"{len(changes)}")
+    lines += [f"  {change.at:%Y-%m-%d %H:%M:%S} {change.workflow_id} {change.what}: "
+              f"{change.why}; client {change.identity or '-'}" if change.at else
+              f"  {change.workflow_id} {change.what}: {change.why}" for change in changes]
+    return lines
 
 
 async def _create_admin_key(settings: Settings, name: str, revoke_same_name: bool = False) -> str:
@@ -192,7 +230,7 @@ async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> st
             if not send:
                 return done
             onboarding = Onboarding(settings=settings, session=session,
-                                    temporal=TemporalGateway(settings))
+                                    temporal=TemporalGateway(settings, role="cli"))
             try:
                 await onboarding.send_email(staff.id, actor, None)
             except SsoError as exc:

@@ -71,7 +71,8 @@ def metrics_runtime(address: str) -> Runtime | None:
 
 
 async def run(settings: Settings) -> None:
-    client = await connect(settings, runtime=metrics_runtime(settings.worker_metrics_address))
+    client = await connect(settings, runtime=metrics_runtime(settings.worker_metrics_address),
+                           role="worker")
     engine = create_engine(settings.async_database_url)
     worker = build_worker(client, settings, engine)
     stop = asyncio.Event()

@@ -74,6 +74,7 @@ class StaffStepInput:
     setup_id: str
     staff_id: str
     workflow_id: str
+    ip: str | None = None  # for the audit log
 
 
 @dataclass
@@ -96,6 +97,7 @@ class ActivateInput:
     staff_id: str
     workflow_id: str
     mfa: bool
+    ip: str | None = None  # for the audit log
 
 
 @dataclass

@@ -123,7 +123,7 @@ class SetupStepActivities(SecretActivities):
             if moved:
                 audit.record(session, actor=f"staff:{data.staff_id}",
                              action="sso_setup.link_opened", outcome="success",
-                             target=data.staff_id, workflow_id=data.workflow_id)
+                             target=data.staff_id, ip=data.ip, workflow_id=data.workflow_id)
             await session.commit()
 
     @activity.defn(name="send_code")
@@ -205,7 +205,7 @@ class SetupStepActivities(SecretActivities):
             if not retried:
                 audit.record(session, actor=f"staff:{data.staff_id}",
                              action="sso_setup.email_confirmed", outcome="success",
-                             target=data.staff_id, workflow_id=data.workflow_id)
+                             target=data.staff_id, ip=data.ip, workflow_id=data.workflow_id)
             await session.commit()
 
     @activity.defn(name="verify_totp")
@@ -265,10 +265,11 @@ class SetupStepActivities(SecretActivities):
             if not retried:  # else a retry of an attempt that committed: recorded already
                 audit.record(session, actor=actor,
                              action="mfa.enrolled" if data.mfa else "mfa.skipped",
-                             outcome="success", target=data.staff_id,
+                             outcome="success", target=data.staff_id, ip=data.ip,
                              workflow_id=data.workflow_id)
                 audit.record(session, actor=actor, action="sso_setup.active", outcome="success",
-                             target=data.staff_id, workflow_id=data.workflow_id, mfa=data.mfa)
+                             target=data.staff_id, ip=data.ip, workflow_id=data.workflow_id,
+                             mfa=data.mfa)
             await session.commit()
 
     @activity.defn(name="record_audit")

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "sso"
+    # TLS (or mTLS with a client certificate) and API keys for the Temporal frontend: the
+    # frontend must authenticate clients, as terminate, cancel and reset carry no payload.
+    temporal_tls: bool = False
+    temporal_tls_ca: Path | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_api_key: SecretStr | None = None
 
     public_url: str = "http://localhost:8000"
     brand_name: str = "agentOS"
@@ -177,7 +184,8 @@ class Settings(BaseSettings):
         parse_networks(value)
         return value
 
-    @field_validator("metrics_token", mode="before")
+    @field_validator("metrics_token", "temporal_api_key", "temporal_tls_ca",
+                     "temporal_tls_cert", "temporal_tls_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -233,6 +241,18 @@ class Settings(BaseSettings):
                                  self.argon2_parallelism)
         if problem is not None:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _temporal_tls_files(self) -> Settings:
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError("SSO_TEMPORAL_TLS_CERT and SSO_TEMPORAL_TLS_KEY go together (a "
+                             "client certificate needs its private key)")
+        for name, path in (("SSO_TEMPORAL_TLS_CA", self.temporal_tls_ca),
+                           ("SSO_TEMPORAL_TLS_CERT", self.temporal_tls_cert),
+                           ("SSO_TEMPORAL_TLS_KEY", self.temporal_tls_key)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}={path} is not a readable file")
         return self
 
     @model_validator(mode="after")

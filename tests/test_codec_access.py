@@ -4,6 +4,7 @@ the sign-in cookie along); everyone else gets 401 and sees ciphertext."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 
 import pytest
@@ -85,3 +86,17 @@ async def test_failed_key_checks_are_limited_like_the_admin_api(sqlite_url: str)
         assert (await app.http.get("/api/v1/staff", headers=wrong)).status_code == 429
         decoded = await app.http.post("/codec/decode", json=ciphertext, headers=app.admin)
         assert decoded.status_code == 200 and decoded.json() == BODY
+
+
+async def test_decode_shows_unauthenticated_payloads_as_such(app: App) -> None:
+    """A payload not encrypted with the keyring (what a client without the key sends) is
+    shown as a plain statement, not passed through as if it were ours."""
+    forged = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="},
+                            "data": "eyJhY3RvciI6ImFkbWluLWtleTpmb3JnZWQifQ=="}]}
+    answer = await app.http.post("/codec/decode", json=forged, headers=app.admin)
+    assert answer.status_code == 200
+    [shown] = answer.json()["payloads"]
+    text = base64.b64decode(shown["data"]).decode()
+    assert text.startswith('"unauthenticated payload: not encrypted with this deployment')
+    assert "forged" not in text
+    assert base64.b64decode(shown["metadata"]["encoding"]) == b"json/plain"

@@ -185,3 +185,25 @@ def test_deployment_doc_mentions_every_service_and_sso_variable():
     missing_vars = sorted(v for v in sso_vars if not mentioned(v))
     assert not missing_services, f"docs/deployment.md does not mention services: {missing_services}"
     assert not missing_vars, f"docs/deployment.md does not mention variables: {missing_vars}"
+
+
+def _published(service: dict) -> list[str]:
+    return [str(port) for port in service.get("ports", [])]
+
+
+def test_only_the_web_app_is_published_beyond_this_host():
+    """docs/security.md §32: whoever reaches Temporal can terminate and cancel flows (no payload to
+    authenticate); the UI and the mail catcher are for operators on this host."""
+    services = _compose()["services"]
+    assert _published(services["web"]) == ["8000:8000"]
+    for name, service in services.items():
+        if name == "web":
+            continue
+        for port in _published(service):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    assert any("7233" in port for port in _published(services["temporal"]))
+
+
+def test_temporal_ui_is_read_only():
+    env = _env(_compose()["services"]["temporal-ui"])
+    assert env["TEMPORAL_DISABLE_WRITE_ACTIONS"].lower() == "true"

@@ -3,8 +3,16 @@ import logging
 
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.exceptions import ApplicationError
 
-from core.codec import ENCODING, KEY_ID, EncryptionCodec
+from core.codec import (
+    ENCODING,
+    KEY_ID,
+    REASON,
+    UNAUTHENTICATED,
+    EncryptionCodec,
+    PayloadConverter,
+)
 from core.crypto import DecryptionError, Keyring, mask_email, new_token, token_hash
 from core.logging import JsonFormatter, RedactingFilter, redact
 
@@ -77,13 +85,38 @@ async def test_codec_names_its_key_in_the_payload_metadata() -> None:
     assert new.metadata[KEY_ID].decode() == Keyring([NEW]).current_key_id != Keyring([OLD]).current_key_id
     assert OLD not in old.SerializeToString() and NEW not in new.SerializeToString()
     assert await rotated.decode([old, new]) == [payload, payload]
-    with pytest.raises(DecryptionError, match=Keyring([OLD]).current_key_id):
-        await EncryptionCodec(Keyring([NEW])).decode([old])
+    # A removed key: not decoded (and no raise, see core/codec.py), the key id named.
+    [missing] = await EncryptionCodec(Keyring([NEW])).decode([old])
+    assert missing.metadata["encoding"] == UNAUTHENTICATED
+    assert Keyring([OLD]).current_key_id.encode() in missing.metadata[REASON]
 
 
-async def test_codec_passes_through_unencrypted_payloads() -> None:
-    plain = Payload(metadata={"encoding": b"binary/null"})
-    assert await EncryptionCodec(Keyring([NEW])).decode([plain]) == [plain]
+@pytest.mark.parametrize("payload", [
+    Payload(metadata={"encoding": b"binary/null"}),
+    Payload(metadata={"encoding": b"json/plain"}, data=b'{"actor":"admin-key:forged"}'),
+    Payload(metadata={"encoding": ENCODING, KEY_ID: b"nope"}, data=b"x" * 40),
+    Payload(metadata={"encoding": UNAUTHENTICATED}),
+])
+async def test_codec_never_passes_through_what_it_did_not_encrypt(payload: Payload) -> None:
+    """docs/security.md §32: plaintext (or anything not authenticated by the keyring) never comes
+    out as a value; it comes out as the marker the payload converter refuses."""
+    [decoded] = await EncryptionCodec(Keyring([NEW])).decode([payload])
+    assert decoded.metadata["encoding"] == UNAUTHENTICATED and not decoded.data
+    with pytest.raises(ApplicationError) as refused:
+        PayloadConverter().from_payloads([decoded], [dict])
+    assert refused.value.type == "Unauthenticated" and refused.value.non_retryable
+
+
+async def test_codec_refuses_tampered_and_other_key_ciphertext() -> None:
+    payload = Payload(metadata={"encoding": b"json/plain"}, data=b'"x"')
+    [good] = await EncryptionCodec(Keyring([NEW])).encode([payload])
+    tampered = Payload()
+    tampered.CopyFrom(good)
+    tampered.data = good.data[:-1] + bytes([good.data[-1] ^ 1])
+    [other] = await EncryptionCodec(Keyring([OLD])).encode([payload])
+    decoded = await EncryptionCodec(Keyring([NEW])).decode([good, tampered, other])
+    assert decoded[0] == payload
+    assert [d.metadata["encoding"] for d in decoded[1:]] == [UNAUTHENTICATED] * 2
 
 
 def test_access_log_redacts_setup_tokens() -> None:

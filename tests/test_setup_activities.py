@@ -648,3 +648,28 @@ async def test_record_link_opened_never_moves_a_setup_back(world: Any, state: st
     await flow.run(flow.acts.record_link_opened, flow.step_input())
     assert await flow.setup_state() == state
     assert "sso_setup.link_opened" not in await flow.audit_actions()
+
+
+# -- IPs in the audit (issue 11) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mfa", [False, True])
+async def test_every_setup_step_audit_event_carries_the_ip(world: Any, mfa: bool) -> None:
+    """link_opened, email_confirmed, mfa.enrolled/skipped and active once carried no IP."""
+    ip = "203.0.113.44"
+    flow = await new_flow(world, state="email_sent")
+    step = dataclasses.replace(flow.step_input(), ip=ip)
+    await flow.run(flow.acts.record_link_opened, step)
+    flow = await flow_with_password(world)
+    await flow.set_setup_state("code_sent")
+    await flow.run(flow.acts.confirm_email, dataclasses.replace(flow.step_input(), ip=ip))
+    await flow.run(flow.acts.activate_account,
+                   dataclasses.replace(flow.activate_input(mfa=mfa), ip=ip))
+    async with flow.sessions() as session:
+        rows = (await session.execute(select(AuditEvent.action, AuditEvent.ip).where(
+            AuditEvent.action.in_(["sso_setup.link_opened", "sso_setup.email_confirmed",
+                                   "mfa.enrolled", "mfa.skipped", "sso_setup.active"])))).all()
+    expected = {"sso_setup.link_opened", "sso_setup.email_confirmed", "sso_setup.active",
+                "mfa.enrolled" if mfa else "mfa.skipped"}
+    assert {action for action, _ in rows} == expected
+    assert {address for _, address in rows} == {ip}

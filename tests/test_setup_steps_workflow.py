@@ -59,6 +59,7 @@ from core.codec import ENCODING, EncryptionCodec, keyring_from_settings
 from core.sealing import password_context, seal
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from tests.conftest import TEST_SEAL_PUBLIC_KEY, make_settings, time_skipping_server
+from workflows.common import StepRequest
 from workflows.sso_setup import (
     ConfirmCodeRequest,
     EmailRetry,
@@ -384,7 +385,7 @@ async def test_happy_path_without_mfa(env: WorkflowEnvironment) -> None:
 
         assert await flow.confirm("digest-1") == StepResult(ok=True, step="mfa_pending")
         assert (await flow.progress()).step == "mfa_pending"
-        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
 
         assert await flow.handle.result() == SetupOutcome(state="active")
         assert await flow.step_attribute() == "active"
@@ -489,7 +490,7 @@ async def test_wrong_codes_to_exhaustion_then_a_new_code_starts_over(
         assert {a.actor for a in fake.audits} == {f"staff:{flow.staff_id}"}
 
         await env.sleep(AFTER_RESEND_INTERVAL)
-        assert await flow.update("resend_code") == StepResult(
+        assert await flow.update("resend_code", StepRequest()) == StepResult(
             ok=True, step="code_sent", message=NEW_CODE_SENT)
         progress = await flow.wait_for_code(2)
         assert (progress.code_attempts_left, progress.wrong_codes_total) == (5, 5)
@@ -500,7 +501,7 @@ async def test_wrong_codes_to_exhaustion_then_a_new_code_starts_over(
         assert (progress.code_attempts_left, progress.wrong_codes_total) == (4, 6)
 
         assert await flow.confirm("digest-2") == StepResult(ok=True, step="mfa_pending")
-        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
 
     assert len(fake.audits) == 6
@@ -521,7 +522,7 @@ async def test_resend_is_throttled_replaces_the_code_and_is_limited(
         first = await reach_code_sent(flow)
         assert first.code_sent_at is not None
 
-        refusal = await rejected(flow.update("resend_code"))
+        refusal = await rejected(flow.update("resend_code", StepRequest()))
         assert refusal.type == "TooSoon"
         match = TOO_SOON.fullmatch(refusal.message)
         assert match is not None, refusal.message
@@ -529,14 +530,14 @@ async def test_resend_is_throttled_replaces_the_code_and_is_limited(
         assert len(fake.codes) == 1
 
         await env.sleep(timedelta(seconds=30))
-        refusal = await rejected(flow.update("resend_code"))
+        refusal = await rejected(flow.update("resend_code", StepRequest()))
         assert refusal.type == "TooSoon"
         match = TOO_SOON.fullmatch(refusal.message)
         assert match is not None, refusal.message
         assert 1 <= int(match.group(1)) <= 31
 
         await env.sleep(timedelta(seconds=31))
-        assert await flow.update("resend_code") == StepResult(
+        assert await flow.update("resend_code", StepRequest()) == StepResult(
             ok=True, step="code_sent", message=NEW_CODE_SENT)
         second = await flow.wait_for_code(2)
         assert second.code_sent_at is not None and second.code_sent_at > first.code_sent_at
@@ -547,14 +548,14 @@ async def test_resend_is_throttled_replaces_the_code_and_is_limited(
             ok=False, step="code_sent", message="Incorrect code, 4 attempts left")
 
         for number in range(3, 7):  # resends 2 to 5
-            refusal = await rejected(flow.update("resend_code"))
+            refusal = await rejected(flow.update("resend_code", StepRequest()))
             assert refusal.type == "TooSoon"
             await env.sleep(AFTER_RESEND_INTERVAL)
-            assert (await flow.update("resend_code")).ok
+            assert (await flow.update("resend_code", StepRequest())).ok
             progress = await flow.wait_for_code(number)
             assert progress.resends_left == 6 - number
         await env.sleep(AFTER_RESEND_INTERVAL)
-        refusal = await rejected(flow.update("resend_code"))
+        refusal = await rejected(flow.update("resend_code", StepRequest()))
         assert refusal.type == "TooManyCodes"
         assert len(fake.codes) == 6
 
@@ -562,7 +563,7 @@ async def test_resend_is_throttled_replaces_the_code_and_is_limited(
         assert (await flow.confirm("digest-5")).message == "Incorrect code, 4 attempts left"
         assert (await flow.confirm("digest-1")).message == "Incorrect code, 3 attempts left"
         assert await flow.confirm("digest-6") == StepResult(ok=True, step="mfa_pending")
-        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
 
 
@@ -574,7 +575,7 @@ async def test_resend_wait_message_with_one_second_left(env: WorkflowEnvironment
         # Server time, not wall-clock: land 0.9 s before the next resend is allowed.
         left = progress.next_resend_at - await env.get_current_time()
         await env.sleep(left - timedelta(seconds=0.9))
-        refusal = await rejected(flow.update("resend_code"))
+        refusal = await rejected(flow.update("resend_code", StepRequest()))
         assert refusal.type == "TooSoon"
         await flow.handle.terminate("test done")
         assert refusal.message == "You can ask for a new code in 1 second."
@@ -598,10 +599,10 @@ async def test_code_expires_after_ten_minutes(env: WorkflowEnvironment) -> None:
         assert fake.audits == []
         assert fake.confirmed == []
 
-        assert (await flow.update("resend_code")).ok
+        assert (await flow.update("resend_code", StepRequest())).ok
         await flow.wait_for_code(2)
         assert await flow.confirm("digest-2") == StepResult(ok=True, step="mfa_pending")
-        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
 
 
@@ -611,7 +612,7 @@ async def test_code_still_works_just_before_it_expires(env: WorkflowEnvironment)
         await reach_code_sent(flow)
         await env.sleep(timedelta(minutes=9, seconds=50))
         assert await flow.confirm("digest-1") == StepResult(ok=True, step="mfa_pending")
-        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
 
 
@@ -646,8 +647,8 @@ async def test_later_steps_before_the_password_are_refused(env: WorkflowEnvironm
     fake = FakeActivities()
     async with running_flow(env, fake) as flow:
         for name, args in [("confirm_code", [ConfirmCodeRequest(code_digest="digest-1")]),
-                           ("resend_code", []),
-                           ("skip_mfa", []),
+                           ("resend_code", [StepRequest()]),
+                           ("skip_mfa", [StepRequest()]),
                            ("complete_mfa", [TotpRequest(sealed_code=GOOD_TOTP)])]:
             refusal = await rejected(flow.update(name, *args))
             assert refusal.type == "WrongStep:email_sent", name
@@ -656,7 +657,7 @@ async def test_later_steps_before_the_password_are_refused(env: WorkflowEnvironm
         assert (await flow.progress()).step == "email_sent"
 
         await reach_mfa_pending(flow)
-        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
 
     assert len(fake.confirmed) == 1
@@ -702,14 +703,14 @@ async def test_a_second_password_is_refused(env: WorkflowEnvironment) -> None:
         assert len(fake.stored) == 1
 
         # MFA steps are still out of order at code_sent.
-        for name, args in [("skip_mfa", []),
+        for name, args in [("skip_mfa", [StepRequest()]),
                            ("complete_mfa", [TotpRequest(sealed_code=GOOD_TOTP)])]:
             assert (await rejected(flow.update(name, *args))).type == "WrongStep:code_sent"
 
         assert await flow.confirm("digest-1") == StepResult(ok=True, step="mfa_pending")
         assert (await rejected(flow.set_password())).type == "WrongStep:mfa_pending"
         assert (await rejected(flow.confirm("digest-1"))).type == "WrongStep:mfa_pending"
-        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
     assert len(fake.stored) == 1
 
@@ -763,7 +764,7 @@ async def test_rejected_password_stays_at_link_opened_and_can_be_retried(
         assert await flow.set_password() == StepResult(ok=True, step="password_set")
         await flow.wait_for_code(1)
         assert await flow.confirm("digest-1") == StepResult(ok=True, step="mfa_pending")
-        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
         assert await step_history(flow) == [
             "email_sent", "link_opened", "password_set", "code_sent", "mfa_pending", "active"]
@@ -776,7 +777,7 @@ async def test_opening_the_password_form_shows_link_opened_once(env: WorkflowEnv
     the database is told once, however often the form is opened."""
     fake = FakeActivities()
     async with running_flow(env, fake) as flow:
-        await flow.handle.signal("link_opened")
+        await flow.handle.signal("link_opened", StepRequest())
         await eventually(flow.progress, lambda p: p.step == "link_opened")
 
         async def recorded() -> list[StaffStepInput]:
@@ -794,12 +795,12 @@ async def test_opening_the_password_form_shows_link_opened_once(env: WorkflowEnv
         assert (opened.setup_id, opened.staff_id, opened.workflow_id) == (
             flow.setup_id, flow.staff_id, flow.handle.id)
 
-        await flow.handle.signal("link_opened")  # opened again, in another tab
+        await flow.handle.signal("link_opened", StepRequest())  # opened again, in another tab
         assert await flow.set_password() == StepResult(ok=True, step="password_set")
-        await flow.handle.signal("link_opened")  # a stale tab, after the password: nothing
+        await flow.handle.signal("link_opened", StepRequest())  # a stale tab, after the password: nothing
         await flow.wait_for_code(1)
         assert await flow.confirm("digest-1") == StepResult(ok=True, step="mfa_pending")
-        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
         assert await step_history(flow) == [
             "email_sent", "link_opened", "password_set", "code_sent", "mfa_pending", "active"]
@@ -814,7 +815,7 @@ async def test_link_opened_after_the_link_expired_changes_nothing(
         await env.sleep(LINK_TTL + timedelta(seconds=1))
         assert (await flow.handle.result()).state == "expired"
         with suppress(RPCError):  # the flow may be gone already: nothing to tell
-            await flow.handle.signal("link_opened")
+            await flow.handle.signal("link_opened", StepRequest())
         assert (await flow.progress()).step == "expired"
     assert fake.opened == []
 
@@ -847,7 +848,7 @@ async def test_double_submit_of_the_password_runs_once(env: WorkflowEnvironment)
         await flow.wait_for_code(1)
         assert len(fake.codes) == 1
         assert await flow.confirm("digest-1") == StepResult(ok=True, step="mfa_pending")
-        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
     assert len(fake.stored) == 1
 
@@ -866,7 +867,7 @@ async def test_double_submit_of_a_wrong_code_counts_once(env: WorkflowEnvironmen
         assert len(fake.audits) == 1
 
         assert await flow.confirm("digest-1") == StepResult(ok=True, step="mfa_pending")
-        assert await flow.update("skip_mfa") == StepResult(ok=True, step="active")
+        assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
 
 
@@ -886,7 +887,7 @@ async def test_cancel_at_code_sent(env: WorkflowEnvironment) -> None:
         assert (await flow.progress()).step == "cancelled"
 
         await not_found(flow.confirm("digest-1"))
-        await not_found(flow.update("resend_code"))
+        await not_found(flow.update("resend_code", StepRequest()))
 
     assert [(c.state, c.actor, c.reason) for c in fake.closed] == [
         ("cancelled", ACTOR, "wrong person")]
@@ -959,7 +960,7 @@ async def test_history_holds_only_ciphertext_and_sealed_values(
         await reach_code_sent(flow)
         assert not (await flow.confirm("digest-wrong")).ok
         await env.sleep(AFTER_RESEND_INTERVAL)
-        assert (await flow.update("resend_code")).ok
+        assert (await flow.update("resend_code", StepRequest())).ok
         await flow.wait_for_code(2)
         assert (await flow.confirm("digest-2")).ok
         assert not (await flow.update("complete_mfa", TotpRequest(sealed_code=BAD_TOTP))).ok
@@ -991,3 +992,23 @@ async def test_history_holds_only_ciphertext_and_sealed_values(
     assert by_name["code_digest"] == {"digest-1", "digest-wrong", "digest-2"}
     for payload in decoded:
         assert PASSWORD.encode() not in payload.data
+
+
+async def test_the_page_steps_ip_reaches_the_activities_that_audit_them(
+        env: WorkflowEnvironment) -> None:
+    """link_opened, email_confirmed, mfa.skipped and active are audited with the IP the page
+    step came from (they once had none)."""
+    fake = FakeActivities()
+    async with running_flow(env, fake) as flow:
+        await flow.handle.signal("link_opened", StepRequest(ip="203.0.113.1"))
+
+        async def recorded() -> list[StaffStepInput]:
+            return fake.opened
+        await eventually(recorded, lambda opened: len(opened) == 1)
+        await reach_code_sent(flow)
+        assert (await flow.update("confirm_code", ConfirmCodeRequest(
+            code_digest="digest-1", ip="203.0.113.2"))).ok
+        assert (await flow.update("skip_mfa", StepRequest(ip="203.0.113.3"))).ok
+        await flow.handle.result()
+    assert [fake.opened[0].ip, fake.confirmed[0].ip, fake.activated[0].ip] == [
+        "203.0.113.1", "203.0.113.2", "203.0.113.3"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 
 NON_RETRYABLE_EMAIL = ["PermanentEmailError", "StaffNotFound", "SetupEnded"]
 DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
@@ -20,6 +22,9 @@ WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
 # Redeeming a Microsoft sign-in: up to four HTTP calls, bounded together (25 s) in
 # the activity (core.entra's client times out each call sooner).
 ENTRA_TIMEOUT = timedelta(seconds=30)
+UNAUTHENTICATED = "Unauthenticated"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,3 +56,26 @@ class StepResult:
     step: str
     message: str | None = None
     problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StepRequest:
+    """A page step with nothing else to say. Its encrypted payload is what proves it came
+    from a holder of the key (the web app): a step without any payload would be open to
+    every client that reaches the Temporal frontend."""
+
+    ip: str | None = None  # for the audit log
+
+
+def unauthenticated(what: str) -> ApplicationError:
+    return ApplicationError(f"{what} carries no payload encrypted with this deployment's key",
+                            type=UNAUTHENTICATED, non_retryable=True)
+
+
+def required(data: T | None, what: str) -> T:
+    """The input of a start, update or signal; None when the client sent no payload at all,
+    which only a client without the key does. Raised from a workflow's `__init__`, this
+    fails the run at once (an ApplicationError fails the workflow, not the task)."""
+    if data is None:
+        raise unauthenticated(what)
+    return data

@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from core import metrics
     from core.search_attributes import SSO_STEP
-    from workflows.common import DB_RETRY, ENTRA_TIMEOUT, STEP_TIMEOUT, EmailRetry
+    from workflows.common import DB_RETRY, ENTRA_TIMEOUT, STEP_TIMEOUT, EmailRetry, required
 
 VERIFY = "verify_entra_grant"
 LINK = "link_entra_identity"
@@ -51,6 +51,10 @@ class EntraLinkInput:
 class LinkRequest:
     sealed_grant: str
     via: str
+    # Who asked, for the audit: set by the web app from the session or setup link it
+    # verified. Believed because the request arrives as AES-GCM ciphertext of this
+    # deployment's key (core/codec.py); the link itself rests on the grant, which the
+    # activity redeems with Microsoft and which is sealed to this flow's id.
     actor: str
     ip: str | None = None
     # With via="setup_link": the link used, and the setup flow it belongs to.
@@ -71,8 +75,8 @@ class LinkOutcome:
 @workflow.defn(name="EntraLink")
 class EntraLinkWorkflow:
     @workflow.init
-    def __init__(self, data: EntraLinkInput) -> None:
-        self._input = data
+    def __init__(self, data: EntraLinkInput | None = None) -> None:
+        self._input = data = required(data, "This start")
         self._busy = False
         self._handled = 0
         self._linked = False
@@ -80,7 +84,7 @@ class EntraLinkWorkflow:
         self._notices: list[EntraLinkedNoticeInput] = []
 
     @workflow.run
-    async def run(self, data: EntraLinkInput) -> int:
+    async def run(self, data: EntraLinkInput | None = None) -> int:
         metrics.flow_started(metrics.ENTRA_LINK)
         workflow.set_current_details("Waiting for the Microsoft sign-in")
         try:

@@ -8,7 +8,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import NoticeInput
-    from workflows.common import EmailRetry
+    from workflows.common import EmailRetry, required
 
 
 @workflow.defn(name="PasswordChangedNotice")
@@ -17,7 +17,9 @@ class PasswordChangedNoticeWorkflow:
     new reset for the same account can start while the notice is still being delivered."""
 
     @workflow.run
-    async def run(self, notice: NoticeInput, retry: EmailRetry) -> None:
+    async def run(self, notice: NoticeInput | None = None,
+                  retry: EmailRetry | None = None) -> None:
+        notice, retry = required(notice, "This start"), required(retry, "This start")
         await workflow.execute_activity(
             "send_password_changed", notice,
             start_to_close_timeout=retry.attempt_timeout(),

@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from core.reset_caps import CODES_STOPPED, LINK_SENT
     from core.search_attributes import SSO_STEP
     from workflows.codes import CODE_ATTEMPTS, CodeRules, EmailedCode
-    from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry, StepResult
+    from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry, StepResult, required
 
 RESET_PURPOSE = "reset"
 FINAL_STEPS = {"completed", "expired"}
@@ -106,8 +106,8 @@ class ResetProgress:
 @workflow.defn(name="PasswordReset")
 class PasswordResetWorkflow:
     @workflow.init
-    def __init__(self, data: PasswordResetInput) -> None:
-        self._input = data
+    def __init__(self, data: PasswordResetInput | None = None) -> None:
+        self._input = data = required(data, "This start")
         self._step = "code_requested"
         self._open_step = self._step  # where the flow stood before it ended, for metrics
         self._rules = CodeRules(
@@ -126,7 +126,8 @@ class PasswordResetWorkflow:
         self._ended = False
 
     @workflow.run
-    async def run(self, data: PasswordResetInput) -> ResetOutcome:
+    async def run(self, data: PasswordResetInput | None = None) -> ResetOutcome:
+        data = self._input
         metrics.flow_started(metrics.RESET)
         workflow.set_current_details("Reset code requested")
         while not self._done and not self._ended:

@@ -33,7 +33,14 @@ with workflow.unsafe.imports_passed_through():
     from core import metrics
     from core.search_attributes import SSO_STEP
     from workflows.codes import CodeRules, EmailedCode
-    from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry, StepResult
+    from workflows.common import (
+        DB_RETRY,
+        STEP_TIMEOUT,
+        EmailRetry,
+        StepRequest,
+        StepResult,
+        required,
+    )
 
 SEND_EMAIL = "send_setup_email"
 CLOSE_SETUP = "close_setup"
@@ -56,6 +63,8 @@ SETUP_ENDED = ("This setup has ended. Ask your administrator to send you a new S
 LINK_EXPIRED = ("This link has expired. Ask your administrator to send you a new Single Sign-On "
                 "email.")
 BUSY = "We're still working on your last step; please wait a moment."
+# link_opened once had no payload; one patch id per delivery (see link_opened).
+LINK_OPENED_PATCH = "link-opened-needs-request-{}"
 
 
 
@@ -76,7 +85,11 @@ class SsoSetupInput:
 
 @dataclass
 class EndRequest:
-    """Ask a running flow to end early: used by cancel and by a newer send (supersede)."""
+    """Ask a running flow to end early: used by cancel and by a newer send (supersede).
+
+    `actor` is recorded in the audit as who ended the setup. The web app sets it from the
+    admin key or session it verified; the flow can believe it because the request reaches
+    it only as AES-GCM ciphertext of this deployment's key (core/codec.py)."""
 
     actor: str
     reason: str | None = None
@@ -137,8 +150,8 @@ class SetupProgress:
 @workflow.defn(name="SsoSetup")
 class SsoSetupWorkflow:
     @workflow.init
-    def __init__(self, data: SsoSetupInput) -> None:
-        self._input = data
+    def __init__(self, data: SsoSetupInput | None = None) -> None:
+        self._input = data = required(data, "This start")
         self._step = "sending_email"
         self._open_step = self._step  # where the flow stood before it ended, for metrics
         self._step_since = workflow.now()
@@ -156,9 +169,10 @@ class SsoSetupWorkflow:
             max_resends=data.code_max_resends))
         self._code_tasks: list[asyncio.Task[None]] = []
         self._totp_failures = 0
+        self._link_opened_signals = 0
 
     @workflow.run
-    async def run(self, data: SsoSetupInput) -> SetupOutcome:
+    async def run(self, data: SsoSetupInput | None = None) -> SetupOutcome:
         metrics.flow_started(metrics.SETUP)
         workflow.set_current_details("Sending the Single Sign-On email")
         sent = await self._send_email()
@@ -342,7 +356,7 @@ class SsoSetupWorkflow:
         try:
             self._code.use()
             await workflow.execute_activity(
-                CONFIRM_EMAIL, self._step_input(), start_to_close_timeout=STEP_TIMEOUT,
+                CONFIRM_EMAIL, self._step_input(request.ip), start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=DB_RETRY, summary="Mark the email verified; prepare MFA")
             self._move_to("mfa_pending", "Account confirmed; waiting for the person to set "
                           "up MFA or skip it")
@@ -357,13 +371,15 @@ class SsoSetupWorkflow:
             raise _refusal("Enter the 6-digit code from the email.", "BadRequest")
 
     @workflow.update(name="resend_code")
-    async def resend_code(self) -> StepResult:
+    async def resend_code(self, request: StepRequest | None = None) -> StepResult:
+        # None only in histories from before the request existed (validators do not replay).
         self._send_code()
         return StepResult(ok=True, step=self._step, message=(
             "We've sent you a new code. Earlier codes no longer work."))
 
     @resend_code.validator
-    def _validate_resend_code(self) -> None:
+    def _validate_resend_code(self, request: StepRequest | None = None) -> None:
+        required(request, "This step")
         self._refuse_unless(CODE_STEPS)
         refusal = self._code.resend_refusal(workflow.now())
         if refusal is not None:
@@ -388,7 +404,7 @@ class SsoSetupWorkflow:
             if not result.ok:
                 self._totp_failures += 1
                 return StepResult(ok=False, step=self._step, message=result.message)
-            await self._activate(mfa=True)
+            await self._activate(mfa=True, ip=request.ip)
             return StepResult(ok=True, step=self._step)
         finally:
             self._busy = False
@@ -403,26 +419,28 @@ class SsoSetupWorkflow:
             raise _refusal("Enter the 6-digit code from your authenticator app.", "BadRequest")
 
     @workflow.update(name="skip_mfa")
-    async def skip_mfa(self) -> StepResult:
+    async def skip_mfa(self, request: StepRequest | None = None) -> StepResult:
+        # None only in histories from before the request existed (validators do not replay).
         self._busy = True
         try:
-            await self._activate(mfa=False)
+            await self._activate(mfa=False, ip=request.ip if request else None)
             return StepResult(ok=True, step=self._step)
         finally:
             self._busy = False
 
     @skip_mfa.validator
-    def _validate_skip_mfa(self) -> None:
+    def _validate_skip_mfa(self, request: StepRequest | None = None) -> None:
+        required(request, "This step")
         self._refuse_unless({"mfa_pending"})
         if self._input.mfa_required:
             raise _refusal("Administrators must set up MFA: scan the QR code with your "
                            "authenticator app and enter its code.", "MfaRequired")
 
-    async def _activate(self, mfa: bool) -> None:
+    async def _activate(self, mfa: bool, ip: str | None) -> None:
         await workflow.execute_activity(
             ACTIVATE,
             ActivateInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
-                          workflow_id=workflow.info().workflow_id, mfa=mfa),
+                          workflow_id=workflow.info().workflow_id, mfa=mfa, ip=ip),
             start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
             summary="Activate the account" + (" with MFA" if mfa else " (MFA skipped)"))
         self._move_to("active", "Single Sign-On is active" + (" with MFA" if mfa
@@ -470,9 +488,9 @@ class SsoSetupWorkflow:
         if self._step not in steps:
             raise _refusal("That step isn't available right now.", f"WrongStep:{self._step}")
 
-    def _step_input(self) -> StaffStepInput:
+    def _step_input(self, ip: str | None = None) -> StaffStepInput:
         return StaffStepInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
-                              workflow_id=workflow.info().workflow_id)
+                              workflow_id=workflow.info().workflow_id, ip=ip)
 
     async def _audit(self, action: str, outcome: str, ip: str | None, **details: str) -> None:
         await workflow.execute_activity(
@@ -511,9 +529,18 @@ class SsoSetupWorkflow:
                                    type="SetupAlreadyEnded")
 
     @workflow.signal(name="link_opened")
-    async def link_opened(self) -> None:
+    async def link_opened(self, request: StepRequest | None = None) -> None:
         """The person opened the password form from the link. A GET sends this: it consumes
         nothing and can only move the flow from `email_sent` to `link_opened`."""
+        self._link_opened_signals += 1
+        # Signals have no validator: a delivery without a request (which only a client
+        # without the key sends now) is ignored, except when replaying a history from before
+        # the request existed, which processed it. `patched` memoises per id, so each
+        # delivery asks under its own id: a flow replayed up to now still ignores the next.
+        if request is None and workflow.patched(
+                LINK_OPENED_PATCH.format(self._link_opened_signals)):
+            workflow.logger.warning("ignored a link_opened signal without a request")
+            return
         # The email can reach a fast reader before its activity's result reaches this flow.
         await workflow.wait_condition(lambda: self._step != "sending_email")
         if self._step != "email_sent" or self._busy or self._end is not None \
@@ -521,12 +548,19 @@ class SsoSetupWorkflow:
             return
         self._move_to("link_opened", LINK_OPENED_DETAILS)
         await workflow.execute_activity(
-            RECORD_LINK_OPENED, self._step_input(), start_to_close_timeout=STEP_TIMEOUT,
+            RECORD_LINK_OPENED, self._step_input(request.ip if request else None),
+            start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=DB_RETRY, summary="Record that the link was opened")
 
     @workflow.signal(name="entra_linked")
-    def entra_linked(self, actor: str) -> None:
-        """The person linked Microsoft Entra from this setup's link: that completes it."""
+    def entra_linked(self, actor: str | None = None) -> None:
+        """The person linked Microsoft Entra from this setup's link: that completes it. Sent
+        by the EntraLink flow (encrypted like every payload); without a payload, which only a
+        client without the key sends, it is ignored (a missing argument would otherwise fail
+        every workflow task of this flow from then on)."""
+        if actor is None:
+            workflow.logger.warning("ignored an entra_linked signal without a payload")
+            return
         if self._step in PASSWORD_STEPS and not self._link_used and self._end is None \
                 and self._outcome is None:
             self._end = ("active", EndRequest(actor, "linked to Microsoft Entra"))

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Request, Response
 from google.protobuf import json_format
-from temporalio.api.common.v1 import Payloads
+from temporalio.api.common.v1 import Payload, Payloads
 
 from api.cookies import SIGNIN_SESSION, read_cookie
 from api.deps import SessionDep, SettingsDep, bearer, refuse
 from api.errors import SsoError
 from api.services.sessions import Sessions
 from core.admin_keys import authenticate
-from core.codec import EncryptionCodec, keyring_from_settings
-from core.crypto import DecryptionError
+from core.codec import REASON, EncryptionCodec, is_unauthenticated, keyring_from_settings
 
 router = APIRouter(prefix="/codec", tags=["ops"])
 
@@ -41,12 +42,22 @@ async def _apply(request: Request, settings: SettingsDep, encode: bool) -> Respo
     except json_format.ParseError as exc:
         raise SsoError("Body must be a JSON Payloads message") from exc
     codec = EncryptionCodec(keyring_from_settings(settings))
-    try:
-        result = await (codec.encode if encode else codec.decode)(list(payloads.payloads))
-    except DecryptionError as exc:
-        raise SsoError(f"Cannot decode: {exc}") from exc
+    if encode:
+        result = await codec.encode(list(payloads.payloads))
+    else:
+        result = [_shown(p) for p in await codec.decode(list(payloads.payloads))]
     body = json_format.MessageToJson(Payloads(payloads=result))
     return Response(body, media_type="application/json")
+
+
+def _shown(payload: Payload) -> Payload:
+    """What the UI shows for a payload the key did not authenticate: a plain statement, never
+    its content, so ops see forged input for what it is."""
+    if not is_unauthenticated(payload):
+        return payload
+    reason = payload.metadata.get(REASON, b"").decode(errors="replace")
+    text = f"unauthenticated payload: not encrypted with this deployment's key ({reason})"
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(text).encode())
 
 
 @router.post("/decode")

@@ -132,7 +132,7 @@ async def resend_submit(
     async def step(bound: BoundSetup) -> Response:
         if not csrf_ok(request, steps.settings, csrf):
             return await _form_problem(request, steps, bound, FORM_PROBLEM)
-        result = await steps.resend_code(bound, submission)
+        result = await steps.resend_code(bound, submission, client_ip(request))
         return _confirm(request, bound, await steps.progress(bound), notice=result.message)
     return await _run_step(request, steps, step)
 
@@ -188,7 +188,7 @@ async def mfa_skip(
     async def step(bound: BoundSetup) -> Response:
         if not csrf_ok(request, steps.settings, csrf):
             return await _form_problem(request, steps, bound, FORM_PROBLEM)
-        await steps.skip_mfa(bound, submission)
+        await steps.skip_mfa(bound, submission, client_ip(request))
         return redirect("/sso/setup/done")
     return await _run_step(request, steps, step)
 
@@ -275,7 +275,7 @@ async def password_page(token: str, request: Request, steps: StepsDep) -> Respon
     page = _password(request, steps.settings.password_min_length, view, token)
     # The person followed Forgot your password? / Set your password: the setup shows
     # link_opened. Told after the page is sent; the link stays unconsumed.
-    page.background = BackgroundTask(steps.note_link_opened, view)
+    page.background = BackgroundTask(steps.note_link_opened, view, client_ip(request))
     return page
 
 

@@ -28,7 +28,13 @@ from temporalio.service import RPCError
 
 from api.errors import ServiceUnavailable
 from api.services.sessions import Current, Sessions
-from api.services.temporal import UNAVAILABLE, WORKFLOW_TASK_TIMEOUT, connected, email_retry
+from api.services.temporal import (
+    UNAVAILABLE,
+    WORKFLOW_TASK_TIMEOUT,
+    clear_forged_run,
+    connected,
+    email_retry,
+)
 from core import audit, metrics
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
@@ -238,6 +244,8 @@ class EntraSignOn:
             static_summary=f"Microsoft Entra link for staff {staff_id}")
         try:
             async with asyncio.timeout(LINK_TIMEOUT):
+                await clear_forged_run(client, workflow_id, "EntraLink",
+                                       self.settings.task_queue)
                 result: LinkOutcome = await client.execute_update_with_start_workflow(
                     "link", request, start_workflow_operation=start, result_type=LinkOutcome)
                 return result

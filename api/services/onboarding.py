@@ -26,7 +26,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from api.schemas import CodeStatus, EmailDelivery, EntraLinkInfo, SsoEmailSent, SsoStatus
 from api.services.staff import get_staff, shown_state
-from api.services.temporal import UNAVAILABLE, WORKFLOW_TASK_TIMEOUT, connected, email_retry
+from api.services.temporal import (
+    UNAVAILABLE,
+    WORKFLOW_TASK_TIMEOUT,
+    clear_forged_run,
+    connected,
+    email_retry,
+)
 from core import audit
 from core.accounts import MAX_FAILURES
 from core.models import (
@@ -224,6 +230,7 @@ class Onboarding:
         handle = client.get_workflow_handle(workflow_id, result_type=SetupOutcome)
         try:
             async with asyncio.timeout(self.timeout):
+                await clear_forged_run(client, workflow_id, "SsoSetup", self.settings.task_queue)
                 try:
                     outcome = await handle.execute_update(update, request,
                                                           result_type=SetupOutcome)

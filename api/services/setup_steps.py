@@ -41,6 +41,7 @@ from workflows.sso_setup import (
     ConfirmCodeRequest,
     SetPasswordRequest,
     SetupProgress,
+    StepRequest,
     StepResult,
     TotpRequest,
 )
@@ -145,7 +146,7 @@ class SetupSteps:
         return (view.link is not None and bound is not None
                 and bound.session.run_id == view.link.run_id)
 
-    async def note_link_opened(self, view: LinkView) -> None:
+    async def note_link_opened(self, view: LinkView, ip: str | None = None) -> None:
         """Tell the flow the link's password form was opened, so the setup shows
         `link_opened`. Best effort: the page never waits for it or fails because of it."""
         if view.link is None or not view.usable or view.setup_state != SetupState.email_sent.value:
@@ -154,7 +155,8 @@ class SetupSteps:
             async with asyncio.timeout(self._timeout):
                 client = await connected(self.temporal, self._timeout)
                 await client.get_workflow_handle(view.link.workflow_id,
-                                                 run_id=view.link.run_id).signal("link_opened")
+                                                 run_id=view.link.run_id).signal(
+                    "link_opened", StepRequest(ip=ip))
         except Exception as exc:  # the step itself says so when Temporal is down
             log.warning("could not tell flow %s its link was opened: %s",
                         view.link.workflow_id, type(exc).__name__)
@@ -208,8 +210,10 @@ class SetupSteps:
         return await self._update(await self._handle(bound), "confirm_code",
                                   ConfirmCodeRequest(code_digest=digest, ip=ip), submission)
 
-    async def resend_code(self, bound: BoundSetup, submission: str) -> StepResult:
-        return await self._update(await self._handle(bound), "resend_code", None, submission)
+    async def resend_code(self, bound: BoundSetup, submission: str,
+                          ip: str | None = None) -> StepResult:
+        return await self._update(await self._handle(bound), "resend_code",
+                                  StepRequest(ip=ip), submission)
 
     async def complete_mfa(self, bound: BoundSetup, code: str, submission: str,
                            ip: str | None = None) -> StepResult:
@@ -219,8 +223,10 @@ class SetupSteps:
         return await self._update(await self._handle(bound), "complete_mfa",
                                   TotpRequest(sealed_code=sealed, ip=ip), submission)
 
-    async def skip_mfa(self, bound: BoundSetup, submission: str) -> StepResult:
-        return await self._update(await self._handle(bound), "skip_mfa", None, submission)
+    async def skip_mfa(self, bound: BoundSetup, submission: str,
+                       ip: str | None = None) -> StepResult:
+        return await self._update(await self._handle(bound), "skip_mfa", StepRequest(ip=ip),
+                                  submission)
 
     async def authenticator(self, bound: BoundSetup) -> tuple[str, str, str]:
         """(secret for manual entry, otpauth URI, QR code as an SVG data URI)."""
@@ -273,9 +279,6 @@ class SetupSteps:
         update_id = f"{name}-{submission[:64]}"
         try:
             async with asyncio.timeout(self._timeout):
-                if arg is None:
-                    return await handle.execute_update(name, id=update_id,
-                                                       result_type=StepResult)
                 return await handle.execute_update(name, arg, id=update_id,
                                                    result_type=StepResult)
         except WorkflowUpdateFailedError as exc:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ServiceUnavailable
 from core.settings import Settings
@@ -21,6 +21,27 @@ async def connected(temporal: TemporalGateway, connect_timeout: float = 5.0) -> 
         return await temporal.client(connect_timeout=connect_timeout)
     except (RPCError, TimeoutError, RuntimeError, OSError) as exc:
         raise ServiceUnavailable(UNAVAILABLE) from exc
+
+
+async def clear_forged_run(client: Client, workflow_id: str, workflow_type: str,
+                           task_queue: str) -> bool:
+    """Terminate a run under one of our flow ids that cannot be ours: another workflow type,
+    or a task queue no worker of ours polls. A client without the key can start such a run
+    (a forged run of our type on our queue fails at once, see core/codec.py), and it would
+    sit there running forever and block the person's real flow. True when one was ended."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        found = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    if found.status != WorkflowExecutionStatus.RUNNING or (
+            found.workflow_type == workflow_type and found.task_queue == task_queue):
+        return False
+    await handle.terminate(reason=f"not started by this deployment ({found.workflow_type} on "
+                           f"task queue {found.task_queue})")
+    return True
 
 
 def email_retry(settings: Settings) -> EmailRetry:
