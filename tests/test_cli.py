@@ -24,7 +24,7 @@ from tests.conftest import (
     binary,
     make_settings,
 )
-from tests.stack import ROOT, running_sso_dev, smtp_sink
+from tests.support.stack import ROOT, running_sso_dev, smtp_sink
 
 
 def run_sso(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -49,7 +49,7 @@ from tests.conftest import (
     _migrate,
     make_settings,
 )
-from tests.stack import ROOT, SmtpSink, free_ports, port_open
+from tests.support.stack import ROOT, SmtpSink, free_ports, port_open
 
 ADMIN_KEY = "ssoak_faults_" + "k" * 40
 NAMESPACE = "default"

@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import POSTGRES_URL
+from tests.e2e.test_setup import World
 from tests.faults.conftest import FaultStack, StackFactory, TcpProxy
-from tests.faults.people import (
+from tests.support.fault_people import (
     UNAVAILABLE,
     Person,
     admin_api,
@@ -21,8 +22,7 @@ from tests.faults.people import (
     repost,
     text_of,
 )
-from tests.stack import SmtpSink
-from tests.test_e2e import World
+from tests.support.stack import SmtpSink
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres]
 

@@ -34,8 +34,9 @@ import httpx
 import pyotp
 import pytest
 
+from tests.e2e.test_setup import World
 from tests.faults.conftest import FaultStack, StackFactory
-from tests.faults.people import (
+from tests.support.fault_people import (
     RECOVERY,
     UNAVAILABLE,
     Person,
@@ -47,8 +48,7 @@ from tests.faults.people import (
     settled,
     text_of,
 )
-from tests.stack import SmtpSink
-from tests.test_e2e import World
+from tests.support.stack import SmtpSink
 
 pytestmark = [pytest.mark.faults]
 

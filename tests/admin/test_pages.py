@@ -48,7 +48,21 @@ from core.models import (
 )
 from core.passwords import Hasher
 from core.settings import Settings, get_settings, to_sync_url
-from tests.accounts_helpers import (
+from tests.admin.test_api import Stack, running_stack
+from tests.conftest import (
+    TEST_ENCRYPTION_KEY,
+    TEST_SEAL_PUBLIC_KEY,
+    TEST_SECRET_KEY,
+)
+from tests.setup.test_pages import Browser as SetupBrowser
+from tests.setup.test_pages import (
+    choose_password,
+    confirm_page_once_sent,
+    latest_code,
+    manual_key,
+    settle,
+)
+from tests.support.accounts import (
     PASSWORD,
     REFUSED,
     SESSION_COOKIE,
@@ -65,20 +79,6 @@ from tests.accounts_helpers import (
     session_rows,
     sign_in,
     update_account,
-)
-from tests.conftest import (
-    TEST_ENCRYPTION_KEY,
-    TEST_SEAL_PUBLIC_KEY,
-    TEST_SECRET_KEY,
-)
-from tests.test_api import Stack, running_stack
-from tests.test_setup_pages import Browser as SetupBrowser
-from tests.test_setup_pages import (
-    choose_password,
-    confirm_page_once_sent,
-    latest_code,
-    manual_key,
-    settle,
 )
 
 ADMIN_FIRST, ADMIN_LAST = "Avery", "Quill"

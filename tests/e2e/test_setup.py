@@ -36,7 +36,7 @@ from activities.sso_setup import LINK_PURPOSE
 from core.codec import EncryptionCodec, data_converter, keyring_from_settings
 from core.crypto import token_hash
 from tests.conftest import make_settings
-from tests.stack import DevStack, ReceivedEmail, SmtpSink, running_sso_dev, smtp_sink
+from tests.support.stack import DevStack, ReceivedEmail, SmtpSink, running_sso_dev, smtp_sink
 from workflows.sso_setup import SetupOutcome
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

@@ -181,7 +181,7 @@ def test_argon2_refuses_anything_weaker(time_cost: int, memory_kib: int) -> None
 
 def _readme_settings_rows() -> dict[str, str]:
     """`SSO_*` variable -> its default, from the README's settings table."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
     rows: dict[str, str] = {}
     for line in section.splitlines():

@@ -14,9 +14,8 @@ from urllib.parse import urljoin
 
 import httpx
 
-from tests.faults.conftest import FaultStack
-from tests.stack import ReceivedEmail, SmtpSink
-from tests.test_e2e import (
+from tests.e2e.test_reset import sign_in, submit
+from tests.e2e.test_setup import (
     CODE_SUBJECT,
     SUBJECT,
     World,
@@ -32,7 +31,8 @@ from tests.test_e2e import (
     wait_for_code_email,
     wait_for_email,
 )
-from tests.test_e2e_reset import sign_in, submit
+from tests.faults.conftest import FaultStack
+from tests.support.stack import ReceivedEmail, SmtpSink
 
 __all__ = [
     "CODE_SUBJECT",

@@ -38,7 +38,9 @@ from core.crypto import token_hash
 from core.models import AuditEvent, ResetCodeFailure, ResetLink, SsoAccount, utcnow
 from core.passwords import Hasher
 from core.reset_caps import CODES_STOPPED
-from tests.accounts_helpers import (
+from tests.admin.test_api import Stack, running_stack
+from tests.conftest import time_skipping_server
+from tests.support.accounts import (
     GUARD_SECONDS,
     NEW_PASSWORD,
     PASSWORD,
@@ -64,8 +66,6 @@ from tests.accounts_helpers import (
     update_account,
     without_tokens,
 )
-from tests.conftest import time_skipping_server
-from tests.test_api import Stack, running_stack
 from workflows.password_reset import ResetProgress
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

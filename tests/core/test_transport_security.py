@@ -10,7 +10,7 @@ import httpx
 import yaml
 
 from api.main import STRICT_TRANSPORT_SECURITY
-from tests.accounts_helpers import running_app
+from tests.support.accounts import running_app
 
 PATHS = ("/sso/login", "/api/v1/staff", "/docs", "/static/app.css", "/no/such/page",
          "/healthz")
@@ -39,7 +39,7 @@ async def test_plain_http_development_sends_none(sqlite_url: str) -> None:
 
 
 def test_compose_is_given_its_public_url_and_proxies() -> None:
-    compose = yaml.safe_load((Path(__file__).resolve().parent.parent / "docker-compose.yml")
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml")
                              .read_text())
     env = compose["x-sso-env"]
     assert env["SSO_ENV"] == "production"

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.stack import DevStack, SmtpSink
-from tests.test_e2e import smtp, stack  # noqa: F401 (the same fixtures: one stack per module)
-from tests.test_metrics import assert_nothing_personal, value
+from tests.core.test_metrics import assert_nothing_personal, value
+from tests.e2e.test_setup import smtp, stack  # noqa: F401 (the same fixtures: one stack per module)
+from tests.support.stack import DevStack, SmtpSink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

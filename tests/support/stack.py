@@ -27,7 +27,7 @@ from aiosmtpd.controller import Controller
 
 from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = re.compile(r"\bssoak_[A-Za-z0-9_\-]+")
 
 

@@ -28,7 +28,7 @@ from api.services.sessions import session_hash
 from core.models import BrowserSession, RateCounter, SsoAccount, utcnow
 from core.passwords import Hasher
 from core.throttle import RedisCounter
-from tests.accounts_helpers import (
+from tests.support.accounts import (
     ADMIN_ACTOR,
     CSRF_COOKIE,
     PASSWORD,

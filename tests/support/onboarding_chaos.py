@@ -23,8 +23,9 @@ from urllib.parse import urljoin
 import httpx
 import pyotp
 
+from tests.e2e.test_setup import CODE_SUBJECT, SUBJECT, World, send_email
 from tests.faults.conftest import FaultStack
-from tests.faults.people import (
+from tests.support.fault_people import (
     UNAVAILABLE,
     Person,
     admin_api,
@@ -34,8 +35,7 @@ from tests.faults.people import (
     text_of,
     words,
 )
-from tests.stack import SmtpSink
-from tests.test_e2e import CODE_SUBJECT, SUBJECT, World, send_email
+from tests.support.stack import SmtpSink
 
 SEED_ENV = "SSO_FAULT_SEED"
 PATIENCE = 120.0  # seconds a person keeps pressing again on one step

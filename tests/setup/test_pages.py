@@ -42,8 +42,8 @@ from core.models import (
     SsoSetup,
 )
 from core.templating import RenderedEmail
+from tests.admin.test_api import Stack, running_stack
 from tests.conftest import make_settings
-from tests.test_api import Stack, running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

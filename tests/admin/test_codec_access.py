@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from core.models import Staff
-from tests.accounts_helpers import SESSION_COOKIE, App, Person, running_app, sign_in
+from tests.support.accounts import SESSION_COOKIE, App, Person, running_app, sign_in
 
 BODY = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "IngiCg=="}]}
 

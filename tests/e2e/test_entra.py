@@ -32,10 +32,8 @@ from cli import DEV_OTHER_TENANT_ID, DEV_TENANT_ID
 from core.codec import EncryptionCodec, data_converter, keyring_from_settings
 from core.db import create_engine, session_factory
 from core.models import BrowserSession, utcnow
-from tests.accounts_helpers import PASSWORD, Person, make_person
 from tests.conftest import make_settings
-from tests.stack import DevStack, SmtpSink, running_sso_dev, smtp_sink
-from tests.test_e2e import (
+from tests.e2e.test_setup import (
     World,
     _Forms,
     _payloads,
@@ -47,6 +45,8 @@ from tests.test_e2e import (
     text_of,
     wait_for_email,
 )
+from tests.support.accounts import PASSWORD, Person, make_person
+from tests.support.stack import DevStack, SmtpSink, running_sso_dev, smtp_sink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

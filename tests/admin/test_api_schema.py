@@ -33,10 +33,10 @@ from temporalio.testing import WorkflowEnvironment
 from api.main import create_app
 from api.services.sessions import Sessions
 from core.models import EntraLink, utcnow
-from tests.accounts_helpers import make_person
+from tests.admin.test_api import Stack, running_stack
 from tests.conftest import _migrate, examples, make_settings
-from tests.property_helpers import check_examples
-from tests.test_api import Stack, running_stack
+from tests.support.accounts import make_person
+from tests.support.properties import check_examples
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -381,7 +381,7 @@ async def test_rejected_recipient_fails_the_setup_with_the_reason(
     """A permanent SMTP refusal is not retried: the status says failed, with the reason."""
     from aiosmtpd.controller import Controller
 
-    from tests.test_email_delivery import free_port
+    from tests.core.test_email_delivery import free_port
 
     port = free_port()
     controller = Controller(_RefusingRecipients(), hostname="127.0.0.1", port=port)

@@ -43,7 +43,19 @@ from zxcvbn import zxcvbn
 from core.logging import redact
 from core.models import BrowserSession, Staff
 from core.passwords import ZXCVBN_MAX, PasswordPolicy, normalise, password_problems, personal_words
-from tests.accounts_helpers import (
+from tests.admin.test_api import Stack, running_stack
+from tests.conftest import examples
+from tests.setup.test_pages import SESSION_COOKIE as SETUP_COOKIE
+from tests.setup.test_pages import Browser as SetupBrowser
+from tests.setup.test_pages import (
+    another_code,
+    at_code_step,
+    db_state,
+    manual_key,
+    redirected_to,
+    send_setup_email,
+)
+from tests.support.accounts import (
     PASSWORD,
     PENDING_COOKIE,
     RESET_COOKIE,
@@ -59,19 +71,7 @@ from tests.accounts_helpers import (
     sign_in,
     update_account,
 )
-from tests.conftest import examples
-from tests.property_helpers import check_examples
-from tests.test_api import Stack, running_stack
-from tests.test_setup_pages import SESSION_COOKIE as SETUP_COOKIE
-from tests.test_setup_pages import Browser as SetupBrowser
-from tests.test_setup_pages import (
-    another_code,
-    at_code_step,
-    db_state,
-    manual_key,
-    redirected_to,
-    send_setup_email,
-)
+from tests.support.properties import check_examples
 
 ON_THE_APP = pytest.mark.asyncio(loop_scope="session")  # the async tests; the rest are pure
 

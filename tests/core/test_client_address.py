@@ -22,9 +22,9 @@ from sqlalchemy import select
 from core import audit
 from core.addresses import canonical, client_address, parse_address, parse_networks, rate_key
 from core.models import AuditEvent, RateCounter
-from tests.accounts_helpers import App, browsing, running_app, sign_in
 from tests.conftest import make_settings
-from tests.stack import running_sso_api
+from tests.support.accounts import App, browsing, running_app, sign_in
+from tests.support.stack import running_sso_api
 
 PROXIES = parse_networks(["10.0.0.0/8", "127.0.0.1"])
 GARBAGE = ["not-an-ip<script>", "1" * 200, "203.0.113.9" + "0" * 60, "fe80::1%eth0",

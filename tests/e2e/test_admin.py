@@ -27,8 +27,7 @@ from temporalio.client import Client
 
 from core.codec import data_converter
 from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
-from tests.stack import ROOT, DevStack, SmtpSink, running_sso_dev, smtp_sink
-from tests.test_e2e import (
+from tests.e2e.test_setup import (
     World,
     _Forms,
     check_setup_email,
@@ -39,6 +38,7 @@ from tests.test_e2e import (
     wait_for_code_email,
     wait_for_email,
 )
+from tests.support.stack import ROOT, DevStack, SmtpSink, running_sso_dev, smtp_sink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

@@ -51,7 +51,7 @@ from core.reset_caps import reset_link_hash
 from core.settings import Settings
 from core.templating import RenderedEmail
 from tests.conftest import make_settings
-from tests.stack import SmtpSink, free_port
+from tests.support.stack import SmtpSink, free_port
 from worker import metrics_runtime
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

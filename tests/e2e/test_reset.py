@@ -29,8 +29,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from core.codec import EncryptionCodec, data_converter, keyring_from_settings
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from tests.conftest import make_settings
-from tests.stack import DevStack, ReceivedEmail, SmtpSink, running_sso_dev, smtp_sink
-from tests.test_e2e import (
+from tests.e2e.test_setup import (
     EMAIL_TIMEOUT,
     World,
     _Forms,
@@ -46,7 +45,8 @@ from tests.test_e2e import (
     setup_to_mfa,
     text_of,
 )
-from tests.test_setup_steps_workflow import payloads as encrypted_payloads
+from tests.setup.test_steps_workflow import payloads as encrypted_payloads
+from tests.support.stack import DevStack, ReceivedEmail, SmtpSink, running_sso_dev, smtp_sink
 from workflows.password_reset import ResetOutcome
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

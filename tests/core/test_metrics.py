@@ -41,10 +41,9 @@ from core.codec import data_converter, keyring_from_settings
 from core.db import create_engine, session_factory
 from core.search_attributes import SSO_STAFF_ID
 from core.settings import InsecureSettingsError
-from tests.accounts_helpers import running_app, sign_in
+from tests.admin.test_api import Stack, running_stack
 from tests.conftest import make_settings, time_skipping_server
-from tests.test_api import Stack, running_stack
-from tests.test_email_delivery import (
+from tests.core.test_email_delivery import (
     FakeSendgrid,
     RecordingHandler,
     closed_port,
@@ -54,13 +53,14 @@ from tests.test_email_delivery import (
     smtp_settings,
     welcome,
 )
-from tests.test_email_delivery import SmtpServer as SmtpTestServer
-from tests.test_setup_pages import (
+from tests.core.test_email_delivery import SmtpServer as SmtpTestServer
+from tests.setup.test_pages import (
     Browser,
     another_code,
     at_code_step,
     redirected_to,
 )
+from tests.support.accounts import running_app, sign_in
 from worker import metrics_runtime
 from workflows.common import EmailRetry
 from workflows.entra_link import EntraLinkInput
