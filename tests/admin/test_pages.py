@@ -48,19 +48,10 @@ from core.models import (
 )
 from core.passwords import Hasher
 from core.settings import Settings, get_settings, to_sync_url
-from tests.admin.test_api import Stack, running_stack
 from tests.conftest import (
     TEST_ENCRYPTION_KEY,
     TEST_SEAL_PUBLIC_KEY,
     TEST_SECRET_KEY,
-)
-from tests.setup.test_pages import Browser as SetupBrowser
-from tests.setup.test_pages import (
-    choose_password,
-    confirm_page_once_sent,
-    latest_code,
-    manual_key,
-    settle,
 )
 from tests.support.accounts import (
     PASSWORD,
@@ -80,6 +71,9 @@ from tests.support.accounts import (
     sign_in,
     update_account,
 )
+from tests.support.harness import Stack, running_stack
+from tests.support.setup_pages import Browser as SetupBrowser
+from tests.support.setup_pages import choose_password, confirm_page_once_sent, latest_code, manual_key, settle
 
 ADMIN_FIRST, ADMIN_LAST = "Avery", "Quill"
 NOT_ADMIN = "This page is for administrators"

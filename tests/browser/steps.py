@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from tests.browser.screens import Screen
-from tests.e2e.test_setup import (
+from tests.support.e2e import (
     World,
     check_setup_email,
     eventually,

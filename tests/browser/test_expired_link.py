@@ -10,7 +10,7 @@ import pytest
 
 from tests.browser.screens import MARKS, Screen
 from tests.browser.steps import new_staff
-from tests.e2e.test_setup import BUTTON, World, _Links, eventually, send_email, status, wait_for_email
+from tests.support.e2e import BUTTON, World, _Links, eventually, send_email, status, wait_for_email
 from tests.support.stack import DevStack, SmtpSink, running_sso_dev
 
 pytestmark = MARKS

@@ -16,8 +16,8 @@ from tests.browser.steps import (
     setup_done,
     shown_key,
 )
-from tests.e2e.test_setup import World, eventually, status, wait_for_code_email
 from tests.support.accounts import wrong_totp
+from tests.support.e2e import World, eventually, status, wait_for_code_email
 
 pytestmark = MARKS
 

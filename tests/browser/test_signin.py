@@ -12,9 +12,8 @@ from core.models import ResetCodeFailure, utcnow
 from tests.browser.screens import MARKS, Screen
 from tests.browser.steps import BRAND, new_password
 from tests.conftest import make_settings
-from tests.e2e.test_reset import wait_for_subject
-from tests.e2e.test_setup import World
 from tests.support.accounts import PASSWORD, Person, make_person
+from tests.support.e2e import World, wait_for_subject
 
 pytestmark = MARKS
 

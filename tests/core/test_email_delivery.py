@@ -8,18 +8,14 @@ import ipaddress
 import json
 import socket
 import ssl
-import threading
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,47 +31,32 @@ from activities.email_delivery import (
     TransientEmailError,
     build_sender,
 )
-from activities.sso_setup import ttl_words
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
 from core.db import create_engine, session_factory
 from core.settings import InsecureSettingsError, Settings
 from core.templating import RenderedEmail, render_email
 from tests.conftest import make_settings
+from tests.support.email_servers import (
+    API_KEY,
+    LINK,
+    SMTP_PASSWORD,
+    SMTP_USER,
+    TO,
+    TOKEN,
+    FakeSendgrid,
+    RecordingHandler,
+    SmtpServer,
+    _authenticator,
+    closed_port,
+    free_port,
+    sendgrid_settings,
+    smtp_settings,
+    welcome,
+)
 
 # Async tests share the session loop, like the rest of the suite.
 session_loop = pytest.mark.asyncio(loop_scope="session")
-
-API_KEY = "SG.test-key"
-SMTP_USER = "mailer"
-SMTP_PASSWORD = "smtp-pass-Zq81-do-not-leak"
-TO = "jane.doe@example.org"
-TOKEN = "tok_" + "A1b2C3d4" * 5
-LINK = f"https://sso.example.test/sso/setup/{TOKEN}"
-
-
-def welcome(brand: str = "agentOS", first_name: str = "Jane", to: str = TO,
-            **overrides: Any) -> RenderedEmail:
-    context: dict[str, Any] = {
-        "first_name": first_name,
-        "link": LINK,
-        "ttl_words": ttl_words(15 * 60),
-        "expires_at_text": "10:15 UTC on 01 March 2030",
-        "support_email": "help@example.org",
-    }
-    context.update(overrides)
-    return render_email("sso_welcome", to=to, brand=brand, **context)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def closed_port() -> int:
-    """A port nothing listens on: connecting to it is refused."""
-    return free_port()
 
 
 def full_chain(exc: BaseException) -> str:
@@ -92,63 +73,6 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --------------------------------------------------------------------------- SendGrid
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class FakeSendgrid:
-    url: str
-    requests: list[RecordedRequest] = field(default_factory=list)
-    status: int = 202
-    response_body: bytes = b""
-
-
-@pytest.fixture
-def sendgrid_server() -> Iterator[FakeSendgrid]:
-    state = FakeSendgrid(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            body = self.rfile.read(length)
-            state.requests.append(RecordedRequest(
-                method="POST", path=self.path,
-                headers={k.lower(): v for k, v in self.headers.items()}, body=body,
-            ))
-            self.send_response(state.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(state.response_body)))
-            self.end_headers()
-            self.wfile.write(state.response_body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,),
-                              daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def sendgrid_settings(host: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"email_backend": "sendgrid", "sendgrid_api_key": API_KEY,
-                              "sendgrid_api_host": host}
-    values.update(overrides)
-    return make_settings(**values)
 
 
 @session_loop
@@ -239,82 +163,6 @@ async def test_sendgrid_that_never_answers_times_out_as_transient() -> None:
 
 
 # --------------------------------------------------------------------------- SMTP
-
-
-class RecordingHandler:
-    def __init__(self, mail_reply: str | None = None, rcpt_reply: str | None = None,
-                 data_reply: str | None = None) -> None:
-        self.mail_reply = mail_reply
-        self.rcpt_reply = rcpt_reply
-        self.data_reply = data_reply
-        self.envelopes: list[Any] = []
-
-    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
-                          mail_options: list[str]) -> str:
-        if self.mail_reply is not None:
-            return self.mail_reply
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 OK"
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
-        if self.rcpt_reply is not None:
-            return self.rcpt_reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.data_reply is not None:
-            return self.data_reply
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-
-@dataclass
-class SmtpServer:
-    handler: RecordingHandler
-    port: int
-    logins: list[tuple[bytes, bytes]]
-
-
-def _authenticator(logins: list[tuple[bytes, bytes]]) -> Any:
-    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
-                     auth_data: Any) -> AuthResult:
-        if isinstance(auth_data, LoginPassword):
-            logins.append((auth_data.login, auth_data.password))
-            ok = (auth_data.login == SMTP_USER.encode()
-                  and auth_data.password == SMTP_PASSWORD.encode())
-            return AuthResult(success=ok, handled=False)
-        return AuthResult(success=False, handled=False)
-
-    return authenticate
-
-
-@pytest.fixture
-def smtp_server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
-    params: dict[str, Any] = getattr(request, "param", {})
-    handler = RecordingHandler(mail_reply=params.get("mail"), rcpt_reply=params.get("rcpt"),
-                               data_reply=params.get("data"))
-    logins: list[tuple[bytes, bytes]] = []
-    port = free_port()
-    kwargs: dict[str, Any] = {}
-    if params.get("auth"):
-        kwargs = {"authenticator": _authenticator(logins), "auth_require_tls": False}
-    controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
-    controller.start()
-    try:
-        yield SmtpServer(handler=handler, port=port, logins=logins)
-    finally:
-        controller.stop()
-
-
-def smtp_settings(port: int, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"email_backend": "smtp", "smtp_host": "127.0.0.1",
-                              "smtp_port": port, "smtp_starttls": False, "email_timeout": 5.0,
-                              "email_from": "no-reply@agentos.example"}
-    values.update(overrides)
-    return make_settings(**values)
 
 
 def _assert_delivered(server: SmtpServer, message: RenderedEmail) -> None:

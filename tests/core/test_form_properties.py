@@ -43,18 +43,7 @@ from zxcvbn import zxcvbn
 from core.logging import redact
 from core.models import BrowserSession, Staff
 from core.passwords import ZXCVBN_MAX, PasswordPolicy, normalise, password_problems, personal_words
-from tests.admin.test_api import Stack, running_stack
 from tests.conftest import examples
-from tests.setup.test_pages import SESSION_COOKIE as SETUP_COOKIE
-from tests.setup.test_pages import Browser as SetupBrowser
-from tests.setup.test_pages import (
-    another_code,
-    at_code_step,
-    db_state,
-    manual_key,
-    redirected_to,
-    send_setup_email,
-)
 from tests.support.accounts import (
     PASSWORD,
     PENDING_COOKIE,
@@ -71,7 +60,18 @@ from tests.support.accounts import (
     sign_in,
     update_account,
 )
+from tests.support.harness import Stack, running_stack
 from tests.support.properties import check_examples
+from tests.support.setup_pages import SESSION_COOKIE as SETUP_COOKIE
+from tests.support.setup_pages import Browser as SetupBrowser
+from tests.support.setup_pages import (
+    another_code,
+    at_code_step,
+    db_state,
+    manual_key,
+    redirected_to,
+    send_setup_email,
+)
 
 ON_THE_APP = pytest.mark.asyncio(loop_scope="session")  # the async tests; the rest are pure
 

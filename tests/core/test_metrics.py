@@ -10,7 +10,6 @@ registry, so tests compare values before and after.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -41,26 +40,20 @@ from core.codec import data_converter, keyring_from_settings
 from core.db import create_engine, session_factory
 from core.search_attributes import SSO_STAFF_ID
 from core.settings import InsecureSettingsError
-from tests.admin.test_api import Stack, running_stack
 from tests.conftest import make_settings, time_skipping_server
-from tests.core.test_email_delivery import (
+from tests.support.accounts import running_app, sign_in
+from tests.support.email_servers import (
     FakeSendgrid,
     RecordingHandler,
     closed_port,
-    sendgrid_server,  # noqa: F401 (a fixture)
     sendgrid_settings,
-    smtp_server,  # noqa: F401 (a fixture)
     smtp_settings,
     welcome,
 )
-from tests.core.test_email_delivery import SmtpServer as SmtpTestServer
-from tests.setup.test_pages import (
-    Browser,
-    another_code,
-    at_code_step,
-    redirected_to,
-)
-from tests.support.accounts import running_app, sign_in
+from tests.support.email_servers import SmtpServer as SmtpTestServer
+from tests.support.harness import Stack, running_stack
+from tests.support.metrics import assert_nothing_personal, value
+from tests.support.setup_pages import Browser, another_code, at_code_step, redirected_to
 from worker import metrics_runtime
 from workflows.common import EmailRetry
 from workflows.entra_link import EntraLinkInput
@@ -70,42 +63,14 @@ from workflows.sso_setup import SetupOutcome, SsoSetupWorkflow
 # Async tests share the session loop, like the rest of the suite.
 session_loop = pytest.mark.asyncio(loop_scope="session")
 
-EMAIL = re.compile(r"[^\s\"@]+@[^\s\"@]+")
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 GUARD_SECONDS = 30  # real-time guard for polling; never an assertion about durations
 
 
 # -- reading Prometheus text --------------------------------------------------------------
 
 
-def value(text: str, sample: str, **labels: str) -> float:
-    """Sum of the samples called `sample` whose labels include `labels`."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
-
-
 def grew(before: str, after: str, sample: str, **labels: str) -> float:
     return value(after, sample, **labels) - value(before, sample, **labels)
-
-
-def label_values(text: str) -> set[str]:
-    # Test task queues are named after a random uuid (`sso` in production): not a person's.
-    return {v for family in text_string_to_metric_families(text)
-            for s in family.samples for k, v in s.labels.items() if k != "task_queue"}
-
-
-def assert_nothing_personal(text: str, *known: str) -> None:
-    """No label value looks like an email address or a uuid; the staff ids and addresses
-    the test used appear nowhere."""
-    for found in label_values(text):
-        assert not EMAIL.search(found), found
-        assert not UUID.search(found), found
-    for secret in known:
-        assert secret not in text
 
 
 def web(sample: str, **labels: str) -> float:
@@ -305,7 +270,7 @@ def refusing_smtp() -> Iterator[int]:
 
 @session_loop
 async def test_smtp_sends_and_failures_are_counted(
-        worker_metrics: WorkerMetrics, smtp_server: SmtpTestServer,  # noqa: F811
+        worker_metrics: WorkerMetrics, smtp_server: SmtpTestServer,
         refusing_smtp: int) -> None:
     runtime = worker_metrics.runtime
     before = await worker_metrics.text()
@@ -326,7 +291,7 @@ async def test_smtp_sends_and_failures_are_counted(
 
 @session_loop
 async def test_sendgrid_and_outbox_sends_and_failures_are_counted(
-        worker_metrics: WorkerMetrics, sendgrid_server: FakeSendgrid,  # noqa: F811
+        worker_metrics: WorkerMetrics, sendgrid_server: FakeSendgrid,
         sqlite_url: str) -> None:
     runtime = worker_metrics.runtime
     before = await worker_metrics.text()
@@ -483,7 +448,6 @@ async def test_worker_runtime_metrics_are_appended(sqlite_url: str,
     assert value(answer.text, "sso_worker_metrics_up") == 1
     assert any(name.startswith("temporal_") for name in names)
     assert_nothing_personal(answer.text)
-
 
 
 def test_a_worker_metrics_address_in_use_is_a_clear_configuration_error() -> None:

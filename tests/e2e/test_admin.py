@@ -16,18 +16,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urljoin
 
 import httpx
 import pyotp
 import pytest
-import pytest_asyncio
 from temporalio.client import Client
 
-from core.codec import data_converter
-from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
-from tests.e2e.test_setup import (
+from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY
+from tests.support.e2e import (
     World,
     _Forms,
     check_setup_email,
@@ -38,41 +35,11 @@ from tests.e2e.test_setup import (
     wait_for_code_email,
     wait_for_email,
 )
-from tests.support.stack import ROOT, DevStack, SmtpSink, running_sso_dev, smtp_sink
+from tests.support.stack import ROOT, DevStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 SKIP = "No thanks, I'll set it up later"
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpSink]:
-    with smtp_sink() as sink:
-        yield sink
-
-
-@pytest.fixture(scope="module")
-def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with running_sso_dev(tmp_path_factory.mktemp("sso-dev-admin"), smtp.port) as dev:
-        yield dev
-
-
-@pytest.fixture(scope="module")
-def world(stack: DevStack, smtp: SmtpSink) -> World:
-    return World(stack, smtp)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30, headers={
-            "Authorization": f"Bearer {stack.admin_key}"}) as client:
-        yield client
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def temporal(stack: DevStack) -> Client:
-    return await Client.connect(stack.temporal_address,
-                                data_converter=data_converter(make_settings()))
 
 
 def sso(stack: DevStack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -29,11 +29,12 @@ from sqlalchemy import update
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from cli import DEV_OTHER_TENANT_ID, DEV_TENANT_ID
-from core.codec import EncryptionCodec, data_converter, keyring_from_settings
+from core.codec import EncryptionCodec, keyring_from_settings
 from core.db import create_engine, session_factory
 from core.models import BrowserSession, utcnow
 from tests.conftest import make_settings
-from tests.e2e.test_setup import (
+from tests.support.accounts import PASSWORD, Person, make_person
+from tests.support.e2e import (
     World,
     _Forms,
     _payloads,
@@ -45,8 +46,7 @@ from tests.e2e.test_setup import (
     text_of,
     wait_for_email,
 )
-from tests.support.accounts import PASSWORD, Person, make_person
-from tests.support.stack import DevStack, SmtpSink, running_sso_dev, smtp_sink
+from tests.support.stack import DevStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -74,32 +74,8 @@ class Seen:
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpSink]:
-    with smtp_sink() as sink:
-        yield sink
-
-
-@pytest.fixture(scope="module")
-def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with running_sso_dev(tmp_path_factory.mktemp("sso-dev-entra"), smtp.port) as dev:
-        yield dev
-
-
-@pytest.fixture(scope="module")
-def world(stack: DevStack, smtp: SmtpSink) -> World:
-    return World(stack, smtp)
-
-
-@pytest.fixture(scope="module")
 def seen() -> Seen:
     return Seen()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30, headers={
-            "Authorization": f"Bearer {stack.admin_key}"}) as client:
-        yield client
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -117,12 +93,6 @@ async def database(stack: DevStack) -> AsyncIterator[Any]:
         yield session_factory(engine)
     finally:
         await engine.dispose()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def temporal(stack: DevStack) -> Client:
-    return await Client.connect(stack.temporal_address,
-                                data_converter=data_converter(make_settings()))
 
 
 # --------------------------------------------------------------------------- helpers

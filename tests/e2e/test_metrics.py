@@ -13,8 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.core.test_metrics import assert_nothing_personal, value
-from tests.e2e.test_setup import smtp, stack  # noqa: F401 (the same fixtures: one stack per module)
+from tests.support.metrics import assert_nothing_personal, value
 from tests.support.stack import DevStack, SmtpSink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -23,7 +22,7 @@ GUARD_SECONDS = 60.0  # real-time guard for polling (2 cores, cold worker)
 
 
 async def test_metrics_include_the_workers_and_nothing_personal(
-        stack: DevStack, smtp: SmtpSink) -> None:  # noqa: F811
+        stack: DevStack, smtp: SmtpSink) -> None:
     address = f"jo.{uuid.uuid4().hex[:8]}@example.com"
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30, trust_env=False) as http:
         admin = {"Authorization": f"Bearer {stack.admin_key}"}

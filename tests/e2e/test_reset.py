@@ -17,22 +17,18 @@ import json
 import re
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urljoin
 
 import httpx
 import pytest
-import pytest_asyncio
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from core.codec import EncryptionCodec, data_converter, keyring_from_settings
+from core.codec import EncryptionCodec, keyring_from_settings
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from tests.conftest import make_settings
-from tests.e2e.test_setup import (
-    EMAIL_TIMEOUT,
+from tests.support.e2e import (
     World,
-    _Forms,
     _leak_finder,
     _payloads,
     _sealed_fields,
@@ -41,12 +37,16 @@ from tests.e2e.test_setup import (
     eventually,
     follow,
     links_of,
+    open_page,
     press,
     setup_to_mfa,
+    sign_in,
+    submit,
     text_of,
+    wait_for_subject,
 )
-from tests.setup.test_steps_workflow import payloads as encrypted_payloads
-from tests.support.stack import DevStack, ReceivedEmail, SmtpSink, running_sso_dev, smtp_sink
+from tests.support.stack import ReceivedEmail
+from tests.support.workflows import payloads as encrypted_payloads
 from workflows.password_reset import ResetOutcome
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -58,38 +58,6 @@ REFUSED = "Incorrect email or password"
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpSink]:
-    with smtp_sink() as sink:
-        yield sink
-
-
-@pytest.fixture(scope="module")
-def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with running_sso_dev(tmp_path_factory.mktemp("sso-dev-reset"), smtp.port) as dev:
-        yield dev
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=stack.base_url, timeout=30,
-        headers={"Authorization": f"Bearer {stack.admin_key}"},
-    ) as client:
-        yield client
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def temporal(stack: DevStack) -> Client:
-    return await Client.connect(stack.temporal_address,
-                                data_converter=data_converter(make_settings()))
-
-
-@pytest.fixture(scope="module")
-def world(stack: DevStack, smtp: SmtpSink) -> World:
-    return World(stack, smtp)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -117,49 +85,6 @@ class Browser:
                     and location == "/sso/setup/confirm"]
         assert len(accepted) == 1, self.posted
         return accepted[0]
-
-
-async def submit(person: httpx.AsyncClient, page: httpx.Response, button: str,
-                 **typed: str) -> httpx.Response:
-    """Like tests/test_e2e.py `press`, for forms that carry a csrf field and, when they have
-    one, a submission field (sign in, sign out and "Forgot your password?" have none)."""
-    parser = _Forms()
-    parser.feed(page.text)
-    forms = [f for f in parser.forms if button in f["buttons"]]
-    assert len(forms) == 1, f"one form with a '{button}' button expected: {parser.forms}"
-    form = forms[0]
-    assert form["method"] == "post", form
-    assert form["fields"].get("csrf"), form
-    if "submission" in form["fields"]:
-        assert form["fields"]["submission"], form
-    assert set(typed) <= set(form["fields"]), (typed.keys(), form)
-    response = await person.post(urljoin(str(page.url), form["action"]),
-                                 data={**form["fields"], **typed})
-    assert response.status_code != 500, response.text
-    return response
-
-
-async def open_page(person: httpx.AsyncClient, url: str) -> httpx.Response:
-    page = await person.get(url)
-    assert page.status_code == 200, (url, page.status_code, text_of(page)[:2000])
-    return page
-
-
-async def sign_in(person: httpx.AsyncClient, world: World, email: str,
-                  password: str) -> httpx.Response:
-    page = await open_page(person, f"{world.stack.base_url}/sso/login")
-    return await submit(person, page, "Sign in", email=email, password=password)
-
-
-async def wait_for_subject(world: World, to: str, subject: str) -> ReceivedEmail:
-    def arrived() -> ReceivedEmail | None:
-        mine = [m for m in world.smtp.messages
-                if to in m.rcpt_tos and m.message["Subject"] == subject]
-        return mine[0] if mine else None
-    received: ReceivedEmail = await eventually(arrived, EMAIL_TIMEOUT,
-                                               what=f"'{subject}' to {to}")
-    assert received.message["To"] == to and received.rcpt_tos == [to]
-    return received
 
 
 def bodies(received: ReceivedEmail) -> tuple[str, str]:

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import POSTGRES_URL
-from tests.e2e.test_setup import World
 from tests.faults.conftest import FaultStack, StackFactory, TcpProxy
+from tests.support.e2e import World
 from tests.support.fault_people import (
     UNAVAILABLE,
     Person,

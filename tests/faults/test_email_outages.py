@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_setup import CODE_SUBJECT, SUBJECT, World
 from tests.faults.conftest import FaultStack, StackFactory
+from tests.support.e2e import CODE_SUBJECT, SUBJECT, World
 from tests.support.fault_people import Person, admin_api, eventually, follow, text_of, words
 from tests.support.stack import SmtpSink
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_setup import World
 from tests.faults.conftest import StackFactory
+from tests.support.e2e import World
 from tests.support.fault_people import Person, admin_api, follow, sign_in, text_of
 from tests.support.stack import SmtpSink
 

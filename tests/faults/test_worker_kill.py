@@ -34,8 +34,8 @@ import httpx
 import pyotp
 import pytest
 
-from tests.e2e.test_setup import World
 from tests.faults.conftest import FaultStack, StackFactory
+from tests.support.e2e import World
 from tests.support.fault_people import (
     RECOVERY,
     UNAVAILABLE,

@@ -38,7 +38,6 @@ from core.crypto import token_hash
 from core.models import AuditEvent, ResetCodeFailure, ResetLink, SsoAccount, utcnow
 from core.passwords import Hasher
 from core.reset_caps import CODES_STOPPED
-from tests.admin.test_api import Stack, running_stack
 from tests.conftest import time_skipping_server
 from tests.support.accounts import (
     GUARD_SECONDS,
@@ -66,6 +65,7 @@ from tests.support.accounts import (
     update_account,
     without_tokens,
 )
+from tests.support.harness import Stack, running_stack
 from workflows.password_reset import ResetProgress
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

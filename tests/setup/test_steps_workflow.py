@@ -19,25 +19,22 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import pytest_asyncio
-from google.protobuf.message import Message
 from temporalio import activity
-from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.converter import decode_typed_search_attributes
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -59,6 +56,7 @@ from core.codec import ENCODING, EncryptionCodec, keyring_from_settings
 from core.sealing import password_context, seal
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from tests.conftest import TEST_SEAL_PUBLIC_KEY, make_settings, time_skipping_server
+from tests.support.workflows import eventually, fields_named, not_found, payloads, rejected
 from workflows.sso_setup import (
     ConfirmCodeRequest,
     EmailRetry,
@@ -74,7 +72,6 @@ from workflows.sso_setup import (
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-T = TypeVar("T")
 
 LINK_TTL = timedelta(minutes=15)
 SETUP_TTL = timedelta(hours=24)
@@ -248,16 +245,6 @@ class Flow:
             and p.code_attempts_left > 0)
 
 
-async def eventually(read: Callable[..., Awaitable[T]], ok: Callable[[T], bool],
-                     *args: Any) -> T:
-    """Poll `read(*args)` until `ok` (the test's asyncio.timeout guards against a hang)."""
-    while True:
-        value = await read(*args)
-        if ok(value):
-            return value
-        await asyncio.sleep(0.02)
-
-
 def new_task_queue() -> str:
     return f"sso-steps-test-{uuid.uuid4()}"
 
@@ -302,23 +289,6 @@ async def running_flow(env: WorkflowEnvironment, fake: FakeActivities) -> AsyncI
             with suppress(RPCError):
                 if (await flow.handle.describe()).status == WorkflowExecutionStatus.RUNNING:
                     await flow.handle.terminate("test left the flow running")
-
-
-async def rejected(call: Awaitable[Any]) -> ApplicationError:
-    """The validator's refusal of an update."""
-    with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await call
-    cause = refused.value.cause
-    assert isinstance(cause, ApplicationError)
-    return cause
-
-
-async def not_found(call: Awaitable[Any]) -> RPCError:
-    """The server's refusal of an update to a completed flow."""
-    with pytest.raises(RPCError) as refused:
-        await call
-    assert refused.value.status == RPCStatusCode.NOT_FOUND
-    return refused.value
 
 
 async def reach_code_sent(flow: Flow) -> SetupProgress:
@@ -916,39 +886,6 @@ async def test_cancel_while_the_password_is_stored_sends_no_code(
 
 
 # -- 11. history holds no secrets -----------------------------------------------------
-
-
-def payloads(message: Message, path: str = "") -> Iterator[tuple[str, Payload]]:
-    """Every Payload inside a proto message, except search attribute values (plaintext by
-    design: codecs don't touch them)."""
-    for descriptor, value in message.ListFields():
-        if descriptor.message_type is None or descriptor.name == "search_attributes":
-            continue
-        name = f"{path}.{descriptor.name}"
-        if isinstance(value, Message):
-            items = [(name, value)]
-        elif hasattr(value, "items"):
-            items = [(f"{name}[{key}]", item) for key, item in value.items()]
-        else:
-            items = [(f"{name}[{index}]", item) for index, item in enumerate(value)]
-        for item_path, item in items:
-            if not isinstance(item, Message):
-                continue
-            if isinstance(item, Payload):
-                yield item_path, item
-            else:
-                yield from payloads(item, item_path)
-
-
-def fields_named(value: Any, names: set[str]) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in names:
-                yield key, item
-            yield from fields_named(item, names)
-    elif isinstance(value, list):
-        for item in value:
-            yield from fields_named(item, names)
 
 
 async def test_history_holds_only_ciphertext_and_sealed_values(

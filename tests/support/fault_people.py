@@ -14,8 +14,8 @@ from urllib.parse import urljoin
 
 import httpx
 
-from tests.e2e.test_reset import sign_in, submit
-from tests.e2e.test_setup import (
+from tests.faults.conftest import FaultStack
+from tests.support.e2e import (
     CODE_SUBJECT,
     SUBJECT,
     World,
@@ -26,12 +26,13 @@ from tests.e2e.test_setup import (
     open_link,
     press,
     send_email,
+    sign_in,
     status,
+    submit,
     text_of,
     wait_for_code_email,
     wait_for_email,
 )
-from tests.faults.conftest import FaultStack
 from tests.support.stack import ReceivedEmail, SmtpSink
 
 __all__ = [

@@ -23,8 +23,8 @@ from urllib.parse import urljoin
 import httpx
 import pyotp
 
-from tests.e2e.test_setup import CODE_SUBJECT, SUBJECT, World, send_email
 from tests.faults.conftest import FaultStack
+from tests.support.e2e import CODE_SUBJECT, SUBJECT, World, send_email
 from tests.support.fault_people import (
     UNAVAILABLE,
     Person,
