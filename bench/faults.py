@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from core.settings import to_sync_url
-from tests.conftest import POSTGRES_URL
-from tests.faults.conftest import FaultStack, stack_env
+from tests.support.config import POSTGRES_URL
+from tests.support.faults import FaultStack, stack_env
 from tests.support.onboarding_chaos import onboard_under_faults, seed_from_env
 from tests.support.stack import SmtpSink, free_ports
 

@@ -17,7 +17,7 @@ from core.admin_keys import authenticate
 from core.db import create_engine as create_async_engine
 from core.db import session_factory
 from core.models import AdminApiKey
-from tests.conftest import (
+from tests.support.config import (
     TEST_ENCRYPTION_KEY,
     TEST_SEAL_PUBLIC_KEY,
     TEST_SECRET_KEY,

@@ -20,7 +20,7 @@ from api.main import create_app, security_headers_for
 from core.admin_keys import create_admin_key
 from core.db import create_engine, session_factory
 from core.models import AdminApiKey, AuditEvent, SetupLink
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from tests.support.harness import Stack, running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -33,8 +33,8 @@ from temporalio.testing import WorkflowEnvironment
 from api.main import create_app
 from api.services.sessions import Sessions
 from core.models import EntraLink, utcnow
-from tests.conftest import _migrate, examples, make_settings
 from tests.support.accounts import make_person
+from tests.support.config import _migrate, examples, make_settings
 from tests.support.harness import Stack, running_stack
 from tests.support.properties import check_examples
 

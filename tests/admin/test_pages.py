@@ -48,11 +48,6 @@ from core.models import (
 )
 from core.passwords import Hasher
 from core.settings import Settings, get_settings, to_sync_url
-from tests.conftest import (
-    TEST_ENCRYPTION_KEY,
-    TEST_SEAL_PUBLIC_KEY,
-    TEST_SECRET_KEY,
-)
 from tests.support.accounts import (
     PASSWORD,
     REFUSED,
@@ -70,6 +65,11 @@ from tests.support.accounts import (
     session_rows,
     sign_in,
     update_account,
+)
+from tests.support.config import (
+    TEST_ENCRYPTION_KEY,
+    TEST_SEAL_PUBLIC_KEY,
+    TEST_SECRET_KEY,
 )
 from tests.support.harness import Stack, running_stack
 from tests.support.setup_pages import Browser as SetupBrowser

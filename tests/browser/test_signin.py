@@ -11,8 +11,8 @@ from core.db import SessionFactory
 from core.models import ResetCodeFailure, utcnow
 from tests.browser.screens import MARKS, Screen
 from tests.browser.steps import BRAND, new_password
-from tests.conftest import make_settings
 from tests.support.accounts import PASSWORD, Person, make_person
+from tests.support.config import make_settings
 from tests.support.e2e import World, wait_for_subject
 
 pytestmark = MARKS

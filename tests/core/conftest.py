@@ -1,4 +1,4 @@
-"""Shared by the tests: moved out of tests/core/test_email_delivery.py."""
+"""The email server fixtures (SendGrid and SMTP stand-ins) of the email and metrics tests."""
 
 from __future__ import annotations
 

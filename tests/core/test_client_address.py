@@ -22,8 +22,8 @@ from sqlalchemy import select
 from core import audit
 from core.addresses import canonical, client_address, parse_address, parse_networks, rate_key
 from core.models import AuditEvent, RateCounter
-from tests.conftest import make_settings
 from tests.support.accounts import App, browsing, running_app, sign_in
+from tests.support.config import make_settings
 from tests.support.stack import running_sso_api
 
 PROXIES = parse_networks(["10.0.0.0/8", "127.0.0.1"])

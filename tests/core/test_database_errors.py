@@ -9,7 +9,7 @@ import httpx
 
 from api.main import create_app
 from core.temporal_client import TemporalGateway
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 
 KEY = "ssoak_bootstrap_" + "b" * 40
 MESSAGE = "We can't complete this right now, please try again in a minute"

@@ -36,7 +36,7 @@ from core.crypto import DecryptionError
 from core.db import create_engine, session_factory
 from core.settings import InsecureSettingsError, Settings
 from core.templating import RenderedEmail, render_email
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from tests.support.email_servers import (
     API_KEY,
     LINK,

@@ -50,7 +50,7 @@ from core.models import (
 from core.reset_caps import reset_link_hash
 from core.settings import Settings
 from core.templating import RenderedEmail
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from tests.support.stack import SmtpSink, free_port
 from worker import metrics_runtime
 

@@ -43,7 +43,6 @@ from zxcvbn import zxcvbn
 from core.logging import redact
 from core.models import BrowserSession, Staff
 from core.passwords import ZXCVBN_MAX, PasswordPolicy, normalise, password_problems, personal_words
-from tests.conftest import examples
 from tests.support.accounts import (
     PASSWORD,
     PENDING_COOKIE,
@@ -60,6 +59,7 @@ from tests.support.accounts import (
     sign_in,
     update_account,
 )
+from tests.support.config import examples
 from tests.support.harness import Stack, running_stack
 from tests.support.properties import check_examples
 from tests.support.setup_pages import SESSION_COOKIE as SETUP_COOKIE

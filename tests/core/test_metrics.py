@@ -40,8 +40,8 @@ from core.codec import data_converter, keyring_from_settings
 from core.db import create_engine, session_factory
 from core.search_attributes import SSO_STAFF_ID
 from core.settings import InsecureSettingsError
-from tests.conftest import make_settings, time_skipping_server
 from tests.support.accounts import running_app, sign_in
+from tests.support.config import make_settings, time_skipping_server
 from tests.support.email_servers import (
     FakeSendgrid,
     RecordingHandler,

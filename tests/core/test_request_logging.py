@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 
 from core.logging import REQUEST_ID, JsonFormatter, RedactingFilter
-from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SEAL_PUBLIC_KEY, TEST_SECRET_KEY
 from tests.support.accounts import App, running_app
+from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SEAL_PUBLIC_KEY, TEST_SECRET_KEY
 from tests.support.stack import running_sso_api
 
 session_loop = pytest.mark.asyncio(loop_scope="session")

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.settings import EmailBackend, Environment, InsecureSettingsError, Settings
-from tests.conftest import (
+from tests.support.config import (
     TEST_ENCRYPTION_KEY,
     TEST_SEAL_PUBLIC_KEY,
     TEST_SECRET_KEY,

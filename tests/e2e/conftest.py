@@ -11,7 +11,7 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from core.codec import data_converter
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from tests.support.e2e import World
 from tests.support.stack import DevStack, SmtpSink, running_sso_dev, smtp_sink
 

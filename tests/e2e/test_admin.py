@@ -23,7 +23,7 @@ import pyotp
 import pytest
 from temporalio.client import Client
 
-from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY
+from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY
 from tests.support.e2e import (
     World,
     _Forms,

@@ -32,8 +32,8 @@ from cli import DEV_OTHER_TENANT_ID, DEV_TENANT_ID
 from core.codec import EncryptionCodec, keyring_from_settings
 from core.db import create_engine, session_factory
 from core.models import BrowserSession, utcnow
-from tests.conftest import make_settings
 from tests.support.accounts import PASSWORD, Person, make_person
+from tests.support.config import make_settings
 from tests.support.e2e import (
     World,
     _Forms,

@@ -26,7 +26,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from core.codec import EncryptionCodec, keyring_from_settings
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from tests.support.e2e import (
     World,
     _leak_finder,

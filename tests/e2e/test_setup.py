@@ -26,7 +26,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.codec import EncryptionCodec, keyring_from_settings
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from tests.support.e2e import (
     EMAIL_TIMEOUT,
     World,

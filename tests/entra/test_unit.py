@@ -45,12 +45,6 @@ from core.entra import (
 )
 from core.logging import JsonFormatter, RedactingFilter, redact
 from core.settings import InsecureSettingsError, Settings
-from tests.conftest import (
-    TEST_ENCRYPTION_KEY,
-    TEST_SEAL_PUBLIC_KEY,
-    TEST_SECRET_KEY,
-    make_settings,
-)
 from tests.support.accounts import (
     PUBLIC_URL,
     App,
@@ -59,6 +53,12 @@ from tests.support.accounts import (
     hidden_fields,
     page_text,
     running_app,
+)
+from tests.support.config import (
+    TEST_ENCRYPTION_KEY,
+    TEST_SEAL_PUBLIC_KEY,
+    TEST_SECRET_KEY,
+    make_settings,
 )
 
 TENANT = "0b1c2d3e-0000-4000-8000-00000000a9e7"

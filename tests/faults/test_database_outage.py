@@ -10,8 +10,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_URL
-from tests.faults.conftest import FaultStack, StackFactory, TcpProxy
+from tests.support.config import POSTGRES_URL
 from tests.support.e2e import World
 from tests.support.fault_people import (
     UNAVAILABLE,
@@ -22,6 +21,7 @@ from tests.support.fault_people import (
     repost,
     text_of,
 )
+from tests.support.faults import FaultStack, StackFactory, TcpProxy
 from tests.support.stack import SmtpSink
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.conftest import StackFactory
+from tests.support.faults import StackFactory
 from tests.support.onboarding_chaos import onboard_under_faults, seed_from_env
 from tests.support.stack import SmtpSink
 

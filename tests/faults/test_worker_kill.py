@@ -34,7 +34,6 @@ import httpx
 import pyotp
 import pytest
 
-from tests.faults.conftest import FaultStack, StackFactory
 from tests.support.e2e import World
 from tests.support.fault_people import (
     RECOVERY,
@@ -48,6 +47,7 @@ from tests.support.fault_people import (
     settled,
     text_of,
 )
+from tests.support.faults import FaultStack, StackFactory
 from tests.support.stack import SmtpSink
 
 pytestmark = [pytest.mark.faults]

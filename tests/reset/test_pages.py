@@ -38,7 +38,6 @@ from core.crypto import token_hash
 from core.models import AuditEvent, ResetCodeFailure, ResetLink, SsoAccount, utcnow
 from core.passwords import Hasher
 from core.reset_caps import CODES_STOPPED
-from tests.conftest import time_skipping_server
 from tests.support.accounts import (
     GUARD_SECONDS,
     NEW_PASSWORD,
@@ -65,6 +64,7 @@ from tests.support.accounts import (
     update_account,
     without_tokens,
 )
+from tests.support.config import time_skipping_server
 from tests.support.harness import Stack, running_stack
 from workflows.password_reset import ResetProgress
 

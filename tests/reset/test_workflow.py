@@ -69,7 +69,7 @@ from core.codec import ENCODING, EncryptionCodec, data_converter, keyring_from_s
 from core.reset_caps import CODES_STOPPED, LINK_SENT
 from core.sealing import password_context, seal, totp_context
 from core.search_attributes import ALL, SSO_STAFF_ID, SSO_STEP
-from tests.conftest import TEST_SEAL_PUBLIC_KEY, binary, make_settings, time_skipping_server
+from tests.support.config import TEST_SEAL_PUBLIC_KEY, binary, make_settings, time_skipping_server
 from tests.support.workflows import eventually, fields_named, not_found, payloads, rejected
 from workflows.common import EmailRetry, StepResult
 from workflows.notices import PasswordChangedNoticeWorkflow

@@ -50,7 +50,7 @@ from core.passwords import Hasher
 from core.sealing import new_keypair, password_context, seal, totp_context
 from core.settings import Settings
 from core.totp import totp_aad
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -35,7 +35,7 @@ from core.models import (
     SsoAccount,
 )
 from core.templating import RenderedEmail
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from tests.support.harness import Stack, running_stack
 from tests.support.setup_pages import (
     CODE_SUBJECT,

@@ -55,7 +55,7 @@ from activities.inputs import (
 from core.codec import ENCODING, EncryptionCodec, keyring_from_settings
 from core.sealing import password_context, seal
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
-from tests.conftest import TEST_SEAL_PUBLIC_KEY, make_settings, time_skipping_server
+from tests.support.config import TEST_SEAL_PUBLIC_KEY, make_settings, time_skipping_server
 from tests.support.workflows import eventually, fields_named, not_found, payloads, rejected
 from workflows.sso_setup import (
     ConfirmCodeRequest,

@@ -43,7 +43,7 @@ from temporalio.worker import Worker
 from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
 from core.codec import ENCODING
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
-from tests.conftest import time_skipping_server
+from tests.support.config import time_skipping_server
 from workflows.sso_setup import (
     EmailRetry,
     EndRequest,

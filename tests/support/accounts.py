@@ -38,7 +38,7 @@ from core.models import (
 from core.passwords import Hasher
 from core.settings import Settings
 from core.totp import totp_aad
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 
 PUBLIC_URL = "https://sso.example.test"  # make_settings' public URL
 PASSWORD = "Velvet-Orbit-Lantern-Pixel-42"

@@ -1,4 +1,5 @@
-"""Shared by the tests: moved out of tests/e2e/test_setup.py."""
+"""The end-to-end helpers: what a test learns about the real stack (World), and a person's
+steps through the emails and pages (links, forms, codes, status, histories)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from temporalio.api.common.v1 import Payload
 
 from activities.sso_setup import LINK_PURPOSE
 from core.crypto import token_hash
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from tests.support.stack import DevStack, ReceivedEmail, SmtpSink
 
 SUBJECT = "Welcome to agentOS Single Sign-On"

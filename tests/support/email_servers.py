@@ -1,4 +1,5 @@
-"""Shared by the tests: moved out of tests/core/test_email_delivery.py."""
+"""Local stand-ins for the email providers: a SendGrid HTTP server and an SMTP server
+(aiosmtpd), with the settings that point at them."""
 
 from __future__ import annotations
 
@@ -11,16 +12,13 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from activities.sso_setup import ttl_words
 from core.settings import Settings
 from core.templating import RenderedEmail, render_email
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 
 API_KEY = "SG.test-key"
 
-
 TO = "jane.doe@example.org"
 
-
 TOKEN = "tok_" + "A1b2C3d4" * 5
-
 
 LINK = f"https://sso.example.test/sso/setup/{TOKEN}"
 
@@ -116,9 +114,7 @@ def smtp_settings(port: int, **overrides: Any) -> Settings:
     values.update(overrides)
     return make_settings(**values)
 
-
 SMTP_USER = "mailer"
-
 
 SMTP_PASSWORD = "smtp-pass-Zq81-do-not-leak"
 

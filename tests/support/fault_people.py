@@ -14,7 +14,6 @@ from urllib.parse import urljoin
 
 import httpx
 
-from tests.faults.conftest import FaultStack
 from tests.support.e2e import (
     CODE_SUBJECT,
     SUBJECT,
@@ -33,6 +32,7 @@ from tests.support.e2e import (
     wait_for_code_email,
     wait_for_email,
 )
+from tests.support.faults import FaultStack
 from tests.support.stack import ReceivedEmail, SmtpSink
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Shared by the tests: moved out of tests/admin/test_api.py."""
+"""The in-process stack of the API and page tests: the app, a real worker and the
+time-skipping (or dev) Temporal server, on a migrated database."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from core.db import create_engine, session_factory
 from core.models import OutboxEmail, SsoSetup
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from worker import build_worker
 
 LINK = re.compile(r"https://sso\.example\.test/sso/setup/([A-Za-z0-9_-]+)")

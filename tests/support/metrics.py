@@ -1,4 +1,4 @@
-"""Shared by the tests: moved out of tests/core/test_metrics.py."""
+"""Reading /metrics text: sample values, and that no label carries anything personal."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import re
 from prometheus_client.parser import text_string_to_metric_families
 
 EMAIL = re.compile(r"[^\s\"@]+@[^\s\"@]+")
-
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 

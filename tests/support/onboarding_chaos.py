@@ -23,7 +23,6 @@ from urllib.parse import urljoin
 import httpx
 import pyotp
 
-from tests.faults.conftest import FaultStack
 from tests.support.e2e import CODE_SUBJECT, SUBJECT, World, send_email
 from tests.support.fault_people import (
     UNAVAILABLE,
@@ -35,6 +34,7 @@ from tests.support.fault_people import (
     text_of,
     words,
 )
+from tests.support.faults import FaultStack
 from tests.support.stack import SmtpSink
 
 SEED_ENV = "SSO_FAULT_SEED"

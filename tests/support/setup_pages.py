@@ -1,4 +1,5 @@
-"""Shared by the tests: moved out of tests/setup/test_pages.py."""
+"""Driving the setup pages in-process like a browser: the cookie jar, the steps to the code
+and the MFA pages, the emailed codes in the outbox."""
 
 from __future__ import annotations
 
@@ -25,30 +26,21 @@ from tests.support.harness import Stack
 
 PUBLIC_URL = "https://sso.example.test"  # make_settings' public URL
 
-
 PASSWORD = "Velvet-Orbit-Lantern-Pixel-42"
-
 
 CODE_SUBJECT = "Your agentOS verification code"
 
-
 SENT = "We've sent a 6-digit verification code"
-
 
 SESSION_COOKIE = "__Host-sso_setup"
 
-
 GUARD_SECONDS = 20  # real-time guard for polling; never an assertion about durations
-
 
 CODE_LINE = re.compile(r"^\s+(\d{6})\s*$", re.M)
 
-
 FORM = re.compile(r'<form\b[^>]*\baction="([^"]+)"[^>]*>(.*?)</form>', re.S)
 
-
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
-
 
 MANUAL_KEY = re.compile(r'<code id="manual-key" class="key">([A-Z2-7 ]+)</code>')
 

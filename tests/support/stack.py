@@ -25,7 +25,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY
+from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = re.compile(r"\bssoak_[A-Za-z0-9_\-]+")

@@ -1,4 +1,5 @@
-"""Shared by the tests: moved out of tests/setup/test_steps_workflow.py."""
+"""Helpers for the workflow tests on the time-skipping server: polling, refused updates,
+the payloads a history holds."""
 
 from __future__ import annotations
 
