@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import threading
@@ -24,6 +25,8 @@ from core.db import SessionFactory, create_engine, session_factory
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
 from core.settings import Settings
 from tests.support.config import POSTGRES_URL, _migrate, binary, make_settings, time_skipping_server
+from tests.support.harness import Stack, running_stack
+from tests.support.setup_pages import settle
 
 # Property tests (hypothesis, schemathesis): no deadline (requests go through real flows), no
 # example database written into the work tree, and a modest number of examples per test,
@@ -101,6 +104,19 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping server the API tests share."""
     async with time_skipping_server() as env:
         yield env
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stack(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
+    """The web app in-process and a worker with the real activities, on the shared
+    time-skipping server and a fresh database (the API and page tests)."""
+    async with running_stack(temporal_env, database_url) as running:
+        yield running
+        await settle(running)
+    # build_worker's engine is never disposed: collect it now, on this thread, rather than
+    # whenever a later workflow activation thread happens to trigger the GC (aiosqlite then
+    # fails to answer a future bound to the workflow's event loop, a noisy thread warning).
+    gc.collect()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

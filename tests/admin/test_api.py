@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 from sqlalchemy import func, select
 from temporalio.testing import WorkflowEnvironment
 
@@ -24,12 +22,6 @@ from tests.support.config import make_settings
 from tests.support.harness import Stack, running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def stack(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
-    async with running_stack(temporal_env, database_url) as running:
-        yield running
 
 
 async def test_content_security_policy_lets_the_entra_button_reach_microsoft() -> None:

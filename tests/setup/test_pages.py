@@ -71,26 +71,6 @@ CSRF_COOKIE = "__Host-sso_csrf"
 QR = re.compile(r'<img src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]+"')
 
 
-# -- a browser --------------------------------------------------------------------------
-
-
-# -- the outbox (the person's inbox) ------------------------------------------------------
-
-
-# -- flow helpers -----------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def stack(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
-    async with running_stack(temporal_env, database_url) as running:
-        yield running
-        await settle(running)
-    # build_worker's engine is never disposed: collect it now, on this thread, rather than
-    # whenever a later workflow activation thread happens to trigger the GC (aiosqlite then
-    # fails to answer a future bound to the workflow's event loop, a noisy thread warning).
-    gc.collect()
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def browser(stack: Stack) -> AsyncIterator[Browser]:
     person = Browser(stack)
