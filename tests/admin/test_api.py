@@ -21,7 +21,7 @@ from core.models import AdminApiKey, AuditEvent, SetupLink
 from tests.support.config import make_settings
 from tests.support.harness import Stack, running_stack
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 
 async def test_content_security_policy_lets_the_entra_button_reach_microsoft() -> None:

@@ -38,7 +38,7 @@ from tests.support.config import _migrate, examples, make_settings
 from tests.support.harness import Stack, running_stack
 from tests.support.properties import check_examples
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 # The operations as the app documents them, for the test ids; the test itself reads the
 # schema the running app serves and checks it lists exactly these.

@@ -75,6 +75,8 @@ from tests.support.harness import Stack, running_stack
 from tests.support.setup_pages import Browser as SetupBrowser
 from tests.support.setup_pages import choose_password, confirm_page_once_sent, latest_code, manual_key, settle
 
+pytestmark = pytest.mark.pages
+
 ADMIN_FIRST, ADMIN_LAST = "Avery", "Quill"
 NOT_ADMIN = "This page is for administrators"
 NEEDS_MFA = "Sign in with MFA to manage staff"

@@ -74,6 +74,7 @@ from tests.support.setup_pages import (
 )
 
 ON_THE_APP = pytest.mark.asyncio(loop_scope="session")  # the async tests; the rest are pure
+pytestmark = pytest.mark.pages
 
 ALERT = 'role="alert"'
 RESET_CODE_SUBJECT = "Your agentOS password reset code"

@@ -68,7 +68,7 @@ from tests.support.config import time_skipping_server
 from tests.support.harness import Stack, running_stack
 from workflows.password_reset import ResetProgress
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 CODE_SUBJECT = "Your agentOS password reset code"
 CHANGED_SUBJECT = "Your agentOS password was changed"

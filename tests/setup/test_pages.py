@@ -61,7 +61,7 @@ from tests.support.setup_pages import (
     settle,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 ARGON2_PREFIX = "$argon2id$v=19$m=19456,t=2,p=1$"
 UNAVAILABLE = "We can't complete this right now, please try again in a minute"

@@ -53,7 +53,7 @@ from tests.support.accounts import (
     without_tokens,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 APP_PREFIX = "https://app.example.test/"
 INTRANET = "https://intranet.example.test/home"
