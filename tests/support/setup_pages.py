@@ -22,11 +22,8 @@ from core.models import (
     SsoAccount,
     SsoSetup,
 )
+from tests.support.accounts import GUARD_SECONDS, PASSWORD, PUBLIC_URL, hidden_fields
 from tests.support.harness import Stack
-
-PUBLIC_URL = "https://sso.example.test"  # make_settings' public URL
-
-PASSWORD = "Velvet-Orbit-Lantern-Pixel-42"
 
 CODE_SUBJECT = "Your agentOS verification code"
 
@@ -34,13 +31,7 @@ SENT = "We've sent a 6-digit verification code"
 
 SESSION_COOKIE = "__Host-sso_setup"
 
-GUARD_SECONDS = 20  # real-time guard for polling; never an assertion about durations
-
 CODE_LINE = re.compile(r"^\s+(\d{6})\s*$", re.M)
-
-FORM = re.compile(r'<form\b[^>]*\baction="([^"]+)"[^>]*>(.*?)</form>', re.S)
-
-HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 MANUAL_KEY = re.compile(r'<code id="manual-key" class="key">([A-Z2-7 ]+)</code>')
 
@@ -48,13 +39,6 @@ MANUAL_KEY = re.compile(r'<code id="manual-key" class="key">([A-Z2-7 ]+)</code>'
 def page_text(response: httpx.Response) -> str:
     """The page as a person reads it (messages are HTML-escaped in the markup)."""
     return html.unescape(response.text)
-
-
-def hidden_fields(response: httpx.Response, action: str) -> dict[str, str]:
-    for match in FORM.finditer(response.text):
-        if html.unescape(match.group(1)) == action:
-            return {name: html.unescape(value) for name, value in HIDDEN.findall(match.group(2))}
-    raise AssertionError(f"no form posting to {action} on the page:\n{response.text}")
 
 
 def assert_page_headers(response: httpx.Response) -> None:
