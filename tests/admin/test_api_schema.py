@@ -133,7 +133,7 @@ async def fuzz(temporal_dev_env: WorkflowEnvironment,
         document = (await stack.http.get("/openapi.json")).json()
         schema = schemathesis.openapi.from_dict(document)
         yield Fuzz(stack, schema, await people_in_every_state(stack))
-    gc.collect()  # the worker's SQLite engine, now, not on a later flow's thread (see test_setup_pages)
+    gc.collect()  # the worker's SQLite engine, now, not on a later flow's thread (tests/conftest.py stack)
 
 
 async def test_every_admin_operation_is_covered(fuzz: Fuzz) -> None:

@@ -343,7 +343,7 @@ async def admin_stack(env: WorkflowEnvironment, database_url: str,
                                    stack.settings) as signed_in:
             yield stack, signed_in
         await settle(stack)
-    gc.collect()  # see tests/test_setup_pages.py: dispose of the worker's engine on this thread
+    gc.collect()  # see the stack fixture in tests/conftest.py: dispose of the worker's engine on this thread
 
 
 @pytest_asyncio.fixture(loop_scope="session")

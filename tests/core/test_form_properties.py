@@ -201,7 +201,7 @@ async def stack(temporal_dev_env: WorkflowEnvironment, database_url: str) -> Asy
                              reset_request_ip_limit=1_000_000, setup_email_limit=1_000_000,
                              admin_rate_limit=1_000_000) as running:
         yield running
-    gc.collect()  # the worker's SQLite engine, now, not on a later flow's thread (see test_setup_pages)
+    gc.collect()  # the worker's SQLite engine, now, not on a later flow's thread (tests/conftest.py stack)
 
 
 # -- sign in -----------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def worker_metrics() -> WorkerMetrics:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     """This module's own server: its tests skip time, and flows of other modules must not
-    hold it back (see tests/test_setup_workflow.py)."""
+    hold it back (see tests/setup/test_workflow.py)."""
     async with time_skipping_server() as server:
         yield server
 

@@ -5,9 +5,8 @@ and out, resets the password with the emailed code, gets the "password was chang
 and from then on only the new password works. The reset flow's history holds none of the
 passwords or the code, raw or decoded with the app's codec.
 
-The stack and the SMTP sink come from tests/stack.py; this module builds its own
-module-scoped fixtures the same way tests/test_e2e.py does, and reuses that module's page
-and email helpers.
+The stack, the SMTP sink and the page and email helpers come from tests/support and
+tests/e2e/conftest.py (a stack of this module's own).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ its own keys, its own code flow) and against a Microsoft stand-in served through
 token endpoint or Graph. Then the settings, where a sign-in may send a person back to, the
 pages of the web app in-process, and the log redaction of Microsoft's callback.
 
-The end-to-end tests (tests/test_e2e_entra.py) drive the whole stack; these pin each rule down.
+The end-to-end tests (tests/e2e/test_entra.py) drive the whole stack; these pin each rule down.
 """
 
 from __future__ import annotations
@@ -625,7 +625,7 @@ async def test_the_authorization_request(microsoft: FakeMicrosoft) -> None:
 
 
 def production(**entra: Any) -> Settings:
-    """As tests/test_settings.py builds production settings with real secrets."""
+    """As tests/core/test_settings.py builds production settings with real secrets."""
     values: dict[str, Any] = {
         "env": "production", "secret_key": TEST_SECRET_KEY,
         "public_url": "https://sso.example.test",

@@ -1,6 +1,6 @@
 """The PasswordReset flow (workflows/password_reset.py and the code rules in workflows/codes.py).
 
-Same approach as tests/test_setup_steps_workflow.py: this module's own time-skipping server
+Same approach as tests/setup/test_steps_workflow.py: this module's own time-skipping server
 with the encrypting data converter and the search attributes registered, stand-in
 activities under the real activity names, a fresh task queue and workflow id per test. Every
 flow ends inside its test (a running flow whose worker is gone blocks time skipping for the

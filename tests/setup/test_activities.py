@@ -372,7 +372,7 @@ async def test_send_code_gives_a_new_code_each_time(world: Any) -> None:
     data = SendCodeInput(setup_id=str(flow.setup_id), staff_id=str(flow.staff_id),
                          workflow_id=flow.workflow_id, purpose="setup", code_ttl_seconds=600)
     # Each "Send a new code" is a new activity of the flow (a new send request); attempts of
-    # one request repeat its code (tests/test_email_sends.py).
+    # one request repeat its code (tests/core/test_email_sends.py).
     digests = set()
     for number in range(5):
         env = ActivityEnvironment()

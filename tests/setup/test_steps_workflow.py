@@ -1,6 +1,6 @@
 """The SsoSetup page steps (password, emailed code, resend, MFA) on the time-skipping server.
 
-Same approach as tests/test_setup_workflow.py: this module's own time-skipping server with
+Same approach as tests/setup/test_workflow.py: this module's own time-skipping server with
 the encrypting data converter and the search attributes registered, stand-in activities
 under the real activity names, a fresh task queue and workflow id per test. Every flow ends
 inside its test (a running flow whose worker is gone blocks time skipping for the module).

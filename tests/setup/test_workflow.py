@@ -68,7 +68,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 
     The time-skipping server stops skipping time while any workflow or activity task
     waits for a worker. A module that leaves flows running after its workers stopped
-    (tests/test_api.py leaves flows waiting on their 15-minute link timer) makes the
+    (tests/admin/test_api.py leaves flows waiting on their 15-minute link timer) makes the
     first long `env.sleep` that fires those timers lock skipping for good: every later
     `env.sleep` on that server then runs in real time. All flows here end in their test.
     """

@@ -486,7 +486,7 @@ def _payloads(message: Message) -> Iterator[Payload]:
 
 async def submit(person: httpx.AsyncClient, page: httpx.Response, button: str,
                  **typed: str) -> httpx.Response:
-    """Like tests/test_e2e.py `press`, for forms that carry a csrf field and, when they have
+    """Like `press` above, for forms that carry a csrf field and, when they have
     one, a submission field (sign in, sign out and "Forgot your password?" have none)."""
     parser = _Forms()
     parser.feed(page.text)

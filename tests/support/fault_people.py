@@ -1,5 +1,5 @@
 """A person going through the setup pages of a FaultStack, one step at a time, so a test can
-break something between (or during) any two steps. Built on tests/test_e2e.py's page helpers."""
+break something between (or during) any two steps. Built on tests/support/e2e.py's page helpers."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ async def get_page(browser: httpx.AsyncClient, url: str, timeout: float = 60) ->
 
 
 async def follow(person: httpx.AsyncClient, response: httpx.Response, to: str) -> httpx.Response:
-    """tests/test_e2e.py's `follow`: a 303 to `to`, then that page (asked again while 503)."""
+    """tests/support/e2e.py's `follow`: a 303 to `to`, then that page (asked again while 503)."""
     assert response.status_code == 303, (response.status_code, text_of(response)[:2000])
     assert response.headers["location"] == to, response.headers["location"]
     page = await get_page(person, urljoin(str(response.url), to))
