@@ -1,4 +1,5 @@
 # Two commands matter: `make dev` runs the product, `make test` runs every test.
+# `make check` is the inner loop: lint, format (tests/), types, and the unit and workflow tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,6 +23,18 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# Product code is not run through `ruff format` yet; tests/ is.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check tests
+	$(BIN)/mypy .
+
+# Unit and workflow tests on SQLite only: not the real stack (e2e, browser, faults) nor the
+# in-process page and admin API suites (pages), which `make test` runs.
+check: lint
+	SSO_TEST_DATABASE_URL= $(BIN)/python -m pytest -p no:cacheprovider -q \
+		-m "not e2e and not browser and not faults and not pages" $(PYTEST_ARGS)
 
 # The benchmark (not part of `make test`): runs the real stack, prints a table, writes JSON.
 bench: install

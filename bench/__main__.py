@@ -30,8 +30,8 @@ from bench.load import cheap_page_rates, code_check_rate, reset_wrong_code_times
 from bench.measure import CpuMeter, Latencies
 from bench.people import Stackside, email_to, expect, fields
 from core.codec import data_converter
-from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
-from tests.stack import DevStack, SmtpSink, free_ports
+from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
+from tests.support.stack import DevStack, SmtpSink, free_ports
 
 OURS = {"time_cost": 2, "memory_kib": 19456, "parallelism": 1}
 KEYCLOAK = {"time_cost": 5, "memory_kib": 7168, "parallelism": 1}

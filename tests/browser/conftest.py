@@ -16,8 +16,8 @@ from playwright.async_api import Browser, Route, async_playwright
 
 from core.db import SessionFactory, create_engine, session_factory
 from tests.browser.screens import CHROMIUM, CHROMIUM_ARGS, VIEWPORTS, Screen
-from tests.stack import DevStack, SmtpSink, running_sso_dev, smtp_sink
-from tests.test_e2e import World
+from tests.support.e2e import World
+from tests.support.stack import DevStack, SmtpSink, running_sso_dev, smtp_sink
 
 # Codes can be asked for again after 2 s instead of 60, so a test can get a new code after
 # killing one without waiting a minute; everything else is as `sso dev` runs by default.

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from tests.browser.screens import Screen
-from tests.test_e2e import (
+from tests.support.e2e import (
     World,
     check_setup_email,
     eventually,

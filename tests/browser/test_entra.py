@@ -11,7 +11,7 @@ import httpx
 from cli import DEV_TENANT_ID
 from tests.browser.screens import MARKS, Screen
 from tests.browser.steps import emailed_link, new_staff, open_start
-from tests.test_e2e import World, eventually, status
+from tests.support.e2e import World, eventually, status
 
 pytestmark = MARKS
 

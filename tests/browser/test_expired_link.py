@@ -10,8 +10,8 @@ import pytest
 
 from tests.browser.screens import MARKS, Screen
 from tests.browser.steps import new_staff
-from tests.stack import DevStack, SmtpSink, running_sso_dev
-from tests.test_e2e import BUTTON, World, _Links, eventually, send_email, status, wait_for_email
+from tests.support.e2e import BUTTON, World, _Links, eventually, send_email, status, wait_for_email
+from tests.support.stack import DevStack, SmtpSink, running_sso_dev
 
 pytestmark = MARKS
 

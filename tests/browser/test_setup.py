@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pyotp
 
-from tests.accounts_helpers import wrong_totp
 from tests.browser.screens import MARKS, Screen
 from tests.browser.steps import (
     choose_password,
@@ -17,7 +16,8 @@ from tests.browser.steps import (
     setup_done,
     shown_key,
 )
-from tests.test_e2e import World, eventually, status, wait_for_code_email
+from tests.support.accounts import wrong_totp
+from tests.support.e2e import World, eventually, status, wait_for_code_email
 
 pytestmark = MARKS
 

@@ -9,12 +9,11 @@ import pyotp
 
 from core.db import SessionFactory
 from core.models import ResetCodeFailure, utcnow
-from tests.accounts_helpers import PASSWORD, Person, make_person
 from tests.browser.screens import MARKS, Screen
 from tests.browser.steps import BRAND, new_password
-from tests.conftest import make_settings
-from tests.test_e2e import World
-from tests.test_e2e_reset import wait_for_subject
+from tests.support.accounts import PASSWORD, Person, make_person
+from tests.support.config import make_settings
+from tests.support.e2e import World, wait_for_subject
 
 pytestmark = MARKS
 

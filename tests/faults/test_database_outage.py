@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_URL
-from tests.faults.conftest import FaultStack, StackFactory, TcpProxy
-from tests.faults.people import (
+from tests.support.config import POSTGRES_URL
+from tests.support.e2e import World
+from tests.support.fault_people import (
     UNAVAILABLE,
     Person,
     admin_api,
@@ -21,8 +21,8 @@ from tests.faults.people import (
     repost,
     text_of,
 )
-from tests.stack import SmtpSink
-from tests.test_e2e import World
+from tests.support.faults import FaultStack, StackFactory, TcpProxy
+from tests.support.stack import SmtpSink
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres]
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import FaultStack, StackFactory
-from tests.faults.people import Person, admin_api, eventually, follow, text_of, words
-from tests.stack import SmtpSink
-from tests.test_e2e import CODE_SUBJECT, SUBJECT, World
+from tests.support.e2e import CODE_SUBJECT, SUBJECT, World
+from tests.support.fault_people import Person, admin_api, eventually, follow, text_of, words
+from tests.support.faults import FaultStack, StackFactory
+from tests.support.stack import SmtpSink
 
 pytestmark = [pytest.mark.faults]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.conftest import StackFactory
-from tests.faults.onboarding_chaos import onboard_under_faults, seed_from_env
-from tests.stack import SmtpSink
+from tests.support.faults import StackFactory
+from tests.support.onboarding_chaos import onboard_under_faults, seed_from_env
+from tests.support.stack import SmtpSink
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres]
 

@@ -11,10 +11,10 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 
-from tests.faults.conftest import StackFactory
-from tests.faults.people import UNAVAILABLE, Person, admin_api, follow, repost, text_of
-from tests.stack import SmtpSink
-from tests.test_e2e import World, parse_time
+from tests.support.e2e import World, parse_time
+from tests.support.fault_people import UNAVAILABLE, Person, admin_api, follow, repost, text_of
+from tests.support.faults import StackFactory
+from tests.support.stack import SmtpSink
 from workflows.sso_setup import SetupOutcome
 
 pytestmark = [pytest.mark.faults]

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.conftest import StackFactory
-from tests.faults.people import Person, admin_api, follow, sign_in, text_of
-from tests.stack import SmtpSink
-from tests.test_e2e import World
+from tests.support.e2e import World
+from tests.support.fault_people import Person, admin_api, follow, sign_in, text_of
+from tests.support.faults import StackFactory
+from tests.support.stack import SmtpSink
 
 pytestmark = [pytest.mark.faults]
 

@@ -10,7 +10,7 @@ Seven people, each caught in one step when the worker dies:
   The retry finds the email accepted and recorded, and sends nothing more: his one link works
   and his flow goes on (it used to end as failed, then to email a second link that killed
   the first). The narrower window, accepted but not yet recorded, gives a second copy with
-  the same link (tests/test_email_sends.py, tests/faults/test_onboarding_under_faults.py);
+  the same link (tests/core/test_email_sends.py, tests/faults/test_onboarding_under_faults.py);
 - Ben: his password is being stored; Dee: her code is being confirmed; Eli: his
   authenticator code is being checked; Fay: she is skipping MFA (activation). Each of these
   activities is held at its database write (the test holds SQLite's write lock), then the
@@ -34,8 +34,8 @@ import httpx
 import pyotp
 import pytest
 
-from tests.faults.conftest import FaultStack, StackFactory
-from tests.faults.people import (
+from tests.support.e2e import World
+from tests.support.fault_people import (
     RECOVERY,
     UNAVAILABLE,
     Person,
@@ -47,8 +47,8 @@ from tests.faults.people import (
     settled,
     text_of,
 )
-from tests.stack import SmtpSink
-from tests.test_e2e import World
+from tests.support.faults import FaultStack, StackFactory
+from tests.support.stack import SmtpSink
 
 pytestmark = [pytest.mark.faults]
 

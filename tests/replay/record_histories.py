@@ -30,8 +30,8 @@ from temporalio.worker import Worker
 from core.codec import data_converter
 from core.sealing import entra_context, password_context, seal, totp_context
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
-from tests.conftest import TEST_SEAL_PUBLIC_KEY, binary, make_settings
-from tests.temporal_stand_ins import Stand
+from tests.support.config import TEST_SEAL_PUBLIC_KEY, binary, make_settings
+from tests.support.temporal_stand_ins import Stand
 from workflows.common import EmailRetry, StepResult
 from workflows.entra_link import EntraLinkInput, EntraLinkWorkflow, LinkOutcome, LinkRequest
 from workflows.notices import PasswordChangedNoticeWorkflow

@@ -18,7 +18,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from core.codec import data_converter
-from tests.conftest import make_settings
+from tests.support.config import make_settings
 from workflows.entra_link import EntraLinkWorkflow
 from workflows.notices import PasswordChangedNoticeWorkflow
 from workflows.password_reset import PasswordResetWorkflow

