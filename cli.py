@@ -172,10 +172,10 @@ def cmd_staff_create(args: argparse.Namespace) -> None:
 async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> str:
     import getpass
 
-    from api.errors import SsoError
     from api.services.onboarding import Onboarding
     from api.services.staff import create_staff
     from core.db import create_engine, session_factory
+    from core.errors import SsoError
     from core.temporal_client import TemporalGateway
 
     actor = f"cli:{getpass.getuser()}"

@@ -9,11 +9,11 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import NotAuthenticated, TooManyRequests
 from api.services.onboarding import Onboarding
 from api.services.signin import SignIn
 from core.addresses import canonical, rate_key
 from core.admin_keys import authenticate
+from core.errors import NotAuthenticated, TooManyRequests
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
 from core.temporal_client import TemporalGateway

@@ -20,11 +20,11 @@ from sqlalchemy import select
 
 from api.cookies import SIGNIN_SESSION, csrf_ok, read_cookie
 from api.deps import OnboardingDep, SessionDep, SettingsDep, client_ip
-from api.errors import SsoError
 from api.pages import redirect, render_page
 from api.services import staff as staff_service
 from api.services.accounts import AccountAdmin
 from api.services.sessions import Current, Sessions
+from core.errors import SsoError
 from core.models import AuditEvent, EntraLink, SsoSetup, Staff, utcnow
 
 router = APIRouter(prefix="/admin", tags=["admin pages"], include_in_schema=False)

@@ -8,11 +8,11 @@ from temporalio.api.common.v1 import Payloads
 
 from api.cookies import SIGNIN_SESSION, read_cookie
 from api.deps import SessionDep, SettingsDep, bearer, refuse
-from api.errors import SsoError
 from api.services.sessions import Sessions
 from core.admin_keys import authenticate
 from core.codec import EncryptionCodec, keyring_from_settings
 from core.crypto import DecryptionError
+from core.errors import SsoError
 
 router = APIRouter(prefix="/codec", tags=["ops"])
 

@@ -17,13 +17,13 @@ from api.cookies import (
     set_cookie,
 )
 from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
-from api.errors import ServiceUnavailable
 from api.pages import redirect, render_page
 from api.services.entra import START_TTL, EntraResult, EntraSignOn, EntraStart
 from api.services.sessions import Current, Sessions
 from api.services.setup_steps import SetupSteps
 from api.services.signin import safe_return_to
 from core.entra import EntraProvider
+from core.errors import ServiceUnavailable
 from core.models import utcnow
 
 router = APIRouter(tags=["pages"], include_in_schema=False)

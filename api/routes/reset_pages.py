@@ -21,11 +21,11 @@ from api.cookies import (
     set_cookie,
 )
 from api.deps import CounterDep, SessionDep, SettingsDep, TemporalDep, client_ip
-from api.errors import ServiceUnavailable
 from api.pages import redirect, render_page, six_digits
 from api.services.reset import ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
 from core.addresses import rate_key
+from core.errors import ServiceUnavailable
 from core.passwords import PasswordPolicy, check_password
 from core.reset_caps import reset_link_hash
 from core.throttle import Counter

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import NotFound
 from api.services.staff import get_staff
 from core import audit
 from core.accounts import account_for, revoke_sessions
+from core.errors import NotFound
 from core.models import EntraLink, utcnow
 from core.reset_caps import clear as clear_wrong_reset_codes
 

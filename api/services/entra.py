@@ -26,13 +26,13 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api.errors import ServiceUnavailable
 from api.services.sessions import Current, Sessions
 from api.services.temporal import UNAVAILABLE, WORKFLOW_TASK_TIMEOUT, connected, email_retry
 from core import audit, metrics
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
+from core.errors import ServiceUnavailable
 from core.models import AccountStatus, EntraLink, SsoAccount, utcnow
 from core.sealing import entra_context, seal
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP

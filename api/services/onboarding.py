@@ -23,12 +23,12 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from api.schemas import CodeStatus, EmailDelivery, EntraLinkInfo, SsoEmailSent, SsoStatus
 from api.services.staff import get_staff, shown_state
 from api.services.temporal import UNAVAILABLE, WORKFLOW_TASK_TIMEOUT, connected, email_retry
 from core import audit
 from core.accounts import MAX_FAILURES
+from core.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from core.models import (
     AccountStatus,
     DeliveryState,
