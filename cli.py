@@ -174,7 +174,7 @@ async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> st
 
     from api.services.onboarding import Onboarding
     from api.services.staff import create_staff
-    from core.db import create_engine, session_factory
+    from core.db import UnitOfWork, create_engine, session_factory
     from core.errors import SsoError
     from core.temporal_client import TemporalGateway
 
@@ -192,7 +192,8 @@ async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> st
             if not send:
                 return done
             onboarding = Onboarding(settings=settings, session=session,
-                                    temporal=TemporalGateway(settings))
+                                    temporal=TemporalGateway(settings),
+                                    uow=UnitOfWork(session))
             try:
                 await onboarding.send_email(staff.id, actor, None)
             except SsoError as exc:
