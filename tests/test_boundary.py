@@ -22,7 +22,6 @@ from api.routes import staff as staff_routes
 from api.services.sessions import Sessions
 from core.admin_keys import create_admin_key
 from core.db import SessionFactory, create_engine, session_factory
-from core.models import AuditEvent, SsoAccount, Staff
 from core.errors import (
     Conflict,
     NotAuthenticated,
@@ -31,7 +30,7 @@ from core.errors import (
     SsoError,
     TooManyRequests,
 )
-
+from core.models import AuditEvent, SsoAccount, Staff
 from tests.accounts_helpers import PUBLIC_URL, browsing, make_person, sign_in
 from tests.conftest import make_settings
 
