@@ -227,3 +227,23 @@ async def test_a_refusal_answered_with_an_error_page_keeps_its_audit(database_ur
             assert answer.status_code == 401
         assert await _count(sessions, AuditEvent.action == "sign_in.failed",
                             AuditEvent.target == str(person.staff_id), model=AuditEvent) == 1
+
+
+async def test_health_keeps_its_own_answer_when_the_connection_dies_mid_check(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request's commit must not turn a failed database check into a 500."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    execute = AsyncSession.execute
+
+    async def dying(self: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+        connection = await self.connection()
+        await connection.invalidate()  # as when the server drops it mid-query
+        return await execute(self, *args, **kwargs)
+
+    async with web_app(sqlite_url) as (transport, _admin, _sessions, _settings):
+        monkeypatch.setattr(AsyncSession, "execute", dying)
+        async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as http:
+            health = await http.get("/healthz")
+    assert health.status_code == 503, health.text
+    assert "database" in health.json()["failed"]
