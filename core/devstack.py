@@ -36,14 +36,29 @@ SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 DEV_TENANT_ID = "00000000-0000-4000-8000-00000000a9e7"
 DEV_OTHER_TENANT_ID = "00000000-0000-4000-8000-0000000f0e16"
 DEV_ENTRA_USERS = (
-    {"sub": "jo.bloggs", "tid": DEV_TENANT_ID, "oid": "11111111-1111-4111-8111-111111111111",
-     "name": "Jo Bloggs", "email": "jo.bloggs@agency.example",
-     "preferred_username": "jo.bloggs@agency.example"},
-    {"sub": "sam.disabled", "tid": DEV_TENANT_ID, "oid": "22222222-2222-4222-8222-222222222222",
-     "name": "Sam Disabled", "email": "sam.disabled@agency.example", "accountEnabled": False},
-    {"sub": "olly.othertenant", "tid": DEV_OTHER_TENANT_ID,
-     "oid": "33333333-3333-4333-8333-333333333333", "name": "Olly Othertenant",
-     "email": "olly@elsewhere.example"},
+    {
+        "sub": "jo.bloggs",
+        "tid": DEV_TENANT_ID,
+        "oid": "11111111-1111-4111-8111-111111111111",
+        "name": "Jo Bloggs",
+        "email": "jo.bloggs@agency.example",
+        "preferred_username": "jo.bloggs@agency.example",
+    },
+    {
+        "sub": "sam.disabled",
+        "tid": DEV_TENANT_ID,
+        "oid": "22222222-2222-4222-8222-222222222222",
+        "name": "Sam Disabled",
+        "email": "sam.disabled@agency.example",
+        "accountEnabled": False,
+    },
+    {
+        "sub": "olly.othertenant",
+        "tid": DEV_OTHER_TENANT_ID,
+        "oid": "33333333-3333-4333-8333-333333333333",
+        "name": "Olly Othertenant",
+        "email": "olly@elsewhere.example",
+    },
 )
 
 
@@ -56,17 +71,31 @@ def temporal_cli() -> str:
     return found
 
 
-def temporal_command(data_dir: Path, port: int, namespace: str, *, ui_port: int,
-                     codec_endpoint: str | None = None, headless: bool = False,
-                     pragmas: Sequence[str] = SQLITE_PRAGMAS) -> list[str]:
+def temporal_command(
+    data_dir: Path,
+    port: int,
+    namespace: str,
+    *,
+    ui_port: int,
+    codec_endpoint: str | None = None,
+    headless: bool = False,
+    pragmas: Sequence[str] = SQLITE_PRAGMAS,
+) -> list[str]:
     """Temporal's dev server on a SQLite file in `data_dir`, with our search attributes."""
     command = [
-        temporal_cli(), "server", "start-dev",
-        "--db-filename", str(data_dir / "temporal.db"),
-        "--ip", "127.0.0.1",
-        "--port", str(port),
-        "--ui-port", str(ui_port),
-        "--namespace", namespace,
+        temporal_cli(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(data_dir / "temporal.db"),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--namespace",
+        namespace,
     ]
     if headless:
         command.append("--headless")
@@ -89,8 +118,16 @@ def api_command(host: str, port: int, python: Sequence[str] = PYTHON) -> list[st
 
 
 def entra_command(port: int, python: Sequence[str] = PYTHON) -> list[str]:
-    command = [*python, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port),
-               "--require-nonce"]
+    command = [
+        *python,
+        "-m",
+        "oidc_provider_mock",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--require-nonce",
+    ]
     for user in DEV_ENTRA_USERS:
         command += ["--user-claims", json.dumps(user)]
     return command
@@ -121,8 +158,7 @@ def dev_metrics_env(env: Mapping[str, str], port: int) -> dict[str, str]:
 
 def child_python_path(existing: str | None) -> str:
     """The children import this very product first, wherever it is installed."""
-    return os.pathsep.join([str(PRODUCT_ROOT),
-                            *(existing.split(os.pathsep) if existing else [])])
+    return os.pathsep.join([str(PRODUCT_ROOT), *(existing.split(os.pathsep) if existing else [])])
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -137,8 +173,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes],
-                  timeout: float) -> None:
+def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -156,12 +191,15 @@ class Processes:
         self.env = dict(env)
         self.children: list[subprocess.Popen[bytes]] = []
 
-    def start(self, command: Sequence[str], log: IO[bytes] | None = None,
-              ready_port: tuple[str, int] | None = None,
-              ready_timeout: float = 60) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        command: Sequence[str],
+        log: IO[bytes] | None = None,
+        ready_port: tuple[str, int] | None = None,
+        ready_timeout: float = 60,
+    ) -> subprocess.Popen[bytes]:
         """Starts `command`; with `ready_port`, returns once something answers there."""
-        child = subprocess.Popen(list(command), stdout=log, stderr=log, env=self.env,
-                                 start_new_session=True)
+        child = subprocess.Popen(list(command), stdout=log, stderr=log, env=self.env, start_new_session=True)
         self.children.append(child)
         if ready_port is not None:
             wait_for_port(*ready_port, child, timeout=ready_timeout)
@@ -171,8 +209,11 @@ class Processes:
         return all(child.poll() is None for child in self.children)
 
     def stopped(self) -> list[str]:
-        return [str(c.args[0] if isinstance(c.args, list) else c.args) for c in self.children
-                if c.poll() is not None]
+        return [
+            str(c.args[0] if isinstance(c.args, list) else c.args)
+            for c in self.children
+            if c.poll() is not None
+        ]
 
     def stop_all(self, timeout: float = 10) -> None:
         """SIGTERM to each, then SIGKILL to whichever is still there after `timeout`."""

@@ -40,5 +40,4 @@ class TooManyRequests(SsoError):
         self.retry_after = retry_after
 
 
-__all__ = ["Conflict", "NotAuthenticated", "NotFound", "ServiceUnavailable", "SsoError",
-           "TooManyRequests"]
+__all__ = ["Conflict", "NotAuthenticated", "NotFound", "ServiceUnavailable", "SsoError", "TooManyRequests"]

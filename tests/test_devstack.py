@@ -17,20 +17,19 @@ def _flags(command: list[str], flag: str) -> list[str]:
 
 
 def test_temporal_runs_with_our_search_attributes_and_sso_devs_pragmas(tmp_path: Path) -> None:
-    command = devstack.temporal_command(tmp_path, 7233, "default", ui_port=8233,
-                                        codec_endpoint="http://localhost:8000/codec")
+    command = devstack.temporal_command(
+        tmp_path, 7233, "default", ui_port=8233, codec_endpoint="http://localhost:8000/codec"
+    )
     assert command[1:3] == ["server", "start-dev"]
     assert _flags(command, "--db-filename") == [str(tmp_path / "temporal.db")]
     assert _flags(command, "--ui-codec-endpoint") == ["http://localhost:8000/codec"]
     assert _flags(command, "--sqlite-pragma") == list(devstack.SQLITE_PRAGMAS)
-    assert _flags(command, "--search-attribute") == [f"{a.name}=Keyword"
-                                                     for a in SEARCH_ATTRIBUTES]
+    assert _flags(command, "--search-attribute") == [f"{a.name}=Keyword" for a in SEARCH_ATTRIBUTES]
     assert "--headless" not in command
 
 
 def test_the_fault_tests_server_is_headless_with_sqlites_defaults(tmp_path: Path) -> None:
-    command = devstack.temporal_command(tmp_path, 7233, "default", ui_port=8233,
-                                        headless=True, pragmas=())
+    command = devstack.temporal_command(tmp_path, 7233, "default", ui_port=8233, headless=True, pragmas=())
     assert "--headless" in command and "--sqlite-pragma" not in command
     assert "--ui-codec-endpoint" not in command
 
@@ -45,8 +44,14 @@ def test_children_import_this_product_first() -> None:
 
 def test_one_launcher_for_cli_tests_and_bench() -> None:
     """cli.py, the fault tests and tests/stack.py start no copy of the stack's processes."""
-    for name in ("cli.py", "tests/faults/conftest.py", "tests/stack.py", "bench/faults.py",
-                 "bench/__main__.py", "bench/load.py"):
+    for name in (
+        "cli.py",
+        "tests/faults/conftest.py",
+        "tests/stack.py",
+        "bench/faults.py",
+        "bench/__main__.py",
+        "bench/load.py",
+    ):
         text = (ROOT / name).read_text()
         assert '"start-dev"' not in text, name
         assert '"-m", "cli", "worker"' not in text, name
