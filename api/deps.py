@@ -9,11 +9,12 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import NotAuthenticated, TooManyRequests
 from api.services.onboarding import Onboarding
 from api.services.signin import SignIn
 from core.addresses import canonical, rate_key
 from core.admin_keys import authenticate
+from core.db import UnitOfWork
+from core.errors import NotAuthenticated, TooManyRequests
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
@@ -25,8 +26,15 @@ def get_settings(request: Request) -> Settings:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's transaction: committed when the route returns, rolled back (by closing)
+    when it raises, so a failed request leaves nothing half-written. A page answered with an
+    error status (a 400 or 429 form) is a normal return: what it recorded is committed.
+
+    Scope "function" (see SessionDep) runs this before the response is sent; the default
+    scope would commit after it, and a client could see a success whose write is then lost."""
     async with request.app.state.sessions() as session:
         yield session
+        await session.commit()
 
 
 def get_temporal(request: Request) -> TemporalGateway:
@@ -34,8 +42,15 @@ def get_temporal(request: Request) -> TemporalGateway:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 TemporalDep = Annotated[TemporalGateway, Depends(get_temporal)]
+
+
+def get_unit_of_work(session: SessionDep) -> UnitOfWork:
+    return UnitOfWork(session)
+
+
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
 
 
 def bearer(request: Request) -> str:
@@ -49,14 +64,16 @@ ADMIN_KEY = HTTPBearer(auto_error=False, scheme_name="AdminKey",
 
 
 async def require_admin(
-    request: Request, session: SessionDep, settings: SettingsDep,
+    request: Request, uow: UnitOfWorkDep, settings: SettingsDep,
     _documented: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_KEY)],
 ) -> str:
     limits: AdminLimits = request.app.state.admin_limits
-    name = await authenticate(session, settings, bearer(request))
+    name = await authenticate(uow.session, settings, bearer(request))
     if name is None:
         refuse(request, "A valid admin API key is required (Authorization: Bearer <key>)")
-    await session.commit()
+    # The key's last use is kept even when the answer is a 429 or an error, and no write
+    # stays open while the route waits on Temporal.
+    await uow.commit_now()
     wait = limits.requests.hit(name)
     if wait is not None:
         raise TooManyRequests("Too many requests with this admin key; slow down", wait)
@@ -88,9 +105,9 @@ def client_ip(request: Request) -> str | None:
 
 
 def get_onboarding(
-    session: SessionDep, settings: SettingsDep, temporal: TemporalDep
+    uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep
 ) -> Onboarding:
-    return Onboarding(settings=settings, session=session, temporal=temporal)
+    return Onboarding(settings=settings, session=uow.session, temporal=temporal, uow=uow)
 
 
 OnboardingDep = Annotated[Onboarding, Depends(get_onboarding)]

@@ -1,4 +1,5 @@
-"""Domain errors, mapped to HTTP in one place."""
+"""Every error's HTTP answer, in one place: the domain errors of core/errors.py, the
+framework's own refusals, an unreachable database, and anything unexpected."""
 
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ from starlette.exceptions import HTTPException
 
 from api.pages import render_page
 from core.db import database_unreachable
+from core.errors import (
+    Conflict,
+    NotAuthenticated,
+    NotFound,
+    ServiceUnavailable,
+    SsoError,
+    TooManyRequests,
+)
 from core.logging import REQUEST_ID
 
 logger = logging.getLogger(__name__)
@@ -22,43 +31,24 @@ logger = logging.getLogger(__name__)
 PAGE_PREFIXES = ("/sso/", "/admin/")  # server-rendered pages; everything else answers JSON
 
 
-class SsoError(Exception):
-    status_code = 400
-    code = "bad_request"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotFound(SsoError):
-    status_code = 404
-    code = "not_found"
+# Each domain error's HTTP answer: status and the `error` code of the JSON body. The first
+# class in an error's MRO found here wins, so a subclass answers as its parent unless listed.
+HTTP_ANSWERS: dict[type[SsoError], tuple[int, str]] = {
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+    ServiceUnavailable: (503, "unavailable"),
+    NotAuthenticated: (401, "not_authenticated"),
+    TooManyRequests: (429, "rate_limited"),
+    SsoError: (400, "bad_request"),
+}
 
 
-class Conflict(SsoError):
-    status_code = 409
-    code = "conflict"
-
-
-class ServiceUnavailable(SsoError):
-    status_code = 503
-    code = "unavailable"
-    step_outcome = "unavailable"  # in the step latency metric
-
-
-class NotAuthenticated(SsoError):
-    status_code = 401
-    code = "not_authenticated"
-
-
-class TooManyRequests(SsoError):
-    status_code = 429
-    code = "rate_limited"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+def http_answer(exc: SsoError) -> tuple[int, str]:
+    """The status and `error` code a domain error answers with."""
+    for cls in type(exc).__mro__:
+        if cls in HTTP_ANSWERS:
+            return HTTP_ANSWERS[cls]  # type: ignore[index]
+    raise AssertionError("SsoError is always mapped")
 
 
 def _encodable(value: object) -> object:
@@ -154,7 +144,7 @@ def install(app: FastAPI) -> None:
         logger.warning("database unavailable: %s", type(exc.orig if isinstance(
             exc, db_errors.DBAPIError) else exc).__name__)
         if request.url.path.startswith(("/api/", "/codec")):
-            return JSONResponse({"error": ServiceUnavailable.code,
+            return JSONResponse({"error": HTTP_ANSWERS[ServiceUnavailable][1],
                                  "message": DATABASE_UNAVAILABLE}, status_code=503)
         return render_page(request, "setup_problem", status_code=503,
                            title="We can't complete this right now",
@@ -165,8 +155,6 @@ def install(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
         if isinstance(exc, TooManyRequests):
             headers = {"Retry-After": str(exc.retry_after)}
-        return JSONResponse(
-            {"error": exc.code, "message": exc.message},
-            status_code=exc.status_code,
-            headers=headers,
-        )
+        status_code, code = http_answer(exc)
+        return JSONResponse({"error": code, "message": exc.message}, status_code=status_code,
+                            headers=headers)

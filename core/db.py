@@ -44,6 +44,24 @@ def session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+class UnitOfWork:
+    """One request's or one command's transaction, owned by its boundary: the request
+    dependency (api/deps.py) or the `sso` command commits it when the work succeeded and
+    rolls it back when it failed; services only flush.
+
+    `commit_now` makes what was written so far durable part-way, for the few steps that
+    cannot wait for the end: a row a flow's first activity reads before the flow starts, a
+    single-use session spent before anything else is tried, a refusal kept although an
+    error answer follows. It also ends the transaction before a wait on Temporal, whose
+    worker writes to the same database (SQLite locks all of it while a write is open)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def commit_now(self) -> None:
+        await self.session.commit()
+
+
 def database_unreachable(exc: BaseException) -> bool:
     """The database could not be reached (refused, dropped, pool exhausted, locked): an error
     that goes away by itself, unlike a bad query or a broken constraint."""
@@ -52,5 +70,5 @@ def database_unreachable(exc: BaseException) -> bool:
         isinstance(exc, db_errors.DBAPIError) and exc.connection_invalidated)
 
 
-__all__ = ["Engine", "SessionFactory", "create_engine", "database_unreachable",
+__all__ = ["Engine", "SessionFactory", "UnitOfWork", "create_engine", "database_unreachable",
            "session_factory"]

@@ -19,12 +19,12 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
 from api.cookies import SIGNIN_SESSION, csrf_ok, read_cookie
-from api.deps import OnboardingDep, SessionDep, SettingsDep, client_ip
-from api.errors import SsoError
+from api.deps import OnboardingDep, SessionDep, SettingsDep, UnitOfWorkDep, client_ip
 from api.pages import redirect, render_page
 from api.services import staff as staff_service
 from api.services.accounts import AccountAdmin
 from api.services.sessions import Current, Sessions
+from core.errors import SsoError
 from core.models import AuditEvent, EntraLink, SsoSetup, Staff, utcnow
 
 router = APIRouter(prefix="/admin", tags=["admin pages"], include_in_schema=False)
@@ -51,9 +51,13 @@ def actor_of(current: Current) -> str:
     return f"{prefix}{name if len(name) <= room else name[:room - 1] + '…'})"
 
 
-async def _admin(request: Request, settings: SettingsDep, db: SessionDep) -> Current | Response:
-    current = await Sessions(settings, db).signed_in(
+async def _admin(request: Request, settings: SettingsDep,
+                 uow: UnitOfWorkDep) -> Current | Response:
+    current = await Sessions(settings, uow.session).signed_in(
         read_cookie(request, settings, SIGNIN_SESSION))
+    # The session's last-seen time is kept now: no write stays open while the actions wait
+    # on Temporal, whose worker writes to the same database.
+    await uow.commit_now()
     if current is None or current.staff is None:
         # After signing in again, a form's action can't be replayed: land on its page.
         path = request.url.path if request.method == "GET" else \
@@ -90,18 +94,17 @@ def _flash(current: Current) -> dict[str, str] | None:
 
 @router.get("/staff", response_class=HTMLResponse)
 async def staff_list(
-    request: Request, settings: SettingsDep, db: SessionDep,
+    request: Request, settings: SettingsDep, db: SessionDep, uow: UnitOfWorkDep,
     q: Annotated[str, Query(max_length=100)] = "",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
-    current = await _admin(request, settings, db)
+    current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
     query = q.strip()
     rows, total = await staff_service.list_staff(db, PAGE_SIZE, (page - 1) * PAGE_SIZE,
                                                  query or None)
     flash = _flash(current)
-    await db.commit()
     pages = max(1, math.ceil(total / PAGE_SIZE))
     back = f"/admin/staff?q={quote(query)}&page={page}" if query else f"/admin/staff?page={page}"
     return render_page(request, "admin_staff", rows=rows, total=total, q=query, page=page,
@@ -111,8 +114,8 @@ async def staff_list(
 
 @router.get("/staff/{staff_id}", response_class=HTMLResponse)
 async def person(request: Request, staff_id: str, settings: SettingsDep, db: SessionDep,
-                 onboarding: OnboardingDep) -> Response:
-    current = await _admin(request, settings, db)
+                 uow: UnitOfWorkDep, onboarding: OnboardingDep) -> Response:
+    current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
     staff = await db.get(Staff, _uuid(staff_id)) if _uuid(staff_id) else None
@@ -127,7 +130,6 @@ async def person(request: Request, staff_id: str, settings: SettingsDep, db: Ses
                                .order_by(AuditEvent.occurred_at.desc()).limit(200))).all()
     link = await db.scalar(select(EntraLink).where(EntraLink.staff_id == staff.id))
     flash = _flash(current)
-    await db.commit()
     return render_page(request, "admin_person", person=staff, view=overview, status=status,
                        setups=setups, events=events, link=link, flash=flash,
                        back=f"/admin/staff/{staff.id}", admin=current.staff,
@@ -137,10 +139,10 @@ async def person(request: Request, staff_id: str, settings: SettingsDep, db: Ses
 @router.post("/staff/{staff_id}/{action}", response_class=HTMLResponse)
 async def act(
     request: Request, staff_id: uuid.UUID, action: str, settings: SettingsDep, db: SessionDep,
-    onboarding: OnboardingDep, csrf: Annotated[str, Form(max_length=200)] = "",
+    uow: UnitOfWorkDep, onboarding: OnboardingDep, csrf: Annotated[str, Form(max_length=200)] = "",
     back: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    current = await _admin(request, settings, db)
+    current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
     target = back if back.startswith("/admin/staff") and "//" not in back else "/admin/staff"
@@ -193,5 +195,4 @@ async def act(
 async def _done(db: SessionDep, current: Current, target: str, kind: str, text: str) -> Response:
     """Post/redirect/get: the next page shows what happened, once."""
     current.row.data = {**current.row.data, "flash": {"kind": kind, "text": text}}
-    await db.commit()
     return redirect(target)

@@ -9,26 +9,26 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from api.cookies import SIGNIN_SESSION, read_cookie
-from api.deps import SessionDep, SettingsDep, bearer, refuse
-from api.errors import SsoError
+from api.deps import SettingsDep, UnitOfWorkDep, bearer, refuse
 from api.services.sessions import Sessions
 from core.admin_keys import authenticate
 from core.codec import REASON, EncryptionCodec, is_unauthenticated, keyring_from_settings
+from core.errors import SsoError
 
 router = APIRouter(prefix="/codec", tags=["ops"])
 
 
-async def _authorise(request: Request, session: SessionDep, settings: SettingsDep) -> None:
+async def _authorise(request: Request, uow: UnitOfWorkDep, settings: SettingsDep) -> None:
     """An admin API key, or an admin signed in with a second factor: the Temporal UI sends
     the sign-in cookie along when it is configured to include credentials."""
     if settings.codec_dev_open and settings.is_development:
         return
     if bearer(request):
-        if await authenticate(session, settings, bearer(request)) is None:
+        if await authenticate(uow.session, settings, bearer(request)) is None:
             refuse(request, "The codec endpoint needs an admin API key")
-        await session.commit()
+        await uow.commit_now()  # the key's last use is kept whatever the answer
         return
-    current = await Sessions(settings, session).signed_in(
+    current = await Sessions(settings, uow.session).signed_in(
         read_cookie(request, settings, SIGNIN_SESSION))
     if current is None or current.staff is None or not current.staff.is_admin \
             or not current.strong:
@@ -61,12 +61,12 @@ def _shown(payload: Payload) -> Payload:
 
 
 @router.post("/decode")
-async def decode(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    await _authorise(request, session, settings)
+async def decode(request: Request, uow: UnitOfWorkDep, settings: SettingsDep) -> Response:
+    await _authorise(request, uow, settings)
     return await _apply(request, settings, encode=False)
 
 
 @router.post("/encode")
-async def encode(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    await _authorise(request, session, settings)
+async def encode(request: Request, uow: UnitOfWorkDep, settings: SettingsDep) -> Response:
+    await _authorise(request, uow, settings)
     return await _apply(request, settings, encode=True)

@@ -9,9 +9,9 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from api.deps import SessionDep, SettingsDep
-from api.errors import NotFound
 from api.pages import render_page
 from core.codec import keyring_from_settings
+from core.errors import NotFound
 from core.models import OutboxEmail
 
 router = APIRouter(prefix="/dev/mailbox", tags=["development"], include_in_schema=False)

@@ -16,14 +16,14 @@ from api.cookies import (
     read_cookie,
     set_cookie,
 )
-from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
-from api.errors import ServiceUnavailable
+from api.deps import SessionDep, SettingsDep, TemporalDep, UnitOfWorkDep, client_ip
 from api.pages import redirect, render_page
 from api.services.entra import START_TTL, EntraResult, EntraSignOn, EntraStart
 from api.services.sessions import Current, Sessions
 from api.services.setup_steps import SetupSteps
 from api.services.signin import safe_return_to
 from core.entra import EntraProvider
+from core.errors import ServiceUnavailable
 from core.models import utcnow
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -55,7 +55,7 @@ async def _signed_in(request: Request, entra: EntraSignOn) -> Current | None:
 
 @router.post("/sso/entra/start", response_class=HTMLResponse)
 async def start(
-    request: Request, entra: EntraDep,
+    request: Request, entra: EntraDep, uow: UnitOfWorkDep,
     intent: Annotated[Literal["signin", "link"], Form()] = "signin",
     csrf: Annotated[str, Form(max_length=200)] = "",
     token: Annotated[str, Form(max_length=200)] = "",
@@ -71,6 +71,8 @@ async def start(
     plan = await _plan(request, entra, intent, token, safe_return_to(settings, return_to))
     if isinstance(plan, Response):
         return plan
+    # No write stays open while Microsoft is asked (a sign-in's last-seen time, above).
+    await uow.commit_now()
     try:
         url, pending = await entra.begin(plan)
     except ServiceUnavailable:
@@ -106,13 +108,18 @@ async def _plan(request: Request, entra: EntraSignOn, intent: str, token: str,
 
 @router.get("/sso/entra/callback", response_class=HTMLResponse)
 async def callback(
-    request: Request, entra: EntraDep, state: str = "", code: str = "", error: str = "",
+    request: Request, entra: EntraDep, uow: UnitOfWorkDep, state: str = "", code: str = "",
+    error: str = "",
 ) -> Response:
     settings = entra.settings
     signed_in = await _signed_in(request, entra)
+    pending = await entra.claim(read_cookie(request, settings, ENTRA_PENDING))
+    # Spent before Microsoft or Temporal is asked, whatever the answer: a replayed callback
+    # finds nothing, even when this request fails.
+    await uow.commit_now()
     try:
-        result = await entra.finish(read_cookie(request, settings, ENTRA_PENDING), state[:200],
-                                    code, error[:100], client_ip(request), signed_in)
+        result = await entra.finish(pending, state[:200], code, error[:100], client_ip(request),
+                                    signed_in)
     except ServiceUnavailable:
         response: Response = _unavailable(request)
     else:
@@ -133,7 +140,6 @@ async def _answer(request: Request, entra: EntraSignOn, result: EntraResult,
     await sessions.revoke(read_cookie(request, settings, SIGNIN_SESSION))
     session_id = await sessions.create("signin", result.staff_id, settings.session_max_ttl,
                                        data={"method": "entra"})
-    await entra.db.commit()
     if result.kind == "signed_in":
         response: Response = redirect(safe_return_to(settings, result.return_to)
                                       or "/sso/account")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Literal
 
 from fastapi import APIRouter
@@ -36,6 +37,10 @@ async def healthz(session: SessionDep, temporal: TemporalDep) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:  # any failure means "not healthy"; the type says enough
         checks["database"] = f"failed: {type(exc).__name__}"
+        # Left to the request's commit, a connection lost mid-check would turn this answer
+        # into an error: the failed transaction ends here.
+        with contextlib.suppress(Exception):
+            await session.rollback()
     try:
         client = await temporal.client(connect_timeout=3)
         async with asyncio.timeout(3):

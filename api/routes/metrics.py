@@ -14,7 +14,7 @@ import httpx
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from api.deps import SessionDep, SettingsDep, bearer, client_ip, refuse
+from api.deps import SettingsDep, UnitOfWorkDep, bearer, client_ip, refuse
 from core.admin_keys import authenticate
 from core.metrics import REGISTRY, worker_scrape_text
 from core.settings import Settings
@@ -27,8 +27,8 @@ WORKER_SCRAPE_MAX_BYTES = 8 * 1024 * 1024
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    await _authorise(request, session, settings)
+async def metrics(request: Request, uow: UnitOfWorkDep, settings: SettingsDep) -> Response:
+    await _authorise(request, uow, settings)
     body = generate_latest(REGISTRY).decode()
     if settings.worker_metrics_url:
         worker = await worker_metrics(settings.worker_metrics_url)
@@ -58,15 +58,15 @@ def _loopback(request: Request) -> bool:
         return False
 
 
-async def _authorise(request: Request, session: SessionDep, settings: Settings) -> None:
+async def _authorise(request: Request, uow: UnitOfWorkDep, settings: Settings) -> None:
     if settings.is_development and _loopback(request):
         return
     presented = bearer(request)
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
     if presented and token and hmac.compare_digest(presented.encode(), token.encode()):
         return
-    if presented and await authenticate(session, settings, presented) is not None:
-        await session.commit()
+    if presented and await authenticate(uow.session, settings, presented) is not None:
+        await uow.commit_now()  # the key's last use, before the worker's metrics are read
         return
     refuse(request, "Metrics need SSO_METRICS_TOKEN or an admin API key "
            "(Authorization: Bearer <token>)")

@@ -20,12 +20,19 @@ from api.cookies import (
     read_cookie,
     set_cookie,
 )
-from api.deps import CounterDep, SessionDep, SettingsDep, TemporalDep, client_ip
-from api.errors import ServiceUnavailable
+from api.deps import (
+    CounterDep,
+    SessionDep,
+    SettingsDep,
+    TemporalDep,
+    UnitOfWorkDep,
+    client_ip,
+)
 from api.pages import redirect, render_page, six_digits
 from api.services.reset import ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
 from core.addresses import rate_key
+from core.errors import ServiceUnavailable
 from core.passwords import PasswordPolicy, check_password
 from core.reset_caps import reset_link_hash
 from core.throttle import Counter
@@ -99,7 +106,6 @@ async def forgot_submit(
                              settings.reset_ttl)
     if wait is not None:
         reset.audit_refused_request(ip)
-        await db.commit()
         minutes = math.ceil(wait / 60)
         return render_page(request, "forgot", status_code=429, email=email, message=(
             f"Too many reset requests from your network. Try again in {minutes} minute"
@@ -125,7 +131,6 @@ async def forgot_submit(
         session_id = await sessions.create(
             "reset", None, settings.reset_ttl, workflow_id=stand_in,
             data=await reset.stand_in_state(stand_in, key, links_only))
-    await db.commit()
     response = redirect("/sso/reset?sent=1")
     set_cookie(response, settings, RESET_SESSION, session_id, max_age=settings.reset_ttl)
     set_cookie(response, settings, RESET_BROWSER, browser, max_age=timedelta(days=1))
@@ -147,6 +152,9 @@ async def new_password_refusal(password: str, confirm: str, totp: str,
 
 
 async def _current(request: Request, settings: SettingsDep, db: SessionDep) -> Current | None:
+    """This browser's reset session. A step commits right after (its last-seen time): no
+    write stays open while the counters (transactions of their own) and Temporal, whose
+    worker writes to the same database, are asked."""
     return await Sessions(settings, db).get(read_cookie(request, settings, RESET_SESSION), "reset")
 
 
@@ -167,8 +175,8 @@ async def reset_page(request: Request, settings: SettingsDep, db: SessionDep,
 
 @router.post("/reset", response_class=HTMLResponse)
 async def reset_submit(
-    request: Request, settings: SettingsDep, db: SessionDep, reset: ResetDep,
-    counter: CounterDep,
+    request: Request, settings: SettingsDep, db: SessionDep, uow: UnitOfWorkDep,
+    reset: ResetDep, counter: CounterDep,
     code: Annotated[str, Form(max_length=20)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
     confirm: Annotated[str, Form(max_length=1024)] = "",
@@ -179,6 +187,7 @@ async def reset_submit(
     current = await _current(request, settings, db)
     if current is None:
         return redirect("/sso/forgot")
+    await uow.commit_now()  # see _current
     min_length = settings.password_min_length
     if not csrf_ok(request, settings, csrf):
         return _page(request, min_length, FORM_PROBLEM, status_code=400)
@@ -202,12 +211,10 @@ async def reset_submit(
     except ServiceUnavailable:
         return unavailable(request)
     await answer_no_sooner(started)
-    if not result.ok:
-        await db.commit()  # a stand-in session keeps its attempt count
+    if not result.ok:  # committed all the same: a stand-in session keeps its attempt count
         return _page(request, min_length, result.message, problems=result.problems,
                      status_code=400)
     await Sessions(settings, db).revoke(read_cookie(request, settings, RESET_SESSION))
-    await db.commit()
     response = redirect("/sso/login?notice=reset")
     clear_cookie(response, settings, RESET_SESSION)
     return response
@@ -215,19 +222,19 @@ async def reset_submit(
 
 @router.post("/reset/resend", response_class=HTMLResponse)
 async def reset_resend(
-    request: Request, settings: SettingsDep, db: SessionDep, reset: ResetDep,
-    csrf: Annotated[str, Form(max_length=200)] = "",
+    request: Request, settings: SettingsDep, db: SessionDep, uow: UnitOfWorkDep,
+    reset: ResetDep, csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     current = await _current(request, settings, db)
     if current is None:
         return redirect("/sso/forgot")
+    await uow.commit_now()  # see _current
     if not csrf_ok(request, settings, csrf):
         return _page(request, settings.password_min_length, FORM_PROBLEM, status_code=400)
     try:
         notice = await reset.resend(current, client_ip(request))
     except ServiceUnavailable:
         return unavailable(request)
-    await db.commit()
     return _page(request, settings.password_min_length, notice=notice)
 
 
@@ -283,7 +290,6 @@ async def reset_link_submit(
         return _link_page(request, min_length, token, message=result.message,
                           problems=result.problems, status_code=400)
     await Sessions(settings, db).revoke(read_cookie(request, settings, RESET_SESSION))
-    await db.commit()
     response = redirect("/sso/login?notice=reset")
     clear_cookie(response, settings, RESET_SESSION)
     return response

@@ -15,7 +15,6 @@ from starlette.background import BackgroundTask
 
 from api.cookies import CSRF, SETUP_SESSION, csrf_ok, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
-from api.errors import ServiceUnavailable
 from api.pages import redirect, render_page, six_digits
 from api.services.setup_steps import (
     BoundSetup,
@@ -25,6 +24,7 @@ from api.services.setup_steps import (
     StepInDoubt,
     StepRefused,
 )
+from core.errors import ServiceUnavailable
 from workflows.sso_setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress
 
 router = APIRouter(prefix="/sso/setup", tags=["pages"], include_in_schema=False)

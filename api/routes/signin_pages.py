@@ -73,7 +73,6 @@ async def login_submit(
     if result.outcome == "needs_totp":
         pending = await sessions.create("mfa", result.account.staff_id, MFA_WINDOW,
                                         data={"return_to": target or "", "attempts": 0})
-        await db.commit()
         response = redirect("/sso/login/mfa")
         set_cookie(response, settings, PENDING_MFA, pending, max_age=MFA_WINDOW)
         return response
@@ -86,7 +85,6 @@ async def _signed_in(request: Request, settings: SettingsDep, sessions: Sessions
     # A brand-new id at every sign-in: nothing set before it can be fixed on the person.
     session_id = await sessions.create("signin", staff_id, settings.session_max_ttl,  # type: ignore[arg-type]
                                        data={"method": method})
-    await sessions.db.commit()
     response = redirect(target or "/sso/account")
     set_cookie(response, settings, SIGNIN_SESSION, session_id, max_age=settings.session_max_ttl)
     clear_cookie(response, settings, PENDING_MFA)
@@ -128,13 +126,11 @@ async def mfa_submit(
                                 "totp")
     if result.outcome == "restart" or attempts + 1 >= MFA_ATTEMPTS:
         await sessions.revoke(pending_id)
-        await db.commit()
         response = _login(request, None, message="Too many incorrect codes. Please sign in again.",
                           status_code=401)
         clear_cookie(response, settings, PENDING_MFA)
         return response
     pending.row.data = {**pending.row.data, "attempts": attempts + 1}
-    await db.commit()
     return render_page(request, "login_mfa", status_code=401, message=(
         "That code didn't match, or it was already used. Enter the newest code from your "
         "authenticator app."))
@@ -162,7 +158,6 @@ async def logout(request: Request, settings: SettingsDep, db: SessionDep,
     if current is not None and current.row.staff_id is not None:
         audit.record(db, actor=f"staff:{current.row.staff_id}", action="sign_out",
                      outcome="success", target=str(current.row.staff_id), ip=client_ip(request))
-    await db.commit()
     response = redirect("/sso/login?notice=signed_out")
     clear_cookie(response, settings, SIGNIN_SESSION)
     return response

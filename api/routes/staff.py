@@ -45,7 +45,6 @@ async def create_staff(
     data: StaffCreate, request: Request, session: SessionDep, actor: AdminDep
 ) -> StaffPublic:
     staff = await staff_service.create_staff(session, data, actor, client_ip(request))
-    await session.commit()
     return StaffPublic.model_validate(staff)
 
 

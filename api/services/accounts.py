@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import NotFound
 from api.services.staff import get_staff
 from core import audit
 from core.accounts import account_for, revoke_sessions
+from core.errors import NotFound
 from core.models import EntraLink, utcnow
 from core.reset_caps import clear as clear_wrong_reset_codes
 
@@ -26,7 +26,7 @@ class AccountAdmin:
         count = await revoke_sessions(self.db, staff.id, utcnow())
         audit.record(self.db, actor=actor, action="sessions.revoke", outcome="success",
                      target=str(staff.id), ip=ip, sessions_revoked=count)
-        await self.db.commit()
+        await self.db.flush()
         return count
 
     async def unlock(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> None:
@@ -42,7 +42,7 @@ class AccountAdmin:
         was["wrong_reset_codes"] = await clear_wrong_reset_codes(self.db, str(account.id))
         audit.record(self.db, actor=actor, action="account.unlock", outcome="success",
                      target=str(staff.id), ip=ip, **was)
-        await self.db.commit()
+        await self.db.flush()
 
     async def unlink_entra(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> EntraLink:
         """Remove the link; the Microsoft account no longer signs this person in. Sessions made
@@ -56,5 +56,5 @@ class AccountAdmin:
         audit.record(self.db, actor=actor, action="entra.unlinked", outcome="success",
                      target=str(staff.id), ip=ip, tenant_id=link.tenant_id,
                      object_id=link.object_id, sessions_revoked=count)
-        await self.db.commit()
+        await self.db.flush()
         return link

@@ -26,7 +26,6 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api.errors import ServiceUnavailable
 from api.services.sessions import Current, Sessions
 from api.services.temporal import (
     UNAVAILABLE,
@@ -39,6 +38,7 @@ from core import audit, metrics
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
+from core.errors import ServiceUnavailable
 from core.models import AccountStatus, EntraLink, SsoAccount, utcnow
 from core.sealing import entra_context, seal
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
@@ -113,28 +113,33 @@ class EntraSignOn:
                 "intent": start.intent, "via": start.via, "link_id": start.link_id,
                 "setup_run_id": start.setup_run_id, "return_to": start.return_to,
                 "sealed": self._keyring.seal(secrets_blob, PURPOSE.encode())})
-        await self.db.commit()
+        await self.db.flush()
         return request.url, session_id
 
-    async def finish(self, session_id: str | None, state: str, code: str, error: str,
+    async def claim(self, session_id: str | None) -> Current | None:
+        """The session waiting for this callback, revoked: single use, whatever happens next.
+        The caller commits before it goes on, so a replayed callback finds nothing."""
+        sessions = Sessions(self.settings, self.db)
+        pending = await sessions.get(session_id, PURPOSE)
+        if pending is not None:
+            await sessions.revoke(session_id)
+        return pending
+
+    async def finish(self, pending: Current | None, state: str, code: str, error: str,
                      ip: str | None, signed_in: Current | None) -> EntraResult:
+        """`pending` is what `claim` returned (and the caller committed)."""
         try:
-            result = await self._finish(session_id, state, code, error, ip, signed_in)
+            result = await self._finish(pending, state, code, error, ip, signed_in)
         except ServiceUnavailable:
             metrics.sign_in("entra_refused", "unavailable")
             raise
         metrics.sign_in(f"entra_{result.kind}", result.reason)
         return result
 
-    async def _finish(self, session_id: str | None, state: str, code: str, error: str,
+    async def _finish(self, pending: Current | None, state: str, code: str, error: str,
                       ip: str | None, signed_in: Current | None) -> EntraResult:
-        sessions = Sessions(self.settings, self.db)
-        pending = await sessions.get(session_id, PURPOSE)
         if pending is None:
             return refused("expired")
-        # Single use, whatever happens next: a replayed callback finds nothing.
-        await sessions.revoke(session_id)
-        await self.db.commit()
         data = pending.row.data
         try:
             opened = json.loads(self._keyring.unseal(str(data.get("sealed", "")),
@@ -171,7 +176,7 @@ class EntraSignOn:
             identity = await self.provider.redeem(grant)
         except EntraRefused as exc:
             self._audit_signin_failure(None, ip, exc.reason)
-            await self.db.commit()
+            await self.db.flush()
             return refused(exc.reason, exc.message)
         except EntraUnavailable as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
@@ -179,13 +184,13 @@ class EntraSignOn:
             EntraLink.tenant_id == identity.tenant_id, EntraLink.object_id == identity.object_id))
         if link is None:
             self._audit_signin_failure(None, ip, "unlinked", tenant_id=identity.tenant_id)
-            await self.db.commit()
+            await self.db.flush()
             return refused("unlinked")
         account = await self.db.scalar(select(SsoAccount).where(
             SsoAccount.staff_id == link.staff_id))
         if account is not None and account.status == AccountStatus.disabled.value:
             self._audit_signin_failure(link.staff_id, ip, "account_disabled")
-            await self.db.commit()
+            await self.db.flush()
             return refused("account_disabled")
         now = utcnow()
         link.last_sign_in_at = now
@@ -193,7 +198,7 @@ class EntraSignOn:
             account.last_sign_in_at = now
         audit.record(self.db, actor=f"staff:{link.staff_id}", action="sign_in.success",
                      outcome="success", target=str(link.staff_id), ip=ip, method="entra")
-        await self.db.commit()
+        await self.db.flush()
         return EntraResult("signed_in", staff_id=link.staff_id)
 
     def _audit_signin_failure(self, staff_id: uuid.UUID | None, ip: str | None, reason: str,

@@ -23,7 +23,6 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from api.schemas import CodeStatus, EmailDelivery, EntraLinkInfo, SsoEmailSent, SsoStatus
 from api.services.staff import get_staff, shown_state
 from api.services.temporal import (
@@ -35,6 +34,8 @@ from api.services.temporal import (
 )
 from core import audit
 from core.accounts import MAX_FAILURES
+from core.db import UnitOfWork
+from core.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from core.models import (
     AccountStatus,
     DeliveryState,
@@ -78,6 +79,7 @@ class Onboarding:
     settings: Settings
     session: AsyncSession
     temporal: TemporalGateway
+    uow: UnitOfWork
     timeout: float = 10.0
 
     async def send_email(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> SsoEmailSent:
@@ -99,7 +101,8 @@ class Onboarding:
         self.session.add(setup)
         audit.record(self.session, actor=actor, action="sso_email.requested", outcome="accepted",
                      target=str(staff.id), ip=ip, workflow_id=workflow_id)
-        await self.session.commit()
+        # The flow's first activity reads this row: it must exist before the flow starts.
+        await self.uow.commit_now()
 
         retry = email_retry(self.settings)
         ttl = int(self.settings.setup_link_ttl.total_seconds())
@@ -157,7 +160,7 @@ class Onboarding:
         audit.record(self.session, actor=actor, action="sso_email.cancel",
                      outcome=outcome.state, target=str(staff.id), ip=ip,
                      workflow_id=workflow_id)
-        await self.session.commit()
+        await self.session.flush()
         return outcome
 
     async def status(self, staff_id: uuid.UUID) -> SsoStatus:
@@ -253,4 +256,5 @@ class Onboarding:
         await self.session.delete(setup)
         audit.record(self.session, actor=setup.requested_by, action="sso_email.start_failed",
                      outcome="failure", target=str(setup.staff_id), reason=reason)
-        await self.session.commit()
+        # Kept although the request answers with an error (which rolls back the rest).
+        await self.uow.commit_now()

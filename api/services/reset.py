@@ -32,11 +32,11 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import ServiceUnavailable
 from api.services.sessions import Current
 from api.services.temporal import UNAVAILABLE, WORKFLOW_TASK_TIMEOUT, connected, email_retry
 from core import audit, metrics
 from core.crypto import code_digest, token_hash
+from core.errors import ServiceUnavailable
 from core.models import AccountStatus, BrowserSession, ResetLink, SsoAccount, utcnow
 from core.reset_caps import (
     CODES_STOPPED,

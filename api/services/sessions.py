@@ -64,11 +64,11 @@ class Sessions:
         seen = row.last_seen_at or row.created_at
         if idle is not None and seen + idle <= now:
             row.revoked_at = now
-            await self.db.commit()
+            await self.db.flush()
             return None
         if now - seen >= TOUCH_EVERY:
             row.last_seen_at = now
-            await self.db.commit()
+            await self.db.flush()
         staff = await self.db.get(Staff, row.staff_id) if row.staff_id else None
         return Current(row, staff)
 

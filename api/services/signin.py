@@ -95,7 +95,7 @@ class SignIn:
                          reason=reason)
             if account is not None and claimed is not None:
                 self._locked_out(account, claimed, ip)
-            await self.db.commit()
+            await self.db.flush()
             metrics.sign_in("refused", reason)
             return SignInResult("refused")
         await self.counter.undo(ip_key, IP_WINDOW)
@@ -106,11 +106,11 @@ class SignIn:
             account.password_hash = await self.hashing.hash(password)
         if account.mfa_enabled_at is not None:
             await release_attempt(self.db, account.id, claimed)
-            await self.db.commit()
+            await self.db.flush()
             metrics.sign_in("needs_totp")
             return SignInResult("needs_totp", account)
         self._succeeded(account, now, ip, mfa=False)
-        await self.db.commit()
+        await self.db.flush()
         metrics.sign_in("signed_in")
         return SignInResult("signed_in", account)
 
@@ -134,11 +134,11 @@ class SignIn:
             audit.record(self.db, actor=f"staff:{account.staff_id}", action="sign_in.totp_failed",
                          outcome="failure", target=str(account.staff_id), ip=ip, reason=problem)
             self._locked_out(account, claimed, ip)
-            await self.db.commit()
+            await self.db.flush()
             metrics.sign_in("totp_refused", problem.replace(" ", "_"))
             return SignInResult("refused", account)
         self._succeeded(account, now, ip, mfa=True)
-        await self.db.commit()
+        await self.db.flush()
         metrics.sign_in("totp_signed_in")
         return SignInResult("signed_in", account)
 

@@ -10,10 +10,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import Conflict, NotFound
 from api.schemas import StaffCreate
 from core import audit
 from core.accounts import MAX_FAILURES
+from core.errors import Conflict, NotFound
 from core.models import (
     OPEN_SETUP_STATES,
     AccountStatus,

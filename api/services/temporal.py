@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import ServiceUnavailable
+from core.errors import ServiceUnavailable
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.common import WORKFLOW_TASK_TIMEOUT, EmailRetry

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from cli import DEV_TENANT_ID
+from core.devstack import DEV_TENANT_ID
 from tests.browser.screens import MARKS, Screen
 from tests.browser.steps import emailed_link, new_staff, open_start
 from tests.support.e2e import World, eventually, status

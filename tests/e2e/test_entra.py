@@ -28,9 +28,9 @@ import pytest_asyncio
 from sqlalchemy import update
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from cli import DEV_OTHER_TENANT_ID, DEV_TENANT_ID
 from core.codec import EncryptionCodec, keyring_from_settings
 from core.db import create_engine, session_factory
+from core.devstack import DEV_OTHER_TENANT_ID, DEV_TENANT_ID
 from core.models import BrowserSession, utcnow
 from tests.support.accounts import PASSWORD, Person, make_person
 from tests.support.config import make_settings

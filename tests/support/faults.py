@@ -1,7 +1,7 @@
 """The fault-test harness: the real stack as separate processes a test can break and mend.
 
 `sso dev` stops everything when any child dies, so these tests run the pieces themselves:
-Temporal's dev server on a SQLite file (`cli.temporal_cli()`), the worker (`python -m cli
+Temporal's dev server on a SQLite file (`core.devstack.temporal_cli()`), the worker (`python -m cli
 worker`) and the web app (`python -m cli api`), each a subprocess that can be killed, stopped
 and started again, plus an SMTP sink that can refuse connections or hold a message half
 delivered, and TCP proxies that can pause or cut a connection (worker to Temporal, everything
@@ -34,9 +34,8 @@ from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from cli import temporal_cli
 from core.codec import data_converter
-from core.search_attributes import ALL as SEARCH_ATTRIBUTES
+from core.devstack import api_command, temporal_cli, temporal_command, worker_command
 from core.settings import to_sync_url
 from tests.support.config import (
     TEST_ENCRYPTION_KEY,
@@ -307,24 +306,17 @@ class FaultStack:
     _clients: dict[int, Client] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        temporal_cmd = [
-            temporal_cli(), "server", "start-dev",
-            "--db-filename", str(self.data_dir / "temporal.db"),
-            "--ip", "127.0.0.1", "--port", str(self.temporal_port),
-            "--ui-port", str(self.ui_port), "--headless",
-            "--namespace", NAMESPACE, "--log-level", "warn",
-        ]
-        for attribute in SEARCH_ATTRIBUTES:
-            temporal_cmd += ["--search-attribute", f"{attribute.name}=Keyword"]
+        # SQLite's defaults (an fsync per write), as these tests have always run it.
+        temporal_cmd = temporal_command(self.data_dir, self.temporal_port, NAMESPACE,
+                                        ui_port=self.ui_port, headless=True, pragmas=())
         self.temporal = Proc("temporal", temporal_cmd, dict(self.env),
                              self.data_dir / "temporal.log")
         worker_env = dict(self.env)
         if self.worker_proxy is not None:
             worker_env["SSO_TEMPORAL_ADDRESS"] = f"127.0.0.1:{self.worker_proxy.port}"
-        self.worker = Proc("worker", [sys.executable, "-m", "cli", "worker"], worker_env,
+        self.worker = Proc("worker", worker_command([sys.executable]), worker_env,
                            self.data_dir / "worker.log")
-        self.api = Proc("api", [sys.executable, "-m", "cli", "api", "--host", "127.0.0.1",
-                                "--port", str(self.api_port)],
+        self.api = Proc("api", api_command("127.0.0.1", self.api_port, [sys.executable]),
                         dict(self.env), self.data_dir / "api.log")
 
     # -- addresses ------------------------------------------------------------------------

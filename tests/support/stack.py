@@ -25,16 +25,11 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from core.devstack import free_port, port_open
 from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = re.compile(r"\bssoak_[A-Za-z0-9_\-]+")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -49,12 +44,6 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for sock in socks:
             sock.close()
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 # --------------------------------------------------------------------------- SMTP sink

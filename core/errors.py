@@ -1,0 +1,43 @@
+"""Domain errors: what the service refuses, and why, in words for the person or client.
+
+They say nothing of HTTP: api/errors.py maps each to its HTTP answer, in one place, and the
+`sso` command prints their messages.
+"""
+
+from __future__ import annotations
+
+
+class SsoError(Exception):
+    """A request refused as it stands (bad input); the message says what to do instead."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(SsoError):
+    pass
+
+
+class Conflict(SsoError):
+    pass
+
+
+class ServiceUnavailable(SsoError):
+    """Something the service needs (Temporal, Microsoft, the database) did not answer in
+    time; trying again later may work."""
+
+    step_outcome = "unavailable"  # in the step latency metric
+
+
+class NotAuthenticated(SsoError):
+    pass
+
+
+class TooManyRequests(SsoError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+__all__ = ["Conflict", "NotAuthenticated", "NotFound", "ServiceUnavailable", "SsoError", "TooManyRequests"]
