@@ -222,8 +222,8 @@ class World:
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
         # What the refusals left in history (the patch markers of ignored link_opened
         # signals included) replays deterministically.
-        await Replayer(workflows=WORKFLOWS, data_converter=self.client.data_converter
-                       ).replay_workflow(await handle.fetch_history())
+        await Replayer(workflows=WORKFLOWS, data_converter=self.client.data_converter,
+                       namespace=self.client.namespace).replay_workflow(await handle.fetch_history())
 
 
 def _patch_version(event: HistoryEvent) -> bool:
