@@ -1,0 +1,80 @@
+"""core/codec.py binds each payload to its flow (namespace and workflow id in the AES-GCM
+associated data); a codec without a context reads a payload by the binding it names."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import ActivitySerializationContext, WorkflowSerializationContext
+
+from core.codec import BINDING, EncryptionCodec, is_unauthenticated, refusal
+from core.crypto import Keyring
+
+KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
+PLAIN = Payload(metadata={"encoding": b"json/plain"}, data=b'{"ip": null}')
+NOW = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def codec(unbound_until: datetime | None = None) -> EncryptionCodec:
+    return EncryptionCodec(Keyring.from_b64([KEY]), unbound_until, now=lambda: NOW)
+
+
+def flow(workflow_id: str, namespace: str = "default",
+         unbound_until: datetime | None = None) -> EncryptionCodec:
+    return codec(unbound_until).with_context(WorkflowSerializationContext(namespace, workflow_id))
+
+
+def reason(payload: Payload) -> str:
+    assert is_unauthenticated(payload)
+    return payload.metadata["unauthenticated-reason"].decode()
+
+
+@pytest.mark.asyncio
+async def test_a_payload_decodes_only_in_the_flow_it_was_made_for() -> None:
+    [sealed] = await flow("sso-setup-a").encode([PLAIN])
+    assert sealed.metadata[BINDING] == b"default/sso-setup-a"
+    assert flow("sso-setup-a").decode_one(sealed) == PLAIN
+    assert reason(flow("sso-setup-b").decode_one(sealed)) == "made for another flow"
+    assert reason(flow("sso-setup-a", namespace="other").decode_one(sealed)) \
+        == "made for another flow"
+    # Renaming the binding in the metadata does not move it: the ciphertext says otherwise.
+    sealed.metadata[BINDING] = b"default/sso-setup-b"
+    assert is_unauthenticated(flow("sso-setup-b").decode_one(sealed))
+
+
+@pytest.mark.asyncio
+async def test_an_activity_shares_its_workflows_binding() -> None:
+    activity = codec().with_context(ActivitySerializationContext(
+        namespace="default", workflow_id="sso-setup-a", workflow_type="SsoSetup",
+        activity_type="close_setup", activity_id="1", activity_task_queue="sso",
+        is_local=False))
+    [sealed] = await activity.encode([PLAIN])
+    assert flow("sso-setup-a").decode_one(sealed) == PLAIN
+    assert is_unauthenticated(flow("sso-setup-b").decode_one(sealed))
+
+
+@pytest.mark.asyncio
+async def test_without_a_context_the_named_binding_is_read() -> None:
+    """The Temporal UI's codec endpoint and sso audit boundary know no workflow id."""
+    [sealed] = await flow("sso-setup-a").encode([PLAIN])
+    assert codec().decode_one(sealed) == PLAIN
+
+
+@pytest.mark.asyncio
+async def test_unbound_payloads_are_believed_only_inside_the_window() -> None:
+    [unbound] = await codec().encode([PLAIN])
+    assert BINDING not in unbound.metadata
+    assert reason(flow("sso-setup-a").decode_one(unbound)) == "not bound to a flow"
+    assert is_unauthenticated(flow("sso-setup-a", unbound_until=NOW).decode_one(unbound))
+    assert flow("sso-setup-a", unbound_until=NOW + timedelta(seconds=1)).decode_one(
+        unbound) == PLAIN
+    assert codec().decode_one(unbound) == PLAIN  # read only: ops and the audit
+
+
+def test_the_refusal_says_why() -> None:
+    assert refusal("made for another flow") == (
+        "Refused a payload encrypted with this deployment's key but made for another flow")
+    assert "not encrypted" in refusal("authentication failed")
