@@ -418,7 +418,7 @@ async def test_every_step_is_retried_within_seconds_when_its_worker_dies(
         assert (await flow.set_password()).ok
         await flow.wait_for_code(1)
         assert (await flow.confirm("digest-1")).ok
-        assert (await flow.update("skip_mfa")).ok
+        assert (await flow.update("skip_mfa", StepRequest())).ok
         assert await flow.handle.result() == SetupOutcome(state="active")
         history = await flow.handle.fetch_history()
     scheduled = {
