@@ -78,3 +78,27 @@ def test_the_refusal_says_why() -> None:
     assert refusal("made for another flow") == (
         "Refused a payload encrypted with this deployment's key but made for another flow")
     assert "not encrypted" in refusal("authentication failed")
+
+
+async def test_the_boundary_audit_names_a_payload_copied_from_another_flow() -> None:
+    """A copied signal is dropped by the worker but stays in history: `sso audit boundary`
+    checks it against the flow it sits in, as the worker did."""
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.api.history.v1 import HistoryEvent
+
+    from core.boundary_audit import IDENTITY_PREFIX, findings
+
+    [copied] = await flow("sso-setup-a").encode([PLAIN])
+    [own] = await flow("sso-setup-b").encode([PLAIN])
+    events = []
+    for payload in (copied, own):
+        event = HistoryEvent(event_type=EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
+        signal = event.workflow_execution_signaled_event_attributes
+        signal.signal_name = "link_opened"
+        signal.identity = f"1@host {IDENTITY_PREFIX}web"
+        signal.input.payloads.append(payload)
+        events.append(event)
+    found = findings(codec().bound_to("default", "sso-setup-b"), "sso-setup-b", "r", events)
+    assert [(f.what, f.why) for f in found] == [(
+        "signal link_opened",
+        "payload encrypted with this deployment's key but made for another flow")]
