@@ -152,7 +152,7 @@ def cmd_audit_boundary(_args: argparse.Namespace) -> None:
 
 async def _audit_boundary(settings: Settings) -> list[str]:
     from core.boundary_audit import entra_links, unbacked_changes
-    from core.codec import EncryptionCodec, keyring_from_settings
+    from core.codec import codec as make_codec
     from core.db import create_engine, session_factory
     from core.temporal_client import connect
 
@@ -167,7 +167,7 @@ async def _audit_boundary(settings: Settings) -> list[str]:
               f"oid {link.object_id} via {link.via} by {link.actor} from {link.ip or '-'}"
               + ("" if link.still_linked else " (no longer linked)") for link in links]
     client = await connect(settings, role="cli")
-    codec = EncryptionCodec(keyring_from_settings(settings))
+    codec = make_codec(settings)
     changes = [change async for change in unbacked_changes(client, codec)]
     lines.append(f"Flow changes with no web request behind them (retained histories): "
                  f"{len(changes)}")

@@ -22,7 +22,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from core.codec import EncryptionCodec, is_unauthenticated
+from core.codec import CONTEXT_REASONS, REASON, EncryptionCodec, is_unauthenticated
 from core.models import AuditEvent, EntraLink
 from core.temporal_client import IDENTITY_PREFIX
 
@@ -81,6 +81,9 @@ def _payload_problem(codec: EncryptionCodec, payloads: Sequence[Payload]) -> str
     for payload in payloads:
         decoded = codec.decode_one(payload)
         if is_unauthenticated(decoded):
+            reason = decoded.metadata.get(REASON, b"").decode(errors="replace")
+            if reason in CONTEXT_REASONS:
+                return f"payload encrypted with this deployment's key but {reason}"
             return "payload not encrypted with this deployment's key"
     return None
 
@@ -128,5 +131,7 @@ async def unbacked_changes(client: Client, codec: EncryptionCodec) -> AsyncItera
     async for execution in client.list_workflows(query):
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
         history = await handle.fetch_history()
-        for finding in findings(codec, execution.id, execution.run_id, history.events):
+        # Checked as the worker checks it: a payload made for another flow is not this one's.
+        bound = codec.bound_to(client.namespace, execution.id)
+        for finding in findings(bound, execution.id, execution.run_id, history.events):
             yield finding

@@ -314,3 +314,13 @@ class RateCounter(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[datetime]
     count: Mapped[int] = mapped_column(default=0)
+
+
+class DeploymentFact(Base):
+    """A moment in this deployment's life that later code needs to know (e.g. when payloads
+    started to be bound to their flow), recorded by the migration that brought it."""
+
+    __tablename__ = "deployment_facts"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AwareDatetime, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.addresses import Networks, parse_networks
@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     temporal_tls_cert: Path | None = None
     temporal_tls_key: Path | None = None
     temporal_api_key: SecretStr | None = None
+    # Payloads from before they were bound to their flow (core/codec.py) are believed until
+    # then: set it past the end of the last flow running at that deploy.
+    temporal_unbound_until: AwareDatetime | None = None
 
     public_url: str = "http://localhost:8000"
     brand_name: str = "agentOS"

@@ -11,6 +11,7 @@ from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from core.codec import data_converter
+from core.deployment import unbound_payloads_until
 from core.settings import Settings
 
 # Every client of ours names itself so in the events it causes (`sso audit boundary` flags
@@ -38,7 +39,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None,
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=data_converter(settings),
+        data_converter=data_converter(settings, await unbound_payloads_until(settings)),
         runtime=runtime,
         tls=tls_config(settings),
         api_key=api_key.get_secret_value() if api_key is not None else None,

@@ -12,7 +12,8 @@ from api.cookies import SIGNIN_SESSION, read_cookie
 from api.deps import SettingsDep, UnitOfWorkDep, bearer, refuse
 from api.services.sessions import Sessions
 from core.admin_keys import authenticate
-from core.codec import REASON, EncryptionCodec, is_unauthenticated, keyring_from_settings
+from core.codec import REASON, is_unauthenticated, refusal
+from core.codec import codec as make_codec
 from core.errors import SsoError
 
 router = APIRouter(prefix="/codec", tags=["ops"])
@@ -41,7 +42,7 @@ async def _apply(request: Request, settings: SettingsDep, encode: bool) -> Respo
         payloads = json_format.Parse(await request.body(), Payloads())
     except json_format.ParseError as exc:
         raise SsoError("Body must be a JSON Payloads message") from exc
-    codec = EncryptionCodec(keyring_from_settings(settings))
+    codec = make_codec(settings)
     if encode:
         result = await codec.encode(list(payloads.payloads))
     else:
@@ -56,7 +57,7 @@ def _shown(payload: Payload) -> Payload:
     if not is_unauthenticated(payload):
         return payload
     reason = payload.metadata.get(REASON, b"").decode(errors="replace")
-    text = f"unauthenticated payload: not encrypted with this deployment's key ({reason})"
+    text = f"unauthenticated payload: {refusal(reason).removeprefix('Refused a payload ')}"
     return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(text).encode())
 
 

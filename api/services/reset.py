@@ -33,7 +33,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.services.sessions import Current
-from api.services.temporal import UNAVAILABLE, WORKFLOW_TASK_TIMEOUT, connected, email_retry
+from api.services.temporal import (
+    UNAVAILABLE,
+    WORKFLOW_TASK_TIMEOUT,
+    clear_forged_run,
+    connected,
+    email_retry,
+)
 from core import audit, metrics
 from core.crypto import code_digest, token_hash
 from core.errors import ServiceUnavailable
@@ -128,6 +134,8 @@ class ResetSteps:
         async with metrics.timed_step("reset_request") as timing:
             try:
                 async with asyncio.timeout(self._timeout):
+                    await clear_forged_run(client, workflow_id, "PasswordReset",
+                                           self.settings.task_queue)
                     result = await client.execute_update_with_start_workflow(
                         "request_code", CodeRequest(ip=ip, browser=browser,
                                                     links_only=links_only),

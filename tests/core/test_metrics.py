@@ -197,7 +197,8 @@ async def test_setup_to_active_is_counted_on_both_sides(stack: Stack,
     history = await stack.env.client.get_workflow_handle(workflow_id).fetch_history()
     buffer = MetricBuffer(1000)
     replayer = Replayer(workflows=[SsoSetupWorkflow], runtime=Runtime(
-        telemetry=TelemetryConfig(metrics=buffer)), data_converter=data_converter(stack.settings))
+        telemetry=TelemetryConfig(metrics=buffer)), data_converter=data_converter(stack.settings),
+        namespace=stack.env.client.namespace)
     await replayer.replay_workflow(history)
     assert [u.metric.name for u in buffer.retrieve_updates()
             if u.metric.name.startswith("sso_")] == []

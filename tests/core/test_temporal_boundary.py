@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
@@ -31,7 +32,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import RawValue, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
@@ -40,7 +41,7 @@ from core.codec import data_converter
 from core.sealing import password_context, seal
 from tests.support.config import TEST_SEAL_PUBLIC_KEY, make_settings
 from tests.support.temporal_stand_ins import Stand
-from workflows.common import EmailRetry, StepResult
+from workflows.common import EmailRetry, StepRequest, StepResult
 from workflows.entra_link import EntraLinkInput, EntraLinkWorkflow, LinkOutcome, LinkRequest
 from workflows.notices import PasswordChangedNoticeWorkflow
 from workflows.password_reset import CodeRequest, PasswordResetInput, PasswordResetWorkflow
@@ -222,8 +223,8 @@ class World:
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
         # What the refusals left in history (the patch markers of ignored link_opened
         # signals included) replays deterministically.
-        await Replayer(workflows=WORKFLOWS, data_converter=self.client.data_converter
-                       ).replay_workflow(await handle.fetch_history())
+        await Replayer(workflows=WORKFLOWS, data_converter=self.client.data_converter,
+                       namespace=self.client.namespace).replay_workflow(await handle.fetch_history())
 
 
 def _patch_version(event: HistoryEvent) -> bool:
@@ -428,3 +429,73 @@ async def test_a_forged_run_no_worker_of_ours_runs_is_cleared_before_the_real_fl
             id=f"sso-setup-{staff}", task_queue=w.queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
         await w.until(setup, "email_sent")
+
+
+async def test_a_reset_flow_forged_on_another_queue_is_cleared_before_the_real_flow(
+        temporal_dev_env: WorkflowEnvironment) -> None:
+    """As above, for `password-reset-<account>`: the reset request ends the forged run and
+    starts the real flow (before, it asked the forged run and waited for an answer)."""
+    from types import SimpleNamespace
+
+    from api.services.reset import ResetSteps
+    from core.temporal_client import TemporalGateway
+
+    async with world(temporal_dev_env) as w:
+        settings = make_settings(task_queue=w.queue)
+        account = SimpleNamespace(id=uuid.uuid4(), staff_id=uuid.uuid4())
+        wid = f"password-reset-{account.id}"
+        await w.intruders["keyless"].start_workflow(
+            "PasswordReset", args=FORGED_START["PasswordReset"], id=wid,
+            task_queue="elsewhere")
+        steps = ResetSteps(settings, SimpleNamespace(add=lambda _: None),  # type: ignore[arg-type]
+                           TemporalGateway(settings, client=w.client))
+        assert await steps.request_code(account, "person@example.com", IP,  # type: ignore[arg-type]
+                                        "browser", links_only=False) == "sent"
+        described = await w.client.get_workflow_handle(wid).describe()
+        assert (described.task_queue, described.status) == (
+            w.queue, WorkflowExecutionStatus.RUNNING)
+
+
+async def test_a_request_copied_from_another_flows_history_is_refused(
+        temporal_dev_env: WorkflowEnvironment) -> None:
+    """Whoever reads histories (ciphertext only) copies the web app's encrypted `cancel` and
+    `skip_mfa` of one person's flow, and its start, into another person's flow byte for
+    byte: each payload is bound to the flow it was made for (core/codec.py)."""
+    async with world(temporal_dev_env) as w:
+        keyless = w.intruders["keyless"]
+        cancelled, skipped = await w.setup("code_sent"), await w.setup("mfa_pending")
+        await cancelled.execute_update("cancel", EndRequest("admin-key:a"),
+                                       result_type=SetupOutcome)
+        await skipped.execute_update("skip_mfa", StepRequest(ip=IP), result_type=StepResult)
+        copied = {name: await _update_payload(keyless, flow.id, name)
+                  for name, flow in (("cancel", cancelled), ("skip_mfa", skipped))}
+        victim = await w.setup("mfa_pending")
+        before = await w.snapshot(victim)
+        for name, payload in copied.items():
+            await refused(keyless.get_workflow_handle(victim.id).execute_update(
+                name, RawValue(payload)))
+        await w.unchanged(victim, before)
+        assert (await victim.query("progress"))["step"] == "mfa_pending"
+
+        started = next(e for e in (await keyless.get_workflow_handle(skipped.id)
+                                   .fetch_history()).events
+                       if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED)
+        wid = f"sso-setup-{uuid.uuid4()}"
+        await keyless.start_workflow("SsoSetup", RawValue(
+            started.workflow_execution_started_event_attributes.input.payloads[0]),
+            id=wid, task_queue=w.queue)
+        with pytest.raises(WorkflowFailureError) as failed:
+            async with asyncio.timeout(20):
+                await w.client.get_workflow_handle(wid).result()
+        assert "made for another flow" in str(failed.value.cause)
+
+
+async def _update_payload(client: Client, workflow_id: str, name: str) -> Payload:
+    for event in (await client.get_workflow_handle(workflow_id).fetch_history()).events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+            if request.input.name == name:
+                [payload] = request.input.args.payloads
+                assert payload.metadata["encoding"] == b"binary/encrypted"
+                return payload
+    raise AssertionError(f"no {name} in {workflow_id}")

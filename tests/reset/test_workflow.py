@@ -967,7 +967,8 @@ async def test_ten_wrong_codes_in_a_flow_stop_codes_and_email_a_link(
         assert await flow.handle.result() == ResetOutcome(state="reset")
         # The new commands replay deterministically (histories from 980d269: tests/replay).
         await Replayer(workflows=[PasswordResetWorkflow, PasswordChangedNoticeWorkflow],
-                       data_converter=env.client.data_converter).replay_workflow(
+                       data_converter=env.client.data_converter,
+                       namespace=env.client.namespace).replay_workflow(
             await flow.handle.fetch_history())
     [reset] = fake.resets
     assert (reset.link_digest, reset.code_flow) == ("link-hash", None)
