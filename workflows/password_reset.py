@@ -334,7 +334,7 @@ class PasswordResetWorkflow:
         try:
             result = await workflow.execute_activity(
                 "send_code",
-                SendCodeInput(setup_id="", staff_id=self._input.staff_id,
+                SendCodeInput(staff_id=self._input.staff_id,
                               workflow_id=workflow.info().workflow_id, purpose=RESET_PURPOSE,
                               code_ttl_seconds=self._input.code_ttl_seconds),
                 result_type=SendCodeResult,
