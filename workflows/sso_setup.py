@@ -21,15 +21,15 @@ with workflow.unsafe.imports_passed_through():
         AuditInput,
         CloseSetupInput,
         SendCodeInput,
-        SendCodeResult,
         SendSetupEmailInput,
         SendSetupEmailResult,
         StaffStepInput,
         StorePasswordInput,
-        StorePasswordResult,
         VerifyTotpInput,
-        VerifyTotpResult,
     )
+    from activities.setup_steps import SetupStepActivities
+    from activities.shared import SharedActivities
+    from activities.sso_setup import SetupActivities
     from core import metrics
     from core.search_attributes import SSO_STEP
     from workflows.codes import CodeRules, EmailedCode
@@ -42,15 +42,6 @@ with workflow.unsafe.imports_passed_through():
         required,
     )
 
-SEND_EMAIL = "send_setup_email"
-CLOSE_SETUP = "close_setup"
-STORE_PASSWORD = "store_password"  # noqa: S105 (an activity name)
-SEND_CODE = "send_code"
-CONFIRM_EMAIL = "confirm_email"
-VERIFY_TOTP = "verify_totp"
-ACTIVATE = "activate_account"
-RECORD_AUDIT = "record_audit"
-RECORD_LINK_OPENED = "record_link_opened"
 LINK_OPENED_DETAILS = "The person opened the link and is choosing a password"
 
 FINAL_STATES = {"expired", "superseded", "cancelled", "failed", "active"}
@@ -229,8 +220,8 @@ class SsoSetupWorkflow:
     async def _send_email(self) -> SendSetupEmailResult | None:
         retry = self._input.email_retry
         info = workflow.info()
-        send = workflow.start_activity(
-            SEND_EMAIL,
+        send = workflow.start_activity_method(
+            SetupActivities.send_setup_email,
             SendSetupEmailInput(
                 setup_id=self._input.setup_id,
                 staff_id=self._input.staff_id,
@@ -238,7 +229,6 @@ class SsoSetupWorkflow:
                 run_id=info.run_id,
                 link_ttl_seconds=self._input.link_ttl_seconds,
             ),
-            result_type=SendSetupEmailResult,
             start_to_close_timeout=retry.attempt_timeout(),
             schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
             retry_policy=self._email_retry_policy(),
@@ -261,8 +251,8 @@ class SsoSetupWorkflow:
         if self._outcome is not None:
             return
         self._outcome = SetupOutcome(state=state, reason=request.reason)
-        await workflow.execute_activity(
-            CLOSE_SETUP,
+        await workflow.execute_activity_method(
+            SetupActivities.close_setup,
             CloseSetupInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
                             run_id=workflow.info().run_id, state=state, reason=request.reason,
                             actor=request.actor),
@@ -297,14 +287,13 @@ class SsoSetupWorkflow:
             if self._step == "email_sent":
                 self._move_to("link_opened", LINK_OPENED_DETAILS)
             info = workflow.info()
-            result = await workflow.execute_activity(
-                STORE_PASSWORD,
+            result = await workflow.execute_activity_method(
+                SetupStepActivities.store_password,
                 StorePasswordInput(
                     setup_id=self._input.setup_id, staff_id=self._input.staff_id,
                     workflow_id=info.workflow_id, run_id=info.run_id, link_id=request.link_id,
                     sealed_password=request.sealed_password, session_hash=request.session_hash,
                     session_ttl_seconds=self._input.setup_ttl_seconds, ip=request.ip),
-                result_type=StorePasswordResult,
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=5,
                                          non_retryable_error_types=["BadSeal"]),
@@ -355,8 +344,9 @@ class SsoSetupWorkflow:
         self._busy = True
         try:
             self._code.use()
-            await workflow.execute_activity(
-                CONFIRM_EMAIL, self._step_input(request.ip), start_to_close_timeout=STEP_TIMEOUT,
+            await workflow.execute_activity_method(
+                SetupStepActivities.confirm_email, self._step_input(request.ip),
+                start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=DB_RETRY, summary="Mark the email verified; prepare MFA")
             self._move_to("mfa_pending", "Account confirmed; waiting for the person to set "
                           "up MFA or skip it")
@@ -392,12 +382,12 @@ class SsoSetupWorkflow:
     async def complete_mfa(self, request: TotpRequest) -> StepResult:
         self._busy = True
         try:
-            result = await workflow.execute_activity(
-                VERIFY_TOTP,
+            result = await workflow.execute_activity_method(
+                SetupStepActivities.verify_totp,
                 VerifyTotpInput(staff_id=self._input.staff_id,
                                 workflow_id=workflow.info().workflow_id,
                                 sealed_code=request.sealed_code, ip=request.ip),
-                result_type=VerifyTotpResult, start_to_close_timeout=STEP_TIMEOUT,
+                start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=5,
                                          non_retryable_error_types=["BadSeal", "AccountMissing"]),
                 summary="Check the authenticator code")
@@ -437,8 +427,8 @@ class SsoSetupWorkflow:
                            "authenticator app and enter its code.", "MfaRequired")
 
     async def _activate(self, mfa: bool, ip: str | None) -> None:
-        await workflow.execute_activity(
-            ACTIVATE,
+        await workflow.execute_activity_method(
+            SetupStepActivities.activate_account,
             ActivateInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
                           workflow_id=workflow.info().workflow_id, mfa=mfa, ip=ip),
             start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
@@ -456,12 +446,11 @@ class SsoSetupWorkflow:
 
     async def _deliver_code(self, number: int) -> None:
         try:
-            result = await workflow.execute_activity(
-                SEND_CODE,
+            result = await workflow.execute_activity_method(
+                SharedActivities.send_code,
                 SendCodeInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
                               workflow_id=workflow.info().workflow_id, purpose=CODE_PURPOSE,
                               code_ttl_seconds=self._input.code_ttl_seconds),
-                result_type=SendCodeResult,
                 start_to_close_timeout=self._input.email_retry.attempt_timeout(),
                 schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
                 retry_policy=self._email_retry_policy(),
@@ -493,8 +482,8 @@ class SsoSetupWorkflow:
                               workflow_id=workflow.info().workflow_id, ip=ip)
 
     async def _audit(self, action: str, outcome: str, ip: str | None, **details: str) -> None:
-        await workflow.execute_activity(
-            RECORD_AUDIT,
+        await workflow.execute_activity_method(
+            SharedActivities.record_audit,
             AuditInput(actor=f"staff:{self._input.staff_id}", action=action, outcome=outcome,
                        target=self._input.staff_id, details=details, ip=ip),
             start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
@@ -547,8 +536,9 @@ class SsoSetupWorkflow:
                 or self._outcome is not None:
             return
         self._move_to("link_opened", LINK_OPENED_DETAILS)
-        await workflow.execute_activity(
-            RECORD_LINK_OPENED, self._step_input(request.ip if request else None),
+        await workflow.execute_activity_method(
+            SetupStepActivities.record_link_opened,
+            self._step_input(request.ip if request else None),
             start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=DB_RETRY, summary="Record that the link was opened")
 
