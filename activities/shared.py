@@ -32,43 +32,59 @@ class SharedActivities(SecretActivities):
         async with self._sessions() as session:
             staff = await session.get(Staff, staff_id)
             if staff is None:
-                raise ApplicationError("staff member no longer exists", non_retryable=True,
-                                       type="StaffNotFound")
-            claim = await self._requests.claim(session, CODE_TEMPLATES[data.purpose], staff_id,
-                                               new_email_code)
+                raise ApplicationError(
+                    "staff member no longer exists", non_retryable=True, type="StaffNotFound"
+                )
+            claim = await self._requests.claim(
+                session, CODE_TEMPLATES[data.purpose], staff_id, new_email_code
+            )
             if claim.accepted:
                 # An earlier attempt's email was accepted and recorded; its answer was lost.
                 assert claim.row.digest is not None and claim.row.accepted_at is not None
-                return SendCodeResult(code_digest=claim.row.digest,
-                                      sent_at=claim.row.accepted_at)
-            digest = code_digest(self._settings.secret_key.get_secret_value(), data.purpose,
-                                 data.workflow_id, claim.secret)
+                return SendCodeResult(code_digest=claim.row.digest, sent_at=claim.row.accepted_at)
+            digest = code_digest(
+                self._settings.secret_key.get_secret_value(), data.purpose, data.workflow_id, claim.secret
+            )
             claim.row.digest = digest
             self._requests.hand_over(claim)
             email = render_email(
-                CODE_TEMPLATES[data.purpose], to=staff.external_email_1,
-                brand=self._settings.brand_name, first_name=staff.first_name,
-                code=claim.secret, ttl_words=ttl_words(data.code_ttl_seconds),
-                support_email=self._settings.support_email)
+                CODE_TEMPLATES[data.purpose],
+                to=staff.external_email_1,
+                brand=self._settings.brand_name,
+                first_name=staff.first_name,
+                code=claim.secret,
+                ttl_words=ttl_words(data.code_ttl_seconds),
+                support_email=self._settings.support_email,
+            )
             await session.commit()
         claim.secret = ""
         try:
             await self._requests.send(self._sessions, self._sender, claim, email)
         except PermanentEmailError as exc:
-            raise ApplicationError(str(exc), non_retryable=True,
-                                   type="PermanentEmailError") from exc
+            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
         # Server clock, like the workflow's: the code's lifetime counts from the hand-over.
         sent_at = clock.now()
 
         async def record_sent() -> None:
             async with self._sessions() as session:
                 if data.setup_id:  # "" in inputs scheduled before setup_id was optional
-                    await move_setup(session, data.setup_id, SetupState.code_sent, utcnow(),
-                                     only_from={SetupState.password_set, SetupState.code_sent})
+                    await move_setup(
+                        session,
+                        data.setup_id,
+                        SetupState.code_sent,
+                        utcnow(),
+                        only_from={SetupState.password_set, SetupState.code_sent},
+                    )
                 await self._requests.accepted(session, claim, sent_at)
-                audit.record(session, actor="system", action="code.issued", outcome="success",
-                             target=data.staff_id, purpose=data.purpose,
-                             workflow_id=data.workflow_id)
+                audit.record(
+                    session,
+                    actor="system",
+                    action="code.issued",
+                    outcome="success",
+                    target=data.staff_id,
+                    purpose=data.purpose,
+                    workflow_id=data.workflow_id,
+                )
                 await session.commit()
 
         # The code is out: failing now would make Temporal email it again.

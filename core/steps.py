@@ -29,12 +29,23 @@ class SetupState(StrEnum):
         return self in OPEN_SETUP_STATES
 
 
-OPEN_SETUP_STATES = frozenset({
-    SetupState.sending_email, SetupState.email_sent, SetupState.link_opened,
-    SetupState.password_set, SetupState.code_sent, SetupState.mfa_pending,
-})
+OPEN_SETUP_STATES = frozenset(
+    {
+        SetupState.sending_email,
+        SetupState.email_sent,
+        SetupState.link_opened,
+        SetupState.password_set,
+        SetupState.code_sent,
+        SetupState.mfa_pending,
+    }
+)
 # Where a flow ends; `active` is the good one.
-FINAL_SETUP_STATES = frozenset({
-    SetupState.active, SetupState.expired, SetupState.superseded, SetupState.cancelled,
-    SetupState.failed,
-})
+FINAL_SETUP_STATES = frozenset(
+    {
+        SetupState.active,
+        SetupState.expired,
+        SetupState.superseded,
+        SetupState.cancelled,
+        SetupState.failed,
+    }
+)
