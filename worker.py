@@ -15,6 +15,7 @@ from activities.email_delivery import MeteredSender, build_sender
 from activities.entra_link import EntraActivities
 from activities.password_reset import ResetActivities
 from activities.setup_steps import SetupStepActivities
+from activities.shared import SharedActivities
 from activities.sso_setup import SetupActivities
 from core.codec import keyring_from_settings
 from core.db import create_engine, session_factory
@@ -36,6 +37,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     keyring = keyring_from_settings(settings)
     setup = SetupActivities(settings, sessions, sender, keyring)
     steps = SetupStepActivities(settings, sessions, sender, keyring)
+    shared = SharedActivities(settings, sessions, sender, keyring)
     reset = ResetActivities(settings, sessions, sender, keyring)
     entra = EntraActivities(settings, sessions, sender, keyring)
     return Worker(
@@ -48,8 +50,9 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
                    EntraLinkWorkflow],
         activities=[
             setup.send_setup_email, setup.close_setup,
-            steps.store_password, steps.send_code, steps.confirm_email, steps.verify_totp,
-            steps.activate_account, steps.record_audit, steps.record_link_opened,
+            steps.store_password, steps.confirm_email, steps.verify_totp,
+            steps.activate_account, steps.record_link_opened,
+            shared.send_code, shared.record_audit,
             reset.reset_password, reset.send_password_changed, reset.count_wrong_reset_code,
             reset.send_reset_link,
             entra.verify_entra_grant, entra.link_entra_identity, entra.send_entra_linked,

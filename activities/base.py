@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from temporalio.exceptions import ApplicationError
 
 from activities.email_delivery import EmailSender, PermanentEmailError, record_after_send
+from activities.inputs import AuditInput
 from activities.send_requests import AttemptClock, SendRequests
+from core import audit
 from core.crypto import DecryptionError, Keyring
 from core.db import SessionFactory
 from core.passwords import Hasher, hashing_pool
@@ -62,6 +64,12 @@ class SecretActivities:
                 await session.commit()
 
         await record_after_send(record_sent)
+
+    async def _audit(self, data: AuditInput) -> None:
+        async with self._sessions() as session:
+            audit.record(session, actor=data.actor, action=data.action, outcome=data.outcome,
+                         target=data.target, ip=data.ip, **data.details)
+            await session.commit()
 
     def _unseal(self, sealed: str, context: bytes) -> str:
         """Open a value the web app sealed to the workers' key."""

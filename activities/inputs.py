@@ -56,11 +56,12 @@ class StorePasswordResult:
 
 @dataclass
 class SendCodeInput:
-    setup_id: str
     staff_id: str
     workflow_id: str
     purpose: str
     code_ttl_seconds: int
+    # The setup whose row moves to code_sent once the code is out; None outside a setup.
+    setup_id: str | None = None
 
 
 @dataclass

@@ -12,23 +12,17 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.base import SecretActivities
-from activities.email_delivery import PermanentEmailError, record_after_send
 from activities.inputs import (
     ActivateInput,
     AuditInput,
-    SendCodeInput,
-    SendCodeResult,
     StaffStepInput,
     StorePasswordInput,
     StorePasswordResult,
     VerifyTotpInput,
     VerifyTotpResult,
 )
-from activities.send_requests import AttemptClock
-from activities.sso_setup import ttl_words
 from core import audit
 from core.accounts import totp_accepted
-from core.crypto import code_digest, new_email_code
 from core.models import (
     OPEN_SETUP_STATES,
     AccountStatus,
@@ -42,10 +36,8 @@ from core.models import (
 )
 from core.passwords import PasswordPolicy, password_problems, personal_words
 from core.sealing import password_context, totp_context
-from core.templating import render_email
 from core.totp import matching_step, new_secret, totp_aad
 
-CODE_TEMPLATES = {"setup": "verification_code", "reset": "password_reset_code"}
 LINK_GONE = ("This link is no longer valid. Ask your administrator to send you a new "
              "Single Sign-On email.")
 
@@ -105,7 +97,7 @@ class SetupStepActivities(SecretActivities):
                 id_hash=data.session_hash, staff_id=staff_id, purpose="setup",
                 workflow_id=data.workflow_id, run_id=data.run_id,
                 expires_at=now + timedelta(seconds=data.session_ttl_seconds)))
-            await _move_setup(session, data.setup_id, SetupState.password_set, now)
+            await move_setup(session, data.setup_id, SetupState.password_set, now)
             audit.record(session, actor=f"staff:{data.staff_id}", action="sso_setup.password_set",
                          outcome="success", target=data.staff_id, ip=data.ip,
                          workflow_id=data.workflow_id)
@@ -118,66 +110,13 @@ class SetupStepActivities(SecretActivities):
         the setup shows `link_opened`, recorded once (a retry, or a step already past it,
         changes nothing)."""
         async with self._sessions() as session:
-            moved = await _move_setup(session, data.setup_id, SetupState.link_opened, utcnow(),
-                                      only_from={SetupState.email_sent})
+            moved = await move_setup(session, data.setup_id, SetupState.link_opened, utcnow(),
+                                     only_from={SetupState.email_sent})
             if moved:
                 audit.record(session, actor=f"staff:{data.staff_id}",
                              action="sso_setup.link_opened", outcome="success",
                              target=data.staff_id, ip=data.ip, workflow_id=data.workflow_id)
             await session.commit()
-
-    @activity.defn(name="send_code")
-    async def send_code(self, data: SendCodeInput) -> SendCodeResult:
-        """A six-digit code, emailed; only its keyed digest is returned. Minted once per send
-        request: a retry emails the same code (both copies work), "Send a new code" is a new
-        request and a new code."""
-        clock = AttemptClock()
-        staff_id = uuid.UUID(data.staff_id)
-        async with self._sessions() as session:
-            staff = await session.get(Staff, staff_id)
-            if staff is None:
-                raise ApplicationError("staff member no longer exists", non_retryable=True,
-                                       type="StaffNotFound")
-            claim = await self._requests.claim(session, CODE_TEMPLATES[data.purpose], staff_id,
-                                               new_email_code)
-            if claim.accepted:
-                # An earlier attempt's email was accepted and recorded; its answer was lost.
-                assert claim.row.digest is not None and claim.row.accepted_at is not None
-                return SendCodeResult(code_digest=claim.row.digest,
-                                      sent_at=claim.row.accepted_at)
-            digest = code_digest(self._settings.secret_key.get_secret_value(), data.purpose,
-                                 data.workflow_id, claim.secret)
-            claim.row.digest = digest
-            self._requests.hand_over(claim)
-            email = render_email(
-                CODE_TEMPLATES[data.purpose], to=staff.external_email_1,
-                brand=self._settings.brand_name, first_name=staff.first_name,
-                code=claim.secret, ttl_words=ttl_words(data.code_ttl_seconds),
-                support_email=self._settings.support_email)
-            await session.commit()
-        claim.secret = ""
-        try:
-            await self._requests.send(self._sessions, self._sender, claim, email)
-        except PermanentEmailError as exc:
-            raise ApplicationError(str(exc), non_retryable=True,
-                                   type="PermanentEmailError") from exc
-        # Server clock, like the workflow's: the code's lifetime counts from the hand-over.
-        sent_at = clock.now()
-
-        async def record_sent() -> None:
-            async with self._sessions() as session:
-                if data.setup_id:
-                    await _move_setup(session, data.setup_id, SetupState.code_sent, utcnow(),
-                                      only_from={SetupState.password_set, SetupState.code_sent})
-                await self._requests.accepted(session, claim, sent_at)
-                audit.record(session, actor="system", action="code.issued", outcome="success",
-                             target=data.staff_id, purpose=data.purpose,
-                             workflow_id=data.workflow_id)
-                await session.commit()
-
-        # The code is out: failing now would make Temporal email it again.
-        await record_after_send(record_sent)
-        return SendCodeResult(code_digest=digest, sent_at=sent_at)
 
     @activity.defn(name="confirm_email")
     async def confirm_email(self, data: StaffStepInput) -> None:
@@ -201,7 +140,7 @@ class SetupStepActivities(SecretActivities):
                 account.totp_secret_encrypted = self._keyring.seal(secret.encode(),
                                                                    totp_aad(staff_id))
                 account.totp_last_step = None
-            await _move_setup(session, data.setup_id, SetupState.mfa_pending, now)
+            await move_setup(session, data.setup_id, SetupState.mfa_pending, now)
             if not retried:
                 audit.record(session, actor=f"staff:{data.staff_id}",
                              action="sso_setup.email_confirmed", outcome="success",
@@ -261,7 +200,7 @@ class SetupStepActivities(SecretActivities):
                 account.mfa_enabled_at = account.mfa_enabled_at or now
             elif account.mfa_enabled_at is None:
                 account.totp_secret_encrypted = None  # never enrolled: keep no secret around
-            await _move_setup(session, data.setup_id, SetupState.active, now)
+            await move_setup(session, data.setup_id, SetupState.active, now)
             if not retried:  # else a retry of an attempt that committed: recorded already
                 audit.record(session, actor=actor,
                              action="mfa.enrolled" if data.mfa else "mfa.skipped",
@@ -272,19 +211,9 @@ class SetupStepActivities(SecretActivities):
                              mfa=data.mfa)
             await session.commit()
 
-    @activity.defn(name="record_audit")
-    async def record_audit(self, data: AuditInput) -> None:
-        await self._audit(data)
 
-    async def _audit(self, data: AuditInput) -> None:
-        async with self._sessions() as session:
-            audit.record(session, actor=data.actor, action=data.action, outcome=data.outcome,
-                         target=data.target, ip=data.ip, **data.details)
-            await session.commit()
-
-
-async def _move_setup(session: AsyncSession, setup_id: str, state: SetupState, now: datetime,
-                      only_from: set[SetupState] | None = None) -> bool:
+async def move_setup(session: AsyncSession, setup_id: str, state: SetupState, now: datetime,
+                     only_from: set[SetupState] | None = None) -> bool:
     """Whether the setup moved (it only moves from the `only_from` states)."""
     allowed = only_from or set(OPEN_SETUP_STATES)
     moved = await session.execute(

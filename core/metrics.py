@@ -50,7 +50,7 @@ _SAFE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 def label(value: str | None) -> str:
     if not value:
         return "none"
-    return value if _SAFE.fullmatch(value) else "other"
+    return str(value) if _SAFE.fullmatch(value) else "other"
 
 
 # -- on the worker: flows (workflow code only) ---------------------------------------------

@@ -22,6 +22,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# The setup steps live in core/steps.py (workflows import them); re-exported for the tables.
+from core.steps import OPEN_SETUP_STATES as OPEN_SETUP_STATES
+from core.steps import SetupState as SetupState
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -48,31 +52,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
-
-
-class SetupState(StrEnum):
-    not_started = "not_started"
-    sending_email = "sending_email"
-    email_sent = "email_sent"
-    link_opened = "link_opened"
-    password_set = "password_set"  # noqa: S105 (a state name)
-    code_sent = "code_sent"
-    mfa_pending = "mfa_pending"
-    active = "active"
-    expired = "expired"
-    superseded = "superseded"
-    cancelled = "cancelled"
-    failed = "failed"
-
-    @property
-    def is_open(self) -> bool:
-        return self in OPEN_SETUP_STATES
-
-
-OPEN_SETUP_STATES = frozenset({
-    SetupState.sending_email, SetupState.email_sent, SetupState.link_opened,
-    SetupState.password_set, SetupState.code_sent, SetupState.mfa_pending,
-})
 
 
 class DeliveryState(StrEnum):

@@ -15,22 +15,19 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.entra_link import EntraActivities
     from activities.inputs import (
         AuditInput,
         EntraLinkedNoticeInput,
         LinkEntraInput,
-        LinkEntraResult,
-        VerifiedEntra,
         VerifyEntraInput,
     )
+    from activities.shared import SharedActivities
     from core import metrics
     from core.search_attributes import SSO_STEP
     from workflows.common import DB_RETRY, ENTRA_TIMEOUT, STEP_TIMEOUT, EmailRetry, required
+    from workflows.sso_setup import SsoSetupWorkflow
 
-VERIFY = "verify_entra_grant"
-LINK = "link_entra_identity"
-NOTIFY = "send_entra_linked"
-RECORD_AUDIT = "record_audit"
 VIA = {"setup_link", "session"}
 UNAVAILABLE = "Microsoft isn't answering right now. Please try again in a few minutes."
 # A flow closes once idle; one started without a link request closes after this.
@@ -127,10 +124,10 @@ class EntraLinkWorkflow:
         self._move_to("verifying", f"Checking a Microsoft sign-in (via {request.via})")
         workflow_id = workflow.info().workflow_id
         try:
-            identity = await workflow.execute_activity(
-                VERIFY, VerifyEntraInput(workflow_id=workflow_id,
-                                         sealed_grant=request.sealed_grant),
-                result_type=VerifiedEntra, start_to_close_timeout=ENTRA_TIMEOUT,
+            identity = await workflow.execute_activity_method(
+                EntraActivities.verify_entra_grant,
+                VerifyEntraInput(workflow_id=workflow_id, sealed_grant=request.sealed_grant),
+                start_to_close_timeout=ENTRA_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=3,
                                          non_retryable_error_types=["BadSeal", "EntraRefused"]),
                 summary="Redeem the code, check the ID token, ask Graph")
@@ -139,11 +136,12 @@ class EntraLinkWorkflow:
             self._move_to("refused", f"Microsoft sign-in refused: {reason}")
             await self._audit(request, "entra.link_refused", reason)
             return LinkOutcome(ok=False, reason=reason, message=message)
-        result = await workflow.execute_activity(
-            LINK, LinkEntraInput(staff_id=self._input.staff_id, workflow_id=workflow_id,
-                                 identity=identity, via=request.via, actor=request.actor,
-                                 ip=request.ip, link_id=request.link_id),
-            result_type=LinkEntraResult, start_to_close_timeout=STEP_TIMEOUT,
+        result = await workflow.execute_activity_method(
+            EntraActivities.link_entra_identity,
+            LinkEntraInput(staff_id=self._input.staff_id, workflow_id=workflow_id,
+                           identity=identity, via=request.via, actor=request.actor,
+                           ip=request.ip, link_id=request.link_id),
+            start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=DB_RETRY, summary="Record the link")
         if not result.ok:
             self._move_to("refused", f"Link refused: {result.reason}")
@@ -164,7 +162,7 @@ class EntraLinkWorkflow:
         handle = workflow.get_external_workflow_handle(request.setup_workflow_id,
                                                        run_id=request.setup_run_id)
         try:
-            await handle.signal("entra_linked", request.actor)
+            await handle.signal(SsoSetupWorkflow.entra_linked, request.actor)
         except ApplicationError:
             # That setup already ended (expired or superseded): the link itself stands.
             workflow.logger.info("setup flow had already ended")
@@ -172,8 +170,9 @@ class EntraLinkWorkflow:
     async def _notify(self, notice: EntraLinkedNoticeInput) -> None:
         retry = self._input.email_retry
         try:
-            await workflow.execute_activity(
-                NOTIFY, notice, start_to_close_timeout=retry.attempt_timeout(),
+            await workflow.execute_activity_method(
+                EntraActivities.send_entra_linked, notice,
+                start_to_close_timeout=retry.attempt_timeout(),
                 schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
                 retry_policy=retry.policy(),
                 summary="Tell the person a Microsoft account was linked")
@@ -181,8 +180,8 @@ class EntraLinkWorkflow:
             workflow.logger.warning("the link notice could not be delivered")
 
     async def _audit(self, request: LinkRequest, action: str, reason: str) -> None:
-        await workflow.execute_activity(
-            RECORD_AUDIT,
+        await workflow.execute_activity_method(
+            SharedActivities.record_audit,
             AuditInput(actor=request.actor, action=action, outcome="failure",
                        target=self._input.staff_id, ip=request.ip,
                        details={"reason": reason, "via": request.via}),

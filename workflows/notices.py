@@ -8,6 +8,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import NoticeInput
+    from activities.password_reset import ResetActivities
     from workflows.common import EmailRetry, required
 
 
@@ -20,8 +21,8 @@ class PasswordChangedNoticeWorkflow:
     async def run(self, notice: NoticeInput | None = None,
                   retry: EmailRetry | None = None) -> None:
         notice, retry = required(notice, "This start"), required(retry, "This start")
-        await workflow.execute_activity(
-            "send_password_changed", notice,
+        await workflow.execute_activity_method(
+            ResetActivities.send_password_changed, notice,
             start_to_close_timeout=retry.attempt_timeout(),
             schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
             retry_policy=retry.policy(),

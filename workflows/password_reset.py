@@ -28,19 +28,18 @@ with workflow.unsafe.imports_passed_through():
         AuditInput,
         NoticeInput,
         ResetPasswordInput,
-        ResetPasswordResult,
         SendCodeInput,
-        SendCodeResult,
         SendResetLinkInput,
-        SendResetLinkResult,
         WrongResetCodeInput,
-        WrongResetCodeResult,
     )
+    from activities.password_reset import ResetActivities
+    from activities.shared import SharedActivities
     from core import metrics
     from core.reset_caps import CODES_STOPPED, LINK_SENT
     from core.search_attributes import SSO_STEP
     from workflows.codes import CODE_ATTEMPTS, CodeRules, EmailedCode
     from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry, StepResult, required
+    from workflows.notices import PasswordChangedNoticeWorkflow
 
 RESET_PURPOSE = "reset"
 FINAL_STEPS = {"completed", "expired"}
@@ -208,9 +207,8 @@ class PasswordResetWorkflow:
                 data.code_flow = workflow.info().run_id
                 data.flow_limit = self._input.wrong_code_flow_limit
                 data.day_limit = self._input.wrong_code_day_limit
-            result = await workflow.execute_activity(
-                "reset_password", data,
-                result_type=ResetPasswordResult, start_to_close_timeout=STEP_TIMEOUT,
+            result = await workflow.execute_activity_method(
+                ResetActivities.reset_password, data, start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=5,
                                          non_retryable_error_types=["BadSeal", "AccountMissing"]),
                 summary="Check and store the new password; sign out every session")
@@ -228,7 +226,7 @@ class PasswordResetWorkflow:
             self._done = True
             self._move_to("completed", "Password changed; all sessions signed out")
             await workflow.start_child_workflow(
-                "PasswordChangedNotice",
+                PasswordChangedNoticeWorkflow.run,
                 args=[NoticeInput(staff_id=self._input.staff_id, changed_at=workflow.now()),
                       self._input.email_retry],
                 id=f"password-changed-{self._input.account_id}-{workflow.uuid4()}",
@@ -256,15 +254,15 @@ class PasswordResetWorkflow:
                           message: str | None) -> StepResult:
         """Counted against the flow's and the account's caps; the one that reaches a cap stops
         codes for every browser and emails the person a link."""
-        counted = await workflow.execute_activity(
-            "count_wrong_reset_code",
+        counted = await workflow.execute_activity_method(
+            ResetActivities.count_wrong_reset_code,
             WrongResetCodeInput(staff_id=self._input.staff_id,
                                 account_id=self._input.account_id,
                                 flow=workflow.info().run_id,
                                 flow_limit=self._input.wrong_code_flow_limit,
                                 day_limit=self._input.wrong_code_day_limit,
                                 attempts_left=attempts_left, ip=request.ip),
-            result_type=WrongResetCodeResult, start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=timedelta(seconds=30),
             retry_policy=DB_RETRY, summary="Count a wrong reset code")
         if counted.stopped:
             self._stop_codes()
@@ -332,12 +330,11 @@ class PasswordResetWorkflow:
     async def _deliver(self, number: int, code: EmailedCode | None = None) -> None:
         code = code or self._code
         try:
-            result = await workflow.execute_activity(
-                "send_code",
-                SendCodeInput(setup_id="", staff_id=self._input.staff_id,
+            result = await workflow.execute_activity_method(
+                SharedActivities.send_code,
+                SendCodeInput(staff_id=self._input.staff_id,
                               workflow_id=workflow.info().workflow_id, purpose=RESET_PURPOSE,
                               code_ttl_seconds=self._input.code_ttl_seconds),
-                result_type=SendCodeResult,
                 start_to_close_timeout=self._input.email_retry.attempt_timeout(),
                 schedule_to_close_timeout=timedelta(
                     seconds=self._input.email_retry.window_seconds),
@@ -355,13 +352,13 @@ class PasswordResetWorkflow:
         """A link in place of a code. The browser's code slot only keeps the throttle: no
         digest, so no code from it ever matches."""
         try:
-            result = await workflow.execute_activity(
-                "send_reset_link",
+            result = await workflow.execute_activity_method(
+                ResetActivities.send_reset_link,
                 SendResetLinkInput(account_id=self._input.account_id,
                                    staff_id=self._input.staff_id,
                                    workflow_id=workflow.info().workflow_id,
                                    link_ttl_seconds=self._input.link_ttl_seconds),
-                result_type=SendResetLinkResult, start_to_close_timeout=timedelta(seconds=60),
+                start_to_close_timeout=timedelta(seconds=60),
                 schedule_to_close_timeout=timedelta(
                     seconds=self._input.email_retry.window_seconds),
                 retry_policy=self._input.email_retry.policy(),
@@ -376,8 +373,8 @@ class PasswordResetWorkflow:
         self._move_to("link_sent", "Reset link sent; codes have stopped for this account")
 
     async def _audit(self, action: str, ip: str | None, **details: str) -> None:
-        await workflow.execute_activity(
-            "record_audit",
+        await workflow.execute_activity_method(
+            SharedActivities.record_audit,
             AuditInput(actor=f"staff:{self._input.staff_id}", action=action, outcome="failure",
                        target=self._input.staff_id, details=details, ip=ip),
             start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,

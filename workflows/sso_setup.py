@@ -21,17 +21,18 @@ with workflow.unsafe.imports_passed_through():
         AuditInput,
         CloseSetupInput,
         SendCodeInput,
-        SendCodeResult,
         SendSetupEmailInput,
         SendSetupEmailResult,
         StaffStepInput,
         StorePasswordInput,
-        StorePasswordResult,
         VerifyTotpInput,
-        VerifyTotpResult,
     )
+    from activities.setup_steps import SetupStepActivities
+    from activities.shared import SharedActivities
+    from activities.sso_setup import SetupActivities
     from core import metrics
     from core.search_attributes import SSO_STEP
+    from core.steps import FINAL_SETUP_STATES, SetupState
     from workflows.codes import CodeRules, EmailedCode
     from workflows.common import (
         DB_RETRY,
@@ -42,20 +43,10 @@ with workflow.unsafe.imports_passed_through():
         required,
     )
 
-SEND_EMAIL = "send_setup_email"
-CLOSE_SETUP = "close_setup"
-STORE_PASSWORD = "store_password"  # noqa: S105 (an activity name)
-SEND_CODE = "send_code"
-CONFIRM_EMAIL = "confirm_email"
-VERIFY_TOTP = "verify_totp"
-ACTIVATE = "activate_account"
-RECORD_AUDIT = "record_audit"
-RECORD_LINK_OPENED = "record_link_opened"
 LINK_OPENED_DETAILS = "The person opened the link and is choosing a password"
 
-FINAL_STATES = {"expired", "superseded", "cancelled", "failed", "active"}
-PASSWORD_STEPS = {"email_sent", "link_opened"}
-CODE_STEPS = {"password_set", "code_sent"}
+PASSWORD_STEPS = {SetupState.email_sent, SetupState.link_opened}
+CODE_STEPS = {SetupState.password_set, SetupState.code_sent}
 TOTP_ATTEMPTS = 10
 CODE_PURPOSE = "setup"
 SETUP_ENDED = ("This setup has ended. Ask your administrator to send you a new Single Sign-On "
@@ -152,13 +143,13 @@ class SsoSetupWorkflow:
     @workflow.init
     def __init__(self, data: SsoSetupInput | None = None) -> None:
         self._input = data = required(data, "This start")
-        self._step = "sending_email"
+        self._step = SetupState.sending_email
         self._open_step = self._step  # where the flow stood before it ended, for metrics
         self._step_since = workflow.now()
         self._link_expires_at: datetime | None = None
         self._setup_expires_at: datetime | None = None
         self._email_attempts = 0
-        self._end: tuple[str, EndRequest] | None = None
+        self._end: tuple[SetupState, EndRequest] | None = None
         self._outcome: SetupOutcome | None = None
         # One step at a time: a second page submit waits for the first to finish.
         self._busy = False
@@ -179,7 +170,7 @@ class SsoSetupWorkflow:
         if sent is not None and self._end is None:
             self._link_expires_at = sent.link_expires_at
             self._email_attempts = sent.attempts
-            self._move_to("email_sent", f"Email sent to {sent.masked_email} at "
+            self._move_to(SetupState.email_sent, f"Email sent to {sent.masked_email} at "
                           f"{_hm(sent.sent_at)}; link expires {_hm(sent.link_expires_at)}")
             await self._wait_for_link(sent.link_expires_at)
             if self._link_used:
@@ -192,7 +183,7 @@ class SsoSetupWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         assert self._outcome is not None
         state = self._outcome.state
-        metrics.flow_ended(metrics.SETUP, "completed" if state == "active" else state,
+        metrics.flow_ended(metrics.SETUP, "completed" if state == SetupState.active else state,
                            self._open_step)
         return self._outcome
 
@@ -207,30 +198,30 @@ class SsoSetupWorkflow:
             # A password submitted just before expiry finishes first.
             await workflow.wait_condition(lambda: not self._busy)
             if not self._link_used and self._end is None:
-                await self._close("expired", EndRequest("system", "the setup link expired"))
+                await self._close(SetupState.expired, EndRequest("system", "the setup link expired"))
 
     async def _wait_for_completion(self) -> None:
         deadline = workflow.now() + timedelta(seconds=self._input.setup_ttl_seconds)
         self._setup_expires_at = deadline
         try:
             await workflow.wait_condition(
-                lambda: self._end is not None or self._step == "active",
+                lambda: self._end is not None or self._step == SetupState.active,
                 timeout=deadline - workflow.now(),
                 timeout_summary="Setup deadline",
             )
         except TimeoutError:
             await workflow.wait_condition(lambda: not self._busy)
-            if self._step != "active" and self._end is None:
-                await self._close("expired", EndRequest(
+            if self._step != SetupState.active and self._end is None:
+                await self._close(SetupState.expired, EndRequest(
                     "system", "setup was not finished in time after the link was used"))
-        if self._step == "active" and self._outcome is None:
-            self._outcome = SetupOutcome(state="active")
+        if self._step == SetupState.active and self._outcome is None:
+            self._outcome = SetupOutcome(state=SetupState.active)
 
     async def _send_email(self) -> SendSetupEmailResult | None:
         retry = self._input.email_retry
         info = workflow.info()
-        send = workflow.start_activity(
-            SEND_EMAIL,
+        send = workflow.start_activity_method(
+            SetupActivities.send_setup_email,
             SendSetupEmailInput(
                 setup_id=self._input.setup_id,
                 staff_id=self._input.staff_id,
@@ -238,7 +229,6 @@ class SsoSetupWorkflow:
                 run_id=info.run_id,
                 link_ttl_seconds=self._input.link_ttl_seconds,
             ),
-            result_type=SendSetupEmailResult,
             start_to_close_timeout=retry.attempt_timeout(),
             schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
             retry_policy=self._email_retry_policy(),
@@ -251,18 +241,18 @@ class SsoSetupWorkflow:
         try:
             return await send
         except ActivityError as err:
-            await self._close("failed", EndRequest("system", _failure_reason(err)))
+            await self._close(SetupState.failed, EndRequest("system", _failure_reason(err)))
             return None
 
     def _email_retry_policy(self) -> RetryPolicy:
         return self._input.email_retry.policy()
 
-    async def _close(self, state: str, request: EndRequest) -> None:
+    async def _close(self, state: SetupState, request: EndRequest) -> None:
         if self._outcome is not None:
             return
         self._outcome = SetupOutcome(state=state, reason=request.reason)
-        await workflow.execute_activity(
-            CLOSE_SETUP,
+        await workflow.execute_activity_method(
+            SetupActivities.close_setup,
             CloseSetupInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
                             run_id=workflow.info().run_id, state=state, reason=request.reason,
                             actor=request.actor),
@@ -273,9 +263,9 @@ class SsoSetupWorkflow:
         self._move_to(state, f"Ended: {state}" + (f" ({request.reason})"
                                                    if request.reason else ""))
 
-    def _move_to(self, step: str, details: str | None = None) -> None:
+    def _move_to(self, step: SetupState, details: str | None = None) -> None:
         self._step = step
-        if step not in FINAL_STATES:
+        if step not in FINAL_SETUP_STATES:
             self._open_step = step
         metrics.flow_step(metrics.SETUP, step)
         self._step_since = workflow.now()
@@ -288,23 +278,22 @@ class SsoSetupWorkflow:
     @workflow.update(name="set_password")
     async def set_password(self, request: SetPasswordRequest) -> StepResult:
         # The email can reach a fast reader before its activity's result reaches this flow.
-        await workflow.wait_condition(lambda: self._step != "sending_email")
+        await workflow.wait_condition(lambda: self._step != SetupState.sending_email)
         late = self._late_for_password()
         if late is not None:
             return StepResult(ok=False, step=self._step, message=late)
         self._busy = True
         try:
-            if self._step == "email_sent":
-                self._move_to("link_opened", LINK_OPENED_DETAILS)
+            if self._step == SetupState.email_sent:
+                self._move_to(SetupState.link_opened, LINK_OPENED_DETAILS)
             info = workflow.info()
-            result = await workflow.execute_activity(
-                STORE_PASSWORD,
+            result = await workflow.execute_activity_method(
+                SetupStepActivities.store_password,
                 StorePasswordInput(
                     setup_id=self._input.setup_id, staff_id=self._input.staff_id,
                     workflow_id=info.workflow_id, run_id=info.run_id, link_id=request.link_id,
                     sealed_password=request.sealed_password, session_hash=request.session_hash,
                     session_ttl_seconds=self._input.setup_ttl_seconds, ip=request.ip),
-                result_type=StorePasswordResult,
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=5,
                                          non_retryable_error_types=["BadSeal"]),
@@ -314,7 +303,7 @@ class SsoSetupWorkflow:
                 return StepResult(ok=False, step=self._step, message=result.message,
                                   problems=result.problems)
             self._link_used = True
-            self._move_to("password_set", "Password set; sending the verification code")
+            self._move_to(SetupState.password_set, "Password set; sending the verification code")
             if self._end is not None:
                 # Cancelled or superseded while the password was stored: send nothing more.
                 return StepResult(ok=False, step=self._step, message=SETUP_ENDED)
@@ -338,7 +327,7 @@ class SsoSetupWorkflow:
 
     @set_password.validator
     def _validate_set_password(self, request: SetPasswordRequest) -> None:
-        self._refuse_unless(PASSWORD_STEPS | {"sending_email"})
+        self._refuse_unless(PASSWORD_STEPS | {SetupState.sending_email})
         if self._link_expires_at is not None and workflow.now() >= self._link_expires_at:
             raise _refusal(LINK_EXPIRED, "LinkExpired")
         if not request.sealed_password.startswith("sealed1.") or not request.session_hash:
@@ -355,10 +344,11 @@ class SsoSetupWorkflow:
         self._busy = True
         try:
             self._code.use()
-            await workflow.execute_activity(
-                CONFIRM_EMAIL, self._step_input(request.ip), start_to_close_timeout=STEP_TIMEOUT,
+            await workflow.execute_activity_method(
+                SetupStepActivities.confirm_email, self._step_input(request.ip),
+                start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=DB_RETRY, summary="Mark the email verified; prepare MFA")
-            self._move_to("mfa_pending", "Account confirmed; waiting for the person to set "
+            self._move_to(SetupState.mfa_pending, "Account confirmed; waiting for the person to set "
                           "up MFA or skip it")
             return StepResult(ok=True, step=self._step)
         finally:
@@ -392,12 +382,12 @@ class SsoSetupWorkflow:
     async def complete_mfa(self, request: TotpRequest) -> StepResult:
         self._busy = True
         try:
-            result = await workflow.execute_activity(
-                VERIFY_TOTP,
+            result = await workflow.execute_activity_method(
+                SetupStepActivities.verify_totp,
                 VerifyTotpInput(staff_id=self._input.staff_id,
                                 workflow_id=workflow.info().workflow_id,
                                 sealed_code=request.sealed_code, ip=request.ip),
-                result_type=VerifyTotpResult, start_to_close_timeout=STEP_TIMEOUT,
+                start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=5,
                                          non_retryable_error_types=["BadSeal", "AccountMissing"]),
                 summary="Check the authenticator code")
@@ -411,7 +401,7 @@ class SsoSetupWorkflow:
 
     @complete_mfa.validator
     def _validate_complete_mfa(self, request: TotpRequest) -> None:
-        self._refuse_unless({"mfa_pending"})
+        self._refuse_unless({SetupState.mfa_pending})
         if self._totp_failures >= TOTP_ATTEMPTS:
             raise _refusal("Too many incorrect codes. Choose \"No thanks, I'll set it up later\" "
                            "and set up MFA after signing in.", "TooManyAttempts")
@@ -431,19 +421,19 @@ class SsoSetupWorkflow:
     @skip_mfa.validator
     def _validate_skip_mfa(self, request: StepRequest | None = None) -> None:
         required(request, "This step")
-        self._refuse_unless({"mfa_pending"})
+        self._refuse_unless({SetupState.mfa_pending})
         if self._input.mfa_required:
             raise _refusal("Administrators must set up MFA: scan the QR code with your "
                            "authenticator app and enter its code.", "MfaRequired")
 
     async def _activate(self, mfa: bool, ip: str | None) -> None:
-        await workflow.execute_activity(
-            ACTIVATE,
+        await workflow.execute_activity_method(
+            SetupStepActivities.activate_account,
             ActivateInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
                           workflow_id=workflow.info().workflow_id, mfa=mfa, ip=ip),
             start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
             summary="Activate the account" + (" with MFA" if mfa else " (MFA skipped)"))
-        self._move_to("active", "Single Sign-On is active" + (" with MFA" if mfa
+        self._move_to(SetupState.active, "Single Sign-On is active" + (" with MFA" if mfa
                                                               else "; MFA skipped for now"))
 
     # -- emailed codes --------------------------------------------------------------------
@@ -456,12 +446,11 @@ class SsoSetupWorkflow:
 
     async def _deliver_code(self, number: int) -> None:
         try:
-            result = await workflow.execute_activity(
-                SEND_CODE,
+            result = await workflow.execute_activity_method(
+                SharedActivities.send_code,
                 SendCodeInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
                               workflow_id=workflow.info().workflow_id, purpose=CODE_PURPOSE,
                               code_ttl_seconds=self._input.code_ttl_seconds),
-                result_type=SendCodeResult,
                 start_to_close_timeout=self._input.email_retry.attempt_timeout(),
                 schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
                 retry_policy=self._email_retry_policy(),
@@ -473,14 +462,14 @@ class SsoSetupWorkflow:
         if self._outcome is not None or not self._code.delivered(
                 number, result.code_digest, result.sent_at, workflow.now()):
             return
-        if self._step == "password_set":
+        if self._step == SetupState.password_set:
             assert self._code.sent_at is not None and self._code.expires_at is not None
-            self._move_to("code_sent", f"Verification code sent at {_hm(self._code.sent_at)}; "
+            self._move_to(SetupState.code_sent, f"Verification code sent at {_hm(self._code.sent_at)}; "
                           f"valid until {_hm(self._code.expires_at)}")
 
     # -- shared ---------------------------------------------------------------------------
 
-    def _refuse_unless(self, steps: set[str]) -> None:
+    def _refuse_unless(self, steps: set[SetupState]) -> None:
         if self._end is not None or self._outcome is not None:
             raise _refusal(SETUP_ENDED, "SetupEnded")
         if self._busy:
@@ -493,27 +482,27 @@ class SsoSetupWorkflow:
                               workflow_id=workflow.info().workflow_id, ip=ip)
 
     async def _audit(self, action: str, outcome: str, ip: str | None, **details: str) -> None:
-        await workflow.execute_activity(
-            RECORD_AUDIT,
+        await workflow.execute_activity_method(
+            SharedActivities.record_audit,
             AuditInput(actor=f"staff:{self._input.staff_id}", action=action, outcome=outcome,
                        target=self._input.staff_id, details=details, ip=ip),
             start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
             summary=f"Audit {action}")
 
-    async def _request_end(self, state: str, request: EndRequest) -> SetupOutcome:
+    async def _request_end(self, state: SetupState, request: EndRequest) -> SetupOutcome:
         self._end = (state, request)
         await workflow.wait_condition(lambda: self._outcome is not None
-                                      and self._step in FINAL_STATES)
+                                      and self._step in FINAL_SETUP_STATES)
         assert self._outcome is not None
         return self._outcome
 
     @workflow.update(name="cancel")
     async def cancel(self, request: EndRequest) -> SetupOutcome:
-        return await self._request_end("cancelled", request)
+        return await self._request_end(SetupState.cancelled, request)
 
     @workflow.update(name="supersede")
     async def supersede(self, request: EndRequest) -> SetupOutcome:
-        return await self._request_end("superseded", request)
+        return await self._request_end(SetupState.superseded, request)
 
     @cancel.validator
     def _validate_cancel(self, request: EndRequest) -> None:
@@ -542,13 +531,14 @@ class SsoSetupWorkflow:
             workflow.logger.warning("ignored a link_opened signal without a request")
             return
         # The email can reach a fast reader before its activity's result reaches this flow.
-        await workflow.wait_condition(lambda: self._step != "sending_email")
-        if self._step != "email_sent" or self._busy or self._end is not None \
+        await workflow.wait_condition(lambda: self._step != SetupState.sending_email)
+        if self._step != SetupState.email_sent or self._busy or self._end is not None \
                 or self._outcome is not None:
             return
-        self._move_to("link_opened", LINK_OPENED_DETAILS)
-        await workflow.execute_activity(
-            RECORD_LINK_OPENED, self._step_input(request.ip if request else None),
+        self._move_to(SetupState.link_opened, LINK_OPENED_DETAILS)
+        await workflow.execute_activity_method(
+            SetupStepActivities.record_link_opened,
+            self._step_input(request.ip if request else None),
             start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=DB_RETRY, summary="Record that the link was opened")
 
@@ -563,7 +553,7 @@ class SsoSetupWorkflow:
             return
         if self._step in PASSWORD_STEPS and not self._link_used and self._end is None \
                 and self._outcome is None:
-            self._end = ("active", EndRequest(actor, "linked to Microsoft Entra"))
+            self._end = (SetupState.active, EndRequest(actor, "linked to Microsoft Entra"))
 
     @workflow.query(name="status")
     def status(self) -> SetupStatus:

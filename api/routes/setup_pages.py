@@ -25,15 +25,16 @@ from api.services.setup_steps import (
     StepRefused,
 )
 from core.errors import ServiceUnavailable
+from core.steps import SetupState
 from workflows.sso_setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress
 
 router = APIRouter(prefix="/sso/setup", tags=["pages"], include_in_schema=False)
 
-STEP_PAGES = {
-    "password_set": "/sso/setup/confirm",
-    "code_sent": "/sso/setup/confirm",
-    "mfa_pending": "/sso/setup/mfa",
-    "active": "/sso/setup/done",
+STEP_PAGES: dict[str, str] = {
+    SetupState.password_set: "/sso/setup/confirm",
+    SetupState.code_sent: "/sso/setup/confirm",
+    SetupState.mfa_pending: "/sso/setup/mfa",
+    SetupState.active: "/sso/setup/done",
 }
 FORM_PROBLEM = "This form has expired. Reload the page and try again."
 
@@ -141,7 +142,7 @@ async def resend_submit(
 async def mfa_page(request: Request, steps: StepsDep) -> Response:
     async def step(bound: BoundSetup) -> Response:
         progress = await steps.progress(bound)
-        if progress.step != "mfa_pending":
+        if progress.step != SetupState.mfa_pending:
             return _elsewhere(request, progress)
         return await _mfa(request, steps, bound, progress=progress)
     return await _run_step(request, steps, step)
@@ -197,7 +198,7 @@ async def mfa_skip(
 async def done_page(request: Request, steps: StepsDep) -> Response:
     async def step(bound: BoundSetup) -> Response:
         progress = await steps.progress(bound)
-        if progress.step != "active":
+        if progress.step != SetupState.active:
             return _elsewhere(request, progress)
         return render_page(request, "setup_done", email=await steps.login_email(bound))
     return await _run_step(request, steps, step)
@@ -233,9 +234,9 @@ async def _on_current_page(request: Request, steps: SetupSteps, bound: BoundSetu
     progress = await steps.progress(bound)
     if progress.step in CODE_STEPS:
         return _confirm(request, bound, progress, message=message, status_code=status_code)
-    if progress.step == "mfa_pending":
+    if progress.step == SetupState.mfa_pending:
         return await _mfa(request, steps, bound, message, status_code, progress)
-    if progress.step == "active":
+    if progress.step == SetupState.active:
         return ended(request)
     return _elsewhere(request, progress)
 

@@ -31,6 +31,7 @@ from activities.email_delivery import OutboxSender, SmtpSender, TransientEmailEr
 from activities.inputs import NoticeInput, SendCodeInput, SendResetLinkInput, SendSetupEmailInput
 from activities.password_reset import ResetActivities
 from activities.setup_steps import SetupStepActivities
+from activities.shared import SharedActivities
 from activities.sso_setup import LINK_PURPOSE, SetupActivities
 from api.services.temporal import email_retry
 from core.codec import keyring_from_settings
@@ -99,6 +100,7 @@ class World:
     setup: SetupActivities
     steps: SetupStepActivities
     reset: ResetActivities
+    shared: SharedActivities
     runtime: Runtime
     metrics_url: str
 
@@ -172,7 +174,8 @@ async def world(database_url: str) -> AsyncIterator[World]:
     yield World(settings, sessions, keyring, sender,
                 SetupActivities(settings, sessions, sender, keyring),
                 SetupStepActivities(settings, sessions, sender, keyring),
-                ResetActivities(settings, sessions, sender, keyring), runtime, url)
+                ResetActivities(settings, sessions, sender, keyring),
+                SharedActivities(settings, sessions, sender, keyring), runtime, url)
     await engine.dispose()
 
 
@@ -208,7 +211,7 @@ def setup_input(person: Person, ttl: int = 900) -> SendSetupEmailInput:
 
 
 def code_input(person: Person, purpose: str = "setup") -> SendCodeInput:
-    return SendCodeInput(setup_id=str(person.setup_id) if purpose == "setup" else "",
+    return SendCodeInput(setup_id=str(person.setup_id) if purpose == "setup" else None,
                          staff_id=str(person.staff_id), workflow_id=person.workflow_id,
                          purpose=purpose, code_ttl_seconds=600)
 
@@ -322,12 +325,12 @@ async def test_a_retried_code_email_sends_the_same_code(world: World, purpose: s
     duplicates = await world.duplicates(kind)
     world.sender.die = 1
     with pytest.raises(WorkerDied):
-        await world.attempt(world.steps.send_code, code_input(person, purpose), **flow)
+        await world.attempt(world.shared.send_code, code_input(person, purpose), **flow)
     [first] = await world.outbox(person.email, subject)
     code = CODE_LINE.findall(first)[0]
     assert code not in await world.every_stored_value()
 
-    result = await world.attempt(world.steps.send_code, code_input(person, purpose),
+    result = await world.attempt(world.shared.send_code, code_input(person, purpose),
                                  attempt=2, **flow)
     bodies = await world.outbox(person.email, subject)
     assert [CODE_LINE.findall(b) for b in bodies] == [[code], [code]]
@@ -340,13 +343,13 @@ async def test_a_retried_code_email_sends_the_same_code(world: World, purpose: s
     assert code not in await world.every_stored_value()
 
     # Recorded: a later attempt sends nothing and answers the same.
-    again = await world.attempt(world.steps.send_code, code_input(person, purpose),
+    again = await world.attempt(world.shared.send_code, code_input(person, purpose),
                                 attempt=3, **flow)
     assert (again.code_digest, again.sent_at) == (result.code_digest, result.sent_at)
     assert len(await world.outbox(person.email, subject)) == 2
 
     # "Send a new code": a new request, a new code.
-    newer = await world.attempt(world.steps.send_code, code_input(person, purpose),
+    newer = await world.attempt(world.shared.send_code, code_input(person, purpose),
                                 workflow_id=person.workflow_id, run_id=person.run_id,
                                 activity_id="8")
     latest = CODE_LINE.findall((await world.outbox(person.email, subject))[-1])[0]
@@ -361,10 +364,10 @@ async def test_a_code_retried_after_a_refused_connection_is_the_same_and_no_dupl
     duplicates = await world.duplicates("verification_code")
     world.sender.refuse = 1
     with pytest.raises(TransientEmailError):
-        await world.attempt(world.steps.send_code, code_input(person), **flow)
+        await world.attempt(world.shared.send_code, code_input(person), **flow)
     [row] = await world.send_rows(person.staff_id)
     assert not row.in_flight and row.handovers == 1  # the server never had it
-    result = await world.attempt(world.steps.send_code, code_input(person), attempt=2, **flow)
+    result = await world.attempt(world.shared.send_code, code_input(person), attempt=2, **flow)
     [body] = await world.outbox(person.email, CODE_SUBJECT)
     code = CODE_LINE.findall(body)[0]
     secret = world.settings.secret_key.get_secret_value()

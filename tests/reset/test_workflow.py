@@ -409,7 +409,7 @@ async def test_happy_path_code_then_reset(env: WorkflowEnvironment) -> None:
 
     assert [(c.purpose, c.staff_id, c.workflow_id, c.setup_id, c.code_ttl_seconds)
             for c in fake.codes] == [
-        ("reset", flow.staff_id, flow.handle.id, "", int(CODE_TTL.total_seconds()))]
+        ("reset", flow.staff_id, flow.handle.id, None, int(CODE_TTL.total_seconds()))]
     assert len(fake.resets) == 1
     reset = fake.resets[0]
     assert (reset.account_id, reset.staff_id, reset.workflow_id, reset.ip, reset.sealed_totp) == (

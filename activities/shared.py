@@ -1,0 +1,96 @@
+"""Activities every flow uses: the emailed six-digit code and the audit record."""
+
+from __future__ import annotations
+
+import uuid
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.base import SecretActivities
+from activities.email_delivery import PermanentEmailError, record_after_send
+from activities.inputs import AuditInput, SendCodeInput, SendCodeResult
+from activities.send_requests import AttemptClock
+from activities.setup_steps import move_setup
+from activities.sso_setup import ttl_words
+from core import audit
+from core.crypto import code_digest, new_email_code
+from core.models import SetupState, Staff, utcnow
+from core.templating import render_email
+
+CODE_TEMPLATES = {"setup": "verification_code", "reset": "password_reset_code"}
+
+
+class SharedActivities(SecretActivities):
+    @activity.defn(name="send_code")
+    async def send_code(self, data: SendCodeInput) -> SendCodeResult:
+        """A six-digit code, emailed; only its keyed digest is returned. Minted once per send
+        request: a retry emails the same code (both copies work), "Send a new code" is a new
+        request and a new code."""
+        clock = AttemptClock()
+        staff_id = uuid.UUID(data.staff_id)
+        async with self._sessions() as session:
+            staff = await session.get(Staff, staff_id)
+            if staff is None:
+                raise ApplicationError(
+                    "staff member no longer exists", non_retryable=True, type="StaffNotFound"
+                )
+            claim = await self._requests.claim(
+                session, CODE_TEMPLATES[data.purpose], staff_id, new_email_code
+            )
+            if claim.accepted:
+                # An earlier attempt's email was accepted and recorded; its answer was lost.
+                assert claim.row.digest is not None and claim.row.accepted_at is not None
+                return SendCodeResult(code_digest=claim.row.digest, sent_at=claim.row.accepted_at)
+            digest = code_digest(
+                self._settings.secret_key.get_secret_value(), data.purpose, data.workflow_id, claim.secret
+            )
+            claim.row.digest = digest
+            self._requests.hand_over(claim)
+            email = render_email(
+                CODE_TEMPLATES[data.purpose],
+                to=staff.external_email_1,
+                brand=self._settings.brand_name,
+                first_name=staff.first_name,
+                code=claim.secret,
+                ttl_words=ttl_words(data.code_ttl_seconds),
+                support_email=self._settings.support_email,
+            )
+            await session.commit()
+        claim.secret = ""
+        try:
+            await self._requests.send(self._sessions, self._sender, claim, email)
+        except PermanentEmailError as exc:
+            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
+        # Server clock, like the workflow's: the code's lifetime counts from the hand-over.
+        sent_at = clock.now()
+
+        async def record_sent() -> None:
+            async with self._sessions() as session:
+                if data.setup_id:  # "" in inputs scheduled before setup_id was optional
+                    await move_setup(
+                        session,
+                        data.setup_id,
+                        SetupState.code_sent,
+                        utcnow(),
+                        only_from={SetupState.password_set, SetupState.code_sent},
+                    )
+                await self._requests.accepted(session, claim, sent_at)
+                audit.record(
+                    session,
+                    actor="system",
+                    action="code.issued",
+                    outcome="success",
+                    target=data.staff_id,
+                    purpose=data.purpose,
+                    workflow_id=data.workflow_id,
+                )
+                await session.commit()
+
+        # The code is out: failing now would make Temporal email it again.
+        await record_after_send(record_sent)
+        return SendCodeResult(code_digest=digest, sent_at=sent_at)
+
+    @activity.defn(name="record_audit")
+    async def record_audit(self, data: AuditInput) -> None:
+        await self._audit(data)
