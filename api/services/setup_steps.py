@@ -24,11 +24,10 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.sso_setup import LINK_PURPOSE
 from api.services.sessions import session_hash
 from api.services.temporal import UNAVAILABLE, connected
 from core import metrics
-from core.crypto import code_digest, token_hash
+from core.crypto import LINK_PURPOSE, code_digest, token_hash
 from core.errors import ServiceUnavailable
 from core.models import BrowserSession, SetupLink, SetupState, SsoAccount, SsoSetup, Staff, utcnow
 from core.passwords import PasswordPolicy, check_password, personal_words
