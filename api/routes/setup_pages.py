@@ -24,6 +24,7 @@ from api.services.setup_steps import (
     StepInDoubt,
     StepRefused,
 )
+from core import flow_errors
 from core.errors import ServiceUnavailable
 from workflows.sso_setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress
 
@@ -217,7 +218,7 @@ def _elsewhere(request: Request, progress: SetupProgress) -> Response:
 async def _refused(request: Request, steps: SetupSteps, bound: BoundSetup,
                    refused: StepRefused) -> Response:
     """A step posted out of order, too soon, or to an ending flow: say so on the right page."""
-    if refused.kind == "SetupEnded":
+    if refused.kind == flow_errors.SETUP_ENDED:
         return ended(request)
     return await _on_current_page(request, steps, bound, refused.message, 409)
 
