@@ -16,14 +16,8 @@ from starlette.background import BackgroundTask
 from api.cookies import CSRF, SETUP_SESSION, csrf_ok, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
 from api.pages import redirect, render_page, six_digits
-from api.services.setup_steps import (
-    BoundSetup,
-    FlowEnded,
-    LinkView,
-    SetupSteps,
-    StepInDoubt,
-    StepRefused,
-)
+from api.services.flows import FlowEnded, StepInDoubt, StepRefused
+from api.services.setup_steps import BoundSetup, LinkView, SetupSteps
 from core import flow_errors
 from core.errors import ServiceUnavailable
 from workflows.sso_setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress
