@@ -19,7 +19,7 @@ from activities.email_delivery import (
 from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
 from activities.send_requests import AttemptClock, SendRequests
 from core import audit
-from core.crypto import Keyring, mask_email, new_token, token_hash
+from core.crypto import LINK_PURPOSE, Keyring, mask_email, new_token, token_hash
 from core.db import SessionFactory
 from core.models import (
     BrowserSession,
@@ -32,8 +32,6 @@ from core.models import (
 )
 from core.settings import Settings
 from core.templating import render_email
-
-LINK_PURPOSE = "setup"
 
 
 def ttl_words(seconds: int) -> str:

@@ -32,6 +32,7 @@ import temporalio.converter
 from temporalio.api.common.v1 import Payload
 from temporalio.exceptions import ApplicationError
 
+from core import flow_errors
 from core.crypto import DecryptionError, Keyring
 from core.settings import Settings
 
@@ -44,7 +45,7 @@ NOT_BOUND = "not bound to a flow"
 CONTEXT_REASONS = (OTHER_FLOW, NOT_BOUND)
 UNAUTHENTICATED = b"binary/unauthenticated"
 REASON = "unauthenticated-reason"
-UNAUTHENTICATED_ERROR = "Unauthenticated"
+UNAUTHENTICATED_ERROR = flow_errors.UNAUTHENTICATED
 
 
 def unauthenticated(reason: str) -> Payload:

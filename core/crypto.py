@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE_BYTES = 12
+# What a setup link's token is hashed for: the activity that issues the link and the web
+# app that looks it up must agree, and the web app does not import activities.
+LINK_PURPOSE = "setup"
 
 
 class DecryptionError(ValueError):

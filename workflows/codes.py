@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from core import flow_errors
+
 CODE_ATTEMPTS = 5
 
 
@@ -97,12 +99,12 @@ class EmailedCode:
     def resend_refusal(self, now: datetime) -> tuple[str, str] | None:
         """(message, kind) when a new code may not be sent now."""
         if self.sends - 1 >= self.rules.max_resends:
-            return ("You've asked for the most new codes we can send.", "TooManyCodes")
+            return ("You've asked for the most new codes we can send.", flow_errors.TOO_MANY_CODES)
         next_at = self.next_request_at
         if next_at is not None and now < next_at:
             seconds = math.ceil((next_at - now).total_seconds())
             return (f"You can ask for a new code in {seconds} second"
-                    f"{'s' if seconds != 1 else ''}.", "TooSoon")
+                    f"{'s' if seconds != 1 else ''}.", flow_errors.TOO_SOON)
         return None
 
     @property

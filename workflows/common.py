@@ -9,6 +9,8 @@ from typing import TypeVar
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from core import flow_errors
+
 NON_RETRYABLE_EMAIL = ["PermanentEmailError", "StaffNotFound", "SetupEnded"]
 DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 # An attempt's start-to-close timeout is how long a step stalls when its worker dies mid-way
@@ -22,7 +24,7 @@ WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
 # Redeeming a Microsoft sign-in: up to four HTTP calls, bounded together (25 s) in
 # the activity (core.entra's client times out each call sooner).
 ENTRA_TIMEOUT = timedelta(seconds=30)
-UNAUTHENTICATED = "Unauthenticated"
+UNAUTHENTICATED = flow_errors.UNAUTHENTICATED
 
 T = TypeVar("T")
 

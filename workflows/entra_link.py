@@ -14,6 +14,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from core import flow_errors
+
 with workflow.unsafe.imports_passed_through():
     from activities.entra_link import EntraActivities
     from activities.inputs import (
@@ -115,10 +117,10 @@ class EntraLinkWorkflow:
     def _validate_link(self, request: LinkRequest) -> None:
         if not request.sealed_grant.startswith("sealed1.") or request.via not in VIA:
             raise ApplicationError("The sign-in was incomplete; please start again.",
-                                   type="BadRequest", non_retryable=True)
+                                   type=flow_errors.BAD_REQUEST, non_retryable=True)
         if request.via == "setup_link" and not request.link_id:
             raise ApplicationError("A setup link is needed to link from the setup page.",
-                                   type="BadRequest", non_retryable=True)
+                                   type=flow_errors.BAD_REQUEST, non_retryable=True)
 
     async def _link(self, request: LinkRequest) -> LinkOutcome:
         self._move_to("verifying", f"Checking a Microsoft sign-in (via {request.via})")
@@ -197,9 +199,9 @@ class EntraLinkWorkflow:
 
 def _refusal(err: ActivityError) -> tuple[str, str]:
     cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.type == "EntraRefused":
+    if isinstance(cause, ApplicationError) and cause.type == flow_errors.ENTRA_REFUSED:
         reason = str(cause.details[0]) if cause.details else "invalid_token"
         return reason, cause.message
-    if isinstance(cause, ApplicationError) and cause.type == "BadSeal":
+    if isinstance(cause, ApplicationError) and cause.type == flow_errors.BAD_SEAL:
         return "invalid_token", "We couldn't verify your sign-in with Microsoft. Please start again."
     return "unavailable", UNAVAILABLE

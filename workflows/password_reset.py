@@ -23,6 +23,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
+from core import flow_errors
+
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import (
         AuditInput,
@@ -241,14 +243,14 @@ class PasswordResetWorkflow:
         self._refuse_if_done()
         if self._busy:
             raise ApplicationError("We're still working on your last step; please wait a "
-                                   "moment.", type="Busy", non_retryable=True)
+                                   "moment.", type=flow_errors.BUSY, non_retryable=True)
         if not (request.code_digest or (self._per_browser and request.link_digest)) \
                 or not request.sealed_password.startswith("sealed1."):
             raise ApplicationError("The form was incomplete; please try again.",
-                                   type="BadRequest", non_retryable=True)
+                                   type=flow_errors.BAD_REQUEST, non_retryable=True)
         if request.link_digest and request.link_digest in self._link_totp_failures \
                 and self._link_totp_failures[request.link_digest] >= CODE_ATTEMPTS:
-            raise ApplicationError(LINK_TOTP_SPENT, type="LinkSpent", non_retryable=True)
+            raise ApplicationError(LINK_TOTP_SPENT, type=flow_errors.LINK_SPENT, non_retryable=True)
 
     async def _wrong_code(self, request: ResetRequest, attempts_left: int,
                           message: str | None) -> StepResult:
@@ -322,10 +324,10 @@ class PasswordResetWorkflow:
     def _refuse_if_done(self) -> None:
         if self._done:
             raise ApplicationError("This reset is finished. Sign in with your new password.",
-                                   type="ResetDone", non_retryable=True)
+                                   type=flow_errors.RESET_DONE, non_retryable=True)
         if self._ended:
             raise ApplicationError("This reset has ended. Start again with Forgot your "
-                                   "password?", type="ResetEnded", non_retryable=True)
+                                   "password?", type=flow_errors.RESET_ENDED, non_retryable=True)
 
     async def _deliver(self, number: int, code: EmailedCode | None = None) -> None:
         code = code or self._code

@@ -15,6 +15,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
+from core import flow_errors
+
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import (
         ActivateInput,
@@ -329,9 +331,9 @@ class SsoSetupWorkflow:
     def _validate_set_password(self, request: SetPasswordRequest) -> None:
         self._refuse_unless(PASSWORD_STEPS | {SetupState.sending_email})
         if self._link_expires_at is not None and workflow.now() >= self._link_expires_at:
-            raise _refusal(LINK_EXPIRED, "LinkExpired")
+            raise _refusal(LINK_EXPIRED, flow_errors.LINK_EXPIRED)
         if not request.sealed_password.startswith("sealed1.") or not request.session_hash:
-            raise _refusal("The form was incomplete; please try again.", "BadRequest")
+            raise _refusal("The form was incomplete; please try again.", flow_errors.BAD_REQUEST)
 
     @workflow.update(name="confirm_code")
     async def confirm_code(self, request: ConfirmCodeRequest) -> StepResult:
@@ -358,7 +360,7 @@ class SsoSetupWorkflow:
     def _validate_confirm_code(self, request: ConfirmCodeRequest) -> None:
         self._refuse_unless(CODE_STEPS)
         if not request.code_digest:
-            raise _refusal("Enter the 6-digit code from the email.", "BadRequest")
+            raise _refusal("Enter the 6-digit code from the email.", flow_errors.BAD_REQUEST)
 
     @workflow.update(name="resend_code")
     async def resend_code(self, request: StepRequest | None = None) -> StepResult:
@@ -404,9 +406,9 @@ class SsoSetupWorkflow:
         self._refuse_unless({SetupState.mfa_pending})
         if self._totp_failures >= TOTP_ATTEMPTS:
             raise _refusal("Too many incorrect codes. Choose \"No thanks, I'll set it up later\" "
-                           "and set up MFA after signing in.", "TooManyAttempts")
+                           "and set up MFA after signing in.", flow_errors.TOO_MANY_ATTEMPTS)
         if not request.sealed_code.startswith("sealed1."):
-            raise _refusal("Enter the 6-digit code from your authenticator app.", "BadRequest")
+            raise _refusal("Enter the 6-digit code from your authenticator app.", flow_errors.BAD_REQUEST)
 
     @workflow.update(name="skip_mfa")
     async def skip_mfa(self, request: StepRequest | None = None) -> StepResult:
@@ -424,7 +426,7 @@ class SsoSetupWorkflow:
         self._refuse_unless({SetupState.mfa_pending})
         if self._input.mfa_required:
             raise _refusal("Administrators must set up MFA: scan the QR code with your "
-                           "authenticator app and enter its code.", "MfaRequired")
+                           "authenticator app and enter its code.", flow_errors.MFA_REQUIRED)
 
     async def _activate(self, mfa: bool, ip: str | None) -> None:
         await workflow.execute_activity_method(
@@ -471,11 +473,11 @@ class SsoSetupWorkflow:
 
     def _refuse_unless(self, steps: set[SetupState]) -> None:
         if self._end is not None or self._outcome is not None:
-            raise _refusal(SETUP_ENDED, "SetupEnded")
+            raise _refusal(SETUP_ENDED, flow_errors.SETUP_ENDED)
         if self._busy:
-            raise _refusal(BUSY, "Busy")
+            raise _refusal(BUSY, flow_errors.BUSY)
         if self._step not in steps:
-            raise _refusal("That step isn't available right now.", f"WrongStep:{self._step}")
+            raise _refusal("That step isn't available right now.", f"{flow_errors.WRONG_STEP}:{self._step}")
 
     def _step_input(self, ip: str | None = None) -> StaffStepInput:
         return StaffStepInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
@@ -515,7 +517,7 @@ class SsoSetupWorkflow:
     def _refuse_if_ending(self) -> None:
         if self._end is not None or self._outcome is not None:
             raise ApplicationError("This setup has already ended or is ending",
-                                   type="SetupAlreadyEnded")
+                                   type=flow_errors.SETUP_ALREADY_ENDED)
 
     @workflow.signal(name="link_opened")
     async def link_opened(self, request: StepRequest | None = None) -> None:

@@ -16,14 +16,9 @@ from starlette.background import BackgroundTask
 from api.cookies import CSRF, SETUP_SESSION, csrf_ok, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
 from api.pages import redirect, render_page, six_digits
-from api.services.setup_steps import (
-    BoundSetup,
-    FlowEnded,
-    LinkView,
-    SetupSteps,
-    StepInDoubt,
-    StepRefused,
-)
+from api.services.flows import FlowEnded, StepInDoubt, StepRefused
+from api.services.setup_steps import BoundSetup, LinkView, SetupSteps
+from core import flow_errors
 from core.errors import ServiceUnavailable
 from core.steps import SetupState
 from workflows.sso_setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress
@@ -218,7 +213,7 @@ def _elsewhere(request: Request, progress: SetupProgress) -> Response:
 async def _refused(request: Request, steps: SetupSteps, bound: BoundSetup,
                    refused: StepRefused) -> Response:
     """A step posted out of order, too soon, or to an ending flow: say so on the right page."""
-    if refused.kind == "SetupEnded":
+    if refused.kind == flow_errors.SETUP_ENDED:
         return ended(request)
     return await _on_current_page(request, steps, bound, refused.message, 409)
 

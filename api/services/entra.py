@@ -8,7 +8,6 @@ the session before it looks at anything else.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import uuid
@@ -18,22 +17,11 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import (
-    WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.service import RPCError
+from temporalio.common import SearchAttributePair
 
+from api.services.flows import FlowClient, FlowEnded, StepFailed, StepRefused
 from api.services.sessions import Current, Sessions
-from api.services.temporal import (
-    UNAVAILABLE,
-    WORKFLOW_TASK_TIMEOUT,
-    clear_forged_run,
-    connected,
-    email_retry,
-)
+from api.services.temporal import UNAVAILABLE, email_retry
 from core import audit, metrics
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
@@ -44,7 +32,13 @@ from core.sealing import entra_context, seal
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
-from workflows.entra_link import EntraLinkInput, LinkOutcome, LinkRequest, link_workflow_id
+from workflows.entra_link import (
+    EntraLinkInput,
+    EntraLinkWorkflow,
+    LinkOutcome,
+    LinkRequest,
+    link_workflow_id,
+)
 
 PURPOSE = "entra"
 # Time allowed at Microsoft (password, number matching) before the callback must arrive.
@@ -236,28 +230,27 @@ class EntraSignOn:
 
     async def _drive_link(self, staff_id: uuid.UUID, workflow_id: str,
                           request: LinkRequest) -> LinkOutcome:
-        client = await connected(self.temporal, self.settings.step_timeout.total_seconds())
-        start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            "EntraLink", EntraLinkInput(staff_id=str(staff_id),
-                                        email_retry=email_retry(self.settings)),
-            id=workflow_id, task_queue=self.settings.task_queue,
-            task_timeout=WORKFLOW_TASK_TIMEOUT,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(SSO_STEP, "verifying"),
-                SearchAttributePair(SSO_STAFF_ID, str(staff_id))]),
-            static_summary=f"Microsoft Entra link for staff {staff_id}")
+        # The link verifies with Microsoft first: it may take longer than a page step.
+        flows = FlowClient(self.temporal, LINK_TIMEOUT, self.settings.task_queue,
+                           connect_timeout=self.settings.step_timeout.total_seconds())
         try:
-            async with asyncio.timeout(LINK_TIMEOUT):
-                await clear_forged_run(client, workflow_id, "EntraLink",
-                                       self.settings.task_queue)
-                result: LinkOutcome = await client.execute_update_with_start_workflow(
-                    "link", request, start_workflow_operation=start, result_type=LinkOutcome)
-                return result
-        except WorkflowUpdateFailedError as exc:
-            message = getattr(exc.cause, "message", None) or REFUSALS["provider_error"]
-            return LinkOutcome(ok=False, reason="provider_error", message=message)
-        except (RPCError, TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            result: LinkOutcome = await flows.update_with_start(
+                EntraLinkWorkflow.link, request, run=EntraLinkWorkflow.run,
+                start_arg=EntraLinkInput(staff_id=str(staff_id),
+                                         email_retry=email_retry(self.settings)),
+                id=workflow_id,
+                search_attributes=[
+                    SearchAttributePair(SSO_STEP, "verifying"),
+                    SearchAttributePair(SSO_STAFF_ID, str(staff_id))],
+                static_summary=f"Microsoft Entra link for staff {staff_id}")
+            return result
+        except StepRefused as refused:
+            return LinkOutcome(ok=False, reason="provider_error",
+                               message=refused.message or REFUSALS["provider_error"])
+        except StepFailed as failed:
+            return LinkOutcome(ok=False, reason="provider_error",
+                               message=failed.cause_message or REFUSALS["provider_error"])
+        except FlowEnded as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
     # -- what the admin API and the account page show -------------------------------------

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import (
-    Client,
-    WorkflowFailureError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-)
+from temporalio.common import SearchAttributePair
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas import CodeStatus, EmailDelivery, EntraLinkInfo, SsoEmailSent, SsoStatus
+from api.services.flows import FlowClient
 from api.services.staff import get_staff, shown_state
-from api.services.temporal import (
-    UNAVAILABLE,
-    WORKFLOW_TASK_TIMEOUT,
-    clear_forged_run,
-    connected,
-    email_retry,
-)
+from api.services.temporal import email_retry
 from core import audit
 from core.accounts import MAX_FAILURES
 from core.db import UnitOfWork
@@ -53,6 +36,7 @@ from workflows.sso_setup import (
     SetupOutcome,
     SetupProgress,
     SsoSetupInput,
+    SsoSetupWorkflow,
 )
 
 CODE_STATES = {SetupState.password_set.value, SetupState.code_sent.value}
@@ -89,10 +73,10 @@ class Onboarding:
         if account is not None and account.status == AccountStatus.active.value:
             raise Conflict("Single Sign-On is already active for this person")
         await self._check_send_limit(staff.id)
-        client = await connected(self.temporal)
+        flows = self._flows
         workflow_id = setup_workflow_id(staff.id)
-        await self._end_running(client, workflow_id, "supersede",
-                                EndRequest(actor, "a new Single Sign-On email was sent"))
+        await flows.end(workflow_id, SsoSetupWorkflow.run, SsoSetupWorkflow.supersede,
+                        EndRequest(actor, "a new Single Sign-On email was sent"))
 
         now = utcnow()
         setup = SsoSetup(id=uuid.uuid4(), staff_id=staff.id, workflow_id=workflow_id,
@@ -107,38 +91,34 @@ class Onboarding:
         retry = email_retry(self.settings)
         ttl = int(self.settings.setup_link_ttl.total_seconds())
         try:
-            async with asyncio.timeout(self.timeout):
-                await client.start_workflow(
-                    "SsoSetup",
-                    SsoSetupInput(
-                        setup_id=str(setup.id), staff_id=str(staff.id), link_ttl_seconds=ttl,
-                        requested_by=actor, email_retry=retry,
-                        setup_ttl_seconds=int(self.settings.setup_ttl.total_seconds()),
-                        code_ttl_seconds=int(self.settings.code_ttl.total_seconds()),
-                        code_resend_interval_seconds=int(
-                            self.settings.code_resend_interval.total_seconds()),
-                        code_max_resends=self.settings.code_max_resends,
-                        mfa_required=staff.is_admin,
-                    ),
-                    id=workflow_id,
-                    task_queue=self.settings.task_queue,
-                    task_timeout=WORKFLOW_TASK_TIMEOUT,
-                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                    search_attributes=TypedSearchAttributes([
-                        SearchAttributePair(SSO_STEP, SetupState.sending_email.value),
-                        SearchAttributePair(SSO_STAFF_ID, str(staff.id)),
-                    ]),
-                    static_summary=f"Single Sign-On setup for staff {staff.id}",
-                    static_details=f"Requested by {actor}; link valid {ttl // 60} minutes "
-                    "after the email is sent",
-                )
+            await flows.start(
+                SsoSetupWorkflow.run,
+                SsoSetupInput(
+                    setup_id=str(setup.id), staff_id=str(staff.id), link_ttl_seconds=ttl,
+                    requested_by=actor, email_retry=retry,
+                    setup_ttl_seconds=int(self.settings.setup_ttl.total_seconds()),
+                    code_ttl_seconds=int(self.settings.code_ttl.total_seconds()),
+                    code_resend_interval_seconds=int(
+                        self.settings.code_resend_interval.total_seconds()),
+                    code_max_resends=self.settings.code_max_resends,
+                    mfa_required=staff.is_admin,
+                ),
+                id=workflow_id,
+                search_attributes=[
+                    SearchAttributePair(SSO_STEP, SetupState.sending_email.value),
+                    SearchAttributePair(SSO_STAFF_ID, str(staff.id)),
+                ],
+                static_summary=f"Single Sign-On setup for staff {staff.id}",
+                static_details=f"Requested by {actor}; link valid {ttl // 60} minutes "
+                "after the email is sent",
+            )
         except WorkflowAlreadyStartedError as exc:
             await self._abandon(setup, "another email was sent at the same moment")
             raise Conflict("Another Single Sign-On email for this person is being sent; "
                            "check its status") from exc
-        except (RPCError, TimeoutError) as exc:
+        except ServiceUnavailable:
             await self._abandon(setup, "Temporal was unavailable")
-            raise ServiceUnavailable(UNAVAILABLE) from exc
+            raise
         except BaseException:
             await self._abandon(setup, "the flow could not be started")
             raise
@@ -151,10 +131,10 @@ class Onboarding:
 
     async def cancel(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> SetupOutcome:
         staff = await get_staff(self.session, staff_id)
-        client = await connected(self.temporal)
         workflow_id = setup_workflow_id(staff.id)
-        outcome = await self._end_running(client, workflow_id, "cancel",
-                                          EndRequest(actor, "cancelled by an administrator"))
+        outcome: SetupOutcome | None = await self._flows.end(
+            workflow_id, SsoSetupWorkflow.run, SsoSetupWorkflow.cancel,
+            EndRequest(actor, "cancelled by an administrator"))
         if outcome is None:
             raise NotFound("No Single Sign-On setup is in progress for this person")
         audit.record(self.session, actor=actor, action="sso_email.cancel",
@@ -203,10 +183,10 @@ class Onboarding:
     async def _live_progress(self, setup: SsoSetup) -> SetupProgress | None:
         """Attempts and resend times live in the flow; ask it, briefly, and do without."""
         try:
-            client = await self.temporal.client(connect_timeout=2)
-            handle = client.get_workflow_handle(setup.workflow_id, run_id=setup.run_id)
-            async with asyncio.timeout(2):
-                return await handle.query("progress", result_type=SetupProgress)
+            flows = FlowClient(self.temporal, 2, self.settings.task_queue)
+            flow = await flows.flow(SsoSetupWorkflow.run, setup.workflow_id, run_id=setup.run_id)
+            progress: SetupProgress = await flow.query(SsoSetupWorkflow.progress)
+            return progress
         except Exception:  # the status page must answer even when the worker cannot
             return None
 
@@ -226,30 +206,11 @@ class Onboarding:
                 f"{int(window.total_seconds() // 60)} minutes; try again in {wait // 60 + 1} minutes",
                 wait)
 
-    async def _end_running(
-        self, client: Client, workflow_id: str, update: str, request: EndRequest
-    ) -> SetupOutcome | None:
-        """Ask the running flow to end and wait until it has; None when none is running."""
-        handle = client.get_workflow_handle(workflow_id, result_type=SetupOutcome)
-        try:
-            async with asyncio.timeout(self.timeout):
-                await clear_forged_run(client, workflow_id, "SsoSetup", self.settings.task_queue)
-                try:
-                    outcome = await handle.execute_update(update, request,
-                                                          result_type=SetupOutcome)
-                except WorkflowUpdateFailedError:
-                    # Already ending on its own (expiry or another admin): wait for it.
-                    outcome = await handle.result()
-                await handle.result()
-                return outcome
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return None
-            raise ServiceUnavailable(UNAVAILABLE) from exc
-        except WorkflowFailureError as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
+    @property
+    def _flows(self) -> FlowClient:
+        # Connecting may take the usual 5 s: an admin action, not a page step.
+        return FlowClient(self.temporal, self.timeout, self.settings.task_queue,
+                          connect_timeout=5.0)
 
     async def _abandon(self, setup: SsoSetup, reason: str) -> None:
         """The flow never started: leave no trace but the audit event."""

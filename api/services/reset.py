@@ -8,7 +8,6 @@ wrong code counted against the same caps in the database).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,30 +15,11 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowHandle,
-    WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-)
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.common import SearchAttributePair
 
+from api.services.flows import Flow, FlowClient, FlowEnded, StepFailed, StepRefused
 from api.services.sessions import Current
-from api.services.temporal import (
-    UNAVAILABLE,
-    WORKFLOW_TASK_TIMEOUT,
-    clear_forged_run,
-    connected,
-    email_retry,
-)
+from api.services.temporal import UNAVAILABLE, email_retry
 from core import audit, metrics
 from core.crypto import code_digest, token_hash
 from core.errors import ServiceUnavailable
@@ -63,6 +43,7 @@ from workflows.password_reset import (
     RESET_PURPOSE,
     CodeRequest,
     PasswordResetInput,
+    PasswordResetWorkflow,
     ResetOutcome,
     ResetProgress,
     ResetRequest,
@@ -115,36 +96,31 @@ class ResetSteps:
         """Start the reset flow, or ask the open one for a new code for this browser. A refusal
         (too soon, too many) is not shown here: the answer to this form is the same for every
         address. Returns what happened, for the audit log only."""
-        client = await connected(self.temporal, self._timeout)
+        flows = self._flows
+        await flows.connect()
         if account is None:
-            await self._stand_in_request(client, email)
+            await self._stand_in_request(email)
             self._audit_request("reset.requested", "unknown_address", None, ip)
             return "unknown_address"
         workflow_id = reset_workflow_id(account.id)
-        start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            "PasswordReset", self._input(account), id=workflow_id,
-            task_queue=self.settings.task_queue, task_timeout=WORKFLOW_TASK_TIMEOUT,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(SSO_STEP, "code_requested"),
-                SearchAttributePair(SSO_STAFF_ID, str(account.staff_id)),
-            ]),
-            static_summary=f"Password reset for staff {account.staff_id}")
         outcome = "sent"
         async with metrics.timed_step("reset_request") as timing:
             try:
-                async with asyncio.timeout(self._timeout):
-                    await clear_forged_run(client, workflow_id, "PasswordReset",
-                                           self.settings.task_queue)
-                    result = await client.execute_update_with_start_workflow(
-                        "request_code", CodeRequest(ip=ip, browser=browser,
-                                                    links_only=links_only),
-                        start_workflow_operation=start, result_type=StepResult)
+                result: StepResult = await flows.update_with_start(
+                    PasswordResetWorkflow.request_code,
+                    CodeRequest(ip=ip, browser=browser, links_only=links_only),
+                    run=PasswordResetWorkflow.run, start_arg=self._input(account),
+                    id=workflow_id,
+                    search_attributes=[
+                        SearchAttributePair(SSO_STEP, "code_requested"),
+                        SearchAttributePair(SSO_STAFF_ID, str(account.staff_id)),
+                    ],
+                    static_summary=f"Password reset for staff {account.staff_id}")
                 if result.message == LINK_SENT:
                     outcome = "link_sent"
-            except WorkflowUpdateFailedError:
+            except (StepRefused, StepFailed):
                 timing.outcome = outcome = "refused"  # this browser's code still works
-            except (RPCError, TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            except FlowEnded as exc:
                 raise ServiceUnavailable(UNAVAILABLE) from exc
         self._audit_request("reset.requested", outcome, str(account.staff_id), ip)
         return outcome
@@ -160,17 +136,10 @@ class ResetSteps:
         audit.record(self.db, actor=f"ip:{ip}", action=action, outcome=outcome, target=target,
                      ip=ip)
 
-    async def _stand_in_request(self, client: Client, email: str) -> None:
+    async def _stand_in_request(self, email: str) -> None:
         """Comparable work to the real thing: one round trip to Temporal."""
         stand_in = uuid.uuid5(STAND_IN_NAMESPACE, email.strip().lower())
-        try:
-            async with asyncio.timeout(self._timeout):
-                await client.get_workflow_handle(reset_workflow_id(stand_in)).describe()
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise ServiceUnavailable(UNAVAILABLE) from exc
-        except TimeoutError as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
+        await self._flows.round_trip(reset_workflow_id(stand_in))
 
     def stand_in_id(self, email: str) -> str:
         """What stands in for a flow id for an address without an account (keyed, so the
@@ -213,30 +182,21 @@ class ResetSteps:
             notice = await self._stand_in_resend(current, links_only)
             self._audit_request("reset.resend", "unknown_address", None, ip)
             return notice
-        handle = await self._handle(current)
+        flow = await self._flow(current)
         target = str(current.row.staff_id)
         async with metrics.timed_step("reset_resend") as timing:
             try:
-                async with asyncio.timeout(self._timeout):
-                    result = await handle.execute_update(
-                        "request_code", CodeRequest(ip=ip, browser=self._browser(current),
-                                                    links_only=links_only),
-                        result_type=StepResult)
-            except WorkflowUpdateFailedError as exc:
-                cause = exc.cause
-                if isinstance(cause, ApplicationError):
-                    timing.outcome = "refused"
-                    self._audit_request("reset.resend", "refused", target, ip)
-                    return cause.message
-                raise ServiceUnavailable(UNAVAILABLE) from exc
-            except RPCError as exc:
-                if exc.status == RPCStatusCode.NOT_FOUND:
-                    timing.outcome = "ended"
-                    self._audit_request("reset.resend", "ended", target, ip)
-                    return RESET_ENDED
-                raise ServiceUnavailable(UNAVAILABLE) from exc
-            except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-                raise ServiceUnavailable(UNAVAILABLE) from exc
+                result: StepResult = await flow.update(
+                    PasswordResetWorkflow.request_code,
+                    CodeRequest(ip=ip, browser=self._browser(current), links_only=links_only))
+            except StepRefused as refused:
+                timing.outcome = "refused"
+                self._audit_request("reset.resend", "refused", target, ip)
+                return refused.message
+            except FlowEnded:
+                timing.outcome = "ended"
+                self._audit_request("reset.resend", "ended", target, ip)
+                return RESET_ENDED
         sent_link = result.message == LINK_SENT
         self._audit_request("reset.resend", "link_sent" if sent_link else "sent", target, ip)
         return LINK_SENT if sent_link else NEW_CODE_SENT
@@ -257,9 +217,9 @@ class ResetSteps:
         if is_stand_in(current):
             await self._stand_in_round_trip(current)
             return await self._stand_in_reset(current, submission)
-        handle = await self._handle(current)
+        flow = await self._flow(current)
         async with metrics.timed_step("reset") as timing:
-            result = await self._reset(handle, workflow_id, request, submission)
+            result = await self._reset(flow, workflow_id, request, submission)
             timing.outcome = "ok" if result.ok else "rejected"
         return result
 
@@ -287,51 +247,41 @@ class ResetSteps:
             sealed_password=seal(public, password.encode(), password_context(workflow_id)),
             sealed_totp=seal(public, totp.encode(), totp_context(workflow_id)) if totp else None,
             ip=ip)
-        handle = (await connected(self.temporal, self._timeout)).get_workflow_handle(workflow_id)
+        flow = await self._flows.flow(PasswordResetWorkflow.run, workflow_id)
         async with metrics.timed_step("reset") as timing:
-            result = await self._reset(handle, workflow_id, request, submission)
+            result = await self._reset(flow, workflow_id, request, submission)
             timing.outcome = "ok" if result.ok else "rejected"
         return result
 
-    async def _reset(self, handle: WorkflowHandle[Any, Any], workflow_id: str,
-                     request: ResetRequest, submission: str) -> StepResult:
+    async def _reset(self, flow: Flow, workflow_id: str, request: ResetRequest,
+                     submission: str) -> StepResult:
         try:
-            async with asyncio.timeout(self._timeout):
-                return await handle.execute_update("reset_password", request,
-                                                   id=f"reset-{submission[:64]}",
-                                                   result_type=StepResult)
-        except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            if isinstance(cause, ApplicationError):
-                return StepResult(ok=False, step="", message=cause.message)
-            raise ServiceUnavailable(UNAVAILABLE) from exc
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise ServiceUnavailable(UNAVAILABLE) from exc
+            result: StepResult = await flow.update(PasswordResetWorkflow.reset_password,
+                                                   request, id=f"reset-{submission[:64]}")
+            return result
+        except StepRefused as refused:
+            return StepResult(ok=False, step="", message=refused.message)
+        except FlowEnded:
             if await self._finished_with_reset(workflow_id):
                 # This form already went through (a double submit): same answer.
                 return StepResult(ok=True, step="completed")
             return StepResult(ok=False, step="", message=RESET_ENDED)
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
 
     async def progress(self, current: Current) -> ResetProgress | None:
         if is_stand_in(current):
             return None
-        handle = await self._handle(current)
+        flow = await self._flow(current)
         try:
-            async with asyncio.timeout(self._timeout):
-                return await handle.query("progress", self._browser(current),
-                                          result_type=ResetProgress)
-        except (RPCError, TimeoutError, WorkflowQueryFailedError):
+            progress: ResetProgress = await flow.query(PasswordResetWorkflow.progress,
+                                                       self._browser(current))
+            return progress
+        except (FlowEnded, ServiceUnavailable):
             return None
 
     async def _finished_with_reset(self, workflow_id: str) -> bool:
-        finished = (await connected(self.temporal, self._timeout)).get_workflow_handle(workflow_id,
-                                                              result_type=ResetOutcome)
+        finished = await self._flows.flow(PasswordResetWorkflow.run, workflow_id)
         try:
-            async with asyncio.timeout(self._timeout):
-                outcome = await finished.result()
+            outcome: ResetOutcome = await finished.result()
         except Exception:  # failed, terminated or unreachable: not a finished reset
             return False
         return bool(outcome.state == "reset")
@@ -340,15 +290,7 @@ class ResetSteps:
 
     async def _stand_in_round_trip(self, current: Current) -> None:
         """The one round trip to Temporal a flow's step takes (it finds no flow)."""
-        client = await connected(self.temporal, self._timeout)
-        try:
-            async with asyncio.timeout(self._timeout):
-                await client.get_workflow_handle(current.row.workflow_id or "").describe()
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise ServiceUnavailable(UNAVAILABLE) from exc
-        except TimeoutError as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
+        await self._flows.round_trip(current.row.workflow_id or "")
 
     async def _stand_in_resend(self, current: Current, links_only: bool) -> str:
         data = dict(current.row.data)
@@ -442,9 +384,13 @@ class ResetSteps:
     def _timeout(self) -> float:
         return self.settings.step_timeout.total_seconds()
 
-    async def _handle(self, current: Current) -> WorkflowHandle[Any, Any]:
+    @property
+    def _flows(self) -> FlowClient:
+        return FlowClient(self.temporal, self._timeout, self.settings.task_queue)
+
+    async def _flow(self, current: Current) -> Flow:
         assert current.row.workflow_id is not None
-        return (await connected(self.temporal, self._timeout)).get_workflow_handle(current.row.workflow_id)
+        return await self._flows.flow(PasswordResetWorkflow.run, current.row.workflow_id)
 
 
 

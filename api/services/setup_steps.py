@@ -15,20 +15,12 @@ import qrcode
 import qrcode.image.svg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import (
-    WorkflowHandle,
-    WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
-from activities.sso_setup import LINK_PURPOSE
+from api.services.flows import Flow, FlowClient, Update, update_name
 from api.services.sessions import session_hash
-from api.services.temporal import UNAVAILABLE, connected
+from api.services.temporal import UNAVAILABLE
 from core import metrics
-from core.crypto import code_digest, token_hash
+from core.crypto import LINK_PURPOSE, code_digest, token_hash
 from core.errors import ServiceUnavailable
 from core.models import BrowserSession, SetupLink, SetupState, SsoAccount, SsoSetup, Staff, utcnow
 from core.passwords import PasswordPolicy, check_password, personal_words
@@ -41,6 +33,7 @@ from workflows.sso_setup import (
     ConfirmCodeRequest,
     SetPasswordRequest,
     SetupProgress,
+    SsoSetupWorkflow,
     StepRequest,
     StepResult,
     TotpRequest,
@@ -48,26 +41,6 @@ from workflows.sso_setup import (
 
 MAX_TOKEN_LENGTH = 128
 log = logging.getLogger(__name__)
-
-
-class StepRefused(Exception):
-    """The flow would not take this step now; the message is for the person."""
-
-    step_outcome = "refused"
-
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.kind = kind
-
-
-class StepInDoubt(ServiceUnavailable):
-    """The step reached Temporal but no answer came in time (the worker is down or slow): it
-    may still run once the worker is back, exactly once (its update id)."""
-
-
-class FlowEnded(Exception):
-    step_outcome = "ended"
 
 
 @dataclass
@@ -153,10 +126,9 @@ class SetupSteps:
             return
         try:
             async with asyncio.timeout(self._timeout):
-                client = await connected(self.temporal, self._timeout)
-                await client.get_workflow_handle(view.link.workflow_id,
-                                                 run_id=view.link.run_id).signal(
-                    "link_opened", StepRequest(ip=ip))
+                flow = await self._flows.flow(SsoSetupWorkflow.run, view.link.workflow_id,
+                                              run_id=view.link.run_id)
+                await flow.signal(SsoSetupWorkflow.link_opened, StepRequest(ip=ip))
         except Exception as exc:  # the step itself says so when Temporal is down
             log.warning("could not tell flow %s its link was opened: %s",
                         view.link.workflow_id, type(exc).__name__)
@@ -188,31 +160,25 @@ class SetupSteps:
             sealed_password=seal(self.settings.seal_public_key, password.encode(),
                                  password_context(link.workflow_id)),
             link_id=str(link.id), session_hash=self.session_hash(session_id), ip=ip)
-        client = await connected(self.temporal, self._timeout)
-        handle = client.get_workflow_handle(link.workflow_id, run_id=link.run_id)
-        result = await self._update(handle, "set_password", request, submission)
+        flow = await self._flows.flow(SsoSetupWorkflow.run, link.workflow_id, run_id=link.run_id)
+        result = await self._update(flow, SsoSetupWorkflow.set_password, request, submission)
         return result, session_id
 
     async def progress(self, bound: BoundSetup) -> SetupProgress:
-        handle = await self._handle(bound)
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await handle.query("progress", result_type=SetupProgress)
-        except RPCError as exc:
-            raise self._rpc_error(exc) from exc
-        except (TimeoutError, WorkflowQueryFailedError) as exc:
-            raise ServiceUnavailable(UNAVAILABLE) from exc
+        progress: SetupProgress = await (await self._flow(bound)).query(
+            SsoSetupWorkflow.progress)
+        return progress
 
     async def confirm_code(self, bound: BoundSetup, code: str, submission: str,
                            ip: str | None = None) -> StepResult:
         assert bound.session.workflow_id is not None
         digest = code_digest(self._secret, CODE_PURPOSE, bound.session.workflow_id, code)
-        return await self._update(await self._handle(bound), "confirm_code",
+        return await self._update(await self._flow(bound), SsoSetupWorkflow.confirm_code,
                                   ConfirmCodeRequest(code_digest=digest, ip=ip), submission)
 
     async def resend_code(self, bound: BoundSetup, submission: str,
                           ip: str | None = None) -> StepResult:
-        return await self._update(await self._handle(bound), "resend_code",
+        return await self._update(await self._flow(bound), SsoSetupWorkflow.resend_code,
                                   StepRequest(ip=ip), submission)
 
     async def complete_mfa(self, bound: BoundSetup, code: str, submission: str,
@@ -220,12 +186,12 @@ class SetupSteps:
         assert bound.session.workflow_id is not None
         sealed = seal(self.settings.seal_public_key, code.encode(),
                       totp_context(bound.session.workflow_id))
-        return await self._update(await self._handle(bound), "complete_mfa",
+        return await self._update(await self._flow(bound), SsoSetupWorkflow.complete_mfa,
                                   TotpRequest(sealed_code=sealed, ip=ip), submission)
 
     async def skip_mfa(self, bound: BoundSetup, submission: str,
                        ip: str | None = None) -> StepResult:
-        return await self._update(await self._handle(bound), "skip_mfa", StepRequest(ip=ip),
+        return await self._update(await self._flow(bound), SsoSetupWorkflow.skip_mfa, StepRequest(ip=ip),
                                   submission)
 
     async def authenticator(self, bound: BoundSetup) -> tuple[str, str, str]:
@@ -262,42 +228,20 @@ class SetupSteps:
 
         return keyring_from_settings(self.settings)
 
-    async def _handle(self, bound: BoundSetup) -> WorkflowHandle[Any, Any]:
-        assert bound.session.workflow_id is not None
-        return (await connected(self.temporal, self._timeout)).get_workflow_handle(bound.session.workflow_id,
-                                                          run_id=bound.session.run_id)
+    @property
+    def _flows(self) -> FlowClient:
+        return FlowClient(self.temporal, self._timeout, self.settings.task_queue)
 
-    async def _update(self, handle: WorkflowHandle[Any, Any], name: str, arg: object,
+    async def _flow(self, bound: BoundSetup) -> Flow:
+        assert bound.session.workflow_id is not None
+        return await self._flows.flow(SsoSetupWorkflow.run, bound.session.workflow_id,
+                                      run_id=bound.session.run_id)
+
+    async def _update(self, flow: Flow, update: Update, arg: object,
                       submission: str) -> StepResult:
+        name = update_name(update)
         async with metrics.timed_step(name) as timing:
-            result = await self._execute(handle, name, arg, submission)
+            # The submission names the update: a form sent twice is one step, run once.
+            result: StepResult = await flow.update(update, arg, id=f"{name}-{submission[:64]}")
             timing.outcome = "ok" if result.ok else "rejected"
         return result
-
-    async def _execute(self, handle: WorkflowHandle[Any, Any], name: str, arg: object,
-                       submission: str) -> StepResult:
-        update_id = f"{name}-{submission[:64]}"
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await handle.execute_update(name, arg, id=update_id,
-                                                   result_type=StepResult)
-        except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            if isinstance(cause, ApplicationError):
-                raise StepRefused(cause.message, cause.type or "") from exc
-            raise ServiceUnavailable(UNAVAILABLE) from exc
-        except RPCError as exc:
-            if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-                raise StepInDoubt(UNAVAILABLE) from exc
-            raise self._rpc_error(exc) from exc
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-            raise StepInDoubt(UNAVAILABLE) from exc
-
-    @staticmethod
-    def _rpc_error(exc: RPCError) -> Exception:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return FlowEnded()
-        return ServiceUnavailable(UNAVAILABLE)
-
-
-

@@ -32,10 +32,10 @@ from activities.inputs import NoticeInput, SendCodeInput, SendResetLinkInput, Se
 from activities.password_reset import ResetActivities
 from activities.setup_steps import SetupStepActivities
 from activities.shared import SharedActivities
-from activities.sso_setup import LINK_PURPOSE, SetupActivities
+from activities.sso_setup import SetupActivities
 from api.services.temporal import email_retry
 from core.codec import keyring_from_settings
-from core.crypto import Keyring, code_digest, token_hash
+from core.crypto import LINK_PURPOSE, Keyring, code_digest, token_hash
 from core.db import SessionFactory, create_engine, session_factory
 from core.models import (
     AuditEvent,

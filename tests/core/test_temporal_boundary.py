@@ -420,8 +420,9 @@ async def test_a_forged_run_no_worker_of_ours_runs_is_cleared_before_the_real_fl
             sealed_grant="sealed1.grant", via="session", actor=f"staff:{staff}", ip=IP))
         assert outcome.ok
         onboarding = Onboarding(settings, None, gateway, None)  # type: ignore[arg-type]
-        assert await onboarding._end_running(w.client, f"sso-setup-{staff}", "supersede",
-                                             EndRequest("admin-key:a")) is None
+        assert await onboarding._flows.end(f"sso-setup-{staff}", SsoSetupWorkflow.run,
+                                           SsoSetupWorkflow.supersede,
+                                           EndRequest("admin-key:a")) is None
         setup = await w.client.start_workflow(
             "SsoSetup", SsoSetupInput(setup_id=str(uuid.uuid4()), staff_id=str(staff),
                                       link_ttl_seconds=900, requested_by="admin-key:a",

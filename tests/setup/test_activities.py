@@ -34,9 +34,8 @@ from activities.inputs import (
 )
 from activities.setup_steps import LINK_GONE, SetupStepActivities
 from activities.shared import SharedActivities
-from activities.sso_setup import LINK_PURPOSE
 from core.codec import keyring_from_settings
-from core.crypto import Keyring, code_digest, token_hash
+from core.crypto import LINK_PURPOSE, Keyring, code_digest, token_hash
 from core.db import SessionFactory, create_engine, session_factory
 from core.models import (
     AuditEvent,

@@ -28,7 +28,8 @@ from temporalio.testing import WorkflowEnvironment
 from activities.email_delivery import MeteredSender
 from activities.setup_steps import SetupStepActivities
 from api.main import create_app
-from api.services.setup_steps import SetupSteps, StepInDoubt
+from api.services.flows import StepInDoubt
+from api.services.setup_steps import SetupSteps
 from core.models import (
     AuditEvent,
     BrowserSession,

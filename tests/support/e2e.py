@@ -20,8 +20,7 @@ import httpx
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 
-from activities.sso_setup import LINK_PURPOSE
-from core.crypto import token_hash
+from core.crypto import LINK_PURPOSE, token_hash
 from tests.support.config import make_settings
 from tests.support.stack import DevStack, ReceivedEmail, SmtpSink
 
