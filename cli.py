@@ -216,7 +216,7 @@ def cmd_staff_create(args: argparse.Namespace) -> None:
 async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> str:
     import getpass
 
-    from api.services.onboarding import Onboarding
+    from api.services.setup_admin import Onboarding
     from api.services.staff import create_staff
     from core.db import UnitOfWork, create_engine, session_factory
     from core.errors import SsoError

@@ -12,20 +12,20 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.email_delivery import MeteredSender, build_sender
-from activities.entra_link import EntraActivities
-from activities.password_reset import ResetActivities
-from activities.setup_steps import SetupStepActivities
+from activities.entra import EntraActivities
+from activities.reset import ResetActivities
+from activities.setup import SetupStepActivities
+from activities.setup_email import SetupActivities
 from activities.shared import SharedActivities
-from activities.sso_setup import SetupActivities
 from core.codec import keyring_from_settings
 from core.db import create_engine, session_factory
 from core.logging import configure as configure_logging
 from core.settings import InsecureSettingsError, Settings, get_settings
 from core.temporal_client import connect
-from workflows.entra_link import EntraLinkWorkflow
+from workflows.entra import EntraLinkWorkflow
 from workflows.notices import PasswordChangedNoticeWorkflow
-from workflows.password_reset import PasswordResetWorkflow
-from workflows.sso_setup import SsoSetupWorkflow
+from workflows.reset import PasswordResetWorkflow
+from workflows.setup import SsoSetupWorkflow
 
 
 def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None = None) -> Worker:

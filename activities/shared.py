@@ -11,8 +11,8 @@ from activities.base import SecretActivities
 from activities.email_delivery import PermanentEmailError, record_after_send
 from activities.inputs import AuditInput, SendCodeInput, SendCodeResult
 from activities.send_requests import AttemptClock
-from activities.setup_steps import move_setup
-from activities.sso_setup import ttl_words
+from activities.setup import move_setup
+from activities.setup_email import ttl_words
 from core import audit
 from core.crypto import code_digest, new_email_code
 from core.models import SetupState, Staff, utcnow

@@ -9,7 +9,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.services.onboarding import Onboarding
+from api.services.setup_admin import Onboarding
 from api.services.signin import SignIn
 from core.addresses import canonical, rate_key
 from core.admin_keys import authenticate

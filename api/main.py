@@ -17,16 +17,16 @@ from api.client_address import ClientAddressMiddleware
 from api.deps import AdminLimits
 from api.request_id import RequestIdMiddleware
 from api.routes import (
-    admin_pages,
+    admin,
     codec,
     dev_graph,
     dev_mailbox,
-    entra_pages,
+    entra,
     health,
     metrics,
-    reset_pages,
-    setup_pages,
-    signin_pages,
+    reset,
+    setup,
+    signin,
     staff,
 )
 from api.services.signin import Hashing
@@ -130,11 +130,11 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.include_router(staff.router)
     app.include_router(codec.router)
     # Before the setup pages: /sso/setup (signed in) is not a setup link.
-    app.include_router(entra_pages.router)
-    app.include_router(setup_pages.router)
-    app.include_router(signin_pages.router)
-    app.include_router(reset_pages.router)
-    app.include_router(admin_pages.router)
+    app.include_router(entra.router)
+    app.include_router(setup.router)
+    app.include_router(signin.router)
+    app.include_router(reset.router)
+    app.include_router(admin.router)
     if settings.is_development:
         app.include_router(dev_mailbox.router)
     if settings.entra_dev_graph:  # never true in production: the settings refuse it

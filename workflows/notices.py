@@ -8,7 +8,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import NoticeInput
-    from activities.password_reset import ResetActivities
+    from activities.reset import ResetActivities
     from workflows.common import EmailRetry, required
 
 

@@ -32,7 +32,7 @@ from core.sealing import entra_context, seal
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
-from workflows.entra_link import (
+from workflows.entra import (
     EntraLinkInput,
     EntraLinkWorkflow,
     LinkOutcome,

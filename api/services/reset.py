@@ -39,7 +39,7 @@ from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.codes import CODE_ATTEMPTS
 from workflows.common import StepResult
-from workflows.password_reset import (
+from workflows.reset import (
     RESET_PURPOSE,
     CodeRequest,
     PasswordResetInput,

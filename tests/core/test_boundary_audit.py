@@ -19,10 +19,10 @@ from core.temporal_client import connect
 from tests.support.config import make_settings
 from tests.support.temporal_stand_ins import Stand
 from workflows.common import EmailRetry, StepRequest
-from workflows.entra_link import EntraLinkWorkflow
+from workflows.entra import EntraLinkWorkflow
 from workflows.notices import PasswordChangedNoticeWorkflow
-from workflows.password_reset import PasswordResetWorkflow
-from workflows.sso_setup import SsoSetupInput, SsoSetupWorkflow
+from workflows.reset import PasswordResetWorkflow
+from workflows.setup import SsoSetupInput, SsoSetupWorkflow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -29,10 +29,10 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.email_delivery import OutboxSender, SmtpSender, TransientEmailError
 from activities.inputs import NoticeInput, SendCodeInput, SendResetLinkInput, SendSetupEmailInput
-from activities.password_reset import ResetActivities
-from activities.setup_steps import SetupStepActivities
+from activities.reset import ResetActivities
+from activities.setup import SetupStepActivities
+from activities.setup_email import SetupActivities
 from activities.shared import SharedActivities
-from activities.sso_setup import SetupActivities
 from api.services.temporal import email_retry
 from core.codec import keyring_from_settings
 from core.crypto import LINK_PURPOSE, Keyring, code_digest, token_hash

@@ -25,9 +25,9 @@ from api.services.flows import (
 )
 from core import flow_errors
 from core.errors import ServiceUnavailable
-from workflows.entra_link import EntraLinkWorkflow
-from workflows.password_reset import PasswordResetWorkflow
-from workflows.sso_setup import SsoSetupWorkflow
+from workflows.entra import EntraLinkWorkflow
+from workflows.reset import PasswordResetWorkflow
+from workflows.setup import SsoSetupWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -56,9 +56,9 @@ from tests.support.metrics import assert_nothing_personal, value
 from tests.support.setup_pages import Browser, another_code, at_code_step, redirected_to
 from worker import metrics_runtime
 from workflows.common import EmailRetry
-from workflows.entra_link import EntraLinkInput
-from workflows.password_reset import PasswordResetInput
-from workflows.sso_setup import SetupOutcome, SsoSetupWorkflow
+from workflows.entra import EntraLinkInput
+from workflows.reset import PasswordResetInput
+from workflows.setup import SetupOutcome, SsoSetupWorkflow
 
 # Async tests share the session loop, like the rest of the suite.
 session_loop = pytest.mark.asyncio(loop_scope="session")

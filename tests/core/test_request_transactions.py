@@ -125,7 +125,7 @@ def test_services_commit_part_way_only_where_a_flow_must_see_the_row() -> None:
         for path in (ROOT / "api" / "services").glob("*.py")
         for call in _calls(path, "commit_now")
     }
-    assert found == {"onboarding.py:send_email", "onboarding.py:_abandon"}
+    assert found == {"setup_admin.py:send_email", "setup_admin.py:_abandon"}
 
 
 @asynccontextmanager

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import core.models
 import core.steps
-import workflows.sso_setup
-from api.routes import setup_pages
+import workflows.setup
+from api.routes import setup as setup_routes
 from core.steps import FINAL_SETUP_STATES, OPEN_SETUP_STATES, SetupState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,9 +38,9 @@ def test_models_workflow_and_pages_use_the_one_enum() -> None:
     assert core.models.SetupState is SetupState
     assert core.models.OPEN_SETUP_STATES is OPEN_SETUP_STATES
     for steps in (
-        workflows.sso_setup.PASSWORD_STEPS,
-        workflows.sso_setup.CODE_STEPS,
-        set(setup_pages.STEP_PAGES),
+        workflows.setup.PASSWORD_STEPS,
+        workflows.setup.CODE_STEPS,
+        set(setup_routes.STEP_PAGES),
     ):
         assert all(type(step) is SetupState for step in steps), steps
 
@@ -63,7 +63,7 @@ def test_the_step_module_is_pure() -> None:
 
 
 def test_the_setup_workflow_names_no_step_by_a_bare_string() -> None:
-    source = (ROOT / "workflows" / "sso_setup.py").read_text()
+    source = (ROOT / "workflows" / "setup.py").read_text()
     tree = ast.parse(source)
     values = {s.value for s in SetupState}
     bare = [

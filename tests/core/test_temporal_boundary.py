@@ -42,10 +42,10 @@ from core.sealing import password_context, seal
 from tests.support.config import TEST_SEAL_PUBLIC_KEY, make_settings
 from tests.support.temporal_stand_ins import Stand
 from workflows.common import EmailRetry, StepRequest, StepResult
-from workflows.entra_link import EntraLinkInput, EntraLinkWorkflow, LinkOutcome, LinkRequest
+from workflows.entra import EntraLinkInput, EntraLinkWorkflow, LinkOutcome, LinkRequest
 from workflows.notices import PasswordChangedNoticeWorkflow
-from workflows.password_reset import CodeRequest, PasswordResetInput, PasswordResetWorkflow
-from workflows.sso_setup import (
+from workflows.reset import CodeRequest, PasswordResetInput, PasswordResetWorkflow
+from workflows.setup import (
     ConfirmCodeRequest,
     EndRequest,
     SetPasswordRequest,
@@ -403,7 +403,7 @@ async def test_a_forged_run_no_worker_of_ours_runs_is_cleared_before_the_real_fl
     """A run under a person's flow id on a task queue we do not poll, or of a type we do not
     have, never fails by itself: the web app ends it before it starts or asks the real flow."""
     from api.services.entra import EntraSignOn
-    from api.services.onboarding import Onboarding
+    from api.services.setup_admin import Onboarding
     from core.temporal_client import TemporalGateway
 
     async with world(temporal_dev_env) as w:

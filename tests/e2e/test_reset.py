@@ -46,7 +46,7 @@ from tests.support.e2e import (
 )
 from tests.support.stack import ReceivedEmail
 from tests.support.workflows import payloads as encrypted_payloads
-from workflows.password_reset import ResetOutcome
+from workflows.reset import ResetOutcome
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

@@ -52,7 +52,7 @@ from tests.support.e2e import (
     wait_for_email,
 )
 from tests.support.stack import DevStack
-from workflows.sso_setup import SetupOutcome
+from workflows.setup import SetupOutcome
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 

@@ -15,7 +15,7 @@ from tests.support.e2e import World, parse_time
 from tests.support.fault_people import UNAVAILABLE, Person, admin_api, follow, repost, text_of
 from tests.support.faults import StackFactory
 from tests.support.stack import SmtpSink
-from workflows.sso_setup import SetupOutcome
+from workflows.setup import SetupOutcome
 
 pytestmark = [pytest.mark.faults]
 

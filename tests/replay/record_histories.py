@@ -33,15 +33,15 @@ from core.search_attributes import ALL as SEARCH_ATTRIBUTES
 from tests.support.config import TEST_SEAL_PUBLIC_KEY, binary, make_settings
 from tests.support.temporal_stand_ins import Stand
 from workflows.common import EmailRetry, StepResult
-from workflows.entra_link import EntraLinkInput, EntraLinkWorkflow, LinkOutcome, LinkRequest
+from workflows.entra import EntraLinkInput, EntraLinkWorkflow, LinkOutcome, LinkRequest
 from workflows.notices import PasswordChangedNoticeWorkflow
-from workflows.password_reset import (
+from workflows.reset import (
     CodeRequest,
     PasswordResetInput,
     PasswordResetWorkflow,
     ResetRequest,
 )
-from workflows.sso_setup import (
+from workflows.setup import (
     ConfirmCodeRequest,
     EndRequest,
     SetPasswordRequest,

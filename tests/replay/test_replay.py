@@ -20,10 +20,10 @@ from temporalio.worker import Replayer
 
 from core.codec import BINDING, data_converter
 from tests.support.config import make_settings
-from workflows.entra_link import EntraLinkWorkflow
+from workflows.entra import EntraLinkWorkflow
 from workflows.notices import PasswordChangedNoticeWorkflow
-from workflows.password_reset import PasswordResetWorkflow
-from workflows.sso_setup import SsoSetupWorkflow
+from workflows.reset import PasswordResetWorkflow
+from workflows.setup import SsoSetupWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 FILES = sorted(HISTORIES.glob("*.json"))

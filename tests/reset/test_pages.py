@@ -66,7 +66,7 @@ from tests.support.accounts import (
 )
 from tests.support.config import time_skipping_server
 from tests.support.harness import Stack, running_stack
-from workflows.password_reset import ResetProgress
+from workflows.reset import ResetProgress
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -810,7 +810,7 @@ async def test_a_wrong_code_takes_the_same_steps_for_known_and_unknown_addresses
     round trip each (timings: `make bench`)."""
     from temporalio.service import _BridgeServiceClient
 
-    import activities.password_reset as reset_activities
+    import activities.reset as reset_activities
     import api.services.reset as reset_service
 
     calls: list[str] = []

@@ -1,4 +1,4 @@
-"""The PasswordReset flow (workflows/password_reset.py and the code rules in workflows/codes.py).
+"""The PasswordReset flow (workflows/reset.py and the code rules in workflows/codes.py).
 
 Same approach as tests/setup/test_steps_workflow.py: this module's own time-skipping server
 with the encrypting data converter and the search attributes registered, stand-in
@@ -73,7 +73,7 @@ from tests.support.config import TEST_SEAL_PUBLIC_KEY, binary, make_settings, ti
 from tests.support.workflows import eventually, fields_named, not_found, payloads, rejected
 from workflows.common import EmailRetry, StepResult
 from workflows.notices import PasswordChangedNoticeWorkflow
-from workflows.password_reset import (
+from workflows.reset import (
     CodeRequest,
     PasswordResetInput,
     PasswordResetWorkflow,

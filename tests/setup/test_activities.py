@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-import activities.setup_steps as setup_steps_module
+import activities.setup as setup_steps_module
 from activities.email_delivery import OutboxSender
 from activities.inputs import (
     ActivateInput,
@@ -32,7 +32,7 @@ from activities.inputs import (
     StorePasswordInput,
     VerifyTotpInput,
 )
-from activities.setup_steps import LINK_GONE, SetupStepActivities
+from activities.setup import LINK_GONE, SetupStepActivities
 from activities.shared import SharedActivities
 from core.codec import keyring_from_settings
 from core.crypto import LINK_PURPOSE, Keyring, code_digest, token_hash

@@ -26,10 +26,10 @@ from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
 from activities.email_delivery import MeteredSender
-from activities.setup_steps import SetupStepActivities
+from activities.setup import SetupStepActivities
 from api.main import create_app
 from api.services.flows import StepInDoubt
-from api.services.setup_steps import SetupSteps
+from api.services.setup import SetupSteps
 from core.models import (
     AuditEvent,
     BrowserSession,

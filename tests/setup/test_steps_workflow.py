@@ -58,7 +58,7 @@ from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from tests.support.config import TEST_SEAL_PUBLIC_KEY, make_settings, time_skipping_server
 from tests.support.workflows import eventually, fields_named, not_found, payloads, rejected
 from workflows.common import StepRequest
-from workflows.sso_setup import (
+from workflows.setup import (
     ConfirmCodeRequest,
     EmailRetry,
     EndRequest,
@@ -251,7 +251,7 @@ def new_task_queue() -> str:
 
 
 async def start_flow(env: WorkflowEnvironment, task_queue: str, fake: FakeActivities) -> Flow:
-    """Start a flow the way api/services/onboarding.py does."""
+    """Start a flow the way api/services/setup_admin.py does."""
     staff_id = str(uuid.uuid4())
     setup_id = str(uuid.uuid4())
     handle = await env.client.start_workflow(

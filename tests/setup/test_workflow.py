@@ -44,7 +44,7 @@ from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEma
 from core.codec import ENCODING
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from tests.support.config import time_skipping_server
-from workflows.sso_setup import (
+from workflows.setup import (
     EmailRetry,
     EndRequest,
     SetupOutcome,
@@ -161,7 +161,7 @@ def worker(env: WorkflowEnvironment, task_queue: str, fake: FakeSetupActivities)
 async def start_flow(
     env: WorkflowEnvironment, task_queue: str, retry: EmailRetry | None = None
 ) -> Flow:
-    """Start a flow the way api/services/onboarding.py does."""
+    """Start a flow the way api/services/setup_admin.py does."""
     staff_id = str(uuid.uuid4())
     handle = await env.client.start_workflow(
         "SsoSetup",

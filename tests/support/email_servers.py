@@ -9,7 +9,7 @@ from typing import Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from activities.sso_setup import ttl_words
+from activities.setup_email import ttl_words
 from core.settings import Settings
 from core.templating import RenderedEmail, render_email
 from tests.support.config import make_settings

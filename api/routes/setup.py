@@ -17,11 +17,11 @@ from api.cookies import CSRF, SETUP_SESSION, csrf_ok, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
 from api.pages import redirect, render_page, six_digits
 from api.services.flows import FlowEnded, StepInDoubt, StepRefused
-from api.services.setup_steps import BoundSetup, LinkView, SetupSteps
+from api.services.setup import BoundSetup, LinkView, SetupSteps
 from core import flow_errors
 from core.errors import ServiceUnavailable
 from core.steps import SetupState
-from workflows.sso_setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress
+from workflows.setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress
 
 router = APIRouter(prefix="/sso/setup", tags=["pages"], include_in_schema=False)
 

@@ -20,7 +20,7 @@ from api.deps import SessionDep, SettingsDep, TemporalDep, UnitOfWorkDep, client
 from api.pages import redirect, render_page
 from api.services.entra import START_TTL, EntraResult, EntraSignOn, EntraStart
 from api.services.sessions import Current, Sessions
-from api.services.setup_steps import SetupSteps
+from api.services.setup import SetupSteps
 from api.services.signin import safe_return_to
 from core.entra import EntraProvider
 from core.errors import ServiceUnavailable

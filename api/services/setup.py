@@ -28,7 +28,7 @@ from core.sealing import password_context, seal, totp_context
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from core.totp import totp_aad
-from workflows.sso_setup import (
+from workflows.setup import (
     CODE_PURPOSE,
     ConfirmCodeRequest,
     SetPasswordRequest,

@@ -17,7 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from core import flow_errors
 
 with workflow.unsafe.imports_passed_through():
-    from activities.entra_link import EntraActivities
+    from activities.entra import EntraActivities
     from activities.inputs import (
         AuditInput,
         EntraLinkedNoticeInput,
@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from core import metrics
     from core.search_attributes import SSO_STEP
     from workflows.common import DB_RETRY, ENTRA_TIMEOUT, STEP_TIMEOUT, EmailRetry, required
-    from workflows.sso_setup import SsoSetupWorkflow
+    from workflows.setup import SsoSetupWorkflow
 
 VIA = {"setup_link", "session"}
 UNAVAILABLE = "Microsoft isn't answering right now. Please try again in a few minutes."

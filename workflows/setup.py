@@ -29,9 +29,9 @@ with workflow.unsafe.imports_passed_through():
         StorePasswordInput,
         VerifyTotpInput,
     )
-    from activities.setup_steps import SetupStepActivities
+    from activities.setup import SetupStepActivities
+    from activities.setup_email import SetupActivities
     from activities.shared import SharedActivities
-    from activities.sso_setup import SetupActivities
     from core import metrics
     from core.search_attributes import SSO_STEP
     from core.steps import FINAL_SETUP_STATES, SetupState

@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         SendResetLinkInput,
         WrongResetCodeInput,
     )
-    from activities.password_reset import ResetActivities
+    from activities.reset import ResetActivities
     from activities.shared import SharedActivities
     from core import metrics
     from core.reset_caps import CODES_STOPPED, LINK_SENT

@@ -31,7 +31,7 @@ from core.models import (
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
-from workflows.sso_setup import (
+from workflows.setup import (
     EndRequest,
     SetupOutcome,
     SetupProgress,

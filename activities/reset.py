@@ -23,7 +23,7 @@ from activities.inputs import (
     WrongResetCodeResult,
 )
 from activities.send_requests import AttemptClock
-from activities.sso_setup import ttl_words
+from activities.setup_email import ttl_words
 from core import audit
 from core.accounts import account_for, revoke_sessions, totp_accepted
 from core.crypto import new_token
