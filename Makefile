@@ -1,5 +1,5 @@
 # Two commands matter: `make dev` runs the product, `make test` runs every test.
-# `make check` is the inner loop: lint, format (tests/), types, and the unit and workflow tests.
+# `make check` is the inner loop: lint, format, types, and the unit and workflow tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -21,13 +21,13 @@ dev: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-# Product code is not run through `ruff format` yet; tests/ is.
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check tests
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
 # Unit and workflow tests on SQLite only: not the real stack (e2e, browser, faults) nor the

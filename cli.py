@@ -49,11 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--temporal-port", type=int, default=7233)
     dev.add_argument("--ui-port", type=int, default=8233)
-    dev.add_argument("--entra-port", type=int, default=9400,
-                     help="port of the local Microsoft Entra stand-in (when Entra is not set)")
-    dev.add_argument("--worker-metrics-port", type=int, default=0,
-                     help="port of the worker's Prometheus metrics (default: any free port; "
-                     "the web app's /metrics includes them)")
+    dev.add_argument(
+        "--entra-port",
+        type=int,
+        default=9400,
+        help="port of the local Microsoft Entra stand-in (when Entra is not set)",
+    )
+    dev.add_argument(
+        "--worker-metrics-port",
+        type=int,
+        default=0,
+        help="port of the worker's Prometheus metrics (default: any free port; "
+        "the web app's /metrics includes them)",
+    )
     dev.add_argument("--data-dir", default=os.environ.get("SSO_DATA_DIR", ".data"))
     dev.set_defaults(func=cmd_dev)
 
@@ -76,14 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     staff = commands.add_parser("staff", help="manage staff members")
     staff_commands = staff.add_subparsers(dest="staff_command", required=True)
     staff_create = staff_commands.add_parser(
-        "create", help="create a staff member and send their Single Sign-On email")
+        "create", help="create a staff member and send their Single Sign-On email"
+    )
     staff_create.add_argument("--first-name", required=True)
     staff_create.add_argument("--last-name", required=True)
     staff_create.add_argument("--email", required=True, help="their External Email 1")
-    staff_create.add_argument("--admin", action="store_true",
-                              help="give them the admin role (their setup requires MFA)")
-    staff_create.add_argument("--no-email", action="store_true",
-                              help="create the record only; send the email later")
+    staff_create.add_argument(
+        "--admin", action="store_true", help="give them the admin role (their setup requires MFA)"
+    )
+    staff_create.add_argument(
+        "--no-email", action="store_true", help="create the record only; send the email later"
+    )
     staff_create.set_defaults(func=cmd_staff_create)
 
     admin_key = commands.add_parser("admin-key", help="manage admin API keys")
@@ -95,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="check the records")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     boundary = audit_commands.add_parser(
-        "boundary", help="every Entra link, and every flow change no web request stands behind")
+        "boundary", help="every Entra link, and every flow change no web request stands behind"
+    )
     boundary.set_defaults(func=cmd_audit_boundary)
     return parser
 
@@ -115,8 +127,15 @@ def cmd_api(args: argparse.Namespace) -> None:
     configure(settings.log_level)
     # proxy_headers off: uvicorn would believe any X-Forwarded-For from loopback. The app
     # decides who a request is from (api/client_address.py, SSO_TRUSTED_PROXIES).
-    uvicorn.run("api.main:create_app", factory=True, host=args.host, port=args.port,
-                log_config=None, proxy_headers=False, server_header=False)
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+    )
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:
@@ -163,17 +182,23 @@ async def _audit_boundary(settings: Settings) -> list[str]:
     finally:
         await engine.dispose()
     lines = [f"Microsoft Entra links since install: {len(links)}"]
-    lines += [f"  {link.at:%Y-%m-%d %H:%M:%S} staff {link.staff_id} tenant {link.tenant_id} "
-              f"oid {link.object_id} via {link.via} by {link.actor} from {link.ip or '-'}"
-              + ("" if link.still_linked else " (no longer linked)") for link in links]
+    lines += [
+        f"  {link.at:%Y-%m-%d %H:%M:%S} staff {link.staff_id} tenant {link.tenant_id} "
+        f"oid {link.object_id} via {link.via} by {link.actor} from {link.ip or '-'}"
+        + ("" if link.still_linked else " (no longer linked)")
+        for link in links
+    ]
     client = await connect(settings, role="cli")
     codec = make_codec(settings)
     changes = [change async for change in unbacked_changes(client, codec)]
-    lines.append(f"Flow changes with no web request behind them (retained histories): "
-                 f"{len(changes)}")
-    lines += [f"  {change.at:%Y-%m-%d %H:%M:%S} {change.workflow_id} {change.what}: "
-              f"{change.why}; client {change.identity or '-'}" if change.at else
-              f"  {change.workflow_id} {change.what}: {change.why}" for change in changes]
+    lines.append(f"Flow changes with no web request behind them (retained histories): {len(changes)}")
+    lines += [
+        f"  {change.at:%Y-%m-%d %H:%M:%S} {change.workflow_id} {change.what}: "
+        f"{change.why}; client {change.identity or '-'}"
+        if change.at
+        else f"  {change.workflow_id} {change.what}: {change.why}"
+        for change in changes
+    ]
     return lines
 
 
@@ -188,9 +213,11 @@ async def _create_admin_key(settings: Settings, name: str, revoke_same_name: boo
     try:
         async with session_factory(engine)() as session:
             if revoke_same_name:
-                await session.execute(update(AdminApiKey).where(
-                    AdminApiKey.name == name, AdminApiKey.revoked_at.is_(None)
-                ).values(revoked_at=utcnow()))
+                await session.execute(
+                    update(AdminApiKey)
+                    .where(AdminApiKey.name == name, AdminApiKey.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                )
             key = await create_admin_key(session, settings, name)
             await session.commit()
     finally:
@@ -206,8 +233,12 @@ def cmd_staff_create(args: argparse.Namespace) -> None:
     from api.schemas import StaffCreate
 
     try:
-        data = StaffCreate(first_name=args.first_name, last_name=args.last_name,
-                           external_email_1=args.email, is_admin=args.admin)
+        data = StaffCreate(
+            first_name=args.first_name,
+            last_name=args.last_name,
+            external_email_1=args.email,
+            is_admin=args.admin,
+        )
     except InvalidInput as exc:
         raise SystemExit(f"sso: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
     print(asyncio.run(_create_staff(get_settings(), data, send=not args.no_email)))
@@ -235,16 +266,22 @@ async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> st
             done = f"Created {staff.first_name} {staff.last_name}{role}: {staff.id}"
             if not send:
                 return done
-            onboarding = Onboarding(settings=settings, session=session,
-                                    temporal=TemporalGateway(settings, role="cli"),
-                                    uow=UnitOfWork(session))
+            onboarding = Onboarding(
+                settings=settings,
+                session=session,
+                temporal=TemporalGateway(settings, role="cli"),
+                uow=UnitOfWork(session),
+            )
             try:
                 await onboarding.send_email(staff.id, actor, None)
             except SsoError as exc:
-                raise SystemExit(f"{done}\nsso: the Single Sign-On email was not sent: "
-                                 f"{exc.message}") from None
-            return (f"{done}\nSingle Sign-On email sent to {staff.external_email_1}; the link "
-                    f"is valid for {int(settings.setup_link_ttl.total_seconds() // 60)} minutes.")
+                raise SystemExit(
+                    f"{done}\nsso: the Single Sign-On email was not sent: {exc.message}"
+                ) from None
+            return (
+                f"{done}\nSingle Sign-On email sent to {staff.external_email_1}; the link "
+                f"is valid for {int(settings.setup_link_ttl.total_seconds() // 60)} minutes."
+            )
     finally:
         await engine.dispose()
 
@@ -256,13 +293,16 @@ def cmd_dev(args: argparse.Namespace) -> None:
     ui_origins = [f"http://localhost:{args.ui_port}", f"http://127.0.0.1:{args.ui_port}"]
     env = dict(os.environ)
     env.setdefault("SSO_ENV", "development")
-    env.update({
-        "SSO_DATA_DIR": str(data_dir),
-        "SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{args.temporal_port}",
-        "SSO_CODEC_DEV_OPEN": "true",
-        "SSO_CODEC_CORS_ORIGINS": ",".join(
-            [o for o in env.get("SSO_CODEC_CORS_ORIGINS", "").split(",") if o] + ui_origins),
-    })
+    env.update(
+        {
+            "SSO_DATA_DIR": str(data_dir),
+            "SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{args.temporal_port}",
+            "SSO_CODEC_DEV_OPEN": "true",
+            "SSO_CODEC_CORS_ORIGINS": ",".join(
+                [o for o in env.get("SSO_CODEC_CORS_ORIGINS", "").split(",") if o] + ui_origins
+            ),
+        }
+    )
     env.setdefault("SSO_PUBLIC_URL", public)
     env.update(dev_metrics_env(env, args.worker_metrics_port))
     env["PYTHONPATH"] = child_python_path(env.get("PYTHONPATH"))
@@ -286,21 +326,31 @@ def cmd_dev(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        processes.start(temporal_command(data_dir, args.temporal_port,
-                                         settings.temporal_namespace, ui_port=args.ui_port,
-                                         codec_endpoint=f"{public}/codec"),
-                        log=log, ready_port=("127.0.0.1", args.temporal_port))
+        processes.start(
+            temporal_command(
+                data_dir,
+                args.temporal_port,
+                settings.temporal_namespace,
+                ui_port=args.ui_port,
+                codec_endpoint=f"{public}/codec",
+            ),
+            log=log,
+            ready_port=("127.0.0.1", args.temporal_port),
+        )
         if entra_stand_in:
             entra_log = (data_dir / "entra-dev.log").open("ab")
-            processes.start(entra_command(args.entra_port), log=entra_log,
-                            ready_port=("127.0.0.1", args.entra_port), ready_timeout=30)
+            processes.start(
+                entra_command(args.entra_port),
+                log=entra_log,
+                ready_port=("127.0.0.1", args.entra_port),
+                ready_timeout=30,
+            )
         processes.start(worker_command())
         processes.start(api_command(args.host, args.port), ready_port=(args.host, args.port))
         print(_banner(settings, args, key, data_dir), flush=True)
         while processes.all_running():
             time.sleep(0.5)
-        print(f"sso dev: a process stopped ({processes.stopped()}); stopping the rest",
-              file=sys.stderr)
+        print(f"sso dev: a process stopped ({processes.stopped()}); stopping the rest", file=sys.stderr)
         raise SystemExit(1)
     except KeyboardInterrupt:
         print("\nsso dev: stopping", file=sys.stderr)
@@ -316,8 +366,10 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def _entra_line(settings: Settings) -> str:
     if settings.entra_dev_graph:
         where = settings.entra_discovery_url.split("/.well-known")[0]
-        return (f"  Microsoft-Entra        local stand-in at {where}"
-                " (test users: jo.bloggs, sam.disabled, olly.othertenant)")
+        return (
+            f"  Microsoft-Entra        local stand-in at {where}"
+            " (test users: jo.bloggs, sam.disabled, olly.othertenant)"
+        )
     if settings.entra_enabled:
         return f"  Microsoft-Entra        {settings.entra_discovery_url}"
     return "  Microsoft-Entra        off (set SSO_ENTRA_CLIENT_ID and SSO_ENTRA_CLIENT_SECRET)"

@@ -30,8 +30,9 @@ from workflows.setup import SsoSetupWorkflow
 
 def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None = None) -> Worker:
     if not settings.seal_private_key.get_secret_value():
-        raise InsecureSettingsError("the worker needs SSO_SEAL_PRIVATE_KEY to open sealed "
-                                    "passwords and codes")
+        raise InsecureSettingsError(
+            "the worker needs SSO_SEAL_PRIVATE_KEY to open sealed passwords and codes"
+        )
     sessions = session_factory(engine or create_engine(settings.async_database_url))
     sender = MeteredSender(build_sender(settings, sessions, keyring_from_settings(settings)))
     keyring = keyring_from_settings(settings)
@@ -46,16 +47,24 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
         # A flow cached on a worker that died gets its next task there until this runs out
         # (the SDK's default is 10 s); a live worker picks it up in milliseconds.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
-        workflows=[SsoSetupWorkflow, PasswordResetWorkflow, PasswordChangedNoticeWorkflow,
-                   EntraLinkWorkflow],
+        workflows=[SsoSetupWorkflow, PasswordResetWorkflow, PasswordChangedNoticeWorkflow, EntraLinkWorkflow],
         activities=[
-            setup.send_setup_email, setup.close_setup,
-            steps.store_password, steps.confirm_email, steps.verify_totp,
-            steps.activate_account, steps.record_link_opened,
-            shared.send_code, shared.record_audit,
-            reset.reset_password, reset.send_password_changed, reset.count_wrong_reset_code,
+            setup.send_setup_email,
+            setup.close_setup,
+            steps.store_password,
+            steps.confirm_email,
+            steps.verify_totp,
+            steps.activate_account,
+            steps.record_link_opened,
+            shared.send_code,
+            shared.record_audit,
+            reset.reset_password,
+            reset.send_password_changed,
+            reset.count_wrong_reset_code,
             reset.send_reset_link,
-            entra.verify_entra_grant, entra.link_entra_identity, entra.send_entra_linked,
+            entra.verify_entra_grant,
+            entra.link_entra_identity,
+            entra.send_entra_linked,
         ],
     )
 
@@ -70,12 +79,12 @@ def metrics_runtime(address: str) -> Runtime | None:
     except ValueError as exc:
         raise InsecureSettingsError(
             f"the worker cannot serve metrics on SSO_WORKER_METRICS_ADDRESS={address} ({exc}); "
-            "give it a free host:port, or an empty value to turn worker metrics off") from None
+            "give it a free host:port, or an empty value to turn worker metrics off"
+        ) from None
 
 
 async def run(settings: Settings) -> None:
-    client = await connect(settings, runtime=metrics_runtime(settings.worker_metrics_address),
-                           role="worker")
+    client = await connect(settings, runtime=metrics_runtime(settings.worker_metrics_address), role="worker")
     engine = create_engine(settings.async_database_url)
     worker = build_worker(client, settings, engine)
     stop = asyncio.Event()

@@ -25,21 +25,24 @@ class SecretActivities:
     # activity class of the worker, so the flows' other steps keep the CPU first.
     _hash_pool: ThreadPoolExecutor | None = None
 
-    def __init__(self, settings: Settings, sessions: SessionFactory, sender: EmailSender,
-                 keyring: Keyring) -> None:
+    def __init__(
+        self, settings: Settings, sessions: SessionFactory, sender: EmailSender, keyring: Keyring
+    ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._sender = sender
         self._keyring = keyring
         self._requests = SendRequests(keyring)
-        self._hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
-                              settings.argon2_parallelism)
+        self._hasher = Hasher(
+            settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+        )
 
     async def _hash(self, password: str) -> str:
         if SecretActivities._hash_pool is None:
             SecretActivities._hash_pool = hashing_pool()
         return await asyncio.get_running_loop().run_in_executor(
-            SecretActivities._hash_pool, self._hasher.hash, password)
+            SecretActivities._hash_pool, self._hasher.hash, password
+        )
 
     async def _notify(self, kind: str, staff_id: uuid.UUID, email: RenderedEmail) -> None:
         """Send a notice once per request (a retry after it was accepted sends nothing); a
@@ -54,8 +57,7 @@ class SecretActivities:
         try:
             await self._requests.send(self._sessions, self._sender, claim, email)
         except PermanentEmailError as exc:
-            raise ApplicationError(str(exc), non_retryable=True,
-                                   type="PermanentEmailError") from exc
+            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
         sent_at = clock.now()
 
         async def record_sent() -> None:
@@ -67,15 +69,22 @@ class SecretActivities:
 
     async def _audit(self, data: AuditInput) -> None:
         async with self._sessions() as session:
-            audit.record(session, actor=data.actor, action=data.action, outcome=data.outcome,
-                         target=data.target, ip=data.ip, **data.details)
+            audit.record(
+                session,
+                actor=data.actor,
+                action=data.action,
+                outcome=data.outcome,
+                target=data.target,
+                ip=data.ip,
+                **data.details,
+            )
             await session.commit()
 
     def _unseal(self, sealed: str, context: bytes) -> str:
         """Open a value the web app sealed to the workers' key."""
         try:
-            return unseal(self._settings.seal_private_key.get_secret_value(), sealed,
-                          context).decode()
+            return unseal(self._settings.seal_private_key.get_secret_value(), sealed, context).decode()
         except (DecryptionError, ValueError, UnicodeDecodeError) as exc:
-            raise ApplicationError("the sealed value could not be opened", non_retryable=True,
-                                   type="BadSeal") from exc
+            raise ApplicationError(
+                "the sealed value could not be opened", non_retryable=True, type="BadSeal"
+            ) from exc

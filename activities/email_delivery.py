@@ -52,8 +52,9 @@ class _Progress:
     handing_over = False  # the message itself is on its way: the server may take it
 
 
-async def _within(seconds: float, send: Callable[[RenderedEmail, _Progress], None],
-                  email: RenderedEmail, what: str) -> None:
+async def _within(
+    seconds: float, send: Callable[[RenderedEmail, _Progress], None], email: RenderedEmail, what: str
+) -> None:
     """One send in a thread, over in `seconds` at most. The client's own timeout bounds each
     socket operation, not the whole exchange; this bounds the whole, so an attempt always ends
     well inside its activity's timeout (a thread left behind ends at its socket timeout)."""
@@ -61,8 +62,9 @@ async def _within(seconds: float, send: Callable[[RenderedEmail, _Progress], Non
     try:
         await asyncio.wait_for(asyncio.to_thread(send, email, progress), timeout=seconds)
     except TimeoutError:
-        raise TransientEmailError(f"{what} did not finish within {seconds:g} s",
-                                  maybe_delivered=progress.handing_over) from None
+        raise TransientEmailError(
+            f"{what} did not finish within {seconds:g} s", maybe_delivered=progress.handing_over
+        ) from None
 
 
 class OutboxSender:
@@ -73,12 +75,9 @@ class OutboxSender:
         self._keyring = keyring
 
     async def send(self, email: RenderedEmail) -> None:
-        sealed = self._keyring.seal(
-            f"{email.text}\0{email.html}".encode(), associated_data=b"outbox"
-        )
+        sealed = self._keyring.seal(f"{email.text}\0{email.html}".encode(), associated_data=b"outbox")
         async with self._sessions() as session:
-            session.add(OutboxEmail(to_address=email.to, subject=email.subject,
-                                    body_encrypted=sealed))
+            session.add(OutboxEmail(to_address=email.to, subject=email.subject, body_encrypted=sealed))
             await session.commit()
 
 
@@ -135,7 +134,8 @@ class SmtpSender:
         if isinstance(exc, OSError | smtplib.SMTPException):
             return TransientEmailError(
                 f"cannot reach SMTP server {s.smtp_host}:{s.smtp_port}: {type(exc).__name__}",
-                maybe_delivered=handing_over)
+                maybe_delivered=handing_over,
+            )
         return None
 
 
@@ -157,8 +157,7 @@ class SendgridSender:
         await _within(self._settings.email_timeout, self._send_sync, email, "SendGrid")
 
     def _send_sync(self, email: RenderedEmail, progress: _Progress) -> None:
-        mail = Mail(from_email=From(self._settings.email_from), to_emails=To(email.to),
-                    subject=email.subject)
+        mail = Mail(from_email=From(self._settings.email_from), to_emails=To(email.to), subject=email.subject)
         mail.add_content(Content("text/plain", email.text))
         mail.add_content(Content("text/html", email.html))
         try:
@@ -172,8 +171,9 @@ class SendgridSender:
             raise PermanentEmailError(text) from exc
         except (urllib.error.URLError, OSError) as exc:
             refused = isinstance(getattr(exc, "reason", exc), ConnectionRefusedError)
-            raise TransientEmailError(f"cannot reach SendGrid: {type(exc).__name__}",
-                                      maybe_delivered=not refused) from exc
+            raise TransientEmailError(
+                f"cannot reach SendGrid: {type(exc).__name__}", maybe_delivered=not refused
+            ) from exc
 
 
 class MeteredSender:
@@ -197,6 +197,7 @@ class MeteredSender:
             raise
         metrics.email_sent(self.name)
 
+
 T = TypeVar("T")
 
 
@@ -213,11 +214,13 @@ async def record_after_send(write: Callable[[], Awaitable[T]]) -> T:
         try:
             return await write()
         except Exception as exc:
-            if not database_unreachable(exc) or datetime.now(UTC) + timedelta(
-                    seconds=delay) >= give_up:
+            if not database_unreachable(exc) or datetime.now(UTC) + timedelta(seconds=delay) >= give_up:
                 raise
-            activity.logger.warning("email sent but the database is unreachable (%s); "
-                                    "recording it again in %.2f s", type(exc).__name__, delay)
+            activity.logger.warning(
+                "email sent but the database is unreachable (%s); recording it again in %.2f s",
+                type(exc).__name__,
+                delay,
+            )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
 

@@ -33,11 +33,11 @@ ENTRA_BUDGET_SECONDS = 25.0
 
 LINK_REFUSALS = {
     "linked_elsewhere": "This Microsoft account is already linked to another staff login. "
-                        "Ask your administrator.",
+    "Ask your administrator.",
     "has_other_link": "Your staff login is already linked to a different Microsoft account. "
-                      "Ask your administrator to unlink it first.",
+    "Ask your administrator to unlink it first.",
     "link_unusable": "This setup link has expired or was already used. Ask your administrator "
-                     "to send you a new Single Sign-On email.",
+    "to send you a new Single Sign-On email.",
     "staff_missing": "This staff login no longer exists. Ask your administrator.",
 }
 
@@ -45,23 +45,25 @@ LINK_REFUSALS = {
 class EntraActivities(SecretActivities):
     @activity.defn(name="verify_entra_grant")
     async def verify_entra_grant(self, data: VerifyEntraInput) -> VerifiedEntra:
-        grant = Grant.from_json(
-            self._unseal(data.sealed_grant, entra_context(data.workflow_id)).encode())
+        grant = Grant.from_json(self._unseal(data.sealed_grant, entra_context(data.workflow_id)).encode())
         try:
             async with asyncio.timeout(ENTRA_BUDGET_SECONDS):
                 identity = await EntraProvider(self._settings).redeem(grant)
         except TimeoutError:
-            raise ApplicationError("Microsoft did not answer in time",
-                                   type="EntraUnavailable") from None
+            raise ApplicationError("Microsoft did not answer in time", type="EntraUnavailable") from None
         except EntraRefused as refused:
-            raise ApplicationError(refused.message, refused.reason, non_retryable=True,
-                                   type="EntraRefused") from None
+            raise ApplicationError(
+                refused.message, refused.reason, non_retryable=True, type="EntraRefused"
+            ) from None
         except EntraUnavailable as exc:
             # Retried by the flow's policy; the message carries no token.
-            raise ApplicationError(f"Microsoft did not answer: {exc}",
-                                   type="EntraUnavailable") from None
-        return VerifiedEntra(tenant_id=identity.tenant_id, object_id=identity.object_id,
-                             name=identity.name, email=identity.email)
+            raise ApplicationError(f"Microsoft did not answer: {exc}", type="EntraUnavailable") from None
+        return VerifiedEntra(
+            tenant_id=identity.tenant_id,
+            object_id=identity.object_id,
+            name=identity.name,
+            email=identity.email,
+        )
 
     @activity.defn(name="link_entra_identity")
     async def link_entra_identity(self, data: LinkEntraInput) -> LinkEntraResult:
@@ -76,22 +78,41 @@ class EntraActivities(SecretActivities):
             elif data.via == "setup_link" and not await _link_usable(session, data, now):
                 refusal = "link_unusable"
             if refusal is None:
-                holder = await session.scalar(select(EntraLink).where(
-                    EntraLink.tenant_id == who.tenant_id, EntraLink.object_id == who.object_id))
+                holder = await session.scalar(
+                    select(EntraLink).where(
+                        EntraLink.tenant_id == who.tenant_id, EntraLink.object_id == who.object_id
+                    )
+                )
                 own = await session.scalar(select(EntraLink).where(EntraLink.staff_id == staff_id))
                 if holder is not None and holder.staff_id != staff_id:
                     refusal = "linked_elsewhere"
                 elif own is not None and holder is None:
                     refusal = "has_other_link"
                 elif own is None:
-                    session.add(EntraLink(staff_id=staff_id, tenant_id=who.tenant_id,
-                                          object_id=who.object_id, display_name=who.name,
-                                          email=who.email, linked_via=data.via, linked_at=now))
+                    session.add(
+                        EntraLink(
+                            staff_id=staff_id,
+                            tenant_id=who.tenant_id,
+                            object_id=who.object_id,
+                            display_name=who.name,
+                            email=who.email,
+                            linked_via=data.via,
+                            linked_at=now,
+                        )
+                    )
                     newly = True
             if refusal is not None:
-                audit.record(session, actor=data.actor, action="entra.link_refused",
-                             outcome="failure", target=data.staff_id, ip=data.ip,
-                             reason=refusal, tenant_id=who.tenant_id, via=data.via)
+                audit.record(
+                    session,
+                    actor=data.actor,
+                    action="entra.link_refused",
+                    outcome="failure",
+                    target=data.staff_id,
+                    ip=data.ip,
+                    reason=refusal,
+                    tenant_id=who.tenant_id,
+                    via=data.via,
+                )
                 await session.commit()
                 return LinkEntraResult(ok=False, reason=refusal, message=LINK_REFUSALS[refusal])
             if data.via == "setup_link" and data.link_id:
@@ -99,17 +120,26 @@ class EntraActivities(SecretActivities):
                 if link is not None and link.consumed_at is None:
                     link.consumed_at = now
             if newly:
-                audit.record(session, actor=data.actor, action="entra.linked", outcome="success",
-                             target=data.staff_id, ip=data.ip, tenant_id=who.tenant_id,
-                             object_id=who.object_id, via=data.via,
-                             workflow_id=data.workflow_id)
+                audit.record(
+                    session,
+                    actor=data.actor,
+                    action="entra.linked",
+                    outcome="success",
+                    target=data.staff_id,
+                    ip=data.ip,
+                    tenant_id=who.tenant_id,
+                    object_id=who.object_id,
+                    via=data.via,
+                    workflow_id=data.workflow_id,
+                )
             try:
                 await session.commit()
             except IntegrityError:
                 # Another staff login took this identity at the same moment.
                 await session.rollback()
-                return LinkEntraResult(ok=False, reason="linked_elsewhere",
-                                       message=LINK_REFUSALS["linked_elsewhere"])
+                return LinkEntraResult(
+                    ok=False, reason="linked_elsewhere", message=LINK_REFUSALS["linked_elsewhere"]
+                )
         return LinkEntraResult(ok=True, newly_linked=newly)
 
     @activity.defn(name="send_entra_linked")
@@ -119,10 +149,14 @@ class EntraActivities(SecretActivities):
         if staff is None:
             return
         email = render_email(
-            "entra_linked", to=staff.external_email_1, brand=self._settings.brand_name,
-            first_name=staff.first_name, account=data.account,
+            "entra_linked",
+            to=staff.external_email_1,
+            brand=self._settings.brand_name,
+            first_name=staff.first_name,
+            account=data.account,
             linked_at=data.linked_at.strftime("%d %B %Y at %H:%M UTC"),
-            support_email=self._settings.support_email)
+            support_email=self._settings.support_email,
+        )
         await self._notify("entra_linked", staff.id, email)
 
 
@@ -130,6 +164,10 @@ async def _link_usable(session: AsyncSession, data: LinkEntraInput, now: datetim
     if not data.link_id:
         return False
     link = await session.get(SetupLink, uuid.UUID(data.link_id))
-    return (link is not None and str(link.staff_id) == data.staff_id
-            and link.revoked_at is None and link.consumed_at is None
-            and link.expires_at > now)
+    return (
+        link is not None
+        and str(link.staff_id) == data.staff_id
+        and link.revoked_at is None
+        and link.consumed_at is None
+        and link.expires_at > now
+    )

@@ -40,9 +40,8 @@ from core.reset_caps import (
 from core.sealing import password_context, totp_context
 from core.templating import render_email
 
-NEED_TOTP = ("Your account uses MFA: also enter the current code from your authenticator app.")
-WRONG_TOTP = ("That authenticator code didn't match. Check the time on your phone and enter "
-              "the newest code.")
+NEED_TOTP = "Your account uses MFA: also enter the current code from your authenticator app."
+WRONG_TOTP = "That authenticator code didn't match. Check the time on your phone and enter the newest code."
 
 
 class ResetActivities(SecretActivities):
@@ -55,19 +54,21 @@ class ResetActivities(SecretActivities):
         actor = f"staff:{data.staff_id}"
         async with self._sessions() as session:
             # Before anything that could tell a right code from a wrong one.
-            if data.code_flow is not None and await codes_stopped(session, CodeCaps(
-                    data.account_id, data.code_flow, data.flow_limit, data.day_limit), utcnow()):
+            if data.code_flow is not None and await codes_stopped(
+                session, CodeCaps(data.account_id, data.code_flow, data.flow_limit, data.day_limit), utcnow()
+            ):
                 return ResetPasswordResult(ok=False, message=CODES_STOPPED, codes_stopped=True)
             if data.link_digest is not None and not await _link_usable(
-                    session, account_id, data.link_digest, utcnow()):
+                session, account_id, data.link_digest, utcnow()
+            ):
                 return ResetPasswordResult(ok=False, message=LINK_GONE)
             account = await session.get(SsoAccount, account_id)
             staff = await session.get(Staff, uuid.UUID(data.staff_id))
             if account is None or staff is None or account.status != AccountStatus.active.value:
-                raise ApplicationError("account is not active", non_retryable=True,
-                                       type="AccountMissing")
-            personal = personal_words(staff.first_name, staff.last_name,
-                                      staff.external_email_1, self._settings.brand_name)
+                raise ApplicationError("account is not active", non_retryable=True, type="AccountMissing")
+            personal = personal_words(
+                staff.first_name, staff.last_name, staff.external_email_1, self._settings.brand_name
+            )
             mfa = account.mfa_enabled_at is not None
         if mfa and not data.sealed_totp:
             return ResetPasswordResult(ok=False, message=NEED_TOTP)
@@ -82,11 +83,16 @@ class ResetActivities(SecretActivities):
             async with self._sessions() as session:
                 account = await session.get(SsoAccount, account_id)
                 assert account is not None
-                problem = await totp_accepted(session, self._keyring, account, code,
-                                              datetime.now(UTC))
+                problem = await totp_accepted(session, self._keyring, account, code, datetime.now(UTC))
                 if problem is not None:
-                    audit.record(session, actor=actor, action="reset.totp_failed",
-                                 outcome="failure", target=data.staff_id, ip=data.ip)
+                    audit.record(
+                        session,
+                        actor=actor,
+                        action="reset.totp_failed",
+                        outcome="failure",
+                        target=data.staff_id,
+                        ip=data.ip,
+                    )
                 # Commit either way: an accepted step is stored so it can't be replayed.
                 await session.commit()
             if problem is not None:
@@ -98,25 +104,39 @@ class ResetActivities(SecretActivities):
             if data.link_digest is not None:
                 consumed = await session.execute(
                     update(ResetLink)
-                    .where(ResetLink.token_hash == data.link_digest,
-                           ResetLink.account_id == account_id,
-                           ResetLink.consumed_at.is_(None), ResetLink.expires_at > now)
-                    .values(consumed_at=now))
+                    .where(
+                        ResetLink.token_hash == data.link_digest,
+                        ResetLink.account_id == account_id,
+                        ResetLink.consumed_at.is_(None),
+                        ResetLink.expires_at > now,
+                    )
+                    .values(consumed_at=now)
+                )
                 if consumed.rowcount != 1:  # type: ignore[attr-defined]
                     return ResetPasswordResult(ok=False, message=LINK_GONE)
                 # One reset per email's worth of links: any other one dies with this use.
-                await session.execute(delete(ResetLink).where(
-                    ResetLink.account_id == account_id, ResetLink.consumed_at.is_(None)))
+                await session.execute(
+                    delete(ResetLink).where(
+                        ResetLink.account_id == account_id, ResetLink.consumed_at.is_(None)
+                    )
+                )
             account = await session.get(SsoAccount, account_id)
             assert account is not None
             account.password_hash = password_hash
             account.failed_sign_ins = 0
             account.locked_until = None
             revoked = await revoke_sessions(session, account.staff_id, now)
-            audit.record(session, actor=actor, action="reset.completed", outcome="success",
-                         target=data.staff_id, ip=data.ip, sessions_revoked=revoked,
-                         workflow_id=data.workflow_id,
-                         **({"via": "link"} if data.link_digest is not None else {}))
+            audit.record(
+                session,
+                actor=actor,
+                action="reset.completed",
+                outcome="success",
+                target=data.staff_id,
+                ip=data.ip,
+                sessions_revoked=revoked,
+                workflow_id=data.workflow_id,
+                **({"via": "link"} if data.link_digest is not None else {}),
+            )
             await session.commit()
         return ResetPasswordResult(ok=True)
 
@@ -124,12 +144,20 @@ class ResetActivities(SecretActivities):
     async def count_wrong_reset_code(self, data: WrongResetCodeInput) -> WrongResetCodeResult:
         """A wrong reset code: counted against the flow's and the account's caps, and audited."""
         async with self._sessions() as session:
-            counted = await count_wrong_code(session, CodeCaps(
-                data.account_id, data.flow, data.flow_limit, data.day_limit), utcnow())
-            audit.record(session, actor=f"staff:{data.staff_id}", action="code.failed",
-                         outcome="failure", target=data.staff_id, ip=data.ip,
-                         attempts_left=str(data.attempts_left), purpose="reset",
-                         codes_stopped=counted.stopped)
+            counted = await count_wrong_code(
+                session, CodeCaps(data.account_id, data.flow, data.flow_limit, data.day_limit), utcnow()
+            )
+            audit.record(
+                session,
+                actor=f"staff:{data.staff_id}",
+                action="code.failed",
+                outcome="failure",
+                target=data.staff_id,
+                ip=data.ip,
+                attempts_left=str(data.attempts_left),
+                purpose="reset",
+                codes_stopped=counted.stopped,
+            )
             await session.commit()
         return WrongResetCodeResult(counted=counted.counted, stopped=counted.stopped)
 
@@ -145,44 +173,59 @@ class ResetActivities(SecretActivities):
         async with self._sessions() as session:
             staff = await session.get(Staff, staff_id)
             if staff is None:
-                raise ApplicationError("staff member no longer exists", non_retryable=True,
-                                       type="StaffNotFound")
-            claim = await self._requests.claim(session, "password_reset_link", staff_id,
-                                               new_token)
+                raise ApplicationError(
+                    "staff member no longer exists", non_retryable=True, type="StaffNotFound"
+                )
+            claim = await self._requests.claim(session, "password_reset_link", staff_id, new_token)
             if claim.accepted:
                 # An earlier attempt's email was accepted and recorded; its answer was lost.
                 assert claim.row.accepted_at is not None
-                return SendResetLinkResult(sent_at=claim.row.accepted_at,
-                                           expires_at=claim.row.accepted_at + ttl)
+                return SendResetLinkResult(
+                    sent_at=claim.row.accepted_at, expires_at=claim.row.accepted_at + ttl
+                )
             digest = reset_link_hash(self._settings.secret_key.get_secret_value(), claim.secret)
             if claim.minted:
-                session.add(ResetLink(
-                    account_id=uuid.UUID(data.account_id), workflow_id=data.workflow_id,
-                    token_hash=digest, expires_at=clock.now() + ttl, created_at=utcnow()))
+                session.add(
+                    ResetLink(
+                        account_id=uuid.UUID(data.account_id),
+                        workflow_id=data.workflow_id,
+                        token_hash=digest,
+                        expires_at=clock.now() + ttl,
+                        created_at=utcnow(),
+                    )
+                )
             self._requests.hand_over(claim)
             email = render_email(
-                "password_reset_link", to=staff.external_email_1,
-                brand=self._settings.brand_name, first_name=staff.first_name,
+                "password_reset_link",
+                to=staff.external_email_1,
+                brand=self._settings.brand_name,
+                first_name=staff.first_name,
                 link=f"{self._settings.public_url}/sso/reset/link/{claim.secret}",
                 ttl_words=ttl_words(data.link_ttl_seconds),
-                support_email=self._settings.support_email)
+                support_email=self._settings.support_email,
+            )
             await session.commit()
         claim.secret = ""
         try:
             await self._requests.send(self._sessions, self._sender, claim, email)
         except PermanentEmailError as exc:
-            raise ApplicationError(str(exc), non_retryable=True,
-                                   type="PermanentEmailError") from exc
+            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
         sent_at = clock.now()
 
         async def record_sent() -> None:
             async with self._sessions() as session:
-                await session.execute(update(ResetLink).where(ResetLink.token_hash == digest)
-                                      .values(expires_at=sent_at + ttl))
+                await session.execute(
+                    update(ResetLink).where(ResetLink.token_hash == digest).values(expires_at=sent_at + ttl)
+                )
                 await self._requests.accepted(session, claim, sent_at)
-                audit.record(session, actor="system", action="reset.link_issued",
-                             outcome="success", target=data.staff_id,
-                             workflow_id=data.workflow_id)
+                audit.record(
+                    session,
+                    actor="system",
+                    action="reset.link_issued",
+                    outcome="success",
+                    target=data.staff_id,
+                    workflow_id=data.workflow_id,
+                )
                 await session.commit()
 
         # The link is out: failing now would make Temporal email it again.
@@ -197,15 +240,22 @@ class ResetActivities(SecretActivities):
         if staff is None:
             return
         email = render_email(
-            "password_changed", to=staff.external_email_1, brand=self._settings.brand_name,
+            "password_changed",
+            to=staff.external_email_1,
+            brand=self._settings.brand_name,
             first_name=staff.first_name,
             login_email=account.login_email if account is not None else staff.external_email_1,
             changed_at=data.changed_at.strftime("%d %B %Y at %H:%M UTC"),
-            support_email=self._settings.support_email)
+            support_email=self._settings.support_email,
+        )
         await self._notify("password_changed", staff.id, email)
 
 
 async def _link_usable(session: AsyncSession, account_id: uuid.UUID, digest: str, now: datetime) -> bool:
     link = await session.scalar(select(ResetLink).where(ResetLink.token_hash == digest))
-    return bool(link is not None and link.account_id == account_id
-                and link.consumed_at is None and link.expires_at > now)
+    return bool(
+        link is not None
+        and link.account_id == account_id
+        and link.consumed_at is None
+        and link.expires_at > now
+    )

@@ -68,23 +68,33 @@ class SendRequests:
     def __init__(self, keyring: Keyring) -> None:
         self._keyring = keyring
 
-    async def claim(self, session: AsyncSession, kind: str, staff_id: uuid.UUID | None,
-                    mint: Callable[[], str] | None = None) -> Claim:
+    async def claim(
+        self,
+        session: AsyncSession,
+        kind: str,
+        staff_id: uuid.UUID | None,
+        mint: Callable[[], str] | None = None,
+    ) -> Claim:
         """The request's row (locked on PostgreSQL), created with a fresh secret by its first
         attempt; a later attempt gets the same secret back."""
         key = request_key()
-        row = await session.scalar(select(EmailSend).where(EmailSend.request_key == key)
-                                   .with_for_update())
+        row = await session.scalar(select(EmailSend).where(EmailSend.request_key == key).with_for_update())
         if row is None:
             secret = mint() if mint is not None else ""
-            row = EmailSend(request_key=key, kind=kind, staff_id=staff_id, handovers=0,
-                            in_flight=False, secret_sealed=self._keyring.seal(
-                                secret.encode(), _aad(key, kind)) if secret else None)
+            row = EmailSend(
+                request_key=key,
+                kind=kind,
+                staff_id=staff_id,
+                handovers=0,
+                in_flight=False,
+                secret_sealed=self._keyring.seal(secret.encode(), _aad(key, kind)) if secret else None,
+            )
             session.add(row)
             await session.flush()
             return Claim(row, secret, minted=True)
-        secret = (self._keyring.unseal(row.secret_sealed, _aad(key, row.kind)).decode()
-                  if row.secret_sealed else "")
+        secret = (
+            self._keyring.unseal(row.secret_sealed, _aad(key, row.kind)).decode() if row.secret_sealed else ""
+        )
         return Claim(row, secret, minted=False)
 
     @staticmethod
@@ -95,12 +105,16 @@ class SendRequests:
         claim.row.in_flight = True
         claim.row.handovers += 1
 
-    async def send(self, sessions: SessionFactory, sender: EmailSender, claim: Claim,
-                   email: RenderedEmail) -> None:
+    async def send(
+        self, sessions: SessionFactory, sender: EmailSender, claim: Claim, email: RenderedEmail
+    ) -> None:
         if claim.duplicate:
             metrics.email_duplicate(claim.row.kind)
-            activity.logger.info("sending a %s email again: an earlier attempt may already "
-                                 "have delivered it (same link or code)", claim.row.kind)
+            activity.logger.info(
+                "sending a %s email again: an earlier attempt may already "
+                "have delivered it (same link or code)",
+                claim.row.kind,
+            )
         try:
             await sender.send(email)
         except TransientEmailError as exc:
@@ -115,20 +129,20 @@ class SendRequests:
     async def accepted(session: AsyncSession, claim: Claim, at: datetime) -> None:
         """Record, in the caller's transaction, that the mail server took the email: the
         secret is no longer needed here (it is in the email), a retry sends nothing."""
-        await session.execute(update(EmailSend).where(EmailSend.id == claim.row.id).values(
-            accepted_at=at, in_flight=False, secret_sealed=None))
+        await session.execute(
+            update(EmailSend)
+            .where(EmailSend.id == claim.row.id)
+            .values(accepted_at=at, in_flight=False, secret_sealed=None)
+        )
 
     @staticmethod
-    async def _not_delivered(sessions: SessionFactory, claim: Claim,
-                             drop_secret: bool = False) -> None:
+    async def _not_delivered(sessions: SessionFactory, claim: Claim, drop_secret: bool = False) -> None:
         values: dict[str, object] = {"in_flight": False}
         if drop_secret:
             values["secret_sealed"] = None
         try:
             async with sessions() as session:
-                await session.execute(update(EmailSend).where(EmailSend.id == claim.row.id)
-                                      .values(**values))
+                await session.execute(update(EmailSend).where(EmailSend.id == claim.row.id).values(**values))
                 await session.commit()
         except Exception as exc:  # only bookkeeping: a retry then counts a duplicate
-            activity.logger.warning("could not record a failed email attempt: %s",
-                                    type(exc).__name__)
+            activity.logger.warning("could not record a failed email attempt: %s", type(exc).__name__)

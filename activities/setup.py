@@ -38,8 +38,7 @@ from core.passwords import PasswordPolicy, password_problems, personal_words
 from core.sealing import password_context, totp_context
 from core.totp import matching_step, new_secret, totp_aad
 
-LINK_GONE = ("This link is no longer valid. Ask your administrator to send you a new "
-             "Single Sign-On email.")
+LINK_GONE = "This link is no longer valid. Ask your administrator to send you a new Single Sign-On email."
 
 
 class SetupStepActivities(SecretActivities):
@@ -60,14 +59,22 @@ class SetupStepActivities(SecretActivities):
                 if bound is not None and bound.run_id == data.run_id:
                     return StorePasswordResult(ok=True)
                 return StorePasswordResult(ok=False, message=LINK_GONE)
-            personal = personal_words(staff.first_name, staff.last_name,
-                                      staff.external_email_1, self._settings.brand_name)
+            personal = personal_words(
+                staff.first_name, staff.last_name, staff.external_email_1, self._settings.brand_name
+            )
             login_email = staff.external_email_1
         policy = PasswordPolicy(min_length=self._settings.password_min_length)
         problems = await asyncio.to_thread(password_problems, password, policy, personal)
         if problems:
-            await self._audit(AuditInput("staff:" + data.staff_id, "sso_setup.password_rejected",
-                                         "failure", data.staff_id, ip=data.ip))
+            await self._audit(
+                AuditInput(
+                    "staff:" + data.staff_id,
+                    "sso_setup.password_rejected",
+                    "failure",
+                    data.staff_id,
+                    ip=data.ip,
+                )
+            )
             return StorePasswordResult(ok=False, problems=problems)
         password_hash = await self._hash(password)
         del password
@@ -76,9 +83,14 @@ class SetupStepActivities(SecretActivities):
         async with self._sessions() as session:
             consumed = await session.execute(
                 update(SetupLink)
-                .where(SetupLink.id == uuid.UUID(data.link_id), SetupLink.consumed_at.is_(None),
-                       SetupLink.revoked_at.is_(None), SetupLink.expires_at > now)
-                .values(consumed_at=now))
+                .where(
+                    SetupLink.id == uuid.UUID(data.link_id),
+                    SetupLink.consumed_at.is_(None),
+                    SetupLink.revoked_at.is_(None),
+                    SetupLink.expires_at > now,
+                )
+                .values(consumed_at=now)
+            )
             if consumed.rowcount != 1:  # type: ignore[attr-defined]
                 # An earlier attempt of this step, still running when Temporal gave up on
                 # its worker, may have committed while this one hashed: same browser, done.
@@ -86,21 +98,32 @@ class SetupStepActivities(SecretActivities):
                 if bound is not None and bound.run_id == data.run_id:
                     return StorePasswordResult(ok=True)
                 return StorePasswordResult(ok=False, message=LINK_GONE)
-            account = await session.scalar(select(SsoAccount).where(
-                SsoAccount.staff_id == staff_id))
+            account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
             if account is None:
                 account = SsoAccount(staff_id=staff_id, login_email=login_email)
                 session.add(account)
             account.password_hash = password_hash
             account.status = AccountStatus.pending.value
-            session.add(BrowserSession(
-                id_hash=data.session_hash, staff_id=staff_id, purpose="setup",
-                workflow_id=data.workflow_id, run_id=data.run_id,
-                expires_at=now + timedelta(seconds=data.session_ttl_seconds)))
+            session.add(
+                BrowserSession(
+                    id_hash=data.session_hash,
+                    staff_id=staff_id,
+                    purpose="setup",
+                    workflow_id=data.workflow_id,
+                    run_id=data.run_id,
+                    expires_at=now + timedelta(seconds=data.session_ttl_seconds),
+                )
+            )
             await move_setup(session, data.setup_id, SetupState.password_set, now)
-            audit.record(session, actor=f"staff:{data.staff_id}", action="sso_setup.password_set",
-                         outcome="success", target=data.staff_id, ip=data.ip,
-                         workflow_id=data.workflow_id)
+            audit.record(
+                session,
+                actor=f"staff:{data.staff_id}",
+                action="sso_setup.password_set",
+                outcome="success",
+                target=data.staff_id,
+                ip=data.ip,
+                workflow_id=data.workflow_id,
+            )
             await session.commit()
         return StorePasswordResult(ok=True)
 
@@ -110,12 +133,19 @@ class SetupStepActivities(SecretActivities):
         the setup shows `link_opened`, recorded once (a retry, or a step already past it,
         changes nothing)."""
         async with self._sessions() as session:
-            moved = await move_setup(session, data.setup_id, SetupState.link_opened, utcnow(),
-                                     only_from={SetupState.email_sent})
+            moved = await move_setup(
+                session, data.setup_id, SetupState.link_opened, utcnow(), only_from={SetupState.email_sent}
+            )
             if moved:
-                audit.record(session, actor=f"staff:{data.staff_id}",
-                             action="sso_setup.link_opened", outcome="success",
-                             target=data.staff_id, ip=data.ip, workflow_id=data.workflow_id)
+                audit.record(
+                    session,
+                    actor=f"staff:{data.staff_id}",
+                    action="sso_setup.link_opened",
+                    outcome="success",
+                    target=data.staff_id,
+                    ip=data.ip,
+                    workflow_id=data.workflow_id,
+                )
             await session.commit()
 
     @activity.defn(name="confirm_email")
@@ -124,11 +154,9 @@ class SetupStepActivities(SecretActivities):
         now = utcnow()
         staff_id = uuid.UUID(data.staff_id)
         async with self._sessions() as session:
-            account = await session.scalar(select(SsoAccount).where(
-                SsoAccount.staff_id == staff_id))
+            account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
             if account is None:
-                raise ApplicationError("no account for this setup", non_retryable=True,
-                                       type="AccountMissing")
+                raise ApplicationError("no account for this setup", non_retryable=True, type="AccountMissing")
             setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
             # A retry of an attempt that committed (its worker died before Temporal heard):
             # the step is done; record it once.
@@ -137,14 +165,19 @@ class SetupStepActivities(SecretActivities):
             if account.totp_secret_encrypted is None:
                 # Only when there is none: a retried activity must not change the QR code.
                 secret = new_secret()
-                account.totp_secret_encrypted = self._keyring.seal(secret.encode(),
-                                                                   totp_aad(staff_id))
+                account.totp_secret_encrypted = self._keyring.seal(secret.encode(), totp_aad(staff_id))
                 account.totp_last_step = None
             await move_setup(session, data.setup_id, SetupState.mfa_pending, now)
             if not retried:
-                audit.record(session, actor=f"staff:{data.staff_id}",
-                             action="sso_setup.email_confirmed", outcome="success",
-                             target=data.staff_id, ip=data.ip, workflow_id=data.workflow_id)
+                audit.record(
+                    session,
+                    actor=f"staff:{data.staff_id}",
+                    action="sso_setup.email_confirmed",
+                    outcome="success",
+                    target=data.staff_id,
+                    ip=data.ip,
+                    workflow_id=data.workflow_id,
+                )
             await session.commit()
 
     @activity.defn(name="verify_totp")
@@ -152,33 +185,49 @@ class SetupStepActivities(SecretActivities):
         code = self._unseal(data.sealed_code, totp_context(data.workflow_id)).strip()
         staff_id = uuid.UUID(data.staff_id)
         async with self._sessions() as session:
-            account = await session.scalar(select(SsoAccount).where(
-                SsoAccount.staff_id == staff_id))
+            account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
             if account is None or account.totp_secret_encrypted is None:
-                raise ApplicationError("no authenticator secret to check against",
-                                       non_retryable=True, type="AccountMissing")
+                raise ApplicationError(
+                    "no authenticator secret to check against", non_retryable=True, type="AccountMissing"
+                )
             info = activity.info()
             # A retry runs after our worker failed, maybe a minute later: judge the code at the
             # time the person entered it (when this step was scheduled), not at the retry.
             at = info.scheduled_time if info.attempt > 1 else datetime.now(UTC)
             problem = await totp_accepted(session, self._keyring, account, code, at)
-            if (problem == "replayed" and info.attempt > 1 and account.totp_last_step is not None
-                    and matching_step(self._keyring.unseal(
-                        account.totp_secret_encrypted, totp_aad(staff_id)).decode(), code, at)
-                    == account.totp_last_step):
+            if (
+                problem == "replayed"
+                and info.attempt > 1
+                and account.totp_last_step is not None
+                and matching_step(
+                    self._keyring.unseal(account.totp_secret_encrypted, totp_aad(staff_id)).decode(), code, at
+                )
+                == account.totp_last_step
+            ):
                 # An earlier attempt of this very step accepted it; its answer was lost.
                 problem = None
             if problem == "wrong":
-                audit.record(session, actor=f"staff:{data.staff_id}", action="mfa.code_failed",
-                             outcome="failure", target=data.staff_id, ip=data.ip)
+                audit.record(
+                    session,
+                    actor=f"staff:{data.staff_id}",
+                    action="mfa.code_failed",
+                    outcome="failure",
+                    target=data.staff_id,
+                    ip=data.ip,
+                )
             await session.commit()
         if problem == "wrong":
-            return VerifyTotpResult(ok=False, message=(
-                "That code didn't match. Check that the time on your phone is right and "
-                "enter the newest code."))
+            return VerifyTotpResult(
+                ok=False,
+                message=(
+                    "That code didn't match. Check that the time on your phone is right and "
+                    "enter the newest code."
+                ),
+            )
         if problem is not None:
-            return VerifyTotpResult(ok=False, message=(
-                "That code has already been used. Wait for your app to show a new one."))
+            return VerifyTotpResult(
+                ok=False, message=("That code has already been used. Wait for your app to show a new one.")
+            )
         return VerifyTotpResult(ok=True)
 
     @activity.defn(name="activate_account")
@@ -187,11 +236,9 @@ class SetupStepActivities(SecretActivities):
         staff_id = uuid.UUID(data.staff_id)
         actor = f"staff:{data.staff_id}"
         async with self._sessions() as session:
-            account = await session.scalar(select(SsoAccount).where(
-                SsoAccount.staff_id == staff_id))
+            account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
             if account is None:
-                raise ApplicationError("no account for this setup", non_retryable=True,
-                                       type="AccountMissing")
+                raise ApplicationError("no account for this setup", non_retryable=True, type="AccountMissing")
             setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
             retried = setup is not None and setup.state == SetupState.active.value
             account.status = AccountStatus.active.value
@@ -202,23 +249,40 @@ class SetupStepActivities(SecretActivities):
                 account.totp_secret_encrypted = None  # never enrolled: keep no secret around
             await move_setup(session, data.setup_id, SetupState.active, now)
             if not retried:  # else a retry of an attempt that committed: recorded already
-                audit.record(session, actor=actor,
-                             action="mfa.enrolled" if data.mfa else "mfa.skipped",
-                             outcome="success", target=data.staff_id, ip=data.ip,
-                             workflow_id=data.workflow_id)
-                audit.record(session, actor=actor, action="sso_setup.active", outcome="success",
-                             target=data.staff_id, ip=data.ip, workflow_id=data.workflow_id,
-                             mfa=data.mfa)
+                audit.record(
+                    session,
+                    actor=actor,
+                    action="mfa.enrolled" if data.mfa else "mfa.skipped",
+                    outcome="success",
+                    target=data.staff_id,
+                    ip=data.ip,
+                    workflow_id=data.workflow_id,
+                )
+                audit.record(
+                    session,
+                    actor=actor,
+                    action="sso_setup.active",
+                    outcome="success",
+                    target=data.staff_id,
+                    ip=data.ip,
+                    workflow_id=data.workflow_id,
+                    mfa=data.mfa,
+                )
             await session.commit()
 
 
-async def move_setup(session: AsyncSession, setup_id: str, state: SetupState, now: datetime,
-                     only_from: set[SetupState] | None = None) -> bool:
+async def move_setup(
+    session: AsyncSession,
+    setup_id: str,
+    state: SetupState,
+    now: datetime,
+    only_from: set[SetupState] | None = None,
+) -> bool:
     """Whether the setup moved (it only moves from the `only_from` states)."""
     allowed = only_from or set(OPEN_SETUP_STATES)
     moved = await session.execute(
         update(SsoSetup)
-        .where(SsoSetup.id == uuid.UUID(setup_id),
-               SsoSetup.state.in_([s.value for s in allowed]))
-        .values(state=state.value, state_since=now))
+        .where(SsoSetup.id == uuid.UUID(setup_id), SsoSetup.state.in_([s.value for s in allowed]))
+        .values(state=state.value, state_since=now)
+    )
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]

@@ -45,8 +45,9 @@ def ttl_words(seconds: int) -> str:
 
 
 class SetupActivities:
-    def __init__(self, settings: Settings, sessions: SessionFactory, sender: EmailSender,
-                 keyring: Keyring) -> None:
+    def __init__(
+        self, settings: Settings, sessions: SessionFactory, sender: EmailSender, keyring: Keyring
+    ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._sender = sender
@@ -71,31 +72,41 @@ class SetupActivities:
             # Row lock (PostgreSQL) so a concurrent close cannot slip between check and insert.
             setup = await session.get(SsoSetup, uuid.UUID(data.setup_id), with_for_update=True)
             if staff is None or setup is None:
-                raise ApplicationError("staff member no longer exists", non_retryable=True,
-                                       type="StaffNotFound")
+                raise ApplicationError(
+                    "staff member no longer exists", non_retryable=True, type="StaffNotFound"
+                )
             if not SetupState(setup.state).is_open:
                 # Cancelled or superseded while this attempt waited: mint no link at all.
-                raise ApplicationError(f"setup already {setup.state}", non_retryable=True,
-                                       type="SetupEnded")
+                raise ApplicationError(f"setup already {setup.state}", non_retryable=True, type="SetupEnded")
             claim = await self._requests.claim(session, "sso_welcome", staff_id, new_token)
             to_address = staff.external_email_1
             if claim.accepted:
                 # An earlier attempt's email was accepted and recorded; its answer was lost.
                 assert claim.row.accepted_at is not None and claim.row.expires_at is not None
                 return SendSetupEmailResult(
-                    sent_at=claim.row.accepted_at, link_expires_at=claim.row.expires_at,
-                    masked_email=mask_email(to_address), attempts=setup.email_attempts)
+                    sent_at=claim.row.accepted_at,
+                    link_expires_at=claim.row.expires_at,
+                    masked_email=mask_email(to_address),
+                    attempts=setup.email_attempts,
+                )
             # The link's time starts when its email is handed to the mail server (this attempt).
             expires_at = clock.now() + timedelta(seconds=data.link_ttl_seconds)
             link_hash = token_hash(secret, LINK_PURPOSE, claim.secret)
             if claim.minted:
                 await _revoke_links(session, staff_id, clock.now())
-                session.add(SetupLink(staff_id=staff_id, workflow_id=data.workflow_id,
-                                      run_id=data.run_id, expires_at=expires_at,
-                                      token_hash=link_hash))
+                session.add(
+                    SetupLink(
+                        staff_id=staff_id,
+                        workflow_id=data.workflow_id,
+                        run_id=data.run_id,
+                        expires_at=expires_at,
+                        token_hash=link_hash,
+                    )
+                )
             else:
-                await session.execute(update(SetupLink).where(SetupLink.token_hash == link_hash)
-                                      .values(expires_at=expires_at))
+                await session.execute(
+                    update(SetupLink).where(SetupLink.token_hash == link_hash).values(expires_at=expires_at)
+                )
             claim.row.expires_at = expires_at
             self._requests.hand_over(claim)
             setup.run_id = data.run_id
@@ -129,34 +140,54 @@ class SetupActivities:
             async with self._sessions() as session:
                 result = await session.execute(
                     update(SsoSetup)
-                    .where(SsoSetup.id == uuid.UUID(data.setup_id),
-                           # or already sent by an earlier attempt of this run, whose answer
-                           # never reached Temporal (its worker died)
-                           (SsoSetup.state == SetupState.sending_email.value)
-                           | ((SsoSetup.state == SetupState.email_sent.value)
-                              & (SsoSetup.run_id == data.run_id)))
-                    .values(state=SetupState.email_sent.value, state_since=sent_at,
-                            link_expires_at=expires_at, email_delivery=DeliveryState.sent.value,
-                            email_attempts=info.attempt, email_last_error=None)
+                    .where(
+                        SsoSetup.id == uuid.UUID(data.setup_id),
+                        # or already sent by an earlier attempt of this run, whose answer
+                        # never reached Temporal (its worker died)
+                        (SsoSetup.state == SetupState.sending_email.value)
+                        | (
+                            (SsoSetup.state == SetupState.email_sent.value) & (SsoSetup.run_id == data.run_id)
+                        ),
+                    )
+                    .values(
+                        state=SetupState.email_sent.value,
+                        state_since=sent_at,
+                        link_expires_at=expires_at,
+                        email_delivery=DeliveryState.sent.value,
+                        email_attempts=info.attempt,
+                        email_last_error=None,
+                    )
                 )
                 if result.rowcount == 0:  # type: ignore[attr-defined]
                     # Cancelled or superseded while the email was in flight: its link must
                     # not work.
-                    await session.execute(update(SetupLink).where(SetupLink.run_id == data.run_id)
-                                          .values(revoked_at=sent_at))
+                    await session.execute(
+                        update(SetupLink).where(SetupLink.run_id == data.run_id).values(revoked_at=sent_at)
+                    )
                     await session.commit()
-                    raise ApplicationError("setup ended while its email was being sent",
-                                           non_retryable=True, type="SetupEnded")
+                    raise ApplicationError(
+                        "setup ended while its email was being sent", non_retryable=True, type="SetupEnded"
+                    )
                 await self._requests.accepted(session, claim, sent_at)
-                audit.record(session, actor="system", action="sso_email.sent",
-                             outcome="success", target=data.staff_id,
-                             backend=self._sender.name, attempts=info.attempt,
-                             workflow_id=data.workflow_id)
+                audit.record(
+                    session,
+                    actor="system",
+                    action="sso_email.sent",
+                    outcome="success",
+                    target=data.staff_id,
+                    backend=self._sender.name,
+                    attempts=info.attempt,
+                    workflow_id=data.workflow_id,
+                )
                 await session.commit()
 
         await record_after_send(record_sent)
-        return SendSetupEmailResult(sent_at=sent_at, link_expires_at=expires_at,
-                                    masked_email=mask_email(to_address), attempts=info.attempt)
+        return SendSetupEmailResult(
+            sent_at=sent_at,
+            link_expires_at=expires_at,
+            masked_email=mask_email(to_address),
+            attempts=info.attempt,
+        )
 
     async def _record_delivery(
         self, data: SendSetupEmailInput, state: DeliveryState, error: str, attempt: int
@@ -164,15 +195,21 @@ class SetupActivities:
         async with self._sessions() as session:
             await session.execute(
                 update(SsoSetup)
-                .where(SsoSetup.id == uuid.UUID(data.setup_id),
-                       SsoSetup.state == SetupState.sending_email.value)
-                .values(email_delivery=state.value, email_last_error=error,
-                        email_attempts=attempt)
+                .where(
+                    SsoSetup.id == uuid.UUID(data.setup_id), SsoSetup.state == SetupState.sending_email.value
+                )
+                .values(email_delivery=state.value, email_last_error=error, email_attempts=attempt)
             )
-            audit.record(session, actor="system", action="sso_email.attempt_failed",
-                         outcome="retrying" if state is DeliveryState.retrying else "failure",
-                         target=data.staff_id, error=error, attempt=attempt,
-                         backend=self._sender.name)
+            audit.record(
+                session,
+                actor="system",
+                action="sso_email.attempt_failed",
+                outcome="retrying" if state is DeliveryState.retrying else "failure",
+                target=data.staff_id,
+                error=error,
+                attempt=attempt,
+                backend=self._sender.name,
+            )
             await session.commit()
 
     @activity.defn(name="close_setup")
@@ -192,8 +229,7 @@ class SetupActivities:
             if data.state != SetupState.active.value:
                 await session.execute(
                     update(BrowserSession)
-                    .where(BrowserSession.run_id == data.run_id,
-                           BrowserSession.revoked_at.is_(None))
+                    .where(BrowserSession.run_id == data.run_id, BrowserSession.revoked_at.is_(None))
                     .values(revoked_at=now)
                 )
             if setup.state != data.state:
@@ -203,18 +239,22 @@ class SetupActivities:
                 setup.failure_reason = data.reason
                 if setup.email_delivery != DeliveryState.sent.value:
                     setup.email_delivery = DeliveryState.failed.value
-            audit.record(session, actor=data.actor, action=f"sso_setup.{data.state}",
-                         outcome=data.state, target=data.staff_id, reason=data.reason)
+            audit.record(
+                session,
+                actor=data.actor,
+                action=f"sso_setup.{data.state}",
+                outcome=data.state,
+                target=data.staff_id,
+                reason=data.reason,
+            )
             await session.commit()
 
 
 async def _revoke_links(session: AsyncSession, staff_id: uuid.UUID, now: datetime) -> None:
     await session.execute(
         update(SetupLink)
-        .where(SetupLink.staff_id == staff_id, SetupLink.revoked_at.is_(None),
-               SetupLink.consumed_at.is_(None))
+        .where(
+            SetupLink.staff_id == staff_id, SetupLink.revoked_at.is_(None), SetupLink.consumed_at.is_(None)
+        )
         .values(revoked_at=now)
     )
-
-
-

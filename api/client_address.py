@@ -17,10 +17,12 @@ class ClientAddressMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             peer = scope.get("client")
-            forwarded = [value.decode("latin-1") for name, value in scope.get("headers", [])
-                         if name.lower() == b"x-forwarded-for"]
+            forwarded = [
+                value.decode("latin-1")
+                for name, value in scope.get("headers", [])
+                if name.lower() == b"x-forwarded-for"
+            ]
             address = client_address(peer[0] if peer else None, forwarded, self.proxies)
             # In place: the server (its access log) holds this very scope.
-            scope["client"] = None if address is None else (
-                str(address), int(peer[1]) if peer else 0)
+            scope["client"] = None if address is None else (str(address), int(peer[1]) if peer else 0)
         await self.app(scope, receive, send)

@@ -34,16 +34,24 @@ def cookie_name(settings: Settings, base: str) -> str:
     return f"__Host-{base}" if secure(settings) else base
 
 
-def set_cookie(response: Response, settings: Settings, base: str, value: str,
-               max_age: timedelta | None) -> None:
+def set_cookie(
+    response: Response, settings: Settings, base: str, value: str, max_age: timedelta | None
+) -> None:
     response.set_cookie(
-        cookie_name(settings, base), value, httponly=True, samesite="lax", path="/",
-        secure=secure(settings), max_age=int(max_age.total_seconds()) if max_age else None)
+        cookie_name(settings, base),
+        value,
+        httponly=True,
+        samesite="lax",
+        path="/",
+        secure=secure(settings),
+        max_age=int(max_age.total_seconds()) if max_age else None,
+    )
 
 
 def clear_cookie(response: Response, settings: Settings, base: str) -> None:
-    response.delete_cookie(cookie_name(settings, base), path="/", secure=secure(settings),
-                           httponly=True, samesite="lax")
+    response.delete_cookie(
+        cookie_name(settings, base), path="/", secure=secure(settings), httponly=True, samesite="lax"
+    )
 
 
 def read_cookie(request: Request, settings: Settings, base: str) -> str | None:

@@ -59,12 +59,17 @@ def bearer(request: Request) -> str:
 
 
 # Documents the scheme in OpenAPI (and the Authorize button of /docs); `bearer` reads it.
-ADMIN_KEY = HTTPBearer(auto_error=False, scheme_name="AdminKey",
-                       description="An admin API key: `sso admin-key create --name NAME`")
+ADMIN_KEY = HTTPBearer(
+    auto_error=False,
+    scheme_name="AdminKey",
+    description="An admin API key: `sso admin-key create --name NAME`",
+)
 
 
 async def require_admin(
-    request: Request, uow: UnitOfWorkDep, settings: SettingsDep,
+    request: Request,
+    uow: UnitOfWorkDep,
+    settings: SettingsDep,
     _documented: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_KEY)],
 ) -> str:
     limits: AdminLimits = request.app.state.admin_limits
@@ -104,9 +109,7 @@ def client_ip(request: Request) -> str | None:
     return canonical(request.client.host) if request.client else None
 
 
-def get_onboarding(
-    uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep
-) -> Onboarding:
+def get_onboarding(uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep) -> Onboarding:
     return Onboarding(settings=settings, session=uow.session, temporal=temporal, uow=uow)
 
 
@@ -114,8 +117,9 @@ OnboardingDep = Annotated[Onboarding, Depends(get_onboarding)]
 
 
 def get_signin(request: Request, session: SessionDep, settings: SettingsDep) -> SignIn:
-    return SignIn(settings=settings, db=session, hashing=request.app.state.hashing,
-                  counter=request.app.state.counter)
+    return SignIn(
+        settings=settings, db=session, hashing=request.app.state.hashing, counter=request.app.state.counter
+    )
 
 
 SignInDep = Annotated[SignIn, Depends(get_signin)]

@@ -61,6 +61,8 @@ def _encodable(value: object) -> object:
     if isinstance(value, list):
         return [_encodable(v) for v in value]
     return value
+
+
 DATABASE_UNAVAILABLE = "We can't complete this right now, please try again in a minute"
 VALIDATION_ERROR = "invalid_request"
 
@@ -118,12 +120,18 @@ def install(app: FastAPI) -> None:
         password)."""
         if not request.url.path.startswith(PAGE_PREFIXES):
             detail = _encodable(jsonable_encoder(exc.errors()))
-            return JSONResponse({"error": VALIDATION_ERROR, "message": _invalid_message(detail),
-                                 "detail": detail}, status_code=422)
-        return render_page(request, "setup_problem", status_code=422,
-                           title="Please check what you entered",
-                           message="Something in this form is too long or not what we expected. "
-                           "Go back, check what you entered and try again.")
+            return JSONResponse(
+                {"error": VALIDATION_ERROR, "message": _invalid_message(detail), "detail": detail},
+                status_code=422,
+            )
+        return render_page(
+            request,
+            "setup_problem",
+            status_code=422,
+            title="Please check what you entered",
+            message="Something in this form is too long or not what we expected. "
+            "Go back, check what you entered and try again.",
+        )
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -133,22 +141,32 @@ def install(app: FastAPI) -> None:
             code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         except ValueError:
             code = f"http_{exc.status_code}"
-        return JSONResponse({"error": code, "message": str(exc.detail)},
-                            status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            {"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
     @app.exception_handler(db_errors.SQLAlchemyError)
     async def _database(request: Request, exc: db_errors.SQLAlchemyError) -> Response:
         """An unreachable database is a clear 503 (a page for people, JSON for the API), like
         Temporal being down; anything else is the unexpected error it is."""
         if not database_unreachable(exc):
             return await _unexpected(request, exc)
-        logger.warning("database unavailable: %s", type(exc.orig if isinstance(
-            exc, db_errors.DBAPIError) else exc).__name__)
+        logger.warning(
+            "database unavailable: %s",
+            type(exc.orig if isinstance(exc, db_errors.DBAPIError) else exc).__name__,
+        )
         if request.url.path.startswith(("/api/", "/codec")):
-            return JSONResponse({"error": HTTP_ANSWERS[ServiceUnavailable][1],
-                                 "message": DATABASE_UNAVAILABLE}, status_code=503)
-        return render_page(request, "setup_problem", status_code=503,
-                           title="We can't complete this right now",
-                           message=f"{DATABASE_UNAVAILABLE}.")
+            return JSONResponse(
+                {"error": HTTP_ANSWERS[ServiceUnavailable][1], "message": DATABASE_UNAVAILABLE},
+                status_code=503,
+            )
+        return render_page(
+            request,
+            "setup_problem",
+            status_code=503,
+            title="We can't complete this right now",
+            message=f"{DATABASE_UNAVAILABLE}.",
+        )
 
     @app.exception_handler(SsoError)
     async def _domain_error(_request: Request, exc: SsoError) -> JSONResponse:
@@ -156,5 +174,4 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, TooManyRequests):
             headers = {"Retry-After": str(exc.retry_after)}
         status_code, code = http_answer(exc)
-        return JSONResponse({"error": code, "message": exc.message}, status_code=status_code,
-                            headers=headers)
+        return JSONResponse({"error": code, "message": exc.message}, status_code=status_code, headers=headers)

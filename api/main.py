@@ -59,8 +59,10 @@ def security_headers_for(settings: Settings) -> dict[str, str]:
     if settings.entra_enabled:
         parts = urlsplit(settings.entra_discovery_url)
         form_action += f" {parts.scheme}://{parts.netloc}"
-    return {**SECURITY_HEADERS,
-            "Content-Security-Policy": CONTENT_SECURITY_POLICY.format(form_action=form_action)}
+    return {
+        **SECURITY_HEADERS,
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY.format(form_action=form_action),
+    }
 
 
 def create_app(settings: Settings | None = None, temporal: TemporalGateway | None = None) -> FastAPI:
@@ -72,14 +74,16 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         app.state.sessions = session_factory(engine)
         app.state.temporal = temporal or TemporalGateway(settings)
         app.state.counter = build_counter(settings.redis_url, app.state.sessions)
-        hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
-                        settings.argon2_parallelism)
+        hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
         pool = hashing_pool()
         app.state.hashing = Hashing(
-            hasher=hasher, pool=pool,
+            hasher=hasher,
+            pool=pool,
             # Unknown addresses are checked against this, so they cost what real ones do.
             stand_in=await asyncio.get_running_loop().run_in_executor(
-                pool, hasher.hash, secrets.token_urlsafe(24)))
+                pool, hasher.hash, secrets.token_urlsafe(24)
+            ),
+        )
         yield
         await app.state.counter.close()
         await engine.dispose()

@@ -18,10 +18,17 @@ def render_page(request: Request, name: str, status_code: int = 200, **context: 
     double-submitted form runs its step once."""
     settings = request.app.state.settings
     seed, new_seed = csrf_seed(request, settings)
-    html = environment().get_template(f"pages/{name}.html").render(
-        brand=settings.brand_name, support_email=settings.support_email,
-        entra_enabled=settings.entra_enabled,
-        csrf_token=csrf_token(settings, seed), submission=secrets.token_urlsafe(16), **context
+    html = (
+        environment()
+        .get_template(f"pages/{name}.html")
+        .render(
+            brand=settings.brand_name,
+            support_email=settings.support_email,
+            entra_enabled=settings.entra_enabled,
+            csrf_token=csrf_token(settings, seed),
+            submission=secrets.token_urlsafe(16),
+            **context,
+        )
     )
     response = HTMLResponse(html, status_code=status_code)
     if new_seed:

@@ -10,8 +10,18 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 SsoStateName = Literal[
-    "not_started", "sending_email", "email_sent", "link_opened", "password_set", "code_sent",
-    "mfa_pending", "active", "expired", "superseded", "cancelled", "failed",
+    "not_started",
+    "sending_email",
+    "email_sent",
+    "link_opened",
+    "password_set",
+    "code_sent",
+    "mfa_pending",
+    "active",
+    "expired",
+    "superseded",
+    "cancelled",
+    "failed",
 ]
 DeliveryStateName = Literal["pending", "sent", "retrying", "failed"]
 # Names are shown on one line in pages, emails and the Temporal UI: no control characters (C0,
@@ -27,13 +37,14 @@ def has_control_characters(value: str) -> bool:
 class StaffCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    first_name: str = Field(min_length=1, max_length=100,
-                            json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})
-    last_name: str = Field(min_length=1, max_length=100,
-                           json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})
+    first_name: str = Field(
+        min_length=1, max_length=100, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS}
+    )
+    last_name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})
     external_email_1: EmailStr
-    is_admin: bool = Field(default=False, description="May use the admin pages (must set up "
-                           "MFA or sign in with Microsoft-Entra)")
+    is_admin: bool = Field(
+        default=False, description="May use the admin pages (must set up MFA or sign in with Microsoft-Entra)"
+    )
 
     @field_validator("first_name", "last_name", mode="before")
     @classmethod
@@ -62,8 +73,9 @@ class StaffListItem(StaffPublic):
     link_expires_at: datetime | None = None
     mfa_enabled: bool = False
     entra_linked: bool = False
-    has_password: bool = Field(default=False, description="Has a Single Sign-On password (an "
-                               "Entra-only person has none)")
+    has_password: bool = Field(
+        default=False, description="Has a Single Sign-On password (an Entra-only person has none)"
+    )
     locked: bool = Field(default=False, description="Sign-in refused for now, or until a reset")
 
 
@@ -118,15 +130,19 @@ class SsoStatus(BaseModel):
     last_sign_in_at: datetime | None = None
     failed_sign_ins: int = 0
     locked_until: datetime | None = Field(
-        default=None, description="Sign-in refused until then (growing delay after failures)")
+        default=None, description="Sign-in refused until then (growing delay after failures)"
+    )
     needs_reset: bool = Field(
-        default=False, description="Too many failures in a row: only a password reset (or an "
-        "admin unlock) lets this person sign in again")
+        default=False,
+        description="Too many failures in a row: only a password reset (or an "
+        "admin unlock) lets this person sign in again",
+    )
     workflow_id: str | None
     failure_reason: str | None
     requested_by: str | None
     entra: EntraLinkInfo | None = Field(
-        default=None, description="The linked Microsoft Entra account, if any")
+        default=None, description="The linked Microsoft Entra account, if any"
+    )
 
 
 class SsoEmailSent(BaseModel):

@@ -35,10 +35,16 @@ async def onboarding_under_faults(data_dir: Path, people: int) -> dict[str, Any]
     else:
         url = f"sqlite+aiosqlite:///{data_dir / 'sso.db'}"
     api_port, temporal_port, ui_port = free_ports(3)
-    stack = FaultStack(data_dir=data_dir,
-                       env=stack_env(data_dir, api_port, temporal_port, smtp.port, url),
-                       api_port=api_port, temporal_port=temporal_port, ui_port=ui_port,
-                       database_url=url, direct_database_url=to_sync_url(url), smtp=smtp)
+    stack = FaultStack(
+        data_dir=data_dir,
+        env=stack_env(data_dir, api_port, temporal_port, smtp.port, url),
+        api_port=api_port,
+        temporal_port=temporal_port,
+        ui_port=ui_port,
+        database_url=url,
+        direct_database_url=to_sync_url(url),
+        smtp=smtp,
+    )
     try:
         await asyncio.to_thread(stack.start)
         run = await onboard_under_faults(stack, smtp, people, seed_from_env())

@@ -11,8 +11,9 @@ from core.passwords import Hasher
 PASSWORD = "Velvet-Orbit-Lantern-Pixel-42"  # noqa: S105 (a benchmark input)
 
 
-def verifications_per_second_per_core(time_cost: int, memory_kib: int, parallelism: int,
-                                      seconds: float = 5.0) -> float:
+def verifications_per_second_per_core(
+    time_cost: int, memory_kib: int, parallelism: int, seconds: float = 5.0
+) -> float:
     """argon2-cffi releases the GIL, so one thread per core saturates the machine."""
     hasher = Hasher(time_cost, memory_kib, parallelism)
     stored = hasher.hash(PASSWORD)

@@ -36,10 +36,15 @@ class Latencies:
             self.samples[step].append(time.perf_counter() - start)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        return {step: {"n": len(values), "p50_ms": percentile(values, 50) * 1000,
-                       "p95_ms": percentile(values, 95) * 1000,
-                       "p99_ms": percentile(values, 99) * 1000}
-                for step, values in sorted(self.samples.items())}
+        return {
+            step: {
+                "n": len(values),
+                "p50_ms": percentile(values, 50) * 1000,
+                "p95_ms": percentile(values, 95) * 1000,
+                "p99_ms": percentile(values, 99) * 1000,
+            }
+            for step, values in sorted(self.samples.items())
+        }
 
 
 def classify(process: psutil.Process) -> str | None:

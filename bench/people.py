@@ -39,8 +39,7 @@ async def email_to(smtp: SmtpSink, address: str, subject: str, count: int = 1) -
     """The text part of the `count`-th email with `subject` to `address`."""
     deadline = time.monotonic() + EMAIL_DEADLINE
     while time.monotonic() < deadline:
-        mine = [m for m in smtp.messages
-                if address in m.rcpt_tos and m.message["Subject"] == subject]
+        mine = [m for m in smtp.messages if address in m.rcpt_tos and m.message["Subject"] == subject]
         if len(mine) >= count:
             part = mine[count - 1].message.get_body(preferencelist=("plain",))
             assert part is not None
@@ -57,9 +56,14 @@ class Stackside:
     latencies: Latencies
 
     async def new_person(self, label: str = "bench") -> dict[str, Any]:
-        answer = await self.admin.post("/api/v1/staff", json={
-            "first_name": "Bench", "last_name": label.title(),
-            "external_email_1": f"{label}.{uuid.uuid4().hex[:12]}@example.com"})
+        answer = await self.admin.post(
+            "/api/v1/staff",
+            json={
+                "first_name": "Bench",
+                "last_name": label.title(),
+                "external_email_1": f"{label}.{uuid.uuid4().hex[:12]}@example.com",
+            },
+        )
         answer.raise_for_status()
         return answer.json()  # type: ignore[no-any-return]
 
@@ -81,8 +85,9 @@ class Stackside:
             else:
                 page = await browser.get("/sso/setup/mfa")
                 with self.latencies.timed("page: skip MFA"):
-                    answer = await browser.post("/sso/setup/mfa/skip",
-                                                data=fields(page, "/sso/setup/mfa/skip"))
+                    answer = await browser.post(
+                        "/sso/setup/mfa/skip", data=fields(page, "/sso/setup/mfa/skip")
+                    )
                 expect(answer, "/sso/setup/done")
 
     async def to_code_step(self, browser: httpx.AsyncClient, address: str) -> None:
@@ -97,9 +102,14 @@ class Stackside:
             form = await browser.get(f"/sso/setup/{token}/password")
         password = f"Bench {uuid.uuid4().hex[:12]} lantern quartz"
         with self.latencies.timed("page: set password (argon2 hash)"):
-            answer = await browser.post(f"/sso/setup/{token}/password", data={
-                **fields(form, f"/sso/setup/{token}/password"),
-                "password": password, "confirm": password})
+            answer = await browser.post(
+                f"/sso/setup/{token}/password",
+                data={
+                    **fields(form, f"/sso/setup/{token}/password"),
+                    "password": password,
+                    "confirm": password,
+                },
+            )
         expect(answer, "/sso/setup/confirm")
 
     async def confirm(self, browser: httpx.AsyncClient, address: str) -> None:
@@ -114,8 +124,9 @@ class Stackside:
                 break
             await asyncio.sleep(0.05)
         with self.latencies.timed("page: confirm code"):
-            answer = await browser.post("/sso/setup/confirm", data={
-                **fields(page, "/sso/setup/confirm"), "code": codes[0]})
+            answer = await browser.post(
+                "/sso/setup/confirm", data={**fields(page, "/sso/setup/confirm"), "code": codes[0]}
+            )
         expect(answer, "/sso/setup/mfa")
 
     async def complete_mfa(self, browser: httpx.AsyncClient) -> None:
@@ -123,12 +134,15 @@ class Stackside:
             page = await browser.get("/sso/setup/mfa")
         key = KEY.findall(page.text)[0].replace(" ", "")
         with self.latencies.timed("page: complete MFA"):
-            answer = await browser.post("/sso/setup/mfa", data={
-                **fields(page, "/sso/setup/mfa"), "code": pyotp.TOTP(key).now()})
+            answer = await browser.post(
+                "/sso/setup/mfa", data={**fields(page, "/sso/setup/mfa"), "code": pyotp.TOTP(key).now()}
+            )
         expect(answer, "/sso/setup/done")
 
 
 def expect(answer: httpx.Response, location: str) -> None:
     if answer.status_code != 303 or answer.headers.get("location") != location:
-        raise RuntimeError(f"expected a redirect to {location}, got {answer.status_code}: "
-                           f"{html.unescape(re.sub(r'<[^>]+>', ' ', answer.text))[:400]}")
+        raise RuntimeError(
+            f"expected a redirect to {location}, got {answer.status_code}: "
+            f"{html.unescape(re.sub(r'<[^>]+>', ' ', answer.text))[:400]}"
+        )

@@ -30,11 +30,11 @@ def lock_delay(failures: int) -> timedelta | None:
 
 def is_locked(account: SsoAccount, now: datetime) -> bool:
     return account.failed_sign_ins >= MAX_FAILURES or (
-        account.locked_until is not None and account.locked_until > now)
+        account.locked_until is not None and account.locked_until > now
+    )
 
 
-async def claim_attempt(session: AsyncSession, account_id: uuid.UUID,
-                        now: datetime) -> int | None:
+async def claim_attempt(session: AsyncSession, account_id: uuid.UUID, now: datetime) -> int | None:
     """Counts one sign-in attempt as failed before its password or code is checked: the count
     it reached, or None when the account is locked. One guarded increment, so guesses sent
     together (to any web app instance) are weighed one at a time, and the lock the count
@@ -43,17 +43,24 @@ async def claim_attempt(session: AsyncSession, account_id: uuid.UUID,
     await session.commit()  # a transaction of its own, holding the row only this long
     claimed = await session.scalar(
         update(SsoAccount)
-        .where(SsoAccount.id == account_id, SsoAccount.failed_sign_ins < MAX_FAILURES,
-               or_(SsoAccount.locked_until.is_(None), SsoAccount.locked_until <= now))
+        .where(
+            SsoAccount.id == account_id,
+            SsoAccount.failed_sign_ins < MAX_FAILURES,
+            or_(SsoAccount.locked_until.is_(None), SsoAccount.locked_until <= now),
+        )
         .values(failed_sign_ins=SsoAccount.failed_sign_ins + 1)
         .returning(SsoAccount.failed_sign_ins)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     if claimed is not None:
         delay = lock_delay(claimed)
         if delay is not None:
             await session.execute(
-                update(SsoAccount).where(SsoAccount.id == account_id)
-                .values(locked_until=now + delay).execution_options(synchronize_session=False))
+                update(SsoAccount)
+                .where(SsoAccount.id == account_id)
+                .values(locked_until=now + delay)
+                .execution_options(synchronize_session=False)
+            )
     await session.commit()
     return claimed
 
@@ -62,20 +69,23 @@ async def release_attempt(session: AsyncSession, account_id: uuid.UUID, claimed:
     """Takes back a claimed attempt whose password was right (the authenticator step comes
     next): the count as it was, and no lock, unless other attempts have been counted since."""
     released = await session.execute(
-        update(SsoAccount).where(SsoAccount.id == account_id,
-                                 SsoAccount.failed_sign_ins == claimed)
+        update(SsoAccount)
+        .where(SsoAccount.id == account_id, SsoAccount.failed_sign_ins == claimed)
         .values(failed_sign_ins=claimed - 1, locked_until=None)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     if released.rowcount != 1:  # type: ignore[attr-defined]
         await session.execute(
-            update(SsoAccount).where(SsoAccount.id == account_id,
-                                     SsoAccount.failed_sign_ins > 0)
+            update(SsoAccount)
+            .where(SsoAccount.id == account_id, SsoAccount.failed_sign_ins > 0)
             .values(failed_sign_ins=SsoAccount.failed_sign_ins - 1)
-            .execution_options(synchronize_session=False))
+            .execution_options(synchronize_session=False)
+        )
 
 
-async def totp_accepted(session: AsyncSession, keyring: Keyring, account: SsoAccount, code: str,
-                        now: datetime) -> str | None:
+async def totp_accepted(
+    session: AsyncSession, keyring: Keyring, account: SsoAccount, code: str, now: datetime
+) -> str | None:
     """None when the code is right and not seen before; otherwise why not."""
     if account.totp_secret_encrypted is None:
         return "no authenticator is set up"
@@ -85,19 +95,27 @@ async def totp_accepted(session: AsyncSession, keyring: Keyring, account: SsoAcc
         return "wrong"
     accepted = await session.execute(
         update(SsoAccount)
-        .where(SsoAccount.id == account.id,
-               or_(SsoAccount.totp_last_step.is_(None), SsoAccount.totp_last_step < step))
-        .values(totp_last_step=step))
+        .where(
+            SsoAccount.id == account.id,
+            or_(SsoAccount.totp_last_step.is_(None), SsoAccount.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+    )
     return None if accepted.rowcount == 1 else "replayed"  # type: ignore[attr-defined]
 
 
-async def revoke_sessions(session: AsyncSession, staff_id: uuid.UUID, now: datetime,
-                          purposes: Iterable[str] = SIGNED_IN_PURPOSES) -> int:
+async def revoke_sessions(
+    session: AsyncSession, staff_id: uuid.UUID, now: datetime, purposes: Iterable[str] = SIGNED_IN_PURPOSES
+) -> int:
     result = await session.execute(
         update(BrowserSession)
-        .where(BrowserSession.staff_id == staff_id, BrowserSession.revoked_at.is_(None),
-               BrowserSession.purpose.in_(list(purposes)))
-        .values(revoked_at=now))
+        .where(
+            BrowserSession.staff_id == staff_id,
+            BrowserSession.revoked_at.is_(None),
+            BrowserSession.purpose.in_(list(purposes)),
+        )
+        .values(revoked_at=now)
+    )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -75,8 +75,7 @@ def _trusted(address: Address, proxies: Networks) -> bool:
     return any(address in network for network in proxies)
 
 
-def client_address(peer: str | None, forwarded_for: Sequence[str],
-                   proxies: Networks) -> Address | None:
+def client_address(peer: str | None, forwarded_for: Sequence[str], proxies: Networks) -> Address | None:
     """Who the request is from. The connection's own peer, unless that is one of `proxies`:
     then the right-most X-Forwarded-For address that is not a proxy (each proxy appends the
     address it saw; everything left of the first stranger is the stranger's to write). A

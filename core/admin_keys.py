@@ -38,8 +38,9 @@ async def authenticate(session: AsyncSession, settings: Settings, presented: str
     ):
         return BOOTSTRAP_NAME
     row = await session.scalar(
-        select(AdminApiKey).where(AdminApiKey.key_hash == _hash(settings, presented),
-                                  AdminApiKey.revoked_at.is_(None))
+        select(AdminApiKey).where(
+            AdminApiKey.key_hash == _hash(settings, presented), AdminApiKey.revoked_at.is_(None)
+        )
     )
     if row is None:
         return None

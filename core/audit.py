@@ -23,7 +23,8 @@ def record(
     """Adds the event to the caller's transaction; the caller commits with its own change."""
     # Whatever a caller passes, only an address is stored (a forwarded header could say
     # anything, at any length).
-    event = AuditEvent(actor=actor, action=action, target=target, outcome=outcome,
-                       ip=canonical(ip), details=details)
+    event = AuditEvent(
+        actor=actor, action=action, target=target, outcome=outcome, ip=canonical(ip), details=details
+    )
     session.add(event)
     return event

@@ -52,22 +52,42 @@ class Finding:
 
 
 async def entra_links(session: AsyncSession) -> list[LinkRecord]:
-    current = {(link.tenant_id, link.object_id): link
-               for link in (await session.scalars(select(EntraLink))).all()}
+    current = {
+        (link.tenant_id, link.object_id): link for link in (await session.scalars(select(EntraLink))).all()
+    }
     found = []
-    for event in (await session.scalars(select(AuditEvent).where(
-            AuditEvent.action == "entra.linked").order_by(AuditEvent.occurred_at))).all():
+    for event in (
+        await session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "entra.linked").order_by(AuditEvent.occurred_at)
+        )
+    ).all():
         key = (str(event.details.get("tenant_id", "")), str(event.details.get("object_id", "")))
         link = current.pop(key, None)
-        found.append(LinkRecord(
-            at=event.occurred_at, staff_id=event.target or "", tenant_id=key[0],
-            object_id=key[1], via=str(event.details.get("via", "")), actor=event.actor,
-            ip=event.ip, still_linked=link is not None and str(link.staff_id) == event.target))
+        found.append(
+            LinkRecord(
+                at=event.occurred_at,
+                staff_id=event.target or "",
+                tenant_id=key[0],
+                object_id=key[1],
+                via=str(event.details.get("via", "")),
+                actor=event.actor,
+                ip=event.ip,
+                still_linked=link is not None and str(link.staff_id) == event.target,
+            )
+        )
     for link in current.values():  # a link with no audit event at all
-        found.append(LinkRecord(at=link.linked_at, staff_id=str(link.staff_id),
-                                tenant_id=link.tenant_id, object_id=link.object_id,
-                                via=link.linked_via, actor="(no audit event)", ip=None,
-                                still_linked=True))
+        found.append(
+            LinkRecord(
+                at=link.linked_at,
+                staff_id=str(link.staff_id),
+                tenant_id=link.tenant_id,
+                object_id=link.object_id,
+                via=link.linked_via,
+                actor="(no audit event)",
+                ip=None,
+                still_linked=True,
+            )
+        )
     return found
 
 
@@ -88,16 +108,25 @@ def _payload_problem(codec: EncryptionCodec, payloads: Sequence[Payload]) -> str
     return None
 
 
-def findings(codec: EncryptionCodec, workflow_id: str, run_id: str,
-             events: Sequence[HistoryEvent]) -> list[Finding]:
+def findings(
+    codec: EncryptionCodec, workflow_id: str, run_id: str, events: Sequence[HistoryEvent]
+) -> list[Finding]:
     found = []
 
     def note(event: HistoryEvent, what: str, why: str | None, identity: str) -> None:
         if why is None and not _ours(identity):
             why = "sent by a client that is not ours"
         if why is not None:
-            found.append(Finding(event.event_time.ToDatetime() if event.HasField("event_time")
-                                 else None, workflow_id, run_id, what, why, identity))
+            found.append(
+                Finding(
+                    event.event_time.ToDatetime() if event.HasField("event_time") else None,
+                    workflow_id,
+                    run_id,
+                    what,
+                    why,
+                    identity,
+                )
+            )
 
     for event in events:
         kind = event.event_type
@@ -105,18 +134,25 @@ def findings(codec: EncryptionCodec, workflow_id: str, run_id: str,
             started = event.workflow_execution_started_event_attributes
             if started.parent_workflow_execution.workflow_id:
                 continue  # a child our own workflow started, with our converter
-            note(event, "start", _payload_problem(codec, started.input.payloads),
-                 started.identity)
+            note(event, "start", _payload_problem(codec, started.input.payloads), started.identity)
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             signal = event.workflow_execution_signaled_event_attributes
             if signal.HasField("external_workflow_execution"):
                 continue  # from one of our workflows
-            note(event, f"signal {signal.signal_name}",
-                 _payload_problem(codec, signal.input.payloads), signal.identity)
+            note(
+                event,
+                f"signal {signal.signal_name}",
+                _payload_problem(codec, signal.input.payloads),
+                signal.identity,
+            )
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-            note(event, f"update {request.input.name}",
-                 _payload_problem(codec, request.input.args.payloads), request.meta.identity)
+            note(
+                event,
+                f"update {request.input.name}",
+                _payload_problem(codec, request.input.args.payloads),
+                request.meta.identity,
+            )
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
             cancel = event.workflow_execution_cancel_requested_event_attributes
             note(event, "cancel request", "no payload to authenticate", cancel.identity)

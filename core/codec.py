@@ -66,33 +66,44 @@ def binding_of(namespace: str, workflow_id: str) -> str:
     return f"{namespace}/{workflow_id}"
 
 
-class EncryptionCodec(temporalio.converter.PayloadCodec,
-                      temporalio.converter.WithSerializationContext):
+class EncryptionCodec(temporalio.converter.PayloadCodec, temporalio.converter.WithSerializationContext):
     """Without a binding (no workflow in the context) it encodes unbound payloads and decodes
     a bound one with the binding the payload names; with one, it encodes for that flow and
     decodes only what was made for it."""
 
-    def __init__(self, keyring: Keyring, unbound_until: datetime | None = None,
-                 binding: str | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        keyring: Keyring,
+        unbound_until: datetime | None = None,
+        binding: str | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._keyring = keyring
         self._unbound_until = unbound_until
         self._binding = binding
         self._now = now
 
-    def with_context(self, context: temporalio.converter.SerializationContext
-                     ) -> EncryptionCodec:
+    def with_context(self, context: temporalio.converter.SerializationContext) -> EncryptionCodec:
         workflow_id = getattr(context, "workflow_id", None)
         namespace = getattr(context, "namespace", None)
-        if not isinstance(context, (temporalio.converter.WorkflowSerializationContext,
-                                    temporalio.converter.ActivitySerializationContext)) \
-                or not workflow_id or not namespace:
+        if (
+            not isinstance(
+                context,
+                (
+                    temporalio.converter.WorkflowSerializationContext,
+                    temporalio.converter.ActivitySerializationContext,
+                ),
+            )
+            or not workflow_id
+            or not namespace
+        ):
             return self
         return self.bound_to(namespace, workflow_id)
 
     def bound_to(self, namespace: str, workflow_id: str) -> EncryptionCodec:
-        return EncryptionCodec(self._keyring, self._unbound_until,
-                               binding_of(namespace, workflow_id), self._now)
+        return EncryptionCodec(
+            self._keyring, self._unbound_until, binding_of(namespace, workflow_id), self._now
+        )
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         encoded = []
@@ -157,16 +168,15 @@ class UnauthenticatedPayloadConverter(temporalio.converter.EncodingPayloadConver
         reason = payload.metadata.get(REASON, b"").decode(errors="replace")
         # A FailureError: the SDK fails the start, rejects the update or drops the signal,
         # instead of failing the workflow task over and over.
-        raise ApplicationError(
-            refusal(reason),
-            type=UNAUTHENTICATED_ERROR, non_retryable=True)
+        raise ApplicationError(refusal(reason), type=UNAUTHENTICATED_ERROR, non_retryable=True)
 
 
 class PayloadConverter(temporalio.converter.CompositePayloadConverter):
     def __init__(self) -> None:
         super().__init__(
             UnauthenticatedPayloadConverter(),
-            *temporalio.converter.DefaultPayloadConverter.default_encoding_payload_converters)
+            *temporalio.converter.DefaultPayloadConverter.default_encoding_payload_converters,
+        )
 
 
 def keyring_from_settings(settings: Settings) -> Keyring:
@@ -174,12 +184,12 @@ def keyring_from_settings(settings: Settings) -> Keyring:
 
 
 def codec(settings: Settings, unbound_until: datetime | None = None) -> EncryptionCodec:
-    return EncryptionCodec(keyring_from_settings(settings),
-                           unbound_until or settings.temporal_unbound_until)
+    return EncryptionCodec(keyring_from_settings(settings), unbound_until or settings.temporal_unbound_until)
 
 
-def data_converter(settings: Settings, unbound_until: datetime | None = None
-                   ) -> temporalio.converter.DataConverter:
+def data_converter(
+    settings: Settings, unbound_until: datetime | None = None
+) -> temporalio.converter.DataConverter:
     """The one converter of every client, worker and Replayer. `unbound_until` is what
     core.deployment.unbound_payloads_until found, when the caller looked it up."""
     return dataclasses.replace(

@@ -81,9 +81,7 @@ def new_token() -> str:
 
 def token_hash(secret_key: str, purpose: str, token: str) -> str:
     """Keyed hash for lookups: a leaked table row cannot be turned back into a working token."""
-    digest = hmac.new(
-        secret_key.encode(), f"{purpose}:{token}".encode(), hashlib.sha256
-    ).hexdigest()
+    digest = hmac.new(secret_key.encode(), f"{purpose}:{token}".encode(), hashlib.sha256).hexdigest()
     return f"{purpose}_{digest}"
 
 

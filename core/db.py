@@ -65,10 +65,16 @@ class UnitOfWork:
 def database_unreachable(exc: BaseException) -> bool:
     """The database could not be reached (refused, dropped, pool exhausted, locked): an error
     that goes away by itself, unlike a bad query or a broken constraint."""
-    return isinstance(exc, db_errors.OperationalError | db_errors.InterfaceError
-                      | db_errors.TimeoutError) or (
-        isinstance(exc, db_errors.DBAPIError) and exc.connection_invalidated)
+    return isinstance(
+        exc, db_errors.OperationalError | db_errors.InterfaceError | db_errors.TimeoutError
+    ) or (isinstance(exc, db_errors.DBAPIError) and exc.connection_invalidated)
 
 
-__all__ = ["Engine", "SessionFactory", "UnitOfWork", "create_engine", "database_unreachable",
-           "session_factory"]
+__all__ = [
+    "Engine",
+    "SessionFactory",
+    "UnitOfWork",
+    "create_engine",
+    "database_unreachable",
+    "session_factory",
+]

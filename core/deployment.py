@@ -33,8 +33,9 @@ async def unbound_payloads_until(settings: Settings) -> datetime | None:
     except SQLAlchemyError as exc:
         # Refusing is the safe side: flows from before the deploy wait until the database is
         # back and the process restarts; nothing is believed that should not be.
-        log.warning("could not read when payload binding began (%s); unbound payloads are "
-                    "refused", type(exc).__name__)
+        log.warning(
+            "could not read when payload binding began (%s); unbound payloads are refused", type(exc).__name__
+        )
         return None
     finally:
         await engine.dispose()

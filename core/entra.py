@@ -37,18 +37,17 @@ GRAPH_ATTEMPTS = 3
 
 MESSAGES = {
     "wrong_tenant": "This Microsoft account belongs to an organisation that can't sign in here. "
-                    "Sign in with the work account your organisation gave you.",
+    "Sign in with the work account your organisation gave you.",
     "not_work_account": "This isn't a Microsoft work account. Sign in with the work account "
-                        "your organisation gave you.",
+    "your organisation gave you.",
     "invalid_token": "We couldn't verify your sign-in with Microsoft. Please start again.",
-    "expired_token": "Your sign-in with Microsoft took too long and has expired. Please start "
-                     "again.",
+    "expired_token": "Your sign-in with Microsoft took too long and has expired. Please start again.",
     "code_rejected": "Microsoft didn't accept this sign-in; it may have expired or been used "
-                     "already. Please start again.",
+    "already. Please start again.",
     "disabled": "This Microsoft account is disabled in your organisation, so it can't be used "
-                "here. Ask your administrator.",
+    "here. Ask your administrator.",
     "graph_refused": "We couldn't check your Microsoft account with your organisation. Ask "
-                     "your administrator.",
+    "your administrator.",
 }
 
 
@@ -89,8 +88,7 @@ class Grant:
     @classmethod
     def from_json(cls, raw: bytes) -> Grant:
         data = json.loads(raw)
-        return cls(code=str(data["code"]), code_verifier=str(data["code_verifier"]),
-                   nonce=str(data["nonce"]))
+        return cls(code=str(data["code"]), code_verifier=str(data["code_verifier"]), nonce=str(data["nonce"]))
 
 
 @dataclass(frozen=True)
@@ -147,15 +145,20 @@ class EntraProvider:
         endpoint = (await self.metadata())["authorization_endpoint"]
         state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         verifier = generate_token(64)
-        extra: dict[str, str] = {"nonce": nonce, "response_mode": "query",
-                                 "prompt": "select_account"}
+        extra: dict[str, str] = {"nonce": nonce, "response_mode": "query", "prompt": "select_account"}
         if login_hint:
             extra["login_hint"] = login_hint
         url = prepare_grant_uri(
-            endpoint, client_id=self.settings.entra_client_id, response_type="code",
-            redirect_uri=self.settings.entra_redirect_uri, scope=self.settings.entra_scopes,
-            state=state, code_challenge=create_s256_code_challenge(verifier),
-            code_challenge_method="S256", **extra)
+            endpoint,
+            client_id=self.settings.entra_client_id,
+            response_type="code",
+            redirect_uri=self.settings.entra_redirect_uri,
+            scope=self.settings.entra_scopes,
+            state=state,
+            code_challenge=create_s256_code_challenge(verifier),
+            code_challenge_method="S256",
+            **extra,
+        )
         return AuthorizationRequest(url=url, state=state, nonce=nonce, code_verifier=verifier)
 
     # -- redeeming the code ---------------------------------------------------------------
@@ -168,9 +171,11 @@ class EntraProvider:
             raise EntraRefused("invalid_token", "token response without id_token or access_token")
         claims = await self.validate_id_token(id_token, grant.nonce)
         identity = EntraIdentity(
-            tenant_id=str(claims["tid"]).lower(), object_id=str(claims["oid"]).lower(),
+            tenant_id=str(claims["tid"]).lower(),
+            object_id=str(claims["oid"]).lower(),
             name=str(claims.get("name") or "")[:200],
-            email=str(claims.get("email") or claims.get("preferred_username") or "")[:320])
+            email=str(claims.get("email") or claims.get("preferred_username") or "")[:320],
+        )
         await self._check_enabled(access_token, identity)
         return identity
 
@@ -178,15 +183,23 @@ class EntraProvider:
         token_endpoint = (await self.metadata())["token_endpoint"]
         secret = self.settings.entra_client_secret
         body = prepare_token_request(
-            "authorization_code", code=grant.code, code_verifier=grant.code_verifier,
+            "authorization_code",
+            code=grant.code,
+            code_verifier=grant.code_verifier,
             redirect_uri=self.settings.entra_redirect_uri,
             client_id=self.settings.entra_client_id,
-            client_secret=secret.get_secret_value() if secret else "")
+            client_secret=secret.get_secret_value() if secret else "",
+        )
         try:
             async with self._client() as http:
-                response = await http.post(token_endpoint, content=body, headers={
-                    "Content-Type": "application/x-www-form-urlencoded",
-                    "Accept": "application/json"})
+                response = await http.post(
+                    token_endpoint,
+                    content=body,
+                    headers={
+                        "Content-Type": "application/x-www-form-urlencoded",
+                        "Accept": "application/json",
+                    },
+                )
         except httpx.HTTPError as exc:
             raise EntraUnavailable(f"token endpoint: {type(exc).__name__}") from exc
         if response.status_code >= 500 or response.status_code == 429:
@@ -216,8 +229,7 @@ class EntraProvider:
             raise EntraRefused("invalid_token", f"malformed: {type(exc).__name__}") from exc
         claims = token.claims
         tenant, object_id = claims.get("tid"), claims.get("oid")
-        if not isinstance(tenant, str) or not isinstance(object_id, str) or not tenant \
-                or not object_id:
+        if not isinstance(tenant, str) or not isinstance(object_id, str) or not tenant or not object_id:
             raise EntraRefused("not_work_account", "no tid or oid")
         issuer = str((await self.metadata())["issuer"]).replace("{tenantid}", tenant)
         registry = jwt.JWTClaimsRegistry(
@@ -244,8 +256,7 @@ class EntraProvider:
         for attempt in range(GRAPH_ATTEMPTS):
             try:
                 async with self._client() as http:
-                    response = await http.get(url, params={"$select": "id,accountEnabled"},
-                                              headers=headers)
+                    response = await http.get(url, params={"$select": "id,accountEnabled"}, headers=headers)
             except httpx.HTTPError as exc:
                 problem = f"graph: {type(exc).__name__}"
             else:
@@ -257,15 +268,15 @@ class EntraProvider:
                         raise EntraRefused("disabled")
                     return
                 if response.status_code in (401, 403, 404):
-                    log.warning("graph refused the account check",
-                                extra={"status": response.status_code})
+                    log.warning("graph refused the account check", extra={"status": response.status_code})
                     raise EntraRefused("graph_refused", str(response.status_code))
                 problem = f"graph answered {response.status_code}" + (
-                    " with something that is not JSON" if response.status_code == 200 else "")
+                    " with something that is not JSON" if response.status_code == 200 else ""
+                )
             # The code is spent by now: a retry of the whole redeem could not succeed, so
             # Graph's transient failures are retried here.
             if attempt + 1 < GRAPH_ATTEMPTS:
-                await asyncio.sleep(0.5 * 2 ** attempt)
+                await asyncio.sleep(0.5 * 2**attempt)
         raise EntraUnavailable(problem)
 
     # -- clients --------------------------------------------------------------------------

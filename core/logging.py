@@ -15,14 +15,14 @@ from datetime import UTC, datetime
 # starts inside the first match, which a consuming pattern would have skipped.
 SECRET_PATH = re.compile(
     r"(?:(?<=/sso/setup/)(?!(?:confirm|resend|mfa|done)(?:[/?\s\"]|$))|(?<=/sso/reset/link/))"
-    r"[^/?\s\"]+")
+    r"[^/?\s\"]+"
+)
 # Microsoft's callback carries the authorization code and state in its query string (also
 # with a trailing slash, which the app redirects to the callback, query and all).
 SECRET_QUERY = re.compile(r"(/sso/entra/callback/?)\?[^\s\"]*")
 
 # Set by the web app's request id middleware for the time of one request.
-REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
-                                                                       default=None)
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
 def redact(text: str) -> str:
@@ -32,9 +32,10 @@ def redact(text: str) -> str:
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
-            record.args = tuple(redact(a) if isinstance(a, str) else a
-                                for a in (record.args if isinstance(record.args, tuple)
-                                          else (record.args,)))
+            record.args = tuple(
+                redact(a) if isinstance(a, str) else a
+                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
+            )
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         return True

@@ -57,21 +57,22 @@ def label(value: str | None) -> str:
 
 
 def flow_started(kind: str) -> None:
-    workflow.metric_meter().create_counter(
-        FLOWS_STARTED, "Flows that started, by kind").add(1, {"kind": label(kind)})
+    workflow.metric_meter().create_counter(FLOWS_STARTED, "Flows that started, by kind").add(
+        1, {"kind": label(kind)}
+    )
 
 
 def flow_step(kind: str, step: str) -> None:
-    workflow.metric_meter().create_counter(
-        FLOW_STEPS, "Flows that reached a step, by kind and step").add(
-        1, {"kind": label(kind), "step": label(step)})
+    workflow.metric_meter().create_counter(FLOW_STEPS, "Flows that reached a step, by kind and step").add(
+        1, {"kind": label(kind), "step": label(step)}
+    )
 
 
 def flow_ended(kind: str, outcome: str, step: str) -> None:
     """`step` is the last open step, where the flow stood when it ended."""
     workflow.metric_meter().create_counter(
-        FLOWS_ENDED, "Flows that ended, by kind, outcome and the step they ended at").add(
-        1, {"kind": label(kind), "outcome": label(outcome), "step": label(step)})
+        FLOWS_ENDED, "Flows that ended, by kind, outcome and the step they ended at"
+    ).add(1, {"kind": label(kind), "outcome": label(outcome), "step": label(step)})
 
 
 # -- on the worker: email deliveries (activity code only) ----------------------------------
@@ -80,17 +81,17 @@ def flow_ended(kind: str, outcome: str, step: str) -> None:
 
 def email_sent(backend: str) -> None:
     if activity.in_activity():
-        activity.metric_meter().create_counter(
-            EMAILS_SENT, "Emails handed to the backend, by backend").add(
-            1, {"backend": label(backend)})
+        activity.metric_meter().create_counter(EMAILS_SENT, "Emails handed to the backend, by backend").add(
+            1, {"backend": label(backend)}
+        )
 
 
 def email_failed(backend: str, failure: str) -> None:
     """`failure`: transient (retried), permanent (given up) or error (unexpected, retried)."""
     if activity.in_activity():
         activity.metric_meter().create_counter(
-            EMAIL_FAILURES, "Email attempts that failed, by backend and kind of failure").add(
-            1, {"backend": label(backend), "failure": label(failure)})
+            EMAIL_FAILURES, "Email attempts that failed, by backend and kind of failure"
+        ).add(1, {"backend": label(backend), "failure": label(failure)})
 
 
 def email_duplicate(kind: str) -> None:
@@ -99,8 +100,8 @@ def email_duplicate(kind: str) -> None:
     carrying the same link or code. `kind` is the email's template name."""
     if activity.in_activity():
         activity.metric_meter().create_counter(
-            EMAILS_DUPLICATE, "Emails sent again after an attempt that may have delivered them, "
-            "by kind").add(1, {"kind": label(kind)})
+            EMAILS_DUPLICATE, "Emails sent again after an attempt that may have delivered them, by kind"
+        ).add(1, {"kind": label(kind)})
 
 
 # -- in the web app ------------------------------------------------------------------------
@@ -114,19 +115,28 @@ PlatformCollector(registry=REGISTRY)
 GCCollector(registry=REGISTRY)
 
 SIGN_INS = Counter(
-    "sso_sign_ins", "Sign-in attempts by outcome (and reason, for refusals)",
-    ["outcome", "reason"], registry=REGISTRY)
+    "sso_sign_ins",
+    "Sign-in attempts by outcome (and reason, for refusals)",
+    ["outcome", "reason"],
+    registry=REGISTRY,
+)
 STEP_SECONDS = Histogram(
-    "sso_step_duration_seconds", "Time the web app waited for a flow step, by step and outcome",
-    ["step", "outcome"], registry=REGISTRY,
-    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+    "sso_step_duration_seconds",
+    "Time the web app waited for a flow step, by step and outcome",
+    ["step", "outcome"],
+    registry=REGISTRY,
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 
 def worker_scrape_text(up: bool) -> str:
     """Said afresh at each scrape, and only when a worker URL is set: a registry of its own."""
     registry = CollectorRegistry()
-    Gauge("sso_worker_metrics_up", "1 when this scrape read the worker's metrics "
-          "(SSO_WORKER_METRICS_URL), 0 when that failed", registry=registry).set(int(up))
+    Gauge(
+        "sso_worker_metrics_up",
+        "1 when this scrape read the worker's metrics (SSO_WORKER_METRICS_URL), 0 when that failed",
+        registry=registry,
+    ).set(int(up))
     return generate_latest(registry).decode()
 
 
@@ -155,5 +165,4 @@ async def timed_step(step: str) -> AsyncIterator[StepTiming]:
         timing.outcome = timing.outcome or str(getattr(exc, "step_outcome", "error"))
         raise
     finally:
-        STEP_SECONDS.labels(label(step), label(timing.outcome or "ok")).observe(
-            time.perf_counter() - started)
+        STEP_SECONDS.labels(label(step), label(timing.outcome or "ok")).observe(time.perf_counter() - started)

@@ -85,9 +85,7 @@ class SsoAccount(Base):
     __tablename__ = "sso_accounts"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    staff_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("staff.id", ondelete="CASCADE"), unique=True
-    )
+    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), unique=True)
     login_email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str | None] = mapped_column(Text)
     verified_at: Mapped[datetime | None]
@@ -240,8 +238,7 @@ class EntraLink(Base):
     __table_args__ = (UniqueConstraint("tenant_id", "object_id", name="uq_entra_identity"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    staff_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("staff.id", ondelete="CASCADE"), unique=True)
+    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), unique=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
     object_id: Mapped[str] = mapped_column(String(64))
     # As Microsoft gave them when linked, to show admins which account it is.
@@ -273,8 +270,7 @@ class ResetLink(Base):
     __tablename__ = "reset_links"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    account_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("sso_accounts.id", ondelete="CASCADE"))
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sso_accounts.id", ondelete="CASCADE"))
     workflow_id: Mapped[str] = mapped_column(String(100))
     # HMAC of the token; the token itself exists only in the email.
     token_hash: Mapped[str] = mapped_column(String(128), unique=True)

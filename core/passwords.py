@@ -36,8 +36,16 @@ def normalise(password: str) -> str:
 
 def personal_words(first_name: str, last_name: str, email: str, brand: str) -> list[str]:
     local, _, domain = email.lower().partition("@")
-    words = {first_name, last_name, email, local, domain.split(".")[0], *brand_words(brand),
-             *re.split(r"[._+\-]", local), *NAME_PARTS.split(f"{first_name} {last_name}")}
+    words = {
+        first_name,
+        last_name,
+        email,
+        local,
+        domain.split(".")[0],
+        *brand_words(brand),
+        *re.split(r"[._+\-]", local),
+        *NAME_PARTS.split(f"{first_name} {last_name}"),
+    }
     return sorted({w.lower() for w in words if len(w) >= MIN_WORD})
 
 
@@ -82,11 +90,11 @@ STRENGTH_THREADS = min(4, os.cpu_count() or 1)
 _strength_pool = ThreadPoolExecutor(max_workers=STRENGTH_THREADS, thread_name_prefix="zxcvbn")
 
 
-async def check_password(password: str, policy: PasswordPolicy,
-                         personal: Iterable[str]) -> list[str]:
+async def check_password(password: str, policy: PasswordPolicy, personal: Iterable[str]) -> list[str]:
     """password_problems, run outside the event loop."""
     return await asyncio.get_running_loop().run_in_executor(
-        _strength_pool, password_problems, password, policy, list(personal))
+        _strength_pool, password_problems, password, policy, list(personal)
+    )
 
 
 def without_words(text: str, words: Iterable[str]) -> str:
@@ -119,8 +127,10 @@ def argon2_problem(time_cost: int, memory_kib: int, parallelism: int) -> str | N
         return "argon2id needs at least one iteration and one lane"
     needed = OWASP_MIN_MEMORY_KIB[min(time_cost, 5)]
     if memory_kib < needed:
-        return (f"argon2id with t={time_cost} needs at least m={needed} KiB (OWASP minimum; "
-                "e.g. t=2, m=19456 or t=5, m=7168)")
+        return (
+            f"argon2id with t={time_cost} needs at least m={needed} KiB (OWASP minimum; "
+            "e.g. t=2, m=19456 or t=5, m=7168)"
+        )
     return None
 
 
@@ -131,8 +141,9 @@ class Hasher:
         problem = argon2_problem(time_cost, memory_kib, parallelism)
         if problem is not None:
             raise ValueError(problem)
-        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib,
-                                      parallelism=parallelism, type=Type.ID)
+        self._hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
+        )
 
     def hash(self, password: str) -> str:
         return self._hasher.hash(normalise(password))
@@ -154,8 +165,9 @@ HASHING_NICENESS = 10
 def hashing_pool() -> ThreadPoolExecutor:
     """Threads for argon2, one per core, at a lower CPU priority than the event loop: when
     sign-ins saturate the machine, every other page and step still gets the CPU first."""
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="argon2",
-                              initializer=_lower_priority)
+    return ThreadPoolExecutor(
+        max_workers=os.cpu_count() or 1, thread_name_prefix="argon2", initializer=_lower_priority
+    )
 
 
 def _lower_priority() -> None:

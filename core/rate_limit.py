@@ -13,8 +13,13 @@ from collections.abc import Callable
 
 
 class SlidingWindowLimiter:
-    def __init__(self, limit: int, window_seconds: float,
-                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+    def __init__(
+        self,
+        limit: int,
+        window_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ) -> None:
         self.limit = limit
         self.window = window_seconds
         self._clock = clock

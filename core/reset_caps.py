@@ -19,13 +19,16 @@ from core.crypto import token_hash
 from core.models import ResetCodeFailure
 
 DAY = timedelta(hours=24)
-CODES_STOPPED = ("Too many incorrect codes for this account, so reset codes no longer work. "
-                 "We've emailed you a link to reset your password instead.")
-LINK_GONE = ("This reset link is no longer valid: it has expired or was already used. Start "
-             "again with Forgot your password?")
+CODES_STOPPED = (
+    "Too many incorrect codes for this account, so reset codes no longer work. "
+    "We've emailed you a link to reset your password instead."
+)
+LINK_GONE = (
+    "This reset link is no longer valid: it has expired or was already used. Start "
+    "again with Forgot your password?"
+)
 RESET_LINK_PURPOSE = "reset-link"
-LINK_SENT = ("We've emailed you a link to reset your password. Reset codes no longer work "
-             "for this account.")
+LINK_SENT = "We've emailed you a link to reset your password. Reset codes no longer work for this account."
 
 
 @dataclass
@@ -42,15 +45,17 @@ class WrongCode:
     stopped: bool  # codes no longer work: a cap is reached
 
 
-async def count_wrong_code(session: AsyncSession, caps: CodeCaps,
-                           now: datetime) -> WrongCode:
+async def count_wrong_code(session: AsyncSession, caps: CodeCaps, now: datetime) -> WrongCode:
     """Counts one wrong code unless a cap is already reached. Stored and committed first, then
     counted: codes sent together (to any instance) all see each other, and any that went past
     a cap take themselves back, so the caps are never exceeded."""
     # Older than the day counts for nothing any more (a flow's own count is bounded by the
     # day's anyway): kept out of the table so it does not grow without end.
-    await session.execute(delete(ResetCodeFailure).where(
-        ResetCodeFailure.subject == caps.subject, ResetCodeFailure.failed_at <= now - DAY))
+    await session.execute(
+        delete(ResetCodeFailure).where(
+            ResetCodeFailure.subject == caps.subject, ResetCodeFailure.failed_at <= now - DAY
+        )
+    )
     row = ResetCodeFailure(subject=caps.subject, flow=caps.flow, failed_at=now)
     session.add(row)
     await session.commit()
@@ -69,16 +74,19 @@ async def codes_stopped(session: AsyncSession, caps: CodeCaps, now: datetime) ->
 
 async def clear(session: AsyncSession, subject: str) -> int:
     """Forgets a subject's wrong codes (an admin's Unlock sign-in); the caller commits."""
-    result = await session.execute(
-        delete(ResetCodeFailure).where(ResetCodeFailure.subject == subject))
+    result = await session.execute(delete(ResetCodeFailure).where(ResetCodeFailure.subject == subject))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def _counts(session: AsyncSession, caps: CodeCaps, now: datetime) -> tuple[int, int]:
-    counts = (await session.execute(
-        select(func.count().filter(ResetCodeFailure.flow == caps.flow),
-               func.count().filter(ResetCodeFailure.failed_at > now - DAY))
-        .where(ResetCodeFailure.subject == caps.subject))).one()
+    counts = (
+        await session.execute(
+            select(
+                func.count().filter(ResetCodeFailure.flow == caps.flow),
+                func.count().filter(ResetCodeFailure.failed_at > now - DAY),
+            ).where(ResetCodeFailure.subject == caps.subject)
+        )
+    ).one()
     return int(counts[0]), int(counts[1])
 
 

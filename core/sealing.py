@@ -33,8 +33,7 @@ def new_keypair() -> tuple[str, str]:
     """(private, public), urlsafe base64 of the raw 32-byte keys."""
     private = X25519PrivateKey.generate()
     public = private.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw)
-    raw_private = private.private_bytes(_RAW, serialization.PrivateFormat.Raw,
-                                        serialization.NoEncryption())
+    raw_private = private.private_bytes(_RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     return _b64(raw_private), _b64(public)
 
 
@@ -44,8 +43,9 @@ def public_key_of(private_b64: str) -> str:
 
 
 def _key(shared: bytes, ephemeral: bytes, recipient: bytes, context: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"sso-seal:" + ephemeral + recipient + context).derive(shared)
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"sso-seal:" + ephemeral + recipient + context
+    ).derive(shared)
 
 
 def seal(public_b64: str, plaintext: bytes, context: bytes) -> str:
@@ -70,8 +70,7 @@ def unseal(private_b64: str, sealed: str, context: bytes) -> bytes:
     ephemeral_raw, nonce, ciphertext = raw[:32], raw[32:44], raw[44:]
     try:
         shared = private.exchange(X25519PublicKey.from_public_bytes(ephemeral_raw))
-        return AESGCM(_key(shared, ephemeral_raw, recipient_raw, context)).decrypt(
-            nonce, ciphertext, context)
+        return AESGCM(_key(shared, ephemeral_raw, recipient_raw, context)).decrypt(nonce, ciphertext, context)
     except Exception as exc:
         raise DecryptionError("sealed box failed authentication") from exc
 

@@ -19,17 +19,30 @@ from core.addresses import Networks, parse_networks
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "please-change", "dev", "development"}
 # Long enough never to occur by chance in a generated secret.
-PLACEHOLDER_MARKERS = ("changeme", "change-me", "change_me", "change-this", "change_this",
-                       "replaceme", "replace-me", "replace_me", "placeholder", "example")
+PLACEHOLDER_MARKERS = (
+    "changeme",
+    "change-me",
+    "change_me",
+    "change-this",
+    "change_this",
+    "replaceme",
+    "replace-me",
+    "replace_me",
+    "placeholder",
+    "example",
+)
 
 
 def is_placeholder(value: str) -> bool:
     """Empty, a well-known stand-in, a template's `...`/`<...>`, or one spelling out that
     it must be changed: never a secret to start with outside development."""
     text = value.strip().lower()
-    return (text in PLACEHOLDER_SECRETS or set(text) <= set(".x*")
-            or (text.startswith("<") and text.endswith(">"))
-            or any(marker in text for marker in PLACEHOLDER_MARKERS))
+    return (
+        text in PLACEHOLDER_SECRETS
+        or set(text) <= set(".x*")
+        or (text.startswith("<") and text.endswith(">"))
+        or any(marker in text for marker in PLACEHOLDER_MARKERS)
+    )
 
 
 class Environment(StrEnum):
@@ -175,8 +188,14 @@ class Settings(BaseSettings):
     # A bearer token for Prometheus, so scrapers need no admin key.
     metrics_token: SecretStr | None = None
 
-    @field_validator("encryption_keys", "codec_cors_origins", "allowed_return_urls",
-                     "entra_allowed_tenants", "trusted_proxies", mode="before")
+    @field_validator(
+        "encryption_keys",
+        "codec_cors_origins",
+        "allowed_return_urls",
+        "entra_allowed_tenants",
+        "trusted_proxies",
+        mode="before",
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -187,8 +206,14 @@ class Settings(BaseSettings):
         parse_networks(value)
         return value
 
-    @field_validator("metrics_token", "temporal_api_key", "temporal_tls_ca",
-                     "temporal_tls_cert", "temporal_tls_key", mode="before")
+    @field_validator(
+        "metrics_token",
+        "temporal_api_key",
+        "temporal_tls_ca",
+        "temporal_tls_cert",
+        "temporal_tls_key",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -198,11 +223,23 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
-                     "email_retry_max_interval", "setup_email_window", "setup_ttl", "code_ttl",
-                     "code_resend_interval", "step_timeout", "session_idle_ttl",
-                     "session_max_ttl", "reset_ttl", "reset_link_ttl", "entra_link_fresh",
-                     mode="before")
+    @field_validator(
+        "setup_link_ttl",
+        "email_retry_window",
+        "email_retry_initial_interval",
+        "email_retry_max_interval",
+        "setup_email_window",
+        "setup_ttl",
+        "code_ttl",
+        "code_resend_interval",
+        "step_timeout",
+        "session_idle_ttl",
+        "session_max_ttl",
+        "reset_ttl",
+        "reset_link_ttl",
+        "entra_link_fresh",
+        mode="before",
+    )
     @classmethod
     def _seconds_or_iso8601(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -212,10 +249,22 @@ class Settings(BaseSettings):
                 return value
         return value
 
-    @field_validator("setup_link_ttl", "email_retry_window", "email_retry_initial_interval",
-                     "email_retry_max_interval", "setup_email_window", "setup_ttl", "code_ttl",
-                     "code_resend_interval", "step_timeout", "session_idle_ttl",
-                     "session_max_ttl", "reset_ttl", "reset_link_ttl", "entra_link_fresh")
+    @field_validator(
+        "setup_link_ttl",
+        "email_retry_window",
+        "email_retry_initial_interval",
+        "email_retry_max_interval",
+        "setup_email_window",
+        "setup_ttl",
+        "code_ttl",
+        "code_resend_interval",
+        "step_timeout",
+        "session_idle_ttl",
+        "session_max_ttl",
+        "reset_ttl",
+        "reset_link_ttl",
+        "entra_link_fresh",
+    )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
@@ -240,8 +289,7 @@ class Settings(BaseSettings):
     def _argon2_at_least_owasp(self) -> Settings:
         from core.passwords import argon2_problem
 
-        problem = argon2_problem(self.argon2_time_cost, self.argon2_memory_kib,
-                                 self.argon2_parallelism)
+        problem = argon2_problem(self.argon2_time_cost, self.argon2_memory_kib, self.argon2_parallelism)
         if problem is not None:
             raise ValueError(problem)
         return self
@@ -249,11 +297,15 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _temporal_tls_files(self) -> Settings:
         if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
-            raise ValueError("SSO_TEMPORAL_TLS_CERT and SSO_TEMPORAL_TLS_KEY go together (a "
-                             "client certificate needs its private key)")
-        for name, path in (("SSO_TEMPORAL_TLS_CA", self.temporal_tls_ca),
-                           ("SSO_TEMPORAL_TLS_CERT", self.temporal_tls_cert),
-                           ("SSO_TEMPORAL_TLS_KEY", self.temporal_tls_key)):
+            raise ValueError(
+                "SSO_TEMPORAL_TLS_CERT and SSO_TEMPORAL_TLS_KEY go together (a "
+                "client certificate needs its private key)"
+            )
+        for name, path in (
+            ("SSO_TEMPORAL_TLS_CA", self.temporal_tls_ca),
+            ("SSO_TEMPORAL_TLS_CERT", self.temporal_tls_cert),
+            ("SSO_TEMPORAL_TLS_KEY", self.temporal_tls_key),
+        ):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}={path} is not a readable file")
         return self
@@ -266,9 +318,11 @@ class Settings(BaseSettings):
             return self
         problems = []
         if not is_https(self.public_url):
-            problems.append(f"SSO_PUBLIC_URL must be an https:// address outside development, "
-                            f"not {self.public_url!r} (over http cookies lose Secure and the "
-                            "__Host- prefix)")
+            problems.append(
+                f"SSO_PUBLIC_URL must be an https:// address outside development, "
+                f"not {self.public_url!r} (over http cookies lose Secure and the "
+                "__Host- prefix)"
+            )
         if is_placeholder(self.secret_key.get_secret_value()):
             problems.append("SSO_SECRET_KEY is missing or a placeholder")
         elif len(self.secret_key.get_secret_value()) < 32:
@@ -278,10 +332,12 @@ class Settings(BaseSettings):
         ):
             problems.append("SSO_ENCRYPTION_KEYS is missing or holds a placeholder")
         if is_placeholder(self.seal_public_key):
-            problems.append("SSO_SEAL_PUBLIC_KEY is missing or a placeholder (workers also need "
-                            "SSO_SEAL_PRIVATE_KEY)")
+            problems.append(
+                "SSO_SEAL_PUBLIC_KEY is missing or a placeholder (workers also need SSO_SEAL_PRIVATE_KEY)"
+            )
         if self.seal_private_key.get_secret_value() and is_placeholder(
-                self.seal_private_key.get_secret_value()):
+            self.seal_private_key.get_secret_value()
+        ):
             problems.append("SSO_SEAL_PRIVATE_KEY is a placeholder")
         if self.bootstrap_admin_key is not None:
             if is_placeholder(self.bootstrap_admin_key.get_secret_value()):
@@ -291,11 +347,15 @@ class Settings(BaseSettings):
         if self.email_backend is EmailBackend.sendgrid and (
             self.sendgrid_api_key is None or is_placeholder(self.sendgrid_api_key.get_secret_value())
         ):
-            problems.append("SSO_SENDGRID_API_KEY is required with SSO_EMAIL_BACKEND=sendgrid "
-                            "(missing or a placeholder)")
-        if self.email_backend is EmailBackend.smtp and self.smtp_password is not None \
-                and self.smtp_password.get_secret_value() \
-                and is_placeholder(self.smtp_password.get_secret_value()):
+            problems.append(
+                "SSO_SENDGRID_API_KEY is required with SSO_EMAIL_BACKEND=sendgrid (missing or a placeholder)"
+            )
+        if (
+            self.email_backend is EmailBackend.smtp
+            and self.smtp_password is not None
+            and self.smtp_password.get_secret_value()
+            and is_placeholder(self.smtp_password.get_secret_value())
+        ):
             problems.append("SSO_SMTP_PASSWORD is a placeholder")
         if self.metrics_token is not None and (
             is_placeholder(self.metrics_token.get_secret_value())
@@ -306,8 +366,9 @@ class Settings(BaseSettings):
             problems.append("SSO_CODEC_DEV_OPEN is only allowed in development")
         if self.entra_dev_graph and self.env is Environment.production:
             problems.append("SSO_ENTRA_DEV_GRAPH is only for development and tests")
-        if self.entra_client_id and (self.entra_client_secret is None or
-                                     is_placeholder(self.entra_client_secret.get_secret_value())):
+        if self.entra_client_id and (
+            self.entra_client_secret is None or is_placeholder(self.entra_client_secret.get_secret_value())
+        ):
             problems.append("SSO_ENTRA_CLIENT_SECRET is missing or a placeholder")
         if self.email_backend is EmailBackend.outbox and self.env is Environment.production:
             problems.append("SSO_EMAIL_BACKEND=outbox is only for development and tests")
@@ -325,21 +386,24 @@ class Settings(BaseSettings):
 
     @property
     def entra_enabled(self) -> bool:
-        return bool(self.entra_client_id and self.entra_client_secret is not None
-                    and self.entra_client_secret.get_secret_value()
-                    and (self.entra_tenant_id or self.entra_metadata_url))
+        return bool(
+            self.entra_client_id
+            and self.entra_client_secret is not None
+            and self.entra_client_secret.get_secret_value()
+            and (self.entra_tenant_id or self.entra_metadata_url)
+        )
 
     @property
     def entra_discovery_url(self) -> str:
         if self.entra_metadata_url:
             return self.entra_metadata_url
-        return (f"https://login.microsoftonline.com/{self.entra_tenant_id}"
-                "/v2.0/.well-known/openid-configuration")
+        return (
+            f"https://login.microsoftonline.com/{self.entra_tenant_id}/v2.0/.well-known/openid-configuration"
+        )
 
     @property
     def entra_tenants(self) -> frozenset[str]:
-        tenants = self.entra_allowed_tenants or ([self.entra_tenant_id]
-                                                 if self.entra_tenant_id else [])
+        tenants = self.entra_allowed_tenants or ([self.entra_tenant_id] if self.entra_tenant_id else [])
         return frozenset(t.strip().lower() for t in tenants if t.strip())
 
     @property
@@ -366,8 +430,12 @@ class Settings(BaseSettings):
         """Development only: fill missing secrets from a file in the data dir, created once."""
         if not self.is_development:
             return self
-        if (self.secret_key.get_secret_value() and self.encryption_keys
-                and self.seal_public_key and self.seal_private_key.get_secret_value()):
+        if (
+            self.secret_key.get_secret_value()
+            and self.encryption_keys
+            and self.seal_public_key
+            and self.seal_private_key.get_secret_value()
+        ):
             return self
         from core.sealing import new_keypair
 
@@ -376,8 +444,7 @@ class Settings(BaseSettings):
         stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
         before = dict(stored)
         stored.setdefault("secret_key", secrets.token_urlsafe(48))
-        stored.setdefault("encryption_key",
-                          base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+        stored.setdefault("encryption_key", base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
         if "seal_private_key" not in stored:
             stored["seal_private_key"], stored["seal_public_key"] = new_keypair()
         if stored != before:

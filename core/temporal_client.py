@@ -33,8 +33,7 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
     return TLSConfig(server_root_ca_cert=ca, client_cert=cert, client_private_key=key)
 
 
-async def connect(settings: Settings, runtime: Runtime | None = None,
-                  role: str = "web") -> Client:
+async def connect(settings: Settings, runtime: Runtime | None = None, role: str = "web") -> Client:
     api_key = settings.temporal_api_key
     return await Client.connect(
         settings.temporal_address,
@@ -50,8 +49,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None,
 class TemporalGateway:
     """Lazily connected client: the web app starts, and reports 503, while Temporal is down."""
 
-    def __init__(self, settings: Settings, client: Client | None = None,
-                 role: str = "web") -> None:
+    def __init__(self, settings: Settings, client: Client | None = None, role: str = "web") -> None:
         self._settings = settings
         self._role = role
         self._client = client

@@ -36,9 +36,13 @@ class DatabaseCounter:
         async with self._sessions() as session:
             await session.execute(
                 update(RateCounter)
-                .where(RateCounter.key == key, RateCounter.window_start > utcnow() - window,
-                       RateCounter.count > 0)
-                .values(count=RateCounter.count - 1))
+                .where(
+                    RateCounter.key == key,
+                    RateCounter.window_start > utcnow() - window,
+                    RateCounter.count > 0,
+                )
+                .values(count=RateCounter.count - 1)
+            )
             await session.commit()
 
     async def hit(self, key: str, limit: int, window: timedelta) -> int | None:
@@ -47,17 +51,23 @@ class DatabaseCounter:
         for _ in range(3):  # two instances may create the same row at once
             now = utcnow()
             async with self._sessions() as session:
-                row = (await session.execute(
-                    update(RateCounter)
-                    .where(RateCounter.key == key, RateCounter.window_start > now - window)
-                    .values(count=RateCounter.count + 1)
-                    .returning(RateCounter.count, RateCounter.window_start))).one_or_none()
-                if row is None:  # the window has passed, or none yet: a new one
-                    row = (await session.execute(
+                row = (
+                    await session.execute(
                         update(RateCounter)
-                        .where(RateCounter.key == key, RateCounter.window_start <= now - window)
-                        .values(count=1, window_start=now)
-                        .returning(RateCounter.count, RateCounter.window_start))).one_or_none()
+                        .where(RateCounter.key == key, RateCounter.window_start > now - window)
+                        .values(count=RateCounter.count + 1)
+                        .returning(RateCounter.count, RateCounter.window_start)
+                    )
+                ).one_or_none()
+                if row is None:  # the window has passed, or none yet: a new one
+                    row = (
+                        await session.execute(
+                            update(RateCounter)
+                            .where(RateCounter.key == key, RateCounter.window_start <= now - window)
+                            .values(count=1, window_start=now)
+                            .returning(RateCounter.count, RateCounter.window_start)
+                        )
+                    ).one_or_none()
                 count, started = (1, now) if row is None else (row[0], row[1])
                 if row is None:
                     session.add(RateCounter(key=key, window_start=now, count=1))
@@ -92,7 +102,10 @@ class RedisCounter:
         # Only while the window lasts: a DECR on a key gone would make one with no expiry.
         await self._redis.eval(  # type: ignore[misc]
             "if (tonumber(redis.call('get', KEYS[1]) or '0')) > 0 then "
-            "return redis.call('decr', KEYS[1]) end return 0", 1, f"sso:rate:{key}")
+            "return redis.call('decr', KEYS[1]) end return 0",
+            1,
+            f"sso:rate:{key}",
+        )
 
     async def close(self) -> None:
         await self._redis.aclose()

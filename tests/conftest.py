@@ -32,9 +32,12 @@ from tests.support.setup_pages import settle
 # example database written into the work tree, and a modest number of examples per test,
 # scaled by SSO_HYPOTHESIS_SCALE (e.g. 10 for a long local run).
 hypothesis_settings.register_profile(
-    "sso", deadline=None, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much])
+    "sso",
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 hypothesis_settings.load_profile("sso")
 
 
@@ -125,8 +128,10 @@ async def temporal_dev_env() -> AsyncIterator[WorkflowEnvironment]:
     send, supersede and cancel flows in quick succession: flows then end with an activity
     still running, after which the time-skipping server stalls (temporalio/sdk-java#1138)."""
     server = await WorkflowEnvironment.start_local(
-        data_converter=data_converter(make_settings()), dev_server_existing_path=binary("temporal"),
-        search_attributes=list(SEARCH_ATTRIBUTES))
+        data_converter=data_converter(make_settings()),
+        dev_server_existing_path=binary("temporal"),
+        search_attributes=list(SEARCH_ATTRIBUTES),
+    )
     try:
         yield server
     finally:

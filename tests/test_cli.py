@@ -29,8 +29,15 @@ from tests.support.stack import ROOT, running_sso_dev, smtp_sink
 
 def run_sso(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
-    return subprocess.run([binary("sso"), *args], cwd=cwd, env={**clean, **env},
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [binary("sso"), *args],
+        cwd=cwd,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
@@ -42,15 +49,26 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
 
 def test_migrate_and_admin_key_from_any_directory(tmp_path: Path) -> None:
     db = tmp_path / "data" / "sso.db"
-    env = {"SSO_ENV": "test", "SSO_SECRET_KEY": TEST_SECRET_KEY,
-           "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY, "SSO_DATABASE_URL": f"sqlite:///{db}",
-           "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY,
-           "SSO_PUBLIC_URL": "https://sso.example.test"}
+    env = {
+        "SSO_ENV": "test",
+        "SSO_SECRET_KEY": TEST_SECRET_KEY,
+        "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+        "SSO_DATABASE_URL": f"sqlite:///{db}",
+        "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY,
+        "SSO_PUBLIC_URL": "https://sso.example.test",
+    }
     migrated = run_sso("migrate", cwd=tmp_path, **env)
     assert migrated.returncode == 0, migrated.stderr
     engine = create_engine(f"sqlite:///{db}")
-    assert {"staff", "sso_accounts", "sso_setups", "setup_links", "admin_api_keys",
-            "audit_events", "outbox_emails"} <= set(inspect(engine).get_table_names())
+    assert {
+        "staff",
+        "sso_accounts",
+        "sso_setups",
+        "setup_links",
+        "admin_api_keys",
+        "audit_events",
+        "outbox_emails",
+    } <= set(inspect(engine).get_table_names())
     engine.dispose()
 
     created = run_sso("admin-key", "create", "--name", "ops", cwd=tmp_path, **env)
@@ -72,24 +90,28 @@ def test_migrate_and_admin_key_from_any_directory(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [("api",), ("worker",), ("migrate",)])
-def test_refuses_to_start_without_secrets_in_production(tmp_path: Path,
-                                                         command: tuple[str, ...]) -> None:
-    result = run_sso(*command, cwd=tmp_path, SSO_ENV="production",
-                     SSO_DATABASE_URL="postgresql+psycopg://x@127.0.0.1:1/x")
+def test_refuses_to_start_without_secrets_in_production(tmp_path: Path, command: tuple[str, ...]) -> None:
+    result = run_sso(
+        *command, cwd=tmp_path, SSO_ENV="production", SSO_DATABASE_URL="postgresql+psycopg://x@127.0.0.1:1/x"
+    )
     assert result.returncode == 2
     assert "SSO_SECRET_KEY" in result.stderr and "SSO_ENCRYPTION_KEYS" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("command", [("api",), ("worker",), ("migrate",)])
-def test_without_sso_env_the_commands_run_as_production(tmp_path: Path,
-                                                        command: tuple[str, ...]) -> None:
+def test_without_sso_env_the_commands_run_as_production(tmp_path: Path, command: tuple[str, ...]) -> None:
     """Development is asked for (`sso dev` does): without SSO_ENV, `sso api`, `sso worker`
     and `sso migrate` check their settings as production and refuse plain http."""
-    result = run_sso(*command, cwd=tmp_path, SSO_SECRET_KEY=TEST_SECRET_KEY,
-                     SSO_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY,
-                     SSO_SEAL_PUBLIC_KEY=TEST_SEAL_PUBLIC_KEY, SSO_EMAIL_BACKEND="smtp",
-                     SSO_DATABASE_URL="postgresql+psycopg://x@127.0.0.1:1/x")
+    result = run_sso(
+        *command,
+        cwd=tmp_path,
+        SSO_SECRET_KEY=TEST_SECRET_KEY,
+        SSO_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY,
+        SSO_SEAL_PUBLIC_KEY=TEST_SEAL_PUBLIC_KEY,
+        SSO_EMAIL_BACKEND="smtp",
+        SSO_DATABASE_URL="postgresql+psycopg://x@127.0.0.1:1/x",
+    )
     assert result.returncode == 2, result.stderr
     assert "refusing to start with SSO_ENV=production" in result.stderr
     assert "SSO_PUBLIC_URL must be an https:// address outside development" in result.stderr
@@ -108,11 +130,15 @@ def test_sso_dev_works_from_any_directory(tmp_path: Path) -> None:
     (elsewhere / "cli.py").write_text(decoy)
     (elsewhere / "api" / "__init__.py").write_text(decoy)
     body = {"first_name": "Jo", "last_name": "Anywhere", "external_email_1": "jo.anywhere@example.com"}
-    with smtp_sink() as smtp, running_sso_dev(
-            tmp_path / "data", smtp.port, {"PYTHONPATH": str(ROOT)},
-            sso=[binary("sso")], cwd=elsewhere) as dev:
-        with httpx.Client(base_url=dev.base_url, timeout=30,
-                          headers={"Authorization": f"Bearer {dev.admin_key}"}) as api:
+    with (
+        smtp_sink() as smtp,
+        running_sso_dev(
+            tmp_path / "data", smtp.port, {"PYTHONPATH": str(ROOT)}, sso=[binary("sso")], cwd=elsewhere
+        ) as dev,
+    ):
+        with httpx.Client(
+            base_url=dev.base_url, timeout=30, headers={"Authorization": f"Bearer {dev.admin_key}"}
+        ) as api:
             assert api.get("/healthz").json()["checks"] == {"database": "ok", "temporal": "ok"}
             staff = api.post("/api/v1/staff", json=body)
             assert staff.status_code == 201, staff.text
@@ -124,8 +150,10 @@ def test_sso_dev_works_from_any_directory(tmp_path: Path) -> None:
                 time.sleep(0.2)
             [received] = smtp.messages
             assert received.message["Subject"] == "Welcome to agentOS Single Sign-On"
-            link = re.search(rf"{re.escape(dev.base_url)}/sso/setup/[A-Za-z0-9_-]+",
-                             received.message.get_body(preferencelist=("plain",)).get_content())
+            link = re.search(
+                rf"{re.escape(dev.base_url)}/sso/setup/[A-Za-z0-9_-]+",
+                received.message.get_body(preferencelist=("plain",)).get_content(),
+            )
             assert link is not None
             assert httpx.get(link.group(0), timeout=30).status_code == 200
         assert "imported from the working directory" not in dev.output()

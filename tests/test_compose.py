@@ -127,9 +127,7 @@ def test_secrets_have_no_literal_default():
         name, rest = match.group("name"), match.group("rest")
         if name in SECRETS:
             seen.add(name)
-            assert rest.startswith(":?"), (
-                f"{match.group(0)} must use the ${{{name}:?...}} form (no default)"
-            )
+            assert rest.startswith(":?"), f"{match.group(0)} must use the ${{{name}:?...}} form (no default)"
     assert seen == set(SECRETS)
 
     services = _compose()["services"]

@@ -81,6 +81,8 @@ def test_every_test_folder_is_a_package() -> None:
 def test_the_layout_check_sees_an_offender(tmp_path: Path) -> None:
     """The import scan itself: a test-module import, plain or nested in a function, is seen."""
     module = tmp_path / "example.py"
-    module.write_text("from tests.e2e import test_setup\n"
-                      "def f():\n    from tests.setup.test_pages import Browser\n", encoding="utf-8")
+    module.write_text(
+        "from tests.e2e import test_setup\ndef f():\n    from tests.setup.test_pages import Browser\n",
+        encoding="utf-8",
+    )
     assert {"tests.e2e.test_setup", "tests.setup.test_pages"} <= set(imported_modules(module))

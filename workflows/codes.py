@@ -70,10 +70,12 @@ class EmailedCode:
         """`tell_delivery=False` answers a try before the email is out like a wrong code: where
         the page must not reveal that a flow exists at all (password reset)."""
         if self.digest is None and tell_delivery:
-            return CodeCheck(False, "We couldn't send your code. Click Send a new code."
-                             if self.delivery == "failed" else
-                             "Your code is still on its way. Check your inbox (and spam folder) "
-                             "in a moment.")
+            return CodeCheck(
+                False,
+                "We couldn't send your code. Click Send a new code."
+                if self.delivery == "failed"
+                else "Your code is still on its way. Check your inbox (and spam folder) in a moment.",
+            )
         if self.failures >= CODE_ATTEMPTS:
             return CodeCheck(False, "Too many incorrect codes. Click Send a new code.")
         if self.expires_at is not None and now >= self.expires_at and self.digest is not None:
@@ -82,9 +84,11 @@ class EmailedCode:
             self.failures += 1
             self.wrong_total += 1
             left = CODE_ATTEMPTS - self.failures
-            message = (f"Incorrect code, {left} attempt{'s' if left != 1 else ''} left" if left
-                       else "Incorrect code. This code can no longer be used; click Send a new "
-                       "code.")
+            message = (
+                f"Incorrect code, {left} attempt{'s' if left != 1 else ''} left"
+                if left
+                else "Incorrect code. This code can no longer be used; click Send a new code."
+            )
             return CodeCheck(False, message, counted=True, attempts_left=left)
         return CodeCheck(True)
 
@@ -103,8 +107,10 @@ class EmailedCode:
         next_at = self.next_request_at
         if next_at is not None and now < next_at:
             seconds = math.ceil((next_at - now).total_seconds())
-            return (f"You can ask for a new code in {seconds} second"
-                    f"{'s' if seconds != 1 else ''}.", flow_errors.TOO_SOON)
+            return (
+                f"You can ask for a new code in {seconds} second{'s' if seconds != 1 else ''}.",
+                flow_errors.TOO_SOON,
+            )
         return None
 
     @property

@@ -70,8 +70,11 @@ class StepRequest:
 
 
 def unauthenticated(what: str) -> ApplicationError:
-    return ApplicationError(f"{what} carries no payload encrypted with this deployment's key",
-                            type=UNAUTHENTICATED, non_retryable=True)
+    return ApplicationError(
+        f"{what} carries no payload encrypted with this deployment's key",
+        type=UNAUTHENTICATED,
+        non_retryable=True,
+    )
 
 
 def required(data: T | None, what: str) -> T:

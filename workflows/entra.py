@@ -87,19 +87,18 @@ class EntraLinkWorkflow:
         metrics.flow_started(metrics.ENTRA_LINK)
         workflow.set_current_details("Waiting for the Microsoft sign-in")
         try:
-            await workflow.wait_condition(lambda: self._handled > 0, timeout=IDLE_LIMIT,
-                                          timeout_summary="No link request arrived")
+            await workflow.wait_condition(
+                lambda: self._handled > 0, timeout=IDLE_LIMIT, timeout_summary="No link request arrived"
+            )
         except TimeoutError:
             metrics.flow_ended(metrics.ENTRA_LINK, "expired", self._step)
             return 0
         while True:
-            await workflow.wait_condition(
-                lambda: bool(self._notices) or workflow.all_handlers_finished())
+            await workflow.wait_condition(lambda: bool(self._notices) or workflow.all_handlers_finished())
             if not self._notices:
                 break
             await self._notify(self._notices.pop(0))
-        metrics.flow_ended(metrics.ENTRA_LINK, "completed" if self._linked else "refused",
-                           self._step)
+        metrics.flow_ended(metrics.ENTRA_LINK, "completed" if self._linked else "refused", self._step)
         return self._handled
 
     @workflow.update(name="link")
@@ -116,11 +115,17 @@ class EntraLinkWorkflow:
     @link.validator
     def _validate_link(self, request: LinkRequest) -> None:
         if not request.sealed_grant.startswith("sealed1.") or request.via not in VIA:
-            raise ApplicationError("The sign-in was incomplete; please start again.",
-                                   type=flow_errors.BAD_REQUEST, non_retryable=True)
+            raise ApplicationError(
+                "The sign-in was incomplete; please start again.",
+                type=flow_errors.BAD_REQUEST,
+                non_retryable=True,
+            )
         if request.via == "setup_link" and not request.link_id:
-            raise ApplicationError("A setup link is needed to link from the setup page.",
-                                   type=flow_errors.BAD_REQUEST, non_retryable=True)
+            raise ApplicationError(
+                "A setup link is needed to link from the setup page.",
+                type=flow_errors.BAD_REQUEST,
+                non_retryable=True,
+            )
 
     async def _link(self, request: LinkRequest) -> LinkOutcome:
         self._move_to("verifying", f"Checking a Microsoft sign-in (via {request.via})")
@@ -130,9 +135,11 @@ class EntraLinkWorkflow:
                 EntraActivities.verify_entra_grant,
                 VerifyEntraInput(workflow_id=workflow_id, sealed_grant=request.sealed_grant),
                 start_to_close_timeout=ENTRA_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=3,
-                                         non_retryable_error_types=["BadSeal", "EntraRefused"]),
-                summary="Redeem the code, check the ID token, ask Graph")
+                retry_policy=RetryPolicy(
+                    maximum_attempts=3, non_retryable_error_types=["BadSeal", "EntraRefused"]
+                ),
+                summary="Redeem the code, check the ID token, ask Graph",
+            )
         except ActivityError as err:
             reason, message = _refusal(err)
             self._move_to("refused", f"Microsoft sign-in refused: {reason}")
@@ -140,20 +147,32 @@ class EntraLinkWorkflow:
             return LinkOutcome(ok=False, reason=reason, message=message)
         result = await workflow.execute_activity_method(
             EntraActivities.link_entra_identity,
-            LinkEntraInput(staff_id=self._input.staff_id, workflow_id=workflow_id,
-                           identity=identity, via=request.via, actor=request.actor,
-                           ip=request.ip, link_id=request.link_id),
+            LinkEntraInput(
+                staff_id=self._input.staff_id,
+                workflow_id=workflow_id,
+                identity=identity,
+                via=request.via,
+                actor=request.actor,
+                ip=request.ip,
+                link_id=request.link_id,
+            ),
             start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=DB_RETRY, summary="Record the link")
+            retry_policy=DB_RETRY,
+            summary="Record the link",
+        )
         if not result.ok:
             self._move_to("refused", f"Link refused: {result.reason}")
             return LinkOutcome(ok=False, reason=result.reason, message=result.message)
         if request.via == "setup_link" and request.setup_workflow_id:
             await self._finish_setup(request)
         if result.newly_linked:
-            self._notices.append(EntraLinkedNoticeInput(
-                staff_id=self._input.staff_id, account=identity.email or identity.name,
-                linked_at=workflow.now()))
+            self._notices.append(
+                EntraLinkedNoticeInput(
+                    staff_id=self._input.staff_id,
+                    account=identity.email or identity.name,
+                    linked_at=workflow.now(),
+                )
+            )
         self._linked = True
         self._move_to("linked", f"Linked to a Microsoft account of tenant {identity.tenant_id}")
         return LinkOutcome(ok=True, name=identity.name, email=identity.email)
@@ -161,8 +180,7 @@ class EntraLinkWorkflow:
     async def _finish_setup(self, request: LinkRequest) -> None:
         """A link made from the setup email completes that setup: Single Sign-On is active."""
         assert request.setup_workflow_id is not None
-        handle = workflow.get_external_workflow_handle(request.setup_workflow_id,
-                                                       run_id=request.setup_run_id)
+        handle = workflow.get_external_workflow_handle(request.setup_workflow_id, run_id=request.setup_run_id)
         try:
             await handle.signal(SsoSetupWorkflow.entra_linked, request.actor)
         except ApplicationError:
@@ -173,22 +191,31 @@ class EntraLinkWorkflow:
         retry = self._input.email_retry
         try:
             await workflow.execute_activity_method(
-                EntraActivities.send_entra_linked, notice,
+                EntraActivities.send_entra_linked,
+                notice,
                 start_to_close_timeout=retry.attempt_timeout(),
                 schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
                 retry_policy=retry.policy(),
-                summary="Tell the person a Microsoft account was linked")
+                summary="Tell the person a Microsoft account was linked",
+            )
         except ActivityError:
             workflow.logger.warning("the link notice could not be delivered")
 
     async def _audit(self, request: LinkRequest, action: str, reason: str) -> None:
         await workflow.execute_activity_method(
             SharedActivities.record_audit,
-            AuditInput(actor=request.actor, action=action, outcome="failure",
-                       target=self._input.staff_id, ip=request.ip,
-                       details={"reason": reason, "via": request.via}),
-            start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
-            summary=f"Audit {action}")
+            AuditInput(
+                actor=request.actor,
+                action=action,
+                outcome="failure",
+                target=self._input.staff_id,
+                ip=request.ip,
+                details={"reason": reason, "via": request.via},
+            ),
+            start_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary=f"Audit {action}",
+        )
 
     def _move_to(self, step: str, details: str) -> None:
         self._step = step

@@ -18,12 +18,13 @@ class PasswordChangedNoticeWorkflow:
     new reset for the same account can start while the notice is still being delivered."""
 
     @workflow.run
-    async def run(self, notice: NoticeInput | None = None,
-                  retry: EmailRetry | None = None) -> None:
+    async def run(self, notice: NoticeInput | None = None, retry: EmailRetry | None = None) -> None:
         notice, retry = required(notice, "This start"), required(retry, "This start")
         await workflow.execute_activity_method(
-            ResetActivities.send_password_changed, notice,
+            ResetActivities.send_password_changed,
+            notice,
             start_to_close_timeout=retry.attempt_timeout(),
             schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
             retry_policy=retry.policy(),
-            summary="Tell the person their password was changed")
+            summary="Tell the person their password was changed",
+        )

@@ -45,8 +45,10 @@ with workflow.unsafe.imports_passed_through():
 
 RESET_PURPOSE = "reset"
 FINAL_STEPS = {"completed", "expired"}
-LINK_TOTP_SPENT = ("Too many incorrect authenticator codes: this link can no longer be used. "
-                   "Start again with Forgot your password?")
+LINK_TOTP_SPENT = (
+    "Too many incorrect authenticator codes: this link can no longer be used. "
+    "Start again with Forgot your password?"
+)
 
 
 @dataclass
@@ -114,7 +116,8 @@ class PasswordResetWorkflow:
         self._rules = CodeRules(
             ttl_seconds=data.code_ttl_seconds,
             resend_interval_seconds=data.code_resend_interval_seconds,
-            max_resends=data.code_max_resends)
+            max_resends=data.code_max_resends,
+        )
         self._code = EmailedCode(self._rules)
         self._per_browser = data.per_browser
         self._browsers: dict[str, EmailedCode] = {}
@@ -134,10 +137,11 @@ class PasswordResetWorkflow:
         while not self._done and not self._ended:
             deadline = self._deadline() or workflow.now() + timedelta(seconds=data.ttl_seconds)
             try:
-                await workflow.wait_condition(lambda: self._done,
-                                              timeout=max(deadline - workflow.now(),
-                                                          timedelta(seconds=1)),
-                                              timeout_summary="Reset request expires")
+                await workflow.wait_condition(
+                    lambda: self._done,
+                    timeout=max(deadline - workflow.now(), timedelta(seconds=1)),
+                    timeout_summary="Reset request expires",
+                )
             except TimeoutError:
                 await workflow.wait_condition(lambda: not self._busy)
                 if not self._done and (self._deadline() or deadline) == deadline:
@@ -149,8 +153,7 @@ class PasswordResetWorkflow:
             self._move_to("expired", "Ended: the reset was not completed in time")
         await workflow.wait_condition(workflow.all_handlers_finished)
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        metrics.flow_ended(metrics.RESET, "completed" if self._done else "expired",
-                           self._open_step)
+        metrics.flow_ended(metrics.RESET, "completed" if self._done else "expired", self._open_step)
         if self._done:
             return ResetOutcome(state="reset")
         return ResetOutcome(state="expired", reason="no reset within the time")
@@ -192,17 +195,19 @@ class PasswordResetWorkflow:
             return StepResult(ok=False, step=self._step, message=check.message)
         return await self._change_password(request, code)
 
-    async def _change_password(self, request: ResetRequest,
-                               code: EmailedCode | None) -> StepResult:
+    async def _change_password(self, request: ResetRequest, code: EmailedCode | None) -> StepResult:
         """With a code that matched (checked against the caps first), or a link (`code`
         None; the activity consumes it)."""
         self._busy = True
         try:
-            data = ResetPasswordInput(account_id=self._input.account_id,
-                                      staff_id=self._input.staff_id,
-                                      workflow_id=workflow.info().workflow_id,
-                                      sealed_password=request.sealed_password,
-                                      sealed_totp=request.sealed_totp, ip=request.ip)
+            data = ResetPasswordInput(
+                account_id=self._input.account_id,
+                staff_id=self._input.staff_id,
+                workflow_id=workflow.info().workflow_id,
+                sealed_password=request.sealed_password,
+                sealed_totp=request.sealed_totp,
+                ip=request.ip,
+            )
             if self._per_browser and code is None:
                 data.link_digest = request.link_digest
             elif self._per_browser:
@@ -210,10 +215,14 @@ class PasswordResetWorkflow:
                 data.flow_limit = self._input.wrong_code_flow_limit
                 data.day_limit = self._input.wrong_code_day_limit
             result = await workflow.execute_activity_method(
-                ResetActivities.reset_password, data, start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=5,
-                                         non_retryable_error_types=["BadSeal", "AccountMissing"]),
-                summary="Check and store the new password; sign out every session")
+                ResetActivities.reset_password,
+                data,
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=RetryPolicy(
+                    maximum_attempts=5, non_retryable_error_types=["BadSeal", "AccountMissing"]
+                ),
+                summary="Check and store the new password; sign out every session",
+            )
             if not result.ok:
                 if result.codes_stopped:
                     self._stop_codes()
@@ -221,19 +230,21 @@ class PasswordResetWorkflow:
                     code.count_failure()
                 elif result.totp_failed and request.link_digest:
                     self._count_link_totp_failure(request.link_digest)
-                return StepResult(ok=False, step=self._step, message=result.message,
-                                  problems=result.problems)
+                return StepResult(ok=False, step=self._step, message=result.message, problems=result.problems)
             if code is not None:
                 code.use()
             self._done = True
             self._move_to("completed", "Password changed; all sessions signed out")
             await workflow.start_child_workflow(
                 PasswordChangedNoticeWorkflow.run,
-                args=[NoticeInput(staff_id=self._input.staff_id, changed_at=workflow.now()),
-                      self._input.email_retry],
+                args=[
+                    NoticeInput(staff_id=self._input.staff_id, changed_at=workflow.now()),
+                    self._input.email_retry,
+                ],
                 id=f"password-changed-{self._input.account_id}-{workflow.uuid4()}",
                 parent_close_policy=ParentClosePolicy.ABANDON,
-                static_summary="Email: your password was changed")
+                static_summary="Email: your password was changed",
+            )
             return StepResult(ok=True, step=self._step)
         finally:
             self._busy = False
@@ -242,30 +253,42 @@ class PasswordResetWorkflow:
     def _validate_reset_password(self, request: ResetRequest) -> None:
         self._refuse_if_done()
         if self._busy:
-            raise ApplicationError("We're still working on your last step; please wait a "
-                                   "moment.", type=flow_errors.BUSY, non_retryable=True)
-        if not (request.code_digest or (self._per_browser and request.link_digest)) \
-                or not request.sealed_password.startswith("sealed1."):
-            raise ApplicationError("The form was incomplete; please try again.",
-                                   type=flow_errors.BAD_REQUEST, non_retryable=True)
-        if request.link_digest and request.link_digest in self._link_totp_failures \
-                and self._link_totp_failures[request.link_digest] >= CODE_ATTEMPTS:
+            raise ApplicationError(
+                "We're still working on your last step; please wait a moment.",
+                type=flow_errors.BUSY,
+                non_retryable=True,
+            )
+        if not (
+            request.code_digest or (self._per_browser and request.link_digest)
+        ) or not request.sealed_password.startswith("sealed1."):
+            raise ApplicationError(
+                "The form was incomplete; please try again.", type=flow_errors.BAD_REQUEST, non_retryable=True
+            )
+        if (
+            request.link_digest
+            and request.link_digest in self._link_totp_failures
+            and self._link_totp_failures[request.link_digest] >= CODE_ATTEMPTS
+        ):
             raise ApplicationError(LINK_TOTP_SPENT, type=flow_errors.LINK_SPENT, non_retryable=True)
 
-    async def _wrong_code(self, request: ResetRequest, attempts_left: int,
-                          message: str | None) -> StepResult:
+    async def _wrong_code(self, request: ResetRequest, attempts_left: int, message: str | None) -> StepResult:
         """Counted against the flow's and the account's caps; the one that reaches a cap stops
         codes for every browser and emails the person a link."""
         counted = await workflow.execute_activity_method(
             ResetActivities.count_wrong_reset_code,
-            WrongResetCodeInput(staff_id=self._input.staff_id,
-                                account_id=self._input.account_id,
-                                flow=workflow.info().run_id,
-                                flow_limit=self._input.wrong_code_flow_limit,
-                                day_limit=self._input.wrong_code_day_limit,
-                                attempts_left=attempts_left, ip=request.ip),
+            WrongResetCodeInput(
+                staff_id=self._input.staff_id,
+                account_id=self._input.account_id,
+                flow=workflow.info().run_id,
+                flow_limit=self._input.wrong_code_flow_limit,
+                day_limit=self._input.wrong_code_day_limit,
+                attempts_left=attempts_left,
+                ip=request.ip,
+            ),
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=DB_RETRY, summary="Count a wrong reset code")
+            retry_policy=DB_RETRY,
+            summary="Count a wrong reset code",
+        )
         if counted.stopped:
             self._stop_codes()
             return StepResult(ok=False, step=self._step, message=CODES_STOPPED)
@@ -288,8 +311,10 @@ class PasswordResetWorkflow:
         if not self._per_browser or browser is None:
             return self._code
         code = self._browsers.get(browser)
-        if code is None or (code.last_request is not None and workflow.now() >= (
-                code.last_request + timedelta(seconds=self._input.ttl_seconds))):
+        if code is None or (
+            code.last_request is not None
+            and workflow.now() >= (code.last_request + timedelta(seconds=self._input.ttl_seconds))
+        ):
             # A browser quiet for as long as a flow lasts starts afresh, even while others
             # keep the flow open: its own old requests never hold it back for good.
             code = EmailedCode(self._rules)
@@ -300,8 +325,9 @@ class PasswordResetWorkflow:
     def _deadline(self) -> datetime | None:
         """When the flow ends: the ttl after the last code was asked for by any browser, and
         not before the last link emailed expires."""
-        requests = [c.last_request for c in (self._code, *self._browsers.values())
-                    if c.last_request is not None]
+        requests = [
+            c.last_request for c in (self._code, *self._browsers.values()) if c.last_request is not None
+        ]
         ends = [max(requests) + timedelta(seconds=self._input.ttl_seconds)] if requests else []
         if self._links_until is not None:
             ends.append(self._links_until)
@@ -314,41 +340,57 @@ class PasswordResetWorkflow:
         if browser is not None:
             code = self._code_of(browser)
         elif self._browsers:
-            code = max((self._code, *self._browsers.values()),
-                       key=lambda c: c.last_request or datetime.min.replace(tzinfo=UTC))
+            code = max(
+                (self._code, *self._browsers.values()),
+                key=lambda c: c.last_request or datetime.min.replace(tzinfo=UTC),
+            )
         return ResetProgress(
-            step=self._step, code_delivery=code.delivery,
-            code_expires_at=code.expires_at, code_attempts_left=code.attempts_left,
-            resends_left=code.resends_left, next_resend_at=code.next_request_at)
+            step=self._step,
+            code_delivery=code.delivery,
+            code_expires_at=code.expires_at,
+            code_attempts_left=code.attempts_left,
+            resends_left=code.resends_left,
+            next_resend_at=code.next_request_at,
+        )
 
     def _refuse_if_done(self) -> None:
         if self._done:
-            raise ApplicationError("This reset is finished. Sign in with your new password.",
-                                   type=flow_errors.RESET_DONE, non_retryable=True)
+            raise ApplicationError(
+                "This reset is finished. Sign in with your new password.",
+                type=flow_errors.RESET_DONE,
+                non_retryable=True,
+            )
         if self._ended:
-            raise ApplicationError("This reset has ended. Start again with Forgot your "
-                                   "password?", type=flow_errors.RESET_ENDED, non_retryable=True)
+            raise ApplicationError(
+                "This reset has ended. Start again with Forgot your password?",
+                type=flow_errors.RESET_ENDED,
+                non_retryable=True,
+            )
 
     async def _deliver(self, number: int, code: EmailedCode | None = None) -> None:
         code = code or self._code
         try:
             result = await workflow.execute_activity_method(
                 SharedActivities.send_code,
-                SendCodeInput(staff_id=self._input.staff_id,
-                              workflow_id=workflow.info().workflow_id, purpose=RESET_PURPOSE,
-                              code_ttl_seconds=self._input.code_ttl_seconds),
+                SendCodeInput(
+                    staff_id=self._input.staff_id,
+                    workflow_id=workflow.info().workflow_id,
+                    purpose=RESET_PURPOSE,
+                    code_ttl_seconds=self._input.code_ttl_seconds,
+                ),
                 start_to_close_timeout=self._input.email_retry.attempt_timeout(),
-                schedule_to_close_timeout=timedelta(
-                    seconds=self._input.email_retry.window_seconds),
+                schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
                 retry_policy=self._input.email_retry.policy(),
-                summary="Email the password reset code")
+                summary="Email the password reset code",
+            )
         except ActivityError:
             code.failed(number)
             return
         if code.delivered(number, result.code_digest, result.sent_at, workflow.now()):
             assert code.expires_at is not None
-            self._move_to("code_sent", f"Reset code sent; valid until "
-                          f"{code.expires_at.strftime('%H:%M UTC')}")
+            self._move_to(
+                "code_sent", f"Reset code sent; valid until {code.expires_at.strftime('%H:%M UTC')}"
+            )
 
     async def _deliver_link(self, code: EmailedCode | None, number: int) -> None:
         """A link in place of a code. The browser's code slot only keeps the throttle: no
@@ -356,15 +398,17 @@ class PasswordResetWorkflow:
         try:
             result = await workflow.execute_activity_method(
                 ResetActivities.send_reset_link,
-                SendResetLinkInput(account_id=self._input.account_id,
-                                   staff_id=self._input.staff_id,
-                                   workflow_id=workflow.info().workflow_id,
-                                   link_ttl_seconds=self._input.link_ttl_seconds),
+                SendResetLinkInput(
+                    account_id=self._input.account_id,
+                    staff_id=self._input.staff_id,
+                    workflow_id=workflow.info().workflow_id,
+                    link_ttl_seconds=self._input.link_ttl_seconds,
+                ),
                 start_to_close_timeout=timedelta(seconds=60),
-                schedule_to_close_timeout=timedelta(
-                    seconds=self._input.email_retry.window_seconds),
+                schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
                 retry_policy=self._input.email_retry.policy(),
-                summary="Email a password reset link (codes have stopped)")
+                summary="Email a password reset link (codes have stopped)",
+            )
         except ActivityError:
             if code is not None:
                 code.failed(number)
@@ -377,10 +421,18 @@ class PasswordResetWorkflow:
     async def _audit(self, action: str, ip: str | None, **details: str) -> None:
         await workflow.execute_activity_method(
             SharedActivities.record_audit,
-            AuditInput(actor=f"staff:{self._input.staff_id}", action=action, outcome="failure",
-                       target=self._input.staff_id, details=details, ip=ip),
-            start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
-            summary=f"Audit {action}")
+            AuditInput(
+                actor=f"staff:{self._input.staff_id}",
+                action=action,
+                outcome="failure",
+                target=self._input.staff_id,
+                details=details,
+                ip=ip,
+            ),
+            start_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary=f"Audit {action}",
+        )
 
     def _move_to(self, step: str, details: str) -> None:
         if step == self._step:

@@ -51,14 +51,11 @@ PASSWORD_STEPS = {SetupState.email_sent, SetupState.link_opened}
 CODE_STEPS = {SetupState.password_set, SetupState.code_sent}
 TOTP_ATTEMPTS = 10
 CODE_PURPOSE = "setup"
-SETUP_ENDED = ("This setup has ended. Ask your administrator to send you a new Single Sign-On "
-               "email.")
-LINK_EXPIRED = ("This link has expired. Ask your administrator to send you a new Single Sign-On "
-                "email.")
+SETUP_ENDED = "This setup has ended. Ask your administrator to send you a new Single Sign-On email."
+LINK_EXPIRED = "This link has expired. Ask your administrator to send you a new Single Sign-On email."
 BUSY = "We're still working on your last step; please wait a moment."
 # link_opened once had no payload; one patch id per delivery (see link_opened).
 LINK_OPENED_PATCH = "link-opened-needs-request-{}"
-
 
 
 @dataclass
@@ -156,10 +153,13 @@ class SsoSetupWorkflow:
         # One step at a time: a second page submit waits for the first to finish.
         self._busy = False
         self._link_used = False
-        self._code = EmailedCode(CodeRules(
-            ttl_seconds=data.code_ttl_seconds,
-            resend_interval_seconds=data.code_resend_interval_seconds,
-            max_resends=data.code_max_resends))
+        self._code = EmailedCode(
+            CodeRules(
+                ttl_seconds=data.code_ttl_seconds,
+                resend_interval_seconds=data.code_resend_interval_seconds,
+                max_resends=data.code_max_resends,
+            )
+        )
         self._code_tasks: list[asyncio.Task[None]] = []
         self._totp_failures = 0
         self._link_opened_signals = 0
@@ -172,8 +172,11 @@ class SsoSetupWorkflow:
         if sent is not None and self._end is None:
             self._link_expires_at = sent.link_expires_at
             self._email_attempts = sent.attempts
-            self._move_to(SetupState.email_sent, f"Email sent to {sent.masked_email} at "
-                          f"{_hm(sent.sent_at)}; link expires {_hm(sent.link_expires_at)}")
+            self._move_to(
+                SetupState.email_sent,
+                f"Email sent to {sent.masked_email} at "
+                f"{_hm(sent.sent_at)}; link expires {_hm(sent.link_expires_at)}",
+            )
             await self._wait_for_link(sent.link_expires_at)
             if self._link_used:
                 await self._wait_for_completion()
@@ -185,8 +188,9 @@ class SsoSetupWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         assert self._outcome is not None
         state = self._outcome.state
-        metrics.flow_ended(metrics.SETUP, "completed" if state == SetupState.active else state,
-                           self._open_step)
+        metrics.flow_ended(
+            metrics.SETUP, "completed" if state == SetupState.active else state, self._open_step
+        )
         return self._outcome
 
     async def _wait_for_link(self, expires_at: datetime) -> None:
@@ -214,8 +218,10 @@ class SsoSetupWorkflow:
         except TimeoutError:
             await workflow.wait_condition(lambda: not self._busy)
             if self._step != SetupState.active and self._end is None:
-                await self._close(SetupState.expired, EndRequest(
-                    "system", "setup was not finished in time after the link was used"))
+                await self._close(
+                    SetupState.expired,
+                    EndRequest("system", "setup was not finished in time after the link was used"),
+                )
         if self._step == SetupState.active and self._outcome is None:
             self._outcome = SetupOutcome(state=SetupState.active)
 
@@ -255,15 +261,19 @@ class SsoSetupWorkflow:
         self._outcome = SetupOutcome(state=state, reason=request.reason)
         await workflow.execute_activity_method(
             SetupActivities.close_setup,
-            CloseSetupInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
-                            run_id=workflow.info().run_id, state=state, reason=request.reason,
-                            actor=request.actor),
+            CloseSetupInput(
+                setup_id=self._input.setup_id,
+                staff_id=self._input.staff_id,
+                run_id=workflow.info().run_id,
+                state=state,
+                reason=request.reason,
+                actor=request.actor,
+            ),
             start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=DB_RETRY,
             summary=f"Record the flow as {state}",
         )
-        self._move_to(state, f"Ended: {state}" + (f" ({request.reason})"
-                                                   if request.reason else ""))
+        self._move_to(state, f"Ended: {state}" + (f" ({request.reason})" if request.reason else ""))
 
     def _move_to(self, step: SetupState, details: str | None = None) -> None:
         self._step = step
@@ -292,18 +302,22 @@ class SsoSetupWorkflow:
             result = await workflow.execute_activity_method(
                 SetupStepActivities.store_password,
                 StorePasswordInput(
-                    setup_id=self._input.setup_id, staff_id=self._input.staff_id,
-                    workflow_id=info.workflow_id, run_id=info.run_id, link_id=request.link_id,
-                    sealed_password=request.sealed_password, session_hash=request.session_hash,
-                    session_ttl_seconds=self._input.setup_ttl_seconds, ip=request.ip),
+                    setup_id=self._input.setup_id,
+                    staff_id=self._input.staff_id,
+                    workflow_id=info.workflow_id,
+                    run_id=info.run_id,
+                    link_id=request.link_id,
+                    sealed_password=request.sealed_password,
+                    session_hash=request.session_hash,
+                    session_ttl_seconds=self._input.setup_ttl_seconds,
+                    ip=request.ip,
+                ),
                 start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=5,
-                                         non_retryable_error_types=["BadSeal"]),
+                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["BadSeal"]),
                 summary="Check, hash and store the password",
             )
             if not result.ok:
-                return StepResult(ok=False, step=self._step, message=result.message,
-                                  problems=result.problems)
+                return StepResult(ok=False, step=self._step, message=result.message, problems=result.problems)
             self._link_used = True
             self._move_to(SetupState.password_set, "Password set; sending the verification code")
             if self._end is not None:
@@ -340,18 +354,23 @@ class SsoSetupWorkflow:
         check = self._code.check(request.code_digest, workflow.now())
         if not check.ok:
             if check.counted:
-                await self._audit("code.failed", "failure", request.ip,
-                                  attempts_left=str(check.attempts_left))
+                await self._audit(
+                    "code.failed", "failure", request.ip, attempts_left=str(check.attempts_left)
+                )
             return StepResult(ok=False, step=self._step, message=check.message)
         self._busy = True
         try:
             self._code.use()
             await workflow.execute_activity_method(
-                SetupStepActivities.confirm_email, self._step_input(request.ip),
+                SetupStepActivities.confirm_email,
+                self._step_input(request.ip),
                 start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=DB_RETRY, summary="Mark the email verified; prepare MFA")
-            self._move_to(SetupState.mfa_pending, "Account confirmed; waiting for the person to set "
-                          "up MFA or skip it")
+                retry_policy=DB_RETRY,
+                summary="Mark the email verified; prepare MFA",
+            )
+            self._move_to(
+                SetupState.mfa_pending, "Account confirmed; waiting for the person to set up MFA or skip it"
+            )
             return StepResult(ok=True, step=self._step)
         finally:
             self._busy = False
@@ -366,8 +385,9 @@ class SsoSetupWorkflow:
     async def resend_code(self, request: StepRequest | None = None) -> StepResult:
         # None only in histories from before the request existed (validators do not replay).
         self._send_code()
-        return StepResult(ok=True, step=self._step, message=(
-            "We've sent you a new code. Earlier codes no longer work."))
+        return StepResult(
+            ok=True, step=self._step, message=("We've sent you a new code. Earlier codes no longer work.")
+        )
 
     @resend_code.validator
     def _validate_resend_code(self, request: StepRequest | None = None) -> None:
@@ -386,13 +406,18 @@ class SsoSetupWorkflow:
         try:
             result = await workflow.execute_activity_method(
                 SetupStepActivities.verify_totp,
-                VerifyTotpInput(staff_id=self._input.staff_id,
-                                workflow_id=workflow.info().workflow_id,
-                                sealed_code=request.sealed_code, ip=request.ip),
+                VerifyTotpInput(
+                    staff_id=self._input.staff_id,
+                    workflow_id=workflow.info().workflow_id,
+                    sealed_code=request.sealed_code,
+                    ip=request.ip,
+                ),
                 start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=5,
-                                         non_retryable_error_types=["BadSeal", "AccountMissing"]),
-                summary="Check the authenticator code")
+                retry_policy=RetryPolicy(
+                    maximum_attempts=5, non_retryable_error_types=["BadSeal", "AccountMissing"]
+                ),
+                summary="Check the authenticator code",
+            )
             if not result.ok:
                 self._totp_failures += 1
                 return StepResult(ok=False, step=self._step, message=result.message)
@@ -405,8 +430,11 @@ class SsoSetupWorkflow:
     def _validate_complete_mfa(self, request: TotpRequest) -> None:
         self._refuse_unless({SetupState.mfa_pending})
         if self._totp_failures >= TOTP_ATTEMPTS:
-            raise _refusal("Too many incorrect codes. Choose \"No thanks, I'll set it up later\" "
-                           "and set up MFA after signing in.", flow_errors.TOO_MANY_ATTEMPTS)
+            raise _refusal(
+                'Too many incorrect codes. Choose "No thanks, I\'ll set it up later" '
+                "and set up MFA after signing in.",
+                flow_errors.TOO_MANY_ATTEMPTS,
+            )
         if not request.sealed_code.startswith("sealed1."):
             raise _refusal("Enter the 6-digit code from your authenticator app.", flow_errors.BAD_REQUEST)
 
@@ -425,18 +453,29 @@ class SsoSetupWorkflow:
         required(request, "This step")
         self._refuse_unless({SetupState.mfa_pending})
         if self._input.mfa_required:
-            raise _refusal("Administrators must set up MFA: scan the QR code with your "
-                           "authenticator app and enter its code.", flow_errors.MFA_REQUIRED)
+            raise _refusal(
+                "Administrators must set up MFA: scan the QR code with your "
+                "authenticator app and enter its code.",
+                flow_errors.MFA_REQUIRED,
+            )
 
     async def _activate(self, mfa: bool, ip: str | None) -> None:
         await workflow.execute_activity_method(
             SetupStepActivities.activate_account,
-            ActivateInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
-                          workflow_id=workflow.info().workflow_id, mfa=mfa, ip=ip),
-            start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
-            summary="Activate the account" + (" with MFA" if mfa else " (MFA skipped)"))
-        self._move_to(SetupState.active, "Single Sign-On is active" + (" with MFA" if mfa
-                                                              else "; MFA skipped for now"))
+            ActivateInput(
+                setup_id=self._input.setup_id,
+                staff_id=self._input.staff_id,
+                workflow_id=workflow.info().workflow_id,
+                mfa=mfa,
+                ip=ip,
+            ),
+            start_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary="Activate the account" + (" with MFA" if mfa else " (MFA skipped)"),
+        )
+        self._move_to(
+            SetupState.active, "Single Sign-On is active" + (" with MFA" if mfa else "; MFA skipped for now")
+        )
 
     # -- emailed codes --------------------------------------------------------------------
 
@@ -450,9 +489,13 @@ class SsoSetupWorkflow:
         try:
             result = await workflow.execute_activity_method(
                 SharedActivities.send_code,
-                SendCodeInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
-                              workflow_id=workflow.info().workflow_id, purpose=CODE_PURPOSE,
-                              code_ttl_seconds=self._input.code_ttl_seconds),
+                SendCodeInput(
+                    setup_id=self._input.setup_id,
+                    staff_id=self._input.staff_id,
+                    workflow_id=workflow.info().workflow_id,
+                    purpose=CODE_PURPOSE,
+                    code_ttl_seconds=self._input.code_ttl_seconds,
+                ),
                 start_to_close_timeout=self._input.email_retry.attempt_timeout(),
                 schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
                 retry_policy=self._email_retry_policy(),
@@ -462,12 +505,16 @@ class SsoSetupWorkflow:
             self._code.failed(number)
             return
         if self._outcome is not None or not self._code.delivered(
-                number, result.code_digest, result.sent_at, workflow.now()):
+            number, result.code_digest, result.sent_at, workflow.now()
+        ):
             return
         if self._step == SetupState.password_set:
             assert self._code.sent_at is not None and self._code.expires_at is not None
-            self._move_to(SetupState.code_sent, f"Verification code sent at {_hm(self._code.sent_at)}; "
-                          f"valid until {_hm(self._code.expires_at)}")
+            self._move_to(
+                SetupState.code_sent,
+                f"Verification code sent at {_hm(self._code.sent_at)}; "
+                f"valid until {_hm(self._code.expires_at)}",
+            )
 
     # -- shared ---------------------------------------------------------------------------
 
@@ -480,21 +527,32 @@ class SsoSetupWorkflow:
             raise _refusal("That step isn't available right now.", f"{flow_errors.WRONG_STEP}:{self._step}")
 
     def _step_input(self, ip: str | None = None) -> StaffStepInput:
-        return StaffStepInput(setup_id=self._input.setup_id, staff_id=self._input.staff_id,
-                              workflow_id=workflow.info().workflow_id, ip=ip)
+        return StaffStepInput(
+            setup_id=self._input.setup_id,
+            staff_id=self._input.staff_id,
+            workflow_id=workflow.info().workflow_id,
+            ip=ip,
+        )
 
     async def _audit(self, action: str, outcome: str, ip: str | None, **details: str) -> None:
         await workflow.execute_activity_method(
             SharedActivities.record_audit,
-            AuditInput(actor=f"staff:{self._input.staff_id}", action=action, outcome=outcome,
-                       target=self._input.staff_id, details=details, ip=ip),
-            start_to_close_timeout=STEP_TIMEOUT, retry_policy=DB_RETRY,
-            summary=f"Audit {action}")
+            AuditInput(
+                actor=f"staff:{self._input.staff_id}",
+                action=action,
+                outcome=outcome,
+                target=self._input.staff_id,
+                details=details,
+                ip=ip,
+            ),
+            start_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary=f"Audit {action}",
+        )
 
     async def _request_end(self, state: SetupState, request: EndRequest) -> SetupOutcome:
         self._end = (state, request)
-        await workflow.wait_condition(lambda: self._outcome is not None
-                                      and self._step in FINAL_SETUP_STATES)
+        await workflow.wait_condition(lambda: self._outcome is not None and self._step in FINAL_SETUP_STATES)
         assert self._outcome is not None
         return self._outcome
 
@@ -516,8 +574,9 @@ class SsoSetupWorkflow:
 
     def _refuse_if_ending(self) -> None:
         if self._end is not None or self._outcome is not None:
-            raise ApplicationError("This setup has already ended or is ending",
-                                   type=flow_errors.SETUP_ALREADY_ENDED)
+            raise ApplicationError(
+                "This setup has already ended or is ending", type=flow_errors.SETUP_ALREADY_ENDED
+            )
 
     @workflow.signal(name="link_opened")
     async def link_opened(self, request: StepRequest | None = None) -> None:
@@ -528,21 +587,26 @@ class SsoSetupWorkflow:
         # without the key sends now) is ignored, except when replaying a history from before
         # the request existed, which processed it. `patched` memoises per id, so each
         # delivery asks under its own id: a flow replayed up to now still ignores the next.
-        if request is None and workflow.patched(
-                LINK_OPENED_PATCH.format(self._link_opened_signals)):
+        if request is None and workflow.patched(LINK_OPENED_PATCH.format(self._link_opened_signals)):
             workflow.logger.warning("ignored a link_opened signal without a request")
             return
         # The email can reach a fast reader before its activity's result reaches this flow.
         await workflow.wait_condition(lambda: self._step != SetupState.sending_email)
-        if self._step != SetupState.email_sent or self._busy or self._end is not None \
-                or self._outcome is not None:
+        if (
+            self._step != SetupState.email_sent
+            or self._busy
+            or self._end is not None
+            or self._outcome is not None
+        ):
             return
         self._move_to(SetupState.link_opened, LINK_OPENED_DETAILS)
         await workflow.execute_activity_method(
             SetupStepActivities.record_link_opened,
             self._step_input(request.ip if request else None),
             start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=DB_RETRY, summary="Record that the link was opened")
+            retry_policy=DB_RETRY,
+            summary="Record that the link was opened",
+        )
 
     @workflow.signal(name="entra_linked")
     def entra_linked(self, actor: str | None = None) -> None:
@@ -553,25 +617,38 @@ class SsoSetupWorkflow:
         if actor is None:
             workflow.logger.warning("ignored an entra_linked signal without a payload")
             return
-        if self._step in PASSWORD_STEPS and not self._link_used and self._end is None \
-                and self._outcome is None:
+        if (
+            self._step in PASSWORD_STEPS
+            and not self._link_used
+            and self._end is None
+            and self._outcome is None
+        ):
             self._end = (SetupState.active, EndRequest(actor, "linked to Microsoft Entra"))
 
     @workflow.query(name="status")
     def status(self) -> SetupStatus:
-        return SetupStatus(step=self._step, step_since=self._step_since,
-                           link_expires_at=self._link_expires_at,
-                           email_attempts=self._email_attempts)
+        return SetupStatus(
+            step=self._step,
+            step_since=self._step_since,
+            link_expires_at=self._link_expires_at,
+            email_attempts=self._email_attempts,
+        )
 
     @workflow.query(name="progress")
     def progress(self) -> SetupProgress:
         return SetupProgress(
-            step=self._step, step_since=self._step_since,
-            link_expires_at=self._link_expires_at, setup_expires_at=self._setup_expires_at,
-            code_delivery=self._code.delivery, code_sent_at=self._code.sent_at,
-            code_expires_at=self._code.expires_at, code_attempts_left=self._code.attempts_left,
-            resends_left=self._code.resends_left, next_resend_at=self._code.next_request_at,
-            wrong_codes_total=self._code.wrong_total, mfa_required=self._input.mfa_required,
+            step=self._step,
+            step_since=self._step_since,
+            link_expires_at=self._link_expires_at,
+            setup_expires_at=self._setup_expires_at,
+            code_delivery=self._code.delivery,
+            code_sent_at=self._code.sent_at,
+            code_expires_at=self._code.expires_at,
+            code_attempts_left=self._code.attempts_left,
+            resends_left=self._code.resends_left,
+            next_resend_at=self._code.next_request_at,
+            wrong_codes_total=self._code.wrong_total,
+            mfa_required=self._input.mfa_required,
         )
 
 

@@ -48,32 +48,37 @@ def actor_of(current: Current) -> str:
     prefix = f"staff:{current.staff.id} ("
     name = f"{current.staff.first_name} {current.staff.last_name}"
     room = ACTOR_LIMIT - len(prefix) - 1
-    return f"{prefix}{name if len(name) <= room else name[:room - 1] + '…'})"
+    return f"{prefix}{name if len(name) <= room else name[: room - 1] + '…'})"
 
 
-async def _admin(request: Request, settings: SettingsDep,
-                 uow: UnitOfWorkDep) -> Current | Response:
-    current = await Sessions(settings, uow.session).signed_in(
-        read_cookie(request, settings, SIGNIN_SESSION))
+async def _admin(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) -> Current | Response:
+    current = await Sessions(settings, uow.session).signed_in(read_cookie(request, settings, SIGNIN_SESSION))
     # The session's last-seen time is kept now: no write stays open while the actions wait
     # on Temporal, whose worker writes to the same database.
     await uow.commit_now()
     if current is None or current.staff is None:
         # After signing in again, a form's action can't be replayed: land on its page.
-        path = request.url.path if request.method == "GET" else \
-            request.url.path.rsplit("/", 1)[0]
+        path = request.url.path if request.method == "GET" else request.url.path.rsplit("/", 1)[0]
         return redirect(f"/sso/login?return_to={quote(path, safe='/')}")
     if not current.staff.is_admin:
-        return render_page(request, "admin_denied", status_code=403,
-                           title="This page is for administrators",
-                           message="Your staff login doesn't have the administrator role. Ask "
-                           "an administrator if you need it.")
+        return render_page(
+            request,
+            "admin_denied",
+            status_code=403,
+            title="This page is for administrators",
+            message="Your staff login doesn't have the administrator role. Ask "
+            "an administrator if you need it.",
+        )
     if not current.strong:
-        return render_page(request, "admin_denied", status_code=403,
-                           title="Sign in with MFA to manage staff",
-                           message="Staff administration needs a sign-in with your "
-                           "authenticator app or with Microsoft-Entra. Sign out, then sign in "
-                           "again with one of them.")
+        return render_page(
+            request,
+            "admin_denied",
+            status_code=403,
+            title="Sign in with MFA to manage staff",
+            message="Staff administration needs a sign-in with your "
+            "authenticator app or with Microsoft-Entra. Sign out, then sign in "
+            "again with one of them.",
+        )
     return current
 
 
@@ -94,7 +99,10 @@ def _flash(current: Current) -> dict[str, str] | None:
 
 @router.get("/staff", response_class=HTMLResponse)
 async def staff_list(
-    request: Request, settings: SettingsDep, db: SessionDep, uow: UnitOfWorkDep,
+    request: Request,
+    settings: SettingsDep,
+    db: SessionDep,
+    uow: UnitOfWorkDep,
     q: Annotated[str, Query(max_length=100)] = "",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
@@ -102,44 +110,92 @@ async def staff_list(
     if isinstance(current, Response):
         return current
     query = q.strip()
-    rows, total = await staff_service.list_staff(db, PAGE_SIZE, (page - 1) * PAGE_SIZE,
-                                                 query or None)
+    rows, total = await staff_service.list_staff(db, PAGE_SIZE, (page - 1) * PAGE_SIZE, query or None)
     flash = _flash(current)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     back = f"/admin/staff?q={quote(query)}&page={page}" if query else f"/admin/staff?page={page}"
-    return render_page(request, "admin_staff", rows=rows, total=total, q=query, page=page,
-                       pages=pages, flash=flash, back=back, admin=current.staff,
-                       now=utcnow())
+    return render_page(
+        request,
+        "admin_staff",
+        rows=rows,
+        total=total,
+        q=query,
+        page=page,
+        pages=pages,
+        flash=flash,
+        back=back,
+        admin=current.staff,
+        now=utcnow(),
+    )
 
 
 @router.get("/staff/{staff_id}", response_class=HTMLResponse)
-async def person(request: Request, staff_id: str, settings: SettingsDep, db: SessionDep,
-                 uow: UnitOfWorkDep, onboarding: OnboardingDep) -> Response:
+async def person(
+    request: Request,
+    staff_id: str,
+    settings: SettingsDep,
+    db: SessionDep,
+    uow: UnitOfWorkDep,
+    onboarding: OnboardingDep,
+) -> Response:
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
     staff = await db.get(Staff, _uuid(staff_id)) if _uuid(staff_id) else None
     if staff is None:
-        return render_page(request, "admin_denied", status_code=404, title="No such person",
-                           message="There is no staff member with that id.")
+        return render_page(
+            request,
+            "admin_denied",
+            status_code=404,
+            title="No such person",
+            message="There is no staff member with that id.",
+        )
     [overview] = await staff_service.overviews(db, [staff])
     status = await onboarding.status(staff.id)
-    setups = (await db.scalars(select(SsoSetup).where(SsoSetup.staff_id == staff.id)
-                               .order_by(SsoSetup.created_at.desc()).limit(50))).all()
-    events = (await db.scalars(select(AuditEvent).where(AuditEvent.target == str(staff.id))
-                               .order_by(AuditEvent.occurred_at.desc()).limit(200))).all()
+    setups = (
+        await db.scalars(
+            select(SsoSetup)
+            .where(SsoSetup.staff_id == staff.id)
+            .order_by(SsoSetup.created_at.desc())
+            .limit(50)
+        )
+    ).all()
+    events = (
+        await db.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.target == str(staff.id))
+            .order_by(AuditEvent.occurred_at.desc())
+            .limit(200)
+        )
+    ).all()
     link = await db.scalar(select(EntraLink).where(EntraLink.staff_id == staff.id))
     flash = _flash(current)
-    return render_page(request, "admin_person", person=staff, view=overview, status=status,
-                       setups=setups, events=events, link=link, flash=flash,
-                       back=f"/admin/staff/{staff.id}", admin=current.staff,
-                       now=utcnow())
+    return render_page(
+        request,
+        "admin_person",
+        person=staff,
+        view=overview,
+        status=status,
+        setups=setups,
+        events=events,
+        link=link,
+        flash=flash,
+        back=f"/admin/staff/{staff.id}",
+        admin=current.staff,
+        now=utcnow(),
+    )
 
 
 @router.post("/staff/{staff_id}/{action}", response_class=HTMLResponse)
 async def act(
-    request: Request, staff_id: uuid.UUID, action: str, settings: SettingsDep, db: SessionDep,
-    uow: UnitOfWorkDep, onboarding: OnboardingDep, csrf: Annotated[str, Form(max_length=200)] = "",
+    request: Request,
+    staff_id: uuid.UUID,
+    action: str,
+    settings: SettingsDep,
+    db: SessionDep,
+    uow: UnitOfWorkDep,
+    onboarding: OnboardingDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
     back: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     current = await _admin(request, settings, uow)
@@ -147,11 +203,17 @@ async def act(
         return current
     target = back if back.startswith("/admin/staff") and "//" not in back else "/admin/staff"
     if action not in ACTIONS:
-        return render_page(request, "admin_denied", status_code=404, title="No such action",
-                           message="That action doesn't exist.")
+        return render_page(
+            request,
+            "admin_denied",
+            status_code=404,
+            title="No such action",
+            message="That action doesn't exist.",
+        )
     if not csrf_ok(request, settings, csrf):
-        return await _done(db, current, target, "error",
-                           "That form had expired, so nothing was done. Please try again.")
+        return await _done(
+            db, current, target, "error", "That form had expired, so nothing was done. Please try again."
+        )
     staff = await db.get(Staff, staff_id)
     if staff is None:
         return await _done(db, current, target, "error", "That person no longer exists.")
@@ -161,8 +223,10 @@ async def act(
 
     async def send() -> str:
         await onboarding.send_email(staff_id, actor, ip)
-        return (f"Single Sign-On email sent to {staff.external_email_1}. The link is valid for "
-                f"{int(settings.setup_link_ttl.total_seconds() // 60)} minutes.")
+        return (
+            f"Single Sign-On email sent to {staff.external_email_1}. The link is valid for "
+            f"{int(settings.setup_link_ttl.total_seconds() // 60)} minutes."
+        )
 
     async def cancel() -> str:
         await onboarding.cancel(staff_id, actor, ip)
@@ -178,17 +242,22 @@ async def act(
 
     async def unlink() -> str:
         link = await accounts.unlink_entra(staff_id, actor, ip)
-        return (f"The Microsoft account {link.email or link.object_id} was unlinked from {name}, "
-                "and their sessions were ended.")
+        return (
+            f"The Microsoft account {link.email or link.object_id} was unlinked from {name}, "
+            "and their sessions were ended."
+        )
 
     steps: dict[str, Callable[[], Awaitable[str]]] = {
-        "send-email": send, "cancel-setup": cancel, "revoke-sessions": revoke,
-        "unlock": unlock, "unlink-entra": unlink}
+        "send-email": send,
+        "cancel-setup": cancel,
+        "revoke-sessions": revoke,
+        "unlock": unlock,
+        "unlink-entra": unlink,
+    }
     try:
         text = await steps[action]()
     except SsoError as problem:
-        return await _done(db, current, target, "error",
-                           f"{ACTIONS[action]} for {name}: {problem.message}")
+        return await _done(db, current, target, "error", f"{ACTIONS[action]} for {name}: {problem.message}")
     return await _done(db, current, target, "notice", text)
 
 

@@ -29,12 +29,9 @@ async def _authorise(request: Request, uow: UnitOfWorkDep, settings: SettingsDep
             refuse(request, "The codec endpoint needs an admin API key")
         await uow.commit_now()  # the key's last use is kept whatever the answer
         return
-    current = await Sessions(settings, uow.session).signed_in(
-        read_cookie(request, settings, SIGNIN_SESSION))
-    if current is None or current.staff is None or not current.staff.is_admin \
-            or not current.strong:
-        refuse(request, "The codec endpoint needs an admin API key or an administrator "
-               "signed in with MFA")
+    current = await Sessions(settings, uow.session).signed_in(read_cookie(request, settings, SIGNIN_SESSION))
+    if current is None or current.staff is None or not current.staff.is_admin or not current.strong:
+        refuse(request, "The codec endpoint needs an admin API key or an administrator signed in with MFA")
 
 
 async def _apply(request: Request, settings: SettingsDep, encode: bool) -> Response:

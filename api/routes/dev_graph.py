@@ -32,12 +32,14 @@ async def me(settings: SettingsDep, authorization: str = Header(default="")) -> 
     if answer.status_code != 200:
         return _error(401, "InvalidAuthenticationToken", "Access token validation failure.")
     claims: dict[str, Any] = answer.json()
-    return JSONResponse({
-        "id": claims.get("oid", ""),
-        "displayName": claims.get("name", ""),
-        "mail": claims.get("email", ""),
-        "accountEnabled": claims.get("accountEnabled", True) is not False,
-    })
+    return JSONResponse(
+        {
+            "id": claims.get("oid", ""),
+            "displayName": claims.get("name", ""),
+            "mail": claims.get("email", ""),
+            "accountEnabled": claims.get("accountEnabled", True) is not False,
+        }
+    )
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

@@ -19,8 +19,9 @@ router = APIRouter(prefix="/dev/mailbox", tags=["development"], include_in_schem
 
 @router.get("", response_class=HTMLResponse)
 async def mailbox(request: Request, session: SessionDep) -> HTMLResponse:
-    emails = (await session.scalars(
-        select(OutboxEmail).order_by(OutboxEmail.created_at.desc()).limit(100))).all()
+    emails = (
+        await session.scalars(select(OutboxEmail).order_by(OutboxEmail.created_at.desc()).limit(100))
+    ).all()
     return render_page(request, "dev_mailbox", emails=emails)
 
 
@@ -37,5 +38,6 @@ async def show_email(
     # Emails carry inline styles; this development-only page shows them in a sandboxed frame.
     response.headers["Content-Security-Policy"] = (
         "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "frame-src 'self'; frame-ancestors 'none'")
+        "frame-src 'self'; frame-ancestors 'none'"
+    )
     return response

@@ -30,32 +30,38 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 
 
 def get_entra(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> EntraSignOn:
-    return EntraSignOn(settings=settings, db=db, temporal=temporal,
-                       provider=EntraProvider(settings))
+    return EntraSignOn(settings=settings, db=db, temporal=temporal, provider=EntraProvider(settings))
 
 
 EntraDep = Annotated[EntraSignOn, Depends(get_entra)]
 
 
-def _problem(request: Request, message: str, status_code: int,
-             title: str = "We couldn't sign you in with Microsoft") -> HTMLResponse:
-    return render_page(request, "entra_problem", status_code=status_code, title=title,
-                       message=message)
+def _problem(
+    request: Request, message: str, status_code: int, title: str = "We couldn't sign you in with Microsoft"
+) -> HTMLResponse:
+    return render_page(request, "entra_problem", status_code=status_code, title=title, message=message)
 
 
 def _unavailable(request: Request) -> HTMLResponse:
-    return _problem(request, "We can't complete this right now, please try again in a minute.",
-                    503, title="We can't complete this right now")
+    return _problem(
+        request,
+        "We can't complete this right now, please try again in a minute.",
+        503,
+        title="We can't complete this right now",
+    )
 
 
 async def _signed_in(request: Request, entra: EntraSignOn) -> Current | None:
     return await Sessions(entra.settings, entra.db).signed_in(
-        read_cookie(request, entra.settings, SIGNIN_SESSION))
+        read_cookie(request, entra.settings, SIGNIN_SESSION)
+    )
 
 
 @router.post("/sso/entra/start", response_class=HTMLResponse)
 async def start(
-    request: Request, entra: EntraDep, uow: UnitOfWorkDep,
+    request: Request,
+    entra: EntraDep,
+    uow: UnitOfWorkDep,
     intent: Annotated[Literal["signin", "link"], Form()] = "signin",
     csrf: Annotated[str, Form(max_length=200)] = "",
     token: Annotated[str, Form(max_length=200)] = "",
@@ -63,11 +69,19 @@ async def start(
 ) -> Response:
     settings = entra.settings
     if not settings.entra_enabled:
-        return _problem(request, "Microsoft Entra sign-in isn't set up here.", 404,
-                        title="Microsoft-Entra isn't available")
+        return _problem(
+            request,
+            "Microsoft Entra sign-in isn't set up here.",
+            404,
+            title="Microsoft-Entra isn't available",
+        )
     if not csrf_ok(request, settings, csrf):
-        return _problem(request, "This form has expired. Go back, reload the page and try "
-                        "again.", 400, title="Please try again")
+        return _problem(
+            request,
+            "This form has expired. Go back, reload the page and try again.",
+            400,
+            title="Please try again",
+        )
     plan = await _plan(request, entra, intent, token, safe_return_to(settings, return_to))
     if isinstance(plan, Response):
         return plan
@@ -82,21 +96,27 @@ async def start(
     return response
 
 
-async def _plan(request: Request, entra: EntraSignOn, intent: str, token: str,
-                return_to: str | None) -> EntraStart | Response:
+async def _plan(
+    request: Request, entra: EntraSignOn, intent: str, token: str, return_to: str | None
+) -> EntraStart | Response:
     """Who may start what: anyone may sign in; linking needs a valid setup link or a recent
     sign-in of this very browser."""
     if intent == "signin":
         return EntraStart("signin", return_to=return_to)
     if token:
-        view = await SetupSteps(settings=entra.settings, db=entra.db,
-                                temporal=entra.temporal).open_link(token)
+        view = await SetupSteps(settings=entra.settings, db=entra.db, temporal=entra.temporal).open_link(
+            token
+        )
         if not view.usable or view.link is None or view.staff is None:
-            return render_page(request, "link_invalid", status_code=410,
-                               reason=view.reason or "unknown")
-        return EntraStart("link", staff_id=view.staff.id, via="setup_link",
-                          link_id=str(view.link.id), setup_workflow_id=view.link.workflow_id,
-                          setup_run_id=view.link.run_id)
+            return render_page(request, "link_invalid", status_code=410, reason=view.reason or "unknown")
+        return EntraStart(
+            "link",
+            staff_id=view.staff.id,
+            via="setup_link",
+            link_id=str(view.link.id),
+            setup_workflow_id=view.link.workflow_id,
+            setup_run_id=view.link.run_id,
+        )
     current = await _signed_in(request, entra)
     if current is None:
         return redirect("/sso/login?return_to=/sso/setup")
@@ -108,7 +128,11 @@ async def _plan(request: Request, entra: EntraSignOn, intent: str, token: str,
 
 @router.get("/sso/entra/callback", response_class=HTMLResponse)
 async def callback(
-    request: Request, entra: EntraDep, uow: UnitOfWorkDep, state: str = "", code: str = "",
+    request: Request,
+    entra: EntraDep,
+    uow: UnitOfWorkDep,
+    state: str = "",
+    code: str = "",
     error: str = "",
 ) -> Response:
     settings = entra.settings
@@ -118,8 +142,7 @@ async def callback(
     # finds nothing, even when this request fails.
     await uow.commit_now()
     try:
-        result = await entra.finish(pending, state[:200], code, error[:100], client_ip(request),
-                                    signed_in)
+        result = await entra.finish(pending, state[:200], code, error[:100], client_ip(request), signed_in)
     except ServiceUnavailable:
         response: Response = _unavailable(request)
     else:
@@ -128,8 +151,9 @@ async def callback(
     return response
 
 
-async def _answer(request: Request, entra: EntraSignOn, result: EntraResult,
-                  signed_in: Current | None) -> Response:
+async def _answer(
+    request: Request, entra: EntraSignOn, result: EntraResult, signed_in: Current | None
+) -> Response:
     settings = entra.settings
     if result.kind == "refused":
         status = 503 if result.reason == "unavailable" else 403
@@ -138,21 +162,22 @@ async def _answer(request: Request, entra: EntraSignOn, result: EntraResult,
     sessions = Sessions(settings, entra.db)
     # A new session id after every Entra callback: nothing set before it carries over.
     await sessions.revoke(read_cookie(request, settings, SIGNIN_SESSION))
-    session_id = await sessions.create("signin", result.staff_id, settings.session_max_ttl,
-                                       data={"method": "entra"})
+    session_id = await sessions.create(
+        "signin", result.staff_id, settings.session_max_ttl, data={"method": "entra"}
+    )
     if result.kind == "signed_in":
-        response: Response = redirect(safe_return_to(settings, result.return_to)
-                                      or "/sso/account")
+        response: Response = redirect(safe_return_to(settings, result.return_to) or "/sso/account")
     else:
-        response = render_page(request, "entra_done", account=result.account,
-                               from_setup=result.via == "setup_link")
+        response = render_page(
+            request, "entra_done", account=result.account, from_setup=result.via == "setup_link"
+        )
     set_cookie(response, settings, SIGNIN_SESSION, session_id, max_age=settings.session_max_ttl)
     return response
 
 
 @router.get("/sso/setup", response_class=HTMLResponse)
 async def setup_home(request: Request, entra: EntraDep, settings: SettingsDep) -> Response:
-    """"Setup agentOS Single Sign-on" from the person menu: link Microsoft Entra."""
+    """ "Setup agentOS Single Sign-on" from the person menu: link Microsoft Entra."""
     current = await _signed_in(request, entra)
     if current is None or current.staff is None:
         return redirect("/sso/login?return_to=/sso/setup")

@@ -27,8 +27,11 @@ class Health(BaseModel):
     failed: list[str]
 
 
-@router.get("/healthz", response_model=Health,
-            responses={503: {"model": Health, "description": "The database or Temporal is down"}})
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "The database or Temporal is down"}},
+)
 async def healthz(session: SessionDep, temporal: TemporalDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

@@ -68,5 +68,4 @@ async def _authorise(request: Request, uow: UnitOfWorkDep, settings: Settings) -
     if presented and await authenticate(uow.session, settings, presented) is not None:
         await uow.commit_now()  # the key's last use, before the worker's metrics are read
         return
-    refuse(request, "Metrics need SSO_METRICS_TOKEN or an admin API key "
-           "(Authorization: Bearer <token>)")
+    refuse(request, "Metrics need SSO_METRICS_TOKEN or an admin API key (Authorization: Bearer <token>)")

@@ -39,8 +39,10 @@ from core.throttle import Counter
 
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
 
-SENT = ("If an account exists for that address, we've sent a code. It can take a minute to "
-        "arrive; check your spam folder too.")
+SENT = (
+    "If an account exists for that address, we've sent a code. It can take a minute to "
+    "arrive; check your spam folder too."
+)
 FORM_PROBLEM = "This form has expired. Reload the page and try again."
 ANSWER_FLOOR_SECONDS = 0.25
 
@@ -67,8 +69,7 @@ async def too_many_posts(counter: Counter, settings: SettingsDep, keys: list[str
         wait = await counter.hit(key, limit, settings.reset_ttl)
         if wait is not None:
             minutes = math.ceil(wait / 60)
-            return (f"Too many attempts. Try again in {minutes} minute"
-                    f"{'s' if minutes != 1 else ''}.")
+            return f"Too many attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
     return None
 
 
@@ -80,9 +81,13 @@ ResetDep = Annotated[ResetSteps, Depends(get_reset)]
 
 
 def unavailable(request: Request) -> HTMLResponse:
-    return render_page(request, "setup_problem", status_code=503,
-                       title="We can't complete this right now",
-                       message="We can't complete this right now, please try again in a minute.")
+    return render_page(
+        request,
+        "setup_problem",
+        status_code=503,
+        title="We can't complete this right now",
+        message="We can't complete this right now, please try again in a minute.",
+    )
 
 
 @router.get("/forgot", response_class=HTMLResponse)
@@ -92,24 +97,39 @@ async def forgot_page(request: Request) -> HTMLResponse:
 
 @router.post("/forgot", response_class=HTMLResponse)
 async def forgot_submit(
-    request: Request, settings: SettingsDep, db: SessionDep, reset: ResetDep,
-    counter: CounterDep, email: Annotated[str, Form(max_length=320)] = "",
+    request: Request,
+    settings: SettingsDep,
+    db: SessionDep,
+    reset: ResetDep,
+    counter: CounterDep,
+    email: Annotated[str, Form(max_length=320)] = "",
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     if not csrf_ok(request, settings, csrf):
         return render_page(request, "forgot", status_code=400, email=email, message=FORM_PROBLEM)
     if "@" not in email or len(email.strip()) < 3:
-        return render_page(request, "forgot", status_code=400, email=email,
-                           message="Enter the email address you sign in with.")
+        return render_page(
+            request,
+            "forgot",
+            status_code=400,
+            email=email,
+            message="Enter the email address you sign in with.",
+        )
     ip = client_ip(request)
-    wait = await counter.hit(f"reset-ip:{rate_key(ip)}", settings.reset_request_ip_limit,
-                             settings.reset_ttl)
+    wait = await counter.hit(f"reset-ip:{rate_key(ip)}", settings.reset_request_ip_limit, settings.reset_ttl)
     if wait is not None:
         reset.audit_refused_request(ip)
         minutes = math.ceil(wait / 60)
-        return render_page(request, "forgot", status_code=429, email=email, message=(
-            f"Too many reset requests from your network. Try again in {minutes} minute"
-            f"{'s' if minutes != 1 else ''}."))
+        return render_page(
+            request,
+            "forgot",
+            status_code=429,
+            email=email,
+            message=(
+                f"Too many reset requests from your network. Try again in {minutes} minute"
+                f"{'s' if minutes != 1 else ''}."
+            ),
+        )
     started = time.monotonic()
     browser = browser_id(request, settings)
     key = reset.browser_key(browser)
@@ -123,28 +143,38 @@ async def forgot_submit(
     sessions = Sessions(settings, db)
     await sessions.revoke(read_cookie(request, settings, RESET_SESSION))
     if account is not None:
-        session_id = await sessions.create("reset", account.staff_id, settings.reset_ttl,
-                                           workflow_id=reset_workflow_id(account.id),
-                                           data={"browser": key})
+        session_id = await sessions.create(
+            "reset",
+            account.staff_id,
+            settings.reset_ttl,
+            workflow_id=reset_workflow_id(account.id),
+            data={"browser": key},
+        )
     else:
         stand_in = reset.stand_in_id(email)
         session_id = await sessions.create(
-            "reset", None, settings.reset_ttl, workflow_id=stand_in,
-            data=await reset.stand_in_state(stand_in, key, links_only))
+            "reset",
+            None,
+            settings.reset_ttl,
+            workflow_id=stand_in,
+            data=await reset.stand_in_state(stand_in, key, links_only),
+        )
     response = redirect("/sso/reset?sent=1")
     set_cookie(response, settings, RESET_SESSION, session_id, max_age=settings.reset_ttl)
     set_cookie(response, settings, RESET_BROWSER, browser, max_age=timedelta(days=1))
     return response
 
 
-async def new_password_refusal(password: str, confirm: str, totp: str,
-                               min_length: int) -> tuple[str | None, list[str]] | None:
+async def new_password_refusal(
+    password: str, confirm: str, totp: str, min_length: int
+) -> tuple[str | None, list[str]] | None:
     """(message, problems) when the form's new password or authenticator code is refused
     before any flow sees it: the same general rules for every address; the flow adds the
     personal ones."""
     if totp.strip() and six_digits(totp) is None:
-        return ("Enter the 6-digit code from your authenticator app, or leave it empty if you "
-                "haven't set up MFA."), []
+        return (
+            "Enter the 6-digit code from your authenticator app, or leave it empty if you haven't set up MFA."
+        ), []
     if password != confirm:
         return None, ["The two passwords don't match."]
     problems = await check_password(password, PasswordPolicy(min_length=min_length), [])
@@ -158,16 +188,27 @@ async def _current(request: Request, settings: SettingsDep, db: SessionDep) -> C
     return await Sessions(settings, db).get(read_cookie(request, settings, RESET_SESSION), "reset")
 
 
-def _page(request: Request, min_length: int, message: str | None = None,
-          notice: str | None = None, problems: list[str] | None = None,
-          status_code: int = 200) -> HTMLResponse:
-    return render_page(request, "reset", status_code=status_code, message=message,
-                       notice=notice, problems=problems or [], min_length=min_length)
+def _page(
+    request: Request,
+    min_length: int,
+    message: str | None = None,
+    notice: str | None = None,
+    problems: list[str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return render_page(
+        request,
+        "reset",
+        status_code=status_code,
+        message=message,
+        notice=notice,
+        problems=problems or [],
+        min_length=min_length,
+    )
 
 
 @router.get("/reset", response_class=HTMLResponse)
-async def reset_page(request: Request, settings: SettingsDep, db: SessionDep,
-                     sent: int = 0) -> Response:
+async def reset_page(request: Request, settings: SettingsDep, db: SessionDep, sent: int = 0) -> Response:
     if await _current(request, settings, db) is None:
         return redirect("/sso/forgot")
     return _page(request, settings.password_min_length, notice=SENT if sent else None)
@@ -175,8 +216,12 @@ async def reset_page(request: Request, settings: SettingsDep, db: SessionDep,
 
 @router.post("/reset", response_class=HTMLResponse)
 async def reset_submit(
-    request: Request, settings: SettingsDep, db: SessionDep, uow: UnitOfWorkDep,
-    reset: ResetDep, counter: CounterDep,
+    request: Request,
+    settings: SettingsDep,
+    db: SessionDep,
+    uow: UnitOfWorkDep,
+    reset: ResetDep,
+    counter: CounterDep,
     code: Annotated[str, Form(max_length=20)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
     confirm: Annotated[str, Form(max_length=1024)] = "",
@@ -191,29 +236,30 @@ async def reset_submit(
     min_length = settings.password_min_length
     if not csrf_ok(request, settings, csrf):
         return _page(request, min_length, FORM_PROBLEM, status_code=400)
-    limited = await too_many_posts(counter, settings, [
-        f"reset-submit-ip:{rate_key(client_ip(request))}",
-        f"reset-submit:{current.row.id_hash[:64]}"])
+    limited = await too_many_posts(
+        counter,
+        settings,
+        [f"reset-submit-ip:{rate_key(client_ip(request))}", f"reset-submit:{current.row.id_hash[:64]}"],
+    )
     if limited is not None:
         return _page(request, min_length, limited, status_code=429)
     cleaned = six_digits(code)
     if cleaned is None:
-        return _page(request, min_length, "Enter the 6-digit code from the email.",
-                     status_code=400)
+        return _page(request, min_length, "Enter the 6-digit code from the email.", status_code=400)
     refused = await new_password_refusal(password, confirm, totp, min_length)
     if refused is not None:
         return _page(request, min_length, refused[0], problems=refused[1], status_code=400)
     second = six_digits(totp) or ""
     started = time.monotonic()
     try:
-        result = await reset.reset(current, cleaned, password, second, client_ip(request),
-                                   submission or "none")
+        result = await reset.reset(
+            current, cleaned, password, second, client_ip(request), submission or "none"
+        )
     except ServiceUnavailable:
         return unavailable(request)
     await answer_no_sooner(started)
     if not result.ok:  # committed all the same: a stand-in session keeps its attempt count
-        return _page(request, min_length, result.message, problems=result.problems,
-                     status_code=400)
+        return _page(request, min_length, result.message, problems=result.problems, status_code=400)
     await Sessions(settings, db).revoke(read_cookie(request, settings, RESET_SESSION))
     response = redirect("/sso/login?notice=reset")
     clear_cookie(response, settings, RESET_SESSION)
@@ -222,8 +268,12 @@ async def reset_submit(
 
 @router.post("/reset/resend", response_class=HTMLResponse)
 async def reset_resend(
-    request: Request, settings: SettingsDep, db: SessionDep, uow: UnitOfWorkDep,
-    reset: ResetDep, csrf: Annotated[str, Form(max_length=200)] = "",
+    request: Request,
+    settings: SettingsDep,
+    db: SessionDep,
+    uow: UnitOfWorkDep,
+    reset: ResetDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     current = await _current(request, settings, db)
     if current is None:
@@ -241,25 +291,44 @@ async def reset_resend(
 # -- the reset link (emailed once codes stop; a GET never consumes it) ----------------------
 
 
-def _link_page(request: Request, min_length: int, token: str, usable: bool = True,
-                message: str | None = None, problems: list[str] | None = None,
-                status_code: int = 200) -> HTMLResponse:
-    return render_page(request, "reset_link", status_code=status_code, token=token,
-                       usable=usable, message=message, problems=problems or [],
-                       min_length=min_length)
+def _link_page(
+    request: Request,
+    min_length: int,
+    token: str,
+    usable: bool = True,
+    message: str | None = None,
+    problems: list[str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return render_page(
+        request,
+        "reset_link",
+        status_code=status_code,
+        token=token,
+        usable=usable,
+        message=message,
+        problems=problems or [],
+        min_length=min_length,
+    )
 
 
 @router.get("/reset/link/{token}", response_class=HTMLResponse)
-async def reset_link_page(token: str, request: Request, settings: SettingsDep,
-                          reset: ResetDep) -> HTMLResponse:
+async def reset_link_page(
+    token: str, request: Request, settings: SettingsDep, reset: ResetDep
+) -> HTMLResponse:
     usable = await reset.link_usable(token) is not None
-    return _link_page(request, settings.password_min_length, token, usable,
-                      status_code=200 if usable else 410)
+    return _link_page(
+        request, settings.password_min_length, token, usable, status_code=200 if usable else 410
+    )
 
 
 @router.post("/reset/link/{token}", response_class=HTMLResponse)
 async def reset_link_submit(
-    token: str, request: Request, settings: SettingsDep, db: SessionDep, reset: ResetDep,
+    token: str,
+    request: Request,
+    settings: SettingsDep,
+    db: SessionDep,
+    reset: ResetDep,
     counter: CounterDep,
     password: Annotated[str, Form(max_length=1024)] = "",
     confirm: Annotated[str, Form(max_length=1024)] = "",
@@ -270,25 +339,33 @@ async def reset_link_submit(
     min_length = settings.password_min_length
     if not csrf_ok(request, settings, csrf):
         return _link_page(request, min_length, token, message=FORM_PROBLEM, status_code=400)
-    limited = await too_many_posts(counter, settings, [
-        f"reset-submit-ip:{rate_key(client_ip(request))}",
-        # The key is stored (database or Redis): the link's hash, never the token itself.
-        f"reset-link:{reset_link_hash(settings.secret_key.get_secret_value(), token)[:64]}"])
+    limited = await too_many_posts(
+        counter,
+        settings,
+        [
+            f"reset-submit-ip:{rate_key(client_ip(request))}",
+            # The key is stored (database or Redis): the link's hash, never the token itself.
+            f"reset-link:{reset_link_hash(settings.secret_key.get_secret_value(), token)[:64]}",
+        ],
+    )
     if limited is not None:
         return _link_page(request, min_length, token, message=limited, status_code=429)
     refused = await new_password_refusal(password, confirm, totp, min_length)
     if refused is not None:
-        return _link_page(request, min_length, token, message=refused[0],
-                          problems=refused[1], status_code=400)
+        return _link_page(
+            request, min_length, token, message=refused[0], problems=refused[1], status_code=400
+        )
     second = six_digits(totp) or ""
     try:
-        result = await reset.reset_with_link(token, password, second, client_ip(request),
-                                             submission or "none")
+        result = await reset.reset_with_link(
+            token, password, second, client_ip(request), submission or "none"
+        )
     except ServiceUnavailable:
         return unavailable(request)
     if not result.ok:
-        return _link_page(request, min_length, token, message=result.message,
-                          problems=result.problems, status_code=400)
+        return _link_page(
+            request, min_length, token, message=result.message, problems=result.problems, status_code=400
+        )
     await Sessions(settings, db).revoke(read_cookie(request, settings, RESET_SESSION))
     response = redirect("/sso/login?notice=reset")
     clear_cookie(response, settings, RESET_SESSION)

@@ -42,9 +42,13 @@ StepsDep = Annotated[SetupSteps, Depends(get_steps)]
 
 
 def unavailable(request: Request) -> HTMLResponse:
-    return render_page(request, "setup_problem", status_code=503,
-                       title="We can't complete this right now",
-                       message="We can't complete this right now, please try again in a minute.")
+    return render_page(
+        request,
+        "setup_problem",
+        status_code=503,
+        title="We can't complete this right now",
+        message="We can't complete this right now, please try again in a minute.",
+    )
 
 
 def ended(request: Request) -> HTMLResponse:
@@ -52,19 +56,24 @@ def ended(request: Request) -> HTMLResponse:
 
 
 def no_session(request: Request) -> HTMLResponse:
-    return render_page(request, "setup_problem", status_code=401,
-                       title="Open the link from your email",
-                       message="This page continues a Single Sign-On setup started in this "
-                       "browser. Open the Set Up Single Sign-On link from your email again, or "
-                       "ask your administrator for a new email.")
+    return render_page(
+        request,
+        "setup_problem",
+        status_code=401,
+        title="Open the link from your email",
+        message="This page continues a Single Sign-On setup started in this "
+        "browser. Open the Set Up Single Sign-On link from your email again, or "
+        "ask your administrator for a new email.",
+    )
 
 
 async def _bound(request: Request, steps: SetupSteps) -> BoundSetup | None:
     return await steps.bound(read_cookie(request, steps.settings, SETUP_SESSION))
 
 
-async def _run_step(request: Request, steps: SetupSteps,
-                    step: Callable[[BoundSetup], Awaitable[Response]]) -> Response:
+async def _run_step(
+    request: Request, steps: SetupSteps, step: Callable[[BoundSetup], Awaitable[Response]]
+) -> Response:
     """Every session page: find this browser's flow, run the step, and turn what can go wrong
     into the page a person should see (never a 500)."""
     bound = await _bound(request, steps)
@@ -82,6 +91,7 @@ async def _run_step(request: Request, steps: SetupSteps,
 
 # Fixed paths first: /sso/setup/{token} would otherwise swallow them.
 
+
 @router.get("/confirm", response_class=HTMLResponse)
 async def confirm_page(request: Request, steps: StepsDep) -> Response:
     async def step(bound: BoundSetup) -> Response:
@@ -89,19 +99,34 @@ async def confirm_page(request: Request, steps: StepsDep) -> Response:
         if progress.step not in CODE_STEPS:
             return _elsewhere(request, progress)
         return _confirm(request, bound, progress)
+
     return await _run_step(request, steps, step)
 
 
-def _confirm(request: Request, bound: BoundSetup, progress: SetupProgress,
-             message: str | None = None, notice: str | None = None,
-             status_code: int = 200) -> HTMLResponse:
-    return render_page(request, "setup_confirm", status_code=status_code, progress=progress,
-                       email=bound.staff.external_email_1, message=message, notice=notice)
+def _confirm(
+    request: Request,
+    bound: BoundSetup,
+    progress: SetupProgress,
+    message: str | None = None,
+    notice: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return render_page(
+        request,
+        "setup_confirm",
+        status_code=status_code,
+        progress=progress,
+        email=bound.staff.external_email_1,
+        message=message,
+        notice=notice,
+    )
 
 
 @router.post("/confirm", response_class=HTMLResponse)
 async def confirm_submit(
-    request: Request, steps: StepsDep, code: Annotated[str, Form(max_length=20)] = "",
+    request: Request,
+    steps: StepsDep,
+    code: Annotated[str, Form(max_length=20)] = "",
     csrf: Annotated[str, Form(max_length=200)] = "",
     submission: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
@@ -110,19 +135,20 @@ async def confirm_submit(
             return await _form_problem(request, steps, bound, FORM_PROBLEM)
         digits = six_digits(code)
         if digits is None:
-            return await _form_problem(request, steps, bound,
-                                       "Enter the 6-digit code from the email.")
+            return await _form_problem(request, steps, bound, "Enter the 6-digit code from the email.")
         result = await steps.confirm_code(bound, digits, submission, client_ip(request))
         if result.ok:
             return redirect("/sso/setup/mfa")
-        return _confirm(request, bound, await steps.progress(bound), message=result.message,
-                        status_code=400)
+        return _confirm(request, bound, await steps.progress(bound), message=result.message, status_code=400)
+
     return await _run_step(request, steps, step)
 
 
 @router.post("/resend", response_class=HTMLResponse)
 async def resend_submit(
-    request: Request, steps: StepsDep, csrf: Annotated[str, Form(max_length=200)] = "",
+    request: Request,
+    steps: StepsDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
     submission: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     async def step(bound: BoundSetup) -> Response:
@@ -130,6 +156,7 @@ async def resend_submit(
             return await _form_problem(request, steps, bound, FORM_PROBLEM)
         result = await steps.resend_code(bound, submission, client_ip(request))
         return _confirm(request, bound, await steps.progress(bound), notice=result.message)
+
     return await _run_step(request, steps, step)
 
 
@@ -140,25 +167,41 @@ async def mfa_page(request: Request, steps: StepsDep) -> Response:
         if progress.step != SetupState.mfa_pending:
             return _elsewhere(request, progress)
         return await _mfa(request, steps, bound, progress=progress)
+
     return await _run_step(request, steps, step)
 
 
-async def _mfa(request: Request, steps: SetupSteps, bound: BoundSetup,
-               message: str | None = None, status_code: int = 200,
-               progress: SetupProgress | None = None) -> HTMLResponse:
+async def _mfa(
+    request: Request,
+    steps: SetupSteps,
+    bound: BoundSetup,
+    message: str | None = None,
+    status_code: int = 200,
+    progress: SetupProgress | None = None,
+) -> HTMLResponse:
     """The MFA page. `progress`: the flow's, when the caller has just asked for it (each
     query is a round trip to the worker, and billed by Temporal Cloud)."""
     secret, uri, qr = await steps.authenticator(bound)
-    grouped = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
+    grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
     progress = progress or await steps.progress(bound)
-    return render_page(request, "setup_mfa", status_code=status_code, secret=grouped,
-                       qr=qr, otpauth_uri=uri, email=await steps.login_email(bound),
-                       message=message, mfa_required=progress.mfa_required)
+    return render_page(
+        request,
+        "setup_mfa",
+        status_code=status_code,
+        secret=grouped,
+        qr=qr,
+        otpauth_uri=uri,
+        email=await steps.login_email(bound),
+        message=message,
+        mfa_required=progress.mfa_required,
+    )
 
 
 @router.post("/mfa", response_class=HTMLResponse)
 async def mfa_submit(
-    request: Request, steps: StepsDep, code: Annotated[str, Form(max_length=20)] = "",
+    request: Request,
+    steps: StepsDep,
+    code: Annotated[str, Form(max_length=20)] = "",
     csrf: Annotated[str, Form(max_length=200)] = "",
     submission: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
@@ -167,18 +210,22 @@ async def mfa_submit(
             return await _form_problem(request, steps, bound, FORM_PROBLEM)
         digits = six_digits(code)
         if digits is None:
-            return await _form_problem(request, steps, bound,
-                                       "Enter the 6-digit code from your authenticator app.")
+            return await _form_problem(
+                request, steps, bound, "Enter the 6-digit code from your authenticator app."
+            )
         result = await steps.complete_mfa(bound, digits, submission, client_ip(request))
         if result.ok:
             return redirect("/sso/setup/done")
         return await _mfa(request, steps, bound, result.message, 400)
+
     return await _run_step(request, steps, step)
 
 
 @router.post("/mfa/skip", response_class=HTMLResponse)
 async def mfa_skip(
-    request: Request, steps: StepsDep, csrf: Annotated[str, Form(max_length=200)] = "",
+    request: Request,
+    steps: StepsDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
     submission: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     async def step(bound: BoundSetup) -> Response:
@@ -186,6 +233,7 @@ async def mfa_skip(
             return await _form_problem(request, steps, bound, FORM_PROBLEM)
         await steps.skip_mfa(bound, submission, client_ip(request))
         return redirect("/sso/setup/done")
+
     return await _run_step(request, steps, step)
 
 
@@ -196,6 +244,7 @@ async def done_page(request: Request, steps: StepsDep) -> Response:
         if progress.step != SetupState.active:
             return _elsewhere(request, progress)
         return render_page(request, "setup_done", email=await steps.login_email(bound))
+
     return await _run_step(request, steps, step)
 
 
@@ -210,22 +259,21 @@ def _elsewhere(request: Request, progress: SetupProgress) -> Response:
     return redirect(target)
 
 
-async def _refused(request: Request, steps: SetupSteps, bound: BoundSetup,
-                   refused: StepRefused) -> Response:
+async def _refused(request: Request, steps: SetupSteps, bound: BoundSetup, refused: StepRefused) -> Response:
     """A step posted out of order, too soon, or to an ending flow: say so on the right page."""
     if refused.kind == flow_errors.SETUP_ENDED:
         return ended(request)
     return await _on_current_page(request, steps, bound, refused.message, 409)
 
 
-async def _form_problem(request: Request, steps: SetupSteps, bound: BoundSetup,
-                        message: str) -> Response:
+async def _form_problem(request: Request, steps: SetupSteps, bound: BoundSetup, message: str) -> Response:
     """A stale or malformed form: answer on the page for where the flow is now."""
     return await _on_current_page(request, steps, bound, message, 400)
 
 
-async def _on_current_page(request: Request, steps: SetupSteps, bound: BoundSetup,
-                           message: str, status_code: int) -> Response:
+async def _on_current_page(
+    request: Request, steps: SetupSteps, bound: BoundSetup, message: str, status_code: int
+) -> Response:
     progress = await steps.progress(bound)
     if progress.step in CODE_STEPS:
         return _confirm(request, bound, progress, message=message, status_code=status_code)
@@ -240,8 +288,9 @@ async def _on_current_page(request: Request, steps: SetupSteps, bound: BoundSetu
 
 
 def _invalid(request: Request, view: LinkView) -> HTMLResponse:
-    return render_page(request, "link_invalid", status_code=404 if view.link is None else 410,
-                       reason=view.reason)
+    return render_page(
+        request, "link_invalid", status_code=404 if view.link is None else 410, reason=view.reason
+    )
 
 
 async def _carry_on(request: Request, steps: SetupSteps, view: LinkView) -> Response | None:
@@ -259,8 +308,14 @@ async def open_setup_link(token: str, request: Request, steps: StepsDep) -> Resp
     if not view.usable:
         return await _carry_on(request, steps, view) or _invalid(request, view)
     assert view.link is not None and view.staff is not None
-    return render_page(request, "setup_start", staff=view.staff, token=token,
-                       login_email=view.staff.external_email_1, expires_at=view.link.expires_at)
+    return render_page(
+        request,
+        "setup_start",
+        staff=view.staff,
+        token=token,
+        login_email=view.staff.external_email_1,
+        expires_at=view.link.expires_at,
+    )
 
 
 @router.get("/{token}/password", response_class=HTMLResponse)
@@ -275,17 +330,31 @@ async def password_page(token: str, request: Request, steps: StepsDep) -> Respon
     return page
 
 
-def _password(request: Request, min_length: int, view: LinkView, token: str,
-              problems: list[str] | None = None, status_code: int = 200) -> HTMLResponse:
+def _password(
+    request: Request,
+    min_length: int,
+    view: LinkView,
+    token: str,
+    problems: list[str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
     assert view.staff is not None
-    return render_page(request, "setup_password", status_code=status_code, token=token,
-                       login_email=view.staff.external_email_1, min_length=min_length,
-                       problems=problems or [])
+    return render_page(
+        request,
+        "setup_password",
+        status_code=status_code,
+        token=token,
+        login_email=view.staff.external_email_1,
+        min_length=min_length,
+        problems=problems or [],
+    )
 
 
 @router.post("/{token}/password", response_class=HTMLResponse)
 async def password_submit(
-    token: str, request: Request, steps: StepsDep,
+    token: str,
+    request: Request,
+    steps: StepsDep,
     password: Annotated[str, Form(max_length=1024)] = "",
     confirm: Annotated[str, Form(max_length=1024)] = "",
     csrf: Annotated[str, Form(max_length=200)] = "",
@@ -298,8 +367,13 @@ async def password_submit(
         # was lost, or it came once the worker was back): the same session, so it carries on.
         if await steps.bound_here(view, token, seed):
             response = redirect("/sso/setup/confirm")
-            set_cookie(response, steps.settings, SETUP_SESSION,
-                       steps.session_id_for(token, seed), max_age=steps.settings.setup_ttl)
+            set_cookie(
+                response,
+                steps.settings,
+                SETUP_SESSION,
+                steps.session_id_for(token, seed),
+                max_age=steps.settings.setup_ttl,
+            )
             return response
     if not view.usable:
         return await _carry_on(request, steps, view) or _invalid(request, view)
@@ -308,14 +382,14 @@ async def password_submit(
     if not csrf_ok(request, steps.settings, csrf) or seed is None:
         return _password(request, min_length, view, token, [FORM_PROBLEM], 400)
     if password != confirm:
-        return _password(request, min_length, view, token,
-                         ["The two passwords don't match."], 400)
+        return _password(request, min_length, view, token, ["The two passwords don't match."], 400)
     problems = await steps.password_problems(view.staff, password)
     if problems:
         return _password(request, min_length, view, token, problems, 400)
     try:
-        result, session_id = await steps.set_password(view, token, password, submission, seed,
-                                                      client_ip(request))
+        result, session_id = await steps.set_password(
+            view, token, password, submission, seed, client_ip(request)
+        )
     except StepRefused as refused:
         return _password(request, min_length, view, token, [refused.message], 409)
     except FlowEnded:
@@ -324,15 +398,20 @@ async def password_submit(
         # The step may still go through once the worker is back: this browser then holds
         # the session it binds, so opening the link again (or Back) carries on from there.
         unanswered = unavailable(request)
-        set_cookie(unanswered, steps.settings, SETUP_SESSION,
-                   steps.session_id_for(token, seed), max_age=steps.settings.setup_ttl)
+        set_cookie(
+            unanswered,
+            steps.settings,
+            SETUP_SESSION,
+            steps.session_id_for(token, seed),
+            max_age=steps.settings.setup_ttl,
+        )
         return unanswered
     except ServiceUnavailable:
         return unavailable(request)
     if not result.ok:
-        return _password(request, min_length, view, token,
-                         result.problems or [result.message or "Please try again."], 400)
+        return _password(
+            request, min_length, view, token, result.problems or [result.message or "Please try again."], 400
+        )
     response = redirect("/sso/setup/confirm")
-    set_cookie(response, steps.settings, SETUP_SESSION, session_id,
-               max_age=steps.settings.setup_ttl)
+    set_cookie(response, steps.settings, SETUP_SESSION, session_id, max_age=steps.settings.setup_ttl)
     return response

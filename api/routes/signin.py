@@ -34,22 +34,38 @@ NOTICES = {
 }
 
 
-def _login(request: Request, return_to: str | None, email: str = "",
-           message: str | None = None, notice: str | None = None,
-           status_code: int = 200) -> HTMLResponse:
-    return render_page(request, "login", status_code=status_code, email=email, message=message,
-                       notice=notice, return_to=return_to or "")
+def _login(
+    request: Request,
+    return_to: str | None,
+    email: str = "",
+    message: str | None = None,
+    notice: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return render_page(
+        request,
+        "login",
+        status_code=status_code,
+        email=email,
+        message=message,
+        notice=notice,
+        return_to=return_to or "",
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
-async def login_page(request: Request, settings: SettingsDep, return_to: str | None = None,
-                     notice: str | None = None) -> HTMLResponse:
+async def login_page(
+    request: Request, settings: SettingsDep, return_to: str | None = None, notice: str | None = None
+) -> HTMLResponse:
     return _login(request, safe_return_to(settings, return_to), notice=NOTICES.get(notice or ""))
 
 
 @router.post("/login", response_class=HTMLResponse)
 async def login_submit(
-    request: Request, settings: SettingsDep, db: SessionDep, signin: SignInDep,
+    request: Request,
+    settings: SettingsDep,
+    db: SessionDep,
+    signin: SignInDep,
     email: Annotated[str, Form(max_length=320)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
     csrf: Annotated[str, Form(max_length=200)] = "",
@@ -57,34 +73,48 @@ async def login_submit(
 ) -> Response:
     target = safe_return_to(settings, return_to)
     if not csrf_ok(request, settings, csrf):
-        return _login(request, target, email, "This form has expired. Please try again.",
-                      status_code=400)
+        return _login(request, target, email, "This form has expired. Please try again.", status_code=400)
     result = await signin.password(email, password, client_ip(request))
     if result.outcome == "throttled":
         minutes = math.ceil((result.retry_after or 60) / 60)
-        return _login(request, target, email, f"Too many sign-in attempts from your network. "
-                      f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
-                      status_code=429)
+        return _login(
+            request,
+            target,
+            email,
+            f"Too many sign-in attempts from your network. "
+            f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+            status_code=429,
+        )
     if result.outcome != "signed_in" and result.outcome != "needs_totp":
         return _login(request, target, email, REFUSED, status_code=401)
     assert result.account is not None
     sessions = Sessions(settings, db)
     await sessions.revoke(read_cookie(request, settings, SIGNIN_SESSION))
     if result.outcome == "needs_totp":
-        pending = await sessions.create("mfa", result.account.staff_id, MFA_WINDOW,
-                                        data={"return_to": target or "", "attempts": 0})
+        pending = await sessions.create(
+            "mfa", result.account.staff_id, MFA_WINDOW, data={"return_to": target or "", "attempts": 0}
+        )
         response = redirect("/sso/login/mfa")
         set_cookie(response, settings, PENDING_MFA, pending, max_age=MFA_WINDOW)
         return response
-    return await _signed_in(request, settings, sessions, result.account.staff_id, target,
-                            "password")
+    return await _signed_in(request, settings, sessions, result.account.staff_id, target, "password")
 
 
-async def _signed_in(request: Request, settings: SettingsDep, sessions: Sessions,
-                     staff_id: object, target: str | None, method: str) -> Response:
+async def _signed_in(
+    request: Request,
+    settings: SettingsDep,
+    sessions: Sessions,
+    staff_id: object,
+    target: str | None,
+    method: str,
+) -> Response:
     # A brand-new id at every sign-in: nothing set before it can be fixed on the person.
-    session_id = await sessions.create("signin", staff_id, settings.session_max_ttl,  # type: ignore[arg-type]
-                                       data={"method": method})
+    session_id = await sessions.create(
+        "signin",
+        staff_id,  # type: ignore[arg-type]
+        settings.session_max_ttl,
+        data={"method": method},
+    )
     response = redirect(target or "/sso/account")
     set_cookie(response, settings, SIGNIN_SESSION, session_id, max_age=settings.session_max_ttl)
     clear_cookie(response, settings, PENDING_MFA)
@@ -101,7 +131,10 @@ async def mfa_page(request: Request, settings: SettingsDep, db: SessionDep) -> R
 
 @router.post("/login/mfa", response_class=HTMLResponse)
 async def mfa_submit(
-    request: Request, settings: SettingsDep, db: SessionDep, signin: SignInDep,
+    request: Request,
+    settings: SettingsDep,
+    db: SessionDep,
+    signin: SignInDep,
     code: Annotated[str, Form(max_length=20)] = "",
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
@@ -111,35 +144,45 @@ async def mfa_submit(
     if pending is None:
         return redirect("/sso/login?notice=expired")
     if not csrf_ok(request, settings, csrf):
-        return render_page(request, "login_mfa", status_code=400,
-                           message="This form has expired. Please try again.")
+        return render_page(
+            request, "login_mfa", status_code=400, message="This form has expired. Please try again."
+        )
     digits = six_digits(code)
     if digits is None:  # not a code at all: said so, and not counted as an attempt
-        return render_page(request, "login_mfa", status_code=400,
-                           message="Enter the 6-digit code from your authenticator app.")
+        return render_page(
+            request,
+            "login_mfa",
+            status_code=400,
+            message="Enter the 6-digit code from your authenticator app.",
+        )
     attempts = int(pending.row.data.get("attempts", 0))
     result = await signin.totp(pending.row.staff_id, digits, client_ip(request), attempts)
     if result.outcome == "signed_in":
         await sessions.revoke(pending_id)
         target = safe_return_to(settings, str(pending.row.data.get("return_to") or ""))
-        return await _signed_in(request, settings, sessions, pending.row.staff_id, target,
-                                "totp")
+        return await _signed_in(request, settings, sessions, pending.row.staff_id, target, "totp")
     if result.outcome == "restart" or attempts + 1 >= MFA_ATTEMPTS:
         await sessions.revoke(pending_id)
-        response = _login(request, None, message="Too many incorrect codes. Please sign in again.",
-                          status_code=401)
+        response = _login(
+            request, None, message="Too many incorrect codes. Please sign in again.", status_code=401
+        )
         clear_cookie(response, settings, PENDING_MFA)
         return response
     pending.row.data = {**pending.row.data, "attempts": attempts + 1}
-    return render_page(request, "login_mfa", status_code=401, message=(
-        "That code didn't match, or it was already used. Enter the newest code from your "
-        "authenticator app."))
+    return render_page(
+        request,
+        "login_mfa",
+        status_code=401,
+        message=(
+            "That code didn't match, or it was already used. Enter the newest code from your "
+            "authenticator app."
+        ),
+    )
 
 
 @router.get("/account", response_class=HTMLResponse)
 async def account_page(request: Request, settings: SettingsDep, db: SessionDep) -> Response:
-    current = await Sessions(settings, db).signed_in(
-        read_cookie(request, settings, SIGNIN_SESSION))
+    current = await Sessions(settings, db).signed_in(read_cookie(request, settings, SIGNIN_SESSION))
     if current is None or current.staff is None:
         had_session = read_cookie(request, settings, SIGNIN_SESSION) is not None
         return redirect("/sso/login?notice=expired" if had_session else "/sso/login")
@@ -147,8 +190,9 @@ async def account_page(request: Request, settings: SettingsDep, db: SessionDep) 
 
 
 @router.post("/logout", response_class=HTMLResponse)
-async def logout(request: Request, settings: SettingsDep, db: SessionDep,
-                 csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
+async def logout(
+    request: Request, settings: SettingsDep, db: SessionDep, csrf: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
     if not csrf_ok(request, settings, csrf):
         return redirect("/sso/account")
     sessions = Sessions(settings, db)
@@ -156,8 +200,14 @@ async def logout(request: Request, settings: SettingsDep, db: SessionDep,
     current = await sessions.get(session_id, "signin")
     await sessions.revoke(session_id)
     if current is not None and current.row.staff_id is not None:
-        audit.record(db, actor=f"staff:{current.row.staff_id}", action="sign_out",
-                     outcome="success", target=str(current.row.staff_id), ip=client_ip(request))
+        audit.record(
+            db,
+            actor=f"staff:{current.row.staff_id}",
+            action="sign_out",
+            outcome="success",
+            target=str(current.row.staff_id),
+            ip=client_ip(request),
+        )
     response = redirect("/sso/login?notice=signed_out")
     clear_cookie(response, settings, SIGNIN_SESSION)
     return response

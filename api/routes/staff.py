@@ -27,11 +27,20 @@ from api.services.accounts import AccountAdmin
 
 ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "The request body could not be parsed"},
-    401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
-    429: {"model": ErrorBody, "description": "Rate limited: too many requests with this key, "
-          "failed key checks from this address, or emails to this person",
-          "headers": {"Retry-After": {"description": "Seconds to wait before trying again",
-                                      "schema": {"type": "integer", "minimum": 1}}}},
+    401: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    429: {
+        "model": ErrorBody,
+        "description": "Rate limited: too many requests with this key, "
+        "failed key checks from this address, or emails to this person",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    },
     503: {"model": ErrorBody},
 }
 
@@ -55,15 +64,21 @@ async def list_staff(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     # Bounded: an offset past what the database's integers hold would be a 500, not a page.
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    q: Annotated[str | None, Query(max_length=100, pattern=NO_CONTROL_CHARACTERS,
-                                   description="Name or email contains")] = None,
+    q: Annotated[
+        str | None, Query(max_length=100, pattern=NO_CONTROL_CHARACTERS, description="Name or email contains")
+    ] = None,
 ) -> StaffPage:
     rows, total = await staff_service.list_staff(session, limit, offset, q)
     items = [
-        StaffListItem(**StaffPublic.model_validate(v.staff).model_dump(),
-                      sso_state=v.state, link_expires_at=v.link_expires_at,  # type: ignore[arg-type]
-                      mfa_enabled=v.mfa_enabled, entra_linked=v.entra_linked, locked=v.locked,
-                      has_password=v.has_password)
+        StaffListItem(
+            **StaffPublic.model_validate(v.staff).model_dump(),
+            sso_state=v.state,  # type: ignore[arg-type]
+            link_expires_at=v.link_expires_at,
+            mfa_enabled=v.mfa_enabled,
+            entra_linked=v.entra_linked,
+            locked=v.locked,
+            has_password=v.has_password,
+        )
         for v in rows
     ]
     return StaffPage(items=items, total=total, limit=limit, offset=offset)
@@ -74,8 +89,7 @@ async def get_staff(staff_id: uuid.UUID, session: SessionDep, _actor: AdminDep) 
     return StaffPublic.model_validate(await staff_service.get_staff(session, staff_id))
 
 
-@router.post("/{staff_id}/sso-email", status_code=status.HTTP_202_ACCEPTED,
-             response_model=SsoEmailSent)
+@router.post("/{staff_id}/sso-email", status_code=status.HTTP_202_ACCEPTED, response_model=SsoEmailSent)
 async def send_sso_email(
     staff_id: uuid.UUID, request: Request, onboarding: OnboardingDep, actor: AdminDep
 ) -> SsoEmailSent:
@@ -101,9 +115,7 @@ async def revoke_sessions(
 
 
 @router.post("/{staff_id}/unlock", response_model=Unlocked)
-async def unlock(
-    staff_id: uuid.UUID, request: Request, session: SessionDep, actor: AdminDep
-) -> Unlocked:
+async def unlock(staff_id: uuid.UUID, request: Request, session: SessionDep, actor: AdminDep) -> Unlocked:
     """Lift a sign-in lock and clear the failure count."""
     await AccountAdmin(session).unlock(staff_id, actor, client_ip(request))
     return Unlocked(failed_sign_ins=0, locked_until=None)

@@ -24,8 +24,15 @@ class AccountAdmin:
     async def revoke_sessions(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> int:
         staff = await get_staff(self.db, staff_id)
         count = await revoke_sessions(self.db, staff.id, utcnow())
-        audit.record(self.db, actor=actor, action="sessions.revoke", outcome="success",
-                     target=str(staff.id), ip=ip, sessions_revoked=count)
+        audit.record(
+            self.db,
+            actor=actor,
+            action="sessions.revoke",
+            outcome="success",
+            target=str(staff.id),
+            ip=ip,
+            sessions_revoked=count,
+        )
         await self.db.flush()
         return count
 
@@ -34,14 +41,23 @@ class AccountAdmin:
         account = await account_for(self.db, staff.id)
         if account is None:
             raise NotFound("This person has no Single Sign-On account yet")
-        was = {"failed_sign_ins": account.failed_sign_ins,
-               "locked_until": account.locked_until.isoformat() if account.locked_until else None}
+        was = {
+            "failed_sign_ins": account.failed_sign_ins,
+            "locked_until": account.locked_until.isoformat() if account.locked_until else None,
+        }
         account.failed_sign_ins = 0
         account.locked_until = None
         # The caps on wrong reset codes too: reset emails carry codes again.
         was["wrong_reset_codes"] = await clear_wrong_reset_codes(self.db, str(account.id))
-        audit.record(self.db, actor=actor, action="account.unlock", outcome="success",
-                     target=str(staff.id), ip=ip, **was)
+        audit.record(
+            self.db,
+            actor=actor,
+            action="account.unlock",
+            outcome="success",
+            target=str(staff.id),
+            ip=ip,
+            **was,
+        )
         await self.db.flush()
 
     async def unlink_entra(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> EntraLink:
@@ -53,8 +69,16 @@ class AccountAdmin:
             raise NotFound("This person has no linked Microsoft account")
         await self.db.delete(link)
         count = await revoke_sessions(self.db, staff.id, utcnow())
-        audit.record(self.db, actor=actor, action="entra.unlinked", outcome="success",
-                     target=str(staff.id), ip=ip, tenant_id=link.tenant_id,
-                     object_id=link.object_id, sessions_revoked=count)
+        audit.record(
+            self.db,
+            actor=actor,
+            action="entra.unlinked",
+            outcome="success",
+            target=str(staff.id),
+            ip=ip,
+            tenant_id=link.tenant_id,
+            object_id=link.object_id,
+            sessions_revoked=count,
+        )
         await self.db.flush()
         return link

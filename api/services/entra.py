@@ -53,11 +53,10 @@ REFUSALS = {
     "state_mismatch": "This sign-in didn't start in this browser. Please start again.",
     "cancelled": "The sign-in with Microsoft was cancelled.",
     "provider_error": "Microsoft didn't complete the sign-in. Please start again.",
-    "unlinked": "This Microsoft account isn't linked to an agentOS staff login; ask your "
-                "administrator.",
+    "unlinked": "This Microsoft account isn't linked to an agentOS staff login; ask your administrator.",
     "account_disabled": "Your staff login is disabled. Ask your administrator.",
     "session_ended": "Your session ended before the Microsoft account could be linked. Sign in "
-                     "and try again.",
+    "and try again.",
 }
 
 
@@ -100,13 +99,23 @@ class EntraSignOn:
             request = await self.provider.authorization_request()
         except EntraUnavailable as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
-        secrets_blob = json.dumps({"state": request.state, "nonce": request.nonce,
-                                   "verifier": request.code_verifier}).encode()
+        secrets_blob = json.dumps(
+            {"state": request.state, "nonce": request.nonce, "verifier": request.code_verifier}
+        ).encode()
         session_id = await Sessions(self.settings, self.db).create(
-            PURPOSE, start.staff_id, START_TTL, workflow_id=start.setup_workflow_id, data={
-                "intent": start.intent, "via": start.via, "link_id": start.link_id,
-                "setup_run_id": start.setup_run_id, "return_to": start.return_to,
-                "sealed": self._keyring.seal(secrets_blob, PURPOSE.encode())})
+            PURPOSE,
+            start.staff_id,
+            START_TTL,
+            workflow_id=start.setup_workflow_id,
+            data={
+                "intent": start.intent,
+                "via": start.via,
+                "link_id": start.link_id,
+                "setup_run_id": start.setup_run_id,
+                "return_to": start.return_to,
+                "sealed": self._keyring.seal(secrets_blob, PURPOSE.encode()),
+            },
+        )
         await self.db.flush()
         return request.url, session_id
 
@@ -119,8 +128,15 @@ class EntraSignOn:
             await sessions.revoke(session_id)
         return pending
 
-    async def finish(self, pending: Current | None, state: str, code: str, error: str,
-                     ip: str | None, signed_in: Current | None) -> EntraResult:
+    async def finish(
+        self,
+        pending: Current | None,
+        state: str,
+        code: str,
+        error: str,
+        ip: str | None,
+        signed_in: Current | None,
+    ) -> EntraResult:
         """`pending` is what `claim` returned (and the caller committed)."""
         try:
             result = await self._finish(pending, state, code, error, ip, signed_in)
@@ -130,14 +146,20 @@ class EntraSignOn:
         metrics.sign_in(f"entra_{result.kind}", result.reason)
         return result
 
-    async def _finish(self, pending: Current | None, state: str, code: str, error: str,
-                      ip: str | None, signed_in: Current | None) -> EntraResult:
+    async def _finish(
+        self,
+        pending: Current | None,
+        state: str,
+        code: str,
+        error: str,
+        ip: str | None,
+        signed_in: Current | None,
+    ) -> EntraResult:
         if pending is None:
             return refused("expired")
         data = pending.row.data
         try:
-            opened = json.loads(self._keyring.unseal(str(data.get("sealed", "")),
-                                                     PURPOSE.encode()))
+            opened = json.loads(self._keyring.unseal(str(data.get("sealed", "")), PURPOSE.encode()))
         except (DecryptionError, ValueError):
             return refused("expired")
         if error:
@@ -148,8 +170,7 @@ class EntraSignOn:
             return refused("state_mismatch")
         if not code or len(code) > 4096:
             return refused("provider_error")
-        grant = Grant(code=code, code_verifier=str(opened["verifier"]),
-                      nonce=str(opened["nonce"]))
+        grant = Grant(code=code, code_verifier=str(opened["verifier"]), nonce=str(opened["nonce"]))
         return_to = data.get("return_to")
         if data.get("intent") == "link":
             return await self._link(pending, grant, ip, signed_in)
@@ -174,14 +195,16 @@ class EntraSignOn:
             return refused(exc.reason, exc.message)
         except EntraUnavailable as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
-        link = await self.db.scalar(select(EntraLink).where(
-            EntraLink.tenant_id == identity.tenant_id, EntraLink.object_id == identity.object_id))
+        link = await self.db.scalar(
+            select(EntraLink).where(
+                EntraLink.tenant_id == identity.tenant_id, EntraLink.object_id == identity.object_id
+            )
+        )
         if link is None:
             self._audit_signin_failure(None, ip, "unlinked", tenant_id=identity.tenant_id)
             await self.db.flush()
             return refused("unlinked")
-        account = await self.db.scalar(select(SsoAccount).where(
-            SsoAccount.staff_id == link.staff_id))
+        account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == link.staff_id))
         if account is not None and account.status == AccountStatus.disabled.value:
             self._audit_signin_failure(link.staff_id, ip, "account_disabled")
             await self.db.flush()
@@ -190,21 +213,38 @@ class EntraSignOn:
         link.last_sign_in_at = now
         if account is not None:
             account.last_sign_in_at = now
-        audit.record(self.db, actor=f"staff:{link.staff_id}", action="sign_in.success",
-                     outcome="success", target=str(link.staff_id), ip=ip, method="entra")
+        audit.record(
+            self.db,
+            actor=f"staff:{link.staff_id}",
+            action="sign_in.success",
+            outcome="success",
+            target=str(link.staff_id),
+            ip=ip,
+            method="entra",
+        )
         await self.db.flush()
         return EntraResult("signed_in", staff_id=link.staff_id)
 
-    def _audit_signin_failure(self, staff_id: uuid.UUID | None, ip: str | None, reason: str,
-                              **details: Any) -> None:
-        audit.record(self.db, actor=f"ip:{ip}", action="sign_in.failed", outcome="failure",
-                     target=str(staff_id) if staff_id else None, ip=ip, reason=reason,
-                     method="entra", **details)
+    def _audit_signin_failure(
+        self, staff_id: uuid.UUID | None, ip: str | None, reason: str, **details: Any
+    ) -> None:
+        audit.record(
+            self.db,
+            actor=f"ip:{ip}",
+            action="sign_in.failed",
+            outcome="failure",
+            target=str(staff_id) if staff_id else None,
+            ip=ip,
+            reason=reason,
+            method="entra",
+            **details,
+        )
 
     # -- linking --------------------------------------------------------------------------
 
-    async def _link(self, pending: Current, grant: Grant, ip: str | None,
-                    signed_in: Current | None) -> EntraResult:
+    async def _link(
+        self, pending: Current, grant: Grant, ip: str | None, signed_in: Current | None
+    ) -> EntraResult:
         data = pending.row.data
         staff_id = pending.row.staff_id
         via = str(data.get("via") or "")
@@ -215,41 +255,51 @@ class EntraSignOn:
             return refused("session_ended")
         workflow_id = link_workflow_id(str(staff_id))
         request = LinkRequest(
-            sealed_grant=seal(self.settings.seal_public_key, grant.to_json(),
-                              entra_context(workflow_id)),
-            via=via, actor=f"staff:{staff_id}", ip=ip,
-            link_id=data.get("link_id"), setup_workflow_id=pending.row.workflow_id,
-            setup_run_id=data.get("setup_run_id"))
+            sealed_grant=seal(self.settings.seal_public_key, grant.to_json(), entra_context(workflow_id)),
+            via=via,
+            actor=f"staff:{staff_id}",
+            ip=ip,
+            link_id=data.get("link_id"),
+            setup_workflow_id=pending.row.workflow_id,
+            setup_run_id=data.get("setup_run_id"),
+        )
         async with metrics.timed_step("entra_link") as timing:
             outcome = await self._drive_link(staff_id, workflow_id, request)
             timing.outcome = "ok" if outcome.ok else "rejected"
         if not outcome.ok:
             return refused(outcome.reason or "provider_error", outcome.message)
-        return EntraResult("linked", staff_id=staff_id, account=outcome.email or outcome.name,
-                           via=via)
+        return EntraResult("linked", staff_id=staff_id, account=outcome.email or outcome.name, via=via)
 
-    async def _drive_link(self, staff_id: uuid.UUID, workflow_id: str,
-                          request: LinkRequest) -> LinkOutcome:
+    async def _drive_link(self, staff_id: uuid.UUID, workflow_id: str, request: LinkRequest) -> LinkOutcome:
         # The link verifies with Microsoft first: it may take longer than a page step.
-        flows = FlowClient(self.temporal, LINK_TIMEOUT, self.settings.task_queue,
-                           connect_timeout=self.settings.step_timeout.total_seconds())
+        flows = FlowClient(
+            self.temporal,
+            LINK_TIMEOUT,
+            self.settings.task_queue,
+            connect_timeout=self.settings.step_timeout.total_seconds(),
+        )
         try:
             result: LinkOutcome = await flows.update_with_start(
-                EntraLinkWorkflow.link, request, run=EntraLinkWorkflow.run,
-                start_arg=EntraLinkInput(staff_id=str(staff_id),
-                                         email_retry=email_retry(self.settings)),
+                EntraLinkWorkflow.link,
+                request,
+                run=EntraLinkWorkflow.run,
+                start_arg=EntraLinkInput(staff_id=str(staff_id), email_retry=email_retry(self.settings)),
                 id=workflow_id,
                 search_attributes=[
                     SearchAttributePair(SSO_STEP, "verifying"),
-                    SearchAttributePair(SSO_STAFF_ID, str(staff_id))],
-                static_summary=f"Microsoft Entra link for staff {staff_id}")
+                    SearchAttributePair(SSO_STAFF_ID, str(staff_id)),
+                ],
+                static_summary=f"Microsoft Entra link for staff {staff_id}",
+            )
             return result
         except StepRefused as refused:
-            return LinkOutcome(ok=False, reason="provider_error",
-                               message=refused.message or REFUSALS["provider_error"])
+            return LinkOutcome(
+                ok=False, reason="provider_error", message=refused.message or REFUSALS["provider_error"]
+            )
         except StepFailed as failed:
-            return LinkOutcome(ok=False, reason="provider_error",
-                               message=failed.cause_message or REFUSALS["provider_error"])
+            return LinkOutcome(
+                ok=False, reason="provider_error", message=failed.cause_message or REFUSALS["provider_error"]
+            )
         except FlowEnded as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 

@@ -94,43 +94,66 @@ class FlowClient:
         """A running flow of the workflow `run` belongs to (connects first: unavailable when
         Temporal is down)."""
         client = await self.connect()
-        return Flow(client.get_workflow_handle_for(run, workflow_id, run_id=run_id),
-                    self.timeout)
+        return Flow(client.get_workflow_handle_for(run, workflow_id, run_id=run_id), self.timeout)
 
-    async def start(self, run: Run, arg: object, *, id: str,
-                    search_attributes: list[SearchAttributePair[Any]],
-                    static_summary: str, static_details: str | None = None) -> None:
+    async def start(
+        self,
+        run: Run,
+        arg: object,
+        *,
+        id: str,
+        search_attributes: list[SearchAttributePair[Any]],
+        static_summary: str,
+        static_details: str | None = None,
+    ) -> None:
         """Start a flow that must not be running yet: WorkflowAlreadyStartedError when it is."""
         client = await self.connect()
         try:
             async with asyncio.timeout(self.timeout):
                 await client.start_workflow(
-                    run, arg, id=id, task_queue=self.task_queue,
+                    run,
+                    arg,
+                    id=id,
+                    task_queue=self.task_queue,
                     task_timeout=WORKFLOW_TASK_TIMEOUT,
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                     search_attributes=TypedSearchAttributes(search_attributes),
-                    static_summary=static_summary, static_details=static_details)
+                    static_summary=static_summary,
+                    static_details=static_details,
+                )
         except (RPCError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
-    async def update_with_start(self, update: Update, arg: object, *, run: Run,
-                                start_arg: object, id: str,
-                                search_attributes: list[SearchAttributePair[Any]],
-                                static_summary: str) -> Any:
+    async def update_with_start(
+        self,
+        update: Update,
+        arg: object,
+        *,
+        run: Run,
+        start_arg: object,
+        id: str,
+        search_attributes: list[SearchAttributePair[Any]],
+        static_summary: str,
+    ) -> Any:
         """Step the running flow under `id`, starting it first when none runs. A run under
         that id that cannot be ours is ended first (see `clear_forged_run`)."""
         client = await self.connect()
         start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            run, start_arg, id=id, task_queue=self.task_queue,
+            run,
+            start_arg,
+            id=id,
+            task_queue=self.task_queue,
             task_timeout=WORKFLOW_TASK_TIMEOUT,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=TypedSearchAttributes(search_attributes),
-            static_summary=static_summary)
+            static_summary=static_summary,
+        )
         async with _step_errors():
             async with asyncio.timeout(self.timeout):
                 await clear_forged_run(client, id, workflow_type(run), self.task_queue)
                 return await client.execute_update_with_start_workflow(
-                    update, arg, start_workflow_operation=start)
+                    update, arg, start_workflow_operation=start
+                )
 
     async def end(self, workflow_id: str, run: Run, update: Update, arg: object) -> Any | None:
         """Ask the running flow to end and wait until it has: its update's answer, or None
@@ -151,8 +174,7 @@ class FlowClient:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return None
             raise ServiceUnavailable(UNAVAILABLE) from exc
-        except (WorkflowFailureError, TimeoutError,
-                WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+        except (WorkflowFailureError, TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
 
     async def round_trip(self, workflow_id: str) -> None:
@@ -214,8 +236,9 @@ class _StepErrors:
     async def __aenter__(self) -> None:
         return None
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        _tb: object) -> bool:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> bool:
         if exc is None:
             return False
         if isinstance(exc, WorkflowUpdateFailedError):

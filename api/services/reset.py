@@ -75,8 +75,7 @@ class ResetSteps:
         address = email.strip().lower()
         if not address or "\x00" in address:  # no address holds NUL (PostgreSQL text can't)
             return None
-        account = await self.db.scalar(select(SsoAccount).where(
-            SsoAccount.login_email == address))
+        account = await self.db.scalar(select(SsoAccount).where(SsoAccount.login_email == address))
         return account if account and account.status == AccountStatus.active.value else None
 
     def browser_key(self, browser_id: str) -> str:
@@ -91,8 +90,9 @@ class ResetSteps:
         """Past the day's cap on wrong codes: reset emails carry a link, not a code."""
         return await codes_stopped(self.db, self._caps(subject, ""), utcnow())
 
-    async def request_code(self, account: SsoAccount | None, email: str, ip: str | None,
-                           browser: str, links_only: bool) -> str:
+    async def request_code(
+        self, account: SsoAccount | None, email: str, ip: str | None, browser: str, links_only: bool
+    ) -> str:
         """Start the reset flow, or ask the open one for a new code for this browser. A refusal
         (too soon, too many) is not shown here: the answer to this form is the same for every
         address. Returns what happened, for the audit log only."""
@@ -109,13 +109,15 @@ class ResetSteps:
                 result: StepResult = await flows.update_with_start(
                     PasswordResetWorkflow.request_code,
                     CodeRequest(ip=ip, browser=browser, links_only=links_only),
-                    run=PasswordResetWorkflow.run, start_arg=self._input(account),
+                    run=PasswordResetWorkflow.run,
+                    start_arg=self._input(account),
                     id=workflow_id,
                     search_attributes=[
                         SearchAttributePair(SSO_STEP, "code_requested"),
                         SearchAttributePair(SSO_STAFF_ID, str(account.staff_id)),
                     ],
-                    static_summary=f"Password reset for staff {account.staff_id}")
+                    static_summary=f"Password reset for staff {account.staff_id}",
+                )
                 if result.message == LINK_SENT:
                     outcome = "link_sent"
             except (StepRefused, StepFailed):
@@ -129,12 +131,10 @@ class ResetSteps:
         """Too many requests from this address: refused before any look-up."""
         self._audit_request("reset.requested", "rate_limited", None, ip)
 
-    def _audit_request(self, action: str, outcome: str, target: str | None,
-                       ip: str | None) -> None:
+    def _audit_request(self, action: str, outcome: str, target: str | None, ip: str | None) -> None:
         """Recorded for every address alike (the caller commits); nothing of it reaches the
         page."""
-        audit.record(self.db, actor=f"ip:{ip}", action=action, outcome=outcome, target=target,
-                     ip=ip)
+        audit.record(self.db, actor=f"ip:{ip}", action=action, outcome=outcome, target=target, ip=ip)
 
     async def _stand_in_request(self, email: str) -> None:
         """Comparable work to the real thing: one round trip to Temporal."""
@@ -144,19 +144,20 @@ class ResetSteps:
     def stand_in_id(self, email: str) -> str:
         """What stands in for a flow id for an address without an account (keyed, so the
         table does not list the addresses people tried)."""
-        return STAND_IN_PREFIX + code_digest(self._secret, "standin", "reset",
-                                             email.strip().lower())[-40:]
+        return STAND_IN_PREFIX + code_digest(self._secret, "standin", "reset", email.strip().lower())[-40:]
 
-    async def stand_in_state(self, stand_in_id: str, browser: str,
-                             links_only: bool) -> dict[str, Any]:
+    async def stand_in_state(self, stand_in_id: str, browser: str, links_only: bool) -> dict[str, Any]:
         """Like asking the open flow for a code again from this browser: this browser's clock
         and code, throttled exactly as a flow throttles a browser; the "flow" (what the
         per-flow cap counts) lasts while requests for the address keep coming."""
-        rows = (await self.db.scalars(
-            # Revoked ones count too: the clock belongs to the browser, not to a session.
-            select(BrowserSession).where(BrowserSession.workflow_id == stand_in_id,
-                                         BrowserSession.expires_at > utcnow())
-            .order_by(BrowserSession.created_at.desc()))).all()
+        rows = (
+            await self.db.scalars(
+                # Revoked ones count too: the clock belongs to the browser, not to a session.
+                select(BrowserSession)
+                .where(BrowserSession.workflow_id == stand_in_id, BrowserSession.expires_at > utcnow())
+                .order_by(BrowserSession.created_at.desc())
+            )
+        ).all()
         now = utcnow()
         flow = (rows[0].data.get("flow") if rows else None) or f"{stand_in_id}-{uuid.uuid4()}"
         stopped = any(r.data.get("stopped") and r.data.get("flow") == flow for r in rows)
@@ -167,12 +168,12 @@ class ResetSteps:
         data = dict(mine.data)
         sends = int(data.get("sends", 1))
         last = datetime.fromisoformat(data["last_request"]) if data.get("last_request") else None
-        throttled = (sends - 1 >= self.settings.code_max_resends or (
-            last is not None and now < last + self.settings.code_resend_interval))
+        throttled = sends - 1 >= self.settings.code_max_resends or (
+            last is not None and now < last + self.settings.code_resend_interval
+        )
         if throttled:
             return {**data, **shared}
-        return {**data, "sends": sends + 1, "last_request": now.isoformat(), "failures": 0,
-                **shared}
+        return {**data, "sends": sends + 1, "last_request": now.isoformat(), "failures": 0, **shared}
 
     async def resend(self, current: Current, ip: str | None) -> str:
         """The notice for the page (sent, or why not). Audited for every address alike."""
@@ -188,7 +189,8 @@ class ResetSteps:
             try:
                 result: StepResult = await flow.update(
                     PasswordResetWorkflow.request_code,
-                    CodeRequest(ip=ip, browser=self._browser(current), links_only=links_only))
+                    CodeRequest(ip=ip, browser=self._browser(current), links_only=links_only),
+                )
             except StepRefused as refused:
                 timing.outcome = "refused"
                 self._audit_request("reset.resend", "refused", target, ip)
@@ -201,8 +203,9 @@ class ResetSteps:
         self._audit_request("reset.resend", "link_sent" if sent_link else "sent", target, ip)
         return LINK_SENT if sent_link else NEW_CODE_SENT
 
-    async def reset(self, current: Current, code: str, password: str, totp: str,
-                    ip: str | None, submission: str) -> StepResult:
+    async def reset(
+        self, current: Current, code: str, password: str, totp: str, ip: str | None, submission: str
+    ) -> StepResult:
         """Both kinds of session take the same steps up to the flow: the code's digest and the
         sealed password (and authenticator code), then one round trip to Temporal; a wrong
         code is then counted against the same caps."""
@@ -213,7 +216,9 @@ class ResetSteps:
             code_digest=code_digest(self._secret, RESET_PURPOSE, workflow_id, code),
             sealed_password=seal(public, password.encode(), password_context(workflow_id)),
             sealed_totp=seal(public, totp.encode(), totp_context(workflow_id)) if totp else None,
-            ip=ip, browser=self._browser(current))
+            ip=ip,
+            browser=self._browser(current),
+        )
         if is_stand_in(current):
             await self._stand_in_round_trip(current)
             return await self._stand_in_reset(current, submission)
@@ -227,14 +232,16 @@ class ResetSteps:
         """The reset link behind this token, while it can still be used."""
         if not token or len(token) > 128:
             return None
-        link = await self.db.scalar(select(ResetLink).where(
-            ResetLink.token_hash == reset_link_hash(self._secret, token)))
+        link = await self.db.scalar(
+            select(ResetLink).where(ResetLink.token_hash == reset_link_hash(self._secret, token))
+        )
         if link is None or link.consumed_at is not None or link.expires_at <= utcnow():
             return None
         return link
 
-    async def reset_with_link(self, token: str, password: str, totp: str, ip: str | None,
-                              submission: str) -> StepResult:
+    async def reset_with_link(
+        self, token: str, password: str, totp: str, ip: str | None, submission: str
+    ) -> StepResult:
         """The flow changes the password; its activity consumes the link in the same
         transaction, so a link works once however often the form is sent."""
         link = await self.link_usable(token)
@@ -243,21 +250,25 @@ class ResetSteps:
         workflow_id = link.workflow_id
         public = self.settings.seal_public_key
         request = ResetRequest(
-            code_digest="", link_digest=link.token_hash,
+            code_digest="",
+            link_digest=link.token_hash,
             sealed_password=seal(public, password.encode(), password_context(workflow_id)),
             sealed_totp=seal(public, totp.encode(), totp_context(workflow_id)) if totp else None,
-            ip=ip)
+            ip=ip,
+        )
         flow = await self._flows.flow(PasswordResetWorkflow.run, workflow_id)
         async with metrics.timed_step("reset") as timing:
             result = await self._reset(flow, workflow_id, request, submission)
             timing.outcome = "ok" if result.ok else "rejected"
         return result
 
-    async def _reset(self, flow: Flow, workflow_id: str, request: ResetRequest,
-                     submission: str) -> StepResult:
+    async def _reset(
+        self, flow: Flow, workflow_id: str, request: ResetRequest, submission: str
+    ) -> StepResult:
         try:
-            result: StepResult = await flow.update(PasswordResetWorkflow.reset_password,
-                                                   request, id=f"reset-{submission[:64]}")
+            result: StepResult = await flow.update(
+                PasswordResetWorkflow.reset_password, request, id=f"reset-{submission[:64]}"
+            )
             return result
         except StepRefused as refused:
             return StepResult(ok=False, step="", message=refused.message)
@@ -272,8 +283,7 @@ class ResetSteps:
             return None
         flow = await self._flow(current)
         try:
-            progress: ResetProgress = await flow.query(PasswordResetWorkflow.progress,
-                                                       self._browser(current))
+            progress: ResetProgress = await flow.query(PasswordResetWorkflow.progress, self._browser(current))
             return progress
         except (FlowEnded, ServiceUnavailable):
             return None
@@ -302,19 +312,17 @@ class ResetSteps:
             return "You've asked for the most new codes we can send."
         if last is not None and now < last + interval:
             seconds = max(1, int((last + interval - now).total_seconds() + 0.999))
-            return (f"You can ask for a new code in {seconds} second"
-                    f"{'s' if seconds != 1 else ''}.")
+            return f"You can ask for a new code in {seconds} second{'s' if seconds != 1 else ''}."
         stopped = links_only or await self._stand_in_stopped(current)
-        current.row.data = {**data, "sends": sends + 1, "last_request": now.isoformat(),
-                            "failures": 0}
+        current.row.data = {**data, "sends": sends + 1, "last_request": now.isoformat(), "failures": 0}
         return LINK_SENT if stopped else NEW_CODE_SENT
 
     async def _stand_in_stopped(self, current: Current) -> bool:
         """Whether any browser of this address's "flow" reached a cap (as a flow knows)."""
         data = current.row.data
         return bool(data.get("stopped")) or await codes_stopped(
-            self.db, self._caps(self._subject_of(current), str(data.get("flow", ""))),
-            utcnow())
+            self.db, self._caps(self._subject_of(current), str(data.get("flow", ""))), utcnow()
+        )
 
     async def _stand_in_reset(self, current: Current, submission: str) -> StepResult:
         data = dict(current.row.data)
@@ -334,17 +342,24 @@ class ResetSteps:
         else:
             failures += 1
             left = CODE_ATTEMPTS - failures
-            counted = await count_wrong_code(self.db, self._caps(
-                self._subject_of(current), str(data.get("flow", ""))), now)
+            counted = await count_wrong_code(
+                self.db, self._caps(self._subject_of(current), str(data.get("flow", ""))), now
+            )
             if counted.stopped:
                 data["stopped"] = True
                 message = CODES_STOPPED
             else:
-                message = (f"Incorrect code, {left} attempt{'s' if left != 1 else ''} left"
-                           if left else "Incorrect code. This code can no longer be used; "
-                           "click Send a new code.")
-        current.row.data = {**data, "failures": failures, "last_submission": submission,
-                            "last_answer": message}
+                message = (
+                    f"Incorrect code, {left} attempt{'s' if left != 1 else ''} left"
+                    if left
+                    else "Incorrect code. This code can no longer be used; click Send a new code."
+                )
+        current.row.data = {
+            **data,
+            "failures": failures,
+            "last_submission": submission,
+            "last_answer": message,
+        }
         return StepResult(ok=False, step="code_sent", message=message)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -352,18 +367,23 @@ class ResetSteps:
     def _input(self, account: SsoAccount) -> PasswordResetInput:
         s = self.settings
         return PasswordResetInput(
-            account_id=str(account.id), staff_id=str(account.staff_id),
+            account_id=str(account.id),
+            staff_id=str(account.staff_id),
             email_retry=email_retry(s),
             code_ttl_seconds=int(s.code_ttl.total_seconds()),
             code_resend_interval_seconds=int(s.code_resend_interval.total_seconds()),
-            code_max_resends=s.code_max_resends, ttl_seconds=int(s.reset_ttl.total_seconds()),
+            code_max_resends=s.code_max_resends,
+            ttl_seconds=int(s.reset_ttl.total_seconds()),
             wrong_code_flow_limit=s.reset_wrong_code_flow_limit,
             wrong_code_day_limit=s.reset_wrong_code_day_limit,
-            link_ttl_seconds=int(s.reset_link_ttl.total_seconds()), per_browser=True)
+            link_ttl_seconds=int(s.reset_link_ttl.total_seconds()),
+            per_browser=True,
+        )
 
     def _caps(self, subject: str, flow: str) -> CodeCaps:
-        return CodeCaps(subject, flow, self.settings.reset_wrong_code_flow_limit,
-                        self.settings.reset_wrong_code_day_limit)
+        return CodeCaps(
+            subject, flow, self.settings.reset_wrong_code_flow_limit, self.settings.reset_wrong_code_day_limit
+        )
 
     def _subject_of(self, current: Current) -> str:
         if is_stand_in(current):
@@ -391,6 +411,3 @@ class ResetSteps:
     async def _flow(self, current: Current) -> Flow:
         assert current.row.workflow_id is not None
         return await self._flows.flow(PasswordResetWorkflow.run, current.row.workflow_id)
-
-
-

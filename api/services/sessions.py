@@ -40,26 +40,40 @@ class Sessions:
     settings: Settings
     db: AsyncSession
 
-    async def create(self, purpose: str, staff_id: uuid.UUID | None, ttl: timedelta,
-                     workflow_id: str | None = None, data: dict[str, Any] | None = None) -> str:
+    async def create(
+        self,
+        purpose: str,
+        staff_id: uuid.UUID | None,
+        ttl: timedelta,
+        workflow_id: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> str:
         session_id = secrets.token_urlsafe(32)
         now = utcnow()
-        self.db.add(BrowserSession(
-            id_hash=session_hash(self.settings, session_id), staff_id=staff_id, purpose=purpose,
-            workflow_id=workflow_id, created_at=now, last_seen_at=now, expires_at=now + ttl,
-            data=data or {}))
+        self.db.add(
+            BrowserSession(
+                id_hash=session_hash(self.settings, session_id),
+                staff_id=staff_id,
+                purpose=purpose,
+                workflow_id=workflow_id,
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + ttl,
+                data=data or {},
+            )
+        )
         await self.db.flush()
         return session_id
 
-    async def get(self, session_id: str | None, purpose: str,
-                  idle: timedelta | None = None) -> Current | None:
+    async def get(
+        self, session_id: str | None, purpose: str, idle: timedelta | None = None
+    ) -> Current | None:
         """The live session of that purpose, or None: revoked, expired, idle too long."""
         if not session_id or len(session_id) > 128:
             return None
         row = await self.db.get(BrowserSession, session_hash(self.settings, session_id))
         now = utcnow()
-        if row is None or row.purpose != purpose or row.revoked_at is not None \
-                or row.expires_at <= now:
+        if row is None or row.purpose != purpose or row.revoked_at is not None or row.expires_at <= now:
             return None
         seen = row.last_seen_at or row.created_at
         if idle is not None and seen + idle <= now:

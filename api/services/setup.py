@@ -93,8 +93,7 @@ class SetupSteps:
         if not session_id or len(session_id) > MAX_TOKEN_LENGTH:
             return None
         row = await self.db.get(BrowserSession, self.session_hash(session_id))
-        if (row is None or row.purpose != "setup" or row.revoked_at is not None
-                or row.expires_at <= utcnow()):
+        if row is None or row.purpose != "setup" or row.revoked_at is not None or row.expires_at <= utcnow():
             return None
         staff = await self.db.get(Staff, row.staff_id)
         return BoundSetup(row, staff) if staff is not None else None
@@ -108,16 +107,14 @@ class SetupSteps:
         """Whether this browser's setup session is the one that used this (spent) link, and
         its setup is still open: the person opened the link from their email again to carry
         on. (A finished setup's link stays "no longer valid".)"""
-        if (view.reason != "used" or view.setup_state is None
-                or not SetupState(view.setup_state).is_open):
+        if view.reason != "used" or view.setup_state is None or not SetupState(view.setup_state).is_open:
             return False
         return await self._binds(view, session_id)
 
     async def _binds(self, view: LinkView, session_id: str | None) -> bool:
         """Whether `session_id` is a live setup session bound by this link's flow."""
         bound = await self.bound(session_id)
-        return (view.link is not None and bound is not None
-                and bound.session.run_id == view.link.run_id)
+        return view.link is not None and bound is not None and bound.session.run_id == view.link.run_id
 
     async def note_link_opened(self, view: LinkView, ip: str | None = None) -> None:
         """Tell the flow the link's password form was opened, so the setup shows
@@ -126,12 +123,14 @@ class SetupSteps:
             return
         try:
             async with asyncio.timeout(self._timeout):
-                flow = await self._flows.flow(SsoSetupWorkflow.run, view.link.workflow_id,
-                                              run_id=view.link.run_id)
+                flow = await self._flows.flow(
+                    SsoSetupWorkflow.run, view.link.workflow_id, run_id=view.link.run_id
+                )
                 await flow.signal(SsoSetupWorkflow.link_opened, StepRequest(ip=ip))
         except Exception as exc:  # the step itself says so when Temporal is down
-            log.warning("could not tell flow %s its link was opened: %s",
-                        view.link.workflow_id, type(exc).__name__)
+            log.warning(
+                "could not tell flow %s its link was opened: %s", view.link.workflow_id, type(exc).__name__
+            )
 
     def session_hash(self, session_id: str) -> str:
         return session_hash(self.settings, session_id)
@@ -140,77 +139,100 @@ class SetupSteps:
         """Derived from the link and this browser's CSRF seed, not random: every password form
         this browser posts for the link (a double submit, a reload, another try while the
         worker is down) names the one session whichever of them goes through binds."""
-        digest = hmac.new(self._secret.encode(),
-                          f"setup-session:{link_token}:{browser_seed}".encode(), "sha256").digest()
+        digest = hmac.new(
+            self._secret.encode(), f"setup-session:{link_token}:{browser_seed}".encode(), "sha256"
+        ).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     # -- steps ----------------------------------------------------------------------------
 
     async def password_problems(self, staff: Staff, password: str) -> list[str]:
         policy = PasswordPolicy(min_length=self.settings.password_min_length)
-        return await check_password(password, policy, personal_words(
-            staff.first_name, staff.last_name, staff.external_email_1, self.settings.brand_name))
+        return await check_password(
+            password,
+            policy,
+            personal_words(
+                staff.first_name, staff.last_name, staff.external_email_1, self.settings.brand_name
+            ),
+        )
 
-    async def set_password(self, view: LinkView, token: str, password: str, submission: str,
-                           browser_seed: str, ip: str | None = None) -> tuple[StepResult, str]:
+    async def set_password(
+        self,
+        view: LinkView,
+        token: str,
+        password: str,
+        submission: str,
+        browser_seed: str,
+        ip: str | None = None,
+    ) -> tuple[StepResult, str]:
         assert view.link is not None
         link = view.link
         session_id = self.session_id_for(token, browser_seed)
         request = SetPasswordRequest(
-            sealed_password=seal(self.settings.seal_public_key, password.encode(),
-                                 password_context(link.workflow_id)),
-            link_id=str(link.id), session_hash=self.session_hash(session_id), ip=ip)
+            sealed_password=seal(
+                self.settings.seal_public_key, password.encode(), password_context(link.workflow_id)
+            ),
+            link_id=str(link.id),
+            session_hash=self.session_hash(session_id),
+            ip=ip,
+        )
         flow = await self._flows.flow(SsoSetupWorkflow.run, link.workflow_id, run_id=link.run_id)
         result = await self._update(flow, SsoSetupWorkflow.set_password, request, submission)
         return result, session_id
 
     async def progress(self, bound: BoundSetup) -> SetupProgress:
-        progress: SetupProgress = await (await self._flow(bound)).query(
-            SsoSetupWorkflow.progress)
+        progress: SetupProgress = await (await self._flow(bound)).query(SsoSetupWorkflow.progress)
         return progress
 
-    async def confirm_code(self, bound: BoundSetup, code: str, submission: str,
-                           ip: str | None = None) -> StepResult:
+    async def confirm_code(
+        self, bound: BoundSetup, code: str, submission: str, ip: str | None = None
+    ) -> StepResult:
         assert bound.session.workflow_id is not None
         digest = code_digest(self._secret, CODE_PURPOSE, bound.session.workflow_id, code)
-        return await self._update(await self._flow(bound), SsoSetupWorkflow.confirm_code,
-                                  ConfirmCodeRequest(code_digest=digest, ip=ip), submission)
+        return await self._update(
+            await self._flow(bound),
+            SsoSetupWorkflow.confirm_code,
+            ConfirmCodeRequest(code_digest=digest, ip=ip),
+            submission,
+        )
 
-    async def resend_code(self, bound: BoundSetup, submission: str,
-                          ip: str | None = None) -> StepResult:
-        return await self._update(await self._flow(bound), SsoSetupWorkflow.resend_code,
-                                  StepRequest(ip=ip), submission)
+    async def resend_code(self, bound: BoundSetup, submission: str, ip: str | None = None) -> StepResult:
+        return await self._update(
+            await self._flow(bound), SsoSetupWorkflow.resend_code, StepRequest(ip=ip), submission
+        )
 
-    async def complete_mfa(self, bound: BoundSetup, code: str, submission: str,
-                           ip: str | None = None) -> StepResult:
+    async def complete_mfa(
+        self, bound: BoundSetup, code: str, submission: str, ip: str | None = None
+    ) -> StepResult:
         assert bound.session.workflow_id is not None
-        sealed = seal(self.settings.seal_public_key, code.encode(),
-                      totp_context(bound.session.workflow_id))
-        return await self._update(await self._flow(bound), SsoSetupWorkflow.complete_mfa,
-                                  TotpRequest(sealed_code=sealed, ip=ip), submission)
+        sealed = seal(self.settings.seal_public_key, code.encode(), totp_context(bound.session.workflow_id))
+        return await self._update(
+            await self._flow(bound),
+            SsoSetupWorkflow.complete_mfa,
+            TotpRequest(sealed_code=sealed, ip=ip),
+            submission,
+        )
 
-    async def skip_mfa(self, bound: BoundSetup, submission: str,
-                       ip: str | None = None) -> StepResult:
-        return await self._update(await self._flow(bound), SsoSetupWorkflow.skip_mfa, StepRequest(ip=ip),
-                                  submission)
+    async def skip_mfa(self, bound: BoundSetup, submission: str, ip: str | None = None) -> StepResult:
+        return await self._update(
+            await self._flow(bound), SsoSetupWorkflow.skip_mfa, StepRequest(ip=ip), submission
+        )
 
     async def authenticator(self, bound: BoundSetup) -> tuple[str, str, str]:
         """(secret for manual entry, otpauth URI, QR code as an SVG data URI)."""
-        account = await self.db.scalar(select(SsoAccount).where(
-            SsoAccount.staff_id == bound.staff.id))
+        account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == bound.staff.id))
         if account is None or account.totp_secret_encrypted is None:
             raise ServiceUnavailable(UNAVAILABLE)
         keyring = self._keyring()
         secret = keyring.unseal(account.totp_secret_encrypted, totp_aad(bound.staff.id)).decode()
-        uri = pyotp.TOTP(secret).provisioning_uri(name=account.login_email,
-                                                  issuer_name=self.settings.brand_name)
-        svg = qrcode.make(uri, image_factory=qrcode.image.svg.SvgPathImage, box_size=8,
-                          border=2).to_string()
+        uri = pyotp.TOTP(secret).provisioning_uri(
+            name=account.login_email, issuer_name=self.settings.brand_name
+        )
+        svg = qrcode.make(uri, image_factory=qrcode.image.svg.SvgPathImage, box_size=8, border=2).to_string()
         return secret, uri, "data:image/svg+xml;base64," + base64.b64encode(svg).decode()
 
     async def login_email(self, bound: BoundSetup) -> str:
-        account = await self.db.scalar(select(SsoAccount).where(
-            SsoAccount.staff_id == bound.staff.id))
+        account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == bound.staff.id))
         return account.login_email if account else bound.staff.external_email_1
 
     # -- plumbing -------------------------------------------------------------------------
@@ -234,11 +256,11 @@ class SetupSteps:
 
     async def _flow(self, bound: BoundSetup) -> Flow:
         assert bound.session.workflow_id is not None
-        return await self._flows.flow(SsoSetupWorkflow.run, bound.session.workflow_id,
-                                      run_id=bound.session.run_id)
+        return await self._flows.flow(
+            SsoSetupWorkflow.run, bound.session.workflow_id, run_id=bound.session.run_id
+        )
 
-    async def _update(self, flow: Flow, update: Update, arg: object,
-                      submission: str) -> StepResult:
+    async def _update(self, flow: Flow, update: Update, arg: object, submission: str) -> StepResult:
         name = update_name(update)
         async with metrics.timed_step(name) as timing:
             # The submission names the update: a form sent twice is one step, run once.

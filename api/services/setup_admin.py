@@ -47,11 +47,13 @@ def _signin_fields(account: SsoAccount | None) -> dict[str, Any]:
     if account is None:
         return {}
     now = utcnow()
-    locked = account.locked_until if account.locked_until and account.locked_until > now \
-        else None
-    return {"last_sign_in_at": account.last_sign_in_at,
-            "failed_sign_ins": account.failed_sign_ins, "locked_until": locked,
-            "needs_reset": account.failed_sign_ins >= MAX_FAILURES}
+    locked = account.locked_until if account.locked_until and account.locked_until > now else None
+    return {
+        "last_sign_in_at": account.last_sign_in_at,
+        "failed_sign_ins": account.failed_sign_ins,
+        "locked_until": locked,
+        "needs_reset": account.failed_sign_ins >= MAX_FAILURES,
+    }
 
 
 def setup_workflow_id(staff_id: uuid.UUID) -> str:
@@ -68,23 +70,39 @@ class Onboarding:
 
     async def send_email(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> SsoEmailSent:
         staff = await get_staff(self.session, staff_id)
-        account = await self.session.scalar(
-            select(SsoAccount).where(SsoAccount.staff_id == staff.id))
+        account = await self.session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
         if account is not None and account.status == AccountStatus.active.value:
             raise Conflict("Single Sign-On is already active for this person")
         await self._check_send_limit(staff.id)
         flows = self._flows
         workflow_id = setup_workflow_id(staff.id)
-        await flows.end(workflow_id, SsoSetupWorkflow.run, SsoSetupWorkflow.supersede,
-                        EndRequest(actor, "a new Single Sign-On email was sent"))
+        await flows.end(
+            workflow_id,
+            SsoSetupWorkflow.run,
+            SsoSetupWorkflow.supersede,
+            EndRequest(actor, "a new Single Sign-On email was sent"),
+        )
 
         now = utcnow()
-        setup = SsoSetup(id=uuid.uuid4(), staff_id=staff.id, workflow_id=workflow_id,
-                         state=SetupState.sending_email.value, state_since=now,
-                         email_delivery=DeliveryState.pending.value, requested_by=actor)
+        setup = SsoSetup(
+            id=uuid.uuid4(),
+            staff_id=staff.id,
+            workflow_id=workflow_id,
+            state=SetupState.sending_email.value,
+            state_since=now,
+            email_delivery=DeliveryState.pending.value,
+            requested_by=actor,
+        )
         self.session.add(setup)
-        audit.record(self.session, actor=actor, action="sso_email.requested", outcome="accepted",
-                     target=str(staff.id), ip=ip, workflow_id=workflow_id)
+        audit.record(
+            self.session,
+            actor=actor,
+            action="sso_email.requested",
+            outcome="accepted",
+            target=str(staff.id),
+            ip=ip,
+            workflow_id=workflow_id,
+        )
         # The flow's first activity reads this row: it must exist before the flow starts.
         await self.uow.commit_now()
 
@@ -94,12 +112,14 @@ class Onboarding:
             await flows.start(
                 SsoSetupWorkflow.run,
                 SsoSetupInput(
-                    setup_id=str(setup.id), staff_id=str(staff.id), link_ttl_seconds=ttl,
-                    requested_by=actor, email_retry=retry,
+                    setup_id=str(setup.id),
+                    staff_id=str(staff.id),
+                    link_ttl_seconds=ttl,
+                    requested_by=actor,
+                    email_retry=retry,
                     setup_ttl_seconds=int(self.settings.setup_ttl.total_seconds()),
                     code_ttl_seconds=int(self.settings.code_ttl.total_seconds()),
-                    code_resend_interval_seconds=int(
-                        self.settings.code_resend_interval.total_seconds()),
+                    code_resend_interval_seconds=int(self.settings.code_resend_interval.total_seconds()),
                     code_max_resends=self.settings.code_max_resends,
                     mfa_required=staff.is_admin,
                 ),
@@ -114,8 +134,9 @@ class Onboarding:
             )
         except WorkflowAlreadyStartedError as exc:
             await self._abandon(setup, "another email was sent at the same moment")
-            raise Conflict("Another Single Sign-On email for this person is being sent; "
-                           "check its status") from exc
+            raise Conflict(
+                "Another Single Sign-On email for this person is being sent; check its status"
+            ) from exc
         except ServiceUnavailable:
             await self._abandon(setup, "Temporal was unavailable")
             raise
@@ -133,50 +154,79 @@ class Onboarding:
         staff = await get_staff(self.session, staff_id)
         workflow_id = setup_workflow_id(staff.id)
         outcome: SetupOutcome | None = await self._flows.end(
-            workflow_id, SsoSetupWorkflow.run, SsoSetupWorkflow.cancel,
-            EndRequest(actor, "cancelled by an administrator"))
+            workflow_id,
+            SsoSetupWorkflow.run,
+            SsoSetupWorkflow.cancel,
+            EndRequest(actor, "cancelled by an administrator"),
+        )
         if outcome is None:
             raise NotFound("No Single Sign-On setup is in progress for this person")
-        audit.record(self.session, actor=actor, action="sso_email.cancel",
-                     outcome=outcome.state, target=str(staff.id), ip=ip,
-                     workflow_id=workflow_id)
+        audit.record(
+            self.session,
+            actor=actor,
+            action="sso_email.cancel",
+            outcome=outcome.state,
+            target=str(staff.id),
+            ip=ip,
+            workflow_id=workflow_id,
+        )
         await self.session.flush()
         return outcome
 
     async def status(self, staff_id: uuid.UUID) -> SsoStatus:
         staff = await get_staff(self.session, staff_id)
         setup = await self.session.scalar(
-            select(SsoSetup).where(SsoSetup.staff_id == staff.id)
-            .order_by(SsoSetup.created_at.desc()).limit(1))
-        account = await self.session.scalar(
-            select(SsoAccount).where(SsoAccount.staff_id == staff.id))
+            select(SsoSetup)
+            .where(SsoSetup.staff_id == staff.id)
+            .order_by(SsoSetup.created_at.desc())
+            .limit(1)
+        )
+        account = await self.session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
         mfa_enabled = bool(account and account.mfa_enabled_at)
         link = await self.session.scalar(select(EntraLink).where(EntraLink.staff_id == staff.id))
-        signin = {**_signin_fields(account),
-                  "entra": EntraLinkInfo.model_validate(link) if link else None}
+        signin = {**_signin_fields(account), "entra": EntraLinkInfo.model_validate(link) if link else None}
         if setup is None:
             active = link is not None or (account and account.status == AccountStatus.active.value)
             state = "active" if active else "not_started"
-            return SsoStatus(staff_id=staff.id, state=state,  # type: ignore[arg-type]
-                             state_since=None, mfa_enabled=mfa_enabled,
-                             link_expires_at=None, email_delivery=None, workflow_id=None,
-                             failure_reason=None, requested_by=None, **signin)
+            return SsoStatus(
+                staff_id=staff.id,
+                state=state,  # type: ignore[arg-type]
+                state_since=None,
+                mfa_enabled=mfa_enabled,
+                link_expires_at=None,
+                email_delivery=None,
+                workflow_id=None,
+                failure_reason=None,
+                requested_by=None,
+                **signin,
+            )
         state, state_since = shown_state(setup, utcnow())
         progress = await self._live_progress(setup) if state in LIVE_STATES else None
         return SsoStatus(
-            staff_id=staff.id, state=state, state_since=state_since,  # type: ignore[arg-type]
-            link_expires_at=setup.link_expires_at, mfa_enabled=mfa_enabled, **signin,
+            staff_id=staff.id,
+            state=state,  # type: ignore[arg-type]
+            state_since=state_since,
+            link_expires_at=setup.link_expires_at,
+            mfa_enabled=mfa_enabled,
+            **signin,
             setup_expires_at=progress.setup_expires_at if progress else None,
             code=CodeStatus(
                 delivery=progress.code_delivery,  # type: ignore[arg-type]
-                expires_at=progress.code_expires_at, attempts_left=progress.code_attempts_left,
-                resends_left=progress.resends_left, next_resend_at=progress.next_resend_at,
+                expires_at=progress.code_expires_at,
+                attempts_left=progress.code_attempts_left,
+                resends_left=progress.resends_left,
+                next_resend_at=progress.next_resend_at,
                 wrong_codes_total=progress.wrong_codes_total,
-            ) if progress and state in CODE_STATES else None,
-            email_delivery=EmailDelivery(state=setup.email_delivery,  # type: ignore[arg-type]
-                                         attempts=setup.email_attempts,
-                                         last_error=setup.email_last_error),
-            workflow_id=setup.workflow_id, failure_reason=setup.failure_reason,
+            )
+            if progress and state in CODE_STATES
+            else None,
+            email_delivery=EmailDelivery(
+                state=setup.email_delivery,  # type: ignore[arg-type]
+                attempts=setup.email_attempts,
+                last_error=setup.email_last_error,
+            ),
+            workflow_id=setup.workflow_id,
+            failure_reason=setup.failure_reason,
             requested_by=setup.requested_by,
         )
 
@@ -194,28 +244,37 @@ class Onboarding:
         """Repeated sends flood a mailbox and get the sending domain blocked: cap them."""
         window = self.settings.setup_email_window
         since = utcnow() - window
-        recent = (await self.session.scalars(
-            select(SsoSetup.created_at).where(SsoSetup.staff_id == staff_id,
-                                              SsoSetup.created_at > since)
-            .order_by(SsoSetup.created_at))).all()
+        recent = (
+            await self.session.scalars(
+                select(SsoSetup.created_at)
+                .where(SsoSetup.staff_id == staff_id, SsoSetup.created_at > since)
+                .order_by(SsoSetup.created_at)
+            )
+        ).all()
         if len(recent) >= self.settings.setup_email_limit:
             oldest = recent[-self.settings.setup_email_limit]
             wait = max(1, int((oldest + window - utcnow()).total_seconds()) + 1)
             raise TooManyRequests(
                 f"{len(recent)} Single Sign-On emails were sent to this person in the last "
                 f"{int(window.total_seconds() // 60)} minutes; try again in {wait // 60 + 1} minutes",
-                wait)
+                wait,
+            )
 
     @property
     def _flows(self) -> FlowClient:
         # Connecting may take the usual 5 s: an admin action, not a page step.
-        return FlowClient(self.temporal, self.timeout, self.settings.task_queue,
-                          connect_timeout=5.0)
+        return FlowClient(self.temporal, self.timeout, self.settings.task_queue, connect_timeout=5.0)
 
     async def _abandon(self, setup: SsoSetup, reason: str) -> None:
         """The flow never started: leave no trace but the audit event."""
         await self.session.delete(setup)
-        audit.record(self.session, actor=setup.requested_by, action="sso_email.start_failed",
-                     outcome="failure", target=str(setup.staff_id), reason=reason)
+        audit.record(
+            self.session,
+            actor=setup.requested_by,
+            action="sso_email.start_failed",
+            outcome="failure",
+            target=str(setup.staff_id),
+            reason=reason,
+        )
         # Kept although the request answers with an error (which rolls back the rest).
         await self.uow.commit_now()

@@ -48,11 +48,11 @@ class Hashing:
 
     async def verify(self, stored: str | None, password: str) -> bool:
         return await asyncio.get_running_loop().run_in_executor(
-            self.pool, self.hasher.verify, stored or self.stand_in, password)
+            self.pool, self.hasher.verify, stored or self.stand_in, password
+        )
 
     async def hash(self, password: str) -> str:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self.hasher.hash,
-                                                                password)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.hasher.hash, password)
 
 
 @dataclass
@@ -79,20 +79,31 @@ class SignIn:
             return SignInResult("throttled", retry_after=wait)
         address = email.strip().lower()
         # No address holds NUL (PostgreSQL text can't): such input is an unknown address.
-        account = await self.db.scalar(select(SsoAccount).where(
-            SsoAccount.login_email == address)) if address and "\x00" not in address else None
+        account = (
+            await self.db.scalar(select(SsoAccount).where(SsoAccount.login_email == address))
+            if address and "\x00" not in address
+            else None
+        )
         now = utcnow()
-        usable = account is not None and account.status == AccountStatus.active.value \
+        usable = (
+            account is not None
+            and account.status == AccountStatus.active.value
             and account.password_hash is not None
+        )
         # The attempt counts as failed before the password is checked: see claim_attempt.
-        claimed = await claim_attempt(self.db, account.id, now) \
-            if account is not None and usable else None
+        claimed = await claim_attempt(self.db, account.id, now) if account is not None and usable else None
         right = await self.hashing.verify(account.password_hash if account else None, password)
         if account is None or claimed is None or not right:
             reason = _reason(account, usable, claimed)
-            audit.record(self.db, actor=f"ip:{ip}", action="sign_in.failed", outcome="failure",
-                         target=str(account.staff_id) if account else None, ip=ip,
-                         reason=reason)
+            audit.record(
+                self.db,
+                actor=f"ip:{ip}",
+                action="sign_in.failed",
+                outcome="failure",
+                target=str(account.staff_id) if account else None,
+                ip=ip,
+                reason=reason,
+            )
             if account is not None and claimed is not None:
                 self._locked_out(account, claimed, ip)
             await self.db.flush()
@@ -114,12 +125,10 @@ class SignIn:
         metrics.sign_in("signed_in")
         return SignInResult("signed_in", account)
 
-    async def totp(self, staff_id: object, code: str, ip: str | None,
-                   attempts: int) -> SignInResult:
+    async def totp(self, staff_id: object, code: str, ip: str | None, attempts: int) -> SignInResult:
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
         now = utcnow()
-        if account is None or account.status != AccountStatus.active.value \
-                or attempts >= MFA_ATTEMPTS:
+        if account is None or account.status != AccountStatus.active.value or attempts >= MFA_ATTEMPTS:
             metrics.sign_in("totp_restart")
             return SignInResult("restart")
         # Counted before the code is checked, like a password: see claim_attempt.
@@ -128,11 +137,19 @@ class SignIn:
             metrics.sign_in("totp_restart")
             return SignInResult("restart")
         await self.db.refresh(account)
-        problem = await totp_accepted(self.db, keyring_from_settings(self.settings), account,
-                                      code, datetime.now(UTC))
+        problem = await totp_accepted(
+            self.db, keyring_from_settings(self.settings), account, code, datetime.now(UTC)
+        )
         if problem is not None:
-            audit.record(self.db, actor=f"staff:{account.staff_id}", action="sign_in.totp_failed",
-                         outcome="failure", target=str(account.staff_id), ip=ip, reason=problem)
+            audit.record(
+                self.db,
+                actor=f"staff:{account.staff_id}",
+                action="sign_in.totp_failed",
+                outcome="failure",
+                target=str(account.staff_id),
+                ip=ip,
+                reason=problem,
+            )
             self._locked_out(account, claimed, ip)
             await self.db.flush()
             metrics.sign_in("totp_refused", problem.replace(" ", "_"))
@@ -146,23 +163,43 @@ class SignIn:
         """Records the lock this failure set (claim_attempt sets one per counted failure
         from the fifth on, and none while one lasts): each lock-out once, with its IP."""
         if failures == MAX_FAILURES:
-            audit.record(self.db, actor="system", action="sign_in.locked_out", outcome="locked",
-                         target=str(account.staff_id), ip=ip,
-                         detail="too many failures in a row; a password reset unlocks")
+            audit.record(
+                self.db,
+                actor="system",
+                action="sign_in.locked_out",
+                outcome="locked",
+                target=str(account.staff_id),
+                ip=ip,
+                detail="too many failures in a row; a password reset unlocks",
+            )
             return
         delay = lock_delay(failures)
         if delay is not None:
-            audit.record(self.db, actor="system", action="sign_in.locked_temporarily",
-                         outcome="locked", target=str(account.staff_id), ip=ip,
-                         failures=failures, seconds=int(delay.total_seconds()),
-                         detail="failures in a row; sign-in waits before the next try")
+            audit.record(
+                self.db,
+                actor="system",
+                action="sign_in.locked_temporarily",
+                outcome="locked",
+                target=str(account.staff_id),
+                ip=ip,
+                failures=failures,
+                seconds=int(delay.total_seconds()),
+                detail="failures in a row; sign-in waits before the next try",
+            )
 
     def _succeeded(self, account: SsoAccount, now: datetime, ip: str | None, mfa: bool) -> None:
         account.failed_sign_ins = 0
         account.locked_until = None
         account.last_sign_in_at = now
-        audit.record(self.db, actor=f"staff:{account.staff_id}", action="sign_in.success",
-                     outcome="success", target=str(account.staff_id), ip=ip, mfa=mfa)
+        audit.record(
+            self.db,
+            actor=f"staff:{account.staff_id}",
+            action="sign_in.success",
+            outcome="success",
+            target=str(account.staff_id),
+            ip=ip,
+            mfa=mfa,
+        )
 
     async def staff(self, account: SsoAccount) -> Staff | None:
         return await self.db.get(Staff, account.staff_id)
@@ -181,11 +218,17 @@ def safe_return_to(settings: Settings, value: str | None) -> str | None:
     a trailing slash."""
     if not value or len(value) > 2000:
         return None
-    if value.startswith(("/sso/", "/admin/")) and "//" not in value and "\\" not in value \
-            and "/../" not in value and not any(ch.isspace() or ord(ch) < 32 for ch in value):
+    if (
+        value.startswith(("/sso/", "/admin/"))
+        and "//" not in value
+        and "\\" not in value
+        and "/../" not in value
+        and not any(ch.isspace() or ord(ch) < 32 for ch in value)
+    ):
         return value
     for allowed in settings.allowed_return_urls:
-        if value == allowed or (allowed.endswith("/") and value.startswith(allowed)
-                                and "/../" not in value and "\\" not in value):
+        if value == allowed or (
+            allowed.endswith("/") and value.startswith(allowed) and "/../" not in value and "\\" not in value
+        ):
             return value
     return None

@@ -26,21 +26,27 @@ from core.models import (
 )
 
 
-async def create_staff(
-    session: AsyncSession, data: StaffCreate, actor: str, ip: str | None
-) -> Staff:
+async def create_staff(session: AsyncSession, data: StaffCreate, actor: str, ip: str | None) -> Staff:
     email = data.external_email_1.lower()
     if await session.scalar(select(Staff.id).where(Staff.external_email_1 == email)):
         raise Conflict("A staff member with that External Email 1 already exists")
-    staff = Staff(first_name=data.first_name, last_name=data.last_name, external_email_1=email,
-                  is_admin=data.is_admin)
+    staff = Staff(
+        first_name=data.first_name, last_name=data.last_name, external_email_1=email, is_admin=data.is_admin
+    )
     session.add(staff)
     try:
         await session.flush()
     except IntegrityError as exc:
         raise Conflict("A staff member with that External Email 1 already exists") from exc
-    audit.record(session, actor=actor, action="staff.create", outcome="success",
-                 target=str(staff.id), ip=ip, is_admin=staff.is_admin)
+    audit.record(
+        session,
+        actor=actor,
+        action="staff.create",
+        outcome="success",
+        target=str(staff.id),
+        ip=ip,
+        is_admin=staff.is_admin,
+    )
     return staff
 
 
@@ -71,14 +77,16 @@ class StaffOverview:
 
     @property
     def locked(self) -> bool:
-        return self.needs_reset or (self.locked_until is not None
-                                    and self.locked_until > utcnow())
+        return self.needs_reset or (self.locked_until is not None and self.locked_until > utcnow())
 
 
 def shown_state(setup: SsoSetup, now: datetime) -> tuple[str, datetime | None]:
     """A setup's state and since when, as the admin should see it now."""
-    if (setup.state == SetupState.email_sent.value and setup.link_expires_at is not None
-            and setup.link_expires_at <= now):
+    if (
+        setup.state == SetupState.email_sent.value
+        and setup.link_expires_at is not None
+        and setup.link_expires_at <= now
+    ):
         # The flow's timer records this within moments; don't show a dead link as live.
         return SetupState.expired.value, setup.link_expires_at
     return setup.state, setup.state_since
@@ -92,14 +100,23 @@ async def list_staff(
         # % and _ are what people type, not wildcards.
         escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         pattern = f"%{escaped}%"
-        filters.append(or_(func.lower(Staff.first_name).like(pattern, escape="\\"),
-                           func.lower(Staff.last_name).like(pattern, escape="\\"),
-                           Staff.external_email_1.like(pattern, escape="\\")))
+        filters.append(
+            or_(
+                func.lower(Staff.first_name).like(pattern, escape="\\"),
+                func.lower(Staff.last_name).like(pattern, escape="\\"),
+                Staff.external_email_1.like(pattern, escape="\\"),
+            )
+        )
     total = await session.scalar(select(func.count()).select_from(Staff).where(*filters)) or 0
-    rows = (await session.scalars(
-        select(Staff).where(*filters).order_by(Staff.last_name, Staff.first_name, Staff.id)
-        .limit(limit).offset(offset)
-    )).all()
+    rows = (
+        await session.scalars(
+            select(Staff)
+            .where(*filters)
+            .order_by(Staff.last_name, Staff.first_name, Staff.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    ).all()
     return await overviews(session, list(rows)), total
 
 
@@ -108,23 +125,35 @@ async def overviews(session: AsyncSession, people: list[Staff]) -> list[StaffOve
     ids = [s.id for s in people]
     if not ids:
         return []
-    accounts = {a.staff_id: a for a in (await session.scalars(
-        select(SsoAccount).where(SsoAccount.staff_id.in_(ids)))).all()}
-    linked = set((await session.scalars(
-        select(EntraLink.staff_id).where(EntraLink.staff_id.in_(ids)))).all())
+    accounts = {
+        a.staff_id: a
+        for a in (await session.scalars(select(SsoAccount).where(SsoAccount.staff_id.in_(ids)))).all()
+    }
+    linked = set((await session.scalars(select(EntraLink.staff_id).where(EntraLink.staff_id.in_(ids)))).all())
     latest = (
         select(SsoSetup.staff_id, func.max(SsoSetup.created_at).label("newest"))
-        .where(SsoSetup.staff_id.in_(ids)).group_by(SsoSetup.staff_id).subquery()
+        .where(SsoSetup.staff_id.in_(ids))
+        .group_by(SsoSetup.staff_id)
+        .subquery()
     )
-    setups = {row.staff_id: row for row in (await session.scalars(
-        select(SsoSetup).join(latest, (SsoSetup.staff_id == latest.c.staff_id)
-                              & (SsoSetup.created_at == latest.c.newest)))).all()}
+    setups = {
+        row.staff_id: row
+        for row in (
+            await session.scalars(
+                select(SsoSetup).join(
+                    latest,
+                    (SsoSetup.staff_id == latest.c.staff_id) & (SsoSetup.created_at == latest.c.newest),
+                )
+            )
+        ).all()
+    }
     now = utcnow()
     result = []
     for person in people:
         account, setup = accounts.get(person.id), setups.get(person.id)
-        view = StaffOverview(staff=person, state=SetupState.not_started.value,
-                             entra_linked=person.id in linked)
+        view = StaffOverview(
+            staff=person, state=SetupState.not_started.value, entra_linked=person.id in linked
+        )
         if setup is not None:
             view.state, view.state_since = shown_state(setup, now)
             view.link_expires_at = setup.link_expires_at

@@ -23,8 +23,7 @@ async def connected(temporal: TemporalGateway, connect_timeout: float = 5.0) -> 
         raise ServiceUnavailable(UNAVAILABLE) from exc
 
 
-async def clear_forged_run(client: Client, workflow_id: str, workflow_type: str,
-                           task_queue: str) -> bool:
+async def clear_forged_run(client: Client, workflow_id: str, workflow_type: str, task_queue: str) -> bool:
     """Terminate a run under one of our flow ids that cannot be ours: another workflow type,
     or a task queue no worker of ours polls. A client without the key can start such a run
     (a forged run of our type on our queue fails at once, see core/codec.py), and it would
@@ -37,10 +36,12 @@ async def clear_forged_run(client: Client, workflow_id: str, workflow_type: str,
             return False
         raise
     if found.status != WorkflowExecutionStatus.RUNNING or (
-            found.workflow_type == workflow_type and found.task_queue == task_queue):
+        found.workflow_type == workflow_type and found.task_queue == task_queue
+    ):
         return False
-    await handle.terminate(reason=f"not started by this deployment ({found.workflow_type} on "
-                           f"task queue {found.task_queue})")
+    await handle.terminate(
+        reason=f"not started by this deployment ({found.workflow_type} on task queue {found.task_queue})"
+    )
     return True
 
 
@@ -51,4 +52,5 @@ def email_retry(settings: Settings) -> EmailRetry:
         maximum_interval_seconds=settings.email_retry_max_interval.total_seconds(),
         window_seconds=settings.email_retry_window.total_seconds(),
         # The sender gives up after email_timeout; the rest is the database around it.
-        attempt_timeout_seconds=settings.email_timeout + EMAIL_DB_MARGIN_SECONDS)
+        attempt_timeout_seconds=settings.email_timeout + EMAIL_DB_MARGIN_SECONDS,
+    )

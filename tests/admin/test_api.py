@@ -29,9 +29,13 @@ async def test_content_security_policy_lets_the_entra_button_reach_microsoft() -
     redirects to Microsoft, so its origin (and no other) is allowed when Entra is on."""
     plain = security_headers_for(make_settings())["Content-Security-Policy"]
     assert plain.endswith("form-action 'self'"), plain
-    entra = security_headers_for(make_settings(
-        entra_tenant_id="contoso-tenant", entra_client_id="app",
-        entra_client_secret="a-real-looking-client-secret"))["Content-Security-Policy"]
+    entra = security_headers_for(
+        make_settings(
+            entra_tenant_id="contoso-tenant",
+            entra_client_id="app",
+            entra_client_secret="a-real-looking-client-secret",
+        )
+    )["Content-Security-Policy"]
     assert entra.endswith("form-action 'self' https://login.microsoftonline.com"), entra
     assert "frame-ancestors 'none'" in entra and "script-src 'self';" in entra
 
@@ -62,12 +66,18 @@ async def test_create_staff_validates_and_refuses_duplicates(stack: Stack) -> No
     staff = await stack.create_staff("Jo.Bloggs@Example.com")
     assert staff["external_email_1"] == "jo.bloggs@example.com"
     uuid.UUID(staff["id"])
-    duplicate = await stack.http.post("/api/v1/staff", headers=stack.admin, json={
-        "first_name": "A", "last_name": "B", "external_email_1": "JO.BLOGGS@example.com"})
+    duplicate = await stack.http.post(
+        "/api/v1/staff",
+        headers=stack.admin,
+        json={"first_name": "A", "last_name": "B", "external_email_1": "JO.BLOGGS@example.com"},
+    )
     assert duplicate.status_code == 409
     assert "already exists" in duplicate.json()["message"]
-    bad = await stack.http.post("/api/v1/staff", headers=stack.admin, json={
-        "first_name": "", "last_name": "B", "external_email_1": "not-an-email"})
+    bad = await stack.http.post(
+        "/api/v1/staff",
+        headers=stack.admin,
+        json={"first_name": "", "last_name": "B", "external_email_1": "not-an-email"},
+    )
     assert bad.status_code == 422
     fields = {tuple(err["loc"]) for err in bad.json()["detail"]}
     assert ("body", "first_name") in fields and ("body", "external_email_1") in fields
@@ -78,8 +88,11 @@ async def test_create_staff_validates_and_refuses_duplicates(stack: Stack) -> No
     assert "first_name: String should have at least 1 character" in message
     assert "external_email_1: value is not a valid email address" in message
     assert ".." not in message
-    extra = await stack.http.post("/api/v1/staff", headers=stack.admin, json={
-        "first_name": "A", "last_name": "B", "external_email_1": "a@example.com", "admin": True})
+    extra = await stack.http.post(
+        "/api/v1/staff",
+        headers=stack.admin,
+        json={"first_name": "A", "last_name": "B", "external_email_1": "a@example.com", "admin": True},
+    )
     assert extra.status_code == 422
     got = await stack.http.get(f"/api/v1/staff/{staff['id']}", headers=stack.admin)
     assert got.json() == staff
@@ -149,10 +162,18 @@ async def test_sending_again_supersedes(stack: Stack) -> None:
     old_run = stack.env.client.get_workflow_handle(first_run.id, run_id=first_run.run_id)
     assert (await old_run.result())["state"] == "superseded"
     async with stack.sessions() as session:
-        live = await session.scalar(select(func.count()).select_from(SetupLink).where(
-            SetupLink.staff_id == uuid.UUID(staff["id"]), SetupLink.revoked_at.is_(None)))
-        actions = (await session.scalars(select(AuditEvent.action).where(
-            AuditEvent.target == staff["id"]).order_by(AuditEvent.occurred_at))).all()
+        live = await session.scalar(
+            select(func.count())
+            .select_from(SetupLink)
+            .where(SetupLink.staff_id == uuid.UUID(staff["id"]), SetupLink.revoked_at.is_(None))
+        )
+        actions = (
+            await session.scalars(
+                select(AuditEvent.action)
+                .where(AuditEvent.target == staff["id"])
+                .order_by(AuditEvent.occurred_at)
+            )
+        ).all()
     assert live == 1
     assert actions.count("sso_email.requested") == 2
     assert "sso_setup.superseded" in actions
@@ -184,8 +205,7 @@ async def test_unknown_and_malformed_links(stack: Stack) -> None:
 async def test_unknown_staff_for_actions(stack: Stack) -> None:
     other = uuid.uuid4()
     for method, path in (("POST", "sso-email"), ("DELETE", "sso-email"), ("GET", "sso")):
-        response = await stack.http.request(method, f"/api/v1/staff/{other}/{path}",
-                                            headers=stack.admin)
+        response = await stack.http.request(method, f"/api/v1/staff/{other}/{path}", headers=stack.admin)
         assert response.status_code == 404
     bad = await stack.http.get("/api/v1/staff/not-a-uuid/sso", headers=stack.admin)
     assert bad.status_code == 422
@@ -199,14 +219,22 @@ async def test_temporal_down_gives_503_and_changes_nothing(sqlite_url: str) -> N
         await session.commit()
     app = create_app(settings)
     admin = {"Authorization": f"Bearer {key}"}
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-        staff = (await http.post("/api/v1/staff", headers=admin, json={
-            "first_name": "A", "last_name": "B", "external_email_1": "a@example.com"})).json()
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        staff = (
+            await http.post(
+                "/api/v1/staff",
+                headers=admin,
+                json={"first_name": "A", "last_name": "B", "external_email_1": "a@example.com"},
+            )
+        ).json()
         response = await http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=admin)
         assert response.status_code == 503
         assert response.json()["message"] == (
-            "We can't complete this right now, please try again in a minute")
+            "We can't complete this right now, please try again in a minute"
+        )
         status = (await http.get(f"/api/v1/staff/{staff['id']}/sso", headers=admin)).json()
         assert status["state"] == "not_started"
         health = await http.get("/healthz")
@@ -236,8 +264,12 @@ async def test_codec_endpoint_needs_admin_key(stack: Stack) -> None:
 
 async def test_openapi_documents_the_admin_api(stack: Stack) -> None:
     spec = (await stack.http.get("/openapi.json")).json()
-    for path in ("/api/v1/staff", "/api/v1/staff/{staff_id}", "/api/v1/staff/{staff_id}/sso-email",
-                 "/api/v1/staff/{staff_id}/sso"):
+    for path in (
+        "/api/v1/staff",
+        "/api/v1/staff/{staff_id}",
+        "/api/v1/staff/{staff_id}/sso-email",
+        "/api/v1/staff/{staff_id}/sso",
+    ):
         assert path in spec["paths"]
     invalid = spec["paths"]["/api/v1/staff"]["post"]["responses"]["422"]["content"]
     assert invalid["application/json"]["schema"] == {"$ref": "#/components/schemas/HTTPValidationError"}
@@ -250,8 +282,9 @@ async def test_dev_mailbox_only_in_development(stack: Stack) -> None:
     assert (await stack.http.get("/dev/mailbox")).status_code == 404
 
 
-async def test_dev_mailbox_shows_the_outbox_in_development(temporal_env: WorkflowEnvironment,
-                                                           sqlite_url: str) -> None:
+async def test_dev_mailbox_shows_the_outbox_in_development(
+    temporal_env: WorkflowEnvironment, sqlite_url: str
+) -> None:
     """In development the outbox is a mailbox a new user can read: the list, then the email
     with its button and plain-text part, the link working."""
     async with running_stack(temporal_env, sqlite_url, env="development") as s:
@@ -280,13 +313,15 @@ async def test_dev_mailbox_shows_the_outbox_in_development(temporal_env: Workflo
 class _RefusingRecipients:
     """An SMTP server that refuses every recipient for good (550)."""
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
         return "550 5.1.1 mailbox unavailable"
 
 
 async def test_rejected_recipient_fails_the_setup_with_the_reason(
-        temporal_env: WorkflowEnvironment, sqlite_url: str) -> None:
+    temporal_env: WorkflowEnvironment, sqlite_url: str
+) -> None:
     """A permanent SMTP refusal is not retried: the status says failed, with the reason."""
     from aiosmtpd.controller import Controller
 
@@ -296,8 +331,9 @@ async def test_rejected_recipient_fails_the_setup_with_the_reason(
     controller = Controller(_RefusingRecipients(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        async with running_stack(temporal_env, sqlite_url, email_backend="smtp",
-                                 smtp_host="127.0.0.1", smtp_port=port) as s:
+        async with running_stack(
+            temporal_env, sqlite_url, email_backend="smtp", smtp_host="127.0.0.1", smtp_port=port
+        ) as s:
             staff = await s.create_staff()
             sent = await s.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=s.admin)
             assert sent.status_code == 202, sent.text
@@ -312,9 +348,11 @@ async def test_rejected_recipient_fails_the_setup_with_the_reason(
             handle = s.env.client.get_workflow_handle(status["workflow_id"])
             assert (await handle.result())["state"] == "failed"
             async with s.sessions() as session:
-                live = await session.scalar(select(func.count()).select_from(SetupLink).where(
-                    SetupLink.staff_id == uuid.UUID(staff["id"]),
-                    SetupLink.revoked_at.is_(None)))
+                live = await session.scalar(
+                    select(func.count())
+                    .select_from(SetupLink)
+                    .where(SetupLink.staff_id == uuid.UUID(staff["id"]), SetupLink.revoked_at.is_(None))
+                )
             assert live == 0
             # A new email may be sent after a failure (and fails the same way). Its flow must
             # end before the worker stops: a flow terminated with an activity still running
@@ -328,8 +366,7 @@ async def test_rejected_recipient_fails_the_setup_with_the_reason(
         controller.stop()
 
 
-async def test_sends_per_person_are_capped(temporal_env: WorkflowEnvironment,
-                                           sqlite_url: str) -> None:
+async def test_sends_per_person_are_capped(temporal_env: WorkflowEnvironment, sqlite_url: str) -> None:
     async with running_stack(temporal_env, sqlite_url, setup_email_limit=2) as s:
         staff = await s.create_staff()
         url = f"/api/v1/staff/{staff['id']}/sso-email"
@@ -344,12 +381,9 @@ async def test_sends_per_person_are_capped(temporal_env: WorkflowEnvironment,
         assert (await s.status(staff["id"]))["state"] == "email_sent"
 
 
-async def test_admin_api_is_rate_limited(temporal_env: WorkflowEnvironment,
-                                         sqlite_url: str) -> None:
-    async with running_stack(temporal_env, sqlite_url, admin_rate_limit=3,
-                             auth_failure_limit=2) as s:
-        codes = [(await s.http.get("/api/v1/staff", headers=s.admin)).status_code
-                 for _ in range(4)]
+async def test_admin_api_is_rate_limited(temporal_env: WorkflowEnvironment, sqlite_url: str) -> None:
+    async with running_stack(temporal_env, sqlite_url, admin_rate_limit=3, auth_failure_limit=2) as s:
+        codes = [(await s.http.get("/api/v1/staff", headers=s.admin)).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         bad = {"Authorization": "Bearer ssoak_guess"}
         codes = [(await s.http.get("/api/v1/staff", headers=bad)).status_code for _ in range(3)]

@@ -44,8 +44,12 @@ pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 # schema the running app serves and checks it lists exactly these.
 DOCUMENT = create_app(make_settings()).openapi()
 ADMIN_API = "/api/v1/"
-OPERATIONS = [(method.upper(), path) for path, item in DOCUMENT["paths"].items()
-              if path.startswith(ADMIN_API) or path == "/healthz" for method in item]
+OPERATIONS = [
+    (method.upper(), path)
+    for path, item in DOCUMENT["paths"].items()
+    if path.startswith(ADMIN_API) or path == "/healthz"
+    for method in item
+]
 CHECKS = [
     schemathesis.checks.not_a_server_error,
     schemathesis.checks.status_code_conformance,
@@ -70,8 +74,10 @@ def transport_kwargs(case: Case, headers: dict[str, str]) -> dict[str, Any]:
     """The request schemathesis built, for httpx (the requests-style keywords, translated)."""
     sent = case.as_transport_kwargs(base_url="http://testserver", headers=headers)
     kwargs: dict[str, Any] = {
-        "method": sent["method"], "url": httpx.URL(sent["url"]).raw_path.decode(),
-        "headers": sent["headers"], "params": sent.get("params") or None,
+        "method": sent["method"],
+        "url": httpx.URL(sent["url"]).raw_path.decode(),
+        "headers": sent["headers"],
+        "params": sent.get("params") or None,
         "cookies": sent.get("cookies") or None,
     }
     if "json" in sent:
@@ -95,25 +101,46 @@ def about_the_credential(case: Case) -> bool:
         return False
     if "Authorization" not in (case.headers or {}):
         return True
-    return any(m.parameter_location == ParameterLocation.HEADER
-               and (m.parameter or "").lower() == "authorization"
-               for m in getattr(case.meta.phase.data, "mutations", ()))
+    return any(
+        m.parameter_location == ParameterLocation.HEADER and (m.parameter or "").lower() == "authorization"
+        for m in getattr(case.meta.phase.data, "mutations", ())
+    )
 
 
 async def people_in_every_state(stack: Stack) -> list[str]:
     plain = await stack.create_staff()
-    admin = (await stack.http.post("/api/v1/staff", headers=stack.admin, json={
-        "first_name": "Ada", "last_name": "Admin",
-        "external_email_1": f"ada.{uuid.uuid4().hex[:8]}@example.com", "is_admin": True})).json()
-    locked = await make_person(stack.sessions, stack.settings, mfa=True, failed_sign_ins=7,
-                               locked_until=utcnow() + timedelta(hours=1))
+    admin = (
+        await stack.http.post(
+            "/api/v1/staff",
+            headers=stack.admin,
+            json={
+                "first_name": "Ada",
+                "last_name": "Admin",
+                "external_email_1": f"ada.{uuid.uuid4().hex[:8]}@example.com",
+                "is_admin": True,
+            },
+        )
+    ).json()
+    locked = await make_person(
+        stack.sessions,
+        stack.settings,
+        mfa=True,
+        failed_sign_ins=7,
+        locked_until=utcnow() + timedelta(hours=1),
+    )
     linked = await make_person(stack.sessions, stack.settings, first_name="Lin", last_name="Ked")
     async with stack.sessions() as session:
-        await Sessions(stack.settings, session).create("signin", locked.staff_id,
-                                                       timedelta(hours=1))
-        session.add(EntraLink(staff_id=linked.staff_id, tenant_id=str(uuid.uuid4()),
-                              object_id=str(uuid.uuid4()), display_name="Lin Ked",
-                              email=linked.email, linked_via="session"))
+        await Sessions(stack.settings, session).create("signin", locked.staff_id, timedelta(hours=1))
+        session.add(
+            EntraLink(
+                staff_id=linked.staff_id,
+                tenant_id=str(uuid.uuid4()),
+                object_id=str(uuid.uuid4()),
+                display_name="Lin Ked",
+                email=linked.email,
+                linked_via="session",
+            )
+        )
         await session.commit()
     in_setup = await stack.create_staff()
     sent = await stack.http.post(f"/api/v1/staff/{in_setup['id']}/sso-email", headers=stack.admin)
@@ -123,8 +150,9 @@ async def people_in_every_state(stack: Stack) -> list[str]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def fuzz(temporal_dev_env: WorkflowEnvironment,
-               tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fuzz]:
+async def fuzz(
+    temporal_dev_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Fuzz]:
     """One stack for the whole module (SQLite: the schema, not the database, is under test), on
     a real Temporal server: the fuzzing sends, supersedes and cancels in quick succession."""
     path = tmp_path_factory.mktemp("schema") / "sso.db"
@@ -148,12 +176,18 @@ def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
     """Well-formed requests for each person (so every operation reaches its success answer,
     whatever the random draw)."""
     if operation.path == "/api/v1/staff" and operation.method.upper() == "POST":
-        return [operation.Case(body={"first_name": "Cy", "last_name": "Chosen",
-                                     "external_email_1": f"cy.{uuid.uuid4().hex[:8]}@example.com"},
-                               media_type="application/json")]
+        return [
+            operation.Case(
+                body={
+                    "first_name": "Cy",
+                    "last_name": "Chosen",
+                    "external_email_1": f"cy.{uuid.uuid4().hex[:8]}@example.com",
+                },
+                media_type="application/json",
+            )
+        ]
     if "{staff_id}" in operation.path:
-        return [operation.Case(path_parameters={"staff_id": staff_id})
-                for staff_id in fuzz.staff_ids]
+        return [operation.Case(path_parameters={"staff_id": staff_id}) for staff_id in fuzz.staff_ids]
     return [operation.Case(query={})]
 
 
@@ -172,31 +206,43 @@ async def test_operation_answers_as_documented(fuzz: Fuzz, method: str, path: st
             # at all is refused as such (400/422) before the key is checked. Nothing is read.
             unreadable = response.status_code == 400 or (
                 response.status_code == 422
-                and {e["type"] for e in response.json()["detail"]} == {"json_invalid"})
+                and {e["type"] for e in response.json()["detail"]} == {"json_invalid"}
+            )
             assert response.status_code == 401 or unreadable, response.text
 
     for case in chosen_cases(fuzz, operation):
         await answers_as_documented(case)
-    strategies = [operation.as_strategy(GenerationMode.POSITIVE),
-                  operation.as_strategy(GenerationMode.NEGATIVE)]
+    strategies = [
+        operation.as_strategy(GenerationMode.POSITIVE),
+        operation.as_strategy(GenerationMode.NEGATIVE),
+    ]
     if "{staff_id}" in path:
-        strategies += [operation.as_strategy(GenerationMode.POSITIVE,
-                                             path_parameters={"staff_id": staff_id})
-                       for staff_id in fuzz.staff_ids]
+        strategies += [
+            operation.as_strategy(GenerationMode.POSITIVE, path_parameters={"staff_id": staff_id})
+            for staff_id in fuzz.staff_ids
+        ]
     await check_examples(st.one_of(strategies), answers_as_documented, examples(40))
     assert any(200 <= status < 300 for status in seen), seen  # not only refusals
     if operation.path_parameters or operation.query or operation.body:
         assert any(400 <= status < 500 for status in seen), seen
 
 
-@pytest.mark.parametrize(("method", "path"), [op for op in OPERATIONS if op[1].startswith(ADMIN_API)],
-                         ids=[f"{m} {p}" for m, p in OPERATIONS if p.startswith(ADMIN_API)])
-async def test_without_a_valid_key_every_operation_answers_401(fuzz: Fuzz, method: str,
-                                                               path: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [op for op in OPERATIONS if op[1].startswith(ADMIN_API)],
+    ids=[f"{m} {p}" for m, p in OPERATIONS if p.startswith(ADMIN_API)],
+)
+async def test_without_a_valid_key_every_operation_answers_401(fuzz: Fuzz, method: str, path: str) -> None:
     operation = fuzz.schema[path][method]
-    credentials = st.sampled_from([{}, {"Authorization": "Bearer ssoak_wrong"},
-                                   {"Authorization": "Basic YWRtaW46YWRtaW4="},
-                                   {"Authorization": "Bearer"}, {"Authorization": ""}])
+    credentials = st.sampled_from(
+        [
+            {},
+            {"Authorization": "Bearer ssoak_wrong"},
+            {"Authorization": "Basic YWRtaW46YWRtaW4="},
+            {"Authorization": "Bearer"},
+            {"Authorization": ""},
+        ]
+    )
 
     async def refused(drawn: tuple[Case, dict[str, str]]) -> None:
         case, headers = drawn
@@ -207,21 +253,26 @@ async def test_without_a_valid_key_every_operation_answers_401(fuzz: Fuzz, metho
         assert response.headers["www-authenticate"] == "Bearer"
         case.validate_response(response, checks=CHECKS)
 
-    await check_examples(st.tuples(operation.as_strategy(GenerationMode.POSITIVE), credentials),
-                         refused, examples(5))
+    await check_examples(
+        st.tuples(operation.as_strategy(GenerationMode.POSITIVE), credentials), refused, examples(5)
+    )
 
 
-async def test_rate_limits_answer_as_documented(temporal_dev_env: WorkflowEnvironment,
-                                                sqlite_url: str) -> None:
-    async with running_stack(temporal_dev_env, sqlite_url, admin_rate_limit=4, auth_failure_limit=1,
-                             setup_email_limit=1) as stack:
+async def test_rate_limits_answer_as_documented(
+    temporal_dev_env: WorkflowEnvironment, sqlite_url: str
+) -> None:
+    async with running_stack(
+        temporal_dev_env, sqlite_url, admin_rate_limit=4, auth_failure_limit=1, setup_email_limit=1
+    ) as stack:
         schema = schemathesis.openapi.from_dict((await stack.http.get("/openapi.json")).json())
         staff = await stack.create_staff()
         send_email = schema["/api/v1/staff/{staff_id}/sso-email"]["POST"].Case(
-            path_parameters={"staff_id": staff["id"]})
+            path_parameters={"staff_id": staff["id"]}
+        )
         listing = schema["/api/v1/staff"]["GET"].Case(query={})
-        answers = [await send(stack.http, case, stack.admin)
-                   for case in (send_email, send_email, listing, listing)]
+        answers = [
+            await send(stack.http, case, stack.admin) for case in (send_email, send_email, listing, listing)
+        ]
         assert [a.status_code for a in answers] == [202, 429, 200, 429]  # per person, per key
         wrong = {"Authorization": "Bearer ssoak_guess"}
         answers += [await send(stack.http, listing, wrong) for _ in range(2)]
@@ -236,11 +287,15 @@ async def test_rate_limits_answer_as_documented(temporal_dev_env: WorkflowEnviro
 async def test_health_answers_as_documented_when_temporal_is_down(sqlite_url: str) -> None:
     settings = make_settings(database_url=sqlite_url, temporal_address="127.0.0.1:1")
     app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
         schema = schemathesis.openapi.from_dict((await http.get("/openapi.json")).json())
         case = schema["/healthz"]["GET"].Case()
         response = await send(http, case, {})
         assert response.status_code == 503  # a deliberate 5xx: documented, so it conforms
-        case.validate_response(response, checks=[check for check in CHECKS if check is not
-                                                  schemathesis.checks.not_a_server_error])
+        case.validate_response(
+            response,
+            checks=[check for check in CHECKS if check is not schemathesis.checks.not_a_server_error],
+        )

@@ -24,8 +24,7 @@ async def app(sqlite_url: str) -> AsyncIterator[App]:
 
 async def make_admin(app: App, person: Person) -> None:
     async with app.sessions() as session:
-        await session.execute(update(Staff).where(Staff.id == person.staff_id)
-                              .values(is_admin=True))
+        await session.execute(update(Staff).where(Staff.id == person.staff_id).values(is_admin=True))
         await session.commit()
 
 
@@ -47,8 +46,7 @@ async def test_an_admin_signed_in_with_mfa_can_decode(app: App) -> None:
     assert decoded.status_code == 200 and decoded.json() == BODY
 
 
-@pytest.mark.parametrize("kind", ["anonymous", "staff-with-mfa", "admin-password-only",
-                                  "wrong-key"])
+@pytest.mark.parametrize("kind", ["anonymous", "staff-with-mfa", "admin-password-only", "wrong-key"])
 async def test_anyone_else_is_refused(app: App, kind: str) -> None:
     browser = app.browser()
     headers = {}
@@ -78,8 +76,7 @@ async def test_failed_key_checks_are_limited_like_the_admin_api(sqlite_url: str)
     async with running_app(sqlite_url, auth_failure_limit=3) as app:
         ciphertext = await encoded(app)
         wrong = {"Authorization": "Bearer ssoak_not-a-real-key"}
-        answers = [await app.http.post("/codec/decode", json=ciphertext, headers=wrong)
-                   for _ in range(4)]
+        answers = [await app.http.post("/codec/decode", json=ciphertext, headers=wrong) for _ in range(4)]
         assert [a.status_code for a in answers] == [401, 401, 401, 429]
         assert int(answers[-1].headers["Retry-After"]) >= 1
         assert (await app.http.post("/codec/encode", json=BODY)).status_code == 429
@@ -91,8 +88,11 @@ async def test_failed_key_checks_are_limited_like_the_admin_api(sqlite_url: str)
 async def test_decode_shows_unauthenticated_payloads_as_such(app: App) -> None:
     """A payload not encrypted with the keyring (what a client without the key sends) is
     shown as a plain statement, not passed through as if it were ours."""
-    forged = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="},
-                            "data": "eyJhY3RvciI6ImFkbWluLWtleTpmb3JnZWQifQ=="}]}
+    forged = {
+        "payloads": [
+            {"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "eyJhY3RvciI6ImFkbWluLWtleTpmb3JnZWQifQ=="}
+        ]
+    }
     answer = await app.http.post("/codec/decode", json=forged, headers=app.admin)
     assert answer.status_code == 200
     [shown] = answer.json()["payloads"]

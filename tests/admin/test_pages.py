@@ -138,8 +138,9 @@ def table_rows(page: httpx.Response, heading: str) -> list[list[str]]:
     assert f"<h2>{heading}</h2>" in page.text, page.text
     section = page.text.split(f"<h2>{heading}</h2>", 1)[1].split("<h2>", 1)[0]
     body = section.split("<tbody>", 1)[-1]
-    return [[text_of(cell) for cell in CELL.findall(row)]
-            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+    return [
+        [text_of(cell) for cell in CELL.findall(row)] for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    ]
 
 
 def person_state(page: httpx.Response) -> tuple[str, set[str]]:
@@ -179,40 +180,60 @@ async def set_admin(sessions: SessionFactory, staff_id: uuid.UUID, value: bool =
         await session.commit()
 
 
-async def add_staff(sessions: SessionFactory, first_name: str, last_name: str,
-                    email: str | None = None) -> uuid.UUID:
+async def add_staff(
+    sessions: SessionFactory, first_name: str, last_name: str, email: str | None = None
+) -> uuid.UUID:
     """A staff record with no Single Sign-On at all."""
-    staff = Staff(id=uuid.uuid4(), first_name=first_name, last_name=last_name,
-                  external_email_1=email or f"{uuid.uuid4().hex[:12]}@staff.example")
+    staff = Staff(
+        id=uuid.uuid4(),
+        first_name=first_name,
+        last_name=last_name,
+        external_email_1=email or f"{uuid.uuid4().hex[:12]}@staff.example",
+    )
     async with sessions() as session:
         session.add(staff)
         await session.commit()
     return staff.id
 
 
-async def add_setup(sessions: SessionFactory, staff_id: uuid.UUID, state: str,
-                    link_expires_at: datetime | None = None) -> None:
+async def add_setup(
+    sessions: SessionFactory, staff_id: uuid.UUID, state: str, link_expires_at: datetime | None = None
+) -> None:
     """The setup row a flow would have written, at `state`."""
     async with sessions() as session:
-        session.add(SsoSetup(staff_id=staff_id, workflow_id=f"sso-setup-{staff_id}",
-                             state=state, state_since=utcnow(), link_expires_at=link_expires_at,
-                             email_delivery="sent", email_attempts=1,
-                             requested_by="admin-key:test-admin"))
+        session.add(
+            SsoSetup(
+                staff_id=staff_id,
+                workflow_id=f"sso-setup-{staff_id}",
+                state=state,
+                state_since=utcnow(),
+                link_expires_at=link_expires_at,
+                email_delivery="sent",
+                email_attempts=1,
+                requested_by="admin-key:test-admin",
+            )
+        )
         await session.commit()
 
 
 async def add_entra_link(sessions: SessionFactory, staff_id: uuid.UUID, email: str) -> EntraLink:
-    link = EntraLink(staff_id=staff_id, tenant_id="11111111-2222-3333-4444-555555555555",
-                     object_id=uuid.uuid4().hex, display_name="Linked Person", email=email,
-                     linked_via="session")
+    link = EntraLink(
+        staff_id=staff_id,
+        tenant_id="11111111-2222-3333-4444-555555555555",
+        object_id=uuid.uuid4().hex,
+        display_name="Linked Person",
+        email=email,
+        linked_via="session",
+    )
     async with sessions() as session:
         session.add(link)
         await session.commit()
     return link
 
 
-async def audit_for(sessions: SessionFactory, staff_id: uuid.UUID,
-                    action: str | None = None) -> list[AuditEvent]:
+async def audit_for(
+    sessions: SessionFactory, staff_id: uuid.UUID, action: str | None = None
+) -> list[AuditEvent]:
     query = select(AuditEvent).where(AuditEvent.target == str(staff_id))
     if action is not None:
         query = query.where(AuditEvent.action == action)
@@ -222,8 +243,13 @@ async def audit_for(sessions: SessionFactory, staff_id: uuid.UUID,
 
 async def setups_of(sessions: SessionFactory, staff_id: uuid.UUID) -> list[SsoSetup]:
     async with sessions() as session:
-        return list((await session.scalars(select(SsoSetup).where(
-            SsoSetup.staff_id == staff_id).order_by(SsoSetup.created_at))).all())
+        return list(
+            (
+                await session.scalars(
+                    select(SsoSetup).where(SsoSetup.staff_id == staff_id).order_by(SsoSetup.created_at)
+                )
+            ).all()
+        )
 
 
 async def account_of(sessions: SessionFactory, staff_id: uuid.UUID) -> SsoAccount:
@@ -236,8 +262,7 @@ async def account_of(sessions: SessionFactory, staff_id: uuid.UUID) -> SsoAccoun
 # -- signing in -------------------------------------------------------------------------
 
 
-async def sign_in_with_totp(browser: Browser, person: Person,
-                            return_to: str | None = None) -> httpx.Response:
+async def sign_in_with_totp(browser: Browser, person: Person, return_to: str | None = None) -> httpx.Response:
     """Password, then the authenticator code: the answer to the code."""
     login = await browser.get("/sso/login", **({"return_to": return_to} if return_to else {}))
     assert login.status_code == 200, login.text
@@ -261,8 +286,9 @@ class Admin:
         assert response.status_code == 200, response.text
         return response
 
-    async def act(self, page: httpx.Response, staff_id: uuid.UUID, action: str,
-                  **fields: str) -> httpx.Response:
+    async def act(
+        self, page: httpx.Response, staff_id: uuid.UUID, action: str, **fields: str
+    ) -> httpx.Response:
         """Press an entry of the Actions menu of `page`: a 303 back to where it came from."""
         response = await self.browser.submit(page, f"/admin/staff/{staff_id}/{action}", **fields)
         assert response.status_code == 303, response.text
@@ -277,21 +303,28 @@ class Admin:
 
     async def csrf(self) -> str:
         """This browser's CSRF token, as every admin form carries it."""
-        return hidden_fields(await self.page(), f"/admin/staff/{self.person.staff_id}/"
-                             "revoke-sessions")["csrf"]
+        return hidden_fields(await self.page(), f"/admin/staff/{self.person.staff_id}/revoke-sessions")[
+            "csrf"
+        ]
 
 
 async def make_admin(sessions: SessionFactory, settings: Settings, **names: str) -> Person:
-    person = await make_person(sessions, settings, mfa=True, password_hash=known_hash(settings),
-                               first_name=names.get("first_name", ADMIN_FIRST),
-                               last_name=names.get("last_name", ADMIN_LAST))
+    person = await make_person(
+        sessions,
+        settings,
+        mfa=True,
+        password_hash=known_hash(settings),
+        first_name=names.get("first_name", ADMIN_FIRST),
+        last_name=names.get("last_name", ADMIN_LAST),
+    )
     await set_admin(sessions, person.staff_id)
     return person
 
 
 @asynccontextmanager
-async def signed_in_admin(transport: httpx.AsyncBaseTransport, sessions: SessionFactory,
-                          settings: Settings) -> AsyncIterator[Admin]:
+async def signed_in_admin(
+    transport: httpx.AsyncBaseTransport, sessions: SessionFactory, settings: Settings
+) -> AsyncIterator[Admin]:
     person = await make_admin(sessions, settings)
     async with browsing(transport) as browser:
         assert redirected_to(await sign_in_with_totp(browser, person), "/sso/account")
@@ -304,8 +337,9 @@ async def foreign_csrf(transport: httpx.AsyncBaseTransport) -> str:
         return hidden_fields(await stranger.get("/sso/login"), "/sso/login")["csrf"]
 
 
-async def assert_csrf_refused(transport: httpx.AsyncBaseTransport, admin: Admin,
-                              page: httpx.Response, staff_id: uuid.UUID, action: str) -> None:
+async def assert_csrf_refused(
+    transport: httpx.AsyncBaseTransport, admin: Admin, page: httpx.Response, staff_id: uuid.UUID, action: str
+) -> None:
     """The form of `page` sent without its token, with another browser's, and with a forged
     one: back to where it came from, with an error shown once. The caller checks that nothing
     changed."""
@@ -335,20 +369,21 @@ async def admin(app: App) -> AsyncIterator[Admin]:
 
 
 @asynccontextmanager
-async def admin_stack(env: WorkflowEnvironment, database_url: str,
-                      **overrides: Any) -> AsyncIterator[tuple[Stack, Admin]]:
+async def admin_stack(
+    env: WorkflowEnvironment, database_url: str, **overrides: Any
+) -> AsyncIterator[tuple[Stack, Admin]]:
     """App and worker on the time-skipping server, with an admin signed in with TOTP."""
     async with running_stack(env, database_url, **overrides) as stack:
-        async with signed_in_admin(stack.http._transport, stack.sessions,
-                                   stack.settings) as signed_in:
+        async with signed_in_admin(stack.http._transport, stack.sessions, stack.settings) as signed_in:
             yield stack, signed_in
         await settle(stack)
     gc.collect()  # see the stack fixture in tests/conftest.py: dispose of the worker's engine on this thread
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def stack_admin(temporal_env: WorkflowEnvironment,
-                      database_url: str) -> AsyncIterator[tuple[Stack, Admin]]:
+async def stack_admin(
+    temporal_env: WorkflowEnvironment, database_url: str
+) -> AsyncIterator[tuple[Stack, Admin]]:
     async with admin_stack(temporal_env, database_url) as running:
         yield running
 
@@ -361,15 +396,15 @@ async def test_without_a_session_sign_in_returns_to_the_admin_page(app: App) -> 
     async with browsing(app.transport) as browser:
         for path in ("/admin/staff", f"/admin/staff/{person.staff_id}"):
             assert redirected_to(await browser.get(path), f"/sso/login?return_to={path}")
-        posted = await browser.post(f"/admin/staff/{person.staff_id}/revoke-sessions",
-                                    {"back": "/admin/staff"})
+        posted = await browser.post(
+            f"/admin/staff/{person.staff_id}/revoke-sessions", {"back": "/admin/staff"}
+        )
         assert posted.status_code == 303
         assert posted.headers["location"].startswith("/sso/login?return_to=")
 
         login = await browser.get("/sso/login", return_to="/admin/staff")
         assert hidden_fields(login, "/sso/login")["return_to"] == "/admin/staff"
-        assert redirected_to(await sign_in_with_totp(browser, person, "/admin/staff"),
-                             "/admin/staff")
+        assert redirected_to(await sign_in_with_totp(browser, person, "/admin/staff"), "/admin/staff")
         page = await browser.get("/admin/staff")
         assert page.status_code == 200, page.text
         assert f"{ADMIN_FIRST} {ADMIN_LAST} \u203a Settings \u203a Staff" in page_text(page)
@@ -378,10 +413,10 @@ async def test_without_a_session_sign_in_returns_to_the_admin_page(app: App) -> 
 
 
 async def test_staff_without_the_admin_role_are_refused(app: App, admin: Admin) -> None:
-    plain = await app.person(mfa=True, first_name="Nadia", last_name="Plain",
-                             password_hash=known_hash(app.settings))
-    target = await app.person(first_name="Otto", last_name="Target",
-                              password_hash=known_hash(app.settings))
+    plain = await app.person(
+        mfa=True, first_name="Nadia", last_name="Plain", password_hash=known_hash(app.settings)
+    )
+    target = await app.person(first_name="Otto", last_name="Target", password_hash=known_hash(app.settings))
     async with browsing(app.transport) as browser, browsing(app.transport) as theirs:
         assert redirected_to(await sign_in(theirs, target.email), "/sso/account")
         assert redirected_to(await sign_in_with_totp(browser, plain), "/sso/account")
@@ -392,8 +427,9 @@ async def test_staff_without_the_admin_role_are_refused(app: App, admin: Admin) 
             assert NOT_ADMIN in page_text(refused)
             assert "doesn't have the administrator role" in page_text(refused)
             assert target.email not in refused.text
-        posted = await browser.post(f"/admin/staff/{target.staff_id}/revoke-sessions",
-                                    {"csrf": csrf, "back": "/admin/staff"})
+        posted = await browser.post(
+            f"/admin/staff/{target.staff_id}/revoke-sessions", {"csrf": csrf, "back": "/admin/staff"}
+        )
         assert posted.status_code == 403 and NOT_ADMIN in page_text(posted)
         assert (await theirs.get("/sso/account")).status_code == 200
     assert await audit_for(app.sessions, target.staff_id, "sessions.revoke") == []
@@ -406,11 +442,11 @@ async def test_staff_without_the_admin_role_are_refused(app: App, admin: Admin) 
 
 
 async def test_admins_must_have_signed_in_with_a_second_factor(app: App) -> None:
-    password_only = await app.person(first_name="Petra", last_name="Password",
-                                     password_hash=known_hash(app.settings))
+    password_only = await app.person(
+        first_name="Petra", last_name="Password", password_hash=known_hash(app.settings)
+    )
     await set_admin(app.sessions, password_only.staff_id)
-    target = await app.person(first_name="Otto", last_name="Target",
-                              password_hash=known_hash(app.settings))
+    target = await app.person(first_name="Otto", last_name="Target", password_hash=known_hash(app.settings))
     async with browsing(app.transport) as browser, browsing(app.transport) as theirs:
         assert redirected_to(await sign_in(theirs, target.email), "/sso/account")
         assert redirected_to(await sign_in(browser, password_only.email), "/sso/account")
@@ -423,8 +459,9 @@ async def test_admins_must_have_signed_in_with_a_second_factor(app: App) -> None
             assert NEEDS_MFA in page_text(refused)
             assert "authenticator app or with Microsoft-Entra" in page_text(refused)
             assert target.email not in refused.text
-        posted = await browser.post(f"/admin/staff/{target.staff_id}/revoke-sessions",
-                                    {"csrf": csrf, "back": "/admin/staff"})
+        posted = await browser.post(
+            f"/admin/staff/{target.staff_id}/revoke-sessions", {"csrf": csrf, "back": "/admin/staff"}
+        )
         assert posted.status_code == 403 and NEEDS_MFA in page_text(posted)
         assert (await theirs.get("/sso/account")).status_code == 200
     assert await audit_for(app.sessions, target.staff_id, "sessions.revoke") == []
@@ -433,14 +470,13 @@ async def test_admins_must_have_signed_in_with_a_second_factor(app: App) -> None
     with_mfa = await make_admin(app.sessions, app.settings, first_name="Mia")
     async with browsing(app.transport) as halfway:
         assert redirected_to(await sign_in(halfway, with_mfa.email), "/sso/login/mfa")
-        assert redirected_to(await halfway.get("/admin/staff"),
-                             "/sso/login?return_to=/admin/staff")
+        assert redirected_to(await halfway.get("/admin/staff"), "/sso/login?return_to=/admin/staff")
 
     # A session made by a Microsoft-Entra sign-in counts as a second factor.
     async with app.sessions() as session:
         session_id = await Sessions(app.settings, session).create(
-            "signin", password_only.staff_id, app.settings.session_max_ttl,
-            data={"method": "entra"})
+            "signin", password_only.staff_id, app.settings.session_max_ttl, data={"method": "entra"}
+        )
         await session.commit()
     async with browsing(app.transport) as entra:
         entra.set_cookie(SESSION_COOKIE, session_id)
@@ -454,10 +490,8 @@ async def test_idle_and_revoked_sessions_are_refused(app: App, admin: Admin) -> 
     page = await admin.page()
     [row] = await session_rows(app.sessions, admin.person, "signin")
     idle = app.settings.session_idle_ttl
-    await move_session(app.sessions, row.id_hash, idle + timedelta(seconds=1), "last_seen_at",
-                       "created_at")
-    assert redirected_to(await admin.browser.get("/admin/staff"),
-                         "/sso/login?return_to=/admin/staff")
+    await move_session(app.sessions, row.id_hash, idle + timedelta(seconds=1), "last_seen_at", "created_at")
+    assert redirected_to(await admin.browser.get("/admin/staff"), "/sso/login?return_to=/admin/staff")
     # A form from before the session ended does nothing either.
     posted = await admin.browser.submit(page, f"/admin/staff/{target}/revoke-sessions")
     assert posted.status_code == 303
@@ -472,20 +506,23 @@ async def test_idle_and_revoked_sessions_are_refused(app: App, admin: Admin) -> 
     await update_account(app.sessions, admin.person, totp_last_step=None)
     assert redirected_to(await sign_in_with_totp(admin.browser, admin.person), "/sso/account")
     await admin.page()
-    revoked = await app.http.post(f"/api/v1/staff/{admin.person.staff_id}/sessions/revoke",
-                                  headers=app.admin)
+    revoked = await app.http.post(f"/api/v1/staff/{admin.person.staff_id}/sessions/revoke", headers=app.admin)
     assert revoked.status_code == 200 and revoked.json() == {"sessions_revoked": 1}
     for path in ("/admin/staff", f"/admin/staff/{target}"):
         assert redirected_to(await admin.browser.get(path), f"/sso/login?return_to={path}")
 
 
-async def test_an_action_after_the_session_ended_comes_back_to_a_page(app: App,
-                                                                     admin: Admin) -> None:
+async def test_an_action_after_the_session_ended_comes_back_to_a_page(app: App, admin: Admin) -> None:
     target = await add_staff(app.sessions, "Bea", "Bystander")
     page = await admin.page(f"/admin/staff/{target}")
     [row] = await session_rows(app.sessions, admin.person, "signin")
-    await move_session(app.sessions, row.id_hash, app.settings.session_idle_ttl
-                       + timedelta(seconds=1), "last_seen_at", "created_at")
+    await move_session(
+        app.sessions,
+        row.id_hash,
+        app.settings.session_idle_ttl + timedelta(seconds=1),
+        "last_seen_at",
+        "created_at",
+    )
     posted = await admin.browser.submit(page, f"/admin/staff/{target}/revoke-sessions")
     login = await admin.browser.get(posted.headers["location"])
     return_to = hidden_fields(login, "/sso/login")["return_to"]
@@ -503,8 +540,7 @@ async def test_search_by_name_and_email_ignores_case(app: App, admin: Admin) -> 
     await add_staff(app.sessions, "Marguerite", "Fenwick", "mfen@alpha.example")
     await add_staff(app.sessions, "Tobias", "Marlow", "tobias@bravo.example")
     await add_staff(app.sessions, "Ines", "Carver", "ines.marchetti@charlie.example")
-    await add_staff(app.sessions, "Zed <script>alert(1)</script>", "Escaped",
-                    "zed@delta.example")
+    await add_staff(app.sessions, "Zed <script>alert(1)</script>", "Escaped", "zed@delta.example")
     cases = {
         "MARGUERITE": ["Marguerite Fenwick"],
         "fenWICK": ["Marguerite Fenwick"],
@@ -530,8 +566,10 @@ async def test_search_by_name_and_email_ignores_case(app: App, admin: Admin) -> 
 
 async def test_pages_of_25(app: App, admin: Admin) -> None:
     async with app.sessions() as session:
-        session.add_all(Staff(first_name="Pat", last_name=f"Pagetest{i:02d}",
-                              external_email_1=f"pat.{i}@paging.example") for i in range(27))
+        session.add_all(
+            Staff(first_name="Pat", last_name=f"Pagetest{i:02d}", external_email_1=f"pat.{i}@paging.example")
+            for i in range(27)
+        )
         await session.commit()
     first = await admin.page(q="PAGETEST")
     assert names_on(first) == [f"Pat Pagetest{i:02d}" for i in range(25)]
@@ -545,9 +583,10 @@ async def test_pages_of_25(app: App, admin: Admin) -> None:
     assert "Page 2 of 2" in page_text(second) and "Next" not in page_text(second)
     assert '<a href="/admin/staff?q=PAGETEST&amp;page=1">Previous</a>' in second.text
     # An action from page 2 comes back to page 2.
-    assert {fields["back"] for fields in (
-        hidden_fields(second, f"/admin/staff/{sid}/revoke-sessions") for sid in rows(second)
-    )} == {"/admin/staff?q=PAGETEST&page=2"}
+    assert {
+        fields["back"]
+        for fields in (hidden_fields(second, f"/admin/staff/{sid}/revoke-sessions") for sid in rows(second))
+    } == {"/admin/staff?q=PAGETEST&page=2"}
 
     beyond = await admin.page(q="PAGETEST", page="3")
     assert rows(beyond) == {} and "No staff members found." in page_text(beyond)
@@ -569,26 +608,42 @@ async def cast(app: App, admin: Admin) -> dict[uuid.UUID, Expected]:
     now = utcnow()
     link_expires = now + timedelta(minutes=10)
     quick = {"password_hash": known_hash(app.settings)}
-    base = {"sso_state": "active", "mfa_enabled": False, "entra_linked": False, "locked": False,
-            "link_expires_at": None, "is_admin": False, "has_password": True}
+    base = {
+        "sso_state": "active",
+        "mfa_enabled": False,
+        "entra_linked": False,
+        "locked": False,
+        "link_expires_at": None,
+        "is_admin": False,
+        "has_password": True,
+    }
     menu = {"revoke-sessions"}
     setup_menu = {"send-email", "cancel-setup", "revoke-sessions"}
     people: dict[uuid.UUID, Expected] = {}
 
     sid = await add_staff(app.sessions, "Nora", "Nobody")
-    people[sid] = Expected("Not set up", set(), {"send-email", "revoke-sessions"},
-                           {**base, "sso_state": "not_started", "has_password": False})
+    people[sid] = Expected(
+        "Not set up",
+        set(),
+        {"send-email", "revoke-sessions"},
+        {**base, "sso_state": "not_started", "has_password": False},
+    )
     sid = await add_staff(app.sessions, "Ezra", "Emailed")
     await add_setup(app.sessions, sid, SetupState.email_sent.value, link_expires)
-    people[sid] = Expected("Email sent, link valid 10 more min", set(), setup_menu,
-                           {**base, "sso_state": "email_sent", "link_expires_at": link_expires,
-                            "has_password": False})
+    people[sid] = Expected(
+        "Email sent, link valid 10 more min",
+        set(),
+        setup_menu,
+        {**base, "sso_state": "email_sent", "link_expires_at": link_expires, "has_password": False},
+    )
     coded = await app.person(status="pending", first_name="Cora", last_name="Coded", **quick)
-    await add_setup(app.sessions, coded.staff_id, SetupState.code_sent.value,
-                    now - timedelta(minutes=5))
+    await add_setup(app.sessions, coded.staff_id, SetupState.code_sent.value, now - timedelta(minutes=5))
     people[coded.staff_id] = Expected(
-        "At step: confirm the emailed code", set(), setup_menu,
-        {**base, "sso_state": "code_sent", "link_expires_at": now - timedelta(minutes=5)})
+        "At step: confirm the emailed code",
+        set(),
+        setup_menu,
+        {**base, "sso_state": "code_sent", "link_expires_at": now - timedelta(minutes=5)},
+    )
     on = await app.person(mfa=True, first_name="Mona", last_name="Mfaon", **quick)
     people[on.staff_id] = Expected("Active", {"MFA on"}, menu, {**base, "mfa_enabled": True})
     off = await app.person(first_name="Milo", last_name="Mfaoff", **quick)
@@ -596,23 +651,28 @@ async def cast(app: App, admin: Admin) -> dict[uuid.UUID, Expected]:
     sid = await add_staff(app.sessions, "Eli", "Entra")
     await add_entra_link(app.sessions, sid, "eli@contoso.example")
     # Linked through Entra only: no password, so MFA on or off says nothing about them.
-    people[sid] = Expected("Active", {"Entra linked"}, menu | {"unlink-entra"},
-                           {**base, "entra_linked": True, "has_password": False})
+    people[sid] = Expected(
+        "Active",
+        {"Entra linked"},
+        menu | {"unlink-entra"},
+        {**base, "entra_linked": True, "has_password": False},
+    )
     failed = await app.person(first_name="Lena", last_name="Lockedout", **quick)
     await update_account(app.sessions, failed, failed_sign_ins=100)
-    people[failed.staff_id] = Expected("Active", {"MFA off", "Locked"}, menu | {"unlock"},
-                                       {**base, "locked": True})
+    people[failed.staff_id] = Expected(
+        "Active", {"MFA off", "Locked"}, menu | {"unlock"}, {**base, "locked": True}
+    )
     waiting = await app.person(first_name="Lars", last_name="Lockeduntil", **quick)
-    await update_account(app.sessions, waiting, failed_sign_ins=7,
-                         locked_until=now + timedelta(minutes=10))
-    people[waiting.staff_id] = Expected("Active", {"MFA off", "Locked"}, menu | {"unlock"},
-                                        {**base, "locked": True})
+    await update_account(app.sessions, waiting, failed_sign_ins=7, locked_until=now + timedelta(minutes=10))
+    people[waiting.staff_id] = Expected(
+        "Active", {"MFA off", "Locked"}, menu | {"unlock"}, {**base, "locked": True}
+    )
     lapsed = await app.person(first_name="Lou", last_name="Lapsed", **quick)
-    await update_account(app.sessions, lapsed, failed_sign_ins=7,
-                         locked_until=now - timedelta(minutes=1))
+    await update_account(app.sessions, lapsed, failed_sign_ins=7, locked_until=now - timedelta(minutes=1))
     people[lapsed.staff_id] = Expected("Active", {"MFA off"}, menu, base)
-    people[admin.person.staff_id] = Expected("Active", {"MFA on", "Admin"}, menu,
-                                             {**base, "mfa_enabled": True, "is_admin": True})
+    people[admin.person.staff_id] = Expected(
+        "Active", {"MFA on", "Admin"}, menu, {**base, "mfa_enabled": True, "is_admin": True}
+    )
     return people
 
 
@@ -635,8 +695,13 @@ async def test_state_and_actions_at_a_glance(app: App, admin: Admin) -> None:
         assert actions_in(own.text, sid) == expected.actions
         assert person_state(own)[1] == expected.tags
     labels = re.findall(r'<button class="menu-item" type="submit">([^<]+)</button>', page.text)
-    assert set(labels) == {"Send Single Sign-On Email", "Cancel setup", "Sign out everywhere",
-                           "Unlock sign-in", "Unlink Microsoft-Entra"}
+    assert set(labels) == {
+        "Send Single Sign-On Email",
+        "Cancel setup",
+        "Sign out everywhere",
+        "Unlock sign-in",
+        "Unlink Microsoft-Entra",
+    }
 
 
 async def test_admin_api_and_pages_say_the_same(app: App, admin: Admin) -> None:
@@ -662,8 +727,9 @@ async def test_admin_api_and_pages_say_the_same(app: App, admin: Admin) -> None:
             assert tags & {"MFA on", "MFA off"} == {"MFA on" if item["mfa_enabled"] else "MFA off"}
         else:
             assert not tags & {"MFA on", "MFA off"}
-        assert ("cancel-setup" in row_actions(page, sid)) is (item["sso_state"] in {
-            s.value for s in OPEN_SETUP_STATES})
+        assert ("cancel-setup" in row_actions(page, sid)) is (
+            item["sso_state"] in {s.value for s in OPEN_SETUP_STATES}
+        )
     # The same search, through both.
     found = await app.http.get("/api/v1/staff", params={"q": "LOCKED"}, headers=app.admin)
     assert [i["last_name"] for i in found.json()["items"]] == ["Lockedout", "Lockeduntil"]
@@ -674,8 +740,7 @@ async def test_admin_api_and_pages_say_the_same(app: App, admin: Admin) -> None:
 
 
 async def test_sign_out_everywhere(app: App, admin: Admin) -> None:
-    target = await app.person(first_name="Sam", last_name="Revoked",
-                              password_hash=known_hash(app.settings))
+    target = await app.person(first_name="Sam", last_name="Revoked", password_hash=known_hash(app.settings))
     async with browsing(app.transport) as laptop, browsing(app.transport) as phone:
         for browser in (laptop, phone):
             assert redirected_to(await sign_in(browser, target.email), "/sso/account")
@@ -694,17 +759,16 @@ async def test_sign_out_everywhere(app: App, admin: Admin) -> None:
         for browser in (laptop, phone):
             assert redirected_to(await browser.get("/sso/account"), "/sso/login?notice=expired")
     [event] = await audit_for(app.sessions, target.staff_id, "sessions.revoke")
-    assert (event.actor, event.outcome, event.target) == (admin.actor, "success",
-                                                          str(target.staff_id))
+    assert (event.actor, event.outcome, event.target) == (admin.actor, "success", str(target.staff_id))
     assert event.details["sessions_revoked"] == 2 and event.ip
     await admin.page()  # the admin's own session is not theirs to lose
 
 
 async def test_unlock_sign_in(app: App, admin: Admin) -> None:
-    target = await app.person(first_name="Uma", last_name="Locked",
-                              password_hash=known_hash(app.settings))
-    await update_account(app.sessions, target, failed_sign_ins=100,
-                         locked_until=utcnow() + timedelta(minutes=15))
+    target = await app.person(first_name="Uma", last_name="Locked", password_hash=known_hash(app.settings))
+    await update_account(
+        app.sessions, target, failed_sign_ins=100, locked_until=utcnow() + timedelta(minutes=15)
+    )
     async with browsing(app.transport) as theirs:
         refused = await sign_in(theirs, target.email)
         assert refused.status_code == 401 and REFUSED in page_text(refused)
@@ -732,8 +796,7 @@ async def test_unlock_sign_in(app: App, admin: Admin) -> None:
 
 
 async def test_unlink_microsoft_entra(app: App, admin: Admin) -> None:
-    target = await app.person(first_name="Ugo", last_name="Linked",
-                              password_hash=known_hash(app.settings))
+    target = await app.person(first_name="Ugo", last_name="Linked", password_hash=known_hash(app.settings))
     link = await add_entra_link(app.sessions, target.staff_id, "ugo@contoso.example")
     async with browsing(app.transport) as theirs:
         assert redirected_to(await sign_in(theirs, target.email), "/sso/account")
@@ -744,40 +807,54 @@ async def test_unlink_microsoft_entra(app: App, admin: Admin) -> None:
 
         await assert_csrf_refused(app.transport, admin, page, target.staff_id, "unlink-entra")
         async with app.sessions() as session:
-            assert await session.scalar(select(EntraLink.id).where(
-                EntraLink.staff_id == target.staff_id)) == link.id
+            assert (
+                await session.scalar(select(EntraLink.id).where(EntraLink.staff_id == target.staff_id))
+                == link.id
+            )
         assert (await theirs.get("/sso/account")).status_code == 200
 
         done = await admin.act(page, target.staff_id, "unlink-entra")
         shown = await admin.follow(done)
-        assert flash_of(shown) == ("success", "The Microsoft account ugo@contoso.example was "
-                                   "unlinked from Ugo Linked, and their sessions were ended.")
+        assert flash_of(shown) == (
+            "success",
+            "The Microsoft account ugo@contoso.example was "
+            "unlinked from Ugo Linked, and their sessions were ended.",
+        )
         assert "unlink-entra" not in actions_in(shown.text, target.staff_id)
         assert person_state(shown) == ("Active", {"MFA off"})
         assert flash_of(await admin.page(done.headers["location"])) is None
         async with app.sessions() as session:
-            assert await session.scalar(select(EntraLink.id).where(
-                EntraLink.staff_id == target.staff_id)) is None
+            assert (
+                await session.scalar(select(EntraLink.id).where(EntraLink.staff_id == target.staff_id))
+                is None
+            )
         assert redirected_to(await theirs.get("/sso/account"), "/sso/login?notice=expired")
     [event] = await audit_for(app.sessions, target.staff_id, "entra.unlinked")
     assert (event.actor, event.outcome) == (admin.actor, "success")
-    assert event.details == {"tenant_id": link.tenant_id, "object_id": link.object_id,
-                             "sessions_revoked": 1}
+    assert event.details == {"tenant_id": link.tenant_id, "object_id": link.object_id, "sessions_revoked": 1}
 
 
 async def test_problems_come_back_as_a_message(app: App, admin: Admin) -> None:
     nobody = await add_staff(app.sessions, "Nell", "Noaccount")
-    active = await app.person(first_name="Ava", last_name="Active",
-                              password_hash=known_hash(app.settings))
+    active = await app.person(first_name="Ava", last_name="Active", password_hash=known_hash(app.settings))
     csrf = await admin.csrf()
     back = f"/admin/staff/{nobody}"
     for staff_id, action, message in (
-        (nobody, "unlock", "Unlock sign-in for Nell Noaccount: This person has no Single "
-                           "Sign-On account yet"),
-        (nobody, "unlink-entra", "Unlink Microsoft-Entra for Nell Noaccount: This person has "
-                                 "no linked Microsoft account"),
-        (active.staff_id, "send-email", "Send Single Sign-On Email for Ava Active: Single "
-                                        "Sign-On is already active for this person"),
+        (
+            nobody,
+            "unlock",
+            "Unlock sign-in for Nell Noaccount: This person has no Single Sign-On account yet",
+        ),
+        (
+            nobody,
+            "unlink-entra",
+            "Unlink Microsoft-Entra for Nell Noaccount: This person has no linked Microsoft account",
+        ),
+        (
+            active.staff_id,
+            "send-email",
+            "Send Single Sign-On Email for Ava Active: Single Sign-On is already active for this person",
+        ),
         (uuid.uuid4(), "revoke-sessions", "That person no longer exists."),
     ):
         response = await admin.post(staff_id, action, csrf=csrf, back=back)
@@ -815,15 +892,17 @@ async def test_back_never_leaves_the_staff_pages(app: App, admin: Admin) -> None
         response = await admin.post(target, "revoke-sessions", csrf=csrf, back=back)
         assert redirected_to(response, expected), (back, response.headers.get("location"))
         assert flash_of(await admin.follow(response)) == (
-            "success", "Bea Back was signed out everywhere (0 sessions).")
+            "success",
+            "Bea Back was signed out everywhere (0 sessions).",
+        )
     # A header cannot be smuggled in through it either.
-    response = await admin.post(target, "revoke-sessions", csrf=csrf,
-                                back="/admin/staff\r\nSet-Cookie: planted=1")
+    response = await admin.post(
+        target, "revoke-sessions", csrf=csrf, back="/admin/staff\r\nSet-Cookie: planted=1"
+    )
     assert response.status_code == 303
     assert response.headers["location"].startswith("/admin/staff")
     assert "\n" not in response.headers["location"] and "planted" not in response.cookies
-    assert flash_of(await admin.page()) == ("success",
-                                            "Bea Back was signed out everywhere (0 sessions).")
+    assert flash_of(await admin.page()) == ("success", "Bea Back was signed out everywhere (0 sessions).")
 
 
 # -- actions that drive a flow ----------------------------------------------------------
@@ -844,16 +923,19 @@ async def test_send_single_sign_on_email(stack_admin: tuple[Stack, Admin]) -> No
 
     done = await admin.act(page, sid, "send-email")
     shown = await admin.follow(done)
-    assert flash_of(shown) == ("success", f"Single Sign-On email sent to {address}. The link is "
-                               "valid for 15 minutes.")
+    assert flash_of(shown) == (
+        "success",
+        f"Single Sign-On email sent to {address}. The link is valid for 15 minutes.",
+    )
     assert flash_of(await admin.page(done.headers["location"])) is None
     status = await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")
     assert status["requested_by"] == admin.actor
     [token] = await stack.links_sent_to(address)
     assert (await stack.http.get(f"/sso/setup/{token}")).status_code == 200
     [setup] = await setups_of(stack.sessions, sid)
-    assert setup.requested_by == admin.actor == (
-        f"staff:{admin.person.staff_id} ({ADMIN_FIRST} {ADMIN_LAST})")
+    assert (
+        setup.requested_by == admin.actor == (f"staff:{admin.person.staff_id} ({ADMIN_FIRST} {ADMIN_LAST})")
+    )
     [event] = await audit_for(stack.sessions, sid, "sso_email.requested")
     assert (event.actor, event.outcome) == (admin.actor, "accepted")
     assert event.details["workflow_id"] == f"sso-setup-{sid}"
@@ -881,8 +963,10 @@ async def test_cancel_setup(stack_admin: tuple[Stack, Admin]) -> None:
     done = await admin.act(page, sid, "cancel-setup")
     assert done.headers["location"] == f"/admin/staff/{sid}"
     shown = await admin.follow(done)
-    assert flash_of(shown) == ("success", "The Single Sign-On setup for Cy Cancelled was "
-                               "cancelled; its link no longer works.")
+    assert flash_of(shown) == (
+        "success",
+        "The Single Sign-On setup for Cy Cancelled was cancelled; its link no longer works.",
+    )
     assert "cancel-setup" not in actions_in(shown.text, sid)
     assert person_state(shown) == ("Cancelled", set())
     assert flash_of(await admin.page(f"/admin/staff/{sid}")) is None
@@ -895,32 +979,38 @@ async def test_cancel_setup(stack_admin: tuple[Stack, Admin]) -> None:
     # Nothing left to cancel: said so, not a 500.
     again = await admin.post(sid, "cancel-setup", csrf=await admin.csrf(), back="/admin/staff")
     assert flash_of(await admin.follow(again)) == (
-        "error", "Cancel the setup in progress for Cy Cancelled: No Single Sign-On setup is in "
-        "progress for this person")
+        "error",
+        "Cancel the setup in progress for Cy Cancelled: No Single Sign-On setup is in "
+        "progress for this person",
+    )
 
 
-async def test_sending_too_often_is_refused_with_a_message(temporal_env: WorkflowEnvironment,
-                                                           database_url: str) -> None:
+async def test_sending_too_often_is_refused_with_a_message(
+    temporal_env: WorkflowEnvironment, database_url: str
+) -> None:
     async with admin_stack(temporal_env, database_url, setup_email_limit=1) as (stack, admin):
         staff = await stack.create_staff(first_name="Ro", last_name="Repeated")
         sid, address = uuid.UUID(staff["id"]), staff["external_email_1"]
         first = await admin.act(await admin.page(q="repeated"), sid, "send-email")
         assert flash_of(await admin.follow(first)) == (
-            "success", f"Single Sign-On email sent to {address}. The link is valid for 15 minutes.")
+            "success",
+            f"Single Sign-On email sent to {address}. The link is valid for 15 minutes.",
+        )
         second = await admin.act(await admin.page(q="repeated"), sid, "send-email")
         kind, text = flash_of(await admin.follow(second)) or ("", "")
         assert kind == "error"
-        assert text.startswith("Send Single Sign-On Email for Ro Repeated: 1 Single Sign-On "
-                               "emails were sent to this person in the last 60 minutes; try "
-                               "again in "), text
+        assert text.startswith(
+            "Send Single Sign-On Email for Ro Repeated: 1 Single Sign-On "
+            "emails were sent to this person in the last 60 minutes; try "
+            "again in "
+        ), text
         await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")
         assert len(await setups_of(stack.sessions, sid)) == 1
         assert len(await stack.links_sent_to(address)) == 1
         assert len(await audit_for(stack.sessions, sid, "sso_email.requested")) == 1
 
 
-async def test_person_page_shows_flow_history_and_audit_trail(
-        stack_admin: tuple[Stack, Admin]) -> None:
+async def test_person_page_shows_flow_history_and_audit_trail(stack_admin: tuple[Stack, Admin]) -> None:
     stack, admin = stack_admin
     staff = await stack.create_staff(first_name="Hal", last_name="History")
     sid = uuid.UUID(staff["id"])
@@ -932,8 +1022,9 @@ async def test_person_page_shows_flow_history_and_audit_trail(
     await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")
     done = await admin.act(await admin.page(f"/admin/staff/{sid}"), sid, "send-email")
     await admin.follow(done)
-    await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent"
-                         and s["requested_by"] == admin.actor)
+    await stack.wait_for(
+        staff["id"], lambda s: s["state"] == "email_sent" and s["requested_by"] == admin.actor
+    )
 
     page = await admin.page(f"/admin/staff/{sid}")
     history = table_rows(page, "Single Sign-On emails")
@@ -947,23 +1038,32 @@ async def test_person_page_shows_flow_history_and_audit_trail(
     trail = table_rows(page, "Audit trail")
     events = await audit_for(stack.sessions, sid)
     # Every event about this person (the page shows times to the second: order checked below).
-    assert sorted(row[1:4] for row in trail) == sorted([e.action, e.actor, e.outcome]
-                                                       for e in events)
+    assert sorted(row[1:4] for row in trail) == sorted([e.action, e.actor, e.outcome] for e in events)
     assert [row[1:3] for row in trail if row[1] == "sso_email.requested"] == [
-        ["sso_email.requested", admin.actor], ["sso_email.requested", "admin-key:test-admin"]]
+        ["sso_email.requested", admin.actor],
+        ["sso_email.requested", "admin-key:test-admin"],
+    ]
     assert ["staff.create", "admin-key:test-admin"] == trail[-1][1:3]
 
 
 # -- an administrator's own setup ---------------------------------------------------------
 
 
-async def at_mfa_step(stack: Stack, browser: SetupBrowser, last_name: str,
-                      is_admin: bool) -> tuple[dict[str, Any], httpx.Response]:
+async def at_mfa_step(
+    stack: Stack, browser: SetupBrowser, last_name: str, is_admin: bool
+) -> tuple[dict[str, Any], httpx.Response]:
     """A staff member created through the admin API, email sent, password chosen, emailed
     code confirmed: the MFA page."""
-    created = await stack.http.post("/api/v1/staff", headers=stack.admin, json={
-        "first_name": "Ada", "last_name": last_name,
-        "external_email_1": f"ada.{uuid.uuid4().hex[:8]}@example.com", "is_admin": is_admin})
+    created = await stack.http.post(
+        "/api/v1/staff",
+        headers=stack.admin,
+        json={
+            "first_name": "Ada",
+            "last_name": last_name,
+            "external_email_1": f"ada.{uuid.uuid4().hex[:8]}@example.com",
+            "is_admin": is_admin,
+        },
+    )
     assert created.status_code == 201, created.text
     staff: dict[str, Any] = created.json()
     assert staff["is_admin"] is is_admin
@@ -974,8 +1074,7 @@ async def at_mfa_step(stack: Stack, browser: SetupBrowser, last_name: str,
     assert redirected_to(await choose_password(browser, token), "/sso/setup/confirm")
     confirm = await confirm_page_once_sent(browser)
     code = await latest_code(stack, staff["external_email_1"])
-    assert redirected_to(await browser.submit(confirm, "/sso/setup/confirm", code=code),
-                         "/sso/setup/mfa")
+    assert redirected_to(await browser.submit(confirm, "/sso/setup/confirm", code=code), "/sso/setup/mfa")
     page = await browser.get("/sso/setup/mfa")
     assert page.status_code == 200, page.text
     return staff, page
@@ -992,8 +1091,9 @@ async def test_an_administrator_must_set_up_mfa(stack_admin: tuple[Stack, Admin]
 
         # The skip posted anyway (an old tab, a hand-made form): refused, and nothing moves.
         fields = hidden_fields(page, "/sso/setup/mfa")
-        refused = await browser.post("/sso/setup/mfa/skip", {"csrf": fields["csrf"],
-                                                             "submission": fields["submission"]})
+        refused = await browser.post(
+            "/sso/setup/mfa/skip", {"csrf": fields["csrf"], "submission": fields["submission"]}
+        )
         assert refused.status_code == 409, refused.text
         assert "Administrators must set up MFA" in page_text(refused)
         assert ADMIN_MFA_SENTENCE in page_text(refused) and SKIP_BUTTON not in page_text(refused)
@@ -1015,8 +1115,7 @@ async def test_an_administrator_must_set_up_mfa(stack_admin: tuple[Stack, Admin]
     # (the next step's code: the one just used is spent).
     async with browsing(stack.http._transport) as own:
         login = await own.get("/sso/login", return_to="/admin/staff")
-        sent = await own.submit(login, "/sso/login", email=staff["external_email_1"],
-                                password=PASSWORD)
+        sent = await own.submit(login, "/sso/login", email=staff["external_email_1"], password=PASSWORD)
         assert redirected_to(sent, "/sso/login/mfa"), sent.text
         mfa = await own.get("/sso/login/mfa")
         signed_in = await own.submit(mfa, "/sso/login/mfa", code=totp.at(time.time() + 30))
@@ -1044,7 +1143,8 @@ async def test_other_staff_may_still_skip_mfa(stack_admin: tuple[Stack, Admin]) 
 
 
 async def test_an_administrators_mfa_page_does_not_call_it_optional(
-        temporal_env: WorkflowEnvironment, sqlite_url: str) -> None:
+    temporal_env: WorkflowEnvironment, sqlite_url: str
+) -> None:
     async with admin_stack(temporal_env, sqlite_url) as (stack, _):
         browser = SetupBrowser(stack)
         try:
@@ -1064,12 +1164,15 @@ def cli_database(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for name in list(os.environ):
         if name.startswith("SSO_") and name != "SSO_TEST_DATABASE_URL":
             monkeypatch.delenv(name)
-    for name, value in {"SSO_ENV": "test", "SSO_SECRET_KEY": TEST_SECRET_KEY,
-                        "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-                        "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY,
-                        "SSO_PUBLIC_URL": "https://sso.example.test",
-                        "SSO_DATABASE_URL": database_url,
-                        "SSO_DATA_DIR": str(tmp_path / "data")}.items():
+    for name, value in {
+        "SSO_ENV": "test",
+        "SSO_SECRET_KEY": TEST_SECRET_KEY,
+        "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+        "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY,
+        "SSO_PUBLIC_URL": "https://sso.example.test",
+        "SSO_DATABASE_URL": database_url,
+        "SSO_DATA_DIR": str(tmp_path / "data"),
+    }.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     yield database_url
@@ -1081,9 +1184,11 @@ def staff_rows(database_url: str) -> tuple[list[Staff], list[AuditEvent], int]:
     engine = create_sync_engine(to_sync_url(database_url))
     try:
         with Session(engine) as session:
-            return (list(session.scalars(select(Staff).order_by(Staff.created_at)).all()),
-                    list(session.scalars(select(AuditEvent)).all()),
-                    len(session.scalars(select(SsoSetup.id)).all()))
+            return (
+                list(session.scalars(select(Staff).order_by(Staff.created_at)).all()),
+                list(session.scalars(select(AuditEvent)).all()),
+                len(session.scalars(select(SsoSetup.id)).all()),
+            )
     finally:
         engine.dispose()
 
@@ -1092,10 +1197,17 @@ def sso(*args: str) -> None:
     cli.main(["staff", "create", *args])
 
 
-def test_sso_staff_create_makes_an_admin(cli_database: str,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    sso("--first-name", "Ada", "--last-name", "Lovelace", "--email", "Ada.Lovelace@Example.com",
-        "--admin", "--no-email")
+def test_sso_staff_create_makes_an_admin(cli_database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    sso(
+        "--first-name",
+        "Ada",
+        "--last-name",
+        "Lovelace",
+        "--email",
+        "Ada.Lovelace@Example.com",
+        "--admin",
+        "--no-email",
+    )
     out = capsys.readouterr().out
     created = re.fullmatch(r"Created Ada Lovelace \(admin\): ([0-9a-f-]{36})\n", out)
     assert created, out
@@ -1104,7 +1216,9 @@ def test_sso_staff_create_makes_an_admin(cli_database: str,
 
     people, events, setups = staff_rows(cli_database)
     assert [(p.first_name, p.external_email_1, p.is_admin) for p in people] == [
-        ("Ada", "ada.lovelace@example.com", True), ("Bo", "bo@example.com", False)]
+        ("Ada", "ada.lovelace@example.com", True),
+        ("Bo", "bo@example.com", False),
+    ]
     assert str(people[0].id) == created.group(1)
     assert setups == 0  # --no-email: nothing sent, no flow started
     [made] = [e for e in events if e.target == created.group(1)]
@@ -1113,17 +1227,33 @@ def test_sso_staff_create_makes_an_admin(cli_database: str,
 
 
 def test_sso_staff_create_refuses_duplicates_and_bad_emails(
-        cli_database: str, capsys: pytest.CaptureFixture[str]) -> None:
-    sso("--first-name", "Ada", "--last-name", "Lovelace", "--email", "ada@example.com",
-        "--admin", "--no-email")
+    cli_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sso(
+        "--first-name",
+        "Ada",
+        "--last-name",
+        "Lovelace",
+        "--email",
+        "ada@example.com",
+        "--admin",
+        "--no-email",
+    )
     capsys.readouterr()
     with pytest.raises(SystemExit) as duplicate:
-        sso("--first-name", "Another", "--last-name", "Ada", "--email", "ADA@example.com",
-            "--no-email")
+        sso("--first-name", "Another", "--last-name", "Ada", "--email", "ADA@example.com", "--no-email")
     assert duplicate.value.code == "sso: A staff member with that External Email 1 already exists"
     with pytest.raises(SystemExit) as invalid:
-        sso("--first-name", "Bad", "--last-name", "Address", "--email", "not-an-email",
-            "--admin", "--no-email")
+        sso(
+            "--first-name",
+            "Bad",
+            "--last-name",
+            "Address",
+            "--email",
+            "not-an-email",
+            "--admin",
+            "--no-email",
+        )
     message = str(invalid.value.code)
     assert message.startswith("sso: external_email_1: value is not a valid email address"), message
     assert "Traceback" not in message and "\n" not in message
@@ -1145,7 +1275,9 @@ async def test_an_admin_with_the_longest_names_allowed_can_act(app: App) -> None
         admin = Admin(person, browser)
         response = await admin.act(await admin.page(), target, "revoke-sessions")
         assert flash_of(await admin.follow(response)) == (
-            "success", "Tia Target was signed out everywhere (0 sessions).")
+            "success",
+            "Tia Target was signed out everywhere (0 sessions).",
+        )
     [event] = await audit_for(app.sessions, target, "sessions.revoke")
     # Named as far as the column allows: shortened, never cut mid-way into an error.
     assert len(event.actor) <= 200 and event.actor.endswith("…)"), event.actor

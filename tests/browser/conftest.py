@@ -40,8 +40,7 @@ def smtp() -> Iterator[SmtpSink]:
 
 @pytest.fixture(scope="package")
 def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with running_sso_dev(tmp_path_factory.mktemp("sso-dev-browser"), smtp.port,
-                         extra_env=STACK_ENV) as dev:
+    with running_sso_dev(tmp_path_factory.mktemp("sso-dev-browser"), smtp.port, extra_env=STACK_ENV) as dev:
         yield dev
 
 
@@ -56,8 +55,9 @@ def world(stack: DevStack, smtp: SmtpSink) -> World:
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
     """The admin API, with the stack's development admin key."""
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30, headers={
-            "Authorization": f"Bearer {stack.admin_key}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, timeout=30, headers={"Authorization": f"Bearer {stack.admin_key}"}
+    ) as client:
         yield client
 
 
@@ -85,8 +85,7 @@ async def chromium() -> AsyncIterator[Browser]:
     if os.geteuid() == 0:
         args.append("--no-sandbox")  # Chromium refuses to sandbox as root
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                                   args=args)
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
         try:
             yield browser
         finally:
@@ -107,12 +106,14 @@ async def _local_only(route: Route) -> None:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def screen(request: pytest.FixtureRequest, chromium: Browser, stack: DevStack,
-                 viewport: str) -> AsyncIterator[Screen]:
+async def screen(
+    request: pytest.FixtureRequest, chromium: Browser, stack: DevStack, viewport: str
+) -> AsyncIterator[Screen]:
     """A new browser (own cookies) at this viewport; at the end, every page of the app it
     visited must have been checked."""
-    context = await chromium.new_context(base_url=stack.base_url, locale="en-GB",
-                                         timezone_id="UTC", **VIEWPORTS[viewport])
+    context = await chromium.new_context(
+        base_url=stack.base_url, locale="en-GB", timezone_id="UTC", **VIEWPORTS[viewport]
+    )
     await context.route("**/*", _local_only)
     page = await context.new_page()
     shown = Screen(page, viewport, stack.base_url)

@@ -24,9 +24,12 @@ SAVE_SCREENSHOTS = os.environ.get("SSO_SCREENSHOTS") == "1"
 MARKS = [
     pytest.mark.browser,
     pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=(
-        "the browser tests need /usr/bin/chromium: install Debian's chromium: "
-        "apt-get install chromium")),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=(
+            "the browser tests need /usr/bin/chromium: install Debian's chromium: apt-get install chromium"
+        ),
+    ),
     pytest.mark.asyncio(loop_scope="session"),
 ]
 
@@ -45,8 +48,12 @@ CHROMIUM_ARGS = [
 
 VIEWPORTS: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": {"width": 1280, "height": 800}},
-    "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
-              "device_scale_factor": 2},
+    "phone": {
+        "viewport": {"width": 390, "height": 844},
+        "is_mobile": True,
+        "has_touch": True,
+        "device_scale_factor": 2,
+    },
 }
 
 BODY_BACKGROUND = "rgb(244, 245, 247)"  # app.css; tells that the stylesheet was applied
@@ -106,8 +113,9 @@ _UNANNOUNCED = """() => {
 def axe_report(violations: list[dict[str, Any]]) -> str:
     lines = []
     for violation in violations:
-        lines.append(f"- {violation['id']} ({violation['impact']}): {violation['help']} "
-                     f"{violation['helpUrl']}")
+        lines.append(
+            f"- {violation['id']} ({violation['impact']}): {violation['help']} {violation['helpUrl']}"
+        )
         for node in violation["nodes"]:
             lines.append(f"    {', '.join(map(str, node['target']))}: {node['html'][:200]}")
             if node.get("failureSummary"):
@@ -139,8 +147,10 @@ class Screen:
         status (a 400 for a refused form) is not one."""
         if message.type != "error" or not self.page.url.startswith(self.origin):
             return
-        if (message.text.startswith("Failed to load resource: the server responded with")
-                and message.location.get("url") == self.page.url):
+        if (
+            message.text.startswith("Failed to load resource: the server responded with")
+            and message.location.get("url") == self.page.url
+        ):
             return
         self.console_errors.append(f"{self.page.url}: {message.text}")
 
@@ -184,8 +194,9 @@ class Screen:
 
     # -- the checks ---------------------------------------------------------------------
 
-    async def check(self, name: str, *, alert: str | None = None, invalid: str | None = None,
-                    screenshot: bool = True) -> None:
+    async def check(
+        self, name: str, *, alert: str | None = None, invalid: str | None = None, screenshot: bool = True
+    ) -> None:
         """The page now shown: screenshot, axe-core, labels, announcements, keyboard focus.
 
         `alert`: text the page must announce (role="alert"); `invalid`: the id of the field
@@ -198,8 +209,12 @@ class Screen:
         assert background == BODY_BACKGROUND, f"{where}: app.css not applied ({background})"
         if screenshot and SAVE_SCREENSHOTS:
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=SCREENSHOTS / f"{name}-{self.viewport}.png",
-                                  full_page=True, animations="disabled", caret="hide")
+            await page.screenshot(
+                path=SCREENSHOTS / f"{name}-{self.viewport}.png",
+                full_page=True,
+                animations="disabled",
+                caret="hide",
+            )
 
         results = await Axe().run(page)
         blocking = [v for v in results.response["violations"] if v["impact"] in BLOCKING]
@@ -210,16 +225,16 @@ class Screen:
         unannounced = await page.evaluate(_UNANNOUNCED)
         assert not unannounced, f"{where}: {unannounced}"
         if alert is not None:
-            alerts = [" ".join(t.split()) for t in
-                      await page.locator("[role=alert]").all_inner_texts()]
+            alerts = [" ".join(t.split()) for t in await page.locator("[role=alert]").all_inner_texts()]
             assert any(alert in t for t in alerts), f"{where}: no alert saying {alert!r}: {alerts}"
         if invalid is not None:
             field = page.locator(f"#{invalid}")
             assert await field.get_attribute("aria-invalid") == "true", f"{where}: #{invalid}"
             described = (await field.get_attribute("aria-describedby") or "").split()
             texts = [await page.locator(f"#{i}").inner_text() for i in described]
-            assert alert is None or any(alert in " ".join(t.split()) for t in texts), \
+            assert alert is None or any(alert in " ".join(t.split()) for t in texts), (
                 f"{where}: #{invalid} is not described by {alert!r}: {texts}"
+            )
 
         await self._keyboard_walk(where)
         assert not self.console_errors, f"{where}: {self.console_errors}"
@@ -242,8 +257,11 @@ class Screen:
             reached[str(focused["stop"])] = focused
         missing = [html for i, html in enumerate(stops) if str(i) not in reached]
         assert not missing, f"{where}: the keyboard never reaches {missing}"
-        invisible = [f["html"] for f in reached.values()
-                     if not ((f["outline"] != "none" and f["width"] >= 2) or f["shadow"] != "none")]
+        invisible = [
+            f["html"]
+            for f in reached.values()
+            if not ((f["outline"] != "none" and f["width"] >= 2) or f["shadow"] != "none")
+        ]
         assert not invisible, f"{where}: no visible focus on {invisible}"
         await page.evaluate("el => el && el.focus && el.focus()", start)
         await start.dispose()

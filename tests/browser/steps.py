@@ -21,12 +21,14 @@ from tests.support.e2e import (
 BRAND = "agentOS"
 
 
-async def new_staff(api: httpx.AsyncClient, world: World, first: str, last: str,
-                    viewport: str) -> dict[str, Any]:
+async def new_staff(
+    api: httpx.AsyncClient, world: World, first: str, last: str, viewport: str
+) -> dict[str, Any]:
     """A staff member with a readable address (it shows in the screenshots)."""
     address = f"{first}.{last}.{viewport}@example.com".lower()
-    response = await api.post("/api/v1/staff", json={
-        "first_name": first, "last_name": last, "external_email_1": address})
+    response = await api.post(
+        "/api/v1/staff", json={"first_name": first, "last_name": last, "external_email_1": address}
+    )
     assert response.status_code == 201, response.text
     world.emails_used.add(address)
     return response.json()  # type: ignore[no-any-return]
@@ -64,8 +66,9 @@ async def choose_password(screen: Screen, staff: dict[str, Any], via: str, shots
     await screen.field("New password").fill("tulip garden")
     await screen.field("Type it again").fill("tulip garden")
     await screen.press("Set password")
-    await screen.check("setup-password-error", alert="Use at least 15 characters",
-                       invalid="password", screenshot=shots)
+    await screen.check(
+        "setup-password-error", alert="Use at least 15 characters", invalid="password", screenshot=shots
+    )
 
     password = new_password()
     await screen.field("New password").fill(password)
@@ -77,17 +80,18 @@ async def choose_password(screen: Screen, staff: dict[str, Any], via: str, shots
 
 async def code_sent(screen: Screen) -> None:
     """The confirm page once it says the code went out (reloading, as a person would)."""
+
     async def sent() -> bool:
         if "We've sent a 6-digit verification code" in await screen.text():
             return True
         await screen.page.reload()
         await screen.check("setup-confirm", screenshot=False)
         return False
+
     await eventually(sent, 60, interval=0.5, what="the confirm page to say the code was sent")
 
 
-async def confirm_with_emailed_code(screen: Screen, world: World, staff: dict[str, Any],
-                                    shots: bool) -> None:
+async def confirm_with_emailed_code(screen: Screen, world: World, staff: dict[str, Any], shots: bool) -> None:
     """Step 4: Confirm Your Account with the emailed code, "Confirm account"."""
     await screen.check("setup-confirm", screenshot=shots)
     assert await screen.heading() == "Confirm Your Account"

@@ -21,12 +21,11 @@ pytestmark = MARKS
 
 
 async def test_the_admin_sends_the_email_from_the_staff_page(
-        screen: Screen, database: SessionFactory, api: httpx.AsyncClient, world: World) -> None:
-    admin = await make_person(database, make_settings(), mfa=True, first_name="Ada",
-                              last_name="Admin")
+    screen: Screen, database: SessionFactory, api: httpx.AsyncClient, world: World
+) -> None:
+    admin = await make_person(database, make_settings(), mfa=True, first_name="Ada", last_name="Admin")
     async with database() as session:
-        await session.execute(update(Staff).where(Staff.id == admin.staff_id)
-                              .values(is_admin=True))
+        await session.execute(update(Staff).where(Staff.id == admin.staff_id).values(is_admin=True))
         await session.commit()
     person = await new_staff(api, world, "Pat", "Person", screen.viewport)
 
@@ -39,8 +38,7 @@ async def test_the_admin_sends_the_email_from_the_staff_page(
     await screen.press("Sign in")
     await screen.check("login-mfa", screenshot=False)
     assert admin.totp_secret
-    await screen.field("Authenticator code").fill(
-        pyotp.TOTP(admin.totp_secret).now())
+    await screen.field("Authenticator code").fill(pyotp.TOTP(admin.totp_secret).now())
     await screen.press("Sign in")
     assert screen.page.url.endswith("/admin/staff"), screen.page.url
     await screen.check("admin-staff")
@@ -68,8 +66,7 @@ async def test_the_admin_sends_the_email_from_the_staff_page(
     await screen.goto(f"/admin/staff?q={to}")
     await screen.check("admin-staff-emailed", screenshot=False)
     row = screen.page.locator("tr", has_text=to)
-    assert re.search(r"Email sent, link valid \d+ more min",
-                     " ".join((await row.inner_text()).split()))
+    assert re.search(r"Email sent, link valid \d+ more min", " ".join((await row.inner_text()).split()))
 
     # Their page: who sent what, and the audit trail naming the admin.
     await screen.follow("Pat Person")

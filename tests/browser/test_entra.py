@@ -21,8 +21,7 @@ UNLINKED = "This Microsoft account isn't linked to an agentOS staff login; ask y
 async def microsoft_user(provider: httpx.AsyncClient, name: str) -> tuple[str, dict[str, Any]]:
     """A person at the stand-in in our tenant: PUT /users/<sub> with the ID token's claims."""
     sub = f"{name.split()[0].lower()}-{uuid.uuid4().hex[:8]}"
-    claims = {"tid": DEV_TENANT_ID, "oid": str(uuid.uuid4()), "name": name,
-              "email": f"{sub}@agency.example"}
+    claims = {"tid": DEV_TENANT_ID, "oid": str(uuid.uuid4()), "name": name, "email": f"{sub}@agency.example"}
     answer = await provider.put(f"/users/{sub}", json=claims)
     assert answer.status_code == 204, answer.text
     return sub, claims
@@ -40,8 +39,8 @@ async def at_microsoft(screen: Screen, sub: str) -> None:
 
 
 async def test_link_microsoft_from_the_setup_link_then_sign_in_with_it(
-        screen: Screen, api: httpx.AsyncClient, provider: httpx.AsyncClient,
-        world: World) -> None:
+    screen: Screen, api: httpx.AsyncClient, provider: httpx.AsyncClient, world: World
+) -> None:
     staff = await new_staff(api, world, "Alex", "Morgan", screen.viewport)
     sub, claims = await microsoft_user(provider, "Alex Morgan")
     await open_start(screen, await emailed_link(api, world, staff), staff, shots=False)

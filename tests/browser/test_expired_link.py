@@ -18,13 +18,15 @@ pytestmark = MARKS
 
 @pytest.fixture(scope="module")
 def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with running_sso_dev(tmp_path_factory.mktemp("sso-dev-expiry"), smtp.port,
-                         extra_env={"SSO_SETUP_LINK_TTL": "3"}) as dev:
+    with running_sso_dev(
+        tmp_path_factory.mktemp("sso-dev-expiry"), smtp.port, extra_env={"SSO_SETUP_LINK_TTL": "3"}
+    ) as dev:
         yield dev
 
 
 async def test_an_expired_link_says_it_is_no_longer_valid(
-        screen: Screen, api: httpx.AsyncClient, world: World) -> None:
+    screen: Screen, api: httpx.AsyncClient, world: World
+) -> None:
     staff = await new_staff(api, world, "Lee", "Chan", screen.viewport)
     await send_email(api, world, staff["id"])
     received = await wait_for_email(world, staff["external_email_1"])
@@ -37,6 +39,7 @@ async def test_an_expired_link_says_it_is_no_longer_valid(
     async def expired() -> dict[str, Any] | None:
         body = await status(api, staff["id"])
         return body if body["state"] == "expired" else None
+
     await eventually(expired, 60, what="the setup flow to end as expired")
 
     await screen.goto(link)

@@ -63,8 +63,7 @@ async def test_setup_skipping_mfa(screen: Screen, api: httpx.AsyncClient, world:
     assert await screen.heading() == "This link is no longer valid"
 
 
-async def test_wrong_codes_until_the_code_dies(screen: Screen, api: httpx.AsyncClient,
-                                               world: World) -> None:
+async def test_wrong_codes_until_the_code_dies(screen: Screen, api: httpx.AsyncClient, world: World) -> None:
     staff = await new_staff(api, world, "Kim", "Lee", screen.viewport)
     to = staff["external_email_1"]
     await open_start(screen, await emailed_link(api, world, staff), staff, shots=False)
@@ -78,8 +77,7 @@ async def test_wrong_codes_until_the_code_dies(screen: Screen, api: httpx.AsyncC
         await screen.field("Verification code").fill(wrong)
         await screen.press("Confirm account")
         said = f"Incorrect code, {left} attempt{'s' if left != 1 else ''} left"
-        await screen.check("setup-confirm-error", alert=said, invalid="code",
-                           screenshot=left == 4)
+        await screen.check("setup-confirm-error", alert=said, invalid="code", screenshot=left == 4)
     await screen.field("Verification code").fill(wrong)
     await screen.press("Confirm account")
     dead = "This code can no longer be used; click Send a new code."
@@ -89,14 +87,19 @@ async def test_wrong_codes_until_the_code_dies(screen: Screen, api: httpx.AsyncC
     # Even the right code fails now.
     await screen.field("Verification code").fill(code)
     await screen.press("Confirm account")
-    await screen.check("setup-confirm-code-dead", alert="Too many incorrect codes. Click Send a "
-                       "new code.", invalid="code", screenshot=False)
+    await screen.check(
+        "setup-confirm-code-dead",
+        alert="Too many incorrect codes. Click Send a new code.",
+        invalid="code",
+        screenshot=False,
+    )
 
     # A new code (this stack lets one be asked for 2 s after the last) brings the person on.
     async def new_code_sent() -> bool:
         await screen.press("Send a new code")
         await screen.check("setup-confirm-new-code")
         return "We've sent you a new code" in await screen.text()
+
     await eventually(new_code_sent, 30, interval=1, what="a new code to be sent")
     fresh = await wait_for_code_email(world, to, count=2)
     await code_sent(screen)

@@ -23,9 +23,12 @@ RESET_CODE_SUBJECT = f"Your {BRAND} password reset code"
 
 async def focused(screen: Screen) -> str:
     """What the keyboard is on: a field's id, or a button's or link's text."""
-    return str(await screen.page.evaluate(
-        "() => { const el = document.activeElement;"
-        " return el.id || el.textContent.replace(/\\s+/g, ' ').trim(); }"))
+    return str(
+        await screen.page.evaluate(
+            "() => { const el = document.activeElement;"
+            " return el.id || el.textContent.replace(/\\s+/g, ' ').trim(); }"
+        )
+    )
 
 
 async def tab_to(screen: Screen, name: str) -> None:
@@ -42,10 +45,8 @@ async def enter(screen: Screen) -> None:
         await screen.page.keyboard.press("Enter")
 
 
-async def test_sign_in_with_mfa_using_only_the_keyboard(
-        screen: Screen, database: SessionFactory) -> None:
-    who = await make_person(database, make_settings(), mfa=True, first_name="Robin",
-                            last_name="Ashcombe")
+async def test_sign_in_with_mfa_using_only_the_keyboard(screen: Screen, database: SessionFactory) -> None:
+    who = await make_person(database, make_settings(), mfa=True, first_name="Robin", last_name="Ashcombe")
     keys = screen.page.keyboard
     await screen.goto("/sso/login")
     await screen.check("login")
@@ -107,9 +108,9 @@ async def test_sign_in_with_mfa_using_only_the_keyboard(
 
 
 async def test_forgot_password_then_sign_in_with_the_new_one(
-        screen: Screen, database: SessionFactory, world: World) -> None:
-    who: Person = await make_person(database, make_settings(), first_name="Rae",
-                                    last_name="Jones")
+    screen: Screen, database: SessionFactory, world: World
+) -> None:
+    who: Person = await make_person(database, make_settings(), first_name="Rae", last_name="Jones")
     await screen.goto("/sso/login")
     await screen.check("login", screenshot=False)
     await screen.follow("Forgot your password?")
@@ -117,8 +118,7 @@ async def test_forgot_password_then_sign_in_with_the_new_one(
     assert await screen.heading() == "Forgot your password?"
 
     await screen.press("Reset my password")
-    await screen.check("forgot-error", alert="Enter the email address you sign in with.",
-                       invalid="email")
+    await screen.check("forgot-error", alert="Enter the email address you sign in with.", invalid="email")
     await screen.field("Email address").fill(who.email)
     await screen.press("Reset my password")
     assert screen.page.url.endswith("/sso/reset?sent=1"), screen.page.url
@@ -155,14 +155,18 @@ async def test_forgot_password_then_sign_in_with_the_new_one(
 
 
 async def test_reset_with_the_emailed_link_once_codes_have_stopped(
-        screen: Screen, database: SessionFactory, world: World) -> None:
+    screen: Screen, database: SessionFactory, world: World
+) -> None:
     """Past the day's cap on wrong codes the reset email carries a link; its page is
     accessible and resets (issue 11)."""
-    who: Person = await make_person(database, make_settings(), first_name="Ines",
-                                    last_name="Okafor")
+    who: Person = await make_person(database, make_settings(), first_name="Ines", last_name="Okafor")
     async with database() as session:
-        session.add_all([ResetCodeFailure(subject=str(who.account_id), flow="earlier",
-                                          failed_at=utcnow()) for _ in range(20)])
+        session.add_all(
+            [
+                ResetCodeFailure(subject=str(who.account_id), flow="earlier", failed_at=utcnow())
+                for _ in range(20)
+            ]
+        )
         await session.commit()
     await screen.goto("/sso/forgot")
     await screen.check("forgot", screenshot=False)

@@ -28,10 +28,14 @@ def sendgrid_server() -> Iterator[FakeSendgrid]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
-            state.requests.append(RecordedRequest(
-                method="POST", path=self.path,
-                headers={k.lower(): v for k, v in self.headers.items()}, body=body,
-            ))
+            state.requests.append(
+                RecordedRequest(
+                    method="POST",
+                    path=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                )
+            )
             self.send_response(state.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(state.response_body)))
@@ -42,8 +46,7 @@ def sendgrid_server() -> Iterator[FakeSendgrid]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,),
-                              daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
@@ -57,8 +60,9 @@ def sendgrid_server() -> Iterator[FakeSendgrid]:
 @pytest.fixture
 def smtp_server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
     params: dict[str, Any] = getattr(request, "param", {})
-    handler = RecordingHandler(mail_reply=params.get("mail"), rcpt_reply=params.get("rcpt"),
-                               data_reply=params.get("data"))
+    handler = RecordingHandler(
+        mail_reply=params.get("mail"), rcpt_reply=params.get("rcpt"), data_reply=params.get("data")
+    )
     logins: list[tuple[bytes, bytes]] = []
     port = free_port()
     kwargs: dict[str, Any] = {}

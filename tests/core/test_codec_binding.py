@@ -34,8 +34,9 @@ def codec(unbound_until: datetime | None = None) -> EncryptionCodec:
     return EncryptionCodec(Keyring.from_b64([KEY]), unbound_until, now=lambda: NOW)
 
 
-def flow(workflow_id: str, namespace: str = "default",
-         unbound_until: datetime | None = None) -> EncryptionCodec:
+def flow(
+    workflow_id: str, namespace: str = "default", unbound_until: datetime | None = None
+) -> EncryptionCodec:
     return codec(unbound_until).with_context(WorkflowSerializationContext(namespace, workflow_id))
 
 
@@ -50,8 +51,7 @@ async def test_a_payload_decodes_only_in_the_flow_it_was_made_for() -> None:
     assert sealed.metadata[BINDING] == b"default/sso-setup-a"
     assert flow("sso-setup-a").decode_one(sealed) == PLAIN
     assert reason(flow("sso-setup-b").decode_one(sealed)) == "made for another flow"
-    assert reason(flow("sso-setup-a", namespace="other").decode_one(sealed)) \
-        == "made for another flow"
+    assert reason(flow("sso-setup-a", namespace="other").decode_one(sealed)) == "made for another flow"
     # Renaming the binding in the metadata does not move it: the ciphertext says otherwise.
     sealed.metadata[BINDING] = b"default/sso-setup-b"
     assert is_unauthenticated(flow("sso-setup-b").decode_one(sealed))
@@ -59,10 +59,17 @@ async def test_a_payload_decodes_only_in_the_flow_it_was_made_for() -> None:
 
 @pytest.mark.asyncio
 async def test_an_activity_shares_its_workflows_binding() -> None:
-    activity = codec().with_context(ActivitySerializationContext(
-        namespace="default", workflow_id="sso-setup-a", workflow_type="SsoSetup",
-        activity_type="close_setup", activity_id="1", activity_task_queue="sso",
-        is_local=False))
+    activity = codec().with_context(
+        ActivitySerializationContext(
+            namespace="default",
+            workflow_id="sso-setup-a",
+            workflow_type="SsoSetup",
+            activity_type="close_setup",
+            activity_id="1",
+            activity_task_queue="sso",
+            is_local=False,
+        )
+    )
     [sealed] = await activity.encode([PLAIN])
     assert flow("sso-setup-a").decode_one(sealed) == PLAIN
     assert is_unauthenticated(flow("sso-setup-b").decode_one(sealed))
@@ -81,14 +88,14 @@ async def test_unbound_payloads_are_believed_only_inside_the_window() -> None:
     assert BINDING not in unbound.metadata
     assert reason(flow("sso-setup-a").decode_one(unbound)) == "not bound to a flow"
     assert is_unauthenticated(flow("sso-setup-a", unbound_until=NOW).decode_one(unbound))
-    assert flow("sso-setup-a", unbound_until=NOW + timedelta(seconds=1)).decode_one(
-        unbound) == PLAIN
+    assert flow("sso-setup-a", unbound_until=NOW + timedelta(seconds=1)).decode_one(unbound) == PLAIN
     assert codec().decode_one(unbound) == PLAIN  # read only: ops and the audit
 
 
 def test_the_refusal_says_why() -> None:
     assert refusal("made for another flow") == (
-        "Refused a payload encrypted with this deployment's key but made for another flow")
+        "Refused a payload encrypted with this deployment's key but made for another flow"
+    )
     assert "not encrypted" in refusal("authentication failed")
 
 
@@ -111,14 +118,13 @@ async def test_the_boundary_audit_names_a_payload_copied_from_another_flow() -> 
         signal.input.payloads.append(payload)
         events.append(event)
     found = findings(codec().bound_to("default", "sso-setup-b"), "sso-setup-b", "r", events)
-    assert [(f.what, f.why) for f in found] == [(
-        "signal link_opened",
-        "payload encrypted with this deployment's key but made for another flow")]
+    assert [(f.what, f.why) for f in found] == [
+        ("signal link_opened", "payload encrypted with this deployment's key but made for another flow")
+    ]
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_the_window_opens_at_the_migration_that_brought_the_binding(
-        database_url: str) -> None:
+async def test_the_window_opens_at_the_migration_that_brought_the_binding(database_url: str) -> None:
     """Left unset, flows running at the deploy keep working: unbound payloads are believed
     for 48 hours after the migration recorded when binding began, and refused after."""
     settings = make_settings(database_url=database_url)
@@ -133,8 +139,7 @@ async def test_the_window_opens_at_the_migration_that_brought_the_binding(
     assert data_converter(settings, until).payload_codec is not None
     old = await codec().encode([PLAIN])  # as the earlier version wrote it: no binding
     context = WorkflowSerializationContext("default", "sso-setup-1")
-    for moment, believed in ((until - timedelta(seconds=1), True),
-                             (until + timedelta(seconds=1), False)):
+    for moment, believed in ((until - timedelta(seconds=1), True), (until + timedelta(seconds=1), False)):
         at = EncryptionCodec(keyring_from_settings(settings), until, now=lambda m=moment: m)
         [decoded] = await at.with_context(context).decode(old)
         assert (decoded == PLAIN) is believed

@@ -91,12 +91,15 @@ async def test_codec_names_its_key_in_the_payload_metadata() -> None:
     assert Keyring([OLD]).current_key_id.encode() in missing.metadata[REASON]
 
 
-@pytest.mark.parametrize("payload", [
-    Payload(metadata={"encoding": b"binary/null"}),
-    Payload(metadata={"encoding": b"json/plain"}, data=b'{"actor":"admin-key:forged"}'),
-    Payload(metadata={"encoding": ENCODING, KEY_ID: b"nope"}, data=b"x" * 40),
-    Payload(metadata={"encoding": UNAUTHENTICATED}),
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        Payload(metadata={"encoding": b"binary/null"}),
+        Payload(metadata={"encoding": b"json/plain"}, data=b'{"actor":"admin-key:forged"}'),
+        Payload(metadata={"encoding": ENCODING, KEY_ID: b"nope"}, data=b"x" * 40),
+        Payload(metadata={"encoding": UNAUTHENTICATED}),
+    ],
+)
 async def test_codec_never_passes_through_what_it_did_not_encrypt(payload: Payload) -> None:
     """docs/security.md §32: plaintext (or anything not authenticated by the keyring) never comes
     out as a value; it comes out as the marker the payload converter refuses."""
@@ -121,9 +124,15 @@ async def test_codec_refuses_tampered_and_other_key_ciphertext() -> None:
 
 def test_access_log_redacts_setup_tokens() -> None:
     token = new_token()
-    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
-                               '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:1", "GET", f"/sso/setup/{token}?x=1", "1.1", 200), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "GET", f"/sso/setup/{token}?x=1", "1.1", 200),
+        None,
+    )
     RedactingFilter().filter(record)
     line = JsonFormatter().format(record)
     assert token not in line

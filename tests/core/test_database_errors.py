@@ -17,13 +17,13 @@ MESSAGE = "We can't complete this right now, please try again in a minute"
 
 async def test_unreachable_database_answers_503(tmp_path: Path) -> None:
     # A SQLite file in a directory that does not exist: every connection fails.
-    settings = make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/gone/sso.db",
-                             bootstrap_admin_key=KEY)
+    settings = make_settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/gone/sso.db", bootstrap_admin_key=KEY
+    )
     app = create_app(settings, TemporalGateway(settings))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport,
-                                     base_url="https://sso.example.test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="https://sso.example.test") as http:
             listed = await http.get("/api/v1/staff", headers={"Authorization": f"Bearer {KEY}"})
             assert listed.status_code == 503, listed.text
             assert listed.json() == {"error": "unavailable", "message": MESSAGE}

@@ -41,8 +41,9 @@ async def test_datetimes_come_back_aware_utc(sessions: SessionFactory) -> None:
         staff = Staff(first_name="A", last_name="B", external_email_1="t@example.com")
         session.add(staff)
         await session.flush()
-        link = SetupLink(staff_id=staff.id, workflow_id="w", run_id="r", token_hash="setup_x",
-                         expires_at=moment)
+        link = SetupLink(
+            staff_id=staff.id, workflow_id="w", run_id="r", token_hash="setup_x", expires_at=moment
+        )
         session.add(link)
         await session.commit()
         link_id = link.id
@@ -59,12 +60,17 @@ async def test_deleting_staff_cascades_to_links(sessions: SessionFactory) -> Non
         staff = Staff(first_name="A", last_name="B", external_email_1="c@example.com")
         session.add(staff)
         await session.flush()
-        session.add(SetupLink(staff_id=staff.id, workflow_id="w", run_id=str(uuid.uuid4()),
-                              token_hash=f"setup_{uuid.uuid4().hex}",
-                              expires_at=datetime.now(UTC)))
+        session.add(
+            SetupLink(
+                staff_id=staff.id,
+                workflow_id="w",
+                run_id=str(uuid.uuid4()),
+                token_hash=f"setup_{uuid.uuid4().hex}",
+                expires_at=datetime.now(UTC),
+            )
+        )
         await session.commit()
         await session.delete(staff)
         await session.commit()
     async with sessions() as session:
-
         assert await session.scalar(select(func.count()).select_from(SetupLink)) == 0

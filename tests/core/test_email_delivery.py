@@ -66,8 +66,7 @@ def full_chain(exc: BaseException) -> str:
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     # urllib (used by the SendGrid client) honours proxy variables; keep requests local.
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                 "ALL_PROXY"):
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
@@ -154,8 +153,7 @@ async def test_sendgrid_that_never_answers_times_out_as_transient() -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen()  # accepts connections, never answers
     try:
-        settings = sendgrid_settings(f"http://127.0.0.1:{listener.getsockname()[1]}",
-                                     email_timeout=0.5)
+        settings = sendgrid_settings(f"http://127.0.0.1:{listener.getsockname()[1]}", email_timeout=0.5)
         with pytest.raises(TransientEmailError):
             await SendgridSender(settings).send(welcome())
     finally:
@@ -198,8 +196,7 @@ async def test_smtp_delivers_text_and_html_alternatives(smtp_server: SmtpServer)
 @session_loop
 async def test_smtp_logs_in_when_credentials_are_set(smtp_server: SmtpServer) -> None:
     message = welcome()
-    settings = smtp_settings(smtp_server.port, smtp_username=SMTP_USER,
-                             smtp_password=SMTP_PASSWORD)
+    settings = smtp_settings(smtp_server.port, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD)
     await SmtpSender(settings).send(message)
     assert smtp_server.logins == [(SMTP_USER.encode(), SMTP_PASSWORD.encode())]
     _assert_delivered(smtp_server, message)
@@ -208,8 +205,9 @@ async def test_smtp_logs_in_when_credentials_are_set(smtp_server: SmtpServer) ->
 @pytest.mark.parametrize("smtp_server", [{"auth": True}], indirect=True)
 @session_loop
 async def test_smtp_rejected_login_does_not_leak_password(smtp_server: SmtpServer) -> None:
-    settings = smtp_settings(smtp_server.port, smtp_username=SMTP_USER,
-                             smtp_password="wrong-" + SMTP_PASSWORD)
+    settings = smtp_settings(
+        smtp_server.port, smtp_username=SMTP_USER, smtp_password="wrong-" + SMTP_PASSWORD
+    )
     # Deliberately transient in the product: an operator can fix credentials within the window.
     with pytest.raises(TransientEmailError) as caught:
         await SmtpSender(settings).send(welcome())
@@ -236,15 +234,12 @@ SMTP_REFUSALS = [
     pytest.param({"rcpt": "451 4.3.0 try later"}, TransientEmailError, "451", id="rcpt-451"),
     pytest.param({"data": "554 rejected"}, PermanentEmailError, "554", id="data-554"),
     pytest.param({"data": "452 too busy"}, TransientEmailError, "452", id="data-452"),
-    pytest.param({"mail": "553 5.7.1 sender not allowed"}, PermanentEmailError, "553",
-                 id="mail-553"),
-    pytest.param({"mail": "421 4.3.2 shutting down"}, TransientEmailError, "421",
-                 id="mail-421"),
+    pytest.param({"mail": "553 5.7.1 sender not allowed"}, PermanentEmailError, "553", id="mail-553"),
+    pytest.param({"mail": "421 4.3.2 shutting down"}, TransientEmailError, "421", id="mail-421"),
 ]
 
 
-@pytest.mark.parametrize(("smtp_server", "expected", "code"), SMTP_REFUSALS,
-                         indirect=["smtp_server"])
+@pytest.mark.parametrize(("smtp_server", "expected", "code"), SMTP_REFUSALS, indirect=["smtp_server"])
 @session_loop
 async def test_smtp_classifies_refusals(
     smtp_server: SmtpServer, expected: type[Exception], code: str
@@ -259,10 +254,10 @@ async def test_smtp_classifies_refusals(
 @pytest.mark.parametrize(
     ("smtp_server", "expected", "code"),
     [
-        pytest.param({"auth": True, "rcpt": "550 5.1.1 no such user"}, PermanentEmailError,
-                     "550", id="rcpt-550"),
-        pytest.param({"auth": True, "data": "452 too busy"}, TransientEmailError, "452",
-                     id="data-452"),
+        pytest.param(
+            {"auth": True, "rcpt": "550 5.1.1 no such user"}, PermanentEmailError, "550", id="rcpt-550"
+        ),
+        pytest.param({"auth": True, "data": "452 too busy"}, TransientEmailError, "452", id="data-452"),
     ],
     indirect=["smtp_server"],
 )
@@ -270,8 +265,7 @@ async def test_smtp_classifies_refusals(
 async def test_smtp_refusal_after_login_does_not_leak_password(
     smtp_server: SmtpServer, expected: type[Exception], code: str
 ) -> None:
-    settings = smtp_settings(smtp_server.port, smtp_username=SMTP_USER,
-                             smtp_password=SMTP_PASSWORD)
+    settings = smtp_settings(smtp_server.port, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD)
     with pytest.raises(expected) as caught:
         await SmtpSender(settings).send(welcome())
     assert smtp_server.logins == [(SMTP_USER.encode(), SMTP_PASSWORD.encode())]
@@ -284,17 +278,29 @@ def _tls_context(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
     """A server context for 127.0.0.1 signed by a throwaway CA; the CA's file for clients."""
     now = datetime.now(UTC)
 
-    def build(subject: str, issuer: x509.Name | None, key: ec.EllipticCurvePrivateKey,
-              signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
+    def build(
+        subject: str,
+        issuer: x509.Name | None,
+        key: ec.EllipticCurvePrivateKey,
+        signer: ec.EllipticCurvePrivateKey,
+        ca: bool,
+    ) -> x509.Certificate:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - timedelta(minutes=5))
-                   .not_valid_after(now + timedelta(hours=1))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer or name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
         if not ca:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
         return builder.sign(signer, hashes.SHA256())
 
     ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
@@ -303,9 +309,11 @@ def _tls_context(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
     ca_file, cert_file, key_file = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem"))
     ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM,
-                                                serialization.PrivateFormat.PKCS8,
-                                                serialization.NoEncryption()))
+    key_file.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
     return context, ca_file
@@ -329,9 +337,15 @@ def starttls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     handler = TlsRecordingHandler()
     logins: list[tuple[bytes, bytes]] = []
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context,
-                            require_starttls=True, authenticator=_authenticator(logins),
-                            auth_require_tls=True)
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=_authenticator(logins),
+        auth_require_tls=True,
+    )
     controller.start()
     try:
         yield SmtpServer(handler=handler, port=port, logins=logins)
@@ -342,8 +356,9 @@ def starttls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 @session_loop
 async def test_smtp_starttls_upgrades_before_login_and_mail(starttls_server: SmtpServer) -> None:
     message = welcome()
-    settings = smtp_settings(starttls_server.port, smtp_starttls=True, smtp_username=SMTP_USER,
-                             smtp_password=SMTP_PASSWORD)
+    settings = smtp_settings(
+        starttls_server.port, smtp_starttls=True, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD
+    )
     await SmtpSender(settings).send(message)
     # The server refuses AUTH and MAIL before STARTTLS: the login and the message went
     # over TLS, verified against the CA.
@@ -355,7 +370,8 @@ async def test_smtp_starttls_upgrades_before_login_and_mail(starttls_server: Smt
 
 @session_loop
 async def test_smtp_without_starttls_is_refused_by_a_server_that_requires_it(
-        starttls_server: SmtpServer) -> None:
+    starttls_server: SmtpServer,
+) -> None:
     with pytest.raises(PermanentEmailError) as caught:
         await SmtpSender(smtp_settings(starttls_server.port)).send(welcome())
     assert "530" in str(caught.value)
@@ -364,13 +380,15 @@ async def test_smtp_without_starttls_is_refused_by_a_server_that_requires_it(
 
 @session_loop
 async def test_smtp_starttls_refuses_an_untrusted_certificate(
-        starttls_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    starttls_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     other = tmp_path / "other"
     other.mkdir()
     _, other_ca = _tls_context(other)
     monkeypatch.setenv("SSL_CERT_FILE", str(other_ca))
-    settings = smtp_settings(starttls_server.port, smtp_starttls=True, smtp_username=SMTP_USER,
-                             smtp_password=SMTP_PASSWORD)
+    settings = smtp_settings(
+        starttls_server.port, smtp_starttls=True, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD
+    )
     with pytest.raises(TransientEmailError) as caught:
         await SmtpSender(settings).send(welcome())
     assert "SSLCertVerificationError" in str(caught.value)
@@ -392,9 +410,9 @@ async def test_outbox_stores_sealed_body(sqlite_url: str) -> None:
         sessions = session_factory(engine)
         await OutboxSender(sessions, keyring).send(message)
         async with engine.connect() as conn:
-            rows = (await conn.execute(
-                text("SELECT to_address, subject, body_encrypted FROM outbox_emails")
-            )).all()
+            rows = (
+                await conn.execute(text("SELECT to_address, subject, body_encrypted FROM outbox_emails"))
+            ).all()
     finally:
         await engine.dispose()
 
@@ -403,8 +421,15 @@ async def test_outbox_stores_sealed_body(sqlite_url: str) -> None:
     assert to_address == TO
     assert subject == "Welcome to agentOS Single Sign-On"
     assert isinstance(sealed, str)
-    for plaintext in (LINK, TOKEN, "Hello Jane", "Set Up Single Sign-On", "help@example.org",
-                      "15 minutes", "<html"):
+    for plaintext in (
+        LINK,
+        TOKEN,
+        "Hello Jane",
+        "Set Up Single Sign-On",
+        "help@example.org",
+        "15 minutes",
+        "<html",
+    ):
         assert plaintext not in sealed
 
     body = keyring.unseal(sealed, b"outbox").decode()
@@ -486,12 +511,10 @@ def _keyring_and_sessions() -> tuple[Any, Any]:
     [
         ({"email_backend": "outbox"}, OutboxSender, "outbox"),
         ({"email_backend": "smtp"}, SmtpSender, "smtp"),
-        ({"email_backend": "sendgrid", "sendgrid_api_key": API_KEY}, SendgridSender,
-         "sendgrid"),
+        ({"email_backend": "sendgrid", "sendgrid_api_key": API_KEY}, SendgridSender, "sendgrid"),
     ],
 )
-def test_build_sender_picks_backend(overrides: dict[str, Any], expected: type,
-                                    name: str) -> None:
+def test_build_sender_picks_backend(overrides: dict[str, Any], expected: type, name: str) -> None:
     keyring, sessions = _keyring_and_sessions()
     sender = build_sender(make_settings(**overrides), sessions, keyring)
     assert type(sender) is expected
@@ -505,7 +528,6 @@ def test_sendgrid_without_key_is_a_clear_error(key: str | None, tmp_path: Any) -
         make_settings(email_backend="sendgrid", sendgrid_api_key=key)
     # ...and in development the worker refuses to build the sender.
     keyring, sessions = _keyring_and_sessions()
-    dev = Settings(env="development", data_dir=tmp_path, email_backend="sendgrid",
-                   sendgrid_api_key=key)
+    dev = Settings(env="development", data_dir=tmp_path, email_backend="sendgrid", sendgrid_api_key=key)
     with pytest.raises(ValueError, match="SSO_SENDGRID_API_KEY"):
         build_sender(dev, sessions, keyring)

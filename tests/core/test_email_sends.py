@@ -104,50 +104,79 @@ class World:
     runtime: Runtime
     metrics_url: str
 
-    async def attempt(self, activity: Any, data: Any, *, workflow_id: str, run_id: str,
-                      activity_id: str = "1", attempt: int = 1,
-                      scheduled: datetime | None = None, started: datetime | None = None) -> Any:
+    async def attempt(
+        self,
+        activity: Any,
+        data: Any,
+        *,
+        workflow_id: str,
+        run_id: str,
+        activity_id: str = "1",
+        attempt: int = 1,
+        scheduled: datetime | None = None,
+        started: datetime | None = None,
+    ) -> Any:
         """One attempt of one scheduled activity, as Temporal hands it to a worker."""
         env = ActivityEnvironment()
         now = datetime.now(UTC)
         env.info = dataclasses.replace(
-            env.info, workflow_id=workflow_id, workflow_run_id=run_id, activity_id=activity_id,
-            attempt=attempt, scheduled_time=scheduled or now,
-            current_attempt_scheduled_time=scheduled or now, started_time=started or now,
-            start_to_close_timeout=timedelta(seconds=30))
+            env.info,
+            workflow_id=workflow_id,
+            workflow_run_id=run_id,
+            activity_id=activity_id,
+            attempt=attempt,
+            scheduled_time=scheduled or now,
+            current_attempt_scheduled_time=scheduled or now,
+            started_time=started or now,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
         env.metric_meter = self.runtime.metric_meter
         return await env.run(activity, data)
 
     async def outbox(self, to: str, subject: str) -> list[str]:
         """Text bodies of the emails to `to` with `subject`, oldest first."""
         async with self.sessions() as session:
-            rows = (await session.scalars(select(OutboxEmail).where(
-                OutboxEmail.to_address == to, OutboxEmail.subject == subject)
-                .order_by(OutboxEmail.created_at))).all()
-        return [self.keyring.unseal(r.body_encrypted, b"outbox").decode().split("\0")[0]
-                for r in rows]
+            rows = (
+                await session.scalars(
+                    select(OutboxEmail)
+                    .where(OutboxEmail.to_address == to, OutboxEmail.subject == subject)
+                    .order_by(OutboxEmail.created_at)
+                )
+            ).all()
+        return [self.keyring.unseal(r.body_encrypted, b"outbox").decode().split("\0")[0] for r in rows]
 
     async def duplicates(self, kind: str) -> float:
         async with httpx.AsyncClient(trust_env=False) as http:
             scraped = (await http.get(self.metrics_url)).text
-        return sum(s.value for family in text_string_to_metric_families(scraped)
-                   for s in family.samples
-                   if s.name == "sso_emails_duplicate_total" and s.labels.get("kind") == kind)
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(scraped)
+            for s in family.samples
+            if s.name == "sso_emails_duplicate_total" and s.labels.get("kind") == kind
+        )
 
     async def every_stored_value(self) -> str:
         """Every table's rows as text: what someone reading the database sees."""
         async with self.sessions() as session:
             dump = []
-            for table in ("email_sends", "setup_links", "sso_setups", "audit_events",
-                          "sso_accounts", "reset_links"):
-                dump += [repr(tuple(row)) for row in
-                         (await session.execute(text(f"SELECT * FROM {table}"))).all()]
+            for table in (
+                "email_sends",
+                "setup_links",
+                "sso_setups",
+                "audit_events",
+                "sso_accounts",
+                "reset_links",
+            ):
+                dump += [
+                    repr(tuple(row)) for row in (await session.execute(text(f"SELECT * FROM {table}"))).all()
+                ]
         return "\n".join(dump)
 
     async def send_rows(self, staff_id: uuid.UUID) -> list[EmailSend]:
         async with self.sessions() as session:
-            return list((await session.scalars(select(EmailSend).where(
-                EmailSend.staff_id == staff_id))).all())
+            return list(
+                (await session.scalars(select(EmailSend).where(EmailSend.staff_id == staff_id))).all()
+            )
 
 
 _RUNTIME: tuple[Runtime, str] | None = None
@@ -171,11 +200,18 @@ async def world(database_url: str) -> AsyncIterator[World]:
     keyring = keyring_from_settings(settings)
     sender = Flaky(sessions, keyring)
     runtime, url = _metrics()
-    yield World(settings, sessions, keyring, sender,
-                SetupActivities(settings, sessions, sender, keyring),
-                SetupStepActivities(settings, sessions, sender, keyring),
-                ResetActivities(settings, sessions, sender, keyring),
-                SharedActivities(settings, sessions, sender, keyring), runtime, url)
+    yield World(
+        settings,
+        sessions,
+        keyring,
+        sender,
+        SetupActivities(settings, sessions, sender, keyring),
+        SetupStepActivities(settings, sessions, sender, keyring),
+        ResetActivities(settings, sessions, sender, keyring),
+        SharedActivities(settings, sessions, sender, keyring),
+        runtime,
+        url,
+    )
     await engine.dispose()
 
 
@@ -196,8 +232,13 @@ async def new_person(world: World, state: str = "sending_email") -> Person:
         session.add(staff)
         await session.flush()
         workflow_id = f"sso-setup-{staff.id}"
-        setup = SsoSetup(staff_id=staff.id, workflow_id=workflow_id, state=state,
-                         state_since=utcnow(), requested_by="admin-key:test")
+        setup = SsoSetup(
+            staff_id=staff.id,
+            workflow_id=workflow_id,
+            state=state,
+            state_since=utcnow(),
+            requested_by="admin-key:test",
+        )
         session.add(setup)
         session.add(SsoAccount(staff_id=staff.id, login_email=email, status="active"))
         await session.commit()
@@ -205,15 +246,23 @@ async def new_person(world: World, state: str = "sending_email") -> Person:
 
 
 def setup_input(person: Person, ttl: int = 900) -> SendSetupEmailInput:
-    return SendSetupEmailInput(setup_id=str(person.setup_id), staff_id=str(person.staff_id),
-                               workflow_id=person.workflow_id, run_id=person.run_id,
-                               link_ttl_seconds=ttl)
+    return SendSetupEmailInput(
+        setup_id=str(person.setup_id),
+        staff_id=str(person.staff_id),
+        workflow_id=person.workflow_id,
+        run_id=person.run_id,
+        link_ttl_seconds=ttl,
+    )
 
 
 def code_input(person: Person, purpose: str = "setup") -> SendCodeInput:
-    return SendCodeInput(setup_id=str(person.setup_id) if purpose == "setup" else None,
-                         staff_id=str(person.staff_id), workflow_id=person.workflow_id,
-                         purpose=purpose, code_ttl_seconds=600)
+    return SendCodeInput(
+        setup_id=str(person.setup_id) if purpose == "setup" else None,
+        staff_id=str(person.staff_id),
+        workflow_id=person.workflow_id,
+        purpose=purpose,
+        code_ttl_seconds=600,
+    )
 
 
 async def link_of(world: World, token: str) -> SetupLink | None:
@@ -223,8 +272,12 @@ async def link_of(world: World, token: str) -> SetupLink | None:
 
 
 def usable(link: SetupLink | None) -> bool:
-    return (link is not None and link.revoked_at is None and link.consumed_at is None
-            and link.expires_at > utcnow())
+    return (
+        link is not None
+        and link.revoked_at is None
+        and link.consumed_at is None
+        and link.expires_at > utcnow()
+    )
 
 
 # -- the setup email ------------------------------------------------------------------------
@@ -244,8 +297,7 @@ async def test_a_retried_setup_email_sends_the_same_link(world: World) -> None:
     assert row.in_flight and row.accepted_at is None and row.secret_sealed is not None
     assert token not in await world.every_stored_value()
 
-    result = await world.attempt(world.setup.send_setup_email, setup_input(person), attempt=2,
-                                 **flow)
+    result = await world.attempt(world.setup.send_setup_email, setup_input(person), attempt=2, **flow)
     first, second = await world.outbox(person.email, WELCOME)
     assert LINK.findall(second) == [token]  # the same link: both copies work
     link = await link_of(world, token)
@@ -253,12 +305,15 @@ async def test_a_retried_setup_email_sends_the_same_link(world: World) -> None:
     assert link is not None and link.expires_at == result.link_expires_at
     assert await world.duplicates("sso_welcome") == duplicates + 1
     async with world.sessions() as session:
-        links = (await session.scalars(select(SetupLink).where(
-            SetupLink.staff_id == person.staff_id))).all()
+        links = (await session.scalars(select(SetupLink).where(SetupLink.staff_id == person.staff_id))).all()
         setup = await session.get(SsoSetup, person.setup_id)
-        sent = (await session.scalars(select(AuditEvent).where(
-            AuditEvent.target == str(person.staff_id),
-            AuditEvent.action == "sso_email.sent"))).all()
+        sent = (
+            await session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.target == str(person.staff_id), AuditEvent.action == "sso_email.sent"
+                )
+            )
+        ).all()
     assert len(links) == 1 and setup is not None and setup.state == "email_sent"
     assert len(sent) == 1
     # Accepted and recorded: the sealed token is gone, nothing keeps it but the email.
@@ -267,8 +322,7 @@ async def test_a_retried_setup_email_sends_the_same_link(world: World) -> None:
     assert token not in await world.every_stored_value()
 
     # A third attempt (the second's answer lost too) sends nothing more: it was recorded.
-    again = await world.attempt(world.setup.send_setup_email, setup_input(person), attempt=3,
-                                **flow)
+    again = await world.attempt(world.setup.send_setup_email, setup_input(person), attempt=3, **flow)
     assert (again.sent_at, again.link_expires_at) == (row.accepted_at, link.expires_at)
     assert len(await world.outbox(person.email, WELCOME)) == 2
     assert await world.duplicates("sso_welcome") == duplicates + 1
@@ -278,15 +332,25 @@ async def test_a_new_setup_email_replaces_the_links_of_earlier_ones(world: World
     person = await new_person(world)
     world.sender.die = 1
     with pytest.raises(WorkerDied):
-        await world.attempt(world.setup.send_setup_email, setup_input(person),
-                            workflow_id=person.workflow_id, run_id=person.run_id)
-    await world.attempt(world.setup.send_setup_email, setup_input(person), attempt=2,
-                        workflow_id=person.workflow_id, run_id=person.run_id)
+        await world.attempt(
+            world.setup.send_setup_email,
+            setup_input(person),
+            workflow_id=person.workflow_id,
+            run_id=person.run_id,
+        )
+    await world.attempt(
+        world.setup.send_setup_email,
+        setup_input(person),
+        attempt=2,
+        workflow_id=person.workflow_id,
+        run_id=person.run_id,
+    )
     old = LINK.findall((await world.outbox(person.email, WELCOME))[0])[0]
     # The admin sends a new Single Sign-On email: a new flow, a new request, a new link.
     newer = dataclasses.replace(person, run_id=str(uuid.uuid4()))
-    await world.attempt(world.setup.send_setup_email, setup_input(newer),
-                        workflow_id=newer.workflow_id, run_id=newer.run_id)
+    await world.attempt(
+        world.setup.send_setup_email, setup_input(newer), workflow_id=newer.workflow_id, run_id=newer.run_id
+    )
     bodies = await world.outbox(person.email, WELCOME)
     assert len(bodies) == 3
     new = LINK.findall(bodies[2])[0]
@@ -295,16 +359,20 @@ async def test_a_new_setup_email_replaces_the_links_of_earlier_ones(world: World
     assert not usable(await link_of(world, old))
 
 
-async def test_a_link_expires_counting_from_the_hand_over_and_the_email_says_when(
-        world: World) -> None:
+async def test_a_link_expires_counting_from_the_hand_over_and_the_email_says_when(world: World) -> None:
     """A retry that starts long after it was scheduled (no worker was up) must not deliver a
     link that is already half spent: its 15 minutes start when the email is handed over."""
     person = await new_person(world)
     started = datetime.now(UTC)
-    result = await world.attempt(world.setup.send_setup_email, setup_input(person),
-                                 workflow_id=person.workflow_id, run_id=person.run_id,
-                                 attempt=4, scheduled=started - timedelta(minutes=10),
-                                 started=started)
+    result = await world.attempt(
+        world.setup.send_setup_email,
+        setup_input(person),
+        workflow_id=person.workflow_id,
+        run_id=person.run_id,
+        attempt=4,
+        scheduled=started - timedelta(minutes=10),
+        started=started,
+    )
     assert started + timedelta(minutes=15) <= result.link_expires_at
     assert result.link_expires_at < started + timedelta(minutes=15, seconds=30)
     [body] = await world.outbox(person.email, WELCOME)
@@ -330,8 +398,7 @@ async def test_a_retried_code_email_sends_the_same_code(world: World, purpose: s
     code = CODE_LINE.findall(first)[0]
     assert code not in await world.every_stored_value()
 
-    result = await world.attempt(world.shared.send_code, code_input(person, purpose),
-                                 attempt=2, **flow)
+    result = await world.attempt(world.shared.send_code, code_input(person, purpose), attempt=2, **flow)
     bodies = await world.outbox(person.email, subject)
     assert [CODE_LINE.findall(b) for b in bodies] == [[code], [code]]
     # What the flow checks a typed code against: either email's code matches it.
@@ -343,22 +410,24 @@ async def test_a_retried_code_email_sends_the_same_code(world: World, purpose: s
     assert code not in await world.every_stored_value()
 
     # Recorded: a later attempt sends nothing and answers the same.
-    again = await world.attempt(world.shared.send_code, code_input(person, purpose),
-                                attempt=3, **flow)
+    again = await world.attempt(world.shared.send_code, code_input(person, purpose), attempt=3, **flow)
     assert (again.code_digest, again.sent_at) == (result.code_digest, result.sent_at)
     assert len(await world.outbox(person.email, subject)) == 2
 
     # "Send a new code": a new request, a new code.
-    newer = await world.attempt(world.shared.send_code, code_input(person, purpose),
-                                workflow_id=person.workflow_id, run_id=person.run_id,
-                                activity_id="8")
+    newer = await world.attempt(
+        world.shared.send_code,
+        code_input(person, purpose),
+        workflow_id=person.workflow_id,
+        run_id=person.run_id,
+        activity_id="8",
+    )
     latest = CODE_LINE.findall((await world.outbox(person.email, subject))[-1])[0]
     assert newer.code_digest == code_digest(secret, purpose, person.workflow_id, latest)
     assert newer.code_digest != result.code_digest or latest == code
 
 
-async def test_a_code_retried_after_a_refused_connection_is_the_same_and_no_duplicate(
-        world: World) -> None:
+async def test_a_code_retried_after_a_refused_connection_is_the_same_and_no_duplicate(world: World) -> None:
     person = await new_person(world, state="password_set")
     flow = {"workflow_id": person.workflow_id, "run_id": person.run_id}
     duplicates = await world.duplicates("verification_code")
@@ -380,11 +449,14 @@ async def test_a_retried_reset_link_email_sends_the_same_link(world: World) -> N
     mail server took the email repeats that link, and it is the one that works."""
     person = await new_person(world)
     async with world.sessions() as session:
-        account = await session.scalar(select(SsoAccount).where(
-            SsoAccount.staff_id == person.staff_id))
+        account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == person.staff_id))
         assert account is not None
-    data = SendResetLinkInput(account_id=str(account.id), staff_id=str(person.staff_id),
-                              workflow_id=f"password-reset-{account.id}", link_ttl_seconds=900)
+    data = SendResetLinkInput(
+        account_id=str(account.id),
+        staff_id=str(person.staff_id),
+        workflow_id=f"password-reset-{account.id}",
+        link_ttl_seconds=900,
+    )
     flow = {"workflow_id": data.workflow_id, "run_id": person.run_id, "activity_id": "3"}
     duplicates = await world.duplicates("password_reset_link")
     world.sender.die = 1
@@ -400,8 +472,7 @@ async def test_a_retried_reset_link_email_sends_the_same_link(world: World) -> N
     assert await world.duplicates("password_reset_link") == duplicates + 1
     secret = world.settings.secret_key.get_secret_value()
     async with world.sessions() as session:
-        [link] = (await session.scalars(select(ResetLink).where(
-            ResetLink.account_id == account.id))).all()
+        [link] = (await session.scalars(select(ResetLink).where(ResetLink.account_id == account.id))).all()
     assert link.token_hash == reset_link_hash(secret, token)
     # Its lifetime counts from the hand-over that was recorded, and the flow is told so.
     assert link.expires_at.replace(tzinfo=UTC) == result.expires_at.replace(tzinfo=UTC)
@@ -441,8 +512,9 @@ async def test_a_send_that_dies_while_the_server_holds_the_message_may_have_deli
     sink = SmtpSink()
     sink.start()
     sink.hold()
-    settings = make_settings(email_backend="smtp", smtp_host="127.0.0.1", smtp_port=sink.port,
-                             email_timeout=1)
+    settings = make_settings(
+        email_backend="smtp", smtp_host="127.0.0.1", smtp_port=sink.port, email_timeout=1
+    )
     try:
         with pytest.raises(TransientEmailError) as held:
             await SmtpSender(settings).send(_welcome("held@example.com"))

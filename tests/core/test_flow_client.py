@@ -36,13 +36,32 @@ def test_names_by_reference_are_the_names_running_flows_know() -> None:
     assert workflow_type(SsoSetupWorkflow.run) == "SsoSetup"
     assert workflow_type(PasswordResetWorkflow.run) == "PasswordReset"
     assert workflow_type(EntraLinkWorkflow.run) == "EntraLink"
-    assert [update_name(u) for u in (
-        SsoSetupWorkflow.set_password, SsoSetupWorkflow.confirm_code,
-        SsoSetupWorkflow.resend_code, SsoSetupWorkflow.complete_mfa, SsoSetupWorkflow.skip_mfa,
-        SsoSetupWorkflow.cancel, SsoSetupWorkflow.supersede, PasswordResetWorkflow.request_code,
-        PasswordResetWorkflow.reset_password, EntraLinkWorkflow.link)] == [
-        "set_password", "confirm_code", "resend_code", "complete_mfa", "skip_mfa", "cancel",
-        "supersede", "request_code", "reset_password", "link"]
+    assert [
+        update_name(u)
+        for u in (
+            SsoSetupWorkflow.set_password,
+            SsoSetupWorkflow.confirm_code,
+            SsoSetupWorkflow.resend_code,
+            SsoSetupWorkflow.complete_mfa,
+            SsoSetupWorkflow.skip_mfa,
+            SsoSetupWorkflow.cancel,
+            SsoSetupWorkflow.supersede,
+            PasswordResetWorkflow.request_code,
+            PasswordResetWorkflow.reset_password,
+            EntraLinkWorkflow.link,
+        )
+    ] == [
+        "set_password",
+        "confirm_code",
+        "resend_code",
+        "complete_mfa",
+        "skip_mfa",
+        "cancel",
+        "supersede",
+        "request_code",
+        "reset_password",
+        "link",
+    ]
 
 
 class FakeHandle:
@@ -63,35 +82,47 @@ def rpc(status: RPCStatusCode) -> RPCError:
     return RPCError("boom", status, b"")
 
 
-@pytest.mark.parametrize(("error", "expected"), [
-    (WorkflowUpdateFailedError(ApplicationError("Wait a moment", type=flow_errors.TOO_SOON)),
-     StepRefused),
-    (WorkflowUpdateFailedError(CancelledError("cancelled")), StepFailed),
-    (rpc(RPCStatusCode.NOT_FOUND), FlowEnded),
-    (rpc(RPCStatusCode.DEADLINE_EXCEEDED), StepInDoubt),
-    (rpc(RPCStatusCode.CANCELLED), StepInDoubt),
-    (rpc(RPCStatusCode.UNAVAILABLE), ServiceUnavailable),
-    (None, StepInDoubt),  # no answer within the step timeout
-])
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            WorkflowUpdateFailedError(ApplicationError("Wait a moment", type=flow_errors.TOO_SOON)),
+            StepRefused,
+        ),
+        (WorkflowUpdateFailedError(CancelledError("cancelled")), StepFailed),
+        (rpc(RPCStatusCode.NOT_FOUND), FlowEnded),
+        (rpc(RPCStatusCode.DEADLINE_EXCEEDED), StepInDoubt),
+        (rpc(RPCStatusCode.CANCELLED), StepInDoubt),
+        (rpc(RPCStatusCode.UNAVAILABLE), ServiceUnavailable),
+        (None, StepInDoubt),  # no answer within the step timeout
+    ],
+)
 async def test_an_update_fails_as_refused_in_doubt_ended_or_unavailable(
-        error: BaseException | None, expected: type[Exception]) -> None:
+    error: BaseException | None, expected: type[Exception]
+) -> None:
     flow = Flow(FakeHandle(error), 0.05)  # type: ignore[arg-type]
     with pytest.raises(expected) as raised:
         await flow.update(SsoSetupWorkflow.resend_code, None, id="resend_code-1")
     assert type(raised.value) is expected
     if expected is StepRefused:
         assert (raised.value.message, raised.value.kind) == (  # type: ignore[attr-defined]
-            "Wait a moment", "TooSoon")
+            "Wait a moment",
+            "TooSoon",
+        )
 
 
-@pytest.mark.parametrize(("error", "expected"), [
-    (rpc(RPCStatusCode.NOT_FOUND), FlowEnded),
-    (rpc(RPCStatusCode.UNAVAILABLE), ServiceUnavailable),
-    (WorkflowQueryFailedError("no such query"), ServiceUnavailable),
-    (None, ServiceUnavailable),
-])
-async def test_a_query_fails_as_ended_or_unavailable(error: BaseException | None,
-                                                    expected: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (rpc(RPCStatusCode.NOT_FOUND), FlowEnded),
+        (rpc(RPCStatusCode.UNAVAILABLE), ServiceUnavailable),
+        (WorkflowQueryFailedError("no such query"), ServiceUnavailable),
+        (None, ServiceUnavailable),
+    ],
+)
+async def test_a_query_fails_as_ended_or_unavailable(
+    error: BaseException | None, expected: type[Exception]
+) -> None:
     flow = Flow(FakeHandle(error), 0.05)  # type: ignore[arg-type]
     with pytest.raises(expected) as raised:
         await flow.query(SsoSetupWorkflow.progress)
@@ -104,16 +135,23 @@ def web_app_sources() -> list[Path]:
 
 def test_the_web_app_names_no_workflow_or_handler_by_string() -> None:
     by_string = re.compile(
-        r'(execute_update|start_workflow|execute_update_with_start_workflow|query|signal'
-        r'|WithStartWorkflowOperation|clear_forged_run)\(\s*("|[A-Z_]+\b|[^)]*, ")')
-    found = [f"{path.relative_to(ROOT)}: {m.group(0)}" for path in web_app_sources()
-             for m in by_string.finditer(path.read_text())
-             if "signal.SIG" not in m.group(0)]
+        r"(execute_update|start_workflow|execute_update_with_start_workflow|query|signal"
+        r'|WithStartWorkflowOperation|clear_forged_run)\(\s*("|[A-Z_]+\b|[^)]*, ")'
+    )
+    found = [
+        f"{path.relative_to(ROOT)}: {m.group(0)}"
+        for path in web_app_sources()
+        for m in by_string.finditer(path.read_text())
+        if "signal.SIG" not in m.group(0)
+    ]
     assert found == []
 
 
 def test_the_web_app_imports_no_worker_module() -> None:
-    found = [f"{path.relative_to(ROOT)}: {line}" for path in web_app_sources()
-             for line in path.read_text().splitlines()
-             if re.match(r"\s*(from|import) activities\b", line)]
+    found = [
+        f"{path.relative_to(ROOT)}: {line}"
+        for path in web_app_sources()
+        for line in path.read_text().splitlines()
+        if re.match(r"\s*(from|import) activities\b", line)
+    ]
     assert found == []

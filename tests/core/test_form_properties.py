@@ -78,8 +78,12 @@ pytestmark = pytest.mark.pages
 
 ALERT = 'role="alert"'
 RESET_CODE_SUBJECT = "Your agentOS password reset code"
-MESSAGES = ("Enter the 6-digit code from the email.", "from your authenticator app, or leave it",
-            "The two passwords don&#39;t match.", "Incorrect code")
+MESSAGES = (
+    "Enter the 6-digit code from the email.",
+    "from your authenticator app, or leave it",
+    "The two passwords don&#39;t match.",
+    "Incorrect code",
+)
 ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + d) for d in range(10)))
 FULLWIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
 
@@ -94,8 +98,9 @@ DIGITS_ANY_SCRIPT = st.characters(categories=["Nd"])
 
 def huge(low: int, high: int) -> st.SearchStrategy[str]:
     """Long text around a limit: one character repeated, or a short pattern repeated."""
-    return st.builds(lambda unit, n: (unit * n)[:n], st.text(ANY_CHAR, min_size=1, max_size=3),
-                     st.integers(low, high))
+    return st.builds(
+        lambda unit, n: (unit * n)[:n], st.text(ANY_CHAR, min_size=1, max_size=3), st.integers(low, high)
+    )
 
 
 PASSWORDS = st.one_of(
@@ -103,12 +108,22 @@ PASSWORDS = st.one_of(
     st.text(ANY_CHAR, min_size=12, max_size=80),  # around the minimum length
     SPACES,
     huge(200, 1100),  # around the policy's 256 and the form's 1024
-    st.sampled_from(["password", "passwordpassword", "Password123456789", "aaaaaaaaaaaaaaaaaaaa",
-                     "qwertyuiopasdfghjkl", "agentOS agentOS agentOS", "\x00" * 20]),
+    st.sampled_from(
+        [
+            "password",
+            "passwordpassword",
+            "Password123456789",
+            "aaaaaaaaaaaaaaaaaaaa",
+            "qwertyuiopasdfghjkl",
+            "agentOS agentOS agentOS",
+            "\x00" * 20,
+        ]
+    ),
 )
 # Six digits of one script or several, spaced or not: taken as a code (a wrong one, here).
-WELL_FORMED_CODES = st.one_of(st.from_regex(r"\A[0-9]{3} ?[0-9]{3}\Z"),
-                              st.text(DIGITS_ANY_SCRIPT, min_size=6, max_size=6))
+WELL_FORMED_CODES = st.one_of(
+    st.from_regex(r"\A[0-9]{3} ?[0-9]{3}\Z"), st.text(DIGITS_ANY_SCRIPT, min_size=6, max_size=6)
+)
 CODES = st.one_of(
     WELL_FORMED_CODES,
     TEXT,
@@ -116,16 +131,33 @@ CODES = st.one_of(
     st.text(DIGITS_ANY_SCRIPT, min_size=5, max_size=7),  # "٣٣٣٣٣٣", fullwidth, other scripts
     # ASCII digits beside look-alikes that are not decimal digits (superscripts, circled,
     # a fraction) and decimal digits of other scripts (Arabic-Indic, Devanagari, fullwidth).
-    st.text(st.sampled_from("0123456789abcOoIl-\u00b2\u00b3\u00b9\u2460\u2465\u00bd"
-                            "\u0663\u06f4\u096b\u09e6\u0e53\uff10\uff19\u3000"), max_size=10),
+    st.text(
+        st.sampled_from(
+            "0123456789abcOoIl-\u00b2\u00b3\u00b9\u2460\u2465\u00bd"
+            "\u0663\u06f4\u096b\u09e6\u0e53\uff10\uff19\u3000"
+        ),
+        max_size=10,
+    ),
     huge(21, 60),  # longer than the field allows
 )
 EMAILS = st.one_of(
     TEXT,
     st.emails(),
     st.builds(lambda local, domain: f"{local}@{domain}", TEXT, TEXT),
-    st.sampled_from(["@", "a@", "@b", "a@b", "a b@example.com", "jo\x00@example.com",
-                     "j\u00f6@b\u00fccher.example", "\u03a9@\u03a9.\u03a9", " ", ""]),
+    st.sampled_from(
+        [
+            "@",
+            "a@",
+            "@b",
+            "a@b",
+            "a b@example.com",
+            "jo\x00@example.com",
+            "j\u00f6@b\u00fccher.example",
+            "\u03a9@\u03a9.\u03a9",
+            " ",
+            "",
+        ]
+    ),
     huge(300, 400),  # around the field's 320
 )
 CSRF = st.sampled_from(["valid", "missing", "forged"])
@@ -151,8 +183,13 @@ def with_csrf(fields: dict[str, str], csrf: str) -> dict[str, str]:
     return fields
 
 
-def assert_refused_on_page(response: httpx.Response, *, statuses: tuple[int, ...] = (400, 401, 422),
-                           typed_secrets: tuple[str, ...] = (), echoed: tuple[str, ...] = ()) -> None:
+def assert_refused_on_page(
+    response: httpx.Response,
+    *,
+    statuses: tuple[int, ...] = (400, 401, 422),
+    typed_secrets: tuple[str, ...] = (),
+    echoed: tuple[str, ...] = (),
+) -> None:
     """A clear refusal on the page, and no typed secret in it."""
     assert response.status_code in statuses, (response.status_code, response.text[:2000])
     assert response.headers["content-type"].startswith("text/html"), response.text[:500]
@@ -177,8 +214,11 @@ def assert_not_echoed(response: httpx.Response, *secrets: str, echoed: tuple[str
         assert not secret or f'value="{escaped}"' not in body
         # Long and varied enough, and not plain words, so it can't be a piece of the page
         # ("Password", "your email") by chance.
-        if (len(secret.strip()) >= 8 and len(set(secret)) >= 4
-                and not all(ch.isascii() and (ch.isalpha() or ch == " ") for ch in secret)):
+        if (
+            len(secret.strip()) >= 8
+            and len(set(secret)) >= 4
+            and not all(ch.isascii() and (ch.isalpha() or ch == " ") for ch in secret)
+        ):
             assert escaped not in body and secret not in body
 
 
@@ -197,9 +237,14 @@ async def count(stack: Stack, model: Any) -> int:
 @pytest_asyncio.fixture(loop_scope="session")
 async def stack(temporal_dev_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
     # The per-IP and per-person limits are not what these tests are about.
-    async with running_stack(temporal_dev_env, database_url, signin_ip_limit=1_000_000,
-                             reset_request_ip_limit=1_000_000, setup_email_limit=1_000_000,
-                             admin_rate_limit=1_000_000) as running:
+    async with running_stack(
+        temporal_dev_env,
+        database_url,
+        signin_ip_limit=1_000_000,
+        reset_request_ip_limit=1_000_000,
+        setup_email_limit=1_000_000,
+        admin_rate_limit=1_000_000,
+    ) as running:
         yield running
     gc.collect()  # the worker's SQLite engine, now, not on a later flow's thread (tests/conftest.py stack)
 
@@ -212,7 +257,8 @@ async def test_sign_in_form_refuses_cleanly(stack: Stack) -> None:
     person = await make_person(stack.sessions, stack.settings)
     emails = st.one_of(EMAILS, st.just(person.email), st.just(f"  {person.email.upper()} "))
     attempts = st.tuples(emails, st.one_of(PASSWORDS, st.just(PASSWORD)), CSRF).filter(
-        lambda a: not (a[0].strip().lower() == person.email and a[1:] == (PASSWORD, "valid")))
+        lambda a: not (a[0].strip().lower() == person.email and a[1:] == (PASSWORD, "valid"))
+    )
     # (the one left out signs in)
 
     async def refused(attempt: tuple[str, str, str]) -> None:
@@ -222,24 +268,31 @@ async def test_sign_in_form_refuses_cleanly(stack: Stack) -> None:
         async with browsing(stack.http._transport) as browser:
             page = await browser.get("/sso/login")
             fields = with_csrf(hidden_fields(page, "/sso/login"), csrf)
-            response = await browser.post("/sso/login",
-                                          {**fields, "email": email, "password": password})
+            response = await browser.post("/sso/login", {**fields, "email": email, "password": password})
         assert_refused_on_page(response, typed_secrets=(password,), echoed=(email,))
         assert not setup_cookies(response) & {SESSION_COOKIE, PENDING_COOKIE}
         after = await account_row(stack.sessions, person)
-        assert (after.password_hash, after.last_sign_in_at) == (before.password_hash,
-                                                                 before.last_sign_in_at)
+        assert (after.password_hash, after.last_sign_in_at) == (before.password_hash, before.last_sign_in_at)
         if not theirs or csrf != "valid" or response.status_code == 422:
             assert after.failed_sign_ins == before.failed_sign_ins  # nothing counted
         assert await session_rows(stack.sessions, person) == []
         seen.add(response.status_code)
 
     seen: set[int] = set()
-    await check_examples(attempts, refused, examples(40), first=[
-        (person.email, OTHER_STRONG, "valid"), ("nobody@example.com", PASSWORD, "valid"),
-        (person.email, PASSWORD, "missing"), (person.email, PASSWORD, "forged"),
-        ("x" * 321, PASSWORD, "valid"), (person.email, "p" * 1025, "valid"),
-        ("jo\x00@example.com", "\x00" * 20, "valid")])
+    await check_examples(
+        attempts,
+        refused,
+        examples(40),
+        first=[
+            (person.email, OTHER_STRONG, "valid"),
+            ("nobody@example.com", PASSWORD, "valid"),
+            (person.email, PASSWORD, "missing"),
+            (person.email, PASSWORD, "forged"),
+            ("x" * 321, PASSWORD, "valid"),
+            (person.email, "p" * 1025, "valid"),
+            ("jo\x00@example.com", "\x00" * 20, "valid"),
+        ],
+    )
     assert seen == {400, 401, 422}
 
 
@@ -264,8 +317,9 @@ async def test_sign_in_authenticator_code_form(stack: Stack) -> None:
         code = code_as_typed(typed)
         async with browsing(stack.http._transport) as browser:
             page = await mfa_step(stack, person, browser)
-            response = await browser.post("/sso/login/mfa",
-                                          {**hidden_fields(page, "/sso/login/mfa"), "code": typed})
+            response = await browser.post(
+                "/sso/login/mfa", {**hidden_fields(page, "/sso/login/mfa"), "code": typed}
+            )
             pending = (await session_rows(stack.sessions, person, "mfa"))[-1]
         assert_refused_on_page(response)
         assert SESSION_COOKIE not in set_cookies(response)
@@ -280,12 +334,22 @@ async def test_sign_in_authenticator_code_form(stack: Stack) -> None:
         seen.add(code is None)
 
     seen: set[bool] = set()
-    wrong = CODES.filter(lambda typed: code_as_typed(typed) not in window_codes(
-        person.totp_secret or ""))
+    wrong = CODES.filter(lambda typed: code_as_typed(typed) not in window_codes(person.totp_secret or ""))
     mistyped = person.wrong_totp()
-    await check_examples(wrong, refused, examples(30), first=[
-        "", "12 34 5", "abcdef", "\u00b2\u00b3\u00b9\u2460\u2465\u00bd", "9" * 21, mistyped,
-        mistyped.translate(ARABIC_INDIC)])
+    await check_examples(
+        wrong,
+        refused,
+        examples(30),
+        first=[
+            "",
+            "12 34 5",
+            "abcdef",
+            "\u00b2\u00b3\u00b9\u2460\u2465\u00bd",
+            "9" * 21,
+            mistyped,
+            mistyped.translate(ARABIC_INDIC),
+        ],
+    )
     assert seen == {True, False}
 
     # The right code typed on an Arabic-Indic keyboard, with a space: signed in.
@@ -324,15 +388,21 @@ async def test_setup_password_form(stack: Stack) -> None:
             form = await browser.get(f"/sso/setup/{token}/password")
             assert form.status_code == 200, form.text
             fields = with_csrf(hidden_fields(form, f"/sso/setup/{token}/password"), csrf)
-            response = await browser.post(f"/sso/setup/{token}/password",
-                                          {**fields, "password": password, "confirm": confirm})
+            response = await browser.post(
+                f"/sso/setup/{token}/password", {**fields, "password": password, "confirm": confirm}
+            )
         finally:
             await browser.aclose()
         policy = PasswordPolicy(min_length=stack.settings.password_min_length)
-        personal = personal_words(staff["first_name"], staff["last_name"],
-                                  staff["external_email_1"], stack.settings.brand_name)
-        acceptable = (csrf == "valid" and password == confirm and len(password) <= 1024
-                      and not password_problems(password, policy, personal))
+        personal = personal_words(
+            staff["first_name"], staff["last_name"], staff["external_email_1"], stack.settings.brand_name
+        )
+        acceptable = (
+            csrf == "valid"
+            and password == confirm
+            and len(password) <= 1024
+            and not password_problems(password, policy, personal)
+        )
         assert response.status_code < 500, response.text
         if acceptable:
             assert redirected_to(response, "/sso/setup/confirm"), response.text
@@ -349,12 +419,22 @@ async def test_setup_password_form(stack: Stack) -> None:
         seen.add(acceptable)
 
     seen: set[bool] = set()
-    await check_examples(choices, answered, examples(40), first=[
-        (STRONG, True, "", "valid"), ("short", True, "", "valid"),
-        (STRONG, False, OTHER_STRONG, "valid"), (STRONG, True, "", "missing"),
-        ("Robin Ashcombe Robin Ashcombe", True, "", "valid"), ("\x00" * 20, True, "", "valid"),
-        (" " * 40, True, "", "valid"), ("p" * 300, True, "", "valid"),
-        ("p" * 1025, True, "", "valid")])
+    await check_examples(
+        choices,
+        answered,
+        examples(40),
+        first=[
+            (STRONG, True, "", "valid"),
+            ("short", True, "", "valid"),
+            (STRONG, False, OTHER_STRONG, "valid"),
+            (STRONG, True, "", "missing"),
+            ("Robin Ashcombe Robin Ashcombe", True, "", "valid"),
+            ("\x00" * 20, True, "", "valid"),
+            (" " * 40, True, "", "valid"),
+            ("p" * 300, True, "", "valid"),
+            ("p" * 1025, True, "", "valid"),
+        ],
+    )
     assert seen == {True, False}
 
 
@@ -379,16 +459,29 @@ async def test_setup_confirm_code_form(stack: Stack) -> None:
                 assert "Enter the 6-digit code" in response.text or response.status_code == 422
                 assert after["code"] == before["code"]
             else:
-                assert after["code"]["wrong_codes_total"] - before["code"]["wrong_codes_total"] \
-                    in (0, 1)  # counted, unless the code was already dead
+                assert after["code"]["wrong_codes_total"] - before["code"]["wrong_codes_total"] in (
+                    0,
+                    1,
+                )  # counted, unless the code was already dead
             seen.add(code is None)
 
         seen: set[bool] = set()
         wrong = another_code(step.code)
-        await check_examples(CODES.filter(lambda typed: code_as_typed(typed) != step.code),
-                             answered, examples(30), first=[
-                                 "abcdef", "12345", "1234567", "\u2460" * 6, "9" * 21, wrong,
-                                 wrong.translate(ARABIC_INDIC), wrong.translate(FULLWIDTH)])
+        await check_examples(
+            CODES.filter(lambda typed: code_as_typed(typed) != step.code),
+            answered,
+            examples(30),
+            first=[
+                "abcdef",
+                "12345",
+                "1234567",
+                "\u2460" * 6,
+                "9" * 21,
+                wrong,
+                wrong.translate(ARABIC_INDIC),
+                wrong.translate(FULLWIDTH),
+            ],
+        )
         assert seen == {True, False}
     finally:
         await browser.aclose()
@@ -410,10 +503,13 @@ async def test_setup_authenticator_code_form(stack: Stack) -> None:
             assert (await stack.status(step.staff["id"]))["state"] == "mfa_pending"
 
         wrong = CODES.filter(lambda typed: code_as_typed(typed) not in window_codes(secret))
-        mistyped = next(f"{n:06d}" for n in range(1_000_000)
-                        if f"{n:06d}" not in window_codes(secret))
-        await check_examples(wrong, answered, examples(25), first=[
-            "abcdef", "\u00b2" * 6, mistyped, mistyped.translate(FULLWIDTH)])
+        mistyped = next(f"{n:06d}" for n in range(1_000_000) if f"{n:06d}" not in window_codes(secret))
+        await check_examples(
+            wrong,
+            answered,
+            examples(25),
+            first=["abcdef", "\u00b2" * 6, mistyped, mistyped.translate(FULLWIDTH)],
+        )
     finally:
         await browser.aclose()
 
@@ -427,8 +523,7 @@ async def test_codes_typed_in_other_scripts_are_accepted(stack: Stack) -> None:
         step = await at_code_step(stack, browser)
         wrong = await browser.submit(step.page, "/sso/setup/confirm", code="①②③④⑤⑥")
         assert wrong.status_code == 400 and "Enter the 6-digit code" in wrong.text
-        confirmed = await browser.submit(wrong, "/sso/setup/confirm",
-                                         code=step.code.translate(ARABIC_INDIC))
+        confirmed = await browser.submit(wrong, "/sso/setup/confirm", code=step.code.translate(ARABIC_INDIC))
         assert redirected_to(confirmed, "/sso/setup/mfa"), confirmed.text
         page = await browser.get("/sso/setup/mfa")
         code = pyotp.TOTP(manual_key(page)).now().translate(FULLWIDTH)
@@ -467,10 +562,21 @@ async def test_forgot_form(stack: Stack) -> None:
         seen.add(response.status_code)
 
     seen: set[int] = set()
-    await check_examples(asks, answered, examples(25), first=[
-        (person.email, "valid"), ("nobody@example.com", "valid"), ("no-at-sign", "valid"),
-        (person.email, "missing"), (person.email, "forged"), ("x" * 321, "valid"),
-        ("a\x00@example.com", "valid"), ("@", "valid")])
+    await check_examples(
+        asks,
+        answered,
+        examples(25),
+        first=[
+            (person.email, "valid"),
+            ("nobody@example.com", "valid"),
+            ("no-at-sign", "valid"),
+            (person.email, "missing"),
+            (person.email, "forged"),
+            ("x" * 321, "valid"),
+            ("a\x00@example.com", "valid"),
+            ("@", "valid"),
+        ],
+    )
     assert seen == {303, 400, 422}
 
 
@@ -481,14 +587,18 @@ async def test_reset_form(stack: Stack) -> None:
         page = await browser.get("/sso/forgot")
         asked = await browser.submit(page, "/sso/forgot", email=person.email)
         assert redirected_to(asked, "/sso/reset?sent=1")
-        [body] = await emails_with_subject(stack.sessions, stack.settings, person.email,
-                                           RESET_CODE_SUBJECT)
+        [body] = await emails_with_subject(stack.sessions, stack.settings, person.email, RESET_CODE_SUBJECT)
         real_code = re.search(r"^\s+(\d{6})\s*$", body, re.M).group(1)  # type: ignore[union-attr]
         before = await account_row(stack.sessions, person)
         policy = PasswordPolicy(min_length=stack.settings.password_min_length)
-        choices = st.tuples(CODES.filter(lambda typed: code_as_typed(typed) != real_code),
-                            PASSWORDS, st.booleans(), PASSWORDS, st.one_of(st.just(""), CODES),
-                            CSRF)
+        choices = st.tuples(
+            CODES.filter(lambda typed: code_as_typed(typed) != real_code),
+            PASSWORDS,
+            st.booleans(),
+            PASSWORDS,
+            st.one_of(st.just(""), CODES),
+            CSRF,
+        )
 
         async def refused(choice: tuple[str, str, bool, str, str, str]) -> None:
             code, password, same, other, totp, csrf = choice
@@ -496,8 +606,9 @@ async def test_reset_form(stack: Stack) -> None:
             page = await browser.get("/sso/reset")
             assert page.status_code == 200, page.text
             fields = with_csrf(hidden_fields(page, "/sso/reset"), csrf)
-            response = await browser.post("/sso/reset", {**fields, "code": code, "totp": totp,
-                                                         "password": password, "confirm": confirm})
+            response = await browser.post(
+                "/sso/reset", {**fields, "code": code, "totp": totp, "password": password, "confirm": confirm}
+            )
             assert_refused_on_page(response, typed_secrets=(password, confirm))
             if response.status_code == 400 and csrf == "valid":
                 if code_as_typed(code) is None:
@@ -509,8 +620,9 @@ async def test_reset_form(stack: Stack) -> None:
                 elif password_problems(password, policy, []):
                     assert MESSAGES[3] not in response.text  # refused before the flow
                 else:
-                    assert MESSAGES[3] in response.text or "Too many incorrect codes" \
-                        in response.text  # the flow's answer to a wrong code
+                    assert (
+                        MESSAGES[3] in response.text or "Too many incorrect codes" in response.text
+                    )  # the flow's answer to a wrong code
             assert not set_cookies(response).keys() & {SESSION_COOKIE, RESET_COOKIE}
             after = await account_row(stack.sessions, person)
             assert after.password_hash == before.password_hash
@@ -519,54 +631,82 @@ async def test_reset_form(stack: Stack) -> None:
 
         seen: set[str] = set()
         wrong = another_code(real_code)
-        await check_examples(choices, refused, examples(30), first=[
-            (wrong, STRONG, True, "", "", "valid"), (wrong, STRONG, False, OTHER_STRONG, "", "valid"),
-            (wrong, "short", True, "", "", "valid"), ("abc", STRONG, True, "", "", "valid"),
-            (wrong, STRONG, True, "", "abc", "valid"), (wrong, STRONG, True, "", "", "missing"),
-            (wrong.translate(ARABIC_INDIC), STRONG, True, "", wrong, "valid")])
+        await check_examples(
+            choices,
+            refused,
+            examples(30),
+            first=[
+                (wrong, STRONG, True, "", "", "valid"),
+                (wrong, STRONG, False, OTHER_STRONG, "", "valid"),
+                (wrong, "short", True, "", "", "valid"),
+                ("abc", STRONG, True, "", "", "valid"),
+                (wrong, STRONG, True, "", "abc", "valid"),
+                (wrong, STRONG, True, "", "", "missing"),
+                (wrong.translate(ARABIC_INDIC), STRONG, True, "", wrong, "valid"),
+            ],
+        )
         assert seen == set(MESSAGES)
 
 
 # -- the admin API's StaffCreate body -----------------------------------------------------
 
 FIELDS = {"first_name", "last_name", "external_email_1", "is_admin"}
-PLAIN_NAMES = st.text(st.characters(categories=["L", "M", "Zs", "Pd", "Po"]), min_size=1,
-                      max_size=30)
+PLAIN_NAMES = st.text(st.characters(categories=["L", "M", "Zs", "Pd", "Po"]), min_size=1, max_size=30)
 PLAUSIBLE_EMAILS = st.one_of(
-    st.builds("{}@{}.{}".format, st.from_regex(r"\A[A-Za-z0-9._%+-]{1,20}\Z"),
-              st.from_regex(r"\A[a-z0-9-]{1,20}\Z"), st.sampled_from(["com", "org", "co.uk"])),
+    st.builds(
+        "{}@{}.{}".format,
+        st.from_regex(r"\A[A-Za-z0-9._%+-]{1,20}\Z"),
+        st.from_regex(r"\A[a-z0-9-]{1,20}\Z"),
+        st.sampled_from(["com", "org", "co.uk"]),
+    ),
     st.sampled_from(["dup@example.com", "DUP@Example.COM", " dup@example.com "]),
 )
 NAMES = st.one_of(
-    PLAIN_NAMES, TEXT, SPACES, st.just("Jo"), huge(95, 110),
+    PLAIN_NAMES,
+    TEXT,
+    SPACES,
+    st.just("Jo"),
+    huge(95, 110),
     st.builds(lambda a, c, b: a + c + b, TEXT, st.characters(categories=["Cc", "Zl", "Zp"]), TEXT),
 )
 BODIES = st.one_of(
-    st.fixed_dictionaries({"first_name": PLAIN_NAMES, "last_name": PLAIN_NAMES,
-                           "external_email_1": PLAUSIBLE_EMAILS}),
+    st.fixed_dictionaries(
+        {"first_name": PLAIN_NAMES, "last_name": PLAIN_NAMES, "external_email_1": PLAUSIBLE_EMAILS}
+    ),
     st.fixed_dictionaries(
         {"first_name": NAMES, "last_name": NAMES, "external_email_1": EMAILS},
-        optional={"is_admin": st.one_of(st.booleans(), TEXT, st.integers(), st.none())}),
-    st.builds(lambda body, extra: {**body, **extra},
-              st.fixed_dictionaries({"first_name": NAMES, "last_name": NAMES,
-                                     "external_email_1": st.emails()}),
-              st.dictionaries(st.text(min_size=1, max_size=12).filter(lambda k: k not in FIELDS),
-                              st.one_of(st.none(), st.booleans(), TEXT), min_size=1, max_size=2)),
+        optional={"is_admin": st.one_of(st.booleans(), TEXT, st.integers(), st.none())},
+    ),
+    st.builds(
+        lambda body, extra: {**body, **extra},
+        st.fixed_dictionaries({"first_name": NAMES, "last_name": NAMES, "external_email_1": st.emails()}),
+        st.dictionaries(
+            st.text(min_size=1, max_size=12).filter(lambda k: k not in FIELDS),
+            st.one_of(st.none(), st.booleans(), TEXT),
+            min_size=1,
+            max_size=2,
+        ),
+    ),
     st.dictionaries(st.sampled_from(sorted(FIELDS)), st.one_of(TEXT, st.emails()), max_size=3),
 )
 # JSON a client library can produce but Python can't encode: lone surrogates.
-RAW_BODIES = st.sampled_from([
-    '{"first_name": "\\ud800", "last_name": "B", "external_email_1": "a@example.com"}',
-    '{"first_name": "A", "last_name": "B", "external_email_1": "\\udfff@example.com"}',
-    '{"first_name": "A", "last_name": "B\\u0000", "external_email_1": "b@example.com"}',
-    '{"first_name": "A", "last_name": "B", "external_email_1": "b@example.com", "x": 1',
-    "[]", "null", '"text"',
-])
+RAW_BODIES = st.sampled_from(
+    [
+        '{"first_name": "\\ud800", "last_name": "B", "external_email_1": "a@example.com"}',
+        '{"first_name": "A", "last_name": "B", "external_email_1": "\\udfff@example.com"}',
+        '{"first_name": "A", "last_name": "B\\u0000", "external_email_1": "b@example.com"}',
+        '{"first_name": "A", "last_name": "B", "external_email_1": "b@example.com", "x": 1',
+        "[]",
+        "null",
+        '"text"',
+    ]
+)
 
 
 def controls(value: object) -> bool:
     return isinstance(value, str) and any(
-        unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs") for ch in value)
+        unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs") for ch in value
+    )
 
 
 @ON_THE_APP
@@ -574,8 +714,11 @@ async def test_staff_create_body(stack: Stack) -> None:
     async def answered(body: dict[str, Any] | str) -> None:
         before = await count(stack, Staff)
         if isinstance(body, str):
-            response = await stack.http.post("/api/v1/staff", headers={
-                **stack.admin, "Content-Type": "application/json"}, content=body.encode())
+            response = await stack.http.post(
+                "/api/v1/staff",
+                headers={**stack.admin, "Content-Type": "application/json"},
+                content=body.encode(),
+            )
         else:
             response = await stack.http.post("/api/v1/staff", headers=stack.admin, json=body)
         assert response.status_code in (201, 409, 422), response.text
@@ -584,8 +727,7 @@ async def test_staff_create_body(stack: Stack) -> None:
         if response.status_code != 201:
             assert await count(stack, Staff) == before
             if response.status_code == 422:
-                assert answer["detail"] and all({"loc", "msg", "type"} <= set(e)
-                                                for e in answer["detail"])
+                assert answer["detail"] and all({"loc", "msg", "type"} <= set(e) for e in answer["detail"])
             else:
                 assert answer["error"] == "conflict" and answer["message"]
             return
@@ -604,27 +746,35 @@ async def test_staff_create_body(stack: Stack) -> None:
 
     seen: set[int] = set()
     plain = {"first_name": "Jo", "last_name": "Bloggs", "external_email_1": "jo.b@example.com"}
-    await check_examples(st.one_of(BODIES, RAW_BODIES), answered, examples(60), first=[
-        plain, {**plain, "external_email_1": " JO.B@Example.com "},
-        {**plain, "external_email_1": "jo.c@example.com", "admin": True},
-        {**plain, "first_name": "Jo\x7f"}, {**plain, "last_name": "\u2028"},
-        {**plain, "first_name": " \u3000 "}, {**plain, "external_email_1": "jo@b\x00.com"},
-        '{"first_name": "\\ud800", "last_name": "B", "external_email_1": "a@example.com"}'])
+    await check_examples(
+        st.one_of(BODIES, RAW_BODIES),
+        answered,
+        examples(60),
+        first=[
+            plain,
+            {**plain, "external_email_1": " JO.B@Example.com "},
+            {**plain, "external_email_1": "jo.c@example.com", "admin": True},
+            {**plain, "first_name": "Jo\x7f"},
+            {**plain, "last_name": "\u2028"},
+            {**plain, "first_name": " \u3000 "},
+            {**plain, "external_email_1": "jo@b\x00.com"},
+            '{"first_name": "\\ud800", "last_name": "B", "external_email_1": "a@example.com"}',
+        ],
+    )
     assert seen == {201, 409, 422}
 
 
 # -- the password policy (no app) ----------------------------------------------------------
 
 MIN_LENGTHS = st.integers(min_value=8, max_value=64)
-WORDS = st.lists(st.text(st.characters(categories=["Ll", "Lu", "Nd"]), min_size=3, max_size=12),
-                 max_size=4)
+WORDS = st.lists(st.text(st.characters(categories=["Ll", "Lu", "Nd"]), min_size=3, max_size=12), max_size=4)
 
 
 @hypothesis_settings(max_examples=examples(200))
-@given(password=st.one_of(TEXT, st.text(ANY_CHAR, max_size=70)), min_length=MIN_LENGTHS,
-       words=WORDS)
-def test_policy_names_the_length_of_a_short_password(password: str, min_length: int,
-                                                     words: list[str]) -> None:
+@given(password=st.one_of(TEXT, st.text(ANY_CHAR, max_size=70)), min_length=MIN_LENGTHS, words=WORDS)
+def test_policy_names_the_length_of_a_short_password(
+    password: str, min_length: int, words: list[str]
+) -> None:
     length = len(password)  # as typed, not after NFKC
     assume(length < min_length)
     problems = password_problems(password, PasswordPolicy(min_length=min_length), words)
@@ -632,14 +782,38 @@ def test_policy_names_the_length_of_a_short_password(password: str, min_length: 
 
 
 @hypothesis_settings(max_examples=examples(200))
-@given(password=st.one_of(st.text(ANY_CHAR, min_size=8, max_size=90), huge(250, 300),
-                          st.builds(" ".join, st.lists(st.sampled_from(
-                              ["velvet", "orbit", "lantern", "pixel", "quartz", "meadow", "42",
-                               "harbor", "tulip", "robin", "ashcombe", "agentos"]),
-                              min_size=2, max_size=6))),
-       min_length=MIN_LENGTHS, words=WORDS)
-def test_policy_accepts_only_what_its_rules_allow(password: str, min_length: int,
-                                                  words: list[str]) -> None:
+@given(
+    password=st.one_of(
+        st.text(ANY_CHAR, min_size=8, max_size=90),
+        huge(250, 300),
+        st.builds(
+            " ".join,
+            st.lists(
+                st.sampled_from(
+                    [
+                        "velvet",
+                        "orbit",
+                        "lantern",
+                        "pixel",
+                        "quartz",
+                        "meadow",
+                        "42",
+                        "harbor",
+                        "tulip",
+                        "robin",
+                        "ashcombe",
+                        "agentos",
+                    ]
+                ),
+                min_size=2,
+                max_size=6,
+            ),
+        ),
+    ),
+    min_length=MIN_LENGTHS,
+    words=WORDS,
+)
+def test_policy_accepts_only_what_its_rules_allow(password: str, min_length: int, words: list[str]) -> None:
     policy = PasswordPolicy(min_length=min_length)
     personal = [w.lower() for w in words]
     problems = password_problems(password, policy, personal)
@@ -660,8 +834,7 @@ def test_policy_accepts_only_what_its_rules_allow(password: str, min_length: int
 
 
 @hypothesis_settings(max_examples=examples(100))
-@given(password=st.one_of(TEXT, st.text(ANY_CHAR, min_size=250, max_size=400)),
-       min_length=MIN_LENGTHS)
+@given(password=st.one_of(TEXT, st.text(ANY_CHAR, min_size=250, max_size=400)), min_length=MIN_LENGTHS)
 def test_policy_refuses_every_password_over_the_maximum(password: str, min_length: int) -> None:
     length = len(password)
     assume(length > 256)
@@ -671,16 +844,21 @@ def test_policy_refuses_every_password_over_the_maximum(password: str, min_lengt
 
 # -- log redaction (no app) ----------------------------------------------------------------
 
-TOKEN = st.text(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
-                min_size=16, max_size=64)
-QUERY_VALUE = st.text(st.sampled_from("ABCDEFGHIJKLMNOPabcdefghijklmnop0123456789-_.~%"),
-                      min_size=8, max_size=80)
+TOKEN = st.text(
+    st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+    min_size=16,
+    max_size=64,
+)
+QUERY_VALUE = st.text(
+    st.sampled_from("ABCDEFGHIJKLMNOPabcdefghijklmnop0123456789-_.~%"), min_size=8, max_size=80
+)
 AROUND = st.text(ANY_CHAR, max_size=60)
 
 
 @hypothesis_settings(max_examples=examples(300))
-@given(before=AROUND, token=TOKEN, rest=st.sampled_from(["", "/password", "/", "?x=1", " ", '"']),
-       after=AROUND)
+@given(
+    before=AROUND, token=TOKEN, rest=st.sampled_from(["", "/password", "/", "?x=1", " ", '"']), after=AROUND
+)
 def test_redact_removes_every_link_token(before: str, token: str, rest: str, after: str) -> None:
     assume(token not in before + after)
     text = f"{before}/sso/setup/{token}{rest}{after}"
@@ -688,11 +866,21 @@ def test_redact_removes_every_link_token(before: str, token: str, rest: str, aft
 
 
 @hypothesis_settings(max_examples=examples(300))
-@given(before=AROUND, code=QUERY_VALUE, state=QUERY_VALUE, slash=st.sampled_from(["", "/"]),
-       after=st.one_of(st.just(""), st.just(" HTTP/1.1"), st.just('" 302'),
-                       st.text(ANY_CHAR, max_size=30).map(lambda t: " " + t)))
-def test_redact_removes_every_callback_query(before: str, code: str, state: str, slash: str,
-                                             after: str) -> None:
+@given(
+    before=AROUND,
+    code=QUERY_VALUE,
+    state=QUERY_VALUE,
+    slash=st.sampled_from(["", "/"]),
+    after=st.one_of(
+        st.just(""),
+        st.just(" HTTP/1.1"),
+        st.just('" 302'),
+        st.text(ANY_CHAR, max_size=30).map(lambda t: " " + t),
+    ),
+)
+def test_redact_removes_every_callback_query(
+    before: str, code: str, state: str, slash: str, after: str
+) -> None:
     assume(code not in before + after and state not in before + after)
     text = f"{before}/sso/entra/callback{slash}?code={code}&state={state}{after}"
     redacted = redact(text)
@@ -706,8 +894,14 @@ def test_redact_removes_a_token_after_a_setup_path_inside_the_path() -> None:
 
 
 def test_redact_keeps_what_is_not_secret() -> None:
-    kept = ('GET /sso/setup/confirm HTTP/1.1', "/sso/setup/mfa", "/sso/setup/done?x",
-            "/sso/setup/resend", "/sso/login?return_to=/sso/account", "/api/v1/staff/abc/sso")
+    kept = (
+        "GET /sso/setup/confirm HTTP/1.1",
+        "/sso/setup/mfa",
+        "/sso/setup/done?x",
+        "/sso/setup/resend",
+        "/sso/login?return_to=/sso/account",
+        "/api/v1/staff/abc/sso",
+    )
     for text in kept:
         assert redact(text) == text
     assert redact("/sso/setup/abcdefghijklmnop") == "/sso/setup/[redacted]"

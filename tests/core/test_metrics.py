@@ -117,17 +117,21 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def worker_client(env: WorkflowEnvironment, worker_metrics: WorkerMetrics) -> Client:
     """What `sso worker` connects with: our data converter, the metrics runtime."""
-    return await Client.connect(env.client.service_client.config.target_host,
-                                namespace=env.client.namespace,
-                                data_converter=data_converter(make_settings()),
-                                runtime=worker_metrics.runtime)
+    return await Client.connect(
+        env.client.service_client.config.target_host,
+        namespace=env.client.namespace,
+        data_converter=data_converter(make_settings()),
+        runtime=worker_metrics.runtime,
+    )
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def stack(env: WorkflowEnvironment, worker_client: Client, worker_metrics: WorkerMetrics,
-                sqlite_url: str) -> AsyncIterator[Stack]:
-    async with running_stack(env, sqlite_url, worker_client=worker_client,
-                             worker_metrics_url=worker_metrics.url) as running:
+async def stack(
+    env: WorkflowEnvironment, worker_client: Client, worker_metrics: WorkerMetrics, sqlite_url: str
+) -> AsyncIterator[Stack]:
+    async with running_stack(
+        env, sqlite_url, worker_client=worker_client, worker_metrics_url=worker_metrics.url
+    ) as running:
         yield running
 
 
@@ -142,13 +146,17 @@ async def scrape(stack: Stack) -> str:
 
 
 @session_loop
-async def test_setup_to_active_is_counted_on_both_sides(stack: Stack,
-                                                        worker_metrics: WorkerMetrics) -> None:
+async def test_setup_to_active_is_counted_on_both_sides(stack: Stack, worker_metrics: WorkerMetrics) -> None:
     before = await scrape(stack)
-    steps_before = {(step, outcome): web("sso_step_duration_seconds_count", step=step,
-                                         outcome=outcome)
-                    for step, outcome in (("set_password", "ok"), ("confirm_code", "rejected"),
-                                          ("confirm_code", "ok"), ("skip_mfa", "ok"))}
+    steps_before = {
+        (step, outcome): web("sso_step_duration_seconds_count", step=step, outcome=outcome)
+        for step, outcome in (
+            ("set_password", "ok"),
+            ("confirm_code", "rejected"),
+            ("confirm_code", "ok"),
+            ("skip_mfa", "ok"),
+        )
+    }
     browser = Browser(stack)
     try:
         at = await at_code_step(stack, browser)
@@ -161,24 +169,25 @@ async def test_setup_to_active_is_counted_on_both_sides(stack: Stack,
     finally:
         await browser.aclose()
     workflow_id = f"sso-setup-{at.staff['id']}"
-    outcome = await stack.env.client.get_workflow_handle(
-        workflow_id, result_type=SetupOutcome).result()
+    outcome = await stack.env.client.get_workflow_handle(workflow_id, result_type=SetupOutcome).result()
     assert outcome.state == "active"
 
     # Each page step the web app drove left one latency sample, labelled by its outcome.
     for (step, result), count in steps_before.items():
-        assert web("sso_step_duration_seconds_count", step=step, outcome=result) == count + 1, \
-            (step, result)
+        assert web("sso_step_duration_seconds_count", step=step, outcome=result) == count + 1, (step, result)
 
     after = await scrape(stack)
     assert value(after, "sso_worker_metrics_up") == 1
     assert any(f.name.startswith("temporal_") for f in text_string_to_metric_families(after))
 
     assert grew(before, after, "sso_flows_started_total", kind="sso_setup", workflow_type="SsoSetup") == 1
-    assert grew(before, after, "sso_flows_ended_total", kind="sso_setup", outcome="completed",
-                step="mfa_pending") == 1
-    for step in ("email_sent", "link_opened", "password_set", "code_sent", "mfa_pending",
-                 "active"):
+    assert (
+        grew(
+            before, after, "sso_flows_ended_total", kind="sso_setup", outcome="completed", step="mfa_pending"
+        )
+        == 1
+    )
+    for step in ("email_sent", "link_opened", "password_set", "code_sent", "mfa_pending", "active"):
         assert grew(before, after, "sso_flow_steps_total", kind="sso_setup", step=step) == 1, step
     # The welcome email and the code, both delivered through the outbox by the activities.
     assert grew(before, after, "sso_emails_sent_total", backend="outbox") == 2
@@ -196,17 +205,20 @@ async def test_setup_to_active_is_counted_on_both_sides(stack: Stack,
     # the metric calls added no command (the history replays without a mismatch).
     history = await stack.env.client.get_workflow_handle(workflow_id).fetch_history()
     buffer = MetricBuffer(1000)
-    replayer = Replayer(workflows=[SsoSetupWorkflow], runtime=Runtime(
-        telemetry=TelemetryConfig(metrics=buffer)), data_converter=data_converter(stack.settings),
-        namespace=stack.env.client.namespace)
+    replayer = Replayer(
+        workflows=[SsoSetupWorkflow],
+        runtime=Runtime(telemetry=TelemetryConfig(metrics=buffer)),
+        data_converter=data_converter(stack.settings),
+        namespace=stack.env.client.namespace,
+    )
     await replayer.replay_workflow(history)
-    assert [u.metric.name for u in buffer.retrieve_updates()
-            if u.metric.name.startswith("sso_")] == []
+    assert [u.metric.name for u in buffer.retrieve_updates() if u.metric.name.startswith("sso_")] == []
 
 
 @session_loop
 async def test_expired_flows_are_counted_at_the_step_they_ended(
-        stack: Stack, worker_metrics: WorkerMetrics) -> None:
+    stack: Stack, worker_metrics: WorkerMetrics
+) -> None:
     before = await worker_metrics.text()
     staff = await stack.create_staff()
     sent = await stack.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=stack.admin)
@@ -215,18 +227,26 @@ async def test_expired_flows_are_counted_at_the_step_they_ended(
     client, queue = stack.env.client, stack.settings.task_queue
     someone = str(uuid.uuid4())
     reset = await client.start_workflow(
-        "PasswordReset", PasswordResetInput(account_id=str(uuid.uuid4()), staff_id=someone,
-                                            email_retry=EmailRetry(), ttl_seconds=3600),
-        id=f"password-reset-{uuid.uuid4()}", task_queue=queue,
-        search_attributes=TypedSearchAttributes([SearchAttributePair(SSO_STAFF_ID, someone)]))
+        "PasswordReset",
+        PasswordResetInput(
+            account_id=str(uuid.uuid4()), staff_id=someone, email_retry=EmailRetry(), ttl_seconds=3600
+        ),
+        id=f"password-reset-{uuid.uuid4()}",
+        task_queue=queue,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(SSO_STAFF_ID, someone)]),
+    )
     link = await client.start_workflow(
-        "EntraLink", EntraLinkInput(staff_id=someone, email_retry=EmailRetry()),
-        id=f"entra-link-{someone}", task_queue=queue)
+        "EntraLink",
+        EntraLinkInput(staff_id=someone, email_retry=EmailRetry()),
+        id=f"entra-link-{someone}",
+        task_queue=queue,
+    )
 
     await stack.env.sleep(timedelta(minutes=61))
     async with asyncio.timeout(GUARD_SECONDS):
-        setup = await client.get_workflow_handle(f"sso-setup-{staff['id']}",
-                                                  result_type=SetupOutcome).result()
+        setup = await client.get_workflow_handle(
+            f"sso-setup-{staff['id']}", result_type=SetupOutcome
+        ).result()
         assert setup.state == "expired"
         assert (await reset.result())["state"] == "expired"
         assert await link.result() == 0
@@ -235,8 +255,7 @@ async def test_expired_flows_are_counted_at_the_step_they_ended(
 
     ended = "sso_flows_ended_total"
     assert grew(before, after, ended, kind="sso_setup", outcome="expired", step="email_sent") == 1
-    assert grew(before, after, ended, kind="password_reset", outcome="expired",
-                step="code_requested") == 1
+    assert grew(before, after, ended, kind="password_reset", outcome="expired", step="code_requested") == 1
     assert grew(before, after, ended, kind="entra_link", outcome="expired", step="waiting") == 1
     for kind in ("sso_setup", "password_reset", "entra_link"):
         assert grew(before, after, "sso_flows_started_total", kind=kind) == 1, kind
@@ -260,8 +279,9 @@ async def _deliver(meter: Runtime, sender: MeteredSender) -> Exception | None:
 @pytest.fixture
 def refusing_smtp() -> Iterator[int]:
     port = free_port()
-    controller = Controller(RecordingHandler(rcpt_reply="550 5.1.1 no such mailbox"),
-                            hostname="127.0.0.1", port=port)
+    controller = Controller(
+        RecordingHandler(rcpt_reply="550 5.1.1 no such mailbox"), hostname="127.0.0.1", port=port
+    )
     controller.start()
     try:
         yield port
@@ -271,29 +291,29 @@ def refusing_smtp() -> Iterator[int]:
 
 @session_loop
 async def test_smtp_sends_and_failures_are_counted(
-        worker_metrics: WorkerMetrics, smtp_server: SmtpTestServer,
-        refusing_smtp: int) -> None:
+    worker_metrics: WorkerMetrics, smtp_server: SmtpTestServer, refusing_smtp: int
+) -> None:
     runtime = worker_metrics.runtime
     before = await worker_metrics.text()
-    assert await _deliver(runtime, MeteredSender(SmtpSender(smtp_settings(smtp_server.port)))) \
-        is None
+    assert await _deliver(runtime, MeteredSender(SmtpSender(smtp_settings(smtp_server.port)))) is None
     assert len(smtp_server.handler.envelopes) == 1
-    assert isinstance(await _deliver(runtime, MeteredSender(SmtpSender(
-        smtp_settings(closed_port())))), TransientEmailError)
-    assert isinstance(await _deliver(runtime, MeteredSender(SmtpSender(
-        smtp_settings(refusing_smtp)))), PermanentEmailError)
+    assert isinstance(
+        await _deliver(runtime, MeteredSender(SmtpSender(smtp_settings(closed_port())))), TransientEmailError
+    )
+    assert isinstance(
+        await _deliver(runtime, MeteredSender(SmtpSender(smtp_settings(refusing_smtp)))), PermanentEmailError
+    )
     after = await worker_metrics.text()
     assert grew(before, after, "sso_emails_sent_total", backend="smtp") == 1
     for failure in ("transient", "permanent"):
-        assert grew(before, after, "sso_email_failures_total", backend="smtp",
-                    failure=failure) == 1, failure
+        assert grew(before, after, "sso_email_failures_total", backend="smtp", failure=failure) == 1, failure
     assert_nothing_personal(after, welcome().to)
 
 
 @session_loop
 async def test_sendgrid_and_outbox_sends_and_failures_are_counted(
-        worker_metrics: WorkerMetrics, sendgrid_server: FakeSendgrid,
-        sqlite_url: str) -> None:
+    worker_metrics: WorkerMetrics, sendgrid_server: FakeSendgrid, sqlite_url: str
+) -> None:
     runtime = worker_metrics.runtime
     before = await worker_metrics.text()
     sendgrid = MeteredSender(SendgridSender(sendgrid_settings(sendgrid_server.url)))
@@ -305,8 +325,7 @@ async def test_sendgrid_and_outbox_sends_and_failures_are_counted(
     assert len(sendgrid_server.requests) == 3
     engine = create_engine(sqlite_url)
     try:
-        outbox = MeteredSender(OutboxSender(session_factory(engine),
-                                            keyring_from_settings(make_settings())))
+        outbox = MeteredSender(OutboxSender(session_factory(engine), keyring_from_settings(make_settings())))
         assert await _deliver(runtime, outbox) is None
     finally:
         await engine.dispose()
@@ -327,9 +346,14 @@ async def test_sign_in_outcomes_are_counted(sqlite_url: str) -> None:
     def outcome(name: str, reason: str = "none") -> float:
         return web("sso_sign_ins_total", outcome=name, reason=reason)
 
-    expected = {("signed_in", "none"): 1, ("refused", "wrong_password"): 1,
-                ("refused", "unknown_account"): 1, ("needs_totp", "none"): 1,
-                ("totp_refused", "wrong"): 1, ("totp_signed_in", "none"): 1}
+    expected = {
+        ("signed_in", "none"): 1,
+        ("refused", "wrong_password"): 1,
+        ("refused", "unknown_account"): 1,
+        ("needs_totp", "none"): 1,
+        ("totp_refused", "wrong"): 1,
+        ("totp_signed_in", "none"): 1,
+    }
     before = {key: outcome(*key) for key in expected}
     async with running_app(sqlite_url) as app:
         person = await app.person()
@@ -337,10 +361,8 @@ async def test_sign_in_outcomes_are_counted(sqlite_url: str) -> None:
         browser = app.browser()
         try:
             assert redirected_to(await sign_in(browser, person.email), "/sso/account")
-            assert (await sign_in(browser, person.email, "Not-The-Password-At-All-1")
-                    ).status_code == 401
-            assert (await sign_in(browser, f"nobody.{uuid.uuid4().hex[:6]}@example.com")
-                    ).status_code == 401
+            assert (await sign_in(browser, person.email, "Not-The-Password-At-All-1")).status_code == 401
+            assert (await sign_in(browser, f"nobody.{uuid.uuid4().hex[:6]}@example.com")).status_code == 401
             assert redirected_to(await sign_in(browser, with_mfa.email), "/sso/login/mfa")
             page = await browser.get("/sso/login/mfa")
             wrong = await browser.submit(page, "/sso/login/mfa", code=with_mfa.wrong_totp())
@@ -353,8 +375,7 @@ async def test_sign_in_outcomes_are_counted(sqlite_url: str) -> None:
     for key, count in expected.items():
         assert outcome(*key) == before[key] + count, key
     assert value(text, "sso_sign_ins_total", outcome="signed_in", reason="none") >= 1
-    assert_nothing_personal(text, person.email, with_mfa.email, str(person.staff_id),
-                            str(with_mfa.staff_id))
+    assert_nothing_personal(text, person.email, with_mfa.email, str(person.staff_id), str(with_mfa.staff_id))
 
 
 @session_loop
@@ -364,8 +385,7 @@ async def test_throttled_sign_ins_are_counted(sqlite_url: str) -> None:
         person = await app.person()
         browser = app.browser()
         try:
-            assert (await sign_in(browser, person.email, "Not-The-Password-At-All-1")
-                    ).status_code == 401
+            assert (await sign_in(browser, person.email, "Not-The-Password-At-All-1")).status_code == 401
             assert (await sign_in(browser, person.email)).status_code == 429
         finally:
             await browser.aclose()
@@ -389,8 +409,7 @@ async def test_metrics_need_a_token_or_an_admin_key_outside_development(sqlite_u
         anonymous = await app.http.get("/metrics")
         assert anonymous.status_code == 401
         assert anonymous.headers["www-authenticate"] == "Bearer"
-        assert (await app.http.get("/metrics", headers={"Authorization": "Bearer nope"})
-                ).status_code == 401
+        assert (await app.http.get("/metrics", headers={"Authorization": "Bearer nope"})).status_code == 401
         for headers in (app.admin, {"Authorization": f"Bearer {token}"}):
             answer = await app.http.get("/metrics", headers=headers)
             assert answer.status_code == 200, answer.text
@@ -425,22 +444,24 @@ async def test_metrics_answer_when_the_worker_cannot_be_read(sqlite_url: str) ->
     silent.bind(("127.0.0.1", 0))
     silent.listen()
     try:
-        for url in (f"http://127.0.0.1:{closed_port()}/metrics",
-                    f"http://127.0.0.1:{silent.getsockname()[1]}/metrics"):
+        for url in (
+            f"http://127.0.0.1:{closed_port()}/metrics",
+            f"http://127.0.0.1:{silent.getsockname()[1]}/metrics",
+        ):
             async with running_app(sqlite_url, worker_metrics_url=url) as app:
                 answer = await app.http.get("/metrics", headers=app.admin)
             assert answer.status_code == 200
             assert value(answer.text, "sso_worker_metrics_up") == 0
             assert "temporal_" not in answer.text
             assert {"sso_sign_ins", "sso_worker_metrics_up"} <= {
-                f.name for f in text_string_to_metric_families(answer.text)}
+                f.name for f in text_string_to_metric_families(answer.text)
+            }
     finally:
         silent.close()
 
 
 @session_loop
-async def test_worker_runtime_metrics_are_appended(sqlite_url: str,
-                                                   worker_metrics: WorkerMetrics) -> None:
+async def test_worker_runtime_metrics_are_appended(sqlite_url: str, worker_metrics: WorkerMetrics) -> None:
     async with running_app(sqlite_url, worker_metrics_url=worker_metrics.url) as app:
         answer = await app.http.get("/metrics", headers=app.admin)
     assert answer.status_code == 200

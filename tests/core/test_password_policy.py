@@ -17,13 +17,12 @@ POLICY = PasswordPolicy()
 
 def test_length_counts_what_was_typed_not_its_nfkc_form() -> None:
     # U+FDFA is one code point that NFKC turns into 18.
-    assert password_problems("\ufdfa", POLICY, []) == [
-        "Use at least 15 characters (this has 1)."]
-    assert password_problems("\ufdfa" * 14, POLICY, []) == [
-        "Use at least 15 characters (this has 14)."]
+    assert password_problems("\ufdfa", POLICY, []) == ["Use at least 15 characters (this has 1)."]
+    assert password_problems("\ufdfa" * 14, POLICY, []) == ["Use at least 15 characters (this has 14)."]
     # A decomposed accent is what was typed too: 13 letters, 1 combining mark and a dash.
     assert password_problems("Lanterne\u0301-Orbit", PasswordPolicy(min_length=16), []) == [
-        "Use at least 16 characters (this has 15)."]
+        "Use at least 16 characters (this has 15)."
+    ]
 
 
 def test_the_maximum_counts_what_was_typed() -> None:
@@ -35,37 +34,43 @@ def test_the_maximum_counts_what_was_typed() -> None:
 
 def test_personal_words_hold_the_name_parts_the_email_and_the_brand() -> None:
     assert {"alice", "smith", "alice.smith", "agentos", "sso"} <= set(ALICE)
-    assert {"mary", "jane", "neil"} <= set(personal_words("Mary-Jane", "O\u2019Neil",
-                                                          "mj@example.com", "agentOS"))
+    assert {"mary", "jane", "neil"} <= set(
+        personal_words("Mary-Jane", "O\u2019Neil", "mj@example.com", "agentOS")
+    )
     assert "agentos" in personal_words("A", "B", "a@b.example", "agent OS")
 
 
-@pytest.mark.parametrize("password", [
-    "agentOS-password-2024",
-    "Alice Smith 2024 agentOS!",
-    "alice smith loves agentos",
-    "AgentOS-SSO-Alice-Smith-1",
-    "alice.smith@agency.example",
-])
+@pytest.mark.parametrize(
+    "password",
+    [
+        "agentOS-password-2024",
+        "Alice Smith 2024 agentOS!",
+        "alice smith loves agentos",
+        "AgentOS-SSO-Alice-Smith-1",
+        "alice.smith@agency.example",
+    ],
+)
 def test_passwords_built_from_the_name_and_brand_are_refused(password: str) -> None:
     problems = password_problems(password, POLICY, ALICE)
     assert len(problems) == 1 and problems[0].startswith(PERSONAL), problems
     assert "Without them" in problems[0]  # says why: what is left is not a password
 
 
-@pytest.mark.parametrize("password", [
-    "Velvet-Orbit-Lantern-Pixel-42",
-    "correct horse battery staple",
-    "quartz meadow harbor tulip robin",
-    # A name among strong words: what is left is still a good password.
-    "alice likes quartz meadows and harbor tulips",
-])
+@pytest.mark.parametrize(
+    "password",
+    [
+        "Velvet-Orbit-Lantern-Pixel-42",
+        "correct horse battery staple",
+        "quartz meadow harbor tulip robin",
+        # A name among strong words: what is left is still a good password.
+        "alice likes quartz meadows and harbor tulips",
+    ],
+)
 def test_good_passphrases_still_pass(password: str) -> None:
     assert password_problems(password, POLICY, ALICE) == []
 
 
-def test_what_is_left_is_judged_by_zxcvbn_with_the_words_as_inputs(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_what_is_left_is_judged_by_zxcvbn_with_the_words_as_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[str, list[str]]] = []
     real = passwords.zxcvbn
 
@@ -75,16 +80,21 @@ def test_what_is_left_is_judged_by_zxcvbn_with_the_words_as_inputs(
 
     monkeypatch.setattr(passwords, "zxcvbn", spy)
     assert password_problems("alice likes quartz meadows and harbor tulips", POLICY, ALICE) == []
-    assert [text for text, _ in seen] == [" likes quartz meadows and harbor tulips",
-                                         "alice likes quartz meadows and harbor tulips"]
+    assert [text for text, _ in seen] == [
+        " likes quartz meadows and harbor tulips",
+        "alice likes quartz meadows and harbor tulips",
+    ]
     assert all(set(inputs) == set(ALICE) for _, inputs in seen)
 
 
-async def test_the_strength_check_runs_outside_the_event_loop_thread(
-        zxcvbn_threads: list[int]) -> None:
+async def test_the_strength_check_runs_outside_the_event_loop_thread(zxcvbn_threads: list[int]) -> None:
     loop_thread = threading.get_ident()
-    results = await asyncio.gather(*(check_password(p, POLICY, ALICE) for p in (
-        "Velvet-Orbit-Lantern-Pixel-42", "agentOS-password-2024", "passwordpassword123")))
+    results = await asyncio.gather(
+        *(
+            check_password(p, POLICY, ALICE)
+            for p in ("Velvet-Orbit-Lantern-Pixel-42", "agentOS-password-2024", "passwordpassword123")
+        )
+    )
     assert results[0] == [] and results[1] and results[2]
     assert zxcvbn_threads and loop_thread not in zxcvbn_threads
     # Capped: a few threads of its own, however many checks arrive together.

@@ -79,8 +79,7 @@ async def app(sqlite_url: str) -> AsyncIterator[App]:
 
 
 @session_loop
-async def test_every_line_of_a_request_carries_its_generated_id(
-        app: App, log_stream: io.StringIO) -> None:
+async def test_every_line_of_a_request_carries_its_generated_id(app: App, log_stream: io.StringIO) -> None:
     response = await app.http.get("/test/noisy")
     assert response.status_code == 200
     request_id = response.headers["x-request-id"]
@@ -105,8 +104,16 @@ async def test_a_sane_incoming_id_is_kept(app: App, log_stream: io.StringIO) -> 
 
 @session_loop
 async def test_an_unsafe_incoming_id_is_replaced(app: App, log_stream: io.StringIO) -> None:
-    unsafe: list[str | bytes] = ["", "a" * 65, "has space", 'quote"d', "semi;colon",
-                                 "new\\nline", "{\"level\":\"error\"}", "é".encode()]
+    unsafe: list[str | bytes] = [
+        "",
+        "a" * 65,
+        "has space",
+        'quote"d',
+        "semi;colon",
+        "new\\nline",
+        '{"level":"error"}',
+        "é".encode(),
+    ]
     for sent in unsafe:
         response = await app.http.get("/test/noisy", headers={"X-Request-ID": sent})
         assert response.status_code == 200
@@ -141,23 +148,29 @@ async def test_pages_and_errors_carry_the_id(app: App, log_stream: io.StringIO) 
 
 def sso_api_env(tmp_path: Path, database_url: str) -> dict[str, str]:
     return {
-        "SSO_ENV": "test", "SSO_DATABASE_URL": database_url, "SSO_DATA_DIR": str(tmp_path),
-        "SSO_SECRET_KEY": TEST_SECRET_KEY, "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-        "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY, "SSO_PUBLIC_URL": "https://sso.example.test",
+        "SSO_ENV": "test",
+        "SSO_DATABASE_URL": database_url,
+        "SSO_DATA_DIR": str(tmp_path),
+        "SSO_SECRET_KEY": TEST_SECRET_KEY,
+        "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+        "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY,
+        "SSO_PUBLIC_URL": "https://sso.example.test",
     }
 
 
 def test_the_access_log_names_requests_and_hides_tokens(tmp_path: Path, sqlite_url: str) -> None:
-    with running_sso_api(sso_api_env(tmp_path, sqlite_url)) as (base, lines), \
-            httpx.Client(base_url=base, trust_env=False, timeout=30) as http:
+    with (
+        running_sso_api(sso_api_env(tmp_path, sqlite_url)) as (base, lines),
+        httpx.Client(base_url=base, trust_env=False, timeout=30) as http,
+    ):
         link = http.get(f"/sso/setup/{LINK_TOKEN}", headers={"X-Request-ID": "link-1"})
-        password = http.get(f"/sso/setup/{LINK_TOKEN}/password",
-                            headers={"X-Request-ID": "link-2"})
-        callback = http.get("/sso/entra/callback",
-                            params={"code": OAUTH_CODE, "state": OAUTH_STATE},
-                            headers={"X-Request-ID": "callback-1"})
-        reset_link = http.get(f"/sso/reset/link/{LINK_TOKEN}",
-                              headers={"X-Request-ID": "reset-link-1"})
+        password = http.get(f"/sso/setup/{LINK_TOKEN}/password", headers={"X-Request-ID": "link-2"})
+        callback = http.get(
+            "/sso/entra/callback",
+            params={"code": OAUTH_CODE, "state": OAUTH_STATE},
+            headers={"X-Request-ID": "callback-1"},
+        )
+        reset_link = http.get(f"/sso/reset/link/{LINK_TOKEN}", headers={"X-Request-ID": "reset-link-1"})
         made = http.get("/sso/login")
     output = "\n".join(lines)
     assert link.status_code == 404 and password.status_code == 404

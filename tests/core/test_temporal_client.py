@@ -30,12 +30,18 @@ def test_tls_with_system_roots() -> None:
 
 
 def test_mtls_reads_the_files(pem: dict[str, Path]) -> None:
-    config = tls_config(make_settings(temporal_tls_ca=str(pem["ca"]),
-                                      temporal_tls_cert=str(pem["cert"]),
-                                      temporal_tls_key=str(pem["key"])))
-    assert config == TLSConfig(server_root_ca_cert=b"-----BEGIN ca-----\n",
-                               client_cert=b"-----BEGIN cert-----\n",
-                               client_private_key=b"-----BEGIN key-----\n")
+    config = tls_config(
+        make_settings(
+            temporal_tls_ca=str(pem["ca"]),
+            temporal_tls_cert=str(pem["cert"]),
+            temporal_tls_key=str(pem["key"]),
+        )
+    )
+    assert config == TLSConfig(
+        server_root_ca_cert=b"-----BEGIN ca-----\n",
+        client_cert=b"-----BEGIN cert-----\n",
+        client_private_key=b"-----BEGIN key-----\n",
+    )
 
 
 def test_an_api_key_turns_tls_on() -> None:

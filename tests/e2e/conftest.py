@@ -23,8 +23,9 @@ def smtp() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture(scope="module")
-def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory,
-          request: pytest.FixtureRequest) -> Iterator[DevStack]:
+def stack(
+    smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[DevStack]:
     name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
     with running_sso_dev(tmp_path_factory.mktemp(f"sso-dev-{name}"), smtp.port) as dev:
         yield dev
@@ -34,7 +35,8 @@ def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory,
 async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
     """The admin API with the stack's admin key."""
     async with httpx.AsyncClient(
-        base_url=stack.base_url, timeout=30,
+        base_url=stack.base_url,
+        timeout=30,
         headers={"Authorization": f"Bearer {stack.admin_key}"},
     ) as client:
         yield client
@@ -42,8 +44,7 @@ async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def temporal(stack: DevStack) -> Client:
-    return await Client.connect(stack.temporal_address,
-                                data_converter=data_converter(make_settings()))
+    return await Client.connect(stack.temporal_address, data_converter=data_converter(make_settings()))
 
 
 @pytest.fixture(scope="module")

@@ -54,8 +54,7 @@ LINKED_SUBJECT = "A Microsoft account was linked to your agentOS sign-in"
 CLIENT_ID = "agentos-sso-dev"
 # A compact JWT: base64url JSON header, a dot, base64url JSON claims.
 JWT = re.compile(rb"eyJ[A-Za-z0-9_-]*\.eyJ")
-UNLINKED = ("This Microsoft account isn't linked to an agentOS staff login; ask your "
-            "administrator.")
+UNLINKED = "This Microsoft account isn't linked to an agentOS staff login; ask your administrator."
 UNVERIFIED = "We couldn't verify your sign-in with Microsoft. Please start again."
 
 
@@ -105,8 +104,13 @@ def new_browser(stack: DevStack) -> httpx.AsyncClient:
 async def microsoft_user(provider: httpx.AsyncClient, **claims: Any) -> tuple[str, dict[str, Any]]:
     """A person at the provider with these ID-token claims (defaults: our tenant, a new oid)."""
     sub = f"user-{uuid.uuid4().hex[:10]}"
-    values = {"tid": DEV_TENANT_ID, "oid": str(uuid.uuid4()), "name": "Alex Entra",
-              "email": f"{sub}@agency.example", **claims}
+    values = {
+        "tid": DEV_TENANT_ID,
+        "oid": str(uuid.uuid4()),
+        "name": "Alex Entra",
+        "email": f"{sub}@agency.example",
+        **claims,
+    }
     values = {k: v for k, v in values.items() if v is not None}
     answer = await provider.put(f"/users/{sub}", json=values)
     assert answer.status_code == 204, answer.text
@@ -122,8 +126,7 @@ def entra_form(page: httpx.Response) -> dict[str, Any]:
     return forms[0]  # type: ignore[no-any-return]
 
 
-async def to_microsoft(stack: DevStack, person: httpx.AsyncClient, page: httpx.Response,
-                       seen: Seen) -> str:
+async def to_microsoft(stack: DevStack, person: httpx.AsyncClient, page: httpx.Response, seen: Seen) -> str:
     """Press Microsoft-Entra on `page`: the authorization URL the browser is sent to."""
     form = entra_form(page)
     start = await person.post(urljoin(str(page.url), form["action"]), data=form["fields"])
@@ -142,8 +145,7 @@ async def to_microsoft(stack: DevStack, person: httpx.AsyncClient, page: httpx.R
     return location
 
 
-async def at_microsoft(provider: httpx.AsyncClient, authorize_url: str, sub: str,
-                       seen: Seen) -> str:
+async def at_microsoft(provider: httpx.AsyncClient, authorize_url: str, sub: str, seen: Seen) -> str:
     """The person confirms at Microsoft: the callback URL Microsoft sends them back to."""
     answer = await provider.post(authorize_url, data={"sub": sub})
     assert answer.status_code == 302, (answer.status_code, answer.text[:2000])
@@ -152,8 +154,14 @@ async def at_microsoft(provider: httpx.AsyncClient, authorize_url: str, sub: str
     return callback
 
 
-async def entra_round(stack: DevStack, provider: httpx.AsyncClient, person: httpx.AsyncClient,
-                      page: httpx.Response, sub: str, seen: Seen) -> tuple[httpx.Response, str]:
+async def entra_round(
+    stack: DevStack,
+    provider: httpx.AsyncClient,
+    person: httpx.AsyncClient,
+    page: httpx.Response,
+    sub: str,
+    seen: Seen,
+) -> tuple[httpx.Response, str]:
     """Microsoft-Entra on `page`, confirm as `sub`, come back: the callback's answer."""
     authorize = await to_microsoft(stack, person, page, seen)
     callback = await at_microsoft(provider, authorize, sub, seen)
@@ -162,8 +170,9 @@ async def entra_round(stack: DevStack, provider: httpx.AsyncClient, person: http
     return answer, callback
 
 
-async def setup_link_page(api: httpx.AsyncClient, world: World, person: httpx.AsyncClient,
-                          label: str) -> tuple[dict[str, Any], str, httpx.Response]:
+async def setup_link_page(
+    api: httpx.AsyncClient, world: World, person: httpx.AsyncClient, label: str
+) -> tuple[dict[str, Any], str, httpx.Response]:
     staff = await create_staff(api, world, label)
     to = staff["external_email_1"]
     await send_email(api, world, staff["id"])
@@ -184,10 +193,10 @@ async def password_sign_in(stack: DevStack, person: httpx.AsyncClient, who: Pers
     parser = _Forms()
     parser.feed(page.text)
     form = next(f for f in parser.forms if f["action"] == "/sso/login")
-    answer = await person.post("/sso/login", data={**form["fields"], "email": who.email,
-                                                   "password": PASSWORD})
-    assert answer.status_code == 303 and answer.headers["location"] == "/sso/account", \
-        text_of(answer)
+    answer = await person.post(
+        "/sso/login", data={**form["fields"], "email": who.email, "password": PASSWORD}
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == "/sso/account", text_of(answer)
     session = person.cookies.get("sso_session")
     assert session
     return session
@@ -195,8 +204,10 @@ async def password_sign_in(stack: DevStack, person: httpx.AsyncClient, who: Pers
 
 def audit_actions(stack: DevStack, staff_id: str) -> list[tuple[str, str, str]]:
     with sqlite3.connect(stack.data_dir / "sso.db") as db:
-        rows = db.execute("SELECT action, outcome, details FROM audit_events WHERE target = ? "
-                          "ORDER BY occurred_at", (staff_id,)).fetchall()
+        rows = db.execute(
+            "SELECT action, outcome, details FROM audit_events WHERE target = ? ORDER BY occurred_at",
+            (staff_id,),
+        ).fetchall()
     return [(a, o, d) for a, o, d in rows]
 
 
@@ -204,7 +215,8 @@ def audit_actions(stack: DevStack, staff_id: str) -> list[tuple[str, str, str]]:
 
 
 async def test_sign_in_and_setup_screens_offer_microsoft_entra(
-        stack: DevStack, api: httpx.AsyncClient, world: World) -> None:
+    stack: DevStack, api: httpx.AsyncClient, world: World
+) -> None:
     async with new_browser(stack) as person:
         login = await sign_in_page(person)
         assert entra_form(login)["fields"]["intent"] == "signin"
@@ -218,8 +230,13 @@ async def test_sign_in_and_setup_screens_offer_microsoft_entra(
 
 
 async def test_link_from_the_setup_email_then_sign_in_with_it(
-        stack: DevStack, api: httpx.AsyncClient, provider: httpx.AsyncClient, world: World,
-        seen: Seen, temporal: Client) -> None:
+    stack: DevStack,
+    api: httpx.AsyncClient,
+    provider: httpx.AsyncClient,
+    world: World,
+    seen: Seen,
+    temporal: Client,
+) -> None:
     sub, claims = await microsoft_user(provider, name="Jo Linked")
     async with new_browser(stack) as person:
         staff, token, page = await setup_link_page(api, world, person, "linker")
@@ -241,8 +258,9 @@ async def test_link_from_the_setup_email_then_sign_in_with_it(
         assert replay.status_code == 403
         assert "expired or was already used" in text_of(replay)
 
-    body = await eventually(lambda: _state_is(api, staff["id"], "active"), 30,
-                            what="the setup to become active")
+    body = await eventually(
+        lambda: _state_is(api, staff["id"], "active"), 30, what="the setup to become active"
+    )
     entra = body["entra"]
     assert entra["tenant_id"] == DEV_TENANT_ID and entra["object_id"] == claims["oid"]
     assert entra["display_name"] == "Jo Linked" and entra["email"] == claims["email"]
@@ -250,17 +268,18 @@ async def test_link_from_the_setup_email_then_sign_in_with_it(
     world.staff["linker"]["entra_sub"] = sub
 
     # The person is told by email.
-    notice = await eventually(lambda: _email(world, staff["external_email_1"], LINKED_SUBJECT),
-                              60, what="the link notice")
+    notice = await eventually(
+        lambda: _email(world, staff["external_email_1"], LINKED_SUBJECT), 60, what="the link notice"
+    )
     text = notice.message.get_body(preferencelist=("plain",)).get_content()
     assert claims["email"] in text and "If you did not" in text
 
     # The link flow finished, its step searchable; the setup flow ended active.
-    link_flow = await eventually(lambda: _finished(temporal, f"entra-link-{staff['id']}"), 60,
-                                 what="the link flow to finish")
+    link_flow = await eventually(
+        lambda: _finished(temporal, f"entra-link-{staff['id']}"), 60, what="the link flow to finish"
+    )
     attributes = {p.key.name: p.value for p in link_flow.typed_search_attributes}
-    assert attributes["SsoStep"] == "linked" and attributes["SsoStaffId"] == staff["id"], \
-        attributes
+    assert attributes["SsoStep"] == "linked" and attributes["SsoStaffId"] == staff["id"], attributes
     setup = await temporal.get_workflow_handle(f"sso-setup-{staff['id']}").describe()
     assert setup.status == WorkflowExecutionStatus.COMPLETED
 
@@ -268,8 +287,7 @@ async def test_link_from_the_setup_email_then_sign_in_with_it(
     async with new_browser(stack) as person:
         # An id planted before sign-in (here, the linking session's) is not kept.
         person.cookies.set("sso_session", first_session, domain="127.0.0.1")
-        answer, _ = await entra_round(stack, provider, person, await sign_in_page(person),
-                                      sub, seen)
+        answer, _ = await entra_round(stack, provider, person, await sign_in_page(person), sub, seen)
         assert answer.status_code == 303 and answer.headers["location"] == "/sso/account"
         session = person.cookies.get("sso_session", domain="127.0.0.1")
         assert session and session != first_session
@@ -281,8 +299,13 @@ async def test_link_from_the_setup_email_then_sign_in_with_it(
 
 
 async def test_link_from_a_fresh_signed_in_session(
-        stack: DevStack, api: httpx.AsyncClient, provider: httpx.AsyncClient, world: World,
-        seen: Seen, database: Any) -> None:
+    stack: DevStack,
+    api: httpx.AsyncClient,
+    provider: httpx.AsyncClient,
+    world: World,
+    seen: Seen,
+    database: Any,
+) -> None:
     who = await make_person(database, make_settings(), first_name="Sasha")
     sub, claims = await microsoft_user(provider, name="Sasha Session")
     async with new_browser(stack) as person:
@@ -299,20 +322,22 @@ async def test_link_from_a_fresh_signed_in_session(
     body = await status(api, str(who.staff_id))
     assert body["entra"]["linked_via"] == "session"
     assert body["entra"]["object_id"] == claims["oid"]
-    await eventually(lambda: _email(world, who.email, LINKED_SUBJECT), 60,
-                     what="the link notice")
+    await eventually(lambda: _email(world, who.email, LINKED_SUBJECT), 60, what="the link notice")
 
 
 async def test_an_old_session_must_sign_in_again_before_linking(
-        stack: DevStack, provider: httpx.AsyncClient, seen: Seen, database: Any) -> None:
+    stack: DevStack, provider: httpx.AsyncClient, seen: Seen, database: Any
+) -> None:
     who = await make_person(database, make_settings(), first_name="Olde")
     async with new_browser(stack) as person:
         await password_sign_in(stack, person, who)
         page = await person.get("/sso/setup")
         async with database() as session:
-            await session.execute(update(BrowserSession).where(
-                BrowserSession.staff_id == who.staff_id).values(
-                created_at=utcnow() - timedelta(hours=1)))
+            await session.execute(
+                update(BrowserSession)
+                .where(BrowserSession.staff_id == who.staff_id)
+                .values(created_at=utcnow() - timedelta(hours=1))
+            )
             await session.commit()
         form = entra_form(page)
         answer = await person.post("/sso/entra/start", data=form["fields"])
@@ -325,22 +350,24 @@ async def test_an_old_session_must_sign_in_again_before_linking(
 # --------------------------------------------------------------------------- refusals
 
 
-@pytest.mark.parametrize(("claims", "message"), [
-    ({"tid": DEV_OTHER_TENANT_ID}, "belongs to an organisation that can't sign in here"),
-    ({"aud": "someone-elses-app"}, UNVERIFIED),
-    ({"nonce": "not-the-nonce-we-sent"}, UNVERIFIED),
-    ({"iss": "https://login.microsoftonline.com/elsewhere/v2.0"}, UNVERIFIED),
-    ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}, "has expired"),
-    ({"tid": None, "oid": None}, "isn't a Microsoft work account"),
-], ids=["another-tenant", "another-audience", "bad-nonce", "another-issuer", "expired",
-        "personal-account"])
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"tid": DEV_OTHER_TENANT_ID}, "belongs to an organisation that can't sign in here"),
+        ({"aud": "someone-elses-app"}, UNVERIFIED),
+        ({"nonce": "not-the-nonce-we-sent"}, UNVERIFIED),
+        ({"iss": "https://login.microsoftonline.com/elsewhere/v2.0"}, UNVERIFIED),
+        ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}, "has expired"),
+        ({"tid": None, "oid": None}, "isn't a Microsoft work account"),
+    ],
+    ids=["another-tenant", "another-audience", "bad-nonce", "another-issuer", "expired", "personal-account"],
+)
 async def test_sign_in_refuses_a_token_it_must_not_trust(
-        stack: DevStack, provider: httpx.AsyncClient, seen: Seen, claims: dict[str, Any],
-        message: str) -> None:
+    stack: DevStack, provider: httpx.AsyncClient, seen: Seen, claims: dict[str, Any], message: str
+) -> None:
     sub, _ = await microsoft_user(provider, **claims)
     async with new_browser(stack) as person:
-        answer, _ = await entra_round(stack, provider, person, await sign_in_page(person), sub,
-                                      seen)
+        answer, _ = await entra_round(stack, provider, person, await sign_in_page(person), sub, seen)
         assert answer.status_code == 403, text_of(answer)
         assert message in text_of(answer), text_of(answer)
         assert 'role="alert"' in answer.text
@@ -348,18 +375,19 @@ async def test_sign_in_refuses_a_token_it_must_not_trust(
 
 
 async def test_an_unlinked_identity_gets_a_clear_page_and_no_session(
-        stack: DevStack, provider: httpx.AsyncClient, seen: Seen) -> None:
+    stack: DevStack, provider: httpx.AsyncClient, seen: Seen
+) -> None:
     sub, _ = await microsoft_user(provider)
     async with new_browser(stack) as person:
-        answer, _ = await entra_round(stack, provider, person, await sign_in_page(person), sub,
-                                      seen)
+        answer, _ = await entra_round(stack, provider, person, await sign_in_page(person), sub, seen)
         assert answer.status_code == 403 and UNLINKED in text_of(answer)
         assert "sso_session" not in person.cookies
         assert (await person.get("/sso/account")).status_code == 303
 
 
 async def test_state_is_single_use_and_bound_to_the_browser(
-        stack: DevStack, provider: httpx.AsyncClient, seen: Seen) -> None:
+    stack: DevStack, provider: httpx.AsyncClient, seen: Seen
+) -> None:
     sub, _ = await microsoft_user(provider)
     async with new_browser(stack) as person, new_browser(stack) as stranger:
         authorize = await to_microsoft(stack, person, await sign_in_page(person), seen)
@@ -377,8 +405,7 @@ async def test_state_is_single_use_and_bound_to_the_browser(
         assert again.status_code == 403 and "expired or was already used" in text_of(again)
 
 
-async def test_microsoft_cancelled(stack: DevStack, provider: httpx.AsyncClient,
-                                   seen: Seen) -> None:
+async def test_microsoft_cancelled(stack: DevStack, provider: httpx.AsyncClient, seen: Seen) -> None:
     async with new_browser(stack) as person:
         authorize = await to_microsoft(stack, person, await sign_in_page(person), seen)
         denied = await provider.post(authorize, data={"action": "deny"})
@@ -388,8 +415,8 @@ async def test_microsoft_cancelled(stack: DevStack, provider: httpx.AsyncClient,
 
 
 async def test_a_disabled_account_is_not_linked(
-        stack: DevStack, api: httpx.AsyncClient, provider: httpx.AsyncClient, world: World,
-        seen: Seen) -> None:
+    stack: DevStack, api: httpx.AsyncClient, provider: httpx.AsyncClient, world: World, seen: Seen
+) -> None:
     sub, _ = await microsoft_user(provider, accountEnabled=False)
     async with new_browser(stack) as person:
         staff, token, page = await setup_link_page(api, world, person, "disabled")
@@ -406,8 +433,8 @@ async def test_a_disabled_account_is_not_linked(
 
 
 async def test_an_identity_linked_elsewhere_is_refused(
-        stack: DevStack, api: httpx.AsyncClient, provider: httpx.AsyncClient, world: World,
-        seen: Seen) -> None:
+    stack: DevStack, api: httpx.AsyncClient, provider: httpx.AsyncClient, world: World, seen: Seen
+) -> None:
     taken = world.staff["linker"]["entra_sub"]
     async with new_browser(stack) as person:
         staff, _token, page = await setup_link_page(api, world, person, "second")
@@ -419,14 +446,14 @@ async def test_an_identity_linked_elsewhere_is_refused(
 
 
 async def test_one_microsoft_account_per_staff_login(
-        stack: DevStack, provider: httpx.AsyncClient, seen: Seen, database: Any) -> None:
+    stack: DevStack, provider: httpx.AsyncClient, seen: Seen, database: Any
+) -> None:
     who = await make_person(database, make_settings(), first_name="Uno")
     first, _ = await microsoft_user(provider)
     second, _ = await microsoft_user(provider)
     async with new_browser(stack) as person:
         await password_sign_in(stack, person, who)
-        answer, _ = await entra_round(stack, provider, person, await person.get("/sso/setup"),
-                                      first, seen)
+        answer, _ = await entra_round(stack, provider, person, await person.get("/sso/setup"), first, seen)
         assert answer.status_code == 200, text_of(answer)
         # The linked page no longer offers the button; a crafted start is refused anyway.
         page = await person.get("/sso/setup")
@@ -435,8 +462,7 @@ async def test_one_microsoft_account_per_staff_login(
         assert not [f for f in parser.forms if "Microsoft-Entra" in f["buttons"]]
         login = await sign_in_page(person)
         form = entra_form(login)
-        crafted = await person.post("/sso/entra/start", data={**form["fields"],
-                                                               "intent": "link"})
+        crafted = await person.post("/sso/entra/start", data={**form["fields"], "intent": "link"})
         authorize = crafted.headers["location"]
         callback = await at_microsoft(provider, authorize, second, seen)
         answer = await person.get(callback)
@@ -447,8 +473,9 @@ async def test_one_microsoft_account_per_staff_login(
 # --------------------------------------------------------------------------- admin
 
 
-async def test_admin_unlinks(stack: DevStack, api: httpx.AsyncClient,
-                             provider: httpx.AsyncClient, world: World, seen: Seen) -> None:
+async def test_admin_unlinks(
+    stack: DevStack, api: httpx.AsyncClient, provider: httpx.AsyncClient, world: World, seen: Seen
+) -> None:
     staff = world.staff["linker"]
     gone = await api.delete(f"/api/v1/staff/{staff['id']}/entra-link")
     assert gone.status_code == 200, gone.text
@@ -459,22 +486,21 @@ async def test_admin_unlinks(stack: DevStack, api: httpx.AsyncClient,
     missing = await api.delete(f"/api/v1/staff/{uuid.uuid4()}/entra-link")
     assert missing.status_code == 404
     async with new_browser(stack) as person:
-        answer, _ = await entra_round(stack, provider, person, await sign_in_page(person),
-                                      staff["entra_sub"], seen)
+        answer, _ = await entra_round(
+            stack, provider, person, await sign_in_page(person), staff["entra_sub"], seen
+        )
         assert answer.status_code == 403 and UNLINKED in text_of(answer)
     unlinked = [d for a, _o, d in audit_actions(stack, staff["id"]) if a == "entra.unlinked"]
     assert len(unlinked) == 1 and DEV_TENANT_ID in unlinked[0], unlinked
     with sqlite3.connect(stack.data_dir / "sso.db") as db:
-        actors = [r[0] for r in db.execute(
-            "SELECT actor FROM audit_events WHERE action = 'entra.unlinked'")]
+        actors = [r[0] for r in db.execute("SELECT actor FROM audit_events WHERE action = 'entra.unlinked'")]
     assert actors == ["admin-key:sso-dev"], actors
 
 
 # --------------------------------------------------------------------------- secrets
 
 
-async def test_no_code_state_nonce_or_token_is_kept(stack: DevStack, temporal: Client,
-                                                    seen: Seen) -> None:
+async def test_no_code_state_nonce_or_token_is_kept(stack: DevStack, temporal: Client, seen: Seen) -> None:
     """docs/security.md §26/§27: the link flows' histories (raw and decoded with the codec), the
     database, Temporal's own database and the logs hold none of the OAuth values."""
     kinds = " ".join(seen.values.values())
@@ -496,15 +522,17 @@ async def test_no_code_state_nonce_or_token_is_kept(stack: DevStack, temporal: C
         # are both base64url JSON ("eyJ…") joined by a dot. A bare "eyJ" also turns up by
         # chance in random ciphertext, about once in 260,000 characters.
         assert not JWT.search(raw + plain), wf.id
-        leaks = [what for value, what in seen.values.items()
-                 if value.encode() in raw or value.encode() in plain]
+        leaks = [
+            what for value, what in seen.values.items() if value.encode() in raw or value.encode() in plain
+        ]
         assert not leaks, (wf.id, leaks)
     stores = [stack.data_dir / "sso.db", stack.data_dir / "temporal.db"]
     stores += [p for p in stack.data_dir.glob("*.db-wal")]
     for path in stores:
         data = path.read_bytes()
-        leaks = [what for value, what in seen.values.items()
-                 if value.encode() in data and what != "a session id"]
+        leaks = [
+            what for value, what in seen.values.items() if value.encode() in data and what != "a session id"
+        ]
         assert not leaks, (path.name, leaks)
     # The app's own logs (the stand-in for Microsoft keeps its own, as Microsoft would).
     output = stack.output()

@@ -21,13 +21,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 GUARD_SECONDS = 60.0  # real-time guard for polling (2 cores, cold worker)
 
 
-async def test_metrics_include_the_workers_and_nothing_personal(
-        stack: DevStack, smtp: SmtpSink) -> None:
+async def test_metrics_include_the_workers_and_nothing_personal(stack: DevStack, smtp: SmtpSink) -> None:
     address = f"jo.{uuid.uuid4().hex[:8]}@example.com"
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30, trust_env=False) as http:
         admin = {"Authorization": f"Bearer {stack.admin_key}"}
-        created = await http.post("/api/v1/staff", headers=admin, json={
-            "first_name": "Jo", "last_name": "Bloggs", "external_email_1": address})
+        created = await http.post(
+            "/api/v1/staff",
+            headers=admin,
+            json={"first_name": "Jo", "last_name": "Bloggs", "external_email_1": address},
+        )
         assert created.status_code == 201, created.text
         staff_id = created.json()["id"]
         sent = await http.post(f"/api/v1/staff/{staff_id}/sso-email", headers=admin)
@@ -55,6 +57,11 @@ async def test_metrics_include_the_workers_and_nothing_personal(
 
     # The web app's own log line for that scrape names the request.
     lines = [json.loads(line) for line in stack.output().splitlines() if line.startswith("{")]
-    scrapes = [e for e in lines if e["logger"] == "uvicorn.access" and "/metrics" in e["message"]
-               and e.get("request_id") == "e2e-metrics"]
+    scrapes = [
+        e
+        for e in lines
+        if e["logger"] == "uvicorn.access"
+        and "/metrics" in e["message"]
+        and e.get("request_id") == "e2e-metrics"
+    ]
     assert scrapes, stack.output()[-3000:]

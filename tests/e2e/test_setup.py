@@ -77,9 +77,11 @@ async def browser(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
 
 async def test_healthz(stack: DevStack) -> None:
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+
         async def healthy() -> dict[str, Any] | None:
             response = await client.get("/healthz")
             return response.json() if response.status_code == 200 else None
+
         body = await eventually(healthy, 30, what="GET /healthz to be 200")
     assert body["status"] == "ok"
     assert body["checks"] == {"database": "ok", "temporal": "ok"}
@@ -89,38 +91,48 @@ async def test_temporal_ui_decodes_through_the_codec_endpoint(stack: DevStack) -
     """sso dev starts the Temporal UI pointed at the web app's codec endpoint, which the UI's
     origin may call without a key (development only)."""
     async with httpx.AsyncClient(timeout=30) as client:
+
         async def ui_settings() -> dict[str, Any] | None:
             try:
                 response = await client.get(f"http://127.0.0.1:{stack.ui_port}/api/v1/settings")
             except httpx.TransportError:
                 return None
             return response.json() if response.status_code == 200 else None
+
         settings = await eventually(ui_settings, 30, what="the Temporal UI to answer")
         assert settings["Codec"]["Endpoint"] == f"http://localhost:{stack.port}/codec"
 
         origin = f"http://localhost:{stack.ui_port}"
         plain = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "IngiCg=="}]}
-        encoded = await client.post(f"{stack.base_url}/codec/encode", json=plain,
-                                    headers={"Origin": origin})
+        encoded = await client.post(f"{stack.base_url}/codec/encode", json=plain, headers={"Origin": origin})
         assert encoded.status_code == 200, encoded.text
         assert encoded.headers["access-control-allow-origin"] == origin
         payload = encoded.json()["payloads"][0]
         assert payload["metadata"]["encoding"] == "YmluYXJ5L2VuY3J5cHRlZA=="  # binary/encrypted
         assert payload["metadata"]["encryption-key-id"]
-        decoded = await client.post(f"{stack.base_url}/codec/decode", json=encoded.json(),
-                                    headers={"Origin": origin})
+        decoded = await client.post(
+            f"{stack.base_url}/codec/decode", json=encoded.json(), headers={"Origin": origin}
+        )
         assert decoded.status_code == 200 and decoded.json() == plain
-        preflight = await client.options(f"{stack.base_url}/codec/decode", headers={
-            "Origin": origin, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type,x-namespace"})
+        preflight = await client.options(
+            f"{stack.base_url}/codec/decode",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-namespace",
+            },
+        )
         assert preflight.status_code == 200
-        elsewhere = await client.options(f"{stack.base_url}/codec/decode", headers={
-            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        elsewhere = await client.options(
+            f"{stack.base_url}/codec/decode",
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+        )
         assert "access-control-allow-origin" not in elsewhere.headers
 
 
 async def test_admin_api_creates_staff_and_rejects_bad_requests(
-        api: httpx.AsyncClient, world: World, stack: DevStack) -> None:
+    api: httpx.AsyncClient, world: World, stack: DevStack
+) -> None:
     staff = await create_staff(api, world, "ana", first="Ana")
     assert uuid.UUID(staff["id"])
     assert staff["first_name"] == "Ana" and staff["last_name"] == "Bloggs"
@@ -129,14 +141,20 @@ async def test_admin_api_creates_staff_and_rejects_bad_requests(
     assert fetched.status_code == 200 and fetched.json()["id"] == staff["id"]
 
     # Same External Email 1, in another case: still the same person.
-    duplicate = await api.post("/api/v1/staff", json={
-        "first_name": "Other", "last_name": "Person",
-        "external_email_1": staff["external_email_1"].upper()})
+    duplicate = await api.post(
+        "/api/v1/staff",
+        json={
+            "first_name": "Other",
+            "last_name": "Person",
+            "external_email_1": staff["external_email_1"].upper(),
+        },
+    )
     assert duplicate.status_code == 409, duplicate.text
     assert duplicate.json()["error"] == "conflict"
 
-    bad = await api.post("/api/v1/staff", json={
-        "first_name": "", "last_name": "Bloggs", "external_email_1": "not-an-email"})
+    bad = await api.post(
+        "/api/v1/staff", json={"first_name": "", "last_name": "Bloggs", "external_email_1": "not-an-email"}
+    )
     assert bad.status_code == 422, bad.text
     detail = bad.json()["detail"]
     fields = {tuple(item["loc"])[-1]: item["msg"] for item in detail}
@@ -148,9 +166,15 @@ async def test_admin_api_creates_staff_and_rejects_bad_requests(
     missing_fields = {tuple(item["loc"])[-1] for item in missing.json()["detail"]}
     assert missing_fields >= {"last_name", "external_email_1"}
 
-    extra = await api.post("/api/v1/staff", json={
-        "first_name": "Jo", "last_name": "B", "external_email_1": f"x{_uniq()}@example.com",
-        "role": "superuser"})
+    extra = await api.post(
+        "/api/v1/staff",
+        json={
+            "first_name": "Jo",
+            "last_name": "B",
+            "external_email_1": f"x{_uniq()}@example.com",
+            "role": "superuser",
+        },
+    )
     assert extra.status_code == 422
 
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as anonymous:
@@ -182,7 +206,8 @@ async def test_admin_api_creates_staff_and_rejects_bad_requests(
 
 
 async def test_send_email_and_open_link(
-        api: httpx.AsyncClient, browser: httpx.AsyncClient, world: World) -> None:
+    api: httpx.AsyncClient, browser: httpx.AsyncClient, world: World
+) -> None:
     staff = world.staff["ana"]
     before = datetime.now(UTC)
     sent = await send_email(api, world, staff["id"])
@@ -204,6 +229,7 @@ async def test_send_email_and_open_link(
     async def sent_status() -> dict[str, Any] | None:
         body = await status(api, staff["id"])
         return body if body["state"] == "email_sent" else None
+
     body = await eventually(sent_status, 30, what="state email_sent")
     after = datetime.now(UTC)
     assert body["workflow_id"] == f"sso-setup-{staff['id']}"
@@ -219,8 +245,8 @@ async def test_send_email_and_open_link(
 
 
 async def test_resend_supersedes_old_link(
-        api: httpx.AsyncClient, browser: httpx.AsyncClient, world: World,
-        temporal: Client) -> None:
+    api: httpx.AsyncClient, browser: httpx.AsyncClient, world: World, temporal: Client
+) -> None:
     staff = world.staff["ana"]
     workflow_id = f"sso-setup-{staff['id']}"
     old_token = world.tokens[-1]
@@ -251,12 +277,13 @@ async def test_resend_supersedes_old_link(
     async def sent_status() -> dict[str, Any] | None:
         body = await status(api, staff["id"])
         return body if body["state"] == "email_sent" else None
+
     await eventually(sent_status, 30, what="the new setup to be email_sent")
 
 
 async def test_cancel_invalidates_link(
-        api: httpx.AsyncClient, browser: httpx.AsyncClient, world: World,
-        temporal: Client) -> None:
+    api: httpx.AsyncClient, browser: httpx.AsyncClient, world: World, temporal: Client
+) -> None:
     staff = world.staff["ana"]
     token = world.tokens[-1]
     assert (await open_link(browser, world, token)).status_code == 200
@@ -280,7 +307,8 @@ async def test_cancel_invalidates_link(
 
 
 async def test_smtp_outage_is_retried_until_delivered(
-        api: httpx.AsyncClient, browser: httpx.AsyncClient, world: World) -> None:
+    api: httpx.AsyncClient, browser: httpx.AsyncClient, world: World
+) -> None:
     staff = await create_staff(api, world, "bea", first="Bea")
     world.smtp.stop()
     try:
@@ -292,14 +320,14 @@ async def test_smtp_outage_is_retried_until_delivered(
             if delivery and delivery["state"] == "retrying" and delivery["last_error"]:
                 return body
             return None
+
         body = await eventually(retrying, 30, what="email_delivery retrying")
         assert body["state"] == "sending_email"
         assert "SMTP" in body["email_delivery"]["last_error"]
         assert f"127.0.0.1:{world.smtp.port}" in body["email_delivery"]["last_error"]
         assert staff["external_email_1"] not in body["email_delivery"]["last_error"]
         # Retries go on (1 s, then every 2 s) while the server is down.
-        await eventually(
-            lambda: _attempts_at_least(api, staff["id"], 2), 30, what="a second attempt")
+        await eventually(lambda: _attempts_at_least(api, staff["id"], 2), 30, what="a second attempt")
         assert not [m for m in world.smtp.messages if staff["external_email_1"] in m.rcpt_tos]
     finally:
         world.smtp.start()
@@ -310,14 +338,16 @@ async def test_smtp_outage_is_retried_until_delivered(
     async def sent() -> dict[str, Any] | None:
         body = await status(api, staff["id"])
         return body if body["email_delivery"]["state"] == "sent" else None
+
     body = await eventually(sent, 30, what="email_delivery sent after SMTP came back")
     assert body["state"] == "email_sent"
     assert body["email_delivery"]["attempts"] >= 2
     assert body["email_delivery"]["last_error"] is None
     page = await open_link(browser, world, token)
     assert page.status_code == 200, page.text
-    assert len([m for m in world.smtp.messages
-                if staff["external_email_1"] in m.rcpt_tos]) == 1, "exactly one email"
+    assert len([m for m in world.smtp.messages if staff["external_email_1"] in m.rcpt_tos]) == 1, (
+        "exactly one email"
+    )
 
 
 async def _attempts_at_least(api: httpx.AsyncClient, staff_id: str, count: int) -> bool:
@@ -326,8 +356,8 @@ async def _attempts_at_least(api: httpx.AsyncClient, staff_id: str, count: int) 
 
 
 async def test_cancel_while_email_is_being_delivered(
-        api: httpx.AsyncClient, browser: httpx.AsyncClient, world: World,
-        temporal: Client) -> None:
+    api: httpx.AsyncClient, browser: httpx.AsyncClient, world: World, temporal: Client
+) -> None:
     """An admin cancels while the SMTP server is still taking the message: the flow ends as
     cancelled, the late email's link does not work, and the late delivery must not bring the
     setup back to life."""
@@ -336,8 +366,11 @@ async def test_cancel_while_email_is_being_delivered(
     world.smtp.hold()
     try:
         await send_email(api, world, staff["id"])
-        await eventually(lambda: any(to in r for r in world.smtp.arrivals), EMAIL_TIMEOUT,
-                         what="the SMTP transaction to reach DATA")
+        await eventually(
+            lambda: any(to in r for r in world.smtp.arrivals),
+            EMAIL_TIMEOUT,
+            what="the SMTP transaction to reach DATA",
+        )
         response = await api.delete(f"/api/v1/staff/{staff['id']}/sso-email")
         assert response.status_code == 200, response.text
         assert response.json()["state"] == "cancelled"
@@ -410,8 +443,7 @@ async def test_setup_to_active_with_mfa(api: httpx.AsyncClient, world: World) ->
     world.active[staff["id"]] = True
 
 
-async def test_status_of_active_people(api: httpx.AsyncClient, world: World,
-                                       temporal: Client) -> None:
+async def test_status_of_active_people(api: httpx.AsyncClient, world: World, temporal: Client) -> None:
     assert sorted(world.active.values()) == [False, True], world.active
     for staff_id, mfa in world.active.items():
         body = await active_status(api, staff_id)
@@ -424,8 +456,7 @@ async def test_status_of_active_people(api: httpx.AsyncClient, world: World,
         staff = next(s for s in world.staff.values() if s["id"] == staff_id)
         listed = await api.get("/api/v1/staff", params={"q": staff["external_email_1"]})
         assert listed.status_code == 200, listed.text
-        assert [(i["id"], i["sso_state"]) for i in listed.json()["items"]] == [
-            (staff_id, "active")]
+        assert [(i["id"], i["sso_state"]) for i in listed.json()["items"]] == [(staff_id, "active")]
 
         handle = temporal.get_workflow_handle(f"sso-setup-{staff_id}", result_type=SetupOutcome)
         assert (await asyncio.wait_for(handle.result(), timeout=30)).state == "active"
@@ -437,8 +468,7 @@ async def test_status_of_active_people(api: httpx.AsyncClient, world: World,
         assert (await active_status(api, staff_id))["workflow_id"] == body["workflow_id"]
 
 
-async def test_history_holds_no_secrets(
-        api: httpx.AsyncClient, world: World, temporal: Client) -> None:
+async def test_history_holds_no_secrets(api: httpx.AsyncClient, world: World, temporal: Client) -> None:
     """docs/security.md §26/§27: the full history of every finished flow, raw and decoded with the
     codec, the SQLite files behind Temporal and the app, and the logs hold none of the
     secrets a person was mailed, shown or typed. Covers flows that ended early and flows that
@@ -460,16 +490,24 @@ async def test_history_holds_no_secrets(
         found = [wf async for wf in temporal.list_workflows("WorkflowType='SsoSetup'")]
         done = [wf for wf in found if wf.status != WorkflowExecutionStatus.RUNNING]
         return found if len(found) >= world.sends and len(done) == len(found) else None
-    workflows = await eventually(all_finished, 30, interval=0.5,
-                                 what=f"{world.sends} finished SsoSetup runs in visibility")
+
+    workflows = await eventually(
+        all_finished, 30, interval=0.5, what=f"{world.sends} finished SsoSetup runs in visibility"
+    )
     assert len(workflows) == world.sends
 
     # Every send mailed a link; two of the flows ran to the end, one of them with MFA.
     assert len(world.tokens) == world.sends >= 6
     assert sorted(world.active.values()) == [False, True], world.active
     kinds = " ".join(world.secrets.values()) + " ".join(world.codes.values())
-    for kind in ("password typed", "TOTP secret", "grouped", "verification code",
-                 "TOTP code typed", "session cookie"):
+    for kind in (
+        "password typed",
+        "TOTP secret",
+        "grouped",
+        "verification code",
+        "TOTP code typed",
+        "session cookie",
+    ):
         assert kind in kinds, f"no {kind} collected: {kinds}"
     leaks = _leak_finder(world)
     emails = sorted(world.emails_used)
@@ -484,8 +522,9 @@ async def test_history_holds_no_secrets(
             assert address not in wf.id
             assert address.split("@")[0] not in wf.id
         staff_id = wf.id.removeprefix("sso-setup-")
-        attributes = {key.name: value for key, value in
-                      ((pair.key, pair.value) for pair in wf.typed_search_attributes)}
+        attributes = {
+            key.name: value for key, value in ((pair.key, pair.value) for pair in wf.typed_search_attributes)
+        }
         assert attributes.get("SsoStaffId") in staff_ids, attributes
         if staff_id in world.active:
             assert attributes.get("SsoStep") == "active", attributes
@@ -502,8 +541,7 @@ async def test_history_holds_no_secrets(
         raw += [event.SerializeToString() for event in history.events]
         payloads = [p for event in history.events for p in _payloads(event)]
         decoded = await codec.decode(payloads)
-        decrypted_count += sum(1 for p in payloads if p.metadata.get("encoding")
-                               == b"binary/encrypted")
+        decrypted_count += sum(1 for p in payloads if p.metadata.get("encoding") == b"binary/encrypted")
         undecoded = b"\n".join(raw)
         # The codec hides everything, the sealed boxes included.
         assert b"sealed1." not in undecoded, f"a sealed value outside the codec in {wf.id}"

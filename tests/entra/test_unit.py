@@ -111,11 +111,9 @@ def payload_of(token: str) -> dict[str, Any]:
     return json.loads(unb64url(token.split(".")[1]))  # type: ignore[no-any-return]
 
 
-def compact(header: dict[str, Any], claims: dict[str, Any],
-            sign: Callable[[bytes], bytes]) -> str:
+def compact(header: dict[str, Any], claims: dict[str, Any], sign: Callable[[bytes], bytes]) -> str:
     """A JWS in compact form, built by hand so that any header (alg none, HS256) is possible."""
-    signing_input = (b64url(json.dumps(header).encode()) + "."
-                     + b64url(json.dumps(claims).encode())).encode()
+    signing_input = (b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())).encode()
     return f"{signing_input.decode()}.{b64url(sign(signing_input))}"
 
 
@@ -132,18 +130,32 @@ def sign(claims: dict[str, Any], key: RSAKey, **header: Any) -> str:
 def microsoft_claims(nonce: str, tid: str = TENANT, **overrides: Any) -> dict[str, Any]:
     """An ID token's claims as Microsoft's v2.0 endpoint issues them."""
     now = int(time.time())
-    claims = {"iss": f"https://login.microsoftonline.com/{tid}/v2.0", "aud": CLIENT_ID,
-              "iat": now, "nbf": now, "exp": now + 3600, "nonce": nonce, "tid": tid,
-              "oid": OID, "sub": "pairwise-subject", "name": "Alex Entra",
-              "preferred_username": "alex@agency.example", "ver": "2.0"}
+    claims = {
+        "iss": f"https://login.microsoftonline.com/{tid}/v2.0",
+        "aud": CLIENT_ID,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+        "nonce": nonce,
+        "tid": tid,
+        "oid": OID,
+        "sub": "pairwise-subject",
+        "name": "Alex Entra",
+        "preferred_username": "alex@agency.example",
+        "ver": "2.0",
+    }
     claims.update(overrides)
     return claims
 
 
 def entra_settings(metadata_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"entra_tenant_id": TENANT, "entra_client_id": CLIENT_ID,
-                              "entra_client_secret": CLIENT_SECRET,
-                              "entra_metadata_url": metadata_url, "graph_url": GRAPH_URL}
+    values: dict[str, Any] = {
+        "entra_tenant_id": TENANT,
+        "entra_client_id": CLIENT_ID,
+        "entra_client_secret": CLIENT_SECRET,
+        "entra_metadata_url": metadata_url,
+        "graph_url": GRAPH_URL,
+    }
     values.update(overrides)
     return make_settings(**values)
 
@@ -171,13 +183,20 @@ class FakeMicrosoft:
         self.requests.append(request)
         url = str(request.url.copy_with(query=None))
         if url in self.not_json:
-            return httpx.Response(200, text="<html>Proxy sign-in</html>",
-                                  headers={"content-type": "text/html"})
+            return httpx.Response(
+                200, text="<html>Proxy sign-in</html>", headers={"content-type": "text/html"}
+            )
         if url == META_URL:
-            return httpx.Response(200, json={
-                "issuer": self.issuer, "authorization_endpoint": AUTHORIZE_URL,
-                "token_endpoint": TOKEN_URL, "jwks_uri": JWKS_URL,
-                "id_token_signing_alg_values_supported": ["RS256"]})
+            return httpx.Response(
+                200,
+                json={
+                    "issuer": self.issuer,
+                    "authorization_endpoint": AUTHORIZE_URL,
+                    "token_endpoint": TOKEN_URL,
+                    "jwks_uri": JWKS_URL,
+                    "id_token_signing_alg_values_supported": ["RS256"],
+                },
+            )
         if url == JWKS_URL:
             keys = self.key_sets.pop(0) if len(self.key_sets) > 1 else self.key_sets[0]
             return httpx.Response(200, json={"keys": [k.as_dict(private=False) for k in keys]})
@@ -248,8 +267,13 @@ async def issued_by(mock_idp: str, provider: EntraProvider, **claims: Any) -> Is
     """The code flow against the real provider for a new person with these claims: the
     authorization request, the person confirming, and the code exchanged for tokens."""
     sub = f"user-{uuid.uuid4().hex[:10]}"
-    values = {"tid": TENANT, "oid": str(uuid.uuid4()), "name": "Alex Entra",
-              "email": f"{sub}@agency.example", **claims}
+    values = {
+        "tid": TENANT,
+        "oid": str(uuid.uuid4()),
+        "name": "Alex Entra",
+        "email": f"{sub}@agency.example",
+        **claims,
+    }
     async with httpx.AsyncClient(timeout=10) as http:
         created = await http.put(f"{mock_idp}/users/{sub}", json=values)
         assert created.status_code == 204, created.text
@@ -258,10 +282,8 @@ async def issued_by(mock_idp: str, provider: EntraProvider, **claims: Any) -> Is
     assert confirmed.status_code == 302, confirmed.text
     callback = query_of(confirmed.headers["location"])
     assert callback["state"] == request.state
-    tokens = await provider._exchange(Grant(callback["code"], request.code_verifier,
-                                            request.nonce))
-    return Issued(tokens["id_token"], tokens["access_token"], request.nonce,
-                  payload_of(tokens["id_token"]))
+    tokens = await provider._exchange(Grant(callback["code"], request.code_verifier, request.nonce))
+    return Issued(tokens["id_token"], tokens["access_token"], request.nonce, payload_of(tokens["id_token"]))
 
 
 async def provider_jwks(mock_idp: str) -> httpx.Response:
@@ -277,8 +299,7 @@ async def refused_reason(provider: EntraProvider, token: str, nonce: str) -> str
     return refused.value.reason
 
 
-async def test_a_real_token_from_the_provider_is_accepted(
-        mock_idp: str, idp_provider: EntraProvider) -> None:
+async def test_a_real_token_from_the_provider_is_accepted(mock_idp: str, idp_provider: EntraProvider) -> None:
     issued = await issued_by(mock_idp, idp_provider)
     claims = await idp_provider.validate_id_token(issued.id_token, issued.nonce)
     assert claims["tid"] == TENANT and claims["oid"] == issued.claims["oid"]
@@ -306,33 +327,47 @@ async def test_redeem_with_the_real_provider_and_a_graph_stand_in(mock_idp: str)
             await network.aclose()
 
     async with httpx.AsyncClient(transport=Routed(), timeout=10) as http:
-        provider = EntraProvider(entra_settings(f"{mock_idp}/.well-known/openid-configuration",
-                                                entra_tenant_id=TENANT.upper()), http=http)
+        provider = EntraProvider(
+            entra_settings(f"{mock_idp}/.well-known/openid-configuration", entra_tenant_id=TENANT.upper()),
+            http=http,
+        )
         sub = f"user-{uuid.uuid4().hex[:10]}"
-        created = await http.put(f"{mock_idp}/users/{sub}", json={
-            "tid": TENANT.upper(), "oid": upper_oid, "name": "Alex Entra",
-            "preferred_username": "Alex@Agency.example"})
+        created = await http.put(
+            f"{mock_idp}/users/{sub}",
+            json={
+                "tid": TENANT.upper(),
+                "oid": upper_oid,
+                "name": "Alex Entra",
+                "preferred_username": "Alex@Agency.example",
+            },
+        )
         assert created.status_code == 204
         request = await provider.authorization_request()
         confirmed = await http.post(request.url, data={"sub": sub})
         code = query_of(confirmed.headers["location"])["code"]
         identity = await provider.redeem(Grant(code, request.code_verifier, request.nonce))
-    assert identity == EntraIdentity(tenant_id=TENANT, object_id=upper_oid.lower(),
-                                     name="Alex Entra", email="Alex@Agency.example")
+    assert identity == EntraIdentity(
+        tenant_id=TENANT, object_id=upper_oid.lower(), name="Alex Entra", email="Alex@Agency.example"
+    )
     assert len(graph_calls) == 1
     assert graph_calls[0].url.params["$select"] == "id,accountEnabled"
     bearer = graph_calls[0].headers["authorization"]
     assert bearer.startswith("Bearer ") and len(bearer) > len("Bearer ") + 20
 
 
-@pytest.mark.parametrize("header", [
-    {},  # no kid, as the provider's own tokens: its only key is tried
-    {"kid": "PROVIDER"},  # the provider's kid
-    {"kid": "PROVIDER", "jwk": "ATTACKER", "jku": "https://evil.example/jwks"},
-    {"kid": "attacker-key"},  # a kid the provider never published
-], ids=["no-kid", "provider-kid", "embedded-jwk-and-jku", "unknown-kid"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        {},  # no kid, as the provider's own tokens: its only key is tried
+        {"kid": "PROVIDER"},  # the provider's kid
+        {"kid": "PROVIDER", "jwk": "ATTACKER", "jku": "https://evil.example/jwks"},
+        {"kid": "attacker-key"},  # a kid the provider never published
+    ],
+    ids=["no-kid", "provider-kid", "embedded-jwk-and-jku", "unknown-kid"],
+)
 async def test_a_token_signed_by_another_key_is_refused(
-        mock_idp: str, idp_provider: EntraProvider, header: dict[str, Any]) -> None:
+    mock_idp: str, idp_provider: EntraProvider, header: dict[str, Any]
+) -> None:
     issued = await issued_by(mock_idp, idp_provider)
     await idp_provider.validate_id_token(issued.id_token, issued.nonce)  # the claims are perfect
     provider_kid = (await provider_jwks(mock_idp)).json()["keys"][0]["kid"]
@@ -345,8 +380,7 @@ async def test_a_token_signed_by_another_key_is_refused(
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE"])
-async def test_an_unsigned_token_is_refused(mock_idp: str, idp_provider: EntraProvider,
-                                            alg: str) -> None:
+async def test_an_unsigned_token_is_refused(mock_idp: str, idp_provider: EntraProvider, alg: str) -> None:
     issued = await issued_by(mock_idp, idp_provider)
     unsigned = compact({"alg": alg, "typ": "JWT"}, issued.claims, lambda _: b"")
     assert await refused_reason(idp_provider, unsigned, issued.nonce) == "invalid_token"
@@ -357,7 +391,8 @@ async def test_an_unsigned_token_is_refused(mock_idp: str, idp_provider: EntraPr
 
 @pytest.mark.parametrize("secret_from", ["jwk-json", "jwks-body", "pem"])
 async def test_hs256_keyed_with_the_public_key_is_refused(
-        mock_idp: str, idp_provider: EntraProvider, secret_from: str) -> None:
+    mock_idp: str, idp_provider: EntraProvider, secret_from: str
+) -> None:
     """Key confusion: an HMAC whose secret is the provider's public key, which anyone has."""
     issued = await issued_by(mock_idp, idp_provider)
     jwks = await provider_jwks(mock_idp)
@@ -367,13 +402,15 @@ async def test_hs256_keyed_with_the_public_key_is_refused(
         "jwks-body": jwks.content,
         "pem": RSAKey.import_key(public).as_pem(private=False),
     }[secret_from]
-    forged = compact({"alg": "HS256", "typ": "JWT", "kid": public["kid"]}, issued.claims,
-                     lambda data: hmac.new(secret, data, hashlib.sha256).digest())
+    forged = compact(
+        {"alg": "HS256", "typ": "JWT", "kid": public["kid"]},
+        issued.claims,
+        lambda data: hmac.new(secret, data, hashlib.sha256).digest(),
+    )
     assert await refused_reason(idp_provider, forged, issued.nonce) == "invalid_token"
 
 
-async def test_a_changed_claim_breaks_the_signature(mock_idp: str,
-                                                    idp_provider: EntraProvider) -> None:
+async def test_a_changed_claim_breaks_the_signature(mock_idp: str, idp_provider: EntraProvider) -> None:
     issued = await issued_by(mock_idp, idp_provider)
     header, _, signature = issued.id_token.split(".")
     other = {**issued.claims, "oid": str(uuid.uuid4())}
@@ -385,8 +422,12 @@ async def test_only_allowed_tenants_get_in(mock_idp: str, idp_provider: EntraPro
     issued = await issued_by(mock_idp, idp_provider, tid=OTHER_TENANT)
     assert await refused_reason(idp_provider, issued.id_token, issued.nonce) == "wrong_tenant"
     # Listed (in any case) among the allowed tenants, the same token is accepted.
-    both = EntraProvider(entra_settings(f"{mock_idp}/.well-known/openid-configuration",
-                                        entra_allowed_tenants=f"{TENANT}, {OTHER_TENANT.upper()}"))
+    both = EntraProvider(
+        entra_settings(
+            f"{mock_idp}/.well-known/openid-configuration",
+            entra_allowed_tenants=f"{TENANT}, {OTHER_TENANT.upper()}",
+        )
+    )
     claims = await both.validate_id_token(issued.id_token, issued.nonce)
     assert claims["tid"] == OTHER_TENANT
 
@@ -394,21 +435,26 @@ async def test_only_allowed_tenants_get_in(mock_idp: str, idp_provider: EntraPro
 # --------------------------------------------------------------------------- issuer and keys
 
 
-@pytest.mark.parametrize(("tid", "iss_tenant", "allowed", "outcome"), [
-    (TENANT, TENANT, None, "accepted"),
-    # The template is filled with the token's own tid: another tenant's issuer is refused.
-    (TENANT, OTHER_TENANT, None, "invalid_token"),
-    (OTHER_TENANT, OTHER_TENANT, None, "wrong_tenant"),
-    (OTHER_TENANT, OTHER_TENANT, f"{TENANT},{OTHER_TENANT}", "accepted"),
-], ids=["own-tenant", "issuer-of-another-tenant", "other-tenant", "other-tenant-allowed"])
+@pytest.mark.parametrize(
+    ("tid", "iss_tenant", "allowed", "outcome"),
+    [
+        (TENANT, TENANT, None, "accepted"),
+        # The template is filled with the token's own tid: another tenant's issuer is refused.
+        (TENANT, OTHER_TENANT, None, "invalid_token"),
+        (OTHER_TENANT, OTHER_TENANT, None, "wrong_tenant"),
+        (OTHER_TENANT, OTHER_TENANT, f"{TENANT},{OTHER_TENANT}", "accepted"),
+    ],
+    ids=["own-tenant", "issuer-of-another-tenant", "other-tenant", "other-tenant-allowed"],
+)
 async def test_the_issuer_template_is_filled_with_the_tokens_tenant(
-        microsoft: FakeMicrosoft, tid: str, iss_tenant: str, allowed: str | None,
-        outcome: str) -> None:
+    microsoft: FakeMicrosoft, tid: str, iss_tenant: str, allowed: str | None, outcome: str
+) -> None:
     provider = microsoft.provider(**({"entra_allowed_tenants": allowed} if allowed else {}))
     assert "{tenantid}" in (await provider.metadata())["issuer"]
-    token = sign(microsoft_claims("n-1", tid=tid,
-                                  iss=f"https://login.microsoftonline.com/{iss_tenant}/v2.0"),
-                 rsa_key("key-1"))
+    token = sign(
+        microsoft_claims("n-1", tid=tid, iss=f"https://login.microsoftonline.com/{iss_tenant}/v2.0"),
+        rsa_key("key-1"),
+    )
     if outcome == "accepted":
         assert (await provider.validate_id_token(token, "n-1"))["tid"] == tid
     else:
@@ -421,15 +467,20 @@ async def test_the_literal_template_is_not_an_issuer(microsoft: FakeMicrosoft) -
     assert await refused_reason(provider, token, "n-1") == "invalid_token"
 
 
-@pytest.mark.parametrize(("overrides", "reason"), [
-    ({"aud": "someone-elses-app"}, "invalid_token"),
-    ({"exp": int(time.time()) - 600}, "expired_token"),
-    ({"iat": None}, "invalid_token"),
-    ({"tid": None}, "not_work_account"),
-    ({"oid": ""}, "not_work_account"),
-], ids=["audience", "expired", "no-iat", "no-tid", "empty-oid"])
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"aud": "someone-elses-app"}, "invalid_token"),
+        ({"exp": int(time.time()) - 600}, "expired_token"),
+        ({"iat": None}, "invalid_token"),
+        ({"tid": None}, "not_work_account"),
+        ({"oid": ""}, "not_work_account"),
+    ],
+    ids=["audience", "expired", "no-iat", "no-tid", "empty-oid"],
+)
 async def test_claims_microsoft_signed_but_we_must_refuse(
-        microsoft: FakeMicrosoft, overrides: dict[str, Any], reason: str) -> None:
+    microsoft: FakeMicrosoft, overrides: dict[str, Any], reason: str
+) -> None:
     claims = {k: v for k, v in microsoft_claims("n-1", **overrides).items() if v is not None}
     token = sign(claims, rsa_key("key-1"))
     assert await refused_reason(microsoft.provider(), token, "n-1") == reason
@@ -452,8 +503,7 @@ async def test_a_new_key_id_fetches_the_key_set_once_more(microsoft: FakeMicroso
     assert microsoft.hits(JWKS_URL) == 2 and microsoft.hits(META_URL) == 1
 
 
-async def test_an_unknown_key_id_is_refetched_once_then_refused(
-        microsoft: FakeMicrosoft) -> None:
+async def test_an_unknown_key_id_is_refetched_once_then_refused(microsoft: FakeMicrosoft) -> None:
     provider = microsoft.provider()
     stranger = sign(microsoft_claims("n-1"), rsa_key("never-published"))
     assert await refused_reason(provider, stranger, "n-1") == "invalid_token"
@@ -470,10 +520,14 @@ def graph(status: int, body: Any = None) -> httpx.Response:
     return httpx.Response(status, json=body if body is not None else {"error": {"code": "x"}})
 
 
-async def test_graph_is_retried_through_passing_failures(microsoft: FakeMicrosoft,
-                                                         sleeps: list[float]) -> None:
-    microsoft.graph_answers = [graph(503), graph(503),
-                               graph(200, {"id": OID.upper(), "accountEnabled": True})]
+async def test_graph_is_retried_through_passing_failures(
+    microsoft: FakeMicrosoft, sleeps: list[float]
+) -> None:
+    microsoft.graph_answers = [
+        graph(503),
+        graph(503),
+        graph(200, {"id": OID.upper(), "accountEnabled": True}),
+    ]
     await microsoft.provider()._check_enabled("the-access-token", IDENTITY)
     assert microsoft.hits(f"{GRAPH_URL}/v1.0/me") == 3
     assert sleeps == [0.5, 1.0]
@@ -482,16 +536,15 @@ async def test_graph_is_retried_through_passing_failures(microsoft: FakeMicrosof
     assert call.url.params["$select"] == "id,accountEnabled"
 
 
-async def test_a_network_failure_is_retried_too(microsoft: FakeMicrosoft,
-                                                sleeps: list[float]) -> None:
-    microsoft.graph_answers = ["connect-error", graph(429),
-                               graph(200, {"id": OID, "accountEnabled": True})]
+async def test_a_network_failure_is_retried_too(microsoft: FakeMicrosoft, sleeps: list[float]) -> None:
+    microsoft.graph_answers = ["connect-error", graph(429), graph(200, {"id": OID, "accountEnabled": True})]
     await microsoft.provider()._check_enabled("token", IDENTITY)
     assert microsoft.hits(f"{GRAPH_URL}/v1.0/me") == 3 and sleeps == [0.5, 1.0]
 
 
-async def test_graph_down_for_every_attempt_is_unavailable(microsoft: FakeMicrosoft,
-                                                           sleeps: list[float]) -> None:
+async def test_graph_down_for_every_attempt_is_unavailable(
+    microsoft: FakeMicrosoft, sleeps: list[float]
+) -> None:
     microsoft.graph_answers = [graph(503), graph(503), graph(503), graph(200, {"id": OID})]
     with pytest.raises(EntraUnavailable, match="503"):
         await microsoft.provider()._check_enabled("token", IDENTITY)
@@ -499,16 +552,21 @@ async def test_graph_down_for_every_attempt_is_unavailable(microsoft: FakeMicros
     assert sleeps == [0.5, 1.0]  # and no wait after the last one
 
 
-@pytest.mark.parametrize(("answer", "reason"), [
-    (graph(200, {"id": OID, "accountEnabled": False}), "disabled"),
-    (graph(200, {"id": str(uuid.uuid4()), "accountEnabled": True}), "invalid_token"),
-    (graph(200, {"accountEnabled": True}), "invalid_token"),
-    (graph(401), "graph_refused"),
-    (graph(403), "graph_refused"),
-    (graph(404), "graph_refused"),
-], ids=["disabled", "someone-else", "no-id", "401", "403", "404"])
-async def test_graph_answers_that_refuse_at_once(microsoft: FakeMicrosoft, sleeps: list[float],
-                                                 answer: httpx.Response, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (graph(200, {"id": OID, "accountEnabled": False}), "disabled"),
+        (graph(200, {"id": str(uuid.uuid4()), "accountEnabled": True}), "invalid_token"),
+        (graph(200, {"accountEnabled": True}), "invalid_token"),
+        (graph(401), "graph_refused"),
+        (graph(403), "graph_refused"),
+        (graph(404), "graph_refused"),
+    ],
+    ids=["disabled", "someone-else", "no-id", "401", "403", "404"],
+)
+async def test_graph_answers_that_refuse_at_once(
+    microsoft: FakeMicrosoft, sleeps: list[float], answer: httpx.Response, reason: str
+) -> None:
     microsoft.graph_answers = [answer]
     with pytest.raises(EntraRefused) as refused:
         await microsoft.provider()._check_enabled("token", IDENTITY)
@@ -522,8 +580,7 @@ async def test_graph_answers_that_refuse_at_once(microsoft: FakeMicrosoft, sleep
 GRANT = Grant(code="the-authorization-code", code_verifier="v" * 64, nonce="n-1")
 
 
-async def test_the_code_is_exchanged_with_pkce_and_client_secret_post(
-        microsoft: FakeMicrosoft) -> None:
+async def test_the_code_is_exchanged_with_pkce_and_client_secret_post(microsoft: FakeMicrosoft) -> None:
     microsoft.token_answers = [httpx.Response(200, json={"token_type": "Bearer"})]
     provider = microsoft.provider(public_url="https://sso.example.test/")
     await provider._exchange(GRANT)
@@ -533,25 +590,33 @@ async def test_the_code_is_exchanged_with_pkce_and_client_secret_post(
     assert "authorization" not in request.headers  # client_secret_post, not basic
     body = parse_qs(request.content.decode(), keep_blank_values=True)
     assert body == {
-        "grant_type": ["authorization_code"], "code": ["the-authorization-code"],
-        "code_verifier": ["v" * 64], "redirect_uri": [provider.settings.entra_redirect_uri],
-        "client_id": [CLIENT_ID], "client_secret": [CLIENT_SECRET]}
+        "grant_type": ["authorization_code"],
+        "code": ["the-authorization-code"],
+        "code_verifier": ["v" * 64],
+        "redirect_uri": [provider.settings.entra_redirect_uri],
+        "client_id": [CLIENT_ID],
+        "client_secret": [CLIENT_SECRET],
+    }
     assert body["redirect_uri"] == ["https://sso.example.test/sso/entra/callback"]
 
 
-@pytest.mark.parametrize(("answer", "outcome"), [
-    (httpx.Response(500, text="oops"), "unavailable"),
-    (httpx.Response(503, json={"error": "temporarily_unavailable"}), "unavailable"),
-    (httpx.Response(429, json={"error": "throttled"}), "unavailable"),
-    (httpx.Response(200, text="<html>not json</html>"), "unavailable"),
-    (httpx.Response(400, json={"error": "invalid_grant"}), "code_rejected"),
-    (httpx.Response(401, json={"error": "invalid_client"}), "code_rejected"),
-    (httpx.Response(200, json={"error": "invalid_grant"}), "code_rejected"),
-    (httpx.Response(200, json=["not", "an", "object"]), "code_rejected"),
-], ids=["500", "503", "429", "200-html", "400-invalid-grant", "401", "200-error",
-        "200-list"])
-async def test_token_endpoint_failures(microsoft: FakeMicrosoft, answer: httpx.Response,
-                                       outcome: str) -> None:
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (httpx.Response(500, text="oops"), "unavailable"),
+        (httpx.Response(503, json={"error": "temporarily_unavailable"}), "unavailable"),
+        (httpx.Response(429, json={"error": "throttled"}), "unavailable"),
+        (httpx.Response(200, text="<html>not json</html>"), "unavailable"),
+        (httpx.Response(400, json={"error": "invalid_grant"}), "code_rejected"),
+        (httpx.Response(401, json={"error": "invalid_client"}), "code_rejected"),
+        (httpx.Response(200, json={"error": "invalid_grant"}), "code_rejected"),
+        (httpx.Response(200, json=["not", "an", "object"]), "code_rejected"),
+    ],
+    ids=["500", "503", "429", "200-html", "400-invalid-grant", "401", "200-error", "200-list"],
+)
+async def test_token_endpoint_failures(
+    microsoft: FakeMicrosoft, answer: httpx.Response, outcome: str
+) -> None:
     microsoft.token_answers = [answer]
     provider = microsoft.provider()
     if outcome == "unavailable":
@@ -563,10 +628,8 @@ async def test_token_endpoint_failures(microsoft: FakeMicrosoft, answer: httpx.R
         assert refused.value.reason == outcome
 
 
-async def test_a_token_response_without_an_id_token_is_refused(
-        microsoft: FakeMicrosoft) -> None:
-    microsoft.token_answers = [httpx.Response(200, json={"access_token": "a",
-                                                         "token_type": "Bearer"})]
+async def test_a_token_response_without_an_id_token_is_refused(microsoft: FakeMicrosoft) -> None:
+    microsoft.token_answers = [httpx.Response(200, json={"access_token": "a", "token_type": "Bearer"})]
     with pytest.raises(EntraRefused) as refused:
         await microsoft.provider().redeem(GRANT)
     assert refused.value.reason == "invalid_token"
@@ -574,12 +637,12 @@ async def test_a_token_response_without_an_id_token_is_refused(
 
 
 @pytest.mark.parametrize("where", ["discovery", "graph", "jwks"])
-async def test_a_200_that_is_not_json_is_unavailable(microsoft: FakeMicrosoft,
-                                                     sleeps: list[float], where: str) -> None:
+async def test_a_200_that_is_not_json_is_unavailable(
+    microsoft: FakeMicrosoft, sleeps: list[float], where: str
+) -> None:
     """A proxy's HTML page instead of Microsoft's JSON may pass: "try again in a minute", as
     the token endpoint already does (test_token_endpoint_failures[200-html])."""
-    microsoft.not_json = {{"discovery": META_URL, "jwks": JWKS_URL,
-                           "graph": f"{GRAPH_URL}/v1.0/me"}[where]}
+    microsoft.not_json = {{"discovery": META_URL, "jwks": JWKS_URL, "graph": f"{GRAPH_URL}/v1.0/me"}[where]}
     provider = microsoft.provider()
     with pytest.raises(EntraUnavailable):
         if where == "discovery":
@@ -600,12 +663,17 @@ async def test_the_authorization_request(microsoft: FakeMicrosoft) -> None:
     assert first.url.startswith(f"{AUTHORIZE_URL}?")
     query = query_of(first.url)
     assert query == {
-        "response_type": "code", "client_id": CLIENT_ID,
+        "response_type": "code",
+        "client_id": CLIENT_ID,
         "redirect_uri": provider.settings.entra_redirect_uri,
         "scope": "openid profile email User.Read offline_access",
-        "state": first.state, "nonce": first.nonce,
+        "state": first.state,
+        "nonce": first.nonce,
         "code_challenge": b64url(hashlib.sha256(first.code_verifier.encode()).digest()),
-        "code_challenge_method": "S256", "response_mode": "query", "prompt": "select_account"}
+        "code_challenge_method": "S256",
+        "response_mode": "query",
+        "prompt": "select_account",
+    }
     assert query["redirect_uri"] == "https://sso.example.test/sso/entra/callback"
     assert "=" not in query["code_challenge"] and len(query["code_challenge"]) == 43
     # RFC 7636: 43 to 128 unreserved characters.
@@ -627,33 +695,56 @@ async def test_the_authorization_request(microsoft: FakeMicrosoft) -> None:
 def production(**entra: Any) -> Settings:
     """As tests/core/test_settings.py builds production settings with real secrets."""
     values: dict[str, Any] = {
-        "env": "production", "secret_key": TEST_SECRET_KEY,
+        "env": "production",
+        "secret_key": TEST_SECRET_KEY,
         "public_url": "https://sso.example.test",
-        "encryption_keys": [TEST_ENCRYPTION_KEY], "email_backend": "smtp",
-        "database_url": "postgresql+psycopg://db/sso", "seal_public_key": TEST_SEAL_PUBLIC_KEY,
-        **entra}
+        "encryption_keys": [TEST_ENCRYPTION_KEY],
+        "email_backend": "smtp",
+        "database_url": "postgresql+psycopg://db/sso",
+        "seal_public_key": TEST_SEAL_PUBLIC_KEY,
+        **entra,
+    }
     return Settings(**values)
 
 
 def development(**entra: Any) -> Settings:
-    values: dict[str, Any] = {"env": "development",
-                              "database_url": "sqlite+aiosqlite:///:memory:", **entra}
+    values: dict[str, Any] = {"env": "development", "database_url": "sqlite+aiosqlite:///:memory:", **entra}
     return Settings(**values)
 
 
-@pytest.mark.parametrize(("values", "enabled"), [
-    ({}, False),
-    ({"entra_tenant_id": TENANT}, False),
-    ({"entra_tenant_id": TENANT, "entra_client_id": CLIENT_ID}, False),
-    ({"entra_tenant_id": TENANT, "entra_client_id": CLIENT_ID, "entra_client_secret": ""}, False),
-    ({"entra_tenant_id": TENANT, "entra_client_secret": CLIENT_SECRET}, False),
-    ({"entra_client_id": CLIENT_ID, "entra_client_secret": CLIENT_SECRET}, False),
-    ({"entra_tenant_id": TENANT, "entra_client_id": CLIENT_ID,
-      "entra_client_secret": CLIENT_SECRET}, True),
-    ({"entra_metadata_url": META_URL, "entra_client_id": CLIENT_ID,
-      "entra_client_secret": CLIENT_SECRET}, True),
-], ids=["nothing", "tenant", "no-secret", "empty-secret", "no-client-id", "no-tenant",
-        "configured", "metadata-url"])
+@pytest.mark.parametrize(
+    ("values", "enabled"),
+    [
+        ({}, False),
+        ({"entra_tenant_id": TENANT}, False),
+        ({"entra_tenant_id": TENANT, "entra_client_id": CLIENT_ID}, False),
+        ({"entra_tenant_id": TENANT, "entra_client_id": CLIENT_ID, "entra_client_secret": ""}, False),
+        ({"entra_tenant_id": TENANT, "entra_client_secret": CLIENT_SECRET}, False),
+        ({"entra_client_id": CLIENT_ID, "entra_client_secret": CLIENT_SECRET}, False),
+        (
+            {"entra_tenant_id": TENANT, "entra_client_id": CLIENT_ID, "entra_client_secret": CLIENT_SECRET},
+            True,
+        ),
+        (
+            {
+                "entra_metadata_url": META_URL,
+                "entra_client_id": CLIENT_ID,
+                "entra_client_secret": CLIENT_SECRET,
+            },
+            True,
+        ),
+    ],
+    ids=[
+        "nothing",
+        "tenant",
+        "no-secret",
+        "empty-secret",
+        "no-client-id",
+        "no-tenant",
+        "configured",
+        "metadata-url",
+    ],
+)
 def test_entra_is_enabled_only_when_configured(values: dict[str, Any], enabled: bool) -> None:
     assert development(**values).entra_enabled is enabled
 
@@ -661,8 +752,7 @@ def test_entra_is_enabled_only_when_configured(values: dict[str, Any], enabled: 
 def test_allowed_tenants() -> None:
     assert make_settings().entra_tenants == frozenset()
     assert make_settings(entra_tenant_id=TENANT.upper()).entra_tenants == frozenset({TENANT})
-    listed = make_settings(entra_tenant_id=TENANT,
-                           entra_allowed_tenants=f" {OTHER_TENANT.upper()} , ,Third ")
+    listed = make_settings(entra_tenant_id=TENANT, entra_allowed_tenants=f" {OTHER_TENANT.upper()} , ,Third ")
     assert listed.entra_tenants == frozenset({OTHER_TENANT, "third"})  # the list replaces it
 
 
@@ -672,10 +762,12 @@ def test_tenants_and_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     settings = make_settings()
     assert settings.entra_tenants == frozenset({TENANT, OTHER_TENANT})
     assert settings.entra_discovery_url == (
-        "https://login.microsoftonline.com/contoso-tenant/v2.0/.well-known/openid-configuration")
+        "https://login.microsoftonline.com/contoso-tenant/v2.0/.well-known/openid-configuration"
+    )
     assert make_settings(entra_metadata_url=META_URL).entra_discovery_url == META_URL
     assert make_settings(public_url="https://sso.example.com/").entra_redirect_uri == (
-        "https://sso.example.com/sso/entra/callback")
+        "https://sso.example.com/sso/entra/callback"
+    )
 
 
 def test_production_refuses_the_dev_graph() -> None:
@@ -686,15 +778,14 @@ def test_production_refuses_the_dev_graph() -> None:
 
 @pytest.mark.parametrize("secret", [None, "", "changeme", "secret", "dev"])
 def test_production_refuses_a_client_id_without_a_real_secret(secret: str | None) -> None:
-    with pytest.raises(InsecureSettingsError, match="SSO_ENTRA_CLIENT_SECRET is missing or a "
-                                                    "placeholder"):
-        production(entra_tenant_id=TENANT, entra_client_id=CLIENT_ID,
-                   entra_client_secret=secret)
+    with pytest.raises(InsecureSettingsError, match="SSO_ENTRA_CLIENT_SECRET is missing or a placeholder"):
+        production(entra_tenant_id=TENANT, entra_client_id=CLIENT_ID, entra_client_secret=secret)
 
 
 def test_production_accepts_a_real_entra_configuration() -> None:
-    settings = production(entra_tenant_id=TENANT, entra_client_id=CLIENT_ID,
-                          entra_client_secret=CLIENT_SECRET)
+    settings = production(
+        entra_tenant_id=TENANT, entra_client_id=CLIENT_ID, entra_client_secret=CLIENT_SECRET
+    )
     assert settings.entra_enabled and not settings.entra_dev_graph
     assert production().entra_enabled is False  # and Entra stays optional
 
@@ -707,13 +798,41 @@ def test_internal_return_to_is_kept(value: str) -> None:
     assert safe_return_to(make_settings(), value) == value
 
 
-@pytest.mark.parametrize("value", [
-    "//evil.example", "/sso//evil", "/sso/../admin", "/sso/\\evil", "/sso/a b", "/ssoevil",
-    "https://evil.example/sso/", "/sso/\tevil", "/sso/\nLocation: x", "/sso/\x00", "",
-    "/sso/" + "a" * 2000, "/\\evil.example", "sso/setup",
-], ids=["protocol-relative", "double-slash", "dot-dot", "backslash", "space", "prefix-only",
-        "absolute", "tab", "newline", "nul", "empty", "too-long", "slash-backslash",
-        "relative"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "//evil.example",
+        "/sso//evil",
+        "/sso/../admin",
+        "/sso/\\evil",
+        "/sso/a b",
+        "/ssoevil",
+        "https://evil.example/sso/",
+        "/sso/\tevil",
+        "/sso/\nLocation: x",
+        "/sso/\x00",
+        "",
+        "/sso/" + "a" * 2000,
+        "/\\evil.example",
+        "sso/setup",
+    ],
+    ids=[
+        "protocol-relative",
+        "double-slash",
+        "dot-dot",
+        "backslash",
+        "space",
+        "prefix-only",
+        "absolute",
+        "tab",
+        "newline",
+        "nul",
+        "empty",
+        "too-long",
+        "slash-backslash",
+        "relative",
+    ],
+)
 def test_other_return_to_is_refused(value: str) -> None:
     assert safe_return_to(make_settings(), value) is None
 
@@ -729,10 +848,14 @@ async def plain_app(sqlite_url: str) -> AsyncIterator[App]:
 
 @pytest_asyncio.fixture
 async def entra_app(sqlite_url: str, mock_idp: str) -> AsyncIterator[App]:
-    async with running_app(sqlite_url, entra_tenant_id=TENANT, entra_client_id=CLIENT_ID,
-                           entra_client_secret=CLIENT_SECRET,
-                           entra_metadata_url=f"{mock_idp}/.well-known/openid-configuration",
-                           graph_url=GRAPH_URL) as app:
+    async with running_app(
+        sqlite_url,
+        entra_tenant_id=TENANT,
+        entra_client_id=CLIENT_ID,
+        entra_client_secret=CLIENT_SECRET,
+        entra_metadata_url=f"{mock_idp}/.well-known/openid-configuration",
+        graph_url=GRAPH_URL,
+    ) as app:
         yield app
 
 
@@ -742,16 +865,16 @@ async def test_without_entra_there_is_no_button_and_no_start(plain_app: App) -> 
         login = await browser.get("/sso/login")
         assert login.status_code == 200
         assert "Microsoft-Entra" not in login.text and "/sso/entra/start" not in login.text
-        start = await browser.post("/sso/entra/start", {
-            **hidden_fields(login, "/sso/login"), "intent": "signin"})
+        start = await browser.post(
+            "/sso/entra/start", {**hidden_fields(login, "/sso/login"), "intent": "signin"}
+        )
     assert start.status_code == 404, start.text
     assert "Microsoft Entra sign-in isn't set up here." in page_text(start)
     assert "Microsoft-Entra isn't available" in page_text(start)
     assert PENDING_COOKIE not in start.headers.get("set-cookie", "")
 
 
-async def test_with_entra_the_button_starts_at_the_provider(entra_app: App,
-                                                            mock_idp: str) -> None:
+async def test_with_entra_the_button_starts_at_the_provider(entra_app: App, mock_idp: str) -> None:
     async with browsing(entra_app.transport) as browser:
         login = await browser.get("/sso/login")
         assert login.status_code == 200 and "Microsoft-Entra" in page_text(login)
@@ -762,12 +885,12 @@ async def test_with_entra_the_button_starts_at_the_provider(entra_app: App,
         location = start.headers["location"]
         assert location.startswith(f"{mock_idp}/oauth2/authorize?")
         assert query_of(location)["redirect_uri"] == f"{PUBLIC_URL}/sso/entra/callback"
-        assert {"httponly", "secure", "samesite=lax", "path=/", "max-age=600"} <= \
-            cookie_attributes(start, PENDING_COOKIE)
+        assert {"httponly", "secure", "samesite=lax", "path=/", "max-age=600"} <= cookie_attributes(
+            start, PENDING_COOKIE
+        )
         # Without the form's CSRF token nothing starts.
         forged = await browser.post("/sso/entra/start", {"intent": "signin", "csrf": "x"})
-        assert forged.status_code == 400 and PENDING_COOKIE not in forged.headers.get(
-            "set-cookie", "")
+        assert forged.status_code == 400 and PENDING_COOKIE not in forged.headers.get("set-cookie", "")
 
 
 async def test_the_page_with_the_button_lets_its_form_reach_microsoft(entra_app: App) -> None:
@@ -789,16 +912,21 @@ async def test_the_page_with_the_button_lets_its_form_reach_microsoft(entra_app:
     assert "*" in sources or origin in sources or f"{target.scheme}:" in sources, policy
 
 
-@pytest.mark.parametrize("query", [
-    {},
-    {"code": "a-code", "state": "a-state"},
-    {"error": "access_denied", "state": "a-state"},
-    {"code": "c" * 5000, "state": "s" * 5000},
-    {"code": "a-code", "state": "a-state", "error": "x" * 500},
-], ids=["bare", "code-and-state", "error", "huge", "huge-error"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"code": "a-code", "state": "a-state"},
+        {"error": "access_denied", "state": "a-state"},
+        {"code": "c" * 5000, "state": "s" * 5000},
+        {"code": "a-code", "state": "a-state", "error": "x" * 500},
+    ],
+    ids=["bare", "code-and-state", "error", "huge", "huge-error"],
+)
 @pytest.mark.parametrize("cookie", [None, "not-a-session-id", "x" * 300])
 async def test_a_callback_without_a_pending_sign_in_is_refused(
-        entra_app: App, query: dict[str, str], cookie: str | None) -> None:
+    entra_app: App, query: dict[str, str], cookie: str | None
+) -> None:
     async with browsing(entra_app.transport) as browser:
         if cookie is not None:
             browser.set_cookie(PENDING_COOKIE, cookie)
@@ -818,18 +946,27 @@ async def test_the_callback_without_entra_configured_is_refused_too(plain_app: A
 # --------------------------------------------------------------------------- logs
 
 
-@pytest.mark.parametrize("path", [
-    "/sso/entra/callback?code=SECRET-CODE&state=SECRET-STATE",
-    "/sso/entra/callback?state=SECRET-STATE&session_state=x&code=SECRET-CODE",
-    "/sso/entra/callback?error=access_denied&state=SECRET-STATE&error_description=SECRET-CODE",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/sso/entra/callback?code=SECRET-CODE&state=SECRET-STATE",
+        "/sso/entra/callback?state=SECRET-STATE&session_state=x&code=SECRET-CODE",
+        "/sso/entra/callback?error=access_denied&state=SECRET-STATE&error_description=SECRET-CODE",
+    ],
+)
 def test_the_callback_query_is_redacted_in_logs(path: str) -> None:
     line = redact(f'127.0.0.1:50000 - "GET {path} HTTP/1.1" 303')
     assert line == '127.0.0.1:50000 - "GET /sso/entra/callback?[redacted] HTTP/1.1" 303'
     # As uvicorn logs a request: the path is an argument, and the filter and formatter run.
-    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
-                               '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:50000", "GET", path, "1.1", 303), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:50000", "GET", path, "1.1", 303),
+        None,
+    )
     assert RedactingFilter().filter(record)
     event = json.loads(JsonFormatter().format(record))
     assert "SECRET" not in event["message"]

@@ -34,20 +34,38 @@ def fault_stack(tmp_path: Path, smtp: SmtpSink) -> Iterator[StackFactory]:
     FaultStack; everything it started is stopped afterwards (and its logs kept in tmp_path)."""
     stacks: list[FaultStack] = []
 
-    def make(*, database_url: str | None = None, direct_database_url: str | None = None,
-             worker_proxy: bool = False, email: str = "smtp", **settings: str) -> FaultStack:
+    def make(
+        *,
+        database_url: str | None = None,
+        direct_database_url: str | None = None,
+        worker_proxy: bool = False,
+        email: str = "smtp",
+        **settings: str,
+    ) -> FaultStack:
         data_dir = tmp_path / f"stack{len(stacks)}"
         data_dir.mkdir()
         api_port, temporal_port, ui_port = free_ports(3)
         url = database_url or f"sqlite+aiosqlite:///{data_dir / 'sso.db'}"
-        env = stack_env(data_dir, api_port, temporal_port,
-                        smtp.port if email == "smtp" else None, url,
-                        **{f"SSO_{k.upper()}": v for k, v in settings.items()})
+        env = stack_env(
+            data_dir,
+            api_port,
+            temporal_port,
+            smtp.port if email == "smtp" else None,
+            url,
+            **{f"SSO_{k.upper()}": v for k, v in settings.items()},
+        )
         proxy = TcpProxy(temporal_port).start() if worker_proxy else None
-        stack = FaultStack(data_dir=data_dir, env=env, api_port=api_port,
-                           temporal_port=temporal_port, ui_port=ui_port, database_url=url,
-                           direct_database_url=to_sync_url(direct_database_url or url),
-                           smtp=smtp if email == "smtp" else None, worker_proxy=proxy)
+        stack = FaultStack(
+            data_dir=data_dir,
+            env=env,
+            api_port=api_port,
+            temporal_port=temporal_port,
+            ui_port=ui_port,
+            database_url=url,
+            direct_database_url=to_sync_url(direct_database_url or url),
+            smtp=smtp if email == "smtp" else None,
+            worker_proxy=proxy,
+        )
         stacks.append(stack)
         stack.start()
         return stack
@@ -63,8 +81,10 @@ def fault_stack(tmp_path: Path, smtp: SmtpSink) -> Iterator[StackFactory]:
 def postgres_schema() -> Iterator[tuple[str, str]]:
     """A fresh, empty schema in SSO_TEST_DATABASE_URL: (schema name, its URL)."""
     if not POSTGRES_URL:
-        pytest.skip("the database fault test needs PostgreSQL: set SSO_TEST_DATABASE_URL, e.g. "
-                    "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+        pytest.skip(
+            "the database fault test needs PostgreSQL: set SSO_TEST_DATABASE_URL, e.g. "
+            "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        )
     schema = f"faults_{uuid.uuid4().hex[:12]}"
     admin = create_sync_engine(to_sync_url(POSTGRES_URL))
     with admin.begin() as conn:

@@ -30,10 +30,13 @@ pytestmark = [pytest.mark.faults, pytest.mark.postgres]
 @pytest.fixture
 def db_proxy() -> Iterator[TcpProxy]:
     if not POSTGRES_URL:
-        pytest.skip("the database fault test needs PostgreSQL: set SSO_TEST_DATABASE_URL, e.g. "
-                    "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    proxy = TcpProxy(make_url(POSTGRES_URL).port or 5432,
-                     target_host=make_url(POSTGRES_URL).host or "127.0.0.1").start()
+        pytest.skip(
+            "the database fault test needs PostgreSQL: set SSO_TEST_DATABASE_URL, e.g. "
+            "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        )
+    proxy = TcpProxy(
+        make_url(POSTGRES_URL).port or 5432, target_host=make_url(POSTGRES_URL).host or "127.0.0.1"
+    ).start()
     try:
         yield proxy
     finally:
@@ -42,13 +45,14 @@ def db_proxy() -> Iterator[TcpProxy]:
 
 def _stack(fault_stack: StackFactory, schema_url: str, proxy: TcpProxy) -> FaultStack:
     through_proxy = make_url(schema_url).set(host="127.0.0.1", port=proxy.port)
-    return fault_stack(database_url=through_proxy.render_as_string(hide_password=False),
-                       direct_database_url=schema_url)
+    return fault_stack(
+        database_url=through_proxy.render_as_string(hide_password=False), direct_database_url=schema_url
+    )
 
 
 async def test_database_unreachable_for_a_moment(
-        fault_stack: StackFactory, smtp: SmtpSink, postgres_schema: tuple[str, str],
-        db_proxy: TcpProxy) -> None:
+    fault_stack: StackFactory, smtp: SmtpSink, postgres_schema: tuple[str, str], db_proxy: TcpProxy
+) -> None:
     stack = _stack(fault_stack, postgres_schema[1], db_proxy)
     world = World(stack, smtp)  # type: ignore[arg-type]
     async with admin_api(stack) as api:
@@ -77,10 +81,10 @@ async def test_database_unreachable_for_a_moment(
                 pia.confirm(confirm, pia.codes[-1]),
                 pia.browser.get(f"{stack.base_url}/sso/setup/confirm"),
                 api.get(f"/api/v1/staff/{ros.id}/sso"),
-                api.get("/healthz"))
+                api.get("/healthz"),
+            )
             for page in (step, code_step, code_page):
-                assert page.status_code == 503, (page.request.url, page.status_code,
-                                                 text_of(page)[:2000])
+                assert page.status_code == 503, (page.request.url, page.status_code, text_of(page)[:2000])
                 assert UNAVAILABLE in text_of(page), text_of(page)[:2000]
                 assert page.headers["content-type"].startswith("text/html")
             assert admin.status_code == 503, admin.text
@@ -90,8 +94,10 @@ async def test_database_unreachable_for_a_moment(
             # The activity that met the outage is retried meanwhile.
             async def retried() -> bool:
                 pending = await stack.started(ros.workflow_id, "send_setup_email") or next(
-                    iter(await stack.pending_activities(ros.workflow_id)), None)
+                    iter(await stack.pending_activities(ros.workflow_id)), None
+                )
                 return pending is not None and pending.attempt >= 3
+
             await eventually(retried, 60, what="send_setup_email to be retried 3 times")
             assert not ros.setup_emails()
 
@@ -116,10 +122,19 @@ async def test_database_unreachable_for_a_moment(
             assert len(pia.code_emails()) == 1 and len(quill.code_emails()) == 1
             assert not ros.code_emails()
             for person, actions in (
-                    (pia, ("sso_email.sent", "sso_setup.password_set", "code.issued",
-                           "sso_setup.email_confirmed", "sso_setup.active")),
-                    (quill, ("sso_email.sent", "sso_setup.password_set", "code.issued")),
-                    (ros, ("sso_email.sent",))):
+                (
+                    pia,
+                    (
+                        "sso_email.sent",
+                        "sso_setup.password_set",
+                        "code.issued",
+                        "sso_setup.email_confirmed",
+                        "sso_setup.active",
+                    ),
+                ),
+                (quill, ("sso_email.sent", "sso_setup.password_set", "code.issued")),
+                (ros, ("sso_email.sent",)),
+            ):
                 audit = stack.audit(person.id)
                 for action in actions:
                     assert audit.get(action) == 1, (person.staff["first_name"], action, audit)
@@ -129,8 +144,8 @@ async def test_database_unreachable_for_a_moment(
 
 
 async def test_email_accepted_just_as_the_database_goes(
-        fault_stack: StackFactory, smtp: SmtpSink, postgres_schema: tuple[str, str],
-        db_proxy: TcpProxy) -> None:
+    fault_stack: StackFactory, smtp: SmtpSink, postgres_schema: tuple[str, str], db_proxy: TcpProxy
+) -> None:
     """The SMTP server takes the setup email (and later the code) at the moment the database
     drops: the activity cannot record that it was sent. It must not send it again with a new
     link (or code), leaving the person with a dead first email."""
@@ -147,15 +162,23 @@ async def test_email_accepted_just_as_the_database_goes(
                     else:
                         response = await uma.set_password(await uma.password_page())
                         await follow(uma.browser, response, "/sso/setup/confirm")
-                    await eventually(lambda: any(uma.to in r for r in smtp.arrivals[
-                        len(uma.setup_emails()) + len(uma.code_emails()):]), 60,
-                        what=f"the {step} to reach the SMTP server")
+                    await eventually(
+                        lambda: any(
+                            uma.to in r
+                            for r in smtp.arrivals[len(uma.setup_emails()) + len(uma.code_emails()) :]
+                        ),
+                        60,
+                        what=f"the {step} to reach the SMTP server",
+                    )
                     db_proxy.cut()
                 finally:
                     smtp.release()
                 accepted = 1 if step == "setup email" else 2
-                await eventually(lambda: len(uma.setup_emails()) + len(uma.code_emails())
-                                 == accepted, 30, what=f"the {step} to be accepted")  # noqa: B023
+                await eventually(
+                    lambda: len(uma.setup_emails()) + len(uma.code_emails()) == accepted,  # noqa: B023
+                    30,
+                    what=f"the {step} to be accepted",
+                )
                 await asyncio.sleep(3)  # the activity meets the outage meanwhile
                 db_proxy.restore()
                 if step == "setup email":
@@ -166,10 +189,10 @@ async def test_email_accepted_just_as_the_database_goes(
                     confirm = await uma.confirm_page()
                 await asyncio.sleep(3)  # a second email would be on its way by now
                 assert len(uma.setup_emails()) == 1, "the setup email was sent twice"
-                assert len(uma.code_emails()) == (0 if step == "setup email" else 1), \
+                assert len(uma.code_emails()) == (0 if step == "setup email" else 1), (
                     "the code was sent twice"
-            mfa = await follow(uma.browser, await uma.confirm(confirm, uma.codes[-1]),
-                               "/sso/setup/mfa")
+                )
+            mfa = await follow(uma.browser, await uma.confirm(confirm, uma.codes[-1]), "/sso/setup/mfa")
             await uma.finish(mfa)
             audit = stack.audit(uma.id)
             assert audit["sso_email.sent"] == 1 and audit["code.issued"] == 1, audit

@@ -45,8 +45,12 @@ async def test_smtp_refusing_connections(fault_stack: StackFactory, smtp: SmtpSi
             async def retrying() -> dict[str, Any] | None:
                 body = await person.status()
                 delivery = body["email_delivery"]
-                return body if delivery and delivery["state"] == "retrying" \
-                    and delivery["attempts"] >= 3 else None
+                return (
+                    body
+                    if delivery and delivery["state"] == "retrying" and delivery["attempts"] >= 3
+                    else None
+                )
+
             body = await eventually(retrying, 60, what="email_delivery retrying, 3 attempts")
             assert body["state"] == "sending_email"
             error = body["email_delivery"]["last_error"]
@@ -67,12 +71,16 @@ async def test_smtp_refusing_connections(fault_stack: StackFactory, smtp: SmtpSi
             smtp.stop()
             response = await person.set_password(page)
             await follow(person.browser, response, "/sso/setup/confirm")
-            await eventually(lambda: _attempts(stack, person.workflow_id, "send_code"), 60,
-                             what="a first attempt to send the code")
+            await eventually(
+                lambda: _attempts(stack, person.workflow_id, "send_code"),
+                60,
+                what="a first attempt to send the code",
+            )
 
             async def still_trying() -> int | None:
                 attempts = await _attempts(stack, person.workflow_id, "send_code")
                 return attempts if attempts >= 3 else None
+
             await eventually(still_trying, 60, what="the code email to be tried 3 times")
             confirm = await person.browser.get(f"{stack.base_url}/sso/setup/confirm")
             assert confirm.status_code == 200, text_of(confirm)[:2000]
@@ -90,8 +98,7 @@ async def test_smtp_refusing_connections(fault_stack: StackFactory, smtp: SmtpSi
             smtp.start()
             code = await person.read_code()
             confirm = await person.confirm_page()
-            mfa = await follow(person.browser, await person.confirm(confirm, code),
-                               "/sso/setup/mfa")
+            mfa = await follow(person.browser, await person.confirm(confirm, code), "/sso/setup/mfa")
             await person.finish(mfa)
             assert (await person.status())["state"] == "active"
             assert len(person.setup_emails()) == 1 and len(person.code_emails()) == 1
@@ -117,16 +124,17 @@ class ScriptedSendgrid:
 
     def answer(self, path: str, body: bytes) -> int:
         with self.lock:
-            status = self.script[len(self.requests)] if len(self.requests) < len(self.script) \
-                else 202
+            status = self.script[len(self.requests)] if len(self.requests) < len(self.script) else 202
             self.requests.append((path, status, json.loads(body)))
             return status
 
     def mails(self, to: str, subject: str) -> list[tuple[int, dict[str, Any]]]:
         with self.lock:
-            return [(status, mail) for _path, status, mail in self.requests
-                    if mail["personalizations"][0]["to"][0]["email"] == to
-                    and mail["subject"] == subject]
+            return [
+                (status, mail)
+                for _path, status, mail in self.requests
+                if mail["personalizations"][0]["to"][0]["email"] == to and mail["subject"] == subject
+            ]
 
 
 @pytest.fixture
@@ -137,8 +145,9 @@ def sendgrid() -> Iterator[ScriptedSendgrid]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             status = state.answer(self.path, body)
-            reply = b"" if status == 202 else json.dumps(
-                {"errors": [{"message": f"scripted {status}"}]}).encode()
+            reply = (
+                b"" if status == 202 else json.dumps({"errors": [{"message": f"scripted {status}"}]}).encode()
+            )
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(reply)))
@@ -164,11 +173,16 @@ def _text(mail: dict[str, Any]) -> str:
     return next(c["value"] for c in mail["content"] if c["type"] == "text/plain")
 
 
-async def test_sendgrid_429_then_500_then_202(fault_stack: StackFactory, smtp: SmtpSink,
-                                              sendgrid: ScriptedSendgrid) -> None:
+async def test_sendgrid_429_then_500_then_202(
+    fault_stack: StackFactory, smtp: SmtpSink, sendgrid: ScriptedSendgrid
+) -> None:
     """Three requests, one accepted email; the flow goes on to an active account."""
-    stack = fault_stack(email="sendgrid", email_backend="sendgrid",
-                        sendgrid_api_host=sendgrid.url, sendgrid_api_key="SG.faults-test-key")
+    stack = fault_stack(
+        email="sendgrid",
+        email_backend="sendgrid",
+        sendgrid_api_host=sendgrid.url,
+        sendgrid_api_key="SG.faults-test-key",
+    )
     world = World(stack, smtp)  # type: ignore[arg-type]
     async with admin_api(stack) as api:
         person = await Person.create(world, api, "sky", first="Sky")
@@ -178,31 +192,39 @@ async def test_sendgrid_429_then_500_then_202(fault_stack: StackFactory, smtp: S
             mails = sendgrid.mails(person.to, SUBJECT)
             assert [status for status, _mail in mails] == [429, 500, 202], mails
             assert all(path == "/v3/mail/send" for path, _s, _m in sendgrid.requests)
-            assert sent["email_delivery"] == {"state": "sent", "attempts": 3,
-                                              "last_error": None}, sent
+            assert sent["email_delivery"] == {"state": "sent", "attempts": 3, "last_error": None}, sent
             audit = stack.audit(person.id)
             assert audit["sso_email.attempt_failed"] == 2 and audit["sso_email.sent"] == 1, audit
-            errors = [row[0] for row in stack.query(
-                "SELECT details FROM audit_events WHERE target = :t AND "
-                "action = 'sso_email.attempt_failed' ORDER BY occurred_at", t=person.id)]
-            assert [json.loads(d)["error"] if isinstance(d, str) else d["error"]
-                    for d in errors] == ["SendGrid answered 429", "SendGrid answered 500"]
+            errors = [
+                row[0]
+                for row in stack.query(
+                    "SELECT details FROM audit_events WHERE target = :t AND "
+                    "action = 'sso_email.attempt_failed' ORDER BY occurred_at",
+                    t=person.id,
+                )
+            ]
+            assert [json.loads(d)["error"] if isinstance(d, str) else d["error"] for d in errors] == [
+                "SendGrid answered 429",
+                "SendGrid answered 500",
+            ]
 
             # The accepted email's link is the one that works; the flow carries on.
-            found = re.findall(re.escape(f"{stack.base_url}/sso/setup/") + r"([A-Za-z0-9_\-]+)",
-                               _text(mails[-1][1]))
+            found = re.findall(
+                re.escape(f"{stack.base_url}/sso/setup/") + r"([A-Za-z0-9_\-]+)", _text(mails[-1][1])
+            )
             person.token = found[0]
             response = await person.set_password(await person.password_page())
             await follow(person.browser, response, "/sso/setup/confirm")
 
             async def code_mail() -> list[tuple[int, dict[str, Any]]]:
                 return sendgrid.mails(person.to, CODE_SUBJECT)
+
             codes = await eventually(code_mail, 60, what="the code email at SendGrid")
             assert [status for status, _mail in codes] == [202]
             code = re.findall(r"^\s+(\d{6})\s*$", _text(codes[0][1]), re.MULTILINE)[0]
-            mfa = await follow(person.browser,
-                               await person.confirm(await person.confirm_page(), code),
-                               "/sso/setup/mfa")
+            mfa = await follow(
+                person.browser, await person.confirm(await person.confirm_page(), code), "/sso/setup/mfa"
+            )
             await person.finish(mfa)
             assert (await person.status())["state"] == "active"
             assert len(sendgrid.requests) == 4, [(p, s) for p, s, _m in sendgrid.requests]

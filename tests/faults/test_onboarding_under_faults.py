@@ -22,8 +22,8 @@ PEOPLE = 30
 
 
 async def test_thirty_people_onboard_through_worker_kills_and_a_temporal_restart(
-        fault_stack: StackFactory, smtp: SmtpSink,
-        postgres_schema: tuple[str, str]) -> None:
+    fault_stack: StackFactory, smtp: SmtpSink, postgres_schema: tuple[str, str]
+) -> None:
     seed = seed_from_env()
     print(f"\n[faults] onboarding under faults: seed {seed}", flush=True)
     stack = fault_stack(database_url=postgres_schema[1])

@@ -22,8 +22,7 @@ pytestmark = [pytest.mark.faults]
 LINK_TTL = 30  # seconds: P's link expires after Temporal is back
 
 
-async def test_flows_and_timers_survive_a_temporal_restart(fault_stack: StackFactory,
-                                                           smtp: SmtpSink) -> None:
+async def test_flows_and_timers_survive_a_temporal_restart(fault_stack: StackFactory, smtp: SmtpSink) -> None:
     stack = fault_stack(setup_link_ttl=str(LINK_TTL))
     world = World(stack, smtp)  # type: ignore[arg-type]
     worker_pid, api_pid = stack.worker.pid, stack.api.pid
@@ -46,7 +45,8 @@ async def test_flows_and_timers_survive_a_temporal_restart(fault_stack: StackFac
             step, send, health = await asyncio.gather(
                 quinn.confirm(confirm, code),
                 api.post(f"/api/v1/staff/{rory.id}/sso-email"),
-                api.get("/healthz"))
+                api.get("/healthz"),
+            )
             assert step.status_code == 503, (step.status_code, text_of(step)[:2000])
             assert UNAVAILABLE in text_of(step)
             assert send.status_code == 503, send.text
@@ -59,7 +59,8 @@ async def test_flows_and_timers_survive_a_temporal_restart(fault_stack: StackFac
 
             await stack.restart_temporal()
             assert datetime.now(UTC) < expires_at, (
-                "Temporal came back after Pat's link expired; the test needs a longer TTL")
+                "Temporal came back after Pat's link expired; the test needs a longer TTL"
+            )
 
             # The person mid-setup presses the button again: the step runs, once.
             mfa = await follow(quinn.browser, await repost(quinn, step), "/sso/setup/mfa")
@@ -79,8 +80,7 @@ async def test_flows_and_timers_survive_a_temporal_restart(fault_stack: StackFac
             outcome = await asyncio.wait_for(handle.result(), timeout=60)
             assert outcome.state == "expired", outcome
             history = await handle.fetch_history()
-            fired = [e for e in history.events
-                     if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED]
+            fired = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED]
             assert len(fired) == 1
             assert fired[0].event_time.ToDatetime(tzinfo=UTC) >= expires_at
             assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
@@ -91,14 +91,22 @@ async def test_flows_and_timers_survive_a_temporal_restart(fault_stack: StackFac
             # The worker and the web app rode it out without a restart of their own.
             assert stack.worker.running and stack.worker.pid == worker_pid
             assert stack.api.running and stack.api.pid == api_pid
-            for person, actions in ((quinn, ("sso_email.sent", "sso_setup.password_set",
-                                             "code.issued", "sso_setup.email_confirmed",
-                                             "sso_setup.active")),
-                                    (pat, ("sso_email.sent", "sso_setup.expired"))):
+            for person, actions in (
+                (
+                    quinn,
+                    (
+                        "sso_email.sent",
+                        "sso_setup.password_set",
+                        "code.issued",
+                        "sso_setup.email_confirmed",
+                        "sso_setup.active",
+                    ),
+                ),
+                (pat, ("sso_email.sent", "sso_setup.expired")),
+            ):
                 audit = stack.audit(person.id)
                 for action in actions:
                     assert audit.get(action) == 1, (person.staff["first_name"], action, audit)
         finally:
             for person in (quinn, pat, rory):
                 await person.close()
-

@@ -14,8 +14,7 @@ from tests.support.stack import SmtpSink
 pytestmark = [pytest.mark.faults]
 
 
-async def test_browser_sessions_survive_a_web_app_restart(fault_stack: StackFactory,
-                                                          smtp: SmtpSink) -> None:
+async def test_browser_sessions_survive_a_web_app_restart(fault_stack: StackFactory, smtp: SmtpSink) -> None:
     stack = fault_stack()
     world = World(stack, smtp)  # type: ignore[arg-type]
     async with admin_api(stack) as api:
@@ -57,8 +56,13 @@ async def test_browser_sessions_survive_a_web_app_restart(fault_stack: StackFact
             # Nothing of the setup was repeated or lost across the restarts.
             assert len(person.setup_emails()) == 1 and len(person.code_emails()) == 1
             audit = stack.audit(person.id)
-            for action in ("sso_email.sent", "sso_setup.password_set", "code.issued",
-                           "sso_setup.email_confirmed", "sso_setup.active"):
+            for action in (
+                "sso_email.sent",
+                "sso_setup.password_set",
+                "code.issued",
+                "sso_setup.email_confirmed",
+                "sso_setup.active",
+            ):
                 assert audit.get(action) == 1, (action, audit)
         finally:
             await person.close()

@@ -75,16 +75,17 @@ def totp_of(mfa: httpx.Response) -> pyotp.TOTP:
 
 async def wait_started(stack: FaultStack, running: list[tuple[str, Person]]) -> None:
     """Until each (activity, person's flow) runs on the worker."""
+
     async def all_started() -> bool:
         for activity, person in running:
             if await stack.started(person.workflow_id, activity) is None:
                 return False
         return True
+
     await eventually(all_started, 60, what=f"{running} to be running on the worker")
 
 
-async def test_worker_killed_mid_step_at_every_step(fault_stack: StackFactory,
-                                                    smtp: SmtpSink) -> None:
+async def test_worker_killed_mid_step_at_every_step(fault_stack: StackFactory, smtp: SmtpSink) -> None:
     # The SMTP client must not give up on a held message by itself before the worker dies.
     stack = fault_stack(worker_proxy=True, email_timeout="45")
     assert stack.worker_proxy is not None
@@ -100,8 +101,12 @@ async def test_worker_killed_mid_step_at_every_step(fault_stack: StackFactory,
             for person in people[1:]:
                 await person.send()
             ben_page, cai_page, dee_page, eli_page, fay_page = await asyncio.gather(
-                _read_and_open(ben), _read_and_open(cai), dee.to_confirm_page(),
-                eli.to_mfa_page(), fay.to_mfa_page())
+                _read_and_open(ben),
+                _read_and_open(cai),
+                dee.to_confirm_page(),
+                eli.to_mfa_page(),
+                fay.to_mfa_page(),
+            )
             totp = totp_of(eli_page)
 
             # Ava's and Gus's setup emails and Cai's code reach the SMTP server, which holds
@@ -111,27 +116,43 @@ async def test_worker_killed_mid_step_at_every_step(fault_stack: StackFactory,
             await gus.send()
             cai_sent = await cai.set_password(cai_page)
             await follow(cai.browser, cai_sent, "/sso/setup/confirm")
-            await eventually(lambda: {ava.to, cai.to, gus.to} <= {r[0] for r in smtp.arrivals},
-                             60, what="the three emails to reach the SMTP server")
+            await eventually(
+                lambda: {ava.to, cai.to, gus.to} <= {r[0] for r in smtp.arrivals},
+                60,
+                what="the three emails to reach the SMTP server",
+            )
 
             with sqlite_write_lock(database):
                 # The four page steps start; each activity stops at its database write.
-                steps = [asyncio.ensure_future(coro) for coro in (
-                    ben.set_password(ben_page),
-                    dee.confirm(dee_page, dee.codes[-1]),
-                    press(eli.browser, eli_page, "Complete Setup", code=totp.now()),
-                    fay.skip_mfa(fay_page))]
-                await wait_started(stack, [
-                    ("send_setup_email", ava), ("send_setup_email", gus), ("send_code", cai),
-                    ("store_password", ben), ("confirm_email", dee), ("verify_totp", eli),
-                    ("activate_account", fay)])
+                steps = [
+                    asyncio.ensure_future(coro)
+                    for coro in (
+                        ben.set_password(ben_page),
+                        dee.confirm(dee_page, dee.codes[-1]),
+                        press(eli.browser, eli_page, "Complete Setup", code=totp.now()),
+                        fay.skip_mfa(fay_page),
+                    )
+                ]
+                await wait_started(
+                    stack,
+                    [
+                        ("send_setup_email", ava),
+                        ("send_setup_email", gus),
+                        ("send_code", cai),
+                        ("store_password", ben),
+                        ("confirm_email", dee),
+                        ("verify_totp", eli),
+                        ("activate_account", fay),
+                    ],
+                )
                 # Temporal stops hearing from the worker; then the steps may commit. Gus's
                 # email is taken by the SMTP server too, and recorded.
                 stack.worker_proxy.pause()
                 smtp.release(only=[gus.to])
                 await eventually(lambda: gus.setup_emails(), 30, what="Gus's email taken")
-            await eventually(lambda: _committed(stack, ben, dee, eli, fay, gus), 30,
-                             what="the five steps to commit")
+            await eventually(
+                lambda: _committed(stack, ben, dee, eli, fay, gus), 30, what="the five steps to commit"
+            )
 
             stack.kill_worker()
             smtp.release()  # the held messages' connections died with the worker: not taken
@@ -139,8 +160,11 @@ async def test_worker_killed_mid_step_at_every_step(fault_stack: StackFactory,
             # The pages answered meanwhile: clearly, within the step timeout.
             answers = await asyncio.gather(*steps)
             for answer in answers:
-                assert answer.status_code == 503, (answer.request.url, answer.status_code,
-                                                   text_of(answer)[:2000])
+                assert answer.status_code == 503, (
+                    answer.request.url,
+                    answer.status_code,
+                    text_of(answer)[:2000],
+                )
                 assert UNAVAILABLE in text_of(answer)
             assert not ava.setup_emails() and not cai.code_emails()
 
@@ -151,11 +175,10 @@ async def test_worker_killed_mid_step_at_every_step(fault_stack: StackFactory,
             # Ben's link is spent already, so his browser gets its session back at once; the
             # confirm page then says to try again until his flow has taken the step in.
             ben_again = await repost(ben, answers[0])
-            ben_confirm = asyncio.ensure_future(
-                follow(ben.browser, ben_again, "/sso/setup/confirm"))
+            ben_confirm = asyncio.ensure_future(follow(ben.browser, ben_again, "/sso/setup/confirm"))
             dee_again, eli_again, fay_again = await asyncio.gather(
-                *(repost(person, answer) for person, answer in zip(
-                    (dee, eli, fay), answers[1:], strict=True)))
+                *(repost(person, answer) for person, answer in zip((dee, eli, fay), answers[1:], strict=True))
+            )
             await ben_confirm
             dee_mfa = await follow(dee.browser, dee_again, "/sso/setup/mfa")
             for person, again in ((eli, eli_again), (fay, fay_again)):
@@ -181,8 +204,7 @@ async def test_worker_killed_mid_step_at_every_step(fault_stack: StackFactory,
             assert "Your Single Sign-On is now active" in text_of(done)
 
             # Everyone finishes.
-            await asyncio.gather(_finish_from_email(ava), _finish_from_code(ben),
-                                 _finish_from_code(cai))
+            await asyncio.gather(_finish_from_email(ava), _finish_from_code(ben), _finish_from_code(cai))
         finally:
             for person in (*people, gus):
                 await person.close()
@@ -196,9 +218,14 @@ async def test_worker_killed_mid_step_at_every_step(fault_stack: StackFactory,
             assert body["state"] == "active", (name, body)
             assert body["mfa_enabled"] is (person is eli), (name, body)
             audit = stack.audit(person.id)
-            once = ["sso_email.sent", "sso_setup.password_set", "code.issued",
-                    "sso_setup.email_confirmed", "sso_setup.active",
-                    "mfa.enrolled" if person is eli else "mfa.skipped"]
+            once = [
+                "sso_email.sent",
+                "sso_setup.password_set",
+                "code.issued",
+                "sso_setup.email_confirmed",
+                "sso_setup.active",
+                "mfa.enrolled" if person is eli else "mfa.skipped",
+            ]
             for action in once:
                 assert audit.get(action) == 1, (name, action, audit)
             assert "mfa.code_failed" not in audit, (name, audit)
@@ -210,31 +237,34 @@ async def _read_and_open(person: Person) -> httpx.Response:
     return await person.password_page()
 
 
-def _committed(stack: FaultStack, ben: Person, dee: Person, eli: Person, fay: Person,
-               gus: Person) -> bool:
+def _committed(stack: FaultStack, ben: Person, dee: Person, eli: Person, fay: Person, gus: Person) -> bool:
     if stack.audit(gus.id).get("sso_email.sent") != 1:
         return False
     ben_done = stack.audit(ben.id).get("sso_setup.password_set") == 1
     dee_done = stack.audit(dee.id).get("sso_setup.email_confirmed") == 1
     fay_done = stack.audit(fay.id).get("sso_setup.active") == 1
-    eli_done = stack.query("SELECT totp_last_step FROM sso_accounts WHERE staff_id = :s",
-                           s=eli.id.replace("-", ""))
+    eli_done = stack.query(
+        "SELECT totp_last_step FROM sso_accounts WHERE staff_id = :s", s=eli.id.replace("-", "")
+    )
     return ben_done and dee_done and fay_done and bool(eli_done) and eli_done[0][0] is not None
 
 
 async def _quiet(stack: FaultStack, people: list[Person]) -> None:
     """Until no activity of anyone's flow is scheduled or running."""
+
     async def quiet() -> bool:
         for person in people:
             with contextlib.suppress(Exception):
                 if await stack.pending_activities(person.workflow_id):
                     return False
         return True
+
     await eventually(quiet, RECOVERY, what="every flow to be between steps")
 
 
 # The worker was just restarted: a step can still meet "please try again in a minute" for a
 # few seconds, until Temporal gives up on the dead worker's queue; the person presses again.
+
 
 async def _finish_from_email(person: Person) -> None:
     response = await settled(person, await person.set_password(await person.password_page()))
@@ -247,6 +277,5 @@ async def _finish_from_code(person: Person) -> None:
     confirm = await person.confirm_page()
     response = await settled(person, await person.confirm(confirm, person.codes[-1]))
     mfa = await follow(person.browser, response, "/sso/setup/mfa")
-    done = await follow(person.browser, await settled(person, await person.skip_mfa(mfa)),
-                        "/sso/setup/done")
+    done = await follow(person.browser, await settled(person, await person.skip_mfa(mfa)), "/sso/setup/done")
     assert "Your Single Sign-On is now active" in text_of(done)

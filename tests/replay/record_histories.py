@@ -82,29 +82,45 @@ class Recorder:
         staff = str(uuid.uuid4())
         wid = f"sso-setup-{staff}"
         handle = await self.client.start_workflow(
-            "SsoSetup", SsoSetupInput(setup_id=str(uuid.uuid4()), staff_id=staff,
-                                      link_ttl_seconds=900, requested_by="admin-key:rec",
-                                      email_retry=EmailRetry(), code_resend_interval_seconds=1,
-                                      mfa_required=mfa_required),
-            id=wid, task_queue=self.queue)
+            "SsoSetup",
+            SsoSetupInput(
+                setup_id=str(uuid.uuid4()),
+                staff_id=staff,
+                link_ttl_seconds=900,
+                requested_by="admin-key:rec",
+                email_retry=EmailRetry(),
+                code_resend_interval_seconds=1,
+                mfa_required=mfa_required,
+            ),
+            id=wid,
+            task_queue=self.queue,
+        )
         await self.step(handle, "email_sent")
         return wid, handle
 
-    async def step(self, handle: WorkflowHandle[Any, Any], step: str,
-                   query: str = "progress") -> None:
+    async def step(self, handle: WorkflowHandle[Any, Any], step: str, query: str = "progress") -> None:
         async def at() -> bool:
             progress = await handle.query(query)
             return bool(progress["step"] == step)
+
         await until(at)
 
     async def update(self, handle: WorkflowHandle[Any, Any], name: str, *args: Any) -> Any:
         return await handle.execute_update(name, *args, result_type=StepResult)
 
     async def to_code_sent(self, wid: str, handle: WorkflowHandle[Any, Any]) -> None:
-        await self.update(handle, "set_password", SetPasswordRequest(
-            sealed_password=seal(TEST_SEAL_PUBLIC_KEY, b"Correct-Horse-Battery-Staple-42",
-                                 password_context(wid)),
-            link_id=str(uuid.uuid4()), session_hash="hash-of-session", ip=IP))
+        await self.update(
+            handle,
+            "set_password",
+            SetPasswordRequest(
+                sealed_password=seal(
+                    TEST_SEAL_PUBLIC_KEY, b"Correct-Horse-Battery-Staple-42", password_context(wid)
+                ),
+                link_id=str(uuid.uuid4()),
+                session_hash="hash-of-session",
+                ip=IP,
+            ),
+        )
         await self.step(handle, "code_sent")
 
     async def to_mfa_pending(self, wid: str, handle: WorkflowHandle[Any, Any]) -> None:
@@ -114,8 +130,7 @@ class Recorder:
         await self.update(handle, "resend_code", *STEP)
         await self.step(handle, "code_sent")
         await until(lambda: self._delivered(handle))
-        await self.update(handle, "confirm_code", ConfirmCodeRequest(
-            code_digest=f"digest-{wid}", ip=IP))
+        await self.update(handle, "confirm_code", ConfirmCodeRequest(code_digest=f"digest-{wid}", ip=IP))
         await self.step(handle, "mfa_pending")
 
     async def _delivered(self, handle: WorkflowHandle[Any, Any]) -> bool:
@@ -148,30 +163,40 @@ class Recorder:
 
         wid, handle = await self.setup(mfa_required=True)
         await self.to_mfa_pending(wid, handle)
-        await self.update(handle, "complete_mfa", TotpRequest(
-            sealed_code=seal(TEST_SEAL_PUBLIC_KEY, b"123456", totp_context(wid)), ip=IP))
+        await self.update(
+            handle,
+            "complete_mfa",
+            TotpRequest(sealed_code=seal(TEST_SEAL_PUBLIC_KEY, b"123456", totp_context(wid)), ip=IP),
+        )
         await handle.result()
         await self.save("setup-mfa-enrolled-complete", handle)
 
         wid, handle = await self.setup()
         await self.to_code_sent(wid, handle)
-        await handle.execute_update("cancel", EndRequest("admin-key:rec", "cancelled by an "
-                                                         "administrator"))
+        await handle.execute_update("cancel", EndRequest("admin-key:rec", "cancelled by an administrator"))
         await handle.result()
         await self.save("setup-cancelled", handle)
 
         _, handle = await self.setup()
-        await handle.execute_update("supersede", EndRequest("admin-key:rec", "a new Single "
-                                                            "Sign-On email was sent"))
+        await handle.execute_update(
+            "supersede", EndRequest("admin-key:rec", "a new Single Sign-On email was sent")
+        )
         await handle.result()
         await self.save("setup-superseded", handle)
 
     async def record_entra(self) -> None:
         staff = str(uuid.uuid4())
         wid = f"entra-link-{staff}"
-        await self._link(staff, wid, LinkRequest(
-            sealed_grant=seal(TEST_SEAL_PUBLIC_KEY, b'{"code":"x"}', entra_context(wid)),
-            via="session", actor=f"staff:{staff}", ip=IP))
+        await self._link(
+            staff,
+            wid,
+            LinkRequest(
+                sealed_grant=seal(TEST_SEAL_PUBLIC_KEY, b'{"code":"x"}', entra_context(wid)),
+                via="session",
+                actor=f"staff:{staff}",
+                ip=IP,
+            ),
+        )
         handle = self.client.get_workflow_handle(wid)
         await handle.result()
         await self.save("entra-linked-session", handle)
@@ -181,10 +206,19 @@ class Recorder:
         staff = setup_id.removeprefix("sso-setup-")
         wid = f"entra-link-{staff}"
         desc = await setup.describe()
-        await self._link(staff, wid, LinkRequest(
-            sealed_grant=seal(TEST_SEAL_PUBLIC_KEY, b'{"code":"y"}', entra_context(wid)),
-            via="setup_link", actor=f"staff:{staff}", ip=IP, link_id=str(uuid.uuid4()),
-            setup_workflow_id=setup_id, setup_run_id=desc.run_id))
+        await self._link(
+            staff,
+            wid,
+            LinkRequest(
+                sealed_grant=seal(TEST_SEAL_PUBLIC_KEY, b'{"code":"y"}', entra_context(wid)),
+                via="setup_link",
+                actor=f"staff:{staff}",
+                ip=IP,
+                link_id=str(uuid.uuid4()),
+                setup_workflow_id=setup_id,
+                setup_run_id=desc.run_id,
+            ),
+        )
         handle = self.client.get_workflow_handle(wid)
         await handle.result()
         await setup.result()
@@ -193,10 +227,15 @@ class Recorder:
 
     async def _link(self, staff: str, wid: str, request: LinkRequest) -> None:
         start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            "EntraLink", EntraLinkInput(staff_id=staff, email_retry=EmailRetry()), id=wid,
-            task_queue=self.queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+            "EntraLink",
+            EntraLinkInput(staff_id=staff, email_retry=EmailRetry()),
+            id=wid,
+            task_queue=self.queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
         outcome = await self.client.execute_update_with_start_workflow(
-            "link", request, start_workflow_operation=start, result_type=LinkOutcome)
+            "link", request, start_workflow_operation=start, result_type=LinkOutcome
+        )
         assert outcome.ok, outcome
 
     async def record_resets(self) -> None:
@@ -205,10 +244,17 @@ class Recorder:
 
         handle = await self._reset()
         wid = handle.id
-        await handle.execute_update("reset_password", ResetRequest(
-            code_digest="wrong", sealed_password=seal(
-                TEST_SEAL_PUBLIC_KEY, b"Another-Long-Passphrase-77", password_context(wid)),
-            ip=IP), result_type=StepResult)
+        await handle.execute_update(
+            "reset_password",
+            ResetRequest(
+                code_digest="wrong",
+                sealed_password=seal(
+                    TEST_SEAL_PUBLIC_KEY, b"Another-Long-Passphrase-77", password_context(wid)
+                ),
+                ip=IP,
+            ),
+            result_type=StepResult,
+        )
         await asyncio.sleep(1.1)
         await self._reset_request(wid)
         await until(lambda: self._delivered_reset(handle))
@@ -216,16 +262,25 @@ class Recorder:
 
         handle = await self._reset()
         wid = handle.id
-        await handle.execute_update("reset_password", ResetRequest(
-            code_digest=f"digest-{wid}", sealed_password=seal(
-                TEST_SEAL_PUBLIC_KEY, b"Another-Long-Passphrase-77", password_context(wid)),
-            ip=IP), result_type=StepResult)
+        await handle.execute_update(
+            "reset_password",
+            ResetRequest(
+                code_digest=f"digest-{wid}",
+                sealed_password=seal(
+                    TEST_SEAL_PUBLIC_KEY, b"Another-Long-Passphrase-77", password_context(wid)
+                ),
+                ip=IP,
+            ),
+            result_type=StepResult,
+        )
         await handle.result()
         await self.save("reset-completed", handle)
         events = (await handle.fetch_history()).events
-        child = next(e.child_workflow_execution_started_event_attributes
-                     for e in events if e.HasField(
-                         "child_workflow_execution_started_event_attributes"))
+        child = next(
+            e.child_workflow_execution_started_event_attributes
+            for e in events
+            if e.HasField("child_workflow_execution_started_event_attributes")
+        )
         notice = self.client.get_workflow_handle(child.workflow_execution.workflow_id)
         await notice.result()
         await self.save("notice-sent", notice)
@@ -239,14 +294,20 @@ class Recorder:
 
     async def _reset_request(self, wid: str) -> None:
         start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            "PasswordReset", PasswordResetInput(
-                account_id=wid.removeprefix("password-reset-"), staff_id=str(uuid.uuid4()),
-                email_retry=EmailRetry(), code_resend_interval_seconds=1),
-            id=wid, task_queue=self.queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+            "PasswordReset",
+            PasswordResetInput(
+                account_id=wid.removeprefix("password-reset-"),
+                staff_id=str(uuid.uuid4()),
+                email_retry=EmailRetry(),
+                code_resend_interval_seconds=1,
+            ),
+            id=wid,
+            task_queue=self.queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
         await self.client.execute_update_with_start_workflow(
-            "request_code", CodeRequest(ip=IP), start_workflow_operation=start,
-            result_type=StepResult)
+            "request_code", CodeRequest(ip=IP), start_workflow_operation=start, result_type=StepResult
+        )
 
     async def _delivered_reset(self, handle: WorkflowHandle[Any, Any]) -> bool:
         return bool((await handle.query("progress"))["code_delivery"] == "sent")
@@ -256,13 +317,23 @@ async def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_local(
         data_converter=data_converter(make_settings()),
-        dev_server_existing_path=binary("temporal"), search_attributes=list(SEARCH_ATTRIBUTES))
+        dev_server_existing_path=binary("temporal"),
+        search_attributes=list(SEARCH_ATTRIBUTES),
+    )
     try:
         queue = f"record-{uuid.uuid4()}"
         stand = Stand()
-        async with Worker(env.client, task_queue=queue, activities=stand.all(),
-                          workflows=[SsoSetupWorkflow, PasswordResetWorkflow,
-                                     PasswordChangedNoticeWorkflow, EntraLinkWorkflow]):
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            activities=stand.all(),
+            workflows=[
+                SsoSetupWorkflow,
+                PasswordResetWorkflow,
+                PasswordChangedNoticeWorkflow,
+                EntraLinkWorkflow,
+            ],
+        ):
             recorder = Recorder(env.client, queue, out)
             await recorder.record_setups()
             await recorder.record_entra()

@@ -27,8 +27,12 @@ from workflows.setup import SsoSetupWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 FILES = sorted(HISTORIES.glob("*.json"))
-PREFIXES = {"setup": "SsoSetup", "reset": "PasswordReset", "entra": "EntraLink",
-            "notice": "PasswordChangedNotice"}
+PREFIXES = {
+    "setup": "SsoSetup",
+    "reset": "PasswordReset",
+    "entra": "EntraLink",
+    "notice": "PasswordChangedNotice",
+}
 UNBOUND_UNTIL = datetime(2100, 1, 1, tzinfo=UTC)
 ENCRYPTED = base64.b64encode(b"binary/encrypted").decode()
 
@@ -69,11 +73,12 @@ async def test_history_replays_with_current_code(path: Path):
     first = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"]
     assert first["workflowType"]["name"] == PREFIXES[path.name.split("-", 1)[0]]
     replayer = Replayer(
-        workflows=[SsoSetupWorkflow, PasswordResetWorkflow, PasswordChangedNoticeWorkflow,
-                   EntraLinkWorkflow], namespace=namespace,
+        workflows=[SsoSetupWorkflow, PasswordResetWorkflow, PasswordChangedNoticeWorkflow, EntraLinkWorkflow],
+        namespace=namespace,
         # The first set was recorded before payloads were bound to their flow: as a deploy
         # sets it.
-        data_converter=data_converter(make_settings(temporal_unbound_until=UNBOUND_UNTIL)))
+        data_converter=data_converter(make_settings(temporal_unbound_until=UNBOUND_UNTIL)),
+    )
     await replayer.replay_workflow(history)
 
 
@@ -81,8 +86,7 @@ async def test_history_replays_with_current_code(path: Path):
 async def test_unbound_payloads_do_not_replay_once_the_window_is_closed():
     path = HISTORIES / "setup-mfa-skipped-complete.json"
     history = WorkflowHistory.from_json("replay-closed", path.read_text(encoding="utf-8"))
-    replayer = Replayer(workflows=[SsoSetupWorkflow], data_converter=data_converter(
-        make_settings()))
+    replayer = Replayer(workflows=[SsoSetupWorkflow], data_converter=data_converter(make_settings()))
     # The start input is refused, so the run fails where the history goes on.
     with pytest.raises(Exception, match="Nondeterminism"):
         await replayer.replay_workflow(history)

@@ -19,8 +19,12 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 async def stored(sessions: SessionFactory, subject: str) -> int:
     async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(ResetCodeFailure)
-                                        .where(ResetCodeFailure.subject == subject)) or 0)
+        return int(
+            await session.scalar(
+                select(func.count()).select_from(ResetCodeFailure).where(ResetCodeFailure.subject == subject)
+            )
+            or 0
+        )
 
 
 async def count(sessions: SessionFactory, caps: CodeCaps) -> tuple[bool, bool]:
@@ -29,8 +33,7 @@ async def count(sessions: SessionFactory, caps: CodeCaps) -> tuple[bool, bool]:
         return wrong.counted, wrong.stopped
 
 
-async def test_wrong_codes_sent_together_never_exceed_the_flow_cap(
-        sessions: SessionFactory) -> None:
+async def test_wrong_codes_sent_together_never_exceed_the_flow_cap(sessions: SessionFactory) -> None:
     caps = CodeCaps("account-1", "run-1", flow_limit=10, day_limit=20)
     results = await asyncio.gather(*(count(sessions, caps) for _ in range(25)))
     counted = sum(1 for c, _ in results if c)
@@ -48,9 +51,16 @@ async def test_wrong_codes_sent_together_never_exceed_the_flow_cap(
 async def test_the_day_cap_spans_flows_and_rolls_over(sessions: SessionFactory) -> None:
     now = utcnow()
     async with sessions() as session:
-        session.add_all([ResetCodeFailure(subject="account-2", flow=f"run-{n % 4}",
-                                          failed_at=now - timedelta(hours=25 if n < 5 else 2))
-                         for n in range(24)])
+        session.add_all(
+            [
+                ResetCodeFailure(
+                    subject="account-2",
+                    flow=f"run-{n % 4}",
+                    failed_at=now - timedelta(hours=25 if n < 5 else 2),
+                )
+                for n in range(24)
+            ]
+        )
         await session.commit()
     # 19 within the last 24 hours: one more counts and stops codes, in a brand-new flow.
     assert await count(sessions, CodeCaps("account-2", "run-new")) == (True, True)

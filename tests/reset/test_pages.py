@@ -83,8 +83,7 @@ FORM_PROBLEM = "This form has expired. Reload the page and try again."
 
 
 @asynccontextmanager
-async def reset_stack(env: WorkflowEnvironment, database_url: str,
-                      **overrides: Any) -> AsyncIterator[Stack]:
+async def reset_stack(env: WorkflowEnvironment, database_url: str, **overrides: Any) -> AsyncIterator[Stack]:
     async with running_stack(env, database_url, **overrides) as running:
         try:
             yield running
@@ -116,8 +115,10 @@ async def end_reset_flows(stack: Stack) -> None:
                     break
                 raw = described.raw_description
                 busy = bool(raw.pending_activities) or raw.HasField("pending_workflow_task")
-                if not busy and (await handle.query(
-                        "progress", result_type=ResetProgress)).step != "completed":
+                if (
+                    not busy
+                    and (await handle.query("progress", result_type=ResetProgress)).step != "completed"
+                ):
                     await handle.terminate("test finished")
                     break
                 await asyncio.sleep(0.05)
@@ -135,8 +136,8 @@ async def end_notices(stack: Stack, handle: WorkflowHandle[Any, Any]) -> None:
         if event.event_type != EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
             continue
         child = stack.env.client.get_workflow_handle(
-            event.child_workflow_execution_started_event_attributes.workflow_execution
-            .workflow_id)
+            event.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+        )
         while (await child.describe()).status == WorkflowExecutionStatus.RUNNING:
             await asyncio.sleep(0.05)
 
@@ -186,15 +187,16 @@ async def ask_for_code(browser: Browser, email: str) -> httpx.Response:
 
 
 async def codes(stack: Stack, someone: Person) -> list[str]:
-    return [code_in(text) for subject, text in
-            await outbox(stack.sessions, stack.settings, someone.email)
-            if subject == CODE_SUBJECT]
+    return [
+        code_in(text)
+        for subject, text in await outbox(stack.sessions, stack.settings, someone.email)
+        if subject == CODE_SUBJECT
+    ]
 
 
 async def code_delivered(stack: Stack, someone: Person, count: int = 1) -> str:
     """The newest code, once `count` reset codes were emailed and the flow holds the last."""
-    bodies = await emails_with_subject(stack.sessions, stack.settings, someone.email,
-                                       CODE_SUBJECT, count)
+    bodies = await emails_with_subject(stack.sessions, stack.settings, someone.email, CODE_SUBJECT, count)
     resends_left = stack.settings.code_max_resends - (count - 1)
     async with asyncio.timeout(GUARD_SECONDS):
         while True:
@@ -214,12 +216,23 @@ async def start_reset(stack: Stack, browser: Browser, someone: Person) -> tuple[
     return page, code
 
 
-async def change_password(browser: Browser, page: httpx.Response, code: str,
-                          password: str = NEW_PASSWORD, totp: str = "",
-                          confirm: str | None = None) -> httpx.Response:
+async def change_password(
+    browser: Browser,
+    page: httpx.Response,
+    code: str,
+    password: str = NEW_PASSWORD,
+    totp: str = "",
+    confirm: str | None = None,
+) -> httpx.Response:
     """Sends the reset form of `page` (its own csrf and submission id)."""
-    return await browser.submit(page, "/sso/reset", code=code, password=password,
-                                confirm=password if confirm is None else confirm, totp=totp)
+    return await browser.submit(
+        page,
+        "/sso/reset",
+        code=code,
+        password=password,
+        confirm=password if confirm is None else confirm,
+        totp=totp,
+    )
 
 
 def another(code: str) -> str:
@@ -256,18 +269,17 @@ async def test_reset_happy_path(stack: Stack) -> None:
     async with browser_of(stack) as before, browser_of(stack) as browser:
         # Signed in somewhere before the reset; then a run of failures and a lock.
         assert redirected_to(await sign_in(before, someone.email), "/sso/account")
-        await update_account(stack.sessions, someone, failed_sign_ins=7,
-                             locked_until=utcnow() + timedelta(minutes=10))
+        await update_account(
+            stack.sessions, someone, failed_sign_ins=7, locked_until=utcnow() + timedelta(minutes=10)
+        )
 
         response = await ask_for_code(browser, someone.email)
         assert redirected_to(response, "/sso/reset?sent=1"), response.text
-        assert cookie_attributes(response, RESET_COOKIE) >= {"httponly", "samesite=lax",
-                                                              "secure"}
+        assert cookie_attributes(response, RESET_COOKIE) >= {"httponly", "samesite=lax", "secure"}
         page = await browser.get("/sso/reset", sent="1")
         assert page.status_code == 200
         assert SENT in page_text(page)
-        [body] = await emails_with_subject(stack.sessions, stack.settings, someone.email,
-                                           CODE_SUBJECT)
+        [body] = await emails_with_subject(stack.sessions, stack.settings, someone.email, CODE_SUBJECT)
         assert f"Hello {someone.first_name}" in body
         code = await code_delivered(stack, someone)
         # The reset browser session is not a signed-in one.
@@ -282,8 +294,7 @@ async def test_reset_happy_path(stack: Stack) -> None:
         login = await browser.get("/sso/login", notice="reset")
         assert "Your password was changed. Sign in with your new password." in page_text(login)
 
-        [notice] = await emails_with_subject(stack.sessions, stack.settings, someone.email,
-                                             CHANGED_SUBJECT)
+        [notice] = await emails_with_subject(stack.sessions, stack.settings, someone.email, CHANGED_SUBJECT)
         assert someone.email in notice and "signed out" in notice
         row = await account_row(stack.sessions, someone)
         assert (row.failed_sign_ins, row.locked_until) == (0, None)
@@ -291,8 +302,7 @@ async def test_reset_happy_path(stack: Stack) -> None:
         assert Hasher().verify(row.password_hash, NEW_PASSWORD)
         # The session from before the reset has ended.
         assert redirected_to(await signed_in_page(before), "/sso/login?notice=expired")
-        assert all(r.revoked_at is not None
-                   for r in await session_rows(stack.sessions, someone, "signin"))
+        assert all(r.revoked_at is not None for r in await session_rows(stack.sessions, someone, "signin"))
 
     assert not await signs_in(stack, someone.email, PASSWORD)
     assert await signs_in(stack, someone.email, NEW_PASSWORD)
@@ -307,7 +317,9 @@ async def test_reset_happy_path(stack: Stack) -> None:
     assert done.details["sessions_revoked"] == 1 and done.ip == "127.0.0.1"
     # One code, one notice: nothing else was emailed.
     assert [s for s, _ in await outbox(stack.sessions, stack.settings, someone.email)] == [
-        CODE_SUBJECT, CHANGED_SUBJECT]
+        CODE_SUBJECT,
+        CHANGED_SUBJECT,
+    ]
 
 
 async def test_unknown_address_is_answered_alike(stack: Stack) -> None:
@@ -317,8 +329,7 @@ async def test_unknown_address_is_answered_alike(stack: Stack) -> None:
         answers = []
         for browser, email in ((known_browser, someone.email), (unknown_browser, unknown)):
             response = await ask_for_code(browser, email)
-            answers.append((response.status_code, response.headers.get("location"),
-                            set_cookies(response)))
+            answers.append((response.status_code, response.headers.get("location"), set_cookies(response)))
         assert answers[0] == answers[1], answers
         assert answers[0][:2] == (303, "/sso/reset?sent=1")
         wrong_code = another(await code_delivered(stack, someone))
@@ -330,19 +341,18 @@ async def test_unknown_address_is_answered_alike(stack: Stack) -> None:
         assert SENT in page_text(pages[0])
 
         for attempts_left in ("4 attempts", "3 attempts"):
-            answered = [await change_password(b, p, wrong_code)
-                        for b, p in zip(browsers, pages, strict=True)]
+            answered = [await change_password(b, p, wrong_code) for b, p in zip(browsers, pages, strict=True)]
             for response in answered:
                 assert_refused(response, f"Incorrect code, {attempts_left} left")
             assert without_tokens(answered[0].text) == without_tokens(answered[1].text)
             pages = answered
 
-        resent = [await b.submit(p, "/sso/reset/resend")
-                  for b, p in zip(browsers, pages, strict=True)]
+        resent = [await b.submit(p, "/sso/reset/resend") for b, p in zip(browsers, pages, strict=True)]
         assert [r.status_code for r in resent] == [200, 200]
         assert all(TOO_SOON.search(page_text(r)) for r in resent), [page_text(r) for r in resent]
-        assert (TOO_SOON.sub("", without_tokens(resent[0].text))
-                == TOO_SOON.sub("", without_tokens(resent[1].text)))
+        assert TOO_SOON.sub("", without_tokens(resent[0].text)) == TOO_SOON.sub(
+            "", without_tokens(resent[1].text)
+        )
     assert len(await codes(stack, someone)) == 1
     assert await outbox(stack.sessions, stack.settings, unknown) == []
 
@@ -361,16 +371,13 @@ async def test_reset_with_mfa_needs_the_authenticator_code(stack: Stack) -> None
         wrong = await change_password(browser, missing, code, totp=someone.wrong_totp())
         assert_refused(wrong, WRONG_TOTP)
         assert (await progress(stack, someone)).code_attempts_left == 4  # it counted
-        assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "",
-                               PASSWORD)
+        assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "", PASSWORD)
 
         assert_reset(await change_password(browser, wrong, code, totp=someone.totp_now()))
-    assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "",
-                           NEW_PASSWORD)
+    assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "", NEW_PASSWORD)
     # The new password leads to the authenticator step, as before.
     async with browser_of(stack) as browser:
-        assert redirected_to(await sign_in(browser, someone.email, NEW_PASSWORD),
-                             "/sso/login/mfa")
+        assert redirected_to(await sign_in(browser, someone.email, NEW_PASSWORD), "/sso/login/mfa")
     actions = [e.action for e in await audit_events(stack.sessions, someone)]
     assert actions.count("reset.totp_failed") == 1 and "reset.completed" in actions
 
@@ -419,9 +426,13 @@ async def test_five_wrong_codes_kill_the_code(stack: Stack) -> None:
     someone = await person(stack)
     async with browser_of(stack) as browser:
         page, code = await start_reset(stack, browser, someone)
-        for message in ("Incorrect code, 4 attempts left", "Incorrect code, 3 attempts left",
-                        "Incorrect code, 2 attempts left", "Incorrect code, 1 attempt left",
-                        KILLED):
+        for message in (
+            "Incorrect code, 4 attempts left",
+            "Incorrect code, 3 attempts left",
+            "Incorrect code, 2 attempts left",
+            "Incorrect code, 1 attempt left",
+            KILLED,
+        ):
             page = await change_password(browser, page, another(code))
             assert_refused(page, message)
         right = await change_password(browser, page, code)
@@ -436,16 +447,16 @@ async def test_five_wrong_codes_kill_the_code(stack: Stack) -> None:
 
 async def test_a_locked_account_can_still_reset(stack: Stack) -> None:
     """A person locked out by someone else's guesses is never locked out of reset."""
-    people = [await person(stack, failed_sign_ins=7,
-                           locked_until=utcnow() + timedelta(minutes=15)),
-              await person(stack, failed_sign_ins=100)]
+    people = [
+        await person(stack, failed_sign_ins=7, locked_until=utcnow() + timedelta(minutes=15)),
+        await person(stack, failed_sign_ins=100),
+    ]
     for someone in people:
         assert not await signs_in(stack, someone.email, PASSWORD)
         async with browser_of(stack) as browser:
             page, code = await start_reset(stack, browser, someone)
             assert_reset(await change_password(browser, page, code))
-        status = (await stack.http.get(f"/api/v1/staff/{someone.staff_id}/sso",
-                                       headers=stack.admin)).json()
+        status = (await stack.http.get(f"/api/v1/staff/{someone.staff_id}/sso", headers=stack.admin)).json()
         assert status["failed_sign_ins"] == 0 and status["locked_until"] is None
         assert status["needs_reset"] is False
         assert await signs_in(stack, someone.email, NEW_PASSWORD)
@@ -465,26 +476,27 @@ async def test_weak_password_keeps_the_code(stack: Stack) -> None:
         common = await change_password(browser, mismatch, code, password="passwordpassword123")
         assert_refused(common, "Repeats like")
         # Personal rules are the flow's: the code was checked, and still not used up.
-        personal = await change_password(browser, common, code,
-                                         password="ZephyrineQuillfeatherZephyrineQuillfeather")
-        assert_refused(personal, "Don't build your password from your name, email address "
-                       "or the company name.")
+        personal = await change_password(
+            browser, common, code, password="ZephyrineQuillfeatherZephyrineQuillfeather"
+        )
+        assert_refused(
+            personal, "Don't build your password from your name, email address or the company name."
+        )
         assert (await progress(stack, someone)).code_attempts_left == 5
         assert_reset(await change_password(browser, personal, code))
     assert await signs_in(stack, someone.email, NEW_PASSWORD)
 
 
 async def test_the_reset_page_judges_strength_off_the_event_loop(
-        stack: Stack, zxcvbn_threads: list[int]) -> None:
+    stack: Stack, zxcvbn_threads: list[int]
+) -> None:
     """zxcvbn (about 50 ms for 72 characters) never runs on the loop serving every page."""
     async with browser_of(stack) as browser:
-        assert redirected_to(await ask_for_code(browser, "nobody.here@example.com"),
-                             "/sso/reset?sent=1")
+        assert redirected_to(await ask_for_code(browser, "nobody.here@example.com"), "/sso/reset?sent=1")
         page = await browser.get("/sso/reset", sent="1")
         common = await change_password(browser, page, "123456", password="passwordpassword123")
         assert_refused(common, "Repeats like")
     assert zxcvbn_threads and threading.get_ident() not in zxcvbn_threads
-
 
 
 async def test_reset_forms_need_the_csrf_token(stack: Stack) -> None:
@@ -499,23 +511,22 @@ async def test_reset_forms_need_the_csrf_token(stack: Stack) -> None:
 
         page, code = await start_reset(stack, browser, someone)
         forged = {"csrf": "forged", "submission": "x"}
-        for action, data in (("/sso/reset", {"code": code, "password": NEW_PASSWORD,
-                                             "confirm": NEW_PASSWORD}),
-                             ("/sso/reset/resend", {})):
+        for action, data in (
+            ("/sso/reset", {"code": code, "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}),
+            ("/sso/reset/resend", {}),
+        ):
             assert_refused(await browser.post(action, {**data, **forged}), FORM_PROBLEM)
             assert_refused(await browser.post(action, data), FORM_PROBLEM)
         now = await progress(stack, someone)
         assert (now.code_attempts_left, now.resends_left) == (5, stack.settings.code_max_resends)
-        assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "",
-                               PASSWORD)
+        assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "", PASSWORD)
         assert_reset(await change_password(browser, page, code))
 
 
 # -- rate limit -------------------------------------------------------------------------
 
 
-async def test_reset_requests_per_ip_are_limited(reset_env: WorkflowEnvironment,
-                                                 database_url: str) -> None:
+async def test_reset_requests_per_ip_are_limited(reset_env: WorkflowEnvironment, database_url: str) -> None:
     async with reset_stack(reset_env, database_url, reset_request_ip_limit=2) as limited:
         someone = await person(limited)
         async with browser_of(limited) as browser:
@@ -525,13 +536,13 @@ async def test_reset_requests_per_ip_are_limited(reset_env: WorkflowEnvironment,
             for email in ("nobody9@example.com", someone.email):
                 refused = await ask_for_code(browser, email)
                 assert refused.status_code == 429
-                assert "Too many reset requests from your network. Try again in 60 minutes." \
-                    in page_text(refused)
+                assert "Too many reset requests from your network. Try again in 60 minutes." in page_text(
+                    refused
+                )
         with pytest.raises(RPCError) as missing:
             await flow(limited, someone).describe()
         assert missing.value.status == RPCStatusCode.NOT_FOUND
         assert await outbox(limited.sessions, limited.settings, someone.email) == []
-
 
 
 async def test_a_form_sent_twice_is_answered_alike(stack: Stack) -> None:
@@ -553,7 +564,8 @@ async def test_a_form_sent_twice_is_answered_alike(stack: Stack) -> None:
 
 
 async def test_a_code_tried_before_the_email_is_out_is_answered_alike(
-        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from activities.email_delivery import OutboxSender
 
     held = asyncio.Event()
@@ -572,8 +584,7 @@ async def test_a_code_tried_before_the_email_is_out_is_answered_alike(
             assert (await progress(stack, someone)).code_delivery == "sending"
             answers = []
             for browser in (known, unknown):
-                response = await change_password(browser, await browser.get("/sso/reset"),
-                                                 "123456")
+                response = await change_password(browser, await browser.get("/sso/reset"), "123456")
                 answers.append((response.status_code, without_tokens(response.text)))
             assert "Incorrect code, 4 attempts left" in answers[1][1]
             assert answers[0] == answers[1]
@@ -582,7 +593,8 @@ async def test_a_code_tried_before_the_email_is_out_is_answered_alike(
 
 
 async def test_asking_again_keeps_the_resend_clock_alike(
-        sleeping_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeping_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stack = sleeping_stack
     import api.services.reset as reset_service
 
@@ -621,33 +633,35 @@ EXPIRED = "This code has expired. Click Send a new code."
 
 
 def browser_key(stack: Stack, browser: Browser) -> str:
-    return token_hash(stack.settings.secret_key.get_secret_value(), "reset-browser",
-                      browser.cookie(BROWSER_COOKIE) or "")
+    return token_hash(
+        stack.settings.secret_key.get_secret_value(), "reset-browser", browser.cookie(BROWSER_COOKIE) or ""
+    )
 
 
 async def browser_code(stack: Stack, someone: Person, browser: Browser, count: int) -> str:
     """The newest code, once `count` reset codes were emailed and this browser's code in the
     flow is the one that was emailed last."""
-    bodies = await emails_with_subject(stack.sessions, stack.settings, someone.email,
-                                       CODE_SUBJECT, count)
+    bodies = await emails_with_subject(stack.sessions, stack.settings, someone.email, CODE_SUBJECT, count)
     async with asyncio.timeout(GUARD_SECONDS):
-        while (await flow(stack, someone).query(
-                "progress", browser_key(stack, browser),
-                result_type=ResetProgress)).code_delivery != "sent":
+        while (
+            await flow(stack, someone).query(
+                "progress", browser_key(stack, browser), result_type=ResetProgress
+            )
+        ).code_delivery != "sent":
             await asyncio.sleep(0.05)
     return code_in(bodies[-1])
 
 
 async def link_in_mailbox(stack: Stack, someone: Person, count: int = 1) -> str:
-    bodies = await emails_with_subject(stack.sessions, stack.settings, someone.email,
-                                       LINK_SUBJECT, count)
+    bodies = await emails_with_subject(stack.sessions, stack.settings, someone.email, LINK_SUBJECT, count)
     match = LINK_PATH.search(bodies[-1])
     assert match, bodies[-1]
     return match.group(1)
 
 
 async def test_an_attacker_who_used_up_a_browsers_codes_cannot_lock_the_person_out(
-        sleeping_stack: Stack) -> None:
+    sleeping_stack: Stack,
+) -> None:
     """Issue 11, Medium 1: the attacker asks for the first code and five new ones and burns
     the last code's tries. The person's own "Forgot your password?" still emails a code at
     once, and it resets."""
@@ -674,20 +688,17 @@ async def test_an_attacker_who_used_up_a_browsers_codes_cannot_lock_the_person_o
     assert await signs_in(stack, someone.email, NEW_PASSWORD)
 
 
-async def test_ten_wrong_codes_across_browsers_stop_codes_and_the_emailed_link_resets(
-        stack: Stack) -> None:
+async def test_ten_wrong_codes_across_browsers_stop_codes_and_the_emailed_link_resets(stack: Stack) -> None:
     """Issue 11, Medium 2: new codes no longer bring fresh tries without end. The flow's
     tenth wrong code stops codes for every browser (the right one too) and emails the person
     a single-use link; opening it changes nothing, sending it (with the authenticator code,
     MFA being on) resets, and it works once."""
     someone = await person(stack, mfa=True)
-    async with browser_of(stack) as own, browser_of(stack) as first, \
-            browser_of(stack) as second:
+    async with browser_of(stack) as own, browser_of(stack) as first, browser_of(stack) as second:
         own_page, own_code = await start_reset(stack, own, someone)
         answers = []
         for number, attacker in ((2, first), (3, second)):
-            assert redirected_to(await ask_for_code(attacker, someone.email),
-                                 "/sso/reset?sent=1")
+            assert redirected_to(await ask_for_code(attacker, someone.email), "/sso/reset?sent=1")
             code = await browser_code(stack, someone, attacker, number)
             page = await attacker.get("/sso/reset")
             for _ in range(5):
@@ -695,8 +706,7 @@ async def test_ten_wrong_codes_across_browsers_stop_codes_and_the_emailed_link_r
                 answers.append(page_text(page))
         assert CODES_STOPPED in answers[-1] and CODES_STOPPED not in answers[-2]
         # The right code no longer works either: codes are not guesses any more.
-        assert_refused(await change_password(own, own_page, own_code, totp=someone.totp_now()),
-                       CODES_STOPPED)
+        assert_refused(await change_password(own, own_page, own_code, totp=someone.totp_now()), CODES_STOPPED)
         failures = await failures_of(stack, str(someone.account_id))
         assert failures == 10
 
@@ -705,17 +715,16 @@ async def test_ten_wrong_codes_across_browsers_stop_codes_and_the_emailed_link_r
             opened = await phone.get(path)
             assert opened.status_code == 200 and "Change Password" in page_text(opened)
             assert (await phone.get(path)).status_code == 200  # a GET never consumes it
-            missing = await phone.submit(opened, path, password=NEW_PASSWORD,
-                                         confirm=NEW_PASSWORD)
+            missing = await phone.submit(opened, path, password=NEW_PASSWORD, confirm=NEW_PASSWORD)
             assert_refused(missing, NEED_TOTP)
-            done = await phone.submit(missing, path, password=NEW_PASSWORD,
-                                      confirm=NEW_PASSWORD, totp=someone.totp_now())
+            done = await phone.submit(
+                missing, path, password=NEW_PASSWORD, confirm=NEW_PASSWORD, totp=someone.totp_now()
+            )
             assert redirected_to(done, "/sso/login?notice=reset"), page_text(done)
             assert SESSION_COOKIE not in set_cookies(done)
             again = await phone.get(path)
             assert again.status_code == 410 and "no longer valid" in page_text(again)
-    assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "",
-                           NEW_PASSWORD)
+    assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "", NEW_PASSWORD)
     events = await audit_events(stack.sessions, someone)
     [done_event] = [e for e in events if e.action == "reset.completed"]
     assert done_event.details.get("via") == "link"
@@ -729,8 +738,9 @@ async def test_ten_wrong_codes_across_browsers_stop_codes_and_the_emailed_link_r
 
 async def failures_of(stack: Stack, subject: str) -> int:
     async with stack.sessions() as session:
-        return len((await session.scalars(select(ResetCodeFailure).where(
-            ResetCodeFailure.subject == subject))).all())
+        return len(
+            (await session.scalars(select(ResetCodeFailure).where(ResetCodeFailure.subject == subject))).all()
+        )
 
 
 async def test_the_account_cap_spans_flows_and_unlock_sign_in_clears_it(stack: Stack) -> None:
@@ -739,8 +749,12 @@ async def test_the_account_cap_spans_flows_and_unlock_sign_in_clears_it(stack: S
     someone = await person(stack)
     earlier = utcnow() - timedelta(hours=23)
     async with stack.sessions() as session:
-        session.add_all([ResetCodeFailure(subject=str(someone.account_id), flow=f"old-{n % 3}",
-                                          failed_at=earlier) for n in range(20)])
+        session.add_all(
+            [
+                ResetCodeFailure(subject=str(someone.account_id), flow=f"old-{n % 3}", failed_at=earlier)
+                for n in range(20)
+            ]
+        )
         await session.commit()
     async with browser_of(stack) as browser:
         response = await ask_for_code(browser, someone.email)
@@ -748,12 +762,10 @@ async def test_the_account_cap_spans_flows_and_unlock_sign_in_clears_it(stack: S
         await link_in_mailbox(stack, someone)
         assert await codes(stack, someone) == []
 
-    unlocked = await stack.http.post(f"/api/v1/staff/{someone.staff_id}/unlock",
-                                     headers=stack.admin)
+    unlocked = await stack.http.post(f"/api/v1/staff/{someone.staff_id}/unlock", headers=stack.admin)
     assert unlocked.status_code == 200
     assert await failures_of(stack, str(someone.account_id)) == 0
-    [event] = [e for e in await audit_events(stack.sessions, someone)
-               if e.action == "account.unlock"]
+    [event] = [e for e in await audit_events(stack.sessions, someone) if e.action == "account.unlock"]
     assert event.details["wrong_reset_codes"] == 20
     async with browser_of(stack) as browser:
         page, code = await start_reset(stack, browser, someone)
@@ -761,7 +773,8 @@ async def test_the_account_cap_spans_flows_and_unlock_sign_in_clears_it(stack: S
 
 
 async def test_expired_and_stopped_codes_are_answered_alike_for_unknown_addresses(
-        sleeping_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeping_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 11, Medium 3: after the code's lifetime both answer "expired"; past the flow's
     cap both answer that codes have stopped."""
     stack = sleeping_stack
@@ -805,7 +818,8 @@ async def test_expired_and_stopped_codes_are_answered_alike_for_unknown_addresse
 
 
 async def test_a_wrong_code_takes_the_same_steps_for_known_and_unknown_addresses(
-        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 11, Medium 3: the same functions, the same number of times, and one Temporal
     round trip each (timings: `make bench`)."""
     from temporalio.service import _BridgeServiceClient
@@ -817,21 +831,30 @@ async def test_a_wrong_code_takes_the_same_steps_for_known_and_unknown_addresses
 
     def counted(name: str, function: Any) -> Any:
         if asyncio.iscoroutinefunction(function):
+
             async def wrapper_async(*args: Any, **kwargs: Any) -> Any:
                 calls.append(name)
                 return await function(*args, **kwargs)
+
             return wrapper_async
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             calls.append(name)
             return function(*args, **kwargs)
+
         return wrapper
 
-    for module, name in ((reset_service, "seal"), (reset_service, "code_digest"),
-                         (reset_service, "count_wrong_code"),
-                         (reset_activities, "count_wrong_code")):
-        monkeypatch.setattr(module, name, counted("count_wrong_code" if name.startswith(
-            "count") else name, getattr(module, name)))
+    for module, name in (
+        (reset_service, "seal"),
+        (reset_service, "code_digest"),
+        (reset_service, "count_wrong_code"),
+        (reset_activities, "count_wrong_code"),
+    ):
+        monkeypatch.setattr(
+            module,
+            name,
+            counted("count_wrong_code" if name.startswith("count") else name, getattr(module, name)),
+        )
     rpc = _BridgeServiceClient._rpc_call
 
     async def counted_rpc(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -850,18 +873,22 @@ async def test_a_wrong_code_takes_the_same_steps_for_known_and_unknown_addresses
         for browser in (known, unknown):
             page = await browser.get("/sso/reset")
             calls.clear()
-            assert_refused(await change_password(browser, page, wrong, totp="123456"),
-                           "Incorrect code, 4 attempts left")
+            assert_refused(
+                await change_password(browser, page, wrong, totp="123456"), "Incorrect code, 4 attempts left"
+            )
             steps.append(sorted(calls))
-    assert steps[0] == steps[1] == sorted(
-        ["code_digest", "seal", "seal", "temporal", "count_wrong_code"]), steps
+    assert steps[0] == steps[1] == sorted(["code_digest", "seal", "seal", "temporal", "count_wrong_code"]), (
+        steps
+    )
 
 
 async def test_change_password_posts_are_limited_per_ip_and_per_session(
-        reset_env: WorkflowEnvironment, database_url: str) -> None:
+    reset_env: WorkflowEnvironment, database_url: str
+) -> None:
     """Issue 11, Low: POST /sso/reset is rate-limited even while a reset session is held."""
-    async with reset_stack(reset_env, database_url, reset_submit_session_limit=3,
-                           reset_submit_ip_limit=5) as limited:
+    async with reset_stack(
+        reset_env, database_url, reset_submit_session_limit=3, reset_submit_ip_limit=5
+    ) as limited:
         async with browser_of(limited) as browser:
             await ask_for_code(browser, "nobody.at.all@example.com")
             page = await browser.get("/sso/reset")
@@ -880,8 +907,7 @@ async def test_change_password_posts_are_limited_per_ip_and_per_session(
             assert statuses == [400, 429]
 
 
-async def test_reset_requests_and_new_codes_are_audited_for_every_address(
-        stack: Stack) -> None:
+async def test_reset_requests_and_new_codes_are_audited_for_every_address(stack: Stack) -> None:
     """Issue 11, Low: "Forgot your password?" and "Send a new code" are in the audit log,
     with the IP and the outcome, and the target when there is an account."""
     someone = await person(stack)
@@ -890,15 +916,19 @@ async def test_reset_requests_and_new_codes_are_audited_for_every_address(
         pages = []
         for browser, email in ((known, someone.email), (stranger, unknown)):
             await ask_for_code(browser, email)
-            pages.append(await browser.submit(await browser.get("/sso/reset"),
-                                              "/sso/reset/resend"))
+            pages.append(await browser.submit(await browser.get("/sso/reset"), "/sso/reset/resend"))
         await code_delivered(stack, someone)
-        assert (TOO_SOON.sub("", without_tokens(pages[0].text))
-                == TOO_SOON.sub("", without_tokens(pages[1].text)))
+        assert TOO_SOON.sub("", without_tokens(pages[0].text)) == TOO_SOON.sub(
+            "", without_tokens(pages[1].text)
+        )
     async with stack.sessions() as session:
-        events = (await session.scalars(select(AuditEvent).where(
-            AuditEvent.action.in_(["reset.requested", "reset.resend"]))
-            .order_by(AuditEvent.occurred_at))).all()
+        events = (
+            await session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.action.in_(["reset.requested", "reset.resend"]))
+                .order_by(AuditEvent.occurred_at)
+            )
+        ).all()
     assert [(e.action, e.outcome, e.target, e.ip) for e in events] == [
         ("reset.requested", "sent", str(someone.staff_id), "127.0.0.1"),
         ("reset.resend", "refused", str(someone.staff_id), "127.0.0.1"),

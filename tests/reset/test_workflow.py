@@ -96,8 +96,7 @@ NEED_TOTP = "Your account uses MFA: also enter the current code from your authen
 CODE_EXPIRED = "This code has expired. Click Send a new code."
 TOO_MANY_CODES = "Too many incorrect codes. Click Send a new code."
 CODE_BURNT = "Incorrect code. This code can no longer be used; click Send a new code."
-ON_ITS_WAY = ("Your code is still on its way. Check your inbox (and spam folder) in a "
-              "moment.")
+ON_ITS_WAY = "Your code is still on its way. Check your inbox (and spam folder) in a moment."
 TOO_SOON = re.compile(r"You can ask for a new code in (\d+) seconds?\.")
 EXPIRED = ResetOutcome(state="expired", reason="no reset within the time")
 # Real-time guard against hangs only: every test here takes a few seconds at most.
@@ -198,25 +197,30 @@ class FakeActivities:
         if counted:
             self.wrong_codes.append(data)
             flow, day = flow + 1, day + 1
-        await self.record_audit(AuditInput(
-            actor=f"staff:{data.staff_id}", action="code.failed", outcome="failure",
-            target=data.staff_id, details={"attempts_left": str(data.attempts_left)},
-            ip=data.ip))
-        return WrongResetCodeResult(counted=counted, stopped=flow >= data.flow_limit
-                                    or day >= data.day_limit)
+        await self.record_audit(
+            AuditInput(
+                actor=f"staff:{data.staff_id}",
+                action="code.failed",
+                outcome="failure",
+                target=data.staff_id,
+                details={"attempts_left": str(data.attempts_left)},
+                ip=data.ip,
+            )
+        )
+        return WrongResetCodeResult(counted=counted, stopped=flow >= data.flow_limit or day >= data.day_limit)
 
     @activity.defn(name="send_reset_link")
     async def send_reset_link(self, data: SendResetLinkInput) -> SendResetLinkResult:
         self.links.append(data)
         scheduled = activity.info().current_attempt_scheduled_time
-        return SendResetLinkResult(sent_at=scheduled, expires_at=scheduled + timedelta(
-            seconds=data.link_ttl_seconds))
+        return SendResetLinkResult(
+            sent_at=scheduled, expires_at=scheduled + timedelta(seconds=data.link_ttl_seconds)
+        )
 
     @activity.defn(name="reset_password")
     async def reset_password(self, data: ResetPasswordInput) -> ResetPasswordResult:
         self.resets.append(data)
-        if (data.code_flow is not None and self.day_failures
-                + len(self.wrong_codes) >= data.day_limit):
+        if data.code_flow is not None and self.day_failures + len(self.wrong_codes) >= data.day_limit:
             return ResetPasswordResult(ok=False, message=CODES_STOPPED, codes_stopped=True)
         if len(self.resets) <= len(self.reset_results):
             return self.reset_results[len(self.resets) - 1]
@@ -237,8 +241,14 @@ class FakeActivities:
             await self.release_audit.wait()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.send_code, self.reset_password, self.send_password_changed,
-                self.record_audit, self.count_wrong_reset_code, self.send_reset_link]
+        return [
+            self.send_code,
+            self.reset_password,
+            self.send_password_changed,
+            self.record_audit,
+            self.count_wrong_reset_code,
+            self.send_reset_link,
+        ]
 
     def release(self) -> None:
         self.release_codes.set()
@@ -256,31 +266,47 @@ class Flow:
     staff_id: str
     fake: FakeActivities
 
-    async def request_code(self, browser: str | None = None,
-                           links_only: bool = False) -> StepResult:
+    async def request_code(self, browser: str | None = None, links_only: bool = False) -> StepResult:
         return await self.handle.execute_update(
-            "request_code", CodeRequest(ip=IP, browser=browser, links_only=links_only),
-            result_type=StepResult)
+            "request_code", CodeRequest(ip=IP, browser=browser, links_only=links_only), result_type=StepResult
+        )
 
-    def request(self, digest: str, password: str = PASSWORD, totp: str | None = None,
-                browser: str | None = None, link: str | None = None) -> ResetRequest:
+    def request(
+        self,
+        digest: str,
+        password: str = PASSWORD,
+        totp: str | None = None,
+        browser: str | None = None,
+        link: str | None = None,
+    ) -> ResetRequest:
         """What api/services/reset.py sends: the code's digest, the password and the TOTP
         code sealed to the workers' key."""
         workflow_id = self.handle.id
         return ResetRequest(
             code_digest=digest,
-            sealed_password=seal(TEST_SEAL_PUBLIC_KEY, password.encode(),
-                                 password_context(workflow_id)),
+            sealed_password=seal(TEST_SEAL_PUBLIC_KEY, password.encode(), password_context(workflow_id)),
             sealed_totp=seal(TEST_SEAL_PUBLIC_KEY, totp.encode(), totp_context(workflow_id))
-            if totp else None,
-            ip=IP, browser=browser, link_digest=link)
+            if totp
+            else None,
+            ip=IP,
+            browser=browser,
+            link_digest=link,
+        )
 
-    async def reset(self, digest: str, totp: str | None = None,
-                    id: str | None = None, browser: str | None = None,
-                    link: str | None = None) -> StepResult:
+    async def reset(
+        self,
+        digest: str,
+        totp: str | None = None,
+        id: str | None = None,
+        browser: str | None = None,
+        link: str | None = None,
+    ) -> StepResult:
         return await self.handle.execute_update(
-            "reset_password", self.request(digest, totp=totp, browser=browser, link=link),
-            id=id, result_type=StepResult)
+            "reset_password",
+            self.request(digest, totp=totp, browser=browser, link=link),
+            id=id,
+            result_type=StepResult,
+        )
 
     async def progress(self) -> ResetProgress:
         return await self.handle.query("progress", result_type=ResetProgress)
@@ -292,8 +318,12 @@ class Flow:
         """Until the `number`-th code's email is out and the flow holds its digest."""
         return await eventually(
             self.progress,
-            lambda p: p.code_delivery == "sent" and len(self.fake.codes_sent_at) == number
-            and p.code_attempts_left > 0)
+            lambda p: (
+                p.code_delivery == "sent"
+                and len(self.fake.codes_sent_at) == number
+                and p.code_attempts_left > 0
+            ),
+        )
 
 
 def new_ids() -> tuple[str, str, str]:
@@ -302,13 +332,15 @@ def new_ids() -> tuple[str, str, str]:
 
 
 def reset_input(account_id: str, staff_id: str) -> PasswordResetInput:
-    return PasswordResetInput(account_id=account_id, staff_id=staff_id,
-                              email_retry=EmailRetry(), per_browser=True)
+    return PasswordResetInput(
+        account_id=account_id, staff_id=staff_id, email_retry=EmailRetry(), per_browser=True
+    )
 
 
 def start_attributes(staff_id: str) -> TypedSearchAttributes:
-    return TypedSearchAttributes([SearchAttributePair(SSO_STEP, "code_requested"),
-                                  SearchAttributePair(SSO_STAFF_ID, staff_id)])
+    return TypedSearchAttributes(
+        [SearchAttributePair(SSO_STEP, "code_requested"), SearchAttributePair(SSO_STAFF_ID, staff_id)]
+    )
 
 
 async def leave_nothing_running(handle: WorkflowHandle[Any, Any], fake: FakeActivities) -> None:
@@ -325,8 +357,8 @@ async def leave_nothing_running(handle: WorkflowHandle[Any, Any], fake: FakeActi
             if event.event_type != EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
                 continue
             child = handle._client.get_workflow_handle(
-                event.child_workflow_execution_started_event_attributes.workflow_execution
-                .workflow_id)
+                event.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+            )
             try:
                 async with asyncio.timeout(10):
                     await child.result()
@@ -336,20 +368,30 @@ async def leave_nothing_running(handle: WorkflowHandle[Any, Any], fake: FakeActi
 
 
 @asynccontextmanager
-async def running_flow(env: WorkflowEnvironment, fake: FakeActivities,
-                       first_code: bool = True) -> AsyncIterator[Flow]:
+async def running_flow(
+    env: WorkflowEnvironment, fake: FakeActivities, first_code: bool = True
+) -> AsyncIterator[Flow]:
     """A worker and a flow started the way the time-skipping server allows: start_workflow,
     then the first request_code update. Yields once the first code is out (with
     `first_code`; else at once)."""
     account_id, staff_id, task_queue = new_ids()
-    async with asyncio.timeout(GUARD_SECONDS), Worker(
-            env.client, task_queue=task_queue, workflows=[PasswordResetWorkflow,
-                                                    PasswordChangedNoticeWorkflow],
-            activities=fake.all()):
+    async with (
+        asyncio.timeout(GUARD_SECONDS),
+        Worker(
+            env.client,
+            task_queue=task_queue,
+            workflows=[PasswordResetWorkflow, PasswordChangedNoticeWorkflow],
+            activities=fake.all(),
+        ),
+    ):
         handle = await env.client.start_workflow(
-            "PasswordReset", reset_input(account_id, staff_id),
-            id=f"password-reset-{account_id}", task_queue=task_queue,
-            result_type=ResetOutcome, search_attributes=start_attributes(staff_id))
+            "PasswordReset",
+            reset_input(account_id, staff_id),
+            id=f"password-reset-{account_id}",
+            task_queue=task_queue,
+            result_type=ResetOutcome,
+            search_attributes=start_attributes(staff_id),
+        )
         flow = Flow(handle=handle, account_id=account_id, staff_id=staff_id, fake=fake)
         try:
             assert await flow.request_code() == StepResult(ok=True, step="code_requested")
@@ -392,7 +434,10 @@ async def test_happy_path_code_then_reset(env: WorkflowEnvironment) -> None:
     async with running_flow(env, fake) as flow:
         progress = await flow.progress()
         assert (progress.step, progress.code_delivery, progress.code_attempts_left) == (
-            "code_sent", "sent", 5)
+            "code_sent",
+            "sent",
+            5,
+        )
         assert progress.code_expires_at == fake.codes_sent_at[0] + CODE_TTL
         assert progress.resends_left == 5
         assert progress.next_resend_at is not None
@@ -407,13 +452,18 @@ async def test_happy_path_code_then_reset(env: WorkflowEnvironment) -> None:
         described = await flow.handle.describe()
         assert described.typed_search_attributes.get(SSO_STAFF_ID) == flow.staff_id
 
-    assert [(c.purpose, c.staff_id, c.workflow_id, c.setup_id, c.code_ttl_seconds)
-            for c in fake.codes] == [
-        ("reset", flow.staff_id, flow.handle.id, None, int(CODE_TTL.total_seconds()))]
+    assert [(c.purpose, c.staff_id, c.workflow_id, c.setup_id, c.code_ttl_seconds) for c in fake.codes] == [
+        ("reset", flow.staff_id, flow.handle.id, None, int(CODE_TTL.total_seconds()))
+    ]
     assert len(fake.resets) == 1
     reset = fake.resets[0]
     assert (reset.account_id, reset.staff_id, reset.workflow_id, reset.ip, reset.sealed_totp) == (
-        flow.account_id, flow.staff_id, flow.handle.id, IP, None)
+        flow.account_id,
+        flow.staff_id,
+        flow.handle.id,
+        IP,
+        None,
+    )
     assert reset.sealed_password.startswith("sealed1.")
     assert PASSWORD not in reset.sealed_password
     assert [n.staff_id for n in fake.notices] == [flow.staff_id]
@@ -431,8 +481,11 @@ async def test_second_request_within_a_minute_is_refused(env: WorkflowEnvironmen
         await too_soon(flow.request_code(), most=31)
         # Refused in the validator: no update in history, nothing sent, the code still works.
         history = await flow.handle.fetch_history()
-        accepted = [e for e in history.events if e.event_type
-                    == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
+        accepted = [
+            e
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        ]
         assert len(accepted) == 1  # the first request only
         assert len(fake.codes) == 1
         assert (await flow.progress()).code_attempts_left == 5
@@ -456,7 +509,8 @@ async def test_after_61_seconds_a_new_code_replaces_the_old(env: WorkflowEnviron
         # A try before the new email is out answers like a wrong code, and counts: the reset
         # page must not show that a flow (so an account) exists.
         assert await flow.reset("digest-1") == StepResult(
-            ok=False, step="code_sent", message="Incorrect code, 4 attempts left")
+            ok=False, step="code_sent", message="Incorrect code, 4 attempts left"
+        )
         fake.release_codes.set()
         second = await flow.wait_for_code(2)
         assert first.code_expires_at is not None and second.code_expires_at is not None
@@ -467,7 +521,8 @@ async def test_after_61_seconds_a_new_code_replaces_the_old(env: WorkflowEnviron
 
         # The first code is now just a wrong code for the second one.
         assert await flow.reset("digest-1") == StepResult(
-            ok=False, step="code_sent", message="Incorrect code, 3 attempts left")
+            ok=False, step="code_sent", message="Incorrect code, 3 attempts left"
+        )
         assert await flow.reset("digest-2") == StepResult(ok=True, step="completed")
         assert await flow.handle.result() == ResetOutcome(state="reset")
     assert len(fake.resets) == 1
@@ -484,7 +539,9 @@ async def test_at_most_five_new_codes(env: WorkflowEnvironment) -> None:
         await env.sleep(AFTER_RESEND_INTERVAL)
         refusal = await rejected(flow.request_code())
         assert (refusal.type, refusal.message) == (
-            "TooManyCodes", "You've asked for the most new codes we can send.")
+            "TooManyCodes",
+            "You've asked for the most new codes we can send.",
+        )
         assert await flow.reset("digest-6") == StepResult(ok=True, step="completed")
         assert await flow.handle.result() == ResetOutcome(state="reset")
     assert len(fake.codes) == 6
@@ -506,13 +563,19 @@ async def test_five_wrong_codes_kill_the_code(env: WorkflowEnvironment) -> None:
         ]
         assert (await flow.progress()).code_attempts_left == 0
         # The right code no longer helps, and refusing it is not another failure.
-        assert await flow.reset("digest-1") == StepResult(ok=False, step="code_sent",
-                                                          message=TOO_MANY_CODES)
+        assert await flow.reset("digest-1") == StepResult(ok=False, step="code_sent", message=TOO_MANY_CODES)
         assert fake.resets == []
-        assert [(a.action, a.outcome, a.actor, a.target, a.ip, a.details)
-                for a in fake.audits] == [
-            ("code.failed", "failure", f"staff:{flow.staff_id}", flow.staff_id, IP,
-             {"attempts_left": str(left)}) for left in (4, 3, 2, 1, 0)]
+        assert [(a.action, a.outcome, a.actor, a.target, a.ip, a.details) for a in fake.audits] == [
+            (
+                "code.failed",
+                "failure",
+                f"staff:{flow.staff_id}",
+                flow.staff_id,
+                IP,
+                {"attempts_left": str(left)},
+            )
+            for left in (4, 3, 2, 1, 0)
+        ]
 
         await env.sleep(AFTER_RESEND_INTERVAL)
         assert (await flow.request_code()).ok
@@ -528,18 +591,23 @@ async def test_totp_failures_count_against_the_code(env: WorkflowEnvironment) ->
     fake = FakeActivities(reset_results=[wrong_totp, wrong_totp])
     async with running_flow(env, fake) as flow:
         assert await flow.reset("digest-1", totp=TOTP) == StepResult(
-            ok=False, step="code_sent", message=WRONG_TOTP)
+            ok=False, step="code_sent", message=WRONG_TOTP
+        )
         assert (await flow.progress()).code_attempts_left == 4
         # A wrong TOTP code and wrong emailed codes share the code's five attempts.
         messages = [(await flow.reset(f"wrong-{n}")).message for n in range(3)]
-        assert messages == ["Incorrect code, 3 attempts left",
-                            "Incorrect code, 2 attempts left",
-                            "Incorrect code, 1 attempt left"]
+        assert messages == [
+            "Incorrect code, 3 attempts left",
+            "Incorrect code, 2 attempts left",
+            "Incorrect code, 1 attempt left",
+        ]
         assert await flow.reset("digest-1", totp=TOTP) == StepResult(
-            ok=False, step="code_sent", message=WRONG_TOTP)
+            ok=False, step="code_sent", message=WRONG_TOTP
+        )
         assert (await flow.progress()).code_attempts_left == 0
         assert await flow.reset("digest-1", totp=TOTP) == StepResult(
-            ok=False, step="code_sent", message=TOO_MANY_CODES)
+            ok=False, step="code_sent", message=TOO_MANY_CODES
+        )
         assert len(fake.resets) == 2  # the dead code never reached the activity again
 
         await env.sleep(AFTER_RESEND_INTERVAL)
@@ -554,20 +622,19 @@ async def test_totp_failures_count_against_the_code(env: WorkflowEnvironment) ->
 
 async def test_rejected_passwords_keep_the_code_usable(env: WorkflowEnvironment) -> None:
     problems = ["Use at least 15 characters (this has 9).", "Don't use your name."]
-    fake = FakeActivities(reset_results=[
-        ResetPasswordResult(ok=False, message="Choose a different password.",
-                            problems=problems),
-        ResetPasswordResult(ok=False, message=NEED_TOTP),
-        ResetPasswordResult(ok=False, problems=problems),
-    ])
+    fake = FakeActivities(
+        reset_results=[
+            ResetPasswordResult(ok=False, message="Choose a different password.", problems=problems),
+            ResetPasswordResult(ok=False, message=NEED_TOTP),
+            ResetPasswordResult(ok=False, problems=problems),
+        ]
+    )
     async with running_flow(env, fake) as flow:
         assert await flow.reset("digest-1") == StepResult(
-            ok=False, step="code_sent", message="Choose a different password.",
-            problems=problems)
-        assert await flow.reset("digest-1") == StepResult(ok=False, step="code_sent",
-                                                          message=NEED_TOTP)
-        assert await flow.reset("digest-1") == StepResult(ok=False, step="code_sent",
-                                                          problems=problems)
+            ok=False, step="code_sent", message="Choose a different password.", problems=problems
+        )
+        assert await flow.reset("digest-1") == StepResult(ok=False, step="code_sent", message=NEED_TOTP)
+        assert await flow.reset("digest-1") == StepResult(ok=False, step="code_sent", problems=problems)
         progress = await flow.progress()
         assert (progress.step, progress.code_attempts_left) == ("code_sent", 5)
         assert await flow.step_attribute() == "code_sent"
@@ -586,11 +653,9 @@ async def test_code_expires_after_ten_minutes(env: WorkflowEnvironment) -> None:
     fake = FakeActivities()
     async with running_flow(env, fake) as flow:
         await env.sleep(CODE_TTL + timedelta(seconds=1))
-        assert await flow.reset("digest-1") == StepResult(ok=False, step="code_sent",
-                                                          message=CODE_EXPIRED)
+        assert await flow.reset("digest-1") == StepResult(ok=False, step="code_sent", message=CODE_EXPIRED)
         # An expired code is not a wrong guess.
-        assert await flow.reset("wrong") == StepResult(ok=False, step="code_sent",
-                                                       message=CODE_EXPIRED)
+        assert await flow.reset("wrong") == StepResult(ok=False, step="code_sent", message=CODE_EXPIRED)
         assert fake.audits == []
         assert fake.resets == []
 
@@ -658,8 +723,7 @@ async def test_a_reset_accepted_while_the_flow_is_expiring_is_recorded_as_a_rese
     delivered late after an SMTP outage, is still valid. A reset that is accepted then must
     end the flow as "reset"; one that is refused must change nothing."""
     env = private_env
-    fake = FakeActivities(
-        codes_fail_until=await env.get_current_time() + timedelta(minutes=51))
+    fake = FakeActivities(codes_fail_until=await env.get_current_time() + timedelta(minutes=51))
     async with running_flow(env, fake, first_code=False) as flow:
         await env.sleep(timedelta(minutes=51))
         while not fake.codes:  # retried every 2 minutes at most (EmailRetry)
@@ -688,7 +752,8 @@ async def test_a_reset_accepted_while_the_flow_is_expiring_is_recorded_as_a_rese
         stored = bool(fake.resets)
         assert stored == bool(late and late.ok)
         assert outcome == (ResetOutcome(state="reset") if stored else EXPIRED), (
-            f"password stored: {stored}; reset answered {late}; flow ended {outcome}")
+            f"password stored: {stored}; reset answered {late}; flow ended {outcome}"
+        )
         assert await flow.step_attribute() == ("completed" if stored else "expired")
         assert len(fake.notices) == (1 if stored else 0)
 
@@ -700,8 +765,7 @@ async def test_after_completion_further_updates_are_refused(env: WorkflowEnviron
     fake = FakeActivities(hold_notice=True)
     async with running_flow(env, fake) as flow:
         submission = f"reset-{uuid.uuid4()}"
-        assert await flow.reset("digest-1", id=submission) == StepResult(ok=True,
-                                                                         step="completed")
+        assert await flow.reset("digest-1", id=submission) == StepResult(ok=True, step="completed")
         # The flow closes at once; the notice goes out from its own (abandoned) child flow,
         # so a new reset for this account could start while the notice is still retrying.
         assert await flow.handle.result() == ResetOutcome(state="reset")
@@ -710,8 +774,7 @@ async def test_after_completion_further_updates_are_refused(env: WorkflowEnviron
         await not_found(flow.request_code())
         await not_found(flow.reset("digest-1"))
         # The same form again (a double submit) gets the recorded answer, not a second reset.
-        assert await flow.reset("digest-1", id=submission) == StepResult(ok=True,
-                                                                         step="completed")
+        assert await flow.reset("digest-1", id=submission) == StepResult(ok=True, step="completed")
         fake.release_notice.set()
     assert len(fake.resets) == 1
     assert len(fake.notices) == 1
@@ -721,16 +784,21 @@ async def test_after_completion_further_updates_are_refused(env: WorkflowEnviron
 # -- 7. history holds no secrets ----------------------------------------------------------
 
 
-async def check_history(handle: WorkflowHandle[Any, Any], digests: set[str],
-                        totp: bool) -> None:
+async def check_history(handle: WorkflowHandle[Any, Any], digests: set[str], totp: bool) -> None:
     """Every payload in the flow's history is ciphertext; decoded, it holds the password and
     the TOTP code only sealed, and the emailed codes only as digests."""
     events = list((await handle.fetch_history()).events)
-    found = {f"{event.event_id}:{EventType.Name(event.event_type)}{path}": payload
-             for event in events for path, payload in payloads(event)}
+    found = {
+        f"{event.event_id}:{EventType.Name(event.event_type)}{path}": payload
+        for event in events
+        for path, payload in payloads(event)
+    }
     assert found
-    plaintext = {path: payload.metadata.get("encoding") for path, payload in found.items()
-                 if payload.metadata.get("encoding") != ENCODING}
+    plaintext = {
+        path: payload.metadata.get("encoding")
+        for path, payload in found.items()
+        if payload.metadata.get("encoding") != ENCODING
+    }
     assert plaintext == {}
     for event in events:
         raw = event.SerializeToString()
@@ -739,11 +807,9 @@ async def check_history(handle: WorkflowHandle[Any, Any], digests: set[str],
 
     codec = EncryptionCodec(keyring_from_settings(make_settings()))
     decoded = await codec.decode(list(found.values()))
-    values = [json.loads(p.data) for p in decoded
-              if p.metadata.get("encoding") == b"json/plain"]
+    values = [json.loads(p.data) for p in decoded if p.metadata.get("encoding") == b"json/plain"]
     by_name: dict[str, set[str]] = {}
-    for name, value in fields_named(values, {"sealed_password", "sealed_totp",
-                                             "code_digest"}):
+    for name, value in fields_named(values, {"sealed_password", "sealed_totp", "code_digest"}):
         if value is not None:
             by_name.setdefault(name, set()).add(value)
     assert by_name["sealed_password"]
@@ -762,10 +828,12 @@ async def check_history(handle: WorkflowHandle[Any, Any], digests: set[str],
 async def test_history_holds_only_ciphertext_and_sealed_values(
     env: WorkflowEnvironment,
 ) -> None:
-    fake = FakeActivities(reset_results=[
-        ResetPasswordResult(ok=False, message=WRONG_TOTP, totp_failed=True),
-        ResetPasswordResult(ok=False, problems=["Don't use your name."]),
-    ])
+    fake = FakeActivities(
+        reset_results=[
+            ResetPasswordResult(ok=False, message=WRONG_TOTP, totp_failed=True),
+            ResetPasswordResult(ok=False, problems=["Don't use your name."]),
+        ]
+    )
     async with running_flow(env, fake) as flow:
         assert not (await flow.reset("digest-wrong")).ok
         assert not (await flow.reset("digest-1", totp=TOTP)).ok
@@ -796,39 +864,44 @@ class DevFlow:
         """Exactly as api/services/reset.py asks for a code: update-with-start, reaching the
         open flow when there is one. Returns the answer and the run it reached."""
         start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            "PasswordReset", reset_input(self.account_id, self.staff_id),
-            id=self.workflow_id, task_queue=self.task_queue,
+            "PasswordReset",
+            reset_input(self.account_id, self.staff_id),
+            id=self.workflow_id,
+            task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             search_attributes=start_attributes(self.staff_id),
-            static_summary=f"Password reset for staff {self.staff_id}")
+            static_summary=f"Password reset for staff {self.staff_id}",
+        )
         try:
             result = await self.env.client.execute_update_with_start_workflow(
-                "request_code", CodeRequest(ip=IP), start_workflow_operation=start,
-                result_type=StepResult)
+                "request_code", CodeRequest(ip=IP), start_workflow_operation=start, result_type=StepResult
+            )
         finally:
             handle = await asyncio.wait_for(start.workflow_handle(), timeout=10)
         return result, handle
 
 
 @asynccontextmanager
-async def dev_flow(dev_env: WorkflowEnvironment,
-                   fake: FakeActivities) -> AsyncIterator[DevFlow]:
+async def dev_flow(dev_env: WorkflowEnvironment, fake: FakeActivities) -> AsyncIterator[DevFlow]:
     account_id, staff_id, task_queue = new_ids()
-    async with asyncio.timeout(GUARD_SECONDS), Worker(
-            dev_env.client, task_queue=task_queue, workflows=[PasswordResetWorkflow,
-                                                    PasswordChangedNoticeWorkflow],
-            activities=fake.all()):
+    async with (
+        asyncio.timeout(GUARD_SECONDS),
+        Worker(
+            dev_env.client,
+            task_queue=task_queue,
+            workflows=[PasswordResetWorkflow, PasswordChangedNoticeWorkflow],
+            activities=fake.all(),
+        ),
+    ):
         flow = DevFlow(dev_env, account_id, staff_id, task_queue)
         try:
             yield flow
         finally:
-            await leave_nothing_running(dev_env.client.get_workflow_handle(flow.workflow_id),
-                                        fake)
+            await leave_nothing_running(dev_env.client.get_workflow_handle(flow.workflow_id), fake)
 
 
 async def runs_of(dev_env: WorkflowEnvironment, workflow_id: str) -> list[str]:
-    return [wf.run_id async for wf in dev_env.client.list_workflows(
-        f"WorkflowId = '{workflow_id}'")]
+    return [wf.run_id async for wf in dev_env.client.list_workflows(f"WorkflowId = '{workflow_id}'")]
 
 
 async def test_update_with_start_happy_path(dev_env: WorkflowEnvironment) -> None:
@@ -836,14 +909,20 @@ async def test_update_with_start_happy_path(dev_env: WorkflowEnvironment) -> Non
     async with dev_flow(dev_env, fake) as dev:
         result, handle = await dev.request_code()
         assert result == StepResult(ok=True, step="code_requested")
-        flow = Flow(handle=dev_env.client.get_workflow_handle(
-            dev.workflow_id, run_id=handle.result_run_id, result_type=ResetOutcome),
-            account_id=dev.account_id, staff_id=dev.staff_id, fake=fake)
+        flow = Flow(
+            handle=dev_env.client.get_workflow_handle(
+                dev.workflow_id, run_id=handle.result_run_id, result_type=ResetOutcome
+            ),
+            account_id=dev.account_id,
+            staff_id=dev.staff_id,
+            fake=fake,
+        )
         progress = await flow.wait_for_code(1)
         assert (progress.step, progress.code_attempts_left) == ("code_sent", 5)
 
         assert await flow.reset("wrong") == StepResult(
-            ok=False, step="code_sent", message="Incorrect code, 4 attempts left")
+            ok=False, step="code_sent", message="Incorrect code, 4 attempts left"
+        )
         assert await flow.reset("digest-1") == StepResult(ok=True, step="completed")
         assert await flow.handle.result() == ResetOutcome(state="reset")
         described = await flow.handle.describe()
@@ -863,9 +942,14 @@ async def test_update_with_start_within_a_minute_reaches_the_same_run_and_is_ref
     async with dev_flow(dev_env, fake) as dev:
         result, first = await dev.request_code()
         assert result == StepResult(ok=True, step="code_requested")
-        flow = Flow(handle=dev_env.client.get_workflow_handle(
-            dev.workflow_id, run_id=first.result_run_id, result_type=ResetOutcome),
-            account_id=dev.account_id, staff_id=dev.staff_id, fake=fake)
+        flow = Flow(
+            handle=dev_env.client.get_workflow_handle(
+                dev.workflow_id, run_id=first.result_run_id, result_type=ResetOutcome
+            ),
+            account_id=dev.account_id,
+            staff_id=dev.staff_id,
+            fake=fake,
+        )
         await flow.wait_for_code(1)
 
         with pytest.raises(WorkflowUpdateFailedError) as refused:
@@ -877,8 +961,7 @@ async def test_update_with_start_within_a_minute_reaches_the_same_run_and_is_ref
 
         # One run: the second request reached the open flow, it started nothing.
         assert (await flow.handle.describe()).run_id == first.result_run_id
-        runs = await eventually(runs_of, lambda found: len(found) >= 1, dev_env,
-                                dev.workflow_id)
+        runs = await eventually(runs_of, lambda found: len(found) >= 1, dev_env, dev.workflow_id)
         assert runs == [first.result_run_id]
         assert len(fake.codes) == 1
         progress = await flow.progress()
@@ -894,14 +977,12 @@ async def test_update_with_start_within_a_minute_reaches_the_same_run_and_is_ref
 
 async def code_for(flow: Flow, number: int) -> str:
     """The digest of the `number`-th code emailed, once the flow holds it."""
-    await eventually(lambda: asyncio.sleep(0, len(flow.fake.codes_sent_at)),
-                     lambda sent: sent >= number)
+    await eventually(lambda: asyncio.sleep(0, len(flow.fake.codes_sent_at)), lambda sent: sent >= number)
     await eventually(flow.progress, lambda p: p.code_delivery != "sending")
     return f"digest-{number}"
 
 
-async def test_a_browser_that_used_up_its_codes_never_blocks_another(
-        env: WorkflowEnvironment) -> None:
+async def test_a_browser_that_used_up_its_codes_never_blocks_another(env: WorkflowEnvironment) -> None:
     """The lock-out of issue 11: an attacker's browser asks for the first code and five new
     ones and burns the last code's tries; the person's browser still gets a code at once,
     and it works."""
@@ -915,30 +996,31 @@ async def test_a_browser_that_used_up_its_codes_never_blocks_another(
         await env.sleep(AFTER_RESEND_INTERVAL)
         refusal = await rejected(flow.request_code("attacker"))
         assert refusal.type == "TooManyCodes"
-        answers = [(await flow.reset(f"wrong-{n}", browser="attacker")).message
-                   for n in range(5)]
+        answers = [(await flow.reset(f"wrong-{n}", browser="attacker")).message for n in range(5)]
         assert answers[-1] == CODE_BURNT
 
         # The person's browser, at once: its own code, its own tries.
         assert await flow.request_code("person") == StepResult(ok=True, step="code_sent")
         code = await code_for(flow, 8)
         assert await flow.reset(code, browser="attacker") == StepResult(
-            ok=False, step="code_sent", message=TOO_MANY_CODES)
-        assert await flow.reset(code, browser="person") == StepResult(ok=True,
-                                                                     step="completed")
+            ok=False, step="code_sent", message=TOO_MANY_CODES
+        )
+        assert await flow.reset(code, browser="person") == StepResult(ok=True, step="completed")
         assert await flow.handle.result() == ResetOutcome(state="reset")
     assert len(fake.resets) == 1 and fake.links == []
 
 
-async def test_ten_wrong_codes_in_a_flow_stop_codes_and_email_a_link(
-        env: WorkflowEnvironment) -> None:
+async def test_ten_wrong_codes_in_a_flow_stop_codes_and_email_a_link(env: WorkflowEnvironment) -> None:
     fake = FakeActivities()
     async with running_flow(env, fake, first_code=False) as flow:
         for browser in ("first", "second", "person"):
             assert (await flow.request_code(browser)).ok
         person_code = await code_for(flow, 4)
-        messages = [(await flow.reset(f"wrong-{n}", browser=browser)).message
-                    for browser in ("first", "second") for n in range(5)]
+        messages = [
+            (await flow.reset(f"wrong-{n}", browser=browser)).message
+            for browser in ("first", "second")
+            for n in range(5)
+        ]
         # Every new code used to bring five fresh tries; the flow's tenth wrong code ends it.
         assert messages[:9] == [m for m in messages[:9] if m and m.startswith("Incorrect")]
         assert messages[9] == CODES_STOPPED
@@ -955,55 +1037,54 @@ async def test_ten_wrong_codes_in_a_flow_stop_codes_and_email_a_link(
 
         # Asking again gets a link, within the browser's own throttle.
         await env.sleep(AFTER_RESEND_INTERVAL)
-        assert await flow.request_code("person") == StepResult(ok=True, step="link_sent",
-                                                               message=LINK_SENT)
+        assert await flow.request_code("person") == StepResult(ok=True, step="link_sent", message=LINK_SENT)
         # (a link, and nothing else: no code was emailed for it)
         await eventually(lambda: asyncio.sleep(0, len(fake.links)), lambda n: n == 2)
         assert len(fake.codes) == 4  # the first request (no browser), then three browsers
 
         # The link resets: the activity gets its hash to consume, and no code caps.
         assert await flow.reset("", browser="person", link="link-hash") == StepResult(
-            ok=True, step="completed")
+            ok=True, step="completed"
+        )
         assert await flow.handle.result() == ResetOutcome(state="reset")
         # The new commands replay deterministically (histories from 980d269: tests/replay).
-        await Replayer(workflows=[PasswordResetWorkflow, PasswordChangedNoticeWorkflow],
-                       data_converter=env.client.data_converter,
-                       namespace=env.client.namespace).replay_workflow(
-            await flow.handle.fetch_history())
+        await Replayer(
+            workflows=[PasswordResetWorkflow, PasswordChangedNoticeWorkflow],
+            data_converter=env.client.data_converter,
+            namespace=env.client.namespace,
+        ).replay_workflow(await flow.handle.fetch_history())
     [reset] = fake.resets
     assert (reset.link_digest, reset.code_flow) == ("link-hash", None)
 
 
-async def test_the_account_cap_counts_earlier_flows_of_the_day(
-        env: WorkflowEnvironment) -> None:
+async def test_the_account_cap_counts_earlier_flows_of_the_day(env: WorkflowEnvironment) -> None:
     """19 wrong codes earlier today: the 20th stops codes, even the right one after it."""
     fake = FakeActivities(day_failures=19)
     async with running_flow(env, fake) as flow:
-        assert await flow.reset("wrong") == StepResult(ok=False, step="code_sent",
-                                                       message=CODES_STOPPED)
+        assert await flow.reset("wrong") == StepResult(ok=False, step="code_sent", message=CODES_STOPPED)
         right = await flow.reset("digest-1")
         assert (right.ok, right.message) == (False, CODES_STOPPED)
         await eventually(lambda: asyncio.sleep(0, len(fake.links)), lambda n: n == 1)
         assert fake.resets == []
 
 
-async def test_past_the_account_cap_the_right_code_is_checked_against_it(
-        env: WorkflowEnvironment) -> None:
+async def test_past_the_account_cap_the_right_code_is_checked_against_it(env: WorkflowEnvironment) -> None:
     """Capped before this flow knew: the right code reaches the activity, which refuses it
     as the cap says, and the flow stops codes and emails a link."""
     fake = FakeActivities()
     async with running_flow(env, fake) as flow:
         fake.day_failures = 20
-        assert await flow.reset("digest-1") == StepResult(ok=False, step="code_sent",
-                                                          message=CODES_STOPPED)
+        assert await flow.reset("digest-1") == StepResult(ok=False, step="code_sent", message=CODES_STOPPED)
         [checked] = fake.resets
         assert (checked.code_flow, checked.flow_limit, checked.day_limit) == (
-            (await flow.handle.describe()).run_id, 10, 20)
+            (await flow.handle.describe()).run_id,
+            10,
+            20,
+        )
         await eventually(lambda: asyncio.sleep(0, len(fake.links)), lambda n: n == 1)
 
 
-async def test_a_request_past_the_day_cap_gets_a_link_not_a_code(
-        env: WorkflowEnvironment) -> None:
+async def test_a_request_past_the_day_cap_gets_a_link_not_a_code(env: WorkflowEnvironment) -> None:
     fake = FakeActivities()
     async with running_flow(env, fake, first_code=False) as flow:
         answer = await flow.request_code("other", links_only=True)
@@ -1013,8 +1094,7 @@ async def test_a_request_past_the_day_cap_gets_a_link_not_a_code(
         assert progress.step == "link_sent"
 
 
-async def test_five_wrong_authenticator_codes_spend_a_reset_link(
-        env: WorkflowEnvironment) -> None:
+async def test_five_wrong_authenticator_codes_spend_a_reset_link(env: WorkflowEnvironment) -> None:
     """A link is not a code to guess, but the authenticator code beside it is: five wrong
     ones and the flow refuses that link (the activity never sees it again)."""
     wrong_totp = ResetPasswordResult(ok=False, message=WRONG_TOTP, totp_failed=True)
@@ -1032,7 +1112,8 @@ async def test_five_wrong_authenticator_codes_spend_a_reset_link(
 
 
 async def test_a_browser_quiet_for_an_hour_starts_afresh_while_others_keep_the_flow_open(
-        env: WorkflowEnvironment) -> None:
+    env: WorkflowEnvironment,
+) -> None:
     fake = FakeActivities()
     async with running_flow(env, fake, first_code=False) as flow:
         assert (await flow.request_code("person")).ok
@@ -1046,5 +1127,4 @@ async def test_a_browser_quiet_for_an_hour_starts_afresh_while_others_keep_the_f
             assert (await flow.request_code(other)).ok
         assert (await flow.request_code("person")).ok
         await eventually(lambda: asyncio.sleep(0, len(fake.codes)), lambda n: n == 10)
-        assert await flow.reset("digest-10", browser="person") == StepResult(
-            ok=True, step="completed")
+        assert await flow.reset("digest-10", browser="person") == StepResult(ok=True, step="completed")

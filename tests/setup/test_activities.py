@@ -87,37 +87,54 @@ class Flow:
 
     @property
     def shared(self) -> SharedActivities:
-        return SharedActivities(self.settings, self.sessions,
-                                OutboxSender(self.sessions, self.keyring), self.keyring)
+        return SharedActivities(
+            self.settings, self.sessions, OutboxSender(self.sessions, self.keyring), self.keyring
+        )
 
-    def password_input(self, password: str = PASSWORD, session_hash: str = SESSION_HASH,
-                       context: bytes | None = None, public_key: str | None = None,
-                       ) -> StorePasswordInput:
-        sealed = seal(public_key or self.settings.seal_public_key, password.encode(),
-                      password_context(self.workflow_id) if context is None else context)
+    def password_input(
+        self,
+        password: str = PASSWORD,
+        session_hash: str = SESSION_HASH,
+        context: bytes | None = None,
+        public_key: str | None = None,
+    ) -> StorePasswordInput:
+        sealed = seal(
+            public_key or self.settings.seal_public_key,
+            password.encode(),
+            password_context(self.workflow_id) if context is None else context,
+        )
         return StorePasswordInput(
-            setup_id=str(self.setup_id), staff_id=str(self.staff_id),
-            workflow_id=self.workflow_id, run_id=self.run_id, link_id=str(self.link_id),
-            sealed_password=sealed, session_hash=session_hash, session_ttl_seconds=24 * 3600)
+            setup_id=str(self.setup_id),
+            staff_id=str(self.staff_id),
+            workflow_id=self.workflow_id,
+            run_id=self.run_id,
+            link_id=str(self.link_id),
+            sealed_password=sealed,
+            session_hash=session_hash,
+            session_ttl_seconds=24 * 3600,
+        )
 
     def step_input(self) -> StaffStepInput:
-        return StaffStepInput(setup_id=str(self.setup_id), staff_id=str(self.staff_id),
-                              workflow_id=self.workflow_id)
+        return StaffStepInput(
+            setup_id=str(self.setup_id), staff_id=str(self.staff_id), workflow_id=self.workflow_id
+        )
 
     def totp_input(self, code: str, context: bytes | None = None) -> VerifyTotpInput:
-        sealed = seal(self.settings.seal_public_key, code.encode(),
-                      totp_context(self.workflow_id) if context is None else context)
-        return VerifyTotpInput(staff_id=str(self.staff_id), workflow_id=self.workflow_id,
-                               sealed_code=sealed)
+        sealed = seal(
+            self.settings.seal_public_key,
+            code.encode(),
+            totp_context(self.workflow_id) if context is None else context,
+        )
+        return VerifyTotpInput(staff_id=str(self.staff_id), workflow_id=self.workflow_id, sealed_code=sealed)
 
     def activate_input(self, mfa: bool) -> ActivateInput:
-        return ActivateInput(setup_id=str(self.setup_id), staff_id=str(self.staff_id),
-                             workflow_id=self.workflow_id, mfa=mfa)
+        return ActivateInput(
+            setup_id=str(self.setup_id), staff_id=str(self.staff_id), workflow_id=self.workflow_id, mfa=mfa
+        )
 
     async def account(self) -> SsoAccount | None:
         async with self.sessions() as session:
-            return await session.scalar(select(SsoAccount).where(
-                SsoAccount.staff_id == self.staff_id))
+            return await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == self.staff_id))
 
     async def link(self) -> SetupLink:
         async with self.sessions() as session:
@@ -140,13 +157,25 @@ class Flow:
 
     async def browser_sessions(self) -> list[BrowserSession]:
         async with self.sessions() as session:
-            return list((await session.scalars(select(BrowserSession).where(
-                BrowserSession.staff_id == self.staff_id))).all())
+            return list(
+                (
+                    await session.scalars(
+                        select(BrowserSession).where(BrowserSession.staff_id == self.staff_id)
+                    )
+                ).all()
+            )
 
     async def audit_actions(self) -> list[str]:
         async with self.sessions() as session:
-            return list((await session.scalars(select(AuditEvent.action).where(
-                AuditEvent.target == str(self.staff_id)).order_by(AuditEvent.occurred_at))).all())
+            return list(
+                (
+                    await session.scalars(
+                        select(AuditEvent.action)
+                        .where(AuditEvent.target == str(self.staff_id))
+                        .order_by(AuditEvent.occurred_at)
+                    )
+                ).all()
+            )
 
     async def totp_secret(self) -> str:
         account = await self.account()
@@ -157,14 +186,18 @@ class Flow:
         """Everything store_password may change."""
         link = await self.link()
         account = await self.account()
-        return (link.consumed_at, await self.setup_state(),
-                None if account is None else (account.password_hash, account.status),
-                len(await self.browser_sessions()))
+        return (
+            link.consumed_at,
+            await self.setup_state(),
+            None if account is None else (account.password_hash, account.status),
+            len(await self.browser_sessions()),
+        )
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def world(database_url: str) -> AsyncIterator[tuple[Settings, SessionFactory, Keyring,
-                                                          SetupStepActivities]]:
+async def world(
+    database_url: str,
+) -> AsyncIterator[tuple[Settings, SessionFactory, Keyring, SetupStepActivities]]:
     settings = make_settings(database_url=database_url)
     engine = create_engine(database_url)
     sessions = session_factory(engine)
@@ -174,9 +207,13 @@ async def world(database_url: str) -> AsyncIterator[tuple[Settings, SessionFacto
     await engine.dispose()
 
 
-async def new_flow(world: tuple[Settings, SessionFactory, Keyring, SetupStepActivities], *,
-                   link_expires_in: timedelta = timedelta(minutes=15), revoked: bool = False,
-                   state: str = "link_opened") -> Flow:
+async def new_flow(
+    world: tuple[Settings, SessionFactory, Keyring, SetupStepActivities],
+    *,
+    link_expires_in: timedelta = timedelta(minutes=15),
+    revoked: bool = False,
+    state: str = "link_opened",
+) -> Flow:
     settings, sessions, keyring, acts = world
     now = utcnow()
     email = f"jo.{uuid.uuid4().hex[:8]}@example.com"
@@ -187,17 +224,29 @@ async def new_flow(world: tuple[Settings, SessionFactory, Keyring, SetupStepActi
         session.add(staff)
         await session.flush()
         workflow_id = f"sso-setup-{staff.id}"
-        setup = SsoSetup(staff_id=staff.id, workflow_id=workflow_id, run_id=run_id, state=state,
-                         state_since=now, link_expires_at=now + link_expires_in,
-                         email_delivery="sent", requested_by="admin-key:test")
-        link = SetupLink(staff_id=staff.id, workflow_id=workflow_id, run_id=run_id,
-                         token_hash=token_hash(settings.secret_key.get_secret_value(),
-                                               LINK_PURPOSE, token),
-                         expires_at=now + link_expires_in, revoked_at=now if revoked else None)
+        setup = SsoSetup(
+            staff_id=staff.id,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            state=state,
+            state_since=now,
+            link_expires_at=now + link_expires_in,
+            email_delivery="sent",
+            requested_by="admin-key:test",
+        )
+        link = SetupLink(
+            staff_id=staff.id,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            token_hash=token_hash(settings.secret_key.get_secret_value(), LINK_PURPOSE, token),
+            expires_at=now + link_expires_in,
+            revoked_at=now if revoked else None,
+        )
         session.add_all([setup, link])
         await session.commit()
-        flow = Flow(settings, sessions, keyring, acts, staff.id, email, setup.id, workflow_id,
-                    run_id, link.id, token)
+        flow = Flow(
+            settings, sessions, keyring, acts, staff.id, email, setup.id, workflow_id, run_id, link.id, token
+        )
     return flow
 
 
@@ -241,8 +290,9 @@ async def test_store_password_hashes_consumes_the_link_and_binds_the_session(wor
     assert (await flow.audit_actions()).count("sso_setup.password_set") == 1
 
     # Anyone else with the link, afterwards: refused, no session.
-    other = await flow.run(flow.acts.store_password,
-                           flow.password_input("Another-Quiet-Harbour-Moth-77", OTHER_SESSION_HASH))
+    other = await flow.run(
+        flow.acts.store_password, flow.password_input("Another-Quiet-Harbour-Moth-77", OTHER_SESSION_HASH)
+    )
     assert not other.ok
     assert other.message == LINK_GONE and "no longer valid" in other.message
     assert [s.id_hash for s in await flow.browser_sessions()] == [SESSION_HASH]
@@ -250,7 +300,8 @@ async def test_store_password_hashes_consumes_the_link_and_binds_the_session(wor
 
 
 async def test_store_password_attempts_that_overlap_both_answer_ok(
-        world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Temporal gave up on a slow attempt (its 10 s timeout) and started another, which read
     the link before the first committed: the person's step is done, not "link no longer
     valid"."""
@@ -297,13 +348,17 @@ async def test_store_password_refuses_an_expired_or_revoked_link(world: Any, kin
     assert "sso_setup.password_set" not in await flow.audit_actions()
 
 
-@pytest.mark.parametrize(("password", "reason"), [
-    ("short", "Use at least 15 characters"),
-    ("password12345678", "commonly used password"),
-    ("Bloggs.agentOS.2024", "Don't build your password from your name"),
-])
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("short", "Use at least 15 characters"),
+        ("password12345678", "commonly used password"),
+        ("Bloggs.agentOS.2024", "Don't build your password from your name"),
+    ],
+)
 async def test_store_password_refuses_a_weak_password_and_changes_nothing(
-        world: Any, password: str, reason: str) -> None:
+    world: Any, password: str, reason: str
+) -> None:
     flow = await new_flow(world)
     before = await flow.snapshot()
     result = await flow.run(flow.acts.store_password, flow.password_input(password))
@@ -344,13 +399,25 @@ async def test_store_password_refuses_a_value_sealed_for_something_else(world: A
 
 async def test_send_code_emails_six_digits_and_returns_only_a_digest(world: Any) -> None:
     flow = await flow_with_password(world)
-    result = await flow.run(flow.shared.send_code, SendCodeInput(
-        setup_id=str(flow.setup_id), staff_id=str(flow.staff_id), workflow_id=flow.workflow_id,
-        purpose="setup", code_ttl_seconds=600))
+    result = await flow.run(
+        flow.shared.send_code,
+        SendCodeInput(
+            setup_id=str(flow.setup_id),
+            staff_id=str(flow.staff_id),
+            workflow_id=flow.workflow_id,
+            purpose="setup",
+            code_ttl_seconds=600,
+        ),
+    )
 
     async with flow.sessions() as session:
-        [email] = (await session.scalars(select(OutboxEmail).where(
-            OutboxEmail.to_address == flow.email, OutboxEmail.subject == CODE_SUBJECT))).all()
+        [email] = (
+            await session.scalars(
+                select(OutboxEmail).where(
+                    OutboxEmail.to_address == flow.email, OutboxEmail.subject == CODE_SUBJECT
+                )
+            )
+        ).all()
     body = flow.keyring.unseal(email.body_encrypted, b"outbox").decode()
     text, html = body.split("\0")
     match = CODE_LINE.search(text)
@@ -368,15 +435,21 @@ async def test_send_code_emails_six_digits_and_returns_only_a_digest(world: Any)
     assert await flow.setup_state() == "code_sent"
     assert (await flow.audit_actions()).count("code.issued") == 1
     async with flow.sessions() as session:
-        details = (await session.scalars(select(AuditEvent.details).where(
-            AuditEvent.target == str(flow.staff_id)))).all()
+        details = (
+            await session.scalars(select(AuditEvent.details).where(AuditEvent.target == str(flow.staff_id)))
+        ).all()
     assert all(code not in str(d) for d in details)
 
 
 async def test_send_code_gives_a_new_code_each_time(world: Any) -> None:
     flow = await flow_with_password(world)
-    data = SendCodeInput(setup_id=str(flow.setup_id), staff_id=str(flow.staff_id),
-                         workflow_id=flow.workflow_id, purpose="setup", code_ttl_seconds=600)
+    data = SendCodeInput(
+        setup_id=str(flow.setup_id),
+        staff_id=str(flow.staff_id),
+        workflow_id=flow.workflow_id,
+        purpose="setup",
+        code_ttl_seconds=600,
+    )
     # Each "Send a new code" is a new activity of the flow (a new send request); attempts of
     # one request repeat its code (tests/core/test_email_sends.py).
     digests = set()
@@ -386,8 +459,9 @@ async def test_send_code_gives_a_new_code_each_time(world: Any) -> None:
         digests.add((await env.run(flow.shared.send_code, data)).code_digest)
     assert len(digests) >= 4  # six random digits: five equal draws are (nearly) impossible
     async with flow.sessions() as session:
-        count = await session.scalar(select(func.count()).select_from(OutboxEmail).where(
-            OutboxEmail.to_address == flow.email))
+        count = await session.scalar(
+            select(func.count()).select_from(OutboxEmail).where(OutboxEmail.to_address == flow.email)
+        )
     assert count == 5
 
 
@@ -398,9 +472,16 @@ async def test_send_code_moves_no_setup_without_a_setup_id(world: Any) -> None:
     for number, setup_id in enumerate((None, "")):
         env = ActivityEnvironment()
         env.info = dataclasses.replace(env.info, activity_id=f"reset-{number}")
-        result = await env.run(flow.shared.send_code, SendCodeInput(
-            setup_id=setup_id, staff_id=str(flow.staff_id), workflow_id=flow.workflow_id,
-            purpose="reset", code_ttl_seconds=600))
+        result = await env.run(
+            flow.shared.send_code,
+            SendCodeInput(
+                setup_id=setup_id,
+                staff_id=str(flow.staff_id),
+                workflow_id=flow.workflow_id,
+                purpose="reset",
+                code_ttl_seconds=600,
+            ),
+        )
         assert result.code_digest
     assert await flow.setup_state() == "password_set"
     assert (await flow.audit_actions()).count("code.issued") == 2
@@ -466,11 +547,9 @@ def server_time(monkeypatch: pytest.MonkeyPatch) -> datetime:
 async def flow_with_totp(world: Any) -> Flow:
     flow = await flow_with_password(world)
     async with flow.sessions() as session:
-        account = await session.scalar(select(SsoAccount).where(
-            SsoAccount.staff_id == flow.staff_id))
+        account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == flow.staff_id))
         assert account is not None
-        account.totp_secret_encrypted = flow.keyring.seal(TOTP_SECRET.encode(),
-                                                          totp_aad(flow.staff_id))
+        account.totp_secret_encrypted = flow.keyring.seal(TOTP_SECRET.encode(), totp_aad(flow.staff_id))
         await session.commit()
     return flow
 
@@ -486,8 +565,7 @@ async def test_the_codes_around_now_are_distinct() -> None:
 
 
 @pytest.mark.parametrize("step", [-1, 0, 1])
-async def test_verify_totp_accepts_one_step_either_side(world: Any, server_time: datetime,
-                                                        step: int) -> None:
+async def test_verify_totp_accepts_one_step_either_side(world: Any, server_time: datetime, step: int) -> None:
     flow = await flow_with_totp(world)
     result = await flow.run(flow.acts.verify_totp, flow.totp_input(totp_at(step)))
     assert result.ok, result.message
@@ -497,8 +575,7 @@ async def test_verify_totp_accepts_one_step_either_side(world: Any, server_time:
 
 
 @pytest.mark.parametrize("step", [-3, -2, 2, 3])
-async def test_verify_totp_refuses_codes_further_away(world: Any, server_time: datetime,
-                                                      step: int) -> None:
+async def test_verify_totp_refuses_codes_further_away(world: Any, server_time: datetime, step: int) -> None:
     flow = await flow_with_totp(world)
     result = await flow.run(flow.acts.verify_totp, flow.totp_input(totp_at(step)))
     assert not result.ok
@@ -531,11 +608,13 @@ async def test_verify_totp_accepts_each_code_once(world: Any, server_time: datet
         again = await flow.run(flow.acts.verify_totp, flow.totp_input(totp_at(step)))
         assert not again.ok, step
     assert (await flow.account()).totp_last_step == (  # type: ignore[union-attr]
-        pyotp.TOTP(TOTP_SECRET).timecode(NOW) + 1)
+        pyotp.TOTP(TOTP_SECRET).timecode(NOW) + 1
+    )
 
 
-async def test_verify_totp_refuses_a_code_sealed_for_something_else(world: Any,
-                                                                    server_time: datetime) -> None:
+async def test_verify_totp_refuses_a_code_sealed_for_something_else(
+    world: Any, server_time: datetime
+) -> None:
     flow = await flow_with_totp(world)
     for context in (totp_context("sso-setup-someone-else"), password_context(flow.workflow_id)):
         with pytest.raises(ApplicationError) as caught:
@@ -620,10 +699,12 @@ async def test_activate_retried_after_it_committed_records_it_once(world: Any) -
 
 
 async def test_verify_totp_retry_judges_the_code_when_it_was_entered(
-        world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The retry runs two minutes after the person typed the code (the first attempt's
     worker died before it committed): the code is judged at the time the step was
     scheduled."""
+
     class Later(datetime):
         @classmethod
         def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
@@ -684,13 +765,28 @@ async def test_every_setup_step_audit_event_carries_the_ip(world: Any, mfa: bool
     flow = await flow_with_password(world)
     await flow.set_setup_state("code_sent")
     await flow.run(flow.acts.confirm_email, dataclasses.replace(flow.step_input(), ip=ip))
-    await flow.run(flow.acts.activate_account,
-                   dataclasses.replace(flow.activate_input(mfa=mfa), ip=ip))
+    await flow.run(flow.acts.activate_account, dataclasses.replace(flow.activate_input(mfa=mfa), ip=ip))
     async with flow.sessions() as session:
-        rows = (await session.execute(select(AuditEvent.action, AuditEvent.ip).where(
-            AuditEvent.action.in_(["sso_setup.link_opened", "sso_setup.email_confirmed",
-                                   "mfa.enrolled", "mfa.skipped", "sso_setup.active"])))).all()
-    expected = {"sso_setup.link_opened", "sso_setup.email_confirmed", "sso_setup.active",
-                "mfa.enrolled" if mfa else "mfa.skipped"}
+        rows = (
+            await session.execute(
+                select(AuditEvent.action, AuditEvent.ip).where(
+                    AuditEvent.action.in_(
+                        [
+                            "sso_setup.link_opened",
+                            "sso_setup.email_confirmed",
+                            "mfa.enrolled",
+                            "mfa.skipped",
+                            "sso_setup.active",
+                        ]
+                    )
+                )
+            )
+        ).all()
+    expected = {
+        "sso_setup.link_opened",
+        "sso_setup.email_confirmed",
+        "sso_setup.active",
+        "mfa.enrolled" if mfa else "mfa.skipped",
+    }
     assert {action for action, _ in rows} == expected
     assert {address for _, address in rows} == {ip}

@@ -81,8 +81,15 @@ async def browser(stack: Stack) -> AsyncIterator[Browser]:
 
 async def audit_actions(stack: Stack, staff_id: str) -> list[str]:
     async with stack.sessions() as session:
-        return list((await session.scalars(select(AuditEvent.action).where(
-            AuditEvent.target == staff_id).order_by(AuditEvent.occurred_at))).all())
+        return list(
+            (
+                await session.scalars(
+                    select(AuditEvent.action)
+                    .where(AuditEvent.target == staff_id)
+                    .order_by(AuditEvent.occurred_at)
+                )
+            ).all()
+        )
 
 
 def set_cookie_headers(response: httpx.Response, name: str) -> list[str]:
@@ -106,8 +113,9 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
     assert start.status_code == 200
     assert "agentOS Single Sign-On" in page_text(start)
     assert email in page_text(start)
-    assert re.search(rf'<a href="/sso/setup/{re.escape(token)}/password">Forgot your password\?</a>',
-                     start.text), start.text
+    assert re.search(
+        rf'<a href="/sso/setup/{re.escape(token)}/password">Forgot your password\?</a>', start.text
+    ), start.text
 
     form = await browser.get(f"/sso/setup/{token}/password")
     assert form.status_code == 200
@@ -116,8 +124,7 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
     # No maxlength: a browser would cut a long pasted password without a word; the server
     # refuses one over 256 characters and says so (docs/security.md §1: no truncation).
     assert not re.search(r'<input[^>]*type="password"[^>]*maxlength', form.text), form.text
-    chosen = await browser.submit(form, f"/sso/setup/{token}/password", password=PASSWORD,
-                                  confirm=PASSWORD)
+    chosen = await browser.submit(form, f"/sso/setup/{token}/password", password=PASSWORD, confirm=PASSWORD)
     assert redirected_to(chosen, "/sso/setup/confirm"), chosen.text
     [cookie] = set_cookie_headers(chosen, SESSION_COOKIE)
     attributes = [part.strip().lower() for part in cookie.split(";")[1:]]
@@ -170,10 +177,14 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
     assert status["state"] == "active"
 
     async with stack.sessions() as session:
-        account = await session.scalar(select(SsoAccount).where(
-            SsoAccount.staff_id == uuid.UUID(staff["id"])))
-        bound = (await session.scalars(select(BrowserSession).where(
-            BrowserSession.staff_id == uuid.UUID(staff["id"])))).all()
+        account = await session.scalar(
+            select(SsoAccount).where(SsoAccount.staff_id == uuid.UUID(staff["id"]))
+        )
+        bound = (
+            await session.scalars(
+                select(BrowserSession).where(BrowserSession.staff_id == uuid.UUID(staff["id"]))
+            )
+        ).all()
     assert account is not None
     assert account.password_hash is not None
     assert account.password_hash.startswith(ARGON2_PREFIX)
@@ -196,8 +207,13 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
 
     actions = await audit_actions(stack, staff["id"])
     enrolled, skipped = ("mfa.enrolled", "mfa.skipped") if mfa else ("mfa.skipped", "mfa.enrolled")
-    for action in ("sso_setup.password_set", "code.issued", "sso_setup.email_confirmed",
-                   enrolled, "sso_setup.active"):
+    for action in (
+        "sso_setup.password_set",
+        "code.issued",
+        "sso_setup.email_confirmed",
+        enrolled,
+        "sso_setup.active",
+    ):
         assert actions.count(action) == 1, (action, actions)
     assert skipped not in actions
     if not mfa:
@@ -212,8 +228,7 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
         signing_in = Browser(stack)
         try:
             login = await signing_in.get("/sso/login")
-            needs_code = await signing_in.submit(login, "/sso/login", email=email,
-                                                 password=PASSWORD)
+            needs_code = await signing_in.submit(login, "/sso/login", email=email, password=PASSWORD)
             assert redirected_to(needs_code, "/sso/login/mfa"), page_text(needs_code)
             code_page = await signing_in.get("/sso/login/mfa")
             replayed = await signing_in.submit(code_page, "/sso/login/mfa", code=accepted)
@@ -224,20 +239,22 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
             await signing_in.aclose()
 
 
-async def test_bad_passwords_are_explained_and_change_nothing(stack: Stack,
-                                                               browser: Browser) -> None:
+async def test_bad_passwords_are_explained_and_change_nothing(stack: Stack, browser: Browser) -> None:
     staff, token = await send_setup_email(stack)
     email = staff["external_email_1"]
     before = await db_state(stack, staff["id"])
     cases = [
         ("short", None, "Use at least 15 characters (this has 5)."),
         # Counted in code points, not bytes: 14 emoji are 56 bytes of UTF-8.
-        ("\U0001F511" * 14, None, "Use at least 15 characters (this has 14)."),
+        ("\U0001f511" * 14, None, "Use at least 15 characters (this has 14)."),
         ("x" * 257, None, "Use at most 256 characters (this has 257)."),
         ("password12345678", None, "This is similar to a commonly used password."),
         ("aaaaaaaaaaaaaaaa", None, 'Repeats like "aaa" are easy to guess.'),
-        ("Bloggs.agentOS.2024", None, "Don't build your password from your name, email "
-                                      "address or the company name."),
+        (
+            "Bloggs.agentOS.2024",
+            None,
+            "Don't build your password from your name, email address or the company name.",
+        ),
         (email + "!!", None, "Don't build your password from your name"),
         (PASSWORD, PASSWORD + "x", "The two passwords don't match."),
     ]
@@ -261,7 +278,8 @@ async def test_bad_passwords_are_explained_and_change_nothing(stack: Stack,
 
 
 async def test_the_password_page_judges_strength_off_the_event_loop(
-        stack: Stack, browser: Browser, zxcvbn_threads: list[int]) -> None:
+    stack: Stack, browser: Browser, zxcvbn_threads: list[int]
+) -> None:
     """zxcvbn (about 50 ms for 72 characters) never runs on the loop serving every page."""
     _staff, token = await send_setup_email(stack)
     refused = await choose_password(browser, token, "password12345678")
@@ -270,14 +288,12 @@ async def test_the_password_page_judges_strength_off_the_event_loop(
     assert zxcvbn_threads and threading.get_ident() not in zxcvbn_threads
 
 
-async def test_session_cookie_without_https(temporal_env: WorkflowEnvironment,
-                                            sqlite_url: str) -> None:
+async def test_session_cookie_without_https(temporal_env: WorkflowEnvironment, sqlite_url: str) -> None:
     """Over plain http (development) the cookies keep HttpOnly and SameSite but cannot be
     Secure, so they carry no __Host- prefix."""
     public = "http://sso.example.test"
     # Plain http is for development only: asked for, as `sso dev` does.
-    async with running_stack(temporal_env, sqlite_url, public_url=public,
-                             env="development") as stack:
+    async with running_stack(temporal_env, sqlite_url, public_url=public, env="development") as stack:
         staff = await stack.create_staff()
         await stack.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=stack.admin)
         await stack.wait_for(staff["id"], lambda s: s["state"] == "email_sent")
@@ -323,8 +339,9 @@ async def test_link_is_consumed_by_the_first_post_only(stack: Stack, browser: Br
             assert "already been used" in page_text(gone)
             assert "administrator" in page_text(gone)  # what to do next
         # The form the other browser loaded before: refused, no session for it.
-        late = await other.submit(stale_form, f"/sso/setup/{token}/password",
-                                  password=PASSWORD, confirm=PASSWORD)
+        late = await other.submit(
+            stale_form, f"/sso/setup/{token}/password", password=PASSWORD, confirm=PASSWORD
+        )
         assert late.status_code == 410
         assert "no longer valid" in page_text(late)
         assert other.cookie() is None
@@ -335,9 +352,14 @@ async def test_link_is_consumed_by_the_first_post_only(stack: Stack, browser: Br
             assert lost.status_code == 401, path
             assert "Open the link from your email" in page_text(lost)
         code = await latest_code(stack, staff["external_email_1"])
-        posted = await other.post("/sso/setup/confirm", {
-            "code": code, "csrf": hidden_fields(stale_form, f"/sso/setup/{token}/password")["csrf"],
-            "submission": "x" * 22})
+        posted = await other.post(
+            "/sso/setup/confirm",
+            {
+                "code": code,
+                "csrf": hidden_fields(stale_form, f"/sso/setup/{token}/password")["csrf"],
+                "submission": "x" * 22,
+            },
+        )
         assert posted.status_code == 401
         assert "Open the link from your email" in page_text(posted)
         # A made-up session cookie is no better.
@@ -348,12 +370,10 @@ async def test_link_is_consumed_by_the_first_post_only(stack: Stack, browser: Br
 
     # The browser that chose the password carries on.
     page = await confirm_page_once_sent(browser)
-    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=code),
-                         "/sso/setup/mfa")
+    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=code), "/sso/setup/mfa")
 
 
-async def test_opening_the_password_form_shows_link_opened(stack: Stack,
-                                                            browser: Browser) -> None:
+async def test_opening_the_password_form_shows_link_opened(stack: Stack, browser: Browser) -> None:
     staff, token = await send_setup_email(stack)
     # The screen alone (what a mail scanner fetches) says nothing about the person.
     assert (await browser.get(f"/sso/setup/{token}")).status_code == 200
@@ -373,16 +393,16 @@ async def test_opening_the_password_form_shows_link_opened(stack: Stack,
     assert actions.index("sso_setup.link_opened") < actions.index("sso_setup.password_set")
 
 
-async def test_the_email_link_again_in_the_same_browser_carries_on(stack: Stack,
-                                                                   browser: Browser) -> None:
+async def test_the_email_link_again_in_the_same_browser_carries_on(stack: Stack, browser: Browser) -> None:
     """After choosing the password the person closes the tab; later they open the link in
     their email again: this browser is taken to its step, any other is told the link is used."""
     flow = await at_code_step(stack, browser)
     for path in (f"/sso/setup/{flow.token}", f"/sso/setup/{flow.token}/password"):
         again = await browser.get(path)
         assert redirected_to(again, "/sso/setup/confirm"), (path, again.status_code)
-    assert redirected_to(await browser.submit(flow.page, "/sso/setup/confirm", code=flow.code),
-                         "/sso/setup/mfa")
+    assert redirected_to(
+        await browser.submit(flow.page, "/sso/setup/confirm", code=flow.code), "/sso/setup/mfa"
+    )
     # At the MFA step, the link leads (through the confirm page) to the MFA page.
     again = await browser.get(f"/sso/setup/{flow.token}")
     assert redirected_to(again, "/sso/setup/confirm")
@@ -417,8 +437,8 @@ def hold_password_hashing(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Even
 
 
 async def test_a_password_step_that_answers_late_is_not_lost(
-        temporal_env: WorkflowEnvironment, database_url: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    temporal_env: WorkflowEnvironment, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The worker is slow to store the password (held here until the page has answered):
     the page says "please try again in a minute" within SSO_STEP_TIMEOUT, the step goes
     through once the worker gets to it, and the same browser carries on from the link."""
@@ -440,15 +460,13 @@ async def test_a_password_step_that_answers_late_is_not_lost(
             assert not (await db_state(running, staff["id"]))["link_consumed"]
 
             release.set()
-            await running.wait_for(staff["id"], lambda s: s["state"] in ("password_set",
-                                                                         "code_sent"))
+            await running.wait_for(staff["id"], lambda s: s["state"] in ("password_set", "code_sent"))
             # "Try again": the link from the email takes this browser to the next step.
             again = await person.get(f"/sso/setup/{token}")
             assert redirected_to(again, "/sso/setup/confirm"), page_text(again)
             page = await confirm_page_once_sent(person)
             code = await latest_code(running, staff["external_email_1"])
-            assert redirected_to(await person.submit(page, "/sso/setup/confirm", code=code),
-                                 "/sso/setup/mfa")
+            assert redirected_to(await person.submit(page, "/sso/setup/confirm", code=code), "/sso/setup/mfa")
             # Done once: one password, one session, one code.
             actions = await audit_actions(running, staff["id"])
             assert actions.count("sso_setup.password_set") == 1
@@ -462,9 +480,9 @@ async def test_a_password_step_that_answers_late_is_not_lost(
 
 
 async def test_another_try_while_the_first_is_unanswered_keeps_the_browser_on_it(
-        temporal_env: WorkflowEnvironment, database_url: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """"Please try again in a minute", and the person does: they reload the form and post
+    temporal_env: WorkflowEnvironment, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Please try again in a minute", and the person does: they reload the form and post
     again while the first step is still unanswered, and this one gets no answer either (the
     worker is down). Whichever goes through, this browser holds the session it binds, so the
     link carries it on; before, the second try's cookie replaced the first's and never bound."""
@@ -475,8 +493,9 @@ async def test_another_try_while_the_first_is_unanswered_keeps_the_browser_on_it
             staff, token = await send_setup_email(running)
             action = f"/sso/setup/{token}/password"
             async with asyncio.timeout(GUARD_SECONDS):
-                first = await person.submit(await person.get(action), action,
-                                            password=PASSWORD, confirm=PASSWORD)
+                first = await person.submit(
+                    await person.get(action), action, password=PASSWORD, confirm=PASSWORD
+                )
             assert first.status_code == 503 and held.is_set()
             [first_cookie] = set_cookie_headers(first, SESSION_COOKIE)
 
@@ -493,8 +512,7 @@ async def test_another_try_while_the_first_is_unanswered_keeps_the_browser_on_it
             assert set_cookie_headers(second, SESSION_COOKIE) == [first_cookie]
 
             release.set()
-            await running.wait_for(staff["id"], lambda s: s["state"] in ("password_set",
-                                                                         "code_sent"))
+            await running.wait_for(staff["id"], lambda s: s["state"] in ("password_set", "code_sent"))
             again = await person.get(f"/sso/setup/{token}")
             assert redirected_to(again, "/sso/setup/confirm"), page_text(again)
             assert (await person.get("/sso/setup/confirm")).status_code == 200
@@ -515,8 +533,7 @@ async def test_another_try_while_the_first_is_unanswered_keeps_the_browser_on_it
 # -- CSRF ---------------------------------------------------------------------------------
 
 
-async def test_forms_without_a_valid_csrf_token_change_nothing(stack: Stack,
-                                                               browser: Browser) -> None:
+async def test_forms_without_a_valid_csrf_token_change_nothing(stack: Stack, browser: Browser) -> None:
     staff, token = await send_setup_email(stack)
     email = staff["external_email_1"]
     action = f"/sso/setup/{token}/password"
@@ -579,8 +596,7 @@ async def test_forms_without_a_valid_csrf_token_change_nothing(stack: Stack,
     # The MFA step: neither the code nor the skip is taken with a bad token.
     mfa_page = await browser.get("/sso/setup/mfa")
     totp = pyotp.TOTP(manual_key(mfa_page))
-    for action_path, extra in (("/sso/setup/mfa", {"code": totp.now()}),
-                               ("/sso/setup/mfa/skip", {})):
+    for action_path, extra in (("/sso/setup/mfa", {"code": totp.now()}), ("/sso/setup/mfa/skip", {})):
         fields = {**hidden_fields(mfa_page, action_path), **extra}
         for csrf in (None, "wrong"):
             refused = await browser.post(action_path, forged(fields, csrf))
@@ -600,25 +616,25 @@ async def test_forms_without_a_valid_csrf_token_change_nothing(stack: Stack,
 # -- double submit ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("timing", [
-    "at-once",
-    "one-after-the-other",
-])
-async def test_double_submitted_password_form_runs_once(stack: Stack, browser: Browser,
-                                                        timing: str) -> None:
+@pytest.mark.parametrize(
+    "timing",
+    [
+        "at-once",
+        "one-after-the-other",
+    ],
+)
+async def test_double_submitted_password_form_runs_once(stack: Stack, browser: Browser, timing: str) -> None:
     staff, token = await send_setup_email(stack)
     action = f"/sso/setup/{token}/password"
     form = await browser.get(action)
     fields = {**hidden_fields(form, action), "password": PASSWORD, "confirm": PASSWORD}
     if timing == "at-once":
-        first, second = await asyncio.gather(browser.post(action, fields),
-                                             browser.post(action, fields))
+        first, second = await asyncio.gather(browser.post(action, fields), browser.post(action, fields))
     else:
         first = await browser.post(action, fields)
         second = await browser.post(action, fields)
     for response in (first, second):
-        assert redirected_to(response, "/sso/setup/confirm"), (response.status_code,
-                                                               page_text(response))
+        assert redirected_to(response, "/sso/setup/confirm"), (response.status_code, page_text(response))
     assert cookie_value(first) == cookie_value(second)
 
     page = await confirm_page_once_sent(browser)
@@ -628,8 +644,7 @@ async def test_double_submitted_password_form_runs_once(stack: Stack, browser: B
     assert actions.count("sso_setup.password_set") == 1
     assert actions.count("code.issued") == 1
     assert (await db_state(stack, staff["id"]))["sessions"] == 1
-    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=code),
-                         "/sso/setup/mfa")
+    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=code), "/sso/setup/mfa")
 
 
 # -- codes --------------------------------------------------------------------------------
@@ -671,7 +686,8 @@ async def test_resend_is_throttled_and_replaces_the_code(stack: Stack, browser: 
 
 
 async def test_admin_status_and_the_page_follow_the_code_step(
-        stack: Stack, browser: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack: Stack, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """GET /api/v1/staff/{id}/sso at the code step: the state, whether the code is still
     being sent, attempts left, new codes left and when the next may be asked for; the page
     says the same to the person."""
@@ -702,8 +718,11 @@ async def test_admin_status_and_the_page_follow_the_code_step(
     code = await latest_code(stack, address)
     sent = await stack.wait_for(staff["id"], lambda s: s["state"] == "code_sent")
     assert sent["code"]["delivery"] == "sent", sent
-    assert (sent["code"]["attempts_left"], sent["code"]["resends_left"],
-            sent["code"]["wrong_codes_total"]) == (5, 5, 0)
+    assert (
+        sent["code"]["attempts_left"],
+        sent["code"]["resends_left"],
+        sent["code"]["wrong_codes_total"],
+    ) == (5, 5, 0)
     next_at = datetime.fromisoformat(sent["code"]["next_resend_at"])
     expires_at = datetime.fromisoformat(sent["code"]["expires_at"])
     # Asked for (the resend clock) no later than sent (the code's 10-minute clock).
@@ -720,14 +739,14 @@ async def test_admin_status_and_the_page_follow_the_code_step(
     renewed = await browser.submit(await browser.get("/sso/setup/confirm"), "/sso/setup/resend")
     assert renewed.status_code == 200, page_text(renewed)
     await latest_code(stack, address, count=2)
-    resent = await stack.wait_for(staff["id"], lambda s: s["code"]["delivery"] == "sent"
-                                  and s["code"]["resends_left"] == 4)
+    resent = await stack.wait_for(
+        staff["id"], lambda s: s["code"]["delivery"] == "sent" and s["code"]["resends_left"] == 4
+    )
     assert datetime.fromisoformat(resent["code"]["next_resend_at"]) > next_at
     assert resent["code"]["wrong_codes_total"] == 1  # a new code never resets the count
 
     page = await confirm_page_once_sent(browser)
-    right = await browser.submit(page, "/sso/setup/confirm",
-                                 code=await latest_code(stack, address, count=2))
+    right = await browser.submit(page, "/sso/setup/confirm", code=await latest_code(stack, address, count=2))
     assert redirected_to(right, "/sso/setup/mfa"), page_text(right)
     mfa = await stack.status(staff["id"])
     assert (mfa["state"], mfa["code"], mfa["mfa_enabled"]) == ("mfa_pending", None, False)
@@ -751,8 +770,7 @@ async def test_new_codes_are_capped_per_flow(stack: Stack, browser: Browser) -> 
     assert "administrator" in page_text(refused)
     assert len(await codes_sent_to(stack, email)) == 6
     last = await latest_code(stack, email, count=6)
-    assert redirected_to(await browser.submit(refused, "/sso/setup/confirm", code=last),
-                         "/sso/setup/mfa")
+    assert redirected_to(await browser.submit(refused, "/sso/setup/confirm", code=last), "/sso/setup/mfa")
 
 
 async def test_codes_expire_after_ten_minutes(stack: Stack, browser: Browser) -> None:
@@ -765,8 +783,7 @@ async def test_codes_expire_after_ten_minutes(stack: Stack, browser: Browser) ->
     assert (await browser.submit(expired, "/sso/setup/resend")).status_code == 200
     fresh = await latest_code(stack, flow.staff["external_email_1"], count=2)
     page = await confirm_page_once_sent(browser)
-    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=fresh),
-                         "/sso/setup/mfa")
+    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=fresh), "/sso/setup/mfa")
 
 
 async def test_five_wrong_codes_kill_the_code(stack: Stack, browser: Browser) -> None:
@@ -799,12 +816,10 @@ async def test_five_wrong_codes_kill_the_code(stack: Stack, browser: Browser) ->
         stale = await browser.submit(page, "/sso/setup/confirm", code=code)
         assert stale.status_code == 400
         page = stale
-    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=fresh),
-                         "/sso/setup/mfa")
+    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=fresh), "/sso/setup/mfa")
 
 
-async def test_malformed_codes_are_explained_and_cost_nothing(stack: Stack,
-                                                              browser: Browser) -> None:
+async def test_malformed_codes_are_explained_and_cost_nothing(stack: Stack, browser: Browser) -> None:
     flow = await at_code_step(stack, browser)
     code, page = flow.code, flow.page
     for typed in ("", "12345", "1234567", "abcdef"):
@@ -812,8 +827,7 @@ async def test_malformed_codes_are_explained_and_cost_nothing(stack: Stack,
         assert page.status_code == 400
         assert "Enter the 6-digit code from the email." in page_text(page)
         assert "attempts left" not in page_text(page)
-    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=code),
-                         "/sso/setup/mfa")
+    assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=code), "/sso/setup/mfa")
 
 
 # -- order of steps -----------------------------------------------------------------------
@@ -843,12 +857,15 @@ async def test_steps_out_of_order(stack: Stack, browser: Browser) -> None:
         assert "That step isn't available right now." in page_text(late)
         assert "Complete Setup" in page_text(late)
 
-    assert redirected_to(await browser.submit(mfa_page, "/sso/setup/mfa/skip"),
-                         "/sso/setup/done")
+    assert redirected_to(await browser.submit(mfa_page, "/sso/setup/mfa/skip"), "/sso/setup/done")
     # A finished flow takes no more steps.
     assert (await browser.get(f"/sso/setup/{token}")).status_code == 410
-    for path, data in (("/sso/setup/confirm", {"code": code}), ("/sso/setup/resend", {}),
-                       ("/sso/setup/mfa", {"code": "123456"}), ("/sso/setup/mfa/skip", {})):
+    for path, data in (
+        ("/sso/setup/confirm", {"code": code}),
+        ("/sso/setup/resend", {}),
+        ("/sso/setup/mfa", {"code": "123456"}),
+        ("/sso/setup/mfa/skip", {}),
+    ):
         ended = await browser.post(path, {"csrf": csrf, "submission": uuid.uuid4().hex, **data})
         assert ended.status_code == 410, (path, ended.status_code, page_text(ended))
         assert "no longer valid" in page_text(ended)
@@ -858,9 +875,11 @@ async def test_steps_out_of_order(stack: Stack, browser: Browser) -> None:
 async def test_stale_mfa_form_at_the_code_step(stack: Stack, browser: Browser) -> None:
     flow = await at_code_step(stack, browser)
     csrf = hidden_fields(flow.page, "/sso/setup/confirm")["csrf"]
-    for path, data in (("/sso/setup/mfa/skip", {"csrf": "stale"}),
-                       ("/sso/setup/mfa", {"csrf": "stale", "code": "123456"}),
-                       ("/sso/setup/mfa", {"csrf": csrf, "code": "12"})):
+    for path, data in (
+        ("/sso/setup/mfa/skip", {"csrf": "stale"}),
+        ("/sso/setup/mfa", {"csrf": "stale", "code": "123456"}),
+        ("/sso/setup/mfa", {"csrf": csrf, "code": "12"}),
+    ):
         response = await browser.post(path, {"submission": uuid.uuid4().hex, **data})
         assert response.status_code in (400, 409), (path, data, response.status_code)
         assert "Confirm account" in page_text(response)  # the page the person is at
@@ -869,22 +888,24 @@ async def test_stale_mfa_form_at_the_code_step(stack: Stack, browser: Browser) -
 
 async def test_stale_forms_after_the_flow_finished(stack: Stack, browser: Browser) -> None:
     flow = await at_code_step(stack, browser)
-    assert redirected_to(await browser.submit(flow.page, "/sso/setup/confirm", code=flow.code),
-                         "/sso/setup/mfa")
+    assert redirected_to(
+        await browser.submit(flow.page, "/sso/setup/confirm", code=flow.code), "/sso/setup/mfa"
+    )
     mfa_page = await browser.get("/sso/setup/mfa")
     assert redirected_to(await browser.submit(mfa_page, "/sso/setup/mfa/skip"), "/sso/setup/done")
-    for path in ("/sso/setup/confirm", "/sso/setup/resend", "/sso/setup/mfa",
-                 "/sso/setup/mfa/skip"):
-        response = await browser.post(path, {"csrf": "stale", "code": "123456",
-                                             "submission": uuid.uuid4().hex})
+    for path in ("/sso/setup/confirm", "/sso/setup/resend", "/sso/setup/mfa", "/sso/setup/mfa/skip"):
+        response = await browser.post(
+            path, {"csrf": "stale", "code": "123456", "submission": uuid.uuid4().hex}
+        )
         assert response.status_code == 410 or redirected_to(response, "/sso/setup/done"), (
-            path, response.status_code)
+            path,
+            response.status_code,
+        )
 
 
 async def test_pages_of_a_cancelled_flow(stack: Stack, browser: Browser) -> None:
     flow = await at_code_step(stack, browser)
-    cancelled = await stack.http.delete(f"/api/v1/staff/{flow.staff['id']}/sso-email",
-                                        headers=stack.admin)
+    cancelled = await stack.http.delete(f"/api/v1/staff/{flow.staff['id']}/sso-email", headers=stack.admin)
     assert cancelled.status_code == 200, cancelled.text
     link = await browser.get(f"/sso/setup/{flow.token}")
     assert link.status_code == 410
@@ -901,17 +922,18 @@ async def test_pages_of_a_cancelled_flow(stack: Stack, browser: Browser) -> None
     assert state["account"] is not None and state["account"][1] is None  # never verified
 
 
-async def test_a_newer_email_ends_the_old_flow_and_its_session(stack: Stack,
-                                                               browser: Browser) -> None:
+async def test_a_newer_email_ends_the_old_flow_and_its_session(stack: Stack, browser: Browser) -> None:
     """docs/security.md §5: a link, and the session it led to, belong to one flow."""
     flow = await at_code_step(stack, browser)
     email = flow.staff["external_email_1"]
-    again = await stack.http.post(f"/api/v1/staff/{flow.staff['id']}/sso-email",
-                                  headers=stack.admin)
+    again = await stack.http.post(f"/api/v1/staff/{flow.staff['id']}/sso-email", headers=stack.admin)
     assert again.status_code == 202, again.text
     await stack.wait_for(flow.staff["id"], lambda s: s["state"] == "email_sent")
-    links = [re.search(r"/sso/setup/([A-Za-z0-9_-]+)", text).group(1)  # type: ignore[union-attr]
-             for subject, text in await outbox(stack, email) if subject != CODE_SUBJECT]
+    links = [
+        re.search(r"/sso/setup/([A-Za-z0-9_-]+)", text).group(1)  # type: ignore[union-attr]
+        for subject, text in await outbox(stack, email)
+        if subject != CODE_SUBJECT
+    ]
     assert len(links) == 2 and links[0] == flow.token
 
     lost = await browser.get("/sso/setup/confirm")
@@ -933,11 +955,11 @@ async def test_every_setup_page_sends_the_page_headers(stack: Stack, browser: Br
     stranger = Browser(stack)
     try:
         responses = [
-            await stranger.get(f"/sso/setup/{flow.token}"),            # used link, 410
-            await stranger.get("/sso/setup/not-a-real-token"),         # unknown link, 404
-            await stranger.get("/sso/setup/confirm"),                  # no session, 401
-            await browser.submit(flow.page, "/sso/setup/resend"),      # too soon, 409
-            await browser.get("/sso/setup/mfa"),                       # out of order, 303
+            await stranger.get(f"/sso/setup/{flow.token}"),  # used link, 410
+            await stranger.get("/sso/setup/not-a-real-token"),  # unknown link, 404
+            await stranger.get("/sso/setup/confirm"),  # no session, 401
+            await browser.submit(flow.page, "/sso/setup/resend"),  # too soon, 409
+            await browser.get("/sso/setup/mfa"),  # out of order, 303
         ]
     finally:
         await stranger.aclose()
@@ -950,20 +972,25 @@ async def test_every_setup_page_sends_the_page_headers(stack: Stack, browser: Br
 # -- Temporal down ------------------------------------------------------------------------
 
 
-async def test_temporal_unreachable_gives_503_and_keeps_the_link(stack: Stack,
-                                                                 browser: Browser) -> None:
+async def test_temporal_unreachable_gives_503_and_keeps_the_link(stack: Stack, browser: Browser) -> None:
     staff, token = await send_setup_email(stack)
     before = await db_state(stack, staff["id"])
-    settings = make_settings(database_url=stack.settings.database_url,
-                             temporal_address="127.0.0.1:1", task_queue=stack.settings.task_queue)
+    settings = make_settings(
+        database_url=stack.settings.database_url,
+        temporal_address="127.0.0.1:1",
+        task_queue=stack.settings.task_queue,
+    )
     app = create_app(settings)  # its TemporalGateway points at 127.0.0.1:1
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as http:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as http,
+    ):
         form = await http.get(f"/sso/setup/{token}/password")
         assert form.status_code == 200  # reading the link needs only the database
         action = f"/sso/setup/{token}/password"
-        down = await http.post(action, data={**hidden_fields(form, action),
-                                             "password": PASSWORD, "confirm": PASSWORD})
+        down = await http.post(
+            action, data={**hidden_fields(form, action), "password": PASSWORD, "confirm": PASSWORD}
+        )
         assert down.status_code == 503
         assert UNAVAILABLE in page_text(down)
         assert_page_headers(down)

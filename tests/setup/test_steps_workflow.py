@@ -176,8 +176,7 @@ class FakeActivities:
     async def send_code(self, data: SendCodeInput) -> SendCodeResult:
         self.codes.append(data)
         self.codes_sent_at.append(activity.info().current_attempt_scheduled_time)
-        return SendCodeResult(code_digest=f"digest-{len(self.codes)}",
-                              sent_at=self.codes_sent_at[-1])
+        return SendCodeResult(code_digest=f"digest-{len(self.codes)}", sent_at=self.codes_sent_at[-1])
 
     @activity.defn(name="confirm_email")
     async def confirm_email(self, data: StaffStepInput) -> None:
@@ -203,9 +202,17 @@ class FakeActivities:
         self.opened.append(data)
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.send_setup_email, self.close_setup, self.store_password, self.send_code,
-                self.confirm_email, self.verify_totp, self.activate_account, self.record_audit,
-                self.record_link_opened]
+        return [
+            self.send_setup_email,
+            self.close_setup,
+            self.store_password,
+            self.send_code,
+            self.confirm_email,
+            self.verify_totp,
+            self.activate_account,
+            self.record_audit,
+            self.record_link_opened,
+        ]
 
 
 # -- flow helpers -----------------------------------------------------------------------
@@ -221,12 +228,13 @@ class Flow:
     async def update(self, name: str, *args: Any, id: str | None = None) -> StepResult:
         return await self.handle.execute_update(name, *args, id=id, result_type=StepResult)
 
-    async def set_password(self, id: str | None = None,
-                           sealed: str | None = None) -> StepResult:
+    async def set_password(self, id: str | None = None, sealed: str | None = None) -> StepResult:
         request = SetPasswordRequest(
-            sealed_password=sealed or seal(TEST_SEAL_PUBLIC_KEY, PASSWORD.encode(),
-                                           password_context(self.handle.id)),
-            link_id=str(uuid.uuid4()), session_hash="session-hash-1")
+            sealed_password=sealed
+            or seal(TEST_SEAL_PUBLIC_KEY, PASSWORD.encode(), password_context(self.handle.id)),
+            link_id=str(uuid.uuid4()),
+            session_hash="session-hash-1",
+        )
         return await self.update("set_password", request, id=id)
 
     async def confirm(self, digest: str) -> StepResult:
@@ -242,8 +250,10 @@ class Flow:
         """Until the `number`-th code's email is out and the flow holds its digest."""
         return await eventually(
             self.progress,
-            lambda p: p.code_delivery == "sent" and len(self.fake.codes) == number
-            and p.code_attempts_left > 0)
+            lambda p: (
+                p.code_delivery == "sent" and len(self.fake.codes) == number and p.code_attempts_left > 0
+            ),
+        )
 
 
 def new_task_queue() -> str:
@@ -256,16 +266,22 @@ async def start_flow(env: WorkflowEnvironment, task_queue: str, fake: FakeActivi
     setup_id = str(uuid.uuid4())
     handle = await env.client.start_workflow(
         "SsoSetup",
-        SsoSetupInput(setup_id=setup_id, staff_id=staff_id,
-                      link_ttl_seconds=int(LINK_TTL.total_seconds()), requested_by=ACTOR,
-                      email_retry=EmailRetry()),
+        SsoSetupInput(
+            setup_id=setup_id,
+            staff_id=staff_id,
+            link_ttl_seconds=int(LINK_TTL.total_seconds()),
+            requested_by=ACTOR,
+            email_retry=EmailRetry(),
+        ),
         id=f"sso-setup-{uuid.uuid4()}",
         task_queue=task_queue,
         result_type=SetupOutcome,
-        search_attributes=TypedSearchAttributes([
-            SearchAttributePair(SSO_STEP, "sending_email"),
-            SearchAttributePair(SSO_STAFF_ID, staff_id),
-        ]),
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(SSO_STEP, "sending_email"),
+                SearchAttributePair(SSO_STAFF_ID, staff_id),
+            ]
+        ),
     )
     return Flow(handle=handle, staff_id=staff_id, setup_id=setup_id, fake=fake)
 
@@ -278,9 +294,10 @@ async def running_flow(env: WorkflowEnvironment, fake: FakeActivities) -> AsyncI
     cannot block time skipping for the tests after it.
     """
     task_queue = new_task_queue()
-    async with asyncio.timeout(GUARD_SECONDS), Worker(
-            env.client, task_queue=task_queue, workflows=[SsoSetupWorkflow],
-            activities=fake.all()):
+    async with (
+        asyncio.timeout(GUARD_SECONDS),
+        Worker(env.client, task_queue=task_queue, workflows=[SsoSetupWorkflow], activities=fake.all()),
+    ):
         flow = await start_flow(env, task_queue, fake)
         try:
             await eventually(flow.progress, lambda p: p.step == "email_sent")
@@ -306,9 +323,15 @@ async def reach_mfa_pending(flow: Flow) -> None:
 
 async def update_events(flow: Flow) -> list[HistoryEvent]:
     history = await flow.handle.fetch_history()
-    return [event for event in history.events if event.event_type in (
-        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
-        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED)]
+    return [
+        event
+        for event in history.events
+        if event.event_type
+        in (
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED,
+        )
+    ]
 
 
 async def step_history(flow: Flow) -> list[str]:
@@ -318,7 +341,8 @@ async def step_history(flow: Flow) -> list[str]:
     for event in history.events:
         if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
             attributes = decode_typed_search_attributes(
-                event.upsert_workflow_search_attributes_event_attributes.search_attributes)
+                event.upsert_workflow_search_attributes_event_attributes.search_attributes
+            )
             value = attributes.get(SSO_STEP)
             assert value is not None
             steps.append(value)
@@ -332,8 +356,7 @@ async def test_happy_path_without_mfa(env: WorkflowEnvironment) -> None:
     fake = FakeActivities()
     async with running_flow(env, fake) as flow:
         before = await flow.progress()
-        assert (before.code_delivery, before.code_sent_at, before.setup_expires_at) == (
-            "none", None, None)
+        assert (before.code_delivery, before.code_sent_at, before.setup_expires_at) == ("none", None, None)
         assert await flow.step_attribute() == "email_sent"
 
         assert await flow.set_password() == StepResult(ok=True, step="password_set")
@@ -349,8 +372,11 @@ async def test_happy_path_without_mfa(env: WorkflowEnvironment) -> None:
         assert progress.next_resend_at is not None
         assert progress.next_resend_at <= progress.code_sent_at + RESEND_INTERVAL
         assert progress.setup_expires_at is not None
-        assert SETUP_TTL - timedelta(seconds=5) < (
-            progress.setup_expires_at - progress.code_sent_at) <= SETUP_TTL
+        assert (
+            SETUP_TTL - timedelta(seconds=5)
+            < (progress.setup_expires_at - progress.code_sent_at)
+            <= SETUP_TTL
+        )
         assert await flow.step_attribute() == "code_sent"
 
         assert await flow.confirm("digest-1") == StepResult(ok=True, step="mfa_pending")
@@ -360,27 +386,37 @@ async def test_happy_path_without_mfa(env: WorkflowEnvironment) -> None:
         assert await flow.handle.result() == SetupOutcome(state="active")
         assert await flow.step_attribute() == "active"
         assert await step_history(flow) == [
-            "email_sent", "link_opened", "password_set", "code_sent", "mfa_pending", "active"]
+            "email_sent",
+            "link_opened",
+            "password_set",
+            "code_sent",
+            "mfa_pending",
+            "active",
+        ]
 
     assert len(fake.stored) == 1
     stored = fake.stored[0]
     assert stored.sealed_password.startswith("sealed1.")
     assert (stored.staff_id, stored.setup_id, stored.workflow_id) == (
-        flow.staff_id, flow.setup_id, flow.handle.id)
+        flow.staff_id,
+        flow.setup_id,
+        flow.handle.id,
+    )
     assert stored.session_hash == "session-hash-1"
     assert stored.session_ttl_seconds == int(SETUP_TTL.total_seconds())
     assert [(c.purpose, c.code_ttl_seconds, c.workflow_id) for c in fake.codes] == [
-        ("setup", int(CODE_TTL.total_seconds()), flow.handle.id)]
+        ("setup", int(CODE_TTL.total_seconds()), flow.handle.id)
+    ]
     assert [c.staff_id for c in fake.confirmed] == [flow.staff_id]
     assert [(a.staff_id, a.setup_id, a.mfa) for a in fake.activated] == [
-        (flow.staff_id, flow.setup_id, False)]
+        (flow.staff_id, flow.setup_id, False)
+    ]
     assert fake.totps == []
     assert fake.audits == []
     assert fake.closed == []
 
 
-async def test_every_step_is_retried_within_seconds_when_its_worker_dies(
-        env: WorkflowEnvironment) -> None:
+async def test_every_step_is_retried_within_seconds_when_its_worker_dies(env: WorkflowEnvironment) -> None:
     """A killed worker's activity is retried only when its start-to-close timeout runs out:
     each is sized to its step (seconds), not a minute (issue 12)."""
     fake = FakeActivities()
@@ -392,15 +428,21 @@ async def test_every_step_is_retried_within_seconds_when_its_worker_dies(
         assert await flow.handle.result() == SetupOutcome(state="active")
         history = await flow.handle.fetch_history()
     scheduled = {
-        e.activity_task_scheduled_event_attributes.activity_type.name:
-            e.activity_task_scheduled_event_attributes.start_to_close_timeout.ToTimedelta()
-        for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED}
-    assert set(scheduled) == {"send_setup_email", "store_password", "send_code",
-                              "confirm_email", "activate_account"}
+        attributes.activity_type.name: attributes.start_to_close_timeout.ToTimedelta()
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        for attributes in [e.activity_task_scheduled_event_attributes]
+    }
+    assert set(scheduled) == {
+        "send_setup_email",
+        "store_password",
+        "send_code",
+        "confirm_email",
+        "activate_account",
+    }
     for name, timeout in scheduled.items():
         assert timeout <= timedelta(seconds=15), (name, timeout)
-    assert scheduled["send_setup_email"] == scheduled["send_code"] == \
-        EmailRetry().attempt_timeout()
+    assert scheduled["send_setup_email"] == scheduled["send_code"] == EmailRetry().attempt_timeout()
 
 
 # -- 2. with MFA ----------------------------------------------------------------------
@@ -412,18 +454,22 @@ async def test_mfa_bad_code_then_good_code_activates_with_mfa(env: WorkflowEnvir
         await reach_mfa_pending(flow)
 
         assert await flow.update("complete_mfa", TotpRequest(sealed_code=BAD_TOTP)) == (
-            StepResult(ok=False, step="mfa_pending", message=TOTP_MISMATCH))
+            StepResult(ok=False, step="mfa_pending", message=TOTP_MISMATCH)
+        )
         assert (await flow.progress()).step == "mfa_pending"
         assert await flow.step_attribute() == "mfa_pending"
         assert fake.activated == []
 
         assert await flow.update("complete_mfa", TotpRequest(sealed_code=GOOD_TOTP)) == (
-            StepResult(ok=True, step="active"))
+            StepResult(ok=True, step="active")
+        )
         assert await flow.handle.result() == SetupOutcome(state="active")
         assert await flow.step_attribute() == "active"
 
     assert [(t.sealed_code, t.staff_id, t.workflow_id) for t in fake.totps] == [
-        (BAD_TOTP, flow.staff_id, flow.handle.id), (GOOD_TOTP, flow.staff_id, flow.handle.id)]
+        (BAD_TOTP, flow.staff_id, flow.handle.id),
+        (GOOD_TOTP, flow.staff_id, flow.handle.id),
+    ]
     assert [a.mfa for a in fake.activated] == [True]
     assert fake.closed == []
 
@@ -447,21 +493,23 @@ async def test_wrong_codes_to_exhaustion_then_a_new_code_starts_over(
             CODE_BURNT,
         ]
         progress = await flow.progress()
-        assert (progress.step, progress.code_attempts_left, progress.wrong_codes_total) == (
-            "code_sent", 0, 5)
+        assert (progress.step, progress.code_attempts_left, progress.wrong_codes_total) == ("code_sent", 0, 5)
 
         # The right code no longer helps, and refusing it is not another failure.
         assert await flow.confirm("digest-1") == StepResult(
-            ok=False, step="code_sent", message=TOO_MANY_CODES)
+            ok=False, step="code_sent", message=TOO_MANY_CODES
+        )
         assert fake.confirmed == []
         assert [(a.action, a.outcome, a.target, a.details) for a in fake.audits] == [
             ("code.failed", "failure", flow.staff_id, {"attempts_left": str(left)})
-            for left in (4, 3, 2, 1, 0)]
+            for left in (4, 3, 2, 1, 0)
+        ]
         assert {a.actor for a in fake.audits} == {f"staff:{flow.staff_id}"}
 
         await env.sleep(AFTER_RESEND_INTERVAL)
         assert await flow.update("resend_code", StepRequest()) == StepResult(
-            ok=True, step="code_sent", message=NEW_CODE_SENT)
+            ok=True, step="code_sent", message=NEW_CODE_SENT
+        )
         progress = await flow.wait_for_code(2)
         assert (progress.code_attempts_left, progress.wrong_codes_total) == (5, 5)
 
@@ -508,14 +556,16 @@ async def test_resend_is_throttled_replaces_the_code_and_is_limited(
 
         await env.sleep(timedelta(seconds=31))
         assert await flow.update("resend_code", StepRequest()) == StepResult(
-            ok=True, step="code_sent", message=NEW_CODE_SENT)
+            ok=True, step="code_sent", message=NEW_CODE_SENT
+        )
         second = await flow.wait_for_code(2)
         assert second.code_sent_at is not None and second.code_sent_at > first.code_sent_at
         assert second.code_expires_at == second.code_sent_at + CODE_TTL
         assert second.resends_left == 4
         # The old code stopped working (and counts as a wrong code for the new one).
         assert await flow.confirm("digest-1") == StepResult(
-            ok=False, step="code_sent", message="Incorrect code, 4 attempts left")
+            ok=False, step="code_sent", message="Incorrect code, 4 attempts left"
+        )
 
         for number in range(3, 7):  # resends 2 to 5
             refusal = await rejected(flow.update("resend_code", StepRequest()))
@@ -560,11 +610,9 @@ async def test_code_expires_after_ten_minutes(env: WorkflowEnvironment) -> None:
         await reach_code_sent(flow)
 
         await env.sleep(timedelta(minutes=11))
-        assert await flow.confirm("digest-1") == StepResult(
-            ok=False, step="code_sent", message=CODE_EXPIRED)
+        assert await flow.confirm("digest-1") == StepResult(ok=False, step="code_sent", message=CODE_EXPIRED)
         # An expired code is not a wrong guess.
-        assert await flow.confirm("wrong") == StepResult(
-            ok=False, step="code_sent", message=CODE_EXPIRED)
+        assert await flow.confirm("wrong") == StepResult(ok=False, step="code_sent", message=CODE_EXPIRED)
         assert (await flow.progress()).wrong_codes_total == 0
         assert fake.audits == []
         assert fake.confirmed == []
@@ -600,13 +648,13 @@ async def test_setup_not_finished_within_a_day_expires(env: WorkflowEnvironment)
         assert fake.closed == []
 
         await env.sleep(timedelta(minutes=2))
-        assert await flow.handle.result() == SetupOutcome(state="expired",
-                                                          reason=DEADLINE_REASON)
+        assert await flow.handle.result() == SetupOutcome(state="expired", reason=DEADLINE_REASON)
         assert await flow.step_attribute() == "expired"
         await not_found(flow.confirm("digest-1"))
 
     assert [(c.state, c.actor, c.reason, c.staff_id) for c in fake.closed] == [
-        ("expired", "system", DEADLINE_REASON, flow.staff_id)]
+        ("expired", "system", DEADLINE_REASON, flow.staff_id)
+    ]
     assert fake.activated == []
 
 
@@ -616,10 +664,12 @@ async def test_setup_not_finished_within_a_day_expires(env: WorkflowEnvironment)
 async def test_later_steps_before_the_password_are_refused(env: WorkflowEnvironment) -> None:
     fake = FakeActivities()
     async with running_flow(env, fake) as flow:
-        for name, args in [("confirm_code", [ConfirmCodeRequest(code_digest="digest-1")]),
-                           ("resend_code", [StepRequest()]),
-                           ("skip_mfa", [StepRequest()]),
-                           ("complete_mfa", [TotpRequest(sealed_code=GOOD_TOTP)])]:
+        for name, args in [
+            ("confirm_code", [ConfirmCodeRequest(code_digest="digest-1")]),
+            ("resend_code", [StepRequest()]),
+            ("skip_mfa", [StepRequest()]),
+            ("complete_mfa", [TotpRequest(sealed_code=GOOD_TOTP)]),
+        ]:
             refusal = await rejected(flow.update(name, *args))
             assert refusal.type == "WrongStep:email_sent", name
         # Refused in the validator: nothing was written to history, nothing ran.
@@ -636,16 +686,18 @@ async def test_later_steps_before_the_password_are_refused(env: WorkflowEnvironm
 
 
 async def test_a_password_sent_as_the_email_arrives_waits_for_the_flow(
-        private_env: WorkflowEnvironment) -> None:
+    private_env: WorkflowEnvironment,
+) -> None:
     """A fast reader (or mail client) can use the link before the email activity's result
     reaches the flow: the password waits for it instead of "That step isn't available".
     (Its own server: the flow is left with its code being sent.)"""
     env = private_env
     fake = FakeActivities(block_email=True)
     task_queue = new_task_queue()
-    async with asyncio.timeout(GUARD_SECONDS), Worker(
-            env.client, task_queue=task_queue, workflows=[SsoSetupWorkflow],
-            activities=fake.all()):
+    async with (
+        asyncio.timeout(GUARD_SECONDS),
+        Worker(env.client, task_queue=task_queue, workflows=[SsoSetupWorkflow], activities=fake.all()),
+    ):
         flow = await start_flow(env, task_queue, fake)
         try:
             await fake.email_started.wait()
@@ -673,8 +725,10 @@ async def test_a_second_password_is_refused(env: WorkflowEnvironment) -> None:
         assert len(fake.stored) == 1
 
         # MFA steps are still out of order at code_sent.
-        for name, args in [("skip_mfa", [StepRequest()]),
-                           ("complete_mfa", [TotpRequest(sealed_code=GOOD_TOTP)])]:
+        for name, args in [
+            ("skip_mfa", [StepRequest()]),
+            ("complete_mfa", [TotpRequest(sealed_code=GOOD_TOTP)]),
+        ]:
             assert (await rejected(flow.update(name, *args))).type == "WrongStep:code_sent"
 
         assert await flow.confirm("digest-1") == StepResult(ok=True, step="mfa_pending")
@@ -694,8 +748,7 @@ async def test_password_after_the_link_expired_finds_the_flow_ended(
         # The link timer ended the flow at 15 minutes: the server refuses the update
         # (NOT_FOUND), the validator's LinkExpired never gets the chance.
         await not_found(flow.set_password())
-        assert await flow.handle.result() == SetupOutcome(state="expired",
-                                                          reason="the setup link expired")
+        assert await flow.handle.result() == SetupOutcome(state="expired", reason="the setup link expired")
     assert fake.stored == []
     assert [c.state for c in fake.closed] == ["expired"]
 
@@ -707,8 +760,7 @@ async def test_malformed_password_form_is_refused(env: WorkflowEnvironment) -> N
         assert refusal.type == "BadRequest"
         assert (await flow.progress()).step == "email_sent"
         assert fake.stored == []
-        await flow.handle.execute_update("cancel", EndRequest(actor=ACTOR),
-                                         result_type=SetupOutcome)
+        await flow.handle.execute_update("cancel", EndRequest(actor=ACTOR), result_type=SetupOutcome)
         assert (await flow.handle.result()).state == "cancelled"
 
 
@@ -719,13 +771,15 @@ async def test_rejected_password_stays_at_link_opened_and_can_be_retried(
     env: WorkflowEnvironment,
 ) -> None:
     problems = ["Use at least 12 characters.", "Don't use your name."]
-    fake = FakeActivities(password_results=[
-        StorePasswordResult(ok=False, message="Choose a different password.",
-                            problems=problems)])
+    fake = FakeActivities(
+        password_results=[
+            StorePasswordResult(ok=False, message="Choose a different password.", problems=problems)
+        ]
+    )
     async with running_flow(env, fake) as flow:
         assert await flow.set_password() == StepResult(
-            ok=False, step="link_opened", message="Choose a different password.",
-            problems=problems)
+            ok=False, step="link_opened", message="Choose a different password.", problems=problems
+        )
         progress = await flow.progress()
         assert (progress.step, progress.code_delivery) == ("link_opened", "none")
         assert await flow.step_attribute() == "link_opened"
@@ -737,7 +791,13 @@ async def test_rejected_password_stays_at_link_opened_and_can_be_retried(
         assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
         assert await step_history(flow) == [
-            "email_sent", "link_opened", "password_set", "code_sent", "mfa_pending", "active"]
+            "email_sent",
+            "link_opened",
+            "password_set",
+            "code_sent",
+            "mfa_pending",
+            "active",
+        ]
     assert len(fake.stored) == 2
 
 
@@ -752,18 +812,20 @@ async def test_opening_the_password_form_shows_link_opened_once(env: WorkflowEnv
 
         async def recorded() -> list[StaffStepInput]:
             return fake.opened
+
         await eventually(recorded, lambda opened: len(opened) == 1)
         progress = await flow.progress()
         assert progress.step == "link_opened"
         assert progress.setup_expires_at is None  # the link itself is not used yet
         assert await flow.step_attribute() == "link_opened"
-        metadata = await flow.handle.query("__temporal_workflow_metadata",
-                                           result_type=WorkflowMetadata)
-        assert metadata.current_details == (
-            "The person opened the link and is choosing a password")
+        metadata = await flow.handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        assert metadata.current_details == ("The person opened the link and is choosing a password")
         [opened] = fake.opened
         assert (opened.setup_id, opened.staff_id, opened.workflow_id) == (
-            flow.setup_id, flow.staff_id, flow.handle.id)
+            flow.setup_id,
+            flow.staff_id,
+            flow.handle.id,
+        )
 
         await flow.handle.signal("link_opened", StepRequest())  # opened again, in another tab
         assert await flow.set_password() == StepResult(ok=True, step="password_set")
@@ -773,13 +835,18 @@ async def test_opening_the_password_form_shows_link_opened_once(env: WorkflowEnv
         assert await flow.update("skip_mfa", StepRequest()) == StepResult(ok=True, step="active")
         assert await flow.handle.result() == SetupOutcome(state="active")
         assert await step_history(flow) == [
-            "email_sent", "link_opened", "password_set", "code_sent", "mfa_pending", "active"]
+            "email_sent",
+            "link_opened",
+            "password_set",
+            "code_sent",
+            "mfa_pending",
+            "active",
+        ]
     assert len(fake.opened) == 1
     assert len(fake.stored) == 1
 
 
-async def test_link_opened_after_the_link_expired_changes_nothing(
-        env: WorkflowEnvironment) -> None:
+async def test_link_opened_after_the_link_expired_changes_nothing(env: WorkflowEnvironment) -> None:
     fake = FakeActivities()
     async with running_flow(env, fake) as flow:
         await env.sleep(LINK_TTL + timedelta(seconds=1))
@@ -808,11 +875,13 @@ async def test_double_submit_of_the_password_runs_once(env: WorkflowEnvironment)
         assert results == [StepResult(ok=True, step="password_set")] * 2
 
         # Submitted again once the first has finished: the recorded answer, not a rerun.
-        assert await flow.set_password(id=submission) == StepResult(ok=True,
-                                                                    step="password_set")
+        assert await flow.set_password(id=submission) == StepResult(ok=True, step="password_set")
         assert len(fake.stored) == 1
-        accepted = [e for e in await update_events(flow) if e.event_type
-                    == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
+        accepted = [
+            e
+            for e in await update_events(flow)
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        ]
         assert len(accepted) == 1
 
         await flow.wait_for_code(1)
@@ -830,8 +899,9 @@ async def test_double_submit_of_a_wrong_code_counts_once(env: WorkflowEnvironmen
         submission = f"form-{uuid.uuid4()}"
         request = ConfirmCodeRequest(code_digest="wrong")
         answers = [await flow.update("confirm_code", request, id=submission) for _ in range(2)]
-        assert answers == [StepResult(ok=False, step="code_sent",
-                                      message="Incorrect code, 4 attempts left")] * 2
+        assert (
+            answers == [StepResult(ok=False, step="code_sent", message="Incorrect code, 4 attempts left")] * 2
+        )
         progress = await flow.progress()
         assert (progress.code_attempts_left, progress.wrong_codes_total) == (4, 1)
         assert len(fake.audits) == 1
@@ -850,7 +920,8 @@ async def test_cancel_at_code_sent(env: WorkflowEnvironment) -> None:
         await reach_code_sent(flow)
 
         outcome = await flow.handle.execute_update(
-            "cancel", EndRequest(actor=ACTOR, reason="wrong person"), result_type=SetupOutcome)
+            "cancel", EndRequest(actor=ACTOR, reason="wrong person"), result_type=SetupOutcome
+        )
         assert outcome == SetupOutcome(state="cancelled", reason="wrong person")
         assert await flow.handle.result() == outcome
         assert await flow.step_attribute() == "cancelled"
@@ -859,8 +930,7 @@ async def test_cancel_at_code_sent(env: WorkflowEnvironment) -> None:
         await not_found(flow.confirm("digest-1"))
         await not_found(flow.update("resend_code", StepRequest()))
 
-    assert [(c.state, c.actor, c.reason) for c in fake.closed] == [
-        ("cancelled", ACTOR, "wrong person")]
+    assert [(c.state, c.actor, c.reason) for c in fake.closed] == [("cancelled", ACTOR, "wrong person")]
     assert fake.confirmed == []
     assert fake.activated == []
 
@@ -872,16 +942,18 @@ async def test_cancel_while_the_password_is_stored_sends_no_code(
     async with running_flow(private_env, fake) as flow:
         password = asyncio.create_task(flow.set_password())
         await fake.store_started.wait()
-        cancel = asyncio.create_task(flow.handle.execute_update(
-            "cancel", EndRequest(actor=ACTOR, reason="wrong person"), result_type=SetupOutcome))
+        cancel = asyncio.create_task(
+            flow.handle.execute_update(
+                "cancel", EndRequest(actor=ACTOR, reason="wrong person"), result_type=SetupOutcome
+            )
+        )
         # The cancel is accepted and waits for the password step to finish.
         await eventually(update_events, lambda events: len(events) == 2, flow)
         assert not cancel.done()
         fake.release_store.set()
         await password
         assert await cancel == SetupOutcome(state="cancelled", reason="wrong person")
-        assert await flow.handle.result() == SetupOutcome(state="cancelled",
-                                                          reason="wrong person")
+        assert await flow.handle.result() == SetupOutcome(state="cancelled", reason="wrong person")
     assert [c.state for c in fake.closed] == ["cancelled"]
     assert fake.codes == [], "a code was emailed for a cancelled setup"
 
@@ -905,19 +977,24 @@ async def test_history_holds_only_ciphertext_and_sealed_values(
         assert await flow.handle.result() == SetupOutcome(state="active")
         events = list((await flow.handle.fetch_history()).events)
 
-    found = {f"{event.event_id}:{EventType.Name(event.event_type)}{path}": payload
-             for event in events for path, payload in payloads(event)}
+    found = {
+        f"{event.event_id}:{EventType.Name(event.event_type)}{path}": payload
+        for event in events
+        for path, payload in payloads(event)
+    }
     assert found
-    plaintext = {path: payload.metadata.get("encoding") for path, payload in found.items()
-                 if payload.metadata.get("encoding") != ENCODING}
+    plaintext = {
+        path: payload.metadata.get("encoding")
+        for path, payload in found.items()
+        if payload.metadata.get("encoding") != ENCODING
+    }
     assert plaintext == {}
     for event in events:
         assert PASSWORD.encode() not in event.SerializeToString()
 
     codec = EncryptionCodec(keyring_from_settings(make_settings()))
     decoded = await codec.decode(list(found.values()))
-    values = [json.loads(p.data) for p in decoded
-              if p.metadata.get("encoding") == b"json/plain"]
+    values = [json.loads(p.data) for p in decoded if p.metadata.get("encoding") == b"json/plain"]
     secrets = list(fields_named(values, {"sealed_password", "sealed_code", "code_digest"}))
     by_name: dict[str, set[str]] = {}
     for name, value in secrets:
@@ -931,8 +1008,7 @@ async def test_history_holds_only_ciphertext_and_sealed_values(
         assert PASSWORD.encode() not in payload.data
 
 
-async def test_the_page_steps_ip_reaches_the_activities_that_audit_them(
-        env: WorkflowEnvironment) -> None:
+async def test_the_page_steps_ip_reaches_the_activities_that_audit_them(env: WorkflowEnvironment) -> None:
     """link_opened, email_confirmed, mfa.skipped and active are audited with the IP the page
     step came from (they once had none)."""
     fake = FakeActivities()
@@ -941,11 +1017,16 @@ async def test_the_page_steps_ip_reaches_the_activities_that_audit_them(
 
         async def recorded() -> list[StaffStepInput]:
             return fake.opened
+
         await eventually(recorded, lambda opened: len(opened) == 1)
         await reach_code_sent(flow)
-        assert (await flow.update("confirm_code", ConfirmCodeRequest(
-            code_digest="digest-1", ip="203.0.113.2"))).ok
+        assert (
+            await flow.update("confirm_code", ConfirmCodeRequest(code_digest="digest-1", ip="203.0.113.2"))
+        ).ok
         assert (await flow.update("skip_mfa", StepRequest(ip="203.0.113.3"))).ok
         await flow.handle.result()
     assert [fake.opened[0].ip, fake.confirmed[0].ip, fake.activated[0].ip] == [
-        "203.0.113.1", "203.0.113.2", "203.0.113.3"]
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.3",
+    ]

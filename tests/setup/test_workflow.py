@@ -158,9 +158,7 @@ def worker(env: WorkflowEnvironment, task_queue: str, fake: FakeSetupActivities)
     )
 
 
-async def start_flow(
-    env: WorkflowEnvironment, task_queue: str, retry: EmailRetry | None = None
-) -> Flow:
+async def start_flow(env: WorkflowEnvironment, task_queue: str, retry: EmailRetry | None = None) -> Flow:
     """Start a flow the way api/services/setup_admin.py does."""
     staff_id = str(uuid.uuid4())
     handle = await env.client.start_workflow(
@@ -175,10 +173,12 @@ async def start_flow(
         id=f"sso-setup-{uuid.uuid4()}",
         task_queue=task_queue,
         result_type=SetupOutcome,
-        search_attributes=TypedSearchAttributes([
-            SearchAttributePair(SSO_STEP, "sending_email"),
-            SearchAttributePair(SSO_STAFF_ID, staff_id),
-        ]),
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(SSO_STEP, "sending_email"),
+                SearchAttributePair(SSO_STAFF_ID, staff_id),
+            ]
+        ),
         static_summary=f"Single Sign-On setup for staff {staff_id}",
         static_details=f"Requested by {ACTOR}; link valid 15 minutes after the email is sent",
     )
@@ -194,8 +194,7 @@ async def status(flow: Flow) -> SetupStatus:
 
 
 async def current_details(flow: Flow) -> str:
-    metadata = await flow.handle.query("__temporal_workflow_metadata",
-                                       result_type=WorkflowMetadata)
+    metadata = await flow.handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     return metadata.current_details
 
 
@@ -233,8 +232,7 @@ async def test_link_expires_at_fifteen_minutes_and_not_before(env: WorkflowEnvir
         assert fake.closed == []
 
         await env.sleep(timedelta(seconds=15))
-        assert await flow.handle.result() == SetupOutcome(state="expired",
-                                                          reason="the setup link expired")
+        assert await flow.handle.result() == SetupOutcome(state="expired", reason="the setup link expired")
         closed_at = (await flow.handle.describe()).close_time
         assert closed_at is not None
         assert timedelta(0) <= closed_at - current.link_expires_at < timedelta(seconds=5)
@@ -246,11 +244,8 @@ async def test_link_expires_at_fifteen_minutes_and_not_before(env: WorkflowEnvir
     assert fake.closed[0].staff_id == flow.staff_id
 
 
-@pytest.mark.parametrize(("update", "state"), [("supersede", "superseded"),
-                                               ("cancel", "cancelled")])
-async def test_admin_ends_the_flow_early(
-    env: WorkflowEnvironment, update: str, state: str
-) -> None:
+@pytest.mark.parametrize(("update", "state"), [("supersede", "superseded"), ("cancel", "cancelled")])
+async def test_admin_ends_the_flow_early(env: WorkflowEnvironment, update: str, state: str) -> None:
     fake = FakeSetupActivities()
     task_queue = new_task_queue()
     reason = f"{state} by the test"
@@ -258,8 +253,9 @@ async def test_admin_ends_the_flow_early(
         flow = await start_flow(env, task_queue)
         await wait_until_email_sent(env, flow)
 
-        outcome = await flow.handle.execute_update(update, EndRequest(actor=ACTOR, reason=reason),
-                                                   result_type=SetupOutcome)
+        outcome = await flow.handle.execute_update(
+            update, EndRequest(actor=ACTOR, reason=reason), result_type=SetupOutcome
+        )
         assert outcome == SetupOutcome(state=state, reason=reason)
         assert await flow.handle.result() == outcome
         assert await step_attribute(flow) == state
@@ -268,8 +264,7 @@ async def test_admin_ends_the_flow_early(
         # Ended: both updates are refused by the server, not by the validator.
         for again in ("supersede", "cancel"):
             with pytest.raises(RPCError) as refused:
-                await flow.handle.execute_update(again, EndRequest(actor=ACTOR),
-                                                 result_type=SetupOutcome)
+                await flow.handle.execute_update(again, EndRequest(actor=ACTOR), result_type=SetupOutcome)
             assert refused.value.status == RPCStatusCode.NOT_FOUND
 
     assert len(fake.closed) == 1
@@ -287,14 +282,19 @@ async def test_second_end_request_while_ending_is_rejected_by_the_validator(
         async with asyncio.timeout(GUARD_SECONDS), worker(env, task_queue, fake):
             flow = await start_flow(env, task_queue)
             await wait_until_email_sent(env, flow)
-            supersede = asyncio.create_task(flow.handle.execute_update(
-                "supersede", EndRequest(actor=ACTOR, reason="a new email was sent"),
-                result_type=SetupOutcome))
+            supersede = asyncio.create_task(
+                flow.handle.execute_update(
+                    "supersede",
+                    EndRequest(actor=ACTOR, reason="a new email was sent"),
+                    result_type=SetupOutcome,
+                )
+            )
             await fake.close_started.wait()
 
             with pytest.raises(WorkflowUpdateFailedError) as refused:
-                await flow.handle.execute_update("cancel", EndRequest(actor="admin-key:b"),
-                                                 result_type=SetupOutcome)
+                await flow.handle.execute_update(
+                    "cancel", EndRequest(actor="admin-key:b"), result_type=SetupOutcome
+                )
             assert isinstance(refused.value.cause, ApplicationError)
             assert refused.value.cause.type == "SetupAlreadyEnded"
 
@@ -307,8 +307,7 @@ async def test_second_end_request_while_ending_is_rejected_by_the_validator(
 
 
 async def test_email_retries_then_succeeds_and_later_expires(env: WorkflowEnvironment) -> None:
-    fake = FakeSetupActivities(send_failures=[ApplicationError("SMTP down"),
-                                              ApplicationError("SMTP down")])
+    fake = FakeSetupActivities(send_failures=[ApplicationError("SMTP down"), ApplicationError("SMTP down")])
     task_queue = new_task_queue()
     retry = EmailRetry(initial_interval_seconds=1, maximum_interval_seconds=2, window_seconds=600)
     async with asyncio.timeout(GUARD_SECONDS), worker(env, task_queue, fake):
@@ -324,8 +323,10 @@ async def test_email_retries_then_succeeds_and_later_expires(env: WorkflowEnviro
 
 
 async def test_permanent_email_failure_fails_the_flow_at_once(env: WorkflowEnvironment) -> None:
-    fake = FakeSetupActivities(send_failures=[ApplicationError(
-        "recipient refused", type="PermanentEmailError", non_retryable=True)], always_fail=True)
+    fake = FakeSetupActivities(
+        send_failures=[ApplicationError("recipient refused", type="PermanentEmailError", non_retryable=True)],
+        always_fail=True,
+    )
     task_queue = new_task_queue()
     async with asyncio.timeout(GUARD_SECONDS), worker(env, task_queue, fake):
         flow = await start_flow(env, task_queue)
@@ -380,8 +381,8 @@ async def test_cancel_while_the_email_is_being_sent(private_env: WorkflowEnviron
             assert await current_details(flow) == "Sending the Single Sign-On email"
 
             outcome = await flow.handle.execute_update(
-                "cancel", EndRequest(actor=ACTOR, reason="wrong person"),
-                result_type=SetupOutcome)
+                "cancel", EndRequest(actor=ACTOR, reason="wrong person"), result_type=SetupOutcome
+            )
             assert outcome == SetupOutcome(state="cancelled", reason="wrong person")
             assert await flow.handle.result() == outcome
             assert await step_attribute(flow) == "cancelled"
@@ -390,20 +391,25 @@ async def test_cancel_while_the_email_is_being_sent(private_env: WorkflowEnviron
         fake.release()
 
     # The send was asked to stop and never reported back; the flow did not wait for it.
-    sends = {event.event_id for event in history.events
-             if event.activity_task_scheduled_event_attributes.activity_type.name
-             == "send_setup_email"}
+    sends = {
+        event.event_id
+        for event in history.events
+        if event.activity_task_scheduled_event_attributes.activity_type.name == "send_setup_email"
+    }
     assert len(sends) == 1
     cancel_requests = [
         event.activity_task_cancel_requested_event_attributes.scheduled_event_id
         for event in history.events
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED]
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED
+    ]
     assert set(cancel_requests) == sends
     send_results = [
-        event for event in history.events
+        event
+        for event in history.events
         if event.activity_task_completed_event_attributes.scheduled_event_id in sends
         or event.activity_task_failed_event_attributes.scheduled_event_id in sends
-        or event.activity_task_canceled_event_attributes.scheduled_event_id in sends]
+        or event.activity_task_canceled_event_attributes.scheduled_event_id in sends
+    ]
     assert send_results == []
     assert fake.send_attempts == [1]
     assert [(c.state, c.actor) for c in fake.closed] == [("cancelled", ACTOR)]
@@ -472,11 +478,12 @@ async def test_activities_and_timer_carry_summaries_for_the_ui(env: WorkflowEnvi
         [text] = await env.client.data_converter.decode([event.user_metadata.summary], [str])
         kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
         summaries.setdefault(kind, []).append(text)
-    assert summaries["ACTIVITY_TASK_SCHEDULED"] == ["Email the Single Sign-On setup link",
-                                                    "Record the flow as expired"]
+    assert summaries["ACTIVITY_TASK_SCHEDULED"] == [
+        "Email the Single Sign-On setup link",
+        "Record the flow as expired",
+    ]
     assert summaries["TIMER_STARTED"] == ["Setup link expires"]
-    assert summaries["WORKFLOW_EXECUTION_STARTED"] == [
-        f"Single Sign-On setup for staff {flow.staff_id}"]
+    assert summaries["WORKFLOW_EXECUTION_STARTED"] == [f"Single Sign-On setup for staff {flow.staff_id}"]
     assert not any("@" in text for texts in summaries.values() for text in texts)
 
 
@@ -514,8 +521,13 @@ def history_payloads(events: list[HistoryEvent]) -> dict[str, Payload]:
 
 
 async def test_history_payloads_are_encrypted(env: WorkflowEnvironment) -> None:
-    secrets = [MASKED_EMAIL.encode(), ACTOR.encode(), b"recipient refused", b"Email sent",
-               b"a newer email replaced this one"]
+    secrets = [
+        MASKED_EMAIL.encode(),
+        ACTOR.encode(),
+        b"recipient refused",
+        b"Email sent",
+        b"a newer email replaced this one",
+    ]
     histories: list[list[HistoryEvent]] = []
 
     fake = FakeSetupActivities()
@@ -524,13 +536,17 @@ async def test_history_payloads_are_encrypted(env: WorkflowEnvironment) -> None:
         flow = await start_flow(env, task_queue)
         await wait_until_email_sent(env, flow)
         await flow.handle.execute_update(
-            "supersede", EndRequest(actor=ACTOR, reason="a newer email replaced this one"),
-            result_type=SetupOutcome)
+            "supersede",
+            EndRequest(actor=ACTOR, reason="a newer email replaced this one"),
+            result_type=SetupOutcome,
+        )
         await flow.handle.result()
         histories.append(list((await flow.handle.fetch_history()).events))
 
-    failing = FakeSetupActivities(send_failures=[ApplicationError(
-        "recipient refused", type="PermanentEmailError", non_retryable=True)], always_fail=True)
+    failing = FakeSetupActivities(
+        send_failures=[ApplicationError("recipient refused", type="PermanentEmailError", non_retryable=True)],
+        always_fail=True,
+    )
     task_queue = new_task_queue()
     async with asyncio.timeout(GUARD_SECONDS), worker(env, task_queue, failing):
         flow = await start_flow(env, task_queue)
@@ -539,12 +555,14 @@ async def test_history_payloads_are_encrypted(env: WorkflowEnvironment) -> None:
 
     superseded, failed = (history_payloads(events) for events in histories)
     for found in (superseded, failed):
-        plaintext = {path: payload.metadata.get("encoding") for path, payload in found.items()
-                     if payload.metadata.get("encoding") != ENCODING}
+        plaintext = {
+            path: payload.metadata.get("encoding")
+            for path, payload in found.items()
+            if payload.metadata.get("encoding") != ENCODING
+        }
         assert plaintext == {}
 
-    carriers = {path.split(".")[0].split(":")[1] + "." + path.split(".")[1]
-                for path in superseded}
+    carriers = {path.split(".")[0].split(":")[1] + "." + path.split(".")[1] for path in superseded}
     assert {
         "WORKFLOW_EXECUTION_STARTED.workflow_execution_started_event_attributes",
         "WORKFLOW_EXECUTION_STARTED.user_metadata",
@@ -557,8 +575,11 @@ async def test_history_payloads_are_encrypted(env: WorkflowEnvironment) -> None:
     } <= carriers
 
     # Failures carry their message and stack trace as encoded attributes, not plaintext.
-    failures = [event.activity_task_failed_event_attributes.failure for event in histories[1]
-                if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED]
+    failures = [
+        event.activity_task_failed_event_attributes.failure
+        for event in histories[1]
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+    ]
     assert len(failures) == 1
     assert failures[0].message == "Encoded failure"
     assert failures[0].stack_trace == ""

@@ -67,8 +67,9 @@ DELAYS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]
 @pytest_asyncio.fixture(loop_scope="session")
 async def app(database_url: str) -> AsyncIterator[App]:
     # A high per-IP limit: these tests are about the account, and come from one address.
-    async with running_app(database_url, allowed_return_urls=[APP_PREFIX, INTRANET],
-                           signin_ip_limit=1000) as running:
+    async with running_app(
+        database_url, allowed_return_urls=[APP_PREFIX, INTRANET], signin_ip_limit=1000
+    ) as running:
         yield running
 
 
@@ -132,8 +133,12 @@ async def test_sign_in_without_mfa(app: App, browser: Browser) -> None:
     response = await sign_in(browser, f"  {person.email.upper()} ")
     assert redirected_to(response, "/sso/account"), response.text
     assert cookie_attributes(response, SESSION_COOKIE) >= {
-        "httponly", "samesite=lax", "secure", "path=/",
-        f"max-age={int(app.settings.session_max_ttl.total_seconds())}"}
+        "httponly",
+        "samesite=lax",
+        "secure",
+        "path=/",
+        f"max-age={int(app.settings.session_max_ttl.total_seconds())}",
+    }
     cookie = browser.cookie(SESSION_COOKIE)
     assert cookie and len(cookie) >= 43  # 256 random bits, url-safe
 
@@ -166,14 +171,12 @@ async def test_sign_in_without_mfa(app: App, browser: Browser) -> None:
 async def test_cookies_without_https(database_url: str) -> None:
     """Over plain http (development) the cookie has no __Host- prefix and no Secure flag."""
     # Plain http is for development only: asked for, as `sso dev` does.
-    async with running_app(database_url, public_url="http://sso.example.test",
-                           env="development") as local:
+    async with running_app(database_url, public_url="http://sso.example.test", env="development") as local:
         person = await local.person()
         async with browsing(local.transport, "http://sso.example.test") as browser:
             page = await browser.get("/sso/login")
             assert cookie_attributes(page, "sso_csrf") >= {"httponly", "samesite=lax"}
-            response = await browser.submit(page, "/sso/login", email=person.email,
-                                            password=PASSWORD)
+            response = await browser.submit(page, "/sso/login", email=person.email, password=PASSWORD)
             assert redirected_to(response, "/sso/account"), response.text
             attributes = cookie_attributes(response, "sso_session")
             assert {"httponly", "samesite=lax", "path=/"} <= attributes
@@ -182,8 +185,7 @@ async def test_cookies_without_https(database_url: str) -> None:
             assert (await signed_in_page(browser)).status_code == 200
 
 
-async def test_second_sign_in_gets_a_new_id_and_ends_the_first(app: App,
-                                                               browser: Browser) -> None:
+async def test_second_sign_in_gets_a_new_id_and_ends_the_first(app: App, browser: Browser) -> None:
     person = await app.person()
     first = await signed_in_cookie(app, browser, person.email)
     second = await signed_in_cookie(app, browser, person.email)
@@ -201,15 +203,21 @@ async def test_return_to_only_to_configured_places(app: App) -> None:
     async with browsing(app.transport) as browser:
         page = await browser.get("/sso/login", return_to=allowed)
         assert hidden_fields(page, "/sso/login")["return_to"] == allowed
-        response = await browser.submit(page, "/sso/login", email=person.email,
-                                        password=PASSWORD)
+        response = await browser.submit(page, "/sso/login", email=person.email, password=PASSWORD)
         assert redirected_to(response, allowed), response.text
     async with browsing(app.transport) as browser:
         response = await sign_in(browser, person.email, return_to=INTRANET)
         assert redirected_to(response, INTRANET)
-    for target in ("//evil.example", "https://evil.example/", "https://app.example.test",
-                   "https://app.example.test.evil.example/", f"{APP_PREFIX}../../evil",
-                   f"{INTRANET}/extra", "javascript:alert(1)", "/sso/account/../x"):
+    for target in (
+        "//evil.example",
+        "https://evil.example/",
+        "https://app.example.test",
+        "https://app.example.test.evil.example/",
+        f"{APP_PREFIX}../../evil",
+        f"{INTRANET}/extra",
+        "javascript:alert(1)",
+        "/sso/account/../x",
+    ):
         async with browsing(app.transport) as browser:
             page = await browser.get("/sso/login", return_to=target)
             assert hidden_fields(page, "/sso/login")["return_to"] == "", target
@@ -253,8 +261,7 @@ async def test_sign_in_with_mfa(app: App, browser: Browser) -> None:
     assert (await signed_in_page(browser)).status_code == 200
     row = await account_row(app.sessions, person)
     assert row.failed_sign_ins == 0 and row.last_sign_in_at is not None
-    success = [e for e in await audit_events(app.sessions, person)
-               if e.action == "sign_in.success"]
+    success = [e for e in await audit_events(app.sessions, person) if e.action == "sign_in.success"]
     assert [e.details.get("mfa") for e in success] == [True]
 
     # The same code again, in a new sign-in: refused as a replay.
@@ -266,8 +273,11 @@ async def test_sign_in_with_mfa(app: App, browser: Browser) -> None:
         assert MFA_REFUSED in page_text(replay)
         assert attacker.cookie(SESSION_COOKIE) is None
         assert redirected_to(await signed_in_page(attacker), "/sso/login")
-    reasons = [e.details.get("reason") for e in await audit_events(app.sessions, person)
-               if e.action == "sign_in.totp_failed"]
+    reasons = [
+        e.details.get("reason")
+        for e in await audit_events(app.sessions, person)
+        if e.action == "sign_in.totp_failed"
+    ]
     assert reasons == ["wrong", "replayed"]
 
 
@@ -286,16 +296,20 @@ async def test_every_refusal_looks_the_same(app: App, browser: Browser) -> None:
     for name, (email, password) in attempts.items():
         response = await sign_in(browser, email, password)
         assert_refused(response)
-        answers[name] = (response.status_code, without_tokens(response.text, email),
-                         sorted(set_cookies(response)))
+        answers[name] = (
+            response.status_code,
+            without_tokens(response.text, email),
+            sorted(set_cookies(response)),
+        )
     assert len(set(map(str, answers.values()))) == 1, answers
     assert (await account_row(app.sessions, active)).failed_sign_ins == 1
     assert (await account_row(app.sessions, locked)).failed_sign_ins == 5
     assert (await account_row(app.sessions, pending)).failed_sign_ins == 0
 
 
-async def test_every_refusal_does_the_same_work(app: App, browser: Browser,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_every_refusal_does_the_same_work(
+    app: App, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Comparable time, shown by the work done rather than by a stopwatch: every refusal
     (unknown address, wrong password, locked, not yet active) and a success run exactly one
     argon2id verification at the app's parameters; without a hash of its own, the address is
@@ -321,15 +335,14 @@ async def test_every_refusal_does_the_same_work(app: App, browser: Browser,
         assert pending_row is not None
         pending_row.password_hash = None  # setup not finished: no password yet
         await session.commit()
-    cases = [("nobody.here@example.com", WRONG, hashing.stand_in, False),
-             (active.email, WRONG, (await account_row(app.sessions, active)).password_hash, False),
-             (locked.email, PASSWORD, (await account_row(app.sessions, locked)).password_hash,
-              False),
-             (needs_reset.email, PASSWORD,
-              (await account_row(app.sessions, needs_reset)).password_hash, False),
-             (pending.email, PASSWORD, hashing.stand_in, False),
-             (active.email, PASSWORD, (await account_row(app.sessions, active)).password_hash,
-              True)]
+    cases = [
+        ("nobody.here@example.com", WRONG, hashing.stand_in, False),
+        (active.email, WRONG, (await account_row(app.sessions, active)).password_hash, False),
+        (locked.email, PASSWORD, (await account_row(app.sessions, locked)).password_hash, False),
+        (needs_reset.email, PASSWORD, (await account_row(app.sessions, needs_reset)).password_hash, False),
+        (pending.email, PASSWORD, hashing.stand_in, False),
+        (active.email, PASSWORD, (await account_row(app.sessions, active)).password_hash, True),
+    ]
     for email, password, stored, signs_in in cases:
         checked.clear()
         response = await sign_in(browser, email, password)
@@ -344,8 +357,7 @@ async def test_every_refusal_does_the_same_work(app: App, browser: Browser,
 # -- throttling -------------------------------------------------------------------------
 
 
-async def test_failures_lock_with_a_growing_delay(app: App, browser: Browser,
-                                                  clock: Clock) -> None:
+async def test_failures_lock_with_a_growing_delay(app: App, browser: Browser, clock: Clock) -> None:
     person = await app.person()
     wrong_answer = None
     for failures in range(1, 5):
@@ -378,23 +390,27 @@ async def test_failures_lock_with_a_growing_delay(app: App, browser: Browser,
     row = await account_row(app.sessions, person)
     assert (row.failed_sign_ins, row.locked_until) == (0, None)
     assert row.last_sign_in_at == clock.now
-    failed = [e for e in await audit_events(app.sessions, person)
-              if e.action == "sign_in.failed"]
+    failed = [e for e in await audit_events(app.sessions, person) if e.action == "sign_in.failed"]
     assert len(failed) == 4 + len(DELAYS) + 6
 
 
-async def test_audit_tells_a_wrong_password_from_a_locked_account(app: App, browser: Browser,
-                                                                  clock: Clock) -> None:
+async def test_audit_tells_a_wrong_password_from_a_locked_account(
+    app: App, browser: Browser, clock: Clock
+) -> None:
     person = await app.person(failed_sign_ins=4)
     assert_refused(await sign_in(browser, person.email, WRONG))  # the 5th: starts a lock
     assert_refused(await sign_in(browser, person.email))  # refused: locked
-    reasons = [e.details.get("reason") for e in await audit_events(app.sessions, person)
-               if e.action == "sign_in.failed"]
+    reasons = [
+        e.details.get("reason")
+        for e in await audit_events(app.sessions, person)
+        if e.action == "sign_in.failed"
+    ]
     assert reasons == ["wrong_password", "locked"]
 
 
-async def test_each_temporary_lock_is_audited_once_with_the_ip(app: App, browser: Browser,
-                                                                clock: Clock) -> None:
+async def test_each_temporary_lock_is_audited_once_with_the_ip(
+    app: App, browser: Browser, clock: Clock
+) -> None:
     person = await app.person(failed_sign_ins=3)
     assert_refused(await sign_in(browser, person.email, WRONG))  # the 4th: no delay yet
     assert_refused(await sign_in(browser, person.email, WRONG))  # the 5th: locks for 1 s
@@ -402,22 +418,23 @@ async def test_each_temporary_lock_is_audited_once_with_the_ip(app: App, browser
         assert_refused(await sign_in(browser, person.email, password))
     clock.now += timedelta(seconds=1)
     assert_refused(await sign_in(browser, person.email, WRONG))  # the 6th: locks for 2 s
-    locks = [(e.actor, e.outcome, e.ip, e.details["failures"], e.details["seconds"])
-             for e in await audit_events(app.sessions, person)
-             if e.action == "sign_in.locked_temporarily"]
-    assert locks == [("system", "locked", "127.0.0.1", 5, 1),
-                     ("system", "locked", "127.0.0.1", 6, 2)]
+    locks = [
+        (e.actor, e.outcome, e.ip, e.details["failures"], e.details["seconds"])
+        for e in await audit_events(app.sessions, person)
+        if e.action == "sign_in.locked_temporarily"
+    ]
+    assert locks == [("system", "locked", "127.0.0.1", 5, 1), ("system", "locked", "127.0.0.1", 6, 2)]
 
     # Guesses sent together set one lock between them, and it is recorded once.
     other = await app.person(failed_sign_ins=4)
     for response in await guess_at_once([app], other.email, 6):
         assert_refused(response)
     assert [e.action for e in await audit_events(app.sessions, other)].count(
-        "sign_in.locked_temporarily") == 1
+        "sign_in.locked_temporarily"
+    ) == 1
 
 
-async def test_a_hundred_failures_need_an_unlock(app: App, browser: Browser,
-                                                 clock: Clock) -> None:
+async def test_a_hundred_failures_need_an_unlock(app: App, browser: Browser, clock: Clock) -> None:
     person = await app.person(failed_sign_ins=98)
     assert_refused(await sign_in(browser, person.email, WRONG))
     row = await account_row(app.sessions, person)
@@ -436,8 +453,7 @@ async def test_a_hundred_failures_need_an_unlock(app: App, browser: Browser,
     assert_refused(await sign_in(browser, person.email))
     assert (await account_row(app.sessions, person)).failed_sign_ins == 100
 
-    unlocked = await app.http.post(f"/api/v1/staff/{person.staff_id}/unlock",
-                                   headers=app.admin)
+    unlocked = await app.http.post(f"/api/v1/staff/{person.staff_id}/unlock", headers=app.admin)
     assert unlocked.status_code == 200, unlocked.text
     assert unlocked.json() == {"failed_sign_ins": 0, "locked_until": None}
     status = await app.status(person)
@@ -449,35 +465,45 @@ async def guess_at_once(apps: list[App], email: str, count: int) -> list[httpx.R
     """`count` wrong passwords for this address sent together, spread over these web app instances: every form
     is loaded first, then all are submitted at the same moment."""
     async with contextlib.AsyncExitStack() as stack:
-        browsers = [await stack.enter_async_context(browsing(apps[n % len(apps)].transport))
-                    for n in range(count)]
+        browsers = [
+            await stack.enter_async_context(browsing(apps[n % len(apps)].transport)) for n in range(count)
+        ]
         pages = [await b.get("/sso/login") for b in browsers]
-        return list(await asyncio.gather(*(
-            b.submit(page, "/sso/login", email=email, password=WRONG)
-            for b, page in zip(browsers, pages, strict=True))))
+        return list(
+            await asyncio.gather(
+                *(
+                    b.submit(page, "/sso/login", email=email, password=WRONG)
+                    for b, page in zip(browsers, pages, strict=True)
+                )
+            )
+        )
 
 
-async def test_guesses_sent_at_once_cannot_slip_past_the_count(database_url: str,
-                                                               clock: Clock) -> None:
+async def test_guesses_sent_at_once_cannot_slip_past_the_count(database_url: str, clock: Clock) -> None:
     """Each guess takes its place in the count before its password is checked, in one
     conditional write: parallel guesses, even through two web app instances sharing the
     database, are weighed one at a time. At 4 failures only one more is weighed before the
     1 s delay; at 99 only the 100th, and then the account waits for a reset."""
-    async with running_app(database_url, signin_ip_limit=1000) as one, \
-            running_app(database_url, signin_ip_limit=1000) as two:
-        for before, after, delay in ((4, 5, timedelta(seconds=1)),
-                                     (99, 100, timedelta(minutes=15))):
+    async with (
+        running_app(database_url, signin_ip_limit=1000) as one,
+        running_app(database_url, signin_ip_limit=1000) as two,
+    ):
+        for before, after, delay in ((4, 5, timedelta(seconds=1)), (99, 100, timedelta(minutes=15))):
             person = await one.person(failed_sign_ins=before)
             for response in await guess_at_once([one, two], person.email, 8):
                 assert_refused(response)
             row = await account_row(one.sessions, person)
             assert row.failed_sign_ins == after
             assert row.locked_until == clock.now + delay
-            reasons = sorted(e.details.get("reason") for e in await audit_events(
-                one.sessions, person) if e.action == "sign_in.failed")
+            reasons = sorted(
+                e.details.get("reason")
+                for e in await audit_events(one.sessions, person)
+                if e.action == "sign_in.failed"
+            )
             assert reasons == ["locked"] * 7 + ["wrong_password"], reasons
-            locked_out = [e for e in await audit_events(one.sessions, person)
-                          if e.action == "sign_in.locked_out"]
+            locked_out = [
+                e for e in await audit_events(one.sessions, person) if e.action == "sign_in.locked_out"
+            ]
             assert len(locked_out) == (1 if after == 100 else 0)
 
 
@@ -487,12 +513,16 @@ async def check_ip_limit(app: App) -> None:
     async with browsing(app.transport) as browser:
         for n in range(3):
             assert_refused(await sign_in(browser, f"nobody{n}@example.com", PASSWORD))
-        for email, password in (("nobody9@example.com", WRONG), (person.email, PASSWORD),
-                                (person.email, WRONG)):
+        for email, password in (
+            ("nobody9@example.com", WRONG),
+            (person.email, PASSWORD),
+            (person.email, WRONG),
+        ):
             response = await sign_in(browser, email, password)
             assert response.status_code == 429, (email, response.text)
-            assert "Too many sign-in attempts from your network. Try again in 15 minutes." \
-                in page_text(response)
+            assert "Too many sign-in attempts from your network. Try again in 15 minutes." in page_text(
+                response
+            )
             assert SESSION_COOKIE not in set_cookies(response)
     row = await account_row(app.sessions, person)
     assert (row.failed_sign_ins, row.last_sign_in_at) == (0, None)
@@ -514,8 +544,10 @@ async def reachable_redis() -> AsyncIterator[Redis]:
         try:
             await redis.ping()
         except (RedisConnectionError, OSError):
-            pytest.skip("Redis is not reachable at 127.0.0.1:6379: start redis-server to test "
-                        "the shared counters in Redis")
+            pytest.skip(
+                "Redis is not reachable at 127.0.0.1:6379: start redis-server to test "
+                "the shared counters in Redis"
+            )
         await redis.flushdb()
         yield redis
         await redis.flushdb()
@@ -544,8 +576,7 @@ async def check_ip_limit_shared(one: App, two: App) -> None:
         # A right password is not a failure: it neither counts nor is turned away.
         assert redirected_to(await sign_in(second, person.email), "/sso/account")
     answers = await guess_at_once([one, two], "nobody3@example.com", 8)
-    assert sorted(r.status_code for r in answers) == [401] + [429] * 7, \
-        [r.status_code for r in answers]
+    assert sorted(r.status_code for r in answers) == [401] + [429] * 7, [r.status_code for r in answers]
     for instance in (one, two):
         async with browsing(instance.transport) as browser:
             assert (await sign_in(browser, person.email)).status_code == 429
@@ -554,8 +585,10 @@ async def check_ip_limit_shared(one: App, two: App) -> None:
 
 
 async def test_per_ip_limit_is_shared_by_instances_in_the_database(database_url: str) -> None:
-    async with running_app(database_url, signin_ip_limit=3) as one, \
-            running_app(database_url, signin_ip_limit=3) as two:
+    async with (
+        running_app(database_url, signin_ip_limit=3) as one,
+        running_app(database_url, signin_ip_limit=3) as two,
+    ):
         await check_ip_limit_shared(one, two)
         async with one.sessions() as session:
             counters = (await session.scalars(select(RateCounter))).all()
@@ -564,8 +597,10 @@ async def test_per_ip_limit_is_shared_by_instances_in_the_database(database_url:
 
 async def test_per_ip_limit_is_shared_by_instances_in_redis(database_url: str) -> None:
     async with reachable_redis() as redis:
-        async with running_app(database_url, signin_ip_limit=3, redis_url=REDIS_URL) as one, \
-                running_app(database_url, signin_ip_limit=3, redis_url=REDIS_URL) as two:
+        async with (
+            running_app(database_url, signin_ip_limit=3, redis_url=REDIS_URL) as one,
+            running_app(database_url, signin_ip_limit=3, redis_url=REDIS_URL) as two,
+        ):
             await check_ip_limit_shared(one, two)
             async with one.sessions() as session:
                 assert (await session.scalars(select(RateCounter))).all() == []
@@ -591,16 +626,14 @@ async def test_idle_timeout(app: App, browser: Browser) -> None:
     touched = await row_for(app, cookie)
     assert touched.last_seen_at is not None and touched.last_seen_at > utcnow() - idle / 2
 
-    await move_session(app.sessions, row.id_hash, idle + timedelta(seconds=1), "last_seen_at",
-                       "created_at")
+    await move_session(app.sessions, row.id_hash, idle + timedelta(seconds=1), "last_seen_at", "created_at")
     ended = await signed_in_page(browser)
     assert redirected_to(ended, "/sso/login?notice=expired")
     assert (await row_for(app, cookie)).revoked_at is not None
     login = await browser.get("/sso/login", notice="expired")
     assert "Your session has ended. Please sign in again." in page_text(login)
     # Ended for good: coming back "fresh" does not revive it.
-    await move_session(app.sessions, row.id_hash, -(idle + timedelta(seconds=1)),
-                       "last_seen_at")
+    await move_session(app.sessions, row.id_hash, -(idle + timedelta(seconds=1)), "last_seen_at")
     assert redirected_to(await signed_in_page(browser), "/sso/login?notice=expired")
 
 
@@ -610,8 +643,7 @@ async def test_absolute_timeout(app: App, browser: Browser) -> None:
     row = await row_for(app, cookie)
     assert row.expires_at - row.created_at == app.settings.session_max_ttl
     # Active all along (seen a moment ago), but created longer ago than the maximum.
-    await move_session(app.sessions, row.id_hash, app.settings.session_max_ttl,
-                       "created_at", "expires_at")
+    await move_session(app.sessions, row.id_hash, app.settings.session_max_ttl, "created_at", "expires_at")
     assert redirected_to(await signed_in_page(browser), "/sso/login?notice=expired")
     assert redirected_to(await replayed(app, cookie), "/sso/login?notice=expired")
 
@@ -631,8 +663,7 @@ async def test_sign_out(app: App, browser: Browser) -> None:
     assert "max-age=0" in cookie_attributes(out, SESSION_COOKIE)
     assert browser.cookie(SESSION_COOKIE) is None
     assert (await row_for(app, cookie)).revoked_at is not None
-    assert "You have signed out." in page_text(await browser.get("/sso/login",
-                                                                 notice="signed_out"))
+    assert "You have signed out." in page_text(await browser.get("/sso/login", notice="signed_out"))
     assert redirected_to(await signed_in_page(browser), "/sso/login")
     # The old cookie, replayed: refused.
     assert redirected_to(await replayed(app, cookie), "/sso/login?notice=expired")
@@ -645,8 +676,7 @@ async def test_sign_out(app: App, browser: Browser) -> None:
 
 async def test_hash_is_upgraded_at_sign_in(database_url: str) -> None:
     """Parameters raised since the hash was made (t=2 then, t=3 now): rehashed at sign-in."""
-    old = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, type=Type.ID).hash(
-        PASSWORD)
+    old = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, type=Type.ID).hash(PASSWORD)
     assert old.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     async with running_app(database_url, argon2_time_cost=3) as stronger:
         person = await stronger.person(password_hash=old)
@@ -673,32 +703,33 @@ async def test_admin_revokes_sessions_and_every_event_is_audited(app: App) -> No
         await signed_in_cookie(app, first, person.email)
         await signed_in_cookie(app, second, person.email)
         page = await signed_in_page(second)
-        assert redirected_to(await second.submit(page, "/sso/logout"),
-                             "/sso/login?notice=signed_out")
+        assert redirected_to(await second.submit(page, "/sso/logout"), "/sso/login?notice=signed_out")
 
         assert (await signed_in_page(first)).status_code == 200
-        revoked = await app.http.post(f"/api/v1/staff/{person.staff_id}/sessions/revoke",
-                                      headers=app.admin)
+        revoked = await app.http.post(f"/api/v1/staff/{person.staff_id}/sessions/revoke", headers=app.admin)
         assert revoked.status_code == 200, revoked.text
         assert revoked.json() == {"sessions_revoked": 1}
         assert redirected_to(await signed_in_page(first), "/sso/login?notice=expired")
         assert all(r.revoked_at is not None for r in await session_rows(app.sessions, person))
 
-    unlocked = await app.http.post(f"/api/v1/staff/{person.staff_id}/unlock",
-                                   headers=app.admin)
+    unlocked = await app.http.post(f"/api/v1/staff/{person.staff_id}/unlock", headers=app.admin)
     assert unlocked.status_code == 200, unlocked.text
     for action in ("sessions/revoke", "unlock"):
-        missing = await app.http.post(f"/api/v1/staff/{uuid.uuid4()}/{action}",
-                                      headers=app.admin)
+        missing = await app.http.post(f"/api/v1/staff/{uuid.uuid4()}/{action}", headers=app.admin)
         assert missing.status_code == 404
         anonymous = await app.http.post(f"/api/v1/staff/{person.staff_id}/{action}")
         assert anonymous.status_code == 401
 
     events = await audit_events(app.sessions, person)
     by_action = {e.action: e for e in events}
-    assert [e.action for e in events] == ["sign_in.failed", "sign_in.success",
-                                          "sign_in.success", "sign_out", "sessions.revoke",
-                                          "account.unlock"]
+    assert [e.action for e in events] == [
+        "sign_in.failed",
+        "sign_in.success",
+        "sign_in.success",
+        "sign_out",
+        "sessions.revoke",
+        "account.unlock",
+    ]
     assert by_action["sign_in.failed"].details["reason"] == "wrong_password"
     assert by_action["sign_in.failed"].ip == "127.0.0.1"
     assert by_action["sessions.revoke"].actor == ADMIN_ACTOR
@@ -730,8 +761,9 @@ async def test_sign_in_needs_the_csrf_token(app: App) -> None:
         # A browser that never loaded the page (no CSRF cookie) is refused too.
         async with browsing(app.transport) as stranger:
             token = hidden_fields(page, "/sso/login")["csrf"]
-            response = await stranger.post("/sso/login", {
-                "email": person.email, "password": WRONG, "csrf": token})
+            response = await stranger.post(
+                "/sso/login", {"email": person.email, "password": WRONG, "csrf": token}
+            )
             assert response.status_code == 400
     row = await account_row(app.sessions, person)
     assert (row.failed_sign_ins, row.last_sign_in_at) == (0, None)
@@ -755,5 +787,4 @@ async def test_authenticator_step_needs_the_csrf_token(app: App, browser: Browse
     row = await account_row(app.sessions, person)
     # Neither counted nor used up: the same code still works from the real form.
     assert (row.failed_sign_ins, row.totp_last_step) == (0, None)
-    assert redirected_to(await browser.submit(page, "/sso/login/mfa", code=code),
-                         "/sso/account")
+    assert redirected_to(await browser.submit(page, "/sso/login/mfa", code=code), "/sso/account")

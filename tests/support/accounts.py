@@ -133,8 +133,7 @@ class Browser:
 
 
 @asynccontextmanager
-async def browsing(transport: httpx.AsyncBaseTransport,
-                   base_url: str = PUBLIC_URL) -> AsyncIterator[Browser]:
+async def browsing(transport: httpx.AsyncBaseTransport, base_url: str = PUBLIC_URL) -> AsyncIterator[Browser]:
     browser = Browser(transport, base_url)
     try:
         yield browser
@@ -142,8 +141,7 @@ async def browsing(transport: httpx.AsyncBaseTransport,
         await browser.aclose()
 
 
-async def sign_in(browser: Browser, email: str, password: str = PASSWORD,
-                  **extra: str) -> httpx.Response:
+async def sign_in(browser: Browser, email: str, password: str = PASSWORD, **extra: str) -> httpx.Response:
     """The login page, then its form with this email and password (and any field given)."""
     page = await browser.get("/sso/login")
     assert page.status_code == 200, page.text
@@ -186,26 +184,40 @@ def wrong_totp(secret: str) -> str:
     return f"{candidate:06d}"
 
 
-async def make_person(sessions: SessionFactory, settings: Settings, *, mfa: bool = False,
-                      status: str = AccountStatus.active.value, password: str = PASSWORD,
-                      password_hash: str | None = None, first_name: str = "Robin",
-                      last_name: str = "Ashcombe", **account: Any) -> Person:
+async def make_person(
+    sessions: SessionFactory,
+    settings: Settings,
+    *,
+    mfa: bool = False,
+    status: str = AccountStatus.active.value,
+    password: str = PASSWORD,
+    password_hash: str | None = None,
+    first_name: str = "Robin",
+    last_name: str = "Ashcombe",
+    **account: Any,
+) -> Person:
     """A staff member with a Single Sign-On account, as setup would have left it."""
     email = f"{first_name}.{last_name}.{uuid.uuid4().hex[:8]}@example.com".lower()
-    staff = Staff(id=uuid.uuid4(), first_name=first_name, last_name=last_name,
-                  external_email_1=email)
+    staff = Staff(id=uuid.uuid4(), first_name=first_name, last_name=last_name, external_email_1=email)
     now = utcnow()
     secret = pyotp.random_base32(length=32) if mfa else None
     row = SsoAccount(
-        id=uuid.uuid4(), staff_id=staff.id, login_email=email,
-        password_hash=password_hash or Hasher(settings.argon2_time_cost,
-                                              settings.argon2_memory_kib,
-                                              settings.argon2_parallelism).hash(password),
-        verified_at=now, status=status,
+        id=uuid.uuid4(),
+        staff_id=staff.id,
+        login_email=email,
+        password_hash=password_hash
+        or Hasher(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism).hash(
+            password
+        ),
+        verified_at=now,
+        status=status,
         activated_at=now if status == AccountStatus.active.value else None,
-        totp_secret_encrypted=keyring_from_settings(settings).seal(
-            secret.encode(), totp_aad(staff.id)) if secret else None,
-        mfa_enabled_at=now if secret else None, **account)
+        totp_secret_encrypted=keyring_from_settings(settings).seal(secret.encode(), totp_aad(staff.id))
+        if secret
+        else None,
+        mfa_enabled_at=now if secret else None,
+        **account,
+    )
     async with sessions() as session:
         session.add(staff)
         await session.flush()
@@ -216,21 +228,22 @@ async def make_person(sessions: SessionFactory, settings: Settings, *, mfa: bool
 
 async def account_row(sessions: SessionFactory, person: Person) -> SsoAccount:
     async with sessions() as session:
-        row = await session.scalar(select(SsoAccount).where(
-            SsoAccount.staff_id == person.staff_id))
+        row = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == person.staff_id))
     assert row is not None
     return row
 
 
 async def update_account(sessions: SessionFactory, person: Person, **values: Any) -> None:
     async with sessions() as session:
-        await session.execute(update(SsoAccount).where(
-            SsoAccount.staff_id == person.staff_id).values(**values))
+        await session.execute(
+            update(SsoAccount).where(SsoAccount.staff_id == person.staff_id).values(**values)
+        )
         await session.commit()
 
 
-async def session_rows(sessions: SessionFactory, person: Person,
-                       purpose: str | None = None) -> list[BrowserSession]:
+async def session_rows(
+    sessions: SessionFactory, person: Person, purpose: str | None = None
+) -> list[BrowserSession]:
     query = select(BrowserSession).where(BrowserSession.staff_id == person.staff_id)
     if purpose is not None:
         query = query.where(BrowserSession.purpose == purpose)
@@ -238,8 +251,7 @@ async def session_rows(sessions: SessionFactory, person: Person,
         return list((await session.scalars(query.order_by(BrowserSession.created_at))).all())
 
 
-async def move_session(sessions: SessionFactory, id_hash: str, back: timedelta,
-                       *columns: str) -> None:
+async def move_session(sessions: SessionFactory, id_hash: str, back: timedelta, *columns: str) -> None:
     """Moves the given time columns of one session row `back` into the past."""
     async with sessions() as session:
         row = await session.get(BrowserSession, id_hash)
@@ -251,31 +263,39 @@ async def move_session(sessions: SessionFactory, id_hash: str, back: timedelta,
 
 async def audit_events(sessions: SessionFactory, person: Person) -> list[AuditEvent]:
     async with sessions() as session:
-        return list((await session.scalars(select(AuditEvent).where(
-            AuditEvent.target == str(person.staff_id)).order_by(AuditEvent.occurred_at))).all())
+        return list(
+            (
+                await session.scalars(
+                    select(AuditEvent)
+                    .where(AuditEvent.target == str(person.staff_id))
+                    .order_by(AuditEvent.occurred_at)
+                )
+            ).all()
+        )
 
 
 # -- the outbox (the person's inbox) ----------------------------------------------------
 
 
-async def outbox(sessions: SessionFactory, settings: Settings,
-                 address: str) -> list[tuple[str, str]]:
+async def outbox(sessions: SessionFactory, settings: Settings, address: str) -> list[tuple[str, str]]:
     """(subject, text body) of every email to `address`, oldest first."""
     keyring = keyring_from_settings(settings)
     async with sessions() as session:
-        rows = (await session.scalars(select(OutboxEmail).where(
-            OutboxEmail.to_address == address).order_by(OutboxEmail.created_at))).all()
-    return [(r.subject, keyring.unseal(r.body_encrypted, b"outbox").decode().split("\0")[0])
-            for r in rows]
+        rows = (
+            await session.scalars(
+                select(OutboxEmail).where(OutboxEmail.to_address == address).order_by(OutboxEmail.created_at)
+            )
+        ).all()
+    return [(r.subject, keyring.unseal(r.body_encrypted, b"outbox").decode().split("\0")[0]) for r in rows]
 
 
-async def emails_with_subject(sessions: SessionFactory, settings: Settings, address: str,
-                              subject: str, count: int = 1) -> list[str]:
+async def emails_with_subject(
+    sessions: SessionFactory, settings: Settings, address: str, subject: str, count: int = 1
+) -> list[str]:
     """Text bodies of the emails with this subject, once at least `count` have arrived."""
     async with asyncio.timeout(GUARD_SECONDS):
         while True:
-            bodies = [text for s, text in await outbox(sessions, settings, address)
-                      if s == subject]
+            bodies = [text for s, text in await outbox(sessions, settings, address) if s == subject]
             if len(bodies) >= count:
                 return bodies
             await asyncio.sleep(0.05)
@@ -305,8 +325,7 @@ class App:
         return await make_person(self.sessions, self.settings, **options)
 
     async def status(self, person: Person) -> dict[str, Any]:
-        response = await self.http.get(f"/api/v1/staff/{person.staff_id}/sso",
-                                       headers=self.admin)
+        response = await self.http.get(f"/api/v1/staff/{person.staff_id}/sso", headers=self.admin)
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
@@ -326,7 +345,6 @@ async def running_app(database_url: str, **overrides: Any) -> AsyncIterator[App]
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as http:
-                yield App(transport, http, {"Authorization": f"Bearer {key}"}, settings,
-                          sessions)
+                yield App(transport, http, {"Authorization": f"Bearer {key}"}, settings, sessions)
     finally:
         await engine.dispose()

@@ -52,8 +52,7 @@ class World:
         self.active: dict[str, bool] = {}  # staff id -> MFA enrolled, for finished setups
 
 
-async def eventually(check: Any, timeout: float, interval: float = 0.25,
-                     what: str = "condition") -> Any:
+async def eventually(check: Any, timeout: float, interval: float = 0.25, what: str = "condition") -> Any:
     """Poll an async or sync callable until it returns something truthy."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -72,11 +71,11 @@ def _uniq() -> str:
     return uuid.uuid4().hex[:8]
 
 
-async def create_staff(api: httpx.AsyncClient, world: World, label: str,
-                       first: str = "Jo") -> dict[str, Any]:
+async def create_staff(api: httpx.AsyncClient, world: World, label: str, first: str = "Jo") -> dict[str, Any]:
     address = f"{label}.{_uniq()}@example.com"
-    response = await api.post("/api/v1/staff", json={
-        "first_name": first, "last_name": "Bloggs", "external_email_1": address})
+    response = await api.post(
+        "/api/v1/staff", json={"first_name": first, "last_name": "Bloggs", "external_email_1": address}
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["external_email_1"] == address
@@ -103,9 +102,11 @@ async def status(api: httpx.AsyncClient, staff_id: str) -> dict[str, Any]:
 
 async def wait_for_email(world: World, to: str, count: int = 1) -> ReceivedEmail:
     """The `count`-th email to `to` (1-based)."""
+
     def arrived() -> ReceivedEmail | None:
         mine = [m for m in world.smtp.messages if to in m.rcpt_tos]
         return mine[count - 1] if len(mine) >= count else None
+
     return await eventually(arrived, EMAIL_TIMEOUT, what=f"email #{count} to {to}")  # type: ignore[no-any-return]
 
 
@@ -190,9 +191,12 @@ class _Forms(html.parser.HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
         if tag == "form":
-            self._form = {"action": values.get("action") or "",
-                          "method": (values.get("method") or "get").lower(),
-                          "fields": {}, "buttons": []}
+            self._form = {
+                "action": values.get("action") or "",
+                "method": (values.get("method") or "get").lower(),
+                "fields": {},
+                "buttons": [],
+            }
         elif self._form is not None and tag == "input" and values.get("name"):
             self._form["fields"][values["name"]] = values.get("value") or ""
         elif self._form is not None and tag == "button":
@@ -222,8 +226,7 @@ def text_of(page: httpx.Response) -> str:
     return html.unescape(page.text)
 
 
-async def press(person: httpx.AsyncClient, page: httpx.Response, button: str,
-                **typed: str) -> httpx.Response:
+async def press(person: httpx.AsyncClient, page: httpx.Response, button: str, **typed: str) -> httpx.Response:
     """Fill in the form holding `button` on `page` and press it. Its hidden fields (csrf,
     submission) go back as the page gave them."""
     parser = _Forms()
@@ -234,14 +237,12 @@ async def press(person: httpx.AsyncClient, page: httpx.Response, button: str,
     assert form["method"] == "post", form
     assert form["fields"].get("csrf") and form["fields"].get("submission"), form
     assert set(typed) <= set(form["fields"]), (typed.keys(), form)
-    response = await person.post(urljoin(str(page.url), form["action"]),
-                                 data={**form["fields"], **typed})
+    response = await person.post(urljoin(str(page.url), form["action"]), data={**form["fields"], **typed})
     assert response.status_code != 500, response.text
     return response
 
 
-async def follow(person: httpx.AsyncClient, response: httpx.Response,
-                 to: str) -> httpx.Response:
+async def follow(person: httpx.AsyncClient, response: httpx.Response, to: str) -> httpx.Response:
     """A 303 to `to` (a path), then the page it leads to."""
     assert response.status_code == 303, (response.status_code, text_of(response)[:2000])
     assert response.headers["location"] == to, response.headers["location"]
@@ -258,12 +259,14 @@ def new_browser() -> httpx.AsyncClient:
 
 async def wait_for_code_email(world: World, to: str, count: int = 1) -> str:
     """The code in the `count`-th verification-code email to `to`."""
+
     def arrived() -> ReceivedEmail | None:
-        mine = [m for m in world.smtp.messages
-                if to in m.rcpt_tos and m.message["Subject"] == CODE_SUBJECT]
+        mine = [m for m in world.smtp.messages if to in m.rcpt_tos and m.message["Subject"] == CODE_SUBJECT]
         return mine[count - 1] if len(mine) >= count else None
-    received: ReceivedEmail = await eventually(arrived, EMAIL_TIMEOUT,
-                                               what=f"verification code email #{count} to {to}")
+
+    received: ReceivedEmail = await eventually(
+        arrived, EMAIL_TIMEOUT, what=f"verification code email #{count} to {to}"
+    )
     assert received.message["To"] == to and received.rcpt_tos == [to]
     text_part = received.message.get_body(preferencelist=("plain",))
     html_part = received.message.get_body(preferencelist=("html",))
@@ -285,8 +288,9 @@ def other_code(avoid: set[str]) -> str:
             return code
 
 
-async def setup_to_mfa(api: httpx.AsyncClient, world: World, person: httpx.AsyncClient,
-                       label: str, first: str) -> tuple[dict[str, Any], httpx.Response]:
+async def setup_to_mfa(
+    api: httpx.AsyncClient, world: World, person: httpx.AsyncClient, label: str, first: str
+) -> tuple[dict[str, Any], httpx.Response]:
     """The help page's Method 2, steps 1 to 4: the email, its link, "Forgot your password?",
     a password, the emailed code, "Confirm account". Returns the staff member and the MFA
     page (step 5)."""
@@ -309,6 +313,7 @@ async def setup_to_mfa(api: httpx.AsyncClient, world: World, person: httpx.Async
     # The admin now sees that the link was opened (the link itself is not used yet).
     async def opened() -> bool:
         return (await status(api, staff["id"]))["state"] == "link_opened"
+
     await eventually(opened, 30, what="state link_opened")
 
     # Weak or mistyped passwords are refused with a reason; nothing is set yet.
@@ -317,8 +322,7 @@ async def setup_to_mfa(api: httpx.AsyncClient, world: World, person: httpx.Async
     strong = f"{secrets.token_urlsafe(12)} lantern {secrets.token_urlsafe(9)}"
     attempts = [
         ({"password": short, "confirm": short}, "Use at least 15 characters (this has 9)."),
-        ({"password": common, "confirm": common},
-         "This is similar to a commonly used password."),
+        ({"password": common, "confirm": common}, "This is similar to a commonly used password."),
         ({"password": strong, "confirm": strong + "x"}, "The two passwords don't match."),
     ]
     for typed, reason in attempts:
@@ -367,6 +371,7 @@ async def setup_to_mfa(api: httpx.AsyncClient, world: World, person: httpx.Async
         page = await person.get(f"{world.stack.base_url}/sso/setup/confirm")
         assert page.status_code == 200, text_of(page)
         return page if "We've sent a 6-digit verification code" in text_of(page) else None
+
     confirm = await eventually(code_ready, 30, what="the confirm page to show the code as sent")
 
     wrong = other_code({code})
@@ -387,7 +392,7 @@ async def setup_to_mfa(api: httpx.AsyncClient, world: World, person: httpx.Async
     grouped = keys[0]
     key = grouped.replace(" ", "")
     assert re.fullmatch(r"[A-Z2-7]{32}", key), grouped
-    assert grouped == " ".join(key[i:i + 4] for i in range(0, len(key), 4))
+    assert grouped == " ".join(key[i : i + 4] for i in range(0, len(key), 4))
     uris = [href for _text, href in links_of(mfa) if href.startswith("otpauth://")]
     assert len(uris) == 1, links_of(mfa)
     assert parse_qs(urlsplit(html.unescape(uris[0])).query)["secret"] == [key]
@@ -400,8 +405,7 @@ async def setup_to_mfa(api: httpx.AsyncClient, world: World, person: httpx.Async
     return staff, mfa
 
 
-async def check_done(person: httpx.AsyncClient, response: httpx.Response,
-                     staff: dict[str, Any]) -> None:
+async def check_done(person: httpx.AsyncClient, response: httpx.Response, staff: dict[str, Any]) -> None:
     """Step 6: the success page names the address to sign in with."""
     done = await follow(person, response, "/sso/setup/done")
     assert "Your Single Sign-On is now active" in text_of(done)
@@ -436,12 +440,16 @@ def _leak_finder(world: World, link_hmacs: bool = True) -> Callable[[bytes], lis
         needles[quote_plus(value).encode()] = f"{label} (form-encoded)"
         needles[value.encode().hex().encode()] = f"{label} (hex)"
     codes = {
-        re.compile(rb"(?<![0-9A-Za-z.])" + re.escape(code.encode()) + rb"(?![0-9A-Za-z])"):
-        f"{label} ({code})" for code, label in world.codes.items()}
+        re.compile(
+            rb"(?<![0-9A-Za-z.])" + re.escape(code.encode()) + rb"(?![0-9A-Za-z])"
+        ): f"{label} ({code})"
+        for code, label in world.codes.items()
+    }
 
     def leaks(data: bytes) -> list[str]:
         found = [label for needle, label in needles.items() if needle in data]
         return found + [label for pattern, label in codes.items() if pattern.search(data)]
+
     return leaks
 
 
@@ -458,6 +466,7 @@ def _sealed_fields(decoded: list[Payload]) -> dict[str, list[str]]:
         elif isinstance(value, list):
             for item in value:
                 walk(item)
+
     for payload in decoded:
         if payload.metadata.get("encoding") == b"json/plain":
             walk(json.loads(payload.data))
@@ -483,8 +492,9 @@ def _payloads(message: Message) -> Iterator[Payload]:
                     yield from _payloads(item)
 
 
-async def submit(person: httpx.AsyncClient, page: httpx.Response, button: str,
-                 **typed: str) -> httpx.Response:
+async def submit(
+    person: httpx.AsyncClient, page: httpx.Response, button: str, **typed: str
+) -> httpx.Response:
     """Like `press` above, for forms that carry a csrf field and, when they have
     one, a submission field (sign in, sign out and "Forgot your password?" have none)."""
     parser = _Forms()
@@ -497,8 +507,7 @@ async def submit(person: httpx.AsyncClient, page: httpx.Response, button: str,
     if "submission" in form["fields"]:
         assert form["fields"]["submission"], form
     assert set(typed) <= set(form["fields"]), (typed.keys(), form)
-    response = await person.post(urljoin(str(page.url), form["action"]),
-                                 data={**form["fields"], **typed})
+    response = await person.post(urljoin(str(page.url), form["action"]), data={**form["fields"], **typed})
     assert response.status_code != 500, response.text
     return response
 
@@ -509,18 +518,16 @@ async def open_page(person: httpx.AsyncClient, url: str) -> httpx.Response:
     return page
 
 
-async def sign_in(person: httpx.AsyncClient, world: World, email: str,
-                  password: str) -> httpx.Response:
+async def sign_in(person: httpx.AsyncClient, world: World, email: str, password: str) -> httpx.Response:
     page = await open_page(person, f"{world.stack.base_url}/sso/login")
     return await submit(person, page, "Sign in", email=email, password=password)
 
 
 async def wait_for_subject(world: World, to: str, subject: str) -> ReceivedEmail:
     def arrived() -> ReceivedEmail | None:
-        mine = [m for m in world.smtp.messages
-                if to in m.rcpt_tos and m.message["Subject"] == subject]
+        mine = [m for m in world.smtp.messages if to in m.rcpt_tos and m.message["Subject"] == subject]
         return mine[0] if mine else None
-    received: ReceivedEmail = await eventually(arrived, EMAIL_TIMEOUT,
-                                               what=f"'{subject}' to {to}")
+
+    received: ReceivedEmail = await eventually(arrived, EMAIL_TIMEOUT, what=f"'{subject}' to {to}")
     assert received.message["To"] == to and received.rcpt_tos == [to]
     return received

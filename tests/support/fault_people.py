@@ -62,8 +62,9 @@ RECOVERY = 240.0  # seconds: a guard; a killed worker's activity times out (10-1
 
 @asynccontextmanager
 async def admin_api(stack: FaultStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60,
-                                 headers={"Authorization": f"Bearer {stack.admin_key}"}) as api:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, timeout=60, headers={"Authorization": f"Bearer {stack.admin_key}"}
+    ) as api:
         yield api
 
 
@@ -76,6 +77,7 @@ async def get_page(browser: httpx.AsyncClient, url: str, timeout: float = 60) ->
     """A page, asked for again while it answers "please try again in a minute" (a page that
     needs the flow can, for a few seconds after a worker died, until Temporal hands the flow
     to the new one)."""
+
     async def answered() -> httpx.Response | None:
         page = await browser.get(url)
         assert page.status_code != 500, page.text
@@ -83,8 +85,13 @@ async def get_page(browser: httpx.AsyncClient, url: str, timeout: float = 60) ->
             assert UNAVAILABLE in text_of(page), text_of(page)[:2000]
             return None
         return page
-    return await eventually(answered, timeout, interval=1,  # type: ignore[no-any-return]
-                            what=f"{url} to answer")
+
+    return await eventually(
+        answered,
+        timeout,
+        interval=1,  # type: ignore[no-any-return]
+        what=f"{url} to answer",
+    )
 
 
 async def follow(person: httpx.AsyncClient, response: httpx.Response, to: str) -> httpx.Response:
@@ -105,8 +112,9 @@ def link_token(received: ReceivedEmail, base_url: str) -> str:
     """The token of the Set Up Single Sign-On link in an email (any link lifetime)."""
     text_part = received.message.get_body(preferencelist=("plain",))
     assert text_part is not None
-    found = re.findall(re.escape(f"{base_url}/sso/setup/") + r"([A-Za-z0-9_\-]{32,128})",
-                       text_part.get_content())
+    found = re.findall(
+        re.escape(f"{base_url}/sso/setup/") + r"([A-Za-z0-9_\-]{32,128})", text_part.get_content()
+    )
     assert len(set(found)) == 1, found
     return found[0]
 
@@ -119,14 +127,14 @@ class Person:
     api: httpx.AsyncClient
     staff: dict[str, Any]
     browser: httpx.AsyncClient
-    password: str = field(default_factory=lambda: (
-        f"{secrets.token_urlsafe(12)} lantern {secrets.token_urlsafe(9)}"))
+    password: str = field(
+        default_factory=lambda: f"{secrets.token_urlsafe(12)} lantern {secrets.token_urlsafe(9)}"
+    )
     token: str | None = None
     codes: list[str] = field(default_factory=list)
 
     @classmethod
-    async def create(cls, world: World, api: httpx.AsyncClient, label: str,
-                     first: str = "Jo") -> Person:
+    async def create(cls, world: World, api: httpx.AsyncClient, label: str, first: str = "Jo") -> Person:
         staff = await create_staff(api, world, label, first=first)
         return cls(world=world, api=api, staff=staff, browser=new_browser())
 
@@ -162,8 +170,13 @@ class Person:
         async def reached() -> dict[str, Any] | None:
             body = await self.status()
             return body if body["state"] == state else None
-        return await eventually(reached, timeout, interval=0.5,  # type: ignore[no-any-return]
-                                what=f"{self.staff['first_name']}'s setup to be {state}")
+
+        return await eventually(
+            reached,
+            timeout,
+            interval=0.5,  # type: ignore[no-any-return]
+            what=f"{self.staff['first_name']}'s setup to be {state}",
+        )
 
     # -- the steps ------------------------------------------------------------------------
 
@@ -188,8 +201,7 @@ class Person:
         return page
 
     async def set_password(self, page: httpx.Response) -> httpx.Response:
-        return await press(self.browser, page, "Set password", password=self.password,
-                           confirm=self.password)
+        return await press(self.browser, page, "Set password", password=self.password, confirm=self.password)
 
     async def read_code(self, count: int = 1) -> str:
         code = await wait_for_code_email(self.world, self.to, count=count)
@@ -198,12 +210,18 @@ class Person:
 
     async def confirm_page(self, timeout: float = 60) -> httpx.Response:
         """The confirm page once it says the code was sent."""
+
         async def sent() -> httpx.Response | None:
             page = await get_page(self.browser, f"{self.base}/sso/setup/confirm")
             assert page.status_code == 200, text_of(page)[:2000]
             return page if "We've sent a 6-digit verification code" in text_of(page) else None
-        return await eventually(sent, timeout, interval=0.5,  # type: ignore[no-any-return]
-                                what="the confirm page to say the code was sent")
+
+        return await eventually(
+            sent,
+            timeout,
+            interval=0.5,  # type: ignore[no-any-return]
+            what="the confirm page to say the code was sent",
+        )
 
     async def confirm(self, page: httpx.Response, code: str) -> httpx.Response:
         return await press(self.browser, page, "Confirm account", code=code)
@@ -227,8 +245,7 @@ class Person:
 
     async def to_mfa_page(self) -> httpx.Response:
         page = await self.to_confirm_page()
-        return await follow(self.browser, await self.confirm(page, self.codes[-1]),
-                            "/sso/setup/mfa")
+        return await follow(self.browser, await self.confirm(page, self.codes[-1]), "/sso/setup/mfa")
 
     async def finish(self, mfa_page: httpx.Response) -> None:
         """No thanks to MFA, and the done page."""
@@ -236,8 +253,11 @@ class Person:
         assert "Your Single Sign-On is now active" in text_of(done)
 
 
-async def repost(person: Person, response: httpx.Response, timeout: float = RECOVERY,
-                 ) -> httpx.Response:
+async def repost(
+    person: Person,
+    response: httpx.Response,
+    timeout: float = RECOVERY,
+) -> httpx.Response:
     """The same form again (same fields, same submission id), as a person pressing the button
     again after "please try again in a minute", until the answer is not that any more."""
     request = response.request
@@ -245,20 +265,24 @@ async def repost(person: Person, response: httpx.Response, timeout: float = RECO
     content = request.content
 
     async def answered() -> httpx.Response | None:
-        again = await person.browser.post(str(request.url), content=content,
-                                          headers={"Content-Type": request.headers[
-                                              "Content-Type"]})
+        again = await person.browser.post(
+            str(request.url), content=content, headers={"Content-Type": request.headers["Content-Type"]}
+        )
         assert again.status_code != 500, again.text
         if again.status_code == 503:
             assert UNAVAILABLE in text_of(again), text_of(again)[:2000]
             await asyncio.sleep(2)
             return None
         return again
-    return await eventually(answered, timeout, interval=0.5,  # type: ignore[no-any-return]
-                            what=f"an answer to {request.url.path} other than 503")
+
+    return await eventually(
+        answered,
+        timeout,
+        interval=0.5,  # type: ignore[no-any-return]
+        what=f"an answer to {request.url.path} other than 503",
+    )
 
 
 async def settled(person: Person, response: httpx.Response) -> httpx.Response:
     """The step's answer: pressed again while it says "please try again in a minute"."""
     return await repost(person, response) if response.status_code == 503 else response
-

@@ -64,13 +64,11 @@ class TcpProxy:
     is unreachable); restore(): accept again. reset(): drop every connection, keep listening.
     """
 
-    def __init__(self, target_port: int, port: int | None = None,
-                 target_host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, port: int | None = None, target_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
         self.port = port or free_ports(1)[0]
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
         self._server: asyncio.Server | None = None
         self._open: asyncio.Event | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -131,8 +129,9 @@ class TcpProxy:
         deadline = time.monotonic() + 15
         while True:
             try:
-                self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port,
-                                                          reuse_address=True)
+                self._server = await asyncio.start_server(
+                    self._serve, "127.0.0.1", self.port, reuse_address=True
+                )
                 return
             except OSError:
                 if time.monotonic() > deadline:
@@ -166,8 +165,10 @@ class TcpProxy:
             return
         self.connections += 1
         self._writers |= {writer, up_writer}
-        pumps = [asyncio.ensure_future(self._pump(reader, up_writer)),
-                 asyncio.ensure_future(self._pump(up_reader, writer))]
+        pumps = [
+            asyncio.ensure_future(self._pump(reader, up_writer)),
+            asyncio.ensure_future(self._pump(up_reader, writer)),
+        ]
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -214,9 +215,15 @@ class Proc:
         self._log = self.log_path.open("ab")
         self._log.write(f"\n===== start #{self.starts} of {self.name} =====\n".encode())
         self._log.flush()
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env,
-                                        stdin=subprocess.DEVNULL, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @property
     def running(self) -> bool:
@@ -273,11 +280,13 @@ class Proc:
 def _run(make: Callable[[], Any]) -> Any:
     """A coroutine from sync code, on a loop of its own in a thread of its own (the calling
     thread may be running the test's loop); False when it raises."""
+
     def run() -> Any:
         try:
             return asyncio.run(make())
         except Exception:
             return False
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(run).result(timeout=60)
 
@@ -307,17 +316,22 @@ class FaultStack:
 
     def __post_init__(self) -> None:
         # SQLite's defaults (an fsync per write), as these tests have always run it.
-        temporal_cmd = temporal_command(self.data_dir, self.temporal_port, NAMESPACE,
-                                        ui_port=self.ui_port, headless=True, pragmas=())
-        self.temporal = Proc("temporal", temporal_cmd, dict(self.env),
-                             self.data_dir / "temporal.log")
+        temporal_cmd = temporal_command(
+            self.data_dir, self.temporal_port, NAMESPACE, ui_port=self.ui_port, headless=True, pragmas=()
+        )
+        self.temporal = Proc("temporal", temporal_cmd, dict(self.env), self.data_dir / "temporal.log")
         worker_env = dict(self.env)
         if self.worker_proxy is not None:
             worker_env["SSO_TEMPORAL_ADDRESS"] = f"127.0.0.1:{self.worker_proxy.port}"
-        self.worker = Proc("worker", worker_command([sys.executable]), worker_env,
-                           self.data_dir / "worker.log")
-        self.api = Proc("api", api_command("127.0.0.1", self.api_port, [sys.executable]),
-                        dict(self.env), self.data_dir / "api.log")
+        self.worker = Proc(
+            "worker", worker_command([sys.executable]), worker_env, self.data_dir / "worker.log"
+        )
+        self.api = Proc(
+            "api",
+            api_command("127.0.0.1", self.api_port, [sys.executable]),
+            dict(self.env),
+            self.data_dir / "api.log",
+        )
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -350,8 +364,7 @@ class FaultStack:
             self._engine.dispose()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.tail()}"
-                         for p in (self.temporal, self.worker, self.api))
+        return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in (self.temporal, self.worker, self.api))
 
     # -- Temporal ---------------------------------------------------------------------------
 
@@ -370,8 +383,16 @@ class FaultStack:
             time.sleep(0.1)
 
     def _temporal_ready(self) -> bool:
-        command = [temporal_cli(), "operator", "namespace", "describe", "--address",
-                   self.temporal_address, "-n", NAMESPACE]
+        command = [
+            temporal_cli(),
+            "operator",
+            "namespace",
+            "describe",
+            "--address",
+            self.temporal_address,
+            "-n",
+            NAMESPACE,
+        ]
         done = subprocess.run(command, capture_output=True, timeout=30, check=False)
         return done.returncode == 0
 
@@ -380,8 +401,7 @@ class FaultStack:
     def start_worker(self) -> None:
         self.worker.start()
         pid = self.worker.pid
-        self._wait(lambda: _run(lambda: self._polling(pid)), self.worker,
-                   "the worker to poll its task queue")
+        self._wait(lambda: _run(lambda: self._polling(pid)), self.worker, "the worker to poll its task queue")
 
     def kill_worker(self) -> None:
         self.worker.kill()
@@ -391,9 +411,11 @@ class FaultStack:
         client = await Client.connect(self.temporal_address, namespace=NAMESPACE)
         kinds = (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
         for kind in kinds:
-            answer = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-                namespace=NAMESPACE, task_queue=TaskQueue(name=TASK_QUEUE),
-                task_queue_type=kind))
+            answer = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=NAMESPACE, task_queue=TaskQueue(name=TASK_QUEUE), task_queue_type=kind
+                )
+            )
             if not any(p.identity.startswith(f"{pid}@") for p in answer.pollers):
                 return False
         return True
@@ -424,8 +446,8 @@ class FaultStack:
         loop = id(asyncio.get_running_loop())
         if loop not in self._clients:
             self._clients[loop] = await Client.connect(
-                self.temporal_address, namespace=NAMESPACE,
-                data_converter=data_converter(make_settings()))
+                self.temporal_address, namespace=NAMESPACE, data_converter=data_converter(make_settings())
+            )
         return self._clients[loop]
 
     async def pending_activities(self, workflow_id: str) -> list[PendingActivityInfo]:
@@ -435,8 +457,10 @@ class FaultStack:
 
     async def started(self, workflow_id: str, activity: str) -> PendingActivityInfo | None:
         for pending in await self.pending_activities(workflow_id):
-            if (pending.activity_type.name == activity
-                    and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED):
+            if (
+                pending.activity_type.name == activity
+                and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            ):
                 return pending
         return None
 
@@ -448,8 +472,9 @@ class FaultStack:
 
     def audit(self, staff_id: str) -> dict[str, int]:
         """How many audit events of each action the staff member has."""
-        rows = self.query("SELECT action, count(*) FROM audit_events WHERE target = :t "
-                          "GROUP BY action", t=str(staff_id))
+        rows = self.query(
+            "SELECT action, count(*) FROM audit_events WHERE target = :t GROUP BY action", t=str(staff_id)
+        )
         return {action: count for action, count in rows}
 
     # -- plumbing -------------------------------------------------------------------------
@@ -481,45 +506,52 @@ class FaultStack:
         while not ready():
             if not proc.running:
                 code = proc.process.returncode if proc.process else "?"
-                raise RuntimeError(f"{proc.name} exited with {code} before {what}:\n"
-                                   f"{proc.tail()}")
+                raise RuntimeError(f"{proc.name} exited with {code} before {what}:\n{proc.tail()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {what} after {START_TIMEOUT:.0f} s:\n{proc.tail()}")
             time.sleep(0.2)
 
 
-def stack_env(data_dir: Path, api_port: int, temporal_port: int, smtp_port: int | None,
-              database_url: str, **overrides: str) -> dict[str, str]:
+def stack_env(
+    data_dir: Path,
+    api_port: int,
+    temporal_port: int,
+    smtp_port: int | None,
+    database_url: str,
+    **overrides: str,
+) -> dict[str, str]:
     """What running_sso_dev gives the stack, with a fixed seal key pair (a restarted worker
     opens what the web app sealed before) and a bootstrap admin key."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
-    env.update({
-        "PYTHONUNBUFFERED": "1",
-        "SSO_ENV": "development",
-        "SSO_DATA_DIR": str(data_dir),
-        "SSO_DATABASE_URL": database_url,
-        "SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
-        "SSO_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
-        "SSO_SECRET_KEY": TEST_SECRET_KEY,
-        "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-        "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY,
-        "SSO_SEAL_PRIVATE_KEY": TEST_SEAL_PRIVATE_KEY,
-        "SSO_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-        "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
-        "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
-        "SSO_LOG_LEVEL": "INFO",
-        # The worker's metrics default to a fixed port, which a dev run on this machine may hold.
-        "SSO_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_ports(1)[0]}",
-        # Local servers only: never through a proxy from the environment.
-        "no_proxy": "127.0.0.1,localhost",
-        "NO_PROXY": "127.0.0.1,localhost",
-    })
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                 "ALL_PROXY"):
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "SSO_ENV": "development",
+            "SSO_DATA_DIR": str(data_dir),
+            "SSO_DATABASE_URL": database_url,
+            "SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
+            "SSO_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
+            "SSO_SECRET_KEY": TEST_SECRET_KEY,
+            "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+            "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY,
+            "SSO_SEAL_PRIVATE_KEY": TEST_SEAL_PRIVATE_KEY,
+            "SSO_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+            "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
+            "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
+            "SSO_LOG_LEVEL": "INFO",
+            # The worker's metrics default to a fixed port, which a dev run on this machine may hold.
+            "SSO_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_ports(1)[0]}",
+            # Local servers only: never through a proxy from the environment.
+            "no_proxy": "127.0.0.1,localhost",
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+    )
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         env.pop(name, None)
     if smtp_port is not None:
-        env.update({"SSO_EMAIL_BACKEND": "smtp", "SSO_SMTP_HOST": "127.0.0.1",
-                    "SSO_SMTP_PORT": str(smtp_port)})
+        env.update(
+            {"SSO_EMAIL_BACKEND": "smtp", "SSO_SMTP_HOST": "127.0.0.1", "SSO_SMTP_PORT": str(smtp_port)}
+        )
     env.update(overrides)
     return env
 

@@ -38,8 +38,12 @@ class Stack:
     sessions: Any
 
     async def create_staff(self, email: str | None = None, **extra: str) -> dict[str, Any]:
-        body = {"first_name": "Jo", "last_name": "Bloggs",
-                "external_email_1": email or f"jo.{uuid.uuid4().hex[:8]}@example.com", **extra}
+        body = {
+            "first_name": "Jo",
+            "last_name": "Bloggs",
+            "external_email_1": email or f"jo.{uuid.uuid4().hex[:8]}@example.com",
+            **extra,
+        }
         response = await self.http.post("/api/v1/staff", json=body, headers=self.admin)
         assert response.status_code == 201, response.text
         return response.json()
@@ -49,8 +53,9 @@ class Stack:
         assert response.status_code == 200, response.text
         return response.json()
 
-    async def wait_for(self, staff_id: str, predicate: Callable[[dict[str, Any]], bool],
-                       timeout: float = 20) -> dict[str, Any]:
+    async def wait_for(
+        self, staff_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20
+    ) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             while True:
                 status = await self.status(staff_id)
@@ -61,20 +66,27 @@ class Stack:
     async def links_sent_to(self, address: str) -> list[str]:
         keyring = keyring_from_settings(self.settings)
         async with self.sessions() as session:
-            rows = (await session.scalars(select(OutboxEmail).where(
-                OutboxEmail.to_address == address).order_by(OutboxEmail.created_at))).all()
-        return [LINK.search(keyring.unseal(r.body_encrypted, b"outbox").decode()).group(1)
-                for r in rows]
+            rows = (
+                await session.scalars(
+                    select(OutboxEmail)
+                    .where(OutboxEmail.to_address == address)
+                    .order_by(OutboxEmail.created_at)
+                )
+            ).all()
+        return [LINK.search(keyring.unseal(r.body_encrypted, b"outbox").decode()).group(1) for r in rows]
 
 
 @asynccontextmanager
-async def running_stack(env: WorkflowEnvironment, database_url: str, /,
-                        worker_client: Client | None = None, **overrides: Any,
-                        ) -> AsyncIterator[Stack]:
+async def running_stack(
+    env: WorkflowEnvironment,
+    database_url: str,
+    /,
+    worker_client: Client | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Stack]:
     """The web app and a worker with the real activities; the worker polls through
     `worker_client` when given (e.g. one whose runtime serves metrics)."""
-    settings = make_settings(database_url=database_url, task_queue=f"tq-{uuid.uuid4()}",
-                             **overrides)
+    settings = make_settings(database_url=database_url, task_queue=f"tq-{uuid.uuid4()}", **overrides)
     engine = create_engine(database_url)
     sessions = session_factory(engine)
     async with sessions() as session:
@@ -86,8 +98,13 @@ async def running_stack(env: WorkflowEnvironment, database_url: str, /,
         transport = httpx.ASGITransport(app=app)
         # A Host other than SSO_PUBLIC_URL: links must still be built from the setting.
         async with httpx.AsyncClient(transport=transport, base_url="http://attacker.example") as http:
-            yield Stack(http=http, admin={"Authorization": f"Bearer {key}"}, settings=settings,
-                        env=env, sessions=sessions)
+            yield Stack(
+                http=http,
+                admin={"Authorization": f"Bearer {key}"},
+                settings=settings,
+                env=env,
+                sessions=sessions,
+            )
         await _terminate_leftovers(env, sessions)
     await engine.dispose()
 

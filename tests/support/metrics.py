@@ -23,8 +23,13 @@ def value(text: str, sample: str, **labels: str) -> float:
 
 def label_values(text: str) -> set[str]:
     # Test task queues are named after a random uuid (`sso` in production): not a person's.
-    return {v for family in text_string_to_metric_families(text)
-            for s in family.samples for k, v in s.labels.items() if k != "task_queue"}
+    return {
+        v
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        for k, v in s.labels.items()
+        if k != "task_queue"
+    }
 
 
 def assert_nothing_personal(text: str, *known: str) -> None:

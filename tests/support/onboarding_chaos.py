@@ -84,29 +84,30 @@ class ChaosRun:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "seed": self.seed, "people": self.people,
+            "seed": self.seed,
+            "people": self.people,
             "active": sum(1 for s in self.states.values() if s == "active"),
-            "faults": [{"kind": f.kind, "at_s": round(f.at, 1), "back_s": round(f.back, 1)}
-                       for f in self.faults],
+            "faults": [
+                {"kind": f.kind, "at_s": round(f.at, 1), "back_s": round(f.back, 1)} for f in self.faults
+            ],
             "last_fault_back_s": round(self.last_fault_back, 1),
             "last_person_done_s": round(self.last_done, 1) if self.done_at else None,
             "recovery_s": round(self.recovery_seconds, 1) if self.done_at else None,
-            "people_with_duplicate_setup_emails": sum(
-                1 for v in self.setup_emails.values() if len(v) > 1),
-            "people_with_duplicate_code_emails": sum(
-                1 for v in self.code_emails.values() if len(v) > 1),
+            "people_with_duplicate_setup_emails": sum(1 for v in self.setup_emails.values() if len(v) > 1),
+            "people_with_duplicate_code_emails": sum(1 for v in self.code_emails.values() if len(v) > 1),
             "failures": dict(self.failures),
         }
 
     def describe(self) -> str:
         s = self.summary()
-        faults = ", ".join(f"{f['kind']} at {f['at_s']} s (back at {f['back_s']} s)"
-                           for f in s["faults"])
-        return (f"seed {self.seed} ({SEED_ENV}={self.seed} replays it): {s['active']}/"
-                f"{self.people} active; faults: {faults}; last person done at "
-                f"{s['last_person_done_s']} s, {s['recovery_s']} s after the last fault was "
-                f"over; duplicate emails: {s['people_with_duplicate_setup_emails']} setup, "
-                f"{s['people_with_duplicate_code_emails']} code")
+        faults = ", ".join(f"{f['kind']} at {f['at_s']} s (back at {f['back_s']} s)" for f in s["faults"])
+        return (
+            f"seed {self.seed} ({SEED_ENV}={self.seed} replays it): {s['active']}/"
+            f"{self.people} active; faults: {faults}; last person done at "
+            f"{s['last_person_done_s']} s, {s['recovery_s']} s after the last fault was "
+            f"over; duplicate emails: {s['people_with_duplicate_setup_emails']} setup, "
+            f"{s['people_with_duplicate_code_emails']} code"
+        )
 
 
 class Refused(AssertionError):
@@ -120,8 +121,9 @@ class Refused(AssertionError):
 async def _again(person: Person, response: httpx.Response) -> httpx.Response:
     """The same form again: same fields, same submission id (the browser's button)."""
     request = response.request
-    answer = await person.browser.post(str(request.url), content=request.content, headers={
-        "Content-Type": request.headers["Content-Type"]})
+    answer = await person.browser.post(
+        str(request.url), content=request.content, headers={"Content-Type": request.headers["Content-Type"]}
+    )
     assert answer.status_code != 500, answer.text
     return answer
 
@@ -141,8 +143,9 @@ async def _until_moved(person: Person, response: httpx.Response, to: str) -> htt
         else:
             raise Refused(response, what)
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {response.status_code} after {PATIENCE:.0f} "
-                                 f"s: {words(response)[:300]}")
+            raise AssertionError(
+                f"{what}: still {response.status_code} after {PATIENCE:.0f} s: {words(response)[:300]}"
+            )
         await asyncio.sleep(2)
         response = await _again(person, response)
     assert response.headers["location"] == to, (what, response.headers["location"])
@@ -167,18 +170,17 @@ async def _first(person: Person, subject: str) -> str:
 async def _link_pages(person: Person) -> httpx.Response:
     """The link, then "Forgot your password?": the password form (the database only)."""
     assert person.token is not None
-    start = await get_page(person.browser, f"{person.base}/sso/setup/{person.token}",
-                           timeout=PATIENCE)
+    start = await get_page(person.browser, f"{person.base}/sso/setup/{person.token}", timeout=PATIENCE)
     assert start.status_code == 200, words(start)[:300]
-    return await get_page(person.browser, f"{person.base}/sso/setup/{person.token}/password",
-                          timeout=PATIENCE)
+    return await get_page(
+        person.browser, f"{person.base}/sso/setup/{person.token}/password", timeout=PATIENCE
+    )
 
 
 async def _confirm_page(person: Person) -> httpx.Response:
     deadline = time.monotonic() + PATIENCE
     while True:
-        page = await get_page(person.browser, f"{person.base}/sso/setup/confirm",
-                              timeout=PATIENCE)
+        page = await get_page(person.browser, f"{person.base}/sso/setup/confirm", timeout=PATIENCE)
         assert page.status_code == 200, words(page)[:300]
         if "We've sent a 6-digit verification code" in text_of(page):
             return page
@@ -198,8 +200,8 @@ async def _authenticator(person: Person, page: httpx.Response) -> httpx.Response
         tried.add(code)
         try:
             return await _until_moved(
-                person, await press(person.browser, page, "Complete Setup", code=code),
-                "/sso/setup/done")
+                person, await press(person.browser, page, "Complete Setup", code=code), "/sso/setup/done"
+            )
         except Refused as refused:
             page = refused.response  # "didn't match" / "already used": the newest code again
     raise AssertionError(f"{person.to}: no authenticator code accepted")
@@ -207,8 +209,7 @@ async def _authenticator(person: Person, page: httpx.Response) -> httpx.Response
 
 async def _onboard(person: Person, mfa: bool, t0: float, run: ChaosRun) -> None:
     text = await _first(person, SUBJECT)
-    found = re.findall(re.escape(f"{person.base}/sso/setup/") + r"([A-Za-z0-9_\-]{32,128})",
-                       text)
+    found = re.findall(re.escape(f"{person.base}/sso/setup/") + r"([A-Za-z0-9_\-]{32,128})", text)
     person.token = found[0]
     form = await _link_pages(person)
     await _until_moved(person, await person.set_password(form), "/sso/setup/confirm")
@@ -241,15 +242,13 @@ async def _faults(stack: FaultStack, rng: random.Random, t0: float, run: ChaosRu
         await asyncio.sleep(rng.uniform(2.0, 7.0))
 
 
-async def onboard_under_faults(stack: FaultStack, smtp: SmtpSink, people: int,
-                               seed: int) -> ChaosRun:
+async def onboard_under_faults(stack: FaultStack, smtp: SmtpSink, people: int, seed: int) -> ChaosRun:
     """Run the scenario; the returned run says what happened (the caller asserts)."""
     rng = random.Random(seed)
     run = ChaosRun(seed=seed, people=people)
     world = World(stack, smtp)  # type: ignore[arg-type]
     async with admin_api(stack) as api:
-        crowd = [await Person.create(world, api, f"crowd{i}", first=f"P{i}")
-                 for i in range(people)]
+        crowd = [await Person.create(world, api, f"crowd{i}", first=f"P{i}") for i in range(people)]
         choices = [rng.random() < 0.5 for _ in crowd]
         try:
             await asyncio.gather(*(send_email(api, world, p.id) for p in crowd))
@@ -257,7 +256,8 @@ async def onboard_under_faults(stack: FaultStack, smtp: SmtpSink, people: int,
             chaos = asyncio.ensure_future(_faults(stack, rng, t0, run))
             results = await asyncio.gather(
                 *(_onboard(p, mfa, t0, run) for p, mfa in zip(crowd, choices, strict=True)),
-                return_exceptions=True)
+                return_exceptions=True,
+            )
             await chaos
             for person, result in zip(crowd, results, strict=True):
                 if isinstance(result, BaseException):
@@ -265,12 +265,12 @@ async def onboard_under_faults(stack: FaultStack, smtp: SmtpSink, people: int,
             await asyncio.sleep(2)  # a late duplicate would have arrived by now
             for person in crowd:
                 run.states[person.to] = (await person.status())["state"]
-                run.setup_emails[person.to] = [link_token(m, person.base)
-                                               for m in person.setup_emails()]
+                run.setup_emails[person.to] = [link_token(m, person.base) for m in person.setup_emails()]
                 run.code_emails[person.to] = [
                     CODE_LINE.findall(str(part.get_content()))[0]
                     for m in person.code_emails()
-                    if (part := m.message.get_body(preferencelist=("plain",))) is not None]
+                    if (part := m.message.get_body(preferencelist=("plain",))) is not None
+                ]
         finally:
             for person in crowd:
                 await person.close()

@@ -19,9 +19,12 @@ T = TypeVar("T")
 GUARD_SECONDS = 60  # one example never takes this long unless something hangs
 
 
-async def check_examples(strategy: st.SearchStrategy[T],
-                         check: Callable[[T], Awaitable[Any]], max_examples: int,
-                         first: Sequence[T] = ()) -> None:
+async def check_examples(
+    strategy: st.SearchStrategy[T],
+    check: Callable[[T], Awaitable[Any]],
+    max_examples: int,
+    first: Sequence[T] = (),
+) -> None:
     """Check the property `check` on the examples `first` (always, so every branch of the
     property is reached whatever the draw), then on `max_examples` examples of `strategy`
     (shrunk on failure, as any hypothesis test)."""

@@ -88,10 +88,12 @@ async def outbox(stack: Stack, address: str) -> list[tuple[str, str]]:
     """(subject, text body) of every email to `address`, oldest first."""
     keyring = keyring_from_settings(stack.settings)
     async with stack.sessions() as session:
-        rows = (await session.scalars(select(OutboxEmail).where(
-            OutboxEmail.to_address == address).order_by(OutboxEmail.created_at))).all()
-    return [(r.subject, keyring.unseal(r.body_encrypted, b"outbox").decode().split("\0")[0])
-            for r in rows]
+        rows = (
+            await session.scalars(
+                select(OutboxEmail).where(OutboxEmail.to_address == address).order_by(OutboxEmail.created_at)
+            )
+        ).all()
+    return [(r.subject, keyring.unseal(r.body_encrypted, b"outbox").decode().split("\0")[0]) for r in rows]
 
 
 async def codes_sent_to(stack: Stack, address: str) -> list[str]:
@@ -129,8 +131,10 @@ async def settle(stack: Stack) -> None:
             handle = stack.env.client.get_workflow_handle(workflow_id)
             while True:
                 described = await handle.describe()
-                if (described.status != WorkflowExecutionStatus.RUNNING
-                        or not described.raw_description.pending_activities):
+                if (
+                    described.status != WorkflowExecutionStatus.RUNNING
+                    or not described.raw_description.pending_activities
+                ):
                     break
                 await asyncio.sleep(0.05)
 
@@ -145,12 +149,17 @@ async def send_setup_email(stack: Stack) -> tuple[dict[str, Any], str]:
     return staff, token
 
 
-async def choose_password(browser: Browser, token: str, password: str = PASSWORD,
-                          confirm: str | None = None) -> httpx.Response:
+async def choose_password(
+    browser: Browser, token: str, password: str = PASSWORD, confirm: str | None = None
+) -> httpx.Response:
     form = await browser.get(f"/sso/setup/{token}/password")
     assert form.status_code == 200, form.text
-    return await browser.submit(form, f"/sso/setup/{token}/password", password=password,
-                                confirm=password if confirm is None else confirm)
+    return await browser.submit(
+        form,
+        f"/sso/setup/{token}/password",
+        password=password,
+        confirm=password if confirm is None else confirm,
+    )
 
 
 async def confirm_page_once_sent(browser: Browser) -> httpx.Response:
@@ -193,10 +202,15 @@ async def db_state(stack: Stack, staff_id: str) -> dict[str, Any]:
         link = await session.scalar(select(SetupLink).where(SetupLink.staff_id == sid))
         setup = await session.scalar(select(SsoSetup).where(SsoSetup.staff_id == sid))
         account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == sid))
-        sessions = await session.scalar(select(func.count()).select_from(BrowserSession).where(
-            BrowserSession.staff_id == sid))
+        sessions = await session.scalar(
+            select(func.count()).select_from(BrowserSession).where(BrowserSession.staff_id == sid)
+        )
     assert link is not None and setup is not None
-    return {"link_consumed": link.consumed_at is not None, "setup_state": setup.state,
-            "account": None if account is None else (account.password_hash, account.verified_at,
-                                                     account.mfa_enabled_at, account.status),
-            "sessions": sessions}
+    return {
+        "link_consumed": link.consumed_at is not None,
+        "setup_state": setup.state,
+        "account": None
+        if account is None
+        else (account.password_hash, account.verified_at, account.mfa_enabled_at, account.status),
+        "sessions": sessions,
+    }

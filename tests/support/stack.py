@@ -101,8 +101,7 @@ class SmtpSink:
 
     def _holding(self, rcpt_tos: list[str]) -> bool:
         with self._lock:
-            return self._held.is_set() and (self._held_for is None
-                                            or bool(self._held_for & set(rcpt_tos)))
+            return self._held.is_set() and (self._held_for is None or bool(self._held_for & set(rcpt_tos)))
 
     def _arriving(self, rcpt_tos: list[str]) -> None:
         with self._lock:
@@ -133,8 +132,7 @@ class SmtpSink:
             return
         deadline = time.monotonic() + timeout
         while True:
-            controller = Controller(_Handler(self), hostname=self.host, port=self.port,
-                                    ready_timeout=10)
+            controller = Controller(_Handler(self), hostname=self.host, port=self.port, ready_timeout=10)
             try:
                 controller.start()
             except (OSError, RuntimeError):
@@ -180,7 +178,7 @@ def _proc_stat(pid: int) -> tuple[int, str, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    rest = text[text.rindex(")") + 2:].split()
+    rest = text[text.rindex(")") + 2 :].split()
     return int(rest[1]), rest[0], int(rest[19])
 
 
@@ -192,8 +190,7 @@ def descendants(pid: int) -> dict[int, int]:
         psutil = None
     if psutil is not None:
         try:
-            return {p.pid: int(p.create_time() * 100)
-                    for p in psutil.Process(pid).children(recursive=True)}
+            return {p.pid: int(p.create_time() * 100) for p in psutil.Process(pid).children(recursive=True)}
         except psutil.NoSuchProcess:
             return {}
     children: dict[int, list[int]] = {}
@@ -224,8 +221,7 @@ def alive(pid: int, start: int) -> bool:
     if psutil is not None:
         try:
             proc = psutil.Process(pid)
-            return (int(proc.create_time() * 100) == start
-                    and proc.status() != psutil.STATUS_ZOMBIE)
+            return int(proc.create_time() * 100) == start and proc.status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
     stat = _proc_stat(pid)
@@ -273,20 +269,52 @@ class DevStack:
         return f"127.0.0.1:{self.temporal_port}"
 
     @classmethod
-    def start(cls, data_dir: Path, env: Mapping[str, str], *, port: int, temporal_port: int,
-              ui_port: int, entra_port: int, timeout: float = 90.0,
-              sso: Sequence[str] = (sys.executable, "-m", "cli"), cwd: Path = ROOT) -> DevStack:
+    def start(
+        cls,
+        data_dir: Path,
+        env: Mapping[str, str],
+        *,
+        port: int,
+        temporal_port: int,
+        ui_port: int,
+        entra_port: int,
+        timeout: float = 90.0,
+        sso: Sequence[str] = (sys.executable, "-m", "cli"),
+        cwd: Path = ROOT,
+    ) -> DevStack:
         """`sso` is how the command is run (default `python -m cli` in the repo: this
         checkout's code), `cwd` where."""
-        command = [*sso, "dev", "--port", str(port),
-                   "--temporal-port", str(temporal_port), "--ui-port", str(ui_port),
-                   "--entra-port", str(entra_port), "--data-dir", str(data_dir)]
-        process = subprocess.Popen(command, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        stack = cls(process=process, port=port, temporal_port=temporal_port, ui_port=ui_port,
-                    data_dir=data_dir, entra_port=entra_port)
-        stack._reader = threading.Thread(target=stack._drain, name="sso-dev-output",
-                                         daemon=True)
+        command = [
+            *sso,
+            "dev",
+            "--port",
+            str(port),
+            "--temporal-port",
+            str(temporal_port),
+            "--ui-port",
+            str(ui_port),
+            "--entra-port",
+            str(entra_port),
+            "--data-dir",
+            str(data_dir),
+        ]
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        stack = cls(
+            process=process,
+            port=port,
+            temporal_port=temporal_port,
+            ui_port=ui_port,
+            data_dir=data_dir,
+            entra_port=entra_port,
+        )
+        stack._reader = threading.Thread(target=stack._drain, name="sso-dev-output", daemon=True)
         stack._reader.start()
         try:
             stack.admin_key = stack._wait_for_key(timeout)
@@ -314,15 +342,16 @@ class DevStack:
                     if match:
                         return match.group(0)
                 seen = len(self._lines)
-                if self.process.poll() is not None and not (
-                        self._reader and self._reader.is_alive()):
+                if self.process.poll() is not None and not (self._reader and self._reader.is_alive()):
                     raise RuntimeError(
                         f"sso dev exited with {self.process.returncode} before printing the "
-                        f"admin key; output:\n{self.output()}")
+                        f"admin key; output:\n{self.output()}"
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no admin key from sso dev after {timeout:.0f} s; "
-                                       f"output:\n{self.output()}")
+                    raise TimeoutError(
+                        f"no admin key from sso dev after {timeout:.0f} s; output:\n{self.output()}"
+                    )
                 self._changed.wait(min(left, 0.5))
 
     def output(self) -> str:
@@ -362,8 +391,9 @@ class DevStack:
                 report.left_running[pid] = report.children.get(pid, "?")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        report.open_ports = [p for p in (self.port, self.temporal_port, self.ui_port,
-                                         self.entra_port) if p and port_open(p)]
+        report.open_ports = [
+            p for p in (self.port, self.temporal_port, self.ui_port, self.entra_port) if p and port_open(p)
+        ]
         if self._reader is not None:
             self._reader.join(timeout=5)
         return report
@@ -385,11 +415,14 @@ def running_sso_api(env: Mapping[str, str]) -> Iterator[tuple[str, list[str]]]:
     list that holds its output lines once it has stopped."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
-    environment.update({"SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-                        "SSO_LOG_LEVEL": "INFO", **env})
-    process = subprocess.Popen([sys.executable, "-m", "cli", "api", "--host", "127.0.0.1",
-                                "--port", str(port)], cwd=ROOT, env=environment,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    environment.update({"SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "SSO_LOG_LEVEL": "INFO", **env})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 60
@@ -409,29 +442,39 @@ def running_sso_api(env: Mapping[str, str]) -> Iterator[tuple[str, list[str]]]:
 
 
 @contextlib.contextmanager
-def running_sso_dev(data_dir: Path, smtp_port: int,
-                    extra_env: Mapping[str, str] | None = None,
-                    **start: Any) -> Iterator[DevStack]:
+def running_sso_dev(
+    data_dir: Path, smtp_port: int, extra_env: Mapping[str, str] | None = None, **start: Any
+) -> Iterator[DevStack]:
     """`sso dev` as a user runs it, mailing through the test's SMTP server; on the way out,
     proves that Ctrl-C stopped it and every process it started. `extra_env` adds or overrides
     settings (for example a short `SSO_SETUP_LINK_TTL`)."""
     port, temporal_port, ui_port, entra_port = free_ports(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
-    env.update({
-        "PYTHONUNBUFFERED": "1",
-        "SSO_ENV": "development",
-        "SSO_EMAIL_BACKEND": "smtp",
-        "SSO_SMTP_HOST": "127.0.0.1",
-        "SSO_SMTP_PORT": str(smtp_port),
-        "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
-        "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
-        "SSO_SECRET_KEY": TEST_SECRET_KEY,
-        "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-        "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
-    })
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "SSO_ENV": "development",
+            "SSO_EMAIL_BACKEND": "smtp",
+            "SSO_SMTP_HOST": "127.0.0.1",
+            "SSO_SMTP_PORT": str(smtp_port),
+            "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
+            "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
+            "SSO_SECRET_KEY": TEST_SECRET_KEY,
+            "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+            "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        }
+    )
     env.update(extra_env or {})
-    dev = DevStack.start(data_dir, env, port=port, temporal_port=temporal_port,
-                         ui_port=ui_port, entra_port=entra_port, timeout=90, **start)
+    dev = DevStack.start(
+        data_dir,
+        env,
+        port=port,
+        temporal_port=temporal_port,
+        ui_port=ui_port,
+        entra_port=entra_port,
+        timeout=90,
+        **start,
+    )
     try:
         yield dev
     finally:
@@ -443,13 +486,14 @@ def running_sso_dev(data_dir: Path, smtp_port: int,
         if report.needed_kill:
             problems.append("sso dev did not stop within 20 s of Ctrl-C and was killed")
         if report.left_running:
-            problems.append(f"processes left running after sso dev stopped: "
-                            f"{report.left_running}")
+            problems.append(f"processes left running after sso dev stopped: {report.left_running}")
         if report.returncode != 0 and not report.needed_kill:
             problems.append(f"sso dev exited with {report.returncode} after Ctrl-C")
         if report.open_ports:
             problems.append(f"ports still answering after sso dev stopped: {report.open_ports}")
         if len(report.children) < 4:
-            problems.append(f"expected temporal, the Entra stand-in, worker and api as children "
-                            f"of sso dev, saw {report.children}")
+            problems.append(
+                f"expected temporal, the Entra stand-in, worker and api as children "
+                f"of sso dev, saw {report.children}"
+            )
         assert not problems, "; ".join(problems) + "\n--- output ---\n" + dev.output()[-5000:]

@@ -48,8 +48,12 @@ class Stand:
     async def send_setup_email(self, data: SendSetupEmailInput) -> SendSetupEmailResult:
         self._ran(data)
         at = activity.info().current_attempt_scheduled_time
-        return SendSetupEmailResult(sent_at=at, link_expires_at=at + timedelta(
-            seconds=data.link_ttl_seconds), masked_email="j***@example.com", attempts=1)
+        return SendSetupEmailResult(
+            sent_at=at,
+            link_expires_at=at + timedelta(seconds=data.link_ttl_seconds),
+            masked_email="j***@example.com",
+            attempts=1,
+        )
 
     @activity.defn(name="close_setup")
     async def close_setup(self, data: CloseSetupInput) -> None:
@@ -64,8 +68,9 @@ class Stand:
     async def send_code(self, data: SendCodeInput) -> SendCodeResult:
         self._ran(data)
         self.codes += 1
-        return SendCodeResult(code_digest=f"digest-{data.workflow_id}",
-                              sent_at=activity.info().current_attempt_scheduled_time)
+        return SendCodeResult(
+            code_digest=f"digest-{data.workflow_id}", sent_at=activity.info().current_attempt_scheduled_time
+        )
 
     @activity.defn(name="confirm_email")
     async def confirm_email(self, data: StaffStepInput) -> None:
@@ -100,8 +105,12 @@ class Stand:
     @activity.defn(name="verify_entra_grant")
     async def verify_entra_grant(self, data: VerifyEntraInput) -> VerifiedEntra:
         self._ran(data)
-        return VerifiedEntra(tenant_id="tenant-1", object_id=f"oid-{data.workflow_id}",
-                             name="Jo Example", email="jo@example.com")
+        return VerifiedEntra(
+            tenant_id="tenant-1",
+            object_id=f"oid-{data.workflow_id}",
+            name="Jo Example",
+            email="jo@example.com",
+        )
 
     @activity.defn(name="link_entra_identity")
     async def link_entra_identity(self, data: LinkEntraInput) -> LinkEntraResult:
@@ -113,8 +122,19 @@ class Stand:
         self._ran(data)
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.send_setup_email, self.close_setup, self.store_password, self.send_code,
-                self.confirm_email, self.verify_totp, self.activate_account,
-                self.record_audit, self.record_link_opened, self.reset_password,
-                self.send_password_changed, self.verify_entra_grant,
-                self.link_entra_identity, self.send_entra_linked]
+        return [
+            self.send_setup_email,
+            self.close_setup,
+            self.store_password,
+            self.send_code,
+            self.confirm_email,
+            self.verify_totp,
+            self.activate_account,
+            self.record_audit,
+            self.record_link_opened,
+            self.reset_password,
+            self.send_password_changed,
+            self.verify_entra_grant,
+            self.link_entra_identity,
+            self.send_entra_linked,
+        ]

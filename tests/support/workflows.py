@@ -17,8 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 T = TypeVar("T")
 
 
-async def eventually(read: Callable[..., Awaitable[T]], ok: Callable[[T], bool],
-                     *args: Any) -> T:
+async def eventually(read: Callable[..., Awaitable[T]], ok: Callable[[T], bool], *args: Any) -> T:
     """Poll `read(*args)` until `ok` (the test's asyncio.timeout guards against a hang)."""
     while True:
         value = await read(*args)
