@@ -10,7 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.email_delivery import EmailSender, PermanentEmailError, record_after_send
 from activities.inputs import AuditInput
-from activities.send_requests import AttemptClock, SendRequests
+from activities.send_requests import AttemptClock, Claim, SendRequests
 from core import audit
 from core.crypto import DecryptionError, Keyring
 from core.db import SessionFactory
@@ -54,10 +54,7 @@ class SecretActivities:
                 return
             self._requests.hand_over(claim)
             await session.commit()
-        try:
-            await self._requests.send(self._sessions, self._sender, claim, email)
-        except PermanentEmailError as exc:
-            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
+        await self._send(claim, email)
         sent_at = clock.now()
 
         async def record_sent() -> None:
@@ -66,6 +63,14 @@ class SecretActivities:
                 await session.commit()
 
         await record_after_send(record_sent)
+
+    async def _send(self, claim: Claim, email: RenderedEmail) -> None:
+        """Hand a claimed email to the mail server; a permanent refusal must not be retried
+        for an hour, so it ends the activity."""
+        try:
+            await self._requests.send(self._sessions, self._sender, claim, email)
+        except PermanentEmailError as exc:
+            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
 
     async def _audit(self, data: AuditInput) -> None:
         async with self._sessions() as session:

@@ -12,7 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.base import SecretActivities
-from activities.email_delivery import PermanentEmailError, record_after_send
+from activities.email_delivery import record_after_send
 from activities.inputs import (
     NoticeInput,
     ResetPasswordInput,
@@ -206,10 +206,7 @@ class ResetActivities(SecretActivities):
             )
             await session.commit()
         claim.secret = ""
-        try:
-            await self._requests.send(self._sessions, self._sender, claim, email)
-        except PermanentEmailError as exc:
-            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
+        await self._send(claim, email)
         sent_at = clock.now()
 
         async def record_sent() -> None:

@@ -8,7 +8,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.base import SecretActivities
-from activities.email_delivery import PermanentEmailError, record_after_send
+from activities.email_delivery import record_after_send
 from activities.inputs import AuditInput, SendCodeInput, SendCodeResult
 from activities.send_requests import AttemptClock
 from activities.setup import move_setup
@@ -58,10 +58,7 @@ class SharedActivities(SecretActivities):
             )
             await session.commit()
         claim.secret = ""
-        try:
-            await self._requests.send(self._sessions, self._sender, claim, email)
-        except PermanentEmailError as exc:
-            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
+        await self._send(claim, email)
         # Server clock, like the workflow's: the code's lifetime counts from the hand-over.
         sent_at = clock.now()
 
