@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import exc as db_errors
 from starlette.exceptions import HTTPException
 
-from api.pages import render_page
+from api.pages import UNAVAILABLE_TITLE, problem
 from core.db import database_unreachable
 from core.errors import (
     Conflict,
@@ -124,12 +124,11 @@ def install(app: FastAPI) -> None:
                 {"error": VALIDATION_ERROR, "message": _invalid_message(detail), "detail": detail},
                 status_code=422,
             )
-        return render_page(
+        return problem(
             request,
-            "setup_problem",
-            status_code=422,
-            title="Please check what you entered",
-            message="Something in this form is too long or not what we expected. "
+            422,
+            "Please check what you entered",
+            "Something in this form is too long or not what we expected. "
             "Go back, check what you entered and try again.",
         )
 
@@ -160,13 +159,7 @@ def install(app: FastAPI) -> None:
                 {"error": HTTP_ANSWERS[ServiceUnavailable][1], "message": DATABASE_UNAVAILABLE},
                 status_code=503,
             )
-        return render_page(
-            request,
-            "setup_problem",
-            status_code=503,
-            title="We can't complete this right now",
-            message=f"{DATABASE_UNAVAILABLE}.",
-        )
+        return problem(request, 503, UNAVAILABLE_TITLE, f"{DATABASE_UNAVAILABLE}.")
 
     @app.exception_handler(SsoError)
     async def _domain_error(_request: Request, exc: SsoError) -> JSONResponse:

@@ -36,6 +36,23 @@ def render_page(request: Request, name: str, status_code: int = 200, **context: 
     return response
 
 
+def problem(
+    request: Request, status_code: int, title: str, message: str, page: str = "setup_problem"
+) -> HTMLResponse:
+    """A page that only says what went wrong (a title and a sentence), with the status that says it too."""
+    return render_page(request, page, status_code=status_code, title=title, message=message)
+
+
+UNAVAILABLE_TITLE = "We can't complete this right now"
+
+
+def unavailable(request: Request) -> HTMLResponse:
+    """A flow's step could not be answered (Temporal or its worker is away): try again later."""
+    return problem(
+        request, 503, UNAVAILABLE_TITLE, "We can't complete this right now, please try again in a minute."
+    )
+
+
 def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 

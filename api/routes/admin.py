@@ -11,21 +11,21 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
 
 from api.cookies import SIGNIN_SESSION, csrf_ok, read_cookie
-from api.deps import OnboardingDep, SessionDep, SettingsDep, UnitOfWorkDep, client_ip
-from api.pages import redirect, render_page
+from api.deps import OnboardingDep, SettingsDep, UnitOfWorkDep, client_ip
+from api.forms import AdminActionFormDep
+from api.pages import problem, redirect, render_page
 from api.services import staff as staff_service
 from api.services.accounts import AccountAdmin
 from api.services.sessions import Current, Sessions
 from core.errors import SsoError
-from core.models import AuditEvent, EntraLink, SsoSetup, Staff, utcnow
+from core.models import Staff, utcnow
 
 router = APIRouter(prefix="/admin", tags=["admin pages"], include_in_schema=False)
 
@@ -61,25 +61,26 @@ async def _admin(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) ->
         path = request.url.path if request.method == "GET" else request.url.path.rsplit("/", 1)[0]
         return redirect(f"/sso/login?return_to={quote(path, safe='/')}")
     if not current.staff.is_admin:
-        return render_page(
+        return _denied(
             request,
-            "admin_denied",
-            status_code=403,
-            title="This page is for administrators",
-            message="Your staff login doesn't have the administrator role. Ask "
-            "an administrator if you need it.",
+            403,
+            "This page is for administrators",
+            "Your staff login doesn't have the administrator role. Ask an administrator if you need it.",
         )
     if not current.strong:
-        return render_page(
+        return _denied(
             request,
-            "admin_denied",
-            status_code=403,
-            title="Sign in with MFA to manage staff",
-            message="Staff administration needs a sign-in with your "
+            403,
+            "Sign in with MFA to manage staff",
+            "Staff administration needs a sign-in with your "
             "authenticator app or with Microsoft-Entra. Sign out, then sign in "
             "again with one of them.",
         )
     return current
+
+
+def _denied(request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
+    return problem(request, status_code, title, message, page="admin_denied")
 
 
 def _uuid(text: str) -> uuid.UUID | None:
@@ -97,11 +98,18 @@ def _flash(current: Current) -> dict[str, str] | None:
     return None
 
 
+def _page(request: Request, current: Current, name: str, back: str, **context: Any) -> HTMLResponse:
+    """An admin page: the admin's name, what their last action did (once), and where an
+    action taken on this page comes back to."""
+    return render_page(
+        request, name, flash=_flash(current), back=back, admin=current.staff, now=utcnow(), **context
+    )
+
+
 @router.get("/staff", response_class=HTMLResponse)
 async def staff_list(
     request: Request,
     settings: SettingsDep,
-    db: SessionDep,
     uow: UnitOfWorkDep,
     q: Annotated[str, Query(max_length=100)] = "",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
@@ -110,79 +118,41 @@ async def staff_list(
     if isinstance(current, Response):
         return current
     query = q.strip()
-    rows, total = await staff_service.list_staff(db, PAGE_SIZE, (page - 1) * PAGE_SIZE, query or None)
-    flash = _flash(current)
-    pages = max(1, math.ceil(total / PAGE_SIZE))
+    rows, total = await staff_service.list_staff(
+        uow.session, PAGE_SIZE, (page - 1) * PAGE_SIZE, query or None
+    )
     back = f"/admin/staff?q={quote(query)}&page={page}" if query else f"/admin/staff?page={page}"
-    return render_page(
-        request,
-        "admin_staff",
-        rows=rows,
-        total=total,
-        q=query,
-        page=page,
-        pages=pages,
-        flash=flash,
-        back=back,
-        admin=current.staff,
-        now=utcnow(),
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    return _page(
+        request, current, "admin_staff", back, rows=rows, total=total, q=query, page=page, pages=pages
     )
 
 
 @router.get("/staff/{staff_id}", response_class=HTMLResponse)
 async def person(
-    request: Request,
-    staff_id: str,
-    settings: SettingsDep,
-    db: SessionDep,
-    uow: UnitOfWorkDep,
-    onboarding: OnboardingDep,
+    request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep, onboarding: OnboardingDep
 ) -> Response:
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
-    staff = await db.get(Staff, _uuid(staff_id)) if _uuid(staff_id) else None
+    staff = await uow.session.get(Staff, _uuid(staff_id)) if _uuid(staff_id) else None
     if staff is None:
-        return render_page(
+        return _denied(
             request,
-            "admin_denied",
-            status_code=404,
-            title="No such person",
-            message="There is no staff member with that id.",
+            404,
+            "No such person",
+            "There is no staff member with that id.",
         )
-    [overview] = await staff_service.overviews(db, [staff])
-    status = await onboarding.status(staff.id)
-    setups = (
-        await db.scalars(
-            select(SsoSetup)
-            .where(SsoSetup.staff_id == staff.id)
-            .order_by(SsoSetup.created_at.desc())
-            .limit(50)
-        )
-    ).all()
-    events = (
-        await db.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.target == str(staff.id))
-            .order_by(AuditEvent.occurred_at.desc())
-            .limit(200)
-        )
-    ).all()
-    link = await db.scalar(select(EntraLink).where(EntraLink.staff_id == staff.id))
-    flash = _flash(current)
-    return render_page(
+    [overview] = await staff_service.overviews(uow.session, [staff])
+    return _page(
         request,
+        current,
         "admin_person",
+        f"/admin/staff/{staff.id}",
         person=staff,
         view=overview,
-        status=status,
-        setups=setups,
-        events=events,
-        link=link,
-        flash=flash,
-        back=f"/admin/staff/{staff.id}",
-        admin=current.staff,
-        now=utcnow(),
+        status=await onboarding.status(staff.id),
+        history=await staff_service.history(uow.session, staff.id),
     )
 
 
@@ -192,31 +162,30 @@ async def act(
     staff_id: uuid.UUID,
     action: str,
     settings: SettingsDep,
-    db: SessionDep,
     uow: UnitOfWorkDep,
     onboarding: OnboardingDep,
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    back: Annotated[str, Form(max_length=500)] = "",
+    form: AdminActionFormDep,
 ) -> Response:
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
+    back = form.back
     target = back if back.startswith("/admin/staff") and "//" not in back else "/admin/staff"
     if action not in ACTIONS:
-        return render_page(
+        return _denied(
             request,
-            "admin_denied",
-            status_code=404,
-            title="No such action",
-            message="That action doesn't exist.",
+            404,
+            "No such action",
+            "That action doesn't exist.",
         )
-    if not csrf_ok(request, settings, csrf):
+    if not csrf_ok(request, settings, form.csrf):
         return await _done(
-            db, current, target, "error", "That form had expired, so nothing was done. Please try again."
+            current, target, "error", "That form had expired, so nothing was done. Please try again."
         )
+    db = uow.session
     staff = await db.get(Staff, staff_id)
     if staff is None:
-        return await _done(db, current, target, "error", "That person no longer exists.")
+        return await _done(current, target, "error", "That person no longer exists.")
     actor, ip = actor_of(current), client_ip(request)
     name = f"{staff.first_name} {staff.last_name}"
     accounts = AccountAdmin(db)
@@ -257,11 +226,11 @@ async def act(
     try:
         text = await steps[action]()
     except SsoError as problem:
-        return await _done(db, current, target, "error", f"{ACTIONS[action]} for {name}: {problem.message}")
-    return await _done(db, current, target, "notice", text)
+        return await _done(current, target, "error", f"{ACTIONS[action]} for {name}: {problem.message}")
+    return await _done(current, target, "notice", text)
 
 
-async def _done(db: SessionDep, current: Current, target: str, kind: str, text: str) -> Response:
+async def _done(current: Current, target: str, kind: str, text: str) -> Response:
     """Post/redirect/get: the next page shows what happened, once."""
     current.row.data = {**current.row.data, "flash": {"kind": kind, "text": text}}
     return redirect(target)

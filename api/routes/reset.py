@@ -6,10 +6,11 @@ import asyncio
 import math
 import secrets
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.cookies import (
@@ -20,15 +21,16 @@ from api.cookies import (
     read_cookie,
     set_cookie,
 )
-from api.deps import (
-    CounterDep,
-    SessionDep,
-    SettingsDep,
-    TemporalDep,
-    UnitOfWorkDep,
-    client_ip,
+from api.deps import CounterDep, SessionDep, SettingsDep, TemporalDep, UnitOfWorkDep, client_ip
+from api.forms import (
+    CsrfFormDep,
+    ForgotFormDep,
+    ResetCodeForm,
+    ResetCodeFormDep,
+    ResetLinkForm,
+    ResetLinkFormDep,
 )
-from api.pages import redirect, render_page, six_digits
+from api.pages import redirect, render_page, six_digits, unavailable
 from api.services.reset import ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
 from core.addresses import rate_key
@@ -80,16 +82,6 @@ def get_reset(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> R
 ResetDep = Annotated[ResetSteps, Depends(get_reset)]
 
 
-def unavailable(request: Request) -> HTMLResponse:
-    return render_page(
-        request,
-        "setup_problem",
-        status_code=503,
-        title="We can't complete this right now",
-        message="We can't complete this right now, please try again in a minute.",
-    )
-
-
 @router.get("/forgot", response_class=HTMLResponse)
 async def forgot_page(request: Request) -> HTMLResponse:
     return render_page(request, "forgot", email="", message=None)
@@ -97,15 +89,10 @@ async def forgot_page(request: Request) -> HTMLResponse:
 
 @router.post("/forgot", response_class=HTMLResponse)
 async def forgot_submit(
-    request: Request,
-    settings: SettingsDep,
-    db: SessionDep,
-    reset: ResetDep,
-    counter: CounterDep,
-    email: Annotated[str, Form(max_length=320)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
+    request: Request, reset: ResetDep, counter: CounterDep, form: ForgotFormDep
 ) -> Response:
-    if not csrf_ok(request, settings, csrf):
+    settings, email = reset.settings, form.email
+    if not csrf_ok(request, settings, form.csrf):
         return render_page(request, "forgot", status_code=400, email=email, message=FORM_PROBLEM)
     if "@" not in email or len(email.strip()) < 3:
         return render_page(
@@ -140,7 +127,7 @@ async def forgot_submit(
     except ServiceUnavailable:
         return unavailable(request)
     await answer_no_sooner(started)
-    sessions = Sessions(settings, db)
+    sessions = Sessions(settings, reset.db)
     await sessions.revoke(read_cookie(request, settings, RESET_SESSION))
     if account is not None:
         session_id = await sessions.create(
@@ -165,208 +152,170 @@ async def forgot_submit(
     return response
 
 
-async def new_password_refusal(
-    password: str, confirm: str, totp: str, min_length: int
-) -> tuple[str | None, list[str]] | None:
-    """(message, problems) when the form's new password or authenticator code is refused
-    before any flow sees it: the same general rules for every address; the flow adds the
-    personal ones."""
+@dataclass
+class Said:
+    """What a reset page says above its form, and with which status."""
+
+    message: str | None = None
+    problems: list[str] = field(default_factory=list)
+    status: int = 400
+
+
+async def new_password_refusal(password: str, confirm: str, totp: str, min_length: int) -> Said | None:
+    """Why the form's new password or authenticator code is refused before any flow sees it:
+    the same general rules for every address; the flow adds the personal ones."""
     if totp.strip() and six_digits(totp) is None:
-        return (
+        return Said(
             "Enter the 6-digit code from your authenticator app, or leave it empty if you haven't set up MFA."
-        ), []
+        )
     if password != confirm:
-        return None, ["The two passwords don't match."]
+        return Said(problems=["The two passwords don't match."])
     problems = await check_password(password, PasswordPolicy(min_length=min_length), [])
-    return (None, problems) if problems else None
+    return Said(problems=problems) if problems else None
 
 
-async def _current(request: Request, settings: SettingsDep, db: SessionDep) -> Current | None:
+async def _form_refusal(
+    request: Request, reset: ResetSteps, counter: Counter, form: ResetLinkForm, reset_key: str
+) -> Said | None:
+    """Both reset forms, before any flow sees them: a stale form; too many posts from this IP,
+    or for this reset (`reset_key`); a code that is no code; a password the rules refuse."""
+    settings = reset.settings
+    if not csrf_ok(request, settings, form.csrf):
+        return Said(FORM_PROBLEM)
+    limited = await too_many_posts(
+        counter, settings, [f"reset-submit-ip:{rate_key(client_ip(request))}", reset_key]
+    )
+    if limited is not None:
+        return Said(limited, status=429)
+    if isinstance(form, ResetCodeForm) and six_digits(form.code) is None:
+        return Said("Enter the 6-digit code from the email.")
+    return await new_password_refusal(form.password, form.confirm, form.totp, settings.password_min_length)
+
+
+async def _changed(request: Request, reset: ResetSteps) -> Response:
+    """The password was changed: this browser's reset session ends, and the person signs in."""
+    await Sessions(reset.settings, reset.db).revoke(read_cookie(request, reset.settings, RESET_SESSION))
+    response = redirect("/sso/login?notice=reset")
+    clear_cookie(response, reset.settings, RESET_SESSION)
+    return response
+
+
+async def _current(request: Request, reset: ResetSteps) -> Current | None:
     """This browser's reset session. A step commits right after (its last-seen time): no
     write stays open while the counters (transactions of their own) and Temporal, whose
     worker writes to the same database, are asked."""
-    return await Sessions(settings, db).get(read_cookie(request, settings, RESET_SESSION), "reset")
+    return await Sessions(reset.settings, reset.db).get(
+        read_cookie(request, reset.settings, RESET_SESSION), "reset"
+    )
 
 
 def _page(
-    request: Request,
-    min_length: int,
-    message: str | None = None,
-    notice: str | None = None,
-    problems: list[str] | None = None,
-    status_code: int = 200,
+    request: Request, reset: ResetSteps, said: Said | None = None, notice: str | None = None
 ) -> HTMLResponse:
+    said = said or Said(status=200)
     return render_page(
         request,
         "reset",
-        status_code=status_code,
-        message=message,
+        status_code=said.status,
+        message=said.message,
         notice=notice,
-        problems=problems or [],
-        min_length=min_length,
+        problems=said.problems,
+        min_length=reset.settings.password_min_length,
     )
 
 
 @router.get("/reset", response_class=HTMLResponse)
-async def reset_page(request: Request, settings: SettingsDep, db: SessionDep, sent: int = 0) -> Response:
-    if await _current(request, settings, db) is None:
+async def reset_page(request: Request, reset: ResetDep, sent: int = 0) -> Response:
+    if await _current(request, reset) is None:
         return redirect("/sso/forgot")
-    return _page(request, settings.password_min_length, notice=SENT if sent else None)
+    return _page(request, reset, notice=SENT if sent else None)
 
 
 @router.post("/reset", response_class=HTMLResponse)
 async def reset_submit(
-    request: Request,
-    settings: SettingsDep,
-    db: SessionDep,
-    uow: UnitOfWorkDep,
-    reset: ResetDep,
-    counter: CounterDep,
-    code: Annotated[str, Form(max_length=20)] = "",
-    password: Annotated[str, Form(max_length=1024)] = "",
-    confirm: Annotated[str, Form(max_length=1024)] = "",
-    totp: Annotated[str, Form(max_length=20)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    submission: Annotated[str, Form(max_length=100)] = "",
+    request: Request, uow: UnitOfWorkDep, reset: ResetDep, counter: CounterDep, form: ResetCodeFormDep
 ) -> Response:
-    current = await _current(request, settings, db)
+    current = await _current(request, reset)
     if current is None:
         return redirect("/sso/forgot")
     await uow.commit_now()  # see _current
-    min_length = settings.password_min_length
-    if not csrf_ok(request, settings, csrf):
-        return _page(request, min_length, FORM_PROBLEM, status_code=400)
-    limited = await too_many_posts(
-        counter,
-        settings,
-        [f"reset-submit-ip:{rate_key(client_ip(request))}", f"reset-submit:{current.row.id_hash[:64]}"],
-    )
-    if limited is not None:
-        return _page(request, min_length, limited, status_code=429)
-    cleaned = six_digits(code)
-    if cleaned is None:
-        return _page(request, min_length, "Enter the 6-digit code from the email.", status_code=400)
-    refused = await new_password_refusal(password, confirm, totp, min_length)
+    refused = await _form_refusal(request, reset, counter, form, f"reset-submit:{current.row.id_hash[:64]}")
     if refused is not None:
-        return _page(request, min_length, refused[0], problems=refused[1], status_code=400)
-    second = six_digits(totp) or ""
+        return _page(request, reset, refused)
+    code = six_digits(form.code)
+    assert code is not None  # see _form_refusal
     started = time.monotonic()
     try:
         result = await reset.reset(
-            current, cleaned, password, second, client_ip(request), submission or "none"
+            current,
+            code,
+            form.password,
+            six_digits(form.totp) or "",
+            client_ip(request),
+            form.submission or "none",
         )
     except ServiceUnavailable:
         return unavailable(request)
     await answer_no_sooner(started)
     if not result.ok:  # committed all the same: a stand-in session keeps its attempt count
-        return _page(request, min_length, result.message, problems=result.problems, status_code=400)
-    await Sessions(settings, db).revoke(read_cookie(request, settings, RESET_SESSION))
-    response = redirect("/sso/login?notice=reset")
-    clear_cookie(response, settings, RESET_SESSION)
-    return response
+        return _page(request, reset, Said(result.message, result.problems))
+    return await _changed(request, reset)
 
 
 @router.post("/reset/resend", response_class=HTMLResponse)
-async def reset_resend(
-    request: Request,
-    settings: SettingsDep,
-    db: SessionDep,
-    uow: UnitOfWorkDep,
-    reset: ResetDep,
-    csrf: Annotated[str, Form(max_length=200)] = "",
-) -> Response:
-    current = await _current(request, settings, db)
+async def reset_resend(request: Request, uow: UnitOfWorkDep, reset: ResetDep, form: CsrfFormDep) -> Response:
+    current = await _current(request, reset)
     if current is None:
         return redirect("/sso/forgot")
     await uow.commit_now()  # see _current
-    if not csrf_ok(request, settings, csrf):
-        return _page(request, settings.password_min_length, FORM_PROBLEM, status_code=400)
+    if not csrf_ok(request, reset.settings, form.csrf):
+        return _page(request, reset, Said(FORM_PROBLEM))
     try:
         notice = await reset.resend(current, client_ip(request))
     except ServiceUnavailable:
         return unavailable(request)
-    return _page(request, settings.password_min_length, notice=notice)
+    return _page(request, reset, notice=notice)
 
 
 # -- the reset link (emailed once codes stop; a GET never consumes it) ----------------------
 
 
 def _link_page(
-    request: Request,
-    min_length: int,
-    token: str,
-    usable: bool = True,
-    message: str | None = None,
-    problems: list[str] | None = None,
-    status_code: int = 200,
+    request: Request, reset: ResetSteps, token: str, said: Said | None = None, usable: bool = True
 ) -> HTMLResponse:
+    said = said or Said(status=200 if usable else 410)
     return render_page(
         request,
         "reset_link",
-        status_code=status_code,
+        status_code=said.status,
         token=token,
         usable=usable,
-        message=message,
-        problems=problems or [],
-        min_length=min_length,
+        message=said.message,
+        problems=said.problems,
+        min_length=reset.settings.password_min_length,
     )
 
 
 @router.get("/reset/link/{token}", response_class=HTMLResponse)
-async def reset_link_page(
-    token: str, request: Request, settings: SettingsDep, reset: ResetDep
-) -> HTMLResponse:
-    usable = await reset.link_usable(token) is not None
-    return _link_page(
-        request, settings.password_min_length, token, usable, status_code=200 if usable else 410
-    )
+async def reset_link_page(token: str, request: Request, reset: ResetDep) -> HTMLResponse:
+    return _link_page(request, reset, token, usable=await reset.link_usable(token) is not None)
 
 
 @router.post("/reset/link/{token}", response_class=HTMLResponse)
 async def reset_link_submit(
-    token: str,
-    request: Request,
-    settings: SettingsDep,
-    db: SessionDep,
-    reset: ResetDep,
-    counter: CounterDep,
-    password: Annotated[str, Form(max_length=1024)] = "",
-    confirm: Annotated[str, Form(max_length=1024)] = "",
-    totp: Annotated[str, Form(max_length=20)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    submission: Annotated[str, Form(max_length=100)] = "",
+    token: str, request: Request, reset: ResetDep, counter: CounterDep, form: ResetLinkFormDep
 ) -> Response:
-    min_length = settings.password_min_length
-    if not csrf_ok(request, settings, csrf):
-        return _link_page(request, min_length, token, message=FORM_PROBLEM, status_code=400)
-    limited = await too_many_posts(
-        counter,
-        settings,
-        [
-            f"reset-submit-ip:{rate_key(client_ip(request))}",
-            # The key is stored (database or Redis): the link's hash, never the token itself.
-            f"reset-link:{reset_link_hash(settings.secret_key.get_secret_value(), token)[:64]}",
-        ],
-    )
-    if limited is not None:
-        return _link_page(request, min_length, token, message=limited, status_code=429)
-    refused = await new_password_refusal(password, confirm, totp, min_length)
+    # The key is stored (database or Redis): the link's hash, never the token itself.
+    link_key = f"reset-link:{reset_link_hash(reset.settings.secret_key.get_secret_value(), token)[:64]}"
+    refused = await _form_refusal(request, reset, counter, form, link_key)
     if refused is not None:
-        return _link_page(
-            request, min_length, token, message=refused[0], problems=refused[1], status_code=400
-        )
-    second = six_digits(totp) or ""
+        return _link_page(request, reset, token, refused)
     try:
         result = await reset.reset_with_link(
-            token, password, second, client_ip(request), submission or "none"
+            token, form.password, six_digits(form.totp) or "", client_ip(request), form.submission or "none"
         )
     except ServiceUnavailable:
         return unavailable(request)
     if not result.ok:
-        return _link_page(
-            request, min_length, token, message=result.message, problems=result.problems, status_code=400
-        )
-    await Sessions(settings, db).revoke(read_cookie(request, settings, RESET_SESSION))
-    response = redirect("/sso/login?notice=reset")
-    clear_cookie(response, settings, RESET_SESSION)
-    return response
+        return _link_page(request, reset, token, Said(result.message, result.problems))
+    return await _changed(request, reset)

@@ -7,21 +7,23 @@ server-side session bound to the flow carries the person, and no token is in any
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.background import BackgroundTask
 
 from api.cookies import CSRF, SETUP_SESSION, csrf_ok, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
-from api.pages import redirect, render_page, six_digits
+from api.forms import CodeForm, CodeFormDep, SetupPasswordFormDep, StepForm, StepFormDep
+from api.pages import problem, redirect, render_page, six_digits, unavailable
 from api.services.flows import FlowEnded, StepInDoubt, StepRefused
 from api.services.setup import BoundSetup, LinkView, SetupSteps
 from core import flow_errors
 from core.errors import ServiceUnavailable
 from core.steps import SetupState
-from workflows.setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress
+from workflows.setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress, StepResult
 
 router = APIRouter(prefix="/sso/setup", tags=["pages"], include_in_schema=False)
 
@@ -32,6 +34,7 @@ STEP_PAGES: dict[str, str] = {
     SetupState.active: "/sso/setup/done",
 }
 FORM_PROBLEM = "This form has expired. Reload the page and try again."
+ResponseT = TypeVar("ResponseT", bound=Response)
 
 
 def get_steps(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> SetupSteps:
@@ -41,211 +44,199 @@ def get_steps(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> S
 StepsDep = Annotated[SetupSteps, Depends(get_steps)]
 
 
-def unavailable(request: Request) -> HTMLResponse:
-    return render_page(
-        request,
-        "setup_problem",
-        status_code=503,
-        title="We can't complete this right now",
-        message="We can't complete this right now, please try again in a minute.",
-    )
-
-
 def ended(request: Request) -> HTMLResponse:
     return render_page(request, "link_invalid", status_code=410, reason="ended")
 
 
 def no_session(request: Request) -> HTMLResponse:
-    return render_page(
+    return problem(
         request,
-        "setup_problem",
-        status_code=401,
-        title="Open the link from your email",
-        message="This page continues a Single Sign-On setup started in this "
+        401,
+        "Open the link from your email",
+        "This page continues a Single Sign-On setup started in this "
         "browser. Open the Set Up Single Sign-On link from your email again, or "
         "ask your administrator for a new email.",
     )
 
 
-async def _bound(request: Request, steps: SetupSteps) -> BoundSetup | None:
-    return await steps.bound(read_cookie(request, steps.settings, SETUP_SESSION))
+@dataclass
+class Visit:
+    """A request to a session page: this browser's setup, and the service that steps it."""
+
+    request: Request
+    steps: SetupSteps
+    bound: BoundSetup
+
+    async def progress(self) -> SetupProgress:
+        """The flow's step now (each query is a round trip to the worker, and billed by
+        Temporal Cloud: a page asks once and passes it on)."""
+        return await self.steps.progress(self.bound)
 
 
-async def _run_step(
-    request: Request, steps: SetupSteps, step: Callable[[BoundSetup], Awaitable[Response]]
-) -> Response:
+Step = Callable[[Visit], Awaitable[Response]]
+Show = Callable[[Visit, SetupProgress], Awaitable[Response]]
+
+
+async def _run_step(request: Request, steps: SetupSteps, step: Step) -> Response:
     """Every session page: find this browser's flow, run the step, and turn what can go wrong
     into the page a person should see (never a 500)."""
-    bound = await _bound(request, steps)
+    bound = await steps.bound(read_cookie(request, steps.settings, SETUP_SESSION))
     if bound is None:
         return no_session(request)
+    visit = Visit(request, steps, bound)
     try:
-        return await step(bound)
+        return await step(visit)
     except StepRefused as refused:
-        return await _refused(request, steps, bound, refused)
+        if refused.kind == flow_errors.SETUP_ENDED:
+            return ended(request)
+        # Posted out of order or too soon: said on the page for where the flow is now.
+        return await _on_current_page(visit, refused.message, 409)
     except FlowEnded:
         return ended(request)
     except ServiceUnavailable:
         return unavailable(request)
 
 
-# Fixed paths first: /sso/setup/{token} would otherwise swallow them.
+async def _posted(request: Request, steps: SetupSteps, form: StepForm, step: Step) -> Response:
+    """A session page's form: a stale or forged one is answered on the page for where the
+    flow is now, and steps nothing."""
+
+    async def checked(visit: Visit) -> Response:
+        if not csrf_ok(request, steps.settings, form.csrf):
+            return await _on_current_page(visit, FORM_PROBLEM, 400)
+        return await step(visit)
+
+    return await _run_step(request, steps, checked)
 
 
-@router.get("/confirm", response_class=HTMLResponse)
-async def confirm_page(request: Request, steps: StepsDep) -> Response:
-    async def step(bound: BoundSetup) -> Response:
-        progress = await steps.progress(bound)
-        if progress.step not in CODE_STEPS:
-            return _elsewhere(request, progress)
-        return _confirm(request, bound, progress)
-
-    return await _run_step(request, steps, step)
+# The pages of the steps after the password. Fixed paths first: /sso/setup/{token} would
+# otherwise swallow them.
 
 
-def _confirm(
-    request: Request,
-    bound: BoundSetup,
+async def _confirm(
+    visit: Visit,
     progress: SetupProgress,
     message: str | None = None,
+    status: int = 200,
     notice: str | None = None,
-    status_code: int = 200,
 ) -> HTMLResponse:
     return render_page(
-        request,
+        visit.request,
         "setup_confirm",
-        status_code=status_code,
+        status_code=status,
         progress=progress,
-        email=bound.staff.external_email_1,
+        email=visit.bound.staff.external_email_1,
         message=message,
         notice=notice,
     )
 
 
-@router.post("/confirm", response_class=HTMLResponse)
-async def confirm_submit(
-    request: Request,
-    steps: StepsDep,
-    code: Annotated[str, Form(max_length=20)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    submission: Annotated[str, Form(max_length=100)] = "",
-) -> Response:
-    async def step(bound: BoundSetup) -> Response:
-        if not csrf_ok(request, steps.settings, csrf):
-            return await _form_problem(request, steps, bound, FORM_PROBLEM)
-        digits = six_digits(code)
-        if digits is None:
-            return await _form_problem(request, steps, bound, "Enter the 6-digit code from the email.")
-        result = await steps.confirm_code(bound, digits, submission, client_ip(request))
-        if result.ok:
-            return redirect("/sso/setup/mfa")
-        return _confirm(request, bound, await steps.progress(bound), message=result.message, status_code=400)
-
-    return await _run_step(request, steps, step)
-
-
-@router.post("/resend", response_class=HTMLResponse)
-async def resend_submit(
-    request: Request,
-    steps: StepsDep,
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    submission: Annotated[str, Form(max_length=100)] = "",
-) -> Response:
-    async def step(bound: BoundSetup) -> Response:
-        if not csrf_ok(request, steps.settings, csrf):
-            return await _form_problem(request, steps, bound, FORM_PROBLEM)
-        result = await steps.resend_code(bound, submission, client_ip(request))
-        return _confirm(request, bound, await steps.progress(bound), notice=result.message)
-
-    return await _run_step(request, steps, step)
-
-
-@router.get("/mfa", response_class=HTMLResponse)
-async def mfa_page(request: Request, steps: StepsDep) -> Response:
-    async def step(bound: BoundSetup) -> Response:
-        progress = await steps.progress(bound)
-        if progress.step != SetupState.mfa_pending:
-            return _elsewhere(request, progress)
-        return await _mfa(request, steps, bound, progress=progress)
-
-    return await _run_step(request, steps, step)
-
-
 async def _mfa(
-    request: Request,
-    steps: SetupSteps,
-    bound: BoundSetup,
-    message: str | None = None,
-    status_code: int = 200,
-    progress: SetupProgress | None = None,
+    visit: Visit, progress: SetupProgress, message: str | None = None, status: int = 200
 ) -> HTMLResponse:
-    """The MFA page. `progress`: the flow's, when the caller has just asked for it (each
-    query is a round trip to the worker, and billed by Temporal Cloud)."""
-    secret, uri, qr = await steps.authenticator(bound)
-    grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
-    progress = progress or await steps.progress(bound)
+    secret, uri, qr = await visit.steps.authenticator(visit.bound)
     return render_page(
-        request,
+        visit.request,
         "setup_mfa",
-        status_code=status_code,
-        secret=grouped,
+        status_code=status,
+        secret=" ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
         qr=qr,
         otpauth_uri=uri,
-        email=await steps.login_email(bound),
+        email=await visit.steps.login_email(visit.bound),
         message=message,
         mfa_required=progress.mfa_required,
     )
 
 
-@router.post("/mfa", response_class=HTMLResponse)
-async def mfa_submit(
-    request: Request,
-    steps: StepsDep,
-    code: Annotated[str, Form(max_length=20)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    submission: Annotated[str, Form(max_length=100)] = "",
-) -> Response:
-    async def step(bound: BoundSetup) -> Response:
-        if not csrf_ok(request, steps.settings, csrf):
-            return await _form_problem(request, steps, bound, FORM_PROBLEM)
-        digits = six_digits(code)
-        if digits is None:
-            return await _form_problem(
-                request, steps, bound, "Enter the 6-digit code from your authenticator app."
-            )
-        result = await steps.complete_mfa(bound, digits, submission, client_ip(request))
-        if result.ok:
-            return redirect("/sso/setup/done")
-        return await _mfa(request, steps, bound, result.message, 400)
+async def _done(visit: Visit, _progress: SetupProgress) -> HTMLResponse:
+    return render_page(visit.request, "setup_done", email=await visit.steps.login_email(visit.bound))
 
-    return await _run_step(request, steps, step)
+
+def _step_page(show: Show) -> Callable[[Request, SetupSteps], Awaitable[Response]]:
+    """A step's page: shown while the flow is at that step, else the page for where it is."""
+
+    async def page(request: Request, steps: StepsDep) -> Response:
+        async def step(visit: Visit) -> Response:
+            progress = await visit.progress()
+            if STEP_PAGES.get(progress.step) != request.url.path:
+                return _elsewhere(request, progress)
+            return await show(visit, progress)
+
+        return await _run_step(request, steps, step)
+
+    return page
+
+
+STEP_SHOWS: dict[str, Show] = {"/confirm": _confirm, "/mfa": _mfa, "/done": _done}
+for _path, _show in STEP_SHOWS.items():
+    router.add_api_route(
+        _path, _step_page(_show), methods=["GET"], response_class=HTMLResponse, name=f"{_path[1:]}_page"
+    )
+
+
+@router.post("/resend", response_class=HTMLResponse)
+async def resend_submit(request: Request, steps: StepsDep, form: StepFormDep) -> Response:
+    async def step(visit: Visit) -> Response:
+        result = await steps.resend_code(visit.bound, form.submission, client_ip(request))
+        return await _confirm(visit, await visit.progress(), notice=result.message)
+
+    return await _posted(request, steps, form, step)
 
 
 @router.post("/mfa/skip", response_class=HTMLResponse)
-async def mfa_skip(
-    request: Request,
-    steps: StepsDep,
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    submission: Annotated[str, Form(max_length=100)] = "",
-) -> Response:
-    async def step(bound: BoundSetup) -> Response:
-        if not csrf_ok(request, steps.settings, csrf):
-            return await _form_problem(request, steps, bound, FORM_PROBLEM)
-        await steps.skip_mfa(bound, submission, client_ip(request))
+async def mfa_skip(request: Request, steps: StepsDep, form: StepFormDep) -> Response:
+    async def step(visit: Visit) -> Response:
+        await steps.skip_mfa(visit.bound, form.submission, client_ip(request))
         return redirect("/sso/setup/done")
 
-    return await _run_step(request, steps, step)
+    return await _posted(request, steps, form, step)
 
 
-@router.get("/done", response_class=HTMLResponse)
-async def done_page(request: Request, steps: StepsDep) -> Response:
-    async def step(bound: BoundSetup) -> Response:
-        progress = await steps.progress(bound)
-        if progress.step != SetupState.active:
-            return _elsewhere(request, progress)
-        return render_page(request, "setup_done", email=await steps.login_email(bound))
+@dataclass(frozen=True)
+class CodeStep:
+    """A step taken with a 6-digit code: the emailed one, then the authenticator's."""
 
-    return await _run_step(request, steps, step)
+    submit: Callable[[SetupSteps, BoundSetup, str, str, str | None], Awaitable[StepResult]]
+    not_a_code: str  # said when what was typed is no 6-digit code (and no attempt is counted)
+    then: str  # where the person goes once the code is taken
+    again: Callable[[Visit, SetupProgress, str | None, int], Awaitable[Response]]  # when it is not
+
+
+def _code_form(code_step: CodeStep) -> Callable[[Request, SetupSteps, CodeForm], Awaitable[Response]]:
+    async def submit(request: Request, steps: StepsDep, form: CodeFormDep) -> Response:
+        async def step(visit: Visit) -> Response:
+            digits = six_digits(form.code)
+            if digits is None:
+                return await _on_current_page(visit, code_step.not_a_code, 400)
+            result = await code_step.submit(steps, visit.bound, digits, form.submission, client_ip(request))
+            if result.ok:
+                return redirect(code_step.then)
+            return await code_step.again(visit, await visit.progress(), result.message, 400)
+
+        return await _posted(request, steps, form, step)
+
+    return submit
+
+
+CODE_STEP_FORMS = {
+    "/confirm": CodeStep(
+        SetupSteps.confirm_code, "Enter the 6-digit code from the email.", "/sso/setup/mfa", _confirm
+    ),
+    "/mfa": CodeStep(
+        SetupSteps.complete_mfa,
+        "Enter the 6-digit code from your authenticator app.",
+        "/sso/setup/done",
+        _mfa,
+    ),
+}
+for _path, _code_step in CODE_STEP_FORMS.items():
+    router.add_api_route(
+        _path,
+        _code_form(_code_step),
+        methods=["POST"],
+        response_class=HTMLResponse,
+        name=f"{_path[1:]}_submit",
+    )
 
 
 def _elsewhere(request: Request, progress: SetupProgress) -> Response:
@@ -259,29 +250,15 @@ def _elsewhere(request: Request, progress: SetupProgress) -> Response:
     return redirect(target)
 
 
-async def _refused(request: Request, steps: SetupSteps, bound: BoundSetup, refused: StepRefused) -> Response:
-    """A step posted out of order, too soon, or to an ending flow: say so on the right page."""
-    if refused.kind == flow_errors.SETUP_ENDED:
-        return ended(request)
-    return await _on_current_page(request, steps, bound, refused.message, 409)
-
-
-async def _form_problem(request: Request, steps: SetupSteps, bound: BoundSetup, message: str) -> Response:
-    """A stale or malformed form: answer on the page for where the flow is now."""
-    return await _on_current_page(request, steps, bound, message, 400)
-
-
-async def _on_current_page(
-    request: Request, steps: SetupSteps, bound: BoundSetup, message: str, status_code: int
-) -> Response:
-    progress = await steps.progress(bound)
+async def _on_current_page(visit: Visit, message: str, status: int) -> Response:
+    progress = await visit.progress()
     if progress.step in CODE_STEPS:
-        return _confirm(request, bound, progress, message=message, status_code=status_code)
+        return await _confirm(visit, progress, message, status)
     if progress.step == SetupState.mfa_pending:
-        return await _mfa(request, steps, bound, message, status_code, progress)
+        return await _mfa(visit, progress, message, status)
     if progress.step == SetupState.active:
-        return ended(request)
-    return _elsewhere(request, progress)
+        return ended(visit.request)
+    return _elsewhere(visit.request, progress)
 
 
 # -- link pages (token in the URL; a GET never consumes it) -----------------------------
@@ -352,13 +329,7 @@ def _password(
 
 @router.post("/{token}/password", response_class=HTMLResponse)
 async def password_submit(
-    token: str,
-    request: Request,
-    steps: StepsDep,
-    password: Annotated[str, Form(max_length=1024)] = "",
-    confirm: Annotated[str, Form(max_length=1024)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    submission: Annotated[str, Form(min_length=8, max_length=100)] = "",
+    token: str, request: Request, steps: StepsDep, form: SetupPasswordFormDep
 ) -> Response:
     view = await steps.open_link(token)
     seed = read_cookie(request, steps.settings, CSRF)
@@ -366,29 +337,21 @@ async def password_submit(
         # A form again after an earlier submit from this browser went through (its answer
         # was lost, or it came once the worker was back): the same session, so it carries on.
         if await steps.bound_here(view, token, seed):
-            response = redirect("/sso/setup/confirm")
-            set_cookie(
-                response,
-                steps.settings,
-                SETUP_SESSION,
-                steps.session_id_for(token, seed),
-                max_age=steps.settings.setup_ttl,
-            )
-            return response
+            return _with_session(redirect("/sso/setup/confirm"), steps, steps.session_id_for(token, seed))
     if not view.usable:
         return await _carry_on(request, steps, view) or _invalid(request, view)
     assert view.staff is not None
     min_length = steps.settings.password_min_length
-    if not csrf_ok(request, steps.settings, csrf) or seed is None:
+    if not csrf_ok(request, steps.settings, form.csrf) or seed is None:
         return _password(request, min_length, view, token, [FORM_PROBLEM], 400)
-    if password != confirm:
+    if form.password != form.confirm:
         return _password(request, min_length, view, token, ["The two passwords don't match."], 400)
-    problems = await steps.password_problems(view.staff, password)
+    problems = await steps.password_problems(view.staff, form.password)
     if problems:
         return _password(request, min_length, view, token, problems, 400)
     try:
         result, session_id = await steps.set_password(
-            view, token, password, submission, seed, client_ip(request)
+            view, token, form.password, form.submission, seed, client_ip(request)
         )
     except StepRefused as refused:
         return _password(request, min_length, view, token, [refused.message], 409)
@@ -397,21 +360,16 @@ async def password_submit(
     except StepInDoubt:
         # The step may still go through once the worker is back: this browser then holds
         # the session it binds, so opening the link again (or Back) carries on from there.
-        unanswered = unavailable(request)
-        set_cookie(
-            unanswered,
-            steps.settings,
-            SETUP_SESSION,
-            steps.session_id_for(token, seed),
-            max_age=steps.settings.setup_ttl,
-        )
-        return unanswered
+        return _with_session(unavailable(request), steps, steps.session_id_for(token, seed))
     except ServiceUnavailable:
         return unavailable(request)
     if not result.ok:
         return _password(
             request, min_length, view, token, result.problems or [result.message or "Please try again."], 400
         )
-    response = redirect("/sso/setup/confirm")
+    return _with_session(redirect("/sso/setup/confirm"), steps, session_id)
+
+
+def _with_session(response: ResponseT, steps: SetupSteps, session_id: str) -> ResponseT:
     set_cookie(response, steps.settings, SETUP_SESSION, session_id, max_age=steps.settings.setup_ttl)
     return response

@@ -4,9 +4,8 @@ page, and sign out."""
 from __future__ import annotations
 
 import math
-from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.cookies import (
@@ -18,6 +17,7 @@ from api.cookies import (
     set_cookie,
 )
 from api.deps import SessionDep, SettingsDep, SignInDep, client_ip
+from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
 from api.pages import redirect, render_page, six_digits
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, safe_return_to
@@ -26,6 +26,7 @@ from core import audit
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
 
 REFUSED = "Incorrect email or password"
+FORM_PROBLEM = "This form has expired. Please try again."
 NOTICES = {
     "reset": "Your password was changed. Sign in with your new password.",
     "signed_out": "You have signed out.",
@@ -61,20 +62,12 @@ async def login_page(
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login_submit(
-    request: Request,
-    settings: SettingsDep,
-    db: SessionDep,
-    signin: SignInDep,
-    email: Annotated[str, Form(max_length=320)] = "",
-    password: Annotated[str, Form(max_length=1024)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-    return_to: Annotated[str, Form(max_length=2000)] = "",
-) -> Response:
-    target = safe_return_to(settings, return_to)
-    if not csrf_ok(request, settings, csrf):
-        return _login(request, target, email, "This form has expired. Please try again.", status_code=400)
-    result = await signin.password(email, password, client_ip(request))
+async def login_submit(request: Request, signin: SignInDep, form: LoginFormDep) -> Response:
+    settings, email = signin.settings, form.email
+    target = safe_return_to(settings, form.return_to)
+    if not csrf_ok(request, settings, form.csrf):
+        return _login(request, target, email, FORM_PROBLEM, status_code=400)
+    result = await signin.password(email, form.password, client_ip(request))
     if result.outcome == "throttled":
         minutes = math.ceil((result.retry_after or 60) / 60)
         return _login(
@@ -88,7 +81,7 @@ async def login_submit(
     if result.outcome != "signed_in" and result.outcome != "needs_totp":
         return _login(request, target, email, REFUSED, status_code=401)
     assert result.account is not None
-    sessions = Sessions(settings, db)
+    sessions = Sessions(settings, signin.db)
     await sessions.revoke(read_cookie(request, settings, SIGNIN_SESSION))
     if result.outcome == "needs_totp":
         pending = await sessions.create(
@@ -130,24 +123,16 @@ async def mfa_page(request: Request, settings: SettingsDep, db: SessionDep) -> R
 
 
 @router.post("/login/mfa", response_class=HTMLResponse)
-async def mfa_submit(
-    request: Request,
-    settings: SettingsDep,
-    db: SessionDep,
-    signin: SignInDep,
-    code: Annotated[str, Form(max_length=20)] = "",
-    csrf: Annotated[str, Form(max_length=200)] = "",
-) -> Response:
-    sessions = Sessions(settings, db)
+async def mfa_submit(request: Request, signin: SignInDep, form: LoginCodeFormDep) -> Response:
+    settings = signin.settings
+    sessions = Sessions(settings, signin.db)
     pending_id = read_cookie(request, settings, PENDING_MFA)
     pending = await sessions.get(pending_id, "mfa")
     if pending is None:
         return redirect("/sso/login?notice=expired")
-    if not csrf_ok(request, settings, csrf):
-        return render_page(
-            request, "login_mfa", status_code=400, message="This form has expired. Please try again."
-        )
-    digits = six_digits(code)
+    if not csrf_ok(request, settings, form.csrf):
+        return render_page(request, "login_mfa", status_code=400, message=FORM_PROBLEM)
+    digits = six_digits(form.code)
     if digits is None:  # not a code at all: said so, and not counted as an attempt
         return render_page(
             request,
@@ -190,10 +175,8 @@ async def account_page(request: Request, settings: SettingsDep, db: SessionDep) 
 
 
 @router.post("/logout", response_class=HTMLResponse)
-async def logout(
-    request: Request, settings: SettingsDep, db: SessionDep, csrf: Annotated[str, Form(max_length=200)] = ""
-) -> Response:
-    if not csrf_ok(request, settings, csrf):
+async def logout(request: Request, settings: SettingsDep, db: SessionDep, form: CsrfFormDep) -> Response:
+    if not csrf_ok(request, settings, form.csrf):
         return redirect("/sso/account")
     sessions = Sessions(settings, db)
     session_id = read_cookie(request, settings, SIGNIN_SESSION)

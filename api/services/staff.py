@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +18,7 @@ from core.errors import Conflict, NotFound
 from core.models import (
     OPEN_SETUP_STATES,
     AccountStatus,
+    AuditEvent,
     EntraLink,
     SetupState,
     SsoAccount,
@@ -168,3 +170,27 @@ async def overviews(session: AsyncSession, people: list[Staff]) -> list[StaffOve
             view.state = SetupState.active.value
         result.append(view)
     return result
+
+
+@dataclass
+class History:
+    """A person's Single Sign-On emails, newest first, their audit trail and their Microsoft
+    link: what the admin's page for the person shows below the overview."""
+
+    setups: Sequence[SsoSetup]
+    events: Sequence[AuditEvent]
+    link: EntraLink | None
+
+
+async def history(session: AsyncSession, staff_id: uuid.UUID) -> History:
+    setups = await session.scalars(
+        select(SsoSetup).where(SsoSetup.staff_id == staff_id).order_by(SsoSetup.created_at.desc()).limit(50)
+    )
+    events = await session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.target == str(staff_id))
+        .order_by(AuditEvent.occurred_at.desc())
+        .limit(200)
+    )
+    link = await session.scalar(select(EntraLink).where(EntraLink.staff_id == staff_id))
+    return History(setups=setups.all(), events=events.all(), link=link)

@@ -1,0 +1,87 @@
+"""The forms the sign-on and admin pages post, each field with the length past which a post
+is refused (a page then says so, and echoes nothing).
+
+A form is one model, so a route takes `form: CodeFormDep` rather than a parameter per field."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Form
+from pydantic import BaseModel, Field
+
+Code = Annotated[str, Field(max_length=20)]  # typed by hand: spaces and other digits are taken
+Password = Annotated[str, Field(max_length=1024)]
+Email = Annotated[str, Field(max_length=320)]
+
+
+class CsrfForm(BaseModel):
+    csrf: Annotated[str, Field(max_length=200)] = ""
+
+
+class StepForm(CsrfForm):
+    """A form that steps a flow: the id that makes a double-submitted form run its step once."""
+
+    submission: Annotated[str, Field(max_length=100)] = ""
+
+
+class CodeForm(StepForm):
+    """The setup's emailed code, then its first authenticator code."""
+
+    code: Code = ""
+
+
+class NewPasswordForm(StepForm):
+    password: Password = ""
+    confirm: Password = ""
+
+
+class SetupPasswordForm(NewPasswordForm):
+    # The post that opens the setup session must carry the page's id: one typed by hand is refused.
+    submission: Annotated[str, Field(min_length=8, max_length=100)] = ""
+
+
+class ResetLinkForm(NewPasswordForm):
+    """A new password from a reset link, with the authenticator code when MFA is on."""
+
+    totp: Code = ""
+
+
+class ResetCodeForm(ResetLinkForm):
+    """The same with the emailed reset code."""
+
+    code: Code = ""
+
+
+class ForgotForm(CsrfForm):
+    email: Email = ""
+
+
+class LoginForm(CsrfForm):
+    email: Email = ""
+    password: Password = ""
+    return_to: Annotated[str, Field(max_length=2000)] = ""
+
+
+class LoginCodeForm(CsrfForm):
+    """Sign-in's authenticator code (no flow: no submission id)."""
+
+    code: Code = ""
+
+
+class AdminActionForm(CsrfForm):
+    """An action on a person, and the admin page to come back to."""
+
+    back: Annotated[str, Field(max_length=500)] = ""
+
+
+CsrfFormDep = Annotated[CsrfForm, Form()]
+StepFormDep = Annotated[StepForm, Form()]
+CodeFormDep = Annotated[CodeForm, Form()]
+SetupPasswordFormDep = Annotated[SetupPasswordForm, Form()]
+ResetLinkFormDep = Annotated[ResetLinkForm, Form()]
+ResetCodeFormDep = Annotated[ResetCodeForm, Form()]
+ForgotFormDep = Annotated[ForgotForm, Form()]
+LoginFormDep = Annotated[LoginForm, Form()]
+LoginCodeFormDep = Annotated[LoginCodeForm, Form()]
+AdminActionFormDep = Annotated[AdminActionForm, Form()]
