@@ -18,7 +18,7 @@ from api.cookies import (
 )
 from api.deps import SessionDep, SettingsDep, TemporalDep, UnitOfWorkDep, client_ip
 from api.pages import redirect, render_page
-from api.services.entra import START_TTL, EntraResult, EntraSignOn, EntraStart
+from api.services.entra import START_TTL, Callback, EntraResult, EntraSignOn, EntraStart
 from api.services.sessions import Current, Sessions
 from api.services.setup import SetupSteps
 from api.services.signin import safe_return_to
@@ -142,7 +142,9 @@ async def callback(
     # finds nothing, even when this request fails.
     await uow.commit_now()
     try:
-        result = await entra.finish(pending, state[:200], code, error[:100], client_ip(request), signed_in)
+        result = await entra.finish(
+            pending, Callback(state[:200], code, error[:100]), client_ip(request), signed_in
+        )
     except ServiceUnavailable:
         response: Response = _unavailable(request)
     else:

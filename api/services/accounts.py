@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,7 +14,7 @@ from api.services.staff import get_staff
 from core import audit
 from core.accounts import account_for, revoke_sessions
 from core.errors import NotFound
-from core.models import EntraLink, utcnow
+from core.models import EntraLink, Staff, utcnow
 from core.reset_caps import clear as clear_wrong_reset_codes
 
 
@@ -24,16 +25,7 @@ class AccountAdmin:
     async def revoke_sessions(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> int:
         staff = await get_staff(self.db, staff_id)
         count = await revoke_sessions(self.db, staff.id, utcnow())
-        audit.record(
-            self.db,
-            actor=actor,
-            action="sessions.revoke",
-            outcome="success",
-            target=str(staff.id),
-            ip=ip,
-            sessions_revoked=count,
-        )
-        await self.db.flush()
+        await self._done("sessions.revoke", staff, actor, ip, sessions_revoked=count)
         return count
 
     async def unlock(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> None:
@@ -49,16 +41,7 @@ class AccountAdmin:
         account.locked_until = None
         # The caps on wrong reset codes too: reset emails carry codes again.
         was["wrong_reset_codes"] = await clear_wrong_reset_codes(self.db, str(account.id))
-        audit.record(
-            self.db,
-            actor=actor,
-            action="account.unlock",
-            outcome="success",
-            target=str(staff.id),
-            ip=ip,
-            **was,
-        )
-        await self.db.flush()
+        await self._done("account.unlock", staff, actor, ip, **was)
 
     async def unlink_entra(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> EntraLink:
         """Remove the link; the Microsoft account no longer signs this person in. Sessions made
@@ -69,16 +52,21 @@ class AccountAdmin:
             raise NotFound("This person has no linked Microsoft account")
         await self.db.delete(link)
         count = await revoke_sessions(self.db, staff.id, utcnow())
-        audit.record(
-            self.db,
-            actor=actor,
-            action="entra.unlinked",
-            outcome="success",
-            target=str(staff.id),
-            ip=ip,
+        await self._done(
+            "entra.unlinked",
+            staff,
+            actor,
+            ip,
             tenant_id=link.tenant_id,
             object_id=link.object_id,
             sessions_revoked=count,
         )
-        await self.db.flush()
         return link
+
+    async def _done(self, action: str, staff: Staff, actor: str, ip: str | None, **details: Any) -> None:
+        """Every action is audited against the person it was taken on, and flushed: the
+        request commits it."""
+        audit.record(
+            self.db, actor=actor, action=action, outcome="success", target=str(staff.id), ip=ip, **details
+        )
+        await self.db.flush()

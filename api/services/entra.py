@@ -21,6 +21,7 @@ from temporalio.common import SearchAttributePair
 
 from api.services.flows import FlowClient, FlowEnded, StepFailed, StepRefused
 from api.services.sessions import Current, Sessions
+from api.services.signin import record_own
 from api.services.temporal import UNAVAILABLE, email_retry
 from core import audit, metrics
 from core.codec import keyring_from_settings
@@ -87,6 +88,15 @@ def refused(reason: str, message: str | None = None) -> EntraResult:
 
 
 @dataclass
+class Callback:
+    """What Microsoft's redirect back to us carries."""
+
+    state: str
+    code: str
+    error: str
+
+
+@dataclass
 class EntraSignOn:
     settings: Settings
     db: AsyncSession
@@ -129,17 +139,11 @@ class EntraSignOn:
         return pending
 
     async def finish(
-        self,
-        pending: Current | None,
-        state: str,
-        code: str,
-        error: str,
-        ip: str | None,
-        signed_in: Current | None,
+        self, pending: Current | None, callback: Callback, ip: str | None, signed_in: Current | None
     ) -> EntraResult:
         """`pending` is what `claim` returned (and the caller committed)."""
         try:
-            result = await self._finish(pending, state, code, error, ip, signed_in)
+            result = await self._finish(pending, callback, ip, signed_in)
         except ServiceUnavailable:
             metrics.sign_in("entra_refused", "unavailable")
             raise
@@ -147,14 +151,9 @@ class EntraSignOn:
         return result
 
     async def _finish(
-        self,
-        pending: Current | None,
-        state: str,
-        code: str,
-        error: str,
-        ip: str | None,
-        signed_in: Current | None,
+        self, pending: Current | None, callback: Callback, ip: str | None, signed_in: Current | None
     ) -> EntraResult:
+        state, code, error = callback.state, callback.code, callback.error
         if pending is None:
             return refused("expired")
         data = pending.row.data
@@ -213,15 +212,7 @@ class EntraSignOn:
         link.last_sign_in_at = now
         if account is not None:
             account.last_sign_in_at = now
-        audit.record(
-            self.db,
-            actor=f"staff:{link.staff_id}",
-            action="sign_in.success",
-            outcome="success",
-            target=str(link.staff_id),
-            ip=ip,
-            method="entra",
-        )
+        record_own(self.db, link.staff_id, "sign_in.success", "success", ip, method="entra")
         await self.db.flush()
         return EntraResult("signed_in", staff_id=link.staff_id)
 

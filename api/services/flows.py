@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, TypedDict
 
 from temporalio import workflow
 from temporalio.client import (
@@ -80,6 +81,15 @@ def update_name(update: Update) -> str:
     return update._defn.name or ""
 
 
+class StartOptions(TypedDict):
+    id: str
+    task_queue: str
+    task_timeout: timedelta
+    id_conflict_policy: WorkflowIDConflictPolicy
+    search_attributes: TypedSearchAttributes
+    static_summary: str
+
+
 @dataclass
 class FlowClient:
     temporal: TemporalGateway
@@ -113,16 +123,29 @@ class FlowClient:
                 await client.start_workflow(
                     run,
                     arg,
-                    id=id,
-                    task_queue=self.task_queue,
-                    task_timeout=WORKFLOW_TASK_TIMEOUT,
-                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                    search_attributes=TypedSearchAttributes(search_attributes),
-                    static_summary=static_summary,
+                    **self._started(id, WorkflowIDConflictPolicy.FAIL, search_attributes, static_summary),
                     static_details=static_details,
                 )
         except (RPCError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
+
+    def _started(
+        self,
+        id: str,
+        conflict: WorkflowIDConflictPolicy,
+        search_attributes: list[SearchAttributePair[Any]],
+        static_summary: str,
+    ) -> StartOptions:
+        """How every flow starts, however it is started: on this client's task queue, with its
+        step and staff id searchable and a summary the Temporal UI shows."""
+        return StartOptions(
+            id=id,
+            task_queue=self.task_queue,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
+            id_conflict_policy=conflict,
+            search_attributes=TypedSearchAttributes(search_attributes),
+            static_summary=static_summary,
+        )
 
     async def update_with_start(
         self,
@@ -141,12 +164,7 @@ class FlowClient:
         start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
             run,
             start_arg,
-            id=id,
-            task_queue=self.task_queue,
-            task_timeout=WORKFLOW_TASK_TIMEOUT,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(search_attributes),
-            static_summary=static_summary,
+            **self._started(id, WorkflowIDConflictPolicy.USE_EXISTING, search_attributes, static_summary),
         )
         async with _step_errors():
             async with asyncio.timeout(self.timeout):

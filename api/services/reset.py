@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.common import SearchAttributePair
 
-from api.services.flows import Flow, FlowClient, FlowEnded, StepFailed, StepRefused
+from api.services.flows import Flow, FlowEnded, StepFailed, StepRefused
+from api.services.page_steps import PageSteps
 from api.services.sessions import Current
 from api.services.temporal import UNAVAILABLE, email_retry
 from core import audit, metrics
@@ -35,8 +35,6 @@ from core.reset_caps import (
 )
 from core.sealing import password_context, seal, totp_context
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
-from core.settings import Settings
-from core.temporal_client import TemporalGateway
 from workflows.codes import CODE_ATTEMPTS
 from workflows.common import StepResult
 from workflows.reset import (
@@ -66,11 +64,7 @@ def is_stand_in(current: Current) -> bool:
 
 
 @dataclass
-class ResetSteps:
-    settings: Settings
-    db: AsyncSession
-    temporal: TemporalGateway
-
+class ResetSteps(PageSteps):
     async def account(self, email: str) -> SsoAccount | None:
         address = email.strip().lower()
         if not address or "\x00" in address:  # no address holds NUL (PostgreSQL text can't)
@@ -395,18 +389,6 @@ class ResetSteps:
         """None for a session from before browsers had keys: the flow's shared code."""
         browser = current.row.data.get("browser")
         return browser if isinstance(browser, str) else None
-
-    @property
-    def _secret(self) -> str:
-        return self.settings.secret_key.get_secret_value()
-
-    @property
-    def _timeout(self) -> float:
-        return self.settings.step_timeout.total_seconds()
-
-    @property
-    def _flows(self) -> FlowClient:
-        return FlowClient(self.temporal, self._timeout, self.settings.task_queue)
 
     async def _flow(self, current: Current) -> Flow:
         assert current.row.workflow_id is not None

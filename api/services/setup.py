@@ -14,9 +14,9 @@ import pyotp
 import qrcode
 import qrcode.image.svg
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.services.flows import Flow, FlowClient, Update, update_name
+from api.services.flows import Flow, Update, update_name
+from api.services.page_steps import PageSteps
 from api.services.sessions import session_hash
 from api.services.temporal import UNAVAILABLE
 from core import metrics
@@ -25,8 +25,6 @@ from core.errors import ServiceUnavailable
 from core.models import BrowserSession, SetupLink, SetupState, SsoAccount, SsoSetup, Staff, utcnow
 from core.passwords import PasswordPolicy, check_password, personal_words
 from core.sealing import password_context, seal, totp_context
-from core.settings import Settings
-from core.temporal_client import TemporalGateway
 from core.totp import totp_aad
 from workflows.setup import (
     CODE_PURPOSE,
@@ -64,11 +62,7 @@ class BoundSetup:
 
 
 @dataclass
-class SetupSteps:
-    settings: Settings
-    db: AsyncSession
-    temporal: TemporalGateway
-
+class SetupSteps(PageSteps):
     # -- finding the flow -----------------------------------------------------------------
 
     async def open_link(self, token: str) -> LinkView:
@@ -189,34 +183,24 @@ class SetupSteps:
     ) -> StepResult:
         assert bound.session.workflow_id is not None
         digest = code_digest(self._secret, CODE_PURPOSE, bound.session.workflow_id, code)
-        return await self._update(
-            await self._flow(bound),
-            SsoSetupWorkflow.confirm_code,
-            ConfirmCodeRequest(code_digest=digest, ip=ip),
-            submission,
+        return await self._step(
+            bound, SsoSetupWorkflow.confirm_code, ConfirmCodeRequest(code_digest=digest, ip=ip), submission
         )
 
     async def resend_code(self, bound: BoundSetup, submission: str, ip: str | None = None) -> StepResult:
-        return await self._update(
-            await self._flow(bound), SsoSetupWorkflow.resend_code, StepRequest(ip=ip), submission
-        )
+        return await self._step(bound, SsoSetupWorkflow.resend_code, StepRequest(ip=ip), submission)
 
     async def complete_mfa(
         self, bound: BoundSetup, code: str, submission: str, ip: str | None = None
     ) -> StepResult:
         assert bound.session.workflow_id is not None
         sealed = seal(self.settings.seal_public_key, code.encode(), totp_context(bound.session.workflow_id))
-        return await self._update(
-            await self._flow(bound),
-            SsoSetupWorkflow.complete_mfa,
-            TotpRequest(sealed_code=sealed, ip=ip),
-            submission,
+        return await self._step(
+            bound, SsoSetupWorkflow.complete_mfa, TotpRequest(sealed_code=sealed, ip=ip), submission
         )
 
     async def skip_mfa(self, bound: BoundSetup, submission: str, ip: str | None = None) -> StepResult:
-        return await self._update(
-            await self._flow(bound), SsoSetupWorkflow.skip_mfa, StepRequest(ip=ip), submission
-        )
+        return await self._step(bound, SsoSetupWorkflow.skip_mfa, StepRequest(ip=ip), submission)
 
     async def authenticator(self, bound: BoundSetup) -> tuple[str, str, str]:
         """(secret for manual entry, otpauth URI, QR code as an SVG data URI)."""
@@ -237,28 +221,19 @@ class SetupSteps:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    @property
-    def _secret(self) -> str:
-        return self.settings.secret_key.get_secret_value()
-
-    @property
-    def _timeout(self) -> float:
-        return self.settings.step_timeout.total_seconds()
-
     def _keyring(self) -> Any:
         from core.codec import keyring_from_settings
 
         return keyring_from_settings(self.settings)
-
-    @property
-    def _flows(self) -> FlowClient:
-        return FlowClient(self.temporal, self._timeout, self.settings.task_queue)
 
     async def _flow(self, bound: BoundSetup) -> Flow:
         assert bound.session.workflow_id is not None
         return await self._flows.flow(
             SsoSetupWorkflow.run, bound.session.workflow_id, run_id=bound.session.run_id
         )
+
+    async def _step(self, bound: BoundSetup, update: Update, arg: object, submission: str) -> StepResult:
+        return await self._update(await self._flow(bound), update, arg, submission)
 
     async def _update(self, flow: Flow, update: Update, arg: object, submission: str) -> StepResult:
         name = update_name(update)

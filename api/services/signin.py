@@ -7,10 +7,11 @@ work (one argon2 verification, against a stand-in hash when there is no real one
 from __future__ import annotations
 
 import asyncio
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -141,15 +142,7 @@ class SignIn:
             self.db, keyring_from_settings(self.settings), account, code, datetime.now(UTC)
         )
         if problem is not None:
-            audit.record(
-                self.db,
-                actor=f"staff:{account.staff_id}",
-                action="sign_in.totp_failed",
-                outcome="failure",
-                target=str(account.staff_id),
-                ip=ip,
-                reason=problem,
-            )
+            record_own(self.db, account.staff_id, "sign_in.totp_failed", "failure", ip, reason=problem)
             self._locked_out(account, claimed, ip)
             await self.db.flush()
             metrics.sign_in("totp_refused", problem.replace(" ", "_"))
@@ -162,47 +155,46 @@ class SignIn:
     def _locked_out(self, account: SsoAccount, failures: int, ip: str | None) -> None:
         """Records the lock this failure set (claim_attempt sets one per counted failure
         from the fifth on, and none while one lasts): each lock-out once, with its IP."""
+        details: dict[str, Any]
         if failures == MAX_FAILURES:
-            audit.record(
-                self.db,
-                actor="system",
-                action="sign_in.locked_out",
-                outcome="locked",
-                target=str(account.staff_id),
-                ip=ip,
-                detail="too many failures in a row; a password reset unlocks",
-            )
+            action = "sign_in.locked_out"
+            details = {"detail": "too many failures in a row; a password reset unlocks"}
+        elif (delay := lock_delay(failures)) is not None:
+            action = "sign_in.locked_temporarily"
+            details = {
+                "failures": failures,
+                "seconds": int(delay.total_seconds()),
+                "detail": "failures in a row; sign-in waits before the next try",
+            }
+        else:
             return
-        delay = lock_delay(failures)
-        if delay is not None:
-            audit.record(
-                self.db,
-                actor="system",
-                action="sign_in.locked_temporarily",
-                outcome="locked",
-                target=str(account.staff_id),
-                ip=ip,
-                failures=failures,
-                seconds=int(delay.total_seconds()),
-                detail="failures in a row; sign-in waits before the next try",
-            )
+        audit.record(
+            self.db,
+            actor="system",
+            action=action,
+            outcome="locked",
+            target=str(account.staff_id),
+            ip=ip,
+            **details,
+        )
 
     def _succeeded(self, account: SsoAccount, now: datetime, ip: str | None, mfa: bool) -> None:
         account.failed_sign_ins = 0
         account.locked_until = None
         account.last_sign_in_at = now
-        audit.record(
-            self.db,
-            actor=f"staff:{account.staff_id}",
-            action="sign_in.success",
-            outcome="success",
-            target=str(account.staff_id),
-            ip=ip,
-            mfa=mfa,
-        )
+        record_own(self.db, account.staff_id, "sign_in.success", "success", ip, mfa=mfa)
 
     async def staff(self, account: SsoAccount) -> Staff | None:
         return await self.db.get(Staff, account.staff_id)
+
+
+def record_own(
+    db: AsyncSession, staff_id: uuid.UUID, action: str, outcome: str, ip: str | None, **details: Any
+) -> None:
+    """An event of a person's own sign-in: they are its actor and its target."""
+    audit.record(
+        db, actor=f"staff:{staff_id}", action=action, outcome=outcome, target=str(staff_id), ip=ip, **details
+    )
 
 
 def _reason(account: SsoAccount | None, usable: bool, claimed: int | None) -> str:
