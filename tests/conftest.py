@@ -7,7 +7,6 @@ import gc
 import os
 import sys
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,17 +15,28 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
-from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import text
 from temporalio.testing import WorkflowEnvironment
 
 from core.codec import data_converter
 from core.db import SessionFactory, create_engine, session_factory
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
 from core.settings import Settings
-from tests.support.config import POSTGRES_URL, _migrate, binary, make_settings, time_skipping_server
+from tests.support.config import (
+    POSTGRES_URL,
+    _migrate,
+    binary,
+    make_settings,
+    postgres_schema,
+    time_skipping_server,
+)
 from tests.support.harness import Stack, running_stack
 from tests.support.setup_pages import settle
+from tests.support.stack import DevStack, SmtpSink, running_sso_dev, smtp_sink
+
+# The settings of the shared real stack: `sso dev`'s defaults, except that a code can be asked
+# for again after 2 s instead of 60, so a browser test can get a new code after killing one
+# without waiting a minute (the end-to-end tests accept either answer to an early resend).
+SHARED_STACK_ENV = {"SSO_CODE_RESEND_INTERVAL": "2"}
 
 # Property tests (hypothesis, schemathesis): no deadline (requests go through real flows), no
 # example database written into the work tree, and a modest number of examples per test,
@@ -72,19 +82,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     if not POSTGRES_URL:
         pytest.skip("set SSO_TEST_DATABASE_URL to run the database tests on PostgreSQL too")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_sync_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    try:
+    with postgres_schema("t") as (_, url):
         _migrate(url)
         yield url
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest_asyncio.fixture
@@ -136,6 +136,25 @@ async def temporal_dev_env() -> AsyncIterator[WorkflowEnvironment]:
         yield server
     finally:
         await asyncio.wait_for(server.shutdown(), timeout=30)
+
+
+@pytest.fixture(scope="session")
+def shared_smtp() -> Iterator[SmtpSink]:
+    """The SMTP sink the shared real stack mails to."""
+    with smtp_sink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="session")
+def shared_stack(shared_smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """One real stack (`sso dev`: Temporal dev server, worker, web app, the Entra stand-in) for
+    every end-to-end and browser test whose settings allow it: starting one takes longer than
+    most of those tests. Each test makes its own people (unique emails), so none depends on
+    what another left behind; a test that changes settings or breaks the stack starts its own."""
+    with running_sso_dev(
+        tmp_path_factory.mktemp("sso-dev"), shared_smtp.port, extra_env=SHARED_STACK_ENV
+    ) as dev:
+        yield dev
 
 
 _exit_status = 0
