@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,6 +16,7 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from sqlalchemy import make_url
 from temporalio.testing import WorkflowEnvironment
 
 from core.codec import data_converter
@@ -26,7 +28,7 @@ from tests.support.config import (
     _migrate,
     binary,
     make_settings,
-    postgres_schema,
+    postgres_database,
     time_skipping_server,
 )
 from tests.support.harness import Stack, running_stack
@@ -72,18 +74,34 @@ def zxcvbn_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return threads
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database: a SQLite file, or a fresh schema in PostgreSQL."""
-    if request.param == "sqlite":
-        path = tmp_path / "sso.db"
-        _migrate(f"sqlite:///{path}")
-        yield f"sqlite+aiosqlite:///{path}"
-        return
+# Migrating takes longer than most tests: each database is migrated once per run, and every
+# test gets a copy of it.
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("migrated") / "sso.db"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres() -> Iterator[str]:
+    """The name of a migrated PostgreSQL database, the template of each test's own."""
     if not POSTGRES_URL:
         pytest.skip("set SSO_TEST_DATABASE_URL to run the database tests on PostgreSQL too")
-    with postgres_schema("t") as (_, url):
+    with postgres_database() as url:
         _migrate(url)
+        yield str(make_url(url).database)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_url")
+        return
+    with postgres_database(template=request.getfixturevalue("migrated_postgres")) as url:
         yield url
 
 
@@ -95,10 +113,10 @@ async def sessions(database_url: str) -> AsyncIterator[SessionFactory]:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path, migrated_sqlite: Path) -> str:
     """A migrated SQLite database for tests that are not about the database itself."""
     path = tmp_path / "sso.db"
-    _migrate(f"sqlite:///{path}")
+    shutil.copyfile(migrated_sqlite, path)
     return f"sqlite+aiosqlite:///{path}"
 
 

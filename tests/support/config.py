@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import text
+from sqlalchemy import make_url, text
+from sqlalchemy.pool import NullPool
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
@@ -94,6 +95,25 @@ def postgres_schema(prefix: str) -> Iterator[tuple[str, str]]:
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def postgres_database(template: str | None = None) -> Iterator[str]:
+    """A database of its own on SSO_TEST_DATABASE_URL's server, empty or a copy of the
+    database `template` (far quicker than migrating another), dropped afterwards: its URL."""
+    assert POSTGRES_URL, "SSO_TEST_DATABASE_URL is not set"
+    server = make_url(POSTGRES_URL)
+    name = f"{server.database}_{uuid.uuid4().hex[:12]}"
+    admin = create_sync_engine(to_sync_url(POSTGRES_URL), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    copy = f' TEMPLATE "{template}"' if template else ""
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
