@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
 import sys
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,17 +16,29 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
-from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import text
+from sqlalchemy import make_url
 from temporalio.testing import WorkflowEnvironment
 
 from core.codec import data_converter
 from core.db import SessionFactory, create_engine, session_factory
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
 from core.settings import Settings
-from tests.support.config import POSTGRES_URL, _migrate, binary, make_settings, time_skipping_server
+from tests.support.config import (
+    POSTGRES_URL,
+    _migrate,
+    binary,
+    make_settings,
+    postgres_database,
+    time_skipping_server,
+)
 from tests.support.harness import Stack, running_stack
 from tests.support.setup_pages import settle
+from tests.support.stack import DevStack, SmtpSink, running_sso_dev, smtp_sink
+
+# The settings of the shared real stack: `sso dev`'s defaults, except that a code can be asked
+# for again after 2 s instead of 60, so a browser test can get a new code after killing one
+# without waiting a minute (the end-to-end tests accept either answer to an early resend).
+SHARED_STACK_ENV = {"SSO_CODE_RESEND_INTERVAL": "2"}
 
 # Property tests (hypothesis, schemathesis): no deadline (requests go through real flows), no
 # example database written into the work tree, and a modest number of examples per test,
@@ -62,29 +74,35 @@ def zxcvbn_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return threads
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database: a SQLite file, or a fresh schema in PostgreSQL."""
-    if request.param == "sqlite":
-        path = tmp_path / "sso.db"
-        _migrate(f"sqlite:///{path}")
-        yield f"sqlite+aiosqlite:///{path}"
-        return
+# Migrating takes longer than most tests: each database is migrated once per run, and every
+# test gets a copy of it.
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("migrated") / "sso.db"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres() -> Iterator[str]:
+    """The name of a migrated PostgreSQL database, the template of each test's own."""
     if not POSTGRES_URL:
         pytest.skip("set SSO_TEST_DATABASE_URL to run the database tests on PostgreSQL too")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_sync_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    try:
+    with postgres_database() as url:
         _migrate(url)
+        yield str(make_url(url).database)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_url")
+        return
+    with postgres_database(template=request.getfixturevalue("migrated_postgres")) as url:
         yield url
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest_asyncio.fixture
@@ -95,10 +113,10 @@ async def sessions(database_url: str) -> AsyncIterator[SessionFactory]:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path, migrated_sqlite: Path) -> str:
     """A migrated SQLite database for tests that are not about the database itself."""
     path = tmp_path / "sso.db"
-    _migrate(f"sqlite:///{path}")
+    shutil.copyfile(migrated_sqlite, path)
     return f"sqlite+aiosqlite:///{path}"
 
 
@@ -136,6 +154,25 @@ async def temporal_dev_env() -> AsyncIterator[WorkflowEnvironment]:
         yield server
     finally:
         await asyncio.wait_for(server.shutdown(), timeout=30)
+
+
+@pytest.fixture(scope="session")
+def shared_smtp() -> Iterator[SmtpSink]:
+    """The SMTP sink the shared real stack mails to."""
+    with smtp_sink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="session")
+def shared_stack(shared_smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """One real stack (`sso dev`: Temporal dev server, worker, web app, the Entra stand-in) for
+    every end-to-end and browser test whose settings allow it: starting one takes longer than
+    most of those tests. Each test makes its own people (unique emails), so none depends on
+    what another left behind; a test that changes settings or breaks the stack starts its own."""
+    with running_sso_dev(
+        tmp_path_factory.mktemp("sso-dev"), shared_smtp.port, extra_env=SHARED_STACK_ENV
+    ) as dev:
+        yield dev
 
 
 _exit_status = 0

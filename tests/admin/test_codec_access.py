@@ -11,30 +11,31 @@ import pytest
 from sqlalchemy import update
 
 from core.models import Staff
-from tests.support.accounts import SESSION_COOKIE, App, Person, running_app, sign_in
+from tests.support.accounts import SESSION_COOKIE, Person, sign_in
+from tests.support.harness import Stack, running_app
 
 BODY = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "IngiCg=="}]}
 
 
 @pytest.fixture
-async def app(sqlite_url: str) -> AsyncIterator[App]:
+async def app(sqlite_url: str) -> AsyncIterator[Stack]:
     async with running_app(sqlite_url) as running:
         yield running
 
 
-async def make_admin(app: App, person: Person) -> None:
+async def make_admin(app: Stack, person: Person) -> None:
     async with app.sessions() as session:
         await session.execute(update(Staff).where(Staff.id == person.staff_id).values(is_admin=True))
         await session.commit()
 
 
-async def encoded(app: App) -> dict[str, object]:
+async def encoded(app: Stack) -> dict[str, object]:
     answer = await app.http.post("/codec/encode", json=BODY, headers=app.admin)
     assert answer.status_code == 200
     return answer.json()  # type: ignore[no-any-return]
 
 
-async def test_an_admin_signed_in_with_mfa_can_decode(app: App) -> None:
+async def test_an_admin_signed_in_with_mfa_can_decode(app: Stack) -> None:
     person = await app.person(mfa=True)
     await make_admin(app, person)
     browser = app.browser()
@@ -47,7 +48,7 @@ async def test_an_admin_signed_in_with_mfa_can_decode(app: App) -> None:
 
 
 @pytest.mark.parametrize("kind", ["anonymous", "staff-with-mfa", "admin-password-only", "wrong-key"])
-async def test_anyone_else_is_refused(app: App, kind: str) -> None:
+async def test_anyone_else_is_refused(app: Stack, kind: str) -> None:
     browser = app.browser()
     headers = {}
     if kind == "staff-with-mfa":
@@ -85,7 +86,7 @@ async def test_failed_key_checks_are_limited_like_the_admin_api(sqlite_url: str)
         assert decoded.status_code == 200 and decoded.json() == BODY
 
 
-async def test_decode_shows_unauthenticated_payloads_as_such(app: App) -> None:
+async def test_decode_shows_unauthenticated_payloads_as_such(app: Stack) -> None:
     """A payload not encrypted with the keyring (what a client without the key sends) is
     shown as a plain statement, not passed through as if it were ours."""
     forged = {

@@ -52,7 +52,6 @@ from tests.support.accounts import (
     PASSWORD,
     REFUSED,
     SESSION_COOKIE,
-    App,
     Browser,
     Person,
     browsing,
@@ -61,7 +60,6 @@ from tests.support.accounts import (
     move_session,
     page_text,
     redirected_to,
-    running_app,
     session_rows,
     sign_in,
     update_account,
@@ -71,7 +69,7 @@ from tests.support.config import (
     TEST_SEAL_PUBLIC_KEY,
     TEST_SECRET_KEY,
 )
-from tests.support.harness import Stack, running_stack
+from tests.support.harness import Stack, running_app, running_stack
 from tests.support.setup_pages import Browser as SetupBrowser
 from tests.support.setup_pages import choose_password, confirm_page_once_sent, latest_code, manual_key, settle
 
@@ -357,13 +355,13 @@ async def assert_csrf_refused(
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def app(database_url: str) -> AsyncIterator[App]:
+async def app(database_url: str) -> AsyncIterator[Stack]:
     async with running_app(database_url, signin_ip_limit=1000) as running:
         yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def admin(app: App) -> AsyncIterator[Admin]:
+async def admin(app: Stack) -> AsyncIterator[Admin]:
     async with signed_in_admin(app.transport, app.sessions, app.settings) as signed_in:
         yield signed_in
 
@@ -391,7 +389,7 @@ async def stack_admin(
 # -- who may see the pages --------------------------------------------------------------
 
 
-async def test_without_a_session_sign_in_returns_to_the_admin_page(app: App) -> None:
+async def test_without_a_session_sign_in_returns_to_the_admin_page(app: Stack) -> None:
     person = await make_admin(app.sessions, app.settings)
     async with browsing(app.transport) as browser:
         for path in ("/admin/staff", f"/admin/staff/{person.staff_id}"):
@@ -412,7 +410,7 @@ async def test_without_a_session_sign_in_returns_to_the_admin_page(app: App) -> 
     assert await audit_for(app.sessions, person.staff_id, "sessions.revoke") == []
 
 
-async def test_staff_without_the_admin_role_are_refused(app: App, admin: Admin) -> None:
+async def test_staff_without_the_admin_role_are_refused(app: Stack, admin: Admin) -> None:
     plain = await app.person(
         mfa=True, first_name="Nadia", last_name="Plain", password_hash=known_hash(app.settings)
     )
@@ -441,7 +439,7 @@ async def test_staff_without_the_admin_role_are_refused(app: App, admin: Admin) 
     assert refused.status_code == 403 and NOT_ADMIN in page_text(refused)
 
 
-async def test_admins_must_have_signed_in_with_a_second_factor(app: App) -> None:
+async def test_admins_must_have_signed_in_with_a_second_factor(app: Stack) -> None:
     password_only = await app.person(
         first_name="Petra", last_name="Password", password_hash=known_hash(app.settings)
     )
@@ -485,7 +483,7 @@ async def test_admins_must_have_signed_in_with_a_second_factor(app: App) -> None
         assert target.staff_id in rows(page)
 
 
-async def test_idle_and_revoked_sessions_are_refused(app: App, admin: Admin) -> None:
+async def test_idle_and_revoked_sessions_are_refused(app: Stack, admin: Admin) -> None:
     target = await add_staff(app.sessions, "Bea", "Bystander")
     page = await admin.page()
     [row] = await session_rows(app.sessions, admin.person, "signin")
@@ -512,7 +510,7 @@ async def test_idle_and_revoked_sessions_are_refused(app: App, admin: Admin) -> 
         assert redirected_to(await admin.browser.get(path), f"/sso/login?return_to={path}")
 
 
-async def test_an_action_after_the_session_ended_comes_back_to_a_page(app: App, admin: Admin) -> None:
+async def test_an_action_after_the_session_ended_comes_back_to_a_page(app: Stack, admin: Admin) -> None:
     target = await add_staff(app.sessions, "Bea", "Bystander")
     page = await admin.page(f"/admin/staff/{target}")
     [row] = await session_rows(app.sessions, admin.person, "signin")
@@ -536,7 +534,7 @@ async def test_an_action_after_the_session_ended_comes_back_to_a_page(app: App, 
 # -- the list ---------------------------------------------------------------------------
 
 
-async def test_search_by_name_and_email_ignores_case(app: App, admin: Admin) -> None:
+async def test_search_by_name_and_email_ignores_case(app: Stack, admin: Admin) -> None:
     await add_staff(app.sessions, "Marguerite", "Fenwick", "mfen@alpha.example")
     await add_staff(app.sessions, "Tobias", "Marlow", "tobias@bravo.example")
     await add_staff(app.sessions, "Ines", "Carver", "ines.marchetti@charlie.example")
@@ -564,7 +562,7 @@ async def test_search_by_name_and_email_ignores_case(app: App, admin: Admin) -> 
     assert len(rows(everyone)) == 5
 
 
-async def test_pages_of_25(app: App, admin: Admin) -> None:
+async def test_pages_of_25(app: Stack, admin: Admin) -> None:
     async with app.sessions() as session:
         session.add_all(
             Staff(first_name="Pat", last_name=f"Pagetest{i:02d}", external_email_1=f"pat.{i}@paging.example")
@@ -603,7 +601,7 @@ class Expected:
     api: dict[str, Any]
 
 
-async def cast(app: App, admin: Admin) -> dict[uuid.UUID, Expected]:
+async def cast(app: Stack, admin: Admin) -> dict[uuid.UUID, Expected]:
     """One person in each state the list tells apart, and what the page and API should say."""
     now = utcnow()
     link_expires = now + timedelta(minutes=10)
@@ -676,7 +674,7 @@ async def cast(app: App, admin: Admin) -> dict[uuid.UUID, Expected]:
     return people
 
 
-async def test_state_and_actions_at_a_glance(app: App, admin: Admin) -> None:
+async def test_state_and_actions_at_a_glance(app: Stack, admin: Admin) -> None:
     people = await cast(app, admin)
     page = await admin.page()
     assert set(rows(page)) == set(people)
@@ -704,7 +702,7 @@ async def test_state_and_actions_at_a_glance(app: App, admin: Admin) -> None:
     }
 
 
-async def test_admin_api_and_pages_say_the_same(app: App, admin: Admin) -> None:
+async def test_admin_api_and_pages_say_the_same(app: Stack, admin: Admin) -> None:
     people = await cast(app, admin)
     listed = await app.http.get("/api/v1/staff", params={"limit": 200}, headers=app.admin)
     assert listed.status_code == 200, listed.text
@@ -739,7 +737,7 @@ async def test_admin_api_and_pages_say_the_same(app: App, admin: Admin) -> None:
 # -- the actions ------------------------------------------------------------------------
 
 
-async def test_sign_out_everywhere(app: App, admin: Admin) -> None:
+async def test_sign_out_everywhere(app: Stack, admin: Admin) -> None:
     target = await app.person(first_name="Sam", last_name="Revoked", password_hash=known_hash(app.settings))
     async with browsing(app.transport) as laptop, browsing(app.transport) as phone:
         for browser in (laptop, phone):
@@ -764,7 +762,7 @@ async def test_sign_out_everywhere(app: App, admin: Admin) -> None:
     await admin.page()  # the admin's own session is not theirs to lose
 
 
-async def test_unlock_sign_in(app: App, admin: Admin) -> None:
+async def test_unlock_sign_in(app: Stack, admin: Admin) -> None:
     target = await app.person(first_name="Uma", last_name="Locked", password_hash=known_hash(app.settings))
     await update_account(
         app.sessions, target, failed_sign_ins=100, locked_until=utcnow() + timedelta(minutes=15)
@@ -795,7 +793,7 @@ async def test_unlock_sign_in(app: App, admin: Admin) -> None:
     assert event.details["failed_sign_ins"] >= 100 and event.details["locked_until"]
 
 
-async def test_unlink_microsoft_entra(app: App, admin: Admin) -> None:
+async def test_unlink_microsoft_entra(app: Stack, admin: Admin) -> None:
     target = await app.person(first_name="Ugo", last_name="Linked", password_hash=known_hash(app.settings))
     link = await add_entra_link(app.sessions, target.staff_id, "ugo@contoso.example")
     async with browsing(app.transport) as theirs:
@@ -834,7 +832,7 @@ async def test_unlink_microsoft_entra(app: App, admin: Admin) -> None:
     assert event.details == {"tenant_id": link.tenant_id, "object_id": link.object_id, "sessions_revoked": 1}
 
 
-async def test_problems_come_back_as_a_message(app: App, admin: Admin) -> None:
+async def test_problems_come_back_as_a_message(app: Stack, admin: Admin) -> None:
     nobody = await add_staff(app.sessions, "Nell", "Noaccount")
     active = await app.person(first_name="Ava", last_name="Active", password_hash=known_hash(app.settings))
     csrf = await admin.csrf()
@@ -875,7 +873,7 @@ async def test_problems_come_back_as_a_message(app: App, admin: Admin) -> None:
     assert "There is no staff member with that id." in page_text(missing)
 
 
-async def test_back_never_leaves_the_staff_pages(app: App, admin: Admin) -> None:
+async def test_back_never_leaves_the_staff_pages(app: Stack, admin: Admin) -> None:
     target = await add_staff(app.sessions, "Bea", "Back")
     csrf = await admin.csrf()
     for back, expected in (
@@ -1265,7 +1263,7 @@ def test_sso_staff_create_refuses_duplicates_and_bad_emails(
 # -- limits found by these tests ----------------------------------------------------------
 
 
-async def test_an_admin_with_the_longest_names_allowed_can_act(app: App) -> None:
+async def test_an_admin_with_the_longest_names_allowed_can_act(app: Stack) -> None:
     first, last = "Anne-" * 19 + "Marie", "Montgomery-" * 8 + "Fitzwilliams"
     assert len(first) == len(last) == 100  # the most StaffCreate allows
     person = await make_admin(app.sessions, app.settings, first_name=first, last_name=last)
@@ -1284,7 +1282,7 @@ async def test_an_admin_with_the_longest_names_allowed_can_act(app: App) -> None
     assert event.actor.startswith(f"staff:{person.staff_id} (Anne-Anne-"), event.actor
 
 
-async def test_search_ignores_case_beyond_ascii(app: App, admin: Admin) -> None:
+async def test_search_ignores_case_beyond_ascii(app: Stack, admin: Admin) -> None:
     await add_staff(app.sessions, "Émile", "Łukasiewicz", "emile@echo.example")
     for q in ("Émile", "émile", "ÉMILE", "Łukasiewicz", "łukasiewicz"):
         assert names_on(await admin.page(q=q)) == ["Émile Łukasiewicz"], q

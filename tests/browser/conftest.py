@@ -1,11 +1,11 @@
-"""The browser suite's fixtures: one `sso dev` stack for the package (real Temporal, worker,
-web app, the Microsoft Entra stand-in, an SMTP sink), Debian's Chromium driven by Playwright,
-and a fresh browser context per test at each viewport."""
+"""The browser suite's fixtures: the shared `sso dev` stack (real Temporal, worker, web app,
+the Microsoft Entra stand-in, an SMTP sink; tests/conftest.py), Debian's Chromium driven by
+Playwright, and a fresh browser context per test at each viewport."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,14 +14,11 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Route, async_playwright
 
-from core.db import SessionFactory, create_engine, session_factory
-from tests.browser.screens import CHROMIUM, CHROMIUM_ARGS, VIEWPORTS, Screen
-from tests.support.e2e import World
-from tests.support.stack import DevStack, SmtpSink, running_sso_dev, smtp_sink
+from core.db import SessionFactory
+from tests.support.e2e import World, admin_api, stack_database
+from tests.support.screens import CHROMIUM, CHROMIUM_ARGS, VIEWPORTS, Screen
+from tests.support.stack import DevStack, SmtpSink
 
-# Codes can be asked for again after 2 s instead of 60, so a test can get a new code after
-# killing one without waiting a minute; everything else is as `sso dev` runs by default.
-STACK_ENV = {"SSO_CODE_RESEND_INTERVAL": "2"}
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
@@ -33,15 +30,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="package")
-def smtp() -> Iterator[SmtpSink]:
-    with smtp_sink() as sink:
-        yield sink
+def smtp(shared_smtp: SmtpSink) -> SmtpSink:
+    return shared_smtp
 
 
 @pytest.fixture(scope="package")
-def stack(smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with running_sso_dev(tmp_path_factory.mktemp("sso-dev-browser"), smtp.port, extra_env=STACK_ENV) as dev:
-        yield dev
+def stack(shared_stack: DevStack) -> DevStack:
+    return shared_stack
 
 
 # The rest follow whichever `stack` a test gets (a module may bring its own).
@@ -54,10 +49,7 @@ def world(stack: DevStack, smtp: SmtpSink) -> World:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
-    """The admin API, with the stack's development admin key."""
-    async with httpx.AsyncClient(
-        base_url=stack.base_url, timeout=30, headers={"Authorization": f"Bearer {stack.admin_key}"}
-    ) as client:
+    async with admin_api(stack) as client:
         yield client
 
 
@@ -70,12 +62,8 @@ async def provider(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def database(stack: DevStack) -> AsyncIterator[SessionFactory]:
-    """The stack's own SQLite database, for people who already have an account."""
-    engine = create_engine(f"sqlite+aiosqlite:///{stack.data_dir / 'sso.db'}")
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
+    async with stack_database(stack) as sessions:
+        yield sessions
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")

@@ -11,11 +11,11 @@ from sqlalchemy import update
 
 from core.db import SessionFactory
 from core.models import Staff
-from tests.browser.screens import MARKS, Screen
-from tests.browser.steps import new_staff
 from tests.support.accounts import PASSWORD, make_person
+from tests.support.browser_steps import new_staff
 from tests.support.config import make_settings
 from tests.support.e2e import World, check_setup_email, wait_for_email
+from tests.support.screens import MARKS, Screen
 
 pytestmark = MARKS
 

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 
 from core.devstack import DEV_TENANT_ID
-from tests.browser.screens import MARKS, Screen
-from tests.browser.steps import emailed_link, new_staff, open_start
+from tests.support.browser_steps import emailed_link, new_staff, open_start
 from tests.support.e2e import World, eventually, status
+from tests.support.screens import MARKS, Screen
 
 pytestmark = MARKS
 

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.screens import MARKS, Screen
-from tests.browser.steps import new_staff
+from tests.support.browser_steps import new_staff
 from tests.support.e2e import BUTTON, World, _Links, eventually, send_email, status, wait_for_email
+from tests.support.screens import MARKS, Screen
 from tests.support.stack import DevStack, SmtpSink, running_sso_dev
 
 pytestmark = MARKS

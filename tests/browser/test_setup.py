@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pyotp
 
-from tests.browser.screens import MARKS, Screen
-from tests.browser.steps import (
+from tests.support.accounts import wrong_totp
+from tests.support.browser_steps import (
     choose_password,
     code_sent,
     confirm_with_emailed_code,
@@ -16,8 +16,8 @@ from tests.browser.steps import (
     setup_done,
     shown_key,
 )
-from tests.support.accounts import wrong_totp
 from tests.support.e2e import World, eventually, status, wait_for_code_email
+from tests.support.screens import MARKS, Screen
 
 pytestmark = MARKS
 

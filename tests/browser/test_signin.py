@@ -9,11 +9,11 @@ import pyotp
 
 from core.db import SessionFactory
 from core.models import ResetCodeFailure, utcnow
-from tests.browser.screens import MARKS, Screen
-from tests.browser.steps import BRAND, new_password
 from tests.support.accounts import PASSWORD, Person, make_person
+from tests.support.browser_steps import BRAND, new_password
 from tests.support.config import make_settings
 from tests.support.e2e import World, wait_for_subject
+from tests.support.screens import MARKS, Screen
 
 pytestmark = MARKS
 

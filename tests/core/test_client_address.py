@@ -22,8 +22,9 @@ from sqlalchemy import select
 from core import audit
 from core.addresses import canonical, client_address, parse_address, parse_networks, rate_key
 from core.models import AuditEvent, RateCounter
-from tests.support.accounts import App, browsing, running_app, sign_in
+from tests.support.accounts import browsing, sign_in
 from tests.support.config import make_settings
+from tests.support.harness import Stack, running_app
 from tests.support.stack import running_sso_api
 
 PROXIES = parse_networks(["10.0.0.0/8", "127.0.0.1"])
@@ -105,14 +106,14 @@ def test_the_setting_takes_addresses_and_ranges_and_refuses_anything_else() -> N
 
 
 @asynccontextmanager
-async def from_peer(app: App, peer: str) -> AsyncIterator[Any]:
+async def from_peer(app: Stack, peer: str) -> AsyncIterator[Any]:
     """A browser whose connection comes from `peer`."""
     transport = httpx.ASGITransport(app=app.transport.app, client=(peer, 50000))  # type: ignore[attr-defined]
     async with browsing(transport) as browser:
         yield browser
 
 
-async def failed_ips(app: App) -> list[str | None]:
+async def failed_ips(app: Stack) -> list[str | None]:
     """The IPs of the failed sign-ins in the audit, sorted (None first)."""
     async with app.sessions() as session:
         ips = (
@@ -121,7 +122,7 @@ async def failed_ips(app: App) -> list[str | None]:
     return sorted(ips, key=lambda ip: ip or "")
 
 
-async def rate_keys(app: App) -> set[str]:
+async def rate_keys(app: Stack) -> set[str]:
     async with app.sessions() as session:
         return set((await session.scalars(select(RateCounter.key))).all())
 

@@ -40,7 +40,7 @@ from core.codec import data_converter, keyring_from_settings
 from core.db import create_engine, session_factory
 from core.search_attributes import SSO_STAFF_ID
 from core.settings import InsecureSettingsError
-from tests.support.accounts import running_app, sign_in
+from tests.support.accounts import sign_in
 from tests.support.config import make_settings, time_skipping_server
 from tests.support.email_servers import (
     FakeSendgrid,
@@ -51,7 +51,7 @@ from tests.support.email_servers import (
     welcome,
 )
 from tests.support.email_servers import SmtpServer as SmtpTestServer
-from tests.support.harness import Stack, running_stack
+from tests.support.harness import Stack, running_app, running_stack
 from tests.support.metrics import assert_nothing_personal, value
 from tests.support.setup_pages import Browser, another_code, at_code_step, redirected_to
 from worker import metrics_runtime

@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 
 from core.logging import REQUEST_ID, JsonFormatter, RedactingFilter
-from tests.support.accounts import App, running_app
 from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SEAL_PUBLIC_KEY, TEST_SECRET_KEY
+from tests.support.harness import Stack, running_app
 from tests.support.stack import running_sso_api
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
@@ -61,7 +61,7 @@ def messages(stream: io.StringIO, text: str) -> list[dict[str, Any]]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def app(sqlite_url: str) -> AsyncIterator[App]:
+async def app(sqlite_url: str) -> AsyncIterator[Stack]:
     async with running_app(sqlite_url) as running:
         asgi = running.transport.app  # type: ignore[attr-defined]
 
@@ -79,7 +79,7 @@ async def app(sqlite_url: str) -> AsyncIterator[App]:
 
 
 @session_loop
-async def test_every_line_of_a_request_carries_its_generated_id(app: App, log_stream: io.StringIO) -> None:
+async def test_every_line_of_a_request_carries_its_generated_id(app: Stack, log_stream: io.StringIO) -> None:
     response = await app.http.get("/test/noisy")
     assert response.status_code == 200
     request_id = response.headers["x-request-id"]
@@ -95,7 +95,7 @@ async def test_every_line_of_a_request_carries_its_generated_id(app: App, log_st
 
 
 @session_loop
-async def test_a_sane_incoming_id_is_kept(app: App, log_stream: io.StringIO) -> None:
+async def test_a_sane_incoming_id_is_kept(app: Stack, log_stream: io.StringIO) -> None:
     for sent in ("req-1", "Ab9._-z", "a" * 64, "0e3b2f1c-5d6a-4c8e-9b7f-2a1d3c4e5f60"):
         response = await app.http.get("/test/noisy", headers={"X-Request-ID": sent})
         assert response.headers["x-request-id"] == sent
@@ -103,7 +103,7 @@ async def test_a_sane_incoming_id_is_kept(app: App, log_stream: io.StringIO) -> 
 
 
 @session_loop
-async def test_an_unsafe_incoming_id_is_replaced(app: App, log_stream: io.StringIO) -> None:
+async def test_an_unsafe_incoming_id_is_replaced(app: Stack, log_stream: io.StringIO) -> None:
     unsafe: list[str | bytes] = [
         "",
         "a" * 65,
@@ -123,7 +123,7 @@ async def test_an_unsafe_incoming_id_is_replaced(app: App, log_stream: io.String
 
 
 @session_loop
-async def test_pages_and_errors_carry_the_id(app: App, log_stream: io.StringIO) -> None:
+async def test_pages_and_errors_carry_the_id(app: Stack, log_stream: io.StringIO) -> None:
     page = await app.http.get("/sso/login", headers={"X-Request-ID": "page-1"})
     assert page.status_code == 200
     assert page.headers["x-request-id"] == "page-1"

@@ -10,7 +10,7 @@ import httpx
 import yaml
 
 from api.main import STRICT_TRANSPORT_SECURITY
-from tests.support.accounts import running_app
+from tests.support.harness import running_app
 
 PATHS = ("/sso/login", "/api/v1/staff", "/docs", "/static/app.css", "/no/such/page", "/healthz")
 

@@ -1,9 +1,10 @@
-"""The end-to-end fixtures: each module runs against a real stack of its own (`sso dev` with the
-default settings, real SMTP), shared by that module's tests in order."""
+"""The end-to-end fixtures: every module runs against the shared real stack (`sso dev`, real
+SMTP; tests/conftest.py), with its own API and Temporal clients and its own record of what
+it sent (`world`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -12,33 +13,23 @@ from temporalio.client import Client
 
 from core.codec import data_converter
 from tests.support.config import make_settings
-from tests.support.e2e import World
-from tests.support.stack import DevStack, SmtpSink, running_sso_dev, smtp_sink
+from tests.support.e2e import World, admin_api
+from tests.support.stack import DevStack, SmtpSink
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpSink]:
-    with smtp_sink() as sink:
-        yield sink
+def smtp(shared_smtp: SmtpSink) -> SmtpSink:
+    return shared_smtp
 
 
 @pytest.fixture(scope="module")
-def stack(
-    smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[DevStack]:
-    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
-    with running_sso_dev(tmp_path_factory.mktemp(f"sso-dev-{name}"), smtp.port) as dev:
-        yield dev
+def stack(shared_stack: DevStack) -> DevStack:
+    return shared_stack
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
-    """The admin API with the stack's admin key."""
-    async with httpx.AsyncClient(
-        base_url=stack.base_url,
-        timeout=30,
-        headers={"Authorization": f"Bearer {stack.admin_key}"},
-    ) as client:
+    async with admin_api(stack) as client:
         yield client
 
 

@@ -29,7 +29,6 @@ from sqlalchemy import update
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from core.codec import EncryptionCodec, keyring_from_settings
-from core.db import create_engine, session_factory
 from core.devstack import DEV_OTHER_TENANT_ID, DEV_TENANT_ID
 from core.models import BrowserSession, utcnow
 from tests.support.accounts import PASSWORD, Person, make_person
@@ -42,6 +41,7 @@ from tests.support.e2e import (
     create_staff,
     eventually,
     send_email,
+    stack_database,
     status,
     text_of,
     wait_for_email,
@@ -87,11 +87,8 @@ async def provider(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def database(stack: DevStack) -> AsyncIterator[Any]:
     """The stack's own SQLite database, for people who already have a password."""
-    engine = create_engine(f"sqlite+aiosqlite:///{stack.data_dir / 'sso.db'}")
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
+    async with stack_database(stack) as sessions:
+        yield sessions
 
 
 # --------------------------------------------------------------------------- helpers

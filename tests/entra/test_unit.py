@@ -47,12 +47,10 @@ from core.logging import JsonFormatter, RedactingFilter, redact
 from core.settings import InsecureSettingsError, Settings
 from tests.support.accounts import (
     PUBLIC_URL,
-    App,
     browsing,
     cookie_attributes,
     hidden_fields,
     page_text,
-    running_app,
 )
 from tests.support.config import (
     TEST_ENCRYPTION_KEY,
@@ -60,6 +58,7 @@ from tests.support.config import (
     TEST_SECRET_KEY,
     make_settings,
 )
+from tests.support.harness import Stack, running_app
 
 TENANT = "0b1c2d3e-0000-4000-8000-00000000a9e7"
 OTHER_TENANT = "0b1c2d3e-0000-4000-8000-0000000f0e16"
@@ -841,13 +840,13 @@ def test_other_return_to_is_refused(value: str) -> None:
 
 
 @pytest_asyncio.fixture
-async def plain_app(sqlite_url: str) -> AsyncIterator[App]:
+async def plain_app(sqlite_url: str) -> AsyncIterator[Stack]:
     async with running_app(sqlite_url) as app:
         yield app
 
 
 @pytest_asyncio.fixture
-async def entra_app(sqlite_url: str, mock_idp: str) -> AsyncIterator[App]:
+async def entra_app(sqlite_url: str, mock_idp: str) -> AsyncIterator[Stack]:
     async with running_app(
         sqlite_url,
         entra_tenant_id=TENANT,
@@ -859,7 +858,7 @@ async def entra_app(sqlite_url: str, mock_idp: str) -> AsyncIterator[App]:
         yield app
 
 
-async def test_without_entra_there_is_no_button_and_no_start(plain_app: App) -> None:
+async def test_without_entra_there_is_no_button_and_no_start(plain_app: Stack) -> None:
     assert not plain_app.settings.entra_enabled
     async with browsing(plain_app.transport) as browser:
         login = await browser.get("/sso/login")
@@ -874,7 +873,7 @@ async def test_without_entra_there_is_no_button_and_no_start(plain_app: App) -> 
     assert PENDING_COOKIE not in start.headers.get("set-cookie", "")
 
 
-async def test_with_entra_the_button_starts_at_the_provider(entra_app: App, mock_idp: str) -> None:
+async def test_with_entra_the_button_starts_at_the_provider(entra_app: Stack, mock_idp: str) -> None:
     async with browsing(entra_app.transport) as browser:
         login = await browser.get("/sso/login")
         assert login.status_code == 200 and "Microsoft-Entra" in page_text(login)
@@ -893,7 +892,7 @@ async def test_with_entra_the_button_starts_at_the_provider(entra_app: App, mock
         assert forged.status_code == 400 and PENDING_COOKIE not in forged.headers.get("set-cookie", "")
 
 
-async def test_the_page_with_the_button_lets_its_form_reach_microsoft(entra_app: App) -> None:
+async def test_the_page_with_the_button_lets_its_form_reach_microsoft(entra_app: Stack) -> None:
     """Whatever the fix (Microsoft's origin in form-action, or a same-origin page that then
     navigates), a form submission must not end in a redirect its page's CSP forbids."""
     async with browsing(entra_app.transport) as browser:
@@ -925,7 +924,7 @@ async def test_the_page_with_the_button_lets_its_form_reach_microsoft(entra_app:
 )
 @pytest.mark.parametrize("cookie", [None, "not-a-session-id", "x" * 300])
 async def test_a_callback_without_a_pending_sign_in_is_refused(
-    entra_app: App, query: dict[str, str], cookie: str | None
+    entra_app: Stack, query: dict[str, str], cookie: str | None
 ) -> None:
     async with browsing(entra_app.transport) as browser:
         if cookie is not None:
@@ -937,7 +936,7 @@ async def test_a_callback_without_a_pending_sign_in_is_refused(
     assert "__Host-sso_session" not in answer.headers.get("set-cookie", "")
 
 
-async def test_the_callback_without_entra_configured_is_refused_too(plain_app: App) -> None:
+async def test_the_callback_without_entra_configured_is_refused_too(plain_app: Stack) -> None:
     async with browsing(plain_app.transport) as browser:
         answer = await browser.get("/sso/entra/callback", code="a-code", state="a-state")
     assert answer.status_code == 403 and EXPIRED_PAGE in page_text(answer)

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import text
 
-from core.settings import to_sync_url
 from tests.support.config import POSTGRES_URL
-from tests.support.faults import FaultStack, StackFactory, TcpProxy, stack_env
-from tests.support.stack import SmtpSink, free_ports
+from tests.support.config import postgres_schema as postgres_schema_of
+from tests.support.faults import FaultStack, StackFactory
+from tests.support.stack import SmtpSink, smtp_sink
 
 
 @pytest.fixture
 def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    sink.start()
-    try:
+    with smtp_sink() as sink:
         yield sink
-    finally:
-        sink.release()
-        if sink.running:
-            sink.stop()
 
 
 @pytest.fixture
@@ -34,38 +26,10 @@ def fault_stack(tmp_path: Path, smtp: SmtpSink) -> Iterator[StackFactory]:
     FaultStack; everything it started is stopped afterwards (and its logs kept in tmp_path)."""
     stacks: list[FaultStack] = []
 
-    def make(
-        *,
-        database_url: str | None = None,
-        direct_database_url: str | None = None,
-        worker_proxy: bool = False,
-        email: str = "smtp",
-        **settings: str,
-    ) -> FaultStack:
+    def make(*, email: str = "smtp", **options: Any) -> FaultStack:
         data_dir = tmp_path / f"stack{len(stacks)}"
         data_dir.mkdir()
-        api_port, temporal_port, ui_port = free_ports(3)
-        url = database_url or f"sqlite+aiosqlite:///{data_dir / 'sso.db'}"
-        env = stack_env(
-            data_dir,
-            api_port,
-            temporal_port,
-            smtp.port if email == "smtp" else None,
-            url,
-            **{f"SSO_{k.upper()}": v for k, v in settings.items()},
-        )
-        proxy = TcpProxy(temporal_port).start() if worker_proxy else None
-        stack = FaultStack(
-            data_dir=data_dir,
-            env=env,
-            api_port=api_port,
-            temporal_port=temporal_port,
-            ui_port=ui_port,
-            database_url=url,
-            direct_database_url=to_sync_url(direct_database_url or url),
-            smtp=smtp if email == "smtp" else None,
-            worker_proxy=proxy,
-        )
+        stack = FaultStack.create(data_dir, smtp if email == "smtp" else None, **options)
         stacks.append(stack)
         stack.start()
         return stack
@@ -85,14 +49,5 @@ def postgres_schema() -> Iterator[tuple[str, str]]:
             "the database fault test needs PostgreSQL: set SSO_TEST_DATABASE_URL, e.g. "
             "postgresql+psycopg://postgres@127.0.0.1:5432/test"
         )
-    schema = f"faults_{uuid.uuid4().hex[:12]}"
-    admin = create_sync_engine(to_sync_url(POSTGRES_URL))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield schema, f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema_of("faults") as found:
+        yield found

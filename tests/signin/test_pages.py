@@ -35,7 +35,6 @@ from tests.support.accounts import (
     PENDING_COOKIE,
     REFUSED,
     SESSION_COOKIE,
-    App,
     Browser,
     account_row,
     audit_events,
@@ -45,13 +44,13 @@ from tests.support.accounts import (
     move_session,
     page_text,
     redirected_to,
-    running_app,
     session_rows,
     set_cookies,
     sign_in,
     signed_in_page,
     without_tokens,
 )
+from tests.support.harness import Stack, running_app
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -65,7 +64,7 @@ DELAYS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def app(database_url: str) -> AsyncIterator[App]:
+async def app(database_url: str) -> AsyncIterator[Stack]:
     # A high per-IP limit: these tests are about the account, and come from one address.
     async with running_app(
         database_url, allowed_return_urls=[APP_PREFIX, INTRANET], signin_ip_limit=1000
@@ -74,7 +73,7 @@ async def app(database_url: str) -> AsyncIterator[App]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def browser(app: App) -> AsyncIterator[Browser]:
+async def browser(app: Stack) -> AsyncIterator[Browser]:
     async with browsing(app.transport) as person:
         yield person
 
@@ -102,7 +101,7 @@ def assert_refused(response: httpx.Response) -> None:
     assert SESSION_COOKIE not in set_cookies(response)
 
 
-async def signed_in_cookie(app: App, browser: Browser, email: str) -> str:
+async def signed_in_cookie(app: Stack, browser: Browser, email: str) -> str:
     response = await sign_in(browser, email)
     assert redirected_to(response, "/sso/account"), response.text
     cookie = browser.cookie(SESSION_COOKIE)
@@ -110,14 +109,14 @@ async def signed_in_cookie(app: App, browser: Browser, email: str) -> str:
     return cookie
 
 
-async def row_for(app: App, cookie: str) -> BrowserSession:
+async def row_for(app: Stack, cookie: str) -> BrowserSession:
     async with app.sessions() as session:
         row = await session.get(BrowserSession, session_hash(app.settings, cookie))
     assert row is not None
     return row
 
 
-async def replayed(app: App, cookie: str) -> httpx.Response:
+async def replayed(app: Stack, cookie: str) -> httpx.Response:
     """The account page, in a browser that only has this session cookie."""
     async with browsing(app.transport) as other:
         other.set_cookie(SESSION_COOKIE, cookie)
@@ -127,7 +126,7 @@ async def replayed(app: App, cookie: str) -> httpx.Response:
 # -- signing in -------------------------------------------------------------------------
 
 
-async def test_sign_in_without_mfa(app: App, browser: Browser) -> None:
+async def test_sign_in_without_mfa(app: Stack, browser: Browser) -> None:
     person = await app.person()
     assert (await signed_in_page(browser)).headers["location"] == "/sso/login"
     response = await sign_in(browser, f"  {person.email.upper()} ")
@@ -185,7 +184,7 @@ async def test_cookies_without_https(database_url: str) -> None:
             assert (await signed_in_page(browser)).status_code == 200
 
 
-async def test_second_sign_in_gets_a_new_id_and_ends_the_first(app: App, browser: Browser) -> None:
+async def test_second_sign_in_gets_a_new_id_and_ends_the_first(app: Stack, browser: Browser) -> None:
     person = await app.person()
     first = await signed_in_cookie(app, browser, person.email)
     second = await signed_in_cookie(app, browser, person.email)
@@ -197,7 +196,7 @@ async def test_second_sign_in_gets_a_new_id_and_ends_the_first(app: App, browser
     assert (await replayed(app, second)).status_code == 200
 
 
-async def test_return_to_only_to_configured_places(app: App) -> None:
+async def test_return_to_only_to_configured_places(app: Stack) -> None:
     person = await app.person()
     allowed = f"{APP_PREFIX}reports?id=7"
     async with browsing(app.transport) as browser:
@@ -226,7 +225,7 @@ async def test_return_to_only_to_configured_places(app: App) -> None:
             assert redirected_to(response, "/sso/account"), target
 
 
-async def test_sign_in_with_mfa(app: App, browser: Browser) -> None:
+async def test_sign_in_with_mfa(app: Stack, browser: Browser) -> None:
     person = await app.person(mfa=True)
     response = await sign_in(browser, person.email, return_to=INTRANET)
     assert redirected_to(response, "/sso/login/mfa"), response.text
@@ -281,7 +280,7 @@ async def test_sign_in_with_mfa(app: App, browser: Browser) -> None:
     assert reasons == ["wrong", "replayed"]
 
 
-async def test_every_refusal_looks_the_same(app: App, browser: Browser) -> None:
+async def test_every_refusal_looks_the_same(app: Stack, browser: Browser) -> None:
     """Unknown address, wrong password, locked and not-yet-active accounts: one answer."""
     active = await app.person()
     locked = await app.person(failed_sign_ins=5, locked_until=utcnow() + timedelta(hours=1))
@@ -308,7 +307,7 @@ async def test_every_refusal_looks_the_same(app: App, browser: Browser) -> None:
 
 
 async def test_every_refusal_does_the_same_work(
-    app: App, browser: Browser, monkeypatch: pytest.MonkeyPatch
+    app: Stack, browser: Browser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Comparable time, shown by the work done rather than by a stopwatch: every refusal
     (unknown address, wrong password, locked, not yet active) and a success run exactly one
@@ -357,7 +356,7 @@ async def test_every_refusal_does_the_same_work(
 # -- throttling -------------------------------------------------------------------------
 
 
-async def test_failures_lock_with_a_growing_delay(app: App, browser: Browser, clock: Clock) -> None:
+async def test_failures_lock_with_a_growing_delay(app: Stack, browser: Browser, clock: Clock) -> None:
     person = await app.person()
     wrong_answer = None
     for failures in range(1, 5):
@@ -395,7 +394,7 @@ async def test_failures_lock_with_a_growing_delay(app: App, browser: Browser, cl
 
 
 async def test_audit_tells_a_wrong_password_from_a_locked_account(
-    app: App, browser: Browser, clock: Clock
+    app: Stack, browser: Browser, clock: Clock
 ) -> None:
     person = await app.person(failed_sign_ins=4)
     assert_refused(await sign_in(browser, person.email, WRONG))  # the 5th: starts a lock
@@ -409,7 +408,7 @@ async def test_audit_tells_a_wrong_password_from_a_locked_account(
 
 
 async def test_each_temporary_lock_is_audited_once_with_the_ip(
-    app: App, browser: Browser, clock: Clock
+    app: Stack, browser: Browser, clock: Clock
 ) -> None:
     person = await app.person(failed_sign_ins=3)
     assert_refused(await sign_in(browser, person.email, WRONG))  # the 4th: no delay yet
@@ -434,7 +433,7 @@ async def test_each_temporary_lock_is_audited_once_with_the_ip(
     ) == 1
 
 
-async def test_a_hundred_failures_need_an_unlock(app: App, browser: Browser, clock: Clock) -> None:
+async def test_a_hundred_failures_need_an_unlock(app: Stack, browser: Browser, clock: Clock) -> None:
     person = await app.person(failed_sign_ins=98)
     assert_refused(await sign_in(browser, person.email, WRONG))
     row = await account_row(app.sessions, person)
@@ -461,7 +460,7 @@ async def test_a_hundred_failures_need_an_unlock(app: App, browser: Browser, clo
     assert redirected_to(await sign_in(browser, person.email), "/sso/account")
 
 
-async def guess_at_once(apps: list[App], email: str, count: int) -> list[httpx.Response]:
+async def guess_at_once(apps: list[Stack], email: str, count: int) -> list[httpx.Response]:
     """`count` wrong passwords for this address sent together, spread over these web app instances: every form
     is loaded first, then all are submitted at the same moment."""
     async with contextlib.AsyncExitStack() as stack:
@@ -507,7 +506,7 @@ async def test_guesses_sent_at_once_cannot_slip_past_the_count(database_url: str
             assert len(locked_out) == (1 if after == 100 else 0)
 
 
-async def check_ip_limit(app: App) -> None:
+async def check_ip_limit(app: Stack) -> None:
     """Three refusals from one address, then 429 for any address, even the right password."""
     person = await app.person()
     async with browsing(app.transport) as browser:
@@ -566,7 +565,7 @@ async def test_per_ip_limit_in_redis(database_url: str) -> None:
         assert 0 < await redis.ttl("sso:rate:signin-ip:127.0.0.1") <= 15 * 60
 
 
-async def check_ip_limit_shared(one: App, two: App) -> None:
+async def check_ip_limit_shared(one: Stack, two: Stack) -> None:
     """Two web app instances, one count: failures on either add up, and a burst of guesses
     sent together to both is weighed only up to the limit (3), the rest turned away."""
     person = await one.person()
@@ -614,7 +613,7 @@ async def test_per_ip_limit_is_shared_by_instances_in_redis(database_url: str) -
 # -- sessions ---------------------------------------------------------------------------
 
 
-async def test_idle_timeout(app: App, browser: Browser) -> None:
+async def test_idle_timeout(app: Stack, browser: Browser) -> None:
     person = await app.person()
     cookie = await signed_in_cookie(app, browser, person.email)
     row = await row_for(app, cookie)
@@ -637,7 +636,7 @@ async def test_idle_timeout(app: App, browser: Browser) -> None:
     assert redirected_to(await signed_in_page(browser), "/sso/login?notice=expired")
 
 
-async def test_absolute_timeout(app: App, browser: Browser) -> None:
+async def test_absolute_timeout(app: Stack, browser: Browser) -> None:
     person = await app.person()
     cookie = await signed_in_cookie(app, browser, person.email)
     row = await row_for(app, cookie)
@@ -648,7 +647,7 @@ async def test_absolute_timeout(app: App, browser: Browser) -> None:
     assert redirected_to(await replayed(app, cookie), "/sso/login?notice=expired")
 
 
-async def test_sign_out(app: App, browser: Browser) -> None:
+async def test_sign_out(app: Stack, browser: Browser) -> None:
     person = await app.person()
     cookie = await signed_in_cookie(app, browser, person.email)
     page = await signed_in_page(browser)
@@ -696,7 +695,7 @@ async def test_hash_is_upgraded_at_sign_in(database_url: str) -> None:
 # -- admin ------------------------------------------------------------------------------
 
 
-async def test_admin_revokes_sessions_and_every_event_is_audited(app: App) -> None:
+async def test_admin_revokes_sessions_and_every_event_is_audited(app: Stack) -> None:
     person = await app.person()
     async with browsing(app.transport) as first, browsing(app.transport) as second:
         assert_refused(await sign_in(first, person.email, WRONG))
@@ -744,7 +743,7 @@ async def test_admin_revokes_sessions_and_every_event_is_audited(app: App) -> No
 # -- CSRF -------------------------------------------------------------------------------
 
 
-async def test_sign_in_needs_the_csrf_token(app: App) -> None:
+async def test_sign_in_needs_the_csrf_token(app: Stack) -> None:
     person = await app.person()
     async with browsing(app.transport) as browser, browsing(app.transport) as other:
         page = await browser.get("/sso/login")
@@ -773,7 +772,7 @@ async def test_sign_in_needs_the_csrf_token(app: App) -> None:
         assert (await session.scalars(select(RateCounter))).all() == []
 
 
-async def test_authenticator_step_needs_the_csrf_token(app: App, browser: Browser) -> None:
+async def test_authenticator_step_needs_the_csrf_token(app: Stack, browser: Browser) -> None:
     person = await app.person(mfa=True)
     assert redirected_to(await sign_in(browser, person.email), "/sso/login/mfa")
     page = await browser.get("/sso/login/mfa")

@@ -2,8 +2,8 @@
 
 A browser (its own cookie jar, no automatic redirects, forms sent with the hidden fields of
 the page they came from), people with an active Single Sign-On account written straight to
-the database (the setup pages are tested elsewhere), the outbox read as a person reads their
-email, and the web app in-process without a worker for tests that need no flow.
+the database (the setup pages are tested elsewhere), and the outbox read as a person reads
+their email. The web app they run against is tests/support/harness.py's stack.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ import httpx
 import pyotp
 from sqlalchemy import select, update
 
-from api.main import create_app
-from core.admin_keys import create_admin_key
 from core.codec import keyring_from_settings
-from core.db import SessionFactory, create_engine, session_factory
+from core.db import SessionFactory
 from core.models import (
     AccountStatus,
     AuditEvent,
@@ -38,7 +36,6 @@ from core.models import (
 from core.passwords import Hasher
 from core.settings import Settings
 from core.totp import totp_aad
-from tests.support.config import make_settings
 
 PUBLIC_URL = "https://sso.example.test"  # make_settings' public URL
 PASSWORD = "Velvet-Orbit-Lantern-Pixel-42"
@@ -305,46 +302,3 @@ def code_in(text: str) -> str:
     match = CODE_LINE.search(text)
     assert match, text
     return match.group(1)
-
-
-# -- the web app in-process, no worker --------------------------------------------------
-
-
-@dataclass
-class App:
-    transport: httpx.AsyncBaseTransport
-    http: httpx.AsyncClient  # for the admin API
-    admin: dict[str, str]
-    settings: Settings
-    sessions: SessionFactory
-
-    def browser(self, base_url: str = PUBLIC_URL) -> Browser:
-        return Browser(self.transport, base_url)
-
-    async def person(self, **options: Any) -> Person:
-        return await make_person(self.sessions, self.settings, **options)
-
-    async def status(self, person: Person) -> dict[str, Any]:
-        response = await self.http.get(f"/api/v1/staff/{person.staff_id}/sso", headers=self.admin)
-        assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
-
-
-@asynccontextmanager
-async def running_app(database_url: str, **overrides: Any) -> AsyncIterator[App]:
-    """The web app with its lifespan (hashing, counters) but no Temporal worker: sign-in,
-    sessions and the admin account actions need none."""
-    settings = make_settings(database_url=database_url, **overrides)
-    engine = create_engine(database_url)
-    sessions = session_factory(engine)
-    async with sessions() as session:
-        key = await create_admin_key(session, settings, ADMIN_KEY_NAME)
-        await session.commit()
-    app = create_app(settings)
-    try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as http:
-                yield App(transport, http, {"Authorization": f"Bearer {key}"}, settings, sessions)
-    finally:
-        await engine.dispose()

@@ -8,12 +8,16 @@ import base64
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import make_url, text
+from sqlalchemy.pool import NullPool
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
@@ -23,7 +27,7 @@ from core.codec import data_converter
 from core.migrate import alembic_config
 from core.sealing import public_key_of
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
-from core.settings import Settings
+from core.settings import Settings, to_sync_url
 
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
 
@@ -74,6 +78,43 @@ def _migrate(sync_url: str) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(sync_url), "head")
+
+
+@contextmanager
+def postgres_schema(prefix: str) -> Iterator[tuple[str, str]]:
+    """A fresh, empty schema in SSO_TEST_DATABASE_URL, dropped afterwards: (its name, a URL
+    whose connections use it)."""
+    assert POSTGRES_URL, "SSO_TEST_DATABASE_URL is not set"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_sync_engine(to_sync_url(POSTGRES_URL))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield schema, f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def postgres_database(template: str | None = None) -> Iterator[str]:
+    """A database of its own on SSO_TEST_DATABASE_URL's server, empty or a copy of the
+    database `template` (far quicker than migrating another), dropped afterwards: its URL."""
+    assert POSTGRES_URL, "SSO_TEST_DATABASE_URL is not set"
+    server = make_url(POSTGRES_URL)
+    name = f"{server.database}_{uuid.uuid4().hex[:12]}"
+    admin = create_sync_engine(to_sync_url(POSTGRES_URL), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    copy = f' TEMPLATE "{template}"' if template else ""
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 async def register_search_attributes(client: Client) -> None:

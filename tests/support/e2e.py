@@ -11,7 +11,8 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, urljoin, urlsplit
@@ -21,6 +22,7 @@ from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 
 from core.crypto import LINK_PURPOSE, token_hash
+from core.db import SessionFactory, create_engine, session_factory
 from tests.support.config import make_settings
 from tests.support.stack import DevStack, ReceivedEmail, SmtpSink
 
@@ -33,6 +35,25 @@ BUTTON = "Set Up Single Sign-On"
 CODE_SUBJECT = "Your agentOS verification code"
 
 EMAIL_TIMEOUT = 60.0  # seconds for an email to arrive (2 cores, cold worker)
+
+
+@asynccontextmanager
+async def admin_api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
+    """The stack's admin API, with its development admin key."""
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30, headers=headers) as client:
+        yield client
+
+
+@asynccontextmanager
+async def stack_database(stack: DevStack) -> AsyncIterator[SessionFactory]:
+    """The stack's own SQLite database, to read it or to add people who already have an
+    account."""
+    engine = create_engine(f"sqlite+aiosqlite:///{stack.data_dir / 'sso.db'}")
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
 
 
 class World:

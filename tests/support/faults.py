@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -37,15 +36,8 @@ from temporalio.client import Client
 from core.codec import data_converter
 from core.devstack import api_command, temporal_cli, temporal_command, worker_command
 from core.settings import to_sync_url
-from tests.support.config import (
-    TEST_ENCRYPTION_KEY,
-    TEST_SEAL_PRIVATE_KEY,
-    TEST_SEAL_PUBLIC_KEY,
-    TEST_SECRET_KEY,
-    _migrate,
-    make_settings,
-)
-from tests.support.stack import ROOT, SmtpSink, free_ports, port_open
+from tests.support.config import TEST_SEAL_PRIVATE_KEY, TEST_SEAL_PUBLIC_KEY, _migrate, make_settings
+from tests.support.stack import ROOT, RealStack, SmtpSink, free_ports, port_open, stack_env
 
 ADMIN_KEY = "ssoak_faults_" + "k" * 40
 NAMESPACE = "default"
@@ -292,18 +284,14 @@ def _run(make: Callable[[], Any]) -> Any:
 
 
 @dataclass
-class FaultStack:
+class FaultStack(RealStack):
     """Temporal dev server, worker and web app as processes of their own, over one data dir.
 
     The app database is a SQLite file in the data dir, or (database_url) a PostgreSQL schema,
     possibly reached through a TcpProxy the test controls. With `worker_proxy` the worker
     reaches Temporal through a TcpProxy too, so a test can stall just that connection."""
 
-    data_dir: Path
     env: dict[str, str]
-    api_port: int
-    temporal_port: int
-    ui_port: int
     database_url: str  # what the app uses (SQLAlchemy, async driver)
     direct_database_url: str  # what the test reads with (sync driver, no proxy)
     smtp: SmtpSink | None = None
@@ -328,20 +316,45 @@ class FaultStack:
         )
         self.api = Proc(
             "api",
-            api_command("127.0.0.1", self.api_port, [sys.executable]),
+            api_command("127.0.0.1", self.port, [sys.executable]),
             dict(self.env),
             self.data_dir / "api.log",
         )
 
-    # -- addresses ------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    @property
-    def temporal_address(self) -> str:
-        return f"127.0.0.1:{self.temporal_port}"
+    @classmethod
+    def create(
+        cls,
+        data_dir: Path,
+        smtp: SmtpSink | None,
+        *,
+        database_url: str | None = None,
+        direct_database_url: str | None = None,
+        worker_proxy: bool = False,
+        **settings: str,
+    ) -> FaultStack:
+        """A stack (not started yet) on free ports over `data_dir`, mailing to `smtp` (None:
+        the default email backend); `settings` are SSO settings by their lower-case names."""
+        port, temporal_port, ui_port = free_ports(3)
+        url = database_url or f"sqlite+aiosqlite:///{data_dir / 'sso.db'}"
+        env = fault_stack_env(
+            data_dir,
+            port,
+            temporal_port,
+            smtp.port if smtp is not None else None,
+            url,
+            **{f"SSO_{k.upper()}": v for k, v in settings.items()},
+        )
+        return cls(
+            data_dir=data_dir,
+            port=port,
+            temporal_port=temporal_port,
+            ui_port=ui_port,
+            env=env,
+            database_url=url,
+            direct_database_url=to_sync_url(direct_database_url or url),
+            smtp=smtp,
+            worker_proxy=TcpProxy(temporal_port).start() if worker_proxy else None,
+        )
 
     @property
     def admin_key(self) -> str:
@@ -429,7 +442,7 @@ class FaultStack:
     def stop_api(self) -> None:
         self.api.terminate(timeout=30)
         deadline = time.monotonic() + 15
-        while port_open(self.api_port):
+        while port_open(self.port):
             assert time.monotonic() < deadline, "the web app's port is still open"
             time.sleep(0.1)
 
@@ -512,7 +525,7 @@ class FaultStack:
             time.sleep(0.2)
 
 
-def stack_env(
+def fault_stack_env(
     data_dir: Path,
     api_port: int,
     temporal_port: int,
@@ -520,38 +533,27 @@ def stack_env(
     database_url: str,
     **overrides: str,
 ) -> dict[str, str]:
-    """What running_sso_dev gives the stack, with a fixed seal key pair (a restarted worker
-    opens what the web app sealed before) and a bootstrap admin key."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            "SSO_ENV": "development",
-            "SSO_DATA_DIR": str(data_dir),
-            "SSO_DATABASE_URL": database_url,
-            "SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
-            "SSO_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
-            "SSO_SECRET_KEY": TEST_SECRET_KEY,
-            "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-            "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY,
-            "SSO_SEAL_PRIVATE_KEY": TEST_SEAL_PRIVATE_KEY,
-            "SSO_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-            "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
-            "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
-            "SSO_LOG_LEVEL": "INFO",
-            # The worker's metrics default to a fixed port, which a dev run on this machine may hold.
-            "SSO_WORKER_METRICS_ADDRESS": f"127.0.0.1:{free_ports(1)[0]}",
-            # Local servers only: never through a proxy from the environment.
-            "no_proxy": "127.0.0.1,localhost",
-            "NO_PROXY": "127.0.0.1,localhost",
-        }
+    """What every real stack gets (tests/support/stack.py), with the pieces' addresses spelt
+    out (no `sso dev` to pass them on), a fixed seal key pair (a restarted worker opens what
+    the web app sealed before) and a bootstrap admin key."""
+    env = stack_env(
+        api_port,
+        smtp_port,
+        SSO_DATA_DIR=str(data_dir),
+        SSO_DATABASE_URL=database_url,
+        SSO_TEMPORAL_ADDRESS=f"127.0.0.1:{temporal_port}",
+        SSO_SEAL_PUBLIC_KEY=TEST_SEAL_PUBLIC_KEY,
+        SSO_SEAL_PRIVATE_KEY=TEST_SEAL_PRIVATE_KEY,
+        SSO_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
+        SSO_LOG_LEVEL="INFO",
+        # The worker's metrics default to a fixed port, which a dev run on this machine may hold.
+        SSO_WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_ports(1)[0]}",
+        # Local servers only: never through a proxy from the environment.
+        no_proxy="127.0.0.1,localhost",
+        NO_PROXY="127.0.0.1,localhost",
     )
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         env.pop(name, None)
-    if smtp_port is not None:
-        env.update(
-            {"SSO_EMAIL_BACKEND": "smtp", "SSO_SMTP_HOST": "127.0.0.1", "SSO_SMTP_PORT": str(smtp_port)}
-        )
     env.update(overrides)
     return env
 

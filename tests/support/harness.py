@@ -1,5 +1,9 @@
-"""The in-process stack of the API and page tests: the app, a real worker and the
-time-skipping (or dev) Temporal server, on a migrated database."""
+"""The in-process stack of the API and page tests: the web app on a migrated database and,
+given a Temporal environment (time-skipping or dev server), a real worker beside it.
+
+Tests that need no flow (sign-in, sessions, the admin account actions) run it without
+Temporal: `running_app`. Everything else runs the same stack with a worker: `running_stack`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,23 +23,40 @@ from temporalio.testing import WorkflowEnvironment
 from api.main import create_app
 from core.admin_keys import create_admin_key
 from core.codec import keyring_from_settings
-from core.db import create_engine, session_factory
+from core.db import SessionFactory, create_engine, session_factory
 from core.models import OutboxEmail, SsoSetup
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
+from tests.support.accounts import ADMIN_KEY_NAME, PUBLIC_URL, Browser, Person, make_person
 from tests.support.config import make_settings
 from worker import build_worker
 
 LINK = re.compile(r"https://sso\.example\.test/sso/setup/([A-Za-z0-9_-]+)")
+# A Host other than SSO_PUBLIC_URL for the flow tests' admin client: links must still be
+# built from the setting.
+OTHER_HOST = "http://attacker.example"
 
 
 @dataclass
 class Stack:
-    http: httpx.AsyncClient
+    transport: httpx.AsyncBaseTransport
+    http: httpx.AsyncClient  # for the admin API
     admin: dict[str, str]
     settings: Settings
-    env: WorkflowEnvironment
-    sessions: Any
+    sessions: SessionFactory
+    temporal: WorkflowEnvironment | None = None  # None: no worker, no flows
+
+    @property
+    def env(self) -> WorkflowEnvironment:
+        """The Temporal server the worker and the web app use."""
+        assert self.temporal is not None, "this stack runs without Temporal (running_app)"
+        return self.temporal
+
+    def browser(self, base_url: str = PUBLIC_URL) -> Browser:
+        return Browser(self.transport, base_url)
+
+    async def person(self, **options: Any) -> Person:
+        return await make_person(self.sessions, self.settings, **options)
 
     async def create_staff(self, email: str | None = None, **extra: str) -> dict[str, Any]:
         body = {
@@ -46,12 +67,14 @@ class Stack:
         }
         response = await self.http.post("/api/v1/staff", json=body, headers=self.admin)
         assert response.status_code == 201, response.text
-        return response.json()
+        return response.json()  # type: ignore[no-any-return]
 
-    async def status(self, staff_id: str) -> dict[str, Any]:
+    async def status(self, who: str | uuid.UUID | Person) -> dict[str, Any]:
+        """The admin API's setup status of a staff member (by id, or the person)."""
+        staff_id = who.staff_id if isinstance(who, Person) else who
         response = await self.http.get(f"/api/v1/staff/{staff_id}/sso", headers=self.admin)
         assert response.status_code == 200, response.text
-        return response.json()
+        return response.json()  # type: ignore[no-any-return]
 
     async def wait_for(
         self, staff_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20
@@ -73,7 +96,44 @@ class Stack:
                     .order_by(OutboxEmail.created_at)
                 )
             ).all()
-        return [LINK.search(keyring.unseal(r.body_encrypted, b"outbox").decode()).group(1) for r in rows]
+        links = []
+        for row in rows:
+            match = LINK.search(keyring.unseal(row.body_encrypted, b"outbox").decode())
+            assert match, "an email to this address without a setup link"
+            links.append(match.group(1))
+        return links
+
+
+@asynccontextmanager
+async def _running(
+    database_url: str,
+    env: WorkflowEnvironment | None,
+    worker_client: Client | None,
+    base_url: str,
+    overrides: dict[str, Any],
+) -> AsyncIterator[Stack]:
+    if env is not None:
+        overrides = {"task_queue": f"tq-{uuid.uuid4()}", **overrides}
+    settings = make_settings(database_url=database_url, **overrides)
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    try:
+        async with sessions() as session:
+            key = await create_admin_key(session, settings, ADMIN_KEY_NAME)
+            await session.commit()
+        gateway = TemporalGateway(settings, env.client) if env is not None else None
+        app = create_app(settings, gateway) if gateway is not None else create_app(settings)
+        async with AsyncExitStack() as running:
+            await running.enter_async_context(app.router.lifespan_context(app))
+            if env is not None:
+                await running.enter_async_context(build_worker(worker_client or env.client, settings))
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
+                yield Stack(transport, http, {"Authorization": f"Bearer {key}"}, settings, sessions, env)
+            if env is not None:
+                await _terminate_leftovers(env, sessions)
+    finally:
+        await engine.dispose()
 
 
 @asynccontextmanager
@@ -84,32 +144,21 @@ async def running_stack(
     worker_client: Client | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
-    """The web app and a worker with the real activities; the worker polls through
-    `worker_client` when given (e.g. one whose runtime serves metrics)."""
-    settings = make_settings(database_url=database_url, task_queue=f"tq-{uuid.uuid4()}", **overrides)
-    engine = create_engine(database_url)
-    sessions = session_factory(engine)
-    async with sessions() as session:
-        key = await create_admin_key(session, settings, "test-admin")
-        await session.commit()
-    app = create_app(settings, TemporalGateway(settings, env.client))
-    worker = build_worker(worker_client or env.client, settings)
-    async with app.router.lifespan_context(app), worker:
-        transport = httpx.ASGITransport(app=app)
-        # A Host other than SSO_PUBLIC_URL: links must still be built from the setting.
-        async with httpx.AsyncClient(transport=transport, base_url="http://attacker.example") as http:
-            yield Stack(
-                http=http,
-                admin={"Authorization": f"Bearer {key}"},
-                settings=settings,
-                env=env,
-                sessions=sessions,
-            )
-        await _terminate_leftovers(env, sessions)
-    await engine.dispose()
+    """The web app and a worker with the real activities on a task queue of their own; the
+    worker polls through `worker_client` when given (e.g. one whose runtime serves metrics)."""
+    async with _running(database_url, env, worker_client, OTHER_HOST, overrides) as stack:
+        yield stack
 
 
-async def _terminate_leftovers(env: WorkflowEnvironment, sessions: Any) -> None:
+@asynccontextmanager
+async def running_app(database_url: str, **overrides: Any) -> AsyncIterator[Stack]:
+    """The web app with its lifespan (hashing, counters) but no Temporal worker: sign-in,
+    sessions and the admin account actions need none."""
+    async with _running(database_url, None, None, PUBLIC_URL, overrides) as stack:
+        yield stack
+
+
+async def _terminate_leftovers(env: WorkflowEnvironment, sessions: SessionFactory) -> None:
     """Flows still waiting on their link would wake with no worker when a later test skips
     time, and a workflow task nobody picks up stops the test server from skipping further."""
     async with sessions() as session:

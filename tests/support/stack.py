@@ -1,6 +1,9 @@
-"""Helpers for end-to-end tests: the real stack (`python -m cli dev`) and a local SMTP sink.
+"""The real stack as processes, and a local SMTP sink: `RealStack` (where a running stack
+answers), `DevStack` (`python -m cli dev`, as a developer runs it; the end-to-end and browser
+tests) and the environment every real stack gets. tests/support/faults.py runs the same
+stack one process per piece, so a test can break and mend each.
 
-Nothing here is pytest-specific; the fixtures live in the test modules.
+Nothing here is pytest-specific; the fixtures live in the conftests.
 """
 
 from __future__ import annotations
@@ -160,13 +163,16 @@ class SmtpSink:
 
 @contextlib.contextmanager
 def smtp_sink() -> Iterator[SmtpSink]:
-    """A started SmtpSink, stopped on the way out."""
+    """A started SmtpSink, stopped on the way out (whatever the test left it holding, and
+    unless the test left it stopped)."""
     sink = SmtpSink()
     sink.start()
     try:
         yield sink
     finally:
-        sink.stop()
+        sink.release()
+        if sink.running:
+            sink.stop()
 
 
 # --------------------------------------------------------------------------- processes
@@ -235,15 +241,55 @@ def describe_pid(pid: int) -> str:
         return "?"
 
 
-@dataclass
-class DevStack:
-    """`python -m cli dev` in a subprocess, its output drained into memory by a thread."""
+def stack_env(port: int, smtp_port: int | None, **settings: str) -> dict[str, str]:
+    """The environment of a real stack whose web app listens on `port`: this process's
+    environment without its SSO_* settings, development mode with the test keys, and mail to
+    the test's SMTP sink (`smtp_port`; None: the backend's default) retried after 1 s then
+    every 2 s; `settings` (SSO_* names) add to it or override it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "SSO_ENV": "development",
+            "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
+            "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
+            "SSO_SECRET_KEY": TEST_SECRET_KEY,
+            "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+            "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        }
+    )
+    if smtp_port is not None:
+        env.update(
+            {"SSO_EMAIL_BACKEND": "smtp", "SSO_SMTP_HOST": "127.0.0.1", "SSO_SMTP_PORT": str(smtp_port)}
+        )
+    env.update(settings)
+    return env
 
-    process: subprocess.Popen[bytes]
+
+@dataclass
+class RealStack:
+    """Where a running real stack answers: its web app (`port`), Temporal and its UI, and
+    the directory holding its data and logs."""
+
+    data_dir: Path
     port: int
     temporal_port: int
     ui_port: int
-    data_dir: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.temporal_port}"
+
+
+@dataclass
+class DevStack(RealStack):
+    """`python -m cli dev` in a subprocess, its output drained into memory by a thread."""
+
+    process: subprocess.Popen[bytes]
     entra_port: int = 0
     admin_key: str = ""
     _lines: list[str] = field(default_factory=list)
@@ -256,17 +302,9 @@ class DevStack:
         self._changed = threading.Condition(self._lock)
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def entra_url(self) -> str:
         """The local Microsoft Entra stand-in (oidc-provider-mock) that `sso dev` runs."""
         return f"http://127.0.0.1:{self.entra_port}"
-
-    @property
-    def temporal_address(self) -> str:
-        return f"127.0.0.1:{self.temporal_port}"
 
     @classmethod
     def start(
@@ -449,22 +487,7 @@ def running_sso_dev(
     proves that Ctrl-C stopped it and every process it started. `extra_env` adds or overrides
     settings (for example a short `SSO_SETUP_LINK_TTL`)."""
     port, temporal_port, ui_port, entra_port = free_ports(4)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            "SSO_ENV": "development",
-            "SSO_EMAIL_BACKEND": "smtp",
-            "SSO_SMTP_HOST": "127.0.0.1",
-            "SSO_SMTP_PORT": str(smtp_port),
-            "SSO_EMAIL_RETRY_INITIAL_INTERVAL": "1",
-            "SSO_EMAIL_RETRY_MAX_INTERVAL": "2",
-            "SSO_SECRET_KEY": TEST_SECRET_KEY,
-            "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-            "SSO_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        }
-    )
-    env.update(extra_env or {})
+    env = stack_env(port, smtp_port, **(extra_env or {}))
     dev = DevStack.start(
         data_dir,
         env,

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 
-from tests.browser.screens import Screen
 from tests.support.e2e import (
     World,
     check_setup_email,
@@ -17,6 +16,7 @@ from tests.support.e2e import (
     wait_for_code_email,
     wait_for_email,
 )
+from tests.support.screens import Screen
 
 BRAND = "agentOS"
 
