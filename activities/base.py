@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 from activities.email_delivery import EmailSender, PermanentEmailError, record_after_send
 from activities.inputs import AuditInput
 from activities.send_requests import AttemptClock, Claim, SendRequests
-from core import audit
+from core import audit, flow_errors
 from core.crypto import DecryptionError, Keyring
 from core.db import SessionFactory
 from core.passwords import Hasher, hashing_pool
@@ -70,7 +70,9 @@ class SecretActivities:
         try:
             await self._requests.send(self._sessions, self._sender, claim, email)
         except PermanentEmailError as exc:
-            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
+            raise ApplicationError(
+                str(exc), non_retryable=True, type=flow_errors.PERMANENT_EMAIL_ERROR
+            ) from exc
 
     async def _audit(self, data: AuditInput) -> None:
         async with self._sessions() as session:
@@ -91,5 +93,5 @@ class SecretActivities:
             return unseal(self._settings.seal_private_key.get_secret_value(), sealed, context).decode()
         except (DecryptionError, ValueError, UnicodeDecodeError) as exc:
             raise ApplicationError(
-                "the sealed value could not be opened", non_retryable=True, type="BadSeal"
+                "the sealed value could not be opened", non_retryable=True, type=flow_errors.BAD_SEAL
             ) from exc

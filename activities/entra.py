@@ -21,7 +21,7 @@ from activities.inputs import (
     VerifiedEntra,
     VerifyEntraInput,
 )
-from core import audit
+from core import audit, flow_errors
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.models import EntraLink, SetupLink, Staff, utcnow
 from core.sealing import entra_context
@@ -50,14 +50,18 @@ class EntraActivities(SecretActivities):
             async with asyncio.timeout(ENTRA_BUDGET_SECONDS):
                 identity = await EntraProvider(self._settings).redeem(grant)
         except TimeoutError:
-            raise ApplicationError("Microsoft did not answer in time", type="EntraUnavailable") from None
+            raise ApplicationError(
+                "Microsoft did not answer in time", type=flow_errors.ENTRA_UNAVAILABLE
+            ) from None
         except EntraRefused as refused:
             raise ApplicationError(
-                refused.message, refused.reason, non_retryable=True, type="EntraRefused"
+                refused.message, refused.reason, non_retryable=True, type=flow_errors.ENTRA_REFUSED
             ) from None
         except EntraUnavailable as exc:
             # Retried by the flow's policy; the message carries no token.
-            raise ApplicationError(f"Microsoft did not answer: {exc}", type="EntraUnavailable") from None
+            raise ApplicationError(
+                f"Microsoft did not answer: {exc}", type=flow_errors.ENTRA_UNAVAILABLE
+            ) from None
         return VerifiedEntra(
             tenant_id=identity.tenant_id,
             object_id=identity.object_id,

@@ -24,7 +24,7 @@ from activities.inputs import (
 )
 from activities.send_requests import AttemptClock
 from activities.setup_email import ttl_words
-from core import audit
+from core import audit, flow_errors
 from core.accounts import account_for, revoke_sessions, totp_accepted
 from core.crypto import new_token
 from core.models import AccountStatus, ResetLink, SsoAccount, Staff, utcnow
@@ -65,7 +65,9 @@ class ResetActivities(SecretActivities):
             account = await session.get(SsoAccount, account_id)
             staff = await session.get(Staff, uuid.UUID(data.staff_id))
             if account is None or staff is None or account.status != AccountStatus.active.value:
-                raise ApplicationError("account is not active", non_retryable=True, type="AccountMissing")
+                raise ApplicationError(
+                    "account is not active", non_retryable=True, type=flow_errors.ACCOUNT_MISSING
+                )
             personal = personal_words(
                 staff.first_name, staff.last_name, staff.external_email_1, self._settings.brand_name
             )
@@ -174,7 +176,7 @@ class ResetActivities(SecretActivities):
             staff = await session.get(Staff, staff_id)
             if staff is None:
                 raise ApplicationError(
-                    "staff member no longer exists", non_retryable=True, type="StaffNotFound"
+                    "staff member no longer exists", non_retryable=True, type=flow_errors.STAFF_NOT_FOUND
                 )
             claim = await self._requests.claim(session, "password_reset_link", staff_id, new_token)
             if claim.accepted:

@@ -21,7 +21,7 @@ from activities.inputs import (
     VerifyTotpInput,
     VerifyTotpResult,
 )
-from core import audit
+from core import audit, flow_errors
 from core.accounts import totp_accepted
 from core.models import (
     OPEN_SETUP_STATES,
@@ -156,7 +156,9 @@ class SetupStepActivities(SecretActivities):
         async with self._sessions() as session:
             account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
             if account is None:
-                raise ApplicationError("no account for this setup", non_retryable=True, type="AccountMissing")
+                raise ApplicationError(
+                    "no account for this setup", non_retryable=True, type=flow_errors.ACCOUNT_MISSING
+                )
             setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
             # A retry of an attempt that committed (its worker died before Temporal heard):
             # the step is done; record it once.
@@ -188,7 +190,9 @@ class SetupStepActivities(SecretActivities):
             account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
             if account is None or account.totp_secret_encrypted is None:
                 raise ApplicationError(
-                    "no authenticator secret to check against", non_retryable=True, type="AccountMissing"
+                    "no authenticator secret to check against",
+                    non_retryable=True,
+                    type=flow_errors.ACCOUNT_MISSING,
                 )
             info = activity.info()
             # A retry runs after our worker failed, maybe a minute later: judge the code at the
@@ -238,7 +242,9 @@ class SetupStepActivities(SecretActivities):
         async with self._sessions() as session:
             account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
             if account is None:
-                raise ApplicationError("no account for this setup", non_retryable=True, type="AccountMissing")
+                raise ApplicationError(
+                    "no account for this setup", non_retryable=True, type=flow_errors.ACCOUNT_MISSING
+                )
             setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
             retried = setup is not None and setup.state == SetupState.active.value
             account.status = AccountStatus.active.value

@@ -18,7 +18,7 @@ from activities.email_delivery import (
 )
 from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
 from activities.send_requests import AttemptClock, SendRequests
-from core import audit
+from core import audit, flow_errors
 from core.crypto import LINK_PURPOSE, Keyring, mask_email, new_token, token_hash
 from core.db import SessionFactory
 from core.models import (
@@ -73,11 +73,13 @@ class SetupActivities:
             setup = await session.get(SsoSetup, uuid.UUID(data.setup_id), with_for_update=True)
             if staff is None or setup is None:
                 raise ApplicationError(
-                    "staff member no longer exists", non_retryable=True, type="StaffNotFound"
+                    "staff member no longer exists", non_retryable=True, type=flow_errors.STAFF_NOT_FOUND
                 )
             if not SetupState(setup.state).is_open:
                 # Cancelled or superseded while this attempt waited: mint no link at all.
-                raise ApplicationError(f"setup already {setup.state}", non_retryable=True, type="SetupEnded")
+                raise ApplicationError(
+                    f"setup already {setup.state}", non_retryable=True, type=flow_errors.SETUP_ENDED
+                )
             claim = await self._requests.claim(session, "sso_welcome", staff_id, new_token)
             to_address = staff.external_email_1
             if claim.accepted:
@@ -132,7 +134,9 @@ class SetupActivities:
             raise
         except PermanentEmailError as exc:
             await self._record_delivery(data, DeliveryState.failed, str(exc), info.attempt)
-            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
+            raise ApplicationError(
+                str(exc), non_retryable=True, type=flow_errors.PERMANENT_EMAIL_ERROR
+            ) from exc
 
         sent_at = clock.now()
 
@@ -166,7 +170,9 @@ class SetupActivities:
                     )
                     await session.commit()
                     raise ApplicationError(
-                        "setup ended while its email was being sent", non_retryable=True, type="SetupEnded"
+                        "setup ended while its email was being sent",
+                        non_retryable=True,
+                        type=flow_errors.SETUP_ENDED,
                     )
                 await self._requests.accepted(session, claim, sent_at)
                 audit.record(

@@ -13,7 +13,7 @@ from activities.inputs import AuditInput, SendCodeInput, SendCodeResult
 from activities.send_requests import AttemptClock
 from activities.setup import move_setup
 from activities.setup_email import ttl_words
-from core import audit
+from core import audit, flow_errors
 from core.crypto import code_digest, new_email_code
 from core.models import SetupState, Staff, utcnow
 from core.templating import render_email
@@ -33,7 +33,7 @@ class SharedActivities(SecretActivities):
             staff = await session.get(Staff, staff_id)
             if staff is None:
                 raise ApplicationError(
-                    "staff member no longer exists", non_retryable=True, type="StaffNotFound"
+                    "staff member no longer exists", non_retryable=True, type=flow_errors.STAFF_NOT_FOUND
                 )
             claim = await self._requests.claim(
                 session, CODE_TEMPLATES[data.purpose], staff_id, new_email_code

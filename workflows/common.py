@@ -11,7 +11,11 @@ from temporalio.exceptions import ApplicationError
 
 from core import flow_errors
 
-NON_RETRYABLE_EMAIL = ["PermanentEmailError", "StaffNotFound", "SetupEnded"]
+NON_RETRYABLE_EMAIL = [
+    flow_errors.PERMANENT_EMAIL_ERROR,
+    flow_errors.STAFF_NOT_FOUND,
+    flow_errors.SETUP_ENDED,
+]
 DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 # An attempt's start-to-close timeout is how long a step stalls when its worker dies mid-way
 # (Temporal only then retries it elsewhere): sized to what the step takes. Database steps

@@ -136,7 +136,8 @@ class EntraLinkWorkflow:
                 VerifyEntraInput(workflow_id=workflow_id, sealed_grant=request.sealed_grant),
                 start_to_close_timeout=ENTRA_TIMEOUT,
                 retry_policy=RetryPolicy(
-                    maximum_attempts=3, non_retryable_error_types=["BadSeal", "EntraRefused"]
+                    maximum_attempts=3,
+                    non_retryable_error_types=[flow_errors.BAD_SEAL, flow_errors.ENTRA_REFUSED],
                 ),
                 summary="Redeem the code, check the ID token, ask Graph",
             )

@@ -219,7 +219,8 @@ class PasswordResetWorkflow:
                 data,
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=RetryPolicy(
-                    maximum_attempts=5, non_retryable_error_types=["BadSeal", "AccountMissing"]
+                    maximum_attempts=5,
+                    non_retryable_error_types=[flow_errors.BAD_SEAL, flow_errors.ACCOUNT_MISSING],
                 ),
                 summary="Check and store the new password; sign out every session",
             )

@@ -313,7 +313,9 @@ class SsoSetupWorkflow:
                     ip=request.ip,
                 ),
                 start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["BadSeal"]),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=5, non_retryable_error_types=[flow_errors.BAD_SEAL]
+                ),
                 summary="Check, hash and store the password",
             )
             if not result.ok:
@@ -414,7 +416,8 @@ class SsoSetupWorkflow:
                 ),
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=RetryPolicy(
-                    maximum_attempts=5, non_retryable_error_types=["BadSeal", "AccountMissing"]
+                    maximum_attempts=5,
+                    non_retryable_error_types=[flow_errors.BAD_SEAL, flow_errors.ACCOUNT_MISSING],
                 ),
                 summary="Check the authenticator code",
             )
