@@ -25,7 +25,6 @@ from core import audit, flow_errors
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.models import EntraLink, SetupLink, Staff, utcnow
 from core.sealing import entra_context
-from core.templating import render_email
 
 # Inside the flow's 30 s attempt timeout (workflows.common.ENTRA_TIMEOUT), so a slow
 # Microsoft ends the attempt here, with a clear reason, rather than by Temporal's timeout.
@@ -152,14 +151,11 @@ class EntraActivities(SecretActivities):
             staff = await session.get(Staff, uuid.UUID(data.staff_id))
         if staff is None:
             return
-        email = render_email(
+        email = self._email_to(
+            staff,
             "entra_linked",
-            to=staff.external_email_1,
-            brand=self._settings.brand_name,
-            first_name=staff.first_name,
             account=data.account,
             linked_at=data.linked_at.strftime("%d %B %Y at %H:%M UTC"),
-            support_email=self._settings.support_email,
         )
         await self._notify("entra_linked", staff.id, email)
 

@@ -115,14 +115,8 @@ class SetupStepActivities(SecretActivities):
                 )
             )
             await move_setup(session, data.setup_id, SetupState.password_set, now)
-            audit.record(
-                session,
-                actor=f"staff:{data.staff_id}",
-                action="sso_setup.password_set",
-                outcome="success",
-                target=data.staff_id,
-                ip=data.ip,
-                workflow_id=data.workflow_id,
+            audit.by_staff(
+                session, data.staff_id, "sso_setup.password_set", ip=data.ip, workflow_id=data.workflow_id
             )
             await session.commit()
         return StorePasswordResult(ok=True)
@@ -137,14 +131,8 @@ class SetupStepActivities(SecretActivities):
                 session, data.setup_id, SetupState.link_opened, utcnow(), only_from={SetupState.email_sent}
             )
             if moved:
-                audit.record(
-                    session,
-                    actor=f"staff:{data.staff_id}",
-                    action="sso_setup.link_opened",
-                    outcome="success",
-                    target=data.staff_id,
-                    ip=data.ip,
-                    workflow_id=data.workflow_id,
+                audit.by_staff(
+                    session, data.staff_id, "sso_setup.link_opened", ip=data.ip, workflow_id=data.workflow_id
                 )
             await session.commit()
 
@@ -154,15 +142,10 @@ class SetupStepActivities(SecretActivities):
         now = utcnow()
         staff_id = uuid.UUID(data.staff_id)
         async with self._sessions() as session:
-            account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
-            if account is None:
-                raise ApplicationError(
-                    "no account for this setup", non_retryable=True, type=flow_errors.ACCOUNT_MISSING
-                )
-            setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
+            account = await _account(session, staff_id)
             # A retry of an attempt that committed (its worker died before Temporal heard):
             # the step is done; record it once.
-            retried = setup is not None and setup.state == SetupState.mfa_pending.value
+            retried = await _setup_at(session, data.setup_id, SetupState.mfa_pending)
             account.verified_at = account.verified_at or now
             if account.totp_secret_encrypted is None:
                 # Only when there is none: a retried activity must not change the QR code.
@@ -171,12 +154,10 @@ class SetupStepActivities(SecretActivities):
                 account.totp_last_step = None
             await move_setup(session, data.setup_id, SetupState.mfa_pending, now)
             if not retried:
-                audit.record(
+                audit.by_staff(
                     session,
-                    actor=f"staff:{data.staff_id}",
-                    action="sso_setup.email_confirmed",
-                    outcome="success",
-                    target=data.staff_id,
+                    data.staff_id,
+                    "sso_setup.email_confirmed",
                     ip=data.ip,
                     workflow_id=data.workflow_id,
                 )
@@ -187,13 +168,8 @@ class SetupStepActivities(SecretActivities):
         code = self._unseal(data.sealed_code, totp_context(data.workflow_id)).strip()
         staff_id = uuid.UUID(data.staff_id)
         async with self._sessions() as session:
-            account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
-            if account is None or account.totp_secret_encrypted is None:
-                raise ApplicationError(
-                    "no authenticator secret to check against",
-                    non_retryable=True,
-                    type=flow_errors.ACCOUNT_MISSING,
-                )
+            account = await _account(session, staff_id, needs_secret=True)
+            assert account.totp_secret_encrypted is not None
             info = activity.info()
             # A retry runs after our worker failed, maybe a minute later: judge the code at the
             # time the person entered it (when this step was scheduled), not at the retry.
@@ -211,14 +187,7 @@ class SetupStepActivities(SecretActivities):
                 # An earlier attempt of this very step accepted it; its answer was lost.
                 problem = None
             if problem == "wrong":
-                audit.record(
-                    session,
-                    actor=f"staff:{data.staff_id}",
-                    action="mfa.code_failed",
-                    outcome="failure",
-                    target=data.staff_id,
-                    ip=data.ip,
-                )
+                audit.by_staff(session, data.staff_id, "mfa.code_failed", outcome="failure", ip=data.ip)
             await session.commit()
         if problem == "wrong":
             return VerifyTotpResult(
@@ -238,15 +207,9 @@ class SetupStepActivities(SecretActivities):
     async def activate_account(self, data: ActivateInput) -> None:
         now = utcnow()
         staff_id = uuid.UUID(data.staff_id)
-        actor = f"staff:{data.staff_id}"
         async with self._sessions() as session:
-            account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
-            if account is None:
-                raise ApplicationError(
-                    "no account for this setup", non_retryable=True, type=flow_errors.ACCOUNT_MISSING
-                )
-            setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
-            retried = setup is not None and setup.state == SetupState.active.value
+            account = await _account(session, staff_id)
+            retried = await _setup_at(session, data.setup_id, SetupState.active)
             account.status = AccountStatus.active.value
             account.activated_at = account.activated_at or now
             if data.mfa:
@@ -255,21 +218,12 @@ class SetupStepActivities(SecretActivities):
                 account.totp_secret_encrypted = None  # never enrolled: keep no secret around
             await move_setup(session, data.setup_id, SetupState.active, now)
             if not retried:  # else a retry of an attempt that committed: recorded already
-                audit.record(
+                enrolled = "mfa.enrolled" if data.mfa else "mfa.skipped"
+                audit.by_staff(session, data.staff_id, enrolled, ip=data.ip, workflow_id=data.workflow_id)
+                audit.by_staff(
                     session,
-                    actor=actor,
-                    action="mfa.enrolled" if data.mfa else "mfa.skipped",
-                    outcome="success",
-                    target=data.staff_id,
-                    ip=data.ip,
-                    workflow_id=data.workflow_id,
-                )
-                audit.record(
-                    session,
-                    actor=actor,
-                    action="sso_setup.active",
-                    outcome="success",
-                    target=data.staff_id,
+                    data.staff_id,
+                    "sso_setup.active",
                     ip=data.ip,
                     workflow_id=data.workflow_id,
                     mfa=data.mfa,
@@ -292,3 +246,18 @@ async def move_setup(
         .values(state=state.value, state_since=now)
     )
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def _account(session: AsyncSession, staff_id: uuid.UUID, needs_secret: bool = False) -> SsoAccount:
+    """The account this setup made; without it (or its authenticator secret, when the step
+    needs one) no retry can succeed."""
+    account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
+    if account is None or (needs_secret and account.totp_secret_encrypted is None):
+        why = "no authenticator secret to check against" if needs_secret else "no account for this setup"
+        raise ApplicationError(why, non_retryable=True, type=flow_errors.ACCOUNT_MISSING)
+    return account
+
+
+async def _setup_at(session: AsyncSession, setup_id: str, state: SetupState) -> bool:
+    setup = await session.get(SsoSetup, uuid.UUID(setup_id))
+    return setup is not None and setup.state == state.value

@@ -10,17 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.email_delivery import (
-    EmailSender,
-    PermanentEmailError,
-    TransientEmailError,
-    record_after_send,
-)
+from activities.base import SecretActivities
+from activities.email_delivery import PermanentEmailError, TransientEmailError, record_after_send
 from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
-from activities.send_requests import AttemptClock, SendRequests
+from activities.send_requests import AttemptClock
 from core import audit, flow_errors
-from core.crypto import LINK_PURPOSE, Keyring, mask_email, new_token, token_hash
-from core.db import SessionFactory
+from core.crypto import LINK_PURPOSE, mask_email, new_token, token_hash
 from core.models import (
     BrowserSession,
     DeliveryState,
@@ -30,8 +25,6 @@ from core.models import (
     Staff,
     utcnow,
 )
-from core.settings import Settings
-from core.templating import render_email
 
 
 def ttl_words(seconds: int) -> str:
@@ -44,15 +37,7 @@ def ttl_words(seconds: int) -> str:
     return f"{minutes} minute" + ("s" if minutes != 1 else "")
 
 
-class SetupActivities:
-    def __init__(
-        self, settings: Settings, sessions: SessionFactory, sender: EmailSender, keyring: Keyring
-    ) -> None:
-        self._settings = settings
-        self._sessions = sessions
-        self._sender = sender
-        self._requests = SendRequests(keyring)
-
+class SetupActivities(SecretActivities):
     @activity.defn(name="send_setup_email")
     async def send_setup_email(self, data: SendSetupEmailInput) -> SendSetupEmailResult:
         """Mint the link token once per send request, store only its HMAC (and the token
@@ -113,18 +98,14 @@ class SetupActivities:
             self._requests.hand_over(claim)
             setup.run_id = data.run_id
             setup.email_attempts = info.attempt
-            first_name = staff.first_name
             await session.commit()
 
-        email = render_email(
+        email = self._email_to(
+            staff,
             "sso_welcome",
-            to=to_address,
-            brand=self._settings.brand_name,
-            first_name=first_name,
             link=f"{self._settings.public_url}/sso/setup/{claim.secret}",
             ttl_words=ttl_words(data.link_ttl_seconds),
             expires_at_text=expires_at.strftime("%H:%M UTC on %d %B %Y"),
-            support_email=self._settings.support_email,
         )
         claim.secret = ""
         try:

@@ -57,6 +57,25 @@ class EmailBackend(StrEnum):
     sendgrid = "sendgrid"
 
 
+# The settings that are lengths of time: given in seconds or as ISO 8601, always positive.
+DURATIONS = (
+    "setup_link_ttl",
+    "email_retry_window",
+    "email_retry_initial_interval",
+    "email_retry_max_interval",
+    "setup_email_window",
+    "setup_ttl",
+    "code_ttl",
+    "code_resend_interval",
+    "step_timeout",
+    "session_idle_ttl",
+    "session_max_ttl",
+    "reset_ttl",
+    "reset_link_ttl",
+    "entra_link_fresh",
+)
+
+
 class InsecureSettingsError(RuntimeError):
     """Raised when a non-development process would start with missing or placeholder secrets."""
 
@@ -223,23 +242,7 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator(
-        "setup_link_ttl",
-        "email_retry_window",
-        "email_retry_initial_interval",
-        "email_retry_max_interval",
-        "setup_email_window",
-        "setup_ttl",
-        "code_ttl",
-        "code_resend_interval",
-        "step_timeout",
-        "session_idle_ttl",
-        "session_max_ttl",
-        "reset_ttl",
-        "reset_link_ttl",
-        "entra_link_fresh",
-        mode="before",
-    )
+    @field_validator(*DURATIONS, mode="before")
     @classmethod
     def _seconds_or_iso8601(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -249,22 +252,7 @@ class Settings(BaseSettings):
                 return value
         return value
 
-    @field_validator(
-        "setup_link_ttl",
-        "email_retry_window",
-        "email_retry_initial_interval",
-        "email_retry_max_interval",
-        "setup_email_window",
-        "setup_ttl",
-        "code_ttl",
-        "code_resend_interval",
-        "step_timeout",
-        "session_idle_ttl",
-        "session_max_ttl",
-        "reset_ttl",
-        "reset_link_ttl",
-        "entra_link_fresh",
-    )
+    @field_validator(*DURATIONS)
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

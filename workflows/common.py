@@ -1,11 +1,13 @@
-"""Types and policies the setup and reset flows share."""
+"""Types, policies and steps the flows share."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
@@ -31,6 +33,7 @@ ENTRA_TIMEOUT = timedelta(seconds=30)
 UNAUTHENTICATED = flow_errors.UNAUTHENTICATED
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 @dataclass
@@ -52,6 +55,25 @@ class EmailRetry:
             maximum_interval=timedelta(seconds=self.maximum_interval_seconds),
             non_retryable_error_types=NON_RETRYABLE_EMAIL,
         )
+
+
+def start_email(
+    activity: Callable[[Any, A], Awaitable[T]],
+    data: A,
+    retry: EmailRetry,
+    summary: str,
+    attempt_timeout: timedelta | None = None,
+) -> workflow.ActivityHandle[T]:
+    """An email step: each attempt bounded like one mail exchange (or `attempt_timeout`),
+    retried with backoff for as long as the flow's email window lasts."""
+    return workflow.start_activity_method(
+        activity,
+        data,
+        start_to_close_timeout=attempt_timeout or retry.attempt_timeout(),
+        schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
+        retry_policy=retry.policy(),
+        summary=summary,
+    )
 
 
 @dataclass

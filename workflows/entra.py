@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.shared import SharedActivities
     from core import metrics
     from core.search_attributes import SSO_STEP
-    from workflows.common import DB_RETRY, ENTRA_TIMEOUT, STEP_TIMEOUT, EmailRetry, required
+    from workflows.common import DB_RETRY, ENTRA_TIMEOUT, STEP_TIMEOUT, EmailRetry, required, start_email
     from workflows.setup import SsoSetupWorkflow
 
 VIA = {"setup_link", "session"}
@@ -189,15 +189,12 @@ class EntraLinkWorkflow:
             workflow.logger.info("setup flow had already ended")
 
     async def _notify(self, notice: EntraLinkedNoticeInput) -> None:
-        retry = self._input.email_retry
         try:
-            await workflow.execute_activity_method(
+            await start_email(
                 EntraActivities.send_entra_linked,
                 notice,
-                start_to_close_timeout=retry.attempt_timeout(),
-                schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
-                retry_policy=retry.policy(),
-                summary="Tell the person a Microsoft account was linked",
+                self._input.email_retry,
+                "Tell the person a Microsoft account was linked",
             )
         except ActivityError:
             workflow.logger.warning("the link notice could not be delivered")

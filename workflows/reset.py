@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from core.reset_caps import CODES_STOPPED, LINK_SENT
     from core.search_attributes import SSO_STEP
     from workflows.codes import CODE_ATTEMPTS, CodeRules, EmailedCode
-    from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry, StepResult, required
+    from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry, StepResult, required, start_email
     from workflows.notices import PasswordChangedNoticeWorkflow
 
 RESET_PURPOSE = "reset"
@@ -371,7 +371,7 @@ class PasswordResetWorkflow:
     async def _deliver(self, number: int, code: EmailedCode | None = None) -> None:
         code = code or self._code
         try:
-            result = await workflow.execute_activity_method(
+            result = await start_email(
                 SharedActivities.send_code,
                 SendCodeInput(
                     staff_id=self._input.staff_id,
@@ -379,10 +379,8 @@ class PasswordResetWorkflow:
                     purpose=RESET_PURPOSE,
                     code_ttl_seconds=self._input.code_ttl_seconds,
                 ),
-                start_to_close_timeout=self._input.email_retry.attempt_timeout(),
-                schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
-                retry_policy=self._input.email_retry.policy(),
-                summary="Email the password reset code",
+                self._input.email_retry,
+                "Email the password reset code",
             )
         except ActivityError:
             code.failed(number)
@@ -397,7 +395,7 @@ class PasswordResetWorkflow:
         """A link in place of a code. The browser's code slot only keeps the throttle: no
         digest, so no code from it ever matches."""
         try:
-            result = await workflow.execute_activity_method(
+            result = await start_email(
                 ResetActivities.send_reset_link,
                 SendResetLinkInput(
                     account_id=self._input.account_id,
@@ -405,10 +403,9 @@ class PasswordResetWorkflow:
                     workflow_id=workflow.info().workflow_id,
                     link_ttl_seconds=self._input.link_ttl_seconds,
                 ),
-                start_to_close_timeout=timedelta(seconds=60),
-                schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
-                retry_policy=self._input.email_retry.policy(),
-                summary="Email a password reset link (codes have stopped)",
+                self._input.email_retry,
+                "Email a password reset link (codes have stopped)",
+                attempt_timeout=timedelta(seconds=60),
             )
         except ActivityError:
             if code is not None:

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         StepRequest,
         StepResult,
         required,
+        start_email,
     )
 
 LINK_OPENED_DETAILS = "The person opened the link and is choosing a password"
@@ -226,9 +227,8 @@ class SsoSetupWorkflow:
             self._outcome = SetupOutcome(state=SetupState.active)
 
     async def _send_email(self) -> SendSetupEmailResult | None:
-        retry = self._input.email_retry
         info = workflow.info()
-        send = workflow.start_activity_method(
+        send = start_email(
             SetupActivities.send_setup_email,
             SendSetupEmailInput(
                 setup_id=self._input.setup_id,
@@ -237,10 +237,8 @@ class SsoSetupWorkflow:
                 run_id=info.run_id,
                 link_ttl_seconds=self._input.link_ttl_seconds,
             ),
-            start_to_close_timeout=retry.attempt_timeout(),
-            schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
-            retry_policy=self._email_retry_policy(),
-            summary="Email the Single Sign-On setup link",
+            self._input.email_retry,
+            "Email the Single Sign-On setup link",
         )
         await workflow.wait_condition(lambda: send.done() or self._end is not None)
         if not send.done():
@@ -251,9 +249,6 @@ class SsoSetupWorkflow:
         except ActivityError as err:
             await self._close(SetupState.failed, EndRequest("system", _failure_reason(err)))
             return None
-
-    def _email_retry_policy(self) -> RetryPolicy:
-        return self._input.email_retry.policy()
 
     async def _close(self, state: SetupState, request: EndRequest) -> None:
         if self._outcome is not None:
@@ -490,7 +485,7 @@ class SsoSetupWorkflow:
 
     async def _deliver_code(self, number: int) -> None:
         try:
-            result = await workflow.execute_activity_method(
+            result = await start_email(
                 SharedActivities.send_code,
                 SendCodeInput(
                     setup_id=self._input.setup_id,
@@ -499,10 +494,8 @@ class SsoSetupWorkflow:
                     purpose=CODE_PURPOSE,
                     code_ttl_seconds=self._input.code_ttl_seconds,
                 ),
-                start_to_close_timeout=self._input.email_retry.attempt_timeout(),
-                schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
-                retry_policy=self._email_retry_policy(),
-                summary="Email the verification code",
+                self._input.email_retry,
+                "Email the verification code",
             )
         except ActivityError:
             self._code.failed(number)
