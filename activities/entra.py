@@ -4,8 +4,10 @@ person. The access and ID tokens exist only inside `verify_entra_grant`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -61,12 +63,8 @@ class EntraActivities(SecretActivities):
             raise ApplicationError(
                 f"Microsoft did not answer: {exc}", type=flow_errors.ENTRA_UNAVAILABLE
             ) from None
-        return VerifiedEntra(
-            tenant_id=identity.tenant_id,
-            object_id=identity.object_id,
-            name=identity.name,
-            email=identity.email,
-        )
+        # The same four claims: the provider's type stays out of workflow payloads.
+        return VerifiedEntra(**dataclasses.asdict(identity))
 
     @activity.defn(name="link_entra_identity")
     async def link_entra_identity(self, data: LinkEntraInput) -> LinkEntraResult:
@@ -105,17 +103,7 @@ class EntraActivities(SecretActivities):
                     )
                     newly = True
             if refusal is not None:
-                audit.record(
-                    session,
-                    actor=data.actor,
-                    action="entra.link_refused",
-                    outcome="failure",
-                    target=data.staff_id,
-                    ip=data.ip,
-                    reason=refusal,
-                    tenant_id=who.tenant_id,
-                    via=data.via,
-                )
+                _record(session, data, "entra.link_refused", "failure", reason=refusal)
                 await session.commit()
                 return LinkEntraResult(ok=False, reason=refusal, message=LINK_REFUSALS[refusal])
             if data.via == "setup_link" and data.link_id:
@@ -123,16 +111,12 @@ class EntraActivities(SecretActivities):
                 if link is not None and link.consumed_at is None:
                     link.consumed_at = now
             if newly:
-                audit.record(
+                _record(
                     session,
-                    actor=data.actor,
-                    action="entra.linked",
-                    outcome="success",
-                    target=data.staff_id,
-                    ip=data.ip,
-                    tenant_id=who.tenant_id,
+                    data,
+                    "entra.linked",
+                    "success",
                     object_id=who.object_id,
-                    via=data.via,
                     workflow_id=data.workflow_id,
                 )
             try:
@@ -170,4 +154,19 @@ async def _link_usable(session: AsyncSession, data: LinkEntraInput, now: datetim
         and link.revoked_at is None
         and link.consumed_at is None
         and link.expires_at > now
+    )
+
+
+def _record(session: AsyncSession, data: LinkEntraInput, action: str, outcome: str, **details: Any) -> None:
+    """A link event, with who asked, from where, by which way and for which tenant."""
+    audit.record(
+        session,
+        actor=data.actor,
+        action=action,
+        outcome=outcome,
+        target=data.staff_id,
+        ip=data.ip,
+        tenant_id=data.identity.tenant_id,
+        via=data.via,
+        **details,
     )

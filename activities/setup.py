@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -115,9 +116,7 @@ class SetupStepActivities(SecretActivities):
                 )
             )
             await move_setup(session, data.setup_id, SetupState.password_set, now)
-            audit.by_staff(
-                session, data.staff_id, "sso_setup.password_set", ip=data.ip, workflow_id=data.workflow_id
-            )
+            _record_step(session, data, "sso_setup.password_set")
             await session.commit()
         return StorePasswordResult(ok=True)
 
@@ -131,9 +130,7 @@ class SetupStepActivities(SecretActivities):
                 session, data.setup_id, SetupState.link_opened, utcnow(), only_from={SetupState.email_sent}
             )
             if moved:
-                audit.by_staff(
-                    session, data.staff_id, "sso_setup.link_opened", ip=data.ip, workflow_id=data.workflow_id
-                )
+                _record_step(session, data, "sso_setup.link_opened")
             await session.commit()
 
     @activity.defn(name="confirm_email")
@@ -154,13 +151,7 @@ class SetupStepActivities(SecretActivities):
                 account.totp_last_step = None
             await move_setup(session, data.setup_id, SetupState.mfa_pending, now)
             if not retried:
-                audit.by_staff(
-                    session,
-                    data.staff_id,
-                    "sso_setup.email_confirmed",
-                    ip=data.ip,
-                    workflow_id=data.workflow_id,
-                )
+                _record_step(session, data, "sso_setup.email_confirmed")
             await session.commit()
 
     @activity.defn(name="verify_totp")
@@ -206,9 +197,9 @@ class SetupStepActivities(SecretActivities):
     @activity.defn(name="activate_account")
     async def activate_account(self, data: ActivateInput) -> None:
         now = utcnow()
-        staff_id = uuid.UUID(data.staff_id)
         async with self._sessions() as session:
-            account = await _account(session, staff_id)
+            account = await _account(session, uuid.UUID(data.staff_id))
+            # Else a retry of an attempt that committed: recorded already.
             retried = await _setup_at(session, data.setup_id, SetupState.active)
             account.status = AccountStatus.active.value
             account.activated_at = account.activated_at or now
@@ -217,17 +208,9 @@ class SetupStepActivities(SecretActivities):
             elif account.mfa_enabled_at is None:
                 account.totp_secret_encrypted = None  # never enrolled: keep no secret around
             await move_setup(session, data.setup_id, SetupState.active, now)
-            if not retried:  # else a retry of an attempt that committed: recorded already
-                enrolled = "mfa.enrolled" if data.mfa else "mfa.skipped"
-                audit.by_staff(session, data.staff_id, enrolled, ip=data.ip, workflow_id=data.workflow_id)
-                audit.by_staff(
-                    session,
-                    data.staff_id,
-                    "sso_setup.active",
-                    ip=data.ip,
-                    workflow_id=data.workflow_id,
-                    mfa=data.mfa,
-                )
+            if not retried:
+                _record_step(session, data, "mfa.enrolled" if data.mfa else "mfa.skipped")
+                _record_step(session, data, "sso_setup.active", mfa=data.mfa)
             await session.commit()
 
 
@@ -261,3 +244,13 @@ async def _account(session: AsyncSession, staff_id: uuid.UUID, needs_secret: boo
 async def _setup_at(session: AsyncSession, setup_id: str, state: SetupState) -> bool:
     setup = await session.get(SsoSetup, uuid.UUID(setup_id))
     return setup is not None and setup.state == state.value
+
+
+def _record_step(
+    session: AsyncSession,
+    data: StorePasswordInput | StaffStepInput | ActivateInput,
+    action: str,
+    **details: Any,
+) -> None:
+    """A setup step the person took, with the flow it belongs to."""
+    audit.by_staff(session, data.staff_id, action, ip=data.ip, workflow_id=data.workflow_id, **details)

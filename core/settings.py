@@ -57,6 +57,22 @@ class EmailBackend(StrEnum):
     sendgrid = "sendgrid"
 
 
+# The settings given as a list: JSON, or comma-separated.
+LISTS = (
+    "encryption_keys",
+    "codec_cors_origins",
+    "allowed_return_urls",
+    "entra_allowed_tenants",
+    "trusted_proxies",
+)
+# The settings that may be left out: blank means not set.
+OPTIONAL = (
+    "metrics_token",
+    "temporal_api_key",
+    "temporal_tls_ca",
+    "temporal_tls_cert",
+    "temporal_tls_key",
+)
 # The settings that are lengths of time: given in seconds or as ISO 8601, always positive.
 DURATIONS = (
     "setup_link_ttl",
@@ -207,14 +223,7 @@ class Settings(BaseSettings):
     # A bearer token for Prometheus, so scrapers need no admin key.
     metrics_token: SecretStr | None = None
 
-    @field_validator(
-        "encryption_keys",
-        "codec_cors_origins",
-        "allowed_return_urls",
-        "entra_allowed_tenants",
-        "trusted_proxies",
-        mode="before",
-    )
+    @field_validator(*LISTS, mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -225,14 +234,7 @@ class Settings(BaseSettings):
         parse_networks(value)
         return value
 
-    @field_validator(
-        "metrics_token",
-        "temporal_api_key",
-        "temporal_tls_ca",
-        "temporal_tls_cert",
-        "temporal_tls_key",
-        mode="before",
-    )
+    @field_validator(*OPTIONAL, mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

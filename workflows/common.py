@@ -13,12 +13,21 @@ from temporalio.exceptions import ApplicationError
 
 from core import flow_errors
 
+with workflow.unsafe.imports_passed_through():
+    from activities.inputs import AuditInput
+    from activities.shared import SharedActivities
+
 NON_RETRYABLE_EMAIL = [
     flow_errors.PERMANENT_EMAIL_ERROR,
     flow_errors.STAFF_NOT_FOUND,
     flow_errors.SETUP_ENDED,
 ]
 DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
+# A step that opens a sealed secret for an account: a seal that does not open, or an account
+# that is gone, stays so however often the step is tried.
+SEALED_ACCOUNT_STEP_RETRY = RetryPolicy(
+    maximum_attempts=5, non_retryable_error_types=[flow_errors.BAD_SEAL, flow_errors.ACCOUNT_MISSING]
+)
 # An attempt's start-to-close timeout is how long a step stalls when its worker dies mid-way
 # (Temporal only then retries it elsewhere): sized to what the step takes. Database steps
 # take milliseconds; the slowest, a password step (rules check plus argon2id, queued behind
@@ -73,6 +82,28 @@ def start_email(
         schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
         retry_policy=retry.policy(),
         summary=summary,
+    )
+
+
+async def run_step(
+    activity: Callable[[Any, A], Awaitable[T]], data: A, summary: str, retry: RetryPolicy = DB_RETRY
+) -> T:
+    """A database step: each attempt bounded by STEP_TIMEOUT."""
+    return await workflow.execute_activity_method(
+        activity, data, start_to_close_timeout=STEP_TIMEOUT, retry_policy=retry, summary=summary
+    )
+
+
+async def audit_by_staff(
+    staff_id: str, action: str, outcome: str, ip: str | None, details: dict[str, str]
+) -> None:
+    """An event the person caused in a flow, such as a refused step; an activity records it."""
+    await run_step(
+        SharedActivities.record_audit,
+        AuditInput(
+            actor=f"staff:{staff_id}", action=action, outcome=outcome, target=staff_id, details=details, ip=ip
+        ),
+        f"Audit {action}",
     )
 
 

@@ -27,7 +27,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.shared import SharedActivities
     from core import metrics
     from core.search_attributes import SSO_STEP
-    from workflows.common import DB_RETRY, ENTRA_TIMEOUT, STEP_TIMEOUT, EmailRetry, required, start_email
+    from workflows.common import (
+        ENTRA_TIMEOUT,
+        EmailRetry,
+        required,
+        run_step,
+        start_email,
+    )
     from workflows.setup import SsoSetupWorkflow
 
 VIA = {"setup_link", "session"}
@@ -146,7 +152,7 @@ class EntraLinkWorkflow:
             self._move_to("refused", f"Microsoft sign-in refused: {reason}")
             await self._audit(request, "entra.link_refused", reason)
             return LinkOutcome(ok=False, reason=reason, message=message)
-        result = await workflow.execute_activity_method(
+        result = await run_step(
             EntraActivities.link_entra_identity,
             LinkEntraInput(
                 staff_id=self._input.staff_id,
@@ -157,9 +163,7 @@ class EntraLinkWorkflow:
                 ip=request.ip,
                 link_id=request.link_id,
             ),
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary="Record the link",
+            "Record the link",
         )
         if not result.ok:
             self._move_to("refused", f"Link refused: {result.reason}")
@@ -200,7 +204,7 @@ class EntraLinkWorkflow:
             workflow.logger.warning("the link notice could not be delivered")
 
     async def _audit(self, request: LinkRequest, action: str, reason: str) -> None:
-        await workflow.execute_activity_method(
+        await run_step(
             SharedActivities.record_audit,
             AuditInput(
                 actor=request.actor,
@@ -210,9 +214,7 @@ class EntraLinkWorkflow:
                 ip=request.ip,
                 details={"reason": reason, "via": request.via},
             ),
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary=f"Audit {action}",
+            f"Audit {action}",
         )
 
     def _move_to(self, step: str, details: str) -> None:
