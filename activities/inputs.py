@@ -48,9 +48,16 @@ class StorePasswordInput:
 
 
 @dataclass
-class StorePasswordResult:
+class StepAnswer:
+    """Whether a step the person took went through, and if not, what to tell them."""
+
     ok: bool
     message: str | None = None
+
+
+@dataclass
+class StorePasswordResult(StepAnswer):
+    # The password rules it breaks, one sentence each.
     problems: list[str] = field(default_factory=list)
 
 
@@ -87,9 +94,8 @@ class VerifyTotpInput:
 
 
 @dataclass
-class VerifyTotpResult:
-    ok: bool
-    message: str | None = None
+class VerifyTotpResult(StepAnswer):
+    """The authenticator code's answer."""
 
 
 @dataclass
@@ -130,10 +136,7 @@ class ResetPasswordInput:
 
 
 @dataclass
-class ResetPasswordResult:
-    ok: bool
-    message: str | None = None
-    problems: list[str] = field(default_factory=list)
+class ResetPasswordResult(StorePasswordResult):
     # A wrong authenticator code counts against the emailed code like a wrong code does.
     totp_failed: bool = False
     codes_stopped: bool = False

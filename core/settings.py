@@ -6,7 +6,7 @@ import base64
 import json
 import secrets
 from datetime import timedelta
-from enum import StrEnum
+from enum import StrEnum, auto
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,15 +46,15 @@ def is_placeholder(value: str) -> bool:
 
 
 class Environment(StrEnum):
-    development = "development"
-    test = "test"
-    production = "production"
+    development = auto()
+    test = auto()
+    production = auto()
 
 
 class EmailBackend(StrEnum):
-    outbox = "outbox"
-    smtp = "smtp"
-    sendgrid = "sendgrid"
+    outbox = auto()
+    smtp = auto()
+    sendgrid = auto()
 
 
 # The settings given as a list: JSON, or comma-separated.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from temporalio import workflow
 
@@ -46,25 +47,28 @@ class CodeTerms:
         )
 
 
+class CodeFlowInput(Protocol):
+    """The start input of a flow that emails codes."""
+
+    staff_id: str
+    email_retry: EmailRetry
+    code_ttl_seconds: int
+
+
 async def email_code(
-    terms: CodeTerms,
-    staff_id: str,
-    purpose: str,
-    retry: EmailRetry,
-    summary: str,
-    setup_id: str | None = None,
+    flow: CodeFlowInput, purpose: str, summary: str, setup_id: str | None = None
 ) -> SendCodeResult:
     """Email the person a new code; the flow gets back only its keyed digest."""
     return await start_email(
         SharedActivities.send_code,
         SendCodeInput(
-            staff_id=staff_id,
+            staff_id=flow.staff_id,
             workflow_id=workflow.info().workflow_id,
             purpose=purpose,
-            code_ttl_seconds=terms.code_ttl_seconds,
+            code_ttl_seconds=flow.code_ttl_seconds,
             setup_id=setup_id,
         ),
-        retry,
+        flow.email_retry,
         summary,
     )
 

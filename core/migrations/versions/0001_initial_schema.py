@@ -3,16 +3,14 @@
 import sqlalchemy as sa
 
 from core.migrations.shapes import OF_STAFF, create_index, create_table, drop_table
-from core.migrations.shapes import moment, string, text, uuid_id, uuid_ref
+from core.migrations.shapes import moment, string, text, uuid_ref
 
 revision = '0001'
 down_revision = None
 
 
 def upgrade() -> None:
-    create_table(
-        'admin_api_keys',
-        uuid_id(),
+    create_table('admin_api_keys',
         string('name', 100),
         string('key_hash', 128),
         moment('created_at'),
@@ -20,9 +18,7 @@ def upgrade() -> None:
         moment('revoked_at', nullable=True),
         unique=('key_hash',),
     )
-    create_table(
-        'audit_events',
-        uuid_id(),
+    create_table('audit_events',
         moment('occurred_at'),
         string('actor', 200),
         string('action', 100),
@@ -32,17 +28,13 @@ def upgrade() -> None:
         sa.Column('details', sa.JSON(), nullable=False),
     )
     create_index('audit_events', 'ix_audit_target', 'target', 'occurred_at')
-    create_table(
-        'outbox_emails',
-        uuid_id(),
+    create_table('outbox_emails',
         string('to_address', 320),
         string('subject', 300),
         text('body_encrypted'),
         moment('created_at'),
     )
-    create_table(
-        'staff',
-        uuid_id(),
+    create_table('staff',
         string('first_name', 100),
         string('last_name', 100),
         string('external_email_1', 320),
@@ -50,9 +42,7 @@ def upgrade() -> None:
         moment('updated_at'),
         unique=('external_email_1',),
     )
-    create_table(
-        'setup_links',
-        uuid_id(),
+    create_table('setup_links',
         uuid_ref('staff_id'),
         string('workflow_id', 100),
         string('run_id', 100),
@@ -65,9 +55,7 @@ def upgrade() -> None:
         unique=('token_hash',),
     )
     create_index('setup_links', 'ix_setup_links_staff', 'staff_id')
-    create_table(
-        'sso_accounts',
-        uuid_id(),
+    create_table('sso_accounts',
         uuid_ref('staff_id'),
         string('login_email', 320),
         text('password_hash', nullable=True),
@@ -79,9 +67,7 @@ def upgrade() -> None:
         cascades=OF_STAFF,
         unique=('login_email', 'staff_id'),
     )
-    create_table(
-        'sso_setups',
-        uuid_id(),
+    create_table('sso_setups',
         uuid_ref('staff_id'),
         string('workflow_id', 100),
         string('run_id', 100, nullable=True),
