@@ -48,16 +48,9 @@ class StorePasswordInput:
 
 
 @dataclass
-class StepAnswer:
-    """Whether a step the person took went through, and if not, what to tell them."""
-
+class StorePasswordResult:
     ok: bool
     message: str | None = None
-
-
-@dataclass
-class StorePasswordResult(StepAnswer):
-    # The password rules it breaks, one sentence each.
     problems: list[str] = field(default_factory=list)
 
 
@@ -94,8 +87,9 @@ class VerifyTotpInput:
 
 
 @dataclass
-class VerifyTotpResult(StepAnswer):
-    """The authenticator code's answer."""
+class VerifyTotpResult:
+    ok: bool
+    message: str | None = None
 
 
 @dataclass
@@ -136,7 +130,10 @@ class ResetPasswordInput:
 
 
 @dataclass
-class ResetPasswordResult(StorePasswordResult):
+class ResetPasswordResult:
+    ok: bool
+    message: str | None = None
+    problems: list[str] = field(default_factory=list)
     # A wrong authenticator code counts against the emailed code like a wrong code does.
     totp_failed: bool = False
     codes_stopped: bool = False

@@ -6,7 +6,7 @@ import base64
 import json
 import secrets
 from datetime import timedelta
-from enum import StrEnum, auto
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,15 +46,15 @@ def is_placeholder(value: str) -> bool:
 
 
 class Environment(StrEnum):
-    development = auto()
-    test = auto()
-    production = auto()
+    development = "development"
+    test = "test"
+    production = "production"
 
 
 class EmailBackend(StrEnum):
-    outbox = auto()
-    smtp = auto()
-    sendgrid = auto()
+    outbox = "outbox"
+    smtp = "smtp"
+    sendgrid = "sendgrid"
 
 
 # The settings given as a list: JSON, or comma-separated.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from temporalio import workflow
 
@@ -47,28 +46,25 @@ class CodeTerms:
         )
 
 
-class CodeFlowInput(Protocol):
-    """The start input of a flow that emails codes."""
-
-    staff_id: str
-    email_retry: EmailRetry
-    code_ttl_seconds: int
-
-
 async def email_code(
-    flow: CodeFlowInput, purpose: str, summary: str, setup_id: str | None = None
+    terms: CodeTerms,
+    staff_id: str,
+    purpose: str,
+    retry: EmailRetry,
+    summary: str,
+    setup_id: str | None = None,
 ) -> SendCodeResult:
     """Email the person a new code; the flow gets back only its keyed digest."""
     return await start_email(
         SharedActivities.send_code,
         SendCodeInput(
-            staff_id=flow.staff_id,
+            staff_id=staff_id,
             workflow_id=workflow.info().workflow_id,
             purpose=purpose,
-            code_ttl_seconds=flow.code_ttl_seconds,
+            code_ttl_seconds=terms.code_ttl_seconds,
             setup_id=setup_id,
         ),
-        flow.email_retry,
+        retry,
         summary,
     )
 

@@ -365,7 +365,13 @@ class PasswordResetWorkflow:
     async def _deliver(self, number: int, code: EmailedCode | None = None) -> None:
         code = code or self._code
         try:
-            result = await email_code(self._input, RESET_PURPOSE, "Email the password reset code")
+            result = await email_code(
+                self._input,
+                self._input.staff_id,
+                RESET_PURPOSE,
+                self._input.email_retry,
+                "Email the password reset code",
+            )
         except ActivityError:
             code.failed(number)
             return

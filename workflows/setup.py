@@ -465,7 +465,12 @@ class SsoSetupWorkflow:
     async def _deliver_code(self, number: int) -> None:
         try:
             result = await email_code(
-                self._input, CODE_PURPOSE, "Email the verification code", setup_id=self._input.setup_id
+                self._input,
+                self._input.staff_id,
+                CODE_PURPOSE,
+                self._input.email_retry,
+                "Email the verification code",
+                setup_id=self._input.setup_id,
             )
         except ActivityError:
             self._code.failed(number)

@@ -4,8 +4,7 @@ import sqlalchemy as sa
 from alembic import op
 ${imports if imports else ""}
 # Column and table shapes the migrations share (ids, times, strings, foreign keys, indexes).
-from core.migrations.shapes import OF_STAFF, create_index, create_table, drop_table
-from core.migrations.shapes import moment, string, text, uuid_ref
+from core.migrations.shapes import create_index, create_table, drop_table, moment, string, text, uuid_id, uuid_ref
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}

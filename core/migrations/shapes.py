@@ -37,17 +37,14 @@ def moment(name: str, *, nullable: bool = False) -> sa.Column:
 def create_table(
     name: str,
     *columns: sa.Column,
-    pk: str | None = None,
+    pk: str = "id",
     cascades: dict[str, str] | None = None,
     unique: tuple[str | tuple[str, ...], ...] = (),
     unique_name: str | None = None,
 ) -> sa.Table:
-    """A table keyed by a random UUID `id`, its first column, unless `pk` names one of
-    `columns`; with its foreign keys (deleting the row they point to deletes this one) and
-    its unique columns. `unique_name` names the last unique constraint; the others keep the
-    database's own names."""
-    if pk is None:
-        pk, columns = "id", (uuid_id(), *columns)
+    """A table with its primary key, its foreign keys (deleting the row they point to
+    deletes this one) and its unique columns. `unique_name` names the last unique
+    constraint; the others keep the database's own names."""
     constraints: list[sa.Constraint] = [
         sa.ForeignKeyConstraint([column], [target], ondelete="CASCADE")
         for column, target in (cascades or {}).items()

@@ -3,14 +3,16 @@
 import sqlalchemy as sa
 
 from core.migrations.shapes import OF_STAFF, create_index, create_table, drop_table
-from core.migrations.shapes import moment, string, text, uuid_ref
+from core.migrations.shapes import moment, string, text, uuid_id, uuid_ref
 
 revision = '0001'
 down_revision = None
 
 
 def upgrade() -> None:
-    create_table('admin_api_keys',
+    create_table(
+        'admin_api_keys',
+        uuid_id(),
         string('name', 100),
         string('key_hash', 128),
         moment('created_at'),
@@ -18,7 +20,9 @@ def upgrade() -> None:
         moment('revoked_at', nullable=True),
         unique=('key_hash',),
     )
-    create_table('audit_events',
+    create_table(
+        'audit_events',
+        uuid_id(),
         moment('occurred_at'),
         string('actor', 200),
         string('action', 100),
@@ -28,13 +32,17 @@ def upgrade() -> None:
         sa.Column('details', sa.JSON(), nullable=False),
     )
     create_index('audit_events', 'ix_audit_target', 'target', 'occurred_at')
-    create_table('outbox_emails',
+    create_table(
+        'outbox_emails',
+        uuid_id(),
         string('to_address', 320),
         string('subject', 300),
         text('body_encrypted'),
         moment('created_at'),
     )
-    create_table('staff',
+    create_table(
+        'staff',
+        uuid_id(),
         string('first_name', 100),
         string('last_name', 100),
         string('external_email_1', 320),
@@ -42,7 +50,9 @@ def upgrade() -> None:
         moment('updated_at'),
         unique=('external_email_1',),
     )
-    create_table('setup_links',
+    create_table(
+        'setup_links',
+        uuid_id(),
         uuid_ref('staff_id'),
         string('workflow_id', 100),
         string('run_id', 100),
@@ -55,7 +65,9 @@ def upgrade() -> None:
         unique=('token_hash',),
     )
     create_index('setup_links', 'ix_setup_links_staff', 'staff_id')
-    create_table('sso_accounts',
+    create_table(
+        'sso_accounts',
+        uuid_id(),
         uuid_ref('staff_id'),
         string('login_email', 320),
         text('password_hash', nullable=True),
@@ -67,7 +79,9 @@ def upgrade() -> None:
         cascades=OF_STAFF,
         unique=('login_email', 'staff_id'),
     )
-    create_table('sso_setups',
+    create_table(
+        'sso_setups',
+        uuid_id(),
         uuid_ref('staff_id'),
         string('workflow_id', 100),
         string('run_id', 100, nullable=True),

@@ -10,7 +10,8 @@ down_revision = '0001'
 
 
 def upgrade() -> None:
-    create_table('browser_sessions',
+    create_table(
+        'browser_sessions',
         string('id_hash', 128),
         uuid_ref('staff_id'),
         string('purpose', 20),

@@ -10,7 +10,8 @@ down_revision = '0002'
 
 
 def upgrade() -> None:
-    create_table('rate_counters',
+    create_table(
+        'rate_counters',
         string('key', 200),
         moment('window_start'),
         sa.Column('count', sa.Integer(), nullable=False),

@@ -2,14 +2,16 @@
 
 from alembic import op
 
-from core.migrations.shapes import OF_STAFF, create_table, moment, string, uuid_ref
+from core.migrations.shapes import OF_STAFF, create_table, moment, string, uuid_id, uuid_ref
 
 revision = '0004'
 down_revision = '0003'
 
 
 def upgrade() -> None:
-    create_table('entra_links',
+    create_table(
+        'entra_links',
+        uuid_id(),
         uuid_ref('staff_id'),
         string('tenant_id', 64),
         string('object_id', 64),

@@ -3,14 +3,16 @@
 import sqlalchemy as sa
 
 from core.migrations.shapes import OF_STAFF, create_index, create_table, drop_table
-from core.migrations.shapes import moment, string, text, uuid_ref
+from core.migrations.shapes import moment, string, text, uuid_id, uuid_ref
 
 revision = '0006_email_sends'
 down_revision = '0005'
 
 
 def upgrade() -> None:
-    create_table('email_sends',
+    create_table(
+        'email_sends',
+        uuid_id(),
         string('request_key', 300),
         string('kind', 40),
         uuid_ref('staff_id', nullable=True),
