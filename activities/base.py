@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.exceptions import ApplicationError
 
 from activities.email_delivery import EmailSender, PermanentEmailError, record_after_send
 from activities.inputs import AuditInput
 from activities.send_requests import AttemptClock, Claim, SendRequests
-from core import audit
+from core import audit, flow_errors
 from core.crypto import DecryptionError, Keyring
 from core.db import SessionFactory
+from core.models import Staff
 from core.passwords import Hasher, hashing_pool
 from core.sealing import unseal
 from core.settings import Settings
-from core.templating import RenderedEmail
+from core.templating import RenderedEmail, render_email
+
+# What a sending activity writes with the record of its accepted email: (session, sent_at).
+Recorder = Callable[[AsyncSession, datetime], Awaitable[None]]
 
 
 class SecretActivities:
@@ -44,9 +52,29 @@ class SecretActivities:
             SecretActivities._hash_pool, self._hasher.hash, password
         )
 
+    @staticmethod
+    async def _staff(session: AsyncSession, staff_id: uuid.UUID) -> Staff:
+        """The person an email goes to; gone, the send can never succeed."""
+        staff = await session.get(Staff, staff_id)
+        if staff is None:
+            raise ApplicationError(
+                "staff member no longer exists", non_retryable=True, type=flow_errors.STAFF_NOT_FOUND
+            )
+        return staff
+
+    def _email_to(self, staff: Staff, template: str, **values: Any) -> RenderedEmail:
+        """An email to the staff member's own address, in the brand's name."""
+        return render_email(
+            template,
+            to=staff.external_email_1,
+            brand=self._settings.brand_name,
+            first_name=staff.first_name,
+            support_email=self._settings.support_email,
+            **values,
+        )
+
     async def _notify(self, kind: str, staff_id: uuid.UUID, email: RenderedEmail) -> None:
-        """Send a notice once per request (a retry after it was accepted sends nothing); a
-        permanent refusal must not be retried for an hour."""
+        """Send a notice once per request (a retry after it was accepted sends nothing)."""
         clock = AttemptClock()
         async with self._sessions() as session:
             claim = await self._requests.claim(session, kind, staff_id)
@@ -54,15 +82,27 @@ class SecretActivities:
                 return
             self._requests.hand_over(claim)
             await session.commit()
+        await self._deliver(claim, email, clock)
+
+    async def _deliver(
+        self, claim: Claim, email: RenderedEmail, clock: AttemptClock, record: Recorder | None = None
+    ) -> datetime:
+        """Hand a claimed email (committed as handed over) to the mail server, then record it
+        accepted, with what `record` writes, in one transaction; returns when it was sent."""
+        claim.secret = ""  # in the email now; the row keeps it sealed until accepted
         await self._send(claim, email)
         sent_at = clock.now()
 
         async def record_sent() -> None:
             async with self._sessions() as session:
+                if record is not None:
+                    await record(session, sent_at)
                 await self._requests.accepted(session, claim, sent_at)
                 await session.commit()
 
+        # The email is out: failing now would make Temporal send it again.
         await record_after_send(record_sent)
+        return sent_at
 
     async def _send(self, claim: Claim, email: RenderedEmail) -> None:
         """Hand a claimed email to the mail server; a permanent refusal must not be retried
@@ -70,7 +110,9 @@ class SecretActivities:
         try:
             await self._requests.send(self._sessions, self._sender, claim, email)
         except PermanentEmailError as exc:
-            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
+            raise ApplicationError(
+                str(exc), non_retryable=True, type=flow_errors.PERMANENT_EMAIL_ERROR
+            ) from exc
 
     async def _audit(self, data: AuditInput) -> None:
         async with self._sessions() as session:
@@ -91,5 +133,5 @@ class SecretActivities:
             return unseal(self._settings.seal_private_key.get_secret_value(), sealed, context).decode()
         except (DecryptionError, ValueError, UnicodeDecodeError) as exc:
             raise ApplicationError(
-                "the sealed value could not be opened", non_retryable=True, type="BadSeal"
+                "the sealed value could not be opened", non_retryable=True, type=flow_errors.BAD_SEAL
             ) from exc

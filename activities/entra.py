@@ -4,8 +4,10 @@ person. The access and ID tokens exist only inside `verify_entra_grant`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -21,11 +23,10 @@ from activities.inputs import (
     VerifiedEntra,
     VerifyEntraInput,
 )
-from core import audit
+from core import audit, flow_errors
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.models import EntraLink, SetupLink, Staff, utcnow
 from core.sealing import entra_context
-from core.templating import render_email
 
 # Inside the flow's 30 s attempt timeout (workflows.common.ENTRA_TIMEOUT), so a slow
 # Microsoft ends the attempt here, with a clear reason, rather than by Temporal's timeout.
@@ -50,20 +51,20 @@ class EntraActivities(SecretActivities):
             async with asyncio.timeout(ENTRA_BUDGET_SECONDS):
                 identity = await EntraProvider(self._settings).redeem(grant)
         except TimeoutError:
-            raise ApplicationError("Microsoft did not answer in time", type="EntraUnavailable") from None
+            raise ApplicationError(
+                "Microsoft did not answer in time", type=flow_errors.ENTRA_UNAVAILABLE
+            ) from None
         except EntraRefused as refused:
             raise ApplicationError(
-                refused.message, refused.reason, non_retryable=True, type="EntraRefused"
+                refused.message, refused.reason, non_retryable=True, type=flow_errors.ENTRA_REFUSED
             ) from None
         except EntraUnavailable as exc:
             # Retried by the flow's policy; the message carries no token.
-            raise ApplicationError(f"Microsoft did not answer: {exc}", type="EntraUnavailable") from None
-        return VerifiedEntra(
-            tenant_id=identity.tenant_id,
-            object_id=identity.object_id,
-            name=identity.name,
-            email=identity.email,
-        )
+            raise ApplicationError(
+                f"Microsoft did not answer: {exc}", type=flow_errors.ENTRA_UNAVAILABLE
+            ) from None
+        # The same four claims: the provider's type stays out of workflow payloads.
+        return VerifiedEntra(**dataclasses.asdict(identity))
 
     @activity.defn(name="link_entra_identity")
     async def link_entra_identity(self, data: LinkEntraInput) -> LinkEntraResult:
@@ -102,17 +103,7 @@ class EntraActivities(SecretActivities):
                     )
                     newly = True
             if refusal is not None:
-                audit.record(
-                    session,
-                    actor=data.actor,
-                    action="entra.link_refused",
-                    outcome="failure",
-                    target=data.staff_id,
-                    ip=data.ip,
-                    reason=refusal,
-                    tenant_id=who.tenant_id,
-                    via=data.via,
-                )
+                _record(session, data, "entra.link_refused", "failure", reason=refusal)
                 await session.commit()
                 return LinkEntraResult(ok=False, reason=refusal, message=LINK_REFUSALS[refusal])
             if data.via == "setup_link" and data.link_id:
@@ -120,16 +111,12 @@ class EntraActivities(SecretActivities):
                 if link is not None and link.consumed_at is None:
                     link.consumed_at = now
             if newly:
-                audit.record(
+                _record(
                     session,
-                    actor=data.actor,
-                    action="entra.linked",
-                    outcome="success",
-                    target=data.staff_id,
-                    ip=data.ip,
-                    tenant_id=who.tenant_id,
+                    data,
+                    "entra.linked",
+                    "success",
                     object_id=who.object_id,
-                    via=data.via,
                     workflow_id=data.workflow_id,
                 )
             try:
@@ -148,14 +135,11 @@ class EntraActivities(SecretActivities):
             staff = await session.get(Staff, uuid.UUID(data.staff_id))
         if staff is None:
             return
-        email = render_email(
+        email = self._email_to(
+            staff,
             "entra_linked",
-            to=staff.external_email_1,
-            brand=self._settings.brand_name,
-            first_name=staff.first_name,
             account=data.account,
             linked_at=data.linked_at.strftime("%d %B %Y at %H:%M UTC"),
-            support_email=self._settings.support_email,
         )
         await self._notify("entra_linked", staff.id, email)
 
@@ -170,4 +154,19 @@ async def _link_usable(session: AsyncSession, data: LinkEntraInput, now: datetim
         and link.revoked_at is None
         and link.consumed_at is None
         and link.expires_at > now
+    )
+
+
+def _record(session: AsyncSession, data: LinkEntraInput, action: str, outcome: str, **details: Any) -> None:
+    """A link event, with who asked, from where, by which way and for which tenant."""
+    audit.record(
+        session,
+        actor=data.actor,
+        action=action,
+        outcome=outcome,
+        target=data.staff_id,
+        ip=data.ip,
+        tenant_id=data.identity.tenant_id,
+        via=data.via,
+        **details,
     )

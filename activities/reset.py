@@ -12,7 +12,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.base import SecretActivities
-from activities.email_delivery import record_after_send
 from activities.inputs import (
     NoticeInput,
     ResetPasswordInput,
@@ -24,7 +23,7 @@ from activities.inputs import (
 )
 from activities.send_requests import AttemptClock
 from activities.setup_email import ttl_words
-from core import audit
+from core import audit, flow_errors
 from core.accounts import account_for, revoke_sessions, totp_accepted
 from core.crypto import new_token
 from core.models import AccountStatus, ResetLink, SsoAccount, Staff, utcnow
@@ -38,7 +37,6 @@ from core.reset_caps import (
     reset_link_hash,
 )
 from core.sealing import password_context, totp_context
-from core.templating import render_email
 
 NEED_TOTP = "Your account uses MFA: also enter the current code from your authenticator app."
 WRONG_TOTP = "That authenticator code didn't match. Check the time on your phone and enter the newest code."
@@ -51,7 +49,6 @@ class ResetActivities(SecretActivities):
         hash, clear any lockout and sign out every session in one transaction."""
         password = self._unseal(data.sealed_password, password_context(data.workflow_id))
         account_id = uuid.UUID(data.account_id)
-        actor = f"staff:{data.staff_id}"
         async with self._sessions() as session:
             # Before anything that could tell a right code from a wrong one.
             if data.code_flow is not None and await codes_stopped(
@@ -65,7 +62,9 @@ class ResetActivities(SecretActivities):
             account = await session.get(SsoAccount, account_id)
             staff = await session.get(Staff, uuid.UUID(data.staff_id))
             if account is None or staff is None or account.status != AccountStatus.active.value:
-                raise ApplicationError("account is not active", non_retryable=True, type="AccountMissing")
+                raise ApplicationError(
+                    "account is not active", non_retryable=True, type=flow_errors.ACCOUNT_MISSING
+                )
             personal = personal_words(
                 staff.first_name, staff.last_name, staff.external_email_1, self._settings.brand_name
             )
@@ -85,14 +84,7 @@ class ResetActivities(SecretActivities):
                 assert account is not None
                 problem = await totp_accepted(session, self._keyring, account, code, datetime.now(UTC))
                 if problem is not None:
-                    audit.record(
-                        session,
-                        actor=actor,
-                        action="reset.totp_failed",
-                        outcome="failure",
-                        target=data.staff_id,
-                        ip=data.ip,
-                    )
+                    audit.by_staff(session, data.staff_id, "reset.totp_failed", outcome="failure", ip=data.ip)
                 # Commit either way: an accepted step is stored so it can't be replayed.
                 await session.commit()
             if problem is not None:
@@ -126,12 +118,10 @@ class ResetActivities(SecretActivities):
             account.failed_sign_ins = 0
             account.locked_until = None
             revoked = await revoke_sessions(session, account.staff_id, now)
-            audit.record(
+            audit.by_staff(
                 session,
-                actor=actor,
-                action="reset.completed",
-                outcome="success",
-                target=data.staff_id,
+                data.staff_id,
+                "reset.completed",
                 ip=data.ip,
                 sessions_revoked=revoked,
                 workflow_id=data.workflow_id,
@@ -147,12 +137,11 @@ class ResetActivities(SecretActivities):
             counted = await count_wrong_code(
                 session, CodeCaps(data.account_id, data.flow, data.flow_limit, data.day_limit), utcnow()
             )
-            audit.record(
+            audit.by_staff(
                 session,
-                actor=f"staff:{data.staff_id}",
-                action="code.failed",
+                data.staff_id,
+                "code.failed",
                 outcome="failure",
-                target=data.staff_id,
                 ip=data.ip,
                 attempts_left=str(data.attempts_left),
                 purpose="reset",
@@ -171,11 +160,7 @@ class ResetActivities(SecretActivities):
         ttl = timedelta(seconds=data.link_ttl_seconds)
         staff_id = uuid.UUID(data.staff_id)
         async with self._sessions() as session:
-            staff = await session.get(Staff, staff_id)
-            if staff is None:
-                raise ApplicationError(
-                    "staff member no longer exists", non_retryable=True, type="StaffNotFound"
-                )
+            staff = await self._staff(session, staff_id)
             claim = await self._requests.claim(session, "password_reset_link", staff_id, new_token)
             if claim.accepted:
                 # An earlier attempt's email was accepted and recorded; its answer was lost.
@@ -195,38 +180,21 @@ class ResetActivities(SecretActivities):
                     )
                 )
             self._requests.hand_over(claim)
-            email = render_email(
+            email = self._email_to(
+                staff,
                 "password_reset_link",
-                to=staff.external_email_1,
-                brand=self._settings.brand_name,
-                first_name=staff.first_name,
                 link=f"{self._settings.public_url}/sso/reset/link/{claim.secret}",
                 ttl_words=ttl_words(data.link_ttl_seconds),
-                support_email=self._settings.support_email,
             )
             await session.commit()
-        claim.secret = ""
-        await self._send(claim, email)
-        sent_at = clock.now()
 
-        async def record_sent() -> None:
-            async with self._sessions() as session:
-                await session.execute(
-                    update(ResetLink).where(ResetLink.token_hash == digest).values(expires_at=sent_at + ttl)
-                )
-                await self._requests.accepted(session, claim, sent_at)
-                audit.record(
-                    session,
-                    actor="system",
-                    action="reset.link_issued",
-                    outcome="success",
-                    target=data.staff_id,
-                    workflow_id=data.workflow_id,
-                )
-                await session.commit()
+        async def record(session: AsyncSession, sent_at: datetime) -> None:
+            await session.execute(
+                update(ResetLink).where(ResetLink.token_hash == digest).values(expires_at=sent_at + ttl)
+            )
+            audit.by_system(session, data.staff_id, "reset.link_issued", workflow_id=data.workflow_id)
 
-        # The link is out: failing now would make Temporal email it again.
-        await record_after_send(record_sent)
+        sent_at = await self._deliver(claim, email, clock, record)
         return SendResetLinkResult(sent_at=sent_at, expires_at=sent_at + ttl)
 
     @activity.defn(name="send_password_changed")
@@ -236,14 +204,11 @@ class ResetActivities(SecretActivities):
             account = await account_for(session, uuid.UUID(data.staff_id))
         if staff is None:
             return
-        email = render_email(
+        email = self._email_to(
+            staff,
             "password_changed",
-            to=staff.external_email_1,
-            brand=self._settings.brand_name,
-            first_name=staff.first_name,
             login_email=account.login_email if account is not None else staff.external_email_1,
             changed_at=data.changed_at.strftime("%d %B %Y at %H:%M UTC"),
-            support_email=self._settings.support_email,
         )
         await self._notify("password_changed", staff.id, email)
 

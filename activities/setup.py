@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,7 +22,7 @@ from activities.inputs import (
     VerifyTotpInput,
     VerifyTotpResult,
 )
-from core import audit
+from core import audit, flow_errors
 from core.accounts import totp_accepted
 from core.models import (
     OPEN_SETUP_STATES,
@@ -115,15 +116,7 @@ class SetupStepActivities(SecretActivities):
                 )
             )
             await move_setup(session, data.setup_id, SetupState.password_set, now)
-            audit.record(
-                session,
-                actor=f"staff:{data.staff_id}",
-                action="sso_setup.password_set",
-                outcome="success",
-                target=data.staff_id,
-                ip=data.ip,
-                workflow_id=data.workflow_id,
-            )
+            _record_step(session, data, "sso_setup.password_set")
             await session.commit()
         return StorePasswordResult(ok=True)
 
@@ -137,15 +130,7 @@ class SetupStepActivities(SecretActivities):
                 session, data.setup_id, SetupState.link_opened, utcnow(), only_from={SetupState.email_sent}
             )
             if moved:
-                audit.record(
-                    session,
-                    actor=f"staff:{data.staff_id}",
-                    action="sso_setup.link_opened",
-                    outcome="success",
-                    target=data.staff_id,
-                    ip=data.ip,
-                    workflow_id=data.workflow_id,
-                )
+                _record_step(session, data, "sso_setup.link_opened")
             await session.commit()
 
     @activity.defn(name="confirm_email")
@@ -154,13 +139,10 @@ class SetupStepActivities(SecretActivities):
         now = utcnow()
         staff_id = uuid.UUID(data.staff_id)
         async with self._sessions() as session:
-            account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
-            if account is None:
-                raise ApplicationError("no account for this setup", non_retryable=True, type="AccountMissing")
-            setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
+            account = await _account(session, staff_id)
             # A retry of an attempt that committed (its worker died before Temporal heard):
             # the step is done; record it once.
-            retried = setup is not None and setup.state == SetupState.mfa_pending.value
+            retried = await _setup_at(session, data.setup_id, SetupState.mfa_pending)
             account.verified_at = account.verified_at or now
             if account.totp_secret_encrypted is None:
                 # Only when there is none: a retried activity must not change the QR code.
@@ -169,15 +151,7 @@ class SetupStepActivities(SecretActivities):
                 account.totp_last_step = None
             await move_setup(session, data.setup_id, SetupState.mfa_pending, now)
             if not retried:
-                audit.record(
-                    session,
-                    actor=f"staff:{data.staff_id}",
-                    action="sso_setup.email_confirmed",
-                    outcome="success",
-                    target=data.staff_id,
-                    ip=data.ip,
-                    workflow_id=data.workflow_id,
-                )
+                _record_step(session, data, "sso_setup.email_confirmed")
             await session.commit()
 
     @activity.defn(name="verify_totp")
@@ -185,11 +159,8 @@ class SetupStepActivities(SecretActivities):
         code = self._unseal(data.sealed_code, totp_context(data.workflow_id)).strip()
         staff_id = uuid.UUID(data.staff_id)
         async with self._sessions() as session:
-            account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
-            if account is None or account.totp_secret_encrypted is None:
-                raise ApplicationError(
-                    "no authenticator secret to check against", non_retryable=True, type="AccountMissing"
-                )
+            account = await _account(session, staff_id, needs_secret=True)
+            assert account.totp_secret_encrypted is not None
             info = activity.info()
             # A retry runs after our worker failed, maybe a minute later: judge the code at the
             # time the person entered it (when this step was scheduled), not at the retry.
@@ -207,14 +178,7 @@ class SetupStepActivities(SecretActivities):
                 # An earlier attempt of this very step accepted it; its answer was lost.
                 problem = None
             if problem == "wrong":
-                audit.record(
-                    session,
-                    actor=f"staff:{data.staff_id}",
-                    action="mfa.code_failed",
-                    outcome="failure",
-                    target=data.staff_id,
-                    ip=data.ip,
-                )
+                audit.by_staff(session, data.staff_id, "mfa.code_failed", outcome="failure", ip=data.ip)
             await session.commit()
         if problem == "wrong":
             return VerifyTotpResult(
@@ -233,14 +197,10 @@ class SetupStepActivities(SecretActivities):
     @activity.defn(name="activate_account")
     async def activate_account(self, data: ActivateInput) -> None:
         now = utcnow()
-        staff_id = uuid.UUID(data.staff_id)
-        actor = f"staff:{data.staff_id}"
         async with self._sessions() as session:
-            account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
-            if account is None:
-                raise ApplicationError("no account for this setup", non_retryable=True, type="AccountMissing")
-            setup = await session.get(SsoSetup, uuid.UUID(data.setup_id))
-            retried = setup is not None and setup.state == SetupState.active.value
+            account = await _account(session, uuid.UUID(data.staff_id))
+            # Else a retry of an attempt that committed: recorded already.
+            retried = await _setup_at(session, data.setup_id, SetupState.active)
             account.status = AccountStatus.active.value
             account.activated_at = account.activated_at or now
             if data.mfa:
@@ -248,26 +208,9 @@ class SetupStepActivities(SecretActivities):
             elif account.mfa_enabled_at is None:
                 account.totp_secret_encrypted = None  # never enrolled: keep no secret around
             await move_setup(session, data.setup_id, SetupState.active, now)
-            if not retried:  # else a retry of an attempt that committed: recorded already
-                audit.record(
-                    session,
-                    actor=actor,
-                    action="mfa.enrolled" if data.mfa else "mfa.skipped",
-                    outcome="success",
-                    target=data.staff_id,
-                    ip=data.ip,
-                    workflow_id=data.workflow_id,
-                )
-                audit.record(
-                    session,
-                    actor=actor,
-                    action="sso_setup.active",
-                    outcome="success",
-                    target=data.staff_id,
-                    ip=data.ip,
-                    workflow_id=data.workflow_id,
-                    mfa=data.mfa,
-                )
+            if not retried:
+                _record_step(session, data, "mfa.enrolled" if data.mfa else "mfa.skipped")
+                _record_step(session, data, "sso_setup.active", mfa=data.mfa)
             await session.commit()
 
 
@@ -286,3 +229,28 @@ async def move_setup(
         .values(state=state.value, state_since=now)
     )
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def _account(session: AsyncSession, staff_id: uuid.UUID, needs_secret: bool = False) -> SsoAccount:
+    """The account this setup made; without it (or its authenticator secret, when the step
+    needs one) no retry can succeed."""
+    account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
+    if account is None or (needs_secret and account.totp_secret_encrypted is None):
+        why = "no authenticator secret to check against" if needs_secret else "no account for this setup"
+        raise ApplicationError(why, non_retryable=True, type=flow_errors.ACCOUNT_MISSING)
+    return account
+
+
+async def _setup_at(session: AsyncSession, setup_id: str, state: SetupState) -> bool:
+    setup = await session.get(SsoSetup, uuid.UUID(setup_id))
+    return setup is not None and setup.state == state.value
+
+
+def _record_step(
+    session: AsyncSession,
+    data: StorePasswordInput | StaffStepInput | ActivateInput,
+    action: str,
+    **details: Any,
+) -> None:
+    """A setup step the person took, with the flow it belongs to."""
+    audit.by_staff(session, data.staff_id, action, ip=data.ip, workflow_id=data.workflow_id, **details)

@@ -10,17 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.email_delivery import (
-    EmailSender,
-    PermanentEmailError,
-    TransientEmailError,
-    record_after_send,
-)
+from activities.base import SecretActivities
+from activities.email_delivery import PermanentEmailError, TransientEmailError, record_after_send
 from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
-from activities.send_requests import AttemptClock, SendRequests
-from core import audit
-from core.crypto import LINK_PURPOSE, Keyring, mask_email, new_token, token_hash
-from core.db import SessionFactory
+from activities.send_requests import AttemptClock
+from core import audit, flow_errors
+from core.crypto import LINK_PURPOSE, mask_email, new_token, token_hash
 from core.models import (
     BrowserSession,
     DeliveryState,
@@ -30,8 +25,6 @@ from core.models import (
     Staff,
     utcnow,
 )
-from core.settings import Settings
-from core.templating import render_email
 
 
 def ttl_words(seconds: int) -> str:
@@ -44,15 +37,7 @@ def ttl_words(seconds: int) -> str:
     return f"{minutes} minute" + ("s" if minutes != 1 else "")
 
 
-class SetupActivities:
-    def __init__(
-        self, settings: Settings, sessions: SessionFactory, sender: EmailSender, keyring: Keyring
-    ) -> None:
-        self._settings = settings
-        self._sessions = sessions
-        self._sender = sender
-        self._requests = SendRequests(keyring)
-
+class SetupActivities(SecretActivities):
     @activity.defn(name="send_setup_email")
     async def send_setup_email(self, data: SendSetupEmailInput) -> SendSetupEmailResult:
         """Mint the link token once per send request, store only its HMAC (and the token
@@ -73,11 +58,13 @@ class SetupActivities:
             setup = await session.get(SsoSetup, uuid.UUID(data.setup_id), with_for_update=True)
             if staff is None or setup is None:
                 raise ApplicationError(
-                    "staff member no longer exists", non_retryable=True, type="StaffNotFound"
+                    "staff member no longer exists", non_retryable=True, type=flow_errors.STAFF_NOT_FOUND
                 )
             if not SetupState(setup.state).is_open:
                 # Cancelled or superseded while this attempt waited: mint no link at all.
-                raise ApplicationError(f"setup already {setup.state}", non_retryable=True, type="SetupEnded")
+                raise ApplicationError(
+                    f"setup already {setup.state}", non_retryable=True, type=flow_errors.SETUP_ENDED
+                )
             claim = await self._requests.claim(session, "sso_welcome", staff_id, new_token)
             to_address = staff.external_email_1
             if claim.accepted:
@@ -111,18 +98,14 @@ class SetupActivities:
             self._requests.hand_over(claim)
             setup.run_id = data.run_id
             setup.email_attempts = info.attempt
-            first_name = staff.first_name
             await session.commit()
 
-        email = render_email(
+        email = self._email_to(
+            staff,
             "sso_welcome",
-            to=to_address,
-            brand=self._settings.brand_name,
-            first_name=first_name,
             link=f"{self._settings.public_url}/sso/setup/{claim.secret}",
             ttl_words=ttl_words(data.link_ttl_seconds),
             expires_at_text=expires_at.strftime("%H:%M UTC on %d %B %Y"),
-            support_email=self._settings.support_email,
         )
         claim.secret = ""
         try:
@@ -132,7 +115,9 @@ class SetupActivities:
             raise
         except PermanentEmailError as exc:
             await self._record_delivery(data, DeliveryState.failed, str(exc), info.attempt)
-            raise ApplicationError(str(exc), non_retryable=True, type="PermanentEmailError") from exc
+            raise ApplicationError(
+                str(exc), non_retryable=True, type=flow_errors.PERMANENT_EMAIL_ERROR
+            ) from exc
 
         sent_at = clock.now()
 
@@ -166,7 +151,9 @@ class SetupActivities:
                     )
                     await session.commit()
                     raise ApplicationError(
-                        "setup ended while its email was being sent", non_retryable=True, type="SetupEnded"
+                        "setup ended while its email was being sent",
+                        non_retryable=True,
+                        type=flow_errors.SETUP_ENDED,
                     )
                 await self._requests.accepted(session, claim, sent_at)
                 audit.record(

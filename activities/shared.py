@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.base import SecretActivities
-from activities.email_delivery import record_after_send
 from activities.inputs import AuditInput, SendCodeInput, SendCodeResult
 from activities.send_requests import AttemptClock
 from activities.setup import move_setup
 from activities.setup_email import ttl_words
 from core import audit
 from core.crypto import code_digest, new_email_code
-from core.models import SetupState, Staff, utcnow
-from core.templating import render_email
+from core.models import SetupState, utcnow
 
 CODE_TEMPLATES = {"setup": "verification_code", "reset": "password_reset_code"}
 
@@ -30,11 +29,7 @@ class SharedActivities(SecretActivities):
         clock = AttemptClock()
         staff_id = uuid.UUID(data.staff_id)
         async with self._sessions() as session:
-            staff = await session.get(Staff, staff_id)
-            if staff is None:
-                raise ApplicationError(
-                    "staff member no longer exists", non_retryable=True, type="StaffNotFound"
-                )
+            staff = await self._staff(session, staff_id)
             claim = await self._requests.claim(
                 session, CODE_TEMPLATES[data.purpose], staff_id, new_email_code
             )
@@ -47,45 +42,29 @@ class SharedActivities(SecretActivities):
             )
             claim.row.digest = digest
             self._requests.hand_over(claim)
-            email = render_email(
+            email = self._email_to(
+                staff,
                 CODE_TEMPLATES[data.purpose],
-                to=staff.external_email_1,
-                brand=self._settings.brand_name,
-                first_name=staff.first_name,
                 code=claim.secret,
                 ttl_words=ttl_words(data.code_ttl_seconds),
-                support_email=self._settings.support_email,
             )
             await session.commit()
-        claim.secret = ""
-        await self._send(claim, email)
-        # Server clock, like the workflow's: the code's lifetime counts from the hand-over.
-        sent_at = clock.now()
 
-        async def record_sent() -> None:
-            async with self._sessions() as session:
-                if data.setup_id:  # "" in inputs scheduled before setup_id was optional
-                    await move_setup(
-                        session,
-                        data.setup_id,
-                        SetupState.code_sent,
-                        utcnow(),
-                        only_from={SetupState.password_set, SetupState.code_sent},
-                    )
-                await self._requests.accepted(session, claim, sent_at)
-                audit.record(
+        async def record(session: AsyncSession, sent_at: datetime) -> None:
+            if data.setup_id:  # "" in inputs scheduled before setup_id was optional
+                await move_setup(
                     session,
-                    actor="system",
-                    action="code.issued",
-                    outcome="success",
-                    target=data.staff_id,
-                    purpose=data.purpose,
-                    workflow_id=data.workflow_id,
+                    data.setup_id,
+                    SetupState.code_sent,
+                    utcnow(),
+                    only_from={SetupState.password_set, SetupState.code_sent},
                 )
-                await session.commit()
+            audit.by_system(
+                session, data.staff_id, "code.issued", purpose=data.purpose, workflow_id=data.workflow_id
+            )
 
-        # The code is out: failing now would make Temporal email it again.
-        await record_after_send(record_sent)
+        # Server clock, like the workflow's: the code's lifetime counts from the hand-over.
+        sent_at = await self._deliver(claim, email, clock, record)
         return SendCodeResult(code_digest=digest, sent_at=sent_at)
 
     @activity.defn(name="record_audit")

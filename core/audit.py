@@ -28,3 +28,17 @@ def record(
     )
     session.add(event)
     return event
+
+
+def by_staff(
+    session: AsyncSession, staff_id: str, action: str, *, outcome: str = "success", **details: Any
+) -> AuditEvent:
+    """An event a staff member caused on their own login (`ip` and any details as `record`)."""
+    return record(
+        session, actor=f"staff:{staff_id}", action=action, outcome=outcome, target=staff_id, **details
+    )
+
+
+def by_system(session: AsyncSession, staff_id: str, action: str, **details: Any) -> AuditEvent:
+    """A step the flows took on a staff member's behalf, such as an email sent."""
+    return record(session, actor="system", action=action, outcome="success", target=staff_id, **details)

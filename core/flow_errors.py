@@ -23,6 +23,12 @@ WRONG_STEP = "WrongStep"
 # A start, update or signal without a payload sealed with this deployment's key.
 UNAUTHENTICATED = "Unauthenticated"
 
-# Raised by activities and read by the workflow that called them.
+# Raised by activities and read by the workflow that called them (or by its retry policy,
+# which stops retrying on them).
+ACCOUNT_MISSING = "AccountMissing"
 BAD_SEAL = "BadSeal"
 ENTRA_REFUSED = "EntraRefused"
+ENTRA_UNAVAILABLE = "EntraUnavailable"
+PERMANENT_EMAIL_ERROR = "PermanentEmailError"
+STAFF_NOT_FOUND = "StaffNotFound"
+# SETUP_ENDED too: the setup was cancelled or superseded while its email step ran.

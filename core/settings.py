@@ -57,6 +57,41 @@ class EmailBackend(StrEnum):
     sendgrid = "sendgrid"
 
 
+# The settings given as a list: JSON, or comma-separated.
+LISTS = (
+    "encryption_keys",
+    "codec_cors_origins",
+    "allowed_return_urls",
+    "entra_allowed_tenants",
+    "trusted_proxies",
+)
+# The settings that may be left out: blank means not set.
+OPTIONAL = (
+    "metrics_token",
+    "temporal_api_key",
+    "temporal_tls_ca",
+    "temporal_tls_cert",
+    "temporal_tls_key",
+)
+# The settings that are lengths of time: given in seconds or as ISO 8601, always positive.
+DURATIONS = (
+    "setup_link_ttl",
+    "email_retry_window",
+    "email_retry_initial_interval",
+    "email_retry_max_interval",
+    "setup_email_window",
+    "setup_ttl",
+    "code_ttl",
+    "code_resend_interval",
+    "step_timeout",
+    "session_idle_ttl",
+    "session_max_ttl",
+    "reset_ttl",
+    "reset_link_ttl",
+    "entra_link_fresh",
+)
+
+
 class InsecureSettingsError(RuntimeError):
     """Raised when a non-development process would start with missing or placeholder secrets."""
 
@@ -188,14 +223,7 @@ class Settings(BaseSettings):
     # A bearer token for Prometheus, so scrapers need no admin key.
     metrics_token: SecretStr | None = None
 
-    @field_validator(
-        "encryption_keys",
-        "codec_cors_origins",
-        "allowed_return_urls",
-        "entra_allowed_tenants",
-        "trusted_proxies",
-        mode="before",
-    )
+    @field_validator(*LISTS, mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -206,14 +234,7 @@ class Settings(BaseSettings):
         parse_networks(value)
         return value
 
-    @field_validator(
-        "metrics_token",
-        "temporal_api_key",
-        "temporal_tls_ca",
-        "temporal_tls_cert",
-        "temporal_tls_key",
-        mode="before",
-    )
+    @field_validator(*OPTIONAL, mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -223,23 +244,7 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator(
-        "setup_link_ttl",
-        "email_retry_window",
-        "email_retry_initial_interval",
-        "email_retry_max_interval",
-        "setup_email_window",
-        "setup_ttl",
-        "code_ttl",
-        "code_resend_interval",
-        "step_timeout",
-        "session_idle_ttl",
-        "session_max_ttl",
-        "reset_ttl",
-        "reset_link_ttl",
-        "entra_link_fresh",
-        mode="before",
-    )
+    @field_validator(*DURATIONS, mode="before")
     @classmethod
     def _seconds_or_iso8601(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -249,22 +254,7 @@ class Settings(BaseSettings):
                 return value
         return value
 
-    @field_validator(
-        "setup_link_ttl",
-        "email_retry_window",
-        "email_retry_initial_interval",
-        "email_retry_max_interval",
-        "setup_email_window",
-        "setup_ttl",
-        "code_ttl",
-        "code_resend_interval",
-        "step_timeout",
-        "session_idle_ttl",
-        "session_max_ttl",
-        "reset_ttl",
-        "reset_link_ttl",
-        "entra_link_fresh",
-    )
+    @field_validator(*DURATIONS)
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

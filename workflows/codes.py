@@ -10,7 +10,14 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from temporalio import workflow
+
 from core import flow_errors
+
+with workflow.unsafe.imports_passed_through():
+    from activities.inputs import SendCodeInput, SendCodeResult
+    from activities.shared import SharedActivities
+    from workflows.common import EmailRetry, start_email
 
 CODE_ATTEMPTS = 5
 
@@ -20,6 +27,46 @@ class CodeRules:
     ttl_seconds: int = 600
     resend_interval_seconds: int = 60
     max_resends: int = 5
+
+
+@dataclass(kw_only=True)
+class CodeTerms:
+    """A flow's start input carries its code rules as these fields (keyword-only, so they
+    can follow the input's own fields)."""
+
+    code_ttl_seconds: int = 600
+    code_resend_interval_seconds: int = 60
+    code_max_resends: int = 5
+
+    def code_rules(self) -> CodeRules:
+        return CodeRules(
+            ttl_seconds=self.code_ttl_seconds,
+            resend_interval_seconds=self.code_resend_interval_seconds,
+            max_resends=self.code_max_resends,
+        )
+
+
+async def email_code(
+    terms: CodeTerms,
+    staff_id: str,
+    purpose: str,
+    retry: EmailRetry,
+    summary: str,
+    setup_id: str | None = None,
+) -> SendCodeResult:
+    """Email the person a new code; the flow gets back only its keyed digest."""
+    return await start_email(
+        SharedActivities.send_code,
+        SendCodeInput(
+            staff_id=staff_id,
+            workflow_id=workflow.info().workflow_id,
+            purpose=purpose,
+            code_ttl_seconds=terms.code_ttl_seconds,
+            setup_id=setup_id,
+        ),
+        retry,
+        summary,
+    )
 
 
 @dataclass

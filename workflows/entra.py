@@ -27,7 +27,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.shared import SharedActivities
     from core import metrics
     from core.search_attributes import SSO_STEP
-    from workflows.common import DB_RETRY, ENTRA_TIMEOUT, STEP_TIMEOUT, EmailRetry, required
+    from workflows.common import (
+        ENTRA_TIMEOUT,
+        EmailRetry,
+        required,
+        run_step,
+        start_email,
+    )
     from workflows.setup import SsoSetupWorkflow
 
 VIA = {"setup_link", "session"}
@@ -136,7 +142,8 @@ class EntraLinkWorkflow:
                 VerifyEntraInput(workflow_id=workflow_id, sealed_grant=request.sealed_grant),
                 start_to_close_timeout=ENTRA_TIMEOUT,
                 retry_policy=RetryPolicy(
-                    maximum_attempts=3, non_retryable_error_types=["BadSeal", "EntraRefused"]
+                    maximum_attempts=3,
+                    non_retryable_error_types=[flow_errors.BAD_SEAL, flow_errors.ENTRA_REFUSED],
                 ),
                 summary="Redeem the code, check the ID token, ask Graph",
             )
@@ -145,7 +152,7 @@ class EntraLinkWorkflow:
             self._move_to("refused", f"Microsoft sign-in refused: {reason}")
             await self._audit(request, "entra.link_refused", reason)
             return LinkOutcome(ok=False, reason=reason, message=message)
-        result = await workflow.execute_activity_method(
+        result = await run_step(
             EntraActivities.link_entra_identity,
             LinkEntraInput(
                 staff_id=self._input.staff_id,
@@ -156,9 +163,7 @@ class EntraLinkWorkflow:
                 ip=request.ip,
                 link_id=request.link_id,
             ),
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary="Record the link",
+            "Record the link",
         )
         if not result.ok:
             self._move_to("refused", f"Link refused: {result.reason}")
@@ -188,21 +193,18 @@ class EntraLinkWorkflow:
             workflow.logger.info("setup flow had already ended")
 
     async def _notify(self, notice: EntraLinkedNoticeInput) -> None:
-        retry = self._input.email_retry
         try:
-            await workflow.execute_activity_method(
+            await start_email(
                 EntraActivities.send_entra_linked,
                 notice,
-                start_to_close_timeout=retry.attempt_timeout(),
-                schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
-                retry_policy=retry.policy(),
-                summary="Tell the person a Microsoft account was linked",
+                self._input.email_retry,
+                "Tell the person a Microsoft account was linked",
             )
         except ActivityError:
             workflow.logger.warning("the link notice could not be delivered")
 
     async def _audit(self, request: LinkRequest, action: str, reason: str) -> None:
-        await workflow.execute_activity_method(
+        await run_step(
             SharedActivities.record_audit,
             AuditInput(
                 actor=request.actor,
@@ -212,9 +214,7 @@ class EntraLinkWorkflow:
                 ip=request.ip,
                 details={"reason": reason, "via": request.via},
             ),
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary=f"Audit {action}",
+            f"Audit {action}",
         )
 
     def _move_to(self, step: str, details: str) -> None:

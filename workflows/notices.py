@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import NoticeInput
     from activities.reset import ResetActivities
-    from workflows.common import EmailRetry, required
+    from workflows.common import EmailRetry, required, start_email
 
 
 @workflow.defn(name="PasswordChangedNotice")
@@ -20,11 +18,6 @@ class PasswordChangedNoticeWorkflow:
     @workflow.run
     async def run(self, notice: NoticeInput | None = None, retry: EmailRetry | None = None) -> None:
         notice, retry = required(notice, "This start"), required(retry, "This start")
-        await workflow.execute_activity_method(
-            ResetActivities.send_password_changed,
-            notice,
-            start_to_close_timeout=retry.attempt_timeout(),
-            schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
-            retry_policy=retry.policy(),
-            summary="Tell the person their password was changed",
+        await start_email(
+            ResetActivities.send_password_changed, notice, retry, "Tell the person their password was changed"
         )

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
@@ -27,20 +26,26 @@ from core import flow_errors
 
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import (
-        AuditInput,
         NoticeInput,
         ResetPasswordInput,
-        SendCodeInput,
         SendResetLinkInput,
         WrongResetCodeInput,
     )
     from activities.reset import ResetActivities
-    from activities.shared import SharedActivities
     from core import metrics
     from core.reset_caps import CODES_STOPPED, LINK_SENT
     from core.search_attributes import SSO_STEP
-    from workflows.codes import CODE_ATTEMPTS, CodeRules, EmailedCode
-    from workflows.common import DB_RETRY, STEP_TIMEOUT, EmailRetry, StepResult, required
+    from workflows.codes import CODE_ATTEMPTS, CodeTerms, EmailedCode, email_code
+    from workflows.common import (
+        DB_RETRY,
+        SEALED_ACCOUNT_STEP_RETRY,
+        EmailRetry,
+        StepResult,
+        audit_by_staff,
+        required,
+        run_step,
+        start_email,
+    )
     from workflows.notices import PasswordChangedNoticeWorkflow
 
 RESET_PURPOSE = "reset"
@@ -52,13 +57,10 @@ LINK_TOTP_SPENT = (
 
 
 @dataclass
-class PasswordResetInput:
+class PasswordResetInput(CodeTerms):
     account_id: str
     staff_id: str
     email_retry: EmailRetry
-    code_ttl_seconds: int = 600
-    code_resend_interval_seconds: int = 60
-    code_max_resends: int = 5
     # The flow ends this long after the last code was asked for.
     ttl_seconds: int = 3600
     wrong_code_flow_limit: int = 10
@@ -113,11 +115,7 @@ class PasswordResetWorkflow:
         self._input = data = required(data, "This start")
         self._step = "code_requested"
         self._open_step = self._step  # where the flow stood before it ended, for metrics
-        self._rules = CodeRules(
-            ttl_seconds=data.code_ttl_seconds,
-            resend_interval_seconds=data.code_resend_interval_seconds,
-            max_resends=data.code_max_resends,
-        )
+        self._rules = data.code_rules()
         self._code = EmailedCode(self._rules)
         self._per_browser = data.per_browser
         self._browsers: dict[str, EmailedCode] = {}
@@ -214,14 +212,11 @@ class PasswordResetWorkflow:
                 data.code_flow = workflow.info().run_id
                 data.flow_limit = self._input.wrong_code_flow_limit
                 data.day_limit = self._input.wrong_code_day_limit
-            result = await workflow.execute_activity_method(
+            result = await run_step(
                 ResetActivities.reset_password,
                 data,
-                start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=RetryPolicy(
-                    maximum_attempts=5, non_retryable_error_types=["BadSeal", "AccountMissing"]
-                ),
-                summary="Check and store the new password; sign out every session",
+                "Check and store the new password; sign out every session",
+                retry=SEALED_ACCOUNT_STEP_RETRY,
             )
             if not result.ok:
                 if result.codes_stopped:
@@ -277,9 +272,9 @@ class PasswordResetWorkflow:
         counted = await workflow.execute_activity_method(
             ResetActivities.count_wrong_reset_code,
             WrongResetCodeInput(
+                flow=workflow.info().run_id,
                 staff_id=self._input.staff_id,
                 account_id=self._input.account_id,
-                flow=workflow.info().run_id,
                 flow_limit=self._input.wrong_code_flow_limit,
                 day_limit=self._input.wrong_code_day_limit,
                 attempts_left=attempts_left,
@@ -370,18 +365,12 @@ class PasswordResetWorkflow:
     async def _deliver(self, number: int, code: EmailedCode | None = None) -> None:
         code = code or self._code
         try:
-            result = await workflow.execute_activity_method(
-                SharedActivities.send_code,
-                SendCodeInput(
-                    staff_id=self._input.staff_id,
-                    workflow_id=workflow.info().workflow_id,
-                    purpose=RESET_PURPOSE,
-                    code_ttl_seconds=self._input.code_ttl_seconds,
-                ),
-                start_to_close_timeout=self._input.email_retry.attempt_timeout(),
-                schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
-                retry_policy=self._input.email_retry.policy(),
-                summary="Email the password reset code",
+            result = await email_code(
+                self._input,
+                self._input.staff_id,
+                RESET_PURPOSE,
+                self._input.email_retry,
+                "Email the password reset code",
             )
         except ActivityError:
             code.failed(number)
@@ -396,7 +385,7 @@ class PasswordResetWorkflow:
         """A link in place of a code. The browser's code slot only keeps the throttle: no
         digest, so no code from it ever matches."""
         try:
-            result = await workflow.execute_activity_method(
+            result = await start_email(
                 ResetActivities.send_reset_link,
                 SendResetLinkInput(
                     account_id=self._input.account_id,
@@ -404,10 +393,9 @@ class PasswordResetWorkflow:
                     workflow_id=workflow.info().workflow_id,
                     link_ttl_seconds=self._input.link_ttl_seconds,
                 ),
-                start_to_close_timeout=timedelta(seconds=60),
-                schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
-                retry_policy=self._input.email_retry.policy(),
-                summary="Email a password reset link (codes have stopped)",
+                self._input.email_retry,
+                "Email a password reset link (codes have stopped)",
+                attempt_timeout=timedelta(seconds=60),
             )
         except ActivityError:
             if code is not None:
@@ -419,20 +407,7 @@ class PasswordResetWorkflow:
         self._move_to("link_sent", "Reset link sent; codes have stopped for this account")
 
     async def _audit(self, action: str, ip: str | None, **details: str) -> None:
-        await workflow.execute_activity_method(
-            SharedActivities.record_audit,
-            AuditInput(
-                actor=f"staff:{self._input.staff_id}",
-                action=action,
-                outcome="failure",
-                target=self._input.staff_id,
-                details=details,
-                ip=ip,
-            ),
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary=f"Audit {action}",
-        )
+        await audit_by_staff(self._input.staff_id, action, "failure", ip, details)
 
     def _move_to(self, step: str, details: str) -> None:
         if step == self._step:

@@ -20,9 +20,7 @@ from core import flow_errors
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import (
         ActivateInput,
-        AuditInput,
         CloseSetupInput,
-        SendCodeInput,
         SendSetupEmailInput,
         SendSetupEmailResult,
         StaffStepInput,
@@ -31,18 +29,19 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.setup import SetupStepActivities
     from activities.setup_email import SetupActivities
-    from activities.shared import SharedActivities
     from core import metrics
     from core.search_attributes import SSO_STEP
     from core.steps import FINAL_SETUP_STATES, SetupState
-    from workflows.codes import CodeRules, EmailedCode
+    from workflows.codes import CodeTerms, EmailedCode, email_code
     from workflows.common import (
-        DB_RETRY,
-        STEP_TIMEOUT,
+        SEALED_ACCOUNT_STEP_RETRY,
         EmailRetry,
         StepRequest,
         StepResult,
+        audit_by_staff,
         required,
+        run_step,
+        start_email,
     )
 
 LINK_OPENED_DETAILS = "The person opened the link and is choosing a password"
@@ -59,16 +58,13 @@ LINK_OPENED_PATCH = "link-opened-needs-request-{}"
 
 
 @dataclass
-class SsoSetupInput:
+class SsoSetupInput(CodeTerms):
     setup_id: str
     staff_id: str
     link_ttl_seconds: int
     requested_by: str
     email_retry: EmailRetry
     setup_ttl_seconds: int = 24 * 3600
-    code_ttl_seconds: int = 600
-    code_resend_interval_seconds: int = 60
-    code_max_resends: int = 5
     # Admins must enrol an authenticator: "No thanks, I'll set it up later" is not offered.
     mfa_required: bool = False
 
@@ -92,10 +88,16 @@ class SetupOutcome:
 
 
 @dataclass
-class SetupStatus:
+class SetupStep:
+    """Where a setup stands; what the `status` and `progress` queries answer begins with it."""
+
     step: str
     step_since: datetime
     link_expires_at: datetime | None
+
+
+@dataclass
+class SetupStatus(SetupStep):
     email_attempts: int
 
 
@@ -122,10 +124,7 @@ class TotpRequest:
 
 
 @dataclass
-class SetupProgress:
-    step: str
-    step_since: datetime
-    link_expires_at: datetime | None
+class SetupProgress(SetupStep):
     setup_expires_at: datetime | None
     code_delivery: str  # none | sending | sent | failed
     code_sent_at: datetime | None
@@ -153,13 +152,7 @@ class SsoSetupWorkflow:
         # One step at a time: a second page submit waits for the first to finish.
         self._busy = False
         self._link_used = False
-        self._code = EmailedCode(
-            CodeRules(
-                ttl_seconds=data.code_ttl_seconds,
-                resend_interval_seconds=data.code_resend_interval_seconds,
-                max_resends=data.code_max_resends,
-            )
-        )
+        self._code = EmailedCode(data.code_rules())
         self._code_tasks: list[asyncio.Task[None]] = []
         self._totp_failures = 0
         self._link_opened_signals = 0
@@ -226,9 +219,8 @@ class SsoSetupWorkflow:
             self._outcome = SetupOutcome(state=SetupState.active)
 
     async def _send_email(self) -> SendSetupEmailResult | None:
-        retry = self._input.email_retry
         info = workflow.info()
-        send = workflow.start_activity_method(
+        send = start_email(
             SetupActivities.send_setup_email,
             SendSetupEmailInput(
                 setup_id=self._input.setup_id,
@@ -237,10 +229,8 @@ class SsoSetupWorkflow:
                 run_id=info.run_id,
                 link_ttl_seconds=self._input.link_ttl_seconds,
             ),
-            start_to_close_timeout=retry.attempt_timeout(),
-            schedule_to_close_timeout=timedelta(seconds=retry.window_seconds),
-            retry_policy=self._email_retry_policy(),
-            summary="Email the Single Sign-On setup link",
+            self._input.email_retry,
+            "Email the Single Sign-On setup link",
         )
         await workflow.wait_condition(lambda: send.done() or self._end is not None)
         if not send.done():
@@ -252,14 +242,11 @@ class SsoSetupWorkflow:
             await self._close(SetupState.failed, EndRequest("system", _failure_reason(err)))
             return None
 
-    def _email_retry_policy(self) -> RetryPolicy:
-        return self._input.email_retry.policy()
-
     async def _close(self, state: SetupState, request: EndRequest) -> None:
         if self._outcome is not None:
             return
         self._outcome = SetupOutcome(state=state, reason=request.reason)
-        await workflow.execute_activity_method(
+        await run_step(
             SetupActivities.close_setup,
             CloseSetupInput(
                 setup_id=self._input.setup_id,
@@ -269,9 +256,7 @@ class SsoSetupWorkflow:
                 reason=request.reason,
                 actor=request.actor,
             ),
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary=f"Record the flow as {state}",
+            f"Record the flow as {state}",
         )
         self._move_to(state, f"Ended: {state}" + (f" ({request.reason})" if request.reason else ""))
 
@@ -299,7 +284,7 @@ class SsoSetupWorkflow:
             if self._step == SetupState.email_sent:
                 self._move_to(SetupState.link_opened, LINK_OPENED_DETAILS)
             info = workflow.info()
-            result = await workflow.execute_activity_method(
+            result = await run_step(
                 SetupStepActivities.store_password,
                 StorePasswordInput(
                     setup_id=self._input.setup_id,
@@ -312,9 +297,8 @@ class SsoSetupWorkflow:
                     session_ttl_seconds=self._input.setup_ttl_seconds,
                     ip=request.ip,
                 ),
-                start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["BadSeal"]),
-                summary="Check, hash and store the password",
+                "Check, hash and store the password",
+                retry=RetryPolicy(maximum_attempts=5, non_retryable_error_types=[flow_errors.BAD_SEAL]),
             )
             if not result.ok:
                 return StepResult(ok=False, step=self._step, message=result.message, problems=result.problems)
@@ -361,12 +345,10 @@ class SsoSetupWorkflow:
         self._busy = True
         try:
             self._code.use()
-            await workflow.execute_activity_method(
+            await run_step(
                 SetupStepActivities.confirm_email,
                 self._step_input(request.ip),
-                start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=DB_RETRY,
-                summary="Mark the email verified; prepare MFA",
+                "Mark the email verified; prepare MFA",
             )
             self._move_to(
                 SetupState.mfa_pending, "Account confirmed; waiting for the person to set up MFA or skip it"
@@ -396,7 +378,7 @@ class SsoSetupWorkflow:
         refusal = self._code.resend_refusal(workflow.now())
         if refusal is not None:
             message, kind = refusal
-            if kind == "TooManyCodes":
+            if kind == flow_errors.TOO_MANY_CODES:
                 message += " Ask your administrator to send a new Single Sign-On email."
             raise _refusal(message, kind)
 
@@ -404,7 +386,7 @@ class SsoSetupWorkflow:
     async def complete_mfa(self, request: TotpRequest) -> StepResult:
         self._busy = True
         try:
-            result = await workflow.execute_activity_method(
+            result = await run_step(
                 SetupStepActivities.verify_totp,
                 VerifyTotpInput(
                     staff_id=self._input.staff_id,
@@ -412,11 +394,8 @@ class SsoSetupWorkflow:
                     sealed_code=request.sealed_code,
                     ip=request.ip,
                 ),
-                start_to_close_timeout=STEP_TIMEOUT,
-                retry_policy=RetryPolicy(
-                    maximum_attempts=5, non_retryable_error_types=["BadSeal", "AccountMissing"]
-                ),
-                summary="Check the authenticator code",
+                "Check the authenticator code",
+                retry=SEALED_ACCOUNT_STEP_RETRY,
             )
             if not result.ok:
                 self._totp_failures += 1
@@ -460,7 +439,7 @@ class SsoSetupWorkflow:
             )
 
     async def _activate(self, mfa: bool, ip: str | None) -> None:
-        await workflow.execute_activity_method(
+        await run_step(
             SetupStepActivities.activate_account,
             ActivateInput(
                 setup_id=self._input.setup_id,
@@ -469,9 +448,7 @@ class SsoSetupWorkflow:
                 mfa=mfa,
                 ip=ip,
             ),
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary="Activate the account" + (" with MFA" if mfa else " (MFA skipped)"),
+            "Activate the account" + (" with MFA" if mfa else " (MFA skipped)"),
         )
         self._move_to(
             SetupState.active, "Single Sign-On is active" + (" with MFA" if mfa else "; MFA skipped for now")
@@ -487,19 +464,13 @@ class SsoSetupWorkflow:
 
     async def _deliver_code(self, number: int) -> None:
         try:
-            result = await workflow.execute_activity_method(
-                SharedActivities.send_code,
-                SendCodeInput(
-                    setup_id=self._input.setup_id,
-                    staff_id=self._input.staff_id,
-                    workflow_id=workflow.info().workflow_id,
-                    purpose=CODE_PURPOSE,
-                    code_ttl_seconds=self._input.code_ttl_seconds,
-                ),
-                start_to_close_timeout=self._input.email_retry.attempt_timeout(),
-                schedule_to_close_timeout=timedelta(seconds=self._input.email_retry.window_seconds),
-                retry_policy=self._email_retry_policy(),
-                summary="Email the verification code",
+            result = await email_code(
+                self._input,
+                self._input.staff_id,
+                CODE_PURPOSE,
+                self._input.email_retry,
+                "Email the verification code",
+                setup_id=self._input.setup_id,
             )
         except ActivityError:
             self._code.failed(number)
@@ -535,20 +506,7 @@ class SsoSetupWorkflow:
         )
 
     async def _audit(self, action: str, outcome: str, ip: str | None, **details: str) -> None:
-        await workflow.execute_activity_method(
-            SharedActivities.record_audit,
-            AuditInput(
-                actor=f"staff:{self._input.staff_id}",
-                action=action,
-                outcome=outcome,
-                target=self._input.staff_id,
-                details=details,
-                ip=ip,
-            ),
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary=f"Audit {action}",
-        )
+        await audit_by_staff(self._input.staff_id, action, outcome, ip, details)
 
     async def _request_end(self, state: SetupState, request: EndRequest) -> SetupOutcome:
         self._end = (state, request)
@@ -600,12 +558,10 @@ class SsoSetupWorkflow:
         ):
             return
         self._move_to(SetupState.link_opened, LINK_OPENED_DETAILS)
-        await workflow.execute_activity_method(
+        await run_step(
             SetupStepActivities.record_link_opened,
             self._step_input(request.ip if request else None),
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary="Record that the link was opened",
+            "Record that the link was opened",
         )
 
     @workflow.signal(name="entra_linked")

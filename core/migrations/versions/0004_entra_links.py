@@ -1,36 +1,28 @@
-"""Microsoft Entra identities linked to staff logins
+"""Microsoft Entra identities linked to staff logins"""
 
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-27 17:50:00
-"""
-from collections.abc import Sequence
-
-import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0004'
-down_revision: str | None = '0003'
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+from core.migrations.shapes import OF_STAFF, create_table, moment, string, uuid_id, uuid_ref
+
+revision = '0004'
+down_revision = '0003'
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_table(
         'entra_links',
-        sa.Column('id', sa.Uuid(), nullable=False),
-        sa.Column('staff_id', sa.Uuid(), nullable=False),
-        sa.Column('tenant_id', sa.String(length=64), nullable=False),
-        sa.Column('object_id', sa.String(length=64), nullable=False),
-        sa.Column('display_name', sa.String(length=200), nullable=False),
-        sa.Column('email', sa.String(length=320), nullable=False),
-        sa.Column('linked_via', sa.String(length=20), nullable=False),
-        sa.Column('linked_at', sa.DateTime(timezone=True), nullable=False),
-        sa.Column('last_sign_in_at', sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(['staff_id'], ['staff.id'], ondelete='CASCADE'),
-        sa.PrimaryKeyConstraint('id'),
-        sa.UniqueConstraint('staff_id'),
-        sa.UniqueConstraint('tenant_id', 'object_id', name='uq_entra_identity'),
+        uuid_id(),
+        uuid_ref('staff_id'),
+        string('tenant_id', 64),
+        string('object_id', 64),
+        string('display_name', 200),
+        string('email', 320),
+        string('linked_via', 20),
+        moment('linked_at'),
+        moment('last_sign_in_at', nullable=True),
+        cascades=OF_STAFF,
+        unique=('staff_id', ('tenant_id', 'object_id')),
+        unique_name='uq_entra_identity',
     )
 
 

@@ -1,41 +1,33 @@
-"""email sends: one row per requested email, so a retried send repeats the same secret
-
-Revision ID: 0006_email_sends
-Revises: 0005
-Create Date: 2026-12-06 21:00:00
-"""
-from collections.abc import Sequence
+"""email sends: one row per requested email, so a retried send repeats the same secret"""
 
 import sqlalchemy as sa
-from alembic import op
 
-revision: str = '0006_email_sends'
-down_revision: str | None = '0005'
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+from core.migrations.shapes import OF_STAFF, create_index, create_table, drop_table
+from core.migrations.shapes import moment, string, text, uuid_id, uuid_ref
+
+revision = '0006_email_sends'
+down_revision = '0005'
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_table(
         'email_sends',
-        sa.Column('id', sa.Uuid(), nullable=False),
-        sa.Column('request_key', sa.String(length=300), nullable=False),
-        sa.Column('kind', sa.String(length=40), nullable=False),
-        sa.Column('staff_id', sa.Uuid(), nullable=True),
-        sa.Column('secret_sealed', sa.Text(), nullable=True),
-        sa.Column('digest', sa.String(length=128), nullable=True),
-        sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True),
+        uuid_id(),
+        string('request_key', 300),
+        string('kind', 40),
+        uuid_ref('staff_id', nullable=True),
+        text('secret_sealed', nullable=True),
+        string('digest', 128, nullable=True),
+        moment('expires_at', nullable=True),
         sa.Column('handovers', sa.Integer(), nullable=False),
         sa.Column('in_flight', sa.Boolean(), nullable=False),
-        sa.Column('accepted_at', sa.DateTime(timezone=True), nullable=True),
-        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(['staff_id'], ['staff.id'], ondelete='CASCADE'),
-        sa.PrimaryKeyConstraint('id'),
-        sa.UniqueConstraint('request_key'),
+        moment('accepted_at', nullable=True),
+        moment('created_at'),
+        cascades=OF_STAFF,
+        unique=('request_key',),
     )
-    op.create_index('ix_email_sends_staff', 'email_sends', ['staff_id'])
+    create_index('email_sends', 'ix_email_sends_staff', 'staff_id')
 
 
 def downgrade() -> None:
-    op.drop_index('ix_email_sends_staff', table_name='email_sends')
-    op.drop_table('email_sends')
+    drop_table('email_sends', 'ix_email_sends_staff')
