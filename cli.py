@@ -148,6 +148,9 @@ def cmd_api(args: argparse.Namespace) -> None:
         proxy_headers=False,
         server_header=False,
     )
+    from core.temporal_client import exit_after_temporal
+
+    exit_after_temporal()
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:
