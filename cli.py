@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from pydantic import ValidationError
 
@@ -45,6 +45,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (InsecureSettingsError, ValidationError) as exc:
         print(f"sso: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def run() -> NoReturn:
+    """The `sso` command: main(), then an exit that skips the interpreter's teardown, which a
+    Temporal client's native threads can crash (core.temporal_client.exit_after_temporal)."""
+    from core.temporal_client import exit_after_temporal
+
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            exit_after_temporal(exc.code or 0)
+        print(exc.code, file=sys.stderr)
+        exit_after_temporal(1)
+    exit_after_temporal(0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,9 +163,6 @@ def cmd_api(args: argparse.Namespace) -> None:
         proxy_headers=False,
         server_header=False,
     )
-    from core.temporal_client import exit_after_temporal
-
-    exit_after_temporal()
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:
@@ -512,4 +524,4 @@ Press Ctrl-C to stop everything.
 
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -263,3 +263,29 @@ def test_sso_dev_starts_on_moved_ports_and_names_a_child_that_dies(tmp_path: Pat
     assert f"The last lines of {data_dir / 'entra-dev.log'}:" in output
     assert "Fatal Python error" not in output and "Traceback" not in output, output[-3000:]
     assert not report.left_running and not report.open_ports, report
+
+
+def test_commands_that_need_temporal_name_the_address_they_tried(tmp_path: Path) -> None:
+    """Temporal not where the settings say: each command names the address it tried and the
+    setting that moves it, and changes nothing (no person created without their email)."""
+    [port] = free_ports(1)
+    env = {
+        "SSO_ENV": "development",
+        "SSO_DATA_DIR": str(tmp_path / "data"),
+        "SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+    }
+    assert run_sso("migrate", cwd=tmp_path, **env).returncode == 0
+    for command in (
+        ("staff", "create", "--first-name", "Jo", "--last-name", "Far", "--email", "jo.far@example.com"),
+        ("staff", "send-email", "jo.far@example.com"),
+        ("audit", "boundary"),
+    ):
+        result = run_sso(*command, cwd=tmp_path, **env)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.startswith(f"sso: could not reach Temporal at 127.0.0.1:{port}"), result.stderr
+        assert "Set SSO_TEMPORAL_ADDRESS" in result.stderr and "make dev TEMPORAL_PORT=N" in result.stderr
+        assert "We can't complete this right now" not in result.stderr and "Traceback" not in result.stderr
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'sso.db'}")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("select count(*) from staff").scalar() == 0
+    engine.dispose()
