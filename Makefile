@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# `make dev PORT=8100 TEMPORAL_PORT=7300 UI_PORT=8300 ENTRA_PORT=9500` moves the stack's ports.
+DEV_FLAGS = $(if $(PORT),--port $(PORT)) $(if $(TEMPORAL_PORT),--temporal-port $(TEMPORAL_PORT)) \
+	$(if $(UI_PORT),--ui-port $(UI_PORT)) $(if $(ENTRA_PORT),--entra-port $(ENTRA_PORT)) \
+	$(if $(WORKER_METRICS_PORT),--worker-metrics-port $(WORKER_METRICS_PORT))
+
 dev: install
-	$(BIN)/sso dev
+	$(BIN)/sso dev $(DEV_FLAGS)
 
 test: install
 	$(BIN)/ruff check .

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from pydantic import ValidationError
 
+from core.dev_ports import DevPort, check_ports
 from core.devstack import (
     Processes,
     api_command,
@@ -27,7 +29,12 @@ from core.devstack import (
 from core.settings import InsecureSettingsError, Settings, get_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from temporalio.client import Client
+
     from api.schemas import StaffCreate
+    from core.dev_first_run import DevKey, TryIt
+    from core.models import Staff
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -38,6 +45,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (InsecureSettingsError, ValidationError) as exc:
         print(f"sso: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def run() -> NoReturn:
+    """The `sso` command: main(), then an exit that skips the interpreter's teardown, which a
+    Temporal client's native threads can crash (core.temporal_client.exit_after_temporal)."""
+    from core.temporal_client import exit_after_temporal
+
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            exit_after_temporal(exc.code or 0)
+        print(exc.code, file=sys.stderr)
+        exit_after_temporal(1)
+    exit_after_temporal(0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,6 +118,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-email", action="store_true", help="create the record only; send the email later"
     )
     staff_create.set_defaults(func=cmd_staff_create)
+    send_email = staff_commands.add_parser(
+        "send-email", help="send the Single Sign-On email to an existing staff member"
+    )
+    send_email.add_argument("person", help="their External Email 1, or their staff id")
+    send_email.set_defaults(func=cmd_staff_send_email)
 
     admin_key = commands.add_parser("admin-key", help="manage admin API keys")
     key_commands = admin_key.add_subparsers(dest="key_command", required=True)
@@ -173,7 +200,6 @@ async def _audit_boundary(settings: Settings) -> list[str]:
     from core.boundary_audit import entra_links, unbacked_changes
     from core.codec import codec as make_codec
     from core.db import create_engine, session_factory
-    from core.temporal_client import connect
 
     engine = create_engine(settings.async_database_url)
     try:
@@ -188,7 +214,7 @@ async def _audit_boundary(settings: Settings) -> list[str]:
         + ("" if link.still_linked else " (no longer linked)")
         for link in links
     ]
-    client = await connect(settings, role="cli")
+    client = await _temporal_or_exit(settings)
     codec = make_codec(settings)
     changes = [change async for change in unbacked_changes(client, codec)]
     lines.append(f"Flow changes with no web request behind them (retained histories): {len(changes)}")
@@ -202,22 +228,13 @@ async def _audit_boundary(settings: Settings) -> list[str]:
     return lines
 
 
-async def _create_admin_key(settings: Settings, name: str, revoke_same_name: bool = False) -> str:
-    from sqlalchemy import update
-
+async def _create_admin_key(settings: Settings, name: str) -> str:
     from core.admin_keys import create_admin_key
     from core.db import create_engine, session_factory
-    from core.models import AdminApiKey, utcnow
 
     engine = create_engine(settings.async_database_url)
     try:
         async with session_factory(engine)() as session:
-            if revoke_same_name:
-                await session.execute(
-                    update(AdminApiKey)
-                    .where(AdminApiKey.name == name, AdminApiKey.revoked_at.is_(None))
-                    .values(revoked_at=utcnow())
-                )
             key = await create_admin_key(session, settings, name)
             await session.commit()
     finally:
@@ -244,51 +261,131 @@ def cmd_staff_create(args: argparse.Namespace) -> None:
     print(asyncio.run(_create_staff(get_settings(), data, send=not args.no_email)))
 
 
-async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> str:
+def temporal_unreachable(settings: Settings) -> str:
+    return (
+        f"sso: could not reach Temporal at {settings.temporal_address}, so nothing was changed. "
+        "Set SSO_TEMPORAL_ADDRESS to where Temporal listens (`sso dev --temporal-port N`, or "
+        "`make dev TEMPORAL_PORT=N`, runs it at 127.0.0.1:N)."
+    )
+
+
+async def _temporal_or_exit(settings: Settings) -> Client:
+    """A connected client, or the command ends naming the address it tried and the setting
+    that moves it (a refused connection is not "try again in a minute")."""
+    from core.temporal_client import connect
+
+    try:
+        async with asyncio.timeout(10):
+            return await connect(settings, role="cli")
+    except (RuntimeError, OSError, TimeoutError):
+        raise SystemExit(temporal_unreachable(settings)) from None
+
+
+async def _send_sso_email(settings: Settings, session: AsyncSession, client: Client, staff: Staff) -> str:
+    """The admin's Send Single Sign-On Email, by the person at this terminal."""
     import getpass
 
     from api.services.setup_admin import Onboarding
-    from api.services.staff import create_staff
-    from core.db import UnitOfWork, create_engine, session_factory
+    from core.db import UnitOfWork
     from core.errors import SsoError
     from core.temporal_client import TemporalGateway
 
-    actor = f"cli:{getpass.getuser()}"
+    onboarding = Onboarding(
+        settings=settings,
+        session=session,
+        temporal=TemporalGateway(settings, client=client, role="cli"),
+        uow=UnitOfWork(session),
+    )
+    try:
+        await onboarding.send_email(staff.id, f"cli:{getpass.getuser()}", None)
+    except SsoError as exc:
+        raise SystemExit(f"sso: the Single Sign-On email was not sent: {exc.message}") from None
+    return (
+        f"Single Sign-On email sent to {staff.external_email_1}; the link "
+        f"is valid for {int(settings.setup_link_ttl.total_seconds() // 60)} minutes."
+    )
+
+
+async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> str:
+    import getpass
+
+    from api.services.staff import create_staff
+    from core.db import create_engine, session_factory
+    from core.errors import SsoError
+
+    # Temporal first: a person created without their email because Temporal is away would
+    # make the same command refuse the next time.
+    client = await _temporal_or_exit(settings) if send else None
     engine = create_engine(settings.async_database_url)
     try:
         async with session_factory(engine)() as session:
             try:
-                staff = await create_staff(session, data, actor, None)
+                staff = await create_staff(session, data, f"cli:{getpass.getuser()}", None)
                 await session.commit()
             except SsoError as exc:
                 raise SystemExit(f"sso: {exc.message}") from None
             role = " (admin)" if staff.is_admin else ""
             done = f"Created {staff.first_name} {staff.last_name}{role}: {staff.id}"
-            if not send:
+            if client is None:
                 return done
-            onboarding = Onboarding(
-                settings=settings,
-                session=session,
-                temporal=TemporalGateway(settings, role="cli"),
-                uow=UnitOfWork(session),
-            )
-            try:
-                await onboarding.send_email(staff.id, actor, None)
-            except SsoError as exc:
-                raise SystemExit(
-                    f"{done}\nsso: the Single Sign-On email was not sent: {exc.message}"
-                ) from None
-            return (
-                f"{done}\nSingle Sign-On email sent to {staff.external_email_1}; the link "
-                f"is valid for {int(settings.setup_link_ttl.total_seconds() // 60)} minutes."
-            )
+            print(done, flush=True)
+            return await _send_sso_email(settings, session, client, staff)
     finally:
         await engine.dispose()
 
 
+def cmd_staff_send_email(args: argparse.Namespace) -> None:
+    """Send Single Sign-On Email for someone who is already a staff member."""
+    print(asyncio.run(_send_to_existing(get_settings(), args.person)))
+
+
+async def _send_to_existing(settings: Settings, person: str) -> str:
+    import uuid
+
+    from sqlalchemy import select
+
+    from core.db import create_engine, session_factory
+    from core.models import Staff
+
+    try:
+        where = Staff.id == uuid.UUID(person)
+    except ValueError:
+        where = Staff.external_email_1 == person.strip().lower()
+    client = await _temporal_or_exit(settings)
+    engine = create_engine(settings.async_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            staff = await session.scalar(select(Staff).where(where))
+            if staff is None:
+                raise SystemExit(f"sso: no staff member has the External Email 1 or id {person!r}")
+            return await _send_sso_email(settings, session, client, staff)
+    finally:
+        await engine.dispose()
+
+
+def dev_ports(args: argparse.Namespace, entra_stand_in: bool, metrics_port: int) -> list[DevPort]:
+    """Every port `sso dev` will listen on, with the option that moves each."""
+    ports = [
+        DevPort(args.port, "the web app", "--port", "PORT", host=args.host),
+        DevPort(args.temporal_port, "Temporal's frontend", "--temporal-port", "TEMPORAL_PORT"),
+        DevPort(args.ui_port, "the Temporal UI", "--ui-port", "UI_PORT"),
+    ]
+    if entra_stand_in:
+        ports.append(DevPort(args.entra_port, "the Microsoft Entra stand-in", "--entra-port", "ENTRA_PORT"))
+    if metrics_port:
+        ports.append(
+            DevPort(metrics_port, "the worker's metrics", "--worker-metrics-port", "WORKER_METRICS_PORT")
+        )
+    return ports
+
+
+def _metrics_port(address: str) -> int:
+    port = address.rpartition(":")[2]
+    return int(port) if port.isdigit() else 0
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     data_dir = Path(args.data_dir).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     public = f"http://localhost:{args.port}"
     ui_origins = [f"http://localhost:{args.ui_port}", f"http://127.0.0.1:{args.ui_port}"]
     env = dict(os.environ)
@@ -307,26 +404,33 @@ def cmd_dev(args: argparse.Namespace) -> None:
     env.update(dev_metrics_env(env, args.worker_metrics_port))
     env["PYTHONPATH"] = child_python_path(env.get("PYTHONPATH"))
     entra_stand_in = not env.get("SSO_ENTRA_CLIENT_ID")
+    # Before anything starts or is written: a taken port is named with the option that moves it.
+    taken = check_ports(dev_ports(args, entra_stand_in, _metrics_port(env["SSO_WORKER_METRICS_ADDRESS"])))
+    if taken:
+        raise SystemExit("\n".join(taken))
     if entra_stand_in:
         env.update(dev_entra_env(env["SSO_PUBLIC_URL"], args.entra_port))
+    data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.update(env)
     get_settings.cache_clear()
     settings = get_settings()
     if not settings.is_development:
         raise SystemExit("sso dev runs only with SSO_ENV=development")
 
+    from core.dev_first_run import dev_admin_key, try_it
     from core.migrate import upgrade
 
     upgrade(settings)
-    key = asyncio.run(_create_admin_key(settings, "sso-dev", revoke_same_name=True))
+    key = asyncio.run(dev_admin_key(settings, data_dir))
+    person = asyncio.run(try_it(settings))
 
     processes = Processes(env)
-    log = (data_dir / "temporal.log").open("ab")
     # Ctrl-C and SIGTERM both stop everything; SIGINT may arrive ignored from a parent shell.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         processes.start(
+            "Temporal's dev server",
             temporal_command(
                 data_dir,
                 args.temporal_port,
@@ -334,29 +438,28 @@ def cmd_dev(args: argparse.Namespace) -> None:
                 ui_port=args.ui_port,
                 codec_endpoint=f"{public}/codec",
             ),
-            log=log,
+            log_path=data_dir / "temporal.log",
             ready_port=("127.0.0.1", args.temporal_port),
         )
         if entra_stand_in:
-            entra_log = (data_dir / "entra-dev.log").open("ab")
             processes.start(
+                "the Microsoft Entra stand-in",
                 entra_command(args.entra_port),
-                log=entra_log,
+                log_path=data_dir / "entra-dev.log",
                 ready_port=("127.0.0.1", args.entra_port),
                 ready_timeout=30,
             )
-        processes.start(worker_command())
-        processes.start(api_command(args.host, args.port), ready_port=(args.host, args.port))
-        print(_banner(settings, args, key, data_dir), flush=True)
-        while processes.all_running():
+        processes.start("the worker", worker_command())
+        processes.start("the web app", api_command(args.host, args.port), ready_port=(args.host, args.port))
+        print(_banner(settings, args, key, person, data_dir), flush=True)
+        while (stopped := processes.first_stopped()) is None:
             time.sleep(0.5)
-        print(f"sso dev: a process stopped ({processes.stopped()}); stopping the rest", file=sys.stderr)
+        print(f"{stopped.ended()}\nsso dev: stopping the rest", file=sys.stderr)
         raise SystemExit(1)
     except KeyboardInterrupt:
         print("\nsso dev: stopping", file=sys.stderr)
     finally:
         processes.stop_all()
-        log.close()
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -381,7 +484,26 @@ def _worker_metrics_note(settings: Settings) -> str:
     return f"   (with the worker's, served at {settings.worker_metrics_address})"
 
 
-def _banner(settings: Settings, args: argparse.Namespace, key: str, data_dir: Path) -> str:
+def _try_it(settings: Settings, key: str, person: TryIt) -> str:
+    api = f"{settings.public_url}/api/v1/staff"
+    auth = f"-H 'Authorization: Bearer {key}'"
+    mailbox = f"then open {settings.public_url}/dev/mailbox and click Set Up Single Sign-On."
+    if person.staff_id is not None:
+        return f"""Try it: Jo Bloggs ({person.email}) is here from an earlier run; send their Single
+Sign-On email again, {mailbox}
+  curl -s -X POST {api}/{person.staff_id}/sso-email {auth}"""
+    body = json.dumps(
+        {"first_name": "Jo", "last_name": "Bloggs", "external_email_1": person.email},
+        separators=(",", ":"),
+    )
+    return f"""Try it: create Jo Bloggs, send their Single Sign-On email with the id the first answer
+gives, {mailbox}
+  curl -s -X POST {api} {auth} \\
+       -H 'Content-Type: application/json' -d '{body}'
+  curl -s -X POST {api}/<id>/sso-email {auth}"""
+
+
+def _banner(settings: Settings, args: argparse.Namespace, key: DevKey, person: TryIt, data_dir: Path) -> str:
     return f"""
 {settings.brand_name} Single Sign-On is running (development)
   Web app and admin API  {settings.public_url}   (OpenAPI: {settings.public_url}/docs)
@@ -392,17 +514,14 @@ def _banner(settings: Settings, args: argparse.Namespace, key: str, data_dir: Pa
   Temporal frontend      127.0.0.1:{args.temporal_port}
   Data directory         {data_dir}
 
-Development admin API key (shown once; a new one each start):
-  {key}
+Development admin API key ({key.note}):
+  {key.key}
 
-Try it:
-  curl -s -X POST {settings.public_url}/api/v1/staff -H 'Authorization: Bearer {key}' \\
-       -H 'Content-Type: application/json' \\
-       -d '{{"first_name":"Jo","last_name":"Bloggs","external_email_1":"jo@example.com"}}'
+{_try_it(settings, key.key, person)}
 
 Press Ctrl-C to stop everything.
 """
 
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -21,7 +21,7 @@ from core.codec import keyring_from_settings
 from core.db import create_engine, session_factory
 from core.logging import configure as configure_logging
 from core.settings import InsecureSettingsError, Settings, get_settings
-from core.temporal_client import connect
+from core.temporal_client import connect, exit_after_temporal
 from workflows.entra import EntraLinkWorkflow
 from workflows.notices import PasswordChangedNoticeWorkflow
 from workflows.reset import PasswordResetWorkflow
@@ -102,6 +102,7 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
     asyncio.run(run(settings))
+    exit_after_temporal()
 
 
 if __name__ == "__main__":

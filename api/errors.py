@@ -29,6 +29,18 @@ from core.logging import REQUEST_ID
 logger = logging.getLogger(__name__)
 
 PAGE_PREFIXES = ("/sso/", "/admin/")  # server-rendered pages; everything else answers JSON
+API_PREFIXES = ("/api/", "/codec", "/metrics", "/healthz")  # machines' addresses: always JSON
+NOT_FOUND_TITLE = "Page not found"
+NOT_FOUND_MESSAGE = (
+    "There is no page at this address. Check the link you followed, or sign in and start from there."
+)
+
+
+def wants_page(request: Request) -> bool:
+    """A browser asking for a page (not an API client, not an API address)."""
+    if request.url.path.startswith(API_PREFIXES):
+        return False
+    return "text/html" in request.headers.get("accept", "")
 
 
 # Each domain error's HTTP answer: status and the `error` code of the JSON body. The first
@@ -133,9 +145,12 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
         """The framework's own refusals (a body that can't be parsed, an unknown path, a
-        method not allowed) in the same shape as every other error."""
+        method not allowed) in the same shape as every other error; an unknown address asked
+        for by a browser gets a page in the product's look."""
+        if exc.status_code == 404 and wants_page(request):
+            return problem(request, 404, NOT_FOUND_TITLE, NOT_FOUND_MESSAGE, page="not_found")
         try:
             code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         except ValueError:

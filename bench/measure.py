@@ -59,7 +59,7 @@ def classify(process: psutil.Process) -> str | None:
         return "worker"
     if "cli api" in command:
         return "web"
-    if "oidc_provider_mock" in command:
+    if "core.entra_stand_in" in command:
         return "entra-stand-in"
     return None
 

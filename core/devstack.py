@@ -16,9 +16,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
+from core.dev_ports import listener_is
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 # Where the product's modules are: the children import this very product first.
@@ -118,19 +119,18 @@ def api_command(host: str, port: int, python: Sequence[str] = PYTHON) -> list[st
 
 
 def entra_command(port: int, python: Sequence[str] = PYTHON) -> list[str]:
-    command = [
+    """The Microsoft Entra stand-in (core/entra_stand_in.py) with the development tenant."""
+    return [
         *python,
         "-m",
-        "oidc_provider_mock",
+        "core.entra_stand_in",
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
-        "--require-nonce",
+        "--users",
+        json.dumps(DEV_ENTRA_USERS),
     ]
-    for user in DEV_ENTRA_USERS:
-        command += ["--user-claims", json.dumps(user)]
-    return command
 
 
 def dev_entra_env(public_url: str, port: int) -> dict[str, str]:
@@ -173,57 +173,94 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+def log_tail(path: Path | None, lines: int = 15) -> str:
+    """The last lines of a child's log, indented, to say why it stopped."""
+    if path is None:
+        return ""
+    try:
+        text = path.read_bytes()[-16384:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    last = [line for line in text.splitlines() if line.strip()][-lines:]
+    if not last:
+        return ""
+    return f"\nThe last lines of {path}:\n" + "\n".join(f"  {line}" for line in last)
+
+
+@dataclass
+class Child:
+    """One process of the stack: what it is, for the messages, and where it logs."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path | None = None
+
+    def ended(self) -> str:
+        """Names the child that stopped, its exit code and the end of its log."""
+        return f"sso dev: {self.name} stopped (exit code {self.process.returncode}).{log_tail(self.log_path)}"
+
+
+def wait_until_listening(child: Child, host: str, port: int, timeout: float) -> None:
+    """Returns once `child` itself listens on host:port. Something else answering there is
+    not the child being ready, and a child that exits is named with the end of its log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"sso dev: {process.args!r} exited with {process.returncode}")
+        if child.process.poll() is not None:
+            raise SystemExit(child.ended())
         if port_open(port, host):
-            return
+            owned = listener_is(child.process.pid, port)
+            if owned or (owned is None and child.process.poll() is None):
+                return
         time.sleep(0.2)
-    raise SystemExit(f"sso dev: nothing answered on {host}:{port} after {timeout:.0f} s")
+    raise SystemExit(
+        f"sso dev: {child.name} did not listen on {host}:{port} within {timeout:.0f} s."
+        f"{log_tail(child.log_path)}"
+    )
 
 
 class Processes:
-    """The stack's children, each in a session of its own; stopped together, last first."""
+    """The stack's children, each in a session of its own; stopped one by one, last first."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = dict(env)
-        self.children: list[subprocess.Popen[bytes]] = []
+        self.children: list[Child] = []
 
     def start(
         self,
+        name: str,
         command: Sequence[str],
-        log: IO[bytes] | None = None,
+        log_path: Path | None = None,
         ready_port: tuple[str, int] | None = None,
         ready_timeout: float = 60,
-    ) -> subprocess.Popen[bytes]:
-        """Starts `command`; with `ready_port`, returns once something answers there."""
-        child = subprocess.Popen(list(command), stdout=log, stderr=log, env=self.env, start_new_session=True)
+    ) -> Child:
+        """Starts `command`, logging to `log_path` (else this process's output); with
+        `ready_port`, returns once the child listens there."""
+        log = log_path.open("ab") if log_path is not None else None
+        try:
+            process = subprocess.Popen(
+                list(command), stdout=log, stderr=log, env=self.env, start_new_session=True
+            )
+        finally:
+            if log is not None:
+                log.close()  # the child has its own copy
+        child = Child(name, process, log_path)
         self.children.append(child)
         if ready_port is not None:
-            wait_for_port(*ready_port, child, timeout=ready_timeout)
+            wait_until_listening(child, *ready_port, timeout=ready_timeout)
         return child
 
-    def all_running(self) -> bool:
-        return all(child.poll() is None for child in self.children)
-
-    def stopped(self) -> list[str]:
-        return [
-            str(c.args[0] if isinstance(c.args, list) else c.args)
-            for c in self.children
-            if c.poll() is not None
-        ]
+    def first_stopped(self) -> Child | None:
+        return next((c for c in self.children if c.process.poll() is not None), None)
 
     def stop_all(self, timeout: float = 10) -> None:
-        """SIGTERM to each, then SIGKILL to whichever is still there after `timeout`."""
+        """SIGTERM to each in turn, last started first, waiting for it before the next, then
+        SIGKILL to one still there after `timeout`. In turn: the worker then shuts down while
+        Temporal still answers, instead of failing half-way through its own exit."""
         for child in reversed(self.children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in reversed(self.children):
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
             try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                child.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+                child.process.kill()
+                child.process.wait()

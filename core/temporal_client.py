@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
+import sys
+from typing import NoReturn
 
 from temporalio.client import Client
 from temporalio.runtime import Runtime
@@ -63,3 +66,14 @@ class TemporalGateway:
                 async with asyncio.timeout(connect_timeout):
                     self._client = await connect(self._settings, role=self._role)
         return self._client
+
+
+def exit_after_temporal(code: int = 0) -> NoReturn:
+    """Ends a process that has used a Temporal client, once its own clean-up is done, without
+    the interpreter's teardown: the SDK's native threads can still call into Python while it
+    is torn down, which aborts with "Fatal Python error: PyGILState_Release"
+    (temporalio/sdk-python#300). Output is flushed first; nothing else is left to run."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

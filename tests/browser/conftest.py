@@ -86,7 +86,7 @@ def viewport(request: pytest.FixtureRequest) -> str:
 
 
 async def _local_only(route: Route) -> None:
-    """Only the stack on this machine: anything else (the stand-in's CDN stylesheet) is cut."""
+    """Only the stack on this machine: anything else is cut (nothing may need another host)."""
     if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
         await route.continue_()
     else:
