@@ -127,9 +127,8 @@ async def _confirm(
         "setup_confirm",
         status_code=status,
         progress=progress,
-        code=CodeStanding.of(progress, utcnow()),
+        code=CodeStanding.of(progress, utcnow(), message),
         email=visit.bound.staff.external_email_1,
-        message=message,
         notice=notice or (RESENT if visit.request.query_params.get("sent") == "new" else None),
     )
 
