@@ -65,7 +65,8 @@ async def fits_the_width(screen: Screen) -> None:
     )
     if widths[0] > widths[1]:
         wide = await screen.page.evaluate(TOO_WIDE)
-        raise AssertionError(f"{screen.viewport}, {screen.page.url}: {widths[0]} px wide in {widths[1]}: {wide}")
+        where = f"{screen.viewport}, {screen.page.url}"
+        raise AssertionError(f"{where}: {widths[0]} px wide in {widths[1]}: {wide}")
 
 
 # What sticks out past the viewport's right edge, to say where the page is too wide.
