@@ -45,6 +45,7 @@ class ResetLinkForm(NewPasswordForm):
     """A new password from a reset link, with the authenticator code when MFA is on."""
 
     totp: Code = ""
+    mfa: Annotated[str, Field(max_length=1)] = ""  # "1" once the page asked for the authenticator code
 
 
 class ResetCodeForm(ResetLinkForm):

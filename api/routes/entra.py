@@ -18,6 +18,7 @@ from api.cookies import (
 )
 from api.deps import SessionDep, SettingsDep, TemporalDep, UnitOfWorkDep, client_ip
 from api.pages import redirect, render_page
+from api.routes.setup import invalid_link
 from api.services.entra import START_TTL, Callback, EntraResult, EntraSignOn, EntraStart
 from api.services.sessions import Current, Sessions
 from api.services.setup import SetupSteps
@@ -108,7 +109,7 @@ async def _plan(
             token
         )
         if not view.usable or view.link is None or view.staff is None:
-            return render_page(request, "link_invalid", status_code=410, reason=view.reason or "unknown")
+            return invalid_link(request, view)
         return EntraStart(
             "link",
             staff_id=view.staff.id,

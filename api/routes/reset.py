@@ -35,7 +35,7 @@ from api.services.reset import ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
 from core.addresses import rate_key
 from core.errors import ServiceUnavailable
-from core.passwords import PasswordPolicy, check_password
+from core.passwords import PasswordPolicy, brand_words, check_password
 from core.reset_caps import reset_link_hash
 from core.throttle import Counter
 
@@ -209,8 +209,28 @@ async def _current(request: Request, reset: ResetSteps) -> Current | None:
     )
 
 
+def _kept(reset: ResetSteps, form: ResetLinkForm | None, said: Said) -> dict[str, object]:
+    """What a refused form shows again: the codes the person typed (never the passwords), and
+    the authenticator field once it is asked for. That field is not on the first form: only
+    a flow that took the emailed code (or link) asks for it, so a page shown to anyone who
+    typed an address never tells whether that address has MFA."""
+    asked = bool(said.message and "authenticator" in said.message)
+    return {
+        "typed_code": form.code if isinstance(form, ResetCodeForm) else "",
+        "typed_totp": form.totp if form is not None else "",
+        "ask_totp": asked or (form is not None and (form.mfa == "1" or bool(form.totp.strip()))),
+        # The live guidance takes out what the server will: here only the brand, as the page
+        # does not know (and must not show) whose address it is.
+        "personal": sorted(brand_words(reset.settings.brand_name)),
+    }
+
+
 def _page(
-    request: Request, reset: ResetSteps, said: Said | None = None, notice: str | None = None
+    request: Request,
+    reset: ResetSteps,
+    said: Said | None = None,
+    notice: str | None = None,
+    form: ResetCodeForm | None = None,
 ) -> HTMLResponse:
     said = said or Said(status=200)
     return render_page(
@@ -221,6 +241,7 @@ def _page(
         notice=notice,
         problems=said.problems,
         min_length=reset.settings.password_min_length,
+        **_kept(reset, form, said),
     )
 
 
@@ -241,7 +262,7 @@ async def reset_submit(
     await uow.commit_now()  # see _current
     refused = await _form_refusal(request, reset, counter, form, f"reset-submit:{current.row.id_hash[:64]}")
     if refused is not None:
-        return _page(request, reset, refused)
+        return _page(request, reset, refused, form=form)
     code = six_digits(form.code)
     assert code is not None  # see _form_refusal
     started = time.monotonic()
@@ -258,7 +279,7 @@ async def reset_submit(
         return unavailable(request)
     await answer_no_sooner(started)
     if not result.ok:  # committed all the same: a stand-in session keeps its attempt count
-        return _page(request, reset, Said(result.message, result.problems))
+        return _page(request, reset, Said(result.message, result.problems), form=form)
     return await _changed(request, reset)
 
 
@@ -281,7 +302,12 @@ async def reset_resend(request: Request, uow: UnitOfWorkDep, reset: ResetDep, fo
 
 
 def _link_page(
-    request: Request, reset: ResetSteps, token: str, said: Said | None = None, usable: bool = True
+    request: Request,
+    reset: ResetSteps,
+    token: str,
+    said: Said | None = None,
+    usable: bool = True,
+    form: ResetLinkForm | None = None,
 ) -> HTMLResponse:
     said = said or Said(status=200 if usable else 410)
     return render_page(
@@ -293,6 +319,7 @@ def _link_page(
         message=said.message,
         problems=said.problems,
         min_length=reset.settings.password_min_length,
+        **_kept(reset, form, said),
     )
 
 
@@ -309,7 +336,7 @@ async def reset_link_submit(
     link_key = f"reset-link:{reset_link_hash(reset.settings.secret_key.get_secret_value(), token)[:64]}"
     refused = await _form_refusal(request, reset, counter, form, link_key)
     if refused is not None:
-        return _link_page(request, reset, token, refused)
+        return _link_page(request, reset, token, refused, form=form)
     try:
         result = await reset.reset_with_link(
             token, form.password, six_digits(form.totp) or "", client_ip(request), form.submission or "none"
@@ -317,5 +344,5 @@ async def reset_link_submit(
     except ServiceUnavailable:
         return unavailable(request)
     if not result.ok:
-        return _link_page(request, reset, token, Said(result.message, result.problems))
+        return _link_page(request, reset, token, Said(result.message, result.problems), form=form)
     return await _changed(request, reset)

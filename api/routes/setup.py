@@ -18,10 +18,12 @@ from api.cookies import CSRF, SETUP_SESSION, csrf_ok, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
 from api.forms import CodeForm, CodeFormDep, SetupPasswordFormDep, StepForm, StepFormDep
 from api.pages import problem, redirect, render_page, six_digits, unavailable
+from api.services.code_standing import RESENT, CodeStanding
 from api.services.flows import FlowEnded, StepInDoubt, StepRefused
 from api.services.setup import BoundSetup, LinkView, SetupSteps
 from core import flow_errors
 from core.errors import ServiceUnavailable
+from core.models import utcnow
 from core.steps import SetupState
 from workflows.setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress, StepResult
 
@@ -125,9 +127,9 @@ async def _confirm(
         "setup_confirm",
         status_code=status,
         progress=progress,
+        code=CodeStanding.of(progress, utcnow(), message),
         email=visit.bound.staff.external_email_1,
-        message=message,
-        notice=notice,
+        notice=notice or (RESENT if visit.request.query_params.get("sent") == "new" else None),
     )
 
 
@@ -177,8 +179,9 @@ for _path, _show in STEP_SHOWS.items():
 @router.post("/resend", response_class=HTMLResponse)
 async def resend_submit(request: Request, steps: StepsDep, form: StepFormDep) -> Response:
     async def step(visit: Visit) -> Response:
-        result = await steps.resend_code(visit.bound, form.submission, client_ip(request))
-        return await _confirm(visit, await visit.progress(), notice=result.message)
+        await steps.resend_code(visit.bound, form.submission, client_ip(request))
+        # Back to the step's own address: a reload then shows the page, not a resubmit.
+        return redirect("/sso/setup/confirm?sent=new")
 
     return await _posted(request, steps, form, step)
 
@@ -264,9 +267,14 @@ async def _on_current_page(visit: Visit, message: str, status: int) -> Response:
 # -- link pages (token in the URL; a GET never consumes it) -----------------------------
 
 
-def _invalid(request: Request, view: LinkView) -> HTMLResponse:
+def invalid_link(request: Request, view: LinkView) -> HTMLResponse:
+    """Why this setup link no longer works, and what to do next (the Microsoft-Entra button's too)."""
     return render_page(
-        request, "link_invalid", status_code=404 if view.link is None else 410, reason=view.reason
+        request,
+        "link_invalid",
+        status_code=404 if view.link is None else 410,
+        reason=view.reason,
+        finished=view.setup_state == SetupState.active.value,
     )
 
 
@@ -283,7 +291,7 @@ async def open_setup_link(token: str, request: Request, steps: StepsDep) -> Resp
     """Show the setup screen. A GET never consumes the link: mail scanners open links too."""
     view = await steps.open_link(token)
     if not view.usable:
-        return await _carry_on(request, steps, view) or _invalid(request, view)
+        return await _carry_on(request, steps, view) or invalid_link(request, view)
     assert view.link is not None and view.staff is not None
     return render_page(
         request,
@@ -299,7 +307,7 @@ async def open_setup_link(token: str, request: Request, steps: StepsDep) -> Resp
 async def password_page(token: str, request: Request, steps: StepsDep) -> Response:
     view = await steps.open_link(token)
     if not view.usable:
-        return await _carry_on(request, steps, view) or _invalid(request, view)
+        return await _carry_on(request, steps, view) or invalid_link(request, view)
     page = _password(request, steps.settings.password_min_length, view, token)
     # The person followed Forgot your password? / Set your password: the setup shows
     # link_opened. Told after the page is sent; the link stays unconsumed.
@@ -324,6 +332,7 @@ def _password(
         login_email=view.staff.external_email_1,
         min_length=min_length,
         problems=problems or [],
+        personal=SetupSteps.personal_words(view.staff, request.app.state.settings.brand_name),
     )
 
 
@@ -339,7 +348,7 @@ async def password_submit(
         if await steps.bound_here(view, token, seed):
             return _with_session(redirect("/sso/setup/confirm"), steps, steps.session_id_for(token, seed))
     if not view.usable:
-        return await _carry_on(request, steps, view) or _invalid(request, view)
+        return await _carry_on(request, steps, view) or invalid_link(request, view)
     assert view.staff is not None
     min_length = steps.settings.password_min_length
     if not csrf_ok(request, steps.settings, form.csrf) or seed is None:

@@ -38,6 +38,14 @@ from workflows.setup import (
 )
 
 MAX_TOKEN_LENGTH = 128
+# Why a link that was never used stopped working, by where its setup ended (a link revoked
+# while its setup is open was replaced by a newer email of the same setup).
+CLOSED_LINK_REASONS = {
+    SetupState.expired.value: "expired",
+    SetupState.active.value: "used",  # finished another way (Microsoft-Entra)
+    SetupState.cancelled.value: "ended",
+    SetupState.failed.value: "ended",
+}
 log = logging.getLogger(__name__)
 
 
@@ -74,11 +82,11 @@ class SetupSteps(PageSteps):
             return LinkView(None, None, "unknown")
         setup = await self.db.scalar(select(SsoSetup).where(SsoSetup.run_id == link.run_id))
         staff = await self.db.get(Staff, link.staff_id)
+        state = setup.state if setup is not None else None
         if link.consumed_at is not None:
-            return LinkView(link, staff, "used", setup.state if setup is not None else None)
+            return LinkView(link, staff, "used", state)
         if link.revoked_at is not None or setup is None or not SetupState(setup.state).is_open:
-            expired = setup is not None and setup.state == SetupState.expired.value
-            return LinkView(link, staff, "expired" if expired else "replaced")
+            return LinkView(link, staff, CLOSED_LINK_REASONS.get(state or "", "replaced"), state)
         if link.expires_at <= utcnow():
             return LinkView(link, staff, "expired")
         return LinkView(link, staff, None, setup.state)
@@ -140,15 +148,14 @@ class SetupSteps(PageSteps):
 
     # -- steps ----------------------------------------------------------------------------
 
+    @staticmethod
+    def personal_words(staff: Staff, brand: str) -> list[str]:
+        """What a password may not be built from: the server's check and the page's guidance."""
+        return personal_words(staff.first_name, staff.last_name, staff.external_email_1, brand)
+
     async def password_problems(self, staff: Staff, password: str) -> list[str]:
         policy = PasswordPolicy(min_length=self.settings.password_min_length)
-        return await check_password(
-            password,
-            policy,
-            personal_words(
-                staff.first_name, staff.last_name, staff.external_email_1, self.settings.brand_name
-            ),
-        )
+        return await check_password(password, policy, self.personal_words(staff, self.settings.brand_name))
 
     async def set_password(
         self,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 
 import pyotp
+from playwright.async_api import expect
 
 from core.db import SessionFactory
 from core.models import ResetCodeFailure, utcnow
 from tests.support.accounts import PASSWORD, Person, make_person
-from tests.support.browser_steps import BRAND, new_password
+from tests.support.browser_steps import BRAND, fits_the_width, new_password
 from tests.support.config import make_settings
 from tests.support.e2e import World, wait_for_subject
 from tests.support.screens import MARKS, Screen
@@ -113,6 +114,8 @@ async def test_forgot_password_then_sign_in_with_the_new_one(
     who: Person = await make_person(database, make_settings(), first_name="Rae", last_name="Jones")
     await screen.goto("/sso/login")
     await screen.check("login", screenshot=False)
+    assert (await screen.text()).count(f"{BRAND} Single Sign-On") == 1, "said once, as the heading"
+    await fits_the_width(screen)
     await screen.follow("Forgot your password?")
     await screen.check("forgot")
     assert await screen.heading() == "Forgot your password?"
@@ -130,14 +133,22 @@ async def test_forgot_password_then_sign_in_with_the_new_one(
     text = received.message.get_body(preferencelist=("plain",)).get_content()
     code = re.findall(r"^\s+(\d{6})\s*$", text, re.MULTILINE)[0]
 
+    # No authenticator field until a flow asks for it (Rae has no MFA: it never does).
+    assert await screen.page.locator("#totp").count() == 0
     password = new_password()
     await screen.field("Password reset code from the email").fill(code)
+    await screen.field("New password").fill("short")
+    await expect(screen.page.locator("#password-meter")).to_contain_text("more characters needed")
     await screen.field("New password").fill(password)
     await screen.field("Type it again").fill(password + "x")
+    await expect(screen.page.locator("#confirm-meter")).to_contain_text("The passwords don't match yet.")
     await screen.press("Change Password")
     await screen.check("reset-error", alert="The two passwords don't match.", invalid="password")
+    # Only the passwords start again: the emailed code is still there.
+    assert await screen.field("Password reset code from the email").input_value() == code
+    assert await screen.field("New password").input_value() == ""
+    await fits_the_width(screen)
 
-    await screen.field("Password reset code from the email").fill(code)
     await screen.field("New password").fill(password)
     await screen.field("Type it again").fill(password)
     await screen.press("Change Password")

@@ -22,6 +22,7 @@ Also the password policy (core/passwords.py) and log redaction (core/logging.red
 from __future__ import annotations
 
 import gc
+import html
 import re
 import unicodedata
 from collections.abc import AsyncIterator
@@ -189,22 +190,31 @@ def assert_refused_on_page(
     statuses: tuple[int, ...] = (400, 401, 422),
     typed_secrets: tuple[str, ...] = (),
     echoed: tuple[str, ...] = (),
+    kept: dict[str, str] | None = None,
 ) -> None:
     """A clear refusal on the page, and no typed secret in it."""
     assert response.status_code in statuses, (response.status_code, response.text[:2000])
     assert response.headers["content-type"].startswith("text/html"), response.text[:500]
     assert ALERT in response.text, response.text
-    assert_not_echoed(response, *typed_secrets, echoed=echoed)
+    assert_not_echoed(response, *typed_secrets, echoed=echoed, kept=kept)
 
 
-SECRET_INPUTS = re.compile(r'<input\b[^>]*\bname="(?:password|confirm|code|totp)"[^>]*>')
+SECRET_INPUTS = re.compile(r'<input\b[^>]*\bname="(password|confirm|code|totp)"[^>]*>')
+FIELD_VALUE = re.compile(r'\bvalue="([^"]*)"')
 
 
-def assert_not_echoed(response: httpx.Response, *secrets: str, echoed: tuple[str, ...] = ()) -> None:
-    """No password (or code) field comes back filled in, and no typed secret is anywhere in
-    the page. `echoed` are the fields the page does show again (the email address)."""
-    for field in SECRET_INPUTS.findall(response.text):
-        assert "value=" not in field, field
+def assert_not_echoed(
+    response: httpx.Response, *secrets: str, echoed: tuple[str, ...] = (), kept: dict[str, str] | None = None
+) -> None:
+    """No password field comes back filled in, and no typed secret is anywhere in the page.
+    `echoed` are the fields the page does show again (the email address); `kept`, the code
+    fields a refused reset form may fill again with what was typed (and nothing else)."""
+    for match in SECRET_INPUTS.finditer(response.text):
+        field, value = match.group(0), FIELD_VALUE.search(match.group(0))
+        if value is not None and kept is not None and match.group(1) in kept:
+            assert html.unescape(value.group(1)) == kept[match.group(1)], field
+        else:
+            assert value is None, field
     body = response.text
     for shown in echoed:
         if shown:
@@ -609,7 +619,8 @@ async def test_reset_form(stack: Stack) -> None:
             response = await browser.post(
                 "/sso/reset", {**fields, "code": code, "totp": totp, "password": password, "confirm": confirm}
             )
-            assert_refused_on_page(response, typed_secrets=(password, confirm))
+            kept = {"code": code, "totp": totp}  # the codes, kept when the refusal isn't about them
+            assert_refused_on_page(response, typed_secrets=(password, confirm), kept=kept)
             if response.status_code == 400 and csrf == "valid":
                 if code_as_typed(code) is None:
                     assert MESSAGES[0] in response.text

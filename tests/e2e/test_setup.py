@@ -260,7 +260,9 @@ async def test_resend_supersedes_old_link(
     old_page = await open_link(browser, world, old_token)
     assert old_page.status_code == 410, old_page.text
     assert "no longer valid" in old_page.text
-    assert "replaced or cancelled" in old_page.text
+    # Replaced: the newer email is what to use, and nothing else is suggested.
+    assert "Use the link in the newer email." in old_page.text
+    assert "administrator" not in old_page.text
     assert old_page.headers["cache-control"] == "no-store"
     new_page = await open_link(browser, world, new_token)
     assert new_page.status_code == 200, new_page.text

@@ -382,6 +382,73 @@ async def test_reset_with_mfa_needs_the_authenticator_code(stack: Stack) -> None
     assert actions.count("reset.totp_failed") == 1 and "reset.completed" in actions
 
 
+TOTP_FIELD = re.compile(r'<input class="field code" id="totp" name="totp"[^>]*>')
+
+
+def typed_back(page: httpx.Response, field: str) -> str | None:
+    """The value the page puts back into a field, or None when the field isn't there."""
+    match = re.search(rf'<input [^>]*id="{field}" name="{field}"[^>]*>', page.text)
+    if match is None:
+        return None
+    value = re.search(r'value="([^"]*)"', match.group(0))
+    return value.group(1) if value else ""
+
+
+async def test_the_authenticator_field_comes_once_the_emailed_code_proved_the_mailbox(stack: Stack) -> None:
+    """The first form is the same for everyone (no authenticator field to tell who has
+    MFA); the flow asks for it only after the right emailed code, and from then on a
+    refused password keeps both codes and clears only the passwords."""
+    someone = await person(stack, mfa=True)
+    async with browser_of(stack) as browser:
+        page, code = await start_reset(stack, browser, someone)
+        assert TOTP_FIELD.search(page.text) is None
+        assert "only if you set up MFA" not in page_text(page)
+
+        asked = await change_password(browser, page, code)
+        assert_refused(asked, NEED_TOTP)
+        assert TOTP_FIELD.search(asked.text) and 'name="mfa" value="1"' in asked.text
+        assert typed_back(asked, "code") == code
+        assert NEW_PASSWORD not in asked.text
+
+        totp = someone.totp_now()
+        mismatched = await browser.submit(
+            asked, "/sso/reset", code=code, password=NEW_PASSWORD, confirm=NEW_PASSWORD + "x", totp=totp
+        )
+        assert_refused(mismatched, "The two passwords don't match.")
+        assert (typed_back(mismatched, "code"), typed_back(mismatched, "totp")) == (code, totp)
+        assert typed_back(mismatched, "password") == "" and typed_back(mismatched, "confirm") == ""
+        assert NEW_PASSWORD not in mismatched.text
+        assert (await progress(stack, someone)).code_attempts_left == 5  # nothing counted
+
+        assert_reset(await change_password(browser, mismatched, code, totp=totp))
+
+
+async def test_a_mismatch_without_mfa_keeps_the_emailed_code(stack: Stack) -> None:
+    someone = await person(stack)
+    async with browser_of(stack) as browser:
+        page, code = await start_reset(stack, browser, someone)
+        mismatched = await change_password(browser, page, code, confirm=NEW_PASSWORD + "x")
+        assert_refused(mismatched, "The two passwords don't match.")
+        assert typed_back(mismatched, "code") == code
+        assert TOTP_FIELD.search(mismatched.text) is None
+        wrong = await change_password(browser, mismatched, another(code))
+        assert_refused(wrong, "Incorrect code")
+        assert typed_back(wrong, "code") == ""  # the field the message is about starts again
+        assert_reset(await change_password(browser, wrong, code))
+
+
+async def test_the_reset_guidance_takes_out_the_brand(stack: Stack) -> None:
+    """The page doesn't know whose address it is: its live guidance leaves out only the
+    brand, as the check before the flow does."""
+    someone = await person(stack)
+    async with browser_of(stack) as browser:
+        page, _code = await start_reset(stack, browser, someone)
+    match = re.search(r"data-personal='([^']*)'", page.text)
+    assert match and "agentos" in match.group(1), page.text
+    assert someone.last_name.lower() not in match.group(1).lower()
+    assert '<script src="/static/password.js" defer></script>' in page.text
+
+
 # -- new codes --------------------------------------------------------------------------
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import html
+import json
 import re
 import threading
 import uuid
@@ -35,6 +37,7 @@ from core.models import (
     BrowserSession,
     SsoAccount,
 )
+from core.passwords import personal_words
 from core.templating import RenderedEmail
 from tests.support.config import make_settings
 from tests.support.harness import Stack, running_stack
@@ -70,6 +73,29 @@ FORM_PROBLEM = "This form has expired. Reload the page and try again."
 CSRF_COOKIE = "__Host-sso_csrf"
 
 QR = re.compile(r'<img src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]+"')
+RESENT_PAGE = "/sso/setup/confirm?sent=new"
+SPENT = "This code can no longer be used: it was entered incorrectly too many times."
+RESEND_BUTTON = re.compile(r'type="submit" id="resend"\s*([^>]*)>Send a new code')
+
+
+def resend_button(page: httpx.Response) -> str:
+    """The Send a new code button's attributes."""
+    match = RESEND_BUTTON.search(page.text)
+    assert match, page.text
+    return " ".join(match.group(1).split())
+
+
+def assert_code_spent(page: httpx.Response) -> None:
+    """A spent code is said once, with when a new one can be sent, and nothing that
+    contradicts it: no "valid until", no "0 attempts left", no second error."""
+    text = " ".join(re.sub(r"<[^>]+>", "", page_text(page)).split())
+    assert text.count(SPENT) == 1, text
+    assert re.search(r"You can send a new code at \d\d:\d\d:\d\d UTC\.", text), text
+    assert "valid until" not in text and "attempts left" not in text and "the next after" not in text
+    assert page.text.count('role="alert"') == 1
+    # Counted from the server's clock (the time-skipping test server's runs ahead of it).
+    wait = re.fullmatch(r'disabled data-wait-seconds="(\d+)"', resend_button(page))
+    assert wait and int(wait.group(1)) > 0, resend_button(page)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -256,6 +282,8 @@ async def test_bad_passwords_are_explained_and_change_nothing(stack: Stack, brow
             "Don't build your password from your name, email address or the company name.",
         ),
         (email + "!!", None, "Don't build your password from your name"),
+        # Jo Bloggs: without the name, "jo jo jo" is left (the page's guidance says so too).
+        ("jobloggs jobloggs jo", None, "Without them, what is left is too short."),
         (PASSWORD, PASSWORD + "x", "The two passwords don't match."),
     ]
     for password, confirm, message in cases:
@@ -664,10 +692,15 @@ async def test_resend_is_throttled_and_replaces_the_code(stack: Stack, browser: 
 
     await stack.env.sleep(timedelta(seconds=61))
     page = await browser.get("/sso/setup/confirm")
-    accepted = await browser.submit(page, "/sso/setup/resend")
+    # Post, redirect, get: the address bar shows the step's own page, and reloading it
+    # shows the page again rather than posting a second time.
+    assert redirected_to(await browser.submit(page, "/sso/setup/resend"), RESENT_PAGE)
+    accepted = await browser.get(RESENT_PAGE)
     assert accepted.status_code == 200
     assert "We've sent you a new code. Earlier codes no longer work." in page_text(accepted)
     second = await latest_code(stack, email, count=2)
+    reloaded = await browser.get(RESENT_PAGE)
+    assert reloaded.status_code == 200 and "Confirm Your Account" in page_text(reloaded)
     assert len(await codes_sent_to(stack, email)) == 2
     # And straight after, the next one is throttled again.
     again = await browser.submit(accepted, "/sso/setup/resend")
@@ -732,12 +765,14 @@ async def test_admin_status_and_the_page_follow_the_code_step(
 
     wrong = await browser.submit(page, "/sso/setup/confirm", code=another_code(code))
     assert "Incorrect code, 4 attempts left" in page_text(wrong)
+    assert page_text(wrong).count("attempts left") == 1, "said once, in the alert"
+    assert "4 attempts left for this code." in page_text(await browser.get("/sso/setup/confirm"))
     after_wrong = (await stack.status(staff["id"]))["code"]
     assert (after_wrong["attempts_left"], after_wrong["wrong_codes_total"]) == (4, 1)
 
     await stack.env.sleep(timedelta(seconds=61))
     renewed = await browser.submit(await browser.get("/sso/setup/confirm"), "/sso/setup/resend")
-    assert renewed.status_code == 200, page_text(renewed)
+    assert redirected_to(renewed, RESENT_PAGE), page_text(renewed)
     await latest_code(stack, address, count=2)
     resent = await stack.wait_for(
         staff["id"], lambda s: s["code"]["delivery"] == "sent" and s["code"]["resends_left"] == 4
@@ -758,7 +793,7 @@ async def test_new_codes_are_capped_per_flow(stack: Stack, browser: Browser) -> 
     for sent in range(2, 7):  # five new codes after the first
         await stack.env.sleep(timedelta(seconds=61))
         page = await browser.get("/sso/setup/confirm")
-        assert (await browser.submit(page, "/sso/setup/resend")).status_code == 200
+        assert redirected_to(await browser.submit(page, "/sso/setup/resend"), RESENT_PAGE)
         await latest_code(stack, email, count=sent)
         await confirm_page_once_sent(browser)
     await stack.env.sleep(timedelta(seconds=61))
@@ -780,7 +815,7 @@ async def test_codes_expire_after_ten_minutes(stack: Stack, browser: Browser) ->
     expired = await browser.submit(page, "/sso/setup/confirm", code=flow.code)
     assert expired.status_code == 400
     assert "This code has expired. Click Send a new code." in page_text(expired)
-    assert (await browser.submit(expired, "/sso/setup/resend")).status_code == 200
+    assert redirected_to(await browser.submit(expired, "/sso/setup/resend"), RESENT_PAGE)
     fresh = await latest_code(stack, flow.staff["external_email_1"], count=2)
     page = await confirm_page_once_sent(browser)
     assert redirected_to(await browser.submit(page, "/sso/setup/confirm", code=fresh), "/sso/setup/mfa")
@@ -797,19 +832,19 @@ async def test_five_wrong_codes_kill_the_code(stack: Stack, browser: Browser) ->
         assert f"Incorrect code, {left} attempt{plural} left" in page_text(page)
     page = await browser.submit(page, "/sso/setup/confirm", code=wrong)
     assert page.status_code == 400
-    assert "This code can no longer be used; click Send a new code." in page_text(page)
+    assert_code_spent(page)
 
     for _ in range(2):  # even the right code, and trying it does not bring it back
         page = await browser.submit(page, "/sso/setup/confirm", code=code)
         assert page.status_code == 400
-        assert "Too many incorrect codes. Click Send a new code." in page_text(page)
+        assert_code_spent(page)
     actions = await audit_actions(stack, staff["id"])
     assert actions.count("code.failed") == 5
     assert "sso_setup.email_confirmed" not in actions
 
     await stack.env.sleep(timedelta(seconds=61))
     page = await browser.get("/sso/setup/confirm")
-    assert (await browser.submit(page, "/sso/setup/resend")).status_code == 200
+    assert redirected_to(await browser.submit(page, "/sso/setup/resend"), RESENT_PAGE)
     fresh = await latest_code(stack, staff["external_email_1"], count=2)
     page = await confirm_page_once_sent(browser)
     if fresh != code:
@@ -1001,3 +1036,71 @@ async def test_temporal_unreachable_gives_503_and_keeps_the_link(stack: Stack, b
     assert (await browser.get(f"/sso/setup/{token}")).status_code == 200
     assert redirected_to(await choose_password(browser, token), "/sso/setup/confirm")
     assert (await confirm_page_once_sent(browser)).status_code == 200
+
+
+async def test_the_spent_code_page_says_one_thing(stack: Stack, browser: Browser) -> None:
+    """After five wrong codes: the code is spent and when a new one can be sent, once; Send a
+    new code stays disabled until then (static/resend.js enables it), and the server still
+    refuses it before then."""
+    flow = await at_code_step(stack, browser)
+    email, page = flow.staff["external_email_1"], flow.page
+    assert 'data-wait-seconds="' in resend_button(page)  # just sent: not yet
+    for _ in range(5):
+        page = await browser.submit(page, "/sso/setup/confirm", code=another_code(flow.code))
+    assert_code_spent(page)
+    reloaded = await browser.get("/sso/setup/confirm")
+    assert_code_spent(reloaded)
+    assert '<script src="/static/resend.js" defer></script>' in reloaded.text
+    script = await browser.http.get("/static/resend.js")
+    assert script.status_code == 200 and "data-wait-seconds" in script.text
+
+    forced = await browser.submit(reloaded, "/sso/setup/resend")  # the button bypassed
+    assert forced.status_code == 409
+    assert_code_spent(forced)
+    assert await codes_sent_to(stack, email) == [flow.code]
+
+
+async def test_a_finished_setups_link_offers_sign_in(stack: Stack, browser: Browser) -> None:
+    """The person is active: the link says so and offers Sign in, not the administrator."""
+    flow = await at_code_step(stack, browser)
+    mfa = await browser.submit(flow.page, "/sso/setup/confirm", code=flow.code)
+    assert redirected_to(mfa, "/sso/setup/mfa")
+    skipped = await browser.submit(await browser.get("/sso/setup/mfa"), "/sso/setup/mfa/skip")
+    assert redirected_to(skipped, "/sso/setup/done")
+    for path in (f"/sso/setup/{flow.token}", f"/sso/setup/{flow.token}/password"):
+        used = await browser.get(path)
+        assert used.status_code == 410, path
+        text = page_text(used)
+        assert "You've already finished setting up Single Sign-On with this link" in text
+        assert '<a class="button" href="/sso/login">Sign in</a>' in used.text
+        assert "administrator" not in text
+
+
+async def test_a_replaced_link_points_only_to_the_newer_email(stack: Stack) -> None:
+    staff, old = await send_setup_email(stack)
+    again = await stack.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=stack.admin)
+    assert again.status_code == 202, again.text
+    person = Browser(stack)
+    try:
+        async with asyncio.timeout(GUARD_SECONDS):
+            while len(await stack.links_sent_to(staff["external_email_1"])) < 2:
+                await asyncio.sleep(0.05)
+        replaced = await person.get(f"/sso/setup/{old}")
+    finally:
+        await person.aclose()
+    assert replaced.status_code == 410, page_text(replaced)
+    text = page_text(replaced)
+    assert "Use the link in the newer email." in text
+    assert "administrator" not in text and "cancelled" not in text
+
+
+async def test_the_password_page_gives_its_guidance_the_servers_words(stack: Stack, browser: Browser) -> None:
+    """static/password.js takes out the same words the server does before judging."""
+    staff, token = await send_setup_email(stack)
+    page = await browser.get(f"/sso/setup/{token}/password")
+    match = re.search(r"data-personal='([^']*)'", page.text)
+    assert match, page.text
+    words = json.loads(html.unescape(match.group(1)))
+    local = staff["external_email_1"].split("@")[0]
+    assert {"bloggs", "agentos", local, staff["external_email_1"]} <= set(words), words
+    assert words == personal_words("Jo", "Bloggs", staff["external_email_1"], stack.settings.brand_name)

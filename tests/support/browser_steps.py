@@ -22,10 +22,11 @@ BRAND = "agentOS"
 
 
 async def new_staff(
-    api: httpx.AsyncClient, world: World, first: str, last: str, viewport: str
+    api: httpx.AsyncClient, world: World, first: str, last: str, viewport: str, tag: str = ""
 ) -> dict[str, Any]:
-    """A staff member with a readable address (it shows in the screenshots)."""
-    address = f"{first}.{last}.{viewport}@example.com".lower()
+    """A staff member with a readable address (it shows in the screenshots); `tag` tells
+    apart two people of the same name."""
+    address = f"{first}.{last}{'.' + tag if tag else ''}.{viewport}@example.com".lower()
     response = await api.post(
         "/api/v1/staff", json={"first_name": first, "last_name": last, "external_email_1": address}
     )
@@ -52,7 +53,26 @@ async def open_start(screen: Screen, link: str, staff: dict[str, Any], shots: bo
     await screen.goto(link)
     await screen.check("setup-start", screenshot=shots)
     assert await screen.heading() == f"{BRAND} Single Sign-On"
+    assert (await screen.text()).count(f"{BRAND} Single Sign-On") == 1, "said once, as the heading"
     assert staff["external_email_1"] in await screen.text()
+    await fits_the_width(screen)
+
+
+async def fits_the_width(screen: Screen) -> None:
+    """Nothing on the page scrolls sideways at this viewport."""
+    widths = await screen.page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    if widths[0] > widths[1]:
+        wide = await screen.page.evaluate(TOO_WIDE)
+        where = f"{screen.viewport}, {screen.page.url}"
+        raise AssertionError(f"{where}: {widths[0]} px wide in {widths[1]}: {wide}")
+
+
+# What sticks out past the viewport's right edge, to say where the page is too wide.
+TOO_WIDE = """() => Array.from(document.querySelectorAll('body *'))
+  .filter(el => el.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
+  .map(el => el.outerHTML.slice(0, 120))"""
 
 
 async def choose_password(screen: Screen, staff: dict[str, Any], via: str, shots: bool) -> str:
