@@ -5,8 +5,8 @@ request."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
