@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from api.cookies import SIGNIN_SESSION, clear_cookie, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, bearer, client_ip
-from api.pages import problem, redirect
+from api.pages import problem, redirect, render_page
 from api.services.oidc import Oidc, OidcState, PageProblem, SignInNeeded
 from api.services.oidc_server import Request as OAuthRequest
 from api.services.sessions import Sessions
@@ -98,6 +98,10 @@ async def resume(request: Request, oidc: OidcDep) -> Response:
     await sessions.revoke(pending_id)
     items = [(str(k), str(v)) for k, v in pending.row.data.get("items", [])]
     response = await _authorize(request, oidc, items, fresh_since=pending.row.created_at)
+    location = response.headers.get("location")
+    if response.status_code == 302 and location:
+        # Reached from the sign-in form: see templates/pages/oidc_continue.html.
+        response = render_page(request, "oidc_continue", location=location)
     clear_cookie(response, oidc.settings, PENDING)
     return response
 

@@ -17,8 +17,9 @@ import pytest
 
 from core.admin_keys import create_admin_key
 from core.db import create_engine, session_factory
-from tests.support.accounts import Browser, Person, make_person, sign_in
+from tests.support.accounts import PASSWORD, Browser, Person, make_person, sign_in
 from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SEAL_PUBLIC_KEY, TEST_SECRET_KEY, make_settings
+from tests.support.oidc import sent_back_to
 from tests.support.stack import free_port, running_sso_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -90,9 +91,7 @@ async def setup(provider: Provider, mfa: bool = False) -> tuple[Person, dict[str
 
 
 async def callback(browser: Browser, url: str) -> str:
-    response = await browser.http.get(url)
-    assert response.status_code in (302, 303), response.text[:300]
-    return response.headers["location"]
+    return sent_back_to(await browser.http.get(url))
 
 
 async def test_openid_client_signs_a_person_in_with_code_and_pkce(provider: Provider) -> None:
@@ -125,8 +124,6 @@ async def test_openid_client_step_up_gets_an_mfa_token(provider: Provider) -> No
     to_login = await browser.http.get(start["url"])
     assert to_login.headers["location"].startswith("/sso/login?")
     page = await browser.http.get(to_login.headers["location"])
-    from tests.support.accounts import PASSWORD
-
     await browser.submit(page, "/sso/login", email=person.email, password=PASSWORD)
     mfa = await browser.get("/sso/login/mfa")
     resumed = await browser.submit(mfa, "/sso/login/mfa", code=person.totp_now())

@@ -65,7 +65,7 @@ async def test_a_signed_in_browser_gets_a_code_and_the_app_its_tokens(app_stack:
     code = await code_for(browser, request)
     token = await redeem(app_stack, request, code)
     assert token["token_type"].lower() == "bearer" and token["expires_in"] == 600
-    claims = await id_token_claims(app_stack, request, token["id_token"])
+    claims = await id_token_claims(app_stack.http, request, token["id_token"])
     assert claims["sub"] == str(person.staff_id) and claims["sub"] != person.email
     assert claims["email"] == person.email and claims["email_verified"] is True
     assert (claims["given_name"], claims["family_name"]) == (person.first_name, person.last_name)
@@ -73,7 +73,7 @@ async def test_a_signed_in_browser_gets_a_code_and_the_app_its_tokens(app_stack:
     assert claims["amr"] == ["pwd"] and claims["acr"] == "pwd" and claims["roles"] == []
     assert claims["sid"] and claims["auth_time"] <= claims["iat"]
     assert claims["_header"]["alg"] == "RS256"
-    access = jwt.decode(token["access_token"], await keys(app_stack))
+    access = jwt.decode(token["access_token"], await keys(app_stack.http))
     assert access.header["typ"] == "at+jwt"
     assert access.claims["client_id"] == app.client_id and access.claims["sub"] == str(person.staff_id)
     assert access.claims["exp"] - access.claims["iat"] == 600
@@ -121,7 +121,7 @@ async def test_without_a_session_the_sign_in_screen_comes_first_then_the_app(app
     params = callback_params(back, app.redirect_uri)
     assert params["state"] == request.state and params["iss"] == PUBLIC_URL
     token = await redeem(app_stack, request, params["code"])
-    assert (await id_token_claims(app_stack, request, token["id_token"]))["sub"] == str(person.staff_id)
+    assert (await id_token_claims(app_stack.http, request, token["id_token"]))["sub"] == str(person.staff_id)
     # The pending request is spent: resuming again is a page, not a second code.
     again = await browser.get("/sso/authorize/resume")
     assert again.status_code == 400 and "location" not in again.headers
@@ -168,10 +168,10 @@ async def test_an_mfa_session_says_so_and_step_up_asks_for_the_second_factor(app
     assert (await browser.submit(mfa, "/sso/login/mfa", code=person.totp_now())).status_code == 303
     request = authorization(app, acr_values="mfa")
     token = await redeem(app_stack, request, await code_for(browser, request))
-    claims = await id_token_claims(app_stack, request, token["id_token"])
+    claims = await id_token_claims(app_stack.http, request, token["id_token"])
     assert claims["amr"] == ["pwd", "otp", "mfa"] and claims["acr"] == "mfa"
     assert claims["_header"]["alg"] == "ES256"
-    access = jwt.decode(token["access_token"], await keys(app_stack)).claims
+    access = jwt.decode(token["access_token"], await keys(app_stack.http)).claims
     assert access["amr"] == ["pwd", "otp", "mfa"] and access["acr"] == "mfa"
     # A password-only session of someone with an authenticator is asked for it again.
     async with app_stack.sessions() as session:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,7 @@ from tests.support.accounts import PUBLIC_URL, Browser, sign_in
 from tests.support.harness import Stack
 
 APP_CALLBACK = "https://crm.example.test/callback"
+REFRESH = re.compile(r'<meta http-equiv="refresh" content="0;url=([^"]+)">')
 SCOPE = "openid email profile"
 
 
@@ -47,8 +50,13 @@ class App:
 
 
 async def register(stack: Stack, **metadata: Any) -> App:
+    return await register_with(stack.http, stack.admin, **metadata)
+
+
+async def register_with(http: httpx.AsyncClient, headers: dict[str, str], **metadata: Any) -> App:
+    """An app registered through the admin API (`http`, with an admin key in `headers`)."""
     body = {"client_name": "agentOS CRM", "redirect_uris": [APP_CALLBACK], **metadata}
-    response = await stack.http.post("/api/v1/clients", json=body, headers=stack.admin)
+    response = await http.post("/api/v1/clients", json=body, headers=headers)
     assert response.status_code == 201, response.text
     data = response.json()
     return App(
@@ -94,10 +102,19 @@ def authorization(app: App, **extra: str) -> Authorization:
     return Authorization(app, state, nonce, verifier, {k: v for k, v in params.items() if v != ""})
 
 
+def sent_back_to(response: httpx.Response) -> str:
+    """Where the provider sent the browser: a redirect, or (after the sign-in form) the page
+    that refreshes to the app."""
+    if response.status_code in (302, 303):
+        return response.headers["location"]
+    refresh = REFRESH.search(response.text)
+    assert response.status_code == 200 and refresh, (response.status_code, response.text[:500])
+    return html.unescape(refresh.group(1))
+
+
 def callback_params(response: httpx.Response, redirect_uri: str) -> dict[str, str]:
     """The query the provider sent the browser back to the app with."""
-    assert response.status_code in (302, 303), (response.status_code, response.text[:500])
-    location = response.headers["location"]
+    location = sent_back_to(response)
     assert location.startswith(redirect_uri + "?"), location
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
@@ -138,19 +155,36 @@ async def token_error(
         return await http.post("/oidc/token", data=form, auth=auth)
 
 
-async def keys(stack: Stack) -> KeySet:
-    response = await stack.http.get("/oidc/jwks")
+async def exchange(http: httpx.AsyncClient, request: Authorization, code: str) -> dict[str, Any]:
+    """The app's token request for `code` (client_secret_basic), answered 200."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": request.app.redirect_uri,
+        "code_verifier": request.verifier,
+    }
+    assert request.app.client_secret is not None
+    response = await http.post(
+        "/oidc/token", data=form, auth=(request.app.client_id, request.app.client_secret)
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def keys(http: httpx.AsyncClient) -> KeySet:
+    """The provider's JWKS, from `http` (a client whose base URL is the provider)."""
+    response = await http.get("/oidc/jwks")
     assert response.status_code == 200
     return KeySet.import_key_set(response.json())
 
 
-async def id_token_claims(stack: Stack, request: Authorization, id_token: str) -> dict[str, Any]:
+async def id_token_claims(http: httpx.AsyncClient, request: Authorization, id_token: str) -> dict[str, Any]:
     """The ID token checked as a relying party must: signature by a published key, issuer,
     audience, expiry and nonce."""
-    decoded = jwt.decode(id_token, await keys(stack))
+    decoded = jwt.decode(id_token, await keys(http))
     claims = decoded.claims
     jwt.JWTClaimsRegistry(
-        iss={"essential": True, "value": PUBLIC_URL},
+        iss={"essential": True, "value": str(http.base_url).rstrip("/")},
         aud={"essential": True, "value": request.app.client_id},
         exp={"essential": True},
         nonce={"essential": True, "value": request.nonce},
