@@ -190,9 +190,13 @@ def cmd_admin_key_create(args: argparse.Namespace) -> None:
     print(f"Admin API key '{args.name}' (shown once, store it now):\n{key}")
 
 
-def cmd_clients_create(args: argparse.Namespace) -> None:
-    from pydantic import ValidationError as InvalidInput
+def _refused(exc: ValidationError) -> SystemExit:
+    """The first field a command's input was refused for, and why."""
+    first = exc.errors()[0]
+    return SystemExit(f"sso: {first['loc'][0]}: {first['msg']}")
 
+
+def cmd_clients_create(args: argparse.Namespace) -> None:
     from api.client_schemas import ClientCreate
     from core.errors import SsoError
 
@@ -204,8 +208,8 @@ def cmd_clients_create(args: argparse.Namespace) -> None:
             id_token_signed_response_alg=args.id_token_alg,
         )
         created = asyncio.run(_create_client(get_settings(), data))
-    except InvalidInput as exc:
-        raise SystemExit(f"sso: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+    except ValidationError as exc:
+        raise _refused(exc) from None
     except SsoError as exc:
         raise SystemExit(f"sso: {exc.message}") from None
     print(f"client_id: {created.client_id}")
@@ -313,8 +317,6 @@ async def _create_admin_key(settings: Settings, name: str, revoke_same_name: boo
 def cmd_staff_create(args: argparse.Namespace) -> None:
     """Bootstraps the first admin: the record, then the same "Send Single Sign-On Email" an
     admin would press."""
-    from pydantic import ValidationError as InvalidInput
-
     from api.schemas import StaffCreate
 
     try:
@@ -324,8 +326,8 @@ def cmd_staff_create(args: argparse.Namespace) -> None:
             external_email_1=args.email,
             is_admin=args.admin,
         )
-    except InvalidInput as exc:
-        raise SystemExit(f"sso: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+    except ValidationError as exc:
+        raise _refused(exc) from None
     print(asyncio.run(_create_staff(get_settings(), data, send=not args.no_email)))
 
 

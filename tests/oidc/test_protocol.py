@@ -31,6 +31,7 @@ from tests.support.oidc import (
     redeem,
     register,
     signed_in_browser,
+    signed_in_with_app,
     token_error,
     userinfo,
 )
@@ -58,9 +59,7 @@ async def test_discovery_names_every_endpoint_and_only_the_code_flow(app_stack: 
 
 
 async def test_a_signed_in_browser_gets_a_code_and_the_app_its_tokens(app_stack: Stack) -> None:
-    person = await app_stack.person()
-    app = await register(app_stack)
-    browser = await signed_in_browser(app_stack, person.email)
+    person, app, browser = await signed_in_with_app(app_stack)
     request = authorization(app)
     code = await code_for(browser, request)
     token = await redeem(app_stack, request, code)
@@ -138,9 +137,7 @@ async def test_prompt_none_without_a_session_answers_login_required_to_the_app(a
 
 
 async def test_prompt_login_and_max_age_ask_for_a_new_sign_in(app_stack: Stack) -> None:
-    person = await app_stack.person()
-    app = await register(app_stack)
-    browser = await signed_in_browser(app_stack, person.email)
+    person, app, browser = await signed_in_with_app(app_stack)
     for extra in ({"prompt": "login"}, {"max_age": "0"}):
         await _age_sessions(app_stack, person)
         response = await browser.get("/oidc/authorize", **authorization(app, **extra).params)
@@ -214,9 +211,9 @@ async def test_public_clients_must_use_pkce_and_the_verifier_must_match(app_stac
 
 
 async def test_client_secret_post_works_and_a_wrong_secret_gets_invalid_client(app_stack: Stack) -> None:
-    person = await app_stack.person()
-    app = await register(app_stack, token_endpoint_auth_method="client_secret_post")
-    browser = await signed_in_browser(app_stack, person.email)
+    _person, app, browser = await signed_in_with_app(
+        app_stack, token_endpoint_auth_method="client_secret_post"
+    )
     request = authorization(app)
     code = await code_for(browser, request)
     wrong = await token_error(
@@ -249,9 +246,7 @@ async def test_unregistered_client_or_redirect_uri_is_a_page_never_a_redirect(ap
 
 
 async def test_a_code_is_single_use_and_its_second_use_revokes_the_first_tokens(app_stack: Stack) -> None:
-    person = await app_stack.person()
-    app = await register(app_stack)
-    browser = await signed_in_browser(app_stack, person.email)
+    _person, app, browser = await signed_in_with_app(app_stack)
     request = authorization(app)
     code = await code_for(browser, request)
     token = await redeem(app_stack, request, code)
@@ -282,9 +277,7 @@ async def test_expired_altered_or_foreign_codes_are_invalid_grant(app_stack: Sta
 async def test_tampered_or_expired_access_tokens_are_refused(
     app_stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    person = await app_stack.person()
-    app = await register(app_stack)
-    browser = await signed_in_browser(app_stack, person.email)
+    _person, app, browser = await signed_in_with_app(app_stack)
     request = authorization(app)
     token = await redeem(app_stack, request, await code_for(browser, request))
     header, payload, signature = token["access_token"].split(".")
@@ -306,9 +299,7 @@ def _unb64(text: str) -> bytes:
 
 
 async def test_a_disabled_client_or_person_gets_nothing(app_stack: Stack) -> None:
-    person = await app_stack.person()
-    app = await register(app_stack)
-    browser = await signed_in_browser(app_stack, person.email)
+    person, app, browser = await signed_in_with_app(app_stack)
     request = authorization(app)
     token = await redeem(app_stack, request, await code_for(browser, request))
     request = authorization(app)
@@ -356,9 +347,7 @@ async def test_no_code_token_secret_or_private_key_in_the_database_or_logs(
     app_stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    person = await app_stack.person()
-    app = await register(app_stack)
-    browser = await signed_in_browser(app_stack, person.email)
+    _person, app, browser = await signed_in_with_app(app_stack)
     request = authorization(app)
     code = await code_for(browser, request)
     token = await redeem(app_stack, request, code)

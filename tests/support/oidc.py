@@ -18,7 +18,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.support.accounts import PUBLIC_URL, Browser, sign_in
+from tests.support.accounts import PUBLIC_URL, Browser, Person, sign_in
 from tests.support.harness import Stack
 
 APP_CALLBACK = "https://crm.example.test/callback"
@@ -132,6 +132,13 @@ async def signed_in_browser(stack: Stack, email: str, **extra: str) -> Browser:
     response = await sign_in(browser, email, **extra)
     assert response.status_code == 303, response.text
     return browser
+
+
+async def signed_in_with_app(stack: Stack, **metadata: Any) -> tuple[Person, App, Browser]:
+    """A person signed in in a browser of their own, and an app registered with `metadata`."""
+    person = await stack.person()
+    app = await register(stack, **metadata)
+    return person, app, await signed_in_browser(stack, person.email)
 
 
 async def redeem(stack: Stack, request: Authorization, code: str, **extra: Any) -> dict[str, Any]:
