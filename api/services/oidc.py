@@ -30,7 +30,7 @@ from api.services.sessions import Current
 from core.models import AccountStatus, OidcClient, OidcGrant, SsoAccount, Staff, utcnow
 from core.oidc.claims import Subject, session_claims, user_claims
 from core.oidc.clients import RegisteredClient
-from core.oidc.keys import ALGORITHMS, KeyStore, verification_keys
+from core.oidc.keys import ALGORITHMS, KeyStore
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
 
@@ -194,7 +194,9 @@ class Oidc:
             return None
         published = await self.state.keys.published(self.db, self.now)
         try:
-            decoded = jwt.decode(token, verification_keys(published), algorithms=list(ALGORITHMS))
+            decoded = jwt.decode(
+                token, self.state.keys.verification_keys(published), algorithms=list(ALGORITHMS)
+            )
             if decoded.header.get("typ") != ACCESS_TOKEN_TYPE:
                 return None
             JWTClaimsRegistry(

@@ -41,6 +41,7 @@ class KeyStore:
 
     settings: Settings
     _private: dict[str, AnyKey] = field(default_factory=dict)
+    _public: dict[tuple[str, ...], KeySet] = field(default_factory=dict)
 
     def _add(self, db: AsyncSession, alg: str, signs_from: datetime, now: datetime) -> OidcSigningKey:
         key = _generate(alg)
@@ -95,6 +96,15 @@ class KeyStore:
             ):
                 chosen[row.alg] = row
         return {alg: (row.kid, self._private_key(row)) for alg, row in chosen.items()}
+
+    def verification_keys(self, rows: list[OidcSigningKey]) -> KeySet:
+        """The published keys as a key set, parsed once per set of keys."""
+        kids = tuple(row.kid for row in rows)
+        keys = self._public.get(kids)
+        if keys is None:
+            self._public.clear()  # a rotation: the earlier set is never asked for again
+            keys = self._public[kids] = verification_keys(rows)
+        return keys
 
     def _private_key(self, row: OidcSigningKey) -> AnyKey:
         key = self._private.get(row.kid)
