@@ -52,14 +52,18 @@ def uri_problem(uri: str, development: bool) -> str | None:
     """Why a redirect or logout URI can't be registered, or None."""
     if len(uri) > MAX_URI_LENGTH or any(ch.isspace() or ord(ch) < 32 for ch in uri):
         return f"{uri[:80]!r} is too long or holds spaces or control characters"
-    parts = urlsplit(uri)
-    if not parts.hostname or parts.scheme not in ("https", "http"):
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return f"{uri!r} is not a valid address"
+    if not host or parts.scheme not in ("https", "http"):
         return f"{uri!r} must be an absolute https:// address"
     if parts.fragment or "#" in uri:
         return f"{uri!r} must not have a fragment"
     if parts.username or parts.password:
         return f"{uri!r} must not carry a user name or password"
-    if parts.scheme == "http" and not development and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not development and not _loopback(host):
         return f"{uri!r} must use https (plain http only for a loopback address, RFC 8252)"
     return None
 
