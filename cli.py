@@ -1,4 +1,5 @@
-"""The `sso` command: run the stack, the worker or the web app; migrate; manage admin keys."""
+"""The `sso` command: run the stack, the worker or the web app; migrate; manage admin keys,
+client apps and signing keys."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from temporalio.client import Client
 
+    from api.client_schemas import ClientCreate, ClientCreated
     from api.schemas import StaffCreate
     from core.dev_first_run import DevKey, TryIt
     from core.models import Staff
@@ -130,6 +132,30 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.set_defaults(func=cmd_admin_key_create)
 
+    clients = commands.add_parser("clients", help="manage the apps that sign people in (OpenID Connect)")
+    client_commands = clients.add_subparsers(dest="clients_command", required=True)
+    client_create = client_commands.add_parser("create", help="register an app and print its secret once")
+    client_create.add_argument("--name", required=True)
+    client_create.add_argument(
+        "--redirect-uri", action="append", required=True, help="matched exactly; repeat for several"
+    )
+    client_create.add_argument(
+        "--auth-method",
+        default="client_secret_basic",
+        choices=["client_secret_basic", "client_secret_post", "none"],
+        help="none: a public client (a browser or native app), which must use PKCE",
+    )
+    client_create.add_argument("--id-token-alg", default="RS256", choices=["RS256", "ES256"])
+    client_create.set_defaults(func=cmd_clients_create)
+
+    signing_keys = commands.add_parser("signing-keys", help="manage the token signing keys")
+    signing_commands = signing_keys.add_subparsers(dest="signing_command", required=True)
+    rotate = signing_commands.add_parser(
+        "rotate",
+        help="publish new keys now; they sign after SSO_OIDC_KEY_PUBLISH_LEAD and the old ones retire",
+    )
+    rotate.set_defaults(func=cmd_signing_keys_rotate)
+
     audit = commands.add_parser("audit", help="check the records")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     boundary = audit_commands.add_parser(
@@ -191,6 +217,69 @@ def cmd_admin_key_create(args: argparse.Namespace) -> None:
     print(f"Admin API key '{args.name}' (shown once, store it now):\n{key}")
 
 
+def _refused(exc: ValidationError) -> SystemExit:
+    """The first field a command's input was refused for, and why."""
+    first = exc.errors()[0]
+    return SystemExit(f"sso: {first['loc'][0]}: {first['msg']}")
+
+
+def cmd_clients_create(args: argparse.Namespace) -> None:
+    from api.client_schemas import ClientCreate
+    from core.errors import SsoError
+
+    try:
+        data = ClientCreate(
+            client_name=args.name,
+            redirect_uris=args.redirect_uri,
+            token_endpoint_auth_method=args.auth_method,
+            id_token_signed_response_alg=args.id_token_alg,
+        )
+        created = asyncio.run(_create_client(get_settings(), data))
+    except ValidationError as exc:
+        raise _refused(exc) from None
+    except SsoError as exc:
+        raise SystemExit(f"sso: {exc.message}") from None
+    print(f"client_id: {created.client_id}")
+    if created.client_secret:
+        print(f"client_secret (shown once, store it now): {created.client_secret}")
+    print(f"discovery: {get_settings().public_url}/.well-known/openid-configuration")
+
+
+async def _create_client(settings: Settings, data: ClientCreate) -> ClientCreated:
+    from api.services.oidc_clients import Clients
+    from core.db import create_engine, session_factory
+
+    engine = create_engine(settings.async_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            created = await Clients(settings, session, actor="cli", ip=None).create(data)
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return created
+
+
+def cmd_signing_keys_rotate(_args: argparse.Namespace) -> None:
+    added = asyncio.run(_rotate_signing_keys(get_settings()))
+    for kid, alg, signs_from in added:
+        print(f"{alg} key {kid}: in the JWKS now, signs from {signs_from:%Y-%m-%d %H:%M:%S} UTC")
+
+
+async def _rotate_signing_keys(settings: Settings) -> list[tuple[str, str, object]]:
+    from core.db import create_engine, session_factory
+    from core.models import utcnow
+    from core.oidc.keys import KeyStore
+
+    engine = create_engine(settings.async_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            rows = await KeyStore(settings).rotate(session, utcnow())
+            await session.commit()
+            return [(row.kid, row.alg, row.signs_from) for row in rows]
+    finally:
+        await engine.dispose()
+
+
 def cmd_audit_boundary(_args: argparse.Namespace) -> None:
     found = asyncio.run(_audit_boundary(get_settings()))
     print("\n".join(found))
@@ -245,8 +334,6 @@ async def _create_admin_key(settings: Settings, name: str) -> str:
 def cmd_staff_create(args: argparse.Namespace) -> None:
     """Bootstraps the first admin: the record, then the same "Send Single Sign-On Email" an
     admin would press."""
-    from pydantic import ValidationError as InvalidInput
-
     from api.schemas import StaffCreate
 
     try:
@@ -256,8 +343,8 @@ def cmd_staff_create(args: argparse.Namespace) -> None:
             external_email_1=args.email,
             is_admin=args.admin,
         )
-    except InvalidInput as exc:
-        raise SystemExit(f"sso: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+    except ValidationError as exc:
+        raise _refused(exc) from None
     print(asyncio.run(_create_staff(get_settings(), data, send=not args.no_email)))
 
 

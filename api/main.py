@@ -19,12 +19,14 @@ from api.request_id import RequestIdMiddleware
 from api.routes import (
     admin,
     api_docs,
+    clients,
     codec,
     dev_graph,
     dev_mailbox,
     entra,
     health,
     metrics,
+    oidc,
     reset,
     setup,
     signin,
@@ -135,6 +137,8 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(staff.router)
+    app.include_router(clients.router)
+    app.include_router(oidc.router)
     app.include_router(codec.router)
     # Before the setup pages: /sso/setup (signed in) is not a setup link.
     app.include_router(entra.router)

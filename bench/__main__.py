@@ -28,6 +28,7 @@ from bench.faults import onboarding_under_faults
 from bench.hashing import verifications_per_second_per_core
 from bench.load import cheap_page_rates, code_check_rate, reset_wrong_code_times, sign_in_rate
 from bench.measure import CpuMeter, Latencies
+from bench.oidc import oidc_rates
 from bench.people import Stackside, email_to, expect, fields
 from core.codec import data_converter
 from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
@@ -57,6 +58,8 @@ def stack(data_dir: Path, smtp: SmtpSink, argon2: dict[str, int]) -> Iterator[De
             "SSO_SIGNIN_IP_LIMIT": "100000000",
             "SSO_RESET_REQUEST_IP_LIMIT": "100000000",
             "SSO_RESET_SUBMIT_IP_LIMIT": "100000000",
+            "SSO_OIDC_TOKEN_IP_LIMIT": "100000000",
+            "SSO_OIDC_TOKEN_CLIENT_LIMIT": "100000000",
             # The pages wait longer than a person would before "try again": we measure, not shed.
             "SSO_STEP_TIMEOUT": "60",
             "SSO_ARGON2_TIME_COST": str(argon2["time_cost"]),
@@ -293,6 +296,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["code_checks"] = await code_check_rate(dev, smtp, args.seconds)
                 say("sign-in at our argon2id settings, and a cheap page meanwhile")
                 results["signin_ours"] = await sign_in_rate(dev, OURS, args.seconds, probe_cheap_page=True)
+                say("OpenID Connect: code redemptions and userinfo")
+                results["oidc"] = await oidc_rates(dev, args.seconds)
                 say(f"{args.resets} password resets")
                 addresses = await resets(dev, smtp, args.resets)
                 say("billable actions from the finished histories")

@@ -117,6 +117,17 @@ def table(results: dict[str, Any]) -> str:
                 f"{row['sign_ins_per_second_per_core']:.1f} "
                 f"({_ms(row['p50_ms'])} / {_ms(row['p99_ms'])}) |"
             )
+    if "oidc" in results:
+        row = results["oidc"]
+        lines.append(
+            f"| authorization codes issued and redeemed/s/core (p50 / p99 ms) | "
+            f"{row['code_redemptions_per_second_per_core']:.0f} "
+            f"({_ms(row['code_flow_p50_ms'])} / {_ms(row['code_flow_p99_ms'])}) |"
+        )
+        lines.append(
+            f"| userinfo requests/s/core (p50 / p99 ms) | {row['userinfo_per_second_per_core']:.0f} "
+            f"({_ms(row['userinfo_p50_ms'])} / {_ms(row['userinfo_p99_ms'])}) |"
+        )
     if "cheap_idle" in results:
         row = results["cheap_idle"]
         lines.append(

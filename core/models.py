@@ -299,3 +299,57 @@ class DeploymentFact(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime]
+
+
+class OidcClient(Base):
+    """An app that signs people in through the OpenID Connect provider. Its secret is kept
+    only as an HMAC; `registration` holds the RFC 7591 metadata it was registered with."""
+
+    __tablename__ = "oidc_clients"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    client_name: Mapped[str] = mapped_column(String(200))
+    registration: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    secret_hash: Mapped[str | None] = mapped_column(String(128))
+    disabled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OidcGrant(Base):
+    """One authorization code and what it was issued for. The code itself is never stored,
+    only its HMAC; the access token issued for it carries this row's id as `jti`, so a second
+    redemption of the code can revoke it."""
+
+    __tablename__ = "oidc_grants"
+    __table_args__ = (Index("ix_oidc_grants_staff", "staff_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    code_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("oidc_clients.client_id", ondelete="CASCADE"))
+    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)
+    # What the browser session proved, fixed when the code is issued.
+    claims: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    code_challenge: Mapped[str | None] = mapped_column(String(128))
+    expires_at: Mapped[datetime]
+    redeemed_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OidcSigningKey(Base):
+    """A token signing key: the private JWK sealed with the encryption keyring. It is in the
+    JWKS from `created_at` until `retire_at`, and signs from `signs_from`."""
+
+    __tablename__ = "oidc_signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(10))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    private_sealed: Mapped[str] = mapped_column(Text)
+    signs_from: Mapped[datetime]
+    retire_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

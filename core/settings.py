@@ -89,6 +89,10 @@ DURATIONS = (
     "reset_ttl",
     "reset_link_ttl",
     "entra_link_fresh",
+    "oidc_code_ttl",
+    "oidc_access_token_ttl",
+    "oidc_id_token_ttl",
+    "oidc_key_publish_lead",
 )
 
 
@@ -210,6 +214,17 @@ class Settings(BaseSettings):
     entra_link_fresh: timedelta = timedelta(minutes=10)
     # `sso dev` and tests: serve a Graph stand-in over the local OIDC provider.
     entra_dev_graph: bool = False
+
+    # The OpenID Connect provider (docs/oidc.md). Codes are single use and short-lived.
+    oidc_code_ttl: timedelta = timedelta(seconds=60)
+    oidc_access_token_ttl: timedelta = timedelta(minutes=10)
+    oidc_id_token_ttl: timedelta = timedelta(minutes=10)
+    # A rotated signing key is in the JWKS this long before it signs, so apps that cache the
+    # JWKS have fetched it before they meet a token it signed.
+    oidc_key_publish_lead: timedelta = timedelta(minutes=15)
+    # Token endpoint requests per client and per IP, per minute.
+    oidc_token_client_limit: int = Field(default=600, ge=1)
+    oidc_token_ip_limit: int = Field(default=300, ge=1)
 
     # Origins allowed to call the codec endpoint from a browser (the Temporal UI).
     codec_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -4,8 +4,9 @@ page, and sign out."""
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.cookies import (
@@ -56,9 +57,16 @@ def _login(
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(
-    request: Request, settings: SettingsDep, return_to: str | None = None, notice: str | None = None
+    request: Request,
+    settings: SettingsDep,
+    return_to: str | None = None,
+    notice: str | None = None,
+    # An app's OpenID Connect login_hint: the email field starts with it.
+    login_hint: Annotated[str, Query(max_length=320)] = "",
 ) -> HTMLResponse:
-    return _login(request, safe_return_to(settings, return_to), notice=NOTICES.get(notice or ""))
+    return _login(
+        request, safe_return_to(settings, return_to), email=login_hint, notice=NOTICES.get(notice or "")
+    )
 
 
 @router.post("/login", response_class=HTMLResponse)

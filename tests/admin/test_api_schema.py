@@ -68,6 +68,7 @@ class Fuzz:
     stack: Stack
     schema: BaseSchema
     staff_ids: list[str]  # people in different states, for path parameters
+    client_ids: list[str]  # registered apps: the first stays, the last is there to be deleted
 
 
 def transport_kwargs(case: Case, headers: dict[str, str]) -> dict[str, Any]:
@@ -160,16 +161,23 @@ async def fuzz(
     async with running_stack(temporal_dev_env, f"sqlite+aiosqlite:///{path}", **LIMITS) as stack:
         document = (await stack.http.get("/openapi.json")).json()
         schema = schemathesis.openapi.from_dict(document)
-        yield Fuzz(stack, schema, await people_in_every_state(stack))
+        yield Fuzz(stack, schema, await people_in_every_state(stack), [await app(stack), await app(stack)])
     gc.collect()  # the worker's SQLite engine, now, not on a later flow's thread (tests/conftest.py stack)
+
+
+async def app(stack: Stack) -> str:
+    body = {"client_name": "Fuzzed app", "redirect_uris": ["https://app.example.test/cb"]}
+    created = await stack.http.post("/api/v1/clients", json=body, headers=stack.admin)
+    assert created.status_code == 201, created.text
+    return str(created.json()["client_id"])
 
 
 async def test_every_admin_operation_is_covered(fuzz: Fuzz) -> None:
     served = {(op.ok().method.upper(), op.ok().path) for op in fuzz.schema.get_all_operations()}
     admin = {(method, path) for method, path in served if path.startswith(ADMIN_API)}
     assert admin == {(m, p) for m, p in OPERATIONS if p.startswith(ADMIN_API)}
-    assert len(admin) == 9  # staff: create, list, get; sso-email: send, cancel; sso; revoke,
-    #                         unlock, entra-link
+    assert len(admin) == 15  # staff: create, list, get; sso-email: send, cancel; sso; revoke,
+    #                          unlock, entra-link; clients: create, list, get, patch, delete, secret
 
 
 def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
@@ -188,6 +196,18 @@ def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
         ]
     if "{staff_id}" in operation.path:
         return [operation.Case(path_parameters={"staff_id": staff_id}) for staff_id in fuzz.staff_ids]
+    if operation.path == "/api/v1/clients" and operation.method.upper() == "POST":
+        body = {"client_name": "Chosen app", "redirect_uris": ["https://chosen.example.test/cb"]}
+        return [operation.Case(body=body, media_type="application/json")]
+    if "{client_id}" in operation.path:
+        client_id = fuzz.client_ids[-1 if operation.method.upper() == "DELETE" else 0]
+        if operation.method.upper() == "PATCH":
+            return [
+                operation.Case(
+                    path_parameters={"client_id": client_id}, body={}, media_type="application/json"
+                )
+            ]
+        return [operation.Case(path_parameters={"client_id": client_id})]
     return [operation.Case(query={})]
 
 

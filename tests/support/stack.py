@@ -447,11 +447,11 @@ class StopReport:
 
 
 @contextlib.contextmanager
-def running_sso_api(env: Mapping[str, str]) -> Iterator[tuple[str, list[str]]]:
+def running_sso_api(env: Mapping[str, str], port: int | None = None) -> Iterator[tuple[str, list[str]]]:
     """`sso api` in a process of its own, with these SSO_* settings and no others from
-    outside (Temporal: a port nobody answers on, unless given); yields its base URL and a
-    list that holds its output lines once it has stopped."""
-    port = free_port()
+    outside (Temporal: a port nobody answers on, unless given), on `port` (default: a free
+    one); yields its base URL and a list that holds its output lines once it has stopped."""
+    port = port or free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
     environment.update({"SSO_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "SSO_LOG_LEVEL": "INFO", **env})
     process = subprocess.Popen(

@@ -1,0 +1,72 @@
+"""Bodies of the clients admin API, with RFC 7591's metadata names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas import NO_CONTROL_CHARACTERS
+
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+SigningAlg = Literal["RS256", "ES256"]
+GrantType = Literal["authorization_code"]
+
+
+class ClientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    client_name: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
+    redirect_uris: list[str] = Field(min_length=1, max_length=20, description="Matched exactly")
+    post_logout_redirect_uris: list[str] = Field(default_factory=list, max_length=20)
+    backchannel_logout_uri: str | None = Field(default=None, max_length=2000)
+    token_endpoint_auth_method: AuthMethod = Field(
+        default="client_secret_basic", description="`none`: a public client, which must use PKCE (S256)"
+    )
+    grant_types: list[GrantType] = Field(default_factory=lambda: list[GrantType](["authorization_code"]))
+    id_token_signed_response_alg: SigningAlg = "RS256"  # noqa: S105 (an algorithm name)
+    require_consent: bool = False
+
+
+class ClientUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    client_name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
+    redirect_uris: list[str] | None = Field(default=None, min_length=1, max_length=20)
+    post_logout_redirect_uris: list[str] | None = Field(default=None, max_length=20)
+    backchannel_logout_uri: str | None = Field(default=None, max_length=2000)
+    id_token_signed_response_alg: SigningAlg | None = None
+    require_consent: bool | None = None
+    disabled: bool | None = Field(default=None, description="A disabled client gets no code and no token")
+
+
+class ClientPublic(BaseModel):
+    client_id: str
+    client_name: str
+    redirect_uris: list[str]
+    post_logout_redirect_uris: list[str]
+    backchannel_logout_uri: str | None
+    token_endpoint_auth_method: AuthMethod
+    grant_types: list[str]
+    response_types: list[str]
+    id_token_signed_response_alg: SigningAlg
+    require_consent: bool
+    disabled: bool
+    client_id_issued_at: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ClientCreated(ClientPublic):
+    client_secret: str | None = Field(description="Shown once, for confidential clients; only a hash is kept")
+    client_secret_expires_at: int = 0
+
+
+class ClientSecret(BaseModel):
+    client_id: str
+    client_secret: str = Field(description="Shown once; the previous secret stops working now")
+
+
+class ClientPage(BaseModel):
+    items: list[ClientPublic]

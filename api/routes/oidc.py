@@ -1,0 +1,173 @@
+"""The OpenID Connect provider: discovery, JWKS, authorization, token and userinfo."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from api.cookies import SIGNIN_SESSION, clear_cookie, read_cookie, set_cookie
+from api.deps import SessionDep, SettingsDep, bearer, client_ip
+from api.pages import problem, redirect, render_page
+from api.services.oidc import Oidc, OidcState, PageProblem, SignInNeeded
+from api.services.oidc_server import Request as OAuthRequest
+from api.services.sessions import Sessions
+from core.addresses import rate_key
+from core.oidc.clients import AUTH_METHODS, SCOPES
+from core.oidc.keys import ALGORITHMS, jwks
+from core.settings import Settings
+
+router = APIRouter(tags=["openid-connect"])
+# The authorization request waiting for the person to sign in, by browser.
+PENDING = "sso_authorize"
+RESUME = "/sso/authorize/resume"
+PROBLEM_TITLE = "We can't sign you in to this app"
+CLAIMS = [
+    "sub", "email", "email_verified", "name", "given_name", "family_name",
+    "auth_time", "sid", "amr", "acr", "roles",
+]  # fmt: skip
+
+
+def get_oidc(request: Request, db: SessionDep, settings: SettingsDep) -> Oidc:
+    state = getattr(request.app.state, "oidc", None)
+    if state is None:
+        state = request.app.state.oidc = OidcState(settings)
+    return Oidc(settings, db, state)
+
+
+OidcDep = Annotated[Oidc, Depends(get_oidc)]
+
+
+def _oauth_request(request: Request, settings: Settings, items: list[tuple[str, str]]) -> OAuthRequest:
+    return OAuthRequest(request.method, f"{settings.public_url}{request.url.path}", request.headers, items)
+
+
+@router.get("/.well-known/openid-configuration")
+async def discovery(settings: SettingsDep) -> dict[str, Any]:
+    issuer = settings.public_url
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/oidc/authorize",
+        "token_endpoint": f"{issuer}/oidc/token",
+        "userinfo_endpoint": f"{issuer}/oidc/userinfo",
+        "jwks_uri": f"{issuer}/oidc/jwks",
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": list(ALGORITHMS),
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": list(SCOPES),
+        "claims_supported": CLAIMS,
+        "prompt_values_supported": ["none", "login"],
+        "acr_values_supported": ["pwd", "mfa"],
+        "authorization_response_iss_parameter_supported": True,
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+    }
+
+
+@router.get("/oidc/jwks")
+async def jwks_document(oidc: OidcDep) -> dict[str, Any]:
+    return jwks(await oidc.state.keys.ensure(oidc.db, oidc.now))
+
+
+@router.get("/oidc/authorize", response_class=HTMLResponse)
+async def authorize(request: Request, oidc: OidcDep) -> Response:
+    return await _authorize(request, oidc, list(request.query_params.multi_items()), fresh_since=None)
+
+
+@router.get(RESUME, response_class=HTMLResponse, include_in_schema=False)
+async def resume(request: Request, oidc: OidcDep) -> Response:
+    """Back from the sign-in screen: the request it interrupted, answered now."""
+    sessions = Sessions(oidc.settings, oidc.db)
+    pending_id = read_cookie(request, oidc.settings, PENDING)
+    pending = await sessions.get(pending_id, "authorize")
+    if pending is None:
+        return problem(
+            request,
+            400,
+            PROBLEM_TITLE,
+            "This sign-in took too long or was already finished. Go back to the app and sign in again.",
+        )
+    await sessions.revoke(pending_id)
+    items = [(str(k), str(v)) for k, v in pending.row.data.get("items", [])]
+    response = await _authorize(request, oidc, items, fresh_since=pending.row.created_at)
+    location = response.headers.get("location")
+    if response.status_code == 302 and location:
+        # Reached from the sign-in form: see templates/pages/oidc_continue.html.
+        response = render_page(request, "oidc_continue", location=location)
+    clear_cookie(response, oidc.settings, PENDING)
+    return response
+
+
+async def _authorize(
+    request: Request, oidc: Oidc, items: list[tuple[str, str]], fresh_since: Any
+) -> Response:
+    settings = oidc.settings
+    sessions = Sessions(settings, oidc.db)
+    current = await sessions.signed_in(read_cookie(request, settings, SIGNIN_SESSION))
+    try:
+        answer = await oidc.authorize(_oauth_request(request, settings, items), current, fresh_since)
+    except PageProblem as exc:
+        return problem(request, 400, PROBLEM_TITLE, str(exc))
+    if isinstance(answer, SignInNeeded):
+        if fresh_since is not None:  # signed in for this request, and still not enough
+            return problem(
+                request,
+                400,
+                PROBLEM_TITLE,
+                "Your sign-in didn't meet what this app asks for. Go back to the app and try again.",
+            )
+        pending_id = await sessions.create(
+            "authorize", None, settings.session_idle_ttl, data={"items": items}
+        )
+        params = {"return_to": RESUME, **({"login_hint": answer.login_hint} if answer.login_hint else {})}
+        response = redirect(f"/sso/login?{urlencode(params)}")
+        set_cookie(response, settings, PENDING, pending_id, max_age=settings.session_idle_ttl)
+        return response
+    return answer.response()
+
+
+@router.post("/oidc/token")
+async def token(request: Request, oidc: OidcDep) -> Response:
+    form = await request.form()
+    items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    basic_id, _ = extract_basic_authorization(request.headers)
+    client_id = (basic_id or dict(items).get("client_id") or "")[:64]
+    for limiter, key in (
+        (oidc.state.per_ip, rate_key(client_ip(request))),
+        (oidc.state.per_client, client_id),
+    ):
+        wait = limiter.hit(key)
+        if wait is not None:
+            return JSONResponse(
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": "Too many token requests; slow down",
+                },
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
+    answer = await oidc.token(_oauth_request(request, oidc.settings, items), client_id or None)
+    return answer.response()
+
+
+@router.api_route("/oidc/userinfo", methods=["GET", "POST"])
+async def userinfo(request: Request, oidc: OidcDep) -> Response:
+    claims = await oidc.userinfo(bearer(request))
+    if claims is None:
+        return JSONResponse(
+            {
+                "error": "invalid_token",
+                "error_description": "The access token is invalid, expired or revoked",
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return JSONResponse(claims)

@@ -1,0 +1,114 @@
+"""Registering, changing and removing the apps that sign people in through the provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.client_schemas import ClientCreate, ClientCreated, ClientPublic, ClientSecret, ClientUpdate
+from core import audit
+from core.errors import NotFound, SsoError
+from core.models import OidcClient, utcnow
+from core.oidc.clients import (
+    check_registration,
+    confidential,
+    new_client_id,
+    new_client_secret,
+    normalised,
+    secret_hash,
+)
+from core.settings import Settings
+
+
+def public_view(row: OidcClient) -> ClientPublic:
+    return ClientPublic(
+        client_id=row.client_id,
+        client_name=row.client_name,
+        disabled=row.disabled_at is not None,
+        client_id_issued_at=int(row.created_at.timestamp()),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        **row.registration,
+    )
+
+
+@dataclass
+class Clients:
+    settings: Settings
+    db: AsyncSession
+    actor: str
+    ip: str | None
+
+    async def create(self, data: ClientCreate) -> ClientCreated:
+        registration = normalised(data.model_dump(exclude={"client_name"}))
+        check_registration(registration, self.settings)
+        secret = new_client_secret() if confidential(registration) else None
+        row = OidcClient(
+            client_id=new_client_id(),
+            client_name=data.client_name,
+            registration=registration,
+            secret_hash=secret_hash(self.settings, secret) if secret else None,
+        )
+        self.db.add(row)
+        await self.db.flush()
+        self._record("oidc_client.created", row)
+        return ClientCreated(**public_view(row).model_dump(), client_secret=secret)
+
+    async def all(self) -> list[ClientPublic]:
+        rows = (await self.db.scalars(select(OidcClient).order_by(OidcClient.created_at))).all()
+        return [public_view(row) for row in rows]
+
+    async def get(self, client_id: str) -> OidcClient:
+        row = await self.db.scalar(select(OidcClient).where(OidcClient.client_id == client_id))
+        if row is None:
+            raise NotFound("No client with this client_id")
+        return row
+
+    async def update(self, client_id: str, data: ClientUpdate) -> ClientPublic:
+        row = await self.get(client_id)
+        changes = data.model_dump(exclude_unset=True)
+        if any(changes.get(name) is None for name in changes if name not in ("backchannel_logout_uri",)):
+            raise SsoError("A field given in the update must have a value")
+        disabled = changes.pop("disabled", None)
+        if "client_name" in changes:
+            row.client_name = changes.pop("client_name")
+        registration: dict[str, Any] = normalised({**row.registration, **changes})
+        check_registration(registration, self.settings)
+        row.registration = registration
+        if disabled is not None:
+            row.disabled_at = (row.disabled_at or utcnow()) if disabled else None
+        row.updated_at = utcnow()
+        await self.db.flush()
+        self._record("oidc_client.updated", row, fields=sorted(data.model_dump(exclude_unset=True)))
+        return public_view(row)
+
+    async def delete(self, client_id: str) -> None:
+        row = await self.get(client_id)
+        self._record("oidc_client.deleted", row)
+        await self.db.delete(row)
+        await self.db.flush()
+
+    async def rotate_secret(self, client_id: str) -> ClientSecret:
+        row = await self.get(client_id)
+        if not confidential(row.registration):
+            raise SsoError("A public client (token_endpoint_auth_method none) has no secret")
+        secret = new_client_secret()
+        row.secret_hash = secret_hash(self.settings, secret)
+        row.updated_at = utcnow()
+        await self.db.flush()
+        self._record("oidc_client.secret_rotated", row)
+        return ClientSecret(client_id=row.client_id, client_secret=secret)
+
+    def _record(self, action: str, row: OidcClient, **details: Any) -> None:
+        audit.record(
+            self.db,
+            actor=self.actor,
+            action=action,
+            outcome="success",
+            target=row.client_id,
+            ip=self.ip,
+            **details,
+        )

@@ -1,0 +1,1 @@
+"""The OpenID Connect provider's domain: signing keys, client apps, grants and claims."""
