@@ -24,7 +24,14 @@ DEV_FLAGS = $(if $(PORT),--port $(PORT)) $(if $(TEMPORAL_PORT),--temporal-port $
 dev: install
 	$(BIN)/sso dev $(DEV_FLAGS)
 
-test: install
+# The relying party of tests/oidc/test_openid_client.py (panva's openid-client), as locked.
+RP := tests/oidc/rp
+RP_INSTALLED := $(RP)/node_modules/.package-lock.json
+
+$(RP_INSTALLED): $(RP)/package-lock.json
+	npm ci --prefix $(RP) --no-audit --no-fund --ignore-scripts --loglevel=error
+
+test: install $(RP_INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .

@@ -28,7 +28,7 @@ RP = Path(__file__).parent / "rp"
 NODE = shutil.which("node")
 if NODE is None or not (RP / "node_modules" / "openid-client").is_dir():
     pytest.skip(
-        "openid-client is not installed: npm ci --prefix tests/oidc/rp (.ci/run does)",
+        "openid-client is not installed: npm ci --prefix tests/oidc/rp (make test does)",
         allow_module_level=True,
     )
 
