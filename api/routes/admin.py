@@ -169,7 +169,7 @@ def _staff_create(form: StaffForm) -> StaffCreate | dict[str, str]:
     """The form as the API's StaffCreate, or each refused field's message, said as the API
     says it (the same model checks both)."""
     if form.is_admin not in ADMIN_CHOICES:
-        return {"is_admin": "Administrator: choose Yes or No."}
+        return {"is_admin": "Administrator: must be yes or no."}
     try:
         return StaffCreate(
             first_name=form.first_name,
