@@ -1341,6 +1341,14 @@ async def test_search_ignores_case_beyond_ascii(app: Stack, admin: Admin) -> Non
 # -- Add staff ------------------------------------------------------------------------------
 
 
+STAFF_FORM = {
+    "first_name": "Ann",
+    "last_name": "Other",
+    "external_email_1": "ann.other@example.com",
+    "is_admin": "no",
+}
+
+
 async def staff_count(sessions: SessionFactory) -> tuple[int, int]:
     """Staff rows and staff.create events: what a refused Add staff must leave as it was."""
     async with sessions() as session:
@@ -1385,12 +1393,7 @@ async def test_add_staff_creates_the_profile_audited_and_opens_their_page(app: S
 async def test_add_staff_refuses_what_the_api_refuses_with_its_words(app: Stack, admin: Admin) -> None:
     taken = await add_staff(app.sessions, "Tia", "Taken", "tia.taken@example.com")
     assert taken
-    good = {
-        "first_name": "Ann",
-        "last_name": "Other",
-        "external_email_1": "ann.other@example.com",
-        "is_admin": "no",
-    }
+    good = STAFF_FORM
     before = await staff_count(app.sessions)
     cases = [
         ({"first_name": "   "}, "first_name"),
@@ -1436,12 +1439,7 @@ async def test_only_admins_add_staff(app: Stack) -> None:
     plain = await app.person(
         mfa=True, first_name="Nils", last_name="Plain", password_hash=known_hash(app.settings)
     )
-    good = {
-        "first_name": "Ann",
-        "last_name": "Other",
-        "external_email_1": "ann.x@example.com",
-        "is_admin": "yes",
-    }
+    good = {**STAFF_FORM, "is_admin": "yes"}
     before = await staff_count(app.sessions)
     async with browsing(app.transport) as browser:
         assert redirected_to(await browser.get("/admin/staff/new"), "/sso/login?return_to=/admin/staff/new")

@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from core.db import SessionFactory
 from core.models import Staff
-from tests.support.accounts import PASSWORD, make_person
+from tests.support.accounts import PASSWORD, Person, make_person
 from tests.support.browser_steps import new_staff
 from tests.support.config import make_settings
 from tests.support.e2e import World, check_setup_email, send_email, wait_for_email
@@ -22,18 +22,17 @@ from tests.support.screens import MARKS, Screen
 pytestmark = MARKS
 
 
-async def test_the_admin_sends_the_email_from_the_staff_page(
-    screen: Screen, database: SessionFactory, api: httpx.AsyncClient, world: World
-) -> None:
-    admin = await make_person(database, make_settings(), mfa=True, first_name="Ada", last_name="Admin")
+async def new_admin(database: SessionFactory, last_name: str) -> Person:
+    """Ada, an administrator with MFA."""
+    admin = await make_person(database, make_settings(), mfa=True, first_name="Ada", last_name=last_name)
     async with database() as session:
         await session.execute(update(Staff).where(Staff.id == admin.staff_id).values(is_admin=True))
         await session.commit()
-    person = await new_staff(api, world, "Pat", "Person", screen.viewport)
+    return admin
 
-    # Not signed in: the staff page sends the admin to sign in first, and back afterwards.
-    await screen.goto("/admin/staff")
-    assert "/sso/login?return_to=/admin/staff" in screen.page.url
+
+async def sign_in_with_mfa(screen: Screen, admin: Person) -> None:
+    """From the sign-in page an admin page sent them to: password, then the authenticator code."""
     await screen.check("login", screenshot=False)
     await screen.field("Email address").fill(admin.email)
     await screen.field("Password").fill(PASSWORD)
@@ -42,6 +41,18 @@ async def test_the_admin_sends_the_email_from_the_staff_page(
     assert admin.totp_secret
     await screen.field("Authenticator code").fill(pyotp.TOTP(admin.totp_secret).now())
     await screen.press("Sign in")
+
+
+async def test_the_admin_sends_the_email_from_the_staff_page(
+    screen: Screen, database: SessionFactory, api: httpx.AsyncClient, world: World
+) -> None:
+    admin = await new_admin(database, "Admin")
+    person = await new_staff(api, world, "Pat", "Person", screen.viewport)
+
+    # Not signed in: the staff page sends the admin to sign in first, and back afterwards.
+    await screen.goto("/admin/staff")
+    assert "/sso/login?return_to=/admin/staff" in screen.page.url
+    await sign_in_with_mfa(screen, admin)
     assert screen.page.url.endswith("/admin/staff"), screen.page.url
     await screen.check("admin-staff")
     assert await screen.heading() == "Staff"
@@ -107,12 +118,7 @@ async def test_long_names_fit_and_an_admin_adds_staff(
 ) -> None:
     """A very long unbroken name in the staff list, on the person page (with its history and
     lock) and in Add staff: nothing scrolls sideways (Screen.check) at either size."""
-    admin = await make_person(
-        database, make_settings(), mfa=True, first_name="Ada", last_name=LONG_LAST[:40] + screen.viewport
-    )
-    async with database() as session:
-        await session.execute(update(Staff).where(Staff.id == admin.staff_id).values(is_admin=True))
-        await session.commit()
+    admin = await new_admin(database, LONG_LAST[:40] + screen.viewport)
     long_address = f"long.name.{screen.viewport}.{admin.staff_id.hex[:8]}@example.com"
     created = await api.post(
         "/api/v1/staff",
@@ -128,14 +134,7 @@ async def test_long_names_fit_and_an_admin_adds_staff(
     await send_email(api, world, long["id"])
 
     await screen.goto("/admin/staff/new")
-    await screen.check("login", screenshot=False)
-    await screen.field("Email address").fill(admin.email)
-    await screen.field("Password").fill(PASSWORD)
-    await screen.press("Sign in")
-    await screen.check("login-mfa", screenshot=False)
-    assert admin.totp_secret
-    await screen.field("Authenticator code").fill(pyotp.TOTP(admin.totp_secret).now())
-    await screen.press("Sign in")
+    await sign_in_with_mfa(screen, admin)
     assert screen.page.url.endswith("/admin/staff/new"), screen.page.url
 
     # Add staff: a refused address said on the page, then the new person's own page.
