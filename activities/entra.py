@@ -27,6 +27,7 @@ from core import audit, flow_errors
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.models import EntraLink, SetupLink, Staff, utcnow
 from core.sealing import entra_context
+from core.times import email_at
 
 # Inside the flow's 30 s attempt timeout (workflows.common.ENTRA_TIMEOUT), so a slow
 # Microsoft ends the attempt here, with a clear reason, rather than by Temporal's timeout.
@@ -139,7 +140,7 @@ class EntraActivities(SecretActivities):
             staff,
             "entra_linked",
             account=data.account,
-            linked_at=data.linked_at.strftime("%d %B %Y at %H:%M UTC"),
+            linked_at=email_at(data.linked_at, self._settings.zone),
         )
         await self._notify("entra_linked", staff.id, email)
 

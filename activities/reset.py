@@ -37,6 +37,7 @@ from core.reset_caps import (
     reset_link_hash,
 )
 from core.sealing import password_context, totp_context
+from core.times import email_at
 
 NEED_TOTP = "Your account uses MFA: also enter the current code from your authenticator app."
 WRONG_TOTP = "That authenticator code didn't match. Check the time on your phone and enter the newest code."
@@ -208,7 +209,7 @@ class ResetActivities(SecretActivities):
             staff,
             "password_changed",
             login_email=account.login_email if account is not None else staff.external_email_1,
-            changed_at=data.changed_at.strftime("%d %B %Y at %H:%M UTC"),
+            changed_at=email_at(data.changed_at, self._settings.zone),
         )
         await self._notify("password_changed", staff.id, email)
 

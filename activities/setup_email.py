@@ -25,6 +25,7 @@ from core.models import (
     Staff,
     utcnow,
 )
+from core.times import email_until
 
 
 def ttl_words(seconds: int) -> str:
@@ -105,7 +106,7 @@ class SetupActivities(SecretActivities):
             "sso_welcome",
             link=f"{self._settings.public_url}/sso/setup/{claim.secret}",
             ttl_words=ttl_words(data.link_ttl_seconds),
-            expires_at_text=expires_at.strftime("%H:%M UTC on %d %B %Y"),
+            expires_at_text=email_until(expires_at, self._settings.zone),
         )
         claim.secret = ""
         try:

@@ -76,6 +76,16 @@ class AdminActionForm(CsrfForm):
     back: Annotated[str, Field(max_length=500)] = ""
 
 
+class StaffForm(CsrfForm):
+    """Add staff: the fields of the API's StaffCreate, which checks them; the limits here are
+    past StaffCreate's, so its own messages say what is wrong."""
+
+    first_name: Annotated[str, Field(max_length=1000)] = ""
+    last_name: Annotated[str, Field(max_length=1000)] = ""
+    external_email_1: Annotated[str, Field(max_length=1000)] = ""
+    is_admin: Annotated[str, Field(max_length=10)] = "no"
+
+
 CsrfFormDep = Annotated[CsrfForm, Form()]
 StepFormDep = Annotated[StepForm, Form()]
 CodeFormDep = Annotated[CodeForm, Form()]
@@ -86,3 +96,4 @@ ForgotFormDep = Annotated[ForgotForm, Form()]
 LoginFormDep = Annotated[LoginForm, Form()]
 LoginCodeFormDep = Annotated[LoginCodeForm, Form()]
 AdminActionFormDep = Annotated[AdminActionForm, Form()]
+StaffFormDep = Annotated[StaffForm, Form()]

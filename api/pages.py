@@ -24,6 +24,7 @@ def render_page(request: Request, name: str, status_code: int = 200, **context: 
         .render(
             brand=settings.brand_name,
             support_email=settings.support_email,
+            time_zone=settings.zone,
             entra_enabled=settings.entra_enabled,
             csrf_token=csrf_token(settings, seed),
             submission=secrets.token_urlsafe(16),

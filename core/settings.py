@@ -11,11 +11,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.addresses import Networks, parse_networks
+from core.times import time_zone
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "please-change", "dev", "development"}
 # Long enough never to occur by chance in a generated secret.
@@ -135,6 +137,9 @@ class Settings(BaseSettings):
     public_url: str = "http://localhost:8000"
     brand_name: str = "agentOS"
     support_email: str = "support@agentos.com"
+    # The IANA zone of the times in emails (and of pages' times until the browser's own
+    # zone replaces them): agents read "valid until 20:43 BST", not UTC.
+    time_zone: str = "Europe/London"
 
     email_backend: EmailBackend = EmailBackend.outbox
     email_from: str = "no-reply@agentos.com"
@@ -253,6 +258,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        time_zone(value)
+        return value
 
     @field_validator("public_url", "graph_url")
     @classmethod
@@ -418,6 +429,10 @@ class Settings(BaseSettings):
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return time_zone(self.time_zone)
 
     @property
     def is_development(self) -> bool:

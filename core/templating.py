@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
+from jinja2.runtime import Context
+from markupsafe import Markup
+
+from core.times import time_element
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -29,14 +34,22 @@ class RenderedEmail:
     text: str
 
 
+@pass_context
+def _when(context: Context, moment: datetime, style: str = "day") -> Markup:
+    """`{{ moment | when("clock") }}` on a page: a <time> in the page's `time_zone`."""
+    return time_element(moment, context["time_zone"], style)
+
+
 @lru_cache
 def environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
         enable_async=False,
     )
+    env.filters["when"] = _when
+    return env
 
 
 def render_email(name: str, to: str, brand: str, **context: Any) -> RenderedEmail:

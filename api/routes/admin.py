@@ -16,15 +16,18 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
 
+from api import admin_words
 from api.cookies import SIGNIN_SESSION, csrf_ok, read_cookie
 from api.deps import OnboardingDep, SettingsDep, UnitOfWorkDep, client_ip
-from api.forms import AdminActionFormDep
-from api.pages import problem, redirect, render_page
+from api.forms import AdminActionFormDep, StaffForm, StaffFormDep
+from api.pages import redirect, render_page
+from api.schemas import StaffCreate
 from api.services import staff as staff_service
 from api.services.accounts import AccountAdmin
 from api.services.sessions import Current, Sessions
-from core.errors import SsoError
+from core.errors import Conflict, SsoError
 from core.models import Staff, utcnow
 
 router = APIRouter(prefix="/admin", tags=["admin pages"], include_in_schema=False)
@@ -39,6 +42,7 @@ ACTIONS = {
 }
 
 
+EXPIRED_FORM = "That form had expired, so nothing was done. Please try again."
 ACTOR_LIMIT = 200  # audit_events.actor and sso_setups.requested_by
 
 
@@ -63,6 +67,7 @@ async def _admin(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) ->
     if not current.staff.is_admin:
         return _denied(
             request,
+            current.staff,
             403,
             "This page is for administrators",
             "Your staff login doesn't have the administrator role. Ask an administrator if you need it.",
@@ -70,6 +75,7 @@ async def _admin(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) ->
     if not current.strong:
         return _denied(
             request,
+            current.staff,
             403,
             "Sign in with MFA to manage staff",
             "Staff administration needs a sign-in with your "
@@ -79,8 +85,8 @@ async def _admin(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) ->
     return current
 
 
-def _denied(request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
-    return problem(request, status_code, title, message, page="admin_denied")
+def _denied(request: Request, me: Staff | None, status_code: int, title: str, message: str) -> HTMLResponse:
+    return render_page(request, "admin_denied", status_code, title=title, message=message, me=me)
 
 
 def _uuid(text: str) -> uuid.UUID | None:
@@ -102,7 +108,14 @@ def _page(request: Request, current: Current, name: str, back: str, **context: A
     """An admin page: the admin's name, what their last action did (once), and where an
     action taken on this page comes back to."""
     return render_page(
-        request, name, flash=_flash(current), back=back, admin=current.staff, now=utcnow(), **context
+        request,
+        name,
+        flash=_flash(current),
+        back=back,
+        admin=current.staff,
+        now=utcnow(),
+        words=admin_words,
+        **context,
     )
 
 
@@ -128,6 +141,88 @@ async def staff_list(
     )
 
 
+STAFF_FIELDS = {
+    "first_name": "First name",
+    "last_name": "Last name",
+    "external_email_1": "External Email 1",
+    "is_admin": "Administrator",
+}
+ADMIN_CHOICES = {"no": False, "yes": True}
+
+
+def _new_staff_page(
+    request: Request, current: Current, form: StaffForm, problems: dict[str, str], status_code: int = 200
+) -> HTMLResponse:
+    values = form.model_dump(include=set(STAFF_FIELDS))
+    return _page(
+        request,
+        current,
+        "admin_staff_new",
+        "/admin/staff",
+        status_code=status_code,
+        values=values,
+        problems=problems,
+    )
+
+
+def _staff_create(form: StaffForm) -> StaffCreate | dict[str, str]:
+    """The form as the API's StaffCreate, or each refused field's message, said as the API
+    says it (the same model checks both)."""
+    if form.is_admin not in ADMIN_CHOICES:
+        return {"is_admin": "Administrator: must be yes or no."}
+    try:
+        return StaffCreate(
+            first_name=form.first_name,
+            last_name=form.last_name,
+            external_email_1=form.external_email_1,
+            is_admin=ADMIN_CHOICES[form.is_admin],
+        )
+    except ValidationError as exc:
+        problems: dict[str, str] = {}
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "first_name"
+            problems.setdefault(field, f"{STAFF_FIELDS.get(field, field)}: {str(error['msg']).rstrip('.')}.")
+        return problems
+
+
+@router.get("/staff/new", response_class=HTMLResponse)
+async def new_staff(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) -> Response:
+    current = await _admin(request, settings, uow)
+    if isinstance(current, Response):
+        return current
+    return _new_staff_page(request, current, StaffForm(), {})
+
+
+@router.post("/staff/new", response_class=HTMLResponse)
+async def add_staff(
+    request: Request, settings: SettingsDep, uow: UnitOfWorkDep, form: StaffFormDep
+) -> Response:
+    """Add staff: the API's create, audited with the admin as the actor, then their page."""
+    current = await _admin(request, settings, uow)
+    if isinstance(current, Response):
+        return current
+    if not csrf_ok(request, settings, form.csrf):
+        return _new_staff_page(request, current, form, {"csrf": EXPIRED_FORM}, status_code=400)
+    data = _staff_create(form)
+    if isinstance(data, dict):
+        return _new_staff_page(request, current, form, data, status_code=400)
+    try:
+        staff = await staff_service.create_staff(uow.session, data, actor_of(current), client_ip(request))
+    except Conflict as exc:
+        if not uow.session.is_active:
+            raise  # another admin added the address this instant: the boundary rolls back
+        return _new_staff_page(
+            request, current, form, {"external_email_1": exc.message + "."}, status_code=409
+        )
+    return await _done(
+        current,
+        f"/admin/staff/{staff.id}",
+        "notice",
+        f"Added {staff.first_name} {staff.last_name}. To set up their Single Sign-On, open Actions "
+        "and choose Send Single Sign-On Email.",
+    )
+
+
 @router.get("/staff/{staff_id}", response_class=HTMLResponse)
 async def person(
     request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep, onboarding: OnboardingDep
@@ -139,6 +234,7 @@ async def person(
     if staff is None:
         return _denied(
             request,
+            current.staff,
             404,
             "No such person",
             "There is no staff member with that id.",
@@ -174,14 +270,13 @@ async def act(
     if action not in ACTIONS:
         return _denied(
             request,
+            current.staff,
             404,
             "No such action",
             "That action doesn't exist.",
         )
     if not csrf_ok(request, settings, form.csrf):
-        return await _done(
-            current, target, "error", "That form had expired, so nothing was done. Please try again."
-        )
+        return await _done(current, target, "error", EXPIRED_FORM)
     db = uow.session
     staff = await db.get(Staff, staff_id)
     if staff is None:

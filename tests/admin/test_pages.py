@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,7 @@ FLASH = re.compile(r'<div class="(error|success)" role="(alert|status)"><p>(.*?)
 MINUTES_LEFT = re.compile(r"Email sent, link valid (\d+) more min")
 TAG = re.compile(r'<span class="tag(?: warn)?">([^<]+)</span>')
 CELL = re.compile(r"<td[^>]*>(.*?)</td>", re.S)
+TECHNICAL = re.compile(r'<details class="tech"><summary>Technical details</summary>(.*?)</details>', re.S)
 
 
 # -- reading the pages ------------------------------------------------------------------
@@ -131,14 +132,38 @@ def names_on(page: httpx.Response) -> list[str]:
     return [text_of(body.split("</a>", 1)[0]) for body in rows(page).values()]
 
 
-def table_rows(page: httpx.Response, heading: str) -> list[list[str]]:
-    """The cells of each body row of the table under `heading` on a person page."""
+def _body_rows(page: httpx.Response, heading: str) -> list[str]:
     assert f"<h2>{heading}</h2>" in page.text, page.text
     section = page.text.split(f"<h2>{heading}</h2>", 1)[1].split("<h2>", 1)[0]
-    body = section.split("<tbody>", 1)[-1]
+    return re.findall(r"<tr>(.*?)</tr>", section.split("<tbody>", 1)[-1], re.S)
+
+
+def table_rows(page: httpx.Response, heading: str) -> list[list[str]]:
+    """The cells of each body row of the table under `heading` on a person page, as a branch
+    manager reads them (the technical details folded away)."""
     return [
-        [text_of(cell) for cell in CELL.findall(row)] for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)
+        [text_of(TECHNICAL.sub("", cell)) for cell in CELL.findall(row)] for row in _body_rows(page, heading)
     ]
+
+
+def technical(fragment: str) -> dict[str, str]:
+    """What a "Technical details" disclosure in `fragment` lists, label to value."""
+    found = TECHNICAL.findall(fragment)
+    assert len(found) == 1, fragment
+    return {
+        text_of(dt): text_of(dd) for dt, dd in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", found[0], re.S)
+    }
+
+
+def technical_rows(page: httpx.Response, heading: str) -> list[dict[str, str]]:
+    return [technical(row) for row in _body_rows(page, heading)]
+
+
+def lock_line(page: httpx.Response) -> str:
+    """Whether sign-in is locked, and until when, as the person page says it."""
+    match = re.search(r'<dt>Sign-in</dt><dd id="sign-in-lock">(.*?)</dd>', page.text, re.S)
+    assert match, page.text
+    return text_of(match.group(1))
 
 
 def person_state(page: httpx.Response) -> tuple[str, set[str]]:
@@ -772,7 +797,10 @@ async def test_unlock_sign_in(app: Stack, admin: Admin) -> None:
         assert refused.status_code == 401 and REFUSED in page_text(refused)
         page = await admin.page(f"/admin/staff/{target.staff_id}")
         assert person_state(page) == ("Active", {"MFA off", "Locked"})
-        assert "only a password reset or an unlock lets them in" in page_text(page)
+        assert (
+            lock_line(page)
+            == "Locked until they reset their password or you unlock it (100 failed sign-ins in a row)"
+        )
         assert "unlock" in actions_in(page.text, target.staff_id)
 
         await assert_csrf_refused(app.transport, admin, page, target.staff_id, "unlock")
@@ -784,6 +812,7 @@ async def test_unlock_sign_in(app: Stack, admin: Admin) -> None:
         assert flash_of(shown) == ("success", "Sign-in for Uma Locked is unlocked.")
         assert "unlock" not in actions_in(shown.text, target.staff_id)
         assert person_state(shown) == ("Active", {"MFA off"})
+        assert lock_line(shown) == "Not locked"
         assert flash_of(await admin.page(f"/admin/staff/{target.staff_id}")) is None
         account = await account_of(app.sessions, target.staff_id)
         assert (account.failed_sign_ins, account.locked_until) == (0, None)
@@ -799,7 +828,9 @@ async def test_unlink_microsoft_entra(app: Stack, admin: Admin) -> None:
     async with browsing(app.transport) as theirs:
         assert redirected_to(await sign_in(theirs, target.email), "/sso/account")
         page = await admin.page(f"/admin/staff/{target.staff_id}")
-        assert f"ugo@contoso.example (tenant {link.tenant_id})" in page_text(page)
+        assert "Microsoft-Entra ugo@contoso.example, linked " in page_text(page)
+        facts = page.text.split("<h2>", 1)[0]
+        assert technical(facts)["Microsoft tenant"] == link.tenant_id
         assert "unlink-entra" in actions_in(page.text, target.staff_id)
         assert person_state(page) == ("Active", {"MFA off", "Entra linked"})
 
@@ -1027,21 +1058,37 @@ async def test_person_page_shows_flow_history_and_audit_trail(stack_admin: tuple
     page = await admin.page(f"/admin/staff/{sid}")
     history = table_rows(page, "Single Sign-On emails")
     setups = await setups_of(stack.sessions, sid)
-    assert [row[1] for row in history] == [admin.actor, "admin-key:test-admin"]  # newest first
-    assert [row[1] for row in history] == [s.requested_by for s in reversed(setups)]
-    assert history[0][2:] == ["sent", "email_sent"]
-    assert history[1][3].startswith("superseded")
-    assert f"Flow sso-setup-{sid}" in page_text(page)
+    # Written for a branch manager: who sent it by name, and what became of it in words.
+    name = f"{ADMIN_FIRST} {ADMIN_LAST}"
+    assert [row[1] for row in history] == [name, "Admin API key “test-admin”"]  # newest first
+    assert history[0][2:] == ["Delivered", "Email sent"]
+    assert history[1][3] == "Replaced by a newer email"
+    assert f"Latest email Sent by {name}, " in page_text(page)
+    # ... with the technical names one click away.
+    tech = technical_rows(page, "Single Sign-On emails")
+    assert [t["Sent by"] for t in tech] == [s.requested_by for s in reversed(setups)]
+    assert [(t["State"], t["Email"]) for t in tech] == [("email_sent", "sent"), ("superseded", "sent")]
+    assert {t["Flow"] for t in tech} == {f"sso-setup-{sid}"}
+    facts = page.text.split("<h2>", 1)[0]
+    assert technical(facts)["Flow"] == f"sso-setup-{sid}"
 
     trail = table_rows(page, "Audit trail")
+    tech = technical_rows(page, "Audit trail")
     events = await audit_for(stack.sessions, sid)
     # Every event about this person (the page shows times to the second: order checked below).
-    assert sorted(row[1:4] for row in trail) == sorted([e.action, e.actor, e.outcome] for e in events)
-    assert [row[1:3] for row in trail if row[1] == "sso_email.requested"] == [
-        ["sso_email.requested", admin.actor],
-        ["sso_email.requested", "admin-key:test-admin"],
+    assert sorted([t["Event"], t["Actor"], t["Outcome"]] for t in tech) == sorted(
+        [e.action, e.actor, e.outcome] for e in events
+    )
+    assert [row[1:4] for row in trail if row[1] == "Single Sign-On email requested"] == [
+        ["Single Sign-On email requested", name, "Accepted"],
+        ["Single Sign-On email requested", "Admin API key “test-admin”", "Accepted"],
     ]
-    assert ["staff.create", "admin-key:test-admin"] == trail[-1][1:3]
+    assert ["Staff profile created", "Admin API key “test-admin”", "Done"] == trail[-1][1:4]
+    assert ["Single Sign-On email delivered", "Single Sign-On (automatic)", "Done"] in [r[1:4] for r in trail]
+    assert ["Replaced by a newer email", name, "Replaced"] in [r[1:4] for r in trail]
+    # No technical name or id is left where a branch manager reads.
+    read = " ".join(" ".join(row) for row in trail + history)
+    assert not re.search(r"staff:|sso_|admin-key:|system|[0-9a-f]{8}-[0-9a-f]{4}-", read), read
 
 
 # -- an administrator's own setup ---------------------------------------------------------
@@ -1289,3 +1336,198 @@ async def test_search_ignores_case_beyond_ascii(app: Stack, admin: Admin) -> Non
     # What people type is text, not a LIKE pattern.
     for q in ("%", "_", "É%z"):
         assert names_on(await admin.page(q=q)) == [], q
+
+
+# -- Add staff ------------------------------------------------------------------------------
+
+
+STAFF_FORM = {
+    "first_name": "Ann",
+    "last_name": "Other",
+    "external_email_1": "ann.other@example.com",
+    "is_admin": "no",
+}
+
+
+async def staff_count(sessions: SessionFactory) -> tuple[int, int]:
+    """Staff rows and staff.create events: what a refused Add staff must leave as it was."""
+    async with sessions() as session:
+        people = len((await session.scalars(select(Staff.id))).all())
+        created = len(
+            (await session.scalars(select(AuditEvent.id).where(AuditEvent.action == "staff.create"))).all()
+        )
+    return people, created
+
+
+async def test_add_staff_creates_the_profile_audited_and_opens_their_page(app: Stack, admin: Admin) -> None:
+    listed = await admin.page()
+    assert '<a class="button" href="/admin/staff/new">Add staff</a>' in listed.text
+    form = await admin.page("/admin/staff/new")
+    assert "<h1>Add staff</h1>" in form.text
+    for label in ("First name", "Last name", "External Email 1", "Administrator"):
+        assert f">{label}</" in form.text, label
+    done = await admin.browser.submit(
+        form,
+        "/admin/staff/new",
+        first_name="  Jo ",
+        last_name="Bloggs",
+        external_email_1="Jo.Bloggs@Example.com",
+        is_admin="yes",
+    )
+    async with app.sessions() as session:
+        staff = await session.scalar(select(Staff).where(Staff.external_email_1 == "jo.bloggs@example.com"))
+    assert staff is not None
+    assert (staff.first_name, staff.last_name, staff.is_admin) == ("Jo", "Bloggs", True)
+    assert redirected_to(done, f"/admin/staff/{staff.id}")
+    shown = await admin.follow(done)
+    assert flash_of(shown) == (
+        "success",
+        "Added Jo Bloggs. To set up their Single Sign-On, open Actions and choose Send Single Sign-On Email.",
+    )
+    assert "send-email" in actions_in(shown.text, staff.id)
+    [event] = await audit_for(app.sessions, staff.id, "staff.create")
+    assert (event.actor, event.outcome, event.details) == (admin.actor, "success", {"is_admin": True})
+    assert event.ip
+
+
+async def test_add_staff_refuses_what_the_api_refuses_with_its_words(app: Stack, admin: Admin) -> None:
+    taken = await add_staff(app.sessions, "Tia", "Taken", "tia.taken@example.com")
+    assert taken
+    good = STAFF_FORM
+    before = await staff_count(app.sessions)
+    cases = [
+        ({"first_name": "   "}, "first_name"),
+        ({"last_name": ""}, "last_name"),
+        ({"first_name": "Ann\u0007"}, "first_name"),
+        ({"last_name": "L" * 101}, "last_name"),
+        ({"external_email_1": "not an address"}, "external_email_1"),
+    ]
+    for change, field in cases:
+        body = {**good, **change}
+        api = await app.http.post("/api/v1/staff", headers=app.admin, json={**body, "is_admin": False})
+        assert api.status_code == 422, api.text
+        api_words = api.json()["detail"][0]["msg"].rstrip(".")
+        form = await admin.page("/admin/staff/new")
+        refused = await admin.browser.submit(form, "/admin/staff/new", **body)
+        assert refused.status_code == 400, (change, refused.text)
+        [problem] = re.findall(
+            r'<div class="error" role="alert" id="form-error">\s*<p>(.*?)</p>', refused.text, re.S
+        )
+        assert api_words in html.unescape(problem), (problem, api_words)
+        assert re.search(rf'id="{field}"[^>]*aria-invalid="true" aria-describedby="form-error"', refused.text)
+        # What was typed stays in the form, to correct.
+        assert f'value="{html.escape(body["external_email_1"])}"' in refused.text
+
+    form = await admin.page("/admin/staff/new")
+    refused = await admin.browser.submit(form, "/admin/staff/new", **{**good, "is_admin": "maybe"})
+    assert refused.status_code == 400 and "Administrator: must be yes or no." in page_text(refused)
+
+    form = await admin.page("/admin/staff/new")
+    refused = await admin.browser.submit(
+        form, "/admin/staff/new", **{**good, "external_email_1": "TIA.taken@example.com"}
+    )
+    assert refused.status_code == 409
+    assert "A staff member with that External Email 1 already exists." in page_text(refused)
+
+    for csrf in ("", await foreign_csrf(app.transport)):
+        refused = await admin.browser.post("/admin/staff/new", {**good, "csrf": csrf})
+        assert refused.status_code == 400 and EXPIRED_FORM in page_text(refused)
+    assert await staff_count(app.sessions) == before
+
+
+async def test_only_admins_add_staff(app: Stack) -> None:
+    plain = await app.person(
+        mfa=True, first_name="Nils", last_name="Plain", password_hash=known_hash(app.settings)
+    )
+    good = {**STAFF_FORM, "is_admin": "yes"}
+    before = await staff_count(app.sessions)
+    async with browsing(app.transport) as browser:
+        assert redirected_to(await browser.get("/admin/staff/new"), "/sso/login?return_to=/admin/staff/new")
+        assert redirected_to(
+            await browser.post("/admin/staff/new", good), "/sso/login?return_to=/admin/staff"
+        )
+        assert redirected_to(await sign_in_with_totp(browser, plain), "/sso/account")
+        csrf = hidden_fields(await browser.get("/sso/account"), "/sso/logout")["csrf"]
+        refused = await browser.get("/admin/staff/new")
+        assert refused.status_code == 403 and NOT_ADMIN in page_text(refused)
+        posted = await browser.post("/admin/staff/new", {**good, "csrf": csrf})
+        assert posted.status_code == 403 and NOT_ADMIN in page_text(posted)
+    assert await staff_count(app.sessions) == before
+
+
+# -- the person page: sign-in lock and local times -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("until", "shown"),
+    [
+        (datetime(2031, 7, 1, 19, 43, tzinfo=UTC), "1 Jul 2031, 20:43 BST"),  # summer: an hour on
+        (datetime(2031, 1, 15, 19, 43, tzinfo=UTC), "15 Jan 2031, 19:43 GMT"),
+    ],
+)
+async def test_the_person_page_says_until_when_sign_in_is_locked(
+    app: Stack, admin: Admin, until: datetime, shown: str
+) -> None:
+    target = await app.person(first_name="Lyle", last_name="Locked", password_hash=known_hash(app.settings))
+    page = await admin.page(f"/admin/staff/{target.staff_id}")
+    assert lock_line(page) == "Not locked"
+    await update_account(app.sessions, target, failed_sign_ins=3, locked_until=until)
+    page = await admin.page(f"/admin/staff/{target.staff_id}")
+    assert lock_line(page) == f"Locked until {shown} (3 failed sign-ins in a row)"
+    instant = until.isoformat().replace("+00:00", "Z")
+    assert f'<time datetime="{instant}" data-style="day">{shown}</time>' in page.text
+    # Every time on the page is a <time> the browser's script puts in the reader's zone.
+    assert "UTC" not in page_text(page)
+    assert '<script src="/static/times.js" defer></script>' in page.text
+
+
+# -- the header's person menu ----------------------------------------------------------------
+
+MENU = re.compile(r'<header class="top">(.*?)</header>', re.S)
+
+
+def person_menu(page: httpx.Response) -> dict[str, str]:
+    """The person menu's entries: link text to address, and "Sign out" to where it posts."""
+    [menu] = MENU.findall(page.text)
+    assert "<summary>" in menu and 'class="person-icon"' in menu
+    entries = {
+        text_of(text): href
+        for href, text in re.findall(r'<a class="menu-link" href="([^"]+)">(.*?)</a>', menu)
+    }
+    for action, text in re.findall(
+        r'<form method="post" action="([^"]+)">.*?<button[^>]*>(.*?)</button>', menu, re.S
+    ):
+        entries[text_of(text)] = action
+    assert 'name="csrf"' in menu
+    return entries
+
+
+async def test_every_signed_in_page_has_the_person_menu(app: Stack, admin: Admin) -> None:
+    setup, staff, signout = "Setup agentOS Single Sign-on", "Settings \u203a Staff", "Sign out"
+    everyone = {setup: "/sso/setup", signout: "/sso/logout"}
+    for path in (
+        "/sso/account",
+        "/sso/setup",
+        "/admin/staff",
+        "/admin/staff/new",
+        f"/admin/staff/{admin.person.staff_id}",
+    ):
+        page = await admin.browser.get(path)
+        assert page.status_code == 200, (path, page.text)
+        assert person_menu(page) == {**everyone, staff: "/admin/staff"}, path
+        assert f"Person menu for {ADMIN_FIRST} {ADMIN_LAST}" in page_text(page)
+    missing = await admin.browser.get(f"/admin/staff/{uuid.uuid4()}")
+    assert missing.status_code == 404 and person_menu(missing) == {**everyone, staff: "/admin/staff"}
+
+    plain = await app.person(first_name="Pia", last_name="Plain", password_hash=known_hash(app.settings))
+    async with browsing(app.transport) as browser:
+        login = await browser.get("/sso/login")
+        assert not MENU.findall(login.text)  # signed out: no menu
+        assert redirected_to(await sign_in(browser, plain.email), "/sso/account")
+        for path in ("/sso/account", "/sso/setup", "/admin/staff"):
+            page = await browser.get(path)
+            assert person_menu(page) == everyone, path  # no Settings > Staff without the role
+        # The menu's Sign out is the real one.
+        out = await browser.submit(await browser.get("/sso/account"), "/sso/logout")
+        assert out.status_code == 303
+        assert redirected_to(await browser.get("/sso/account"), "/sso/login")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html.parser
 from collections import Counter
-from itertools import combinations
+from itertools import combinations, pairwise
 from typing import Any
 
 import pytest
@@ -146,3 +146,29 @@ def test_no_two_email_templates_share_six_lines() -> None:
     files = sorted(path.name for path in EMAIL_DIR.iterdir())
     shared = [(a, b) for a, b in combinations(files, 2) if runs(a) & runs(b)]
     assert not shared, f"templates that repeat six lines; move them into the layout: {shared}"
+
+
+@pytest.mark.parametrize("name", sorted(CONTEXTS))
+def test_text_emails_let_the_mail_client_wrap(name: str) -> None:
+    """A hard-wrapped plain-text line breaks again on a phone, leaving a fragment on every
+    other line: a paragraph is one line. Only a line ending with ":" may go on, to the link
+    or code it introduces."""
+    for paragraph in render(name).text.split("\n\n"):
+        lines = paragraph.split("\n")
+        for line, following in pairwise(lines):
+            assert line.endswith(":"), f"{name}.txt breaks a sentence: {line!r} / {following!r}"
+
+
+def test_a_long_name_wraps_inside_the_html_email() -> None:
+    """The content cell lets a long unbroken name or address wrap (the browser suite checks
+    the rendered width at 390 px)."""
+    message = render_email(
+        "sso_welcome",
+        to="x@example.org",
+        brand="agentOS",
+        first_name="A" * 120,
+        support_email=SUPPORT,
+        **CONTEXTS["sso_welcome"],
+    )
+    cell = message.html.split("<header>", 1)[0].rsplit("<td", 1)[1]
+    assert "overflow-wrap:anywhere" in cell and "word-break:break-word" in cell

@@ -51,6 +51,7 @@ from core.models import (
 from core.reset_caps import reset_link_hash
 from core.settings import Settings
 from core.templating import RenderedEmail
+from core.times import email_until, time_zone
 from tests.support.config import make_settings
 from tests.support.stack import SmtpSink, free_port
 from worker import metrics_runtime
@@ -376,7 +377,8 @@ async def test_a_link_expires_counting_from_the_hand_over_and_the_email_says_whe
     assert started + timedelta(minutes=15) <= result.link_expires_at
     assert result.link_expires_at < started + timedelta(minutes=15, seconds=30)
     [body] = await world.outbox(person.email, WELCOME)
-    assert result.link_expires_at.strftime("%H:%M UTC on %d %B %Y") in body
+    # In the default SSO_TIME_ZONE, as an agent in Britain reads it ("20:43 BST on 1 July 2026").
+    assert email_until(result.link_expires_at, time_zone("Europe/London")) in body
     link = await link_of(world, LINK.findall(body)[0])
     assert link is not None and link.expires_at == result.link_expires_at
 

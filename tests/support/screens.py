@@ -81,6 +81,9 @@ _FOCUSED = """() => {
           shadow: style.boxShadow};
 }"""
 
+_WIDTHS = """() => ({scroll: document.documentElement.scrollWidth,
+                    client: document.documentElement.clientWidth})"""
+
 _UNLABELLED = """() => Array.from(document.querySelectorAll(
     'input:not([type=hidden]), select, textarea'))
   .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
@@ -215,6 +218,12 @@ class Screen:
                 animations="disabled",
                 caret="hide",
             )
+
+        # Nothing scrolls sideways, on a phone either: long names and tables wrap.
+        widths = await page.evaluate(_WIDTHS)
+        assert widths["scroll"] <= widths["client"], (
+            f"{where}: {widths['scroll']} px wide in {widths['client']} px"
+        )
 
         results = await Axe().run(page)
         blocking = [v for v in results.response["violations"] if v["impact"] in BLOCKING]
