@@ -133,19 +133,11 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
 
     app.mount("/static", StaticFiles(directory=TEMPLATES_DIR / "static"), name="static")
     app.mount(api_docs.ASSETS_URL, api_docs.ASSETS, name="api-docs-assets")
-    app.include_router(api_docs.router)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(staff.router)
-    app.include_router(clients.router)
-    app.include_router(oidc.router)
-    app.include_router(codec.router)
-    # Before the setup pages: /sso/setup (signed in) is not a setup link.
-    app.include_router(entra.router)
-    app.include_router(setup.router)
-    app.include_router(signin.router)
-    app.include_router(reset.router)
-    app.include_router(admin.router)
+    # In this order: the Entra routes come before the setup pages, because /sso/setup
+    # (signed in) is not a setup link.
+    routes = (api_docs, health, metrics, staff, clients, oidc, codec, entra, setup, signin, reset, admin)
+    for module in routes:
+        app.include_router(module.router)
     if settings.is_development:
         app.include_router(dev_mailbox.router)
     if settings.entra_dev_graph:  # never true in production: the settings refuse it
