@@ -24,6 +24,8 @@ RESET_SESSION = "sso_reset"
 # Which browser asked for a reset: its codes and throttle are its own (never a session).
 RESET_BROWSER = "sso_reset_browser"
 ENTRA_PENDING = "sso_entra"
+# The verified Microsoft account this browser may link (or swap) on the confirm page.
+ENTRA_CONFIRM = "sso_entra_confirm"
 
 
 def secure(settings: Settings) -> bool:

@@ -7,7 +7,7 @@ oid, name, email); the tokens stay inside the verifying activity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from temporalio import workflow
@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         AuditInput,
         EntraLinkedNoticeInput,
         LinkEntraInput,
+        VerifiedEntra,
         VerifyEntraInput,
     )
     from activities.shared import SharedActivities
@@ -37,9 +38,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows.setup import SsoSetupWorkflow
 
 VIA = {"setup_link", "session"}
+EXPIRED = "This Microsoft sign-in has expired or was already used. Please start again."
 UNAVAILABLE = "Microsoft isn't answering right now. Please try again in a few minutes."
 # A flow closes once idle; one started without a link request closes after this.
 IDLE_LIMIT = timedelta(minutes=10)
+# A verified account waiting for the person's Link: Microsoft's code is spent by then, so a
+# confirmation that never comes ends the attempt rather than keeping the run open.
+CONFIRM_LIMIT = timedelta(minutes=10)
+AWAITING_CONFIRMATION = "awaiting_confirmation"
+NOT_CONFIRMED = "not_confirmed"
 
 
 def link_workflow_id(staff_id: str) -> str:
@@ -66,6 +73,18 @@ class LinkRequest:
     link_id: str | None = None
     setup_workflow_id: str | None = None
     setup_run_id: str | None = None
+    # Verify only and keep the identity until `confirm_link`, so the person sees which
+    # Microsoft account came back before it is bound. Histories from before this field
+    # decode it as False and replay the immediate link.
+    hold: bool = False
+
+
+@dataclass
+class ConfirmRequest:
+    # The `pending_id` the held `link` returned: a confirmation is for the account shown.
+    pending_id: str
+    actor: str
+    ip: str | None = None
 
 
 @dataclass
@@ -75,6 +94,15 @@ class LinkOutcome:
     message: str | None = None
     name: str = ""
     email: str = ""
+    # Set when a held link verified and now awaits `confirm_link` (ok is False: nothing linked).
+    pending_id: str | None = None
+
+
+@dataclass
+class _Pending:
+    pending_id: str
+    request: LinkRequest
+    identity: VerifiedEntra
 
 
 @workflow.defn(name="EntraLink")
@@ -87,6 +115,7 @@ class EntraLinkWorkflow:
         self._linked = False
         self._step = "waiting"  # for metrics only: the search attribute says it too
         self._notices: list[EntraLinkedNoticeInput] = []
+        self._pending: _Pending | None = None
 
     @workflow.run
     async def run(self, data: EntraLinkInput | None = None) -> int:
@@ -100,10 +129,16 @@ class EntraLinkWorkflow:
             metrics.flow_ended(metrics.ENTRA_LINK, "expired", self._step)
             return 0
         while True:
-            await workflow.wait_condition(lambda: bool(self._notices) or workflow.all_handlers_finished())
-            if not self._notices:
+            # `_pending` is never set on histories from before `hold`: they replay as before.
+            await workflow.wait_condition(
+                lambda: bool(self._notices) or self._pending is not None or workflow.all_handlers_finished()
+            )
+            if self._notices:
+                await self._notify(self._notices.pop(0))
+            elif self._pending is not None:
+                await self._await_confirmation(self._pending)
+            else:
                 break
-            await self._notify(self._notices.pop(0))
         metrics.flow_ended(metrics.ENTRA_LINK, "completed" if self._linked else "refused", self._step)
         return self._handled
 
@@ -133,6 +168,49 @@ class EntraLinkWorkflow:
                 non_retryable=True,
             )
 
+    @workflow.update(name="confirm_link")
+    async def confirm_link(self, request: ConfirmRequest) -> LinkOutcome:
+        await workflow.wait_condition(lambda: not self._busy)
+        pending = self._pending
+        if pending is None or pending.pending_id != request.pending_id:
+            # Expired or replaced by another sign-in while this one waited its turn.
+            return LinkOutcome(ok=False, reason=NOT_CONFIRMED, message=EXPIRED)
+        # Single use: a second Link finds nothing, whatever this one's outcome.
+        self._pending = None
+        self._busy = True
+        try:
+            confirmed = replace(pending.request, actor=request.actor, ip=request.ip, hold=False)
+            return await self._record(confirmed, pending.identity)
+        finally:
+            self._busy = False
+
+    @confirm_link.validator
+    def _validate_confirm(self, request: ConfirmRequest) -> None:
+        pending = self._pending
+        if (
+            pending is None
+            or pending.pending_id != request.pending_id
+            or pending.request.actor != request.actor
+        ):
+            raise ApplicationError(
+                "There is no Microsoft account waiting to be linked; please start again.",
+                type=flow_errors.BAD_REQUEST,
+                non_retryable=True,
+            )
+
+    async def _await_confirmation(self, pending: _Pending) -> None:
+        try:
+            await workflow.wait_condition(
+                lambda: self._pending is not pending,
+                timeout=CONFIRM_LIMIT,
+                timeout_summary="No confirmation of the Microsoft account arrived",
+            )
+        except TimeoutError:
+            if self._pending is pending:
+                self._pending = None
+                self._move_to("expired", "The Microsoft account was not confirmed in time")
+                await self._audit(pending.request, "entra.link_refused", NOT_CONFIRMED)
+
     async def _link(self, request: LinkRequest) -> LinkOutcome:
         self._move_to("verifying", f"Checking a Microsoft sign-in (via {request.via})")
         workflow_id = workflow.info().workflow_id
@@ -152,6 +230,22 @@ class EntraLinkWorkflow:
             self._move_to("refused", f"Microsoft sign-in refused: {reason}")
             await self._audit(request, "entra.link_refused", reason)
             return LinkOutcome(ok=False, reason=reason, message=message)
+        if request.hold:
+            # Microsoft's code is redeemed: keep the claims (never the tokens) for the Link.
+            pending_id = str(workflow.uuid4())
+            self._pending = _Pending(pending_id, request, identity)
+            self._move_to("confirming", "Waiting for the person to confirm the Microsoft account")
+            return LinkOutcome(
+                ok=False,
+                reason=AWAITING_CONFIRMATION,
+                name=identity.name,
+                email=identity.email,
+                pending_id=pending_id,
+            )
+        return await self._record(request, identity)
+
+    async def _record(self, request: LinkRequest, identity: VerifiedEntra) -> LinkOutcome:
+        workflow_id = workflow.info().workflow_id
         result = await run_step(
             EntraActivities.link_entra_identity,
             LinkEntraInput(

@@ -3,12 +3,14 @@ agentOS Single Sign-on" page that offers the link."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Coroutine
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.cookies import (
+    ENTRA_CONFIRM,
     ENTRA_PENDING,
     SIGNIN_SESSION,
     clear_cookie,
@@ -19,13 +21,15 @@ from api.cookies import (
 from api.deps import SessionDep, SettingsDep, TemporalDep, UnitOfWorkDep, client_ip
 from api.pages import redirect, render_page
 from api.routes.setup import invalid_link
-from api.services.entra import START_TTL, Callback, EntraResult, EntraSignOn, EntraStart
+from api.services.entra import START_TTL, Callback, EntraResult, EntraSignOn, EntraStart, refused
 from api.services.sessions import Current, Sessions
 from api.services.setup import SetupSteps
 from api.services.signin import safe_return_to
+from core.db import UnitOfWork
 from core.entra import EntraProvider
 from core.errors import ServiceUnavailable
 from core.models import utcnow
+from workflows.entra import CONFIRM_LIMIT
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -77,23 +81,30 @@ async def start(
             title="Microsoft-Entra isn't available",
         )
     if not csrf_ok(request, settings, csrf):
-        return _problem(
-            request,
-            "This form has expired. Go back, reload the page and try again.",
-            400,
-            title="Please try again",
-        )
+        return _form_expired(request)
     plan = await _plan(request, entra, intent, token, safe_return_to(settings, return_to))
     if isinstance(plan, Response):
         return plan
-    # No write stays open while Microsoft is asked (a sign-in's last-seen time, above).
+    return await _to_microsoft(request, entra, uow, plan)
+
+
+FORM_EXPIRED = "This form has expired. Go back, reload the page and try again."
+
+
+def _form_expired(request: Request) -> HTMLResponse:
+    return _problem(request, FORM_EXPIRED, 400, title="Please try again")
+
+
+async def _to_microsoft(request: Request, entra: EntraSignOn, uow: UnitOfWork, plan: EntraStart) -> Response:
+    # No write stays open while Microsoft is asked (a sign-in's last-seen time, a spent
+    # confirmation).
     await uow.commit_now()
     try:
         url, pending = await entra.begin(plan)
     except ServiceUnavailable:
         return _unavailable(request)
     response = redirect(url)
-    set_cookie(response, settings, ENTRA_PENDING, pending, max_age=START_TTL)
+    set_cookie(response, entra.settings, ENTRA_PENDING, pending, max_age=START_TTL)
     return response
 
 
@@ -142,15 +153,25 @@ async def callback(
     # Spent before Microsoft or Temporal is asked, whatever the answer: a replayed callback
     # finds nothing, even when this request fails.
     await uow.commit_now()
+    step = entra.finish(pending, Callback(state[:200], code, error[:100]), client_ip(request), signed_in)
+    return await _answered(request, entra, step, signed_in, ENTRA_PENDING)
+
+
+async def _answered(
+    request: Request,
+    entra: EntraSignOn,
+    step: Coroutine[Any, Any, EntraResult],
+    signed_in: Current | None,
+    spent: str,
+) -> Response:
+    """The page for a step that spent this browser's `spent` session (cookie cleared)."""
     try:
-        result = await entra.finish(
-            pending, Callback(state[:200], code, error[:100]), client_ip(request), signed_in
-        )
+        result = await step
     except ServiceUnavailable:
         response: Response = _unavailable(request)
     else:
         response = await _answer(request, entra, result, signed_in)
-    clear_cookie(response, settings, ENTRA_PENDING)
+    clear_cookie(response, entra.settings, spent)
     return response
 
 
@@ -161,6 +182,13 @@ async def _answer(
     if result.kind == "refused":
         status = 503 if result.reason == "unavailable" else 403
         return _problem(request, result.message or "", status)
+    if result.kind == "confirm":
+        # Verified, not linked: the page's own address shows the account until Link. The
+        # browser keeps whatever session it had (a setup link's person is not signed in yet).
+        assert result.confirm_session is not None
+        response: Response = redirect("/sso/entra/confirm")
+        set_cookie(response, settings, ENTRA_CONFIRM, result.confirm_session, max_age=CONFIRM_LIMIT)
+        return response
     assert result.staff_id is not None
     sessions = Sessions(settings, entra.db)
     # A new session id after every Entra callback: nothing set before it carries over.
@@ -169,12 +197,55 @@ async def _answer(
         "signin", result.staff_id, settings.session_max_ttl, data={"method": "entra"}
     )
     if result.kind == "signed_in":
-        response: Response = redirect(safe_return_to(settings, result.return_to) or "/sso/account")
+        response = redirect(safe_return_to(settings, result.return_to) or "/sso/account")
     else:
         response = render_page(
             request, "entra_done", account=result.account, from_setup=result.via == "setup_link"
         )
     set_cookie(response, settings, SIGNIN_SESSION, session_id, max_age=settings.session_max_ttl)
+    return response
+
+
+@router.get("/sso/entra/confirm", response_class=HTMLResponse)
+async def confirm_page(request: Request, entra: EntraDep) -> Response:
+    pending = await entra.pending_confirmation(read_cookie(request, entra.settings, ENTRA_CONFIRM))
+    if pending is None:
+        return _problem(request, refused("expired").message or "", 403)
+    return render_page(request, "entra_confirm", account=str(pending.row.data.get("account") or ""))
+
+
+@router.post("/sso/entra/confirm", response_class=HTMLResponse)
+async def confirm_submit(
+    request: Request, entra: EntraDep, uow: UnitOfWorkDep, csrf: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    """Link: the account on the page, once, from the browser it was shown in."""
+    settings = entra.settings
+    if not csrf_ok(request, settings, csrf):
+        return _form_expired(request)
+    signed_in = await _signed_in(request, entra)
+    pending = await entra.claim_confirmation(read_cookie(request, settings, ENTRA_CONFIRM))
+    # Spent before Temporal is asked: a second Link (another tab, a resubmit) finds nothing.
+    await uow.commit_now()
+    step = entra.confirm(pending, client_ip(request), signed_in)
+    return await _answered(request, entra, step, signed_in, ENTRA_CONFIRM)
+
+
+@router.post("/sso/entra/another", response_class=HTMLResponse)
+async def another_account(
+    request: Request, entra: EntraDep, uow: UnitOfWorkDep, csrf: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    """Use another account: the same link, started again at Microsoft's account chooser
+    (`prompt=select_account`); the account shown is dropped here, and in the flow once
+    another is verified or its wait ends."""
+    settings = entra.settings
+    if not csrf_ok(request, settings, csrf):
+        return _form_expired(request)
+    pending = await entra.claim_confirmation(read_cookie(request, settings, ENTRA_CONFIRM))
+    if pending is None:
+        response: Response = _problem(request, refused("expired").message or "", 403)
+    else:
+        response = await _to_microsoft(request, entra, uow, entra.restart(pending))
+    clear_cookie(response, settings, ENTRA_CONFIRM)
     return response
 
 

@@ -31,12 +31,12 @@ from api.forms import (
     ResetLinkFormDep,
 )
 from api.pages import redirect, render_page, six_digits, unavailable
-from api.services.reset import ResetSteps, reset_workflow_id
+from api.services.reset import NEW_CODE_SENT, ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
 from core.addresses import rate_key
 from core.errors import ServiceUnavailable
 from core.passwords import PasswordPolicy, brand_words, check_password
-from core.reset_caps import reset_link_hash
+from core.reset_caps import LINK_SENT, reset_link_hash
 from core.throttle import Counter
 
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
@@ -45,6 +45,10 @@ SENT = (
     "If an account exists for that address, we've sent a code. It can take a minute to "
     "arrive; check your spam folder too."
 )
+# The notices a redirect back to the reset page names by `?sent=`: "Reset my password" (1)
+# and "Send a new code" when it sent a code (new) or the reset link instead (link).
+RESENT = {NEW_CODE_SENT: "new", LINK_SENT: "link"}
+SENT_NOTICES = {"1": SENT} | {key: notice for notice, key in RESENT.items()}
 FORM_PROBLEM = "This form has expired. Reload the page and try again."
 ANSWER_FLOOR_SECONDS = 0.25
 
@@ -246,10 +250,10 @@ def _page(
 
 
 @router.get("/reset", response_class=HTMLResponse)
-async def reset_page(request: Request, reset: ResetDep, sent: int = 0) -> Response:
+async def reset_page(request: Request, reset: ResetDep, sent: str = "") -> Response:
     if await _current(request, reset) is None:
         return redirect("/sso/forgot")
-    return _page(request, reset, notice=SENT if sent else None)
+    return _page(request, reset, notice=SENT_NOTICES.get(sent[:10]))
 
 
 @router.post("/reset", response_class=HTMLResponse)
@@ -295,6 +299,10 @@ async def reset_resend(request: Request, uow: UnitOfWorkDep, reset: ResetDep, fo
         notice = await reset.resend(current, client_ip(request))
     except ServiceUnavailable:
         return unavailable(request)
+    # Sent: back to the page's own address, so a reload shows the page and asks for no
+    # further code. A refusal (too soon, no more codes) is shown in place: nothing was sent.
+    if notice in RESENT:
+        return redirect(f"/sso/reset?sent={RESENT[notice]}")
     return _page(request, reset, notice=notice)
 
 

@@ -34,6 +34,9 @@ from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.entra import (
+    AWAITING_CONFIRMATION,
+    CONFIRM_LIMIT,
+    ConfirmRequest,
     EntraLinkInput,
     EntraLinkWorkflow,
     LinkOutcome,
@@ -42,6 +45,9 @@ from workflows.entra import (
 )
 
 PURPOSE = "entra"
+# The verified Microsoft account waiting for this browser's Link: its session lasts as long
+# as the link flow keeps the account (workflows/entra.py).
+CONFIRM_PURPOSE = "entra_confirm"
 # Time allowed at Microsoft (password, number matching) before the callback must arrive.
 START_TTL = timedelta(minutes=10)
 # The link flow verifies with Microsoft and Graph: allow it more than a page step.
@@ -56,6 +62,7 @@ REFUSALS = {
     "provider_error": "Microsoft didn't complete the sign-in. Please start again.",
     "unlinked": "This Microsoft account isn't linked to an agentOS staff login; ask your administrator.",
     "account_disabled": "Your staff login is disabled. Ask your administrator.",
+    "not_confirmed": "This Microsoft sign-in has expired or was already used. Please start again.",
     "session_ended": "Your session ended before the Microsoft account could be linked. Sign in "
     "and try again.",
 }
@@ -74,13 +81,15 @@ class EntraStart:
 
 @dataclass
 class EntraResult:
-    kind: Literal["signed_in", "linked", "refused"]
+    kind: Literal["signed_in", "linked", "confirm", "refused"]
     staff_id: uuid.UUID | None = None
     reason: str | None = None
     message: str | None = None
     account: str = ""
     return_to: str | None = None
     via: str | None = None
+    # With kind="confirm": the session (cookie value) that holds the account until Link.
+    confirm_session: str | None = None
 
 
 def refused(reason: str, message: str | None = None) -> EntraResult:
@@ -253,10 +262,84 @@ class EntraSignOn:
             link_id=data.get("link_id"),
             setup_workflow_id=pending.row.workflow_id,
             setup_run_id=data.get("setup_run_id"),
+            # Nothing is linked until the person sees the account and presses Link.
+            hold=True,
         )
         async with metrics.timed_step("entra_link") as timing:
             outcome = await self._drive_link(staff_id, workflow_id, request)
+            timing.outcome = "ok" if outcome.reason == AWAITING_CONFIRMATION else "rejected"
+        if outcome.reason != AWAITING_CONFIRMATION or not outcome.pending_id:
+            return refused(outcome.reason or "provider_error", outcome.message)
+        account = outcome.email or outcome.name
+        # What "Use another account" starts again with, and what Link confirms.
+        session_id = await Sessions(self.settings, self.db).create(
+            CONFIRM_PURPOSE,
+            staff_id,
+            CONFIRM_LIMIT,
+            workflow_id=pending.row.workflow_id,
+            data={
+                "pending_id": outcome.pending_id,
+                "account": account,
+                "via": via,
+                "link_id": data.get("link_id"),
+                "setup_run_id": data.get("setup_run_id"),
+            },
+        )
+        return EntraResult("confirm", staff_id=staff_id, account=account, via=via, confirm_session=session_id)
+
+    async def pending_confirmation(self, session_id: str | None) -> Current | None:
+        """The account this browser was shown and may link (the page's GET: not spent)."""
+        return await Sessions(self.settings, self.db).get(session_id, CONFIRM_PURPOSE)
+
+    async def claim_confirmation(self, session_id: str | None) -> Current | None:
+        """Link or "Use another account": the waiting account, revoked at once (single use;
+        the caller commits before it goes on)."""
+        sessions = Sessions(self.settings, self.db)
+        pending = await sessions.get(session_id, CONFIRM_PURPOSE)
+        if pending is not None:
+            await sessions.revoke(session_id)
+        return pending
+
+    @staticmethod
+    def restart(pending: Current) -> EntraStart:
+        """The same link, started again at Microsoft (which asks which account to use)."""
+        data = pending.row.data
+        return EntraStart(
+            "link",
+            staff_id=pending.row.staff_id,
+            via=str(data.get("via") or ""),
+            link_id=data.get("link_id"),
+            setup_workflow_id=pending.row.workflow_id,
+            setup_run_id=data.get("setup_run_id"),
+        )
+
+    async def confirm(
+        self, pending: Current | None, ip: str | None, signed_in: Current | None
+    ) -> EntraResult:
+        """Link pressed: the flow links the account it verified and holds for this browser."""
+        if pending is None or pending.row.staff_id is None:
+            return refused("expired")
+        staff_id = pending.row.staff_id
+        data = pending.row.data
+        via = str(data.get("via") or "")
+        if via == "session" and (signed_in is None or signed_in.row.staff_id != staff_id):
+            return refused("session_ended")
+        flows = FlowClient(
+            self.temporal,
+            LINK_TIMEOUT,
+            self.settings.task_queue,
+            connect_timeout=self.settings.step_timeout.total_seconds(),
+        )
+        request = ConfirmRequest(pending_id=str(data.get("pending_id")), actor=f"staff:{staff_id}", ip=ip)
+        async with metrics.timed_step("entra_confirm") as timing:
+            try:
+                flow = await flows.flow(EntraLinkWorkflow.run, link_workflow_id(str(staff_id)))
+                outcome: LinkOutcome = await flow.update(EntraLinkWorkflow.confirm_link, request)
+            except (StepRefused, FlowEnded):
+                timing.outcome = "rejected"
+                return refused("expired")
             timing.outcome = "ok" if outcome.ok else "rejected"
+        metrics.sign_in("entra_linked" if outcome.ok else "entra_refused", outcome.reason)
         if not outcome.ok:
             return refused(outcome.reason or "provider_error", outcome.message)
         return EntraResult("linked", staff_id=staff_id, account=outcome.email or outcome.name, via=via)

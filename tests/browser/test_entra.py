@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from core.devstack import DEV_TENANT_ID
-from tests.support.browser_steps import emailed_link, new_staff, open_start
+from tests.support.browser_steps import emailed_link, fits_the_width, new_staff, open_start
 from tests.support.e2e import World, eventually, status
 from tests.support.screens import MARKS, Screen
 
@@ -47,6 +47,12 @@ async def test_link_microsoft_from_the_setup_link_then_sign_in_with_it(
     assert "Microsoft-Entra" in await screen.text()
 
     await at_microsoft(screen, sub)
+    # Nothing is linked until the person sees which account came back and presses Link.
+    await screen.check("entra-confirm")
+    assert await screen.heading() == f"Link {claims['email']} to your agentOS sign-in?"
+    await fits_the_width(screen)
+    assert (await status(api, staff["id"]))["entra"] is None
+    await screen.press("Link")
     await screen.check("entra-linked")
     assert await screen.heading() == "Your Microsoft account is linked"
     assert claims["email"] in await screen.text()

@@ -42,7 +42,7 @@ from core.sealing import password_context, seal
 from tests.support.config import TEST_SEAL_PUBLIC_KEY, make_settings
 from tests.support.temporal_stand_ins import Stand
 from workflows.common import EmailRetry, StepRequest, StepResult
-from workflows.entra import EntraLinkInput, EntraLinkWorkflow, LinkOutcome, LinkRequest
+from workflows.entra import AWAITING_CONFIRMATION, EntraLinkInput, EntraLinkWorkflow, LinkOutcome, LinkRequest
 from workflows.notices import PasswordChangedNoticeWorkflow
 from workflows.reset import CodeRequest, PasswordResetInput, PasswordResetWorkflow
 from workflows.setup import (
@@ -85,6 +85,7 @@ WHERE = {
     ("PasswordReset", "request_code"): "code_sent",
     ("PasswordReset", "reset_password"): "code_sent",
     ("EntraLink", "link"): "waiting",
+    ("EntraLink", "confirm_link"): "confirming",
 }
 # What the audit's attacker sent: the real requests' fields, as plain JSON.
 FORGED: dict[str, Any] = {
@@ -105,6 +106,7 @@ FORGED: dict[str, Any] = {
     "request_code": {"ip": IP},
     "reset_password": {"code_digest": "d", "sealed_password": "sealed1.x", "ip": IP},
     "link": {"sealed_grant": "sealed1.x", "via": "session", "actor": FORGED_ACTOR, "ip": IP},
+    "confirm_link": {"pending_id": "forged", "actor": FORGED_ACTOR, "ip": IP},
 }
 FORGED_START: dict[str, list[Any]] = {
     "SsoSetup": [
@@ -210,7 +212,7 @@ class World:
         )
         return result
 
-    async def link(self, staff: str) -> LinkOutcome:
+    async def link(self, staff: str, hold: bool = False) -> LinkOutcome:
         """As api/services/entra.py asks: update-with-start, USE_EXISTING."""
         wid = f"entra-link-{staff}"
         start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
@@ -222,7 +224,9 @@ class World:
         )
         outcome: LinkOutcome = await self.client.execute_update_with_start_workflow(
             "link",
-            LinkRequest(sealed_grant="sealed1.grant", via="session", actor=f"staff:{staff}", ip=IP),
+            LinkRequest(
+                sealed_grant="sealed1.grant", via="session", actor=f"staff:{staff}", ip=IP, hold=hold
+            ),
             start_workflow_operation=start,
             result_type=LinkOutcome,
         )
@@ -236,13 +240,20 @@ class World:
             task_queue=self.queue,
         )
 
+    async def entra_confirming(self) -> WorkflowHandle[Any, Any]:
+        """A verified account held for the person's Link: what a forged confirm would take."""
+        staff = str(uuid.uuid4())
+        outcome = await self.link(staff, hold=True)
+        assert outcome.reason == AWAITING_CONFIRMATION and outcome.pending_id, outcome
+        return self.client.get_workflow_handle(f"entra-link-{staff}")
+
     async def at(self, workflow_type: str, step: str) -> WorkflowHandle[Any, Any]:
         if workflow_type == "SsoSetup":
             return await self.setup(step)
         if workflow_type == "PasswordReset":
             return await self.reset()
         assert workflow_type == "EntraLink"
-        return await self.entra_waiting()
+        return await (self.entra_confirming() if step == "confirming" else self.entra_waiting())
 
     async def until(self, handle: WorkflowHandle[Any, Any], step: str, delivered: bool = False) -> None:
         async with asyncio.timeout(30):

@@ -31,7 +31,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from core.codec import EncryptionCodec, keyring_from_settings
 from core.devstack import DEV_OTHER_TENANT_ID, DEV_TENANT_ID
 from core.models import BrowserSession, utcnow
-from tests.support.accounts import PASSWORD, Person, make_person
+from tests.support.accounts import PASSWORD, Person, make_person, page_text
 from tests.support.config import make_settings
 from tests.support.e2e import (
     World,
@@ -43,6 +43,7 @@ from tests.support.e2e import (
     send_email,
     stack_database,
     status,
+    submit,
     text_of,
     wait_for_email,
 )
@@ -167,6 +168,15 @@ async def entra_round(
     return answer, callback
 
 
+async def press_link(person: httpx.AsyncClient, answer: httpx.Response, account: str) -> httpx.Response:
+    """A link's callback shows `account` and asks first; Link answers."""
+    assert answer.status_code == 303 and answer.headers["location"] == "/sso/entra/confirm", text_of(answer)
+    page = await person.get("/sso/entra/confirm")
+    assert page.status_code == 200, text_of(page)
+    assert f"Link {account} to your agentOS sign-in?" in page_text(page)
+    return await submit(person, page, "Link")
+
+
 async def setup_link_page(
     api: httpx.AsyncClient, world: World, person: httpx.AsyncClient, label: str
 ) -> tuple[dict[str, Any], str, httpx.Response]:
@@ -238,6 +248,7 @@ async def test_link_from_the_setup_email_then_sign_in_with_it(
     async with new_browser(stack) as person:
         staff, token, page = await setup_link_page(api, world, person, "linker")
         answer, callback = await entra_round(stack, provider, person, page, sub, seen)
+        answer = await press_link(person, answer, claims["email"])
         assert answer.status_code == 200, text_of(answer)
         assert "Your Microsoft account is linked" in text_of(answer)
         assert claims["email"] in text_of(answer)
@@ -263,6 +274,7 @@ async def test_link_from_the_setup_email_then_sign_in_with_it(
     assert entra["display_name"] == "Jo Linked" and entra["email"] == claims["email"]
     assert entra["linked_via"] == "setup_link"
     world.staff["linker"]["entra_sub"] = sub
+    world.staff["linker"]["entra_email"] = claims["email"]
 
     # The person is told by email.
     notice = await eventually(
@@ -310,6 +322,7 @@ async def test_link_from_a_fresh_signed_in_session(
         page = await person.get("/sso/setup")
         assert page.status_code == 200 and "Setup agentOS Single Sign-on" in text_of(page)
         answer, _ = await entra_round(stack, provider, person, page, sub, seen)
+        answer = await press_link(person, answer, claims["email"])
         assert answer.status_code == 200, text_of(answer)
         assert "Your Microsoft account is linked" in text_of(answer)
         after = person.cookies.get("sso_session")
@@ -320,6 +333,53 @@ async def test_link_from_a_fresh_signed_in_session(
     assert body["entra"]["linked_via"] == "session"
     assert body["entra"]["object_id"] == claims["oid"]
     await eventually(lambda: _email(world, who.email, LINKED_SUBJECT), 60, what="the link notice")
+
+
+async def test_nothing_is_linked_until_link_is_pressed_in_the_same_browser(
+    stack: DevStack,
+    api: httpx.AsyncClient,
+    provider: httpx.AsyncClient,
+    seen: Seen,
+    database: Any,
+) -> None:
+    who = await make_person(database, make_settings(), first_name="Morgan")
+    wrong, wrong_claims = await microsoft_user(provider, name="Morgan Elsewhere")
+    right, right_claims = await microsoft_user(provider, name="Morgan Right")
+    async with new_browser(stack) as person, new_browser(stack) as stranger:
+        await password_sign_in(stack, person, who)
+        answer, _ = await entra_round(stack, provider, person, await person.get("/sso/setup"), wrong, seen)
+        assert answer.status_code == 303 and answer.headers["location"] == "/sso/entra/confirm"
+        page = await person.get("/sso/entra/confirm")
+        assert f"Link {wrong_claims['email']} to your agentOS sign-in?" in page_text(page)
+        assert (await status(api, str(who.staff_id)))["entra"] is None
+
+        # Another browser has nothing to confirm, even with this page's form.
+        stranger_csrf = entra_form(await sign_in_page(stranger))["fields"]["csrf"]
+        foreign = await stranger.post("/sso/entra/confirm", data={"csrf": stranger_csrf})
+        assert foreign.status_code == 403 and "expired or was already used" in text_of(foreign)
+        # A forged form is refused and spends nothing.
+        forged = await person.post("/sso/entra/confirm", data={"csrf": "forged"})
+        assert forged.status_code == 400
+        assert (await status(api, str(who.staff_id)))["entra"] is None
+
+        # Use another account: back to Microsoft's account chooser, the first account dropped.
+        another = await submit(person, page, "Use another account")
+        assert another.status_code == 303, text_of(another)
+        authorize = another.headers["location"]
+        query = parse_qs(urlsplit(authorize).query)
+        assert authorize.startswith(f"{stack.entra_url}/oauth2/authorize?") and query["prompt"] == [
+            "select_account"
+        ]
+        assert (await person.get("/sso/entra/confirm")).status_code == 403
+        callback = await at_microsoft(provider, authorize, right, seen)
+        linked = await press_link(person, await person.get(callback), right_claims["email"])
+        assert linked.status_code == 200 and "Your Microsoft account is linked" in text_of(linked)
+
+        # Single use: the same Link again finds nothing.
+        again = await submit(person, page, "Link")
+        assert again.status_code == 403 and "expired or was already used" in text_of(again)
+    entra = (await status(api, str(who.staff_id)))["entra"]
+    assert entra["object_id"] == right_claims["oid"], entra
 
 
 async def test_an_old_session_must_sign_in_again_before_linking(
@@ -436,6 +496,7 @@ async def test_an_identity_linked_elsewhere_is_refused(
     async with new_browser(stack) as person:
         staff, _token, page = await setup_link_page(api, world, person, "second")
         answer, _ = await entra_round(stack, provider, person, page, taken, seen)
+        answer = await press_link(person, answer, world.staff["linker"]["entra_email"])
         assert answer.status_code == 403, text_of(answer)
         assert "already linked to another staff login" in text_of(answer)
     assert (await status(api, staff["id"]))["entra"] is None
@@ -446,11 +507,12 @@ async def test_one_microsoft_account_per_staff_login(
     stack: DevStack, provider: httpx.AsyncClient, seen: Seen, database: Any
 ) -> None:
     who = await make_person(database, make_settings(), first_name="Uno")
-    first, _ = await microsoft_user(provider)
-    second, _ = await microsoft_user(provider)
+    first, first_claims = await microsoft_user(provider)
+    second, second_claims = await microsoft_user(provider)
     async with new_browser(stack) as person:
         await password_sign_in(stack, person, who)
         answer, _ = await entra_round(stack, provider, person, await person.get("/sso/setup"), first, seen)
+        answer = await press_link(person, answer, first_claims["email"])
         assert answer.status_code == 200, text_of(answer)
         # The linked page no longer offers the button; a crafted start is refused anyway.
         page = await person.get("/sso/setup")
@@ -462,7 +524,7 @@ async def test_one_microsoft_account_per_staff_login(
         crafted = await person.post("/sso/entra/start", data={**form["fields"], "intent": "link"})
         authorize = crafted.headers["location"]
         callback = await at_microsoft(provider, authorize, second, seen)
-        answer = await person.get(callback)
+        answer = await press_link(person, await person.get(callback), second_claims["email"])
         assert answer.status_code == 403
         assert "already linked to a different Microsoft account" in text_of(answer)
 

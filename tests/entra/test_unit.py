@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +35,8 @@ from joserfc.jwk import RSAKey
 from oidc_provider_mock import run_server_in_thread
 
 import core.entra
+from api.services.entra import CONFIRM_PURPOSE
+from api.services.sessions import Sessions
 from api.services.signin import safe_return_to
 from core.entra import (
     EntraIdentity,
@@ -47,9 +50,11 @@ from core.logging import JsonFormatter, RedactingFilter, redact
 from core.settings import InsecureSettingsError, Settings
 from tests.support.accounts import (
     PUBLIC_URL,
+    Browser,
     browsing,
     cookie_attributes,
     hidden_fields,
+    make_person,
     page_text,
 )
 from tests.support.config import (
@@ -78,6 +83,8 @@ ISSUER_TEMPLATE = "https://login.microsoftonline.com/{tenantid}/v2.0"
 
 EXPIRED_PAGE = "This sign-in has expired or was already used. Please start again."
 PENDING_COOKIE = "__Host-sso_entra"
+CONFIRM_COOKIE = "__Host-sso_entra_confirm"
+MORGAN = "morgan@example.com"
 B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -934,6 +941,71 @@ async def test_a_callback_without_a_pending_sign_in_is_refused(
     assert EXPIRED_PAGE in page_text(answer)
     assert 'role="alert"' in answer.text
     assert "__Host-sso_session" not in answer.headers.get("set-cookie", "")
+
+
+async def waiting_account(stack: Stack, browser: Browser) -> None:
+    """What a held link's callback leaves this browser: a Microsoft account it may link."""
+    someone = await make_person(stack.sessions, stack.settings)
+    async with stack.sessions() as db:
+        session_id = await Sessions(stack.settings, db).create(
+            CONFIRM_PURPOSE,
+            someone.staff_id,
+            timedelta(minutes=10),
+            data={"pending_id": "p-1", "account": MORGAN, "via": "session"},
+        )
+        await db.commit()
+    browser.set_cookie(CONFIRM_COOKIE, session_id)
+
+
+async def test_the_confirm_page_names_the_account_and_links_nothing_yet(entra_app: Stack) -> None:
+    async with browsing(entra_app.transport) as browser:
+        await waiting_account(entra_app, browser)
+        page = await browser.get("/sso/entra/confirm")
+        assert page.status_code == 200, page.text
+        assert f"Link {MORGAN} to your agentOS sign-in?" in page_text(page)
+        assert hidden_fields(page, "/sso/entra/confirm")["csrf"]
+        assert hidden_fields(page, "/sso/entra/another")["csrf"]
+        # Showing it twice spends nothing: a reload shows the same question.
+        assert f"Link {MORGAN}" in page_text(await browser.get("/sso/entra/confirm"))
+
+
+@pytest.mark.parametrize("action", ["/sso/entra/confirm", "/sso/entra/another"])
+async def test_confirm_forms_need_csrf_this_browser_and_are_single_use(entra_app: Stack, action: str) -> None:
+    async with browsing(entra_app.transport) as browser, browsing(entra_app.transport) as stranger:
+        await waiting_account(entra_app, browser)
+        page = await browser.get("/sso/entra/confirm")
+        forged = await browser.post(action, {"csrf": "forged"})
+        assert forged.status_code == 400, forged.text
+        # Another browser, with a valid form of its own, has no account waiting.
+        login = await stranger.get("/sso/login")
+        foreign = await stranger.post(action, {"csrf": hidden_fields(login, "/sso/entra/start")["csrf"]})
+        assert foreign.status_code == 403 and EXPIRED_PAGE in page_text(foreign)
+        assert (await browser.get("/sso/entra/confirm")).status_code == 200, "still waiting for its owner"
+
+        first = await browser.submit(page, action)
+        assert first.status_code != 500, first.text
+        again = await browser.submit(page, action)
+        assert again.status_code == 403 and EXPIRED_PAGE in page_text(again)
+        assert (await browser.get("/sso/entra/confirm")).status_code == 403
+
+
+async def test_use_another_account_asks_microsoft_to_choose(entra_app: Stack, mock_idp: str) -> None:
+    async with browsing(entra_app.transport) as browser:
+        await waiting_account(entra_app, browser)
+        page = await browser.get("/sso/entra/confirm")
+        another = await browser.submit(page, "/sso/entra/another")
+        assert another.status_code == 303, page_text(another)
+        location = another.headers["location"]
+        assert location.startswith(f"{mock_idp}/oauth2/authorize?")
+        assert query_of(location)["prompt"] == "select_account"
+        assert "max-age=600" in cookie_attributes(another, PENDING_COOKIE)
+        assert "max-age=0" in cookie_attributes(another, CONFIRM_COOKIE)
+
+
+async def test_no_confirm_page_without_an_account_waiting(entra_app: Stack) -> None:
+    async with browsing(entra_app.transport) as browser:
+        answer = await browser.get("/sso/entra/confirm")
+    assert answer.status_code == 403 and EXPIRED_PAGE in page_text(answer)
 
 
 async def test_the_callback_without_entra_configured_is_refused_too(plain_app: Stack) -> None:
