@@ -504,11 +504,13 @@ def cmd_dev(args: argparse.Namespace) -> None:
     if not settings.is_development:
         raise SystemExit("sso dev runs only with SSO_ENV=development")
 
+    from api.routes import dev_demo
     from core.dev_first_run import dev_admin_key, try_it
     from core.migrate import upgrade
 
     upgrade(settings)
     key = asyncio.run(dev_admin_key(settings, data_dir))
+    asyncio.run(dev_demo.register(settings))
     person = asyncio.run(try_it(settings))
 
     processes = Processes(env)
@@ -591,10 +593,13 @@ gives, {mailbox}
 
 
 def _banner(settings: Settings, args: argparse.Namespace, key: DevKey, person: TryIt, data_dir: Path) -> str:
+    from api.routes.dev_demo import url as demo_url
+
     return f"""
 {settings.brand_name} Single Sign-On is running (development)
   Web app and admin API  {settings.public_url}   (OpenAPI: {settings.public_url}/docs)
   Development mailbox    {settings.public_url}/dev/mailbox   (email backend: {settings.email_backend.value})
+  Demo app               {demo_url(settings)}   (single sign-on to an app, end to end)
   Temporal UI            http://localhost:{args.ui_port}
   Metrics (Prometheus)   {settings.public_url}/metrics{_worker_metrics_note(settings)}
 {_entra_line(settings)}

@@ -21,6 +21,7 @@ from api.routes import (
     api_docs,
     clients,
     codec,
+    dev_demo,
     dev_graph,
     dev_mailbox,
     entra,
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         app.include_router(module.router)
     if settings.is_development:
         app.include_router(dev_mailbox.router)
+        app.mount(dev_demo.PATH, dev_demo.create_demo_app(settings))
     if settings.entra_dev_graph:  # never true in production: the settings refuse it
         app.include_router(dev_graph.router)
     return app

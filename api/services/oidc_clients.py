@@ -42,12 +42,12 @@ class Clients:
     actor: str
     ip: str | None
 
-    async def create(self, data: ClientCreate) -> ClientCreated:
+    async def create(self, data: ClientCreate, client_id: str | None = None) -> ClientCreated:
         registration = normalised(data.model_dump(exclude={"client_name"}))
         check_registration(registration, self.settings)
         secret = new_client_secret() if confidential(registration) else None
         row = OidcClient(
-            client_id=new_client_id(),
+            client_id=client_id or new_client_id(),
             client_name=data.client_name,
             registration=registration,
             secret_hash=secret_hash(self.settings, secret) if secret else None,
@@ -56,6 +56,18 @@ class Clients:
         await self.db.flush()
         self._record("oidc_client.created", row)
         return ClientCreated(**public_view(row).model_dump(), client_secret=secret)
+
+    async def ensure(self, client_id: str, data: ClientCreate) -> None:
+        """A client with this id registered as `data` says, written only when it differs
+        (or is missing, or switched off): a command run on every start audits what changed."""
+        row = await self.db.scalar(select(OidcClient).where(OidcClient.client_id == client_id))
+        if row is None:
+            await self.create(data, client_id=client_id)
+            return
+        wanted = normalised(data.model_dump(exclude={"client_name"}))
+        if row.client_name != data.client_name or row.registration != wanted or row.disabled_at:
+            changes = data.model_dump(exclude={"token_endpoint_auth_method", "grant_types"})
+            await self.update(client_id, ClientUpdate(**changes, disabled=False))
 
     async def all(self) -> list[ClientPublic]:
         rows = (await self.db.scalars(select(OidcClient).order_by(OidcClient.created_at))).all()
