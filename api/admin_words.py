@@ -65,6 +65,10 @@ AUDIT_EVENTS: dict[str, str] = {
     "entra.linked": "Microsoft account linked",
     "entra.unlinked": "Microsoft account unlinked",
     "entra.link_refused": "Microsoft account not linked",
+    "oidc_client.created": "App registered",
+    "oidc_client.updated": "App changed",
+    "oidc_client.deleted": "App deleted",
+    "oidc_client.secret_rotated": "App given a new secret",
 }
 
 OUTCOMES: dict[str, str] = {

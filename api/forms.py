@@ -86,6 +86,17 @@ class StaffForm(CsrfForm):
     is_admin: Annotated[str, Field(max_length=10)] = "no"
 
 
+class AppForm(CsrfForm):
+    """Register or change an app: the fields of the API's ClientCreate, which checks them
+    (redirect URIs one a line); the limits here are past its own, so its messages say what
+    is wrong."""
+
+    client_name: Annotated[str, Field(max_length=1000)] = ""
+    redirect_uris: Annotated[str, Field(max_length=50_000)] = ""
+    app_type: Annotated[str, Field(max_length=20)] = "confidential"
+    require_consent: Annotated[str, Field(max_length=10)] = "no"
+
+
 CsrfFormDep = Annotated[CsrfForm, Form()]
 StepFormDep = Annotated[StepForm, Form()]
 CodeFormDep = Annotated[CodeForm, Form()]
@@ -97,3 +108,4 @@ LoginFormDep = Annotated[LoginForm, Form()]
 LoginCodeFormDep = Annotated[LoginCodeForm, Form()]
 AdminActionFormDep = Annotated[AdminActionForm, Form()]
 StaffFormDep = Annotated[StaffForm, Form()]
+AppFormDep = Annotated[AppForm, Form()]

@@ -18,6 +18,7 @@ from api.deps import AdminLimits
 from api.request_id import RequestIdMiddleware
 from api.routes import (
     admin,
+    admin_apps,
     api_docs,
     clients,
     codec,
@@ -136,7 +137,21 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.mount(api_docs.ASSETS_URL, api_docs.ASSETS, name="api-docs-assets")
     # In this order: the Entra routes come before the setup pages, because /sso/setup
     # (signed in) is not a setup link.
-    routes = (api_docs, health, metrics, staff, clients, oidc, codec, entra, setup, signin, reset, admin)
+    routes = (
+        api_docs,
+        health,
+        metrics,
+        staff,
+        clients,
+        oidc,
+        codec,
+        entra,
+        setup,
+        signin,
+        reset,
+        admin,
+        admin_apps,
+    )
     for module in routes:
         app.include_router(module.router)
     if settings.is_development:

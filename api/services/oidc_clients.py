@@ -85,10 +85,11 @@ class Clients:
         if any(changes.get(name) is None for name in changes if name not in ("backchannel_logout_uri",)):
             raise SsoError("A field given in the update must have a value")
         disabled = changes.pop("disabled", None)
-        if "client_name" in changes:
-            row.client_name = changes.pop("client_name")
+        name = changes.pop("client_name", row.client_name)
         registration: dict[str, Any] = normalised({**row.registration, **changes})
+        # Checked before anything changes: a refused update leaves the row as it was.
         check_registration(registration, self.settings)
+        row.client_name = name
         row.registration = registration
         if disabled is not None:
             row.disabled_at = (row.disabled_at or utcnow()) if disabled else None

@@ -14,7 +14,7 @@ from core.models import DeliveryState, SetupState
 ROOT = Path(__file__).resolve().parents[2]
 # An audit action as the code writes it: "area.event" (or sign_out), passed where an action goes.
 ACTION = re.compile(
-    r'"((?:staff|sso_email|sso_setup|code|mfa|sign_in|sessions|account|reset|entra)\.[a-z_]+|sign_out)"'
+    r'"((?:staff|sso_email|sso_setup|code|mfa|sign_in|sessions|account|reset|entra|oidc_client|oidc)\.[a-z_]+|sign_out)"'
 )
 
 NOT_ACTIONS = {"staff.id"}  # a foreign key's column, not an event

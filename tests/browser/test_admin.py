@@ -8,39 +8,13 @@ from __future__ import annotations
 import re
 
 import httpx
-import pyotp
-from sqlalchemy import update
 
 from core.db import SessionFactory
-from core.models import Staff
-from tests.support.accounts import PASSWORD, Person, make_person
-from tests.support.browser_steps import new_staff
-from tests.support.config import make_settings
+from tests.support.browser_steps import new_admin, new_staff, sign_in_with_mfa
 from tests.support.e2e import World, check_setup_email, send_email, wait_for_email
 from tests.support.screens import MARKS, Screen
 
 pytestmark = MARKS
-
-
-async def new_admin(database: SessionFactory, last_name: str) -> Person:
-    """Ada, an administrator with MFA."""
-    admin = await make_person(database, make_settings(), mfa=True, first_name="Ada", last_name=last_name)
-    async with database() as session:
-        await session.execute(update(Staff).where(Staff.id == admin.staff_id).values(is_admin=True))
-        await session.commit()
-    return admin
-
-
-async def sign_in_with_mfa(screen: Screen, admin: Person) -> None:
-    """From the sign-in page an admin page sent them to: password, then the authenticator code."""
-    await screen.check("login", screenshot=False)
-    await screen.field("Email address").fill(admin.email)
-    await screen.field("Password").fill(PASSWORD)
-    await screen.press("Sign in")
-    await screen.check("login-mfa", screenshot=False)
-    assert admin.totp_secret
-    await screen.field("Authenticator code").fill(pyotp.TOTP(admin.totp_secret).now())
-    await screen.press("Sign in")
 
 
 async def test_the_admin_sends_the_email_from_the_staff_page(

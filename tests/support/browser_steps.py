@@ -7,7 +7,13 @@ import secrets
 from typing import Any
 
 import httpx
+import pyotp
+from sqlalchemy import update
 
+from core.db import SessionFactory
+from core.models import Staff
+from tests.support.accounts import PASSWORD, Person, make_person
+from tests.support.config import make_settings
 from tests.support.e2e import (
     World,
     check_setup_email,
@@ -138,3 +144,24 @@ async def setup_done(screen: Screen, staff: dict[str, Any], name: str = "setup-d
     await screen.check(name)
     assert await screen.heading() == "Your Single Sign-On is now active"
     assert staff["external_email_1"] in await screen.text()
+
+
+async def new_admin(database: SessionFactory, last_name: str) -> Person:
+    """Ada, an administrator with MFA."""
+    admin = await make_person(database, make_settings(), mfa=True, first_name="Ada", last_name=last_name)
+    async with database() as session:
+        await session.execute(update(Staff).where(Staff.id == admin.staff_id).values(is_admin=True))
+        await session.commit()
+    return admin
+
+
+async def sign_in_with_mfa(screen: Screen, admin: Person) -> None:
+    """From the sign-in page an admin page sent them to: password, then the authenticator code."""
+    await screen.check("login", screenshot=False)
+    await screen.field("Email address").fill(admin.email)
+    await screen.field("Password").fill(PASSWORD)
+    await screen.press("Sign in")
+    await screen.check("login-mfa", screenshot=False)
+    assert admin.totp_secret
+    await screen.field("Authenticator code").fill(pyotp.TOTP(admin.totp_secret).now())
+    await screen.press("Sign in")
