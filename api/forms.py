@@ -97,6 +97,12 @@ class AppForm(CsrfForm):
     require_consent: Annotated[str, Field(max_length=10)] = "no"
 
 
+class ConsentForm(CsrfForm):
+    """Allow or Cancel on the consent page."""
+
+    decision: Annotated[str, Field(max_length=10)] = ""
+
+
 CsrfFormDep = Annotated[CsrfForm, Form()]
 StepFormDep = Annotated[StepForm, Form()]
 CodeFormDep = Annotated[CodeForm, Form()]
@@ -109,3 +115,4 @@ LoginCodeFormDep = Annotated[LoginCodeForm, Form()]
 AdminActionFormDep = Annotated[AdminActionForm, Form()]
 StaffFormDep = Annotated[StaffForm, Form()]
 AppFormDep = Annotated[AppForm, Form()]
+ConsentFormDep = Annotated[ConsentForm, Form()]

@@ -340,6 +340,20 @@ class OidcGrant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class OidcConsent(Base):
+    """A person allowed an app that asks for consent to sign them in (with these scopes);
+    asked again only when the app sends prompt=consent."""
+
+    __tablename__ = "oidc_consents"
+    __table_args__ = (UniqueConstraint("staff_id", "client_id", name="uq_oidc_consent"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(ForeignKey("oidc_clients.client_id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(Text)
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class OidcSigningKey(Base):
     """A token signing key: the private JWK sealed with the encryption keyring. It is in the
     JWKS from `created_at` until `retire_at`, and signs from `signs_from`."""

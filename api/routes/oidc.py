@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -9,10 +10,11 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from api.cookies import SIGNIN_SESSION, clear_cookie, read_cookie, set_cookie
+from api.cookies import SIGNIN_SESSION, clear_cookie, csrf_ok, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, bearer, client_ip
+from api.forms import ConsentFormDep
 from api.pages import problem, redirect, render_page
-from api.services.oidc import Oidc, OidcState, PageProblem, SignInNeeded
+from api.services.oidc import ConsentNeeded, Oidc, OidcState, PageProblem, SignInNeeded, enabled_client
 from api.services.oidc_server import Request as OAuthRequest
 from api.services.sessions import Sessions
 from core.addresses import rate_key
@@ -24,6 +26,7 @@ router = APIRouter(tags=["openid-connect"])
 # The authorization request waiting for the person to sign in, by browser.
 PENDING = "sso_authorize"
 RESUME = "/sso/authorize/resume"
+CONSENT = "/sso/authorize/consent"
 PROBLEM_TITLE = "We can't sign you in to this app"
 CLAIMS = [
     "sub", "email", "email_verified", "name", "given_name", "family_name",
@@ -63,7 +66,7 @@ async def discovery(settings: SettingsDep) -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": list(SCOPES),
         "claims_supported": CLAIMS,
-        "prompt_values_supported": ["none", "login"],
+        "prompt_values_supported": ["none", "login", "consent"],
         "acr_values_supported": ["pwd", "mfa"],
         "authorization_response_iss_parameter_supported": True,
         "claims_parameter_supported": False,
@@ -88,34 +91,110 @@ async def resume(request: Request, oidc: OidcDep) -> Response:
     sessions = Sessions(oidc.settings, oidc.db)
     pending_id = read_cookie(request, oidc.settings, PENDING)
     pending = await sessions.get(pending_id, "authorize")
-    if pending is None:
-        return problem(
-            request,
-            400,
-            PROBLEM_TITLE,
-            "This sign-in took too long or was already finished. Go back to the app and sign in again.",
+    if pending is None or pending.row.data.get("consent"):
+        return _took_too_long(request)
+    await sessions.revoke(pending_id)
+    return await _finish(request, oidc, _items(pending.row.data), pending.row.created_at, None)
+
+
+@router.get(CONSENT, response_class=HTMLResponse, include_in_schema=False)
+async def consent_page(request: Request, oidc: OidcDep) -> Response:
+    """ "<App> wants to sign you in": for an app that asks for consent, before its first code."""
+    pending = await Sessions(oidc.settings, oidc.db).get(
+        read_cookie(request, oidc.settings, PENDING), "authorize"
+    )
+    if pending is None or not pending.row.data.get("consent"):
+        return _took_too_long(request)
+    return await _consent_page(request, oidc, _items(pending.row.data))
+
+
+async def _consent_page(
+    request: Request,
+    oidc: Oidc,
+    items: list[tuple[str, str]],
+    status_code: int = 200,
+    error: str | None = None,
+) -> Response:
+    client = await enabled_client(oidc.db, oidc.settings, dict(items).get("client_id"))
+    if client is None:
+        return problem(request, 400, PROBLEM_TITLE, "The app that sent you here is no longer registered.")
+    return render_page(
+        request, "oidc_consent", status_code, app_name=client.row.client_name, action=CONSENT, error=error
+    )
+
+
+@router.post(CONSENT, response_class=HTMLResponse, include_in_schema=False)
+async def consent_answer(request: Request, oidc: OidcDep, form: ConsentFormDep) -> Response:
+    """Allow: remembered for this person and app, and the app gets its code. Cancel: the app
+    hears access_denied."""
+    sessions = Sessions(oidc.settings, oidc.db)
+    pending_id = read_cookie(request, oidc.settings, PENDING)
+    pending = await sessions.get(pending_id, "authorize")
+    if pending is None or not pending.row.data.get("consent"):
+        return _took_too_long(request)
+    items = _items(pending.row.data)
+    if not csrf_ok(request, oidc.settings, form.csrf) or form.decision not in ("allow", "cancel"):
+        return await _consent_page(
+            request, oidc, items, 400, "That form had expired, so nothing was done. Please try again."
         )
     await sessions.revoke(pending_id)
-    items = [(str(k), str(v)) for k, v in pending.row.data.get("items", [])]
-    response = await _authorize(request, oidc, items, fresh_since=pending.row.created_at)
+    fresh_since = pending.row.data.get("fresh_since")
+    since = datetime.fromisoformat(fresh_since) if isinstance(fresh_since, str) else None
+    return await _finish(request, oidc, items, since, "allow" if form.decision == "allow" else "deny")
+
+
+def _items(data: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(str(k), str(v)) for k, v in data.get("items", [])]
+
+
+def _took_too_long(request: Request) -> Response:
+    return problem(
+        request,
+        400,
+        PROBLEM_TITLE,
+        "This sign-in took too long or was already finished. Go back to the app and sign in again.",
+    )
+
+
+async def _finish(
+    request: Request, oidc: Oidc, items: list[tuple[str, str]], fresh_since: Any, consent: str | None
+) -> Response:
+    """The pending request answered, after a form of ours (sign-in or consent)."""
+    response = await _authorize(request, oidc, items, fresh_since, consent)
     location = response.headers.get("location")
     if response.status_code == 302 and location:
-        # Reached from the sign-in form: see templates/pages/oidc_continue.html.
+        # Reached from a form: see templates/pages/oidc_continue.html.
         response = render_page(request, "oidc_continue", location=location)
-    clear_cookie(response, oidc.settings, PENDING)
+    if location != CONSENT:  # else a new pending request is in the cookie
+        clear_cookie(response, oidc.settings, PENDING)
     return response
 
 
 async def _authorize(
-    request: Request, oidc: Oidc, items: list[tuple[str, str]], fresh_since: Any
+    request: Request,
+    oidc: Oidc,
+    items: list[tuple[str, str]],
+    fresh_since: Any,
+    consent: str | None = None,
 ) -> Response:
     settings = oidc.settings
     sessions = Sessions(settings, oidc.db)
     current = await sessions.signed_in(read_cookie(request, settings, SIGNIN_SESSION))
     try:
-        answer = await oidc.authorize(_oauth_request(request, settings, items), current, fresh_since)
+        answer = await oidc.authorize(_oauth_request(request, settings, items), current, fresh_since, consent)
     except PageProblem as exc:
         return problem(request, 400, PROBLEM_TITLE, str(exc))
+    if isinstance(answer, ConsentNeeded):
+        since = fresh_since.isoformat() if isinstance(fresh_since, datetime) else None
+        pending_id = await sessions.create(
+            "authorize",
+            None,
+            settings.session_idle_ttl,
+            data={"items": items, "consent": True, "fresh_since": since},
+        )
+        response = redirect(CONSENT)
+        set_cookie(response, settings, PENDING, pending_id, max_age=settings.session_idle_ttl)
+        return response
     if isinstance(answer, SignInNeeded):
         if fresh_since is not None:  # signed in for this request, and still not enough
             return problem(

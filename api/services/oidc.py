@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidGrantError, InvalidRequestError
+from authlib.oidc.core.errors import ConsentRequiredError
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwt import JWTClaimsRegistry
@@ -27,7 +28,7 @@ from api.services.oidc_server import (
     code_hash,
 )
 from api.services.sessions import Current
-from core.models import AccountStatus, OidcClient, OidcGrant, SsoAccount, Staff, utcnow
+from core.models import AccountStatus, OidcClient, OidcConsent, OidcGrant, SsoAccount, Staff, utcnow
 from core.oidc.claims import Subject, session_claims, user_claims
 from core.oidc.clients import RegisteredClient
 from core.oidc.keys import ALGORITHMS, KeyStore
@@ -43,6 +44,13 @@ class PageProblem(Exception):
 @dataclass
 class SignInNeeded:
     login_hint: str
+
+
+@dataclass
+class ConsentNeeded:
+    """The person must allow the app first (its name is what the page says)."""
+
+    client_name: str
 
 
 class OidcState:
@@ -85,8 +93,9 @@ class Oidc:
     # -- authorization endpoint ------------------------------------------------------------
 
     async def authorize(
-        self, request: Request, current: Current | None, fresh_since: Any = None
-    ) -> Answer | SignInNeeded:
+        self, request: Request, current: Current | None, fresh_since: Any = None, consent: str | None = None
+    ) -> Answer | SignInNeeded | ConsentNeeded:
+        """`consent` is the person's answer on the consent page: "allow" or "deny"."""
         data = request.payload.data
         client = await enabled_client(self.db, self.settings, data.get("client_id"))
         if client is None:
@@ -105,6 +114,16 @@ class Oidc:
         try:
             grant = provider.get_consent_grant(request, end_user=subject)
             self._check_max_age(data)
+            if subject is not None and consent == "deny":
+                raise AccessDeniedError("The person did not allow this app to sign them in")
+            if (
+                subject is not None
+                and consent != "allow"
+                and await self._needs_consent(client, subject, data)
+            ):
+                if "none" in data.get("prompt", "").split():
+                    raise ConsentRequiredError()
+                return ConsentNeeded(client.row.client_name)
         except OAuth2Error as error:
             if not error.redirect_uri:
                 error.redirect_uri = redirect_uri
@@ -112,9 +131,40 @@ class Oidc:
             return provider.error_with_issuer(provider.handle_error_response(request, error))
         if subject is None:
             return SignInNeeded(login_hint=(data.get("login_hint") or "")[:320])
+        if consent == "allow":
+            await self._remember_consent(client, subject, request.scope or "")
         answer: Answer = provider.create_authorization_response(request, grant_user=subject, grant=grant)
         await self.db.flush()
         return answer
+
+    async def _needs_consent(self, client: RegisteredClient, subject: Subject, data: dict[str, str]) -> bool:
+        """prompt=consent asks anyone; an app that requires consent asks once per person."""
+        if "consent" in data.get("prompt", "").split():
+            return True
+        if not client.registration.get("require_consent"):
+            return False
+        return await self._consent(client, subject) is None
+
+    async def _consent(self, client: RegisteredClient, subject: Subject) -> OidcConsent | None:
+        return await self.db.scalar(
+            select(OidcConsent).where(
+                OidcConsent.staff_id == subject.staff.id, OidcConsent.client_id == client.get_client_id()
+            )
+        )
+
+    async def _remember_consent(self, client: RegisteredClient, subject: Subject, scope: str) -> None:
+        row = await self._consent(client, subject)
+        if row is None:
+            self.db.add(
+                OidcConsent(
+                    staff_id=subject.staff.id,
+                    client_id=client.get_client_id(),
+                    scope=scope,
+                    granted_at=self.now,
+                )
+            )
+        else:
+            row.scope, row.granted_at = scope, self.now
 
     async def _subject(self, current: Current | None) -> Subject | None:
         if current is None or current.staff is None:

@@ -1505,28 +1505,31 @@ def person_menu(page: httpx.Response) -> dict[str, str]:
 async def test_every_signed_in_page_has_the_person_menu(app: Stack, admin: Admin) -> None:
     setup, staff, signout = "Setup agentOS Single Sign-on", "Settings \u203a Staff", "Sign out"
     everyone = {setup: "/sso/setup", signout: "/sso/logout"}
+    admins = {**everyone, staff: "/admin/staff", "Settings \u203a Apps": "/admin/apps"}
     for path in (
         "/sso/account",
         "/sso/setup",
         "/admin/staff",
         "/admin/staff/new",
         f"/admin/staff/{admin.person.staff_id}",
+        "/admin/apps",
+        "/admin/apps/new",
     ):
         page = await admin.browser.get(path)
         assert page.status_code == 200, (path, page.text)
-        assert person_menu(page) == {**everyone, staff: "/admin/staff"}, path
+        assert person_menu(page) == admins, path
         assert f"Person menu for {ADMIN_FIRST} {ADMIN_LAST}" in page_text(page)
     missing = await admin.browser.get(f"/admin/staff/{uuid.uuid4()}")
-    assert missing.status_code == 404 and person_menu(missing) == {**everyone, staff: "/admin/staff"}
+    assert missing.status_code == 404 and person_menu(missing) == admins
 
     plain = await app.person(first_name="Pia", last_name="Plain", password_hash=known_hash(app.settings))
     async with browsing(app.transport) as browser:
         login = await browser.get("/sso/login")
         assert not MENU.findall(login.text)  # signed out: no menu
         assert redirected_to(await sign_in(browser, plain.email), "/sso/account")
-        for path in ("/sso/account", "/sso/setup", "/admin/staff"):
+        for path in ("/sso/account", "/sso/setup", "/admin/staff", "/admin/apps"):
             page = await browser.get(path)
-            assert person_menu(page) == everyone, path  # no Settings > Staff without the role
+            assert person_menu(page) == everyone, path  # no Settings > Staff or Apps without the role
         # The menu's Sign out is the real one.
         out = await browser.submit(await browser.get("/sso/account"), "/sso/logout")
         assert out.status_code == 303
