@@ -69,6 +69,9 @@ AUDIT_EVENTS: dict[str, str] = {
     "oidc_client.updated": "App changed",
     "oidc_client.deleted": "App deleted",
     "oidc_client.secret_rotated": "App given a new secret",
+    "oidc.code_issued": "Signed in to an app",
+    "oidc.token_issued": "An app collected its sign-in",
+    "oidc.token_refused": "An app's sign-in refused",
 }
 
 OUTCOMES: dict[str, str] = {
@@ -130,6 +133,8 @@ def actor(recorded: str, person_id: str, person_name: str) -> str:
         return f"Admin API key “{rest}”"
     if kind == "cli":
         return f"Command line ({rest})"
+    if kind == "oidc-client":
+        return f"App {rest}"
     if kind == "ip":
         return "Someone on the sign-in pages"
     return recorded

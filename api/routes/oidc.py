@@ -38,7 +38,7 @@ def get_oidc(request: Request, db: SessionDep, settings: SettingsDep) -> Oidc:
     state = getattr(request.app.state, "oidc", None)
     if state is None:
         state = request.app.state.oidc = OidcState(settings)
-    return Oidc(settings, db, state)
+    return Oidc(settings, db, state, ip=client_ip(request))
 
 
 OidcDep = Annotated[Oidc, Depends(get_oidc)]

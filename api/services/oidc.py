@@ -28,6 +28,7 @@ from api.services.oidc_server import (
     code_hash,
 )
 from api.services.sessions import Current
+from core import audit
 from core.models import AccountStatus, OidcClient, OidcConsent, OidcGrant, SsoAccount, Staff, utcnow
 from core.oidc.claims import Subject, session_claims, user_claims
 from core.oidc.clients import RegisteredClient
@@ -85,6 +86,7 @@ class Oidc:
     db: AsyncSession
     state: OidcState
     now: datetime = field(default_factory=lambda: utcnow())  # read at each request, so tests can move it
+    ip: str | None = None
 
     async def _loaded(self, client: RegisteredClient | None) -> Loaded:
         keys = await self.state.keys.signing(self.db, self.now)
@@ -107,7 +109,8 @@ class Oidc:
             raise PageProblem(
                 "The app that sent you here gave an address to return to that it hasn't registered."
             )
-        provider = Provider(await self._loaded(client))
+        loaded = await self._loaded(client)
+        provider = Provider(loaded)
         subject = await self._subject(current)
         if subject is not None and self._needs_sign_in(data, current, subject, fresh_since):
             subject = None
@@ -134,6 +137,15 @@ class Oidc:
         if consent == "allow":
             await self._remember_consent(client, subject, request.scope or "")
         answer: Answer = provider.create_authorization_response(request, grant_user=subject, grant=grant)
+        if loaded.code_issued:
+            audit.by_staff(
+                self.db,
+                str(subject.staff.id),
+                "oidc.code_issued",
+                ip=self.ip,
+                client_id=client.get_client_id(),
+                scope=request.scope or "",
+            )
         await self.db.flush()
         return answer
 
@@ -208,14 +220,13 @@ class Oidc:
         grant = loaded.grant
         if grant is not None and grant.redeemed_at is not None:
             # A code used twice was stolen on one of the two uses: what it gave is revoked.
-            await self._revoke(grant)
-            return invalid_grant(
-                provider, request, "This code was already used; what it issued is now revoked."
-            )
+            return await self._reused(provider, request, grant, client_id)
         if grant is not None:
             loaded.subject = await subject_of(self.db, grant.staff_id, grant.claims)
         answer: Answer = provider.create_token_response(request)
         if answer.status != 200 or grant is None:
+            error = answer.body.get("error") if isinstance(answer.body, dict) else None
+            self._refused(client_id, grant, str(error or answer.status))
             return answer
         claimed = await self.db.execute(
             update(OidcGrant)
@@ -223,11 +234,39 @@ class Oidc:
             .values(redeemed_at=self.now)
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            await self._revoke(grant)
-            return invalid_grant(
-                provider, request, "This code was already used; what it issued is now revoked."
-            )
+            return await self._reused(provider, request, grant, client_id)
+        # The client authenticated (or, if public, proved the PKCE verifier): it is the actor.
+        audit.record(
+            self.db,
+            actor=f"oidc-client:{grant.client_id}",
+            action="oidc.token_issued",
+            outcome="success",
+            target=str(grant.staff_id),
+            ip=self.ip,
+            client_id=grant.client_id,
+        )
         return answer
+
+    async def _reused(
+        self, provider: Provider, request: Request, grant: OidcGrant, client_id: str | None
+    ) -> Answer:
+        await self._revoke(grant)
+        self._refused(client_id, grant, "code_reused")
+        return invalid_grant(provider, request, "This code was already used; what it issued is now revoked.")
+
+    def _refused(self, client_id: str | None, grant: OidcGrant | None, reason: str) -> None:
+        """A refused token request, by its address: the client it names is not proven. Never
+        the code, verifier or secret it sent."""
+        audit.record(
+            self.db,
+            actor=f"ip:{self.ip}",
+            action="oidc.token_refused",
+            outcome="refused",
+            target=str(grant.staff_id) if grant is not None else None,
+            ip=self.ip,
+            client_id=(client_id or "")[:64],
+            reason=reason[:40],
+        )
 
     async def _revoke(self, grant: OidcGrant) -> None:
         await self.db.execute(

@@ -56,6 +56,7 @@ class Loaded:
     client: RegisteredClient | None = None
     grant: OidcGrant | None = None
     subject: Subject | None = None
+    code_issued: bool = False
 
 
 class Payload(OAuth2Payload):
@@ -180,6 +181,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
                 created_at=loaded.now,
             )
         )
+        loaded.code_issued = True
 
     def query_authorization_code(self, code: str, client: RegisteredClient) -> IssuedCode | None:
         row = self.server.loaded.grant

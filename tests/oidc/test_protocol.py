@@ -33,6 +33,7 @@ from tests.support.oidc import (
     signed_in_browser,
     signed_in_with_app,
     token_error,
+    token_form,
     userinfo,
 )
 
@@ -79,17 +80,6 @@ async def test_a_signed_in_browser_gets_a_code_and_the_app_its_tokens(app_stack:
     info = await userinfo(app_stack, token["access_token"])
     assert info.status_code == 200, info.text
     assert info.json() == {k: claims[k] for k in info.json()} and info.json()["sub"] == str(person.staff_id)
-
-
-def _form(request: Any, code: str, **extra: str) -> dict[str, str]:
-    form = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": request.app.redirect_uri,
-        "code_verifier": request.verifier,
-        **extra,
-    }
-    return {k: v for k, v in form.items() if v != ""}
 
 
 def _secret(app: Any) -> tuple[str, str]:
@@ -198,12 +188,14 @@ async def test_public_clients_must_use_pkce_and_the_verifier_must_match(app_stac
     request = authorization(app)
     code = await code_for(browser, request)
     wrong = await token_error(
-        app_stack, _form(request, code, client_id=app.client_id, code_verifier="x" * 50)
+        app_stack, token_form(request, code, client_id=app.client_id, code_verifier="x" * 50)
     )
     _error(wrong, 400, "invalid_grant")
     request = authorization(app)
     code = await code_for(browser, request)
-    missing = await token_error(app_stack, _form(request, code, client_id=app.client_id, code_verifier=""))
+    missing = await token_error(
+        app_stack, token_form(request, code, client_id=app.client_id, code_verifier="")
+    )
     _error(missing, 400, "invalid_request")
     request = authorization(app)
     token = await redeem(app_stack, request, await code_for(browser, request))
@@ -217,11 +209,13 @@ async def test_client_secret_post_works_and_a_wrong_secret_gets_invalid_client(a
     request = authorization(app)
     code = await code_for(browser, request)
     wrong = await token_error(
-        app_stack, _form(request, code, client_id=app.client_id, client_secret=app.client_secret + "x")
+        app_stack, token_form(request, code, client_id=app.client_id, client_secret=app.client_secret + "x")
     )
     _error(wrong, 401, "invalid_client")
     basic = await register(app_stack)
-    wrong_basic = await token_error(app_stack, _form(request, code), auth=(basic.client_id, "ssocs_wrong"))
+    wrong_basic = await token_error(
+        app_stack, token_form(request, code), auth=(basic.client_id, "ssocs_wrong")
+    )
     _error(wrong_basic, 401, "invalid_client")
     assert "www-authenticate" in wrong_basic.headers
     token = await redeem(app_stack, request, code)
@@ -251,7 +245,7 @@ async def test_a_code_is_single_use_and_its_second_use_revokes_the_first_tokens(
     code = await code_for(browser, request)
     token = await redeem(app_stack, request, code)
     assert (await userinfo(app_stack, token["access_token"])).status_code == 200
-    again = await token_error(app_stack, _form(request, code), auth=_secret(app))
+    again = await token_error(app_stack, token_form(request, code), auth=_secret(app))
     _error(again, 400, "invalid_grant")
     revoked = await userinfo(app_stack, token["access_token"])
     assert revoked.status_code == 401 and revoked.json()["error"] == "invalid_token"
@@ -264,14 +258,16 @@ async def test_expired_altered_or_foreign_codes_are_invalid_grant(app_stack: Sta
     browser = await signed_in_browser(app_stack, person.email)
     request = authorization(app)
     code = await code_for(browser, request)
-    _error(await token_error(app_stack, _form(request, code), auth=_secret(other)), 400, "invalid_grant")
-    _error(await token_error(app_stack, _form(request, code + "x"), auth=_secret(app)), 400, "invalid_grant")
-    changed_uri = _form(request, code, redirect_uri=app.redirect_uri + "/other")
+    _error(await token_error(app_stack, token_form(request, code), auth=_secret(other)), 400, "invalid_grant")
+    _error(
+        await token_error(app_stack, token_form(request, code + "x"), auth=_secret(app)), 400, "invalid_grant"
+    )
+    changed_uri = token_form(request, code, redirect_uri=app.redirect_uri + "/other")
     _error(await token_error(app_stack, changed_uri, auth=_secret(app)), 400, "invalid_grant")
     async with app_stack.sessions() as session:
         await session.execute(update(OidcGrant).values(expires_at=utcnow() - timedelta(seconds=1)))
         await session.commit()
-    _error(await token_error(app_stack, _form(request, code), auth=_secret(app)), 400, "invalid_grant")
+    _error(await token_error(app_stack, token_form(request, code), auth=_secret(app)), 400, "invalid_grant")
 
 
 async def test_tampered_or_expired_access_tokens_are_refused(
@@ -310,7 +306,7 @@ async def test_a_disabled_client_or_person_gets_nothing(app_stack: Stack) -> Non
     assert response.status_code == 200 and response.json()["disabled"] is True
     assert (await userinfo(app_stack, token["access_token"])).status_code == 401
     assert (await browser.get("/oidc/authorize", **authorization(app).params)).status_code == 400
-    _error(await token_error(app_stack, _form(request, code), auth=_secret(app)), 401, "invalid_client")
+    _error(await token_error(app_stack, token_form(request, code), auth=_secret(app)), 401, "invalid_client")
     await app_stack.http.patch(
         f"/api/v1/clients/{app.client_id}", json={"disabled": False}, headers=app_stack.admin
     )
@@ -321,7 +317,7 @@ async def test_a_disabled_client_or_person_gets_nothing(app_stack: Stack) -> Non
             update(SsoAccount).where(SsoAccount.staff_id == person.staff_id).values(status="disabled")
         )
         await session.commit()
-    _error(await token_error(app_stack, _form(request, code), auth=_secret(app)), 400, "invalid_grant")
+    _error(await token_error(app_stack, token_form(request, code), auth=_secret(app)), 400, "invalid_grant")
     assert (await userinfo(app_stack, token["access_token"])).status_code == 401
 
 
@@ -450,8 +446,8 @@ async def test_a_rotated_client_secret_replaces_the_old_one(app_stack: Stack) ->
     browser = await signed_in_browser(app_stack, person.email)
     request = authorization(app)
     code = await code_for(browser, request)
-    _error(await token_error(app_stack, _form(request, code), auth=_secret(app)), 401, "invalid_client")
+    _error(await token_error(app_stack, token_form(request, code), auth=_secret(app)), 401, "invalid_client")
     ok = await token_error(
-        app_stack, _form(request, code), auth=(app.client_id, rotated.json()["client_secret"])
+        app_stack, token_form(request, code), auth=(app.client_id, rotated.json()["client_secret"])
     )
     assert ok.status_code == 200, ok.text

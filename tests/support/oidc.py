@@ -154,6 +154,18 @@ async def redeem(stack: Stack, request: Authorization, code: str, **extra: Any) 
     return dict(token)
 
 
+def token_form(request: Authorization, code: str, **extra: str) -> dict[str, str]:
+    """The app's token request for `code`, with fields added, changed or ("") left out."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": request.app.redirect_uri,
+        "code_verifier": request.verifier,
+        **extra,
+    }
+    return {k: v for k, v in form.items() if v != ""}
+
+
 async def token_error(
     stack: Stack, form: dict[str, str], auth: tuple[str, str] | None = None
 ) -> httpx.Response:
