@@ -219,20 +219,14 @@ async def token(request: Request, oidc: OidcDep) -> Response:
     items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
     basic_id, _ = extract_basic_authorization(request.headers)
     client_id = (basic_id or dict(items).get("client_id") or "")[:64]
-    for limiter, key in (
-        (oidc.state.per_ip, rate_key(client_ip(request))),
-        (oidc.state.per_client, client_id),
-    ):
-        wait = limiter.hit(key)
-        if wait is not None:
-            return JSONResponse(
-                {
-                    "error": "temporarily_unavailable",
-                    "error_description": "Too many token requests; slow down",
-                },
-                status_code=429,
-                headers={"Retry-After": str(wait)},
-            )
+    # Per address first; per app only once the app has authenticated (api/services/oidc_server.py).
+    wait = oidc.state.per_ip.hit(rate_key(client_ip(request)))
+    if wait is not None:
+        return JSONResponse(
+            {"error": "temporarily_unavailable", "error_description": "Too many token requests; slow down"},
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+        )
     answer = await oidc.token(_oauth_request(request, oidc.settings, items), client_id or None)
     return answer.response()
 

@@ -211,6 +211,7 @@ class Oidc:
     async def token(self, request: Request, client_id: str | None) -> Answer:
         client = await enabled_client(self.db, self.settings, client_id)
         loaded = await self._loaded(client)
+        loaded.per_client = self.state.per_client
         provider = Provider(loaded)
         code = request.payload.data.get("code")
         if code and len(code) <= 200:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from authlib.oauth2 import AuthorizationServer, OAuth2Request
+from authlib.oauth2 import AuthorizationServer, OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Payload, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
@@ -27,6 +27,7 @@ from core.models import OidcGrant
 from core.oidc.claims import Subject, user_claims
 from core.oidc.clients import RegisteredClient
 from core.oidc.keys import DEFAULT_ALGORITHM, AnyKey
+from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
 
 # authlib logs issued tokens and codes at DEBUG ("Issue token %r"): never, whatever the log level.
@@ -57,6 +58,9 @@ class Loaded:
     grant: OidcGrant | None = None
     subject: Subject | None = None
     code_issued: bool = False
+    # Counts an app's token requests once it has authenticated: an unauthenticated caller
+    # naming the app must not spend its budget.
+    per_client: SlidingWindowLimiter | None = None
 
 
 class Payload(OAuth2Payload):
@@ -244,6 +248,19 @@ class Issuer(IssuerParameter):  # type: ignore[misc]
         return self.issuer
 
 
+class SlowDown(OAuth2Error):  # type: ignore[misc]
+    error = "temporarily_unavailable"
+    description = "Too many token requests; slow down"
+    status_code = 429
+
+    def __init__(self, wait: int) -> None:
+        super().__init__()
+        self.wait = wait
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("Retry-After", str(self.wait))]
+
+
 class Provider(AuthorizationServer):  # type: ignore[misc]
     """One request's authorization server: built per request around what it loaded."""
 
@@ -254,6 +271,13 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(CodeGrant, [IdToken(self), S256Only(required=True)])
         self.register_extension(self.issuer)
         self.register_token_generator("default", self.access_token)
+
+    def authenticate_client(self, request: Request, methods: list[str], endpoint: str = "token") -> Any:
+        client = super().authenticate_client(request, methods, endpoint)
+        limiter = self.loaded.per_client
+        if limiter is not None and (wait := limiter.hit(client.get_client_id())) is not None:
+            raise SlowDown(wait)
+        return client
 
     def query_client(self, client_id: str) -> RegisteredClient | None:
         client = self.loaded.client

@@ -339,6 +339,18 @@ async def test_token_endpoint_is_limited_per_client_and_per_ip(database_url: str
         assert fourth.status_code == 429
 
 
+async def test_only_an_authenticated_app_spends_its_own_token_budget(database_url: str) -> None:
+    async with running_app(database_url, oidc_token_client_limit=2, oidc_token_ip_limit=100) as stack:
+        app = await register(stack)
+        form = {"grant_type": "authorization_code", "code": "x"}
+        for _ in range(5):  # someone without the secret, naming the app
+            wrong = await token_error(stack, form, auth=(app.client_id, "ssocs_wrong"))
+            assert wrong.status_code == 401
+        answers = [await token_error(stack, form, auth=_secret(app)) for _ in range(3)]
+        assert [a.status_code for a in answers] == [400, 400, 429]
+        assert answers[2].json()["error"] == "temporarily_unavailable" and answers[2].headers["retry-after"]
+
+
 async def test_no_code_token_secret_or_private_key_in_the_database_or_logs(
     app_stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
