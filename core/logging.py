@@ -18,15 +18,19 @@ SECRET_PATH = re.compile(
     r"[^/?\s\"]+"
 )
 # Microsoft's callback carries the authorization code and state in its query string (also
-# with a trailing slash, which the app redirects to the callback, query and all).
-SECRET_QUERY = re.compile(r"(/sso/entra/callback/?)\?[^\s\"]*")
+# with a trailing slash, which the app redirects to the callback, query and all); an app's
+# authorization request carries the person's email address (login_hint), its state and nonce.
+SECRET_QUERY = re.compile(r"(/sso/entra/callback/?|/oidc/authorize/?)\?[^\s\"]*")
+# login_hint goes on to the sign-in page's address, to fill in the email there.
+LOGIN_HINT = re.compile(r"(?<=[?&]login_hint=)[^&#\s\"]*")
 
 # Set by the web app's request id middleware for the time of one request.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
 def redact(text: str) -> str:
-    return SECRET_QUERY.sub(r"\1?[redacted]", SECRET_PATH.sub("[redacted]", text))
+    text = SECRET_QUERY.sub(r"\1?[redacted]", SECRET_PATH.sub("[redacted]", text))
+    return LOGIN_HINT.sub("[redacted]", text)
 
 
 class RedactingFilter(logging.Filter):

@@ -138,3 +138,25 @@ def test_access_log_redacts_setup_tokens() -> None:
     assert token not in line
     assert "/sso/setup/[redacted]?x=1" in line
     assert redact(f"https://h/sso/setup/{token}") == "https://h/sso/setup/[redacted]"
+
+
+def test_access_log_keeps_no_query_of_an_app_request_nor_a_login_hint() -> None:
+    email = "jo.bloggs@agency.example"
+    authorize = f"/oidc/authorize?client_id=crm&login_hint={email}&state=s&nonce=n"
+    login = f"/sso/login?return_to=%2Fsso%2Fauthorize%2Fresume&login_hint={email.replace('@', '%40')}"
+    for path, shown in (
+        (authorize, "/oidc/authorize?[redacted]"),
+        (login, "/sso/login?return_to=%2Fsso%2Fauthorize%2Fresume&login_hint=[redacted]"),
+    ):
+        record = logging.LogRecord(
+            "uvicorn.access",
+            logging.INFO,
+            __file__,
+            1,
+            '%s - "%s %s HTTP/%s" %d',
+            ("127.0.0.1:1", "GET", path, "1.1", 303),
+            None,
+        )
+        RedactingFilter().filter(record)
+        line = JsonFormatter().format(record)
+        assert "jo.bloggs" not in line and shown in line, line

@@ -86,3 +86,18 @@ async def test_microsoft_entra_sign_in_returns_to_the_pending_app_request(
         claims = await id_token_claims(app_http, request, token["id_token"])
     assert claims["sub"] == str(person.staff_id)
     assert claims["amr"] == ["fed"] and claims["acr"] == "mfa"
+
+
+async def test_the_access_log_does_not_carry_the_login_hint(stack: DevStack, api: httpx.AsyncClient) -> None:
+    app = await register_with(api, {}, client_name="Hinted", redirect_uris=["https://hinted.example.test/cb"])
+    email = f"hinted.{uuid.uuid4().hex[:8]}@agency.example"
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as browser:
+        sent = await browser.get("/oidc/authorize", params=authorization(app, login_hint=email).params)
+        assert sent.status_code == 303
+        login = await browser.get(sent.headers["location"])
+        assert login.status_code == 200 and email in text_of(login)  # the page still fills it in
+    # Both requests are in the web app's access log by now, or soon.
+    assert stack.wait_for_output(lambda out: out.count("/sso/login?return_to=") >= 1, 10)
+    assert stack.wait_for_output(lambda out: "/oidc/authorize?[redacted]" in out, 10), stack.output()[-3000:]
+    local = email.split("@")[0]
+    assert local not in stack.output()
