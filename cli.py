@@ -259,6 +259,24 @@ async def _create_client(settings: Settings, data: ClientCreate) -> ClientCreate
     return created
 
 
+async def _register_demo_app(settings: Settings) -> None:
+    """`sso dev`'s demo app (api/routes/dev_demo.py), registered or brought up to this
+    start's address."""
+    from api.routes import dev_demo
+    from api.services.oidc_clients import Clients
+    from core.db import create_engine, session_factory
+
+    engine = create_engine(settings.async_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            await Clients(settings, session, actor="cli:sso dev", ip=None).ensure(
+                dev_demo.CLIENT_ID, dev_demo.registration(settings)
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
 def cmd_signing_keys_rotate(_args: argparse.Namespace) -> None:
     added = asyncio.run(_rotate_signing_keys(get_settings()))
     for kid, alg, signs_from in added:
@@ -504,13 +522,12 @@ def cmd_dev(args: argparse.Namespace) -> None:
     if not settings.is_development:
         raise SystemExit("sso dev runs only with SSO_ENV=development")
 
-    from api.routes import dev_demo
     from core.dev_first_run import dev_admin_key, try_it
     from core.migrate import upgrade
 
     upgrade(settings)
     key = asyncio.run(dev_admin_key(settings, data_dir))
-    asyncio.run(dev_demo.register(settings))
+    asyncio.run(_register_demo_app(settings))
     person = asyncio.run(try_it(settings))
 
     processes = Processes(env)

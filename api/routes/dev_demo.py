@@ -15,9 +15,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from api.client_schemas import ClientCreate
 from api.pages import render_page
-from api.services.oidc_clients import Clients
 from core.crypto import token_hash
-from core.db import create_engine, session_factory
 from core.settings import Settings
 
 PATH = "/demo"
@@ -41,19 +39,6 @@ def registration(settings: Settings) -> ClientCreate:
         redirect_uris=[callback(settings)],
         token_endpoint_auth_method="none",  # noqa: S106 (a public client: no secret)
     )
-
-
-async def register(settings: Settings) -> None:
-    """Registers the demo app (or brings its redirect URI up to this start's address)."""
-    engine = create_engine(settings.async_database_url)
-    try:
-        async with session_factory(engine)() as session:
-            await Clients(settings, session, actor="cli:sso dev", ip=None).ensure(
-                CLIENT_ID, registration(settings)
-            )
-            await session.commit()
-    finally:
-        await engine.dispose()
 
 
 def create_demo_app(settings: Settings) -> FastAPI:

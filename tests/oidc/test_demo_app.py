@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
+import cli
 from api.routes import dev_demo
 from core.db import SessionFactory
 from core.models import AuditEvent, OidcClient
@@ -21,7 +22,7 @@ async def test_registering_the_demo_app_again_changes_nothing_until_the_address_
 ) -> None:
     settings = make_settings(database_url=database_url, env="development", public_url="http://localhost:8000")
     for _ in range(2):
-        await dev_demo.register(settings)
+        await cli._register_demo_app(settings)
     async with sessions() as db:
         row = await db.scalar(select(OidcClient).where(OidcClient.client_id == dev_demo.CLIENT_ID))
         assert row is not None and row.secret_hash is None
@@ -32,7 +33,7 @@ async def test_registering_the_demo_app_again_changes_nothing_until_the_address_
         await db.commit()
 
     moved = make_settings(database_url=database_url, env="development", public_url="http://localhost:8100")
-    await dev_demo.register(moved)
+    await cli._register_demo_app(moved)
     async with sessions() as db:
         row = await db.scalar(select(OidcClient).where(OidcClient.client_id == dev_demo.CLIENT_ID))
         assert row is not None and row.disabled_at is None
