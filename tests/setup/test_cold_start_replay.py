@@ -217,6 +217,7 @@ async def start(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Any
             link_ttl_seconds=900,
             requested_by="admin-key:a",
             email_retry=EmailRetry(),
+            quiet_delivery=True,
             # A resend is allowed at once, so it can coincide with the first delivery.
             code_resend_interval_seconds=0,
         ),
@@ -270,8 +271,13 @@ async def coincide(
             env.client, task_queue=task_queue, workflows=[SsoSetupWorkflow], workflow_runner=runner
         ):
             result = await sent
-            await eventually(progress, lambda p: p.code_delivery == "sent", handle)
+            live = await eventually(progress, lambda p: p.code_delivery == "sent", handle)
             await handle.terminate("the test has what it needs")
+        # A query on the closed flow replays all of it: it must find what the live flow held.
+        async with Worker(
+            env.client, task_queue=task_queue, workflows=[SsoSetupWorkflow], max_cached_workflows=0
+        ):
+            assert await progress(handle) == live
     assert runner.split == 1
     history = await handle.fetch_history()
     _assert_one_task_carried_both(history)
