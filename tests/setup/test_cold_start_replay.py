@@ -1,20 +1,27 @@
-"""A code step that reaches a cold worker together with its code's delivery must replay.
+"""A code step that reaches a worker together with its code's delivery must replay.
 
 The shape tests/replay/test_update_on_cold_start.py recorded from the fault test, made on
-purpose on a real dev server (docs/testing.md, "Temporal SDK replay-order pitfall"): the
-`send_code` activity completes while no workflow worker runs, the person's `confirm_code`
-(or `resend_code`) update arrives meanwhile, and a new worker takes the one workflow task
-that carries both. Live, the worker resumes `_deliver_code` first and accepts the update
-after; replaying, temporalio 1.35 hands both to the flow in one activation and starts the
-update first. The history the live worker wrote must replay all the same.
+purpose on a real dev server (docs/temporal.md §24): the `send_code` activity completes while
+no workflow worker runs, the person's `confirm_code` (or `resend_code`) update arrives
+meanwhile, and a new worker takes the one workflow task that carries both. The worker that
+wrote the recorded history resumed `_deliver_code` first and accepted the update after; the
+paths tried here (a cold worker after a stop, a warm one whose task was held) hand the update
+over first, so `LiveOrderRunner` runs such a task in the recorded order. Replaying, temporalio
+1.35 starts the update first. The history must replay, and a query on the closed flow (a full
+replay) must find what the live flow held.
+
+Before the fix both tests failed replay with "[TMPRL1100] Nondeterminism error: Update machine
+does not handle this event: HistoryEvent(id: 34, UpsertWorkflowSearchAttributes)". With the
+upsert gone but a `wait_condition(lambda: True)` barrier in the handlers, confirm_code still
+failed ("... HistoryEvent(id: 37, ActivityTaskScheduled)": replay answered "still on its
+way") and resend_code's replayed `step_since` differed.
 
 Known remaining risk, not reproduced here because workflow code cannot remove it: the setup
-email's completion coinciding with `set_password`, `cancel` or `supersede` on a cold task.
-`run()` resumed by that completion must upsert `email_sent` and start the link's timer in
-that activation (it cannot wait for a later one), and replay emits the update's accept
-before both, so such a history fails replay the same way. It needs the person to submit a
-password (or an admin to end the setup) while the worker that sent the email is dead and
-before the retried activity reports; the done page no longer replays closed flows.
+email's completion coinciding with `set_password`, `cancel` or `supersede`. `run()` resumed
+by that completion must upsert `email_sent` and start the link's timer in that activation (it
+cannot wait for a later one), and replay emits the update's accept before both. It needs the
+person to submit a password (or an admin to end the setup) while the worker that sent the
+email is dead and before the retried activity reports; pages no longer query closed flows.
 """
 
 from __future__ import annotations
