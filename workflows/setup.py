@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from core import metrics
     from core.search_attributes import SSO_STEP
     from core.steps import FINAL_SETUP_STATES, SetupState
-    from workflows.codes import CodeTerms, EmailedCode, email_code
+    from workflows.codes import ON_ITS_WAY, CodeTerms, EmailedCode, email_code
     from workflows.common import (
         SEALED_ACCOUNT_STEP_RETRY,
         EmailRetry,
@@ -53,7 +53,6 @@ CODE_PURPOSE = "setup"
 SETUP_ENDED = "This setup has ended. Ask your administrator to send you a new Single Sign-On email."
 LINK_EXPIRED = "This link has expired. Ask your administrator to send you a new Single Sign-On email."
 BUSY = "We're still working on your last step; please wait a moment."
-ON_ITS_WAY = "Your code is still on its way. Check your inbox (and spam folder) in a moment."
 # link_opened once had no payload; one patch id per delivery (see link_opened).
 LINK_OPENED_PATCH = "link-opened-needs-request-{}"
 
