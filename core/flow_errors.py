@@ -7,6 +7,7 @@ from __future__ import annotations
 # A step the flow refuses (update validators and handlers).
 BAD_REQUEST = "BadRequest"
 BUSY = "Busy"
+CODE_SENDING = "CodeSending"
 LINK_EXPIRED = "LinkExpired"
 LINK_SPENT = "LinkSpent"
 MFA_REQUIRED = "MfaRequired"

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.common import EmailRetry, start_email
 
 CODE_ATTEMPTS = 5
+ON_ITS_WAY = "Your code is still on its way. Check your inbox (and spam folder) in a moment."
 
 
 @dataclass
@@ -121,7 +122,7 @@ class EmailedCode:
                 False,
                 "We couldn't send your code. Click Send a new code."
                 if self.delivery == "failed"
-                else "Your code is still on its way. Check your inbox (and spam folder) in a moment.",
+                else ON_ITS_WAY,
             )
         if self.failures >= CODE_ATTEMPTS:
             return CodeCheck(False, "Too many incorrect codes. Click Send a new code.")

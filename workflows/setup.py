@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from core import metrics
     from core.search_attributes import SSO_STEP
     from core.steps import FINAL_SETUP_STATES, SetupState
-    from workflows.codes import CodeTerms, EmailedCode, email_code
+    from workflows.codes import ON_ITS_WAY, CodeTerms, EmailedCode, email_code
     from workflows.common import (
         SEALED_ACCOUNT_STEP_RETRY,
         EmailRetry,
@@ -67,6 +67,11 @@ class SsoSetupInput(CodeTerms):
     setup_ttl_seconds: int = 24 * 3600
     # Admins must enrol an authenticator: "No thanks, I'll set it up later" is not offered.
     mfa_required: bool = False
+    # A code's delivery writes no command and code steps wait for it in replay (docs/temporal.md
+    # §24). Versioned by the input, as the reset flow's `per_browser` is, rather than by
+    # workflow.patched: a patch marker's payload is plaintext in history, and its change-version
+    # upsert is one more billable action per flow. Flows started without it behave as before.
+    quiet_delivery: bool = False
 
 
 @dataclass
@@ -260,13 +265,14 @@ class SsoSetupWorkflow:
         )
         self._move_to(state, f"Ended: {state}" + (f" ({request.reason})" if request.reason else ""))
 
-    def _move_to(self, step: SetupState, details: str | None = None) -> None:
+    def _move_to(self, step: SetupState, details: str | None = None, upsert: bool = True) -> None:
         self._step = step
         if step not in FINAL_SETUP_STATES:
             self._open_step = step
         metrics.flow_step(metrics.SETUP, step)
         self._step_since = workflow.now()
-        workflow.upsert_search_attributes([SSO_STEP.value_set(step)])
+        if upsert:
+            workflow.upsert_search_attributes([SSO_STEP.value_set(step)])
         if details is not None:
             workflow.set_current_details(details)
 
@@ -335,6 +341,7 @@ class SsoSetupWorkflow:
 
     @workflow.update(name="confirm_code")
     async def confirm_code(self, request: ConfirmCodeRequest) -> StepResult:
+        await self._settle_delivery()
         check = self._code.check(request.code_digest, workflow.now())
         if not check.ok:
             if check.counted:
@@ -360,12 +367,14 @@ class SsoSetupWorkflow:
     @confirm_code.validator
     def _validate_confirm_code(self, request: ConfirmCodeRequest) -> None:
         self._refuse_unless(CODE_STEPS)
+        self._refuse_while_sending()
         if not request.code_digest:
             raise _refusal("Enter the 6-digit code from the email.", flow_errors.BAD_REQUEST)
 
     @workflow.update(name="resend_code")
     async def resend_code(self, request: StepRequest | None = None) -> StepResult:
         # None only in histories from before the request existed (validators do not replay).
+        await self._settle_delivery()
         self._send_code()
         return StepResult(
             ok=True, step=self._step, message=("We've sent you a new code. Earlier codes no longer work.")
@@ -375,6 +384,7 @@ class SsoSetupWorkflow:
     def _validate_resend_code(self, request: StepRequest | None = None) -> None:
         required(request, "This step")
         self._refuse_unless(CODE_STEPS)
+        self._refuse_while_sending()
         refusal = self._code.resend_refusal(workflow.now())
         if refusal is not None:
             message, kind = refusal
@@ -456,6 +466,22 @@ class SsoSetupWorkflow:
 
     # -- emailed codes --------------------------------------------------------------------
 
+    def _refuse_while_sending(self) -> None:
+        if self._code.delivery == "sending":
+            raise _refusal(ON_ITS_WAY, flow_errors.CODE_SENDING)
+
+    async def _settle_delivery(self) -> None:
+        """Where a code step starts, live and in replay (docs/temporal.md §24).
+
+        Live, the validator has refused the step while a code is being sent. A replay skips
+        validators, and temporalio 1.35 runs an update before the activity result that
+        reached the flow in the same workflow task, though the live worker resumed that
+        delivery first: so the step waits for the delivery it came after. A plain
+        `wait_condition(lambda: True)` would not do: the SDK checks conditions before it
+        applies the activity results of the same activation."""
+        if self._input.quiet_delivery and self._code.delivery == "sending":
+            await workflow.wait_condition(lambda: self._code.delivery != "sending")
+
     def _send_code(self) -> None:
         """Replace the current code: the old one stops working at once, the new one works as
         soon as its email is out. Sending runs beside the page, which shows its progress."""
@@ -481,10 +507,12 @@ class SsoSetupWorkflow:
             return
         if self._step == SetupState.password_set:
             assert self._code.sent_at is not None and self._code.expires_at is not None
+            # SsoStep stays password_set until the next step: see SsoSetupInput.quiet_delivery.
             self._move_to(
                 SetupState.code_sent,
                 f"Verification code sent at {_hm(self._code.sent_at)}; "
                 f"valid until {_hm(self._code.expires_at)}",
+                upsert=not self._input.quiet_delivery,
             )
 
     # -- shared ---------------------------------------------------------------------------

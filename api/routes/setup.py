@@ -91,8 +91,10 @@ async def _run_step(request: Request, steps: SetupSteps, step: Step) -> Response
     except StepRefused as refused:
         if refused.kind == flow_errors.SETUP_ENDED:
             return ended(request)
-        # Posted out of order or too soon: said on the page for where the flow is now.
-        return await _on_current_page(visit, refused.message, 409)
+        # Posted out of order or too soon: said on the page for where the flow is now. A code
+        # typed before its email is out is answered as the flow itself once answered it.
+        status = 400 if refused.kind == flow_errors.CODE_SENDING else 409
+        return await _on_current_page(visit, refused.message, status)
     except FlowEnded:
         return ended(request)
     except ServiceUnavailable:

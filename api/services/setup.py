@@ -182,8 +182,34 @@ class SetupSteps(PageSteps):
         return result, session_id
 
     async def progress(self, bound: BoundSetup) -> SetupProgress:
+        ended = await self._ended(bound)
+        if ended is not None:
+            return ended
         progress: SetupProgress = await (await self._flow(bound)).query(SsoSetupWorkflow.progress)
         return progress
+
+    async def _ended(self, bound: BoundSetup) -> SetupProgress | None:
+        """A setup that has ended, as its activities recorded it. A query on a closed flow
+        replays its whole history on a worker: slow on every page, and no answer at all for
+        a history the SDK cannot replay (docs/temporal.md §24)."""
+        if bound.session.run_id is None:
+            return None
+        setup = await self.db.scalar(select(SsoSetup).where(SsoSetup.run_id == bound.session.run_id))
+        if setup is None or SetupState(setup.state).is_open:
+            return None
+        return SetupProgress(
+            step=setup.state,
+            step_since=setup.state_since,
+            link_expires_at=setup.link_expires_at,
+            setup_expires_at=None,
+            code_delivery="none",
+            code_sent_at=None,
+            code_expires_at=None,
+            code_attempts_left=0,
+            resends_left=0,
+            next_resend_at=None,
+            wrong_codes_total=0,
+        )
 
     async def confirm_code(
         self, bound: BoundSetup, code: str, submission: str, ip: str | None = None

@@ -122,6 +122,7 @@ class Onboarding:
                     code_resend_interval_seconds=int(self.settings.code_resend_interval.total_seconds()),
                     code_max_resends=self.settings.code_max_resends,
                     mfa_required=staff.is_admin,
+                    quiet_delivery=True,
                 ),
                 id=workflow_id,
                 search_attributes=[

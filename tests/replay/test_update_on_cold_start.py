@@ -15,8 +15,12 @@ worker fails (its updates never complete: the page says "try again"); once it ha
 each query (the done page's progress) fails the same way. temporalio 1.35.0 (the newest);
 compare temporalio/sdk-python#1591 and #673.
 
-Strict xfail: this turns into a failure the day a fix (an SDK upgrade, or workflow code that
-keeps an update's accept and another coroutine's commands out of one task) makes it replay.
+The code that wrote this history (no `quiet_delivery` in its input) emitted the upsert, so
+this history still cannot replay, and never will with any workflow code: strict xfail, which
+turns into a failure the day an SDK upgrade makes it replay. Flows started since
+(`SsoSetupInput.quiet_delivery`, docs/temporal.md §24) avoid the pattern: the delivery writes
+no command and code steps wait for it in replay. tests/setup/test_cold_start_replay.py makes
+this very shape on a dev server with the current code and shows that its history replays.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import pyotp
 import pytest
 import pytest_asyncio
 from sqlalchemy import select
+from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.email_delivery import MeteredSender
@@ -939,6 +940,28 @@ async def test_stale_forms_after_the_flow_finished(stack: Stack, browser: Browse
             path,
             response.status_code,
         )
+
+
+async def test_the_done_page_answers_from_the_database_once_the_setup_ended(
+    stack: Stack, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query on a finished flow replays its whole history, and a history the SDK cannot
+    replay has no answer at all (docs/temporal.md §24): the done page must not need one."""
+    flow = await at_code_step(stack, browser)
+    assert redirected_to(
+        await browser.submit(flow.page, "/sso/setup/confirm", code=flow.code), "/sso/setup/mfa"
+    )
+    mfa_page = await browser.get("/sso/setup/mfa")
+    assert redirected_to(await browser.submit(mfa_page, "/sso/setup/mfa/skip"), "/sso/setup/done")
+
+    async def unreplayable(*args: object) -> object:
+        raise WorkflowQueryFailedError("[TMPRL1100] Nondeterminism error")
+
+    monkeypatch.setattr(WorkflowHandle, "query", unreplayable)
+    done = await browser.get("/sso/setup/done")
+    assert done.status_code == 200, page_text(done)
+    assert "Your Single Sign-On is now active" in page_text(done)
+    assert redirected_to(await browser.get("/sso/setup/confirm"), "/sso/setup/done")
 
 
 async def test_pages_of_a_cancelled_flow(stack: Stack, browser: Browser) -> None:

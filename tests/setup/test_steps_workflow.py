@@ -272,6 +272,7 @@ async def start_flow(env: WorkflowEnvironment, task_queue: str, fake: FakeActivi
             link_ttl_seconds=int(LINK_TTL.total_seconds()),
             requested_by=ACTOR,
             email_retry=EmailRetry(),
+            quiet_delivery=True,
         ),
         id=f"sso-setup-{uuid.uuid4()}",
         task_queue=task_queue,
@@ -377,7 +378,8 @@ async def test_happy_path_without_mfa(env: WorkflowEnvironment) -> None:
             < (progress.setup_expires_at - progress.code_sent_at)
             <= SETUP_TTL
         )
-        assert await flow.step_attribute() == "code_sent"
+        # The flow is at code_sent; SsoStep shows it from the next step on (docs/temporal.md §24).
+        assert await flow.step_attribute() == "password_set"
 
         assert await flow.confirm("digest-1") == StepResult(ok=True, step="mfa_pending")
         assert (await flow.progress()).step == "mfa_pending"
@@ -389,7 +391,7 @@ async def test_happy_path_without_mfa(env: WorkflowEnvironment) -> None:
             "email_sent",
             "link_opened",
             "password_set",
-            "code_sent",
+            # no code_sent: the code's delivery writes no command (docs/temporal.md §24)
             "mfa_pending",
             "active",
         ]
@@ -794,7 +796,7 @@ async def test_rejected_password_stays_at_link_opened_and_can_be_retried(
             "email_sent",
             "link_opened",
             "password_set",
-            "code_sent",
+            # no code_sent: the code's delivery writes no command (docs/temporal.md §24)
             "mfa_pending",
             "active",
         ]
@@ -838,7 +840,7 @@ async def test_opening_the_password_form_shows_link_opened_once(env: WorkflowEnv
             "email_sent",
             "link_opened",
             "password_set",
-            "code_sent",
+            # no code_sent: the code's delivery writes no command (docs/temporal.md §24)
             "mfa_pending",
             "active",
         ]

@@ -169,6 +169,7 @@ async def start_flow(env: WorkflowEnvironment, task_queue: str, retry: EmailRetr
             link_ttl_seconds=int(TTL.total_seconds()),
             requested_by=ACTOR,
             email_retry=retry or EmailRetry(),
+            quiet_delivery=True,
         ),
         id=f"sso-setup-{uuid.uuid4()}",
         task_queue=task_queue,
