@@ -113,3 +113,68 @@ async def test_one_sign_in_signs_the_browser_in_to_every_app(
     token = await exchange(app_http, second, params["code"])
     claims = await id_token_claims(app_http, second, token["id_token"])
     assert claims["sub"] == str(who.staff_id) and claims["aud"] == [lettings.client_id]
+
+
+async def test_an_app_that_asks_for_consent_shows_what_it_will_see(
+    screen: Screen,
+    database: SessionFactory,
+    api: httpx.AsyncClient,
+    app_http: httpx.AsyncClient,
+    stack: DevStack,
+    apps: Apps,
+) -> None:
+    """docs/oidc.md, consent: the first sign-in to an app with require_consent asks; Allow is
+    remembered (the next request gets its code with no screen); Cancel tells the app
+    access_denied with its state."""
+    who = await make_person(database, make_settings(), first_name="Priya", last_name="Natarajan")
+    valuations = await register_with(
+        api,
+        {},
+        client_name="Valuations",
+        redirect_uris=[f"{apps.url}/valuations/callback"],
+        require_consent=True,
+    )
+    portal = await register_with(
+        api,
+        {},
+        client_name="Tenant portal",
+        redirect_uris=[f"{apps.url}/portal/callback"],
+        require_consent=True,
+    )
+    arrived = apps.arrived
+
+    first = authorization(valuations, login_hint=who.email)
+    await screen.goto(f"/oidc/authorize?{urlencode(first.params)}")
+    screen.checked.add(len(screen.visits) - 1)  # the sign-in screen: checked in the test above
+    await screen.field("Password").fill(PASSWORD)
+    await screen.press("Sign in")
+    await screen.check("oidc-consent")
+    assert await screen.heading() == "Allow Valuations?"
+    await screen.press("Allow")
+    await screen.page.wait_for_url(f"{apps.url}/valuations/callback**")
+    screen.checked.add(len(screen.visits) - 1)  # the app's own page
+    params = code_of(arrived[-1])
+    assert params["state"] == first.state
+    token = await exchange(app_http, first, params["code"])
+    claims = await id_token_claims(app_http, first, token["id_token"])
+    assert claims["sub"] == str(who.staff_id)
+
+    # Remembered: the same app is answered at once, even with prompt=none.
+    again = authorization(valuations, prompt="none")
+    visited = len(screen.visits)
+    await screen.goto(f"{stack.base_url}/oidc/authorize?{urlencode(again.params)}")
+    assert screen.page.url.startswith(f"{apps.url}/valuations/callback"), screen.page.url
+    assert len(screen.visits) == visited, screen.visits[visited:]
+    assert "code" in code_of(arrived[-1])
+
+    # Another app asks on its own; Cancel sends the person back with access_denied.
+    other = authorization(portal)
+    await screen.goto(f"{stack.base_url}/oidc/authorize?{urlencode(other.params)}")
+    assert await screen.heading() == "Allow Tenant portal?"
+    screen.checked.add(len(screen.visits) - 1)  # the consent screen again, for another app
+    await screen.press("Cancel")
+    await screen.page.wait_for_url(f"{apps.url}/portal/callback**")
+    screen.checked.add(len(screen.visits) - 1)
+    params = code_of(arrived[-1])
+    assert params["error"] == "access_denied" and params["state"] == other.state
+    assert "code" not in params
