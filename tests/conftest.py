@@ -175,6 +175,25 @@ def shared_stack(shared_smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory
         yield dev
 
 
+FAULTS = Path(__file__).parent / "faults"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs the suite on several processes (pytest-xdist, `--dist loadgroup`): a
+    module's tests stay together on one (modules share fixtures and, in tests/e2e, the people
+    earlier tests made). The fault tests break stacks of their own on purpose and time their
+    recovery: all of them run one after another on one process, and first, so that this
+    longest chain overlaps the rest."""
+    root = config.rootpath
+    faults = [item for item in items if FAULTS in item.path.parents]
+    rest = [item for item in items if FAULTS not in item.path.parents]
+    for item in faults:
+        item.add_marker(pytest.mark.xdist_group("faults"))
+    for item in rest:
+        item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(root))))
+    items[:] = faults + rest
+
+
 _exit_status = 0
 
 
