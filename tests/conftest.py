@@ -179,19 +179,25 @@ FAULTS = Path(__file__).parent / "faults"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` runs the suite on several processes (pytest-xdist, `--dist loadgroup`): a
-    module's tests stay together on one (modules share fixtures and, in tests/e2e, the people
-    earlier tests made). The fault tests break stacks of their own on purpose and time their
-    recovery: all of them run one after another on one process, and first, so that this
-    longest chain overlaps the rest."""
-    root = config.rootpath
+    """The fault tests first: on several processes (below) they are the longest chain."""
     faults = [item for item in items if FAULTS in item.path.parents]
-    rest = [item for item in items if FAULTS not in item.path.parents]
-    for item in faults:
-        item.add_marker(pytest.mark.xdist_group("faults"))
-    for item in rest:
-        item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(root))))
-    items[:] = faults + rest
+    items[:] = faults + [item for item in items if FAULTS not in item.path.parents]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs the suite on several processes (pytest-xdist). A module's tests stay
+    together on one: modules share fixtures and, in tests/e2e, the people earlier tests made.
+    The fault tests break stacks of their own on purpose and time their recovery, so all of
+    them run one after another on one process. (xdist's own `loadgroup` does not group under
+    pytest 9: the group it appends to `_nodeid` never reaches `nodeid`.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "tests/faults" if module.startswith("tests/faults/") else module
+
+    return ByModule(config, log)
 
 
 _exit_status = 0
