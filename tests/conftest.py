@@ -175,6 +175,31 @@ def shared_stack(shared_smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory
         yield dev
 
 
+FAULTS = Path(__file__).parent / "faults"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fault tests first: on several processes (below) they are the longest chain."""
+    faults = [item for item in items if FAULTS in item.path.parents]
+    items[:] = faults + [item for item in items if FAULTS not in item.path.parents]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs the suite on several processes (pytest-xdist). A module's tests stay
+    together on one: modules share fixtures and, in tests/e2e, the people earlier tests made.
+    The fault tests break stacks of their own on purpose and time their recovery, so all of
+    them run one after another on one process. (xdist's own `loadgroup` does not group under
+    pytest 9: the group it appends to `_nodeid` never reaches `nodeid`.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "tests/faults" if module.startswith("tests/faults/") else module
+
+    return ByModule(config, log)
+
+
 _exit_status = 0
 
 

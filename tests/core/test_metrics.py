@@ -461,7 +461,11 @@ async def test_metrics_answer_when_the_worker_cannot_be_read(sqlite_url: str) ->
 
 
 @session_loop
-async def test_worker_runtime_metrics_are_appended(sqlite_url: str, worker_metrics: WorkerMetrics) -> None:
+async def test_worker_runtime_metrics_are_appended(
+    sqlite_url: str, worker_metrics: WorkerMetrics, stack: Stack
+) -> None:
+    """`stack` runs a worker on the metrics runtime, so the runtime has temporal_ series of
+    its own whatever ran before."""
     async with running_app(sqlite_url, worker_metrics_url=worker_metrics.url) as app:
         answer = await app.http.get("/metrics", headers=app.admin)
     assert answer.status_code == 200

@@ -50,6 +50,7 @@ from tests.support.accounts import (
     signed_in_page,
     without_tokens,
 )
+from tests.support.config import worker_number
 from tests.support.harness import Stack, running_app
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
@@ -58,7 +59,8 @@ APP_PREFIX = "https://app.example.test/"
 INTRANET = "https://intranet.example.test/home"
 WRONG = "Not-The-Right-Password-1"
 MFA_REFUSED = "That code didn't match, or it was already used."
-REDIS_URL = "redis://127.0.0.1:6379/15"
+# A Redis database of this test process's own (the suite runs on several processes).
+REDIS_URL = f"redis://127.0.0.1:6379/{15 - worker_number()}"
 # The per-account delays after the 5th, 6th, ... 16th failure in a row, in seconds.
 DELAYS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]
 

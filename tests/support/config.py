@@ -41,6 +41,13 @@ TEST_SEAL_PUBLIC_KEY = public_key_of(TEST_SEAL_PRIVATE_KEY)
 
 POSTGRES_URL = os.environ.get("SSO_TEST_DATABASE_URL")
 
+
+def worker_number() -> int:
+    """This test process's number when the suite runs on several (pytest-xdist's gw0, gw1, ...),
+    0 otherwise: for what processes cannot share, such as a Redis database."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
 BIN = Path(sys.executable).parent
 
 HYPOTHESIS_SCALE = float(os.environ.get("SSO_HYPOTHESIS_SCALE", "1"))
