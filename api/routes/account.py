@@ -26,10 +26,8 @@ WRONG_CODE = (
 )
 
 
-def get_account_steps(
-    request: Request, db: SessionDep, settings: SettingsDep, temporal: TemporalDep
-) -> AccountSteps:
-    return AccountSteps(settings=settings, db=db, temporal=temporal, hashing=request.app.state.hashing)
+def get_account_steps(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> AccountSteps:
+    return AccountSteps(settings=settings, db=db, temporal=temporal)
 
 
 AccountDep = Annotated[AccountSteps, Depends(get_account_steps)]

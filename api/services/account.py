@@ -15,7 +15,6 @@ from temporalio.common import SearchAttributePair
 
 from api.services import authenticator
 from api.services.page_steps import PageSteps
-from api.services.signin import Hashing
 from api.services.temporal import email_retry
 from core import audit, recovery
 from core.accounts import totp_accepted
@@ -49,8 +48,6 @@ class Standing:
 
 @dataclass
 class AccountSteps(PageSteps):
-    hashing: Hashing
-
     async def standing(self, staff: Staff) -> Standing:
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
         if account is None or account.mfa_enabled_at is None:
