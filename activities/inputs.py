@@ -177,6 +177,13 @@ class NoticeInput:
 
 
 @dataclass
+class MfaNoticeInput:
+    staff_id: str
+    change: str  # a key of activities.account.CHANGES
+    changed_at: datetime
+
+
+@dataclass
 class VerifyEntraInput:
     workflow_id: str
     # Code, PKCE verifier and nonce, sealed by the web app to the workers' key.

@@ -24,7 +24,7 @@ from activities.inputs import (
 from activities.send_requests import AttemptClock
 from activities.setup_email import ttl_words
 from core import audit, flow_errors
-from core.accounts import account_for, revoke_sessions, totp_accepted
+from core.accounts import account_for, revoke_sessions, second_factor_accepted
 from core.crypto import new_token
 from core.models import AccountStatus, ResetLink, SsoAccount, Staff, utcnow
 from core.passwords import PasswordPolicy, password_problems, personal_words
@@ -83,7 +83,15 @@ class ResetActivities(SecretActivities):
             async with self._sessions() as session:
                 account = await session.get(SsoAccount, account_id)
                 assert account is not None
-                problem = await totp_accepted(session, self._keyring, account, code, datetime.now(UTC))
+                problem = await second_factor_accepted(
+                    session,
+                    self._keyring,
+                    self._settings.secret_key.get_secret_value(),
+                    account,
+                    code,
+                    datetime.now(UTC),
+                    data.ip,
+                )
                 if problem is not None:
                     audit.by_staff(session, data.staff_id, "reset.totp_failed", outcome="failure", ip=data.ip)
                 # Commit either way: an accepted step is stored so it can't be replayed.

@@ -49,6 +49,8 @@ AUDIT_EVENTS: dict[str, str] = {
     "mfa.enrolled": "Set up MFA",
     "mfa.skipped": "Skipped MFA for now",
     "mfa.code_failed": "Wrong authenticator code while setting up MFA",
+    "mfa.recovery_codes_issued": "Got a new set of recovery codes",
+    "mfa.recovery_code_used": "Used a recovery code",
     "sign_in.success": "Signed in",
     "sign_in.failed": "Sign-in failed",
     "sign_in.totp_failed": "Wrong authenticator code at sign-in",

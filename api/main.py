@@ -17,6 +17,7 @@ from api.client_address import ClientAddressMiddleware
 from api.deps import AdminLimits
 from api.request_id import RequestIdMiddleware
 from api.routes import (
+    account,
     admin,
     admin_apps,
     api_docs,
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         entra,
         setup,
         signin,
+        account,
         reset,
         admin,
         admin_apps,

@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.cookies import CSRF, csrf_seed, csrf_token, set_cookie
+from core import recovery
 from core.templating import environment
 
 
@@ -74,3 +75,8 @@ def six_digits(typed: str) -> str | None:
             return None
         digits.append(str(unicodedata.decimal(ch)))
     return "".join(digits) if len(digits) == 6 else None
+
+
+def second_factor(typed: str) -> str | None:
+    """An authenticator code as six digits, or a recovery code as its ten characters."""
+    return six_digits(typed) or recovery.normalise(typed)

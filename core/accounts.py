@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import audit, recovery
 from core.crypto import Keyring
 from core.models import BrowserSession, SsoAccount
 from core.totp import matching_step, totp_aad
@@ -102,6 +103,29 @@ async def totp_accepted(
         .values(totp_last_step=step)
     )
     return None if accepted.rowcount == 1 else "replayed"  # type: ignore[attr-defined]
+
+
+async def second_factor_accepted(
+    session: AsyncSession,
+    keyring: Keyring,
+    secret_key: str,
+    account: SsoAccount,
+    code: str,
+    now: datetime,
+    ip: str | None = None,
+) -> str | None:
+    """An authenticator code, or in its place one of the person's unused recovery codes: None
+    when accepted, otherwise why not (as `totp_accepted`)."""
+    if recovery.normalise(code) is None:
+        return await totp_accepted(session, keyring, account, code, now)
+    if account.mfa_enabled_at is None or not await recovery.redeem(
+        session, secret_key, account.id, code, now
+    ):
+        return "wrong recovery code"
+    staff_id = str(account.staff_id)
+    left = await recovery.left(session, account.id)
+    audit.by_staff(session, staff_id, "mfa.recovery_code_used", ip=ip, left=left)
+    return None
 
 
 async def revoke_sessions(

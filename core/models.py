@@ -104,6 +104,20 @@ class SsoAccount(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class RecoveryCode(Base):
+    """One single-use MFA recovery code: only its keyed digest, bound to the account, so a
+    leaked table opens nothing and one person's code never matches another's."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (Index("ix_recovery_codes_account", "account_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sso_accounts.id", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None]
+
+
 class SsoSetup(Base):
     """One row per "Send Single Sign-On Email": written by the flow's activities, read by the API."""
 

@@ -23,6 +23,7 @@ EMAIL_SUBJECTS = {
     "password_reset_link": "Your {brand} password reset link",
     "password_changed": "Your {brand} password was changed",
     "entra_linked": "A Microsoft account was linked to your {brand} sign-in",
+    "mfa_changed": "Your {brand} Multi-Factor Authentication was changed",
 }
 
 

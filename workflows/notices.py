@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.inputs import NoticeInput
+    from activities.account import AccountActivities
+    from activities.inputs import MfaNoticeInput, NoticeInput
     from activities.reset import ResetActivities
     from workflows.common import EmailRetry, required, start_email
 
@@ -20,4 +23,28 @@ class PasswordChangedNoticeWorkflow:
         notice, retry = required(notice, "This start"), required(retry, "This start")
         await start_email(
             ResetActivities.send_password_changed, notice, retry, "Tell the person their password was changed"
+        )
+
+
+@dataclass
+class MfaNoticeStart:
+    """Started by the web app, so it carries the email retry policy a flow gets at its start."""
+
+    notice: MfaNoticeInput
+    email_retry: EmailRetry
+
+
+@workflow.defn(name="MfaChangedNotice")
+class MfaChangedNoticeWorkflow:
+    """ "Your Multi-Factor Authentication was changed": a takeover that adds or replaces a
+    factor must not go unnoticed, so the email is retried like every flow's."""
+
+    @workflow.run
+    async def run(self, start: MfaNoticeStart | None = None) -> None:
+        start = required(start, "This start")
+        await start_email(
+            AccountActivities.send_mfa_changed,
+            start.notice,
+            start.email_retry,
+            "Tell the person their Multi-Factor Authentication changed",
         )

@@ -30,7 +30,7 @@ from api.forms import (
     ResetLinkForm,
     ResetLinkFormDep,
 )
-from api.pages import redirect, render_page, six_digits, unavailable
+from api.pages import redirect, render_page, second_factor, six_digits, unavailable
 from api.services.reset import NEW_CODE_SENT, ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
 from core.addresses import rate_key
@@ -168,9 +168,10 @@ class Said:
 async def new_password_refusal(password: str, confirm: str, totp: str, min_length: int) -> Said | None:
     """Why the form's new password or authenticator code is refused before any flow sees it:
     the same general rules for every address; the flow adds the personal ones."""
-    if totp.strip() and six_digits(totp) is None:
+    if totp.strip() and second_factor(totp) is None:
         return Said(
-            "Enter the 6-digit code from your authenticator app, or leave it empty if you haven't set up MFA."
+            "Enter the 6-digit code from your authenticator app (or a recovery code), or leave it empty "
+            "if you haven't set up MFA."
         )
     if password != confirm:
         return Said(problems=["The two passwords don't match."])
@@ -275,7 +276,7 @@ async def reset_submit(
             current,
             code,
             form.password,
-            six_digits(form.totp) or "",
+            second_factor(form.totp) or "",
             client_ip(request),
             form.submission or "none",
         )
@@ -347,7 +348,11 @@ async def reset_link_submit(
         return _link_page(request, reset, token, refused, form=form)
     try:
         result = await reset.reset_with_link(
-            token, form.password, six_digits(form.totp) or "", client_ip(request), form.submission or "none"
+            token,
+            form.password,
+            second_factor(form.totp) or "",
+            client_ip(request),
+            form.submission or "none",
         )
     except ServiceUnavailable:
         return unavailable(request)

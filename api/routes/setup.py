@@ -138,22 +138,23 @@ async def _confirm(
 async def _mfa(
     visit: Visit, progress: SetupProgress, message: str | None = None, status: int = 200
 ) -> HTMLResponse:
-    secret, uri, qr = await visit.steps.authenticator(visit.bound)
     return render_page(
         visit.request,
         "setup_mfa",
         status_code=status,
-        secret=" ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
-        qr=qr,
-        otpauth_uri=uri,
-        email=await visit.steps.login_email(visit.bound),
         message=message,
         mfa_required=progress.mfa_required,
+        **await visit.steps.authenticator(visit.bound),
     )
 
 
 async def _done(visit: Visit, _progress: SetupProgress) -> HTMLResponse:
-    return render_page(visit.request, "setup_done", email=await visit.steps.login_email(visit.bound))
+    return render_page(
+        visit.request,
+        "setup_done",
+        email=await visit.steps.login_email(visit.bound),
+        recovery_codes_due=await visit.steps.recovery_codes_due(visit.bound),
+    )
 
 
 def _step_page(show: Show) -> Callable[[Request, SetupSteps], Awaitable[Response]]:
@@ -184,6 +185,19 @@ async def resend_submit(request: Request, steps: StepsDep, form: StepFormDep) ->
         await steps.resend_code(visit.bound, form.submission, client_ip(request))
         # Back to the step's own address: a reload then shows the page, not a resubmit.
         return redirect("/sso/setup/confirm?sent=new")
+
+    return await _posted(request, steps, form, step)
+
+
+@router.post("/recovery-codes", response_class=HTMLResponse)
+async def recovery_codes_submit(request: Request, steps: StepsDep, form: StepFormDep) -> Response:
+    """The recovery codes of the MFA just set up, shown once: made here, never in the flow."""
+
+    async def step(visit: Visit) -> Response:
+        codes = await steps.recovery_codes(visit.bound, client_ip(request))
+        if codes is None:
+            return redirect("/sso/setup/done")
+        return render_page(request, "recovery_codes", codes=codes, next_page="/sso/setup/done")
 
     return await _posted(request, steps, form, step)
 

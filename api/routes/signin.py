@@ -19,7 +19,7 @@ from api.cookies import (
 )
 from api.deps import SessionDep, SettingsDep, SignInDep, client_ip
 from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
-from api.pages import redirect, render_page, six_digits
+from api.pages import redirect, render_page, second_factor
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, safe_return_to
 from core import audit
@@ -123,11 +123,16 @@ async def _signed_in(
 
 
 @router.get("/login/mfa", response_class=HTMLResponse)
-async def mfa_page(request: Request, settings: SettingsDep, db: SessionDep) -> Response:
+async def mfa_page(
+    request: Request,
+    settings: SettingsDep,
+    db: SessionDep,
+    recovery: Annotated[str, Query(max_length=1)] = "",
+) -> Response:
     pending = await Sessions(settings, db).get(read_cookie(request, settings, PENDING_MFA), "mfa")
     if pending is None:
         return redirect("/sso/login?notice=expired")
-    return render_page(request, "login_mfa", message=None)
+    return render_page(request, "login_mfa", message=None, recovery=recovery == "1")
 
 
 @router.post("/login/mfa", response_class=HTMLResponse)
@@ -138,15 +143,18 @@ async def mfa_submit(request: Request, signin: SignInDep, form: LoginCodeFormDep
     pending = await sessions.get(pending_id, "mfa")
     if pending is None:
         return redirect("/sso/login?notice=expired")
+    # Answered on the form the person used: the recovery code one when what they typed has letters.
+    recovery = any(ch.isalpha() for ch in form.code)
     if not csrf_ok(request, settings, form.csrf):
-        return render_page(request, "login_mfa", status_code=400, message=FORM_PROBLEM)
-    digits = six_digits(form.code)
+        return render_page(request, "login_mfa", status_code=400, message=FORM_PROBLEM, recovery=recovery)
+    digits = second_factor(form.code)
     if digits is None:  # not a code at all: said so, and not counted as an attempt
         return render_page(
             request,
             "login_mfa",
             status_code=400,
-            message="Enter the 6-digit code from your authenticator app.",
+            message="Enter the 6-digit code from your authenticator app, or a recovery code.",
+            recovery=recovery,
         )
     attempts = int(pending.row.data.get("attempts", 0))
     result = await signin.totp(pending.row.staff_id, digits, client_ip(request), attempts)
@@ -169,17 +177,11 @@ async def mfa_submit(request: Request, signin: SignInDep, form: LoginCodeFormDep
         message=(
             "That code didn't match, or it was already used. Enter the newest code from your "
             "authenticator app."
+            if not recovery
+            else "That recovery code didn't match, or it was already used."
         ),
+        recovery=recovery,
     )
-
-
-@router.get("/account", response_class=HTMLResponse)
-async def account_page(request: Request, settings: SettingsDep, db: SessionDep) -> Response:
-    current = await Sessions(settings, db).signed_in(read_cookie(request, settings, SIGNIN_SESSION))
-    if current is None or current.staff is None:
-        had_session = read_cookie(request, settings, SIGNIN_SESSION) is not None
-        return redirect("/sso/login?notice=expired" if had_session else "/sso/login")
-    return render_page(request, "account", staff=current.staff)
 
 
 @router.post("/logout", response_class=HTMLResponse)

@@ -10,22 +10,19 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import pyotp
-import qrcode
-import qrcode.image.svg
 from sqlalchemy import select
 
+from api.services import authenticator
 from api.services.flows import Flow, Update, update_name
 from api.services.page_steps import PageSteps
 from api.services.sessions import session_hash
 from api.services.temporal import UNAVAILABLE
-from core import metrics
+from core import audit, metrics, recovery
 from core.crypto import LINK_PURPOSE, code_digest, token_hash
 from core.errors import ServiceUnavailable
 from core.models import BrowserSession, SetupLink, SetupState, SsoAccount, SsoSetup, Staff, utcnow
 from core.passwords import PasswordPolicy, check_password, personal_words
 from core.sealing import password_context, seal, totp_context
-from core.totp import totp_aad
 from workflows.setup import (
     CODE_PURPOSE,
     ConfirmCodeRequest,
@@ -235,29 +232,37 @@ class SetupSteps(PageSteps):
     async def skip_mfa(self, bound: BoundSetup, submission: str, ip: str | None = None) -> StepResult:
         return await self._step(bound, SsoSetupWorkflow.skip_mfa, StepRequest(ip=ip), submission)
 
-    async def authenticator(self, bound: BoundSetup) -> tuple[str, str, str]:
-        """(secret for manual entry, otpauth URI, QR code as an SVG data URI)."""
+    async def authenticator(self, bound: BoundSetup) -> dict[str, Any]:
+        """The setup_mfa page's QR code and key (the flow sealed the secret when it got here)."""
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == bound.staff.id))
         if account is None or account.totp_secret_encrypted is None:
             raise ServiceUnavailable(UNAVAILABLE)
-        keyring = self._keyring()
-        secret = keyring.unseal(account.totp_secret_encrypted, totp_aad(bound.staff.id)).decode()
-        uri = pyotp.TOTP(secret).provisioning_uri(
-            name=account.login_email, issuer_name=self.settings.brand_name
-        )
-        svg = qrcode.make(uri, image_factory=qrcode.image.svg.SvgPathImage, box_size=8, border=2).to_string()
-        return secret, uri, "data:image/svg+xml;base64," + base64.b64encode(svg).decode()
+        return authenticator.page_values(self.settings, account)
+
+    async def _enrolled_without_codes(self, bound: BoundSetup) -> SsoAccount | None:
+        """The account, when its setup turned MFA on and no recovery codes were made yet."""
+        account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == bound.staff.id))
+        if account is None or account.mfa_enabled_at is None or await recovery.made(self.db, account.id):
+            return None
+        return account
+
+    async def recovery_codes_due(self, bound: BoundSetup) -> bool:
+        return await self._enrolled_without_codes(bound) is not None
+
+    async def recovery_codes(self, bound: BoundSetup, ip: str | None) -> list[str] | None:
+        """The first set, shown once; None once it was made (a new set is the account page's)."""
+        account = await self._enrolled_without_codes(bound)
+        if account is None:
+            return None
+        codes = await recovery.issue(self.db, self._secret, account.id, utcnow())
+        audit.by_staff(self.db, str(bound.staff.id), "mfa.recovery_codes_issued", ip=ip, via="setup")
+        return codes
 
     async def login_email(self, bound: BoundSetup) -> str:
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == bound.staff.id))
         return account.login_email if account else bound.staff.external_email_1
 
     # -- plumbing -------------------------------------------------------------------------
-
-    def _keyring(self) -> Any:
-        from core.codec import keyring_from_settings
-
-        return keyring_from_settings(self.settings)
 
     async def _flow(self, bound: BoundSetup) -> Flow:
         assert bound.session.workflow_id is not None

@@ -22,7 +22,7 @@ from core.accounts import (
     claim_attempt,
     lock_delay,
     release_attempt,
-    totp_accepted,
+    second_factor_accepted,
 )
 from core.addresses import rate_key
 from core.codec import keyring_from_settings
@@ -138,8 +138,14 @@ class SignIn:
             metrics.sign_in("totp_restart")
             return SignInResult("restart")
         await self.db.refresh(account)
-        problem = await totp_accepted(
-            self.db, keyring_from_settings(self.settings), account, code, datetime.now(UTC)
+        problem = await second_factor_accepted(
+            self.db,
+            keyring_from_settings(self.settings),
+            self.settings.secret_key.get_secret_value(),
+            account,
+            code,
+            datetime.now(UTC),
+            ip,
         )
         if problem is not None:
             record_own(self.db, account.staff_id, "sign_in.totp_failed", "failure", ip, reason=problem)

@@ -34,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from api.services.reset import reset_workflow_id
+from core import recovery
 from core.crypto import token_hash
 from core.models import AuditEvent, ResetCodeFailure, ResetLink, SsoAccount, utcnow
 from core.passwords import Hasher
@@ -388,6 +389,28 @@ async def test_reset_with_mfa_needs_the_authenticator_code(stack: Stack) -> None
         assert redirected_to(await sign_in(browser, someone.email, NEW_PASSWORD), "/sso/login/mfa")
     actions = [e.action for e in await audit_events(stack.sessions, someone)]
     assert actions.count("reset.totp_failed") == 1 and "reset.completed" in actions
+
+
+async def test_a_recovery_code_stands_in_for_the_authenticator_code_once(stack: Stack) -> None:
+    """A lost phone: the reset's authenticator field takes a recovery code (§11, §37)."""
+    someone = await person(stack, mfa=True)
+    async with stack.sessions() as session:
+        codes = await recovery.issue(
+            session, stack.settings.secret_key.get_secret_value(), someone.account_id, utcnow()
+        )
+        await session.commit()
+    async with browser_of(stack) as browser:
+        page, code = await start_reset(stack, browser, someone)
+        asked = await change_password(browser, page, code)
+        assert_refused(asked, NEED_TOTP)
+        assert_reset(await change_password(browser, asked, code, totp=codes[3]))
+    assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "", NEW_PASSWORD)
+    async with browser_of(stack) as browser:
+        page, code = await start_reset(stack, browser, someone)
+        asked = await change_password(browser, page, code)
+        assert_refused(await change_password(browser, asked, code, totp=codes[3]), WRONG_TOTP)
+    actions = [e.action for e in await audit_events(stack.sessions, someone)]
+    assert actions.count("mfa.recovery_code_used") == 1
 
 
 TOTP_FIELD = re.compile(r'<input class="field code" id="totp" name="totp"[^>]*>')

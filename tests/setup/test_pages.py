@@ -41,6 +41,7 @@ from core.models import (
 from core.passwords import personal_words
 from core.templating import RenderedEmail
 from core.times import time_element
+from tests.support.accounts import recovery_codes_in
 from tests.support.config import make_settings
 from tests.support.harness import Stack, running_stack
 from tests.support.setup_pages import (
@@ -202,6 +203,15 @@ async def test_full_setup(stack: Stack, browser: Browser, mfa: bool) -> None:
     assert done.status_code == 200
     assert "Your Single Sign-On is now active" in page_text(done)
     assert email in page_text(done)
+    # The recovery codes of the MFA just set up: made by the web app, shown once (§37).
+    assert ("Show my recovery codes" in page_text(done)) is mfa
+    if mfa:
+        codes_page = await browser.submit(done, "/sso/setup/recovery-codes")
+        assert codes_page.status_code == 200, codes_page.text
+        assert len(recovery_codes_in(codes_page)) == 10
+        again = await browser.submit(done, "/sso/setup/recovery-codes")
+        assert redirected_to(again, "/sso/setup/done")
+        assert "Show my recovery codes" not in page_text(await browser.get("/sso/setup/done"))
 
     status = await stack.status(staff["id"])
     assert status["state"] == "active"

@@ -54,6 +54,7 @@ HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 TOKENS = re.compile(r'(name="(?:csrf|submission)" value=")[^"]*(")')
 TAG = re.compile(r"<[^>]+>")
 CODE_LINE = re.compile(r"^\s+(\d{6})\s*$", re.M)
+RECOVERY_CODE = re.compile(r"<code>([a-z2-7]{5}-[a-z2-7]{5})</code>")
 
 
 # -- pages ------------------------------------------------------------------------------
@@ -143,6 +144,11 @@ async def sign_in(browser: Browser, email: str, password: str = PASSWORD, **extr
     page = await browser.get("/sso/login")
     assert page.status_code == 200, page.text
     return await browser.submit(page, "/sso/login", email=email, password=password, **extra)
+
+
+def recovery_codes_in(page: httpx.Response) -> list[str]:
+    """The recovery codes a page shows (once)."""
+    return RECOVERY_CODE.findall(page.text)
 
 
 async def signed_in_page(browser: Browser) -> httpx.Response:

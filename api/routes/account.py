@@ -1,0 +1,111 @@
+"""A signed-in person's own page: their sign-in, MFA set up later, and recovery codes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+
+from api.cookies import SIGNIN_SESSION, csrf_ok, read_cookie
+from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
+from api.forms import CodeFormDep, CsrfFormDep
+from api.pages import redirect, render_page, six_digits, unavailable
+from api.services.account import AccountSteps, Standing
+from api.services.sessions import Sessions
+from core.errors import ServiceUnavailable
+from core.models import SsoAccount, Staff
+
+router = APIRouter(prefix="/sso/account", tags=["pages"], include_in_schema=False)
+
+FORM_PROBLEM = "This form has expired. Reload the page and try again."
+NOT_A_CODE = "Enter the 6-digit code from your authenticator app."
+WRONG_CODE = (
+    "That code didn't match, or it was already used. Enter the newest code from your authenticator app."
+)
+
+
+def get_account_steps(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> AccountSteps:
+    return AccountSteps(settings=settings, db=db, temporal=temporal)
+
+
+AccountDep = Annotated[AccountSteps, Depends(get_account_steps)]
+Page = Callable[[Staff, Standing], Awaitable[Response]]
+
+
+async def _as_signed_in(request: Request, steps: AccountSteps, page: Page) -> Response:
+    """Every account page: only for a live sign-in session, else to the sign-in page."""
+    cookie = read_cookie(request, steps.settings, SIGNIN_SESSION)
+    current = await Sessions(steps.settings, steps.db).signed_in(cookie)
+    if current is None or current.staff is None:
+        return redirect("/sso/login?notice=expired" if cookie is not None else "/sso/login")
+    try:
+        return await page(current.staff, await steps.standing(current.staff))
+    except ServiceUnavailable:
+        return unavailable(request)
+
+
+@router.get("", response_class=HTMLResponse)
+async def account_page(request: Request, steps: AccountDep) -> Response:
+    async def page(staff: Staff, standing: Standing) -> Response:
+        return render_page(request, "account", staff=staff, standing=standing)
+
+    return await _as_signed_in(request, steps, page)
+
+
+def _enrol_page(
+    request: Request, steps: AccountSteps, account: SsoAccount, message: str | None = None, status: int = 200
+) -> HTMLResponse:
+    return render_page(
+        request,
+        "setup_mfa",
+        status_code=status,
+        message=message,
+        mfa_required=False,
+        mfa_action="/sso/account/mfa",
+        **steps.enrolment(account),
+    )
+
+
+@router.get("/mfa", response_class=HTMLResponse)
+async def mfa_page(request: Request, steps: AccountDep) -> Response:
+    async def page(_staff: Staff, standing: Standing) -> Response:
+        if not standing.can_enrol:
+            return redirect("/sso/account")
+        assert standing.account is not None
+        return _enrol_page(request, steps, standing.account)
+
+    return await _as_signed_in(request, steps, page)
+
+
+@router.post("/mfa", response_class=HTMLResponse)
+async def mfa_submit(request: Request, steps: AccountDep, form: CodeFormDep) -> Response:
+    async def page(_staff: Staff, standing: Standing) -> Response:
+        if not standing.can_enrol:
+            return redirect("/sso/account")
+        account = standing.account
+        assert account is not None
+        if not csrf_ok(request, steps.settings, form.csrf):
+            return _enrol_page(request, steps, account, FORM_PROBLEM, 400)
+        digits = six_digits(form.code)
+        if digits is None:
+            return _enrol_page(request, steps, account, NOT_A_CODE, 400)
+        codes = await steps.enrol(account, digits, client_ip(request))
+        if codes is None:
+            return _enrol_page(request, steps, account, WRONG_CODE, 400)
+        return render_page(request, "recovery_codes", codes=codes, next_page="/sso/account")
+
+    return await _as_signed_in(request, steps, page)
+
+
+@router.post("/recovery-codes", response_class=HTMLResponse)
+async def new_recovery_codes(request: Request, steps: AccountDep, form: CsrfFormDep) -> Response:
+    async def page(_staff: Staff, standing: Standing) -> Response:
+        if not standing.mfa_on or not csrf_ok(request, steps.settings, form.csrf):
+            return redirect("/sso/account")
+        assert standing.account is not None
+        codes = await steps.new_recovery_codes(standing.account, client_ip(request))
+        return render_page(request, "recovery_codes", codes=codes, next_page="/sso/account")
+
+    return await _as_signed_in(request, steps, page)

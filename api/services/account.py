@@ -1,0 +1,97 @@
+"""A signed-in person's own sign-in settings: MFA set up later, recovery codes, MFA off.
+
+Every change is audited and emailed to the person (a notice flow retries the email), so a
+takeover that adds or removes a factor does not go unnoticed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from temporalio.common import SearchAttributePair
+
+from api.services import authenticator
+from api.services.page_steps import PageSteps
+from api.services.temporal import email_retry
+from core import audit, recovery
+from core.accounts import totp_accepted
+from core.codec import keyring_from_settings
+from core.models import AccountStatus, SsoAccount, Staff, utcnow
+from core.search_attributes import SSO_STAFF_ID
+from workflows.notices import MfaChangedNoticeWorkflow, MfaNoticeInput, MfaNoticeStart
+
+
+@dataclass
+class Standing:
+    """What the account page says about the person's second factor."""
+
+    account: SsoAccount | None
+    codes_left: int = 0
+
+    @property
+    def mfa_on(self) -> bool:
+        return self.account is not None and self.account.mfa_enabled_at is not None
+
+    @property
+    def can_enrol(self) -> bool:
+        """Only a password account that is active (a Microsoft-only person has none)."""
+        return (
+            self.account is not None
+            and self.account.status == AccountStatus.active.value
+            and self.account.password_hash is not None
+            and not self.mfa_on
+        )
+
+
+@dataclass
+class AccountSteps(PageSteps):
+    async def standing(self, staff: Staff) -> Standing:
+        account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
+        if account is None or account.mfa_enabled_at is None:
+            return Standing(account)
+        return Standing(account, await recovery.left(self.db, account.id))
+
+    def enrolment(self, account: SsoAccount) -> dict[str, Any]:
+        """The setup_mfa page's values; the secret is kept, sealed, until the person finishes."""
+        authenticator.ensure_secret(self.settings, account)
+        return authenticator.page_values(self.settings, account)
+
+    async def enrol(self, account: SsoAccount, code: str, ip: str | None) -> list[str] | None:
+        """MFA on with the app's first code, and the recovery codes to show once; None when the
+        code is wrong or was used already."""
+        now = utcnow()
+        problem = await totp_accepted(self.db, keyring_from_settings(self.settings), account, code, now)
+        staff_id = str(account.staff_id)
+        if problem is not None:
+            audit.by_staff(self.db, staff_id, "mfa.code_failed", outcome="failure", ip=ip, reason=problem)
+            return None
+        await self.db.refresh(account)
+        account.mfa_enabled_at = now
+        codes = await recovery.issue(self.db, self._secret, account.id, now)
+        audit.by_staff(self.db, staff_id, "mfa.enrolled", ip=ip, via="account")
+        await self._notify(account.staff_id, "enrolled")
+        return codes
+
+    async def new_recovery_codes(self, account: SsoAccount, ip: str | None) -> list[str]:
+        assert account.mfa_enabled_at is not None
+        codes = await recovery.issue(self.db, self._secret, account.id, utcnow())
+        audit.by_staff(self.db, str(account.staff_id), "mfa.recovery_codes_issued", ip=ip, via="account")
+        await self._notify(account.staff_id, "recovery_codes")
+        return codes
+
+    async def _notify(self, staff_id: uuid.UUID, change: str) -> None:
+        """Started before the request commits: if Temporal can't take it, the change is not
+        made either (ServiceUnavailable rolls the request back)."""
+        await self._flows.start(
+            MfaChangedNoticeWorkflow.run,
+            MfaNoticeStart(
+                MfaNoticeInput(staff_id=str(staff_id), change=change, changed_at=utcnow()),
+                email_retry(self.settings),
+            ),
+            id=f"mfa-changed-{staff_id}-{uuid.uuid4()}",
+            search_attributes=[SearchAttributePair(SSO_STAFF_ID, str(staff_id))],
+            static_summary="Email: your Multi-Factor Authentication was changed",
+        )
