@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -13,10 +14,12 @@ from api.cookies import SIGNIN_SESSION, clear_cookie, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, bearer, client_ip
 from api.pages import problem, redirect, render_page
 from api.services.oidc import Oidc, OidcState, PageProblem, SignInNeeded
+from api.services.oidc_server import Answer
 from api.services.oidc_server import Request as OAuthRequest
+from api.services.oidc_tokens import Tokens
 from api.services.sessions import Sessions
 from core.addresses import rate_key
-from core.oidc.clients import AUTH_METHODS, SCOPES
+from core.oidc.clients import AUTH_METHODS, GRANT_TYPES, SCOPES
 from core.oidc.keys import ALGORITHMS, jwks
 from core.settings import Settings
 
@@ -52,11 +55,15 @@ async def discovery(settings: SettingsDep) -> dict[str, Any]:
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/oidc/authorize",
         "token_endpoint": f"{issuer}/oidc/token",
+        "revocation_endpoint": f"{issuer}/oidc/revoke",
+        "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "introspection_endpoint": f"{issuer}/oidc/introspect",
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "userinfo_endpoint": f"{issuer}/oidc/userinfo",
         "jwks_uri": f"{issuer}/oidc/jwks",
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": list(GRANT_TYPES),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(ALGORITHMS),
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
@@ -134,8 +141,12 @@ async def _authorize(
     return answer.response()
 
 
-@router.post("/oidc/token")
-async def token(request: Request, oidc: OidcDep) -> Response:
+TokenCall = Callable[[OAuthRequest, str | None], Awaitable[Answer]]
+
+
+async def _client_call(request: Request, oidc: Oidc, call: TokenCall) -> Response:
+    """A client's POST to the token, revocation or introspection endpoint: rate limited per
+    client and per address, then answered by `call`."""
     form = await request.form()
     items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
     basic_id, _ = extract_basic_authorization(request.headers)
@@ -154,8 +165,30 @@ async def token(request: Request, oidc: OidcDep) -> Response:
                 status_code=429,
                 headers={"Retry-After": str(wait)},
             )
-    answer = await oidc.token(_oauth_request(request, oidc.settings, items), client_id or None)
+    answer = await call(_oauth_request(request, oidc.settings, items), client_id or None)
     return answer.response()
+
+
+@router.post("/oidc/token")
+async def token(request: Request, oidc: OidcDep) -> Response:
+    async def answer(oauth: OAuthRequest, client_id: str | None) -> Answer:
+        if oauth.payload.data.get("grant_type") == "refresh_token":
+            return await Tokens(oidc).refresh(oauth, client_id)
+        return await oidc.token(oauth, client_id)
+
+    return await _client_call(request, oidc, answer)
+
+
+@router.post("/oidc/revoke")
+async def revoke(request: Request, oidc: OidcDep) -> Response:
+    """RFC 7009: an app gives up a token; a refresh token or access token ends its grant."""
+    return await _client_call(request, oidc, Tokens(oidc).revocation)
+
+
+@router.post("/oidc/introspect")
+async def introspect(request: Request, oidc: OidcDep) -> Response:
+    """RFC 7662, for confidential clients, about their own tokens."""
+    return await _client_call(request, oidc, Tokens(oidc).introspection)
 
 
 @router.api_route("/oidc/userinfo", methods=["GET", "POST"])
