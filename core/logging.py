@@ -18,8 +18,9 @@ SECRET_PATH = re.compile(
     r"[^/?\s\"]+"
 )
 # Microsoft's callback carries the authorization code and state in its query string (also
-# with a trailing slash, which the app redirects to the callback, query and all).
-SECRET_QUERY = re.compile(r"(/sso/entra/callback/?)\?[^\s\"]*")
+# with a trailing slash, which the app redirects to the callback, query and all); an app's
+# logout request carries an ID token.
+SECRET_QUERY = re.compile(r"(/sso/entra/callback/?|/oidc/logout)\?[^\s\"]*")
 
 # Set by the web app's request id middleware for the time of one request.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)

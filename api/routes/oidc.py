@@ -10,10 +10,11 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from api.cookies import SIGNIN_SESSION, clear_cookie, read_cookie, set_cookie
+from api.cookies import SIGNIN_SESSION, clear_cookie, csrf_ok, read_cookie, set_cookie
 from api.deps import SessionDep, SettingsDep, bearer, client_ip
 from api.pages import problem, redirect, render_page
 from api.services.oidc import Oidc, OidcState, PageProblem, SignInNeeded
+from api.services.oidc_logout import Logout, check_logout
 from api.services.oidc_server import Answer
 from api.services.oidc_server import Request as OAuthRequest
 from api.services.oidc_tokens import Tokens
@@ -28,6 +29,7 @@ router = APIRouter(tags=["openid-connect"])
 PENDING = "sso_authorize"
 RESUME = "/sso/authorize/resume"
 PROBLEM_TITLE = "We can't sign you in to this app"
+LOGOUT_TITLE = "We can't sign you out for this app"
 CLAIMS = [
     "sub", "email", "email_verified", "name", "given_name", "family_name",
     "auth_time", "sid", "amr", "acr", "roles",
@@ -61,6 +63,7 @@ async def discovery(settings: SettingsDep) -> dict[str, Any]:
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "userinfo_endpoint": f"{issuer}/oidc/userinfo",
         "jwks_uri": f"{issuer}/oidc/jwks",
+        "end_session_endpoint": f"{issuer}/oidc/logout",
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": list(GRANT_TYPES),
@@ -204,3 +207,50 @@ async def userinfo(request: Request, oidc: OidcDep) -> Response:
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     return JSONResponse(claims)
+
+
+@router.api_route("/oidc/logout", methods=["GET", "POST"], response_class=HTMLResponse)
+async def end_session(request: Request, oidc: OidcDep) -> Response:
+    """RP-initiated logout: at once when the ID token hint names this browser's session,
+    else after the person confirms."""
+    if request.method == "POST":
+        data = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    else:
+        data = dict(request.query_params)
+    sessions = Sessions(oidc.settings, oidc.db)
+    current = await sessions.signed_in(read_cookie(request, oidc.settings, SIGNIN_SESSION))
+    try:
+        logout = await check_logout(oidc, data, current)
+    except PageProblem as exc:
+        return problem(request, 400, LOGOUT_TITLE, str(exc))
+    if not logout.confirmed:
+        passed_on = {k: data[k] for k in ("post_logout_redirect_uri", "state") if data.get(k)}
+        return render_page(request, "oidc_logout", fields={**logout.fields, **passed_on})
+    return await _signed_out(request, oidc, logout, from_form=False)
+
+
+@router.post("/oidc/logout/confirm", response_class=HTMLResponse, include_in_schema=False)
+async def confirm_logout(request: Request, oidc: OidcDep) -> Response:
+    data = {k: v for k, v in (await request.form()).items() if isinstance(v, str) and k != "id_token_hint"}
+    if not csrf_ok(request, oidc.settings, data.get("csrf")):
+        expired = "This form has expired. Go back to the app and sign out again."
+        return problem(request, 400, LOGOUT_TITLE, expired)
+    try:
+        logout = await check_logout(oidc, data, None)
+    except PageProblem as exc:
+        return problem(request, 400, LOGOUT_TITLE, str(exc))
+    return await _signed_out(request, oidc, logout, from_form=True)
+
+
+async def _signed_out(request: Request, oidc: Oidc, logout: Logout, from_form: bool) -> Response:
+    settings = oidc.settings
+    details = {"client_id": logout.client.get_client_id()} if logout.client is not None else {}
+    await Sessions(settings, oidc.db).sign_out(
+        read_cookie(request, settings, SIGNIN_SESSION), client_ip(request), **details
+    )
+    if logout.return_to is not None and not from_form:
+        response: Response = redirect(logout.return_to)
+    else:
+        response = render_page(request, "oidc_signed_out", location=logout.return_to)
+    clear_cookie(response, settings, SIGNIN_SESSION)
+    return response

@@ -22,7 +22,6 @@ from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
 from api.pages import redirect, render_page, six_digits
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, safe_return_to
-from core import audit
 
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
 
@@ -186,19 +185,7 @@ async def account_page(request: Request, settings: SettingsDep, db: SessionDep) 
 async def logout(request: Request, settings: SettingsDep, db: SessionDep, form: CsrfFormDep) -> Response:
     if not csrf_ok(request, settings, form.csrf):
         return redirect("/sso/account")
-    sessions = Sessions(settings, db)
-    session_id = read_cookie(request, settings, SIGNIN_SESSION)
-    current = await sessions.get(session_id, "signin")
-    await sessions.revoke(session_id)
-    if current is not None and current.row.staff_id is not None:
-        audit.record(
-            db,
-            actor=f"staff:{current.row.staff_id}",
-            action="sign_out",
-            outcome="success",
-            target=str(current.row.staff_id),
-            ip=client_ip(request),
-        )
+    await Sessions(settings, db).sign_out(read_cookie(request, settings, SIGNIN_SESSION), client_ip(request))
     response = redirect("/sso/login?notice=signed_out")
     clear_cookie(response, settings, SIGNIN_SESSION)
     return response

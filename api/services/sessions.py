@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import audit
 from core.crypto import token_hash
 from core.models import BrowserSession, Staff, utcnow
 from core.settings import Settings
@@ -99,3 +100,19 @@ class Sessions:
         if row is not None and row.revoked_at is None:
             row.revoked_at = utcnow()
             await self.db.flush()
+
+    async def sign_out(self, session_id: str | None, ip: str | None, **details: Any) -> None:
+        """Ends the signed-in session behind this cookie value (and with it the refresh
+        tokens apps got in it), recorded once."""
+        current = await self.get(session_id, "signin")
+        await self.revoke(session_id)
+        if current is not None and current.row.staff_id is not None:
+            audit.record(
+                self.db,
+                actor=f"staff:{current.row.staff_id}",
+                action="sign_out",
+                outcome="success",
+                target=str(current.row.staff_id),
+                ip=ip,
+                **details,
+            )
