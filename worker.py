@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 
 from activities.email_delivery import MeteredSender, build_sender
 from activities.entra import EntraActivities
+from activities.logout import LogoutActivities
 from activities.reset import ResetActivities
 from activities.setup import SetupStepActivities
 from activities.setup_email import SetupActivities
@@ -23,6 +24,7 @@ from core.logging import configure as configure_logging
 from core.settings import InsecureSettingsError, Settings, get_settings
 from core.temporal_client import connect, exit_after_temporal
 from workflows.entra import EntraLinkWorkflow
+from workflows.logout import SessionLogoutWorkflow
 from workflows.notices import PasswordChangedNoticeWorkflow
 from workflows.reset import PasswordResetWorkflow
 from workflows.setup import SsoSetupWorkflow
@@ -41,13 +43,20 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     shared = SharedActivities(settings, sessions, sender, keyring)
     reset = ResetActivities(settings, sessions, sender, keyring)
     entra = EntraActivities(settings, sessions, sender, keyring)
+    logout = LogoutActivities(settings, sessions)
     return Worker(
         client,
         task_queue=settings.task_queue,
         # A flow cached on a worker that died gets its next task there until this runs out
         # (the SDK's default is 10 s); a live worker picks it up in milliseconds.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
-        workflows=[SsoSetupWorkflow, PasswordResetWorkflow, PasswordChangedNoticeWorkflow, EntraLinkWorkflow],
+        workflows=[
+            SsoSetupWorkflow,
+            PasswordResetWorkflow,
+            PasswordChangedNoticeWorkflow,
+            EntraLinkWorkflow,
+            SessionLogoutWorkflow,
+        ],
         activities=[
             setup.send_setup_email,
             setup.close_setup,
@@ -65,6 +74,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             entra.verify_entra_grant,
             entra.link_entra_identity,
             entra.send_entra_linked,
+            logout.send_logout_token,
         ],
     )
 

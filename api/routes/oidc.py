@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from api.cookies import SIGNIN_SESSION, clear_cookie, csrf_ok, read_cookie, set_cookie
-from api.deps import SessionDep, SettingsDep, bearer, client_ip
+from api.deps import SessionDep, SettingsDep, bearer, client_ip, get_temporal
 from api.pages import problem, redirect, render_page
+from api.services.backchannel import start_session_logout
 from api.services.oidc import Oidc, OidcState, PageProblem, SignInNeeded
 from api.services.oidc_logout import Logout, check_logout
 from api.services.oidc_server import Answer
@@ -245,9 +246,11 @@ async def confirm_logout(request: Request, oidc: OidcDep) -> Response:
 async def _signed_out(request: Request, oidc: Oidc, logout: Logout, from_form: bool) -> Response:
     settings = oidc.settings
     details = {"client_id": logout.client.get_client_id()} if logout.client is not None else {}
-    await Sessions(settings, oidc.db).sign_out(
+    ended = await Sessions(settings, oidc.db).sign_out(
         read_cookie(request, settings, SIGNIN_SESSION), client_ip(request), **details
     )
+    if ended is not None:
+        await start_session_logout(get_temporal(request), settings, oidc.db, ended)
     if logout.return_to is not None and not from_form:
         response: Response = redirect(logout.return_to)
     else:

@@ -17,9 +17,10 @@ from api.cookies import (
     read_cookie,
     set_cookie,
 )
-from api.deps import SessionDep, SettingsDep, SignInDep, client_ip
+from api.deps import SessionDep, SettingsDep, SignInDep, TemporalDep, client_ip
 from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
 from api.pages import redirect, render_page, six_digits
+from api.services.backchannel import start_session_logout
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, safe_return_to
 
@@ -182,10 +183,15 @@ async def account_page(request: Request, settings: SettingsDep, db: SessionDep) 
 
 
 @router.post("/logout", response_class=HTMLResponse)
-async def logout(request: Request, settings: SettingsDep, db: SessionDep, form: CsrfFormDep) -> Response:
+async def logout(
+    request: Request, settings: SettingsDep, db: SessionDep, temporal: TemporalDep, form: CsrfFormDep
+) -> Response:
     if not csrf_ok(request, settings, form.csrf):
         return redirect("/sso/account")
-    await Sessions(settings, db).sign_out(read_cookie(request, settings, SIGNIN_SESSION), client_ip(request))
+    session_id = read_cookie(request, settings, SIGNIN_SESSION)
+    ended = await Sessions(settings, db).sign_out(session_id, client_ip(request))
+    if ended is not None:
+        await start_session_logout(temporal, settings, db, ended)
     response = redirect("/sso/login?notice=signed_out")
     clear_cookie(response, settings, SIGNIN_SESSION)
     return response

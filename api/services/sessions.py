@@ -101,9 +101,9 @@ class Sessions:
             row.revoked_at = utcnow()
             await self.db.flush()
 
-    async def sign_out(self, session_id: str | None, ip: str | None, **details: Any) -> None:
+    async def sign_out(self, session_id: str | None, ip: str | None, **details: Any) -> BrowserSession | None:
         """Ends the signed-in session behind this cookie value (and with it the refresh
-        tokens apps got in it), recorded once."""
+        tokens apps got in it), recorded once; the session it ended, if any."""
         current = await self.get(session_id, "signin")
         await self.revoke(session_id)
         if current is not None and current.row.staff_id is not None:
@@ -116,3 +116,4 @@ class Sessions:
                 ip=ip,
                 **details,
             )
+        return current.row if current is not None else None

@@ -88,6 +88,9 @@ def check_registration(registration: dict[str, Any], settings: Settings) -> None
         problem = uri_problem(uri, settings.is_development)
         if problem is not None:
             raise SsoError(problem)
+    backchannel = registration.get("backchannel_logout_uri")
+    if backchannel and not settings.is_development and not backchannel.startswith("https://"):
+        raise SsoError(f"{backchannel!r}: a back-channel logout URI must use https")
     method = registration.get("token_endpoint_auth_method")
     if method not in AUTH_METHODS:
         raise SsoError(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
@@ -117,6 +120,7 @@ def normalised(registration: dict[str, Any]) -> dict[str, Any]:
         "response_types": ["code"],
         "id_token_signed_response_alg": registration.get("id_token_signed_response_alg") or DEFAULT_ALGORITHM,
         "require_consent": bool(registration.get("require_consent", False)),
+        "internal": bool(registration.get("internal", False)),
         **dict(zip(LIFETIMES, refresh_lifetimes(registration), strict=True)),
     }
 
