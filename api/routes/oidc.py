@@ -65,6 +65,8 @@ async def discovery(settings: SettingsDep) -> dict[str, Any]:
         "userinfo_endpoint": f"{issuer}/oidc/userinfo",
         "jwks_uri": f"{issuer}/oidc/jwks",
         "end_session_endpoint": f"{issuer}/oidc/logout",
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": list(GRANT_TYPES),

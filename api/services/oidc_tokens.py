@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from api.services.oidc import Oidc, enabled_client, invalid_grant, subject_of
 from api.services.oidc_server import Answer, Loaded, Provider, Request
-from core.models import BrowserSession, OidcGrant, OidcRefreshToken
+from core.models import OidcGrant, OidcRefreshToken
 from core.oidc.claims import Subject
 from core.oidc.clients import AUTH_METHODS, RegisteredClient, refresh_lifetimes
 from core.oidc.refresh import MAX_TOKEN_LENGTH, REFRESH_PREFIX, refresh_hash
@@ -171,7 +171,8 @@ class Tokens:
 
     async def _refresh_row(self, token: str | None, loaded: Loaded) -> OidcRefreshToken | None:
         """The refresh token row behind `token`, its grant in `loaded` and whether it may be
-        used: grant not revoked, within the client's lifetimes, its browser session not ended."""
+        used: not rotated, grant not revoked (as ending its sign-in session does), within the
+        client's lifetimes."""
         if not token or len(token) > MAX_TOKEN_LENGTH or not token.startswith(REFRESH_PREFIX):
             return None
         db, settings = self.oidc.db, self.oidc.settings
@@ -188,13 +189,12 @@ class Tokens:
         idle, absolute = refresh_lifetimes(client.registration)
         now = self.oidc.now
         started = grant.redeemed_at or grant.created_at
-        session = await db.get(BrowserSession, grant.session_hash) if grant.session_hash else None
+        # Ending the sign-in session revoked the grant (core/accounts.py end_session_grants).
         loaded.refresh_usable = (
             row.rotated_at is None
+            and grant.session_hash is not None
             and row.created_at + timedelta(seconds=idle) > now
             and started + timedelta(seconds=absolute) > now
-            and session is not None
-            and session.revoked_at is None
         )
         return row
 

@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit
+from core.accounts import end_session_grants
 from core.crypto import token_hash
-from core.models import BrowserSession, Staff, utcnow
+from core.models import BrowserSession, OidcGrant, Staff, utcnow
 from core.settings import Settings
 
 SESSION_PURPOSE = "session"
@@ -99,6 +100,7 @@ class Sessions:
         row = await self.db.get(BrowserSession, session_hash(self.settings, session_id))
         if row is not None and row.revoked_at is None:
             row.revoked_at = utcnow()
+            await end_session_grants(self.db, row.revoked_at, OidcGrant.session_hash == row.id_hash)
             await self.db.flush()
 
     async def sign_out(self, session_id: str | None, ip: str | None, **details: Any) -> BrowserSession | None:

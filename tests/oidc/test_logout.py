@@ -55,6 +55,8 @@ def query(location: str) -> dict[str, str]:
 async def test_discovery_names_the_end_session_endpoint(app_stack: Stack) -> None:
     document = (await app_stack.http.get("/.well-known/openid-configuration")).json()
     assert document["end_session_endpoint"] == f"{PUBLIC_URL}/oidc/logout"
+    assert document["backchannel_logout_supported"] is True
+    assert document["backchannel_logout_session_supported"] is True
 
 
 async def test_a_hint_for_this_session_signs_out_at_once_and_returns_with_state(app_stack: Stack) -> None:

@@ -14,10 +14,12 @@ import httpx
 import pytest
 import pytest_asyncio
 from authlib.integrations.base_client import OAuthError
+from sqlalchemy import select
 
 import api.services.oidc as oidc_service
-from core.models import utcnow
-from tests.support.accounts import PUBLIC_URL, Browser
+from core.accounts import revoke_sessions
+from core.models import OidcGrant, utcnow
+from tests.support.accounts import PUBLIC_URL, Browser, move_session
 from tests.support.harness import Stack, running_app
 from tests.support.oidc import (
     App,
@@ -125,6 +127,24 @@ async def test_signing_out_ends_the_sessions_refresh_tokens(app_stack: Stack) ->
     second = await refreshed(app_stack, app, first["refresh_token"])
     page = await browser.get("/sso/account")
     assert (await browser.submit(page, "/sso/logout")).status_code == 303
+    assert await refresh_error(app_stack, app, second["refresh_token"]) == "invalid_grant"
+    assert (await userinfo(app_stack, second["access_token"])).status_code == 401
+
+
+async def test_a_timed_out_browser_keeps_them_and_a_reset_ends_them(app_stack: Stack) -> None:
+    app, browser, first = await offline(app_stack)
+    async with app_stack.sessions() as session:
+        grant = await session.scalar(select(OidcGrant).order_by(OidcGrant.created_at.desc()).limit(1))
+        assert grant is not None and grant.session_hash is not None
+        session_hash, staff_id = grant.session_hash, grant.staff_id
+    idle = app_stack.settings.session_idle_ttl + timedelta(seconds=1)
+    await move_session(app_stack.sessions, session_hash, idle, "last_seen_at")
+    assert (await browser.get("/sso/account")).status_code == 303  # timed out in the browser
+    second = await refreshed(app_stack, app, first["refresh_token"])
+    # A password reset (or an admin's Sign out everywhere) ends every session, timed out or not.
+    async with app_stack.sessions() as session:
+        await revoke_sessions(session, staff_id, utcnow())
+        await session.commit()
     assert await refresh_error(app_stack, app, second["refresh_token"]) == "invalid_grant"
 
 
