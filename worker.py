@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from activities.account import AccountActivities
 from activities.email_delivery import MeteredSender, build_sender
 from activities.entra import EntraActivities
+from activities.logout import LogoutActivities
 from activities.reset import ResetActivities
 from activities.setup import SetupStepActivities
 from activities.setup_email import SetupActivities
@@ -24,6 +25,7 @@ from core.logging import configure as configure_logging
 from core.settings import InsecureSettingsError, Settings, get_settings
 from core.temporal_client import connect, exit_after_temporal
 from workflows.entra import EntraLinkWorkflow
+from workflows.logout import SessionLogoutWorkflow
 from workflows.notices import MfaChangedNoticeWorkflow, PasswordChangedNoticeWorkflow
 from workflows.reset import PasswordResetWorkflow
 from workflows.setup import SsoSetupWorkflow
@@ -43,6 +45,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     reset = ResetActivities(settings, sessions, sender, keyring)
     entra = EntraActivities(settings, sessions, sender, keyring)
     account = AccountActivities(settings, sessions, sender, keyring)
+    logout = LogoutActivities(settings, sessions)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -55,6 +58,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             PasswordChangedNoticeWorkflow,
             MfaChangedNoticeWorkflow,
             EntraLinkWorkflow,
+            SessionLogoutWorkflow,
         ],
         activities=[
             setup.send_setup_email,
@@ -74,6 +78,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             entra.link_entra_identity,
             entra.send_entra_linked,
             account.send_mfa_changed,
+            logout.send_logout_token,
         ],
     )
 

@@ -224,3 +224,14 @@ class EntraLinkedNoticeInput:
     staff_id: str
     account: str
     linked_at: datetime
+
+
+@dataclass
+class SendLogoutInput:
+    """One app's logout token for an ended session; `jti` is fixed by the workflow, so every
+    attempt (and a duplicate delivery) carries the same one."""
+
+    client_id: str
+    staff_id: str
+    sid: str
+    jti: str

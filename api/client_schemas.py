@@ -11,7 +11,8 @@ from api.schemas import NO_CONTROL_CHARACTERS
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 SigningAlg = Literal["RS256", "ES256"]
-GrantType = Literal["authorization_code"]
+GrantType = Literal["authorization_code", "refresh_token"]
+DAY = 86400
 
 
 class ClientCreate(BaseModel):
@@ -27,6 +28,16 @@ class ClientCreate(BaseModel):
     grant_types: list[GrantType] = Field(default_factory=lambda: list[GrantType](["authorization_code"]))
     id_token_signed_response_alg: SigningAlg = "RS256"  # noqa: S105 (an algorithm name)
     require_consent: bool = False
+    internal: bool = Field(
+        default=False,
+        description="Ours, on the private network: its back-channel logout URI may be a private address",
+    )
+    refresh_token_idle_lifetime: int | None = Field(
+        default=None, ge=60, le=365 * DAY, description="Seconds a refresh token may go unused (14 days)"
+    )
+    refresh_token_absolute_lifetime: int | None = Field(
+        default=None, ge=60, le=365 * DAY, description="Seconds a refresh token family may live (90 days)"
+    )
 
 
 class ClientUpdate(BaseModel):
@@ -38,6 +49,10 @@ class ClientUpdate(BaseModel):
     backchannel_logout_uri: str | None = Field(default=None, max_length=2000)
     id_token_signed_response_alg: SigningAlg | None = None
     require_consent: bool | None = None
+    internal: bool | None = None
+    grant_types: list[GrantType] | None = Field(default=None, min_length=1)
+    refresh_token_idle_lifetime: int | None = Field(default=None, ge=60, le=365 * DAY)
+    refresh_token_absolute_lifetime: int | None = Field(default=None, ge=60, le=365 * DAY)
     disabled: bool | None = Field(default=None, description="A disabled client gets no code and no token")
 
 
@@ -52,6 +67,9 @@ class ClientPublic(BaseModel):
     response_types: list[str]
     id_token_signed_response_alg: SigningAlg
     require_consent: bool
+    internal: bool = False
+    refresh_token_idle_lifetime: int = 14 * DAY
+    refresh_token_absolute_lifetime: int = 90 * DAY
     disabled: bool
     client_id_issued_at: int
     created_at: datetime

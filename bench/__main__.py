@@ -296,7 +296,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["code_checks"] = await code_check_rate(dev, smtp, args.seconds)
                 say("sign-in at our argon2id settings, and a cheap page meanwhile")
                 results["signin_ours"] = await sign_in_rate(dev, OURS, args.seconds, probe_cheap_page=True)
-                say("OpenID Connect: code redemptions and userinfo")
+                say("OpenID Connect: code redemptions, userinfo and refresh grants")
                 results["oidc"] = await oidc_rates(dev, args.seconds)
                 say(f"{args.resets} password resets")
                 addresses = await resets(dev, smtp, args.resets)

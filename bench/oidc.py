@@ -1,5 +1,5 @@
-"""The OpenID Connect provider under load: authorization codes redeemed, and userinfo
-requests, per second per core of the web app."""
+"""The OpenID Connect provider under load: authorization codes redeemed, userinfo requests
+and refresh grants, per second per core of the web app."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tests.support.oidc import authorization, exchange, register_with, sent_back
 from tests.support.stack import DevStack
 
 CALLBACK = "http://127.0.0.1:9/callback"  # never fetched: the code is read off the redirect
+OFFLINE = "openid email profile offline_access"
 
 
 async def oidc_rates(dev: DevStack, seconds: float) -> dict[str, Any]:
@@ -32,30 +33,33 @@ async def oidc_rates(dev: DevStack, seconds: float) -> dict[str, Any]:
         await engine.dispose()
     admin = {"Authorization": f"Bearer {dev.admin_key}"}
     async with httpx.AsyncClient(base_url=dev.base_url, timeout=120) as http:
-        app = await register_with(http, admin, client_name="Bench", redirect_uris=[CALLBACK])
+        app = await register_with(
+            http,
+            admin,
+            client_name="Bench",
+            redirect_uris=[CALLBACK],
+            grant_types=["authorization_code", "refresh_token"],
+        )
         browser = Browser(httpx.AsyncHTTPTransport(), dev.base_url)
         page = await browser.http.get("/sso/login")
         await browser.http.post(
             "/sso/login", data={**fields(page, "/sso/login"), "email": person.email, "password": PASSWORD}
         )
 
-        async def redeem(_: int) -> None:
-            request = authorization(app)
+        async def tokens(**extra: str) -> dict[str, Any]:
+            request = authorization(app, **extra)
             sent = sent_back_to(await browser.http.get("/oidc/authorize", params=request.params))
-            code = httpx.URL(sent).params["code"]
-            token = await exchange(http, request, code)
-            if not token.get("id_token"):
+            return await exchange(http, request, httpx.URL(sent).params["code"])
+
+        async def redeem(_: int) -> None:
+            if not (await tokens()).get("id_token"):
                 raise RuntimeError("no ID token")
 
         cpu = CpuMeter(dev.process.pid)
         cpu.start()
         done, samples = await _loop(seconds, clients, redeem)
         redeem_cpu = cpu.used()
-        request = authorization(app)
-        code = httpx.URL(
-            sent_back_to(await browser.http.get("/oidc/authorize", params=request.params))
-        ).params["code"]
-        access = (await exchange(http, request, code))["access_token"]
+        access = (await tokens())["access_token"]
 
         async def userinfo(_: int) -> None:
             answer = await http.get("/oidc/userinfo", headers={"Authorization": f"Bearer {access}"})
@@ -66,6 +70,23 @@ async def oidc_rates(dev: DevStack, seconds: float) -> dict[str, Any]:
         cpu.start()
         info_done, info_samples = await _loop(seconds, clients, userinfo)
         info_cpu = cpu.used()
+        # Each client its own token family: every refresh rotates the token it presents.
+        chains = [(await tokens(scope=OFFLINE))["refresh_token"] for _ in range(clients)]
+        assert app.client_secret is not None
+        secret = (app.client_id, app.client_secret)
+
+        async def refresh(i: int) -> None:
+            answer = await http.post(
+                "/oidc/token", data={"grant_type": "refresh_token", "refresh_token": chains[i]}, auth=secret
+            )
+            if answer.status_code != 200:
+                raise RuntimeError(f"refresh: {answer.status_code} {answer.text}")
+            chains[i] = answer.json()["refresh_token"]
+
+        cpu = CpuMeter(dev.process.pid)
+        cpu.start()
+        refresh_done, refresh_samples = await _loop(seconds, clients, refresh)
+        refresh_cpu = cpu.used()
         await browser.aclose()
     return {
         "code_redemptions_per_second_per_core": done / seconds / cores,
@@ -76,4 +97,8 @@ async def oidc_rates(dev: DevStack, seconds: float) -> dict[str, Any]:
         "userinfo_p50_ms": percentile(info_samples, 50) * 1000,
         "userinfo_p99_ms": percentile(info_samples, 99) * 1000,
         "cpu_seconds_per_userinfo": {k: v / max(info_done, 1) for k, v in sorted(info_cpu.items())},
+        "refresh_grants_per_second_per_core": refresh_done / seconds / cores,
+        "refresh_p50_ms": percentile(refresh_samples, 50) * 1000,
+        "refresh_p99_ms": percentile(refresh_samples, 99) * 1000,
+        "cpu_seconds_per_refresh": {k: v / max(refresh_done, 1) for k, v in sorted(refresh_cpu.items())},
     }

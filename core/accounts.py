@@ -7,12 +7,12 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit, recovery
 from core.crypto import Keyring
-from core.models import BrowserSession, SsoAccount
+from core.models import BrowserSession, OidcGrant, SsoAccount
 from core.totp import matching_step, totp_aad
 
 FREE_FAILURES = 5  # failed sign-ins before any delay
@@ -140,7 +140,18 @@ async def revoke_sessions(
         )
         .values(revoked_at=now)
     )
+    await end_session_grants(session, now, OidcGrant.staff_id == staff_id)
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def end_session_grants(session: AsyncSession, now: datetime, which: ColumnElement[bool]) -> None:
+    """Ending sign-in sessions ends what apps got in them: their grants, so refresh tokens and
+    access tokens stop working. A browser session that only timed out keeps them."""
+    await session.execute(
+        update(OidcGrant)
+        .where(which, OidcGrant.session_hash.is_not(None), OidcGrant.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
 
 
 async def account_for(session: AsyncSession, staff_id: uuid.UUID) -> SsoAccount | None:

@@ -33,3 +33,5 @@ ENTRA_UNAVAILABLE = "EntraUnavailable"
 PERMANENT_EMAIL_ERROR = "PermanentEmailError"
 STAFF_NOT_FOUND = "StaffNotFound"
 # SETUP_ENDED too: the setup was cancelled or superseded while its email step ran.
+# A back-channel logout URI the guard refuses (core/oidc/logout.py): retrying can't help.
+LOGOUT_URI_REFUSED = "LogoutUriRefused"

@@ -19,8 +19,9 @@ SECRET_PATH = re.compile(
 )
 # Microsoft's callback carries the authorization code and state in its query string (also
 # with a trailing slash, which the app redirects to the callback, query and all); an app's
-# authorization request carries the person's email address (login_hint), its state and nonce.
-SECRET_QUERY = re.compile(r"(/sso/entra/callback/?|/oidc/authorize/?)\?[^\s\"]*")
+# authorization request carries the person's email address (login_hint), its state and nonce;
+# an app's logout request carries an ID token.
+SECRET_QUERY = re.compile(r"(/sso/entra/callback/?|/oidc/authorize/?|/oidc/logout/?)\?[^\s\"]*")
 # login_hint goes on to the sign-in page's address, to fill in the email there.
 LOGIN_HINT = re.compile(r"(?<=[?&]login_hint=)[^&#\s\"]*")
 

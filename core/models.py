@@ -352,6 +352,24 @@ class OidcGrant(Base):
     redeemed_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The browser session (its id's HMAC) the code came from: its refresh tokens end with it.
+    session_hash: Mapped[str | None] = mapped_column(String(128))
+
+
+class OidcRefreshToken(Base):
+    """One refresh token of a grant, kept only as an HMAC. The grant is the token family:
+    each use rotates the token (`rotated_at`), and a rotated token presented again revokes
+    the grant with every token it issued (RFC 9700 §4.14.2)."""
+
+    __tablename__ = "oidc_refresh_tokens"
+    __table_args__ = (Index("ix_oidc_refresh_tokens_grant", "grant_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    grant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("oidc_grants.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(Text)
+    rotated_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class OidcConsent(Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -11,14 +12,18 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from api.cookies import SIGNIN_SESSION, clear_cookie, csrf_ok, read_cookie, set_cookie
-from api.deps import SessionDep, SettingsDep, bearer, client_ip
+from api.deps import SessionDep, SettingsDep, bearer, client_ip, get_temporal
 from api.forms import ConsentFormDep
 from api.pages import problem, redirect, render_page
+from api.services.backchannel import start_session_logout
 from api.services.oidc import ConsentNeeded, Oidc, OidcState, PageProblem, SignInNeeded, enabled_client
+from api.services.oidc_logout import Logout, check_logout
+from api.services.oidc_server import Answer
 from api.services.oidc_server import Request as OAuthRequest
+from api.services.oidc_tokens import Tokens
 from api.services.sessions import Sessions
 from core.addresses import rate_key
-from core.oidc.clients import AUTH_METHODS, SCOPES
+from core.oidc.clients import AUTH_METHODS, GRANT_TYPES, SCOPES
 from core.oidc.keys import ALGORITHMS, jwks
 from core.settings import Settings
 
@@ -28,6 +33,7 @@ PENDING = "sso_authorize"
 RESUME = "/sso/authorize/resume"
 CONSENT = "/sso/authorize/consent"
 PROBLEM_TITLE = "We can't sign you in to this app"
+LOGOUT_TITLE = "We can't sign you out for this app"
 CLAIMS = [
     "sub", "email", "email_verified", "name", "given_name", "family_name",
     "auth_time", "sid", "amr", "acr", "roles",
@@ -55,11 +61,18 @@ async def discovery(settings: SettingsDep) -> dict[str, Any]:
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/oidc/authorize",
         "token_endpoint": f"{issuer}/oidc/token",
+        "revocation_endpoint": f"{issuer}/oidc/revoke",
+        "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "introspection_endpoint": f"{issuer}/oidc/introspect",
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "userinfo_endpoint": f"{issuer}/oidc/userinfo",
         "jwks_uri": f"{issuer}/oidc/jwks",
+        "end_session_endpoint": f"{issuer}/oidc/logout",
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": list(GRANT_TYPES),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(ALGORITHMS),
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
@@ -213,8 +226,12 @@ async def _authorize(
     return answer.response()
 
 
-@router.post("/oidc/token")
-async def token(request: Request, oidc: OidcDep) -> Response:
+TokenCall = Callable[[OAuthRequest, str | None], Awaitable[Answer]]
+
+
+async def _client_call(request: Request, oidc: Oidc, call: TokenCall) -> Response:
+    """A client's POST to the token, revocation or introspection endpoint: rate limited per
+    address here and per client once `call` has authenticated it, then answered by `call`."""
     form = await request.form()
     items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
     basic_id, _ = extract_basic_authorization(request.headers)
@@ -227,8 +244,30 @@ async def token(request: Request, oidc: OidcDep) -> Response:
             status_code=429,
             headers={"Retry-After": str(wait)},
         )
-    answer = await oidc.token(_oauth_request(request, oidc.settings, items), client_id or None)
+    answer = await call(_oauth_request(request, oidc.settings, items), client_id or None)
     return answer.response()
+
+
+@router.post("/oidc/token")
+async def token(request: Request, oidc: OidcDep) -> Response:
+    async def answer(oauth: OAuthRequest, client_id: str | None) -> Answer:
+        if oauth.payload.data.get("grant_type") == "refresh_token":
+            return await Tokens(oidc).refresh(oauth, client_id)
+        return await oidc.token(oauth, client_id)
+
+    return await _client_call(request, oidc, answer)
+
+
+@router.post("/oidc/revoke")
+async def revoke(request: Request, oidc: OidcDep) -> Response:
+    """RFC 7009: an app gives up a token; a refresh token or access token ends its grant."""
+    return await _client_call(request, oidc, Tokens(oidc).revocation)
+
+
+@router.post("/oidc/introspect")
+async def introspect(request: Request, oidc: OidcDep) -> Response:
+    """RFC 7662, for confidential clients, about their own tokens."""
+    return await _client_call(request, oidc, Tokens(oidc).introspection)
 
 
 @router.api_route("/oidc/userinfo", methods=["GET", "POST"])
@@ -244,3 +283,52 @@ async def userinfo(request: Request, oidc: OidcDep) -> Response:
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     return JSONResponse(claims)
+
+
+@router.api_route("/oidc/logout", methods=["GET", "POST"], response_class=HTMLResponse)
+async def end_session(request: Request, oidc: OidcDep) -> Response:
+    """RP-initiated logout: at once when the ID token hint names this browser's session,
+    else after the person confirms."""
+    if request.method == "POST":
+        data = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    else:
+        data = dict(request.query_params)
+    sessions = Sessions(oidc.settings, oidc.db)
+    current = await sessions.signed_in(read_cookie(request, oidc.settings, SIGNIN_SESSION))
+    try:
+        logout = await check_logout(oidc, data, current)
+    except PageProblem as exc:
+        return problem(request, 400, LOGOUT_TITLE, str(exc))
+    if not logout.confirmed:
+        passed_on = {k: data[k] for k in ("post_logout_redirect_uri", "state") if data.get(k)}
+        return render_page(request, "oidc_logout", fields={**logout.fields, **passed_on})
+    return await _signed_out(request, oidc, logout, from_form=False)
+
+
+@router.post("/oidc/logout/confirm", response_class=HTMLResponse, include_in_schema=False)
+async def confirm_logout(request: Request, oidc: OidcDep) -> Response:
+    data = {k: v for k, v in (await request.form()).items() if isinstance(v, str) and k != "id_token_hint"}
+    if not csrf_ok(request, oidc.settings, data.get("csrf")):
+        expired = "This form has expired. Go back to the app and sign out again."
+        return problem(request, 400, LOGOUT_TITLE, expired)
+    try:
+        logout = await check_logout(oidc, data, None)
+    except PageProblem as exc:
+        return problem(request, 400, LOGOUT_TITLE, str(exc))
+    return await _signed_out(request, oidc, logout, from_form=True)
+
+
+async def _signed_out(request: Request, oidc: Oidc, logout: Logout, from_form: bool) -> Response:
+    settings = oidc.settings
+    details = {"client_id": logout.client.get_client_id()} if logout.client is not None else {}
+    ended = await Sessions(settings, oidc.db).sign_out(
+        read_cookie(request, settings, SIGNIN_SESSION), client_ip(request), **details
+    )
+    if ended is not None:
+        await start_session_logout(get_temporal(request), settings, oidc.db, ended)
+    if logout.return_to is not None and not from_form:
+        response: Response = redirect(logout.return_to)
+    else:
+        response = render_page(request, "oidc_signed_out", location=logout.return_to)
+    clear_cookie(response, settings, SIGNIN_SESSION)
+    return response

@@ -17,12 +17,12 @@ from api.cookies import (
     read_cookie,
     set_cookie,
 )
-from api.deps import SessionDep, SettingsDep, SignInDep, client_ip
+from api.deps import SessionDep, SettingsDep, SignInDep, TemporalDep, client_ip
 from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
 from api.pages import redirect, render_page, second_factor
+from api.services.backchannel import start_session_logout
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, safe_return_to
-from core import audit
 
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
 
@@ -185,22 +185,15 @@ async def mfa_submit(request: Request, signin: SignInDep, form: LoginCodeFormDep
 
 
 @router.post("/logout", response_class=HTMLResponse)
-async def logout(request: Request, settings: SettingsDep, db: SessionDep, form: CsrfFormDep) -> Response:
+async def logout(
+    request: Request, settings: SettingsDep, db: SessionDep, temporal: TemporalDep, form: CsrfFormDep
+) -> Response:
     if not csrf_ok(request, settings, form.csrf):
         return redirect("/sso/account")
-    sessions = Sessions(settings, db)
     session_id = read_cookie(request, settings, SIGNIN_SESSION)
-    current = await sessions.get(session_id, "signin")
-    await sessions.revoke(session_id)
-    if current is not None and current.row.staff_id is not None:
-        audit.record(
-            db,
-            actor=f"staff:{current.row.staff_id}",
-            action="sign_out",
-            outcome="success",
-            target=str(current.row.staff_id),
-            ip=client_ip(request),
-        )
+    ended = await Sessions(settings, db).sign_out(session_id, client_ip(request))
+    if ended is not None:
+        await start_session_logout(temporal, settings, db, ended)
     response = redirect("/sso/login?notice=signed_out")
     clear_cookie(response, settings, SIGNIN_SESSION)
     return response

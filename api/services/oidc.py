@@ -26,6 +26,7 @@ from api.services.oidc_server import (
     Request,
     access_token_audience,
     code_hash,
+    grant_id_of,
 )
 from api.services.sessions import Current
 from core import audit
@@ -88,9 +89,9 @@ class Oidc:
     now: datetime = field(default_factory=lambda: utcnow())  # read at each request, so tests can move it
     ip: str | None = None
 
-    async def _loaded(self, client: RegisteredClient | None) -> Loaded:
+    async def loaded_for(self, client: RegisteredClient | None) -> Loaded:
         keys = await self.state.keys.signing(self.db, self.now)
-        return Loaded(self.settings, self.db, self.now, keys, client=client)
+        return Loaded(self.settings, self.db, self.now, keys, client=client, per_client=self.state.per_client)
 
     # -- authorization endpoint ------------------------------------------------------------
 
@@ -109,7 +110,8 @@ class Oidc:
             raise PageProblem(
                 "The app that sent you here gave an address to return to that it hasn't registered."
             )
-        loaded = await self._loaded(client)
+        loaded = await self.loaded_for(client)
+        loaded.session_hash = current.row.id_hash if current is not None else None
         provider = Provider(loaded)
         subject = await self._subject(current)
         if subject is not None and self._needs_sign_in(data, current, subject, fresh_since):
@@ -210,8 +212,7 @@ class Oidc:
 
     async def token(self, request: Request, client_id: str | None) -> Answer:
         client = await enabled_client(self.db, self.settings, client_id)
-        loaded = await self._loaded(client)
-        loaded.per_client = self.state.per_client
+        loaded = await self.loaded_for(client)
         provider = Provider(loaded)
         code = request.payload.data.get("code")
         if code and len(code) <= 200:
@@ -251,7 +252,7 @@ class Oidc:
     async def _reused(
         self, provider: Provider, request: Request, grant: OidcGrant, client_id: str | None
     ) -> Answer:
-        await self._revoke(grant)
+        await self.revoke_grant(grant)
         self._refused(client_id, grant, "code_reused")
         return invalid_grant(provider, request, "This code was already used; what it issued is now revoked.")
 
@@ -269,7 +270,8 @@ class Oidc:
             reason=reason[:40],
         )
 
-    async def _revoke(self, grant: OidcGrant) -> None:
+    async def revoke_grant(self, grant: OidcGrant) -> None:
+        """Ends the grant: its access tokens and its refresh token family with it."""
         await self.db.execute(
             update(OidcGrant)
             .where(OidcGrant.id == grant.id, OidcGrant.revoked_at.is_(None))
@@ -280,6 +282,16 @@ class Oidc:
 
     async def userinfo(self, token: str) -> dict[str, Any] | None:
         """The claims for a live access token's subject, or None for any token that isn't one."""
+        found = await self.access_token(token)
+        if found is None:
+            return None
+        claims, grant = found
+        subject = await subject_of(self.db, grant.staff_id, grant.claims)
+        return user_claims(subject, str(claims.get("scope", ""))) if subject is not None else None
+
+    async def access_token(self, token: str) -> tuple[dict[str, Any], OidcGrant] | None:
+        """A live access token's claims and grant: signed by a published key, unexpired, for
+        this provider, its grant not revoked and its client enabled."""
         if not token or len(token) > 4096:
             return None
         published = await self.state.keys.published(self.db, self.now)
@@ -301,16 +313,13 @@ class Oidc:
         except (JoseError, ValueError):
             return None
         claims = decoded.claims
-        try:
-            grant = await self.db.get(OidcGrant, uuid.UUID(str(claims["jti"])))
-        except ValueError:
-            return None
+        grant_id = grant_id_of(claims["jti"])
+        grant = await self.db.get(OidcGrant, grant_id) if grant_id is not None else None
         if grant is None or grant.revoked_at is not None or str(grant.staff_id) != claims["sub"]:
             return None
         if await enabled_client(self.db, self.settings, grant.client_id) is None:
             return None
-        subject = await subject_of(self.db, grant.staff_id, grant.claims)
-        return user_claims(subject, str(claims.get("scope", ""))) if subject is not None else None
+        return claims, grant
 
 
 def invalid_grant(provider: Provider, request: Request, description: str) -> Answer:

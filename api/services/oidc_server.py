@@ -23,10 +23,11 @@ from joserfc import jwt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import token_hash
-from core.models import OidcGrant
+from core.models import OidcGrant, OidcRefreshToken
 from core.oidc.claims import Subject, user_claims
-from core.oidc.clients import RegisteredClient
+from core.oidc.clients import OFFLINE, RegisteredClient
 from core.oidc.keys import DEFAULT_ALGORITHM, AnyKey
+from core.oidc.refresh import new_refresh_token, refresh_hash
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
 
@@ -61,6 +62,11 @@ class Loaded:
     # Counts an app's token requests once it has authenticated: an unauthenticated caller
     # naming the app must not spend its budget.
     per_client: SlidingWindowLimiter | None = None
+    # The browser session an authorization request is answered from (its id's HMAC).
+    session_hash: str | None = None
+    # The refresh token presented, and whether it may be used (checked before authlib runs).
+    refresh: OidcRefreshToken | None = None
+    refresh_usable: bool = False
 
 
 class Payload(OAuth2Payload):
@@ -183,6 +189,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
                 code_challenge=request.payload.data.get("code_challenge"),
                 expires_at=loaded.now + loaded.settings.oidc_code_ttl,
                 created_at=loaded.now,
+                session_hash=loaded.session_hash,
             )
         )
         loaded.code_issued = True
@@ -310,9 +317,13 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         expires_in: int | None = None,
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
-        """An RFC 9068 access token: a JWT whose `jti` is its grant's id."""
+        """An RFC 9068 access token: a JWT whose `jti` starts with its grant's id; and with
+        offline_access, for a client allowed the refresh_token grant, a refresh token."""
         loaded = self.loaded
         assert user is not None and loaded.grant is not None
+        jti = str(loaded.grant.id)
+        if loaded.refresh is not None:  # a refresh: the token's own id after its grant's
+            jti = f"{jti}.{uuid.uuid4().hex}"
         lifetime = int(loaded.settings.oidc_access_token_ttl.total_seconds())
         kid, key = loaded.keys[DEFAULT_ALGORITHM]
         now = int(loaded.now.timestamp())
@@ -323,16 +334,36 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
             "client_id": client.get_client_id(),
             "iat": now,
             "exp": now + lifetime,
-            "jti": str(loaded.grant.id),
+            "jti": jti,
             "scope": scope or "",
             **{k: user.session[k] for k in ("auth_time", "acr", "amr", "sid") if k in user.session},
         }
         token = jwt.encode({"alg": DEFAULT_ALGORITHM, "kid": kid, "typ": ACCESS_TOKEN_TYPE}, claims, key)
-        return {"token_type": "Bearer", "access_token": token, "expires_in": lifetime, "scope": scope or ""}
+        answer = {"token_type": "Bearer", "access_token": token, "expires_in": lifetime, "scope": scope or ""}
+        # A refreshed token keeps the scope it was granted, whatever the refresh narrowed.
+        granted = loaded.refresh.scope if loaded.refresh is not None else scope or ""
+        if include_refresh_token and OFFLINE in granted.split():
+            answer["refresh_token"] = self.refresh_token(granted)
+        return answer
+
+    def refresh_token(self, scope: str) -> str:
+        loaded = self.loaded
+        assert loaded.grant is not None
+        token = new_refresh_token()
+        loaded.db.add(
+            OidcRefreshToken(
+                token_hash=refresh_hash(loaded.settings, token),
+                grant_id=loaded.grant.id,
+                scope=scope,
+                created_at=loaded.now,
+            )
+        )
+        return token
 
 
 def grant_id_of(jti: object) -> uuid.UUID | None:
+    """The grant an access token was issued for: its `jti`, or what comes before its dot."""
     try:
-        return uuid.UUID(str(jti))
+        return uuid.UUID(str(jti).split(".", 1)[0])
     except ValueError:
         return None

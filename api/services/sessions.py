@@ -10,8 +10,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import audit
+from core.accounts import end_session_grants
 from core.crypto import token_hash
-from core.models import BrowserSession, Staff, utcnow
+from core.models import BrowserSession, OidcGrant, Staff, utcnow
 from core.settings import Settings
 
 SESSION_PURPOSE = "session"
@@ -98,4 +100,22 @@ class Sessions:
         row = await self.db.get(BrowserSession, session_hash(self.settings, session_id))
         if row is not None and row.revoked_at is None:
             row.revoked_at = utcnow()
+            await end_session_grants(self.db, row.revoked_at, OidcGrant.session_hash == row.id_hash)
             await self.db.flush()
+
+    async def sign_out(self, session_id: str | None, ip: str | None, **details: Any) -> BrowserSession | None:
+        """Ends the signed-in session behind this cookie value (and with it the refresh
+        tokens apps got in it), recorded once; the session it ended, if any."""
+        current = await self.get(session_id, "signin")
+        await self.revoke(session_id)
+        if current is not None and current.row.staff_id is not None:
+            audit.record(
+                self.db,
+                actor=f"staff:{current.row.staff_id}",
+                action="sign_out",
+                outcome="success",
+                target=str(current.row.staff_id),
+                ip=ip,
+                **details,
+            )
+        return current.row if current is not None else None

@@ -17,8 +17,14 @@ from core.oidc.keys import ALGORITHMS, DEFAULT_ALGORITHM
 from core.settings import Settings
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
-GRANT_TYPES = ("authorization_code",)
-SCOPES = ("openid", "profile", "email")
+GRANT_TYPES = ("authorization_code", "refresh_token")
+SCOPES = ("openid", "profile", "email", "offline_access")
+OFFLINE = "offline_access"
+# A refresh token unused this long ends; its family ends this long after the code was redeemed.
+REFRESH_IDLE_DEFAULT = 14 * 86400
+REFRESH_ABSOLUTE_DEFAULT = 90 * 86400
+REFRESH_LIFETIME_MAX = 365 * 86400
+LIFETIMES = ("refresh_token_idle_lifetime", "refresh_token_absolute_lifetime")
 SECRET_PREFIX = "ssocs_"  # noqa: S105 (a prefix, not a secret)
 SECRET_PURPOSE = "oidc-client-secret"  # noqa: S105 (an HMAC purpose)
 # RFC 8252 §7.3: native apps listen on a loopback address over plain http.
@@ -82,13 +88,23 @@ def check_registration(registration: dict[str, Any], settings: Settings) -> None
         problem = uri_problem(uri, settings.is_development)
         if problem is not None:
             raise SsoError(problem)
+    backchannel = registration.get("backchannel_logout_uri")
+    if backchannel and not settings.is_development and not backchannel.startswith("https://"):
+        raise SsoError(f"{backchannel!r}: a back-channel logout URI must use https")
     method = registration.get("token_endpoint_auth_method")
     if method not in AUTH_METHODS:
         raise SsoError(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
-    unsupported = set(registration.get("grant_types") or []) - set(GRANT_TYPES)
+    grant_types = set(registration.get("grant_types") or [])
+    unsupported = grant_types - set(GRANT_TYPES)
     if unsupported:
+        raise SsoError(f"grant_types: {', '.join(sorted(unsupported))} not supported")
+    if "authorization_code" not in grant_types:
+        raise SsoError("grant_types: authorization_code is required")
+    idle, absolute = refresh_lifetimes(registration)
+    if not 60 <= idle <= absolute <= REFRESH_LIFETIME_MAX:
         raise SsoError(
-            f"grant_types: only authorization_code is supported, not {', '.join(sorted(unsupported))}"
+            "refresh_token_idle_lifetime and refresh_token_absolute_lifetime: seconds, at least 60, "
+            f"idle no longer than absolute, at most {REFRESH_LIFETIME_MAX}"
         )
     if registration.get("id_token_signed_response_alg") not in ALGORITHMS:
         raise SsoError(f"id_token_signed_response_alg must be one of {', '.join(ALGORITHMS)}")
@@ -100,11 +116,19 @@ def normalised(registration: dict[str, Any]) -> dict[str, Any]:
         "post_logout_redirect_uris": list(registration.get("post_logout_redirect_uris") or []),
         "backchannel_logout_uri": registration.get("backchannel_logout_uri") or None,
         "token_endpoint_auth_method": registration.get("token_endpoint_auth_method") or "client_secret_basic",
-        "grant_types": list(registration.get("grant_types") or GRANT_TYPES),
+        "grant_types": list(registration.get("grant_types") or ["authorization_code"]),
         "response_types": ["code"],
         "id_token_signed_response_alg": registration.get("id_token_signed_response_alg") or DEFAULT_ALGORITHM,
         "require_consent": bool(registration.get("require_consent", False)),
+        "internal": bool(registration.get("internal", False)),
+        **dict(zip(LIFETIMES, refresh_lifetimes(registration), strict=True)),
     }
+
+
+def refresh_lifetimes(registration: dict[str, Any]) -> tuple[int, int]:
+    """Seconds a refresh token may go unused, and that its family may live."""
+    idle, absolute = (registration.get(name) for name in LIFETIMES)
+    return int(idle or REFRESH_IDLE_DEFAULT), int(absolute or REFRESH_ABSOLUTE_DEFAULT)
 
 
 def confidential(registration: dict[str, Any]) -> bool:
@@ -138,7 +162,8 @@ class RegisteredClient:
 
     def get_allowed_scope(self, scope: str | None) -> str:
         asked = (scope or "").split()
-        return " ".join(s for s in dict.fromkeys(asked) if s in SCOPES)
+        offline = self.check_grant_type("refresh_token")
+        return " ".join(s for s in dict.fromkeys(asked) if s in SCOPES and (s != OFFLINE or offline))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.registration.get("redirect_uris", [])
@@ -149,7 +174,12 @@ class RegisteredClient:
         return stored is not None and hmac.compare_digest(presented.encode(), stored.encode())
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return endpoint == "token" and method == self.registration.get("token_endpoint_auth_method")
+        """The registered method at the token and revocation endpoints; introspection
+        (RFC 7662) is for confidential clients only."""
+        if endpoint == "introspection" and self.public:
+            return False
+        allowed = endpoint in ("token", "revocation", "introspection")
+        return allowed and method == self.registration.get("token_endpoint_auth_method")
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type == "code"

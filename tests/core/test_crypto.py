@@ -138,6 +138,9 @@ def test_access_log_redacts_setup_tokens() -> None:
     assert token not in line
     assert "/sso/setup/[redacted]?x=1" in line
     assert redact(f"https://h/sso/setup/{token}") == "https://h/sso/setup/[redacted]"
+    # An app's logout request carries its ID token as the hint.
+    logout = "GET /oidc/logout?id_token_hint=eyJ.a.b&state=s HTTP/1.1"
+    assert redact(logout) == "GET /oidc/logout?[redacted] HTTP/1.1"
 
 
 def test_access_log_keeps_no_query_of_an_app_request_nor_a_login_hint() -> None:

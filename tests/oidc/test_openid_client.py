@@ -1,6 +1,7 @@
 """A certified relying party from another ecosystem, panva's `openid-client` (Node, pinned in
 tests/oidc/rp/package-lock.json; `.ci/run` installs it), against a real `sso api` process:
-discovery, code + PKCE, ID token validation, userinfo, prompt=none and step-up."""
+discovery, code + PKCE, ID token validation, userinfo, prompt=none and step-up; refresh
+rotation and reuse, introspection, revocation and RP-initiated logout."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def rp(step: str, **data: Any) -> dict[str, Any]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-async def setup(provider: Provider, mfa: bool = False) -> tuple[Person, dict[str, Any]]:
+async def setup(provider: Provider, mfa: bool = False, **metadata: Any) -> tuple[Person, dict[str, Any]]:
     settings = make_settings(database_url=provider.database_url)
     engine = create_engine(provider.database_url)
     sessions = session_factory(engine)
@@ -76,7 +77,11 @@ async def setup(provider: Provider, mfa: bool = False) -> tuple[Person, dict[str
     async with httpx.AsyncClient(base_url=provider.url) as http:
         created = await http.post(
             "/api/v1/clients",
-            json={"client_name": "Lettings portal", "redirect_uris": ["http://127.0.0.1:9/callback"]},
+            json={
+                "client_name": "Lettings portal",
+                "redirect_uris": ["http://127.0.0.1:9/callback"],
+                **metadata,
+            },
             headers={"Authorization": f"Bearer {key}"},
         )
     assert created.status_code == 201, created.text
@@ -130,4 +135,37 @@ async def test_openid_client_step_up_gets_an_mfa_token(provider: Provider) -> No
     assert resumed.headers["location"] == "/sso/authorize/resume"
     result = rp("finish", **client, **start, callback=await callback(browser, "/sso/authorize/resume"))
     assert result["claims"]["amr"] == ["pwd", "otp", "mfa"] and result["claims"]["acr"] == "mfa", result
+    await browser.aclose()
+
+
+async def test_openid_client_refreshes_revokes_and_signs_out(provider: Provider) -> None:
+    signed_out = "http://127.0.0.1:9/signed-out"
+    person, client = await setup(
+        provider,
+        grant_types=["authorization_code", "refresh_token"],
+        post_logout_redirect_uris=[signed_out],
+    )
+    browser = Browser(httpx.AsyncHTTPTransport(), provider.url)
+    assert (await sign_in(browser, person.email)).status_code == 303
+    offline = {"scope": "openid email profile offline_access"}
+    tokens = []
+    for _ in range(2):
+        start = rp("start", **client, extra=offline)
+        tokens.append(rp("finish", **client, **start, callback=await callback(browser, start["url"])))
+    first, second = tokens
+    assert first["refresh_token"].startswith("ssort_"), first
+    refreshed = rp(
+        "refresh",
+        **client,
+        refresh_token=first["refresh_token"],
+        id_token=first["id_token"],
+        post_logout_redirect_uri=signed_out,
+    )
+    assert refreshed["rotated"] is True and refreshed["active"] is True, refreshed
+    assert refreshed["reuse"] == "invalid_grant" and refreshed["afterReuse"] is False, refreshed
+    assert rp("revoke", **client, refresh_token=second["refresh_token"]) == {"refresh": "invalid_grant"}
+    # The logout URL openid-client built: back to the app with its state, signed out.
+    back = await browser.http.get(refreshed["logout"])
+    assert back.status_code == 303 and back.headers["location"] == f"{signed_out}?state=rp-state"
+    assert (await browser.http.get("/sso/account")).status_code == 303
     await browser.aclose()

@@ -19,13 +19,14 @@ from sqlalchemy import select, update
 
 import api.services.oidc as oidc_service
 from core.codec import keyring_from_settings
-from core.models import Base, BrowserSession, OidcGrant, OidcSigningKey, SsoAccount, utcnow
+from core.models import BrowserSession, OidcGrant, OidcSigningKey, SsoAccount, utcnow
 from tests.support.accounts import PUBLIC_URL, Person, hidden_fields, page_text, sign_in
 from tests.support.harness import Stack, running_app
 from tests.support.oidc import (
     authorization,
     callback_params,
     code_for,
+    database_text,
     id_token_claims,
     keys,
     redeem,
@@ -50,7 +51,10 @@ async def test_discovery_names_every_endpoint_and_only_the_code_flow(app_stack: 
     document = (await app_stack.http.get("/.well-known/openid-configuration")).json()
     assert document["issuer"] == PUBLIC_URL
     assert document["response_types_supported"] == ["code"]
-    assert document["grant_types_supported"] == ["authorization_code"]
+    assert document["grant_types_supported"] == ["authorization_code", "refresh_token"]
+    assert document["revocation_endpoint"] == f"{PUBLIC_URL}/oidc/revoke"
+    assert document["introspection_endpoint"] == f"{PUBLIC_URL}/oidc/introspect"
+    assert "none" not in document["introspection_endpoint_auth_methods_supported"]
     assert document["code_challenge_methods_supported"] == ["S256"]
     assert document["authorization_response_iss_parameter_supported"] is True
     assert document["jwks_uri"] == f"{PUBLIC_URL}/oidc/jwks"
@@ -369,9 +373,7 @@ async def test_no_code_token_secret_or_private_key_in_the_database_or_logs(
     ]
     async with app_stack.sessions() as session:
         keys_rows = (await session.scalars(select(OidcSigningKey))).all()
-        dump = []
-        for table in Base.metadata.sorted_tables:
-            dump += [repr(tuple(row)) for row in (await session.execute(table.select())).all()]
+    text = await database_text(app_stack)
     private_parts = []
     for row in keys_rows:
         private = json.loads(
@@ -380,7 +382,6 @@ async def test_no_code_token_secret_or_private_key_in_the_database_or_logs(
             )
         )
         private_parts.append(private["d"])
-    text = "\n".join(dump)
     for secret in [*secrets_seen, *private_parts]:
         assert secret and secret not in text
         assert secret not in caplog.text

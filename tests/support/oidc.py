@@ -18,6 +18,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from core.models import Base
 from tests.support.accounts import PUBLIC_URL, Browser, Person, sign_in
 from tests.support.harness import Stack
 
@@ -214,3 +215,12 @@ async def id_token_claims(http: httpx.AsyncClient, request: Authorization, id_to
 async def userinfo(stack: Stack, access_token: str) -> httpx.Response:
     async with httpx.AsyncClient(transport=stack.transport, base_url=PUBLIC_URL) as http:
         return await http.get("/oidc/userinfo", headers={"Authorization": f"Bearer {access_token}"})
+
+
+async def database_text(stack: Stack) -> str:
+    """Every row of every table, as text: for proving what is never stored."""
+    async with stack.sessions() as session:
+        dump = []
+        for table in Base.metadata.sorted_tables:
+            dump += [repr(tuple(row)) for row in (await session.execute(table.select())).all()]
+    return "\n".join(dump)

@@ -1,0 +1,150 @@
+"""Back-Channel Logout 1.0: the SessionLogout flow (time skipping, stand-in deliveries), the
+logout token and the SSRF guard, and a sign-out reaching an app's receiver through the real
+worker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import parse_qs
+
+import pytest
+import pytest_asyncio
+from joserfc import jwt
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.inputs import SendLogoutInput
+from core import flow_errors
+from core.oidc.logout import LOGOUT_EVENT, logout_token_claims, logout_uri_refusal
+from tests.support.accounts import PUBLIC_URL
+from tests.support.harness import Stack, running_stack
+from tests.support.oidc import authorization, code_for, keys, redeem, register, signed_in_browser
+from workflows.logout import SessionLogoutInput, SessionLogoutWorkflow, logout_workflow_id
+
+ASYNC = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.mark.parametrize(
+    ("uri", "addresses", "internal", "development", "refused"),
+    [
+        ("https://crm.example.test/bcl", ["93.184.216.34"], False, False, False),
+        ("http://crm.example.test/bcl", ["93.184.216.34"], False, False, True),  # https only
+        ("http://crm.example.test/bcl", ["93.184.216.34"], False, True, False),
+        ("https://crm.example.test/bcl", ["127.0.0.1"], False, False, True),
+        ("https://crm.example.test/bcl", ["93.184.216.34", "10.0.0.7"], False, False, True),
+        ("https://crm.example.test/bcl", ["169.254.169.254"], False, True, True),  # cloud metadata
+        ("https://crm.example.test/bcl", ["fe80::1%eth0"], False, False, True),
+        ("https://crm.example.test/bcl", ["::1"], False, False, True),
+        ("https://crm.example.test/bcl", [], False, False, True),
+        ("https://crm.internal/bcl", ["10.0.0.7"], True, False, False),
+        ("http://crm.internal/bcl", ["10.0.0.7"], True, False, True),
+    ],
+)
+def test_the_ssrf_guard(
+    uri: str, addresses: list[str], internal: bool, development: bool, refused: bool
+) -> None:
+    assert (logout_uri_refusal(uri, addresses, internal, development) is not None) is refused
+
+
+def test_a_logout_token_has_events_sid_and_sub_and_no_nonce() -> None:
+    claims = logout_token_claims(PUBLIC_URL, "app", "person", "sid-1", "jti-1", 1000)
+    assert claims["events"] == {LOGOUT_EVENT: {}} and "nonce" not in claims
+    assert (claims["sid"], claims["sub"], claims["aud"], claims["jti"]) == ("sid-1", "person", "app", "jti-1")
+    assert claims["exp"] - claims["iat"] == 120
+
+
+@ASYNC
+async def test_each_app_is_retried_with_back_off_and_keeps_its_jti(temporal_env: WorkflowEnvironment) -> None:
+    attempts: dict[str, list[SendLogoutInput]] = {}
+
+    @activity.defn(name="send_logout_token")
+    async def stand_in(data: SendLogoutInput) -> str:
+        attempts.setdefault(data.client_id, []).append(data)
+        if data.client_id == "refused":
+            raise ApplicationError("private address", non_retryable=True, type=flow_errors.LOGOUT_URI_REFUSED)
+        if data.client_id == "down" or (data.client_id == "flaky" and len(attempts["flaky"]) < 3):
+            raise ApplicationError("the app answered 503")
+        return "delivered"
+
+    task_queue = f"tq-{uuid.uuid4()}"
+    async with Worker(
+        temporal_env.client, task_queue=task_queue, workflows=[SessionLogoutWorkflow], activities=[stand_in]
+    ):
+        sid = uuid.uuid4().hex
+        result = await temporal_env.client.execute_workflow(
+            SessionLogoutWorkflow.run,
+            SessionLogoutInput(sid, str(uuid.uuid4()), ["ok", "flaky", "refused", "down"]),
+            id=logout_workflow_id(sid),
+            task_queue=task_queue,
+        )
+    assert result == {"ok": "delivered", "flaky": "delivered", "refused": "failed", "down": "failed"}
+    assert len(attempts["flaky"]) == 3 and len({a.jti for a in attempts["flaky"]}) == 1
+    assert len(attempts["refused"]) == 1
+    # Back-off up to an hour apart, for a day: about 30 attempts, not thousands.
+    assert 20 <= len(attempts["down"]) <= 40
+    assert len({a.jti for app in attempts.values() for a in app}) == 4
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict[str, list[str]]]]]:
+    """An app's back-channel logout endpoint on a loopback port: what it was sent."""
+    received: list[dict[str, list[str]]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            received.append(parse_qs(self.rfile.read(length).decode()))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/backchannel-logout", received
+    finally:
+        server.shutdown()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def dev_stack(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
+    # Development: the receiver listens over plain http (an internal app on loopback).
+    async with running_stack(temporal_env, database_url, env="development") as stack:
+        yield stack
+
+
+@pytest.mark.pages
+@ASYNC
+async def test_signing_out_sends_each_app_a_logout_token(
+    dev_stack: Stack, receiver: tuple[str, list[dict[str, list[str]]]]
+) -> None:
+    uri, received = receiver
+    person = await dev_stack.person()
+    app = await register(dev_stack, backchannel_logout_uri=uri, internal=True)
+    quiet = await register(dev_stack)  # no back-channel URI: not told
+    browser = await signed_in_browser(dev_stack, person.email)
+    request = authorization(quiet)
+    await redeem(dev_stack, request, await code_for(browser, request))
+    request = authorization(app)
+    token = await redeem(dev_stack, request, await code_for(browser, request))
+    claims = jwt.decode(token["id_token"], await keys(dev_stack.http)).claims
+    page = await browser.get("/sso/account")
+    assert (await browser.submit(page, "/sso/logout")).status_code == 303
+    handle = dev_stack.env.client.get_workflow_handle(logout_workflow_id(claims["sid"]))
+    assert await asyncio.wait_for(handle.result(), 30) == {app.client_id: "delivered"}
+    [sent] = received
+    decoded = jwt.decode(sent["logout_token"][0], await keys(dev_stack.http))
+    assert decoded.header["typ"] == "logout+jwt"
+    logout = decoded.claims
+    assert logout["sid"] == claims["sid"] and logout["sub"] == claims["sub"] and "nonce" not in logout
+    assert logout["aud"] == app.client_id and logout["iss"] == PUBLIC_URL and logout["jti"]
+    assert logout["events"] == {LOGOUT_EVENT: {}}

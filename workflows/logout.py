@@ -1,0 +1,79 @@
+"""Back-Channel Logout 1.0 fan-out: one flow per ended session (`session-logout-<sid>`)
+telling every app that got tokens in it, each retried with back-off for up to a day."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+from core import flow_errors
+
+with workflow.unsafe.imports_passed_through():
+    from activities.inputs import SendLogoutInput
+    from activities.logout import LogoutActivities
+    from workflows.common import required
+
+DELIVERY_WINDOW = timedelta(hours=24)
+DELIVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(hours=1),
+    non_retryable_error_types=[flow_errors.LOGOUT_URI_REFUSED],
+)
+ATTEMPT_TIMEOUT = timedelta(seconds=30)
+
+
+def logout_workflow_id(sid: str) -> str:
+    return f"session-logout-{sid}"
+
+
+@dataclass
+class SessionLogoutInput:
+    """The ended session (`sid`, as the apps know it), its person, and the apps told."""
+
+    sid: str
+    staff_id: str
+    client_ids: list[str] = field(default_factory=list)
+
+
+@workflow.defn(name="SessionLogout")
+class SessionLogoutWorkflow:
+    def __init__(self) -> None:
+        self.deliveries: dict[str, str] = {}
+
+    @workflow.run
+    async def run(self, data: SessionLogoutInput | None = None) -> dict[str, str]:
+        data = required(data, "This start")
+        self.deliveries = dict.fromkeys(data.client_ids, "sending")
+        self._show()
+        await asyncio.gather(*(self._deliver(data, client_id) for client_id in data.client_ids))
+        return self.deliveries
+
+    async def _deliver(self, data: SessionLogoutInput, client_id: str) -> None:
+        send = SendLogoutInput(client_id, data.staff_id, data.sid, str(workflow.uuid4()))
+        try:
+            self.deliveries[client_id] = await workflow.execute_activity_method(
+                LogoutActivities.send_logout_token,
+                send,
+                start_to_close_timeout=ATTEMPT_TIMEOUT,
+                schedule_to_close_timeout=DELIVERY_WINDOW,
+                retry_policy=DELIVERY_RETRY,
+                summary=f"Logout token to {client_id}",
+            )
+        except ActivityError:  # refused, or still failing after a day
+            self.deliveries[client_id] = "failed"
+        self._show()
+
+    @workflow.query
+    def progress(self) -> dict[str, str]:
+        return self.deliveries
+
+    def _show(self) -> None:
+        workflow.set_current_details(
+            "\n".join(f"{client_id}: {state}" for client_id, state in sorted(self.deliveries.items()))
+        )
