@@ -39,6 +39,11 @@ CONTEXTS = {
         "login_email": f"{LONG_NAME[:60]}@example.com",
         "changed_at": email_at(WINTER, LONDON),
     },
+    "mfa_changed": {
+        "login_email": f"{LONG_NAME[:60]}@example.com",
+        "changed_at": email_at(WINTER, LONDON),
+        "what": "a new set of recovery codes was made",
+    },
     "entra_linked": {"account": f"{LONG_NAME[:60]}@contoso.example", "linked_at": email_at(SUMMER, LONDON)},
 }
 
