@@ -112,19 +112,26 @@ class AccountSteps(PageSteps):
         return True
 
     async def _notify(self, staff_id: uuid.UUID, change: str) -> None:
-        await notify_mfa_changed(self.settings, self._flows, staff_id, change)
+        await MfaNotices(self.settings, self._flows).changed(staff_id, change)
 
 
-async def notify_mfa_changed(settings: Settings, flows: FlowClient, staff_id: uuid.UUID, change: str) -> None:
-    """Started before the request commits: if Temporal can't take it, the change is not made
-    either (ServiceUnavailable rolls the request back)."""
-    await flows.start(
-        MfaChangedNoticeWorkflow.run,
-        MfaNoticeStart(
-            MfaNoticeInput(staff_id=str(staff_id), change=change, changed_at=utcnow()),
-            email_retry(settings),
-        ),
-        id=f"mfa-changed-{staff_id}-{uuid.uuid4()}",
-        search_attributes=[SearchAttributePair(SSO_STAFF_ID, str(staff_id))],
-        static_summary="Email: your Multi-Factor Authentication was changed",
-    )
+@dataclass
+class MfaNotices:
+    """ "Your Multi-Factor Authentication was changed", from the account page or an admin."""
+
+    settings: Settings
+    flows: FlowClient
+
+    async def changed(self, staff_id: uuid.UUID, change: str) -> None:
+        """Started before the request commits: if Temporal can't take it, the change is not
+        made either (ServiceUnavailable rolls the request back)."""
+        await self.flows.start(
+            MfaChangedNoticeWorkflow.run,
+            MfaNoticeStart(
+                MfaNoticeInput(staff_id=str(staff_id), change=change, changed_at=utcnow()),
+                email_retry(self.settings),
+            ),
+            id=f"mfa-changed-{staff_id}-{uuid.uuid4()}",
+            search_attributes=[SearchAttributePair(SSO_STAFF_ID, str(staff_id))],
+            static_summary="Email: your Multi-Factor Authentication was changed",
+        )
