@@ -9,6 +9,8 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.services.account import MfaNotices
+from api.services.flows import FlowClient
 from api.services.setup_admin import Onboarding
 from api.services.signin import SignIn
 from core.addresses import canonical, rate_key
@@ -114,6 +116,14 @@ def get_onboarding(uow: UnitOfWorkDep, settings: SettingsDep, temporal: Temporal
 
 
 OnboardingDep = Annotated[Onboarding, Depends(get_onboarding)]
+
+
+def get_mfa_notices(settings: SettingsDep, temporal: TemporalDep) -> MfaNotices:
+    # Connecting may take the usual 5 s: an admin action, not a page step.
+    return MfaNotices(settings, FlowClient(temporal, 10.0, settings.task_queue, connect_timeout=5.0))
+
+
+MfaNoticesDep = Annotated[MfaNotices, Depends(get_mfa_notices)]
 
 
 def get_signin(request: Request, session: SessionDep, settings: SettingsDep) -> SignIn:

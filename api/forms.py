@@ -70,6 +70,12 @@ class LoginCodeForm(CsrfForm):
     code: Code = ""
 
 
+class CurrentPasswordForm(CsrfForm):
+    """A change that needs the password again (turning MFA off)."""
+
+    password: Password = ""
+
+
 class AdminActionForm(CsrfForm):
     """An action on a person, and the admin page to come back to."""
 
@@ -112,6 +118,7 @@ ResetCodeFormDep = Annotated[ResetCodeForm, Form()]
 ForgotFormDep = Annotated[ForgotForm, Form()]
 LoginFormDep = Annotated[LoginForm, Form()]
 LoginCodeFormDep = Annotated[LoginCodeForm, Form()]
+CurrentPasswordFormDep = Annotated[CurrentPasswordForm, Form()]
 AdminActionFormDep = Annotated[AdminActionForm, Form()]
 StaffFormDep = Annotated[StaffForm, Form()]
 AppFormDep = Annotated[AppForm, Form()]

@@ -164,6 +164,11 @@ class SessionsRevoked(BaseModel):
     sessions_revoked: int
 
 
+class MfaReset(BaseModel):
+    mfa_enabled: bool
+    sessions_revoked: int
+
+
 class Unlocked(BaseModel):
     failed_sign_ins: int
     locked_until: datetime | None

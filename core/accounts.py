@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit, recovery
 from core.crypto import Keyring
-from core.models import BrowserSession, OidcGrant, SsoAccount
+from core.models import BrowserSession, OidcGrant, SsoAccount, Staff
 from core.totp import matching_step, totp_aad
 
 FREE_FAILURES = 5  # failed sign-ins before any delay
@@ -20,6 +20,20 @@ MAX_FAILURES = 100  # failed sign-ins in a row before only a password reset help
 MAX_DELAY = timedelta(minutes=15)
 # "entra" too: a Microsoft sign-in started before a sign-out-everywhere must not finish.
 SIGNED_IN_PURPOSES = ("signin", "mfa", "entra")
+
+
+def mfa_required(staff: Staff) -> bool:
+    """Whether this person must keep a second factor. Administrators always must (the admin
+    pages need a strong sign-in); everyone else is under the default `optional` policy."""
+    return staff.is_admin
+
+
+async def remove_second_factors(session: AsyncSession, account: SsoAccount) -> None:
+    """The authenticator secret and every recovery code: nothing of the old factor is kept."""
+    account.totp_secret_encrypted = None
+    account.totp_last_step = None
+    account.mfa_enabled_at = None
+    await recovery.remove(session, account.id)
 
 
 def lock_delay(failures: int) -> timedelta | None:

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from api.cookies import SIGNIN_SESSION, csrf_ok, read_cookie
 from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
-from api.forms import CodeFormDep, CsrfFormDep
+from api.forms import CodeFormDep, CsrfFormDep, CurrentPasswordFormDep
 from api.pages import redirect, render_page, six_digits, unavailable
 from api.services.account import AccountSteps, Standing
 from api.services.sessions import Sessions
@@ -21,13 +21,16 @@ router = APIRouter(prefix="/sso/account", tags=["pages"], include_in_schema=Fals
 
 FORM_PROBLEM = "This form has expired. Reload the page and try again."
 NOT_A_CODE = "Enter the 6-digit code from your authenticator app."
+STILL_ON = "That password didn't match, so Multi-Factor Authentication is still on."
 WRONG_CODE = (
     "That code didn't match, or it was already used. Enter the newest code from your authenticator app."
 )
 
 
-def get_account_steps(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> AccountSteps:
-    return AccountSteps(settings=settings, db=db, temporal=temporal)
+def get_account_steps(
+    request: Request, db: SessionDep, settings: SettingsDep, temporal: TemporalDep
+) -> AccountSteps:
+    return AccountSteps(settings=settings, db=db, temporal=temporal, hashing=request.app.state.hashing)
 
 
 AccountDep = Annotated[AccountSteps, Depends(get_account_steps)]
@@ -46,12 +49,28 @@ async def _as_signed_in(request: Request, steps: AccountSteps, page: Page) -> Re
         return unavailable(request)
 
 
+NOTICES = {"mfa_off": "Multi-Factor Authentication is off. We've emailed you to say so."}
+
+
 @router.get("", response_class=HTMLResponse)
-async def account_page(request: Request, steps: AccountDep) -> Response:
+async def account_page(request: Request, steps: AccountDep, notice: str | None = None) -> Response:
     async def page(staff: Staff, standing: Standing) -> Response:
-        return render_page(request, "account", staff=staff, standing=standing)
+        return _account_page(request, staff, standing, notice=NOTICES.get(notice or ""))
 
     return await _as_signed_in(request, steps, page)
+
+
+def _account_page(
+    request: Request,
+    staff: Staff,
+    standing: Standing,
+    message: str | None = None,
+    status: int = 200,
+    notice: str | None = None,
+) -> HTMLResponse:
+    return render_page(
+        request, "account", status_code=status, staff=staff, standing=standing, message=message, notice=notice
+    )
 
 
 def _enrol_page(
@@ -107,5 +126,19 @@ async def new_recovery_codes(request: Request, steps: AccountDep, form: CsrfForm
         assert standing.account is not None
         codes = await steps.new_recovery_codes(standing.account, client_ip(request))
         return render_page(request, "recovery_codes", codes=codes, next_page="/sso/account")
+
+    return await _as_signed_in(request, steps, page)
+
+
+@router.post("/mfa/off", response_class=HTMLResponse)
+async def turn_mfa_off(request: Request, steps: AccountDep, form: CurrentPasswordFormDep) -> Response:
+    async def page(staff: Staff, standing: Standing) -> Response:
+        if not standing.can_turn_off:
+            return redirect("/sso/account")
+        if not csrf_ok(request, steps.settings, form.csrf):
+            return _account_page(request, staff, standing, FORM_PROBLEM, 400)
+        if not await steps.turn_off(standing, form.password, client_ip(request)):
+            return _account_page(request, staff, standing, STILL_ON, 400)
+        return redirect("/sso/account?notice=mfa_off")
 
     return await _as_signed_in(request, steps, page)

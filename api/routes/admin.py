@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from api import admin_words
 from api.cookies import SIGNIN_SESSION, csrf_ok, read_cookie
-from api.deps import OnboardingDep, SettingsDep, UnitOfWorkDep, client_ip
+from api.deps import MfaNoticesDep, OnboardingDep, SettingsDep, UnitOfWorkDep, client_ip
 from api.forms import AdminActionFormDep, StaffForm, StaffFormDep
 from api.pages import redirect, render_page
 from api.schemas import StaffCreate
@@ -39,6 +39,7 @@ ACTIONS = {
     "revoke-sessions": "Sign out everywhere",
     "unlock": "Unlock sign-in",
     "unlink-entra": "Unlink Microsoft-Entra",
+    "reset-mfa": "Reset MFA",
 }
 
 
@@ -230,15 +231,9 @@ async def person(
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
-    staff = await uow.session.get(Staff, _uuid(staff_id)) if _uuid(staff_id) else None
-    if staff is None:
-        return _denied(
-            request,
-            current.staff,
-            404,
-            "No such person",
-            "There is no staff member with that id.",
-        )
+    staff = await _person(request, current, uow, staff_id)
+    if isinstance(staff, Response):
+        return staff
     [overview] = await staff_service.overviews(uow.session, [staff])
     return _page(
         request,
@@ -252,6 +247,34 @@ async def person(
     )
 
 
+async def _person(request: Request, current: Current, uow: UnitOfWorkDep, staff_id: str) -> Staff | Response:
+    staff = await uow.session.get(Staff, _uuid(staff_id)) if _uuid(staff_id) else None
+    if staff is None:
+        return _denied(
+            request, current.staff, 404, "No such person", "There is no staff member with that id."
+        )
+    return staff
+
+
+@router.get("/staff/{staff_id}/reset-mfa", response_class=HTMLResponse)
+async def confirm_reset_mfa(
+    request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep
+) -> Response:
+    """Reset MFA asks first: it signs the person out everywhere."""
+    current = await _admin(request, settings, uow)
+    if isinstance(current, Response):
+        return current
+    staff = await _person(request, current, uow, staff_id)
+    if isinstance(staff, Response):
+        return staff
+    back = f"/admin/staff/{staff.id}"
+    return _page(request, current, "admin_reset_mfa", back, person=staff)
+
+
+def _sessions_ended(count: int) -> str:
+    return f"{count} session{'s' if count != 1 else ''}"
+
+
 @router.post("/staff/{staff_id}/{action}", response_class=HTMLResponse)
 async def act(
     request: Request,
@@ -260,6 +283,7 @@ async def act(
     settings: SettingsDep,
     uow: UnitOfWorkDep,
     onboarding: OnboardingDep,
+    notices: MfaNoticesDep,
     form: AdminActionFormDep,
 ) -> Response:
     current = await _admin(request, settings, uow)
@@ -298,7 +322,7 @@ async def act(
 
     async def revoke() -> str:
         count = await accounts.revoke_sessions(staff_id, actor, ip)
-        return f"{name} was signed out everywhere ({count} session{'s' if count != 1 else ''})."
+        return f"{name} was signed out everywhere ({_sessions_ended(count)})."
 
     async def unlock() -> str:
         await accounts.unlock(staff_id, actor, ip)
@@ -311,12 +335,21 @@ async def act(
             "and their sessions were ended."
         )
 
+    async def reset_mfa() -> str:
+        count = await accounts.reset_mfa(staff_id, actor, ip, notices)
+        return (
+            f"MFA for {name} was reset: their authenticator app and recovery codes were removed, "
+            f"they were signed out everywhere ({_sessions_ended(count)}) and told by email. They "
+            "sign in with their password and can set up MFA again from their account page."
+        )
+
     steps: dict[str, Callable[[], Awaitable[str]]] = {
         "send-email": send,
         "cancel-setup": cancel,
         "revoke-sessions": revoke,
         "unlock": unlock,
         "unlink-entra": unlink,
+        "reset-mfa": reset_mfa,
     }
     try:
         text = await steps[action]()

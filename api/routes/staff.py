@@ -7,11 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
-from api.deps import AdminDep, OnboardingDep, SessionDep, client_ip
+from api.deps import AdminDep, MfaNoticesDep, OnboardingDep, SessionDep, client_ip
 from api.schemas import (
     NO_CONTROL_CHARACTERS,
     EntraUnlinked,
     ErrorBody,
+    MfaReset,
     SessionsRevoked,
     SsoCancelled,
     SsoEmailSent,
@@ -128,6 +129,16 @@ async def unlink_entra(
     """Unlink the person's Microsoft Entra account and end their sessions."""
     link = await AccountAdmin(session).unlink_entra(staff_id, actor, client_ip(request))
     return EntraUnlinked(tenant_id=link.tenant_id, object_id=link.object_id)
+
+
+@router.delete("/{staff_id}/mfa", response_model=MfaReset)
+async def reset_mfa(
+    staff_id: uuid.UUID, request: Request, session: SessionDep, notices: MfaNoticesDep, actor: AdminDep
+) -> MfaReset:
+    """Reset MFA for a lost phone: remove the authenticator and the recovery codes, end every
+    session and email the person. 409 when the person has no MFA set up."""
+    count = await AccountAdmin(session).reset_mfa(staff_id, actor, client_ip(request), notices)
+    return MfaReset(mfa_enabled=False, sessions_revoked=count)
 
 
 @router.get("/{staff_id}/sso", response_model=SsoStatus)

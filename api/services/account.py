@@ -14,13 +14,16 @@ from sqlalchemy import select
 from temporalio.common import SearchAttributePair
 
 from api.services import authenticator
+from api.services.flows import FlowClient
 from api.services.page_steps import PageSteps
+from api.services.signin import Hashing
 from api.services.temporal import email_retry
 from core import audit, recovery
-from core.accounts import totp_accepted
+from core.accounts import claim_attempt, mfa_required, release_attempt, remove_second_factors, totp_accepted
 from core.codec import keyring_from_settings
 from core.models import AccountStatus, SsoAccount, Staff, utcnow
 from core.search_attributes import SSO_STAFF_ID
+from core.settings import Settings
 from workflows.notices import MfaChangedNoticeWorkflow, MfaNoticeInput, MfaNoticeStart
 
 
@@ -30,6 +33,7 @@ class Standing:
 
     account: SsoAccount | None
     codes_left: int = 0
+    required: bool = False
 
     @property
     def mfa_on(self) -> bool:
@@ -45,14 +49,20 @@ class Standing:
             and not self.mfa_on
         )
 
+    @property
+    def can_turn_off(self) -> bool:
+        return self.mfa_on and not self.required
+
 
 @dataclass
 class AccountSteps(PageSteps):
+    hashing: Hashing
+
     async def standing(self, staff: Staff) -> Standing:
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
         if account is None or account.mfa_enabled_at is None:
-            return Standing(account)
-        return Standing(account, await recovery.left(self.db, account.id))
+            return Standing(account, required=mfa_required(staff))
+        return Standing(account, await recovery.left(self.db, account.id), mfa_required(staff))
 
     def enrolment(self, account: SsoAccount) -> dict[str, Any]:
         """The setup_mfa page's values; the secret is kept, sealed, until the person finishes."""
@@ -82,10 +92,40 @@ class AccountSteps(PageSteps):
         await self._notify(account.staff_id, "recovery_codes")
         return codes
 
+    async def turn_off(self, standing: Standing, password: str, ip: str | None) -> bool:
+        """MFA off after the current password, counted like a sign-in attempt (a stolen
+        session must not guess its way to removing the factor); False when refused."""
+        account = standing.account
+        assert account is not None and standing.can_turn_off and account.password_hash is not None
+        claimed = await claim_attempt(self.db, account.id, utcnow())
+        right = claimed is not None and await self.hashing.verify(account.password_hash, password)
+        staff_id = str(account.staff_id)
+        if claimed is None or not right:
+            reason = "locked" if claimed is None else "wrong password"
+            audit.by_staff(self.db, staff_id, "mfa.remove_failed", outcome="failure", ip=ip, reason=reason)
+            return False
+        await release_attempt(self.db, account.id, claimed)
+        await self.db.refresh(account)
+        await remove_second_factors(self.db, account)
+        audit.by_staff(self.db, staff_id, "mfa.removed", ip=ip, via="account")
+        await self._notify(account.staff_id, "removed")
+        return True
+
     async def _notify(self, staff_id: uuid.UUID, change: str) -> None:
+        await MfaNotices(self.settings, self._flows).changed(staff_id, change)
+
+
+@dataclass
+class MfaNotices:
+    """ "Your Multi-Factor Authentication was changed", from the account page or an admin."""
+
+    settings: Settings
+    flows: FlowClient
+
+    async def changed(self, staff_id: uuid.UUID, change: str) -> None:
         """Started before the request commits: if Temporal can't take it, the change is not
         made either (ServiceUnavailable rolls the request back)."""
-        await self._flows.start(
+        await self.flows.start(
             MfaChangedNoticeWorkflow.run,
             MfaNoticeStart(
                 MfaNoticeInput(staff_id=str(staff_id), change=change, changed_at=utcnow()),

@@ -1,5 +1,5 @@
 """Admin actions on a person's account: end their sessions, lift a sign-in lock (and the caps
-on wrong reset codes), unlink Microsoft Entra."""
+on wrong reset codes), unlink Microsoft Entra, reset MFA for a lost phone."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.services.account import MfaNotices
 from api.services.staff import get_staff
 from core import audit
-from core.accounts import account_for, revoke_sessions
-from core.errors import NotFound
+from core.accounts import account_for, remove_second_factors, revoke_sessions
+from core.errors import Conflict, NotFound
 from core.models import EntraLink, Staff, utcnow
 from core.reset_caps import clear as clear_wrong_reset_codes
 
@@ -62,6 +63,22 @@ class AccountAdmin:
             sessions_revoked=count,
         )
         return link
+
+    async def reset_mfa(self, staff_id: uuid.UUID, actor: str, ip: str | None, notices: MfaNotices) -> int:
+        """A lost phone: the authenticator and recovery codes go, and so does every session,
+        since whoever has the phone may be signed in; the person is told. The sessions
+        ended."""
+        staff = await get_staff(self.db, staff_id)
+        account = await account_for(self.db, staff.id)
+        if account is None or account.mfa_enabled_at is None:
+            raise Conflict("This person has no Multi-Factor Authentication to reset")
+        # The email first: when Temporal can't take it, nothing has been written that the
+        # admin page (which answers a refusal with a normal page) would commit.
+        await notices.changed(staff.id, "reset")
+        await remove_second_factors(self.db, account)
+        count = await revoke_sessions(self.db, staff.id, utcnow())
+        await self._done("mfa.reset", staff, actor, ip, sessions_revoked=count)
+        return count
 
     async def _done(self, action: str, staff: Staff, actor: str, ip: str | None, **details: Any) -> None:
         """Every action is audited against the person it was taken on, and flushed: the

@@ -16,7 +16,7 @@ from api.services.flows import FlowClient
 from api.services.staff import get_staff, shown_state
 from api.services.temporal import email_retry
 from core import audit
-from core.accounts import MAX_FAILURES
+from core.accounts import MAX_FAILURES, mfa_required
 from core.db import UnitOfWork
 from core.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from core.models import (
@@ -121,7 +121,7 @@ class Onboarding:
                     code_ttl_seconds=int(self.settings.code_ttl.total_seconds()),
                     code_resend_interval_seconds=int(self.settings.code_resend_interval.total_seconds()),
                     code_max_resends=self.settings.code_max_resends,
-                    mfa_required=staff.is_admin,
+                    mfa_required=mfa_required(staff),
                     quiet_delivery=True,
                 ),
                 id=workflow_id,

@@ -17,12 +17,14 @@ from sqlalchemy import select
 
 from core.models import AuditEvent, RecoveryCode, SsoAccount
 from tests.support.accounts import (
+    PASSWORD,
     Browser,
     Person,
     account_row,
     audit_events,
     browsing,
     emails_with_subject,
+    hidden_fields,
     page_text,
     recovery_codes_in,
     redirected_to,
@@ -165,18 +167,79 @@ async def test_a_new_set_voids_the_old_one(stack: Stack, browser: Browser) -> No
     await signed_in(stack, browser, person, new[0])
 
 
+TURN_OFF = "Turn off multi-factor authentication"
+
+
+async def test_turning_mfa_off_needs_the_password_and_removes_both_factors(
+    stack: Stack, browser: Browser
+) -> None:
+    person = await stack.person()
+    await signed_in(stack, browser, person)
+    secret, codes = await enrol(stack, browser, person)
+    account = await browser.get("/sso/account")
+    assert TURN_OFF in page_text(account)
+
+    wrong = await browser.submit(account, "/sso/account/mfa/off", password="not the password at all")
+    assert wrong.status_code == 400
+    assert "That password didn't match, so Multi-Factor Authentication is still on." in page_text(wrong)
+    row = await account_row(stack.sessions, person)
+    assert row.mfa_enabled_at is not None and row.totp_secret_encrypted is not None
+    assert row.failed_sign_ins == 1  # counted like a sign-in: a stolen session can't guess freely
+    async with stack.sessions() as session:
+        stored = (await session.scalars(select(RecoveryCode).where(RecoveryCode.account_id == row.id))).all()
+    assert len(stored) == 10
+    assert "mfa.remove_failed" in [e.action for e in await audit_events(stack.sessions, person)]
+
+    done = await browser.submit(wrong, "/sso/account/mfa/off", password=PASSWORD)
+    assert redirected_to(done, "/sso/account?notice=mfa_off"), done.text
+    page = await browser.get("/sso/account", notice="mfa_off")
+    assert "Multi-Factor Authentication is off." in page_text(page)
+    assert SET_UP in page_text(page) and TURN_OFF not in page_text(page)
+    row = await account_row(stack.sessions, person)
+    assert row.mfa_enabled_at is None and row.totp_secret_encrypted is None and row.totp_last_step is None
+    assert row.failed_sign_ins == 1  # the right password takes back only its own attempt
+    async with stack.sessions() as session:
+        left = await session.scalar(select(RecoveryCode.id).where(RecoveryCode.account_id == row.id))
+    assert left is None
+    bodies = await emails_with_subject(stack.sessions, stack.settings, person.email, NOTICE, count=2)
+    assert any("Multi-Factor Authentication was turned off" in body for body in bodies)
+    assert "mfa.removed" in [e.action for e in await audit_events(stack.sessions, person)]
+
+    # The password alone signs in now; the old codes are nothing.
+    await sign_out(browser)
+    await signed_in(stack, browser, person)
+    assert secret not in (await browser.get("/sso/account")).text and codes
+
+
+async def test_an_administrator_cannot_turn_mfa_off(stack: Stack, browser: Browser) -> None:
+    person = await stack.person(mfa=True, is_admin=True)
+    await signed_in(stack, browser, person, person.totp_now())
+    account = await browser.get("/sso/account")
+    assert TURN_OFF not in page_text(account)
+    assert "As an administrator, you keep Multi-Factor Authentication on." in page_text(account)
+    answer = await browser.post(
+        "/sso/account/mfa/off", {**hidden_fields(account, "/sso/logout"), "password": PASSWORD}
+    )
+    assert redirected_to(answer, "/sso/account")
+    row = await account_row(stack.sessions, person)
+    assert row.mfa_enabled_at is not None and row.totp_secret_encrypted is not None
+
+
 async def test_forms_without_a_csrf_token_change_nothing(stack: Stack, browser: Browser) -> None:
     person = await stack.person(mfa=True)
     await signed_in(stack, browser, person, person.totp_now())
     answer = await browser.post("/sso/account/recovery-codes", {"csrf": "forged"})
     assert redirected_to(answer, "/sso/account")
+    off = await browser.post("/sso/account/mfa/off", {"csrf": "forged", "password": PASSWORD})
+    assert off.status_code == 400 and "This form has expired" in page_text(off)
     async with stack.sessions() as session:
         assert (await session.scalar(select(RecoveryCode.id).limit(1))) is None
         row = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == person.staff_id))
-    assert row is not None
+    assert row is not None and row.totp_secret_encrypted is not None and row.mfa_enabled_at is not None
 
 
 async def test_the_account_pages_need_a_sign_in(stack: Stack, browser: Browser) -> None:
     for path in ("/sso/account", "/sso/account/mfa"):
         assert redirected_to(await browser.get(path), "/sso/login")
-    assert redirected_to(await browser.post("/sso/account/recovery-codes", {}), "/sso/login")
+    for action in ("/sso/account/recovery-codes", "/sso/account/mfa/off"):
+        assert redirected_to(await browser.post(action, {}), "/sso/login")

@@ -15,9 +15,12 @@ from sqlalchemy import func, select
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app, security_headers_for
+from api.services.sessions import Sessions
+from core import recovery
 from core.admin_keys import create_admin_key
 from core.db import create_engine, session_factory
-from core.models import AdminApiKey, AuditEvent, SetupLink
+from core.models import AdminApiKey, AuditEvent, BrowserSession, RecoveryCode, SetupLink, utcnow
+from tests.support.accounts import account_row, emails_with_subject, make_person
 from tests.support.config import make_settings
 from tests.support.harness import Stack, running_stack
 
@@ -204,11 +207,53 @@ async def test_unknown_and_malformed_links(stack: Stack) -> None:
 
 async def test_unknown_staff_for_actions(stack: Stack) -> None:
     other = uuid.uuid4()
-    for method, path in (("POST", "sso-email"), ("DELETE", "sso-email"), ("GET", "sso")):
+    for method, path in (("POST", "sso-email"), ("DELETE", "sso-email"), ("GET", "sso"), ("DELETE", "mfa")):
         response = await stack.http.request(method, f"/api/v1/staff/{other}/{path}", headers=stack.admin)
         assert response.status_code == 404
     bad = await stack.http.get("/api/v1/staff/not-a-uuid/sso", headers=stack.admin)
     assert bad.status_code == 422
+
+
+async def test_reset_mfa_for_a_lost_phone(stack: Stack) -> None:
+    person = await make_person(stack.sessions, stack.settings, mfa=True)
+    async with stack.sessions() as session:
+        await recovery.issue(
+            session, stack.settings.secret_key.get_secret_value(), person.account_id, utcnow()
+        )
+        for _ in range(2):
+            await Sessions(stack.settings, session).create("signin", person.staff_id, timedelta(hours=1))
+        await session.commit()
+
+    reset = await stack.http.delete(f"/api/v1/staff/{person.staff_id}/mfa", headers=stack.admin)
+    assert reset.status_code == 200, reset.text
+    assert reset.json() == {"mfa_enabled": False, "sessions_revoked": 2}
+    row = await account_row(stack.sessions, person)
+    assert row.mfa_enabled_at is None and row.totp_secret_encrypted is None
+    async with stack.sessions() as session:
+        assert await session.scalar(select(RecoveryCode.id).where(RecoveryCode.account_id == row.id)) is None
+        live = await session.scalar(
+            select(func.count())
+            .select_from(BrowserSession)
+            .where(BrowserSession.staff_id == person.staff_id, BrowserSession.revoked_at.is_(None))
+        )
+        [event] = (
+            await session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.action == "mfa.reset", AuditEvent.target == str(person.staff_id)
+                )
+            )
+        ).all()
+    assert live == 0
+    assert event.actor.startswith("admin-key:") and event.details["sessions_revoked"] == 2
+    [body] = await emails_with_subject(
+        stack.sessions, stack.settings, person.email, "Your agentOS Multi-Factor Authentication was changed"
+    )
+    assert "an administrator reset your Multi-Factor Authentication" in body
+    assert (await stack.status(person))["mfa_enabled"] is False
+
+    again = await stack.http.delete(f"/api/v1/staff/{person.staff_id}/mfa", headers=stack.admin)
+    assert again.status_code == 409
+    assert again.json()["message"] == "This person has no Multi-Factor Authentication to reset"
 
 
 async def test_temporal_down_gives_503_and_changes_nothing(sqlite_url: str) -> None:

@@ -34,12 +34,14 @@ from temporalio.testing import WorkflowEnvironment
 
 import cli
 from api.services.sessions import Sessions
+from core import recovery
 from core.db import SessionFactory
 from core.models import (
     OPEN_SETUP_STATES,
     AuditEvent,
     BrowserSession,
     EntraLink,
+    RecoveryCode,
     SetupState,
     SsoAccount,
     SsoSetup,
@@ -55,6 +57,7 @@ from tests.support.accounts import (
     Browser,
     Person,
     browsing,
+    emails_with_subject,
     hidden_fields,
     make_person,
     move_session,
@@ -1534,3 +1537,58 @@ async def test_every_signed_in_page_has_the_person_menu(app: Stack, admin: Admin
         out = await browser.submit(await browser.get("/sso/account"), "/sso/logout")
         assert out.status_code == 303
         assert redirected_to(await browser.get("/sso/account"), "/sso/login")
+
+
+async def test_reset_mfa_for_a_lost_phone(stack_admin: tuple[Stack, Admin]) -> None:
+    stack, admin = stack_admin
+    target = await make_person(
+        stack.sessions, stack.settings, mfa=True, first_name="Lou", last_name="Lostphone"
+    )
+    sid = target.staff_id
+    async with stack.sessions() as session:
+        await recovery.issue(
+            session, stack.settings.secret_key.get_secret_value(), target.account_id, utcnow()
+        )
+        await Sessions(stack.settings, session).create("signin", sid, timedelta(hours=1))
+        await session.commit()
+    page = await admin.page(f"/admin/staff/{sid}")
+    assert f'href="/admin/staff/{sid}/reset-mfa"' in page.text
+    confirm = await admin.page(f"/admin/staff/{sid}/reset-mfa")
+    assert "Reset MFA for Lou Lostphone?" in page_text(confirm)
+    assert confirm.headers["cache-control"] == "no-store"
+
+    await assert_csrf_refused(stack.http._transport, admin, confirm, sid, "reset-mfa")
+    async with stack.sessions() as session:
+        row = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == sid))
+    assert row is not None and row.mfa_enabled_at is not None
+
+    shown = await admin.follow(await admin.act(confirm, sid, "reset-mfa"))
+    assert flash_of(shown) == (
+        "success",
+        "MFA for Lou Lostphone was reset: their authenticator app and recovery codes were removed, "
+        "they were signed out everywhere (1 session) and told by email. They sign in with their "
+        "password and can set up MFA again from their account page.",
+    )
+    assert person_state(shown) == ("Active", {"MFA off"})
+    assert f'href="/admin/staff/{sid}/reset-mfa"' not in shown.text
+    async with stack.sessions() as session:
+        row = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == sid))
+        codes = await session.scalar(
+            select(RecoveryCode.id).where(RecoveryCode.account_id == target.account_id)
+        )
+    assert row is not None and row.mfa_enabled_at is None and row.totp_secret_encrypted is None
+    assert codes is None
+    assert [r.revoked_at is not None for r in await session_rows(stack.sessions, target, "signin")] == [True]
+    [event] = await audit_for(stack.sessions, sid, "mfa.reset")
+    assert (event.actor, event.outcome, event.details["sessions_revoked"]) == (admin.actor, "success", 1)
+    [body] = await emails_with_subject(
+        stack.sessions, stack.settings, target.email, "Your agentOS Multi-Factor Authentication was changed"
+    )
+    assert "an administrator reset your Multi-Factor Authentication" in body
+
+    # Nothing left to reset: said so, not a 500.
+    again = await admin.post(sid, "reset-mfa", csrf=await admin.csrf(), back=f"/admin/staff/{sid}")
+    assert flash_of(await admin.follow(again)) == (
+        "error",
+        "Reset MFA for Lou Lostphone: This person has no Multi-Factor Authentication to reset",
+    )

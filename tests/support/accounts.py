@@ -197,11 +197,14 @@ async def make_person(
     password_hash: str | None = None,
     first_name: str = "Robin",
     last_name: str = "Ashcombe",
+    is_admin: bool = False,
     **account: Any,
 ) -> Person:
     """A staff member with a Single Sign-On account, as setup would have left it."""
     email = f"{first_name}.{last_name}.{uuid.uuid4().hex[:8]}@example.com".lower()
-    staff = Staff(id=uuid.uuid4(), first_name=first_name, last_name=last_name, external_email_1=email)
+    staff = Staff(
+        id=uuid.uuid4(), first_name=first_name, last_name=last_name, external_email_1=email, is_admin=is_admin
+    )
     now = utcnow()
     secret = pyotp.random_base32(length=32) if mfa else None
     row = SsoAccount(

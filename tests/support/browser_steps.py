@@ -8,10 +8,8 @@ from typing import Any
 
 import httpx
 import pyotp
-from sqlalchemy import update
 
 from core.db import SessionFactory
-from core.models import Staff
 from tests.support.accounts import PASSWORD, Person, make_person
 from tests.support.config import make_settings
 from tests.support.e2e import (
@@ -148,11 +146,9 @@ async def setup_done(screen: Screen, staff: dict[str, Any], name: str = "setup-d
 
 async def new_admin(database: SessionFactory, last_name: str) -> Person:
     """Ada, an administrator with MFA."""
-    admin = await make_person(database, make_settings(), mfa=True, first_name="Ada", last_name=last_name)
-    async with database() as session:
-        await session.execute(update(Staff).where(Staff.id == admin.staff_id).values(is_admin=True))
-        await session.commit()
-    return admin
+    return await make_person(
+        database, make_settings(), mfa=True, first_name="Ada", last_name=last_name, is_admin=True
+    )
 
 
 async def sign_in_with_mfa(screen: Screen, admin: Person) -> None:
