@@ -21,6 +21,7 @@ from activities.inputs import (
     WrongResetCodeInput,
     WrongResetCodeResult,
 )
+from activities.logout import logouts_due
 from activities.send_requests import AttemptClock
 from activities.setup_email import ttl_words
 from core import audit, flow_errors
@@ -126,18 +127,19 @@ class ResetActivities(SecretActivities):
             account.password_hash = password_hash
             account.failed_sign_ins = 0
             account.locked_until = None
-            revoked = await revoke_sessions(session, account.staff_id, now)
+            ended = await revoke_sessions(session, account.staff_id, now)
+            logouts = await logouts_due(self._settings, session, ended)
             audit.by_staff(
                 session,
                 data.staff_id,
                 "reset.completed",
                 ip=data.ip,
-                sessions_revoked=revoked,
+                sessions_revoked=len(ended),
                 workflow_id=data.workflow_id,
                 **({"via": "link"} if data.link_digest is not None else {}),
             )
             await session.commit()
-        return ResetPasswordResult(ok=True)
+        return ResetPasswordResult(ok=True, logouts=logouts)
 
     @activity.defn(name="count_wrong_reset_code")
     async def count_wrong_reset_code(self, data: WrongResetCodeInput) -> WrongResetCodeResult:

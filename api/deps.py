@@ -9,6 +9,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.services.accounts import AccountAdmin
 from api.services.setup_admin import Onboarding
 from api.services.signin import SignIn
 from core.addresses import canonical, rate_key
@@ -114,6 +115,13 @@ def get_onboarding(uow: UnitOfWorkDep, settings: SettingsDep, temporal: Temporal
 
 
 OnboardingDep = Annotated[Onboarding, Depends(get_onboarding)]
+
+
+def get_account_admin(session: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> AccountAdmin:
+    return AccountAdmin(session, settings, temporal)
+
+
+AccountAdminDep = Annotated[AccountAdmin, Depends(get_account_admin)]
 
 
 def get_signin(request: Request, session: SessionDep, settings: SettingsDep) -> SignIn:

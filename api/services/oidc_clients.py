@@ -66,7 +66,9 @@ class Clients:
             return
         wanted = normalised(data.model_dump(exclude={"client_name"}))
         if row.client_name != data.client_name or row.registration != wanted or row.disabled_at:
-            changes = data.model_dump(exclude={"token_endpoint_auth_method", "grant_types"}, exclude_none=True)
+            changes = data.model_dump(
+                exclude={"token_endpoint_auth_method", "grant_types"}, exclude_none=True
+            )
             await self.update(client_id, ClientUpdate(**changes, disabled=False))
 
     async def all(self) -> list[ClientPublic]:
