@@ -5,13 +5,9 @@ worker."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from urllib.parse import parse_qs
 
-import httpx
 import pytest
 import pytest_asyncio
 from joserfc import jwt
@@ -26,7 +22,18 @@ from core.models import EntraLink
 from core.oidc.logout import LOGOUT_EVENT, logout_token_claims, logout_uri_refusal
 from tests.support.accounts import PUBLIC_URL, Person
 from tests.support.harness import Stack, running_stack
-from tests.support.oidc import authorization, code_for, keys, redeem, register, signed_in_browser
+from tests.support.oidc import (
+    Received,
+    authorization,
+    code_for,
+    keys,
+    logout_receiver,
+    redeem,
+    refresh_refused,
+    register,
+    signed_in_browser,
+    told_sids,
+)
 from workflows.logout import SessionLogoutWorkflow, logout_workflow_id
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
@@ -106,27 +113,9 @@ async def test_each_app_is_retried_with_back_off_and_keeps_its_jti(temporal_env:
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, list[dict[str, list[str]]]]]:
-    """An app's back-channel logout endpoint on a loopback port: what it was sent."""
-    received: list[dict[str, list[str]]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            received.append(parse_qs(self.rfile.read(length).decode()))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/backchannel-logout", received
-    finally:
-        server.shutdown()
+def receiver() -> Iterator[tuple[str, Received]]:
+    with logout_receiver() as listening:
+        yield listening
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -139,7 +128,7 @@ async def dev_stack(temporal_env: WorkflowEnvironment, database_url: str) -> Asy
 @pytest.mark.pages
 @ASYNC
 async def test_signing_out_sends_each_app_a_logout_token(
-    dev_stack: Stack, receiver: tuple[str, list[dict[str, list[str]]]]
+    dev_stack: Stack, receiver: tuple[str, Received]
 ) -> None:
     uri, received = receiver
     person = await dev_stack.person()
@@ -190,7 +179,7 @@ async def staff_action(stack: Stack, person: Person, action: str) -> None:
 @pytest.mark.parametrize("action", ["sign-out-everywhere", "unlink"])
 @ASYNC
 async def test_an_admin_ending_the_sessions_tells_the_apps_and_ends_their_refresh_tokens(
-    dev_stack: Stack, receiver: tuple[str, list[dict[str, list[str]]]], action: str
+    dev_stack: Stack, receiver: tuple[str, Received], action: str
 ) -> None:
     uri, received = receiver
     person = await dev_stack.person()
@@ -212,13 +201,6 @@ async def test_an_admin_ending_the_sessions_tells_the_apps_and_ends_their_refres
     for sid in sids:
         handle = dev_stack.env.client.get_workflow_handle(logout_workflow_id(sid))
         assert await asyncio.wait_for(handle.result(), 30) == {app.client_id: "delivered"}
-    told = [jwt.decode(sent["logout_token"][0], await keys(dev_stack.http)).claims for sent in received]
-    assert sorted(claims["sid"] for claims in told) == sorted(sids)
-    async with httpx.AsyncClient(transport=dev_stack.transport, base_url=PUBLIC_URL) as http:
-        for refresh_token in refresh_tokens:
-            answer = await http.post(
-                "/oidc/token",
-                data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-                auth=(app.client_id, app.client_secret or ""),
-            )
-            assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
+    assert await told_sids(dev_stack, received) == sorted(sids)
+    for refresh_token in refresh_tokens:
+        assert await refresh_refused(dev_stack, app, refresh_token)
