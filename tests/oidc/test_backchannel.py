@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 
 import pytest
 import pytest_asyncio
 from joserfc import jwt
+from sqlalchemy import select, update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -18,7 +20,7 @@ from temporalio.worker import Worker
 
 from activities.inputs import LogoutFailedInput, SendLogoutInput, SessionLogoutInput
 from core import flow_errors
-from core.models import EntraLink
+from core.models import EntraLink, OidcClient
 from core.oidc.logout import LOGOUT_EVENT, logout_token_claims, logout_uri_refusal
 from tests.support.accounts import PUBLIC_URL, Person
 from tests.support.harness import Stack, running_stack
@@ -140,10 +142,22 @@ async def test_signing_out_sends_each_app_a_logout_token(
     request = authorization(app)
     token = await redeem(dev_stack, request, await code_for(browser, request))
     claims = jwt.decode(token["id_token"], await keys(dev_stack.http)).claims
+    async with dev_stack.sessions() as session:  # given up on once: a delivery clears it
+        await session.execute(
+            update(OidcClient)
+            .where(OidcClient.client_id == app.client_id)
+            .values(backchannel_failing_since=datetime(2026, 12, 1, tzinfo=UTC))
+        )
+        await session.commit()
     page = await browser.get("/sso/account")
     assert (await browser.submit(page, "/sso/logout")).status_code == 303
     handle = dev_stack.env.client.get_workflow_handle(logout_workflow_id(claims["sid"]))
     assert await asyncio.wait_for(handle.result(), 30) == {app.client_id: "delivered"}
+    async with dev_stack.sessions() as session:
+        failing = await session.scalar(
+            select(OidcClient.backchannel_failing_since).where(OidcClient.client_id == app.client_id)
+        )
+    assert failing is None
     [sent] = received
     decoded = jwt.decode(sent["logout_token"][0], await keys(dev_stack.http))
     assert decoded.header["typ"] == "logout+jwt"
