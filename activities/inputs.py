@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from core.oidc.backchannel import SessionLogoutInput
+
 
 @dataclass
 class SendSetupEmailInput:
@@ -227,15 +229,6 @@ class EntraLinkedNoticeInput:
     staff_id: str
     account: str
     linked_at: datetime
-
-
-@dataclass
-class SessionLogoutInput:
-    """The ended session (`sid`, as the apps know it), its person, and the apps told."""
-
-    sid: str
-    staff_id: str
-    client_ids: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -1,25 +1,21 @@
-"""Back-channel logout: which apps an ended session's logout tells, and the delivery (sign an
-app's logout token and POST it to the app)."""
+"""Back-channel logout delivery: sign an app's logout token and POST it to the app."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import httpx
 from joserfc import jwt
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.inputs import LogoutFailedInput, SendLogoutInput, SessionLogoutInput
+from activities.inputs import LogoutFailedInput, SendLogoutInput
 from core import flow_errors
 from core.db import SessionFactory
-from core.models import BrowserSession, OidcClient, OidcGrant, utcnow
-from core.oidc.claims import session_claims
+from core.models import OidcClient, utcnow
 from core.oidc.keys import KeyStore
 from core.oidc.logout import LOGOUT_TOKEN_TYPE, logout_token_claims, logout_uri_refusal
 from core.settings import Settings
@@ -85,33 +81,6 @@ class LogoutActivities:
                 .values(backchannel_failing_since=data.since)
             )
             await session.commit()
-
-
-async def logouts_due(
-    settings: Settings, db: AsyncSession, ended: Iterable[BrowserSession]
-) -> list[SessionLogoutInput]:
-    """One logout per ended session in which an app with a back-channel logout URI redeemed
-    a code, naming those apps."""
-    by_hash = {row.id_hash: row for row in ended if row.staff_id is not None}
-    if not by_hash:
-        return []
-    rows = await db.execute(
-        select(OidcGrant.session_hash, OidcClient.client_id, OidcClient.registration)
-        .join(OidcGrant, OidcGrant.client_id == OidcClient.client_id)
-        .where(OidcGrant.session_hash.in_(list(by_hash)), OidcGrant.redeemed_at.is_not(None))
-    )
-    told: dict[str, set[str]] = {}
-    for session_hash, client_id, metadata in rows:
-        if metadata.get("backchannel_logout_uri"):
-            told.setdefault(session_hash, set()).add(client_id)
-    return [
-        SessionLogoutInput(
-            session_claims(settings, by_hash[session_hash])["sid"],
-            str(by_hash[session_hash].staff_id),
-            sorted(client_ids),
-        )
-        for session_hash, client_ids in sorted(told.items())
-    ]
 
 
 async def _addresses(uri: str) -> list[str]:

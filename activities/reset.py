@@ -21,13 +21,13 @@ from activities.inputs import (
     WrongResetCodeInput,
     WrongResetCodeResult,
 )
-from activities.logout import logouts_due
 from activities.send_requests import AttemptClock
 from activities.setup_email import ttl_words
 from core import audit, flow_errors
 from core.accounts import account_for, revoke_sessions, second_factor_accepted
 from core.crypto import new_token
 from core.models import AccountStatus, ResetLink, SsoAccount, Staff, utcnow
+from core.oidc.backchannel import logouts_due
 from core.passwords import PasswordPolicy, password_problems, personal_words
 from core.reset_caps import (
     CODES_STOPPED,

@@ -13,8 +13,9 @@ from temporalio.exceptions import ActivityError
 from core import flow_errors
 
 with workflow.unsafe.imports_passed_through():
-    from activities.inputs import LogoutFailedInput, SendLogoutInput, SessionLogoutInput
+    from activities.inputs import LogoutFailedInput, SendLogoutInput
     from activities.logout import LogoutActivities
+    from core.oidc.backchannel import SessionLogoutInput
     from workflows.common import required
 
 DELIVERY_WINDOW = timedelta(hours=24)

@@ -30,11 +30,11 @@ with workflow.unsafe.imports_passed_through():
         NoticeInput,
         ResetPasswordInput,
         SendResetLinkInput,
-        SessionLogoutInput,
         WrongResetCodeInput,
     )
     from activities.reset import ResetActivities
     from core import metrics
+    from core.oidc.backchannel import SessionLogoutInput
     from core.reset_caps import CODES_STOPPED, LINK_SENT
     from core.search_attributes import SSO_STAFF_ID, SSO_STEP
     from workflows.codes import CODE_ATTEMPTS, CodeTerms, EmailedCode, email_code

@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.common import SearchAttributePair
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from activities.logout import logouts_due
 from api.services.flows import FlowClient
 from core.errors import ServiceUnavailable
 from core.models import BrowserSession
+from core.oidc.backchannel import logouts_due
 from core.search_attributes import SSO_STAFF_ID
 from core.settings import Settings
 from core.temporal_client import TemporalGateway

@@ -18,9 +18,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.inputs import LogoutFailedInput, SendLogoutInput, SessionLogoutInput
+from activities.inputs import LogoutFailedInput, SendLogoutInput
 from core import flow_errors
 from core.models import EntraLink, OidcClient
+from core.oidc.backchannel import SessionLogoutInput
 from core.oidc.logout import LOGOUT_EVENT, logout_token_claims, logout_uri_refusal
 from tests.support.accounts import PUBLIC_URL, Person
 from tests.support.harness import Stack, running_stack
