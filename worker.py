@@ -79,6 +79,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             entra.send_entra_linked,
             account.send_mfa_changed,
             logout.send_logout_token,
+            logout.record_logout_failure,
         ],
     )
 

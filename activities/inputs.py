@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from core.oidc.backchannel import SessionLogoutInput
+
 
 @dataclass
 class SendSetupEmailInput:
@@ -137,6 +139,9 @@ class ResetPasswordResult:
     # A wrong authenticator code counts against the emailed code like a wrong code does.
     totp_failed: bool = False
     codes_stopped: bool = False
+    # The sessions it ended whose apps are to be told; absent from results recorded before
+    # back-channel logout, so those histories replay without the child flows.
+    logouts: list[SessionLogoutInput] = field(default_factory=list)
 
 
 @dataclass
@@ -224,6 +229,14 @@ class EntraLinkedNoticeInput:
     staff_id: str
     account: str
     linked_at: datetime
+
+
+@dataclass
+class LogoutFailedInput:
+    """An app that was still not told after the delivery window, and since when it was tried."""
+
+    client_id: str
+    since: datetime
 
 
 @dataclass

@@ -8,11 +8,11 @@ from urllib.parse import urlsplit
 
 import httpx
 from joserfc import jwt
-from sqlalchemy import select
+from sqlalchemy import select, update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.inputs import SendLogoutInput
+from activities.inputs import LogoutFailedInput, SendLogoutInput
 from core import flow_errors
 from core.db import SessionFactory
 from core.models import OidcClient, utcnow
@@ -60,7 +60,27 @@ class LogoutActivities:
                 raise ApplicationError(f"the app could not be reached: {type(exc).__name__}") from None
         if answer.status_code not in (200, 204):
             raise ApplicationError(f"the app answered {answer.status_code}")
+        async with self._sessions() as session:
+            await session.execute(
+                update(OidcClient)
+                .where(
+                    OidcClient.client_id == data.client_id, OidcClient.backchannel_failing_since.is_not(None)
+                )
+                .values(backchannel_failing_since=None)
+            )
+            await session.commit()
         return "delivered"
+
+    @activity.defn(name="record_logout_failure")
+    async def record_logout_failure(self, data: LogoutFailedInput) -> None:
+        """Keeps the earliest failure still unresolved: "failing since" is when it began."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(OidcClient)
+                .where(OidcClient.client_id == data.client_id, OidcClient.backchannel_failing_since.is_(None))
+                .values(backchannel_failing_since=data.since)
+            )
+            await session.commit()
 
 
 async def _addresses(uri: str) -> list[str]:

@@ -27,6 +27,7 @@ from core import audit, flow_errors
 from core.accounts import account_for, revoke_sessions, second_factor_accepted
 from core.crypto import new_token
 from core.models import AccountStatus, ResetLink, SsoAccount, Staff, utcnow
+from core.oidc.backchannel import logouts_due
 from core.passwords import PasswordPolicy, password_problems, personal_words
 from core.reset_caps import (
     CODES_STOPPED,
@@ -126,18 +127,19 @@ class ResetActivities(SecretActivities):
             account.password_hash = password_hash
             account.failed_sign_ins = 0
             account.locked_until = None
-            revoked = await revoke_sessions(session, account.staff_id, now)
+            ended = await revoke_sessions(session, account.staff_id, now)
+            logouts = await logouts_due(self._settings, session, ended)
             audit.by_staff(
                 session,
                 data.staff_id,
                 "reset.completed",
                 ip=data.ip,
-                sessions_revoked=revoked,
+                sessions_revoked=len(ended),
                 workflow_id=data.workflow_id,
                 **({"via": "link"} if data.link_digest is not None else {}),
             )
             await session.commit()
-        return ResetPasswordResult(ok=True)
+        return ResetPasswordResult(ok=True, logouts=logouts)
 
     @activity.defn(name="count_wrong_reset_code")
     async def count_wrong_reset_code(self, data: WrongResetCodeInput) -> WrongResetCodeResult:

@@ -71,6 +71,9 @@ class ClientPublic(BaseModel):
     refresh_token_idle_lifetime: int = 14 * DAY
     refresh_token_absolute_lifetime: int = 90 * DAY
     disabled: bool
+    backchannel_logout_failing_since: datetime | None = Field(
+        default=None, description="A session's back-channel logout gave up on the app; cleared by a delivery"
+    )
     client_id_issued_at: int
     created_at: datetime
     updated_at: datetime

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services.account import MfaNotices
+from api.services.accounts import AccountAdmin
 from api.services.flows import FlowClient
 from api.services.setup_admin import Onboarding
 from api.services.signin import SignIn
@@ -124,6 +125,13 @@ def get_mfa_notices(settings: SettingsDep, temporal: TemporalDep) -> MfaNotices:
 
 
 MfaNoticesDep = Annotated[MfaNotices, Depends(get_mfa_notices)]
+
+
+def get_account_admin(session: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> AccountAdmin:
+    return AccountAdmin(session, settings, temporal)
+
+
+AccountAdminDep = Annotated[AccountAdmin, Depends(get_account_admin)]
 
 
 def get_signin(request: Request, session: SessionDep, settings: SettingsDep) -> SignIn:

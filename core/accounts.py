@@ -144,18 +144,23 @@ async def second_factor_accepted(
 
 async def revoke_sessions(
     session: AsyncSession, staff_id: uuid.UUID, now: datetime, purposes: Iterable[str] = SIGNED_IN_PURPOSES
-) -> int:
-    result = await session.execute(
-        update(BrowserSession)
-        .where(
-            BrowserSession.staff_id == staff_id,
-            BrowserSession.revoked_at.is_(None),
-            BrowserSession.purpose.in_(list(purposes)),
+) -> list[BrowserSession]:
+    """The sessions it ended: the apps that got tokens in them are to be told (back-channel
+    logout)."""
+    ended = list(
+        await session.scalars(
+            select(BrowserSession).where(
+                BrowserSession.staff_id == staff_id,
+                BrowserSession.revoked_at.is_(None),
+                BrowserSession.purpose.in_(list(purposes)),
+            )
         )
-        .values(revoked_at=now)
     )
+    for row in ended:
+        row.revoked_at = now
+    await session.flush()
     await end_session_grants(session, now, OidcGrant.staff_id == staff_id)
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return ended
 
 
 async def end_session_grants(session: AsyncSession, now: datetime, which: ColumnElement[bool]) -> None:

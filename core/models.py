@@ -327,6 +327,8 @@ class OidcClient(Base):
     registration: Mapped[dict[str, Any]] = mapped_column(default=dict)
     secret_hash: Mapped[str | None] = mapped_column(String(128))
     disabled_at: Mapped[datetime | None]
+    # Set when a session's back-channel logout gave up on the app, cleared by a delivery.
+    backchannel_failing_since: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

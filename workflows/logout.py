@@ -4,7 +4,6 @@ telling every app that got tokens in it, each retried with back-off for up to a 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
@@ -14,8 +13,9 @@ from temporalio.exceptions import ActivityError
 from core import flow_errors
 
 with workflow.unsafe.imports_passed_through():
-    from activities.inputs import SendLogoutInput
+    from activities.inputs import LogoutFailedInput, SendLogoutInput
     from activities.logout import LogoutActivities
+    from core.oidc.backchannel import SessionLogoutInput
     from workflows.common import required
 
 DELIVERY_WINDOW = timedelta(hours=24)
@@ -26,19 +26,15 @@ DELIVERY_RETRY = RetryPolicy(
     non_retryable_error_types=[flow_errors.LOGOUT_URI_REFUSED],
 )
 ATTEMPT_TIMEOUT = timedelta(seconds=30)
+RECORD_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 
 
 def logout_workflow_id(sid: str) -> str:
     return f"session-logout-{sid}"
 
 
-@dataclass
-class SessionLogoutInput:
-    """The ended session (`sid`, as the apps know it), its person, and the apps told."""
-
-    sid: str
-    staff_id: str
-    client_ids: list[str] = field(default_factory=list)
+def logout_summary(data: SessionLogoutInput) -> str:
+    return f"Back-channel logout to {len(data.client_ids)} app(s)"
 
 
 @workflow.defn(name="SessionLogout")
@@ -56,6 +52,7 @@ class SessionLogoutWorkflow:
 
     async def _deliver(self, data: SessionLogoutInput, client_id: str) -> None:
         send = SendLogoutInput(client_id, data.staff_id, data.sid, str(workflow.uuid4()))
+        since = workflow.now()
         try:
             self.deliveries[client_id] = await workflow.execute_activity_method(
                 LogoutActivities.send_logout_token,
@@ -67,6 +64,17 @@ class SessionLogoutWorkflow:
             )
         except ActivityError:  # refused, or still failing after a day
             self.deliveries[client_id] = "failed"
+            self._show()
+            # For the admin pages: nobody watches this flow, an app that never answers must
+            # be seen somewhere.
+            await workflow.execute_activity_method(
+                LogoutActivities.record_logout_failure,
+                LogoutFailedInput(client_id, since),
+                start_to_close_timeout=ATTEMPT_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+                summary=f"Report {client_id} on the admin pages",
+            )
+            return
         self._show()
 
     @workflow.query

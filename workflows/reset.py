@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 from core import flow_errors
@@ -33,8 +34,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.reset import ResetActivities
     from core import metrics
+    from core.oidc.backchannel import SessionLogoutInput
     from core.reset_caps import CODES_STOPPED, LINK_SENT
-    from core.search_attributes import SSO_STEP
+    from core.search_attributes import SSO_STAFF_ID, SSO_STEP
     from workflows.codes import CODE_ATTEMPTS, CodeTerms, EmailedCode, email_code
     from workflows.common import (
         DB_RETRY,
@@ -46,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         run_step,
         start_email,
     )
+    from workflows.logout import SessionLogoutWorkflow, logout_summary, logout_workflow_id
     from workflows.notices import PasswordChangedNoticeWorkflow
 
 RESET_PURPOSE = "reset"
@@ -240,9 +243,25 @@ class PasswordResetWorkflow:
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 static_summary="Email: your password was changed",
             )
+            for logout in result.logouts:
+                await self._tell_apps(logout)
             return StepResult(ok=True, step=self._step)
         finally:
             self._busy = False
+
+    async def _tell_apps(self, logout: SessionLogoutInput) -> None:
+        """Back-channel logout of a session the reset ended, outliving this flow."""
+        try:
+            await workflow.start_child_workflow(
+                SessionLogoutWorkflow.run,
+                logout,
+                id=logout_workflow_id(logout.sid),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=TypedSearchAttributes([SearchAttributePair(SSO_STAFF_ID, logout.staff_id)]),
+                static_summary=logout_summary(logout),
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # that session's logout is already on its way
 
     @reset_password.validator
     def _validate_reset_password(self, request: ResetRequest) -> None:

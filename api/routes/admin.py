@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from api import admin_words
 from api.cookies import SIGNIN_SESSION, csrf_ok, read_cookie
-from api.deps import MfaNoticesDep, OnboardingDep, SettingsDep, UnitOfWorkDep, client_ip
+from api.deps import MfaNoticesDep, OnboardingDep, SettingsDep, UnitOfWorkDep, client_ip, get_temporal
 from api.forms import AdminActionFormDep, StaffForm, StaffFormDep
 from api.pages import redirect, render_page
 from api.schemas import StaffCreate
@@ -307,7 +307,7 @@ async def act(
         return await _done(current, target, "error", "That person no longer exists.")
     actor, ip = actor_of(current), client_ip(request)
     name = f"{staff.first_name} {staff.last_name}"
-    accounts = AccountAdmin(db)
+    accounts = AccountAdmin(db, settings, get_temporal(request))
 
     async def send() -> str:
         await onboarding.send_email(staff_id, actor, ip)

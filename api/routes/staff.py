@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
-from api.deps import AdminDep, MfaNoticesDep, OnboardingDep, SessionDep, client_ip
+from api.deps import AccountAdminDep, AdminDep, MfaNoticesDep, OnboardingDep, SessionDep, client_ip
 from api.schemas import (
     NO_CONTROL_CHARACTERS,
     EntraUnlinked,
@@ -24,7 +24,6 @@ from api.schemas import (
     Unlocked,
 )
 from api.services import staff as staff_service
-from api.services.accounts import AccountAdmin
 
 ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "The request body could not be parsed"},
@@ -108,36 +107,42 @@ async def cancel_sso_email(
 
 @router.post("/{staff_id}/sessions/revoke", response_model=SessionsRevoked)
 async def revoke_sessions(
-    staff_id: uuid.UUID, request: Request, session: SessionDep, actor: AdminDep
+    staff_id: uuid.UUID, request: Request, accounts: AccountAdminDep, actor: AdminDep
 ) -> SessionsRevoked:
-    """Sign this person out everywhere."""
-    count = await AccountAdmin(session).revoke_sessions(staff_id, actor, client_ip(request))
+    """Sign this person out everywhere (and out of every app told by back-channel logout)."""
+    count = await accounts.revoke_sessions(staff_id, actor, client_ip(request))
     return SessionsRevoked(sessions_revoked=count)
 
 
 @router.post("/{staff_id}/unlock", response_model=Unlocked)
-async def unlock(staff_id: uuid.UUID, request: Request, session: SessionDep, actor: AdminDep) -> Unlocked:
+async def unlock(
+    staff_id: uuid.UUID, request: Request, accounts: AccountAdminDep, actor: AdminDep
+) -> Unlocked:
     """Lift a sign-in lock and clear the failure count."""
-    await AccountAdmin(session).unlock(staff_id, actor, client_ip(request))
+    await accounts.unlock(staff_id, actor, client_ip(request))
     return Unlocked(failed_sign_ins=0, locked_until=None)
 
 
 @router.delete("/{staff_id}/entra-link", response_model=EntraUnlinked)
 async def unlink_entra(
-    staff_id: uuid.UUID, request: Request, session: SessionDep, actor: AdminDep
+    staff_id: uuid.UUID, request: Request, accounts: AccountAdminDep, actor: AdminDep
 ) -> EntraUnlinked:
     """Unlink the person's Microsoft Entra account and end their sessions."""
-    link = await AccountAdmin(session).unlink_entra(staff_id, actor, client_ip(request))
+    link = await accounts.unlink_entra(staff_id, actor, client_ip(request))
     return EntraUnlinked(tenant_id=link.tenant_id, object_id=link.object_id)
 
 
 @router.delete("/{staff_id}/mfa", response_model=MfaReset)
 async def reset_mfa(
-    staff_id: uuid.UUID, request: Request, session: SessionDep, notices: MfaNoticesDep, actor: AdminDep
+    staff_id: uuid.UUID,
+    request: Request,
+    accounts: AccountAdminDep,
+    notices: MfaNoticesDep,
+    actor: AdminDep,
 ) -> MfaReset:
     """Reset MFA for a lost phone: remove the authenticator and the recovery codes, end every
     session and email the person. 409 when the person has no MFA set up."""
-    count = await AccountAdmin(session).reset_mfa(staff_id, actor, client_ip(request), notices)
+    count = await accounts.reset_mfa(staff_id, actor, client_ip(request), notices)
     return MfaReset(mfa_enabled=False, sessions_revoked=count)
 
 

@@ -1,5 +1,6 @@
-"""Admin actions on a person's account: end their sessions, lift a sign-in lock (and the caps
-on wrong reset codes), unlink Microsoft Entra, reset MFA for a lost phone."""
+"""Admin actions on a person's account: end their sessions (and tell the apps signed in
+through them), lift a sign-in lock (and the caps on wrong reset codes), unlink Microsoft
+Entra, reset MFA for a lost phone."""
 
 from __future__ import annotations
 
@@ -11,21 +12,26 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services.account import MfaNotices
+from api.services.backchannel import start_session_logouts
 from api.services.staff import get_staff
 from core import audit
 from core.accounts import account_for, remove_second_factors, revoke_sessions
 from core.errors import Conflict, NotFound
 from core.models import EntraLink, Staff, utcnow
 from core.reset_caps import clear as clear_wrong_reset_codes
+from core.settings import Settings
+from core.temporal_client import TemporalGateway
 
 
 @dataclass
 class AccountAdmin:
     db: AsyncSession
+    settings: Settings
+    temporal: TemporalGateway
 
     async def revoke_sessions(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> int:
         staff = await get_staff(self.db, staff_id)
-        count = await revoke_sessions(self.db, staff.id, utcnow())
+        count = await self._end_sessions(staff)
         await self._done("sessions.revoke", staff, actor, ip, sessions_revoked=count)
         return count
 
@@ -52,7 +58,7 @@ class AccountAdmin:
         if link is None:
             raise NotFound("This person has no linked Microsoft account")
         await self.db.delete(link)
-        count = await revoke_sessions(self.db, staff.id, utcnow())
+        count = await self._end_sessions(staff)
         await self._done(
             "entra.unlinked",
             staff,
@@ -76,9 +82,14 @@ class AccountAdmin:
         # admin page (which answers a refusal with a normal page) would commit.
         await notices.changed(staff.id, "reset")
         await remove_second_factors(self.db, account)
-        count = await revoke_sessions(self.db, staff.id, utcnow())
+        count = await self._end_sessions(staff)
         await self._done("mfa.reset", staff, actor, ip, sessions_revoked=count)
         return count
+
+    async def _end_sessions(self, staff: Staff) -> int:
+        ended = await revoke_sessions(self.db, staff.id, utcnow())
+        await start_session_logouts(self.temporal, self.settings, self.db, ended)
+        return len(ended)
 
     async def _done(self, action: str, staff: Staff, actor: str, ip: str | None, **details: Any) -> None:
         """Every action is audited against the person it was taken on, and flushed: the

@@ -28,6 +28,7 @@ def public_view(row: OidcClient) -> ClientPublic:
         client_id=row.client_id,
         client_name=row.client_name,
         disabled=row.disabled_at is not None,
+        backchannel_logout_failing_since=row.backchannel_failing_since,
         client_id_issued_at=int(row.created_at.timestamp()),
         created_at=row.created_at,
         updated_at=row.updated_at,

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import select, update
 
+from activities.inputs import LogoutFailedInput
+from activities.logout import LogoutActivities
 from core.models import AuditEvent, OidcClient, Staff
 from core.oidc.clients import secret_hash
 from tests.support.accounts import (
@@ -213,3 +216,21 @@ async def test_a_refused_edit_changes_nothing(app_stack: Stack, admin: Browser) 
     row = await client_row(app_stack, client_id)
     assert row is not None and row.client_name == "agentOS CRM"
     assert row.registration["redirect_uris"] == [CALLBACK]
+
+
+async def test_an_app_given_up_on_by_back_channel_logout_is_reported(
+    app_stack: Stack, admin: Browser
+) -> None:
+    created = await register(admin)
+    [client_id] = set(CLIENT.findall(created.text)) - {"new"}
+    logouts = LogoutActivities(app_stack.settings, app_stack.sessions)
+    began = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    await logouts.record_logout_failure(LogoutFailedInput(client_id, began))
+    # A later session given up on too: it has been failing since the first.
+    await logouts.record_logout_failure(LogoutFailedInput(client_id, began + timedelta(days=1)))
+    row = await client_row(app_stack, client_id)
+    assert row is not None and row.backchannel_failing_since == began
+    for page in (await admin.get("/admin/apps"), await admin.get(f"/admin/apps/{client_id}")):
+        assert "failing since 1 dec 2026, 09:30" in page_text(page).lower(), page_text(page)
+    api = await app_stack.http.get(f"/api/v1/clients/{client_id}", headers=app_stack.admin)
+    assert api.json()["backchannel_logout_failing_since"].startswith("2026-12-01T09:30")

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from joserfc import jwt
 from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
@@ -67,6 +68,18 @@ from tests.support.accounts import (
 )
 from tests.support.config import time_skipping_server
 from tests.support.harness import Stack, running_stack
+from tests.support.oidc import (
+    authorization,
+    code_for,
+    keys,
+    logout_receiver,
+    redeem,
+    refresh_refused,
+    register,
+    signed_in_browser,
+    told_sids,
+)
+from workflows.logout import logout_workflow_id
 from workflows.reset import ResetProgress
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
@@ -84,8 +97,10 @@ FORM_PROBLEM = "This form has expired. Reload the page and try again."
 
 
 @asynccontextmanager
-async def reset_stack(env: WorkflowEnvironment, database_url: str, **overrides: Any) -> AsyncIterator[Stack]:
-    async with running_stack(env, database_url, **overrides) as running:
+async def reset_stack(
+    temporal: WorkflowEnvironment, database_url: str, **overrides: Any
+) -> AsyncIterator[Stack]:
+    async with running_stack(temporal, database_url, **overrides) as running:
         try:
             yield running
         finally:
@@ -1037,3 +1052,25 @@ async def test_reset_requests_and_new_codes_are_audited_for_every_address(stack:
         ("reset.requested", "unknown_address", None, "127.0.0.1"),
         ("reset.resend", "unknown_address", None, "127.0.0.1"),
     ]
+
+
+async def test_a_reset_tells_the_apps_and_ends_their_refresh_tokens(
+    reset_env: WorkflowEnvironment, database_url: str
+) -> None:
+    # Development: the app's receiver listens over plain http on loopback.
+    with logout_receiver() as (uri, got):
+        async with reset_stack(reset_env, database_url, env="development") as dev:
+            someone = await person(dev)
+            refreshing = ["authorization_code", "refresh_token"]
+            app = await register(dev, backchannel_logout_uri=uri, internal=True, grant_types=refreshing)
+            signed_in = await signed_in_browser(dev, someone.email)
+            request = authorization(app, scope="openid offline_access")
+            token = await redeem(dev, request, await code_for(signed_in, request))
+            sid = jwt.decode(token["id_token"], await keys(dev.http)).claims["sid"]
+            async with browser_of(dev) as browser:
+                page, code = await start_reset(dev, browser, someone)
+                assert_reset(await change_password(browser, page, code))
+            logout = dev.env.client.get_workflow_handle(logout_workflow_id(sid))
+            assert await asyncio.wait_for(logout.result(), GUARD_SECONDS) == {app.client_id: "delivered"}
+            assert await told_sids(dev, got) == [sid]
+            assert await refresh_refused(dev, app, token["refresh_token"])

@@ -9,7 +9,11 @@ import hashlib
 import html
 import re
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -224,3 +228,50 @@ async def database_text(stack: Stack) -> str:
         for table in Base.metadata.sorted_tables:
             dump += [repr(tuple(row)) for row in (await session.execute(table.select())).all()]
     return "\n".join(dump)
+
+
+Received = list[dict[str, list[str]]]
+
+
+@contextmanager
+def logout_receiver() -> Iterator[tuple[str, Received]]:
+    """An app's back-channel logout endpoint on a loopback port: its URI, and what it was sent."""
+    received: Received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            received.append(parse_qs(self.rfile.read(length).decode()))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/backchannel-logout", received
+    finally:
+        server.shutdown()
+
+
+async def told_sids(stack: Stack, received: Received) -> list[str]:
+    """The sessions the logout tokens an app received name, each token checked."""
+    sids = []
+    for sent in received:
+        decoded = jwt.decode(sent["logout_token"][0], await keys(stack.http))
+        assert decoded.header["typ"] == "logout+jwt" and "nonce" not in decoded.claims
+        sids.append(str(decoded.claims["sid"]))
+    return sorted(sids)
+
+
+async def refresh_refused(stack: Stack, app: App, refresh_token: str) -> bool:
+    async with httpx.AsyncClient(transport=stack.transport, base_url=PUBLIC_URL) as http:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        if app.client_secret is None:
+            answer = await http.post("/oidc/token", data={**form, "client_id": app.client_id})
+        else:
+            answer = await http.post("/oidc/token", data=form, auth=(app.client_id, app.client_secret))
+    return answer.status_code == 400 and answer.json().get("error") == "invalid_grant"

@@ -1,0 +1,50 @@
+"""Which apps the back-channel logout of ended sign-in sessions tells: the web app starts
+those flows, and so does the password reset (from its worker)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.models import BrowserSession, OidcClient, OidcGrant
+from core.oidc.claims import session_claims
+from core.settings import Settings
+
+
+@dataclass
+class SessionLogoutInput:
+    """The ended session (`sid`, as the apps know it), its person, and the apps told."""
+
+    sid: str
+    staff_id: str
+    client_ids: list[str] = field(default_factory=list)
+
+
+async def logouts_due(
+    settings: Settings, db: AsyncSession, ended: Iterable[BrowserSession]
+) -> list[SessionLogoutInput]:
+    """One logout per ended session in which an app with a back-channel logout URI redeemed
+    a code, naming those apps."""
+    by_hash = {row.id_hash: row for row in ended if row.staff_id is not None}
+    if not by_hash:
+        return []
+    rows = await db.execute(
+        select(OidcGrant.session_hash, OidcClient.client_id, OidcClient.registration)
+        .join(OidcGrant, OidcGrant.client_id == OidcClient.client_id)
+        .where(OidcGrant.session_hash.in_(list(by_hash)), OidcGrant.redeemed_at.is_not(None))
+    )
+    told: dict[str, set[str]] = {}
+    for session_hash, client_id, metadata in rows:
+        if metadata.get("backchannel_logout_uri"):
+            told.setdefault(session_hash, set()).add(client_id)
+    return [
+        SessionLogoutInput(
+            session_claims(settings, by_hash[session_hash])["sid"],
+            str(by_hash[session_hash].staff_id),
+            sorted(client_ids),
+        )
+        for session_hash, client_ids in sorted(told.items())
+    ]
