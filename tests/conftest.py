@@ -27,6 +27,7 @@ from tests.support.config import (
     POSTGRES_URL,
     _migrate,
     binary,
+    free_port,
     make_settings,
     postgres_database,
     time_skipping_server,
@@ -149,6 +150,7 @@ async def temporal_dev_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=data_converter(make_settings()),
         dev_server_existing_path=binary("temporal"),
         search_attributes=list(SEARCH_ATTRIBUTES),
+        port=free_port(),
     )
     try:
         yield server

@@ -41,7 +41,7 @@ from core.db import create_engine, session_factory
 from core.search_attributes import SSO_STAFF_ID
 from core.settings import InsecureSettingsError
 from tests.support.accounts import sign_in
-from tests.support.config import make_settings, time_skipping_server
+from tests.support.config import free_port, make_settings, time_skipping_server
 from tests.support.email_servers import (
     FakeSendgrid,
     RecordingHandler,
@@ -75,12 +75,6 @@ def grew(before: str, after: str, sample: str, **labels: str) -> float:
 
 def web(sample: str, **labels: str) -> float:
     return metrics.REGISTRY.get_sample_value(sample, labels) or 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the worker's runtime ------------------------------------------------------------------

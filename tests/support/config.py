@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -46,6 +48,36 @@ def worker_number() -> int:
     """This test process's number when the suite runs on several (pytest-xdist's gw0, gw1, ...),
     0 otherwise: for what processes cannot share, such as a Redis database."""
     return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
+# Ports for the servers tests start: below the kernel's ephemeral range (32768-60999), which
+# outgoing connections and bind(0) draw from, in a block of its own per test process. So no
+# other process takes a port between our check and the server's bind, nor while a server is
+# restarted on its port (the fault tests), as happened with bind(0) on 4 processes.
+FIRST_PORT = 20000
+PORT_BLOCK = 1500  # 8 processes fit below 32000
+_next_port = itertools.count()
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports nothing is bound to, from this test process's block."""
+    base = FIRST_PORT + (worker_number() % 8) * PORT_BLOCK
+    found: list[int] = []
+    for _ in range(PORT_BLOCK):
+        port = base + next(_next_port) % PORT_BLOCK
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue  # in use, or closing (TIME_WAIT)
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise RuntimeError(f"no {count} free ports between {base} and {base + PORT_BLOCK}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    return free_ports(1, host)[0]
 
 
 BIN = Path(sys.executable).parent
@@ -142,6 +174,7 @@ async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=data_converter(make_settings()),
         test_server_existing_path=binary("temporal-test-server"),
+        port=free_port(),
     )
     try:
         await register_search_attributes(env.client)

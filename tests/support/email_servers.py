@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +11,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from activities.setup_email import ttl_words
 from core.settings import Settings
 from core.templating import RenderedEmail, render_email
-from tests.support.config import make_settings
+from tests.support.config import free_port, make_settings
 
 API_KEY = "SG.test-key"
 
@@ -35,12 +34,6 @@ def welcome(
     }
     context.update(overrides)
     return render_email("sso_welcome", to=to, brand=brand, **context)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def closed_port() -> int:

@@ -15,7 +15,6 @@ import email.policy
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,25 +27,11 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from core.devstack import free_port, port_open
-from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY
+from core.devstack import port_open
+from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, free_port, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = re.compile(r"\bssoak_[A-Za-z0-9_\-]+")
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Distinct free ports (all bound at once, so no two are the same)."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((host, 0))
-            socks.append(sock)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 # --------------------------------------------------------------------------- SMTP sink
