@@ -121,9 +121,12 @@ def sqlite_url(tmp_path: Path, migrated_sqlite: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping server the API tests share."""
+    """The time-skipping server of a module's API and page tests. One per module, not per run:
+    a flow that ends with an activity still running can stall the server for whatever comes
+    next (temporalio/sdk-java#1138), and on several processes which modules follow each other
+    changes from run to run. Starting one takes about a second."""
     async with time_skipping_server() as env:
         yield env
 
