@@ -264,14 +264,7 @@ async def confirm_reset_mfa(
     request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep
 ) -> Response:
     """Reset MFA asks first: it signs the person out everywhere."""
-    current = await _admin(request, settings, uow)
-    if isinstance(current, Response):
-        return current
-    staff = await _person(request, current, uow, staff_id)
-    if isinstance(staff, Response):
-        return staff
-    back = f"/admin/staff/{staff.id}"
-    return _page(request, current, "admin_reset_mfa", back, person=staff)
+    return await _confirmation(request, staff_id, settings, uow, "admin_reset_mfa")
 
 
 @router.get("/staff/{staff_id}/disable", response_class=HTMLResponse)
@@ -279,27 +272,27 @@ async def confirm_disable(
     request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep
 ) -> Response:
     """Disable asks first, naming what it ends."""
-    return await _confirm_change(request, staff_id, settings, uow, "disable")
+    return await _confirmation(request, staff_id, settings, uow, "admin_disable", change="disable")
 
 
 @router.get("/staff/{staff_id}/enable", response_class=HTMLResponse)
 async def confirm_enable(
     request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep
 ) -> Response:
-    return await _confirm_change(request, staff_id, settings, uow, "enable")
+    return await _confirmation(request, staff_id, settings, uow, "admin_disable", change="enable")
 
 
-async def _confirm_change(
-    request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep, change: str
+async def _confirmation(
+    request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep, page: str, **context: str
 ) -> Response:
+    """The page an action asks on first; its button posts the action."""
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
     staff = await _person(request, current, uow, staff_id)
     if isinstance(staff, Response):
         return staff
-    back = f"/admin/staff/{staff.id}"
-    return _page(request, current, "admin_disable", back, person=staff, change=change)
+    return _page(request, current, page, f"/admin/staff/{staff.id}", person=staff, **context)
 
 
 def _sessions_ended(count: int) -> str:

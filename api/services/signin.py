@@ -96,29 +96,13 @@ class SignIn:
         right = await self.hashing.verify(account.password_hash if account else None, password)
         if right and account is not None and account.status == AccountStatus.disabled.value:
             # Said only to whoever knows the password, as the Microsoft-Entra button says it.
-            audit.record(
-                self.db,
-                actor=f"ip:{ip}",
-                action="sign_in.failed",
-                outcome="failure",
-                target=str(account.staff_id),
-                ip=ip,
-                reason="account_disabled",
-            )
+            self._failed(account, ip, "account_disabled")
             await self.db.flush()
             metrics.sign_in("refused", "account_disabled")
             return SignInResult("disabled")
         if account is None or claimed is None or not right:
             reason = _reason(account, usable, claimed)
-            audit.record(
-                self.db,
-                actor=f"ip:{ip}",
-                action="sign_in.failed",
-                outcome="failure",
-                target=str(account.staff_id) if account else None,
-                ip=ip,
-                reason=reason,
-            )
+            self._failed(account, ip, reason)
             if account is not None and claimed is not None:
                 self._locked_out(account, claimed, ip)
             await self.db.flush()
@@ -173,6 +157,17 @@ class SignIn:
         await self.db.flush()
         metrics.sign_in("totp_signed_in")
         return SignInResult("signed_in", account)
+
+    def _failed(self, account: SsoAccount | None, ip: str | None, reason: str) -> None:
+        audit.record(
+            self.db,
+            actor=f"ip:{ip}",
+            action="sign_in.failed",
+            outcome="failure",
+            target=str(account.staff_id) if account else None,
+            ip=ip,
+            reason=reason,
+        )
 
     def _locked_out(self, account: SsoAccount, failures: int, ip: str | None) -> None:
         """Records the lock this failure set (claim_attempt sets one per counted failure

@@ -13,6 +13,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -74,15 +75,8 @@ class StaffStatus:
             account.status = AccountStatus.disabled.value
         ended = await revoke_sessions(self.db, staff.id, now, ALL_PURPOSES)
         await self._revoke_every_grant(staff.id, now)
-        audit.record(
-            self.db,
-            actor=actor,
-            action="staff.disabled",
-            outcome="success",
-            target=str(staff.id),
-            ip=ip,
-            sessions_revoked=len([s for s in ended if s.purpose in SIGNED_IN_PURPOSES]),
-        )
+        signed_in = [s for s in ended if s.purpose in SIGNED_IN_PURPOSES]
+        self._audit("staff.disabled", staff, actor, ip, sessions_revoked=len(signed_in))
         # Refused from here on, whatever Temporal does next; and no write stays open while
         # the flows below end (their activities write to the same rows).
         await self.uow.commit_now()
@@ -102,17 +96,14 @@ class StaffStatus:
         if account is not None and account.status == AccountStatus.disabled.value:
             account.status = account.status_before_disable or AccountStatus.pending.value
             account.status_before_disable = None
-        audit.record(
-            self.db,
-            actor=actor,
-            action="staff.enabled",
-            outcome="success",
-            target=str(staff.id),
-            ip=ip,
-            disabled_at=was.isoformat(),
-        )
+        self._audit("staff.enabled", staff, actor, ip, disabled_at=was.isoformat())
         await self.db.flush()
         return staff
+
+    def _audit(self, action: str, staff: Staff, actor: str, ip: str | None, **details: Any) -> None:
+        audit.record(
+            self.db, actor=actor, action=action, outcome="success", target=str(staff.id), ip=ip, **details
+        )
 
     async def _revoke_every_grant(self, staff_id: uuid.UUID, now: datetime) -> None:
         """Every app's tokens for the person, not only those bound to a session (revoke_sessions
