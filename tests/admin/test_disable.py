@@ -20,9 +20,13 @@ from sqlalchemy import select, update
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from api.services.entra import Callback, EntraResult, EntraSignOn, EntraStart
 from api.services.reset import reset_workflow_id
 from api.services.sessions import Sessions
+from core.entra import AuthorizationRequest, EntraIdentity, EntraProvider, Grant
 from core.models import AuditEvent, EntraLink, OidcGrant, SsoAccount, Staff
+from core.settings import Settings
+from core.temporal_client import TemporalGateway
 from tests.support.accounts import (
     ADMIN_ACTOR,
     GUARD_SECONDS,
@@ -59,6 +63,7 @@ from workflows.logout import logout_workflow_id
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 DISABLED = "Your staff login is disabled. Ask your administrator."
+AT_MICROSOFT = "https://login.example.test/authorize"
 FLASH = re.compile(r'<div class="(error|success)" role="(?:alert|status)"><p>(.*?)</p></div>', re.S)
 
 
@@ -180,7 +185,7 @@ async def test_disabling_ends_sessions_tells_apps_and_kills_tokens_and_enabling_
         assert redirected_to(await sign_in(fresh, person.email), "/sso/account")
 
 
-async def test_a_disabled_person_is_refused_with_microsoft_and_in_the_middle_of_mfa(stack: Stack) -> None:
+async def test_disabling_ends_a_sign_in_waiting_for_its_authenticator_code(stack: Stack) -> None:
     person = await stack.person(mfa=True)
     async with browsing(stack.transport) as browser:
         login = await browser.get("/sso/login")
@@ -359,3 +364,91 @@ async def test_an_admin_cannot_disable_themselves(stack: Stack) -> None:
     assert await audit(stack, sid, "staff.disabled") == []
     assert await account_status(stack, admin) == "active"
     assert (await browser.get("/admin/staff")).status_code == 200  # still signed in
+
+
+class MicrosoftSaysYes(EntraProvider):
+    """Microsoft verifying whoever comes back as this identity (the real provider's checks
+    have tests of their own in tests/entra)."""
+
+    def __init__(self, settings: Settings, identity: EntraIdentity) -> None:
+        super().__init__(settings)
+        self.identity = identity
+
+    async def authorization_request(self, login_hint: str | None = None) -> AuthorizationRequest:
+        return AuthorizationRequest(
+            "https://login.example.test/authorize", "state-1", "nonce-1", "verifier-1"
+        )
+
+    async def redeem(self, grant: Grant) -> EntraIdentity:
+        return self.identity
+
+
+@pytest.mark.parametrize("with_account", [True, False], ids=["password-account", "entra-only"])
+async def test_the_microsoft_button_refuses_a_disabled_person(stack: Stack, with_account: bool) -> None:
+    if with_account:
+        staff_id = (await stack.person()).staff_id
+    else:
+        staff_id = uuid.UUID((await stack.create_staff())["id"])
+    identity = EntraIdentity(str(uuid.uuid4()), str(uuid.uuid4()), "Lee Leaver", "lee@agency.example")
+    async with stack.sessions() as session:
+        session.add(
+            EntraLink(
+                staff_id=staff_id,
+                tenant_id=identity.tenant_id,
+                object_id=identity.object_id,
+                linked_via="setup_link",
+            )
+        )
+        await session.commit()
+
+    async def microsoft_sign_in() -> EntraResult:
+        async with stack.sessions() as session:
+            sign_on = EntraSignOn(
+                stack.settings,
+                session,
+                TemporalGateway(stack.settings),
+                MicrosoftSaysYes(stack.settings, identity),
+            )
+            _, waiting = await sign_on.begin(EntraStart("signin"))
+            pending = await sign_on.claim(waiting)
+            result = await sign_on.finish(pending, Callback("state-1", "code-1", ""), "127.0.0.1", None)
+            await session.commit()
+        return result
+
+    assert (await microsoft_sign_in()).kind == "signed_in"
+    assert (await disable(stack, staff_id)).status_code == 200
+    result = await microsoft_sign_in()
+    assert (result.kind, result.reason, result.message) == ("refused", "account_disabled", DISABLED)
+    assert (await disable(stack, staff_id, "enable")).status_code == 200
+    assert (await microsoft_sign_in()).kind == "signed_in"
+
+
+async def test_an_app_sending_a_disabled_person_to_sign_in_gets_no_code(stack: Stack) -> None:
+    """The authorize continuation: the sign-in screen comes first and stops at the clear page."""
+    person = await stack.person()
+    app = await register(stack)
+    assert (await disable(stack, person.staff_id)).status_code == 200
+    async with browsing(stack.transport) as browser:
+        request = authorization(app, login_hint=person.email)
+        to_login = await browser.get("/oidc/authorize", **request.params)
+        assert to_login.status_code == 303 and to_login.headers["location"].startswith("/sso/login?")
+        page = await browser.http.get(to_login.headers["location"])
+        assert hidden_fields(page, "/sso/login")["return_to"] == "/sso/authorize/resume"
+        assert_disabled_page(await browser.submit(page, "/sso/login", email=person.email, password=PASSWORD))
+        resumed = await browser.get("/sso/authorize/resume")
+        assert not resumed.headers.get("location", "").startswith(app.redirect_uri)
+
+
+async def test_enabling_gives_back_the_status_the_account_had(stack: Stack) -> None:
+    """A person still to finish their setup is not made active by a disable and enable."""
+    person = await stack.person(status="pending")
+    assert (await disable(stack, person.staff_id)).status_code == 200
+    assert await account_status(stack, person) == "disabled"
+    listed = await stack.http.get("/api/v1/staff", headers=stack.admin, params={"q": person.email})
+    [item] = listed.json()["items"]
+    assert item["disabled_at"] is not None
+    assert (await disable(stack, person.staff_id, "enable")).status_code == 200
+    assert await account_status(stack, person) == "pending"
+    async with browsing(stack.transport) as browser:
+        refused = await sign_in(browser, person.email)
+        assert refused.status_code == 401 and REFUSED in page_text(refused)
