@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.services.entra import Callback, EntraResult, EntraSignOn, EntraStart
 from api.services.reset import reset_workflow_id
 from api.services.sessions import Sessions
+from api.services.temporal import email_retry
 from core.entra import AuthorizationRequest, EntraIdentity, EntraProvider, Grant
 from core.models import AuditEvent, EntraLink, OidcGrant, SsoAccount, Staff
 from core.settings import Settings
@@ -30,12 +31,15 @@ from core.temporal_client import TemporalGateway
 from tests.support.accounts import (
     ADMIN_ACTOR,
     GUARD_SECONDS,
+    NEW_PASSWORD,
     PASSWORD,
     REFUSED,
     SESSION_COOKIE,
     Browser,
     Person,
+    account_row,
     browsing,
+    code_in,
     hidden_fields,
     outbox,
     page_text,
@@ -58,6 +62,7 @@ from tests.support.oidc import (
     userinfo,
 )
 from tests.support.setup_pages import settle
+from workflows.entra import EntraLinkInput, EntraLinkWorkflow, link_workflow_id
 from workflows.logout import logout_workflow_id
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
@@ -208,15 +213,24 @@ async def test_forgot_password_gives_the_neutral_answer_and_sends_nothing_and_an
         page = await browser.get("/sso/forgot")
         asked = await browser.submit(page, "/sso/forgot", email=person.email)
         assert redirected_to(asked, "/sso/reset?sent=1")
-    [(subject, _)] = await _outbox_when(stack, person, 1)
-    handle = stack.env.client.get_workflow_handle(reset_workflow_id(person.account_id))
-    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        [(subject, body)] = await _outbox_when(stack, person, 1)
+        handle = stack.env.client.get_workflow_handle(reset_workflow_id(person.account_id))
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        reset_page = await browser.get("/sso/reset", sent="1")
 
-    assert (await disable(stack, person.staff_id)).status_code == 200
-    async with asyncio.timeout(GUARD_SECONDS):
-        while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-            await asyncio.sleep(0.05)
-    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+        assert (await disable(stack, person.staff_id)).status_code == 200
+        async with asyncio.timeout(GUARD_SECONDS):
+            while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                await asyncio.sleep(0.05)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+        # The open reset is refused at its last step: the password stays as it was.
+        before = (await account_row(stack.sessions, person)).password_hash
+        final = await browser.submit(
+            reset_page, "/sso/reset", code=code_in(body), password=NEW_PASSWORD, confirm=NEW_PASSWORD, totp=""
+        )
+        # Its browser session ended with the others: back to Forgot your password?.
+        assert redirected_to(final, "/sso/forgot"), final.headers
+        assert (await account_row(stack.sessions, person)).password_hash == before
 
     answers = []
     for email in (person.email, f"nobody.{uuid.uuid4().hex[:8]}@example.com"):
@@ -225,7 +239,8 @@ async def test_forgot_password_gives_the_neutral_answer_and_sends_nothing_and_an
             response = await browser.submit(page, "/sso/forgot", email=email)
             answers.append((response.status_code, response.headers.get("location")))
     assert answers[0] == answers[1] == (303, "/sso/reset?sent=1")
-    await asyncio.sleep(0.2)  # give a (wrongly) started flow the chance to email
+    # No new reset flow was started for the disabled person, so nothing more is emailed.
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert [s for s, _ in await outbox(stack.sessions, stack.settings, person.email)] == [subject]
 
 
@@ -452,3 +467,18 @@ async def test_enabling_gives_back_the_status_the_account_had(stack: Stack) -> N
     async with browsing(stack.transport) as browser:
         refused = await sign_in(browser, person.email)
         assert refused.status_code == 401 and REFUSED in page_text(refused)
+
+
+async def test_an_open_microsoft_link_flow_is_cancelled(stack: Stack) -> None:
+    person = await stack.person()
+    handle = await stack.env.client.start_workflow(
+        EntraLinkWorkflow.run,
+        EntraLinkInput(str(person.staff_id), email_retry(stack.settings)),
+        id=link_workflow_id(str(person.staff_id)),
+        task_queue=stack.settings.task_queue,
+    )
+    assert (await disable(stack, person.staff_id)).status_code == 200
+    async with asyncio.timeout(GUARD_SECONDS):
+        while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await asyncio.sleep(0.05)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
