@@ -60,16 +60,18 @@ class StaffStatus:
     async def disable(
         self, staff_id: uuid.UUID, actor: str, ip: str | None, by: uuid.UUID | None = None
     ) -> Staff:
-        """Idempotent: a disabled person is returned as they are. `by` is the admin acting
+        """Idempotent: a disabled person is returned as they are (their flows asked to end
+        once more, in case Temporal was away the first time). `by` is the admin acting
         through the admin pages, who may not lock themselves out."""
         staff = await get_staff(self.db, staff_id)
         if by == staff.id:
             raise Conflict(SELF_DISABLE)
+        account = await account_for(self.db, staff.id)
         if staff.disabled_at is not None:
+            await self._end_flows(staff, actor, account.id if account else None)
             return staff
         now = utcnow()
         staff.disabled_at = now
-        account = await account_for(self.db, staff.id)
         if account is not None and account.status != AccountStatus.disabled.value:
             account.status_before_disable = account.status
             account.status = AccountStatus.disabled.value
