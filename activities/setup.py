@@ -23,7 +23,7 @@ from activities.inputs import (
     VerifyTotpResult,
 )
 from core import audit, flow_errors
-from core.accounts import totp_accepted
+from core.accounts import ACCOUNT_DISABLED, totp_accepted
 from core.models import (
     OPEN_SETUP_STATES,
     AccountStatus,
@@ -54,6 +54,8 @@ class SetupStepActivities(SecretActivities):
             link = await session.get(SetupLink, uuid.UUID(data.link_id))
             if staff is None or link is None or link.run_id != data.run_id:
                 return StorePasswordResult(ok=False, message=LINK_GONE)
+            if staff.disabled_at is not None:  # disabled while the setup was ending
+                return StorePasswordResult(ok=False, message=ACCOUNT_DISABLED)
             if link.consumed_at is not None:
                 # A retry of an attempt that already committed: same browser, same answer.
                 bound = await session.get(BrowserSession, data.session_hash)
@@ -104,7 +106,8 @@ class SetupStepActivities(SecretActivities):
                 account = SsoAccount(staff_id=staff_id, login_email=login_email)
                 session.add(account)
             account.password_hash = password_hash
-            account.status = AccountStatus.pending.value
+            if account.status != AccountStatus.disabled.value:
+                account.status = AccountStatus.pending.value
             session.add(
                 BrowserSession(
                     id_hash=data.session_hash,
@@ -201,7 +204,11 @@ class SetupStepActivities(SecretActivities):
             account = await _account(session, uuid.UUID(data.staff_id))
             # Else a retry of an attempt that committed: recorded already.
             retried = await _setup_at(session, data.setup_id, SetupState.active)
-            account.status = AccountStatus.active.value
+            if account.status == AccountStatus.disabled.value:
+                # Disabled while the setup was ending: active once enabled, not before.
+                account.status_before_disable = AccountStatus.active.value
+            else:
+                account.status = AccountStatus.active.value
             account.activated_at = account.activated_at or now
             if data.mfa:
                 account.mfa_enabled_at = account.mfa_enabled_at or now

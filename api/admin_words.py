@@ -62,6 +62,8 @@ AUDIT_EVENTS: dict[str, str] = {
     "sign_out": "Signed out",
     "sessions.revoke": "Signed out everywhere",
     "account.unlock": "Sign-in unlocked",
+    "staff.disabled": "Disabled: signed out everywhere, sign-in refused",
+    "staff.enabled": "Enabled again: can sign in",
     "reset.requested": "Asked to reset the password",
     "reset.resend": "Asked for a new reset code",
     "reset.link_issued": "Password reset link emailed",

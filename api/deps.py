@@ -14,6 +14,7 @@ from api.services.accounts import AccountAdmin
 from api.services.flows import FlowClient
 from api.services.setup_admin import Onboarding
 from api.services.signin import SignIn
+from api.services.staff_status import StaffStatus
 from core.addresses import canonical, rate_key
 from core.admin_keys import authenticate
 from core.db import UnitOfWork
@@ -132,6 +133,13 @@ def get_account_admin(session: SessionDep, settings: SettingsDep, temporal: Temp
 
 
 AccountAdminDep = Annotated[AccountAdmin, Depends(get_account_admin)]
+
+
+def get_staff_status(uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep) -> StaffStatus:
+    return StaffStatus(uow, settings, temporal)
+
+
+StaffStatusDep = Annotated[StaffStatus, Depends(get_staff_status)]
 
 
 def get_signin(request: Request, session: SessionDep, settings: SettingsDep) -> SignIn:

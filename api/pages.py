@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.cookies import CSRF, csrf_seed, csrf_token, set_cookie
 from core import recovery
+from core.accounts import ACCOUNT_DISABLED
 from core.templating import environment
 
 
@@ -46,6 +47,12 @@ def problem(
 
 
 UNAVAILABLE_TITLE = "We can't complete this right now"
+DISABLED_TITLE = "Your staff login is disabled"
+
+
+def disabled_page(request: Request) -> HTMLResponse:
+    """A disabled person (a leaver) who proved who they are: told plainly, signed in nowhere."""
+    return problem(request, 403, DISABLED_TITLE, ACCOUNT_DISABLED)
 
 
 def unavailable(request: Request) -> HTMLResponse:

@@ -64,6 +64,9 @@ class StaffPublic(BaseModel):
     last_name: str
     external_email_1: str
     is_admin: bool
+    disabled_at: datetime | None = Field(
+        default=None, description="Set while the person is disabled (a leaver): no sign-in of any kind"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -140,6 +143,9 @@ class SsoStatus(BaseModel):
     workflow_id: str | None
     failure_reason: str | None
     requested_by: str | None
+    disabled_at: datetime | None = Field(
+        default=None, description="Set while the person is disabled: sign-in is refused whatever the state"
+    )
     entra: EntraLinkInfo | None = Field(
         default=None, description="The linked Microsoft Entra account, if any"
     )

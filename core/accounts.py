@@ -20,6 +20,8 @@ MAX_FAILURES = 100  # failed sign-ins in a row before only a password reset help
 MAX_DELAY = timedelta(minutes=15)
 # "entra" too: a Microsoft sign-in started before a sign-out-everywhere must not finish.
 SIGNED_IN_PURPOSES = ("signin", "mfa", "entra")
+# What a disabled person (a leaver) is told wherever they try to get in.
+ACCOUNT_DISABLED = "Your staff login is disabled. Ask your administrator."
 
 
 def mfa_required(staff: Staff) -> bool:

@@ -77,6 +77,8 @@ class Staff(Base):
     external_email_1: Mapped[str] = mapped_column(String(320), unique=True)
     # Admins use the staff pages; they sign in through the same Single Sign-On, with MFA.
     is_admin: Mapped[bool] = mapped_column(default=False)
+    # Set while the person is disabled (a leaver): no sign-in of any kind, no setup email.
+    disabled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -100,6 +102,8 @@ class SsoAccount(Base):
     failed_sign_ins: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(20), default=AccountStatus.pending.value)
+    # What enabling the person gives back (status is `disabled` meanwhile).
+    status_before_disable: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

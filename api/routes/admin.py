@@ -27,6 +27,7 @@ from api.schemas import StaffCreate
 from api.services import staff as staff_service
 from api.services.accounts import AccountAdmin
 from api.services.sessions import Current, Sessions
+from api.services.staff_status import StaffStatus
 from core.errors import Conflict, SsoError
 from core.models import Staff, utcnow
 
@@ -40,6 +41,8 @@ ACTIONS = {
     "unlock": "Unlock sign-in",
     "unlink-entra": "Unlink Microsoft-Entra",
     "reset-mfa": "Reset MFA",
+    "disable": "Disable",
+    "enable": "Enable",
 }
 
 
@@ -261,14 +264,35 @@ async def confirm_reset_mfa(
     request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep
 ) -> Response:
     """Reset MFA asks first: it signs the person out everywhere."""
+    return await _confirmation(request, staff_id, settings, uow, "admin_reset_mfa")
+
+
+@router.get("/staff/{staff_id}/disable", response_class=HTMLResponse)
+async def confirm_disable(
+    request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep
+) -> Response:
+    """Disable asks first, naming what it ends."""
+    return await _confirmation(request, staff_id, settings, uow, "admin_disable", change="disable")
+
+
+@router.get("/staff/{staff_id}/enable", response_class=HTMLResponse)
+async def confirm_enable(
+    request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep
+) -> Response:
+    return await _confirmation(request, staff_id, settings, uow, "admin_disable", change="enable")
+
+
+async def _confirmation(
+    request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep, page: str, **context: str
+) -> Response:
+    """The page an action asks on first; its button posts the action."""
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
     staff = await _person(request, current, uow, staff_id)
     if isinstance(staff, Response):
         return staff
-    back = f"/admin/staff/{staff.id}"
-    return _page(request, current, "admin_reset_mfa", back, person=staff)
+    return _page(request, current, page, f"/admin/staff/{staff.id}", person=staff, **context)
 
 
 def _sessions_ended(count: int) -> str:
@@ -343,6 +367,17 @@ async def act(
             "sign in with their password and can set up MFA again from their account page."
         )
 
+    staff_status = StaffStatus(uow, settings, get_temporal(request))
+
+    async def disable() -> str:
+        assert current.staff is not None
+        await staff_status.disable(staff_id, actor, ip, by=current.staff.id)
+        return f"{name} was disabled: signed out of every app, and can't sign in until enabled."
+
+    async def enable() -> str:
+        await staff_status.enable(staff_id, actor, ip)
+        return f"{name} was enabled: they can sign in again (their old sessions stay ended)."
+
     steps: dict[str, Callable[[], Awaitable[str]]] = {
         "send-email": send,
         "cancel-setup": cancel,
@@ -350,6 +385,8 @@ async def act(
         "unlock": unlock,
         "unlink-entra": unlink,
         "reset-mfa": reset_mfa,
+        "disable": disable,
+        "enable": enable,
     }
     try:
         text = await steps[action]()

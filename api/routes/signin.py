@@ -19,7 +19,7 @@ from api.cookies import (
 )
 from api.deps import SessionDep, SettingsDep, SignInDep, TemporalDep, client_ip
 from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
-from api.pages import redirect, render_page, second_factor
+from api.pages import disabled_page, redirect, render_page, second_factor
 from api.services.backchannel import start_session_logouts
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, safe_return_to
@@ -86,6 +86,8 @@ async def login_submit(request: Request, signin: SignInDep, form: LoginFormDep) 
             f"Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
             status_code=429,
         )
+    if result.outcome == "disabled":
+        return disabled_page(request)
     if result.outcome != "signed_in" and result.outcome != "needs_totp":
         return _login(request, target, email, REFUSED, status_code=401)
     assert result.account is not None
@@ -162,6 +164,11 @@ async def mfa_submit(request: Request, signin: SignInDep, form: LoginCodeFormDep
         await sessions.revoke(pending_id)
         target = safe_return_to(settings, str(pending.row.data.get("return_to") or ""))
         return await _signed_in(request, settings, sessions, pending.row.staff_id, target, "totp")
+    if result.outcome == "disabled":
+        await sessions.revoke(pending_id)
+        response = disabled_page(request)
+        clear_cookie(response, settings, PENDING_MFA)
+        return response
     if result.outcome == "restart" or attempts + 1 >= MFA_ATTEMPTS:
         await sessions.revoke(pending_id)
         response = _login(

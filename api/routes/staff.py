@@ -7,7 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
-from api.deps import AccountAdminDep, AdminDep, MfaNoticesDep, OnboardingDep, SessionDep, client_ip
+from api.deps import (
+    AccountAdminDep,
+    AdminDep,
+    MfaNoticesDep,
+    OnboardingDep,
+    SessionDep,
+    StaffStatusDep,
+    client_ip,
+)
 from api.schemas import (
     NO_CONTROL_CHARACTERS,
     EntraUnlinked,
@@ -144,6 +152,27 @@ async def reset_mfa(
     session and email the person. 409 when the person has no MFA set up."""
     count = await accounts.reset_mfa(staff_id, actor, client_ip(request), notices)
     return MfaReset(mfa_enabled=False, sessions_revoked=count)
+
+
+@router.post("/{staff_id}/disable", response_model=StaffPublic)
+async def disable(
+    staff_id: uuid.UUID, request: Request, staff_status: StaffStatusDep, actor: AdminDep
+) -> StaffPublic:
+    """Disable a leaver: sign-in refused everywhere, every session ended (apps told by
+    back-channel logout), every app token revoked, open setup, reset and Microsoft-link flows
+    ended. Disabling a disabled person changes nothing and answers the same."""
+    staff = await staff_status.disable(staff_id, actor, client_ip(request))
+    return StaffPublic.model_validate(staff)
+
+
+@router.post("/{staff_id}/enable", response_model=StaffPublic)
+async def enable(
+    staff_id: uuid.UUID, request: Request, staff_status: StaffStatusDep, actor: AdminDep
+) -> StaffPublic:
+    """Give a disabled person sign-in back (their sessions stay ended). Enabling an enabled
+    person changes nothing and answers the same."""
+    staff = await staff_status.enable(staff_id, actor, client_ip(request))
+    return StaffPublic.model_validate(staff)
 
 
 @router.get("/{staff_id}/sso", response_model=SsoStatus)

@@ -24,11 +24,12 @@ from api.services.sessions import Current, Sessions
 from api.services.signin import record_own
 from api.services.temporal import UNAVAILABLE, email_retry
 from core import audit, metrics
+from core.accounts import ACCOUNT_DISABLED
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.errors import ServiceUnavailable
-from core.models import AccountStatus, EntraLink, SsoAccount, utcnow
+from core.models import AccountStatus, EntraLink, SsoAccount, Staff, utcnow
 from core.sealing import entra_context, seal
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
@@ -61,7 +62,7 @@ REFUSALS = {
     "cancelled": "The sign-in with Microsoft was cancelled.",
     "provider_error": "Microsoft didn't complete the sign-in. Please start again.",
     "unlinked": "This Microsoft account isn't linked to an agentOS staff login; ask your administrator.",
-    "account_disabled": "Your staff login is disabled. Ask your administrator.",
+    "account_disabled": ACCOUNT_DISABLED,
     "not_confirmed": "This Microsoft sign-in has expired or was already used. Please start again.",
     "session_ended": "Your session ended before the Microsoft account could be linked. Sign in "
     "and try again.",
@@ -213,7 +214,10 @@ class EntraSignOn:
             await self.db.flush()
             return refused("unlinked")
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == link.staff_id))
-        if account is not None and account.status == AccountStatus.disabled.value:
+        staff = await self.db.get(Staff, link.staff_id)
+        if (staff is not None and staff.disabled_at is not None) or (
+            account is not None and account.status == AccountStatus.disabled.value
+        ):
             self._audit_signin_failure(link.staff_id, ip, "account_disabled")
             await self.db.flush()
             return refused("account_disabled")

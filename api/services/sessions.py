@@ -92,7 +92,9 @@ class Sessions:
         """The signed-in session behind this cookie value, with its staff member, or None
         (none, revoked, expired, idle too long)."""
         current = await self.get(session_id, "signin", idle=self.settings.session_idle_ttl)
-        return current if current is not None and current.staff is not None else None
+        # Disabling ends the sessions too; this holds even for one it missed.
+        live = current is not None and current.staff is not None and current.staff.disabled_at is None
+        return current if live else None
 
     async def revoke(self, session_id: str | None) -> None:
         if not session_id or len(session_id) > 128:

@@ -80,6 +80,8 @@ class SetupSteps(PageSteps):
         setup = await self.db.scalar(select(SsoSetup).where(SsoSetup.run_id == link.run_id))
         staff = await self.db.get(Staff, link.staff_id)
         state = setup.state if setup is not None else None
+        if staff is not None and staff.disabled_at is not None:
+            return LinkView(link, staff, "disabled", state)
         if link.consumed_at is not None:
             return LinkView(link, staff, "used", state)
         if link.revoked_at is not None or setup is None or not SetupState(setup.state).is_open:

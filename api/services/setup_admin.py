@@ -70,6 +70,8 @@ class Onboarding:
 
     async def send_email(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> SsoEmailSent:
         staff = await get_staff(self.session, staff_id)
+        if staff.disabled_at is not None:
+            raise Conflict("This person is disabled; enable them before sending a Single Sign-On email")
         account = await self.session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
         if account is not None and account.status == AccountStatus.active.value:
             raise Conflict("Single Sign-On is already active for this person")
@@ -185,7 +187,11 @@ class Onboarding:
         account = await self.session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
         mfa_enabled = bool(account and account.mfa_enabled_at)
         link = await self.session.scalar(select(EntraLink).where(EntraLink.staff_id == staff.id))
-        signin = {**_signin_fields(account), "entra": EntraLinkInfo.model_validate(link) if link else None}
+        signin = {
+            **_signin_fields(account),
+            "entra": EntraLinkInfo.model_validate(link) if link else None,
+            "disabled_at": staff.disabled_at,
+        }
         if setup is None:
             active = link is not None or (account and account.status == AccountStatus.active.value)
             state = "active" if active else "not_started"

@@ -35,7 +35,7 @@ IP_WINDOW = timedelta(minutes=15)
 MFA_WINDOW = timedelta(minutes=5)
 MFA_ATTEMPTS = 5
 
-Outcome = Literal["signed_in", "needs_totp", "refused", "throttled", "restart"]
+Outcome = Literal["signed_in", "needs_totp", "refused", "throttled", "restart", "disabled"]
 
 
 @dataclass
@@ -94,17 +94,15 @@ class SignIn:
         # The attempt counts as failed before the password is checked: see claim_attempt.
         claimed = await claim_attempt(self.db, account.id, now) if account is not None and usable else None
         right = await self.hashing.verify(account.password_hash if account else None, password)
+        if right and account is not None and account.status == AccountStatus.disabled.value:
+            # Said only to whoever knows the password, as the Microsoft-Entra button says it.
+            self._failed(account, ip, "account_disabled")
+            await self.db.flush()
+            metrics.sign_in("refused", "account_disabled")
+            return SignInResult("disabled")
         if account is None or claimed is None or not right:
             reason = _reason(account, usable, claimed)
-            audit.record(
-                self.db,
-                actor=f"ip:{ip}",
-                action="sign_in.failed",
-                outcome="failure",
-                target=str(account.staff_id) if account else None,
-                ip=ip,
-                reason=reason,
-            )
+            self._failed(account, ip, reason)
             if account is not None and claimed is not None:
                 self._locked_out(account, claimed, ip)
             await self.db.flush()
@@ -129,6 +127,8 @@ class SignIn:
     async def totp(self, staff_id: object, code: str, ip: str | None, attempts: int) -> SignInResult:
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
         now = utcnow()
+        if account is not None and account.status == AccountStatus.disabled.value:
+            return SignInResult("disabled")  # disabled between the password and the code
         if account is None or account.status != AccountStatus.active.value or attempts >= MFA_ATTEMPTS:
             metrics.sign_in("totp_restart")
             return SignInResult("restart")
@@ -157,6 +157,17 @@ class SignIn:
         await self.db.flush()
         metrics.sign_in("totp_signed_in")
         return SignInResult("signed_in", account)
+
+    def _failed(self, account: SsoAccount | None, ip: str | None, reason: str) -> None:
+        audit.record(
+            self.db,
+            actor=f"ip:{ip}",
+            action="sign_in.failed",
+            outcome="failure",
+            target=str(account.staff_id) if account else None,
+            ip=ip,
+            reason=reason,
+        )
 
     def _locked_out(self, account: SsoAccount, failures: int, ip: str | None) -> None:
         """Records the lock this failure set (claim_attempt sets one per counted failure

@@ -117,15 +117,17 @@ def test_services_and_routes_never_commit() -> None:
 
 
 def test_services_commit_part_way_only_where_a_flow_must_see_the_row() -> None:
-    """The two steps of a service that cannot wait for the end of the request: the setup row
-    a flow's first activity reads, and the audit of a flow that could not start (kept
-    although an error answer follows). A new one needs as good a reason."""
+    """The steps of a service that cannot wait for the end of the request: the setup row a
+    flow's first activity reads, the audit of a flow that could not start (kept although an
+    error answer follows), and a disable, which must hold before the person's flows are
+    ended (their activities write the same rows, and a slow Temporal must not leave a leaver
+    able to sign in). A new one needs as good a reason."""
     found = {
         f"{path.name}:{call.split(':')[0]}"
         for path in (ROOT / "api" / "services").glob("*.py")
         for call in _calls(path, "commit_now")
     }
-    assert found == {"setup_admin.py:send_email", "setup_admin.py:_abandon"}
+    assert found == {"setup_admin.py:send_email", "setup_admin.py:_abandon", "staff_status.py:disable"}
 
 
 @asynccontextmanager

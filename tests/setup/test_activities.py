@@ -34,6 +34,7 @@ from activities.inputs import (
 )
 from activities.setup import LINK_GONE, SetupStepActivities
 from activities.shared import SharedActivities
+from core.accounts import ACCOUNT_DISABLED
 from core.codec import keyring_from_settings
 from core.crypto import LINK_PURPOSE, Keyring, code_digest, token_hash
 from core.db import SessionFactory, create_engine, session_factory
@@ -348,6 +349,27 @@ async def test_store_password_refuses_an_expired_or_revoked_link(world: Any, kin
     assert "sso_setup.password_set" not in await flow.audit_actions()
 
 
+async def disable_in_database(flow: Flow) -> None:
+    """The person disabled while their setup was still open (Temporal could not be told)."""
+    async with flow.sessions() as session:
+        staff = await session.get(Staff, flow.staff_id)
+        assert staff is not None
+        staff.disabled_at = utcnow()
+        account = await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == flow.staff_id))
+        if account is not None:
+            account.status_before_disable, account.status = account.status, "disabled"
+        await session.commit()
+
+
+async def test_store_password_refuses_a_disabled_person_and_changes_nothing(world: Any) -> None:
+    flow = await new_flow(world)
+    await disable_in_database(flow)
+    before = await flow.snapshot()
+    result = await flow.run(flow.acts.store_password, flow.password_input())
+    assert (result.ok, result.message) == (False, ACCOUNT_DISABLED)
+    assert await flow.snapshot() == before
+
+
 @pytest.mark.parametrize(
     ("password", "reason"),
     [
@@ -648,6 +670,16 @@ async def test_activate_without_mfa_drops_the_pending_secret(world: Any) -> None
     assert actions.count("mfa.skipped") == 1  # docs/security.md §14
     assert actions.count("sso_setup.active") == 1
     assert "mfa.enrolled" not in actions
+
+
+async def test_activate_leaves_a_person_disabled_meanwhile_disabled(world: Any) -> None:
+    """Active once enabled, not before."""
+    flow = await confirmed_flow(world)
+    await disable_in_database(flow)
+    await flow.run(flow.acts.activate_account, flow.activate_input(mfa=False))
+    account = await flow.account()
+    assert account is not None and account.activated_at is not None
+    assert (account.status, account.status_before_disable) == ("disabled", "active")
 
 
 async def test_activate_with_mfa_keeps_the_secret(world: Any) -> None:
