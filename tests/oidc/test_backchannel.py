@@ -282,6 +282,10 @@ def sweeper(stack: Stack) -> LogoutSweeper:
     return LogoutSweeper(stack.env.client, stack.settings, stack.sessions)
 
 
+async def web_app_dies(_session: AsyncSession) -> None:
+    """In place of what runs after the request's commit: the web app died right then."""
+
+
 class CommitFails(AsyncSession):
     async def commit(self) -> None:
         raise OperationalError("COMMIT", {}, ConnectionError("the database went away"))
@@ -319,9 +323,6 @@ async def test_a_logout_left_behind_after_the_commit_is_started_by_the_sweeper(
     uri, received = receiver
     browser, app, sid, refresh_token = await signed_in_to_an_app(dev_stack, uri)
 
-    async def web_app_dies(_session: AsyncSession) -> None:
-        pass  # committed, and then nothing more: the process died
-
     monkeypatch.setattr(api.deps, "run_after_commit", web_app_dies)
     assert await sign_out(browser) == 303
     monkeypatch.undo()
@@ -336,6 +337,31 @@ async def test_a_logout_left_behind_after_the_commit_is_started_by_the_sweeper(
     assert await sweeper(dev_stack).sweep() == 1
     assert await delivered(dev_stack, sid) == {app.client_id: "delivered"}
     assert await owed(dev_stack) == []
+    assert await told_sids(dev_stack, received) == [sid]
+
+
+@pytest.mark.pages
+@ASYNC
+async def test_the_worker_sweeps_on_its_own_until_stopped(
+    dev_stack: Stack, receiver: tuple[str, Received], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri, received = receiver
+    browser, app, sid, _refresh_token = await signed_in_to_an_app(dev_stack, uri)
+
+    monkeypatch.setattr(api.deps, "run_after_commit", web_app_dies)
+    assert await sign_out(browser) == 303
+    monkeypatch.undo()
+    await left_since_a_minute(dev_stack)
+    stop = asyncio.Event()
+    sweeping = asyncio.create_task(sweeper(dev_stack).run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while await owed(dev_stack):
+                await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(sweeping, 30)
+    assert await delivered(dev_stack, sid) == {app.client_id: "delivered"}
     assert await told_sids(dev_stack, received) == [sid]
 
 
