@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 from datetime import timedelta
 
@@ -20,15 +22,19 @@ from activities.setup import SetupStepActivities
 from activities.setup_email import SetupActivities
 from activities.shared import SharedActivities
 from core.codec import keyring_from_settings
-from core.db import create_engine, session_factory
+from core.db import SessionFactory, create_engine, session_factory
 from core.logging import configure as configure_logging
+from core.oidc import logout_outbox
+from core.oidc.backchannel import SessionLogoutInput
 from core.settings import InsecureSettingsError, Settings, get_settings
 from core.temporal_client import connect, exit_after_temporal
 from workflows.entra import EntraLinkWorkflow
-from workflows.logout import SessionLogoutWorkflow
+from workflows.logout import SessionLogoutWorkflow, logout_start_options
 from workflows.notices import MfaChangedNoticeWorkflow, PasswordChangedNoticeWorkflow
 from workflows.reset import PasswordResetWorkflow
 from workflows.setup import SsoSetupWorkflow
+
+logger = logging.getLogger(__name__)
 
 
 def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None = None) -> Worker:
@@ -84,6 +90,38 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     )
 
 
+class LogoutSweeper:
+    """Starts the back-channel logouts owed in the outbox that nobody started: the web app
+    died between its commit and the start, or Temporal was away then. A loop in the worker
+    process rather than a Temporal schedule: a look every few seconds costs no workflow
+    history or billed action, needs nothing created on the server, and runs wherever the
+    logouts are delivered. Several workers may sweep at once: a start is idempotent."""
+
+    def __init__(self, client: Client, settings: Settings, sessions: SessionFactory) -> None:
+        self._client = client
+        self._task_queue = settings.task_queue
+        self._sessions = sessions
+
+    async def sweep(self) -> int:
+        """One look: how many logouts it started."""
+        async with self._sessions() as db:
+            return await logout_outbox.start_owed(db, await logout_outbox.left_behind(db), self._start)
+
+    async def _start(self, logout: SessionLogoutInput) -> None:
+        await self._client.start_workflow(
+            SessionLogoutWorkflow.run, logout, **logout_start_options(logout, self._task_queue)
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.sweep()
+            except Exception:  # the database or Temporal is away: the next look retries
+                logger.warning("logout outbox sweep failed", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), logout_outbox.SWEEP_EVERY)
+
+
 def metrics_runtime(address: str) -> Runtime | None:
     """A Temporal runtime serving the worker's metrics (Temporal's and ours) for Prometheus
     at http://<address>/metrics; None when the address is empty."""
@@ -102,13 +140,14 @@ async def run(settings: Settings) -> None:
     client = await connect(settings, runtime=metrics_runtime(settings.worker_metrics_address), role="worker")
     engine = create_engine(settings.async_database_url)
     worker = build_worker(client, settings, engine)
+    sweeper = LogoutSweeper(client, settings, session_factory(engine))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         async with worker:
-            await stop.wait()
+            await sweeper.run(stop)
     finally:
         await engine.dispose()
 

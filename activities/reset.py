@@ -27,6 +27,7 @@ from core import audit, flow_errors
 from core.accounts import account_for, revoke_sessions, second_factor_accepted
 from core.crypto import new_token
 from core.models import AccountStatus, ResetLink, SsoAccount, Staff, utcnow
+from core.oidc import logout_outbox
 from core.oidc.backchannel import logouts_due
 from core.passwords import PasswordPolicy, password_problems, personal_words
 from core.reset_caps import (
@@ -129,6 +130,10 @@ class ResetActivities(SecretActivities):
             account.locked_until = None
             ended = await revoke_sessions(session, account.staff_id, now)
             logouts = await logouts_due(self._settings, session, ended)
+            # Owed with the reset: the flow starts them from this result, and should this
+            # attempt's result be lost after the commit, the retry finds no session left to
+            # end but the outbox's sweeper still starts them.
+            await logout_outbox.queue(session, logouts)
             audit.by_staff(
                 session,
                 data.staff_id,

@@ -79,6 +79,7 @@ AUDIT_EVENTS: dict[str, str] = {
     "oidc.code_issued": "Signed in to an app",
     "oidc.token_issued": "An app collected its sign-in",
     "oidc.token_refused": "An app's sign-in refused",
+    "oidc.access_removed": "Removed an app's access",
 }
 
 OUTCOMES: dict[str, str] = {

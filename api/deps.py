@@ -17,7 +17,7 @@ from api.services.signin import SignIn
 from api.services.staff_status import StaffStatus
 from core.addresses import canonical, rate_key
 from core.admin_keys import authenticate
-from core.db import UnitOfWork
+from core.db import UnitOfWork, run_after_commit
 from core.errors import NotAuthenticated, TooManyRequests
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
@@ -35,10 +35,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     error status (a 400 or 429 form) is a normal return: what it recorded is committed.
 
     Scope "function" (see SessionDep) runs this before the response is sent; the default
-    scope would commit after it, and a client could see a success whose write is then lost."""
+    scope would commit after it, and a client could see a success whose write is then lost.
+    What the request asked to do once committed (core/db.py after_commit) runs then."""
     async with request.app.state.sessions() as session:
         yield session
         await session.commit()
+        await run_after_commit(session)
 
 
 def get_temporal(request: Request) -> TemporalGateway:

@@ -18,6 +18,7 @@ from api.deps import AdminLimits
 from api.request_id import RequestIdMiddleware
 from api.routes import (
     account,
+    account_apps,
     admin,
     admin_apps,
     api_docs,
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         setup,
         signin,
         account,
+        account_apps,
         reset,
         admin,
         admin_apps,

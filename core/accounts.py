@@ -168,11 +168,16 @@ async def revoke_sessions(
 async def end_session_grants(session: AsyncSession, now: datetime, which: ColumnElement[bool]) -> None:
     """Ending sign-in sessions ends what apps got in them: their grants, so refresh tokens and
     access tokens stop working. A browser session that only timed out keeps them."""
-    await session.execute(
-        update(OidcGrant)
-        .where(which, OidcGrant.session_hash.is_not(None), OidcGrant.revoked_at.is_(None))
-        .values(revoked_at=now)
+    await revoke_grants(session, now, which, OidcGrant.session_hash.is_not(None))
+
+
+async def revoke_grants(session: AsyncSession, now: datetime, *which: ColumnElement[bool]) -> int:
+    """Ends the grants `which` selects, and with each its access tokens and refresh token
+    family; how many were still live."""
+    result = await session.execute(
+        update(OidcGrant).where(*which, OidcGrant.revoked_at.is_(None)).values(revoked_at=now)
     )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def account_for(session: AsyncSession, staff_id: uuid.UUID) -> SsoAccount | None:

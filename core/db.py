@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from sqlalchemy import event
 from sqlalchemy import exc as db_errors
 from sqlalchemy.engine import Engine
@@ -44,6 +46,23 @@ def session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+AfterCommit = Callable[[AsyncSession], Awaitable[None]]
+_AFTER_COMMIT = "after_commit"
+
+
+def after_commit(session: AsyncSession, action: AfterCommit) -> None:
+    """Runs `action` once the request's transaction has committed (api/deps.py), with the
+    same session for its own work; never when the transaction fails. An action must read
+    back what it relies on: a rollback part-way through the request may have undone it."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    actions: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
+    for action in actions:
+        await action(session)
+
+
 class UnitOfWork:
     """One request's or one command's transaction, owned by its boundary: the request
     dependency (api/deps.py) or the `sso` command commits it when the work succeeded and
@@ -59,7 +78,9 @@ class UnitOfWork:
         self.session = session
 
     async def commit_now(self) -> None:
+        # What waited for the commit (a logout owed to apps) need not wait for the request.
         await self.session.commit()
+        await run_after_commit(self.session)
 
 
 def database_unreachable(exc: BaseException) -> bool:

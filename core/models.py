@@ -405,3 +405,19 @@ class OidcSigningKey(Base):
     signs_from: Mapped[datetime]
     retire_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LogoutOutbox(Base):
+    """A back-channel logout owed for an ended sign-in session, written in the transaction
+    that ended it: a failed commit owes nothing, and a logout the web app could not start
+    after its commit is started by the worker's sweeper. Deleted once its SessionLogout flow
+    has started. Names the session as the apps know it (`sid`, a keyed hash of its id) and
+    the apps to tell; never a token or secret."""
+
+    __tablename__ = "logout_outbox"
+    __table_args__ = (Index("ix_logout_outbox_created", "created_at"),)
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    staff_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    client_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

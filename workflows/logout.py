@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError
 
 from core import flow_errors
@@ -16,7 +17,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.inputs import LogoutFailedInput, SendLogoutInput
     from activities.logout import LogoutActivities
     from core.oidc.backchannel import SessionLogoutInput
-    from workflows.common import required
+    from core.search_attributes import SSO_STAFF_ID
+    from workflows.common import WORKFLOW_TASK_TIMEOUT, required
 
 DELIVERY_WINDOW = timedelta(hours=24)
 DELIVERY_RETRY = RetryPolicy(
@@ -35,6 +37,25 @@ def logout_workflow_id(sid: str) -> str:
 
 def logout_summary(data: SessionLogoutInput) -> str:
     return f"Back-channel logout to {len(data.client_ids)} app(s)"
+
+
+def logout_search_attributes(data: SessionLogoutInput) -> TypedSearchAttributes:
+    return TypedSearchAttributes([SearchAttributePair(SSO_STAFF_ID, data.staff_id)])
+
+
+def logout_start_options(data: SessionLogoutInput, task_queue: str) -> dict[str, Any]:
+    """How a client starts a session's logout (the web app after its commit, the worker's
+    sweeper): the session's one id, never reused, so a second start of a logout already
+    started, or already done, is refused (WorkflowAlreadyStartedError) and no app is told
+    twice."""
+    return {
+        "id": logout_workflow_id(data.sid),
+        "task_queue": task_queue,
+        "task_timeout": WORKFLOW_TASK_TIMEOUT,
+        "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        "search_attributes": logout_search_attributes(data),
+        "static_summary": logout_summary(data),
+    }
 
 
 @workflow.defn(name="SessionLogout")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from core import metrics
     from core.oidc.backchannel import SessionLogoutInput
     from core.reset_caps import CODES_STOPPED, LINK_SENT
-    from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+    from core.search_attributes import SSO_STEP
     from workflows.codes import CODE_ATTEMPTS, CodeTerms, EmailedCode, email_code
     from workflows.common import (
         DB_RETRY,
@@ -48,10 +48,17 @@ with workflow.unsafe.imports_passed_through():
         run_step,
         start_email,
     )
-    from workflows.logout import SessionLogoutWorkflow, logout_summary, logout_workflow_id
+    from workflows.logout import (
+        SessionLogoutWorkflow,
+        logout_search_attributes,
+        logout_summary,
+        logout_workflow_id,
+    )
     from workflows.notices import PasswordChangedNoticeWorkflow
 
 RESET_PURPOSE = "reset"
+# Logouts are owed in the outbox too: their children are never started twice (see _tell_apps).
+LOGOUT_OUTBOX_PATCH = "logout-outbox"
 FINAL_STEPS = {"completed", "expired"}
 LINK_TOTP_SPENT = (
     "Too many incorrect authenticator codes: this link can no longer be used. "
@@ -250,14 +257,23 @@ class PasswordResetWorkflow:
             self._busy = False
 
     async def _tell_apps(self, logout: SessionLogoutInput) -> None:
-        """Back-channel logout of a session the reset ended, outliving this flow."""
+        """Back-channel logout of a session the reset ended, outliving this flow. The reset's
+        activity also owed it in the logout outbox, whose sweeper may have started it first:
+        the id is then never reused, so a logout already done is not sent again (flows
+        recorded before the outbox keep their start as it was)."""
+        reuse = (
+            WorkflowIDReusePolicy.REJECT_DUPLICATE
+            if workflow.patched(LOGOUT_OUTBOX_PATCH)
+            else WorkflowIDReusePolicy.ALLOW_DUPLICATE
+        )
         try:
             await workflow.start_child_workflow(
                 SessionLogoutWorkflow.run,
                 logout,
                 id=logout_workflow_id(logout.sid),
+                id_reuse_policy=reuse,
                 parent_close_policy=ParentClosePolicy.ABANDON,
-                search_attributes=TypedSearchAttributes([SearchAttributePair(SSO_STAFF_ID, logout.staff_id)]),
+                search_attributes=logout_search_attributes(logout),
                 static_summary=logout_summary(logout),
             )
         except WorkflowAlreadyStartedError:

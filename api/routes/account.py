@@ -13,6 +13,7 @@ from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
 from api.forms import CodeFormDep, CsrfFormDep, CurrentPasswordFormDep
 from api.pages import redirect, render_page, six_digits, unavailable
 from api.services.account import AccountSteps, Standing
+from api.services.account_apps import AccountApps
 from api.services.sessions import Sessions
 from core.errors import ServiceUnavailable
 from core.models import SsoAccount, Staff
@@ -55,21 +56,31 @@ NOTICES = {"mfa_off": "Multi-Factor Authentication is off. We've emailed you to 
 @router.get("", response_class=HTMLResponse)
 async def account_page(request: Request, steps: AccountDep, notice: str | None = None) -> Response:
     async def page(staff: Staff, standing: Standing) -> Response:
-        return _account_page(request, staff, standing, notice=NOTICES.get(notice or ""))
+        return await _account_page(request, steps, staff, standing, notice=NOTICES.get(notice or ""))
 
     return await _as_signed_in(request, steps, page)
 
 
-def _account_page(
+async def _account_page(
     request: Request,
+    steps: AccountSteps,
     staff: Staff,
     standing: Standing,
     message: str | None = None,
     status: int = 200,
     notice: str | None = None,
+    apps_message: str | None = None,
 ) -> HTMLResponse:
     return render_page(
-        request, "account", status_code=status, staff=staff, standing=standing, message=message, notice=notice
+        request,
+        "account",
+        status_code=status,
+        staff=staff,
+        standing=standing,
+        message=message,
+        notice=notice,
+        apps=await AccountApps(steps.db).allowed(staff),
+        apps_message=apps_message,
     )
 
 
@@ -136,9 +147,9 @@ async def turn_mfa_off(request: Request, steps: AccountDep, form: CurrentPasswor
         if not standing.can_turn_off:
             return redirect("/sso/account")
         if not csrf_ok(request, steps.settings, form.csrf):
-            return _account_page(request, staff, standing, FORM_PROBLEM, 400)
+            return await _account_page(request, steps, staff, standing, FORM_PROBLEM, 400)
         if not await steps.turn_off(standing, form.password, client_ip(request)):
-            return _account_page(request, staff, standing, STILL_ON, 400)
+            return await _account_page(request, steps, staff, standing, STILL_ON, 400)
         return redirect("/sso/account?notice=mfa_off")
 
     return await _as_signed_in(request, steps, page)

@@ -15,7 +15,7 @@ from api.cookies import SIGNIN_SESSION, clear_cookie, csrf_ok, read_cookie, set_
 from api.deps import SessionDep, SettingsDep, bearer, client_ip, get_temporal
 from api.forms import ConsentFormDep
 from api.pages import problem, redirect, render_page
-from api.services.backchannel import start_session_logouts
+from api.services.backchannel import queue_session_logouts
 from api.services.oidc import ConsentNeeded, Oidc, OidcState, PageProblem, SignInNeeded, enabled_client
 from api.services.oidc_logout import Logout, check_logout
 from api.services.oidc_server import Answer
@@ -325,7 +325,7 @@ async def _signed_out(request: Request, oidc: Oidc, logout: Logout, from_form: b
         read_cookie(request, settings, SIGNIN_SESSION), client_ip(request), **details
     )
     if ended is not None:
-        await start_session_logouts(get_temporal(request), settings, oidc.db, [ended])
+        await queue_session_logouts(get_temporal(request), settings, oidc.db, [ended])
     if logout.return_to is not None and not from_form:
         response: Response = redirect(logout.return_to)
     else:

@@ -20,7 +20,7 @@ from api.cookies import (
 from api.deps import SessionDep, SettingsDep, SignInDep, TemporalDep, client_ip
 from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
 from api.pages import disabled_page, redirect, render_page, second_factor
-from api.services.backchannel import start_session_logouts
+from api.services.backchannel import queue_session_logouts
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, safe_return_to
 
@@ -200,7 +200,7 @@ async def logout(
     session_id = read_cookie(request, settings, SIGNIN_SESSION)
     ended = await Sessions(settings, db).sign_out(session_id, client_ip(request))
     if ended is not None:
-        await start_session_logouts(temporal, settings, db, [ended])
+        await queue_session_logouts(temporal, settings, db, [ended])
     response = redirect("/sso/login?notice=signed_out")
     clear_cookie(response, settings, SIGNIN_SESSION)
     return response

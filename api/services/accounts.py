@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services.account import MfaNotices
-from api.services.backchannel import start_session_logouts
+from api.services.backchannel import queue_session_logouts
 from api.services.staff import get_staff
 from core import audit
 from core.accounts import account_for, remove_second_factors, revoke_sessions
@@ -88,7 +88,7 @@ class AccountAdmin:
 
     async def _end_sessions(self, staff: Staff) -> int:
         ended = await revoke_sessions(self.db, staff.id, utcnow())
-        await start_session_logouts(self.temporal, self.settings, self.db, ended)
+        await queue_session_logouts(self.temporal, self.settings, self.db, ended)
         return len(ended)
 
     async def _done(self, action: str, staff: Staff, actor: str, ip: str | None, **details: Any) -> None:

@@ -1,49 +1,52 @@
-"""Starts the back-channel logout of ended sign-in sessions: one SessionLogout flow per
-session, for the apps that got tokens in it and registered a back-channel logout URI."""
+"""The back-channel logout of ended sign-in sessions, from the web app: owed in the
+transaction that ends the sessions (core/oidc/logout_outbox.py), started once it commits."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.common import SearchAttributePair
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from api.services.flows import FlowClient
-from core.errors import ServiceUnavailable
+from api.services.temporal import connected
+from core.db import after_commit
 from core.models import BrowserSession
-from core.oidc.backchannel import logouts_due
-from core.search_attributes import SSO_STAFF_ID
+from core.oidc import logout_outbox
+from core.oidc.backchannel import SessionLogoutInput, logouts_due
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
-from workflows.logout import SessionLogoutWorkflow, logout_summary, logout_workflow_id
+from workflows.logout import SessionLogoutWorkflow, logout_start_options
 
 logger = logging.getLogger(__name__)
 START_TIMEOUT = 5.0
 
 
-async def start_session_logouts(
+async def queue_session_logouts(
     temporal: TemporalGateway, settings: Settings, db: AsyncSession, ended: Sequence[BrowserSession]
 ) -> list[str]:
-    """The fan-out flows' ids; none for a session no app is to be told of, nor once Temporal
-    can't be reached (the sessions have still ended, and their refresh tokens with them)."""
-    flows = FlowClient(temporal, START_TIMEOUT, settings.task_queue)
-    started = []
-    for logout in await logouts_due(settings, db, ended):
-        workflow_id = logout_workflow_id(logout.sid)
-        try:
-            await flows.start(
-                SessionLogoutWorkflow.run,
-                logout,
-                id=workflow_id,
-                search_attributes=[SearchAttributePair(SSO_STAFF_ID, logout.staff_id)],
-                static_summary=logout_summary(logout),
+    """Owes one SessionLogout flow per ended session an app is to be told of, in the caller's
+    transaction, and starts them once it has committed; their sids. A failed commit starts
+    none; a web app that dies after the commit leaves them to the worker's sweeper."""
+    sids = await logout_outbox.queue(db, await logouts_due(settings, db, ended))
+    if sids:
+        after_commit(db, partial(_start_owed, temporal, settings, sids))
+    return sids
+
+
+async def _start_owed(
+    temporal: TemporalGateway, settings: Settings, sids: list[str], db: AsyncSession
+) -> None:
+    async def start(logout: SessionLogoutInput) -> None:
+        client = await connected(temporal, START_TIMEOUT)
+        async with asyncio.timeout(START_TIMEOUT):
+            await client.start_workflow(
+                SessionLogoutWorkflow.run, logout, **logout_start_options(logout, settings.task_queue)
             )
-        except WorkflowAlreadyStartedError:
-            pass  # this session's logout is already on its way
-        except ServiceUnavailable:
-            logger.warning("back-channel logout not started, Temporal unavailable: %s", workflow_id)
-            break
-        started.append(workflow_id)
-    return started
+
+    try:
+        await logout_outbox.start_owed(db, await logout_outbox.owed(db, sids), start)
+    except Exception:  # the sessions have ended; the sweeper starts what is still owed
+        logger.warning("back-channel logouts left to the sweeper", exc_info=True)
+        await db.rollback()

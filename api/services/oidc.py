@@ -30,6 +30,7 @@ from api.services.oidc_server import (
 )
 from api.services.sessions import Current
 from core import audit
+from core.accounts import revoke_grants
 from core.models import AccountStatus, OidcClient, OidcConsent, OidcGrant, SsoAccount, Staff, utcnow
 from core.oidc.claims import Subject, session_claims, user_claims
 from core.oidc.clients import RegisteredClient
@@ -272,11 +273,7 @@ class Oidc:
 
     async def revoke_grant(self, grant: OidcGrant) -> None:
         """Ends the grant: its access tokens and its refresh token family with it."""
-        await self.db.execute(
-            update(OidcGrant)
-            .where(OidcGrant.id == grant.id, OidcGrant.revoked_at.is_(None))
-            .values(revoked_at=self.now)
-        )
+        await revoke_grants(self.db, self.now, OidcGrant.id == grant.id)
 
     # -- userinfo --------------------------------------------------------------------------
 

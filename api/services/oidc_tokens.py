@@ -5,7 +5,6 @@ them (RFC 7662). authlib's grant and endpoints decide; what they read is loaded 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
@@ -17,7 +16,7 @@ from api.services.oidc import Oidc, enabled_client, invalid_grant, subject_of
 from api.services.oidc_server import Answer, Loaded, Provider, Request
 from core.models import OidcGrant, OidcRefreshToken
 from core.oidc.claims import Subject
-from core.oidc.clients import AUTH_METHODS, RegisteredClient, refresh_lifetimes
+from core.oidc.clients import AUTH_METHODS, RegisteredClient, refresh_lifetimes, refresh_within_lifetimes
 from core.oidc.refresh import MAX_TOKEN_LENGTH, REFRESH_PREFIX, refresh_hash
 
 REUSED = "This refresh token was already used; everything issued with it is now revoked."
@@ -186,15 +185,12 @@ class Tokens:
         client = loaded.client
         if client is None or client.get_client_id() != grant.client_id or grant.revoked_at is not None:
             return row
-        idle, absolute = refresh_lifetimes(client.registration)
-        now = self.oidc.now
         started = grant.redeemed_at or grant.created_at
         # Ending the sign-in session revoked the grant (core/accounts.py end_session_grants).
         loaded.refresh_usable = (
             row.rotated_at is None
             and grant.session_hash is not None
-            and row.created_at + timedelta(seconds=idle) > now
-            and started + timedelta(seconds=absolute) > now
+            and refresh_within_lifetimes(client.registration, row.created_at, started, self.oidc.now)
         )
         return row
 

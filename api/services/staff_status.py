@@ -19,7 +19,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.services.backchannel import start_session_logouts
+from api.services.backchannel import queue_session_logouts
 from api.services.flows import FlowClient
 from api.services.reset import reset_workflow_id
 from api.services.setup_admin import setup_workflow_id
@@ -79,10 +79,10 @@ class StaffStatus:
         await self._revoke_every_grant(staff.id, now)
         signed_in = [s for s in ended if s.purpose in SIGNED_IN_PURPOSES]
         self._audit("staff.disabled", staff, actor, ip, sessions_revoked=len(signed_in))
+        await queue_session_logouts(self.temporal, self.settings, self.db, ended)
         # Refused from here on, whatever Temporal does next; and no write stays open while
         # the flows below end (their activities write to the same rows).
         await self.uow.commit_now()
-        await start_session_logouts(self.temporal, self.settings, self.db, ended)
         await self._end_flows(staff, actor, account.id if account else None)
         return staff
 

@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -129,6 +130,15 @@ def refresh_lifetimes(registration: dict[str, Any]) -> tuple[int, int]:
     """Seconds a refresh token may go unused, and that its family may live."""
     idle, absolute = (registration.get(name) for name in LIFETIMES)
     return int(idle or REFRESH_IDLE_DEFAULT), int(absolute or REFRESH_ABSOLUTE_DEFAULT)
+
+
+def refresh_within_lifetimes(
+    registration: dict[str, Any], issued_at: datetime, family_started_at: datetime, now: datetime
+) -> bool:
+    """A refresh token issued at `issued_at`, of a family begun at `family_started_at`, is
+    neither idle too long nor past its family's absolute lifetime."""
+    idle, absolute = refresh_lifetimes(registration)
+    return issued_at + timedelta(seconds=idle) > now and family_started_at + timedelta(seconds=absolute) > now
 
 
 def confidential(registration: dict[str, Any]) -> bool:

@@ -178,3 +178,21 @@ async def test_an_app_that_asks_for_consent_shows_what_it_will_see(
     params = code_of(arrived[-1])
     assert params["error"] == "access_denied" and params["state"] == other.state
     assert "code" not in params
+
+    # The account page lists the app allowed (not the one cancelled); Remove access withdraws
+    # the consent and ends its tokens, and the app asks again.
+    await screen.goto(f"{stack.base_url}/sso/account")
+    await screen.check("account-apps")
+    shown = await screen.text()
+    assert "Apps you've allowed" in shown and "Valuations" in shown and "Tenant portal" not in shown
+    await screen.press("Remove access")
+    await screen.check("account-apps-removed")
+    assert "Valuations no longer has access to your account" in await screen.text()
+    assert "No apps have access to your account." in await screen.text()
+    refused = await app_http.post(
+        "/oidc/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"}
+    )
+    assert refused.status_code == 401
+    await screen.goto(f"{stack.base_url}/oidc/authorize?{urlencode(authorization(valuations).params)}")
+    assert await screen.heading() == "Allow Valuations?"
+    screen.checked.add(len(screen.visits) - 1)

@@ -1,34 +1,42 @@
 """Back-Channel Logout 1.0: the SessionLogout flow (time skipping, stand-in deliveries), the
-logout token and the SSRF guard, and a sign-out reaching an app's receiver through the real
-worker."""
+logout token and the SSRF guard, a sign-out reaching an app's receiver through the real
+worker, and the logout outbox: a failed commit tells no app, a logout left behind after the
+commit is started by the worker's sweeper, and a logout started twice is delivered once."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
 from joserfc import jwt
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+import api.deps
 from activities.inputs import LogoutFailedInput, SendLogoutInput
 from core import flow_errors
-from core.models import EntraLink, OidcClient
+from core.models import EntraLink, LogoutOutbox, OidcClient, utcnow
+from core.oidc import logout_outbox
 from core.oidc.backchannel import SessionLogoutInput
 from core.oidc.logout import LOGOUT_EVENT, logout_token_claims, logout_uri_refusal
-from tests.support.accounts import PUBLIC_URL, Person
+from tests.support.accounts import PUBLIC_URL, Browser, Person
 from tests.support.harness import Stack, running_stack
 from tests.support.oidc import (
+    App,
     Received,
     authorization,
     code_for,
+    database_text,
     keys,
     logout_receiver,
     redeem,
@@ -37,6 +45,7 @@ from tests.support.oidc import (
     signed_in_browser,
     told_sids,
 )
+from worker import LogoutSweeper
 from workflows.logout import SessionLogoutWorkflow, logout_workflow_id
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
@@ -219,3 +228,161 @@ async def test_an_admin_ending_the_sessions_tells_the_apps_and_ends_their_refres
     assert await told_sids(dev_stack, received) == sorted(sids)
     for refresh_token in refresh_tokens:
         assert await refresh_refused(dev_stack, app, refresh_token)
+
+
+# -- the logout outbox -------------------------------------------------------------------------
+
+
+async def signed_in_to_an_app(stack: Stack, uri: str) -> tuple[Browser, App, str, str]:
+    """A browser signed in to an app with a back-channel logout URI: the browser, the app, the
+    session's sid and the app's refresh token."""
+    person = await stack.person()
+    app = await register(
+        stack, backchannel_logout_uri=uri, internal=True, grant_types=["authorization_code", "refresh_token"]
+    )
+    browser = await signed_in_browser(stack, person.email)
+    request = authorization(app, scope="openid offline_access")
+    token = await redeem(stack, request, await code_for(browser, request))
+    sid = jwt.decode(token["id_token"], await keys(stack.http)).claims["sid"]
+    return browser, app, sid, token["refresh_token"]
+
+
+async def sign_out(browser: Browser) -> int:
+    page = await browser.get("/sso/account")
+    return (await browser.submit(page, "/sso/logout")).status_code
+
+
+async def owed(stack: Stack) -> list[LogoutOutbox]:
+    async with stack.sessions() as session:
+        return list(await session.scalars(select(LogoutOutbox)))
+
+
+async def started(stack: Stack, sid: str) -> bool:
+    try:
+        await stack.env.client.get_workflow_handle(logout_workflow_id(sid)).describe()
+    except RPCError as exc:
+        assert exc.status == RPCStatusCode.NOT_FOUND
+        return False
+    return True
+
+
+async def delivered(stack: Stack, sid: str) -> dict[str, str]:
+    handle = stack.env.client.get_workflow_handle(logout_workflow_id(sid))
+    return await asyncio.wait_for(handle.result(), 30)  # type: ignore[no-any-return]
+
+
+async def left_since_a_minute(stack: Stack) -> None:
+    """The sweeper leaves a fresh row to the web app: this one has waited long enough."""
+    async with stack.sessions() as session:
+        await session.execute(update(LogoutOutbox).values(created_at=utcnow() - timedelta(minutes=1)))
+        await session.commit()
+
+
+def sweeper(stack: Stack) -> LogoutSweeper:
+    return LogoutSweeper(stack.env.client, stack.settings, stack.sessions)
+
+
+async def web_app_dies(_session: AsyncSession) -> None:
+    """In place of what runs after the request's commit: the web app died right then."""
+
+
+class CommitFails(AsyncSession):
+    async def commit(self) -> None:
+        raise OperationalError("COMMIT", {}, ConnectionError("the database went away"))
+
+
+@pytest.mark.pages
+@ASYNC
+async def test_a_sign_out_whose_commit_fails_tells_no_app(
+    dev_stack: Stack, receiver: tuple[str, Received]
+) -> None:
+    uri, received = receiver
+    browser, app, sid, refresh_token = await signed_in_to_an_app(dev_stack, uri)
+    page = await browser.get("/sso/account")
+    state = dev_stack.transport.app.state  # type: ignore[attr-defined]
+    sessions = state.sessions
+    state.sessions = async_sessionmaker(sessions.kw["bind"], class_=CommitFails, expire_on_commit=False)
+    try:
+        assert (await browser.submit(page, "/sso/logout")).status_code == 503
+    finally:
+        state.sessions = sessions
+    # The session lives on, so no app is told it ended, now or by the sweeper.
+    assert (await browser.get("/sso/account")).status_code == 200
+    assert not await refresh_refused(dev_stack, app, refresh_token)
+    assert await owed(dev_stack) == [] and not await started(dev_stack, sid)
+    await left_since_a_minute(dev_stack)
+    assert await sweeper(dev_stack).sweep() == 0
+    assert not await started(dev_stack, sid) and received == []
+
+
+@pytest.mark.pages
+@ASYNC
+async def test_a_logout_left_behind_after_the_commit_is_started_by_the_sweeper(
+    dev_stack: Stack, receiver: tuple[str, Received], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri, received = receiver
+    browser, app, sid, refresh_token = await signed_in_to_an_app(dev_stack, uri)
+
+    monkeypatch.setattr(api.deps, "run_after_commit", web_app_dies)
+    assert await sign_out(browser) == 303
+    monkeypatch.undo()
+    [row] = await owed(dev_stack)
+    assert (row.sid, row.client_ids) == (sid, [app.client_id])
+    assert refresh_token not in await database_text(dev_stack)
+    assert not await started(dev_stack, sid)
+    assert await refresh_refused(dev_stack, app, refresh_token)  # ended with the session
+
+    assert await sweeper(dev_stack).sweep() == 0  # a fresh row is the web app's to start
+    await left_since_a_minute(dev_stack)
+    assert await sweeper(dev_stack).sweep() == 1
+    assert await delivered(dev_stack, sid) == {app.client_id: "delivered"}
+    assert await owed(dev_stack) == []
+    assert await told_sids(dev_stack, received) == [sid]
+
+
+@pytest.mark.pages
+@ASYNC
+async def test_the_worker_sweeps_on_its_own_until_stopped(
+    dev_stack: Stack, receiver: tuple[str, Received], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri, received = receiver
+    browser, app, sid, _refresh_token = await signed_in_to_an_app(dev_stack, uri)
+
+    monkeypatch.setattr(api.deps, "run_after_commit", web_app_dies)
+    assert await sign_out(browser) == 303
+    monkeypatch.undo()
+    await left_since_a_minute(dev_stack)
+    stop = asyncio.Event()
+    sweeping = asyncio.create_task(sweeper(dev_stack).run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while await owed(dev_stack):
+                await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(sweeping, 30)
+    assert await delivered(dev_stack, sid) == {app.client_id: "delivered"}
+    assert await told_sids(dev_stack, received) == [sid]
+
+
+@pytest.mark.pages
+@ASYNC
+async def test_a_logout_started_twice_is_delivered_once(
+    dev_stack: Stack, receiver: tuple[str, Received]
+) -> None:
+    uri, received = receiver
+    browser, app, sid, _refresh_token = await signed_in_to_an_app(dev_stack, uri)
+    assert await sign_out(browser) == 303
+    # The web app started it after its commit and took its row out.
+    assert await delivered(dev_stack, sid) == {app.client_id: "delivered"}
+    assert await told_sids(dev_stack, received) == [sid] and await owed(dev_stack) == []
+
+    # Its delete lost (say), the row is swept again, after the flow has finished: refused.
+    staff_id = str(jwt.decode(received[0]["logout_token"][0], await keys(dev_stack.http)).claims["sub"])
+    async with dev_stack.sessions() as session:
+        await logout_outbox.queue(session, [SessionLogoutInput(sid, staff_id, [app.client_id])])
+        await session.commit()
+    await left_since_a_minute(dev_stack)
+    assert await sweeper(dev_stack).sweep() == 0
+    assert await owed(dev_stack) == []
+    assert len(received) == 1

@@ -37,7 +37,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.services.reset import reset_workflow_id
 from core import recovery
 from core.crypto import token_hash
-from core.models import AuditEvent, ResetCodeFailure, ResetLink, SsoAccount, utcnow
+from core.models import AuditEvent, LogoutOutbox, ResetCodeFailure, ResetLink, SsoAccount, utcnow
 from core.passwords import Hasher
 from core.reset_caps import CODES_STOPPED
 from tests.support.accounts import (
@@ -79,6 +79,7 @@ from tests.support.oidc import (
     signed_in_browser,
     told_sids,
 )
+from worker import LogoutSweeper
 from workflows.logout import logout_workflow_id
 from workflows.reset import ResetProgress
 
@@ -1074,3 +1075,14 @@ async def test_a_reset_tells_the_apps_and_ends_their_refresh_tokens(
             assert await asyncio.wait_for(logout.result(), GUARD_SECONDS) == {app.client_id: "delivered"}
             assert await told_sids(dev, got) == [sid]
             assert await refresh_refused(dev, app, token["refresh_token"])
+            # The reset owed it in the outbox too: the sweeper finds it started, and tells
+            # no app again.
+            async with dev.sessions() as session:
+                [owed] = (await session.scalars(select(LogoutOutbox))).all()
+                assert owed.sid == sid
+                owed.created_at = utcnow() - timedelta(minutes=1)
+                await session.commit()
+            assert await LogoutSweeper(dev.env.client, dev.settings, dev.sessions).sweep() == 0
+            async with dev.sessions() as session:
+                assert (await session.scalars(select(LogoutOutbox))).all() == []
+            assert await told_sids(dev, got) == [sid]
