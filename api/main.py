@@ -18,6 +18,7 @@ from api.deps import AdminLimits
 from api.request_id import RequestIdMiddleware
 from api.routes import (
     account,
+    account_passkeys,
     admin,
     admin_apps,
     api_docs,
@@ -30,6 +31,7 @@ from api.routes import (
     health,
     metrics,
     oidc,
+    passkeys,
     reset,
     setup,
     signin,
@@ -149,7 +151,9 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         entra,
         setup,
         signin,
+        passkeys,
         account,
+        account_passkeys,
         reset,
         admin,
         admin_apps,

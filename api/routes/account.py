@@ -13,6 +13,7 @@ from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
 from api.forms import CodeFormDep, CsrfFormDep, CurrentPasswordFormDep
 from api.pages import redirect, render_page, six_digits, unavailable
 from api.services.account import AccountSteps, Standing
+from api.services.passkeys import NOTICES as PASSKEY_NOTICES
 from api.services.sessions import Sessions
 from core.errors import ServiceUnavailable
 from core.models import SsoAccount, Staff
@@ -49,7 +50,7 @@ async def _as_signed_in(request: Request, steps: AccountSteps, page: Page) -> Re
         return unavailable(request)
 
 
-NOTICES = {"mfa_off": "Multi-Factor Authentication is off. We've emailed you to say so."}
+NOTICES = {"mfa_off": "Multi-Factor Authentication is off. We've emailed you to say so.", **PASSKEY_NOTICES}
 
 
 @router.get("", response_class=HTMLResponse)

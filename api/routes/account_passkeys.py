@@ -1,0 +1,104 @@
+"""Passkeys on the account page: add one (the browser's answer to the options of
+/sso/passkeys/options), rename one, remove one. Each change is audited and, except a new
+name, emailed to the person."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from api.cookies import PASSKEY_CHALLENGE, clear_cookie, csrf_ok, read_cookie
+from api.deps import client_ip
+from api.forms import PasskeyFormDep, PasskeyNameFormDep
+from api.pages import redirect, render_page
+from api.routes.account import FORM_PROBLEM, AccountDep, _as_signed_in
+from api.services.account import AccountSteps, Standing
+from api.services.passkeys import PasskeyRefused, PasskeySteps
+from core.models import Staff
+
+router = APIRouter(prefix="/sso/account/passkeys", tags=["pages"], include_in_schema=False)
+
+
+def _steps(steps: AccountSteps) -> PasskeySteps:
+    return PasskeySteps(settings=steps.settings, db=steps.db, temporal=steps.temporal)
+
+
+def _refused(request: Request, staff: Staff, standing: Standing, message: str) -> HTMLResponse:
+    return render_page(
+        request,
+        "account",
+        status_code=400,
+        staff=staff,
+        standing=standing,
+        message=None,
+        notice=None,
+        passkey_message=message,
+    )
+
+
+@router.post("", response_class=HTMLResponse)
+async def add_passkey(request: Request, steps: AccountDep, form: PasskeyFormDep) -> Response:
+    async def page(staff: Staff, standing: Standing) -> Response:
+        if not standing.can_add_passkey:
+            return redirect("/sso/account")
+        assert standing.account is not None
+        if not csrf_ok(request, steps.settings, form.csrf):
+            return _refused(request, staff, standing, FORM_PROBLEM)
+        cookie = read_cookie(request, steps.settings, PASSKEY_CHALLENGE)
+        response: Response
+        try:
+            _passkey, codes = await _steps(steps).add(
+                cookie, staff, standing.account, form.credential, form.name, client_ip(request)
+            )
+        except PasskeyRefused as refused:
+            response = _refused(request, staff, await steps.standing(staff), refused.message)
+        else:
+            response = (
+                render_page(
+                    request, "recovery_codes", codes=codes, next_page="/sso/account?notice=passkey_added"
+                )
+                if codes is not None
+                else redirect("/sso/account?notice=passkey_added")
+            )
+        clear_cookie(response, steps.settings, PASSKEY_CHALLENGE)
+        return response
+
+    return await _as_signed_in(request, steps, page)
+
+
+@router.post("/{passkey_id}/name", response_class=HTMLResponse)
+async def rename_passkey(
+    request: Request, passkey_id: uuid.UUID, steps: AccountDep, form: PasskeyNameFormDep
+) -> Response:
+    async def page(staff: Staff, standing: Standing) -> Response:
+        if standing.account is None:
+            return redirect("/sso/account")
+        if not csrf_ok(request, steps.settings, form.csrf):
+            return _refused(request, staff, standing, FORM_PROBLEM)
+        try:
+            await _steps(steps).rename(standing.account, passkey_id, form.name, client_ip(request))
+        except PasskeyRefused as refused:
+            return _refused(request, staff, standing, refused.message)
+        return redirect("/sso/account?notice=passkey_renamed")
+
+    return await _as_signed_in(request, steps, page)
+
+
+@router.post("/{passkey_id}/remove", response_class=HTMLResponse)
+async def remove_passkey(
+    request: Request, passkey_id: uuid.UUID, steps: AccountDep, form: PasskeyNameFormDep
+) -> Response:
+    async def page(staff: Staff, standing: Standing) -> Response:
+        if standing.account is None:
+            return redirect("/sso/account")
+        if not csrf_ok(request, steps.settings, form.csrf):
+            return _refused(request, staff, standing, FORM_PROBLEM)
+        try:
+            await _steps(steps).remove(standing.account, passkey_id, client_ip(request), standing.required)
+        except PasskeyRefused as refused:
+            return _refused(request, staff, standing, refused.message)
+        return redirect("/sso/account?notice=passkey_removed")
+
+    return await _as_signed_in(request, steps, page)
