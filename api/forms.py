@@ -49,9 +49,12 @@ class ResetLinkForm(NewPasswordForm):
 
 
 class ResetCodeForm(ResetLinkForm):
-    """The same with the emailed reset code."""
+    """The same with the emailed reset code, and the passkey's answer in place of the
+    authenticator code (once the flow asked for it: `passkey` "1")."""
 
     code: Code = ""
+    credential: Annotated[str, Field(max_length=20000)] = ""
+    passkey: Annotated[str, Field(max_length=1)] = ""
 
 
 class ForgotForm(CsrfForm):

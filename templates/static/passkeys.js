@@ -74,6 +74,10 @@
     }
     form.hidden = false;
     form.addEventListener("submit", function (event) {
+      var typed = form.elements.namedItem("totp");
+      if (typed && typed.value.trim()) {
+        return; // a code typed in its place: the form goes as it is
+      }
       event.preventDefault();
       problem.hidden = true;
       if (name && !name.value.trim()) {

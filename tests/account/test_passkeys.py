@@ -38,7 +38,7 @@ from tests.support.accounts import (
     sign_in,
 )
 from tests.support.harness import Stack
-from tests.support.passkey_key import SoftKey
+from tests.support.passkey_key import SoftKey, soft_key
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -52,13 +52,8 @@ async def browser(stack: Stack) -> AsyncIterator[Browser]:
         yield person
 
 
-def key_for(stack: Stack, person: Person, synced: bool = False) -> SoftKey:
-    parts = urlsplit(stack.settings.public_url)
-    return SoftKey(
-        rp_id=parts.hostname or "",
-        origin=f"{parts.scheme}://{parts.netloc}",
-        user_handle=person.staff_id.bytes,
-    )
+def key_for(stack: Stack, person: Person) -> SoftKey:
+    return soft_key(stack.settings, person.staff_id)
 
 
 async def options(browser: Browser, page: httpx.Response, action: str, ceremony: str) -> dict[str, Any]:

@@ -9,13 +9,19 @@ import hashlib
 import json
 import os
 import struct
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from webauthn.helpers import bytes_to_base64url
+
+from core.db import SessionFactory
+from core.models import Passkey
+from core.settings import Settings
 
 UP, UV, BE, BS, AT = 0x01, 0x04, 0x08, 0x10, 0x40
 
@@ -32,7 +38,7 @@ class SoftKey:
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
 
-    def _cose_public_key(self) -> bytes:
+    def cose_public_key(self) -> bytes:
         numbers = self.private.public_key().public_numbers()
         return cbor2.dumps(
             {1: 2, 3: -7, -1: 1, -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big")}
@@ -63,7 +69,7 @@ class SoftKey:
             + bytes(16)
             + struct.pack(">H", len(self.credential_id))
             + self.credential_id
-            + self._cose_public_key()
+            + self.cose_public_key()
         )
         client_data = self._client_data("webauthn.create", options, origin)
         attestation = cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": auth_data})
@@ -116,3 +122,31 @@ class SoftKey:
                 "authenticatorAttachment": "platform",
             }
         )
+
+
+def soft_key(settings: Settings, staff_id: uuid.UUID) -> SoftKey:
+    """A key for this deployment's relying party, naming this person."""
+    parts = urlsplit(settings.public_url)
+    return SoftKey(
+        rp_id=parts.hostname or "", origin=f"{parts.scheme}://{parts.netloc}", user_handle=staff_id.bytes
+    )
+
+
+async def store_passkey(
+    sessions: SessionFactory, account_id: uuid.UUID, key: SoftKey, name: str = "Phone"
+) -> None:
+    """The key as the account page would have added it."""
+    async with sessions() as session:
+        session.add(
+            Passkey(
+                account_id=account_id,
+                credential_id=bytes_to_base64url(key.credential_id),
+                public_key=bytes_to_base64url(key.cose_public_key()),
+                sign_count=key.count,
+                transports=["internal"],
+                name=name,
+                backup_eligible=key.synced,
+                backed_up=key.synced,
+            )
+        )
+        await session.commit()
