@@ -322,6 +322,7 @@ async def test_options_need_the_form_token_and_the_right_session(stack: Stack, b
 
 async def test_the_admin_mfa_reset_removes_passkeys(stack: Stack, browser: Browser) -> None:
     person, key, _ = await with_passkey(stack, browser)
+    assert (await stack.status(person))["mfa_enabled"] is True  # a passkey is a second factor
     reset = await stack.http.delete(f"/api/v1/staff/{person.staff_id}/mfa", headers=stack.admin)
     assert reset.status_code == 200, reset.text
     async with stack.sessions() as session:
