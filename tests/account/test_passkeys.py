@@ -330,3 +330,16 @@ async def test_the_admin_mfa_reset_removes_passkeys(stack: Stack, browser: Brows
     assert keys == []
     refused = await passwordless(browser, key)
     assert refused.status_code == 401
+
+
+async def test_an_administrator_keeps_a_second_factor(stack: Stack, browser: Browser) -> None:
+    admin = await stack.person(is_admin=True)
+    assert redirected_to(await sign_in(browser, admin.email), "/sso/account")
+    assert (await add_passkey(browser, key_for(stack, admin))).status_code == 200
+    account = await browser.get("/sso/account")
+    async with stack.sessions() as session:
+        [row] = (await session.scalars(select(Passkey).where(Passkey.account_id == admin.account_id))).all()
+    refused = await browser.submit(account, f"/sso/account/passkeys/{row.id}/remove")
+    assert refused.status_code == 400 and "you keep a second factor" in page_text(refused)
+    async with stack.sessions() as session:
+        assert await session.get(Passkey, row.id) is not None
