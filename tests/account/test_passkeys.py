@@ -343,3 +343,25 @@ async def test_an_administrator_keeps_a_second_factor(stack: Stack, browser: Bro
     assert refused.status_code == 400 and "you keep a second factor" in page_text(refused)
     async with stack.sessions() as session:
         assert await session.get(Passkey, row.id) is not None
+
+
+async def test_a_malformed_answer_or_another_ceremonys_challenge_is_refused(
+    stack: Stack, browser: Browser
+) -> None:
+    person, key, _ = await with_passkey(stack, browser)
+    page = await browser.get("/sso/login")
+    await options(browser, page, "/sso/login/passkey", "signin")
+    for junk in ("", "not json", json.dumps({"id": "x"}), "[]"):
+        refused = await browser.submit(page, "/sso/login/passkey", credential=junk)
+        assert refused.status_code == 401 and REFUSED in page_text(refused), junk
+    assert browser.cookie(cookie_name(stack.settings, "sso_session")) is None
+
+    # A sign-in challenge answered on the second-factor step: not that step's challenge.
+    assert redirected_to(await sign_in(browser, person.email), "/sso/login/mfa")
+    mfa = await browser.get("/sso/login/mfa")
+    asked = await options(browser, page, "/sso/login/passkey", "signin")
+    crossed = await browser.submit(mfa, "/sso/login/mfa/passkey", credential=key.sign_in(asked))
+    assert crossed.status_code == 401 and REFUSED in page_text(crossed)
+    assert "challenge does not match" in await refusals(stack, person)
+    # The step itself still works.
+    assert redirected_to(await passkey_mfa(browser, key), "/sso/account")
