@@ -7,6 +7,7 @@ and posts the answer in an ordinary form, so every answer is a page as for any o
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -22,14 +23,15 @@ from api.cookies import (
     read_cookie,
     set_cookie,
 )
-from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
+from api.deps import CounterDep, SessionDep, SettingsDep, TemporalDep, client_ip
 from api.forms import PasskeyFormDep, PasskeyOptionsFormDep
 from api.pages import redirect, render_page
 from api.routes.signin import FORM_PROBLEM, _signed_in, second_factors
 from api.services.passkeys import CEREMONIES, CHALLENGE_TTL, PasskeyRefused, PasskeySteps, amr_of
 from api.services.sessions import Sessions
-from api.services.signin import safe_return_to
+from api.services.signin import IP_WINDOW, safe_return_to
 from core.accounts import account_for
+from core.addresses import rate_key
 
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
 
@@ -44,13 +46,24 @@ PasskeyDep = Annotated[PasskeySteps, Depends(get_passkey_steps)]
 
 
 @router.post("/passkeys/options")
-async def passkey_options(request: Request, steps: PasskeyDep, form: PasskeyOptionsFormDep) -> Response:
+async def passkey_options(
+    request: Request, steps: PasskeyDep, counter: CounterDep, form: PasskeyOptionsFormDep
+) -> Response:
     """Options for the ceremony the page is about to run; its challenge is bound to this
     browser by a cookie. Adding needs a signed-in person, the second factor a password just
     checked, a reset the browser's reset session."""
     settings = steps.settings
     if not csrf_ok(request, settings, form.csrf) or form.ceremony not in CEREMONIES:
         return JSONResponse({"error": NO_CEREMONY}, status_code=400)
+    wait = await counter.hit(
+        f"passkey-ip:{rate_key(client_ip(request))}", settings.passkey_ip_limit, IP_WINDOW
+    )
+    if wait is not None:
+        minutes = math.ceil(wait / 60)
+        return JSONResponse(
+            {"error": f"Too many passkey attempts from your network. Try again in {minutes} minutes."},
+            status_code=429,
+        )
     sessions = Sessions(settings, steps.db)
     staff, account, workflow_id = None, None, None
     if form.ceremony == "register":

@@ -37,7 +37,7 @@ from tests.support.accounts import (
     redirected_to,
     sign_in,
 )
-from tests.support.harness import Stack
+from tests.support.harness import Stack, running_app
 from tests.support.passkey_key import SoftKey, soft_key
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
@@ -365,3 +365,15 @@ async def test_a_malformed_answer_or_another_ceremonys_challenge_is_refused(
     assert "challenge does not match" in await refusals(stack, person)
     # The step itself still works.
     assert redirected_to(await passkey_mfa(browser, key), "/sso/account")
+
+
+async def test_passkey_ceremonies_are_limited_per_network(database_url: str) -> None:
+    async with running_app(database_url, passkey_ip_limit=2) as app, browsing(app.transport) as browser:
+        page = await browser.get("/sso/login")
+        csrf = hidden_fields(page, "/sso/login/passkey")["csrf"]
+        answers = [
+            await browser.post("/sso/passkeys/options", {"csrf": csrf, "ceremony": "signin"})
+            for _ in range(3)
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert "Too many passkey attempts" in answers[2].json()["error"]
