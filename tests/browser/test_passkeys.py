@@ -7,14 +7,16 @@ address as the relying party id."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 
 from core.db import SessionFactory
 from tests.support.accounts import PASSWORD, make_person
-from tests.support.browser_steps import fits_the_width
+from tests.support.browser_steps import BRAND, fits_the_width, new_password
 from tests.support.config import make_settings
+from tests.support.e2e import World, wait_for_subject
 from tests.support.screens import MARKS, Screen
 from tests.support.stack import DevStack, SmtpSink, running_sso_dev
 
@@ -104,3 +106,45 @@ async def test_add_a_passkey_sign_in_with_it_and_remove_it(screen: Screen, datab
     # The authenticator still holds it, but it no longer signs anyone in.
     await screen.press("Sign in with a passkey")
     await screen.check("login-passkey-refused", alert="That passkey didn't work.")
+
+
+async def test_a_reset_asks_for_the_passkey_after_the_emailed_code(
+    screen: Screen, database: SessionFactory, world: World
+) -> None:
+    await virtual_authenticator(screen)
+    who = await make_person(database, make_settings(), first_name="Ren", last_name="Keyes")
+    await sign_in_with_password(screen, who.email)
+    await screen.check("account-before-passkey", screenshot=False)
+    await screen.field("Name for the new passkey").fill("My phone")
+    await screen.press("Add a passkey")
+    await screen.check("account-passkey-recovery-codes", screenshot=False)
+    await screen.follow("I've saved my recovery codes")
+    await screen.check("account-with-passkey", screenshot=False)
+    await sign_out(screen)
+
+    await screen.follow("Forgot your password?")
+    await screen.check("forgot", screenshot=False)
+    await screen.field("Email address").fill(who.email)
+    await screen.press("Reset my password")
+    await screen.check("reset", screenshot=False)
+    received = await wait_for_subject(world, who.email, f"Your {BRAND} password reset code")
+    text = received.message.get_body(preferencelist=("plain",)).get_content()
+    code = re.findall(r"^\s+(\d{6})\s*$", text, re.MULTILINE)[0]
+    password = new_password()
+    await screen.field("Password reset code from the email").fill(code)
+    await screen.field("New password").fill(password)
+    await screen.field("Type it again").fill(password)
+    await screen.press("Change Password")
+    await screen.check("reset-passkey", alert="also confirm it's you with your passkey")
+    # The emailed code is kept; the passwords never come back.
+    assert await screen.field("Password reset code from the email").input_value() == code
+    await screen.field("New password").fill(password)
+    await screen.field("Type it again").fill(password)
+    await screen.press("Change Password")
+    assert screen.page.url.endswith("/sso/login?notice=reset"), screen.page.url
+    await screen.check("login-after-reset", screenshot=False)
+    await screen.field("Email address").fill(who.email)
+    await screen.field("Password").fill(password)
+    await screen.press("Sign in")
+    assert screen.page.url.endswith("/sso/login/mfa"), screen.page.url
+    await screen.check("login-passkey", screenshot=False)
