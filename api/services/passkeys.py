@@ -48,7 +48,7 @@ from api.services.account import MfaNotices
 from api.services.page_steps import PageSteps
 from api.services.sessions import Sessions, session_hash
 from api.services.signin import succeeded
-from core import audit, passkeys, recovery
+from core import audit, metrics, passkeys, recovery
 from core.crypto import token_hash
 from core.models import AccountStatus, BrowserSession, Passkey, SsoAccount, Staff, utcnow
 from core.settings import Settings
@@ -295,6 +295,7 @@ class PasskeySteps(PageSteps):
         return Checked(passkey, account)
 
     def signed_in(self, checked: Checked, ip: str | None, after_password: bool) -> None:
+        metrics.sign_in("passkey_signed_in", "after_password" if after_password else "passwordless")
         succeeded(
             self.db,
             checked.account,
@@ -405,6 +406,8 @@ class PasskeySteps(PageSteps):
     def _refused(
         self, ceremony: str, staff_id: uuid.UUID | None, ip: str | None, reason: str, **details: Any
     ) -> PasskeyRefused:
+        if ceremony in ("signin", "mfa"):
+            metrics.sign_in("passkey_refused", ceremony)
         audit.record(
             self.db,
             actor=f"staff:{staff_id}" if staff_id is not None and ceremony == "register" else f"ip:{ip}",
