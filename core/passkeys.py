@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.models import BrowserSession, Passkey, SsoAccount
@@ -49,16 +49,30 @@ async def spend_proof(
     session: AsyncSession, proof: str, staff_id: uuid.UUID, workflow_id: str, now: datetime
 ) -> bool:
     """Uses up the reset's passkey proof: only this person's, for this flow, unexpired and
-    unused; one guarded update, so it works once."""
+    unused."""
+    return await spend(
+        session,
+        proof,
+        PROOF_PURPOSE,
+        now,
+        BrowserSession.staff_id == staff_id,
+        BrowserSession.workflow_id == workflow_id,
+    )
+
+
+async def spend(
+    session: AsyncSession, id_hash: str, purpose: str, now: datetime, *conditions: ColumnElement[bool]
+) -> bool:
+    """Uses up a one-time row (a challenge, a proof) while it is unused and unexpired: one
+    guarded update, so of two requests sent together only one wins."""
     spent = await session.execute(
         update(BrowserSession)
         .where(
-            BrowserSession.id_hash == proof,
-            BrowserSession.purpose == PROOF_PURPOSE,
-            BrowserSession.staff_id == staff_id,
-            BrowserSession.workflow_id == workflow_id,
+            BrowserSession.id_hash == id_hash,
+            BrowserSession.purpose == purpose,
             BrowserSession.revoked_at.is_(None),
             BrowserSession.expires_at > now,
+            *conditions,
         )
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)

@@ -5,6 +5,7 @@ name, emailed to the person."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -16,7 +17,7 @@ from api.pages import redirect, render_page
 from api.routes.account import FORM_PROBLEM, AccountDep, _as_signed_in
 from api.services.account import AccountSteps, Standing
 from api.services.passkeys import PasskeyRefused, PasskeySteps
-from core.models import Staff
+from core.models import SsoAccount, Staff
 
 router = APIRouter(prefix="/sso/account/passkeys", tags=["pages"], include_in_schema=False)
 
@@ -68,37 +69,43 @@ async def add_passkey(request: Request, steps: AccountDep, form: PasskeyFormDep)
     return await _as_signed_in(request, steps, page)
 
 
+Change = Callable[[PasskeySteps, SsoAccount, Standing, str | None], Awaitable[None]]
+
+
+async def _change(request: Request, steps: AccountSteps, csrf: str, change: Change, notice: str) -> Response:
+    """A change to one of the person's passkeys, from a form on the account page."""
+
+    async def page(staff: Staff, standing: Standing) -> Response:
+        if standing.account is None:
+            return redirect("/sso/account")
+        if not csrf_ok(request, steps.settings, csrf):
+            return _refused(request, staff, standing, FORM_PROBLEM)
+        try:
+            await change(_steps(steps), standing.account, standing, client_ip(request))
+        except PasskeyRefused as refused:
+            return _refused(request, staff, standing, refused.message)
+        return redirect(f"/sso/account?notice={notice}")
+
+    return await _as_signed_in(request, steps, page)
+
+
 @router.post("/{passkey_id}/name", response_class=HTMLResponse)
 async def rename_passkey(
     request: Request, passkey_id: uuid.UUID, steps: AccountDep, form: PasskeyNameFormDep
 ) -> Response:
-    async def page(staff: Staff, standing: Standing) -> Response:
-        if standing.account is None:
-            return redirect("/sso/account")
-        if not csrf_ok(request, steps.settings, form.csrf):
-            return _refused(request, staff, standing, FORM_PROBLEM)
-        try:
-            await _steps(steps).rename(standing.account, passkey_id, form.name, client_ip(request))
-        except PasskeyRefused as refused:
-            return _refused(request, staff, standing, refused.message)
-        return redirect("/sso/account?notice=passkey_renamed")
+    async def rename(
+        passkeys: PasskeySteps, account: SsoAccount, _standing: Standing, ip: str | None
+    ) -> None:
+        await passkeys.rename(account, passkey_id, form.name, ip)
 
-    return await _as_signed_in(request, steps, page)
+    return await _change(request, steps, form.csrf, rename, "passkey_renamed")
 
 
 @router.post("/{passkey_id}/remove", response_class=HTMLResponse)
 async def remove_passkey(
     request: Request, passkey_id: uuid.UUID, steps: AccountDep, form: PasskeyNameFormDep
 ) -> Response:
-    async def page(staff: Staff, standing: Standing) -> Response:
-        if standing.account is None:
-            return redirect("/sso/account")
-        if not csrf_ok(request, steps.settings, form.csrf):
-            return _refused(request, staff, standing, FORM_PROBLEM)
-        try:
-            await _steps(steps).remove(standing.account, passkey_id, client_ip(request), standing.required)
-        except PasskeyRefused as refused:
-            return _refused(request, staff, standing, refused.message)
-        return redirect("/sso/account?notice=passkey_removed")
+    async def remove(passkeys: PasskeySteps, account: SsoAccount, standing: Standing, ip: str | None) -> None:
+        await passkeys.remove(account, passkey_id, ip, standing.required)
 
-    return await _as_signed_in(request, steps, page)
+    return await _change(request, steps, form.csrf, remove, "passkey_removed")

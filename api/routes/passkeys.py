@@ -8,6 +8,7 @@ and posts the answer in an ordinary form, so every answer is a page as for any o
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -27,7 +28,7 @@ from api.deps import CounterDep, SessionDep, SettingsDep, TemporalDep, client_ip
 from api.forms import PasskeyFormDep, PasskeyOptionsFormDep
 from api.pages import redirect, render_page
 from api.routes.signin import FORM_PROBLEM, _signed_in, second_factors
-from api.services.passkeys import CEREMONIES, CHALLENGE_TTL, PasskeyRefused, PasskeySteps, amr_of
+from api.services.passkeys import CEREMONIES, CHALLENGE_TTL, Checked, PasskeyRefused, PasskeySteps, amr_of
 from api.services.sessions import Sessions
 from api.services.signin import IP_WINDOW, safe_return_to
 from core.accounts import account_for
@@ -113,20 +114,22 @@ async def passkey_sign_in(request: Request, steps: PasskeyDep, form: PasskeyForm
         refusal = _login_refused(request, refused.message, 401, target)
         clear_cookie(refusal, settings, PASSKEY_CHALLENGE)
         return refusal
-    steps.signed_in(checked, ip, after_password=False)
     sessions = Sessions(settings, steps.db)
     await sessions.revoke(read_cookie(request, settings, SIGNIN_SESSION))
-    response = await _signed_in(
+    return await _passkey_signed_in(request, steps, sessions, checked, target, ip, after_password=False)
+
+
+async def _mfa_refused(
+    request: Request, steps: PasskeySteps, staff_id: uuid.UUID, message: str, status: int
+) -> HTMLResponse:
+    return render_page(
         request,
-        settings,
-        sessions,
-        checked.account.staff_id,
-        target,
-        "passkey",
-        amr_of(checked.passkey, False),
+        "login_mfa",
+        status_code=status,
+        message=message,
+        recovery=False,
+        **await second_factors(steps.db, staff_id),
     )
-    clear_cookie(response, settings, PASSKEY_CHALLENGE)
-    return response
 
 
 @router.post("/login/mfa/passkey", response_class=HTMLResponse)
@@ -139,14 +142,7 @@ async def passkey_second_factor(request: Request, steps: PasskeyDep, form: Passk
     if pending is None or pending.row.staff_id is None:
         return redirect("/sso/login?notice=expired")
     if not csrf_ok(request, settings, form.csrf):
-        return render_page(
-            request,
-            "login_mfa",
-            status_code=400,
-            message=FORM_PROBLEM,
-            recovery=False,
-            **await second_factors(steps.db, pending.row.staff_id),
-        )
+        return await _mfa_refused(request, steps, pending.row.staff_id, FORM_PROBLEM, 400)
     ip = client_ip(request)
     try:
         checked = await steps.check(
@@ -157,25 +153,26 @@ async def passkey_second_factor(request: Request, steps: PasskeyDep, form: Passk
             pending.row.staff_id,
         )
     except PasskeyRefused as refused:
-        return render_page(
-            request,
-            "login_mfa",
-            status_code=401,
-            message=refused.message,
-            recovery=False,
-            **await second_factors(steps.db, pending.row.staff_id),
-        )
-    steps.signed_in(checked, ip, after_password=True)
+        return await _mfa_refused(request, steps, pending.row.staff_id, refused.message, 401)
     await sessions.revoke(pending_id)
     target = safe_return_to(settings, str(pending.row.data.get("return_to") or ""))
+    return await _passkey_signed_in(request, steps, sessions, checked, target, ip, after_password=True)
+
+
+async def _passkey_signed_in(
+    request: Request,
+    steps: PasskeySteps,
+    sessions: Sessions,
+    checked: Checked,
+    target: str | None,
+    ip: str | None,
+    after_password: bool,
+) -> Response:
+    """A new signed-in session that says how: the passkey's kind, with the password or not."""
+    steps.signed_in(checked, ip, after_password)
+    amr = amr_of(checked.passkey, after_password)
     response = await _signed_in(
-        request,
-        settings,
-        sessions,
-        checked.account.staff_id,
-        target,
-        "passkey",
-        amr_of(checked.passkey, True),
+        request, steps.settings, sessions, checked.account.staff_id, target, "passkey", amr
     )
-    clear_cookie(response, settings, PASSKEY_CHALLENGE)
+    clear_cookie(response, steps.settings, PASSKEY_CHALLENGE)
     return response

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
@@ -185,15 +185,8 @@ class PasskeySteps(PageSteps):
         await self._spend_challenge(cookie, "register", staff.id, bytes_to_base64url(challenge), ip)
         if len(await self.of(account)) >= MAX_PASSKEYS:
             raise PasskeyRefused("too many", TOO_MANY)
-        rp_id, origin = relying_party(self.settings)
         try:
-            verified = verify_registration_response(
-                credential=parsed,
-                expected_challenge=challenge,
-                expected_rp_id=rp_id,
-                expected_origin=origin,
-                require_user_verification=True,
-            )
+            verified = verify_registration_response(credential=parsed, **self._expected(challenge))
         except WebAuthnException as exc:
             raise self._refused("register", staff.id, ip, str(exc)) from exc
         credential_id = bytes_to_base64url(verified.credential_id)
@@ -260,17 +253,13 @@ class PasskeySteps(PageSteps):
             raise self._refused(ceremony, account.staff_id, ip, "user handle does not match")
         if account.status != AccountStatus.active.value:
             raise self._refused(ceremony, account.staff_id, ip, "account not active")
-        rp_id, origin = relying_party(self.settings)
         try:
             # The stored count is compared below, once the signature is known to be good.
             verified = verify_authentication_response(
                 credential=parsed,
-                expected_challenge=challenge,
-                expected_rp_id=rp_id,
-                expected_origin=origin,
                 credential_public_key=base64url_to_bytes(passkey.public_key),
                 credential_current_sign_count=0,
-                require_user_verification=True,
+                **self._expected(challenge),
             )
         except WebAuthnException as exc:
             raise self._refused(ceremony, account.staff_id, ip, str(exc)) from exc
@@ -361,6 +350,17 @@ class PasskeySteps(PageSteps):
             raise PasskeyRefused("not found", "That passkey is no longer on your account.")
         return passkey
 
+    def _expected(self, challenge: bytes) -> dict[str, Any]:
+        """What every answer is checked against: its challenge (already matched to the one this
+        browser was given), our relying party id and origin, and user verification."""
+        rp_id, origin = relying_party(self.settings)
+        return {
+            "expected_challenge": challenge,
+            "expected_rp_id": rp_id,
+            "expected_origin": origin,
+            "require_user_verification": True,
+        }
+
     def _challenge_digest(self, challenge: str) -> str:
         return token_hash(self._secret, "passkey-challenge", challenge)
 
@@ -380,19 +380,9 @@ class PasskeySteps(PageSteps):
             raise self._refused(ceremony, target or staff_id, ip, "no challenge")
         now = utcnow()
         id_hash = session_hash(self.settings, cookie)
-        spent = await self.db.execute(
-            update(BrowserSession)
-            .where(
-                BrowserSession.id_hash == id_hash,
-                BrowserSession.purpose == CHALLENGE_PURPOSE,
-                BrowserSession.revoked_at.is_(None),
-                BrowserSession.expires_at > now,
-            )
-            .values(revoked_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        spent = await passkeys.spend(self.db, id_hash, CHALLENGE_PURPOSE, now)
         row = await self.db.get(BrowserSession, id_hash)
-        if spent.rowcount != 1 or row is None:  # type: ignore[attr-defined]
+        if not spent or row is None:
             raise self._refused(ceremony, target or staff_id, ip, "challenge used or expired")
         await self.db.refresh(row)
         expected = str(row.data.get("challenge", ""))
