@@ -14,13 +14,17 @@ from core.times import email_at
 # What each change is called in the email: "... on <date>, <what>."
 CHANGES = {
     "enrolled": "an authenticator app was set up",
+    "passkey_added": "a passkey was added",
+    "passkey_removed": "a passkey was removed",
     "recovery_codes": "a new set of recovery codes was made (the earlier codes no longer work)",
     "removed": (
-        "Multi-Factor Authentication was turned off (the authenticator app and recovery codes were removed)"
+        "Multi-Factor Authentication was turned off (the authenticator app, passkeys and recovery codes "
+        "were removed)"
     ),
     "reset": (
-        "an administrator reset your Multi-Factor Authentication (the authenticator app and recovery codes "
-        "were removed, and you were signed out everywhere); you can set it up again from your account page"
+        "an administrator reset your Multi-Factor Authentication (the authenticator app, passkeys and "
+        "recovery codes were removed, and you were signed out everywhere); you can set it up again "
+        "from your account page"
     ),
 }
 

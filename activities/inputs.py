@@ -129,6 +129,9 @@ class ResetPasswordInput:
     day_limit: int = 20
     # Instead of a code: the keyed hash of a reset link's token, consumed with the change.
     link_digest: str | None = None
+    # Instead of the authenticator code: the key of the one-time row the web app wrote once
+    # it checked the person's passkey (core/passkeys.py), spent with the change.
+    passkey_proof: str | None = None
 
 
 @dataclass

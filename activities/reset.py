@@ -23,7 +23,7 @@ from activities.inputs import (
 )
 from activities.send_requests import AttemptClock
 from activities.setup_email import ttl_words
-from core import audit, flow_errors
+from core import audit, flow_errors, passkeys
 from core.accounts import account_for, revoke_sessions, second_factor_accepted
 from core.crypto import new_token
 from core.models import AccountStatus, ResetLink, SsoAccount, Staff, utcnow
@@ -42,14 +42,19 @@ from core.sealing import password_context, totp_context
 from core.times import email_at
 
 NEED_TOTP = "Your account uses MFA: also enter the current code from your authenticator app."
+NEED_PASSKEY = (
+    "Your account uses a passkey: also confirm it's you with your passkey, or enter a recovery code."
+)
+PASSKEY_AGAIN = "We couldn't confirm your passkey in time. Use your passkey again, or enter a recovery code."
 WRONG_TOTP = "That authenticator code didn't match. Check the time on your phone and enter the newest code."
 
 
 class ResetActivities(SecretActivities):
     @activity.defn(name="reset_password")
     async def reset_password(self, data: ResetPasswordInput) -> ResetPasswordResult:
-        """Check the password rules, then the authenticator (when MFA is on); store the new
-        hash, clear any lockout and sign out every session in one transaction."""
+        """Check the password rules, then the second factor (when the person has one: the
+        authenticator code or a recovery code, or the proof of a passkey the web app checked);
+        store the new hash, clear any lockout and sign out every session in one transaction."""
         password = self._unseal(data.sealed_password, password_context(data.workflow_id))
         account_id = uuid.UUID(data.account_id)
         async with self._sessions() as session:
@@ -72,14 +77,15 @@ class ResetActivities(SecretActivities):
                 staff.first_name, staff.last_name, staff.external_email_1, self._settings.brand_name
             )
             mfa = account.mfa_enabled_at is not None
-        if mfa and not data.sealed_totp:
-            return ResetPasswordResult(ok=False, message=NEED_TOTP)
+            keys = await passkeys.count(session, account_id)
+        if (mfa or keys) and not data.sealed_totp and not data.passkey_proof:
+            return ResetPasswordResult(ok=False, message=NEED_TOTP if mfa else NEED_PASSKEY)
         # The password rules first: a refused password must not use up the authenticator code.
         policy = PasswordPolicy(min_length=self._settings.password_min_length)
         problems = await asyncio.to_thread(password_problems, password, policy, personal)
         if problems:
             return ResetPasswordResult(ok=False, problems=problems)
-        if mfa:
+        if (mfa or keys) and not data.passkey_proof:
             assert data.sealed_totp is not None
             code = self._unseal(data.sealed_totp, totp_context(data.workflow_id))
             async with self._sessions() as session:
@@ -104,6 +110,13 @@ class ResetActivities(SecretActivities):
         del password
         now = utcnow()
         async with self._sessions() as session:
+            # Spent with the change itself: a proof works for one reset, and only its own.
+            if data.passkey_proof is not None and not await passkeys.spend_proof(
+                session, data.passkey_proof, uuid.UUID(data.staff_id), data.workflow_id, now
+            ):
+                audit.by_staff(session, data.staff_id, "reset.passkey_failed", outcome="failure", ip=data.ip)
+                await session.commit()
+                return ResetPasswordResult(ok=False, message=PASSKEY_AGAIN, totp_failed=True)
             if data.link_digest is not None:
                 consumed = await session.execute(
                     update(ResetLink)
@@ -142,6 +155,7 @@ class ResetActivities(SecretActivities):
                 sessions_revoked=len(ended),
                 workflow_id=data.workflow_id,
                 **({"via": "link"} if data.link_digest is not None else {}),
+                **({"second_factor": "passkey"} if data.passkey_proof is not None else {}),
             )
             await session.commit()
         return ResetPasswordResult(ok=True, logouts=logouts)

@@ -24,6 +24,8 @@ RESET_SESSION = "sso_reset"
 # Which browser asked for a reset: its codes and throttle are its own (never a session).
 RESET_BROWSER = "sso_reset_browser"
 ENTRA_PENDING = "sso_entra"
+# The passkey ceremony this browser began: its challenge is single use and bound to it.
+PASSKEY_CHALLENGE = "sso_passkey"
 # The verified Microsoft account this browser may link (or swap) on the confirm page.
 ENTRA_CONFIRM = "sso_entra_confirm"
 

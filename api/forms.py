@@ -49,9 +49,12 @@ class ResetLinkForm(NewPasswordForm):
 
 
 class ResetCodeForm(ResetLinkForm):
-    """The same with the emailed reset code."""
+    """The same with the emailed reset code, and the passkey's answer in place of the
+    authenticator code (once the flow asked for it: `passkey` "1")."""
 
     code: Code = ""
+    credential: Annotated[str, Field(max_length=20000)] = ""
+    passkey: Annotated[str, Field(max_length=1)] = ""
 
 
 class ForgotForm(CsrfForm):
@@ -74,6 +77,25 @@ class CurrentPasswordForm(CsrfForm):
     """A change that needs the password again (turning MFA off)."""
 
     password: Password = ""
+
+
+class PasskeyOptionsForm(CsrfForm):
+    """Asks for a passkey ceremony's options (and its challenge) before the browser runs it."""
+
+    ceremony: Annotated[str, Field(max_length=10)] = ""
+
+
+class PasskeyForm(CsrfForm):
+    """What the browser's authenticator answered (JSON), with the new passkey's name when
+    adding one and where to go once signed in."""
+
+    credential: Annotated[str, Field(max_length=20000)] = ""
+    name: Annotated[str, Field(max_length=100)] = ""
+    return_to: Annotated[str, Field(max_length=2000)] = ""
+
+
+class PasskeyNameForm(CsrfForm):
+    name: Annotated[str, Field(max_length=100)] = ""
 
 
 class AdminActionForm(CsrfForm):
@@ -119,6 +141,9 @@ ForgotFormDep = Annotated[ForgotForm, Form()]
 LoginFormDep = Annotated[LoginForm, Form()]
 LoginCodeFormDep = Annotated[LoginCodeForm, Form()]
 CurrentPasswordFormDep = Annotated[CurrentPasswordForm, Form()]
+PasskeyOptionsFormDep = Annotated[PasskeyOptionsForm, Form()]
+PasskeyFormDep = Annotated[PasskeyForm, Form()]
+PasskeyNameFormDep = Annotated[PasskeyNameForm, Form()]
 AdminActionFormDep = Annotated[AdminActionForm, Form()]
 StaffFormDep = Annotated[StaffForm, Form()]
 AppFormDep = Annotated[AppForm, Form()]

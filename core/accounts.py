@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import audit, recovery
+from core import audit, passkeys, recovery
 from core.crypto import Keyring
 from core.models import BrowserSession, OidcGrant, SsoAccount, Staff
 from core.totp import matching_step, totp_aad
@@ -31,11 +31,13 @@ def mfa_required(staff: Staff) -> bool:
 
 
 async def remove_second_factors(session: AsyncSession, account: SsoAccount) -> None:
-    """The authenticator secret and every recovery code: nothing of the old factor is kept."""
+    """The authenticator secret, every passkey and every recovery code: nothing of the old
+    factors is kept."""
     account.totp_secret_encrypted = None
     account.totp_last_step = None
     account.mfa_enabled_at = None
     await recovery.remove(session, account.id)
+    await passkeys.remove_all(session, account.id)
 
 
 def lock_delay(failures: int) -> timedelta | None:
@@ -134,7 +136,7 @@ async def second_factor_accepted(
     when accepted, otherwise why not (as `totp_accepted`)."""
     if recovery.normalise(code) is None:
         return await totp_accepted(session, keyring, account, code, now)
-    if account.mfa_enabled_at is None or not await recovery.redeem(
+    if not await passkeys.has_second_factor(session, account) or not await recovery.redeem(
         session, secret_key, account.id, code, now
     ):
         return "wrong recovery code"

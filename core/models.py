@@ -122,6 +122,28 @@ class RecoveryCode(Base):
     used_at: Mapped[datetime | None]
 
 
+class Passkey(Base):
+    """A passkey (WebAuthn credential) of a person: its public key only, never anything that
+    signs. `sign_count` only moves forward (a count going back is a cloned authenticator);
+    `backup_eligible` tells a synced passkey (swk) from one bound to its device (hwk)."""
+
+    __tablename__ = "passkeys"
+    __table_args__ = (Index("ix_passkeys_account", "account_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sso_accounts.id", ondelete="CASCADE"))
+    # base64url of the authenticator's credential id (at most 1023 bytes).
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    transports: Mapped[list[str]] = mapped_column(JSON, default=list)
+    name: Mapped[str] = mapped_column(String(100))
+    backup_eligible: Mapped[bool] = mapped_column(default=False)
+    backed_up: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+
 class SsoSetup(Base):
     """One row per "Send Single Sign-On Email": written by the flow's activities, read by the API."""
 

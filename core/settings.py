@@ -180,6 +180,8 @@ class Settings(BaseSettings):
     # Shared counters for several web app instances; the database is used without it.
     redis_url: str | None = None
     signin_ip_limit: int = Field(default=50, ge=1)  # failed sign-ins per IP per 15 minutes
+    # Passkey ceremonies begun per IP per 15 minutes (each stores a challenge for 5 minutes).
+    passkey_ip_limit: int = Field(default=200, ge=1)
     reset_request_ip_limit: int = Field(default=20, ge=1)  # reset requests per IP per hour
     reset_ttl: timedelta = timedelta(hours=1)
     # Wrong reset codes, across browsers: per flow, and per account over a rolling day.

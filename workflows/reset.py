@@ -100,6 +100,9 @@ class ResetRequest:
     browser: str | None = None
     # A reset link's keyed token hash, in place of a code.
     link_digest: str | None = None
+    # In place of the authenticator code: the web app checked the person's passkey and wrote
+    # a one-time proof (a row key; no challenge, signature or secret).
+    passkey_proof: str | None = None
 
 
 @dataclass
@@ -216,6 +219,8 @@ class PasswordResetWorkflow:
                 sealed_totp=request.sealed_totp,
                 ip=request.ip,
             )
+            if request.passkey_proof:
+                data.passkey_proof = request.passkey_proof
             if self._per_browser and code is None:
                 data.link_digest = request.link_digest
             elif self._per_browser:

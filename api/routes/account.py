@@ -14,6 +14,7 @@ from api.forms import CodeFormDep, CsrfFormDep, CurrentPasswordFormDep
 from api.pages import redirect, render_page, six_digits, unavailable
 from api.services.account import AccountSteps, Standing
 from api.services.account_apps import AccountApps
+from api.services.passkeys import NOTICES as PASSKEY_NOTICES
 from api.services.sessions import Sessions
 from core.errors import ServiceUnavailable
 from core.models import SsoAccount, Staff
@@ -50,7 +51,7 @@ async def _as_signed_in(request: Request, steps: AccountSteps, page: Page) -> Re
         return unavailable(request)
 
 
-NOTICES = {"mfa_off": "Multi-Factor Authentication is off. We've emailed you to say so."}
+NOTICES = {"mfa_off": "Multi-Factor Authentication is off. We've emailed you to say so.", **PASSKEY_NOTICES}
 
 
 @router.get("", response_class=HTMLResponse)
@@ -69,8 +70,10 @@ async def _account_page(
     message: str | None = None,
     status: int = 200,
     notice: str | None = None,
-    apps_message: str | None = None,
+    **section_messages: str,
 ) -> HTMLResponse:
+    """The whole account page; a section's refusal (`apps_message`, `passkey_message`) is
+    shown in that section."""
     return render_page(
         request,
         "account",
@@ -80,7 +83,7 @@ async def _account_page(
         message=message,
         notice=notice,
         apps=await AccountApps(steps.db).allowed(staff),
-        apps_message=apps_message,
+        **section_messages,
     )
 
 

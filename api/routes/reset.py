@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.cookies import (
+    PASSKEY_CHALLENGE,
     RESET_BROWSER,
     RESET_SESSION,
     clear_cookie,
@@ -31,6 +32,7 @@ from api.forms import (
     ResetLinkFormDep,
 )
 from api.pages import redirect, render_page, second_factor, six_digits, unavailable
+from api.services.passkeys import PasskeyRefused, PasskeySteps
 from api.services.reset import NEW_CODE_SENT, ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
 from core.addresses import rate_key
@@ -220,10 +222,16 @@ def _kept(reset: ResetSteps, form: ResetLinkForm | None, said: Said) -> dict[str
     a flow that took the emailed code (or link) asks for it, so a page shown to anyone who
     typed an address never tells whether that address has MFA."""
     asked = bool(said.message and "authenticator" in said.message)
+    # Only the code form has the reset session a passkey ceremony is bound to; the link form
+    # takes a recovery code in its place.
+    passkey = bool(said.message and "passkey" in said.message) or (
+        isinstance(form, ResetCodeForm) and form.passkey == "1"
+    )
     return {
         "typed_code": form.code if isinstance(form, ResetCodeForm) else "",
         "typed_totp": form.totp if form is not None else "",
-        "ask_totp": asked or (form is not None and (form.mfa == "1" or bool(form.totp.strip()))),
+        "ask_totp": asked or passkey or (form is not None and (form.mfa == "1" or bool(form.totp.strip()))),
+        "ask_passkey": passkey and (form is None or isinstance(form, ResetCodeForm)),
         # The live guidance takes out what the server will: here only the brand, as the page
         # does not know (and must not show) whose address it is.
         "personal": sorted(brand_words(reset.settings.brand_name)),
@@ -270,6 +278,13 @@ async def reset_submit(
         return _page(request, reset, refused, form=form)
     code = six_digits(form.code)
     assert code is not None  # see _form_refusal
+    proof = None
+    if form.credential and not form.totp.strip():
+        try:
+            proof = await passkey_proof(request, reset, current, form.credential)
+        except PasskeyRefused as not_verified:
+            return _page(request, reset, Said(not_verified.message), form=form)
+        await uow.commit_now()  # the flow's activity reads the proof
     started = time.monotonic()
     try:
         result = await reset.reset(
@@ -279,6 +294,7 @@ async def reset_submit(
             second_factor(form.totp) or "",
             client_ip(request),
             form.submission or "none",
+            passkey_proof=proof,
         )
     except ServiceUnavailable:
         return unavailable(request)
@@ -286,6 +302,20 @@ async def reset_submit(
     if not result.ok:  # committed all the same: a stand-in session keeps its attempt count
         return _page(request, reset, Said(result.message, result.problems), form=form)
     return await _changed(request, reset)
+
+
+async def passkey_proof(request: Request, reset: ResetSteps, current: Current, credential: str) -> str:
+    """The person's passkey, checked here in the web app; the flow is told only that it was,
+    through a one-time proof its activity spends."""
+    steps = PasskeySteps(settings=reset.settings, db=reset.db, temporal=reset.temporal)
+    checked = await steps.check(
+        read_cookie(request, reset.settings, PASSKEY_CHALLENGE),
+        "reset",
+        credential,
+        client_ip(request),
+        current.row.staff_id,
+    )
+    return await steps.reset_proof(checked, current.row.workflow_id or "")
 
 
 @router.post("/reset/resend", response_class=HTMLResponse)

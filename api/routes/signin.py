@@ -4,6 +4,7 @@ page, and sign out."""
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -23,6 +24,8 @@ from api.pages import disabled_page, redirect, render_page, second_factor
 from api.services.backchannel import queue_session_logouts
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, safe_return_to
+from core import passkeys
+from core.accounts import account_for
 
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
 
@@ -110,13 +113,14 @@ async def _signed_in(
     staff_id: object,
     target: str | None,
     method: str,
+    amr: list[str] | None = None,
 ) -> Response:
     # A brand-new id at every sign-in: nothing set before it can be fixed on the person.
     session_id = await sessions.create(
         "signin",
         staff_id,  # type: ignore[arg-type]
         settings.session_max_ttl,
-        data={"method": method},
+        data={"method": method, **({"amr": amr} if amr else {})},
     )
     response = redirect(target or "/sso/account")
     set_cookie(response, settings, SIGNIN_SESSION, session_id, max_age=settings.session_max_ttl)
@@ -132,9 +136,26 @@ async def mfa_page(
     recovery: Annotated[str, Query(max_length=1)] = "",
 ) -> Response:
     pending = await Sessions(settings, db).get(read_cookie(request, settings, PENDING_MFA), "mfa")
-    if pending is None:
+    if pending is None or pending.row.staff_id is None:
         return redirect("/sso/login?notice=expired")
-    return render_page(request, "login_mfa", message=None, recovery=recovery == "1")
+    return render_page(
+        request,
+        "login_mfa",
+        message=None,
+        recovery=recovery == "1",
+        **await second_factors(db, pending.row.staff_id),
+    )
+
+
+async def second_factors(db: SessionDep, staff_id: uuid.UUID) -> dict[str, bool]:
+    """What the second-factor page offers: a passkey button, and the code form unless
+    passkeys are all the person has."""
+    account = await account_for(db, staff_id)
+    keys = await passkeys.count(db, account.id) if account is not None else 0
+    return {
+        "has_passkeys": keys > 0,
+        "passkey_only": keys > 0 and account is not None and account.mfa_enabled_at is None,
+    }
 
 
 @router.post("/login/mfa", response_class=HTMLResponse)

@@ -1,4 +1,5 @@
-"""A signed-in person's own sign-in settings: MFA set up later, recovery codes, MFA off.
+"""A signed-in person's own sign-in settings: MFA set up later, recovery codes, MFA off
+(passkeys: api/services/passkeys.py).
 
 Every change is audited and emailed to the person (a notice flow retries the email), so a
 takeover that adds or removes a factor does not go unnoticed.
@@ -7,7 +8,7 @@ takeover that adds or removes a factor does not go unnoticed.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -18,10 +19,10 @@ from api.services.flows import FlowClient
 from api.services.page_steps import PageSteps
 from api.services.signin import Hashing
 from api.services.temporal import email_retry
-from core import audit, recovery
+from core import audit, passkeys, recovery
 from core.accounts import claim_attempt, mfa_required, release_attempt, remove_second_factors, totp_accepted
 from core.codec import keyring_from_settings
-from core.models import AccountStatus, SsoAccount, Staff, utcnow
+from core.models import AccountStatus, Passkey, SsoAccount, Staff, utcnow
 from core.search_attributes import SSO_STAFF_ID
 from core.settings import Settings
 from workflows.notices import MfaChangedNoticeWorkflow, MfaNoticeInput, MfaNoticeStart
@@ -34,20 +35,30 @@ class Standing:
     account: SsoAccount | None
     codes_left: int = 0
     required: bool = False
+    passkeys: list[Passkey] = field(default_factory=list)
 
     @property
-    def mfa_on(self) -> bool:
+    def totp_on(self) -> bool:
         return self.account is not None and self.account.mfa_enabled_at is not None
 
     @property
-    def can_enrol(self) -> bool:
-        """Only a password account that is active (a Microsoft-only person has none)."""
+    def mfa_on(self) -> bool:
+        """An authenticator app or a passkey."""
+        return self.totp_on or bool(self.passkeys)
+
+    @property
+    def can_add_passkey(self) -> bool:
+        """Like the authenticator: only a password account that is active."""
         return (
             self.account is not None
             and self.account.status == AccountStatus.active.value
             and self.account.password_hash is not None
-            and not self.mfa_on
         )
+
+    @property
+    def can_enrol(self) -> bool:
+        """Only a password account that is active (a Microsoft-only person has none)."""
+        return self.can_add_passkey and not self.totp_on
 
     @property
     def can_turn_off(self) -> bool:
@@ -60,9 +71,12 @@ class AccountSteps(PageSteps):
 
     async def standing(self, staff: Staff) -> Standing:
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
-        if account is None or account.mfa_enabled_at is None:
+        if account is None:
             return Standing(account, required=mfa_required(staff))
-        return Standing(account, await recovery.left(self.db, account.id), mfa_required(staff))
+        keys = await passkeys.of_account(self.db, account.id)
+        if account.mfa_enabled_at is None and not keys:
+            return Standing(account, required=mfa_required(staff))
+        return Standing(account, await recovery.left(self.db, account.id), mfa_required(staff), keys)
 
     def enrolment(self, account: SsoAccount) -> dict[str, Any]:
         """The setup_mfa page's values; the secret is kept, sealed, until the person finishes."""
@@ -86,7 +100,6 @@ class AccountSteps(PageSteps):
         return codes
 
     async def new_recovery_codes(self, account: SsoAccount, ip: str | None) -> list[str]:
-        assert account.mfa_enabled_at is not None
         codes = await recovery.issue(self.db, self._secret, account.id, utcnow())
         audit.by_staff(self.db, str(account.staff_id), "mfa.recovery_codes_issued", ip=ip, via="account")
         await self._notify(account.staff_id, "recovery_codes")

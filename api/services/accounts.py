@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.services.account import MfaNotices
 from api.services.backchannel import queue_session_logouts
 from api.services.staff import get_staff
-from core import audit
+from core import audit, passkeys
 from core.accounts import account_for, remove_second_factors, revoke_sessions
 from core.errors import Conflict, NotFound
 from core.models import EntraLink, Staff, utcnow
@@ -71,12 +71,12 @@ class AccountAdmin:
         return link
 
     async def reset_mfa(self, staff_id: uuid.UUID, actor: str, ip: str | None, notices: MfaNotices) -> int:
-        """A lost phone: the authenticator and recovery codes go, and so does every session,
+        """A lost phone: the authenticator, passkeys and recovery codes go, and so does every session,
         since whoever has the phone may be signed in; the person is told. The sessions
         ended."""
         staff = await get_staff(self.db, staff_id)
         account = await account_for(self.db, staff.id)
-        if account is None or account.mfa_enabled_at is None:
+        if account is None or not await passkeys.has_second_factor(self.db, account):
             raise Conflict("This person has no Multi-Factor Authentication to reset")
         # The email first: when Temporal can't take it, nothing has been written that the
         # admin page (which answers a refusal with a normal page) would commit.

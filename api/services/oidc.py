@@ -29,7 +29,7 @@ from api.services.oidc_server import (
     grant_id_of,
 )
 from api.services.sessions import Current
-from core import audit
+from core import audit, passkeys
 from core.accounts import revoke_grants
 from core.models import AccountStatus, OidcClient, OidcConsent, OidcGrant, SsoAccount, Staff, utcnow
 from core.oidc.claims import Subject, session_claims, user_claims
@@ -115,7 +115,13 @@ class Oidc:
         loaded.session_hash = current.row.id_hash if current is not None else None
         provider = Provider(loaded)
         subject = await self._subject(current)
-        if subject is not None and self._needs_sign_in(data, current, subject, fresh_since):
+        # Only a step-up asks whether the person has a second factor (an authenticator or a passkey).
+        second_factor = (
+            subject is not None
+            and "mfa" in data.get("acr_values", "").split()
+            and await passkeys.has_second_factor(self.db, subject.account)
+        )
+        if subject is not None and self._needs_sign_in(data, current, subject, fresh_since, second_factor):
             subject = None
         try:
             grant = provider.get_consent_grant(request, end_user=subject)
@@ -187,7 +193,12 @@ class Oidc:
         return await subject_of(self.db, current.staff.id, session_claims(self.settings, current.row))
 
     def _needs_sign_in(
-        self, data: dict[str, str], current: Current | None, subject: Subject, fresh_since: Any
+        self,
+        data: dict[str, str],
+        current: Current | None,
+        subject: Subject,
+        fresh_since: Any,
+        second_factor: bool,
     ) -> bool:
         """prompt=login, max_age and acr_values=mfa ask for a sign-in made for this request
         (after it began), unless the session already satisfies them."""
@@ -201,7 +212,7 @@ class Oidc:
             return True
         wants_mfa = "mfa" in data.get("acr_values", "").split()
         # Someone without a second factor can't give one: their code then says acr "pwd".
-        return wants_mfa and subject.session["acr"] != "mfa" and subject.account.mfa_enabled_at is not None
+        return wants_mfa and subject.session["acr"] != "mfa" and second_factor
 
     @staticmethod
     def _check_max_age(data: dict[str, str]) -> None:

@@ -198,7 +198,14 @@ class ResetSteps(PageSteps):
         return LINK_SENT if sent_link else NEW_CODE_SENT
 
     async def reset(
-        self, current: Current, code: str, password: str, totp: str, ip: str | None, submission: str
+        self,
+        current: Current,
+        code: str,
+        password: str,
+        totp: str,
+        ip: str | None,
+        submission: str,
+        passkey_proof: str | None = None,
     ) -> StepResult:
         """Both kinds of session take the same steps up to the flow: the code's digest and the
         sealed password (and authenticator code), then one round trip to Temporal; a wrong
@@ -212,6 +219,7 @@ class ResetSteps(PageSteps):
             sealed_totp=seal(public, totp.encode(), totp_context(workflow_id)) if totp else None,
             ip=ip,
             browser=self._browser(current),
+            passkey_proof=passkey_proof,
         )
         if is_stand_in(current):
             await self._stand_in_round_trip(current)

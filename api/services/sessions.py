@@ -32,9 +32,9 @@ class Current:
 
     @property
     def strong(self) -> bool:
-        """Signed in with a second factor: the authenticator, or Microsoft (whose sign-in
-        policies, number matching included, apply)."""
-        return self.row.data.get("method") in ("totp", "entra")
+        """Signed in with a second factor: the authenticator, a passkey, or Microsoft (whose
+        sign-in policies, number matching included, apply)."""
+        return self.row.data.get("method") in ("totp", "passkey", "entra")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from api.schemas import CodeStatus, EmailDelivery, EntraLinkInfo, SsoEmailSent, 
 from api.services.flows import FlowClient
 from api.services.staff import get_staff, shown_state
 from api.services.temporal import email_retry
-from core import audit
+from core import audit, passkeys
 from core.accounts import MAX_FAILURES, mfa_required
 from core.db import UnitOfWork
 from core.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
@@ -185,7 +185,7 @@ class Onboarding:
             .limit(1)
         )
         account = await self.session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
-        mfa_enabled = bool(account and account.mfa_enabled_at)
+        mfa_enabled = account is not None and await passkeys.has_second_factor(self.session, account)
         link = await self.session.scalar(select(EntraLink).where(EntraLink.staff_id == staff.id))
         signin = {
             **_signin_fields(account),

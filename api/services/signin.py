@@ -1,4 +1,5 @@
-"""Signing in with email and password, then the authenticator code when MFA is on.
+"""Signing in with email and password, then the second factor (authenticator code or
+passkey) when the person has one.
 
 Unknown, wrong, locked and not-yet-active accounts all get the same answer after the same
 work (one argon2 verification, against a stand-in hash when there is no real one).
@@ -16,7 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import audit, metrics
+from core import audit, metrics, passkeys
 from core.accounts import (
     MAX_FAILURES,
     claim_attempt,
@@ -114,7 +115,7 @@ class SignIn:
         if self.hashing.hasher.needs_rehash(account.password_hash):
             # Parameters were raised since this hash was made: upgrade it while we can.
             account.password_hash = await self.hashing.hash(password)
-        if account.mfa_enabled_at is not None:
+        if await passkeys.has_second_factor(self.db, account):
             await release_attempt(self.db, account.id, claimed)
             await self.db.flush()
             metrics.sign_in("needs_totp")
@@ -196,13 +197,18 @@ class SignIn:
         )
 
     def _succeeded(self, account: SsoAccount, now: datetime, ip: str | None, mfa: bool) -> None:
-        account.failed_sign_ins = 0
-        account.locked_until = None
-        account.last_sign_in_at = now
-        record_own(self.db, account.staff_id, "sign_in.success", "success", ip, mfa=mfa)
+        succeeded(self.db, account, now, ip, mfa=mfa)
 
     async def staff(self, account: SsoAccount) -> Staff | None:
         return await self.db.get(Staff, account.staff_id)
+
+
+def succeeded(db: AsyncSession, account: SsoAccount, now: datetime, ip: str | None, **details: Any) -> None:
+    """A sign-in went through: the failures before it are forgiven, and it is recorded."""
+    account.failed_sign_ins = 0
+    account.locked_until = None
+    account.last_sign_in_at = now
+    record_own(db, account.staff_id, "sign_in.success", "success", ip, **details)
 
 
 def record_own(

@@ -20,6 +20,7 @@ from core.models import (
     AccountStatus,
     AuditEvent,
     EntraLink,
+    Passkey,
     SetupState,
     SsoAccount,
     SsoSetup,
@@ -132,6 +133,13 @@ async def overviews(session: AsyncSession, people: list[Staff]) -> list[StaffOve
         for a in (await session.scalars(select(SsoAccount).where(SsoAccount.staff_id.in_(ids)))).all()
     }
     linked = set((await session.scalars(select(EntraLink.staff_id).where(EntraLink.staff_id.in_(ids)))).all())
+    with_passkeys = set(
+        (
+            await session.scalars(
+                select(Passkey.account_id).where(Passkey.account_id.in_([a.id for a in accounts.values()]))
+            )
+        ).all()
+    )
     latest = (
         select(SsoSetup.staff_id, func.max(SsoSetup.created_at).label("newest"))
         .where(SsoSetup.staff_id.in_(ids))
@@ -162,7 +170,7 @@ async def overviews(session: AsyncSession, people: list[Staff]) -> list[StaffOve
         if account is not None:
             if account.status == AccountStatus.active.value:
                 view.state = SetupState.active.value
-            view.mfa_enabled = account.mfa_enabled_at is not None
+            view.mfa_enabled = account.mfa_enabled_at is not None or account.id in with_passkeys
             view.has_password = account.password_hash is not None
             view.locked_until = account.locked_until
             view.needs_reset = account.failed_sign_ins >= MAX_FAILURES

@@ -12,7 +12,7 @@ from core.settings import Settings
 
 # RFC 8176 values for how the browser session was signed in.
 AMR = {"password": ["pwd"], "totp": ["pwd", "otp", "mfa"], "entra": ["fed"]}
-STRONG = ("totp", "entra")
+STRONG = ("totp", "passkey", "entra")
 ADMIN_ROLE = "sso_admin"
 
 
@@ -31,9 +31,11 @@ class Subject:
 
 def session_claims(settings: Settings, row: BrowserSession) -> dict[str, Any]:
     method = str(row.data.get("method") or "password")
+    # A passkey's session keeps its own (hwk or swk, with or without the password).
+    amr = row.data.get("amr") if method == "passkey" else None
     return {
         "auth_time": int(row.created_at.timestamp()),
-        "amr": AMR.get(method, ["pwd"]),
+        "amr": list(amr) if isinstance(amr, list) else AMR.get(method, ["pwd"]),
         "acr": "mfa" if method in STRONG else "pwd",
         # Names the session without giving away its id (a secret cookie value).
         "sid": token_hash(settings.secret_key.get_secret_value(), "oidc-sid", row.id_hash)[-32:],

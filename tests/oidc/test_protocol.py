@@ -37,6 +37,7 @@ from tests.support.oidc import (
     token_form,
     userinfo,
 )
+from tests.support.passkey_key import soft_key, store_passkey
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -148,6 +149,28 @@ async def _age_sessions(stack: Stack, person: Person) -> None:
             .values(created_at=utcnow() - timedelta(minutes=5))
         )
         await session.commit()
+
+
+async def test_a_passkey_session_says_hwk_or_swk_and_mfa(app_stack: Stack) -> None:
+    """RFC 8176: a device-bound passkey is a hardware key, a synced one a software key."""
+    app = await register(app_stack)
+    for synced, kind in ((False, "hwk"), (True, "swk")):
+        person = await app_stack.person()
+        key = soft_key(app_stack.settings, person.staff_id)
+        key.synced = synced
+        await store_passkey(app_stack.sessions, person.account_id, key)
+        browser = app_stack.browser()
+        page = await browser.get("/sso/login")
+        csrf = hidden_fields(page, "/sso/login/passkey")["csrf"]
+        options = await browser.post("/sso/passkeys/options", {"csrf": csrf, "ceremony": "signin"})
+        signed = await browser.submit(
+            page, "/sso/login/passkey", credential=key.sign_in(json.loads(options.text))
+        )
+        assert signed.status_code == 303, signed.text
+        request = authorization(app, acr_values="mfa")
+        token = await redeem(app_stack, request, await code_for(browser, request))
+        claims = await id_token_claims(app_stack.http, request, token["id_token"])
+        assert claims["amr"] == [kind, "user", "mfa"] and claims["acr"] == "mfa", claims
 
 
 async def test_an_mfa_session_says_so_and_step_up_asks_for_the_second_factor(app_stack: Stack) -> None:

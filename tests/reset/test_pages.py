@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import re
 import threading
 from collections.abc import AsyncIterator
@@ -37,7 +38,16 @@ from temporalio.testing import WorkflowEnvironment
 from api.services.reset import reset_workflow_id
 from core import recovery
 from core.crypto import token_hash
-from core.models import AuditEvent, LogoutOutbox, ResetCodeFailure, ResetLink, SsoAccount, utcnow
+from core.models import (
+    AuditEvent,
+    BrowserSession,
+    LogoutOutbox,
+    ResetCodeFailure,
+    ResetLink,
+    SsoAccount,
+    utcnow,
+)
+from core.passkeys import PROOF_PURPOSE
 from core.passwords import Hasher
 from core.reset_caps import CODES_STOPPED
 from tests.support.accounts import (
@@ -55,6 +65,7 @@ from tests.support.accounts import (
     code_in,
     cookie_attributes,
     emails_with_subject,
+    hidden_fields,
     make_person,
     outbox,
     page_text,
@@ -79,6 +90,7 @@ from tests.support.oidc import (
     signed_in_browser,
     told_sids,
 )
+from tests.support.passkey_key import soft_key, store_passkey
 from worker import LogoutSweeper
 from workflows.logout import logout_workflow_id
 from workflows.reset import ResetProgress
@@ -89,6 +101,9 @@ CODE_SUBJECT = "Your agentOS password reset code"
 CHANGED_SUBJECT = "Your agentOS password was changed"
 SENT = "If an account exists for that address, we've sent a code"
 NEED_TOTP = "Your account uses MFA: also enter the current code from your authenticator app."
+NEED_PASSKEY = (
+    "Your account uses a passkey: also confirm it's you with your passkey, or enter a recovery code."
+)
 WRONG_TOTP = "That authenticator code didn't match."
 NEW_CODE_SENT = "We've sent you a new code. Earlier codes no longer work."
 TOO_SOON = re.compile(r"You can ask for a new code in (\d+) seconds?\.")
@@ -430,6 +445,83 @@ async def test_a_recovery_code_stands_in_for_the_authenticator_code_once(stack: 
 
 
 TOTP_FIELD = re.compile(r'<input class="field code" id="totp" name="totp"[^>]*>')
+
+
+async def passkey_options(browser: Browser, page: httpx.Response) -> dict[str, Any]:
+    csrf = hidden_fields(page, "/sso/reset")["csrf"]
+    answer = await browser.post("/sso/passkeys/options", {"csrf": csrf, "ceremony": "reset"})
+    assert answer.status_code == 200, answer.text
+    return dict(json.loads(answer.text))
+
+
+async def test_reset_with_only_a_passkey_asks_for_it_after_the_emailed_code(stack: Stack) -> None:
+    """The passkey is checked in the web app; the flow hears only of a one-time proof, which
+    its activity spends with the change (§11, §36)."""
+    someone = await person(stack)
+    stranger = await person(stack, first_name="Sid")
+    key, strangers_key = (
+        soft_key(stack.settings, someone.staff_id),
+        soft_key(stack.settings, stranger.staff_id),
+    )
+    await store_passkey(stack.sessions, someone.account_id, key)
+    await store_passkey(stack.sessions, stranger.account_id, strangers_key)
+    async with browser_of(stack) as browser:
+        page, code = await start_reset(stack, browser, someone)
+        assert "data-passkey" not in page.text  # nothing said of the account before the code
+        asked = await change_password(browser, page, code)
+        assert_refused(asked, NEED_PASSKEY)
+        assert 'data-passkey="reset"' in asked.text
+
+        # Someone else's passkey is refused, and counts for nothing.
+        theirs = await browser.submit(
+            asked,
+            "/sso/reset",
+            code=code,
+            password=NEW_PASSWORD,
+            confirm=NEW_PASSWORD,
+            credential=strangers_key.sign_in(await passkey_options(browser, asked)),
+        )
+        assert_refused(theirs, "That passkey didn't work.")
+        options = await passkey_options(browser, theirs)
+        done = await browser.submit(
+            theirs,
+            "/sso/reset",
+            code=code,
+            password=NEW_PASSWORD,
+            confirm=NEW_PASSWORD,
+            credential=key.sign_in(options),
+        )
+        assert_reset(done)
+    assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "", NEW_PASSWORD)
+    events = await audit_events(stack.sessions, someone)
+    [completed] = [e for e in events if e.action == "reset.completed"]
+    assert completed.details["second_factor"] == "passkey"
+    async with stack.sessions() as session:
+        proofs = (
+            await session.scalars(select(BrowserSession).where(BrowserSession.purpose == PROOF_PURPOSE))
+        ).all()
+    assert proofs and all(p.revoked_at is not None for p in proofs)
+    # Nothing of the ceremony reached the flow: only the proof's key.
+    history = json.dumps([str(e) for e in (await flow(stack, someone).fetch_history()).events])
+    assert options["challenge"] not in history and key.sign_in(options) not in history
+
+
+async def test_reset_with_only_a_passkey_takes_a_recovery_code_instead(stack: Stack) -> None:
+    someone = await person(stack)
+    await store_passkey(stack.sessions, someone.account_id, soft_key(stack.settings, someone.staff_id))
+    async with stack.sessions() as session:
+        codes = await recovery.issue(
+            session, stack.settings.secret_key.get_secret_value(), someone.account_id, utcnow()
+        )
+        await session.commit()
+    async with browser_of(stack) as browser:
+        page, code = await start_reset(stack, browser, someone)
+        asked = await change_password(browser, page, code)
+        assert_refused(asked, NEED_PASSKEY)
+        wrong = await change_password(browser, asked, code, totp="123456")
+        assert_refused(wrong, WRONG_TOTP)
+        assert_reset(await change_password(browser, wrong, code, totp=codes[0]))
+    assert Hasher().verify((await account_row(stack.sessions, someone)).password_hash or "", NEW_PASSWORD)
 
 
 def typed_back(page: httpx.Response, field: str) -> str | None:

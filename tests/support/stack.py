@@ -277,6 +277,7 @@ class DevStack(RealStack):
     process: subprocess.Popen[bytes]
     entra_port: int = 0
     admin_key: str = ""
+    host: str = "127.0.0.1"
     _lines: list[str] = field(default_factory=list)
     # Reentrant: _wait_for_key holds it while it reports output() in its error messages.
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -285,6 +286,10 @@ class DevStack(RealStack):
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition(self._lock)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
     @property
     def entra_url(self) -> str:
@@ -466,13 +471,18 @@ def running_sso_api(env: Mapping[str, str], port: int | None = None) -> Iterator
 
 @contextlib.contextmanager
 def running_sso_dev(
-    data_dir: Path, smtp_port: int, extra_env: Mapping[str, str] | None = None, **start: Any
+    data_dir: Path,
+    smtp_port: int,
+    extra_env: Mapping[str, str] | None = None,
+    public_host: str = "127.0.0.1",
+    **start: Any,
 ) -> Iterator[DevStack]:
     """`sso dev` as a user runs it, mailing through the test's SMTP server; on the way out,
     proves that Ctrl-C stopped it and every process it started. `extra_env` adds or overrides
-    settings (for example a short `SSO_SETUP_LINK_TTL`)."""
+    settings (for example a short `SSO_SETUP_LINK_TTL`); `public_host` is the host of its public
+    URL (passkeys need a name: WebAuthn refuses an IP address as relying party id)."""
     port, temporal_port, ui_port, entra_port = free_ports(4)
-    env = stack_env(port, smtp_port, **(extra_env or {}))
+    env = stack_env(port, smtp_port, SSO_PUBLIC_URL=f"http://{public_host}:{port}", **(extra_env or {}))
     dev = DevStack.start(
         data_dir,
         env,
@@ -483,6 +493,7 @@ def running_sso_dev(
         timeout=90,
         **start,
     )
+    dev.host = public_host
     try:
         yield dev
     finally:

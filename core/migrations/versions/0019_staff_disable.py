@@ -5,7 +5,7 @@ from alembic import op
 from core.migrations.shapes import moment, string
 
 revision = '0019_staff_disable'
-down_revision = '0015_account_grants_outbox'
+down_revision = '0018_passkeys'
 
 
 def upgrade() -> None:
