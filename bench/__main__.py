@@ -256,6 +256,11 @@ def main(argv: list[str] | None = None) -> None:
         default=30,
         help="people onboarding while the worker is killed twice and Temporal restarts once (0 skips it)",
     )
+    parser.add_argument(
+        "--only",
+        choices=["oidc"],
+        help="run one part alone on its own stack: oidc (code redemptions, userinfo, refresh grants)",
+    )
     parser.add_argument("--out", default="bench/results/latest.json")
     args = parser.parse_args(argv)
     results = asyncio.run(run(args))
@@ -278,6 +283,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "config": vars(args),
     }
+    if args.only == "oidc":
+        return await run_oidc(args, results)
     say("pure argon2id ceiling (nothing else running)")
     results["hash_ceiling"] = {
         "ours": verifications_per_second_per_core(**OURS),
@@ -316,6 +323,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "twice, Temporal restarted once"
                 )
                 results["faults"] = await onboarding_under_faults(Path(tmp) / "faults", args.fault_people)
+    finally:
+        smtp.stop()
+    results["targets"] = report.targets(results)
+    return results
+
+
+async def run_oidc(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
+    """The OpenID Connect part alone: one stack, nothing else measured before or beside it."""
+    smtp = SmtpSink()
+    smtp.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="sso-bench-") as tmp:
+            with stack(Path(tmp) / "ours", smtp, OURS) as dev:
+                say("OpenID Connect: code redemptions, userinfo and refresh grants")
+                results["oidc"] = await oidc_rates(dev, args.seconds)
     finally:
         smtp.stop()
     results["targets"] = report.targets(results)
