@@ -69,13 +69,23 @@ async def enabled_client(
 ) -> RegisteredClient | None:
     if not client_id or len(client_id) > 64:
         return None
-    row = await db.scalar(select(OidcClient).where(OidcClient.client_id == client_id))
+    return enabled(await db.scalar(select(OidcClient).where(OidcClient.client_id == client_id)), settings)
+
+
+def enabled(row: OidcClient | None, settings: Settings) -> RegisteredClient | None:
     return RegisteredClient(row, settings) if row is not None and row.disabled_at is None else None
 
 
 async def subject_of(db: AsyncSession, staff_id: uuid.UUID | None, session: dict[str, Any]) -> Subject | None:
     staff = await db.get(Staff, staff_id) if staff_id else None
     account = await db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id)) if staff else None
+    return active_subject(staff, account, session)
+
+
+def active_subject(
+    staff: Staff | None, account: SsoAccount | None, session: dict[str, Any]
+) -> Subject | None:
+    """The person, if their account is active: nobody else gets a code or a token."""
     if staff is None or account is None or account.status != AccountStatus.active.value:
         return None
     return Subject(staff, account, session)
