@@ -12,6 +12,7 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy import select, update
+from sqlalchemy.orm import load_only
 
 from api.services.oidc import Oidc, active_subject, enabled, enabled_client, invalid_grant
 from api.services.oidc_server import Answer, Loaded, Provider, Request
@@ -204,6 +205,8 @@ class Tokens:
                 .outerjoin(Staff, Staff.id == OidcGrant.staff_id)
                 .outerjoin(SsoAccount, SsoAccount.staff_id == OidcGrant.staff_id)
                 .where(OidcRefreshToken.token_hash == refresh_hash(self.oidc.settings, token))
+                # A refresh reads who the person is and whether they may still sign in, no more.
+                .options(load_only(Staff.id), load_only(SsoAccount.staff_id, SsoAccount.status))
             )
         ).first()
         return Family(*found) if found is not None else None
