@@ -16,7 +16,15 @@ from api.deps import SessionDep, SettingsDep, bearer, client_ip, get_temporal
 from api.forms import ConsentFormDep
 from api.pages import problem, redirect, render_page
 from api.services.backchannel import start_session_logouts
-from api.services.oidc import ConsentNeeded, Oidc, OidcState, PageProblem, SignInNeeded, enabled_client
+from api.services.oidc import (
+    ConsentNeeded,
+    Oidc,
+    OidcState,
+    PageProblem,
+    SignInNeeded,
+    asks_offline,
+    enabled_client,
+)
 from api.services.oidc_logout import Logout, check_logout
 from api.services.oidc_server import Answer
 from api.services.oidc_server import Request as OAuthRequest
@@ -133,7 +141,13 @@ async def _consent_page(
     if client is None:
         return problem(request, 400, PROBLEM_TITLE, "The app that sent you here is no longer registered.")
     return render_page(
-        request, "oidc_consent", status_code, app_name=client.row.client_name, action=CONSENT, error=error
+        request,
+        "oidc_consent",
+        status_code,
+        app_name=client.row.client_name,
+        offline=asks_offline(client, dict(items).get("scope")),
+        action=CONSENT,
+        error=error,
     )
 
 

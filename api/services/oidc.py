@@ -32,7 +32,7 @@ from api.services.sessions import Current
 from core import audit
 from core.models import AccountStatus, OidcClient, OidcConsent, OidcGrant, SsoAccount, Staff, utcnow
 from core.oidc.claims import Subject, session_claims, user_claims
-from core.oidc.clients import RegisteredClient
+from core.oidc.clients import OFFLINE, RegisteredClient
 from core.oidc.keys import ALGORITHMS, KeyStore
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
@@ -162,12 +162,19 @@ class Oidc:
         return answer
 
     async def _needs_consent(self, client: RegisteredClient, subject: Subject, data: dict[str, str]) -> bool:
-        """prompt=consent asks anyone; an app that requires consent asks once per person."""
+        """prompt=consent asks anyone; an app that requires consent asks once per person, and
+        again when it asks to stay signed in (offline_access) beyond what the person allowed
+        (OpenID Connect Core §11). An app registered by an administrator with the
+        refresh_token grant and without require_consent has its registration as that
+        condition."""
         if "consent" in data.get("prompt", "").split():
             return True
         if not client.registration.get("require_consent"):
             return False
-        return await self._consent(client, subject) is None
+        consent = await self._consent(client, subject)
+        if consent is None:
+            return True
+        return asks_offline(client, data.get("scope")) and OFFLINE not in consent.scope.split()
 
     async def _consent(self, client: RegisteredClient, subject: Subject) -> OidcConsent | None:
         return await self.db.scalar(
@@ -177,6 +184,7 @@ class Oidc:
         )
 
     async def _remember_consent(self, client: RegisteredClient, subject: Subject, scope: str) -> None:
+        scope = client.get_allowed_scope(scope)  # what the app may get, as the page showed it
         row = await self._consent(client, subject)
         if row is None:
             self.db.add(
@@ -330,6 +338,11 @@ class Oidc:
         if await enabled_client(self.db, self.settings, grant.client_id) is None:
             return None
         return claims, grant
+
+
+def asks_offline(client: RegisteredClient, scope: str | None) -> bool:
+    """The request asks for a refresh token the app may be given."""
+    return OFFLINE in client.get_allowed_scope(scope).split()
 
 
 def invalid_grant(provider: Provider, request: Request, description: str) -> Answer:
