@@ -19,6 +19,7 @@ from bench.load import CLIENTS_PER_CORE, _loop
 from bench.measure import CpuMeter, percentile
 from bench.people import fields
 from core.db import create_engine, session_factory
+from core.settings import to_async_url
 from tests.support.accounts import PASSWORD, Browser, make_person
 from tests.support.config import make_settings
 from tests.support.oidc import authorization, exchange, register_with, sent_back_to
@@ -28,12 +29,13 @@ CALLBACK = "http://127.0.0.1:9/callback"  # never fetched: the code is read off 
 OFFLINE = "openid email profile offline_access"
 
 
-async def oidc_rates(dev: DevStack, seconds: float) -> dict[str, Any]:
+async def oidc_rates(dev: DevStack, seconds: float, database_url: str | None = None) -> dict[str, Any]:
     """Each redemption follows its own authorization request (a code is single use), from a
-    browser already signed in; userinfo is one access token asked about over and over."""
+    browser already signed in; userinfo is one access token asked about over and over.
+    `database_url` is the stack's database when it is not its SQLite file."""
     cores = os.cpu_count() or 1
     clients = cores * CLIENTS_PER_CORE
-    engine = create_engine(f"sqlite+aiosqlite:///{dev.data_dir / 'sso.db'}")
+    engine = create_engine(to_async_url(database_url or f"sqlite:///{dev.data_dir / 'sso.db'}"))
     try:
         person = await make_person(session_factory(engine), make_settings())
     finally:
