@@ -255,6 +255,7 @@ class Oidc:
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             return await self._reused(provider, request, grant, client_id)
+        await loaded.save_issued()
         # The client authenticated (or, if public, proved the PKCE verifier): it is the actor.
         audit.record(
             self.db,

@@ -20,6 +20,7 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from joserfc import jwt
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import token_hash
@@ -72,6 +73,15 @@ class Loaded:
     # The refresh token presented, and whether it may be used (checked before authlib runs).
     refresh: OidcRefreshToken | None = None
     refresh_usable: bool = False
+    # The refresh token issued by the answer, written by save_issued once the code or the
+    # presented refresh token is known to be spent (authlib's hooks can't await).
+    issued_refresh: dict[str, Any] | None = None
+
+    async def save_issued(self) -> None:
+        """The refresh token the answer carries, as one INSERT (no unit of work to flush)."""
+        if self.issued_refresh is not None:
+            await self.db.execute(insert(OidcRefreshToken).values(**self.issued_refresh))
+            self.issued_refresh = None
 
 
 class Payload(OAuth2Payload):
@@ -355,14 +365,13 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         loaded = self.loaded
         assert loaded.grant is not None
         token = new_refresh_token()
-        loaded.db.add(
-            OidcRefreshToken(
-                token_hash=refresh_hash(loaded.settings, token),
-                grant_id=loaded.grant.id,
-                scope=scope,
-                created_at=loaded.now,
-            )
-        )
+        loaded.issued_refresh = {
+            "id": uuid.uuid4(),
+            "token_hash": refresh_hash(loaded.settings, token),
+            "grant_id": loaded.grant.id,
+            "scope": scope,
+            "created_at": loaded.now,
+        }
         return token
 
 

@@ -190,7 +190,7 @@ class Tokens:
         if rotated.rowcount != 1:  # type: ignore[attr-defined]
             await self.oidc.revoke_grant(family.grant)
             return invalid_grant(server, request, REUSED)
-        await db.flush()
+        await loaded.save_issued()
         return answer
 
     async def _family(self, token: str | None) -> Family | None:
