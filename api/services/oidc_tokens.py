@@ -11,7 +11,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import load_only
 
 from api.services.oidc import Oidc, active_subject, enabled, enabled_client, invalid_grant
@@ -120,6 +120,19 @@ class TokenServer(Provider):
         self.register_endpoint(Introspection)
 
 
+# Built once, not per grant: the provider's most frequent query.
+FAMILY = (
+    select(OidcRefreshToken, OidcGrant, OidcClient, Staff, SsoAccount)
+    .join(OidcGrant, OidcGrant.id == OidcRefreshToken.grant_id)
+    .join(OidcClient, OidcClient.client_id == OidcGrant.client_id)
+    .outerjoin(Staff, Staff.id == OidcGrant.staff_id)
+    .outerjoin(SsoAccount, SsoAccount.staff_id == OidcGrant.staff_id)
+    .where(OidcRefreshToken.token_hash == bindparam("token_hash"))
+    # A refresh reads who the person is and whether they may still sign in, no more.
+    .options(load_only(Staff.id), load_only(SsoAccount.staff_id, SsoAccount.status))
+)
+
+
 @dataclass
 class Family:
     """A refresh token's row with what a refresh reads besides: its grant, the grant's client
@@ -198,16 +211,7 @@ class Tokens:
         if not token or len(token) > MAX_TOKEN_LENGTH or not token.startswith(REFRESH_PREFIX):
             return None
         found = (
-            await self.oidc.db.execute(
-                select(OidcRefreshToken, OidcGrant, OidcClient, Staff, SsoAccount)
-                .join(OidcGrant, OidcGrant.id == OidcRefreshToken.grant_id)
-                .join(OidcClient, OidcClient.client_id == OidcGrant.client_id)
-                .outerjoin(Staff, Staff.id == OidcGrant.staff_id)
-                .outerjoin(SsoAccount, SsoAccount.staff_id == OidcGrant.staff_id)
-                .where(OidcRefreshToken.token_hash == refresh_hash(self.oidc.settings, token))
-                # A refresh reads who the person is and whether they may still sign in, no more.
-                .options(load_only(Staff.id), load_only(SsoAccount.staff_id, SsoAccount.status))
-            )
+            await self.oidc.db.execute(FAMILY, {"token_hash": refresh_hash(self.oidc.settings, token)})
         ).first()
         return Family(*found) if found is not None else None
 
