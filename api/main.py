@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
@@ -38,6 +38,7 @@ from api.routes import (
     signin,
     staff,
 )
+from api.security_headers import SecurityHeadersMiddleware
 from api.services.signin import Hashing
 from core.db import create_engine, session_factory
 from core.passwords import Hasher, hashing_pool
@@ -110,18 +111,10 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
     app.state.admin_limits = AdminLimits(settings)
     errors.install(app)
     headers = security_headers_for(settings)
-    https = settings.public_url.startswith("https://")
-
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        if https:
-            response.headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
-        for name, value in headers.items():
-            response.headers.setdefault(name, value)
-        return response
+    if settings.public_url.startswith("https://"):
+        headers["Strict-Transport-Security"] = STRICT_TRANSPORT_SECURITY
+    # Added first, so innermost: what the routes and the error handlers answer gets them.
+    app.add_middleware(SecurityHeadersMiddleware, headers=headers)
 
     origins = list(settings.codec_cors_origins)
     if origins:

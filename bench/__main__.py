@@ -31,7 +31,13 @@ from bench.measure import CpuMeter, Latencies
 from bench.oidc import oidc_rates
 from bench.people import Stackside, email_to, expect, fields
 from core.codec import data_converter
-from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, make_settings
+from tests.support.config import (
+    POSTGRES_URL,
+    TEST_ENCRYPTION_KEY,
+    TEST_SECRET_KEY,
+    make_settings,
+    postgres_schema,
+)
 from tests.support.stack import DevStack, SmtpSink, free_ports
 
 OURS = {"time_cost": 2, "memory_kib": 19456, "parallelism": 1}
@@ -40,9 +46,14 @@ RESET_SUBJECT = "Your agentOS password reset code"
 
 
 @contextmanager
-def stack(data_dir: Path, smtp: SmtpSink, argon2: dict[str, int]) -> Iterator[DevStack]:
+def stack(
+    data_dir: Path, smtp: SmtpSink, argon2: dict[str, int], database_url: str | None = None
+) -> Iterator[DevStack]:
+    """`sso dev` on its SQLite file, or on `database_url`."""
     port, temporal_port, ui_port, entra_port = free_ports(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSO_")}
+    if database_url:
+        env["SSO_DATABASE_URL"] = database_url
     env.update(
         {
             "PYTHONUNBUFFERED": "1",
@@ -256,6 +267,11 @@ def main(argv: list[str] | None = None) -> None:
         default=30,
         help="people onboarding while the worker is killed twice and Temporal restarts once (0 skips it)",
     )
+    parser.add_argument(
+        "--only",
+        choices=["oidc"],
+        help="run one part alone on its own stack: oidc (code redemptions, userinfo, refresh grants)",
+    )
     parser.add_argument("--out", default="bench/results/latest.json")
     args = parser.parse_args(argv)
     results = asyncio.run(run(args))
@@ -278,6 +294,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "config": vars(args),
     }
+    if args.only == "oidc":
+        return await run_oidc(args, results)
     say("pure argon2id ceiling (nothing else running)")
     results["hash_ceiling"] = {
         "ours": verifications_per_second_per_core(**OURS),
@@ -316,6 +334,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "twice, Temporal restarted once"
                 )
                 results["faults"] = await onboarding_under_faults(Path(tmp) / "faults", args.fault_people)
+    finally:
+        smtp.stop()
+    results["targets"] = report.targets(results)
+    return results
+
+
+async def run_oidc(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
+    """The OpenID Connect part alone: one stack, nothing else measured before or beside it;
+    on SQLite as `sso dev` runs, then, when SSO_TEST_DATABASE_URL is set, on PostgreSQL (a
+    schema of its own), the production database."""
+    smtp = SmtpSink()
+    smtp.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="sso-bench-") as tmp:
+            with stack(Path(tmp) / "ours", smtp, OURS) as dev:
+                say("OpenID Connect on SQLite: code redemptions, userinfo and refresh grants")
+                results["oidc"] = await oidc_rates(dev, args.seconds)
+            if POSTGRES_URL:
+                with postgres_schema("bench_oidc") as (_schema, url):
+                    with stack(Path(tmp) / "postgresql", smtp, OURS, database_url=url) as dev:
+                        say("OpenID Connect on PostgreSQL: code redemptions, userinfo and refresh grants")
+                        results["oidc_postgresql"] = await oidc_rates(dev, args.seconds, url)
     finally:
         smtp.stop()
     results["targets"] = report.targets(results)

@@ -20,7 +20,10 @@ SessionFactory = async_sessionmaker[AsyncSession]
 def create_engine(async_url: str) -> AsyncEngine:
     kwargs: dict[str, object] = {"pool_pre_ping": True}
     if async_url.startswith("sqlite"):
-        kwargs = {"connect_args": {"timeout": 30}}
+        # No rollback as a connection goes back to the pool: a session that ends with its
+        # transaction open rolls it back itself, and each aiosqlite call is a trip to the
+        # connection's thread and back (a tenth of a refresh grant's database calls).
+        kwargs = {"connect_args": {"timeout": 30}, "pool_reset_on_return": None}
     engine = create_async_engine(async_url, **kwargs)
     if async_url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -33,7 +33,7 @@ from core import audit, passkeys
 from core.accounts import revoke_grants
 from core.models import AccountStatus, OidcClient, OidcConsent, OidcGrant, SsoAccount, Staff, utcnow
 from core.oidc.claims import Subject, session_claims, user_claims
-from core.oidc.clients import RegisteredClient
+from core.oidc.clients import OFFLINE, RegisteredClient
 from core.oidc.keys import ALGORITHMS, KeyStore
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
@@ -70,13 +70,23 @@ async def enabled_client(
 ) -> RegisteredClient | None:
     if not client_id or len(client_id) > 64:
         return None
-    row = await db.scalar(select(OidcClient).where(OidcClient.client_id == client_id))
+    return enabled(await db.scalar(select(OidcClient).where(OidcClient.client_id == client_id)), settings)
+
+
+def enabled(row: OidcClient | None, settings: Settings) -> RegisteredClient | None:
     return RegisteredClient(row, settings) if row is not None and row.disabled_at is None else None
 
 
 async def subject_of(db: AsyncSession, staff_id: uuid.UUID | None, session: dict[str, Any]) -> Subject | None:
     staff = await db.get(Staff, staff_id) if staff_id else None
     account = await db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id)) if staff else None
+    return active_subject(staff, account, session)
+
+
+def active_subject(
+    staff: Staff | None, account: SsoAccount | None, session: dict[str, Any]
+) -> Subject | None:
+    """The person, if their account is active: nobody else gets a code or a token."""
     if staff is None or account is None or account.status != AccountStatus.active.value:
         return None
     return Subject(staff, account, session)
@@ -159,12 +169,19 @@ class Oidc:
         return answer
 
     async def _needs_consent(self, client: RegisteredClient, subject: Subject, data: dict[str, str]) -> bool:
-        """prompt=consent asks anyone; an app that requires consent asks once per person."""
+        """prompt=consent asks anyone; an app that requires consent asks once per person, and
+        again when it asks to stay signed in (offline_access) beyond what the person allowed
+        (OpenID Connect Core §11). An app registered by an administrator with the
+        refresh_token grant and without require_consent has its registration as that
+        condition."""
         if "consent" in data.get("prompt", "").split():
             return True
         if not client.registration.get("require_consent"):
             return False
-        return await self._consent(client, subject) is None
+        consent = await self._consent(client, subject)
+        if consent is None:
+            return True
+        return asks_offline(client, data.get("scope")) and OFFLINE not in consent.scope.split()
 
     async def _consent(self, client: RegisteredClient, subject: Subject) -> OidcConsent | None:
         return await self.db.scalar(
@@ -174,6 +191,7 @@ class Oidc:
         )
 
     async def _remember_consent(self, client: RegisteredClient, subject: Subject, scope: str) -> None:
+        scope = client.get_allowed_scope(scope)  # what the app may get, as the page showed it
         row = await self._consent(client, subject)
         if row is None:
             self.db.add(
@@ -249,6 +267,7 @@ class Oidc:
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             return await self._reused(provider, request, grant, client_id)
+        await loaded.save_issued()
         # The client authenticated (or, if public, proved the PKCE verifier): it is the actor.
         audit.record(
             self.db,
@@ -328,6 +347,11 @@ class Oidc:
         if await enabled_client(self.db, self.settings, grant.client_id) is None:
             return None
         return claims, grant
+
+
+def asks_offline(client: RegisteredClient, scope: str | None) -> bool:
+    """The request asks for a refresh token the app may be given."""
+    return OFFLINE in client.get_allowed_scope(scope).split()
 
 
 def invalid_grant(provider: Provider, request: Request, description: str) -> Answer:

@@ -20,13 +20,14 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from joserfc import jwt
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import token_hash
 from core.models import OidcGrant, OidcRefreshToken
 from core.oidc.claims import Subject, user_claims
 from core.oidc.clients import OFFLINE, RegisteredClient
-from core.oidc.keys import DEFAULT_ALGORITHM, AnyKey
+from core.oidc.keys import AnyKey
 from core.oidc.refresh import new_refresh_token, refresh_hash
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
@@ -36,6 +37,11 @@ logging.getLogger("authlib").setLevel(logging.INFO)
 
 CODE_PURPOSE = "oidc-code"
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (RFC 9068 typ)
+# Access tokens are for this provider's own userinfo and introspection, which check ES256 as
+# readily as RS256; an ES256 signature costs a sixth of an RSA-2048 one (a large part of a
+# refresh grant), and its key is in the JWKS like the RSA key. ID tokens keep the client's
+# registered algorithm (RS256 unless it asked for ES256).
+ACCESS_TOKEN_ALGORITHM = "ES256"  # noqa: S105 (an algorithm name)
 
 
 def code_hash(settings: Settings, code: str) -> str:
@@ -67,6 +73,15 @@ class Loaded:
     # The refresh token presented, and whether it may be used (checked before authlib runs).
     refresh: OidcRefreshToken | None = None
     refresh_usable: bool = False
+    # The refresh token issued by the answer, written by save_issued once the code or the
+    # presented refresh token is known to be spent (authlib's hooks can't await).
+    issued_refresh: dict[str, Any] | None = None
+
+    async def save_issued(self) -> None:
+        """The refresh token the answer carries, as one INSERT (no unit of work to flush)."""
+        if self.issued_refresh is not None:
+            await self.db.execute(insert(OidcRefreshToken).values(**self.issued_refresh))
+            self.issued_refresh = None
 
 
 class Payload(OAuth2Payload):
@@ -325,7 +340,7 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         if loaded.refresh is not None:  # a refresh: the token's own id after its grant's
             jti = f"{jti}.{uuid.uuid4().hex}"
         lifetime = int(loaded.settings.oidc_access_token_ttl.total_seconds())
-        kid, key = loaded.keys[DEFAULT_ALGORITHM]
+        kid, key = loaded.keys[ACCESS_TOKEN_ALGORITHM]
         now = int(loaded.now.timestamp())
         claims: dict[str, Any] = {
             "iss": loaded.settings.public_url,
@@ -338,7 +353,7 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
             "scope": scope or "",
             **{k: user.session[k] for k in ("auth_time", "acr", "amr", "sid") if k in user.session},
         }
-        token = jwt.encode({"alg": DEFAULT_ALGORITHM, "kid": kid, "typ": ACCESS_TOKEN_TYPE}, claims, key)
+        token = jwt.encode({"alg": ACCESS_TOKEN_ALGORITHM, "kid": kid, "typ": ACCESS_TOKEN_TYPE}, claims, key)
         answer = {"token_type": "Bearer", "access_token": token, "expires_in": lifetime, "scope": scope or ""}
         # A refreshed token keeps the scope it was granted, whatever the refresh narrowed.
         granted = loaded.refresh.scope if loaded.refresh is not None else scope or ""
@@ -350,14 +365,13 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         loaded = self.loaded
         assert loaded.grant is not None
         token = new_refresh_token()
-        loaded.db.add(
-            OidcRefreshToken(
-                token_hash=refresh_hash(loaded.settings, token),
-                grant_id=loaded.grant.id,
-                scope=scope,
-                created_at=loaded.now,
-            )
-        )
+        loaded.issued_refresh = {
+            "id": uuid.uuid4(),
+            "token_hash": refresh_hash(loaded.settings, token),
+            "grant_id": loaded.grant.id,
+            "scope": scope,
+            "created_at": loaded.now,
+        }
         return token
 
 

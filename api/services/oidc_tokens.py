@@ -10,11 +10,12 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import load_only
 
-from api.services.oidc import Oidc, enabled_client, invalid_grant, subject_of
+from api.services.oidc import Oidc, active_subject, enabled, enabled_client, invalid_grant
 from api.services.oidc_server import Answer, Loaded, Provider, Request
-from core.models import OidcGrant, OidcRefreshToken
+from core.models import OidcClient, OidcGrant, OidcRefreshToken, SsoAccount, Staff
 from core.oidc.claims import Subject
 from core.oidc.clients import AUTH_METHODS, RegisteredClient, refresh_lifetimes, refresh_within_lifetimes
 from core.oidc.refresh import MAX_TOKEN_LENGTH, REFRESH_PREFIX, refresh_hash
@@ -118,6 +119,31 @@ class TokenServer(Provider):
         self.register_endpoint(Introspection)
 
 
+# Built once, not per grant: the provider's most frequent query.
+FAMILY = (
+    select(OidcRefreshToken, OidcGrant, OidcClient, Staff, SsoAccount)
+    .join(OidcGrant, OidcGrant.id == OidcRefreshToken.grant_id)
+    .join(OidcClient, OidcClient.client_id == OidcGrant.client_id)
+    .outerjoin(Staff, Staff.id == OidcGrant.staff_id)
+    .outerjoin(SsoAccount, SsoAccount.staff_id == OidcGrant.staff_id)
+    .where(OidcRefreshToken.token_hash == bindparam("token_hash"))
+    # A refresh reads who the person is and whether they may still sign in, no more.
+    .options(load_only(Staff.id), load_only(SsoAccount.staff_id, SsoAccount.status))
+)
+
+
+@dataclass
+class Family:
+    """A refresh token's row with what a refresh reads besides: its grant, the grant's client
+    and the person (None if gone), loaded in one query."""
+
+    row: OidcRefreshToken
+    grant: OidcGrant
+    client: OidcClient
+    staff: Staff | None
+    account: SsoAccount | None
+
+
 def held_refresh(loaded: Loaded, row: OidcRefreshToken) -> HeldToken:
     assert loaded.grant is not None and loaded.client is not None
     idle, _ = refresh_lifetimes(loaded.client.registration)
@@ -137,50 +163,64 @@ def held_refresh(loaded: Loaded, row: OidcRefreshToken) -> HeldToken:
 class Tokens:
     oidc: Oidc
 
-    async def _server(self, client_id: str | None) -> TokenServer:
+    async def _server(self, client_id: str | None, family: Family | None = None) -> TokenServer:
+        """The server for the client named `client_id`: the family's own client (already
+        loaded) when it is that one, else read by its id."""
         oidc = self.oidc
-        return TokenServer(await oidc.loaded_for(await enabled_client(oidc.db, oidc.settings, client_id)))
+        if family is not None and family.client.client_id == client_id:
+            client = enabled(family.client, oidc.settings)
+        else:
+            client = await enabled_client(oidc.db, oidc.settings, client_id)
+        return TokenServer(await oidc.loaded_for(client))
 
     # -- refresh_token grant ----------------------------------------------------------------
 
     async def refresh(self, request: Request, client_id: str | None) -> Answer:
+        """Reads are one query (the token, its grant, client and person) and the signing keys
+        the process already holds; writes are the rotation and the new token."""
         db, now = self.oidc.db, self.oidc.now
-        server = await self._server(client_id)
+        family = await self._family(request.payload.data.get("refresh_token"))
+        server = await self._server(client_id, family)
         loaded = server.loaded
-        row = await self._refresh_row(request.payload.data.get("refresh_token"), loaded)
-        if row is not None and loaded.grant is not None:
+        row = self._use(family, loaded)
+        if family is not None and row is not None:
             if row.rotated_at is not None:
                 # Rotated already: either the app or a thief holds the newer one; end both.
-                await self.oidc.revoke_grant(loaded.grant)
+                await self.oidc.revoke_grant(family.grant)
                 return invalid_grant(server, request, REUSED)
-            loaded.subject = await subject_of(db, loaded.grant.staff_id, loaded.grant.claims)
+            loaded.subject = active_subject(family.staff, family.account, family.grant.claims)
         answer: Answer = server.create_token_response(request)
-        if answer.status != 200 or row is None or loaded.grant is None:
+        if answer.status != 200 or row is None or family is None:
             return answer
+        # Race-safe: of two requests with the same token, only one changes the row.
         rotated = await db.execute(
             update(OidcRefreshToken)
             .where(OidcRefreshToken.id == row.id, OidcRefreshToken.rotated_at.is_(None))
             .values(rotated_at=now)
+            .execution_options(synchronize_session=False)
         )
         if rotated.rowcount != 1:  # type: ignore[attr-defined]
-            await self.oidc.revoke_grant(loaded.grant)
+            await self.oidc.revoke_grant(family.grant)
             return invalid_grant(server, request, REUSED)
-        await db.flush()
+        await loaded.save_issued()
         return answer
 
-    async def _refresh_row(self, token: str | None, loaded: Loaded) -> OidcRefreshToken | None:
-        """The refresh token row behind `token`, its grant in `loaded` and whether it may be
-        used: not rotated, grant not revoked (as ending its sign-in session does), within the
-        client's lifetimes."""
+    async def _family(self, token: str | None) -> Family | None:
+        """The refresh token behind `token` and what a refresh reads with it, in one query."""
         if not token or len(token) > MAX_TOKEN_LENGTH or not token.startswith(REFRESH_PREFIX):
             return None
-        db, settings = self.oidc.db, self.oidc.settings
-        row = await db.scalar(
-            select(OidcRefreshToken).where(OidcRefreshToken.token_hash == refresh_hash(settings, token))
-        )
-        grant = await db.get(OidcGrant, row.grant_id) if row is not None else None
-        if row is None or grant is None:
+        found = (
+            await self.oidc.db.execute(FAMILY, {"token_hash": refresh_hash(self.oidc.settings, token)})
+        ).first()
+        return Family(*found) if found is not None else None
+
+    def _use(self, family: Family | None, loaded: Loaded) -> OidcRefreshToken | None:
+        """The family's refresh token row (its grant put in `loaded`) and whether it may be
+        used: not rotated, grant not revoked (as ending its sign-in session does), within the
+        client's lifetimes, presented by its own client."""
+        if family is None:
             return None
+        row, grant = family.row, family.grant
         loaded.grant, loaded.refresh = grant, row
         client = loaded.client
         if client is None or client.get_client_id() != grant.client_id or grant.revoked_at is not None:
@@ -213,7 +253,7 @@ class Tokens:
     async def _held(self, request: Request, loaded: Loaded) -> HeldToken | None:
         token = request.payload.data.get("token") or ""
         if token.startswith(REFRESH_PREFIX):
-            row = await self._refresh_row(token, loaded)
+            row = self._use(await self._family(token), loaded)
             return held_refresh(loaded, row) if row is not None and loaded.client is not None else None
         found = await self.oidc.access_token(token)
         if found is None:

@@ -18,6 +18,28 @@ from core.settings import Settings
 ALGORITHMS = ("RS256", "ES256")
 DEFAULT_ALGORITHM = "RS256"
 AnyKey = RSAKey | ECKey
+# How long a web app process signs from the keys it last read before reading them again (at
+# most the publish lead: see KeyStore.signing).
+SIGNERS_REREAD = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Signer:
+    alg: str
+    kid: str
+    signs_from: datetime
+    key: AnyKey
+
+
+@dataclass(frozen=True)
+class Signers:
+    """The published keys as read at `read_at`, their private keys unsealed."""
+
+    read_at: datetime
+    keys: tuple[Signer, ...]
+
+    def fresh(self, now: datetime, reread: timedelta) -> bool:
+        return self.read_at <= now < self.read_at + reread
 
 
 def _generate(alg: str) -> AnyKey:
@@ -42,6 +64,7 @@ class KeyStore:
     settings: Settings
     _private: dict[str, AnyKey] = field(default_factory=dict)
     _public: dict[tuple[str, ...], KeySet] = field(default_factory=dict)
+    _signers: Signers | None = None
 
     def _add(self, db: AsyncSession, alg: str, signs_from: datetime, now: datetime) -> OidcSigningKey:
         key = _generate(alg)
@@ -67,7 +90,11 @@ class KeyStore:
     async def ensure(self, db: AsyncSession, now: datetime) -> list[OidcSigningKey]:
         """The published keys, after making a first key for any algorithm without one: it signs
         at once, since nobody can have cached a JWKS without it."""
-        rows = await self.published(db, now)
+        return await self._with_missing(db, now, await self.published(db, now))
+
+    async def _with_missing(
+        self, db: AsyncSession, now: datetime, rows: list[OidcSigningKey]
+    ) -> list[OidcSigningKey]:
         missing = [alg for alg in ALGORITHMS if not any(row.alg == alg for row in rows)]
         if missing:
             rows += [self._add(db, alg, now, now) for alg in missing]
@@ -85,17 +112,34 @@ class KeyStore:
                 row.retire_at = retire_at
         added = [self._add(db, alg, signs_from, now) for alg in ALGORITHMS]
         await db.flush()
+        self._signers = None
         return added
 
     async def signing(self, db: AsyncSession, now: datetime) -> dict[str, tuple[str, AnyKey]]:
-        """For each algorithm, the newest key allowed to sign now: (kid, private key)."""
-        chosen: dict[str, OidcSigningKey] = {}
-        for row in await self.ensure(db, now):
-            if row.signs_from <= now and (
-                row.alg not in chosen or row.signs_from > chosen[row.alg].signs_from
+        """For each algorithm, the newest key allowed to sign now: (kid, private key).
+
+        The keys are read again at most SIGNERS_REREAD (and at most the publish lead) after
+        they were last read, not at every token request. A rotation in another process can't
+        be missed: its keys sign from a publish lead after it, by when the keys read before
+        it are stale. Keys made here, for an algorithm without one, are not kept until their
+        transaction is known to have committed."""
+        reread = min(SIGNERS_REREAD, self.settings.oidc_key_publish_lead)
+        signers = self._signers
+        if signers is None or not signers.fresh(now, reread):
+            rows = await self.published(db, now)
+            complete = all(any(row.alg == alg for row in rows) for alg in ALGORITHMS)
+            rows = await self._with_missing(db, now, rows)
+            signers = Signers(
+                now, tuple(Signer(row.alg, row.kid, row.signs_from, self._private_key(row)) for row in rows)
+            )
+            self._signers = signers if complete else None
+        chosen: dict[str, Signer] = {}
+        for signer in signers.keys:
+            if signer.signs_from <= now and (
+                signer.alg not in chosen or signer.signs_from > chosen[signer.alg].signs_from
             ):
-                chosen[row.alg] = row
-        return {alg: (row.kid, self._private_key(row)) for alg, row in chosen.items()}
+                chosen[signer.alg] = signer
+        return {alg: (signer.kid, signer.key) for alg, signer in chosen.items()}
 
     def verification_keys(self, rows: list[OidcSigningKey]) -> KeySet:
         """The published keys as a key set, parsed once per set of keys."""

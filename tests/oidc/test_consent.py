@@ -15,7 +15,15 @@ from sqlalchemy import select
 from core.models import OidcConsent
 from tests.support.accounts import PASSWORD, PUBLIC_URL, Browser, hidden_fields, page_text
 from tests.support.harness import Stack, running_app
-from tests.support.oidc import App, authorization, callback_params, code_for, redeem, signed_in_with_app
+from tests.support.oidc import (
+    App,
+    Authorization,
+    authorization,
+    callback_params,
+    code_for,
+    redeem,
+    signed_in_with_app,
+)
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -35,13 +43,17 @@ async def app_stack(database_url: str) -> AsyncIterator[Stack]:
 async def asked(browser: Browser, app: App, **extra: str) -> tuple[httpx.Response, dict[str, str]]:
     """An authorization request that lands on the consent page: the page, and the request."""
     request = authorization(app, **extra)
+    return await consent_page_for(browser, request), request.params
+
+
+async def consent_page_for(browser: Browser, request: Authorization) -> httpx.Response:
     sent = await browser.get("/oidc/authorize", **request.params)
     assert sent.status_code == 303 and sent.headers["location"] == CONSENT, sent.text
     page = await browser.get(CONSENT)
     assert page.status_code == 200, page.text
     assert ASKS in page_text(page)
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
-    return page, request.params
+    return page
 
 
 async def consents(stack: Stack) -> list[OidcConsent]:
@@ -132,3 +144,51 @@ async def test_consent_after_signing_in_then_back_to_the_app(app_stack: Stack) -
     allowed = await browser.submit(page, CONSENT, decision="allow")
     back = callback_params(allowed, app.redirect_uri)
     assert back["state"] == request.state and back["code"]
+
+
+OFFLINE_SCOPE = "openid email profile offline_access"
+OFFLINE_LINE = "It also wants to keep you signed in while you're away (offline access)"
+REFRESHING = {"grant_types": ["authorization_code", "refresh_token"]}
+
+
+async def test_offline_access_is_its_own_line_and_a_refresh_token_only_once_allowed(app_stack: Stack) -> None:
+    """OpenID Connect Core §11: offline access needs consent, unless something else permits
+    it. For an app that asks for consent, the person's consent must cover it."""
+    _person, app, browser = await signed_in_with_app(app_stack, require_consent=True, **REFRESHING)
+    page, _ = await asked(browser, app)
+    assert OFFLINE_LINE not in page_text(page)
+    await browser.submit(page, CONSENT, decision="allow")
+    # Allowed without offline access: asking for it asks again, and prompt=none can't have it.
+    request = authorization(app, scope=OFFLINE_SCOPE, prompt="none")
+    back = callback_params(await browser.get("/oidc/authorize", **request.params), app.redirect_uri)
+    assert back["error"] == "consent_required" and "code" not in back
+    request = authorization(app, scope=OFFLINE_SCOPE)
+    page = await consent_page_for(browser, request)
+    assert OFFLINE_LINE in page_text(page)
+    allowed = await browser.submit(page, CONSENT, decision="allow")
+    code = callback_params(allowed, app.redirect_uri)["code"]
+    [consent] = await consents(app_stack)
+    assert consent.scope == OFFLINE_SCOPE
+    token = await redeem(app_stack, request, code)
+    assert token["refresh_token"].startswith("ssort_")
+    # Covered now: straight back with a code (and a refresh token) next time.
+    again = authorization(app, scope=OFFLINE_SCOPE)
+    assert (await redeem(app_stack, again, await code_for(browser, again)))["refresh_token"]
+
+
+async def test_offline_access_cancelled_gives_nothing(app_stack: Stack) -> None:
+    _person, app, browser = await signed_in_with_app(app_stack, require_consent=True, **REFRESHING)
+    page, _ = await asked(browser, app, scope=OFFLINE_SCOPE)
+    assert OFFLINE_LINE in page_text(page)
+    back = callback_params(await browser.submit(page, CONSENT, decision="cancel"), app.redirect_uri)
+    assert back["error"] == "access_denied" and await consents(app_stack) == []
+
+
+async def test_an_app_registered_for_refresh_tokens_without_require_consent_is_not_asked(
+    app_stack: Stack,
+) -> None:
+    """Its registration by an administrator, with the refresh_token grant, is what permits it."""
+    _person, app, browser = await signed_in_with_app(app_stack, **REFRESHING)
+    request = authorization(app, scope=OFFLINE_SCOPE)
+    assert (await redeem(app_stack, request, await code_for(browser, request)))["refresh_token"]
+    assert await consents(app_stack) == []

@@ -9,7 +9,8 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
 
 import cli
 from core.codec import keyring_from_settings
@@ -55,6 +56,48 @@ async def test_rotation_publishes_before_signing_and_retires_after_the_longest_t
             assert private["d"] not in row.private_sealed and "d" not in row.public_jwk
         assert not any("d" in key for key in jwks(list(rows))["keys"])
         await db.commit()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_web_process_reads_its_keys_once_a_minute_and_signs_with_another_processs_rotation_on_time(
+    sessions: SessionFactory,
+) -> None:
+    settings = make_settings()
+    web, command = KeyStore(settings), KeyStore(settings)  # two processes: the web app, `sso`
+    now = utcnow()
+    async with sessions() as db:
+        made = await web.signing(db, now)
+        await db.rollback()  # the keys it made were never stored: not kept either
+    async with sessions() as db:
+        first = await web.signing(db, now)
+        assert {kid for kid, _ in first.values()}.isdisjoint(kid for kid, _ in made.values())
+        await db.commit()
+    async with sessions() as db:  # kept once read back as stored
+        assert await web.signing(db, now) == first
+    reads: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "oidc_signing_keys" in statement:
+            reads.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        async with sessions() as db:
+            assert await web.signing(db, now + timedelta(seconds=30)) == first
+        assert reads == []  # held, not read again
+        async with sessions() as db:
+            added = await command.rotate(db, now + timedelta(seconds=40))
+            await db.commit()
+        async with sessions() as db:
+            # Read again a minute on, but the new keys don't sign before the publish lead.
+            assert await web.signing(db, now + timedelta(seconds=61)) == first
+            assert len(reads) > 1
+            signs_from = now + timedelta(seconds=40) + settings.oidc_key_publish_lead
+            assert await web.signing(db, signs_from - timedelta(seconds=1)) == first
+            new = {kid for kid, _ in (await web.signing(db, signs_from)).values()}
+            assert new == {row.kid for row in added}
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
 
 
 def test_clients_create_and_signing_keys_rotate_commands(

@@ -5,6 +5,7 @@ RFC 7009 and RFC 7662. docs/security.md §32 is what these prove."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -14,11 +15,12 @@ import httpx
 import pytest
 import pytest_asyncio
 from authlib.integrations.base_client import OAuthError
-from sqlalchemy import select
+from sqlalchemy import event, select, update
+from sqlalchemy.engine import Engine
 
 import api.services.oidc as oidc_service
 from core.accounts import revoke_sessions
-from core.models import OidcGrant, utcnow
+from core.models import OidcGrant, SsoAccount, utcnow
 from tests.support.accounts import PUBLIC_URL, Browser, move_session
 from tests.support.harness import Stack, running_app
 from tests.support.oidc import (
@@ -255,3 +257,70 @@ async def test_no_refresh_token_in_the_database_or_logs(
     for token in (first["refresh_token"], second["refresh_token"]):
         secret_part = token.removeprefix("ssort_")
         assert secret_part not in text and secret_part not in caplog.text
+
+
+async def test_a_refused_refresh_rotates_nothing_and_a_switched_off_app_or_person_gets_nothing(
+    app_stack: Stack,
+) -> None:
+    """The token, its grant, its app and its person come from one query: each still decides."""
+    app, _browser, first = await offline(app_stack)
+    patch = f"/api/v1/clients/{app.client_id}"
+    await app_stack.http.patch(patch, json={"disabled": True}, headers=app_stack.admin)
+    assert await refresh_error(app_stack, app, first["refresh_token"]) == "invalid_client"
+    await app_stack.http.patch(patch, json={"disabled": False}, headers=app_stack.admin)
+    wrong = dataclasses.replace(app, client_secret="ssocs_not-the-secret")
+    assert await refresh_error(app_stack, wrong, first["refresh_token"]) == "invalid_client"
+    # Neither refusal spent the token: it still refreshes, once.
+    second = await refreshed(app_stack, app, first["refresh_token"])
+    renewed = await app_stack.http.post(f"{patch}/secret", headers=app_stack.admin)
+    old_secret, app = app, dataclasses.replace(app, client_secret=renewed.json()["client_secret"])
+    assert await refresh_error(app_stack, old_secret, second["refresh_token"]) == "invalid_client"
+    third = await refreshed(app_stack, app, second["refresh_token"])
+    async with app_stack.sessions() as session:
+        grant = await session.scalar(select(OidcGrant).order_by(OidcGrant.created_at.desc()).limit(1))
+        assert grant is not None
+        await session.execute(
+            update(SsoAccount).where(SsoAccount.staff_id == grant.staff_id).values(status="disabled")
+        )
+        await session.commit()
+    # authlib's refresh grant answers a token without a usable person this way.
+    assert await refresh_error(app_stack, app, third["refresh_token"]) == "invalid_request"
+
+
+async def test_a_refresh_is_one_read_and_two_writes(app_stack: Stack) -> None:
+    """The token with its grant, app and person in one SELECT; the rotation and the new
+    token; the signing keys as the process already holds them."""
+    app, _browser, first = await offline(app_stack)
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        verb = statement.split(None, 1)[0].upper()
+        if verb in ("SELECT", "INSERT", "UPDATE", "DELETE") and statement.strip() != "SELECT 1":
+            statements.append(verb)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        await refreshed(app_stack, app, first["refresh_token"])
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert sorted(statements) == ["INSERT", "SELECT", "UPDATE"]
+
+
+async def test_a_form_posted_as_multipart_works_and_too_many_fields_are_refused(app_stack: Stack) -> None:
+    app, _browser, first = await offline(app_stack)
+    assert app.client_secret is not None
+    async with httpx.AsyncClient(transport=app_stack.transport, base_url=PUBLIC_URL) as http:
+        multipart = await http.post(
+            "/oidc/token",
+            files={"grant_type": (None, "refresh_token"), "refresh_token": (None, first["refresh_token"])},
+            auth=(app.client_id, app.client_secret),
+        )
+        assert multipart.status_code == 200, multipart.text
+        crowded = "&".join(f"f{i}=x" for i in range(1001))
+        refused = await http.post(
+            "/oidc/token",
+            content=f"grant_type=refresh_token&{crowded}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            auth=(app.client_id, app.client_secret),
+        )
+        assert refused.status_code == 400 and "Too many fields" in refused.text
