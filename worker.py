@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from datetime import timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.account import AccountActivities
 from activities.email_delivery import MeteredSender, build_sender
 from activities.entra import EntraActivities
 from activities.logout import LogoutActivities
+from activities.mfa import MfaActivities
 from activities.reset import ResetActivities
 from activities.setup import SetupStepActivities
 from activities.setup_email import SetupActivities
 from activities.shared import SharedActivities
+from api.services.mfa_obligation import apply_policy
 from core.codec import keyring_from_settings
 from core.db import create_engine, session_factory
 from core.logging import configure as configure_logging
@@ -26,9 +31,13 @@ from core.settings import InsecureSettingsError, Settings, get_settings
 from core.temporal_client import connect, exit_after_temporal
 from workflows.entra import EntraLinkWorkflow
 from workflows.logout import SessionLogoutWorkflow
+from workflows.mfa_enrollment import MfaEnrollmentWorkflow
+from workflows.mfa_rollout import MfaPolicyRolloutWorkflow
 from workflows.notices import MfaChangedNoticeWorkflow, PasswordChangedNoticeWorkflow
 from workflows.reset import PasswordResetWorkflow
 from workflows.setup import SsoSetupWorkflow
+
+log = logging.getLogger(__name__)
 
 
 def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None = None) -> Worker:
@@ -45,6 +54,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     reset = ResetActivities(settings, sessions, sender, keyring)
     entra = EntraActivities(settings, sessions, sender, keyring)
     account = AccountActivities(settings, sessions, sender, keyring)
+    mfa = MfaActivities(settings, sessions, sender, keyring)
     logout = LogoutActivities(settings, sessions)
     return Worker(
         client,
@@ -59,6 +69,8 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             MfaChangedNoticeWorkflow,
             EntraLinkWorkflow,
             SessionLogoutWorkflow,
+            MfaEnrollmentWorkflow,
+            MfaPolicyRolloutWorkflow,
         ],
         activities=[
             setup.send_setup_email,
@@ -80,6 +92,10 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             account.send_mfa_changed,
             logout.send_logout_token,
             logout.record_logout_failure,
+            mfa.record_mfa_obligation,
+            mfa.check_mfa_obligation,
+            mfa.send_mfa_reminder,
+            mfa.next_mfa_rollout_batch,
         ],
     )
 
@@ -102,6 +118,7 @@ async def run(settings: Settings) -> None:
     client = await connect(settings, runtime=metrics_runtime(settings.worker_metrics_address), role="worker")
     engine = create_engine(settings.async_database_url)
     worker = build_worker(client, settings, engine)
+    await apply_mfa_policy(client, settings, engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -111,6 +128,18 @@ async def run(settings: Settings) -> None:
             await stop.wait()
     finally:
         await engine.dispose()
+
+
+async def apply_mfa_policy(client: Client, settings: Settings, engine: AsyncEngine) -> None:
+    """A change of SSO_MFA_POLICY to `required` starts the rollout here, at worker start (see
+    docs/flows.md); a failure is logged and the next worker start tries again."""
+    try:
+        if await apply_policy(client, settings, session_factory(engine)):
+            log.info("SSO_MFA_POLICY is now required: the MFA obligation rollout has started")
+    except (RPCError, SQLAlchemyError, OSError) as exc:
+        log.warning(
+            "could not apply SSO_MFA_POLICY (%s); the next worker start tries again", type(exc).__name__
+        )
 
 
 def main() -> None:

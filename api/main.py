@@ -33,6 +33,7 @@ from api.routes import (
     reset,
     setup,
     signin,
+    signin_mfa_setup,
     staff,
 )
 from api.services.signin import Hashing
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         entra,
         setup,
         signin,
+        signin_mfa_setup,
         account,
         reset,
         admin,
