@@ -9,7 +9,6 @@ search attributes for the Temporal UI. No secret ever passes through it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -26,7 +25,14 @@ with workflow.unsafe.imports_passed_through():
     from core import flow_errors
     from core.mfa_policy import ObligationStep
     from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP
-    from workflows.common import EmailRetry, required, run_step, start_email
+    from workflows.common import required, run_step, start_email
+    from workflows.mfa_types import (
+        ExtendRequest,
+        ExtendResult,
+        MfaEnrollmentInput,
+        MfaProgress,
+        SecondFactorAdded,
+    )
 
 REQUIRED = "required"
 OPTIONAL = "optional"
@@ -37,43 +43,6 @@ NUDGE_SETTLE = timedelta(seconds=2)
 
 def enrollment_workflow_id(staff_id: str) -> str:
     return f"mfa-enrollment-{staff_id}"
-
-
-@dataclass
-class MfaEnrollmentInput:
-    staff_id: str
-    policy: str  # "required" or "optional"
-    started_at: datetime  # the skip (or reset, or policy change) the offsets count from
-    reminder_offsets_seconds: list[float]
-    grace_seconds: float
-    email_retry: EmailRetry = field(default_factory=EmailRetry)
-    reason: str = "skipped"  # "skipped", "reset" or "policy"
-
-
-@dataclass
-class SecondFactorAdded:
-    """A signal needs a payload sealed with the deployment's key (workflows/common.py)."""
-
-    kind: str = "totp"
-
-
-@dataclass
-class ExtendRequest:
-    actor: str  # the admin, as the web app verified them
-
-
-@dataclass
-class ExtendResult:
-    due_at: datetime
-
-
-@dataclass
-class MfaProgress:
-    step: str
-    policy: str
-    due_at: datetime
-    reminders_sent: int
-    extended_by: str | None
 
 
 @workflow.defn(name="MfaEnrollment")

@@ -18,12 +18,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.mfa import MfaActivities
     from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID, SSO_STEP
     from workflows.common import WORKFLOW_TASK_TIMEOUT, EmailRetry, required, run_step
-    from workflows.mfa_enrollment import (
-        REQUIRED,
-        MfaEnrollmentInput,
-        MfaEnrollmentWorkflow,
-        enrollment_workflow_id,
-    )
+    from workflows.mfa_enrollment import REQUIRED, MfaEnrollmentWorkflow, enrollment_workflow_id
+    from workflows.mfa_types import MfaEnrollmentInput
 
 ROLLOUT_WORKFLOW_ID = "mfa-policy-rollout"
 

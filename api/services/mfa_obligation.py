@@ -27,14 +27,9 @@ from core.models import DeploymentFact, MfaObligation, Staff, utcnow
 from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID, SSO_STEP
 from core.settings import MfaPolicy, Settings
 from core.temporal_client import TemporalGateway
-from workflows.mfa_enrollment import (
-    ExtendRequest,
-    MfaEnrollmentInput,
-    MfaEnrollmentWorkflow,
-    SecondFactorAdded,
-    enrollment_workflow_id,
-)
+from workflows.mfa_enrollment import MfaEnrollmentWorkflow, enrollment_workflow_id
 from workflows.mfa_rollout import ROLLOUT_WORKFLOW_ID, MfaPolicyRolloutWorkflow, MfaRolloutInput
+from workflows.mfa_types import ExtendRequest, MfaEnrollmentInput, SecondFactorAdded
 
 log = logging.getLogger(__name__)
 
