@@ -26,9 +26,11 @@ from api.pages import redirect, render_page
 from api.schemas import StaffCreate
 from api.services import staff as staff_service
 from api.services.accounts import AccountAdmin
+from api.services.mfa_obligation import MfaObligations
 from api.services.sessions import Current, Sessions
 from core.errors import Conflict, SsoError
 from core.models import Staff, utcnow
+from core.times import email_at
 
 router = APIRouter(prefix="/admin", tags=["admin pages"], include_in_schema=False)
 
@@ -40,6 +42,7 @@ ACTIONS = {
     "unlock": "Unlock sign-in",
     "unlink-entra": "Unlink Microsoft-Entra",
     "reset-mfa": "Reset MFA",
+    "extend-mfa": "Extend the MFA deadline",
 }
 
 
@@ -343,6 +346,12 @@ async def act(
             "sign in with their password and can set up MFA again from their account page."
         )
 
+    async def extend_mfa() -> str:
+        obligations = MfaObligations(settings, db, accounts.flows)
+        obligation = await obligations.extend(staff, actor, ip)
+        due = email_at(obligation.due_at, settings.zone)
+        return f"The MFA deadline for {name} was extended once, to {due}. It can't be extended again."
+
     steps: dict[str, Callable[[], Awaitable[str]]] = {
         "send-email": send,
         "cancel-setup": cancel,
@@ -350,6 +359,7 @@ async def act(
         "unlock": unlock,
         "unlink-entra": unlink,
         "reset-mfa": reset_mfa,
+        "extend-mfa": extend_mfa,
     }
     try:
         text = await steps[action]()

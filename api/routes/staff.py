@@ -7,11 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
-from api.deps import AccountAdminDep, AdminDep, MfaNoticesDep, OnboardingDep, SessionDep, client_ip
+from api.deps import (
+    AccountAdminDep,
+    AdminDep,
+    MfaNoticesDep,
+    MfaObligationsDep,
+    OnboardingDep,
+    SessionDep,
+    client_ip,
+)
 from api.schemas import (
     NO_CONTROL_CHARACTERS,
     EntraUnlinked,
     ErrorBody,
+    MfaExtended,
     MfaReset,
     SessionsRevoked,
     SsoCancelled,
@@ -144,6 +153,18 @@ async def reset_mfa(
     session and email the person. 409 when the person has no MFA set up."""
     count = await accounts.reset_mfa(staff_id, actor, client_ip(request), notices)
     return MfaReset(mfa_enabled=False, sessions_revoked=count)
+
+
+@router.post("/{staff_id}/mfa/extend", response_model=MfaExtended)
+async def extend_mfa_deadline(
+    staff_id: uuid.UUID, request: Request, obligations: MfaObligationsDep, actor: AdminDep
+) -> MfaExtended:
+    """Extend the person's MFA deadline once, by another SSO_MFA_GRACE (from the deadline,
+    or from now when it has passed). 409 when there is no deadline to extend or it was
+    extended already."""
+    staff = await staff_service.get_staff(obligations.db, staff_id)
+    obligation = await obligations.extend(staff, actor, client_ip(request))
+    return MfaExtended(due_at=obligation.due_at, extended_by=actor)
 
 
 @router.get("/{staff_id}/sso", response_model=SsoStatus)

@@ -87,13 +87,13 @@ class AccountAdmin:
         await self.db.flush()
         # The obligation starts again, from now: under `required` the person has the grace
         # period to set up a new factor (the flow reads the removal once this commits).
-        await MfaObligations(self.settings, self.db, self._flows).start(staff, "reset")
+        await MfaObligations(self.settings, self.db, self.flows).start(staff, "reset")
         count = await self._end_sessions(staff)
         await self._done("mfa.reset", staff, actor, ip, sessions_revoked=count)
         return count
 
     @property
-    def _flows(self) -> FlowClient:
+    def flows(self) -> FlowClient:
         # Connecting may take the usual 5 s: an admin action, not a page step.
         return FlowClient(self.temporal, 10.0, self.settings.task_queue, connect_timeout=5.0)
 
