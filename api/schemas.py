@@ -131,7 +131,7 @@ class MfaObligationInfo(BaseModel):
     started_at: datetime
     due_at: datetime = Field(description="The deadline (required) or the one reminder (optional)")
     reminders_sent: int
-    extended: bool = Field(description="An admin has used this obligation's one extension")
+    extended: bool = Field(default=False, description="An admin has used this obligation's one extension")
     extended_by: str | None = None
     due_text: str | None = Field(default=None, description='What the admin pages say: "MFA due in 5 days"')
 

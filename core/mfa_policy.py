@@ -52,14 +52,12 @@ async def obligation_for(session: AsyncSession, staff_id: uuid.UUID) -> MfaOblig
 
 
 def is_overdue(obligation: MfaObligation | None, now: datetime) -> bool:
-    """Past a `required` deadline and still open. Read from the deadline itself, so sign-in
-    does not wait for the flow's timer to record `overdue`."""
-    return (
-        obligation is not None
-        and obligation.policy == MfaPolicy.required.value
-        and ObligationStep(obligation.step).is_open
-        and obligation.due_at <= now
-    )
+    """Past a `required` deadline and still open: as the flow recorded it, or read from the
+    deadline itself, so sign-in does not wait for the flow's timer to record `overdue`."""
+    if obligation is None or obligation.policy != MfaPolicy.required.value:
+        return False
+    step = ObligationStep(obligation.step)
+    return step is ObligationStep.overdue or (step.is_open and obligation.due_at <= now)
 
 
 def due_text(obligation: MfaObligation | None, now: datetime) -> str | None:

@@ -50,7 +50,10 @@ class MfaEnrollmentWorkflow:
     @workflow.init
     def __init__(self, start: MfaEnrollmentInput | None = None) -> None:
         self._start = required(start, "This start")
-        self._due = self._start.started_at + timedelta(seconds=self._start.grace_seconds)
+        # The skip (or reset, or policy change) the offsets count from: the flow's own start,
+        # on the clock of its timers.
+        self._started_at = workflow.info().start_time
+        self._due = self._started_at + timedelta(seconds=self._start.grace_seconds)
         self._step = ObligationStep.waiting
         self._reminders = 0
         self._enrolled = False
@@ -72,7 +75,7 @@ class MfaEnrollmentWorkflow:
         """A reminder at each offset, then the deadline; past it the flow waits for the factor
         (or an extension), while sign-in makes the person set it up."""
         for offset in self._start.reminder_offsets_seconds:
-            if not await self._remind_at(self._start.started_at + timedelta(seconds=offset)):
+            if not await self._remind_at(self._started_at + timedelta(seconds=offset)):
                 return ObligationStep.done
         while True:
             if await self._enrolled_by(self._due):
@@ -165,7 +168,7 @@ class MfaEnrollmentWorkflow:
                 run_id=workflow.info().run_id,
                 policy=self._start.policy,
                 step=self._step.value,
-                started_at=self._start.started_at,
+                started_at=self._started_at,
                 due_at=self._due,
                 reminders_sent=self._reminders,
                 extended_by=self._extended_by,

@@ -88,15 +88,13 @@ class MfaPolicyRolloutWorkflow:
         )
 
     async def _oblige(self, staff_id: str) -> None:
-        started_at = workflow.now()
-        due = started_at + timedelta(seconds=self._start.grace_seconds)
+        due = workflow.now() + timedelta(seconds=self._start.grace_seconds)
         try:
             await workflow.start_child_workflow(
                 MfaEnrollmentWorkflow.run,
                 MfaEnrollmentInput(
                     staff_id=staff_id,
                     policy=REQUIRED,
-                    started_at=started_at,
                     reminder_offsets_seconds=self._start.reminder_offsets_seconds,
                     grace_seconds=self._start.grace_seconds,
                     email_retry=self._start.email_retry,

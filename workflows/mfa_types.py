@@ -13,7 +13,6 @@ from workflows.common import EmailRetry
 class MfaEnrollmentInput:
     staff_id: str
     policy: str  # "required" or "optional"
-    started_at: datetime  # the skip (or reset, or policy change) the offsets count from
     reminder_offsets_seconds: list[float]
     grace_seconds: float
     email_retry: EmailRetry = field(default_factory=EmailRetry)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,13 +40,10 @@ REASONS = {
 }
 
 
-def enrollment_input(
-    settings: Settings, staff: Staff, started_at: datetime, reason: str
-) -> MfaEnrollmentInput:
+def enrollment_input(settings: Settings, staff: Staff, reason: str) -> MfaEnrollmentInput:
     return MfaEnrollmentInput(
         staff_id=str(staff.id),
         policy=policy_for(staff, settings).value,
-        started_at=started_at,
         reminder_offsets_seconds=[offset.total_seconds() for offset in settings.mfa_reminders],
         grace_seconds=settings.mfa_grace.total_seconds(),
         email_retry=email_retry(settings),
@@ -67,8 +63,8 @@ class MfaObligations:
         admin's reset the obligation starts again from now. True when one runs now."""
         if has_second_factor(await account_for(self.db, staff.id)) or await exempt(self.db, staff.id):
             return False
-        start = enrollment_input(self.settings, staff, utcnow(), reason)
-        due = start.started_at + self.settings.mfa_grace
+        start = enrollment_input(self.settings, staff, reason)
+        due = utcnow() + self.settings.mfa_grace  # the flow's own start corrects it
         await self.flows.start(
             MfaEnrollmentWorkflow.run,
             start,

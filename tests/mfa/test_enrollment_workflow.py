@@ -100,23 +100,23 @@ async def running(fake: FakeMfaActivities) -> AsyncIterator[tuple[WorkflowEnviro
 
 
 async def start(
-    env: WorkflowEnvironment, task_queue: str, policy: str = "required"
+    env: WorkflowEnvironment, task_queue: str, fake: FakeMfaActivities, policy: str = "required"
 ) -> tuple[WorkflowHandle[MfaEnrollmentWorkflow, str], datetime]:
     staff_id = str(uuid.uuid4())
-    started_at = await env.get_current_time()
     handle = await env.client.start_workflow(
         MfaEnrollmentWorkflow.run,
         MfaEnrollmentInput(
             staff_id=staff_id,
             policy=policy,
-            started_at=started_at,
             reminder_offsets_seconds=[o.total_seconds() for o in OFFSETS],
             grace_seconds=GRACE.total_seconds(),
         ),
         id=enrollment_workflow_id(staff_id),
         task_queue=task_queue,
     )
-    return handle, started_at
+    # What the offsets count from: the flow's own start, as it records it.
+    await settled(lambda: any(r.staff_id == staff_id for r in fake.records))
+    return handle, next(r.started_at for r in fake.records if r.staff_id == staff_id)
 
 
 async def progress_step(handle: WorkflowHandle[MfaEnrollmentWorkflow, str]) -> str:
@@ -146,7 +146,7 @@ async def at_step(
 async def test_required_reminds_at_each_offset_then_the_deadline_passes() -> None:
     fake = FakeMfaActivities()
     async with running(fake) as (env, task_queue):
-        handle, started_at = await start(env, task_queue)
+        handle, started_at = await start(env, task_queue, fake)
         await env.sleep(3 * DAY - MINUTE)
         assert fake.reminders == []
         await env.sleep(2 * MINUTE)
@@ -181,7 +181,7 @@ async def test_no_reminder_for_a_person_who_enrolled_meanwhile() -> None:
     reminder finds the factor, and nothing more is sent."""
     fake = FakeMfaActivities()
     async with running(fake) as (env, task_queue):
-        handle, _ = await start(env, task_queue)
+        handle, _ = await start(env, task_queue, fake)
         await env.sleep(3 * DAY + MINUTE)
         await reminded(fake, 1)
         fake.owed = False
@@ -193,7 +193,7 @@ async def test_no_reminder_for_a_person_who_enrolled_meanwhile() -> None:
 async def test_the_signal_ends_it_before_any_reminder() -> None:
     fake = FakeMfaActivities()
     async with running(fake) as (env, task_queue):
-        handle, _ = await start(env, task_queue)
+        handle, _ = await start(env, task_queue, fake)
         await env.sleep(DAY)
         fake.owed = False
         await handle.signal(MfaEnrollmentWorkflow.second_factor_added, SecondFactorAdded())
@@ -204,7 +204,7 @@ async def test_the_signal_ends_it_before_any_reminder() -> None:
 async def test_a_signal_the_database_does_not_confirm_changes_nothing() -> None:
     fake = FakeMfaActivities()
     async with running(fake) as (env, task_queue):
-        handle, _ = await start(env, task_queue)
+        handle, _ = await start(env, task_queue, fake)
         await env.sleep(DAY)
         await handle.signal(MfaEnrollmentWorkflow.second_factor_added, SecondFactorAdded())
         await env.sleep(2 * DAY + MINUTE)
@@ -216,7 +216,7 @@ async def test_a_signal_the_database_does_not_confirm_changes_nothing() -> None:
 async def test_an_admin_extends_once_and_a_second_extension_is_refused() -> None:
     fake = FakeMfaActivities()
     async with running(fake) as (env, task_queue):
-        handle, _ = await start(env, task_queue)
+        handle, _ = await start(env, task_queue, fake)
         await env.sleep(GRACE + MINUTE)
         await at_step(handle, fake, "overdue")
         now = await env.get_current_time()
@@ -240,7 +240,7 @@ async def test_an_admin_extends_once_and_a_second_extension_is_refused() -> None
 async def test_an_extension_before_the_deadline_moves_it_by_the_grace() -> None:
     fake = FakeMfaActivities()
     async with running(fake) as (env, task_queue):
-        handle, started_at = await start(env, task_queue)
+        handle, started_at = await start(env, task_queue, fake)
         await env.sleep(5 * DAY)
         result = await handle.execute_update(MfaEnrollmentWorkflow.extend, ExtendRequest("admin:Morgan"))
         assert result.due_at == started_at + 2 * GRACE
@@ -254,7 +254,7 @@ async def test_an_extension_before_the_deadline_moves_it_by_the_grace() -> None:
 async def test_optional_sends_one_reminder_at_the_grace_then_ends() -> None:
     fake = FakeMfaActivities()
     async with running(fake) as (env, task_queue):
-        handle, started_at = await start(env, task_queue, policy="optional")
+        handle, started_at = await start(env, task_queue, fake, policy="optional")
         await env.sleep(GRACE - MINUTE)
         assert fake.reminders == []
         with pytest.raises(WorkflowUpdateFailedError) as refused:  # no deadline to extend
@@ -269,7 +269,7 @@ async def test_optional_sends_one_reminder_at_the_grace_then_ends() -> None:
 async def test_optional_does_not_remind_a_person_who_enrolled() -> None:
     fake = FakeMfaActivities(owed=False)
     async with running(fake) as (env, task_queue):
-        handle, _ = await start(env, task_queue, policy="optional")
+        handle, _ = await start(env, task_queue, fake, policy="optional")
         assert await handle.result() == "done"
         assert fake.reminders == []
 
@@ -278,7 +278,7 @@ async def test_the_rollout_starts_each_obligation_once_in_paced_batches() -> Non
     fake = FakeMfaActivities(people=sorted(str(uuid.uuid4()) for _ in range(5)))
     async with running(fake) as (env, task_queue):
         # One person's obligation already runs: the rollout leaves it as it is.
-        running_one, _ = await start(env, task_queue)
+        running_one, _ = await start(env, task_queue, fake)
         fake.people.append(running_one.id.removeprefix("mfa-enrollment-"))
         fake.people.sort()
         rollout = await env.client.start_workflow(
