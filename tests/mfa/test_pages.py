@@ -21,8 +21,10 @@ import pytest_asyncio
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
-from core.models import AuditEvent
+from api.services.mfa_obligation import apply_policy
+from core.models import AuditEvent, DeploymentFact
 from core.search_attributes import SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID
+from core.settings import MfaPolicy
 from tests.support.accounts import (
     Browser,
     Person,
@@ -33,10 +35,12 @@ from tests.support.accounts import (
     recovery_codes_in,
     redirected_to,
     sign_in,
+    update_account,
 )
 from tests.support.harness import Stack, running_stack
 from tests.support.setup_pages import at_code_step, manual_key, settle
 from workflows.mfa_enrollment import enrollment_workflow_id
+from workflows.mfa_rollout import ROLLOUT_WORKFLOW_ID
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -243,3 +247,32 @@ async def test_under_optional_one_reminder_and_nothing_is_forced(optional: Stack
         assert redirected_to(await sign_in(browser, email), "/sso/account")
         assert "Turn off" not in page_text(await browser.get("/sso/account"))
     assert len([s for s, _ in await outbox(stack.sessions, stack.settings, email) if s == REMINDER]) == 1
+
+
+async def test_a_change_to_required_starts_everyones_obligation_once(required: Stack) -> None:
+    """What a worker does at start (worker.apply_mfa_policy): the rollout obliges each active
+    password account without a second factor, once, and remembers the policy it applied."""
+    stack = required
+    without = [await stack.person(first_name=name) for name in ("Ann", "Ben")]
+    with_mfa = await stack.person(mfa=True)
+    microsoft_only = await stack.person(first_name="Eve")
+    await update_account(stack.sessions, microsoft_only, password_hash=None)
+    pending = await stack.person(first_name="Pat", status="pending")
+    optional_settings = stack.settings.model_copy(update={"mfa_policy": MfaPolicy.optional})
+    assert not await apply_policy(stack.env.client, optional_settings, stack.sessions)
+
+    assert await apply_policy(stack.env.client, stack.settings, stack.sessions)
+    rollout = stack.env.client.get_workflow_handle(ROLLOUT_WORKFLOW_ID)
+    progress = await rollout.result()
+    assert (progress["started"], progress["done"]) == (2, True)
+    for person in without:
+        assert (await obligation(stack, str(person.staff_id), "waiting"))["policy"] == "required"
+    for person in (with_mfa, microsoft_only, pending):
+        assert (await stack.status(person))["mfa_obligation"] is None
+    # Applied once: the next worker start leaves it be.
+    assert not await apply_policy(stack.env.client, stack.settings, stack.sessions)
+    async with stack.sessions() as session:
+        facts = (
+            await session.scalars(select(DeploymentFact.name).where(DeploymentFact.name.like("mfa_policy:%")))
+        ).all()
+    assert sorted(facts) == ["mfa_policy:optional", "mfa_policy:required"]
