@@ -23,11 +23,12 @@ from activities.reset import ResetActivities
 from activities.setup import SetupStepActivities
 from activities.setup_email import SetupActivities
 from activities.shared import SharedActivities
-from api.services.mfa_obligation import apply_policy
+from api.services.mfa_obligation import start_rollout
 from core.codec import keyring_from_settings
-from core.db import create_engine, session_factory
+from core.db import SessionFactory, create_engine, session_factory
 from core.logging import configure as configure_logging
-from core.settings import InsecureSettingsError, Settings, get_settings
+from core.mfa_policy import last_applied_policy, remember_policy
+from core.settings import InsecureSettingsError, MfaPolicy, Settings, get_settings
 from core.temporal_client import connect, exit_after_temporal
 from workflows.entra import EntraLinkWorkflow
 from workflows.logout import SessionLogoutWorkflow
@@ -128,6 +129,20 @@ async def run(settings: Settings) -> None:
             await stop.wait()
     finally:
         await engine.dispose()
+
+
+async def apply_policy(client: Client, settings: Settings, sessions: SessionFactory) -> bool:
+    """When SSO_MFA_POLICY is `required` and the last policy applied was not (or none was
+    recorded), start the rollout; then remember the policy. True when a rollout was started."""
+    async with sessions() as session:
+        if await last_applied_policy(session) == settings.mfa_policy.value:
+            return False
+        required = settings.mfa_policy is MfaPolicy.required
+        if required:
+            await start_rollout(client, settings)
+        await remember_policy(session, settings.mfa_policy)
+        await session.commit()
+        return required
 
 
 async def apply_mfa_policy(client: Client, settings: Settings, engine: AsyncEngine) -> None:

@@ -11,8 +11,11 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.models import EntraLink, MfaObligation, SsoAccount, Staff
+from core.models import DeploymentFact, EntraLink, MfaObligation, SsoAccount, Staff, utcnow
 from core.settings import MfaPolicy, Settings
+
+# Deployment facts named by the policy applied, `at` when it last was (core.models.DeploymentFact).
+POLICY_FACT = "mfa_policy:"
 
 
 class ObligationStep(StrEnum):
@@ -87,3 +90,20 @@ async def must_set_up_mfa(
         return False
     staff = await session.get(Staff, account.staff_id)
     return staff is not None and policy_for(staff, settings) is MfaPolicy.required
+
+
+async def last_applied_policy(session: AsyncSession) -> str | None:
+    """The policy a worker last started with (None before the first)."""
+    facts = (
+        await session.scalars(select(DeploymentFact).where(DeploymentFact.name.startswith(POLICY_FACT)))
+    ).all()
+    return max(facts, key=lambda fact: fact.at).name.removeprefix(POLICY_FACT) if facts else None
+
+
+async def remember_policy(session: AsyncSession, policy: MfaPolicy) -> None:
+    name = POLICY_FACT + policy.value
+    fact = await session.get(DeploymentFact, name)
+    if fact is None:
+        session.add(DeploymentFact(name=name, at=utcnow()))
+    else:
+        fact.at = utcnow()

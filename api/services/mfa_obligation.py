@@ -10,7 +10,6 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -19,12 +18,11 @@ from api.services.flows import FlowClient, FlowEnded, StepRefused
 from api.services.temporal import WORKFLOW_TASK_TIMEOUT, email_retry
 from core import audit
 from core.accounts import account_for
-from core.db import SessionFactory
 from core.errors import Conflict, ServiceUnavailable
 from core.mfa_policy import exempt, has_second_factor, obligation_for, policy_for
-from core.models import DeploymentFact, MfaObligation, Staff, utcnow
+from core.models import MfaObligation, Staff, utcnow
 from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID, SSO_STEP
-from core.settings import MfaPolicy, Settings
+from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.mfa_enrollment import MfaEnrollmentWorkflow, enrollment_workflow_id
 from workflows.mfa_rollout import ROLLOUT_WORKFLOW_ID, MfaPolicyRolloutWorkflow, MfaRolloutInput
@@ -32,8 +30,6 @@ from workflows.mfa_types import ExtendRequest, MfaEnrollmentInput, SecondFactorA
 
 log = logging.getLogger(__name__)
 
-# The deployment fact recording when each policy was last applied (name + policy).
-POLICY_FACT = "mfa_policy:"
 REASONS = {
     "skipped": "MFA obligation (skipped at setup)",
     "reset": "MFA obligation (restarted by an admin's MFA reset)",
@@ -139,39 +135,20 @@ async def second_factor_added(settings: Settings, temporal: TemporalGateway, sta
         log.warning("could not tell the MFA obligation that a second factor was added; it checks itself")
 
 
-async def apply_policy(client: Client, settings: Settings, sessions: SessionFactory) -> bool:
-    """At worker start: when the policy is `required` and the last one applied was not (or
-    none was recorded), start the rollout; then remember the policy. True when a rollout was
-    started. Several workers starting at once start one rollout (one workflow id)."""
-    async with sessions() as session:
-        facts = (
-            await session.scalars(select(DeploymentFact).where(DeploymentFact.name.startswith(POLICY_FACT)))
-        ).all()
-        last = max(facts, key=lambda fact: fact.at).name.removeprefix(POLICY_FACT) if facts else None
-        if last == settings.mfa_policy.value:
-            return False
-        started = False
-        if settings.mfa_policy is MfaPolicy.required:
-            await client.start_workflow(
-                MfaPolicyRolloutWorkflow.run,
-                MfaRolloutInput(
-                    reminder_offsets_seconds=[offset.total_seconds() for offset in settings.mfa_reminders],
-                    grace_seconds=settings.mfa_grace.total_seconds(),
-                    email_retry=email_retry(settings),
-                ),
-                id=ROLLOUT_WORKFLOW_ID,
-                task_queue=settings.task_queue,
-                task_timeout=WORKFLOW_TASK_TIMEOUT,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                search_attributes=TypedSearchAttributes([SearchAttributePair(SSO_STEP, "running")]),
-                static_summary="SSO_MFA_POLICY changed to required: start everyone's MFA obligation",
-            )
-            started = True
-        name = POLICY_FACT + settings.mfa_policy.value
-        fact = await session.get(DeploymentFact, name)
-        if fact is None:
-            session.add(DeploymentFact(name=name, at=utcnow()))
-        else:
-            fact.at = utcnow()
-        await session.commit()
-        return started
+async def start_rollout(client: Client, settings: Settings) -> None:
+    """The rollout of `required` to everyone without a second factor: one flow, however many
+    workers start at once (its id, and USE_EXISTING)."""
+    await client.start_workflow(
+        MfaPolicyRolloutWorkflow.run,
+        MfaRolloutInput(
+            reminder_offsets_seconds=[offset.total_seconds() for offset in settings.mfa_reminders],
+            grace_seconds=settings.mfa_grace.total_seconds(),
+            email_retry=email_retry(settings),
+        ),
+        id=ROLLOUT_WORKFLOW_ID,
+        task_queue=settings.task_queue,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(SSO_STEP, "running")]),
+        static_summary="SSO_MFA_POLICY changed to required: start everyone's MFA obligation",
+    )

@@ -21,7 +21,6 @@ import pytest_asyncio
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
-from api.services.mfa_obligation import apply_policy
 from core.models import AuditEvent, DeploymentFact
 from core.search_attributes import SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID
 from core.settings import MfaPolicy
@@ -39,6 +38,7 @@ from tests.support.accounts import (
 )
 from tests.support.harness import Stack, running_stack
 from tests.support.setup_pages import at_code_step, manual_key, settle
+from worker import apply_policy
 from workflows.mfa_enrollment import enrollment_workflow_id
 from workflows.mfa_rollout import ROLLOUT_WORKFLOW_ID
 
