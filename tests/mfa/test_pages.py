@@ -25,10 +25,13 @@ from core.models import AuditEvent, DeploymentFact
 from core.search_attributes import SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID
 from core.settings import MfaPolicy
 from tests.support.accounts import (
+    PASSWORD,
     Browser,
     Person,
+    account_row,
     browsing,
     emails_with_subject,
+    hidden_fields,
     outbox,
     page_text,
     recovery_codes_in,
@@ -276,3 +279,22 @@ async def test_a_change_to_required_starts_everyones_obligation_once(required: S
             await session.scalars(select(DeploymentFact.name).where(DeploymentFact.name.like("mfa_policy:%")))
         ).all()
     assert sorted(facts) == ["mfa_policy:optional", "mfa_policy:required"]
+
+
+async def test_under_required_mfa_cannot_be_turned_off(required: Stack) -> None:
+    """§38: removing the last factor under `required` is refused."""
+    stack = required
+    person = await stack.person(mfa=True)
+    async with browsing(stack.transport) as browser:
+        assert redirected_to(await sign_in(browser, person.email), "/sso/login/mfa")
+        page = await browser.get("/sso/login/mfa")
+        signed = await browser.submit(page, "/sso/login/mfa", code=person.totp_now())
+        assert redirected_to(signed, "/sso/account")
+        account = await browser.get("/sso/account")
+        assert "Turn off multi-factor authentication" not in page_text(account)
+        assert "Your organisation requires Multi-Factor Authentication, so it stays on." in page_text(account)
+        fields = hidden_fields(account, "/sso/logout")
+        answer = await browser.post("/sso/account/mfa/off", {**fields, "password": PASSWORD})
+        assert redirected_to(answer, "/sso/account")
+    row = await account_row(stack.sessions, person)
+    assert row.mfa_enabled_at is not None and row.totp_secret_encrypted is not None
