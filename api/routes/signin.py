@@ -24,6 +24,7 @@ from api.pages import redirect, render_page, second_factor
 from api.services.backchannel import start_session_logouts
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, record_own, safe_return_to
+from core.accounts import MFA_SETUP_PURPOSE
 from core.mfa_policy import must_set_up_mfa
 from core.models import SsoAccount, utcnow
 
@@ -31,7 +32,6 @@ router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
 
 REFUSED = "Incorrect email or password"
 # The forced MFA set-up after the deadline: long enough to install an app and scan the code.
-MFA_SETUP_PURPOSE = "mfa_setup"
 MFA_SETUP_PAGE = "/sso/login/mfa-setup"
 MFA_SETUP_WINDOW = timedelta(minutes=15)
 FORM_PROBLEM = "This form has expired. Please try again."

@@ -12,11 +12,11 @@ from api.deps import SettingsDep, client_ip
 from api.forms import CodeFormDep
 from api.pages import redirect, render_page, six_digits
 from api.routes.account import FORM_PROBLEM, NOT_A_CODE, WRONG_CODE, AccountDep
-from api.routes.signin import MFA_SETUP_PAGE, MFA_SETUP_PURPOSE, signed_in_with
+from api.routes.signin import MFA_SETUP_PAGE, signed_in_with
 from api.services.account import AccountSteps
 from api.services.sessions import Current, Sessions
 from api.services.signin import MFA_ATTEMPTS, safe_return_to
-from core.accounts import account_for
+from core.accounts import MFA_SETUP_PURPOSE, account_for
 from core.models import SsoAccount
 
 router = APIRouter(prefix="/sso/login", tags=["pages"], include_in_schema=False)
