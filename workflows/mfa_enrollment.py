@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import (
@@ -108,14 +108,20 @@ class MfaEnrollmentWorkflow:
         or found when checking just before): False then, and the flow is done."""
         if await self._enrolled_by(at) or not (await self._check()).owed:
             return False
-        await start_email(
-            MfaActivities.send_mfa_reminder,
-            MfaReminderInput(
-                staff_id=self._start.staff_id, due_at=self._due, required=self._start.policy == REQUIRED
-            ),
-            self._start.email_retry,
-            "Remind the person to set up MFA",
-        )
+        try:
+            await start_email(
+                MfaActivities.send_mfa_reminder,
+                MfaReminderInput(
+                    staff_id=self._start.staff_id, due_at=self._due, required=self._start.policy == REQUIRED
+                ),
+                self._start.email_retry,
+                "Remind the person to set up MFA",
+            )
+        except ActivityError:
+            # Refused for good, or still failing after the email window: the obligation and
+            # its deadline stand (sign-in enforces it), only this reminder is lost.
+            workflow.logger.warning("an MFA reminder could not be delivered")
+            return True
         self._reminders += 1
         await self._move_to(ObligationStep.reminded)
         return True
@@ -127,7 +133,9 @@ class MfaEnrollmentWorkflow:
             if left <= timedelta(0):
                 return False
             try:
-                await workflow.wait_condition(lambda: self._nudged, timeout=left, timeout_summary="MFA due")
+                await workflow.wait_condition(
+                    lambda: self._nudged, timeout=left, timeout_summary="Next reminder or the deadline"
+                )
             except TimeoutError:
                 return False
             await self._confirm_nudge()

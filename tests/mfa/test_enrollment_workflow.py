@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -25,6 +26,7 @@ from activities.inputs import (
     RolloutBatchInput,
 )
 from core import flow_errors
+from core.flow_errors import PERMANENT_EMAIL_ERROR
 from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID
 from tests.support.config import time_skipping_server
 from workflows.mfa_enrollment import (
@@ -57,6 +59,7 @@ class FakeMfaActivities:
     reminders: list[Reminder] = field(default_factory=list)
     people: list[str] = field(default_factory=list)
     batches: list[RolloutBatchInput] = field(default_factory=list)
+    refuse_email: bool = False  # as the mail server refusing the address for good
 
     @activity.defn(name="record_mfa_obligation")
     async def record_mfa_obligation(self, data: ObligationRecord) -> None:
@@ -68,6 +71,8 @@ class FakeMfaActivities:
 
     @activity.defn(name="send_mfa_reminder")
     async def send_mfa_reminder(self, data: MfaReminderInput) -> None:
+        if self.refuse_email:
+            raise ApplicationError("550 no such mailbox", type=PERMANENT_EMAIL_ERROR, non_retryable=True)
         self.reminders.append(Reminder(data, activity.info().scheduled_time))
 
     @activity.defn(name="next_mfa_rollout_batch")
@@ -303,3 +308,14 @@ async def test_the_rollout_starts_each_obligation_once_in_paced_batches() -> Non
             assert described.typed_search_attributes.get(SSO_STAFF_ID) in (staff_id, None)
         await env.sleep(3 * DAY + MINUTE)
         await reminded(fake, 6)
+
+
+async def test_an_undeliverable_reminder_leaves_the_deadline_standing() -> None:
+    fake = FakeMfaActivities()
+    fake.refuse_email = True
+    async with running(fake) as (env, task_queue):
+        handle, _ = await start(env, task_queue, fake)
+        await env.sleep(GRACE + MINUTE)
+        await at_step(handle, fake, "overdue")
+        assert fake.last.reminders_sent == 0
+        await handle.terminate()
