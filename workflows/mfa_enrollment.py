@@ -10,6 +10,7 @@ search attributes for the Temporal UI. No secret ever passes through it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ExtendResult,
         MfaEnrollmentInput,
         MfaProgress,
+        RequirePolicy,
         SecondFactorAdded,
     )
 
@@ -58,6 +60,7 @@ class MfaEnrollmentWorkflow:
         self._reminders = 0
         self._enrolled = False
         self._nudged = False
+        self._upgrade: RequirePolicy | None = None
         self._extended_by: str | None = None
 
     @workflow.run
@@ -66,7 +69,11 @@ class MfaEnrollmentWorkflow:
         if self._start.policy == REQUIRED:
             step = await self._required()
         else:
-            step = await self._optional()
+            optional = await self._optional()
+            if optional is None:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                self._continue_as_required()
+            step = optional
         await self._move_to(step)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return step.value
@@ -97,16 +104,31 @@ class MfaEnrollmentWorkflow:
                 await self._confirm_nudge()
         return self._enrolled
 
-    async def _optional(self) -> ObligationStep:
-        """One reminder at the grace, then the flow ends: nothing is enforced."""
-        if not await self._remind_at(self._due):
-            return ObligationStep.done
-        return ObligationStep.ended
+    async def _optional(self) -> ObligationStep | None:
+        """One reminder at the grace, then the flow ends: nothing is enforced. None when the
+        policy changed to `required` first."""
+        reminded = await self._remind_at(self._due)
+        if self._upgrade is not None:
+            return None
+        return ObligationStep.ended if reminded else ObligationStep.done
+
+    def _continue_as_required(self) -> NoReturn:
+        assert self._upgrade is not None
+        workflow.continue_as_new(
+            MfaEnrollmentInput(
+                staff_id=self._start.staff_id,
+                policy=REQUIRED,
+                reminder_offsets_seconds=self._upgrade.reminder_offsets_seconds,
+                grace_seconds=self._upgrade.grace_seconds,
+                email_retry=self._start.email_retry,
+                reason="policy",
+            )
+        )
 
     async def _remind_at(self, at: datetime) -> bool:
         """Sends the reminder due at `at`, unless the person set up a factor first (signalled,
         or found when checking just before): False then, and the flow is done."""
-        if await self._enrolled_by(at) or not (await self._check()).owed:
+        if await self._enrolled_by(at) or self._upgrade is not None or not (await self._check()).owed:
             return False
         try:
             await start_email(
@@ -134,9 +156,13 @@ class MfaEnrollmentWorkflow:
                 return False
             try:
                 await workflow.wait_condition(
-                    lambda: self._nudged, timeout=left, timeout_summary="Next reminder or the deadline"
+                    lambda: self._nudged or self._upgrade is not None,
+                    timeout=left,
+                    timeout_summary="Next reminder or the deadline",
                 )
             except TimeoutError:
+                return False
+            if self._upgrade is not None:
                 return False
             await self._confirm_nudge()
         return True
@@ -190,6 +216,14 @@ class MfaEnrollmentWorkflow:
             workflow.logger.warning("second_factor_added without a payload ignored")
             return
         self._nudged = True
+
+    @workflow.signal(name="require")
+    def require(self, policy: RequirePolicy | None = None) -> None:
+        if policy is None:  # no payload sealed with the key: not from our rollout
+            workflow.logger.warning("require without a payload ignored")
+            return
+        if self._start.policy != REQUIRED and self._step.is_open:
+            self._upgrade = policy
 
     @workflow.update(name="extend")
     async def extend(self, request: ExtendRequest | None = None) -> ExtendResult:

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import RolloutBatchInput
@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID, SSO_STEP
     from workflows.common import WORKFLOW_TASK_TIMEOUT, EmailRetry, required, run_step
     from workflows.mfa_enrollment import REQUIRED, MfaEnrollmentWorkflow, enrollment_workflow_id
-    from workflows.mfa_types import MfaEnrollmentInput
+    from workflows.mfa_types import MfaEnrollmentInput, RequirePolicy
 
 ROLLOUT_WORKFLOW_ID = "mfa-policy-rollout"
 
@@ -116,7 +116,15 @@ class MfaPolicyRolloutWorkflow:
             )
             self._started += 1
         except WorkflowAlreadyStartedError:
+            # Already obliged; one still under `optional` starts again under `required`.
             self._skipped += 1
+            try:
+                await workflow.get_external_workflow_handle(enrollment_workflow_id(staff_id)).signal(
+                    MfaEnrollmentWorkflow.require,
+                    RequirePolicy(self._start.reminder_offsets_seconds, self._start.grace_seconds),
+                )
+            except ApplicationError:
+                pass  # it ended meanwhile: a second factor was set up, or its reminder went out
 
     def _show(self) -> None:
         if self._done:  # started as "running": one upsert, at the end

@@ -27,6 +27,15 @@ class SecondFactorAdded:
 
 
 @dataclass
+class RequirePolicy:
+    """The policy changed to `required` while an `optional` obligation runs: it starts again
+    under `required`, counted from now."""
+
+    reminder_offsets_seconds: list[float]
+    grace_seconds: float
+
+
+@dataclass
 class ExtendRequest:
     actor: str  # the admin, as the web app verified them
 

@@ -282,9 +282,12 @@ async def test_optional_does_not_remind_a_person_who_enrolled() -> None:
 async def test_the_rollout_starts_each_obligation_once_in_paced_batches() -> None:
     fake = FakeMfaActivities(people=sorted(str(uuid.uuid4()) for _ in range(5)))
     async with running(fake) as (env, task_queue):
-        # One person's obligation already runs: the rollout leaves it as it is.
+        # One person's obligation already runs: the rollout leaves it as it is. Another's runs
+        # under `optional`: it starts again under `required`.
         running_one, _ = await start(env, task_queue, fake)
-        fake.people.append(running_one.id.removeprefix("mfa-enrollment-"))
+        optional_one, _ = await start(env, task_queue, fake, policy="optional")
+        upgraded = optional_one.id.removeprefix("mfa-enrollment-")
+        fake.people += [running_one.id.removeprefix("mfa-enrollment-"), upgraded]
         fake.people.sort()
         rollout = await env.client.start_workflow(
             MfaPolicyRolloutWorkflow.run,
@@ -298,16 +301,18 @@ async def test_the_rollout_starts_each_obligation_once_in_paced_batches() -> Non
             task_queue=task_queue,
         )
         result = await rollout.result()
-        assert (result.started, result.skipped, result.done) == (5, 1, True)
-        # Two batches of two per run: the 6 people took a second run (continue-as-new), whose
-        # second batch found nobody left.
-        assert [len(b.after or "") > 0 for b in fake.batches] == [False, True, True, True]
+        assert (result.started, result.skipped, result.done) == (5, 2, True)
+        # Two batches of two per run: the 7 people took two more runs (continue-as-new), the
+        # last of which found nobody left.
+        assert [len(b.after or "") > 0 for b in fake.batches] == [False, True, True, True, True]
+        await settled(lambda: any(r.staff_id == upgraded and r.policy == "required" for r in fake.records))
+        assert (await optional_one.query(MfaEnrollmentWorkflow.progress)).policy == "required"
         for staff_id in fake.people:
             described = await env.client.get_workflow_handle(enrollment_workflow_id(staff_id)).describe()
             assert described.workflow_type == "MfaEnrollment"
             assert described.typed_search_attributes.get(SSO_STAFF_ID) in (staff_id, None)
         await env.sleep(3 * DAY + MINUTE)
-        await reminded(fake, 6)
+        await reminded(fake, 7)
 
 
 async def test_an_undeliverable_reminder_leaves_the_deadline_standing() -> None:
