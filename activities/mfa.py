@@ -63,13 +63,9 @@ class MfaActivities(SecretActivities):
 
     @activity.defn(name="send_mfa_reminder")
     async def send_mfa_reminder(self, data: MfaReminderInput) -> None:
-        async with self._sessions() as session:
-            staff = await self._staff(session, uuid.UUID(data.staff_id))
-            account = await account_for(session, staff.id)
-        email = self._email_to(
-            staff,
+        staff, email = await self._email_to_account(
+            data.staff_id,
             "mfa_reminder",
-            login_email=account.login_email if account is not None else staff.external_email_1,
             required=data.required,
             due_at=email_at(data.due_at, self._settings.zone),
             link=f"{self._settings.public_url}{ACCOUNT_MFA_PAGE}",

@@ -11,7 +11,7 @@ from api.cookies import PENDING_MFA, clear_cookie, csrf_ok, read_cookie
 from api.deps import SettingsDep, client_ip
 from api.forms import CodeFormDep
 from api.pages import redirect, render_page, six_digits
-from api.routes.account import FORM_PROBLEM, NOT_A_CODE, WRONG_CODE, AccountDep
+from api.routes.account import FORM_PROBLEM, NOT_A_CODE, WRONG_CODE, AccountDep, enrol_page
 from api.routes.signin import MFA_SETUP_PAGE, signed_in_with
 from api.services.account import AccountSteps
 from api.services.sessions import Current, Sessions
@@ -27,16 +27,7 @@ EXPIRED = "/sso/login?notice=expired"
 def _page(
     request: Request, steps: AccountSteps, account: SsoAccount, message: str | None = None, status: int = 200
 ) -> HTMLResponse:
-    return render_page(
-        request,
-        "setup_mfa",
-        status_code=status,
-        message=message,
-        mfa_required=True,
-        mfa_forced=True,
-        mfa_action=MFA_SETUP_PAGE,
-        **steps.enrolment(account),
-    )
+    return enrol_page(request, steps, account, message, status, action=MFA_SETUP_PAGE)
 
 
 async def _pending(
