@@ -8,28 +8,35 @@ import logging
 import signal
 from datetime import timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.account import AccountActivities
 from activities.email_delivery import MeteredSender, build_sender
 from activities.entra import EntraActivities
 from activities.logout import LogoutActivities
+from activities.mfa import MfaActivities
 from activities.reset import ResetActivities
 from activities.setup import SetupStepActivities
 from activities.setup_email import SetupActivities
 from activities.shared import SharedActivities
+from api.services.mfa_obligation import start_rollout
 from core.codec import keyring_from_settings
 from core.db import SessionFactory, create_engine, session_factory
 from core.logging import configure as configure_logging
+from core.mfa_policy import last_applied_policy, remember_policy
 from core.oidc import logout_outbox
 from core.oidc.backchannel import SessionLogoutInput
-from core.settings import InsecureSettingsError, Settings, get_settings
+from core.settings import InsecureSettingsError, MfaPolicy, Settings, get_settings
 from core.temporal_client import connect, exit_after_temporal
 from workflows.entra import EntraLinkWorkflow
 from workflows.logout import SessionLogoutWorkflow, logout_start_options
+from workflows.mfa_enrollment import MfaEnrollmentWorkflow
+from workflows.mfa_rollout import MfaPolicyRolloutWorkflow
 from workflows.notices import MfaChangedNoticeWorkflow, PasswordChangedNoticeWorkflow
 from workflows.reset import PasswordResetWorkflow
 from workflows.setup import SsoSetupWorkflow
@@ -51,6 +58,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     reset = ResetActivities(settings, sessions, sender, keyring)
     entra = EntraActivities(settings, sessions, sender, keyring)
     account = AccountActivities(settings, sessions, sender, keyring)
+    mfa = MfaActivities(settings, sessions, sender, keyring)
     logout = LogoutActivities(settings, sessions)
     return Worker(
         client,
@@ -65,6 +73,8 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             MfaChangedNoticeWorkflow,
             EntraLinkWorkflow,
             SessionLogoutWorkflow,
+            MfaEnrollmentWorkflow,
+            MfaPolicyRolloutWorkflow,
         ],
         activities=[
             setup.send_setup_email,
@@ -86,6 +96,10 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             account.send_mfa_changed,
             logout.send_logout_token,
             logout.record_logout_failure,
+            mfa.record_mfa_obligation,
+            mfa.check_mfa_obligation,
+            mfa.send_mfa_reminder,
+            mfa.next_mfa_rollout_batch,
         ],
     )
 
@@ -140,6 +154,7 @@ async def run(settings: Settings) -> None:
     client = await connect(settings, runtime=metrics_runtime(settings.worker_metrics_address), role="worker")
     engine = create_engine(settings.async_database_url)
     worker = build_worker(client, settings, engine)
+    await apply_mfa_policy(client, settings, engine)
     sweeper = LogoutSweeper(client, settings, session_factory(engine))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -150,6 +165,32 @@ async def run(settings: Settings) -> None:
             await sweeper.run(stop)
     finally:
         await engine.dispose()
+
+
+async def apply_policy(client: Client, settings: Settings, sessions: SessionFactory) -> bool:
+    """When SSO_MFA_POLICY is `required` and the last policy applied was not (or none was
+    recorded), start the rollout; then remember the policy. True when a rollout was started."""
+    async with sessions() as session:
+        if await last_applied_policy(session) == settings.mfa_policy.value:
+            return False
+        required = settings.mfa_policy is MfaPolicy.required
+        if required:
+            await start_rollout(client, settings)
+        await remember_policy(session, settings.mfa_policy)
+        await session.commit()
+        return required
+
+
+async def apply_mfa_policy(client: Client, settings: Settings, engine: AsyncEngine) -> None:
+    """A change of SSO_MFA_POLICY to `required` starts the rollout here, at worker start (see
+    docs/flows.md); a failure is logged and the next worker start tries again."""
+    try:
+        if await apply_policy(client, settings, session_factory(engine)):
+            logger.info("SSO_MFA_POLICY is now required: the MFA obligation rollout has started")
+    except (RPCError, SQLAlchemyError, OSError) as exc:
+        logger.warning(
+            "could not apply SSO_MFA_POLICY (%s); the next worker start tries again", type(exc).__name__
+        )
 
 
 def main() -> None:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 from temporalio import activity
 
 from activities.base import SecretActivities
 from activities.inputs import MfaNoticeInput
-from core.accounts import account_for
 from core.times import email_at
 
 # What each change is called in the email: "... on <date>, <what>."
@@ -32,13 +29,9 @@ CHANGES = {
 class AccountActivities(SecretActivities):
     @activity.defn(name="send_mfa_changed")
     async def send_mfa_changed(self, data: MfaNoticeInput) -> None:
-        async with self._sessions() as session:
-            staff = await self._staff(session, uuid.UUID(data.staff_id))
-            account = await account_for(session, staff.id)
-        email = self._email_to(
-            staff,
+        staff, email = await self._email_to_account(
+            data.staff_id,
             "mfa_changed",
-            login_email=account.login_email if account is not None else staff.external_email_1,
             what=CHANGES.get(data.change, data.change),
             changed_at=email_at(data.changed_at, self._settings.zone),
         )

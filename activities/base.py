@@ -16,6 +16,7 @@ from activities.email_delivery import EmailSender, PermanentEmailError, record_a
 from activities.inputs import AuditInput
 from activities.send_requests import AttemptClock, Claim, SendRequests
 from core import audit, flow_errors
+from core.accounts import account_for
 from core.crypto import DecryptionError, Keyring
 from core.db import SessionFactory
 from core.models import Staff
@@ -61,6 +62,17 @@ class SecretActivities:
                 "staff member no longer exists", non_retryable=True, type=flow_errors.STAFF_NOT_FOUND
             )
         return staff
+
+    async def _email_to_account(
+        self, staff_id: str, template: str, **values: Any
+    ) -> tuple[Staff, RenderedEmail]:
+        """An email about the person's sign-in, naming the address they sign in with (their
+        External Email 1 when they have no password account)."""
+        async with self._sessions() as session:
+            staff = await self._staff(session, uuid.UUID(staff_id))
+            account = await account_for(session, staff.id)
+        login_email = account.login_email if account is not None else staff.external_email_1
+        return staff, self._email_to(staff, template, login_email=login_email, **values)
 
     def _email_to(self, staff: Staff, template: str, **values: Any) -> RenderedEmail:
         """An email to the staff member's own address, in the brand's name."""

@@ -251,3 +251,44 @@ class SendLogoutInput:
     staff_id: str
     sid: str
     jti: str
+
+
+@dataclass
+class ObligationRecord:
+    """Where an MFA obligation stands, as its flow records it for the pages."""
+
+    staff_id: str
+    run_id: str
+    policy: str
+    step: str
+    started_at: datetime
+    due_at: datetime
+    reminders_sent: int
+    extended_by: str | None = None
+
+
+@dataclass
+class ObligationCheckInput:
+    staff_id: str
+
+
+@dataclass
+class ObligationCheck:
+    """Whether the obligation is still owed: not once a second factor is set up, nor for a
+    person who now signs in only with Microsoft, nor for one who is gone."""
+
+    owed: bool
+    reason: str  # "pending", "enrolled", "exempt" or "gone"
+
+
+@dataclass
+class MfaReminderInput:
+    staff_id: str
+    due_at: datetime
+    required: bool
+
+
+@dataclass
+class RolloutBatchInput:
+    after: str | None
+    limit: int

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.services.account import MfaNotices
 from api.services.accounts import AccountAdmin
 from api.services.flows import FlowClient
+from api.services.mfa_obligation import MfaObligations
 from api.services.setup_admin import Onboarding
 from api.services.signin import SignIn
 from api.services.staff_status import StaffStatus
@@ -128,6 +129,16 @@ def get_mfa_notices(settings: SettingsDep, temporal: TemporalDep) -> MfaNotices:
 
 
 MfaNoticesDep = Annotated[MfaNotices, Depends(get_mfa_notices)]
+
+
+def get_mfa_obligations(session: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> MfaObligations:
+    # Connecting may take the usual 5 s: an admin action, not a page step.
+    return MfaObligations(
+        settings, session, FlowClient(temporal, 10.0, settings.task_queue, connect_timeout=5.0)
+    )
+
+
+MfaObligationsDep = Annotated[MfaObligations, Depends(get_mfa_obligations)]
 
 
 def get_account_admin(session: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> AccountAdmin:

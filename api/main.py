@@ -36,6 +36,7 @@ from api.routes import (
     reset,
     setup,
     signin,
+    signin_mfa_setup,
     staff,
 )
 from api.security_headers import SecurityHeadersMiddleware
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         setup,
         signin,
         passkeys,
+        signin_mfa_setup,
         account,
         account_apps,
         account_passkeys,

@@ -121,6 +121,29 @@ class EntraLinkInfo(BaseModel):
     last_sign_in_at: datetime | None
 
 
+class MfaObligationInfo(BaseModel):
+    """The person's MFA enrolment obligation (workflow `mfa-enrollment-<staff id>`), as its
+    flow last recorded it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    policy: Literal["optional", "required"]
+    step: Literal["waiting", "reminded", "overdue", "done", "ended"] = Field(
+        description="`overdue`: past a required deadline, sign-in asks for MFA set-up first"
+    )
+    started_at: datetime
+    due_at: datetime = Field(description="The deadline (required) or the one reminder (optional)")
+    reminders_sent: int
+    extended: bool = Field(default=False, description="An admin has used this obligation's one extension")
+    extended_by: str | None = None
+    due_text: str | None = Field(default=None, description='What the admin pages say: "MFA due in 5 days"')
+
+
+class MfaExtended(BaseModel):
+    due_at: datetime
+    extended_by: str
+
+
 class SsoStatus(BaseModel):
     staff_id: uuid.UUID
     state: SsoStateName
@@ -148,6 +171,9 @@ class SsoStatus(BaseModel):
     )
     entra: EntraLinkInfo | None = Field(
         default=None, description="The linked Microsoft Entra account, if any"
+    )
+    mfa_obligation: MfaObligationInfo | None = Field(
+        default=None, description="The MFA obligation, once the person skipped MFA (or it was reset)"
     )
 
 

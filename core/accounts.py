@@ -18,8 +18,10 @@ from core.totp import matching_step, totp_aad
 FREE_FAILURES = 5  # failed sign-ins before any delay
 MAX_FAILURES = 100  # failed sign-ins in a row before only a password reset helps
 MAX_DELAY = timedelta(minutes=15)
-# "entra" too: a Microsoft sign-in started before a sign-out-everywhere must not finish.
-SIGNED_IN_PURPOSES = ("signin", "mfa", "entra")
+# "entra" too: a Microsoft sign-in started before a sign-out-everywhere must not finish; and
+# "mfa_setup", a sign-in held until MFA is set up (api/routes/signin_mfa_setup.py).
+MFA_SETUP_PURPOSE = "mfa_setup"
+SIGNED_IN_PURPOSES = ("signin", "mfa", "entra", MFA_SETUP_PURPOSE)
 # What a disabled person (a leaver) is told wherever they try to get in.
 ACCOUNT_DISABLED = "Your staff login is disabled. Ask your administrator."
 

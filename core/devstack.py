@@ -21,6 +21,7 @@ from pathlib import Path
 
 from core.dev_ports import listener_is
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
+from core.search_attributes import cli_type
 
 # Where the product's modules are: the children import this very product first.
 PRODUCT_ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +107,7 @@ def temporal_command(
     for pragma in pragmas:
         command += ["--sqlite-pragma", pragma]
     for attribute in SEARCH_ATTRIBUTES:
-        command += ["--search-attribute", f"{attribute.name}=Keyword"]
+        command += ["--search-attribute", f"{attribute.name}={cli_type(attribute)}"]
     return command
 
 

@@ -443,3 +443,22 @@ class LogoutOutbox(Base):
     staff_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     client_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MfaObligation(Base):
+    """Where a person's MFA enrolment obligation stands, written by the MfaEnrollment flow's
+    activities so the admin pages and sign-in read it without asking Temporal."""
+
+    __tablename__ = "mfa_obligations"
+
+    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), primary_key=True)
+    # The run this row belongs to: a restarted obligation's old run cannot overwrite it.
+    run_id: Mapped[str] = mapped_column(String(64))
+    policy: Mapped[str] = mapped_column(String(20))
+    # waiting, reminded, overdue, done or ended (core.mfa_policy.ObligationStep)
+    step: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    reminders_sent: Mapped[int] = mapped_column(default=0)
+    extended_by: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

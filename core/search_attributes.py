@@ -1,8 +1,25 @@
 """Custom search attributes ops filter on in the Temporal UI. No personal data goes here."""
 
-from temporalio.common import SearchAttributeKey
+from typing import Any
+
+from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 
 SSO_STEP = SearchAttributeKey.for_keyword("SsoStep")
 SSO_STAFF_ID = SearchAttributeKey.for_keyword("SsoStaffId")
+# The MFA obligation (workflows/mfa_enrollment.py): its step, deadline and reminders sent.
+SSO_MFA_STEP = SearchAttributeKey.for_keyword("SsoMfaStep")
+SSO_MFA_DUE = SearchAttributeKey.for_datetime("SsoMfaDue")
+SSO_MFA_REMINDERS = SearchAttributeKey.for_int("SsoMfaReminders")
 
-ALL = (SSO_STEP, SSO_STAFF_ID)
+ALL = (SSO_STEP, SSO_STAFF_ID, SSO_MFA_STEP, SSO_MFA_DUE, SSO_MFA_REMINDERS)
+
+# The type names the Temporal CLI takes (`--search-attribute Name=Type`).
+CLI_TYPES = {
+    SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.INT: "Int",
+    SearchAttributeIndexedValueType.DATETIME: "Datetime",
+}
+
+
+def cli_type(key: SearchAttributeKey[Any]) -> str:
+    return CLI_TYPES[key.indexed_value_type]

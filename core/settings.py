@@ -53,6 +53,11 @@ class Environment(StrEnum):
     production = "production"
 
 
+class MfaPolicy(StrEnum):
+    optional = "optional"
+    required = "required"
+
+
 class EmailBackend(StrEnum):
     outbox = "outbox"
     smtp = "smtp"
@@ -66,6 +71,7 @@ LISTS = (
     "allowed_return_urls",
     "entra_allowed_tenants",
     "trusted_proxies",
+    "mfa_reminders",
 )
 # The settings that may be left out: blank means not set.
 OPTIONAL = (
@@ -95,11 +101,22 @@ DURATIONS = (
     "oidc_access_token_ttl",
     "oidc_id_token_ttl",
     "oidc_key_publish_lead",
+    "mfa_grace",
 )
 
 
 class InsecureSettingsError(RuntimeError):
     """Raised when a non-development process would start with missing or placeholder secrets."""
+
+
+def _seconds(value: Any) -> Any:
+    """A duration given as a number of seconds; anything else is left to pydantic (ISO 8601)."""
+    if isinstance(value, str):
+        try:
+            return timedelta(seconds=float(value))
+        except ValueError:
+            return value
+    return value
 
 
 def _split_list(value: Any) -> Any:
@@ -233,6 +250,16 @@ class Settings(BaseSettings):
     oidc_token_client_limit: int = Field(default=600, ge=1)
     oidc_token_ip_limit: int = Field(default=300, ge=1)
 
+    # Whether everyone must set up a second factor (administrators always must; people who
+    # sign in only with Microsoft are exempt). Under `required` a person who skipped MFA is
+    # reminded at SSO_MFA_REMINDERS after the skip and must set it up at sign-in once
+    # SSO_MFA_GRACE has passed; under `optional` one reminder goes out at SSO_MFA_GRACE.
+    mfa_policy: MfaPolicy = MfaPolicy.optional
+    mfa_reminders: Annotated[list[timedelta], NoDecode] = Field(
+        default_factory=lambda: [timedelta(days=3), timedelta(days=7), timedelta(days=13)]
+    )
+    mfa_grace: timedelta = timedelta(days=14)
+
     # Origins allowed to call the codec endpoint from a browser (the Temporal UI).
     codec_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Only `sso dev` sets this: lets the local Temporal UI decode without an admin key.
@@ -275,11 +302,14 @@ class Settings(BaseSettings):
     @field_validator(*DURATIONS, mode="before")
     @classmethod
     def _seconds_or_iso8601(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return timedelta(seconds=float(value))
-            except ValueError:
-                return value
+        return _seconds(value)
+
+    @field_validator("mfa_reminders", mode="before")
+    @classmethod
+    def _each_seconds_or_iso8601(cls, value: Any) -> Any:
+        value = _split_list(value)
+        if isinstance(value, list):
+            return [_seconds(item) for item in value]
         return value
 
     @field_validator(*DURATIONS)
@@ -302,6 +332,21 @@ class Settings(BaseSettings):
             if len(raw) != 32:
                 raise ValueError(f"key {index + 1} must decode to 32 bytes, not {len(raw)}")
         return value
+
+    @model_validator(mode="after")
+    def _mfa_reminders_before_grace(self) -> Settings:
+        for reminder in self.mfa_reminders:
+            if reminder <= timedelta(0):
+                raise ValueError("SSO_MFA_REMINDERS must be positive durations")
+            if reminder >= self.mfa_grace:
+                raise ValueError(
+                    f"SSO_MFA_REMINDERS must each come before SSO_MFA_GRACE ({self.mfa_grace}), "
+                    f"not at {reminder}"
+                )
+        if len(set(self.mfa_reminders)) != len(self.mfa_reminders):
+            raise ValueError("SSO_MFA_REMINDERS holds the same duration twice")
+        self.mfa_reminders = sorted(self.mfa_reminders)
+        return self
 
     @model_validator(mode="after")
     def _argon2_at_least_owasp(self) -> Settings:

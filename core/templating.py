@@ -24,6 +24,7 @@ EMAIL_SUBJECTS = {
     "password_changed": "Your {brand} password was changed",
     "entra_linked": "A Microsoft account was linked to your {brand} sign-in",
     "mfa_changed": "Your {brand} Multi-Factor Authentication was changed",
+    "mfa_reminder": "Set up Multi-Factor Authentication for {brand} Single Sign-On",
 }
 
 

@@ -87,16 +87,25 @@ async def _account_page(
     )
 
 
-def _enrol_page(
-    request: Request, steps: AccountSteps, account: SsoAccount, message: str | None = None, status: int = 200
+def enrol_page(
+    request: Request,
+    steps: AccountSteps,
+    account: SsoAccount,
+    message: str | None = None,
+    status: int = 200,
+    action: str = "/sso/account/mfa",
 ) -> HTMLResponse:
+    """The setup's MFA step for a signed-in person (or one whose sign-in waits for it, at
+    another `action`: then with no way out)."""
+    forced = action != "/sso/account/mfa"
     return render_page(
         request,
         "setup_mfa",
         status_code=status,
         message=message,
-        mfa_required=False,
-        mfa_action="/sso/account/mfa",
+        mfa_required=forced,
+        mfa_forced=forced,
+        mfa_action=action,
         **steps.enrolment(account),
     )
 
@@ -107,7 +116,7 @@ async def mfa_page(request: Request, steps: AccountDep) -> Response:
         if not standing.can_enrol:
             return redirect("/sso/account")
         assert standing.account is not None
-        return _enrol_page(request, steps, standing.account)
+        return enrol_page(request, steps, standing.account)
 
     return await _as_signed_in(request, steps, page)
 
@@ -120,13 +129,13 @@ async def mfa_submit(request: Request, steps: AccountDep, form: CodeFormDep) -> 
         account = standing.account
         assert account is not None
         if not csrf_ok(request, steps.settings, form.csrf):
-            return _enrol_page(request, steps, account, FORM_PROBLEM, 400)
+            return enrol_page(request, steps, account, FORM_PROBLEM, 400)
         digits = six_digits(form.code)
         if digits is None:
-            return _enrol_page(request, steps, account, NOT_A_CODE, 400)
+            return enrol_page(request, steps, account, NOT_A_CODE, 400)
         codes = await steps.enrol(account, digits, client_ip(request))
         if codes is None:
-            return _enrol_page(request, steps, account, WRONG_CODE, 400)
+            return enrol_page(request, steps, account, WRONG_CODE, 400)
         return render_page(request, "recovery_codes", codes=codes, next_page="/sso/account")
 
     return await _as_signed_in(request, steps, page)

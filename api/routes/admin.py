@@ -26,10 +26,12 @@ from api.pages import redirect, render_page
 from api.schemas import StaffCreate
 from api.services import staff as staff_service
 from api.services.accounts import AccountAdmin
+from api.services.mfa_obligation import MfaObligations
 from api.services.sessions import Current, Sessions
 from api.services.staff_status import StaffStatus
 from core.errors import Conflict, SsoError
 from core.models import Staff, utcnow
+from core.times import email_at
 
 router = APIRouter(prefix="/admin", tags=["admin pages"], include_in_schema=False)
 
@@ -43,6 +45,7 @@ ACTIONS = {
     "reset-mfa": "Reset MFA",
     "disable": "Disable",
     "enable": "Enable",
+    "extend-mfa": "Extend the MFA deadline",
 }
 
 
@@ -378,6 +381,12 @@ async def act(
         await staff_status.enable(staff_id, actor, ip)
         return f"{name} was enabled: they can sign in again (their old sessions stay ended)."
 
+    async def extend_mfa() -> str:
+        obligations = MfaObligations(settings, db, accounts.flows)
+        obligation = await obligations.extend(staff, actor, ip)
+        due = email_at(obligation.due_at, settings.zone)
+        return f"The MFA deadline for {name} was extended once, to {due}. It can't be extended again."
+
     steps: dict[str, Callable[[], Awaitable[str]]] = {
         "send-email": send,
         "cancel-setup": cancel,
@@ -387,6 +396,7 @@ async def act(
         "reset-mfa": reset_mfa,
         "disable": disable,
         "enable": enable,
+        "extend-mfa": extend_mfa,
     }
     try:
         text = await steps[action]()

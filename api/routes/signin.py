@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -23,13 +24,18 @@ from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
 from api.pages import disabled_page, redirect, render_page, second_factor
 from api.services.backchannel import queue_session_logouts
 from api.services.sessions import Sessions
-from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, safe_return_to
+from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, record_own, safe_return_to
 from core import passkeys
-from core.accounts import account_for
+from core.accounts import MFA_SETUP_PURPOSE, account_for
+from core.mfa_policy import must_set_up_mfa
+from core.models import SsoAccount, utcnow
 
 router = APIRouter(prefix="/sso", tags=["pages"], include_in_schema=False)
 
 REFUSED = "Incorrect email or password"
+# The forced MFA set-up after the deadline: long enough to install an app and scan the code.
+MFA_SETUP_PAGE = "/sso/login/mfa-setup"
+MFA_SETUP_WINDOW = timedelta(minutes=15)
 FORM_PROBLEM = "This form has expired. Please try again."
 NOTICES = {
     "reset": "Your password was changed. Sign in with your new password.",
@@ -103,6 +109,8 @@ async def login_submit(request: Request, signin: SignInDep, form: LoginFormDep) 
         response = redirect("/sso/login/mfa")
         set_cookie(response, settings, PENDING_MFA, pending, max_age=MFA_WINDOW)
         return response
+    if await must_set_up_mfa(signin.db, settings, result.account, utcnow()):
+        return await start_mfa_setup(request, signin.db, settings, sessions, result.account, target)
     return await _signed_in(request, settings, sessions, result.account.staff_id, target, "password")
 
 
@@ -115,6 +123,18 @@ async def _signed_in(
     method: str,
     amr: list[str] | None = None,
 ) -> Response:
+    return await signed_in_with(settings, sessions, staff_id, method, redirect(target or "/sso/account"), amr)
+
+
+async def signed_in_with(
+    settings: SettingsDep,
+    sessions: Sessions,
+    staff_id: object,
+    method: str,
+    response: Response,
+    amr: list[str] | None = None,
+) -> Response:
+    """`response`, signed in: the new session's cookie set, the pending second step's cleared."""
     # A brand-new id at every sign-in: nothing set before it can be fixed on the person.
     session_id = await sessions.create(
         "signin",
@@ -122,9 +142,28 @@ async def _signed_in(
         settings.session_max_ttl,
         data={"method": method, **({"amr": amr} if amr else {})},
     )
-    response = redirect(target or "/sso/account")
     set_cookie(response, settings, SIGNIN_SESSION, session_id, max_age=settings.session_max_ttl)
     clear_cookie(response, settings, PENDING_MFA)
+    return response
+
+
+async def start_mfa_setup(
+    request: Request,
+    db: SessionDep,
+    settings: SettingsDep,
+    sessions: Sessions,
+    account: SsoAccount,
+    target: str | None,
+) -> Response:
+    """Past the MFA deadline: the password was right, but the sign-in completes only once
+    an authenticator is set up (api/routes/signin_mfa_setup.py)."""
+    staff_id = account.staff_id
+    record_own(db, staff_id, "sign_in.mfa_setup_required", "pending", client_ip(request))
+    pending = await sessions.create(
+        MFA_SETUP_PURPOSE, staff_id, MFA_SETUP_WINDOW, data={"return_to": target or "", "attempts": 0}
+    )
+    response = redirect(MFA_SETUP_PAGE)
+    set_cookie(response, settings, PENDING_MFA, pending, max_age=MFA_SETUP_WINDOW)
     return response
 
 

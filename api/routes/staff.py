@@ -11,6 +11,7 @@ from api.deps import (
     AccountAdminDep,
     AdminDep,
     MfaNoticesDep,
+    MfaObligationsDep,
     OnboardingDep,
     SessionDep,
     StaffStatusDep,
@@ -20,6 +21,7 @@ from api.schemas import (
     NO_CONTROL_CHARACTERS,
     EntraUnlinked,
     ErrorBody,
+    MfaExtended,
     MfaReset,
     SessionsRevoked,
     SsoCancelled,
@@ -173,6 +175,18 @@ async def enable(
     person changes nothing and answers the same."""
     staff = await staff_status.enable(staff_id, actor, client_ip(request))
     return StaffPublic.model_validate(staff)
+
+
+@router.post("/{staff_id}/mfa/extend", response_model=MfaExtended)
+async def extend_mfa_deadline(
+    staff_id: uuid.UUID, request: Request, obligations: MfaObligationsDep, actor: AdminDep
+) -> MfaExtended:
+    """Extend the person's MFA deadline once, by another SSO_MFA_GRACE (from the deadline,
+    or from now when it has passed). 409 when there is no deadline to extend or it was
+    extended already."""
+    staff = await staff_service.get_staff(obligations.db, staff_id)
+    obligation = await obligations.extend(staff, actor, client_ip(request))
+    return MfaExtended(due_at=obligation.due_at, extended_by=actor)
 
 
 @router.get("/{staff_id}/sso", response_model=SsoStatus)

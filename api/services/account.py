@@ -16,15 +16,17 @@ from temporalio.common import SearchAttributePair
 
 from api.services import authenticator
 from api.services.flows import FlowClient
+from api.services.mfa_obligation import second_factor_added
 from api.services.page_steps import PageSteps
 from api.services.signin import Hashing
 from api.services.temporal import email_retry
 from core import audit, passkeys, recovery
-from core.accounts import claim_attempt, mfa_required, release_attempt, remove_second_factors, totp_accepted
+from core.accounts import claim_attempt, release_attempt, remove_second_factors, totp_accepted
 from core.codec import keyring_from_settings
+from core.mfa_policy import policy_for
 from core.models import AccountStatus, Passkey, SsoAccount, Staff, utcnow
 from core.search_attributes import SSO_STAFF_ID
-from core.settings import Settings
+from core.settings import MfaPolicy, Settings
 from workflows.notices import MfaChangedNoticeWorkflow, MfaNoticeInput, MfaNoticeStart
 
 
@@ -71,12 +73,13 @@ class AccountSteps(PageSteps):
 
     async def standing(self, staff: Staff) -> Standing:
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
+        must = policy_for(staff, self.settings) is MfaPolicy.required
         if account is None:
-            return Standing(account, required=mfa_required(staff))
+            return Standing(account, required=must)
         keys = await passkeys.of_account(self.db, account.id)
         if account.mfa_enabled_at is None and not keys:
-            return Standing(account, required=mfa_required(staff))
-        return Standing(account, await recovery.left(self.db, account.id), mfa_required(staff), keys)
+            return Standing(account, required=must)
+        return Standing(account, await recovery.left(self.db, account.id), must, keys)
 
     def enrolment(self, account: SsoAccount) -> dict[str, Any]:
         """The setup_mfa page's values; the secret is kept, sealed, until the person finishes."""
@@ -97,6 +100,7 @@ class AccountSteps(PageSteps):
         codes = await recovery.issue(self.db, self._secret, account.id, now)
         audit.by_staff(self.db, staff_id, "mfa.enrolled", ip=ip, via="account")
         await self._notify(account.staff_id, "enrolled")
+        await second_factor_added(self.settings, self.temporal, account.staff_id)
         return codes
 
     async def new_recovery_codes(self, account: SsoAccount, ip: str | None) -> list[str]:

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services.account import MfaNotices
 from api.services.backchannel import queue_session_logouts
+from api.services.flows import FlowClient
+from api.services.mfa_obligation import MfaObligations
 from api.services.staff import get_staff
 from core import audit, passkeys
 from core.accounts import account_for, remove_second_factors, revoke_sessions
@@ -82,9 +84,18 @@ class AccountAdmin:
         # admin page (which answers a refusal with a normal page) would commit.
         await notices.changed(staff.id, "reset")
         await remove_second_factors(self.db, account)
+        await self.db.flush()
+        # The obligation starts again, from now: under `required` the person has the grace
+        # period to set up a new factor (the flow reads the removal once this commits).
+        await MfaObligations(self.settings, self.db, self.flows).start(staff, "reset")
         count = await self._end_sessions(staff)
         await self._done("mfa.reset", staff, actor, ip, sessions_revoked=count)
         return count
+
+    @property
+    def flows(self) -> FlowClient:
+        # Connecting may take the usual 5 s: an admin action, not a page step.
+        return FlowClient(self.temporal, 10.0, self.settings.task_queue, connect_timeout=5.0)
 
     async def _end_sessions(self, staff: Staff) -> int:
         ended = await revoke_sessions(self.db, staff.id, utcnow())

@@ -115,15 +115,17 @@ class FlowClient:
         search_attributes: list[SearchAttributePair[Any]],
         static_summary: str,
         static_details: str | None = None,
+        conflict: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.FAIL,
     ) -> None:
-        """Start a flow that must not be running yet: WorkflowAlreadyStartedError when it is."""
+        """Start a flow; by default one that must not be running yet (WorkflowAlreadyStartedError
+        when it is), or as `conflict` says."""
         client = await self.connect()
         try:
             async with asyncio.timeout(self.timeout):
                 await client.start_workflow(
                     run,
                     arg,
-                    **self._started(id, WorkflowIDConflictPolicy.FAIL, search_attributes, static_summary),
+                    **self._started(id, conflict, search_attributes, static_summary),
                     static_details=static_details,
                 )
         except (RPCError, TimeoutError) as exc:

@@ -45,6 +45,7 @@ from webauthn.helpers.structs import (
 )
 
 from api.services.account import MfaNotices
+from api.services.mfa_obligation import second_factor_added
 from api.services.page_steps import PageSteps
 from api.services.sessions import Sessions, session_hash
 from api.services.signin import succeeded
@@ -427,6 +428,5 @@ def _descriptors(keys: list[Passkey]) -> list[PublicKeyCredentialDescriptor]:
 
 
 async def _factor_added(steps: PasskeySteps, account: SsoAccount) -> None:
-    """A second factor was added: where the MFA obligation (another branch) learns of it.
-    Left for the merge to wire up; nothing to do until then."""
-    del steps, account
+    """A passkey is a second factor: it ends the person's MFA obligation early."""
+    await second_factor_added(steps.settings, steps.temporal, account.staff_id)

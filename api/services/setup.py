@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from api.services import authenticator
 from api.services.flows import Flow, Update, update_name
+from api.services.mfa_obligation import MfaObligations
 from api.services.page_steps import PageSteps
 from api.services.sessions import session_hash
 from api.services.temporal import UNAVAILABLE
@@ -232,7 +233,12 @@ class SetupSteps(PageSteps):
         )
 
     async def skip_mfa(self, bound: BoundSetup, submission: str, ip: str | None = None) -> StepResult:
-        return await self._step(bound, SsoSetupWorkflow.skip_mfa, StepRequest(ip=ip), submission)
+        result = await self._step(bound, SsoSetupWorkflow.skip_mfa, StepRequest(ip=ip), submission)
+        if result.ok:
+            # Started here, not by the setup flow, whose recorded histories must replay as
+            # they are; idempotent, so a repeated submission starts it once.
+            await MfaObligations(self.settings, self.db, self._flows).start_after_skip(bound.staff, ip)
+        return result
 
     async def authenticator(self, bound: BoundSetup) -> dict[str, Any]:
         """The setup_mfa page's QR code and key (the flow sealed the secret when it got here)."""

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.common import SearchAttributePair
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from api.schemas import CodeStatus, EmailDelivery, EntraLinkInfo, SsoEmailSent, SsoStatus
+from api.schemas import CodeStatus, EmailDelivery, EntraLinkInfo, MfaObligationInfo, SsoEmailSent, SsoStatus
 from api.services.flows import FlowClient
 from api.services.staff import get_staff, shown_state
 from api.services.temporal import email_retry
@@ -19,10 +19,12 @@ from core import audit, passkeys
 from core.accounts import MAX_FAILURES, mfa_required
 from core.db import UnitOfWork
 from core.errors import Conflict, NotFound, ServiceUnavailable, TooManyRequests
+from core.mfa_policy import due_text, obligation_for
 from core.models import (
     AccountStatus,
     DeliveryState,
     EntraLink,
+    MfaObligation,
     SetupState,
     SsoAccount,
     SsoSetup,
@@ -54,6 +56,15 @@ def _signin_fields(account: SsoAccount | None) -> dict[str, Any]:
         "locked_until": locked,
         "needs_reset": account.failed_sign_ins >= MAX_FAILURES,
     }
+
+
+def obligation_info(obligation: MfaObligation | None, mfa_enabled: bool) -> MfaObligationInfo | None:
+    if obligation is None:
+        return None
+    info = MfaObligationInfo.model_validate(obligation)
+    info.extended = obligation.extended_by is not None
+    info.due_text = None if mfa_enabled else due_text(obligation, utcnow())
+    return info
 
 
 def setup_workflow_id(staff_id: uuid.UUID) -> str:
@@ -191,6 +202,7 @@ class Onboarding:
             **_signin_fields(account),
             "entra": EntraLinkInfo.model_validate(link) if link else None,
             "disabled_at": staff.disabled_at,
+            "mfa_obligation": obligation_info(await obligation_for(self.session, staff.id), mfa_enabled),
         }
         if setup is None:
             active = link is not None or (account and account.status == AccountStatus.active.value)

@@ -15,11 +15,13 @@ from api.schemas import StaffCreate
 from core import audit
 from core.accounts import MAX_FAILURES
 from core.errors import Conflict, NotFound
+from core.mfa_policy import due_text
 from core.models import (
     OPEN_SETUP_STATES,
     AccountStatus,
     AuditEvent,
     EntraLink,
+    MfaObligation,
     Passkey,
     SetupState,
     SsoAccount,
@@ -73,6 +75,9 @@ class StaffOverview:
     locked_until: datetime | None = None
     needs_reset: bool = False
     has_password: bool = False
+    # "MFA due in 5 days" / "MFA overdue", and whether an admin may still extend it.
+    mfa_due: str | None = None
+    mfa_extendable: bool = False
 
     @property
     def setup_open(self) -> bool:
@@ -124,7 +129,7 @@ async def list_staff(
 
 
 async def overviews(session: AsyncSession, people: list[Staff]) -> list[StaffOverview]:
-    """The overview of each person, in three queries whatever the page size."""
+    """The overview of each person, in four queries whatever the page size."""
     ids = [s.id for s in people]
     if not ids:
         return []
@@ -157,6 +162,10 @@ async def overviews(session: AsyncSession, people: list[Staff]) -> list[StaffOve
             )
         ).all()
     }
+    obligations = {
+        o.staff_id: o
+        for o in (await session.scalars(select(MfaObligation).where(MfaObligation.staff_id.in_(ids)))).all()
+    }
     now = utcnow()
     result = []
     for person in people:
@@ -176,6 +185,10 @@ async def overviews(session: AsyncSession, people: list[Staff]) -> list[StaffOve
             view.needs_reset = account.failed_sign_ins >= MAX_FAILURES
         elif view.entra_linked and not view.setup_open:
             view.state = SetupState.active.value
+        obligation = obligations.get(person.id)
+        if obligation is not None and not view.mfa_enabled:
+            view.mfa_due = due_text(obligation, now)
+            view.mfa_extendable = view.mfa_due is not None and obligation.extended_by is None
         result.append(view)
     return result
 

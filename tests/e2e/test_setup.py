@@ -26,6 +26,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.codec import EncryptionCodec, keyring_from_settings
+from core.search_attributes import SSO_MFA_STEP, SSO_STAFF_ID
 from tests.support.config import make_settings
 from tests.support.e2e import (
     EMAIL_TIMEOUT,
@@ -462,6 +463,17 @@ async def test_status_of_active_people(api: httpx.AsyncClient, world: World, tem
 
         handle = temporal.get_workflow_handle(f"sso-setup-{staff_id}", result_type=SetupOutcome)
         assert (await asyncio.wait_for(handle.result(), timeout=30)).state == "active"
+
+        # Skipping MFA started its obligation (docs/flows.md), searchable by its step.
+        obligation = temporal.get_workflow_handle(f"mfa-enrollment-{staff_id}")
+        if mfa:
+            with pytest.raises(RPCError):
+                await obligation.describe()
+        else:
+            described = await obligation.describe()
+            assert described.workflow_type == "MfaEnrollment"
+            attributes = described.typed_search_attributes
+            assert (attributes.get(SSO_MFA_STEP), attributes.get(SSO_STAFF_ID)) == ("waiting", staff_id)
 
         # Nobody can start a second setup over an active account (and no flow starts).
         again = await api.post(f"/api/v1/staff/{staff_id}/sso-email")

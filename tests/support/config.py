@@ -161,7 +161,9 @@ async def register_search_attributes(client: Client) -> None:
         AddSearchAttributesRequest(
             namespace=client.namespace,
             search_attributes={
-                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in SEARCH_ATTRIBUTES
+                # The SDK's indexed value types are numbered as the API's.
+                key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+                for key in SEARCH_ATTRIBUTES
             },
         )
     )

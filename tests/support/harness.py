@@ -18,18 +18,20 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from core.admin_keys import create_admin_key
 from core.codec import keyring_from_settings
 from core.db import SessionFactory, create_engine, session_factory
-from core.models import OutboxEmail, SsoSetup
+from core.models import OutboxEmail, SsoSetup, Staff
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from tests.support.accounts import ADMIN_KEY_NAME, PUBLIC_URL, Browser, Person, make_person
 from tests.support.config import make_settings
 from worker import build_worker
+from workflows.mfa_enrollment import enrollment_workflow_id
 
 LINK = re.compile(r"https://sso\.example\.test/sso/setup/([A-Za-z0-9_-]+)")
 # A Host other than SSO_PUBLIC_URL for the flow tests' admin client: links must still be
@@ -158,12 +160,25 @@ async def running_app(database_url: str, **overrides: Any) -> AsyncIterator[Stac
         yield stack
 
 
+async def long_lived_flow_ids(sessions: SessionFactory) -> set[str]:
+    """The flows of this database's people that wait on long timers: setups, and the MFA
+    obligations of those who skipped MFA (whether or not one was started)."""
+    async with sessions() as session:
+        workflow_ids = set((await session.scalars(select(SsoSetup.workflow_id))).all())
+        staff_ids = (await session.scalars(select(Staff.id))).all()
+    return workflow_ids | {enrollment_workflow_id(str(staff_id)) for staff_id in staff_ids}
+
+
 async def _terminate_leftovers(env: WorkflowEnvironment, sessions: SessionFactory) -> None:
     """Flows still waiting on their link would wake with no worker when a later test skips
     time, and a workflow task nobody picks up stops the test server from skipping further."""
-    async with sessions() as session:
-        workflow_ids = set((await session.scalars(select(SsoSetup.workflow_id))).all())
-    for workflow_id in workflow_ids:
+    for workflow_id in await long_lived_flow_ids(sessions):
         handle = env.client.get_workflow_handle(workflow_id)
-        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        try:
+            running = (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            continue
+        if running:
             await handle.terminate("test finished")

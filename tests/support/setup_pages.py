@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from core.codec import keyring_from_settings
 from core.models import (
@@ -23,7 +24,7 @@ from core.models import (
     SsoSetup,
 )
 from tests.support.accounts import GUARD_SECONDS, PASSWORD, PUBLIC_URL, hidden_fields
-from tests.support.harness import Stack
+from tests.support.harness import Stack, long_lived_flow_ids
 
 CODE_SUBJECT = "Your agentOS verification code"
 
@@ -124,13 +125,17 @@ async def settle(stack: Stack) -> None:
     """Let activities still in flight (a code being emailed) finish before the flows are
     terminated: the time-skipping server never skips time again after a flow is terminated
     with an activity running, and later tests sleep."""
-    async with stack.sessions() as session:
-        workflow_ids = set((await session.scalars(select(SsoSetup.workflow_id))).all())
+    workflow_ids = await long_lived_flow_ids(stack.sessions)
     async with asyncio.timeout(GUARD_SECONDS):
         for workflow_id in workflow_ids:
             handle = stack.env.client.get_workflow_handle(workflow_id)
             while True:
-                described = await handle.describe()
+                try:
+                    described = await handle.describe()
+                except RPCError as exc:
+                    if exc.status != RPCStatusCode.NOT_FOUND:
+                        raise
+                    break
                 if (
                     described.status != WorkflowExecutionStatus.RUNNING
                     or not described.raw_description.pending_activities

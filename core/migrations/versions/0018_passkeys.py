@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from core.migrations.shapes import create_index, create_table, drop_table, moment, string, text, uuid_id, uuid_ref
 
 revision = '0018_passkeys'
-down_revision = '0015_account_grants_outbox'
+down_revision = '0016_mfa_obligation'
 
 
 def upgrade() -> None:
