@@ -76,6 +76,20 @@ class CurrentPasswordForm(CsrfForm):
     password: Password = ""
 
 
+class ChangePasswordForm(CsrfForm):
+    """The current password, then the new one twice."""
+
+    current: Password = ""
+    password: Password = ""
+    confirm: Password = ""
+
+
+class SessionForm(CsrfForm):
+    """One of the person's own sessions, by the name the page gave it."""
+
+    session: Annotated[str, Field(max_length=64)] = ""
+
+
 class AdminActionForm(CsrfForm):
     """An action on a person, and the admin page to come back to."""
 
@@ -119,6 +133,8 @@ ForgotFormDep = Annotated[ForgotForm, Form()]
 LoginFormDep = Annotated[LoginForm, Form()]
 LoginCodeFormDep = Annotated[LoginCodeForm, Form()]
 CurrentPasswordFormDep = Annotated[CurrentPasswordForm, Form()]
+ChangePasswordFormDep = Annotated[ChangePasswordForm, Form()]
+SessionFormDep = Annotated[SessionForm, Form()]
 AdminActionFormDep = Annotated[AdminActionForm, Form()]
 StaffFormDep = Annotated[StaffForm, Form()]
 AppFormDep = Annotated[AppForm, Form()]

@@ -18,6 +18,8 @@ from api.deps import AdminLimits
 from api.request_id import RequestIdMiddleware
 from api.routes import (
     account,
+    account_password,
+    account_sessions,
     admin,
     admin_apps,
     api_docs,
@@ -150,6 +152,8 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         setup,
         signin,
         account,
+        account_password,
+        account_sessions,
         reset,
         admin,
         admin_apps,

@@ -109,12 +109,10 @@ async def _signed_in(
     target: str | None,
     method: str,
 ) -> Response:
-    # A brand-new id at every sign-in: nothing set before it can be fixed on the person.
-    session_id = await sessions.create(
-        "signin",
+    session_id = await sessions.sign_in(
         staff_id,  # type: ignore[arg-type]
-        settings.session_max_ttl,
-        data={"method": method},
+        method,
+        request.headers.get("user-agent"),
     )
     response = redirect(target or "/sso/account")
     set_cookie(response, settings, SIGNIN_SESSION, session_id, max_age=settings.session_max_ttl)

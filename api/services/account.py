@@ -96,19 +96,28 @@ class AccountSteps(PageSteps):
         """MFA off after the current password, counted like a sign-in attempt (a stolen
         session must not guess its way to removing the factor); False when refused."""
         account = standing.account
-        assert account is not None and standing.can_turn_off and account.password_hash is not None
-        claimed = await claim_attempt(self.db, account.id, utcnow())
-        right = claimed is not None and await self.hashing.verify(account.password_hash, password)
-        staff_id = str(account.staff_id)
-        if claimed is None or not right:
-            reason = "locked" if claimed is None else "wrong password"
-            audit.by_staff(self.db, staff_id, "mfa.remove_failed", outcome="failure", ip=ip, reason=reason)
+        assert account is not None and standing.can_turn_off
+        if not await self.password_again(account, password, ip, "mfa.remove_failed"):
             return False
-        await release_attempt(self.db, account.id, claimed)
-        await self.db.refresh(account)
+        staff_id = str(account.staff_id)
         await remove_second_factors(self.db, account)
         audit.by_staff(self.db, staff_id, "mfa.removed", ip=ip, via="account")
         await self._notify(account.staff_id, "removed")
+        return True
+
+    async def password_again(self, account: SsoAccount, password: str, ip: str | None, refused: str) -> bool:
+        """The current password, typed again for a change, counted like a sign-in attempt (a
+        stolen session must not guess its way to the change); a refusal is audited as
+        `refused`. The account is fresh from the database afterwards."""
+        assert account.password_hash is not None
+        claimed = await claim_attempt(self.db, account.id, utcnow())
+        right = claimed is not None and await self.hashing.verify(account.password_hash, password)
+        if claimed is None or not right:
+            reason = "locked" if claimed is None else "wrong password"
+            audit.by_staff(self.db, str(account.staff_id), refused, outcome="failure", ip=ip, reason=reason)
+            return False
+        await release_attempt(self.db, account.id, claimed)
+        await self.db.refresh(account)
         return True
 
     async def _notify(self, staff_id: uuid.UUID, change: str) -> None:

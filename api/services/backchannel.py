@@ -4,6 +4,7 @@ session, for the apps that got tokens in it and registered a back-channel logout
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,8 +12,9 @@ from temporalio.common import SearchAttributePair
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.services.flows import FlowClient
+from core.accounts import revoke_sessions
 from core.errors import ServiceUnavailable
-from core.models import BrowserSession
+from core.models import BrowserSession, utcnow
 from core.oidc.backchannel import logouts_due
 from core.search_attributes import SSO_STAFF_ID
 from core.settings import Settings
@@ -47,3 +49,17 @@ async def start_session_logouts(
             break
         started.append(workflow_id)
     return started
+
+
+async def end_sessions(
+    temporal: TemporalGateway,
+    settings: Settings,
+    db: AsyncSession,
+    staff_id: uuid.UUID,
+    keep: str | None = None,
+) -> list[BrowserSession]:
+    """Ends a person's sign-in sessions (all, or all but the one whose id hash is `keep`),
+    their refresh tokens with them, and tells the apps; the sessions it ended."""
+    ended = await revoke_sessions(db, staff_id, utcnow(), keep=keep)
+    await start_session_logouts(temporal, settings, db, ended)
+    return ended

@@ -109,8 +109,7 @@ class FlowClient:
     async def start(
         self,
         run: Run,
-        arg: object,
-        *,
+        *args: object,
         id: str,
         search_attributes: list[SearchAttributePair[Any]],
         static_summary: str,
@@ -122,7 +121,7 @@ class FlowClient:
             async with asyncio.timeout(self.timeout):
                 await client.start_workflow(
                     run,
-                    arg,
+                    args=list(args),
                     **self._started(id, WorkflowIDConflictPolicy.FAIL, search_attributes, static_summary),
                     static_details=static_details,
                 )
