@@ -90,6 +90,12 @@ class SessionForm(CsrfForm):
     session: Annotated[str, Field(max_length=64)] = ""
 
 
+class NewLinkForm(CsrfForm):
+    """The expired or used setup link's token: who asks is found from it, never typed in."""
+
+    token: Annotated[str, Field(max_length=200)] = ""
+
+
 class AdminActionForm(CsrfForm):
     """An action on a person, and the admin page to come back to."""
 
@@ -135,6 +141,7 @@ LoginCodeFormDep = Annotated[LoginCodeForm, Form()]
 CurrentPasswordFormDep = Annotated[CurrentPasswordForm, Form()]
 ChangePasswordFormDep = Annotated[ChangePasswordForm, Form()]
 SessionFormDep = Annotated[SessionForm, Form()]
+NewLinkFormDep = Annotated[NewLinkForm, Form()]
 AdminActionFormDep = Annotated[AdminActionForm, Form()]
 StaffFormDep = Annotated[StaffForm, Form()]
 AppFormDep = Annotated[AppForm, Form()]

@@ -34,6 +34,7 @@ from api.routes import (
     oidc,
     reset,
     setup,
+    setup_new_link,
     signin,
     staff,
 )
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         oidc,
         codec,
         entra,
+        setup_new_link,
         setup,
         signin,
         account,

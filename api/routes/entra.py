@@ -120,7 +120,7 @@ async def _plan(
             token
         )
         if not view.usable or view.link is None or view.staff is None:
-            return invalid_link(request, view)
+            return invalid_link(request, view, token)
         return EntraStart(
             "link",
             staff_id=view.staff.id,
