@@ -17,7 +17,7 @@ from api.cookies import (
     read_cookie,
     set_cookie,
 )
-from api.deps import SessionDep, SettingsDep, SignInDep, TemporalDep, client_ip
+from api.deps import MfaNoticesDep, SessionDep, SettingsDep, SignInDep, TemporalDep, client_ip
 from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
 from api.pages import redirect, render_page, second_factor
 from api.services.backchannel import start_session_logouts
@@ -134,7 +134,9 @@ async def mfa_page(
 
 
 @router.post("/login/mfa", response_class=HTMLResponse)
-async def mfa_submit(request: Request, signin: SignInDep, form: LoginCodeFormDep) -> Response:
+async def mfa_submit(
+    request: Request, signin: SignInDep, notices: MfaNoticesDep, form: LoginCodeFormDep
+) -> Response:
     settings = signin.settings
     sessions = Sessions(settings, signin.db)
     pending_id = read_cookie(request, settings, PENDING_MFA)
@@ -157,6 +159,7 @@ async def mfa_submit(request: Request, signin: SignInDep, form: LoginCodeFormDep
     attempts = int(pending.row.data.get("attempts", 0))
     result = await signin.totp(pending.row.staff_id, digits, client_ip(request), attempts)
     if result.outcome == "signed_in":
+        await notices.codes_low(signin.db, pending.row.staff_id, digits)
         await sessions.revoke(pending_id)
         target = safe_return_to(settings, str(pending.row.data.get("return_to") or ""))
         return await _signed_in(request, settings, sessions, pending.row.staff_id, target, "totp")

@@ -6,12 +6,15 @@ takeover that adds or removes a factor does not go unnoticed.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.common import SearchAttributePair
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.services import authenticator
 from api.services.flows import FlowClient
@@ -19,12 +22,24 @@ from api.services.page_steps import PageSteps
 from api.services.signin import Hashing
 from api.services.temporal import email_retry
 from core import audit, recovery
-from core.accounts import claim_attempt, mfa_required, release_attempt, remove_second_factors, totp_accepted
+from core.accounts import (
+    account_for,
+    claim_attempt,
+    mfa_required,
+    release_attempt,
+    remove_second_factors,
+    totp_accepted,
+)
 from core.codec import keyring_from_settings
+from core.errors import ServiceUnavailable
 from core.models import AccountStatus, SsoAccount, Staff, utcnow
 from core.search_attributes import SSO_STAFF_ID
 from core.settings import Settings
 from workflows.notices import MfaChangedNoticeWorkflow, MfaNoticeInput, MfaNoticeStart
+
+logger = logging.getLogger(__name__)
+# Recovery codes left at which the person is told to make a new set.
+CODES_LOW = 2
 
 
 @dataclass
@@ -131,16 +146,43 @@ class MfaNotices:
     settings: Settings
     flows: FlowClient
 
-    async def changed(self, staff_id: uuid.UUID, change: str) -> None:
+    async def changed(self, staff_id: uuid.UUID, change: str, once: str | None = None) -> None:
         """Started before the request commits: if Temporal can't take it, the change is not
-        made either (ServiceUnavailable rolls the request back)."""
-        await self.flows.start(
-            MfaChangedNoticeWorkflow.run,
-            MfaNoticeStart(
-                MfaNoticeInput(staff_id=str(staff_id), change=change, changed_at=utcnow()),
-                email_retry(self.settings),
-            ),
-            id=f"mfa-changed-{staff_id}-{uuid.uuid4()}",
-            search_attributes=[SearchAttributePair(SSO_STAFF_ID, str(staff_id))],
-            static_summary="Email: your Multi-Factor Authentication was changed",
-        )
+        made either (ServiceUnavailable rolls the request back). `once`: what names the one
+        email of its kind (a second start of it sends nothing)."""
+        try:
+            await self.flows.start(
+                MfaChangedNoticeWorkflow.run,
+                MfaNoticeStart(
+                    MfaNoticeInput(staff_id=str(staff_id), change=change, changed_at=utcnow()),
+                    email_retry(self.settings),
+                ),
+                id=f"mfa-changed-{staff_id}-{once or uuid.uuid4()}",
+                search_attributes=[SearchAttributePair(SSO_STAFF_ID, str(staff_id))],
+                static_summary="Email: your Multi-Factor Authentication was changed",
+                once=once is not None,
+            )
+        except WorkflowAlreadyStartedError:
+            if once is None:
+                raise
+
+    async def codes_low(self, db: AsyncSession, staff_id: uuid.UUID | None, typed: str) -> None:
+        """After a sign-in or reset took `typed` as its second factor: when that was a recovery
+        code and two or fewer are left, the person is told, once per set (the email never holds
+        a code). What was done stands if Temporal can't take the email."""
+        if staff_id is None or recovery.normalise(typed) is None:
+            return
+        account = await account_for(db, staff_id)
+        if (
+            account is None
+            or account.mfa_enabled_at is None
+            or await recovery.left(db, account.id) > CODES_LOW
+        ):
+            return
+        made_at = await recovery.set_made_at(db, account.id)
+        if made_at is None:
+            return
+        try:
+            await self.changed(staff_id, "codes_low", once=f"codes-low-{made_at:%Y%m%d%H%M%S%f}")
+        except ServiceUnavailable:
+            logger.warning("recovery codes running low: notice not started for %s", staff_id)

@@ -25,6 +25,7 @@ from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -114,9 +115,12 @@ class FlowClient:
         search_attributes: list[SearchAttributePair[Any]],
         static_summary: str,
         static_details: str | None = None,
+        once: bool = False,
     ) -> None:
-        """Start a flow that must not be running yet: WorkflowAlreadyStartedError when it is."""
+        """Start a flow that must not be running yet: WorkflowAlreadyStartedError when it is
+        (with `once`, also when a flow of that id ever ran: an email sent once per id)."""
         client = await self.connect()
+        reuse = WorkflowIDReusePolicy.REJECT_DUPLICATE if once else WorkflowIDReusePolicy.ALLOW_DUPLICATE
         try:
             async with asyncio.timeout(self.timeout):
                 await client.start_workflow(
@@ -124,6 +128,7 @@ class FlowClient:
                     args=list(args),
                     **self._started(id, WorkflowIDConflictPolicy.FAIL, search_attributes, static_summary),
                     static_details=static_details,
+                    id_reuse_policy=reuse,
                 )
         except (RPCError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc
