@@ -37,11 +37,13 @@ async def send_new_link(request: Request, links: NewLinksDep, form: NewLinkFormD
         return unavailable(request)
     if wait is not None:
         minutes = math.ceil(wait / 60)
-        return problem(
+        refused = problem(
             request,
             429,
             "Too many requests",
             f"Too many new links were asked for from your network. Try again in {minutes} "
             f"minute{'s' if minutes != 1 else ''}.",
         )
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     return problem(request, 200, "Check your email", NEUTRAL)

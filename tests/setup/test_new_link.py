@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select, update
@@ -18,7 +19,7 @@ from api.services.new_link import IP_LIMIT, NEUTRAL
 from core.models import AccountStatus, AuditEvent, SetupLink, SsoAccount, SsoSetup, utcnow
 from tests.support.accounts import Browser, browsing, hidden_fields, page_text
 from tests.support.harness import Stack
-from tests.support.setup_pages import send_setup_email
+from tests.support.setup_pages import assert_page_headers, send_setup_email
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -57,15 +58,16 @@ async def asked(stack: Stack, staff_id: str | None = None) -> list[AuditEvent]:
         return list((await session.scalars(query.order_by(AuditEvent.occurred_at))).all())
 
 
-async def ask(browser: Browser, token: str) -> object:
+async def ask(browser: Browser, token: str) -> httpx.Response:
     page = await browser.get(f"/sso/setup/{token}")
     assert page.status_code == 410, page.text
     assert SEND in page_text(page)
     return await browser.submit(page, "/sso/setup/new-link")
 
 
-def neutral(answer: object) -> bool:
-    return answer.status_code == 200 and NEUTRAL in page_text(answer)  # type: ignore[attr-defined,arg-type]
+def neutral(answer: httpx.Response) -> bool:
+    assert_page_headers(answer)  # no-store, no-referrer: a link page
+    return answer.status_code == 200 and NEUTRAL in page_text(answer)
 
 
 async def test_an_expired_link_sends_a_new_one_to_the_persons_own_address(
@@ -178,6 +180,7 @@ async def test_a_network_asking_too_often_is_told_to_wait(stack: Stack, browser:
             await browser.post("/sso/setup/new-link", {"csrf": fields["csrf"], "token": "unknown"})
         )
     answer = await browser.post("/sso/setup/new-link", {"csrf": fields["csrf"], "token": "unknown"})
+    assert int(answer.headers["retry-after"]) > 0
     assert answer.status_code == 429 and "Too many new links were asked for from your network" in page_text(
         answer
     )
