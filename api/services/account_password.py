@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from temporalio.common import SearchAttributePair
 
-from activities.inputs import NoticeInput
 from api.services.account import AccountSteps
 from api.services.backchannel import end_sessions
 from api.services.sessions import Current, Sessions
@@ -18,7 +17,7 @@ from api.services.temporal import email_retry
 from core import audit
 from core.models import SsoAccount, Staff, utcnow
 from core.search_attributes import SSO_STAFF_ID
-from workflows.notices import PasswordChangedNoticeWorkflow
+from workflows.notices import NoticeInput, PasswordChangedNoticeWorkflow
 
 MISMATCH = "The two new passwords don't match. Type the same new password in both boxes."
 WRONG_CURRENT = (
