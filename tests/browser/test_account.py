@@ -76,6 +76,8 @@ async def test_change_password_and_where_you_are_signed_in(screen: Screen, datab
     who = await make_person(database, make_settings(), first_name="Kim", last_name="Change")
     await sign_in_with_password(screen, who.email)
     assert screen.page.url.endswith("/sso/account"), screen.page.url
+    await screen.check("account-without-mfa", screenshot=False)
+    assert "Where you're signed in" in await screen.text()
 
     await screen.follow("Change password")
     await screen.check("account-password")
