@@ -3,6 +3,8 @@ Sign out everywhere else."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -10,7 +12,7 @@ from api.cookies import csrf_ok
 from api.deps import client_ip
 from api.forms import CsrfFormDep, SessionFormDep
 from api.pages import redirect, render_page
-from api.services.account import Standing
+from api.services.account import AccountSteps, Standing
 from api.services.account_sessions import SessionSteps
 from api.services.sessions import Current
 from api.signed_in import FORM_PROBLEM, AccountDep, in_session
@@ -51,26 +53,35 @@ async def sessions_page(request: Request, steps: AccountDep, notice: str | None 
     return await in_session(request, steps, page)
 
 
-@router.post("/sign-out", response_class=HTMLResponse)
-async def sign_out_one(request: Request, steps: AccountDep, form: SessionFormDep) -> Response:
+Act = Callable[[SessionSteps, Current], Awaitable[Response]]
+
+
+async def _posted(request: Request, steps: AccountSteps, csrf: str, act: Act) -> Response:
+    """A form of the page: a stale or forged one signs nothing out."""
+
     async def page(current: Current, _standing: Standing) -> Response:
         sessions = SessionSteps(steps)
-        if not csrf_ok(request, steps.settings, form.csrf):
+        if not csrf_ok(request, steps.settings, csrf):
             return await _page(request, sessions, current, FORM_PROBLEM, 400)
+        return await act(sessions, current)
+
+    return await in_session(request, steps, page)
+
+
+@router.post("/sign-out", response_class=HTMLResponse)
+async def sign_out_one(request: Request, steps: AccountDep, form: SessionFormDep) -> Response:
+    async def act(sessions: SessionSteps, current: Current) -> Response:
         if not await sessions.sign_out_one(current, form.session, client_ip(request)):
             return await _page(request, sessions, current, GONE, 400)
         return redirect("/sso/account/sessions?notice=signed_out_other")
 
-    return await in_session(request, steps, page)
+    return await _posted(request, steps, form.csrf, act)
 
 
 @router.post("/sign-out-others", response_class=HTMLResponse)
 async def sign_out_others(request: Request, steps: AccountDep, form: CsrfFormDep) -> Response:
-    async def page(current: Current, _standing: Standing) -> Response:
-        sessions = SessionSteps(steps)
-        if not csrf_ok(request, steps.settings, form.csrf):
-            return await _page(request, sessions, current, FORM_PROBLEM, 400)
+    async def act(sessions: SessionSteps, current: Current) -> Response:
         await sessions.sign_out_others(current, client_ip(request))
         return redirect("/sso/account/sessions?notice=signed_out_others")
 
-    return await in_session(request, steps, page)
+    return await _posted(request, steps, form.csrf, act)
