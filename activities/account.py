@@ -18,6 +18,10 @@ CHANGES = {
         "Multi-Factor Authentication was turned off (the authenticator app, passkeys and recovery codes "
         "were removed)"
     ),
+    "codes_low": (
+        "a recovery code was used, and two or fewer are left; make a new set on your account page "
+        "before you run out"
+    ),
     "reset": (
         "an administrator reset your Multi-Factor Authentication (the authenticator app, passkeys and "
         "recovery codes were removed, and you were signed out everywhere); you can set it up again "

@@ -182,6 +182,8 @@ class SendResetLinkResult:
 class NoticeInput:
     staff_id: str
     changed_at: datetime
+    # Changed from the account page: the browser it was changed in stays signed in.
+    kept_this_browser: bool = False
 
 
 @dataclass

@@ -239,6 +239,7 @@ class ResetActivities(SecretActivities):
             "password_changed",
             login_email=account.login_email if account is not None else staff.external_email_1,
             changed_at=email_at(data.changed_at, self._settings.zone),
+            kept_this_browser=data.kept_this_browser,
         )
         await self._notify("password_changed", staff.id, email)
 

@@ -37,6 +37,7 @@ AUDIT_EVENTS: dict[str, str] = {
     "sso_email.attempt_failed": "Sending the email failed, trying again",
     "sso_email.start_failed": "The email could not be started",
     "sso_email.cancel": "Setup cancelled",
+    "sso_email.new_link_asked": "New link asked for by the person (from an expired or used link)",
     # The flow records where it ended as sso_setup.<state>; the steps have their own words.
     **{f"sso_setup.{state}": words for state, words in SETUP_STATES.items()},
     "sso_setup.link_opened": "Opened the link",
@@ -70,6 +71,10 @@ AUDIT_EVENTS: dict[str, str] = {
     "sign_in.locked_out": "Sign-in locked until a password reset or an unlock",
     "sign_out": "Signed out",
     "sessions.revoke": "Signed out everywhere",
+    "sessions.signed_out_one": "Signed out another browser on the account page",
+    "sessions.signed_out_others": "Signed out everywhere else on the account page",
+    "password.changed": "Changed the password on the account page",
+    "password.change_failed": "A password change was refused",
     "account.unlock": "Sign-in unlocked",
     "staff.disabled": "Disabled: signed out everywhere, sign-in refused",
     "staff.enabled": "Enabled again: can sign in",

@@ -98,6 +98,26 @@ class PasskeyNameForm(CsrfForm):
     name: Annotated[str, Field(max_length=100)] = ""
 
 
+class ChangePasswordForm(CsrfForm):
+    """The current password, then the new one twice."""
+
+    current: Password = ""
+    password: Password = ""
+    confirm: Password = ""
+
+
+class SessionForm(CsrfForm):
+    """One of the person's own sessions, by the name the page gave it."""
+
+    session: Annotated[str, Field(max_length=64)] = ""
+
+
+class NewLinkForm(CsrfForm):
+    """The expired or used setup link's token: who asks is found from it, never typed in."""
+
+    token: Annotated[str, Field(max_length=200)] = ""
+
+
 class AdminActionForm(CsrfForm):
     """An action on a person, and the admin page to come back to."""
 
@@ -144,6 +164,9 @@ CurrentPasswordFormDep = Annotated[CurrentPasswordForm, Form()]
 PasskeyOptionsFormDep = Annotated[PasskeyOptionsForm, Form()]
 PasskeyFormDep = Annotated[PasskeyForm, Form()]
 PasskeyNameFormDep = Annotated[PasskeyNameForm, Form()]
+ChangePasswordFormDep = Annotated[ChangePasswordForm, Form()]
+SessionFormDep = Annotated[SessionForm, Form()]
+NewLinkFormDep = Annotated[NewLinkForm, Form()]
 AdminActionFormDep = Annotated[AdminActionForm, Form()]
 StaffFormDep = Annotated[StaffForm, Form()]
 AppFormDep = Annotated[AppForm, Form()]

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit, passkeys, recovery
@@ -149,23 +149,28 @@ async def second_factor_accepted(
 
 
 async def revoke_sessions(
-    session: AsyncSession, staff_id: uuid.UUID, now: datetime, purposes: Iterable[str] = SIGNED_IN_PURPOSES
+    session: AsyncSession,
+    staff_id: uuid.UUID,
+    now: datetime,
+    purposes: Iterable[str] = SIGNED_IN_PURPOSES,
+    keep: str | None = None,
 ) -> list[BrowserSession]:
     """The sessions it ended: the apps that got tokens in them are to be told (back-channel
-    logout)."""
-    ended = list(
-        await session.scalars(
-            select(BrowserSession).where(
-                BrowserSession.staff_id == staff_id,
-                BrowserSession.revoked_at.is_(None),
-                BrowserSession.purpose.in_(list(purposes)),
-            )
-        )
-    )
+    logout). `keep`: the id hash of one session left alone ("sign out everywhere else")."""
+    which = [
+        BrowserSession.staff_id == staff_id,
+        BrowserSession.revoked_at.is_(None),
+        BrowserSession.purpose.in_(list(purposes)),
+    ]
+    grants = [OidcGrant.staff_id == staff_id]
+    if keep is not None:
+        which.append(BrowserSession.id_hash != keep)
+        grants.append(OidcGrant.session_hash != keep)
+    ended = list(await session.scalars(select(BrowserSession).where(*which)))
     for row in ended:
         row.revoked_at = now
     await session.flush()
-    await end_session_grants(session, now, OidcGrant.staff_id == staff_id)
+    await end_session_grants(session, now, and_(*grants))
     return ended
 
 

@@ -96,3 +96,10 @@ async def made(session: AsyncSession, account_id: uuid.UUID) -> bool:
 
 async def remove(session: AsyncSession, account_id: uuid.UUID) -> None:
     await session.execute(delete(RecoveryCode).where(RecoveryCode.account_id == account_id))
+
+
+async def set_made_at(session: AsyncSession, account_id: uuid.UUID) -> datetime | None:
+    """When the account's current set was made (its codes share the moment): names the set."""
+    return await session.scalar(
+        select(func.max(RecoveryCode.created_at)).where(RecoveryCode.account_id == account_id)
+    )

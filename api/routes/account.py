@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from api.cookies import SIGNIN_SESSION, csrf_ok, read_cookie
-from api.deps import SessionDep, SettingsDep, TemporalDep, client_ip
+from api.cookies import csrf_ok
+from api.deps import client_ip
 from api.forms import CodeFormDep, CsrfFormDep, CurrentPasswordFormDep
-from api.pages import redirect, render_page, six_digits, unavailable
+from api.pages import redirect, render_page, six_digits
 from api.services.account import AccountSteps, Standing
 from api.services.account_apps import AccountApps
 from api.services.passkeys import NOTICES as PASSKEY_NOTICES
-from api.services.sessions import Sessions
-from core.errors import ServiceUnavailable
+from api.signed_in import FORM_PROBLEM, AccountDep, as_signed_in
 from core.models import SsoAccount, Staff
 
 router = APIRouter(prefix="/sso/account", tags=["pages"], include_in_schema=False)
 
-FORM_PROBLEM = "This form has expired. Reload the page and try again."
 NOT_A_CODE = "Enter the 6-digit code from your authenticator app."
 STILL_ON = "That password didn't match, so Multi-Factor Authentication is still on."
 WRONG_CODE = (
@@ -29,29 +24,13 @@ WRONG_CODE = (
 )
 
 
-def get_account_steps(
-    request: Request, db: SessionDep, settings: SettingsDep, temporal: TemporalDep
-) -> AccountSteps:
-    return AccountSteps(settings=settings, db=db, temporal=temporal, hashing=request.app.state.hashing)
-
-
-AccountDep = Annotated[AccountSteps, Depends(get_account_steps)]
-Page = Callable[[Staff, Standing], Awaitable[Response]]
-
-
-async def _as_signed_in(request: Request, steps: AccountSteps, page: Page) -> Response:
-    """Every account page: only for a live sign-in session, else to the sign-in page."""
-    cookie = read_cookie(request, steps.settings, SIGNIN_SESSION)
-    current = await Sessions(steps.settings, steps.db).signed_in(cookie)
-    if current is None or current.staff is None:
-        return redirect("/sso/login?notice=expired" if cookie is not None else "/sso/login")
-    try:
-        return await page(current.staff, await steps.standing(current.staff))
-    except ServiceUnavailable:
-        return unavailable(request)
-
-
-NOTICES = {"mfa_off": "Multi-Factor Authentication is off. We've emailed you to say so.", **PASSKEY_NOTICES}
+NOTICES = {
+    "mfa_off": "Multi-Factor Authentication is off. We've emailed you to say so.",
+    "password_changed": (
+        "Your password was changed, and you were signed out everywhere else. We've emailed you to say so."
+    ),
+    **PASSKEY_NOTICES,
+}
 
 
 @router.get("", response_class=HTMLResponse)
@@ -59,7 +38,7 @@ async def account_page(request: Request, steps: AccountDep, notice: str | None =
     async def page(staff: Staff, standing: Standing) -> Response:
         return await _account_page(request, steps, staff, standing, notice=NOTICES.get(notice or ""))
 
-    return await _as_signed_in(request, steps, page)
+    return await as_signed_in(request, steps, page)
 
 
 async def _account_page(
@@ -118,7 +97,7 @@ async def mfa_page(request: Request, steps: AccountDep) -> Response:
         assert standing.account is not None
         return enrol_page(request, steps, standing.account)
 
-    return await _as_signed_in(request, steps, page)
+    return await as_signed_in(request, steps, page)
 
 
 @router.post("/mfa", response_class=HTMLResponse)
@@ -138,7 +117,7 @@ async def mfa_submit(request: Request, steps: AccountDep, form: CodeFormDep) -> 
             return enrol_page(request, steps, account, WRONG_CODE, 400)
         return render_page(request, "recovery_codes", codes=codes, next_page="/sso/account")
 
-    return await _as_signed_in(request, steps, page)
+    return await as_signed_in(request, steps, page)
 
 
 @router.post("/recovery-codes", response_class=HTMLResponse)
@@ -150,7 +129,7 @@ async def new_recovery_codes(request: Request, steps: AccountDep, form: CsrfForm
         codes = await steps.new_recovery_codes(standing.account, client_ip(request))
         return render_page(request, "recovery_codes", codes=codes, next_page="/sso/account")
 
-    return await _as_signed_in(request, steps, page)
+    return await as_signed_in(request, steps, page)
 
 
 @router.post("/mfa/off", response_class=HTMLResponse)
@@ -164,4 +143,4 @@ async def turn_mfa_off(request: Request, steps: AccountDep, form: CurrentPasswor
             return await _account_page(request, steps, staff, standing, STILL_ON, 400)
         return redirect("/sso/account?notice=mfa_off")
 
-    return await _as_signed_in(request, steps, page)
+    return await as_signed_in(request, steps, page)

@@ -10,9 +10,10 @@ from fastapi.responses import HTMLResponse, Response
 from api.cookies import csrf_ok
 from api.deps import client_ip
 from api.forms import CsrfFormDep
-from api.routes.account import FORM_PROBLEM, AccountDep, _account_page, _as_signed_in
+from api.routes.account import _account_page
 from api.services.account import Standing
 from api.services.account_apps import AccountApps, RemovedApp
+from api.signed_in import FORM_PROBLEM, AccountDep, as_signed_in
 from core.models import Staff
 
 router = APIRouter(prefix="/sso/account/apps", tags=["pages"], include_in_schema=False)
@@ -41,4 +42,4 @@ async def remove_access(request: Request, ref: str, steps: AccountDep, form: Csr
             raise HTTPException(status_code=404)
         return await _account_page(request, steps, staff, standing, notice=removed_notice(removed))
 
-    return await _as_signed_in(request, steps, page)
+    return await as_signed_in(request, steps, page)

@@ -14,9 +14,10 @@ from api.cookies import PASSKEY_CHALLENGE, clear_cookie, csrf_ok, read_cookie
 from api.deps import client_ip
 from api.forms import PasskeyFormDep, PasskeyNameFormDep
 from api.pages import redirect, render_page
-from api.routes.account import FORM_PROBLEM, AccountDep, _account_page, _as_signed_in
+from api.routes.account import _account_page
 from api.services.account import AccountSteps, Standing
 from api.services.passkeys import PasskeyRefused, PasskeySteps
+from api.signed_in import FORM_PROBLEM, AccountDep, as_signed_in
 from core.models import SsoAccount, Staff
 
 router = APIRouter(prefix="/sso/account/passkeys", tags=["pages"], include_in_schema=False)
@@ -59,7 +60,7 @@ async def add_passkey(request: Request, steps: AccountDep, form: PasskeyFormDep)
         clear_cookie(response, steps.settings, PASSKEY_CHALLENGE)
         return response
 
-    return await _as_signed_in(request, steps, page)
+    return await as_signed_in(request, steps, page)
 
 
 Change = Callable[[PasskeySteps, SsoAccount, Standing, str | None], Awaitable[None]]
@@ -79,7 +80,7 @@ async def _change(request: Request, steps: AccountSteps, csrf: str, change: Chan
             return await _refused(request, steps, staff, standing, refused.message)
         return redirect(f"/sso/account?notice={notice}")
 
-    return await _as_signed_in(request, steps, page)
+    return await as_signed_in(request, steps, page)
 
 
 @router.post("/{passkey_id}/name", response_class=HTMLResponse)

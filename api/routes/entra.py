@@ -120,7 +120,7 @@ async def _plan(
             token
         )
         if not view.usable or view.link is None or view.staff is None:
-            return invalid_link(request, view)
+            return invalid_link(request, view, token)
         return EntraStart(
             "link",
             staff_id=view.staff.id,
@@ -193,9 +193,7 @@ async def _answer(
     sessions = Sessions(settings, entra.db)
     # A new session id after every Entra callback: nothing set before it carries over.
     await sessions.revoke(read_cookie(request, settings, SIGNIN_SESSION))
-    session_id = await sessions.create(
-        "signin", result.staff_id, settings.session_max_ttl, data={"method": "entra"}
-    )
+    session_id = await sessions.sign_in(result.staff_id, "entra", request.headers.get("user-agent"))
     if result.kind == "signed_in":
         response = redirect(safe_return_to(settings, result.return_to) or "/sso/account")
     else:

@@ -22,7 +22,15 @@ from api.cookies import (
     read_cookie,
     set_cookie,
 )
-from api.deps import CounterDep, SessionDep, SettingsDep, TemporalDep, UnitOfWorkDep, client_ip
+from api.deps import (
+    CounterDep,
+    MfaNoticesDep,
+    SessionDep,
+    SettingsDep,
+    TemporalDep,
+    UnitOfWorkDep,
+    client_ip,
+)
 from api.forms import (
     CsrfFormDep,
     ForgotFormDep,
@@ -37,6 +45,7 @@ from api.services.reset import NEW_CODE_SENT, ResetSteps, reset_workflow_id
 from api.services.sessions import Current, Sessions
 from core.addresses import rate_key
 from core.errors import ServiceUnavailable
+from core.models import SsoAccount
 from core.passwords import PasswordPolicy, brand_words, check_password
 from core.reset_caps import LINK_SENT, reset_link_hash
 from core.throttle import Counter
@@ -267,7 +276,12 @@ async def reset_page(request: Request, reset: ResetDep, sent: str = "") -> Respo
 
 @router.post("/reset", response_class=HTMLResponse)
 async def reset_submit(
-    request: Request, uow: UnitOfWorkDep, reset: ResetDep, counter: CounterDep, form: ResetCodeFormDep
+    request: Request,
+    uow: UnitOfWorkDep,
+    reset: ResetDep,
+    counter: CounterDep,
+    notices: MfaNoticesDep,
+    form: ResetCodeFormDep,
 ) -> Response:
     current = await _current(request, reset)
     if current is None:
@@ -301,6 +315,7 @@ async def reset_submit(
     await answer_no_sooner(started)
     if not result.ok:  # committed all the same: a stand-in session keeps its attempt count
         return _page(request, reset, Said(result.message, result.problems), form=form)
+    await notices.codes_low(reset.db, current.row.staff_id, form.totp)
     return await _changed(request, reset)
 
 
@@ -369,13 +384,19 @@ async def reset_link_page(token: str, request: Request, reset: ResetDep) -> HTML
 
 @router.post("/reset/link/{token}", response_class=HTMLResponse)
 async def reset_link_submit(
-    token: str, request: Request, reset: ResetDep, counter: CounterDep, form: ResetLinkFormDep
+    token: str,
+    request: Request,
+    reset: ResetDep,
+    counter: CounterDep,
+    notices: MfaNoticesDep,
+    form: ResetLinkFormDep,
 ) -> Response:
     # The key is stored (database or Redis): the link's hash, never the token itself.
     link_key = f"reset-link:{reset_link_hash(reset.settings.secret_key.get_secret_value(), token)[:64]}"
     refused = await _form_refusal(request, reset, counter, form, link_key)
     if refused is not None:
         return _link_page(request, reset, token, refused, form=form)
+    link = await reset.link_usable(token)  # whose it is: the reset uses it up
     try:
         result = await reset.reset_with_link(
             token,
@@ -388,4 +409,6 @@ async def reset_link_submit(
         return unavailable(request)
     if not result.ok:
         return _link_page(request, reset, token, Said(result.message, result.problems), form=form)
+    account = await reset.db.get(SsoAccount, link.account_id) if link is not None else None
+    await notices.codes_low(reset.db, account.staff_id if account else None, form.totp)
     return await _changed(request, reset)

@@ -283,14 +283,17 @@ async def _on_current_page(visit: Visit, message: str, status: int) -> Response:
 # -- link pages (token in the URL; a GET never consumes it) -----------------------------
 
 
-def invalid_link(request: Request, view: LinkView) -> HTMLResponse:
-    """Why this setup link no longer works, and what to do next (the Microsoft-Entra button's too)."""
+def invalid_link(request: Request, view: LinkView, token: str) -> HTMLResponse:
+    """Why this setup link no longer works, and what to do next (the Microsoft-Entra button's
+    too): for a link of a setup not finished, Send me a new link (which posts the token)."""
+    finished = view.setup_state == SetupState.active.value
     return render_page(
         request,
         "link_invalid",
         status_code=404 if view.link is None else 410,
         reason=view.reason,
-        finished=view.setup_state == SetupState.active.value,
+        finished=finished,
+        token=token if view.link is not None and not finished else None,
     )
 
 
@@ -307,7 +310,7 @@ async def open_setup_link(token: str, request: Request, steps: StepsDep) -> Resp
     """Show the setup screen. A GET never consumes the link: mail scanners open links too."""
     view = await steps.open_link(token)
     if not view.usable:
-        return await _carry_on(request, steps, view) or invalid_link(request, view)
+        return await _carry_on(request, steps, view) or invalid_link(request, view, token)
     assert view.link is not None and view.staff is not None
     return render_page(
         request,
@@ -323,7 +326,7 @@ async def open_setup_link(token: str, request: Request, steps: StepsDep) -> Resp
 async def password_page(token: str, request: Request, steps: StepsDep) -> Response:
     view = await steps.open_link(token)
     if not view.usable:
-        return await _carry_on(request, steps, view) or invalid_link(request, view)
+        return await _carry_on(request, steps, view) or invalid_link(request, view, token)
     page = _password(request, steps.settings.password_min_length, view, token)
     # The person followed Forgot your password? / Set your password: the setup shows
     # link_opened. Told after the page is sent; the link stays unconsumed.
@@ -364,7 +367,7 @@ async def password_submit(
         if await steps.bound_here(view, token, seed):
             return _with_session(redirect("/sso/setup/confirm"), steps, steps.session_id_for(token, seed))
     if not view.usable:
-        return await _carry_on(request, steps, view) or invalid_link(request, view)
+        return await _carry_on(request, steps, view) or invalid_link(request, view, token)
     assert view.staff is not None
     min_length = steps.settings.password_min_length
     if not csrf_ok(request, steps.settings, form.csrf) or seed is None:

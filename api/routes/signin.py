@@ -19,7 +19,7 @@ from api.cookies import (
     read_cookie,
     set_cookie,
 )
-from api.deps import SessionDep, SettingsDep, SignInDep, TemporalDep, client_ip
+from api.deps import MfaNoticesDep, SessionDep, SettingsDep, SignInDep, TemporalDep, client_ip
 from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
 from api.pages import disabled_page, redirect, render_page, second_factor
 from api.services.backchannel import queue_session_logouts
@@ -123,10 +123,13 @@ async def _signed_in(
     method: str,
     amr: list[str] | None = None,
 ) -> Response:
-    return await signed_in_with(settings, sessions, staff_id, method, redirect(target or "/sso/account"), amr)
+    return await signed_in_with(
+        request, settings, sessions, staff_id, method, redirect(target or "/sso/account"), amr
+    )
 
 
 async def signed_in_with(
+    request: Request,
     settings: SettingsDep,
     sessions: Sessions,
     staff_id: object,
@@ -135,12 +138,11 @@ async def signed_in_with(
     amr: list[str] | None = None,
 ) -> Response:
     """`response`, signed in: the new session's cookie set, the pending second step's cleared."""
-    # A brand-new id at every sign-in: nothing set before it can be fixed on the person.
-    session_id = await sessions.create(
-        "signin",
+    session_id = await sessions.sign_in(
         staff_id,  # type: ignore[arg-type]
-        settings.session_max_ttl,
-        data={"method": method, **({"amr": amr} if amr else {})},
+        method,
+        request.headers.get("user-agent"),
+        amr,
     )
     set_cookie(response, settings, SIGNIN_SESSION, session_id, max_age=settings.session_max_ttl)
     clear_cookie(response, settings, PENDING_MFA)
@@ -198,7 +200,9 @@ async def second_factors(db: SessionDep, staff_id: uuid.UUID) -> dict[str, bool]
 
 
 @router.post("/login/mfa", response_class=HTMLResponse)
-async def mfa_submit(request: Request, signin: SignInDep, form: LoginCodeFormDep) -> Response:
+async def mfa_submit(
+    request: Request, signin: SignInDep, notices: MfaNoticesDep, form: LoginCodeFormDep
+) -> Response:
     settings = signin.settings
     sessions = Sessions(settings, signin.db)
     pending_id = read_cookie(request, settings, PENDING_MFA)
@@ -221,6 +225,7 @@ async def mfa_submit(request: Request, signin: SignInDep, form: LoginCodeFormDep
     attempts = int(pending.row.data.get("attempts", 0))
     result = await signin.totp(pending.row.staff_id, digits, client_ip(request), attempts)
     if result.outcome == "signed_in":
+        await notices.codes_low(signin.db, pending.row.staff_id, digits)
         await sessions.revoke(pending_id)
         target = safe_return_to(settings, str(pending.row.data.get("return_to") or ""))
         return await _signed_in(request, settings, sessions, pending.row.staff_id, target, "totp")

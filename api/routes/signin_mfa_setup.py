@@ -77,4 +77,4 @@ async def mfa_setup_submit(
     await sessions.revoke(read_cookie(request, settings, PENDING_MFA))
     target = safe_return_to(settings, str(pending.row.data.get("return_to") or "")) or "/sso/account"
     page = render_page(request, "recovery_codes", codes=codes, next_page=target)
-    return await signed_in_with(settings, sessions, account.staff_id, "totp", page)
+    return await signed_in_with(request, settings, sessions, account.staff_id, "totp", page)

@@ -7,12 +7,15 @@ takeover that adds or removes a factor does not go unnoticed.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.common import SearchAttributePair
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.services import authenticator
 from api.services.flows import FlowClient
@@ -21,13 +24,24 @@ from api.services.page_steps import PageSteps
 from api.services.signin import Hashing
 from api.services.temporal import email_retry
 from core import audit, passkeys, recovery
-from core.accounts import claim_attempt, release_attempt, remove_second_factors, totp_accepted
+from core.accounts import (
+    account_for,
+    claim_attempt,
+    release_attempt,
+    remove_second_factors,
+    totp_accepted,
+)
 from core.codec import keyring_from_settings
+from core.errors import ServiceUnavailable
 from core.mfa_policy import policy_for
 from core.models import AccountStatus, Passkey, SsoAccount, Staff, utcnow
 from core.search_attributes import SSO_STAFF_ID
 from core.settings import MfaPolicy, Settings
 from workflows.notices import MfaChangedNoticeWorkflow, MfaNoticeInput, MfaNoticeStart
+
+logger = logging.getLogger(__name__)
+# Recovery codes left at which the person is told to make a new set.
+CODES_LOW = 2
 
 
 @dataclass
@@ -113,19 +127,28 @@ class AccountSteps(PageSteps):
         """MFA off after the current password, counted like a sign-in attempt (a stolen
         session must not guess its way to removing the factor); False when refused."""
         account = standing.account
-        assert account is not None and standing.can_turn_off and account.password_hash is not None
-        claimed = await claim_attempt(self.db, account.id, utcnow())
-        right = claimed is not None and await self.hashing.verify(account.password_hash, password)
-        staff_id = str(account.staff_id)
-        if claimed is None or not right:
-            reason = "locked" if claimed is None else "wrong password"
-            audit.by_staff(self.db, staff_id, "mfa.remove_failed", outcome="failure", ip=ip, reason=reason)
+        assert account is not None and standing.can_turn_off
+        if not await self.password_again(account, password, ip, "mfa.remove_failed"):
             return False
-        await release_attempt(self.db, account.id, claimed)
-        await self.db.refresh(account)
+        staff_id = str(account.staff_id)
         await remove_second_factors(self.db, account)
         audit.by_staff(self.db, staff_id, "mfa.removed", ip=ip, via="account")
         await self._notify(account.staff_id, "removed")
+        return True
+
+    async def password_again(self, account: SsoAccount, password: str, ip: str | None, refused: str) -> bool:
+        """The current password, typed again for a change, counted like a sign-in attempt (a
+        stolen session must not guess its way to the change); a refusal is audited as
+        `refused`. The account is fresh from the database afterwards."""
+        assert account.password_hash is not None
+        claimed = await claim_attempt(self.db, account.id, utcnow())
+        right = claimed is not None and await self.hashing.verify(account.password_hash, password)
+        if claimed is None or not right:
+            reason = "locked" if claimed is None else "wrong password"
+            audit.by_staff(self.db, str(account.staff_id), refused, outcome="failure", ip=ip, reason=reason)
+            return False
+        await release_attempt(self.db, account.id, claimed)
+        await self.db.refresh(account)
         return True
 
     async def _notify(self, staff_id: uuid.UUID, change: str) -> None:
@@ -139,16 +162,43 @@ class MfaNotices:
     settings: Settings
     flows: FlowClient
 
-    async def changed(self, staff_id: uuid.UUID, change: str) -> None:
+    async def changed(self, staff_id: uuid.UUID, change: str, once: str | None = None) -> None:
         """Started before the request commits: if Temporal can't take it, the change is not
-        made either (ServiceUnavailable rolls the request back)."""
-        await self.flows.start(
-            MfaChangedNoticeWorkflow.run,
-            MfaNoticeStart(
-                MfaNoticeInput(staff_id=str(staff_id), change=change, changed_at=utcnow()),
-                email_retry(self.settings),
-            ),
-            id=f"mfa-changed-{staff_id}-{uuid.uuid4()}",
-            search_attributes=[SearchAttributePair(SSO_STAFF_ID, str(staff_id))],
-            static_summary="Email: your Multi-Factor Authentication was changed",
-        )
+        made either (ServiceUnavailable rolls the request back). `once`: what names the one
+        email of its kind (a second start of it sends nothing)."""
+        try:
+            await self.flows.start(
+                MfaChangedNoticeWorkflow.run,
+                MfaNoticeStart(
+                    MfaNoticeInput(staff_id=str(staff_id), change=change, changed_at=utcnow()),
+                    email_retry(self.settings),
+                ),
+                id=f"mfa-changed-{staff_id}-{once or uuid.uuid4()}",
+                search_attributes=[SearchAttributePair(SSO_STAFF_ID, str(staff_id))],
+                static_summary="Email: your Multi-Factor Authentication was changed",
+                once=once is not None,
+            )
+        except WorkflowAlreadyStartedError:
+            if once is None:
+                raise
+
+    async def codes_low(self, db: AsyncSession, staff_id: uuid.UUID | None, typed: str) -> None:
+        """After a sign-in or reset took `typed` as its second factor: when that was a recovery
+        code and two or fewer are left, the person is told, once per set (the email never holds
+        a code). What was done stands if Temporal can't take the email."""
+        if staff_id is None or recovery.normalise(typed) is None:
+            return
+        account = await account_for(db, staff_id)
+        if (
+            account is None
+            or account.mfa_enabled_at is None
+            or await recovery.left(db, account.id) > CODES_LOW
+        ):
+            return
+        made_at = await recovery.set_made_at(db, account.id)
+        if made_at is None:
+            return
+        try:
+            await self.changed(staff_id, "codes_low", once=f"codes-low-{made_at:%Y%m%d%H%M%S%f}")
+        except ServiceUnavailable:
+            logger.warning("recovery codes running low: notice not started for %s", staff_id)

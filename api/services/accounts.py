@@ -12,14 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services.account import MfaNotices
-from api.services.backchannel import queue_session_logouts
+from api.services.backchannel import end_sessions
 from api.services.flows import FlowClient
 from api.services.mfa_obligation import MfaObligations
 from api.services.staff import get_staff
 from core import audit, passkeys
-from core.accounts import account_for, remove_second_factors, revoke_sessions
+from core.accounts import account_for, remove_second_factors
 from core.errors import Conflict, NotFound
-from core.models import EntraLink, Staff, utcnow
+from core.models import EntraLink, Staff
 from core.reset_caps import clear as clear_wrong_reset_codes
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
@@ -98,9 +98,7 @@ class AccountAdmin:
         return FlowClient(self.temporal, 10.0, self.settings.task_queue, connect_timeout=5.0)
 
     async def _end_sessions(self, staff: Staff) -> int:
-        ended = await revoke_sessions(self.db, staff.id, utcnow())
-        await queue_session_logouts(self.temporal, self.settings, self.db, ended)
-        return len(ended)
+        return len(await end_sessions(self.temporal, self.settings, self.db, staff.id))
 
     async def _done(self, action: str, staff: Staff, actor: str, ip: str | None, **details: Any) -> None:
         """Every action is audited against the person it was taken on, and flushed: the

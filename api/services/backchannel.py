@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Sequence
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services.temporal import connected
+from core.accounts import revoke_sessions
 from core.db import after_commit
-from core.models import BrowserSession
+from core.models import BrowserSession, utcnow
 from core.oidc import logout_outbox
 from core.oidc.backchannel import SessionLogoutInput, logouts_due
 from core.settings import Settings
@@ -50,3 +52,17 @@ async def _start_owed(
     except Exception:  # the sessions have ended; the sweeper starts what is still owed
         logger.warning("back-channel logouts left to the sweeper", exc_info=True)
         await db.rollback()
+
+
+async def end_sessions(
+    temporal: TemporalGateway,
+    settings: Settings,
+    db: AsyncSession,
+    staff_id: uuid.UUID,
+    keep: str | None = None,
+) -> list[BrowserSession]:
+    """Ends a person's sign-in sessions (all, or all but the one whose id hash is `keep`),
+    their refresh tokens with them, and owes the apps their logouts; the sessions it ended."""
+    ended = await revoke_sessions(db, staff_id, utcnow(), keep=keep)
+    await queue_session_logouts(temporal, settings, db, ended)
+    return ended

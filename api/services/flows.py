@@ -25,6 +25,7 @@ from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -109,24 +110,27 @@ class FlowClient:
     async def start(
         self,
         run: Run,
-        arg: object,
-        *,
+        *args: object,
         id: str,
         search_attributes: list[SearchAttributePair[Any]],
         static_summary: str,
         static_details: str | None = None,
         conflict: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.FAIL,
+        once: bool = False,
     ) -> None:
         """Start a flow; by default one that must not be running yet (WorkflowAlreadyStartedError
-        when it is), or as `conflict` says."""
+        when it is), or as `conflict` says (with `once`, also refused when a flow of that id
+        ever ran: an email sent once per id)."""
         client = await self.connect()
+        reuse = WorkflowIDReusePolicy.REJECT_DUPLICATE if once else WorkflowIDReusePolicy.ALLOW_DUPLICATE
         try:
             async with asyncio.timeout(self.timeout):
                 await client.start_workflow(
                     run,
-                    arg,
+                    args=list(args),
                     **self._started(id, conflict, search_attributes, static_summary),
                     static_details=static_details,
+                    id_reuse_policy=reuse,
                 )
         except (RPCError, TimeoutError) as exc:
             raise ServiceUnavailable(UNAVAILABLE) from exc

@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import audit
 from core.accounts import end_session_grants
 from core.crypto import token_hash
 from core.models import BrowserSession, OidcGrant, Staff, utcnow
+from core.oidc.claims import session_claims
 from core.settings import Settings
+from core.user_agents import browser_label
 
 SESSION_PURPOSE = "session"
 # Writing last_seen_at on every request would turn each page view into a write.
@@ -67,6 +70,37 @@ class Sessions:
         await self.db.flush()
         return session_id
 
+    async def sign_in(
+        self, staff_id: uuid.UUID, method: str, user_agent: str | None, amr: list[str] | None = None
+    ) -> str:
+        """A signed-in session (a brand-new id: nothing set before it can be fixed on the
+        person), saying how it was signed in and, in a few words, from which browser."""
+        return await self.create(
+            "signin",
+            staff_id,
+            self.settings.session_max_ttl,
+            data={"method": method, "browser": browser_label(user_agent), **({"amr": amr} if amr else {})},
+        )
+
+    async def live(self, staff_id: uuid.UUID) -> list[BrowserSession]:
+        """The person's signed-in sessions that still work, the most recently used first."""
+        now = utcnow()
+        rows = await self.db.scalars(
+            select(BrowserSession).where(
+                BrowserSession.staff_id == staff_id,
+                BrowserSession.purpose == "signin",
+                BrowserSession.revoked_at.is_(None),
+                BrowserSession.expires_at > now,
+            )
+        )
+        idle = self.settings.session_idle_ttl
+        alive = [row for row in rows if (row.last_seen_at or row.created_at) + idle > now]
+        return sorted(alive, key=lambda row: row.last_seen_at or row.created_at, reverse=True)
+
+    def handle(self, row: BrowserSession) -> str:
+        """How a page names a session: its `sid` (what apps know it by), never its id."""
+        return str(session_claims(self.settings, row)["sid"])
+
     async def get(
         self, session_id: str | None, purpose: str, idle: timedelta | None = None
     ) -> Current | None:
@@ -100,7 +134,12 @@ class Sessions:
         if not session_id or len(session_id) > 128:
             return
         row = await self.db.get(BrowserSession, session_hash(self.settings, session_id))
-        if row is not None and row.revoked_at is None:
+        if row is not None:
+            await self.end(row)
+
+    async def end(self, row: BrowserSession) -> None:
+        """Ends this session, and the refresh tokens apps got in it."""
+        if row.revoked_at is None:
             row.revoked_at = utcnow()
             await end_session_grants(self.db, row.revoked_at, OidcGrant.session_hash == row.id_hash)
             await self.db.flush()

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from api.services import authenticator
+from api.services.account import MfaNotices
 from api.services.flows import Flow, Update, update_name
 from api.services.mfa_obligation import MfaObligations
 from api.services.page_steps import PageSteps
@@ -228,9 +229,16 @@ class SetupSteps(PageSteps):
     ) -> StepResult:
         assert bound.session.workflow_id is not None
         sealed = seal(self.settings.seal_public_key, code.encode(), totp_context(bound.session.workflow_id))
-        return await self._step(
+        result = await self._step(
             bound, SsoSetupWorkflow.complete_mfa, TotpRequest(sealed_code=sealed, ip=ip), submission
         )
+        if result.ok:
+            # Every new factor is emailed, this first one too; from here rather than the flow,
+            # whose recorded steps must not change. Once per setup run: a form sent twice (or
+            # sent again after Temporal was away) sends one email.
+            once = f"setup-{bound.session.workflow_id}-{bound.session.run_id or ''}"
+            await MfaNotices(self.settings, self._flows).changed(bound.staff.id, "enrolled", once=once)
+        return result
 
     async def skip_mfa(self, bound: BoundSetup, submission: str, ip: str | None = None) -> StepResult:
         result = await self._step(bound, SsoSetupWorkflow.skip_mfa, StepRequest(ip=ip), submission)

@@ -67,3 +67,40 @@ async def test_mfa_set_up_later_then_a_recovery_code_signs_in(
     assert screen.page.url.endswith("/sso/account"), screen.page.url
     await screen.check("account-with-mfa", screenshot=False)
     assert "Recovery codes left: 9 of 10." in await screen.text()
+
+
+NEW_PASSWORD = "quiet harbour lanterns drift north"
+
+
+async def test_change_password_and_where_you_are_signed_in(screen: Screen, database: SessionFactory) -> None:
+    who = await make_person(database, make_settings(), first_name="Kim", last_name="Change")
+    await sign_in_with_password(screen, who.email)
+    assert screen.page.url.endswith("/sso/account"), screen.page.url
+    await screen.check("account-without-mfa", screenshot=False)
+    assert "Where you're signed in" in await screen.text()
+
+    await screen.follow("Change password")
+    await screen.check("account-password")
+    assert await screen.heading() == "Change password"
+    await fits_the_width(screen)
+    await screen.field("Current password").fill("not the password at all")
+    await screen.field("New password").fill(NEW_PASSWORD)
+    await screen.field("Type it again").fill(NEW_PASSWORD)
+    await screen.press("Change password")
+    await screen.check(
+        "account-password-error", alert="That isn't your current password.", invalid="current-password"
+    )
+
+    await screen.field("Current password").fill(PASSWORD)
+    await screen.field("New password").fill(NEW_PASSWORD)
+    await screen.field("Type it again").fill(NEW_PASSWORD)
+    await screen.press("Change password")
+    assert screen.page.url.endswith("/sso/account?notice=password_changed"), screen.page.url
+    await screen.check("account-password-changed")
+    assert "Your password was changed, and you were signed out everywhere else." in await screen.text()
+
+    await screen.follow("Where you're signed in")
+    await screen.check("account-sessions")
+    assert await screen.heading() == "Where you're signed in"
+    assert "(This browser)" in await screen.text()
+    assert "with: Password." in await screen.text()

@@ -48,3 +48,12 @@ async def test_an_expired_link_says_it_is_no_longer_valid(
     text = await screen.text()
     assert "This Single Sign-On setup link has expired." in text, text
     assert "ask your administrator to send you a new Single Sign-On email" in text
+
+    # Send me a new link: the page answers as it would for anyone, and the email comes.
+    assert "Send me a new link" in text
+    await screen.press("Send me a new link")
+    await screen.check("link-new-sent")
+    assert await screen.heading() == "Check your email"
+    assert "If this link was yours, we've sent a new one to your email." in await screen.text()
+    again = await wait_for_email(world, staff["external_email_1"], count=2)
+    assert again.message["Subject"] == received.message["Subject"]

@@ -444,6 +444,25 @@ async def test_a_recovery_code_stands_in_for_the_authenticator_code_once(stack: 
     assert actions.count("mfa.recovery_code_used") == 1
 
 
+async def test_a_reset_that_leaves_two_recovery_codes_tells_the_person(stack: Stack) -> None:
+    """Running low is emailed from the reset too (§37), without the codes."""
+    someone = await person(stack, mfa=True)
+    secret = stack.settings.secret_key.get_secret_value()
+    async with stack.sessions() as session:
+        codes = await recovery.issue(session, secret, someone.account_id, utcnow())
+        for used in codes[3:]:
+            assert await recovery.redeem(session, secret, someone.account_id, used, utcnow())
+        await session.commit()
+    async with browser_of(stack) as browser:
+        page, code = await start_reset(stack, browser, someone)
+        asked = await change_password(browser, page, code)
+        assert_reset(await change_password(browser, asked, code, totp=codes[0]))
+    [body] = await emails_with_subject(
+        stack.sessions, stack.settings, someone.email, "Your agentOS Multi-Factor Authentication was changed"
+    )
+    assert "two or fewer are left" in body and not any(c in body for c in codes)
+
+
 TOTP_FIELD = re.compile(r'<input class="field code" id="totp" name="totp"[^>]*>')
 
 
