@@ -99,12 +99,15 @@ async def with_passkey(stack: Stack, browser: Browser) -> tuple[Person, SoftKey,
 
 
 async def session_data(stack: Stack, browser: Browser) -> dict[str, Any]:
+    """How the browser's session was signed in (its browser label, checked elsewhere, left out)."""
     cookie = browser.cookie(cookie_name(stack.settings, "sso_session"))
     assert cookie is not None
     async with stack.sessions() as session:
         row = await session.get(BrowserSession, session_hash(stack.settings, cookie))
         assert row is not None
-        return dict(row.data)
+        data = dict(row.data)
+        assert isinstance(data.pop("browser"), str)
+        return data
 
 
 async def refusals(stack: Stack, person: Person) -> list[str]:

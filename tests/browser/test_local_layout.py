@@ -44,6 +44,12 @@ CONTEXTS = {
         "changed_at": email_at(WINTER, LONDON),
         "what": "a new set of recovery codes was made",
     },
+    "mfa_reminder": {
+        "required": True,
+        "login_email": f"{LONG_NAME[:60]}@example.com",
+        "due_at": email_at(WINTER, LONDON),
+        "link": "https://sso.example.test/sso/account/mfa",
+    },
     "entra_linked": {"account": f"{LONG_NAME[:60]}@contoso.example", "linked_at": email_at(SUMMER, LONDON)},
 }
 
