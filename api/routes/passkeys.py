@@ -26,9 +26,17 @@ from api.cookies import (
 )
 from api.deps import CounterDep, SessionDep, SettingsDep, TemporalDep, client_ip
 from api.forms import PasskeyFormDep, PasskeyOptionsFormDep
-from api.pages import redirect, render_page
+from api.pages import disabled_page, redirect, render_page
 from api.routes.signin import FORM_PROBLEM, _signed_in, second_factors
-from api.services.passkeys import CEREMONIES, CHALLENGE_TTL, Checked, PasskeyRefused, PasskeySteps, amr_of
+from api.services.passkeys import (
+    CEREMONIES,
+    CHALLENGE_TTL,
+    Checked,
+    PasskeyOfDisabled,
+    PasskeyRefused,
+    PasskeySteps,
+    amr_of,
+)
 from api.services.sessions import Sessions
 from api.services.signin import IP_WINDOW, safe_return_to
 from core.accounts import account_for
@@ -110,6 +118,8 @@ async def passkey_sign_in(request: Request, steps: PasskeyDep, form: PasskeyForm
         checked = await steps.check(
             read_cookie(request, settings, PASSKEY_CHALLENGE), "signin", form.credential, ip
         )
+    except PasskeyOfDisabled:
+        return _disabled(request, steps)
     except PasskeyRefused as refused:
         refusal = _login_refused(request, refused.message, 401, target)
         clear_cookie(refusal, settings, PASSKEY_CHALLENGE)
@@ -117,6 +127,13 @@ async def passkey_sign_in(request: Request, steps: PasskeyDep, form: PasskeyForm
     sessions = Sessions(settings, steps.db)
     await sessions.revoke(read_cookie(request, settings, SIGNIN_SESSION))
     return await _passkey_signed_in(request, steps, sessions, checked, target, ip, after_password=False)
+
+
+def _disabled(request: Request, steps: PasskeySteps) -> HTMLResponse:
+    """The passkey proved a disabled person (a leaver): the page the password sign-in shows."""
+    response = disabled_page(request)
+    clear_cookie(response, steps.settings, PASSKEY_CHALLENGE)
+    return response
 
 
 async def _mfa_refused(
@@ -152,6 +169,11 @@ async def passkey_second_factor(request: Request, steps: PasskeyDep, form: Passk
             ip,
             pending.row.staff_id,
         )
+    except PasskeyOfDisabled:  # disabled between the password and the passkey
+        await sessions.revoke(pending_id)
+        response = _disabled(request, steps)
+        clear_cookie(response, settings, PENDING_MFA)
+        return response
     except PasskeyRefused as refused:
         return await _mfa_refused(request, steps, pending.row.staff_id, refused.message, 401)
     await sessions.revoke(pending_id)

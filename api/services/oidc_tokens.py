@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749 import InvalidGrantError, grants
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy import bindparam, select, update
@@ -20,6 +20,7 @@ from core.oidc.claims import Subject
 from core.oidc.clients import AUTH_METHODS, RegisteredClient, refresh_lifetimes, refresh_within_lifetimes
 from core.oidc.refresh import MAX_TOKEN_LENGTH, REFRESH_PREFIX, refresh_hash
 
+NO_PERSON = "The person this refresh token was issued to can no longer sign in."
 REUSED = "This refresh token was already used; everything issued with it is now revoked."
 
 
@@ -73,9 +74,13 @@ class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             return None
         return held_refresh(loaded, row) if loaded.refresh_usable else None
 
-    def authenticate_user(self, refresh_token: HeldToken) -> Subject | None:
+    def authenticate_user(self, refresh_token: HeldToken) -> Subject:
         subject = self.server.loaded.subject
-        return subject if subject is not None and subject.usable else None
+        if subject is None or not subject.usable:
+            # authlib would answer invalid_request; the grant is what is no longer valid (a
+            # disabled or removed person), so RFC 6749 §5.2 says invalid_grant, as for a code.
+            raise InvalidGrantError(NO_PERSON)
+        return subject
 
     def revoke_old_credential(self, refresh_token: HeldToken) -> None:
         pass  # rotated (atomically) once the answer is ready: see Tokens.refresh

@@ -50,6 +50,7 @@ from api.services.page_steps import PageSteps
 from api.services.sessions import Sessions, session_hash
 from api.services.signin import succeeded
 from core import audit, metrics, passkeys, recovery
+from core.accounts import ACCOUNT_DISABLED
 from core.crypto import token_hash
 from core.models import AccountStatus, BrowserSession, Passkey, SsoAccount, Staff, utcnow
 from core.settings import Settings
@@ -81,6 +82,13 @@ class PasskeyRefused(Exception):
         super().__init__(reason)
         self.reason = reason
         self.message = message
+
+
+class PasskeyOfDisabled(PasskeyRefused):
+    """The passkey verified, but its owner is disabled (a leaver): they are told so plainly."""
+
+    def __init__(self) -> None:
+        super().__init__("account disabled", ACCOUNT_DISABLED)
 
 
 def relying_party(settings: Settings) -> tuple[str, str]:
@@ -252,7 +260,7 @@ class PasskeySteps(PageSteps):
         handle = parsed.response.user_handle
         if handle is not None and handle != account.staff_id.bytes:
             raise self._refused(ceremony, account.staff_id, ip, "user handle does not match")
-        if account.status != AccountStatus.active.value:
+        if account.status not in (AccountStatus.active.value, AccountStatus.disabled.value):
             raise self._refused(ceremony, account.staff_id, ip, "account not active")
         try:
             # The stored count is compared below, once the signature is known to be good.
@@ -278,6 +286,10 @@ class PasskeySteps(PageSteps):
                 detail="the signature counter went back: a cloned authenticator",
             )
             raise PasskeyRefused("counter went back")
+        if account.status == AccountStatus.disabled.value:
+            # Said only once the signature proved the passkey's holder, as the password path
+            # says it only to whoever knows the password; the passkey is not counted as used.
+            raise self._disabled(ceremony, account, ip, passkey)
         passkey.sign_count = count
         passkey.backed_up = verified.credential_backed_up
         passkey.last_used_at = utcnow()
@@ -411,6 +423,25 @@ class PasskeySteps(PageSteps):
             **details,
         )
         return PasskeyRefused(reason)
+
+    def _disabled(
+        self, ceremony: str, account: SsoAccount, ip: str | None, passkey: Passkey
+    ) -> PasskeyOfDisabled:
+        """Recorded as the password sign-in records a disabled person who knew the password."""
+        metrics.sign_in("refused", "account_disabled")
+        audit.record(
+            self.db,
+            actor=f"ip:{ip}",
+            action="sign_in.failed" if ceremony in ("signin", "mfa") else "passkey.failed",
+            outcome="failure",
+            target=str(account.staff_id),
+            ip=ip,
+            reason="account_disabled",
+            method="passkey",
+            ceremony=ceremony,
+            passkey=str(passkey.id),
+        )
+        return PasskeyOfDisabled()
 
     async def _notify(self, staff_id: uuid.UUID, change: str) -> None:
         await MfaNotices(self.settings, self._flows).changed(staff_id, change)

@@ -8,6 +8,7 @@ docs/security.md §36 and §38 are what these prove.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -17,12 +18,14 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import select
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select, update
 from webauthn.helpers import bytes_to_base64url
 
 from api.cookies import PASSKEY_CHALLENGE, cookie_name
 from api.services.sessions import session_hash
-from core.models import AuditEvent, BrowserSession, Passkey, RecoveryCode
+from core.accounts import ACCOUNT_DISABLED as DISABLED
+from core.models import AuditEvent, BrowserSession, Passkey, RecoveryCode, SsoAccount
 from tests.support.accounts import (
     Browser,
     Person,
@@ -380,3 +383,54 @@ async def test_passkey_ceremonies_are_limited_per_network(database_url: str) -> 
         ]
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert "Too many passkey attempts" in answers[2].json()["error"]
+
+
+async def test_a_disabled_persons_passkey_gets_the_disabled_page_once_it_verified(
+    stack: Stack, browser: Browser
+) -> None:
+    """A leaver's own passkey is told plainly, as their password is; a passkey whose signature
+    fails learns nothing of the disable. Both are audited, neither signs in."""
+    person, key, _ = await with_passkey(stack, browser)
+    disabled = await stack.http.post(f"/api/v1/staff/{person.staff_id}/disable", headers=stack.admin)
+    assert disabled.status_code == 200, disabled.text
+    impostor = dataclasses.replace(key, private=ec.generate_private_key(ec.SECP256R1()))
+    forged = await passwordless(browser, impostor)
+    assert forged.status_code == 401 and REFUSED in page_text(forged)
+    assert DISABLED not in page_text(forged)
+    told = await passwordless(browser, key)
+    assert told.status_code == 403 and DISABLED in page_text(told), told.text
+    assert browser.cookie(cookie_name(stack.settings, "sso_session")) is None
+    assert browser.cookie(cookie_name(stack.settings, PASSKEY_CHALLENGE)) is None
+    events = await audit_events(stack.sessions, person)
+    [failed] = [e for e in events if e.action == "sign_in.failed"]
+    assert failed.outcome == "failure" and failed.actor.startswith("ip:")
+    assert failed.details["reason"] == "account_disabled" and failed.details["method"] == "passkey"
+    assert await refusals(stack, person) == ["Could not verify authentication signature"]
+    assert not [e for e in events if e.action == "sign_in.success" and e.details.get("method") == "passkey"]
+    # Enabled again: the same passkey signs in.
+    enabled = await stack.http.post(f"/api/v1/staff/{person.staff_id}/enable", headers=stack.admin)
+    assert enabled.status_code == 200, enabled.text
+    assert redirected_to(await passwordless(browser, key), "/sso/account")
+
+
+async def test_a_person_disabled_between_the_password_and_the_passkey_is_told_so(
+    stack: Stack, browser: Browser
+) -> None:
+    person, key, _ = await with_passkey(stack, browser)
+    assert redirected_to(await sign_in(browser, person.email), "/sso/login/mfa")
+    page = await browser.get("/sso/login/mfa")
+    asked = await options(browser, page, "/sso/login/mfa/passkey", "mfa")
+    # The disable commits between the route reading the half-way sign-in and the passkey's
+    # check (a disable through the API also ends the half-way sign-in: see tests/admin).
+    async with stack.sessions() as session:
+        await session.execute(
+            update(SsoAccount).where(SsoAccount.staff_id == person.staff_id).values(status="disabled")
+        )
+        await session.commit()
+    told = await browser.submit(page, "/sso/login/mfa/passkey", credential=key.sign_in(asked))
+    assert told.status_code == 403 and DISABLED in page_text(told), told.text
+    assert browser.cookie(cookie_name(stack.settings, "sso_session")) is None
+    # The half-way sign-in is over: its page starts again from the password.
+    assert redirected_to(await browser.get("/sso/login/mfa"), "/sso/login?notice=expired")
+    [failed] = [e for e in await audit_events(stack.sessions, person) if e.action == "sign_in.failed"]
+    assert failed.details["reason"] == "account_disabled" and failed.details["ceremony"] == "mfa"

@@ -25,6 +25,7 @@ from tests.support.accounts import PUBLIC_URL, Browser, move_session
 from tests.support.harness import Stack, running_app
 from tests.support.oidc import (
     App,
+    Authorization,
     authorization,
     code_for,
     database_text,
@@ -283,8 +284,9 @@ async def test_a_refused_refresh_rotates_nothing_and_a_switched_off_app_or_perso
             update(SsoAccount).where(SsoAccount.staff_id == grant.staff_id).values(status="disabled")
         )
         await session.commit()
-    # authlib's refresh grant answers a token without a usable person this way.
-    assert await refresh_error(app_stack, app, third["refresh_token"]) == "invalid_request"
+    # The person disabled without their grants revoked (a disable landing mid-refresh): the
+    # grant is what is no longer valid, RFC 6749 §5.2 (authlib alone says invalid_request).
+    assert await refresh_error(app_stack, app, third["refresh_token"]) == "invalid_grant"
 
 
 async def test_a_refresh_is_one_read_and_two_writes(app_stack: Stack) -> None:
@@ -324,3 +326,47 @@ async def test_a_form_posted_as_multipart_works_and_too_many_fields_are_refused(
             auth=(app.client_id, app.client_secret),
         )
         assert refused.status_code == 400 and "Too many fields" in refused.text
+
+
+async def redeem_error(stack: Stack, request: Authorization, code: str) -> str:
+    with pytest.raises(OAuthError) as refused:
+        await redeem(stack, request, code)
+    return str(refused.value.error)
+
+
+async def test_a_disabled_persons_refresh_tokens_and_codes_are_invalid_grants(app_stack: Stack) -> None:
+    """A leaver disabled through the admin API: their app's refresh token, and a code issued
+    before the disable but redeemed after it, are refused as invalid grants (RFC 6749 §5.2),
+    and enabling them again brings neither back."""
+    app, browser, first = await offline(app_stack)
+    pending = authorization(app, scope=OFFLINE_SCOPE)
+    code = await code_for(browser, pending)
+    async with app_stack.sessions() as session:
+        grant = await session.scalar(select(OidcGrant).order_by(OidcGrant.created_at.desc()).limit(1))
+        assert grant is not None
+    staff = f"/api/v1/staff/{grant.staff_id}"
+    assert (await app_stack.http.post(f"{staff}/disable", headers=app_stack.admin)).status_code == 200
+    assert await refresh_error(app_stack, app, first["refresh_token"]) == "invalid_grant"
+    assert await redeem_error(app_stack, pending, code) == "invalid_grant"
+    assert (await userinfo(app_stack, first["access_token"])).status_code == 401
+    assert (await app_stack.http.post(f"{staff}/enable", headers=app_stack.admin)).status_code == 200
+    assert await refresh_error(app_stack, app, first["refresh_token"]) == "invalid_grant"
+
+
+async def test_a_code_for_a_person_disabled_before_redemption_is_an_invalid_grant(app_stack: Stack) -> None:
+    """Disabled between the authorization and the redemption, the code's grant not yet revoked
+    (the disable's own revocation is the test above): the person decides on their own."""
+    _person, app, browser = await signed_in_with_app(app_stack, **REFRESHING)
+    request = authorization(app, scope=OFFLINE_SCOPE)
+    code = await code_for(browser, request)
+    async with app_stack.sessions() as session:
+        grant = await session.scalar(select(OidcGrant).where(OidcGrant.client_id == app.client_id))
+        assert grant is not None and grant.revoked_at is None
+        await session.execute(
+            update(SsoAccount).where(SsoAccount.staff_id == grant.staff_id).values(status="disabled")
+        )
+        await session.commit()
+    assert await redeem_error(app_stack, request, code) == "invalid_grant"
+    async with app_stack.sessions() as session:
+        unredeemed = await session.get(OidcGrant, grant.id)
+        assert unredeemed is not None and unredeemed.redeemed_at is None
