@@ -11,8 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import func, select
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app, security_headers_for
@@ -32,6 +31,7 @@ from core.models import (
 from tests.support.accounts import account_row, emails_with_subject, make_person
 from tests.support.config import make_settings
 from tests.support.harness import Stack, running_stack
+from tests.support.sql import statements_naming
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -151,17 +151,8 @@ async def test_the_list_shows_each_persons_mfa_obligation_in_one_query(stack: St
                 )
             )
         await session.commit()
-    reads: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "mfa_obligations" in statement:
-            reads.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", seen)
-    try:
+    with statements_naming("mfa_obligations") as reads:
         page = await stack.http.get("/api/v1/staff?q=obliged", headers=stack.admin)
-    finally:
-        event.remove(Engine, "before_cursor_execute", seen)
     assert page.status_code == 200, page.text
     assert len(reads) == 1, reads
     items = {item["first_name"]: item["mfa_obligation"] for item in page.json()["items"]}
