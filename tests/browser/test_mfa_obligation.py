@@ -57,7 +57,7 @@ async def overdue_person(database: SessionFactory, last_name: str) -> str:
 
 
 async def test_past_the_deadline_sign_in_sets_up_mfa_first(screen: Screen, database: SessionFactory) -> None:
-    email = await overdue_person(database, "Overdue" + screen.viewport.title())
+    email = await overdue_person(database, "Overdue")
     await screen.goto("/sso/login")
     await screen.check("login", screenshot=False)
     await screen.field("Email address").fill(email)
@@ -107,9 +107,8 @@ async def test_past_the_deadline_sign_in_sets_up_mfa_first(screen: Screen, datab
 async def test_the_admin_sees_the_deadline_and_extends_it_once(
     screen: Screen, database: SessionFactory, api: httpx.AsyncClient
 ) -> None:
-    admin = await new_admin(database, "Deadline" + screen.viewport.title())
-    last_name = "Lostphone" + screen.viewport.title()
-    person = await make_person(database, make_settings(), mfa=True, first_name="Remy", last_name=last_name)
+    admin = await new_admin(database, "Deadline")
+    person = await make_person(database, make_settings(), mfa=True, first_name="Remy", last_name="Lostphone")
     staff_id = str(person.staff_id)
     # The admin's MFA reset (lost phone) restarts the obligation: due in SSO_MFA_GRACE.
     reset = await api.delete(f"/api/v1/staff/{staff_id}/mfa")
@@ -134,10 +133,10 @@ async def test_the_admin_sees_the_deadline_and_extends_it_once(
     await screen.press("Extend the MFA deadline")
     await screen.check("admin-person-mfa-extended")
     text = await screen.text()
-    assert "The MFA deadline for Remy Lostphone" in text and "was extended once" in text, text
+    assert "The MFA deadline for Remy Lostphone was extended once" in text, text
     deadline = " ".join((await screen.page.locator("#mfa-deadline").inner_text()).split())
     assert deadline.startswith("MFA due in 10 days"), deadline
-    assert "extended once by Ada Deadline" in deadline, deadline
+    assert deadline.endswith("extended once by Ada Deadline"), deadline
 
     # Once only: the action is gone, and the API says why.
     await screen.page.locator("main details.actions summary").first.click()
