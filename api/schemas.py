@@ -56,6 +56,9 @@ class StaffCreate(BaseModel):
         return value
 
 
+MFA_OBLIGATION = "The MFA obligation, once the person skipped MFA (or it was reset)"
+
+
 class StaffPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -80,6 +83,7 @@ class StaffListItem(StaffPublic):
         default=False, description="Has a Single Sign-On password (an Entra-only person has none)"
     )
     locked: bool = Field(default=False, description="Sign-in refused for now, or until a reset")
+    mfa_obligation: MfaObligationInfo | None = Field(default=None, description=MFA_OBLIGATION)
 
 
 class StaffPage(BaseModel):
@@ -172,9 +176,7 @@ class SsoStatus(BaseModel):
     entra: EntraLinkInfo | None = Field(
         default=None, description="The linked Microsoft Entra account, if any"
     )
-    mfa_obligation: MfaObligationInfo | None = Field(
-        default=None, description="The MFA obligation, once the person skipped MFA (or it was reset)"
-    )
+    mfa_obligation: MfaObligationInfo | None = Field(default=None, description=MFA_OBLIGATION)
 
 
 class SsoEmailSent(BaseModel):

@@ -34,6 +34,7 @@ from api.schemas import (
     Unlocked,
 )
 from api.services import staff as staff_service
+from api.services.setup_admin import obligation_info
 
 ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "The request body could not be parsed"},
@@ -88,6 +89,7 @@ async def list_staff(
             entra_linked=v.entra_linked,
             locked=v.locked,
             has_password=v.has_password,
+            mfa_obligation=obligation_info(v.mfa_obligation, v.mfa_enabled),
         )
         for v in rows
     ]

@@ -78,6 +78,7 @@ class StaffOverview:
     # "MFA due in 5 days" / "MFA overdue", and whether an admin may still extend it.
     mfa_due: str | None = None
     mfa_extendable: bool = False
+    mfa_obligation: MfaObligation | None = None
 
     @property
     def setup_open(self) -> bool:
@@ -129,7 +130,7 @@ async def list_staff(
 
 
 async def overviews(session: AsyncSession, people: list[Staff]) -> list[StaffOverview]:
-    """The overview of each person, in four queries whatever the page size."""
+    """The overview of each person: one query per table, however many people are listed."""
     ids = [s.id for s in people]
     if not ids:
         return []
@@ -185,7 +186,7 @@ async def overviews(session: AsyncSession, people: list[Staff]) -> list[StaffOve
             view.needs_reset = account.failed_sign_ins >= MAX_FAILURES
         elif view.entra_linked and not view.setup_open:
             view.state = SetupState.active.value
-        obligation = obligations.get(person.id)
+        obligation = view.mfa_obligation = obligations.get(person.id)
         if obligation is not None and not view.mfa_enabled:
             view.mfa_due = due_text(obligation, now)
             view.mfa_extendable = view.mfa_due is not None and obligation.extended_by is None

@@ -19,10 +19,19 @@ from api.services.sessions import Sessions
 from core import recovery
 from core.admin_keys import create_admin_key
 from core.db import create_engine, session_factory
-from core.models import AdminApiKey, AuditEvent, BrowserSession, RecoveryCode, SetupLink, utcnow
+from core.models import (
+    AdminApiKey,
+    AuditEvent,
+    BrowserSession,
+    MfaObligation,
+    RecoveryCode,
+    SetupLink,
+    utcnow,
+)
 from tests.support.accounts import account_row, emails_with_subject, make_person
 from tests.support.config import make_settings
 from tests.support.harness import Stack, running_stack
+from tests.support.sql import statements_naming
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -116,6 +125,44 @@ async def test_list_is_paginated_and_searchable(stack: Stack) -> None:
     assert found["items"][0]["sso_state"] == "not_started"
     too_big = await stack.http.get("/api/v1/staff?limit=1000", headers=stack.admin)
     assert too_big.status_code == 422
+
+
+async def test_the_list_shows_each_persons_mfa_obligation_in_one_query(stack: Stack) -> None:
+    """Each item carries the same `mfa_obligation` as GET /api/v1/staff/{id}/sso, the page's
+    obligations read in one query however many people are listed."""
+    now = utcnow()
+    names = ("Dua", "Ovi", "Nia")
+    due, overdue, none = [await stack.person(first_name=name, last_name="Obliged") for name in names]
+    async with stack.sessions() as session:
+        for who, step, due_at, by in (
+            (due, "reminded", now + timedelta(days=5) - timedelta(hours=1), "admin-key:ops"),
+            (overdue, "overdue", now - timedelta(hours=1), None),
+        ):
+            session.add(
+                MfaObligation(
+                    staff_id=who.staff_id,
+                    run_id=f"run-{step}",
+                    policy="required",
+                    step=step,
+                    started_at=now - timedelta(days=9),
+                    due_at=due_at,
+                    reminders_sent=1,
+                    extended_by=by,
+                )
+            )
+        await session.commit()
+    with statements_naming("mfa_obligations") as reads:
+        page = await stack.http.get("/api/v1/staff?q=obliged", headers=stack.admin)
+    assert page.status_code == 200, page.text
+    assert len(reads) == 1, reads
+    items = {item["first_name"]: item["mfa_obligation"] for item in page.json()["items"]}
+    assert items["Nia"] is None
+    assert items["Dua"]["step"] == "reminded" and items["Dua"]["due_text"] == "MFA due in 5 days"
+    assert items["Dua"]["extended"] is True and items["Dua"]["extended_by"] == "admin-key:ops"
+    assert items["Ovi"]["step"] == "overdue" and items["Ovi"]["due_text"] == "MFA overdue"
+    assert items["Ovi"]["extended"] is False and items["Ovi"]["policy"] == "required"
+    for who, name in ((due, "Dua"), (overdue, "Ovi"), (none, "Nia")):
+        assert (await stack.status(who))["mfa_obligation"] == items[name]
 
 
 async def test_send_email_then_link_page_then_expiry(stack: Stack) -> None:

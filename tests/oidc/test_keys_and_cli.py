@@ -9,8 +9,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import select
 
 import cli
 from core.codec import keyring_from_settings
@@ -20,6 +19,7 @@ from core.oidc.clients import secret_hash
 from core.oidc.keys import KeyStore, jwks
 from core.settings import get_settings
 from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SEAL_PUBLIC_KEY, TEST_SECRET_KEY, make_settings
+from tests.support.sql import statements_naming
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -74,14 +74,7 @@ async def test_a_web_process_reads_its_keys_once_a_minute_and_signs_with_another
         await db.commit()
     async with sessions() as db:  # kept once read back as stored
         assert await web.signing(db, now) == first
-    reads: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "oidc_signing_keys" in statement:
-            reads.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", seen)
-    try:
+    with statements_naming("oidc_signing_keys") as reads:
         async with sessions() as db:
             assert await web.signing(db, now + timedelta(seconds=30)) == first
         assert reads == []  # held, not read again
@@ -96,8 +89,6 @@ async def test_a_web_process_reads_its_keys_once_a_minute_and_signs_with_another
             assert await web.signing(db, signs_from - timedelta(seconds=1)) == first
             new = {kid for kid, _ in (await web.signing(db, signs_from)).values()}
             assert new == {row.kid for row in added}
-    finally:
-        event.remove(Engine, "before_cursor_execute", seen)
 
 
 def test_clients_create_and_signing_keys_rotate_commands(
