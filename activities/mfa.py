@@ -16,8 +16,9 @@ from activities.inputs import (
     ObligationRecord,
     RolloutBatchInput,
 )
+from core import passkeys
 from core.accounts import account_for
-from core.mfa_policy import ObligationStep, exempt, has_second_factor
+from core.mfa_policy import ObligationStep, exempt
 from core.models import AccountStatus, MfaObligation, Passkey, SsoAccount, Staff, utcnow
 from core.times import email_at
 
@@ -55,7 +56,7 @@ class MfaActivities(SecretActivities):
         async with self._sessions() as session:
             if await session.get(Staff, staff_id) is None:
                 return ObligationCheck(owed=False, reason="gone")
-            if await has_second_factor(session, await account_for(session, staff_id)):
+            if await passkeys.has_second_factor(session, await account_for(session, staff_id)):
                 return ObligationCheck(owed=False, reason="enrolled")
             if await exempt(session, staff_id):
                 return ObligationCheck(owed=False, reason="exempt")

@@ -46,11 +46,6 @@ async def exempt(session: AsyncSession, staff_id: uuid.UUID) -> bool:
     return account is None or account.password_hash is None
 
 
-async def has_second_factor(session: AsyncSession, account: SsoAccount | None) -> bool:
-    """Any second factor: an authenticator app or a passkey."""
-    return account is not None and await passkeys.has_second_factor(session, account)
-
-
 async def obligation_for(session: AsyncSession, staff_id: uuid.UUID) -> MfaObligation | None:
     return await session.get(MfaObligation, staff_id)
 
@@ -85,7 +80,7 @@ async def must_set_up_mfa(
 ) -> bool:
     """A password sign-in that completes only once MFA is set up: past a `required`
     deadline, under a policy that still requires it, with no second factor yet."""
-    if await has_second_factor(session, account):
+    if await passkeys.has_second_factor(session, account):
         return False
     if not is_overdue(await obligation_for(session, account.staff_id), now):
         return False

@@ -36,8 +36,10 @@ async def count(session: AsyncSession, account_id: uuid.UUID) -> int:
     )
 
 
-async def has_second_factor(session: AsyncSession, account: SsoAccount) -> bool:
-    """An authenticator app or at least one passkey."""
+async def has_second_factor(session: AsyncSession, account: SsoAccount | None) -> bool:
+    """An authenticator app or at least one passkey (no account: neither)."""
+    if account is None:
+        return False
     return account.mfa_enabled_at is not None or await count(session, account.id) > 0
 
 

@@ -16,10 +16,10 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 
 from api.services.flows import FlowClient, FlowEnded, StepRefused
 from api.services.temporal import WORKFLOW_TASK_TIMEOUT, email_retry
-from core import audit
+from core import audit, passkeys
 from core.accounts import account_for
 from core.errors import Conflict, ServiceUnavailable
-from core.mfa_policy import exempt, has_second_factor, obligation_for, policy_for
+from core.mfa_policy import exempt, obligation_for, policy_for
 from core.models import MfaObligation, Staff, utcnow
 from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
@@ -57,7 +57,7 @@ class MfaObligations:
         """Starts the person's obligation, unless nothing is owed (a second factor already, or
         Microsoft only). After a skip it is idempotent (a running obligation is kept); after an
         admin's reset the obligation starts again from now. True when one runs now."""
-        if await has_second_factor(self.db, await account_for(self.db, staff.id)) or await exempt(
+        if await passkeys.has_second_factor(self.db, await account_for(self.db, staff.id)) or await exempt(
             self.db, staff.id
         ):
             return False
