@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services.temporal import connected
-from core.accounts import revoke_sessions
+from core.accounts import SIGNED_IN_PURPOSES, revoke_sessions
 from core.db import after_commit
 from core.models import BrowserSession, utcnow
 from core.oidc import logout_outbox
@@ -60,9 +60,11 @@ async def end_sessions(
     db: AsyncSession,
     staff_id: uuid.UUID,
     keep: str | None = None,
+    purposes: Iterable[str] = SIGNED_IN_PURPOSES,
 ) -> list[BrowserSession]:
     """Ends a person's sign-in sessions (all, or all but the one whose id hash is `keep`),
-    their refresh tokens with them, and owes the apps their logouts; the sessions it ended."""
-    ended = await revoke_sessions(db, staff_id, utcnow(), keep=keep)
+    their refresh tokens with them, and owes the apps their logouts; the sessions it ended.
+    `purposes`: a leaver's half-way sessions (setup, reset) end too."""
+    ended = await revoke_sessions(db, staff_id, utcnow(), purposes, keep=keep)
     await queue_session_logouts(temporal, settings, db, ended)
     return ended

@@ -19,14 +19,14 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.services.backchannel import queue_session_logouts
+from api.services.backchannel import end_sessions
 from api.services.flows import FlowClient
 from api.services.reset import reset_workflow_id
 from api.services.setup_admin import setup_workflow_id
 from api.services.staff import get_staff
 from api.services.temporal import connected
 from core import audit
-from core.accounts import SIGNED_IN_PURPOSES, account_for, revoke_sessions
+from core.accounts import SIGNED_IN_PURPOSES, account_for
 from core.db import UnitOfWork
 from core.errors import Conflict, ServiceUnavailable
 from core.models import AccountStatus, OidcGrant, Staff, utcnow
@@ -75,11 +75,10 @@ class StaffStatus:
         if account is not None and account.status != AccountStatus.disabled.value:
             account.status_before_disable = account.status
             account.status = AccountStatus.disabled.value
-        ended = await revoke_sessions(self.db, staff.id, now, ALL_PURPOSES)
+        ended = await end_sessions(self.temporal, self.settings, self.db, staff.id, purposes=ALL_PURPOSES)
         await self._revoke_every_grant(staff.id, now)
         signed_in = [s for s in ended if s.purpose in SIGNED_IN_PURPOSES]
         self._audit("staff.disabled", staff, actor, ip, sessions_revoked=len(signed_in))
-        await queue_session_logouts(self.temporal, self.settings, self.db, ended)
         # Refused from here on, whatever Temporal does next; and no write stays open while
         # the flows below end (their activities write to the same rows).
         await self.uow.commit_now()
