@@ -234,12 +234,10 @@ async def add_staff(
 async def person(
     request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep, onboarding: OnboardingDep
 ) -> Response:
-    current = await _admin(request, settings, uow)
-    if isinstance(current, Response):
-        return current
-    staff = await _person(request, current, uow, staff_id)
-    if isinstance(staff, Response):
-        return staff
+    found = await _admin_and_person(request, settings, uow, staff_id)
+    if isinstance(found, Response):
+        return found
+    current, staff = found
     [overview] = await staff_service.overviews(uow.session, [staff])
     return _page(
         request,
@@ -253,13 +251,19 @@ async def person(
     )
 
 
-async def _person(request: Request, current: Current, uow: UnitOfWorkDep, staff_id: str) -> Staff | Response:
+async def _admin_and_person(
+    request: Request, settings: SettingsDep, uow: UnitOfWorkDep, staff_id: str
+) -> tuple[Current, Staff] | Response:
+    """A person's page: for an administrator only, and a 404 page for an unknown id."""
+    current = await _admin(request, settings, uow)
+    if isinstance(current, Response):
+        return current
     staff = await uow.session.get(Staff, _uuid(staff_id)) if _uuid(staff_id) else None
     if staff is None:
         return _denied(
             request, current.staff, 404, "No such person", "There is no staff member with that id."
         )
-    return staff
+    return current, staff
 
 
 @router.get("/staff/{staff_id}/reset-mfa", response_class=HTMLResponse)
@@ -289,12 +293,10 @@ async def _confirmation(
     request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep, page: str, **context: str
 ) -> Response:
     """The page an action asks on first; its button posts the action."""
-    current = await _admin(request, settings, uow)
-    if isinstance(current, Response):
-        return current
-    staff = await _person(request, current, uow, staff_id)
-    if isinstance(staff, Response):
-        return staff
+    found = await _admin_and_person(request, settings, uow, staff_id)
+    if isinstance(found, Response):
+        return found
+    current, staff = found
     return _page(request, current, page, f"/admin/staff/{staff.id}", person=staff, **context)
 
 
