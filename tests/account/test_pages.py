@@ -7,12 +7,10 @@ docs/security.md §12, §13, §37 and §38 are what these prove.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pyotp
 import pytest
-import pytest_asyncio
 from sqlalchemy import select
 
 from core.models import AuditEvent, RecoveryCode, SsoAccount
@@ -38,12 +36,6 @@ pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 NOTICE = "Your agentOS Multi-Factor Authentication was changed"
 SET_UP = "Set up Multi-Factor Authentication"
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def browser(stack: Stack) -> AsyncIterator[Browser]:
-    async with browsing(stack.transport) as person:
-        yield person
 
 
 async def signed_in(stack: Stack, browser: Browser, person: Person, second: str | None = None) -> None:

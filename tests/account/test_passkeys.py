@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select, update
 from webauthn.helpers import bytes_to_base64url
@@ -47,12 +45,6 @@ pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 NOTICE = "Your agentOS Multi-Factor Authentication was changed"
 REFUSED = "That passkey didn't work."
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def browser(stack: Stack) -> AsyncIterator[Browser]:
-    async with browsing(stack.transport) as person:
-        yield person
 
 
 def key_for(stack: Stack, person: Person) -> SoftKey:

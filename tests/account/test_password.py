@@ -6,10 +6,8 @@ a new session id, and the person is emailed. docs/security.md §1, §2, §16, §
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from api.cookies import SIGNIN_SESSION, cookie_name
 from core.models import AccountStatus
@@ -36,12 +34,6 @@ pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 NEW = "quiet harbour lanterns drift north"
 CHANGED = "Your agentOS password was changed"
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def browser(stack: Stack) -> AsyncIterator[Browser]:
-    async with browsing(stack.transport) as person:
-        yield person
 
 
 async def signed_in(browser: Browser, person: Person, password: str = PASSWORD) -> None:

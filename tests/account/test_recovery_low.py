@@ -5,18 +5,14 @@ MFA during setup emails the person as the account page's enrolment does. docs/se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pyotp
 import pytest
-import pytest_asyncio
 
 from core import recovery
 from core.models import utcnow
 from tests.support.accounts import (
     Browser,
     Person,
-    browsing,
     emails_with_subject,
     outbox,
     page_text,
@@ -31,12 +27,6 @@ pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 NOTICE = "Your agentOS Multi-Factor Authentication was changed"
 LOW = "two or fewer are left"
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def browser(stack: Stack) -> AsyncIterator[Browser]:
-    async with browsing(stack.transport) as person:
-        yield person
 
 
 async def codes_left(stack: Stack, person: Person, left: int) -> list[str]:
