@@ -21,7 +21,7 @@ import pytest_asyncio
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
-from core.models import AuditEvent, DeploymentFact
+from core.models import AuditEvent, DeploymentFact, Passkey
 from core.search_attributes import SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID
 from core.settings import MfaPolicy
 from tests.support.accounts import (
@@ -40,6 +40,7 @@ from tests.support.accounts import (
     update_account,
 )
 from tests.support.harness import Stack, running_stack
+from tests.support.passkey_key import soft_key, store_passkey
 from tests.support.setup_pages import at_code_step, manual_key, settle
 from worker import apply_policy
 from workflows.mfa_enrollment import enrollment_workflow_id
@@ -298,3 +299,23 @@ async def test_under_required_mfa_cannot_be_turned_off(required: Stack) -> None:
         assert redirected_to(answer, "/sso/account")
     row = await account_row(stack.sessions, person)
     assert row.mfa_enabled_at is not None and row.totp_secret_encrypted is not None
+
+
+async def test_under_required_the_last_passkey_cannot_be_removed(required: Stack) -> None:
+    """§38 for passkeys: someone who is not an administrator, whose only second factor is a
+    passkey, keeps it under `required`; the page says why and nothing is removed."""
+    stack = required
+    person = await stack.person()
+    async with browsing(stack.transport) as browser:
+        # Signed in before the passkey is added (no deadline has passed, nothing is forced).
+        assert redirected_to(await sign_in(browser, person.email), "/sso/account")
+        await store_passkey(stack.sessions, person.account_id, soft_key(stack.settings, person.staff_id))
+        async with stack.sessions() as session:
+            [row] = (
+                await session.scalars(select(Passkey).where(Passkey.account_id == person.account_id))
+            ).all()
+        account = await browser.get("/sso/account")
+        refused = await browser.submit(account, f"/sso/account/passkeys/{row.id}/remove")
+        assert refused.status_code == 400 and "you keep a second factor" in page_text(refused)
+    async with stack.sessions() as session:
+        assert await session.get(Passkey, row.id) is not None
