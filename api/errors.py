@@ -18,11 +18,13 @@ from api.pages import UNAVAILABLE_TITLE, problem
 from core.db import database_unreachable
 from core.errors import (
     Conflict,
+    Forbidden,
     NotAuthenticated,
     NotFound,
     ServiceUnavailable,
     SsoError,
     TooManyRequests,
+    Unprocessable,
 )
 from core.logging import REQUEST_ID
 
@@ -48,6 +50,8 @@ def wants_page(request: Request) -> bool:
 HTTP_ANSWERS: dict[type[SsoError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
+    Forbidden: (403, "forbidden"),
+    Unprocessable: (422, "invalid"),
     ServiceUnavailable: (503, "unavailable"),
     NotAuthenticated: (401, "not_authenticated"),
     TooManyRequests: (429, "rate_limited"),

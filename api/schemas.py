@@ -45,6 +45,11 @@ class StaffCreate(BaseModel):
     is_admin: bool = Field(
         default=False, description="May use the admin pages (must set up MFA or sign in with Microsoft-Entra)"
     )
+    org_id: uuid.UUID | None = Field(
+        default=None,
+        description="The person's organisation. An organisation's key: its own (may be left out). "
+        "An operator key: required once the deployment has more than one organisation",
+    )
 
     @field_validator("first_name", "last_name", mode="before")
     @classmethod
@@ -56,6 +61,12 @@ class StaffCreate(BaseModel):
         return value
 
 
+class StaffMove(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    org_id: uuid.UUID = Field(description="The organisation the person moves to")
+
+
 MFA_OBLIGATION = "The MFA obligation, once the person skipped MFA (or it was reset)"
 
 
@@ -63,6 +74,7 @@ class StaffPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
+    org_id: uuid.UUID
     first_name: str
     last_name: str
     external_email_1: str

@@ -23,6 +23,16 @@ class Conflict(SsoError):
     pass
 
 
+class Forbidden(SsoError):
+    """The caller is known but may not do this (an organisation's key on a deployment-wide
+    route); says nothing about other organisations."""
+
+
+class Unprocessable(SsoError):
+    """A well-formed request that names something missing or wrong (answered 422, naming
+    the field)."""
+
+
 class ServiceUnavailable(SsoError):
     """Something the service needs (Temporal, Microsoft, the database) did not answer in
     time; trying again later may work."""
@@ -40,4 +50,13 @@ class TooManyRequests(SsoError):
         self.retry_after = retry_after
 
 
-__all__ = ["Conflict", "NotAuthenticated", "NotFound", "ServiceUnavailable", "SsoError", "TooManyRequests"]
+__all__ = [
+    "Conflict",
+    "Forbidden",
+    "NotAuthenticated",
+    "NotFound",
+    "ServiceUnavailable",
+    "SsoError",
+    "TooManyRequests",
+    "Unprocessable",
+]

@@ -30,6 +30,7 @@ from core.models import (
     SsoSetup,
     utcnow,
 )
+from core.orgs import AdminScope
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
@@ -79,8 +80,9 @@ class Onboarding:
     uow: UnitOfWork
     timeout: float = 10.0
 
-    async def send_email(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> SsoEmailSent:
-        staff = await get_staff(self.session, staff_id)
+    async def send_email(self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None) -> SsoEmailSent:
+        staff = await get_staff(self.session, staff_id, scope)
+        actor = scope.actor
         if staff.disabled_at is not None:
             raise Conflict("This person is disabled; enable them before sending a Single Sign-On email")
         account = await self.session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
@@ -164,8 +166,9 @@ class Onboarding:
             status_url=f"/api/v1/staff/{staff.id}/sso",
         )
 
-    async def cancel(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> SetupOutcome:
-        staff = await get_staff(self.session, staff_id)
+    async def cancel(self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None) -> SetupOutcome:
+        staff = await get_staff(self.session, staff_id, scope)
+        actor = scope.actor
         workflow_id = setup_workflow_id(staff.id)
         outcome: SetupOutcome | None = await self._flows.end(
             workflow_id,
@@ -187,8 +190,8 @@ class Onboarding:
         await self.session.flush()
         return outcome
 
-    async def status(self, staff_id: uuid.UUID) -> SsoStatus:
-        staff = await get_staff(self.session, staff_id)
+    async def status(self, staff_id: uuid.UUID, scope: AdminScope) -> SsoStatus:
+        staff = await get_staff(self.session, staff_id, scope)
         setup = await self.session.scalar(
             select(SsoSetup)
             .where(SsoSetup.staff_id == staff.id)

@@ -48,6 +48,7 @@ from core.models import (
     Staff,
     utcnow,
 )
+from core.orgs import DEFAULT_ORG_ID
 from core.passwords import Hasher
 from core.settings import Settings, get_settings, to_sync_url
 from tests.support.accounts import (
@@ -211,6 +212,7 @@ async def add_staff(
 ) -> uuid.UUID:
     """A staff record with no Single Sign-On at all."""
     staff = Staff(
+        org_id=DEFAULT_ORG_ID,
         id=uuid.uuid4(),
         first_name=first_name,
         last_name=last_name,
@@ -593,7 +595,12 @@ async def test_search_by_name_and_email_ignores_case(app: Stack, admin: Admin) -
 async def test_pages_of_25(app: Stack, admin: Admin) -> None:
     async with app.sessions() as session:
         session.add_all(
-            Staff(first_name="Pat", last_name=f"Pagetest{i:02d}", external_email_1=f"pat.{i}@paging.example")
+            Staff(
+                org_id=DEFAULT_ORG_ID,
+                first_name="Pat",
+                last_name=f"Pagetest{i:02d}",
+                external_email_1=f"pat.{i}@paging.example",
+            )
             for i in range(27)
         )
         await session.commit()
