@@ -12,13 +12,16 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Annotated
 
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Forbidden, NotFound, SsoError
 from core.models import Organisation, OrganisationTenant, Staff
-from core.settings import Settings
+from core.settings import Settings, _split_list
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +77,21 @@ def check_tenant(tenant: str) -> str:
     return value
 
 
-def configured_tenants(settings: Settings | None = None) -> frozenset[str]:
-    """The tenants SSO_ENTRA_TENANT_ID / SSO_ENTRA_ALLOWED_TENANTS name (empty when the
-    settings can't be read: a migration run without them moves no tenant)."""
-    if settings is None:
-        try:
-            settings = Settings()
-        except Exception:
-            return frozenset()
-    return settings.entra_tenants
+class _TenantSettings(BaseSettings):
+    """Only the two tenant settings, read from the environment as Settings reads them: the
+    migration needs no other setting to be valid."""
+
+    model_config = SettingsConfigDict(env_prefix="SSO_", extra="ignore")
+
+    entra_tenant_id: str = ""
+    entra_allowed_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    _lists = field_validator("entra_allowed_tenants", mode="before")(_split_list)
+
+
+def configured_tenants() -> frozenset[str]:
+    """The tenants SSO_ENTRA_TENANT_ID / SSO_ENTRA_ALLOWED_TENANTS name (lower-cased)."""
+    return Settings.model_construct(**_TenantSettings().model_dump()).entra_tenants
 
 
 async def org_count(session: AsyncSession) -> int:
