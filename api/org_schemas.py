@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas import NO_CONTROL_CHARACTERS
 from core.errors import SsoError
 from core.orgs import SLUG_PATTERN, check_tenant
+
+# A tenant id as Microsoft writes it (either case); stored lower-cased.
+TENANT_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+TenantId = Annotated[str, Field(pattern=TENANT_PATTERN)]
 
 OrgMfaPolicy = Literal["optional", "required"]
 MFA_POLICY = "None: the deployment's SSO_MFA_POLICY; else this organisation's"
@@ -45,7 +49,7 @@ SLUG_TEXT = "2 to 63 lowercase letters, digits and hyphens; unique on the deploy
 class OrgCreate(OrgFields):
     name: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
     slug: str = Field(min_length=2, max_length=63, pattern=SLUG_PATTERN, description=SLUG_TEXT)
-    entra_tenant_ids: list[str] = Field(default_factory=list, max_length=50, description=TENANTS)
+    entra_tenant_ids: list[TenantId] = Field(default_factory=list, max_length=50, description=TENANTS)
     mfa_policy: OrgMfaPolicy | None = Field(default=None, description=MFA_POLICY)
     sender_name: str | None = Field(
         default=None, min_length=1, max_length=200, description=SENDER_NAME, pattern=NO_CONTROL_CHARACTERS
@@ -60,7 +64,7 @@ class OrgUpdate(OrgFields):
     slug: str | None = Field(
         default=None, min_length=2, max_length=63, pattern=SLUG_PATTERN, description=SLUG_TEXT
     )
-    entra_tenant_ids: list[str] | None = Field(default=None, max_length=50, description=TENANTS)
+    entra_tenant_ids: list[TenantId] | None = Field(default=None, max_length=50, description=TENANTS)
     mfa_policy: OrgMfaPolicy | None = Field(default=None, description=MFA_POLICY)
     sender_name: str | None = Field(
         default=None, min_length=1, max_length=200, description=SENDER_NAME, pattern=NO_CONTROL_CHARACTERS

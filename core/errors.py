@@ -29,8 +29,13 @@ class Forbidden(SsoError):
 
 
 class Unprocessable(SsoError):
-    """A well-formed request that names something missing or wrong (answered 422, naming
-    the field)."""
+    """A well-formed request that leaves out or gets wrong a field only the service can
+    judge (answered 422 as a validation error of that field)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
 
 
 class ServiceUnavailable(SsoError):

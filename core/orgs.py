@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -118,6 +119,17 @@ async def tenant_owner(session: AsyncSession, tenant: str) -> uuid.UUID | None:
     return await session.scalar(
         select(OrganisationTenant.org_id).where(OrganisationTenant.tenant_id == tenant.strip().lower())
     )
+
+
+def owned_tenants(sessions: Callable[[], AsyncSession]) -> Callable[[str], Awaitable[bool]]:
+    """The Entra provider's tenant check: a tenant some organisation owns (read afresh, so a
+    tenant an operator just added signs in at once)."""
+
+    async def owned(tenant: str) -> bool:
+        async with sessions() as session:
+            return await tenant_owner(session, tenant) is not None
+
+    return owned
 
 
 async def adopt_configured_tenants(session: AsyncSession, settings: Settings) -> list[str]:

@@ -94,7 +94,7 @@ async def creation_org(session: AsyncSession, scope: AdminScope, requested: uuid
         return (await get_org(session, requested, scope)).id
     only = (await session.scalars(select(Organisation.id).limit(2))).all()
     if len(only) != 1:
-        raise Unprocessable("org_id: required: this deployment has more than one organisation")
+        raise Unprocessable("org_id", "required: this deployment has more than one organisation")
     return only[0]
 
 

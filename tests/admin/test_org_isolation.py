@@ -21,8 +21,8 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from core.models import AuditEvent, Staff
-from tests.admin.test_pages import flash_of, known_hash, set_admin, sign_in_with_totp
 from tests.support.accounts import Browser, Person, browsing, hidden_fields, make_person, redirected_to
+from tests.support.admin_pages import flash_of, known_hash, set_admin, sign_in_with_totp
 from tests.support.harness import Stack, running_app
 
 # How each route treats another organisation's objects:
