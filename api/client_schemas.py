@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Literal
 
@@ -13,6 +14,7 @@ AuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 SigningAlg = Literal["RS256", "ES256"]
 GrantType = Literal["authorization_code", "refresh_token"]
 DAY = 86400
+ALLOWED_ORGS = "Only people of these organisations may sign in to the app; empty: every organisation"
 
 
 class ClientCreate(BaseModel):
@@ -38,6 +40,7 @@ class ClientCreate(BaseModel):
     refresh_token_absolute_lifetime: int | None = Field(
         default=None, ge=60, le=365 * DAY, description="Seconds a refresh token family may live (90 days)"
     )
+    allowed_org_ids: list[uuid.UUID] = Field(default_factory=list, max_length=200, description=ALLOWED_ORGS)
 
 
 class ClientUpdate(BaseModel):
@@ -53,6 +56,7 @@ class ClientUpdate(BaseModel):
     grant_types: list[GrantType] | None = Field(default=None, min_length=1)
     refresh_token_idle_lifetime: int | None = Field(default=None, ge=60, le=365 * DAY)
     refresh_token_absolute_lifetime: int | None = Field(default=None, ge=60, le=365 * DAY)
+    allowed_org_ids: list[uuid.UUID] | None = Field(default=None, max_length=200, description=ALLOWED_ORGS)
     disabled: bool | None = Field(default=None, description="A disabled client gets no code and no token")
 
 
@@ -70,6 +74,7 @@ class ClientPublic(BaseModel):
     internal: bool = False
     refresh_token_idle_lifetime: int = 14 * DAY
     refresh_token_absolute_lifetime: int = 90 * DAY
+    allowed_org_ids: list[uuid.UUID] = Field(default_factory=list, description=ALLOWED_ORGS)
     disabled: bool
     backchannel_logout_failing_since: datetime | None = Field(
         default=None, description="A session's back-channel logout gave up on the app; cleared by a delivery"

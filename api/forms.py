@@ -143,6 +143,9 @@ class AppForm(CsrfForm):
     redirect_uris: Annotated[str, Field(max_length=50_000)] = ""
     app_type: Annotated[str, Field(max_length=20)] = "confidential"
     require_consent: Annotated[str, Field(max_length=10)] = "no"
+    # The organisations' boxes, shown once there are several ("yes" when they were).
+    org_choice: Annotated[str, Field(max_length=10)] = ""
+    allowed_org_ids: Annotated[list[Annotated[str, Field(max_length=40)]], Field(max_length=1000)] = []
 
 
 class ConsentForm(CsrfForm):

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from api.client_schemas import ClientCreate, ClientUpdate
 from api.cookies import csrf_ok
@@ -17,13 +18,14 @@ from api.forms import AppForm, AppFormDep, CsrfFormDep
 from api.routes.admin import EXPIRED_FORM, _done, _operator, _page, actor_of
 from api.services.oidc_clients import Clients, public_view
 from api.services.sessions import Current
-from core.errors import NotFound, SsoError
+from core.errors import NotFound, SsoError, Unprocessable
+from core.models import Organisation
 
 router = APIRouter(prefix="/admin/apps", tags=["admin pages"], include_in_schema=False)
 
 LIST = "/admin/apps"
 APP_TYPES = {"confidential": "client_secret_basic", "public": "none"}
-FIELDS = {"client_name": "Name", "redirect_uris": "Redirect URIs"}
+FIELDS = {"client_name": "Name", "redirect_uris": "Redirect URIs", "allowed_org_ids": "Organisations"}
 GONE = "That app no longer exists."
 
 
@@ -35,6 +37,11 @@ def _uris(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def _sso_problem(exc: SsoError) -> dict[str, str]:
+    """The service's refusal, by the field it names (the registration's checks name URIs)."""
+    return {exc.field if isinstance(exc, Unprocessable) else "redirect_uris": exc.message + "."}
+
+
 def _problems(exc: ValidationError) -> dict[str, str]:
     """Each refused field's message, said as the API says it (the same model checks both)."""
     problems: dict[str, str] = {}
@@ -44,15 +51,17 @@ def _problems(exc: ValidationError) -> dict[str, str]:
     return problems
 
 
-def _form_page(
+async def _form_page(
     request: Request,
     current: Current,
+    clients: Clients,
     name: str,
     form: AppForm,
     problems: dict[str, str],
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
+    orgs = (await clients.db.scalars(select(Organisation).order_by(Organisation.name))).all()
     return _page(
         request,
         current,
@@ -61,8 +70,15 @@ def _form_page(
         status_code=status_code,
         values=form.model_dump(exclude={"csrf"}),
         problems=problems,
+        orgs=orgs,
         **context,
     )
+
+
+def _org_limit(form: AppForm) -> dict[str, Any]:
+    """The organisations ticked, if the page offered them (a one-organisation deployment
+    shows no boxes, and saving its page leaves the app's limit as it was)."""
+    return {"allowed_org_ids": form.allowed_org_ids} if form.org_choice == "yes" else {}
 
 
 @router.get("", response_class=HTMLResponse)
@@ -79,7 +95,8 @@ async def new_app(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) -
     current = await _operator(request, settings, uow)
     if isinstance(current, Response):
         return current
-    return _form_page(request, current, "admin_app_new", AppForm(), {})
+    clients = _clients(request, settings, uow, current)
+    return await _form_page(request, current, clients, "admin_app_new", AppForm(), {})
 
 
 @router.post("/new", response_class=HTMLResponse)
@@ -90,22 +107,28 @@ async def register_app(
     current = await _operator(request, settings, uow)
     if isinstance(current, Response):
         return current
+    clients = _clients(request, settings, uow, current)
+    problems: dict[str, str] = {}
     if not csrf_ok(request, settings, form.csrf):
-        return _form_page(request, current, "admin_app_new", form, {"csrf": EXPIRED_FORM}, 400)
-    if form.app_type not in APP_TYPES:
-        return _form_page(request, current, "admin_app_new", form, {"app_type": "Type: choose one."}, 400)
-    try:
-        data = ClientCreate(
-            client_name=form.client_name,
-            redirect_uris=_uris(form.redirect_uris),
-            token_endpoint_auth_method=APP_TYPES[form.app_type],  # type: ignore[arg-type]
-            require_consent=form.require_consent == "yes",
-        )
-        created = await _clients(request, settings, uow, current).create(data)
-    except ValidationError as exc:
-        return _form_page(request, current, "admin_app_new", form, _problems(exc), 400)
-    except SsoError as exc:
-        return _form_page(request, current, "admin_app_new", form, {"redirect_uris": exc.message + "."}, 400)
+        problems = {"csrf": EXPIRED_FORM}
+    elif form.app_type not in APP_TYPES:
+        problems = {"app_type": "Type: choose one."}
+    else:
+        try:
+            data = ClientCreate(
+                client_name=form.client_name,
+                redirect_uris=_uris(form.redirect_uris),
+                token_endpoint_auth_method=APP_TYPES[form.app_type],  # type: ignore[arg-type]
+                require_consent=form.require_consent == "yes",
+                **_org_limit(form),
+            )
+            created = await clients.create(data)
+        except ValidationError as exc:
+            problems = _problems(exc)
+        except SsoError as exc:
+            problems = _sso_problem(exc)
+    if problems:
+        return await _form_page(request, current, clients, "admin_app_new", form, problems, 400)
     return _secret_page(
         request, current, created.client_id, created.client_name, created.client_secret, new=True
     )
@@ -143,8 +166,10 @@ async def _app_page(
             redirect_uris="\n".join(app.redirect_uris),
             app_type="public" if app.token_endpoint_auth_method == "none" else "confidential",  # noqa: S105
             require_consent="yes" if app.require_consent else "no",
+            allowed_org_ids=[str(org_id) for org_id in app.allowed_org_ids],
         )
-    return _form_page(request, current, "admin_app", form, problems or {}, status_code, app=app)
+    problems = problems or {}
+    return await _form_page(request, current, clients, "admin_app", form, problems, status_code, app=app)
 
 
 @router.get("/{client_id}", response_class=HTMLResponse)
@@ -175,6 +200,7 @@ async def save_app(
                 client_name=form.client_name,
                 redirect_uris=_uris(form.redirect_uris),
                 require_consent=form.require_consent == "yes",
+                **_org_limit(form),
             )
             updated = await clients.update(client_id, data)
     except ValidationError as exc:
@@ -182,7 +208,7 @@ async def save_app(
     except NotFound:
         return await _done(current, LIST, "error", GONE)
     except SsoError as exc:
-        problems = {"redirect_uris": exc.message + "."}
+        problems = _sso_problem(exc)
     if problems:
         try:
             return await _app_page(request, current, clients, client_id, form, problems, 400)

@@ -45,7 +45,7 @@ MAX_FORM_FIELDS = 1000  # Starlette's own limit for a form
 LOGOUT_TITLE = "We can't sign you out for this app"
 CLAIMS = [
     "sub", "email", "email_verified", "name", "given_name", "family_name",
-    "auth_time", "sid", "amr", "acr", "roles",
+    "auth_time", "sid", "amr", "acr", "roles", "org_id", "org_name",
 ]  # fmt: skip
 
 
@@ -211,7 +211,7 @@ async def _authorize(
     try:
         answer = await oidc.authorize(_oauth_request(request, settings, items), current, fresh_since, consent)
     except PageProblem as exc:
-        return problem(request, 400, PROBLEM_TITLE, str(exc))
+        return problem(request, exc.status_code, PROBLEM_TITLE, str(exc))
     if isinstance(answer, ConsentNeeded):
         since = fresh_since.isoformat() if isinstance(fresh_since, datetime) else None
         pending_id = await sessions.create(

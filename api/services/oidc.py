@@ -31,7 +31,16 @@ from api.services.oidc_server import (
 from api.services.sessions import Current
 from core import audit, passkeys
 from core.accounts import revoke_grants
-from core.models import AccountStatus, OidcClient, OidcConsent, OidcGrant, SsoAccount, Staff, utcnow
+from core.models import (
+    AccountStatus,
+    OidcClient,
+    OidcConsent,
+    OidcGrant,
+    Organisation,
+    SsoAccount,
+    Staff,
+    utcnow,
+)
 from core.oidc.claims import Subject, session_claims, user_claims
 from core.oidc.clients import OFFLINE, RegisteredClient
 from core.oidc.keys import ALGORITHMS, KeyStore
@@ -42,6 +51,18 @@ from core.settings import Settings
 class PageProblem(Exception):
     """An authorization request that can't be answered to the app (no valid client or
     redirect URI yet): the person gets a page saying so, never a redirect."""
+
+    status_code = 400
+
+
+class NotForOrg(PageProblem):
+    """The app is limited to other organisations than the signed-in person's: a page, never
+    a code (and no error sent back to the app, which would learn who tried)."""
+
+    status_code = 403
+
+    def __init__(self, app: str, org: str) -> None:
+        super().__init__(f"{app} isn't available to {org}. Ask your administrator if you need it.")
 
 
 @dataclass
@@ -80,16 +101,17 @@ def enabled(row: OidcClient | None, settings: Settings) -> RegisteredClient | No
 async def subject_of(db: AsyncSession, staff_id: uuid.UUID | None, session: dict[str, Any]) -> Subject | None:
     staff = await db.get(Staff, staff_id) if staff_id else None
     account = await db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id)) if staff else None
-    return active_subject(staff, account, session)
+    org = await db.get(Organisation, staff.org_id) if staff else None
+    return active_subject(staff, account, org, session)
 
 
 def active_subject(
-    staff: Staff | None, account: SsoAccount | None, session: dict[str, Any]
+    staff: Staff | None, account: SsoAccount | None, org: Organisation | None, session: dict[str, Any]
 ) -> Subject | None:
     """The person, if their account is active: nobody else gets a code or a token."""
-    if staff is None or account is None or account.status != AccountStatus.active.value:
+    if staff is None or account is None or org is None or account.status != AccountStatus.active.value:
         return None
-    return Subject(staff, account, session)
+    return Subject(staff, account, session, org)
 
 
 @dataclass
@@ -133,6 +155,8 @@ class Oidc:
         )
         if subject is not None and self._needs_sign_in(data, current, subject, fresh_since, second_factor):
             subject = None
+        if subject is not None and not client.admits(subject.org.id):
+            raise NotForOrg(client.row.client_name, subject.org.name)
         try:
             grant = provider.get_consent_grant(request, end_user=subject)
             self._check_max_age(data)

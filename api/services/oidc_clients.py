@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.client_schemas import ClientCreate, ClientCreated, ClientPublic, ClientSecret, ClientUpdate
 from core import audit
-from core.errors import NotFound, SsoError
-from core.models import OidcClient, utcnow
+from core.errors import NotFound, SsoError, Unprocessable
+from core.models import OidcClient, Organisation, utcnow
 from core.oidc.clients import (
     check_registration,
     confidential,
@@ -46,6 +47,7 @@ class Clients:
     async def create(self, data: ClientCreate, client_id: str | None = None) -> ClientCreated:
         registration = normalised(data.model_dump(exclude={"client_name"}))
         check_registration(registration, self.settings)
+        await self._check_orgs(registration)
         secret = new_client_secret() if confidential(registration) else None
         row = OidcClient(
             client_id=client_id or new_client_id(),
@@ -92,6 +94,7 @@ class Clients:
         registration: dict[str, Any] = normalised({**row.registration, **changes})
         # Checked before anything changes: a refused update leaves the row as it was.
         check_registration(registration, self.settings)
+        await self._check_orgs(registration)
         row.client_name = name
         row.registration = registration
         if disabled is not None:
@@ -117,6 +120,17 @@ class Clients:
         await self.db.flush()
         self._record("oidc_client.secret_rotated", row)
         return ClientSecret(client_id=row.client_id, client_secret=secret)
+
+    async def _check_orgs(self, registration: dict[str, Any]) -> None:
+        named = registration["allowed_org_ids"]
+        if not named:
+            return
+        ids = [uuid.UUID(org_id) for org_id in named]
+        found = await self.db.scalars(select(Organisation.id).where(Organisation.id.in_(ids)))
+        known = {str(org_id) for org_id in found}
+        missing = [org_id for org_id in named if org_id not in known]
+        if missing:
+            raise Unprocessable("allowed_org_ids", f"no organisation with the id {missing[0]}")
 
     def _record(self, action: str, row: OidcClient, **details: Any) -> None:
         audit.record(

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.crypto import token_hash
 from core.models import OidcGrant, OidcRefreshToken
-from core.oidc.claims import Subject, user_claims
+from core.oidc.claims import Subject, org_claims, user_claims
 from core.oidc.clients import OFFLINE, RegisteredClient
 from core.oidc.keys import AnyKey
 from core.oidc.refresh import new_refresh_token, refresh_hash
@@ -227,7 +227,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
 
     def authenticate_user(self, authorization_code: IssuedCode) -> Subject | None:
         subject = self.server.loaded.subject
-        return subject if subject is not None and subject.usable else None
+        return subject if self.server.signs_in(subject) else None
 
 
 class IdToken(OpenIDCode):  # type: ignore[misc]
@@ -301,6 +301,13 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
             raise SlowDown(wait)
         return client
 
+    def signs_in(self, subject: Subject | None) -> bool:
+        """The person may still get tokens for this request's app: their account is active and
+        the app is open to their organisation (it may have been limited since the code or
+        refresh token was issued)."""
+        client = self.loaded.client
+        return subject is not None and subject.usable and client is not None and client.admits(subject.org.id)
+
     def query_client(self, client_id: str) -> RegisteredClient | None:
         client = self.loaded.client
         return client if client is not None and client.get_client_id() == client_id else None
@@ -351,6 +358,7 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
             "exp": now + lifetime,
             "jti": jti,
             "scope": scope or "",
+            **org_claims(user.org),
             **{k: user.session[k] for k in ("auth_time", "acr", "amr", "sid") if k in user.session},
         }
         token = jwt.encode({"alg": ACCESS_TOKEN_ALGORITHM, "kid": kid, "typ": ACCESS_TOKEN_TYPE}, claims, key)

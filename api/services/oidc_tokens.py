@@ -15,12 +15,12 @@ from sqlalchemy.orm import load_only
 
 from api.services.oidc import Oidc, active_subject, enabled, enabled_client, invalid_grant
 from api.services.oidc_server import Answer, Loaded, Provider, Request
-from core.models import OidcClient, OidcGrant, OidcRefreshToken, SsoAccount, Staff
+from core.models import OidcClient, OidcGrant, OidcRefreshToken, Organisation, SsoAccount, Staff
 from core.oidc.claims import Subject
 from core.oidc.clients import AUTH_METHODS, RegisteredClient, refresh_lifetimes, refresh_within_lifetimes
 from core.oidc.refresh import MAX_TOKEN_LENGTH, REFRESH_PREFIX, refresh_hash
 
-NO_PERSON = "The person this refresh token was issued to can no longer sign in."
+NO_PERSON = "The person this refresh token was issued to can no longer sign in to this app."
 REUSED = "This refresh token was already used; everything issued with it is now revoked."
 
 
@@ -76,9 +76,10 @@ class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def authenticate_user(self, refresh_token: HeldToken) -> Subject:
         subject = self.server.loaded.subject
-        if subject is None or not subject.usable:
+        if subject is None or not self.server.signs_in(subject):
             # authlib would answer invalid_request; the grant is what is no longer valid (a
-            # disabled or removed person), so RFC 6749 §5.2 says invalid_grant, as for a code.
+            # disabled or removed person, an app limited to other organisations since), so
+            # RFC 6749 §5.2 says invalid_grant, as for a code.
             raise InvalidGrantError(NO_PERSON)
         return subject
 
@@ -126,14 +127,19 @@ class TokenServer(Provider):
 
 # Built once, not per grant: the provider's most frequent query.
 FAMILY = (
-    select(OidcRefreshToken, OidcGrant, OidcClient, Staff, SsoAccount)
+    select(OidcRefreshToken, OidcGrant, OidcClient, Staff, SsoAccount, Organisation)
     .join(OidcGrant, OidcGrant.id == OidcRefreshToken.grant_id)
     .join(OidcClient, OidcClient.client_id == OidcGrant.client_id)
     .outerjoin(Staff, Staff.id == OidcGrant.staff_id)
     .outerjoin(SsoAccount, SsoAccount.staff_id == OidcGrant.staff_id)
+    .outerjoin(Organisation, Organisation.id == Staff.org_id)
     .where(OidcRefreshToken.token_hash == bindparam("token_hash"))
-    # A refresh reads who the person is and whether they may still sign in, no more.
-    .options(load_only(Staff.id), load_only(SsoAccount.staff_id, SsoAccount.status))
+    # A refresh reads who the person is, their agency and whether they may still sign in, no more.
+    .options(
+        load_only(Staff.id, Staff.org_id),
+        load_only(SsoAccount.staff_id, SsoAccount.status),
+        load_only(Organisation.id, Organisation.name, Organisation.status),
+    )
 )
 
 
@@ -147,6 +153,7 @@ class Family:
     client: OidcClient
     staff: Staff | None
     account: SsoAccount | None
+    org: Organisation | None
 
 
 def held_refresh(loaded: Loaded, row: OidcRefreshToken) -> HeldToken:
@@ -193,7 +200,7 @@ class Tokens:
                 # Rotated already: either the app or a thief holds the newer one; end both.
                 await self.oidc.revoke_grant(family.grant)
                 return invalid_grant(server, request, REUSED)
-            loaded.subject = active_subject(family.staff, family.account, family.grant.claims)
+            loaded.subject = active_subject(family.staff, family.account, family.org, family.grant.claims)
         answer: Answer = server.create_token_response(request)
         if answer.status != 200 or row is None or family is None:
             return answer

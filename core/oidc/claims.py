@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.crypto import token_hash
-from core.models import AccountStatus, BrowserSession, SsoAccount, Staff
+from core.models import AccountStatus, BrowserSession, Organisation, SsoAccount, Staff
 from core.settings import Settings
 
 # RFC 8176 values for how the browser session was signed in.
@@ -23,6 +23,7 @@ class Subject:
     staff: Staff
     account: SsoAccount
     session: dict[str, Any]
+    org: Organisation
 
     @property
     def usable(self) -> bool:
@@ -42,11 +43,18 @@ def session_claims(settings: Settings, row: BrowserSession) -> dict[str, Any]:
     }
 
 
+def org_claims(org: Organisation) -> dict[str, str]:
+    """The agency the person belongs to, in every token and userinfo answer whatever the scope:
+    apps decide by it which agency's data to show (a name of a business, not personal data)."""
+    return {"org_id": str(org.id), "org_name": org.name}
+
+
 def user_claims(subject: Subject, scope: str) -> dict[str, Any]:
     scopes = scope.split()
     claims: dict[str, Any] = {
         "sub": str(subject.staff.id),
         "roles": [ADMIN_ROLE] if subject.staff.is_admin else [],
+        **org_claims(subject.org),
     }
     if "email" in scopes:
         claims["email"] = subject.account.login_email

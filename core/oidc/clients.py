@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -122,6 +123,8 @@ def normalised(registration: dict[str, Any]) -> dict[str, Any]:
         "id_token_signed_response_alg": registration.get("id_token_signed_response_alg") or DEFAULT_ALGORITHM,
         "require_consent": bool(registration.get("require_consent", False)),
         "internal": bool(registration.get("internal", False)),
+        # Empty: people of every organisation; else only those of the organisations named.
+        "allowed_org_ids": sorted({str(org_id) for org_id in registration.get("allowed_org_ids") or []}),
         **dict(zip(LIFETIMES, refresh_lifetimes(registration), strict=True)),
     }
 
@@ -174,6 +177,11 @@ class RegisteredClient:
         asked = (scope or "").split()
         offline = self.check_grant_type("refresh_token")
         return " ".join(s for s in dict.fromkeys(asked) if s in SCOPES and (s != OFFLINE or offline))
+
+    def admits(self, org_id: uuid.UUID) -> bool:
+        """People of this organisation may sign in to the app."""
+        allowed = self.registration.get("allowed_org_ids") or []
+        return not allowed or str(org_id) in allowed
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.registration.get("redirect_uris", [])

@@ -21,11 +21,13 @@ from tests.support.accounts import (
     PASSWORD,
     Browser,
     browsing,
+    hidden_fields,
     make_person,
     page_text,
     redirected_to,
 )
 from tests.support.harness import Stack, running_app
+from tests.support.orgs import add_org
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -234,3 +236,46 @@ async def test_an_app_given_up_on_by_back_channel_logout_is_reported(
         assert "failing since 1 dec 2026, 09:30" in page_text(page).lower(), page_text(page)
     api = await app_stack.http.get(f"/api/v1/clients/{client_id}", headers=app_stack.admin)
     assert api.json()["backchannel_logout_failing_since"].startswith("2026-12-01T09:30")
+
+
+async def test_an_app_is_limited_to_the_organisations_ticked(app_stack: Stack, admin: Browser) -> None:
+    # One organisation: no boxes, and saving leaves the app open to everyone.
+    created = await register(admin)
+    [client_id] = {c for c in CLIENT.findall(created.text) if c != "new"}
+    page = await admin.get(f"/admin/apps/{client_id}")
+    assert "Organisations" not in page_text(page) and "org_choice" not in page.text
+    harbour = await add_org(app_stack.sessions, "Harbour Lettings")
+    quay = await add_org(app_stack.sessions, "Quayside Homes")
+    async with app_stack.sessions() as db:  # with several agencies, the apps are an operator's
+        await db.execute(update(Staff).where(Staff.is_admin.is_(True)).values(is_operator=True))
+        await db.commit()
+    page = await admin.get(f"/admin/apps/{client_id}")
+    assert "Only people of the ticked organisations can sign in to the app" in page_text(page)
+    assert "Harbour Lettings" in page_text(page) and "Quayside Homes" in page_text(page)
+    values = {
+        **hidden_fields(page, f"/admin/apps/{client_id}"),
+        "client_name": "agentOS CRM",
+        "redirect_uris": CALLBACK,
+        "allowed_org_ids": [str(harbour), str(quay)],
+    }
+    saved = await admin.post(f"/admin/apps/{client_id}", values)
+    assert redirected_to(saved, f"/admin/apps/{client_id}"), saved.text
+    row = await client_row(app_stack, client_id)
+    assert row is not None and row.registration["allowed_org_ids"] == sorted([str(harbour), str(quay)])
+    page = await admin.get(f"/admin/apps/{client_id}")
+    assert page.text.count(" checked>") == 2, page.text
+    # None ticked: every organisation again.
+    values = {**hidden_fields(page, f"/admin/apps/{client_id}"), "client_name": "agentOS CRM"}
+    saved = await admin.post(f"/admin/apps/{client_id}", {**values, "redirect_uris": CALLBACK})
+    row = await client_row(app_stack, client_id)
+    assert row is not None and row.registration["allowed_org_ids"] == []
+    # A new app limited at once; an id that is no organisation is refused and registers nothing.
+    form = await admin.get("/admin/apps/new")
+    base = {**hidden_fields(form, "/admin/apps/new"), "client_name": "Rota", "redirect_uris": CALLBACK}
+    refused = await admin.post("/admin/apps/new", {**base, "allowed_org_ids": ["not-an-id"]})
+    assert refused.status_code == 400 and "Organisations:" in page_text(refused)
+    made = await admin.post("/admin/apps/new", {**base, "allowed_org_ids": [str(quay)]})
+    assert made.status_code == 200, made.text
+    [new_id] = {c for c in CLIENT.findall(made.text) if c not in ("new", client_id)}
+    row = await client_row(app_stack, new_id)
+    assert row is not None and row.registration["allowed_org_ids"] == [str(quay)]

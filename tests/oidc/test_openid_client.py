@@ -18,6 +18,7 @@ import pytest
 
 from core.admin_keys import create_admin_key
 from core.db import create_engine, session_factory
+from core.orgs import DEFAULT_ORG_ID, DEFAULT_ORG_NAME
 from tests.support.accounts import PASSWORD, Browser, Person, make_person, sign_in
 from tests.support.config import TEST_ENCRYPTION_KEY, TEST_SEAL_PUBLIC_KEY, TEST_SECRET_KEY, make_settings
 from tests.support.oidc import sent_back_to
@@ -115,6 +116,8 @@ async def test_openid_client_signs_a_person_in_with_code_and_pkce(provider: Prov
     assert claims["aud"] == [client["client_id"]] or claims["aud"] == client["client_id"]
     assert claims["amr"] == ["pwd"] and claims["acr"] == "pwd"
     assert info["sub"] == claims["sub"] and info["email"] == person.email
+    assert (claims["org_id"], claims["org_name"]) == (str(DEFAULT_ORG_ID), DEFAULT_ORG_NAME)
+    assert (info["org_id"], info["org_name"]) == (claims["org_id"], claims["org_name"])
     # A second sign-in with prompt=none now needs no screen.
     start = rp("start", **client, extra={"prompt": "none"})
     again = rp("finish", **client, **start, callback=await callback(browser, start["url"]))
