@@ -99,6 +99,11 @@ async def org_count(session: AsyncSession) -> int:
     return await session.scalar(select(func.count()).select_from(Organisation)) or 0
 
 
+async def org_of(session: AsyncSession, staff_id: uuid.UUID | str) -> uuid.UUID | None:
+    """The organisation of this person, or None if there is no such person."""
+    return await session.scalar(select(Staff.org_id).where(Staff.id == uuid.UUID(str(staff_id))))
+
+
 async def get_org(session: AsyncSession, org_id: uuid.UUID, scope: AdminScope) -> Organisation:
     """The organisation, if the scope may see it: another organisation's is a 404."""
     org = await session.get(Organisation, org_id)

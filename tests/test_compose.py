@@ -163,7 +163,7 @@ def test_search_attributes_are_registered():
     text = _command_text(setup)
     assert "temporal operator search-attribute create" in text
     assert "--address temporal:7233" in text
-    for attribute in ("SsoStep", "SsoStaffId"):
+    for attribute in ("SsoStep", "SsoStaffId", "SsoOrgId"):
         assert re.search(rf"--name\s+{attribute}\s+--type\s+Keyword\b", text), attribute
     assert "already exist" in text  # re-running is harmless
     assert "temporal" in setup["depends_on"]

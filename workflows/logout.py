@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import RetryPolicy, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError
 
 from core import flow_errors
@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.inputs import LogoutFailedInput, SendLogoutInput
     from activities.logout import LogoutActivities
     from core.oidc.backchannel import SessionLogoutInput
-    from core.search_attributes import SSO_STAFF_ID
+    from core.search_attributes import flow_attributes
     from workflows.common import WORKFLOW_TASK_TIMEOUT, required
 
 DELIVERY_WINDOW = timedelta(hours=24)
@@ -40,7 +40,7 @@ def logout_summary(data: SessionLogoutInput) -> str:
 
 
 def logout_search_attributes(data: SessionLogoutInput) -> TypedSearchAttributes:
-    return TypedSearchAttributes([SearchAttributePair(SSO_STAFF_ID, data.staff_id)])
+    return TypedSearchAttributes(flow_attributes(org_id=data.org_id, staff_id=data.staff_id))
 
 
 def logout_start_options(data: SessionLogoutInput, task_queue: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from core import metrics
     from core.oidc.backchannel import SessionLogoutInput
     from core.reset_caps import CODES_STOPPED, LINK_SENT
-    from core.search_attributes import SSO_STEP
+    from core.search_attributes import SSO_STEP, flow_attributes
     from workflows.codes import CODE_ATTEMPTS, CodeTerms, EmailedCode, email_code
     from workflows.common import (
         DB_RETRY,
@@ -76,6 +76,9 @@ class PasswordResetInput(CodeTerms):
     wrong_code_flow_limit: int = 10
     wrong_code_day_limit: int = 20
     link_ttl_seconds: int = 900
+    # The person's organisation: the flows this one starts carry it (SsoOrgId). "" in flows
+    # started before organisations, which start theirs as they always did.
+    org_id: str = ""
     # Codes per browser, caps and links. Versioned by the input rather than workflow.patched:
     # a patch marker's payload is plaintext in history, and its change-version upsert is one
     # more billable action per flow; flows started without it behave as they always did.
@@ -253,6 +256,11 @@ class PasswordResetWorkflow:
                 ],
                 id=f"password-changed-{self._input.account_id}-{workflow.uuid4()}",
                 parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=TypedSearchAttributes(
+                    flow_attributes(org_id=self._input.org_id, staff_id=self._input.staff_id)
+                )
+                if self._input.org_id
+                else None,
                 static_summary="Email: your password was changed",
             )
             for logout in result.logouts:

@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.common import SearchAttributePair
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.services import authenticator
@@ -35,7 +34,8 @@ from core.codec import keyring_from_settings
 from core.errors import ServiceUnavailable
 from core.mfa_policy import policy_for
 from core.models import AccountStatus, Passkey, SsoAccount, Staff, utcnow
-from core.search_attributes import SSO_STAFF_ID
+from core.orgs import org_of
+from core.search_attributes import flow_attributes
 from core.settings import MfaPolicy, Settings
 from workflows.notices import MfaChangedNoticeWorkflow, MfaNoticeInput, MfaNoticeStart
 
@@ -152,7 +152,9 @@ class AccountSteps(PageSteps):
         return True
 
     async def _notify(self, staff_id: uuid.UUID, change: str) -> None:
-        await MfaNotices(self.settings, self._flows).changed(staff_id, change)
+        await MfaNotices(self.settings, self._flows).changed(
+            staff_id, change, org_id=await org_of(self.db, staff_id)
+        )
 
 
 @dataclass
@@ -162,7 +164,9 @@ class MfaNotices:
     settings: Settings
     flows: FlowClient
 
-    async def changed(self, staff_id: uuid.UUID, change: str, once: str | None = None) -> None:
+    async def changed(
+        self, staff_id: uuid.UUID, change: str, once: str | None = None, *, org_id: uuid.UUID | None
+    ) -> None:
         """Started before the request commits: if Temporal can't take it, the change is not
         made either (ServiceUnavailable rolls the request back). `once`: what names the one
         email of its kind (a second start of it sends nothing)."""
@@ -174,7 +178,7 @@ class MfaNotices:
                     email_retry(self.settings),
                 ),
                 id=f"mfa-changed-{staff_id}-{once or uuid.uuid4()}",
-                search_attributes=[SearchAttributePair(SSO_STAFF_ID, str(staff_id))],
+                search_attributes=flow_attributes(org_id=org_id, staff_id=staff_id),
                 static_summary="Email: your Multi-Factor Authentication was changed",
                 once=once is not None,
             )
@@ -199,6 +203,7 @@ class MfaNotices:
         if made_at is None:
             return
         try:
-            await self.changed(staff_id, "codes_low", once=f"codes-low-{made_at:%Y%m%d%H%M%S%f}")
+            once = f"codes-low-{made_at:%Y%m%d%H%M%S%f}"
+            await self.changed(staff_id, "codes_low", once, org_id=await org_of(db, staff_id))
         except ServiceUnavailable:
             logger.warning("recovery codes running low: notice not started for %s", staff_id)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from temporalio.common import SearchAttributePair
-
 from api.services.account import AccountSteps
 from api.services.backchannel import end_sessions
 from api.services.sessions import Current, Sessions
@@ -16,7 +14,8 @@ from api.services.setup import SetupSteps
 from api.services.temporal import email_retry
 from core import audit
 from core.models import SsoAccount, Staff, utcnow
-from core.search_attributes import SSO_STAFF_ID
+from core.orgs import org_of
+from core.search_attributes import flow_attributes
 from workflows.notices import NoticeInput, PasswordChangedNoticeWorkflow
 
 MISMATCH = "The two new passwords don't match. Type the same new password in both boxes."
@@ -93,6 +92,8 @@ class PasswordSteps:
             NoticeInput(staff_id=str(staff_id), changed_at=utcnow(), kept_this_browser=True),
             email_retry(settings),
             id=f"password-changed-{staff_id}-{uuid.uuid4()}",
-            search_attributes=[SearchAttributePair(SSO_STAFF_ID, str(staff_id))],
+            search_attributes=flow_attributes(
+                org_id=await org_of(self.steps.db, staff_id), staff_id=staff_id
+            ),
             static_summary="Email: your password was changed",
         )

@@ -89,7 +89,7 @@ class AccountAdmin:
             raise Conflict("This person has no Multi-Factor Authentication to reset")
         # The email first: when Temporal can't take it, nothing has been written that the
         # admin page (which answers a refusal with a normal page) would commit.
-        await notices.changed(staff.id, "reset")
+        await notices.changed(staff.id, "reset", org_id=staff.org_id)
         await remove_second_factors(self.db, account)
         await self.db.flush()
         # The obligation starts again, from now: under `required` the person has the grace

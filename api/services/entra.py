@@ -30,9 +30,9 @@ from core.crypto import DecryptionError
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.errors import ServiceUnavailable
 from core.models import AccountStatus, EntraLink, SsoAccount, Staff, utcnow
-from core.orgs import tenant_owner
+from core.orgs import org_of, tenant_owner
 from core.sealing import entra_context, seal
-from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+from core.search_attributes import SSO_STEP, flow_attributes
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.entra import (
@@ -370,10 +370,11 @@ class EntraSignOn:
                 run=EntraLinkWorkflow.run,
                 start_arg=EntraLinkInput(staff_id=str(staff_id), email_retry=email_retry(self.settings)),
                 id=workflow_id,
-                search_attributes=[
+                search_attributes=flow_attributes(
                     SearchAttributePair(SSO_STEP, "verifying"),
-                    SearchAttributePair(SSO_STAFF_ID, str(staff_id)),
-                ],
+                    org_id=await org_of(self.db, staff_id),
+                    staff_id=staff_id,
+                ),
                 static_summary=f"Microsoft Entra link for staff {staff_id}",
             )
             return result

@@ -21,7 +21,7 @@ from core.accounts import account_for
 from core.errors import Conflict, ServiceUnavailable
 from core.mfa_policy import exempt, obligation_for, policy_for
 from core.models import MfaObligation, Staff, utcnow
-from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID, SSO_STEP
+from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STEP, flow_attributes
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.mfa_enrollment import MfaEnrollmentWorkflow, enrollment_workflow_id
@@ -67,12 +67,13 @@ class MfaObligations:
             MfaEnrollmentWorkflow.run,
             start,
             id=enrollment_workflow_id(str(staff.id)),
-            search_attributes=[
-                SearchAttributePair(SSO_STAFF_ID, str(staff.id)),
+            search_attributes=flow_attributes(
                 SearchAttributePair(SSO_MFA_STEP, "waiting"),
                 SearchAttributePair(SSO_MFA_DUE, due),
                 SearchAttributePair(SSO_MFA_REMINDERS, 0),
-            ],
+                org_id=staff.org_id,
+                staff_id=staff.id,
+            ),
             static_summary=REASONS.get(reason, "MFA obligation"),
             # A reset ends the old run: its schedule counted from an older skip.
             conflict=(

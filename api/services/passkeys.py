@@ -53,6 +53,7 @@ from core import audit, metrics, passkeys, recovery
 from core.accounts import ACCOUNT_DISABLED
 from core.crypto import token_hash
 from core.models import AccountStatus, BrowserSession, Passkey, SsoAccount, Staff, utcnow
+from core.orgs import org_of
 from core.settings import Settings
 
 CHALLENGE_TTL = timedelta(minutes=5)
@@ -444,7 +445,9 @@ class PasskeySteps(PageSteps):
         return PasskeyOfDisabled()
 
     async def _notify(self, staff_id: uuid.UUID, change: str) -> None:
-        await MfaNotices(self.settings, self._flows).changed(staff_id, change)
+        await MfaNotices(self.settings, self._flows).changed(
+            staff_id, change, org_id=await org_of(self.db, staff_id)
+        )
 
 
 def _descriptors(keys: list[Passkey]) -> list[PublicKeyCredentialDescriptor]:

@@ -24,6 +24,7 @@ from core import audit, metrics
 from core.crypto import code_digest, token_hash
 from core.errors import ServiceUnavailable
 from core.models import AccountStatus, BrowserSession, ResetLink, SsoAccount, utcnow
+from core.orgs import org_of
 from core.reset_caps import (
     CODES_STOPPED,
     LINK_GONE,
@@ -34,7 +35,7 @@ from core.reset_caps import (
     reset_link_hash,
 )
 from core.sealing import password_context, seal, totp_context
-from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+from core.search_attributes import SSO_STEP, flow_attributes
 from workflows.codes import CODE_ATTEMPTS
 from workflows.common import StepResult
 from workflows.reset import (
@@ -97,6 +98,7 @@ class ResetSteps(PageSteps):
             self._audit_request("reset.requested", "unknown_address", None, ip)
             return "unknown_address"
         workflow_id = reset_workflow_id(account.id)
+        org_id = await org_of(self.db, account.staff_id)
         outcome = "sent"
         async with metrics.timed_step("reset_request") as timing:
             try:
@@ -104,12 +106,13 @@ class ResetSteps(PageSteps):
                     PasswordResetWorkflow.request_code,
                     CodeRequest(ip=ip, browser=browser, links_only=links_only),
                     run=PasswordResetWorkflow.run,
-                    start_arg=self._input(account),
+                    start_arg=self._input(account, org_id),
                     id=workflow_id,
-                    search_attributes=[
+                    search_attributes=flow_attributes(
                         SearchAttributePair(SSO_STEP, "code_requested"),
-                        SearchAttributePair(SSO_STAFF_ID, str(account.staff_id)),
-                    ],
+                        org_id=org_id,
+                        staff_id=account.staff_id,
+                    ),
                     static_summary=f"Password reset for staff {account.staff_id}",
                 )
                 if result.message == LINK_SENT:
@@ -366,11 +369,12 @@ class ResetSteps(PageSteps):
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _input(self, account: SsoAccount) -> PasswordResetInput:
+    def _input(self, account: SsoAccount, org_id: uuid.UUID | None) -> PasswordResetInput:
         s = self.settings
         return PasswordResetInput(
             account_id=str(account.id),
             staff_id=str(account.staff_id),
+            org_id=str(org_id or ""),
             email_retry=email_retry(s),
             code_ttl_seconds=int(s.code_ttl.total_seconds()),
             code_resend_interval_seconds=int(s.code_resend_interval.total_seconds()),

@@ -237,7 +237,9 @@ class SetupSteps(PageSteps):
             # whose recorded steps must not change. Once per setup run: a form sent twice (or
             # sent again after Temporal was away) sends one email.
             once = f"setup-{bound.session.workflow_id}-{bound.session.run_id or ''}"
-            await MfaNotices(self.settings, self._flows).changed(bound.staff.id, "enrolled", once=once)
+            await MfaNotices(self.settings, self._flows).changed(
+                bound.staff.id, "enrolled", once, org_id=bound.staff.org_id
+            )
         return result
 
     async def skip_mfa(self, bound: BoundSetup, submission: str, ip: str | None = None) -> StepResult:

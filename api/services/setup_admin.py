@@ -31,7 +31,7 @@ from core.models import (
     utcnow,
 )
 from core.orgs import AdminScope
-from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+from core.search_attributes import SSO_STEP, flow_attributes
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.setup import (
@@ -140,10 +140,11 @@ class Onboarding:
                     quiet_delivery=True,
                 ),
                 id=workflow_id,
-                search_attributes=[
+                search_attributes=flow_attributes(
                     SearchAttributePair(SSO_STEP, SetupState.sending_email.value),
-                    SearchAttributePair(SSO_STAFF_ID, str(staff.id)),
-                ],
+                    org_id=staff.org_id,
+                    staff_id=staff.id,
+                ),
                 static_summary=f"Single Sign-On setup for staff {staff.id}",
                 static_details=f"Requested by {actor}; link valid {ttl // 60} minutes "
                 "after the email is sent",

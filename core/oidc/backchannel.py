@@ -3,13 +3,14 @@ those flows, and so does the password reset (from its worker)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.models import BrowserSession, OidcClient, OidcGrant
+from core.models import BrowserSession, OidcClient, OidcGrant, Staff
 from core.oidc.claims import session_claims
 from core.settings import Settings
 
@@ -21,6 +22,17 @@ class SessionLogoutInput:
     sid: str
     staff_id: str
     client_ids: list[str] = field(default_factory=list)
+    # The person's organisation, for the flow's SsoOrgId ("" if unknown).
+    org_id: str = ""
+
+
+async def orgs_of(db: AsyncSession, staff_ids: Iterable[uuid.UUID]) -> dict[str, str]:
+    """Each person's organisation id, by staff id (both as text); the removed are left out."""
+    ids = list(staff_ids)
+    if not ids:
+        return {}
+    rows = await db.execute(select(Staff.id, Staff.org_id).where(Staff.id.in_(ids)))
+    return {str(staff_id): str(org_id) for staff_id, org_id in rows}
 
 
 async def logouts_due(
@@ -36,6 +48,7 @@ async def logouts_due(
         .join(OidcGrant, OidcGrant.client_id == OidcClient.client_id)
         .where(OidcGrant.session_hash.in_(list(by_hash)), OidcGrant.redeemed_at.is_not(None))
     )
+    orgs = await orgs_of(db, {row.staff_id for row in by_hash.values() if row.staff_id is not None})
     told: dict[str, set[str]] = {}
     for session_hash, client_id, metadata in rows:
         if metadata.get("backchannel_logout_uri"):
@@ -45,6 +58,7 @@ async def logouts_due(
             session_claims(settings, by_hash[session_hash])["sid"],
             str(by_hash[session_hash].staff_id),
             sorted(client_ids),
+            orgs.get(str(by_hash[session_hash].staff_id), ""),
         )
         for session_hash, client_ids in sorted(told.items())
     ]

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.models import LogoutOutbox, utcnow
-from core.oidc.backchannel import SessionLogoutInput
+from core.oidc.backchannel import SessionLogoutInput, orgs_of
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,10 @@ async def start_owed(db: AsyncSession, rows: list[LogoutOutbox], start: Start) -
     """Starts each row's flow and deletes the row, committing; stops at the first that could
     not be started (the rest stay for the sweeper). How many were started."""
     started = 0
+    orgs = await orgs_of(db, {row.staff_id for row in rows})
     for row in rows:
-        logout = SessionLogoutInput(row.sid, str(row.staff_id), list(row.client_ids))
+        staff_id = str(row.staff_id)
+        logout = SessionLogoutInput(row.sid, staff_id, list(row.client_ids), orgs.get(staff_id, ""))
         try:
             await start(logout)
             started += 1

@@ -27,11 +27,12 @@ def test_temporal_runs_with_our_search_attributes_and_sso_devs_pragmas(tmp_path:
     assert _flags(command, "--search-attribute") == [
         "SsoStep=Keyword",
         "SsoStaffId=Keyword",
+        "SsoOrgId=Keyword",
         "SsoMfaStep=Keyword",
         "SsoMfaDue=Datetime",
         "SsoMfaReminders=Int",
     ]
-    assert len(SEARCH_ATTRIBUTES) == 5
+    assert len(SEARCH_ATTRIBUTES) == 6
     assert "--headless" not in command
 
 
