@@ -25,6 +25,7 @@ from activities.setup import SetupStepActivities
 from activities.setup_email import SetupActivities
 from activities.shared import SharedActivities
 from api.services.mfa_obligation import start_rollout
+from core import metrics
 from core.codec import keyring_from_settings
 from core.db import SessionFactory, create_engine, session_factory
 from core.logging import configure as configure_logging
@@ -49,6 +50,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
         raise InsecureSettingsError(
             "the worker needs SSO_SEAL_PRIVATE_KEY to open sealed passwords and codes"
         )
+    metrics.configure(settings.metrics_org_labels)
     sessions = session_factory(engine or create_engine(settings.async_database_url))
     sender = MeteredSender(build_sender(settings, sessions, keyring_from_settings(settings)))
     keyring = keyring_from_settings(settings)

@@ -19,11 +19,12 @@ from core import audit, flow_errors
 from core.accounts import account_for
 from core.crypto import DecryptionError, Keyring
 from core.db import SessionFactory
-from core.models import Staff
+from core.models import Organisation, Staff
+from core.orgs import org_count
 from core.passwords import Hasher, hashing_pool
 from core.sealing import unseal
 from core.settings import Settings
-from core.templating import RenderedEmail, render_email
+from core.templating import Agency, RenderedEmail, render_email
 
 # What a sending activity writes with the record of its accepted email: (session, sent_at).
 Recorder = Callable[[AsyncSession, datetime], Awaitable[None]]
@@ -72,18 +73,32 @@ class SecretActivities:
             staff = await self._staff(session, uuid.UUID(staff_id))
             account = await account_for(session, staff.id)
         login_email = account.login_email if account is not None else staff.external_email_1
-        return staff, self._email_to(staff, template, login_email=login_email, **values)
+        return staff, await self._email_to(staff, template, login_email=login_email, **values)
 
-    def _email_to(self, staff: Staff, template: str, **values: Any) -> RenderedEmail:
-        """An email to the staff member's own address, in the brand's name."""
+    async def _email_to(self, staff: Staff, template: str, **values: Any) -> RenderedEmail:
+        """An email to the staff member's own address, in the brand's name, sent for their
+        organisation (see _agency)."""
         return render_email(
             template,
             to=staff.external_email_1,
             brand=self._settings.brand_name,
+            agency=await self._agency(staff.org_id),
             first_name=staff.first_name,
             support_email=self._settings.support_email,
             **values,
         )
+
+    async def _agency(self, org_id: uuid.UUID) -> Agency:
+        """The person's organisation as their emails name it: by its sender name in From when
+        it has one, and by name in the text once it has a sender name or the deployment has
+        more than one organisation (a one-organisation deployment's emails read as before)."""
+        async with self._sessions() as session:
+            org = await session.get(Organisation, org_id)
+            several = org is not None and await org_count(session) > 1
+        if org is None:
+            return Agency(slug="")
+        named = bool(org.sender_name) or several
+        return Agency(slug=org.slug, name=org.name if named else None, sender_name=org.sender_name or None)
 
     async def _notify(self, kind: str, staff_id: uuid.UUID, email: RenderedEmail) -> None:
         """Send a notice once per request (a retry after it was accepted sends nothing)."""

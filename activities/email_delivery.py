@@ -9,6 +9,7 @@ import urllib.error
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from email.utils import formataddr, parseaddr
 from typing import Protocol, TypeVar
 
 from python_http_client.exceptions import HTTPError as SendgridHTTPError
@@ -67,6 +68,14 @@ async def _within(
         ) from None
 
 
+def from_header(email_from: str, sender_name: str | None) -> str:
+    """SSO_EMAIL_FROM, with the organisation's sender name as its display name when it has one
+    (the address stays the deployment's: its SPF and DKIM are the ones that pass)."""
+    if not sender_name:
+        return email_from
+    return formataddr((sender_name, parseaddr(email_from)[1]))
+
+
 class OutboxSender:
     name = "outbox"
 
@@ -92,7 +101,7 @@ class SmtpSender:
 
     def _message(self, email: RenderedEmail) -> EmailMessage:
         message = EmailMessage()
-        message["From"] = self._settings.email_from
+        message["From"] = from_header(self._settings.email_from, email.sender_name)
         message["To"] = email.to
         message["Subject"] = email.subject
         message.set_content(email.text)
@@ -157,7 +166,9 @@ class SendgridSender:
         await _within(self._settings.email_timeout, self._send_sync, email, "SendGrid")
 
     def _send_sync(self, email: RenderedEmail, progress: _Progress) -> None:
-        mail = Mail(from_email=From(self._settings.email_from), to_emails=To(email.to), subject=email.subject)
+        email_from = self._settings.email_from
+        sender = From(parseaddr(email_from)[1], email.sender_name) if email.sender_name else From(email_from)
+        mail = Mail(from_email=sender, to_emails=To(email.to), subject=email.subject)
         mail.add_content(Content("text/plain", email.text))
         mail.add_content(Content("text/html", email.html))
         try:
@@ -187,15 +198,15 @@ class MeteredSender:
         try:
             await self._sender.send(email)
         except TransientEmailError:
-            metrics.email_failed(self.name, "transient")
+            metrics.email_failed(self.name, "transient", email.org)
             raise
         except PermanentEmailError:
-            metrics.email_failed(self.name, "permanent")
+            metrics.email_failed(self.name, "permanent", email.org)
             raise
         except Exception:
-            metrics.email_failed(self.name, "error")
+            metrics.email_failed(self.name, "error", email.org)
             raise
-        metrics.email_sent(self.name)
+        metrics.email_sent(self.name, email.org)
 
 
 T = TypeVar("T")

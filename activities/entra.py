@@ -144,7 +144,7 @@ class EntraActivities(SecretActivities):
             staff = await session.get(Staff, uuid.UUID(data.staff_id))
         if staff is None:
             return
-        email = self._email_to(
+        email = await self._email_to(
             staff,
             "entra_linked",
             account=data.account,

@@ -210,7 +210,7 @@ class ResetActivities(SecretActivities):
                     )
                 )
             self._requests.hand_over(claim)
-            email = self._email_to(
+            email = await self._email_to(
                 staff,
                 "password_reset_link",
                 link=f"{self._settings.public_url}/sso/reset/link/{claim.secret}",
@@ -234,7 +234,7 @@ class ResetActivities(SecretActivities):
             account = await account_for(session, uuid.UUID(data.staff_id))
         if staff is None:
             return
-        email = self._email_to(
+        email = await self._email_to(
             staff,
             "password_changed",
             login_email=account.login_email if account is not None else staff.external_email_1,

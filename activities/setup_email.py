@@ -101,7 +101,7 @@ class SetupActivities(SecretActivities):
             setup.email_attempts = info.attempt
             await session.commit()
 
-        email = self._email_to(
+        email = await self._email_to(
             staff,
             "sso_welcome",
             link=f"{self._settings.public_url}/sso/setup/{claim.secret}",

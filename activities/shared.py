@@ -42,7 +42,7 @@ class SharedActivities(SecretActivities):
             )
             claim.row.digest = digest
             self._requests.hand_over(claim)
-            email = self._email_to(
+            email = await self._email_to(
                 staff,
                 CODE_TEMPLATES[data.purpose],
                 code=claim.secret,

@@ -91,12 +91,17 @@ async def require_admin(
     wait = limits.requests.hit(scope.actor)
     if wait is not None:
         raise TooManyRequests("Too many requests with this admin key; slow down", wait)
+    if scope.org_id is not None and (wait := limits.per_org.hit(str(scope.org_id))) is not None:
+        raise TooManyRequests(
+            "Too many requests for this organisation (its admin keys together); slow down", wait
+        )
     return scope
 
 
 class AdminLimits:
     def __init__(self, settings: Settings) -> None:
         self.requests = SlidingWindowLimiter(settings.admin_rate_limit, 60)
+        self.per_org = SlidingWindowLimiter(settings.org_admin_rate_limit, 60)
         self.auth_failures = SlidingWindowLimiter(settings.auth_failure_limit, 60)
 
 

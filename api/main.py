@@ -45,6 +45,7 @@ from api.routes import (
 )
 from api.security_headers import SecurityHeadersMiddleware
 from api.services.signin import Hashing
+from core import metrics as core_metrics
 from core.db import create_engine, session_factory
 from core.orgs import adopt_configured_tenants
 from core.passwords import Hasher, hashing_pool
@@ -83,6 +84,7 @@ def security_headers_for(settings: Settings) -> dict[str, str]:
 
 def create_app(settings: Settings | None = None, temporal: TemporalGateway | None = None) -> FastAPI:
     settings = settings or get_settings()
+    core_metrics.configure(settings.metrics_org_labels)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

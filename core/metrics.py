@@ -7,6 +7,10 @@ flow; the worker's Temporal runtime serves these with its own `temporal_*` metri
 
 Label values come from fixed vocabularies in the code, never from people: `label()` turns
 anything else into "other", so an email address or id can never become a label value.
+
+With SSO_METRICS_ORG_LABELS on (`configure`), the sign-in and email counters carry an `org`
+label too: the organisation's slug (a business's name, chosen by an operator). Off by default:
+each organisation multiplies those series.
 """
 
 from __future__ import annotations
@@ -45,12 +49,26 @@ RESET = "password_reset"
 ENTRA_LINK = "entra_link"
 
 _SAFE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,61}[a-z0-9]")
+_org_labels = False
 
 
 def label(value: str | None) -> str:
     if not value:
         return "none"
     return str(value) if _SAFE.fullmatch(value) else "other"
+
+
+def org_labels() -> bool:
+    """Whether the counters carry the `org` label (SSO_METRICS_ORG_LABELS)."""
+    return _org_labels
+
+
+def _org(slug: str | None) -> dict[str, str]:
+    """The `org` label, when on: an organisation's slug, "none" when the person is unknown."""
+    if not _org_labels:
+        return {}
+    return {"org": slug if slug and _SLUG.fullmatch(slug) else "none"}
 
 
 # -- on the worker: flows (workflow code only) ---------------------------------------------
@@ -79,19 +97,19 @@ def flow_ended(kind: str, outcome: str, step: str) -> None:
 # Senders also run outside activities (tests, scripts): there, nothing is counted.
 
 
-def email_sent(backend: str) -> None:
+def email_sent(backend: str, org: str | None = None) -> None:
     if activity.in_activity():
         activity.metric_meter().create_counter(EMAILS_SENT, "Emails handed to the backend, by backend").add(
-            1, {"backend": label(backend)}
+            1, {"backend": label(backend), **_org(org)}
         )
 
 
-def email_failed(backend: str, failure: str) -> None:
+def email_failed(backend: str, failure: str, org: str | None = None) -> None:
     """`failure`: transient (retried), permanent (given up) or error (unexpected, retried)."""
     if activity.in_activity():
         activity.metric_meter().create_counter(
             EMAIL_FAILURES, "Email attempts that failed, by backend and kind of failure"
-        ).add(1, {"backend": label(backend), "failure": label(failure)})
+        ).add(1, {"backend": label(backend), "failure": label(failure), **_org(org)})
 
 
 def email_duplicate(kind: str) -> None:
@@ -114,12 +132,30 @@ ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
 GCCollector(registry=REGISTRY)
 
-SIGN_INS = Counter(
-    "sso_sign_ins",
-    "Sign-in attempts by outcome (and reason, for refusals)",
-    ["outcome", "reason"],
-    registry=REGISTRY,
-)
+
+def _sign_ins(by_org: bool) -> Counter:
+    return Counter(
+        "sso_sign_ins",
+        "Sign-in attempts by outcome (and reason, for refusals)" + (" and organisation" if by_org else ""),
+        ["outcome", "reason", *(["org"] if by_org else [])],
+        registry=REGISTRY,
+    )
+
+
+SIGN_INS = _sign_ins(False)
+
+
+def configure(org_labels: bool) -> None:
+    """SSO_METRICS_ORG_LABELS, for this process (the web app's and the worker's start): the
+    sign-in counter is made again with or without its `org` label (it starts from zero then)."""
+    global SIGN_INS, _org_labels
+    if org_labels == _org_labels:
+        return
+    REGISTRY.unregister(SIGN_INS)
+    SIGN_INS = _sign_ins(org_labels)
+    _org_labels = org_labels
+
+
 STEP_SECONDS = Histogram(
     "sso_step_duration_seconds",
     "Time the web app waited for a flow step, by step and outcome",
@@ -140,8 +176,9 @@ def worker_scrape_text(up: bool) -> str:
     return generate_latest(registry).decode()
 
 
-def sign_in(outcome: str, reason: str | None = None) -> None:
-    SIGN_INS.labels(label(outcome), label(reason)).inc()
+def sign_in(outcome: str, reason: str | None = None, org: str | None = None) -> None:
+    """`org`: the slug of the person's organisation, when the person is known."""
+    SIGN_INS.labels(outcome=label(outcome), reason=label(reason), **_org(org)).inc()
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import metrics
 from core.errors import Forbidden, NotFound, SsoError
 from core.models import Organisation, OrganisationTenant, Staff
 from core.settings import Settings, _split_list
@@ -102,6 +103,16 @@ async def org_count(session: AsyncSession) -> int:
 async def org_of(session: AsyncSession, staff_id: uuid.UUID | str) -> uuid.UUID | None:
     """The organisation of this person, or None if there is no such person."""
     return await session.scalar(select(Staff.org_id).where(Staff.id == uuid.UUID(str(staff_id))))
+
+
+async def metrics_org(session: AsyncSession, staff_id: uuid.UUID | None) -> str | None:
+    """The person's organisation's slug for the `org` metrics label; read only while
+    SSO_METRICS_ORG_LABELS is on (else None, and no query)."""
+    if staff_id is None or not metrics.org_labels():
+        return None
+    return await session.scalar(
+        select(Organisation.slug).join(Staff, Staff.org_id == Organisation.id).where(Staff.id == staff_id)
+    )
 
 
 async def get_org(session: AsyncSession, org_id: uuid.UUID, scope: AdminScope) -> Organisation:

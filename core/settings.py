@@ -216,6 +216,9 @@ class Settings(BaseSettings):
     # Admin API requests per key, and failed authentications per IP, per minute.
     admin_rate_limit: int = Field(default=300, ge=1)
     auth_failure_limit: int = Field(default=20, ge=1)
+    # Admin API requests per organisation per minute, all its keys together: one agency's
+    # scripts can't take the whole API (operator keys count per key only).
+    org_admin_rate_limit: int = Field(default=600, ge=1)
     # Reverse proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed; from any
     # other peer the header is ignored. Empty: the connection's own peer is the client.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -271,6 +274,8 @@ class Settings(BaseSettings):
     worker_metrics_url: str = ""
     # A bearer token for Prometheus, so scrapers need no admin key.
     metrics_token: SecretStr | None = None
+    # Sign-in and email counters labelled by organisation (its slug): one series per agency.
+    metrics_org_labels: bool = False
 
     @field_validator(*LISTS, mode="before")
     @classmethod

@@ -29,11 +29,27 @@ EMAIL_SUBJECTS = {
 
 
 @dataclass(frozen=True)
+class Agency:
+    """The organisation an email is sent for. `name` is said in the email only where it helps
+    (the caller leaves it None on a one-organisation deployment without a sender name, which
+    then reads as it always did); `sender_name` is the From display name; `slug` labels the
+    email counters when SSO_METRICS_ORG_LABELS is on."""
+
+    slug: str
+    name: str | None = None
+    sender_name: str | None = None
+
+
+@dataclass(frozen=True)
 class RenderedEmail:
     to: str
     subject: str
     html: str
     text: str
+    # The From display name (the organisation's sender name), e.g. "Harbour Lettings via agentOS".
+    sender_name: str | None = None
+    # The organisation's slug, for the email metrics' `org` label.
+    org: str | None = None
 
 
 @pass_context
@@ -54,14 +70,18 @@ def environment() -> Environment:
     return env
 
 
-def render_email(name: str, to: str, brand: str, **context: Any) -> RenderedEmail:
+def render_email(
+    name: str, to: str, brand: str, agency: Agency | None = None, **context: Any
+) -> RenderedEmail:
     env = environment()
     subject = EMAIL_SUBJECTS[name].format(brand=brand)
     # The layout titles the HTML part with the subject, so the two cannot drift apart.
-    context = {"brand": brand, **context, "subject": subject}
+    context = {"brand": brand, "agency_name": agency.name if agency else None, **context, "subject": subject}
     return RenderedEmail(
         to=to,
         subject=subject,
         html=env.get_template(f"email/{name}.html").render(**context),
         text=env.get_template(f"email/{name}.txt").render(**context),
+        sender_name=agency.sender_name if agency else None,
+        org=agency.slug if agency else None,
     )

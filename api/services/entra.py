@@ -30,7 +30,7 @@ from core.crypto import DecryptionError
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.errors import ServiceUnavailable
 from core.models import AccountStatus, EntraLink, SsoAccount, Staff, utcnow
-from core.orgs import org_of, tenant_owner
+from core.orgs import metrics_org, org_of, tenant_owner
 from core.sealing import entra_context, seal
 from core.search_attributes import SSO_STEP, flow_attributes
 from core.settings import Settings
@@ -158,7 +158,8 @@ class EntraSignOn:
         except ServiceUnavailable:
             metrics.sign_in("entra_refused", "unavailable")
             raise
-        metrics.sign_in(f"entra_{result.kind}", result.reason)
+        org = await metrics_org(self.db, result.staff_id)
+        metrics.sign_in(f"entra_{result.kind}", result.reason, org=org)
         return result
 
     async def _finish(

@@ -28,6 +28,7 @@ from core.accounts import (
 from core.addresses import rate_key
 from core.codec import keyring_from_settings
 from core.models import AccountStatus, SsoAccount, Staff, utcnow
+from core.orgs import metrics_org
 from core.passwords import Hasher
 from core.settings import Settings
 from core.throttle import Counter
@@ -87,6 +88,7 @@ class SignIn:
             else None
         )
         now = utcnow()
+        org = await metrics_org(self.db, account.staff_id if account is not None else None)
         usable = (
             account is not None
             and account.status == AccountStatus.active.value
@@ -99,7 +101,7 @@ class SignIn:
             # Said only to whoever knows the password, as the Microsoft-Entra button says it.
             self._failed(account, ip, "account_disabled")
             await self.db.flush()
-            metrics.sign_in("refused", "account_disabled")
+            metrics.sign_in("refused", "account_disabled", org=org)
             return SignInResult("disabled")
         if account is None or claimed is None or not right:
             reason = _reason(account, usable, claimed)
@@ -107,7 +109,7 @@ class SignIn:
             if account is not None and claimed is not None:
                 self._locked_out(account, claimed, ip)
             await self.db.flush()
-            metrics.sign_in("refused", reason)
+            metrics.sign_in("refused", reason, org=org)
             return SignInResult("refused")
         await self.counter.undo(ip_key, IP_WINDOW)
         await self.db.refresh(account)
@@ -118,25 +120,26 @@ class SignIn:
         if await passkeys.has_second_factor(self.db, account):
             await release_attempt(self.db, account.id, claimed)
             await self.db.flush()
-            metrics.sign_in("needs_totp")
+            metrics.sign_in("needs_totp", org=org)
             return SignInResult("needs_totp", account)
         self._succeeded(account, now, ip, mfa=False)
         await self.db.flush()
-        metrics.sign_in("signed_in")
+        metrics.sign_in("signed_in", org=org)
         return SignInResult("signed_in", account)
 
     async def totp(self, staff_id: object, code: str, ip: str | None, attempts: int) -> SignInResult:
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
         now = utcnow()
+        org = await metrics_org(self.db, account.staff_id if account is not None else None)
         if account is not None and account.status == AccountStatus.disabled.value:
             return SignInResult("disabled")  # disabled between the password and the code
         if account is None or account.status != AccountStatus.active.value or attempts >= MFA_ATTEMPTS:
-            metrics.sign_in("totp_restart")
+            metrics.sign_in("totp_restart", org=org)
             return SignInResult("restart")
         # Counted before the code is checked, like a password: see claim_attempt.
         claimed = await claim_attempt(self.db, account.id, now)
         if claimed is None:
-            metrics.sign_in("totp_restart")
+            metrics.sign_in("totp_restart", org=org)
             return SignInResult("restart")
         await self.db.refresh(account)
         problem = await second_factor_accepted(
@@ -152,11 +155,11 @@ class SignIn:
             record_own(self.db, account.staff_id, "sign_in.totp_failed", "failure", ip, reason=problem)
             self._locked_out(account, claimed, ip)
             await self.db.flush()
-            metrics.sign_in("totp_refused", problem.replace(" ", "_"))
+            metrics.sign_in("totp_refused", problem.replace(" ", "_"), org=org)
             return SignInResult("refused", account)
         self._succeeded(account, now, ip, mfa=True)
         await self.db.flush()
-        metrics.sign_in("totp_signed_in")
+        metrics.sign_in("totp_signed_in", org=org)
         return SignInResult("signed_in", account)
 
     def _failed(self, account: SsoAccount | None, ip: str | None, reason: str) -> None:

@@ -30,12 +30,13 @@ from activities.email_delivery import (
     SmtpSender,
     TransientEmailError,
     build_sender,
+    from_header,
 )
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
 from core.db import create_engine, session_factory
 from core.settings import InsecureSettingsError, Settings
-from core.templating import RenderedEmail, render_email
+from core.templating import Agency, RenderedEmail, render_email
 from tests.support.config import make_settings
 from tests.support.email_servers import (
     API_KEY,
@@ -98,6 +99,15 @@ async def test_sendgrid_posts_the_welcome_email(sendgrid_server: FakeSendgrid) -
     assert contents[1]["value"] == message.html
     assert LINK in contents[0]["value"]
     assert f'href="{LINK}"' in contents[1]["value"]
+
+
+@session_loop
+async def test_sendgrid_sends_in_the_organisations_sender_name(sendgrid_server: FakeSendgrid) -> None:
+    settings = sendgrid_settings(sendgrid_server.url, email_from="sso@agentos.example")
+    harbour = Agency(slug="harbour", name="Harbour Lettings", sender_name="Harbour Lettings via agentOS")
+    await SendgridSender(settings).send(welcome(agency=harbour))
+    payload = json.loads(sendgrid_server.requests[0].body)
+    assert payload["from"] == {"email": "sso@agentos.example", "name": "Harbour Lettings via agentOS"}
 
 
 @pytest.mark.parametrize(
@@ -190,6 +200,22 @@ async def test_smtp_delivers_text_and_html_alternatives(smtp_server: SmtpServer)
     message = welcome()
     await SmtpSender(smtp_settings(smtp_server.port)).send(message)
     _assert_delivered(smtp_server, message)
+
+
+@session_loop
+async def test_smtp_sends_in_the_organisations_sender_name(smtp_server: SmtpServer) -> None:
+    harbour = Agency(slug="harbour", name="Harbour Lettings", sender_name="Harbour Lettings via agentOS")
+    await SmtpSender(smtp_settings(smtp_server.port)).send(welcome(agency=harbour))
+    [envelope] = smtp_server.handler.envelopes
+    assert envelope.mail_from == "no-reply@agentos.example"  # the deployment's own address
+    parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    assert parsed["From"] == "Harbour Lettings via agentOS <no-reply@agentos.example>"
+    assert parsed["Subject"] == "Welcome to agentOS Single Sign-On"
+
+
+def test_the_from_header_keeps_the_address_and_takes_the_sender_name() -> None:
+    assert from_header("agentOS <sso@agentos.example>", None) == "agentOS <sso@agentos.example>"
+    assert from_header("agentOS <sso@agentos.example>", "Quay Homes") == "Quay Homes <sso@agentos.example>"
 
 
 @pytest.mark.parametrize("smtp_server", [{"auth": True}], indirect=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from jinja2 import nodes
 
-from core.templating import EMAIL_SUBJECTS, TEMPLATES_DIR, environment, render_email
+from core.templating import EMAIL_SUBJECTS, TEMPLATES_DIR, Agency, environment, render_email
 
 EMAIL_DIR = TEMPLATES_DIR / "email"
 LAYOUTS = {"html": "email/_layout.html", "txt": "email/_layout.txt"}
@@ -177,3 +177,18 @@ def test_a_long_name_wraps_inside_the_html_email() -> None:
     )
     cell = message.html.split("<header>", 1)[0].rsplit("<td", 1)[1]
     assert "overflow-wrap:anywhere" in cell and "word-break:break-word" in cell
+
+
+def test_the_welcome_email_names_the_agency_when_it_is_given() -> None:
+    context = {"first_name": "Jane", "support_email": SUPPORT, **CONTEXTS["sso_welcome"]}
+    harbour = Agency(slug="harbour", name="Harbour Lettings", sender_name="Harbour Lettings via agentOS")
+    named = render_email("sso_welcome", to="x@example.org", brand="agentOS", agency=harbour, **context)
+    said = "Harbour Lettings has set up agentOS Single Sign-On for you."
+    assert said in named.text and said in named.html
+    assert named.subject == "Welcome to agentOS Single Sign-On"
+    assert (named.sender_name, named.org) == ("Harbour Lettings via agentOS", "harbour")
+    # A one-organisation deployment without a sender name: the words of today.
+    default = Agency("default")
+    plain = render_email("sso_welcome", to="x@example.org", brand="agentOS", agency=default, **context)
+    assert "has set up" not in plain.text and "has set up" not in plain.html
+    assert "Your administrator has invited you" in plain.text and plain.sender_name is None

@@ -1,0 +1,93 @@
+"""SSO_METRICS_ORG_LABELS: off (the default), no counter has an `org` label; on, the sign-in
+counter (web app) and the email counters (worker) carry the organisation's slug."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client import generate_latest
+from temporalio.runtime import Runtime
+from temporalio.testing import ActivityEnvironment
+
+from activities.email_delivery import MeteredSender, SmtpSender
+from core import metrics
+from core.models import Organisation
+from core.templating import Agency
+from tests.support.accounts import sign_in
+from tests.support.config import free_port
+from tests.support.email_servers import SmtpServer, smtp_settings, welcome
+from tests.support.harness import running_app
+from tests.support.metrics import value
+from tests.support.orgs import add_org
+from worker import metrics_runtime
+
+session_loop = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+def labels_restored() -> Iterator[None]:
+    """The process's metrics back to the default (off) whatever the test left."""
+    yield
+    metrics.configure(False)
+
+
+def _sign_in_labels() -> list[set[str]]:
+    """The label names of every sign-in sample the web app's registry holds."""
+    return [
+        set(sample.labels)
+        for family in metrics.REGISTRY.collect()
+        if family.name == "sso_sign_ins"
+        for sample in family.samples
+    ]
+
+
+@session_loop
+async def test_sign_ins_are_labelled_by_organisation_only_when_asked(
+    sqlite_url: str, labels_restored: None
+) -> None:
+    async with running_app(sqlite_url, metrics_org_labels=True) as stack:
+        org_id = await add_org(stack.sessions, "Harbour Lettings")
+        async with stack.sessions() as db:
+            org = await db.get(Organisation, org_id)
+            assert org is not None
+            slug = org.slug
+        person = await stack.person(org_id=org_id)
+        assert (await sign_in(stack.browser(), person.email)).status_code == 303
+        assert (await sign_in(stack.browser(), "nobody@example.com")).status_code != 303
+        text = generate_latest(metrics.REGISTRY).decode()
+        assert value(text, "sso_sign_ins_total", outcome="signed_in", org=slug) == 1
+        assert value(text, "sso_sign_ins_total", outcome="refused", org="none") == 1
+    async with running_app(sqlite_url) as stack:
+        person = await stack.person(org_id=org_id)
+        assert (await sign_in(stack.browser(), person.email)).status_code == 303
+        labels = _sign_in_labels()
+        assert labels and all(names == {"outcome", "reason"} for names in labels), labels
+        text = generate_latest(metrics.REGISTRY).decode()
+        assert value(text, "sso_sign_ins_total", outcome="signed_in") == 1
+
+
+async def _scrape(url: str) -> str:
+    async with httpx.AsyncClient(trust_env=False) as http:
+        return (await http.get(url)).text
+
+
+@session_loop
+async def test_emails_are_labelled_by_organisation_only_when_asked(
+    smtp_server: SmtpServer, labels_restored: None
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    runtime = metrics_runtime(address)
+    assert isinstance(runtime, Runtime)
+    activity_env = ActivityEnvironment()
+    activity_env.metric_meter = runtime.metric_meter
+    sender = MeteredSender(SmtpSender(smtp_settings(smtp_server.port)))
+    harbour = welcome(agency=Agency(slug="harbour", name="Harbour Lettings"))
+    await activity_env.run(sender.send, harbour)
+    text = await _scrape(f"http://{address}/metrics")
+    assert 'org="' not in text and value(text, "sso_emails_sent_total", backend="smtp") == 1
+    metrics.configure(True)
+    await activity_env.run(sender.send, harbour)
+    text = await _scrape(f"http://{address}/metrics")
+    assert value(text, "sso_emails_sent_total", backend="smtp", org="harbour") == 1
