@@ -30,7 +30,8 @@ from core.models import (
 )
 from tests.support.accounts import account_row, emails_with_subject, make_person
 from tests.support.config import make_settings
-from tests.support.harness import Stack, running_stack
+from tests.support.harness import Stack, running_app, running_stack
+from tests.support.orgs import add_org
 from tests.support.sql import statements_naming
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
@@ -480,3 +481,29 @@ async def test_admin_api_is_rate_limited(temporal_env: WorkflowEnvironment, sqli
         bad = {"Authorization": "Bearer ssoak_guess"}
         codes = [(await s.http.get("/api/v1/staff", headers=bad)).status_code for _ in range(3)]
         assert codes == [401, 401, 429]
+
+
+async def test_an_organisations_keys_share_its_rate_limit(sqlite_url: str) -> None:
+    """One agency's keys together can't take more than SSO_ORG_ADMIN_RATE_LIMIT; another
+    agency and the operators are not slowed by it, and the 429 says which limit it was."""
+    async with running_app(sqlite_url, admin_rate_limit=2, org_admin_rate_limit=3) as s:
+        harbour = await add_org(s.sessions, "Harbour Lettings")
+        quay = await add_org(s.sessions, "Quay Homes")
+        async with s.sessions() as session:
+            first = await create_admin_key(session, s.settings, "a", harbour)
+            second = await create_admin_key(session, s.settings, "b", harbour)
+            other = await create_admin_key(session, s.settings, "c", quay)
+            await session.commit()
+
+        async def get(key: str) -> httpx.Response:
+            return await s.http.get("/api/v1/staff", headers={"Authorization": f"Bearer {key}"})
+
+        assert [(await get(first)).status_code for _ in range(2)] == [200, 200]
+        per_key = await get(first)
+        assert per_key.status_code == 429 and "with this admin key" in per_key.json()["message"]
+        assert (await get(second)).status_code == 200  # the organisation's third
+        per_org = await get(second)
+        assert per_org.status_code == 429 and int(per_org.headers["retry-after"]) > 0
+        assert "for this organisation" in per_org.json()["message"]
+        assert (await get(other)).status_code == 200
+        assert (await s.http.get("/api/v1/staff", headers=s.admin)).status_code == 200
