@@ -74,23 +74,33 @@ def _org(slug: str | None) -> dict[str, str]:
 # -- on the worker: flows (workflow code only) ---------------------------------------------
 
 
-def flow_started(kind: str) -> None:
+def _flow_org(slug: str | None) -> dict[str, str]:
+    """The `org` label of a flow counter: the slug its input carries, which the web app sets
+    only while SSO_METRICS_ORG_LABELS is on (the workflow sandbox has its own copy of this
+    module, so the setting itself is not read here)."""
+    if not slug:
+        return {}
+    return {"org": slug if _SLUG.fullmatch(slug) else "other"}
+
+
+def flow_started(kind: str, org: str | None = None) -> None:
+    """`org`: the organisation's slug the flow's input carries ("" with the labels off)."""
     workflow.metric_meter().create_counter(FLOWS_STARTED, "Flows that started, by kind").add(
-        1, {"kind": label(kind)}
+        1, {"kind": label(kind), **_flow_org(org)}
     )
 
 
-def flow_step(kind: str, step: str) -> None:
+def flow_step(kind: str, step: str, org: str | None = None) -> None:
     workflow.metric_meter().create_counter(FLOW_STEPS, "Flows that reached a step, by kind and step").add(
-        1, {"kind": label(kind), "step": label(step)}
+        1, {"kind": label(kind), "step": label(step), **_flow_org(org)}
     )
 
 
-def flow_ended(kind: str, outcome: str, step: str) -> None:
+def flow_ended(kind: str, outcome: str, step: str, org: str | None = None) -> None:
     """`step` is the last open step, where the flow stood when it ended."""
     workflow.metric_meter().create_counter(
         FLOWS_ENDED, "Flows that ended, by kind, outcome and the step they ended at"
-    ).add(1, {"kind": label(kind), "outcome": label(outcome), "step": label(step)})
+    ).add(1, {"kind": label(kind), "outcome": label(outcome), "step": label(step), **_flow_org(org)})
 
 
 # -- on the worker: email deliveries (activity code only) ----------------------------------

@@ -57,6 +57,9 @@ def link_workflow_id(staff_id: str) -> str:
 class EntraLinkInput:
     staff_id: str
     email_retry: EmailRetry
+    # The organisation's slug for the flow counters' `org` label: set only while
+    # SSO_METRICS_ORG_LABELS is on ("" otherwise, and in flows started before it).
+    org: str = ""
 
 
 @dataclass
@@ -119,14 +122,14 @@ class EntraLinkWorkflow:
 
     @workflow.run
     async def run(self, data: EntraLinkInput | None = None) -> int:
-        metrics.flow_started(metrics.ENTRA_LINK)
+        metrics.flow_started(metrics.ENTRA_LINK, self._input.org)
         workflow.set_current_details("Waiting for the Microsoft sign-in")
         try:
             await workflow.wait_condition(
                 lambda: self._handled > 0, timeout=IDLE_LIMIT, timeout_summary="No link request arrived"
             )
         except TimeoutError:
-            metrics.flow_ended(metrics.ENTRA_LINK, "expired", self._step)
+            metrics.flow_ended(metrics.ENTRA_LINK, "expired", self._step, self._input.org)
             return 0
         while True:
             # `_pending` is never set on histories from before `hold`: they replay as before.
@@ -139,7 +142,8 @@ class EntraLinkWorkflow:
                 await self._await_confirmation(self._pending)
             else:
                 break
-        metrics.flow_ended(metrics.ENTRA_LINK, "completed" if self._linked else "refused", self._step)
+        outcome = "completed" if self._linked else "refused"
+        metrics.flow_ended(metrics.ENTRA_LINK, outcome, self._step, self._input.org)
         return self._handled
 
     @workflow.update(name="link")
@@ -313,7 +317,7 @@ class EntraLinkWorkflow:
 
     def _move_to(self, step: str, details: str) -> None:
         self._step = step
-        metrics.flow_step(metrics.ENTRA_LINK, step)
+        metrics.flow_step(metrics.ENTRA_LINK, step, self._input.org)
         workflow.upsert_search_attributes([SSO_STEP.value_set(step)])
         workflow.set_current_details(details)
 

@@ -79,6 +79,9 @@ class PasswordResetInput(CodeTerms):
     # The person's organisation: the flows this one starts carry it (SsoOrgId). "" in flows
     # started before organisations, which start theirs as they always did.
     org_id: str = ""
+    # The organisation's slug for the flow counters' `org` label: set only while
+    # SSO_METRICS_ORG_LABELS is on ("" otherwise, and in flows started before it).
+    org: str = ""
     # Codes per browser, caps and links. Versioned by the input rather than workflow.patched:
     # a patch marker's payload is plaintext in history, and its change-version upsert is one
     # more billable action per flow; flows started without it behave as they always did.
@@ -146,7 +149,7 @@ class PasswordResetWorkflow:
     @workflow.run
     async def run(self, data: PasswordResetInput | None = None) -> ResetOutcome:
         data = self._input
-        metrics.flow_started(metrics.RESET)
+        metrics.flow_started(metrics.RESET, data.org)
         workflow.set_current_details("Reset code requested")
         while not self._done and not self._ended:
             deadline = self._deadline() or workflow.now() + timedelta(seconds=data.ttl_seconds)
@@ -167,7 +170,8 @@ class PasswordResetWorkflow:
             self._move_to("expired", "Ended: the reset was not completed in time")
         await workflow.wait_condition(workflow.all_handlers_finished)
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        metrics.flow_ended(metrics.RESET, "completed" if self._done else "expired", self._open_step)
+        outcome = "completed" if self._done else "expired"
+        metrics.flow_ended(metrics.RESET, outcome, self._open_step, data.org)
         if self._done:
             return ResetOutcome(state="reset")
         return ResetOutcome(state="expired", reason="no reset within the time")
@@ -464,6 +468,6 @@ class PasswordResetWorkflow:
         self._step = step
         if step not in FINAL_STEPS:
             self._open_step = step
-        metrics.flow_step(metrics.RESET, step)
+        metrics.flow_step(metrics.RESET, step, self._input.org)
         workflow.upsert_search_attributes([SSO_STEP.value_set(step)])
         workflow.set_current_details(details)

@@ -72,6 +72,9 @@ class SsoSetupInput(CodeTerms):
     # workflow.patched: a patch marker's payload is plaintext in history, and its change-version
     # upsert is one more billable action per flow. Flows started without it behave as before.
     quiet_delivery: bool = False
+    # The organisation's slug for the flow counters' `org` label: set only while
+    # SSO_METRICS_ORG_LABELS is on ("" otherwise, and in flows started before it).
+    org: str = ""
 
 
 @dataclass
@@ -164,7 +167,7 @@ class SsoSetupWorkflow:
 
     @workflow.run
     async def run(self, data: SsoSetupInput | None = None) -> SetupOutcome:
-        metrics.flow_started(metrics.SETUP)
+        metrics.flow_started(metrics.SETUP, self._input.org)
         workflow.set_current_details("Sending the Single Sign-On email")
         sent = await self._send_email()
         if sent is not None and self._end is None:
@@ -187,7 +190,10 @@ class SsoSetupWorkflow:
         assert self._outcome is not None
         state = self._outcome.state
         metrics.flow_ended(
-            metrics.SETUP, "completed" if state == SetupState.active else state, self._open_step
+            metrics.SETUP,
+            "completed" if state == SetupState.active else state,
+            self._open_step,
+            self._input.org,
         )
         return self._outcome
 
@@ -269,7 +275,7 @@ class SsoSetupWorkflow:
         self._step = step
         if step not in FINAL_SETUP_STATES:
             self._open_step = step
-        metrics.flow_step(metrics.SETUP, step)
+        metrics.flow_step(metrics.SETUP, step, self._input.org)
         self._step_since = workflow.now()
         if upsert:
             workflow.upsert_search_attributes([SSO_STEP.value_set(step)])

@@ -369,7 +369,11 @@ class EntraSignOn:
                 EntraLinkWorkflow.link,
                 request,
                 run=EntraLinkWorkflow.run,
-                start_arg=EntraLinkInput(staff_id=str(staff_id), email_retry=email_retry(self.settings)),
+                start_arg=EntraLinkInput(
+                    staff_id=str(staff_id),
+                    email_retry=email_retry(self.settings),
+                    org=await metrics_org(self.db, staff_id) or "",
+                ),
                 id=workflow_id,
                 search_attributes=flow_attributes(
                     SearchAttributePair(SSO_STEP, "verifying"),

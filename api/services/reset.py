@@ -24,7 +24,7 @@ from core import audit, metrics
 from core.crypto import code_digest, token_hash
 from core.errors import ServiceUnavailable
 from core.models import AccountStatus, BrowserSession, ResetLink, SsoAccount, utcnow
-from core.orgs import org_of
+from core.orgs import metrics_org, org_of
 from core.reset_caps import (
     CODES_STOPPED,
     LINK_GONE,
@@ -99,6 +99,7 @@ class ResetSteps(PageSteps):
             return "unknown_address"
         workflow_id = reset_workflow_id(account.id)
         org_id = await org_of(self.db, account.staff_id)
+        org = await metrics_org(self.db, account.staff_id) or ""
         outcome = "sent"
         async with metrics.timed_step("reset_request") as timing:
             try:
@@ -106,7 +107,7 @@ class ResetSteps(PageSteps):
                     PasswordResetWorkflow.request_code,
                     CodeRequest(ip=ip, browser=browser, links_only=links_only),
                     run=PasswordResetWorkflow.run,
-                    start_arg=self._input(account, org_id),
+                    start_arg=self._input(account, org_id, org),
                     id=workflow_id,
                     search_attributes=flow_attributes(
                         SearchAttributePair(SSO_STEP, "code_requested"),
@@ -369,12 +370,13 @@ class ResetSteps(PageSteps):
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _input(self, account: SsoAccount, org_id: uuid.UUID | None) -> PasswordResetInput:
+    def _input(self, account: SsoAccount, org_id: uuid.UUID | None, org: str) -> PasswordResetInput:
         s = self.settings
         return PasswordResetInput(
             account_id=str(account.id),
             staff_id=str(account.staff_id),
             org_id=str(org_id or ""),
+            org=org,
             email_retry=email_retry(s),
             code_ttl_seconds=int(s.code_ttl.total_seconds()),
             code_resend_interval_seconds=int(s.code_resend_interval.total_seconds()),

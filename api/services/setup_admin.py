@@ -30,7 +30,7 @@ from core.models import (
     SsoSetup,
     utcnow,
 )
-from core.orgs import AdminScope
+from core.orgs import AdminScope, metrics_org
 from core.search_attributes import SSO_STEP, flow_attributes
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
@@ -138,6 +138,7 @@ class Onboarding:
                     code_max_resends=self.settings.code_max_resends,
                     mfa_required=mfa_required(staff),
                     quiet_delivery=True,
+                    org=await metrics_org(self.session, staff.id) or "",
                 ),
                 id=workflow_id,
                 search_attributes=flow_attributes(

@@ -1,5 +1,5 @@
 """SSO_METRICS_ORG_LABELS: off (the default), no counter has an `org` label; on, the sign-in
-counter (web app) and the email counters (worker) carry the organisation's slug."""
+counter (web app), and the flow and email counters (worker) carry the organisation's slug."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from prometheus_client import generate_latest
+from temporalio.client import Client
 from temporalio.runtime import Runtime
-from temporalio.testing import ActivityEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.email_delivery import MeteredSender, SmtpSender
 from core import metrics
+from core.codec import data_converter
 from core.models import Organisation
 from core.templating import Agency
 from tests.support.accounts import sign_in
-from tests.support.config import free_port
+from tests.support.config import free_port, make_settings
 from tests.support.email_servers import SmtpServer, smtp_settings, welcome
-from tests.support.harness import running_app
+from tests.support.harness import running_app, running_stack
 from tests.support.metrics import value
 from tests.support.orgs import add_org
 from worker import metrics_runtime
@@ -91,3 +93,33 @@ async def test_emails_are_labelled_by_organisation_only_when_asked(
     await activity_env.run(sender.send, harbour)
     text = await _scrape(f"http://{address}/metrics")
     assert value(text, "sso_emails_sent_total", backend="smtp", org="harbour") == 1
+
+
+@session_loop
+async def test_flows_are_labelled_by_organisation_when_asked(
+    temporal_env: WorkflowEnvironment, sqlite_url: str, labels_restored: None
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    runtime = metrics_runtime(address)
+    assert isinstance(runtime, Runtime)
+    worker_client = await Client.connect(
+        temporal_env.client.service_client.config.target_host,
+        namespace=temporal_env.client.namespace,
+        data_converter=data_converter(make_settings()),
+        runtime=runtime,
+    )
+    labelled = {"worker_client": worker_client, "metrics_org_labels": True}
+    async with running_stack(temporal_env, sqlite_url, **labelled) as s:
+        org_id = await add_org(s.sessions, "Harbour Lettings")
+        async with s.sessions() as db:
+            org = await db.get(Organisation, org_id)
+            assert org is not None
+            slug = org.slug
+        staff = await s.create_staff(org_id=str(org_id))
+        sent = await s.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=s.admin)
+        assert sent.status_code == 202, sent.text
+        await s.wait_for(staff["id"], lambda st: st["state"] == "email_sent")
+        text = await _scrape(f"http://{address}/metrics")
+        assert value(text, "sso_flows_started_total", kind="sso_setup", org=slug) >= 1, text
+        assert value(text, "sso_flow_steps_total", kind="sso_setup", step="email_sent", org=slug) >= 1
+        assert value(text, "sso_emails_sent_total", org=slug) >= 1
