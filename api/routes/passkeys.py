@@ -191,7 +191,7 @@ async def _passkey_signed_in(
     after_password: bool,
 ) -> Response:
     """A new signed-in session that says how: the passkey's kind, with the password or not."""
-    steps.signed_in(checked, ip, after_password)
+    await steps.signed_in(checked, ip, after_password)
     amr = amr_of(checked.passkey, after_password)
     response = await _signed_in(
         request, steps.settings, sessions, checked.account.staff_id, target, "passkey", amr

@@ -53,7 +53,7 @@ from core import audit, metrics, passkeys, recovery
 from core.accounts import ACCOUNT_DISABLED
 from core.crypto import token_hash
 from core.models import AccountStatus, BrowserSession, Passkey, SsoAccount, Staff, utcnow
-from core.orgs import org_of
+from core.orgs import metrics_org, org_of
 from core.settings import Settings
 
 CHALLENGE_TTL = timedelta(minutes=5)
@@ -297,8 +297,9 @@ class PasskeySteps(PageSteps):
         await self.db.flush()
         return Checked(passkey, account)
 
-    def signed_in(self, checked: Checked, ip: str | None, after_password: bool) -> None:
-        metrics.sign_in("passkey_signed_in", "after_password" if after_password else "passwordless")
+    async def signed_in(self, checked: Checked, ip: str | None, after_password: bool) -> None:
+        org = await metrics_org(self.db, checked.account.staff_id)
+        metrics.sign_in("passkey_signed_in", "after_password" if after_password else "passwordless", org=org)
         succeeded(
             self.db,
             checked.account,
