@@ -37,6 +37,7 @@ from core.models import (
     OidcConsent,
     OidcGrant,
     Organisation,
+    OrgStatus,
     SsoAccount,
     Staff,
     utcnow,
@@ -108,8 +109,11 @@ async def subject_of(db: AsyncSession, staff_id: uuid.UUID | None, session: dict
 def active_subject(
     staff: Staff | None, account: SsoAccount | None, org: Organisation | None, session: dict[str, Any]
 ) -> Subject | None:
-    """The person, if their account is active: nobody else gets a code or a token."""
+    """The person, if their account is active and their organisation not suspended: nobody
+    else gets a code or a token."""
     if staff is None or account is None or org is None or account.status != AccountStatus.active.value:
+        return None
+    if org.status == OrgStatus.suspended.value:
         return None
     return Subject(staff, account, session, org)
 

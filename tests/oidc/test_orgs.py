@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from joserfc import jwt
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from core.models import OidcGrant
+from core.models import OidcGrant, Organisation, OrgStatus
 from core.orgs import DEFAULT_ORG_ID, DEFAULT_ORG_NAME
 from tests.support.accounts import page_text
 from tests.support.harness import Stack, running_app
@@ -138,3 +138,25 @@ async def test_an_unknown_organisation_is_refused_and_changes_nothing(app_stack:
     assert unchanged.json()["allowed_org_ids"] == []
     listed = await app_stack.http.get("/api/v1/clients", headers=app_stack.admin)
     assert [c["client_name"] for c in listed.json()["items"]].count("X") == 0
+
+
+async def test_a_suspended_organisations_person_gets_no_token(app_stack: Stack) -> None:
+    harbour = await add_org(app_stack.sessions, "Harbour Lettings")
+    app = await register(app_stack, **OFFLINE)
+    person = await app_stack.person(org_id=harbour)
+    browser = await signed_in_browser(app_stack, person.email)
+    offline = authorization(app, scope="openid offline_access")
+    token = await redeem(app_stack, offline, await code_for(browser, offline))
+    async with app_stack.sessions() as session:
+        await session.execute(
+            update(Organisation).where(Organisation.id == harbour).values(status=OrgStatus.suspended.value)
+        )
+        await session.commit()
+    assert app.client_secret is not None
+    refresh = await token_error(
+        app_stack,
+        {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+        (app.client_id, app.client_secret),
+    )
+    assert refresh.status_code == 400 and refresh.json()["error"] == "invalid_grant", refresh.text
+    assert (await userinfo(app_stack, token["access_token"])).status_code == 401
