@@ -18,7 +18,9 @@ import base64
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
+from unittest.mock import AsyncMock
 
 import pytest
 from temporalio import workflow
@@ -508,7 +510,9 @@ async def test_a_forged_run_no_worker_of_ours_runs_is_cleared_before_the_real_fl
             "EntraLink", args=FORGED_START["EntraLink"], id=f"entra-link-{staff}", task_queue="elsewhere"
         )
         await keyless.start_workflow("Mine", args=[], id=f"sso-setup-{staff}", task_queue=w.queue)
-        sign_on = EntraSignOn(settings, None, gateway, None)  # type: ignore[arg-type]
+        # The database is asked only for the person's organisation (none: a forged id).
+        no_org = SimpleNamespace(scalar=AsyncMock(return_value=None))
+        sign_on = EntraSignOn(settings, no_org, gateway, None)  # type: ignore[arg-type]
         outcome = await sign_on._drive_link(
             staff,
             f"entra-link-{staff}",
@@ -546,8 +550,6 @@ async def test_a_reset_flow_forged_on_another_queue_is_cleared_before_the_real_f
 ) -> None:
     """As above, for `password-reset-<account>`: the reset request ends the forged run and
     starts the real flow (before, it asked the forged run and waited for an answer)."""
-    from types import SimpleNamespace
-
     from api.services.reset import ResetSteps
     from core.temporal_client import TemporalGateway
 
@@ -560,7 +562,7 @@ async def test_a_reset_flow_forged_on_another_queue_is_cleared_before_the_real_f
         )
         steps = ResetSteps(
             settings,
-            SimpleNamespace(add=lambda _: None),  # type: ignore[arg-type]
+            SimpleNamespace(add=lambda _: None, scalar=AsyncMock(return_value=None)),  # type: ignore[arg-type]
             TemporalGateway(settings, client=w.client),
         )
         assert (
