@@ -20,7 +20,11 @@ import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from activities.email_delivery import build_sender
+from activities.entra import EntraActivities
+from activities.inputs import LinkEntraInput, VerifiedEntra
 from api.services.entra import Callback, EntraResult, EntraSignOn, EntraStart
+from core.codec import keyring_from_settings
 from core.entra import AuthorizationRequest, EntraIdentity, EntraProvider, Grant
 from core.models import AuditEvent, EntraLink, Staff
 from core.settings import Settings
@@ -492,3 +496,31 @@ async def test_a_tenant_signs_in_only_the_people_of_the_organisation_owning_it(w
             )
         )
     assert event is not None and event.details["reason"] == "wrong_tenant"
+
+
+async def test_a_tenant_links_only_to_the_people_of_the_organisation_owning_it(world: World) -> None:
+    stack = world.stack
+    tenant = str(uuid.uuid4())
+    owned = await stack.http.patch(
+        f"/api/v1/orgs/{world.org_a}", json={"entra_tenant_ids": [tenant]}, headers=stack.admin
+    )
+    assert owned.status_code == 200, owned.text
+    keyring = keyring_from_settings(stack.settings)
+    activities = EntraActivities(
+        stack.settings, stack.sessions, build_sender(stack.settings, stack.sessions, keyring), keyring
+    )
+
+    def link(person: Person) -> LinkEntraInput:
+        identity = VerifiedEntra(tenant, str(uuid.uuid4()), "Someone", "someone@alpha.example")
+        return LinkEntraInput(
+            str(person.staff_id), f"entra-link-{person.staff_id}", identity, "session", "test"
+        )
+
+    refused = await activities.link_entra_identity(link(world.person_b))
+    assert (refused.ok, refused.reason) == (False, "other_organisation")
+    person_a = await stack.person(org_id=uuid.UUID(world.org_a), first_name="Lin", last_name="Alpha")
+    linked = await activities.link_entra_identity(link(person_a))
+    assert linked.ok and linked.newly_linked
+    async with stack.sessions() as session:
+        links = (await session.scalars(select(EntraLink.staff_id).where(EntraLink.tenant_id == tenant))).all()
+    assert links == [person_a.staff_id]
