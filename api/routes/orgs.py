@@ -7,10 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
-from api.deps import AdminDep, SessionDep, SettingsDep, client_ip
+from api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep, UnitOfWorkDep, client_ip
 from api.org_schemas import OrgCreate, OrgKeyCreate, OrgKeyCreated, OrgPage, OrgPublic, OrgUpdate
 from api.routes.staff import ERRORS
 from api.schemas import ErrorBody
+from api.services.org_suspension import OrgSuspension
 from api.services.orgs import Orgs
 
 router = APIRouter(
@@ -57,3 +58,27 @@ async def create_org_key(org_id: uuid.UUID, data: OrgKeyCreate, orgs: OrgsDep) -
     """A new admin key for the organisation, shown once: by an operator, or by that
     organisation's own key."""
     return await orgs.create_key(org_id, data.name)
+
+
+def get_suspension(
+    request: Request, uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep, scope: AdminDep
+) -> OrgSuspension:
+    return OrgSuspension(uow, settings, temporal, scope, client_ip(request))
+
+
+SuspensionDep = Annotated[OrgSuspension, Depends(get_suspension)]
+
+
+@router.post("/{org_id}/suspend", response_model=OrgPublic)
+async def suspend_org(org_id: uuid.UUID, suspension: SuspensionDep) -> OrgPublic:
+    """Operators only. Ends every session of the organisation's people (apps are told by
+    back-channel logout), revokes their apps' tokens, and refuses their sign-in of every kind
+    and the organisation's admin keys (403) until it is resumed. Nothing is deleted.
+    Idempotent."""
+    return await suspension.suspend(org_id)
+
+
+@router.post("/{org_id}/resume", response_model=OrgPublic)
+async def resume_org(org_id: uuid.UUID, suspension: SuspensionDep) -> OrgPublic:
+    """Operators only. Sign-in and admin keys work again; ended sessions stay ended. Idempotent."""
+    return await suspension.resume(org_id)

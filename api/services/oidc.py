@@ -31,7 +31,17 @@ from api.services.oidc_server import (
 from api.services.sessions import Current
 from core import audit, passkeys
 from core.accounts import revoke_grants
-from core.models import AccountStatus, OidcClient, OidcConsent, OidcGrant, SsoAccount, Staff, utcnow
+from core.models import (
+    AccountStatus,
+    OidcClient,
+    OidcConsent,
+    OidcGrant,
+    Organisation,
+    OrgStatus,
+    SsoAccount,
+    Staff,
+    utcnow,
+)
 from core.oidc.claims import Subject, session_claims, user_claims
 from core.oidc.clients import OFFLINE, RegisteredClient
 from core.oidc.keys import ALGORITHMS, KeyStore
@@ -80,14 +90,18 @@ def enabled(row: OidcClient | None, settings: Settings) -> RegisteredClient | No
 async def subject_of(db: AsyncSession, staff_id: uuid.UUID | None, session: dict[str, Any]) -> Subject | None:
     staff = await db.get(Staff, staff_id) if staff_id else None
     account = await db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id)) if staff else None
-    return active_subject(staff, account, session)
+    org = await db.get(Organisation, staff.org_id) if staff else None
+    return active_subject(staff, account, session, org.status if org else None)
 
 
 def active_subject(
-    staff: Staff | None, account: SsoAccount | None, session: dict[str, Any]
+    staff: Staff | None, account: SsoAccount | None, session: dict[str, Any], org_status: str | None
 ) -> Subject | None:
-    """The person, if their account is active: nobody else gets a code or a token."""
+    """The person, if their account is active and their organisation not suspended: nobody
+    else gets a code or a token."""
     if staff is None or account is None or account.status != AccountStatus.active.value:
+        return None
+    if org_status == OrgStatus.suspended.value:
         return None
     return Subject(staff, account, session)
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import load_only
 
 from api.services.oidc import Oidc, active_subject, enabled, enabled_client, invalid_grant
 from api.services.oidc_server import Answer, Loaded, Provider, Request
-from core.models import OidcClient, OidcGrant, OidcRefreshToken, SsoAccount, Staff
+from core.models import OidcClient, OidcGrant, OidcRefreshToken, Organisation, SsoAccount, Staff
 from core.oidc.claims import Subject
 from core.oidc.clients import AUTH_METHODS, RegisteredClient, refresh_lifetimes, refresh_within_lifetimes
 from core.oidc.refresh import MAX_TOKEN_LENGTH, REFRESH_PREFIX, refresh_hash
@@ -131,9 +131,11 @@ FAMILY = (
     .join(OidcClient, OidcClient.client_id == OidcGrant.client_id)
     .outerjoin(Staff, Staff.id == OidcGrant.staff_id)
     .outerjoin(SsoAccount, SsoAccount.staff_id == OidcGrant.staff_id)
+    .outerjoin(Organisation, Organisation.id == Staff.org_id)
+    .add_columns(Organisation.status)
     .where(OidcRefreshToken.token_hash == bindparam("token_hash"))
     # A refresh reads who the person is and whether they may still sign in, no more.
-    .options(load_only(Staff.id), load_only(SsoAccount.staff_id, SsoAccount.status))
+    .options(load_only(Staff.id, Staff.org_id), load_only(SsoAccount.staff_id, SsoAccount.status))
 )
 
 
@@ -147,6 +149,7 @@ class Family:
     client: OidcClient
     staff: Staff | None
     account: SsoAccount | None
+    org_status: str | None  # the person's organisation's: a suspended one's get no token
 
 
 def held_refresh(loaded: Loaded, row: OidcRefreshToken) -> HeldToken:
@@ -193,7 +196,9 @@ class Tokens:
                 # Rotated already: either the app or a thief holds the newer one; end both.
                 await self.oidc.revoke_grant(family.grant)
                 return invalid_grant(server, request, REUSED)
-            loaded.subject = active_subject(family.staff, family.account, family.grant.claims)
+            loaded.subject = active_subject(
+                family.staff, family.account, family.grant.claims, family.org_status
+            )
         answer: Answer = server.create_token_response(request)
         if answer.status != 200 or row is None or family is None:
             return answer

@@ -58,6 +58,8 @@ ROUTES: dict[tuple[str, str], Kind] = {
     ("GET", "/api/v1/orgs/{org_id}"): "org",
     ("PATCH", "/api/v1/orgs/{org_id}"): "org",
     ("POST", "/api/v1/orgs/{org_id}/keys"): "org",
+    ("POST", "/api/v1/orgs/{org_id}/suspend"): "operator",
+    ("POST", "/api/v1/orgs/{org_id}/resume"): "operator",
     ("POST", "/codec/decode"): "operator",
     ("POST", "/codec/encode"): "operator",
     ("GET", "/admin/staff"): "own",
