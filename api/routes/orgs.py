@@ -11,6 +11,7 @@ from api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep, UnitOfWorkD
 from api.org_schemas import OrgCreate, OrgKeyCreate, OrgKeyCreated, OrgPage, OrgPublic, OrgUpdate
 from api.routes.staff import ERRORS
 from api.schemas import ErrorBody
+from api.services.org_mfa import OrgMfaRollout, effective_policy
 from api.services.org_suspension import OrgSuspension
 from api.services.orgs import Orgs
 
@@ -47,10 +48,16 @@ async def get_org(org_id: uuid.UUID, orgs: OrgsDep) -> OrgPublic:
 
 
 @router.patch("/{org_id}", response_model=OrgPublic)
-async def update_org(org_id: uuid.UUID, data: OrgUpdate, orgs: OrgsDep) -> OrgPublic:
+async def update_org(
+    org_id: uuid.UUID, data: OrgUpdate, orgs: OrgsDep, rollout: OrgMfaRolloutDep
+) -> OrgPublic:
     """Change what the body names. An organisation's key may change only its own
-    `mfa_policy` and `sender_name`."""
-    return await orgs.update(org_id, data)
+    `mfa_policy` and `sender_name`. A change that puts its people under `required` starts
+    their MFA obligations (paced, once), as a change of SSO_MFA_POLICY does."""
+    before = effective_policy(await orgs.one(org_id), orgs.settings)
+    updated = await orgs.update(org_id, data)
+    await rollout.after_change(org_id, before)
+    return updated
 
 
 @router.post("/{org_id}/keys", status_code=status.HTTP_201_CREATED, response_model=OrgKeyCreated)
@@ -58,6 +65,13 @@ async def create_org_key(org_id: uuid.UUID, data: OrgKeyCreate, orgs: OrgsDep) -
     """A new admin key for the organisation, shown once: by an operator, or by that
     organisation's own key."""
     return await orgs.create_key(org_id, data.name)
+
+
+def get_org_mfa_rollout(uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep) -> OrgMfaRollout:
+    return OrgMfaRollout(uow, settings, temporal)
+
+
+OrgMfaRolloutDep = Annotated[OrgMfaRollout, Depends(get_org_mfa_rollout)]
 
 
 def get_suspension(
