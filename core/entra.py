@@ -37,7 +37,7 @@ HTTP_TIMEOUT = 10.0
 GRAPH_ATTEMPTS = 3
 
 MESSAGES = {
-    "wrong_tenant": "This Microsoft account belongs to an organisation that can't sign in here. "
+    "wrong_tenant": "This Microsoft account's organisation isn't linked to agentOS Single Sign-On. "
     "Sign in with the work account your organisation gave you.",
     "not_work_account": "This isn't a Microsoft work account. Sign in with the work account "
     "your organisation gave you.",

@@ -11,7 +11,7 @@ from api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep, UnitOfWorkD
 from api.org_schemas import OrgCreate, OrgKeyCreate, OrgKeyCreated, OrgPage, OrgPublic, OrgUpdate
 from api.routes.staff import ERRORS
 from api.schemas import ErrorBody
-from api.services.org_mfa import OrgMfaRollout, effective_policy
+from api.services.org_mfa import OrgMfaRollout, update_org
 from api.services.org_suspension import OrgSuspension
 from api.services.orgs import Orgs
 
@@ -48,16 +48,13 @@ async def get_org(org_id: uuid.UUID, orgs: OrgsDep) -> OrgPublic:
 
 
 @router.patch("/{org_id}", response_model=OrgPublic)
-async def update_org(
+async def change_org(
     org_id: uuid.UUID, data: OrgUpdate, orgs: OrgsDep, rollout: OrgMfaRolloutDep
 ) -> OrgPublic:
     """Change what the body names. An organisation's key may change only its own
     `mfa_policy` and `sender_name`. A change that puts its people under `required` starts
     their MFA obligations (paced, once), as a change of SSO_MFA_POLICY does."""
-    before = effective_policy(await orgs.one(org_id), orgs.settings)
-    updated = await orgs.update(org_id, data)
-    await rollout.after_change(org_id, before)
-    return updated
+    return await update_org(orgs, rollout, org_id, data)
 
 
 @router.post("/{org_id}/keys", status_code=status.HTTP_201_CREATED, response_model=OrgKeyCreated)

@@ -27,7 +27,7 @@ from core import audit, metrics
 from core.accounts import ACCOUNT_DISABLED
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
-from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
+from core.entra import MESSAGES, EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.errors import ServiceUnavailable
 from core.models import AccountStatus, EntraLink, SsoAccount, Staff, utcnow
 from core.org_suspension import suspended_message, suspended_org_name
@@ -64,6 +64,8 @@ REFUSALS = {
     "cancelled": "The sign-in with Microsoft was cancelled.",
     "provider_error": "Microsoft didn't complete the sign-in. Please start again.",
     "unlinked": "This Microsoft account isn't linked to an agentOS staff login; ask your administrator.",
+    # A tenant that moved to another organisation than the person it was linked for.
+    "wrong_tenant": MESSAGES["wrong_tenant"],
     "account_disabled": ACCOUNT_DISABLED,
     "not_confirmed": "This Microsoft sign-in has expired or was already used. Please start again.",
     "session_ended": "Your session ended before the Microsoft account could be linked. Sign in "

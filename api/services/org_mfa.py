@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from temporalio.service import RPCError
 
-from api.org_schemas import OrgPublic
+from api.org_schemas import OrgPublic, OrgUpdate
 from api.services.mfa_obligation import start_rollout
+from api.services.orgs import Orgs
 from api.services.temporal import connected
 from core.db import UnitOfWork
 from core.errors import ServiceUnavailable
@@ -62,3 +63,12 @@ class OrgMfaRollout:
         if org.mfa_policy == MfaPolicy.required.value:
             await remember_org_policy(db, org.id)
         return True
+
+
+async def update_org(orgs: Orgs, rollout: OrgMfaRollout, org_id: uuid.UUID, data: OrgUpdate) -> OrgPublic:
+    """A change through the API or the pages: saved, then the MFA rollout if it put the
+    organisation's people under `required`."""
+    before = effective_policy(await orgs.one(org_id), orgs.settings)
+    updated = await orgs.update(org_id, data)
+    await rollout.after_change(org_id, before)
+    return updated

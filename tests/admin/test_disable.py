@@ -25,7 +25,8 @@ from api.services.reset import reset_workflow_id
 from api.services.sessions import Sessions
 from api.services.temporal import email_retry
 from core.entra import AuthorizationRequest, EntraIdentity, EntraProvider, Grant
-from core.models import AuditEvent, EntraLink, OidcGrant, SsoAccount, Staff
+from core.models import AuditEvent, EntraLink, OidcGrant, OrganisationTenant, SsoAccount, Staff
+from core.orgs import DEFAULT_ORG_ID
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from tests.support.accounts import (
@@ -406,6 +407,8 @@ async def test_the_microsoft_button_refuses_a_disabled_person(stack: Stack, with
         staff_id = uuid.UUID((await stack.create_staff())["id"])
     identity = EntraIdentity(str(uuid.uuid4()), str(uuid.uuid4()), "Lee Leaver", "lee@agency.example")
     async with stack.sessions() as session:
+        # The tenant is the person's organisation's: it signs in only that one's people.
+        session.add(OrganisationTenant(tenant_id=identity.tenant_id, org_id=DEFAULT_ORG_ID))
         session.add(
             EntraLink(
                 staff_id=staff_id,

@@ -77,6 +77,14 @@ ROUTES: dict[tuple[str, str], Kind] = {
     ("POST", "/admin/apps/{client_id}"): "operator",
     ("GET", "/admin/apps/{client_id}/delete"): "operator",
     ("POST", "/admin/apps/{client_id}/{action}"): "operator",
+    ("GET", "/admin/organisation"): "own",
+    ("GET", "/admin/orgs"): "operator",
+    ("GET", "/admin/orgs/new"): "operator",
+    ("POST", "/admin/orgs/new"): "operator",
+    ("GET", "/admin/orgs/{org_id}"): "org",
+    ("POST", "/admin/orgs/{org_id}"): "org",
+    ("GET", "/admin/orgs/{org_id}/{action}"): "operator",
+    ("POST", "/admin/orgs/{org_id}/{action}"): "operator",
 }
 # A valid body where the route takes one: the refusal must be the scope's, not the body's.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {

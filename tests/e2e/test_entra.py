@@ -56,6 +56,7 @@ CLIENT_ID = "agentos-sso-dev"
 # A compact JWT: base64url JSON header, a dot, base64url JSON claims.
 JWT = re.compile(rb"eyJ[A-Za-z0-9_-]*\.eyJ")
 UNLINKED = "This Microsoft account isn't linked to an agentOS staff login; ask your administrator."
+NO_ORGANISATION = "This Microsoft account's organisation isn't linked to agentOS Single Sign-On."
 UNVERIFIED = "We couldn't verify your sign-in with Microsoft. Please start again."
 
 
@@ -410,7 +411,7 @@ async def test_an_old_session_must_sign_in_again_before_linking(
 @pytest.mark.parametrize(
     ("claims", "message"),
     [
-        ({"tid": DEV_OTHER_TENANT_ID}, "belongs to an organisation that can't sign in here"),
+        ({"tid": DEV_OTHER_TENANT_ID}, NO_ORGANISATION),
         ({"aud": "someone-elses-app"}, UNVERIFIED),
         ({"nonce": "not-the-nonce-we-sent"}, UNVERIFIED),
         ({"iss": "https://login.microsoftonline.com/elsewhere/v2.0"}, UNVERIFIED),
@@ -527,6 +528,78 @@ async def test_one_microsoft_account_per_staff_login(
         answer = await press_link(person, await person.get(callback), second_claims["email"])
         assert answer.status_code == 403
         assert "already linked to a different Microsoft account" in text_of(answer)
+
+
+async def test_a_tenant_links_and_signs_in_only_the_people_of_the_organisation_owning_it(
+    stack: DevStack,
+    api: httpx.AsyncClient,
+    provider: httpx.AsyncClient,
+    world: World,
+    seen: Seen,
+    database: Any,
+) -> None:
+    """Method 1 with two organisations: Bravo's tenant links and signs in Bravo's people only;
+    from another organisation's setup link it is refused and links nobody; once the tenant
+    is Bravo's no more, it gets the "isn't linked" page; moved to a third organisation, it no
+    longer signs in the Bravo person it was linked for."""
+    tenant = str(uuid.uuid4())
+    made = await api.post(
+        "/api/v1/orgs",
+        json={
+            "name": "Bravo Lettings",
+            "slug": f"bravo-{uuid.uuid4().hex[:8]}",
+            "entra_tenant_ids": [tenant],
+        },
+    )
+    assert made.status_code == 201, made.text
+    bravo = made.json()["id"]
+    sub, claims = await microsoft_user(provider, tid=tenant, name="Bea Bravo")
+
+    # The default organisation's person, from their setup email: refused, nothing linked.
+    async with new_browser(stack) as person:
+        staff, token, page = await setup_link_page(api, world, person, "other-organisation")
+        answer, _ = await entra_round(stack, provider, person, page, sub, seen)
+        answer = await press_link(person, answer, claims["email"])
+        assert answer.status_code == 403, text_of(answer)
+        assert "belongs to another organisation than your staff login" in text_of(answer)
+        assert "sso_session" not in person.cookies
+        assert (await person.get(f"/sso/setup/{token}")).status_code == 200
+    assert (await status(api, staff["id"]))["entra"] is None
+
+    # Bravo's own person links the same account, then signs in with it.
+    who = await make_person(database, make_settings(), first_name="Bea", org_id=uuid.UUID(bravo))
+    async with new_browser(stack) as person:
+        await password_sign_in(stack, person, who)
+        answer, _ = await entra_round(stack, provider, person, await person.get("/sso/setup"), sub, seen)
+        assert (await press_link(person, answer, claims["email"])).status_code == 200
+    async with new_browser(stack) as person:
+        answer, _ = await entra_round(stack, provider, person, await sign_in_page(person), sub, seen)
+        assert answer.status_code == 303 and answer.headers["location"] == "/sso/account", text_of(answer)
+
+    # Owned by no organisation: the clear page, nobody signed in.
+    dropped = await api.patch(f"/api/v1/orgs/{bravo}", json={"entra_tenant_ids": []})
+    assert dropped.status_code == 200, dropped.text
+    async with new_browser(stack) as person:
+        answer, _ = await entra_round(stack, provider, person, await sign_in_page(person), sub, seen)
+        assert answer.status_code == 403 and NO_ORGANISATION in text_of(answer), text_of(answer)
+        assert "sso_session" not in person.cookies
+
+    # Owned by a third organisation: it signs in only that one's people, not Bravo's person.
+    third = await api.post(
+        "/api/v1/orgs",
+        json={
+            "name": "Charlie Homes",
+            "slug": f"charlie-{uuid.uuid4().hex[:8]}",
+            "entra_tenant_ids": [tenant],
+        },
+    )
+    assert third.status_code == 201, third.text
+    async with new_browser(stack) as person:
+        answer, _ = await entra_round(stack, provider, person, await sign_in_page(person), sub, seen)
+        assert answer.status_code == 403 and NO_ORGANISATION in text_of(answer), text_of(answer)
+        assert "sso_session" not in person.cookies
+    refusals = [d for a, _o, d in audit_actions(stack, str(who.staff_id)) if a == "sign_in.failed"]
+    assert refusals and "wrong_tenant" in refusals[-1], refusals
 
 
 # --------------------------------------------------------------------------- admin
