@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -103,6 +104,8 @@ class OrganisationTenant(Base):
 
 class Staff(Base):
     __tablename__ = "staff"
+    # An operator acts as an admin everywhere: never one without the admin role.
+    __table_args__ = (CheckConstraint("NOT is_operator OR is_admin", name="ck_staff_operator_is_admin"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"), index=True)

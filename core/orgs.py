@@ -32,9 +32,8 @@ DEFAULT_ORG_SLUG = "default"
 DEFAULT_ORG_NAME = "Default organisation"
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$"
-SLUG = re.compile(SLUG_PATTERN)
 TENANT_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-OPERATORS_ONLY = "Only an agentOS operator can do this; an organisation's admin key can't"
+OPERATORS_ONLY = "Only an agentOS operator can do this, not an organisation's admin"
 
 
 @dataclass(frozen=True)
@@ -60,14 +59,6 @@ class AdminScope:
 def operator(actor: str) -> AdminScope:
     """The deployment acting for itself (the CLI, a person's own request for a new link)."""
     return AdminScope(actor=actor, org_id=None)
-
-
-def check_slug(slug: str) -> str:
-    if not SLUG.match(slug):
-        raise SsoError(
-            "slug: 2 to 63 lowercase letters, digits and hyphens, starting and ending with a letter or digit"
-        )
-    return slug
 
 
 def check_tenant(tenant: str) -> str:

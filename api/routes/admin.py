@@ -217,10 +217,20 @@ STAFF_FIELDS = {
 ADMIN_CHOICES = {"no": False, "yes": True}
 
 
-def _new_staff_page(
-    request: Request, current: Current, form: StaffForm, problems: dict[str, str], status_code: int = 200
+async def _new_staff_page(
+    request: Request,
+    uow: UnitOfWorkDep,
+    current: Current,
+    form: StaffForm,
+    problems: dict[str, str],
+    status_code: int = 200,
 ) -> HTMLResponse:
+    """The Add staff form; an operator also chooses the organisation (their own at first)."""
+    assert current.staff is not None
     values = form.model_dump(include=set(STAFF_FIELDS))
+    orgs = await _organisations(uow)
+    scope = await scope_of(uow, current)
+    own = orgs.get(current.staff.org_id)
     return _page(
         request,
         current,
@@ -229,7 +239,22 @@ def _new_staff_page(
         status_code=status_code,
         values=values,
         problems=problems,
+        orgs=orgs if scope.is_operator and len(orgs) > 1 else {},
+        chosen_org=form.org or (own.slug if own else ""),
     )
+
+
+async def _new_staff_org(uow: UnitOfWorkDep, current: Current, form: StaffForm) -> uuid.UUID | None:
+    """Where the page adds the person: an admin's own organisation; for an operator, the one
+    chosen (None: no such organisation)."""
+    assert current.staff is not None
+    scope = await scope_of(uow, current)
+    if scope.org_id is not None:
+        return scope.org_id
+    if not form.org:
+        return current.staff.org_id
+    chosen = next((o for o in (await _organisations(uow)).values() if o.slug == form.org), None)
+    return chosen.id if chosen else None
 
 
 def _staff_create(form: StaffForm) -> StaffCreate | dict[str, str]:
@@ -257,7 +282,7 @@ async def new_staff(request: Request, settings: SettingsDep, uow: UnitOfWorkDep)
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
-    return _new_staff_page(request, current, StaffForm(), {})
+    return await _new_staff_page(request, uow, current, StaffForm(), {})
 
 
 @router.post("/staff/new", response_class=HTMLResponse)
@@ -269,21 +294,22 @@ async def add_staff(
     if isinstance(current, Response):
         return current
     if not csrf_ok(request, settings, form.csrf):
-        return _new_staff_page(request, current, form, {"csrf": EXPIRED_FORM}, status_code=400)
+        return await _new_staff_page(request, uow, current, form, {"csrf": EXPIRED_FORM}, status_code=400)
     data = _staff_create(form)
     if isinstance(data, dict):
-        return _new_staff_page(request, current, form, data, status_code=400)
-    assert current.staff is not None
+        return await _new_staff_page(request, uow, current, form, data, status_code=400)
+    org_id = await _new_staff_org(uow, current, form)
+    if org_id is None:
+        problem = {"org": "Organisation: choose one from the list."}
+        return await _new_staff_page(request, uow, current, form, problem, status_code=400)
     scope = await scope_of(uow, current)
-    # The page adds to the admin's own organisation (an operator too: the API names others).
-    org_id = scope.org_id or current.staff.org_id
     try:
         staff = await staff_service.create_staff(uow.session, data, scope, client_ip(request), org_id)
     except Conflict as exc:
         if not uow.session.is_active:
             raise  # another admin added the address this instant: the boundary rolls back
-        return _new_staff_page(
-            request, current, form, {"external_email_1": exc.message + "."}, status_code=409
+        return await _new_staff_page(
+            request, uow, current, form, {"external_email_1": exc.message + "."}, status_code=409
         )
     return await _done(
         current,

@@ -403,3 +403,35 @@ async def test_an_operator_sees_every_agency_with_a_column_and_a_filter(world: W
         person = await browser.get(f"/admin/staff/{world.person_b.staff_id}")
         assert person.status_code == 200
         assert (await browser.get("/admin/apps")).status_code == 200
+
+
+async def test_an_operator_chooses_the_organisation_of_a_person_added_on_the_page(world: World) -> None:
+    operator = await make_person(
+        world.stack.sessions,
+        world.stack.settings,
+        mfa=True,
+        password_hash=known_hash(world.stack.settings),
+        org_id=uuid.UUID(world.org_a),
+        first_name="Ozzy",
+        last_name="Operator",
+    )
+    async with world.stack.sessions() as session:
+        row = await session.get(Staff, operator.staff_id)
+        assert row is not None
+        row.is_admin = row.is_operator = True
+        await session.commit()
+    email = f"chosen.{uuid.uuid4().hex[:8]}@example.com"
+    async with browsing(world.stack.transport) as browser:
+        assert redirected_to(await sign_in_with_totp(browser, operator), "/sso/account")
+        form = await browser.get("/admin/staff/new")
+        assert '<option value="alpha" selected>Alpha Lettings</option>' in form.text  # their own first
+        fields = {"first_name": "Cho", "last_name": "Sen", "external_email_1": email, "is_admin": "no"}
+        csrf = hidden_fields(form, "/admin/staff/new")["csrf"]
+        nowhere = await browser.post("/admin/staff/new", {"csrf": csrf, **fields, "org": "nowhere"})
+        assert nowhere.status_code == 400
+        assert "Organisation: choose one from the list." in nowhere.text
+        added = await browser.post("/admin/staff/new", {"csrf": csrf, **fields, "org": "bravo"})
+        assert added.status_code == 303, added.text
+    async with world.stack.sessions() as session:
+        staff = await session.scalar(select(Staff).where(Staff.external_email_1 == email))
+    assert staff is not None and str(staff.org_id) == world.org_b

@@ -79,3 +79,19 @@ async def test_deleting_staff_cascades_to_links(sessions: SessionFactory) -> Non
         await session.commit()
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(SetupLink)) == 0
+
+
+async def test_an_operator_is_always_an_admin(sessions: SessionFactory) -> None:
+    async with sessions() as session:
+        session.add(
+            Staff(
+                org_id=DEFAULT_ORG_ID,
+                first_name="O",
+                last_name="P",
+                external_email_1="op@example.com",
+                is_operator=True,
+                is_admin=False,
+            )
+        )
+        with pytest.raises(IntegrityError):
+            await session.commit()

@@ -58,6 +58,7 @@ def upgrade() -> None:
         batch.alter_column('org_id', existing_type=sa.Uuid(), nullable=False)
         batch.create_foreign_key('fk_staff_org_id', 'organisations', ['org_id'], ['id'])
         batch.create_index('ix_staff_org_id', ['org_id'])
+        batch.create_check_constraint('ck_staff_operator_is_admin', 'NOT is_operator OR is_admin')
 
     with op.batch_alter_table('admin_api_keys') as batch:
         batch.add_column(uuid_ref('org_id', nullable=True))
@@ -71,6 +72,7 @@ def downgrade() -> None:
         batch.drop_constraint('fk_admin_api_keys_org_id', type_='foreignkey')
         batch.drop_column('org_id')
     with op.batch_alter_table('staff') as batch:
+        batch.drop_constraint('ck_staff_operator_is_admin', type_='check')
         batch.drop_index('ix_staff_org_id')
         batch.drop_constraint('fk_staff_org_id', type_='foreignkey')
         batch.drop_column('is_operator')
