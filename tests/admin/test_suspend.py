@@ -210,12 +210,15 @@ async def test_each_way_in_refuses_on_its_own_once_the_suspension_commits(
     stack: Stack, receiver: tuple[str, Received]
 ) -> None:
     """The organisation marked suspended, nobody's session ended yet (the instant between the
-    two): a refresh, a half-way sign-in's authenticator code and a new sign-in all refuse."""
+    two): a refresh, a signed-in page, a half-way sign-in's authenticator code and a new
+    sign-in all refuse."""
     uri, _ = receiver
     org_id, _ = await harbour(stack)
     person = await stack.person(org_id=org_id, mfa=True)
     plain = await stack.person(org_id=org_id)
     app, token, _ = await app_tokens(stack, plain, uri)
+    signed_in = await signed_in_browser(stack, plain.email)
+    assert (await signed_in.get("/sso/account")).status_code == 200
     async with browsing(stack.transport) as browser:
         assert redirected_to(await sign_in(browser, person.email), "/sso/login/mfa")
         page = await browser.get("/sso/login/mfa")
@@ -224,7 +227,9 @@ async def test_each_way_in_refuses_on_its_own_once_the_suspension_commits(
         assert browser.cookie(SESSION_COOKIE) is None
         assert redirected_to(await browser.get("/sso/login/mfa"), "/sso/login?notice=expired")
     assert await refresh_refused(stack, app, token["refresh_token"])
+    assert redirected_to(await signed_in.get("/sso/account"), "/sso/login?notice=expired")
     await set_status(stack, org_id, "active")
+    assert (await signed_in.get("/sso/account")).status_code == 200
     # Not revoked: the refusal was the organisation's status alone.
     assert not await refresh_refused(stack, app, token["refresh_token"])
 
