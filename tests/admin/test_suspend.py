@@ -19,12 +19,8 @@ from sqlalchemy import func, select, update
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from api.services.entra import Callback, EntraResult, EntraSignOn, EntraStart
 from api.services.reset import reset_workflow_id
-from core.entra import EntraIdentity
-from core.models import AuditEvent, EntraLink, Organisation, Staff
-from core.temporal_client import TemporalGateway
-from tests.admin.test_disable import MicrosoftSaysYes
+from core.models import AuditEvent, Organisation, Staff
 from tests.support.accounts import (
     GUARD_SECONDS,
     REFUSED,
@@ -36,6 +32,7 @@ from tests.support.accounts import (
     session_rows,
     sign_in,
 )
+from tests.support.entra_stub import linked_identity, microsoft_sign_in
 from tests.support.harness import Stack, running_stack
 from tests.support.oidc import (
     Received,
@@ -271,39 +268,11 @@ async def test_setup_links_emails_and_password_resets_are_refused(stack: Stack) 
 async def test_the_microsoft_button_refuses_a_suspended_organisations_person(stack: Stack) -> None:
     org_id, _ = await harbour(stack)
     staff_id = (await stack.person(org_id=org_id)).staff_id
-    identity = EntraIdentity(str(uuid.uuid4()), str(uuid.uuid4()), "Pat Harbour", "pat@harbour.example")
-    async with stack.sessions() as session:
-        session.add(
-            EntraLink(
-                staff_id=staff_id,
-                tenant_id=identity.tenant_id,
-                object_id=identity.object_id,
-                linked_via="setup_link",
-            )
-        )
-        await session.commit()
-    patched = await stack.http.patch(
-        f"/api/v1/orgs/{org_id}", json={"entra_tenant_ids": [identity.tenant_id]}, headers=stack.admin
-    )
-    assert patched.status_code == 200, patched.text
+    identity = await linked_identity(stack, staff_id, org_id, "Pat Harbour")
 
-    async def microsoft_sign_in() -> EntraResult:
-        async with stack.sessions() as session:
-            sign_on = EntraSignOn(
-                stack.settings,
-                session,
-                TemporalGateway(stack.settings),
-                MicrosoftSaysYes(stack.settings, identity),
-            )
-            _, waiting = await sign_on.begin(EntraStart("signin"))
-            pending = await sign_on.claim(waiting)
-            result = await sign_on.finish(pending, Callback("state-1", "code-1", ""), "127.0.0.1", None)
-            await session.commit()
-        return result
-
-    assert (await microsoft_sign_in()).kind == "signed_in"
+    assert (await microsoft_sign_in(stack, identity)).kind == "signed_in"
     assert (await act(stack, org_id, "suspend")).status_code == 200
-    result = await microsoft_sign_in()
+    result = await microsoft_sign_in(stack, identity)
     assert (result.kind, result.reason, result.message) == ("refused", "org_suspended", PAUSED)
     assert (await act(stack, org_id, "resume")).status_code == 200
-    assert (await microsoft_sign_in()).kind == "signed_in"
+    assert (await microsoft_sign_in(stack, identity)).kind == "signed_in"

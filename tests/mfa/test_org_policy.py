@@ -12,14 +12,13 @@ from sqlalchemy import select, update
 
 from core.mfa_policy import org_policy_fact
 from core.models import DeploymentFact, Organisation, SsoAccount
-from tests.mfa.test_pages import obligation, optional, required
 from tests.support.accounts import PASSWORD, browsing, hidden_fields, page_text, redirected_to, sign_in
 from tests.support.harness import Stack
+from tests.support.mfa import obligation
 from worker import apply_policy
 from workflows.mfa_rollout import ROLLOUT_WORKFLOW_ID, rollout_workflow_id
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
-__all__ = ["optional", "required"]  # the fixtures, shared with test_pages
 
 STAYS_ON = "Your organisation requires Multi-Factor Authentication, so it stays on."
 
