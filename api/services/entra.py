@@ -27,7 +27,8 @@ from core import audit, metrics
 from core.accounts import ACCOUNT_DISABLED
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
-from core.entra import MESSAGES, EntraProvider, EntraRefused, EntraUnavailable, Grant
+from core.entra import MESSAGES as ENTRA_MESSAGES
+from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.errors import ServiceUnavailable
 from core.models import AccountStatus, EntraLink, SsoAccount, Staff, utcnow
 from core.org_suspension import suspended_message, suspended_org_name
@@ -64,8 +65,6 @@ REFUSALS = {
     "cancelled": "The sign-in with Microsoft was cancelled.",
     "provider_error": "Microsoft didn't complete the sign-in. Please start again.",
     "unlinked": "This Microsoft account isn't linked to an agentOS staff login; ask your administrator.",
-    # A tenant that moved to another organisation than the person it was linked for.
-    "wrong_tenant": MESSAGES["wrong_tenant"],
     "account_disabled": ACCOUNT_DISABLED,
     "not_confirmed": "This Microsoft sign-in has expired or was already used. Please start again.",
     "session_ended": "Your session ended before the Microsoft account could be linked. Sign in "
@@ -219,12 +218,14 @@ class EntraSignOn:
             return refused("unlinked")
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == link.staff_id))
         staff = await self.db.get(Staff, link.staff_id)
-        if staff is not None and await tenant_owner(self.db, identity.tenant_id) != staff.org_id:
-            # The tenant now belongs to another organisation than the person (moved since the
-            # link was made): its accounts sign in only that organisation's people.
+        owner = await tenant_owner(self.db, identity.tenant_id)
+        if staff is not None and owner is not None and owner != staff.org_id:
+            # The tenant belongs to another organisation than the person (one of them moved
+            # since the link was made): its accounts sign in only that organisation's people.
+            # (A tenant nobody owns never gets here: the provider refuses it.)
             self._audit_signin_failure(link.staff_id, ip, "wrong_tenant", tenant_id=identity.tenant_id)
             await self.db.flush()
-            return refused("wrong_tenant")
+            return refused("wrong_tenant", ENTRA_MESSAGES["wrong_tenant"])
         if (staff is not None and staff.disabled_at is not None) or (
             account is not None and account.status == AccountStatus.disabled.value
         ):

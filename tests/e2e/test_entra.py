@@ -57,7 +57,7 @@ CLIENT_ID = "agentos-sso-dev"
 # A compact JWT: base64url JSON header, a dot, base64url JSON claims.
 JWT = re.compile(rb"eyJ[A-Za-z0-9_-]*\.eyJ")
 UNLINKED = "This Microsoft account isn't linked to an agentOS staff login; ask your administrator."
-NO_ORGANISATION = "This Microsoft account's organisation isn't linked to agentOS Single Sign-On."
+NO_ORGANISATION = "This Microsoft account's organisation isn't linked to agentOS Single Sign-On"
 UNVERIFIED = "We couldn't verify your sign-in with Microsoft. Please start again."
 
 
