@@ -29,7 +29,7 @@ from core import metrics
 from core.codec import keyring_from_settings
 from core.db import SessionFactory, create_engine, session_factory
 from core.logging import configure as configure_logging
-from core.mfa_policy import last_applied_policy, remember_policy
+from core.mfa_policy import last_applied_policy, org_policies_to_apply, remember_org_policy, remember_policy
 from core.oidc import logout_outbox
 from core.oidc.backchannel import SessionLogoutInput
 from core.settings import InsecureSettingsError, MfaPolicy, Settings, get_settings
@@ -171,16 +171,24 @@ async def run(settings: Settings) -> None:
 
 async def apply_policy(client: Client, settings: Settings, sessions: SessionFactory) -> bool:
     """When SSO_MFA_POLICY is `required` and the last policy applied was not (or none was
-    recorded), start the rollout; then remember the policy. True when a rollout was started."""
+    recorded), start the rollout; then remember the policy. An organisation whose own policy
+    is `required` without a rollout recorded (Temporal was away when it changed) gets its
+    own. True when a rollout was started."""
+    started = False
     async with sessions() as session:
-        if await last_applied_policy(session) == settings.mfa_policy.value:
-            return False
-        required = settings.mfa_policy is MfaPolicy.required
-        if required:
-            await start_rollout(client, settings)
-        await remember_policy(session, settings.mfa_policy)
+        if await last_applied_policy(session) != settings.mfa_policy.value:
+            started = settings.mfa_policy is MfaPolicy.required
+            if started:
+                await start_rollout(client, settings)
+            await remember_policy(session, settings.mfa_policy)
+            await session.commit()
+        for org_id in await org_policies_to_apply(session):
+            await start_rollout(client, settings, org_id)
+            await remember_org_policy(session, org_id)
+            await session.commit()
+            started = True
         await session.commit()
-        return required
+    return started
 
 
 async def apply_mfa_policy(client: Client, settings: Settings, engine: AsyncEngine) -> None:
@@ -188,7 +196,7 @@ async def apply_mfa_policy(client: Client, settings: Settings, engine: AsyncEngi
     docs/flows.md); a failure is logged and the next worker start tries again."""
     try:
         if await apply_policy(client, settings, session_factory(engine)):
-            logger.info("SSO_MFA_POLICY is now required: the MFA obligation rollout has started")
+            logger.info("MFA policy now required (SSO_MFA_POLICY or an organisation's): a rollout started")
     except (RPCError, SQLAlchemyError, OSError) as exc:
         logger.warning(
             "could not apply SSO_MFA_POLICY (%s); the next worker start tries again", type(exc).__name__

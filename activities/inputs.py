@@ -294,3 +294,4 @@ class MfaReminderInput:
 class RolloutBatchInput:
     after: str | None
     limit: int
+    org_id: str | None = None  # one organisation's people only

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from temporalio import activity
 
 from activities.base import SecretActivities
@@ -18,8 +18,9 @@ from activities.inputs import (
 )
 from core import passkeys
 from core.accounts import account_for
-from core.mfa_policy import ObligationStep, exempt
+from core.mfa_policy import ObligationStep, exempt, under_policy
 from core.models import AccountStatus, MfaObligation, Passkey, SsoAccount, Staff, utcnow
+from core.settings import MfaPolicy
 from core.times import email_at
 
 ACCOUNT_MFA_PAGE = "/sso/account/mfa"
@@ -76,7 +77,9 @@ class MfaActivities(SecretActivities):
     @activity.defn(name="next_mfa_rollout_batch")
     async def next_mfa_rollout_batch(self, data: RolloutBatchInput) -> list[str]:
         """The next people, by staff id, that a change to `required` obliges: an active
-        password account without a second factor and no required obligation already open."""
+        password account without a second factor and no required obligation already open,
+        whose effective policy is `required` now (an organisation of their own policy is
+        left out of the deployment's rollout; an organisation's covers its people only)."""
         open_steps = [s.value for s in ObligationStep if s.is_open]
         already = select(MfaObligation.staff_id).where(
             MfaObligation.policy == "required", MfaObligation.step.in_(open_steps)
@@ -89,6 +92,12 @@ class MfaActivities(SecretActivities):
                 SsoAccount.mfa_enabled_at.is_(None),
                 ~select(Passkey.id).where(Passkey.account_id == SsoAccount.id).exists(),
                 SsoAccount.staff_id.not_in(already),
+                SsoAccount.staff_id.in_(
+                    select(Staff.id).where(
+                        or_(Staff.is_admin, under_policy(MfaPolicy.required, self._settings)),
+                        *([Staff.org_id == uuid.UUID(data.org_id)] if data.org_id is not None else []),
+                    )
+                ),
             )
             .order_by(SsoAccount.staff_id)
             .limit(data.limit)

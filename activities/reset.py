@@ -29,6 +29,7 @@ from core.crypto import new_token
 from core.models import AccountStatus, ResetLink, SsoAccount, Staff, utcnow
 from core.oidc import logout_outbox
 from core.oidc.backchannel import logouts_due
+from core.org_suspension import suspended_org_name
 from core.passwords import PasswordPolicy, password_problems, personal_words
 from core.reset_caps import (
     CODES_STOPPED,
@@ -69,7 +70,12 @@ class ResetActivities(SecretActivities):
                 return ResetPasswordResult(ok=False, message=LINK_GONE)
             account = await session.get(SsoAccount, account_id)
             staff = await session.get(Staff, uuid.UUID(data.staff_id))
-            if account is None or staff is None or account.status != AccountStatus.active.value:
+            if (
+                account is None
+                or staff is None
+                or account.status != AccountStatus.active.value
+                or await suspended_org_name(session, staff.id) is not None
+            ):
                 raise ApplicationError(
                     "account is not active", non_retryable=True, type=flow_errors.ACCOUNT_MISSING
                 )

@@ -35,6 +35,7 @@ from core.models import (
     Staff,
     utcnow,
 )
+from core.org_suspension import suspended_message, suspended_org_name
 from core.passwords import PasswordPolicy, password_problems, personal_words
 from core.sealing import password_context, totp_context
 from core.totp import matching_step, new_secret, totp_aad
@@ -56,6 +57,10 @@ class SetupStepActivities(SecretActivities):
                 return StorePasswordResult(ok=False, message=LINK_GONE)
             if staff.disabled_at is not None:  # disabled while the setup was ending
                 return StorePasswordResult(ok=False, message=ACCOUNT_DISABLED)
+            if (org_name := await suspended_org_name(session, staff_id)) is not None:
+                return StorePasswordResult(
+                    ok=False, message=suspended_message(org_name, self._settings.brand_name)
+                )
             if link.consumed_at is not None:
                 # A retry of an attempt that already committed: same browser, same answer.
                 bound = await session.get(BrowserSession, data.session_hash)

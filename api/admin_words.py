@@ -81,6 +81,8 @@ AUDIT_EVENTS: dict[str, str] = {
     "staff.moved": "Moved to another organisation by agentOS",
     "org.create": "Organisation created",
     "org.update": "Organisation settings changed",
+    "org.suspended": "Organisation suspended: its people signed out everywhere, sign-in refused",
+    "org.resumed": "Organisation resumed: its people can sign in again",
     "admin_key.create": "Admin API key created",
     "reset.requested": "Asked to reset the password",
     "reset.resend": "Asked for a new reset code",

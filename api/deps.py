@@ -19,7 +19,8 @@ from api.services.staff_status import StaffStatus
 from core.addresses import canonical, rate_key
 from core.admin_keys import key_scope
 from core.db import UnitOfWork, run_after_commit
-from core.errors import NotAuthenticated, TooManyRequests
+from core.errors import Forbidden, NotAuthenticated, TooManyRequests
+from core.org_suspension import keys_suspended_message, suspended_org
 from core.orgs import AdminScope
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
@@ -85,9 +86,12 @@ async def require_admin(
     scope = await key_scope(uow.session, settings, bearer(request))
     if scope is None:
         refuse(request, "A valid admin API key is required (Authorization: Bearer <key>)")
+    suspended = await suspended_org(uow.session, scope.org_id)
     # The key's last use is kept even when the answer is a 429 or an error, and no write
     # stays open while the route waits on Temporal.
     await uow.commit_now()
+    if suspended is not None:
+        raise Forbidden(keys_suspended_message(suspended))
     wait = limits.requests.hit(scope.actor)
     if wait is not None:
         raise TooManyRequests("Too many requests with this admin key; slow down", wait)

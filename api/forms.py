@@ -150,6 +150,17 @@ class AppForm(CsrfForm):
     allowed_org_ids: Annotated[list[Annotated[str, Field(max_length=40)]], Field(max_length=1000)] = []
 
 
+class OrgForm(CsrfForm):
+    """Add or change an organisation: the fields of the API's OrgCreate / OrgUpdate, which
+    check them (tenant ids one a line); an empty MFA policy is the deployment's."""
+
+    name: Annotated[str, Field(max_length=1000)] = ""
+    slug: Annotated[str, Field(max_length=1000)] = ""
+    entra_tenant_ids: Annotated[str, Field(max_length=10_000)] = ""
+    mfa_policy: Annotated[str, Field(max_length=20)] = ""
+    sender_name: Annotated[str, Field(max_length=1000)] = ""
+
+
 class ConsentForm(CsrfForm):
     """Allow or Cancel on the consent page."""
 
@@ -174,5 +185,6 @@ SessionFormDep = Annotated[SessionForm, Form()]
 NewLinkFormDep = Annotated[NewLinkForm, Form()]
 AdminActionFormDep = Annotated[AdminActionForm, Form()]
 StaffFormDep = Annotated[StaffForm, Form()]
+OrgFormDep = Annotated[OrgForm, Form()]
 AppFormDep = Annotated[AppForm, Form()]
 ConsentFormDep = Annotated[ConsentForm, Form()]

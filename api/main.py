@@ -24,6 +24,7 @@ from api.routes import (
     account_sessions,
     admin,
     admin_apps,
+    admin_orgs,
     api_docs,
     clients,
     codec,
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         reset,
         admin,
         admin_apps,
+        admin_orgs,
     )
     for module in routes:
         app.include_router(module.router)

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from api.cookies import CSRF, csrf_seed, csrf_token, set_cookie
 from core import recovery
 from core.accounts import ACCOUNT_DISABLED
+from core.org_suspension import SUSPENDED_TITLE, suspended_message
 from core.templating import environment
 
 
@@ -53,6 +54,13 @@ DISABLED_TITLE = "Your staff login is disabled"
 def disabled_page(request: Request) -> HTMLResponse:
     """A disabled person (a leaver) who proved who they are: told plainly, signed in nowhere."""
     return problem(request, 403, DISABLED_TITLE, ACCOUNT_DISABLED)
+
+
+def suspended_page(request: Request, org_name: str) -> HTMLResponse:
+    """A person of a suspended organisation who proved who they are: told whose sign-in is
+    paused, signed in nowhere."""
+    brand = request.app.state.settings.brand_name
+    return problem(request, 403, SUSPENDED_TITLE, suspended_message(org_name, brand))
 
 
 def unavailable(request: Request) -> HTMLResponse:

@@ -37,8 +37,8 @@ HTTP_TIMEOUT = 10.0
 GRAPH_ATTEMPTS = 3
 
 MESSAGES = {
-    "wrong_tenant": "This Microsoft account belongs to an organisation that can't sign in here. "
-    "Sign in with the work account your organisation gave you.",
+    "wrong_tenant": "This Microsoft account's organisation isn't linked to agentOS Single Sign-On, "
+    "so it can't sign in here. Sign in with the work account your organisation gave you.",
     "not_work_account": "This isn't a Microsoft work account. Sign in with the work account "
     "your organisation gave you.",
     "invalid_token": "We couldn't verify your sign-in with Microsoft. Please start again.",

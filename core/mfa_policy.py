@@ -8,15 +8,17 @@ import uuid
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import passkeys
-from core.models import DeploymentFact, EntraLink, MfaObligation, SsoAccount, Staff, utcnow
+from core.models import DeploymentFact, EntraLink, MfaObligation, Organisation, SsoAccount, Staff, utcnow
 from core.settings import MfaPolicy, Settings
 
 # Deployment facts named by the policy applied, `at` when it last was (core.models.DeploymentFact).
 POLICY_FACT = "mfa_policy:"
+# One per organisation whose own `required` has been rolled out (dropped when it no longer is).
+ORG_POLICY_FACT = "org_mfa_policy:"
 
 
 class ObligationStep(StrEnum):
@@ -31,9 +33,25 @@ class ObligationStep(StrEnum):
         return self in (ObligationStep.waiting, ObligationStep.reminded, ObligationStep.overdue)
 
 
-def policy_for(staff: Staff, settings: Settings) -> MfaPolicy:
-    """Administrators are always under `required`: the admin pages need a strong sign-in."""
-    return MfaPolicy.required if staff.is_admin else settings.mfa_policy
+async def policy_for(session: AsyncSession, staff: Staff, settings: Settings) -> MfaPolicy:
+    """The person's effective policy: their organisation's `mfa_policy`, or the deployment's
+    SSO_MFA_POLICY when it has none. Administrators are always under `required`: the admin
+    pages need a strong sign-in."""
+    if staff.is_admin:
+        return MfaPolicy.required
+    own = await session.scalar(select(Organisation.mfa_policy).where(Organisation.id == staff.org_id))
+    return MfaPolicy(own) if own else settings.mfa_policy
+
+
+def under_policy(policy: MfaPolicy, settings: Settings) -> ColumnElement[bool]:
+    """Staff whose effective policy (admins aside) is `policy`: their organisation's own,
+    or the deployment's where the organisation has none."""
+    own = select(Organisation.id).where(Organisation.mfa_policy == policy.value)
+    if settings.mfa_policy is policy:
+        own = select(Organisation.id).where(
+            or_(Organisation.mfa_policy == policy.value, Organisation.mfa_policy.is_(None))
+        )
+    return Staff.org_id.in_(own)
 
 
 async def exempt(session: AsyncSession, staff_id: uuid.UUID) -> bool:
@@ -85,7 +103,7 @@ async def must_set_up_mfa(
     if not is_overdue(await obligation_for(session, account.staff_id), now):
         return False
     staff = await session.get(Staff, account.staff_id)
-    return staff is not None and policy_for(staff, settings) is MfaPolicy.required
+    return staff is not None and await policy_for(session, staff, settings) is MfaPolicy.required
 
 
 async def last_applied_policy(session: AsyncSession) -> str | None:
@@ -103,3 +121,33 @@ async def remember_policy(session: AsyncSession, policy: MfaPolicy) -> None:
         session.add(DeploymentFact(name=name, at=utcnow()))
     else:
         fact.at = utcnow()
+
+
+def org_policy_fact(org_id: uuid.UUID) -> str:
+    return f"{ORG_POLICY_FACT}{org_id}"
+
+
+async def org_policies_to_apply(session: AsyncSession) -> list[uuid.UUID]:
+    """Organisations whose own policy is `required` with no rollout recorded for it yet;
+    the records of those no longer `required` are dropped, so a later change starts one."""
+    required = set(
+        await session.scalars(
+            select(Organisation.id).where(Organisation.mfa_policy == MfaPolicy.required.value)
+        )
+    )
+    facts = await session.scalars(
+        select(DeploymentFact).where(DeploymentFact.name.startswith(ORG_POLICY_FACT))
+    )
+    applied: set[uuid.UUID] = set()
+    for fact in facts.all():
+        org_id = uuid.UUID(fact.name.removeprefix(ORG_POLICY_FACT))
+        if org_id in required:
+            applied.add(org_id)
+        else:
+            await session.delete(fact)
+    return sorted(required - applied)
+
+
+async def remember_org_policy(session: AsyncSession, org_id: uuid.UUID) -> None:
+    if await session.get(DeploymentFact, org_policy_fact(org_id)) is None:
+        session.add(DeploymentFact(name=org_policy_fact(org_id), at=utcnow()))

@@ -1,8 +1,8 @@
-"""`SSO_MFA_POLICY` changed to `required`: start the MFA obligation of every active person
-without a second factor, a batch at a time, paced so the mail server and the database are
-not flooded. Visible in the Temporal UI (its current details and the `progress` query);
-continues as new every few batches so its history stays small. Idempotent per person: a
-person whose obligation already runs is skipped."""
+"""`SSO_MFA_POLICY` (or one organisation's MFA policy) changed to `required`: start the MFA
+obligation of every active person under it without a second factor, a batch at a time, paced
+so the mail server and the database are not flooded. Visible in the Temporal UI (its current
+details and the `progress` query); continues as new every few batches so its history stays
+small. Idempotent per person: a person whose obligation already runs is skipped."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ with workflow.unsafe.imports_passed_through():
 ROLLOUT_WORKFLOW_ID = "mfa-policy-rollout"
 
 
+def rollout_workflow_id(org_id: str | None = None) -> str:
+    """The deployment's rollout, or one organisation's (its id names no person)."""
+    return ROLLOUT_WORKFLOW_ID if org_id is None else f"{ROLLOUT_WORKFLOW_ID}-{org_id}"
+
+
 @dataclass
 class MfaRolloutInput:
     reminder_offsets_seconds: list[float]
@@ -36,6 +41,8 @@ class MfaRolloutInput:
     after: str | None = None
     started: int = 0
     skipped: int = 0
+    # An organisation's change to `required` obliges only its people; None: the deployment's.
+    org_id: str | None = None
 
 
 @dataclass
@@ -60,7 +67,7 @@ class MfaPolicyRolloutWorkflow:
         for batch_number in range(self._start.batches_per_run):
             people: list[str] = await run_step(
                 MfaActivities.next_mfa_rollout_batch,
-                RolloutBatchInput(after=self._after, limit=self._start.batch_size),
+                RolloutBatchInput(after=self._after, limit=self._start.batch_size, org_id=self._start.org_id),
                 "Find the next people without a second factor",
             )
             if not people:
@@ -84,6 +91,7 @@ class MfaPolicyRolloutWorkflow:
                 after=self._after,
                 started=self._started,
                 skipped=self._skipped,
+                org_id=self._start.org_id,
             )
         )
 

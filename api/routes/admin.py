@@ -94,19 +94,20 @@ async def _admin(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) ->
     return current
 
 
-async def _operator(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) -> Current | Response:
-    """A deployment-wide page (the apps): for operators; an agency's admin gets a 403 that
-    says only that."""
+APPS_BY_OPERATORS = (
+    "Apps are managed for every agency at once, by agentOS. Contact agentOS support to change one."
+)
+
+
+async def _operator(
+    request: Request, settings: SettingsDep, uow: UnitOfWorkDep, why: str = APPS_BY_OPERATORS
+) -> Current | Response:
+    """A deployment-wide page (the apps, the organisations): for operators; an agency's admin
+    gets a 403 that says only that."""
     current = await _admin(request, settings, uow)
     if isinstance(current, Response) or (await scope_of(uow, current)).is_operator:
         return current
-    return _denied(
-        request,
-        current.staff,
-        403,
-        "This page is for agentOS operators",
-        "Apps are managed for every agency at once, by agentOS. Contact agentOS support to change one.",
-    )
+    return _denied(request, current.staff, 403, "This page is for agentOS operators", why)
 
 
 async def scope_of(uow: UnitOfWorkDep, current: Current) -> AdminScope:

@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
-from api.deps import AdminDep, SessionDep, SettingsDep, client_ip
+from api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep, UnitOfWorkDep, client_ip
 from api.org_schemas import OrgCreate, OrgKeyCreate, OrgKeyCreated, OrgPage, OrgPublic, OrgUpdate
 from api.routes.staff import ERRORS
 from api.schemas import ErrorBody
+from api.services.org_mfa import OrgMfaRollout, update_org
+from api.services.org_suspension import OrgSuspension
 from api.services.orgs import Orgs
 
 router = APIRouter(
@@ -46,10 +48,13 @@ async def get_org(org_id: uuid.UUID, orgs: OrgsDep) -> OrgPublic:
 
 
 @router.patch("/{org_id}", response_model=OrgPublic)
-async def update_org(org_id: uuid.UUID, data: OrgUpdate, orgs: OrgsDep) -> OrgPublic:
+async def change_org(
+    org_id: uuid.UUID, data: OrgUpdate, orgs: OrgsDep, rollout: OrgMfaRolloutDep
+) -> OrgPublic:
     """Change what the body names. An organisation's key may change only its own
-    `mfa_policy` and `sender_name`."""
-    return await orgs.update(org_id, data)
+    `mfa_policy` and `sender_name`. A change that puts its people under `required` starts
+    their MFA obligations (paced, once), as a change of SSO_MFA_POLICY does."""
+    return await update_org(orgs, rollout, org_id, data)
 
 
 @router.post("/{org_id}/keys", status_code=status.HTTP_201_CREATED, response_model=OrgKeyCreated)
@@ -57,3 +62,34 @@ async def create_org_key(org_id: uuid.UUID, data: OrgKeyCreate, orgs: OrgsDep) -
     """A new admin key for the organisation, shown once: by an operator, or by that
     organisation's own key."""
     return await orgs.create_key(org_id, data.name)
+
+
+def get_org_mfa_rollout(uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep) -> OrgMfaRollout:
+    return OrgMfaRollout(uow, settings, temporal)
+
+
+OrgMfaRolloutDep = Annotated[OrgMfaRollout, Depends(get_org_mfa_rollout)]
+
+
+def get_suspension(
+    request: Request, uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep, scope: AdminDep
+) -> OrgSuspension:
+    return OrgSuspension(uow, settings, temporal, scope, client_ip(request))
+
+
+SuspensionDep = Annotated[OrgSuspension, Depends(get_suspension)]
+
+
+@router.post("/{org_id}/suspend", response_model=OrgPublic)
+async def suspend_org(org_id: uuid.UUID, suspension: SuspensionDep) -> OrgPublic:
+    """Operators only. Ends every session of the organisation's people (apps are told by
+    back-channel logout), revokes their apps' tokens, and refuses their sign-in of every kind
+    and the organisation's admin keys (403) until it is resumed. Nothing is deleted.
+    Idempotent."""
+    return await suspension.suspend(org_id)
+
+
+@router.post("/{org_id}/resume", response_model=OrgPublic)
+async def resume_org(org_id: uuid.UUID, suspension: SuspensionDep) -> OrgPublic:
+    """Operators only. Sign-in and admin keys work again; ended sessions stay ended. Idempotent."""
+    return await suspension.resume(org_id)

@@ -26,13 +26,14 @@ from api.cookies import (
 )
 from api.deps import CounterDep, SessionDep, SettingsDep, TemporalDep, client_ip
 from api.forms import PasskeyFormDep, PasskeyOptionsFormDep
-from api.pages import disabled_page, redirect, render_page
+from api.pages import disabled_page, redirect, render_page, suspended_page
 from api.routes.signin import FORM_PROBLEM, _signed_in, second_factors
 from api.services.passkeys import (
     CEREMONIES,
     CHALLENGE_TTL,
     Checked,
     PasskeyOfDisabled,
+    PasskeyOfSuspended,
     PasskeyRefused,
     PasskeySteps,
     amr_of,
@@ -118,8 +119,8 @@ async def passkey_sign_in(request: Request, steps: PasskeyDep, form: PasskeyForm
         checked = await steps.check(
             read_cookie(request, settings, PASSKEY_CHALLENGE), "signin", form.credential, ip
         )
-    except PasskeyOfDisabled:
-        return _disabled(request, steps)
+    except PasskeyOfDisabled as refused:
+        return _disabled(request, steps, refused)
     except PasskeyRefused as refused:
         refusal = _login_refused(request, refused.message, 401, target)
         clear_cookie(refusal, settings, PASSKEY_CHALLENGE)
@@ -129,9 +130,14 @@ async def passkey_sign_in(request: Request, steps: PasskeyDep, form: PasskeyForm
     return await _passkey_signed_in(request, steps, sessions, checked, target, ip, after_password=False)
 
 
-def _disabled(request: Request, steps: PasskeySteps) -> HTMLResponse:
-    """The passkey proved a disabled person (a leaver): the page the password sign-in shows."""
-    response = disabled_page(request)
+def _disabled(request: Request, steps: PasskeySteps, refused: PasskeyOfDisabled) -> HTMLResponse:
+    """The passkey proved a disabled person (a leaver), or one of a suspended organisation:
+    the page the password sign-in shows."""
+    response = (
+        suspended_page(request, refused.org_name)
+        if isinstance(refused, PasskeyOfSuspended)
+        else disabled_page(request)
+    )
     clear_cookie(response, steps.settings, PASSKEY_CHALLENGE)
     return response
 
@@ -169,9 +175,9 @@ async def passkey_second_factor(request: Request, steps: PasskeyDep, form: Passk
             ip,
             pending.row.staff_id,
         )
-    except PasskeyOfDisabled:  # disabled between the password and the passkey
+    except PasskeyOfDisabled as refused:  # disabled between the password and the passkey
         await sessions.revoke(pending_id)
-        response = _disabled(request, steps)
+        response = _disabled(request, steps, refused)
         clear_cookie(response, settings, PENDING_MFA)
         return response
     except PasskeyRefused as refused:

@@ -24,6 +24,7 @@ from api.services.setup import BoundSetup, LinkView, SetupSteps
 from core import flow_errors
 from core.errors import ServiceUnavailable
 from core.models import utcnow
+from core.org_suspension import suspended_message
 from core.steps import SetupState
 from workflows.setup import CODE_STEPS, PASSWORD_STEPS, SetupProgress, StepResult
 
@@ -292,6 +293,9 @@ def invalid_link(request: Request, view: LinkView, token: str) -> HTMLResponse:
         "link_invalid",
         status_code=404 if view.link is None else 410,
         reason=view.reason,
+        suspended=suspended_message(view.org_name, request.app.state.settings.brand_name)
+        if view.org_name
+        else None,
         finished=finished,
         token=token if view.link is not None and not finished else None,
     )

@@ -21,7 +21,7 @@ from api.cookies import (
 )
 from api.deps import MfaNoticesDep, SessionDep, SettingsDep, SignInDep, TemporalDep, client_ip
 from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
-from api.pages import disabled_page, redirect, render_page, second_factor
+from api.pages import disabled_page, redirect, render_page, second_factor, suspended_page
 from api.services.backchannel import queue_session_logouts
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, record_own, safe_return_to
@@ -97,6 +97,8 @@ async def login_submit(request: Request, signin: SignInDep, form: LoginFormDep) 
         )
     if result.outcome == "disabled":
         return disabled_page(request)
+    if result.outcome == "suspended":
+        return suspended_page(request, result.org_name or "")
     if result.outcome != "signed_in" and result.outcome != "needs_totp":
         return _login(request, target, email, REFUSED, status_code=401)
     assert result.account is not None
@@ -229,9 +231,13 @@ async def mfa_submit(
         await sessions.revoke(pending_id)
         target = safe_return_to(settings, str(pending.row.data.get("return_to") or ""))
         return await _signed_in(request, settings, sessions, pending.row.staff_id, target, "totp")
-    if result.outcome == "disabled":
+    if result.outcome in ("disabled", "suspended"):
         await sessions.revoke(pending_id)
-        response = disabled_page(request)
+        response = (
+            disabled_page(request)
+            if result.outcome == "disabled"
+            else suspended_page(request, result.org_name or "")
+        )
         clear_cookie(response, settings, PENDING_MFA)
         return response
     if result.outcome == "restart" or attempts + 1 >= MFA_ATTEMPTS:

@@ -87,7 +87,7 @@ class AccountSteps(PageSteps):
 
     async def standing(self, staff: Staff) -> Standing:
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
-        must = policy_for(staff, self.settings) is MfaPolicy.required
+        must = await policy_for(self.db, staff, self.settings) is MfaPolicy.required
         if account is None:
             return Standing(account, required=must)
         keys = await passkeys.of_account(self.db, account.id)

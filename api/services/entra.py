@@ -31,6 +31,7 @@ from core.entra import MESSAGES as ENTRA_MESSAGES
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.errors import ServiceUnavailable
 from core.models import AccountStatus, EntraLink, SsoAccount, Staff, utcnow
+from core.org_suspension import suspended_message, suspended_org_name
 from core.orgs import metrics_org, org_of, tenant_owner
 from core.sealing import entra_context, seal
 from core.search_attributes import SSO_STEP, flow_attributes
@@ -232,6 +233,8 @@ class EntraSignOn:
             self._audit_signin_failure(link.staff_id, ip, "account_disabled")
             await self.db.flush()
             return refused("account_disabled")
+        if (suspended := await self._suspended(link.staff_id, ip)) is not None:
+            return suspended
         now = utcnow()
         link.last_sign_in_at = now
         if account is not None:
@@ -239,6 +242,15 @@ class EntraSignOn:
         record_own(self.db, link.staff_id, "sign_in.success", "success", ip, method="entra")
         await self.db.flush()
         return EntraResult("signed_in", staff_id=link.staff_id)
+
+    async def _suspended(self, staff_id: uuid.UUID, ip: str | None) -> EntraResult | None:
+        """The person's organisation is suspended: no sign-in and no link (which signs in)."""
+        org_name = await suspended_org_name(self.db, staff_id)
+        if org_name is None:
+            return None
+        self._audit_signin_failure(staff_id, ip, "org_suspended")
+        await self.db.flush()
+        return refused("org_suspended", suspended_message(org_name, self.settings.brand_name))
 
     def _audit_signin_failure(
         self, staff_id: uuid.UUID | None, ip: str | None, reason: str, **details: Any
@@ -268,6 +280,8 @@ class EntraSignOn:
         if via == "session" and (signed_in is None or signed_in.row.staff_id != staff_id):
             # Signed out (or in as someone else) while at Microsoft.
             return refused("session_ended")
+        if (suspended := await self._suspended(staff_id, ip)) is not None:
+            return suspended
         workflow_id = link_workflow_id(str(staff_id))
         request = LinkRequest(
             sealed_grant=seal(self.settings.seal_public_key, grant.to_json(), entra_context(workflow_id)),
@@ -339,6 +353,8 @@ class EntraSignOn:
         via = str(data.get("via") or "")
         if via == "session" and (signed_in is None or signed_in.row.staff_id != staff_id):
             return refused("session_ended")
+        if (suspended := await self._suspended(staff_id, ip)) is not None:
+            return suspended
         flows = FlowClient(
             self.temporal,
             LINK_TIMEOUT,

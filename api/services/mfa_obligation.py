@@ -25,7 +25,7 @@ from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP,
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.mfa_enrollment import MfaEnrollmentWorkflow, enrollment_workflow_id
-from workflows.mfa_rollout import ROLLOUT_WORKFLOW_ID, MfaPolicyRolloutWorkflow, MfaRolloutInput
+from workflows.mfa_rollout import MfaPolicyRolloutWorkflow, MfaRolloutInput, rollout_workflow_id
 from workflows.mfa_types import ExtendRequest, MfaEnrollmentInput, SecondFactorAdded
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,12 @@ REASONS = {
 }
 
 
-def enrollment_input(settings: Settings, staff: Staff, reason: str) -> MfaEnrollmentInput:
+async def enrollment_input(
+    db: AsyncSession, settings: Settings, staff: Staff, reason: str
+) -> MfaEnrollmentInput:
     return MfaEnrollmentInput(
         staff_id=str(staff.id),
-        policy=policy_for(staff, settings).value,
+        policy=(await policy_for(db, staff, settings)).value,
         reminder_offsets_seconds=[offset.total_seconds() for offset in settings.mfa_reminders],
         grace_seconds=settings.mfa_grace.total_seconds(),
         email_retry=email_retry(settings),
@@ -61,7 +63,7 @@ class MfaObligations:
             self.db, staff.id
         ):
             return False
-        start = enrollment_input(self.settings, staff, reason)
+        start = await enrollment_input(self.db, self.settings, staff, reason)
         due = utcnow() + self.settings.mfa_grace  # the flow's own start corrects it
         await self.flows.start(
             MfaEnrollmentWorkflow.run,
@@ -138,20 +140,27 @@ async def second_factor_added(settings: Settings, temporal: TemporalGateway, sta
         log.warning("could not tell the MFA obligation that a second factor was added; it checks itself")
 
 
-async def start_rollout(client: Client, settings: Settings) -> None:
-    """The rollout of `required` to everyone without a second factor: one flow, however many
-    workers start at once (its id, and USE_EXISTING)."""
+async def start_rollout(client: Client, settings: Settings, org_id: uuid.UUID | None = None) -> None:
+    """The rollout of `required` to everyone without a second factor (or, `org_id`, to one
+    organisation's people): one flow, however many workers start at once (its id, and
+    USE_EXISTING)."""
+    org = str(org_id) if org_id is not None else None
     await client.start_workflow(
         MfaPolicyRolloutWorkflow.run,
         MfaRolloutInput(
             reminder_offsets_seconds=[offset.total_seconds() for offset in settings.mfa_reminders],
             grace_seconds=settings.mfa_grace.total_seconds(),
             email_retry=email_retry(settings),
+            org_id=org,
         ),
-        id=ROLLOUT_WORKFLOW_ID,
+        id=rollout_workflow_id(org),
         task_queue=settings.task_queue,
         task_timeout=WORKFLOW_TASK_TIMEOUT,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes([SearchAttributePair(SSO_STEP, "running")]),
-        static_summary="SSO_MFA_POLICY changed to required: start everyone's MFA obligation",
+        static_summary=(
+            "SSO_MFA_POLICY changed to required: start everyone's MFA obligation"
+            if org is None
+            else f"Organisation {org}'s MFA policy changed to required: start its people's MFA obligation"
+        ),
     )

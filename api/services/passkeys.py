@@ -53,6 +53,7 @@ from core import audit, metrics, passkeys, recovery
 from core.accounts import ACCOUNT_DISABLED
 from core.crypto import token_hash
 from core.models import AccountStatus, BrowserSession, Passkey, SsoAccount, Staff, utcnow
+from core.org_suspension import suspended_message, suspended_org_name
 from core.orgs import metrics_org, org_of
 from core.settings import Settings
 
@@ -88,8 +89,17 @@ class PasskeyRefused(Exception):
 class PasskeyOfDisabled(PasskeyRefused):
     """The passkey verified, but its owner is disabled (a leaver): they are told so plainly."""
 
-    def __init__(self) -> None:
-        super().__init__("account disabled", ACCOUNT_DISABLED)
+    def __init__(self, reason: str = "account disabled", message: str = ACCOUNT_DISABLED) -> None:
+        super().__init__(reason, message)
+
+
+class PasskeyOfSuspended(PasskeyOfDisabled):
+    """The passkey verified, but its owner's organisation is suspended: told whose sign-in
+    is paused."""
+
+    def __init__(self, org_name: str, brand: str) -> None:
+        super().__init__("organisation suspended", suspended_message(org_name, brand))
+        self.org_name = org_name
 
 
 def relying_party(settings: Settings) -> tuple[str, str]:
@@ -291,6 +301,11 @@ class PasskeySteps(PageSteps):
             # Said only once the signature proved the passkey's holder, as the password path
             # says it only to whoever knows the password; the passkey is not counted as used.
             raise self._disabled(ceremony, account, ip, passkey)
+        org_name = await suspended_org_name(self.db, account.staff_id)
+        if org_name is not None:
+            raise self._disabled(
+                ceremony, account, ip, passkey, PasskeyOfSuspended(org_name, self.settings.brand_name)
+            )
         passkey.sign_count = count
         passkey.backed_up = verified.credential_backed_up
         passkey.last_used_at = utcnow()
@@ -427,10 +442,18 @@ class PasskeySteps(PageSteps):
         return PasskeyRefused(reason)
 
     def _disabled(
-        self, ceremony: str, account: SsoAccount, ip: str | None, passkey: Passkey
+        self,
+        ceremony: str,
+        account: SsoAccount,
+        ip: str | None,
+        passkey: Passkey,
+        refusal: PasskeyOfDisabled | None = None,
     ) -> PasskeyOfDisabled:
-        """Recorded as the password sign-in records a disabled person who knew the password."""
-        metrics.sign_in("refused", "account_disabled")
+        """Recorded as the password sign-in records a disabled person (or one of a suspended
+        organisation) who knew the password."""
+        refusal = refusal or PasskeyOfDisabled()
+        reason = "org_suspended" if isinstance(refusal, PasskeyOfSuspended) else "account_disabled"
+        metrics.sign_in("refused", reason)
         audit.record(
             self.db,
             actor=f"ip:{ip}",
@@ -438,12 +461,12 @@ class PasskeySteps(PageSteps):
             outcome="failure",
             target=str(account.staff_id),
             ip=ip,
-            reason="account_disabled",
+            reason=reason,
             method="passkey",
             ceremony=ceremony,
             passkey=str(passkey.id),
         )
-        return PasskeyOfDisabled()
+        return refusal
 
     async def _notify(self, staff_id: uuid.UUID, change: str) -> None:
         await MfaNotices(self.settings, self._flows).changed(

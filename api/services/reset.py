@@ -24,6 +24,7 @@ from core import audit, metrics
 from core.crypto import code_digest, token_hash
 from core.errors import ServiceUnavailable
 from core.models import AccountStatus, BrowserSession, ResetLink, SsoAccount, utcnow
+from core.org_suspension import suspended_org_name
 from core.orgs import metrics_org, org_of
 from core.reset_caps import (
     CODES_STOPPED,
@@ -71,7 +72,10 @@ class ResetSteps(PageSteps):
         if not address or "\x00" in address:  # no address holds NUL (PostgreSQL text can't)
             return None
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.login_email == address))
-        return account if account and account.status == AccountStatus.active.value else None
+        if account is None or account.status != AccountStatus.active.value:
+            return None
+        # A suspended organisation's people reset nothing: treated as an unknown address.
+        return None if await suspended_org_name(self.db, account.staff_id) else account
 
     def browser_key(self, browser_id: str) -> str:
         """What the flow knows of a browser: a keyed hash of its cookie, which grants nothing."""

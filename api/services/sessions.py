@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import audit
 from core.accounts import end_session_grants
 from core.crypto import token_hash
-from core.models import BrowserSession, OidcGrant, Staff, utcnow
+from core.models import BrowserSession, OidcGrant, Organisation, OrgStatus, Staff, utcnow
 from core.oidc.claims import session_claims
 from core.settings import Settings
 from core.user_agents import browser_label
@@ -126,9 +126,12 @@ class Sessions:
         """The signed-in session behind this cookie value, with its staff member, or None
         (none, revoked, expired, idle too long)."""
         current = await self.get(session_id, "signin", idle=self.settings.session_idle_ttl)
-        # Disabling ends the sessions too; this holds even for one it missed.
-        live = current is not None and current.staff is not None and current.staff.disabled_at is None
-        return current if live else None
+        # Disabling (and suspending an organisation) ends the sessions too; this holds even
+        # for one it missed, such as one begun in the instant of the suspension.
+        if current is None or current.staff is None or current.staff.disabled_at is not None:
+            return None
+        org = await self.db.get(Organisation, current.staff.org_id)
+        return None if org is not None and org.status == OrgStatus.suspended.value else current
 
     async def revoke(self, session_id: str | None) -> None:
         if not session_id or len(session_id) > 128:

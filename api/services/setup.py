@@ -23,6 +23,7 @@ from core import audit, metrics, recovery
 from core.crypto import LINK_PURPOSE, code_digest, token_hash
 from core.errors import ServiceUnavailable
 from core.models import BrowserSession, SetupLink, SetupState, SsoAccount, SsoSetup, Staff, utcnow
+from core.org_suspension import suspended_org_name
 from core.passwords import PasswordPolicy, check_password, personal_words
 from core.sealing import password_context, seal, totp_context
 from workflows.setup import (
@@ -54,6 +55,7 @@ class LinkView:
     staff: Staff | None
     reason: str | None  # None when the link is usable
     setup_state: str | None = None
+    org_name: str | None = None  # "suspended": whose sign-in is paused
 
     @property
     def usable(self) -> bool:
@@ -84,6 +86,8 @@ class SetupSteps(PageSteps):
         state = setup.state if setup is not None else None
         if staff is not None and staff.disabled_at is not None:
             return LinkView(link, staff, "disabled", state)
+        if staff is not None and (org_name := await suspended_org_name(self.db, staff.id)) is not None:
+            return LinkView(link, staff, "suspended", state, org_name=org_name)
         if link.consumed_at is not None:
             return LinkView(link, staff, "used", state)
         if link.revoked_at is not None or setup is None or not SetupState(setup.state).is_open:

@@ -30,6 +30,7 @@ from core.models import (
     SsoSetup,
     utcnow,
 )
+from core.org_suspension import suspended_org_name
 from core.orgs import AdminScope, metrics_org
 from core.search_attributes import SSO_STEP, flow_attributes
 from core.settings import Settings
@@ -85,6 +86,8 @@ class Onboarding:
         actor = scope.actor
         if staff.disabled_at is not None:
             raise Conflict("This person is disabled; enable them before sending a Single Sign-On email")
+        if (org_name := await suspended_org_name(self.session, staff.id)) is not None:
+            raise Conflict(f"{org_name} is suspended; resume it before sending a Single Sign-On email")
         account = await self.session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff.id))
         if account is not None and account.status == AccountStatus.active.value:
             raise Conflict("Single Sign-On is already active for this person")

@@ -28,6 +28,7 @@ from core.accounts import (
 from core.addresses import rate_key
 from core.codec import keyring_from_settings
 from core.models import AccountStatus, SsoAccount, Staff, utcnow
+from core.org_suspension import suspended_org_name
 from core.orgs import metrics_org
 from core.passwords import Hasher
 from core.settings import Settings
@@ -37,7 +38,7 @@ IP_WINDOW = timedelta(minutes=15)
 MFA_WINDOW = timedelta(minutes=5)
 MFA_ATTEMPTS = 5
 
-Outcome = Literal["signed_in", "needs_totp", "refused", "throttled", "restart", "disabled"]
+Outcome = Literal["signed_in", "needs_totp", "refused", "throttled", "restart", "disabled", "suspended"]
 
 
 @dataclass
@@ -63,6 +64,8 @@ class SignInResult:
     outcome: Outcome
     account: SsoAccount | None = None
     retry_after: int | None = None
+    # "suspended": the name of the person's organisation, for the page that says so.
+    org_name: str | None = None
 
 
 @dataclass
@@ -103,6 +106,12 @@ class SignIn:
             await self.db.flush()
             metrics.sign_in("refused", "account_disabled", org=org)
             return SignInResult("disabled")
+        if right and claimed is not None and account is not None:
+            suspended = await self._suspended(account, ip)
+            if suspended is not None:
+                await release_attempt(self.db, account.id, claimed)
+                await self.db.flush()
+                return suspended
         if account is None or claimed is None or not right:
             reason = _reason(account, usable, claimed)
             self._failed(account, ip, reason)
@@ -133,6 +142,9 @@ class SignIn:
         org = await metrics_org(self.db, account.staff_id if account is not None else None)
         if account is not None and account.status == AccountStatus.disabled.value:
             return SignInResult("disabled")  # disabled between the password and the code
+        if account is not None and (suspended := await self._suspended(account, ip)) is not None:
+            await self.db.flush()
+            return suspended  # suspended between the password and the code
         if account is None or account.status != AccountStatus.active.value or attempts >= MFA_ATTEMPTS:
             metrics.sign_in("totp_restart", org=org)
             return SignInResult("restart")
@@ -161,6 +173,15 @@ class SignIn:
         await self.db.flush()
         metrics.sign_in("totp_signed_in", org=org)
         return SignInResult("signed_in", account)
+
+    async def _suspended(self, account: SsoAccount, ip: str | None) -> SignInResult | None:
+        """Said, like a disable, only to whoever proved who they are."""
+        name = await suspended_org_name(self.db, account.staff_id)
+        if name is None:
+            return None
+        self._failed(account, ip, "org_suspended")
+        metrics.sign_in("refused", "org_suspended")
+        return SignInResult("suspended", org_name=name)
 
     def _failed(self, account: SsoAccount | None, ip: str | None, reason: str) -> None:
         audit.record(

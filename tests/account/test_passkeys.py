@@ -23,7 +23,7 @@ from webauthn.helpers import bytes_to_base64url
 from api.cookies import PASSKEY_CHALLENGE, cookie_name
 from api.services.sessions import session_hash
 from core.accounts import ACCOUNT_DISABLED as DISABLED
-from core.models import AuditEvent, BrowserSession, Passkey, RecoveryCode, SsoAccount
+from core.models import AuditEvent, BrowserSession, Organisation, Passkey, RecoveryCode, SsoAccount
 from tests.support.accounts import (
     Browser,
     Person,
@@ -426,3 +426,32 @@ async def test_a_person_disabled_between_the_password_and_the_passkey_is_told_so
     assert redirected_to(await browser.get("/sso/login/mfa"), "/sso/login?notice=expired")
     [failed] = [e for e in await audit_events(stack.sessions, person) if e.action == "sign_in.failed"]
     assert failed.details["reason"] == "account_disabled" and failed.details["ceremony"] == "mfa"
+
+
+async def test_a_suspended_organisations_passkey_gets_the_page_naming_it_once_it_verified(
+    stack: Stack, browser: Browser
+) -> None:
+    """As for a disabled person: said only to the passkey's holder, audited, no sign-in."""
+    person, key, _ = await with_passkey(stack, browser)
+    made = await stack.http.post(
+        "/api/v1/orgs", json={"name": "Harbour Lettings", "slug": "harbour-passkeys"}, headers=stack.admin
+    )
+    assert made.status_code == 201, made.text
+    moved = await stack.http.post(
+        f"/api/v1/staff/{person.staff_id}/move", json={"org_id": made.json()["id"]}, headers=stack.admin
+    )
+    assert moved.status_code == 200, moved.text
+    async with stack.sessions() as session:
+        await session.execute(
+            update(Organisation).where(Organisation.slug == "harbour-passkeys").values(status="suspended")
+        )
+        await session.commit()
+    impostor = dataclasses.replace(key, private=ec.generate_private_key(ec.SECP256R1()))
+    forged = await passwordless(browser, impostor)
+    assert forged.status_code == 401 and "Harbour Lettings" not in page_text(forged)
+    told = await passwordless(browser, key)
+    assert told.status_code == 403, told.text
+    assert "Harbour Lettings can't use agentOS Single Sign-On at the moment" in page_text(told)
+    assert browser.cookie(cookie_name(stack.settings, "sso_session")) is None
+    failed = [e for e in await audit_events(stack.sessions, person) if e.action == "sign_in.failed"]
+    assert [(e.details["reason"], e.details["method"]) for e in failed] == [("org_suspended", "passkey")]

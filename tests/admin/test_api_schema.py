@@ -192,8 +192,8 @@ async def test_every_admin_operation_is_covered(fuzz: Fuzz) -> None:
     assert admin == {(m, p) for m, p in OPERATIONS if p.startswith(ADMIN_API)}
     # staff: create, list, get, move; sso-email: send, cancel; sso; revoke, unlock, entra-link,
     # mfa, mfa/extend, disable, enable; clients: create, list, get, patch, delete, secret;
-    # orgs: create, list, get, patch, keys
-    assert len(admin) == 25
+    # orgs: create, list, get, patch, keys, suspend, resume
+    assert len(admin) == 27
 
 
 def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:

@@ -20,14 +20,11 @@ from sqlalchemy import select, update
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from api.services.entra import Callback, EntraResult, EntraSignOn, EntraStart
 from api.services.reset import reset_workflow_id
 from api.services.sessions import Sessions
 from api.services.temporal import email_retry
-from core.entra import AuthorizationRequest, EntraIdentity, EntraProvider, Grant
 from core.models import AuditEvent, EntraLink, OidcGrant, SsoAccount, Staff
-from core.settings import Settings
-from core.temporal_client import TemporalGateway
+from core.orgs import DEFAULT_ORG_ID
 from tests.support.accounts import (
     ADMIN_ACTOR,
     GUARD_SECONDS,
@@ -47,6 +44,7 @@ from tests.support.accounts import (
     session_rows,
     sign_in,
 )
+from tests.support.entra_stub import linked_identity, microsoft_sign_in
 from tests.support.harness import Stack, running_stack
 from tests.support.oidc import (
     Received,
@@ -381,61 +379,20 @@ async def test_an_admin_cannot_disable_themselves(stack: Stack) -> None:
     assert (await browser.get("/admin/staff")).status_code == 200  # still signed in
 
 
-class MicrosoftSaysYes(EntraProvider):
-    """Microsoft verifying whoever comes back as this identity (the real provider's checks
-    have tests of their own in tests/entra)."""
-
-    def __init__(self, settings: Settings, identity: EntraIdentity) -> None:
-        super().__init__(settings)
-        self.identity = identity
-
-    async def authorization_request(self, login_hint: str | None = None) -> AuthorizationRequest:
-        return AuthorizationRequest(
-            "https://login.example.test/authorize", "state-1", "nonce-1", "verifier-1"
-        )
-
-    async def redeem(self, grant: Grant) -> EntraIdentity:
-        return self.identity
-
-
 @pytest.mark.parametrize("with_account", [True, False], ids=["password-account", "entra-only"])
 async def test_the_microsoft_button_refuses_a_disabled_person(stack: Stack, with_account: bool) -> None:
     if with_account:
         staff_id = (await stack.person()).staff_id
     else:
         staff_id = uuid.UUID((await stack.create_staff())["id"])
-    identity = EntraIdentity(str(uuid.uuid4()), str(uuid.uuid4()), "Lee Leaver", "lee@agency.example")
-    async with stack.sessions() as session:
-        session.add(
-            EntraLink(
-                staff_id=staff_id,
-                tenant_id=identity.tenant_id,
-                object_id=identity.object_id,
-                linked_via="setup_link",
-            )
-        )
-        await session.commit()
+    identity = await linked_identity(stack, staff_id, DEFAULT_ORG_ID, "Lee Leaver")
 
-    async def microsoft_sign_in() -> EntraResult:
-        async with stack.sessions() as session:
-            sign_on = EntraSignOn(
-                stack.settings,
-                session,
-                TemporalGateway(stack.settings),
-                MicrosoftSaysYes(stack.settings, identity),
-            )
-            _, waiting = await sign_on.begin(EntraStart("signin"))
-            pending = await sign_on.claim(waiting)
-            result = await sign_on.finish(pending, Callback("state-1", "code-1", ""), "127.0.0.1", None)
-            await session.commit()
-        return result
-
-    assert (await microsoft_sign_in()).kind == "signed_in"
+    assert (await microsoft_sign_in(stack, identity)).kind == "signed_in"
     assert (await disable(stack, staff_id)).status_code == 200
-    result = await microsoft_sign_in()
+    result = await microsoft_sign_in(stack, identity)
     assert (result.kind, result.reason, result.message) == ("refused", "account_disabled", DISABLED)
     assert (await disable(stack, staff_id, "enable")).status_code == 200
-    assert (await microsoft_sign_in()).kind == "signed_in"
+    assert (await microsoft_sign_in(stack, identity)).kind == "signed_in"
 
 
 async def test_an_app_sending_a_disabled_person_to_sign_in_gets_no_code(stack: Stack) -> None:

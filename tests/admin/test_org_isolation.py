@@ -66,6 +66,8 @@ ROUTES: dict[tuple[str, str], Kind] = {
     ("GET", "/api/v1/orgs/{org_id}"): "org",
     ("PATCH", "/api/v1/orgs/{org_id}"): "org",
     ("POST", "/api/v1/orgs/{org_id}/keys"): "org",
+    ("POST", "/api/v1/orgs/{org_id}/suspend"): "operator",
+    ("POST", "/api/v1/orgs/{org_id}/resume"): "operator",
     ("POST", "/codec/decode"): "operator",
     ("POST", "/codec/encode"): "operator",
     ("GET", "/admin/staff"): "own",
@@ -83,6 +85,14 @@ ROUTES: dict[tuple[str, str], Kind] = {
     ("POST", "/admin/apps/{client_id}"): "operator",
     ("GET", "/admin/apps/{client_id}/delete"): "operator",
     ("POST", "/admin/apps/{client_id}/{action}"): "operator",
+    ("GET", "/admin/organisation"): "own",
+    ("GET", "/admin/orgs"): "operator",
+    ("GET", "/admin/orgs/new"): "operator",
+    ("POST", "/admin/orgs/new"): "operator",
+    ("GET", "/admin/orgs/{org_id}"): "org",
+    ("POST", "/admin/orgs/{org_id}"): "org",
+    ("GET", "/admin/orgs/{org_id}/{action}"): "operator",
+    ("POST", "/admin/orgs/{org_id}/{action}"): "operator",
 }
 # A valid body where the route takes one: the refusal must be the scope's, not the body's.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {

@@ -1444,7 +1444,13 @@ def person_menu(page: httpx.Response) -> dict[str, str]:
 async def test_every_signed_in_page_has_the_person_menu(app: Stack, admin: Admin) -> None:
     setup, staff, signout = "Setup agentOS Single Sign-on", "Settings \u203a Staff", "Sign out"
     everyone = {setup: "/sso/setup", signout: "/sso/logout"}
-    admins = {**everyone, staff: "/admin/staff", "Settings \u203a Apps": "/admin/apps"}
+    admins = {
+        **everyone,
+        staff: "/admin/staff",
+        "Settings \u203a Apps": "/admin/apps",
+        # An organisation's own page; an operator's menu has every organisation's instead.
+        "Settings \u203a Organisation": "/admin/organisation",
+    }
     for path in (
         "/sso/account",
         "/sso/setup",
@@ -1453,6 +1459,8 @@ async def test_every_signed_in_page_has_the_person_menu(app: Stack, admin: Admin
         f"/admin/staff/{admin.person.staff_id}",
         "/admin/apps",
         "/admin/apps/new",
+        "/admin/orgs",
+        f"/admin/orgs/{DEFAULT_ORG_ID}",
     ):
         page = await admin.browser.get(path)
         assert page.status_code == 200, (path, page.text)

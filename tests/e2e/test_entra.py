@@ -25,12 +25,13 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from core.codec import EncryptionCodec, keyring_from_settings
 from core.devstack import DEV_OTHER_TENANT_ID, DEV_TENANT_ID
-from core.models import BrowserSession, utcnow
+from core.models import BrowserSession, Organisation, OrganisationTenant, utcnow
+from core.orgs import DEFAULT_ORG_ID
 from tests.support.accounts import PASSWORD, Person, make_person, page_text
 from tests.support.config import make_settings
 from tests.support.e2e import (
@@ -56,6 +57,7 @@ CLIENT_ID = "agentos-sso-dev"
 # A compact JWT: base64url JSON header, a dot, base64url JSON claims.
 JWT = re.compile(rb"eyJ[A-Za-z0-9_-]*\.eyJ")
 UNLINKED = "This Microsoft account isn't linked to an agentOS staff login; ask your administrator."
+NO_ORGANISATION = "This Microsoft account's organisation isn't linked to agentOS Single Sign-On"
 UNVERIFIED = "We couldn't verify your sign-in with Microsoft. Please start again."
 
 
@@ -410,7 +412,7 @@ async def test_an_old_session_must_sign_in_again_before_linking(
 @pytest.mark.parametrize(
     ("claims", "message"),
     [
-        ({"tid": DEV_OTHER_TENANT_ID}, "belongs to an organisation that can't sign in here"),
+        ({"tid": DEV_OTHER_TENANT_ID}, NO_ORGANISATION),
         ({"aud": "someone-elses-app"}, UNVERIFIED),
         ({"nonce": "not-the-nonce-we-sent"}, UNVERIFIED),
         ({"iss": "https://login.microsoftonline.com/elsewhere/v2.0"}, UNVERIFIED),
@@ -527,6 +529,87 @@ async def test_one_microsoft_account_per_staff_login(
         answer = await press_link(person, await person.get(callback), second_claims["email"])
         assert answer.status_code == 403
         assert "already linked to a different Microsoft account" in text_of(answer)
+
+
+async def test_a_tenant_links_and_signs_in_only_the_people_of_the_organisation_owning_it(
+    stack: DevStack,
+    api: httpx.AsyncClient,
+    provider: httpx.AsyncClient,
+    world: World,
+    seen: Seen,
+    database: Any,
+) -> None:
+    """Method 1 with two organisations: Bravo's tenant links and signs in Bravo's people only;
+    from another organisation's setup link it is refused and links nobody; once the tenant
+    is Bravo's no more, it gets the "isn't linked" page; moved to a third organisation, it no
+    longer signs in the Bravo person it was linked for."""
+    tenant = str(uuid.uuid4())
+    # The default organisation's person, asked to set up before there is a second one.
+    async with new_browser(stack) as person:
+        staff, token, page = await setup_link_page(api, world, person, "other-organisation")
+    made: list[str] = []
+    who: Person | None = None
+    try:
+        bravo = await _organisation(api, "Bravo Lettings", tenant)
+        made.append(bravo)
+        sub, claims = await microsoft_user(provider, tid=tenant, name="Bea Bravo")
+
+        # From the default organisation's setup link: refused, nothing linked.
+        async with new_browser(stack) as person:
+            page = await person.get(f"/sso/setup/{token}")
+            answer, _ = await entra_round(stack, provider, person, page, sub, seen)
+            answer = await press_link(person, answer, claims["email"])
+            assert answer.status_code == 403, text_of(answer)
+            assert "belongs to another organisation than your staff login" in text_of(answer)
+            assert "sso_session" not in person.cookies
+            assert (await person.get(f"/sso/setup/{token}")).status_code == 200
+        assert (await status(api, staff["id"]))["entra"] is None
+
+        # Bravo's own person links the same account, then signs in with it.
+        who = await make_person(database, make_settings(), first_name="Bea", org_id=uuid.UUID(bravo))
+        async with new_browser(stack) as person:
+            await password_sign_in(stack, person, who)
+            answer, _ = await entra_round(stack, provider, person, await person.get("/sso/setup"), sub, seen)
+            assert (await press_link(person, answer, claims["email"])).status_code == 200
+        async with new_browser(stack) as person:
+            answer, _ = await entra_round(stack, provider, person, await sign_in_page(person), sub, seen)
+            assert answer.status_code == 303 and answer.headers["location"] == "/sso/account", text_of(answer)
+
+        # Owned by no organisation: the clear page, nobody signed in.
+        dropped = await api.patch(f"/api/v1/orgs/{bravo}", json={"entra_tenant_ids": []})
+        assert dropped.status_code == 200, dropped.text
+        async with new_browser(stack) as person:
+            answer, _ = await entra_round(stack, provider, person, await sign_in_page(person), sub, seen)
+            assert answer.status_code == 403 and NO_ORGANISATION in text_of(answer), text_of(answer)
+            assert "sso_session" not in person.cookies
+
+        # Owned by a third organisation: it signs in only that one's people, not Bravo's person.
+        made.append(await _organisation(api, "Charlie Homes", tenant))
+        async with new_browser(stack) as person:
+            answer, _ = await entra_round(stack, provider, person, await sign_in_page(person), sub, seen)
+            assert answer.status_code == 403 and NO_ORGANISATION in text_of(answer), text_of(answer)
+            assert "sso_session" not in person.cookies
+        refusals = [d for a, _o, d in audit_actions(stack, str(who.staff_id)) if a == "sign_in.failed"]
+        assert refusals and "wrong_tenant" in refusals[-1], refusals
+    finally:
+        # The later modules share this stack as a one-organisation deployment (their staff
+        # are created without org_id): Bea goes back to the default organisation and the two
+        # organisations, which hold nobody else, are removed.
+        if who is not None:
+            moved = await api.post(f"/api/v1/staff/{who.staff_id}/move", json={"org_id": str(DEFAULT_ORG_ID)})
+            assert moved.status_code == 200, moved.text
+        async with database() as session:
+            ids = [uuid.UUID(org_id) for org_id in made]
+            await session.execute(delete(OrganisationTenant).where(OrganisationTenant.org_id.in_(ids)))
+            await session.execute(delete(Organisation).where(Organisation.id.in_(ids)))
+            await session.commit()
+
+
+async def _organisation(api: httpx.AsyncClient, name: str, tenant: str) -> str:
+    slug = f"{name.split()[0].lower()}-{uuid.uuid4().hex[:8]}"
+    made = await api.post("/api/v1/orgs", json={"name": name, "slug": slug, "entra_tenant_ids": [tenant]})
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
 
 
 # --------------------------------------------------------------------------- admin

@@ -9,13 +9,17 @@ Enabling them gives sign-in back, not the session. docs/security.md §18, §32 a
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 from joserfc import jwt
+from sqlalchemy import delete
 
+from core.models import Organisation
 from core.oidc.logout import LOGOUT_EVENT
+from core.orgs import DEFAULT_ORG_ID
 from tests.support.accounts import PASSWORD, Person, make_person
 from tests.support.config import make_settings
 from tests.support.e2e import _Forms, eventually, stack_database, text_of
@@ -35,6 +39,7 @@ from tests.support.stack import DevStack
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 DISABLED = "Your staff login is disabled. Ask your administrator."
+PAUSED = "Harbour Lettings can't use agentOS Single Sign-On at the moment. Contact your administrator."
 OFFLINE = "openid email profile offline_access"
 LOGOUT_TIMEOUT = 60.0  # seconds for the worker to deliver (2 cores, shared)
 
@@ -155,3 +160,63 @@ async def test_a_leaver_is_logged_out_of_every_app_and_refused_until_enabled(
             assert (await browser.get("/sso/account")).status_code == 200
         # Each app was told once, of the one session.
         assert len(to_crm) == 1 and len(to_wiki) == 1
+
+
+async def test_a_suspended_organisations_people_are_logged_out_of_every_app_until_resumed(
+    stack: DevStack, api: httpx.AsyncClient
+) -> None:
+    """The same for a whole organisation: suspending it tells the app by a signed logout
+    token, its refresh token is an invalid grant, the password gets the page naming the
+    organisation; resuming gives sign-in back, not the session."""
+    made = await api.post(
+        "/api/v1/orgs", json={"name": "Harbour Lettings", "slug": f"harbour-{uuid.uuid4().hex[:8]}"}
+    )
+    assert made.status_code == 201, made.text
+    org_id = made.json()["id"]
+    async with stack_database(stack) as sessions:
+        person = await make_person(sessions, make_settings(), first_name="Sue", org_id=uuid.UUID(org_id))
+    try:
+        with logout_receiver() as (uri, received):
+            app = await register_with(
+                api,
+                {},
+                client_name="Harbour CRM",
+                redirect_uris=["https://crm.example.test/cb"],
+                grant_types=["authorization_code", "refresh_token"],
+                backchannel_logout_uri=uri,
+                internal=True,
+            )
+            async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as browser:
+                assert (await password_sign_in(browser, person.email)).status_code == 303
+                token, claims = await tokens_for(stack, browser, app)
+
+                suspended = await api.post(f"/api/v1/orgs/{org_id}/suspend")
+                assert suspended.status_code == 200 and suspended.json()["status"] == "suspended", (
+                    suspended.text
+                )
+
+                await eventually(lambda: received, LOGOUT_TIMEOUT, what="the app's logout token")
+                logout = await logout_claims(stack, app, received)
+                assert logout["sid"] == claims["sid"] and logout["sub"] == str(person.staff_id)
+                refused = await refresh(stack, app, token["refresh_token"])
+                assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+                gone = await browser.get("/sso/account")
+                assert gone.status_code == 303 and gone.headers["location"].startswith("/sso/login")
+                told = await password_sign_in(browser, person.email)
+                assert told.status_code == 403 and PAUSED in text_of(told), text_of(told)
+
+                assert (await api.post(f"/api/v1/orgs/{org_id}/resume")).status_code == 200
+                assert (await refresh(stack, app, token["refresh_token"])).status_code == 400
+                again = await password_sign_in(browser, person.email)
+                assert again.status_code == 303 and again.headers["location"] == "/sso/account", text_of(
+                    again
+                )
+            assert len(received) == 1
+    finally:
+        # Later modules share this stack as a one-organisation deployment: Sue goes back to
+        # the default organisation and Harbour, now empty, is removed.
+        moved = await api.post(f"/api/v1/staff/{person.staff_id}/move", json={"org_id": str(DEFAULT_ORG_ID)})
+        assert moved.status_code == 200, moved.text
+        async with stack_database(stack) as sessions, sessions() as session:
+            await session.execute(delete(Organisation).where(Organisation.id == uuid.UUID(org_id)))
+            await session.commit()

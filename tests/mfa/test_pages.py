@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pyotp
 import pytest
-import pytest_asyncio
 from sqlalchemy import select
-from temporalio.testing import WorkflowEnvironment
 
 from core.models import AuditEvent, DeploymentFact, Passkey
 from core.search_attributes import SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID
@@ -39,9 +36,10 @@ from tests.support.accounts import (
     sign_in,
     update_account,
 )
-from tests.support.harness import Stack, running_stack
+from tests.support.harness import Stack
+from tests.support.mfa import obligation
 from tests.support.passkey_key import soft_key, store_passkey
-from tests.support.setup_pages import at_code_step, manual_key, settle
+from tests.support.setup_pages import at_code_step, manual_key
 from worker import apply_policy
 from workflows.mfa_enrollment import enrollment_workflow_id
 from workflows.mfa_rollout import ROLLOUT_WORKFLOW_ID
@@ -52,21 +50,6 @@ REMINDER = "Set up Multi-Factor Authentication for agentOS Single Sign-On"
 SKIP = "No thanks, I'll set it up later"
 DAY = timedelta(days=1)
 MINUTE = timedelta(minutes=1)
-SHORT = {"mfa_policy": "required", "mfa_reminders": [DAY], "mfa_grace": 2 * DAY, "signin_ip_limit": 1000}
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def required(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
-    async with running_stack(temporal_env, database_url, **SHORT) as stack:
-        yield stack
-        await settle(stack)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def optional(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
-    async with running_stack(temporal_env, database_url, signin_ip_limit=1000) as stack:
-        yield stack
-        await settle(stack)
 
 
 async def skipped_in_setup(stack: Stack, browser: Browser) -> dict[str, Any]:
@@ -78,19 +61,6 @@ async def skipped_in_setup(stack: Stack, browser: Browser) -> dict[str, Any]:
     assert SKIP in page_text(mfa_page)
     assert redirected_to(await browser.submit(mfa_page, "/sso/setup/mfa/skip"), "/sso/setup/done")
     return step.staff
-
-
-async def obligation(stack: Stack, staff_id: str, step: str, **more: Any) -> dict[str, Any]:
-    """The API's view of the obligation, once its flow has recorded `step` (and `more`)."""
-    status = await stack.wait_for(
-        staff_id,
-        lambda s: (
-            s["mfa_obligation"] is not None
-            and s["mfa_obligation"]["step"] == step
-            and all(s["mfa_obligation"][k] == v for k, v in more.items())
-        ),
-    )
-    return status["mfa_obligation"]  # type: ignore[no-any-return]
 
 
 async def signed_in_admin(stack: Stack) -> tuple[Person, Browser]:
