@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import RolloutBatchInput
     from activities.mfa import MfaActivities
-    from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STAFF_ID, SSO_STEP
+    from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STEP, flow_attributes
     from workflows.common import WORKFLOW_TASK_TIMEOUT, EmailRetry, required, run_step
     from workflows.mfa_enrollment import REQUIRED, MfaEnrollmentWorkflow, enrollment_workflow_id
     from workflows.mfa_types import MfaEnrollmentInput, RequirePolicy
@@ -112,13 +112,16 @@ class MfaPolicyRolloutWorkflow:
                 # The obligation outlives the rollout (and its continue-as-new).
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 task_timeout=WORKFLOW_TASK_TIMEOUT,
+                # An organisation's rollout knows its people's organisation; the deployment's
+                # (staff ids only) leaves SsoOrgId out, as it always did.
                 search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(SSO_STAFF_ID, staff_id),
+                    flow_attributes(
                         SearchAttributePair(SSO_MFA_STEP, "waiting"),
                         SearchAttributePair(SSO_MFA_DUE, due),
                         SearchAttributePair(SSO_MFA_REMINDERS, 0),
-                    ]
+                        org_id=self._start.org_id,
+                        staff_id=staff_id,
+                    )
                 ),
                 static_summary="MFA obligation (policy changed to required)",
             )

@@ -157,7 +157,9 @@ async def start_rollout(client: Client, settings: Settings, org_id: uuid.UUID | 
         task_queue=settings.task_queue,
         task_timeout=WORKFLOW_TASK_TIMEOUT,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes([SearchAttributePair(SSO_STEP, "running")]),
+        search_attributes=TypedSearchAttributes(
+            flow_attributes(SearchAttributePair(SSO_STEP, "running"), org_id=org)
+        ),
         static_summary=(
             "SSO_MFA_POLICY changed to required: start everyone's MFA obligation"
             if org is None

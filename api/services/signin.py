@@ -107,7 +107,7 @@ class SignIn:
             metrics.sign_in("refused", "account_disabled", org=org)
             return SignInResult("disabled")
         if right and claimed is not None and account is not None:
-            suspended = await self._suspended(account, ip)
+            suspended = await self._suspended(account, ip, org)
             if suspended is not None:
                 await release_attempt(self.db, account.id, claimed)
                 await self.db.flush()
@@ -142,7 +142,7 @@ class SignIn:
         org = await metrics_org(self.db, account.staff_id if account is not None else None)
         if account is not None and account.status == AccountStatus.disabled.value:
             return SignInResult("disabled")  # disabled between the password and the code
-        if account is not None and (suspended := await self._suspended(account, ip)) is not None:
+        if account is not None and (suspended := await self._suspended(account, ip, org)) is not None:
             await self.db.flush()
             return suspended  # suspended between the password and the code
         if account is None or account.status != AccountStatus.active.value or attempts >= MFA_ATTEMPTS:
@@ -174,13 +174,13 @@ class SignIn:
         metrics.sign_in("totp_signed_in", org=org)
         return SignInResult("signed_in", account)
 
-    async def _suspended(self, account: SsoAccount, ip: str | None) -> SignInResult | None:
+    async def _suspended(self, account: SsoAccount, ip: str | None, org: str | None) -> SignInResult | None:
         """Said, like a disable, only to whoever proved who they are."""
         name = await suspended_org_name(self.db, account.staff_id)
         if name is None:
             return None
         self._failed(account, ip, "org_suspended")
-        metrics.sign_in("refused", "org_suspended")
+        metrics.sign_in("refused", "org_suspended", org=org)
         return SignInResult("suspended", org_name=name)
 
     def _failed(self, account: SsoAccount | None, ip: str | None, reason: str) -> None:

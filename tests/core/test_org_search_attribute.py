@@ -1,7 +1,7 @@
 """Ops find an agency's flows in the Temporal UI by `SsoOrgId`: on a real Temporal dev
 server, the setup and reset flows of people of two organisations (and the back-channel
-logouts their sessions owe) carry their organisation, and a visibility query for one finds
-only that organisation's flows."""
+logouts their sessions owe, an organisation's MFA rollout and the obligations it starts) carry
+their organisation, and a visibility query for one finds only that organisation's flows."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ from temporalio.testing import WorkflowEnvironment
 from api.services.reset import reset_workflow_id
 from core.models import BrowserSession
 from core.oidc.backchannel import SessionLogoutInput, logouts_due
-from core.search_attributes import SSO_ORG_ID, SSO_STAFF_ID, SSO_STEP, flow_attributes
+from core.search_attributes import SSO_MFA_STEP, SSO_ORG_ID, SSO_STAFF_ID, SSO_STEP, flow_attributes
 from tests.support.accounts import page_text
 from tests.support.harness import Stack, running_stack
 from tests.support.oidc import authorization, code_for, redeem, register, signed_in_browser
 from tests.support.orgs import add_org
 from workflows.logout import logout_search_attributes
+from workflows.mfa_enrollment import enrollment_workflow_id
+from workflows.mfa_rollout import rollout_workflow_id
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session")]
 
@@ -99,3 +101,21 @@ async def test_flow_attributes_put_the_flows_own_first_then_person_and_organisat
         ("SsoStaffId", str(staff_id)),
         ("SsoOrgId", str(org_id)),
     ]
+
+
+async def test_an_organisations_mfa_rollout_and_its_obligations_carry_its_sso_org_id(
+    dev_stack: Stack,
+) -> None:
+    harbour = await add_org(dev_stack.sessions, "Harbour Lettings")
+    person = await dev_stack.person(org_id=harbour)
+    changed = await dev_stack.http.patch(
+        f"/api/v1/orgs/{harbour}", json={"mfa_policy": "required"}, headers=dev_stack.admin
+    )
+    assert changed.status_code == 200, changed.text
+    rollout = dev_stack.env.client.get_workflow_handle(rollout_workflow_id(str(harbour)))
+    assert (await rollout.result())["started"] == 1
+    obliged = enrollment_workflow_id(str(person.staff_id))
+    assert await _flows(dev_stack, harbour, 2) == {rollout.id, obliged}
+    described = await dev_stack.env.client.get_workflow_handle(obliged).describe()
+    assert described.typed_search_attributes.get(SSO_STAFF_ID) == str(person.staff_id)
+    assert described.typed_search_attributes.get(SSO_MFA_STEP) == "waiting"
