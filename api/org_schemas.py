@@ -29,7 +29,9 @@ def _tenants(value: object) -> object:
         tenants = [check_tenant(t) if isinstance(t, str) else t for t in value]
     except SsoError as exc:
         raise ValueError(exc.message.removeprefix("entra_tenant_ids: ")) from None
-    if len(set(tenants)) != len(tenants):
+    # Anything but a string is the list type's own error to give (and may not be hashable).
+    checked = [t for t in tenants if isinstance(t, str)]
+    if len(set(checked)) != len(checked):
         raise ValueError("a tenant id is listed twice")
     return tenants
 
