@@ -5,6 +5,7 @@ here, once; the technical names stay one click away ("Technical details") for op
 from __future__ import annotations
 
 import re
+from datetime import date
 
 from core.models import DeliveryState, SetupState
 
@@ -77,6 +78,11 @@ AUDIT_EVENTS: dict[str, str] = {
     "password.change_failed": "A password change was refused",
     "account.unlock": "Sign-in unlocked",
     "staff.disabled": "Disabled: signed out everywhere, sign-in refused",
+    "staff.updated": "Details changed",
+    "staff.email_change_requested": "New External Email 1: code emailed to it",
+    "staff.email_changed": "External Email 1 and sign-in email changed",
+    "staff.email_change_ended": "Change of External Email 1 dropped",
+    "staff.erased": "Erased: personal data removed",
     "staff.enabled": "Enabled again: can sign in",
     "reset.requested": "Asked to reset the password",
     "reset.resend": "Asked for a new reset code",
@@ -130,6 +136,11 @@ def setup_state(state: str) -> str:
 
 def delivery(state: str) -> str:
     return DELIVERY.get(state) or humane(state)
+
+
+def day(value: date) -> str:
+    """ "31 Jan 2027": a day on its own, such as a leave date."""
+    return f"{value.day} {value.strftime('%b')} {value.year}"
 
 
 def event(action: str) -> str:

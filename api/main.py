@@ -24,6 +24,7 @@ from api.routes import (
     account_sessions,
     admin,
     admin_apps,
+    admin_lifecycle,
     api_docs,
     clients,
     codec,
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         account_password,
         account_sessions,
         reset,
+        admin_lifecycle,
         admin,
         admin_apps,
     )

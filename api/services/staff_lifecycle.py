@@ -63,11 +63,6 @@ def leave_moment(day: date, settings: Settings) -> datetime:
     return datetime.combine(day, time.min, tzinfo=settings.zone).astimezone(UTC)
 
 
-def leave_words(day: date) -> str:
-    """ "31 Jan 2027", as the person page shows a leave date."""
-    return f"{day.day} {day.strftime('%b')} {day.year}"
-
-
 @dataclass
 class StaffLifecycle:
     uow: UnitOfWork
