@@ -171,6 +171,12 @@ class EntraLinkInfo(BaseModel):
     linked_via: Literal["setup_link", "session"]
     linked_at: datetime
     last_sign_in_at: datetime | None
+    account_state: Literal["enabled", "disabled", "deleted"] | None = Field(
+        default=None,
+        description="What Graph last said of the Microsoft account (asked at a password sign-in, "
+        "at most every SSO_ENTRA_STATE_TTL); disabled or deleted refuses password sign-in too",
+    )
+    account_checked_at: datetime | None = None
 
 
 class MfaObligationInfo(BaseModel):

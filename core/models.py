@@ -295,6 +295,10 @@ class EntraLink(Base):
     linked_via: Mapped[str] = mapped_column(String(20))
     linked_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_sign_in_at: Mapped[datetime | None]
+    # What Graph last said of the Microsoft account ("enabled", "disabled", "deleted") and
+    # when: a password sign-in asks again once SSO_ENTRA_STATE_TTL has passed.
+    account_state: Mapped[str | None] = mapped_column(String(20))
+    account_checked_at: Mapped[datetime | None]
 
 
 class ResetCodeFailure(Base):
