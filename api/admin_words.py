@@ -138,6 +138,25 @@ def delivery(state: str) -> str:
     return DELIVERY.get(state) or humane(state)
 
 
+# The staff list's bulk actions (api/routes/admin_bulk.py): what each is called, and what it
+# does, as its confirmation says it.
+BULK_ACTIONS: dict[str, str] = {
+    "send-email": "Send Single Sign-On Email",
+    "revoke-sessions": "Sign out everywhere",
+    "disable": "Disable",
+}
+BULK_EXPLANATIONS: dict[str, str] = {
+    "send-email": "Each person is emailed a new Single Sign-On link; a setup already in progress is "
+    "replaced by it. Anyone who can't be sent one (already active, or disabled) is left as they are, "
+    "and the result says why.",
+    "revoke-sessions": "Each person is signed out of every session and every app (each app is told). "
+    "They can sign in again.",
+    "disable": "For leavers. Each person is signed out of every app and can't sign in until enabled: "
+    "their sessions end, every app is told, their app tokens stop working, and any setup, password "
+    "reset or Microsoft-Entra link in progress is cancelled. Nothing is deleted.",
+}
+
+
 def day(value: date) -> str:
     """ "31 Jan 2027": a day on its own, such as a leave date."""
     return f"{value.day} {value.strftime('%b')} {value.year}"

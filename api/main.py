@@ -24,6 +24,7 @@ from api.routes import (
     account_sessions,
     admin,
     admin_apps,
+    admin_bulk,
     admin_lifecycle,
     api_docs,
     clients,
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         account_sessions,
         reset,
         admin_lifecycle,
+        admin_bulk,
         admin,
         admin_apps,
     )
