@@ -25,8 +25,10 @@ async def test_bulk_actions_edit_and_erase(
     one = await new_staff(api, world, "Bo", "Bulkley", screen.viewport)
     two = await new_staff(api, world, "Di", "Bulkley", screen.viewport)
 
-    await screen.goto("/admin/staff?q=bulkley")
+    await screen.goto("/admin/staff")
     await sign_in_with_mfa(screen, admin)
+    await screen.check("admin-staff", screenshot=False)
+    await screen.goto(f"/admin/staff?q=bulkley.{screen.viewport}")  # this viewport's two
     await screen.check("admin-staff-select", screenshot=False)
     for person in (one, two):
         await screen.field(f"Select {person['first_name']} Bulkley").check()
