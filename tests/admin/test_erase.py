@@ -14,21 +14,20 @@ from datetime import datetime, timedelta
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import JSON, String, Text, select
-from temporalio.service import RPCError, RPCStatusCode
+from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
 from api.services.staff_lifecycle import SELF_ERASE, StaffLifecycle
 from core.crypto import mask_email
 from core.db import UnitOfWork
 from core.errors import Conflict
-from core.models import AuditEvent, Base, Staff
+from core.models import AuditEvent, Staff
 from core.temporal_client import TemporalGateway
 from tests.support.accounts import ADMIN_ACTOR, GUARD_SECONDS, emails_with_subject, update_account
+from tests.support.erasure import history_text, personal_rows
 from tests.support.harness import Stack, running_stack
 from tests.support.oidc import authorization, code_for, redeem, refresh_refused, register, signed_in_browser
 from tests.support.setup_pages import settle
-from tests.support.workflows import payloads
 from workflows.email_change import email_change_workflow_id
 from workflows.leave import leave_workflow_id
 
@@ -44,45 +43,10 @@ async def stack(temporal_dev_env: WorkflowEnvironment, database_url: str) -> Asy
         await settle(running)
 
 
-async def personal_rows(stack: Stack, needles: list[str]) -> list[str]:
-    """Every text value in every table that contains one of `needles` (case-insensitive)."""
-    lowered = [needle.lower() for needle in needles]
-    found = []
-    async with stack.sessions() as session:
-        for table in Base.metadata.sorted_tables:
-            columns = [c for c in table.columns if isinstance(c.type, String | Text | JSON)]
-            if not columns:
-                continue
-            for row in (await session.execute(select(*columns))).all():
-                for column, value in zip(columns, row, strict=True):
-                    if value is not None and any(n in str(value).lower() for n in lowered):
-                        found.append(f"{table.name}.{column.name}: {value}")
-    return found
-
-
 async def run_ids(stack: Stack, workflow_id: str) -> list[str]:
     return [
         run.run_id or "" async for run in stack.env.client.list_workflows(f"WorkflowId = '{workflow_id}'")
     ]
-
-
-async def history_text(stack: Stack, workflow_id: str, run_id: str) -> str | None:
-    """The run's whole history with every payload decoded (the codec's key, as ops would
-    read it), lower-cased; None once the run was deleted."""
-    try:
-        history = await stack.env.client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    codec = stack.env.client.data_converter.payload_codec
-    assert codec is not None
-    encoded = [payload for event in history.events for _path, payload in payloads(event)]
-    decoded = await codec.decode(encoded)
-    # The raw events (ids, metadata) and what the payloads say once decoded ("staff_id" is a
-    # field name only the decoded activity inputs hold).
-    text = [history.to_json()] + [payload.data.decode(errors="replace") for payload in decoded]
-    return "\n".join(text).lower()
 
 
 async def test_erasing_leaves_nothing_personal_in_the_database_histories_or_logs(
@@ -136,7 +100,7 @@ async def test_erasing_leaves_nothing_personal_in_the_database_histories_or_logs
             while not (found := await run_ids(stack, workflow_id)):
                 await asyncio.sleep(0.1)
             runs += [(workflow_id, run_id) for run_id in found]
-    assert await personal_rows(stack, needles)  # the scan sees them before
+    assert await personal_rows(stack.sessions, needles)  # the scan sees them before
 
     erased = await stack.http.delete(f"/api/v1/staff/{person.staff_id}", headers=stack.admin)
     assert erased.status_code == 200, erased.text
@@ -150,7 +114,7 @@ async def test_erasing_leaves_nothing_personal_in_the_database_histories_or_logs
     assert str(person.staff_id) not in {item["id"] for item in listed["items"]}
     assert await refresh_refused(stack, app, token["refresh_token"])
 
-    assert await personal_rows(stack, needles) == []
+    assert await personal_rows(stack.sessions, needles) == []
     async with stack.sessions() as session:
         assert await session.get(Staff, person.staff_id) is None
         trail = (await session.scalars(select(AuditEvent).where(AuditEvent.target == pseudonym))).all()
@@ -165,7 +129,9 @@ async def test_erasing_leaves_nothing_personal_in_the_database_histories_or_logs
 
     # Deleted (Temporal removes a deleted run in the background, when it gets to it); until
     # then, or on a server that cannot delete, the history holds nothing that names them.
-    histories = [(run, await history_text(stack, *run)) for run in runs]
+    codec = stack.env.client.data_converter.payload_codec
+    assert codec is not None
+    histories = [(run, await history_text(stack.env.client, codec, *run)) for run in runs]
     for run, history in histories:
         assert history is None or [n for n in needles if n.lower() in history] == [], run
     # The decode really happened: the flows' inputs (plaintext only once decoded) name the
