@@ -27,14 +27,17 @@ class LifecycleActivities:
 
     @activity.defn(name="disable_leaver")
     async def disable_leaver(self, data: LeaverInput) -> str:
-        """Disables the person, as the admin's Disable does, if the leave date the flow waited
-        for is still theirs: "disabled", or "moved" / "gone" when it is not. Idempotent (a
+        """Disables the person, as the admin's Disable does, if their leave date (in the
+        database) is the day the flow waited for or before it: "disabled", or "moved" (cleared,
+        or moved later) / "gone". Idempotent (a
         retry finds them disabled and ends their flows once more)."""
         async with self.sessions() as session:
             staff = await session.get(Staff, uuid.UUID(data.staff_id))
             if staff is None:
                 return "gone"
-            if staff.leave_on is None or staff.leave_on.isoformat() != data.leave_on:
+            # The day the flow waited for, or an earlier one it never heard of (a move whose
+            # signal got through but whose commit failed is the later one, never this).
+            if staff.leave_on is None or staff.leave_on.isoformat() > data.leave_on:
                 return "moved"
             uow = UnitOfWork(session)
             temporal = TemporalGateway(self.settings, activity.client(), role="worker")

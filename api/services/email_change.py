@@ -16,7 +16,7 @@ from api.services.temporal import email_retry
 from core import audit
 from core.crypto import code_digest
 from core.db import UnitOfWork
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput, ServiceUnavailable
 from core.models import Staff
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
@@ -61,6 +61,15 @@ class EmailChanges:
         # The flow's first activity reads the new address.
         await self.uow.commit_now()
         workflow_id = email_change_workflow_id(str(staff.id))
+        try:
+            await self._start(staff, workflow_id)
+        except ServiceUnavailable:
+            # No flow will ever send its code: the change is not left showing as pending.
+            staff.pending_external_email_1 = None
+            await self.uow.commit_now()
+            raise
+
+    async def _start(self, staff: Staff, workflow_id: str) -> None:
         await self._flows().start(
             StaffEmailChangeWorkflow.run,
             EmailChangeInput(

@@ -6,17 +6,22 @@ that day in SSO_TIME_ZONE, moves with the date and ends when it is cleared."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
+from activities.inputs import LeaverInput
+from activities.lifecycle import LifecycleActivities
 from core.models import AuditEvent, SsoAccount, Staff
 from tests.support.accounts import (
     ADMIN_ACTOR,
+    GUARD_SECONDS,
     REFUSED,
     code_in,
     emails_with_subject,
@@ -69,6 +74,15 @@ async def days_ahead(stack: Stack, days: int) -> date:
     (earlier tests of the module skipped it ahead) or the web app's (which refuses a past day)."""
     server = await stack.env.get_current_time()
     return max(server.astimezone(stack.settings.zone).date(), tomorrow(stack, 0)) + timedelta(days=days)
+
+
+async def outcome(handle: WorkflowHandle[Any, Any]) -> Any:
+    """The flow's result once it has finished. Waits on describe() rather than the result's
+    long poll, which the time-skipping server has answered with no completion event."""
+    async with asyncio.timeout(GUARD_SECONDS):
+        while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await asyncio.sleep(0.05)
+    return await handle.result()
 
 
 async def skip_to(stack: Stack, moment: datetime) -> None:
@@ -178,10 +192,8 @@ async def test_a_new_address_is_used_only_once_its_code_is_entered_and_the_old_o
     assert f"to {new[0]}***@example.org" in notice and new not in notice
     assert (await sign_in(stack.browser(), new)).status_code == 303
     assert REFUSED in page_text(await sign_in(stack.browser(), person.email))
-    result = await stack.env.client.get_workflow_handle(
-        email_change_workflow_id(str(person.staff_id))
-    ).result()
-    assert result == "changed"
+    handle = stack.env.client.get_workflow_handle(email_change_workflow_id(str(person.staff_id)))
+    assert await outcome(handle) == "changed"
     assert (await staff_row(stack, person.staff_id)).previous_external_email_1 is None
     trail = [(e.action, e.outcome) for e in await actions(stack, person.staff_id)]
     assert ("staff.email_change_requested", "success") in trail and (
@@ -215,7 +227,7 @@ async def test_a_change_unconfirmed_for_a_day_is_dropped(stack: Stack) -> None:
     await emails_with_subject(stack.sessions, stack.settings, new, CODE_SUBJECT)
     handle = stack.env.client.get_workflow_handle(email_change_workflow_id(str(person.staff_id)))
     await stack.env.sleep(timedelta(days=1, minutes=1))
-    assert await handle.result() == "expired"
+    assert await outcome(handle) == "expired"
     row = await staff_row(stack, person.staff_id)
     assert (row.external_email_1, row.pending_external_email_1) == (person.email, None)
 
@@ -244,7 +256,7 @@ async def test_the_leave_date_disables_the_person_at_the_start_of_that_day(stack
     await skip_to(stack, start - timedelta(minutes=1))
     assert (await staff_row(stack, person.staff_id)).disabled_at is None
     await skip_to(stack, start + timedelta(minutes=1))
-    assert await handle.result() == "disabled"
+    assert await outcome(handle) == "disabled"
     row = await staff_row(stack, person.staff_id)
     assert row.disabled_at is not None
     assert [row.revoked_at is not None for row in await session_rows(stack.sessions, person, "signin")] == [
@@ -265,7 +277,24 @@ async def test_a_moved_leave_date_moves_the_timer_and_a_cleared_one_ends_it(stac
     assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     cleared = await patch(stack, person.staff_id, leave_on=None)
     assert cleared.status_code == 200 and cleared.json()["leave_on"] is None
-    assert await handle.result() == "cleared"
+    assert await outcome(handle) == "cleared"
     assert (await staff_row(stack, person.staff_id)).disabled_at is None
     trail = [e.details for e in await actions(stack, person.staff_id) if e.action == "staff.updated"]
     assert trail == [{"leave_on": first.isoformat()}, {"leave_on": later.isoformat()}, {"leave_on": None}]
+
+
+async def test_a_leave_flow_whose_day_is_not_the_persons_disables_no_one(stack: Stack) -> None:
+    """The activity checks the database first: a later day there (or none) means the flow is
+    stale; a person who is gone is gone."""
+    person = await stack.person()
+    later = await days_ahead(stack, 20)
+    async with stack.sessions() as session:
+        row = await session.get(Staff, person.staff_id)
+        assert row is not None
+        row.leave_on = later
+        await session.commit()
+    steps = LifecycleActivities(stack.settings, stack.sessions)
+    earlier = (later - timedelta(days=5)).isoformat()
+    assert await steps.disable_leaver(LeaverInput(staff_id=str(person.staff_id), leave_on=earlier)) == "moved"
+    assert await steps.disable_leaver(LeaverInput(staff_id=str(uuid.uuid4()), leave_on=earlier)) == "gone"
+    assert (await staff_row(stack, person.staff_id)).disabled_at is None
