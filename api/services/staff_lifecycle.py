@@ -96,8 +96,9 @@ class StaffLifecycle:
                 setattr(staff, name, value)
                 changed[name] = True
         if leave_changed:
-            # The flow first: the database is what the flow's disable checks, so a flow moved to
-            # a date the database then fails to take disables no one.
+            # The flow first, so that Temporal being away changes nothing. Should the database
+            # then fail to take the day, the admin is answered with an error, and the flow's
+            # disable checks the database's day (never disabling anyone before it).
             await self._move_leave(staff.id, data.leave_on)
             staff.leave_on = data.leave_on
             changed["leave_on"] = data.leave_on.isoformat() if data.leave_on else None
