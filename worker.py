@@ -16,8 +16,10 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.account import AccountActivities
+from activities.email_change import EmailChangeActivities
 from activities.email_delivery import MeteredSender, build_sender
 from activities.entra import EntraActivities
+from activities.lifecycle import LifecycleActivities
 from activities.logout import LogoutActivities
 from activities.mfa import MfaActivities
 from activities.reset import ResetActivities
@@ -33,7 +35,9 @@ from core.oidc import logout_outbox
 from core.oidc.backchannel import SessionLogoutInput
 from core.settings import InsecureSettingsError, MfaPolicy, Settings, get_settings
 from core.temporal_client import connect, exit_after_temporal
+from workflows.email_change import StaffEmailChangeWorkflow
 from workflows.entra import EntraLinkWorkflow
+from workflows.leave import StaffLeaveWorkflow
 from workflows.logout import SessionLogoutWorkflow, logout_start_options
 from workflows.mfa_enrollment import MfaEnrollmentWorkflow
 from workflows.mfa_rollout import MfaPolicyRolloutWorkflow
@@ -60,6 +64,8 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     account = AccountActivities(settings, sessions, sender, keyring)
     mfa = MfaActivities(settings, sessions, sender, keyring)
     logout = LogoutActivities(settings, sessions)
+    lifecycle = LifecycleActivities(settings, sessions)
+    email_change = EmailChangeActivities(settings, sessions, sender, keyring)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -75,6 +81,8 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             SessionLogoutWorkflow,
             MfaEnrollmentWorkflow,
             MfaPolicyRolloutWorkflow,
+            StaffLeaveWorkflow,
+            StaffEmailChangeWorkflow,
         ],
         activities=[
             setup.send_setup_email,
@@ -100,6 +108,10 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             mfa.check_mfa_obligation,
             mfa.send_mfa_reminder,
             mfa.next_mfa_rollout_batch,
+            lifecycle.disable_leaver,
+            email_change.apply_email_change,
+            email_change.send_email_changed,
+            email_change.drop_email_change,
         ],
     )
 

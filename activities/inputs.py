@@ -294,3 +294,19 @@ class MfaReminderInput:
 class RolloutBatchInput:
     after: str | None
     limit: int
+
+
+@dataclass
+class LeaverInput:
+    staff_id: str
+    # The leave day (ISO) the flow waited for: the person is disabled only if it still stands.
+    leave_on: str
+
+
+@dataclass
+class EmailChangeStep:
+    staff_id: str
+    workflow_id: str
+    outcome: str
+    actor: str = "system"
+    ip: str | None = None

@@ -15,7 +15,7 @@ from activities.email_delivery import PermanentEmailError, TransientEmailError, 
 from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
 from activities.send_requests import AttemptClock
 from core import audit, flow_errors
-from core.crypto import LINK_PURPOSE, mask_email, new_token, token_hash
+from core.crypto import LINK_PURPOSE, new_token, token_hash
 from core.models import (
     BrowserSession,
     DeliveryState,
@@ -26,6 +26,10 @@ from core.models import (
     utcnow,
 )
 from core.times import email_until
+
+# The result stays in the flow's history, which outlives an erasure of the person: not even
+# a masked address goes there (flows started before this still show theirs).
+NO_ADDRESS_IN_HISTORY = ""
 
 
 def ttl_words(seconds: int) -> str:
@@ -67,14 +71,13 @@ class SetupActivities(SecretActivities):
                     f"setup already {setup.state}", non_retryable=True, type=flow_errors.SETUP_ENDED
                 )
             claim = await self._requests.claim(session, "sso_welcome", staff_id, new_token)
-            to_address = staff.external_email_1
             if claim.accepted:
                 # An earlier attempt's email was accepted and recorded; its answer was lost.
                 assert claim.row.accepted_at is not None and claim.row.expires_at is not None
                 return SendSetupEmailResult(
                     sent_at=claim.row.accepted_at,
                     link_expires_at=claim.row.expires_at,
-                    masked_email=mask_email(to_address),
+                    masked_email=NO_ADDRESS_IN_HISTORY,
                     attempts=setup.email_attempts,
                 )
             # The link's time starts when its email is handed to the mail server (this attempt).
@@ -173,7 +176,7 @@ class SetupActivities(SecretActivities):
         return SendSetupEmailResult(
             sent_at=sent_at,
             link_expires_at=expires_at,
-            masked_email=mask_email(to_address),
+            masked_email=NO_ADDRESS_IN_HISTORY,
             attempts=info.attempt,
         )
 

@@ -18,6 +18,7 @@ from api.pages import UNAVAILABLE_TITLE, problem
 from core.db import database_unreachable
 from core.errors import (
     Conflict,
+    InvalidInput,
     NotAuthenticated,
     NotFound,
     ServiceUnavailable,
@@ -48,6 +49,7 @@ def wants_page(request: Request) -> bool:
 HTTP_ANSWERS: dict[type[SsoError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
+    InvalidInput: (422, "invalid"),
     ServiceUnavailable: (503, "unavailable"),
     NotAuthenticated: (401, "not_authenticated"),
     TooManyRequests: (429, "rate_limited"),

@@ -24,6 +24,8 @@ from api.routes import (
     account_sessions,
     admin,
     admin_apps,
+    admin_bulk,
+    admin_lifecycle,
     api_docs,
     clients,
     codec,
@@ -158,6 +160,8 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         account_password,
         account_sessions,
         reset,
+        admin_lifecycle,
+        admin_bulk,
         admin,
         admin_apps,
     )

@@ -23,6 +23,10 @@ class Conflict(SsoError):
     pass
 
 
+class InvalidInput(SsoError):
+    """A value that is well-formed but not acceptable now (a leave date that has passed)."""
+
+
 class ServiceUnavailable(SsoError):
     """Something the service needs (Temporal, Microsoft, the database) did not answer in
     time; trying again later may work."""
@@ -40,4 +44,12 @@ class TooManyRequests(SsoError):
         self.retry_after = retry_after
 
 
-__all__ = ["Conflict", "NotAuthenticated", "NotFound", "ServiceUnavailable", "SsoError", "TooManyRequests"]
+__all__ = [
+    "Conflict",
+    "InvalidInput",
+    "NotAuthenticated",
+    "NotFound",
+    "ServiceUnavailable",
+    "SsoError",
+    "TooManyRequests",
+]

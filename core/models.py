@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -79,6 +79,13 @@ class Staff(Base):
     is_admin: Mapped[bool] = mapped_column(default=False)
     # Set while the person is disabled (a leaver): no sign-in of any kind, no setup email.
     disabled_at: Mapped[datetime | None]
+    # The day the person leaves: a durable timer (workflows/leave.py) disables them at its
+    # start in SSO_TIME_ZONE.
+    leave_on: Mapped[date | None]
+    # A new External Email 1 waiting for the code emailed to it; the old one stays in force.
+    pending_external_email_1: Mapped[str | None] = mapped_column(String(320))
+    # The address the person just moved from, kept only until it has been told of the change.
+    previous_external_email_1: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -288,6 +295,10 @@ class EntraLink(Base):
     linked_via: Mapped[str] = mapped_column(String(20))
     linked_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_sign_in_at: Mapped[datetime | None]
+    # What Graph last said of the Microsoft account ("enabled", "disabled", "deleted") and
+    # when: a password sign-in asks again once SSO_ENTRA_STATE_TTL has passed.
+    account_state: Mapped[str | None] = mapped_column(String(20))
+    account_checked_at: Mapped[datetime | None]
 
 
 class ResetCodeFailure(Base):

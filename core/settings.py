@@ -97,6 +97,7 @@ DURATIONS = (
     "reset_ttl",
     "reset_link_ttl",
     "entra_link_fresh",
+    "entra_state_ttl",
     "oidc_code_ttl",
     "oidc_access_token_ttl",
     "oidc_id_token_ttl",
@@ -236,6 +237,9 @@ class Settings(BaseSettings):
     graph_url: str = "https://graph.microsoft.com"
     # How recent a password sign-in must be before it may link a Microsoft account.
     entra_link_fresh: timedelta = timedelta(minutes=10)
+    # How long what Graph said of a linked Microsoft account (enabled, disabled, deleted) is
+    # trusted before a password sign-in asks again.
+    entra_state_ttl: timedelta = timedelta(minutes=15)
     # `sso dev` and tests: serve a Graph stand-in over the local OIDC provider.
     entra_dev_graph: bool = False
 

@@ -21,7 +21,7 @@ from api.cookies import (
 )
 from api.deps import MfaNoticesDep, SessionDep, SettingsDep, SignInDep, TemporalDep, client_ip
 from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
-from api.pages import disabled_page, redirect, render_page, second_factor
+from api.pages import disabled_page, microsoft_disabled_page, redirect, render_page, second_factor
 from api.services.backchannel import queue_session_logouts
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, record_own, safe_return_to
@@ -97,6 +97,8 @@ async def login_submit(request: Request, signin: SignInDep, form: LoginFormDep) 
         )
     if result.outcome == "disabled":
         return disabled_page(request)
+    if result.outcome == "entra_disabled":
+        return microsoft_disabled_page(request)
     if result.outcome != "signed_in" and result.outcome != "needs_totp":
         return _login(request, target, email, REFUSED, status_code=401)
     assert result.account is not None

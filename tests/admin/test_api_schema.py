@@ -33,7 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.main import create_app
 from api.services.sessions import Sessions
 from core.models import EntraLink, utcnow
-from tests.support.accounts import make_person
+from tests.support.accounts import code_in, emails_with_subject, make_person
 from tests.support.config import _migrate, examples, make_settings
 from tests.support.harness import Stack, running_stack
 from tests.support.properties import check_examples
@@ -69,6 +69,26 @@ class Fuzz:
     schema: BaseSchema
     staff_ids: list[str]  # people in different states, for path parameters
     client_ids: list[str]  # registered apps: the first stays, the last is there to be deleted
+    to_erase: list[str]  # people there to be erased (never those above)
+    email_change: tuple[str, str]  # a person whose new address waits for this code
+
+
+ERASE = ("DELETE", "/api/v1/staff/{staff_id}")
+CONFIRM_EMAIL = ("POST", "/api/v1/staff/{staff_id}/email-change/confirm")
+
+
+async def person_changing_email(stack: Stack) -> tuple[str, str]:
+    """A person whose new External Email 1 waits for its code, and the code."""
+    person = await stack.create_staff()
+    new = f"moved.{uuid.uuid4().hex[:8]}@example.org"
+    changed = await stack.http.patch(
+        f"/api/v1/staff/{person['id']}", json={"external_email_1": new}, headers=stack.admin
+    )
+    assert changed.status_code == 200, changed.text
+    (mail,) = await emails_with_subject(
+        stack.sessions, stack.settings, new, "Confirm your new agentOS sign-in email"
+    )
+    return person["id"], code_in(mail)
 
 
 def transport_kwargs(case: Case, headers: dict[str, str]) -> dict[str, Any]:
@@ -174,7 +194,14 @@ async def fuzz(
     async with running_stack(temporal_dev_env, f"sqlite+aiosqlite:///{path}", **LIMITS) as stack:
         document = (await stack.http.get("/openapi.json")).json()
         schema = schemathesis.openapi.from_dict(document)
-        yield Fuzz(stack, schema, await people_in_every_state(stack), [await app(stack), await app(stack)])
+        yield Fuzz(
+            stack,
+            schema,
+            await people_in_every_state(stack),
+            [await app(stack), await app(stack)],
+            [(await stack.create_staff())["id"] for _ in range(2)],
+            await person_changing_email(stack),
+        )
     gc.collect()  # the worker's SQLite engine, now, not on a later flow's thread (tests/conftest.py stack)
 
 
@@ -189,9 +216,10 @@ async def test_every_admin_operation_is_covered(fuzz: Fuzz) -> None:
     served = {(op.ok().method.upper(), op.ok().path) for op in fuzz.schema.get_all_operations()}
     admin = {(method, path) for method, path in served if path.startswith(ADMIN_API)}
     assert admin == {(m, p) for m, p in OPERATIONS if p.startswith(ADMIN_API)}
-    # staff: create, list, get; sso-email: send, cancel; sso; revoke, unlock, entra-link, mfa,
-    # mfa/extend, disable, enable; clients: create, list, get, patch, delete, secret
-    assert len(admin) == 19
+    # staff: create, list, get, patch, erase; sso-email: send, cancel; sso; revoke, unlock,
+    # entra-link, mfa, mfa/extend, disable, enable, email-change/confirm; clients: create,
+    # list, get, patch, delete, secret
+    assert len(admin) == 22
 
 
 def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
@@ -207,6 +235,21 @@ def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
                 },
                 media_type="application/json",
             )
+        ]
+    method = operation.method.upper()
+    if (method, operation.path) == ERASE:
+        return [operation.Case(path_parameters={"staff_id": staff_id}) for staff_id in fuzz.to_erase]
+    if (method, operation.path) == CONFIRM_EMAIL:
+        staff_id, code = fuzz.email_change
+        body = {"code": code}
+        return [
+            operation.Case(path_parameters={"staff_id": staff_id}, body=body, media_type="application/json")
+        ]
+    if "{staff_id}" in operation.path and method == "PATCH":
+        body = {"first_name": "Chosen"}
+        return [
+            operation.Case(path_parameters={"staff_id": staff_id}, body=body, media_type="application/json")
+            for staff_id in fuzz.staff_ids
         ]
     if "{staff_id}" in operation.path:
         return [operation.Case(path_parameters={"staff_id": staff_id}) for staff_id in fuzz.staff_ids]
@@ -251,9 +294,10 @@ async def test_operation_answers_as_documented(fuzz: Fuzz, method: str, path: st
         operation.as_strategy(GenerationMode.NEGATIVE),
     ]
     if "{staff_id}" in path:
+        people = fuzz.to_erase if (method, path) == ERASE else fuzz.staff_ids
         strategies += [
             operation.as_strategy(GenerationMode.POSITIVE, path_parameters={"staff_id": staff_id})
-            for staff_id in fuzz.staff_ids
+            for staff_id in people
         ]
     await check_examples(st.one_of(strategies), answers_as_documented, examples(40))
     assert any(200 <= status < 300 for status in seen), seen  # not only refusals
