@@ -24,6 +24,7 @@ from activities.reset import ResetActivities
 from activities.setup import SetupStepActivities
 from activities.setup_email import SetupActivities
 from activities.shared import SharedActivities
+from activities.staff_batch import StaffBatchActivities
 from api.services.mfa_obligation import start_rollout
 from core.codec import keyring_from_settings
 from core.db import SessionFactory, create_engine, session_factory
@@ -40,6 +41,7 @@ from workflows.mfa_rollout import MfaPolicyRolloutWorkflow
 from workflows.notices import MfaChangedNoticeWorkflow, PasswordChangedNoticeWorkflow
 from workflows.reset import PasswordResetWorkflow
 from workflows.setup import SsoSetupWorkflow
+from workflows.staff_batch import StaffBatchWorkflow
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     account = AccountActivities(settings, sessions, sender, keyring)
     mfa = MfaActivities(settings, sessions, sender, keyring)
     logout = LogoutActivities(settings, sessions)
+    batch = StaffBatchActivities(settings, sessions, client)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -75,6 +78,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             SessionLogoutWorkflow,
             MfaEnrollmentWorkflow,
             MfaPolicyRolloutWorkflow,
+            StaffBatchWorkflow,
         ],
         activities=[
             setup.send_setup_email,
@@ -100,6 +104,8 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             mfa.check_mfa_obligation,
             mfa.send_mfa_reminder,
             mfa.next_mfa_rollout_batch,
+            batch.send_batch_chunk,
+            batch.record_batch_state,
         ],
     )
 

@@ -294,3 +294,27 @@ class MfaReminderInput:
 class RolloutBatchInput:
     after: str | None
     limit: int
+
+
+@dataclass
+class BatchChunkInput:
+    batch_id: str
+    limit: int
+
+
+@dataclass
+class BatchCounts:
+    """A staff batch's items by outcome, and, when the email budget ran out part-way, when
+    the next hour (and budget) begins."""
+
+    sent: int
+    failed: int
+    left: int
+    budget_until: datetime | None = None
+
+
+@dataclass
+class BatchStateInput:
+    batch_id: str
+    state: str
+    wait_until: datetime | None = None

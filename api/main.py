@@ -41,6 +41,7 @@ from api.routes import (
     signin,
     signin_mfa_setup,
     staff,
+    staff_bulk,
 )
 from api.security_headers import SecurityHeadersMiddleware
 from api.services.signin import Hashing
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         health,
         metrics,
         staff,
+        staff_bulk,
         clients,
         oidc,
         codec,

@@ -34,10 +34,27 @@ class NotAuthenticated(SsoError):
     pass
 
 
+class TooLarge(SsoError):
+    """A request bigger than the service takes in one go (a file of too many bytes or rows)."""
+
+
+class UnsupportedMediaType(SsoError):
+    pass
+
+
 class TooManyRequests(SsoError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-__all__ = ["Conflict", "NotAuthenticated", "NotFound", "ServiceUnavailable", "SsoError", "TooManyRequests"]
+__all__ = [
+    "Conflict",
+    "NotAuthenticated",
+    "NotFound",
+    "ServiceUnavailable",
+    "SsoError",
+    "TooLarge",
+    "TooManyRequests",
+    "UnsupportedMediaType",
+]
