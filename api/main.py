@@ -24,6 +24,7 @@ from api.routes import (
     account_sessions,
     admin,
     admin_apps,
+    admin_bulk,
     api_docs,
     clients,
     codec,
@@ -160,6 +161,8 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         account_password,
         account_sessions,
         reset,
+        # Before `admin`: its /admin/staff/{staff_id}/{action} would take /admin/staff/import/confirm.
+        admin_bulk,
         admin,
         admin_apps,
     )
