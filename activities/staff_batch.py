@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.inputs import BatchChunkInput, BatchCounts, BatchStateInput
-from api.services.setup_admin import Onboarding
+from api.services.setup_admin import SENDING_ALREADY, Onboarding
 from api.services.staff import get_staff
 from core import email_budget
 from core.batch_items import count_items
@@ -91,6 +91,8 @@ class StaffBatchActivities:
                 return
             onboarding = Onboarding(self._settings, session, self._temporal, uow)
             setup = await session.get(SsoSetup, item.setup_id) if item.setup_id else None
+            # A setup found is this item's own, committed by an earlier attempt of it.
+            retried = setup is not None
             try:
                 staff = await get_staff(session, item.staff_id)
                 if setup is None:
@@ -109,7 +111,11 @@ class StaffBatchActivities:
             try:
                 await onboarding.start_setup(staff, setup)
             except WorkflowAlreadyStartedError:
-                pass  # this item's earlier attempt started it before its worker died
+                if not retried:  # another send started this instant: its flow is not ours
+                    await onboarding.abandon(setup, "another email was sent at the same moment")
+                    await _finish(session, item_id, ItemStatus.failed, SENDING_ALREADY)
+                    return
+                # Else this item's earlier attempt started it before its worker died.
             await _finish(session, item_id, ItemStatus.sent, None)
 
     @activity.defn(name="record_batch_state")

@@ -42,6 +42,7 @@ from workflows.setup import (
     SsoSetupWorkflow,
 )
 
+SENDING_ALREADY = "Another Single Sign-On email for this person is being sent; check its status"
 CODE_STATES = {SetupState.password_set.value, SetupState.code_sent.value}
 LIVE_STATES = CODE_STATES | {SetupState.mfa_pending.value}
 
@@ -88,15 +89,13 @@ class Onboarding:
         try:
             await self.start_setup(staff, setup)
         except WorkflowAlreadyStartedError as exc:
-            await self._abandon(setup, "another email was sent at the same moment")
-            raise Conflict(
-                "Another Single Sign-On email for this person is being sent; check its status"
-            ) from exc
+            await self.abandon(setup, "another email was sent at the same moment")
+            raise Conflict(SENDING_ALREADY) from exc
         except ServiceUnavailable:
-            await self._abandon(setup, "Temporal was unavailable")
+            await self.abandon(setup, "Temporal was unavailable")
             raise
         except BaseException:
-            await self._abandon(setup, "the flow could not be started")
+            await self.abandon(setup, "the flow could not be started")
             raise
         return SsoEmailSent(
             workflow_id=setup.workflow_id,
@@ -292,7 +291,7 @@ class Onboarding:
         # Connecting may take the usual 5 s: an admin action, not a page step.
         return FlowClient(self.temporal, self.timeout, self.settings.task_queue, connect_timeout=5.0)
 
-    async def _abandon(self, setup: SsoSetup, reason: str) -> None:
+    async def abandon(self, setup: SsoSetup, reason: str) -> None:
         """The flow never started: leave no trace but the audit event."""
         await self.session.delete(setup)
         audit.record(

@@ -152,7 +152,6 @@ class StaffBatches:
             target=str(batch.id),
             ip=ip,
         )
-        await self.uow.commit_now()
         return await self.progress(batch_id)
 
     async def _batch(self, batch_id: uuid.UUID) -> StaffBatch:

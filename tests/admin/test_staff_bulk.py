@@ -15,10 +15,12 @@ import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select, update
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.inputs import BatchChunkInput
 from activities.staff_batch import StaffBatchActivities
+from api.services.setup_admin import SENDING_ALREADY, Onboarding
 from api.services.staff_import import MAX_IMPORT_BYTES, MAX_IMPORT_ROWS
 from core.models import AuditEvent, SsoSetup, Staff, StaffBatch, StaffBatchItem
 from tests.support.accounts import ADMIN_ACTOR
@@ -292,3 +294,35 @@ async def test_a_retried_chunk_keeps_each_persons_setup_and_link(fast: Stack) ->
         setups = (await session.scalars(select(SsoSetup.staff_id))).all()
     assert sorted(map(str, setups)) == sorted([first["id"], second["id"]])
     assert (await fast.status(first["id"]))["state"] == "email_sent"  # not superseded
+
+
+async def test_a_send_that_races_another_is_a_failure_not_a_takeover(
+    fast: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first attempt whose start finds a flow already running (another send won the race)
+    does not count that flow as its own: the item fails, its setup row is removed."""
+    person = await fast.create_staff()
+    batch = StaffBatch(action="send_email", state="running", requested_by=ADMIN_ACTOR, total=1)
+    async with fast.sessions() as session:
+        session.add(batch)
+        await session.flush()
+        session.add(
+            StaffBatchItem(batch_id=batch.id, staff_id=uuid.UUID(person["id"]), position=0, status="pending")
+        )
+        await session.commit()
+
+    async def raced(self: Onboarding, staff: Staff, setup: SsoSetup) -> None:
+        raise WorkflowAlreadyStartedError(setup.workflow_id, "SsoSetup")
+
+    monkeypatch.setattr(Onboarding, "start_setup", raced)
+    activities = StaffBatchActivities(fast.settings, fast.sessions, fast.env.client)
+    counts = await ActivityEnvironment().run(
+        activities.send_batch_chunk, BatchChunkInput(batch_id=str(batch.id), limit=10)
+    )
+    assert (counts.sent, counts.failed, counts.left) == (0, 1, 0)
+    async with fast.sessions() as session:
+        item = await session.scalar(select(StaffBatchItem).where(StaffBatchItem.batch_id == batch.id))
+        assert item is not None and item.error == SENDING_ALREADY
+        assert (
+            await session.scalar(select(SsoSetup).where(SsoSetup.staff_id == uuid.UUID(person["id"]))) is None
+        )
