@@ -63,7 +63,9 @@ async def test_a_bulk_send_to_1000_through_worker_kills_and_a_temporal_restart(
         await chaos
     done_at = time.monotonic() - t0
     faults = ", ".join(f"{f.kind} at {f.at:.1f} s" for f in run.faults)
-    print(f"[faults] seed {seed}: {faults}; batch done at {done_at:.1f} s", flush=True)
+    steps = {p["sent"] // 100: p["at"] - t0 for p in reversed(progress)}
+    timeline = ", ".join(f"{n * 100} at {at:.0f} s" for n, at in sorted(steps.items()))
+    print(f"[faults] seed {seed}: {faults}; sent {timeline}; batch done at {done_at:.1f} s", flush=True)
 
     assert [f.kind for f in run.faults].count("worker killed") == 2
     assert [f.kind for f in run.faults].count("temporal restarted") == 1

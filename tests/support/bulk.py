@@ -58,15 +58,15 @@ def people_csv(label: str, count: int, bad_every: int = 0) -> PeopleFile:
 
 
 async def batch_until_done(api: httpx.AsyncClient, batch_id: str, timeout: float) -> list[dict[str, Any]]:
-    """Every progress answer until the batch is done (a moment without an answer, while a
-    process restarts, is waited out)."""
+    """Every progress answer until the batch is done, each with the monotonic time it came
+    (`at`); a moment without an answer, while a process restarts, is waited out."""
     seen: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while True:
         try:
             response = await api.get(f"/api/v1/staff/batches/{batch_id}")
             if response.status_code == 200:
-                seen.append(response.json())
+                seen.append({**response.json(), "at": time.monotonic()})
                 if seen[-1]["state"] in ("done", "cancelled"):
                     return seen
         except httpx.TransportError:
