@@ -71,20 +71,31 @@ async def import_form(request: Request, settings: SettingsDep, uow: UnitOfWorkDe
     return _import_page(request, current)
 
 
+async def _import_post(
+    request: Request, settings: SettingsDep, uow: UnitOfWorkDep, unreadable: str
+) -> Response | tuple[Current, bytes, bool]:
+    """The signed-in admin, the posted CSV and the send box, or the page saying what is wrong."""
+    current = await _admin(request, settings, uow)
+    if isinstance(current, Response):
+        return current
+    try:
+        csrf, body, send_email = await _posted(request)
+    except MultiPartException:
+        return _import_page(request, current, problem=unreadable, status_code=400)
+    if not csrf_ok(request, settings, csrf):
+        return _import_page(request, current, problem=EXPIRED_FORM, status_code=400)
+    return current, body, send_email
+
+
 @router.post("/import", response_class=HTMLResponse)
 async def import_preview(
     request: Request, settings: SettingsDep, uow: UnitOfWorkDep, imports: StaffImportsDep
 ) -> Response:
     """The dry run: every row's outcome and problems; nothing is created."""
-    current = await _admin(request, settings, uow)
-    if isinstance(current, Response):
-        return current
-    try:
-        csrf, body, _ = await _posted(request)
-    except MultiPartException:
-        return _import_page(request, current, problem="Choose a CSV file to upload.", status_code=400)
-    if not csrf_ok(request, settings, csrf):
-        return _import_page(request, current, problem=EXPIRED_FORM, status_code=400)
+    posted = await _import_post(request, settings, uow, "Choose a CSV file to upload.")
+    if isinstance(posted, Response):
+        return posted
+    current, body, _ = posted
     try:
         rows = await imports.preview(body)
     except SsoError as exc:
@@ -98,15 +109,10 @@ async def import_confirm(
 ) -> Response:
     """Import the rows the preview showed as good (checked again: the file is the same, the
     staff may not be), and with the box ticked, send their emails through a batch."""
-    current = await _admin(request, settings, uow)
-    if isinstance(current, Response):
-        return current
-    try:
-        csrf, body, send_email = await _posted(request)
-    except MultiPartException:
-        return _import_page(request, current, problem="Upload the file again.", status_code=400)
-    if not csrf_ok(request, settings, csrf):
-        return _import_page(request, current, problem=EXPIRED_FORM, status_code=400)
+    posted = await _import_post(request, settings, uow, "Upload the file again.")
+    if isinstance(posted, Response):
+        return posted
+    current, body, send_email = posted
     try:
         outcome = await imports.run(body, send_email, actor_of(current), client_ip(request))
     except SsoError as exc:

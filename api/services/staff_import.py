@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.bulk_schemas import ImportProblem, ImportRow
 from api.schemas import StaffCreate
@@ -128,7 +129,7 @@ def check_row(row: int, values: dict[str, str]) -> CheckedRow:
     return checked
 
 
-async def check_file(importer: StaffImports, body: bytes) -> list[CheckedRow]:
+async def check_file(session: AsyncSession, body: bytes) -> list[CheckedRow]:
     """Every row checked: its own fields, an address repeated in the file, an address in use."""
     rows = [check_row(row, values) for row, values in read_rows(body)]
     first_row: dict[str, int] = {}
@@ -141,7 +142,7 @@ async def check_file(importer: StaffImports, body: bytes) -> list[CheckedRow]:
             checked.data = None
         else:
             first_row[email] = checked.row
-    in_use = await emails_in_use(importer.batches.session, list(first_row))
+    in_use = await emails_in_use(session, list(first_row))
     for checked in rows:
         if checked.data is not None and checked.data.external_email_1.lower() in in_use:
             checked.problem("external_email_1", "already belongs to a staff member")
@@ -161,11 +162,11 @@ class StaffImports:
     batches: StaffBatches
 
     async def preview(self, body: bytes) -> list[CheckedRow]:
-        return await check_file(self, body)
+        return await check_file(self.batches.session, body)
 
     async def run(self, body: bytes, send_email: bool, actor: str, ip: str | None) -> ImportOutcome:
-        rows = await check_file(self, body)
         session = self.batches.session
+        rows = await check_file(session, body)
         created = [await create_staff(session, r.data, actor, ip) for r in rows if r.data is not None]
         audit.record(
             session,

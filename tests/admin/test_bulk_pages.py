@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -51,20 +52,26 @@ async def signed_in(stack: Stack) -> Browser:
     return browser
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def fast(temporal_env: WorkflowEnvironment, sqlite_url: str) -> AsyncIterator[tuple[Stack, Browser]]:
-    async with running_stack(temporal_env, sqlite_url, batch_send_rate=60_000) as stack:
+@asynccontextmanager
+async def admin_stack(env: WorkflowEnvironment, url: str, rate: int) -> AsyncIterator[tuple[Stack, Browser]]:
+    """The stack with batches sending `rate` a minute, and an administrator signed in."""
+    async with running_stack(env, url, batch_send_rate=rate) as stack:
         browser = await signed_in(stack)
         yield stack, browser
         await browser.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def fast(temporal_env: WorkflowEnvironment, sqlite_url: str) -> AsyncIterator[tuple[Stack, Browser]]:
+    async with admin_stack(temporal_env, sqlite_url, 60_000) as running:
+        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def slow(temporal_env: WorkflowEnvironment, sqlite_url: str) -> AsyncIterator[tuple[Stack, Browser]]:
-    async with running_stack(temporal_env, sqlite_url, batch_send_rate=1) as stack:
-        browser = await signed_in(stack)
-        yield stack, browser
-        await browser.aclose()
+    """One email a minute: there is time to pause the batch."""
+    async with admin_stack(temporal_env, sqlite_url, 1) as running:
+        yield running
 
 
 async def upload(browser: Browser, csrf: str, content: str) -> httpx.Response:

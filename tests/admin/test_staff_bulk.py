@@ -20,8 +20,10 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.inputs import BatchChunkInput
 from activities.staff_batch import StaffBatchActivities
+from api.services.flows import FlowClient
 from api.services.setup_admin import SENDING_ALREADY, Onboarding
 from api.services.staff_import import MAX_IMPORT_BYTES, MAX_IMPORT_ROWS
+from core.errors import ServiceUnavailable
 from core.models import AuditEvent, SsoSetup, Staff, StaffBatch, StaffBatchItem
 from tests.support.accounts import ADMIN_ACTOR
 from tests.support.harness import Stack, running_stack
@@ -326,3 +328,27 @@ async def test_a_send_that_races_another_is_a_failure_not_a_takeover(
         assert (
             await session.scalar(select(SsoSetup).where(SsoSetup.staff_id == uuid.UUID(person["id"]))) is None
         )
+
+
+async def test_a_batch_whose_flow_cannot_start_leaves_nothing_but_its_audit(
+    fast: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person = await fast.create_staff()
+
+    async def unavailable(*_args: object, **_kwargs: object) -> None:
+        raise ServiceUnavailable("We can't complete this right now, please try again in a minute")
+
+    monkeypatch.setattr(FlowClient, "start", unavailable)
+    response = await fast.http.post(
+        "/api/v1/staff/batches",
+        json={"staff_ids": [person["id"]], "action": "send_email"},
+        headers=fast.admin,
+    )
+    assert response.status_code == 503, response.text
+    async with fast.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(StaffBatch)) == 0
+        assert await session.scalar(select(func.count()).select_from(StaffBatchItem)) == 0
+        failed = (
+            await session.scalars(select(AuditEvent.action).where(AuditEvent.action.like("staff_batch.%")))
+        ).all()
+    assert sorted(failed) == ["staff_batch.create", "staff_batch.start_failed"]
