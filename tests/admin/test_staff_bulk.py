@@ -20,12 +20,14 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.inputs import BatchChunkInput
 from activities.staff_batch import StaffBatchActivities
+from api.main import create_app
 from api.services.flows import FlowClient
 from api.services.setup_admin import SENDING_ALREADY, Onboarding
 from api.services.staff_import import MAX_IMPORT_BYTES, MAX_IMPORT_ROWS
 from core.errors import ServiceUnavailable
 from core.models import AuditEvent, SsoSetup, Staff, StaffBatch, StaffBatchItem
 from tests.support.accounts import ADMIN_ACTOR
+from tests.support.config import make_settings
 from tests.support.harness import Stack, running_stack
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
@@ -352,3 +354,16 @@ async def test_a_batch_whose_flow_cannot_start_leaves_nothing_but_its_audit(
             await session.scalars(select(AuditEvent.action).where(AuditEvent.action.like("staff_batch.%")))
         ).all()
     assert sorted(failed) == ["staff_batch.create", "staff_batch.start_failed"]
+
+
+async def test_the_openapi_document_shows_the_csv_body_and_every_answer() -> None:
+    document = create_app(make_settings()).openapi()
+    imports = document["paths"]["/api/v1/staff/imports"]["post"]
+    body = imports["requestBody"]
+    assert body["required"] is True and list(body["content"]) == ["text/csv"]
+    assert body["content"]["text/csv"]["example"].startswith("first_name,last_name,external_email_1")
+    assert {"200", "201", "413", "415"} <= set(imports["responses"])
+    assert [p["name"] for p in imports["parameters"]] == ["dry_run", "send_email"]
+    control = document["paths"]["/api/v1/staff/batches/{batch_id}/{control}"]["post"]
+    named = {p["name"]: p for p in control["parameters"]}
+    assert named["control"]["schema"]["enum"] == ["pause", "resume", "cancel"]
