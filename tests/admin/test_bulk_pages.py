@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -173,3 +174,5 @@ async def test_the_batch_page_pauses_resumes_and_cancels(slow: tuple[Stack, Brow
             await db.scalars(select(AuditEvent.actor).where(AuditEvent.action == "staff_batch.pause"))
         ).all()
     assert len(actors) == 1 and actors[0].startswith("staff:")
+    unknown = await browser.get(f"/admin/staff/batches/{uuid.uuid4()}")
+    assert unknown.status_code == 404 and "No staff batch with that id" in page_text(unknown)
