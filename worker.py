@@ -26,6 +26,7 @@ from activities.reset import ResetActivities
 from activities.setup import SetupStepActivities
 from activities.setup_email import SetupActivities
 from activities.shared import SharedActivities
+from activities.staff_batch import StaffBatchActivities
 from api.services.mfa_obligation import start_rollout
 from core.codec import keyring_from_settings
 from core.db import SessionFactory, create_engine, session_factory
@@ -44,6 +45,7 @@ from workflows.mfa_rollout import MfaPolicyRolloutWorkflow
 from workflows.notices import MfaChangedNoticeWorkflow, PasswordChangedNoticeWorkflow
 from workflows.reset import PasswordResetWorkflow
 from workflows.setup import SsoSetupWorkflow
+from workflows.staff_batch import StaffBatchWorkflow
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     logout = LogoutActivities(settings, sessions)
     lifecycle = LifecycleActivities(settings, sessions)
     email_change = EmailChangeActivities(settings, sessions, sender, keyring)
+    batch = StaffBatchActivities(settings, sessions, client)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -83,6 +86,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             MfaPolicyRolloutWorkflow,
             StaffLeaveWorkflow,
             StaffEmailChangeWorkflow,
+            StaffBatchWorkflow,
         ],
         activities=[
             setup.send_setup_email,
@@ -112,6 +116,8 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             email_change.apply_email_change,
             email_change.send_email_changed,
             email_change.drop_email_change,
+            batch.send_batch_chunk,
+            batch.record_batch_state,
         ],
     )
 

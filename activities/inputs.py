@@ -310,3 +310,27 @@ class EmailChangeStep:
     outcome: str
     actor: str = "system"
     ip: str | None = None
+
+
+@dataclass
+class BatchChunkInput:
+    batch_id: str
+    limit: int
+
+
+@dataclass
+class BatchCounts:
+    """A staff batch's items by outcome, and, when the email budget ran out part-way, when
+    the next hour (and budget) begins."""
+
+    sent: int
+    failed: int
+    left: int
+    budget_until: datetime | None = None
+
+
+@dataclass
+class BatchStateInput:
+    batch_id: str
+    state: str
+    wait_until: datetime | None = None

@@ -138,7 +138,7 @@ def delivery(state: str) -> str:
     return DELIVERY.get(state) or humane(state)
 
 
-# The staff list's bulk actions (api/routes/admin_bulk.py): what each is called, and what it
+# The staff list's bulk actions (api/routes/admin_bulk_actions.py): what each is called, and what it
 # does, as its confirmation says it.
 BULK_ACTIONS: dict[str, str] = {
     "send-email": "Send Single Sign-On Email",

@@ -16,6 +16,8 @@ from api.services.flows import FlowClient
 from api.services.mfa_obligation import MfaObligations
 from api.services.setup_admin import Onboarding
 from api.services.signin import SignIn
+from api.services.staff_batches import StaffBatches
+from api.services.staff_import import StaffImports
 from api.services.staff_lifecycle import StaffLifecycle
 from api.services.staff_status import StaffStatus
 from core.addresses import canonical, rate_key
@@ -169,6 +171,20 @@ def get_email_changes(uow: UnitOfWorkDep, settings: SettingsDep, temporal: Tempo
 
 
 EmailChangesDep = Annotated[EmailChanges, Depends(get_email_changes)]
+
+
+def get_staff_batches(uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep) -> StaffBatches:
+    return StaffBatches(settings, uow, temporal)
+
+
+StaffBatchesDep = Annotated[StaffBatches, Depends(get_staff_batches)]
+
+
+def get_staff_imports(batches: StaffBatchesDep) -> StaffImports:
+    return StaffImports(batches)
+
+
+StaffImportsDep = Annotated[StaffImports, Depends(get_staff_imports)]
 
 
 def get_signin(request: Request, session: SessionDep, settings: SettingsDep) -> SignIn:

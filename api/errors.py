@@ -23,7 +23,9 @@ from core.errors import (
     NotFound,
     ServiceUnavailable,
     SsoError,
+    TooLarge,
     TooManyRequests,
+    UnsupportedMediaType,
 )
 from core.logging import REQUEST_ID
 
@@ -53,6 +55,8 @@ HTTP_ANSWERS: dict[type[SsoError], tuple[int, str]] = {
     ServiceUnavailable: (503, "unavailable"),
     NotAuthenticated: (401, "not_authenticated"),
     TooManyRequests: (429, "rate_limited"),
+    TooLarge: (413, "too_large"),
+    UnsupportedMediaType: (415, "unsupported_media_type"),
     SsoError: (400, "bad_request"),
 }
 

@@ -24,7 +24,8 @@ from api.routes import (
     account_sessions,
     admin,
     admin_apps,
-    admin_bulk,
+    admin_bulk_actions,
+    admin_imports,
     admin_lifecycle,
     api_docs,
     clients,
@@ -43,6 +44,7 @@ from api.routes import (
     signin,
     signin_mfa_setup,
     staff,
+    staff_bulk,
 )
 from api.security_headers import SecurityHeadersMiddleware
 from api.services.signin import Hashing
@@ -145,6 +147,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         health,
         metrics,
         staff,
+        staff_bulk,
         clients,
         oidc,
         codec,
@@ -161,7 +164,10 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         account_sessions,
         reset,
         admin_lifecycle,
-        admin_bulk,
+        # Before `admin`: its /admin/staff/{staff_id}/{action} would take /admin/staff/bulk and
+        # /admin/staff/import/confirm.
+        admin_bulk_actions,
+        admin_imports,
         admin,
         admin_apps,
     )

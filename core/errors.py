@@ -38,6 +38,14 @@ class NotAuthenticated(SsoError):
     pass
 
 
+class TooLarge(SsoError):
+    """A request bigger than the service takes in one go (a file of too many bytes or rows)."""
+
+
+class UnsupportedMediaType(SsoError):
+    pass
+
+
 class TooManyRequests(SsoError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
@@ -51,5 +59,7 @@ __all__ = [
     "NotFound",
     "ServiceUnavailable",
     "SsoError",
+    "TooLarge",
     "TooManyRequests",
+    "UnsupportedMediaType",
 ]

@@ -473,3 +473,51 @@ class MfaObligation(Base):
     reminders_sent: Mapped[int] = mapped_column(default=0)
     extended_by: Mapped[str | None] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StaffBatch(Base):
+    """A bulk action on many people (today: send each their Single Sign-On email), run by
+    the `staff-batch-<id>` flow; its people are its items, not the flow's history."""
+
+    __tablename__ = "staff_batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    action: Mapped[str] = mapped_column(String(30))
+    # core.batches.BatchState, as the flow last recorded it.
+    state: Mapped[str] = mapped_column(String(40))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    total: Mapped[int]
+    # While the email budget is spent: when the flow's timer goes on.
+    wait_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class StaffBatchItem(Base):
+    __tablename__ = "staff_batch_items"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "staff_id"),
+        Index("ix_staff_batch_items_next", "batch_id", "status", "position"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_batches.id", ondelete="CASCADE"))
+    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    # core.batches.ItemStatus
+    status: Mapped[str] = mapped_column(String(20))
+    # The setup this item started, committed before its flow starts: a retried item finds
+    # it and starts that setup's flow (or sees it running) instead of superseding it.
+    setup_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EmailBudgetHour(Base):
+    """Emails counted against a budget (core/email_budget.py) in one clock hour."""
+
+    __tablename__ = "email_budget_hours"
+
+    budget_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    used: Mapped[int] = mapped_column(default=0)

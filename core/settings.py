@@ -214,6 +214,10 @@ class Settings(BaseSettings):
     # "Send Single Sign-On Email" per person, counted in the database across instances.
     setup_email_limit: int = Field(default=5, ge=1)
     setup_email_window: timedelta = timedelta(hours=1)
+    # Bulk sends (a staff batch): Single Sign-On emails started per minute, and the emails
+    # an organisation (today: the deployment) may be sent per hour.
+    batch_send_rate: int = Field(default=120, ge=1)
+    org_email_budget: int = Field(default=2000, ge=1)
     # Admin API requests per key, and failed authentications per IP, per minute.
     admin_rate_limit: int = Field(default=300, ge=1)
     auth_failure_limit: int = Field(default=20, ge=1)

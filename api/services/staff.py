@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -216,3 +217,23 @@ async def history(session: AsyncSession, staff_id: uuid.UUID) -> History:
     )
     link = await session.scalar(select(EntraLink).where(EntraLink.staff_id == staff_id))
     return History(setups=setups.all(), events=events.all(), link=link)
+
+
+async def _present(session: AsyncSession, column: Any, values: Sequence[Any]) -> set[Any]:
+    """Which of these values the staff table holds in `column` (a query per thousand)."""
+    found: set[Any] = set()
+    for start in range(0, len(values), 1000):
+        found.update(
+            (await session.scalars(select(column).where(column.in_(values[start : start + 1000])))).all()
+        )
+    return found
+
+
+async def existing_staff_ids(session: AsyncSession, staff_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these ids are staff members."""
+    return await _present(session, Staff.id, staff_ids)
+
+
+async def emails_in_use(session: AsyncSession, emails: Sequence[str]) -> set[str]:
+    """Which of these (lower-cased) External Email 1 addresses a staff member already has."""
+    return await _present(session, Staff.external_email_1, emails)

@@ -59,8 +59,10 @@ CHECKS = [
     schemathesis.checks.negative_data_rejection,
 ]
 # Generous admin limits: the rate limits have their own test below (the per-person email
-# limit stays at its default: the fuzzing may meet that 429 too).
-LIMITS = {"admin_rate_limit": 1_000_000, "auth_failure_limit": 1_000_000}
+# limit stays at its default: the fuzzing may meet that 429 too). Batches send one email a
+# minute, so the fixture's batch is still running when its pause, resume and cancel are tried.
+LIMITS = {"admin_rate_limit": 1_000_000, "auth_failure_limit": 1_000_000, "batch_send_rate": 1}
+CSV_FILE = "first_name,last_name,external_email_1,is_admin\r\n"
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Fuzz:
     client_ids: list[str]  # registered apps: the first stays, the last is there to be deleted
     to_erase: list[str]  # people there to be erased (never those above)
     email_change: tuple[str, str]  # a person whose new address waits for this code
+    batch_id: str  # a staff batch still running
 
 
 ERASE = ("DELETE", "/api/v1/staff/{staff_id}")
@@ -201,8 +204,19 @@ async def fuzz(
             [await app(stack), await app(stack)],
             [(await stack.create_staff())["id"] for _ in range(2)],
             await person_changing_email(stack),
+            await running_batch(stack),
         )
     gc.collect()  # the worker's SQLite engine, now, not on a later flow's thread (tests/conftest.py stack)
+
+
+async def running_batch(stack: Stack) -> str:
+    """A batch of ten people, sending one a minute: running for the whole module."""
+    people = [(await stack.create_staff())["id"] for _ in range(10)]
+    started = await stack.http.post(
+        "/api/v1/staff/batches", json={"staff_ids": people, "action": "send_email"}, headers=stack.admin
+    )
+    assert started.status_code == 202, started.text
+    return str(started.json()["id"])
 
 
 async def app(stack: Stack) -> str:
@@ -218,8 +232,8 @@ async def test_every_admin_operation_is_covered(fuzz: Fuzz) -> None:
     assert admin == {(m, p) for m, p in OPERATIONS if p.startswith(ADMIN_API)}
     # staff: create, list, get, patch, erase; sso-email: send, cancel; sso; revoke, unlock,
     # entra-link, mfa, mfa/extend, disable, enable, email-change/confirm; clients: create,
-    # list, get, patch, delete, secret
-    assert len(admin) == 22
+    # list, get, patch, delete, secret; imports; batches: start, progress, pause/resume/cancel
+    assert len(admin) == 26
 
 
 def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
@@ -253,6 +267,22 @@ def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
         ]
     if "{staff_id}" in operation.path:
         return [operation.Case(path_parameters={"staff_id": staff_id}) for staff_id in fuzz.staff_ids]
+    if operation.path == "/api/v1/staff/imports":
+        row = f"Im,Ported,im.{uuid.uuid4().hex[:8]}@example.com,FALSE\r\n"
+        return [
+            operation.Case(body=CSV_FILE + row, media_type="text/csv", query=query)
+            for query in ({"dry_run": "true"}, {})
+        ]
+    if operation.path == "/api/v1/staff/batches":
+        body = {"staff_ids": fuzz.staff_ids[:1], "action": "send_email"}
+        return [operation.Case(body=body, media_type="application/json")]
+    if "{control}" in operation.path:
+        return [
+            operation.Case(path_parameters={"batch_id": fuzz.batch_id, "control": control})
+            for control in ("pause", "resume", "cancel")
+        ]
+    if "{batch_id}" in operation.path:
+        return [operation.Case(path_parameters={"batch_id": fuzz.batch_id})]
     if operation.path == "/api/v1/clients" and operation.method.upper() == "POST":
         body = {"client_name": "Chosen app", "redirect_uris": ["https://chosen.example.test/cb"]}
         return [operation.Case(body=body, media_type="application/json")]
@@ -299,6 +329,10 @@ async def test_operation_answers_as_documented(fuzz: Fuzz, method: str, path: st
             operation.as_strategy(GenerationMode.POSITIVE, path_parameters={"staff_id": staff_id})
             for staff_id in people
         ]
+    if "{batch_id}" in path:
+        strategies.append(
+            operation.as_strategy(GenerationMode.POSITIVE, path_parameters={"batch_id": fuzz.batch_id})
+        )
     await check_examples(st.one_of(strategies), answers_as_documented, examples(40))
     assert any(200 <= status < 300 for status in seen), seen  # not only refusals
     if operation.path_parameters or operation.query or operation.body:

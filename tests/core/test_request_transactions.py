@@ -121,13 +121,21 @@ def test_services_commit_part_way_only_where_a_flow_must_see_the_row() -> None:
     flow's first activity reads, the audit of a flow that could not start (kept although an
     error answer follows), and a disable, which must hold before the person's flows are
     ended (their activities write the same rows, and a slow Temporal must not leave a leaver
-    able to sign in). A new one needs as good a reason."""
+    able to sign in); a staff batch's rows, which its flow's first chunk reads, and the end
+    of the transaction before a pause, resume or cancel waits on the flow that records it in
+    the same database. A new one needs as good a reason."""
     found = {
         f"{path.name}:{call.split(':')[0]}"
         for path in (ROOT / "api" / "services").glob("*.py")
         for call in _calls(path, "commit_now")
     }
-    assert found == {"setup_admin.py:send_email", "setup_admin.py:_abandon", "staff_status.py:disable"}
+    assert found == {
+        "setup_admin.py:send_email",
+        "setup_admin.py:abandon",
+        "staff_status.py:disable",
+        "staff_batches.py:create",
+        "staff_batches.py:control",
+    }
 
 
 @asynccontextmanager
