@@ -10,9 +10,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from api.client_schemas import ClientCreate, ClientCreated
     from api.schemas import StaffCreate
+    from api.services.orgs import Orgs
     from core.dev_first_run import DevKey, TryIt
     from core.models import Staff
 
@@ -62,6 +63,9 @@ def run() -> NoReturn:
         print(exc.code, file=sys.stderr)
         exit_after_temporal(1)
     exit_after_temporal(0)
+
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,6 +123,14 @@ def _parser() -> argparse.ArgumentParser:
     staff_create.add_argument(
         "--no-email", action="store_true", help="create the record only; send the email later"
     )
+    staff_create.add_argument(
+        "--org", help="their organisation's slug (may be left out while there is only one)"
+    )
+    staff_create.add_argument(
+        "--operator",
+        action="store_true",
+        help="an agentOS operator: an admin who acts across organisations (implies --admin)",
+    )
     staff_create.set_defaults(func=cmd_staff_create)
     send_email = staff_commands.add_parser(
         "send-email", help="send the Single Sign-On email to an existing staff member"
@@ -130,7 +142,29 @@ def _parser() -> argparse.ArgumentParser:
     key_commands = admin_key.add_subparsers(dest="key_command", required=True)
     create = key_commands.add_parser("create", help="create a key and print it once")
     create.add_argument("--name", required=True)
+    create.add_argument(
+        "--org", help="the organisation's slug: a key for its admin only (default: an operator key)"
+    )
     create.set_defaults(func=cmd_admin_key_create)
+
+    orgs = commands.add_parser("orgs", help="manage the organisations (agencies) on the deployment")
+    org_commands = orgs.add_subparsers(dest="orgs_command", required=True)
+    org_create = org_commands.add_parser("create", help="add an organisation")
+    org_create.add_argument("--name", required=True)
+    org_create.add_argument("--slug", required=True, help="2-63 lowercase letters, digits, hyphens")
+    org_create.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        help="a Microsoft Entra tenant id it owns; repeat for several",
+    )
+    org_create.add_argument(
+        "--mfa-policy", choices=["optional", "required"], help="default: the deployment's SSO_MFA_POLICY"
+    )
+    org_create.add_argument("--sender-name", help='e.g. "Harbour Lettings via agentOS"')
+    org_create.set_defaults(func=cmd_orgs_create)
+    org_list = org_commands.add_parser("list", help="list the organisations")
+    org_list.set_defaults(func=cmd_orgs_list)
 
     clients = commands.add_parser("clients", help="manage the apps that sign people in (OpenID Connect)")
     client_commands = clients.add_subparsers(dest="clients_command", required=True)
@@ -213,8 +247,54 @@ def cmd_keys_generate(_args: argparse.Namespace) -> None:
 
 
 def cmd_admin_key_create(args: argparse.Namespace) -> None:
-    key = asyncio.run(_create_admin_key(get_settings(), args.name))
-    print(f"Admin API key '{args.name}' (shown once, store it now):\n{key}")
+    key = asyncio.run(_create_admin_key(get_settings(), args.name, args.org))
+    scope = f" for the organisation {args.org}" if args.org else " (operator: every organisation)"
+    print(f"Admin API key '{args.name}'{scope} (shown once, store it now):\n{key}")
+
+
+def cmd_orgs_create(args: argparse.Namespace) -> None:
+    from api.org_schemas import OrgCreate
+
+    try:
+        data = OrgCreate(
+            name=args.name,
+            slug=args.slug,
+            entra_tenant_ids=args.tenant,
+            mfa_policy=args.mfa_policy,
+            sender_name=args.sender_name,
+        )
+    except ValidationError as exc:
+        raise _refused(exc) from None
+    created = asyncio.run(_orgs(get_settings(), lambda orgs: orgs.create(data)))
+    print(f"Created the organisation {created.slug} ({created.name}): {created.id}")
+
+
+def cmd_orgs_list(_args: argparse.Namespace) -> None:
+    for org in asyncio.run(_orgs(get_settings(), lambda orgs: orgs.all())):
+        tenants = ", ".join(org.entra_tenant_ids) or "no Entra tenant"
+        print(f"{org.slug}\t{org.name}\t{org.status}\t{tenants}\t{org.id}")
+
+
+async def _orgs(settings: Settings, act: Callable[[Orgs], Awaitable[T]]) -> T:
+    """The organisations service, acting as the operator at this terminal."""
+    import getpass
+
+    from api.services.orgs import Orgs
+    from core.db import create_engine, session_factory
+    from core.errors import SsoError
+    from core.orgs import operator
+
+    engine = create_engine(settings.async_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            try:
+                result = await act(Orgs(session, settings, operator(f"cli:{getpass.getuser()}"), None))
+                await session.commit()
+            except SsoError as exc:
+                raise SystemExit(f"sso: {exc.message}") from None
+            return result
+    finally:
+        await engine.dispose()
 
 
 def _refused(exc: ValidationError) -> SystemExit:
@@ -335,14 +415,20 @@ async def _audit_boundary(settings: Settings) -> list[str]:
     return lines
 
 
-async def _create_admin_key(settings: Settings, name: str) -> str:
+async def _create_admin_key(settings: Settings, name: str, org_slug: str | None = None) -> str:
     from core.admin_keys import create_admin_key
     from core.db import create_engine, session_factory
+    from core.errors import SsoError
+    from core.orgs import org_by_slug
 
     engine = create_engine(settings.async_database_url)
     try:
         async with session_factory(engine)() as session:
-            key = await create_admin_key(session, settings, name)
+            try:
+                org_id = (await org_by_slug(session, org_slug)).id if org_slug else None
+            except SsoError as exc:
+                raise SystemExit(f"sso: {exc.message}") from None
+            key = await create_admin_key(session, settings, name, org_id)
             await session.commit()
     finally:
         await engine.dispose()
@@ -359,11 +445,17 @@ def cmd_staff_create(args: argparse.Namespace) -> None:
             first_name=args.first_name,
             last_name=args.last_name,
             external_email_1=args.email,
-            is_admin=args.admin,
+            is_admin=args.admin or args.operator,
         )
     except ValidationError as exc:
         raise _refused(exc) from None
-    print(asyncio.run(_create_staff(get_settings(), data, send=not args.no_email)))
+    print(
+        asyncio.run(
+            _create_staff(
+                get_settings(), data, send=not args.no_email, org=args.org, is_operator=args.operator
+            )
+        )
+    )
 
 
 def temporal_unreachable(settings: Settings) -> str:
@@ -393,6 +485,7 @@ async def _send_sso_email(settings: Settings, session: AsyncSession, client: Cli
     from api.services.setup_admin import Onboarding
     from core.db import UnitOfWork
     from core.errors import SsoError
+    from core.orgs import operator
     from core.temporal_client import TemporalGateway
 
     onboarding = Onboarding(
@@ -402,7 +495,7 @@ async def _send_sso_email(settings: Settings, session: AsyncSession, client: Cli
         uow=UnitOfWork(session),
     )
     try:
-        await onboarding.send_email(staff.id, f"cli:{getpass.getuser()}", None)
+        await onboarding.send_email(staff.id, operator(f"cli:{getpass.getuser()}"), None)
     except SsoError as exc:
         raise SystemExit(f"sso: the Single Sign-On email was not sent: {exc.message}") from None
     return (
@@ -411,12 +504,15 @@ async def _send_sso_email(settings: Settings, session: AsyncSession, client: Cli
     )
 
 
-async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> str:
+async def _create_staff(
+    settings: Settings, data: StaffCreate, send: bool, org: str | None = None, is_operator: bool = False
+) -> str:
     import getpass
 
-    from api.services.staff import create_staff
+    from api.services.staff import create_staff, creation_org
     from core.db import create_engine, session_factory
     from core.errors import SsoError
+    from core.orgs import operator, org_by_slug
 
     # Temporal first: a person created without their email because Temporal is away would
     # make the same command refuse the next time.
@@ -425,11 +521,16 @@ async def _create_staff(settings: Settings, data: StaffCreate, send: bool) -> st
     try:
         async with session_factory(engine)() as session:
             try:
-                staff = await create_staff(session, data, f"cli:{getpass.getuser()}", None)
+                scope = operator(f"cli:{getpass.getuser()}")
+                org_id = (
+                    (await org_by_slug(session, org)).id if org else await creation_org(session, scope, None)
+                )
+                staff = await create_staff(session, data, scope, None, org_id)
+                staff.is_operator = is_operator
                 await session.commit()
             except SsoError as exc:
                 raise SystemExit(f"sso: {exc.message}") from None
-            role = " (admin)" if staff.is_admin else ""
+            role = " (operator)" if staff.is_operator else " (admin)" if staff.is_admin else ""
             done = f"Created {staff.first_name} {staff.last_name}{role}: {staff.id}"
             if client is None:
                 return done

@@ -26,6 +26,7 @@ from activities.inputs import (
 from core import audit, flow_errors
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.models import EntraLink, SetupLink, Staff, utcnow
+from core.orgs import owned_tenants, tenant_owner
 from core.sealing import entra_context
 from core.times import email_at
 
@@ -41,6 +42,8 @@ LINK_REFUSALS = {
     "link_unusable": "This setup link has expired or was already used. Ask your administrator "
     "to send you a new Single Sign-On email.",
     "staff_missing": "This staff login no longer exists. Ask your administrator.",
+    "other_organisation": "This Microsoft account belongs to another organisation than your staff "
+    "login. Sign in with the work account your organisation gave you.",
 }
 
 
@@ -50,7 +53,8 @@ class EntraActivities(SecretActivities):
         grant = Grant.from_json(self._unseal(data.sealed_grant, entra_context(data.workflow_id)).encode())
         try:
             async with asyncio.timeout(ENTRA_BUDGET_SECONDS):
-                identity = await EntraProvider(self._settings).redeem(grant)
+                provider = EntraProvider(self._settings, tenants=owned_tenants(self._sessions))
+                identity = await provider.redeem(grant)
         except TimeoutError:
             raise ApplicationError(
                 "Microsoft did not answer in time", type=flow_errors.ENTRA_UNAVAILABLE
@@ -75,8 +79,12 @@ class EntraActivities(SecretActivities):
         async with self._sessions() as session:
             refusal: str | None = None
             newly = False
-            if await session.get(Staff, staff_id) is None:
+            staff = await session.get(Staff, staff_id)
+            if staff is None:
                 refusal = "staff_missing"
+            elif await tenant_owner(session, who.tenant_id) != staff.org_id:
+                # One tenant, one organisation: its accounts link only to that one's people.
+                refusal = "other_organisation"
             elif data.via == "setup_link" and not await _link_usable(session, data, now):
                 refusal = "link_unusable"
             if refusal is None:

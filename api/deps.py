@@ -21,9 +21,10 @@ from api.services.staff_import import StaffImports
 from api.services.staff_lifecycle import StaffLifecycle
 from api.services.staff_status import StaffStatus
 from core.addresses import canonical, rate_key
-from core.admin_keys import authenticate
+from core.admin_keys import key_scope
 from core.db import UnitOfWork, run_after_commit
 from core.errors import NotAuthenticated, TooManyRequests
+from core.orgs import AdminScope
 from core.rate_limit import SlidingWindowLimiter
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
@@ -82,18 +83,19 @@ async def require_admin(
     uow: UnitOfWorkDep,
     settings: SettingsDep,
     _documented: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_KEY)],
-) -> str:
+) -> AdminScope:
+    """The key's scope: its organisation, or every organisation for an operator key."""
     limits: AdminLimits = request.app.state.admin_limits
-    name = await authenticate(uow.session, settings, bearer(request))
-    if name is None:
+    scope = await key_scope(uow.session, settings, bearer(request))
+    if scope is None:
         refuse(request, "A valid admin API key is required (Authorization: Bearer <key>)")
     # The key's last use is kept even when the answer is a 429 or an error, and no write
     # stays open while the route waits on Temporal.
     await uow.commit_now()
-    wait = limits.requests.hit(name)
+    wait = limits.requests.hit(scope.actor)
     if wait is not None:
         raise TooManyRequests("Too many requests with this admin key; slow down", wait)
-    return f"admin-key:{name}"
+    return scope
 
 
 class AdminLimits:
@@ -102,7 +104,17 @@ class AdminLimits:
         self.auth_failures = SlidingWindowLimiter(settings.auth_failure_limit, 60)
 
 
-AdminDep = Annotated[str, Depends(require_admin)]
+AdminDep = Annotated[AdminScope, Depends(require_admin)]
+
+
+def require_operator(scope: AdminDep) -> AdminScope:
+    """Deployment-wide things (apps, organisations): an organisation's key gets a 403 that
+    says only that."""
+    scope.require_operator()
+    return scope
+
+
+OperatorDep = Annotated[AdminScope, Depends(require_operator)]
 
 
 def refuse(request: Request, message: str) -> NoReturn:

@@ -18,6 +18,7 @@ from api.pages import UNAVAILABLE_TITLE, problem
 from core.db import database_unreachable
 from core.errors import (
     Conflict,
+    Forbidden,
     InvalidInput,
     NotAuthenticated,
     NotFound,
@@ -25,6 +26,7 @@ from core.errors import (
     SsoError,
     TooLarge,
     TooManyRequests,
+    Unprocessable,
     UnsupportedMediaType,
 )
 from core.logging import REQUEST_ID
@@ -52,6 +54,8 @@ HTTP_ANSWERS: dict[type[SsoError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
     InvalidInput: (422, "invalid"),
+    Forbidden: (403, "forbidden"),
+    Unprocessable: (422, "invalid_request"),
     ServiceUnavailable: (503, "unavailable"),
     NotAuthenticated: (401, "not_authenticated"),
     TooManyRequests: (429, "rate_limited"),
@@ -187,5 +191,12 @@ def install(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
         if isinstance(exc, TooManyRequests):
             headers = {"Retry-After": str(exc.retry_after)}
+        if isinstance(exc, Unprocessable):
+            # As the request validation's 422, which the document describes.
+            entry = {"loc": ["body", exc.field], "msg": exc.problem, "type": "value_error"}
+            return JSONResponse(
+                {"error": VALIDATION_ERROR, "message": _invalid_message([entry]), "detail": [entry]},
+                status_code=422,
+            )
         status_code, code = http_answer(exc)
         return JSONResponse({"error": code, "message": exc.message}, status_code=status_code, headers=headers)

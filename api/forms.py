@@ -132,6 +132,8 @@ class StaffForm(CsrfForm):
     last_name: Annotated[str, Field(max_length=1000)] = ""
     external_email_1: Annotated[str, Field(max_length=1000)] = ""
     is_admin: Annotated[str, Field(max_length=10)] = "no"
+    # An operator's choice of organisation (its slug); anyone else adds to their own.
+    org: Annotated[str, Field(max_length=100)] = ""
 
 
 class BulkForm(AdminActionForm):

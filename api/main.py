@@ -37,6 +37,7 @@ from api.routes import (
     health,
     metrics,
     oidc,
+    orgs,
     passkeys,
     reset,
     setup,
@@ -49,6 +50,7 @@ from api.routes import (
 from api.security_headers import SecurityHeadersMiddleware
 from api.services.signin import Hashing
 from core.db import create_engine, session_factory
+from core.orgs import adopt_configured_tenants
 from core.passwords import Hasher, hashing_pool
 from core.settings import Settings, get_settings
 from core.templating import TEMPLATES_DIR
@@ -92,6 +94,10 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         app.state.sessions = session_factory(engine)
         app.state.temporal = temporal or TemporalGateway(settings)
         app.state.counter = build_counter(settings.redis_url, app.state.sessions)
+        if settings.entra_tenants:
+            async with app.state.sessions() as session:
+                await adopt_configured_tenants(session, settings)
+                await session.commit()
         hasher = Hasher(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
         pool = hashing_pool()
         app.state.hashing = Hashing(
@@ -149,6 +155,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         staff,
         staff_bulk,
         clients,
+        orgs,
         oidc,
         codec,
         entra,

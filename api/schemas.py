@@ -45,6 +45,11 @@ class StaffCreate(BaseModel):
     is_admin: bool = Field(
         default=False, description="May use the admin pages (must set up MFA or sign in with Microsoft-Entra)"
     )
+    org_id: uuid.UUID | None = Field(
+        default=None,
+        description="The person's organisation. An organisation's key: its own (may be left out). "
+        "An operator key: required once the deployment has more than one organisation",
+    )
 
     @field_validator("first_name", "last_name", mode="before")
     @classmethod
@@ -95,6 +100,12 @@ class StaffErased(BaseModel):
     pseudonym: str = Field(description="What the person's audit events now name them by")
 
 
+class StaffMove(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    org_id: uuid.UUID = Field(description="The organisation the person moves to")
+
+
 MFA_OBLIGATION = "The MFA obligation, once the person skipped MFA (or it was reset)"
 
 
@@ -102,6 +113,7 @@ class StaffPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
+    org_id: uuid.UUID
     first_name: str
     last_name: str
     external_email_1: str

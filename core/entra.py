@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -106,10 +107,23 @@ class _Cache:
     documents: dict[str, tuple[float, dict[str, Any]]] = {}
 
 
+# Whether a Microsoft tenant may sign in here: in the app and the worker, whether an
+# organisation owns it (core/orgs.py); without one, the settings' tenants.
+TenantCheck = Callable[[str], Awaitable[bool]]
+
+
 class EntraProvider:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, settings: Settings, http: httpx.AsyncClient | None = None, tenants: TenantCheck | None = None
+    ) -> None:
         self.settings = settings
         self._http = http
+        self._tenants = tenants
+
+    async def tenant_allowed(self, tenant: str) -> bool:
+        if self._tenants is not None:
+            return await self._tenants(tenant.lower())
+        return tenant.lower() in self.settings.entra_tenants
 
     # -- discovery ------------------------------------------------------------------------
 
@@ -244,7 +258,7 @@ class EntraProvider:
             raise EntraRefused("expired_token") from exc
         except JoseError as exc:
             raise EntraRefused("invalid_token", str(exc)) from exc
-        if tenant.lower() not in self.settings.entra_tenants:
+        if not await self.tenant_allowed(tenant):
             raise EntraRefused("wrong_tenant", "tenant not allowed")
         return claims
 

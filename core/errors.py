@@ -27,6 +27,21 @@ class InvalidInput(SsoError):
     """A value that is well-formed but not acceptable now (a leave date that has passed)."""
 
 
+class Forbidden(SsoError):
+    """The caller is known but may not do this (an organisation's key on a deployment-wide
+    route); says nothing about other organisations."""
+
+
+class Unprocessable(SsoError):
+    """A well-formed request that leaves out or gets wrong a field only the service can
+    judge (answered 422 as a validation error of that field)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
 class ServiceUnavailable(SsoError):
     """Something the service needs (Temporal, Microsoft, the database) did not answer in
     time; trying again later may work."""
@@ -54,6 +69,7 @@ class TooManyRequests(SsoError):
 
 __all__ = [
     "Conflict",
+    "Forbidden",
     "InvalidInput",
     "NotAuthenticated",
     "NotFound",
@@ -61,5 +77,6 @@ __all__ = [
     "SsoError",
     "TooLarge",
     "TooManyRequests",
+    "Unprocessable",
     "UnsupportedMediaType",
 ]

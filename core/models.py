@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -67,16 +68,56 @@ class AccountStatus(StrEnum):
     disabled = "disabled"
 
 
-class Staff(Base):
-    __tablename__ = "staff"
+class OrgStatus(StrEnum):
+    active = "active"
+    suspended = "suspended"
+
+
+class Organisation(Base):
+    """An agency on the deployment: its people, admins and keys see only each other."""
+
+    __tablename__ = "organisations"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default=OrgStatus.active.value)
+    # None: the deployment's SSO_MFA_POLICY; else "optional" or "required".
+    mfa_policy: Mapped[str | None] = mapped_column(String(20))
+    # The From name of the emails its people get, e.g. "Harbour Lettings via agentOS".
+    sender_name: Mapped[str | None] = mapped_column(String(200))
+    suspended_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OrganisationTenant(Base):
+    """A Microsoft Entra tenant and the one organisation whose people it signs in."""
+
+    __tablename__ = "organisation_tenants"
+
+    # Lower-cased GUID: unique across the deployment (one tenant, one organisation).
+    tenant_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Staff(Base):
+    __tablename__ = "staff"
+    # An operator acts as an admin everywhere: never one without the admin role.
+    __table_args__ = (CheckConstraint("NOT is_operator OR is_admin", name="ck_staff_operator_is_admin"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"), index=True)
     first_name: Mapped[str] = mapped_column(String(100))
     last_name: Mapped[str] = mapped_column(String(100))
     # Stored lower-cased so uniqueness holds whatever case an admin types.
     external_email_1: Mapped[str] = mapped_column(String(320), unique=True)
     # Admins use the staff pages; they sign in through the same Single Sign-On, with MFA.
     is_admin: Mapped[bool] = mapped_column(default=False)
+    # agentOS operations: an admin who acts across organisations (and on deployment-wide
+    # things: apps, the codec, organisations).
+    is_operator: Mapped[bool] = mapped_column(default=False)
     # Set while the person is disabled (a leaver): no sign-in of any kind, no setup email.
     disabled_at: Mapped[datetime | None]
     # The day the person leaves: a durable timer (workflows/leave.py) disables them at its
@@ -196,6 +237,8 @@ class AdminApiKey(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(100))
     key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    # The organisation the key administers; None: an operator key (every organisation).
+    org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]

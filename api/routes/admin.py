@@ -17,6 +17,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from api import admin_words
 from api.cookies import SIGNIN_SESSION, csrf_ok, read_cookie
@@ -29,8 +30,9 @@ from api.services.accounts import AccountAdmin
 from api.services.mfa_obligation import MfaObligations
 from api.services.sessions import Current, Sessions
 from api.services.staff_status import StaffStatus
-from core.errors import Conflict, SsoError
-from core.models import Staff, utcnow
+from core.errors import Conflict, NotFound, SsoError
+from core.models import Organisation, Staff, utcnow
+from core.orgs import AdminScope, staff_scope
 from core.times import email_at
 
 router = APIRouter(prefix="/admin", tags=["admin pages"], include_in_schema=False)
@@ -92,6 +94,33 @@ async def _admin(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) ->
     return current
 
 
+async def _operator(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) -> Current | Response:
+    """A deployment-wide page (the apps): for operators; an agency's admin gets a 403 that
+    says only that."""
+    current = await _admin(request, settings, uow)
+    if isinstance(current, Response) or (await scope_of(uow, current)).is_operator:
+        return current
+    return _denied(
+        request,
+        current.staff,
+        403,
+        "This page is for agentOS operators",
+        "Apps are managed for every agency at once, by agentOS. Contact agentOS support to change one.",
+    )
+
+
+async def scope_of(uow: UnitOfWorkDep, current: Current) -> AdminScope:
+    """The signed-in admin's scope: their organisation, or every one for an operator."""
+    assert current.staff is not None
+    return await staff_scope(uow.session, current.staff, actor_of(current))
+
+
+async def _organisations(uow: UnitOfWorkDep) -> dict[uuid.UUID, Organisation]:
+    """Every organisation by id, for the headers and the operator's column and filter."""
+    rows = await uow.session.scalars(select(Organisation).order_by(Organisation.name))
+    return {org.id: org for org in rows.all()}
+
+
 def _denied(request: Request, me: Staff | None, status_code: int, title: str, message: str) -> HTMLResponse:
     return render_page(request, "admin_denied", status_code, title=title, message=message, me=me)
 
@@ -133,19 +162,49 @@ async def staff_list(
     uow: UnitOfWorkDep,
     q: Annotated[str, Query(max_length=100)] = "",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    org: Annotated[str, Query(max_length=63)] = "",
 ) -> Response:
+    """The admin's agency's people; an operator's list has every organisation's, with an
+    Organisation column and a filter (when there is more than one)."""
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
+    scope = await scope_of(uow, current)
+    orgs = await _organisations(uow)
     query = q.strip()
+    chosen = next((o for o in orgs.values() if o.slug == org), None) if scope.is_operator else None
     rows, total = await staff_service.list_staff(
-        uow.session, PAGE_SIZE, (page - 1) * PAGE_SIZE, query or None
+        uow.session, PAGE_SIZE, (page - 1) * PAGE_SIZE, query or None, scope, chosen.id if chosen else None
     )
-    back = f"/admin/staff?q={quote(query)}&page={page}" if query else f"/admin/staff?page={page}"
+    filters = {"q": query} if query else {}
+    if chosen is not None:
+        filters["org"] = chosen.slug
+    back = "/admin/staff?" + "&".join(f"{k}={quote(str(v))}" for k, v in {**filters, "page": page}.items())
     pages = max(1, math.ceil(total / PAGE_SIZE))
     return _page(
-        request, current, "admin_staff", back, rows=rows, total=total, q=query, page=page, pages=pages
+        request,
+        current,
+        "admin_staff",
+        back,
+        rows=rows,
+        total=total,
+        q=query,
+        page=page,
+        pages=pages,
+        filters=filters,
+        orgs=orgs if scope.is_operator and len(orgs) > 1 else {},
+        chosen=chosen,
+        agency=_agency(scope, orgs),
     )
+
+
+def _agency(scope: AdminScope, orgs: dict[uuid.UUID, Organisation]) -> str | None:
+    """The agency an organisation's admin manages, named in the header once there are
+    several (a one-organisation deployment looks as it always did)."""
+    if scope.org_id is None or len(orgs) <= 1:
+        return None
+    org = orgs.get(scope.org_id)
+    return org.name if org else None
 
 
 STAFF_FIELDS = {
@@ -157,10 +216,20 @@ STAFF_FIELDS = {
 ADMIN_CHOICES = {"no": False, "yes": True}
 
 
-def _new_staff_page(
-    request: Request, current: Current, form: StaffForm, problems: dict[str, str], status_code: int = 200
+async def _new_staff_page(
+    request: Request,
+    uow: UnitOfWorkDep,
+    current: Current,
+    form: StaffForm,
+    problems: dict[str, str],
+    status_code: int = 200,
 ) -> HTMLResponse:
+    """The Add staff form; an operator also chooses the organisation (their own at first)."""
+    assert current.staff is not None
     values = form.model_dump(include=set(STAFF_FIELDS))
+    orgs = await _organisations(uow)
+    scope = await scope_of(uow, current)
+    own = orgs.get(current.staff.org_id)
     return _page(
         request,
         current,
@@ -169,7 +238,22 @@ def _new_staff_page(
         status_code=status_code,
         values=values,
         problems=problems,
+        orgs=orgs if scope.is_operator and len(orgs) > 1 else {},
+        chosen_org=form.org or (own.slug if own else ""),
     )
+
+
+async def _new_staff_org(uow: UnitOfWorkDep, current: Current, form: StaffForm) -> uuid.UUID | None:
+    """Where the page adds the person: an admin's own organisation; for an operator, the one
+    chosen (None: no such organisation)."""
+    assert current.staff is not None
+    scope = await scope_of(uow, current)
+    if scope.org_id is not None:
+        return scope.org_id
+    if not form.org:
+        return current.staff.org_id
+    chosen = next((o for o in (await _organisations(uow)).values() if o.slug == form.org), None)
+    return chosen.id if chosen else None
 
 
 def _staff_create(form: StaffForm) -> StaffCreate | dict[str, str]:
@@ -197,7 +281,7 @@ async def new_staff(request: Request, settings: SettingsDep, uow: UnitOfWorkDep)
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
-    return _new_staff_page(request, current, StaffForm(), {})
+    return await _new_staff_page(request, uow, current, StaffForm(), {})
 
 
 @router.post("/staff/new", response_class=HTMLResponse)
@@ -209,17 +293,22 @@ async def add_staff(
     if isinstance(current, Response):
         return current
     if not csrf_ok(request, settings, form.csrf):
-        return _new_staff_page(request, current, form, {"csrf": EXPIRED_FORM}, status_code=400)
+        return await _new_staff_page(request, uow, current, form, {"csrf": EXPIRED_FORM}, status_code=400)
     data = _staff_create(form)
     if isinstance(data, dict):
-        return _new_staff_page(request, current, form, data, status_code=400)
+        return await _new_staff_page(request, uow, current, form, data, status_code=400)
+    org_id = await _new_staff_org(uow, current, form)
+    if org_id is None:
+        problem = {"org": "Organisation: choose one from the list."}
+        return await _new_staff_page(request, uow, current, form, problem, status_code=400)
+    scope = await scope_of(uow, current)
     try:
-        staff = await staff_service.create_staff(uow.session, data, actor_of(current), client_ip(request))
+        staff = await staff_service.create_staff(uow.session, data, scope, client_ip(request), org_id)
     except Conflict as exc:
         if not uow.session.is_active:
             raise  # another admin added the address this instant: the boundary rolls back
-        return _new_staff_page(
-            request, current, form, {"external_email_1": exc.message + "."}, status_code=409
+        return await _new_staff_page(
+            request, uow, current, form, {"external_email_1": exc.message + "."}, status_code=409
         )
     return await _done(
         current,
@@ -238,7 +327,9 @@ async def person(
     if isinstance(found, Response):
         return found
     current, staff = found
+    scope = await scope_of(uow, current)
     [overview] = await staff_service.overviews(uow.session, [staff])
+    orgs = await _organisations(uow)
     return _page(
         request,
         current,
@@ -246,24 +337,37 @@ async def person(
         f"/admin/staff/{staff.id}",
         person=staff,
         view=overview,
-        status=await onboarding.status(staff.id),
+        status=await onboarding.status(staff.id, scope),
         history=await staff_service.history(uow.session, staff.id),
+        agency=_agency(scope, orgs),
+        person_org=orgs[staff.org_id].name if scope.is_operator and len(orgs) > 1 else None,
     )
 
 
 async def _admin_and_person(
     request: Request, settings: SettingsDep, uow: UnitOfWorkDep, staff_id: str
 ) -> tuple[Current, Staff] | Response:
-    """A person's page: for an administrator only, and a 404 page for an unknown id."""
+    """A person's page: for an administrator only, and a 404 page for an unknown id or a
+    person of another organisation (whose existence an agency's admin never learns)."""
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
-    staff = await uow.session.get(Staff, _uuid(staff_id)) if _uuid(staff_id) else None
+    staff = await _person(uow, current, _uuid(staff_id))
     if staff is None:
         return _denied(
             request, current.staff, 404, "No such person", "There is no staff member with that id."
         )
     return current, staff
+
+
+async def _person(uow: UnitOfWorkDep, current: Current, staff_id: uuid.UUID | None) -> Staff | None:
+    """The person, when the admin's scope sees them."""
+    if staff_id is None:
+        return None
+    try:
+        return await staff_service.get_staff(uow.session, staff_id, await scope_of(uow, current))
+    except NotFound:
+        return None
 
 
 @router.get("/staff/{staff_id}/reset-mfa", response_class=HTMLResponse)
@@ -331,41 +435,42 @@ async def act(
     if not csrf_ok(request, settings, form.csrf):
         return await _done(current, target, "error", EXPIRED_FORM)
     db = uow.session
-    staff = await db.get(Staff, staff_id)
+    staff = await _person(uow, current, staff_id)
     if staff is None:
         return await _done(current, target, "error", "That person no longer exists.")
-    actor, ip = actor_of(current), client_ip(request)
+    scope = await scope_of(uow, current)
+    actor, ip = scope.actor, client_ip(request)
     name = f"{staff.first_name} {staff.last_name}"
     accounts = AccountAdmin(db, settings, get_temporal(request))
 
     async def send() -> str:
-        await onboarding.send_email(staff_id, actor, ip)
+        await onboarding.send_email(staff_id, scope, ip)
         return (
             f"Single Sign-On email sent to {staff.external_email_1}. The link is valid for "
             f"{int(settings.setup_link_ttl.total_seconds() // 60)} minutes."
         )
 
     async def cancel() -> str:
-        await onboarding.cancel(staff_id, actor, ip)
+        await onboarding.cancel(staff_id, scope, ip)
         return f"The Single Sign-On setup for {name} was cancelled; its link no longer works."
 
     async def revoke() -> str:
-        count = await accounts.revoke_sessions(staff_id, actor, ip)
+        count = await accounts.revoke_sessions(staff_id, scope, ip)
         return f"{name} was signed out everywhere ({_sessions_ended(count)})."
 
     async def unlock() -> str:
-        await accounts.unlock(staff_id, actor, ip)
+        await accounts.unlock(staff_id, scope, ip)
         return f"Sign-in for {name} is unlocked."
 
     async def unlink() -> str:
-        link = await accounts.unlink_entra(staff_id, actor, ip)
+        link = await accounts.unlink_entra(staff_id, scope, ip)
         return (
             f"The Microsoft account {link.email or link.object_id} was unlinked from {name}, "
             "and their sessions were ended."
         )
 
     async def reset_mfa() -> str:
-        count = await accounts.reset_mfa(staff_id, actor, ip, notices)
+        count = await accounts.reset_mfa(staff_id, scope, ip, notices)
         return (
             f"MFA for {name} was reset: their authenticator app and recovery codes were removed, "
             f"they were signed out everywhere ({_sessions_ended(count)}) and told by email. They "
@@ -376,11 +481,11 @@ async def act(
 
     async def disable() -> str:
         assert current.staff is not None
-        await staff_status.disable(staff_id, actor, ip, by=current.staff.id)
+        await staff_status.disable(staff_id, scope, ip, by=current.staff.id)
         return f"{name} was disabled: signed out of every app, and can't sign in until enabled."
 
     async def enable() -> str:
-        await staff_status.enable(staff_id, actor, ip)
+        await staff_status.enable(staff_id, scope, ip)
         return f"{name} was enabled: they can sign in again (their old sessions stay ended)."
 
     async def extend_mfa() -> str:

@@ -14,7 +14,7 @@ from api.client_schemas import ClientCreate, ClientUpdate
 from api.cookies import csrf_ok
 from api.deps import SettingsDep, UnitOfWorkDep, client_ip
 from api.forms import AppForm, AppFormDep, CsrfFormDep
-from api.routes.admin import EXPIRED_FORM, _admin, _done, _page, actor_of
+from api.routes.admin import EXPIRED_FORM, _done, _operator, _page, actor_of
 from api.services.oidc_clients import Clients, public_view
 from api.services.sessions import Current
 from core.errors import NotFound, SsoError
@@ -67,7 +67,7 @@ def _form_page(
 
 @router.get("", response_class=HTMLResponse)
 async def apps(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) -> Response:
-    current = await _admin(request, settings, uow)
+    current = await _operator(request, settings, uow)
     if isinstance(current, Response):
         return current
     rows = await _clients(request, settings, uow, current).all()
@@ -76,7 +76,7 @@ async def apps(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) -> R
 
 @router.get("/new", response_class=HTMLResponse)
 async def new_app(request: Request, settings: SettingsDep, uow: UnitOfWorkDep) -> Response:
-    current = await _admin(request, settings, uow)
+    current = await _operator(request, settings, uow)
     if isinstance(current, Response):
         return current
     return _form_page(request, current, "admin_app_new", AppForm(), {})
@@ -87,7 +87,7 @@ async def register_app(
     request: Request, settings: SettingsDep, uow: UnitOfWorkDep, form: AppFormDep
 ) -> Response:
     """Register an app; a confidential app's secret is on the answer to this post only."""
-    current = await _admin(request, settings, uow)
+    current = await _operator(request, settings, uow)
     if isinstance(current, Response):
         return current
     if not csrf_ok(request, settings, form.csrf):
@@ -149,7 +149,7 @@ async def _app_page(
 
 @router.get("/{client_id}", response_class=HTMLResponse)
 async def app_page(request: Request, client_id: str, settings: SettingsDep, uow: UnitOfWorkDep) -> Response:
-    current = await _admin(request, settings, uow)
+    current = await _operator(request, settings, uow)
     if isinstance(current, Response):
         return current
     try:
@@ -162,7 +162,7 @@ async def app_page(request: Request, client_id: str, settings: SettingsDep, uow:
 async def save_app(
     request: Request, client_id: str, settings: SettingsDep, uow: UnitOfWorkDep, form: AppFormDep
 ) -> Response:
-    current = await _admin(request, settings, uow)
+    current = await _operator(request, settings, uow)
     if isinstance(current, Response):
         return current
     clients = _clients(request, settings, uow, current)
@@ -196,7 +196,7 @@ async def save_app(
 async def confirm_delete(
     request: Request, client_id: str, settings: SettingsDep, uow: UnitOfWorkDep
 ) -> Response:
-    current = await _admin(request, settings, uow)
+    current = await _operator(request, settings, uow)
     if isinstance(current, Response):
         return current
     try:
@@ -216,7 +216,7 @@ async def act(
     form: CsrfFormDep,
 ) -> Response:
     """Switch an app off or on, give it a new secret, or delete it."""
-    current = await _admin(request, settings, uow)
+    current = await _operator(request, settings, uow)
     if isinstance(current, Response):
         return current
     here = f"{LIST}/{client_id}"

@@ -14,7 +14,7 @@ from api.client_schemas import (
     ClientSecret,
     ClientUpdate,
 )
-from api.deps import AdminDep, SessionDep, SettingsDep, client_ip
+from api.deps import OperatorDep, SessionDep, SettingsDep, client_ip
 from api.routes.staff import ERRORS
 from api.services.oidc_clients import Clients, public_view
 
@@ -22,8 +22,8 @@ router = APIRouter(prefix="/api/v1/clients", tags=["clients"], responses=ERRORS)
 ClientId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-def get_clients(request: Request, session: SessionDep, settings: SettingsDep, actor: AdminDep) -> Clients:
-    return Clients(settings=settings, db=session, actor=actor, ip=client_ip(request))
+def get_clients(request: Request, session: SessionDep, settings: SettingsDep, scope: OperatorDep) -> Clients:
+    return Clients(settings=settings, db=session, actor=scope.actor, ip=client_ip(request))
 
 
 ClientsDep = Annotated[Clients, Depends(get_clients)]

@@ -11,27 +11,32 @@ from temporalio.api.common.v1 import Payload, Payloads
 from api.cookies import SIGNIN_SESSION, read_cookie
 from api.deps import SettingsDep, UnitOfWorkDep, bearer, refuse
 from api.services.sessions import Sessions
-from core.admin_keys import authenticate
+from core.admin_keys import key_scope
 from core.codec import REASON, is_unauthenticated, refusal
 from core.codec import codec as make_codec
 from core.errors import SsoError
+from core.orgs import staff_scope
 
 router = APIRouter(prefix="/codec", tags=["ops"])
 
 
 async def _authorise(request: Request, uow: UnitOfWorkDep, settings: SettingsDep) -> None:
-    """An admin API key, or an admin signed in with a second factor: the Temporal UI sends
-    the sign-in cookie along when it is configured to include credentials."""
+    """An operator's admin API key, or an operator signed in with a second factor: the
+    Temporal UI sends the sign-in cookie along when it is configured to include credentials.
+    Payloads are every organisation's, so an organisation's admin gets a 403."""
     if settings.codec_dev_open and settings.is_development:
         return
     if bearer(request):
-        if await authenticate(uow.session, settings, bearer(request)) is None:
+        scope = await key_scope(uow.session, settings, bearer(request))
+        if scope is None:
             refuse(request, "The codec endpoint needs an admin API key")
         await uow.commit_now()  # the key's last use is kept whatever the answer
+        scope.require_operator()
         return
     current = await Sessions(settings, uow.session).signed_in(read_cookie(request, settings, SIGNIN_SESSION))
     if current is None or current.staff is None or not current.staff.is_admin or not current.strong:
         refuse(request, "The codec endpoint needs an admin API key or an administrator signed in with MFA")
+    (await staff_scope(uow.session, current.staff, "codec")).require_operator()
 
 
 async def _apply(request: Request, settings: SettingsDep, encode: bool) -> Response:

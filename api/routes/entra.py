@@ -29,13 +29,15 @@ from core.db import UnitOfWork
 from core.entra import EntraProvider
 from core.errors import ServiceUnavailable
 from core.models import utcnow
+from core.orgs import owned_tenants
 from workflows.entra import CONFIRM_LIMIT
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 
-def get_entra(db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> EntraSignOn:
-    return EntraSignOn(settings=settings, db=db, temporal=temporal, provider=EntraProvider(settings))
+def get_entra(request: Request, db: SessionDep, settings: SettingsDep, temporal: TemporalDep) -> EntraSignOn:
+    provider = EntraProvider(settings, tenants=owned_tenants(request.app.state.sessions))
+    return EntraSignOn(settings=settings, db=db, temporal=temporal, provider=provider)
 
 
 EntraDep = Annotated[EntraSignOn, Depends(get_entra)]

@@ -20,6 +20,7 @@ from core import audit, passkeys
 from core.accounts import account_for, remove_second_factors
 from core.errors import Conflict, NotFound
 from core.models import EntraLink, Staff
+from core.orgs import AdminScope
 from core.reset_caps import clear as clear_wrong_reset_codes
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
@@ -31,14 +32,16 @@ class AccountAdmin:
     settings: Settings
     temporal: TemporalGateway
 
-    async def revoke_sessions(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> int:
-        staff = await get_staff(self.db, staff_id)
+    async def revoke_sessions(self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None) -> int:
+        staff = await get_staff(self.db, staff_id, scope)
+        actor = scope.actor
         count = await self._end_sessions(staff)
         await self._done("sessions.revoke", staff, actor, ip, sessions_revoked=count)
         return count
 
-    async def unlock(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> None:
-        staff = await get_staff(self.db, staff_id)
+    async def unlock(self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None) -> None:
+        staff = await get_staff(self.db, staff_id, scope)
+        actor = scope.actor
         account = await account_for(self.db, staff.id)
         if account is None:
             raise NotFound("This person has no Single Sign-On account yet")
@@ -52,10 +55,11 @@ class AccountAdmin:
         was["wrong_reset_codes"] = await clear_wrong_reset_codes(self.db, str(account.id))
         await self._done("account.unlock", staff, actor, ip, **was)
 
-    async def unlink_entra(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> EntraLink:
+    async def unlink_entra(self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None) -> EntraLink:
         """Remove the link; the Microsoft account no longer signs this person in. Sessions made
         with it are ended too, so the unlink takes effect at once."""
-        staff = await get_staff(self.db, staff_id)
+        staff = await get_staff(self.db, staff_id, scope)
+        actor = scope.actor
         link = await self.db.scalar(select(EntraLink).where(EntraLink.staff_id == staff.id))
         if link is None:
             raise NotFound("This person has no linked Microsoft account")
@@ -72,11 +76,14 @@ class AccountAdmin:
         )
         return link
 
-    async def reset_mfa(self, staff_id: uuid.UUID, actor: str, ip: str | None, notices: MfaNotices) -> int:
+    async def reset_mfa(
+        self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None, notices: MfaNotices
+    ) -> int:
         """A lost phone: the authenticator, passkeys and recovery codes go, and so does every session,
         since whoever has the phone may be signed in; the person is told. The sessions
         ended."""
-        staff = await get_staff(self.db, staff_id)
+        staff = await get_staff(self.db, staff_id, scope)
+        actor = scope.actor
         account = await account_for(self.db, staff.id)
         if account is None or not await passkeys.has_second_factor(self.db, account):
             raise Conflict("This person has no Multi-Factor Authentication to reset")

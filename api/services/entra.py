@@ -30,6 +30,7 @@ from core.crypto import DecryptionError
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.errors import ServiceUnavailable
 from core.models import AccountStatus, EntraLink, SsoAccount, Staff, utcnow
+from core.orgs import tenant_owner
 from core.sealing import entra_context, seal
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
@@ -215,6 +216,12 @@ class EntraSignOn:
             return refused("unlinked")
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == link.staff_id))
         staff = await self.db.get(Staff, link.staff_id)
+        if staff is not None and await tenant_owner(self.db, identity.tenant_id) != staff.org_id:
+            # The tenant now belongs to another organisation than the person (moved since the
+            # link was made): its accounts sign in only that organisation's people.
+            self._audit_signin_failure(link.staff_id, ip, "wrong_tenant", tenant_id=identity.tenant_id)
+            await self.db.flush()
+            return refused("wrong_tenant")
         if (staff is not None and staff.disabled_at is not None) or (
             account is not None and account.status == AccountStatus.disabled.value
         ):

@@ -18,6 +18,7 @@ from core.accounts import account_for
 from core.addresses import rate_key
 from core.errors import Conflict, TooManyRequests
 from core.models import AccountStatus
+from core.orgs import operator
 from core.throttle import Counter
 
 NEUTRAL = "If this link was yours, we've sent a new one to your email."
@@ -60,7 +61,7 @@ class NewLinks:
             return None
         # Nothing written before the old flow is ended: its last activity writes too.
         try:
-            await self.onboarding.send_email(staff.id, actor, ip)
+            await self.onboarding.send_email(staff.id, operator(actor), ip)
         except (Conflict, TooManyRequests) as refused:
             audit.by_staff(db, str(staff.id), ACTION, outcome="refused", ip=ip, reason=str(refused))
             return None

@@ -31,6 +31,7 @@ from core.models import (
     Staff,
     utcnow,
 )
+from core.orgs import AdminScope
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
@@ -81,9 +82,9 @@ class Onboarding:
     uow: UnitOfWork
     timeout: float = 10.0
 
-    async def send_email(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> SsoEmailSent:
-        staff = await get_staff(self.session, staff_id)
-        setup = await self.begin_setup(staff, actor, ip)
+    async def send_email(self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None) -> SsoEmailSent:
+        staff = await get_staff(self.session, staff_id, scope)
+        setup = await self.begin_setup(staff, scope.actor, ip)
         # The flow's first activity reads this row: it must exist before the flow starts.
         await self.uow.commit_now()
         try:
@@ -171,8 +172,9 @@ class Onboarding:
             "after the email is sent",
         )
 
-    async def cancel(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> SetupOutcome:
-        staff = await get_staff(self.session, staff_id)
+    async def cancel(self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None) -> SetupOutcome:
+        staff = await get_staff(self.session, staff_id, scope)
+        actor = scope.actor
         workflow_id = setup_workflow_id(staff.id)
         outcome: SetupOutcome | None = await self._flows.end(
             workflow_id,
@@ -194,8 +196,8 @@ class Onboarding:
         await self.session.flush()
         return outcome
 
-    async def status(self, staff_id: uuid.UUID) -> SsoStatus:
-        staff = await get_staff(self.session, staff_id)
+    async def status(self, staff_id: uuid.UUID, scope: AdminScope) -> SsoStatus:
+        staff = await get_staff(self.session, staff_id, scope)
         setup = await self.session.scalar(
             select(SsoSetup)
             .where(SsoSetup.staff_id == staff.id)

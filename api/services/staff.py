@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.schemas import StaffCreate
 from core import audit
 from core.accounts import MAX_FAILURES
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound, Unprocessable
 from core.mfa_policy import due_text
 from core.models import (
     OPEN_SETUP_STATES,
@@ -23,6 +23,7 @@ from core.models import (
     AuditEvent,
     EntraLink,
     MfaObligation,
+    Organisation,
     Passkey,
     SetupState,
     SsoAccount,
@@ -30,23 +31,34 @@ from core.models import (
     Staff,
     utcnow,
 )
+from core.orgs import AdminScope, get_org
+
+ADDRESS_TAKEN = "A staff member with that External Email 1 already exists"
+# To an organisation's admin, an address another organisation has says nothing about it.
+ADDRESS_ELSEWHERE = "This address can't be added; contact agentOS support"
 
 
-async def create_staff(session: AsyncSession, data: StaffCreate, actor: str, ip: str | None) -> Staff:
+async def create_staff(
+    session: AsyncSession, data: StaffCreate, scope: AdminScope, ip: str | None, org_id: uuid.UUID
+) -> Staff:
+    """A new person in `org_id` (see `creation_org`)."""
     email = data.external_email_1.lower()
-    if await session.scalar(select(Staff.id).where(Staff.external_email_1 == email)):
-        raise Conflict("A staff member with that External Email 1 already exists")
+    await _check_address_free(session, email, scope, org_id)
     staff = Staff(
-        first_name=data.first_name, last_name=data.last_name, external_email_1=email, is_admin=data.is_admin
+        first_name=data.first_name,
+        last_name=data.last_name,
+        external_email_1=email,
+        is_admin=data.is_admin,
+        org_id=org_id,
     )
     session.add(staff)
     try:
         await session.flush()
     except IntegrityError as exc:
-        raise Conflict("A staff member with that External Email 1 already exists") from exc
+        raise Conflict(ADDRESS_TAKEN if scope.is_operator else ADDRESS_ELSEWHERE) from exc
     audit.record(
         session,
-        actor=actor,
+        actor=scope.actor,
         action="staff.create",
         outcome="success",
         target=str(staff.id),
@@ -56,10 +68,66 @@ async def create_staff(session: AsyncSession, data: StaffCreate, actor: str, ip:
     return staff
 
 
-async def get_staff(session: AsyncSession, staff_id: uuid.UUID) -> Staff:
+async def _check_address_free(
+    session: AsyncSession, email: str, scope: AdminScope, org_id: uuid.UUID
+) -> None:
+    """An address is one person's on the whole deployment. Held in another organisation, an
+    operator learns which; the organisation's admin only that it can't be added."""
+    holder = await session.scalar(select(Staff.org_id).where(Staff.external_email_1 == email))
+    if holder is None:
+        return
+    if holder == org_id:
+        raise Conflict(ADDRESS_TAKEN)
+    if not scope.is_operator:
+        raise Conflict(ADDRESS_ELSEWHERE)
+    org = await session.get(Organisation, holder)
+    raise Conflict(f"{ADDRESS_TAKEN}, in the organisation {org.slug if org else holder}")
+
+
+async def creation_org(session: AsyncSession, scope: AdminScope, requested: uuid.UUID | None) -> uuid.UUID:
+    """The organisation a new person joins: an organisation's admin's own; an operator names
+    one, or leaves it out on a deployment of one organisation."""
+    if scope.org_id is not None:
+        if requested is not None and requested != scope.org_id:
+            raise NotFound("No organisation with that id")
+        return scope.org_id
+    if requested is not None:
+        return (await get_org(session, requested, scope)).id
+    only = (await session.scalars(select(Organisation.id).limit(2))).all()
+    if len(only) != 1:
+        raise Unprocessable("org_id", "required: this deployment has more than one organisation")
+    return only[0]
+
+
+async def get_staff(session: AsyncSession, staff_id: uuid.UUID, scope: AdminScope) -> Staff:
+    """The person, if the scope may see them: another organisation's is a 404, as if they
+    did not exist."""
     staff = await session.get(Staff, staff_id)
-    if staff is None:
+    if staff is None or not scope.sees(staff.org_id):
         raise NotFound("No staff member with that id")
+    return staff
+
+
+async def move_staff(
+    session: AsyncSession, staff_id: uuid.UUID, org_id: uuid.UUID, scope: AdminScope, ip: str | None
+) -> Staff:
+    """An operator moves a person to another organisation (audited)."""
+    scope.require_operator()
+    staff = await get_staff(session, staff_id, scope)
+    org = await get_org(session, org_id, scope)
+    was = staff.org_id
+    staff.org_id = org.id
+    audit.record(
+        session,
+        actor=scope.actor,
+        action="staff.moved",
+        outcome="success",
+        target=str(staff.id),
+        ip=ip,
+        from_org=str(was),
+        to_org=str(org.id),
+    )
+    await session.flush()
     return staff
 
 
@@ -103,9 +171,19 @@ def shown_state(setup: SsoSetup, now: datetime) -> tuple[str, datetime | None]:
 
 
 async def list_staff(
-    session: AsyncSession, limit: int, offset: int, query: str | None
+    session: AsyncSession,
+    limit: int,
+    offset: int,
+    query: str | None,
+    scope: AdminScope,
+    org_id: uuid.UUID | None = None,
 ) -> tuple[list[StaffOverview], int]:
-    filters = []
+    """A page of the people the scope sees; an operator may narrow it to one organisation
+    (an organisation's admin naming another gets a 404)."""
+    if org_id is not None:
+        await get_org(session, org_id, scope)
+    shown = scope.org_id or org_id
+    filters = [Staff.org_id == shown] if shown is not None else []
     if query:
         # % and _ are what people type, not wildcards.
         escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

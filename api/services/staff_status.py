@@ -30,6 +30,7 @@ from core.accounts import SIGNED_IN_PURPOSES, account_for
 from core.db import UnitOfWork
 from core.errors import Conflict, ServiceUnavailable
 from core.models import AccountStatus, OidcGrant, Staff, utcnow
+from core.orgs import AdminScope
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.entra import link_workflow_id
@@ -58,12 +59,13 @@ class StaffStatus:
         return self.uow.session
 
     async def disable(
-        self, staff_id: uuid.UUID, actor: str, ip: str | None, by: uuid.UUID | None = None
+        self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None, by: uuid.UUID | None = None
     ) -> Staff:
         """Idempotent: a disabled person is returned as they are (their flows asked to end
         once more, in case Temporal was away the first time). `by` is the admin acting
         through the admin pages, who may not lock themselves out."""
-        staff = await get_staff(self.db, staff_id)
+        staff = await get_staff(self.db, staff_id, scope)
+        actor = scope.actor
         if by == staff.id:
             raise Conflict(SELF_DISABLE)
         account = await account_for(self.db, staff.id)
@@ -85,10 +87,11 @@ class StaffStatus:
         await self._end_flows(staff, actor, account.id if account else None)
         return staff
 
-    async def enable(self, staff_id: uuid.UUID, actor: str, ip: str | None) -> Staff:
+    async def enable(self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None) -> Staff:
         """Idempotent: sign-in as it was before the disable (active, or still to be set up);
         the sessions stay ended."""
-        staff = await get_staff(self.db, staff_id)
+        staff = await get_staff(self.db, staff_id, scope)
+        actor = scope.actor
         if staff.disabled_at is None:
             return staff
         was = staff.disabled_at

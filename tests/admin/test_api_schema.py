@@ -33,6 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.main import create_app
 from api.services.sessions import Sessions
 from core.models import EntraLink, utcnow
+from core.orgs import DEFAULT_ORG_ID
 from tests.support.accounts import code_in, emails_with_subject, make_person
 from tests.support.config import _migrate, examples, make_settings
 from tests.support.harness import Stack, running_stack
@@ -230,10 +231,11 @@ async def test_every_admin_operation_is_covered(fuzz: Fuzz) -> None:
     served = {(op.ok().method.upper(), op.ok().path) for op in fuzz.schema.get_all_operations()}
     admin = {(method, path) for method, path in served if path.startswith(ADMIN_API)}
     assert admin == {(m, p) for m, p in OPERATIONS if p.startswith(ADMIN_API)}
-    # staff: create, list, get, patch, erase; sso-email: send, cancel; sso; revoke, unlock,
-    # entra-link, mfa, mfa/extend, disable, enable, email-change/confirm; clients: create,
-    # list, get, patch, delete, secret; imports; batches: start, progress, pause/resume/cancel
-    assert len(admin) == 26
+    # staff: create, list, get, patch, erase, move; sso-email: send, cancel; sso; revoke,
+    # unlock, entra-link, mfa, mfa/extend, disable, enable, email-change/confirm; clients:
+    # create, list, get, patch, delete, secret; imports; batches: start, progress,
+    # pause/resume/cancel; orgs: create, list, get, patch, keys
+    assert len(admin) == 32
 
 
 def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
@@ -246,6 +248,8 @@ def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
                     "first_name": "Cy",
                     "last_name": "Chosen",
                     "external_email_1": f"cy.{uuid.uuid4().hex[:8]}@example.com",
+                    # Named: the fuzzing of POST /api/v1/orgs may have added organisations.
+                    "org_id": str(DEFAULT_ORG_ID),
                 },
                 media_type="application/json",
             )
@@ -259,11 +263,23 @@ def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
         return [
             operation.Case(path_parameters={"staff_id": staff_id}, body=body, media_type="application/json")
         ]
-    if "{staff_id}" in operation.path and method == "PATCH":
-        body = {"first_name": "Chosen"}
+    if ("{staff_id}" in operation.path and method == "PATCH") or operation.path.endswith("/move"):
+        body = {"first_name": "Chosen"} if method == "PATCH" else {"org_id": str(DEFAULT_ORG_ID)}
         return [
             operation.Case(path_parameters={"staff_id": staff_id}, body=body, media_type="application/json")
             for staff_id in fuzz.staff_ids
+        ]
+    if operation.path == "/api/v1/orgs" and operation.method.upper() == "POST":
+        body = {"name": "Chosen Lettings", "slug": f"chosen-{uuid.uuid4().hex[:8]}"}
+        return [operation.Case(body=body, media_type="application/json")]
+    if "{org_id}" in operation.path:
+        body = {"name": "chosen"} if operation.path.endswith("/keys") else {}
+        method = operation.method.upper()
+        return [
+            operation.Case(
+                path_parameters={"org_id": str(DEFAULT_ORG_ID)},
+                **({"body": body, "media_type": "application/json"} if method != "GET" else {}),
+            )
         ]
     if "{staff_id}" in operation.path:
         return [operation.Case(path_parameters={"staff_id": staff_id}) for staff_id in fuzz.staff_ids]
@@ -368,6 +384,54 @@ async def test_without_a_valid_key_every_operation_answers_401(fuzz: Fuzz, metho
     await check_examples(
         st.tuples(operation.as_strategy(GenerationMode.POSITIVE), credentials), refused, examples(5)
     )
+
+
+async def test_an_organisation_key_never_gets_another_organisations_person(fuzz: Fuzz) -> None:
+    """Two organisations' keys: whatever A's key asks about B's people (generated from the
+    schema), the answer is never a 5xx and never carries B's person."""
+    stack = fuzz.stack
+    keys: dict[str, dict[str, str]] = {}
+    for slug in ("fuzz-alpha", "fuzz-bravo"):
+        org = await stack.http.post("/api/v1/orgs", json={"name": slug, "slug": slug}, headers=stack.admin)
+        assert org.status_code == 201, org.text
+        key = await stack.http.post(
+            f"/api/v1/orgs/{org.json()['id']}/keys", json={"name": slug}, headers=stack.admin
+        )
+        keys[slug] = {"Authorization": f"Bearer {key.json()['key']}"}
+    theirs = []
+    for n in range(2):
+        body = {
+            "first_name": "Bee",
+            "last_name": f"Bravo{n}",
+            "external_email_1": f"bee{n}.{uuid.uuid4().hex[:8]}@bravo.example",
+        }
+        created = await stack.http.post("/api/v1/staff", json=body, headers=keys["fuzz-bravo"])
+        assert created.status_code == 201, created.text
+        theirs.append(created.json())
+    mine = keys["fuzz-alpha"]
+
+    async def never_theirs(case: Case) -> None:
+        response = await send(stack.http, case, mine)
+        case.validate_response(response, checks=CHECKS)
+        for person in theirs:
+            assert person["id"] not in response.text and person["external_email_1"] not in response.text
+        if (
+            "{staff_id}" in case.path
+            and case.path_parameters
+            and case.path_parameters.get("staff_id") in {p["id"] for p in theirs}
+        ):
+            assert response.status_code in (400, 403, 404, 422), response.text
+
+    staff_operations = [(m, p) for m, p in OPERATIONS if p.startswith("/api/v1/staff")]
+    for method, path in staff_operations:
+        operation = fuzz.schema[path][method]
+        strategies = [operation.as_strategy(GenerationMode.POSITIVE)]
+        if "{staff_id}" in path:
+            strategies += [
+                operation.as_strategy(GenerationMode.POSITIVE, path_parameters={"staff_id": p["id"]})
+                for p in theirs
+            ]
+        await check_examples(st.one_of(strategies), never_theirs, examples(10))
 
 
 async def test_rate_limits_answer_as_documented(

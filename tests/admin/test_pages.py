@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import gc
 import html
-import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +26,7 @@ import pyotp
 import pytest
 import pytest_asyncio
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from temporalio.testing import WorkflowEnvironment
 
@@ -48,8 +46,8 @@ from core.models import (
     Staff,
     utcnow,
 )
-from core.passwords import Hasher
-from core.settings import Settings, get_settings, to_sync_url
+from core.orgs import DEFAULT_ORG_ID
+from core.settings import Settings, to_sync_url
 from tests.support.accounts import (
     PASSWORD,
     REFUSED,
@@ -67,11 +65,7 @@ from tests.support.accounts import (
     sign_in,
     update_account,
 )
-from tests.support.config import (
-    TEST_ENCRYPTION_KEY,
-    TEST_SEAL_PUBLIC_KEY,
-    TEST_SECRET_KEY,
-)
+from tests.support.admin_pages import flash_of, known_hash, set_admin, sign_in_with_totp, text_of
 from tests.support.harness import Stack, running_app, running_stack
 from tests.support.setup_pages import Browser as SetupBrowser
 from tests.support.setup_pages import choose_password, confirm_page_once_sent, latest_code, manual_key, settle
@@ -92,7 +86,6 @@ ROW = re.compile(
     re.S,
 )
 ACTION = re.compile(r'action="/admin/staff/([0-9a-f-]{36})/([a-z-]+)"')
-FLASH = re.compile(r'<div class="(error|success)" role="(alert|status)"><p>(.*?)</p></div>', re.S)
 MINUTES_LEFT = re.compile(r"Email sent, link valid (\d+) more min")
 TAG = re.compile(r'<span class="tag(?: warn)?">([^<]+)</span>')
 CELL = re.compile(r"<td[^>]*>(.*?)</td>", re.S)
@@ -100,10 +93,6 @@ TECHNICAL = re.compile(r'<details class="tech"><summary>Technical details</summa
 
 
 # -- reading the pages ------------------------------------------------------------------
-
-
-def text_of(fragment: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
 
 
 def rows(page: httpx.Response) -> dict[uuid.UUID, str]:
@@ -123,17 +112,6 @@ def actions_in(fragment: str, staff_id: uuid.UUID) -> set[str]:
 
 def row_actions(page: httpx.Response, staff_id: uuid.UUID) -> set[str]:
     return actions_in(rows(page)[staff_id], staff_id)
-
-
-def flash_of(page: httpx.Response) -> tuple[str, str] | None:
-    """(kind, text) of the one-time message on an admin page, or None."""
-    found = FLASH.findall(page.text)
-    assert len(found) <= 1, found
-    if not found:
-        return None
-    kind, role, text = found[0]
-    assert role == ("alert" if kind == "error" else "status")
-    return kind, text_of(text)
 
 
 def names_on(page: httpx.Response) -> list[str]:
@@ -190,25 +168,8 @@ def state_cell(page: httpx.Response, staff_id: uuid.UUID) -> tuple[str, set[str]
 # -- people and rows --------------------------------------------------------------------
 
 
-_HASHES: dict[tuple[int, int, int], str] = {}
-
-
-def known_hash(settings: Settings) -> str:
-    """PASSWORD hashed once per module: many people, one argon2 run."""
-    key = (settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
-    if key not in _HASHES:
-        _HASHES[key] = Hasher(*key).hash(PASSWORD)
-    return _HASHES[key]
-
-
 def actor_of(person: Person) -> str:
     return f"staff:{person.staff_id} ({person.first_name} {person.last_name})"
-
-
-async def set_admin(sessions: SessionFactory, staff_id: uuid.UUID, value: bool = True) -> None:
-    async with sessions() as session:
-        await session.execute(update(Staff).where(Staff.id == staff_id).values(is_admin=value))
-        await session.commit()
 
 
 async def add_staff(
@@ -216,6 +177,7 @@ async def add_staff(
 ) -> uuid.UUID:
     """A staff record with no Single Sign-On at all."""
     staff = Staff(
+        org_id=DEFAULT_ORG_ID,
         id=uuid.uuid4(),
         first_name=first_name,
         last_name=last_name,
@@ -291,16 +253,6 @@ async def account_of(sessions: SessionFactory, staff_id: uuid.UUID) -> SsoAccoun
 
 
 # -- signing in -------------------------------------------------------------------------
-
-
-async def sign_in_with_totp(browser: Browser, person: Person, return_to: str | None = None) -> httpx.Response:
-    """Password, then the authenticator code: the answer to the code."""
-    login = await browser.get("/sso/login", **({"return_to": return_to} if return_to else {}))
-    assert login.status_code == 200, login.text
-    sent = await browser.submit(login, "/sso/login", email=person.email, password=PASSWORD)
-    assert redirected_to(sent, "/sso/login/mfa"), sent.text
-    page = await browser.get("/sso/login/mfa")
-    return await browser.submit(page, "/sso/login/mfa", code=person.totp_now())
 
 
 @dataclass
@@ -598,7 +550,12 @@ async def test_search_by_name_and_email_ignores_case(app: Stack, admin: Admin) -
 async def test_pages_of_25(app: Stack, admin: Admin) -> None:
     async with app.sessions() as session:
         session.add_all(
-            Staff(first_name="Pat", last_name=f"Pagetest{i:02d}", external_email_1=f"pat.{i}@paging.example")
+            Staff(
+                org_id=DEFAULT_ORG_ID,
+                first_name="Pat",
+                last_name=f"Pagetest{i:02d}",
+                external_email_1=f"pat.{i}@paging.example",
+            )
             for i in range(27)
         )
         await session.commit()
@@ -1209,27 +1166,6 @@ async def test_an_administrators_mfa_page_does_not_call_it_optional(
 
 
 # -- sso staff create -------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_database(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """SSO_* settings for the `sso` command run in-process against the test database."""
-    for name in list(os.environ):
-        if name.startswith("SSO_") and name != "SSO_TEST_DATABASE_URL":
-            monkeypatch.delenv(name)
-    for name, value in {
-        "SSO_ENV": "test",
-        "SSO_SECRET_KEY": TEST_SECRET_KEY,
-        "SSO_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-        "SSO_SEAL_PUBLIC_KEY": TEST_SEAL_PUBLIC_KEY,
-        "SSO_PUBLIC_URL": "https://sso.example.test",
-        "SSO_DATABASE_URL": database_url,
-        "SSO_DATA_DIR": str(tmp_path / "data"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
 
 
 def staff_rows(database_url: str) -> tuple[list[Staff], list[AuditEvent], int]:

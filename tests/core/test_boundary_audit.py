@@ -15,6 +15,7 @@ import cli
 from core.audit import record
 from core.db import create_engine, session_factory
 from core.models import EntraLink, Staff
+from core.orgs import DEFAULT_ORG_ID
 from core.temporal_client import connect
 from tests.support.config import make_settings
 from tests.support.temporal_stand_ins import Stand
@@ -78,7 +79,13 @@ async def test_forged_changes_and_every_entra_link_are_listed(
         engine = create_engine(sqlite_url)
         async with session_factory(engine)() as session:
             session.add(
-                Staff(id=staff_id, first_name="Ada", last_name="Admin", external_email_1="ada@example.com")
+                Staff(
+                    org_id=DEFAULT_ORG_ID,
+                    id=staff_id,
+                    first_name="Ada",
+                    last_name="Admin",
+                    external_email_1="ada@example.com",
+                )
             )
             await session.flush()
             session.add(

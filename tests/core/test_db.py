@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.db import SessionFactory
 from core.models import Base, SetupLink, Staff
+from core.orgs import DEFAULT_ORG_ID
 from core.settings import to_sync_url
 
 
@@ -27,10 +28,14 @@ def test_migrations_match_models(database_url: str) -> None:
 
 async def test_external_email_is_unique(sessions: SessionFactory) -> None:
     async with sessions() as session:
-        session.add(Staff(first_name="A", last_name="B", external_email_1="a@example.com"))
+        session.add(
+            Staff(org_id=DEFAULT_ORG_ID, first_name="A", last_name="B", external_email_1="a@example.com")
+        )
         await session.commit()
     async with sessions() as session:
-        session.add(Staff(first_name="C", last_name="D", external_email_1="a@example.com"))
+        session.add(
+            Staff(org_id=DEFAULT_ORG_ID, first_name="C", last_name="D", external_email_1="a@example.com")
+        )
         with pytest.raises(IntegrityError):
             await session.commit()
 
@@ -38,7 +43,7 @@ async def test_external_email_is_unique(sessions: SessionFactory) -> None:
 async def test_datetimes_come_back_aware_utc(sessions: SessionFactory) -> None:
     moment = datetime(2026, 11, 27, 12, 0, tzinfo=timezone(timedelta(hours=2)))
     async with sessions() as session:
-        staff = Staff(first_name="A", last_name="B", external_email_1="t@example.com")
+        staff = Staff(org_id=DEFAULT_ORG_ID, first_name="A", last_name="B", external_email_1="t@example.com")
         session.add(staff)
         await session.flush()
         link = SetupLink(
@@ -57,7 +62,7 @@ async def test_datetimes_come_back_aware_utc(sessions: SessionFactory) -> None:
 
 async def test_deleting_staff_cascades_to_links(sessions: SessionFactory) -> None:
     async with sessions() as session:
-        staff = Staff(first_name="A", last_name="B", external_email_1="c@example.com")
+        staff = Staff(org_id=DEFAULT_ORG_ID, first_name="A", last_name="B", external_email_1="c@example.com")
         session.add(staff)
         await session.flush()
         session.add(
@@ -74,3 +79,19 @@ async def test_deleting_staff_cascades_to_links(sessions: SessionFactory) -> Non
         await session.commit()
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(SetupLink)) == 0
+
+
+async def test_an_operator_is_always_an_admin(sessions: SessionFactory) -> None:
+    async with sessions() as session:
+        session.add(
+            Staff(
+                org_id=DEFAULT_ORG_ID,
+                first_name="O",
+                last_name="P",
+                external_email_1="op@example.com",
+                is_operator=True,
+                is_admin=False,
+            )
+        )
+        with pytest.raises(IntegrityError):
+            await session.commit()

@@ -48,6 +48,7 @@ from core.models import (
     Staff,
     utcnow,
 )
+from core.orgs import DEFAULT_ORG_ID
 from core.reset_caps import reset_link_hash
 from core.settings import Settings
 from core.templating import RenderedEmail
@@ -229,7 +230,7 @@ async def new_person(world: World, state: str = "sending_email") -> Person:
     email = f"jo.{uuid.uuid4().hex[:8]}@example.com"
     run_id = str(uuid.uuid4())
     async with world.sessions() as session:
-        staff = Staff(first_name="Jo", last_name="Bloggs", external_email_1=email)
+        staff = Staff(org_id=DEFAULT_ORG_ID, first_name="Jo", last_name="Bloggs", external_email_1=email)
         session.add(staff)
         await session.flush()
         workflow_id = f"sso-setup-{staff.id}"

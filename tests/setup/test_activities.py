@@ -48,6 +48,7 @@ from core.models import (
     Staff,
     utcnow,
 )
+from core.orgs import DEFAULT_ORG_ID
 from core.passwords import Hasher
 from core.sealing import new_keypair, password_context, seal, totp_context
 from core.settings import Settings
@@ -221,7 +222,7 @@ async def new_flow(
     token = base64.urlsafe_b64encode(uuid.uuid4().bytes * 2).decode().rstrip("=")
     run_id = str(uuid.uuid4())
     async with sessions() as session:
-        staff = Staff(first_name="Jo", last_name="Bloggs", external_email_1=email)
+        staff = Staff(org_id=DEFAULT_ORG_ID, first_name="Jo", last_name="Bloggs", external_email_1=email)
         session.add(staff)
         await session.flush()
         workflow_id = f"sso-setup-{staff.id}"

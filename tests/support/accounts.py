@@ -33,6 +33,7 @@ from core.models import (
     Staff,
     utcnow,
 )
+from core.orgs import DEFAULT_ORG_ID
 from core.passwords import Hasher
 from core.settings import Settings
 from core.totp import totp_aad
@@ -198,12 +199,18 @@ async def make_person(
     first_name: str = "Robin",
     last_name: str = "Ashcombe",
     is_admin: bool = False,
+    org_id: uuid.UUID = DEFAULT_ORG_ID,
     **account: Any,
 ) -> Person:
     """A staff member with a Single Sign-On account, as setup would have left it."""
     email = f"{first_name}.{last_name}.{uuid.uuid4().hex[:8]}@example.com".lower()
     staff = Staff(
-        id=uuid.uuid4(), first_name=first_name, last_name=last_name, external_email_1=email, is_admin=is_admin
+        org_id=org_id,
+        id=uuid.uuid4(),
+        first_name=first_name,
+        last_name=last_name,
+        external_email_1=email,
+        is_admin=is_admin,
     )
     now = utcnow()
     secret = pyotp.random_base32(length=32) if mfa else None

@@ -8,7 +8,7 @@ from alembic import op
 from core.migrations.shapes import moment, string
 
 revision = '0021_staff_lifecycle'
-down_revision = '0019_staff_disable'
+down_revision = '0020_organisations'
 
 
 def upgrade() -> None:

@@ -1,0 +1,427 @@
+"""Organisations keep apart: an admin of organisation A (an admin API key of A, or A's admin
+signed in to the admin pages) never reaches a person, flow, key or audit trail of organisation
+B; such an object answers exactly as one that does not exist (404), and deployment-wide
+routes (apps, the codec, organisation management) answer 403.
+
+The route test ENUMERATES the app's routes: a route under /api/v1, /admin or /codec that is
+missing from ROUTES below fails it ("new route without a scope check"), so a later route
+can't slip through unchecked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import pytest_asyncio
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from core.models import AuditEvent, Staff
+from tests.support.accounts import Browser, Person, browsing, hidden_fields, make_person, redirected_to
+from tests.support.admin_pages import flash_of, known_hash, set_admin, sign_in_with_totp
+from tests.support.harness import Stack, running_app
+
+# How each route treats another organisation's objects:
+#   person   its {staff_id} is B's person (their flows, audit trail, setup): as unknown (404)
+#   org      its {org_id} is B's organisation (its keys, settings): as unknown (404)
+#   operator deployment-wide: 403 for an organisation's admin, whatever the object
+#   own      no object in the path: acts on the caller's own organisation only (checked by
+#            the tests below this one)
+Kind = Literal["person", "org", "operator", "own"]
+ROUTES: dict[tuple[str, str], Kind] = {
+    ("POST", "/api/v1/staff"): "own",
+    ("GET", "/api/v1/staff"): "own",
+    ("GET", "/api/v1/staff/{staff_id}"): "person",
+    ("POST", "/api/v1/staff/{staff_id}/move"): "operator",
+    ("POST", "/api/v1/staff/{staff_id}/sso-email"): "person",
+    ("DELETE", "/api/v1/staff/{staff_id}/sso-email"): "person",
+    ("POST", "/api/v1/staff/{staff_id}/sessions/revoke"): "person",
+    ("POST", "/api/v1/staff/{staff_id}/unlock"): "person",
+    ("DELETE", "/api/v1/staff/{staff_id}/entra-link"): "person",
+    ("DELETE", "/api/v1/staff/{staff_id}/mfa"): "person",
+    ("POST", "/api/v1/staff/{staff_id}/disable"): "person",
+    ("POST", "/api/v1/staff/{staff_id}/enable"): "person",
+    ("POST", "/api/v1/staff/{staff_id}/mfa/extend"): "person",
+    ("GET", "/api/v1/staff/{staff_id}/sso"): "person",
+    ("POST", "/api/v1/clients"): "operator",
+    ("GET", "/api/v1/clients"): "operator",
+    ("GET", "/api/v1/clients/{client_id}"): "operator",
+    ("PATCH", "/api/v1/clients/{client_id}"): "operator",
+    ("DELETE", "/api/v1/clients/{client_id}"): "operator",
+    ("POST", "/api/v1/clients/{client_id}/secret"): "operator",
+    ("POST", "/api/v1/orgs"): "operator",
+    ("GET", "/api/v1/orgs"): "operator",
+    ("GET", "/api/v1/orgs/{org_id}"): "org",
+    ("PATCH", "/api/v1/orgs/{org_id}"): "org",
+    ("POST", "/api/v1/orgs/{org_id}/keys"): "org",
+    ("POST", "/codec/decode"): "operator",
+    ("POST", "/codec/encode"): "operator",
+    ("GET", "/admin/staff"): "own",
+    ("GET", "/admin/staff/new"): "own",
+    ("POST", "/admin/staff/new"): "own",
+    ("GET", "/admin/staff/{staff_id}"): "person",
+    ("GET", "/admin/staff/{staff_id}/reset-mfa"): "person",
+    ("GET", "/admin/staff/{staff_id}/disable"): "person",
+    ("GET", "/admin/staff/{staff_id}/enable"): "person",
+    ("POST", "/admin/staff/{staff_id}/{action}"): "person",
+    ("GET", "/admin/apps"): "operator",
+    ("GET", "/admin/apps/new"): "operator",
+    ("POST", "/admin/apps/new"): "operator",
+    ("GET", "/admin/apps/{client_id}"): "operator",
+    ("POST", "/admin/apps/{client_id}"): "operator",
+    ("GET", "/admin/apps/{client_id}/delete"): "operator",
+    ("POST", "/admin/apps/{client_id}/{action}"): "operator",
+}
+# A valid body where the route takes one: the refusal must be the scope's, not the body's.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("PATCH", "/api/v1/orgs/{org_id}"): {"sender_name": "Taken over"},
+    ("POST", "/api/v1/orgs/{org_id}/keys"): {"name": "stolen"},
+    ("POST", "/api/v1/orgs"): {"name": "Sneaky", "slug": "sneaky"},
+    ("POST", "/api/v1/clients"): {"client_name": "x", "redirect_uris": ["https://x.example/cb"]},
+    ("PATCH", "/api/v1/clients/{client_id}"): {"client_name": "y"},
+}
+SCOPED_PREFIXES = ("/api/v1", "/admin", "/codec")
+
+
+def app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path) the app serves under the scoped prefixes, however included."""
+    found: set[tuple[str, str]] = set()
+    pending: list[Any] = list(app.routes)
+    while pending:
+        route = pending.pop()
+        nested = getattr(getattr(route, "original_router", None), "routes", None)
+        if nested is not None:
+            pending.extend(nested)
+            continue
+        path = getattr(route, "path", "")
+        if path.startswith(SCOPED_PREFIXES):
+            found |= {(method, path) for method in getattr(route, "methods", set()) - {"HEAD"}}
+    return found
+
+
+@dataclass
+class World:
+    stack: Stack
+    org_a: str
+    org_b: str
+    key_a: dict[str, str]
+    key_b: dict[str, str]
+    person_b: Person  # with an account, MFA, an audit trail
+    admin_a: Person
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self.stack.http
+
+
+async def make_org(stack: Stack, slug: str) -> tuple[str, dict[str, str]]:
+    """An organisation and an admin key of it, made by the operator (bootstrap) key."""
+    created = await stack.http.post(
+        "/api/v1/orgs", json={"name": f"{slug.title()} Lettings", "slug": slug}, headers=stack.admin
+    )
+    assert created.status_code == 201, created.text
+    org_id = created.json()["id"]
+    key = await stack.http.post(
+        f"/api/v1/orgs/{org_id}/keys", json={"name": f"{slug}-key"}, headers=stack.admin
+    )
+    assert key.status_code == 201, key.text
+    assert key.json()["org_id"] == org_id
+    return org_id, {"Authorization": f"Bearer {key.json()['key']}"}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def world(database_url: str) -> AsyncIterator[World]:
+    async with running_app(database_url, signin_ip_limit=1000) as stack:
+        org_a, key_a = await make_org(stack, "alpha")
+        org_b, key_b = await make_org(stack, "bravo")
+        person_b = await stack.person(mfa=True, org_id=uuid.UUID(org_b), first_name="Bea", last_name="Bravo")
+        admin_a = await make_person(
+            stack.sessions,
+            stack.settings,
+            mfa=True,
+            password_hash=known_hash(stack.settings),
+            org_id=uuid.UUID(org_a),
+            first_name="Ann",
+            last_name="Alpha",
+        )
+        await set_admin(stack.sessions, admin_a.staff_id)
+        # B's person has an audit trail (their admin created a setup request, an unlock).
+        unlocked = await stack.http.post(f"/api/v1/staff/{person_b.staff_id}/unlock", headers=key_b)
+        assert unlocked.status_code == 200, unlocked.text
+        yield World(stack, org_a, org_b, key_a, key_b, person_b, admin_a)
+
+
+def filled(path: str, world: World, staff_id: uuid.UUID | str) -> str:
+    return (
+        path.replace("{staff_id}", str(staff_id))
+        .replace("{org_id}", world.org_b)
+        .replace("{client_id}", "some-app")
+        .replace("{action}", "revoke-sessions")
+    )
+
+
+async def call_api(world: World, method: str, path: str, staff_id: uuid.UUID | str) -> httpx.Response:
+    return await world.http.request(
+        method,
+        filled(path, world, staff_id),
+        json=BODIES.get((method, path)) if method in ("POST", "PATCH") else None,
+        headers=world.key_a,
+        content=b'{"payloads": []}' if path.startswith("/codec") else None,
+    )
+
+
+async def call_page(
+    browser: Browser, world: World, method: str, path: str, staff_id: uuid.UUID | str, csrf: str
+) -> httpx.Response:
+    url = filled(path, world, staff_id)
+    if method == "GET":
+        return await browser.get(url)
+    return await browser.post(url, {"csrf": csrf, "back": "/admin/staff"})
+
+
+async def test_every_route_keeps_another_organisations_objects_out_of_reach(world: World) -> None:
+    app = world.stack.transport.app  # type: ignore[attr-defined]
+    served = app_routes(app)
+    unchecked = sorted(served - ROUTES.keys())
+    assert not unchecked, f"new route without a scope check (add it to ROUTES): {unchecked}"
+    stale = sorted(ROUTES.keys() - served)
+    assert not stale, f"ROUTES names routes the app no longer serves: {stale}"
+
+    person_b = world.person_b.staff_id
+    async with browsing(world.stack.transport) as browser:
+        assert redirected_to(await sign_in_with_totp(browser, world.admin_a), "/sso/account")
+        staff_page = await browser.get("/admin/staff")
+        assert staff_page.status_code == 200
+        csrf = hidden_fields(staff_page, f"/admin/staff/{world.admin_a.staff_id}/revoke-sessions")["csrf"]
+        for (method, path), kind in sorted(ROUTES.items()):
+            if kind == "own":
+                continue
+            if path.startswith("/admin"):
+                answer = await call_page(browser, world, method, path, person_b, csrf)
+                unknown = await call_page(browser, world, method, path, uuid.uuid4(), csrf)
+            else:
+                answer = await call_api(world, method, path, person_b)
+                unknown = await call_api(world, method, path, uuid.uuid4())
+            where = f"{method} {path}"
+            if kind == "operator":
+                assert answer.status_code == 403, f"{where}: {answer.status_code} {answer.text[:300]}"
+                continue
+            if method == "POST" and path == "/admin/staff/{staff_id}/{action}":
+                # An action form comes back to the list, saying the person isn't there.
+                assert answer.status_code == 303, where
+                after = await browser.get(answer.headers["location"])
+                assert flash_of(after) == ("error", "That person no longer exists."), where
+                continue
+            assert answer.status_code == 404, f"{where}: {answer.status_code} {answer.text[:300]}"
+            # Exactly what an id that exists nowhere gets: nothing tells the two apart.
+            assert unknown.status_code == 404, where
+            if not path.startswith("/admin"):
+                assert answer.json() == unknown.json() or kind == "org", where
+            assert "Bravo" not in answer.text and "bravo" not in answer.text, where
+
+    async with world.stack.sessions() as session:
+        staff = await session.get(Staff, person_b)
+        assert staff is not None and staff.disabled_at is None
+        touched = (
+            await session.scalars(
+                select(AuditEvent).where(
+                    AuditEvent.target == str(person_b), AuditEvent.actor.notlike("%bravo-key%")
+                )
+            )
+        ).all()
+    assert [e.action for e in touched] == [], "A's requests changed something of B's"
+
+
+async def test_each_organisation_key_creates_and_sees_only_its_own(world: World) -> None:
+    made: dict[str, str] = {}
+    for org, key in ((world.org_a, world.key_a), (world.org_b, world.key_b)):
+        email = f"own.{uuid.uuid4().hex[:8]}@example.com"
+        created = await world.http.post(
+            "/api/v1/staff",
+            json={"first_name": "Own", "last_name": "Person", "external_email_1": email},
+            headers=key,
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["org_id"] == org
+        made[org] = created.json()["id"]
+    for org, key in ((world.org_a, world.key_a), (world.org_b, world.key_b)):
+        listed = await world.http.get("/api/v1/staff", params={"limit": 200}, headers=key)
+        assert listed.status_code == 200
+        assert {item["org_id"] for item in listed.json()["items"]} == {org}
+        assert made[org] in {item["id"] for item in listed.json()["items"]}
+    everyone = await world.http.get("/api/v1/staff", params={"limit": 200}, headers=world.stack.admin)
+    ids = {item["id"] for item in everyone.json()["items"]}
+    assert set(made.values()) <= ids
+    only_b = await world.http.get(
+        "/api/v1/staff", params={"limit": 200, "org_id": world.org_b}, headers=world.stack.admin
+    )
+    assert {item["org_id"] for item in only_b.json()["items"]} == {world.org_b}
+    # An organisation's key naming another organisation, in a filter or a body: as unknown.
+    peek = await world.http.get("/api/v1/staff", params={"org_id": world.org_b}, headers=world.key_a)
+    assert peek.status_code == 404
+    planted = await world.http.post(
+        "/api/v1/staff",
+        json={
+            "first_name": "P",
+            "last_name": "Q",
+            "external_email_1": "p.q@example.com",
+            "org_id": world.org_b,
+        },
+        headers=world.key_a,
+    )
+    assert planted.status_code == 404
+
+
+async def test_an_address_of_another_organisation_is_refused_without_naming_it(world: World) -> None:
+    email = f"shared.{uuid.uuid4().hex[:8]}@example.com"
+    body = {"first_name": "Sam", "last_name": "Shared", "external_email_1": email}
+    assert (await world.http.post("/api/v1/staff", json=body, headers=world.key_b)).status_code == 201
+    neutral = await world.http.post("/api/v1/staff", json=body, headers=world.key_a)
+    assert neutral.status_code == 409
+    assert neutral.json()["message"] == "This address can't be added; contact agentOS support"
+    own = await world.http.post("/api/v1/staff", json=body, headers=world.key_b)
+    assert own.status_code == 409
+    assert own.json()["message"] == "A staff member with that External Email 1 already exists"
+    explicit = await world.http.post(
+        "/api/v1/staff", json={**body, "org_id": world.org_a}, headers=world.stack.admin
+    )
+    assert explicit.status_code == 409
+    assert explicit.json()["message"].endswith("in the organisation bravo")
+
+
+async def test_an_operator_moves_a_person_and_it_is_audited(world: World) -> None:
+    created = await world.http.post(
+        "/api/v1/staff",
+        json={
+            "first_name": "Mo",
+            "last_name": "Mover",
+            "external_email_1": f"mo.{uuid.uuid4().hex[:8]}@example.com",
+        },
+        headers=world.key_a,
+    )
+    staff_id = created.json()["id"]
+    moved = await world.http.post(
+        f"/api/v1/staff/{staff_id}/move", json={"org_id": world.org_b}, headers=world.stack.admin
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["org_id"] == world.org_b
+    assert (await world.http.get(f"/api/v1/staff/{staff_id}", headers=world.key_a)).status_code == 404
+    assert (await world.http.get(f"/api/v1/staff/{staff_id}", headers=world.key_b)).status_code == 200
+    nowhere = await world.http.post(
+        f"/api/v1/staff/{staff_id}/move", json={"org_id": str(uuid.uuid4())}, headers=world.stack.admin
+    )
+    assert nowhere.status_code == 404
+    async with world.stack.sessions() as session:
+        event = await session.scalar(
+            select(AuditEvent).where(AuditEvent.target == staff_id, AuditEvent.action == "staff.moved")
+        )
+    assert event is not None
+    assert event.details == {"from_org": world.org_a, "to_org": world.org_b}
+    assert event.actor == "admin-key:test-admin"
+
+
+async def test_an_operator_must_name_the_organisation_once_there_are_several(world: World) -> None:
+    body = {
+        "first_name": "No",
+        "last_name": "Org",
+        "external_email_1": f"no.{uuid.uuid4().hex[:8]}@example.com",
+    }
+    refused = await world.http.post("/api/v1/staff", json=body, headers=world.stack.admin)
+    assert refused.status_code == 422
+    assert "org_id" in refused.json()["message"]
+    named = await world.http.post(
+        "/api/v1/staff", json={**body, "org_id": world.org_a}, headers=world.stack.admin
+    )
+    assert named.status_code == 201
+    assert named.json()["org_id"] == world.org_a
+
+
+async def test_the_admin_pages_show_an_agency_admin_only_their_agency(world: World) -> None:
+    async with browsing(world.stack.transport) as browser:
+        assert redirected_to(await sign_in_with_totp(browser, world.admin_a), "/sso/account")
+        page = await browser.get("/admin/staff", org="bravo")
+        assert page.status_code == 200
+        assert "Bea Bravo" not in page.text
+        assert "Ann Alpha" in page.text
+        assert "Alpha Lettings" in page.text  # the agency in the header
+        assert "Organisation</th>" not in page.text
+        form = await browser.get("/admin/staff/new")
+        csrf = hidden_fields(form, "/admin/staff/new")["csrf"]
+        email = f"paged.{uuid.uuid4().hex[:8]}@example.com"
+        added = await browser.post(
+            "/admin/staff/new",
+            {
+                "csrf": csrf,
+                "first_name": "Pat",
+                "last_name": "Paged",
+                "external_email_1": email,
+                "is_admin": "no",
+            },
+        )
+        assert added.status_code == 303, added.text
+    async with world.stack.sessions() as session:
+        staff = await session.scalar(select(Staff).where(Staff.external_email_1 == email))
+    assert staff is not None and str(staff.org_id) == world.org_a
+
+
+async def test_an_operator_sees_every_agency_with_a_column_and_a_filter(world: World) -> None:
+    operator = await make_person(
+        world.stack.sessions,
+        world.stack.settings,
+        mfa=True,
+        password_hash=known_hash(world.stack.settings),
+        org_id=uuid.UUID(world.org_a),
+        first_name="Opal",
+        last_name="Operator",
+    )
+    async with world.stack.sessions() as session:
+        row = await session.get(Staff, operator.staff_id)
+        assert row is not None
+        row.is_admin = row.is_operator = True
+        await session.commit()
+    async with browsing(world.stack.transport) as browser:
+        assert redirected_to(await sign_in_with_totp(browser, operator), "/sso/account")
+        page = await browser.get("/admin/staff")
+        assert "Organisation</th>" in page.text
+        assert "Bea Bravo" in page.text and "Ann Alpha" in page.text
+        only_b = await browser.get("/admin/staff", org="bravo")
+        assert "Bea Bravo" in only_b.text and "Ann Alpha" not in only_b.text
+        person = await browser.get(f"/admin/staff/{world.person_b.staff_id}")
+        assert person.status_code == 200
+        assert (await browser.get("/admin/apps")).status_code == 200
+
+
+async def test_an_operator_chooses_the_organisation_of_a_person_added_on_the_page(world: World) -> None:
+    operator = await make_person(
+        world.stack.sessions,
+        world.stack.settings,
+        mfa=True,
+        password_hash=known_hash(world.stack.settings),
+        org_id=uuid.UUID(world.org_a),
+        first_name="Ozzy",
+        last_name="Operator",
+    )
+    async with world.stack.sessions() as session:
+        row = await session.get(Staff, operator.staff_id)
+        assert row is not None
+        row.is_admin = row.is_operator = True
+        await session.commit()
+    email = f"chosen.{uuid.uuid4().hex[:8]}@example.com"
+    async with browsing(world.stack.transport) as browser:
+        assert redirected_to(await sign_in_with_totp(browser, operator), "/sso/account")
+        form = await browser.get("/admin/staff/new")
+        assert '<option value="alpha" selected>Alpha Lettings</option>' in form.text  # their own first
+        fields = {"first_name": "Cho", "last_name": "Sen", "external_email_1": email, "is_admin": "no"}
+        csrf = hidden_fields(form, "/admin/staff/new")["csrf"]
+        nowhere = await browser.post("/admin/staff/new", {"csrf": csrf, **fields, "org": "nowhere"})
+        assert nowhere.status_code == 400
+        assert "Organisation: choose one from the list." in nowhere.text
+        added = await browser.post("/admin/staff/new", {"csrf": csrf, **fields, "org": "bravo"})
+        assert added.status_code == 303, added.text
+    async with world.stack.sessions() as session:
+        staff = await session.scalar(select(Staff).where(Staff.external_email_1 == email))
+    assert staff is not None and str(staff.org_id) == world.org_b
