@@ -12,6 +12,7 @@ from activities.inputs import LeaverInput
 from api.services.staff_status import StaffStatus
 from core.db import SessionFactory, UnitOfWork
 from core.models import Staff
+from core.orgs import operator
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 
@@ -41,7 +42,9 @@ class LifecycleActivities:
                 return "moved"
             uow = UnitOfWork(session)
             temporal = TemporalGateway(self.settings, activity.client(), role="worker")
-            await StaffStatus(uow, self.settings, temporal).disable(staff.id, LEAVE_DATE_ACTOR, None)
+            await StaffStatus(uow, self.settings, temporal).disable(
+                staff.id, operator(LEAVE_DATE_ACTOR), None
+            )
             await uow.commit_now()
         logger.info("leaver disabled on their leave date: %s", data.staff_id)
         return "disabled"

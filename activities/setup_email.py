@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -23,6 +23,7 @@ from core.models import (
     SetupState,
     SsoSetup,
     Staff,
+    StaffBatchItem,
     utcnow,
 )
 from core.times import email_until
@@ -70,7 +71,13 @@ class SetupActivities(SecretActivities):
                 raise ApplicationError(
                     f"setup already {setup.state}", non_retryable=True, type=flow_errors.SETUP_ENDED
                 )
-            claim = await self._requests.claim(session, "sso_welcome", staff_id, new_token)
+            # A bulk send spent the budget for its setup's email before starting it.
+            batched = await session.scalar(
+                select(StaffBatchItem.id).where(StaffBatchItem.setup_id == setup.id)
+            )
+            claim = await self._requests.claim(
+                session, "sso_welcome", staff_id, new_token, budgeted=batched is not None
+            )
             if claim.accepted:
                 # An earlier attempt's email was accepted and recorded; its answer was lost.
                 assert claim.row.accepted_at is not None and claim.row.expires_at is not None

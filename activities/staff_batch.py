@@ -24,6 +24,7 @@ from core.batches import BatchState, ItemStatus
 from core.db import SessionFactory, UnitOfWork
 from core.errors import Conflict, NotFound, TooManyRequests
 from core.models import SsoSetup, StaffBatch, StaffBatchItem, utcnow
+from core.orgs import AdminScope
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 
@@ -51,7 +52,8 @@ class StaffBatchActivities:
             batch = await session.get(StaffBatch, batch_id)
             if batch is None:
                 raise NotFound("No staff batch with that id")
-            actor = batch.requested_by
+            # Only the batch's organisation's people: one moved elsewhere since fails as unknown.
+            scope = AdminScope(actor=batch.requested_by, org_id=batch.org_id)
             items = (
                 await session.scalars(
                     select(StaffBatchItem.id)
@@ -70,7 +72,7 @@ class StaffBatchActivities:
             async with gate:
                 activity.heartbeat()
                 if not budget.spent:
-                    await self._send_item(item_id, data.batch_id, actor, budget)
+                    await self._send_item(item_id, data.batch_id, scope, budget)
                     activity.heartbeat()
 
         # A failing item cancels the rest: the retried chunk picks them up again.
@@ -83,7 +85,7 @@ class StaffBatchActivities:
             counts.budget_until = email_budget.next_hour(utcnow())
         return counts
 
-    async def _send_item(self, item_id: uuid.UUID, batch_id: str, actor: str, budget: _Budget) -> None:
+    async def _send_item(self, item_id: uuid.UUID, batch_id: str, scope: AdminScope, budget: _Budget) -> None:
         async with self._sessions() as session:
             uow = UnitOfWork(session)
             item = await session.get(StaffBatchItem, item_id)
@@ -94,13 +96,13 @@ class StaffBatchActivities:
             # A setup found is this item's own, committed by an earlier attempt of it.
             retried = setup is not None
             try:
-                staff = await get_staff(session, item.staff_id)
+                staff = await get_staff(session, item.staff_id, scope)
                 if setup is None:
                     key = email_budget.budget_key(staff)
                     if not await email_budget.spend(session, key, self._settings.org_email_budget, utcnow()):
                         budget.spent = True
                         return
-                    setup = await onboarding.begin_setup(staff, actor, None, batch_id=batch_id)
+                    setup = await onboarding.begin_setup(staff, scope.actor, None, batch_id=batch_id)
                     item.setup_id = setup.id
                     # The setup row, the item's claim on it and the budget spent, together.
                     await uow.commit_now()

@@ -1,13 +1,17 @@
-"""An hourly email budget: how many emails one budget key (an organisation; today the whole
-deployment) may be sent per clock hour, counted in the database so every worker shares it.
+"""An hourly email budget: how many emails an organisation's people may be sent per clock
+hour, counted in the database so every worker shares it.
 
-`spend` is one statement on SQLite and PostgreSQL alike (an insert that, on conflict, adds to
-the hour's count only while it stays within the limit), so two workers can never both take
-the last email of an hour.
+Every email to a person counts against their organisation (`count`, where every email goes
+out: activities/send_requests.py); one a person asked for (a reset code, a new link) goes out
+even past the budget, but a bulk send `spend`s before it sends and waits once the hour is
+spent. `spend` is one statement on SQLite and PostgreSQL alike (an insert that, on conflict,
+adds to the hour's count only while it stays within the limit), so two workers can never both
+take the last email of an hour.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,15 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.models import EmailBudgetHour, Staff
 
-# The key while there are no organisations: one budget for the deployment.
-DEPLOYMENT = "deployment"
-
 
 def budget_key(staff: Staff) -> str:
-    """Whose budget an email to this person counts against. With organisations (issue 19)
-    this becomes `return str(staff.org_id)`."""
-    org_id: Any = getattr(staff, "org_id", None)
-    return str(org_id) if org_id is not None else DEPLOYMENT
+    """Whose budget an email to this person counts against: their organisation's."""
+    return org_budget_key(staff.org_id)
+
+
+def org_budget_key(org_id: uuid.UUID) -> str:
+    return str(org_id)
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -43,13 +46,23 @@ async def spend(session: AsyncSession, key: str, limit: int, now: datetime, coun
     budget would be exceeded (nothing counted)."""
     if count > limit:
         return False
+    return await _add(session, key, now, count, EmailBudgetHour.used + count <= limit)
+
+
+async def count(session: AsyncSession, key: str, now: datetime) -> None:
+    """Count one email against `key` in `now`'s hour, whatever the budget: an email a person
+    is waiting for goes out, and a bulk send waits for the hour it used."""
+    await _add(session, key, now, 1, None)
+
+
+async def _add(session: AsyncSession, key: str, now: datetime, count: int, within: Any) -> bool:
     dialect = session.get_bind().dialect.name
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     first = insert(EmailBudgetHour).values(budget_key=key, hour=hour_of(now), used=count)
     statement = first.on_conflict_do_update(
         index_elements=[EmailBudgetHour.budget_key, EmailBudgetHour.hour],
         set_={"used": EmailBudgetHour.used + count},
-        where=EmailBudgetHour.used + count <= limit,
+        where=within,
     ).returning(EmailBudgetHour.used)
     return (await session.execute(statement)).first() is not None
 

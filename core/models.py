@@ -525,6 +525,8 @@ class StaffBatch(Base):
     __tablename__ = "staff_batches"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    # Every person of a batch is of this organisation (the batch's admins are its admins).
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
     action: Mapped[str] = mapped_column(String(30))
     # core.batches.BatchState, as the flow last recorded it.
     state: Mapped[str] = mapped_column(String(40))
@@ -541,6 +543,7 @@ class StaffBatchItem(Base):
     __table_args__ = (
         UniqueConstraint("batch_id", "staff_id"),
         Index("ix_staff_batch_items_next", "batch_id", "status", "position"),
+        Index("ix_staff_batch_items_setup", "setup_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

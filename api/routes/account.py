@@ -17,6 +17,7 @@ from api.signed_in import FORM_PROBLEM, AccountDep, as_signed_in
 from core.db import UnitOfWork
 from core.errors import SsoError
 from core.models import SsoAccount, Staff
+from core.orgs import AdminScope
 
 router = APIRouter(prefix="/sso/account", tags=["pages"], include_in_schema=False)
 
@@ -170,7 +171,8 @@ async def confirm_email_change(request: Request, steps: AccountDep, form: CodeFo
             return await refused(NOT_AN_EMAIL_CODE)
         changes = EmailChanges(UnitOfWork(steps.db), steps.settings, get_temporal(request))
         try:
-            await changes.confirm(staff.id, digits, f"staff:{staff.id}", client_ip(request))
+            own = AdminScope(actor=f"staff:{staff.id}", org_id=staff.org_id)
+            await changes.confirm(staff.id, digits, own, client_ip(request))
         except SsoError as exc:
             await steps.db.refresh(staff)
             return await refused(exc.message)

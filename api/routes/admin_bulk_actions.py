@@ -15,12 +15,13 @@ from api.admin_words import BULK_ACTIONS, BULK_EXPLANATIONS
 from api.cookies import csrf_ok
 from api.deps import OnboardingDep, SettingsDep, UnitOfWorkDep, client_ip, get_temporal
 from api.forms import BulkFormDep
-from api.routes.admin import EXPIRED_FORM, _admin, _done, _page, _sessions_ended, actor_of
+from api.routes.admin import EXPIRED_FORM, _admin, _done, _page, _sessions_ended, scope_of
 from api.services.accounts import AccountAdmin
 from api.services.staff import get_staff
 from api.services.staff_status import StaffStatus
 from core.errors import NotFound, SsoError
 from core.models import Staff
+from core.orgs import AdminScope
 
 router = APIRouter(prefix="/admin", tags=["admin pages"], include_in_schema=False)
 
@@ -39,7 +40,8 @@ async def bulk(
         return await _done(current, back, "error", EXPIRED_FORM)
     if form.action not in BULK_ACTIONS:
         return await _done(current, back, "error", "Choose what to do with the people selected.")
-    people = await _people(uow.session, form.ids)
+    scope = await scope_of(uow, current)
+    people = await _people(uow.session, form.ids, scope)
     if not people:
         return await _done(current, back, "error", NOTHING_SELECTED)
     label = BULK_ACTIONS[form.action]
@@ -55,22 +57,22 @@ async def bulk(
             explanation=BULK_EXPLANATIONS[form.action],
             outcomes=None,
         )
-    actor, ip = actor_of(current), client_ip(request)
+    ip = client_ip(request)
     assert current.staff is not None
     me = current.staff.id
     accounts = AccountAdmin(uow.session, settings, get_temporal(request))
     staff_status = StaffStatus(uow, settings, get_temporal(request))
 
     async def send(staff: Staff) -> str:
-        await onboarding.send_email(staff.id, actor, ip)
+        await onboarding.send_email(staff.id, scope, ip)
         return f"Single Sign-On email sent to {staff.external_email_1}."
 
     async def revoke(staff: Staff) -> str:
-        count = await accounts.revoke_sessions(staff.id, actor, ip)
+        count = await accounts.revoke_sessions(staff.id, scope, ip)
         return f"Signed out everywhere ({_sessions_ended(count)})."
 
     async def disable(staff: Staff) -> str:
-        await staff_status.disable(staff.id, actor, ip, by=me)
+        await staff_status.disable(staff.id, scope, ip, by=me)
         return "Disabled: signed out of every app, and can't sign in until enabled."
 
     steps: dict[str, Callable[[Staff], Awaitable[str]]] = {
@@ -97,8 +99,9 @@ async def bulk(
     )
 
 
-async def _people(session: AsyncSession, ids: list[str]) -> list[Staff]:
-    """The selected people that exist, each once, in the order selected."""
+async def _people(session: AsyncSession, ids: list[str], scope: AdminScope) -> list[Staff]:
+    """The selected people that exist and the admin's scope sees (another organisation's
+    are left out as unknown ids are), each once, in the order selected."""
     people: dict[uuid.UUID, Staff] = {}
     for text in ids:
         try:
@@ -108,7 +111,7 @@ async def _people(session: AsyncSession, ids: list[str]) -> list[Staff]:
         if staff_id in people:
             continue
         try:
-            people[staff_id] = await get_staff(session, staff_id)
+            people[staff_id] = await get_staff(session, staff_id, scope)
         except NotFound:
             continue
     return list(people.values())

@@ -5,6 +5,7 @@ Cancel. The same services as the admin API, with the admin as the actor."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -15,23 +16,27 @@ from starlette.formparsers import MultiPartException
 from api.cookies import csrf_ok
 from api.deps import SettingsDep, StaffBatchesDep, StaffImportsDep, UnitOfWorkDep, client_ip
 from api.forms import CsrfFormDep
-from api.routes.admin import EXPIRED_FORM, _admin, _done, _page, actor_of
+from api.routes.admin import EXPIRED_FORM, _admin, _done, _page, chosen_org, org_choices, scope_of
 from api.services.sessions import Current
 from api.services.staff_import import MAX_IMPORT_BYTES, CheckedRow
 from core.errors import Conflict, NotFound, SsoError
+from core.orgs import AdminScope
 
 router = APIRouter(prefix="/admin/staff", tags=["admin pages"], include_in_schema=False)
 
 IMPORT_PAGE = "/admin/staff/import"
+UNKNOWN_ORG = "Choose the organisation the people join from the list."
 CONTROL_WORDS = {"pause": "Paused", "resume": "Resumed", "cancel": "Cancelled"}
 
 
-def _import_page(
+async def _import_page(
     request: Request,
+    uow: UnitOfWorkDep,
     current: Current,
     *,
     rows: list[CheckedRow] | None = None,
     csv_text: str = "",
+    org: str | None = None,
     problem: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
@@ -46,12 +51,21 @@ def _import_page(
         good=good,
         csv_text=csv_text,
         problem=problem,
+        **await org_choices(uow, current, org),
     )
 
 
-async def _posted(request: Request) -> tuple[str, bytes, bool]:
-    """The posted form's CSRF token, its CSV (an uploaded file or the preview's field) and
-    whether to send the emails; multipart, so a whole file fits."""
+@dataclass
+class _Posted:
+    csrf: str
+    body: bytes
+    send_email: bool
+    org: str  # the organisation an operator chose (its slug), or ""
+
+
+async def _posted(request: Request) -> _Posted:
+    """The posted form's CSRF token, its CSV (an uploaded file or the preview's field),
+    whether to send the emails and the organisation chosen; multipart, so a whole file fits."""
     form = await request.form(max_files=1, max_fields=5, max_part_size=MAX_IMPORT_BYTES + 1)
     upload = form.get("file")
     if isinstance(upload, UploadFile):
@@ -59,8 +73,13 @@ async def _posted(request: Request) -> tuple[str, bytes, bool]:
     else:
         text = form.get("csv")
         body = text.encode() if isinstance(text, str) else b""
-    csrf = form.get("csrf")
-    return (csrf if isinstance(csrf, str) else ""), body, form.get("send_email") == "yes"
+    csrf, org = form.get("csrf"), form.get("org")
+    return _Posted(
+        csrf if isinstance(csrf, str) else "",
+        body,
+        form.get("send_email") == "yes",
+        org if isinstance(org, str) else "",
+    )
 
 
 @router.get("/import", response_class=HTMLResponse)
@@ -68,23 +87,27 @@ async def import_form(request: Request, settings: SettingsDep, uow: UnitOfWorkDe
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
-    return _import_page(request, current)
+    return await _import_page(request, uow, current)
 
 
 async def _import_post(
     request: Request, settings: SettingsDep, uow: UnitOfWorkDep, unreadable: str
-) -> Response | tuple[Current, bytes, bool]:
-    """The signed-in admin, the posted CSV and the send box, or the page saying what is wrong."""
+) -> Response | tuple[Current, _Posted, AdminScope, uuid.UUID]:
+    """The signed-in admin, the posted form, the admin's scope and the organisation the
+    people join, or the page saying what is wrong."""
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
     try:
-        csrf, body, send_email = await _posted(request)
+        posted = await _posted(request)
     except MultiPartException:
-        return _import_page(request, current, problem=unreadable, status_code=400)
-    if not csrf_ok(request, settings, csrf):
-        return _import_page(request, current, problem=EXPIRED_FORM, status_code=400)
-    return current, body, send_email
+        return await _import_page(request, uow, current, problem=unreadable, status_code=400)
+    if not csrf_ok(request, settings, posted.csrf):
+        return await _import_page(request, uow, current, problem=EXPIRED_FORM, status_code=400)
+    org_id = await chosen_org(uow, current, posted.org)
+    if org_id is None:
+        return await _import_page(request, uow, current, problem=UNKNOWN_ORG, status_code=400)
+    return current, posted, await scope_of(uow, current), org_id
 
 
 @router.post("/import", response_class=HTMLResponse)
@@ -95,12 +118,14 @@ async def import_preview(
     posted = await _import_post(request, settings, uow, "Choose a CSV file to upload.")
     if isinstance(posted, Response):
         return posted
-    current, body, _ = posted
+    current, form, scope, org_id = posted
     try:
-        rows = await imports.preview(body)
+        rows = await imports.preview(form.body, scope, org_id)
     except SsoError as exc:
-        return _import_page(request, current, problem=exc.message, status_code=400)
-    return _import_page(request, current, rows=rows, csv_text=body.decode("utf-8-sig"))
+        return await _import_page(request, uow, current, problem=exc.message, status_code=400)
+    return await _import_page(
+        request, uow, current, rows=rows, csv_text=form.body.decode("utf-8-sig"), org=form.org
+    )
 
 
 @router.post("/import/confirm", response_class=HTMLResponse)
@@ -112,13 +137,13 @@ async def import_confirm(
     posted = await _import_post(request, settings, uow, "Upload the file again.")
     if isinstance(posted, Response):
         return posted
-    current, body, send_email = posted
+    current, form, scope, org_id = posted
     try:
-        outcome = await imports.run(body, send_email, actor_of(current), client_ip(request))
+        outcome = await imports.run(form.body, form.send_email, scope, client_ip(request), org_id)
     except SsoError as exc:
         if isinstance(exc, Conflict) and not uow.session.is_active:
             raise  # another admin added an address this instant: the boundary rolls back
-        return _import_page(request, current, problem=exc.message, status_code=400)
+        return await _import_page(request, uow, current, problem=exc.message, status_code=400, org=form.org)
     skipped = sum(1 for r in outcome.rows if r.problems)
     text = f"Imported {len(outcome.created)} people; skipped {skipped} rows with problems."
     if outcome.batch_id is not None:
@@ -138,7 +163,7 @@ async def batch_page(
     current = await _admin(request, settings, uow)
     if isinstance(current, Response):
         return current
-    batch = await batches.progress(batch_id)
+    batch = await batches.progress(batch_id, await scope_of(uow, current))
     return _page(request, current, "admin_batch", f"/admin/staff/batches/{batch_id}", batch=batch)
 
 
@@ -159,7 +184,7 @@ async def batch_control(
     if not csrf_ok(request, settings, form.csrf):
         return await _done(current, page, "error", EXPIRED_FORM)
     try:
-        await batches.control(batch_id, control, actor_of(current), client_ip(request))
+        await batches.control(batch_id, control, await scope_of(uow, current), client_ip(request))
     except (Conflict, NotFound) as exc:
         return await _done(current, page, "error", exc.message)
     return await _done(current, page, "notice", f"{CONTROL_WORDS[control]} the batch.")

@@ -14,7 +14,7 @@ from api.admin_words import day
 from api.cookies import csrf_ok
 from api.deps import SettingsDep, StaffLifecycleDep, UnitOfWorkDep, client_ip
 from api.forms import AdminActionFormDep, StaffEditForm, StaffEditFormDep
-from api.routes.admin import EXPIRED_FORM, _admin_and_person, _done, _page, actor_of
+from api.routes.admin import EXPIRED_FORM, _admin_and_person, _done, _page, scope_of
 from api.schemas import StaffUpdate
 from api.services.sessions import Current
 from core.errors import SsoError
@@ -138,7 +138,7 @@ async def edit(
         "pending": staff.pending_external_email_1,
     }
     try:
-        await lifecycle.update(staff.id, data, actor_of(current), client_ip(request))
+        await lifecycle.update(staff.id, data, await scope_of(uow, current), client_ip(request))
     except SsoError as exc:
         if not uow.session.is_active:
             raise
@@ -181,7 +181,7 @@ async def erase(
     name = f"{staff.first_name} {staff.last_name}"
     assert current.staff is not None
     try:
-        await lifecycle.erase(staff.id, actor_of(current), client_ip(request), by=current.staff.id)
+        await lifecycle.erase(staff.id, await scope_of(uow, current), client_ip(request), by=current.staff.id)
     except SsoError as problem:
         return await _done(current, back, "error", f"Erase {name}: {problem.message}")
     return await _done(

@@ -7,10 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
-from api.deps import AdminDep, SessionDep, SettingsDep, client_ip
-from api.org_schemas import OrgCreate, OrgKeyCreate, OrgKeyCreated, OrgPage, OrgPublic, OrgUpdate
+from api.deps import AdminDep, OperatorDep, SessionDep, SettingsDep, StaffLifecycleDep, client_ip
+from api.org_schemas import OrgCreate, OrgErased, OrgKeyCreate, OrgKeyCreated, OrgPage, OrgPublic, OrgUpdate
 from api.routes.staff import ERRORS
 from api.schemas import ErrorBody
+from api.services.org_erasure import OrgErasure
 from api.services.orgs import Orgs
 
 router = APIRouter(
@@ -57,3 +58,14 @@ async def create_org_key(org_id: uuid.UUID, data: OrgKeyCreate, orgs: OrgsDep) -
     """A new admin key for the organisation, shown once: by an operator, or by that
     organisation's own key."""
     return await orgs.create_key(org_id, data.name)
+
+
+@router.delete("/{org_id}", response_model=OrgErased)
+async def erase_org(
+    org_id: uuid.UUID, request: Request, lifecycle: StaffLifecycleDep, scope: OperatorDep
+) -> OrgErased:
+    """Erase a suspended organisation (operators only): each of its people erased as `DELETE
+    /api/v1/staff/{id}` erases one, its admin keys deleted, its Microsoft tenants released,
+    then the organisation; the audit trail stays, its people under pseudonyms. 409 while it is
+    not suspended."""
+    return await OrgErasure(lifecycle).erase(org_id, scope, client_ip(request))

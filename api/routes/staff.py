@@ -126,25 +126,25 @@ async def move_staff(
 
 @router.patch("/{staff_id}", response_model=StaffPublic, responses={422: {"model": ErrorBody}})
 async def update_staff(
-    staff_id: uuid.UUID, data: StaffUpdate, request: Request, lifecycle: StaffLifecycleDep, actor: AdminDep
+    staff_id: uuid.UUID, data: StaffUpdate, request: Request, lifecycle: StaffLifecycleDep, scope: AdminDep
 ) -> StaffPublic:
     """Change the name at once; set (a day after today, in SSO_TIME_ZONE) or clear (`null`)
     the leave date, on whose start the person is disabled; a new External Email 1 is emailed a
     code and shown as `pending_external_email_1` until the code is entered (the person on
     their account page, or `POST .../email-change/confirm`). 409 when another person uses the
     address; nothing changes on any refusal."""
-    staff = await lifecycle.update(staff_id, data, actor, client_ip(request))
+    staff = await lifecycle.update(staff_id, data, scope, client_ip(request))
     return StaffPublic.model_validate(staff)
 
 
 @router.delete("/{staff_id}", response_model=StaffErased)
 async def erase_staff(
-    staff_id: uuid.UUID, request: Request, lifecycle: StaffLifecycleDep, actor: AdminDep
+    staff_id: uuid.UUID, request: Request, lifecycle: StaffLifecycleDep, scope: AdminDep
 ) -> StaffErased:
     """Erase the person (UK GDPR right to erasure): disabled first (sessions ended, apps told,
     tokens revoked), their flows deleted from Temporal, every row holding their personal data
     deleted, and their audit events kept under a pseudonym. The id answers 404 afterwards."""
-    pseudonym = await lifecycle.erase(staff_id, actor, client_ip(request))
+    pseudonym = await lifecycle.erase(staff_id, scope, client_ip(request))
     return StaffErased(pseudonym=pseudonym)
 
 
@@ -152,12 +152,12 @@ async def erase_staff(
     "/{staff_id}/email-change/confirm", response_model=StaffPublic, responses={422: {"model": ErrorBody}}
 )
 async def confirm_email_change(
-    staff_id: uuid.UUID, data: EmailChangeCode, request: Request, changes: EmailChangesDep, actor: AdminDep
+    staff_id: uuid.UUID, data: EmailChangeCode, request: Request, changes: EmailChangesDep, scope: AdminDep
 ) -> StaffPublic:
     """Enter the code the person read from the email to their new address: the new address
     becomes the External Email 1 and the sign-in email, and the old one is told. 422 for a
     wrong code (attempts left in the message), 409 when no change waits."""
-    staff = await changes.confirm(staff_id, data.code, actor, client_ip(request))
+    staff = await changes.confirm(staff_id, data.code, scope, client_ip(request))
     return StaffPublic.model_validate(staff)
 
 

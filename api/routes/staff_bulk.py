@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
@@ -16,9 +16,10 @@ from api.bulk_schemas import (
     StaffImportPreview,
     StaffImportResult,
 )
-from api.deps import AdminDep, StaffBatchesDep, StaffImportsDep, client_ip
+from api.deps import AdminDep, SessionDep, StaffBatchesDep, StaffImportsDep, client_ip
 from api.routes.staff import ERRORS
 from api.schemas import ErrorBody, StaffPublic
+from api.services.staff import creation_org
 from api.services.staff_batches import batch_url
 from api.services.staff_import import MAX_IMPORT_BYTES, MAX_IMPORT_ROWS
 from core.errors import TooLarge, UnsupportedMediaType
@@ -71,24 +72,33 @@ async def csv_body(request: Request) -> bytes:
 async def import_staff(
     request: Request,
     imports: StaffImportsDep,
-    actor: AdminDep,
+    session: SessionDep,
+    scope: AdminDep,
     dry_run: bool = False,
     send_email: bool = False,
+    org_id: Annotated[
+        uuid.UUID | None,
+        Query(
+            description="The organisation the people join: an operator's choice (needed when "
+            "there are several); an organisation's key imports into its own"
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Import people from a CSV file. `dry_run=true` answers 200 with every row's outcome and
     every problem (row and column), creating nobody. Otherwise the rows without problems are
     created (each audited as a single create) and the others skipped: 201. `send_email=true`
     also sends each new person their Single Sign-On email through a staff batch (`batch_id`)."""
     body = await csv_body(request)
+    org = await creation_org(session, scope, org_id)
     if dry_run:
-        rows = await imports.preview(body)
+        rows = await imports.preview(body, scope, org)
         preview = StaffImportPreview(
             rows=[r.shown("skipped" if r.problems else "create") for r in rows],
             would_create=sum(1 for r in rows if not r.problems),
             errors=[p for r in rows for p in r.problems],
         )
         return JSONResponse(jsonable_encoder(preview), status_code=status.HTTP_200_OK)
-    outcome = await imports.run(body, send_email, actor, client_ip(request))
+    outcome = await imports.run(body, send_email, scope, client_ip(request), org)
     result = StaffImportResult(
         created=[StaffPublic.model_validate(s) for s in outcome.created],
         skipped=[p for r in outcome.rows for p in r.problems],
@@ -100,19 +110,19 @@ async def import_staff(
 
 @router.post("/batches", status_code=status.HTTP_202_ACCEPTED, response_model=StaffBatchPublic)
 async def start_batch(
-    data: StaffBatchCreate, request: Request, batches: StaffBatchesDep, actor: AdminDep
+    data: StaffBatchCreate, request: Request, batches: StaffBatchesDep, scope: AdminDep
 ) -> StaffBatchPublic:
     """Send each of these people their Single Sign-On email, at SSO_BATCH_SEND_RATE a minute
     and within the hourly email budget, in the durable flow `staff-batch-<id>`; follow it at
     `status_url`."""
-    batch = await batches.create(data.staff_ids, actor, client_ip(request))
-    return await batches.progress(batch.id)
+    batch = await batches.create(data.staff_ids, scope, client_ip(request))
+    return await batches.progress(batch.id, scope)
 
 
 @router.get("/batches/{batch_id}", response_model=StaffBatchPublic)
-async def batch_progress(batch_id: uuid.UUID, batches: StaffBatchesDep, _actor: AdminDep) -> StaffBatchPublic:
+async def batch_progress(batch_id: uuid.UUID, batches: StaffBatchesDep, scope: AdminDep) -> StaffBatchPublic:
     """A batch's state and counts (sent, failed, left), with each failure's reason."""
-    return await batches.progress(batch_id)
+    return await batches.progress(batch_id, scope)
 
 
 @router.post("/batches/{batch_id}/{control}", response_model=StaffBatchPublic)
@@ -121,8 +131,8 @@ async def control_batch(
     control: Annotated[Literal["pause", "resume", "cancel"], Path(description="pause, resume or cancel")],
     request: Request,
     batches: StaffBatchesDep,
-    actor: AdminDep,
+    scope: AdminDep,
 ) -> StaffBatchPublic:
     """Pause (the chunk in flight finishes), resume, or cancel (the people not yet sent to
     are left unsent). 409 when the batch's state cannot take it."""
-    return await batches.control(batch_id, control, actor, client_ip(request))
+    return await batches.control(batch_id, control, scope, client_ip(request))

@@ -18,6 +18,7 @@ from core.crypto import code_digest
 from core.db import UnitOfWork
 from core.errors import Conflict, InvalidInput, ServiceUnavailable
 from core.models import Staff
+from core.orgs import AdminScope
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
@@ -86,9 +87,10 @@ class EmailChanges:
             conflict=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
         )
 
-    async def confirm(self, staff_id: uuid.UUID, code: str, actor: str, ip: str | None) -> Staff:
+    async def confirm(self, staff_id: uuid.UUID, code: str, scope: AdminScope, ip: str | None) -> Staff:
         """The code from the new address's email: the change made, or a clear refusal."""
-        staff = await get_staff(self.uow.session, staff_id)
+        staff = await get_staff(self.uow.session, staff_id, scope)
+        actor = scope.actor
         if staff.pending_external_email_1 is None:
             raise Conflict(NOTHING_PENDING)
         workflow_id = email_change_workflow_id(str(staff.id))

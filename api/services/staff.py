@@ -74,14 +74,8 @@ async def _check_address_free(
     """An address is one person's on the whole deployment. Held in another organisation, an
     operator learns which; the organisation's admin only that it can't be added."""
     holder = await session.scalar(select(Staff.org_id).where(Staff.external_email_1 == email))
-    if holder is None:
-        return
-    if holder == org_id:
-        raise Conflict(ADDRESS_TAKEN)
-    if not scope.is_operator:
-        raise Conflict(ADDRESS_ELSEWHERE)
-    org = await session.get(Organisation, holder)
-    raise Conflict(f"{ADDRESS_TAKEN}, in the organisation {org.slug if org else holder}")
+    if holder is not None:
+        raise Conflict(await address_refusal(session, holder, scope, org_id))
 
 
 async def creation_org(session: AsyncSession, scope: AdminScope, requested: uuid.UUID | None) -> uuid.UUID:
@@ -297,21 +291,35 @@ async def history(session: AsyncSession, staff_id: uuid.UUID) -> History:
     return History(setups=setups.all(), events=events.all(), link=link)
 
 
-async def _present(session: AsyncSession, column: Any, values: Sequence[Any]) -> set[Any]:
-    """Which of these values the staff table holds in `column` (a query per thousand)."""
-    found: set[Any] = set()
+async def _holders(session: AsyncSession, column: Any, values: Sequence[Any]) -> dict[Any, uuid.UUID]:
+    """Which of these values the staff table holds in `column`, each with the organisation of
+    the person holding it (a query per thousand)."""
+    found: dict[Any, uuid.UUID] = {}
     for start in range(0, len(values), 1000):
-        found.update(
-            (await session.scalars(select(column).where(column.in_(values[start : start + 1000])))).all()
-        )
+        chunk = values[start : start + 1000]
+        found.update((await session.execute(select(column, Staff.org_id).where(column.in_(chunk)))).tuples())
     return found
 
 
-async def existing_staff_ids(session: AsyncSession, staff_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of these ids are staff members."""
-    return await _present(session, Staff.id, staff_ids)
+async def staff_orgs(session: AsyncSession, staff_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """Which of these ids are staff members, and each one's organisation."""
+    return await _holders(session, Staff.id, staff_ids)
 
 
-async def emails_in_use(session: AsyncSession, emails: Sequence[str]) -> set[str]:
-    """Which of these (lower-cased) External Email 1 addresses a staff member already has."""
-    return await _present(session, Staff.external_email_1, emails)
+async def email_holders(session: AsyncSession, emails: Sequence[str]) -> dict[str, uuid.UUID]:
+    """Which of these (lower-cased) External Email 1 addresses a staff member already has (on
+    the whole deployment: an address is one person's), and the holder's organisation."""
+    return await _holders(session, Staff.external_email_1, emails)
+
+
+async def address_refusal(
+    session: AsyncSession, holder: uuid.UUID, scope: AdminScope, org_id: uuid.UUID
+) -> str:
+    """Why an address held by a person of `holder` can't be added to `org_id`: as
+    `create_staff` says it (another organisation is named to an operator only)."""
+    if holder == org_id:
+        return ADDRESS_TAKEN
+    if not scope.is_operator:
+        return ADDRESS_ELSEWHERE
+    org = await session.get(Organisation, holder)
+    return f"{ADDRESS_TAKEN}, in the organisation {org.slug if org else holder}"

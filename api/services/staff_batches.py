@@ -14,13 +14,14 @@ from temporalio.common import SearchAttributePair
 
 from api.bulk_schemas import BatchFailure, StaffBatchPublic
 from api.services.flows import FlowClient, FlowEnded, StepRefused, Update
-from api.services.staff import existing_staff_ids
+from api.services.staff import staff_orgs
 from core import audit
 from core.batch_items import count_items, failed_items
 from core.batches import BatchAction, BatchState, ItemStatus, batch_workflow_id
 from core.db import UnitOfWork
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound, Unprocessable
 from core.models import StaffBatch, StaffBatchItem
+from core.orgs import AdminScope
 from core.search_attributes import SSO_BATCH_STATE
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
@@ -48,15 +49,23 @@ class StaffBatches:
     def session(self) -> AsyncSession:
         return self.uow.session
 
-    async def create(self, staff_ids: Sequence[uuid.UUID], actor: str, ip: str | None) -> StaffBatch:
-        """A batch sending each of these people their Single Sign-On email, started."""
+    async def create(self, staff_ids: Sequence[uuid.UUID], scope: AdminScope, ip: str | None) -> StaffBatch:
+        """A batch sending each of these people (of one organisation, which the scope sees)
+        their Single Sign-On email, started."""
+        actor = scope.actor
         people = list(dict.fromkeys(staff_ids))
-        missing = [i for i in people if i not in await existing_staff_ids(self.session, people)]
+        orgs = await staff_orgs(self.session, people)
+        # Another organisation's person is as unknown as an id that exists nowhere.
+        missing = [i for i in people if i not in orgs or not scope.sees(orgs[i])]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise NotFound(f"No staff member with id {missing[0]}{more}")
+        batch_orgs = set(orgs.values())
+        if len(batch_orgs) > 1:  # only an operator's ids can span organisations
+            raise Unprocessable("staff_ids", "a batch's people must all be of one organisation")
         batch = StaffBatch(
             id=uuid.uuid4(),
+            org_id=batch_orgs.pop(),
             action=BatchAction.send_email.value,
             state=BatchState.running.value,
             requested_by=actor,
@@ -108,8 +117,8 @@ class StaffBatches:
             raise
         return batch
 
-    async def progress(self, batch_id: uuid.UUID) -> StaffBatchPublic:
-        batch = await self._batch(batch_id)
+    async def progress(self, batch_id: uuid.UUID, scope: AdminScope) -> StaffBatchPublic:
+        batch = await self._batch(batch_id, scope)
         counts = await count_items(self.session, batch.id)
         failures = await failed_items(self.session, batch.id, FAILURES_SHOWN)
         return StaffBatchPublic(
@@ -129,10 +138,13 @@ class StaffBatches:
             status_url=batch_url(batch.id),
         )
 
-    async def control(self, batch_id: uuid.UUID, which: str, actor: str, ip: str | None) -> StaffBatchPublic:
+    async def control(
+        self, batch_id: uuid.UUID, which: str, scope: AdminScope, ip: str | None
+    ) -> StaffBatchPublic:
         """Pause, resume or cancel: 409 with the flow's reason when the batch's state cannot
         take it (paused already, not paused, ended)."""
-        batch = await self._batch(batch_id)
+        batch = await self._batch(batch_id, scope)
+        actor = scope.actor
         if not BatchState(batch.state).is_open:
             raise Conflict(f"This batch is {batch.state}")
         # Nothing stays open while the flow records the change in the same database.
@@ -152,11 +164,12 @@ class StaffBatches:
             target=str(batch.id),
             ip=ip,
         )
-        return await self.progress(batch_id)
+        return await self.progress(batch_id, scope)
 
-    async def _batch(self, batch_id: uuid.UUID) -> StaffBatch:
+    async def _batch(self, batch_id: uuid.UUID, scope: AdminScope) -> StaffBatch:
+        """The batch, if the scope sees its organisation: another's is a 404, as unknown."""
         batch = await self.session.get(StaffBatch, batch_id, populate_existing=True)
-        if batch is None:
+        if batch is None or not scope.sees(batch.org_id):
             raise NotFound("No staff batch with that id")
         return batch
 

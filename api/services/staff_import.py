@@ -14,12 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.bulk_schemas import ImportProblem, ImportRow
 from api.schemas import StaffCreate
-from api.services.staff import create_staff, emails_in_use
+from api.services.staff import address_refusal, create_staff, email_holders
 from api.services.staff_batches import StaffBatches
 from core import audit
 from core.batches import MAX_BATCH_SIZE
 from core.errors import SsoError, TooLarge
 from core.models import Staff
+from core.orgs import AdminScope
 
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 MAX_IMPORT_ROWS = MAX_BATCH_SIZE
@@ -129,8 +130,12 @@ def check_row(row: int, values: dict[str, str]) -> CheckedRow:
     return checked
 
 
-async def check_file(session: AsyncSession, body: bytes) -> list[CheckedRow]:
-    """Every row checked: its own fields, an address repeated in the file, an address in use."""
+async def check_file(
+    session: AsyncSession, body: bytes, scope: AdminScope, org_id: uuid.UUID
+) -> list[CheckedRow]:
+    """Every row checked for people of `org_id`: its own fields, an address repeated in the
+    file, an address in use (said as `create_staff` says it: another organisation's address
+    is named to an operator only)."""
     rows = [check_row(row, values) for row, values in read_rows(body)]
     first_row: dict[str, int] = {}
     for checked in rows:
@@ -142,10 +147,11 @@ async def check_file(session: AsyncSession, body: bytes) -> list[CheckedRow]:
             checked.data = None
         else:
             first_row[email] = checked.row
-    in_use = await emails_in_use(session, list(first_row))
+    in_use = await email_holders(session, list(first_row))
     for checked in rows:
-        if checked.data is not None and checked.data.external_email_1.lower() in in_use:
-            checked.problem("external_email_1", "already belongs to a staff member")
+        holder = in_use.get(checked.data.external_email_1.lower()) if checked.data is not None else None
+        if holder is not None:
+            checked.problem("external_email_1", await address_refusal(session, holder, scope, org_id))
             checked.data = None
     return rows
 
@@ -161,16 +167,19 @@ class ImportOutcome:
 class StaffImports:
     batches: StaffBatches
 
-    async def preview(self, body: bytes) -> list[CheckedRow]:
-        return await check_file(self.batches.session, body)
+    async def preview(self, body: bytes, scope: AdminScope, org_id: uuid.UUID) -> list[CheckedRow]:
+        return await check_file(self.batches.session, body, scope, org_id)
 
-    async def run(self, body: bytes, send_email: bool, actor: str, ip: str | None) -> ImportOutcome:
+    async def run(
+        self, body: bytes, send_email: bool, scope: AdminScope, ip: str | None, org_id: uuid.UUID
+    ) -> ImportOutcome:
+        """The good rows created as people of `org_id` (see `creation_org`)."""
         session = self.batches.session
-        rows = await check_file(session, body)
-        created = [await create_staff(session, r.data, actor, ip) for r in rows if r.data is not None]
+        rows = await check_file(session, body, scope, org_id)
+        created = [await create_staff(session, r.data, scope, ip, org_id) for r in rows if r.data is not None]
         audit.record(
             session,
-            actor=actor,
+            actor=scope.actor,
             action="staff.import",
             outcome="success",
             ip=ip,
@@ -179,6 +188,6 @@ class StaffImports:
         )
         batch_id = None
         if send_email and created:
-            batch = await self.batches.create([s.id for s in created], actor, ip)
+            batch = await self.batches.create([s.id for s in created], scope, ip)
             batch_id = batch.id
         return ImportOutcome(rows=rows, created=created, batch_id=batch_id)

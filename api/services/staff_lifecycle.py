@@ -42,6 +42,7 @@ from core.models import (
     SsoSetup,
     Staff,
 )
+from core.orgs import AdminScope
 from core.search_attributes import SSO_STAFF_ID, SSO_STEP
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
@@ -73,10 +74,13 @@ class StaffLifecycle:
     def db(self) -> AsyncSession:
         return self.uow.session
 
-    async def update(self, staff_id: uuid.UUID, data: StaffUpdate, actor: str, ip: str | None) -> Staff:
+    async def update(
+        self, staff_id: uuid.UUID, data: StaffUpdate, scope: AdminScope, ip: str | None
+    ) -> Staff:
         """Changes only the fields sent. Every field is checked before anything changes; a new
         External Email 1 starts its confirmation (the returned person shows it pending)."""
-        staff = await get_staff(self.db, staff_id)
+        staff = await get_staff(self.db, staff_id, scope)
+        actor = scope.actor
         sent = data.model_fields_set
         for name in ("first_name", "last_name", "external_email_1"):
             if name in sent and getattr(data, name) is None:
@@ -166,14 +170,15 @@ class StaffLifecycle:
                 raise
 
     async def erase(
-        self, staff_id: uuid.UUID, actor: str, ip: str | None, by: uuid.UUID | None = None
+        self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None, by: uuid.UUID | None = None
     ) -> str:
         """Erases the person; returns the pseudonym their audit trail now carries."""
-        staff = await get_staff(self.db, staff_id)
+        staff = await get_staff(self.db, staff_id, scope)
+        actor = scope.actor
         if by == staff.id:
             raise Conflict(SELF_ERASE)
         # Sessions ended and apps told, tokens revoked, flows ended: as a leaver (committed).
-        await StaffStatus(self.uow, self.settings, self.temporal).disable(staff.id, actor, ip, by)
+        await StaffStatus(self.uow, self.settings, self.temporal).disable(staff.id, scope, ip, by)
         account = await account_for(self.db, staff.id)
         client = await connected(self.temporal, 5.0)
         try:

@@ -20,7 +20,7 @@ import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from core.models import AuditEvent, Staff
+from core.models import AuditEvent, Staff, StaffBatch, StaffBatchItem
 from tests.support.accounts import Browser, Person, browsing, hidden_fields, make_person, redirected_to
 from tests.support.admin_pages import flash_of, known_hash, set_admin, sign_in_with_totp
 from tests.support.harness import Stack, running_app
@@ -28,10 +28,11 @@ from tests.support.harness import Stack, running_app
 # How each route treats another organisation's objects:
 #   person   its {staff_id} is B's person (their flows, audit trail, setup): as unknown (404)
 #   org      its {org_id} is B's organisation (its keys, settings): as unknown (404)
+#   batch    its {batch_id} is B's staff batch (its progress, pause, resume, cancel): as unknown
 #   operator deployment-wide: 403 for an organisation's admin, whatever the object
 #   own      no object in the path: acts on the caller's own organisation only (checked by
 #            the tests below this one)
-Kind = Literal["person", "org", "operator", "own"]
+Kind = Literal["person", "org", "batch", "operator", "own"]
 ROUTES: dict[tuple[str, str], Kind] = {
     ("POST", "/api/v1/staff"): "own",
     ("GET", "/api/v1/staff"): "own",
@@ -47,6 +48,13 @@ ROUTES: dict[tuple[str, str], Kind] = {
     ("POST", "/api/v1/staff/{staff_id}/enable"): "person",
     ("POST", "/api/v1/staff/{staff_id}/mfa/extend"): "person",
     ("GET", "/api/v1/staff/{staff_id}/sso"): "person",
+    ("PATCH", "/api/v1/staff/{staff_id}"): "person",
+    ("DELETE", "/api/v1/staff/{staff_id}"): "person",
+    ("POST", "/api/v1/staff/{staff_id}/email-change/confirm"): "person",
+    ("POST", "/api/v1/staff/imports"): "own",
+    ("POST", "/api/v1/staff/batches"): "own",
+    ("GET", "/api/v1/staff/batches/{batch_id}"): "batch",
+    ("POST", "/api/v1/staff/batches/{batch_id}/{control}"): "batch",
     ("POST", "/api/v1/clients"): "operator",
     ("GET", "/api/v1/clients"): "operator",
     ("GET", "/api/v1/clients/{client_id}"): "operator",
@@ -58,6 +66,7 @@ ROUTES: dict[tuple[str, str], Kind] = {
     ("GET", "/api/v1/orgs/{org_id}"): "org",
     ("PATCH", "/api/v1/orgs/{org_id}"): "org",
     ("POST", "/api/v1/orgs/{org_id}/keys"): "org",
+    ("DELETE", "/api/v1/orgs/{org_id}"): "operator",
     ("POST", "/codec/decode"): "operator",
     ("POST", "/codec/encode"): "operator",
     ("GET", "/admin/staff"): "own",
@@ -68,6 +77,16 @@ ROUTES: dict[tuple[str, str], Kind] = {
     ("GET", "/admin/staff/{staff_id}/disable"): "person",
     ("GET", "/admin/staff/{staff_id}/enable"): "person",
     ("POST", "/admin/staff/{staff_id}/{action}"): "person",
+    ("GET", "/admin/staff/{staff_id}/edit"): "person",
+    ("POST", "/admin/staff/{staff_id}/edit"): "person",
+    ("GET", "/admin/staff/{staff_id}/erase"): "person",
+    ("POST", "/admin/staff/{staff_id}/erase"): "person",
+    ("POST", "/admin/staff/bulk"): "own",
+    ("GET", "/admin/staff/import"): "own",
+    ("POST", "/admin/staff/import"): "own",
+    ("POST", "/admin/staff/import/confirm"): "own",
+    ("GET", "/admin/staff/batches/{batch_id}"): "batch",
+    ("POST", "/admin/staff/batches/{batch_id}/{control}"): "batch",
     ("GET", "/admin/apps"): "operator",
     ("GET", "/admin/apps/new"): "operator",
     ("POST", "/admin/apps/new"): "operator",
@@ -83,6 +102,17 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/orgs"): {"name": "Sneaky", "slug": "sneaky"},
     ("POST", "/api/v1/clients"): {"client_name": "x", "redirect_uris": ["https://x.example/cb"]},
     ("PATCH", "/api/v1/clients/{client_id}"): {"client_name": "y"},
+    ("PATCH", "/api/v1/staff/{staff_id}"): {"first_name": "Taken"},
+    ("POST", "/api/v1/staff/{staff_id}/email-change/confirm"): {"code": "123456"},
+}
+# A valid form where the page takes one (besides the CSRF token).
+FORMS: dict[tuple[str, str], dict[str, str]] = {
+    ("POST", "/admin/staff/{staff_id}/edit"): {
+        "first_name": "Taken",
+        "last_name": "Over",
+        "external_email_1": "taken.over@example.com",
+        "leave_on": "",
+    },
 }
 SCOPED_PREFIXES = ("/api/v1", "/admin", "/codec")
 
@@ -112,6 +142,7 @@ class World:
     key_b: dict[str, str]
     person_b: Person  # with an account, MFA, an audit trail
     admin_a: Person
+    batch_b: uuid.UUID  # a staff batch of B's (its rows only: this stack runs no flows)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -152,22 +183,40 @@ async def world(database_url: str) -> AsyncIterator[World]:
         # B's person has an audit trail (their admin created a setup request, an unlock).
         unlocked = await stack.http.post(f"/api/v1/staff/{person_b.staff_id}/unlock", headers=key_b)
         assert unlocked.status_code == 200, unlocked.text
-        yield World(stack, org_a, org_b, key_a, key_b, person_b, admin_a)
+        yield World(stack, org_a, org_b, key_a, key_b, person_b, admin_a, await batch_of(stack, person_b))
 
 
-def filled(path: str, world: World, staff_id: uuid.UUID | str) -> str:
+async def batch_of(stack: Stack, person: Person) -> uuid.UUID:
+    """A running staff batch sending to this person, as its rows (no flow behind it)."""
+    async with stack.sessions() as session:
+        org_id = (await session.get(Staff, person.staff_id)).org_id  # type: ignore[union-attr]
+        batch = StaffBatch(
+            id=uuid.uuid4(), org_id=org_id, action="send_email", state="running", requested_by="x", total=1
+        )
+        session.add(batch)
+        session.add(StaffBatchItem(batch_id=batch.id, staff_id=person.staff_id, position=0, status="pending"))
+        await session.commit()
+    return batch.id
+
+
+def filled(path: str, world: World, target: uuid.UUID | str, kind: Kind) -> str:
+    """The path with B's object (or an unknown id) where the route names its kind's object."""
     return (
-        path.replace("{staff_id}", str(staff_id))
+        path.replace("{staff_id}", str(target))
+        .replace("{batch_id}", str(target if kind == "batch" else world.batch_b))
         .replace("{org_id}", world.org_b)
         .replace("{client_id}", "some-app")
         .replace("{action}", "revoke-sessions")
+        .replace("{control}", "pause")
     )
 
 
-async def call_api(world: World, method: str, path: str, staff_id: uuid.UUID | str) -> httpx.Response:
+async def call_api(
+    world: World, method: str, path: str, target: uuid.UUID | str, kind: Kind
+) -> httpx.Response:
     return await world.http.request(
         method,
-        filled(path, world, staff_id),
+        filled(path, world, target, kind),
         json=BODIES.get((method, path)) if method in ("POST", "PATCH") else None,
         headers=world.key_a,
         content=b'{"payloads": []}' if path.startswith("/codec") else None,
@@ -175,12 +224,12 @@ async def call_api(world: World, method: str, path: str, staff_id: uuid.UUID | s
 
 
 async def call_page(
-    browser: Browser, world: World, method: str, path: str, staff_id: uuid.UUID | str, csrf: str
+    browser: Browser, world: World, method: str, path: str, target: uuid.UUID | str, kind: Kind, csrf: str
 ) -> httpx.Response:
-    url = filled(path, world, staff_id)
+    url = filled(path, world, target, kind)
     if method == "GET":
         return await browser.get(url)
-    return await browser.post(url, {"csrf": csrf, "back": "/admin/staff"})
+    return await browser.post(url, {"csrf": csrf, "back": "/admin/staff", **FORMS.get((method, path), {})})
 
 
 async def test_every_route_keeps_another_organisations_objects_out_of_reach(world: World) -> None:
@@ -200,12 +249,13 @@ async def test_every_route_keeps_another_organisations_objects_out_of_reach(worl
         for (method, path), kind in sorted(ROUTES.items()):
             if kind == "own":
                 continue
+            target = world.batch_b if kind == "batch" else person_b
             if path.startswith("/admin"):
-                answer = await call_page(browser, world, method, path, person_b, csrf)
-                unknown = await call_page(browser, world, method, path, uuid.uuid4(), csrf)
+                answer = await call_page(browser, world, method, path, target, kind, csrf)
+                unknown = await call_page(browser, world, method, path, uuid.uuid4(), kind, csrf)
             else:
-                answer = await call_api(world, method, path, person_b)
-                unknown = await call_api(world, method, path, uuid.uuid4())
+                answer = await call_api(world, method, path, target, kind)
+                unknown = await call_api(world, method, path, uuid.uuid4(), kind)
             where = f"{method} {path}"
             if kind == "operator":
                 assert answer.status_code == 403, f"{where}: {answer.status_code} {answer.text[:300]}"
@@ -216,6 +266,13 @@ async def test_every_route_keeps_another_organisations_objects_out_of_reach(worl
                 after = await browser.get(answer.headers["location"])
                 assert flash_of(after) == ("error", "That person no longer exists."), where
                 continue
+            if method == "POST" and path == "/admin/staff/batches/{batch_id}/{control}":
+                # A batch's button comes back to its page, which is not found, as for any id.
+                assert answer.status_code == unknown.status_code == 303, where
+                after = await browser.get(answer.headers["location"])
+                assert after.status_code == 404, where
+                assert "Bravo" not in after.text, where
+                continue
             assert answer.status_code == 404, f"{where}: {answer.status_code} {answer.text[:300]}"
             # Exactly what an id that exists nowhere gets: nothing tells the two apart.
             assert unknown.status_code == 404, where
@@ -225,7 +282,9 @@ async def test_every_route_keeps_another_organisations_objects_out_of_reach(worl
 
     async with world.stack.sessions() as session:
         staff = await session.get(Staff, person_b)
-        assert staff is not None and staff.disabled_at is None
+        assert staff is not None and staff.disabled_at is None and staff.first_name == "Bea"
+        batch = await session.get(StaffBatch, world.batch_b)
+        assert batch is not None and batch.state == "running"
         touched = (
             await session.scalars(
                 select(AuditEvent).where(

@@ -5,6 +5,7 @@ has its own count."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -52,11 +53,11 @@ async def test_concurrent_spends_never_exceed_the_limit(sessions: SessionFactory
         assert await email_budget.used(session, "busy", NOON) == 10
 
 
-async def test_the_key_is_the_deployment_until_people_have_an_organisation() -> None:
-    person = Staff(first_name="A", last_name="B", external_email_1="a@example.com")
-    assert email_budget.budget_key(person) == "deployment"
-    person.org_id = "4e0c0f6a-0000-4000-8000-000000000001"  # type: ignore[attr-defined]
+async def test_the_key_is_the_persons_organisation() -> None:
+    org_id = uuid.UUID("4e0c0f6a-0000-4000-8000-000000000001")
+    person = Staff(first_name="A", last_name="B", external_email_1="a@example.com", org_id=org_id)
     assert email_budget.budget_key(person) == "4e0c0f6a-0000-4000-8000-000000000001"
+    assert email_budget.budget_key(person) == email_budget.org_budget_key(org_id)
 
 
 async def test_the_next_hour_starts_on_the_hour() -> None:

@@ -23,6 +23,8 @@ def upgrade() -> None:
     create_table(
         "staff_batches",
         uuid_id(),
+        # The organisation whose people the batch sends to (one per batch; its admins see it).
+        uuid_ref("org_id"),
         string("action", 30),
         string("state", 40),
         string("requested_by", 200),
@@ -30,7 +32,9 @@ def upgrade() -> None:
         moment("wait_until", nullable=True),
         moment("created_at"),
         moment("updated_at"),
+        cascades={"org_id": "organisations.id"},
     )
+    create_index("staff_batches", "ix_staff_batches_org_id", "org_id")
     create_table(
         "staff_batch_items",
         uuid_id(),
@@ -45,6 +49,8 @@ def upgrade() -> None:
         unique=(("batch_id", "staff_id"),),
     )
     create_index("staff_batch_items", "ix_staff_batch_items_next", "batch_id", "status", "position")
+    # A setup's welcome email asks whether a batch already counted it against the budget.
+    create_index("staff_batch_items", "ix_staff_batch_items_setup", "setup_id")
     # Keyed by (budget, hour): one row per budget per clock hour.
     op.create_table(
         "email_budget_hours",
@@ -57,5 +63,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     drop_table("email_budget_hours")
-    drop_table("staff_batch_items", "ix_staff_batch_items_next")
-    drop_table("staff_batches")
+    drop_table("staff_batch_items", "ix_staff_batch_items_next", "ix_staff_batch_items_setup")
+    drop_table("staff_batches", "ix_staff_batches_org_id")
