@@ -297,7 +297,8 @@ async def _holders(session: AsyncSession, column: Any, values: Sequence[Any]) ->
     found: dict[Any, uuid.UUID] = {}
     for start in range(0, len(values), 1000):
         chunk = values[start : start + 1000]
-        found.update((await session.execute(select(column, Staff.org_id).where(column.in_(chunk)))).tuples())
+        rows = await session.execute(select(column, Staff.org_id).where(column.in_(chunk)))
+        found.update((value, org_id) for value, org_id in rows.tuples())
     return found
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from core.models import AuditEvent, Staff, StaffBatch, StaffBatchItem
 from tests.support.accounts import Browser, Person, browsing, hidden_fields, make_person, redirected_to
-from tests.support.admin_pages import flash_of, known_hash, set_admin, sign_in_with_totp
+from tests.support.admin_pages import flash_of, known_hash, make_org, set_admin, sign_in_with_totp
 from tests.support.harness import Stack, running_app
 
 # How each route treats another organisation's objects:
@@ -147,21 +147,6 @@ class World:
     @property
     def http(self) -> httpx.AsyncClient:
         return self.stack.http
-
-
-async def make_org(stack: Stack, slug: str) -> tuple[str, dict[str, str]]:
-    """An organisation and an admin key of it, made by the operator (bootstrap) key."""
-    created = await stack.http.post(
-        "/api/v1/orgs", json={"name": f"{slug.title()} Lettings", "slug": slug}, headers=stack.admin
-    )
-    assert created.status_code == 201, created.text
-    org_id = created.json()["id"]
-    key = await stack.http.post(
-        f"/api/v1/orgs/{org_id}/keys", json={"name": f"{slug}-key"}, headers=stack.admin
-    )
-    assert key.status_code == 201, key.text
-    assert key.json()["org_id"] == org_id
-    return org_id, {"Authorization": f"Bearer {key.json()['key']}"}
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -484,3 +469,26 @@ async def test_an_operator_chooses_the_organisation_of_a_person_added_on_the_pag
     async with world.stack.sessions() as session:
         staff = await session.scalar(select(Staff).where(Staff.external_email_1 == email))
     assert staff is not None and str(staff.org_id) == world.org_b
+
+
+async def test_bulk_actions_leave_out_another_organisations_people(world: World) -> None:
+    """The staff list's bulk form with B's person ticked (a forged form): as an unknown id,
+    nobody is selected, and nothing of B's changes."""
+    async with browsing(world.stack.transport) as browser:
+        assert redirected_to(await sign_in_with_totp(browser, world.admin_a), "/sso/account")
+        page = await browser.get("/admin/staff")
+        csrf = hidden_fields(page, "/admin/staff/bulk")["csrf"]
+        for ids in (str(world.person_b.staff_id), str(uuid.uuid4())):
+            sent = await browser.post(
+                "/admin/staff/bulk",
+                {"csrf": csrf, "back": "/admin/staff", "action": "disable", "ids": ids, "confirmed": "yes"},
+            )
+            assert sent.status_code == 303
+            after = await browser.get(sent.headers["location"])
+            assert flash_of(after) == (
+                "error",
+                "Select the people first: tick the box in front of each name.",
+            )
+    async with world.stack.sessions() as session:
+        staff = await session.get(Staff, world.person_b.staff_id)
+    assert staff is not None and staff.disabled_at is None

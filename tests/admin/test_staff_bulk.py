@@ -26,6 +26,7 @@ from api.services.setup_admin import SENDING_ALREADY, Onboarding
 from api.services.staff_import import MAX_IMPORT_BYTES, MAX_IMPORT_ROWS
 from core.errors import ServiceUnavailable
 from core.models import AuditEvent, SsoSetup, Staff, StaffBatch, StaffBatchItem
+from core.orgs import DEFAULT_ORG_ID
 from tests.support.accounts import ADMIN_ACTOR
 from tests.support.config import make_settings
 from tests.support.harness import Stack, running_stack
@@ -306,7 +307,9 @@ async def test_a_send_that_races_another_is_a_failure_not_a_takeover(
     """A first attempt whose start finds a flow already running (another send won the race)
     does not count that flow as its own: the item fails, its setup row is removed."""
     person = await fast.create_staff()
-    batch = StaffBatch(action="send_email", state="running", requested_by=ADMIN_ACTOR, total=1)
+    batch = StaffBatch(
+        org_id=DEFAULT_ORG_ID, action="send_email", state="running", requested_by=ADMIN_ACTOR, total=1
+    )
     async with fast.sessions() as session:
         session.add(batch)
         await session.flush()
