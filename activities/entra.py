@@ -82,8 +82,9 @@ class EntraActivities(SecretActivities):
             staff = await session.get(Staff, staff_id)
             if staff is None:
                 refusal = "staff_missing"
-            elif await tenant_owner(session, who.tenant_id) != staff.org_id:
+            elif (owner := await tenant_owner(session, who.tenant_id)) is not None and owner != staff.org_id:
                 # One tenant, one organisation: its accounts link only to that one's people.
+                # (A tenant nobody owns never gets here: verifying the grant refuses it.)
                 refusal = "other_organisation"
             elif data.via == "setup_link" and not await _link_usable(session, data, now):
                 refusal = "link_unusable"

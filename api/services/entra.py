@@ -27,6 +27,7 @@ from core import audit, metrics
 from core.accounts import ACCOUNT_DISABLED
 from core.codec import keyring_from_settings
 from core.crypto import DecryptionError
+from core.entra import MESSAGES as ENTRA_MESSAGES
 from core.entra import EntraProvider, EntraRefused, EntraUnavailable, Grant
 from core.errors import ServiceUnavailable
 from core.models import AccountStatus, EntraLink, SsoAccount, Staff, utcnow
@@ -216,12 +217,14 @@ class EntraSignOn:
             return refused("unlinked")
         account = await self.db.scalar(select(SsoAccount).where(SsoAccount.staff_id == link.staff_id))
         staff = await self.db.get(Staff, link.staff_id)
-        if staff is not None and await tenant_owner(self.db, identity.tenant_id) != staff.org_id:
-            # The tenant now belongs to another organisation than the person (moved since the
-            # link was made): its accounts sign in only that organisation's people.
+        owner = await tenant_owner(self.db, identity.tenant_id)
+        if staff is not None and owner is not None and owner != staff.org_id:
+            # The tenant belongs to another organisation than the person (one of them moved
+            # since the link was made): its accounts sign in only that organisation's people.
+            # (A tenant nobody owns never gets here: the provider refuses it.)
             self._audit_signin_failure(link.staff_id, ip, "wrong_tenant", tenant_id=identity.tenant_id)
             await self.db.flush()
-            return refused("wrong_tenant")
+            return refused("wrong_tenant", ENTRA_MESSAGES["wrong_tenant"])
         if (staff is not None and staff.disabled_at is not None) or (
             account is not None and account.status == AccountStatus.disabled.value
         ):

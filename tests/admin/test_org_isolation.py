@@ -20,7 +20,15 @@ import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from core.models import AuditEvent, Staff, StaffBatch, StaffBatchItem
+from activities.email_delivery import build_sender
+from activities.entra import EntraActivities
+from activities.inputs import LinkEntraInput, VerifiedEntra
+from api.services.entra import Callback, EntraResult, EntraSignOn, EntraStart
+from core.codec import keyring_from_settings
+from core.entra import AuthorizationRequest, EntraIdentity, EntraProvider, Grant
+from core.models import AuditEvent, EntraLink, Staff, StaffBatch, StaffBatchItem
+from core.settings import Settings
+from core.temporal_client import TemporalGateway
 from tests.support.accounts import Browser, Person, browsing, hidden_fields, make_person, redirected_to
 from tests.support.admin_pages import flash_of, known_hash, make_org, set_admin, sign_in_with_totp
 from tests.support.harness import Stack, running_app
@@ -492,3 +500,94 @@ async def test_bulk_actions_leave_out_another_organisations_people(world: World)
     async with world.stack.sessions() as session:
         staff = await session.get(Staff, world.person_b.staff_id)
     assert staff is not None and staff.disabled_at is None
+
+
+class VerifiedBy(EntraProvider):
+    """Microsoft verifying this identity (the provider's own checks have tests in tests/entra)."""
+
+    def __init__(self, settings: Settings, identity: EntraIdentity) -> None:
+        super().__init__(settings)
+        self.identity = identity
+
+    async def authorization_request(self, login_hint: str | None = None) -> AuthorizationRequest:
+        return AuthorizationRequest(
+            "https://login.example.test/authorize", "state-1", "nonce-1", "verifier-1"
+        )
+
+    async def redeem(self, grant: Grant) -> EntraIdentity:
+        return self.identity
+
+
+async def test_a_tenant_signs_in_only_the_people_of_the_organisation_owning_it(world: World) -> None:
+    stack = world.stack
+    tenant = str(uuid.uuid4())
+    owned = await stack.http.patch(
+        f"/api/v1/orgs/{world.org_b}", json={"entra_tenant_ids": [tenant]}, headers=stack.admin
+    )
+    assert owned.status_code == 200, owned.text
+    person_a = await stack.person(org_id=uuid.UUID(world.org_a), first_name="Ali", last_name="Alpha")
+    identities = {}
+    for person in (person_a, world.person_b):
+        identity = EntraIdentity(tenant, str(uuid.uuid4()), "Someone", "someone@bravo.example")
+        identities[person.staff_id] = identity
+        async with stack.sessions() as session:
+            session.add(
+                EntraLink(
+                    staff_id=person.staff_id,
+                    tenant_id=tenant,
+                    object_id=identity.object_id,
+                    linked_via="session",
+                )
+            )
+            await session.commit()
+
+    async def microsoft_sign_in(identity: EntraIdentity) -> EntraResult:
+        async with stack.sessions() as session:
+            sign_on = EntraSignOn(
+                stack.settings, session, TemporalGateway(stack.settings), VerifiedBy(stack.settings, identity)
+            )
+            _, waiting = await sign_on.begin(EntraStart("signin"))
+            pending = await sign_on.claim(waiting)
+            result = await sign_on.finish(pending, Callback("state-1", "code-1", ""), "127.0.0.1", None)
+            await session.commit()
+        return result
+
+    assert (await microsoft_sign_in(identities[world.person_b.staff_id])).kind == "signed_in"
+    refused = await microsoft_sign_in(identities[person_a.staff_id])
+    assert (refused.kind, refused.reason) == ("refused", "wrong_tenant")
+    assert refused.message is not None and "can't sign in here" in refused.message
+    async with stack.sessions() as session:
+        event = await session.scalar(
+            select(AuditEvent).where(
+                AuditEvent.target == str(person_a.staff_id), AuditEvent.action == "sign_in.failed"
+            )
+        )
+    assert event is not None and event.details["reason"] == "wrong_tenant"
+
+
+async def test_a_tenant_links_only_to_the_people_of_the_organisation_owning_it(world: World) -> None:
+    stack = world.stack
+    tenant = str(uuid.uuid4())
+    owned = await stack.http.patch(
+        f"/api/v1/orgs/{world.org_a}", json={"entra_tenant_ids": [tenant]}, headers=stack.admin
+    )
+    assert owned.status_code == 200, owned.text
+    keyring = keyring_from_settings(stack.settings)
+    activities = EntraActivities(
+        stack.settings, stack.sessions, build_sender(stack.settings, stack.sessions, keyring), keyring
+    )
+
+    def link(person: Person) -> LinkEntraInput:
+        identity = VerifiedEntra(tenant, str(uuid.uuid4()), "Someone", "someone@alpha.example")
+        return LinkEntraInput(
+            str(person.staff_id), f"entra-link-{person.staff_id}", identity, "session", "test"
+        )
+
+    refused = await activities.link_entra_identity(link(world.person_b))
+    assert (refused.ok, refused.reason) == (False, "other_organisation")
+    person_a = await stack.person(org_id=uuid.UUID(world.org_a), first_name="Lin", last_name="Alpha")
+    linked = await activities.link_entra_identity(link(person_a))
+    assert linked.ok and linked.newly_linked
+    async with stack.sessions() as session:
+        links = (await session.scalars(select(EntraLink.staff_id).where(EntraLink.tenant_id == tenant))).all()
+    assert links == [person_a.staff_id]
