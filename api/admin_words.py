@@ -87,6 +87,8 @@ AUDIT_EVENTS: dict[str, str] = {
     "staff.moved": "Moved to another organisation by agentOS",
     "org.create": "Organisation created",
     "org.update": "Organisation settings changed",
+    "org.erased": "Organisation erased: its people, keys and tenants removed",
+    "staff.import": "People imported from a CSV file",
     "admin_key.create": "Admin API key created",
     "reset.requested": "Asked to reset the password",
     "reset.resend": "Asked for a new reset code",

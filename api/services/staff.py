@@ -298,7 +298,7 @@ async def _holders(session: AsyncSession, column: Any, values: Sequence[Any]) ->
     for start in range(0, len(values), 1000):
         chunk = values[start : start + 1000]
         rows = await session.execute(select(column, Staff.org_id).where(column.in_(chunk)))
-        found.update((value, org_id) for value, org_id in rows.tuples())
+        found.update((value, org_id) for value, org_id in rows)
     return found
 
 

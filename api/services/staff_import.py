@@ -23,6 +23,7 @@ from core.models import Staff
 from core.orgs import AdminScope
 
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
+IN_USE = "already belongs to a staff member"
 MAX_IMPORT_ROWS = MAX_BATCH_SIZE
 REQUIRED_COLUMNS = ("first_name", "last_name", "external_email_1")
 COLUMNS = (*REQUIRED_COLUMNS, "is_admin")
@@ -151,7 +152,8 @@ async def check_file(
     for checked in rows:
         holder = in_use.get(checked.data.external_email_1.lower()) if checked.data is not None else None
         if holder is not None:
-            checked.problem("external_email_1", await address_refusal(session, holder, scope, org_id))
+            problem = IN_USE if holder == org_id else await address_refusal(session, holder, scope, org_id)
+            checked.problem("external_email_1", problem)
             checked.data = None
     return rows
 

@@ -28,11 +28,12 @@ from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.schemas import BaseSchema
+from sqlalchemy import update
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from api.services.sessions import Sessions
-from core.models import EntraLink, utcnow
+from core.models import EntraLink, Organisation, utcnow
 from core.orgs import DEFAULT_ORG_ID
 from tests.support.accounts import code_in, emails_with_subject, make_person
 from tests.support.config import _migrate, examples, make_settings
@@ -75,10 +76,12 @@ class Fuzz:
     to_erase: list[str]  # people there to be erased (never those above)
     email_change: tuple[str, str]  # a person whose new address waits for this code
     batch_id: str  # a staff batch still running
+    org_to_erase: str  # a suspended organisation, with a person, there to be erased
 
 
 ERASE = ("DELETE", "/api/v1/staff/{staff_id}")
 CONFIRM_EMAIL = ("POST", "/api/v1/staff/{staff_id}/email-change/confirm")
+ERASE_ORG = ("DELETE", "/api/v1/orgs/{org_id}")
 
 
 async def person_changing_email(stack: Stack) -> tuple[str, str]:
@@ -206,6 +209,8 @@ async def fuzz(
             [(await stack.create_staff())["id"] for _ in range(2)],
             await person_changing_email(stack),
             await running_batch(stack),
+            # Last: with a second organisation, a create must name its organisation.
+            await suspended_org(stack),
         )
     gc.collect()  # the worker's SQLite engine, now, not on a later flow's thread (tests/conftest.py stack)
 
@@ -218,6 +223,22 @@ async def running_batch(stack: Stack) -> str:
     )
     assert started.status_code == 202, started.text
     return str(started.json()["id"])
+
+
+async def suspended_org(stack: Stack) -> str:
+    """An organisation with a person, suspended (as an operator would, directly here)."""
+    created = await stack.http.post(
+        "/api/v1/orgs", json={"name": "Closing Lettings", "slug": "closing"}, headers=stack.admin
+    )
+    assert created.status_code == 201, created.text
+    org_id = uuid.UUID(created.json()["id"])
+    await stack.person(org_id=org_id)
+    async with stack.sessions() as session:
+        await session.execute(
+            update(Organisation).where(Organisation.id == org_id).values(status="suspended")
+        )
+        await session.commit()
+    return str(org_id)
 
 
 async def app(stack: Stack) -> str:
@@ -234,8 +255,8 @@ async def test_every_admin_operation_is_covered(fuzz: Fuzz) -> None:
     # staff: create, list, get, patch, erase, move; sso-email: send, cancel; sso; revoke,
     # unlock, entra-link, mfa, mfa/extend, disable, enable, email-change/confirm; clients:
     # create, list, get, patch, delete, secret; imports; batches: start, progress,
-    # pause/resume/cancel; orgs: create, list, get, patch, keys
-    assert len(admin) == 32
+    # pause/resume/cancel; orgs: create, list, get, patch, erase, keys
+    assert len(admin) == 33
 
 
 def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
@@ -272,9 +293,10 @@ def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
     if operation.path == "/api/v1/orgs" and operation.method.upper() == "POST":
         body = {"name": "Chosen Lettings", "slug": f"chosen-{uuid.uuid4().hex[:8]}"}
         return [operation.Case(body=body, media_type="application/json")]
+    if (method, operation.path) == ERASE_ORG:
+        return [operation.Case(path_parameters={"org_id": fuzz.org_to_erase})]
     if "{org_id}" in operation.path:
         body = {"name": "chosen"} if operation.path.endswith("/keys") else {}
-        method = operation.method.upper()
         return [
             operation.Case(
                 path_parameters={"org_id": str(DEFAULT_ORG_ID)},
@@ -287,7 +309,8 @@ def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
         row = f"Im,Ported,im.{uuid.uuid4().hex[:8]}@example.com,FALSE\r\n"
         return [
             operation.Case(body=CSV_FILE + row, media_type="text/csv", query=query)
-            for query in ({"dry_run": "true"}, {})
+            # Named: the fuzzing of POST /api/v1/orgs may have added organisations.
+            for query in ({"dry_run": "true", "org_id": str(DEFAULT_ORG_ID)}, {"org_id": str(DEFAULT_ORG_ID)})
         ]
     if operation.path == "/api/v1/staff/batches":
         body = {"staff_ids": fuzz.staff_ids[:1], "action": "send_email"}

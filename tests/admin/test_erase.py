@@ -22,6 +22,7 @@ from core.crypto import mask_email
 from core.db import UnitOfWork
 from core.errors import Conflict
 from core.models import AuditEvent, Staff
+from core.orgs import operator
 from core.temporal_client import TemporalGateway
 from tests.support.accounts import ADMIN_ACTOR, GUARD_SECONDS, emails_with_subject, update_account
 from tests.support.erasure import history_text, personal_rows
@@ -148,6 +149,6 @@ async def test_an_admin_cannot_erase_themselves(stack: Stack) -> None:
             UnitOfWork(session), stack.settings, TemporalGateway(stack.settings, stack.env.client)
         )
         with pytest.raises(Conflict) as refused:
-            await lifecycle.erase(person.staff_id, "staff:me", None, by=person.staff_id)
+            await lifecycle.erase(person.staff_id, operator("staff:me"), None, by=person.staff_id)
     assert refused.value.message == SELF_ERASE
     assert (await stack.http.get(f"/api/v1/staff/{person.staff_id}", headers=stack.admin)).status_code == 200

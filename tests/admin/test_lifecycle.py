@@ -19,6 +19,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from activities.inputs import LeaverInput
 from activities.lifecycle import LifecycleActivities
 from core.models import AuditEvent, SsoAccount, Staff
+from core.orgs import DEFAULT_ORG_ID
 from tests.support.accounts import (
     ADMIN_ACTOR,
     GUARD_SECONDS,
@@ -210,7 +211,9 @@ async def test_a_change_whose_address_was_taken_meanwhile_is_dropped(stack: Stac
     code = code_in((await emails_with_subject(stack.sessions, stack.settings, new, CODE_SUBJECT))[0])
     # Another person is added with the address while the code is on its way.
     async with stack.sessions() as session:
-        session.add(Staff(first_name="Other", last_name="Person", external_email_1=new))
+        session.add(
+            Staff(first_name="Other", last_name="Person", external_email_1=new, org_id=DEFAULT_ORG_ID)
+        )
         await session.commit()
     response = await stack.http.post(
         f"/api/v1/staff/{person.staff_id}/email-change/confirm", json={"code": code}, headers=stack.admin

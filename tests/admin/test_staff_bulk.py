@@ -366,7 +366,7 @@ async def test_the_openapi_document_shows_the_csv_body_and_every_answer() -> Non
     assert body["required"] is True and list(body["content"]) == ["text/csv"]
     assert body["content"]["text/csv"]["example"].startswith("first_name,last_name,external_email_1")
     assert {"200", "201", "413", "415"} <= set(imports["responses"])
-    assert [p["name"] for p in imports["parameters"]] == ["dry_run", "send_email"]
+    assert [p["name"] for p in imports["parameters"]] == ["dry_run", "send_email", "org_id"]
     control = document["paths"]["/api/v1/staff/batches/{batch_id}/{control}"]["post"]
     named = {p["name"]: p for p in control["parameters"]}
     assert named["control"]["schema"]["enum"] == ["pause", "resume", "cancel"]
