@@ -29,7 +29,9 @@ def _tenants(value: object) -> object:
         tenants = [check_tenant(t) if isinstance(t, str) else t for t in value]
     except SsoError as exc:
         raise ValueError(exc.message.removeprefix("entra_tenant_ids: ")) from None
-    if len(set(tenants)) != len(tenants):
+    # Anything not a string is left for the field's own type check (a list in the list too).
+    ids = [t for t in tenants if isinstance(t, str)]
+    if len(set(ids)) != len(ids):
         raise ValueError("a tenant id is listed twice")
     return tenants
 
