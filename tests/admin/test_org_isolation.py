@@ -29,7 +29,15 @@ from core.entra import AuthorizationRequest, EntraIdentity, EntraProvider, Grant
 from core.models import AuditEvent, EntraLink, Staff, StaffBatch, StaffBatchItem
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
-from tests.support.accounts import Browser, Person, browsing, hidden_fields, make_person, redirected_to
+from tests.support.accounts import (
+    Browser,
+    Person,
+    browsing,
+    hidden_fields,
+    make_person,
+    page_text,
+    redirected_to,
+)
 from tests.support.admin_pages import flash_of, known_hash, make_org, set_admin, sign_in_with_totp
 from tests.support.harness import Stack, running_app
 
@@ -591,3 +599,63 @@ async def test_a_tenant_links_only_to_the_people_of_the_organisation_owning_it(w
     async with stack.sessions() as session:
         links = (await session.scalars(select(EntraLink.staff_id).where(EntraLink.tenant_id == tenant))).all()
     assert links == [person_a.staff_id]
+
+
+async def imported_on_the_page(browser: Browser, rows: str, org: str | None = None) -> httpx.Response:
+    """Settings > Staff > Import from CSV: the preview, then Import (no emails sent)."""
+    form = await browser.get("/admin/staff/import")
+    fields = {"csrf": hidden_fields(form, "/admin/staff/import")["csrf"], **({"org": org} if org else {})}
+    content = f"first_name,last_name,external_email_1\r\n{rows}".encode()
+    preview = await browser.http.post(
+        "/admin/staff/import", data=fields, files={"file": ("staff.csv", content, "text/csv")}
+    )
+    assert preview.status_code == 200, preview.text
+    confirm = hidden_fields(preview, "/admin/staff/import/confirm")
+    done = await browser.http.post(
+        "/admin/staff/import/confirm", files={k: (None, v) for k, v in confirm.items()}
+    )
+    assert done.status_code == 303, done.text
+    return preview
+
+
+async def test_the_import_page_adds_people_to_the_admins_organisation(world: World) -> None:
+    """An organisation's admin imports into their own organisation, and another's address is
+    refused without naming it; an operator chooses the organisation (their own first)."""
+    new, other = f"imp.{uuid.uuid4().hex[:8]}@example.com", f"imp.{uuid.uuid4().hex[:8]}@example.com"
+    async with browsing(world.stack.transport) as browser:
+        assert redirected_to(await sign_in_with_totp(browser, world.admin_a), "/sso/account")
+        form = await browser.get("/admin/staff/import")
+        assert 'name="org"' not in form.text  # an agency's admin has nothing to choose
+        preview = await imported_on_the_page(
+            browser, f"Ima,Porter,{new}\r\nCopy,Cat,{world.person_b.email}\r\n"
+        )
+        assert "external_email_1: This address can't be added; contact agentOS support" in page_text(preview)
+        assert "Bravo" not in preview.text
+    operator = await make_person(
+        world.stack.sessions,
+        world.stack.settings,
+        mfa=True,
+        password_hash=known_hash(world.stack.settings),
+        org_id=uuid.UUID(world.org_a),
+        first_name="Ola",
+        last_name="Operator",
+    )
+    async with world.stack.sessions() as session:
+        row = await session.get(Staff, operator.staff_id)
+        assert row is not None
+        row.is_admin = row.is_operator = True
+        await session.commit()
+    async with browsing(world.stack.transport) as browser:
+        assert redirected_to(await sign_in_with_totp(browser, operator), "/sso/account")
+        form = await browser.get("/admin/staff/import")
+        assert '<option value="alpha" selected>Alpha Lettings</option>' in form.text
+        preview = await imported_on_the_page(browser, f"Oth,Er,{other}\r\n", org="bravo")
+        assert "They join Bravo Lettings." in page_text(preview)
+    async with world.stack.sessions() as session:
+        imported = {
+            s.external_email_1: str(s.org_id)
+            for s in (
+                await session.scalars(select(Staff).where(Staff.external_email_1.in_([new, other])))
+            ).all()
+        }
+    assert imported == {new: world.org_a, other: world.org_b}
