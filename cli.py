@@ -666,6 +666,10 @@ def cmd_dev(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         print("\nsso dev: stopping", file=sys.stderr)
     finally:
+        # A second Ctrl-C would cut the shutdown short and leave Temporal and the stand-in
+        # running; stop_all is bounded anyway (SIGKILL after its timeout).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         processes.stop_all()
 
 

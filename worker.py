@@ -16,14 +16,17 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.account import AccountActivities
+from activities.email_change import EmailChangeActivities
 from activities.email_delivery import MeteredSender, build_sender
 from activities.entra import EntraActivities
+from activities.lifecycle import LifecycleActivities
 from activities.logout import LogoutActivities
 from activities.mfa import MfaActivities
 from activities.reset import ResetActivities
 from activities.setup import SetupStepActivities
 from activities.setup_email import SetupActivities
 from activities.shared import SharedActivities
+from activities.staff_batch import StaffBatchActivities
 from api.services.mfa_obligation import start_rollout
 from core import metrics
 from core.codec import keyring_from_settings
@@ -34,13 +37,16 @@ from core.oidc import logout_outbox
 from core.oidc.backchannel import SessionLogoutInput
 from core.settings import InsecureSettingsError, MfaPolicy, Settings, get_settings
 from core.temporal_client import connect, exit_after_temporal
+from workflows.email_change import StaffEmailChangeWorkflow
 from workflows.entra import EntraLinkWorkflow
+from workflows.leave import StaffLeaveWorkflow
 from workflows.logout import SessionLogoutWorkflow, logout_start_options
 from workflows.mfa_enrollment import MfaEnrollmentWorkflow
 from workflows.mfa_rollout import MfaPolicyRolloutWorkflow
 from workflows.notices import MfaChangedNoticeWorkflow, PasswordChangedNoticeWorkflow
 from workflows.reset import PasswordResetWorkflow
 from workflows.setup import SsoSetupWorkflow
+from workflows.staff_batch import StaffBatchWorkflow
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +68,9 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     account = AccountActivities(settings, sessions, sender, keyring)
     mfa = MfaActivities(settings, sessions, sender, keyring)
     logout = LogoutActivities(settings, sessions)
+    lifecycle = LifecycleActivities(settings, sessions)
+    email_change = EmailChangeActivities(settings, sessions, sender, keyring)
+    batch = StaffBatchActivities(settings, sessions, client)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -77,6 +86,9 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             SessionLogoutWorkflow,
             MfaEnrollmentWorkflow,
             MfaPolicyRolloutWorkflow,
+            StaffLeaveWorkflow,
+            StaffEmailChangeWorkflow,
+            StaffBatchWorkflow,
         ],
         activities=[
             setup.send_setup_email,
@@ -102,6 +114,12 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             mfa.check_mfa_obligation,
             mfa.send_mfa_reminder,
             mfa.next_mfa_rollout_batch,
+            lifecycle.disable_leaver,
+            email_change.apply_email_change,
+            email_change.send_email_changed,
+            email_change.drop_email_change,
+            batch.send_batch_chunk,
+            batch.record_batch_state,
         ],
     )
 

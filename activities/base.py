@@ -75,12 +75,25 @@ class SecretActivities:
         login_email = account.login_email if account is not None else staff.external_email_1
         return staff, await self._email_to(staff, template, login_email=login_email, **values)
 
-    async def _email_to(self, staff: Staff, template: str, **values: Any) -> RenderedEmail:
-        """An email to the staff member's own address, in the brand's name, sent for their
-        organisation (see _agency)."""
+    @staticmethod
+    def _code_address(staff: Staff, purpose: str) -> str:
+        """Where a code goes: the person's address, or the new one a change waits to confirm."""
+        if purpose != "email_change":
+            return staff.external_email_1
+        if staff.pending_external_email_1 is None:
+            raise ApplicationError(
+                "no change of email address is waiting", non_retryable=True, type=flow_errors.SETUP_ENDED
+            )
+        return staff.pending_external_email_1
+
+    async def _email_to(
+        self, staff: Staff, template: str, to: str | None = None, **values: Any
+    ) -> RenderedEmail:
+        """An email to the staff member's own address (or `to`), in the brand's name, sent for
+        their organisation (see _agency)."""
         return render_email(
             template,
-            to=staff.external_email_1,
+            to=to or staff.external_email_1,
             brand=self._settings.brand_name,
             agency=await self._agency(staff.org_id),
             first_name=staff.first_name,

@@ -295,3 +295,43 @@ class RolloutBatchInput:
     after: str | None
     limit: int
     org_id: str | None = None  # one organisation's people only
+
+
+@dataclass
+class LeaverInput:
+    staff_id: str
+    # The leave day (ISO) the flow waited for: the person is disabled only if it still stands.
+    leave_on: str
+
+
+@dataclass
+class EmailChangeStep:
+    staff_id: str
+    workflow_id: str
+    outcome: str
+    actor: str = "system"
+    ip: str | None = None
+
+
+@dataclass
+class BatchChunkInput:
+    batch_id: str
+    limit: int
+
+
+@dataclass
+class BatchCounts:
+    """A staff batch's items by outcome, and, when the email budget ran out part-way, when
+    the next hour (and budget) begins."""
+
+    sent: int
+    failed: int
+    left: int
+    budget_until: datetime | None = None
+
+
+@dataclass
+class BatchStateInput:
+    batch_id: str
+    state: str
+    wait_until: datetime | None = None

@@ -22,10 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
 from activities.email_delivery import EmailSender, PermanentEmailError, TransientEmailError
-from core import metrics
+from core import email_budget, metrics
 from core.crypto import Keyring
 from core.db import SessionFactory
-from core.models import EmailSend
+from core.models import EmailSend, Staff, utcnow
 from core.templating import RenderedEmail
 
 
@@ -64,6 +64,14 @@ class Claim:
         return self.row.accepted_at is not None
 
 
+async def _count_against_budget(session: AsyncSession, staff_id: uuid.UUID) -> None:
+    """Every email counts, but none waits for the budget: the person asked for it, or it
+    tells them of a change (a bulk send is what waits, see core/email_budget.py)."""
+    org_id = await session.scalar(select(Staff.org_id).where(Staff.id == staff_id))
+    if org_id is not None:
+        await email_budget.count(session, email_budget.org_budget_key(org_id), utcnow())
+
+
 class SendRequests:
     def __init__(self, keyring: Keyring) -> None:
         self._keyring = keyring
@@ -74,9 +82,13 @@ class SendRequests:
         kind: str,
         staff_id: uuid.UUID | None,
         mint: Callable[[], str] | None = None,
+        *,
+        budgeted: bool = False,
     ) -> Claim:
         """The request's row (locked on PostgreSQL), created with a fresh secret by its first
-        attempt; a later attempt gets the same secret back."""
+        attempt; a later attempt gets the same secret back. A new request counts one email
+        against the person's organisation's hourly budget, in the same transaction (unless a
+        bulk send already spent it: `budgeted`)."""
         key = request_key()
         row = await session.scalar(select(EmailSend).where(EmailSend.request_key == key).with_for_update())
         if row is None:
@@ -90,6 +102,8 @@ class SendRequests:
                 secret_sealed=self._keyring.seal(secret.encode(), _aad(key, kind)) if secret else None,
             )
             session.add(row)
+            if staff_id is not None and not budgeted:
+                await _count_against_budget(session, staff_id)
             await session.flush()
             return Claim(row, secret, minted=True)
         secret = (

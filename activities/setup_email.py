@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -15,7 +15,7 @@ from activities.email_delivery import PermanentEmailError, TransientEmailError, 
 from activities.inputs import CloseSetupInput, SendSetupEmailInput, SendSetupEmailResult
 from activities.send_requests import AttemptClock
 from core import audit, flow_errors
-from core.crypto import LINK_PURPOSE, mask_email, new_token, token_hash
+from core.crypto import LINK_PURPOSE, new_token, token_hash
 from core.models import (
     BrowserSession,
     DeliveryState,
@@ -23,9 +23,14 @@ from core.models import (
     SetupState,
     SsoSetup,
     Staff,
+    StaffBatchItem,
     utcnow,
 )
 from core.times import email_until
+
+# The result stays in the flow's history, which outlives an erasure of the person: not even
+# a masked address goes there (flows started before this still show theirs).
+NO_ADDRESS_IN_HISTORY = ""
 
 
 def ttl_words(seconds: int) -> str:
@@ -66,15 +71,20 @@ class SetupActivities(SecretActivities):
                 raise ApplicationError(
                     f"setup already {setup.state}", non_retryable=True, type=flow_errors.SETUP_ENDED
                 )
-            claim = await self._requests.claim(session, "sso_welcome", staff_id, new_token)
-            to_address = staff.external_email_1
+            # A bulk send spent the budget for its setup's email before starting it.
+            batched = await session.scalar(
+                select(StaffBatchItem.id).where(StaffBatchItem.setup_id == setup.id)
+            )
+            claim = await self._requests.claim(
+                session, "sso_welcome", staff_id, new_token, budgeted=batched is not None
+            )
             if claim.accepted:
                 # An earlier attempt's email was accepted and recorded; its answer was lost.
                 assert claim.row.accepted_at is not None and claim.row.expires_at is not None
                 return SendSetupEmailResult(
                     sent_at=claim.row.accepted_at,
                     link_expires_at=claim.row.expires_at,
-                    masked_email=mask_email(to_address),
+                    masked_email=NO_ADDRESS_IN_HISTORY,
                     attempts=setup.email_attempts,
                 )
             # The link's time starts when its email is handed to the mail server (this attempt).
@@ -173,7 +183,7 @@ class SetupActivities(SecretActivities):
         return SendSetupEmailResult(
             sent_at=sent_at,
             link_expires_at=expires_at,
-            masked_email=mask_email(to_address),
+            masked_email=NO_ADDRESS_IN_HISTORY,
             attempts=info.attempt,
         )
 

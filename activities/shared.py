@@ -17,7 +17,12 @@ from core import audit
 from core.crypto import code_digest, new_email_code
 from core.models import SetupState, utcnow
 
-CODE_TEMPLATES = {"setup": "verification_code", "reset": "password_reset_code"}
+ACCOUNT_PAGE = "/sso/account"
+CODE_TEMPLATES = {
+    "setup": "verification_code",
+    "reset": "password_reset_code",
+    "email_change": "email_change_code",
+}
 
 
 class SharedActivities(SecretActivities):
@@ -45,8 +50,10 @@ class SharedActivities(SecretActivities):
             email = await self._email_to(
                 staff,
                 CODE_TEMPLATES[data.purpose],
+                to=self._code_address(staff, data.purpose),
                 code=claim.secret,
                 ttl_words=ttl_words(data.code_ttl_seconds),
+                account_url=f"{self._settings.public_url}{ACCOUNT_PAGE}",
             )
             await session.commit()
 

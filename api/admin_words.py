@@ -5,6 +5,7 @@ here, once; the technical names stay one click away ("Technical details") for op
 from __future__ import annotations
 
 import re
+from datetime import date
 
 from core.models import DeliveryState, SetupState
 
@@ -77,12 +78,19 @@ AUDIT_EVENTS: dict[str, str] = {
     "password.change_failed": "A password change was refused",
     "account.unlock": "Sign-in unlocked",
     "staff.disabled": "Disabled: signed out everywhere, sign-in refused",
+    "staff.updated": "Details changed",
+    "staff.email_change_requested": "New External Email 1: code emailed to it",
+    "staff.email_changed": "External Email 1 and sign-in email changed",
+    "staff.email_change_ended": "Change of External Email 1 dropped",
+    "staff.erased": "Erased: personal data removed",
     "staff.enabled": "Enabled again: can sign in",
     "staff.moved": "Moved to another organisation by agentOS",
     "org.create": "Organisation created",
     "org.update": "Organisation settings changed",
     "org.suspended": "Organisation suspended: its people signed out everywhere, sign-in refused",
     "org.resumed": "Organisation resumed: its people can sign in again",
+    "org.erased": "Organisation erased: its people, keys and tenants removed",
+    "staff.import": "People imported from a CSV file",
     "admin_key.create": "Admin API key created",
     "reset.requested": "Asked to reset the password",
     "reset.resend": "Asked for a new reset code",
@@ -136,6 +144,30 @@ def setup_state(state: str) -> str:
 
 def delivery(state: str) -> str:
     return DELIVERY.get(state) or humane(state)
+
+
+# The staff list's bulk actions (api/routes/admin_bulk_actions.py): what each is called, and what it
+# does, as its confirmation says it.
+BULK_ACTIONS: dict[str, str] = {
+    "send-email": "Send Single Sign-On Email",
+    "revoke-sessions": "Sign out everywhere",
+    "disable": "Disable",
+}
+BULK_EXPLANATIONS: dict[str, str] = {
+    "send-email": "Each person is emailed a new Single Sign-On link; a setup already in progress is "
+    "replaced by it. Anyone who can't be sent one (already active, or disabled) is left as they are, "
+    "and the result says why.",
+    "revoke-sessions": "Each person is signed out of every session and every app (each app is told). "
+    "They can sign in again.",
+    "disable": "For leavers. Each person is signed out of every app and can't sign in until enabled: "
+    "their sessions end, every app is told, their app tokens stop working, and any setup, password "
+    "reset or Microsoft-Entra link in progress is cancelled. Nothing is deleted.",
+}
+
+
+def day(value: date) -> str:
+    """ "31 Jan 2027": a day on its own, such as a leave date."""
+    return f"{value.day} {value.strftime('%b')} {value.year}"
 
 
 def event(action: str) -> str:

@@ -11,10 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services.account import MfaNotices
 from api.services.accounts import AccountAdmin
+from api.services.email_change import EmailChanges
 from api.services.flows import FlowClient
 from api.services.mfa_obligation import MfaObligations
 from api.services.setup_admin import Onboarding
 from api.services.signin import SignIn
+from api.services.staff_batches import StaffBatches
+from api.services.staff_import import StaffImports
+from api.services.staff_lifecycle import StaffLifecycle
 from api.services.staff_status import StaffStatus
 from core.addresses import canonical, rate_key
 from core.admin_keys import key_scope
@@ -174,6 +178,34 @@ def get_staff_status(uow: UnitOfWorkDep, settings: SettingsDep, temporal: Tempor
 
 
 StaffStatusDep = Annotated[StaffStatus, Depends(get_staff_status)]
+
+
+def get_staff_lifecycle(uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep) -> StaffLifecycle:
+    return StaffLifecycle(uow, settings, temporal)
+
+
+StaffLifecycleDep = Annotated[StaffLifecycle, Depends(get_staff_lifecycle)]
+
+
+def get_email_changes(uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep) -> EmailChanges:
+    return EmailChanges(uow, settings, temporal)
+
+
+EmailChangesDep = Annotated[EmailChanges, Depends(get_email_changes)]
+
+
+def get_staff_batches(uow: UnitOfWorkDep, settings: SettingsDep, temporal: TemporalDep) -> StaffBatches:
+    return StaffBatches(settings, uow, temporal)
+
+
+StaffBatchesDep = Annotated[StaffBatches, Depends(get_staff_batches)]
+
+
+def get_staff_imports(batches: StaffBatchesDep) -> StaffImports:
+    return StaffImports(batches)
+
+
+StaffImportsDep = Annotated[StaffImports, Depends(get_staff_imports)]
 
 
 def get_signin(request: Request, session: SessionDep, settings: SettingsDep) -> SignIn:

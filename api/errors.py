@@ -19,12 +19,15 @@ from core.db import database_unreachable
 from core.errors import (
     Conflict,
     Forbidden,
+    InvalidInput,
     NotAuthenticated,
     NotFound,
     ServiceUnavailable,
     SsoError,
+    TooLarge,
     TooManyRequests,
     Unprocessable,
+    UnsupportedMediaType,
 )
 from core.logging import REQUEST_ID
 
@@ -50,11 +53,14 @@ def wants_page(request: Request) -> bool:
 HTTP_ANSWERS: dict[type[SsoError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
+    InvalidInput: (422, "invalid"),
     Forbidden: (403, "forbidden"),
     Unprocessable: (422, "invalid_request"),
     ServiceUnavailable: (503, "unavailable"),
     NotAuthenticated: (401, "not_authenticated"),
     TooManyRequests: (429, "rate_limited"),
+    TooLarge: (413, "too_large"),
+    UnsupportedMediaType: (415, "unsupported_media_type"),
     SsoError: (400, "bad_request"),
 }
 

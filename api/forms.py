@@ -136,6 +136,25 @@ class StaffForm(CsrfForm):
     org: Annotated[str, Field(max_length=100)] = ""
 
 
+class BulkForm(AdminActionForm):
+    """A bulk action on the people selected in the staff list; `confirmed` once its
+    confirmation page was answered."""
+
+    action: Annotated[str, Field(max_length=40)] = ""
+    confirmed: Annotated[str, Field(max_length=10)] = ""
+    ids: Annotated[list[Annotated[str, Field(max_length=40)]], Field(max_length=200)] = []
+
+
+class StaffEditForm(CsrfForm):
+    """Edit a person: the fields of the API's StaffUpdate, which checks them; an empty leave
+    date clears it."""
+
+    first_name: Annotated[str, Field(max_length=1000)] = ""
+    last_name: Annotated[str, Field(max_length=1000)] = ""
+    external_email_1: Annotated[str, Field(max_length=1000)] = ""
+    leave_on: Annotated[str, Field(max_length=40)] = ""
+
+
 class AppForm(CsrfForm):
     """Register or change an app: the fields of the API's ClientCreate, which checks them
     (redirect URIs one a line); the limits here are past its own, so its messages say what
@@ -186,5 +205,7 @@ NewLinkFormDep = Annotated[NewLinkForm, Form()]
 AdminActionFormDep = Annotated[AdminActionForm, Form()]
 StaffFormDep = Annotated[StaffForm, Form()]
 OrgFormDep = Annotated[OrgForm, Form()]
+StaffEditFormDep = Annotated[StaffEditForm, Form()]
+BulkFormDep = Annotated[BulkForm, Form()]
 AppFormDep = Annotated[AppForm, Form()]
 ConsentFormDep = Annotated[ConsentForm, Form()]

@@ -24,6 +24,9 @@ from api.routes import (
     account_sessions,
     admin,
     admin_apps,
+    admin_bulk_actions,
+    admin_imports,
+    admin_lifecycle,
     admin_orgs,
     api_docs,
     clients,
@@ -43,6 +46,7 @@ from api.routes import (
     signin,
     signin_mfa_setup,
     staff,
+    staff_bulk,
 )
 from api.security_headers import SecurityHeadersMiddleware
 from api.services.signin import Hashing
@@ -152,6 +156,7 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         health,
         metrics,
         staff,
+        staff_bulk,
         clients,
         orgs,
         oidc,
@@ -168,6 +173,11 @@ def create_app(settings: Settings | None = None, temporal: TemporalGateway | Non
         account_password,
         account_sessions,
         reset,
+        admin_lifecycle,
+        # Before `admin`: its /admin/staff/{staff_id}/{action} would take /admin/staff/bulk and
+        # /admin/staff/import/confirm.
+        admin_bulk_actions,
+        admin_imports,
         admin,
         admin_apps,
         admin_orgs,

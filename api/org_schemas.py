@@ -100,3 +100,10 @@ class OrgKeyCreated(BaseModel):
     name: str
     org_id: uuid.UUID
     key: str = Field(description="Shown once: store it now (only its HMAC is kept)")
+
+
+class OrgErased(BaseModel):
+    erased: bool = True
+    people_erased: int = Field(description="Each erased as DELETE /api/v1/staff/{id} erases one")
+    keys_deleted: int
+    tenants_released: list[str] = Field(description="Microsoft tenants free for another organisation")

@@ -63,6 +63,19 @@ def suspended_page(request: Request, org_name: str) -> HTMLResponse:
     return problem(request, 403, SUSPENDED_TITLE, suspended_message(org_name, brand))
 
 
+ENTRA_DISABLED_TITLE = "Your Microsoft account is disabled"
+ENTRA_DISABLED = (
+    "Your organisation has disabled or deleted the Microsoft account linked to your staff login, "
+    "so you can't sign in with your password either. Ask your administrator."
+)
+
+
+def microsoft_disabled_page(request: Request) -> HTMLResponse:
+    """A person whose linked Microsoft account Graph reports disabled or deleted, at a
+    password sign-in: told plainly, signed in nowhere."""
+    return problem(request, 403, ENTRA_DISABLED_TITLE, ENTRA_DISABLED)
+
+
 def unavailable(request: Request) -> HTMLResponse:
     """A flow's step could not be answered (Temporal or its worker is away): try again later."""
     return problem(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
@@ -61,6 +61,45 @@ class StaffCreate(BaseModel):
         return value
 
 
+class StaffUpdate(BaseModel):
+    """Only the fields sent change; `leave_on: null` clears the leave date."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    first_name: str | None = Field(
+        default=None, min_length=1, max_length=100, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS}
+    )
+    last_name: str | None = Field(
+        default=None, min_length=1, max_length=100, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS}
+    )
+    external_email_1: EmailStr | None = Field(
+        default=None,
+        description="A new address is not used at once: a code is emailed to it, and it becomes "
+        "External Email 1 and the sign-in email once the code is entered",
+    )
+    leave_on: date | None = Field(
+        default=None, description="A day after today (SSO_TIME_ZONE); null clears the leave date"
+    )
+
+    @field_validator("first_name", "last_name", mode="before")
+    @classmethod
+    def _printable(cls, value: object) -> object:
+        if isinstance(value, str) and has_control_characters(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
+class EmailChangeCode(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    code: str = Field(pattern=r"^[0-9]{6}$", description="The six-digit code emailed to the new address")
+
+
+class StaffErased(BaseModel):
+    erased: bool = True
+    pseudonym: str = Field(description="What the person's audit events now name them by")
+
+
 class StaffMove(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -81,6 +120,15 @@ class StaffPublic(BaseModel):
     is_admin: bool
     disabled_at: datetime | None = Field(
         default=None, description="Set while the person is disabled (a leaver): no sign-in of any kind"
+    )
+    leave_on: date | None = Field(
+        default=None,
+        description="The day the person leaves: they are disabled at its start in SSO_TIME_ZONE",
+    )
+    pending_external_email_1: str | None = Field(
+        default=None,
+        description="A new External Email 1 waiting for the code emailed to it; "
+        "external_email_1 stays in force until the code is entered",
     )
     created_at: datetime
     updated_at: datetime
@@ -135,6 +183,12 @@ class EntraLinkInfo(BaseModel):
     linked_via: Literal["setup_link", "session"]
     linked_at: datetime
     last_sign_in_at: datetime | None
+    account_state: Literal["enabled", "disabled", "deleted"] | None = Field(
+        default=None,
+        description="What Graph last said of the Microsoft account (asked at a password sign-in, "
+        "at most every SSO_ENTRA_STATE_TTL); disabled or deleted refuses password sign-in too",
+    )
+    account_checked_at: datetime | None = None
 
 
 class MfaObligationInfo(BaseModel):

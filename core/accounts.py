@@ -191,3 +191,18 @@ async def revoke_grants(session: AsyncSession, now: datetime, *which: ColumnElem
 
 async def account_for(session: AsyncSession, staff_id: uuid.UUID) -> SsoAccount | None:
     return await session.scalar(select(SsoAccount).where(SsoAccount.staff_id == staff_id))
+
+
+async def email_in_use(session: AsyncSession, email: str, staff_id: uuid.UUID, pending: bool = True) -> bool:
+    """Someone other than `staff_id` has this address as their External Email 1 or sign-in
+    email (or, with `pending`, as the new address a change of theirs waits to confirm)."""
+    held = [Staff.external_email_1 == email]
+    if pending:
+        held.append(Staff.pending_external_email_1 == email)
+    if await session.scalar(select(Staff.id).where(or_(*held), Staff.id != staff_id)):
+        return True
+    return bool(
+        await session.scalar(
+            select(SsoAccount.id).where(SsoAccount.login_email == email, SsoAccount.staff_id != staff_id)
+        )
+    )

@@ -35,6 +35,7 @@ LEEWAY_SECONDS = 60
 METADATA_TTL_SECONDS = 3600
 HTTP_TIMEOUT = 10.0
 GRAPH_ATTEMPTS = 3
+TOKEN_HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
 
 MESSAGES = {
     "wrong_tenant": "This Microsoft account's organisation isn't linked to agentOS Single Sign-On, "
@@ -209,10 +210,7 @@ class EntraProvider:
                 response = await http.post(
                     token_endpoint,
                     content=body,
-                    headers={
-                        "Content-Type": "application/x-www-form-urlencoded",
-                        "Accept": "application/json",
-                    },
+                    headers=TOKEN_HEADERS,
                 )
         except httpx.HTTPError as exc:
             raise EntraUnavailable(f"token endpoint: {type(exc).__name__}") from exc
@@ -292,6 +290,53 @@ class EntraProvider:
             if attempt + 1 < GRAPH_ATTEMPTS:
                 await asyncio.sleep(0.5 * 2**attempt)
         raise EntraUnavailable(problem)
+
+    # -- the account's state, asked by the app itself -------------------------------------
+
+    async def account_state(self, object_id: str) -> str:
+        """Whether Microsoft still has the linked account enabled: "enabled", "disabled" or
+        "deleted". Asked with the app's own token (client credentials; the app registration
+        needs Graph's User.Read.All application permission), since no user token is at hand
+        at a password sign-in. One try: the caller keeps the last answer when this fails."""
+        token = await self._app_token()
+        url = f"{self.settings.graph_url}/v1.0/users/{object_id}"
+        try:
+            async with self._client() as http:
+                response = await http.get(
+                    url, params={"$select": "id,accountEnabled"}, headers={"Authorization": f"Bearer {token}"}
+                )
+        except httpx.HTTPError as exc:
+            raise EntraUnavailable(f"graph users: {type(exc).__name__}") from exc
+        if response.status_code == 404:
+            return "deleted"
+        body = _json_object(response) if response.status_code == 200 else None
+        if body is None:
+            raise EntraUnavailable(f"graph users answered {response.status_code}")
+        return "disabled" if body.get("accountEnabled") is False else "enabled"
+
+    async def _app_token(self) -> str:
+        token_endpoint = (await self.metadata())["token_endpoint"]
+        secret = self.settings.entra_client_secret
+        body = prepare_token_request(
+            "client_credentials",
+            scope=f"{self.settings.graph_url}/.default",
+            client_id=self.settings.entra_client_id,
+            client_secret=secret.get_secret_value() if secret else "",
+        )
+        try:
+            async with self._client() as http:
+                response = await http.post(
+                    token_endpoint,
+                    content=body,
+                    headers=TOKEN_HEADERS,
+                )
+        except httpx.HTTPError as exc:
+            raise EntraUnavailable(f"token endpoint: {type(exc).__name__}") from exc
+        tokens = _json_object(response) if response.status_code == 200 else None
+        token = tokens.get("access_token") if tokens else None
+        if not isinstance(token, str) or not token:
+            raise EntraUnavailable(f"no app token: the token endpoint answered {response.status_code}")
+        return token
 
     # -- clients --------------------------------------------------------------------------
 

@@ -23,6 +23,10 @@ class Conflict(SsoError):
     pass
 
 
+class InvalidInput(SsoError):
+    """A value that is well-formed but not acceptable now (a leave date that has passed)."""
+
+
 class Forbidden(SsoError):
     """The caller is known but may not do this (an organisation's key on a deployment-wide
     route); says nothing about other organisations."""
@@ -49,6 +53,14 @@ class NotAuthenticated(SsoError):
     pass
 
 
+class TooLarge(SsoError):
+    """A request bigger than the service takes in one go (a file of too many bytes or rows)."""
+
+
+class UnsupportedMediaType(SsoError):
+    pass
+
+
 class TooManyRequests(SsoError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
@@ -58,10 +70,13 @@ class TooManyRequests(SsoError):
 __all__ = [
     "Conflict",
     "Forbidden",
+    "InvalidInput",
     "NotAuthenticated",
     "NotFound",
     "ServiceUnavailable",
     "SsoError",
+    "TooLarge",
     "TooManyRequests",
     "Unprocessable",
+    "UnsupportedMediaType",
 ]

@@ -23,6 +23,9 @@ TOO_SOON = "TooSoon"
 # Followed by ":<the flow's step>", e.g. "WrongStep:code_sent".
 WRONG_STEP = "WrongStep"
 
+# A pause, resume or cancel a staff batch cannot take in its state (paused already, ended).
+BATCH_STATE = "BatchState"
+
 # A start, update or signal without a payload sealed with this deployment's key.
 UNAUTHENTICATED = "Unauthenticated"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -120,6 +120,13 @@ class Staff(Base):
     is_operator: Mapped[bool] = mapped_column(default=False)
     # Set while the person is disabled (a leaver): no sign-in of any kind, no setup email.
     disabled_at: Mapped[datetime | None]
+    # The day the person leaves: a durable timer (workflows/leave.py) disables them at its
+    # start in SSO_TIME_ZONE.
+    leave_on: Mapped[date | None]
+    # A new External Email 1 waiting for the code emailed to it; the old one stays in force.
+    pending_external_email_1: Mapped[str | None] = mapped_column(String(320))
+    # The address the person just moved from, kept only until it has been told of the change.
+    previous_external_email_1: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -331,6 +338,10 @@ class EntraLink(Base):
     linked_via: Mapped[str] = mapped_column(String(20))
     linked_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_sign_in_at: Mapped[datetime | None]
+    # What Graph last said of the Microsoft account ("enabled", "disabled", "deleted") and
+    # when: a password sign-in asks again once SSO_ENTRA_STATE_TTL has passed.
+    account_state: Mapped[str | None] = mapped_column(String(20))
+    account_checked_at: Mapped[datetime | None]
 
 
 class ResetCodeFailure(Base):
@@ -505,3 +516,54 @@ class MfaObligation(Base):
     reminders_sent: Mapped[int] = mapped_column(default=0)
     extended_by: Mapped[str | None] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StaffBatch(Base):
+    """A bulk action on many people (today: send each their Single Sign-On email), run by
+    the `staff-batch-<id>` flow; its people are its items, not the flow's history."""
+
+    __tablename__ = "staff_batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    # Every person of a batch is of this organisation (the batch's admins are its admins).
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(30))
+    # core.batches.BatchState, as the flow last recorded it.
+    state: Mapped[str] = mapped_column(String(40))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    total: Mapped[int]
+    # While the email budget is spent: when the flow's timer goes on.
+    wait_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class StaffBatchItem(Base):
+    __tablename__ = "staff_batch_items"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "staff_id"),
+        Index("ix_staff_batch_items_next", "batch_id", "status", "position"),
+        Index("ix_staff_batch_items_setup", "setup_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_batches.id", ondelete="CASCADE"))
+    staff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    # core.batches.ItemStatus
+    status: Mapped[str] = mapped_column(String(20))
+    # The setup this item started, committed before its flow starts: a retried item finds
+    # it and starts that setup's flow (or sees it running) instead of superseding it.
+    setup_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EmailBudgetHour(Base):
+    """Emails counted against a budget (core/email_budget.py) in one clock hour."""
+
+    __tablename__ = "email_budget_hours"
+
+    budget_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    used: Mapped[int] = mapped_column(default=0)

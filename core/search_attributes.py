@@ -12,8 +12,11 @@ SSO_ORG_ID = SearchAttributeKey.for_keyword("SsoOrgId")
 SSO_MFA_STEP = SearchAttributeKey.for_keyword("SsoMfaStep")
 SSO_MFA_DUE = SearchAttributeKey.for_datetime("SsoMfaDue")
 SSO_MFA_REMINDERS = SearchAttributeKey.for_int("SsoMfaReminders")
+# A staff batch (workflows/staff_batch.py): running, paused, waiting_for_email_budget,
+# cancelled or done (core.batches.BatchState); set once per change.
+SSO_BATCH_STATE = SearchAttributeKey.for_keyword("SsoBatchState")
 
-ALL = (SSO_STEP, SSO_STAFF_ID, SSO_ORG_ID, SSO_MFA_STEP, SSO_MFA_DUE, SSO_MFA_REMINDERS)
+ALL = (SSO_STEP, SSO_STAFF_ID, SSO_ORG_ID, SSO_MFA_STEP, SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_BATCH_STATE)
 
 # The type names the Temporal CLI takes (`--search-attribute Name=Type`).
 CLI_TYPES = {

@@ -97,6 +97,7 @@ DURATIONS = (
     "reset_ttl",
     "reset_link_ttl",
     "entra_link_fresh",
+    "entra_state_ttl",
     "oidc_code_ttl",
     "oidc_access_token_ttl",
     "oidc_id_token_ttl",
@@ -213,6 +214,10 @@ class Settings(BaseSettings):
     # "Send Single Sign-On Email" per person, counted in the database across instances.
     setup_email_limit: int = Field(default=5, ge=1)
     setup_email_window: timedelta = timedelta(hours=1)
+    # Bulk sends (a staff batch): Single Sign-On emails started per minute, and the emails
+    # an organisation (today: the deployment) may be sent per hour.
+    batch_send_rate: int = Field(default=120, ge=1)
+    org_email_budget: int = Field(default=2000, ge=1)
     # Admin API requests per key, and failed authentications per IP, per minute.
     admin_rate_limit: int = Field(default=300, ge=1)
     auth_failure_limit: int = Field(default=20, ge=1)
@@ -239,6 +244,9 @@ class Settings(BaseSettings):
     graph_url: str = "https://graph.microsoft.com"
     # How recent a password sign-in must be before it may link a Microsoft account.
     entra_link_fresh: timedelta = timedelta(minutes=10)
+    # How long what Graph said of a linked Microsoft account (enabled, disabled, deleted) is
+    # trusted before a password sign-in asks again.
+    entra_state_ttl: timedelta = timedelta(minutes=15)
     # `sso dev` and tests: serve a Graph stand-in over the local OIDC provider.
     entra_dev_graph: bool = False
 

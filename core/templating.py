@@ -25,6 +25,8 @@ EMAIL_SUBJECTS = {
     "entra_linked": "A Microsoft account was linked to your {brand} sign-in",
     "mfa_changed": "Your {brand} Multi-Factor Authentication was changed",
     "mfa_reminder": "Set up Multi-Factor Authentication for {brand} Single Sign-On",
+    "email_change_code": "Confirm your new {brand} sign-in email",
+    "email_changed": "Your {brand} sign-in email was changed",
 }
 
 

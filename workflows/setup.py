@@ -175,7 +175,7 @@ class SsoSetupWorkflow:
             self._email_attempts = sent.attempts
             self._move_to(
                 SetupState.email_sent,
-                f"Email sent to {sent.masked_email} at "
+                f"Email sent{f' to {sent.masked_email}' if sent.masked_email else ''} at "
                 f"{_hm(sent.sent_at)}; link expires {_hm(sent.link_expires_at)}",
             )
             await self._wait_for_link(sent.link_expires_at)

@@ -6,18 +6,23 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.cookies import csrf_ok
-from api.deps import client_ip
+from api.deps import client_ip, get_temporal
 from api.forms import CodeFormDep, CsrfFormDep, CurrentPasswordFormDep
 from api.pages import redirect, render_page, six_digits
 from api.services.account import AccountSteps, Standing
 from api.services.account_apps import AccountApps
+from api.services.email_change import EmailChanges
 from api.services.passkeys import NOTICES as PASSKEY_NOTICES
 from api.signed_in import FORM_PROBLEM, AccountDep, as_signed_in
+from core.db import UnitOfWork
+from core.errors import SsoError
 from core.models import SsoAccount, Staff
+from core.orgs import AdminScope
 
 router = APIRouter(prefix="/sso/account", tags=["pages"], include_in_schema=False)
 
 NOT_A_CODE = "Enter the 6-digit code from your authenticator app."
+NOT_AN_EMAIL_CODE = "Enter the 6-digit code from the email to your new address."
 STILL_ON = "That password didn't match, so Multi-Factor Authentication is still on."
 WRONG_CODE = (
     "That code didn't match, or it was already used. Enter the newest code from your authenticator app."
@@ -26,6 +31,7 @@ WRONG_CODE = (
 
 NOTICES = {
     "mfa_off": "Multi-Factor Authentication is off. We've emailed you to say so.",
+    "email_changed": "Your sign-in email was changed. We've told your old address.",
     "password_changed": (
         "Your password was changed, and you were signed out everywhere else. We've emailed you to say so."
     ),
@@ -142,5 +148,34 @@ async def turn_mfa_off(request: Request, steps: AccountDep, form: CurrentPasswor
         if not await steps.turn_off(standing, form.password, client_ip(request)):
             return await _account_page(request, steps, staff, standing, STILL_ON, 400)
         return redirect("/sso/account?notice=mfa_off")
+
+    return await as_signed_in(request, steps, page)
+
+
+@router.post("/email-change", response_class=HTMLResponse)
+async def confirm_email_change(request: Request, steps: AccountDep, form: CodeFormDep) -> Response:
+    """The code emailed to the new address an admin gave: entered by the person, signed in
+    with their old one."""
+
+    async def page(staff: Staff, standing: Standing) -> Response:
+        if staff.pending_external_email_1 is None:
+            return redirect("/sso/account")
+
+        async def refused(message: str) -> Response:
+            return await _account_page(request, steps, staff, standing, status=400, email_message=message)
+
+        if not csrf_ok(request, steps.settings, form.csrf):
+            return await refused(FORM_PROBLEM)
+        digits = six_digits(form.code)
+        if digits is None:
+            return await refused(NOT_AN_EMAIL_CODE)
+        changes = EmailChanges(UnitOfWork(steps.db), steps.settings, get_temporal(request))
+        try:
+            own = AdminScope(actor=f"staff:{staff.id}", org_id=staff.org_id)
+            await changes.confirm(staff.id, digits, own, client_ip(request))
+        except SsoError as exc:
+            await steps.db.refresh(staff)
+            return await refused(exc.message)
+        return redirect("/sso/account?notice=email_changed")
 
     return await as_signed_in(request, steps, page)

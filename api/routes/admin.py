@@ -226,11 +226,7 @@ async def _new_staff_page(
     status_code: int = 200,
 ) -> HTMLResponse:
     """The Add staff form; an operator also chooses the organisation (their own at first)."""
-    assert current.staff is not None
     values = form.model_dump(include=set(STAFF_FIELDS))
-    orgs = await _organisations(uow)
-    scope = await scope_of(uow, current)
-    own = orgs.get(current.staff.org_id)
     return _page(
         request,
         current,
@@ -239,22 +235,38 @@ async def _new_staff_page(
         status_code=status_code,
         values=values,
         problems=problems,
-        orgs=orgs if scope.is_operator and len(orgs) > 1 else {},
-        chosen_org=form.org or (own.slug if own else ""),
+        **await org_choices(uow, current, form.org),
     )
 
 
 async def _new_staff_org(uow: UnitOfWorkDep, current: Current, form: StaffForm) -> uuid.UUID | None:
-    """Where the page adds the person: an admin's own organisation; for an operator, the one
-    chosen (None: no such organisation)."""
+    return await chosen_org(uow, current, form.org)
+
+
+async def chosen_org(uow: UnitOfWorkDep, current: Current, slug: str | None) -> uuid.UUID | None:
+    """Where a page adds people: an admin's own organisation; for an operator, the one chosen
+    by its slug, or their own (None: no such organisation)."""
     assert current.staff is not None
     scope = await scope_of(uow, current)
     if scope.org_id is not None:
         return scope.org_id
-    if not form.org:
+    if not slug:
         return current.staff.org_id
-    chosen = next((o for o in (await _organisations(uow)).values() if o.slug == form.org), None)
+    chosen = next((o for o in (await _organisations(uow)).values() if o.slug == slug), None)
     return chosen.id if chosen else None
+
+
+async def org_choices(uow: UnitOfWorkDep, current: Current, slug: str | None) -> dict[str, Any]:
+    """The organisation picker's context on a page adding people: shown to an operator of a
+    deployment of several organisations, their own preselected."""
+    assert current.staff is not None
+    orgs = await _organisations(uow)
+    scope = await scope_of(uow, current)
+    own = orgs.get(current.staff.org_id)
+    return {
+        "orgs": orgs if scope.is_operator and len(orgs) > 1 else {},
+        "chosen_org": slug or (own.slug if own else ""),
+    }
 
 
 def _staff_create(form: StaffForm) -> StaffCreate | dict[str, str]:

@@ -7,10 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
-from api.deps import AdminDep, SessionDep, SettingsDep, TemporalDep, UnitOfWorkDep, client_ip
-from api.org_schemas import OrgCreate, OrgKeyCreate, OrgKeyCreated, OrgPage, OrgPublic, OrgUpdate
+from api.deps import (
+    AdminDep,
+    OperatorDep,
+    SessionDep,
+    SettingsDep,
+    StaffLifecycleDep,
+    TemporalDep,
+    UnitOfWorkDep,
+    client_ip,
+)
+from api.org_schemas import OrgCreate, OrgErased, OrgKeyCreate, OrgKeyCreated, OrgPage, OrgPublic, OrgUpdate
 from api.routes.staff import ERRORS
 from api.schemas import ErrorBody
+from api.services.org_erasure import OrgErasure
 from api.services.org_mfa import OrgMfaRollout, update_org
 from api.services.org_suspension import OrgSuspension
 from api.services.orgs import Orgs
@@ -93,3 +103,14 @@ async def suspend_org(org_id: uuid.UUID, suspension: SuspensionDep) -> OrgPublic
 async def resume_org(org_id: uuid.UUID, suspension: SuspensionDep) -> OrgPublic:
     """Operators only. Sign-in and admin keys work again; ended sessions stay ended. Idempotent."""
     return await suspension.resume(org_id)
+
+
+@router.delete("/{org_id}", response_model=OrgErased)
+async def erase_org(
+    org_id: uuid.UUID, request: Request, lifecycle: StaffLifecycleDep, scope: OperatorDep
+) -> OrgErased:
+    """Erase a suspended organisation (operators only): each of its people erased as `DELETE
+    /api/v1/staff/{id}` erases one, its admin keys deleted, its Microsoft tenants released,
+    then the organisation; the audit trail stays, its people under pseudonyms. 409 while it is
+    not suspended."""
+    return await OrgErasure(lifecycle).erase(org_id, scope, client_ip(request))

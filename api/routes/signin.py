@@ -21,7 +21,14 @@ from api.cookies import (
 )
 from api.deps import MfaNoticesDep, SessionDep, SettingsDep, SignInDep, TemporalDep, client_ip
 from api.forms import CsrfFormDep, LoginCodeFormDep, LoginFormDep
-from api.pages import disabled_page, redirect, render_page, second_factor, suspended_page
+from api.pages import (
+    disabled_page,
+    microsoft_disabled_page,
+    redirect,
+    render_page,
+    second_factor,
+    suspended_page,
+)
 from api.services.backchannel import queue_session_logouts
 from api.services.sessions import Sessions
 from api.services.signin import MFA_ATTEMPTS, MFA_WINDOW, record_own, safe_return_to
@@ -99,6 +106,8 @@ async def login_submit(request: Request, signin: SignInDep, form: LoginFormDep) 
         return disabled_page(request)
     if result.outcome == "suspended":
         return suspended_page(request, result.org_name or "")
+    if result.outcome == "entra_disabled":
+        return microsoft_disabled_page(request)
     if result.outcome != "signed_in" and result.outcome != "needs_totp":
         return _login(request, target, email, REFUSED, status_code=401)
     assert result.account is not None

@@ -10,16 +10,19 @@ from fastapi import APIRouter, Query, Request, status
 from api.deps import (
     AccountAdminDep,
     AdminDep,
+    EmailChangesDep,
     MfaNoticesDep,
     MfaObligationsDep,
     OnboardingDep,
     OperatorDep,
     SessionDep,
+    StaffLifecycleDep,
     StaffStatusDep,
     client_ip,
 )
 from api.schemas import (
     NO_CONTROL_CHARACTERS,
+    EmailChangeCode,
     EntraUnlinked,
     ErrorBody,
     MfaExtended,
@@ -29,10 +32,12 @@ from api.schemas import (
     SsoEmailSent,
     SsoStatus,
     StaffCreate,
+    StaffErased,
     StaffListItem,
     StaffMove,
     StaffPage,
     StaffPublic,
+    StaffUpdate,
     Unlocked,
 )
 from api.services import staff as staff_service
@@ -116,6 +121,43 @@ async def move_staff(
 ) -> StaffPublic:
     """Move a person to another organisation (operators only; audited)."""
     staff = await staff_service.move_staff(session, staff_id, data.org_id, scope, client_ip(request))
+    return StaffPublic.model_validate(staff)
+
+
+@router.patch("/{staff_id}", response_model=StaffPublic, responses={422: {"model": ErrorBody}})
+async def update_staff(
+    staff_id: uuid.UUID, data: StaffUpdate, request: Request, lifecycle: StaffLifecycleDep, scope: AdminDep
+) -> StaffPublic:
+    """Change the name at once; set (a day after today, in SSO_TIME_ZONE) or clear (`null`)
+    the leave date, on whose start the person is disabled; a new External Email 1 is emailed a
+    code and shown as `pending_external_email_1` until the code is entered (the person on
+    their account page, or `POST .../email-change/confirm`). 409 when another person uses the
+    address; nothing changes on any refusal."""
+    staff = await lifecycle.update(staff_id, data, scope, client_ip(request))
+    return StaffPublic.model_validate(staff)
+
+
+@router.delete("/{staff_id}", response_model=StaffErased)
+async def erase_staff(
+    staff_id: uuid.UUID, request: Request, lifecycle: StaffLifecycleDep, scope: AdminDep
+) -> StaffErased:
+    """Erase the person (UK GDPR right to erasure): disabled first (sessions ended, apps told,
+    tokens revoked), their flows deleted from Temporal, every row holding their personal data
+    deleted, and their audit events kept under a pseudonym. The id answers 404 afterwards."""
+    pseudonym = await lifecycle.erase(staff_id, scope, client_ip(request))
+    return StaffErased(pseudonym=pseudonym)
+
+
+@router.post(
+    "/{staff_id}/email-change/confirm", response_model=StaffPublic, responses={422: {"model": ErrorBody}}
+)
+async def confirm_email_change(
+    staff_id: uuid.UUID, data: EmailChangeCode, request: Request, changes: EmailChangesDep, scope: AdminDep
+) -> StaffPublic:
+    """Enter the code the person read from the email to their new address: the new address
+    becomes the External Email 1 and the sign-in email, and the old one is told. 422 for a
+    wrong code (attempts left in the message), 409 when no change waits."""
+    staff = await changes.confirm(staff_id, data.code, scope, client_ip(request))
     return StaffPublic.model_validate(staff)
 
 

@@ -28,6 +28,7 @@ from core.models import (
     SetupState,
     SsoAccount,
     SsoSetup,
+    Staff,
     utcnow,
 )
 from core.org_suspension import suspended_org_name
@@ -43,6 +44,7 @@ from workflows.setup import (
     SsoSetupWorkflow,
 )
 
+SENDING_ALREADY = "Another Single Sign-On email for this person is being sent; check its status"
 CODE_STATES = {SetupState.password_set.value, SetupState.code_sent.value}
 LIVE_STATES = CODE_STATES | {SetupState.mfa_pending.value}
 
@@ -83,7 +85,30 @@ class Onboarding:
 
     async def send_email(self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None) -> SsoEmailSent:
         staff = await get_staff(self.session, staff_id, scope)
-        actor = scope.actor
+        setup = await self.begin_setup(staff, scope.actor, ip)
+        # The flow's first activity reads this row: it must exist before the flow starts.
+        await self.uow.commit_now()
+        try:
+            await self.start_setup(staff, setup)
+        except WorkflowAlreadyStartedError as exc:
+            await self.abandon(setup, "another email was sent at the same moment")
+            raise Conflict(SENDING_ALREADY) from exc
+        except ServiceUnavailable:
+            await self.abandon(setup, "Temporal was unavailable")
+            raise
+        except BaseException:
+            await self.abandon(setup, "the flow could not be started")
+            raise
+        return SsoEmailSent(
+            workflow_id=setup.workflow_id,
+            link_expires_at=setup.state_since + self.settings.setup_link_ttl,
+            email_delivery="pending",
+            status_url=f"/api/v1/staff/{staff.id}/sso",
+        )
+
+    async def begin_setup(self, staff: Staff, actor: str, ip: str | None, **details: str) -> SsoSetup:
+        """Refuse a send the person cannot take, end (supersede) their setup in progress and
+        add the new setup's row, audited; the caller commits it before `start_setup`."""
         if staff.disabled_at is not None:
             raise Conflict("This person is disabled; enable them before sending a Single Sign-On email")
         if (org_name := await suspended_org_name(self.session, staff.id)) is not None:
@@ -92,22 +117,19 @@ class Onboarding:
         if account is not None and account.status == AccountStatus.active.value:
             raise Conflict("Single Sign-On is already active for this person")
         await self._check_send_limit(staff.id)
-        flows = self._flows
         workflow_id = setup_workflow_id(staff.id)
-        await flows.end(
+        await self._flows.end(
             workflow_id,
             SsoSetupWorkflow.run,
             SsoSetupWorkflow.supersede,
             EndRequest(actor, "a new Single Sign-On email was sent"),
         )
-
-        now = utcnow()
         setup = SsoSetup(
             id=uuid.uuid4(),
             staff_id=staff.id,
             workflow_id=workflow_id,
             state=SetupState.sending_email.value,
-            state_since=now,
+            state_since=utcnow(),
             email_delivery=DeliveryState.pending.value,
             requested_by=actor,
         )
@@ -120,55 +142,39 @@ class Onboarding:
             target=str(staff.id),
             ip=ip,
             workflow_id=workflow_id,
+            **details,
         )
-        # The flow's first activity reads this row: it must exist before the flow starts.
-        await self.uow.commit_now()
+        return setup
 
-        retry = email_retry(self.settings)
+    async def start_setup(self, staff: Staff, setup: SsoSetup) -> None:
+        """Start the flow of a committed setup row (WorkflowAlreadyStartedError when a flow
+        runs under the person's setup id)."""
         ttl = int(self.settings.setup_link_ttl.total_seconds())
-        try:
-            await flows.start(
-                SsoSetupWorkflow.run,
-                SsoSetupInput(
-                    setup_id=str(setup.id),
-                    staff_id=str(staff.id),
-                    link_ttl_seconds=ttl,
-                    requested_by=actor,
-                    email_retry=retry,
-                    setup_ttl_seconds=int(self.settings.setup_ttl.total_seconds()),
-                    code_ttl_seconds=int(self.settings.code_ttl.total_seconds()),
-                    code_resend_interval_seconds=int(self.settings.code_resend_interval.total_seconds()),
-                    code_max_resends=self.settings.code_max_resends,
-                    mfa_required=mfa_required(staff),
-                    quiet_delivery=True,
-                    org=await metrics_org(self.session, staff.id) or "",
-                ),
-                id=workflow_id,
-                search_attributes=flow_attributes(
-                    SearchAttributePair(SSO_STEP, SetupState.sending_email.value),
-                    org_id=staff.org_id,
-                    staff_id=staff.id,
-                ),
-                static_summary=f"Single Sign-On setup for staff {staff.id}",
-                static_details=f"Requested by {actor}; link valid {ttl // 60} minutes "
-                "after the email is sent",
-            )
-        except WorkflowAlreadyStartedError as exc:
-            await self._abandon(setup, "another email was sent at the same moment")
-            raise Conflict(
-                "Another Single Sign-On email for this person is being sent; check its status"
-            ) from exc
-        except ServiceUnavailable:
-            await self._abandon(setup, "Temporal was unavailable")
-            raise
-        except BaseException:
-            await self._abandon(setup, "the flow could not be started")
-            raise
-        return SsoEmailSent(
-            workflow_id=workflow_id,
-            link_expires_at=now + self.settings.setup_link_ttl,
-            email_delivery="pending",
-            status_url=f"/api/v1/staff/{staff.id}/sso",
+        await self._flows.start(
+            SsoSetupWorkflow.run,
+            SsoSetupInput(
+                setup_id=str(setup.id),
+                staff_id=str(staff.id),
+                link_ttl_seconds=ttl,
+                requested_by=setup.requested_by,
+                email_retry=email_retry(self.settings),
+                setup_ttl_seconds=int(self.settings.setup_ttl.total_seconds()),
+                code_ttl_seconds=int(self.settings.code_ttl.total_seconds()),
+                code_resend_interval_seconds=int(self.settings.code_resend_interval.total_seconds()),
+                code_max_resends=self.settings.code_max_resends,
+                mfa_required=mfa_required(staff),
+                quiet_delivery=True,
+                org=await metrics_org(self.session, staff.id) or "",
+            ),
+            id=setup.workflow_id,
+            search_attributes=flow_attributes(
+                SearchAttributePair(SSO_STEP, SetupState.sending_email.value),
+                org_id=staff.org_id,
+                staff_id=staff.id,
+            ),
+            static_summary=f"Single Sign-On setup for staff {staff.id}",
+            static_details=f"Requested by {setup.requested_by}; link valid {ttl // 60} minutes "
+            "after the email is sent",
         )
 
     async def cancel(self, staff_id: uuid.UUID, scope: AdminScope, ip: str | None) -> SetupOutcome:
@@ -292,7 +298,7 @@ class Onboarding:
         # Connecting may take the usual 5 s: an admin action, not a page step.
         return FlowClient(self.temporal, self.timeout, self.settings.task_queue, connect_timeout=5.0)
 
-    async def _abandon(self, setup: SsoSetup, reason: str) -> None:
+    async def abandon(self, setup: SsoSetup, reason: str) -> None:
         """The flow never started: leave no trace but the audit event."""
         await self.session.delete(setup)
         audit.record(

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.services.entra_state import microsoft_refusal
 from core import audit, metrics, passkeys
 from core.accounts import (
     MAX_FAILURES,
@@ -38,7 +39,9 @@ IP_WINDOW = timedelta(minutes=15)
 MFA_WINDOW = timedelta(minutes=5)
 MFA_ATTEMPTS = 5
 
-Outcome = Literal["signed_in", "needs_totp", "refused", "throttled", "restart", "disabled", "suspended"]
+Outcome = Literal[
+    "signed_in", "needs_totp", "refused", "throttled", "restart", "disabled", "suspended", "entra_disabled"
+]
 
 
 @dataclass
@@ -123,6 +126,15 @@ class SignIn:
         await self.counter.undo(ip_key, IP_WINDOW)
         await self.db.refresh(account)
         assert account.password_hash is not None
+        refusal = await microsoft_refusal(self.db, self.settings, account.staff_id)
+        if refusal is not None:
+            # The right password, but the organisation ended the person's Microsoft account:
+            # refused as the Microsoft-Entra button refuses it (not counted towards a lock).
+            await release_attempt(self.db, account.id, claimed)
+            self._failed(account, ip, f"entra_account_{refusal}")
+            await self.db.flush()
+            metrics.sign_in("refused", "entra_account_disabled")
+            return SignInResult("entra_disabled", account)
         if self.hashing.hasher.needs_rehash(account.password_hash):
             # Parameters were raised since this hash was made: upgrade it while we can.
             account.password_hash = await self.hashing.hash(password)

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -73,14 +74,8 @@ async def _check_address_free(
     """An address is one person's on the whole deployment. Held in another organisation, an
     operator learns which; the organisation's admin only that it can't be added."""
     holder = await session.scalar(select(Staff.org_id).where(Staff.external_email_1 == email))
-    if holder is None:
-        return
-    if holder == org_id:
-        raise Conflict(ADDRESS_TAKEN)
-    if not scope.is_operator:
-        raise Conflict(ADDRESS_ELSEWHERE)
-    org = await session.get(Organisation, holder)
-    raise Conflict(f"{ADDRESS_TAKEN}, in the organisation {org.slug if org else holder}")
+    if holder is not None:
+        raise Conflict(await address_refusal(session, holder, scope, org_id))
 
 
 async def creation_org(session: AsyncSession, scope: AdminScope, requested: uuid.UUID | None) -> uuid.UUID:
@@ -294,3 +289,38 @@ async def history(session: AsyncSession, staff_id: uuid.UUID) -> History:
     )
     link = await session.scalar(select(EntraLink).where(EntraLink.staff_id == staff_id))
     return History(setups=setups.all(), events=events.all(), link=link)
+
+
+async def _holders(session: AsyncSession, column: Any, values: Sequence[Any]) -> dict[Any, uuid.UUID]:
+    """Which of these values the staff table holds in `column`, each with the organisation of
+    the person holding it (a query per thousand)."""
+    found: dict[Any, uuid.UUID] = {}
+    for start in range(0, len(values), 1000):
+        chunk = values[start : start + 1000]
+        rows = await session.execute(select(column, Staff.org_id).where(column.in_(chunk)))
+        found.update((value, org_id) for value, org_id in rows)
+    return found
+
+
+async def staff_orgs(session: AsyncSession, staff_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """Which of these ids are staff members, and each one's organisation."""
+    return await _holders(session, Staff.id, staff_ids)
+
+
+async def email_holders(session: AsyncSession, emails: Sequence[str]) -> dict[str, uuid.UUID]:
+    """Which of these (lower-cased) External Email 1 addresses a staff member already has (on
+    the whole deployment: an address is one person's), and the holder's organisation."""
+    return await _holders(session, Staff.external_email_1, emails)
+
+
+async def address_refusal(
+    session: AsyncSession, holder: uuid.UUID, scope: AdminScope, org_id: uuid.UUID
+) -> str:
+    """Why an address held by a person of `holder` can't be added to `org_id`: as
+    `create_staff` says it (another organisation is named to an operator only)."""
+    if holder == org_id:
+        return ADDRESS_TAKEN
+    if not scope.is_operator:
+        return ADDRESS_ELSEWHERE
+    org = await session.get(Organisation, holder)
+    return f"{ADDRESS_TAKEN}, in the organisation {org.slug if org else holder}"

@@ -28,13 +28,14 @@ from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.schemas import BaseSchema
+from sqlalchemy import update
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from api.services.sessions import Sessions
-from core.models import EntraLink, utcnow
+from core.models import EntraLink, Organisation, utcnow
 from core.orgs import DEFAULT_ORG_ID
-from tests.support.accounts import make_person
+from tests.support.accounts import code_in, emails_with_subject, make_person
 from tests.support.config import _migrate, examples, make_settings
 from tests.support.harness import Stack, running_stack
 from tests.support.properties import check_examples
@@ -60,8 +61,10 @@ CHECKS = [
     schemathesis.checks.negative_data_rejection,
 ]
 # Generous admin limits: the rate limits have their own test below (the per-person email
-# limit stays at its default: the fuzzing may meet that 429 too).
-LIMITS = {"admin_rate_limit": 1_000_000, "auth_failure_limit": 1_000_000}
+# limit stays at its default: the fuzzing may meet that 429 too). Batches send one email a
+# minute, so the fixture's batch is still running when its pause, resume and cancel are tried.
+LIMITS = {"admin_rate_limit": 1_000_000, "auth_failure_limit": 1_000_000, "batch_send_rate": 1}
+CSV_FILE = "first_name,last_name,external_email_1,is_admin\r\n"
 
 
 @dataclass
@@ -70,6 +73,29 @@ class Fuzz:
     schema: BaseSchema
     staff_ids: list[str]  # people in different states, for path parameters
     client_ids: list[str]  # registered apps: the first stays, the last is there to be deleted
+    to_erase: list[str]  # people there to be erased (never those above)
+    email_change: tuple[str, str]  # a person whose new address waits for this code
+    batch_id: str  # a staff batch still running
+    org_to_erase: str  # a suspended organisation, with a person, there to be erased
+
+
+ERASE = ("DELETE", "/api/v1/staff/{staff_id}")
+CONFIRM_EMAIL = ("POST", "/api/v1/staff/{staff_id}/email-change/confirm")
+ERASE_ORG = ("DELETE", "/api/v1/orgs/{org_id}")
+
+
+async def person_changing_email(stack: Stack) -> tuple[str, str]:
+    """A person whose new External Email 1 waits for its code, and the code."""
+    person = await stack.create_staff()
+    new = f"moved.{uuid.uuid4().hex[:8]}@example.org"
+    changed = await stack.http.patch(
+        f"/api/v1/staff/{person['id']}", json={"external_email_1": new}, headers=stack.admin
+    )
+    assert changed.status_code == 200, changed.text
+    (mail,) = await emails_with_subject(
+        stack.sessions, stack.settings, new, "Confirm your new agentOS sign-in email"
+    )
+    return person["id"], code_in(mail)
 
 
 def transport_kwargs(case: Case, headers: dict[str, str]) -> dict[str, Any]:
@@ -175,8 +201,44 @@ async def fuzz(
     async with running_stack(temporal_dev_env, f"sqlite+aiosqlite:///{path}", **LIMITS) as stack:
         document = (await stack.http.get("/openapi.json")).json()
         schema = schemathesis.openapi.from_dict(document)
-        yield Fuzz(stack, schema, await people_in_every_state(stack), [await app(stack), await app(stack)])
+        yield Fuzz(
+            stack,
+            schema,
+            await people_in_every_state(stack),
+            [await app(stack), await app(stack)],
+            [(await stack.create_staff())["id"] for _ in range(2)],
+            await person_changing_email(stack),
+            await running_batch(stack),
+            # Last: with a second organisation, a create must name its organisation.
+            await suspended_org(stack),
+        )
     gc.collect()  # the worker's SQLite engine, now, not on a later flow's thread (tests/conftest.py stack)
+
+
+async def running_batch(stack: Stack) -> str:
+    """A batch of ten people, sending one a minute: running for the whole module."""
+    people = [(await stack.create_staff())["id"] for _ in range(10)]
+    started = await stack.http.post(
+        "/api/v1/staff/batches", json={"staff_ids": people, "action": "send_email"}, headers=stack.admin
+    )
+    assert started.status_code == 202, started.text
+    return str(started.json()["id"])
+
+
+async def suspended_org(stack: Stack) -> str:
+    """An organisation with a person, suspended (as an operator would, directly here)."""
+    created = await stack.http.post(
+        "/api/v1/orgs", json={"name": "Closing Lettings", "slug": "closing"}, headers=stack.admin
+    )
+    assert created.status_code == 201, created.text
+    org_id = uuid.UUID(created.json()["id"])
+    await stack.person(org_id=org_id)
+    async with stack.sessions() as session:
+        await session.execute(
+            update(Organisation).where(Organisation.id == org_id).values(status="suspended")
+        )
+        await session.commit()
+    return str(org_id)
 
 
 async def app(stack: Stack) -> str:
@@ -190,10 +252,11 @@ async def test_every_admin_operation_is_covered(fuzz: Fuzz) -> None:
     served = {(op.ok().method.upper(), op.ok().path) for op in fuzz.schema.get_all_operations()}
     admin = {(method, path) for method, path in served if path.startswith(ADMIN_API)}
     assert admin == {(m, p) for m, p in OPERATIONS if p.startswith(ADMIN_API)}
-    # staff: create, list, get, move; sso-email: send, cancel; sso; revoke, unlock, entra-link,
-    # mfa, mfa/extend, disable, enable; clients: create, list, get, patch, delete, secret;
-    # orgs: create, list, get, patch, keys, suspend, resume
-    assert len(admin) == 27
+    # staff: create, list, get, patch, erase, move; sso-email: send, cancel; sso; revoke,
+    # unlock, entra-link, mfa, mfa/extend, disable, enable, email-change/confirm; clients:
+    # create, list, get, patch, delete, secret; imports; batches: start, progress,
+    # pause/resume/cancel; orgs: create, list, get, patch, erase, keys, suspend, resume
+    assert len(admin) == 35
 
 
 def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
@@ -212,8 +275,17 @@ def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
                 media_type="application/json",
             )
         ]
-    if operation.path.endswith("/move"):
-        body = {"org_id": str(DEFAULT_ORG_ID)}
+    method = operation.method.upper()
+    if (method, operation.path) == ERASE:
+        return [operation.Case(path_parameters={"staff_id": staff_id}) for staff_id in fuzz.to_erase]
+    if (method, operation.path) == CONFIRM_EMAIL:
+        staff_id, code = fuzz.email_change
+        body = {"code": code}
+        return [
+            operation.Case(path_parameters={"staff_id": staff_id}, body=body, media_type="application/json")
+        ]
+    if ("{staff_id}" in operation.path and method == "PATCH") or operation.path.endswith("/move"):
+        body = {"first_name": "Chosen"} if method == "PATCH" else {"org_id": str(DEFAULT_ORG_ID)}
         return [
             operation.Case(path_parameters={"staff_id": staff_id}, body=body, media_type="application/json")
             for staff_id in fuzz.staff_ids
@@ -221,9 +293,10 @@ def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
     if operation.path == "/api/v1/orgs" and operation.method.upper() == "POST":
         body = {"name": "Chosen Lettings", "slug": f"chosen-{uuid.uuid4().hex[:8]}"}
         return [operation.Case(body=body, media_type="application/json")]
+    if (method, operation.path) == ERASE_ORG:
+        return [operation.Case(path_parameters={"org_id": fuzz.org_to_erase})]
     if "{org_id}" in operation.path:
         body = {"name": "chosen"} if operation.path.endswith("/keys") else {}
-        method = operation.method.upper()
         return [
             operation.Case(
                 path_parameters={"org_id": str(DEFAULT_ORG_ID)},
@@ -232,6 +305,23 @@ def chosen_cases(fuzz: Fuzz, operation: Any) -> list[Case]:
         ]
     if "{staff_id}" in operation.path:
         return [operation.Case(path_parameters={"staff_id": staff_id}) for staff_id in fuzz.staff_ids]
+    if operation.path == "/api/v1/staff/imports":
+        row = f"Im,Ported,im.{uuid.uuid4().hex[:8]}@example.com,FALSE\r\n"
+        return [
+            operation.Case(body=CSV_FILE + row, media_type="text/csv", query=query)
+            # Named: the fuzzing of POST /api/v1/orgs may have added organisations.
+            for query in ({"dry_run": "true", "org_id": str(DEFAULT_ORG_ID)}, {"org_id": str(DEFAULT_ORG_ID)})
+        ]
+    if operation.path == "/api/v1/staff/batches":
+        body = {"staff_ids": fuzz.staff_ids[:1], "action": "send_email"}
+        return [operation.Case(body=body, media_type="application/json")]
+    if "{control}" in operation.path:
+        return [
+            operation.Case(path_parameters={"batch_id": fuzz.batch_id, "control": control})
+            for control in ("pause", "resume", "cancel")
+        ]
+    if "{batch_id}" in operation.path:
+        return [operation.Case(path_parameters={"batch_id": fuzz.batch_id})]
     if operation.path == "/api/v1/clients" and operation.method.upper() == "POST":
         body = {"client_name": "Chosen app", "redirect_uris": ["https://chosen.example.test/cb"]}
         return [operation.Case(body=body, media_type="application/json")]
@@ -273,10 +363,15 @@ async def test_operation_answers_as_documented(fuzz: Fuzz, method: str, path: st
         operation.as_strategy(GenerationMode.NEGATIVE),
     ]
     if "{staff_id}" in path:
+        people = fuzz.to_erase if (method, path) == ERASE else fuzz.staff_ids
         strategies += [
             operation.as_strategy(GenerationMode.POSITIVE, path_parameters={"staff_id": staff_id})
-            for staff_id in fuzz.staff_ids
+            for staff_id in people
         ]
+    if "{batch_id}" in path:
+        strategies.append(
+            operation.as_strategy(GenerationMode.POSITIVE, path_parameters={"batch_id": fuzz.batch_id})
+        )
     await check_examples(st.one_of(strategies), answers_as_documented, examples(40))
     assert any(200 <= status < 300 for status in seen), seen  # not only refusals
     if operation.path_parameters or operation.query or operation.body:

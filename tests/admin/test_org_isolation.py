@@ -26,20 +26,29 @@ from activities.inputs import LinkEntraInput, VerifiedEntra
 from api.services.entra import Callback, EntraResult, EntraSignOn, EntraStart
 from core.codec import keyring_from_settings
 from core.entra import AuthorizationRequest, EntraIdentity, EntraProvider, Grant
-from core.models import AuditEvent, EntraLink, Staff
+from core.models import AuditEvent, EntraLink, Staff, StaffBatch, StaffBatchItem
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
-from tests.support.accounts import Browser, Person, browsing, hidden_fields, make_person, redirected_to
-from tests.support.admin_pages import flash_of, known_hash, set_admin, sign_in_with_totp
+from tests.support.accounts import (
+    Browser,
+    Person,
+    browsing,
+    hidden_fields,
+    make_person,
+    page_text,
+    redirected_to,
+)
+from tests.support.admin_pages import flash_of, known_hash, make_org, set_admin, sign_in_with_totp
 from tests.support.harness import Stack, running_app
 
 # How each route treats another organisation's objects:
 #   person   its {staff_id} is B's person (their flows, audit trail, setup): as unknown (404)
 #   org      its {org_id} is B's organisation (its keys, settings): as unknown (404)
+#   batch    its {batch_id} is B's staff batch (its progress, pause, resume, cancel): as unknown
 #   operator deployment-wide: 403 for an organisation's admin, whatever the object
 #   own      no object in the path: acts on the caller's own organisation only (checked by
 #            the tests below this one)
-Kind = Literal["person", "org", "operator", "own"]
+Kind = Literal["person", "org", "batch", "operator", "own"]
 ROUTES: dict[tuple[str, str], Kind] = {
     ("POST", "/api/v1/staff"): "own",
     ("GET", "/api/v1/staff"): "own",
@@ -55,6 +64,13 @@ ROUTES: dict[tuple[str, str], Kind] = {
     ("POST", "/api/v1/staff/{staff_id}/enable"): "person",
     ("POST", "/api/v1/staff/{staff_id}/mfa/extend"): "person",
     ("GET", "/api/v1/staff/{staff_id}/sso"): "person",
+    ("PATCH", "/api/v1/staff/{staff_id}"): "person",
+    ("DELETE", "/api/v1/staff/{staff_id}"): "person",
+    ("POST", "/api/v1/staff/{staff_id}/email-change/confirm"): "person",
+    ("POST", "/api/v1/staff/imports"): "own",
+    ("POST", "/api/v1/staff/batches"): "own",
+    ("GET", "/api/v1/staff/batches/{batch_id}"): "batch",
+    ("POST", "/api/v1/staff/batches/{batch_id}/{control}"): "batch",
     ("POST", "/api/v1/clients"): "operator",
     ("GET", "/api/v1/clients"): "operator",
     ("GET", "/api/v1/clients/{client_id}"): "operator",
@@ -68,6 +84,7 @@ ROUTES: dict[tuple[str, str], Kind] = {
     ("POST", "/api/v1/orgs/{org_id}/keys"): "org",
     ("POST", "/api/v1/orgs/{org_id}/suspend"): "operator",
     ("POST", "/api/v1/orgs/{org_id}/resume"): "operator",
+    ("DELETE", "/api/v1/orgs/{org_id}"): "operator",
     ("POST", "/codec/decode"): "operator",
     ("POST", "/codec/encode"): "operator",
     ("GET", "/admin/staff"): "own",
@@ -78,6 +95,16 @@ ROUTES: dict[tuple[str, str], Kind] = {
     ("GET", "/admin/staff/{staff_id}/disable"): "person",
     ("GET", "/admin/staff/{staff_id}/enable"): "person",
     ("POST", "/admin/staff/{staff_id}/{action}"): "person",
+    ("GET", "/admin/staff/{staff_id}/edit"): "person",
+    ("POST", "/admin/staff/{staff_id}/edit"): "person",
+    ("GET", "/admin/staff/{staff_id}/erase"): "person",
+    ("POST", "/admin/staff/{staff_id}/erase"): "person",
+    ("POST", "/admin/staff/bulk"): "own",
+    ("GET", "/admin/staff/import"): "own",
+    ("POST", "/admin/staff/import"): "own",
+    ("POST", "/admin/staff/import/confirm"): "own",
+    ("GET", "/admin/staff/batches/{batch_id}"): "batch",
+    ("POST", "/admin/staff/batches/{batch_id}/{control}"): "batch",
     ("GET", "/admin/apps"): "operator",
     ("GET", "/admin/apps/new"): "operator",
     ("POST", "/admin/apps/new"): "operator",
@@ -101,6 +128,17 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/orgs"): {"name": "Sneaky", "slug": "sneaky"},
     ("POST", "/api/v1/clients"): {"client_name": "x", "redirect_uris": ["https://x.example/cb"]},
     ("PATCH", "/api/v1/clients/{client_id}"): {"client_name": "y"},
+    ("PATCH", "/api/v1/staff/{staff_id}"): {"first_name": "Taken"},
+    ("POST", "/api/v1/staff/{staff_id}/email-change/confirm"): {"code": "123456"},
+}
+# A valid form where the page takes one (besides the CSRF token).
+FORMS: dict[tuple[str, str], dict[str, str]] = {
+    ("POST", "/admin/staff/{staff_id}/edit"): {
+        "first_name": "Taken",
+        "last_name": "Over",
+        "external_email_1": "taken.over@example.com",
+        "leave_on": "",
+    },
 }
 SCOPED_PREFIXES = ("/api/v1", "/admin", "/codec")
 
@@ -130,25 +168,11 @@ class World:
     key_b: dict[str, str]
     person_b: Person  # with an account, MFA, an audit trail
     admin_a: Person
+    batch_b: uuid.UUID  # a staff batch of B's (its rows only: this stack runs no flows)
 
     @property
     def http(self) -> httpx.AsyncClient:
         return self.stack.http
-
-
-async def make_org(stack: Stack, slug: str) -> tuple[str, dict[str, str]]:
-    """An organisation and an admin key of it, made by the operator (bootstrap) key."""
-    created = await stack.http.post(
-        "/api/v1/orgs", json={"name": f"{slug.title()} Lettings", "slug": slug}, headers=stack.admin
-    )
-    assert created.status_code == 201, created.text
-    org_id = created.json()["id"]
-    key = await stack.http.post(
-        f"/api/v1/orgs/{org_id}/keys", json={"name": f"{slug}-key"}, headers=stack.admin
-    )
-    assert key.status_code == 201, key.text
-    assert key.json()["org_id"] == org_id
-    return org_id, {"Authorization": f"Bearer {key.json()['key']}"}
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -170,22 +194,40 @@ async def world(database_url: str) -> AsyncIterator[World]:
         # B's person has an audit trail (their admin created a setup request, an unlock).
         unlocked = await stack.http.post(f"/api/v1/staff/{person_b.staff_id}/unlock", headers=key_b)
         assert unlocked.status_code == 200, unlocked.text
-        yield World(stack, org_a, org_b, key_a, key_b, person_b, admin_a)
+        yield World(stack, org_a, org_b, key_a, key_b, person_b, admin_a, await batch_of(stack, person_b))
 
 
-def filled(path: str, world: World, staff_id: uuid.UUID | str) -> str:
+async def batch_of(stack: Stack, person: Person) -> uuid.UUID:
+    """A running staff batch sending to this person, as its rows (no flow behind it)."""
+    async with stack.sessions() as session:
+        org_id = (await session.get(Staff, person.staff_id)).org_id  # type: ignore[union-attr]
+        batch = StaffBatch(
+            id=uuid.uuid4(), org_id=org_id, action="send_email", state="running", requested_by="x", total=1
+        )
+        session.add(batch)
+        session.add(StaffBatchItem(batch_id=batch.id, staff_id=person.staff_id, position=0, status="pending"))
+        await session.commit()
+    return batch.id
+
+
+def filled(path: str, world: World, target: uuid.UUID | str, kind: Kind) -> str:
+    """The path with B's object (or an unknown id) where the route names its kind's object."""
     return (
-        path.replace("{staff_id}", str(staff_id))
+        path.replace("{staff_id}", str(target))
+        .replace("{batch_id}", str(target if kind == "batch" else world.batch_b))
         .replace("{org_id}", world.org_b)
         .replace("{client_id}", "some-app")
         .replace("{action}", "revoke-sessions")
+        .replace("{control}", "pause")
     )
 
 
-async def call_api(world: World, method: str, path: str, staff_id: uuid.UUID | str) -> httpx.Response:
+async def call_api(
+    world: World, method: str, path: str, target: uuid.UUID | str, kind: Kind
+) -> httpx.Response:
     return await world.http.request(
         method,
-        filled(path, world, staff_id),
+        filled(path, world, target, kind),
         json=BODIES.get((method, path)) if method in ("POST", "PATCH") else None,
         headers=world.key_a,
         content=b'{"payloads": []}' if path.startswith("/codec") else None,
@@ -193,12 +235,12 @@ async def call_api(world: World, method: str, path: str, staff_id: uuid.UUID | s
 
 
 async def call_page(
-    browser: Browser, world: World, method: str, path: str, staff_id: uuid.UUID | str, csrf: str
+    browser: Browser, world: World, method: str, path: str, target: uuid.UUID | str, kind: Kind, csrf: str
 ) -> httpx.Response:
-    url = filled(path, world, staff_id)
+    url = filled(path, world, target, kind)
     if method == "GET":
         return await browser.get(url)
-    return await browser.post(url, {"csrf": csrf, "back": "/admin/staff"})
+    return await browser.post(url, {"csrf": csrf, "back": "/admin/staff", **FORMS.get((method, path), {})})
 
 
 async def test_every_route_keeps_another_organisations_objects_out_of_reach(world: World) -> None:
@@ -218,12 +260,13 @@ async def test_every_route_keeps_another_organisations_objects_out_of_reach(worl
         for (method, path), kind in sorted(ROUTES.items()):
             if kind == "own":
                 continue
+            target = world.batch_b if kind == "batch" else person_b
             if path.startswith("/admin"):
-                answer = await call_page(browser, world, method, path, person_b, csrf)
-                unknown = await call_page(browser, world, method, path, uuid.uuid4(), csrf)
+                answer = await call_page(browser, world, method, path, target, kind, csrf)
+                unknown = await call_page(browser, world, method, path, uuid.uuid4(), kind, csrf)
             else:
-                answer = await call_api(world, method, path, person_b)
-                unknown = await call_api(world, method, path, uuid.uuid4())
+                answer = await call_api(world, method, path, target, kind)
+                unknown = await call_api(world, method, path, uuid.uuid4(), kind)
             where = f"{method} {path}"
             if kind == "operator":
                 assert answer.status_code == 403, f"{where}: {answer.status_code} {answer.text[:300]}"
@@ -234,6 +277,13 @@ async def test_every_route_keeps_another_organisations_objects_out_of_reach(worl
                 after = await browser.get(answer.headers["location"])
                 assert flash_of(after) == ("error", "That person no longer exists."), where
                 continue
+            if method == "POST" and path == "/admin/staff/batches/{batch_id}/{control}":
+                # A batch's button comes back to its page, which is not found, as for any id.
+                assert answer.status_code == unknown.status_code == 303, where
+                after = await browser.get(answer.headers["location"])
+                assert after.status_code == 404, where
+                assert "Bravo" not in after.text, where
+                continue
             assert answer.status_code == 404, f"{where}: {answer.status_code} {answer.text[:300]}"
             # Exactly what an id that exists nowhere gets: nothing tells the two apart.
             assert unknown.status_code == 404, where
@@ -243,7 +293,9 @@ async def test_every_route_keeps_another_organisations_objects_out_of_reach(worl
 
     async with world.stack.sessions() as session:
         staff = await session.get(Staff, person_b)
-        assert staff is not None and staff.disabled_at is None
+        assert staff is not None and staff.disabled_at is None and staff.first_name == "Bea"
+        batch = await session.get(StaffBatch, world.batch_b)
+        assert batch is not None and batch.state == "running"
         touched = (
             await session.scalars(
                 select(AuditEvent).where(
@@ -445,6 +497,29 @@ async def test_an_operator_chooses_the_organisation_of_a_person_added_on_the_pag
     assert staff is not None and str(staff.org_id) == world.org_b
 
 
+async def test_bulk_actions_leave_out_another_organisations_people(world: World) -> None:
+    """The staff list's bulk form with B's person ticked (a forged form): as an unknown id,
+    nobody is selected, and nothing of B's changes."""
+    async with browsing(world.stack.transport) as browser:
+        assert redirected_to(await sign_in_with_totp(browser, world.admin_a), "/sso/account")
+        page = await browser.get("/admin/staff")
+        csrf = hidden_fields(page, "/admin/staff/bulk")["csrf"]
+        for ids in (str(world.person_b.staff_id), str(uuid.uuid4())):
+            sent = await browser.post(
+                "/admin/staff/bulk",
+                {"csrf": csrf, "back": "/admin/staff", "action": "disable", "ids": ids, "confirmed": "yes"},
+            )
+            assert sent.status_code == 303
+            after = await browser.get(sent.headers["location"])
+            assert flash_of(after) == (
+                "error",
+                "Select the people first: tick the box in front of each name.",
+            )
+    async with world.stack.sessions() as session:
+        staff = await session.get(Staff, world.person_b.staff_id)
+    assert staff is not None and staff.disabled_at is None
+
+
 class VerifiedBy(EntraProvider):
     """Microsoft verifying this identity (the provider's own checks have tests in tests/entra)."""
 
@@ -534,3 +609,63 @@ async def test_a_tenant_links_only_to_the_people_of_the_organisation_owning_it(w
     async with stack.sessions() as session:
         links = (await session.scalars(select(EntraLink.staff_id).where(EntraLink.tenant_id == tenant))).all()
     assert links == [person_a.staff_id]
+
+
+async def imported_on_the_page(browser: Browser, rows: str, org: str | None = None) -> httpx.Response:
+    """Settings > Staff > Import from CSV: the preview, then Import (no emails sent)."""
+    form = await browser.get("/admin/staff/import")
+    fields = {"csrf": hidden_fields(form, "/admin/staff/import")["csrf"], **({"org": org} if org else {})}
+    content = f"first_name,last_name,external_email_1\r\n{rows}".encode()
+    preview = await browser.http.post(
+        "/admin/staff/import", data=fields, files={"file": ("staff.csv", content, "text/csv")}
+    )
+    assert preview.status_code == 200, preview.text
+    confirm = hidden_fields(preview, "/admin/staff/import/confirm")
+    done = await browser.http.post(
+        "/admin/staff/import/confirm", files={k: (None, v) for k, v in confirm.items()}
+    )
+    assert done.status_code == 303, done.text
+    return preview
+
+
+async def test_the_import_page_adds_people_to_the_admins_organisation(world: World) -> None:
+    """An organisation's admin imports into their own organisation, and another's address is
+    refused without naming it; an operator chooses the organisation (their own first)."""
+    new, other = f"imp.{uuid.uuid4().hex[:8]}@example.com", f"imp.{uuid.uuid4().hex[:8]}@example.com"
+    async with browsing(world.stack.transport) as browser:
+        assert redirected_to(await sign_in_with_totp(browser, world.admin_a), "/sso/account")
+        form = await browser.get("/admin/staff/import")
+        assert 'name="org"' not in form.text  # an agency's admin has nothing to choose
+        preview = await imported_on_the_page(
+            browser, f"Ima,Porter,{new}\r\nCopy,Cat,{world.person_b.email}\r\n"
+        )
+        assert "external_email_1: This address can't be added; contact agentOS support" in page_text(preview)
+        assert "Bravo" not in preview.text
+    operator = await make_person(
+        world.stack.sessions,
+        world.stack.settings,
+        mfa=True,
+        password_hash=known_hash(world.stack.settings),
+        org_id=uuid.UUID(world.org_a),
+        first_name="Ola",
+        last_name="Operator",
+    )
+    async with world.stack.sessions() as session:
+        row = await session.get(Staff, operator.staff_id)
+        assert row is not None
+        row.is_admin = row.is_operator = True
+        await session.commit()
+    async with browsing(world.stack.transport) as browser:
+        assert redirected_to(await sign_in_with_totp(browser, operator), "/sso/account")
+        form = await browser.get("/admin/staff/import")
+        assert '<option value="alpha" selected>Alpha Lettings</option>' in form.text
+        preview = await imported_on_the_page(browser, f"Oth,Er,{other}\r\n", org="bravo")
+        assert "They join Bravo Lettings." in page_text(preview)
+    async with world.stack.sessions() as session:
+        imported = {
+            s.external_email_1: str(s.org_id)
+            for s in (
+                await session.scalars(select(Staff).where(Staff.external_email_1.in_([new, other])))
+            ).all()
+        }
+    assert imported == {new: world.org_a, other: world.org_b}

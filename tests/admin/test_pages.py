@@ -79,7 +79,12 @@ EXPIRED_FORM = "That form had expired, so nothing was done. Please try again."
 ADMIN_MFA_SENTENCE = "As an administrator you must set up MFA"
 SKIP_BUTTON = "No thanks, I'll set it up later"
 
-ROW = re.compile(r'<tr>\s*<th scope="row"><a href="/admin/staff/([0-9a-f-]{36})">(.*?)</tr>', re.S)
+# A row: the bulk actions' selection box, then the person's name (the row's header).
+ROW = re.compile(
+    r'<tr>\s*<td><input type="checkbox" form="bulk"[^>]*>.*?</td>\s*'
+    r'<th scope="row"><a href="/admin/staff/([0-9a-f-]{36})">(.*?)</tr>',
+    re.S,
+)
 ACTION = re.compile(r'action="/admin/staff/([0-9a-f-]{36})/([a-z-]+)"')
 MINUTES_LEFT = re.compile(r"Email sent, link valid (\d+) more min")
 TAG = re.compile(r'<span class="tag(?: warn)?">([^<]+)</span>')

@@ -31,6 +31,7 @@ def test_temporal_runs_with_our_search_attributes_and_sso_devs_pragmas(tmp_path:
         "SsoMfaStep=Keyword",
         "SsoMfaDue=Datetime",
         "SsoMfaReminders=Int",
+        "SsoBatchState=Keyword",
     ]
     assert len(SEARCH_ATTRIBUTES) == 6
     assert "--headless" not in command

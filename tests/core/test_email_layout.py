@@ -30,6 +30,12 @@ CONTEXTS: dict[str, dict[str, Any]] = {
     "password_reset_link": {"link": "https://sso.example.test/sso/reset/link/tok", "ttl_words": "15 minutes"},
     "password_changed": {"login_email": "jane@agentos.example", "changed_at": "01 March 2030 at 10:00 UTC"},
     "entra_linked": {"account": "jane@contoso.example", "linked_at": "01 March 2030 at 10:00 UTC"},
+    "email_change_code": {
+        "code": "246810",
+        "ttl_words": "24 hours",
+        "account_url": "https://sso.example.test/sso/account",
+    },
+    "email_changed": {"new_email": "j***@example.org", "changed_at": "01 March 2030 at 10:00 UTC"},
     "mfa_changed": {
         "login_email": "jane@agentos.example",
         "what": "an authenticator app was set up",

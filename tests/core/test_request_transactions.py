@@ -121,7 +121,11 @@ def test_services_commit_part_way_only_where_a_flow_must_see_the_row() -> None:
     flow's first activity reads, the audit of a flow that could not start (kept although an
     error answer follows), and a disable, which must hold before the person's flows are
     ended (their activities write the same rows, and a slow Temporal must not leave a leaver
-    able to sign in). Likewise an organisation's suspension, which holds before its people's
+    able to sign in); a staff batch's rows, which its flow's first chunk reads, and the end
+    of the transaction before a pause, resume or cancel waits on the flow that records it in
+    the same database; a change of email address waiting for its code, which the flow's
+    first activity reads, and the end of the transaction before its confirmation waits on
+    the flow that writes the same row. Likewise an organisation's suspension, which holds before its people's
     sessions are ended one by one (and starts the apps' logouts once they are), and an
     organisation's MFA policy, which its rollout's first activity reads. A new one needs as
     good a reason."""
@@ -132,8 +136,12 @@ def test_services_commit_part_way_only_where_a_flow_must_see_the_row() -> None:
     }
     assert found == {
         "setup_admin.py:send_email",
-        "setup_admin.py:_abandon",
+        "setup_admin.py:abandon",
         "staff_status.py:disable",
+        "staff_batches.py:create",
+        "staff_batches.py:control",
+        "email_change.py:request",
+        "email_change.py:confirm",
         "org_suspension.py:suspend",
         "org_mfa.py:after_change",
     }

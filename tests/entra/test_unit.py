@@ -181,6 +181,7 @@ class FakeMicrosoft:
         self.key_sets: list[list[RSAKey]] = [[rsa_key("key-1")]]  # the last one repeats
         self.token_answers: list[httpx.Response] = []
         self.graph_answers: list[httpx.Response | str] = []
+        self.user_answers: list[httpx.Response | str] = []  # Graph's /v1.0/users/{id}
         self.requests: list[httpx.Request] = []
         self.not_json: set[str] = set()  # URLs answered 200 with an HTML page instead
         self.client = httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
@@ -214,6 +215,12 @@ class FakeMicrosoft:
                 raise httpx.ConnectError("connection refused", request=request)
             assert isinstance(answer, httpx.Response)
             return answer
+        if url.startswith(f"{GRAPH_URL}/v1.0/users/"):
+            user = self.user_answers.pop(0)
+            if user == "connect-error":
+                raise httpx.ConnectError("connection refused", request=request)
+            assert isinstance(user, httpx.Response)
+            return user
         return httpx.Response(404, json={"error": "not_found"})
 
     def hits(self, url: str) -> int:
@@ -578,6 +585,58 @@ async def test_graph_answers_that_refuse_at_once(
         await microsoft.provider()._check_enabled("token", IDENTITY)
     assert refused.value.reason == reason
     assert microsoft.hits(f"{GRAPH_URL}/v1.0/me") == 1 and sleeps == []
+
+
+# ------------------------------------------------- the account's state, with the app's token
+
+
+APP_TOKEN = httpx.Response(200, json={"access_token": "the-app-token", "token_type": "Bearer"})
+
+
+@pytest.mark.parametrize(
+    ("answer", "state"),
+    [
+        (graph(200, {"id": OID, "accountEnabled": True}), "enabled"),
+        (graph(200, {"id": OID, "accountEnabled": False}), "disabled"),
+        (graph(404), "deleted"),
+    ],
+    ids=["enabled", "disabled", "deleted"],
+)
+async def test_the_account_state_is_asked_with_the_apps_own_token(
+    microsoft: FakeMicrosoft, answer: httpx.Response, state: str
+) -> None:
+    microsoft.token_answers, microsoft.user_answers = [APP_TOKEN], [answer]
+    assert await microsoft.provider().account_state(OID) == state
+    token_request, graph_request = [r for r in microsoft.requests if r.url != httpx.URL(META_URL)]
+    body = parse_qs(token_request.content.decode())
+    assert body == {
+        "grant_type": ["client_credentials"],
+        "scope": [f"{GRAPH_URL}/.default"],
+        "client_id": [CLIENT_ID],
+        "client_secret": [CLIENT_SECRET],
+    }
+    assert str(graph_request.url.copy_with(query=None)) == f"{GRAPH_URL}/v1.0/users/{OID}"
+    assert graph_request.headers["authorization"] == "Bearer the-app-token"
+    assert graph_request.url.params["$select"] == "id,accountEnabled"
+
+
+@pytest.mark.parametrize(
+    ("token", "user"),
+    [
+        (httpx.Response(401, json={"error": "invalid_client"}), None),
+        (APP_TOKEN, graph(503)),
+        (APP_TOKEN, graph(403)),
+        (APP_TOKEN, "connect-error"),
+    ],
+    ids=["no-app-token", "graph-down", "no-permission", "network"],
+)
+async def test_an_account_state_graph_cannot_give_is_unavailable(
+    microsoft: FakeMicrosoft, token: httpx.Response, user: httpx.Response | str | None
+) -> None:
+    microsoft.token_answers = [token]
+    microsoft.user_answers = [user] if user is not None else []
+    with pytest.raises(EntraUnavailable):
+        await microsoft.provider().account_state(OID)
 
 
 # --------------------------------------------------------------------------- the token endpoint

@@ -24,6 +24,7 @@ from workflows.entra import EntraLinkWorkflow
 from workflows.notices import PasswordChangedNoticeWorkflow
 from workflows.reset import PasswordResetWorkflow
 from workflows.setup import SsoSetupWorkflow
+from workflows.staff_batch import StaffBatchWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 FILES = sorted(HISTORIES.glob("*.json"))
@@ -32,6 +33,7 @@ PREFIXES = {
     "reset": "PasswordReset",
     "entra": "EntraLink",
     "notice": "PasswordChangedNotice",
+    "batch": "StaffBatch",
 }
 UNBOUND_UNTIL = datetime(2100, 1, 1, tzinfo=UTC)
 ENCRYPTED = base64.b64encode(b"binary/encrypted").decode()
@@ -73,7 +75,13 @@ async def test_history_replays_with_current_code(path: Path):
     first = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"]
     assert first["workflowType"]["name"] == PREFIXES[path.name.split("-", 1)[0]]
     replayer = Replayer(
-        workflows=[SsoSetupWorkflow, PasswordResetWorkflow, PasswordChangedNoticeWorkflow, EntraLinkWorkflow],
+        workflows=[
+            SsoSetupWorkflow,
+            PasswordResetWorkflow,
+            PasswordChangedNoticeWorkflow,
+            EntraLinkWorkflow,
+            StaffBatchWorkflow,
+        ],
         namespace=namespace,
         # The first set was recorded before payloads were bound to their flow: as a deploy
         # sets it.

@@ -15,6 +15,7 @@ from core.models import Staff
 from core.passwords import Hasher
 from core.settings import Settings
 from tests.support.accounts import PASSWORD, Browser, Person, redirected_to
+from tests.support.harness import Stack
 
 FLASH = re.compile(r'<div class="(error|success)" role="(alert|status)"><p>(.*?)</p></div>', re.S)
 
@@ -59,3 +60,18 @@ async def sign_in_with_totp(browser: Browser, person: Person, return_to: str | N
     assert redirected_to(sent, "/sso/login/mfa"), sent.text
     page = await browser.get("/sso/login/mfa")
     return await browser.submit(page, "/sso/login/mfa", code=person.totp_now())
+
+
+async def make_org(stack: Stack, slug: str) -> tuple[str, dict[str, str]]:
+    """An organisation and an admin key of it, made by the operator (bootstrap) key."""
+    created = await stack.http.post(
+        "/api/v1/orgs", json={"name": f"{slug.title()} Lettings", "slug": slug}, headers=stack.admin
+    )
+    assert created.status_code == 201, created.text
+    org_id = created.json()["id"]
+    key = await stack.http.post(
+        f"/api/v1/orgs/{org_id}/keys", json={"name": f"{slug}-key"}, headers=stack.admin
+    )
+    assert key.status_code == 201, key.text
+    assert key.json()["org_id"] == org_id
+    return org_id, {"Authorization": f"Bearer {key.json()['key']}"}

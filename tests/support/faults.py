@@ -296,6 +296,8 @@ class FaultStack(RealStack):
     direct_database_url: str  # what the test reads with (sync driver, no proxy)
     smtp: SmtpSink | None = None
     worker_proxy: TcpProxy | None = None
+    # Temporal's SQLite pragmas: its defaults (an fsync per write) unless a test asks for more.
+    temporal_pragmas: tuple[str, ...] = ()
     temporal: Proc = field(init=False)
     worker: Proc = field(init=False)
     api: Proc = field(init=False)
@@ -303,9 +305,15 @@ class FaultStack(RealStack):
     _clients: dict[int, Client] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # SQLite's defaults (an fsync per write), as these tests have always run it.
+        # SQLite's defaults (an fsync per write), as these tests have always run it, unless the
+        # test asks for other pragmas.
         temporal_cmd = temporal_command(
-            self.data_dir, self.temporal_port, NAMESPACE, ui_port=self.ui_port, headless=True, pragmas=()
+            self.data_dir,
+            self.temporal_port,
+            NAMESPACE,
+            ui_port=self.ui_port,
+            headless=True,
+            pragmas=self.temporal_pragmas,
         )
         self.temporal = Proc("temporal", temporal_cmd, dict(self.env), self.data_dir / "temporal.log")
         worker_env = dict(self.env)
@@ -330,6 +338,7 @@ class FaultStack(RealStack):
         database_url: str | None = None,
         direct_database_url: str | None = None,
         worker_proxy: bool = False,
+        temporal_pragmas: tuple[str, ...] = (),
         **settings: str,
     ) -> FaultStack:
         """A stack (not started yet) on free ports over `data_dir`, mailing to `smtp` (None:
@@ -354,6 +363,7 @@ class FaultStack(RealStack):
             direct_database_url=to_sync_url(direct_database_url or url),
             smtp=smtp,
             worker_proxy=TcpProxy(temporal_port).start() if worker_proxy else None,
+            temporal_pragmas=temporal_pragmas,
         )
 
     @property

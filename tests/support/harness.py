@@ -23,14 +23,17 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from core.admin_keys import create_admin_key
+from core.batches import batch_workflow_id
 from core.codec import keyring_from_settings
 from core.db import SessionFactory, create_engine, session_factory
-from core.models import OutboxEmail, SsoSetup, Staff
+from core.models import OutboxEmail, SsoSetup, Staff, StaffBatch
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from tests.support.accounts import ADMIN_KEY_NAME, PUBLIC_URL, Browser, Person, make_person
 from tests.support.config import make_settings
 from worker import build_worker
+from workflows.email_change import email_change_workflow_id
+from workflows.leave import leave_workflow_id
 from workflows.mfa_enrollment import enrollment_workflow_id
 
 LINK = re.compile(r"https://sso\.example\.test/sso/setup/([A-Za-z0-9_-]+)")
@@ -161,12 +164,19 @@ async def running_app(database_url: str, **overrides: Any) -> AsyncIterator[Stac
 
 
 async def long_lived_flow_ids(sessions: SessionFactory) -> set[str]:
-    """The flows of this database's people that wait on long timers: setups, and the MFA
-    obligations of those who skipped MFA (whether or not one was started)."""
+    """The flows of this database's people that wait on long timers: setups, staff batches
+    (paced, or waiting for the email budget), the MFA obligations of those who skipped MFA,
+    leave dates and changes of email address (whether or not one was started)."""
     async with sessions() as session:
         workflow_ids = set((await session.scalars(select(SsoSetup.workflow_id))).all())
+        batch_ids = (await session.scalars(select(StaffBatch.id))).all()
         staff_ids = (await session.scalars(select(Staff.id))).all()
-    return workflow_ids | {enrollment_workflow_id(str(staff_id)) for staff_id in staff_ids}
+    per_person = (enrollment_workflow_id, leave_workflow_id, email_change_workflow_id)
+    return (
+        workflow_ids
+        | {batch_workflow_id(str(batch_id)) for batch_id in batch_ids}
+        | {flow_id(str(staff_id)) for staff_id in staff_ids for flow_id in per_person}
+    )
 
 
 async def _terminate_leftovers(env: WorkflowEnvironment, sessions: SessionFactory) -> None:

@@ -225,7 +225,9 @@ async def _onboard(person: Person, mfa: bool, t0: float, run: ChaosRun) -> None:
     run.used[person.to] = (person.token, code)
 
 
-async def _faults(stack: FaultStack, rng: random.Random, t0: float, run: ChaosRun) -> None:
+async def strike(stack: FaultStack, rng: random.Random, t0: float, run: ChaosRun) -> None:
+    """The worker SIGKILLed twice (restarted RESTART_AFTER later) and Temporal's server
+    restarted once, in a random order at random moments, recorded in `run.faults`."""
     kinds = ["worker killed", "worker killed", "temporal restarted"]
     rng.shuffle(kinds)
     await asyncio.sleep(rng.uniform(1.0, 5.0))
@@ -253,7 +255,7 @@ async def onboard_under_faults(stack: FaultStack, smtp: SmtpSink, people: int, s
         try:
             await asyncio.gather(*(send_email(api, world, p.id) for p in crowd))
             t0 = time.monotonic()
-            chaos = asyncio.ensure_future(_faults(stack, rng, t0, run))
+            chaos = asyncio.ensure_future(strike(stack, rng, t0, run))
             results = await asyncio.gather(
                 *(_onboard(p, mfa, t0, run) for p, mfa in zip(crowd, choices, strict=True)),
                 return_exceptions=True,

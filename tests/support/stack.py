@@ -306,12 +306,15 @@ class DevStack(RealStack):
         temporal_port: int,
         ui_port: int,
         entra_port: int,
+        worker_metrics_port: int | None = None,
         timeout: float = 90.0,
         sso: Sequence[str] = (sys.executable, "-m", "cli"),
         cwd: Path = ROOT,
     ) -> DevStack:
         """`sso` is how the command is run (default `python -m cli` in the repo: this
-        checkout's code), `cwd` where."""
+        checkout's code), `cwd` where. The worker's metrics port comes from this test process's
+        block too: left to `sso dev`, an ephemeral port it found free could be taken by another
+        process before the worker binds it (seen on a second `sso dev` run)."""
         command = [
             *sso,
             "dev",
@@ -323,6 +326,8 @@ class DevStack(RealStack):
             str(ui_port),
             "--entra-port",
             str(entra_port),
+            "--worker-metrics-port",
+            str(worker_metrics_port or free_port()),
             "--data-dir",
             str(data_dir),
         ]

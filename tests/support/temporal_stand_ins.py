@@ -13,6 +13,9 @@ from temporalio import activity
 from activities.inputs import (
     ActivateInput,
     AuditInput,
+    BatchChunkInput,
+    BatchCounts,
+    BatchStateInput,
     CloseSetupInput,
     EntraLinkedNoticeInput,
     LinkEntraInput,
@@ -37,9 +40,14 @@ from activities.inputs import (
 class Stand:
     """Stand-in activities under the real names: no database, no email."""
 
+    # A staff batch's people, as many as this unless a test says otherwise (`batch_left`).
+    BATCH_PEOPLE = 120
+
     def __init__(self) -> None:
         self.codes = 0
         self.calls: list[tuple[str, object]] = []
+        self.batch_left: dict[str, int] = {}
+        self.batch_sent: dict[str, int] = {}
 
     def _ran(self, data: object) -> None:
         self.calls.append((activity.info().activity_type, data))
@@ -121,8 +129,25 @@ class Stand:
     async def send_entra_linked(self, data: EntraLinkedNoticeInput) -> None:
         self._ran(data)
 
+    @activity.defn(name="send_batch_chunk")
+    async def send_batch_chunk(self, data: BatchChunkInput) -> BatchCounts:
+        self._ran(data)
+        left = self.batch_left.get(data.batch_id, self.BATCH_PEOPLE)
+        taken = min(data.limit, left)
+        self.batch_left[data.batch_id] = left - taken
+        self.batch_sent[data.batch_id] = self.batch_sent.get(data.batch_id, 0) + taken
+        return BatchCounts(sent=self.batch_sent[data.batch_id], failed=0, left=left - taken)
+
+    @activity.defn(name="record_batch_state")
+    async def record_batch_state(self, data: BatchStateInput) -> BatchCounts:
+        self._ran(data)
+        left = self.batch_left.get(data.batch_id, self.BATCH_PEOPLE)
+        return BatchCounts(sent=self.batch_sent.get(data.batch_id, 0), failed=0, left=left)
+
     def all(self) -> list[Callable[..., Any]]:
         return [
+            self.send_batch_chunk,
+            self.record_batch_state,
             self.send_setup_email,
             self.close_setup,
             self.store_password,
