@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.common import SearchAttributePair, WorkflowIDConflictPolicy
 
 from api.services.flows import FlowClient, FlowEnded, StepRefused
@@ -18,8 +19,9 @@ from core.crypto import code_digest
 from core.db import UnitOfWork
 from core.errors import Conflict, InvalidInput, ServiceUnavailable
 from core.models import Staff
+from core.org_suspension import suspended_org_name
 from core.orgs import AdminScope
-from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+from core.search_attributes import SSO_STEP, flow_attributes
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.common import StepResult
@@ -36,6 +38,13 @@ EMAIL_CHANGE_TTL = timedelta(days=1)
 PURPOSE = "email_change"
 NOTHING_PENDING = "No change of External Email 1 is waiting for a code"
 FLOW_TIMEOUT = 10.0
+
+
+async def refuse_if_suspended(session: AsyncSession, staff: Staff) -> None:
+    """A suspended organisation's people change no address (asked or confirmed) until it is
+    resumed: its admins can't act for it, and nobody of it can sign in to read the code."""
+    if (org_name := await suspended_org_name(session, staff.id)) is not None:
+        raise Conflict(f"{org_name} is suspended; resume it before changing an email address")
 
 
 @dataclass
@@ -79,10 +88,9 @@ class EmailChanges:
                 code_ttl_seconds=int(EMAIL_CHANGE_TTL.total_seconds()),
             ),
             id=workflow_id,
-            search_attributes=[
-                SearchAttributePair(SSO_STEP, "sending_code"),
-                SearchAttributePair(SSO_STAFF_ID, str(staff.id)),
-            ],
+            search_attributes=flow_attributes(
+                SearchAttributePair(SSO_STEP, "sending_code"), org_id=staff.org_id, staff_id=staff.id
+            ),
             static_summary="Change of External Email 1: waiting for the code sent to the new address",
             conflict=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
         )
@@ -93,6 +101,7 @@ class EmailChanges:
         actor = scope.actor
         if staff.pending_external_email_1 is None:
             raise Conflict(NOTHING_PENDING)
+        await refuse_if_suspended(self.uow.session, staff)
         workflow_id = email_change_workflow_id(str(staff.id))
         digest = code_digest(self.settings.secret_key.get_secret_value(), PURPOSE, workflow_id, code)
         # No write stays open while the flow's activity writes the same row.

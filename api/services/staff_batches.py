@@ -22,7 +22,7 @@ from core.db import UnitOfWork
 from core.errors import Conflict, NotFound, Unprocessable
 from core.models import StaffBatch, StaffBatchItem
 from core.orgs import AdminScope
-from core.search_attributes import SSO_BATCH_STATE
+from core.search_attributes import SSO_BATCH_STATE, flow_attributes
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.staff_batch import BatchControl, StaffBatchInput, StaffBatchWorkflow, pace
@@ -99,7 +99,9 @@ class StaffBatches:
                     left=len(people),
                 ),
                 id=batch_workflow_id(str(batch.id)),
-                search_attributes=[SearchAttributePair(SSO_BATCH_STATE, BatchState.running.value)],
+                search_attributes=flow_attributes(
+                    SearchAttributePair(SSO_BATCH_STATE, BatchState.running.value), org_id=batch.org_id
+                ),
                 static_summary=f"Send Single Sign-On emails to {len(people)} people",
                 static_details=f"Requested by {actor}; at most {self.settings.batch_send_rate} a minute",
             )

@@ -24,7 +24,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas import StaffUpdate
-from api.services.email_change import EmailChanges
+from api.services.email_change import EmailChanges, refuse_if_suspended
 from api.services.flow_erasure import delete_runs, person_runs
 from api.services.staff import get_staff
 from api.services.staff_status import StaffStatus
@@ -43,7 +43,7 @@ from core.models import (
     Staff,
 )
 from core.orgs import AdminScope
-from core.search_attributes import SSO_STAFF_ID, SSO_STEP
+from core.search_attributes import SSO_STEP, flow_attributes
 from core.settings import Settings
 from core.temporal_client import TemporalGateway
 from workflows.leave import LeaveInput, LeaveMove, StaffLeaveWorkflow, leave_workflow_id
@@ -90,6 +90,8 @@ class StaffLifecycle:
             new_email = None
         if new_email is not None and await email_in_use(self.db, new_email, staff.id):
             raise Conflict(EMAIL_TAKEN)
+        if new_email is not None:
+            await refuse_if_suspended(self.db, staff)
         leave_changed = "leave_on" in sent and data.leave_on != staff.leave_on
         if leave_changed and data.leave_on is not None:
             self._check_leave_day(data.leave_on)
@@ -103,7 +105,7 @@ class StaffLifecycle:
             # The flow first, so that Temporal being away changes nothing. Should the database
             # then fail to take the day, the admin is answered with an error, and the flow's
             # disable checks the database's day (never disabling anyone before it).
-            await self._move_leave(staff.id, data.leave_on)
+            await self._move_leave(staff, data.leave_on)
             staff.leave_on = data.leave_on
             changed["leave_on"] = data.leave_on.isoformat() if data.leave_on else None
         if changed:
@@ -127,13 +129,13 @@ class StaffLifecycle:
         if day <= today:
             raise InvalidInput(LEAVE_NOT_AFTER_TODAY)
 
-    async def _move_leave(self, staff_id: uuid.UUID, day: date | None) -> None:
+    async def _move_leave(self, staff: Staff, day: date | None) -> None:
         move = LeaveMove(
             leave_at=leave_moment(day, self.settings) if day else None,
             leave_on=day.isoformat() if day else None,
         )
         client = await connected(self.temporal, 5.0)
-        workflow_id = leave_workflow_id(str(staff_id))
+        workflow_id = leave_workflow_id(str(staff.id))
         try:
             async with asyncio.timeout(FLOW_TIMEOUT):
                 if day is None:
@@ -141,7 +143,7 @@ class StaffLifecycle:
                     return
                 await client.start_workflow(
                     StaffLeaveWorkflow.run,
-                    LeaveInput(staff_id=str(staff_id)),
+                    LeaveInput(staff_id=str(staff.id)),
                     id=workflow_id,
                     task_queue=self.settings.task_queue,
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -149,10 +151,9 @@ class StaffLifecycle:
                     start_signal_args=[move],
                     task_timeout=WORKFLOW_TASK_TIMEOUT,
                     search_attributes=TypedSearchAttributes(
-                        [
-                            SearchAttributePair(SSO_STEP, "waiting"),
-                            SearchAttributePair(SSO_STAFF_ID, str(staff_id)),
-                        ]
+                        flow_attributes(
+                            SearchAttributePair(SSO_STEP, "waiting"), org_id=staff.org_id, staff_id=staff.id
+                        )
                     ),
                     static_summary=f"Leave date {move.leave_on}: disable the person at its start",
                 )

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.inputs import BatchChunkInput
@@ -253,11 +253,9 @@ async def test_an_operator_erases_a_suspended_organisation(stack: Stack) -> None
     assert active.json()["message"] == NOT_SUSPENDED
     assert (await stack.http.get(f"/api/v1/staff/{cal['id']}", headers=stack.admin)).status_code == 200
 
-    async with stack.sessions() as session:
-        await session.execute(
-            update(Organisation).where(Organisation.id == uuid.UUID(org_c)).values(status="suspended")
-        )
-        await session.commit()
+    # Suspended through the operators' endpoint, as a real erasure goes.
+    suspended = await stack.http.post(f"/api/v1/orgs/{org_c}/suspend", headers=stack.admin)
+    assert suspended.status_code == 200 and suspended.json()["status"] == "suspended", suspended.text
     erased = await stack.http.delete(f"/api/v1/orgs/{org_c}", headers=stack.admin)
     assert erased.status_code == 200, erased.text
     assert erased.json() == {

@@ -276,3 +276,34 @@ async def test_the_microsoft_button_refuses_a_suspended_organisations_person(sta
     assert (result.kind, result.reason, result.message) == ("refused", "org_suspended", PAUSED)
     assert (await act(stack, org_id, "resume")).status_code == 200
     assert (await microsoft_sign_in(stack, identity)).kind == "signed_in"
+
+
+async def test_a_suspended_organisations_people_change_no_email_address(stack: Stack) -> None:
+    """Asked before the suspension, a change can't be confirmed during it; none is asked."""
+    org_id, _ = await harbour(stack)
+    created = await stack.create_staff(org_id=str(org_id))
+    staff_id = created["id"]
+    waiting = f"new.{uuid.uuid4().hex[:8]}@example.com"
+    asked = await stack.http.patch(
+        f"/api/v1/staff/{staff_id}", json={"external_email_1": waiting}, headers=stack.admin
+    )
+    assert asked.status_code == 200, asked.text
+
+    assert (await act(stack, org_id, "suspend")).status_code == 200
+    refused = "Harbour Lettings is suspended; resume it before changing an email address"
+    confirm = await stack.http.post(
+        f"/api/v1/staff/{staff_id}/email-change/confirm", json={"code": "123456"}, headers=stack.admin
+    )
+    assert confirm.status_code == 409 and confirm.json()["message"] == refused, confirm.text
+    other = await stack.http.patch(
+        f"/api/v1/staff/{staff_id}",
+        json={"external_email_1": f"other.{uuid.uuid4().hex[:8]}@example.com", "first_name": "Changed"},
+        headers=stack.admin,
+    )
+    assert other.status_code == 409 and other.json()["message"] == refused, other.text
+    async with stack.sessions() as session:
+        staff = await session.get(Staff, uuid.UUID(staff_id))
+        assert staff is not None
+        # Nothing of the refused request changed: neither the name nor the waiting address.
+        assert (staff.first_name, staff.pending_external_email_1) == (created["first_name"], waiting)
+        assert staff.external_email_1 == created["external_email_1"]

@@ -1,6 +1,7 @@
 """Ops find an agency's flows in the Temporal UI by `SsoOrgId`: on a real Temporal dev
 server, the setup and reset flows of people of two organisations (and the back-channel
-logouts their sessions owe, an organisation's MFA rollout and the obligations it starts) carry
+logouts their sessions owe, an organisation's MFA rollout and the obligations it starts, a
+leave date's flow, an email change and a staff batch) carry
 their organisation, and a visibility query for one finds only that organisation's flows."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import date, timedelta
 
 import pytest
 import pytest_asyncio
@@ -23,6 +25,8 @@ from tests.support.accounts import page_text
 from tests.support.harness import Stack, running_stack
 from tests.support.oidc import authorization, code_for, redeem, register, signed_in_browser
 from tests.support.orgs import add_org
+from workflows.email_change import email_change_workflow_id
+from workflows.leave import leave_workflow_id
 from workflows.logout import logout_search_attributes
 from workflows.mfa_enrollment import enrollment_workflow_id
 from workflows.mfa_rollout import rollout_workflow_id
@@ -119,3 +123,37 @@ async def test_an_organisations_mfa_rollout_and_its_obligations_carry_its_sso_or
     described = await dev_stack.env.client.get_workflow_handle(obliged).describe()
     assert described.typed_search_attributes.get(SSO_STAFF_ID) == str(person.staff_id)
     assert described.typed_search_attributes.get(SSO_MFA_STEP) == "waiting"
+
+
+async def test_a_leave_date_an_email_change_and_a_batch_carry_their_organisations_sso_org_id(
+    dev_stack: Stack,
+) -> None:
+    harbour = await add_org(dev_stack.sessions, "Harbour Lettings")
+    leaver = await dev_stack.create_staff(org_id=str(harbour))
+    moving = await dev_stack.create_staff(org_id=str(harbour))
+    later = (date.today() + timedelta(days=30)).isoformat()
+    dated = await dev_stack.http.patch(
+        f"/api/v1/staff/{leaver['id']}", json={"leave_on": later}, headers=dev_stack.admin
+    )
+    assert dated.status_code == 200, dated.text
+    changed = await dev_stack.http.patch(
+        f"/api/v1/staff/{moving['id']}",
+        json={"external_email_1": f"new.{uuid.uuid4().hex[:8]}@example.com"},
+        headers=dev_stack.admin,
+    )
+    assert changed.status_code == 200, changed.text
+    batch = await dev_stack.http.post(
+        "/api/v1/staff/batches",
+        json={"action": "send_email", "staff_ids": [leaver["id"]]},
+        headers=dev_stack.admin,
+    )
+    assert batch.status_code == 202, batch.text
+    expected = {
+        leave_workflow_id(leaver["id"]),
+        email_change_workflow_id(moving["id"]),
+        batch.json()["workflow_id"],
+    }
+    # The batch's own setup email for the leaver is found too (its flow starts as any setup).
+    assert expected <= await _flows(dev_stack, harbour, len(expected) + 1)
+    described = await dev_stack.env.client.get_workflow_handle(batch.json()["workflow_id"]).describe()
+    assert described.typed_search_attributes.get(SSO_ORG_ID) == str(harbour)
