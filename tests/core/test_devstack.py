@@ -33,7 +33,7 @@ def test_temporal_runs_with_our_search_attributes_and_sso_devs_pragmas(tmp_path:
         "SsoMfaReminders=Int",
         "SsoBatchState=Keyword",
     ]
-    assert len(SEARCH_ATTRIBUTES) == 6
+    assert len(SEARCH_ATTRIBUTES) == 7
     assert "--headless" not in command
 
 
