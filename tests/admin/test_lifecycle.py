@@ -33,6 +33,7 @@ from tests.support.accounts import (
 )
 from tests.support.harness import Stack
 from tests.support.oidc import signed_in_browser
+from tests.support.orgs import add_org
 from workflows.email_change import email_change_workflow_id
 from workflows.leave import leave_workflow_id
 
@@ -301,3 +302,22 @@ async def test_a_leave_flow_whose_day_is_not_the_persons_disables_no_one(stack: 
     assert await steps.disable_leaver(LeaverInput(staff_id=str(person.staff_id), leave_on=earlier)) == "moved"
     assert await steps.disable_leaver(LeaverInput(staff_id=str(uuid.uuid4()), leave_on=earlier)) == "gone"
     assert (await staff_row(stack, person.staff_id)).disabled_at is None
+
+
+async def test_a_suspended_organisations_leaver_is_still_disabled_on_the_leave_date(stack: Stack) -> None:
+    """A suspension pauses sign-in, not the leave date: an operator may set one meanwhile, the
+    person is disabled at its start, and resuming the organisation does not enable them."""
+    org_id = await add_org(stack.sessions, "Harbour Lettings")
+    person = await stack.person(org_id=org_id)
+    suspended = await stack.http.post(f"/api/v1/orgs/{org_id}/suspend", headers=stack.admin)
+    assert suspended.status_code == 200, suspended.text
+    day = await days_ahead(stack, 2)
+    response = await patch(stack, person.staff_id, leave_on=day.isoformat())
+    assert response.status_code == 200, response.text
+    handle = stack.env.client.get_workflow_handle(leave_workflow_id(str(person.staff_id)))
+    start = datetime.combine(day, datetime.min.time(), tzinfo=stack.settings.zone).astimezone(UTC)
+    await skip_to(stack, start + timedelta(minutes=1))
+    assert await outcome(handle) == "disabled"
+    resumed = await stack.http.post(f"/api/v1/orgs/{org_id}/resume", headers=stack.admin)
+    assert resumed.status_code == 200, resumed.text
+    assert (await staff_row(stack, person.staff_id)).disabled_at is not None
