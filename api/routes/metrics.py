@@ -2,7 +2,7 @@
 SSO_WORKER_METRICS_URL is set), in the text exposition format.
 
 Open without credentials only to a development stack's own machine; anywhere else a scraper
-presents SSO_METRICS_TOKEN or an admin API key as a Bearer token.
+presents SSO_METRICS_TOKEN or an operator admin API key as a Bearer token.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from api.deps import SettingsDep, UnitOfWorkDep, bearer, client_ip, refuse
-from core.admin_keys import authenticate
+from core.admin_keys import key_scope
+from core.errors import Forbidden
 from core.metrics import REGISTRY, worker_scrape_text
 from core.settings import Settings
 
@@ -65,7 +66,11 @@ async def _authorise(request: Request, uow: UnitOfWorkDep, settings: Settings) -
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
     if presented and token and hmac.compare_digest(presented.encode(), token.encode()):
         return
-    if presented and await authenticate(uow.session, settings, presented) is not None:
+    scope = await key_scope(uow.session, settings, presented) if presented else None
+    if scope is not None:
         await uow.commit_now()  # the key's last use, before the worker's metrics are read
+        # The counts span every organisation (and name them with SSO_METRICS_ORG_LABELS).
+        if not scope.is_operator:
+            raise Forbidden("Metrics cover every organisation: use an operator key or SSO_METRICS_TOKEN")
         return
     refuse(request, "Metrics need SSO_METRICS_TOKEN or an admin API key (Authorization: Bearer <token>)")

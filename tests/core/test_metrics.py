@@ -41,6 +41,7 @@ from core.db import create_engine, session_factory
 from core.search_attributes import SSO_STAFF_ID
 from core.settings import InsecureSettingsError
 from tests.support.accounts import sign_in
+from tests.support.admin_pages import make_org
 from tests.support.config import free_port, make_settings, time_skipping_server
 from tests.support.email_servers import (
     FakeSendgrid,
@@ -412,6 +413,19 @@ async def test_metrics_need_a_token_or_an_admin_key_outside_development(sqlite_u
             assert "sso_worker_metrics_up" not in answer.text  # no worker URL configured
         # Guessing tokens is limited like guessing admin keys: the fourth failure is refused.
         assert [(await app.http.get("/metrics")).status_code for _ in range(2)] == [401, 429]
+
+
+@session_loop
+async def test_an_organisations_admin_key_cannot_read_the_deployments_metrics(sqlite_url: str) -> None:
+    """The counts cover every agency (and name them under SSO_METRICS_ORG_LABELS): an
+    organisation's key is refused with a 403 that names no other organisation."""
+    async with running_app(sqlite_url) as app:
+        _org_id, org_key = await make_org(app, "harbour")
+        refused = await app.http.get("/metrics", headers=org_key)
+        assert refused.status_code == 403, refused.text
+        assert "operator key" in refused.text
+        assert "sso_sign_ins" not in refused.text
+        assert (await app.http.get("/metrics", headers=app.admin)).status_code == 200
 
 
 @session_loop
