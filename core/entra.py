@@ -195,25 +195,12 @@ class EntraProvider:
         return identity
 
     async def _exchange(self, grant: Grant) -> dict[str, Any]:
-        token_endpoint = (await self.metadata())["token_endpoint"]
-        secret = self.settings.entra_client_secret
-        body = prepare_token_request(
+        response = await self._token_request(
             "authorization_code",
             code=grant.code,
             code_verifier=grant.code_verifier,
             redirect_uri=self.settings.entra_redirect_uri,
-            client_id=self.settings.entra_client_id,
-            client_secret=secret.get_secret_value() if secret else "",
         )
-        try:
-            async with self._client() as http:
-                response = await http.post(
-                    token_endpoint,
-                    content=body,
-                    headers=TOKEN_HEADERS,
-                )
-        except httpx.HTTPError as exc:
-            raise EntraUnavailable(f"token endpoint: {type(exc).__name__}") from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise EntraUnavailable(f"token endpoint answered {response.status_code}")
         try:
@@ -315,28 +302,30 @@ class EntraProvider:
         return "disabled" if body.get("accountEnabled") is False else "enabled"
 
     async def _app_token(self) -> str:
-        token_endpoint = (await self.metadata())["token_endpoint"]
-        secret = self.settings.entra_client_secret
-        body = prepare_token_request(
-            "client_credentials",
-            scope=f"{self.settings.graph_url}/.default",
-            client_id=self.settings.entra_client_id,
-            client_secret=secret.get_secret_value() if secret else "",
-        )
-        try:
-            async with self._client() as http:
-                response = await http.post(
-                    token_endpoint,
-                    content=body,
-                    headers=TOKEN_HEADERS,
-                )
-        except httpx.HTTPError as exc:
-            raise EntraUnavailable(f"token endpoint: {type(exc).__name__}") from exc
+        graph = f"{self.settings.graph_url}/.default"
+        response = await self._token_request("client_credentials", scope=graph)
         tokens = _json_object(response) if response.status_code == 200 else None
         token = tokens.get("access_token") if tokens else None
         if not isinstance(token, str) or not token:
             raise EntraUnavailable(f"no app token: the token endpoint answered {response.status_code}")
         return token
+
+    async def _token_request(self, grant_type: str, **params: str) -> httpx.Response:
+        """A POST to the token endpoint as this app registration; a network failure is
+        EntraUnavailable (retried), the answer is the caller's to judge."""
+        token_endpoint = (await self.metadata())["token_endpoint"]
+        secret = self.settings.entra_client_secret
+        body = prepare_token_request(
+            grant_type,
+            client_id=self.settings.entra_client_id,
+            client_secret=secret.get_secret_value() if secret else "",
+            **params,
+        )
+        try:
+            async with self._client() as http:
+                return await http.post(token_endpoint, content=body, headers=TOKEN_HEADERS)
+        except httpx.HTTPError as exc:
+            raise EntraUnavailable(f"token endpoint: {type(exc).__name__}") from exc
 
     # -- clients --------------------------------------------------------------------------
 
