@@ -196,13 +196,23 @@ async def account_for(session: AsyncSession, staff_id: uuid.UUID) -> SsoAccount 
 async def email_in_use(session: AsyncSession, email: str, staff_id: uuid.UUID, pending: bool = True) -> bool:
     """Someone other than `staff_id` has this address as their External Email 1 or sign-in
     email (or, with `pending`, as the new address a change of theirs waits to confirm)."""
+    return await email_holder_org(session, email, staff_id, pending) is not None
+
+
+async def email_holder_org(
+    session: AsyncSession, email: str, staff_id: uuid.UUID, pending: bool = True
+) -> uuid.UUID | None:
+    """The organisation of whoever else holds this address (as `email_in_use` counts it), or
+    None: free. Who may learn which organisation it is, is the caller's to decide."""
     held = [Staff.external_email_1 == email]
     if pending:
         held.append(Staff.pending_external_email_1 == email)
-    if await session.scalar(select(Staff.id).where(or_(*held), Staff.id != staff_id)):
-        return True
-    return bool(
-        await session.scalar(
-            select(SsoAccount.id).where(SsoAccount.login_email == email, SsoAccount.staff_id != staff_id)
-        )
+    holder = await session.scalar(select(Staff.org_id).where(or_(*held), Staff.id != staff_id).limit(1))
+    if holder is not None:
+        return holder
+    return await session.scalar(
+        select(Staff.org_id)
+        .join(SsoAccount, SsoAccount.staff_id == Staff.id)
+        .where(SsoAccount.login_email == email, SsoAccount.staff_id != staff_id)
+        .limit(1)
     )

@@ -26,11 +26,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.schemas import StaffUpdate
 from api.services.email_change import EmailChanges, refuse_if_suspended
 from api.services.flow_erasure import delete_runs, person_runs
-from api.services.staff import get_staff
+from api.services.staff import address_refusal, get_staff
 from api.services.staff_status import StaffStatus
 from api.services.temporal import UNAVAILABLE, WORKFLOW_TASK_TIMEOUT, connected
 from core import audit
-from core.accounts import account_for, email_in_use
+from core.accounts import account_for, email_holder_org
 from core.db import UnitOfWork
 from core.errors import Conflict, InvalidInput, ServiceUnavailable
 from core.models import (
@@ -88,8 +88,13 @@ class StaffLifecycle:
         new_email = data.external_email_1.lower() if data.external_email_1 is not None else None
         if new_email == staff.external_email_1:
             new_email = None
-        if new_email is not None and await email_in_use(self.db, new_email, staff.id):
-            raise Conflict(EMAIL_TAKEN)
+        if new_email is not None:
+            holder = await email_holder_org(self.db, new_email, staff.id)
+            if holder == staff.org_id:
+                raise Conflict(EMAIL_TAKEN)
+            if holder is not None:
+                # As for a new person: another organisation's holder is named to operators only.
+                raise Conflict(await address_refusal(self.db, holder, scope, staff.org_id))
         if new_email is not None:
             await refuse_if_suspended(self.db, staff)
         leave_changed = "leave_on" in sent and data.leave_on != staff.leave_on

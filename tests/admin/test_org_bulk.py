@@ -205,6 +205,27 @@ async def test_an_import_creates_people_in_the_keys_organisation(stack: Stack) -
     assert planted.status_code == 404
 
 
+async def test_an_edit_to_another_organisations_address_is_refused_without_naming_it(stack: Stack) -> None:
+    """PATCH answers as create does: the organisation's admin learns only that the address
+    can't be added, the operator which organisation holds it; nothing changes either way."""
+    _org_a, key_a = await make_org(stack, "alpha")
+    _org_b, key_b = await make_org(stack, "bravo")
+    ann = await person_of(stack, key_a, "Ann")
+    bea = await person_of(stack, key_b, "Bea")
+    for key, message in (
+        (key_a, "This address can't be added; contact agentOS support"),
+        (stack.admin, "A staff member with that External Email 1 already exists, in the organisation bravo"),
+    ):
+        refused = await stack.http.patch(
+            f"/api/v1/staff/{ann['id']}", json={"external_email_1": bea["external_email_1"]}, headers=key
+        )
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["message"] == message
+    again = await stack.http.get(f"/api/v1/staff/{ann['id']}", headers=key_a)
+    assert again.json()["external_email_1"] == ann["external_email_1"]
+    assert again.json()["pending_external_email_1"] is None
+
+
 async def test_every_email_counts_against_the_persons_organisation(stack: Stack) -> None:
     """Emails a person is sent one at a time (here: their Single Sign-On email) count and go
     out even past the budget; a bulk send then waits for the next hour; another
