@@ -92,7 +92,7 @@ def _values(org: OrgPublic) -> dict[str, str]:
 
 async def _people(uow: UnitOfWorkDep) -> dict[uuid.UUID, int]:
     rows = await uow.session.execute(select(Staff.org_id, func.count()).group_by(Staff.org_id))
-    return {org_id: count for org_id, count in rows.tuples().all()}
+    return {org_id: count for org_id, count in rows.all()}
 
 
 @router.get("/organisation", response_class=HTMLResponse)

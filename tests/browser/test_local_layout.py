@@ -39,6 +39,12 @@ CONTEXTS = {
         "login_email": f"{LONG_NAME[:60]}@example.com",
         "changed_at": email_at(WINTER, LONDON),
     },
+    "email_change_code": {
+        "code": "246810",
+        "ttl_words": "24 hours",
+        "account_url": "https://sso.example.test/sso/account",
+    },
+    "email_changed": {"new_email": f"{LONG_NAME[:1]}***@example.com", "changed_at": email_at(WINTER, LONDON)},
     "mfa_changed": {
         "login_email": f"{LONG_NAME[:60]}@example.com",
         "changed_at": email_at(WINTER, LONDON),
