@@ -30,7 +30,9 @@ REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 
 
 def redact(text: str) -> str:
-    text = SECRET_QUERY.sub(r"\1?[redacted]", SECRET_PATH.sub("[redacted]", text))
+    # The query first: a setup token redacted first can eat the start of a callback's path
+    # ("/sso/setup" + "/sso/entra/callback?code=…"), which the query pattern then misses.
+    text = SECRET_PATH.sub("[redacted]", SECRET_QUERY.sub(r"\1?[redacted]", text))
     return LOGIN_HINT.sub("[redacted]", text)
 
 

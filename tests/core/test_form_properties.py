@@ -902,6 +902,12 @@ def test_redact_removes_every_callback_query(
     assert code not in redacted and state not in redacted
 
 
+def test_redact_removes_a_callback_query_whose_path_follows_a_setup_path() -> None:
+    """Found by the property above: redacting the setup token first ate `/sso` of the callback."""
+    redacted = redact("/sso/setup/sso/entra/callback?code=00000000&state=11111111")
+    assert "00000000" not in redacted and "11111111" not in redacted
+
+
 def test_redact_removes_a_token_after_a_setup_path_inside_the_path() -> None:
     """Found by the property above: the second `/sso/setup/` starts inside the first match."""
     assert redact("/sso/setup/sso/setup/0000000000000000") == "/sso/setup/[redacted]/setup/[redacted]"
