@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
 from activities.inputs import LeaverInput
 from activities.lifecycle import LifecycleActivities
@@ -31,6 +34,7 @@ from tests.support.accounts import (
     session_rows,
     sign_in,
 )
+from tests.support.config import time_skipping_server
 from tests.support.harness import Stack
 from tests.support.oidc import signed_in_browser
 from tests.support.orgs import add_org
@@ -38,6 +42,17 @@ from workflows.email_change import email_change_workflow_id
 from workflows.leave import leave_workflow_id
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server for each test here, not one per module: these tests skip days,
+    and a flow an earlier test left with an activity in flight (a logout or a notice its
+    teardown does not wait for) stops a shared server's clock (temporalio/sdk-java#1138).
+    CI's busier machine hit that: every later sleep hung until its RPC timed out."""
+    async with time_skipping_server() as env:
+        yield env
+
 
 CODE_SUBJECT = "Confirm your new agentOS sign-in email"
 CHANGED_SUBJECT = "Your agentOS sign-in email was changed"
