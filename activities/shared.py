@@ -42,6 +42,10 @@ class SharedActivities(SecretActivities):
                 # An earlier attempt's email was accepted and recorded; its answer was lost.
                 assert claim.row.digest is not None and claim.row.accepted_at is not None
                 return SendCodeResult(code_digest=claim.row.digest, sent_at=claim.row.accepted_at)
+            if data.purpose == "email_change":
+                # The web app starts this flow while it holds the person's row, and commits the
+                # new address after: read it under the lock (SQLite: the claim's write waited).
+                await session.refresh(staff, with_for_update=True)
             digest = code_digest(
                 self._settings.secret_key.get_secret_value(), data.purpose, data.workflow_id, claim.secret
             )

@@ -17,7 +17,7 @@ from api.forms import AdminActionFormDep, StaffEditForm, StaffEditFormDep
 from api.routes.admin import EXPIRED_FORM, _admin_and_person, _done, _page, scope_of
 from api.schemas import StaffUpdate
 from api.services.sessions import Current
-from core.errors import SsoError
+from core.errors import ServiceUnavailable, SsoError
 from core.models import Staff
 
 router = APIRouter(prefix="/admin", tags=["admin pages"], include_in_schema=False)
@@ -143,10 +143,11 @@ async def edit(
         if not uow.session.is_active:
             raise
         await uow.session.refresh(staff)
-        field = (
-            "external_email_1" if "email" in exc.message else "leave_on" if "leave" in exc.message else "form"
+        # Temporal away: nothing changed (the service starts the flows before it writes).
+        status_code = 503 if isinstance(exc, ServiceUnavailable) else 409
+        return _edit_page(
+            request, current, staff, values, {_field_of(exc.message): exc.message}, status_code=status_code
         )
-        return _edit_page(request, current, staff, values, {field: exc.message}, status_code=409)
     return await _done(
         current, f"/admin/staff/{staff.id}", "notice", _changes(before, staff, form.external_email_1)
     )

@@ -17,7 +17,7 @@ from api.services.temporal import email_retry
 from core import audit
 from core.crypto import code_digest
 from core.db import UnitOfWork
-from core.errors import Conflict, InvalidInput, ServiceUnavailable
+from core.errors import Conflict, InvalidInput
 from core.models import Staff
 from core.org_suspension import suspended_org_name
 from core.orgs import AdminScope
@@ -56,9 +56,17 @@ class EmailChanges:
     def _flows(self) -> FlowClient:
         return FlowClient(self.temporal, FLOW_TIMEOUT, self.settings.task_queue, connect_timeout=5.0)
 
-    async def request(self, staff: Staff, new_email: str, actor: str, ip: str | None) -> None:
-        """Emails a code to `new_email` (checked free by the caller); a change already waiting
-        is replaced, its code dead."""
+    async def start(self, staff: Staff) -> None:
+        """Starts the flow that emails a code to the new address, before the caller records
+        that address (record_request): ServiceUnavailable while Temporal is away, with nothing
+        changed. The caller holds the person's row until its commit, and the flow's first
+        activity reads the address under that lock: it sees the new one once it is committed,
+        or (the commit failed) no change or the one already waiting, which it then carries on."""
+        await self._start(staff, email_change_workflow_id(str(staff.id)))
+
+    def record_request(self, staff: Staff, new_email: str, actor: str, ip: str | None) -> None:
+        """The new address waits for its code (checked free by the caller); a change already
+        waiting is replaced, its code dead with its flow."""
         staff.pending_external_email_1 = new_email
         audit.record(
             self.uow.session,
@@ -68,16 +76,6 @@ class EmailChanges:
             target=str(staff.id),
             ip=ip,
         )
-        # The flow's first activity reads the new address.
-        await self.uow.commit_now()
-        workflow_id = email_change_workflow_id(str(staff.id))
-        try:
-            await self._start(staff, workflow_id)
-        except ServiceUnavailable:
-            # No flow will ever send its code: the change is not left showing as pending.
-            staff.pending_external_email_1 = None
-            await self.uow.commit_now()
-            raise
 
     async def _start(self, staff: Staff, workflow_id: str) -> None:
         await self._flows().start(

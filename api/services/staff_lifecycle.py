@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -77,8 +78,10 @@ class StaffLifecycle:
     async def update(
         self, staff_id: uuid.UUID, data: StaffUpdate, scope: AdminScope, ip: str | None
     ) -> Staff:
-        """Changes only the fields sent. Every field is checked before anything changes; a new
-        External Email 1 starts its confirmation (the returned person shows it pending)."""
+        """Changes only the fields sent, all or nothing. Every field is checked before anything
+        changes; a new External Email 1 starts its confirmation (the returned person shows it
+        pending) and a leave date moves its timer. Those flows start before the database takes
+        any of it, so Temporal being away is a ServiceUnavailable with nothing changed."""
         staff = await get_staff(self.db, staff_id, scope)
         actor = scope.actor
         sent = data.model_fields_set
@@ -100,6 +103,11 @@ class StaffLifecycle:
         leave_changed = "leave_on" in sent and data.leave_on != staff.leave_on
         if leave_changed and data.leave_on is not None:
             self._check_leave_day(data.leave_on)
+        changes = EmailChanges(self.uow, self.settings, self.temporal)
+        leave_was, person, org_id = staff.leave_on, staff.id, staff.org_id
+        flows = new_email is not None or leave_changed
+        if flows:
+            await self._start_flows(staff, changes, new_email, data.leave_on if leave_changed else leave_was)
         changed: dict[str, Any] = {}
         for name in ("first_name", "last_name"):
             value = getattr(data, name)
@@ -107,10 +115,6 @@ class StaffLifecycle:
                 setattr(staff, name, value)
                 changed[name] = True
         if leave_changed:
-            # The flow first, so that Temporal being away changes nothing. Should the database
-            # then fail to take the day, the admin is answered with an error, and the flow's
-            # disable checks the database's day (never disabling anyone before it).
-            await self._move_leave(staff, data.leave_on)
             staff.leave_on = data.leave_on
             changed["leave_on"] = data.leave_on.isoformat() if data.leave_on else None
         if changed:
@@ -125,22 +129,63 @@ class StaffLifecycle:
                 **changed,
             )
         if new_email is not None:
-            await EmailChanges(self.uow, self.settings, self.temporal).request(staff, new_email, actor, ip)
-        await self.db.flush()
+            changes.record_request(staff, new_email, actor, ip)
+        if not flows:
+            await self.db.flush()
+            return staff
+        try:
+            await self.uow.commit_now()  # ends the hold the flows' first steps wait on
+        except SQLAlchemyError:
+            if leave_changed:
+                await self._put_leave_back(person, org_id, leave_was)
+            raise
         return staff
+
+    async def _start_flows(
+        self, staff: Staff, changes: EmailChanges, new_email: str | None, leave_on: date | None
+    ) -> None:
+        """The flows the change needs, started (or moved) while the person's row is held, so
+        that none of their steps reads it before the commit. The leave move goes last: the
+        email change's flow is harmless should the commit never come (see EmailChanges.start),
+        while a moved timer must be put back."""
+        await connected(self.temporal, 5.0)  # unreachable: refused before anything is held
+        # Should a start fail, the hold alone is in the transaction: it changes nothing.
+        await self._hold(staff.id)
+        if new_email is not None:
+            await changes.start(staff)
+        if leave_on != staff.leave_on:
+            await self._move_leave(staff.id, staff.org_id, leave_on)
+
+    async def _hold(self, staff_id: uuid.UUID) -> None:
+        """Holds the person's row until the commit: PostgreSQL locks it, SQLite every write.
+        An update that changes nothing, so that it holds on both and leaves no trace."""
+        await self.db.execute(
+            update(Staff)
+            .where(Staff.id == staff_id)
+            .values(updated_at=Staff.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def _put_leave_back(self, staff_id: uuid.UUID, org_id: uuid.UUID, day: date | None) -> None:
+        """After a failed commit, the leave flow waits again for the day the database holds: a
+        flow left on the new day would disable late, or end and never disable on the old one."""
+        try:
+            await self._move_leave(staff_id, org_id, day)
+        except ServiceUnavailable:
+            logger.warning("leave flow of %s not put back to its day after a failed commit", staff_id)
 
     def _check_leave_day(self, day: date) -> None:
         today = datetime.now(self.settings.zone).date()
         if day <= today:
             raise InvalidInput(LEAVE_NOT_AFTER_TODAY)
 
-    async def _move_leave(self, staff: Staff, day: date | None) -> None:
+    async def _move_leave(self, staff_id: uuid.UUID, org_id: uuid.UUID, day: date | None) -> None:
         move = LeaveMove(
             leave_at=leave_moment(day, self.settings) if day else None,
             leave_on=day.isoformat() if day else None,
         )
         client = await connected(self.temporal, 5.0)
-        workflow_id = leave_workflow_id(str(staff.id))
+        workflow_id = leave_workflow_id(str(staff_id))
         try:
             async with asyncio.timeout(FLOW_TIMEOUT):
                 if day is None:
@@ -148,7 +193,7 @@ class StaffLifecycle:
                     return
                 await client.start_workflow(
                     StaffLeaveWorkflow.run,
-                    LeaveInput(staff_id=str(staff.id)),
+                    LeaveInput(staff_id=str(staff_id)),
                     id=workflow_id,
                     task_queue=self.settings.task_queue,
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -157,7 +202,7 @@ class StaffLifecycle:
                     task_timeout=WORKFLOW_TASK_TIMEOUT,
                     search_attributes=TypedSearchAttributes(
                         flow_attributes(
-                            SearchAttributePair(SSO_STEP, "waiting"), org_id=staff.org_id, staff_id=staff.id
+                            SearchAttributePair(SSO_STEP, "waiting"), org_id=org_id, staff_id=staff_id
                         )
                     ),
                     static_summary=f"Leave date {move.leave_on}: disable the person at its start",
