@@ -25,10 +25,10 @@ from temporalio.testing import WorkflowEnvironment
 from core.db import UnitOfWork
 from core.models import AuditEvent, OutboxEmail, Staff
 from core.temporal_client import TemporalGateway
-from tests.support.accounts import GUARD_SECONDS, Browser, hidden_fields, page_text, redirected_to
-from tests.support.accounts import PASSWORD as ADMIN_PASSWORD
+from tests.support.accounts import GUARD_SECONDS, hidden_fields, page_text
 from tests.support.config import time_skipping_server
 from tests.support.harness import Stack
+from tests.support.oidc import signed_in_admin
 from workflows.email_change import email_change_workflow_id
 from workflows.leave import leave_workflow_id
 
@@ -301,22 +301,11 @@ async def test_a_failed_commit_puts_the_leave_flow_back_on_the_day_the_database_
     assert await finished(handle) == "disabled"
 
 
-async def signed_in_admin(stack: Stack) -> Browser:
-    admin = await stack.person(mfa=True, is_admin=True)
-    browser = stack.browser()
-    login = await browser.get("/sso/login")
-    sent = await browser.submit(login, "/sso/login", email=admin.email, password=ADMIN_PASSWORD)
-    assert redirected_to(sent, "/sso/login/mfa")
-    page = await browser.get("/sso/login/mfa")
-    assert redirected_to(await browser.submit(page, "/sso/login/mfa", code=admin.totp_now()), "/sso/account")
-    return browser
-
-
 @pytest.mark.parametrize("change", ["email", "leave", "clear"])
 async def test_the_edit_page_with_temporal_unreachable_says_so_and_changes_nothing(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
-    browser = await signed_in_admin(stack)
+    _, browser = await signed_in_admin(stack)
     person = await stack.person(first_name="Lee", last_name="Stayer")
     sid = person.staff_id
     if change == "clear":

@@ -15,8 +15,6 @@ from sqlalchemy import select
 from api.admin_words import day
 from core.models import AuditEvent, SsoAccount, Staff
 from tests.support.accounts import (
-    PASSWORD,
-    Browser,
     code_in,
     emails_with_subject,
     hidden_fields,
@@ -24,23 +22,12 @@ from tests.support.accounts import (
     redirected_to,
 )
 from tests.support.harness import Stack
-from tests.support.oidc import signed_in_browser
+from tests.support.oidc import signed_in_admin, signed_in_browser
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 FLASH = re.compile(r'<div class="(error|success)" role="(?:alert|status)"><p>(.*?)</p></div>', re.S)
 CODE_SUBJECT = "Confirm your new agentOS sign-in email"
-
-
-async def signed_in_admin(stack: Stack) -> Browser:
-    admin = await stack.person(mfa=True, is_admin=True, first_name="Avery", last_name="Quill")
-    browser = stack.browser()
-    login = await browser.get("/sso/login")
-    sent = await browser.submit(login, "/sso/login", email=admin.email, password=PASSWORD)
-    assert redirected_to(sent, "/sso/login/mfa")
-    page = await browser.get("/sso/login/mfa")
-    assert redirected_to(await browser.submit(page, "/sso/login/mfa", code=admin.totp_now()), "/sso/account")
-    return browser
 
 
 def flash(page: httpx.Response) -> tuple[str, str]:
@@ -54,7 +41,7 @@ async def staff_row(stack: Stack, staff_id: object) -> Staff | None:
 
 
 async def test_the_edit_page_changes_the_name_and_sets_the_leave_date(stack: Stack) -> None:
-    browser = await signed_in_admin(stack)
+    _, browser = await signed_in_admin(stack, first_name="Avery", last_name="Quill")
     person = await stack.person(first_name="Lee", last_name="Stayer")
     sid = person.staff_id
     shown = await browser.get(f"/admin/staff/{sid}")
@@ -113,7 +100,7 @@ async def test_the_edit_page_changes_the_name_and_sets_the_leave_date(stack: Sta
 
 
 async def test_the_edit_page_refuses_a_taken_address_and_a_past_day(stack: Stack) -> None:
-    browser = await signed_in_admin(stack)
+    _, browser = await signed_in_admin(stack, first_name="Avery", last_name="Quill")
     person, other = await stack.person(), await stack.person()
     sid = person.staff_id
     form = await browser.get(f"/admin/staff/{sid}/edit")
@@ -138,7 +125,7 @@ async def test_the_edit_page_refuses_a_taken_address_and_a_past_day(stack: Stack
 
 
 async def test_the_person_confirms_their_new_address_on_their_account_page(stack: Stack) -> None:
-    browser = await signed_in_admin(stack)
+    _, browser = await signed_in_admin(stack, first_name="Avery", last_name="Quill")
     person = await stack.person()
     sid = person.staff_id
     new = f"new.{sid.hex[:8]}@example.org"
@@ -182,7 +169,7 @@ async def test_the_person_confirms_their_new_address_on_their_account_page(stack
 
 
 async def test_erase_asks_first_then_removes_the_person(stack: Stack) -> None:
-    browser = await signed_in_admin(stack)
+    _, browser = await signed_in_admin(stack, first_name="Avery", last_name="Quill")
     person = await stack.person(first_name="Eri", last_name="Sure")
     sid = person.staff_id
     confirm = await browser.get(f"/admin/staff/{sid}/erase")
@@ -205,7 +192,7 @@ async def test_erase_asks_first_then_removes_the_person(stack: Stack) -> None:
 
 
 async def test_an_admin_cannot_erase_themselves_on_the_pages(stack: Stack) -> None:
-    browser = await signed_in_admin(stack)
+    _, browser = await signed_in_admin(stack, first_name="Avery", last_name="Quill")
     async with stack.sessions() as session:
         me = await session.scalar(select(Staff).where(Staff.last_name == "Quill"))
     assert me is not None

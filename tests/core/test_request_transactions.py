@@ -123,10 +123,12 @@ def test_services_commit_part_way_only_where_a_flow_must_see_the_row() -> None:
     ended (their activities write the same rows, and a slow Temporal must not leave a leaver
     able to sign in); a staff batch's rows, which its flow's first chunk reads, and the end
     of the transaction before a pause, resume or cancel waits on the flow that records it in
-    the same database; a change of email address waiting for its code, which the flow's
-    first activity reads, and the end of the transaction before its confirmation waits on
-    the flow that writes the same row. Likewise an organisation's suspension, which holds before its people's
-    sessions are ended one by one (and starts the apps' logouts once they are), and an
+    the same database; an edit of a person, committed once the flows it needs have started
+    (their first activity waits on the row the edit holds until then, and the commit must be
+    known to have failed to put a moved leave timer back), and the end of the transaction
+    before an email change's confirmation waits on the flow that writes the same row.
+    Likewise an organisation's suspension, which holds before its people's sessions are
+    ended one by one (and starts the apps' logouts once they are), and an
     organisation's MFA policy, which its rollout's first activity reads. A new one needs as
     good a reason."""
     found = {
@@ -140,7 +142,7 @@ def test_services_commit_part_way_only_where_a_flow_must_see_the_row() -> None:
         "staff_status.py:disable",
         "staff_batches.py:create",
         "staff_batches.py:control",
-        "email_change.py:request",
+        "staff_lifecycle.py:update",
         "email_change.py:confirm",
         "org_suspension.py:suspend",
         "org_mfa.py:after_change",
