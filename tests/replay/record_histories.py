@@ -7,6 +7,12 @@ Temporal boundary fix), from a worktree of that commit:
     cd /tmp/base980 && PYTHONPATH=/tmp/base980 <venv>/bin/python \
         <this repo>/tests/replay/record_histories.py <this repo>/tests/replay/histories
 
+Histories of flows an old checkout does not have are recorded with the current code, group
+by group, from this worktree (e.g. the leave, email change, MFA rollout and logout flows):
+
+    PYTHONPATH=. .venv/bin/python tests/replay/record_histories.py tests/replay/histories \
+        leaves email_changes rollouts logouts
+
 Flows run on a real dev server with stand-in activities and the test keys
 (tests/conftest.py), and are left at interesting points: running flows are recorded as
 they stand, so a replay proves new code still takes them over.
@@ -19,6 +25,7 @@ import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +73,11 @@ async def until(check: Callable[[], Awaitable[bool]]) -> None:
 
 
 class Recorder:
-    def __init__(self, client: Client, queue: str, out: Path) -> None:
+    def __init__(self, client: Client, queue: str, out: Path, stand: Stand | None = None) -> None:
         self.client = client
         self.queue = queue
         self.out = out
+        self.stand = stand  # the stand-in activities, for what the flows find
 
     async def save(self, name: str, handle: WorkflowHandle[Any, Any]) -> None:
         # Let the last workflow task finish, so the history ends at a resting point.
@@ -351,17 +359,184 @@ class Recorder:
             sum(1 for e in history.events if e.HasField("activity_task_completed_event_attributes")) >= count
         )
 
+    async def _activities_done(self, handle: WorkflowHandle[Any, Any], count: int) -> bool:
+        history = await handle.fetch_history()
+        return (
+            sum(1 for e in history.events if e.HasField("activity_task_completed_event_attributes")) >= count
+        )
 
-GROUPS = ("setups", "entra", "resets", "batches")
+    async def record_leaves(self) -> None:
+        from core.search_attributes import SSO_STEP
+        from workflows.leave import LeaveInput, LeaveMove, StaffLeaveWorkflow, leave_workflow_id
+
+        def move(in_seconds: float | None) -> LeaveMove:
+            if in_seconds is None:
+                return LeaveMove(leave_at=None, leave_on=None)
+            at = datetime.now(UTC) + timedelta(seconds=in_seconds)
+            return LeaveMove(leave_at=at, leave_on=at.date().isoformat())
+
+        async def leave(in_seconds: float) -> WorkflowHandle[Any, Any]:
+            staff = str(uuid.uuid4())
+            return await self.client.start_workflow(
+                StaffLeaveWorkflow.run,
+                LeaveInput(staff_id=staff),
+                id=leave_workflow_id(staff),
+                task_queue=self.queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                start_signal="move",
+                start_signal_args=[move(in_seconds)],
+                search_attributes=TypedSearchAttributes([SearchAttributePair(SSO_STEP, "waiting")]),
+            )
+
+        month = 30 * 86400.0
+        # Waiting on its timer.
+        await self.save("leave-waiting", await leave(month))
+        # Moved later: waiting on the new timer.
+        handle = await leave(month)
+        await handle.signal("move", move(month + 86400))
+        await self.save("leave-moved", handle)
+        # Cleared: ended without disabling anyone.
+        handle = await leave(month)
+        await handle.signal("move", move(None))
+        await handle.result()
+        await self.save("leave-cleared", handle)
+        # The day came: disabled.
+        handle = await leave(2.0)
+        await handle.result()
+        await self.save("leave-fired", handle)
+        # Moved sooner, then the new day came.
+        handle = await leave(month)
+        await handle.signal("move", move(2.0))
+        await handle.result()
+        await self.save("leave-moved-sooner-fired", handle)
+
+    async def record_email_changes(self) -> None:
+        from core.search_attributes import SSO_STEP
+        from workflows.email_change import (
+            ConfirmEmailChange,
+            EmailChangeInput,
+            StaffEmailChangeWorkflow,
+            email_change_workflow_id,
+        )
+
+        async def change(ttl_seconds: int = 86400) -> WorkflowHandle[Any, Any]:
+            staff = str(uuid.uuid4())
+            handle = await self.client.start_workflow(
+                StaffEmailChangeWorkflow.run,
+                EmailChangeInput(staff_id=staff, email_retry=EmailRetry(), code_ttl_seconds=ttl_seconds),
+                id=email_change_workflow_id(staff),
+                task_queue=self.queue,
+                search_attributes=TypedSearchAttributes([SearchAttributePair(SSO_STEP, "sending_code")]),
+            )
+            await until(lambda: self._activities_done(handle, 1))  # the code was sent
+            return handle
+
+        async def confirm(handle: WorkflowHandle[Any, Any], digest: str) -> StepResult:
+            request = ConfirmEmailChange(code_digest=digest, actor="admin-key:rec", ip=IP)
+            return await handle.execute_update("confirm", request, result_type=StepResult)
+
+        # The code sent, waiting for it.
+        await self.save("email_change-code-sent", await change())
+        # A wrong code, then the right one: changed, the old address told.
+        handle = await change()
+        assert not (await confirm(handle, "wrong")).ok
+        assert (await confirm(handle, f"digest-{handle.id}")).ok
+        await handle.result()
+        await self.save("email_change-wrong-code-then-changed", handle)
+        # Never entered: expired and dropped.
+        handle = await change(ttl_seconds=2)
+        await handle.result()
+        await self.save("email_change-expired", handle)
+        # Five wrong codes: dropped.
+        handle = await change()
+        while (await confirm(handle, "wrong")).step != "too_many_codes":
+            pass
+        await handle.result()
+        await self.save("email_change-too-many-codes", handle)
+
+    async def record_rollouts(self) -> None:
+        from workflows.mfa_enrollment import OPTIONAL, MfaEnrollmentWorkflow, enrollment_workflow_id
+        from workflows.mfa_rollout import MfaPolicyRolloutWorkflow, MfaRolloutInput, rollout_workflow_id
+        from workflows.mfa_types import MfaEnrollmentInput
+
+        assert self.stand is not None
+        terms: dict[str, Any] = {"reminder_offsets_seconds": [86400.0], "grace_seconds": 14 * 86400.0}
+
+        async def rollout(people: int, **options: Any) -> WorkflowHandle[Any, Any]:
+            assert self.stand is not None
+            self.stand.rollout_people = sorted(str(uuid.uuid4()) for _ in range(people))
+            org_id = str(uuid.uuid4())
+            return await self.client.start_workflow(
+                MfaPolicyRolloutWorkflow.run,
+                MfaRolloutInput(**terms, batch_size=2, org_id=org_id, **options),
+                id=rollout_workflow_id(org_id),
+                task_queue=self.queue,
+            )
+
+        # Every person obliged; one already had an optional obligation, moved to required.
+        handle = await rollout(3, pause_seconds=0.5)
+        await self.client.start_workflow(
+            MfaEnrollmentWorkflow.run,
+            MfaEnrollmentInput(staff_id=self.stand.rollout_people[1], policy=OPTIONAL, **terms),
+            id=enrollment_workflow_id(self.stand.rollout_people[1]),
+            task_queue=self.queue,
+        )
+        await handle.result()
+        await self.save("rollout-done", handle)
+        # Mid-way: pacing after its first batch.
+        handle = await rollout(3, pause_seconds=3600.0)
+        await until(lambda: self._activities_done(handle, 1))
+        await self.save("rollout-pacing", handle)
+        # One batch a run: continued as new with where it got to.
+        handle = await rollout(3, pause_seconds=0.5, batches_per_run=1)
+        await handle.result()
+        first = self.client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
+        await self.save("rollout-continued-as-new", first)
+
+    async def record_logouts(self) -> None:
+        from core.oidc.backchannel import SessionLogoutInput
+        from workflows.logout import SessionLogoutWorkflow, logout_start_options
+
+        async def logout(*client_ids: str) -> WorkflowHandle[Any, Any]:
+            data = SessionLogoutInput(
+                sid=str(uuid.uuid4()), staff_id=str(uuid.uuid4()), client_ids=list(client_ids), org_id=""
+            )
+            return await self.client.start_workflow(
+                SessionLogoutWorkflow.run, data, **logout_start_options(data, self.queue)
+            )
+
+        # One app told, one whose logout URI is refused (reported on the admin pages).
+        handle = await logout("app-one", "refused-app")
+        await handle.result()
+        await self.save("logout-done", handle)
+        # Mid-way: one app told, one not answering and tried again.
+        handle = await logout("app-one", "down-app")
+        await until(lambda: self._activities_done(handle, 1))
+        await self.save("logout-retrying", handle)
+
+
+GROUPS = ("setups", "entra", "resets", "batches", "leaves", "email_changes", "rollouts", "logouts")
 
 
 def extra_workflows() -> list[type]:
     """Workflows newer than the first recordings (absent from an old checkout)."""
     try:
+        from workflows.email_change import StaffEmailChangeWorkflow
+        from workflows.leave import StaffLeaveWorkflow
+        from workflows.logout import SessionLogoutWorkflow
+        from workflows.mfa_enrollment import MfaEnrollmentWorkflow
+        from workflows.mfa_rollout import MfaPolicyRolloutWorkflow
         from workflows.staff_batch import StaffBatchWorkflow
     except ImportError:
         return []
-    return [StaffBatchWorkflow]
+    return [
+        StaffBatchWorkflow,
+        StaffLeaveWorkflow,
+        StaffEmailChangeWorkflow,
+        MfaPolicyRolloutWorkflow,
+        MfaEnrollmentWorkflow,
+        SessionLogoutWorkflow,
+    ]
 
 
 async def main(out: Path, groups: list[str]) -> None:
@@ -386,7 +561,7 @@ async def main(out: Path, groups: list[str]) -> None:
                 *extra_workflows(),
             ],
         ):
-            recorder = Recorder(env.client, queue, out)
+            recorder = Recorder(env.client, queue, out, stand)
             for group in groups or GROUPS:
                 await getattr(recorder, f"record_{group}")()
     finally:

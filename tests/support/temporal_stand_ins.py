@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.inputs import (
     ActivateInput,
@@ -17,14 +18,23 @@ from activities.inputs import (
     BatchCounts,
     BatchStateInput,
     CloseSetupInput,
+    EmailChangeStep,
     EntraLinkedNoticeInput,
+    LeaverInput,
     LinkEntraInput,
     LinkEntraResult,
+    LogoutFailedInput,
+    MfaReminderInput,
     NoticeInput,
+    ObligationCheck,
+    ObligationCheckInput,
+    ObligationRecord,
     ResetPasswordInput,
     ResetPasswordResult,
+    RolloutBatchInput,
     SendCodeInput,
     SendCodeResult,
+    SendLogoutInput,
     SendSetupEmailInput,
     SendSetupEmailResult,
     StaffStepInput,
@@ -35,6 +45,7 @@ from activities.inputs import (
     VerifyTotpInput,
     VerifyTotpResult,
 )
+from core import flow_errors
 
 
 class Stand:
@@ -48,6 +59,8 @@ class Stand:
         self.calls: list[tuple[str, object]] = []
         self.batch_left: dict[str, int] = {}
         self.batch_sent: dict[str, int] = {}
+        # The people an MFA rollout finds, by staff id (in order), unless a test says otherwise.
+        self.rollout_people: list[str] = []
 
     def _ran(self, data: object) -> None:
         self.calls.append((activity.info().activity_type, data))
@@ -144,8 +157,70 @@ class Stand:
         left = self.batch_left.get(data.batch_id, self.BATCH_PEOPLE)
         return BatchCounts(sent=self.batch_sent.get(data.batch_id, 0), failed=0, left=left)
 
+    @activity.defn(name="disable_leaver")
+    async def disable_leaver(self, data: LeaverInput) -> str:
+        self._ran(data)
+        return "disabled"
+
+    @activity.defn(name="apply_email_change")
+    async def apply_email_change(self, data: EmailChangeStep) -> str:
+        self._ran(data)
+        return "changed"
+
+    @activity.defn(name="send_email_changed")
+    async def send_email_changed(self, data: EmailChangeStep) -> None:
+        self._ran(data)
+
+    @activity.defn(name="drop_email_change")
+    async def drop_email_change(self, data: EmailChangeStep) -> None:
+        self._ran(data)
+
+    @activity.defn(name="next_mfa_rollout_batch")
+    async def next_mfa_rollout_batch(self, data: RolloutBatchInput) -> list[str]:
+        self._ran(data)
+        after = [p for p in self.rollout_people if data.after is None or p > data.after]
+        return after[: data.limit]
+
+    @activity.defn(name="record_mfa_obligation")
+    async def record_mfa_obligation(self, data: ObligationRecord) -> None:
+        self._ran(data)
+
+    @activity.defn(name="check_mfa_obligation")
+    async def check_mfa_obligation(self, data: ObligationCheckInput) -> ObligationCheck:
+        self._ran(data)
+        return ObligationCheck(owed=True, reason="pending")
+
+    @activity.defn(name="send_mfa_reminder")
+    async def send_mfa_reminder(self, data: MfaReminderInput) -> None:
+        self._ran(data)
+
+    @activity.defn(name="send_logout_token")
+    async def send_logout_token(self, data: SendLogoutInput) -> str:
+        """Delivered, except to an app named `refused-…` (its URI is refused for good) or
+        `down-…` (it never answers: tried again)."""
+        self._ran(data)
+        if data.client_id.startswith("refused-"):
+            raise ApplicationError("refused", non_retryable=True, type=flow_errors.LOGOUT_URI_REFUSED)
+        if data.client_id.startswith("down-"):
+            raise ApplicationError("the app answered 503")
+        return "delivered"
+
+    @activity.defn(name="record_logout_failure")
+    async def record_logout_failure(self, data: LogoutFailedInput) -> None:
+        self._ran(data)
+
     def all(self) -> list[Callable[..., Any]]:
         return [
+            self.disable_leaver,
+            self.apply_email_change,
+            self.send_email_changed,
+            self.drop_email_change,
+            self.next_mfa_rollout_batch,
+            self.record_mfa_obligation,
+            self.check_mfa_obligation,
+            self.send_mfa_reminder,
+            self.send_logout_token,
+            self.record_logout_failure,
             self.send_batch_chunk,
             self.record_batch_state,
             self.send_setup_email,
