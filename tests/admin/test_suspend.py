@@ -47,8 +47,10 @@ from tests.support.oidc import (
     told_sids,
     userinfo,
 )
+from tests.support.orgs import org_flow_done
 from tests.support.setup_pages import settle
 from workflows.logout import logout_workflow_id
+from workflows.org_suspension import org_suspend_workflow_id
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -137,6 +139,11 @@ async def test_suspending_signs_everyone_out_tells_apps_and_refuses_sign_in_unti
     answer = await act(stack, org_id, "suspend")
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "suspended" and answer.json()["suspended_at"] is not None
+    assert answer.json()["suspension"] in ("under_way", "done")
+    # The sessions end in the organisation's suspension flow, after the answer.
+    await org_flow_done(stack.env.client, org_suspend_workflow_id(org_id))
+    shown = await stack.http.get(f"/api/v1/orgs/{org_id}", headers=stack.admin)
+    assert (shown.json()["status"], shown.json()["suspension"]) == ("suspended", "done")
 
     # The app hears of the ended session in a signed logout token, and its tokens die.
     handle = stack.env.client.get_workflow_handle(logout_workflow_id(sid))
@@ -168,11 +175,15 @@ async def test_suspending_signs_everyone_out_tells_apps_and_refuses_sign_in_unti
         "status"
     ] == "suspended"
 
-    # Idempotent, audited once; nothing deleted.
+    # Idempotent (its flow runs once more), audited once; nothing deleted.
     assert (await act(stack, org_id, "suspend")).json()["suspended_at"] == answer.json()["suspended_at"]
+    await org_flow_done(stack.env.client, org_suspend_workflow_id(org_id))
     [event] = await events(stack, org_id, "org.suspended")
-    assert event.actor == "admin-key:test-admin"
-    assert (event.details["people"], event.details["sessions_revoked"]) == (2, 2)
+    assert event.actor == "admin-key:test-admin" and event.details["people"] == 2
+    [completed] = await events(stack, org_id, "org.suspension_completed")
+    assert completed.actor == "admin-key:test-admin"
+    assert (completed.details["people"], completed.details["sessions_revoked"]) == (2, 2)
+    assert completed.details["grants_revoked"] == 1
     async with stack.sessions() as session:
         people = await session.scalar(select(func.count()).select_from(Staff).where(Staff.org_id == org_id))
     assert people == 2
