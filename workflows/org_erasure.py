@@ -14,19 +14,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import OrgChunkInput, OrgEraseChunk, OrgErasedInput, OrgErasedResult
     from activities.orgs import OrgActivities
     from core.search_attributes import SSO_STEP
-    from workflows.common import required, run_step
+    from workflows.common import DB_RETRY, required, run_step
 
 # Erasing a person takes several Temporal calls (their flows ended, their runs listed and
 # deleted): a chunk of 50 a minute or so; heartbeats after each person.
 CHUNK_TIMEOUT = timedelta(minutes=15)
 CHUNK_HEARTBEAT = timedelta(seconds=60)
-CHUNK_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
 
 def org_erase_workflow_id(org_id: object) -> str:
@@ -59,7 +57,7 @@ class OrgErasureWorkflow:
                 OrgChunkInput(org_id=data.org_id, actor=data.actor, limit=data.chunk_size),
                 start_to_close_timeout=CHUNK_TIMEOUT,
                 heartbeat_timeout=CHUNK_HEARTBEAT,
-                retry_policy=CHUNK_RETRY,
+                retry_policy=DB_RETRY,
                 summary="Erase a chunk of the organisation's people",
             )
             erased += chunk.erased

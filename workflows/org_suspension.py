@@ -14,20 +14,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.inputs import OrgChunkInput, OrgSuspendChunk, OrgSuspensionDoneInput
     from activities.orgs import OrgActivities
     from core.search_attributes import SSO_STEP
-    from workflows.common import required, run_step
+    from workflows.common import DB_RETRY, required, run_step
 
 # A chunk of 50 people: their sessions in one transaction, then each one's flows asked to end
 # (a few Temporal calls each, 10 s at most); a worker that dies mid-chunk is noticed by the
 # missing heartbeat and the chunk runs again elsewhere.
 CHUNK_TIMEOUT = timedelta(minutes=10)
 CHUNK_HEARTBEAT = timedelta(seconds=30)
-CHUNK_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
 
 def org_suspend_workflow_id(org_id: object) -> str:
@@ -55,7 +53,7 @@ class OrgSuspensionWorkflow:
                 OrgChunkInput(org_id=data.org_id, actor=data.actor, limit=data.chunk_size, after=after),
                 start_to_close_timeout=CHUNK_TIMEOUT,
                 heartbeat_timeout=CHUNK_HEARTBEAT,
-                retry_policy=CHUNK_RETRY,
+                retry_policy=DB_RETRY,
                 summary="End a chunk of the organisation's people's sessions and flows",
             )
             if chunk.stopped:
