@@ -214,12 +214,13 @@ async def test_only_operators_suspend_and_another_organisation_is_not_found(stac
     assert await events(stack, org_id, "org.suspended") == []
 
 
+@pytest.mark.parametrize("paused", ["suspended", "erasing"])
 async def test_each_way_in_refuses_on_its_own_once_the_suspension_commits(
-    stack: Stack, receiver: tuple[str, Received]
+    stack: Stack, receiver: tuple[str, Received], paused: str
 ) -> None:
-    """The organisation marked suspended, nobody's session ended yet (the instant between the
-    two): a refresh, a signed-in page, a half-way sign-in's authenticator code and a new
-    sign-in all refuse."""
+    """The organisation marked suspended (or being erased), nobody's session ended yet (the
+    instant before its flow gets to them): a refresh, a signed-in page, a half-way sign-in's
+    authenticator code and a new sign-in all refuse."""
     uri, _ = receiver
     org_id, _ = await harbour(stack)
     person = await stack.person(org_id=org_id, mfa=True)
@@ -230,7 +231,7 @@ async def test_each_way_in_refuses_on_its_own_once_the_suspension_commits(
     async with browsing(stack.transport) as browser:
         assert redirected_to(await sign_in(browser, person.email), "/sso/login/mfa")
         page = await browser.get("/sso/login/mfa")
-        await set_status(stack, org_id, "suspended")
+        await set_status(stack, org_id, paused)
         assert_paused_page(await browser.submit(page, "/sso/login/mfa", code=person.totp_now()))
         assert browser.cookie(SESSION_COOKIE) is None
         assert redirected_to(await browser.get("/sso/login/mfa"), "/sso/login?notice=expired")
