@@ -22,6 +22,7 @@ from activities.entra import EntraActivities
 from activities.lifecycle import LifecycleActivities
 from activities.logout import LogoutActivities
 from activities.mfa import MfaActivities
+from activities.orgs import OrgActivities
 from activities.reset import ResetActivities
 from activities.setup import SetupStepActivities
 from activities.setup_email import SetupActivities
@@ -44,6 +45,8 @@ from workflows.logout import SessionLogoutWorkflow, logout_start_options
 from workflows.mfa_enrollment import MfaEnrollmentWorkflow
 from workflows.mfa_rollout import MfaPolicyRolloutWorkflow
 from workflows.notices import MfaChangedNoticeWorkflow, PasswordChangedNoticeWorkflow
+from workflows.org_erasure import OrgErasureWorkflow
+from workflows.org_suspension import OrgSuspensionWorkflow
 from workflows.reset import PasswordResetWorkflow
 from workflows.setup import SsoSetupWorkflow
 from workflows.staff_batch import StaffBatchWorkflow
@@ -71,6 +74,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     lifecycle = LifecycleActivities(settings, sessions)
     email_change = EmailChangeActivities(settings, sessions, sender, keyring)
     batch = StaffBatchActivities(settings, sessions, client)
+    orgs = OrgActivities(settings, sessions)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -89,6 +93,8 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             StaffLeaveWorkflow,
             StaffEmailChangeWorkflow,
             StaffBatchWorkflow,
+            OrgSuspensionWorkflow,
+            OrgErasureWorkflow,
         ],
         activities=[
             setup.send_setup_email,
@@ -120,6 +126,10 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             email_change.drop_email_change,
             batch.send_batch_chunk,
             batch.record_batch_state,
+            orgs.suspend_org_chunk,
+            orgs.record_org_suspension,
+            orgs.erase_org_chunk,
+            orgs.finish_org_erasure,
         ],
     )
 

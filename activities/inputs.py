@@ -335,3 +335,55 @@ class BatchStateInput:
     batch_id: str
     state: str
     wait_until: datetime | None = None
+
+
+@dataclass
+class OrgChunkInput:
+    """A chunk of an organisation's people (by id order, those after `after`); `actor` is the
+    operator who asked, for the audit (a verified key or session, never free text)."""
+
+    org_id: str
+    actor: str
+    limit: int = 50
+    after: str | None = None
+
+
+@dataclass
+class OrgSuspendChunk:
+    people: int = 0
+    sessions_revoked: int = 0
+    grants_revoked: int = 0
+    flows_ended: int = 0
+    # The chunk's last person: the next chunk starts after them. None: no one was left.
+    last: str | None = None
+    # The organisation was resumed (or erased) meanwhile: its people are no longer to be ended.
+    stopped: bool = False
+
+
+@dataclass
+class OrgSuspensionDoneInput:
+    org_id: str
+    actor: str
+    counts: OrgSuspendChunk
+
+
+@dataclass
+class OrgEraseChunk:
+    erased: int
+    left: int
+
+
+@dataclass
+class OrgErasedInput:
+    org_id: str
+    actor: str
+    people_erased: int
+
+
+@dataclass
+class OrgErasedResult:
+    """`done` False: people were added meanwhile, to erase before the organisation goes."""
+
+    done: bool
+    keys_deleted: int = 0
+    tenants_released: list[str] = field(default_factory=list)

@@ -77,11 +77,19 @@ class OrgPublic(BaseModel):
     id: uuid.UUID
     name: str
     slug: str
-    status: Literal["active", "suspended"]
+    status: Literal["active", "suspended", "erasing"] = Field(
+        description="`erasing`: suspended and being erased; it answers 404 once gone"
+    )
     mfa_policy: OrgMfaPolicy | None
     sender_name: str | None
     entra_tenant_ids: list[str]
     suspended_at: datetime | None
+    suspension: Literal["under_way", "done"] | None = Field(
+        default=None,
+        description="While suspended: whether its people's sessions, app tokens and open flows "
+        "are still being ended (`under_way`) or all are (`done`)",
+    )
+    people_left: int | None = Field(default=None, description="While erasing: the people not yet erased")
     created_at: datetime
     updated_at: datetime
 
@@ -102,8 +110,11 @@ class OrgKeyCreated(BaseModel):
     key: str = Field(description="Shown once: store it now (only its HMAC is kept)")
 
 
-class OrgErased(BaseModel):
-    erased: bool = True
-    people_erased: int = Field(description="Each erased as DELETE /api/v1/staff/{id} erases one")
-    keys_deleted: int
-    tenants_released: list[str] = Field(description="Microsoft tenants free for another organisation")
+class OrgErasing(BaseModel):
+    """The erasure is under way: poll GET /api/v1/orgs/{id} (status `erasing`, `people_left`)
+    until it answers 404."""
+
+    id: uuid.UUID
+    status: Literal["erasing"] = "erasing"
+    workflow_id: str = Field(description="The durable flow erasing it, e.g. in the Temporal UI")
+    people_left: int = Field(description="Each erased as DELETE /api/v1/staff/{id} erases one")

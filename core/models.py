@@ -71,6 +71,12 @@ class AccountStatus(StrEnum):
 class OrgStatus(StrEnum):
     active = "active"
     suspended = "suspended"
+    # Suspended and being erased (workflows/org_erasure.py): gone once its flow finishes.
+    erasing = "erasing"
+
+
+# No sign-in of any kind for these organisations' people, no use of their admin keys.
+SIGN_IN_PAUSED = (OrgStatus.suspended.value, OrgStatus.erasing.value)
 
 
 class Organisation(Base):
@@ -87,6 +93,9 @@ class Organisation(Base):
     # The From name of the emails its people get, e.g. "Harbour Lettings via agentOS".
     sender_name: Mapped[str | None] = mapped_column(String(200))
     suspended_at: Mapped[datetime | None]
+    # When the suspension's flow (workflows/org_suspension.py) had ended every person's
+    # sessions, tokens and open flows; None while it is under way.
+    suspension_done_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

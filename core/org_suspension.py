@@ -8,7 +8,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.models import Organisation, OrgStatus, Staff
+from core.models import SIGN_IN_PAUSED, Organisation, Staff
 
 SUSPENDED_TITLE = "Sign-in is paused for your organisation"
 
@@ -22,12 +22,12 @@ def keys_suspended_message(org_name: str) -> str:
 
 
 async def suspended_org_name(session: AsyncSession, staff_id: uuid.UUID) -> str | None:
-    """The name of the person's organisation if it is suspended; None when it is active (or
+    """The name of the person's organisation if it is suspended (or being erased); None when it is active (or
     the person is gone: whatever asks refuses them on its own terms)."""
     return await session.scalar(
         select(Organisation.name)
         .join(Staff, Staff.org_id == Organisation.id)
-        .where(Staff.id == staff_id, Organisation.status == OrgStatus.suspended.value)
+        .where(Staff.id == staff_id, Organisation.status.in_(SIGN_IN_PAUSED))
     )
 
 
@@ -36,4 +36,4 @@ async def suspended_org(session: AsyncSession, org_id: uuid.UUID | None) -> str 
     if org_id is None:
         return None
     org = await session.get(Organisation, org_id)
-    return org.name if org is not None and org.status == OrgStatus.suspended.value else None
+    return org.name if org is not None and org.status in SIGN_IN_PAUSED else None

@@ -218,6 +218,8 @@ class Settings(BaseSettings):
     # an organisation (today: the deployment) may be sent per hour.
     batch_send_rate: int = Field(default=120, ge=1)
     org_email_budget: int = Field(default=2000, ge=1)
+    # People per activity of an organisation's suspension and erasure flows.
+    org_flow_chunk_size: int = Field(default=50, ge=1, le=500)
     # Admin API requests per key, and failed authentications per IP, per minute.
     admin_rate_limit: int = Field(default=300, ge=1)
     auth_failure_limit: int = Field(default=20, ge=1)

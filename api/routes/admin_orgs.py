@@ -304,9 +304,11 @@ async def act(
         org = await (suspension.suspend(wanted) if action == "suspend" else suspension.resume(wanted))
     except NotFound:
         return await _done(current, LIST, "error", GONE)
+    except SsoError as exc:  # being erased, or Temporal away (the suspension itself holds)
+        return await _done(current, here, "error", exc.message)
     text = (
-        f"{org.name} is suspended: its people were signed out of every app and can't sign in "
-        "until you resume it."
+        f"{org.name} is suspended: its people can't sign in until you resume it, and they are "
+        "being signed out of every app (the organisation's page shows when that is done)."
         if action == "suspend"
         else f"{org.name} is resumed: its people can sign in again."
     )

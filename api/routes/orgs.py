@@ -12,12 +12,11 @@ from api.deps import (
     OperatorDep,
     SessionDep,
     SettingsDep,
-    StaffLifecycleDep,
     TemporalDep,
     UnitOfWorkDep,
     client_ip,
 )
-from api.org_schemas import OrgCreate, OrgErased, OrgKeyCreate, OrgKeyCreated, OrgPage, OrgPublic, OrgUpdate
+from api.org_schemas import OrgCreate, OrgErasing, OrgKeyCreate, OrgKeyCreated, OrgPage, OrgPublic, OrgUpdate
 from api.routes.staff import ERRORS
 from api.schemas import ErrorBody
 from api.services.org_erasure import OrgErasure
@@ -92,10 +91,11 @@ SuspensionDep = Annotated[OrgSuspension, Depends(get_suspension)]
 
 @router.post("/{org_id}/suspend", response_model=OrgPublic)
 async def suspend_org(org_id: uuid.UUID, suspension: SuspensionDep) -> OrgPublic:
-    """Operators only. Ends every session of the organisation's people (apps are told by
-    back-channel logout), revokes their apps' tokens, and refuses their sign-in of every kind
-    and the organisation's admin keys (403) until it is resumed. Nothing is deleted.
-    Idempotent."""
+    """Operators only. Refuses its people's sign-in of every kind and the organisation's admin
+    keys (403) at once, until it is resumed; then a durable flow (`org-suspend-<id>`) ends
+    every session of its people (apps are told by back-channel logout), revokes their apps'
+    tokens and ends their open setup and reset flows: `suspension` is `under_way`, then
+    `done`. Nothing is deleted. Idempotent; 409 while it is being erased."""
     return await suspension.suspend(org_id)
 
 
@@ -105,12 +105,18 @@ async def resume_org(org_id: uuid.UUID, suspension: SuspensionDep) -> OrgPublic:
     return await suspension.resume(org_id)
 
 
-@router.delete("/{org_id}", response_model=OrgErased)
+@router.delete("/{org_id}", status_code=status.HTTP_202_ACCEPTED, response_model=OrgErasing)
 async def erase_org(
-    org_id: uuid.UUID, request: Request, lifecycle: StaffLifecycleDep, scope: OperatorDep
-) -> OrgErased:
-    """Erase a suspended organisation (operators only): each of its people erased as `DELETE
-    /api/v1/staff/{id}` erases one, its admin keys deleted, its Microsoft tenants released,
-    then the organisation; the audit trail stays, its people under pseudonyms. 409 while it is
-    not suspended."""
-    return await OrgErasure(lifecycle).erase(org_id, scope, client_ip(request))
+    org_id: uuid.UUID,
+    request: Request,
+    uow: UnitOfWorkDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    scope: OperatorDep,
+) -> OrgErasing:
+    """Erase a suspended organisation (operators only), in a durable flow (`org-erase-<id>`):
+    each of its people erased as `DELETE /api/v1/staff/{id}` erases one, its admin keys
+    deleted, its Microsoft tenants released, then the organisation; the audit trail stays,
+    its people under pseudonyms. 202 at once: `GET /api/v1/orgs/{id}` shows `erasing` and
+    `people_left`, then 404 once it is gone. Idempotent; 409 while it is not suspended."""
+    return await OrgErasure(uow, settings, temporal).erase(org_id, scope, client_ip(request))

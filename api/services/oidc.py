@@ -32,12 +32,12 @@ from api.services.sessions import Current
 from core import audit, passkeys
 from core.accounts import revoke_grants
 from core.models import (
+    SIGN_IN_PAUSED,
     AccountStatus,
     OidcClient,
     OidcConsent,
     OidcGrant,
     Organisation,
-    OrgStatus,
     SsoAccount,
     Staff,
     utcnow,
@@ -113,7 +113,7 @@ def active_subject(
     else gets a code or a token."""
     if staff is None or account is None or org is None or account.status != AccountStatus.active.value:
         return None
-    if org.status == OrgStatus.suspended.value:
+    if org.status in SIGN_IN_PAUSED:
         return None
     return Subject(staff, account, session, org)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +15,7 @@ from api.org_schemas import OrgCreate, OrgKeyCreated, OrgPublic, OrgUpdate
 from core import audit
 from core.admin_keys import create_admin_key
 from core.errors import Conflict, Forbidden
-from core.models import Organisation, OrganisationTenant
+from core.models import Organisation, OrganisationTenant, OrgStatus, Staff
 from core.orgs import AdminScope, get_org
 from core.settings import Settings
 
@@ -98,6 +98,8 @@ class Orgs:
             sender_name=org.sender_name,
             entra_tenant_ids=await self._tenant_ids(org),
             suspended_at=org.suspended_at,
+            suspension=_suspension(org),
+            people_left=await people_left(self.db, org.id) if org.status == OrgStatus.erasing.value else None,
             created_at=org.created_at,
             updated_at=org.updated_at,
         )
@@ -146,3 +148,14 @@ class Orgs:
             ip=self.ip,
             **details,
         )
+
+
+def _suspension(org: Organisation) -> Literal["under_way", "done"] | None:
+    if org.status != OrgStatus.suspended.value:
+        return None
+    return "under_way" if org.suspension_done_at is None else "done"
+
+
+async def people_left(db: AsyncSession, org_id: uuid.UUID) -> int:
+    """The organisation's people: while it is erasing, those not yet erased."""
+    return int(await db.scalar(select(func.count()).select_from(Staff).where(Staff.org_id == org_id)) or 0)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import audit
 from core.accounts import end_session_grants
 from core.crypto import token_hash
-from core.models import BrowserSession, OidcGrant, Organisation, OrgStatus, Staff, utcnow
+from core.models import SIGN_IN_PAUSED, BrowserSession, OidcGrant, Organisation, Staff, utcnow
 from core.oidc.claims import session_claims
 from core.settings import Settings
 from core.user_agents import browser_label
@@ -131,7 +131,7 @@ class Sessions:
         if current is None or current.staff is None or current.staff.disabled_at is not None:
             return None
         org = await self.db.get(Organisation, current.staff.org_id)
-        return None if org is not None and org.status == OrgStatus.suspended.value else current
+        return None if org is not None and org.status in SIGN_IN_PAUSED else current
 
     async def revoke(self, session_id: str | None) -> None:
         if not session_id or len(session_id) > 128:

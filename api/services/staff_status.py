@@ -119,32 +119,50 @@ class StaffStatus:
         )
 
     async def _end_flows(self, staff: Staff, actor: str, account_id: uuid.UUID | None) -> None:
-        """The open setup through its cancel update (it records why it ended); the reset and
-        Microsoft-link flows, which have no cancel step, through a cancellation request. Each
-        is also refused at its last step by the disabled status, so a flow Temporal can't
-        reach now still lets no one in."""
-        flows = FlowClient(self.temporal, FLOW_TIMEOUT, self.settings.task_queue, connect_timeout=5.0)
+        """Each flow is also refused at its last step by the disabled status, so a flow
+        Temporal can't reach now still lets no one in."""
         try:
-            await flows.end(
-                setup_workflow_id(staff.id),
-                SsoSetupWorkflow.run,
-                SsoSetupWorkflow.cancel,
+            await end_open_flows(
+                self.temporal,
+                self.settings,
+                staff.id,
+                account_id,
                 EndRequest(actor, "the person was disabled"),
             )
-            others = [link_workflow_id(str(staff.id))]
-            if account_id is not None:
-                others.append(reset_workflow_id(account_id))
-            await asyncio.gather(*(self._cancel(workflow_id) for workflow_id in others))
         except ServiceUnavailable:
             logger.warning("flows of a disabled person not ended, Temporal unavailable: %s", staff.id)
 
-    async def _cancel(self, workflow_id: str) -> None:
-        client = await connected(self.temporal, 5.0)
-        try:
-            async with asyncio.timeout(FLOW_TIMEOUT):
-                await client.get_workflow_handle(workflow_id).cancel()
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:  # none running: nothing to end
-                raise ServiceUnavailable(str(exc)) from exc
-        except TimeoutError as exc:
-            raise ServiceUnavailable("Temporal did not answer") from exc
+
+async def end_open_flows(
+    temporal: TemporalGateway,
+    settings: Settings,
+    staff_id: uuid.UUID,
+    account_id: uuid.UUID | None,
+    why: EndRequest,
+) -> int:
+    """Ends the person's open setup through its cancel update (it records why it ended), and
+    their reset and Microsoft-link flows, which have no cancel step, through a cancellation
+    request; how many were running. ServiceUnavailable when Temporal did not answer (asking
+    again is harmless)."""
+    flows = FlowClient(temporal, FLOW_TIMEOUT, settings.task_queue, connect_timeout=5.0)
+    setup = await flows.end(setup_workflow_id(staff_id), SsoSetupWorkflow.run, SsoSetupWorkflow.cancel, why)
+    others = [link_workflow_id(str(staff_id))]
+    if account_id is not None:
+        others.append(reset_workflow_id(account_id))
+    cancelled = await asyncio.gather(*(_cancel(temporal, workflow_id) for workflow_id in others))
+    return (setup is not None) + sum(cancelled)
+
+
+async def _cancel(temporal: TemporalGateway, workflow_id: str) -> bool:
+    """Asks the flow to cancel; False when none is running."""
+    client = await connected(temporal, 5.0)
+    try:
+        async with asyncio.timeout(FLOW_TIMEOUT):
+            await client.get_workflow_handle(workflow_id).cancel()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:  # none running: nothing to end
+            raise ServiceUnavailable(str(exc)) from exc
+        return False
+    except TimeoutError as exc:
+        raise ServiceUnavailable("Temporal did not answer") from exc
+    return True

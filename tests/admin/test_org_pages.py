@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from sqlalchemy import select, update
+from temporalio.testing import WorkflowEnvironment
 
 from core.models import AuditEvent, Organisation, Staff
 from core.orgs import DEFAULT_ORG_ID
@@ -24,7 +25,10 @@ from tests.support.accounts import (
     redirected_to,
 )
 from tests.support.admin_pages import flash_of, known_hash, set_admin, sign_in_with_totp
-from tests.support.harness import Stack, running_app
+from tests.support.harness import Stack, running_stack
+from tests.support.orgs import org_flow_done
+from tests.support.setup_pages import settle
+from workflows.org_suspension import org_suspend_workflow_id
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -32,9 +36,11 @@ TENANT = "5d3e2773-e07f-4432-a630-1a0f68a28a05"
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def stack(database_url: str) -> AsyncIterator[Stack]:
-    async with running_app(database_url, signin_ip_limit=1000) as running:
+async def stack(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
+    # A worker too: a suspension ends its people's sessions in a flow.
+    async with running_stack(temporal_env, database_url, signin_ip_limit=1000) as running:
         yield running
+        await settle(running)
 
 
 async def admin_of(stack: Stack, org_id: uuid.UUID = DEFAULT_ORG_ID, operator: bool = False) -> Person:
@@ -135,12 +141,15 @@ async def test_an_operator_adds_changes_suspends_and_resumes_an_organisation(sta
         # Suspending is behind a page that names what happens.
         await stack.person(org_id=org_id)
         confirm = await browser.get(f"/admin/orgs/{org_id}/suspend")
-        assert "Harbour Homes's 1 person will be signed out of every app at once" in page_text(confirm)
+        assert "Harbour Homes's 1 person will be signed out of every app" in page_text(confirm)
         assert "Nothing is deleted" in page_text(confirm)
         done = await browser.submit(confirm, f"/admin/orgs/{org_id}/suspend")
         shown = await browser.get(done.headers["location"])
         assert flash_of(shown) is not None and "Harbour Homes is suspended" in flash_of(shown)[1]  # type: ignore[index]
         assert (await row(stack, org_id)).status == "suspended"
+        assert "being signed out of every app" in flash_of(shown)[1]  # type: ignore[index]
+        await org_flow_done(stack.env.client, org_suspend_workflow_id(org_id))
+        assert "being signed out" not in page_text(await browser.get(f"/admin/orgs/{org_id}"))
         assert "Suspended" in page_text(await browser.get("/admin/orgs"))
         resume = await browser.get(f"/admin/orgs/{org_id}/resume")
         assert "can sign in again" in page_text(resume)
@@ -151,7 +160,7 @@ async def test_an_operator_adds_changes_suspends_and_resumes_an_organisation(sta
         actions = list(
             (await session.scalars(select(AuditEvent.action).where(AuditEvent.target == str(org_id)))).all()
         )
-    assert actions == ["org.create", "org.update", "org.suspended", "org.resumed"]
+    assert actions == ["org.create", "org.update", "org.suspended", "org.suspension_completed", "org.resumed"]
 
 
 async def test_an_agency_admin_sees_and_changes_only_their_own_organisation(stack: Stack) -> None:

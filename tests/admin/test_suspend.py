@@ -47,8 +47,10 @@ from tests.support.oidc import (
     told_sids,
     userinfo,
 )
+from tests.support.orgs import org_flow_done
 from tests.support.setup_pages import settle
 from workflows.logout import logout_workflow_id
+from workflows.org_suspension import org_suspend_workflow_id
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -137,6 +139,11 @@ async def test_suspending_signs_everyone_out_tells_apps_and_refuses_sign_in_unti
     answer = await act(stack, org_id, "suspend")
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "suspended" and answer.json()["suspended_at"] is not None
+    assert answer.json()["suspension"] in ("under_way", "done")
+    # The sessions end in the organisation's suspension flow, after the answer.
+    await org_flow_done(stack.env.client, org_suspend_workflow_id(org_id))
+    shown = await stack.http.get(f"/api/v1/orgs/{org_id}", headers=stack.admin)
+    assert (shown.json()["status"], shown.json()["suspension"]) == ("suspended", "done")
 
     # The app hears of the ended session in a signed logout token, and its tokens die.
     handle = stack.env.client.get_workflow_handle(logout_workflow_id(sid))
@@ -168,11 +175,15 @@ async def test_suspending_signs_everyone_out_tells_apps_and_refuses_sign_in_unti
         "status"
     ] == "suspended"
 
-    # Idempotent, audited once; nothing deleted.
+    # Idempotent (its flow runs once more), audited once; nothing deleted.
     assert (await act(stack, org_id, "suspend")).json()["suspended_at"] == answer.json()["suspended_at"]
+    await org_flow_done(stack.env.client, org_suspend_workflow_id(org_id))
     [event] = await events(stack, org_id, "org.suspended")
-    assert event.actor == "admin-key:test-admin"
-    assert (event.details["people"], event.details["sessions_revoked"]) == (2, 2)
+    assert event.actor == "admin-key:test-admin" and event.details["people"] == 2
+    [completed] = await events(stack, org_id, "org.suspension_completed")
+    assert completed.actor == "admin-key:test-admin"
+    assert (completed.details["people"], completed.details["sessions_revoked"]) == (2, 2)
+    assert completed.details["grants_revoked"] == 1
     async with stack.sessions() as session:
         people = await session.scalar(select(func.count()).select_from(Staff).where(Staff.org_id == org_id))
     assert people == 2
@@ -203,12 +214,13 @@ async def test_only_operators_suspend_and_another_organisation_is_not_found(stac
     assert await events(stack, org_id, "org.suspended") == []
 
 
+@pytest.mark.parametrize("paused", ["suspended", "erasing"])
 async def test_each_way_in_refuses_on_its_own_once_the_suspension_commits(
-    stack: Stack, receiver: tuple[str, Received]
+    stack: Stack, receiver: tuple[str, Received], paused: str
 ) -> None:
-    """The organisation marked suspended, nobody's session ended yet (the instant between the
-    two): a refresh, a signed-in page, a half-way sign-in's authenticator code and a new
-    sign-in all refuse."""
+    """The organisation marked suspended (or being erased), nobody's session ended yet (the
+    instant before its flow gets to them): a refresh, a signed-in page, a half-way sign-in's
+    authenticator code and a new sign-in all refuse."""
     uri, _ = receiver
     org_id, _ = await harbour(stack)
     person = await stack.person(org_id=org_id, mfa=True)
@@ -219,7 +231,7 @@ async def test_each_way_in_refuses_on_its_own_once_the_suspension_commits(
     async with browsing(stack.transport) as browser:
         assert redirected_to(await sign_in(browser, person.email), "/sso/login/mfa")
         page = await browser.get("/sso/login/mfa")
-        await set_status(stack, org_id, "suspended")
+        await set_status(stack, org_id, paused)
         assert_paused_page(await browser.submit(page, "/sso/login/mfa", code=person.totp_now()))
         assert browser.cookie(SESSION_COOKIE) is None
         assert redirected_to(await browser.get("/sso/login/mfa"), "/sso/login?notice=expired")

@@ -43,7 +43,7 @@ async def test_the_admin_changes_their_organisation_and_sees_what_suspending_wou
     await screen.check("admin-org", screenshot=False)
     await screen.follow("Suspend…")
     await screen.check("admin-org-suspend")
-    assert "will be signed out of every app at once" in await screen.text()
+    assert "will be signed out of every app" in await screen.text()
     await screen.follow("Keep it as it is")
     await screen.check("admin-org", screenshot=False)
     assert "Active" in await screen.text()
