@@ -1,13 +1,17 @@
 """SSO_METRICS_ORG_LABELS: off (the default), no counter has an `org` label; on, the sign-in
-counter (web app), and the flow and email counters (worker) carry the organisation's slug."""
+counter (web app: password and passkey sign-ins and their refusals), and the flow and email
+counters (worker) carry the organisation's slug."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import generate_latest
+from sqlalchemy import update
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
@@ -15,14 +19,15 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.email_delivery import MeteredSender, SmtpSender
 from core import metrics
 from core.codec import data_converter
-from core.models import Organisation
+from core.models import Organisation, SsoAccount
 from core.templating import Agency
 from tests.support.accounts import sign_in
 from tests.support.config import free_port, make_settings
 from tests.support.email_servers import SmtpServer, smtp_settings, welcome
-from tests.support.harness import running_app, running_stack
+from tests.support.harness import Stack, running_app, running_stack
 from tests.support.metrics import value
 from tests.support.orgs import add_org
+from tests.support.passkey_key import passwordless, soft_key, store_passkey
 from worker import metrics_runtime
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
@@ -68,6 +73,45 @@ async def test_sign_ins_are_labelled_by_organisation_only_when_asked(
         assert labels and all(names == {"outcome", "reason"} for names in labels), labels
         text = generate_latest(metrics.REGISTRY).decode()
         assert value(text, "sso_sign_ins_total", outcome="signed_in") == 1
+
+
+async def _passkey_refusals(stack: Stack, org_id: object) -> None:
+    """A person of `org_id` whose passkey is refused twice: a forged signature for it, then
+    the person disabled (the disabled page, once the passkey verified)."""
+    person = await stack.person(org_id=org_id)
+    key = soft_key(stack.settings, person.staff_id)
+    await store_passkey(stack.sessions, person.account_id, key)
+    forged = dataclasses.replace(key, private=ec.generate_private_key(ec.SECP256R1()))
+    assert (await passwordless(stack.browser(), forged)).status_code == 401
+    async with stack.sessions() as db:
+        await db.execute(
+            update(SsoAccount).where(SsoAccount.id == person.account_id).values(status="disabled")
+        )
+        await db.commit()
+    assert (await passwordless(stack.browser(), key)).status_code == 403
+
+
+@session_loop
+async def test_passkey_refusals_are_labelled_by_organisation_only_when_asked(
+    sqlite_url: str, labels_restored: None
+) -> None:
+    async with running_app(sqlite_url, metrics_org_labels=True) as stack:
+        org_id = await add_org(stack.sessions, "Harbour Lettings")
+        async with stack.sessions() as db:
+            org = await db.get(Organisation, org_id)
+            assert org is not None
+            slug = org.slug
+        await _passkey_refusals(stack, org_id)
+        text = generate_latest(metrics.REGISTRY).decode()
+        assert value(text, "sso_sign_ins_total", outcome="passkey_refused", reason="signin", org=slug) == 1
+        assert value(text, "sso_sign_ins_total", outcome="refused", reason="account_disabled", org=slug) == 1
+    async with running_app(sqlite_url) as stack:
+        await _passkey_refusals(stack, org_id)
+        labels = _sign_in_labels()
+        assert labels and all(names == {"outcome", "reason"} for names in labels), labels
+        text = generate_latest(metrics.REGISTRY).decode()
+        assert value(text, "sso_sign_ins_total", outcome="passkey_refused", reason="signin") == 1
+        assert value(text, "sso_sign_ins_total", outcome="refused", reason="account_disabled") == 1
 
 
 async def _scrape(url: str) -> str:
