@@ -5,6 +5,7 @@ counters (worker) carry the organisation's slug."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -19,6 +20,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.email_delivery import MeteredSender, SmtpSender
 from core import metrics
 from core.codec import data_converter
+from core.db import SessionFactory
 from core.models import Organisation, SsoAccount
 from core.templating import Agency
 from tests.support.accounts import sign_in
@@ -50,16 +52,21 @@ def _sign_in_labels() -> list[set[str]]:
     ]
 
 
+async def _harbour(sessions: SessionFactory) -> tuple[uuid.UUID, str]:
+    """A new organisation: its id and the slug its label carries."""
+    org_id = await add_org(sessions, "Harbour Lettings")
+    async with sessions() as db:
+        org = await db.get(Organisation, org_id)
+        assert org is not None
+        return org_id, org.slug
+
+
 @session_loop
 async def test_sign_ins_are_labelled_by_organisation_only_when_asked(
     sqlite_url: str, labels_restored: None
 ) -> None:
     async with running_app(sqlite_url, metrics_org_labels=True) as stack:
-        org_id = await add_org(stack.sessions, "Harbour Lettings")
-        async with stack.sessions() as db:
-            org = await db.get(Organisation, org_id)
-            assert org is not None
-            slug = org.slug
+        org_id, slug = await _harbour(stack.sessions)
         person = await stack.person(org_id=org_id)
         assert (await sign_in(stack.browser(), person.email)).status_code == 303
         assert (await sign_in(stack.browser(), "nobody@example.com")).status_code != 303
@@ -96,11 +103,7 @@ async def test_passkey_refusals_are_labelled_by_organisation_only_when_asked(
     sqlite_url: str, labels_restored: None
 ) -> None:
     async with running_app(sqlite_url, metrics_org_labels=True) as stack:
-        org_id = await add_org(stack.sessions, "Harbour Lettings")
-        async with stack.sessions() as db:
-            org = await db.get(Organisation, org_id)
-            assert org is not None
-            slug = org.slug
+        org_id, slug = await _harbour(stack.sessions)
         await _passkey_refusals(stack, org_id)
         text = generate_latest(metrics.REGISTRY).decode()
         assert value(text, "sso_sign_ins_total", outcome="passkey_refused", reason="signin", org=slug) == 1
@@ -154,11 +157,7 @@ async def test_flows_are_labelled_by_organisation_when_asked(
     )
     labelled = {"worker_client": worker_client, "metrics_org_labels": True}
     async with running_stack(temporal_env, sqlite_url, **labelled) as s:
-        org_id = await add_org(s.sessions, "Harbour Lettings")
-        async with s.sessions() as db:
-            org = await db.get(Organisation, org_id)
-            assert org is not None
-            slug = org.slug
+        org_id, slug = await _harbour(s.sessions)
         staff = await s.create_staff(org_id=str(org_id))
         sent = await s.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=s.admin)
         assert sent.status_code == 202, sent.text
