@@ -119,6 +119,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             mfa.record_mfa_obligation,
             mfa.check_mfa_obligation,
             mfa.send_mfa_reminder,
+            mfa.next_mfa_rollout_people,
             mfa.next_mfa_rollout_batch,
             lifecycle.disable_leaver,
             email_change.apply_email_change,

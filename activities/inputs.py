@@ -298,6 +298,14 @@ class RolloutBatchInput:
 
 
 @dataclass
+class RolloutPerson:
+    """Whom a rollout obliges, and their organisation (the obligation's SsoOrgId)."""
+
+    staff_id: str
+    org_id: str | None
+
+
+@dataclass
 class LeaverInput:
     staff_id: str
     # The leave day (ISO) the flow waited for: the person is disabled only if it still stands.

@@ -15,6 +15,7 @@ from activities.inputs import (
     ObligationCheckInput,
     ObligationRecord,
     RolloutBatchInput,
+    RolloutPerson,
 )
 from core import passkeys
 from core.accounts import account_for
@@ -74,30 +75,28 @@ class MfaActivities(SecretActivities):
         )
         await self._notify("mfa_reminder", staff.id, email)
 
-    @activity.defn(name="next_mfa_rollout_batch")
-    async def next_mfa_rollout_batch(self, data: RolloutBatchInput) -> list[str]:
+    @activity.defn(name="next_mfa_rollout_people")
+    async def next_mfa_rollout_people(self, data: RolloutBatchInput) -> list[RolloutPerson]:
         """The next people, by staff id, that a change to `required` obliges: an active
         password account without a second factor and no required obligation already open,
         whose effective policy is `required` now (an organisation of their own policy is
-        left out of the deployment's rollout; an organisation's covers its people only)."""
+        left out of the deployment's rollout; an organisation's covers its people only).
+        Each with their organisation, which their obligation is found by."""
         open_steps = [s.value for s in ObligationStep if s.is_open]
         already = select(MfaObligation.staff_id).where(
             MfaObligation.policy == "required", MfaObligation.step.in_(open_steps)
         )
         query = (
-            select(SsoAccount.staff_id)
+            select(SsoAccount.staff_id, Staff.org_id)
+            .join(Staff, Staff.id == SsoAccount.staff_id)
             .where(
                 SsoAccount.status == AccountStatus.active.value,
                 SsoAccount.password_hash.is_not(None),
                 SsoAccount.mfa_enabled_at.is_(None),
                 ~select(Passkey.id).where(Passkey.account_id == SsoAccount.id).exists(),
                 SsoAccount.staff_id.not_in(already),
-                SsoAccount.staff_id.in_(
-                    select(Staff.id).where(
-                        or_(Staff.is_admin, under_policy(MfaPolicy.required, self._settings)),
-                        *([Staff.org_id == uuid.UUID(data.org_id)] if data.org_id is not None else []),
-                    )
-                ),
+                or_(Staff.is_admin, under_policy(MfaPolicy.required, self._settings)),
+                *([Staff.org_id == uuid.UUID(data.org_id)] if data.org_id is not None else []),
             )
             .order_by(SsoAccount.staff_id)
             .limit(data.limit)
@@ -105,4 +104,11 @@ class MfaActivities(SecretActivities):
         if data.after is not None:
             query = query.where(SsoAccount.staff_id > uuid.UUID(data.after))
         async with self._sessions() as session:
-            return [str(staff_id) for staff_id in (await session.scalars(query)).all()]
+            found = (await session.execute(query)).all()
+        return [RolloutPerson(str(staff_id), str(org_id)) for staff_id, org_id in found]
+
+    @activity.defn(name="next_mfa_rollout_batch")
+    async def next_mfa_rollout_batch(self, data: RolloutBatchInput) -> list[str]:
+        """The same people by staff id only, for rollouts started before they came with their
+        organisation (MfaRolloutInput.with_org_ids), which replay calling this."""
+        return [person.staff_id for person in await self.next_mfa_rollout_people(data)]

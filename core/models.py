@@ -496,8 +496,9 @@ class LogoutOutbox(Base):
     """A back-channel logout owed for an ended sign-in session, written in the transaction
     that ended it: a failed commit owes nothing, and a logout the web app could not start
     after its commit is started by the worker's sweeper. Deleted once its SessionLogout flow
-    has started. Names the session as the apps know it (`sid`, a keyed hash of its id) and
-    the apps to tell; never a token or secret."""
+    has started. Names the session as the apps know it (`sid`, a keyed hash of its id; for an
+    app's access removed, "<sid>.<removal id>": SessionLogoutInput.key) and the apps to tell;
+    never a token or secret."""
 
     __tablename__ = "logout_outbox"
     __table_args__ = (Index("ix_logout_outbox_created", "created_at"),)

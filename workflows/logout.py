@@ -1,5 +1,7 @@
 """Back-Channel Logout 1.0 fan-out: one flow per ended session (`session-logout-<sid>`)
-telling every app that got tokens in it, each retried with back-off for up to a day."""
+telling every app that got tokens in it, each retried with back-off for up to a day; and one
+per session an app signed in to when the person removes its access, telling that app alone
+(`session-logout-<sid>.<removal id>`: the session goes on, its own end comes later)."""
 
 from __future__ import annotations
 
@@ -31,11 +33,14 @@ ATTEMPT_TIMEOUT = timedelta(seconds=30)
 RECORD_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 
 
-def logout_workflow_id(sid: str) -> str:
-    return f"session-logout-{sid}"
+def logout_workflow_id(key: str) -> str:
+    """A session's end: its sid; an app's access removed: SessionLogoutInput.key."""
+    return f"session-logout-{key}"
 
 
 def logout_summary(data: SessionLogoutInput) -> str:
+    if data.removal:
+        return "Back-channel logout to 1 app (its access removed)"
     return f"Back-channel logout to {len(data.client_ids)} app(s)"
 
 
@@ -49,7 +54,7 @@ def logout_start_options(data: SessionLogoutInput, task_queue: str) -> dict[str,
     started, or already done, is refused (WorkflowAlreadyStartedError) and no app is told
     twice."""
     return {
-        "id": logout_workflow_id(data.sid),
+        "id": logout_workflow_id(data.key),
         "task_queue": task_queue,
         "task_timeout": WORKFLOW_TASK_TIMEOUT,
         "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,

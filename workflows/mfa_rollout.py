@@ -14,7 +14,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.inputs import RolloutBatchInput
+    from activities.inputs import RolloutBatchInput, RolloutPerson
     from activities.mfa import MfaActivities
     from core.search_attributes import SSO_MFA_DUE, SSO_MFA_REMINDERS, SSO_MFA_STEP, SSO_STEP, flow_attributes
     from workflows.common import WORKFLOW_TASK_TIMEOUT, EmailRetry, required, run_step
@@ -43,6 +43,11 @@ class MfaRolloutInput:
     skipped: int = 0
     # An organisation's change to `required` obliges only its people; None: the deployment's.
     org_id: str | None = None
+    # People come with their organisation, so every obligation carries SsoOrgId, whichever
+    # rollout started it. Versioned by the input, as the setup flow's `quiet_delivery` is
+    # (no patch marker): rollouts started without it replay as they ran, the deployment's
+    # then starting obligations without SsoOrgId.
+    with_org_ids: bool = False
 
 
 @dataclass
@@ -65,18 +70,14 @@ class MfaPolicyRolloutWorkflow:
     @workflow.run
     async def run(self, start: MfaRolloutInput | None = None) -> RolloutProgress:
         for batch_number in range(self._start.batches_per_run):
-            people: list[str] = await run_step(
-                MfaActivities.next_mfa_rollout_batch,
-                RolloutBatchInput(after=self._after, limit=self._start.batch_size, org_id=self._start.org_id),
-                "Find the next people without a second factor",
-            )
+            people = await self._next_people()
             if not people:
                 self._done = True
                 self._show()
                 return self.progress()
-            for staff_id in people:
-                await self._oblige(staff_id)
-                self._after = staff_id
+            for person in people:
+                await self._oblige(person)
+                self._after = person.staff_id
             self._show()
             if batch_number + 1 < self._start.batches_per_run:
                 await workflow.sleep(timedelta(seconds=self._start.pause_seconds), summary="Pace the rollout")
@@ -92,10 +93,20 @@ class MfaPolicyRolloutWorkflow:
                 started=self._started,
                 skipped=self._skipped,
                 org_id=self._start.org_id,
+                with_org_ids=self._start.with_org_ids,
             )
         )
 
-    async def _oblige(self, staff_id: str) -> None:
+    async def _next_people(self) -> list[RolloutPerson]:
+        batch = RolloutBatchInput(after=self._after, limit=self._start.batch_size, org_id=self._start.org_id)
+        summary = "Find the next people without a second factor"
+        if self._start.with_org_ids:
+            return await run_step(MfaActivities.next_mfa_rollout_people, batch, summary)
+        staff_ids = await run_step(MfaActivities.next_mfa_rollout_batch, batch, summary)
+        return [RolloutPerson(staff_id, self._start.org_id) for staff_id in staff_ids]
+
+    async def _oblige(self, person: RolloutPerson) -> None:
+        staff_id = person.staff_id
         due = workflow.now() + timedelta(seconds=self._start.grace_seconds)
         try:
             await workflow.start_child_workflow(
@@ -112,14 +123,12 @@ class MfaPolicyRolloutWorkflow:
                 # The obligation outlives the rollout (and its continue-as-new).
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 task_timeout=WORKFLOW_TASK_TIMEOUT,
-                # An organisation's rollout knows its people's organisation; the deployment's
-                # (staff ids only) leaves SsoOrgId out, as it always did.
                 search_attributes=TypedSearchAttributes(
                     flow_attributes(
                         SearchAttributePair(SSO_MFA_STEP, "waiting"),
                         SearchAttributePair(SSO_MFA_DUE, due),
                         SearchAttributePair(SSO_MFA_REMINDERS, 0),
-                        org_id=self._start.org_id,
+                        org_id=person.org_id,
                         staff_id=staff_id,
                     )
                 ),

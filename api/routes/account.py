@@ -67,7 +67,7 @@ async def _account_page(
         standing=standing,
         message=message,
         notice=notice,
-        apps=await AccountApps(steps.db).allowed(staff),
+        apps=await AccountApps(steps.db, steps.settings, steps.temporal).allowed(staff),
         **section_messages,
     )
 

@@ -37,7 +37,9 @@ async def remove_access(request: Request, ref: str, steps: AccountDep, form: Csr
             raise HTTPException(status_code=404) from None
         if not csrf_ok(request, steps.settings, form.csrf):
             return await _account_page(request, steps, staff, standing, status=400, apps_message=FORM_PROBLEM)
-        removed = await AccountApps(steps.db).remove(staff, which, client_ip(request))
+        removed = await AccountApps(steps.db, steps.settings, steps.temporal).remove(
+            staff, which, client_ip(request)
+        )
         if removed is None:  # another person's, or already removed
             raise HTTPException(status_code=404)
         return await _account_page(request, steps, staff, standing, notice=removed_notice(removed))

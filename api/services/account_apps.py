@@ -1,6 +1,7 @@
 """The apps a person has let sign them in, on their account page: those they allowed on the
 consent screen, and those holding live refresh tokens for them; and Remove access, which
-withdraws the consent and ends every token that app holds for the person at once."""
+withdraws the consent, ends every token that app holds for the person at once and signs them
+out of the app (back-channel logout of the sessions it signed in to)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.services.backchannel import tell_app_its_access_removed
 from core import audit
 from core.accounts import revoke_grants
 from core.models import OidcClient, OidcConsent, OidcGrant, OidcRefreshToken, Staff, utcnow
 from core.oidc.clients import refresh_within_lifetimes
+from core.settings import Settings
+from core.temporal_client import TemporalGateway
 
 
 @dataclass
@@ -39,6 +43,8 @@ class RemovedApp:
 @dataclass
 class AccountApps:
     db: AsyncSession
+    settings: Settings
+    temporal: TemporalGateway
 
     async def allowed(self, staff: Staff) -> list[AllowedApp]:
         now = utcnow()
@@ -76,8 +82,9 @@ class AccountApps:
         return sorted(apps.values(), key=lambda app: (app.name.casefold(), app.client_id))
 
     async def remove(self, staff: Staff, ref: uuid.UUID, ip: str | None) -> RemovedApp | None:
-        """Withdraws the consent and revokes the app's grants for this person (their access
-        tokens and refresh token families); None when `ref` is none of theirs."""
+        """Withdraws the consent, revokes the app's grants for this person (their access
+        tokens and refresh token families) and tells the app they signed out; None when `ref`
+        is none of theirs."""
         client_id = await self.db.scalar(
             select(OidcConsent.client_id).where(OidcConsent.id == ref, OidcConsent.staff_id == staff.id)
         ) or await self.db.scalar(
@@ -93,6 +100,7 @@ class AccountApps:
         withdrawn = await self.db.execute(
             delete(OidcConsent).where(OidcConsent.staff_id == staff.id, OidcConsent.client_id == client_id)
         )
+        await tell_app_its_access_removed(self.temporal, self.settings, self.db, staff.id, client.client_id)
         revoked = await revoke_grants(
             self.db, utcnow(), OidcGrant.staff_id == staff.id, OidcGrant.client_id == client_id
         )

@@ -1,5 +1,6 @@
 """The back-channel logout of ended sign-in sessions, from the web app: owed in the
-transaction that ends the sessions (core/oidc/logout_outbox.py), started once it commits."""
+transaction that ends the sessions (core/oidc/logout_outbox.py), started once it commits.
+An app whose access the person removes is told alike, alone, of the sessions it signed in to."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from functools import partial
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.services.temporal import connected
 from core.accounts import SIGNED_IN_PURPOSES, revoke_sessions
 from core.db import after_commit
-from core.models import BrowserSession, utcnow
+from core.models import BrowserSession, OidcGrant, utcnow
 from core.oidc import logout_outbox
 from core.oidc.backchannel import SessionLogoutInput, logouts_due
 from core.settings import Settings
@@ -26,12 +28,18 @@ START_TIMEOUT = 5.0
 
 
 async def queue_session_logouts(
-    temporal: TemporalGateway, settings: Settings, db: AsyncSession, ended: Sequence[BrowserSession]
+    temporal: TemporalGateway,
+    settings: Settings,
+    db: AsyncSession,
+    ended: Sequence[BrowserSession],
+    client_id: str | None = None,
+    removal: str = "",
 ) -> list[str]:
-    """Owes one SessionLogout flow per ended session an app is to be told of, in the caller's
-    transaction, and starts them once it has committed; their sids. A failed commit starts
-    none; a web app that dies after the commit leaves them to the worker's sweeper."""
-    sids = await logout_outbox.queue(db, await logouts_due(settings, db, ended))
+    """Owes one SessionLogout flow per ended session an app is to be told of (`client_id`:
+    that app alone, for its `removal`), in the caller's transaction, and starts them once it
+    has committed; their keys. A failed commit starts none; a web app that dies after the
+    commit leaves them to the worker's sweeper."""
+    sids = await logout_outbox.queue(db, await logouts_due(settings, db, ended, client_id, removal))
     if sids:
         after_commit(db, partial(_start_owed, temporal, settings, sids))
     return sids
@@ -68,3 +76,21 @@ async def end_sessions(
     ended = await revoke_sessions(db, staff_id, utcnow(), purposes, keep=keep)
     await queue_session_logouts(temporal, settings, db, ended)
     return ended
+
+
+async def tell_app_its_access_removed(
+    temporal: TemporalGateway, settings: Settings, db: AsyncSession, staff_id: uuid.UUID, client_id: str
+) -> list[str]:
+    """Before the app's grants for the person are revoked: owes the app alone the logout of
+    each of the person's sessions it signed in to and still holds tokens from (the sessions
+    go on for the other apps), started once the caller commits; their keys."""
+    signed_in = select(OidcGrant.session_hash).where(
+        OidcGrant.staff_id == staff_id,
+        OidcGrant.client_id == client_id,
+        OidcGrant.revoked_at.is_(None),
+        OidcGrant.redeemed_at.is_not(None),
+    )
+    sessions = list(await db.scalars(select(BrowserSession).where(BrowserSession.id_hash.in_(signed_in))))
+    # Its own key per removal: the app may sign in to the same session again and be removed again.
+    removal = uuid.uuid4().hex[:24]
+    return await queue_session_logouts(temporal, settings, db, sessions, client_id, removal)

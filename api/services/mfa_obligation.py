@@ -152,6 +152,7 @@ async def start_rollout(client: Client, settings: Settings, org_id: uuid.UUID | 
             grace_seconds=settings.mfa_grace.total_seconds(),
             email_retry=email_retry(settings),
             org_id=org,
+            with_org_ids=True,
         ),
         id=rollout_workflow_id(org),
         task_queue=settings.task_queue,

@@ -13,10 +13,10 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import load_only
 
-from api.services.oidc import Oidc, active_subject, enabled, enabled_client, invalid_grant
+from api.services.oidc import Oidc, active_subject, enabled, enabled_client, invalid_grant, subject_of
 from api.services.oidc_server import Answer, Loaded, Provider, Request
 from core.models import OidcClient, OidcGrant, OidcRefreshToken, Organisation, SsoAccount, Staff
-from core.oidc.claims import Subject
+from core.oidc.claims import Subject, org_claims
 from core.oidc.clients import AUTH_METHODS, RegisteredClient, refresh_lifetimes, refresh_within_lifetimes
 from core.oidc.refresh import MAX_TOKEN_LENGTH, REFRESH_PREFIX, refresh_hash
 
@@ -35,6 +35,9 @@ class HeldToken:
     expires_at: int
     active: bool
     sid: str | None = None
+    # The person, while they may still sign in: an introspection answer names their agency as
+    # every token and userinfo answer does.
+    subject: Subject | None = None
 
     def check_client(self, client: RegisteredClient) -> bool:
         return client.get_client_id() == self.grant.client_id
@@ -49,6 +52,7 @@ class HeldToken:
         return not self.active
 
     def introspection(self, issuer: str) -> dict[str, Any]:
+        assert self.subject is not None  # Tokens.introspection answers inactive without one
         return {
             "active": True,
             "token_type": self.kind,
@@ -59,6 +63,7 @@ class HeldToken:
             "iat": self.issued_at,
             "exp": self.expires_at,
             **({"sid": self.sid} if self.sid else {}),
+            **org_claims(self.subject.org),
         }
 
 
@@ -258,18 +263,28 @@ class Tokens:
 
     async def introspection(self, request: Request, client_id: str | None) -> Answer:
         server = await self._server(client_id)
-        server.held = await self._held(request, server.loaded)
+        held = await self._held(request, server.loaded)
+        # Active only while its person may still sign in, as userinfo answers.
+        server.held = held if held is not None and held.subject is not None else None
         answer: Answer = server.create_endpoint_response("introspection", request)
         return answer
 
     async def _held(self, request: Request, loaded: Loaded) -> HeldToken | None:
         token = request.payload.data.get("token") or ""
         if token.startswith(REFRESH_PREFIX):
-            row = self._use(await self._family(token), loaded)
-            return held_refresh(loaded, row) if row is not None and loaded.client is not None else None
+            family = await self._family(token)
+            row = self._use(family, loaded)
+            if family is None or row is None or loaded.client is None:
+                return None
+            held = held_refresh(loaded, row)
+            held.subject = active_subject(family.staff, family.account, family.org, family.grant.claims)
+            return held
         found = await self.oidc.access_token(token)
         if found is None:
             return None
         claims, grant = found
         scope = str(claims.get("scope", ""))
-        return HeldToken("access_token", grant, scope, claims["iat"], claims["exp"], True, claims.get("sid"))
+        subject = await subject_of(self.oidc.db, grant.staff_id, grant.claims)
+        return HeldToken(
+            "access_token", grant, scope, claims["iat"], claims["exp"], True, claims.get("sid"), subject
+        )

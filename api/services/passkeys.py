@@ -201,14 +201,14 @@ class PasskeySteps(PageSteps):
             parsed = parse_registration_credential_json(credential)
             challenge = parse_client_data_json(parsed.response.client_data_json).challenge
         except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
-            raise self._refused("register", staff.id, ip, "malformed") from exc
+            raise await self._refused("register", staff.id, ip, "malformed") from exc
         await self._spend_challenge(cookie, "register", staff.id, bytes_to_base64url(challenge), ip)
         if len(await self.of(account)) >= MAX_PASSKEYS:
             raise PasskeyRefused("too many", TOO_MANY)
         try:
             verified = verify_registration_response(credential=parsed, **self._expected(challenge))
         except WebAuthnException as exc:
-            raise self._refused("register", staff.id, ip, str(exc)) from exc
+            raise await self._refused("register", staff.id, ip, str(exc)) from exc
         credential_id = bytes_to_base64url(verified.credential_id)
         if await self.db.scalar(select(Passkey.id).where(Passkey.credential_id == credential_id)):
             raise PasskeyRefused("already added", ALREADY_ADDED)
@@ -254,7 +254,7 @@ class PasskeySteps(PageSteps):
             parsed = parse_authentication_credential_json(credential)
             challenge = parse_client_data_json(parsed.response.client_data_json).challenge
         except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
-            raise self._refused(ceremony, staff_id, ip, "malformed") from exc
+            raise await self._refused(ceremony, staff_id, ip, "malformed") from exc
         passkey = await self.db.scalar(select(Passkey).where(Passkey.credential_id == parsed.id))
         account = await self.db.get(SsoAccount, passkey.account_id) if passkey is not None else None
         # Refusals are recorded against the passkey's owner when it is known.
@@ -263,16 +263,16 @@ class PasskeySteps(PageSteps):
             cookie, ceremony, staff_id, bytes_to_base64url(challenge), ip, target=owner
         )
         if passkey is None or account is None:
-            raise self._refused(ceremony, staff_id, ip, "unknown passkey")
+            raise await self._refused(ceremony, staff_id, ip, "unknown passkey")
         if staff_id is not None and account.staff_id != staff_id:
-            raise self._refused(
+            raise await self._refused(
                 ceremony, staff_id, ip, "another person's passkey", owner=str(account.staff_id)
             )
         handle = parsed.response.user_handle
         if handle is not None and handle != account.staff_id.bytes:
-            raise self._refused(ceremony, account.staff_id, ip, "user handle does not match")
+            raise await self._refused(ceremony, account.staff_id, ip, "user handle does not match")
         if account.status not in (AccountStatus.active.value, AccountStatus.disabled.value):
-            raise self._refused(ceremony, account.staff_id, ip, "account not active")
+            raise await self._refused(ceremony, account.staff_id, ip, "account not active")
         try:
             # The stored count is compared below, once the signature is known to be good.
             verified = verify_authentication_response(
@@ -282,7 +282,7 @@ class PasskeySteps(PageSteps):
                 **self._expected(challenge),
             )
         except WebAuthnException as exc:
-            raise self._refused(ceremony, account.staff_id, ip, str(exc)) from exc
+            raise await self._refused(ceremony, account.staff_id, ip, str(exc)) from exc
         count = verified.new_sign_count
         if (count > 0 or passkey.sign_count > 0) and count <= passkey.sign_count:
             audit.by_staff(
@@ -300,10 +300,10 @@ class PasskeySteps(PageSteps):
         if account.status == AccountStatus.disabled.value:
             # Said only once the signature proved the passkey's holder, as the password path
             # says it only to whoever knows the password; the passkey is not counted as used.
-            raise self._disabled(ceremony, account, ip, passkey)
+            raise await self._disabled(ceremony, account, ip, passkey)
         org_name = await suspended_org_name(self.db, account.staff_id)
         if org_name is not None:
-            raise self._disabled(
+            raise await self._disabled(
                 ceremony, account, ip, passkey, PasskeyOfSuspended(org_name, self.settings.brand_name)
             )
         passkey.sign_count = count
@@ -407,13 +407,13 @@ class PasskeySteps(PageSteps):
         replay, even a concurrent one, finds it spent); it must be the one signed, for this
         ceremony and person, within five minutes."""
         if not cookie or len(cookie) > 128:
-            raise self._refused(ceremony, target or staff_id, ip, "no challenge")
+            raise await self._refused(ceremony, target or staff_id, ip, "no challenge")
         now = utcnow()
         id_hash = session_hash(self.settings, cookie)
         spent = await passkeys.spend(self.db, id_hash, CHALLENGE_PURPOSE, now)
         row = await self.db.get(BrowserSession, id_hash)
         if not spent or row is None:
-            raise self._refused(ceremony, target or staff_id, ip, "challenge used or expired")
+            raise await self._refused(ceremony, target or staff_id, ip, "challenge used or expired")
         await self.db.refresh(row)
         expected = str(row.data.get("challenge", ""))
         if (
@@ -421,13 +421,14 @@ class PasskeySteps(PageSteps):
             or row.staff_id != staff_id
             or not hmac.compare_digest(expected, self._challenge_digest(challenge))
         ):
-            raise self._refused(ceremony, target or staff_id, ip, "challenge does not match")
+            raise await self._refused(ceremony, target or staff_id, ip, "challenge does not match")
 
-    def _refused(
+    async def _refused(
         self, ceremony: str, staff_id: uuid.UUID | None, ip: str | None, reason: str, **details: Any
     ) -> PasskeyRefused:
         if ceremony in ("signin", "mfa"):
-            metrics.sign_in("passkey_refused", ceremony)
+            # The person signing in, else the passkey's owner once known ("none" before).
+            metrics.sign_in("passkey_refused", ceremony, org=await metrics_org(self.db, staff_id))
         audit.record(
             self.db,
             actor=f"staff:{staff_id}" if staff_id is not None and ceremony == "register" else f"ip:{ip}",
@@ -441,7 +442,7 @@ class PasskeySteps(PageSteps):
         )
         return PasskeyRefused(reason)
 
-    def _disabled(
+    async def _disabled(
         self,
         ceremony: str,
         account: SsoAccount,
@@ -453,7 +454,7 @@ class PasskeySteps(PageSteps):
         organisation) who knew the password."""
         refusal = refusal or PasskeyOfDisabled()
         reason = "org_suspended" if isinstance(refusal, PasskeyOfSuspended) else "account_disabled"
-        metrics.sign_in("refused", reason)
+        metrics.sign_in("refused", reason, org=await metrics_org(self.db, account.staff_id))
         audit.record(
             self.db,
             actor=f"ip:{ip}",

@@ -1,5 +1,6 @@
 """Which apps the back-channel logout of ended sign-in sessions tells: the web app starts
-those flows, and so does the password reset (from its worker)."""
+those flows, and so does the password reset (from its worker). Removing an app's access tells
+that app alone of the sessions it signed in to, which go on for the others."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.models import BrowserSession, OidcClient, OidcGrant, Staff
@@ -24,6 +25,20 @@ class SessionLogoutInput:
     client_ids: list[str] = field(default_factory=list)
     # The person's organisation, for the flow's SsoOrgId ("" if unknown).
     org_id: str = ""
+    # An app's access removed (one id per removal), "" for the session's own end: the session
+    # goes on, so its end later must find its own key (the sid alone) free.
+    removal: str = ""
+
+    @property
+    def key(self) -> str:
+        """What its outbox row and its flow's id are named by: the sid, or "<sid>.<removal>"
+        (a sid is hex, so the two never meet)."""
+        return f"{self.sid}.{self.removal}" if self.removal else self.sid
+
+    @classmethod
+    def of_key(cls, key: str, staff_id: str, client_ids: list[str], org_id: str) -> SessionLogoutInput:
+        sid, _, removal = key.partition(".")
+        return cls(sid, staff_id, client_ids, org_id, removal)
 
 
 async def orgs_of(db: AsyncSession, staff_ids: Iterable[uuid.UUID]) -> dict[str, str]:
@@ -36,17 +51,28 @@ async def orgs_of(db: AsyncSession, staff_ids: Iterable[uuid.UUID]) -> dict[str,
 
 
 async def logouts_due(
-    settings: Settings, db: AsyncSession, ended: Iterable[BrowserSession]
+    settings: Settings,
+    db: AsyncSession,
+    ended: Iterable[BrowserSession],
+    client_id: str | None = None,
+    removal: str = "",
 ) -> list[SessionLogoutInput]:
     """One logout per ended session in which an app with a back-channel logout URI redeemed
-    a code, naming those apps."""
+    a code, naming those apps; `client_id` (with its `removal`'s id): that app alone, its
+    access removed."""
     by_hash = {row.id_hash: row for row in ended if row.staff_id is not None}
     if not by_hash:
         return []
+    which: list[ColumnElement[bool]] = [
+        OidcGrant.session_hash.in_(list(by_hash)),
+        OidcGrant.redeemed_at.is_not(None),
+    ]
+    if client_id is not None:
+        which.append(OidcGrant.client_id == client_id)
     rows = await db.execute(
         select(OidcGrant.session_hash, OidcClient.client_id, OidcClient.registration)
         .join(OidcGrant, OidcGrant.client_id == OidcClient.client_id)
-        .where(OidcGrant.session_hash.in_(list(by_hash)), OidcGrant.redeemed_at.is_not(None))
+        .where(*which)
     )
     orgs = await orgs_of(db, {row.staff_id for row in by_hash.values() if row.staff_id is not None})
     told: dict[str, set[str]] = {}
@@ -59,6 +85,7 @@ async def logouts_due(
             str(by_hash[session_hash].staff_id),
             sorted(client_ids),
             orgs.get(str(by_hash[session_hash].staff_id), ""),
+            removal,
         )
         for session_hash, client_ids in sorted(told.items())
     ]

@@ -31,22 +31,22 @@ Start = Callable[[SessionLogoutInput], Awaitable[None]]
 
 
 async def queue(db: AsyncSession, logouts: Iterable[SessionLogoutInput]) -> list[str]:
-    """Adds the logouts to the caller's transaction; their sids."""
-    sids = []
+    """Adds the logouts to the caller's transaction; their keys (a session's end: its sid)."""
+    keys = []
     for logout in logouts:
-        if await db.get(LogoutOutbox, logout.sid) is None:
+        if await db.get(LogoutOutbox, logout.key) is None:
             db.add(
                 LogoutOutbox(
-                    sid=logout.sid, staff_id=uuid.UUID(logout.staff_id), client_ids=logout.client_ids
+                    sid=logout.key, staff_id=uuid.UUID(logout.staff_id), client_ids=logout.client_ids
                 )
             )
-        sids.append(logout.sid)
+        keys.append(logout.key)
     await db.flush()
-    return sids
+    return keys
 
 
 async def owed(db: AsyncSession, sids: list[str]) -> list[LogoutOutbox]:
-    """The committed rows of these sessions (none of a transaction that rolled back)."""
+    """The committed rows of these keys (none of a transaction that rolled back)."""
     return list(await db.scalars(select(LogoutOutbox).where(LogoutOutbox.sid.in_(sids)))) if sids else []
 
 
@@ -72,7 +72,7 @@ async def start_owed(db: AsyncSession, rows: list[LogoutOutbox], start: Start) -
     orgs = await orgs_of(db, {row.staff_id for row in rows})
     for row in rows:
         staff_id = str(row.staff_id)
-        logout = SessionLogoutInput(row.sid, staff_id, list(row.client_ids), orgs.get(staff_id, ""))
+        logout = SessionLogoutInput.of_key(row.sid, staff_id, list(row.client_ids), orgs.get(staff_id, ""))
         try:
             await start(logout)
             started += 1

@@ -23,6 +23,7 @@ from tests.support.oidc import (
     code_for,
     redeem,
     refresh_refused,
+    remove_action,
     signed_in_browser,
     signed_in_with_app,
     userinfo,
@@ -54,14 +55,6 @@ async def allowed(stack: Stack, browser: Browser, app: App) -> dict[str, Any]:
 async def signed_in(stack: Stack, **metadata: Any) -> tuple[App, Browser]:
     _person, app, browser = await signed_in_with_app(stack, **{**OFFLINE, **metadata})
     return app, browser
-
-
-def remove_action(page: httpx.Response, name: str) -> str:
-    """The Remove access form of the app called `name` on the account page."""
-    text = page.text
-    at = text.index(f"<strong>{name}</strong>")
-    start = text.index('action="', at) + len('action="')
-    return text[start : text.index('"', start)]
 
 
 async def live_grants(stack: Stack, client_id: str) -> int:

@@ -39,7 +39,7 @@ from tests.support.accounts import (
     sign_in,
 )
 from tests.support.harness import Stack, running_app
-from tests.support.passkey_key import SoftKey, soft_key
+from tests.support.passkey_key import SoftKey, options, passwordless, soft_key
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
@@ -51,13 +51,6 @@ def key_for(stack: Stack, person: Person) -> SoftKey:
     return soft_key(stack.settings, person.staff_id)
 
 
-async def options(browser: Browser, page: httpx.Response, action: str, ceremony: str) -> dict[str, Any]:
-    csrf = hidden_fields(page, action)["csrf"]
-    answer = await browser.post("/sso/passkeys/options", {"csrf": csrf, "ceremony": ceremony})
-    assert answer.status_code == 200, answer.text
-    return dict(json.loads(answer.text))
-
-
 async def add_passkey(
     browser: Browser, key: SoftKey, name: str = "Office PC", **knobs: str
 ) -> httpx.Response:
@@ -66,12 +59,6 @@ async def add_passkey(
     return await browser.submit(
         page, "/sso/account/passkeys", credential=key.register(made, **knobs), name=name
     )
-
-
-async def passwordless(browser: Browser, key: SoftKey, **knobs: Any) -> httpx.Response:
-    page = await browser.get("/sso/login")
-    asked = await options(browser, page, "/sso/login/passkey", "signin")
-    return await browser.submit(page, "/sso/login/passkey", credential=key.sign_in(asked, **knobs))
 
 
 async def sign_out(browser: Browser) -> None:

@@ -1,13 +1,18 @@
 """SSO_METRICS_ORG_LABELS: off (the default), no counter has an `org` label; on, the sign-in
-counter (web app), and the flow and email counters (worker) carry the organisation's slug."""
+counter (web app: password and passkey sign-ins and their refusals), and the flow and email
+counters (worker) carry the organisation's slug."""
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import generate_latest
+from sqlalchemy import update
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
@@ -15,14 +20,16 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.email_delivery import MeteredSender, SmtpSender
 from core import metrics
 from core.codec import data_converter
-from core.models import Organisation
+from core.db import SessionFactory
+from core.models import Organisation, SsoAccount
 from core.templating import Agency
 from tests.support.accounts import sign_in
 from tests.support.config import free_port, make_settings
 from tests.support.email_servers import SmtpServer, smtp_settings, welcome
-from tests.support.harness import running_app, running_stack
+from tests.support.harness import Stack, running_app, running_stack
 from tests.support.metrics import value
 from tests.support.orgs import add_org
+from tests.support.passkey_key import passwordless, soft_key, store_passkey
 from worker import metrics_runtime
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
@@ -45,16 +52,21 @@ def _sign_in_labels() -> list[set[str]]:
     ]
 
 
+async def _harbour(sessions: SessionFactory) -> tuple[uuid.UUID, str]:
+    """A new organisation: its id and the slug its label carries."""
+    org_id = await add_org(sessions, "Harbour Lettings")
+    async with sessions() as db:
+        org = await db.get(Organisation, org_id)
+        assert org is not None
+        return org_id, org.slug
+
+
 @session_loop
 async def test_sign_ins_are_labelled_by_organisation_only_when_asked(
     sqlite_url: str, labels_restored: None
 ) -> None:
     async with running_app(sqlite_url, metrics_org_labels=True) as stack:
-        org_id = await add_org(stack.sessions, "Harbour Lettings")
-        async with stack.sessions() as db:
-            org = await db.get(Organisation, org_id)
-            assert org is not None
-            slug = org.slug
+        org_id, slug = await _harbour(stack.sessions)
         person = await stack.person(org_id=org_id)
         assert (await sign_in(stack.browser(), person.email)).status_code == 303
         assert (await sign_in(stack.browser(), "nobody@example.com")).status_code != 303
@@ -68,6 +80,41 @@ async def test_sign_ins_are_labelled_by_organisation_only_when_asked(
         assert labels and all(names == {"outcome", "reason"} for names in labels), labels
         text = generate_latest(metrics.REGISTRY).decode()
         assert value(text, "sso_sign_ins_total", outcome="signed_in") == 1
+
+
+async def _passkey_refusals(stack: Stack, org_id: object) -> None:
+    """A person of `org_id` whose passkey is refused twice: a forged signature for it, then
+    the person disabled (the disabled page, once the passkey verified)."""
+    person = await stack.person(org_id=org_id)
+    key = soft_key(stack.settings, person.staff_id)
+    await store_passkey(stack.sessions, person.account_id, key)
+    forged = dataclasses.replace(key, private=ec.generate_private_key(ec.SECP256R1()))
+    assert (await passwordless(stack.browser(), forged)).status_code == 401
+    async with stack.sessions() as db:
+        await db.execute(
+            update(SsoAccount).where(SsoAccount.id == person.account_id).values(status="disabled")
+        )
+        await db.commit()
+    assert (await passwordless(stack.browser(), key)).status_code == 403
+
+
+@session_loop
+async def test_passkey_refusals_are_labelled_by_organisation_only_when_asked(
+    sqlite_url: str, labels_restored: None
+) -> None:
+    async with running_app(sqlite_url, metrics_org_labels=True) as stack:
+        org_id, slug = await _harbour(stack.sessions)
+        await _passkey_refusals(stack, org_id)
+        text = generate_latest(metrics.REGISTRY).decode()
+        assert value(text, "sso_sign_ins_total", outcome="passkey_refused", reason="signin", org=slug) == 1
+        assert value(text, "sso_sign_ins_total", outcome="refused", reason="account_disabled", org=slug) == 1
+    async with running_app(sqlite_url) as stack:
+        await _passkey_refusals(stack, org_id)
+        labels = _sign_in_labels()
+        assert labels and all(names == {"outcome", "reason"} for names in labels), labels
+        text = generate_latest(metrics.REGISTRY).decode()
+        assert value(text, "sso_sign_ins_total", outcome="passkey_refused", reason="signin") == 1
+        assert value(text, "sso_sign_ins_total", outcome="refused", reason="account_disabled") == 1
 
 
 async def _scrape(url: str) -> str:
@@ -110,11 +157,7 @@ async def test_flows_are_labelled_by_organisation_when_asked(
     )
     labelled = {"worker_client": worker_client, "metrics_org_labels": True}
     async with running_stack(temporal_env, sqlite_url, **labelled) as s:
-        org_id = await add_org(s.sessions, "Harbour Lettings")
-        async with s.sessions() as db:
-            org = await db.get(Organisation, org_id)
-            assert org is not None
-            slug = org.slug
+        org_id, slug = await _harbour(s.sessions)
         staff = await s.create_staff(org_id=str(org_id))
         sent = await s.http.post(f"/api/v1/staff/{staff['id']}/sso-email", headers=s.admin)
         assert sent.status_code == 202, sent.text

@@ -1,7 +1,7 @@
 """Ops find an agency's flows in the Temporal UI by `SsoOrgId`: on a real Temporal dev
 server, the setup and reset flows of people of two organisations (and the back-channel
-logouts their sessions owe, an organisation's MFA rollout and the obligations it starts, a
-leave date's flow, an email change and a staff batch) carry
+logouts their sessions owe, an organisation's MFA rollout and the obligations it starts, the
+obligations the deployment's rollout starts, a leave date's flow, an email change and a staff batch) carry
 their organisation, and a visibility query for one finds only that organisation's flows."""
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from tests.support.accounts import page_text
 from tests.support.harness import Stack, running_stack
 from tests.support.oidc import authorization, code_for, redeem, register, signed_in_browser
 from tests.support.orgs import add_org
+from worker import apply_policy
 from workflows.email_change import email_change_workflow_id
 from workflows.leave import leave_workflow_id
 from workflows.logout import logout_search_attributes
 from workflows.mfa_enrollment import enrollment_workflow_id
-from workflows.mfa_rollout import rollout_workflow_id
+from workflows.mfa_rollout import ROLLOUT_WORKFLOW_ID, rollout_workflow_id
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session")]
 
@@ -123,6 +124,28 @@ async def test_an_organisations_mfa_rollout_and_its_obligations_carry_its_sso_or
     described = await dev_stack.env.client.get_workflow_handle(obliged).describe()
     assert described.typed_search_attributes.get(SSO_STAFF_ID) == str(person.staff_id)
     assert described.typed_search_attributes.get(SSO_MFA_STEP) == "waiting"
+
+
+async def test_the_deployments_mfa_rollout_gives_each_obligation_its_persons_sso_org_id(
+    temporal_dev_env: WorkflowEnvironment, sqlite_url: str
+) -> None:
+    """SSO_MFA_POLICY changed to `required` (the worker applies it at start): one rollout for
+    every organisation, whose obligations are each found by their person's own."""
+    async with running_stack(temporal_dev_env, sqlite_url, mfa_policy="required") as stack:
+        orgs = [await add_org(stack.sessions, name) for name in ("Harbour Lettings", "Quayside Homes")]
+        people = [await stack.person(org_id=org_id) for org_id in orgs]
+        assert await apply_policy(stack.env.client, stack.settings, stack.sessions)
+        rollout = stack.env.client.get_workflow_handle(ROLLOUT_WORKFLOW_ID)
+        assert (await rollout.result())["started"] == len(people)
+        for org_id, person in zip(orgs, people, strict=True):
+            obliged = enrollment_workflow_id(str(person.staff_id))
+            assert await _flows(stack, org_id, 1) == {obliged}
+            attributes = (
+                await stack.env.client.get_workflow_handle(obliged).describe()
+            ).typed_search_attributes
+            assert attributes.get(SSO_ORG_ID) == str(org_id)
+            assert attributes.get(SSO_STAFF_ID) == str(person.staff_id)
+            assert attributes.get(SSO_MFA_STEP) == "waiting"
 
 
 async def test_a_leave_date_an_email_change_and_a_batch_carry_their_organisations_sso_org_id(

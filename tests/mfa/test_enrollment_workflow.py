@@ -24,6 +24,7 @@ from activities.inputs import (
     ObligationCheckInput,
     ObligationRecord,
     RolloutBatchInput,
+    RolloutPerson,
 )
 from core import flow_errors
 from core.flow_errors import PERMANENT_EMAIL_ERROR
@@ -44,6 +45,7 @@ DAY = timedelta(days=1)
 OFFSETS = [3 * DAY, 7 * DAY, 13 * DAY]
 GRACE = 14 * DAY
 MINUTE = timedelta(minutes=1)
+ORG_ID = str(uuid.uuid4())
 
 
 @dataclass
@@ -59,6 +61,7 @@ class FakeMfaActivities:
     reminders: list[Reminder] = field(default_factory=list)
     people: list[str] = field(default_factory=list)
     batches: list[RolloutBatchInput] = field(default_factory=list)
+    people_batches: int = 0  # of them, how many asked for people with their organisation
     refuse_email: bool = False  # as the mail server refusing the address for good
 
     @activity.defn(name="record_mfa_obligation")
@@ -81,6 +84,11 @@ class FakeMfaActivities:
         after = [p for p in sorted(self.people) if data.after is None or p > data.after]
         return after[: data.limit]
 
+    @activity.defn(name="next_mfa_rollout_people")
+    async def next_mfa_rollout_people(self, data: RolloutBatchInput) -> list[RolloutPerson]:
+        self.people_batches += 1
+        return [RolloutPerson(p, ORG_ID) for p in await self.next_mfa_rollout_batch(data)]
+
     @property
     def last(self) -> ObligationRecord:
         return self.records[-1]
@@ -99,6 +107,7 @@ async def running(fake: FakeMfaActivities) -> AsyncIterator[tuple[WorkflowEnviro
                 fake.check_mfa_obligation,
                 fake.send_mfa_reminder,
                 fake.next_mfa_rollout_batch,
+                fake.next_mfa_rollout_people,
             ],
         ):
             yield env, task_queue
@@ -279,7 +288,9 @@ async def test_optional_does_not_remind_a_person_who_enrolled() -> None:
         assert fake.reminders == []
 
 
-async def test_the_rollout_starts_each_obligation_once_in_paced_batches() -> None:
+# Rollouts started before people came with their organisation (with_org_ids) run as they did.
+@pytest.mark.parametrize("with_org_ids", [False, True])
+async def test_the_rollout_starts_each_obligation_once_in_paced_batches(with_org_ids: bool) -> None:
     fake = FakeMfaActivities(people=sorted(str(uuid.uuid4()) for _ in range(5)))
     async with running(fake) as (env, task_queue):
         # One person's obligation already runs: the rollout leaves it as it is. Another's runs
@@ -296,6 +307,7 @@ async def test_the_rollout_starts_each_obligation_once_in_paced_batches() -> Non
                 grace_seconds=GRACE.total_seconds(),
                 batch_size=2,
                 batches_per_run=2,
+                with_org_ids=with_org_ids,
             ),
             id=f"rollout-{uuid.uuid4()}",
             task_queue=task_queue,
@@ -305,6 +317,7 @@ async def test_the_rollout_starts_each_obligation_once_in_paced_batches() -> Non
         # Two batches of two per run: the 7 people took two more runs (continue-as-new), the
         # last of which found nobody left.
         assert [len(b.after or "") > 0 for b in fake.batches] == [False, True, True, True, True]
+        assert fake.people_batches == (5 if with_org_ids else 0)
         await settled(lambda: any(r.staff_id == upgraded and r.policy == "required" for r in fake.records))
         assert (await optional_one.query(MfaEnrollmentWorkflow.progress)).policy == "required"
         for staff_id in fake.people:

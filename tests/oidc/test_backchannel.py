@@ -1,7 +1,8 @@
 """Back-Channel Logout 1.0: the SessionLogout flow (time skipping, stand-in deliveries), the
 logout token and the SSRF guard, a sign-out reaching an app's receiver through the real
-worker, and the logout outbox: a failed commit tells no app, a logout left behind after the
-commit is started by the worker's sweeper, and a logout started twice is delivered once."""
+worker, Remove access on the account page telling that app alone, and the logout outbox: a
+failed commit tells no app, a logout left behind after the commit is started by the worker's
+sweeper, and a logout started twice is delivered once."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from core.models import EntraLink, LogoutOutbox, OidcClient, utcnow
 from core.oidc import logout_outbox
 from core.oidc.backchannel import SessionLogoutInput
 from core.oidc.logout import LOGOUT_EVENT, logout_token_claims, logout_uri_refusal
-from tests.support.accounts import PUBLIC_URL, Browser, Person
+from tests.support.accounts import PUBLIC_URL, Browser, Person, page_text
 from tests.support.harness import Stack, running_stack
 from tests.support.oidc import (
     App,
@@ -42,6 +43,7 @@ from tests.support.oidc import (
     redeem,
     refresh_refused,
     register,
+    remove_action,
     signed_in_browser,
     told_sids,
 )
@@ -230,6 +232,61 @@ async def test_an_admin_ending_the_sessions_tells_the_apps_and_ends_their_refres
         assert await refresh_refused(dev_stack, app, refresh_token)
 
 
+OFFLINE = {"grant_types": ["authorization_code", "refresh_token"]}
+
+
+async def offline_sid(stack: Stack, browser: Browser, app: App) -> tuple[str, str]:
+    """The app signs the browser's person in (offline_access): the session's sid, and the
+    app's refresh token."""
+    request = authorization(app, scope="openid offline_access")
+    token = await redeem(stack, request, await code_for(browser, request))
+    return jwt.decode(token["id_token"], await keys(stack.http)).claims["sid"], token["refresh_token"]
+
+
+async def remove_access(browser: Browser, name: str) -> None:
+    page = await browser.get("/sso/account")
+    done = await browser.submit(page, remove_action(page, name))
+    assert done.status_code == 200 and f"{name} no longer has access" in page_text(done), done.text
+
+
+async def logouts_received(stack: Stack, received: Received, count: int) -> list[tuple[str, str]]:
+    """Each logout token's (app, sid), once `count` have come."""
+    async with asyncio.timeout(30):
+        while len(received) < count:
+            await asyncio.sleep(0.1)
+    await told_sids(stack, received)  # each token checked
+    claims = [jwt.decode(sent["logout_token"][0], await keys(stack.http)).claims for sent in received]
+    return sorted((str(c["aud"]), str(c["sid"])) for c in claims)
+
+
+@pytest.mark.pages
+@ASYNC
+async def test_removing_an_apps_access_signs_the_person_out_of_that_app_alone(
+    dev_stack: Stack, receiver: tuple[str, Received]
+) -> None:
+    uri, received = receiver
+    person = await dev_stack.person()
+    told = {"backchannel_logout_uri": uri, "internal": True, **OFFLINE}
+    wiki = await register(dev_stack, client_name="Team Wiki", **told)
+    rota = await register(dev_stack, client_name="Rota Planner", **told)
+    # Two sessions signed in to the wiki; the first to the rota too.
+    browsers = [await signed_in_browser(dev_stack, person.email) for _ in range(2)]
+    sids = [(await offline_sid(dev_stack, browser, wiki))[0] for browser in browsers]
+    rota_sid, rota_refresh = await offline_sid(dev_stack, browsers[0], rota)
+    assert rota_sid == sids[0]
+
+    await remove_access(browsers[0], "Team Wiki")
+    assert await logouts_received(dev_stack, received, 2) == sorted((wiki.client_id, sid) for sid in sids)
+    # That app alone: the rota keeps its tokens and both sessions go on.
+    assert not await refresh_refused(dev_stack, rota, rota_refresh)
+    for browser in browsers:
+        assert (await browser.get("/sso/account")).status_code == 200
+    assert len(received) == 2
+    # The session's own end, later, is its own logout: every app that signed in to it is told.
+    assert await sign_out(browsers[0]) == 303
+    assert await delivered(dev_stack, sids[0]) == {rota.client_id: "delivered", wiki.client_id: "delivered"}
+
+
 # -- the logout outbox -------------------------------------------------------------------------
 
 
@@ -316,26 +373,33 @@ async def test_a_sign_out_whose_commit_fails_tells_no_app(
 
 
 @pytest.mark.pages
+@pytest.mark.parametrize("ending", ["sign out", "remove access"])
 @ASYNC
 async def test_a_logout_left_behind_after_the_commit_is_started_by_the_sweeper(
-    dev_stack: Stack, receiver: tuple[str, Received], monkeypatch: pytest.MonkeyPatch
+    dev_stack: Stack, receiver: tuple[str, Received], monkeypatch: pytest.MonkeyPatch, ending: str
 ) -> None:
+    """Whether the session ended or the person removed the app's access (the session going
+    on, its logout keyed by the removal, not the sid its own end will use)."""
     uri, received = receiver
     browser, app, sid, refresh_token = await signed_in_to_an_app(dev_stack, uri)
 
     monkeypatch.setattr(api.deps, "run_after_commit", web_app_dies)
-    assert await sign_out(browser) == 303
+    if ending == "sign out":
+        assert await sign_out(browser) == 303
+    else:
+        await remove_access(browser, app.registration["client_name"])
     monkeypatch.undo()
     [row] = await owed(dev_stack)
-    assert (row.sid, row.client_ids) == (sid, [app.client_id])
+    assert (row.sid.partition(".")[0], row.client_ids) == (sid, [app.client_id])
+    assert (row.sid == sid) is (ending == "sign out")
     assert refresh_token not in await database_text(dev_stack)
-    assert not await started(dev_stack, sid)
-    assert await refresh_refused(dev_stack, app, refresh_token)  # ended with the session
+    assert not await started(dev_stack, row.sid)
+    assert await refresh_refused(dev_stack, app, refresh_token)  # ended with the session or the app's access
 
     assert await sweeper(dev_stack).sweep() == 0  # a fresh row is the web app's to start
     await left_since_a_minute(dev_stack)
     assert await sweeper(dev_stack).sweep() == 1
-    assert await delivered(dev_stack, sid) == {app.client_id: "delivered"}
+    assert await delivered(dev_stack, row.sid) == {app.client_id: "delivered"}
     assert await owed(dev_stack) == []
     assert await told_sids(dev_stack, received) == [sid]
 

@@ -1,5 +1,5 @@
-"""Apps and organisations: every token and userinfo answer names the person's agency
-(`org_id`, `org_name`), and an app limited to some organisations gives people of the others
+"""Apps and organisations: every token, userinfo and introspection answer names the person's
+agency (`org_id`, `org_name`), and an app limited to some organisations gives people of the others
 a page saying so, never a code, and their refresh tokens stop (invalid_grant)."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tests.support.harness import Stack, running_app
 from tests.support.oidc import (
     App,
     authorization,
+    client_post,
     code_for,
     id_token_claims,
     keys,
@@ -54,11 +55,11 @@ async def test_tokens_and_userinfo_name_the_persons_organisation(app_stack: Stac
     document = (await app_stack.http.get("/.well-known/openid-configuration")).json()
     assert {"org_id", "org_name"} <= set(document["claims_supported"])
     harbour = await add_org(app_stack.sessions, "Harbour Lettings")
-    app = await register(app_stack)
+    app = await register(app_stack, **OFFLINE)
     for org_id, org_name in ((DEFAULT_ORG_ID, DEFAULT_ORG_NAME), (harbour, "Harbour Lettings")):
         person = await app_stack.person(org_id=org_id)
         browser = await signed_in_browser(app_stack, person.email)
-        request = authorization(app)
+        request = authorization(app, scope="openid offline_access")
         token = await redeem(app_stack, request, await code_for(browser, request))
         expected = {"org_id": str(org_id), "org_name": org_name}
         claims = await id_token_claims(app_stack.http, request, token["id_token"])
@@ -67,6 +68,10 @@ async def test_tokens_and_userinfo_name_the_persons_organisation(app_stack: Stac
         assert {k: access[k] for k in expected} == expected
         info = (await userinfo(app_stack, token["access_token"])).json()
         assert {k: info[k] for k in expected} == expected
+        for held in (token["access_token"], token["refresh_token"]):
+            introspected = (await client_post(app_stack, app, "/oidc/introspect", token=held)).json()
+            assert introspected["active"] is True, introspected
+            assert {k: introspected[k] for k in expected} == expected
 
 
 async def test_an_app_limited_to_other_organisations_is_a_page_never_a_code(app_stack: Stack) -> None:
@@ -160,3 +165,7 @@ async def test_a_suspended_organisations_person_gets_no_token(app_stack: Stack) 
     )
     assert refresh.status_code == 400 and refresh.json()["error"] == "invalid_grant", refresh.text
     assert (await userinfo(app_stack, token["access_token"])).status_code == 401
+    # Nor an active introspection answer (which would name the organisation): only that it isn't.
+    for held in (token["access_token"], token["refresh_token"]):
+        introspected = await client_post(app_stack, app, "/oidc/introspect", token=held)
+        assert introspected.status_code == 200 and introspected.json() == {"active": False}

@@ -27,6 +27,7 @@ from tests.support.oidc import (
     App,
     Authorization,
     authorization,
+    client_post,
     code_for,
     database_text,
     redeem,
@@ -65,14 +66,6 @@ async def refresh_error(stack: Stack, app: App, refresh_token: str) -> str:
     with pytest.raises(OAuthError) as refused:
         await refreshed(stack, app, refresh_token)
     return str(refused.value.error)
-
-
-async def client_post(stack: Stack, app: App, path: str, **form: str) -> httpx.Response:
-    """A confidential app's POST (client_secret_basic), or a public one's with its client_id."""
-    async with httpx.AsyncClient(transport=stack.transport, base_url=PUBLIC_URL) as http:
-        if app.client_secret is None:
-            return await http.post(path, data={**form, "client_id": app.client_id})
-        return await http.post(path, data=form, auth=(app.client_id, app.client_secret))
 
 
 async def test_a_refresh_token_rotates_on_every_use(app_stack: Stack) -> None:

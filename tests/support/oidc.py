@@ -233,6 +233,22 @@ async def userinfo(stack: Stack, access_token: str) -> httpx.Response:
         return await http.get("/oidc/userinfo", headers={"Authorization": f"Bearer {access_token}"})
 
 
+def remove_action(page: httpx.Response, name: str) -> str:
+    """The Remove access form of the app called `name` on the account page."""
+    text = page.text
+    at = text.index(f"<strong>{name}</strong>")
+    start = text.index('action="', at) + len('action="')
+    return text[start : text.index('"', start)]
+
+
+async def client_post(stack: Stack, app: App, path: str, **form: str) -> httpx.Response:
+    """A confidential app's POST (client_secret_basic), or a public one's with its client_id."""
+    async with httpx.AsyncClient(transport=stack.transport, base_url=PUBLIC_URL) as http:
+        if app.client_secret is None:
+            return await http.post(path, data={**form, "client_id": app.client_id})
+        return await http.post(path, data=form, auth=(app.client_id, app.client_secret))
+
+
 async def database_text(stack: Stack) -> str:
     """Every row of every table, as text: for proving what is never stored."""
     async with stack.sessions() as session:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import cbor2
+import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from webauthn.helpers import bytes_to_base64url
@@ -22,6 +23,7 @@ from webauthn.helpers import bytes_to_base64url
 from core.db import SessionFactory
 from core.models import Passkey
 from core.settings import Settings
+from tests.support.accounts import Browser, hidden_fields
 
 UP, UV, BE, BS, AT = 0x01, 0x04, 0x08, 0x10, 0x40
 
@@ -150,3 +152,18 @@ async def store_passkey(
             )
         )
         await session.commit()
+
+
+async def options(browser: Browser, page: httpx.Response, action: str, ceremony: str) -> dict[str, Any]:
+    """The WebAuthn options the page's form at `action` asks for, for `ceremony`."""
+    csrf = hidden_fields(page, action)["csrf"]
+    answer = await browser.post("/sso/passkeys/options", {"csrf": csrf, "ceremony": ceremony})
+    assert answer.status_code == 200, answer.text
+    return dict(json.loads(answer.text))
+
+
+async def passwordless(browser: Browser, key: SoftKey, **knobs: Any) -> httpx.Response:
+    """Sign in with the passkey alone, from the sign-in page."""
+    page = await browser.get("/sso/login")
+    asked = await options(browser, page, "/sso/login/passkey", "signin")
+    return await browser.submit(page, "/sso/login/passkey", credential=key.sign_in(asked, **knobs))
