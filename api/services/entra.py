@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -86,6 +87,7 @@ class EntraStart:
 @dataclass
 class EntraResult:
     kind: Literal["signed_in", "linked", "confirm", "refused"]
+    # The person, once known; a refusal carries it only for the metrics' `org` label.
     staff_id: uuid.UUID | None = None
     reason: str | None = None
     message: str | None = None
@@ -96,8 +98,8 @@ class EntraResult:
     confirm_session: str | None = None
 
 
-def refused(reason: str, message: str | None = None) -> EntraResult:
-    return EntraResult("refused", reason=reason, message=message or REFUSALS[reason])
+def refused(reason: str, message: str | None = None, staff_id: uuid.UUID | None = None) -> EntraResult:
+    return EntraResult("refused", staff_id=staff_id, reason=reason, message=message or REFUSALS[reason])
 
 
 @dataclass
@@ -155,12 +157,19 @@ class EntraSignOn:
         self, pending: Current | None, callback: Callback, ip: str | None, signed_in: Current | None
     ) -> EntraResult:
         """`pending` is what `claim` returned (and the caller committed)."""
+        return await self._counted(self._finish(pending, callback, ip, signed_in), pending)
+
+    async def _counted(self, step: Awaitable[EntraResult], pending: Current | None) -> EntraResult:
+        """The step's outcome, counted. Under SSO_METRICS_ORG_LABELS its `org` is the person's
+        organisation once known: the result's person, else the one a link started for (its
+        pending session's), else none."""
+        waiting = pending.row.staff_id if pending is not None else None
         try:
-            result = await self._finish(pending, callback, ip, signed_in)
+            result = await step
         except ServiceUnavailable:
-            metrics.sign_in("entra_refused", "unavailable")
+            metrics.sign_in("entra_refused", "unavailable", org=await metrics_org(self.db, waiting))
             raise
-        org = await metrics_org(self.db, result.staff_id)
+        org = await metrics_org(self.db, result.staff_id or waiting)
         metrics.sign_in(f"entra_{result.kind}", result.reason, org=org)
         return result
 
@@ -226,13 +235,13 @@ class EntraSignOn:
             # (A tenant nobody owns never gets here: the provider refuses it.)
             self._audit_signin_failure(link.staff_id, ip, "wrong_tenant", tenant_id=identity.tenant_id)
             await self.db.flush()
-            return refused("wrong_tenant", ENTRA_MESSAGES["wrong_tenant"])
+            return refused("wrong_tenant", ENTRA_MESSAGES["wrong_tenant"], link.staff_id)
         if (staff is not None and staff.disabled_at is not None) or (
             account is not None and account.status == AccountStatus.disabled.value
         ):
             self._audit_signin_failure(link.staff_id, ip, "account_disabled")
             await self.db.flush()
-            return refused("account_disabled")
+            return refused("account_disabled", staff_id=link.staff_id)
         if (suspended := await self._suspended(link.staff_id, ip)) is not None:
             return suspended
         now = utcnow()
@@ -250,7 +259,7 @@ class EntraSignOn:
             return None
         self._audit_signin_failure(staff_id, ip, "org_suspended")
         await self.db.flush()
-        return refused("org_suspended", suspended_message(org_name, self.settings.brand_name))
+        return refused("org_suspended", suspended_message(org_name, self.settings.brand_name), staff_id)
 
     def _audit_signin_failure(
         self, staff_id: uuid.UUID | None, ip: str | None, reason: str, **details: Any
@@ -346,6 +355,11 @@ class EntraSignOn:
         self, pending: Current | None, ip: str | None, signed_in: Current | None
     ) -> EntraResult:
         """Link pressed: the flow links the account it verified and holds for this browser."""
+        return await self._counted(self._confirm(pending, ip, signed_in), pending)
+
+    async def _confirm(
+        self, pending: Current | None, ip: str | None, signed_in: Current | None
+    ) -> EntraResult:
         if pending is None or pending.row.staff_id is None:
             return refused("expired")
         staff_id = pending.row.staff_id
@@ -370,7 +384,6 @@ class EntraSignOn:
                 timing.outcome = "rejected"
                 return refused("expired")
             timing.outcome = "ok" if outcome.ok else "rejected"
-        metrics.sign_in("entra_linked" if outcome.ok else "entra_refused", outcome.reason)
         if not outcome.ok:
             return refused(outcome.reason or "provider_error", outcome.message)
         return EntraResult("linked", staff_id=staff_id, account=outcome.email or outcome.name, via=via)

@@ -1,6 +1,6 @@
 """SSO_METRICS_ORG_LABELS: off (the default), no counter has an `org` label; on, the sign-in
-counter (web app: password and passkey sign-ins and their refusals), and the flow and email
-counters (worker) carry the organisation's slug."""
+counter (web app: password, passkey and Microsoft sign-ins and their refusals), and the flow and
+email counters (worker) carry the organisation's slug."""
 
 from __future__ import annotations
 
@@ -18,19 +18,30 @@ from temporalio.runtime import Runtime
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.email_delivery import MeteredSender, SmtpSender
+from api.services.entra import EntraStart
+from api.services.flows import FlowClient
 from core import metrics
 from core.codec import data_converter
 from core.db import SessionFactory
-from core.models import Organisation, SsoAccount
+from core.errors import ServiceUnavailable
+from core.models import Organisation, SsoAccount, Staff, utcnow
 from core.templating import Agency
 from tests.support.accounts import sign_in
 from tests.support.config import free_port, make_settings
 from tests.support.email_servers import SmtpServer, smtp_settings, welcome
+from tests.support.entra_stub import (
+    MicrosoftIsDown,
+    MicrosoftSaysYes,
+    linked_identity,
+    microsoft_callback,
+    microsoft_confirm,
+)
 from tests.support.harness import Stack, running_app, running_stack
 from tests.support.metrics import value
 from tests.support.orgs import add_org
 from tests.support.passkey_key import passwordless, soft_key, store_passkey
 from worker import metrics_runtime
+from workflows.entra import LinkOutcome
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 
@@ -115,6 +126,66 @@ async def test_passkey_refusals_are_labelled_by_organisation_only_when_asked(
         text = generate_latest(metrics.REGISTRY).decode()
         assert value(text, "sso_sign_ins_total", outcome="passkey_refused", reason="signin") == 1
         assert value(text, "sso_sign_ins_total", outcome="refused", reason="account_disabled") == 1
+
+
+class _LinkFlowRefuses:
+    """The link flow answering Link: the account is linked to someone else."""
+
+    async def update(self, update: object, request: object) -> LinkOutcome:
+        return LinkOutcome(ok=False, reason="linked_elsewhere", message="Linked to someone else.")
+
+
+async def _microsoft_refusals(stack: Stack, org_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Microsoft refusals around a person of `org_id`: Microsoft down before anyone is known,
+    then down during a link started for the person (Temporal down), the link flow refusing
+    the person's Link, and the person disabled when their linked account signs in."""
+    person = await stack.person(org_id=org_id)
+    identity = await linked_identity(stack, person.staff_id, org_id, "Harbour account")
+    with pytest.raises(ServiceUnavailable):
+        await microsoft_callback(stack, MicrosoftIsDown(stack.settings, identity))
+
+    async def down(*args: object, **kwargs: object) -> None:
+        raise ServiceUnavailable("Temporal is down")
+
+    async def refusing(*args: object, **kwargs: object) -> _LinkFlowRefuses:
+        return _LinkFlowRefuses()
+
+    monkeypatch.setattr(FlowClient, "update_with_start", down)
+    link = EntraStart("link", staff_id=person.staff_id, via="setup_link", link_id="link-1")
+    with pytest.raises(ServiceUnavailable):
+        await microsoft_callback(stack, MicrosoftSaysYes(stack.settings, identity), link)
+    monkeypatch.setattr(FlowClient, "flow", refusing)
+    assert (await microsoft_confirm(stack, person.staff_id)).reason == "linked_elsewhere"
+    async with stack.sessions() as db:
+        await db.execute(update(Staff).where(Staff.id == person.staff_id).values(disabled_at=utcnow()))
+        await db.commit()
+    assert (await microsoft_callback(stack, MicrosoftSaysYes(stack.settings, identity))).reason == (
+        "account_disabled"
+    )
+
+
+@session_loop
+async def test_microsoft_refusals_are_labelled_by_organisation_only_when_asked(
+    sqlite_url: str, labels_restored: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusals = ("unavailable", "linked_elsewhere", "account_disabled")
+    async with running_app(sqlite_url, metrics_org_labels=True) as stack:
+        org_id, slug = await _harbour(stack.sessions)
+        await _microsoft_refusals(stack, org_id, monkeypatch)
+        text = generate_latest(metrics.REGISTRY).decode()
+        refused = {"outcome": "entra_refused"}
+        assert value(text, "sso_sign_ins_total", **refused, reason="unavailable", org="none") == 1
+        for reason in refusals:
+            assert value(text, "sso_sign_ins_total", **refused, reason=reason, org=slug) == 1, reason
+    monkeypatch.undo()
+    async with running_app(sqlite_url) as stack:
+        await _microsoft_refusals(stack, org_id, monkeypatch)
+        labels = _sign_in_labels()
+        assert labels and all(names == {"outcome", "reason"} for names in labels), labels
+        text = generate_latest(metrics.REGISTRY).decode()
+        assert value(text, "sso_sign_ins_total", outcome="entra_refused", reason="unavailable") == 2
+        for reason in refusals[1:]:
+            assert value(text, "sso_sign_ins_total", outcome="entra_refused", reason=reason) == 1, reason
 
 
 async def _scrape(url: str) -> str:
