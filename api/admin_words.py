@@ -107,6 +107,8 @@ AUDIT_EVENTS: dict[str, str] = {
     "oidc.code_issued": "Signed in to an app",
     "oidc.token_issued": "An app collected its sign-in",
     "oidc.token_refused": "An app's sign-in refused",
+    "oidc.token_refreshed": "An app refreshed its sign-in",
+    "oidc.refresh_refused": "An app's refresh of its sign-in refused",
     "oidc.access_removed": "Removed an app's access",
 }
 

@@ -285,8 +285,7 @@ class Oidc:
             loaded.subject = await subject_of(self.db, grant.staff_id, grant.claims)
         answer: Answer = provider.create_token_response(request)
         if answer.status != 200 or grant is None:
-            error = answer.body.get("error") if isinstance(answer.body, dict) else None
-            self._refused(client_id, grant, str(error or answer.status))
+            self.token_refused(client_id, grant, answer.error)
             return answer
         claimed = await self.db.execute(
             update(OidcGrant)
@@ -296,32 +295,38 @@ class Oidc:
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             return await self._reused(provider, request, grant, client_id)
         await loaded.save_issued()
-        # The client authenticated (or, if public, proved the PKCE verifier): it is the actor.
-        audit.record(
-            self.db,
-            actor=f"oidc-client:{grant.client_id}",
-            action="oidc.token_issued",
-            outcome="success",
-            target=str(grant.staff_id),
-            ip=self.ip,
-            client_id=grant.client_id,
-        )
+        self.token_issued(grant)
         return answer
 
     async def _reused(
         self, provider: Provider, request: Request, grant: OidcGrant, client_id: str | None
     ) -> Answer:
         await self.revoke_grant(grant)
-        self._refused(client_id, grant, "code_reused")
+        self.token_refused(client_id, grant, "code_reused")
         return invalid_grant(provider, request, "This code was already used; what it issued is now revoked.")
 
-    def _refused(self, client_id: str | None, grant: OidcGrant | None, reason: str) -> None:
+    def token_issued(self, grant: OidcGrant, action: str = "oidc.token_issued") -> None:
+        """Tokens answered to the grant's app. It authenticated (or, if public, proved the PKCE
+        verifier or held the refresh token): it is the actor."""
+        audit.record(
+            self.db,
+            actor=f"oidc-client:{grant.client_id}",
+            action=action,
+            outcome="success",
+            target=str(grant.staff_id),
+            ip=self.ip,
+            client_id=grant.client_id,
+        )
+
+    def token_refused(
+        self, client_id: str | None, grant: OidcGrant | None, reason: str, action: str = "oidc.token_refused"
+    ) -> None:
         """A refused token request, by its address: the client it names is not proven. Never
-        the code, verifier or secret it sent."""
+        the code, verifier, token or secret it sent."""
         audit.record(
             self.db,
             actor=f"ip:{self.ip}",
-            action="oidc.token_refused",
+            action=action,
             outcome="refused",
             target=str(grant.staff_id) if grant is not None else None,
             ip=self.ip,

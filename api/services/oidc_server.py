@@ -133,6 +133,12 @@ class Answer:
     def location(self, value: str) -> None:
         self.headers = [(n, v) for n, v in self.headers if n.lower() != "location"] + [("Location", value)]
 
+    @property
+    def error(self) -> str:
+        """The OAuth error code of a refusal (its status when the body names none)."""
+        error = self.body.get("error") if isinstance(self.body, dict) else None
+        return str(error or self.status)
+
     def response(self) -> Response:
         headers = {name: value for name, value in self.headers if name.lower() != "location"}
         if self.location is not None:

@@ -15,11 +15,23 @@ from sqlalchemy.orm import load_only
 
 from api.services.oidc import Oidc, active_subject, enabled, enabled_client, invalid_grant, subject_of
 from api.services.oidc_server import Answer, Loaded, Provider, Request
-from core.models import OidcClient, OidcGrant, OidcRefreshToken, Organisation, SsoAccount, Staff
+from core.models import (
+    SIGN_IN_PAUSED,
+    AccountStatus,
+    OidcClient,
+    OidcGrant,
+    OidcRefreshToken,
+    Organisation,
+    SsoAccount,
+    Staff,
+)
 from core.oidc.claims import Subject, org_claims
 from core.oidc.clients import AUTH_METHODS, RegisteredClient, refresh_lifetimes, refresh_within_lifetimes
 from core.oidc.refresh import MAX_TOKEN_LENGTH, REFRESH_PREFIX, refresh_hash
 
+# Audited once per refresh, as a code's redemption is (never the token or its digest).
+REFRESHED = "oidc.token_refreshed"
+REFRESH_REFUSED = "oidc.refresh_refused"
 NO_PERSON = "The person this refresh token was issued to can no longer sign in to this app."
 REUSED = "This refresh token was already used; everything issued with it is now revoked."
 
@@ -161,6 +173,32 @@ class Family:
     org: Organisation | None
 
 
+def refusal(answer: Answer, family: Family | None, loaded: Loaded) -> str:
+    """Why a refresh was refused, for the audit: authlib's error, made precise when it is
+    the token (`invalid_grant`) or the person it was issued to."""
+    if answer.error != "invalid_grant":
+        return answer.error  # the app's authentication, the request or its scope
+    if family is None:
+        return "unknown_token"
+    grant, client = family.grant, loaded.client
+    if client is None or client.get_client_id() != grant.client_id:
+        return "wrong_client"
+    if grant.revoked_at is not None:
+        return "revoked"  # by its sign-in session's end, the app, a disable or a suspension
+    if grant.session_hash is None:
+        return "no_session"
+    if not loaded.refresh_usable:
+        return "expired"
+    staff, account, org = family.staff, family.account, family.org
+    if staff is None or account is None or org is None:
+        return "person_removed"
+    if account.status != AccountStatus.active.value:
+        return f"account_{account.status}"  # account_disabled
+    if org.status in SIGN_IN_PAUSED:
+        return f"org_{org.status}"
+    return "org_not_admitted"  # the app was limited to other organisations since
+
+
 def held_refresh(loaded: Loaded, row: OidcRefreshToken) -> HeldToken:
     assert loaded.grant is not None and loaded.client is not None
     idle, _ = refresh_lifetimes(loaded.client.registration)
@@ -203,11 +241,12 @@ class Tokens:
         if family is not None and row is not None:
             if row.rotated_at is not None:
                 # Rotated already: either the app or a thief holds the newer one; end both.
-                await self.oidc.revoke_grant(family.grant)
-                return invalid_grant(server, request, REUSED)
+                return await self._reused(server, request, family, client_id)
             loaded.subject = active_subject(family.staff, family.account, family.org, family.grant.claims)
         answer: Answer = server.create_token_response(request)
         if answer.status != 200 or row is None or family is None:
+            grant = family.grant if family is not None else None
+            self.oidc.token_refused(client_id, grant, refusal(answer, family, loaded), REFRESH_REFUSED)
             return answer
         # Race-safe: of two requests with the same token, only one changes the row.
         rotated = await db.execute(
@@ -217,10 +256,17 @@ class Tokens:
             .execution_options(synchronize_session=False)
         )
         if rotated.rowcount != 1:  # type: ignore[attr-defined]
-            await self.oidc.revoke_grant(family.grant)
-            return invalid_grant(server, request, REUSED)
+            return await self._reused(server, request, family, client_id)
         await loaded.save_issued()
+        self.oidc.token_issued(family.grant, REFRESHED)
         return answer
+
+    async def _reused(
+        self, server: TokenServer, request: Request, family: Family, client_id: str | None
+    ) -> Answer:
+        await self.oidc.revoke_grant(family.grant)
+        self.oidc.token_refused(client_id, family.grant, "reused", REFRESH_REFUSED)
+        return invalid_grant(server, request, REUSED)
 
     async def _family(self, token: str | None) -> Family | None:
         """The refresh token behind `token` and what a refresh reads with it, in one query."""
