@@ -14,23 +14,14 @@ from sqlalchemy import select
 
 from api.services.sessions import Sessions
 from core.models import AuditEvent, Staff
-from tests.support.accounts import PASSWORD, Browser, Person, hidden_fields, page_text, redirected_to
+from tests.support.accounts import Browser, hidden_fields, page_text
+from tests.support.admin_pages import AVERY
 from tests.support.harness import Stack
+from tests.support.oidc import signed_in_admin
 
 pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 FLASH = re.compile(r'<div class="(error|success)" role="(?:alert|status)"><p>(.*?)</p></div>', re.S)
-
-
-async def signed_in_admin(stack: Stack) -> tuple[Person, Browser]:
-    admin = await stack.person(mfa=True, is_admin=True, first_name="Avery", last_name="Quill")
-    browser = stack.browser()
-    login = await browser.get("/sso/login")
-    sent = await browser.submit(login, "/sso/login", email=admin.email, password=PASSWORD)
-    assert redirected_to(sent, "/sso/login/mfa")
-    page = await browser.get("/sso/login/mfa")
-    assert redirected_to(await browser.submit(page, "/sso/login/mfa", code=admin.totp_now()), "/sso/account")
-    return admin, browser
 
 
 async def bulk(browser: Browser, action: str, ids: list[object], **extra: str) -> httpx.Response:
@@ -58,7 +49,7 @@ def rows(page: httpx.Response) -> list[str]:
 
 
 async def test_the_list_selects_people_and_disables_them_after_a_confirmation(stack: Stack) -> None:
-    _admin, browser = await signed_in_admin(stack)
+    _admin, browser = await signed_in_admin(stack, **AVERY)
     one = await stack.person(first_name="Bea", last_name="Bulk")
     two = await stack.person(first_name="Cy", last_name="Bulk")
     async with stack.sessions() as session:
@@ -93,7 +84,7 @@ async def test_the_list_selects_people_and_disables_them_after_a_confirmation(st
 
 
 async def test_each_persons_outcome_is_shown_including_what_was_not_done(stack: Stack) -> None:
-    admin, browser = await signed_in_admin(stack)
+    admin, browser = await signed_in_admin(stack, **AVERY)
     new = await stack.create_staff()
     active = await stack.person(first_name="Al", last_name="Ready")
     asked = await bulk(browser, "send-email", [new["id"], active.staff_id])
@@ -111,7 +102,7 @@ async def test_each_persons_outcome_is_shown_including_what_was_not_done(stack: 
 
 
 async def test_sign_out_everywhere_for_the_selected_people(stack: Stack) -> None:
-    _admin, browser = await signed_in_admin(stack)
+    _admin, browser = await signed_in_admin(stack, **AVERY)
     person = await stack.person(first_name="Sid", last_name="Session")
     async with stack.sessions() as session:
         await Sessions(stack.settings, session).create("signin", person.staff_id, timedelta(hours=1))
@@ -122,7 +113,7 @@ async def test_sign_out_everywhere_for_the_selected_people(stack: Stack) -> None
 
 
 async def test_nothing_selected_an_unknown_action_or_a_forged_form_does_nothing(stack: Stack) -> None:
-    _admin, browser = await signed_in_admin(stack)
+    _admin, browser = await signed_in_admin(stack, **AVERY)
     person = await stack.person()
 
     async def flash_after(response: httpx.Response) -> tuple[str, str]:

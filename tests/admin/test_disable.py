@@ -32,7 +32,6 @@ from tests.support.accounts import (
     PASSWORD,
     REFUSED,
     SESSION_COOKIE,
-    Browser,
     Person,
     account_row,
     browsing,
@@ -44,6 +43,7 @@ from tests.support.accounts import (
     session_rows,
     sign_in,
 )
+from tests.support.admin_pages import AVERY
 from tests.support.entra_stub import linked_identity, microsoft_sign_in
 from tests.support.harness import Stack, running_stack
 from tests.support.oidc import (
@@ -55,6 +55,7 @@ from tests.support.oidc import (
     redeem,
     refresh_refused,
     register,
+    signed_in_admin,
     signed_in_browser,
     told_sids,
     userinfo,
@@ -302,24 +303,13 @@ async def test_unknown_people_are_404_and_the_api_needs_a_key(stack: Stack) -> N
 # -- the admin pages ------------------------------------------------------------------------
 
 
-async def signed_in_admin(stack: Stack) -> tuple[Person, Browser]:
-    admin = await stack.person(mfa=True, is_admin=True, first_name="Avery", last_name="Quill")
-    browser = stack.browser()
-    login = await browser.get("/sso/login")
-    sent = await browser.submit(login, "/sso/login", email=admin.email, password=PASSWORD)
-    assert redirected_to(sent, "/sso/login/mfa")
-    page = await browser.get("/sso/login/mfa")
-    assert redirected_to(await browser.submit(page, "/sso/login/mfa", code=admin.totp_now()), "/sso/account")
-    return admin, browser
-
-
 def flash(page: httpx.Response) -> tuple[str, str]:
     [(kind, text)] = FLASH.findall(page.text)
     return kind, " ".join(text.split())
 
 
 async def test_the_admin_pages_disable_and_enable_with_a_confirmation(stack: Stack) -> None:
-    admin, browser = await signed_in_admin(stack)
+    admin, browser = await signed_in_admin(stack, **AVERY)
     person = await stack.person(first_name="Lee", last_name="Leaver")
     sid = person.staff_id
     async with stack.sessions() as session:
@@ -364,7 +354,7 @@ async def test_the_admin_pages_disable_and_enable_with_a_confirmation(stack: Sta
 
 
 async def test_an_admin_cannot_disable_themselves(stack: Stack) -> None:
-    admin, browser = await signed_in_admin(stack)
+    admin, browser = await signed_in_admin(stack, **AVERY)
     sid = admin.staff_id
     confirm = await browser.get(f"/admin/staff/{sid}/disable")
     shown = await browser.get(

@@ -67,6 +67,7 @@ from tests.support.accounts import (
 )
 from tests.support.admin_pages import flash_of, known_hash, set_admin, sign_in_with_totp, text_of
 from tests.support.harness import Stack, running_app, running_stack
+from tests.support.oidc import signed_in_admin
 from tests.support.setup_pages import Browser as SetupBrowser
 from tests.support.setup_pages import choose_password, confirm_page_once_sent, latest_code, manual_key, settle
 
@@ -305,13 +306,15 @@ async def make_admin(sessions: SessionFactory, settings: Settings, **names: str)
 
 
 @asynccontextmanager
-async def signed_in_admin(
-    transport: httpx.AsyncBaseTransport, sessions: SessionFactory, settings: Settings
-) -> AsyncIterator[Admin]:
-    person = await make_admin(sessions, settings)
-    async with browsing(transport) as browser:
-        assert redirected_to(await sign_in_with_totp(browser, person), "/sso/account")
+async def admin_signed_in(stack: Stack) -> AsyncIterator[Admin]:
+    """The shared admin sign-in, with this module's admin (a known hash: quicker) and its
+    browser closed after."""
+    names = {"first_name": ADMIN_FIRST, "last_name": ADMIN_LAST}
+    person, browser = await signed_in_admin(stack, password_hash=known_hash(stack.settings), **names)
+    try:
         yield Admin(person, browser)
+    finally:
+        await browser.aclose()
 
 
 async def foreign_csrf(transport: httpx.AsyncBaseTransport) -> str:
@@ -347,7 +350,7 @@ async def app(database_url: str) -> AsyncIterator[Stack]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def admin(app: Stack) -> AsyncIterator[Admin]:
-    async with signed_in_admin(app.transport, app.sessions, app.settings) as signed_in:
+    async with admin_signed_in(app) as signed_in:
         yield signed_in
 
 
@@ -357,7 +360,7 @@ async def admin_stack(
 ) -> AsyncIterator[tuple[Stack, Admin]]:
     """App and worker on the time-skipping server, with an admin signed in with TOTP."""
     async with running_stack(env, database_url, **overrides) as stack:
-        async with signed_in_admin(stack.http._transport, stack.sessions, stack.settings) as signed_in:
+        async with admin_signed_in(stack) as signed_in:
             yield stack, signed_in
         await settle(stack)
     gc.collect()  # see the stack fixture in tests/conftest.py: dispose of the worker's engine on this thread

@@ -24,7 +24,6 @@ from core.settings import MfaPolicy
 from tests.support.accounts import (
     PASSWORD,
     Browser,
-    Person,
     account_row,
     browsing,
     emails_with_subject,
@@ -38,6 +37,7 @@ from tests.support.accounts import (
 )
 from tests.support.harness import Stack
 from tests.support.mfa import obligation
+from tests.support.oidc import signed_in_admin
 from tests.support.passkey_key import soft_key, store_passkey
 from tests.support.setup_pages import at_code_step, manual_key
 from worker import apply_policy
@@ -61,15 +61,6 @@ async def skipped_in_setup(stack: Stack, browser: Browser) -> dict[str, Any]:
     assert SKIP in page_text(mfa_page)
     assert redirected_to(await browser.submit(mfa_page, "/sso/setup/mfa/skip"), "/sso/setup/done")
     return step.staff
-
-
-async def signed_in_admin(stack: Stack) -> tuple[Person, Browser]:
-    admin = await stack.person(mfa=True, is_admin=True, first_name="Morgan", last_name="Admin")
-    browser = stack.browser()
-    assert redirected_to(await sign_in(browser, admin.email), "/sso/login/mfa")
-    page = await browser.get("/sso/login/mfa")
-    assert redirected_to(await browser.submit(page, "/sso/login/mfa", code=admin.totp_now()), "/sso/account")
-    return admin, browser
 
 
 async def test_under_required_reminders_then_sign_in_sets_up_mfa_with_no_skip(required: Stack) -> None:
@@ -159,7 +150,7 @@ async def test_an_admin_extends_the_deadline_once(required: Stack) -> None:
     await obligation(stack, staff_id, "overdue")
     await emails_with_subject(stack.sessions, stack.settings, person.email, REMINDER)
 
-    admin, browser = await signed_in_admin(stack)
+    admin, browser = await signed_in_admin(stack, first_name="Morgan", last_name="Admin")
     page = await browser.get(f"/admin/staff/{staff_id}")
     assert page.status_code == 200 and "MFA overdue" in page_text(page)
     staff_list = await browser.get("/admin/staff")

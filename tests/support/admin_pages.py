@@ -17,6 +17,8 @@ from core.settings import Settings
 from tests.support.accounts import PASSWORD, Browser, Person, redirected_to
 from tests.support.harness import Stack
 
+# The administrator the admin page tests sign in (their audit rows and pages name them).
+AVERY = {"first_name": "Avery", "last_name": "Quill"}
 FLASH = re.compile(r'<div class="(error|success)" role="(alert|status)"><p>(.*?)</p></div>', re.S)
 
 

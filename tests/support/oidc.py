@@ -23,7 +23,8 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from core.models import Base
-from tests.support.accounts import PASSWORD, PUBLIC_URL, Browser, Person, redirected_to, sign_in
+from tests.support.accounts import PUBLIC_URL, Browser, Person, redirected_to, sign_in
+from tests.support.admin_pages import sign_in_with_totp
 from tests.support.harness import Stack
 
 APP_CALLBACK = "https://crm.example.test/callback"
@@ -140,14 +141,12 @@ async def signed_in_browser(stack: Stack, email: str, **extra: str) -> Browser:
 
 
 async def signed_in_admin(stack: Stack, **options: Any) -> tuple[Person, Browser]:
-    """An admin (with an authenticator, as admins sign in) signed in on the admin pages."""
+    """An admin (with an authenticator, as admins sign in) signed in on the admin pages;
+    `options` as `make_person` takes them (names, a known password hash). The browser is the
+    caller's to close, if it cares to."""
     admin = await stack.person(mfa=True, is_admin=True, **options)
     browser = stack.browser()
-    login = await browser.get("/sso/login")
-    sent = await browser.submit(login, "/sso/login", email=admin.email, password=PASSWORD)
-    assert redirected_to(sent, "/sso/login/mfa")
-    page = await browser.get("/sso/login/mfa")
-    assert redirected_to(await browser.submit(page, "/sso/login/mfa", code=admin.totp_now()), "/sso/account")
+    assert redirected_to(await sign_in_with_totp(browser, admin), "/sso/account")
     return admin, browser
 
 
