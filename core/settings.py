@@ -262,6 +262,10 @@ class Settings(BaseSettings):
     # Token endpoint requests per client and per IP, per minute.
     oidc_token_client_limit: int = Field(default=600, ge=1)
     oidc_token_ip_limit: int = Field(default=300, ge=1)
+    # A refused refresh is always audited; a successful one only when this is on: apps
+    # refresh every few minutes per session, a row each would swamp the trail and cost every
+    # refresh a write.
+    oidc_audit_refreshes: bool = False
 
     # Whether everyone must set up a second factor (administrators always must; people who
     # sign in only with Microsoft are exempt). Under `required` a person who skipped MFA is

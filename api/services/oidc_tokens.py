@@ -29,7 +29,8 @@ from core.oidc.claims import Subject, org_claims
 from core.oidc.clients import AUTH_METHODS, RegisteredClient, refresh_lifetimes, refresh_within_lifetimes
 from core.oidc.refresh import MAX_TOKEN_LENGTH, REFRESH_PREFIX, refresh_hash
 
-# Audited once per refresh, as a code's redemption is (never the token or its digest).
+# A refused refresh is audited, a successful one when SSO_OIDC_AUDIT_REFRESHES is on (never
+# the token or its digest).
 REFRESHED = "oidc.token_refreshed"
 REFRESH_REFUSED = "oidc.refresh_refused"
 NO_PERSON = "The person this refresh token was issued to can no longer sign in to this app."
@@ -258,7 +259,8 @@ class Tokens:
         if rotated.rowcount != 1:  # type: ignore[attr-defined]
             return await self._reused(server, request, family, client_id)
         await loaded.save_issued()
-        self.oidc.token_issued(family.grant, REFRESHED)
+        if self.oidc.settings.oidc_audit_refreshes:
+            self.oidc.token_issued(family.grant, REFRESHED)
         return answer
 
     async def _reused(

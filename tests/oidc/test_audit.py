@@ -35,6 +35,12 @@ pytestmark = [pytest.mark.pages, pytest.mark.asyncio(loop_scope="session")]
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def app_stack(database_url: str) -> AsyncIterator[Stack]:
+    async with running_app(database_url, oidc_audit_refreshes=True) as stack:
+        yield stack
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def default_stack(database_url: str) -> AsyncIterator[Stack]:
     async with running_app(database_url) as stack:
         yield stack
 
@@ -199,3 +205,18 @@ async def test_refreshes_and_refused_refreshes_are_audited_with_why_and_without_
     for token in (first, second, third):
         assert token not in table and refresh_hash(app_stack.settings, token) not in table
     assert "ssort_made-up" not in table and "ssocs_wrong" not in table
+
+
+async def test_by_default_only_refused_refreshes_are_audited(default_stack: Stack) -> None:
+    """Apps refresh every few minutes per session: a successful refresh is audited only with
+    SSO_OIDC_AUDIT_REFRESHES on; a refused one always is."""
+    person = await default_stack.person()
+    app = await register(default_stack, **REFRESHING)
+    first = await refresh_token_of(default_stack, app, person.email)
+    renewed = await refresh(default_stack, app, first)
+    assert renewed.status_code == 200, renewed.text
+    assert await refresh_events(default_stack) == []
+    assert (await refresh(default_stack, app, first)).status_code == 400  # reused
+    assert await refresh_events(default_stack) == [
+        ("refused", str(person.staff_id), {"client_id": app.client_id, "reason": "reused"})
+    ]
