@@ -127,10 +127,10 @@ def test_services_commit_part_way_only_where_a_flow_must_see_the_row() -> None:
     (their first activity waits on the row the edit holds until then, and the commit must be
     known to have failed to put a moved leave timer back), and the end of the transaction
     before an email change's confirmation waits on the flow that writes the same row.
-    Likewise an organisation's suspension, which holds before its people's sessions are
-    ended one by one (and starts the apps' logouts once they are), and an
-    organisation's MFA policy, which its rollout's first activity reads. A new one needs as
-    good a reason."""
+    Likewise an organisation's suspension, which holds (sign-in refused) before its flow
+    starts ending its people's sessions, and its erasure, whose `erasing` status refuses
+    sign-in and must be what the erasure flow's first chunk reads; and an organisation's MFA
+    policy, which its rollout's first activity reads. A new one needs as good a reason."""
     found = {
         f"{path.name}:{call.split(':')[0]}"
         for path in (ROOT / "api" / "services").glob("*.py")
@@ -145,6 +145,7 @@ def test_services_commit_part_way_only_where_a_flow_must_see_the_row() -> None:
         "staff_lifecycle.py:update",
         "email_change.py:confirm",
         "org_suspension.py:suspend",
+        "org_erasure.py:erase",
         "org_mfa.py:after_change",
     }
 

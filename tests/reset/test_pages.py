@@ -227,15 +227,18 @@ async def codes(stack: Stack, someone: Person) -> list[str]:
 
 
 async def code_delivered(stack: Stack, someone: Person, count: int = 1) -> str:
-    """The newest code, once `count` reset codes were emailed and the flow holds the last."""
-    bodies = await emails_with_subject(stack.sessions, stack.settings, someone.email, CODE_SUBJECT, count)
+    """The newest code, once `count` reset codes were emailed and the flow holds the last.
+    The emails are read once the flow says its code went out: read before, a second reset's
+    code could still be on its way and the first reset's email would pass for it."""
     resends_left = stack.settings.code_max_resends - (count - 1)
     async with asyncio.timeout(GUARD_SECONDS):
         while True:
             now = await progress(stack, someone)
             if now.code_delivery == "sent" and now.resends_left == resends_left:
-                return code_in(bodies[-1])
+                break
             await asyncio.sleep(0.05)
+    bodies = await emails_with_subject(stack.sessions, stack.settings, someone.email, CODE_SUBJECT, count)
+    return code_in(bodies[-1])
 
 
 async def start_reset(stack: Stack, browser: Browser, someone: Person) -> tuple[httpx.Response, str]:
