@@ -11,6 +11,7 @@ from datetime import timedelta
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import Worker
@@ -19,6 +20,7 @@ from activities.account import AccountActivities
 from activities.email_change import EmailChangeActivities
 from activities.email_delivery import MeteredSender, build_sender
 from activities.entra import EntraActivities
+from activities.housekeeping import HousekeepingActivities
 from activities.lifecycle import LifecycleActivities
 from activities.logout import LogoutActivities
 from activities.mfa import MfaActivities
@@ -36,10 +38,13 @@ from core.logging import configure as configure_logging
 from core.mfa_policy import last_applied_policy, org_policies_to_apply, remember_org_policy, remember_policy
 from core.oidc import logout_outbox
 from core.oidc.backchannel import SessionLogoutInput
+from core.search_attributes import SSO_STEP
 from core.settings import InsecureSettingsError, MfaPolicy, Settings, get_settings
 from core.temporal_client import connect, exit_after_temporal
+from workflows.common import WORKFLOW_TASK_TIMEOUT
 from workflows.email_change import StaffEmailChangeWorkflow
 from workflows.entra import EntraLinkWorkflow
+from workflows.housekeeping import HOUSEKEEPING_WORKFLOW_ID, HousekeepingInput, HousekeepingWorkflow
 from workflows.leave import StaffLeaveWorkflow
 from workflows.logout import SessionLogoutWorkflow, logout_start_options
 from workflows.mfa_enrollment import MfaEnrollmentWorkflow
@@ -75,6 +80,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
     email_change = EmailChangeActivities(settings, sessions, sender, keyring)
     batch = StaffBatchActivities(settings, sessions, client)
     orgs = OrgActivities(settings, sessions)
+    housekeeping = HousekeepingActivities(settings, sessions)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -95,6 +101,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             StaffBatchWorkflow,
             OrgSuspensionWorkflow,
             OrgErasureWorkflow,
+            HousekeepingWorkflow,
         ],
         activities=[
             setup.send_setup_email,
@@ -131,6 +138,8 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine | None 
             orgs.record_org_suspension,
             orgs.erase_org_chunk,
             orgs.finish_org_erasure,
+            housekeeping.purge_table,
+            housekeeping.record_housekeeping,
         ],
     )
 
@@ -186,6 +195,7 @@ async def run(settings: Settings) -> None:
     engine = create_engine(settings.async_database_url)
     worker = build_worker(client, settings, engine)
     await apply_mfa_policy(client, settings, engine)
+    await start_housekeeping_at_worker_start(client, settings)
     sweeper = LogoutSweeper(client, settings, session_factory(engine))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -229,6 +239,33 @@ async def apply_mfa_policy(client: Client, settings: Settings, engine: AsyncEngi
     except (RPCError, SQLAlchemyError, OSError) as exc:
         logger.warning(
             "could not apply SSO_MFA_POLICY (%s); the next worker start tries again", type(exc).__name__
+        )
+
+
+async def start_housekeeping(client: Client, settings: Settings) -> str:
+    """The deployment's daily housekeeping (workflows/housekeeping.py): one flow however many
+    workers start (its id, and USE_EXISTING keeps the running one); its run id."""
+    handle = await client.start_workflow(
+        HousekeepingWorkflow.run,
+        HousekeepingInput(),
+        id=HOUSEKEEPING_WORKFLOW_ID,
+        task_queue=settings.task_queue,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(SSO_STEP, "purging")]),
+        static_summary="Daily housekeeping: delete rows kept past SSO_RETENTION_DAYS",
+        static_details="Counts per table in the current details and the housekeeping.purged audit event",
+    )
+    return handle.result_run_id or ""
+
+
+async def start_housekeeping_at_worker_start(client: Client, settings: Settings) -> None:
+    """A failure is logged; the next worker start tries again (a running one is kept)."""
+    try:
+        await start_housekeeping(client, settings)
+    except (RPCError, OSError) as exc:
+        logger.warning(
+            "could not start housekeeping (%s); the next worker start tries again", type(exc).__name__
         )
 
 

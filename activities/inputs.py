@@ -395,3 +395,20 @@ class OrgErasedResult:
     done: bool
     keys_deleted: int = 0
     tenants_released: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PurgeInput:
+    """One table of the housekeeping run (core/retention.py), `batch_size` rows per statement."""
+
+    table: str
+    batch_size: int = 1000
+
+
+@dataclass
+class HousekeepingDoneInput:
+    """Rows deleted per table in one housekeeping run (`run_id`): counts only, nothing about
+    anyone."""
+
+    run_id: str
+    counts: dict[str, int]

@@ -237,7 +237,10 @@ class SetupLink(Base):
     consumed_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_setup_links_staff", "staff_id"),)
+    __table_args__ = (
+        Index("ix_setup_links_staff", "staff_id"),
+        Index("ix_setup_links_expires", "expires_at"),
+    )
 
 
 class AdminApiKey(Base):
@@ -272,6 +275,7 @@ class OutboxEmail(Base):
     """Development mailbox. Bodies are sealed: even dev links are not plaintext at rest."""
 
     __tablename__ = "outbox_emails"
+    __table_args__ = (Index("ix_outbox_emails_created", "created_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     to_address: Mapped[str] = mapped_column(String(320))
@@ -303,7 +307,10 @@ class EmailSend(Base):
     accepted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (Index("ix_email_sends_staff", "staff_id"),)
+    __table_args__ = (
+        Index("ix_email_sends_staff", "staff_id"),
+        Index("ix_email_sends_created", "created_at"),
+    )
 
 
 class BrowserSession(Base):
@@ -326,7 +333,10 @@ class BrowserSession(Base):
     # Small per-session state (e.g. attempts on a reset page for an unknown address).
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
-    __table_args__ = (Index("ix_browser_sessions_staff", "staff_id"),)
+    __table_args__ = (
+        Index("ix_browser_sessions_staff", "staff_id"),
+        Index("ix_browser_sessions_expires", "expires_at"),
+    )
 
 
 class EntraLink(Base):
@@ -364,7 +374,10 @@ class ResetCodeFailure(Base):
     flow: Mapped[str] = mapped_column(String(100))
     failed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (Index("ix_reset_code_failures_subject", "subject", "failed_at"),)
+    __table_args__ = (
+        Index("ix_reset_code_failures_subject", "subject", "failed_at"),
+        Index("ix_reset_code_failures_failed", "failed_at"),
+    )
 
 
 class ResetLink(Base):
@@ -381,13 +394,17 @@ class ResetLink(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     consumed_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_reset_links_account", "account_id"),)
+    __table_args__ = (
+        Index("ix_reset_links_account", "account_id"),
+        Index("ix_reset_links_expires", "expires_at"),
+    )
 
 
 class RateCounter(Base):
     """Fixed-window counters shared by all web app instances (when Redis is not configured)."""
 
     __tablename__ = "rate_counters"
+    __table_args__ = (Index("ix_rate_counters_window", "window_start"),)
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[datetime]
@@ -428,7 +445,10 @@ class OidcGrant(Base):
     redemption of the code can revoke it."""
 
     __tablename__ = "oidc_grants"
-    __table_args__ = (Index("ix_oidc_grants_staff", "staff_id"),)
+    __table_args__ = (
+        Index("ix_oidc_grants_staff", "staff_id"),
+        Index("ix_oidc_grants_session", "session_hash"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     code_hash: Mapped[str] = mapped_column(String(128), unique=True)

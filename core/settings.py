@@ -220,6 +220,9 @@ class Settings(BaseSettings):
     org_email_budget: int = Field(default=2000, ge=1)
     # People per activity of an organisation's suspension and erasure flows.
     org_flow_chunk_size: int = Field(default=50, ge=1, le=500)
+    # Finished rows (expired sessions and links, sent emails' records, old counters...) are
+    # deleted this many days after they stopped mattering (core/retention.py); audit stays.
+    retention_days: int = Field(default=30, ge=1)
     # Admin API requests per key, and failed authentications per IP, per minute.
     admin_rate_limit: int = Field(default=300, ge=1)
     auth_failure_limit: int = Field(default=20, ge=1)
