@@ -6,7 +6,10 @@ start finds the running one.
 Each run waits for its day first, then purges, then continues as new: a run that sleeps has
 only its timer in history, so a new release (another table) replays nothing it changed. The
 history holds table names and counts only; the counts show in the flow's current details,
-`SsoStep` is `purging` or `waiting`."""
+`SsoStep` is `purging` or `waiting`.
+
+A flow rather than a Temporal Schedule: nothing to create on the server (as with the logout
+sweeper in worker.py), one start per worker start, and a day's wait costs one timer."""
 
 from __future__ import annotations
 
