@@ -14,7 +14,8 @@ from api.admin_words import day
 from api.cookies import csrf_ok
 from api.deps import SettingsDep, StaffLifecycleDep, UnitOfWorkDep, client_ip
 from api.forms import AdminActionFormDep, StaffEditForm, StaffEditFormDep
-from api.routes.admin import EXPIRED_FORM, _admin_and_person, _done, _page, scope_of
+from api.routes.admin import EXPIRED_FORM, _admin_and_person, _confirmation, _done, _page, scope_of
+from api.routes.admin_confirm import confirmed
 from api.schemas import StaffUpdate
 from api.services.sessions import Current
 from core.errors import ServiceUnavailable, SsoError
@@ -156,11 +157,7 @@ async def edit(
 @router.get("/staff/{staff_id}/erase", response_class=HTMLResponse)
 async def erase_page(request: Request, staff_id: str, settings: SettingsDep, uow: UnitOfWorkDep) -> Response:
     """Erase asks first, naming everything it removes and what it keeps."""
-    found = await _admin_and_person(request, settings, uow, staff_id)
-    if isinstance(found, Response):
-        return found
-    current, staff = found
-    return _page(request, current, "admin_erase", f"/admin/staff/{staff.id}", person=staff)
+    return await _confirmation(request, staff_id, settings, uow, "admin_erase")
 
 
 @router.post("/staff/{staff_id}/erase", response_class=HTMLResponse)
@@ -176,19 +173,23 @@ async def erase(
     if isinstance(found, Response):
         return found
     current, staff = found
-    back = f"/admin/staff/{staff.id}"
-    if not csrf_ok(request, settings, form.csrf):
-        return await _done(current, back, "error", EXPIRED_FORM)
-    name = f"{staff.first_name} {staff.last_name}"
     assert current.staff is not None
-    try:
-        await lifecycle.erase(staff.id, await scope_of(uow, current), client_ip(request), by=current.staff.id)
-    except SsoError as problem:
-        return await _done(current, back, "error", f"Erase {name}: {problem.message}")
-    return await _done(
+    by = current.staff.id
+
+    async def erase_them() -> str:
+        await lifecycle.erase(staff.id, await scope_of(uow, current), client_ip(request), by=by)
+        return (
+            "The staff member was erased: their personal data is gone, and their audit trail is "
+            "kept under a pseudonym."
+        )
+
+    return await confirmed(
+        request,
+        settings,
         current,
-        "/admin/staff",
-        "notice",
-        "The staff member was erased: their personal data is gone, and their audit trail is kept "
-        "under a pseudonym.",
+        form.csrf,
+        f"/admin/staff/{staff.id}",
+        erase_them,
+        refused=f"Erase {staff.first_name} {staff.last_name}: ",
+        then="/admin/staff",
     )

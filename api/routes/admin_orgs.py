@@ -19,6 +19,7 @@ from api.forms import CsrfFormDep, OrgForm, OrgFormDep
 from api.org_schemas import OrgCreate, OrgPublic, OrgUpdate
 from api.pages import redirect
 from api.routes.admin import EXPIRED_FORM, _admin, _denied, _done, _operator, _page, _uuid, scope_of
+from api.routes.admin_confirm import confirmed
 from api.services.org_mfa import OrgMfaRollout, update_org
 from api.services.org_suspension import OrgSuspension
 from api.services.orgs import OWN_FIELDS, Orgs
@@ -296,20 +297,19 @@ async def act(
     wanted = _uuid(org_id)
     if action not in ACTIONS or wanted is None:
         return await _done(current, LIST, "error", "That action doesn't exist.")
-    here = f"{LIST}/{wanted}"
-    if not csrf_ok(request, settings, form.csrf):
-        return await _done(current, here, "error", EXPIRED_FORM)
-    suspension = OrgSuspension(uow, settings, temporal, await scope_of(uow, current), client_ip(request))
-    try:
+    scope = await scope_of(uow, current)
+
+    async def change() -> str:
+        suspension = OrgSuspension(uow, settings, temporal, scope, client_ip(request))
         org = await (suspension.suspend(wanted) if action == "suspend" else suspension.resume(wanted))
-    except NotFound:
-        return await _done(current, LIST, "error", GONE)
-    except SsoError as exc:  # being erased, or Temporal away (the suspension itself holds)
-        return await _done(current, here, "error", exc.message)
-    text = (
-        f"{org.name} is suspended: its people can't sign in until you resume it, and they are "
-        "being signed out of every app (the organisation's page shows when that is done)."
-        if action == "suspend"
-        else f"{org.name} is resumed: its people can sign in again."
+        if action == "suspend":
+            return (
+                f"{org.name} is suspended: its people can't sign in until you resume it, and they are "
+                "being signed out of every app (the organisation's page shows when that is done)."
+            )
+        return f"{org.name} is resumed: its people can sign in again."
+
+    # A refusal (being erased, or Temporal away: the suspension itself holds) shows on its page.
+    return await confirmed(
+        request, settings, current, form.csrf, f"{LIST}/{wanted}", change, gone=(LIST, GONE)
     )
-    return await _done(current, here, "notice", text)

@@ -133,7 +133,7 @@ class SignIn:
             await release_attempt(self.db, account.id, claimed)
             self._failed(account, ip, f"entra_account_{refusal}")
             await self.db.flush()
-            metrics.sign_in("refused", "entra_account_disabled")
+            metrics.sign_in("refused", "entra_account_disabled", org=org)
             return SignInResult("entra_disabled", account)
         if self.hashing.hasher.needs_rehash(account.password_hash):
             # Parameters were raised since this hash was made: upgrade it while we can.

@@ -23,6 +23,7 @@ from api.services.flows import FlowClient
 from core import metrics
 from core.codec import data_converter
 from core.db import SessionFactory
+from core.entra import EntraProvider
 from core.errors import ServiceUnavailable
 from core.models import Organisation, SsoAccount, Staff, utcnow
 from core.templating import Agency
@@ -186,6 +187,46 @@ async def test_microsoft_refusals_are_labelled_by_organisation_only_when_asked(
         assert value(text, "sso_sign_ins_total", outcome="entra_refused", reason="unavailable") == 2
         for reason in refusals[1:]:
             assert value(text, "sso_sign_ins_total", outcome="entra_refused", reason=reason) == 1, reason
+
+
+ENTRA = {
+    "entra_tenant_id": "0b1c2d3e-0000-4000-8000-00000000a9e8",
+    "entra_client_id": "agentos-sso-labels",
+    "entra_client_secret": "a-test-entra-client-secret-that-is-long",
+}
+
+
+async def _password_refused_for_microsoft(
+    stack: Stack, org_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person of `org_id` whose linked Microsoft account Graph says is disabled: the right
+    password is refused."""
+    person = await stack.person(org_id=org_id)
+    await linked_identity(stack, person.staff_id, org_id, "Harbour account")
+
+    async def disabled(provider: EntraProvider, object_id: str) -> str:
+        return "disabled"
+
+    monkeypatch.setattr(EntraProvider, "account_state", disabled)
+    assert (await sign_in(stack.browser(), person.email)).status_code == 403
+
+
+@session_loop
+async def test_a_password_refused_for_a_disabled_microsoft_account_is_labelled_by_organisation(
+    sqlite_url: str, labels_restored: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused = {"outcome": "refused", "reason": "entra_account_disabled"}
+    async with running_app(sqlite_url, metrics_org_labels=True, **ENTRA) as stack:
+        org_id, slug = await _harbour(stack.sessions)
+        await _password_refused_for_microsoft(stack, org_id, monkeypatch)
+        text = generate_latest(metrics.REGISTRY).decode()
+        assert value(text, "sso_sign_ins_total", **refused, org=slug) == 1
+        assert value(text, "sso_sign_ins_total", **refused, org="none") == 0
+    async with running_app(sqlite_url, **ENTRA) as stack:
+        await _password_refused_for_microsoft(stack, org_id, monkeypatch)
+        labels = _sign_in_labels()
+        assert labels and all(names == {"outcome", "reason"} for names in labels), labels
+        assert value(generate_latest(metrics.REGISTRY).decode(), "sso_sign_ins_total", **refused) == 1
 
 
 async def _scrape(url: str) -> str:
