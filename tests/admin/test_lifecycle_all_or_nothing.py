@@ -144,6 +144,14 @@ async def emails_to(stack: Stack, address: str, count: int) -> int:
             await asyncio.sleep(0.05)
 
 
+async def audited(stack: Stack, staff_id: uuid.UUID, action: str, count: int) -> None:
+    """Once the person's trail holds `count` events `action`: a code's email is in the outbox
+    a moment before the code's audit event is."""
+    async with asyncio.timeout(GUARD_SECONDS):
+        while (await db_state(stack, staff_id))["audit"].count(action) < count:
+            await asyncio.sleep(0.05)
+
+
 async def set_leave(stack: Stack, staff_id: uuid.UUID, day: date) -> None:
     response = await patch(stack, staff_id, leave_on=day.isoformat())
     assert response.status_code == 200, response.text
@@ -229,6 +237,7 @@ async def test_a_change_waiting_when_a_new_one_is_lost_gets_a_new_code_from_the_
     person = await stack.person()
     assert (await patch(stack, person.staff_id, external_email_1="first@example.com")).status_code == 200
     await emails_to(stack, "first@example.com", 1)
+    await audited(stack, person.staff_id, "code.issued", 1)
     before = await db_state(stack, person.staff_id)
     gateway = LeaveLostGateway(stack.settings, await app_temporal(stack).temporal.client())
     monkeypatch.setattr(app_temporal(stack), "temporal", gateway)
@@ -241,6 +250,7 @@ async def test_a_change_waiting_when_a_new_one_is_lost_gets_a_new_code_from_the_
     refused_as_unavailable(response)
     assert (await db_state(stack, person.staff_id))["pending"] == "first@example.com"
     await emails_to(stack, "first@example.com", 2)
+    await audited(stack, person.staff_id, "code.issued", 2)
     assert await emails_to(stack, "second@example.com", 0) == 0
     after = await db_state(stack, person.staff_id)
     assert {k: v for k, v in after.items() if k not in ("audit", "emails")} == {
