@@ -27,7 +27,7 @@ from api.services.staff_status import ALL_PURPOSES, end_open_flows
 from core import audit
 from core.accounts import SIGNED_IN_PURPOSES, revoke_grants
 from core.db import SessionFactory, UnitOfWork
-from core.errors import NotFound
+from core.errors import NotFound, ServiceUnavailable
 from core.models import BrowserSession, OidcGrant, Organisation, OrgStatus, SsoAccount, Staff, utcnow
 from core.org_erasure import delete_org_rows
 from core.orgs import operator
@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 SUSPENDED = "the organisation was suspended"
 # People of a chunk whose flows are asked to end at once: a few Temporal calls each.
 CONCURRENT_PEOPLE = 8
+# Tries of one person's flows within an attempt before the chunk fails (and is retried).
+PERSON_TRIES = 3
+PERSON_RETRY_SECONDS = 0.5
 
 
 @dataclass
@@ -96,14 +99,32 @@ class OrgActivities:
                 staff_id: account_id for staff_id, account_id in rows.all()
             }
             await uow.commit_now()  # the apps' logouts start once this commits
-        activity.heartbeat()
+        # Whose flows an earlier attempt of this chunk ended, and how many: a flow ended then
+        # is not running now, so without this a retried chunk would count it as nothing.
+        carried = activity.info().heartbeat_details
+        done: dict[str, int] = {str(k): int(v) for k, v in dict(carried[0]).items()} if carried else {}
+        activity.heartbeat(done)
         gate = asyncio.Semaphore(CONCURRENT_PEOPLE)
         why = EndRequest(data.actor, SUSPENDED)
 
         async def end_flows(staff_id: uuid.UUID) -> int:
+            key = str(staff_id)
+            if key in done:
+                return done[key]
             async with gate:
-                ended = await end_open_flows(temporal, self.settings, staff_id, accounts.get(staff_id), why)
-                activity.heartbeat()
+                for attempt in range(PERSON_TRIES):
+                    try:
+                        ended = await end_open_flows(
+                            temporal, self.settings, staff_id, accounts.get(staff_id), why
+                        )
+                        break
+                    except ServiceUnavailable:
+                        # A blip: asked again here, so the chunk's other people keep their counts.
+                        if attempt == PERSON_TRIES - 1:
+                            raise
+                        await asyncio.sleep(PERSON_RETRY_SECONDS * (attempt + 1))
+                done[key] = ended
+                activity.heartbeat(done)
                 return ended
 
         # Temporal away: the chunk fails and is retried (its sessions are found ended already).

@@ -111,8 +111,9 @@ async def test_suspending_ends_every_session_and_cancels_open_setups_chunk_by_ch
 async def test_a_chunk_that_fails_part_way_is_retried_and_ends_the_same(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Temporal fails the first attempt of a chunk after its sessions were ended and before
-    its people's flows were: the retried chunk ends the flows, and counts as the first did."""
+    """Temporal fails once after a chunk's sessions were ended, while its people's flows are
+    being ended (concurrently): asked again, every flow ends and each counts once. (The
+    chunk's people done so far also ride its heartbeat, should the chunk itself be retried.)"""
     real = activities.orgs.end_open_flows
     failed: list[uuid.UUID] = []
 
